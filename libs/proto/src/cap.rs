@@ -5,7 +5,7 @@ use std::str::FromStr;
 
 use crate::ProtoError;
 
-/// Longest key we accept (IBP 1.4 keys are 98 characters).
+/// Longest key we accept (IBP 1.4 keys are 94 characters: `IBP-` + 90).
 pub const MAX_KEY_LEN: usize = 256;
 /// Longest host name we accept in a capability.
 pub const MAX_HOST_LEN: usize = 255;
@@ -42,7 +42,7 @@ impl CapKind {
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct CapRef {
     pub rid: Rid,
-    /// The allocation key, e.g. `IBP-` followed by 94 alphanumerics.
+    /// The allocation key, e.g. `IBP-` followed by 90 alphanumerics.
     pub key: String,
     /// Distinguishes the READ, WRITE and MANAGE capabilities of one allocation.
     pub typekey: u32,

@@ -377,7 +377,9 @@ pub fn parse_request(line: &[u8]) -> Result<Request, RequestError> {
 }
 
 fn line_text(line: &[u8]) -> Result<&str, ProtoError> {
-    if line.len() > MAX_LINE {
+    // MAX_LINE counts the final `\n`, whether or not the caller passed it.
+    let terminated = line.ends_with(b"\n");
+    if line.len() + usize::from(!terminated) > MAX_LINE {
         return Err(ProtoError::LineTooLong);
     }
     let line = line.strip_suffix(b"\n").unwrap_or(line);
@@ -400,8 +402,10 @@ fn parse_command(version: Version, command: Command, args: &[&str]) -> Result<Re
     Ok(match command {
         Command::Allocate => {
             let (rid, rest) = match (version, args.len()) {
-                (Version::V1, 7) => (Some(Rid(uint32(args[0], "rid")?)), &args[1..]),
-                (Version::V0, 6) => (None, args),
+                // <rid> <rel> <type> <duration> <size> <timeout>
+                (Version::V1, 6) => (Some(Rid(uint32(args[0], "rid")?)), &args[1..]),
+                // <rel> <type> <duration> <size> <timeout>
+                (Version::V0, 5) => (None, args),
                 _ => return Err(ProtoError::FieldCount(name)),
             };
             let reliability = Reliability::from_number(int(rest[0], "reliability")?)
@@ -551,12 +555,13 @@ fn cap_ref(rid_key: &str, typekey: &str) -> Result<CapRef, ProtoError> {
     CapRef::parse_rid_key(rid_key, typekey)
 }
 
+/// Whether `digits` is one or more ASCII digits.
+fn all_digits(digits: &str) -> bool {
+    !digits.is_empty() && digits.bytes().all(|b| b.is_ascii_digit())
+}
+
 fn int(token: &str, field: &'static str) -> Result<i64, ProtoError> {
-    if !token
-        .bytes()
-        .enumerate()
-        .all(|(i, b)| b.is_ascii_digit() || (i == 0 && b == b'-'))
-    {
+    if !all_digits(token.strip_prefix('-').unwrap_or(token)) {
         return Err(ProtoError::NotNumber(field));
     }
     token
@@ -565,8 +570,17 @@ fn int(token: &str, field: &'static str) -> Result<i64, ProtoError> {
 }
 
 fn uint(token: &str, field: &'static str) -> Result<u64, ProtoError> {
-    let n = int(token, field)?;
-    u64::try_from(n).map_err(|_| ProtoError::OutOfRange(field))
+    if token.starts_with('-') {
+        // A well-formed negative number is a bad value (-30), not a bad format.
+        let n = int(token, field)?;
+        return u64::try_from(n).map_err(|_| ProtoError::OutOfRange(field));
+    }
+    if !all_digits(token) {
+        return Err(ProtoError::NotNumber(field));
+    }
+    token
+        .parse::<u64>()
+        .map_err(|_| ProtoError::OutOfRange(field))
 }
 
 fn uint32(token: &str, field: &'static str) -> Result<u32, ProtoError> {

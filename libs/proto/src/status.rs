@@ -69,7 +69,10 @@ impl StatusInfo {
             hard_served: num("SH")?,
             hard_used: num("UH")?,
             hard_available: num("AH")?,
-            max_duration: i64::try_from(num("DR")?).map_err(|_| ProtoError::OutOfRange("DR"))?,
+            max_duration: get("DR")
+                .ok_or(ProtoError::BadReply("missing status tag"))?
+                .parse()
+                .map_err(|_| ProtoError::NotNumber("DR"))?,
         })
     }
 }

@@ -1,0 +1,345 @@
+//! The depot's TOML configuration. Every field is documented here and in
+//! `docs/depot-config.md`; unknown fields are rejected.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context};
+use serde::Deserialize;
+
+use crate::units::{ByteSize, Seconds};
+
+/// When acknowledged state reaches stable storage.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum SyncMode {
+    /// fsync data and metadata before every reply: survives power loss.
+    Always,
+    /// Write before the reply, fsync in groups in the background: survives a
+    /// crash of the depot process.
+    Batch,
+}
+
+/// The whole depot configuration.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// Address of the legacy (plain TCP) IBP port. Default `0.0.0.0:6714`.
+    #[serde(default = "default_listen")]
+    pub listen: SocketAddr,
+    /// Host name written into capabilities. Default: the listen address's IP,
+    /// or `localhost` when listening on a wildcard address.
+    #[serde(default)]
+    pub hostname: Option<String>,
+    /// Password for STATUS CHANGE. Without one, STATUS CHANGE is always refused.
+    #[serde(default)]
+    pub status_password: Option<String>,
+    /// `always` or `batch` (default).
+    #[serde(default = "default_sync")]
+    pub sync: SyncMode,
+    /// In `batch` mode, how often the journal is fsynced. Default `1s`.
+    #[serde(default = "default_batch_interval")]
+    pub batch_interval_ms: u64,
+    /// Most simultaneous client connections; more are closed at once. Default 1024.
+    #[serde(default = "default_max_connections")]
+    pub max_connections: usize,
+    /// A connection with no request for this long is closed. Default `5m`.
+    #[serde(default = "default_idle_timeout")]
+    pub idle_timeout: Seconds,
+    /// A request line or a data transfer that makes no progress for this long
+    /// is abandoned. Default `60s`.
+    #[serde(default = "default_io_timeout")]
+    pub io_timeout: Seconds,
+    /// How often expired allocations are reaped. Default `10s`.
+    #[serde(default = "default_reap_interval")]
+    pub reap_interval: Seconds,
+    /// How long expired data stays in the recycle area before it is purged. Default `1d`.
+    #[serde(default = "default_recycle_grace")]
+    pub recycle_grace: Seconds,
+    /// How long SIGTERM waits for in-flight requests. Default `30s`.
+    #[serde(default = "default_shutdown_grace")]
+    pub shutdown_grace: Seconds,
+    /// Optional address of the HTTP `/metrics` endpoint (Prometheus text format).
+    #[serde(default)]
+    pub metrics_listen: Option<SocketAddr>,
+    /// The resources (data areas). At least one.
+    #[serde(default, rename = "resource")]
+    pub resources: Vec<ResourceConfig>,
+}
+
+/// One resource: a data directory with its own capacities and maximum duration.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ResourceConfig {
+    /// Resource identifier written into capabilities. Unique per depot.
+    pub rid: u32,
+    /// Directory for allocation files, the journal and the recycle area.
+    pub data: PathBuf,
+    /// Bytes that HARD allocations may reserve in total.
+    pub hard_size: ByteSize,
+    /// Bytes that all allocations (HARD and SOFT) may reserve together; at
+    /// least `hard_size`. SOFT allocations are reclaimed, soonest-expiring
+    /// first, when a HARD allocation needs their space. Default: `hard_size`.
+    #[serde(default)]
+    pub soft_size: Option<ByteSize>,
+    /// Longest duration an allocation may ask for. Default `1d`.
+    #[serde(default = "default_max_duration")]
+    pub max_duration: Seconds,
+}
+
+fn default_listen() -> SocketAddr {
+    SocketAddr::from(([0, 0, 0, 0], 6714))
+}
+fn default_sync() -> SyncMode {
+    SyncMode::Batch
+}
+fn default_batch_interval() -> u64 {
+    1000
+}
+fn default_max_connections() -> usize {
+    1024
+}
+fn default_idle_timeout() -> Seconds {
+    Seconds(300)
+}
+fn default_io_timeout() -> Seconds {
+    Seconds(60)
+}
+fn default_reap_interval() -> Seconds {
+    Seconds(10)
+}
+fn default_recycle_grace() -> Seconds {
+    Seconds(86_400)
+}
+fn default_shutdown_grace() -> Seconds {
+    Seconds(30)
+}
+fn default_max_duration() -> Seconds {
+    Seconds(86_400)
+}
+
+impl Default for Config {
+    fn default() -> Config {
+        // An empty document yields every default.
+        toml::from_str("").unwrap_or_else(|_| unreachable!("defaults parse"))
+    }
+}
+
+/// Command-line overrides of the configuration file.
+#[derive(Debug, Default, Clone, clap::Args)]
+pub struct Overrides {
+    /// Listen address of the legacy port (port 0 picks a free one).
+    #[arg(long)]
+    pub listen: Option<SocketAddr>,
+    /// Data directory of the first resource (creates resource 0 if none is configured).
+    #[arg(long)]
+    pub data: Option<PathBuf>,
+    /// Hard capacity of the first resource, e.g. `4GiB`.
+    #[arg(long)]
+    pub hard_size: Option<ByteSize>,
+    /// Soft (total) capacity of the first resource, e.g. `8GiB`.
+    #[arg(long)]
+    pub soft_size: Option<ByteSize>,
+    /// Maximum duration of the first resource, e.g. `1d`.
+    #[arg(long)]
+    pub max_duration: Option<Seconds>,
+    /// Host name written into capabilities.
+    #[arg(long)]
+    pub hostname: Option<String>,
+    /// Password for STATUS CHANGE.
+    #[arg(long)]
+    pub status_password: Option<String>,
+    /// `always` or `batch`.
+    #[arg(long, value_enum)]
+    pub sync: Option<SyncMode>,
+    /// Address of the HTTP /metrics endpoint.
+    #[arg(long)]
+    pub metrics_listen: Option<SocketAddr>,
+    /// How often expired allocations are reaped, e.g. `1s`.
+    #[arg(long)]
+    pub reap_interval: Option<Seconds>,
+    /// Idle connection timeout, e.g. `5m`.
+    #[arg(long)]
+    pub idle_timeout: Option<Seconds>,
+    /// Maximum simultaneous connections.
+    #[arg(long)]
+    pub max_connections: Option<usize>,
+}
+
+impl Config {
+    /// Reads a configuration file.
+    pub fn load(path: &Path) -> anyhow::Result<Config> {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("read config file {}", path.display()))?;
+        toml::from_str(&text).with_context(|| format!("parse config file {}", path.display()))
+    }
+
+    /// Applies command-line overrides, then checks the result.
+    pub fn apply(mut self, o: &Overrides) -> anyhow::Result<Config> {
+        if let Some(v) = o.listen {
+            self.listen = v;
+        }
+        if let Some(v) = &o.hostname {
+            self.hostname = Some(v.clone());
+        }
+        if let Some(v) = &o.status_password {
+            self.status_password = Some(v.clone());
+        }
+        if let Some(v) = o.sync {
+            self.sync = v;
+        }
+        if let Some(v) = o.metrics_listen {
+            self.metrics_listen = Some(v);
+        }
+        if let Some(v) = o.reap_interval {
+            self.reap_interval = v;
+        }
+        if let Some(v) = o.idle_timeout {
+            self.idle_timeout = v;
+        }
+        if let Some(v) = o.max_connections {
+            self.max_connections = v;
+        }
+        let touches_resource = o.data.is_some()
+            || o.hard_size.is_some()
+            || o.soft_size.is_some()
+            || o.max_duration.is_some();
+        if self.resources.is_empty() && touches_resource {
+            let data = o
+                .data
+                .clone()
+                .context("--data is required when the config defines no resource")?;
+            self.resources.push(ResourceConfig {
+                rid: 0,
+                data,
+                hard_size: ByteSize(1 << 30),
+                soft_size: None,
+                max_duration: default_max_duration(),
+            });
+        }
+        if let Some(first) = self.resources.first_mut() {
+            if let Some(v) = &o.data {
+                first.data = v.clone();
+            }
+            if let Some(v) = o.hard_size {
+                first.hard_size = v;
+            }
+            if let Some(v) = o.soft_size {
+                first.soft_size = Some(v);
+            }
+            if let Some(v) = o.max_duration {
+                first.max_duration = v;
+            }
+        }
+        self.check()?;
+        Ok(self)
+    }
+
+    fn check(&self) -> anyhow::Result<()> {
+        if self.resources.is_empty() {
+            bail!("no resource configured: give --data DIR or a [[resource]] table");
+        }
+        let mut rids = std::collections::HashSet::new();
+        for r in &self.resources {
+            if !rids.insert(r.rid) {
+                bail!("resource {} is configured twice", r.rid);
+            }
+            if let Some(soft) = r.soft_size {
+                if soft < r.hard_size {
+                    bail!(
+                        "resource {}: soft_size ({}) is smaller than hard_size ({})",
+                        r.rid,
+                        soft,
+                        r.hard_size
+                    );
+                }
+            }
+            if r.max_duration.0 == 0 {
+                bail!("resource {}: max_duration must be positive", r.rid);
+            }
+        }
+        if self.max_connections == 0 {
+            bail!("max_connections must be positive");
+        }
+        if let Some(pw) = &self.status_password {
+            if pw.is_empty()
+                || pw.len() > ibp_proto::MAX_PASSWORD_LEN
+                || !pw.bytes().all(|b| b.is_ascii_graphic())
+            {
+                bail!("status_password must be 1 to 64 printable characters without spaces");
+            }
+        }
+        Ok(())
+    }
+
+    /// The host written into capabilities.
+    pub fn cap_hostname(&self, bound: SocketAddr) -> String {
+        match &self.hostname {
+            Some(h) => h.clone(),
+            None if bound.ip().is_unspecified() => "localhost".to_owned(),
+            None => bound.ip().to_string(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unknown_fields_are_rejected() {
+        let err = toml::from_str::<Config>("listne = \"127.0.0.1:1\"").unwrap_err();
+        assert!(err.to_string().contains("unknown field"), "{err}");
+        let err = toml::from_str::<Config>(
+            "[[resource]]\nrid = 0\ndata = \"/x\"\nhard_size = \"1GiB\"\nsoft = 1\n",
+        )
+        .unwrap_err();
+        assert!(err.to_string().contains("unknown field"), "{err}");
+    }
+
+    #[test]
+    fn full_example_parses() {
+        let cfg: Config = toml::from_str(
+            r#"
+            listen = "127.0.0.1:6714"
+            hostname = "depot1.example.org"
+            status_password = "s3cret"
+            sync = "always"
+            max_connections = 10
+            idle_timeout = "2m"
+            metrics_listen = "127.0.0.1:9714"
+            [[resource]]
+            rid = 0
+            data = "/srv/ibp/0"
+            hard_size = "4GiB"
+            soft_size = "8GiB"
+            max_duration = "1d"
+            [[resource]]
+            rid = 7
+            data = "/srv/ibp/7"
+            hard_size = 1048576
+            "#,
+        )
+        .unwrap();
+        let cfg = cfg.apply(&Overrides::default()).unwrap();
+        assert_eq!(cfg.sync, SyncMode::Always);
+        assert_eq!(cfg.idle_timeout, Seconds(120));
+        assert_eq!(cfg.resources[0].soft_size, Some(ByteSize(8 << 30)));
+        assert_eq!(cfg.resources[1].hard_size, ByteSize(1 << 20));
+        assert_eq!(cfg.resources[1].max_duration, Seconds(86_400));
+    }
+
+    #[test]
+    fn overrides_and_checks() {
+        let o = Overrides {
+            data: Some("/tmp/x".into()),
+            hard_size: Some(ByteSize(10)),
+            soft_size: Some(ByteSize(5)),
+            ..Overrides::default()
+        };
+        let err = Config::default().apply(&o).unwrap_err();
+        assert!(err.to_string().contains("smaller than hard_size"), "{err}");
+        let err = Config::default().apply(&Overrides::default()).unwrap_err();
+        assert!(err.to_string().contains("no resource"), "{err}");
+    }
+}

@@ -1,0 +1,71 @@
+//! The depot: its resources, the host name written into capabilities, and
+//! the shared settings every connection needs.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use ibp_proto::{CapKind, CapRef, Capability, Rid};
+
+use crate::config::Config;
+use crate::metrics::Metrics;
+use crate::resource::Resource;
+
+pub struct Depot {
+    /// Host written into capabilities.
+    pub hostname: String,
+    /// Port written into capabilities (the bound legacy port).
+    pub port: u16,
+    /// Resources in configuration order; the first is the default.
+    resources: Vec<Arc<Resource>>,
+    pub status_password: Option<String>,
+    pub idle_timeout: Duration,
+    pub io_timeout: Duration,
+    pub metrics: Metrics,
+}
+
+impl Depot {
+    /// Opens every resource (recovering their allocations).
+    pub fn open(cfg: &Config, bound: SocketAddr) -> anyhow::Result<Depot> {
+        let resources = cfg
+            .resources
+            .iter()
+            .map(|r| Resource::open(r, cfg.sync).map(Arc::new))
+            .collect::<anyhow::Result<Vec<_>>>()?;
+        Ok(Depot {
+            hostname: cfg.cap_hostname(bound),
+            port: bound.port(),
+            resources,
+            status_password: cfg.status_password.clone(),
+            idle_timeout: cfg.idle_timeout.as_duration(),
+            io_timeout: cfg.io_timeout.as_duration(),
+            metrics: Metrics::default(),
+        })
+    }
+
+    pub fn resources(&self) -> &[Arc<Resource>] {
+        &self.resources
+    }
+
+    /// The resource with this RID, or the default one for `None`.
+    pub fn resource(&self, rid: Option<Rid>) -> Option<&Arc<Resource>> {
+        match rid {
+            None => self.resources.first(),
+            Some(rid) => self.resources.iter().find(|r| r.rid == rid),
+        }
+    }
+
+    /// A capability URI for an allocation of this depot.
+    pub fn capability(&self, rid: Rid, key: &str, typekey: u32, kind: CapKind) -> Capability {
+        Capability {
+            host: self.hostname.clone(),
+            port: self.port,
+            cap: CapRef {
+                rid,
+                key: key.to_owned(),
+                typekey,
+            },
+            kind,
+        }
+    }
+}

@@ -1,0 +1,148 @@
+//! ALLOCATE, MANAGE and STATUS: the commands that touch metadata only.
+
+use ibp_proto::{
+    parse_status_change_values, Allocate, CapKind, IbpError, Manage, ManageOp, ProbeInfo, Reply,
+    Status, StatusOp, StorageType, MAX_LINE,
+};
+use subtle::ConstantTimeEq;
+
+use crate::resource::{now, Capacity};
+use crate::server::{read_line, timed, Conn, Failure, Line};
+use crate::Depot;
+
+pub async fn allocate(depot: &Depot, conn: &mut Conn, a: Allocate) -> Result<(), Failure> {
+    if a.storage != StorageType::ByteArray {
+        return Err(IbpError::TypeNotSupported.into());
+    }
+    let res = depot.resource(a.rid).ok_or(IbpError::ResourceUnavailable)?;
+    let (alloc, caps, gen) = res.allocate(a.reliability, a.size, a.duration)?;
+    res.commit(gen).await?;
+    let cap = |kind, i: usize| depot.capability(alloc.rid, &caps.key, caps.typekeys[i], kind);
+    let reply = Reply::Allocated {
+        read: cap(CapKind::Read, 0),
+        write: cap(CapKind::Write, 1),
+        manage: cap(CapKind::Manage, 2),
+    };
+    tracing::debug!(rid = alloc.rid.0, id = alloc.id, size = a.size, "allocated");
+    conn.reply(&reply).await?;
+    Ok(())
+}
+
+/// MANAGE. The MANAGE capability may do everything; a READ or WRITE
+/// capability may PROBE and INCR/DECR its own reference count (LoRS's trim
+/// sends DECR on the READ capability).
+pub async fn manage(depot: &Depot, conn: &mut Conn, m: Manage) -> Result<(), Failure> {
+    let res = depot
+        .resource(Some(m.cap.rid))
+        .ok_or(IbpError::CapNotFound)?;
+    let (alloc, kind) = res.find(&m.cap)?;
+    let allowed = match (kind, m.op) {
+        (Some(CapKind::Manage), _) => true,
+        (Some(_), ManageOp::Probe(_)) => true,
+        (Some(CapKind::Read), ManageOp::Incr | ManageOp::Decr) => m.cap_type == 1,
+        (Some(CapKind::Write), ManageOp::Incr | ManageOp::Decr) => m.cap_type == 2,
+        _ => false,
+    };
+    if !allowed {
+        return Err(IbpError::InvalidManageCap.into());
+    }
+    let reply = match m.op {
+        ManageOp::Probe(_) => {
+            let st = alloc.state();
+            Reply::Probe(ProbeInfo {
+                read_refs: st.read_refs,
+                write_refs: st.write_refs,
+                size: st.size,
+                max_size: st.max_size,
+                seconds_left: (st.expires - now()).max(0),
+                reliability: st.reliability.number(),
+                storage: StorageType::ByteArray.number(),
+            })
+        }
+        ManageOp::Incr | ManageOp::Decr => {
+            let gen = res.adjust_refs(&alloc, m.cap_type, m.op == ManageOp::Incr)?;
+            res.commit(gen).await?;
+            Reply::Ok
+        }
+        ManageOp::Change(attrs) => {
+            let gen = res.change(&alloc, &attrs)?;
+            res.commit(gen).await?;
+            Reply::Ok
+        }
+    };
+    conn.reply(&reply).await?;
+    Ok(())
+}
+
+fn password_ok(depot: &Depot, given: &str) -> bool {
+    match &depot.status_password {
+        Some(pw) => pw.as_bytes().ct_eq(given.as_bytes()).into(),
+        None => false,
+    }
+}
+
+pub async fn status(depot: &Depot, conn: &mut Conn, s: Status) -> Result<(), Failure> {
+    match s.op {
+        StatusOp::Inquire { rid, .. } => {
+            // As in IBP 1.4, inquiry needs no password (LoRS sends "ibp").
+            let res = depot.resource(rid).ok_or(IbpError::ResourceUnavailable)?;
+            send_body(conn, &res.status().encode()).await
+        }
+        StatusOp::Change { rid, password } => {
+            if !password_ok(depot, &password) {
+                tracing::warn!(peer = %conn.peer, "STATUS CHANGE with a wrong password");
+                return Err(IbpError::WrongPassword.into());
+            }
+            let res = depot.resource(rid).ok_or(IbpError::ResourceUnavailable)?;
+            let line = match timed(conn.io_timeout, read_line(&mut conn.reader)).await? {
+                Line::Text(l) => l,
+                Line::TooLong => return Err(IbpError::BadFormat.into()),
+                Line::Eof => return Err(Failure::Io(std::io::ErrorKind::UnexpectedEof.into())),
+            };
+            let (hard, soft, max_duration) =
+                parse_status_change_values(&line).map_err(|e| e.ibp_error())?;
+            if soft < hard || max_duration <= 0 {
+                return Err(IbpError::InvalidParameter.into());
+            }
+            res.set_capacity(Capacity {
+                hard_size: hard,
+                soft_size: soft,
+                max_duration,
+            });
+            tracing::info!(
+                rid = res.rid.0,
+                hard,
+                soft,
+                max_duration,
+                "capacity changed by STATUS CHANGE"
+            );
+            send_body(conn, &res.status().encode()).await
+        }
+        StatusOp::Resources => {
+            let rids = depot.resources().iter().map(|r| r.rid).collect();
+            conn.reply(&Reply::Resources(rids)).await?;
+            Ok(())
+        }
+        StatusOp::Version => {
+            let body = format!(
+                "ibp-depot {}\nIBP protocol 1.4 (legacy text)\nresources {}\nEND\n",
+                env!("CARGO_PKG_VERSION"),
+                depot.resources().len()
+            );
+            send_body(conn, &body).await
+        }
+        StatusOp::Stats { .. } => {
+            let body = format!("{}END\n", depot.metrics.render(depot));
+            send_body(conn, &body).await
+        }
+    }
+}
+
+/// `1 <len> \n` + body, in one write.
+async fn send_body(conn: &mut Conn, body: &str) -> Result<(), Failure> {
+    debug_assert!(body.len() < MAX_LINE * 64);
+    let mut out = Reply::Payload(body.len() as u64).encode().into_bytes();
+    out.extend_from_slice(body.as_bytes());
+    conn.send(&out).await?;
+    Ok(())
+}

@@ -1,0 +1,18 @@
+//! The IBP depot: an untrusted server that stores time-limited byte
+//! allocations behind capabilities and speaks the IBP 1.4 text protocol.
+//!
+//! Start reading at [`server::run`]; the per-command logic is in
+//! [`handlers`] (metadata commands) and [`transfer`] (data commands).
+
+pub mod client;
+pub mod config;
+pub mod depot;
+pub mod handlers;
+pub mod journal;
+pub mod metrics;
+pub mod resource;
+pub mod server;
+pub mod transfer;
+pub mod units;
+
+pub use depot::Depot;

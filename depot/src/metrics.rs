@@ -1,0 +1,159 @@
+//! Counters for the Prometheus `/metrics` endpoint and STATUS STATS.
+
+use std::fmt::Write as _;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::Arc;
+
+use ibp_proto::Command;
+use tokio_util::sync::CancellationToken;
+
+use crate::Depot;
+
+const COMMANDS: [Command; 7] = [
+    Command::Allocate,
+    Command::Store,
+    Command::Status,
+    Command::Copy,
+    Command::Load,
+    Command::Manage,
+    Command::Write,
+];
+
+#[derive(Default)]
+pub struct Metrics {
+    /// `[command][0 = ok, 1 = error]`; index 7 is "unparsed".
+    requests: [[AtomicU64; 2]; 8],
+    bytes_in: AtomicU64,
+    bytes_out: AtomicU64,
+    connections_open: AtomicU64,
+    connections_refused: AtomicU64,
+}
+
+fn index(c: Option<Command>) -> usize {
+    c.and_then(|c| COMMANDS.iter().position(|x| *x == c))
+        .unwrap_or(7)
+}
+
+impl Metrics {
+    pub fn request(&self, command: Option<Command>, ok: bool) {
+        self.requests[index(command)][usize::from(!ok)].fetch_add(1, Relaxed);
+    }
+    pub fn bytes_in(&self, n: u64) {
+        self.bytes_in.fetch_add(n, Relaxed);
+    }
+    pub fn bytes_out(&self, n: u64) {
+        self.bytes_out.fetch_add(n, Relaxed);
+    }
+    pub fn connection_opened(&self) {
+        self.connections_open.fetch_add(1, Relaxed);
+    }
+    pub fn connection_closed(&self) {
+        self.connections_open.fetch_sub(1, Relaxed);
+    }
+    pub fn connection_refused(&self) {
+        self.connections_refused.fetch_add(1, Relaxed);
+    }
+
+    /// The Prometheus text exposition format.
+    pub fn render(&self, depot: &Depot) -> String {
+        let mut o = String::new();
+        o.push_str("# HELP ibp_requests_total Requests by command and status.\n# TYPE ibp_requests_total counter\n");
+        for (i, row) in self.requests.iter().enumerate() {
+            let name = COMMANDS.get(i).map_or("UNPARSED", |c| c.name());
+            for (j, status) in ["ok", "error"].iter().enumerate() {
+                let _ = writeln!(
+                    o,
+                    "ibp_requests_total{{command=\"{name}\",status=\"{status}\"}} {}",
+                    row[j].load(Relaxed)
+                );
+            }
+        }
+        let mut counter = |name: &str, help: &str, kind: &str, v: u64| {
+            let _ = writeln!(o, "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {v}");
+        };
+        counter(
+            "ibp_bytes_in_total",
+            "Bytes received into allocations.",
+            "counter",
+            self.bytes_in.load(Relaxed),
+        );
+        counter(
+            "ibp_bytes_out_total",
+            "Bytes sent from allocations (LOAD and COPY).",
+            "counter",
+            self.bytes_out.load(Relaxed),
+        );
+        counter(
+            "ibp_connections_open",
+            "Open client connections.",
+            "gauge",
+            self.connections_open.load(Relaxed),
+        );
+        counter(
+            "ibp_connections_refused_total",
+            "Connections closed at the connection limit.",
+            "counter",
+            self.connections_refused.load(Relaxed),
+        );
+        o.push_str(
+            "# HELP ibp_allocations Live allocations per resource.\n# TYPE ibp_allocations gauge\n",
+        );
+        for r in depot.resources() {
+            let _ = writeln!(
+                o,
+                "ibp_allocations{{rid=\"{}\"}} {}",
+                r.rid,
+                r.allocation_count()
+            );
+        }
+        o.push_str("# HELP ibp_capacity_bytes Reserved and free bytes per resource and class.\n# TYPE ibp_capacity_bytes gauge\n");
+        for r in depot.resources() {
+            let s = r.status();
+            for (class, used, free) in [
+                ("total", s.total_used, s.total_available),
+                ("hard", s.hard_used, s.hard_available),
+            ] {
+                let _ = writeln!(
+                    o,
+                    "ibp_capacity_bytes{{rid=\"{}\",class=\"{class}\",state=\"used\"}} {used}",
+                    r.rid
+                );
+                let _ = writeln!(
+                    o,
+                    "ibp_capacity_bytes{{rid=\"{}\",class=\"{class}\",state=\"free\"}} {free}",
+                    r.rid
+                );
+            }
+        }
+        o
+    }
+}
+
+/// Serves `GET /metrics` until `shutdown` fires.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    depot: Arc<Depot>,
+    shutdown: CancellationToken,
+) -> std::io::Result<()> {
+    let app = axum::Router::new().route(
+        "/metrics",
+        axum::routing::get(move || {
+            let depot = depot.clone();
+            async move {
+                (
+                    [("content-type", "text/plain; version=0.0.4")],
+                    depot.metrics.render(&depot),
+                )
+            }
+        }),
+    );
+    axum::serve(listener, app)
+        .with_graceful_shutdown(async move { shutdown.cancelled().await })
+        .await
+}
+
+/// Binds the metrics listener (separately, so the address can be printed).
+pub async fn bind(addr: SocketAddr) -> std::io::Result<tokio::net::TcpListener> {
+    tokio::net::TcpListener::bind(addr).await
+}

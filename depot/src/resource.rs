@@ -1,0 +1,776 @@
+//! A resource: one data directory holding allocation files, its journal and
+//! its recycle area, with capacity accounting.
+//!
+//! Lock order (never taken the other way round): compaction `gate` →
+//! `inner` → an allocation's `state` → the journal file.
+
+use std::collections::HashMap;
+use std::fs;
+use std::io;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, RwLock};
+
+use anyhow::Context;
+use ibp_proto::{Attributes, CapKind, CapRef, IbpError, Reliability, Rid, StatusInfo};
+use rand::distributions::{Alphanumeric, DistString};
+use rand::Rng;
+use subtle::ConstantTimeEq;
+
+use crate::config::{ResourceConfig, SyncMode};
+use crate::journal::{self, Journal, Record};
+
+/// Characters of random key after the `IBP-` prefix (as in IBP 1.4: 94
+/// alphanumerics, about 559 bits).
+const KEY_CHARS: usize = 94;
+
+/// Capacities of a resource (changeable by STATUS CHANGE).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Capacity {
+    pub hard_size: u64,
+    pub soft_size: u64,
+    pub max_duration: i64,
+}
+
+/// The mutable part of an allocation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AllocState {
+    /// Acknowledged bytes.
+    pub size: u64,
+    pub max_size: u64,
+    /// Unix seconds.
+    pub expires: i64,
+    pub reliability: Reliability,
+    pub read_refs: u32,
+    pub write_refs: u32,
+    /// Deleted, expired or reclaimed; handlers holding it must stop.
+    pub gone: bool,
+}
+
+/// One allocation. Capability keys are kept only as SHA-256 hashes.
+pub struct Allocation {
+    pub id: u64,
+    pub rid: Rid,
+    key_hash: [u8; 32],
+    typekeys: [u32; 3],
+    pub created: i64,
+    state: Mutex<AllocState>,
+    /// Serialises STORE and WRITE on this allocation.
+    pub writer: tokio::sync::Mutex<()>,
+    /// Whether the data file's directory entry is known to be durable.
+    file_durable: AtomicBool,
+}
+
+impl Allocation {
+    pub fn state(&self) -> AllocState {
+        *lock(&self.state)
+    }
+
+    pub fn typekey(&self, kind: CapKind) -> u32 {
+        match kind {
+            CapKind::Read => self.typekeys[0],
+            CapKind::Write => self.typekeys[1],
+            CapKind::Manage => self.typekeys[2],
+        }
+    }
+
+    fn snapshot(&self) -> Record {
+        let s = self.state();
+        Record::Allocate {
+            id: self.id,
+            key_hash: self.key_hash,
+            typekeys: self.typekeys,
+            created: self.created,
+            expires: s.expires,
+            max_size: s.max_size,
+            size: s.size,
+            reliability: s.reliability,
+            read_refs: s.read_refs,
+            write_refs: s.write_refs,
+        }
+    }
+}
+
+/// The capabilities handed out by ALLOCATE (the key is never stored).
+pub struct NewCaps {
+    pub key: String,
+    pub typekeys: [u32; 3],
+}
+
+struct Inner {
+    allocs: HashMap<u64, Arc<Allocation>>,
+    by_key: HashMap<[u8; 32], u64>,
+    hard_used: u64,
+    total_used: u64,
+    next_id: u64,
+    capacity: Capacity,
+}
+
+impl Inner {
+    fn account(&mut self, rel: Reliability, size: u64, add: bool) {
+        let apply = |v: &mut u64| {
+            *v = if add {
+                v.saturating_add(size)
+            } else {
+                v.saturating_sub(size)
+            }
+        };
+        apply(&mut self.total_used);
+        if rel == Reliability::Hard {
+            apply(&mut self.hard_used);
+        }
+    }
+}
+
+pub struct Resource {
+    pub rid: Rid,
+    data_dir: PathBuf,
+    recycle_dir: PathBuf,
+    journal: Journal,
+    sync: SyncMode,
+    gate: RwLock<()>,
+    inner: Mutex<Inner>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+pub fn now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
+}
+
+fn key_hash(key: &str) -> [u8; 32] {
+    let d = ring::digest::digest(&ring::digest::SHA256, key.as_bytes());
+    let mut out = [0u8; 32];
+    out.copy_from_slice(d.as_ref());
+    out
+}
+
+fn io_err(e: io::Error) -> IbpError {
+    tracing::error!(error = %e, "journal append failed");
+    IbpError::FileWrite
+}
+
+impl Resource {
+    /// Opens (or creates) a resource and recovers its allocations: replays the
+    /// journal, cuts unacknowledged bytes off data files, moves what expired to
+    /// the recycle area, removes orphan files, and writes a fresh snapshot.
+    pub fn open(cfg: &ResourceConfig, sync: SyncMode) -> anyhow::Result<Resource> {
+        let rid = Rid(cfg.rid);
+        let data_dir = cfg.data.join("data");
+        let recycle_dir = cfg.data.join("recycle");
+        for d in [&cfg.data, &data_dir, &recycle_dir] {
+            fs::create_dir_all(d).with_context(|| format!("create directory {}", d.display()))?;
+        }
+        let journal_path = cfg.data.join("journal");
+        let records = journal::replay(&journal_path)
+            .with_context(|| format!("replay journal {}", journal_path.display()))?;
+        let mut live: HashMap<u64, Record> = HashMap::new();
+        let mut next_id = 1;
+        for rec in records {
+            match rec {
+                Record::Allocate { id, .. } => {
+                    next_id = next_id.max(id + 1);
+                    live.insert(id, rec);
+                }
+                Record::Size { id, size: new } => {
+                    if let Some(Record::Allocate { size, .. }) = live.get_mut(&id) {
+                        *size = new;
+                    }
+                }
+                Record::Change {
+                    id,
+                    max_size: m,
+                    expires: e,
+                    reliability: r,
+                } => {
+                    if let Some(Record::Allocate {
+                        max_size,
+                        expires,
+                        reliability,
+                        ..
+                    }) = live.get_mut(&id)
+                    {
+                        *max_size = m;
+                        *expires = e;
+                        *reliability = r;
+                    }
+                }
+                Record::Refs {
+                    id,
+                    read_refs: rr,
+                    write_refs: wr,
+                } => {
+                    if let Some(Record::Allocate {
+                        read_refs,
+                        write_refs,
+                        ..
+                    }) = live.get_mut(&id)
+                    {
+                        *read_refs = rr;
+                        *write_refs = wr;
+                    }
+                }
+                Record::Delete { id } => {
+                    live.remove(&id);
+                }
+            }
+        }
+        let t = now();
+        let soft = cfg.soft_size.unwrap_or(cfg.hard_size);
+        let mut inner = Inner {
+            allocs: HashMap::new(),
+            by_key: HashMap::new(),
+            hard_used: 0,
+            total_used: 0,
+            next_id,
+            capacity: Capacity {
+                hard_size: cfg.hard_size.0,
+                soft_size: soft.0,
+                max_duration: cfg.max_duration.0 as i64,
+            },
+        };
+        let mut expired = 0;
+        for (id, rec) in live {
+            let Record::Allocate {
+                key_hash,
+                typekeys,
+                created,
+                expires,
+                max_size,
+                mut size,
+                reliability,
+                read_refs,
+                write_refs,
+                ..
+            } = rec
+            else {
+                continue;
+            };
+            let path = data_dir.join(format!("{id:016x}"));
+            if expires <= t {
+                move_to_recycle(&path, &recycle_dir, id, expires);
+                expired += 1;
+                continue;
+            }
+            match fs::metadata(&path) {
+                Ok(m) if m.len() > size => {
+                    // Bytes written but never acknowledged.
+                    fs::OpenOptions::new()
+                        .write(true)
+                        .open(&path)
+                        .and_then(|f| f.set_len(size))
+                        .with_context(|| format!("truncate {}", path.display()))?;
+                }
+                Ok(m) if m.len() < size => {
+                    tracing::error!(id, journaled = size, on_disk = m.len(), "allocation file is shorter than acknowledged; data was lost below the depot");
+                    size = m.len();
+                }
+                Ok(_) => {}
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                    if size > 0 {
+                        tracing::error!(
+                            id,
+                            journaled = size,
+                            "allocation file is missing; data was lost below the depot"
+                        );
+                    }
+                    size = 0;
+                }
+                Err(e) => return Err(e).with_context(|| format!("stat {}", path.display())),
+            }
+            let alloc = Arc::new(Allocation {
+                id,
+                rid,
+                key_hash,
+                typekeys,
+                created,
+                state: Mutex::new(AllocState {
+                    size,
+                    max_size,
+                    expires,
+                    reliability,
+                    read_refs,
+                    write_refs,
+                    gone: false,
+                }),
+                writer: tokio::sync::Mutex::new(()),
+                file_durable: AtomicBool::new(true),
+            });
+            inner.account(reliability, max_size, true);
+            inner.by_key.insert(key_hash, id);
+            inner.allocs.insert(id, alloc);
+        }
+        // Files that no journaled allocation owns were never acknowledged.
+        let mut orphans = 0;
+        for entry in
+            fs::read_dir(&data_dir).with_context(|| format!("list {}", data_dir.display()))?
+        {
+            let entry = entry?;
+            let owned = entry
+                .file_name()
+                .to_str()
+                .and_then(|n| u64::from_str_radix(n, 16).ok())
+                .is_some_and(|id| inner.allocs.contains_key(&id));
+            if !owned {
+                let _ = fs::remove_file(entry.path());
+                orphans += 1;
+            }
+        }
+        let snapshot: Vec<Record> = inner.allocs.values().map(|a| a.snapshot()).collect();
+        let journal = Journal::create_from_snapshot(&journal_path, &snapshot)
+            .with_context(|| format!("write journal snapshot {}", journal_path.display()))?;
+        tracing::info!(
+            rid = rid.0,
+            data = %cfg.data.display(),
+            allocations = inner.allocs.len(),
+            expired,
+            orphans,
+            "resource recovered"
+        );
+        Ok(Resource {
+            rid,
+            data_dir,
+            recycle_dir,
+            journal,
+            sync,
+            gate: RwLock::new(()),
+            inner: Mutex::new(inner),
+        })
+    }
+
+    pub fn data_path(&self, id: u64) -> PathBuf {
+        self.data_dir.join(format!("{id:016x}"))
+    }
+
+    pub fn capacity(&self) -> Capacity {
+        lock(&self.inner).capacity
+    }
+
+    fn gate(&self) -> std::sync::RwLockReadGuard<'_, ()> {
+        self.gate.read().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Makes generation `gen` durable when the sync mode demands it.
+    pub async fn commit(&self, gen: u64) -> Result<(), IbpError> {
+        if self.sync == SyncMode::Always {
+            self.journal.sync_through(gen).await.map_err(io_err)?;
+        }
+        Ok(())
+    }
+
+    pub async fn sync_journal(&self) -> io::Result<()> {
+        self.journal.sync_all().await
+    }
+
+    /// Resolves a duration request: `-1` is the maximum, 0 and anything above
+    /// the maximum are refused.
+    fn expiry(&self, cap: &Capacity, duration: i64, t: i64) -> Result<i64, IbpError> {
+        match duration {
+            -1 => Ok(t.saturating_add(cap.max_duration)),
+            d if d < -1 => Err(IbpError::InvalidParameterDuration),
+            d if d == 0 || d > cap.max_duration => Err(IbpError::LongDuration),
+            d => Ok(t + d),
+        }
+    }
+
+    /// ALLOCATE. Returns the new allocation, its key and the journal generation
+    /// to [`commit`](Self::commit) before replying.
+    pub fn allocate(
+        &self,
+        reliability: Reliability,
+        size: u64,
+        duration: i64,
+    ) -> Result<(Arc<Allocation>, NewCaps, u64), IbpError> {
+        let t = now();
+        let _gate = self.gate();
+        let mut inner = lock(&self.inner);
+        let cap = inner.capacity;
+        let expires = self.expiry(&cap, duration, t)?;
+        if size > cap.soft_size || (reliability == Reliability::Hard && size > cap.hard_size) {
+            return Err(IbpError::WouldExceedLimit);
+        }
+        match reliability {
+            Reliability::Hard => {
+                if inner.hard_used + size > cap.hard_size {
+                    return Err(IbpError::WouldExceedLimit);
+                }
+                if inner.total_used + size > cap.soft_size {
+                    let need = inner.total_used + size - cap.soft_size;
+                    self.reclaim_soft(&mut inner, need)?;
+                }
+            }
+            Reliability::Soft => {
+                if inner.total_used + size > cap.soft_size {
+                    return Err(IbpError::WouldExceedLimit);
+                }
+            }
+        }
+        let mut rng = rand::thread_rng();
+        let key = format!("IBP-{}", Alphanumeric.sample_string(&mut rng, KEY_CHARS));
+        let hash = key_hash(&key);
+        let mut typekeys = [0u32; 3];
+        while typekeys[0] == typekeys[1] || typekeys[1] == typekeys[2] || typekeys[0] == typekeys[2]
+        {
+            typekeys = [(); 3].map(|_| rng.gen_range(1..i32::MAX as u32));
+        }
+        let id = inner.next_id;
+        let alloc = Arc::new(Allocation {
+            id,
+            rid: self.rid,
+            key_hash: hash,
+            typekeys,
+            created: t,
+            state: Mutex::new(AllocState {
+                size: 0,
+                max_size: size,
+                expires,
+                reliability,
+                read_refs: 1,
+                write_refs: 1,
+                gone: false,
+            }),
+            writer: tokio::sync::Mutex::new(()),
+            file_durable: AtomicBool::new(false),
+        });
+        let gen = self.journal.append(&alloc.snapshot()).map_err(io_err)?;
+        inner.next_id += 1;
+        inner.account(reliability, size, true);
+        inner.by_key.insert(hash, id);
+        inner.allocs.insert(id, alloc.clone());
+        Ok((alloc, NewCaps { key, typekeys }, gen))
+    }
+
+    /// Frees at least `need` bytes by reclaiming SOFT allocations,
+    /// soonest-expiring first; reclaims nothing if that cannot be enough.
+    fn reclaim_soft(&self, inner: &mut Inner, need: u64) -> Result<(), IbpError> {
+        let mut soft: Vec<(i64, u64, u64)> = inner
+            .allocs
+            .values()
+            .filter_map(|a| {
+                let s = a.state();
+                (s.reliability == Reliability::Soft).then_some((s.expires, a.id, s.max_size))
+            })
+            .collect();
+        if soft.iter().map(|s| s.2).sum::<u64>() < need {
+            return Err(IbpError::WouldExceedLimit);
+        }
+        soft.sort_unstable();
+        let mut freed = 0;
+        for (_, id, _) in soft {
+            if freed >= need {
+                break;
+            }
+            if let Some(a) = inner.allocs.get(&id).cloned() {
+                freed += a.state().max_size;
+                self.remove_locked(inner, &a, false).map_err(io_err)?;
+                tracing::info!(
+                    rid = self.rid.0,
+                    id,
+                    "reclaimed SOFT allocation for a HARD one"
+                );
+            }
+        }
+        Ok(())
+    }
+
+    /// Removes an allocation (journal first, then memory, then its file).
+    fn remove_locked(&self, inner: &mut Inner, a: &Allocation, recycle: bool) -> io::Result<()> {
+        let mut st = lock(&a.state);
+        if st.gone {
+            return Ok(());
+        }
+        self.journal.append(&Record::Delete { id: a.id })?;
+        st.gone = true;
+        inner.account(st.reliability, st.max_size, false);
+        inner.by_key.remove(&a.key_hash);
+        inner.allocs.remove(&a.id);
+        let path = self.data_path(a.id);
+        if recycle {
+            move_to_recycle(&path, &self.recycle_dir, a.id, st.expires);
+        } else {
+            let _ = fs::remove_file(&path);
+        }
+        Ok(())
+    }
+
+    /// Finds the allocation of a capability and which of its three
+    /// capabilities the typekey names. All three typekeys are compared in
+    /// constant time; the lookup is by a hash of the key.
+    pub fn find(&self, cap: &CapRef) -> Result<(Arc<Allocation>, Option<CapKind>), IbpError> {
+        let hash = key_hash(&cap.key);
+        let alloc = {
+            let inner = lock(&self.inner);
+            let id = inner.by_key.get(&hash).ok_or(IbpError::CapNotFound)?;
+            inner.allocs.get(id).cloned().ok_or(IbpError::CapNotFound)?
+        };
+        let st = alloc.state();
+        if st.gone || st.expires <= now() {
+            return Err(IbpError::CapNotFound);
+        }
+        let tk = cap.typekey.to_le_bytes();
+        let mut kind = None;
+        for k in [CapKind::Read, CapKind::Write, CapKind::Manage] {
+            let hit: bool = alloc.typekey(k).to_le_bytes().ct_eq(&tk).into();
+            if hit {
+                kind = Some(k);
+            }
+        }
+        Ok((alloc, kind))
+    }
+
+    /// Records a new acknowledged size after data reached the file.
+    pub fn commit_size(&self, a: &Allocation, size: u64) -> Result<u64, IbpError> {
+        let _gate = self.gate();
+        let mut st = lock(&a.state);
+        if st.gone {
+            drop(st);
+            let _ = fs::remove_file(self.data_path(a.id));
+            return Err(IbpError::CapNotFound);
+        }
+        let gen = self
+            .journal
+            .append(&Record::Size { id: a.id, size })
+            .map_err(io_err)?;
+        st.size = size;
+        Ok(gen)
+    }
+
+    /// In `always` mode, makes a data file (and, once, its directory entry) durable.
+    pub async fn sync_data(&self, a: &Allocation, file: &Arc<fs::File>) -> Result<(), IbpError> {
+        if self.sync != SyncMode::Always {
+            return Ok(());
+        }
+        let file = file.clone();
+        let dir = (!a.file_durable.load(Ordering::Acquire)).then(|| self.data_dir.clone());
+        tokio::task::spawn_blocking(move || -> io::Result<()> {
+            file.sync_data()?;
+            if let Some(dir) = dir {
+                fs::File::open(dir)?.sync_all()?;
+            }
+            Ok(())
+        })
+        .await
+        .map_err(|_| IbpError::Internal)?
+        .map_err(|e| {
+            tracing::error!(error = %e, "fsync of allocation data failed");
+            IbpError::FileWrite
+        })?;
+        a.file_durable.store(true, Ordering::Release);
+        Ok(())
+    }
+
+    /// MANAGE CHNG.
+    pub fn change(&self, a: &Allocation, attrs: &Attributes) -> Result<u64, IbpError> {
+        let t = now();
+        let _gate = self.gate();
+        let mut inner = lock(&self.inner);
+        let cap = inner.capacity;
+        let mut st = lock(&a.state);
+        if st.gone {
+            return Err(IbpError::CapNotFound);
+        }
+        let max_size = if attrs.max_size == 0 {
+            st.max_size
+        } else {
+            attrs.max_size
+        };
+        let reliability = match attrs.reliability {
+            0 => st.reliability,
+            n => Reliability::from_number(n).ok_or(IbpError::InvalidParameterReliability)?,
+        };
+        let expires = match attrs.duration {
+            0 => st.expires,
+            d => self.expiry(&cap, d, t)?,
+        };
+        if max_size < st.size {
+            return Err(IbpError::WouldDamageData);
+        }
+        let hard_after = inner.hard_used
+            - if st.reliability == Reliability::Hard {
+                st.max_size
+            } else {
+                0
+            }
+            + if reliability == Reliability::Hard {
+                max_size
+            } else {
+                0
+            };
+        let total_after = inner.total_used - st.max_size + max_size;
+        if (hard_after > cap.hard_size && hard_after > inner.hard_used)
+            || (total_after > cap.soft_size && total_after > inner.total_used)
+        {
+            return Err(IbpError::WouldExceedLimit);
+        }
+        let gen = self
+            .journal
+            .append(&Record::Change {
+                id: a.id,
+                max_size,
+                expires,
+                reliability,
+            })
+            .map_err(io_err)?;
+        let old = *st;
+        inner.account(old.reliability, old.max_size, false);
+        inner.account(reliability, max_size, true);
+        st.max_size = max_size;
+        st.expires = expires;
+        st.reliability = reliability;
+        Ok(gen)
+    }
+
+    /// MANAGE INCR/DECR of the READ (1) or WRITE (2) count. The allocation is
+    /// deleted when its READ count reaches zero.
+    pub fn adjust_refs(&self, a: &Allocation, cap_type: u8, incr: bool) -> Result<u64, IbpError> {
+        let _gate = self.gate();
+        let mut inner = lock(&self.inner);
+        let (read_refs, write_refs) = {
+            let st = lock(&a.state);
+            if st.gone {
+                return Err(IbpError::CapNotFound);
+            }
+            let step = |v: u32| {
+                if incr {
+                    v.saturating_add(1)
+                } else {
+                    v.saturating_sub(1)
+                }
+            };
+            match cap_type {
+                1 => (step(st.read_refs), st.write_refs),
+                2 => (st.read_refs, step(st.write_refs)),
+                _ => return Err(IbpError::InvalidParameter),
+            }
+        };
+        if read_refs == 0 {
+            self.remove_locked(&mut inner, a, false).map_err(io_err)?;
+            return Ok(self.journal.records());
+        }
+        let gen = self
+            .journal
+            .append(&Record::Refs {
+                id: a.id,
+                read_refs,
+                write_refs,
+            })
+            .map_err(io_err)?;
+        let mut st = lock(&a.state);
+        st.read_refs = read_refs;
+        st.write_refs = write_refs;
+        Ok(gen)
+    }
+
+    /// Moves expired allocations to the recycle area and purges recycled data
+    /// older than `grace`. Returns how many allocations expired.
+    pub fn reap(&self, grace: i64) -> usize {
+        let t = now();
+        let mut n = 0;
+        {
+            let _gate = self.gate();
+            let mut inner = lock(&self.inner);
+            let expired: Vec<Arc<Allocation>> = inner
+                .allocs
+                .values()
+                .filter(|a| a.state().expires <= t)
+                .cloned()
+                .collect();
+            for a in expired {
+                match self.remove_locked(&mut inner, &a, true) {
+                    Ok(()) => n += 1,
+                    Err(e) => tracing::error!(error = %e, id = a.id, "could not journal an expiry"),
+                }
+            }
+        }
+        if n > 0 {
+            tracing::info!(rid = self.rid.0, expired = n, "reaped expired allocations");
+        }
+        purge_recycle(&self.recycle_dir, t - grace);
+        self.maybe_compact();
+        n
+    }
+
+    /// Rewrites the journal as a snapshot when it has grown well past the
+    /// number of live allocations.
+    fn maybe_compact(&self) {
+        let live = lock(&self.inner).allocs.len() as u64;
+        if self.journal.records() <= 4 * live + 10_000 {
+            return;
+        }
+        let _gate = self.gate.write().unwrap_or_else(|p| p.into_inner());
+        let snapshot: Vec<Record> = lock(&self.inner)
+            .allocs
+            .values()
+            .map(|a| a.snapshot())
+            .collect();
+        match self.journal.compact(&snapshot) {
+            Ok(()) => tracing::info!(
+                rid = self.rid.0,
+                records = snapshot.len(),
+                "journal compacted"
+            ),
+            Err(e) => tracing::error!(error = %e, "journal compaction failed"),
+        }
+    }
+
+    /// STATUS CHANGE.
+    pub fn set_capacity(&self, c: Capacity) {
+        lock(&self.inner).capacity = c;
+    }
+
+    /// The STATUS INQ body.
+    pub fn status(&self) -> StatusInfo {
+        let inner = lock(&self.inner);
+        let c = inner.capacity;
+        StatusInfo {
+            rid: self.rid,
+            resource_type: 1,
+            total_configured: c.soft_size,
+            total_served: c.soft_size,
+            total_used: inner.total_used,
+            total_available: c.soft_size.saturating_sub(inner.total_used),
+            hard_configured: c.hard_size,
+            hard_served: c.hard_size,
+            hard_used: inner.hard_used,
+            hard_available: c.hard_size.saturating_sub(inner.hard_used),
+            max_duration: c.max_duration,
+        }
+    }
+
+    pub fn allocation_count(&self) -> usize {
+        lock(&self.inner).allocs.len()
+    }
+}
+
+fn move_to_recycle(path: &Path, recycle_dir: &Path, id: u64, expired: i64) {
+    let target = recycle_dir.join(format!("{id:016x}.{expired}"));
+    match fs::rename(path, &target) {
+        Ok(()) => {}
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+        Err(e) => {
+            tracing::error!(error = %e, id, "could not move expired data to the recycle area; deleting it");
+            let _ = fs::remove_file(path);
+        }
+    }
+}
+
+fn purge_recycle(dir: &Path, before: i64) {
+    let Ok(entries) = fs::read_dir(dir) else {
+        return;
+    };
+    for e in entries.flatten() {
+        let name = e.file_name();
+        let expired = name
+            .to_str()
+            .and_then(|n| n.rsplit_once('.'))
+            .and_then(|(_, t)| t.parse::<i64>().ok());
+        if expired.is_none_or(|t| t <= before) {
+            let _ = fs::remove_file(e.path());
+        }
+    }
+}

@@ -1,0 +1,261 @@
+//! STORE, WRITE, LOAD and COPY: the commands that move bytes.
+//!
+//! Data is streamed in chunks of at most [`CHUNK`] bytes, never buffered
+//! whole; LOAD and COPY send from the page cache with `sendfile(2)`.
+
+use std::fs::{File, OpenOptions};
+use std::io;
+use std::os::fd::AsRawFd;
+use std::os::unix::fs::FileExt;
+use std::sync::Arc;
+use std::time::Duration;
+
+use ibp_proto::{CapKind, Copy, Expect, IbpError, Load, Reply, Store, Write, MAX_LINE};
+use tokio::io::{AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::net::TcpStream;
+
+use crate::resource::Resource;
+use crate::server::{read_line, timed, Conn, Failure, Line};
+use crate::Depot;
+
+/// Largest piece of data moved per read or write.
+pub const CHUNK: usize = 1 << 20;
+/// LOADs up to this size are sent with their header in a single write.
+const SMALL_LOAD: u64 = 64 * 1024;
+
+fn resource_of<'a>(
+    depot: &'a Depot,
+    cap: &ibp_proto::CapRef,
+) -> Result<&'a Arc<Resource>, IbpError> {
+    depot.resource(Some(cap.rid)).ok_or(IbpError::CapNotFound)
+}
+
+pub async fn store(depot: &Depot, conn: &mut Conn, s: Store) -> Result<(), Failure> {
+    receive(depot, conn, &s.cap, None, s.size).await
+}
+
+pub async fn write(depot: &Depot, conn: &mut Conn, w: Write) -> Result<(), Failure> {
+    receive(depot, conn, &w.cap, Some(w.offset), w.size).await
+}
+
+/// STORE (append, `offset` None) and WRITE (at `offset`): check, send the
+/// go-ahead, stream the bytes into the allocation file, make them as durable
+/// as the sync mode asks, record the new size, acknowledge.
+async fn receive(
+    depot: &Depot,
+    conn: &mut Conn,
+    cap: &ibp_proto::CapRef,
+    offset: Option<u64>,
+    len: u64,
+) -> Result<(), Failure> {
+    let res = resource_of(depot, cap)?;
+    let (alloc, kind) = res.find(cap)?;
+    if kind != Some(CapKind::Write) {
+        return Err(IbpError::InvalidWriteCap.into());
+    }
+    let _writer = alloc.writer.lock().await;
+    let st = alloc.state();
+    if st.gone {
+        return Err(IbpError::CapNotFound.into());
+    }
+    if st.write_refs == 0 {
+        return Err(IbpError::InvalidWriteCap.into());
+    }
+    let start = offset.unwrap_or(st.size);
+    let end = start.checked_add(len).ok_or(IbpError::WouldExceedLimit)?;
+    if end > st.max_size {
+        return Err(IbpError::WouldExceedLimit.into());
+    }
+    conn.reply(&Reply::Ok).await?;
+
+    let path = res.data_path(alloc.id);
+    let file = OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(&path)
+        .map_err(|e| {
+            tracing::error!(error = %e, path = %path.display(), "open allocation file");
+            IbpError::FileOpen
+        })?;
+    let file = Arc::new(file);
+    if let Err(f) = pump_into_file(depot, conn, &file, start, len).await {
+        // Nothing of this transfer is acknowledged: cut off what an append
+        // added (an overwrite inside the data cannot be undone).
+        let _ = file.set_len(st.size);
+        return Err(f);
+    }
+    res.sync_data(&alloc, &file).await?;
+    let new_size = st.size.max(end);
+    let gen = res.commit_size(&alloc, new_size)?;
+    res.commit(gen).await?;
+    conn.reply(&Reply::Count(len)).await?;
+    Ok(())
+}
+
+async fn pump_into_file(
+    depot: &Depot,
+    conn: &mut Conn,
+    file: &File,
+    mut at: u64,
+    len: u64,
+) -> Result<(), Failure> {
+    let mut buf = vec![0u8; (len as usize).clamp(1, CHUNK)];
+    let mut left = len;
+    while left > 0 {
+        let want = (left as usize).min(buf.len());
+        let n = timed(conn.io_timeout, conn.reader.read(&mut buf[..want])).await?;
+        if n == 0 {
+            return Err(Failure::Io(io::ErrorKind::UnexpectedEof.into()));
+        }
+        file.write_all_at(&buf[..n], at).map_err(|e| {
+            tracing::error!(error = %e, "write allocation data");
+            IbpError::FileWrite
+        })?;
+        depot.metrics.bytes_in(n as u64);
+        at += n as u64;
+        left -= n as u64;
+    }
+    Ok(())
+}
+
+/// The part of `[offset, offset+size)` that holds data.
+fn clip(size: u64, offset: u64, want: u64) -> u64 {
+    want.min(size.saturating_sub(offset))
+}
+
+pub async fn load(depot: &Depot, conn: &mut Conn, l: Load) -> Result<(), Failure> {
+    let res = resource_of(depot, &l.cap)?;
+    let (alloc, kind) = res.find(&l.cap)?;
+    if kind != Some(CapKind::Read) {
+        return Err(IbpError::InvalidReadCap.into());
+    }
+    // Legacy short read: answer with what exists past the offset.
+    let n = clip(alloc.state().size, l.offset, l.size);
+    if n == 0 {
+        conn.reply(&Reply::Payload(0)).await?;
+        return Ok(());
+    }
+    let file = File::open(res.data_path(alloc.id)).map_err(|e| {
+        tracing::error!(error = %e, id = alloc.id, "open allocation file");
+        IbpError::FileOpen
+    })?;
+    let header = Reply::Payload(n).encode();
+    if n <= SMALL_LOAD {
+        let mut out = header.into_bytes();
+        let start = out.len();
+        out.resize(start + n as usize, 0);
+        file.read_exact_at(&mut out[start..], l.offset)
+            .map_err(|e| {
+                tracing::error!(error = %e, id = alloc.id, "read allocation data");
+                IbpError::FileRead
+            })?;
+        conn.send(&out).await?;
+    } else {
+        conn.send(header.as_bytes()).await?;
+        send_file(conn.stream(), &file, l.offset, n, conn.io_timeout).await?;
+    }
+    depot.metrics.bytes_out(n);
+    Ok(())
+}
+
+/// Sends `len` bytes of `file` from `offset` with sendfile(2).
+async fn send_file(
+    stream: &TcpStream,
+    file: &File,
+    offset: u64,
+    len: u64,
+    io_timeout: Duration,
+) -> io::Result<()> {
+    let mut off =
+        i64::try_from(offset).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
+    let mut left = len;
+    while left > 0 {
+        timed(io_timeout, stream.writable()).await?;
+        let chunk = (left as usize).min(CHUNK * 4);
+        let sent = stream.try_io(tokio::io::Interest::WRITABLE, || {
+            // SAFETY: both descriptors are open for the duration of the call
+            // and `off` is a valid, exclusively borrowed offset.
+            let r =
+                unsafe { libc::sendfile(stream.as_raw_fd(), file.as_raw_fd(), &mut off, chunk) };
+            if r < 0 {
+                Err(io::Error::last_os_error())
+            } else {
+                Ok(r as u64)
+            }
+        });
+        match sent {
+            Ok(0) => return Err(io::ErrorKind::UnexpectedEof.into()),
+            Ok(n) => left -= n,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}
+
+/// COPY: this depot connects to the target depot as a client, STOREs the
+/// range there with the target WRITE capability, and reports the count.
+pub async fn copy(depot: &Depot, conn: &mut Conn, c: Copy) -> Result<(), Failure> {
+    let res = resource_of(depot, &c.source)?;
+    let (alloc, kind) = res.find(&c.source)?;
+    if kind != Some(CapKind::Read) {
+        return Err(IbpError::InvalidReadCap.into());
+    }
+    let n = clip(alloc.state().size, c.offset, c.size);
+    let file = if n > 0 {
+        Some(File::open(res.data_path(alloc.id)).map_err(|_| IbpError::FileOpen)?)
+    } else {
+        None
+    };
+    let host = c.target.host.trim_start_matches('[').trim_end_matches(']');
+    let stream = timed(depot.io_timeout, TcpStream::connect((host, c.target.port)))
+        .await
+        .map_err(|e| {
+            tracing::info!(target = %c.target.address(), error = %e, "COPY could not reach the target depot");
+            IbpError::Connection
+        })?;
+    let _ = stream.set_nodelay(true);
+    let mut target = BufReader::new(stream);
+    let store = ibp_proto::Request::Store(Store {
+        cap: c.target.cap.clone(),
+        size: n,
+        timeout: c.target_timeout,
+    });
+    let io = depot.io_timeout;
+    timed(io, target.get_mut().write_all(store.encode().as_bytes()))
+        .await
+        .map_err(|_| IbpError::Connection)?;
+    target_reply(&mut target, Expect::Ok, io).await?;
+    if let Some(file) = &file {
+        send_file(target.get_ref(), file, c.offset, n, io)
+            .await
+            .map_err(|_| IbpError::Connection)?;
+    }
+    match target_reply(&mut target, Expect::Count, io).await? {
+        Reply::Count(m) if m == n => {}
+        _ => return Err(IbpError::Connection.into()),
+    }
+    depot.metrics.bytes_out(n);
+    conn.reply(&Reply::Count(n)).await?;
+    Ok(())
+}
+
+/// Reads the target depot's reply to the depot-to-depot STORE.
+async fn target_reply(
+    target: &mut BufReader<TcpStream>,
+    expect: Expect,
+    io: Duration,
+) -> Result<Reply, IbpError> {
+    let line = match timed(io, read_line(target)).await {
+        Ok(Line::Text(l)) => l,
+        _ => return Err(IbpError::Connection),
+    };
+    match Reply::parse(&line, expect) {
+        Ok(Reply::Error(e) | Reply::StatusError(e)) => Err(e),
+        Ok(r) => Ok(r),
+        Err(_) => Err(IbpError::Connection),
+    }
+}
+
+const _: () = assert!(MAX_LINE < CHUNK);
