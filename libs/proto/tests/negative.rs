@@ -113,7 +113,10 @@ fn unknown_command_is_invalid_command() {
 
 #[test]
 fn unknown_manage_op_is_invalid_command() {
-    let err = refuse(&format!("0 9 0#{KEY} 1 44 1 300\n"), IbpError::InvalidCommand);
+    let err = refuse(
+        &format!("0 9 0#{KEY} 1 44 1 300\n"),
+        IbpError::InvalidCommand,
+    );
     assert_eq!(err.command, Some(Command::Manage));
     assert_eq!(err.reply().encode(), " -25 \n");
 }
@@ -125,7 +128,10 @@ fn unknown_status_op_is_invalid_command_without_leading_space() {
     assert_eq!(err.reply(), Reply::StatusError(IbpError::InvalidCommand));
     assert_eq!(err.reply().encode(), "-25 \n");
     // STATS in the v0 form does not exist: op 4 with a "password".
-    assert_eq!(reply_bytes("0 4 4 0 300\n", IbpError::InvalidCommand), "-25 \n");
+    assert_eq!(
+        reply_bytes("0 4 4 0 300\n", IbpError::InvalidCommand),
+        "-25 \n"
+    );
 }
 
 // --------------------------------------------------------- unknown version
@@ -205,7 +211,10 @@ fn out_of_range_values_are_invalid_parameter() {
         assert!(matches!(err.kind, ProtoError::OutOfRange(_)), "{err:?}");
     }
     let long_pw = "p".repeat(MAX_PASSWORD_LEN + 1);
-    let err = refuse(&format!("1 4 0 1 {long_pw} 300\n"), IbpError::InvalidParameter);
+    let err = refuse(
+        &format!("1 4 0 1 {long_pw} 300\n"),
+        IbpError::InvalidParameter,
+    );
     assert_eq!(err.reply().encode(), "-30 \n");
     assert!(parse_request(format!("1 4 0 1 {} 300\n", &long_pw[1..]).as_bytes()).is_ok());
 }
@@ -243,7 +252,10 @@ fn non_numeric_is_bad_format() {
         reply_bytes(&format!("0 2 0#{KEY} 1 abc 300 \n"), IbpError::BadFormat),
         " -21 \n"
     );
-    assert_eq!(reply_bytes("1 4 0 1 ibp soon\n", IbpError::BadFormat), "-21 \n");
+    assert_eq!(
+        reply_bytes("1 4 0 1 ibp soon\n", IbpError::BadFormat),
+        "-21 \n"
+    );
 }
 
 #[test]
@@ -268,7 +280,10 @@ fn wrong_field_count_is_bad_format() {
         "1\n".to_owned(),
     ] {
         let err = refuse(&line, IbpError::BadFormat);
-        assert!(matches!(err.kind, ProtoError::FieldCount(_)), "{line:?}: {err:?}");
+        assert!(
+            matches!(err.kind, ProtoError::FieldCount(_)),
+            "{line:?}: {err:?}"
+        );
     }
 }
 
@@ -335,7 +350,10 @@ fn bad_copy_target_is_wrong_cap_format() {
     ] {
         let line = format!("0 5 0#{KEY} {target} 1 0 16 300 300 300 \n");
         let err = refuse(&line, IbpError::WrongCapFormat);
-        assert!(matches!(err.kind, ProtoError::BadCapability(_)), "{target}: {err:?}");
+        assert!(
+            matches!(err.kind, ProtoError::BadCapability(_)),
+            "{target}: {err:?}"
+        );
     }
 }
 
@@ -425,7 +443,10 @@ fn bad_replies() {
         (b"1 1 1 16 1024 3600 2 \n", Expect::Probe),
         (b"1 2 0 \n", Expect::Resources),
         (b"1 1 x \n", Expect::Resources),
-        (b"1 ibp://h:1/0#k/1/READ ibp://h:1/0#k/2/WRITE \n", Expect::Allocated),
+        (
+            b"1 ibp://h:1/0#k/1/READ ibp://h:1/0#k/2/WRITE \n",
+            Expect::Allocated,
+        ),
         (b"1 \xff\n", Expect::Ok),
     ];
     for (line, expect) in cases {

@@ -4,8 +4,7 @@
 use ibp_proto::{
     parse_request, parse_status_change_values, Allocate, Attributes, CapKind, CapRef, Capability,
     Copy, Expect, IbpError, Load, Manage, ManageOp, ProbeInfo, Reliability, Reply, Request, Rid,
-    Status, StatusInfo, StatusOp, StorageType, Store, Version, Write, MAX_LINE,
-    MAX_PASSWORD_LEN,
+    Status, StatusInfo, StatusOp, StorageType, Store, Version, Write, MAX_LINE, MAX_PASSWORD_LEN,
 };
 use proptest::prelude::*;
 
@@ -34,9 +33,15 @@ fn uri(host: &str, port: u16, typekey: u32, kind: CapKind) -> Capability {
 #[track_caller]
 fn check_request(req: Request, wire: &str) {
     assert_eq!(req.encode(), wire, "encode of {req:?}");
-    assert_eq!(parse_request(wire.as_bytes()), Ok(req.clone()), "parse of {wire:?}");
+    assert_eq!(
+        parse_request(wire.as_bytes()),
+        Ok(req.clone()),
+        "parse of {wire:?}"
+    );
     // The line is also accepted without its final newline.
-    let bare = wire.strip_suffix('\n').expect("request lines end with a newline");
+    let bare = wire
+        .strip_suffix('\n')
+        .expect("request lines end with a newline");
     assert_eq!(parse_request(bare.as_bytes()), Ok(req));
 }
 
@@ -44,7 +49,11 @@ fn check_request(req: Request, wire: &str) {
 #[track_caller]
 fn check_reply(reply: Reply, expect: Expect, wire: &str) {
     assert_eq!(reply.encode(), wire, "encode of {reply:?}");
-    assert_eq!(Reply::parse(wire.as_bytes(), expect), Ok(reply), "parse of {wire:?}");
+    assert_eq!(
+        Reply::parse(wire.as_bytes(), expect),
+        Ok(reply),
+        "parse of {wire:?}"
+    );
 }
 
 // ---------------------------------------------------------------- requests
@@ -424,7 +433,11 @@ fn reply_allocated() {
          ibp://127.0.0.1:6714/0#{KEY}/377731970/WRITE \
          ibp://127.0.0.1:6714/0#{KEY}/1702475233/MANAGE \n"
     );
-    assert_eq!(wire.len(), 406, "the size of the reply in the reference transcript");
+    assert_eq!(
+        wire.len(),
+        406,
+        "the size of the reply in the reference transcript"
+    );
     check_reply(
         Reply::Allocated {
             read: uri("127.0.0.1", 6714, 492128891, CapKind::Read),
@@ -456,7 +469,11 @@ fn reply_probe() {
 #[test]
 fn reply_resources() {
     check_reply(Reply::Resources(vec![]), Expect::Resources, "1 0 \n");
-    check_reply(Reply::Resources(vec![Rid(0)]), Expect::Resources, "1 1 0 \n");
+    check_reply(
+        Reply::Resources(vec![Rid(0)]),
+        Expect::Resources,
+        "1 1 0 \n",
+    );
     check_reply(
         Reply::Resources(vec![Rid(0), Rid(1), Rid(42)]),
         Expect::Resources,
@@ -467,9 +484,21 @@ fn reply_resources() {
 
 #[test]
 fn reply_error_has_leading_space() {
-    check_reply(Reply::Error(IbpError::LongDuration), Expect::Allocated, " -28 \n");
-    check_reply(Reply::Error(IbpError::InvalidReadCap), Expect::Payload, " -9 \n");
-    check_reply(Reply::Error(IbpError::WouldExceedLimit), Expect::Ok, " -19 \n");
+    check_reply(
+        Reply::Error(IbpError::LongDuration),
+        Expect::Allocated,
+        " -28 \n",
+    );
+    check_reply(
+        Reply::Error(IbpError::InvalidReadCap),
+        Expect::Payload,
+        " -9 \n",
+    );
+    check_reply(
+        Reply::Error(IbpError::WouldExceedLimit),
+        Expect::Ok,
+        " -19 \n",
+    );
     check_reply(Reply::Error(IbpError::CapNotFound), Expect::Probe, " -4 \n");
 }
 
@@ -556,14 +585,14 @@ fn cap_kind() -> impl Strategy<Value = CapKind> {
 }
 
 fn capability() -> impl Strategy<Value = Capability> {
-    ("[a-z0-9.-]{1,30}", any::<u16>(), cap_ref(), cap_kind()).prop_map(
-        |(host, port, cap, kind)| Capability {
+    ("[a-z0-9.-]{1,30}", any::<u16>(), cap_ref(), cap_kind()).prop_map(|(host, port, cap, kind)| {
+        Capability {
             host,
             port,
             cap,
             kind,
-        },
-    )
+        }
+    })
 }
 
 /// Durations: any i64, with -1 ("the maximum") and 0 drawn often.
@@ -573,8 +602,7 @@ fn duration() -> impl Strategy<Value = i64> {
 
 fn password() -> impl Strategy<Value = String> {
     // Any printable non-space ASCII, up to the limit.
-    proptest::string::string_regex(&format!("[!-~]{{1,{MAX_PASSWORD_LEN}}}"))
-        .expect("valid regex")
+    proptest::string::string_regex(&format!("[!-~]{{1,{MAX_PASSWORD_LEN}}}")).expect("valid regex")
 }
 
 fn attributes() -> impl Strategy<Value = Attributes> {
@@ -767,13 +795,8 @@ fn reply() -> impl Strategy<Value = (Reply, Expect)> {
 }
 
 fn status_info() -> impl Strategy<Value = StatusInfo> {
-    (
-        any::<u32>(),
-        any::<u32>(),
-        any::<[u64; 8]>(),
-        duration(),
-    )
-        .prop_map(|(rid, rt, n, dr)| StatusInfo {
+    (any::<u32>(), any::<u32>(), any::<[u64; 8]>(), duration()).prop_map(|(rid, rt, n, dr)| {
+        StatusInfo {
             rid: Rid(rid),
             resource_type: rt,
             total_configured: n[0],
@@ -785,7 +808,8 @@ fn status_info() -> impl Strategy<Value = StatusInfo> {
             hard_used: n[6],
             hard_available: n[7],
             max_duration: dr,
-        })
+        }
+    })
 }
 
 proptest! {
@@ -826,24 +850,55 @@ proptest! {
         }
     }
 
-    /// Same, for near-valid text built from request-shaped tokens.
+    /// Any whitespace between fields (spaces, tabs, several), with or without
+    /// the trailing space, and with `\n`, `\r\n` or no terminator: the same
+    /// request.
     #[test]
-    fn token_soup_request_lines(
-        tokens in proptest::collection::vec(
-            prop_oneof![
-                "[01]", "(1|2|4|5|8|9|13|40|41|42|43)", "-?[0-9]{1,21}",
-                "[0-9]{1,3}#[A-Za-z0-9-]{1,8}",
-                "ibp://[a-z0-9.:\\[\\]-]{1,8}:[0-9+]{1,6}/[0-9]{1,3}#[a-z]{1,4}/[0-9]{1,4}/(READ|WRITE|MANAGE)",
-                "[!-~]{1,6}",
-            ],
-            0..12,
-        ),
-        sep in "[ \t]{1,2}",
-        end in "(\n|\r\n| \n|)",
+    fn whitespace_variations_parse_the_same(
+        req in request(),
+        seps in proptest::collection::vec("[ \t]{1,3}", 16),
+        trailing in "[ \t]{0,2}",
+        end in "(\n|\r\n|)",
     ) {
-        let line = format!("{}{end}", tokens.join(&sep));
-        if let Ok(req) = parse_request(line.as_bytes()) {
-            prop_assert_eq!(parse_request(req.encode().as_bytes()), Ok(req));
+        let wire = req.encode();
+        let tokens: Vec<&str> = wire.split_ascii_whitespace().collect();
+        let mut line = String::new();
+        for (i, t) in tokens.iter().enumerate() {
+            if i > 0 {
+                line.push_str(&seps[i % seps.len()]);
+            }
+            line.push_str(t);
+        }
+        line.push_str(&trailing);
+        line.push_str(&end);
+        prop_assume!(line.len() <= MAX_LINE);
+        prop_assert_eq!(parse_request(line.as_bytes()), Ok(req));
+    }
+
+    /// Valid requests with one field replaced, inserted or removed: no panic,
+    /// and whatever still parses round-trips.
+    #[test]
+    fn mutated_request_lines(
+        req in request(),
+        op in 0..3usize,
+        at in any::<proptest::sample::Index>(),
+        token in prop_oneof![
+            "-?[0-9]{1,21}", "[0-9]{1,3}#[A-Za-z0-9-]{0,8}", "[!-~]{1,8}", "-", "",
+            "ibp://[a-z0-9.:\\[\\]-]{0,8}:[+0-9]{0,6}/[0-9]{0,3}#[a-z/#]{0,4}/[0-9]{0,4}/[A-Z]{0,6}",
+        ],
+    ) {
+        let wire = req.encode();
+        let mut tokens: Vec<String> = wire.split_ascii_whitespace().map(str::to_owned).collect();
+        let i = at.index(tokens.len() + 1);
+        match op {
+            0 if i < tokens.len() => tokens[i] = token,
+            1 => tokens.insert(i, token),
+            _ if i < tokens.len() => { tokens.remove(i); }
+            _ => tokens.push(token),
+        }
+        let line = format!("{}\n", tokens.join(" "));
+        if let Ok(parsed) = parse_request(line.as_bytes()) {
+            prop_assert_eq!(parse_request(parsed.encode().as_bytes()), Ok(parsed));
         }
     }
 

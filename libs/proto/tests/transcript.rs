@@ -349,7 +349,10 @@ fn replay() -> (Counts, Vec<(usize, Request)>) {
     let mut all = PAYLOADS.to_vec();
     all.sort_unstable();
     payloads_seen.sort_unstable();
-    assert_eq!(payloads_seen, all, "every known payload is used exactly once");
+    assert_eq!(
+        payloads_seen, all,
+        "every known payload is used exactly once"
+    );
     (counts, requests)
 }
 
@@ -405,7 +408,10 @@ fn copy_leg_is_a_v0_store_with_the_target_write_cap() {
         })
         .expect("section 1b STORE");
     assert_eq!(store.size, copy.size);
-    assert_eq!(copy.target.to_string().parse::<Capability>().as_ref(), Ok(&copy.target));
+    assert_eq!(
+        copy.target.to_string().parse::<Capability>().as_ref(),
+        Ok(&copy.target)
+    );
     assert_eq!(
         copy.target.cap,
         CapRef {
