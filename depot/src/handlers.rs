@@ -94,13 +94,18 @@ pub async fn status(depot: &Depot, conn: &mut Conn, s: Status) -> Result<(), Fai
                 return Err(IbpError::WrongPassword.into());
             }
             let res = depot.resource(rid).ok_or(IbpError::ResourceUnavailable)?;
+            // As in IBP 1.4: a go-ahead, then the client sends the values.
+            conn.reply(&Reply::Ok).await?;
             let line = match timed(conn.io_timeout, read_line(&mut conn.reader)).await? {
                 Line::Text(l) => l,
                 Line::TooLong => return Err(IbpError::BadFormat.into()),
                 Line::Eof => return Err(Failure::Io(std::io::ErrorKind::UnexpectedEof.into())),
             };
-            let (hard, soft, max_duration) =
+            // Sizes are in MiB, as IBP 1.4's libibp sends them.
+            let (hard_mib, soft_mib, max_duration) =
                 parse_status_change_values(&line).map_err(|e| e.ibp_error())?;
+            let mib = |v: u64| v.checked_mul(1 << 20).ok_or(IbpError::InvalidParameter);
+            let (hard, soft) = (mib(hard_mib)?, mib(soft_mib)?);
             if soft < hard || max_duration <= 0 {
                 return Err(IbpError::InvalidParameter.into());
             }

@@ -208,7 +208,12 @@ pub fn replay(path: &Path) -> io::Result<Vec<Record>> {
             break;
         }
         let Some(rec) = Record::decode(payload) else {
-            break;
+            // Intact but not understood: written by a newer depot. Refuse
+            // rather than lose the records behind it.
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!("journal record at byte {pos} is of a kind this depot does not know (written by a newer version?)"),
+            ));
         };
         records.push(rec);
         pos += 8 + len as usize;

@@ -20,9 +20,9 @@ use subtle::ConstantTimeEq;
 use crate::config::{ResourceConfig, SyncMode};
 use crate::journal::{self, Journal, Record};
 
-/// Characters of random key after the `IBP-` prefix (as in IBP 1.4: 94
-/// alphanumerics, about 559 bits).
-const KEY_CHARS: usize = 94;
+/// Characters of random key after the `IBP-` prefix (as in IBP 1.4: 90
+/// alphanumerics, about 536 bits; legacy clients size their buffers for it).
+const KEY_CHARS: usize = 90;
 
 /// Capacities of a resource (changeable by STATUS CHANGE).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
