@@ -65,6 +65,8 @@ pub async fn manage(depot: &Depot, conn: &mut Conn, m: Manage) -> Result<(), Fai
             Reply::Ok
         }
         ManageOp::Change(attrs) => {
+            // Wait for an in-flight STORE/WRITE, so its end is checked against the new size.
+            let _writer = alloc.writer.lock().await;
             let gen = res.change(&alloc, &attrs)?;
             res.commit(gen).await?;
             Reply::Ok

@@ -239,8 +239,11 @@ struct JournalFile {
 pub struct Journal {
     path: PathBuf,
     file: Mutex<JournalFile>,
-    /// Records appended so far (also the generation used by group commit).
+    /// Records appended since the journal was opened: the generation used by
+    /// group commit. Monotonic, never reset by compaction.
     appended: AtomicU64,
+    /// Records in the current file (reset by compaction).
+    in_file: AtomicU64,
     /// Highest generation known to be on stable storage.
     synced: tokio::sync::Mutex<u64>,
 }
@@ -270,8 +273,9 @@ impl Journal {
                 file,
                 len: buf.len() as u64,
             }),
-            appended: AtomicU64::new(records.len() as u64),
-            synced: tokio::sync::Mutex::new(records.len() as u64),
+            appended: AtomicU64::new(0),
+            in_file: AtomicU64::new(records.len() as u64),
+            synced: tokio::sync::Mutex::new(0),
         })
     }
 
@@ -287,11 +291,17 @@ impl Journal {
             return Err(e);
         }
         jf.len += buf.len() as u64;
+        self.in_file.fetch_add(1, Ordering::SeqCst);
         Ok(self.appended.fetch_add(1, Ordering::SeqCst) + 1)
     }
 
     /// Number of records in the journal file.
     pub fn records(&self) -> u64 {
+        self.in_file.load(Ordering::SeqCst)
+    }
+
+    /// The generation of the last record appended.
+    pub fn generation(&self) -> u64 {
         self.appended.load(Ordering::SeqCst)
     }
 
@@ -328,7 +338,9 @@ impl Journal {
         let fresh = Journal::create_from_snapshot(&self.path, records)?;
         let mut jf = self.file.lock().unwrap_or_else(|p| p.into_inner());
         *jf = fresh.file.into_inner().unwrap_or_else(|p| p.into_inner());
-        self.appended.store(records.len() as u64, Ordering::SeqCst);
+        // Generations stay monotonic: a waiter for an older generation just
+        // fsyncs the (already durable) snapshot file.
+        self.in_file.store(records.len() as u64, Ordering::SeqCst);
         Ok(())
     }
 }

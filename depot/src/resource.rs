@@ -650,7 +650,7 @@ impl Resource {
         };
         if read_refs == 0 {
             self.remove_locked(&mut inner, a, false).map_err(io_err)?;
-            return Ok(self.journal.records());
+            return Ok(self.journal.generation());
         }
         let gen = self
             .journal

@@ -85,10 +85,18 @@ async fn receive(
         let _ = file.set_len(st.size);
         return Err(f);
     }
-    res.sync_data(&alloc, &file).await?;
-    let new_size = st.size.max(end);
-    let gen = res.commit_size(&alloc, new_size)?;
-    res.commit(gen).await?;
+    let committed = async {
+        res.sync_data(&alloc, &file).await?;
+        let gen = res.commit_size(&alloc, st.size.max(end))?;
+        res.commit(gen).await
+    };
+    if let Err(e) = committed.await {
+        // Not acknowledged: give the space back now rather than at restart.
+        if alloc.state().size == st.size {
+            let _ = file.set_len(st.size);
+        }
+        return Err(e.into());
+    }
     conn.reply(&Reply::Count(len)).await?;
     Ok(())
 }
