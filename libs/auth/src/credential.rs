@@ -1,0 +1,128 @@
+//! A proxy credential on disk: the proxy certificate, its private key and the
+//! certificates it chains to, as PEM, in `$X509_USER_PROXY` or
+//! `/tmp/x509up_u<uid>`, mode 0600 (the Globus/VOMS layout).
+
+use std::path::{Path, PathBuf};
+
+use rustls_pki_types::CertificateDer;
+
+use crate::keys::{write_secret, SigningKey};
+use crate::proxy::{mint, ProxyOptions};
+use crate::trust::pem_certificates;
+use crate::AuthError;
+
+#[derive(Clone)]
+pub struct ProxyCredential {
+    /// Leaf (the proxy) first, then its issuers up to (not including) the root.
+    pub chain: Vec<Vec<u8>>,
+    /// PKCS#8 DER of the proxy's private key.
+    pub key_pkcs8: Vec<u8>,
+}
+
+impl std::fmt::Debug for ProxyCredential {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ProxyCredential")
+            .field("chain_len", &self.chain.len())
+            .finish_non_exhaustive()
+    }
+}
+
+/// Where the proxy lives: `$X509_USER_PROXY`, else `/tmp/x509up_u<uid>`.
+pub fn default_proxy_path() -> PathBuf {
+    if let Some(p) = std::env::var_os("X509_USER_PROXY") {
+        return PathBuf::from(p);
+    }
+    // SAFETY: getuid(2) has no preconditions and cannot fail.
+    let uid = unsafe { libc::getuid() };
+    PathBuf::from(format!("/tmp/x509up_u{uid}"))
+}
+
+impl ProxyCredential {
+    /// Makes a proxy below an end-entity (or proxy) certificate and key.
+    /// `issuer_chain` is the issuer first, then its own issuers.
+    pub fn create(
+        issuer_chain: &[Vec<u8>],
+        issuer_key_pkcs8: &[u8],
+        opts: &ProxyOptions,
+    ) -> Result<ProxyCredential, AuthError> {
+        let issuer = issuer_chain
+            .first()
+            .ok_or_else(|| AuthError::malformed("certificate chain", "empty"))?;
+        let key = SigningKey::from_pkcs8(issuer_key_pkcs8)?;
+        let minted = mint(issuer, &key, opts)?;
+        let mut chain = vec![minted.certificate];
+        chain.extend(issuer_chain.iter().cloned());
+        Ok(ProxyCredential {
+            chain,
+            key_pkcs8: minted.key_pkcs8,
+        })
+    }
+
+    pub fn chain_der(&self) -> Vec<CertificateDer<'static>> {
+        self.chain
+            .iter()
+            .map(|c| CertificateDer::from(c.clone()))
+            .collect()
+    }
+
+    /// PEM: proxy certificate, private key, then the rest of the chain.
+    pub fn to_pem(&self) -> String {
+        let mut blocks = Vec::new();
+        if let Some(first) = self.chain.first() {
+            blocks.push(pem::Pem::new("CERTIFICATE", first.clone()));
+        }
+        blocks.push(pem::Pem::new("PRIVATE KEY", self.key_pkcs8.clone()));
+        for c in self.chain.iter().skip(1) {
+            blocks.push(pem::Pem::new("CERTIFICATE", c.clone()));
+        }
+        pem::encode_many(&blocks)
+    }
+
+    pub fn from_pem(text: &[u8]) -> Result<ProxyCredential, AuthError> {
+        let blocks = pem::parse_many(text).map_err(|e| AuthError::malformed("proxy file", e))?;
+        let key_pkcs8 = blocks
+            .iter()
+            .find(|b| b.tag() == "PRIVATE KEY")
+            .map(|b| b.contents().to_vec())
+            .ok_or_else(|| AuthError::malformed("proxy file", "no PRIVATE KEY block"))?;
+        let chain = pem_certificates(text)?;
+        if chain.is_empty() {
+            return Err(AuthError::malformed("proxy file", "no CERTIFICATE block"));
+        }
+        Ok(ProxyCredential { chain, key_pkcs8 })
+    }
+
+    /// Writes the credential with mode 0600.
+    pub fn save(&self, path: &Path) -> Result<(), AuthError> {
+        write_secret(path, self.to_pem().as_bytes())
+    }
+
+    pub fn load(path: &Path) -> Result<ProxyCredential, AuthError> {
+        let text = std::fs::read(path)
+            .map_err(|e| AuthError::Io(format!("read proxy {}: {e}", path.display())))?;
+        ProxyCredential::from_pem(&text)
+    }
+
+    /// SHA-256 of the proxy's public key (what grants and tickets bind to).
+    pub fn key_hash(&self) -> Result<[u8; 32], AuthError> {
+        let leaf = self
+            .chain
+            .first()
+            .ok_or_else(|| AuthError::malformed("proxy", "empty chain"))?;
+        let (_, cert) = x509_parser::parse_x509_certificate(leaf)
+            .map_err(|e| AuthError::malformed("proxy certificate", e))?;
+        Ok(crate::key_hash(cert.public_key().raw))
+    }
+
+    /// Earliest expiry of the certificates in the chain (Unix seconds).
+    pub fn not_after(&self) -> Result<i64, AuthError> {
+        self.chain
+            .iter()
+            .map(|c| {
+                x509_parser::parse_x509_certificate(c)
+                    .map(|(_, c)| c.validity().not_after.timestamp())
+                    .map_err(|e| AuthError::malformed("certificate", e))
+            })
+            .try_fold(i64::MAX, |m, t| t.map(|t| m.min(t)))
+    }
+}

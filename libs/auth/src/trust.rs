@@ -1,0 +1,165 @@
+//! The trust directory: CA certificates, AA certificates pinned per VO, and
+//! the token-signing public keys of the L-Bone and the metadata manager.
+//!
+//! ```text
+//! trust/
+//!   ca/*.pem               CA certificates (a file may hold several)
+//!   vomsdir/<vo>/*.pem     AA certificates trusted for VO <vo> (like VOMS's vomsdir)
+//!   lbone/*.pub            L-Bone grant-signing keys (`ed25519 <base64>`)
+//!   metadata/*.pub         metadata-manager ticket-signing keys
+//! ```
+
+use std::collections::HashMap;
+use std::path::Path;
+
+use rustls_pki_types::{CertificateDer, TrustAnchor};
+
+use crate::AuthError;
+
+/// Default clock-skew allowance, in seconds, for every validity check.
+pub const DEFAULT_MAX_SKEW: i64 = 120;
+
+/// Who signs a token.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TokenSigner {
+    LBone,
+    MetadataManager,
+}
+
+#[derive(Debug, Clone)]
+pub struct TrustStore {
+    ca_certs: Vec<CertificateDer<'static>>,
+    anchors: Vec<TrustAnchor<'static>>,
+    vo_aas: HashMap<String, Vec<Vec<u8>>>,
+    lbone_keys: Vec<[u8; 32]>,
+    metadata_keys: Vec<[u8; 32]>,
+    /// Seconds of clock difference tolerated between machines.
+    pub max_skew: i64,
+}
+
+impl Default for TrustStore {
+    fn default() -> TrustStore {
+        TrustStore {
+            ca_certs: Vec::new(),
+            anchors: Vec::new(),
+            vo_aas: HashMap::new(),
+            lbone_keys: Vec::new(),
+            metadata_keys: Vec::new(),
+            max_skew: DEFAULT_MAX_SKEW,
+        }
+    }
+}
+
+/// Every certificate in a PEM text.
+pub fn pem_certificates(text: &[u8]) -> Result<Vec<Vec<u8>>, AuthError> {
+    let blocks = pem::parse_many(text).map_err(|e| AuthError::malformed("PEM", e))?;
+    Ok(blocks
+        .into_iter()
+        .filter(|b| b.tag() == "CERTIFICATE")
+        .map(|b| b.into_contents())
+        .collect())
+}
+
+fn read(path: &Path) -> Result<Vec<u8>, AuthError> {
+    std::fs::read(path).map_err(|e| AuthError::Io(format!("read {}: {e}", path.display())))
+}
+
+fn files_with_ext(dir: &Path, ext: &str) -> Result<Vec<std::path::PathBuf>, AuthError> {
+    let entries = match std::fs::read_dir(dir) {
+        Ok(e) => e,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(AuthError::Io(format!("list {}: {e}", dir.display()))),
+    };
+    let mut out: Vec<_> = entries
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|x| x == ext))
+        .collect();
+    out.sort();
+    Ok(out)
+}
+
+impl TrustStore {
+    pub fn new() -> TrustStore {
+        TrustStore::default()
+    }
+
+    /// Loads a trust directory (see the module docs). Missing parts are empty.
+    pub fn load(dir: &Path) -> Result<TrustStore, AuthError> {
+        let mut t = TrustStore::new();
+        for f in files_with_ext(&dir.join("ca"), "pem")? {
+            for der in pem_certificates(&read(&f)?)? {
+                t.add_ca(der)?;
+            }
+        }
+        let vomsdir = dir.join("vomsdir");
+        if let Ok(entries) = std::fs::read_dir(&vomsdir) {
+            for e in entries.flatten() {
+                let Some(vo) = e.file_name().to_str().map(str::to_owned) else {
+                    continue;
+                };
+                for f in files_with_ext(&e.path(), "pem")? {
+                    for der in pem_certificates(&read(&f)?)? {
+                        t.pin_aa(&vo, der);
+                    }
+                }
+            }
+        }
+        for f in files_with_ext(&dir.join("lbone"), "pub")? {
+            let text = String::from_utf8_lossy(&read(&f)?).into_owned();
+            t.add_token_key(TokenSigner::LBone, crate::keys::parse_public_key(&text)?);
+        }
+        for f in files_with_ext(&dir.join("metadata"), "pub")? {
+            let text = String::from_utf8_lossy(&read(&f)?).into_owned();
+            t.add_token_key(
+                TokenSigner::MetadataManager,
+                crate::keys::parse_public_key(&text)?,
+            );
+        }
+        Ok(t)
+    }
+
+    /// Trusts a CA certificate (DER).
+    pub fn add_ca(&mut self, der: Vec<u8>) -> Result<(), AuthError> {
+        let cert = CertificateDer::from(der);
+        let anchor = webpki::anchor_from_trusted_cert(&cert)
+            .map_err(|e| AuthError::malformed("CA certificate", format!("{e:?}")))?
+            .to_owned();
+        self.anchors.push(anchor);
+        self.ca_certs.push(cert);
+        Ok(())
+    }
+
+    /// Trusts `der` as an attribute authority for `vo` only.
+    pub fn pin_aa(&mut self, vo: &str, der: Vec<u8>) {
+        self.vo_aas.entry(vo.to_owned()).or_default().push(der);
+    }
+
+    pub fn add_token_key(&mut self, signer: TokenSigner, key: [u8; 32]) {
+        match signer {
+            TokenSigner::LBone => self.lbone_keys.push(key),
+            TokenSigner::MetadataManager => self.metadata_keys.push(key),
+        }
+    }
+
+    pub fn anchors(&self) -> &[TrustAnchor<'static>] {
+        &self.anchors
+    }
+
+    pub fn ca_certificates(&self) -> &[CertificateDer<'static>] {
+        &self.ca_certs
+    }
+
+    pub fn is_pinned_aa(&self, vo: &str, der: &[u8]) -> bool {
+        self.vo_aas
+            .get(vo)
+            .is_some_and(|aas| aas.iter().any(|a| a.as_slice() == der))
+    }
+
+    pub fn token_keys(&self, signer: TokenSigner) -> &[[u8; 32]] {
+        match signer {
+            TokenSigner::LBone => &self.lbone_keys,
+            TokenSigner::MetadataManager => &self.metadata_keys,
+        }
+    }
+}

@@ -1,0 +1,286 @@
+//! Verifying a certificate chain that starts with RFC 3820 proxies.
+//!
+//! The proxy part is checked here (webpki rejects proxies: their
+//! ProxyCertInfo extension is critical and unknown to it); the end-entity
+//! certificate and its CA chain are checked by webpki against the trust
+//! store's anchors. The VO attributes are then checked against the AA pinned
+//! for their VO and bound to the end-entity certificate.
+
+use rustls_pki_types::{CertificateDer, UnixTime};
+use x509_parser::certificate::X509Certificate;
+use x509_parser::extensions::X509Extension;
+
+use crate::attributes::{Group, SignedAttributes};
+use crate::der::sequence_contents;
+use crate::{key_hash, oids, AuthError, TrustStore};
+
+/// Longest chain accepted.
+pub const MAX_CHAIN: usize = 10;
+
+/// Who is on the other end, as established by a verified proxy chain.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Identity {
+    pub vo: String,
+    /// The stable per-user VO ID: what authorization keys on.
+    pub vo_id: String,
+    pub groups: Vec<Group>,
+    /// Subject of the end-entity certificate (for logs; never for authorization).
+    pub subject: String,
+    /// SHA-256 of the leaf's SubjectPublicKeyInfo (what tokens bind to).
+    pub key_hash: [u8; 32],
+    /// When the credential stops being valid (earliest expiry in the chain
+    /// and the attributes).
+    pub not_after: i64,
+}
+
+/// A chain whose certificates and proxies verified (attributes not yet looked at).
+pub struct VerifiedChain<'a> {
+    pub certs: Vec<X509Certificate<'a>>,
+    /// Index of the end-entity certificate (the number of proxies before it).
+    pub ee_index: usize,
+}
+
+fn ext<'a, 'b>(cert: &'b X509Certificate<'a>, oid: &[u64]) -> Option<&'b X509Extension<'a>> {
+    let want = oids::oid_bytes(oid);
+    cert.extensions()
+        .iter()
+        .find(|e| e.oid.as_bytes() == want.as_slice())
+}
+
+fn is_proxy(cert: &X509Certificate<'_>) -> bool {
+    ext(cert, oids::PROXY_CERT_INFO).is_some()
+}
+
+fn proxy_err(i: usize, msg: impl std::fmt::Display) -> AuthError {
+    AuthError::Proxy(format!("certificate {i} of the chain: {msg}"))
+}
+
+/// Parses `pCPathLenConstraint` out of a ProxyCertInfo value; checks the policy.
+fn proxy_path_len(value: &[u8]) -> Result<Option<u64>, String> {
+    yasna::parse_der(value, |r| {
+        r.read_sequence(|r| {
+            let len = r.read_optional(|r| r.read_u64())?;
+            let lang = r.next().read_sequence(|r| {
+                let lang = r.next().read_oid()?;
+                r.read_optional(|r| r.read_bytes())?;
+                Ok(lang)
+            })?;
+            Ok((len, lang))
+        })
+    })
+    .map_err(|e| format!("malformed ProxyCertInfo: {e}"))
+    .and_then(|(len, lang)| {
+        if lang.components().as_slice() == oids::PPL_INHERIT_ALL {
+            Ok(len)
+        } else {
+            Err(format!("unsupported proxy policy language {lang}"))
+        }
+    })
+}
+
+fn check_validity(
+    what: &'static str,
+    cert: &X509Certificate<'_>,
+    now: i64,
+    skew: i64,
+) -> Result<(), AuthError> {
+    let nb = cert.validity().not_before.timestamp();
+    let na = cert.validity().not_after.timestamp();
+    if now > na + skew {
+        return Err(AuthError::Expired { what, at: na, now });
+    }
+    if now + skew < nb {
+        return Err(AuthError::NotYetValid { what, at: nb, now });
+    }
+    Ok(())
+}
+
+/// Checks the proxy at `i` against its issuer at `i + 1`.
+fn check_proxy(
+    i: usize,
+    proxy: &X509Certificate<'_>,
+    issuer: &X509Certificate<'_>,
+    now: i64,
+    skew: i64,
+) -> Result<(), AuthError> {
+    if proxy.issuer().as_raw() != issuer.subject().as_raw() {
+        return Err(proxy_err(
+            i,
+            "issuer name is not the next certificate's subject",
+        ));
+    }
+    if !crate::keys::verify_with_spki(
+        issuer.public_key().raw,
+        proxy.tbs_certificate.as_ref(),
+        proxy.signature_value.data.as_ref(),
+    ) {
+        return Err(AuthError::BadSignature {
+            what: "proxy certificate",
+        });
+    }
+    // Subject = issuer's subject + exactly one CN.
+    let subject = sequence_contents(proxy.subject().as_raw())
+        .ok_or_else(|| proxy_err(i, "malformed subject"))?;
+    let issuer_subject = sequence_contents(issuer.subject().as_raw())
+        .ok_or_else(|| proxy_err(i, "malformed issuer subject"))?;
+    let last_ok = subject.starts_with(issuer_subject)
+        && proxy.subject().iter_rdn().count() == issuer.subject().iter_rdn().count() + 1
+        && proxy.subject().iter_rdn().last().is_some_and(|rdn| {
+            rdn.iter().count() == 1
+                && rdn
+                    .iter()
+                    .all(|a| a.attr_type().as_bytes() == oids::oid_bytes(oids::COMMON_NAME))
+        });
+    if !last_ok {
+        return Err(proxy_err(
+            i,
+            "subject is not the issuer's subject plus one CN",
+        ));
+    }
+    let pci = ext(proxy, oids::PROXY_CERT_INFO).ok_or_else(|| proxy_err(i, "no ProxyCertInfo"))?;
+    if !pci.critical {
+        return Err(proxy_err(i, "ProxyCertInfo is not critical"));
+    }
+    if let Ok(Some(bc)) = proxy.basic_constraints() {
+        if bc.value.ca {
+            return Err(proxy_err(i, "a proxy must not be a CA"));
+        }
+    } else if proxy.basic_constraints().is_err() {
+        return Err(proxy_err(i, "malformed basicConstraints"));
+    }
+    let known: [&[u64]; 3] = [oids::PROXY_CERT_INFO, oids::KEY_USAGE, &[2, 5, 29, 19]];
+    for e in proxy.extensions() {
+        let oid = e.oid.as_bytes();
+        if oid == oids::oid_bytes(&[2, 5, 29, 17]).as_slice()
+            || oid == oids::oid_bytes(&[2, 5, 29, 18]).as_slice()
+        {
+            return Err(proxy_err(
+                i,
+                "a proxy must not carry subject or issuer alternative names",
+            ));
+        }
+        if e.critical && !known.iter().any(|k| oids::oid_bytes(k).as_slice() == oid) {
+            return Err(proxy_err(
+                i,
+                format!("unknown critical extension {}", e.oid),
+            ));
+        }
+    }
+    check_validity("proxy certificate", proxy, now, skew)?;
+    let (pnb, pna) = (
+        proxy.validity().not_before.timestamp(),
+        proxy.validity().not_after.timestamp(),
+    );
+    let (inb, ina) = (
+        issuer.validity().not_before.timestamp(),
+        issuer.validity().not_after.timestamp(),
+    );
+    if pna > ina || pnb < inb {
+        return Err(proxy_err(i, "lifetime exceeds the issuer's"));
+    }
+    Ok(())
+}
+
+/// Verifies the certificates of `chain` (leaf first): the proxies by RFC
+/// 3820 rules, the end-entity certificate and its CAs by webpki.
+pub fn verify_certificates<'a>(
+    chain: &'a [CertificateDer<'a>],
+    trust: &TrustStore,
+    now: i64,
+) -> Result<VerifiedChain<'a>, AuthError> {
+    if chain.is_empty() || chain.len() > MAX_CHAIN {
+        return Err(AuthError::Chain(format!(
+            "chain of {} certificates",
+            chain.len()
+        )));
+    }
+    let certs = chain
+        .iter()
+        .map(|c| {
+            x509_parser::parse_x509_certificate(c.as_ref())
+                .map(|(_, c)| c)
+                .map_err(|e| AuthError::malformed("certificate", e))
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    let ee_index = certs
+        .iter()
+        .position(|c| !is_proxy(c))
+        .ok_or_else(|| AuthError::Chain("no end-entity certificate below the proxies".into()))?;
+    let skew = trust.max_skew;
+    for i in 0..ee_index {
+        check_proxy(i, &certs[i], &certs[i + 1], now, skew)?;
+        // `i` proxies were issued below this one.
+        let pci = ext(&certs[i], oids::PROXY_CERT_INFO)
+            .ok_or_else(|| proxy_err(i, "no ProxyCertInfo"))?;
+        if let Some(max) = proxy_path_len(pci.value).map_err(|e| proxy_err(i, e))? {
+            if i as u64 > max {
+                return Err(proxy_err(i, format!("proxy path length {max} exceeded")));
+            }
+        }
+    }
+    for (j, c) in certs.iter().enumerate().skip(ee_index + 1) {
+        if is_proxy(c) {
+            return Err(proxy_err(j, "a proxy below the end-entity certificate"));
+        }
+    }
+    let ee = webpki::EndEntityCert::try_from(&chain[ee_index])
+        .map_err(|e| AuthError::Chain(format!("end-entity certificate: {e:?}")))?;
+    // webpki has no skew allowance: give the certificates the benefit of it
+    // at both ends by checking at `now` (expiry) and `now + skew` (start).
+    let verify_at = |t: i64| {
+        ee.verify_for_usage(
+            webpki::ALL_VERIFICATION_ALGS,
+            trust.anchors(),
+            &chain[ee_index + 1..],
+            UnixTime::since_unix_epoch(std::time::Duration::from_secs(t.max(0) as u64)),
+            webpki::KeyUsage::client_auth(),
+            None,
+            None,
+        )
+        .map(|_| ())
+    };
+    match verify_at(now) {
+        Ok(()) => {}
+        Err(webpki::Error::CertNotValidYet { .. }) if verify_at(now + skew).is_ok() => {}
+        Err(webpki::Error::CertExpired { .. }) if verify_at(now - skew).is_ok() => {}
+        Err(e) => return Err(AuthError::Chain(format!("{e:?}"))),
+    }
+    Ok(VerifiedChain { certs, ee_index })
+}
+
+/// Verifies a proxy chain and its VO attributes; returns who the peer is.
+pub fn verify_chain(
+    chain: &[CertificateDer<'_>],
+    trust: &TrustStore,
+    now: i64,
+) -> Result<Identity, AuthError> {
+    let v = verify_certificates(chain, trust, now)?;
+    let ee = &v.certs[v.ee_index];
+    // The attributes nearest the leaf win.
+    let vo_oid = oids::vo_attributes_oid();
+    let ext = v.certs[..v.ee_index]
+        .iter()
+        .find_map(|c| {
+            c.extensions()
+                .iter()
+                .find(|e| e.oid.as_bytes() == vo_oid.as_slice())
+        })
+        .ok_or(AuthError::NoAttributes)?;
+    let signed = SignedAttributes::parse(ext.value)?;
+    let attrs = signed.verify(trust, ee.issuer().as_raw(), ee.raw_serial(), now)?;
+    let not_after = v
+        .certs
+        .iter()
+        .map(|c| c.validity().not_after.timestamp())
+        .chain(std::iter::once(attrs.not_after))
+        .min()
+        .unwrap_or(attrs.not_after);
+    Ok(Identity {
+        vo: attrs.vo.clone(),
+        vo_id: attrs.vo_id.clone(),
+        groups: attrs.groups.clone(),
+        subject: ee.subject().to_string(),
+        key_hash: key_hash(v.certs[0].public_key().raw),
+        not_after,
+    })
+}
