@@ -95,6 +95,11 @@ impl TrustStore {
         let vomsdir = dir.join("vomsdir");
         if let Ok(entries) = std::fs::read_dir(&vomsdir) {
             for e in entries.flatten() {
+                // Only VO directories count (a stray README or .gitkeep
+                // must not make the whole trust directory unloadable).
+                if !e.path().is_dir() {
+                    continue;
+                }
                 let Some(vo) = e.file_name().to_str().map(str::to_owned) else {
                     continue;
                 };
