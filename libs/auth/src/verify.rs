@@ -148,6 +148,14 @@ fn check_proxy(
     } else if proxy.basic_constraints().is_err() {
         return Err(proxy_err(i, "malformed basicConstraints"));
     }
+    let mut seen = std::collections::HashSet::new();
+    if !proxy
+        .extensions()
+        .iter()
+        .all(|e| seen.insert(e.oid.as_bytes()))
+    {
+        return Err(proxy_err(i, "an extension appears twice"));
+    }
     let known: [&[u64]; 3] = [oids::PROXY_CERT_INFO, oids::KEY_USAGE, &[2, 5, 29, 19]];
     for e in proxy.extensions() {
         let oid = e.oid.as_bytes();

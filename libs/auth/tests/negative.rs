@@ -193,6 +193,29 @@ fn proxy_with_unknown_critical_extension_is_refused() {
 }
 
 #[test]
+fn proxy_with_a_repeated_extension_is_refused() {
+    let g = Grid::new();
+    // A second ProxyCertInfo (path length 0) beside the builder's own.
+    let pci = yasna::construct_der(|w| {
+        w.write_sequence(|w| {
+            w.next().write_u32(0);
+            w.next().write_sequence(|w| {
+                w.next()
+                    .write_oid(&yasna::models::ObjectIdentifier::from_slice(&[
+                        1, 3, 6, 1, 5, 5, 7, 21, 1,
+                    ]));
+            });
+        })
+    });
+    let spec = ProxySpec {
+        extra_extensions: vec![(vec![1, 3, 6, 1, 5, 5, 7, 1, 14], true, pci)],
+        ..ProxySpec::with_attributes(g.ext())
+    };
+    let msg = proxy_error(verify_chain(&g.chain(&spec), &g.trust, g.now));
+    assert!(msg.contains("appears twice"), "{msg}");
+}
+
+#[test]
 fn proxy_cert_info_not_critical_is_refused() {
     let g = Grid::new();
     let spec = ProxySpec {
