@@ -1,0 +1,406 @@
+//! `lors`: the LoRS command-line tools. This file is a thin clap layer over
+//! the `lors` library; see `docs/lors-credentials.md`.
+
+use std::io::{BufRead, Read, Write};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Args, Parser, Subcommand};
+use lors::credentials::{
+    self, default_proxy_path, CaClient, Error, LoginMethod, LoginParams, NewProxy, Secret,
+    TrustSource, Verification,
+};
+use lors::exit;
+use lors::validity::{format_duration, format_utc, parse_hhmm};
+
+/// Environment variable naming the default trust directory.
+const TRUST_ENV: &str = "LORS_TRUST_DIR";
+/// Longest password read.
+const MAX_PASSWORD: u64 = 4096;
+
+#[derive(Parser)]
+#[command(
+    name = "lors",
+    version,
+    about = "LoRS command-line tools: credentials for the secure storage stack",
+    after_help = "Exit codes: 0 success/proxy valid, 1 no valid proxy, 2 usage error, \
+                  3 authentication refused, 4 CA unreachable or server error, \
+                  5 rate limited, 6 local failure.\n\
+                  The proxy is $X509_USER_PROXY, else /tmp/x509up_u<uid>."
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Log in to the online CA with a password or token and make a proxy
+    Login(LoginArgs),
+    /// Make a proxy from your own certificate and key, with VO attributes
+    /// from the online CA (mutual TLS)
+    ProxyInit(ProxyInitArgs),
+    /// Show the proxy, or test it in scripts (--exists, --timeleft)
+    ProxyInfo(ProxyInfoArgs),
+    /// Overwrite and remove the proxy
+    ProxyDestroy,
+}
+
+#[derive(Args)]
+struct CaArgs {
+    /// The online CA, e.g. https://ca.example.org:8443
+    #[arg(long, value_name = "URL")]
+    ca: String,
+    /// Trust directory whose ca/*.pem authenticate the CA's server
+    /// (default: $LORS_TRUST_DIR)
+    #[arg(long, value_name = "DIR", conflicts_with = "ca_cert")]
+    trust: Option<PathBuf>,
+    /// PEM file with the certificate(s) of the CA that issued the server's
+    /// certificate (instead of a trust directory)
+    #[arg(long, value_name = "FILE")]
+    ca_cert: Option<PathBuf>,
+}
+
+#[derive(Args)]
+struct LoginArgs {
+    #[command(flatten)]
+    ca: CaArgs,
+    /// Virtual organization to get attributes for
+    #[arg(long)]
+    vo: String,
+    /// How the CA checks who you are [default: oidc with --token-file, else radius]
+    #[arg(long, value_enum)]
+    method: Option<LoginMethod>,
+    /// User name (default: $USER)
+    #[arg(long, value_name = "NAME")]
+    user: Option<String>,
+    /// Read the password from the first line of standard input
+    #[arg(long, conflicts_with = "token_file")]
+    password_stdin: bool,
+    /// Read an OIDC token (JWT) from FILE (implies --method oidc)
+    #[arg(long, value_name = "FILE")]
+    token_file: Option<PathBuf>,
+    /// Requested proxy lifetime
+    #[arg(long, value_name = "HH:MM", default_value = "12:00", value_parser = parse_hhmm)]
+    valid: u64,
+}
+
+#[derive(Args)]
+struct ProxyInitArgs {
+    #[command(flatten)]
+    ca: CaArgs,
+    /// Your certificate (PEM; intermediates may follow it)
+    #[arg(long, value_name = "FILE")]
+    cert: PathBuf,
+    /// Its private key (PEM PKCS#8 "PRIVATE KEY", unencrypted)
+    #[arg(long, value_name = "FILE")]
+    key: PathBuf,
+    /// Virtual organization to get attributes for
+    #[arg(long)]
+    vo: String,
+    /// Requested proxy lifetime
+    #[arg(long, value_name = "HH:MM", default_value = "12:00", value_parser = parse_hhmm)]
+    valid: u64,
+}
+
+#[derive(Args)]
+struct ProxyInfoArgs {
+    /// Print only the seconds left (0 if expired)
+    #[arg(long, conflicts_with_all = ["exists", "json"])]
+    timeleft: bool,
+    /// Print nothing; exit 0 if a valid proxy exists, else 1
+    #[arg(long, conflicts_with = "json")]
+    exists: bool,
+    /// Print a JSON object
+    #[arg(long)]
+    json: bool,
+    /// Require at least this much time left (exit 1 otherwise)
+    #[arg(long, value_name = "HH:MM", value_parser = parse_hhmm)]
+    valid: Option<u64>,
+    /// Verify the proxy against this trust directory (default: $LORS_TRUST_DIR)
+    #[arg(long, value_name = "DIR")]
+    trust: Option<PathBuf>,
+}
+
+fn env_trust_dir() -> Option<PathBuf> {
+    std::env::var_os(TRUST_ENV)
+        .filter(|v| !v.is_empty())
+        .map(PathBuf::from)
+}
+
+impl CaArgs {
+    fn trust_source(&self) -> Result<TrustSource, Error> {
+        if let Some(f) = &self.ca_cert {
+            return Ok(TrustSource::CaFile(f.clone()));
+        }
+        self.trust
+            .clone()
+            .or_else(env_trust_dir)
+            .map(TrustSource::Dir)
+            .ok_or_else(|| {
+                Error::Usage(format!(
+                    "nothing to authenticate the CA's server with: give --trust DIR, \
+                     set {TRUST_ENV} or give --ca-cert FILE"
+                ))
+            })
+    }
+}
+
+fn runtime() -> Result<tokio::runtime::Runtime, Error> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| Error::Local(format!("cannot start the runtime: {e}")))
+}
+
+/// Strips one trailing line end.
+fn chomp(mut s: String) -> Secret {
+    while s.ends_with('\n') || s.ends_with('\r') {
+        s.pop();
+    }
+    Secret::new(s)
+}
+
+fn password_from_stdin() -> Result<Secret, Error> {
+    let mut line = String::with_capacity(256);
+    std::io::stdin()
+        .lock()
+        .take(MAX_PASSWORD + 1)
+        .read_line(&mut line)
+        .map_err(|e| Error::Usage(format!("cannot read the password from stdin: {e}")))?;
+    let secret = chomp(line);
+    if secret.expose().len() as u64 > MAX_PASSWORD {
+        return Err(Error::Usage("password too long".into()));
+    }
+    Ok(secret)
+}
+
+/// Restores the terminal settings when dropped.
+struct EchoOff(libc::termios);
+
+impl Drop for EchoOff {
+    fn drop(&mut self) {
+        // SAFETY: restores settings read by tcgetattr on the same descriptor.
+        unsafe {
+            libc::tcsetattr(libc::STDIN_FILENO, libc::TCSANOW, &self.0);
+        }
+    }
+}
+
+fn password_from_terminal(prompt: &str) -> Result<Secret, Error> {
+    // SAFETY: isatty has no preconditions.
+    if unsafe { libc::isatty(libc::STDIN_FILENO) } != 1 {
+        return Err(Error::Usage(
+            "no password given and standard input is not a terminal: \
+             use --password-stdin or --token-file"
+                .into(),
+        ));
+    }
+    // SAFETY: termios is plain data; tcgetattr fills it in.
+    let mut term: libc::termios = unsafe { std::mem::zeroed() };
+    // SAFETY: a valid descriptor and a valid pointer.
+    if unsafe { libc::tcgetattr(libc::STDIN_FILENO, &mut term) } != 0 {
+        return Err(Error::Local(format!(
+            "cannot read terminal settings: {}",
+            std::io::Error::last_os_error()
+        )));
+    }
+    let guard = EchoOff(term);
+    let mut quiet = term;
+    quiet.c_lflag &= !libc::ECHO;
+    quiet.c_lflag |= libc::ECHONL;
+    eprint!("{prompt}");
+    let _ = std::io::stderr().flush();
+    // SAFETY: a valid descriptor and a valid pointer.
+    if unsafe { libc::tcsetattr(libc::STDIN_FILENO, libc::TCSANOW, &quiet) } != 0 {
+        return Err(Error::Local(format!(
+            "cannot turn off echo: {}",
+            std::io::Error::last_os_error()
+        )));
+    }
+    let secret = password_from_stdin();
+    drop(guard);
+    secret
+}
+
+fn token_from_file(path: &PathBuf) -> Result<Secret, Error> {
+    let f = std::fs::File::open(path)
+        .map_err(|e| Error::Usage(format!("cannot read token file {}: {e}", path.display())))?;
+    let mut text = String::with_capacity(4096);
+    f.take(credentials::MAX_TOKEN_FILE + 1)
+        .read_to_string(&mut text)
+        .map_err(|e| Error::Usage(format!("cannot read token file {}: {e}", path.display())))?;
+    if text.len() as u64 > credentials::MAX_TOKEN_FILE {
+        return Err(Error::Usage(format!(
+            "token file {} is larger than {} bytes",
+            path.display(),
+            credentials::MAX_TOKEN_FILE
+        )));
+    }
+    let token = Secret::new(text.trim().to_owned());
+    drop(Secret::new(text));
+    Ok(token)
+}
+
+fn print_new_proxy(p: &NewProxy, path: &std::path::Path) {
+    let now = ibp_auth::unix_now();
+    let groups = if p.groups.is_empty() {
+        "(none)".to_owned()
+    } else {
+        p.groups
+            .iter()
+            .map(|g| g.name.as_str())
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    println!("vo        : {}", p.vo);
+    println!("vo id     : {}", p.vo_id);
+    println!("groups    : {groups}");
+    println!(
+        "valid     : until {} ({})",
+        format_utc(p.not_after),
+        format_duration(p.not_after - now)
+    );
+    println!("proxy     : {}", path.display());
+    let left = p.not_after - now;
+    if left + 120 < i64::try_from(p.requested).unwrap_or(i64::MAX) {
+        eprintln!(
+            "lors: warning: asked for {} but the credential is valid for {} only",
+            format_duration(i64::try_from(p.requested).unwrap_or(i64::MAX)),
+            format_duration(left)
+        );
+    }
+}
+
+/// Saves the new proxy and, with a trust directory, checks it verifies.
+fn finish(p: &NewProxy, trust: &TrustSource) -> Result<(), Error> {
+    let path = default_proxy_path();
+    credentials::save_proxy(&path, &p.credential)?;
+    print_new_proxy(p, &path);
+    if let TrustSource::Dir(_) = trust {
+        if let Ok(t) = trust.load() {
+            if let Err(e) =
+                ibp_auth::verify_chain(&p.credential.chain_der(), &t, ibp_auth::unix_now())
+            {
+                eprintln!(
+                    "lors: warning: the new proxy does not verify against the trust directory: {e}"
+                );
+            }
+        }
+    }
+    Ok(())
+}
+
+fn login(args: LoginArgs) -> Result<u8, Error> {
+    let method = match (args.method, &args.token_file) {
+        (None, Some(_)) => LoginMethod::Oidc,
+        (None, None) => LoginMethod::Radius,
+        (Some(LoginMethod::Oidc), None) => {
+            return Err(Error::Usage("--method oidc needs --token-file".into()))
+        }
+        (Some(m), Some(_)) if m != LoginMethod::Oidc => {
+            return Err(Error::Usage(format!(
+                "--token-file is for --method oidc, not {}",
+                m.as_str()
+            )))
+        }
+        (Some(m), _) => m,
+    };
+    let user = match args.user.clone() {
+        Some(u) => u,
+        None => std::env::var("USER")
+            .or_else(|_| std::env::var("LOGNAME"))
+            .map_err(|_| Error::Usage("no user name: give --user NAME".into()))?,
+    };
+    if user.is_empty() || user.chars().any(char::is_control) {
+        return Err(Error::Usage("bad user name".into()));
+    }
+    if args.valid == 0 {
+        return Err(Error::Usage("--valid must be longer than 00:00".into()));
+    }
+    let trust_source = args.ca.trust_source()?;
+    let trust = trust_source.load()?;
+    let ca = CaClient::new(&args.ca.ca, &trust, None)?;
+    let secret = match &args.token_file {
+        Some(f) => token_from_file(f)?,
+        None if args.password_stdin => password_from_stdin()?,
+        None => password_from_terminal(&format!("Password for {user} at {}: ", ca.url()))?,
+    };
+    let params = LoginParams {
+        method,
+        user,
+        secret,
+        vo: args.vo,
+        lifetime: args.valid,
+    };
+    let new = runtime()?.block_on(credentials::login(&ca, &params))?;
+    drop(params);
+    finish(&new, &trust_source)?;
+    Ok(exit::OK)
+}
+
+fn proxy_init(args: ProxyInitArgs) -> Result<u8, Error> {
+    if args.valid == 0 {
+        return Err(Error::Usage("--valid must be longer than 00:00".into()));
+    }
+    let trust_source = args.ca.trust_source()?;
+    let trust = trust_source.load()?;
+    let user = credentials::load_user_credential(&args.cert, &args.key)?;
+    let ca = CaClient::new(&args.ca.ca, &trust, Some(&user))?;
+    let new = runtime()?.block_on(credentials::proxy_init(&ca, &user, &args.vo, args.valid))?;
+    finish(&new, &trust_source)?;
+    Ok(exit::OK)
+}
+
+fn proxy_info(args: ProxyInfoArgs) -> Result<u8, Error> {
+    let path = default_proxy_path();
+    let trust = match args.trust.clone().or_else(env_trust_dir) {
+        Some(dir) => Some(TrustSource::Dir(dir).load()?),
+        None => None,
+    };
+    let now = ibp_auth::unix_now();
+    let info = match credentials::inspect_proxy(&path, trust.as_ref(), now) {
+        Ok(i) => i,
+        Err(_) if args.exists => return Ok(exit::NO_PROXY),
+        Err(e) => return Err(e),
+    };
+    let ok = info.is_valid_for(args.valid.unwrap_or(0), now);
+    if args.exists {
+        // Nothing printed.
+    } else if args.timeleft {
+        println!("{}", info.time_left(now));
+    } else if args.json {
+        println!("{}", info.to_json(now));
+    } else {
+        print!("{}", info.to_text(now));
+        if let Verification::Failed(e) = &info.verification {
+            eprintln!("lors: the proxy does not verify: {e}");
+        }
+    }
+    Ok(if ok { exit::OK } else { exit::NO_PROXY })
+}
+
+fn proxy_destroy() -> Result<u8, Error> {
+    let path = default_proxy_path();
+    if !credentials::destroy_proxy(&path)? {
+        eprintln!("lors: no proxy at {}", path.display());
+    }
+    Ok(exit::OK)
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Login(a) => login(a),
+        Command::ProxyInit(a) => proxy_init(a),
+        Command::ProxyInfo(a) => proxy_info(a),
+        Command::ProxyDestroy => proxy_destroy(),
+    };
+    match result {
+        Ok(code) => ExitCode::from(code),
+        Err(e) => {
+            eprintln!("lors: {e}");
+            ExitCode::from(e.exit_code())
+        }
+    }
+}

@@ -1,0 +1,55 @@
+//! `HH:MM` durations (as `grid-proxy-init -valid`) and time formatting.
+
+/// Largest number of hours accepted in `HH:MM`.
+pub const MAX_HOURS: u64 = 9999;
+
+/// Parses `HH:MM` (hours 0-9999, minutes 00-59) into seconds. `00:00` is
+/// accepted (meaning "any time left"); callers that need a positive
+/// lifetime check for it.
+pub fn parse_hhmm(s: &str) -> Result<u64, String> {
+    let bad = || format!("invalid duration {s:?}: expected HH:MM (e.g. 12:00)");
+    let (h, m) = s.split_once(':').ok_or_else(bad)?;
+    let digits = |t: &str, max_len: usize| {
+        !t.is_empty() && t.len() <= max_len && t.bytes().all(|b| b.is_ascii_digit())
+    };
+    if !digits(h, 4) || m.len() != 2 || !digits(m, 2) {
+        return Err(bad());
+    }
+    let hours: u64 = h.parse().map_err(|_| bad())?;
+    let minutes: u64 = m.parse().map_err(|_| bad())?;
+    if minutes > 59 {
+        return Err(format!("invalid duration {s:?}: minutes must be 00-59"));
+    }
+    if hours > MAX_HOURS {
+        return Err(format!("invalid duration {s:?}: at most {MAX_HOURS} hours"));
+    }
+    Ok(hours * 3600 + minutes * 60)
+}
+
+/// Seconds as `H:MM:SS` (negative values print as `0:00:00`).
+pub fn format_duration(secs: i64) -> String {
+    let s = secs.max(0);
+    format!("{}:{:02}:{:02}", s / 3600, (s / 60) % 60, s % 60)
+}
+
+/// Unix seconds as `YYYY-MM-DD HH:MM:SS UTC`.
+pub fn format_utc(unix: i64) -> String {
+    let days = unix.div_euclid(86_400);
+    let rem = unix.rem_euclid(86_400);
+    // Howard Hinnant's civil_from_days.
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02} {:02}:{:02}:{:02} UTC",
+        rem / 3600,
+        (rem / 60) % 60,
+        rem % 60
+    )
+}
