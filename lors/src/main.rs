@@ -257,7 +257,7 @@ fn print_new_proxy(p: &NewProxy, path: &std::path::Path) {
     println!("vo id     : {}", p.vo_id);
     println!("groups    : {groups}");
     println!(
-        "valid     : until {} ({})",
+        "valid     : until {} ({} left)",
         format_utc(p.not_after),
         format_duration(p.not_after - now)
     );
@@ -291,6 +291,30 @@ fn finish(p: &NewProxy, trust: &TrustSource) -> Result<(), Error> {
     Ok(())
 }
 
+/// The name of the current user in the password database.
+fn login_name() -> Option<String> {
+    // SAFETY: passwd is plain data; getpwuid_r fills it and `buf`.
+    let mut pw: libc::passwd = unsafe { std::mem::zeroed() };
+    let mut result: *mut libc::passwd = std::ptr::null_mut();
+    let mut buf = vec![0 as libc::c_char; 16 * 1024];
+    // SAFETY: every pointer is valid for the sizes given.
+    let rc = unsafe {
+        libc::getpwuid_r(
+            libc::getuid(),
+            &mut pw,
+            buf.as_mut_ptr(),
+            buf.len(),
+            &mut result,
+        )
+    };
+    if rc != 0 || result.is_null() || pw.pw_name.is_null() {
+        return None;
+    }
+    // SAFETY: pw_name points to a NUL-terminated string inside `buf`.
+    let name = unsafe { std::ffi::CStr::from_ptr(pw.pw_name) };
+    name.to_str().ok().map(str::to_owned)
+}
+
 fn login(args: LoginArgs) -> Result<u8, Error> {
     let method = match (args.method, &args.token_file) {
         (None, Some(_)) => LoginMethod::Oidc,
@@ -310,7 +334,10 @@ fn login(args: LoginArgs) -> Result<u8, Error> {
         Some(u) => u,
         None => std::env::var("USER")
             .or_else(|_| std::env::var("LOGNAME"))
-            .map_err(|_| Error::Usage("no user name: give --user NAME".into()))?,
+            .ok()
+            .filter(|u| !u.is_empty())
+            .or_else(login_name)
+            .ok_or_else(|| Error::Usage("no user name: give --user NAME".into()))?,
     };
     if user.is_empty() || user.chars().any(char::is_control) {
         return Err(Error::Usage("bad user name".into()));
