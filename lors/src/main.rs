@@ -6,6 +6,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand};
+use ibp_auth::TrustStore;
 use lors::credentials::{
     self, default_proxy_path, CaClient, Error, LoginMethod, LoginParams, NewProxy, Secret,
     TrustSource, Verification,
@@ -272,20 +273,20 @@ fn print_new_proxy(p: &NewProxy, path: &std::path::Path) {
     }
 }
 
-/// Saves the new proxy and, with a trust directory, checks it verifies.
-fn finish(p: &NewProxy, trust: &TrustSource) -> Result<(), Error> {
+/// Saves the new proxy and, with a trust directory (which may pin the
+/// VO's attribute authority), checks it verifies; a failure there is only
+/// a warning: the services have their own trust directories.
+fn finish(p: &NewProxy, source: &TrustSource, trust: &TrustStore) -> Result<(), Error> {
     let path = default_proxy_path();
     credentials::save_proxy(&path, &p.credential)?;
     print_new_proxy(p, &path);
-    if let TrustSource::Dir(_) = trust {
-        if let Ok(t) = trust.load() {
-            if let Err(e) =
-                ibp_auth::verify_chain(&p.credential.chain_der(), &t, ibp_auth::unix_now())
-            {
-                eprintln!(
-                    "lors: warning: the new proxy does not verify against the trust directory: {e}"
-                );
-            }
+    if let TrustSource::Dir(_) = source {
+        if let Err(e) =
+            ibp_auth::verify_chain(&p.credential.chain_der(), trust, ibp_auth::unix_now())
+        {
+            eprintln!(
+                "lors: warning: the new proxy does not verify against the trust directory: {e}"
+            );
         }
     }
     Ok(())
@@ -362,7 +363,7 @@ fn login(args: LoginArgs) -> Result<u8, Error> {
     };
     let new = runtime()?.block_on(credentials::login(&ca, &params))?;
     drop(params);
-    finish(&new, &trust_source)?;
+    finish(&new, &trust_source, &trust)?;
     Ok(exit::OK)
 }
 
@@ -375,7 +376,7 @@ fn proxy_init(args: ProxyInitArgs) -> Result<u8, Error> {
     let user = credentials::load_user_credential(&args.cert, &args.key)?;
     let ca = CaClient::new(&args.ca.ca, &trust, Some(&user))?;
     let new = runtime()?.block_on(credentials::proxy_init(&ca, &user, &args.vo, args.valid))?;
-    finish(&new, &trust_source)?;
+    finish(&new, &trust_source, &trust)?;
     Ok(exit::OK)
 }
 
