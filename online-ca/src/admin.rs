@@ -1,0 +1,383 @@
+//! `online-ca admin`: membership, groups, local users and the audit log,
+//! straight on the database and files named by the configuration.
+
+use std::io::Read;
+use std::path::Path;
+
+use anyhow::{bail, Context};
+use clap::Subcommand;
+
+use crate::config::Config;
+use crate::store::Store;
+
+#[derive(Debug, Subcommand)]
+pub enum AdminCmd {
+    /// VO members: which identity belongs to which VO with which VO ID.
+    Member {
+        #[command(subcommand)]
+        cmd: MemberCmd,
+    },
+    /// VO groups.
+    Group {
+        #[command(subcommand)]
+        cmd: GroupCmd,
+    },
+    /// The local users file (method `local`).
+    User {
+        #[command(subcommand)]
+        cmd: UserCmd,
+    },
+    /// The audit log of issued certificates and attributes.
+    Audit {
+        #[command(subcommand)]
+        cmd: AuditCmd,
+    },
+    /// Prints the identity (`cert:<issuer DN>|<subject DN>`) of a PEM
+    /// certificate, for `member add --identity`.
+    CertIdentity {
+        #[arg(long)]
+        cert: std::path::PathBuf,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum MemberCmd {
+    /// Adds an identity to a VO: a new VO ID (UUID) unless it has one, or
+    /// with --vo-id, linked to an existing VO ID (a second certificate or
+    /// login method of the same user).
+    Add {
+        #[arg(long)]
+        vo: String,
+        /// `local:<user>`, `radius:<user>`, `oidc:<issuer>#<sub>` or
+        /// `cert:<issuer DN>|<subject DN>`.
+        #[arg(long)]
+        identity: String,
+        #[arg(long)]
+        vo_id: Option<String>,
+        /// Groups the user joins (created when missing); repeatable.
+        #[arg(long = "group")]
+        groups: Vec<String>,
+    },
+    /// Removes an identity (and the certificates linked from it at login).
+    Remove {
+        #[arg(long)]
+        vo: String,
+        #[arg(long)]
+        identity: String,
+    },
+    /// Lists the identities of a VO.
+    List {
+        #[arg(long)]
+        vo: String,
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum GroupCmd {
+    /// Creates a group (its group VO ID is a UUID).
+    Add {
+        #[arg(long)]
+        vo: String,
+        #[arg(long)]
+        name: String,
+    },
+    /// Deletes a group.
+    Remove {
+        #[arg(long)]
+        vo: String,
+        #[arg(long)]
+        name: String,
+    },
+    /// Lists the groups of a VO.
+    List {
+        #[arg(long)]
+        vo: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Group membership of users (by VO ID).
+    Member {
+        #[command(subcommand)]
+        cmd: GroupMemberCmd,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum GroupMemberCmd {
+    Add {
+        #[arg(long)]
+        vo: String,
+        #[arg(long)]
+        name: String,
+        #[arg(long)]
+        vo_id: String,
+    },
+    Remove {
+        #[arg(long)]
+        vo: String,
+        #[arg(long)]
+        name: String,
+        #[arg(long)]
+        vo_id: String,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum UserCmd {
+    /// Adds or replaces a user; the password is read from stdin (first line).
+    Add {
+        #[arg(long)]
+        user: String,
+        #[arg(long, required = true)]
+        password_stdin: bool,
+    },
+    /// Removes a user.
+    Remove {
+        #[arg(long)]
+        user: String,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum AuditCmd {
+    /// Lists issued certificates and attributes, oldest first.
+    List {
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+const PREFIXES: [&str; 4] = ["local:", "radius:", "oidc:", "cert:"];
+
+fn check_identity(id: &str) -> anyhow::Result<()> {
+    if !PREFIXES
+        .iter()
+        .any(|p| id.starts_with(p) && id.len() > p.len())
+    {
+        bail!("identity {id:?} must be local:<user>, radius:<user>, oidc:<issuer>#<sub> or cert:<issuer DN>|<subject DN>");
+    }
+    if id.chars().any(char::is_control) || id.len() > 1024 {
+        bail!("identity {id:?}: control characters or too long");
+    }
+    Ok(())
+}
+
+fn check_text(what: &str, s: &str) -> anyhow::Result<()> {
+    if s.is_empty() || s.len() > 256 || s.chars().any(char::is_control) {
+        bail!("{what} {s:?}: empty, over 256 bytes or with control characters");
+    }
+    Ok(())
+}
+
+fn check_vo(cfg: &Config, vo: &str) -> anyhow::Result<()> {
+    if !crate::ca::valid_vo_name(vo) || !cfg.dir.join("aa").join(format!("{vo}.pem")).exists() {
+        bail!(
+            "VO {vo:?} is not served by this CA (no {}); add it with online-ca init --vo",
+            cfg.dir.join("aa").join(format!("{vo}.pem")).display()
+        );
+    }
+    Ok(())
+}
+
+/// `YYYY-MM-DDTHH:MM:SSZ` of Unix seconds.
+pub fn utc(t: i64) -> String {
+    let days = t.div_euclid(86_400);
+    let secs = t.rem_euclid(86_400);
+    // Civil date from days since 1970-01-01 (H. Hinnant's algorithm).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!(
+        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z",
+        secs / 3600,
+        secs % 3600 / 60,
+        secs % 60
+    )
+}
+
+pub async fn run(config: &Path, cmd: AdminCmd) -> anyhow::Result<()> {
+    let cfg = Config::load(config)?;
+    match cmd {
+        AdminCmd::User { cmd } => {
+            let users = cfg
+                .local
+                .as_ref()
+                .map(|l| l.users_file.clone())
+                .context("the configuration has no [local] users_file")?;
+            match cmd {
+                UserCmd::Add { user, .. } => {
+                    let mut input = String::new();
+                    std::io::stdin()
+                        .take(4096)
+                        .read_to_string(&mut input)
+                        .context("read the password from stdin")?;
+                    let pw = input.lines().next().unwrap_or("");
+                    let replaced = crate::local::set_user(&users, &user, pw.as_bytes())?;
+                    println!(
+                        "{} user {user} in {}",
+                        if replaced { "updated" } else { "added" },
+                        users.display()
+                    );
+                }
+                UserCmd::Remove { user } => {
+                    crate::local::remove_user(&users, &user)?;
+                    println!("removed user {user} from {}", users.display());
+                }
+            }
+            return Ok(());
+        }
+        AdminCmd::CertIdentity { cert } => {
+            let der = crate::ca::read_pem_cert(&cert)?;
+            let (_, c) = x509_parser::parse_x509_certificate(&der)
+                .map_err(|e| anyhow::anyhow!("parse {}: {e}", cert.display()))?;
+            println!("{}", crate::ca::cert_identity(&c));
+            return Ok(());
+        }
+        _ => {}
+    }
+    let store = Store::open(&cfg.database_url()).await?;
+    let r = run_db(&cfg, &store, cmd).await;
+    store.close().await;
+    r
+}
+
+async fn run_db(cfg: &Config, store: &Store, cmd: AdminCmd) -> anyhow::Result<()> {
+    match cmd {
+        AdminCmd::Member { cmd } => match cmd {
+            MemberCmd::Add {
+                vo,
+                identity,
+                vo_id,
+                groups,
+            } => {
+                check_vo(cfg, &vo)?;
+                check_identity(&identity)?;
+                for g in &groups {
+                    check_text("group name", g)?;
+                }
+                let added = store
+                    .member_add(&vo, &identity, vo_id.as_deref(), &groups)
+                    .await?;
+                for g in &added.new_groups {
+                    println!("created group {g} in VO {vo}");
+                }
+                println!(
+                    "{} {identity} {} VO {vo} with VO ID {}",
+                    if added.new_identity { "added" } else { "kept" },
+                    if added.new_identity { "to" } else { "in" },
+                    added.vo_id
+                );
+            }
+            MemberCmd::Remove { vo, identity } => {
+                let removed = store.member_remove(&vo, &identity).await?;
+                for id in removed {
+                    println!("removed {id} from VO {vo}");
+                }
+            }
+            MemberCmd::List { vo, json } => {
+                let rows = store.member_list(&vo).await?;
+                if json {
+                    println!("{}", serde_json::to_string_pretty(&rows)?);
+                } else {
+                    for r in rows {
+                        let via = r
+                            .linked_from
+                            .map(|f| format!(" (linked at login of {f})"))
+                            .unwrap_or_default();
+                        println!("{}\t{}\t[{}]{via}", r.vo_id, r.identity, r.groups.join(","));
+                    }
+                }
+            }
+        },
+        AdminCmd::Group { cmd } => match cmd {
+            GroupCmd::Add { vo, name } => {
+                check_vo(cfg, &vo)?;
+                check_text("group name", &name)?;
+                let (id, created) = store.group_add(&vo, &name).await?;
+                println!(
+                    "{} group {name} in VO {vo} with group VO ID {id}",
+                    if created { "created" } else { "kept" }
+                );
+            }
+            GroupCmd::Remove { vo, name } => {
+                store.group_remove(&vo, &name).await?;
+                println!("removed group {name} from VO {vo}");
+            }
+            GroupCmd::List { vo, json } => {
+                let rows = store.group_list(&vo).await?;
+                if json {
+                    println!("{}", serde_json::to_string_pretty(&rows)?);
+                } else {
+                    for g in rows {
+                        println!("{}\t{}", g.id, g.name);
+                    }
+                }
+            }
+            GroupCmd::Member { cmd } => match cmd {
+                GroupMemberCmd::Add { vo, name, vo_id } => {
+                    store.group_member(&vo, &name, &vo_id, true).await?;
+                    println!("added VO ID {vo_id} to group {name} of VO {vo}");
+                }
+                GroupMemberCmd::Remove { vo, name, vo_id } => {
+                    store.group_member(&vo, &name, &vo_id, false).await?;
+                    println!("removed VO ID {vo_id} from group {name} of VO {vo}");
+                }
+            },
+        },
+        AdminCmd::Audit {
+            cmd: AuditCmd::List { json },
+        } => {
+            let rows = store.audit_list().await?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&rows)?);
+            } else {
+                println!("issued_at\tkind\tvo\tvo_id\tserial\tlifetime\tnot_after\tidentity\tsubject\tremote");
+                for r in rows {
+                    println!(
+                        "{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}",
+                        utc(r.issued_at),
+                        r.kind,
+                        r.vo,
+                        r.vo_id,
+                        r.serial,
+                        r.lifetime,
+                        utc(r.not_after),
+                        r.identity,
+                        r.subject,
+                        r.remote
+                    );
+                }
+            }
+        }
+        AdminCmd::User { .. } | AdminCmd::CertIdentity { .. } => {}
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dates() {
+        assert_eq!(utc(0), "1970-01-01T00:00:00Z");
+        assert_eq!(utc(951_782_400), "2000-02-29T00:00:00Z");
+        assert_eq!(utc(1_700_000_000), "2023-11-14T22:13:20Z");
+    }
+
+    #[test]
+    fn identities() {
+        assert!(check_identity("local:alice").is_ok());
+        assert!(check_identity("cert:CN=a|CN=b").is_ok());
+        assert!(check_identity("alice").is_err());
+        assert!(check_identity("local:").is_err());
+    }
+}

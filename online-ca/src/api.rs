@@ -1,0 +1,547 @@
+//! The HTTP API (JSON; a contract shared with the `lors` client):
+//!
+//! - `POST /v1/login`: credentials + CSR → short-lived certificate and
+//!   signed VO attributes for it.
+//! - `POST /v1/attributes` (mutual TLS): signed VO attributes for the
+//!   client's existing certificate.
+//! - `GET /v1/trust`: the CA and AA certificates.
+//!
+//! Errors are `{"error": "..."}` with 400 (bad request or CSR), 401 (wrong
+//! credentials, no client certificate), 403 (not a member of the VO), 429
+//! (rate limited, with Retry-After), 500 (internal), 502 (the RADIUS
+//! server or the OIDC issuer could not be asked).
+
+use std::sync::Arc;
+
+use axum::body::Bytes;
+use axum::extract::{DefaultBodyLimit, State};
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Extension, Json, Router};
+use base64::Engine;
+use ibp_auth::TrustStore;
+use serde::{Deserialize, Serialize};
+
+use crate::ca::{cert_identity, check_csr, hex, Ca, CsrError};
+use crate::config::Config;
+use crate::local::{valid_user_name, LocalUsers, MAX_PASSWORD};
+use crate::oidc::{Oidc, OidcError};
+use crate::radius_auth::RadiusAuth;
+use crate::ratelimit::RateLimiter;
+use crate::server::ConnInfo;
+use crate::store::{AuditRow, GroupRow, Store};
+
+/// Largest request body.
+const MAX_BODY: usize = 64 * 1024;
+/// Attributes start this long before they are issued (clock skew).
+const BACKDATE: i64 = 60;
+
+/// Everything the handlers share.
+pub struct App {
+    pub cfg: Config,
+    pub ca: Ca,
+    pub store: Store,
+    pub trust: Arc<TrustStore>,
+    pub local: Option<Arc<LocalUsers>>,
+    pub radius: Option<RadiusAuth>,
+    pub oidc: Option<Oidc>,
+    pub limiter: RateLimiter,
+}
+
+pub fn router(app: Arc<App>) -> Router {
+    Router::new()
+        .route("/v1/login", post(login))
+        .route("/v1/attributes", post(attributes))
+        .route("/v1/trust", get(trust))
+        .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "not found") })
+        .layer(DefaultBodyLimit::max(MAX_BODY))
+        .with_state(app)
+}
+
+/// An error answer.
+#[derive(Debug)]
+pub struct ApiError {
+    status: StatusCode,
+    message: String,
+    retry_after: Option<u64>,
+}
+
+impl ApiError {
+    fn new(status: StatusCode, message: impl Into<String>) -> ApiError {
+        ApiError {
+            status,
+            message: message.into(),
+            retry_after: None,
+        }
+    }
+
+    fn bad(message: impl Into<String>) -> ApiError {
+        ApiError::new(StatusCode::BAD_REQUEST, message)
+    }
+
+    fn internal(e: impl std::fmt::Display) -> ApiError {
+        tracing::error!(error = %e, "internal error");
+        ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal error")
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let mut r = (
+            self.status,
+            Json(serde_json::json!({ "error": self.message })),
+        )
+            .into_response();
+        if let Some(s) = self.retry_after {
+            if let Ok(v) = HeaderValue::from_str(&s.to_string()) {
+                r.headers_mut().insert(header::RETRY_AFTER, v);
+            }
+        }
+        r
+    }
+}
+
+/// Parses a JSON body without echoing its content in errors (it may hold
+/// a password).
+fn parse_json<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
+    serde_json::from_slice(body).map_err(|e| {
+        let msg = e.to_string();
+        if msg.starts_with("missing field") {
+            let field = msg.split(" at line").next().unwrap_or(&msg);
+            ApiError::bad(format!("malformed request: {field}"))
+        } else {
+            ApiError::bad(format!(
+                "malformed request: {:?} error at line {} column {}",
+                e.classify(),
+                e.line(),
+                e.column()
+            ))
+        }
+    })
+}
+
+#[derive(Deserialize)]
+struct LoginRequest {
+    method: String,
+    #[serde(default)]
+    user: Option<String>,
+    #[serde(default)]
+    password: Option<String>,
+    #[serde(default)]
+    token: Option<String>,
+    vo: String,
+    csr: String,
+    #[serde(default)]
+    lifetime: Option<i64>,
+}
+
+#[derive(Serialize)]
+struct GroupJson {
+    id: String,
+    name: String,
+}
+
+fn groups_json(groups: &[GroupRow]) -> Vec<GroupJson> {
+    groups
+        .iter()
+        .map(|g| GroupJson {
+            id: g.id.clone(),
+            name: g.name.clone(),
+        })
+        .collect()
+}
+
+#[derive(Serialize)]
+struct LoginResponse {
+    certificate: String,
+    chain: String,
+    attributes: String,
+    vo: String,
+    vo_id: String,
+    groups: Vec<GroupJson>,
+    not_after: i64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Method {
+    Local,
+    Radius,
+    Oidc,
+}
+
+impl Method {
+    fn name(self) -> &'static str {
+        match self {
+            Method::Local => "local",
+            Method::Radius => "radius",
+            Method::Oidc => "oidc",
+        }
+    }
+}
+
+fn b64(bytes: &[u8]) -> String {
+    base64::engine::general_purpose::STANDARD.encode(bytes)
+}
+
+/// The requested lifetime, checked, or `default`; then capped by `max`.
+fn lifetime(requested: Option<i64>, default: i64, max: i64) -> Result<i64, ApiError> {
+    match requested {
+        Some(l) if l <= 0 => Err(ApiError::bad(
+            "lifetime must be a positive number of seconds",
+        )),
+        Some(l) => Ok(l.min(max)),
+        None => Ok(default.min(max)),
+    }
+}
+
+/// Outcome of checking credentials.
+enum Checked {
+    Identity(String),
+    /// Wrong credentials (counted by the rate limiter); the message says why.
+    Wrong(String),
+}
+
+async fn login(
+    State(app): State<Arc<App>>,
+    Extension(conn): Extension<ConnInfo>,
+    body: Bytes,
+) -> Result<Json<LoginResponse>, ApiError> {
+    let req: LoginRequest = parse_json(&body)?;
+    let method = match req.method.as_str() {
+        "local" if app.local.is_some() => Method::Local,
+        "radius" if app.radius.is_some() => Method::Radius,
+        "oidc" if app.oidc.is_some() => Method::Oidc,
+        "local" | "radius" | "oidc" => {
+            return Err(ApiError::bad(format!(
+                "login method {:?} is not enabled on this CA",
+                req.method
+            )))
+        }
+        _ => return Err(ApiError::bad("method must be radius, local or oidc")),
+    };
+    if !app.ca.has_vo(&req.vo) {
+        return Err(ApiError::bad(format!("unknown VO {:?}", req.vo)));
+    }
+    let lifetime = lifetime(
+        req.lifetime,
+        app.cfg.default_lifetime.as_i64(),
+        app.cfg.max_lifetime.as_i64(),
+    )?;
+    let user = match method {
+        Method::Oidc => None,
+        _ => {
+            let u = req.user.as_deref().unwrap_or("");
+            if !valid_user_name(u) {
+                return Err(ApiError::bad(
+                    "user must be 1 to 253 bytes without spaces, colons or control characters",
+                ));
+            }
+            Some(format!("{}:{u}", method.name()))
+        }
+    };
+
+    // Over the limit: refuse before looking at the credentials.
+    let mut keys = vec![format!("ip:{}", conn.remote.ip())];
+    if let Some(u) = &user {
+        keys.push(format!("user:{u}"));
+    }
+    if let Err(wait) = app.limiter.check(&keys) {
+        tracing::warn!(remote = %conn.remote, user = user.as_deref().unwrap_or("-"), "login rate limited");
+        return Err(ApiError {
+            retry_after: Some(wait.as_secs().max(1)),
+            ..ApiError::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                "too many failed logins; try again later",
+            )
+        });
+    }
+
+    let csr = check_csr(&req.csr).map_err(|e| match e {
+        CsrError::BadSignature => ApiError::bad("CSR signature does not verify"),
+        e => ApiError::bad(e.to_string()),
+    })?;
+
+    let checked = authenticate(&app, method, &req, user.as_deref()).await?;
+    let identity = match checked {
+        Checked::Identity(id) => id,
+        Checked::Wrong(why) => {
+            app.limiter.failed(&keys);
+            tracing::info!(remote = %conn.remote, method = method.name(), user = user.as_deref().unwrap_or("-"), reason = %why, "login failed");
+            return Err(ApiError::new(StatusCode::UNAUTHORIZED, why));
+        }
+    };
+    app.limiter.succeeded(&format!("user:{identity}"));
+
+    let member = app
+        .store
+        .membership(&req.vo, &identity)
+        .await
+        .map_err(ApiError::internal)?
+        .ok_or_else(|| {
+            tracing::info!(%identity, vo = %req.vo, "login by a non-member");
+            ApiError::new(
+                StatusCode::FORBIDDEN,
+                format!("{identity} is not a member of VO {}", req.vo),
+            )
+        })?;
+
+    let cert = app.ca.issue(&csr, &identity, lifetime).map_err(|e| {
+        match e.downcast_ref::<ibp_auth::AuthError>() {
+            Some(ibp_auth::AuthError::Malformed { .. }) => ApiError::bad(e.to_string()),
+            _ => ApiError::internal(e),
+        }
+    })?;
+    let now = ibp_auth::unix_now();
+    let attrs = app
+        .ca
+        .sign_attributes(
+            &req.vo,
+            &member.vo_id,
+            &member.groups,
+            &cert.issuer_raw,
+            &cert.serial_raw,
+            now - BACKDATE,
+            cert.not_after,
+        )
+        .map_err(ApiError::internal)?;
+    // No certificate leaves without its audit record.
+    app.store
+        .audit_insert(&AuditRow {
+            id: uuid::Uuid::new_v4().to_string(),
+            kind: "certificate".into(),
+            serial: cert.serial_hex.clone(),
+            subject: cert.subject.clone(),
+            identity: identity.clone(),
+            vo: req.vo.clone(),
+            vo_id: member.vo_id.clone(),
+            not_before: cert.not_before,
+            not_after: cert.not_after,
+            lifetime,
+            issued_at: now,
+            remote: conn.remote.ip().to_string(),
+        })
+        .await
+        .map_err(ApiError::internal)?;
+    // Later `/v1/attributes` with this certificate gives the same VO ID.
+    match app
+        .store
+        .link(&req.vo, &cert.identity, &member.vo_id, &identity)
+        .await
+    {
+        Ok(true) => {
+            tracing::info!(cert = %cert.identity, vo_id = %member.vo_id, "linked the issued certificate")
+        }
+        Ok(false) => {}
+        Err(e) => tracing::warn!(error = %e, "could not link the issued certificate"),
+    }
+    tracing::info!(%identity, vo = %req.vo, vo_id = %member.vo_id, serial = %cert.serial_hex, lifetime, "issued a certificate");
+    Ok(Json(LoginResponse {
+        certificate: crate::ca::cert_pem(&cert.der),
+        chain: app.ca.ca_pem().to_string(),
+        attributes: b64(&attrs),
+        vo: req.vo,
+        vo_id: member.vo_id,
+        groups: groups_json(&member.groups),
+        not_after: cert.not_after,
+    }))
+}
+
+async fn authenticate(
+    app: &App,
+    method: Method,
+    req: &LoginRequest,
+    user: Option<&str>,
+) -> Result<Checked, ApiError> {
+    let password = || -> Result<&str, ApiError> {
+        match req.password.as_deref() {
+            Some(p) if !p.is_empty() && p.len() <= MAX_PASSWORD => Ok(p),
+            _ => Err(ApiError::bad(format!(
+                "password must have 1 to {MAX_PASSWORD} bytes"
+            ))),
+        }
+    };
+    let name = req.user.clone().unwrap_or_default();
+    match method {
+        Method::Local => {
+            let pw = password()?;
+            let users = app
+                .local
+                .as_ref()
+                .ok_or_else(|| ApiError::internal("local users not configured"))?;
+            let ok = users
+                .verify_async(&name, pw.as_bytes())
+                .await
+                .map_err(ApiError::internal)?;
+            Ok(if ok {
+                Checked::Identity(user.unwrap_or_default().to_string())
+            } else {
+                Checked::Wrong("wrong user name or password".into())
+            })
+        }
+        Method::Radius => {
+            let pw = password()?;
+            if pw.len() > 128 {
+                return Err(ApiError::bad("RADIUS passwords have at most 128 bytes"));
+            }
+            let radius = app
+                .radius
+                .as_ref()
+                .ok_or_else(|| ApiError::internal("RADIUS not configured"))?;
+            match radius.authenticate(&name, pw.as_bytes()).await {
+                Ok(true) => Ok(Checked::Identity(user.unwrap_or_default().to_string())),
+                Ok(false) => Ok(Checked::Wrong("wrong user name or password".into())),
+                Err(e) => {
+                    tracing::error!(error = %e, "RADIUS authentication unavailable (configuration error?)");
+                    Err(ApiError::new(
+                        StatusCode::BAD_GATEWAY,
+                        "the RADIUS server could not be asked; see the CA's log",
+                    ))
+                }
+            }
+        }
+        Method::Oidc => {
+            let token = req
+                .token
+                .as_deref()
+                .filter(|t| !t.is_empty())
+                .ok_or_else(|| ApiError::bad("token is required for method oidc"))?;
+            let oidc = app
+                .oidc
+                .as_ref()
+                .ok_or_else(|| ApiError::internal("OIDC not configured"))?;
+            match oidc.verify(token).await {
+                Ok(identity) => Ok(Checked::Identity(identity)),
+                Err(OidcError::Invalid(why)) => {
+                    Ok(Checked::Wrong(format!("token rejected: {why}")))
+                }
+                Err(e @ OidcError::Unavailable(_)) => {
+                    tracing::error!(error = %e, "OIDC verification unavailable");
+                    Err(ApiError::new(
+                        StatusCode::BAD_GATEWAY,
+                        "the OIDC issuer's keys could not be fetched; see the CA's log",
+                    ))
+                }
+            }
+        }
+    }
+}
+
+#[derive(Deserialize)]
+struct AttributesRequest {
+    vo: String,
+    #[serde(default)]
+    lifetime: Option<i64>,
+}
+
+#[derive(Serialize)]
+struct AttributesResponse {
+    attributes: String,
+    vo: String,
+    vo_id: String,
+    groups: Vec<GroupJson>,
+    not_after: i64,
+}
+
+async fn attributes(
+    State(app): State<Arc<App>>,
+    Extension(conn): Extension<ConnInfo>,
+    body: Bytes,
+) -> Result<Json<AttributesResponse>, ApiError> {
+    let Some(peer) = conn.peer.clone() else {
+        return Err(ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            "a client certificate is required (mutual TLS)",
+        ));
+    };
+    let req: AttributesRequest = parse_json(&body)?;
+    if !app.ca.has_vo(&req.vo) {
+        return Err(ApiError::bad(format!("unknown VO {:?}", req.vo)));
+    }
+    let now = ibp_auth::unix_now();
+    // Verified in the handshake; again now, as the connection may be old.
+    let chain = ibp_auth::verify::verify_certificates(&peer, &app.trust, now).map_err(|e| {
+        ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            format!("client certificate rejected: {e}"),
+        )
+    })?;
+    let ee = &chain.certs[chain.ee_index];
+    let identity = cert_identity(ee);
+    let member = app
+        .store
+        .membership(&req.vo, &identity)
+        .await
+        .map_err(ApiError::internal)?
+        .ok_or_else(|| {
+            tracing::info!(%identity, vo = %req.vo, "attributes asked by a non-member");
+            ApiError::new(
+                StatusCode::FORBIDDEN,
+                format!("{identity} is not a member of VO {}", req.vo),
+            )
+        })?;
+    let ee_not_after = ee.validity().not_after.timestamp();
+    let lifetime = lifetime(
+        req.lifetime,
+        app.cfg.attribute_lifetime.as_i64(),
+        app.cfg.max_lifetime.as_i64(),
+    )?
+    .min(ee_not_after - now);
+    if lifetime <= 0 {
+        return Err(ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            "the client certificate has expired",
+        ));
+    }
+    let not_after = now + lifetime;
+    let attrs = app
+        .ca
+        .sign_attributes(
+            &req.vo,
+            &member.vo_id,
+            &member.groups,
+            ee.issuer().as_raw(),
+            ee.raw_serial(),
+            now - BACKDATE,
+            not_after,
+        )
+        .map_err(ApiError::internal)?;
+    app.store
+        .audit_insert(&AuditRow {
+            id: uuid::Uuid::new_v4().to_string(),
+            kind: "attributes".into(),
+            serial: hex(ee.raw_serial()),
+            subject: ee.subject().to_string(),
+            identity: identity.clone(),
+            vo: req.vo.clone(),
+            vo_id: member.vo_id.clone(),
+            not_before: now - BACKDATE,
+            not_after,
+            lifetime,
+            issued_at: now,
+            remote: conn.remote.ip().to_string(),
+        })
+        .await
+        .map_err(ApiError::internal)?;
+    tracing::info!(%identity, vo = %req.vo, vo_id = %member.vo_id, lifetime, "issued attributes for an existing certificate");
+    Ok(Json(AttributesResponse {
+        attributes: b64(&attrs),
+        vo: req.vo,
+        vo_id: member.vo_id,
+        groups: groups_json(&member.groups),
+        not_after,
+    }))
+}
+
+#[derive(Serialize)]
+struct TrustResponse {
+    ca: String,
+    aa: std::collections::BTreeMap<String, String>,
+}
+
+async fn trust(State(app): State<Arc<App>>) -> Json<TrustResponse> {
+    Json(TrustResponse {
+        ca: app.ca.ca_pem().to_string(),
+        aa: app.ca.aa_pems(),
+    })
+}

@@ -1,0 +1,314 @@
+//! The CA directory: the CA and per-VO attribute-authority keys and
+//! certificates, and issuing user certificates from CSRs and VO attributes.
+//!
+//! ```text
+//! DIR/
+//!   ca.pem  ca.key                 the CA (keys PKCS#8 PEM, mode 0600)
+//!   aa/<vo>.pem  aa/<vo>.key       the attribute authority of each VO
+//!   server.pem  server.key         the HTTPS server certificate
+//!   trust/ca/ca.pem                trust directory for other services
+//!   trust/vomsdir/<vo>/aa.pem
+//!   users                          local users file (argon2id hashes)
+//!   ca.db                          SQLite database
+//!   config.toml                    sample configuration
+//! ```
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context};
+use ibp_auth::pki::Authority;
+use ibp_auth::{Group, VoAttributes};
+use x509_parser::prelude::FromDer;
+
+/// Largest CSR accepted (PEM text).
+pub const MAX_CSR: usize = 16 * 1024;
+
+pub fn read_pem_cert(path: &Path) -> anyhow::Result<Vec<u8>> {
+    let text = std::fs::read(path).with_context(|| format!("read {}", path.display()))?;
+    ibp_auth::trust::pem_certificates(&text)?
+        .into_iter()
+        .next()
+        .with_context(|| format!("{}: no CERTIFICATE", path.display()))
+}
+
+pub fn read_pem_key(path: &Path) -> anyhow::Result<Vec<u8>> {
+    let text = std::fs::read(path).with_context(|| format!("read {}", path.display()))?;
+    let blocks = pem::parse_many(&text).with_context(|| format!("parse {}", path.display()))?;
+    blocks
+        .into_iter()
+        .find(|b| b.tag() == "PRIVATE KEY")
+        .map(|b| b.into_contents())
+        .with_context(|| format!("{}: no PRIVATE KEY (PKCS#8)", path.display()))
+}
+
+fn pem_lf(tag: &str, der: &[u8]) -> String {
+    pem::encode_config(
+        &pem::Pem::new(tag, der.to_vec()),
+        pem::EncodeConfig::new().set_line_ending(pem::LineEnding::LF),
+    )
+}
+
+pub fn cert_pem(der: &[u8]) -> String {
+    pem_lf("CERTIFICATE", der)
+}
+
+pub fn key_pem(der: &[u8]) -> String {
+    pem_lf("PRIVATE KEY", der)
+}
+
+/// Whether `vo` can name a VO (a directory and file name).
+pub fn valid_vo_name(vo: &str) -> bool {
+    !vo.is_empty()
+        && vo.len() <= 64
+        && !vo.starts_with('.')
+        && vo
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_'))
+}
+
+/// A CSR that parsed and whose self-signature verified.
+pub struct CheckedCsr {
+    pub der: Vec<u8>,
+}
+
+/// Why a CSR was refused (answered 400).
+#[derive(Debug, thiserror::Error)]
+pub enum CsrError {
+    #[error("malformed CSR: {0}")]
+    Malformed(String),
+    #[error("CSR signature does not verify")]
+    BadSignature,
+}
+
+/// Parses a PEM CSR and checks it is signed by the key it carries.
+pub fn check_csr(pem_text: &str) -> Result<CheckedCsr, CsrError> {
+    if pem_text.len() > MAX_CSR {
+        return Err(CsrError::Malformed("too long".into()));
+    }
+    let block = pem::parse(pem_text.trim())
+        .map_err(|e| CsrError::Malformed(format!("not a PEM CERTIFICATE REQUEST ({e})")))?;
+    if block.tag() != "CERTIFICATE REQUEST" && block.tag() != "NEW CERTIFICATE REQUEST" {
+        return Err(CsrError::Malformed(format!(
+            "PEM block {:?}, expected CERTIFICATE REQUEST",
+            block.tag()
+        )));
+    }
+    let der = block.into_contents();
+    let (rest, csr) = x509_parser::certification_request::X509CertificationRequest::from_der(&der)
+        .map_err(|e| CsrError::Malformed(e.to_string()))?;
+    if !rest.is_empty() {
+        return Err(CsrError::Malformed("trailing bytes".into()));
+    }
+    csr.verify_signature().map_err(|_| CsrError::BadSignature)?;
+    Ok(CheckedCsr { der })
+}
+
+/// A certificate the CA issued.
+pub struct IssuedCert {
+    pub der: Vec<u8>,
+    pub not_before: i64,
+    pub not_after: i64,
+    /// Serial, hex.
+    pub serial_hex: String,
+    pub subject: String,
+    /// Holder fields for VO attributes: issuer Name DER, raw serial.
+    pub issuer_raw: Vec<u8>,
+    pub serial_raw: Vec<u8>,
+    /// `cert:<issuer DN>|<subject DN>`.
+    pub identity: String,
+}
+
+/// The certificate identity string used in the membership database.
+pub fn cert_identity(cert: &x509_parser::certificate::X509Certificate<'_>) -> String {
+    format!("cert:{}|{}", cert.issuer(), cert.subject())
+}
+
+pub fn hex(b: &[u8]) -> String {
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+struct Aa {
+    authority: Authority,
+    pem: String,
+}
+
+/// The loaded CA directory.
+pub struct Ca {
+    dir: PathBuf,
+    org: String,
+    ca: Authority,
+    ca_pem: String,
+    ca_not_after: i64,
+    aas: BTreeMap<String, Aa>,
+}
+
+impl std::fmt::Debug for Ca {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Ca")
+            .field("dir", &self.dir)
+            .field("vos", &self.aas.keys().collect::<Vec<_>>())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Ca {
+    /// Loads `ca.pem`/`ca.key` and every `aa/<vo>.pem`/`.key`.
+    pub fn load(dir: &Path, org: &str) -> anyhow::Result<Ca> {
+        let ca_der = read_pem_cert(&dir.join("ca.pem"))?;
+        let ca_key = read_pem_key(&dir.join("ca.key"))?;
+        let (_, parsed) = x509_parser::parse_x509_certificate(&ca_der)
+            .map_err(|e| anyhow::anyhow!("parse ca.pem: {e}"))?;
+        let ca_not_after = parsed.validity().not_after.timestamp();
+        let mut aas = BTreeMap::new();
+        let aa_dir = dir.join("aa");
+        let entries =
+            std::fs::read_dir(&aa_dir).with_context(|| format!("list {}", aa_dir.display()))?;
+        for e in entries {
+            let path = e?.path();
+            if path.extension().is_none_or(|x| x != "pem") {
+                continue;
+            }
+            let Some(vo) = path.file_stem().and_then(|s| s.to_str()).map(str::to_owned) else {
+                continue;
+            };
+            if !valid_vo_name(&vo) {
+                tracing::warn!(file = %path.display(), "ignored: not a valid VO name");
+                continue;
+            }
+            let der = read_pem_cert(&path)?;
+            let key = read_pem_key(&path.with_extension("key"))?;
+            aas.insert(
+                vo,
+                Aa {
+                    pem: cert_pem(&der),
+                    authority: Authority {
+                        cert_der: der,
+                        key_pkcs8: key,
+                    },
+                },
+            );
+        }
+        if aas.is_empty() {
+            bail!("no VO attribute authority in {}", aa_dir.display());
+        }
+        Ok(Ca {
+            dir: dir.to_path_buf(),
+            org: org.to_string(),
+            ca_pem: cert_pem(&ca_der),
+            ca: Authority {
+                cert_der: ca_der,
+                key_pkcs8: ca_key,
+            },
+            ca_not_after,
+            aas,
+        })
+    }
+
+    pub fn ca_pem(&self) -> &str {
+        &self.ca_pem
+    }
+
+    pub fn has_vo(&self, vo: &str) -> bool {
+        self.aas.contains_key(vo)
+    }
+
+    pub fn vos(&self) -> impl Iterator<Item = &str> {
+        self.aas.keys().map(String::as_str)
+    }
+
+    pub fn aa_pems(&self) -> BTreeMap<String, String> {
+        self.aas
+            .iter()
+            .map(|(vo, aa)| (vo.clone(), aa.pem.clone()))
+            .collect()
+    }
+
+    /// Issues a certificate `O=<org>, CN=<cn>` for the CSR's key, valid
+    /// `lifetime` seconds from now (never beyond the CA's own expiry).
+    pub fn issue(&self, csr: &CheckedCsr, cn: &str, lifetime: i64) -> anyhow::Result<IssuedCert> {
+        let now = ibp_auth::unix_now();
+        let lifetime = lifetime.min(self.ca_not_after - now - 60);
+        if lifetime <= 0 {
+            bail!("the CA certificate has expired");
+        }
+        let der = self.ca.issue_from_csr(&csr.der, &self.org, cn, lifetime)?;
+        let (_, c) = x509_parser::parse_x509_certificate(&der)
+            .map_err(|e| anyhow::anyhow!("parse issued certificate: {e}"))?;
+        Ok(IssuedCert {
+            not_before: c.validity().not_before.timestamp(),
+            not_after: c.validity().not_after.timestamp(),
+            serial_hex: hex(c.raw_serial()),
+            subject: c.subject().to_string(),
+            issuer_raw: c.issuer().as_raw().to_vec(),
+            serial_raw: c.raw_serial().to_vec(),
+            identity: cert_identity(&c),
+            der: der.clone(),
+        })
+    }
+
+    /// Signs VO attributes for the holder certificate with the VO's AA.
+    #[allow(clippy::too_many_arguments)]
+    pub fn sign_attributes(
+        &self,
+        vo: &str,
+        vo_id: &str,
+        groups: &[crate::store::GroupRow],
+        holder_issuer: &[u8],
+        holder_serial: &[u8],
+        not_before: i64,
+        not_after: i64,
+    ) -> anyhow::Result<Vec<u8>> {
+        let aa = self
+            .aas
+            .get(vo)
+            .with_context(|| format!("no attribute authority for VO {vo}"))?;
+        let attrs = VoAttributes {
+            vo: vo.to_string(),
+            vo_id: vo_id.to_string(),
+            groups: groups
+                .iter()
+                .map(|g| Group {
+                    id: g.id.clone(),
+                    name: g.name.clone(),
+                })
+                .collect(),
+            holder_issuer: holder_issuer.to_vec(),
+            holder_serial: holder_serial.to_vec(),
+            not_before,
+            not_after,
+        };
+        Ok(aa.authority.sign_attributes(&attrs)?)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn csr_checks() {
+        let (der, _) = ibp_auth::pki::new_csr("x").unwrap();
+        let pem_text = pem::encode(&pem::Pem::new("CERTIFICATE REQUEST", der.clone()));
+        assert!(check_csr(&pem_text).is_ok());
+        // Flip a bit of the signature.
+        let mut bad = der.clone();
+        let n = bad.len();
+        bad[n - 5] ^= 1;
+        let pem_bad = pem::encode(&pem::Pem::new("CERTIFICATE REQUEST", bad));
+        assert!(matches!(check_csr(&pem_bad), Err(CsrError::BadSignature)));
+        let pem_cert = pem::encode(&pem::Pem::new("CERTIFICATE", der));
+        assert!(matches!(check_csr(&pem_cert), Err(CsrError::Malformed(_))));
+        assert!(check_csr("garbage").is_err());
+    }
+
+    #[test]
+    fn vo_names() {
+        assert!(valid_vo_name("vo1"));
+        assert!(valid_vo_name("atlas.example-org_1"));
+        assert!(!valid_vo_name(""));
+        assert!(!valid_vo_name(".."));
+        assert!(!valid_vo_name("a/b"));
+        assert!(!valid_vo_name("a b"));
+    }
+}

@@ -1,0 +1,400 @@
+//! The configuration file (TOML). Unknown fields are refused everywhere, so
+//! a typo cannot silently disable a setting. Relative paths are relative to
+//! the directory that holds the configuration file.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{bail, Context};
+use serde::Deserialize;
+
+/// A length of time: an integer number of seconds, or a string of numbers
+/// with units `s`, `m`, `h`, `d` (e.g. `"12h"`, `"1h30m"`, `"90s"`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Secs(pub u64);
+
+impl Secs {
+    pub fn duration(self) -> Duration {
+        Duration::from_secs(self.0)
+    }
+
+    pub fn as_i64(self) -> i64 {
+        i64::try_from(self.0).unwrap_or(i64::MAX)
+    }
+}
+
+/// Parses `"12h"`, `"1h30m"`, `"90"` (seconds).
+pub fn parse_duration(s: &str) -> Result<u64, String> {
+    let s = s.trim();
+    if s.is_empty() {
+        return Err("empty duration".into());
+    }
+    if let Ok(n) = s.parse::<u64>() {
+        return Ok(n);
+    }
+    let mut total: u64 = 0;
+    let mut num = String::new();
+    for c in s.chars() {
+        if c.is_ascii_digit() {
+            num.push(c);
+            continue;
+        }
+        let unit = match c {
+            's' => 1,
+            'm' => 60,
+            'h' => 3600,
+            'd' => 86_400,
+            _ => return Err(format!("bad duration {s:?}: unknown unit {c:?}")),
+        };
+        let n: u64 = num
+            .parse()
+            .map_err(|_| format!("bad duration {s:?}: a unit without a number"))?;
+        num.clear();
+        total = n
+            .checked_mul(unit)
+            .and_then(|v| total.checked_add(v))
+            .ok_or_else(|| format!("duration {s:?} is too long"))?;
+    }
+    if !num.is_empty() {
+        return Err(format!("bad duration {s:?}: a number without a unit"));
+    }
+    Ok(total)
+}
+
+impl<'de> Deserialize<'de> for Secs {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Secs, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Raw {
+            Int(u64),
+            Text(String),
+        }
+        match Raw::deserialize(d)? {
+            Raw::Int(n) => Ok(Secs(n)),
+            Raw::Text(s) => parse_duration(&s)
+                .map(Secs)
+                .map_err(serde::de::Error::custom),
+        }
+    }
+}
+
+fn twelve_hours() -> Secs {
+    Secs(12 * 3600)
+}
+
+fn default_max_connections() -> usize {
+    256
+}
+
+/// `online-ca serve` configuration.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// Address to listen on for HTTPS, `host:port`. Port 0 picks a free
+    /// port; the bound address is printed as the first line on stdout
+    /// (`listening on ADDR:PORT`).
+    pub listen: String,
+    /// The CA directory made by `online-ca init`: `ca.pem`, `ca.key`,
+    /// `aa/<vo>.pem` + `.key`, `server.pem` + `.key`, `trust/`.
+    pub dir: PathBuf,
+    /// sqlx database URL of the membership and audit database. Default:
+    /// `sqlite://<dir>/ca.db` (created if missing). Only SQLite is
+    /// supported for now.
+    #[serde(default)]
+    pub database: Option<String>,
+    /// Organization (`O=`) placed in the subject of issued certificates.
+    pub org: String,
+    /// Lifetime of an issued certificate when the client asks for none.
+    #[serde(default = "twelve_hours")]
+    pub default_lifetime: Secs,
+    /// Upper bound on the lifetime of issued certificates and attributes,
+    /// whatever the client asks for.
+    #[serde(default = "twelve_hours")]
+    pub max_lifetime: Secs,
+    /// Lifetime of attributes issued by `/v1/attributes` when the client
+    /// asks for none (also capped by `max_lifetime` and by the remaining
+    /// validity of the client's certificate).
+    #[serde(default = "twelve_hours")]
+    pub attribute_lifetime: Secs,
+    /// Trust directory for the client certificates of `/v1/attributes`
+    /// (`ca/*.pem` are the trusted CAs). Default `<dir>/trust`, which trusts
+    /// this CA itself.
+    #[serde(default)]
+    pub trust_dir: Option<PathBuf>,
+    /// Most simultaneous client connections; further ones wait.
+    #[serde(default = "default_max_connections")]
+    pub max_connections: usize,
+    /// Local users file (argon2id hashes): the embedded authenticator for
+    /// demos. Absent: method `local` is disabled.
+    #[serde(default)]
+    pub local: Option<LocalConfig>,
+    /// RADIUS (PAP) authenticator, as eduroam identity providers answer.
+    /// Absent: method `radius` is disabled.
+    #[serde(default)]
+    pub radius: Option<RadiusConfig>,
+    /// OpenID Connect: bearer JWTs verified against the issuer's JWKS.
+    /// Absent: method `oidc` is disabled.
+    #[serde(default)]
+    pub oidc: Option<OidcConfig>,
+    /// Limits on failed logins.
+    #[serde(default)]
+    pub rate_limit: RateLimitConfig,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LocalConfig {
+    /// File of `user:<argon2id PHC hash>` lines (mode 0600), maintained with
+    /// `online-ca admin user add`. Read at every login, so changes apply
+    /// without a restart.
+    pub users_file: PathBuf,
+}
+
+fn default_radius_timeout() -> Secs {
+    Secs(3)
+}
+
+fn default_radius_retries() -> u32 {
+    2
+}
+
+fn default_nas_identifier() -> String {
+    "online-ca".into()
+}
+
+#[derive(Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RadiusConfig {
+    /// RADIUS authentication server, `host:port` (usually port 1812).
+    pub server: String,
+    /// Shared secret configured for this client on the RADIUS server.
+    pub secret: String,
+    /// How long to wait for an answer before resending.
+    #[serde(default = "default_radius_timeout")]
+    pub timeout: Secs,
+    /// How many times to resend an unanswered request.
+    #[serde(default = "default_radius_retries")]
+    pub retries: u32,
+    /// NAS-Identifier sent in every Access-Request.
+    #[serde(default = "default_nas_identifier")]
+    pub nas_identifier: String,
+    /// Refuse answers without a valid Message-Authenticator (RFC 3579;
+    /// protects against forged answers, CVE-2024-3596 "BlastRADIUS"). Needs
+    /// a server that signs its answers (FreeRADIUS 3.2.5 or later does).
+    /// Requests always carry a Message-Authenticator, and one present in an
+    /// answer is always checked.
+    #[serde(default)]
+    pub require_message_authenticator: bool,
+}
+
+impl std::fmt::Debug for RadiusConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RadiusConfig")
+            .field("server", &self.server)
+            .field("timeout", &self.timeout)
+            .field("retries", &self.retries)
+            .finish_non_exhaustive()
+    }
+}
+
+fn default_algorithms() -> Vec<String> {
+    vec!["RS256".into(), "ES256".into()]
+}
+
+fn default_jwks_refresh() -> Secs {
+    Secs(300)
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OidcConfig {
+    /// Expected `iss` claim, exactly (e.g. `https://login.example.org/realms/x`).
+    /// Identities are `oidc:<issuer>#<sub>`.
+    pub issuer: String,
+    /// Expected audience: the `aud` claim (string or array) must contain it.
+    pub audience: String,
+    /// URL of the issuer's JWKS (`https://`, or `http://` for tests on
+    /// loopback). Exactly one of `jwks_url` and `jwks_file` is required.
+    #[serde(default)]
+    pub jwks_url: Option<String>,
+    /// A local JWKS file instead of `jwks_url`.
+    #[serde(default)]
+    pub jwks_file: Option<PathBuf>,
+    /// PEM file of the CAs trusted for an `https://` `jwks_url`. Default:
+    /// the system bundle `/etc/ssl/certs/ca-certificates.crt`.
+    #[serde(default)]
+    pub jwks_ca_file: Option<PathBuf>,
+    /// How long a fetched JWKS is used before it is fetched again (a token
+    /// with an unknown `kid` triggers an earlier refetch, at most every 30 s).
+    #[serde(default = "default_jwks_refresh")]
+    pub jwks_refresh: Secs,
+    /// Signature algorithms accepted: any of RS256, RS384, RS512, PS256,
+    /// PS384, PS512, ES256, ES384. `none` and HMAC (HS*) are never accepted.
+    #[serde(default = "default_algorithms")]
+    pub algorithms: Vec<String>,
+}
+
+fn default_max_failures() -> u32 {
+    5
+}
+
+fn default_window() -> Secs {
+    Secs(60)
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RateLimitConfig {
+    /// Failed logins allowed per user and, separately, per client address
+    /// within `window`; beyond that, logins are answered 429 without
+    /// checking the password.
+    #[serde(default = "default_max_failures")]
+    pub max_failures: u32,
+    /// The sliding window over which failures are counted.
+    #[serde(default = "default_window")]
+    pub window: Secs,
+}
+
+impl Default for RateLimitConfig {
+    fn default() -> RateLimitConfig {
+        RateLimitConfig {
+            max_failures: default_max_failures(),
+            window: default_window(),
+        }
+    }
+}
+
+impl Config {
+    /// Reads and checks a configuration file; makes its paths absolute.
+    pub fn load(path: &Path) -> anyhow::Result<Config> {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("read config {}", path.display()))?;
+        let mut cfg: Config =
+            toml::from_str(&text).with_context(|| format!("parse config {}", path.display()))?;
+        let base = path
+            .parent()
+            .map(Path::to_path_buf)
+            .unwrap_or_else(|| PathBuf::from("."));
+        cfg.resolve(&base);
+        cfg.check()?;
+        Ok(cfg)
+    }
+
+    fn resolve(&mut self, base: &Path) {
+        let abs = |p: &Path| {
+            if p.is_absolute() {
+                p.to_path_buf()
+            } else {
+                base.join(p)
+            }
+        };
+        self.dir = abs(&self.dir);
+        self.trust_dir = Some(abs(self
+            .trust_dir
+            .as_deref()
+            .unwrap_or(&self.dir.join("trust"))));
+        if let Some(l) = &mut self.local {
+            l.users_file = abs(&l.users_file);
+        }
+        if let Some(o) = &mut self.oidc {
+            o.jwks_file = o.jwks_file.as_deref().map(abs);
+            o.jwks_ca_file = o.jwks_ca_file.as_deref().map(abs);
+        }
+    }
+
+    fn check(&self) -> anyhow::Result<()> {
+        if self.org.trim().is_empty() {
+            bail!("config: org must not be empty");
+        }
+        if self.max_lifetime.0 == 0 || self.default_lifetime.0 == 0 {
+            bail!("config: lifetimes must be positive");
+        }
+        if self.attribute_lifetime.0 == 0 {
+            bail!("config: attribute_lifetime must be positive");
+        }
+        if self.max_connections == 0 {
+            bail!("config: max_connections must be positive");
+        }
+        if self.rate_limit.max_failures == 0 || self.rate_limit.window.0 == 0 {
+            bail!("config: rate_limit.max_failures and rate_limit.window must be positive");
+        }
+        if let Some(r) = &self.radius {
+            if r.secret.is_empty() {
+                bail!("config: radius.secret must not be empty");
+            }
+            if r.timeout.0 == 0 {
+                bail!("config: radius.timeout must be positive");
+            }
+        }
+        if let Some(o) = &self.oidc {
+            if o.jwks_url.is_some() == o.jwks_file.is_some() {
+                bail!("config: oidc needs exactly one of jwks_url and jwks_file");
+            }
+            if o.issuer.is_empty() || o.audience.is_empty() {
+                bail!("config: oidc.issuer and oidc.audience must not be empty");
+            }
+            for a in &o.algorithms {
+                crate::oidc::Alg::parse(a)
+                    .with_context(|| format!("config: oidc.algorithms: {a:?}"))?;
+            }
+        }
+        Ok(())
+    }
+
+    /// The database URL, defaulting to SQLite in the CA directory.
+    pub fn database_url(&self) -> String {
+        match &self.database {
+            Some(u) => u.clone(),
+            None => format!("sqlite://{}", self.dir.join("ca.db").display()),
+        }
+    }
+
+    pub fn trust_dir(&self) -> PathBuf {
+        self.trust_dir
+            .clone()
+            .unwrap_or_else(|| self.dir.join("trust"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("90"), Ok(90));
+        assert_eq!(parse_duration("12h"), Ok(43_200));
+        assert_eq!(parse_duration("1h30m"), Ok(5_400));
+        assert_eq!(parse_duration("2d"), Ok(172_800));
+        assert!(parse_duration("h").is_err());
+        assert!(parse_duration("12").is_ok());
+        assert!(parse_duration("12x").is_err());
+        assert!(parse_duration("1h3").is_err());
+        assert!(parse_duration("").is_err());
+    }
+
+    #[test]
+    fn unknown_field_refused() {
+        let e = toml::from_str::<Config>(
+            "listen = \"127.0.0.1:0\"\ndir = \"x\"\norg = \"o\"\nlisten_port = 3\n",
+        )
+        .unwrap_err();
+        assert!(e.to_string().contains("unknown field"), "{e}");
+        let e = toml::from_str::<Config>(
+            "listen = \"127.0.0.1:0\"\ndir = \"x\"\norg = \"o\"\n[rate_limit]\nmax_failure = 3\n",
+        )
+        .unwrap_err();
+        assert!(e.to_string().contains("unknown field"), "{e}");
+    }
+
+    #[test]
+    fn defaults() {
+        let c: Config =
+            toml::from_str("listen = \"127.0.0.1:0\"\ndir = \"x\"\norg = \"o\"\n").unwrap();
+        assert_eq!(c.default_lifetime, Secs(43_200));
+        assert_eq!(c.max_lifetime, Secs(43_200));
+        assert_eq!(c.rate_limit.max_failures, 5);
+        assert_eq!(c.rate_limit.window, Secs(60));
+        assert!(c.local.is_none() && c.radius.is_none() && c.oidc.is_none());
+    }
+}

@@ -1,0 +1,707 @@
+//! The CA's database: VO membership (which federated identity belongs to
+//! which VO with which VO ID and groups) and the audit log of issued
+//! certificates and attributes.
+//!
+//! All SQL lives in this module. Queries are built at run time
+//! (`sqlx::query`, not `query!`) through sqlx's `Any` driver, with `$n`
+//! placeholders and portable types (TEXT, BIGINT) so that PostgreSQL can be
+//! added later; only SQLite is tested today. Migrations are SQL strings
+//! applied in order at start, each recorded in `schema_migrations`.
+//!
+//! Tables:
+//! - `members (vo, identity, vo_id, linked_from, created_at)`: an identity
+//!   (`local:<user>`, `radius:<user>`, `oidc:<iss>#<sub>`,
+//!   `cert:<issuer DN>|<subject DN>`) belongs to a VO as the user `vo_id`.
+//!   Several identities may share one VO ID (a user's second certificate or
+//!   second login method). `linked_from` is set for certificates linked
+//!   automatically at login (the identity that logged in); removing that
+//!   identity removes those links too.
+//! - `vo_groups (vo, name, group_id)`, `group_members (vo, group_id, vo_id)`:
+//!   groups hold users (VO IDs), not identities.
+//! - `audit (id, kind, serial, subject, identity, vo, vo_id, not_before,
+//!   not_after, lifetime, issued_at, remote)`: one row per issued
+//!   certificate (`kind = certificate`) or attribute set for an existing
+//!   certificate (`kind = attributes`).
+
+use anyhow::{anyhow, bail, Context};
+use serde::Serialize;
+use sqlx::any::AnyPoolOptions;
+use sqlx::{AnyPool, Row};
+
+/// Migrations, applied in order; never edit one that has shipped.
+const MIGRATIONS: &[&[&str]] = &[&[
+    "CREATE TABLE members (
+        vo TEXT NOT NULL,
+        identity TEXT NOT NULL,
+        vo_id TEXT NOT NULL,
+        linked_from TEXT,
+        created_at BIGINT NOT NULL,
+        PRIMARY KEY (vo, identity))",
+    "CREATE INDEX members_by_vo_id ON members (vo, vo_id)",
+    "CREATE INDEX members_by_origin ON members (vo, linked_from)",
+    "CREATE TABLE vo_groups (
+        vo TEXT NOT NULL,
+        name TEXT NOT NULL,
+        group_id TEXT NOT NULL,
+        created_at BIGINT NOT NULL,
+        PRIMARY KEY (vo, name))",
+    "CREATE TABLE group_members (
+        vo TEXT NOT NULL,
+        group_id TEXT NOT NULL,
+        vo_id TEXT NOT NULL,
+        PRIMARY KEY (vo, group_id, vo_id))",
+    "CREATE TABLE audit (
+        id TEXT PRIMARY KEY,
+        kind TEXT NOT NULL,
+        serial TEXT NOT NULL,
+        subject TEXT NOT NULL,
+        identity TEXT NOT NULL,
+        vo TEXT NOT NULL,
+        vo_id TEXT NOT NULL,
+        not_before BIGINT NOT NULL,
+        not_after BIGINT NOT NULL,
+        lifetime BIGINT NOT NULL,
+        issued_at BIGINT NOT NULL,
+        remote TEXT NOT NULL)",
+    "CREATE INDEX audit_by_time ON audit (issued_at)",
+]];
+
+/// A VO group.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct GroupRow {
+    pub id: String,
+    pub name: String,
+}
+
+/// A user of a VO as seen at login: the VO ID and its groups.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Membership {
+    pub vo_id: String,
+    pub groups: Vec<GroupRow>,
+}
+
+/// One identity of a VO, for `member list`.
+#[derive(Debug, Clone, Serialize)]
+pub struct MemberRow {
+    pub identity: String,
+    pub vo_id: String,
+    /// Group names of the VO ID.
+    pub groups: Vec<String>,
+    /// For automatically linked certificates: the identity that logged in.
+    pub linked_from: Option<String>,
+    pub created_at: i64,
+}
+
+/// One audit record.
+#[derive(Debug, Clone, Serialize)]
+pub struct AuditRow {
+    pub id: String,
+    pub kind: String,
+    /// Serial of the issued certificate (for `attributes`: of the holder's
+    /// certificate), hex.
+    pub serial: String,
+    pub subject: String,
+    pub identity: String,
+    pub vo: String,
+    pub vo_id: String,
+    pub not_before: i64,
+    pub not_after: i64,
+    pub lifetime: i64,
+    pub issued_at: i64,
+    pub remote: String,
+}
+
+/// What `member_add` did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Added {
+    pub vo_id: String,
+    /// The identity was not a member before.
+    pub new_identity: bool,
+    /// Groups created on the way.
+    pub new_groups: Vec<String>,
+}
+
+#[derive(Clone, Debug)]
+pub struct Store {
+    pool: AnyPool,
+}
+
+fn now() -> i64 {
+    ibp_auth::unix_now()
+}
+
+/// For SQLite, make sure a missing database file is created.
+fn with_create(url: &str) -> String {
+    if url.starts_with("sqlite:") && !url.contains("mode=") && !url.contains(":memory:") {
+        let sep = if url.contains('?') { '&' } else { '?' };
+        format!("{url}{sep}mode=rwc")
+    } else {
+        url.to_string()
+    }
+}
+
+impl Store {
+    /// Connects and applies pending migrations.
+    pub async fn open(url: &str) -> anyhow::Result<Store> {
+        sqlx::any::install_default_drivers();
+        if !url.starts_with("sqlite:") {
+            bail!("database {url:?}: only sqlite:// URLs are supported for now");
+        }
+        let pool = AnyPoolOptions::new()
+            .max_connections(4)
+            .connect(&with_create(url))
+            .await
+            .with_context(|| format!("open database {url}"))?;
+        let store = Store { pool };
+        store.migrate().await?;
+        Ok(store)
+    }
+
+    async fn migrate(&self) -> anyhow::Result<()> {
+        sqlx::query(
+            "CREATE TABLE IF NOT EXISTS schema_migrations (
+                version BIGINT PRIMARY KEY,
+                applied_at BIGINT NOT NULL)",
+        )
+        .execute(&self.pool)
+        .await
+        .context("create schema_migrations")?;
+        for (i, steps) in MIGRATIONS.iter().enumerate() {
+            let version = i as i64 + 1;
+            let mut tx = self.pool.begin().await?;
+            let done = sqlx::query("SELECT version FROM schema_migrations WHERE version = $1")
+                .bind(version)
+                .fetch_optional(&mut *tx)
+                .await?
+                .is_some();
+            if done {
+                continue;
+            }
+            for sql in *steps {
+                sqlx::query(sql)
+                    .execute(&mut *tx)
+                    .await
+                    .with_context(|| format!("migration {version}"))?;
+            }
+            sqlx::query("INSERT INTO schema_migrations (version, applied_at) VALUES ($1, $2)")
+                .bind(version)
+                .bind(now())
+                .execute(&mut *tx)
+                .await?;
+            tx.commit().await?;
+            tracing::info!(version, "applied database migration");
+        }
+        Ok(())
+    }
+
+    /// The VO ID and groups of `identity` in `vo`, if it is a member.
+    pub async fn membership(&self, vo: &str, identity: &str) -> anyhow::Result<Option<Membership>> {
+        let row = sqlx::query("SELECT vo_id FROM members WHERE vo = $1 AND identity = $2")
+            .bind(vo)
+            .bind(identity)
+            .fetch_optional(&self.pool)
+            .await?;
+        let Some(row) = row else {
+            return Ok(None);
+        };
+        let vo_id: String = row.try_get("vo_id")?;
+        let groups = self.groups_of(vo, &vo_id).await?;
+        Ok(Some(Membership { vo_id, groups }))
+    }
+
+    async fn groups_of(&self, vo: &str, vo_id: &str) -> anyhow::Result<Vec<GroupRow>> {
+        let rows = sqlx::query(
+            "SELECT g.group_id AS group_id, g.name AS name
+               FROM group_members m JOIN vo_groups g
+                 ON g.vo = m.vo AND g.group_id = m.group_id
+              WHERE m.vo = $1 AND m.vo_id = $2
+              ORDER BY g.name",
+        )
+        .bind(vo)
+        .bind(vo_id)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(GroupRow {
+                    id: r.try_get("group_id")?,
+                    name: r.try_get("name")?,
+                })
+            })
+            .collect()
+    }
+
+    /// Adds `identity` to `vo`. Without `vo_id`, a new VO ID (a UUID) is
+    /// made unless the identity already has one; with `vo_id`, the identity
+    /// is linked to that existing VO ID. Then the VO ID joins `groups`
+    /// (created when missing).
+    pub async fn member_add(
+        &self,
+        vo: &str,
+        identity: &str,
+        vo_id: Option<&str>,
+        groups: &[String],
+    ) -> anyhow::Result<Added> {
+        let mut tx = self.pool.begin().await?;
+        let existing: Option<String> =
+            sqlx::query("SELECT vo_id FROM members WHERE vo = $1 AND identity = $2")
+                .bind(vo)
+                .bind(identity)
+                .fetch_optional(&mut *tx)
+                .await?
+                .map(|r| r.try_get("vo_id"))
+                .transpose()?;
+        if let Some(want) = vo_id {
+            let known = sqlx::query("SELECT vo_id FROM members WHERE vo = $1 AND vo_id = $2")
+                .bind(vo)
+                .bind(want)
+                .fetch_optional(&mut *tx)
+                .await?
+                .is_some();
+            if !known {
+                bail!("VO ID {want} is not a member of VO {vo}");
+            }
+        }
+        let (vo_id, new_identity) = match (existing, vo_id) {
+            (Some(have), Some(want)) if have != want => bail!(
+                "{identity} is already a member of VO {vo} with VO ID {have}; remove it first to link it to {want}"
+            ),
+            (Some(have), _) => (have, false),
+            (None, want) => {
+                let id = want
+                    .map(str::to_owned)
+                    .unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
+                sqlx::query(
+                    "INSERT INTO members (vo, identity, vo_id, linked_from, created_at)
+                     VALUES ($1, $2, $3, NULL, $4)",
+                )
+                .bind(vo)
+                .bind(identity)
+                .bind(&id)
+                .bind(now())
+                .execute(&mut *tx)
+                .await?;
+                (id, true)
+            }
+        };
+        let mut new_groups = Vec::new();
+        for name in groups {
+            let (gid, created) = group_ensure(&mut tx, vo, name).await?;
+            if created {
+                new_groups.push(name.clone());
+            }
+            sqlx::query(
+                "INSERT INTO group_members (vo, group_id, vo_id) VALUES ($1, $2, $3)
+                 ON CONFLICT DO NOTHING",
+            )
+            .bind(vo)
+            .bind(&gid)
+            .bind(&vo_id)
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(Added {
+            vo_id,
+            new_identity,
+            new_groups,
+        })
+    }
+
+    /// Links a certificate identity to the VO ID of `linked_from` (done at
+    /// login for the issued certificate). An identity already present is
+    /// left as it is. Returns whether a link was made.
+    pub async fn link(
+        &self,
+        vo: &str,
+        identity: &str,
+        vo_id: &str,
+        linked_from: &str,
+    ) -> anyhow::Result<bool> {
+        let r = sqlx::query(
+            "INSERT INTO members (vo, identity, vo_id, linked_from, created_at)
+             VALUES ($1, $2, $3, $4, $5) ON CONFLICT DO NOTHING",
+        )
+        .bind(vo)
+        .bind(identity)
+        .bind(vo_id)
+        .bind(linked_from)
+        .bind(now())
+        .execute(&self.pool)
+        .await?;
+        Ok(r.rows_affected() > 0)
+    }
+
+    /// Removes `identity` from `vo`, with the certificates linked
+    /// automatically from it. A VO ID left without identities leaves its
+    /// groups. Returns the identities removed.
+    pub async fn member_remove(&self, vo: &str, identity: &str) -> anyhow::Result<Vec<String>> {
+        let mut tx = self.pool.begin().await?;
+        let rows = sqlx::query(
+            "SELECT identity, vo_id FROM members
+              WHERE vo = $1 AND (identity = $2 OR linked_from = $2)",
+        )
+        .bind(vo)
+        .bind(identity)
+        .fetch_all(&mut *tx)
+        .await?;
+        if !rows
+            .iter()
+            .any(|r| r.try_get::<String, _>("identity").ok().as_deref() == Some(identity))
+        {
+            bail!("{identity} is not a member of VO {vo}");
+        }
+        let mut removed = Vec::new();
+        let mut vo_ids = Vec::new();
+        for r in &rows {
+            removed.push(r.try_get::<String, _>("identity")?);
+            vo_ids.push(r.try_get::<String, _>("vo_id")?);
+        }
+        sqlx::query("DELETE FROM members WHERE vo = $1 AND (identity = $2 OR linked_from = $2)")
+            .bind(vo)
+            .bind(identity)
+            .execute(&mut *tx)
+            .await?;
+        vo_ids.sort();
+        vo_ids.dedup();
+        for id in vo_ids {
+            let left = sqlx::query("SELECT identity FROM members WHERE vo = $1 AND vo_id = $2")
+                .bind(vo)
+                .bind(&id)
+                .fetch_optional(&mut *tx)
+                .await?
+                .is_some();
+            if !left {
+                sqlx::query("DELETE FROM group_members WHERE vo = $1 AND vo_id = $2")
+                    .bind(vo)
+                    .bind(&id)
+                    .execute(&mut *tx)
+                    .await?;
+            }
+        }
+        tx.commit().await?;
+        Ok(removed)
+    }
+
+    /// Every identity of `vo`, with its VO ID and group names.
+    pub async fn member_list(&self, vo: &str) -> anyhow::Result<Vec<MemberRow>> {
+        let rows = sqlx::query(
+            "SELECT identity, vo_id, linked_from, created_at FROM members
+              WHERE vo = $1 ORDER BY vo_id, identity",
+        )
+        .bind(vo)
+        .fetch_all(&self.pool)
+        .await?;
+        let mut out = Vec::with_capacity(rows.len());
+        for r in rows {
+            let vo_id: String = r.try_get("vo_id")?;
+            let groups = self
+                .groups_of(vo, &vo_id)
+                .await?
+                .into_iter()
+                .map(|g| g.name)
+                .collect();
+            out.push(MemberRow {
+                identity: r.try_get("identity")?,
+                vo_id,
+                groups,
+                linked_from: r.try_get("linked_from")?,
+                created_at: r.try_get("created_at")?,
+            });
+        }
+        Ok(out)
+    }
+
+    /// Creates a group (its VO ID is a UUID); returns `(group_id, created)`.
+    pub async fn group_add(&self, vo: &str, name: &str) -> anyhow::Result<(String, bool)> {
+        let mut tx = self.pool.begin().await?;
+        let r = group_ensure(&mut tx, vo, name).await?;
+        tx.commit().await?;
+        Ok(r)
+    }
+
+    /// Deletes a group and its memberships.
+    pub async fn group_remove(&self, vo: &str, name: &str) -> anyhow::Result<()> {
+        let mut tx = self.pool.begin().await?;
+        let gid = group_id(&mut tx, vo, name)
+            .await?
+            .ok_or_else(|| anyhow!("no group {name} in VO {vo}"))?;
+        sqlx::query("DELETE FROM group_members WHERE vo = $1 AND group_id = $2")
+            .bind(vo)
+            .bind(&gid)
+            .execute(&mut *tx)
+            .await?;
+        sqlx::query("DELETE FROM vo_groups WHERE vo = $1 AND group_id = $2")
+            .bind(vo)
+            .bind(&gid)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Every group of `vo` with its VO ID.
+    pub async fn group_list(&self, vo: &str) -> anyhow::Result<Vec<GroupRow>> {
+        let rows = sqlx::query("SELECT group_id, name FROM vo_groups WHERE vo = $1 ORDER BY name")
+            .bind(vo)
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(GroupRow {
+                    id: r.try_get("group_id")?,
+                    name: r.try_get("name")?,
+                })
+            })
+            .collect()
+    }
+
+    /// Puts the user `vo_id` into (or, with `add = false`, out of) a group.
+    pub async fn group_member(
+        &self,
+        vo: &str,
+        name: &str,
+        vo_id: &str,
+        add: bool,
+    ) -> anyhow::Result<()> {
+        let mut tx = self.pool.begin().await?;
+        let gid = group_id(&mut tx, vo, name)
+            .await?
+            .ok_or_else(|| anyhow!("no group {name} in VO {vo}"))?;
+        if add {
+            let known = sqlx::query("SELECT vo_id FROM members WHERE vo = $1 AND vo_id = $2")
+                .bind(vo)
+                .bind(vo_id)
+                .fetch_optional(&mut *tx)
+                .await?
+                .is_some();
+            if !known {
+                bail!("VO ID {vo_id} is not a member of VO {vo}");
+            }
+            sqlx::query(
+                "INSERT INTO group_members (vo, group_id, vo_id) VALUES ($1, $2, $3)
+                 ON CONFLICT DO NOTHING",
+            )
+            .bind(vo)
+            .bind(&gid)
+            .bind(vo_id)
+            .execute(&mut *tx)
+            .await?;
+        } else {
+            let r = sqlx::query(
+                "DELETE FROM group_members WHERE vo = $1 AND group_id = $2 AND vo_id = $3",
+            )
+            .bind(vo)
+            .bind(&gid)
+            .bind(vo_id)
+            .execute(&mut *tx)
+            .await?;
+            if r.rows_affected() == 0 {
+                bail!("VO ID {vo_id} is not in group {name} of VO {vo}");
+            }
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Records an issued certificate or attribute set.
+    pub async fn audit_insert(&self, row: &AuditRow) -> anyhow::Result<()> {
+        sqlx::query(
+            "INSERT INTO audit (id, kind, serial, subject, identity, vo, vo_id,
+                                not_before, not_after, lifetime, issued_at, remote)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
+        )
+        .bind(&row.id)
+        .bind(&row.kind)
+        .bind(&row.serial)
+        .bind(&row.subject)
+        .bind(&row.identity)
+        .bind(&row.vo)
+        .bind(&row.vo_id)
+        .bind(row.not_before)
+        .bind(row.not_after)
+        .bind(row.lifetime)
+        .bind(row.issued_at)
+        .bind(&row.remote)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// The audit log, oldest first.
+    pub async fn audit_list(&self) -> anyhow::Result<Vec<AuditRow>> {
+        let rows = sqlx::query(
+            "SELECT id, kind, serial, subject, identity, vo, vo_id, not_before, not_after,
+                    lifetime, issued_at, remote
+               FROM audit ORDER BY issued_at, id",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(AuditRow {
+                    id: r.try_get("id")?,
+                    kind: r.try_get("kind")?,
+                    serial: r.try_get("serial")?,
+                    subject: r.try_get("subject")?,
+                    identity: r.try_get("identity")?,
+                    vo: r.try_get("vo")?,
+                    vo_id: r.try_get("vo_id")?,
+                    not_before: r.try_get("not_before")?,
+                    not_after: r.try_get("not_after")?,
+                    lifetime: r.try_get("lifetime")?,
+                    issued_at: r.try_get("issued_at")?,
+                    remote: r.try_get("remote")?,
+                })
+            })
+            .collect()
+    }
+
+    pub async fn close(&self) {
+        self.pool.close().await;
+    }
+}
+
+type Tx<'a> = sqlx::Transaction<'a, sqlx::Any>;
+
+async fn group_id(tx: &mut Tx<'_>, vo: &str, name: &str) -> anyhow::Result<Option<String>> {
+    Ok(
+        sqlx::query("SELECT group_id FROM vo_groups WHERE vo = $1 AND name = $2")
+            .bind(vo)
+            .bind(name)
+            .fetch_optional(&mut **tx)
+            .await?
+            .map(|r| r.try_get("group_id"))
+            .transpose()?,
+    )
+}
+
+async fn group_ensure(tx: &mut Tx<'_>, vo: &str, name: &str) -> anyhow::Result<(String, bool)> {
+    if let Some(id) = group_id(tx, vo, name).await? {
+        return Ok((id, false));
+    }
+    let id = uuid::Uuid::new_v4().to_string();
+    sqlx::query("INSERT INTO vo_groups (vo, name, group_id, created_at) VALUES ($1, $2, $3, $4)")
+        .bind(vo)
+        .bind(name)
+        .bind(&id)
+        .bind(now())
+        .execute(&mut **tx)
+        .await?;
+    Ok((id, true))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    async fn store() -> (tempfile::TempDir, Store) {
+        let d = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}", d.path().join("t.db").display());
+        let s = Store::open(&url).await.unwrap();
+        (d, s)
+    }
+
+    #[tokio::test]
+    async fn members_groups_links() {
+        let (_d, s) = store().await;
+        let a = s
+            .member_add("vo1", "local:alice", None, &["admins".into()])
+            .await
+            .unwrap();
+        assert!(a.new_identity);
+        assert_eq!(a.new_groups, vec!["admins".to_string()]);
+        // Adding again keeps the VO ID.
+        let again = s.member_add("vo1", "local:alice", None, &[]).await.unwrap();
+        assert_eq!(again.vo_id, a.vo_id);
+        assert!(!again.new_identity);
+        // Link a second identity.
+        let b = s
+            .member_add("vo1", "radius:alice", Some(&a.vo_id), &[])
+            .await
+            .unwrap();
+        assert_eq!(b.vo_id, a.vo_id);
+        assert!(s
+            .member_add("vo1", "radius:bob", Some("nope"), &[])
+            .await
+            .is_err());
+        let m = s.membership("vo1", "radius:alice").await.unwrap().unwrap();
+        assert_eq!(m.vo_id, a.vo_id);
+        assert_eq!(m.groups[0].name, "admins");
+        assert!(s.membership("vo2", "radius:alice").await.unwrap().is_none());
+
+        // Automatic link, removed with its origin.
+        assert!(s
+            .link("vo1", "cert:CN=CA|CN=alice", &a.vo_id, "local:alice")
+            .await
+            .unwrap());
+        assert!(!s
+            .link("vo1", "cert:CN=CA|CN=alice", &a.vo_id, "local:alice")
+            .await
+            .unwrap());
+        let removed = s.member_remove("vo1", "local:alice").await.unwrap();
+        assert_eq!(removed.len(), 2);
+        assert!(s
+            .membership("vo1", "cert:CN=CA|CN=alice")
+            .await
+            .unwrap()
+            .is_none());
+        // radius:alice remains, with the group.
+        let m = s.membership("vo1", "radius:alice").await.unwrap().unwrap();
+        assert_eq!(m.groups.len(), 1);
+        s.member_remove("vo1", "radius:alice").await.unwrap();
+        assert!(s.member_remove("vo1", "radius:alice").await.is_err());
+
+        // Groups.
+        let c = s.member_add("vo1", "local:carol", None, &[]).await.unwrap();
+        let (gid, created) = s.group_add("vo1", "ops").await.unwrap();
+        assert!(created);
+        assert_eq!(
+            s.group_add("vo1", "ops").await.unwrap(),
+            (gid.clone(), false)
+        );
+        s.group_member("vo1", "ops", &c.vo_id, true).await.unwrap();
+        assert!(s.group_member("vo1", "ops", "x", true).await.is_err());
+        let m = s.membership("vo1", "local:carol").await.unwrap().unwrap();
+        assert_eq!(
+            m.groups,
+            vec![GroupRow {
+                id: gid,
+                name: "ops".into()
+            }]
+        );
+        s.group_member("vo1", "ops", &c.vo_id, false).await.unwrap();
+        assert!(s.group_member("vo1", "ops", &c.vo_id, false).await.is_err());
+        s.group_remove("vo1", "ops").await.unwrap();
+        assert!(s.group_remove("vo1", "ops").await.is_err());
+        assert_eq!(s.member_list("vo1").await.unwrap().len(), 1);
+    }
+
+    #[tokio::test]
+    async fn audit_roundtrip_and_reopen() {
+        let d = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}", d.path().join("t.db").display());
+        let s = Store::open(&url).await.unwrap();
+        let row = AuditRow {
+            id: "1".into(),
+            kind: "certificate".into(),
+            serial: "0a".into(),
+            subject: "CN=x".into(),
+            identity: "local:x".into(),
+            vo: "vo1".into(),
+            vo_id: "v".into(),
+            not_before: 1,
+            not_after: 2,
+            lifetime: 1,
+            issued_at: 3,
+            remote: "127.0.0.1".into(),
+        };
+        s.audit_insert(&row).await.unwrap();
+        s.close().await;
+        // Migrations are not applied twice.
+        let s = Store::open(&url).await.unwrap();
+        let rows = s.audit_list().await.unwrap();
+        assert_eq!(rows.len(), 1);
+        assert_eq!(rows[0].serial, "0a");
+    }
+}
