@@ -195,15 +195,22 @@ impl IbpClient {
             Reply::Payload(n) if n <= size => n,
             _ => return Err(ProtoError::BadReply("bad LOAD length").into()),
         };
+        // Read into spare capacity: no zero-fill of the whole buffer first.
         buf.clear();
-        buf.resize(n as usize, 0);
+        buf.reserve(n as usize);
         let t = self.timeout;
         let s = self.stream().await?;
-        if let Err(e) = timed(t, s.read_exact(buf)).await {
-            self.conn = None;
-            return Err(e.into());
+        match timed(t, s.take(n).read_to_end(buf)).await {
+            Ok(got) if got as u64 == n => Ok(n),
+            Ok(_) => {
+                self.conn = None;
+                Err(io::Error::from(io::ErrorKind::UnexpectedEof).into())
+            }
+            Err(e) => {
+                self.conn = None;
+                Err(e.into())
+            }
         }
-        Ok(n)
     }
 
     pub async fn load(&mut self, cap: &Capability, offset: u64, size: u64) -> Result<Vec<u8>> {

@@ -12,6 +12,7 @@ pub mod journal;
 pub mod metrics;
 pub mod resource;
 pub mod server;
+mod splice;
 pub mod transfer;
 pub mod units;
 

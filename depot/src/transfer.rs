@@ -11,15 +11,18 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use ibp_proto::{CapKind, Copy, Expect, IbpError, Load, Reply, Store, Write, MAX_LINE};
-use tokio::io::{AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
 
 use crate::resource::Resource;
 use crate::server::{read_line, timed, Conn, Failure, Line};
+use crate::splice;
 use crate::Depot;
 
 /// Largest piece of data moved per read or write.
 pub const CHUNK: usize = 1 << 20;
+/// Transfers at least this large are received with splice(2).
+const SPLICE_MIN: u64 = 256 * 1024;
 /// LOADs up to this size are sent with their header in a single write.
 const SMALL_LOAD: u64 = 64 * 1024;
 
@@ -108,18 +111,48 @@ async fn pump_into_file(
     mut at: u64,
     len: u64,
 ) -> Result<(), Failure> {
-    let mut buf = vec![0u8; (len as usize).clamp(1, CHUNK)];
     let mut left = len;
+    let write_err = |e: io::Error| {
+        tracing::error!(error = %e, "write allocation data");
+        Failure::Reply(IbpError::FileWrite)
+    };
+    // Bytes already read past the request line go first.
+    let buffered = conn.reader.buffer();
+    let take = buffered.len().min(left as usize);
+    if take > 0 {
+        file.write_all_at(&buffered[..take], at)
+            .map_err(write_err)?;
+        conn.reader.consume(take);
+        depot.metrics.bytes_in(take as u64);
+        at += take as u64;
+        left -= take as u64;
+    }
+    if left >= SPLICE_MIN {
+        if let Ok(pipe) = splice::Pipe::new() {
+            let stream = conn.reader.get_ref();
+            let moved = splice::receive(stream, file, &pipe, at, left, conn.io_timeout, |n| {
+                depot.metrics.bytes_in(n)
+            })
+            .await;
+            match moved {
+                Ok(()) => return Ok(()),
+                Err((splice::SpliceError::Peer(e), _)) => return Err(Failure::Io(e)),
+                Err((splice::SpliceError::File(e), _)) => return Err(write_err(e)),
+                Err((splice::SpliceError::Unsupported, done)) => {
+                    at += done;
+                    left -= done;
+                }
+            }
+        }
+    }
+    let mut buf = vec![0u8; (left as usize).clamp(1, CHUNK)];
     while left > 0 {
         let want = (left as usize).min(buf.len());
         let n = timed(conn.io_timeout, conn.reader.read(&mut buf[..want])).await?;
         if n == 0 {
             return Err(Failure::Io(io::ErrorKind::UnexpectedEof.into()));
         }
-        file.write_all_at(&buf[..n], at).map_err(|e| {
-            tracing::error!(error = %e, "write allocation data");
-            IbpError::FileWrite
-        })?;
+        file.write_all_at(&buf[..n], at).map_err(write_err)?;
         depot.metrics.bytes_in(n as u64);
         at += n as u64;
         left -= n as u64;
