@@ -392,7 +392,7 @@ async fn authenticate(
                 Ok(true) => Ok(Checked::Identity(user.unwrap_or_default().to_string())),
                 Ok(false) => Ok(Checked::Wrong("wrong user name or password".into())),
                 Err(e) => {
-                    tracing::error!(error = %e, "RADIUS authentication unavailable (configuration error?)");
+                    tracing::error!(error = %e, "RADIUS configuration error or server unavailable (not a wrong password)");
                     Err(ApiError::new(
                         StatusCode::BAD_GATEWAY,
                         "the RADIUS server could not be asked; see the CA's log",
