@@ -133,7 +133,7 @@ struct LoginRequest {
     vo: String,
     csr: String,
     #[serde(default)]
-    lifetime: Option<i64>,
+    lifetime: Option<u64>,
 }
 
 #[derive(Serialize)]
@@ -185,12 +185,12 @@ fn b64(bytes: &[u8]) -> String {
 }
 
 /// The requested lifetime, checked, or `default`; then capped by `max`.
-fn lifetime(requested: Option<i64>, default: i64, max: i64) -> Result<i64, ApiError> {
+fn lifetime(requested: Option<u64>, default: i64, max: i64) -> Result<i64, ApiError> {
     match requested {
-        Some(l) if l <= 0 => Err(ApiError::bad(
+        Some(0) => Err(ApiError::bad(
             "lifetime must be a positive number of seconds",
         )),
-        Some(l) => Ok(l.min(max)),
+        Some(l) => Ok(i64::try_from(l).unwrap_or(i64::MAX).min(max)),
         None => Ok(default.min(max)),
     }
 }
@@ -308,7 +308,7 @@ async fn login(
     // No certificate leaves without its audit record.
     app.store
         .audit_insert(&AuditRow {
-            id: uuid::Uuid::new_v4().to_string(),
+            id: crate::store::new_audit_id(),
             kind: "certificate".into(),
             serial: cert.serial_hex.clone(),
             subject: cert.subject.clone(),
@@ -431,7 +431,7 @@ async fn authenticate(
 struct AttributesRequest {
     vo: String,
     #[serde(default)]
-    lifetime: Option<i64>,
+    lifetime: Option<u64>,
 }
 
 #[derive(Serialize)]
@@ -508,7 +508,7 @@ async fn attributes(
         .map_err(ApiError::internal)?;
     app.store
         .audit_insert(&AuditRow {
-            id: uuid::Uuid::new_v4().to_string(),
+            id: crate::store::new_audit_id(),
             kind: "attributes".into(),
             serial: hex(ee.raw_serial()),
             subject: ee.subject().to_string(),

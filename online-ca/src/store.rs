@@ -21,7 +21,8 @@
 //! - `audit (id, kind, serial, subject, identity, vo, vo_id, not_before,
 //!   not_after, lifetime, issued_at, remote)`: one row per issued
 //!   certificate (`kind = certificate`) or attribute set for an existing
-//!   certificate (`kind = attributes`).
+//!   certificate (`kind = attributes`). `id` starts with the issue time in
+//!   microseconds, so records sort in issue order.
 
 use anyhow::{anyhow, bail, Context};
 use serde::Serialize;
@@ -124,6 +125,16 @@ pub struct Added {
 #[derive(Clone, Debug)]
 pub struct Store {
     pool: AnyPool,
+}
+
+/// A new audit record id: microseconds since the epoch (16 hex digits, so
+/// ids sort in issue order) and a random UUID.
+pub fn new_audit_id() -> String {
+    let micros = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_micros() as u64)
+        .unwrap_or(0);
+    format!("{micros:016x}-{}", uuid::Uuid::new_v4())
 }
 
 fn now() -> i64 {

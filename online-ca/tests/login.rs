@@ -148,6 +148,9 @@ async fn wrong_password_401_non_member_403_bad_requests_400() {
     let mut b = login_body("local", "alice", "wonderland", "vo1", &csr);
     b["lifetime"] = json!(-5);
     assert_eq!(post(b).await.status, 400);
+    let mut b = login_body("local", "alice", "wonderland", "vo1", &csr);
+    b["lifetime"] = json!(0);
+    assert_eq!(post(b).await.status, 400);
     let a = https(srv.addr, &ca_der, None, "GET", "/v1/nothing", None).await;
     assert_eq!(a.status, 404);
     // The password never reaches the log.
@@ -262,6 +265,14 @@ async fn lifetime_is_capped_and_defaulted() {
     let na = lifetime_of(&a.json);
     assert!(na >= t0 + 3600 - 5 && na <= unix_now() + 3600, "{na}");
 
+    // Absurd request: capped too.
+    let (csr4, _) = new_csr();
+    let mut body = login_body("local", "alice", "wonderland", "vo1", &csr4);
+    body["lifetime"] = json!(u64::MAX);
+    let a = https(srv.addr, &ca_der, None, "POST", "/v1/login", Some(&body)).await;
+    assert_eq!(a.status, 200, "{:?}", a.json);
+    assert!(lifetime_of(&a.json) <= unix_now() + 12 * 3600);
+
     // Short request honoured.
     let (csr3, _) = new_csr();
     let mut body = login_body("local", "alice", "wonderland", "vo1", &csr3);
@@ -277,7 +288,7 @@ async fn lifetime_is_capped_and_defaulted() {
         .iter()
         .map(|r| r["lifetime"].as_i64().unwrap())
         .collect();
-    assert_eq!(lifetimes, vec![12 * 3600, 3600, 600]);
+    assert_eq!(lifetimes, vec![12 * 3600, 3600, 12 * 3600, 600]);
 }
 
 #[tokio::test(flavor = "multi_thread")]
