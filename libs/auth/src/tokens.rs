@@ -165,24 +165,110 @@ fn check_window(
     Ok(())
 }
 
-impl DepotGrant {
-    fn body(&self) -> Vec<u8> {
-        let mut b = Body::new(GRANT_LABEL);
-        b.field(self.depot.as_bytes());
+/// The fields every token shares; `target` is the depot or the file.
+struct Claims {
+    target: String,
+    vo: String,
+    vo_id: String,
+    holder: [u8; 32],
+    issued: i64,
+    not_after: i64,
+}
+
+/// What distinguishes the two kinds of token.
+struct Kind {
+    label: &'static [u8],
+    signer: TokenSigner,
+    /// For messages: `depot grant` / `file ticket`.
+    name: &'static str,
+    /// For messages: `depot` / `file`.
+    target: &'static str,
+}
+
+const GRANT: Kind = Kind {
+    label: GRANT_LABEL,
+    signer: TokenSigner::LBone,
+    name: "depot grant",
+    target: "depot",
+};
+const TICKET: Kind = Kind {
+    label: TICKET_LABEL,
+    signer: TokenSigner::MetadataManager,
+    name: "file ticket",
+    target: "file",
+};
+
+impl Claims {
+    fn sign(&self, kind: &Kind, key: &Ed25519KeyPair) -> String {
+        let mut b = Body::new(kind.label);
+        b.field(self.target.as_bytes());
         b.field(self.vo.as_bytes());
         b.field(self.vo_id.as_bytes());
         b.field(&self.holder);
         b.int(self.issued);
         b.int(self.not_after);
-        b.0
+        sign(&b.0, key)
+    }
+
+    /// Verifies signature, lifetime, target and holder.
+    fn verify(
+        kind: &Kind,
+        token: &str,
+        trust: &TrustStore,
+        target: &str,
+        holder: &[u8; 32],
+        now: i64,
+    ) -> Result<Claims, AuthError> {
+        let body = open(token, trust, kind.signer)?;
+        let mut f = Fields(&body);
+        if f.next()? != kind.label {
+            return Err(AuthError::malformed(
+                "token",
+                format!("not a {}", kind.name),
+            ));
+        }
+        let c = Claims {
+            target: f.text()?,
+            vo: f.text()?,
+            vo_id: f.text()?,
+            holder: f.hash()?,
+            issued: f.int()?,
+            not_after: f.int()?,
+        };
+        f.end()?;
+        check_window(kind.name, c.issued, c.not_after, trust, now)?;
+        if !c.target.eq_ignore_ascii_case(target) {
+            return Err(AuthError::WrongTarget {
+                what: kind.target,
+                found: c.target,
+                expected: target.to_owned(),
+            });
+        }
+        if !bool::from(subtle_eq(&c.holder, holder)) {
+            return Err(AuthError::WrongTokenHolder);
+        }
+        Ok(c)
+    }
+}
+
+impl DepotGrant {
+    fn claims(&self) -> Claims {
+        Claims {
+            target: self.depot.clone(),
+            vo: self.vo.clone(),
+            vo_id: self.vo_id.clone(),
+            holder: self.holder,
+            issued: self.issued,
+            not_after: self.not_after,
+        }
     }
 
     /// Signs with the L-Bone's Ed25519 key.
     pub fn sign(&self, key: &Ed25519KeyPair) -> String {
-        sign(&self.body(), key)
+        self.claims().sign(&GRANT, key)
     }
 
-    /// Verifies signature, lifetime, depot and holder.
+    /// Verifies signature, lifetime, depot (`host:port`) and holder.
     pub fn verify(
         token: &str,
         trust: &TrustStore,
@@ -190,53 +276,36 @@ impl DepotGrant {
         holder: &[u8; 32],
         now: i64,
     ) -> Result<DepotGrant, AuthError> {
-        let body = open(token, trust, TokenSigner::LBone)?;
-        let mut f = Fields(&body);
-        if f.next()? != GRANT_LABEL {
-            return Err(AuthError::malformed("token", "not a depot grant"));
-        }
-        let g = DepotGrant {
-            depot: f.text()?,
-            vo: f.text()?,
-            vo_id: f.text()?,
-            holder: f.hash()?,
-            issued: f.int()?,
-            not_after: f.int()?,
-        };
-        f.end()?;
-        check_window("depot grant", g.issued, g.not_after, trust, now)?;
-        if !g.depot.eq_ignore_ascii_case(depot) {
-            return Err(AuthError::WrongTarget {
-                what: "depot",
-                found: g.depot,
-                expected: depot.to_owned(),
-            });
-        }
-        if !bool::from(subtle_eq(&g.holder, holder)) {
-            return Err(AuthError::WrongTokenHolder);
-        }
-        Ok(g)
+        let c = Claims::verify(&GRANT, token, trust, depot, holder, now)?;
+        Ok(DepotGrant {
+            depot: c.target,
+            vo: c.vo,
+            vo_id: c.vo_id,
+            holder: c.holder,
+            issued: c.issued,
+            not_after: c.not_after,
+        })
     }
 }
 
 impl FileTicket {
-    fn body(&self) -> Vec<u8> {
-        let mut b = Body::new(TICKET_LABEL);
-        b.field(self.file.as_bytes());
-        b.field(self.vo.as_bytes());
-        b.field(self.vo_id.as_bytes());
-        b.field(&self.holder);
-        b.int(self.issued);
-        b.int(self.not_after);
-        b.0
+    fn claims(&self) -> Claims {
+        Claims {
+            target: self.file.clone(),
+            vo: self.vo.clone(),
+            vo_id: self.vo_id.clone(),
+            holder: self.holder,
+            issued: self.issued,
+            not_after: self.not_after,
+        }
     }
 
     /// Signs with the metadata manager's Ed25519 key.
     pub fn sign(&self, key: &Ed25519KeyPair) -> String {
-        sign(&self.body(), key)
+        self.claims().sign(&TICKET, key)
     }
 
-    /// Verifies signature, lifetime, file and holder.
+    /// Verifies signature, lifetime, file UUID and holder.
     pub fn verify(
         token: &str,
         trust: &TrustStore,
@@ -244,32 +313,15 @@ impl FileTicket {
         holder: &[u8; 32],
         now: i64,
     ) -> Result<FileTicket, AuthError> {
-        let body = open(token, trust, TokenSigner::MetadataManager)?;
-        let mut f = Fields(&body);
-        if f.next()? != TICKET_LABEL {
-            return Err(AuthError::malformed("token", "not a file ticket"));
-        }
-        let t = FileTicket {
-            file: f.text()?,
-            vo: f.text()?,
-            vo_id: f.text()?,
-            holder: f.hash()?,
-            issued: f.int()?,
-            not_after: f.int()?,
-        };
-        f.end()?;
-        check_window("file ticket", t.issued, t.not_after, trust, now)?;
-        if !t.file.eq_ignore_ascii_case(file) {
-            return Err(AuthError::WrongTarget {
-                what: "file",
-                found: t.file,
-                expected: file.to_owned(),
-            });
-        }
-        if !bool::from(subtle_eq(&t.holder, holder)) {
-            return Err(AuthError::WrongTokenHolder);
-        }
-        Ok(t)
+        let c = Claims::verify(&TICKET, token, trust, file, holder, now)?;
+        Ok(FileTicket {
+            file: c.target,
+            vo: c.vo,
+            vo_id: c.vo_id,
+            holder: c.holder,
+            issued: c.issued,
+            not_after: c.not_after,
+        })
     }
 }
 
