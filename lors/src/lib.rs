@@ -3,15 +3,15 @@
 //! - [`credentials`]: logging in to the online CA, making and inspecting the
 //!   proxy credential (`$X509_USER_PROXY` or `/tmp/x509up_u<uid>`), and the
 //!   exit codes of the `lors` credential commands ([`exit`]);
-//! - [`https`]: a minimal HTTPS (TLS 1.3) JSON client, one request per
-//!   connection, with timeouts and a response size limit;
+//! - [`https`]: the HTTPS (TLS 1.3) JSON client of the `ibp-https` crate,
+//!   one request per connection, with timeouts and a response size limit;
 //! - [`validity`]: `HH:MM` durations and time formatting.
 //!
 //! See `docs/lors-credentials.md` for the user guide.
 
 pub mod credentials;
 pub mod exit;
-pub mod https;
+pub use ibp_https::client as https;
 pub mod validity;
 
 pub use credentials::Error;

@@ -1,6 +1,7 @@
-//! A minimal HTTPS client: TLS 1.3 (rustls, through `ibp_auth::tls`), HTTP/1.1
-//! (hyper), one request per connection, JSON bodies, a response size limit
-//! and timeouts. Enough to talk to the online CA; nothing more.
+//! A minimal HTTPS client: TLS 1.3 (rustls; the configuration usually comes
+//! from `ibp_auth::tls::client_config`), HTTP/1.1 (hyper), one request per
+//! connection, JSON bodies, a response size limit and timeouts. Enough to
+//! talk to the services of the stack (online CA, L-Bone); nothing more.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -151,6 +152,37 @@ pub struct Response {
     pub body: Vec<u8>,
 }
 
+impl Response {
+    /// Whether the status is 2xx.
+    pub fn is_success(&self) -> bool {
+        (200..300).contains(&self.status)
+    }
+
+    /// The body as JSON.
+    pub fn json<T: serde::de::DeserializeOwned>(&self) -> Result<T, serde_json::Error> {
+        serde_json::from_slice(&self.body)
+    }
+
+    /// The `error` member of a JSON error body (`{"error": "..."}`), else
+    /// the start of the body as text; at most `max` characters, control
+    /// characters replaced, for showing to a user.
+    pub fn error_message(&self, max: usize) -> String {
+        let text = serde_json::from_slice::<serde_json::Value>(&self.body)
+            .ok()
+            .and_then(|v| v.get("error").and_then(|e| e.as_str()).map(str::to_owned))
+            .unwrap_or_else(|| String::from_utf8_lossy(&self.body).into_owned());
+        let mut out: String = text
+            .chars()
+            .map(|c| if c.is_control() { ' ' } else { c })
+            .take(max)
+            .collect();
+        if text.chars().count() > max {
+            out.push('…');
+        }
+        out
+    }
+}
+
 /// One service, one TLS configuration.
 #[derive(Clone)]
 pub struct Client {
@@ -161,6 +193,8 @@ pub struct Client {
     pub connect_timeout: Duration,
     pub total_timeout: Duration,
     pub max_response: usize,
+    /// `User-Agent` header value.
+    pub user_agent: String,
 }
 
 impl std::fmt::Debug for Client {
@@ -232,7 +266,14 @@ impl Client {
             connect_timeout: CONNECT_TIMEOUT,
             total_timeout: TOTAL_TIMEOUT,
             max_response: MAX_RESPONSE,
+            user_agent: concat!("ibp-https/", env!("CARGO_PKG_VERSION")).to_owned(),
         }
+    }
+
+    /// Sets the `User-Agent` header.
+    pub fn with_user_agent(mut self, agent: impl Into<String>) -> Client {
+        self.user_agent = agent.into();
+        self
     }
 
     pub fn url(&self) -> &BaseUrl {
@@ -244,9 +285,24 @@ impl Client {
         self.request(Method::GET, path, None).await
     }
 
+    /// `DELETE path`.
+    pub async fn delete(&self, path: &str) -> Result<Response, HttpError> {
+        self.request(Method::DELETE, path, None).await
+    }
+
     /// `POST path` with a JSON body.
     pub async fn post_json<T: serde::Serialize + ?Sized>(
         &self,
+        path: &str,
+        body: &T,
+    ) -> Result<Response, HttpError> {
+        self.send_json(Method::POST, path, body).await
+    }
+
+    /// `method path` with a JSON body.
+    pub async fn send_json<T: serde::Serialize + ?Sized>(
+        &self,
+        method: Method,
         path: &str,
         body: &T,
     ) -> Result<Response, HttpError> {
@@ -254,7 +310,7 @@ impl Client {
             addr: self.url.authority(),
             why: format!("cannot encode the request: {e}"),
         })?;
-        self.request(Method::POST, path, Some(bytes)).await
+        self.request(method, path, Some(bytes)).await
     }
 
     /// One request on a fresh connection, within the total timeout.
@@ -378,10 +434,7 @@ impl Client {
             .header(HOST, self.url.authority())
             .header(ACCEPT, "application/json")
             .header(CONNECTION, "close")
-            .header(
-                hyper::header::USER_AGENT,
-                concat!("lors/", env!("CARGO_PKG_VERSION")),
-            );
+            .header(hyper::header::USER_AGENT, self.user_agent.as_str());
         if body.is_some() {
             req = req.header(CONTENT_TYPE, "application/json");
         }

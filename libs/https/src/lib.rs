@@ -1,0 +1,21 @@
+//! HTTPS for the services of the secure storage stack and their clients:
+//! JSON over HTTP/1.1 over TLS 1.3 (rustls with the ring provider).
+//!
+//! - [`client`]: one request per connection, with an optional client
+//!   credential (the TLS configuration comes from
+//!   `ibp_auth::tls::client_config`), timeouts and a response size limit;
+//! - [`server`]: serves an axum router with the peer's certificate chain as
+//!   a request extension ([`PeerChain`]), bounded connections, handshake
+//!   and header timeouts, and graceful shutdown on a `CancellationToken`.
+//!
+//! Identity checks stay with the services: the TLS layer only verifies the
+//! chain (`ibp_auth::tls::ProxyClientVerifier`); a handler turns the
+//! [`PeerChain`] into an `ibp_auth::Identity` with
+//! `ibp_auth::tls::peer_identity`.
+
+pub mod client;
+pub mod server;
+
+pub use client::{BaseUrl, Client, HttpError, Response};
+pub use hyper::Method;
+pub use server::{serve, serve_with, PeerChain, RemoteAddr, ServeOptions};
