@@ -69,7 +69,10 @@ fn pki() -> Pki {
     }
 }
 
-async fn peer(Extension(p): Extension<PeerChain>, Extension(r): Extension<RemoteAddr>) -> Json<Value> {
+async fn peer(
+    Extension(p): Extension<PeerChain>,
+    Extension(r): Extension<RemoteAddr>,
+) -> Json<Value> {
     Json(json!({
         "chain_len": p.0.map(|c| c.len()),
         "loopback": r.0.ip().is_loopback(),
@@ -187,8 +190,5 @@ async fn shutdown_finishes_the_request_in_flight_then_stops() {
         .unwrap();
     // The listener is gone.
     let after = client(&pki, addr, false).get("/peer").await;
-    assert!(
-        matches!(after, Err(HttpError::Connect { .. })),
-        "{after:?}"
-    );
+    assert!(matches!(after, Err(HttpError::Connect { .. })), "{after:?}");
 }
