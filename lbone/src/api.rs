@@ -1,0 +1,673 @@
+//! The L-Bone's HTTPS API (JSON; errors are `{"error": "..."}`):
+//!
+//! | method and path | who | what |
+//! |---|---|---|
+//! | `POST /v1/query` | VO members | depots for an allocation, each with a grant |
+//! | `GET /v1/vos/{vo}/depots` | the VO's admins | the VO's registrations with status |
+//! | `POST /v1/vos/{vo}/depots` | the VO's admins | register a depot |
+//! | `GET /v1/vos/{vo}/depots/{name}` | the VO's admins | one registration |
+//! | `PATCH /v1/vos/{vo}/depots/{name}` | the VO's admins | change a registration |
+//! | `DELETE /v1/vos/{vo}/depots/{name}` | the VO's admins | remove a registration |
+//! | `GET /status`, `GET /status.json` | anyone | operators' status page |
+//!
+//! Members and admins are told apart only by the verified VO attributes of
+//! their proxy ([`ibp_auth::Identity`]): the VO, and for admins the group
+//! named by `admin_group`. See docs/lbone.md.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::rejection::JsonRejection;
+use axum::extract::{DefaultBodyLimit, Path, State};
+use axum::http::{header, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Extension, Json, Router};
+use ibp_auth::tokens::DepotGrant;
+use ibp_auth::{Identity, TrustStore};
+use ibp_https::{PeerChain, RemoteAddr};
+use ring::signature::Ed25519KeyPair;
+use serde::{Deserialize, Deserializer, Serialize};
+use tokio::sync::Notify;
+
+use crate::geo::Location;
+use crate::liveness::Liveness;
+use crate::select::{suitable, Need, Reliability};
+use crate::store::{Changes, Registration, Store, StoreError};
+use crate::views::{address, grant_address, DepotView, StatusPage};
+
+/// Largest request body accepted.
+pub const MAX_BODY: usize = 64 * 1024;
+/// Most depots one query returns.
+pub const MAX_COUNT: u32 = 1000;
+/// Longest depot name.
+pub const MAX_NAME: usize = 64;
+/// Longest place name.
+pub const MAX_PLACE: usize = 128;
+
+/// Everything the handlers share.
+pub struct App {
+    pub store: Store,
+    pub trust: Arc<TrustStore>,
+    pub signing_key: Ed25519KeyPair,
+    pub liveness: Liveness,
+    pub grant_lifetime: Duration,
+    pub admin_group: String,
+    /// Starts a poll round at once (after a registration changes).
+    pub poll_now: Arc<Notify>,
+}
+
+/// An error answer: status and a message for the client.
+#[derive(Debug)]
+pub struct ApiError {
+    status: StatusCode,
+    message: String,
+}
+
+impl ApiError {
+    fn new(status: StatusCode, message: impl Into<String>) -> ApiError {
+        ApiError {
+            status,
+            message: message.into(),
+        }
+    }
+    fn bad_request(message: impl Into<String>) -> ApiError {
+        ApiError::new(StatusCode::BAD_REQUEST, message)
+    }
+    fn forbidden(message: impl Into<String>) -> ApiError {
+        ApiError::new(StatusCode::FORBIDDEN, message)
+    }
+    fn not_found(vo: &str, name: &str) -> ApiError {
+        ApiError::new(
+            StatusCode::NOT_FOUND,
+            format!("VO {vo} has no depot named {name:?}"),
+        )
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        (
+            self.status,
+            Json(serde_json::json!({ "error": self.message })),
+        )
+            .into_response()
+    }
+}
+
+impl From<StoreError> for ApiError {
+    fn from(e: StoreError) -> ApiError {
+        match e {
+            StoreError::Conflict(m) => ApiError::new(StatusCode::CONFLICT, m),
+            StoreError::Database(_) | StoreError::Invalid(_) => {
+                tracing::error!(error = %e, "database operation failed");
+                ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "database error")
+            }
+        }
+    }
+}
+
+impl From<JsonRejection> for ApiError {
+    fn from(e: JsonRejection) -> ApiError {
+        ApiError::bad_request(format!("bad request body: {}", e.body_text()))
+    }
+}
+
+type ApiResult<T> = Result<T, ApiError>;
+
+pub fn router(app: Arc<App>) -> Router {
+    Router::new()
+        .route("/v1/query", post(query))
+        .route("/v1/vos/:vo/depots", get(list).post(register))
+        .route(
+            "/v1/vos/:vo/depots/:name",
+            get(show).patch(update).delete(remove),
+        )
+        .route("/status", get(status_html))
+        .route("/status.json", get(status_json))
+        .layer(DefaultBodyLimit::max(MAX_BODY))
+        .with_state(app)
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+        .unwrap_or(0)
+}
+
+/// The caller's verified identity with VO attributes: 401 without a client
+/// certificate, 403 when the attributes do not verify (expired, unknown
+/// attribute authority, bound to another certificate, none at all).
+fn identity(app: &App, peer: &PeerChain) -> ApiResult<Identity> {
+    let chain = peer.0.as_deref();
+    match ibp_auth::tls::peer_identity(chain, &app.trust, ibp_auth::unix_now()) {
+        Ok(Some(id)) => Ok(id),
+        Ok(None) => Err(ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            "a proxy credential with VO attributes is required (client certificate)",
+        )),
+        Err(e) => Err(ApiError::forbidden(format!("credential refused: {e}"))),
+    }
+}
+
+/// The caller, if an admin of `vo`.
+fn admin_of(app: &App, peer: &PeerChain, vo: &str) -> ApiResult<Identity> {
+    let id = identity(app, peer)?;
+    if id.vo != vo {
+        return Err(ApiError::forbidden(format!(
+            "your VO attributes are for VO {}, not {vo}",
+            id.vo
+        )));
+    }
+    if !id.groups.iter().any(|g| g.name == app.admin_group) {
+        return Err(ApiError::forbidden(format!(
+            "administering VO {vo}'s depots needs its group {:?}, which your attributes lack",
+            app.admin_group
+        )));
+    }
+    Ok(id)
+}
+
+fn check_name(name: &str) -> ApiResult<()> {
+    let ok = !name.is_empty()
+        && name.len() <= MAX_NAME
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b))
+        && !name.starts_with(['.', '-']);
+    if ok {
+        Ok(())
+    } else {
+        Err(ApiError::bad_request(format!(
+            "bad depot name {name:?}: 1-{MAX_NAME} letters, digits, '.', '_' or '-', not starting with '.' or '-'"
+        )))
+    }
+}
+
+/// A host name or IP address (IPv6 without brackets), lower-cased.
+fn check_host(host: &str) -> ApiResult<String> {
+    let h = host.trim_start_matches('[').trim_end_matches(']');
+    if h.parse::<std::net::IpAddr>().is_ok() {
+        return Ok(h.to_ascii_lowercase());
+    }
+    let ok = !h.is_empty()
+        && h.len() <= 253
+        && h.split('.').all(|label| {
+            !label.is_empty()
+                && label.len() <= 63
+                && label
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-')
+                && !label.starts_with('-')
+                && !label.ends_with('-')
+        });
+    if ok {
+        Ok(h.to_ascii_lowercase())
+    } else {
+        Err(ApiError::bad_request(format!(
+            "bad host {host:?}: expected a DNS name or an IP address"
+        )))
+    }
+}
+
+fn check_port(what: &str, port: u16) -> ApiResult<u16> {
+    if port == 0 {
+        Err(ApiError::bad_request(format!("{what} must not be 0")))
+    } else {
+        Ok(port)
+    }
+}
+
+fn check_place(place: &str) -> ApiResult<String> {
+    let p = place.trim();
+    if p.is_empty() || p.chars().count() > MAX_PLACE || p.chars().any(char::is_control) {
+        return Err(ApiError::bad_request(format!(
+            "bad place: 1-{MAX_PLACE} characters without control characters"
+        )));
+    }
+    Ok(p.to_owned())
+}
+
+fn check_location(l: Location) -> ApiResult<Location> {
+    Location::new(l.lat, l.lon).map_err(ApiError::bad_request)
+}
+
+fn check_positive(what: &str, v: u64) -> ApiResult<u64> {
+    if v == 0 || v > i64::MAX as u64 {
+        Err(ApiError::bad_request(format!("{what} must be 1..2^63")))
+    } else {
+        Ok(v)
+    }
+}
+
+/// `POST /v1/vos/{vo}/depots`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NewDepot {
+    pub name: String,
+    pub host: String,
+    /// Legacy IBP port (polled).
+    pub port: u16,
+    #[serde(default)]
+    pub tls_port: Option<u16>,
+    pub location: Location,
+    #[serde(default)]
+    pub place: Option<String>,
+    /// Policy: largest allocation (bytes) the VO may ask for.
+    #[serde(default)]
+    pub max_size: Option<u64>,
+    /// Policy: longest allocation (seconds) the VO may ask for.
+    #[serde(default)]
+    pub max_duration: Option<u64>,
+}
+
+/// Absent → `None`; `null` → `Some(None)`; a value → `Some(Some(v))`.
+fn nullable<'de, T: Deserialize<'de>, D: Deserializer<'de>>(
+    d: D,
+) -> Result<Option<Option<T>>, D::Error> {
+    Option::<T>::deserialize(d).map(Some)
+}
+
+/// `PATCH /v1/vos/{vo}/depots/{name}`: absent fields stay, `null` clears
+/// an optional one.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DepotChanges {
+    #[serde(default)]
+    pub host: Option<String>,
+    #[serde(default)]
+    pub port: Option<u16>,
+    #[serde(default, deserialize_with = "nullable")]
+    pub tls_port: Option<Option<u16>>,
+    #[serde(default)]
+    pub location: Option<Location>,
+    #[serde(default, deserialize_with = "nullable")]
+    pub place: Option<Option<String>>,
+    #[serde(default, deserialize_with = "nullable")]
+    pub max_size: Option<Option<u64>>,
+    #[serde(default, deserialize_with = "nullable")]
+    pub max_duration: Option<Option<u64>>,
+}
+
+fn admin_view(app: &App, r: Registration) -> DepotView {
+    let row = crate::store::DepotRow {
+        registration: r,
+        status: None,
+    };
+    DepotView::new(&row, &app.liveness, now_ms(), true)
+}
+
+#[tracing::instrument(skip_all, fields(vo = %vo, remote = %remote.0))]
+async fn register(
+    State(app): State<Arc<App>>,
+    Extension(peer): Extension<PeerChain>,
+    Extension(remote): Extension<RemoteAddr>,
+    Path(vo): Path<String>,
+    body: Result<Json<NewDepot>, JsonRejection>,
+) -> ApiResult<(StatusCode, Json<DepotView>)> {
+    let id = admin_of(&app, &peer, &vo)?;
+    let Json(d) = body?;
+    check_name(&d.name)?;
+    let now = ibp_auth::unix_now();
+    let r = Registration {
+        vo: vo.clone(),
+        name: d.name,
+        host: check_host(&d.host)?,
+        port: check_port("port", d.port)?,
+        tls_port: d.tls_port.map(|p| check_port("tls_port", p)).transpose()?,
+        location: check_location(d.location)?,
+        place: d.place.as_deref().map(check_place).transpose()?,
+        max_size: d
+            .max_size
+            .map(|v| check_positive("max_size", v))
+            .transpose()?,
+        max_duration: d
+            .max_duration
+            .map(|v| check_positive("max_duration", v))
+            .transpose()?,
+        registered_by: id.vo_id.clone(),
+        created_at: now,
+        updated_at: now,
+    };
+    app.store.register(&r).await?;
+    tracing::info!(name = %r.name, depot = %address(&r.host, r.port), by = %id.vo_id, "depot registered");
+    app.poll_now.notify_one();
+    Ok((StatusCode::CREATED, Json(admin_view(&app, r))))
+}
+
+#[derive(Serialize)]
+struct DepotList {
+    vo: String,
+    depots: Vec<DepotView>,
+}
+
+#[tracing::instrument(skip_all, fields(vo = %vo))]
+async fn list(
+    State(app): State<Arc<App>>,
+    Extension(peer): Extension<PeerChain>,
+    Path(vo): Path<String>,
+) -> ApiResult<Json<DepotList>> {
+    admin_of(&app, &peer, &vo)?;
+    let rows = app.store.depots(Some(&vo)).await?;
+    let now = now_ms();
+    Ok(Json(DepotList {
+        depots: rows
+            .iter()
+            .map(|r| DepotView::new(r, &app.liveness, now, true))
+            .collect(),
+        vo,
+    }))
+}
+
+#[tracing::instrument(skip_all, fields(vo = %vo, name = %name))]
+async fn show(
+    State(app): State<Arc<App>>,
+    Extension(peer): Extension<PeerChain>,
+    Path((vo, name)): Path<(String, String)>,
+) -> ApiResult<Json<DepotView>> {
+    admin_of(&app, &peer, &vo)?;
+    let rows = app.store.depots(Some(&vo)).await?;
+    let now = now_ms();
+    rows.iter()
+        .find(|r| r.registration.name == name)
+        .map(|r| Json(DepotView::new(r, &app.liveness, now, true)))
+        .ok_or_else(|| ApiError::not_found(&vo, &name))
+}
+
+#[tracing::instrument(skip_all, fields(vo = %vo, name = %name, remote = %remote.0))]
+async fn update(
+    State(app): State<Arc<App>>,
+    Extension(peer): Extension<PeerChain>,
+    Extension(remote): Extension<RemoteAddr>,
+    Path((vo, name)): Path<(String, String)>,
+    body: Result<Json<DepotChanges>, JsonRejection>,
+) -> ApiResult<Json<DepotView>> {
+    let id = admin_of(&app, &peer, &vo)?;
+    let Json(c) = body?;
+    let changes = Changes {
+        host: c.host.as_deref().map(check_host).transpose()?,
+        port: c.port.map(|p| check_port("port", p)).transpose()?,
+        tls_port: c
+            .tls_port
+            .map(|p| p.map(|p| check_port("tls_port", p)).transpose())
+            .transpose()?,
+        location: c.location.map(check_location).transpose()?,
+        place: c
+            .place
+            .map(|p| p.as_deref().map(check_place).transpose())
+            .transpose()?,
+        max_size: c
+            .max_size
+            .map(|v| v.map(|v| check_positive("max_size", v)).transpose())
+            .transpose()?,
+        max_duration: c
+            .max_duration
+            .map(|v| v.map(|v| check_positive("max_duration", v)).transpose())
+            .transpose()?,
+    };
+    let r = app
+        .store
+        .update(&vo, &name, &changes, &id.vo_id, ibp_auth::unix_now())
+        .await?
+        .ok_or_else(|| ApiError::not_found(&vo, &name))?;
+    tracing::info!(depot = %address(&r.host, r.port), by = %id.vo_id, "depot registration changed");
+    app.poll_now.notify_one();
+    Ok(Json(admin_view(&app, r)))
+}
+
+#[tracing::instrument(skip_all, fields(vo = %vo, name = %name, remote = %remote.0))]
+async fn remove(
+    State(app): State<Arc<App>>,
+    Extension(peer): Extension<PeerChain>,
+    Extension(remote): Extension<RemoteAddr>,
+    Path((vo, name)): Path<(String, String)>,
+) -> ApiResult<Json<serde_json::Value>> {
+    let id = admin_of(&app, &peer, &vo)?;
+    if !app.store.remove(&vo, &name).await? {
+        return Err(ApiError::not_found(&vo, &name));
+    }
+    tracing::info!(by = %id.vo_id, "depot registration removed");
+    Ok(Json(serde_json::json!({ "vo": vo, "removed": name })))
+}
+
+/// `POST /v1/query`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct QueryRequest {
+    /// The VO to use; must be the VO of the caller's attributes (default).
+    #[serde(default)]
+    pub vo: Option<String>,
+    /// How many depots (default: every suitable one, at most 1000).
+    #[serde(default)]
+    pub count: Option<u32>,
+    /// Bytes of one allocation.
+    #[serde(default)]
+    pub size: u64,
+    /// Seconds the allocation must live.
+    #[serde(default)]
+    pub duration: u64,
+    #[serde(default)]
+    pub reliability: Reliability,
+    /// Where the caller is (nearest depots first)...
+    #[serde(default)]
+    pub location: Option<Location>,
+    /// ... or a place registered in the VO.
+    #[serde(default)]
+    pub place: Option<String>,
+}
+
+/// One offered depot.
+#[derive(Debug, Serialize)]
+pub struct Offered {
+    pub name: String,
+    pub host: String,
+    pub port: u16,
+    pub tls_port: Option<u16>,
+    /// The address the grant names.
+    pub address: String,
+    pub location: Location,
+    pub place: Option<String>,
+    pub distance_km: Option<f64>,
+    /// Free bytes for the reliability asked.
+    pub free: u64,
+    /// Longest allocation the depot grants (negative: no limit).
+    pub max_duration: i64,
+    pub last_seen_ms: i64,
+    /// `DepotGrant` signed by the L-Bone, bound to the caller's proxy key.
+    pub grant: String,
+    pub grant_not_after: i64,
+}
+
+/// The answer to a query.
+#[derive(Debug, Serialize)]
+pub struct QueryResponse {
+    pub vo: String,
+    pub vo_id: String,
+    /// The count asked for (`null`: all suitable depots).
+    pub requested: Option<u32>,
+    /// How many depots are in `depots`.
+    pub returned: usize,
+    /// How many depots suit the request (before `count` applies).
+    pub matching: usize,
+    pub size: u64,
+    pub duration: u64,
+    pub reliability: Reliability,
+    /// The point distances are measured from, if any.
+    pub origin: Option<Location>,
+    pub issued: i64,
+    pub depots: Vec<Offered>,
+    /// Set when fewer depots are returned than requested.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub note: Option<String>,
+}
+
+#[tracing::instrument(skip_all, fields(remote = %remote.0))]
+async fn query(
+    State(app): State<Arc<App>>,
+    Extension(peer): Extension<PeerChain>,
+    Extension(remote): Extension<RemoteAddr>,
+    body: Result<Json<QueryRequest>, JsonRejection>,
+) -> ApiResult<Json<QueryResponse>> {
+    let id = identity(&app, &peer)?;
+    let Json(q) = body?;
+    if let Some(vo) = &q.vo {
+        if *vo != id.vo {
+            return Err(ApiError::forbidden(format!(
+                "your VO attributes are for VO {}, not {vo}",
+                id.vo
+            )));
+        }
+    }
+    if let Some(n) = q.count {
+        if n == 0 || n > MAX_COUNT {
+            return Err(ApiError::bad_request(format!(
+                "count must be 1..{MAX_COUNT}"
+            )));
+        }
+    }
+    let origin = match (q.location, &q.place) {
+        (Some(_), Some(_)) => {
+            return Err(ApiError::bad_request(
+                "give a location or a place, not both",
+            ))
+        }
+        (Some(l), None) => Some(check_location(l)?),
+        (None, Some(p)) => Some(app.store.place(&id.vo, p.trim()).await?.ok_or_else(|| {
+            ApiError::bad_request(format!(
+                "unknown place {:?}: no depot of VO {} is registered there",
+                p.trim(),
+                id.vo
+            ))
+        })?),
+        (None, None) => None,
+    };
+    let need = Need {
+        size: q.size,
+        duration: q.duration,
+        reliability: q.reliability,
+        origin,
+    };
+    let rows = app.store.depots(Some(&id.vo)).await?;
+    let found = suitable(&rows, &need, &app.liveness, now_ms());
+    let matching = found.len();
+    let take = q
+        .count
+        .map_or(MAX_COUNT as usize, |n| n as usize)
+        .min(MAX_COUNT as usize);
+    let issued = ibp_auth::unix_now();
+    let lifetime = i64::try_from(app.grant_lifetime.as_secs()).unwrap_or(i64::MAX);
+    // A grant never outlives the credential it is bound to.
+    let grant_not_after = issued.saturating_add(lifetime).min(id.not_after);
+    let depots: Vec<Offered> = found
+        .into_iter()
+        .take(take)
+        .map(|s| {
+            let r = &s.row.registration;
+            let address = grant_address(r);
+            let grant = DepotGrant {
+                depot: address.clone(),
+                vo: id.vo.clone(),
+                vo_id: id.vo_id.clone(),
+                holder: id.key_hash,
+                issued,
+                not_after: grant_not_after,
+            }
+            .sign(&app.signing_key);
+            Offered {
+                name: r.name.clone(),
+                host: r.host.clone(),
+                port: r.port,
+                tls_port: r.tls_port,
+                address,
+                location: r.location,
+                place: r.place.clone(),
+                distance_km: s.distance_km.map(|d| (d * 10.0).round() / 10.0),
+                free: s.free,
+                max_duration: s.max_duration,
+                last_seen_ms: s.last_seen_ms,
+                grant,
+                grant_not_after,
+            }
+        })
+        .collect();
+    let returned = depots.len();
+    let note = match q.count {
+        Some(n) if (returned as u64) < u64::from(n) => Some(format!(
+            "only {returned} of the {n} requested depots are available to VO {} for this request",
+            id.vo
+        )),
+        _ => None,
+    };
+    tracing::info!(vo = %id.vo, vo_id = %id.vo_id, requested = ?q.count, returned, matching, "depots offered");
+    Ok(Json(QueryResponse {
+        vo: id.vo,
+        vo_id: id.vo_id,
+        requested: q.count,
+        returned,
+        matching,
+        size: q.size,
+        duration: q.duration,
+        reliability: q.reliability,
+        origin,
+        issued,
+        depots,
+        note,
+    }))
+}
+
+async fn status_page(app: &App) -> ApiResult<StatusPage> {
+    let rows = app.store.depots(None).await?;
+    Ok(StatusPage::new(&rows, &app.liveness, now_ms()))
+}
+
+async fn status_html(State(app): State<Arc<App>>) -> ApiResult<Response> {
+    let page = status_page(&app).await?;
+    Ok((
+        [
+            (header::CONTENT_TYPE, "text/html; charset=utf-8"),
+            (header::CACHE_CONTROL, "no-store"),
+        ],
+        page.to_html(),
+    )
+        .into_response())
+}
+
+async fn status_json(State(app): State<Arc<App>>) -> ApiResult<Json<StatusPage>> {
+    status_page(&app).await.map(Json)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_and_hosts() {
+        for ok in ["brno-1", "a", "depot_2.cz"] {
+            assert!(check_name(ok).is_ok(), "{ok}");
+        }
+        for bad in ["", "-x", ".x", "a b", "a/b", "<b>", &"x".repeat(65)] {
+            assert!(check_name(bad).is_err(), "{bad:?}");
+        }
+        assert_eq!(
+            check_host("Depot.Example.ORG").unwrap(),
+            "depot.example.org"
+        );
+        assert_eq!(check_host("[::1]").unwrap(), "::1");
+        assert_eq!(check_host("127.0.0.1").unwrap(), "127.0.0.1");
+        for bad in ["", "a..b", "-a.b", "a_b", "a b", "<x>", "a:b"] {
+            assert!(check_host(bad).is_err(), "{bad:?}");
+        }
+        assert!(check_place("Brno, CZ").is_ok());
+        assert!(check_place("a\nb").is_err());
+    }
+
+    #[test]
+    fn patch_bodies_tell_null_from_absent() {
+        let c: DepotChanges = serde_json::from_str(r#"{"tls_port": null, "place": "X"}"#).unwrap();
+        assert_eq!(c.tls_port, Some(None));
+        assert_eq!(c.place, Some(Some("X".into())));
+        assert_eq!(c.max_size, None);
+        assert!(serde_json::from_str::<DepotChanges>(r#"{"bogus": 1}"#).is_err());
+    }
+}

@@ -1,0 +1,265 @@
+//! `lbone serve` configuration (TOML). Unknown fields are refused, so a typo
+//! cannot silently fall back to a default. Relative paths are relative to the
+//! directory that holds the configuration file.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{bail, Context};
+use serde::Deserialize;
+
+use crate::units::parse_duration;
+
+/// A length of time in the configuration: an integer number of seconds or a
+/// string with units (`"60s"`, `"10m"`, `"500ms"`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ConfigDuration(pub Duration);
+
+impl<'de> Deserialize<'de> for ConfigDuration {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<ConfigDuration, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Raw {
+            Int(u64),
+            Text(String),
+        }
+        match Raw::deserialize(d)? {
+            Raw::Int(n) => Ok(ConfigDuration(Duration::from_secs(n))),
+            Raw::Text(s) => parse_duration(&s)
+                .map(ConfigDuration)
+                .map_err(serde::de::Error::custom),
+        }
+    }
+}
+
+fn default_poll_interval() -> ConfigDuration {
+    ConfigDuration(Duration::from_secs(60))
+}
+fn default_poll_timeout() -> ConfigDuration {
+    ConfigDuration(Duration::from_secs(10))
+}
+fn default_poll_concurrency() -> usize {
+    32
+}
+fn default_missed_polls_down() -> u32 {
+    2
+}
+fn default_grant_lifetime() -> ConfigDuration {
+    ConfigDuration(Duration::from_secs(600))
+}
+fn default_admin_group() -> String {
+    "admins".into()
+}
+fn default_max_connections() -> usize {
+    256
+}
+
+/// `lbone serve --config FILE`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// Address to serve HTTPS on, `host:port`. Port 0 picks a free port; the
+    /// bound address is printed as the first line on stdout
+    /// (`listening on ADDR:PORT`).
+    pub listen: String,
+    /// PEM file with the server's certificate, then any intermediate CA
+    /// certificates. Clients check it against their trust directory's CAs,
+    /// by host name.
+    pub server_cert: PathBuf,
+    /// PEM file with the server certificate's private key (PKCS#8
+    /// `PRIVATE KEY`).
+    pub server_key: PathBuf,
+    /// Trust directory (see docs/identity.md): `ca/*.pem` authenticate users'
+    /// certificates, `vomsdir/<vo>/*.pem` pin each VO's attribute authority.
+    /// Only VOs with a pinned attribute authority can use the L-Bone.
+    pub trust_dir: PathBuf,
+    /// sqlx database URL: `sqlite://FILE` (created if missing) or
+    /// `postgres://user@host:port/db`. Default: `sqlite://<dir>/lbone.db`,
+    /// `<dir>` being the configuration file's directory.
+    #[serde(default)]
+    pub database: Option<String>,
+    /// Ed25519 key (PKCS#8 PEM, mode 0600) that signs depot grants; made by
+    /// `lbone init`. Its public half (`lbone.pub`) goes into the `lbone/`
+    /// folder of every depot's and client's trust directory.
+    pub signing_key: PathBuf,
+    /// How often every registered depot's STATUS is polled.
+    #[serde(default = "default_poll_interval")]
+    pub poll_interval: ConfigDuration,
+    /// Time allowed for one depot's whole STATUS exchange (connect, RES,
+    /// INQ); a depot that takes longer misses that poll.
+    #[serde(default = "default_poll_timeout")]
+    pub poll_timeout: ConfigDuration,
+    /// Most depots polled at the same time.
+    #[serde(default = "default_poll_concurrency")]
+    pub poll_concurrency: usize,
+    /// Consecutive missed polls after which a depot is unavailable (and no
+    /// longer offered); one answered poll makes it available again.
+    #[serde(default = "default_missed_polls_down")]
+    pub missed_polls_down: u32,
+    /// Lifetime of a depot grant (never beyond the holder's credential).
+    /// Clients renew grants by querying again.
+    #[serde(default = "default_grant_lifetime")]
+    pub grant_lifetime: ConfigDuration,
+    /// Name of the VO group whose members administer the VO's depot
+    /// registrations (the group *name* in the VO attributes).
+    #[serde(default = "default_admin_group")]
+    pub admin_group: String,
+    /// Most simultaneous client connections.
+    #[serde(default = "default_max_connections")]
+    pub max_connections: usize,
+}
+
+impl Config {
+    /// Reads and checks a configuration file; resolves relative paths.
+    pub fn load(path: &Path) -> anyhow::Result<Config> {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("read configuration {}", path.display()))?;
+        let mut cfg: Config = toml::from_str(&text)
+            .with_context(|| format!("parse configuration {}", path.display()))?;
+        let base = path
+            .parent()
+            .filter(|p| !p.as_os_str().is_empty())
+            .unwrap_or(Path::new("."));
+        cfg.resolve(base);
+        cfg.check()?;
+        Ok(cfg)
+    }
+
+    fn resolve(&mut self, base: &Path) {
+        for p in [
+            &mut self.server_cert,
+            &mut self.server_key,
+            &mut self.trust_dir,
+            &mut self.signing_key,
+        ] {
+            if p.is_relative() {
+                *p = base.join(&*p);
+            }
+        }
+        if self.database.is_none() {
+            self.database = Some(format!("sqlite://{}", base.join("lbone.db").display()));
+        }
+    }
+
+    fn check(&self) -> anyhow::Result<()> {
+        if self.poll_interval.0 < Duration::from_millis(100) {
+            bail!("poll_interval must be at least 100ms");
+        }
+        if self.poll_timeout.0 < Duration::from_millis(100) {
+            bail!("poll_timeout must be at least 100ms");
+        }
+        if self.poll_concurrency == 0 {
+            bail!("poll_concurrency must be at least 1");
+        }
+        if self.missed_polls_down == 0 {
+            bail!("missed_polls_down must be at least 1");
+        }
+        if self.grant_lifetime.0 < Duration::from_secs(1) {
+            bail!("grant_lifetime must be at least 1s");
+        }
+        if self.admin_group.is_empty() {
+            bail!("admin_group must not be empty");
+        }
+        if self.max_connections == 0 {
+            bail!("max_connections must be at least 1");
+        }
+        Ok(())
+    }
+
+    /// The database URL (after [`Config::load`], always set).
+    pub fn database_url(&self) -> &str {
+        self.database.as_deref().unwrap_or("sqlite://lbone.db")
+    }
+}
+
+/// The sample written by `lbone init` (every field, with its default).
+pub fn sample(dir: &Path) -> String {
+    format!(
+        r#"# L-Bone configuration (see docs/lbone.md). Relative paths are relative
+# to this file's directory.
+
+# HTTPS address; the first stdout line is `listening on ADDR:PORT`.
+listen = "0.0.0.0:6767"
+# The server's certificate chain and key (PEM, key PKCS#8), issued by a CA
+# that users' trust directories hold. Not made by `lbone init`.
+server_cert = "server.pem"
+server_key = "server.key"
+# CAs of users' certificates (ca/*.pem) and the pinned attribute authority of
+# every VO that may use this L-Bone (vomsdir/<vo>/*.pem).
+trust_dir = "trust"
+# Default: SQLite next to this file. PostgreSQL: "postgres://lbone@db.example.org/lbone".
+database = "sqlite://{db}"
+# Grant-signing key made by `lbone init` (mode 0600); publish lbone.pub.
+signing_key = "lbone.key"
+# Depot STATUS polling.
+poll_interval = "60s"
+poll_timeout = "10s"
+poll_concurrency = 32
+missed_polls_down = 2
+# Lifetime of a depot grant; clients renew by asking again.
+grant_lifetime = "10m"
+# VO group (by name) whose members register the VO's depots.
+admin_group = "admins"
+max_connections = 256
+"#,
+        db = dir.join("lbone.db").display()
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> anyhow::Result<Config> {
+        let dir = tempfile::tempdir()?;
+        let p = dir.path().join("lbone.toml");
+        std::fs::write(&p, text)?;
+        Config::load(&p)
+    }
+
+    const MINIMAL: &str = r#"
+listen = "127.0.0.1:0"
+server_cert = "server.pem"
+server_key = "server.key"
+trust_dir = "trust"
+signing_key = "lbone.key"
+"#;
+
+    #[test]
+    fn defaults_and_relative_paths() {
+        let cfg = parse(MINIMAL).unwrap();
+        assert_eq!(cfg.poll_interval.0, Duration::from_secs(60));
+        assert_eq!(cfg.poll_timeout.0, Duration::from_secs(10));
+        assert_eq!(cfg.missed_polls_down, 2);
+        assert_eq!(cfg.grant_lifetime.0, Duration::from_secs(600));
+        assert_eq!(cfg.admin_group, "admins");
+        assert!(cfg.server_cert.is_absolute());
+        assert!(cfg.database_url().starts_with("sqlite:///"));
+        assert!(cfg.database_url().ends_with("/lbone.db"));
+    }
+
+    #[test]
+    fn durations_and_refusals() {
+        let cfg = parse(&format!(
+            "{MINIMAL}poll_interval = \"1s\"\npoll_timeout = 2\ngrant_lifetime = \"1h\"\n"
+        ))
+        .unwrap();
+        assert_eq!(cfg.poll_interval.0, Duration::from_secs(1));
+        assert_eq!(cfg.poll_timeout.0, Duration::from_secs(2));
+        assert_eq!(cfg.grant_lifetime.0, Duration::from_secs(3600));
+        assert!(parse(&format!("{MINIMAL}pol_interval = \"1s\"\n")).is_err());
+        assert!(parse(&format!("{MINIMAL}poll_interval = \"soon\"\n")).is_err());
+        assert!(parse(&format!("{MINIMAL}missed_polls_down = 0\n")).is_err());
+        assert!(parse(&format!("{MINIMAL}poll_concurrency = 0\n")).is_err());
+    }
+
+    #[test]
+    fn sample_parses() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("lbone.toml");
+        std::fs::write(&p, sample(dir.path())).unwrap();
+        let cfg = Config::load(&p).unwrap();
+        assert_eq!(cfg.listen, "0.0.0.0:6767");
+        assert_eq!(cfg.poll_concurrency, 32);
+    }
+}

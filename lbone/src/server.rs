@@ -1,0 +1,153 @@
+//! `lbone serve`: loads the configuration's files, opens the database,
+//! starts the poller and serves the API until SIGTERM/SIGINT.
+
+use std::io::Write as _;
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+use std::sync::Arc;
+
+use anyhow::{bail, Context};
+use ibp_auth::tls::ClientAuth;
+use ibp_auth::TrustStore;
+use ring::signature::{Ed25519KeyPair, KeyPair};
+use rustls_pki_types::CertificateDer;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+use crate::api::{router, App};
+use crate::config::Config;
+use crate::liveness::Liveness;
+use crate::poller::Poller;
+use crate::store::{redact, Store};
+
+/// Every `CERTIFICATE` block of a PEM file.
+pub fn read_certificates(path: &Path) -> anyhow::Result<Vec<CertificateDer<'static>>> {
+    let text = std::fs::read(path).with_context(|| format!("read {}", path.display()))?;
+    let certs: Vec<_> = pem::parse_many(&text)
+        .with_context(|| format!("parse PEM {}", path.display()))?
+        .into_iter()
+        .filter(|b| b.tag() == "CERTIFICATE")
+        .map(|b| CertificateDer::from(b.into_contents()))
+        .collect();
+    if certs.is_empty() {
+        bail!("{}: no CERTIFICATE block", path.display());
+    }
+    Ok(certs)
+}
+
+/// The PKCS#8 `PRIVATE KEY` block of a PEM file.
+pub fn read_pkcs8(path: &Path) -> anyhow::Result<Vec<u8>> {
+    let text = std::fs::read(path).with_context(|| format!("read {}", path.display()))?;
+    let blocks = pem::parse_many(&text).with_context(|| format!("parse PEM {}", path.display()))?;
+    if let Some(b) = blocks.iter().find(|b| b.tag() == "PRIVATE KEY") {
+        return Ok(b.contents().to_vec());
+    }
+    match blocks.first() {
+        Some(b) => bail!(
+            "{}: a {} block; convert the key to PKCS#8 (`openssl pkcs8 -topk8 -nocrypt`)",
+            path.display(),
+            b.tag()
+        ),
+        None => bail!("{}: no PRIVATE KEY block", path.display()),
+    }
+}
+
+/// Loads the grant-signing key, refusing a file others can read.
+pub fn load_signing_key(path: &Path) -> anyhow::Result<Ed25519KeyPair> {
+    let meta = std::fs::metadata(path).with_context(|| format!("read {}", path.display()))?;
+    let mode = meta.permissions().mode() & 0o777;
+    if mode & 0o077 != 0 {
+        bail!(
+            "signing key {} has mode {mode:03o}; it must be readable by its owner only (chmod 600)",
+            path.display()
+        );
+    }
+    let der = read_pkcs8(path)?;
+    Ed25519KeyPair::from_pkcs8_maybe_unchecked(&der)
+        .map_err(|e| anyhow::anyhow!("{}: not an Ed25519 PKCS#8 key: {e}", path.display()))
+}
+
+async fn shutdown_signal(token: CancellationToken) {
+    use tokio::signal::unix::{signal, SignalKind};
+    let (mut term, mut int) = match (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) {
+        (Ok(t), Ok(i)) => (t, i),
+        (Err(e), _) | (_, Err(e)) => {
+            tracing::warn!(error = %e, "cannot watch SIGTERM/SIGINT");
+            return;
+        }
+    };
+    tokio::select! {
+        _ = term.recv() => tracing::info!("SIGTERM: shutting down"),
+        _ = int.recv() => tracing::info!("SIGINT: shutting down"),
+        _ = token.cancelled() => return,
+    }
+    token.cancel();
+}
+
+/// Serves until SIGTERM/SIGINT.
+pub async fn serve(cfg: Config) -> anyhow::Result<()> {
+    let trust = TrustStore::load(&cfg.trust_dir)
+        .with_context(|| format!("load trust directory {}", cfg.trust_dir.display()))?;
+    if trust.ca_certificates().is_empty() {
+        tracing::warn!(dir = %cfg.trust_dir.display(), "no trusted CA: every client certificate will be refused");
+    }
+    let trust = Arc::new(trust);
+    let chain = read_certificates(&cfg.server_cert)?;
+    let key = read_pkcs8(&cfg.server_key)?;
+    let mut tls = ibp_auth::tls::server_config(trust.clone(), chain, key, ClientAuth::Optional)
+        .context("TLS configuration (server certificate and key)")?;
+    tls.alpn_protocols = vec![b"http/1.1".to_vec()];
+    let signing_key = load_signing_key(&cfg.signing_key)?;
+    let public = ibp_auth::keys::format_public_key(
+        &<[u8; 32]>::try_from(signing_key.public_key().as_ref())
+            .context("Ed25519 public key length")?,
+    );
+    let store = Store::open(cfg.database_url()).await?;
+    tracing::info!(database = %redact(cfg.database_url()), backend = ?store.backend(), "database ready");
+
+    let liveness = Liveness {
+        poll_interval: cfg.poll_interval.0,
+        poll_timeout: cfg.poll_timeout.0,
+        missed_polls_down: cfg.missed_polls_down,
+    };
+    let poller = Poller::new(store.clone(), liveness, cfg.poll_concurrency);
+    let app = Arc::new(App {
+        store: store.clone(),
+        trust,
+        signing_key,
+        liveness,
+        grant_lifetime: cfg.grant_lifetime.0,
+        admin_group: cfg.admin_group.clone(),
+        poll_now: poller.waker(),
+    });
+
+    let listener = TcpListener::bind(&cfg.listen)
+        .await
+        .with_context(|| format!("listen on {}", cfg.listen))?;
+    let addr = listener.local_addr().context("read the bound address")?;
+    {
+        let mut out = std::io::stdout().lock();
+        writeln!(out, "listening on {addr}").context("write to stdout")?;
+        out.flush().context("flush stdout")?;
+    }
+    tracing::info!(%addr, grant_key = %public.trim(), poll_interval = ?cfg.poll_interval.0, "L-Bone serving HTTPS");
+
+    let shutdown = CancellationToken::new();
+    tokio::spawn(shutdown_signal(shutdown.clone()));
+    let polling = tokio::spawn(poller.run(shutdown.clone()));
+    let opts = ibp_https::ServeOptions {
+        max_connections: cfg.max_connections,
+        ..ibp_https::ServeOptions::default()
+    };
+    ibp_https::serve_with(listener, Arc::new(tls), router(app), shutdown.clone(), opts).await;
+    shutdown.cancel();
+    if let Err(e) = polling.await {
+        tracing::error!(error = %e, "poller task failed");
+    }
+    store.close().await;
+    tracing::info!("L-Bone stopped");
+    Ok(())
+}

@@ -1,0 +1,740 @@
+//! The L-Bone's database: depot registrations (per VO) and the poller's view
+//! of every depot. All SQL of the L-Bone lives in this module.
+//!
+//! Queries are built at run time (`sqlx::query`) through sqlx's `Any`
+//! driver with `$n` placeholders and portable types (TEXT, BIGINT, DOUBLE
+//! PRECISION), so that the same statements and migrations run on SQLite
+//! (the default: one file, nothing to install) and PostgreSQL (several
+//! stateless L-Bone replicas on one database). Migrations are applied in
+//! order at start, each recorded in `schema_migrations`; on PostgreSQL under
+//! an advisory lock so that replicas starting together do not race.
+//!
+//! Tables:
+//! - `registrations (vo, name, host, port, tls_port, latitude, longitude,
+//!   place, max_size, max_duration, registered_by, created_at, updated_at)`:
+//!   a depot as registered by one VO's admins, with that VO's policy. One
+//!   physical depot (host, port) may be registered by several VOs.
+//! - `depot_status (host, port, misses, last_poll_ms, last_seen_ms,
+//!   last_error, hard_*, soft_*, largest_*_free, max_duration, resources)`:
+//!   what the last STATUS polls of a depot found; rows of depots no longer
+//!   registered are swept by the poller.
+
+use sqlx::any::{AnyPoolOptions, AnyRow};
+use sqlx::{AnyPool, Row};
+use thiserror::Error;
+
+use crate::geo::Location;
+
+/// Migrations, applied in order; never edit one that has shipped.
+const MIGRATIONS: &[&[&str]] = &[&[
+    "CREATE TABLE registrations (
+        vo TEXT NOT NULL,
+        name TEXT NOT NULL,
+        host TEXT NOT NULL,
+        port BIGINT NOT NULL,
+        tls_port BIGINT,
+        latitude DOUBLE PRECISION NOT NULL,
+        longitude DOUBLE PRECISION NOT NULL,
+        place TEXT,
+        max_size BIGINT,
+        max_duration BIGINT,
+        registered_by TEXT NOT NULL,
+        created_at BIGINT NOT NULL,
+        updated_at BIGINT NOT NULL,
+        PRIMARY KEY (vo, name))",
+    "CREATE UNIQUE INDEX registrations_by_address ON registrations (vo, host, port)",
+    "CREATE TABLE depot_status (
+        host TEXT NOT NULL,
+        port BIGINT NOT NULL,
+        misses BIGINT NOT NULL,
+        last_poll_ms BIGINT,
+        last_seen_ms BIGINT,
+        last_error TEXT,
+        hard_capacity BIGINT,
+        hard_used BIGINT,
+        hard_free BIGINT,
+        soft_capacity BIGINT,
+        soft_used BIGINT,
+        soft_free BIGINT,
+        largest_hard_free BIGINT,
+        largest_soft_free BIGINT,
+        max_duration BIGINT,
+        resources BIGINT,
+        PRIMARY KEY (host, port))",
+]];
+
+/// Arbitrary key of the PostgreSQL advisory lock held while migrating.
+const MIGRATION_LOCK: i64 = 0x4c42_6f6e_6501;
+
+/// Why a store operation failed.
+#[derive(Debug, Error)]
+pub enum StoreError {
+    /// A registration with that name or address already exists in the VO.
+    #[error("{0}")]
+    Conflict(String),
+    #[error("database: {0}")]
+    Database(#[from] sqlx::Error),
+    /// A stored value is out of range (the database was edited by hand).
+    #[error("database holds an invalid value: {0}")]
+    Invalid(String),
+}
+
+/// Which database the URL names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+impl Backend {
+    /// The backend of a sqlx URL, or an error naming the supported schemes.
+    pub fn of_url(url: &str) -> Result<Backend, String> {
+        if url.starts_with("sqlite:") {
+            Ok(Backend::Sqlite)
+        } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            Ok(Backend::Postgres)
+        } else {
+            Err(format!(
+                "database URL must start with sqlite:// or postgres://, not {:?}",
+                url.split(':').next().unwrap_or("")
+            ))
+        }
+    }
+}
+
+/// A depot as registered by one VO, with that VO's policy.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Registration {
+    pub vo: String,
+    /// Unique within the VO.
+    pub name: String,
+    /// Host name or address of the depot (lower case).
+    pub host: String,
+    /// Legacy IBP port (what the poller queries).
+    pub port: u16,
+    /// Secure (TLS) port, if the depot has one; grants then name it.
+    pub tls_port: Option<u16>,
+    pub location: Location,
+    /// A human place name (`Brno, CZ`) usable in queries instead of coordinates.
+    pub place: Option<String>,
+    /// Largest allocation (bytes) this VO may ask of the depot; `None`: no limit.
+    pub max_size: Option<u64>,
+    /// Longest allocation (seconds) this VO may ask of the depot; `None`: no limit.
+    pub max_duration: Option<u64>,
+    /// VO ID of the admin who registered or last changed it.
+    pub registered_by: String,
+    pub created_at: i64,
+    pub updated_at: i64,
+}
+
+/// Changes to a registration; `None` leaves a field as it is, `Some(None)`
+/// clears an optional one.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Changes {
+    pub host: Option<String>,
+    pub port: Option<u16>,
+    pub tls_port: Option<Option<u16>>,
+    pub location: Option<Location>,
+    pub place: Option<Option<String>>,
+    pub max_size: Option<Option<u64>>,
+    pub max_duration: Option<Option<u64>>,
+}
+
+/// What a successful STATUS poll found (sums over the depot's resources).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Capacity {
+    /// HARD bytes: configured, used, still allocatable.
+    pub hard_capacity: u64,
+    pub hard_used: u64,
+    pub hard_free: u64,
+    /// All allocations (HARD + SOFT, IBP's "total"): configured, used, free.
+    pub soft_capacity: u64,
+    pub soft_used: u64,
+    pub soft_free: u64,
+    /// The largest free space of one resource (one allocation cannot span two).
+    pub largest_hard_free: u64,
+    pub largest_soft_free: u64,
+    /// Longest allocation the depot grants, in seconds (negative: no limit).
+    pub max_duration: i64,
+    /// Number of resources polled.
+    pub resources: u32,
+}
+
+/// The poller's view of a depot.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DepotStatus {
+    /// Consecutive polls missed since the last answered one.
+    pub misses: u32,
+    /// When the last poll finished (Unix milliseconds).
+    pub last_poll_ms: Option<i64>,
+    /// When the depot last answered a poll (Unix milliseconds).
+    pub last_seen_ms: Option<i64>,
+    /// Why the last missed poll failed.
+    pub last_error: Option<String>,
+    /// What the last answered poll reported.
+    pub capacity: Option<Capacity>,
+}
+
+/// A registration with the status of its depot (none before the first poll).
+#[derive(Debug, Clone, PartialEq)]
+pub struct DepotRow {
+    pub registration: Registration,
+    pub status: Option<DepotStatus>,
+}
+
+#[derive(Clone, Debug)]
+pub struct Store {
+    pool: AnyPool,
+    backend: Backend,
+}
+
+/// For SQLite, make sure a missing database file is created.
+fn with_create(url: &str) -> String {
+    if url.starts_with("sqlite:") && !url.contains("mode=") && !url.contains(":memory:") {
+        let sep = if url.contains('?') { '&' } else { '?' };
+        format!("{url}{sep}mode=rwc")
+    } else {
+        url.to_string()
+    }
+}
+
+fn is_unique_violation(e: &sqlx::Error) -> bool {
+    matches!(e, sqlx::Error::Database(d) if d.kind() == sqlx::error::ErrorKind::UniqueViolation)
+}
+
+/// u64 → BIGINT (values beyond i64 are clamped: no depot has 8 EiB).
+fn big(v: u64) -> i64 {
+    i64::try_from(v).unwrap_or(i64::MAX)
+}
+
+fn unsigned(what: &str, v: i64) -> Result<u64, StoreError> {
+    u64::try_from(v).map_err(|_| StoreError::Invalid(format!("{what} = {v}")))
+}
+
+fn port(what: &str, v: i64) -> Result<u16, StoreError> {
+    u16::try_from(v).map_err(|_| StoreError::Invalid(format!("{what} = {v}")))
+}
+
+const REGISTRATION_COLUMNS: &str = "r.vo, r.name, r.host, r.port, r.tls_port, r.latitude, \
+     r.longitude, r.place, r.max_size, r.max_duration, r.registered_by, r.created_at, r.updated_at";
+
+const STATUS_COLUMNS: &str = "s.misses, s.last_poll_ms, s.last_seen_ms, s.last_error, \
+     s.hard_capacity, s.hard_used, s.hard_free, s.soft_capacity, s.soft_used, s.soft_free, \
+     s.largest_hard_free, s.largest_soft_free, s.max_duration AS depot_max_duration, s.resources";
+
+fn registration_of(row: &AnyRow) -> Result<Registration, StoreError> {
+    let lat: f64 = row.try_get("latitude")?;
+    let lon: f64 = row.try_get("longitude")?;
+    Ok(Registration {
+        vo: row.try_get("vo")?,
+        name: row.try_get("name")?,
+        host: row.try_get("host")?,
+        port: port("port", row.try_get("port")?)?,
+        tls_port: row
+            .try_get::<Option<i64>, _>("tls_port")?
+            .map(|p| port("tls_port", p))
+            .transpose()?,
+        location: Location::new(lat, lon).map_err(StoreError::Invalid)?,
+        place: row.try_get("place")?,
+        max_size: row
+            .try_get::<Option<i64>, _>("max_size")?
+            .map(|v| unsigned("max_size", v))
+            .transpose()?,
+        max_duration: row
+            .try_get::<Option<i64>, _>("max_duration")?
+            .map(|v| unsigned("max_duration", v))
+            .transpose()?,
+        registered_by: row.try_get("registered_by")?,
+        created_at: row.try_get("created_at")?,
+        updated_at: row.try_get("updated_at")?,
+    })
+}
+
+fn status_of(row: &AnyRow) -> Result<Option<DepotStatus>, StoreError> {
+    let Some(misses) = row.try_get::<Option<i64>, _>("misses")? else {
+        return Ok(None);
+    };
+    let num = |c: &str| -> Result<Option<u64>, StoreError> {
+        row.try_get::<Option<i64>, _>(c)?
+            .map(|v| unsigned(c, v))
+            .transpose()
+    };
+    let capacity = match (
+        num("hard_capacity")?,
+        num("hard_used")?,
+        num("hard_free")?,
+        num("soft_capacity")?,
+        num("soft_used")?,
+        num("soft_free")?,
+        num("largest_hard_free")?,
+        num("largest_soft_free")?,
+        row.try_get::<Option<i64>, _>("depot_max_duration")?,
+        num("resources")?,
+    ) {
+        (
+            Some(hard_capacity),
+            Some(hard_used),
+            Some(hard_free),
+            Some(soft_capacity),
+            Some(soft_used),
+            Some(soft_free),
+            Some(largest_hard_free),
+            Some(largest_soft_free),
+            Some(max_duration),
+            Some(resources),
+        ) => Some(Capacity {
+            hard_capacity,
+            hard_used,
+            hard_free,
+            soft_capacity,
+            soft_used,
+            soft_free,
+            largest_hard_free,
+            largest_soft_free,
+            max_duration,
+            resources: u32::try_from(resources).unwrap_or(u32::MAX),
+        }),
+        _ => None,
+    };
+    Ok(Some(DepotStatus {
+        misses: u32::try_from(misses.max(0)).unwrap_or(u32::MAX),
+        last_poll_ms: row.try_get("last_poll_ms")?,
+        last_seen_ms: row.try_get("last_seen_ms")?,
+        last_error: row.try_get("last_error")?,
+        capacity,
+    }))
+}
+
+impl Store {
+    /// Connects and applies pending migrations.
+    pub async fn open(url: &str) -> anyhow::Result<Store> {
+        use anyhow::Context;
+        sqlx::any::install_default_drivers();
+        let backend = Backend::of_url(url).map_err(anyhow::Error::msg)?;
+        let pool = AnyPoolOptions::new()
+            .max_connections(8)
+            .acquire_timeout(std::time::Duration::from_secs(10))
+            .connect(&with_create(url))
+            .await
+            .with_context(|| format!("open database {}", redact(url)))?;
+        if backend == Backend::Sqlite {
+            // Readers (queries, the status page) do not wait for the poller's writes.
+            sqlx::query("PRAGMA journal_mode = WAL")
+                .execute(&pool)
+                .await
+                .context("switch the SQLite database to WAL mode")?;
+        }
+        let store = Store { pool, backend };
+        store.migrate().await.context("migrate the database")?;
+        Ok(store)
+    }
+
+    pub fn backend(&self) -> Backend {
+        self.backend
+    }
+
+    pub async fn close(&self) {
+        self.pool.close().await;
+    }
+
+    async fn migrate(&self) -> Result<(), StoreError> {
+        sqlx::query(
+            "CREATE TABLE IF NOT EXISTS schema_migrations (
+                version BIGINT PRIMARY KEY,
+                applied_at BIGINT NOT NULL)",
+        )
+        .execute(&self.pool)
+        .await?;
+        for (i, steps) in MIGRATIONS.iter().enumerate() {
+            let version = i as i64 + 1;
+            let mut tx = self.pool.begin().await?;
+            if self.backend == Backend::Postgres {
+                sqlx::query("SELECT 1 AS locked FROM pg_advisory_xact_lock($1)")
+                    .bind(MIGRATION_LOCK)
+                    .fetch_optional(&mut *tx)
+                    .await?;
+            }
+            let done = sqlx::query("SELECT version FROM schema_migrations WHERE version = $1")
+                .bind(version)
+                .fetch_optional(&mut *tx)
+                .await?
+                .is_some();
+            if done {
+                continue;
+            }
+            for sql in *steps {
+                sqlx::query(sql).execute(&mut *tx).await?;
+            }
+            sqlx::query("INSERT INTO schema_migrations (version, applied_at) VALUES ($1, $2)")
+                .bind(version)
+                .bind(ibp_auth::unix_now())
+                .execute(&mut *tx)
+                .await?;
+            tx.commit().await?;
+            tracing::info!(version, "applied database migration");
+        }
+        Ok(())
+    }
+
+    /// Adds a registration; a name or an address already registered in the
+    /// VO is a [`StoreError::Conflict`].
+    pub async fn register(&self, r: &Registration) -> Result<(), StoreError> {
+        // Insert first and let the unique keys decide: no read-then-write
+        // window (and on SQLite no lock upgrade that could fail as busy).
+        let res = sqlx::query(
+            "INSERT INTO registrations (vo, name, host, port, tls_port, latitude, longitude,
+                 place, max_size, max_duration, registered_by, created_at, updated_at)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)",
+        )
+        .bind(&r.vo)
+        .bind(&r.name)
+        .bind(&r.host)
+        .bind(i64::from(r.port))
+        .bind(r.tls_port.map(i64::from))
+        .bind(r.location.lat)
+        .bind(r.location.lon)
+        .bind(r.place.clone())
+        .bind(r.max_size.map(big))
+        .bind(r.max_duration.map(big))
+        .bind(&r.registered_by)
+        .bind(r.created_at)
+        .bind(r.updated_at)
+        .execute(&self.pool)
+        .await;
+        match res {
+            Ok(_) => Ok(()),
+            Err(e) if is_unique_violation(&e) => Err(self.conflict(r, None).await),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// The conflict error for `r`: which registration of its VO holds its
+    /// name or address (other than `except`).
+    async fn conflict(&self, r: &Registration, except: Option<&str>) -> StoreError {
+        let found = sqlx::query(
+            "SELECT name FROM registrations
+              WHERE vo = $1 AND name <> $5 AND (name = $2 OR (host = $3 AND port = $4))
+              ORDER BY name LIMIT 1",
+        )
+        .bind(&r.vo)
+        .bind(&r.name)
+        .bind(&r.host)
+        .bind(i64::from(r.port))
+        .bind(except.unwrap_or(""))
+        .fetch_optional(&self.pool)
+        .await;
+        let existing = match found {
+            Ok(Some(row)) => row.try_get::<String, _>("name").ok(),
+            _ => None,
+        };
+        match existing {
+            Some(n) if n != r.name => StoreError::Conflict(format!(
+                "VO {} already registered {}:{} as {n:?}",
+                r.vo, r.host, r.port
+            )),
+            _ => StoreError::Conflict(format!(
+                "VO {} already has a depot named {:?} or registered {}:{}",
+                r.vo, r.name, r.host, r.port
+            )),
+        }
+    }
+
+    /// One registration.
+    pub async fn registration(
+        &self,
+        vo: &str,
+        name: &str,
+    ) -> Result<Option<Registration>, StoreError> {
+        let sql = format!(
+            "SELECT {REGISTRATION_COLUMNS} FROM registrations r WHERE r.vo = $1 AND r.name = $2"
+        );
+        sqlx::query(&sql)
+            .bind(vo)
+            .bind(name)
+            .fetch_optional(&self.pool)
+            .await?
+            .as_ref()
+            .map(registration_of)
+            .transpose()
+    }
+
+    /// Applies `changes` to a registration; `None` if there is none by that name.
+    pub async fn update(
+        &self,
+        vo: &str,
+        name: &str,
+        changes: &Changes,
+        by: &str,
+        now: i64,
+    ) -> Result<Option<Registration>, StoreError> {
+        let mut tx = self.pool.begin().await?;
+        // Take the write lock (SQLite) or the row lock (PostgreSQL) first,
+        // so that the read-modify-write below cannot interleave with another.
+        let locked = sqlx::query(
+            "UPDATE registrations SET updated_at = updated_at WHERE vo = $1 AND name = $2",
+        )
+        .bind(vo)
+        .bind(name)
+        .execute(&mut *tx)
+        .await?;
+        if locked.rows_affected() == 0 {
+            return Ok(None);
+        }
+        let sql = format!(
+            "SELECT {REGISTRATION_COLUMNS} FROM registrations r WHERE r.vo = $1 AND r.name = $2"
+        );
+        let row = sqlx::query(&sql)
+            .bind(vo)
+            .bind(name)
+            .fetch_one(&mut *tx)
+            .await?;
+        let mut r = registration_of(&row)?;
+        if let Some(h) = &changes.host {
+            r.host = h.clone();
+        }
+        if let Some(p) = changes.port {
+            r.port = p;
+        }
+        if let Some(p) = changes.tls_port {
+            r.tls_port = p;
+        }
+        if let Some(l) = changes.location {
+            r.location = l;
+        }
+        if let Some(p) = &changes.place {
+            r.place = p.clone();
+        }
+        if let Some(s) = changes.max_size {
+            r.max_size = s;
+        }
+        if let Some(d) = changes.max_duration {
+            r.max_duration = d;
+        }
+        r.registered_by = by.to_owned();
+        r.updated_at = now;
+        let res = sqlx::query(
+            "UPDATE registrations SET host = $3, port = $4, tls_port = $5, latitude = $6,
+                 longitude = $7, place = $8, max_size = $9, max_duration = $10,
+                 registered_by = $11, updated_at = $12
+              WHERE vo = $1 AND name = $2",
+        )
+        .bind(vo)
+        .bind(name)
+        .bind(&r.host)
+        .bind(i64::from(r.port))
+        .bind(r.tls_port.map(i64::from))
+        .bind(r.location.lat)
+        .bind(r.location.lon)
+        .bind(r.place.clone())
+        .bind(r.max_size.map(big))
+        .bind(r.max_duration.map(big))
+        .bind(&r.registered_by)
+        .bind(r.updated_at)
+        .execute(&mut *tx)
+        .await;
+        match res {
+            Ok(_) => {}
+            Err(e) if is_unique_violation(&e) => {
+                drop(tx);
+                return Err(self.conflict(&r, Some(name)).await);
+            }
+            Err(e) => return Err(e.into()),
+        }
+        tx.commit().await?;
+        Ok(Some(r))
+    }
+
+    /// Removes a registration; whether there was one.
+    pub async fn remove(&self, vo: &str, name: &str) -> Result<bool, StoreError> {
+        let res = sqlx::query("DELETE FROM registrations WHERE vo = $1 AND name = $2")
+            .bind(vo)
+            .bind(name)
+            .execute(&self.pool)
+            .await?;
+        Ok(res.rows_affected() > 0)
+    }
+
+    /// The registrations of one VO (or of all VOs) with their depots' status,
+    /// ordered by VO and name.
+    pub async fn depots(&self, vo: Option<&str>) -> Result<Vec<DepotRow>, StoreError> {
+        let filter = if vo.is_some() { "WHERE r.vo = $1" } else { "" };
+        let sql = format!(
+            "SELECT {REGISTRATION_COLUMNS}, {STATUS_COLUMNS}
+               FROM registrations r
+               LEFT JOIN depot_status s ON s.host = r.host AND s.port = r.port
+               {filter}
+              ORDER BY r.vo, r.name"
+        );
+        let mut q = sqlx::query(&sql);
+        if let Some(vo) = vo {
+            q = q.bind(vo);
+        }
+        q.fetch_all(&self.pool)
+            .await?
+            .iter()
+            .map(|row| {
+                Ok(DepotRow {
+                    registration: registration_of(row)?,
+                    status: status_of(row)?,
+                })
+            })
+            .collect()
+    }
+
+    /// The location of a place name registered in the VO (case-insensitive).
+    pub async fn place(&self, vo: &str, place: &str) -> Result<Option<Location>, StoreError> {
+        let row = sqlx::query(
+            "SELECT latitude, longitude FROM registrations
+              WHERE vo = $1 AND LOWER(place) = LOWER($2)
+              ORDER BY name LIMIT 1",
+        )
+        .bind(vo)
+        .bind(place)
+        .fetch_optional(&self.pool)
+        .await?;
+        row.map(|row| {
+            let lat: f64 = row.try_get("latitude")?;
+            let lon: f64 = row.try_get("longitude")?;
+            Location::new(lat, lon).map_err(StoreError::Invalid)
+        })
+        .transpose()
+    }
+
+    /// Every registered depot address (host, port), once.
+    pub async fn poll_targets(&self) -> Result<Vec<(String, u16)>, StoreError> {
+        sqlx::query("SELECT DISTINCT host, port FROM registrations ORDER BY host, port")
+            .fetch_all(&self.pool)
+            .await?
+            .iter()
+            .map(|row| Ok((row.try_get("host")?, port("port", row.try_get("port")?)?)))
+            .collect()
+    }
+
+    /// Records an answered poll.
+    pub async fn record_success(
+        &self,
+        host: &str,
+        port: u16,
+        now_ms: i64,
+        c: &Capacity,
+    ) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO depot_status (host, port, misses, last_poll_ms, last_seen_ms, last_error,
+                 hard_capacity, hard_used, hard_free, soft_capacity, soft_used, soft_free,
+                 largest_hard_free, largest_soft_free, max_duration, resources)
+             VALUES ($1, $2, 0, $3, $3, NULL, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)
+             ON CONFLICT (host, port) DO UPDATE SET
+                 misses = 0,
+                 last_poll_ms = excluded.last_poll_ms,
+                 last_seen_ms = excluded.last_seen_ms,
+                 last_error = NULL,
+                 hard_capacity = excluded.hard_capacity,
+                 hard_used = excluded.hard_used,
+                 hard_free = excluded.hard_free,
+                 soft_capacity = excluded.soft_capacity,
+                 soft_used = excluded.soft_used,
+                 soft_free = excluded.soft_free,
+                 largest_hard_free = excluded.largest_hard_free,
+                 largest_soft_free = excluded.largest_soft_free,
+                 max_duration = excluded.max_duration,
+                 resources = excluded.resources",
+        )
+        .bind(host)
+        .bind(i64::from(port))
+        .bind(now_ms)
+        .bind(big(c.hard_capacity))
+        .bind(big(c.hard_used))
+        .bind(big(c.hard_free))
+        .bind(big(c.soft_capacity))
+        .bind(big(c.soft_used))
+        .bind(big(c.soft_free))
+        .bind(big(c.largest_hard_free))
+        .bind(big(c.largest_soft_free))
+        .bind(c.max_duration)
+        .bind(i64::from(c.resources))
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// Records a missed poll; returns the number of consecutive misses.
+    pub async fn record_failure(
+        &self,
+        host: &str,
+        port: u16,
+        now_ms: i64,
+        error: &str,
+    ) -> Result<u32, StoreError> {
+        let row = sqlx::query(
+            "INSERT INTO depot_status (host, port, misses, last_poll_ms, last_error)
+             VALUES ($1, $2, 1, $3, $4)
+             ON CONFLICT (host, port) DO UPDATE SET
+                 misses = depot_status.misses + 1,
+                 last_poll_ms = excluded.last_poll_ms,
+                 last_error = excluded.last_error
+             RETURNING misses",
+        )
+        .bind(host)
+        .bind(i64::from(port))
+        .bind(now_ms)
+        .bind(error)
+        .fetch_one(&self.pool)
+        .await?;
+        let misses: i64 = row.try_get("misses")?;
+        Ok(u32::try_from(misses.max(0)).unwrap_or(u32::MAX))
+    }
+
+    /// Forgets the status of depots that are no longer registered.
+    pub async fn sweep_status(&self) -> Result<u64, StoreError> {
+        let res = sqlx::query(
+            "DELETE FROM depot_status WHERE NOT EXISTS (
+                 SELECT 1 FROM registrations r
+                  WHERE r.host = depot_status.host AND r.port = depot_status.port)",
+        )
+        .execute(&self.pool)
+        .await?;
+        Ok(res.rows_affected())
+    }
+}
+
+/// A database URL without its password, for messages.
+pub fn redact(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(s), Some(at)) if at > s => {
+            let userinfo = &url[s + 3..at];
+            match userinfo.split_once(':') {
+                Some((user, _)) => format!("{}{user}:***{}", &url[..s + 3], &url[at..]),
+                None => url.to_owned(),
+            }
+        }
+        _ => url.to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn redacts_passwords() {
+        assert_eq!(
+            redact("postgres://lbone:s3cret@db:5432/lbone"),
+            "postgres://lbone:***@db:5432/lbone"
+        );
+        assert_eq!(
+            redact("postgres://lbone@db/lbone"),
+            "postgres://lbone@db/lbone"
+        );
+        assert_eq!(
+            redact("sqlite:///var/lib/lbone.db"),
+            "sqlite:///var/lib/lbone.db"
+        );
+    }
+
+    #[test]
+    fn backends() {
+        assert_eq!(Backend::of_url("sqlite:///x.db"), Ok(Backend::Sqlite));
+        assert_eq!(Backend::of_url("postgres://u@h/d"), Ok(Backend::Postgres));
+        assert!(Backend::of_url("mysql://u@h/d").is_err());
+    }
+}
