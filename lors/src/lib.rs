@@ -1,8 +1,11 @@
-//! LoRS client library: credentials for the secure storage stack.
+//! LoRS client library: credentials and depot selection for the secure
+//! storage stack.
 //!
 //! - [`credentials`]: logging in to the online CA, making and inspecting the
 //!   proxy credential (`$X509_USER_PROXY` or `/tmp/x509up_u<uid>`), and the
 //!   exit codes of the `lors` credential commands ([`exit`]);
+//! - [`depots`]: asking the L-Bone for depots suited to an upload, each
+//!   with a signed grant (`lors depots`);
 //! - [`https`]: the HTTPS (TLS 1.3) JSON client of the `ibp-https` crate,
 //!   one request per connection, with timeouts and a response size limit;
 //! - [`validity`]: `HH:MM` durations and time formatting.
@@ -10,6 +13,7 @@
 //! See `docs/lors-credentials.md` for the user guide.
 
 pub mod credentials;
+pub mod depots;
 pub mod exit;
 pub use ibp_https::client as https;
 pub mod validity;

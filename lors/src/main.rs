@@ -11,6 +11,7 @@ use lors::credentials::{
     self, default_proxy_path, CaClient, Error, LoginMethod, LoginParams, NewProxy, Secret,
     TrustSource, Verification,
 };
+use lors::depots::{self, DepotQuery, Near};
 use lors::exit;
 use lors::validity::{format_duration, format_utc, parse_hhmm};
 
@@ -23,7 +24,7 @@ const MAX_PASSWORD: u64 = 4096;
 #[command(
     name = "lors",
     version,
-    about = "LoRS command-line tools: credentials for the secure storage stack",
+    about = "LoRS command-line tools: credentials and depots for the secure storage stack",
     after_help = "Exit codes: 0 success/proxy valid, 1 no valid proxy, 2 usage error, \
                   3 authentication refused, 4 CA unreachable or server error, \
                   5 rate limited, 6 local failure.\n\
@@ -45,6 +46,9 @@ enum Command {
     ProxyInfo(ProxyInfoArgs),
     /// Overwrite and remove the proxy
     ProxyDestroy,
+    /// Ask the L-Bone for depots that can take an allocation, each with a
+    /// signed grant (mutual TLS with the proxy)
+    Depots(DepotsArgs),
 }
 
 #[derive(Args)]
@@ -121,6 +125,38 @@ struct ProxyInfoArgs {
     /// Verify the proxy against this trust directory (default: $LORS_TRUST_DIR)
     #[arg(long, value_name = "DIR")]
     trust: Option<PathBuf>,
+}
+
+#[derive(Args)]
+struct DepotsArgs {
+    /// The L-Bone, e.g. https://lbone.example.org:6767
+    #[arg(long, value_name = "URL")]
+    lbone: String,
+    /// Trust directory whose ca/*.pem authenticate the L-Bone's server
+    /// (default: $LORS_TRUST_DIR)
+    #[arg(long, value_name = "DIR")]
+    trust: Option<PathBuf>,
+    /// VO to use (checked against the proxy's VO attributes)
+    #[arg(long)]
+    vo: Option<String>,
+    /// Size of one allocation, e.g. 100MiB
+    #[arg(long, value_name = "SIZE", default_value = "0", value_parser = depots::parse_size)]
+    size: u64,
+    /// How long the allocation must live, e.g. 3600, 90m, 7d
+    #[arg(long, value_name = "DURATION", default_value = "0", value_parser = depots::parse_duration)]
+    duration: u64,
+    /// Where you are: LAT,LON or a place registered at the L-Bone; nearest
+    /// depots come first
+    #[arg(long, value_name = "LAT,LON|PLACE", value_parser = Near::parse, allow_hyphen_values = true)]
+    near: Option<Near>,
+    /// How many depots (default: all that suit)
+    #[arg(long, value_name = "N")]
+    count: Option<u32>,
+    #[arg(long, value_enum, default_value = "hard")]
+    reliability: depots::Reliability,
+    /// Print the L-Bone's answer as JSON (with the grants)
+    #[arg(long)]
+    json: bool,
 }
 
 fn env_trust_dir() -> Option<PathBuf> {
@@ -416,6 +452,66 @@ fn proxy_destroy() -> Result<u8, Error> {
     Ok(exit::OK)
 }
 
+fn depots_cmd(args: DepotsArgs) -> Result<u8, Error> {
+    let dir = args.trust.clone().or_else(env_trust_dir).ok_or_else(|| {
+        Error::Usage(format!(
+            "nothing to authenticate the L-Bone's server with: give --trust DIR or set {TRUST_ENV}"
+        ))
+    })?;
+    let trust = TrustSource::Dir(dir).load()?;
+    let path = default_proxy_path();
+    if !path.exists() {
+        return Err(Error::NoProxy(path));
+    }
+    let credential = ibp_auth::ProxyCredential::load(&path)
+        .map_err(|e| Error::InvalidProxy(format!("cannot read the proxy: {e}")))?;
+    if args.count == Some(0) {
+        return Err(Error::Usage("--count must be at least 1".into()));
+    }
+    let q = DepotQuery {
+        vo: args.vo,
+        count: args.count,
+        size: args.size,
+        duration: args.duration,
+        reliability: args.reliability,
+        near: args.near,
+    };
+    let offer = runtime()?.block_on(depots::query_offer(&args.lbone, &trust, &credential, &q))?;
+    if args.json {
+        let text = serde_json::to_string_pretty(&offer)
+            .map_err(|e| Error::Local(format!("cannot format the answer: {e}")))?;
+        println!("{text}");
+    } else {
+        println!(
+            "VO {}: {} depot(s){}",
+            offer.vo,
+            offer.returned,
+            offer
+                .requested
+                .map(|n| format!(" of {n} requested"))
+                .unwrap_or_default()
+        );
+        for d in &offer.depots {
+            let distance = d
+                .distance_km
+                .map(|k| format!("{k:.0} km"))
+                .unwrap_or_else(|| "-".into());
+            println!(
+                "{:<16} {:<24} {:>9}  free {:>14} B  grant until {}",
+                d.name,
+                d.address,
+                distance,
+                d.free,
+                format_utc(d.grant_not_after)
+            );
+        }
+    }
+    if let Some(note) = &offer.note {
+        eprintln!("lors: {note}");
+    }
+    Ok(exit::OK)
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
@@ -423,6 +519,7 @@ fn main() -> ExitCode {
         Command::ProxyInit(a) => proxy_init(a),
         Command::ProxyInfo(a) => proxy_info(a),
         Command::ProxyDestroy => proxy_destroy(),
+        Command::Depots(a) => depots_cmd(a),
     };
     match result {
         Ok(code) => ExitCode::from(code),

@@ -1,0 +1,291 @@
+//! Asking the L-Bone for depots (`lors depots`, and the upload path).
+//!
+//! `POST /v1/query` over mutual TLS with the user's proxy credential:
+//! `{vo?, count?, size, duration, reliability, location? | place?}` →
+//! `{vo, vo_id, requested, returned, matching, issued, depots: [...], note?}`.
+//! Each offered depot carries a `DepotGrant` signed by the L-Bone and bound
+//! to the proxy's key, for the address in `address` (`host:tls_port` if the
+//! depot has a TLS port, else `host:port`). A grant is renewed by asking
+//! again; a user who left the VO gets nothing. See docs/lbone.md.
+
+use ibp_auth::{ProxyCredential, TrustStore};
+use serde::{Deserialize, Serialize};
+
+use crate::credentials::Error;
+use crate::https::{BaseUrl, Client, Response};
+
+/// Longest server error message shown.
+const MAX_MESSAGE: usize = 300;
+
+/// The allocation's reliability.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum Reliability {
+    /// Kept until it expires.
+    #[default]
+    Hard,
+    /// May be reclaimed by the depot under space pressure.
+    Soft,
+}
+
+/// A point in decimal degrees.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct Location {
+    pub lat: f64,
+    pub lon: f64,
+}
+
+/// Where the user is, for nearest-first ordering.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Near {
+    Location(Location),
+    /// A place name registered at the L-Bone (e.g. `Brno, CZ`).
+    Place(String),
+}
+
+impl Near {
+    /// `LAT,LON` in decimal degrees, else a place name.
+    pub fn parse(s: &str) -> Result<Near, String> {
+        let s = s.trim();
+        if s.is_empty() {
+            return Err("empty location".into());
+        }
+        if let Some((a, b)) = s.split_once(',') {
+            if let (Ok(lat), Ok(lon)) = (a.trim().parse::<f64>(), b.trim().parse::<f64>()) {
+                if !(lat.is_finite() && (-90.0..=90.0).contains(&lat)) {
+                    return Err(format!("latitude {lat} is not within -90..90"));
+                }
+                if !(lon.is_finite() && (-180.0..=180.0).contains(&lon)) {
+                    return Err(format!("longitude {lon} is not within -180..180"));
+                }
+                return Ok(Near::Location(Location { lat, lon }));
+            }
+        }
+        Ok(Near::Place(s.to_owned()))
+    }
+}
+
+/// What the user needs.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct DepotQuery {
+    /// Checked against the VO of the proxy's attributes (which is what counts).
+    pub vo: Option<String>,
+    /// How many depots (default: all that suit).
+    pub count: Option<u32>,
+    /// Bytes of one allocation.
+    pub size: u64,
+    /// Seconds the allocation must live.
+    pub duration: u64,
+    pub reliability: Reliability,
+    pub near: Option<Near>,
+}
+
+#[derive(Serialize)]
+struct QueryBody<'a> {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    vo: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    count: Option<u32>,
+    size: u64,
+    duration: u64,
+    reliability: Reliability,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    location: Option<Location>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    place: Option<&'a str>,
+}
+
+/// A depot the L-Bone offers, with its grant.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct OfferedDepot {
+    pub name: String,
+    pub host: String,
+    /// Legacy IBP port.
+    pub port: u16,
+    /// Secure (TLS) port, if the depot has one.
+    pub tls_port: Option<u16>,
+    /// The address the grant names (`host:tls_port` or `host:port`).
+    pub address: String,
+    pub location: Location,
+    pub place: Option<String>,
+    /// From the location asked about (if any), in km.
+    pub distance_km: Option<f64>,
+    /// Free bytes for the reliability asked.
+    pub free: u64,
+    /// Longest allocation the depot grants, seconds (negative: no limit).
+    pub max_duration: i64,
+    /// When the depot last answered the L-Bone (Unix milliseconds).
+    pub last_seen_ms: i64,
+    /// The `DepotGrant` to present to the depot (`AUTH`).
+    pub grant: String,
+    pub grant_not_after: i64,
+}
+
+/// The whole answer to a query.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Offer {
+    pub vo: String,
+    pub vo_id: String,
+    /// The count asked for (`None`: all suitable depots).
+    pub requested: Option<u32>,
+    pub returned: usize,
+    /// How many depots suit the request (before the count applies).
+    pub matching: usize,
+    pub issued: i64,
+    pub depots: Vec<OfferedDepot>,
+    /// Set when fewer depots came back than were requested.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub note: Option<String>,
+}
+
+fn check(resp: Response) -> Result<Offer, Error> {
+    if resp.is_success() {
+        return resp
+            .json()
+            .map_err(|e| Error::Unavailable(format!("invalid answer from the L-Bone: {e}")));
+    }
+    let detail = resp.error_message(MAX_MESSAGE);
+    Err(match resp.status {
+        400 => Error::BadRequest(detail),
+        401 | 403 => Error::Refused(format!(
+            "the L-Bone refused (HTTP {}): {detail}",
+            resp.status
+        )),
+        s => Error::Unavailable(format!("the L-Bone answered HTTP {s}: {detail}")),
+    })
+}
+
+/// Asks the L-Bone at `url` (server checked against `trust`'s CAs) for
+/// depots, presenting `credential`; the whole answer.
+pub async fn query_offer(
+    url: &str,
+    trust: &TrustStore,
+    credential: &ProxyCredential,
+    q: &DepotQuery,
+) -> Result<Offer, Error> {
+    let base = BaseUrl::parse(url)?;
+    let tls = ibp_auth::tls::client_config(trust, Some(credential))
+        .map_err(|e| Error::Usage(format!("cannot set up TLS: {e}")))?;
+    let client =
+        Client::new(base, tls, true).with_user_agent(concat!("lors/", env!("CARGO_PKG_VERSION")));
+    let (location, place) = match &q.near {
+        Some(Near::Location(l)) => (Some(*l), None),
+        Some(Near::Place(p)) => (None, Some(p.as_str())),
+        None => (None, None),
+    };
+    let body = QueryBody {
+        vo: q.vo.as_deref(),
+        count: q.count,
+        size: q.size,
+        duration: q.duration,
+        reliability: q.reliability,
+        location,
+        place,
+    };
+    check(client.post_json("/v1/query", &body).await?)
+}
+
+/// Asks the L-Bone for depots: those offered, best first (nearest, then
+/// most free space), each with its grant. Fewer than `q.count` means that
+/// no more suit the request.
+pub async fn query(
+    url: &str,
+    trust: &TrustStore,
+    credential: &ProxyCredential,
+    q: &DepotQuery,
+) -> Result<Vec<OfferedDepot>, Error> {
+    query_offer(url, trust, credential, q)
+        .await
+        .map(|o| o.depots)
+}
+
+/// Parses a size: bytes, or with `K`/`M`/`G`/`T` (powers of 1000, optional
+/// `B`) or `KiB`/`MiB`/`GiB`/`TiB` (powers of 1024).
+pub fn parse_size(s: &str) -> Result<u64, String> {
+    let t = s.trim();
+    let digits = t.bytes().take_while(u8::is_ascii_digit).count();
+    if digits == 0 {
+        return Err(format!("bad size {s:?}: expected a number, e.g. 10GiB"));
+    }
+    let n: u64 = t[..digits]
+        .parse()
+        .map_err(|_| format!("bad size {s:?}: number too large"))?;
+    let mult: u64 = match t[digits..].trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 1,
+        "k" | "kb" => 1_000,
+        "m" | "mb" => 1_000_000,
+        "g" | "gb" => 1_000_000_000,
+        "t" | "tb" => 1_000_000_000_000,
+        "kib" => 1 << 10,
+        "mib" => 1 << 20,
+        "gib" => 1 << 30,
+        "tib" => 1 << 40,
+        u => return Err(format!("bad size {s:?}: unknown unit {u:?}")),
+    };
+    n.checked_mul(mult)
+        .ok_or_else(|| format!("size {s:?} is too large"))
+}
+
+/// Parses a duration in seconds: a number, or numbers with `s`, `m`, `h`,
+/// `d`, `w` (e.g. `90m`, `1d12h`).
+pub fn parse_duration(s: &str) -> Result<u64, String> {
+    let t = s.trim();
+    if let Ok(n) = t.parse::<u64>() {
+        return Ok(n);
+    }
+    let mut total: u64 = 0;
+    let mut rest = t;
+    if rest.is_empty() {
+        return Err("empty duration".into());
+    }
+    while !rest.is_empty() {
+        let digits = rest.bytes().take_while(u8::is_ascii_digit).count();
+        if digits == 0 || digits == rest.len() {
+            return Err(format!("bad duration {s:?}: expected e.g. 3600, 90m or 1d"));
+        }
+        let n: u64 = rest[..digits]
+            .parse()
+            .map_err(|_| format!("bad duration {s:?}: number too large"))?;
+        let unit: u64 = match rest.as_bytes()[digits] {
+            b's' => 1,
+            b'm' => 60,
+            b'h' => 3_600,
+            b'd' => 86_400,
+            b'w' => 604_800,
+            _ => return Err(format!("bad duration {s:?}: unknown unit")),
+        };
+        rest = &rest[digits + 1..];
+        total = n
+            .checked_mul(unit)
+            .and_then(|v| total.checked_add(v))
+            .ok_or_else(|| format!("duration {s:?} is too long"))?;
+    }
+    Ok(total)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn near_sizes_durations() {
+        assert_eq!(
+            Near::parse("49.19,16.61"),
+            Ok(Near::Location(Location {
+                lat: 49.19,
+                lon: 16.61
+            }))
+        );
+        assert_eq!(Near::parse("Brno, CZ"), Ok(Near::Place("Brno, CZ".into())));
+        assert!(Near::parse("95,0").is_err());
+        assert!(Near::parse("").is_err());
+        assert_eq!(parse_size("10GiB"), Ok(10 << 30));
+        assert_eq!(parse_size("5MB"), Ok(5_000_000));
+        assert!(parse_size("x").is_err());
+        assert_eq!(parse_duration("3600"), Ok(3600));
+        assert_eq!(parse_duration("1d12h"), Ok(129_600));
+        assert!(parse_duration("1x").is_err());
+        assert!(parse_duration("h").is_err());
+        assert!(parse_duration("").is_err());
+    }
+}
