@@ -9,6 +9,7 @@ mod cap;
 mod error;
 mod reply;
 mod request;
+mod secure;
 mod status;
 
 pub use cap::{CapKind, CapRef, Capability, Rid, MAX_HOST_LEN, MAX_KEY_LEN};
@@ -18,9 +19,14 @@ pub use request::{
     parse_request, parse_status_change_values, Allocate, Attributes, Command, Copy, Load, Manage,
     ManageOp, Request, RequestError, Status, StatusOp, Store, Write,
 };
+pub use secure::{
+    auth_refusal, format_uuid, parse_secure_request, parse_uuid, Auth, SecureLoad, SecureRequest,
+    SecureStore, SecureWrite, AUTH_COMMAND, MAX_SECURE_LINE, MAX_TOKEN_LEN,
+};
 pub use status::StatusInfo;
 
-/// Longest request or reply line (including the final `\n`) a peer may send.
+/// Longest request or reply line (including the final `\n`) a peer may send
+/// on the legacy port (the secure port allows [`MAX_SECURE_LINE`]).
 pub const MAX_LINE: usize = 4096;
 
 /// Longest password accepted in a STATUS request.

@@ -45,7 +45,7 @@ impl Command {
         }
     }
 
-    fn from_token(t: &str) -> Option<Command> {
+    pub(crate) fn from_token(t: &str) -> Option<Command> {
         Some(match t {
             "1" => Command::Allocate,
             "2" => Command::Store,
@@ -377,9 +377,13 @@ pub fn parse_request(line: &[u8]) -> Result<Request, RequestError> {
 }
 
 fn line_text(line: &[u8]) -> Result<&str, ProtoError> {
-    // MAX_LINE counts the final `\n`, whether or not the caller passed it.
+    line_text_max(line, MAX_LINE)
+}
+
+pub(crate) fn line_text_max(line: &[u8], max: usize) -> Result<&str, ProtoError> {
+    // The limit counts the final `\n`, whether or not the caller passed it.
     let terminated = line.ends_with(b"\n");
-    if line.len() + usize::from(!terminated) > MAX_LINE {
+    if line.len() + usize::from(!terminated) > max {
         return Err(ProtoError::LineTooLong);
     }
     let line = line.strip_suffix(b"\n").unwrap_or(line);
@@ -497,18 +501,24 @@ fn parse_command(version: Version, command: Command, args: &[&str]) -> Result<Re
     })
 }
 
+fn rid_op(rid: Option<Rid>, op: &str, pw: &str) -> Result<StatusOp, ProtoError> {
+    if pw.len() > MAX_PASSWORD_LEN {
+        return Err(ProtoError::OutOfRange("password"));
+    }
+    let password = pw.to_owned();
+    match op {
+        "1" => Ok(StatusOp::Inquire { rid, password }),
+        "2" => Ok(StatusOp::Change { rid, password }),
+        other => Err(ProtoError::UnknownCommand(format!("STATUS {other}"))),
+    }
+}
+
+/// `<rid> <op> <password>` of a STATUS INQ or CHANGE with a RID.
+pub(crate) fn parse_status_rid(rid: &str, op: &str, pw: &str) -> Result<StatusOp, ProtoError> {
+    rid_op(Some(Rid(uint32(rid, "rid")?)), op, pw)
+}
+
 fn parse_status(version: Version, args: &[&str]) -> Result<Request, ProtoError> {
-    let rid_op = |rid: Option<Rid>, op: &str, pw: &str| -> Result<StatusOp, ProtoError> {
-        if pw.len() > MAX_PASSWORD_LEN {
-            return Err(ProtoError::OutOfRange("password"));
-        }
-        let password = pw.to_owned();
-        match op {
-            "1" => Ok(StatusOp::Inquire { rid, password }),
-            "2" => Ok(StatusOp::Change { rid, password }),
-            other => Err(ProtoError::UnknownCommand(format!("STATUS {other}"))),
-        }
-    };
     let (op, timeout) = match (version, args) {
         (Version::V1, [rid, op, pw, to]) => (rid_op(Some(Rid(uint32(rid, "rid")?)), op, pw)?, *to),
         (Version::V0, [op, pw, to]) => (rid_op(None, op, pw)?, *to),
@@ -541,14 +551,14 @@ pub fn parse_status_change_values(line: &[u8]) -> Result<(u64, u64, i64), ProtoE
     ))
 }
 
-fn fields<'a, const N: usize>(
+pub(crate) fn fields<'a, const N: usize>(
     args: &[&'a str],
     name: &'static str,
 ) -> Result<[&'a str; N], ProtoError> {
     <[&str; N]>::try_from(args).map_err(|_| ProtoError::FieldCount(name))
 }
 
-fn cap_ref(rid_key: &str, typekey: &str) -> Result<CapRef, ProtoError> {
+pub(crate) fn cap_ref(rid_key: &str, typekey: &str) -> Result<CapRef, ProtoError> {
     let typekey = typekey
         .parse::<u32>()
         .map_err(|_| ProtoError::BadCapability("typekey is not a number"))?;
@@ -560,7 +570,7 @@ fn all_digits(digits: &str) -> bool {
     !digits.is_empty() && digits.bytes().all(|b| b.is_ascii_digit())
 }
 
-fn int(token: &str, field: &'static str) -> Result<i64, ProtoError> {
+pub(crate) fn int(token: &str, field: &'static str) -> Result<i64, ProtoError> {
     if !all_digits(token.strip_prefix('-').unwrap_or(token)) {
         return Err(ProtoError::NotNumber(field));
     }
@@ -569,7 +579,7 @@ fn int(token: &str, field: &'static str) -> Result<i64, ProtoError> {
         .map_err(|_| ProtoError::OutOfRange(field))
 }
 
-fn uint(token: &str, field: &'static str) -> Result<u64, ProtoError> {
+pub(crate) fn uint(token: &str, field: &'static str) -> Result<u64, ProtoError> {
     if token.starts_with('-') {
         // A well-formed negative number is a bad value (-30), not a bad format.
         let n = int(token, field)?;
@@ -583,6 +593,6 @@ fn uint(token: &str, field: &'static str) -> Result<u64, ProtoError> {
         .map_err(|_| ProtoError::OutOfRange(field))
 }
 
-fn uint32(token: &str, field: &'static str) -> Result<u32, ProtoError> {
+pub(crate) fn uint32(token: &str, field: &'static str) -> Result<u32, ProtoError> {
     u32::try_from(uint(token, field)?).map_err(|_| ProtoError::OutOfRange(field))
 }

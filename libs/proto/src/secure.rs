@@ -1,0 +1,484 @@
+//! The secure port's request forms (protocol version `2`).
+//!
+//! Every request line on the TLS port starts with `2`. The session begins
+//! with AUTH (the L-Bone's depot grant); STORE and WRITE carry the file UUID
+//! the allocation is bound to, LOAD carries the metadata manager's file
+//! ticket. Replies are those of the legacy protocol.
+
+use crate::request::{cap_ref, fields, int, line_text_max, parse_status_rid, uint, uint32};
+use crate::{
+    Allocate, Command, IbpError, Load, Manage, ProtoError, Reliability, Reply, Request,
+    RequestError, Rid, Status, StatusOp, StorageType, Store, Version, Write,
+};
+
+/// Longest request line (including `\n`) on the secure port: a grant or a
+/// ticket may be up to [`MAX_TOKEN_LEN`] characters.
+pub const MAX_SECURE_LINE: usize = 8192;
+
+/// Longest grant or ticket text.
+pub const MAX_TOKEN_LEN: usize = 4096;
+
+/// The command number of AUTH.
+pub const AUTH_COMMAND: u32 = 20;
+
+/// AUTH: `2 20 <grant> <timeout>\n`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Auth {
+    pub grant: String,
+    pub timeout: i64,
+}
+
+/// STORE bound to a file: `2 2 <rid>#<key> <typekey> <size> <uuid> <timeout> \n`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SecureStore {
+    pub store: Store,
+    /// Canonical hyphenated, lower-case UUID.
+    pub uuid: String,
+}
+
+/// WRITE bound to a file: `2 13 <rid>#<key> <typekey> <offset> <size> <uuid> <timeout> \n`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SecureWrite {
+    pub write: Write,
+    pub uuid: String,
+}
+
+/// LOAD with a file ticket: `2 8 <rid>#<key> <typekey> <offset> <size> <ticket> <timeout> \n`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SecureLoad {
+    pub load: Load,
+    pub ticket: String,
+}
+
+/// One request of the secure port.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SecureRequest {
+    Auth(Auth),
+    /// `2 1 <rid> <rel> <type> <duration> <size> <timeout>\n`.
+    Allocate(Allocate),
+    Store(SecureStore),
+    Write(SecureWrite),
+    Load(SecureLoad),
+    /// `2 9 ...` as the v0 MANAGE.
+    Manage(Manage),
+    /// `2 4 <rid> 1 <password> <timeout>\n` (STATUS INQ only).
+    Status(Status),
+}
+
+/// Parses a UUID in its canonical 8-4-4-4-12 hexadecimal form; returns its
+/// 16 bytes.
+pub fn parse_uuid(text: &str) -> Option<[u8; 16]> {
+    let b = text.as_bytes();
+    if b.len() != 36 {
+        return None;
+    }
+    let mut out = [0u8; 16];
+    let mut n = 0;
+    let mut i = 0;
+    while i < 36 {
+        if matches!(i, 8 | 13 | 18 | 23) {
+            if b[i] != b'-' {
+                return None;
+            }
+            i += 1;
+            continue;
+        }
+        let hi = (b[i] as char).to_digit(16)?;
+        let lo = (b.get(i + 1).copied()? as char).to_digit(16)?;
+        out[n] = (hi * 16 + lo) as u8;
+        n += 1;
+        i += 2;
+    }
+    Some(out)
+}
+
+/// The canonical (lower-case, hyphenated) text of a UUID.
+pub fn format_uuid(u: &[u8; 16]) -> String {
+    let mut s = String::with_capacity(36);
+    for (i, b) in u.iter().enumerate() {
+        if matches!(i, 4 | 6 | 8 | 10) {
+            s.push('-');
+        }
+        s.push_str(&format!("{b:02x}"));
+    }
+    s
+}
+
+fn token(t: &str, field: &'static str) -> Result<String, ProtoError> {
+    if t.is_empty() || t.len() > MAX_TOKEN_LEN {
+        return Err(ProtoError::OutOfRange(field));
+    }
+    let ok = t
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.');
+    if !ok || t.bytes().filter(|b| *b == b'.').count() != 1 {
+        return Err(ProtoError::OutOfRange(field));
+    }
+    Ok(t.to_owned())
+}
+
+fn uuid(t: &str) -> Result<String, ProtoError> {
+    parse_uuid(t)
+        .map(|u| format_uuid(&u))
+        .ok_or(ProtoError::OutOfRange("uuid"))
+}
+
+impl SecureRequest {
+    /// The legacy command this request corresponds to (`None` for AUTH).
+    pub fn command(&self) -> Option<Command> {
+        Some(match self {
+            SecureRequest::Auth(_) => return None,
+            SecureRequest::Allocate(_) => Command::Allocate,
+            SecureRequest::Store(_) => Command::Store,
+            SecureRequest::Write(_) => Command::Write,
+            SecureRequest::Load(_) => Command::Load,
+            SecureRequest::Manage(_) => Command::Manage,
+            SecureRequest::Status(_) => Command::Status,
+        })
+    }
+
+    /// The name for logs.
+    pub fn name(&self) -> &'static str {
+        self.command().map_or("AUTH", Command::name)
+    }
+
+    /// The request line.
+    pub fn encode(&self) -> String {
+        match self {
+            SecureRequest::Auth(a) => format!("2 20 {} {}\n", a.grant, a.timeout),
+            SecureRequest::Allocate(a) => format!(
+                "2 1 {} {} {} {} {} {}\n",
+                a.rid.unwrap_or(Rid(0)),
+                a.reliability.number(),
+                a.storage.number(),
+                a.duration,
+                a.size,
+                a.timeout
+            ),
+            SecureRequest::Store(s) => format!(
+                "2 2 {} {} {} {} {} \n",
+                s.store.cap.rid_key(),
+                s.store.cap.typekey,
+                s.store.size,
+                s.uuid,
+                s.store.timeout
+            ),
+            SecureRequest::Write(w) => format!(
+                "2 13 {} {} {} {} {} {} \n",
+                w.write.cap.rid_key(),
+                w.write.cap.typekey,
+                w.write.offset,
+                w.write.size,
+                w.uuid,
+                w.write.timeout
+            ),
+            SecureRequest::Load(l) => format!(
+                "2 8 {} {} {} {} {} {} \n",
+                l.load.cap.rid_key(),
+                l.load.cap.typekey,
+                l.load.offset,
+                l.load.size,
+                l.ticket,
+                l.load.timeout
+            ),
+            SecureRequest::Manage(m) => {
+                let v0 = Request::Manage(m.clone()).encode();
+                format!("2{}", &v0[1..])
+            }
+            SecureRequest::Status(s) => {
+                let (rid, password) = match &s.op {
+                    StatusOp::Inquire { rid, password } => (rid.unwrap_or(Rid(0)), password),
+                    _ => (Rid(0), &String::new()),
+                };
+                format!("2 4 {rid} 1 {password} {}\n", s.timeout)
+            }
+        }
+    }
+
+    /// The error reply a depot sends for `e` in answer to this request.
+    pub fn error_reply(&self, e: IbpError) -> Reply {
+        match self {
+            SecureRequest::Status(_) => Reply::StatusError(e),
+            _ => Reply::Error(e),
+        }
+    }
+}
+
+/// The reply to a refused AUTH: the error code, then a short reason
+/// (printable ASCII): ` <code> <reason>\n`. Legacy reply parsers read it as
+/// the plain error.
+pub fn auth_refusal(e: IbpError, reason: &str) -> String {
+    let reason: String = reason
+        .chars()
+        .map(|c| if c.is_ascii_graphic() { c } else { ' ' })
+        .take(400)
+        .collect();
+    format!(" {} {}\n", e.code(), reason.trim())
+}
+
+/// Parses one line of the secure port (at most [`MAX_SECURE_LINE`] bytes).
+pub fn parse_secure_request(line: &[u8]) -> Result<SecureRequest, RequestError> {
+    let fail = |command, kind| RequestError { command, kind };
+    let text = line_text_max(line, MAX_SECURE_LINE).map_err(|k| fail(None, k))?;
+    let tokens: Vec<&str> = text.split_ascii_whitespace().collect();
+    let (version, command) = match tokens.as_slice() {
+        [] => return Err(fail(None, ProtoError::Empty)),
+        [_] => return Err(fail(None, ProtoError::FieldCount("request"))),
+        [v, c, ..] => (*v, *c),
+    };
+    let cmd = match command {
+        "20" => None,
+        c => Some(
+            Command::from_token(c)
+                .filter(|c| *c != Command::Copy)
+                .ok_or_else(|| fail(None, ProtoError::UnknownCommand(c.into())))?,
+        ),
+    };
+    if version != "2" {
+        return Err(fail(cmd, ProtoError::UnknownVersion(version.into())));
+    }
+    let args = &tokens[2..];
+    parse_secure(cmd, args).map_err(|kind| fail(cmd, kind))
+}
+
+fn parse_secure(cmd: Option<Command>, args: &[&str]) -> Result<SecureRequest, ProtoError> {
+    let Some(cmd) = cmd else {
+        let [grant, to] = fields(args, "AUTH")?;
+        return Ok(SecureRequest::Auth(Auth {
+            grant: token(grant, "grant")?,
+            timeout: int(to, "timeout")?,
+        }));
+    };
+    let name = cmd.name();
+    Ok(match cmd {
+        Command::Allocate => {
+            let [rid, rel, ty, dur, size, to] = fields(args, name)?;
+            SecureRequest::Allocate(Allocate {
+                version: Version::V1,
+                rid: Some(Rid(uint32(rid, "rid")?)),
+                reliability: Reliability::from_number(int(rel, "reliability")?)
+                    .ok_or(ProtoError::OutOfRange("reliability"))?,
+                storage: StorageType::from_number(int(ty, "type")?)
+                    .ok_or(ProtoError::OutOfRange("type"))?,
+                duration: int(dur, "duration")?,
+                size: uint(size, "size")?,
+                timeout: int(to, "timeout")?,
+            })
+        }
+        Command::Store => {
+            let [cap, tk, size, id, to] = fields(args, name)?;
+            SecureRequest::Store(SecureStore {
+                store: Store {
+                    cap: cap_ref(cap, tk)?,
+                    size: uint(size, "size")?,
+                    timeout: int(to, "timeout")?,
+                },
+                uuid: uuid(id)?,
+            })
+        }
+        Command::Write => {
+            let [cap, tk, off, size, id, to] = fields(args, name)?;
+            SecureRequest::Write(SecureWrite {
+                write: Write {
+                    cap: cap_ref(cap, tk)?,
+                    offset: uint(off, "offset")?,
+                    size: uint(size, "size")?,
+                    timeout: int(to, "timeout")?,
+                },
+                uuid: uuid(id)?,
+            })
+        }
+        Command::Load => {
+            let [cap, tk, off, size, ticket, to] = fields(args, name)?;
+            SecureRequest::Load(SecureLoad {
+                load: Load {
+                    cap: cap_ref(cap, tk)?,
+                    offset: uint(off, "offset")?,
+                    size: uint(size, "size")?,
+                    timeout: int(to, "timeout")?,
+                },
+                ticket: token(ticket, "ticket")?,
+            })
+        }
+        Command::Manage => {
+            // Same fields as the v0 MANAGE.
+            let mut line = String::from("0 9");
+            for a in args {
+                line.push(' ');
+                line.push_str(a);
+            }
+            match crate::parse_request(line.as_bytes()).map_err(|e| e.kind)? {
+                Request::Manage(m) => SecureRequest::Manage(m),
+                _ => return Err(ProtoError::FieldCount(name)),
+            }
+        }
+        Command::Status => {
+            let [rid, op, pw, to] = fields(args, "STATUS")?;
+            let op = parse_status_rid(rid, op, pw)?;
+            if !matches!(op, StatusOp::Inquire { .. }) {
+                return Err(ProtoError::UnknownCommand(
+                    "STATUS (secure port: INQ only)".into(),
+                ));
+            }
+            SecureRequest::Status(Status {
+                version: Version::V1,
+                op,
+                timeout: int(to, "timeout")?,
+            })
+        }
+        Command::Copy => return Err(ProtoError::UnknownCommand("5".into())),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{Attributes, CapRef, ManageOp};
+
+    const UUID: &str = "0f1e2d3c-4b5a-6978-8796-a5b4c3d2e1f0";
+    const TOKEN: &str = "AAECAwQ_-w.c2lnbmF0dXJl";
+
+    fn cap() -> CapRef {
+        CapRef {
+            rid: Rid(3),
+            key: "IBP-abcDEF123".into(),
+            typekey: 77,
+        }
+    }
+
+    fn samples() -> Vec<SecureRequest> {
+        vec![
+            SecureRequest::Auth(Auth {
+                grant: TOKEN.into(),
+                timeout: 30,
+            }),
+            SecureRequest::Allocate(Allocate {
+                version: Version::V1,
+                rid: Some(Rid(3)),
+                reliability: Reliability::Hard,
+                storage: StorageType::ByteArray,
+                duration: 3600,
+                size: 1 << 20,
+                timeout: 30,
+            }),
+            SecureRequest::Store(SecureStore {
+                store: Store {
+                    cap: cap(),
+                    size: 10,
+                    timeout: 30,
+                },
+                uuid: UUID.into(),
+            }),
+            SecureRequest::Write(SecureWrite {
+                write: Write {
+                    cap: cap(),
+                    offset: 5,
+                    size: 10,
+                    timeout: 30,
+                },
+                uuid: UUID.into(),
+            }),
+            SecureRequest::Load(SecureLoad {
+                load: Load {
+                    cap: cap(),
+                    offset: 0,
+                    size: 10,
+                    timeout: 30,
+                },
+                ticket: TOKEN.into(),
+            }),
+            SecureRequest::Manage(Manage {
+                cap: cap(),
+                op: ManageOp::Probe(Attributes {
+                    max_size: 0,
+                    duration: 0,
+                    reliability: 0,
+                }),
+                cap_type: 0,
+                timeout: 30,
+            }),
+            SecureRequest::Manage(Manage {
+                cap: cap(),
+                op: ManageOp::Decr,
+                cap_type: 1,
+                timeout: 30,
+            }),
+            SecureRequest::Status(Status {
+                version: Version::V1,
+                op: StatusOp::Inquire {
+                    rid: Some(Rid(3)),
+                    password: "ibp".into(),
+                },
+                timeout: 30,
+            }),
+        ]
+    }
+
+    #[test]
+    fn round_trip() {
+        for r in samples() {
+            let line = r.encode();
+            assert!(line.starts_with("2 "), "{line}");
+            assert_eq!(parse_secure_request(line.as_bytes()).unwrap(), r, "{line}");
+        }
+    }
+
+    #[test]
+    fn exact_lines() {
+        let s = samples();
+        assert_eq!(s[0].encode(), format!("2 20 {TOKEN} 30\n"));
+        assert_eq!(s[1].encode(), "2 1 3 2 1 3600 1048576 30\n");
+        assert_eq!(
+            s[2].encode(),
+            format!("2 2 3#IBP-abcDEF123 77 10 {UUID} 30 \n")
+        );
+        assert_eq!(
+            s[4].encode(),
+            format!("2 8 3#IBP-abcDEF123 77 0 10 {TOKEN} 30 \n")
+        );
+        assert_eq!(s[6].encode(), "2 9 3#IBP-abcDEF123 77 42 1 30\n");
+        assert_eq!(s[7].encode(), "2 4 3 1 ibp 30\n");
+    }
+
+    #[test]
+    fn refusals() {
+        let bad = |l: &str| parse_secure_request(l.as_bytes()).unwrap_err();
+        assert_eq!(
+            bad("1 1 0 2 1 10 10 30\n").ibp_error(),
+            IbpError::ProtocolVersion
+        );
+        assert_eq!(bad("2 5 x\n").ibp_error(), IbpError::InvalidCommand);
+        assert_eq!(
+            bad("2 20 notatoken 30\n").ibp_error(),
+            IbpError::InvalidParameter
+        );
+        assert_eq!(
+            bad("2 2 3#IBP-k 77 10 not-a-uuid 30 \n").ibp_error(),
+            IbpError::InvalidParameter
+        );
+        assert_eq!(bad("2 4 0 2 pw 30\n").ibp_error(), IbpError::InvalidCommand);
+        let long = format!("2 20 {}.{} 30\n", "a".repeat(4000), "b".repeat(95));
+        assert!(long.len() > crate::MAX_LINE);
+        assert!(parse_secure_request(long.as_bytes()).is_ok());
+        let too_long = format!("2 20 {}.b 30\n", "a".repeat(MAX_SECURE_LINE));
+        assert_eq!(bad(&too_long).ibp_error(), IbpError::BadFormat);
+    }
+
+    #[test]
+    fn uuid_forms() {
+        let u = parse_uuid("0F1E2D3C-4B5A-6978-8796-A5B4C3D2E1F0").unwrap();
+        assert_eq!(format_uuid(&u), UUID);
+        assert!(parse_uuid("0f1e2d3c4b5a69788796a5b4c3d2e1f0").is_none());
+        assert!(parse_uuid("0f1e2d3c-4b5a-6978-8796-a5b4c3d2e1fg").is_none());
+    }
+
+    #[test]
+    fn refusal_reply_parses_as_error() {
+        let line = auth_refusal(IbpError::CapAccessDenied, "grant names another depot");
+        assert_eq!(line, " -12 grant names another depot\n");
+        assert_eq!(
+            Reply::parse(line.as_bytes(), crate::Expect::Ok).unwrap(),
+            Reply::Error(IbpError::CapAccessDenied)
+        );
+    }
+}
