@@ -1,0 +1,731 @@
+//! Fixtures for the L-Bone's integration tests: a test PKI (CA, one AA per
+//! VO, users made into proxies with VO attributes), real `ibp-depot`
+//! processes, the real `lbone` binary, a stand-in depot that never answers,
+//! and a private PostgreSQL cluster. Every wait is bounded.
+
+#![allow(dead_code)]
+
+pub mod pg;
+pub mod scenarios;
+
+use std::io::{BufRead, BufReader, Read};
+use std::net::{SocketAddr, TcpListener};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant};
+
+use ibp_auth::pki::Authority;
+use ibp_auth::proxy::ProxyOptions;
+use ibp_auth::{unix_now, Group, ProxyCredential, TrustStore, VoAttributes};
+use lors::depots::{DepotQuery, Offer};
+use serde_json::Value;
+use tempfile::TempDir;
+
+pub const ORG: &str = "Test Grid";
+/// Bound on starting a process and on every HTTP request.
+pub const START_TIMEOUT: Duration = Duration::from_secs(30);
+/// Bound on one CLI invocation.
+pub const CLI_TIMEOUT: Duration = Duration::from_secs(60);
+
+pub const LBONE: &str = env!("CARGO_BIN_EXE_lbone");
+
+/// Where the test may find or build sibling binaries: the lbone binary's
+/// directory (`<target>/<profile>`).
+fn bin_dir() -> PathBuf {
+    PathBuf::from(LBONE)
+        .parent()
+        .map(Path::to_path_buf)
+        .unwrap_or_else(|| PathBuf::from("."))
+}
+
+/// Builds `ibp-depot` and `lors` into the lbone binary's target directory
+/// once per test process (cargo is quick when they are up to date), so the
+/// binaries used are never stale. Panics with a clear message if a binary
+/// can be neither built nor found.
+pub fn sibling_binary(name: &str) -> PathBuf {
+    static BUILT: OnceLock<Result<(), String>> = OnceLock::new();
+    let dir = bin_dir();
+    let path = dir.join(name);
+    let built = BUILT.get_or_init(|| {
+        let profile = dir.file_name().and_then(|n| n.to_str()).unwrap_or("debug");
+        let Some(target) = dir.parent() else {
+            return Err(format!("no target directory above {}", dir.display()));
+        };
+        let cargo = std::env::var("CARGO")
+            .ok()
+            .or_else(|| option_env!("CARGO").map(str::to_owned))
+            .unwrap_or_else(|| "cargo".into());
+        let mut cmd = Command::new(&cargo);
+        cmd.args(["build", "-p", "ibp-depot", "-p", "lors", "--bins"])
+            .env("CARGO_TARGET_DIR", target)
+            .current_dir(env!("CARGO_MANIFEST_DIR"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped());
+        if profile == "release" {
+            cmd.arg("--release");
+        }
+        match run_bounded(cmd, Duration::from_secs(900)) {
+            Ok(out) if out.status.success() => Ok(()),
+            Ok(out) => Err(format!(
+                "`{cargo} build -p ibp-depot -p lors` failed: {}",
+                String::from_utf8_lossy(&out.stderr)
+            )),
+            Err(e) => Err(format!(
+                "cannot run `{cargo} build -p ibp-depot -p lors`: {e}"
+            )),
+        }
+    });
+    if let Err(e) = built {
+        assert!(
+            path.exists(),
+            "{name} binary not found at {} and it could not be built: {e}",
+            path.display()
+        );
+        eprintln!("warning: using the existing {} ({e})", path.display());
+    }
+    assert!(
+        path.exists(),
+        "{name} binary not found at {} after building it",
+        path.display()
+    );
+    path
+}
+
+/// Runs a command to completion within `limit` (killed after it).
+pub fn run_bounded(mut cmd: Command, limit: Duration) -> std::io::Result<Output> {
+    let mut child = cmd.stdin(Stdio::null()).spawn()?;
+    let deadline = Instant::now() + limit;
+    let mut out = child.stdout.take();
+    let mut err = child.stderr.take();
+    let t_out = std::thread::spawn(move || {
+        let mut b = Vec::new();
+        if let Some(o) = out.as_mut() {
+            let _ = o.read_to_end(&mut b);
+        }
+        b
+    });
+    let t_err = std::thread::spawn(move || {
+        let mut b = Vec::new();
+        if let Some(e) = err.as_mut() {
+            let _ = e.read_to_end(&mut b);
+        }
+        b
+    });
+    let status = loop {
+        if let Some(s) = child.try_wait()? {
+            break s;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                format!("did not finish within {limit:?}"),
+            ));
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    Ok(Output {
+        status,
+        stdout: t_out.join().unwrap_or_default(),
+        stderr: t_err.join().unwrap_or_default(),
+    })
+}
+
+/// Polls `f` every 50 ms until it returns `Some` or `limit` passes.
+pub fn wait_for<T>(limit: Duration, what: &str, mut f: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + limit;
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {limit:?} waiting for {what}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Reads the first stdout line (`listening on ADDR:PORT`) within the start
+/// timeout; the rest of stdout is drained so the child never blocks. On
+/// failure the child is killed and the error names the line and the log.
+fn listening_addr(child: &mut Child, what: &str, log: &Path) -> Result<SocketAddr, String> {
+    let stdout = child.stdout.take().expect("piped stdout");
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut r = BufReader::new(stdout);
+        let mut line = String::new();
+        let _ = r.read_line(&mut line);
+        let _ = tx.send(line);
+        let mut sink = Vec::new();
+        let _ = r.read_to_end(&mut sink);
+    });
+    let line = rx.recv_timeout(START_TIMEOUT).unwrap_or_default();
+    let addr = line
+        .trim()
+        .strip_prefix("listening on ")
+        .and_then(|a| a.parse().ok());
+    addr.ok_or_else(|| {
+        let _ = child.kill();
+        let _ = child.wait();
+        format!(
+            "{what} did not start (first stdout line {line:?}); log:\n{}",
+            std::fs::read_to_string(log).unwrap_or_default()
+        )
+    })
+}
+
+/// PEM of one DER block.
+pub fn pem_of(tag: &str, der: &[u8]) -> String {
+    pem::encode(&pem::Pem::new(tag, der.to_vec()))
+}
+
+/// A user of the test grid: a proxy file with VO attributes.
+#[derive(Clone)]
+pub struct User {
+    pub name: String,
+    pub vo: String,
+    pub vo_id: String,
+    pub proxy_path: PathBuf,
+    pub credential: ProxyCredential,
+}
+
+/// CA, per-VO AAs, the L-Bone's server certificate and the test users.
+pub struct Pki {
+    pub ca: Authority,
+    pub aas: Vec<(String, Authority)>,
+    pub dir: PathBuf,
+    /// What the L-Bone trusts: CA and the AAs of vo1 and vo2.
+    pub server_trust: PathBuf,
+    /// What clients trust: the CA, the AAs, and (after start) lbone.pub.
+    pub client_trust: PathBuf,
+}
+
+impl Pki {
+    pub fn new(dir: &Path) -> Pki {
+        let ca = Authority::new_ca(ORG, "Test CA", 30).unwrap();
+        let aas: Vec<(String, Authority)> = ["vo1", "vo2"]
+            .iter()
+            .map(|vo| (vo.to_string(), ca.new_aa(ORG, vo, 30).unwrap()))
+            .collect();
+        let server_trust = dir.join("lbone-trust");
+        let client_trust = dir.join("client-trust");
+        for t in [&server_trust, &client_trust] {
+            write(&t.join("ca/ca.pem"), &pem_of("CERTIFICATE", &ca.cert_der));
+            for (vo, aa) in &aas {
+                write(
+                    &t.join(format!("vomsdir/{vo}/aa.pem")),
+                    &pem_of("CERTIFICATE", &aa.cert_der),
+                );
+            }
+        }
+        Pki {
+            ca,
+            aas,
+            dir: dir.to_path_buf(),
+            server_trust,
+            client_trust,
+        }
+    }
+
+    /// A user of `vo` with the given group names; attributes valid from
+    /// `attr_from` to `attr_until` (relative seconds).
+    pub fn user_with(
+        &self,
+        name: &str,
+        vo: &str,
+        groups: &[&str],
+        attr_from: i64,
+        attr_until: i64,
+    ) -> User {
+        let aa = &self
+            .aas
+            .iter()
+            .find(|(v, _)| v == vo)
+            .expect("a VO of the test PKI")
+            .1;
+        let cert = self.ca.issue_user(ORG, name, 7 * 86_400).unwrap();
+        let (_, ee) = x509_parser::parse_x509_certificate(&cert.cert_der).unwrap();
+        let now = unix_now();
+        let attrs = VoAttributes {
+            vo: vo.into(),
+            vo_id: format!("{vo}:{name}"),
+            groups: groups
+                .iter()
+                .map(|g| Group {
+                    id: format!("{vo}:group:{g}"),
+                    name: g.to_string(),
+                })
+                .collect(),
+            holder_issuer: ee.issuer().as_raw().to_vec(),
+            holder_serial: ee.raw_serial().to_vec(),
+            not_before: now + attr_from,
+            not_after: now + attr_until,
+        };
+        let credential = ProxyCredential::create(
+            std::slice::from_ref(&cert.cert_der),
+            &cert.key_pkcs8,
+            &ProxyOptions {
+                lifetime: 12 * 3600,
+                attributes: Some(aa.sign_attributes(&attrs).unwrap()),
+                path_len: None,
+            },
+        )
+        .unwrap();
+        let proxy_path = self.dir.join(format!("proxy-{name}"));
+        credential.save(&proxy_path).unwrap();
+        User {
+            name: name.into(),
+            vo: vo.into(),
+            vo_id: attrs.vo_id,
+            proxy_path,
+            credential,
+        }
+    }
+
+    pub fn user(&self, name: &str, vo: &str, groups: &[&str]) -> User {
+        self.user_with(name, vo, groups, -60, 6 * 3600)
+    }
+
+    /// The client trust store (with the L-Bone's grant key once started).
+    pub fn client_trust_store(&self) -> TrustStore {
+        TrustStore::load(&self.client_trust).unwrap()
+    }
+}
+
+pub fn write(path: &Path, text: &str) {
+    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+    std::fs::write(path, text).unwrap();
+}
+
+/// A real `ibp-depot` process; SIGKILLed on drop.
+pub struct Depot {
+    pub port: u16,
+    pub data: PathBuf,
+    hard_size: String,
+    log: PathBuf,
+    child: Option<Child>,
+}
+
+impl Depot {
+    /// Starts a depot with a fresh data directory under `dir`.
+    pub fn start(dir: &Path, name: &str, hard_size: &str) -> Depot {
+        let data = dir.join(format!("depot-{name}"));
+        std::fs::create_dir_all(&data).unwrap();
+        let mut d = Depot {
+            port: 0,
+            data,
+            hard_size: hard_size.into(),
+            log: dir.join(format!("depot-{name}.log")),
+            child: None,
+        };
+        d.spawn(0);
+        d
+    }
+
+    fn spawn(&mut self, port: u16) {
+        if let Err(e) = self.try_spawn(port) {
+            panic!("{e}");
+        }
+    }
+
+    fn try_spawn(&mut self, port: u16) -> Result<(), String> {
+        let bin = sibling_binary("ibp-depot");
+        let log = std::fs::File::create(&self.log).unwrap();
+        let mut child = Command::new(bin)
+            .args(["serve", "--listen"])
+            .arg(format!("127.0.0.1:{port}"))
+            .arg("--data")
+            .arg(&self.data)
+            .args(["--hard-size", &self.hard_size, "--max-duration", "1d"])
+            .args(["--hostname", "127.0.0.1"])
+            .env("RUST_LOG", "warn")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(log)
+            .spawn()
+            .expect("start ibp-depot");
+        let addr = listening_addr(&mut child, "ibp-depot", &self.log)?;
+        self.port = addr.port();
+        self.child = Some(child);
+        Ok(())
+    }
+
+    /// SIGKILL, as a crash.
+    pub fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// Starts again on the same port and data directory (retrying for a
+    /// while if the port is not free yet).
+    pub fn restart(&mut self) {
+        self.kill();
+        let port = self.port;
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            match self.try_spawn(port) {
+                Ok(()) => return,
+                Err(_) if Instant::now() < deadline => {
+                    std::thread::sleep(Duration::from_millis(200))
+                }
+                Err(e) => panic!("restart on port {port}: {e}"),
+            }
+        }
+    }
+}
+
+impl Drop for Depot {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// A TCP listener that accepts connections and never answers: a depot
+/// hung in STATUS.
+pub struct HangingDepot {
+    pub port: u16,
+    stop: Arc<AtomicBool>,
+    pub accepted: Arc<std::sync::atomic::AtomicUsize>,
+}
+
+impl HangingDepot {
+    pub fn start() -> HangingDepot {
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        l.set_nonblocking(true).unwrap();
+        let port = l.local_addr().unwrap().port();
+        let stop = Arc::new(AtomicBool::new(false));
+        let accepted = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let (s, a) = (stop.clone(), accepted.clone());
+        std::thread::spawn(move || {
+            let mut held = Vec::new();
+            while !s.load(Ordering::Relaxed) {
+                match l.accept() {
+                    Ok((conn, _)) => {
+                        a.fetch_add(1, Ordering::Relaxed);
+                        held.push(conn);
+                    }
+                    Err(_) => std::thread::sleep(Duration::from_millis(20)),
+                }
+            }
+        });
+        HangingDepot {
+            port,
+            stop,
+            accepted,
+        }
+    }
+}
+
+impl Drop for HangingDepot {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+    }
+}
+
+/// The database under test.
+pub enum Db {
+    Sqlite,
+    Postgres(pg::PgCluster),
+}
+
+impl Db {
+    pub fn sqlite() -> Db {
+        Db::Sqlite
+    }
+
+    pub fn postgres() -> Db {
+        Db::Postgres(pg::PgCluster::start())
+    }
+}
+
+/// Settings of one L-Bone under test.
+#[derive(Clone)]
+pub struct Settings {
+    pub poll_interval: &'static str,
+    pub poll_timeout: &'static str,
+    pub missed_polls_down: u32,
+    pub grant_lifetime: &'static str,
+}
+
+impl Default for Settings {
+    fn default() -> Settings {
+        Settings {
+            poll_interval: "1s",
+            poll_timeout: "3s",
+            missed_polls_down: 2,
+            grant_lifetime: "10m",
+        }
+    }
+}
+
+/// A running `lbone serve` with its PKI and database.
+pub struct Grid {
+    pub dir: TempDir,
+    pub pki: Pki,
+    pub addr: SocketAddr,
+    pub url: String,
+    pub log: PathBuf,
+    pub settings: Settings,
+    child: Option<Child>,
+    _db: Db,
+}
+
+impl Grid {
+    pub fn start(db: Db, settings: Settings) -> Grid {
+        let dir = tempfile::tempdir().unwrap();
+        let pki = Pki::new(dir.path());
+        let lbone_dir = dir.path().join("lbone");
+        // `lbone init` makes the signing key, lbone.pub and a sample config.
+        let mut init = Command::new(LBONE);
+        init.args(["init", "--dir"])
+            .arg(&lbone_dir)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        let out = run_bounded(init, CLI_TIMEOUT).unwrap();
+        assert!(
+            out.status.success(),
+            "lbone init: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        std::fs::copy(lbone_dir.join("lbone.pub"), {
+            let p = pki.client_trust.join("lbone/lbone.pub");
+            std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+            p
+        })
+        .unwrap();
+        let server = pki
+            .ca
+            .issue_server(&["localhost", "127.0.0.1"], 30)
+            .unwrap();
+        write(
+            &lbone_dir.join("server.pem"),
+            &pem_of("CERTIFICATE", &server.cert_der),
+        );
+        write(
+            &lbone_dir.join("server.key"),
+            &pem_of("PRIVATE KEY", &server.key_pkcs8),
+        );
+        let database = match &db {
+            Db::Sqlite => format!("sqlite://{}", lbone_dir.join("lbone.db").display()),
+            Db::Postgres(pg) => pg.url.clone(),
+        };
+        let config = format!(
+            r#"listen = "127.0.0.1:0"
+server_cert = "server.pem"
+server_key = "server.key"
+trust_dir = "{trust}"
+database = "{database}"
+signing_key = "lbone.key"
+poll_interval = "{pi}"
+poll_timeout = "{pt}"
+poll_concurrency = 8
+missed_polls_down = {missed}
+grant_lifetime = "{gl}"
+admin_group = "admins"
+"#,
+            trust = pki.server_trust.display(),
+            pi = settings.poll_interval,
+            pt = settings.poll_timeout,
+            missed = settings.missed_polls_down,
+            gl = settings.grant_lifetime,
+        );
+        let cfg_path = lbone_dir.join("test.toml");
+        write(&cfg_path, &config);
+        let log = dir.path().join("lbone.log");
+        let mut child = Command::new(LBONE)
+            .args(["serve", "--config"])
+            .arg(&cfg_path)
+            .env("RUST_LOG", "lbone=debug,info")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .expect("start lbone");
+        let addr =
+            listening_addr(&mut child, "lbone serve", &log).unwrap_or_else(|e| panic!("{e}"));
+        // The database is opened before the listener: its log line is there.
+        let backend = match &db {
+            Db::Sqlite => "backend=Sqlite",
+            Db::Postgres(_) => "backend=Postgres",
+        };
+        let text = std::fs::read_to_string(&log).unwrap_or_default();
+        assert!(
+            text.contains(backend),
+            "the L-Bone does not log {backend}:\n{text}"
+        );
+        Grid {
+            url: format!("https://localhost:{}", addr.port()),
+            addr,
+            pki,
+            log,
+            settings,
+            child: Some(child),
+            _db: db,
+            dir,
+        }
+    }
+
+    pub fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// The L-Bone's log so far (for assertion messages).
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// `lbone admin --lbone URL --proxy P --trust T ARGS...`.
+    pub fn admin(&self, user: &User, args: &[&str]) -> Output {
+        let mut cmd = Command::new(LBONE);
+        cmd.arg("admin")
+            .args(["--lbone", &self.url])
+            .arg("--proxy")
+            .arg(&user.proxy_path)
+            .arg("--trust")
+            .arg(&self.pki.client_trust)
+            .args(args)
+            .env_remove("X509_USER_PROXY")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        run_bounded(cmd, CLI_TIMEOUT).expect("run lbone admin")
+    }
+
+    /// Like [`Grid::admin`], asserting success; the JSON answer (`--json`).
+    pub fn admin_ok(&self, user: &User, args: &[&str]) -> Value {
+        let mut all = vec!["--json"];
+        all.extend_from_slice(args);
+        let out = self.admin(user, &all);
+        assert!(
+            out.status.success(),
+            "lbone admin {args:?} as {} failed: {}",
+            user.name,
+            String::from_utf8_lossy(&out.stderr)
+        );
+        serde_json::from_slice(&out.stdout).expect("JSON from lbone admin --json")
+    }
+
+    /// Registers a depot for `admin`'s VO.
+    pub fn register(&self, admin: &User, name: &str, port: u16, location: &str, extra: &[&str]) {
+        let port = port.to_string();
+        let mut args = vec![
+            "register",
+            "--vo",
+            &admin.vo,
+            "--name",
+            name,
+            "--host",
+            "127.0.0.1",
+            "--port",
+            &port,
+            "--location",
+            location,
+        ];
+        args.extend_from_slice(extra);
+        self.admin_ok(admin, &args);
+    }
+
+    /// `POST /v1/query` through the lors library.
+    pub fn query(&self, user: &User, q: &DepotQuery) -> Result<Offer, lors::Error> {
+        let trust = self.pki.client_trust_store();
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            tokio::time::timeout(
+                START_TIMEOUT,
+                lors::depots::query_offer(&self.url, &trust, &user.credential, q),
+            )
+            .await
+            .expect("query within the timeout")
+        })
+    }
+
+    pub fn query_ok(&self, user: &User, q: &DepotQuery) -> Offer {
+        self.query(user, q)
+            .unwrap_or_else(|e| panic!("query as {} failed: {e}", user.name))
+    }
+
+    /// Names of the depots a query offers, in order.
+    pub fn offered(&self, user: &User, q: &DepotQuery) -> Vec<String> {
+        self.query_ok(user, q)
+            .depots
+            .into_iter()
+            .map(|d| d.name)
+            .collect()
+    }
+
+    /// `GET path` without a client certificate: (status, body).
+    pub fn get_anonymous(&self, path: &str) -> (u16, Vec<u8>) {
+        let trust = self.pki.client_trust_store();
+        let tls = ibp_auth::tls::client_config(&trust, None).unwrap();
+        let client =
+            ibp_https::Client::new(ibp_https::BaseUrl::parse(&self.url).unwrap(), tls, false);
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let r = rt
+            .block_on(client.get(path))
+            .unwrap_or_else(|e| panic!("GET {path}: {e}"));
+        (r.status, r.body)
+    }
+
+    /// `GET /status.json`.
+    pub fn status_json(&self) -> Value {
+        let (status, body) = self.get_anonymous("/status.json");
+        assert_eq!(status, 200);
+        serde_json::from_slice(&body).unwrap()
+    }
+
+    /// A depot's entry in `/status.json`.
+    pub fn depot_status(&self, vo: &str, name: &str) -> Value {
+        let s = self.status_json();
+        s["vos"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter(|v| v["vo"] == vo)
+            .flat_map(|v| v["depots"].as_array().cloned().unwrap_or_default())
+            .find(|d| d["name"] == name)
+            .unwrap_or_else(|| panic!("{vo}/{name} not in /status.json: {s}"))
+    }
+
+    pub fn is_available(&self, vo: &str, name: &str) -> bool {
+        self.depot_status(vo, name)["status"]["available"] == true
+    }
+
+    /// Waits until every named depot of `vo` is available.
+    pub fn wait_available(&self, vo: &str, names: &[&str]) {
+        wait_for(Duration::from_secs(20), "depots to come up", || {
+            names.iter().all(|n| self.is_available(vo, n)).then_some(())
+        });
+    }
+}
+
+impl Drop for Grid {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            // SIGTERM: the server shuts down gracefully; SIGKILL if it hangs.
+            // SAFETY: kill(2) on our own child's pid.
+            unsafe {
+                libc::kill(c.id() as libc::pid_t, libc::SIGTERM);
+            }
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while Instant::now() < deadline {
+                if let Ok(Some(_)) = c.try_wait() {
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}

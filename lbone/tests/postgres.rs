@@ -1,0 +1,31 @@
+//! The L-Bone suite against PostgreSQL: each scenario gets a private
+//! cluster (initdb + pg_ctl on a free loopback port, fsync off) that is
+//! stopped when the scenario ends. Without PostgreSQL's server binaries
+//! (`apt-get install postgresql`) these tests fail; they never skip.
+
+mod common;
+
+use common::{scenarios, Db};
+
+macro_rules! suite {
+    ($($name:ident),* $(,)?) => {
+        $(
+            #[test]
+            fn $name() {
+                scenarios::$name(Db::postgres());
+            }
+        )*
+    };
+}
+
+suite!(
+    liveness_kill_and_restart,
+    registration_rights,
+    vo_isolation_and_revocation,
+    grants,
+    location_ordering,
+    hanging_depot_does_not_stall_polling,
+    more_than_exist,
+    status_page,
+    lors_cli,
+);
