@@ -1,21 +1,26 @@
 //! A small async IBP client over one persistent connection, used by COPY
-//! (the depot as a client of another depot), the demo, tests and benchmarks.
+//! (the depot as a client of another depot), the demo, tests and benchmarks,
+//! and [`SecureClient`] for the secure port (TLS 1.3, AUTH, v2 requests).
 //!
-//! After an error reply the depot closes the connection; the client then
-//! reconnects on its next request, as libibp does.
+//! After an error reply the depot closes the connection; the legacy client
+//! then reconnects on its next request, as libibp does. The secure client
+//! does not (a new session needs a new AUTH): connect again.
 
 use std::io;
 use std::time::Duration;
 
+use std::sync::Arc;
+
+use ibp_auth::{ProxyCredential, TrustStore};
 use ibp_proto::{
-    Allocate, Attributes, Capability, Expect, IbpError, Load, Manage, ManageOp, ProbeInfo,
-    ProtoError, Reliability, Reply, Request, Rid, Status, StatusInfo, StatusOp, StorageType, Store,
-    Version, Write,
+    Allocate, Attributes, Auth, Capability, Expect, IbpError, Load, Manage, ManageOp, ProbeInfo,
+    ProtoError, Reliability, Reply, Request, Rid, SecureLoad, SecureRequest, SecureStore,
+    SecureWrite, Status, StatusInfo, StatusOp, StorageType, Store, Version, Write,
 };
 use tokio::io::{AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
 
-use crate::server::{read_line, timed, Line};
+use crate::server::{read_line, timed, Line, Transport};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
@@ -25,6 +30,21 @@ pub enum ClientError {
     Io(#[from] io::Error),
     #[error("depot sent a malformed reply: {0}")]
     Proto(#[from] ProtoError),
+    /// An error reply with a reason (the secure port's refusals).
+    #[error("depot answered {error}: {reason}")]
+    Refused { error: IbpError, reason: String },
+    #[error("TLS: {0}")]
+    Tls(String),
+}
+
+impl ClientError {
+    /// The IBP error the depot answered with, if it answered with one.
+    pub fn ibp(&self) -> Option<IbpError> {
+        match self {
+            ClientError::Ibp(e) | ClientError::Refused { error: e, .. } => Some(*e),
+            _ => None,
+        }
+    }
 }
 
 pub type Result<T> = std::result::Result<T, ClientError>;
@@ -39,8 +59,10 @@ pub struct Caps {
 
 pub struct IbpClient {
     addr: String,
-    conn: Option<BufReader<TcpStream>>,
+    conn: Option<BufReader<Transport>>,
     timeout: Duration,
+    /// A TLS connection is not re-established behind the caller's back.
+    secure: bool,
 }
 
 impl IbpClient {
@@ -50,6 +72,7 @@ impl IbpClient {
             addr: addr.to_owned(),
             conn: None,
             timeout: Duration::from_secs(60),
+            secure: false,
         };
         c.stream().await?;
         Ok(c)
@@ -59,11 +82,11 @@ impl IbpClient {
         self.timeout = t;
     }
 
-    async fn stream(&mut self) -> Result<&mut BufReader<TcpStream>> {
-        if self.conn.is_none() {
+    async fn stream(&mut self) -> Result<&mut BufReader<Transport>> {
+        if self.conn.is_none() && !self.secure {
             let s = timed(self.timeout, TcpStream::connect(&self.addr)).await?;
             s.set_nodelay(true)?;
-            self.conn = Some(BufReader::with_capacity(64 * 1024, s));
+            self.conn = Some(BufReader::with_capacity(64 * 1024, Transport::Plain(s)));
         }
         self.conn
             .as_mut()
@@ -73,7 +96,13 @@ impl IbpClient {
     async fn send(&mut self, bytes: &[u8]) -> Result<()> {
         let t = self.timeout;
         let s = self.stream().await?;
-        if let Err(e) = timed(t, s.get_mut().write_all(bytes)).await {
+        let w = s.get_mut();
+        let sent = timed(t, async {
+            w.write_all(bytes).await?;
+            w.flush().await
+        })
+        .await;
+        if let Err(e) = sent {
             self.conn = None;
             return Err(e.into());
         }
@@ -101,7 +130,16 @@ impl IbpClient {
         match Reply::parse(&line, expect) {
             Ok(Reply::Error(e) | Reply::StatusError(e)) => {
                 self.conn = None;
-                Err(ClientError::Ibp(e))
+                // ` <code> <reason>\n`: the secure port says why.
+                let text = String::from_utf8_lossy(&line);
+                let reason = text.trim().split_once(' ').map(|(_, r)| r.trim());
+                match reason {
+                    Some(r) if !r.is_empty() => Err(ClientError::Refused {
+                        error: e,
+                        reason: r.to_owned(),
+                    }),
+                    _ => Err(ClientError::Ibp(e)),
+                }
             }
             Ok(r) => Ok(r),
             Err(e) => {
@@ -113,6 +151,11 @@ impl IbpClient {
 
     async fn call(&mut self, req: &Request, expect: Expect) -> Result<Reply> {
         self.send(req.encode().as_bytes()).await?;
+        self.reply(expect).await
+    }
+
+    async fn call_line(&mut self, line: &str, expect: Expect) -> Result<Reply> {
+        self.send(line.as_bytes()).await?;
         self.reply(expect).await
     }
 
@@ -132,7 +175,24 @@ impl IbpClient {
             size,
             timeout: 300,
         });
-        match self.call(&req, Expect::Allocated).await? {
+        let reply = self.call(&req, Expect::Allocated).await?;
+        caps_of(reply)
+    }
+
+    /// STORE (append) `data`; returns the count the depot acknowledged.
+    pub async fn store(&mut self, cap: &Capability, data: &[u8]) -> Result<u64> {
+        let req = Request::Store(Store {
+            cap: cap.cap.clone(),
+            size: data.len() as u64,
+            timeout: 300,
+        });
+        self.upload(&req.encode(), data).await
+    }
+}
+
+fn caps_of(reply: Reply) -> Result<Caps> {
+    {
+        match reply {
             Reply::Allocated {
                 read,
                 write,
@@ -145,17 +205,9 @@ impl IbpClient {
             _ => Err(ProtoError::BadReply("not an ALLOCATE reply").into()),
         }
     }
+}
 
-    /// STORE (append) `data`; returns the count the depot acknowledged.
-    pub async fn store(&mut self, cap: &Capability, data: &[u8]) -> Result<u64> {
-        let req = Request::Store(Store {
-            cap: cap.cap.clone(),
-            size: data.len() as u64,
-            timeout: 300,
-        });
-        self.upload(&req, data).await
-    }
-
+impl IbpClient {
     /// WRITE `data` at `offset`.
     pub async fn write_at(&mut self, cap: &Capability, offset: u64, data: &[u8]) -> Result<u64> {
         let req = Request::Write(Write {
@@ -164,11 +216,11 @@ impl IbpClient {
             size: data.len() as u64,
             timeout: 300,
         });
-        self.upload(&req, data).await
+        self.upload(&req.encode(), data).await
     }
 
-    async fn upload(&mut self, req: &Request, data: &[u8]) -> Result<u64> {
-        self.call(req, Expect::Ok).await?;
+    async fn upload(&mut self, line: &str, data: &[u8]) -> Result<u64> {
+        self.call_line(line, Expect::Ok).await?;
         self.send(data).await?;
         match self.reply(Expect::Count).await? {
             Reply::Count(n) => Ok(n),
@@ -191,7 +243,11 @@ impl IbpClient {
             size,
             timeout: 300,
         });
-        let n = match self.call(&req, Expect::Payload).await? {
+        self.receive_payload(&req.encode(), size, buf).await
+    }
+
+    async fn receive_payload(&mut self, line: &str, size: u64, buf: &mut Vec<u8>) -> Result<u64> {
+        let n = match self.call_line(line, Expect::Payload).await? {
             Reply::Payload(n) if n <= size => n,
             _ => return Err(ProtoError::BadReply("bad LOAD length").into()),
         };
@@ -244,18 +300,27 @@ impl IbpClient {
     }
 
     async fn manage(&mut self, cap: &Capability, op: ManageOp, cap_type: u8) -> Result<Reply> {
+        let line = self.manage_line(cap, op, cap_type);
         let expect = if matches!(op, ManageOp::Probe(_)) {
             Expect::Probe
         } else {
             Expect::Ok
         };
-        let req = Request::Manage(Manage {
+        self.call_line(&line, expect).await
+    }
+
+    fn manage_line(&self, cap: &Capability, op: ManageOp, cap_type: u8) -> String {
+        let m = Manage {
             cap: cap.cap.clone(),
             op,
             cap_type,
             timeout: 300,
-        });
-        self.call(&req, expect).await
+        };
+        if self.secure {
+            SecureRequest::Manage(m).encode()
+        } else {
+            Request::Manage(m).encode()
+        }
     }
 
     pub async fn probe(&mut self, cap: &Capability) -> Result<ProbeInfo> {
@@ -284,15 +349,20 @@ impl IbpClient {
 
     /// STATUS INQ of a resource.
     pub async fn status(&mut self, rid: Rid) -> Result<StatusInfo> {
-        let req = Request::Status(Status {
+        let status = Status {
             version: Version::V1,
             op: StatusOp::Inquire {
                 rid: Some(rid),
                 password: "ibp".into(),
             },
             timeout: 300,
-        });
-        let n = match self.call(&req, Expect::Payload).await? {
+        };
+        let line = if self.secure {
+            SecureRequest::Status(status).encode()
+        } else {
+            Request::Status(status).encode()
+        };
+        let n = match self.call_line(&line, Expect::Payload).await? {
             Reply::Payload(n) if n < 1 << 20 => n,
             _ => return Err(ProtoError::BadReply("bad STATUS length").into()),
         };
@@ -302,5 +372,173 @@ impl IbpClient {
         timed(t, s.read_exact(&mut body)).await?;
         let body = String::from_utf8(body).map_err(|_| ProtoError::NotText)?;
         Ok(StatusInfo::parse(&body)?)
+    }
+}
+
+/// A client of the secure port: TLS 1.3 with a proxy credential, then AUTH
+/// with a depot grant, then version-2 requests.
+pub struct SecureClient {
+    inner: IbpClient,
+}
+
+impl SecureClient {
+    /// TLS handshake with `addr` (`host:port`), verifying the depot's
+    /// certificate for `server_name` against the CAs of `trust` and
+    /// presenting `credential`.
+    pub async fn connect(
+        addr: &str,
+        server_name: &str,
+        trust: &TrustStore,
+        credential: &ProxyCredential,
+    ) -> Result<SecureClient> {
+        let cfg = ibp_auth::tls::client_config(trust, Some(credential))
+            .map_err(|e| ClientError::Tls(e.to_string()))?;
+        let name = rustls_pki_types::ServerName::try_from(server_name.to_owned())
+            .map_err(|e| ClientError::Tls(e.to_string()))?;
+        let timeout = Duration::from_secs(60);
+        let tcp = timed(timeout, TcpStream::connect(addr)).await?;
+        tcp.set_nodelay(true)?;
+        let connector = tokio_rustls::TlsConnector::from(Arc::new(cfg));
+        let tls = timed(timeout, connector.connect(name, tcp)).await?;
+        Ok(SecureClient {
+            inner: IbpClient {
+                addr: addr.to_owned(),
+                conn: Some(BufReader::with_capacity(
+                    64 * 1024,
+                    Transport::Tls(Box::new(tokio_rustls::TlsStream::Client(tls))),
+                )),
+                timeout,
+                secure: true,
+            },
+        })
+    }
+
+    pub fn set_timeout(&mut self, t: Duration) {
+        self.inner.timeout = t;
+    }
+
+    /// The TLS cipher suite of the connection (while it is open).
+    pub fn cipher_suite(&self) -> Option<rustls::CipherSuite> {
+        match self.inner.conn.as_ref()?.get_ref() {
+            Transport::Tls(t) => match t.as_ref() {
+                tokio_rustls::TlsStream::Client(c) => {
+                    c.get_ref().1.negotiated_cipher_suite().map(|s| s.suite())
+                }
+                tokio_rustls::TlsStream::Server(s) => {
+                    s.get_ref().1.negotiated_cipher_suite().map(|s| s.suite())
+                }
+            },
+            Transport::Plain(_) => None,
+        }
+    }
+
+    /// AUTH with a depot grant.
+    pub async fn auth(&mut self, grant: &str) -> Result<()> {
+        let line = SecureRequest::Auth(Auth {
+            grant: grant.to_owned(),
+            timeout: 300,
+        })
+        .encode();
+        self.inner.call_line(&line, Expect::Ok).await.map(drop)
+    }
+
+    /// Sends a raw request line and reads one reply line.
+    pub async fn raw(&mut self, line: &str, expect: Expect) -> Result<Reply> {
+        self.inner.call_line(line, expect).await
+    }
+
+    pub async fn allocate(
+        &mut self,
+        rid: Rid,
+        reliability: Reliability,
+        duration: i64,
+        size: u64,
+    ) -> Result<Caps> {
+        let line = SecureRequest::Allocate(Allocate {
+            version: Version::V1,
+            rid: Some(rid),
+            reliability,
+            storage: StorageType::ByteArray,
+            duration,
+            size,
+            timeout: 300,
+        })
+        .encode();
+        let reply = self.inner.call_line(&line, Expect::Allocated).await?;
+        caps_of(reply)
+    }
+
+    /// STORE (append) `data` into an allocation bound to file `uuid`.
+    pub async fn store(&mut self, cap: &Capability, uuid: &str, data: &[u8]) -> Result<u64> {
+        let line = SecureRequest::Store(SecureStore {
+            store: Store {
+                cap: cap.cap.clone(),
+                size: data.len() as u64,
+                timeout: 300,
+            },
+            uuid: uuid.to_owned(),
+        })
+        .encode();
+        self.inner.upload(&line, data).await
+    }
+
+    /// WRITE `data` at `offset` into an allocation bound to file `uuid`.
+    pub async fn write_at(
+        &mut self,
+        cap: &Capability,
+        offset: u64,
+        uuid: &str,
+        data: &[u8],
+    ) -> Result<u64> {
+        let line = SecureRequest::Write(SecureWrite {
+            write: Write {
+                cap: cap.cap.clone(),
+                offset,
+                size: data.len() as u64,
+                timeout: 300,
+            },
+            uuid: uuid.to_owned(),
+        })
+        .encode();
+        self.inner.upload(&line, data).await
+    }
+
+    /// LOAD with a file ticket (`None` sends the line without one).
+    pub async fn load(
+        &mut self,
+        cap: &Capability,
+        offset: u64,
+        size: u64,
+        ticket: Option<&str>,
+    ) -> Result<Vec<u8>> {
+        let line = SecureRequest::Load(SecureLoad {
+            load: Load {
+                cap: cap.cap.clone(),
+                offset,
+                size,
+                timeout: 300,
+            },
+            ticket: ticket.map(str::to_owned),
+        })
+        .encode();
+        let mut buf = Vec::new();
+        self.inner.receive_payload(&line, size, &mut buf).await?;
+        Ok(buf)
+    }
+
+    pub async fn probe(&mut self, cap: &Capability) -> Result<ProbeInfo> {
+        self.inner.probe(cap).await
+    }
+
+    pub async fn change(&mut self, cap: &Capability, attrs: Attributes) -> Result<()> {
+        self.inner.change(cap, attrs).await
+    }
+
+    pub async fn decr(&mut self, cap: &Capability, cap_type: u8) -> Result<()> {
+        self.inner.decr(cap, cap_type).await
+    }
+
+    pub async fn status(&mut self, rid: Rid) -> Result<StatusInfo> {
+        self.inner.status(rid).await
     }
 }

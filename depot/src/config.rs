@@ -65,6 +65,42 @@ pub struct Config {
     /// The resources (data areas). At least one.
     #[serde(default, rename = "resource")]
     pub resources: Vec<ResourceConfig>,
+    /// Whether the plain legacy port is served at all. Default `true`.
+    #[serde(default = "default_legacy")]
+    pub legacy: bool,
+    /// Address of the secure (TLS 1.3, IBP_auth) port, e.g. `0.0.0.0:6715`.
+    /// Without it no secure port is served.
+    #[serde(default)]
+    pub tls_listen: Option<SocketAddr>,
+    /// The depot's certificate chain (PEM), required with `tls_listen`.
+    #[serde(default)]
+    pub tls_cert: Option<PathBuf>,
+    /// The depot's private key (PKCS#8 PEM), required with `tls_listen`.
+    #[serde(default)]
+    pub tls_key: Option<PathBuf>,
+    /// Trust directory (`ca/`, `vomsdir/<vo>/`, `lbone/*.pub`,
+    /// `metadata/*.pub`), required with `tls_listen`.
+    #[serde(default)]
+    pub trust_dir: Option<PathBuf>,
+    /// The name depot grants must carry. Default `<hostname>:<tls port>`.
+    #[serde(default)]
+    pub grant_name: Option<String>,
+    /// The VOs served on the secure port and their limits; a VO not listed
+    /// is refused at AUTH.
+    #[serde(default, rename = "vo")]
+    pub vos: Vec<VoPolicy>,
+}
+
+/// What the depot grants one VO on the secure port.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct VoPolicy {
+    /// The VO name, as in the VO attributes.
+    pub name: String,
+    /// Largest single allocation.
+    pub max_size: ByteSize,
+    /// Longest allocation duration.
+    pub max_duration: Seconds,
 }
 
 /// One resource: a data directory with its own capacities and maximum duration.
@@ -87,6 +123,9 @@ pub struct ResourceConfig {
     pub max_duration: Seconds,
 }
 
+fn default_legacy() -> bool {
+    true
+}
 fn default_listen() -> SocketAddr {
     SocketAddr::from(([0, 0, 0, 0], 6714))
 }
@@ -164,6 +203,9 @@ pub struct Overrides {
     /// Maximum simultaneous connections.
     #[arg(long)]
     pub max_connections: Option<usize>,
+    /// Listen address of the secure (TLS) port (port 0 picks a free one).
+    #[arg(long)]
+    pub tls_listen: Option<SocketAddr>,
 }
 
 impl Config {
@@ -199,6 +241,9 @@ impl Config {
         }
         if let Some(v) = o.max_connections {
             self.max_connections = v;
+        }
+        if let Some(v) = o.tls_listen {
+            self.tls_listen = Some(v);
         }
         let touches_resource = o.data.is_some()
             || o.hard_size.is_some()
@@ -256,6 +301,28 @@ impl Config {
             }
             if r.max_duration.0 == 0 {
                 bail!("resource {}: max_duration must be positive", r.rid);
+            }
+        }
+        if self.tls_listen.is_some() {
+            for (name, v) in [
+                ("tls_cert", &self.tls_cert),
+                ("tls_key", &self.tls_key),
+                ("trust_dir", &self.trust_dir),
+            ] {
+                if v.is_none() {
+                    bail!("tls_listen needs {name}");
+                }
+            }
+        } else if !self.legacy {
+            bail!("legacy = false needs tls_listen: the depot would serve nothing");
+        }
+        let mut vos = std::collections::HashSet::new();
+        for v in &self.vos {
+            if !vos.insert(v.name.as_str()) {
+                bail!("VO {} is configured twice", v.name);
+            }
+            if v.max_duration.0 == 0 {
+                bail!("VO {}: max_duration must be positive", v.name);
             }
         }
         if self.max_connections == 0 {
@@ -322,11 +389,54 @@ mod tests {
         )
         .unwrap();
         let cfg = cfg.apply(&Overrides::default()).unwrap();
+        assert!(cfg.legacy);
+        assert!(cfg.tls_listen.is_none());
         assert_eq!(cfg.sync, SyncMode::Always);
         assert_eq!(cfg.idle_timeout, Seconds(120));
         assert_eq!(cfg.resources[0].soft_size, Some(ByteSize(8 << 30)));
         assert_eq!(cfg.resources[1].hard_size, ByteSize(1 << 20));
         assert_eq!(cfg.resources[1].max_duration, Seconds(86_400));
+    }
+
+    #[test]
+    fn secure_port_settings() {
+        let cfg: Config = toml::from_str(
+            r#"
+            legacy = false
+            tls_listen = "127.0.0.1:6715"
+            tls_cert = "/etc/ibp/depot.pem"
+            tls_key = "/etc/ibp/depot.key"
+            trust_dir = "/etc/ibp/trust"
+            grant_name = "depot1.example.org:6715"
+            [[resource]]
+            rid = 0
+            data = "/srv/ibp/0"
+            hard_size = "4GiB"
+            [[vo]]
+            name = "vo1"
+            max_size = "10GiB"
+            max_duration = "7d"
+            "#,
+        )
+        .unwrap();
+        let cfg = cfg.apply(&Overrides::default()).unwrap();
+        assert!(!cfg.legacy);
+        assert_eq!(cfg.vos[0].max_size, ByteSize(10 << 30));
+        assert_eq!(cfg.vos[0].max_duration, Seconds(7 * 86_400));
+        let err = toml::from_str::<Config>(
+            "legacy = false\n[[resource]]\nrid = 0\ndata = \"/x\"\nhard_size = 1\n",
+        )
+        .unwrap()
+        .apply(&Overrides::default())
+        .unwrap_err();
+        assert!(err.to_string().contains("tls_listen"), "{err}");
+        let err = toml::from_str::<Config>(
+            "tls_listen = \"127.0.0.1:1\"\n[[resource]]\nrid = 0\ndata = \"/x\"\nhard_size = 1\n",
+        )
+        .unwrap()
+        .apply(&Overrides::default())
+        .unwrap_err();
+        assert!(err.to_string().contains("tls_cert"), "{err}");
     }
 
     #[test]

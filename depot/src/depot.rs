@@ -22,6 +22,8 @@ pub struct Depot {
     pub idle_timeout: Duration,
     pub io_timeout: Duration,
     pub metrics: Metrics,
+    /// The secure port's settings, when it is served.
+    pub secure: Option<crate::secure::Secure>,
 }
 
 impl Depot {
@@ -40,6 +42,7 @@ impl Depot {
             idle_timeout: cfg.idle_timeout.as_duration(),
             io_timeout: cfg.io_timeout.as_duration(),
             metrics: Metrics::default(),
+            secure: None,
         })
     }
 
@@ -57,9 +60,22 @@ impl Depot {
 
     /// A capability URI for an allocation of this depot.
     pub fn capability(&self, rid: Rid, key: &str, typekey: u32, kind: CapKind) -> Capability {
+        self.capability_on(self.port, rid, key, typekey, kind)
+    }
+
+    /// A capability URI naming `port` (the secure port for allocations made
+    /// in authenticated sessions).
+    pub fn capability_on(
+        &self,
+        port: u16,
+        rid: Rid,
+        key: &str,
+        typekey: u32,
+        kind: CapKind,
+    ) -> Capability {
         Capability {
             host: self.hostname.clone(),
-            port: self.port,
+            port,
             cap: CapRef {
                 rid,
                 key: key.to_owned(),

@@ -10,14 +10,53 @@ use crate::resource::{now, Capacity};
 use crate::server::{read_line, timed, Conn, Failure, Line};
 use crate::Depot;
 
+/// The VO's limits on a size and a duration asked for in a session: `-19`
+/// for a size over `max_size`, `-28` for a duration over `max_duration`.
+/// Returns the duration to ask the resource for (`-1` becomes the smaller
+/// of the two maxima).
+fn vo_limits(conn: &Conn, res_max_duration: i64, size: u64, duration: i64) -> Result<i64, Failure> {
+    let Some(s) = &conn.session else {
+        return Ok(duration);
+    };
+    let p = &s.policy;
+    if size > p.max_size.0 {
+        return Err(Failure::Refused(
+            IbpError::WouldExceedLimit,
+            format!(
+                "size {size} is over VO {}'s max_size {}",
+                p.name, p.max_size
+            ),
+        ));
+    }
+    let vo_max = i64::try_from(p.max_duration.0).unwrap_or(i64::MAX);
+    match duration {
+        -1 => Ok(vo_max.min(res_max_duration)),
+        d if d > vo_max => Err(Failure::Refused(
+            IbpError::LongDuration,
+            format!(
+                "duration {d}s is over VO {}'s max_duration {}s",
+                p.name, vo_max
+            ),
+        )),
+        d => Ok(d),
+    }
+}
+
 pub async fn allocate(depot: &Depot, conn: &mut Conn, a: Allocate) -> Result<(), Failure> {
     if a.storage != StorageType::ByteArray {
         return Err(IbpError::TypeNotSupported.into());
     }
     let res = depot.resource(a.rid).ok_or(IbpError::ResourceUnavailable)?;
-    let (alloc, caps, gen) = res.allocate(a.reliability, a.size, a.duration)?;
+    let duration = vo_limits(conn, res.capacity().max_duration, a.size, a.duration)?;
+    let owner = conn.session.as_ref().map(|s| s.owner.clone());
+    let (alloc, caps, gen) = res.allocate(a.reliability, a.size, duration, owner)?;
     res.commit(gen).await?;
-    let cap = |kind, i: usize| depot.capability(alloc.rid, &caps.key, caps.typekeys[i], kind);
+    let port = match (&depot.secure, conn.secure) {
+        (Some(s), true) => s.port,
+        _ => depot.port,
+    };
+    let cap =
+        |kind, i: usize| depot.capability_on(port, alloc.rid, &caps.key, caps.typekeys[i], kind);
     let reply = Reply::Allocated {
         read: cap(CapKind::Read, 0),
         write: cap(CapKind::Write, 1),
@@ -35,7 +74,7 @@ pub async fn manage(depot: &Depot, conn: &mut Conn, m: Manage) -> Result<(), Fai
     let res = depot
         .resource(Some(m.cap.rid))
         .ok_or(IbpError::CapNotFound)?;
-    let (alloc, kind) = res.find(&m.cap)?;
+    let (alloc, kind) = conn.find(res, &m.cap)?;
     let allowed = match (kind, m.op) {
         (Some(CapKind::Manage), _) => true,
         (Some(_), ManageOp::Probe(_)) => true,
@@ -64,7 +103,17 @@ pub async fn manage(depot: &Depot, conn: &mut Conn, m: Manage) -> Result<(), Fai
             res.commit(gen).await?;
             Reply::Ok
         }
-        ManageOp::Change(attrs) => {
+        ManageOp::Change(mut attrs) => {
+            if conn.session.is_some() && (attrs.max_size != 0 || attrs.duration != 0) {
+                let asked = if attrs.max_size == 0 {
+                    alloc.state().max_size
+                } else {
+                    attrs.max_size
+                };
+                // In a session, "-1 = the maximum" is the VO's maximum.
+                let d = vo_limits(conn, res.capacity().max_duration, asked, attrs.duration)?;
+                attrs.duration = d;
+            }
             // Wait for an in-flight STORE/WRITE, so its end is checked against the new size.
             let _writer = alloc.writer.lock().await;
             let gen = res.change(&alloc, &attrs)?;

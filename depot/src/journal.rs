@@ -16,7 +16,21 @@ use ibp_proto::Reliability;
 /// Largest payload a record may claim; anything larger is corruption.
 const MAX_RECORD: u32 = 1 << 16;
 
+/// Who made an allocation through an authenticated session.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Owner {
+    pub vo: String,
+    pub vo_id: String,
+}
+
+/// Longest VO name or VO ID a record may hold.
+pub const MAX_OWNER_FIELD: usize = 1024;
+
 /// One journal record.
+///
+/// Tags: 1 Allocate (no owner, no UUID), 2 Size, 3 Change, 4 Refs, 5 Delete,
+/// 6 Allocate with owner and/or UUID, 7 Bind. Tags 1-5 are the original
+/// ones and stay decodable.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Record {
     /// A new allocation (also the snapshot form of a live one).
@@ -31,7 +45,14 @@ pub enum Record {
         reliability: Reliability,
         read_refs: u32,
         write_refs: u32,
+        /// Made through an authenticated session: never reachable through
+        /// the legacy port.
+        owner: Option<Owner>,
+        /// The file UUID the allocation is bound to (snapshot form).
+        uuid: Option<[u8; 16]>,
     },
+    /// The first authenticated STORE/WRITE bound the allocation to a file.
+    Bind { id: u64, uuid: [u8; 16] },
     /// Acknowledged data size after a STORE or WRITE.
     Size { id: u64, size: u64 },
     /// MANAGE CHNG.
@@ -67,8 +88,11 @@ impl Record {
                 reliability,
                 read_refs,
                 write_refs,
+                owner,
+                uuid,
             } => {
-                out.push(1);
+                let extended = owner.is_some() || uuid.is_some();
+                out.push(if extended { 6 } else { 1 });
                 out.extend_from_slice(&id.to_le_bytes());
                 out.extend_from_slice(key_hash);
                 for tk in typekeys {
@@ -81,6 +105,28 @@ impl Record {
                 out.push(reliability.number() as u8);
                 out.extend_from_slice(&read_refs.to_le_bytes());
                 out.extend_from_slice(&write_refs.to_le_bytes());
+                if extended {
+                    match owner {
+                        Some(o) => {
+                            out.push(1);
+                            put_text(out, &o.vo);
+                            put_text(out, &o.vo_id);
+                        }
+                        None => out.push(0),
+                    }
+                    match uuid {
+                        Some(u) => {
+                            out.push(1);
+                            out.extend_from_slice(u);
+                        }
+                        None => out.push(0),
+                    }
+                }
+            }
+            Record::Bind { id, uuid } => {
+                out.push(7);
+                out.extend_from_slice(&id.to_le_bytes());
+                out.extend_from_slice(uuid);
             }
             Record::Size { id, size } => {
                 out.push(2);
@@ -123,8 +169,9 @@ impl Record {
 
     fn decode(p: &[u8]) -> Option<Record> {
         let mut r = Reader(p);
-        let rec = match r.u8()? {
-            1 => Record::Allocate {
+        let tag = r.u8()?;
+        let rec = match tag {
+            1 | 6 => Record::Allocate {
                 id: r.u64()?,
                 key_hash: r.array()?,
                 typekeys: [r.u32()?, r.u32()?, r.u32()?],
@@ -135,6 +182,23 @@ impl Record {
                 reliability: Reliability::from_number(r.u8()?.into())?,
                 read_refs: r.u32()?,
                 write_refs: r.u32()?,
+                owner: if tag == 6 && r.u8()? == 1 {
+                    Some(Owner {
+                        vo: r.text()?,
+                        vo_id: r.text()?,
+                    })
+                } else {
+                    None
+                },
+                uuid: if tag == 6 && r.u8()? == 1 {
+                    Some(r.array()?)
+                } else {
+                    None
+                },
+            },
+            7 => Record::Bind {
+                id: r.u64()?,
+                uuid: r.array()?,
             },
             2 => Record::Size {
                 id: r.u64()?,
@@ -158,6 +222,12 @@ impl Record {
     }
 }
 
+fn put_text(out: &mut Vec<u8>, t: &str) {
+    let b = &t.as_bytes()[..t.len().min(MAX_OWNER_FIELD)];
+    out.extend_from_slice(&(b.len() as u16).to_le_bytes());
+    out.extend_from_slice(b);
+}
+
 struct Reader<'a>(&'a [u8]);
 
 impl Reader<'_> {
@@ -171,6 +241,15 @@ impl Reader<'_> {
     }
     fn u8(&mut self) -> Option<u8> {
         self.take::<1>().map(|b| b[0])
+    }
+    fn text(&mut self) -> Option<String> {
+        let len = u16::from_le_bytes(self.take()?) as usize;
+        if self.0.len() < len {
+            return None;
+        }
+        let (t, rest) = self.0.split_at(len);
+        self.0 = rest;
+        String::from_utf8(t.to_vec()).ok()
     }
     fn u32(&mut self) -> Option<u32> {
         self.take().map(u32::from_le_bytes)
@@ -362,6 +441,8 @@ mod tests {
                 reliability: Reliability::Hard,
                 read_refs: 1,
                 write_refs: 1,
+                owner: None,
+                uuid: None,
             },
             Record::Size { id: 7, size: 16 },
             Record::Change {
@@ -400,6 +481,66 @@ mod tests {
         bytes[good_len - 1] ^= 0xff;
         std::fs::write(&path, &bytes).unwrap();
         assert_eq!(replay(&path).unwrap(), sample()[..4].to_vec());
+    }
+
+    #[test]
+    fn owned_allocations_and_bindings_round_trip() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("journal");
+        let Record::Allocate {
+            id,
+            key_hash,
+            typekeys,
+            created,
+            expires,
+            max_size,
+            size,
+            reliability,
+            read_refs,
+            write_refs,
+            ..
+        } = sample()[0].clone()
+        else {
+            unreachable!()
+        };
+        let owned = |owner, uuid| Record::Allocate {
+            id,
+            key_hash,
+            typekeys,
+            created,
+            expires,
+            max_size,
+            size,
+            reliability,
+            read_refs,
+            write_refs,
+            owner,
+            uuid,
+        };
+        let owner = Some(Owner {
+            vo: "vo1".into(),
+            vo_id: "vo1:0001".into(),
+        });
+        let records = vec![
+            owned(owner.clone(), None),
+            owned(owner.clone(), Some([5; 16])),
+            owned(None, Some([6; 16])),
+            Record::Bind {
+                id: 7,
+                uuid: [4; 16],
+            },
+        ];
+        let j = Journal::create_from_snapshot(&path, &sample()).unwrap();
+        for r in &records {
+            j.append(r).unwrap();
+        }
+        let mut all = sample();
+        all.extend(records);
+        assert_eq!(replay(&path).unwrap(), all);
+        // The original tag stays in use for a legacy allocation.
+        let mut buf = Vec::new();
+        sample()[0].encode(&mut buf);
+        assert_eq!(buf[8], 1);
     }
 
     #[test]

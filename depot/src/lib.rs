@@ -1,5 +1,6 @@
 //! The IBP depot: an untrusted server that stores time-limited byte
-//! allocations behind capabilities and speaks the IBP 1.4 text protocol.
+//! allocations behind capabilities and speaks the IBP 1.4 text protocol, and
+//! the same commands over TLS 1.3 after IBP_auth on its secure port.
 //!
 //! Start reading at [`server::run`]; the per-command logic is in
 //! [`handlers`] (metadata commands) and [`transfer`] (data commands).
@@ -11,6 +12,7 @@ pub mod handlers;
 pub mod journal;
 pub mod metrics;
 pub mod resource;
+pub mod secure;
 pub mod server;
 mod splice;
 pub mod transfer;

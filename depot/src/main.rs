@@ -28,7 +28,9 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Cmd {
-    /// Serve the depot. The first line on stdout is `listening on ADDR:PORT`.
+    /// Serve the depot. The first line on stdout is `listening on ADDR:PORT`
+    /// (the legacy port, or the TLS port when `legacy = false`); with a TLS
+    /// port, the next is `tls listening on ADDR:PORT`.
     Serve {
         /// TOML configuration file (see docs/depot-config.md).
         #[arg(long)]
@@ -81,16 +83,53 @@ async fn serve(config: Option<PathBuf>, overrides: Overrides) -> anyhow::Result<
         None => Config::default(),
     }
     .apply(&overrides)?;
-    let listener = tokio::net::TcpListener::bind(cfg.listen)
-        .await
-        .with_context(|| format!("bind {}", cfg.listen))?;
-    let bound = listener.local_addr().context("read bound address")?;
-    let depot = Arc::new(Depot::open(&cfg, bound)?);
+    let listener = if cfg.legacy {
+        let l = tokio::net::TcpListener::bind(cfg.listen)
+            .await
+            .with_context(|| format!("bind {}", cfg.listen))?;
+        Some(l)
+    } else {
+        None
+    };
+    let tls_listener = match cfg.tls_listen {
+        Some(addr) => Some(
+            tokio::net::TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("bind TLS address {addr}"))?,
+        ),
+        None => None,
+    };
+    let legacy_bound = match &listener {
+        Some(l) => Some(l.local_addr().context("read bound address")?),
+        None => None,
+    };
+    let tls_bound = match &tls_listener {
+        Some(l) => Some(l.local_addr().context("read bound TLS address")?),
+        None => None,
+    };
+    // Config::apply guarantees at least one of the two.
+    let bound = legacy_bound
+        .or(tls_bound)
+        .context("neither the legacy nor the TLS port is configured")?;
+    let mut depot = Depot::open(&cfg, bound)?;
+    let acceptor = match tls_bound {
+        Some(t) => {
+            let (acceptor, secure) = ibp_depot::secure::load(&cfg, &depot.hostname, t.port())?;
+            tracing::info!(grant_name = %secure.grant_name, vos = secure.vos.len(), "secure port configured");
+            depot.secure = Some(secure);
+            Some(acceptor)
+        }
+        None => None,
+    };
+    let depot = Arc::new(depot);
     let shutdown = CancellationToken::new();
 
     {
         let mut out = std::io::stdout().lock();
         writeln!(out, "listening on {bound}").context("write to stdout")?;
+        if let Some(t) = tls_bound {
+            writeln!(out, "tls listening on {t}").context("write to stdout")?;
+        }
         out.flush().context("flush stdout")?;
     }
     if let Some(addr) = cfg.metrics_listen {
@@ -107,7 +146,7 @@ async fn serve(config: Option<PathBuf>, overrides: Overrides) -> anyhow::Result<
             }
         });
     }
-    tracing::info!(%bound, hostname = %depot.hostname, resources = depot.resources().len(), sync = ?cfg.sync, "depot serving");
+    tracing::info!(%bound, tls = ?tls_bound, hostname = %depot.hostname, resources = depot.resources().len(), sync = ?cfg.sync, "depot serving");
 
     spawn_signal_handler(shutdown.clone())?;
     spawn_reaper(depot.clone(), &cfg, shutdown.clone());
@@ -119,14 +158,31 @@ async fn serve(config: Option<PathBuf>, overrides: Overrides) -> anyhow::Result<
         );
     }
 
-    server::run(
-        listener,
-        depot.clone(),
-        cfg.max_connections,
-        shutdown,
-        cfg.shutdown_grace.as_duration(),
-    )
-    .await;
+    let grace = cfg.shutdown_grace.as_duration();
+    let legacy_port = listener.map(|l| {
+        tokio::spawn(server::run(
+            l,
+            depot.clone(),
+            cfg.max_connections,
+            shutdown.clone(),
+            grace,
+        ))
+    });
+    let secure_port = tls_listener.zip(acceptor).map(|(l, a)| {
+        tokio::spawn(server::run_secure(
+            l,
+            a,
+            depot.clone(),
+            cfg.max_connections,
+            shutdown.clone(),
+            grace,
+        ))
+    });
+    for task in [legacy_port, secure_port].into_iter().flatten() {
+        if let Err(e) = task.await {
+            tracing::error!(error = %e, "accept loop failed");
+        }
+    }
     for r in depot.resources() {
         if let Err(e) = r.sync_journal().await {
             tracing::error!(rid = r.rid.0, error = %e, "final journal sync failed");

@@ -18,7 +18,7 @@ use rand::Rng;
 use subtle::ConstantTimeEq;
 
 use crate::config::{ResourceConfig, SyncMode};
-use crate::journal::{self, Journal, Record};
+use crate::journal::{self, Journal, Owner, Record};
 
 /// Characters of random key after the `IBP-` prefix (as in IBP 1.4: 90
 /// alphanumerics, about 536 bits; legacy clients size their buffers for it).
@@ -45,6 +45,8 @@ pub struct AllocState {
     pub write_refs: u32,
     /// Deleted, expired or reclaimed; handlers holding it must stop.
     pub gone: bool,
+    /// The file UUID bound by the first authenticated STORE/WRITE.
+    pub uuid: Option<[u8; 16]>,
 }
 
 /// One allocation. Capability keys are kept only as SHA-256 hashes.
@@ -54,6 +56,8 @@ pub struct Allocation {
     key_hash: [u8; 32],
     typekeys: [u32; 3],
     pub created: i64,
+    /// Set for allocations made through an authenticated session.
+    pub owner: Option<Owner>,
     state: Mutex<AllocState>,
     /// Serialises STORE and WRITE on this allocation.
     pub writer: tokio::sync::Mutex<()>,
@@ -87,6 +91,8 @@ impl Allocation {
             reliability: s.reliability,
             read_refs: s.read_refs,
             write_refs: s.write_refs,
+            owner: self.owner.clone(),
+            uuid: s.uuid,
         }
     }
 }
@@ -215,6 +221,11 @@ impl Resource {
                         *write_refs = wr;
                     }
                 }
+                Record::Bind { id, uuid: u } => {
+                    if let Some(Record::Allocate { uuid, .. }) = live.get_mut(&id) {
+                        *uuid = Some(u);
+                    }
+                }
                 Record::Delete { id } => {
                     live.remove(&id);
                 }
@@ -246,6 +257,8 @@ impl Resource {
                 reliability,
                 read_refs,
                 write_refs,
+                owner,
+                uuid,
                 ..
             } = rec
             else {
@@ -289,6 +302,7 @@ impl Resource {
                 key_hash,
                 typekeys,
                 created,
+                owner,
                 state: Mutex::new(AllocState {
                     size,
                     max_size,
@@ -297,6 +311,7 @@ impl Resource {
                     read_refs,
                     write_refs,
                     gone: false,
+                    uuid,
                 }),
                 writer: tokio::sync::Mutex::new(()),
                 file_durable: AtomicBool::new(true),
@@ -385,6 +400,7 @@ impl Resource {
         reliability: Reliability,
         size: u64,
         duration: i64,
+        owner: Option<Owner>,
     ) -> Result<(Arc<Allocation>, NewCaps, u64), IbpError> {
         let t = now();
         let _gate = self.gate();
@@ -425,6 +441,7 @@ impl Resource {
             key_hash: hash,
             typekeys,
             created: t,
+            owner,
             state: Mutex::new(AllocState {
                 size: 0,
                 max_size: size,
@@ -433,6 +450,7 @@ impl Resource {
                 read_refs: 1,
                 write_refs: 1,
                 gone: false,
+                uuid: None,
             }),
             writer: tokio::sync::Mutex::new(()),
             file_durable: AtomicBool::new(false),
@@ -538,6 +556,29 @@ impl Resource {
             .map_err(io_err)?;
         st.size = size;
         Ok(gen)
+    }
+
+    /// Binds the allocation to a file UUID for good (the first authenticated
+    /// STORE/WRITE). Returns the journal generation to commit, or `None`
+    /// when it is already bound to `uuid`; another UUID is refused.
+    pub fn bind_uuid(&self, a: &Allocation, uuid: [u8; 16]) -> Result<Option<u64>, IbpError> {
+        let _gate = self.gate();
+        let mut st = lock(&a.state);
+        if st.gone {
+            return Err(IbpError::CapNotFound);
+        }
+        match st.uuid {
+            Some(u) if u == uuid => Ok(None),
+            Some(_) => Err(IbpError::CapAccessDenied),
+            None => {
+                let gen = self
+                    .journal
+                    .append(&Record::Bind { id: a.id, uuid })
+                    .map_err(io_err)?;
+                st.uuid = Some(uuid);
+                Ok(Some(gen))
+            }
+        }
     }
 
     /// In `always` mode, makes a data file (and, once, its directory entry) durable.

@@ -1,4 +1,5 @@
-//! The accept loop and the per-connection request loop of the legacy port.
+//! The accept loop and the per-connection request loop of the legacy port
+//! and of the secure (TLS 1.3, IBP_auth) port.
 //!
 //! A connection serves many requests. Any error reply closes it, as the IBP
 //! 1.4 depot does. Idle connections time out; the number of connections is
@@ -7,17 +8,24 @@
 
 use std::io;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
-use ibp_proto::{parse_request, Command, IbpError, Reply, Request, MAX_LINE};
-use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use ibp_proto::{
+    auth_refusal, parse_request, parse_secure_request, Command, IbpError, Reply, Request,
+    SecureRequest, MAX_LINE, MAX_SECURE_LINE,
+};
+use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncWrite, AsyncWriteExt, BufReader, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
+use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::{handlers, transfer, Depot};
+use crate::secure::Session;
+use crate::{handlers, secure, transfer, Depot};
 
 /// Read-side buffer of a connection; bulk reads larger than it bypass it.
 const READ_BUFFER: usize = 64 * 1024;
@@ -29,6 +37,8 @@ pub enum Failure {
     Reply(IbpError),
     /// The connection broke or timed out: close without a reply.
     Io(io::Error),
+    /// Send this IBP error with a reason (a refused AUTH), then close.
+    Refused(IbpError, String),
 }
 
 impl From<IbpError> for Failure {
@@ -43,29 +53,122 @@ impl From<io::Error> for Failure {
     }
 }
 
+/// The byte stream under a connection: plain TCP (with the splice and
+/// sendfile fast paths) or TLS (plain reads and writes).
+pub enum Transport {
+    Plain(TcpStream),
+    Tls(Box<tokio_rustls::TlsStream<TcpStream>>),
+}
+
+impl Transport {
+    /// The TCP socket, when the bytes on it are the payload itself.
+    pub fn tcp(&self) -> Option<&TcpStream> {
+        match self {
+            Transport::Plain(s) => Some(s),
+            Transport::Tls(_) => None,
+        }
+    }
+}
+
+impl AsyncRead for Transport {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Transport::Plain(s) => Pin::new(s).poll_read(cx, buf),
+            Transport::Tls(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
+        }
+    }
+}
+
+impl AsyncWrite for Transport {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        match self.get_mut() {
+            Transport::Plain(s) => Pin::new(s).poll_write(cx, buf),
+            Transport::Tls(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
+        }
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Transport::Plain(s) => Pin::new(s).poll_flush(cx),
+            Transport::Tls(s) => Pin::new(s.as_mut()).poll_flush(cx),
+        }
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Transport::Plain(s) => Pin::new(s).poll_shutdown(cx),
+            Transport::Tls(s) => Pin::new(s.as_mut()).poll_shutdown(cx),
+        }
+    }
+}
+
 /// One client connection.
 pub struct Conn {
-    pub reader: BufReader<TcpStream>,
+    pub reader: BufReader<Transport>,
     pub peer: SocketAddr,
     pub io_timeout: Duration,
+    /// Whether this is the secure port (version-2 requests, AUTH first).
+    pub secure: bool,
+    /// The verified TLS peer (secure port), or why its chain was refused.
+    pub peer_identity: Option<Result<ibp_auth::Identity, String>>,
+    /// Set by a successful AUTH.
+    pub session: Option<Session>,
 }
 
 impl Conn {
     pub fn new(stream: TcpStream, peer: SocketAddr, io_timeout: Duration) -> Conn {
+        Conn::with_transport(Transport::Plain(stream), peer, io_timeout)
+    }
+
+    pub fn with_transport(transport: Transport, peer: SocketAddr, io_timeout: Duration) -> Conn {
+        let secure = matches!(transport, Transport::Tls(_));
         Conn {
-            reader: BufReader::with_capacity(READ_BUFFER, stream),
+            reader: BufReader::with_capacity(READ_BUFFER, transport),
             peer,
             io_timeout,
+            secure,
+            peer_identity: None,
+            session: None,
         }
     }
 
-    pub fn stream(&self) -> &TcpStream {
-        self.reader.get_ref()
+    /// The TCP socket of a plain connection (`None` under TLS).
+    pub fn stream(&self) -> Option<&TcpStream> {
+        self.reader.get_ref().tcp()
+    }
+
+    /// Finds the allocation of a capability as this connection may see it:
+    /// allocations made in authenticated sessions exist only on the secure
+    /// port, the others only on the legacy port (`-4` otherwise).
+    pub fn find(
+        &self,
+        res: &crate::resource::Resource,
+        cap: &ibp_proto::CapRef,
+    ) -> Result<(Arc<crate::resource::Allocation>, Option<ibp_proto::CapKind>), IbpError> {
+        let (alloc, kind) = res.find(cap)?;
+        if alloc.owner.is_some() != self.secure {
+            return Err(IbpError::CapNotFound);
+        }
+        Ok((alloc, kind))
     }
 
     /// Writes bytes in one go (replies are never split across writes).
     pub async fn send(&mut self, bytes: &[u8]) -> io::Result<()> {
-        timed(self.io_timeout, self.reader.get_mut().write_all(bytes)).await
+        let w = self.reader.get_mut();
+        timed(self.io_timeout, async {
+            w.write_all(bytes).await?;
+            // TLS buffers records until flushed; a TCP flush is a no-op.
+            w.flush().await
+        })
+        .await
     }
 
     pub async fn reply(&mut self, reply: &Reply) -> io::Result<()> {
@@ -93,6 +196,14 @@ pub enum Line {
 /// Reads one line of at most [`MAX_LINE`] bytes without consuming anything
 /// after its `\n` (the payload that may follow stays buffered).
 pub async fn read_line<R: tokio::io::AsyncBufRead + Unpin>(r: &mut R) -> io::Result<Line> {
+    read_line_max(r, MAX_LINE).await
+}
+
+/// [`read_line`] with another limit (the secure port's is [`MAX_SECURE_LINE`]).
+pub async fn read_line_max<R: tokio::io::AsyncBufRead + Unpin>(
+    r: &mut R,
+    max: usize,
+) -> io::Result<Line> {
     let mut line = Vec::new();
     loop {
         let buf = r.fill_buf().await?;
@@ -104,13 +215,13 @@ pub async fn read_line<R: tokio::io::AsyncBufRead + Unpin>(r: &mut R) -> io::Res
             Some(i) => (i + 1, true),
             None => (buf.len(), false),
         };
-        let take = take.min(MAX_LINE + 1 - line.len());
+        let take = take.min(max + 1 - line.len());
         line.extend_from_slice(&buf[..take]);
         r.consume(take);
         if done && line.last() == Some(&b'\n') {
             return Ok(Line::Text(line));
         }
-        if line.len() > MAX_LINE {
+        if line.len() > max {
             return Ok(Line::TooLong);
         }
     }
@@ -120,6 +231,38 @@ pub async fn read_line<R: tokio::io::AsyncBufRead + Unpin>(r: &mut R) -> io::Res
 /// in-flight requests.
 pub async fn run(
     listener: TcpListener,
+    depot: Arc<Depot>,
+    max_connections: usize,
+    shutdown: CancellationToken,
+    grace: Duration,
+) {
+    run_with(listener, None, depot, max_connections, shutdown, grace).await
+}
+
+/// Accepts connections on the secure port: a TLS 1.3 handshake with the
+/// client's proxy chain, then version-2 requests starting with AUTH.
+pub async fn run_secure(
+    listener: TcpListener,
+    acceptor: TlsAcceptor,
+    depot: Arc<Depot>,
+    max_connections: usize,
+    shutdown: CancellationToken,
+    grace: Duration,
+) {
+    run_with(
+        listener,
+        Some(acceptor),
+        depot,
+        max_connections,
+        shutdown,
+        grace,
+    )
+    .await
+}
+
+async fn run_with(
+    listener: TcpListener,
+    tls: Option<TlsAcceptor>,
     depot: Arc<Depot>,
     max_connections: usize,
     shutdown: CancellationToken,
@@ -150,9 +293,16 @@ pub async fn run(
         let _ = stream.set_nodelay(true);
         let depot = depot.clone();
         let shutdown = shutdown.clone();
+        let tls = tls.clone();
         tracker.spawn(async move {
             depot.metrics.connection_opened();
-            serve_connection(&depot, Conn::new(stream, peer, depot.io_timeout), shutdown).await;
+            let conn = match tls {
+                None => Some(Conn::new(stream, peer, depot.io_timeout)),
+                Some(acceptor) => secure::handshake(&depot, &acceptor, stream, peer).await,
+            };
+            if let Some(conn) = conn {
+                serve_connection(&depot, conn, shutdown).await;
+            }
             depot.metrics.connection_closed();
             drop(permit);
         });
@@ -182,7 +332,12 @@ async fn serve_connection(depot: &Depot, mut conn: Conn, shutdown: CancellationT
             Ok(Ok([])) => return,
             Ok(Ok(_)) => {}
         }
-        let line = match timed(conn.io_timeout, read_line(&mut conn.reader)).await {
+        let max = if conn.secure {
+            MAX_SECURE_LINE
+        } else {
+            MAX_LINE
+        };
+        let line = match timed(conn.io_timeout, read_line_max(&mut conn.reader, max)).await {
             Ok(Line::Text(l)) => l,
             Ok(Line::Eof) | Err(_) => return,
             Ok(Line::TooLong) => {
@@ -191,35 +346,108 @@ async fn serve_connection(depot: &Depot, mut conn: Conn, shutdown: CancellationT
                 return;
             }
         };
-        let request = match parse_request(&line) {
-            Ok(r) => r,
-            Err(e) => {
-                tracing::info!(peer = %conn.peer, error = %e, "malformed request");
-                depot.metrics.request(e.command, false);
-                let _ = conn.reply(&e.reply()).await;
-                return;
-            }
+        let keep = if conn.secure {
+            secure_request(depot, &mut conn, &line).await
+        } else {
+            legacy_request(depot, &mut conn, &line).await
         };
-        let command = request.command();
-        let result = dispatch(depot, &mut conn, request).await;
-        depot.metrics.request(Some(command), result.is_ok());
-        match result {
-            Ok(()) => {}
-            Err(Failure::Reply(e)) => {
-                tracing::debug!(peer = %conn.peer, command = command.name(), error = %e, "request refused");
-                let reply = if command == Command::Status {
-                    Reply::StatusError(e)
-                } else {
-                    Reply::Error(e)
-                };
-                let _ = conn.reply(&reply).await;
-                return;
-            }
-            Err(Failure::Io(e)) => {
-                tracing::info!(peer = %conn.peer, command = command.name(), error = %e, "connection failed during request");
-                return;
-            }
+        if !keep {
+            return;
         }
+    }
+}
+
+/// Serves one legacy request; false when the connection must close.
+async fn legacy_request(depot: &Depot, conn: &mut Conn, line: &[u8]) -> bool {
+    let request = match parse_request(line) {
+        Ok(r) => r,
+        Err(e) => {
+            tracing::info!(peer = %conn.peer, error = %e, "malformed request");
+            depot.metrics.request(e.command, false);
+            let _ = conn.reply(&e.reply()).await;
+            return false;
+        }
+    };
+    let command = request.command();
+    let result = dispatch(depot, conn, request).await;
+    depot.metrics.request(Some(command), result.is_ok());
+    let error_reply = |e| {
+        if command == Command::Status {
+            Reply::StatusError(e)
+        } else {
+            Reply::Error(e)
+        }
+    };
+    finish(conn, command.name(), result, error_reply).await
+}
+
+/// Sends the reply of a failed request; false when the connection must close.
+async fn finish(
+    conn: &mut Conn,
+    name: &str,
+    result: Result<(), Failure>,
+    error_reply: impl Fn(IbpError) -> Reply,
+) -> bool {
+    match result {
+        Ok(()) => true,
+        Err(Failure::Reply(e)) => {
+            tracing::debug!(peer = %conn.peer, command = name, error = %e, "request refused");
+            let _ = conn.reply(&error_reply(e)).await;
+            false
+        }
+        Err(Failure::Refused(e, why)) => {
+            tracing::info!(peer = %conn.peer, command = name, error = %e, reason = %why, "request refused");
+            let _ = conn.send(auth_refusal(e, &why).as_bytes()).await;
+            false
+        }
+        Err(Failure::Io(e)) => {
+            tracing::info!(peer = %conn.peer, command = name, error = %e, "connection failed during request");
+            false
+        }
+    }
+}
+
+/// Serves one request of the secure port; false when the connection must close.
+async fn secure_request(depot: &Depot, conn: &mut Conn, line: &[u8]) -> bool {
+    let request = match parse_secure_request(line) {
+        Ok(r) => r,
+        Err(e) => {
+            tracing::info!(peer = %conn.peer, error = %e, "malformed request");
+            depot.metrics.request(e.command, false);
+            let _ = conn.reply(&e.reply()).await;
+            return false;
+        }
+    };
+    let name = request.name();
+    let command = request.command();
+    let result = if conn.session.is_none() && command.is_some() {
+        Err(Failure::Refused(
+            IbpError::CapAccessDenied,
+            format!("{name} before AUTH: authenticate with a depot grant first"),
+        ))
+    } else {
+        dispatch_secure(depot, conn, request.clone()).await
+    };
+    if command.is_some() {
+        depot.metrics.request(command, result.is_ok());
+    }
+    finish(conn, name, result, |e| request.error_reply(e)).await
+}
+
+#[tracing::instrument(level = "debug", skip_all, fields(peer = %conn.peer, command = request.name()))]
+async fn dispatch_secure(
+    depot: &Depot,
+    conn: &mut Conn,
+    request: SecureRequest,
+) -> Result<(), Failure> {
+    match request {
+        SecureRequest::Auth(a) => secure::auth(depot, conn, a).await,
+        SecureRequest::Allocate(a) => handlers::allocate(depot, conn, a).await,
+        SecureRequest::Manage(m) => handlers::manage(depot, conn, m).await,
+        SecureRequest::Status(s) => handlers::status(depot, conn, s).await,
+        SecureRequest::Store(s) => transfer::store_bound(depot, conn, s).await,
+        SecureRequest::Write(w) => transfer::write_bound(depot, conn, w).await,
+        SecureRequest::Load(l) => transfer::load_with_ticket(depot, conn, l).await,
     }
 }
 

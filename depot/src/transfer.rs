@@ -1,7 +1,9 @@
 //! STORE, WRITE, LOAD and COPY: the commands that move bytes.
 //!
 //! Data is streamed in chunks of at most [`CHUNK`] bytes, never buffered
-//! whole; LOAD and COPY send from the page cache with `sendfile(2)`.
+//! whole; on plain TCP, LOAD and COPY send from the page cache with
+//! `sendfile(2)` and large STOREs are received with `splice(2)`; under TLS the
+//! bytes go through plain reads and writes of [`TLS_CHUNK`].
 
 use std::fs::{File, OpenOptions};
 use std::io;
@@ -10,7 +12,11 @@ use std::os::unix::fs::FileExt;
 use std::sync::Arc;
 use std::time::Duration;
 
-use ibp_proto::{CapKind, Copy, Expect, IbpError, Load, Reply, Store, Write, MAX_LINE};
+use ibp_auth::tokens::FileTicket;
+use ibp_proto::{
+    format_uuid, parse_uuid, CapKind, Copy, Expect, IbpError, Load, Reply, SecureLoad, SecureStore,
+    SecureWrite, Store, Write, MAX_LINE,
+};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
 
@@ -21,6 +27,8 @@ use crate::Depot;
 
 /// Largest piece of data moved per read or write.
 pub const CHUNK: usize = 1 << 20;
+/// Piece of a LOAD read from the file and written into a TLS stream.
+pub const TLS_CHUNK: usize = 256 * 1024;
 /// Transfers at least this large are received with splice(2).
 const SPLICE_MIN: u64 = 256 * 1024;
 /// LOADs up to this size are sent with their header in a single write.
@@ -34,11 +42,28 @@ fn resource_of<'a>(
 }
 
 pub async fn store(depot: &Depot, conn: &mut Conn, s: Store) -> Result<(), Failure> {
-    receive(depot, conn, &s.cap, None, s.size).await
+    receive(depot, conn, &s.cap, None, s.size, None).await
 }
 
 pub async fn write(depot: &Depot, conn: &mut Conn, w: Write) -> Result<(), Failure> {
-    receive(depot, conn, &w.cap, Some(w.offset), w.size).await
+    receive(depot, conn, &w.cap, Some(w.offset), w.size, None).await
+}
+
+fn uuid_bytes(text: &str) -> Result<[u8; 16], IbpError> {
+    parse_uuid(text).ok_or(IbpError::InvalidParameter)
+}
+
+/// STORE in a session: binds the allocation to the file UUID.
+pub async fn store_bound(depot: &Depot, conn: &mut Conn, s: SecureStore) -> Result<(), Failure> {
+    let uuid = uuid_bytes(&s.uuid)?;
+    receive(depot, conn, &s.store.cap, None, s.store.size, Some(uuid)).await
+}
+
+/// WRITE in a session: binds the allocation to the file UUID.
+pub async fn write_bound(depot: &Depot, conn: &mut Conn, w: SecureWrite) -> Result<(), Failure> {
+    let uuid = uuid_bytes(&w.uuid)?;
+    let (cap, off, size) = (&w.write.cap, w.write.offset, w.write.size);
+    receive(depot, conn, cap, Some(off), size, Some(uuid)).await
 }
 
 /// STORE (append, `offset` None) and WRITE (at `offset`): check, send the
@@ -50,9 +75,10 @@ async fn receive(
     cap: &ibp_proto::CapRef,
     offset: Option<u64>,
     len: u64,
+    uuid: Option<[u8; 16]>,
 ) -> Result<(), Failure> {
     let res = resource_of(depot, cap)?;
-    let (alloc, kind) = res.find(cap)?;
+    let (alloc, kind) = conn.find(res, cap)?;
     if kind != Some(CapKind::Write) {
         return Err(IbpError::InvalidWriteCap.into());
     }
@@ -68,6 +94,21 @@ async fn receive(
     let end = start.checked_add(len).ok_or(IbpError::WouldExceedLimit)?;
     if end > st.max_size {
         return Err(IbpError::WouldExceedLimit.into());
+    }
+    if let Some(uuid) = uuid {
+        // The first authenticated write binds the allocation for good.
+        if let Some(gen) = res.bind_uuid(&alloc, uuid).map_err(|e| match e {
+            IbpError::CapAccessDenied => Failure::Refused(
+                e,
+                format!(
+                    "allocation is bound to another file, not {}",
+                    format_uuid(&uuid)
+                ),
+            ),
+            e => e.into(),
+        })? {
+            res.commit(gen).await?;
+        }
     }
     conn.reply(&Reply::Ok).await?;
 
@@ -127,9 +168,8 @@ async fn pump_into_file(
         at += take as u64;
         left -= take as u64;
     }
-    if left >= SPLICE_MIN {
-        if let Ok(pipe) = splice::Pipe::new() {
-            let stream = conn.reader.get_ref();
+    if left >= SPLICE_MIN && conn.stream().is_some() {
+        if let (Ok(pipe), Some(stream)) = (splice::Pipe::new(), conn.stream()) {
             let moved = splice::receive(stream, file, &pipe, at, left, conn.io_timeout, |n| {
                 depot.metrics.bytes_in(n)
             })
@@ -166,10 +206,32 @@ fn clip(size: u64, offset: u64, want: u64) -> u64 {
 }
 
 pub async fn load(depot: &Depot, conn: &mut Conn, l: Load) -> Result<(), Failure> {
+    load_checked(depot, conn, l, None).await
+}
+
+/// LOAD in a session: the read capability and a valid file ticket for the
+/// allocation's UUID, bound to the TLS peer's key.
+pub async fn load_with_ticket(
+    depot: &Depot,
+    conn: &mut Conn,
+    l: SecureLoad,
+) -> Result<(), Failure> {
+    load_checked(depot, conn, l.load, l.ticket.as_deref()).await
+}
+
+async fn load_checked(
+    depot: &Depot,
+    conn: &mut Conn,
+    l: Load,
+    ticket: Option<&str>,
+) -> Result<(), Failure> {
     let res = resource_of(depot, &l.cap)?;
-    let (alloc, kind) = res.find(&l.cap)?;
+    let (alloc, kind) = conn.find(res, &l.cap)?;
     if kind != Some(CapKind::Read) {
         return Err(IbpError::InvalidReadCap.into());
+    }
+    if conn.secure {
+        check_ticket(depot, conn, &alloc, ticket)?;
     }
     // Legacy short read: answer with what exists past the offset.
     let n = clip(alloc.state().size, l.offset, l.size);
@@ -194,9 +256,60 @@ pub async fn load(depot: &Depot, conn: &mut Conn, l: Load) -> Result<(), Failure
         conn.send(&out).await?;
     } else {
         conn.send(header.as_bytes()).await?;
-        send_file(conn.stream(), &file, l.offset, n, conn.io_timeout).await?;
+        let io_timeout = conn.io_timeout;
+        match conn.stream() {
+            Some(stream) => send_file(stream, &file, l.offset, n, io_timeout).await?,
+            None => copy_file_out(conn, &file, l.offset, n).await?,
+        }
     }
     depot.metrics.bytes_out(n);
+    Ok(())
+}
+
+/// Checks the file ticket of a LOAD in a session.
+fn check_ticket(
+    depot: &Depot,
+    conn: &Conn,
+    alloc: &crate::resource::Allocation,
+    ticket: Option<&str>,
+) -> Result<(), Failure> {
+    let refuse = |why: String| Failure::Refused(IbpError::CapAccessDenied, why);
+    let (Some(secure), Some(session)) = (&depot.secure, &conn.session) else {
+        return Err(refuse("no authenticated session".into()));
+    };
+    let ticket = ticket.ok_or_else(|| refuse("LOAD needs a file ticket".into()))?;
+    let uuid = alloc
+        .state()
+        .uuid
+        .ok_or_else(|| refuse("allocation is not bound to a file yet".into()))?;
+    FileTicket::verify(
+        ticket,
+        &secure.trust,
+        &format_uuid(&uuid),
+        &session.identity.key_hash,
+        ibp_auth::unix_now(),
+    )
+    .map_err(|e| refuse(format!("file ticket refused: {e}")))?;
+    Ok(())
+}
+
+/// Sends `len` bytes of `file` from `offset` through the connection's
+/// stream (TLS) in pieces of [`TLS_CHUNK`].
+async fn copy_file_out(conn: &mut Conn, file: &File, offset: u64, len: u64) -> Result<(), Failure> {
+    let mut buf = vec![0u8; (len as usize).min(TLS_CHUNK)];
+    let mut at = offset;
+    let mut left = len;
+    while left > 0 {
+        let k = (left as usize).min(buf.len());
+        file.read_exact_at(&mut buf[..k], at).map_err(|e| {
+            tracing::error!(error = %e, "read allocation data");
+            IbpError::FileRead
+        })?;
+        conn.send(&buf[..k]).await?;
+        at += k as u64;
+        left -= k as u64;
+    }
+    timed(conn.io_timeout, conn.reader.get_mut().flush()).await?;
     Ok(())
 }
 
@@ -239,7 +352,7 @@ async fn send_file(
 /// range there with the target WRITE capability, and reports the count.
 pub async fn copy(depot: &Depot, conn: &mut Conn, c: Copy) -> Result<(), Failure> {
     let res = resource_of(depot, &c.source)?;
-    let (alloc, kind) = res.find(&c.source)?;
+    let (alloc, kind) = conn.find(res, &c.source)?;
     if kind != Some(CapKind::Read) {
         return Err(IbpError::InvalidReadCap.into());
     }

@@ -31,6 +31,8 @@ pub struct DepotBuilder {
     hostname: String,
     metrics: bool,
     fsize_limit: Option<u64>,
+    listen: String,
+    tls: bool,
 }
 
 impl Default for DepotBuilder {
@@ -48,6 +50,8 @@ impl DepotBuilder {
             hostname: "127.0.0.1".into(),
             metrics: false,
             fsize_limit: None,
+            listen: "127.0.0.1:0".into(),
+            tls: false,
         }
     }
 
@@ -84,6 +88,18 @@ impl DepotBuilder {
         self
     }
 
+    /// The `--listen` address (default `127.0.0.1:0`).
+    pub fn listen(mut self, addr: &str) -> Self {
+        self.listen = addr.into();
+        self
+    }
+
+    /// Expects the `tls listening on` line (the configuration sets `tls_listen`).
+    pub fn tls(mut self) -> Self {
+        self.tls = true;
+        self
+    }
+
     /// Adds `--metrics-listen 127.0.0.1:0` and waits for the `metrics on` line.
     pub fn metrics(mut self) -> Self {
         self.metrics = true;
@@ -109,7 +125,7 @@ impl DepotBuilder {
         };
         let mut cmd = Command::new(BIN);
         cmd.arg("serve")
-            .args(["--listen", "127.0.0.1:0", "--hostname", &self.hostname]);
+            .args(["--listen", &self.listen, "--hostname", &self.hostname]);
         if self.use_data {
             cmd.arg("--data").arg(&data);
         }
@@ -155,6 +171,7 @@ impl DepotBuilder {
         let mut proc = DepotProc {
             child,
             addr: "0.0.0.0:0".parse().unwrap(),
+            tls_addr: None,
             metrics: None,
             data,
             log,
@@ -168,6 +185,14 @@ impl DepotBuilder {
             .unwrap_or_else(|| panic!("unexpected first stdout line {first:?}"));
         assert!(first.ends_with('\n'));
         proc.addr = addr;
+        if self.tls {
+            let line = proc.stdout_line(&rx);
+            let t = line
+                .strip_prefix("tls listening on ")
+                .and_then(|s| s.trim_end().parse::<SocketAddr>().ok())
+                .unwrap_or_else(|| panic!("unexpected TLS stdout line {line:?}"));
+            proc.tls_addr = Some(t);
+        }
         if self.metrics {
             let second = proc.stdout_line(&rx);
             let m = second
@@ -184,6 +209,8 @@ impl DepotBuilder {
 pub struct DepotProc {
     child: Child,
     pub addr: SocketAddr,
+    /// The secure port, when the depot serves one.
+    pub tls_addr: Option<SocketAddr>,
     pub metrics: Option<SocketAddr>,
     pub data: PathBuf,
     log: PathBuf,

@@ -44,10 +44,12 @@ pub struct SecureWrite {
 }
 
 /// LOAD with a file ticket: `2 8 <rid>#<key> <typekey> <offset> <size> <ticket> <timeout> \n`.
+/// Without the ticket field the line parses (the depot then refuses the
+/// LOAD with `-12`, saying a ticket is needed).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SecureLoad {
     pub load: Load,
-    pub ticket: String,
+    pub ticket: Option<String>,
 }
 
 /// One request of the secure port.
@@ -173,12 +175,15 @@ impl SecureRequest {
                 w.write.timeout
             ),
             SecureRequest::Load(l) => format!(
-                "2 8 {} {} {} {} {} {} \n",
+                "2 8 {} {} {} {} {}{} \n",
                 l.load.cap.rid_key(),
                 l.load.cap.typekey,
                 l.load.offset,
                 l.load.size,
-                l.ticket,
+                l.ticket
+                    .as_ref()
+                    .map(|t| format!("{t} "))
+                    .unwrap_or_default(),
                 l.load.timeout
             ),
             SecureRequest::Manage(m) => {
@@ -289,7 +294,11 @@ fn parse_secure(cmd: Option<Command>, args: &[&str]) -> Result<SecureRequest, Pr
             })
         }
         Command::Load => {
-            let [cap, tk, off, size, ticket, to] = fields(args, name)?;
+            let (cap, tk, off, size, ticket, to) = match args {
+                [cap, tk, off, size, ticket, to] => (cap, tk, off, size, Some(ticket), to),
+                [cap, tk, off, size, to] => (cap, tk, off, size, None, to),
+                _ => return Err(ProtoError::FieldCount(name)),
+            };
             SecureRequest::Load(SecureLoad {
                 load: Load {
                     cap: cap_ref(cap, tk)?,
@@ -297,7 +306,7 @@ fn parse_secure(cmd: Option<Command>, args: &[&str]) -> Result<SecureRequest, Pr
                     size: uint(size, "size")?,
                     timeout: int(to, "timeout")?,
                 },
-                ticket: token(ticket, "ticket")?,
+                ticket: ticket.map(|t| token(t, "ticket")).transpose()?,
             })
         }
         Command::Manage => {
@@ -385,7 +394,16 @@ mod tests {
                     size: 10,
                     timeout: 30,
                 },
-                ticket: TOKEN.into(),
+                ticket: Some(TOKEN.into()),
+            }),
+            SecureRequest::Load(SecureLoad {
+                load: Load {
+                    cap: cap(),
+                    offset: 0,
+                    size: 10,
+                    timeout: 30,
+                },
+                ticket: None,
             }),
             SecureRequest::Manage(Manage {
                 cap: cap(),
@@ -436,8 +454,9 @@ mod tests {
             s[4].encode(),
             format!("2 8 3#IBP-abcDEF123 77 0 10 {TOKEN} 30 \n")
         );
-        assert_eq!(s[6].encode(), "2 9 3#IBP-abcDEF123 77 42 1 30\n");
-        assert_eq!(s[7].encode(), "2 4 3 1 ibp 30\n");
+        assert_eq!(s[5].encode(), "2 8 3#IBP-abcDEF123 77 0 10 30 \n");
+        assert_eq!(s[7].encode(), "2 9 3#IBP-abcDEF123 77 42 1 30\n");
+        assert_eq!(s[8].encode(), "2 4 3 1 ibp 30\n");
     }
 
     #[test]

@@ -1,0 +1,626 @@
+//! The secure port (IBP_auth): TLS 1.3 with a proxy chain carrying VO
+//! attributes, AUTH with an L-Bone depot grant, VO policy, file-bound
+//! blocks and file tickets, against real depot processes with a PKI minted
+//! here.
+
+mod common;
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use common::{DepotBuilder, DepotProc};
+use ibp_auth::keys::{ed25519_public, format_public_key, generate_ed25519};
+use ibp_auth::pki::Authority;
+use ibp_auth::proxy::ProxyOptions;
+use ibp_auth::tokens::{DepotGrant, FileTicket};
+use ibp_auth::{unix_now, ProxyCredential, TrustStore, VoAttributes};
+use ibp_depot::client::{ClientError, SecureClient};
+use ibp_proto::{Expect, IbpError, Reliability, Rid};
+use ring::signature::Ed25519KeyPair;
+use tempfile::TempDir;
+
+const FILE: &str = "6f0e1d2c-3b4a-4958-8776-a5b4c3d2e1f0";
+const OTHER_FILE: &str = "00000000-1111-4222-8333-444444444444";
+
+fn pem(tag: &str, der: &[u8]) -> String {
+    pem::encode(&pem::Pem::new(tag, der.to_vec()))
+}
+
+/// A CA, an AA for vo1 and vo2, an L-Bone and a metadata-manager key, the
+/// depot's certificate, and a depot configuration.
+struct Grid {
+    dir: TempDir,
+    ca: Authority,
+    aa: Authority,
+    lbone: Ed25519KeyPair,
+    mdm: Ed25519KeyPair,
+    /// What clients trust (the CA).
+    client_trust: TrustStore,
+}
+
+impl Grid {
+    fn new() -> Grid {
+        let dir = tempfile::tempdir().unwrap();
+        let ca = Authority::new_ca("Test Grid", "Test CA", 30).unwrap();
+        let aa = ca.new_aa("Test Grid", "vo1", 30).unwrap();
+        let server = ca.issue_server(&["localhost", "127.0.0.1"], 30).unwrap();
+        let lbone_key = generate_ed25519().unwrap();
+        let mdm_key = generate_ed25519().unwrap();
+        let trust = dir.path().join("trust");
+        for sub in ["ca", "vomsdir/vo1", "vomsdir/vo2", "lbone", "metadata"] {
+            std::fs::create_dir_all(trust.join(sub)).unwrap();
+        }
+        std::fs::write(trust.join("ca/ca.pem"), pem("CERTIFICATE", &ca.cert_der)).unwrap();
+        for vo in ["vo1", "vo2"] {
+            std::fs::write(
+                trust.join(format!("vomsdir/{vo}/aa.pem")),
+                pem("CERTIFICATE", &aa.cert_der),
+            )
+            .unwrap();
+        }
+        std::fs::write(
+            trust.join("lbone/lbone.pub"),
+            format_public_key(&ed25519_public(&lbone_key).unwrap()),
+        )
+        .unwrap();
+        std::fs::write(
+            trust.join("metadata/mdm.pub"),
+            format_public_key(&ed25519_public(&mdm_key).unwrap()),
+        )
+        .unwrap();
+        std::fs::write(
+            dir.path().join("depot.pem"),
+            pem("CERTIFICATE", &server.cert_der),
+        )
+        .unwrap();
+        std::fs::write(
+            dir.path().join("depot.key"),
+            pem("PRIVATE KEY", &server.key_pkcs8),
+        )
+        .unwrap();
+        let mut client_trust = TrustStore::new();
+        client_trust.add_ca(ca.cert_der.clone()).unwrap();
+        Grid {
+            dir,
+            ca,
+            aa,
+            lbone: Ed25519KeyPair::from_pkcs8(&lbone_key).unwrap(),
+            mdm: Ed25519KeyPair::from_pkcs8(&mdm_key).unwrap(),
+            client_trust,
+        }
+    }
+
+    /// Writes a depot configuration (`top` goes before the tables) that
+    /// serves vo1 only.
+    fn config(&self, top: &str) -> PathBuf {
+        let d = self.dir.path();
+        let text = format!(
+            "{top}\ntls_listen = \"127.0.0.1:0\"\ntls_cert = \"{}\"\ntls_key = \"{}\"\ntrust_dir = \"{}\"\n\n[[vo]]\nname = \"vo1\"\nmax_size = \"4MiB\"\nmax_duration = \"1h\"\n",
+            d.join("depot.pem").display(),
+            d.join("depot.key").display(),
+            d.join("trust").display(),
+        );
+        let path = d.join(format!("depot-{}.toml", text.len()));
+        std::fs::write(&path, text).unwrap();
+        path
+    }
+
+    fn depot_builder(&self, top: &str) -> DepotBuilder {
+        DepotBuilder::new()
+            .arg("--config")
+            .arg(self.config(top))
+            .tls()
+    }
+
+    fn depot(&self) -> DepotProc {
+        self.depot_builder("").spawn()
+    }
+
+    /// A user of `vo` with a proxy carrying the AA-signed attributes.
+    fn user(&self, name: &str, vo: &str, vo_id: &str) -> ProxyCredential {
+        let user = self.ca.issue_user("Test Grid", name, 12 * 3600).unwrap();
+        let (_, ee) = x509_parser::parse_x509_certificate(&user.cert_der).unwrap();
+        let now = unix_now();
+        let attrs = VoAttributes {
+            vo: vo.into(),
+            vo_id: vo_id.into(),
+            groups: vec![],
+            holder_issuer: ee.issuer().as_raw().to_vec(),
+            holder_serial: ee.raw_serial().to_vec(),
+            not_before: now - 60,
+            not_after: now + 3600,
+        };
+        let ext = self.aa.sign_attributes(&attrs).unwrap();
+        ProxyCredential::create(
+            std::slice::from_ref(&user.cert_der),
+            &user.key_pkcs8,
+            &ProxyOptions {
+                lifetime: 3600,
+                attributes: Some(ext),
+                path_len: None,
+            },
+        )
+        .unwrap()
+    }
+
+    fn grant_with(
+        &self,
+        f: impl FnOnce(&mut DepotGrant),
+        depot: &DepotProc,
+        holder: &ProxyCredential,
+        vo: &str,
+        vo_id: &str,
+    ) -> String {
+        let now = unix_now();
+        let mut g = DepotGrant {
+            depot: format!("127.0.0.1:{}", tls_port(depot)),
+            vo: vo.into(),
+            vo_id: vo_id.into(),
+            holder: holder.key_hash().unwrap(),
+            issued: now,
+            not_after: now + 600,
+        };
+        f(&mut g);
+        g.sign(&self.lbone)
+    }
+
+    fn grant(&self, depot: &DepotProc, holder: &ProxyCredential) -> String {
+        self.grant_with(|_| {}, depot, holder, "vo1", "vo1:0001")
+    }
+
+    fn ticket_with(&self, f: impl FnOnce(&mut FileTicket), holder: &ProxyCredential) -> String {
+        let now = unix_now();
+        let mut t = FileTicket {
+            file: FILE.into(),
+            vo: "vo1".into(),
+            vo_id: "vo1:0001".into(),
+            holder: holder.key_hash().unwrap(),
+            issued: now,
+            not_after: now + 600,
+        };
+        f(&mut t);
+        t.sign(&self.mdm)
+    }
+
+    fn ticket(&self, holder: &ProxyCredential) -> String {
+        self.ticket_with(|_| {}, holder)
+    }
+
+    async fn connect(&self, depot: &DepotProc, cred: &ProxyCredential) -> SecureClient {
+        let mut c = SecureClient::connect(
+            &format!("127.0.0.1:{}", tls_port(depot)),
+            "127.0.0.1",
+            &self.client_trust,
+            cred,
+        )
+        .await
+        .unwrap();
+        c.set_timeout(Duration::from_secs(10));
+        c
+    }
+
+    /// Connected and authenticated as `cred` (vo1).
+    async fn session(&self, depot: &DepotProc, cred: &ProxyCredential) -> SecureClient {
+        let mut c = self.connect(depot, cred).await;
+        c.auth(&self.grant(depot, cred)).await.unwrap();
+        c
+    }
+}
+
+fn tls_port(d: &DepotProc) -> u16 {
+    d.tls_addr.expect("depot serves a TLS port").port()
+}
+
+fn alice(g: &Grid) -> ProxyCredential {
+    g.user("Alice", "vo1", "vo1:0001")
+}
+
+/// The error of a refused request: the code, and the reason when one was given.
+fn refused<T: std::fmt::Debug>(r: Result<T, ClientError>) -> (IbpError, String) {
+    match r {
+        Err(ClientError::Refused { error, reason }) => (error, reason),
+        Err(ClientError::Ibp(e)) => (e, String::new()),
+        other => panic!("expected an error reply, got {other:?}"),
+    }
+}
+
+/// AUTH with `grant` is refused with -12 and a reason containing `why`,
+/// and the connection is closed.
+async fn auth_refused(g: &Grid, depot: &DepotProc, cred: &ProxyCredential, grant: &str, why: &str) {
+    let mut c = g.connect(depot, cred).await;
+    let (e, reason) = refused(c.auth(grant).await);
+    assert_eq!(e, IbpError::CapAccessDenied, "{reason}");
+    assert!(
+        reason.contains(why),
+        "reason {reason:?} does not say {why:?}"
+    );
+    // The client does not reconnect; the depot closed the session.
+    assert!(c.status(Rid(0)).await.is_err());
+}
+
+#[tokio::test]
+async fn happy_path_allocate_store_load_with_ticket() {
+    let g = Grid::new();
+    let depot = g.depot();
+    let a = alice(&g);
+    let mut c = g.session(&depot, &a).await;
+    assert_eq!(
+        c.cipher_suite(),
+        Some(rustls::CipherSuite::TLS13_AES_128_GCM_SHA256)
+    );
+    let caps = c
+        .allocate(Rid(0), Reliability::Hard, 600, 3 << 20)
+        .await
+        .unwrap();
+    // Capabilities handed out on the secure port name the secure port.
+    assert_eq!(caps.read.port, tls_port(&depot));
+    let data: Vec<u8> = (0..(3u32 << 20) - 5).map(|i| (i * 7 % 251) as u8).collect();
+    assert_eq!(
+        c.store(&caps.write, FILE, &data[..1 << 20]).await.unwrap(),
+        1 << 20
+    );
+    assert_eq!(
+        c.store(&caps.write, FILE, &data[1 << 20..]).await.unwrap(),
+        (data.len() - (1 << 20)) as u64
+    );
+    let got = c
+        .load(&caps.read, 0, data.len() as u64, Some(&g.ticket(&a)))
+        .await
+        .unwrap();
+    assert!(got == data, "loaded bytes differ");
+    let small = c
+        .load(&caps.read, 10, 20, Some(&g.ticket(&a)))
+        .await
+        .unwrap();
+    assert_eq!(small, data[10..30]);
+    // WRITE with the same UUID is fine.
+    assert_eq!(c.write_at(&caps.write, 0, FILE, b"xyz").await.unwrap(), 3);
+    let p = c.probe(&caps.manage).await.unwrap();
+    assert_eq!(p.size, data.len() as u64);
+    let st = c.status(Rid(0)).await.unwrap();
+    assert!(st.total_used >= 3 << 20);
+}
+
+#[tokio::test]
+async fn command_before_auth_is_refused() {
+    let g = Grid::new();
+    let depot = g.depot();
+    let a = alice(&g);
+    let mut c = g.connect(&depot, &a).await;
+    let (e, reason) = refused(c.allocate(Rid(0), Reliability::Hard, 600, 1024).await);
+    assert_eq!(e, IbpError::CapAccessDenied);
+    assert!(reason.contains("AUTH"), "{reason}");
+    assert!(c.status(Rid(0)).await.is_err(), "connection must be closed");
+    // STATUS is no exception.
+    let mut c = g.connect(&depot, &a).await;
+    let (e, _) = refused(c.status(Rid(0)).await);
+    assert_eq!(e, IbpError::CapAccessDenied);
+    // Nor are legacy request lines.
+    let mut c = g.connect(&depot, &a).await;
+    let (e, _) = refused(c.raw("1 4 0 1 ibp 30\n", Expect::Payload).await);
+    assert_eq!(e, IbpError::ProtocolVersion);
+}
+
+#[tokio::test]
+async fn grant_for_another_depot_is_refused() {
+    let g = Grid::new();
+    let depot = g.depot();
+    let a = alice(&g);
+    let grant = g.grant_with(
+        |gr| gr.depot = "127.0.0.1:1".into(),
+        &depot,
+        &a,
+        "vo1",
+        "vo1:0001",
+    );
+    auth_refused(&g, &depot, &a, &grant, "depot").await;
+}
+
+#[tokio::test]
+async fn grant_bound_to_another_holder_is_refused() {
+    let g = Grid::new();
+    let depot = g.depot();
+    let a = alice(&g);
+    // Another proxy of the same user (same VO ID, another key).
+    let other = alice(&g);
+    let grant = g.grant(&depot, &other);
+    auth_refused(&g, &depot, &a, &grant, "grant refused").await;
+}
+
+#[tokio::test]
+async fn expired_grant_is_refused() {
+    let g = Grid::new();
+    let depot = g.depot();
+    let a = alice(&g);
+    let now = unix_now();
+    let grant = g.grant_with(
+        |gr| {
+            gr.issued = now - 7200;
+            gr.not_after = now - 3600;
+        },
+        &depot,
+        &a,
+        "vo1",
+        "vo1:0001",
+    );
+    auth_refused(&g, &depot, &a, &grant, "expired").await;
+}
+
+#[tokio::test]
+async fn badly_signed_grant_is_refused() {
+    let g = Grid::new();
+    let depot = g.depot();
+    let a = alice(&g);
+    let grant = g.grant(&depot, &a);
+    let mut bytes = grant.into_bytes();
+    let i = bytes.len() - 10;
+    bytes[i] = if bytes[i] == b'A' { b'B' } else { b'A' };
+    let tampered = String::from_utf8(bytes).unwrap();
+    auth_refused(&g, &depot, &a, &tampered, "signature").await;
+    // A grant signed by a key the depot does not trust.
+    let rogue = Ed25519KeyPair::from_pkcs8(&generate_ed25519().unwrap()).unwrap();
+    let now = unix_now();
+    let rogue_grant = DepotGrant {
+        depot: format!("127.0.0.1:{}", tls_port(&depot)),
+        vo: "vo1".into(),
+        vo_id: "vo1:0001".into(),
+        holder: a.key_hash().unwrap(),
+        issued: now,
+        not_after: now + 600,
+    }
+    .sign(&rogue);
+    auth_refused(&g, &depot, &a, &rogue_grant, "grant refused").await;
+}
+
+#[tokio::test]
+async fn vo_not_served_is_refused() {
+    let g = Grid::new();
+    let depot = g.depot();
+    let bob = g.user("Bob", "vo2", "vo2:0007");
+    let grant = g.grant_with(|_| {}, &depot, &bob, "vo2", "vo2:0007");
+    auth_refused(&g, &depot, &bob, &grant, "not served").await;
+}
+
+#[tokio::test]
+async fn grant_for_another_vo_identity_is_refused() {
+    let g = Grid::new();
+    let depot = g.depot();
+    let a = alice(&g);
+    let grant = g.grant_with(|_| {}, &depot, &a, "vo1", "vo1:9999");
+    auth_refused(&g, &depot, &a, &grant, "vo1:9999").await;
+}
+
+#[tokio::test]
+async fn vo_limits_on_allocate() {
+    let g = Grid::new();
+    let depot = g.depot();
+    let a = alice(&g);
+    let mut c = g.session(&depot, &a).await;
+    let (e, reason) = refused(c.allocate(Rid(0), Reliability::Hard, 600, 5 << 20).await);
+    assert_eq!(e, IbpError::WouldExceedLimit);
+    assert!(reason.contains("max_size"), "{reason}");
+    let mut c = g.session(&depot, &a).await;
+    let (e, reason) = refused(c.allocate(Rid(0), Reliability::Hard, 7200, 1024).await);
+    assert_eq!(e, IbpError::LongDuration);
+    assert!(reason.contains("max_duration"), "{reason}");
+    // -1 means the VO's maximum.
+    let mut c = g.session(&depot, &a).await;
+    let caps = c
+        .allocate(Rid(0), Reliability::Hard, -1, 1024)
+        .await
+        .unwrap();
+    let p = c.probe(&caps.manage).await.unwrap();
+    assert!(p.seconds_left <= 3600 && p.seconds_left > 3500, "{p:?}");
+}
+
+#[tokio::test]
+async fn second_store_with_another_uuid_is_refused() {
+    let g = Grid::new();
+    let depot = g.depot();
+    let a = alice(&g);
+    let mut c = g.session(&depot, &a).await;
+    let caps = c
+        .allocate(Rid(0), Reliability::Hard, 600, 1024)
+        .await
+        .unwrap();
+    c.store(&caps.write, FILE, b"first").await.unwrap();
+    let (e, reason) = refused(c.store(&caps.write, OTHER_FILE, b"second").await);
+    assert_eq!(e, IbpError::CapAccessDenied);
+    assert!(reason.contains("another file"), "{reason}");
+    let mut c = g.session(&depot, &a).await;
+    let (e, _) = refused(c.write_at(&caps.write, 0, OTHER_FILE, b"x").await);
+    assert_eq!(e, IbpError::CapAccessDenied);
+    // Nothing of the refused writes landed.
+    let mut c = g.session(&depot, &a).await;
+    assert_eq!(c.probe(&caps.manage).await.unwrap().size, 5);
+}
+
+/// A session holding an allocation bound to FILE with "hello" in it.
+async fn stored(g: &Grid, depot: &DepotProc, a: &ProxyCredential) -> ibp_depot::client::Caps {
+    let mut c = g.session(depot, a).await;
+    let caps = c
+        .allocate(Rid(0), Reliability::Hard, 600, 1024)
+        .await
+        .unwrap();
+    c.store(&caps.write, FILE, b"hello").await.unwrap();
+    caps
+}
+
+async fn load_refused(
+    g: &Grid,
+    depot: &DepotProc,
+    a: &ProxyCredential,
+    caps: &ibp_depot::client::Caps,
+    ticket: Option<&str>,
+    why: &str,
+) {
+    let mut c = g.session(depot, a).await;
+    let (e, reason) = refused(c.load(&caps.read, 0, 5, ticket).await);
+    assert_eq!(e, IbpError::CapAccessDenied, "{reason}");
+    assert!(
+        reason.contains(why),
+        "reason {reason:?} does not say {why:?}"
+    );
+}
+
+#[tokio::test]
+async fn expired_ticket_is_refused() {
+    let g = Grid::new();
+    let depot = g.depot();
+    let a = alice(&g);
+    let caps = stored(&g, &depot, &a).await;
+    let now = unix_now();
+    let t = g.ticket_with(
+        |t| {
+            t.issued = now - 7200;
+            t.not_after = now - 3600;
+        },
+        &a,
+    );
+    load_refused(&g, &depot, &a, &caps, Some(&t), "expired").await;
+}
+
+#[tokio::test]
+async fn ticket_for_another_file_is_refused() {
+    let g = Grid::new();
+    let depot = g.depot();
+    let a = alice(&g);
+    let caps = stored(&g, &depot, &a).await;
+    let t = g.ticket_with(|t| t.file = OTHER_FILE.into(), &a);
+    load_refused(&g, &depot, &a, &caps, Some(&t), "file").await;
+}
+
+#[tokio::test]
+async fn ticket_of_another_holder_is_refused() {
+    let g = Grid::new();
+    let depot = g.depot();
+    let a = alice(&g);
+    let caps = stored(&g, &depot, &a).await;
+    let other = alice(&g);
+    load_refused(
+        &g,
+        &depot,
+        &a,
+        &caps,
+        Some(&g.ticket(&other)),
+        "ticket refused",
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn ticket_from_untrusted_signer_is_refused() {
+    let g = Grid::new();
+    let depot = g.depot();
+    let a = alice(&g);
+    let caps = stored(&g, &depot, &a).await;
+    // Signed by the L-Bone key: trusted for grants, not for tickets.
+    let now = unix_now();
+    let t = FileTicket {
+        file: FILE.into(),
+        vo: "vo1".into(),
+        vo_id: "vo1:0001".into(),
+        holder: a.key_hash().unwrap(),
+        issued: now,
+        not_after: now + 600,
+    }
+    .sign(&g.lbone);
+    load_refused(&g, &depot, &a, &caps, Some(&t), "ticket refused").await;
+}
+
+#[tokio::test]
+async fn missing_ticket_is_refused() {
+    let g = Grid::new();
+    let depot = g.depot();
+    let a = alice(&g);
+    let caps = stored(&g, &depot, &a).await;
+    load_refused(&g, &depot, &a, &caps, None, "needs a file ticket").await;
+}
+
+#[tokio::test]
+async fn load_of_unbound_allocation_is_refused() {
+    let g = Grid::new();
+    let depot = g.depot();
+    let a = alice(&g);
+    let mut c = g.session(&depot, &a).await;
+    let caps = c
+        .allocate(Rid(0), Reliability::Hard, 600, 1024)
+        .await
+        .unwrap();
+    load_refused(&g, &depot, &a, &caps, Some(&g.ticket(&a)), "not bound").await;
+}
+
+#[tokio::test]
+async fn session_allocation_is_invisible_on_the_legacy_port() {
+    let g = Grid::new();
+    let depot = g.depot();
+    let a = alice(&g);
+    let caps = stored(&g, &depot, &a).await;
+    // Same key and typekeys, on the legacy port.
+    for (line, what) in [
+        (common::load_line(&caps.read, 0, 5), "LOAD"),
+        (common::probe_line(&caps.manage), "PROBE"),
+        (common::store_line(&caps.write, 3), "STORE"),
+    ] {
+        let mut c = depot.connect();
+        assert_eq!(c.request(&line), " -4 \n", "{what}");
+    }
+    // And a legacy allocation is invisible on the secure port.
+    let legacy = depot.allocate(600, 1024);
+    let mut c = g.session(&depot, &a).await;
+    let caps2 = ibp_depot::client::Caps {
+        read: legacy.read.clone(),
+        write: legacy.write.clone(),
+        manage: legacy.manage.clone(),
+    };
+    assert_eq!(
+        refused(c.probe(&caps2.manage).await).0,
+        IbpError::CapNotFound
+    );
+}
+
+#[tokio::test]
+async fn legacy_false_serves_no_legacy_port() {
+    let g = Grid::new();
+    let free = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = free.local_addr().unwrap().port();
+    drop(free);
+    let depot = g
+        .depot_builder("legacy = false")
+        .listen(&format!("127.0.0.1:{port}"))
+        .spawn();
+    // The first line names the TLS port.
+    assert_eq!(depot.addr, depot.tls_addr.unwrap());
+    assert!(std::net::TcpStream::connect(("127.0.0.1", port)).is_err());
+    let a = alice(&g);
+    let caps = stored(&g, &depot, &a).await;
+    let mut c = g.session(&depot, &a).await;
+    assert_eq!(
+        c.load(&caps.read, 0, 5, Some(&g.ticket(&a))).await.unwrap(),
+        b"hello"
+    );
+}
+
+#[tokio::test]
+async fn restart_keeps_owner_and_uuid_binding() {
+    let g = Grid::new();
+    let data = tempfile::tempdir().unwrap();
+    let builder = g.depot_builder("").data(data.path());
+    let mut depot = builder.spawn();
+    let a = alice(&g);
+    let caps = stored(&g, &depot, &a).await;
+    depot.kill_now();
+    let depot = builder.spawn();
+    // Still owned: invisible on the legacy port.
+    let mut c = depot.connect();
+    assert_eq!(c.request(&common::load_line(&caps.read, 0, 5)), " -4 \n");
+    // Still bound: another UUID is refused, the ticket for FILE reads.
+    let mut s = g.session(&depot, &a).await;
+    let (e, _) = refused(s.store(&caps.write, OTHER_FILE, b"x").await);
+    assert_eq!(e, IbpError::CapAccessDenied);
+    let mut s = g.session(&depot, &a).await;
+    assert_eq!(
+        s.load(&caps.read, 0, 5, Some(&g.ticket(&a))).await.unwrap(),
+        b"hello"
+    );
+}
