@@ -420,10 +420,21 @@ async fn secure_request(depot: &Depot, conn: &mut Conn, line: &[u8]) -> bool {
     };
     let name = request.name();
     let command = request.command();
+    let skew = depot.secure.as_ref().map_or(0, |s| s.trust.max_skew);
+    let expired = conn
+        .session
+        .as_ref()
+        .is_some_and(|s| s.not_after.saturating_add(skew) < ibp_auth::unix_now());
     let result = if conn.session.is_none() && command.is_some() {
         Err(Failure::Refused(
             IbpError::CapAccessDenied,
             format!("{name} before AUTH: authenticate with a depot grant first"),
+        ))
+    } else if expired && command.is_some() {
+        // Revocation through short lifetimes: a session lasts as long as its grant.
+        Err(Failure::Refused(
+            IbpError::CapAccessDenied,
+            "the session's depot grant has expired: AUTH again with a fresh grant".into(),
         ))
     } else {
         dispatch_secure(depot, conn, request.clone()).await

@@ -624,3 +624,47 @@ async fn restart_keeps_owner_and_uuid_binding() {
         b"hello"
     );
 }
+
+#[tokio::test]
+async fn session_ends_with_its_grant() {
+    let g = Grid::new();
+    let depot = g.depot();
+    let a = alice(&g);
+    // Within the depot's 120 s clock-skew allowance for two more seconds.
+    let now = unix_now();
+    let grant = g.grant_with(
+        |gr| {
+            gr.issued = now - 300;
+            gr.not_after = now - 118;
+        },
+        &depot,
+        &a,
+        "vo1",
+        "vo1:0001",
+    );
+    let mut c = g.connect(&depot, &a).await;
+    c.auth(&grant).await.unwrap();
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    let (e, reason) = refused(c.allocate(Rid(0), Reliability::Hard, 600, 1024).await);
+    assert_eq!(e, IbpError::CapAccessDenied);
+    assert!(reason.contains("expired"), "{reason}");
+}
+
+#[tokio::test]
+async fn proxy_without_vo_attributes_is_refused_at_auth() {
+    let g = Grid::new();
+    let depot = g.depot();
+    let user = g.ca.issue_user("Test Grid", "Carol", 3600).unwrap();
+    let plain = ProxyCredential::create(
+        std::slice::from_ref(&user.cert_der),
+        &user.key_pkcs8,
+        &ProxyOptions {
+            lifetime: 3600,
+            attributes: None,
+            path_len: None,
+        },
+    )
+    .unwrap();
+    let grant = g.grant(&depot, &plain);
+    auth_refused(&g, &depot, &plain, &grant, "credential refused").await;
+}
