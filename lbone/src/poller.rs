@@ -240,11 +240,18 @@ impl Poller {
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tokio::select! {
+                biased;
                 _ = shutdown.cancelled() => break,
                 _ = tick.tick() => {}
                 _ = self.wake.notified() => {}
             }
-            self.round(&shutdown).await;
+            // A round waits for the database (up to its acquire timeout when
+            // the database is down): shutdown must not wait for it.
+            tokio::select! {
+                biased;
+                _ = shutdown.cancelled() => break,
+                _ = self.round(&shutdown) => {}
+            }
         }
         self.tracker.close();
         let _ = tokio::time::timeout(
@@ -310,6 +317,7 @@ struct PollTask {
 impl PollTask {
     async fn run(self, addr: (String, u16)) {
         let _permit = tokio::select! {
+            biased;
             _ = self.shutdown.cancelled() => return,
             p = self.slots.clone().acquire_owned() => match p {
                 Ok(p) => p,
@@ -317,6 +325,7 @@ impl PollTask {
             },
         };
         let result = tokio::select! {
+            biased;
             _ = self.shutdown.cancelled() => return,
             r = inquire(&addr, self.liveness.poll_timeout) => r,
         };

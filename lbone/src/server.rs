@@ -147,7 +147,14 @@ pub async fn serve(cfg: Config) -> anyhow::Result<()> {
     if let Err(e) = polling.await {
         tracing::error!(error = %e, "poller task failed");
     }
-    store.close().await;
+    // Closing waits for connections in use; a dead database server must
+    // not hold the process.
+    if tokio::time::timeout(std::time::Duration::from_secs(5), store.close())
+        .await
+        .is_err()
+    {
+        tracing::warn!("database connections did not close within 5 s");
+    }
     tracing::info!("L-Bone stopped");
     Ok(())
 }

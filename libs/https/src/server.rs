@@ -82,6 +82,7 @@ pub async fn serve_with(
     let tracker = TaskTracker::new();
     loop {
         let permit = tokio::select! {
+            biased;
             _ = shutdown.cancelled() => break,
             p = slots.clone().acquire_owned() => match p {
                 Ok(p) => p,
@@ -89,6 +90,7 @@ pub async fn serve_with(
             },
         };
         let (tcp, remote) = tokio::select! {
+            biased;
             _ = shutdown.cancelled() => break,
             r = listener.accept() => match r {
                 Ok(x) => x,
@@ -140,6 +142,7 @@ impl Connection {
         let handshake =
             tokio::time::timeout(self.opts.handshake_timeout, self.acceptor.accept(tcp));
         let tls = tokio::select! {
+            biased;
             _ = self.shutdown.cancelled() => return,
             r = handshake => match r {
                 Ok(Ok(s)) => s,
