@@ -28,4 +28,5 @@ suite!(
     more_than_exist,
     status_page,
     lors_cli,
+    shutdown_is_prompt,
 );

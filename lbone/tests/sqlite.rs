@@ -27,4 +27,5 @@ suite!(
     more_than_exist,
     status_page,
     lors_cli,
+    shutdown_is_prompt,
 );

@@ -58,6 +58,19 @@ pub fn sibling_binary(name: &str) -> PathBuf {
             .or_else(|| option_env!("CARGO").map(str::to_owned))
             .unwrap_or_else(|| "cargo".into());
         let mut cmd = Command::new(&cargo);
+        // What cargo set for this test (CARGO_PKG_NAME, CARGO_MANIFEST_DIR,
+        // ...) must not reach the build: build scripts such as ring's watch
+        // those variables, and different values would rebuild them here and
+        // again in the next ordinary build of the shared target directory.
+        for (key, _) in std::env::vars_os() {
+            let k = key.to_string_lossy();
+            if (k.starts_with("CARGO_") && k != "CARGO_HOME")
+                || k == "OUT_DIR"
+                || k == "RUST_RECURSION_COUNT"
+            {
+                cmd.env_remove(&key);
+            }
+        }
         cmd.args(["build", "-p", "ibp-depot", "-p", "lors", "--bins"])
             .env("CARGO_TARGET_DIR", target)
             .current_dir(env!("CARGO_MANIFEST_DIR"))
@@ -464,6 +477,18 @@ impl Default for Settings {
     }
 }
 
+/// SIGKILLs a child process when dropped (panics on the way to a fixture).
+struct KillOnDrop(Option<Child>);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.0.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
 /// A running `lbone serve` with its PKI and database.
 pub struct Grid {
     pub dir: TempDir,
@@ -538,7 +563,7 @@ admin_group = "admins"
         let cfg_path = lbone_dir.join("test.toml");
         write(&cfg_path, &config);
         let log = dir.path().join("lbone.log");
-        let mut child = Command::new(LBONE)
+        let child = Command::new(LBONE)
             .args(["serve", "--config"])
             .arg(&cfg_path)
             .env("RUST_LOG", "lbone=debug,info")
@@ -547,8 +572,10 @@ admin_group = "admins"
             .stderr(std::fs::File::create(&log).unwrap())
             .spawn()
             .expect("start lbone");
-        let addr =
-            listening_addr(&mut child, "lbone serve", &log).unwrap_or_else(|e| panic!("{e}"));
+        // Killed if anything below panics.
+        let mut guard = KillOnDrop(Some(child));
+        let addr = listening_addr(guard.0.as_mut().unwrap(), "lbone serve", &log)
+            .unwrap_or_else(|e| panic!("{e}"));
         // The database is opened before the listener: its log line is there.
         let backend = match &db {
             Db::Sqlite => "backend=Sqlite",
@@ -559,13 +586,14 @@ admin_group = "admins"
             text.contains(backend),
             "the L-Bone does not log {backend}:\n{text}"
         );
+        let child = guard.0.take();
         Grid {
             url: format!("https://localhost:{}", addr.port()),
             addr,
             pki,
             log,
             settings,
-            child: Some(child),
+            child,
             _db: db,
             dir,
         }
@@ -709,23 +737,39 @@ admin_group = "admins"
     }
 }
 
+impl Grid {
+    /// SIGTERM, and how the L-Bone ended and how long it took (SIGKILL
+    /// after 15 s).
+    pub fn stop(&mut self) -> (Option<std::process::ExitStatus>, Duration) {
+        let t = Instant::now();
+        let Some(mut c) = self.child.take() else {
+            return (None, Duration::ZERO);
+        };
+        // SAFETY: kill(2) on our own child's pid.
+        unsafe {
+            libc::kill(c.id() as libc::pid_t, libc::SIGTERM);
+        }
+        let deadline = t + Duration::from_secs(15);
+        while Instant::now() < deadline {
+            if let Ok(Some(status)) = c.try_wait() {
+                return (Some(status), t.elapsed());
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = c.kill();
+        let _ = c.wait();
+        (None, t.elapsed())
+    }
+
+    /// Stops the PostgreSQL cluster under a running L-Bone (a database
+    /// outage); no-op for SQLite.
+    pub fn stop_database(&mut self) {
+        self._db = Db::Sqlite;
+    }
+}
+
 impl Drop for Grid {
     fn drop(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            // SIGTERM: the server shuts down gracefully; SIGKILL if it hangs.
-            // SAFETY: kill(2) on our own child's pid.
-            unsafe {
-                libc::kill(c.id() as libc::pid_t, libc::SIGTERM);
-            }
-            let deadline = Instant::now() + Duration::from_secs(10);
-            while Instant::now() < deadline {
-                if let Ok(Some(_)) = c.try_wait() {
-                    return;
-                }
-                std::thread::sleep(Duration::from_millis(20));
-            }
-            let _ = c.kill();
-            let _ = c.wait();
-        }
+        self.stop();
     }
 }

@@ -656,3 +656,24 @@ pub fn lors_cli(db: Db) {
     let out = run(&member, &["--count", "0"]);
     assert_eq!(out.status.code(), Some(2));
 }
+
+/// SIGTERM stops the L-Bone promptly and cleanly, even when its database
+/// has gone away (the poller waiting for a connection must not hold it).
+pub fn shutdown_is_prompt(db: Db) {
+    let mut g = Grid::start(db, Settings::default());
+    let admin = g.pki.user("admin1", "vo1", &["admins"]);
+    let d = Depot::start(g.path(), "a", "256MiB");
+    g.register(&admin, "a", d.port, BRNO, &[]);
+    g.wait_available("vo1", &["a"]);
+    g.stop_database();
+    std::thread::sleep(Duration::from_millis(1_500));
+    let (status, took) = g.stop();
+    let status = status.unwrap_or_else(|| panic!("no exit after SIGTERM; log:\n{}", g.log_text()));
+    assert!(status.success(), "exit {status:?}; log:\n{}", g.log_text());
+    assert!(
+        took < Duration::from_secs(7),
+        "took {took:?}; log:\n{}",
+        g.log_text()
+    );
+    assert!(g.log_text().contains("L-Bone stopped"));
+}
