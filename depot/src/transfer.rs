@@ -301,9 +301,10 @@ async fn copy_file_out(conn: &mut Conn, file: &File, offset: u64, len: u64) -> R
     let mut left = len;
     while left > 0 {
         let k = (left as usize).min(buf.len());
+        // The reply line is out: a read error can only cut the connection.
         file.read_exact_at(&mut buf[..k], at).map_err(|e| {
             tracing::error!(error = %e, "read allocation data");
-            IbpError::FileRead
+            Failure::Io(e)
         })?;
         conn.send(&buf[..k]).await?;
         at += k as u64;

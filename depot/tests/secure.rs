@@ -668,3 +668,26 @@ async fn proxy_without_vo_attributes_is_refused_at_auth() {
     let grant = g.grant(&depot, &plain);
     auth_refused(&g, &depot, &plain, &grant, "credential refused").await;
 }
+
+#[tokio::test]
+async fn secure_lines_may_exceed_the_legacy_limit() {
+    let g = Grid::new();
+    let depot = g.depot();
+    let a = alice(&g);
+    // A 4096-character token makes the AUTH line longer than the legacy
+    // port's 4096-byte limit: it is parsed (and refused as a grant), not
+    // rejected as a malformed line.
+    let token = format!("{}.{}", "A".repeat(4000), "B".repeat(95));
+    assert_eq!(token.len(), 4096);
+    let mut c = g.connect(&depot, &a).await;
+    let line = format!("2 20 {token} 300\n");
+    assert!(line.len() > ibp_proto::MAX_LINE);
+    let (e, reason) = refused(c.raw(&line, Expect::Ok).await);
+    assert_eq!(e, IbpError::CapAccessDenied, "{reason}");
+    assert!(reason.contains("grant refused"), "{reason}");
+    // Past the secure limit the line is malformed (-21).
+    let mut c = g.connect(&depot, &a).await;
+    let line = format!("2 20 {}.B 300\n", "A".repeat(ibp_proto::MAX_SECURE_LINE));
+    let (e, _) = refused(c.raw(&line, Expect::Ok).await);
+    assert_eq!(e, IbpError::BadFormat);
+}
