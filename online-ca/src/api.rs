@@ -29,8 +29,8 @@ use crate::local::{valid_user_name, LocalUsers, MAX_PASSWORD};
 use crate::oidc::{Oidc, OidcError};
 use crate::radius_auth::RadiusAuth;
 use crate::ratelimit::RateLimiter;
-use crate::server::ConnInfo;
 use crate::store::{AuditRow, GroupRow, Store};
+use ibp_https::server::{PeerChain, RemoteAddr};
 
 /// Largest request body.
 const MAX_BODY: usize = 64 * 1024;
@@ -204,7 +204,7 @@ enum Checked {
 
 async fn login(
     State(app): State<Arc<App>>,
-    Extension(conn): Extension<ConnInfo>,
+    Extension(RemoteAddr(remote)): Extension<RemoteAddr>,
     body: Bytes,
 ) -> Result<Json<LoginResponse>, ApiError> {
     let req: LoginRequest = parse_json(&body)?;
@@ -242,12 +242,12 @@ async fn login(
     };
 
     // Over the limit: refuse before looking at the credentials.
-    let mut keys = vec![format!("ip:{}", conn.remote.ip())];
+    let mut keys = vec![format!("ip:{}", remote.ip())];
     if let Some(u) = &user {
         keys.push(format!("user:{u}"));
     }
     if let Err(wait) = app.limiter.check(&keys) {
-        tracing::warn!(remote = %conn.remote, user = user.as_deref().unwrap_or("-"), "login rate limited");
+        tracing::warn!(remote = %remote, user = user.as_deref().unwrap_or("-"), "login rate limited");
         return Err(ApiError {
             retry_after: Some(wait.as_secs().max(1)),
             ..ApiError::new(
@@ -267,7 +267,7 @@ async fn login(
         Checked::Identity(id) => id,
         Checked::Wrong(why) => {
             app.limiter.failed(&keys);
-            tracing::info!(remote = %conn.remote, method = method.name(), user = user.as_deref().unwrap_or("-"), reason = %why, "login failed");
+            tracing::info!(remote = %remote, method = method.name(), user = user.as_deref().unwrap_or("-"), reason = %why, "login failed");
             return Err(ApiError::new(StatusCode::UNAUTHORIZED, why));
         }
     };
@@ -319,7 +319,7 @@ async fn login(
             not_after: cert.not_after,
             lifetime,
             issued_at: now,
-            remote: conn.remote.ip().to_string(),
+            remote: remote.ip().to_string(),
         })
         .await
         .map_err(ApiError::internal)?;
@@ -445,10 +445,11 @@ struct AttributesResponse {
 
 async fn attributes(
     State(app): State<Arc<App>>,
-    Extension(conn): Extension<ConnInfo>,
+    Extension(RemoteAddr(remote)): Extension<RemoteAddr>,
+    Extension(PeerChain(peer)): Extension<PeerChain>,
     body: Bytes,
 ) -> Result<Json<AttributesResponse>, ApiError> {
-    let Some(peer) = conn.peer.clone() else {
+    let Some(peer) = peer else {
         return Err(ApiError::new(
             StatusCode::UNAUTHORIZED,
             "a client certificate is required (mutual TLS)",
@@ -519,7 +520,7 @@ async fn attributes(
             not_after,
             lifetime,
             issued_at: now,
-            remote: conn.remote.ip().to_string(),
+            remote: remote.ip().to_string(),
         })
         .await
         .map_err(ApiError::internal)?;

@@ -1,21 +1,16 @@
 //! HTTPS serving: rustls (TLS 1.3, client certificates optional and
-//! verified by `ibp_auth::tls::ProxyClientVerifier`) under hyper 1 and an
-//! axum router. The verified peer chain and address of each connection are
-//! given to the handlers as a request extension ([`ConnInfo`]).
+//! verified by `ibp_auth::tls::ProxyClientVerifier`) through `ibp-https`,
+//! which gives handlers the verified peer chain and the remote address as
+//! request extensions.
 
 use std::io::Write;
-use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Duration;
 
 use anyhow::Context;
-use hyper_util::rt::{TokioIo, TokioTimer};
-use hyper_util::service::TowerToHyperService;
 use ibp_auth::tls::ClientAuth;
 use ibp_auth::TrustStore;
 use rustls_pki_types::CertificateDer;
 use tokio::net::TcpListener;
-use tokio_rustls::TlsAcceptor;
 
 use crate::api::{router, App};
 use crate::ca::{read_pem_cert, read_pem_key, Ca};
@@ -25,20 +20,6 @@ use crate::oidc::Oidc;
 use crate::radius_auth::RadiusAuth;
 use crate::ratelimit::RateLimiter;
 use crate::store::Store;
-
-const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
-const HEADER_TIMEOUT: Duration = Duration::from_secs(30);
-/// Longest a connection may stay open.
-const CONNECTION_TIMEOUT: Duration = Duration::from_secs(300);
-
-/// What a handler knows about the connection a request came on.
-#[derive(Debug, Clone)]
-pub struct ConnInfo {
-    pub remote: SocketAddr,
-    /// The client's certificate chain (leaf first), verified during the
-    /// handshake; `None` when it presented none.
-    pub peer: Option<Arc<Vec<CertificateDer<'static>>>>,
-}
 
 async fn shutdown_signal() {
     let term = async {
@@ -78,7 +59,6 @@ pub async fn serve(cfg: Config) -> anyhow::Result<()> {
     )
     .context("TLS configuration")?;
     tls.alpn_protocols = vec![b"http/1.1".to_vec()];
-    let acceptor = TlsAcceptor::from(Arc::new(tls));
 
     let store = Store::open(&cfg.database_url()).await?;
     let local = match &cfg.local {
@@ -129,65 +109,19 @@ pub async fn serve(cfg: Config) -> anyhow::Result<()> {
     }
     tracing::info!(%addr, "serving HTTPS");
 
-    let slots = Arc::new(tokio::sync::Semaphore::new(max_connections));
-    let shutdown = shutdown_signal();
-    tokio::pin!(shutdown);
-    loop {
-        let permit = tokio::select! {
-            _ = &mut shutdown => break,
-            p = slots.clone().acquire_owned() => p?,
-        };
-        let (tcp, remote) = tokio::select! {
-            _ = &mut shutdown => break,
-            r = listener.accept() => match r {
-                Ok(x) => x,
-                Err(e) => {
-                    tracing::warn!(error = %e, "accept failed");
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                    continue;
-                }
-            },
-        };
-        let acceptor = acceptor.clone();
-        let router = router.clone();
+    let shutdown = tokio_util::sync::CancellationToken::new();
+    {
+        let shutdown = shutdown.clone();
         tokio::spawn(async move {
-            let _permit = permit;
-            let _ = tcp.set_nodelay(true);
-            let tls = match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
-                Ok(Ok(s)) => s,
-                Ok(Err(e)) => {
-                    tracing::info!(%remote, error = %e, "TLS handshake failed");
-                    return;
-                }
-                Err(_) => {
-                    tracing::info!(%remote, "TLS handshake timed out");
-                    return;
-                }
-            };
-            let peer = tls.get_ref().1.peer_certificates().map(|certs| {
-                Arc::new(
-                    certs
-                        .iter()
-                        .map(|c| c.clone().into_owned())
-                        .collect::<Vec<_>>(),
-                )
-            });
-            let info = ConnInfo { remote, peer };
-            let svc = TowerToHyperService::new(router.layer(axum::Extension(info)));
-            let conn = hyper::server::conn::http1::Builder::new()
-                .timer(TokioTimer::new())
-                .header_read_timeout(HEADER_TIMEOUT)
-                .serve_connection(TokioIo::new(tls), svc);
-            match tokio::time::timeout(CONNECTION_TIMEOUT, conn).await {
-                Ok(Ok(())) => {}
-                Ok(Err(e)) => {
-                    tracing::debug!(%remote, error = %e, "connection ended with an error")
-                }
-                Err(_) => tracing::debug!(%remote, "connection open too long, closed"),
-            }
+            shutdown_signal().await;
+            shutdown.cancel();
         });
     }
-    tracing::info!("shutting down");
-    app.store.close().await;
+    let opts = ibp_https::server::ServeOptions {
+        max_connections,
+        ..ibp_https::server::ServeOptions::default()
+    };
+    ibp_https::server::serve_with(listener, Arc::new(tls), router, shutdown, opts).await;
+    tracing::info!("online CA stopped");
     Ok(())
 }
