@@ -89,6 +89,21 @@ pub struct Config {
     /// is refused at AUTH.
     #[serde(default, rename = "vo")]
     pub vos: Vec<VoPolicy>,
+    /// Per-user quota overrides (`[[user]] vo = .., vo_id = .., quota = ..`).
+    #[serde(default, rename = "user")]
+    pub users: Vec<UserPolicy>,
+}
+
+/// A quota for one user (VO ID) of a VO, overriding the VO's `user_quota`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UserPolicy {
+    /// The VO name.
+    pub vo: String,
+    /// The VO ID (the user's identifier within the VO).
+    pub vo_id: String,
+    /// Bytes this user's live allocations may reserve together.
+    pub quota: ByteSize,
 }
 
 /// What the depot grants one VO on the secure port.
@@ -101,6 +116,12 @@ pub struct VoPolicy {
     pub max_size: ByteSize,
     /// Longest allocation duration.
     pub max_duration: Seconds,
+    /// Bytes all live allocations of the VO may reserve together. Default: no limit.
+    #[serde(default)]
+    pub quota: Option<ByteSize>,
+    /// Default quota of each VO ID (user) of the VO. Default: no limit.
+    #[serde(default)]
+    pub user_quota: Option<ByteSize>,
 }
 
 /// One resource: a data directory with its own capacities and maximum duration.
@@ -325,6 +346,20 @@ impl Config {
                 bail!("VO {}: max_duration must be positive", v.name);
             }
         }
+        let mut users = std::collections::HashSet::new();
+        for u in &self.users {
+            if !vos.contains(u.vo.as_str()) {
+                bail!(
+                    "[[user]] {}/{}: VO {} is not configured",
+                    u.vo,
+                    u.vo_id,
+                    u.vo
+                );
+            }
+            if !users.insert((u.vo.as_str(), u.vo_id.as_str())) {
+                bail!("[[user]] {}/{} is configured twice", u.vo, u.vo_id);
+            }
+        }
         if self.max_connections == 0 {
             bail!("max_connections must be positive");
         }
@@ -416,6 +451,12 @@ mod tests {
             name = "vo1"
             max_size = "10GiB"
             max_duration = "7d"
+            quota = "100GiB"
+            user_quota = "10GiB"
+            [[user]]
+            vo = "vo1"
+            vo_id = "alice"
+            quota = "20GiB"
             "#,
         )
         .unwrap();
@@ -423,6 +464,9 @@ mod tests {
         assert!(!cfg.legacy);
         assert_eq!(cfg.vos[0].max_size, ByteSize(10 << 30));
         assert_eq!(cfg.vos[0].max_duration, Seconds(7 * 86_400));
+        assert_eq!(cfg.vos[0].quota, Some(ByteSize(100 << 30)));
+        assert_eq!(cfg.vos[0].user_quota, Some(ByteSize(10 << 30)));
+        assert_eq!(cfg.users[0].quota, ByteSize(20 << 30));
         let err = toml::from_str::<Config>(
             "legacy = false\n[[resource]]\nrid = 0\ndata = \"/x\"\nhard_size = 1\n",
         )

@@ -9,6 +9,7 @@ use ibp_proto::{CapKind, CapRef, Capability, Rid};
 
 use crate::config::Config;
 use crate::metrics::Metrics;
+use crate::quota::Quotas;
 use crate::resource::Resource;
 
 pub struct Depot {
@@ -24,15 +25,18 @@ pub struct Depot {
     pub metrics: Metrics,
     /// The secure port's settings, when it is served.
     pub secure: Option<crate::secure::Secure>,
+    /// Byte quotas of authenticated owners, shared by all resources.
+    pub quotas: Arc<Quotas>,
 }
 
 impl Depot {
     /// Opens every resource (recovering their allocations).
     pub fn open(cfg: &Config, bound: SocketAddr) -> anyhow::Result<Depot> {
+        let quotas = Arc::new(Quotas::from_config(cfg));
         let resources = cfg
             .resources
             .iter()
-            .map(|r| Resource::open(r, cfg.sync).map(Arc::new))
+            .map(|r| Resource::open(r, cfg.sync, quotas.clone()).map(Arc::new))
             .collect::<anyhow::Result<Vec<_>>>()?;
         Ok(Depot {
             hostname: cfg.cap_hostname(bound),
@@ -43,6 +47,7 @@ impl Depot {
             io_timeout: cfg.io_timeout.as_duration(),
             metrics: Metrics::default(),
             secure: None,
+            quotas,
         })
     }
 

@@ -11,6 +11,7 @@ pub mod depot;
 pub mod handlers;
 pub mod journal;
 pub mod metrics;
+pub mod quota;
 pub mod resource;
 pub mod secure;
 pub mod server;

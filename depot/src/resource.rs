@@ -2,7 +2,8 @@
 //! its recycle area, with capacity accounting.
 //!
 //! Lock order (never taken the other way round): compaction `gate` →
-//! `inner` → an allocation's `state` → the journal file.
+//! `inner` → an allocation's `state` → the journal file; the depot's
+//! [`Quotas`] mutex is taken under `inner` and never holds another lock.
 
 use std::collections::HashMap;
 use std::fs;
@@ -19,6 +20,8 @@ use subtle::ConstantTimeEq;
 
 use crate::config::{ResourceConfig, SyncMode};
 use crate::journal::{self, Journal, Owner, Record};
+use crate::quota::Quotas;
+use crate::server::Failure;
 
 /// Characters of random key after the `IBP-` prefix (as in IBP 1.4: 90
 /// alphanumerics, about 536 bits; legacy clients size their buffers for it).
@@ -136,6 +139,8 @@ pub struct Resource {
     sync: SyncMode,
     gate: RwLock<()>,
     inner: Mutex<Inner>,
+    /// The depot-wide quotas of authenticated owners.
+    quotas: Arc<Quotas>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -165,7 +170,11 @@ impl Resource {
     /// Opens (or creates) a resource and recovers its allocations: replays the
     /// journal, cuts unacknowledged bytes off data files, moves what expired to
     /// the recycle area, removes orphan files, and writes a fresh snapshot.
-    pub fn open(cfg: &ResourceConfig, sync: SyncMode) -> anyhow::Result<Resource> {
+    pub fn open(
+        cfg: &ResourceConfig,
+        sync: SyncMode,
+        quotas: Arc<Quotas>,
+    ) -> anyhow::Result<Resource> {
         let rid = Rid(cfg.rid);
         let data_dir = cfg.data.join("data");
         let recycle_dir = cfg.data.join("recycle");
@@ -317,6 +326,9 @@ impl Resource {
                 file_durable: AtomicBool::new(true),
             });
             inner.account(reliability, max_size, true);
+            if let Some(o) = &alloc.owner {
+                quotas.add(o, max_size);
+            }
             inner.by_key.insert(key_hash, id);
             inner.allocs.insert(id, alloc);
         }
@@ -355,6 +367,7 @@ impl Resource {
             sync,
             gate: RwLock::new(()),
             inner: Mutex::new(inner),
+            quotas,
         })
     }
 
@@ -394,17 +407,42 @@ impl Resource {
     }
 
     /// ALLOCATE. Returns the new allocation, its key and the journal generation
-    /// to [`commit`](Self::commit) before replying.
+    /// to [`commit`](Self::commit) before replying. An owned allocation first
+    /// reserves its size in the owner's quotas (`-19` with the quota's name
+    /// when that is refused), given back when the allocation fails after all.
     pub fn allocate(
         &self,
         reliability: Reliability,
         size: u64,
         duration: i64,
         owner: Option<Owner>,
-    ) -> Result<(Arc<Allocation>, NewCaps, u64), IbpError> {
-        let t = now();
+    ) -> Result<(Arc<Allocation>, NewCaps, u64), Failure> {
         let _gate = self.gate();
         let mut inner = lock(&self.inner);
+        if let Some(o) = &owner {
+            self.quotas
+                .reserve(o, size)
+                .map_err(|why| Failure::Refused(IbpError::WouldExceedLimit, why))?;
+        }
+        let quota_owner = owner.clone();
+        let r = self.allocate_locked(&mut inner, reliability, size, duration, owner);
+        if r.is_err() {
+            if let Some(o) = &quota_owner {
+                self.quotas.release(o, size);
+            }
+        }
+        r.map_err(Failure::from)
+    }
+
+    fn allocate_locked(
+        &self,
+        inner: &mut Inner,
+        reliability: Reliability,
+        size: u64,
+        duration: i64,
+        owner: Option<Owner>,
+    ) -> Result<(Arc<Allocation>, NewCaps, u64), IbpError> {
+        let t = now();
         let cap = inner.capacity;
         let expires = self.expiry(&cap, duration, t)?;
         if size > cap.soft_size || (reliability == Reliability::Hard && size > cap.hard_size) {
@@ -417,7 +455,7 @@ impl Resource {
                 }
                 if inner.total_used + size > cap.soft_size {
                     let need = inner.total_used + size - cap.soft_size;
-                    self.reclaim_soft(&mut inner, need)?;
+                    self.reclaim_soft(inner, need)?;
                 }
             }
             Reliability::Soft => {
@@ -505,6 +543,9 @@ impl Resource {
         self.journal.append(&Record::Delete { id: a.id })?;
         st.gone = true;
         inner.account(st.reliability, st.max_size, false);
+        if let Some(o) = &a.owner {
+            self.quotas.release(o, st.max_size);
+        }
         inner.by_key.remove(&a.key_hash);
         inner.allocs.remove(&a.id);
         let path = self.data_path(a.id);
@@ -605,15 +646,16 @@ impl Resource {
         Ok(())
     }
 
-    /// MANAGE CHNG.
-    pub fn change(&self, a: &Allocation, attrs: &Attributes) -> Result<u64, IbpError> {
+    /// MANAGE CHNG. Growing an owned allocation reserves the difference in
+    /// its owner's quotas; shrinking gives it back.
+    pub fn change(&self, a: &Allocation, attrs: &Attributes) -> Result<u64, Failure> {
         let t = now();
         let _gate = self.gate();
         let mut inner = lock(&self.inner);
         let cap = inner.capacity;
         let mut st = lock(&a.state);
         if st.gone {
-            return Err(IbpError::CapNotFound);
+            return Err(IbpError::CapNotFound.into());
         }
         let max_size = if attrs.max_size == 0 {
             st.max_size
@@ -629,7 +671,7 @@ impl Resource {
             d => self.expiry(&cap, d, t)?,
         };
         if max_size < st.size {
-            return Err(IbpError::WouldDamageData);
+            return Err(IbpError::WouldDamageData.into());
         }
         let hard_after = inner.hard_used
             - if st.reliability == Reliability::Hard {
@@ -646,17 +688,32 @@ impl Resource {
         if (hard_after > cap.hard_size && hard_after > inner.hard_used)
             || (total_after > cap.soft_size && total_after > inner.total_used)
         {
-            return Err(IbpError::WouldExceedLimit);
+            return Err(IbpError::WouldExceedLimit.into());
         }
-        let gen = self
-            .journal
-            .append(&Record::Change {
-                id: a.id,
-                max_size,
-                expires,
-                reliability,
-            })
-            .map_err(io_err)?;
+        let grow = max_size.saturating_sub(st.max_size);
+        if let (Some(o), true) = (&a.owner, grow > 0) {
+            self.quotas
+                .reserve(o, grow)
+                .map_err(|why| Failure::Refused(IbpError::WouldExceedLimit, why))?;
+        }
+        let appended = self.journal.append(&Record::Change {
+            id: a.id,
+            max_size,
+            expires,
+            reliability,
+        });
+        let gen = match appended {
+            Ok(g) => g,
+            Err(e) => {
+                if let (Some(o), true) = (&a.owner, grow > 0) {
+                    self.quotas.release(o, grow);
+                }
+                return Err(io_err(e).into());
+            }
+        };
+        if let Some(o) = &a.owner {
+            self.quotas.release(o, st.max_size.saturating_sub(max_size));
+        }
         let old = *st;
         inner.account(old.reliability, old.max_size, false);
         inner.account(reliability, max_size, true);

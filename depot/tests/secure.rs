@@ -93,9 +93,15 @@ impl Grid {
     /// Writes a depot configuration (`top` goes before the tables) that
     /// serves vo1 only.
     fn config(&self, top: &str) -> PathBuf {
+        self.config_with(top, "")
+    }
+
+    /// [`config`](Self::config) with `tail` after vo1's settings (more
+    /// `[[vo]]` keys, then other tables).
+    fn config_with(&self, top: &str, tail: &str) -> PathBuf {
         let d = self.dir.path();
         let text = format!(
-            "{top}\ntls_listen = \"127.0.0.1:0\"\ntls_cert = \"{}\"\ntls_key = \"{}\"\ntrust_dir = \"{}\"\n\n[[vo]]\nname = \"vo1\"\nmax_size = \"4MiB\"\nmax_duration = \"1h\"\n",
+            "{top}\ntls_listen = \"127.0.0.1:0\"\ntls_cert = \"{}\"\ntls_key = \"{}\"\ntrust_dir = \"{}\"\n\n[[vo]]\nname = \"vo1\"\nmax_size = \"4MiB\"\nmax_duration = \"1h\"\n{tail}\n",
             d.join("depot.pem").display(),
             d.join("depot.key").display(),
             d.join("trust").display(),
@@ -690,4 +696,80 @@ async fn secure_lines_may_exceed_the_legacy_limit() {
     let line = format!("2 20 {}.B 300\n", "A".repeat(ibp_proto::MAX_SECURE_LINE));
     let (e, _) = refused(c.raw(&line, Expect::Ok).await);
     assert_eq!(e, IbpError::BadFormat);
+}
+
+/// Quotas: per VO, per user by default and per user by override; two
+/// concurrent allocations that together exceed the VO quota: exactly one
+/// succeeds; usage survives a restart and is given back on delete.
+#[tokio::test]
+async fn vo_and_user_quotas() {
+    let g = Grid::new();
+    let data = tempfile::tempdir().unwrap();
+    let tail = "quota = \"3MiB\"\nuser_quota = \"512KiB\"\n[[user]]\nvo = \"vo1\"\nvo_id = \"vo1:0001\"\nquota = \"3MiB\"\n";
+    let builder = DepotBuilder::new()
+        .data(data.path())
+        .arg("--config")
+        .arg(g.config_with("", tail))
+        .tls();
+    let mut depot = builder.spawn();
+    let a = alice(&g);
+    // Bob has the VO's default user quota.
+    let bob = g.user("Bob", "vo1", "vo1:0002");
+    let mut c = g.connect(&depot, &bob).await;
+    c.auth(&g.grant_with(|_| {}, &depot, &bob, "vo1", "vo1:0002"))
+        .await
+        .unwrap();
+    c.allocate(Rid(0), Reliability::Hard, 600, 512 << 10)
+        .await
+        .unwrap();
+    let (e, reason) = refused(c.allocate(Rid(0), Reliability::Hard, 600, 1).await);
+    assert_eq!(e, IbpError::WouldExceedLimit);
+    assert!(reason.starts_with("user quota exceeded"), "{reason}");
+    // Alice may use 3 MiB, but Bob holds 512 KiB of the VO's 3 MiB: of two
+    // concurrent 2 MiB allocations exactly one fits.
+    let mut c1 = g.session(&depot, &a).await;
+    let mut c2 = g.session(&depot, &a).await;
+    let (r1, r2) = tokio::join!(
+        c1.allocate(Rid(0), Reliability::Hard, 600, 2 << 20),
+        c2.allocate(Rid(0), Reliability::Hard, 600, 2 << 20)
+    );
+    let (won, lost) = match (r1, r2) {
+        (Ok(caps), Err(e)) | (Err(e), Ok(caps)) => (caps, Err::<(), _>(e)),
+        other => panic!("expected exactly one success: {other:?}"),
+    };
+    let (e, reason) = refused(lost);
+    assert_eq!(e, IbpError::WouldExceedLimit);
+    assert!(reason.starts_with("vo quota exceeded"), "{reason}");
+    // The usage is recomputed from the journal on restart.
+    depot.sigterm();
+    depot.wait_exit(Duration::from_secs(10));
+    let depot = builder.spawn();
+    let mut c = g.session(&depot, &a).await;
+    let (e, reason) = refused(c.allocate(Rid(0), Reliability::Hard, 600, 1 << 20).await);
+    assert_eq!(e, IbpError::WouldExceedLimit);
+    assert!(reason.starts_with("vo quota exceeded"), "{reason}");
+    let mut c = g.session(&depot, &a).await;
+    c.allocate(Rid(0), Reliability::Hard, 600, 512 << 10)
+        .await
+        .unwrap();
+    // Deleting the 2 MiB allocation gives its bytes back.
+    c.decr(&won.read, 1).await.unwrap();
+    let big = c
+        .allocate(Rid(0), Reliability::Hard, 600, 2 << 20)
+        .await
+        .unwrap();
+    // Growing an allocation with MANAGE CHNG counts against the quota too.
+    let (e, reason) = refused(
+        c.change(
+            &big.manage,
+            ibp_proto::Attributes {
+                max_size: 4 << 20,
+                duration: 0,
+                reliability: 0,
+            },
+        )
+        .await,
+    );
+    assert_eq!(e, IbpError::WouldExceedLimit);
+    assert!(reason.starts_with("vo quota exceeded"), "{reason}");
 }
