@@ -482,6 +482,72 @@ impl SecureClient {
         self.inner.upload(&line, data).await
     }
 
+    /// STORE (append) `len` bytes of `file` from `offset` into an allocation
+    /// bound to file `uuid`, streamed in pieces (the source depot's side of
+    /// a secure COPY). Returns the count the target acknowledged.
+    pub async fn store_file(
+        &mut self,
+        cap: &Capability,
+        uuid: &str,
+        file: &std::fs::File,
+        offset: u64,
+        len: u64,
+    ) -> Result<u64> {
+        use std::os::unix::fs::FileExt;
+        let line = SecureRequest::Store(SecureStore {
+            store: Store {
+                cap: cap.cap.clone(),
+                size: len,
+                timeout: 300,
+            },
+            uuid: uuid.to_owned(),
+        })
+        .encode();
+        self.inner.call_line(&line, Expect::Ok).await?;
+        let mut buf = vec![0u8; (256 * 1024).min(len as usize)];
+        let mut done = 0u64;
+        while done < len {
+            let want = ((len - done) as usize).min(buf.len());
+            let piece = &mut buf[..want];
+            file.read_exact_at(piece, offset + done)?;
+            self.inner.send(piece).await?;
+            done += want as u64;
+        }
+        match self.inner.reply(Expect::Count).await? {
+            Reply::Count(n) => Ok(n),
+            _ => Err(ProtoError::BadReply("not a count").into()),
+        }
+    }
+
+    /// Secure COPY: asks this depot to STORE `size` bytes from `offset` of
+    /// the allocation behind `read` into `target` (a WRITE capability on
+    /// another depot's secure port), authenticating there with `grant` (a
+    /// depot grant for the target bound to this depot's key), bound to `uuid`.
+    pub async fn copy(
+        &mut self,
+        read: &Capability,
+        target: &Capability,
+        offset: u64,
+        size: u64,
+        grant: &str,
+        uuid: &str,
+    ) -> Result<u64> {
+        let line = SecureRequest::Copy(ibp_proto::SecureCopy {
+            source: read.cap.clone(),
+            offset,
+            size,
+            target: target.clone(),
+            grant: grant.to_owned(),
+            uuid: uuid.to_owned(),
+            timeout: 300,
+        })
+        .encode();
+        match self.inner.call_line(&line, Expect::Count).await? {
+            Reply::Count(n) => Ok(n),
+            _ => Err(ProtoError::BadReply("not a count").into()),
+        }
+    }
+
     /// WRITE `data` at `offset` into an allocation bound to file `uuid`.
     pub async fn write_at(
         &mut self,

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use anyhow::Context;
 use ibp_auth::tls::{ClientAuth, ProxyClientVerifier};
 use ibp_auth::tokens::DepotGrant;
-use ibp_auth::{Identity, TrustStore};
+use ibp_auth::{Identity, ProxyCredential, TrustStore};
 use ibp_proto::{Auth, IbpError, Reply};
 use rustls::CipherSuite;
 use rustls_pki_types::pem::PemObject;
@@ -31,6 +31,9 @@ pub struct Secure {
     pub port: u16,
     /// The VOs served, by name.
     pub vos: HashMap<String, VoPolicy>,
+    /// The depot's own certificate chain and key, presented as a TLS client
+    /// certificate when it acts as the source of a secure COPY.
+    pub credential: ProxyCredential,
 }
 
 /// An authenticated session: who, and what their VO may do here.
@@ -41,6 +44,24 @@ pub struct Session {
     pub policy: VoPolicy,
     /// When the grant stops being valid.
     pub not_after: i64,
+    /// A depot acting for the grant's user (the source of a secure COPY):
+    /// it may only STORE and WRITE.
+    pub delegated: bool,
+}
+
+/// OID of the RFC 3820 ProxyCertInfo extension.
+const PROXY_CERT_INFO: &str = "1.3.6.1.5.5.7.1.14";
+
+/// The key hash of a verified chain's leaf when that leaf is a plain
+/// end-entity certificate (no proxy): a depot or service certificate.
+fn plain_leaf_key_hash(chain: Option<&[CertificateDer<'_>]>) -> Option<[u8; 32]> {
+    let leaf = chain?.first()?;
+    let (_, c) = x509_parser::parse_x509_certificate(leaf.as_ref()).ok()?;
+    let proxy = c
+        .extensions()
+        .iter()
+        .any(|e| e.oid.to_id_string() == PROXY_CERT_INFO);
+    (!proxy).then(|| ibp_auth::key_hash(c.public_key().raw))
 }
 
 /// Loads the trust directory, the certificate and key, and builds the TLS
@@ -55,6 +76,15 @@ pub fn load(cfg: &Config, hostname: &str, port: u16) -> anyhow::Result<(TlsAccep
             .with_context(|| format!("load trust directory {}", trust_dir.display()))?,
     );
     let tls = server_config(trust.clone(), cert, key)?;
+    let credential = ProxyCredential {
+        chain: CertificateDer::pem_file_iter(cert)?
+            .map(|c| c.map(|c| c.to_vec()))
+            .collect::<Result<Vec<_>, _>>()?,
+        key_pkcs8: match PrivateKeyDer::from_pem_file(key)? {
+            PrivateKeyDer::Pkcs8(k) => k.secret_pkcs8_der().to_vec(),
+            _ => anyhow::bail!("{}: the depot key must be PKCS#8", key.display()),
+        },
+    };
     let grant_name = cfg
         .grant_name
         .clone()
@@ -71,6 +101,7 @@ pub fn load(cfg: &Config, hostname: &str, port: u16) -> anyhow::Result<(TlsAccep
             grant_name,
             port,
             vos,
+            credential,
         },
     ))
 }
@@ -122,11 +153,14 @@ pub async fn handshake(
             return None;
         }
     };
-    let identity = ibp_auth::tls::peer_identity(
-        tls.get_ref().1.peer_certificates(),
-        &secure.trust,
-        ibp_auth::unix_now(),
-    );
+    let peer_certs = tls.get_ref().1.peer_certificates();
+    let identity = ibp_auth::tls::peer_identity(peer_certs, &secure.trust, ibp_auth::unix_now());
+    // The chain verified in the handshake; a plain end-entity leaf may only
+    // authenticate with a grant delegated to its key (secure COPY).
+    let plain_key = match &identity {
+        Err(ibp_auth::AuthError::NoAttributes) => plain_leaf_key_hash(peer_certs),
+        _ => None,
+    };
     let identity = match identity {
         Ok(Some(id)) => Ok(id),
         Ok(None) => Err("no client certificate".to_owned()),
@@ -138,6 +172,7 @@ pub async fn handshake(
         depot.io_timeout,
     );
     conn.peer_identity = Some(identity);
+    conn.peer_plain_key = plain_key;
     Some(conn)
 }
 
@@ -150,12 +185,13 @@ pub async fn auth(depot: &Depot, conn: &mut Conn, a: Auth) -> Result<(), Failure
         .secure
         .as_ref()
         .ok_or_else(|| refuse("no secure port".into()))?;
-    let identity = match &conn.peer_identity {
-        Some(Ok(id)) => id.clone(),
-        Some(Err(why)) => return Err(refuse(why.clone())),
-        None => return Err(refuse("no verified client credential".into())),
-    };
     let now = ibp_auth::unix_now();
+    let identity = match (&conn.peer_identity, conn.peer_plain_key) {
+        (Some(Ok(id)), _) => id.clone(),
+        (Some(Err(_)), Some(key)) => return auth_delegated(depot, conn, a, key, now).await,
+        (Some(Err(why)), None) => return Err(refuse(why.clone())),
+        (None, _) => return Err(refuse("no verified client credential".into())),
+    };
     let grant = DepotGrant::verify(
         &a.grant,
         &secure.trust,
@@ -187,6 +223,59 @@ pub async fn auth(depot: &Depot, conn: &mut Conn, a: Auth) -> Result<(), Failure
         identity,
         policy,
         not_after: grant.not_after,
+        delegated: false,
+    });
+    conn.reply(&Reply::Ok).await?;
+    Ok(())
+}
+
+/// AUTH of a peer whose certificate is a plain end-entity certificate that
+/// verified against the CAs (another depot, the source of a secure COPY):
+/// the grant must be bound to that certificate's key. Such a certificate
+/// carries no VO attributes, so the identity is the grant's VO and VO ID:
+/// the L-Bone signed them for the user who asked for a grant bound to this
+/// depot's key, and only the holder of that key can use it. The session
+/// may only STORE and WRITE (into allocations whose capabilities the user
+/// handed over), under the VO's policy.
+async fn auth_delegated(
+    depot: &Depot,
+    conn: &mut Conn,
+    a: Auth,
+    key: [u8; 32],
+    now: i64,
+) -> Result<(), Failure> {
+    let refuse = |why: String| Failure::Refused(IbpError::CapAccessDenied, why);
+    let secure = depot
+        .secure
+        .as_ref()
+        .ok_or_else(|| refuse("no secure port".into()))?;
+    let grant = DepotGrant::verify(&a.grant, &secure.trust, &secure.grant_name, &key, now)
+        .map_err(|e| refuse(format!("delegated depot grant refused: {e}")))?;
+    if grant.vo.len() > MAX_OWNER_FIELD || grant.vo_id.len() > MAX_OWNER_FIELD {
+        return Err(refuse("VO name or VO ID too long".into()));
+    }
+    let policy = secure
+        .vos
+        .get(&grant.vo)
+        .cloned()
+        .ok_or_else(|| refuse(format!("VO {} is not served by this depot", grant.vo)))?;
+    tracing::info!(peer = %conn.peer, vo = %grant.vo, vo_id = %grant.vo_id, "IBP_auth delegated session (depot acting for a user)");
+    conn.session = Some(Session {
+        identity: Identity {
+            vo: grant.vo.clone(),
+            vo_id: grant.vo_id.clone(),
+            groups: Vec::new(),
+            subject: "(depot certificate)".into(),
+            key_hash: key,
+            not_after: grant.not_after,
+        },
+        owner: Owner {
+            vo: grant.vo,
+            vo_id: grant.vo_id,
+        },
+        policy,
+        not_after: grant.not_after,
+        delegated: true,
     });
     conn.reply(&Reply::Ok).await?;
     Ok(())

@@ -119,6 +119,10 @@ pub struct Conn {
     pub secure: bool,
     /// The verified TLS peer (secure port), or why its chain was refused.
     pub peer_identity: Option<Result<ibp_auth::Identity, String>>,
+    /// The key hash of a verified plain end-entity client certificate (a
+    /// depot, the source of a secure COPY), which may AUTH only with a
+    /// grant delegated to that key.
+    pub peer_plain_key: Option<[u8; 32]>,
     /// Set by a successful AUTH.
     pub session: Option<Session>,
 }
@@ -136,6 +140,7 @@ impl Conn {
             io_timeout,
             secure,
             peer_identity: None,
+            peer_plain_key: None,
             session: None,
         }
     }
@@ -430,6 +435,14 @@ async fn secure_request(depot: &Depot, conn: &mut Conn, line: &[u8]) -> bool {
             IbpError::CapAccessDenied,
             format!("{name} before AUTH: authenticate with a depot grant first"),
         ))
+    } else if conn.session.as_ref().is_some_and(|s| s.delegated)
+        && !matches!(request, SecureRequest::Store(_) | SecureRequest::Write(_))
+        && command.is_some()
+    {
+        Err(Failure::Refused(
+            IbpError::CapAccessDenied,
+            format!("{name} in a delegated (depot) session: only STORE and WRITE"),
+        ))
     } else if expired && command.is_some() {
         // Revocation through short lifetimes: a session lasts as long as its grant.
         Err(Failure::Refused(
@@ -459,6 +472,7 @@ async fn dispatch_secure(
         SecureRequest::Store(s) => transfer::store_bound(depot, conn, s).await,
         SecureRequest::Write(w) => transfer::write_bound(depot, conn, w).await,
         SecureRequest::Load(l) => transfer::load_with_ticket(depot, conn, l).await,
+        SecureRequest::Copy(c) => transfer::copy_secure(depot, conn, c).await,
     }
 }
 

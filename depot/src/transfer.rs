@@ -414,3 +414,76 @@ async fn target_reply(
 }
 
 const _: () = assert!(MAX_LINE < CHUNK);
+
+/// Secure COPY: this depot reads from an allocation bound to the file UUID
+/// and STOREs the bytes into the target's allocation over the target's
+/// secure port, presenting its own certificate and the user's grant for the
+/// target bound to this depot's key. The target binds its allocation to the
+/// same UUID.
+pub async fn copy_secure(
+    depot: &Depot,
+    conn: &mut Conn,
+    c: ibp_proto::SecureCopy,
+) -> Result<(), Failure> {
+    let secure = depot.secure.as_ref().ok_or(IbpError::CapAccessDenied)?;
+    let uuid = uuid_bytes(&c.uuid)?;
+    let res = resource_of(depot, &c.source)?;
+    let (alloc, kind) = conn.find(res, &c.source)?;
+    if kind != Some(CapKind::Read) {
+        return Err(IbpError::InvalidReadCap.into());
+    }
+    if c.target.kind != CapKind::Write {
+        return Err(IbpError::InvalidWriteCap.into());
+    }
+    let st = alloc.state();
+    if st.uuid != Some(uuid) {
+        return Err(Failure::Refused(
+            IbpError::CapAccessDenied,
+            format!("the source allocation is not bound to file {}", c.uuid),
+        ));
+    }
+    let n = clip(st.size, c.offset, c.size);
+    let file = if n > 0 {
+        Some(File::open(res.data_path(alloc.id)).map_err(|_| IbpError::FileOpen)?)
+    } else {
+        None
+    };
+    let host = c.target.host.trim_start_matches('[').trim_end_matches(']');
+    let addr = if host.contains(':') {
+        format!("[{host}]:{}", c.target.port)
+    } else {
+        format!("{host}:{}", c.target.port)
+    };
+    let target_err = |e: crate::client::ClientError| match e {
+        crate::client::ClientError::Refused { error, reason } => {
+            Failure::Refused(error, format!("target depot: {reason}"))
+        }
+        crate::client::ClientError::Ibp(e) => Failure::Refused(e, "target depot refused".into()),
+        e => {
+            tracing::info!(target = %addr, error = %e, "secure COPY could not reach the target depot");
+            Failure::Reply(IbpError::Connection)
+        }
+    };
+    let mut target =
+        crate::client::SecureClient::connect(&addr, host, &secure.trust, &secure.credential)
+            .await
+            .map_err(target_err)?;
+    target.set_timeout(depot.io_timeout);
+    target.auth(&c.grant).await.map_err(target_err)?;
+    let m = match &file {
+        Some(f) => target
+            .store_file(&c.target, &c.uuid, f, c.offset, n)
+            .await
+            .map_err(target_err)?,
+        None => target
+            .store(&c.target, &c.uuid, &[])
+            .await
+            .map_err(target_err)?,
+    };
+    if m != n {
+        return Err(IbpError::Connection.into());
+    }
+    depot.metrics.bytes_out(n);
+    conn.reply(&Reply::Count(n)).await?;
+    Ok(())
+}

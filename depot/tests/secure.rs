@@ -773,3 +773,143 @@ async fn vo_and_user_quotas() {
     assert_eq!(e, IbpError::WouldExceedLimit);
     assert!(reason.starts_with("vo quota exceeded"), "{reason}");
 }
+
+/// A depot with its own certificate (serverAuth and clientAuth, as a depot
+/// that is the source of a secure COPY needs), and its key hash.
+fn host_depot(g: &Grid, name: &str) -> (DepotProc, [u8; 32], ProxyCredential) {
+    use rcgen::{CertificateParams, ExtendedKeyUsagePurpose, KeyPair, KeyUsagePurpose, SanType};
+    let ca_key = KeyPair::try_from(g.ca.key_pkcs8.as_slice()).unwrap();
+    let ca_cert = CertificateParams::from_ca_cert_der(&g.ca.cert_der.clone().into())
+        .unwrap()
+        .self_signed(&ca_key)
+        .unwrap();
+    let mut p = CertificateParams::new(Vec::<String>::new()).unwrap();
+    p.distinguished_name
+        .push(rcgen::DnType::CommonName, format!("depot {name}"));
+    p.subject_alt_names = vec![
+        SanType::DnsName("localhost".try_into().unwrap()),
+        SanType::IpAddress("127.0.0.1".parse().unwrap()),
+    ];
+    p.extended_key_usages = vec![
+        ExtendedKeyUsagePurpose::ServerAuth,
+        ExtendedKeyUsagePurpose::ClientAuth,
+    ];
+    p.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+    let key = KeyPair::generate().unwrap();
+    let cert = p.signed_by(&key, &ca_cert, &ca_key).unwrap();
+    let d = g.dir.path();
+    let (cert_path, key_path) = (d.join(format!("{name}.pem")), d.join(format!("{name}.key")));
+    std::fs::write(&cert_path, pem("CERTIFICATE", cert.der())).unwrap();
+    std::fs::write(&key_path, pem("PRIVATE KEY", &key.serialize_der())).unwrap();
+    let text = format!(
+        "tls_listen = \"127.0.0.1:0\"\ntls_cert = \"{}\"\ntls_key = \"{}\"\ntrust_dir = \"{}\"\n\n[[vo]]\nname = \"vo1\"\nmax_size = \"4MiB\"\nmax_duration = \"1h\"\n",
+        cert_path.display(),
+        key_path.display(),
+        d.join("trust").display(),
+    );
+    let cfg = d.join(format!("{name}.toml"));
+    std::fs::write(&cfg, text).unwrap();
+    let depot = DepotBuilder::new().arg("--config").arg(cfg).tls().spawn();
+    let cred = ProxyCredential {
+        chain: vec![cert.der().to_vec()],
+        key_pkcs8: key.serialize_der(),
+    };
+    let hash = cred.key_hash().unwrap();
+    (depot, hash, cred)
+}
+
+/// Secure COPY: the source depot authenticates at the target with its own
+/// certificate and a grant for the target bound to its key; the copy is
+/// bound to the same file UUID and loadable there with a ticket.
+#[tokio::test]
+async fn secure_copy_between_depots() {
+    let g = Grid::new();
+    let (src, src_key, src_cred) = host_depot(&g, "src");
+    let (dst, _, _) = host_depot(&g, "dst");
+    let a = alice(&g);
+    let data: Vec<u8> = (0..300_000u32).map(|i| (i * 13 % 251) as u8).collect();
+    let mut c = g.session(&src, &a).await;
+    let caps = c
+        .allocate(Rid(0), Reliability::Hard, 600, 1 << 20)
+        .await
+        .unwrap();
+    c.store(&caps.write, FILE, &data).await.unwrap();
+    let mut t = g.session(&dst, &a).await;
+    let target = t
+        .allocate(Rid(0), Reliability::Hard, 600, 1 << 20)
+        .await
+        .unwrap();
+    let delegated = g.grant_with(|gr| gr.holder = src_key, &dst, &a, "vo1", "vo1:0001");
+    let n = c
+        .copy(
+            &caps.read,
+            &target.write,
+            0,
+            data.len() as u64,
+            &delegated,
+            FILE,
+        )
+        .await
+        .unwrap();
+    assert_eq!(n, data.len() as u64);
+    let got = t
+        .load(&target.read, 0, data.len() as u64, Some(&g.ticket(&a)))
+        .await
+        .unwrap();
+    assert!(got == data, "copied bytes differ");
+    // The copy is bound to the same file.
+    let (e, reason) = refused(t.store(&target.write, OTHER_FILE, b"x").await);
+    assert_eq!(e, IbpError::CapAccessDenied, "{reason}");
+
+    // A grant bound to another key (the user's own) is refused by the target.
+    let mut t = g.session(&dst, &a).await;
+    let target2 = t
+        .allocate(Rid(0), Reliability::Hard, 600, 1 << 20)
+        .await
+        .unwrap();
+    let own = g.grant(&dst, &a);
+    let (e, reason) = refused(c.copy(&caps.read, &target2.write, 0, 10, &own, FILE).await);
+    assert_eq!(e, IbpError::CapAccessDenied, "{reason}");
+    assert!(reason.contains("target depot"), "{reason}");
+    assert!(reason.contains("grant refused"), "{reason}");
+    // The source allocation must be bound to the UUID given.
+    let mut c = g.session(&src, &a).await;
+    let (e, reason) = refused(
+        c.copy(&caps.read, &target2.write, 0, 10, &delegated, OTHER_FILE)
+            .await,
+    );
+    assert_eq!(e, IbpError::CapAccessDenied, "{reason}");
+    assert!(reason.contains("not bound"), "{reason}");
+
+    // A delegated session may only STORE and WRITE.
+    let mut as_depot = g.connect(&dst, &src_cred).await;
+    as_depot.auth(&delegated).await.unwrap();
+    let (e, reason) = refused(as_depot.allocate(Rid(0), Reliability::Hard, 600, 10).await);
+    assert_eq!(e, IbpError::CapAccessDenied, "{reason}");
+    assert!(reason.contains("delegated"), "{reason}");
+    // A plain certificate without a grant bound to its key gets nowhere.
+    let mut as_depot = g.connect(&dst, &src_cred).await;
+    let (e, _) = refused(as_depot.auth(&own).await);
+    assert_eq!(e, IbpError::CapAccessDenied);
+
+    // A legacy-port COPY cannot reach a secure allocation: not through the
+    // legacy port (owned allocations do not exist there) ...
+    let mut l = ibp_depot::client::IbpClient::connect(&src.addr.to_string())
+        .await
+        .unwrap();
+    l.set_timeout(Duration::from_secs(10));
+    let lcaps = l
+        .allocate(Rid(0), Reliability::Hard, 600, 1024)
+        .await
+        .unwrap();
+    l.store(&lcaps.write, b"legacy").await.unwrap();
+    let mut via_legacy = target2.write.clone();
+    via_legacy.port = dst.addr.port();
+    let r = l.copy(&lcaps.read, &via_legacy, 0, 6).await;
+    assert_eq!(r.unwrap_err().ibp(), Some(IbpError::CapNotFound));
+    // ... nor through the secure port, which speaks only TLS.
+    let r = l.copy(&lcaps.read, &target2.write, 0, 6).await;
+    assert!(r.is_err(), "{r:?}");
+    let mut t = g.session(&dst, &a).await;
+    assert_eq!(t.probe(&target2.manage).await.unwrap().size, 0);
+}

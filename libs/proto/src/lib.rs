@@ -20,8 +20,8 @@ pub use request::{
     ManageOp, Request, RequestError, Status, StatusOp, Store, Write,
 };
 pub use secure::{
-    auth_refusal, format_uuid, parse_secure_request, parse_uuid, Auth, SecureLoad, SecureRequest,
-    SecureStore, SecureWrite, AUTH_COMMAND, MAX_SECURE_LINE, MAX_TOKEN_LEN,
+    auth_refusal, format_uuid, parse_secure_request, parse_uuid, Auth, SecureCopy, SecureLoad,
+    SecureRequest, SecureStore, SecureWrite, AUTH_COMMAND, MAX_SECURE_LINE, MAX_TOKEN_LEN,
 };
 pub use status::StatusInfo;
 

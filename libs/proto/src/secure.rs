@@ -7,8 +7,8 @@
 
 use crate::request::{cap_ref, fields, int, line_text_max, parse_status_rid, uint, uint32};
 use crate::{
-    Allocate, Command, IbpError, Load, Manage, ProtoError, Reliability, Reply, Request,
-    RequestError, Rid, Status, StatusOp, StorageType, Store, Version, Write,
+    Allocate, CapRef, Capability, Command, IbpError, Load, Manage, ProtoError, Reliability, Reply,
+    Request, RequestError, Rid, Status, StatusOp, StorageType, Store, Version, Write,
 };
 
 /// Longest request line (including `\n`) on the secure port: a grant or a
@@ -52,6 +52,26 @@ pub struct SecureLoad {
     pub ticket: Option<String>,
 }
 
+/// Depot-to-depot COPY on the secure port:
+/// `2 5 <rid>#<key> <typekey> <offset> <size> <target WRITE capability> <grant> <uuid> <timeout> \n`.
+/// The source depot authenticates at the target with its own certificate
+/// and `grant` (a depot grant for the target bound to the source depot's
+/// key), then STOREs the bytes there bound to `uuid`; reply `1 <n> \n`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SecureCopy {
+    /// The source READ capability.
+    pub source: CapRef,
+    pub offset: u64,
+    pub size: u64,
+    /// The target WRITE capability (its host and port are the target's secure port).
+    pub target: Capability,
+    /// Depot grant for the target, bound to the source depot's key.
+    pub grant: String,
+    /// Canonical hyphenated, lower-case UUID the source allocation is bound to.
+    pub uuid: String,
+    pub timeout: i64,
+}
+
 /// One request of the secure port.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum SecureRequest {
@@ -65,6 +85,7 @@ pub enum SecureRequest {
     Manage(Manage),
     /// `2 4 <rid> 1 <password> <timeout>\n` (STATUS INQ only).
     Status(Status),
+    Copy(SecureCopy),
 }
 
 /// Parses a UUID in its canonical 8-4-4-4-12 hexadecimal form; returns its
@@ -136,6 +157,7 @@ impl SecureRequest {
             SecureRequest::Load(_) => Command::Load,
             SecureRequest::Manage(_) => Command::Manage,
             SecureRequest::Status(_) => Command::Status,
+            SecureRequest::Copy(_) => Command::Copy,
         })
     }
 
@@ -197,6 +219,17 @@ impl SecureRequest {
                 };
                 format!("2 4 {rid} 1 {password} {}\n", s.timeout)
             }
+            SecureRequest::Copy(c) => format!(
+                "2 5 {} {} {} {} {} {} {} {} \n",
+                c.source.rid_key(),
+                c.source.typekey,
+                c.offset,
+                c.size,
+                c.target,
+                c.grant,
+                c.uuid,
+                c.timeout
+            ),
         }
     }
 
@@ -235,7 +268,6 @@ pub fn parse_secure_request(line: &[u8]) -> Result<SecureRequest, RequestError> 
         "20" => None,
         c => Some(
             Command::from_token(c)
-                .filter(|c| *c != Command::Copy)
                 .ok_or_else(|| fail(None, ProtoError::UnknownCommand(c.into())))?,
         ),
     };
@@ -335,7 +367,18 @@ fn parse_secure(cmd: Option<Command>, args: &[&str]) -> Result<SecureRequest, Pr
                 timeout: int(to, "timeout")?,
             })
         }
-        Command::Copy => return Err(ProtoError::UnknownCommand("5".into())),
+        Command::Copy => {
+            let [cap, tk, off, size, target, grant, id, to] = fields(args, name)?;
+            SecureRequest::Copy(SecureCopy {
+                source: cap_ref(cap, tk)?,
+                offset: uint(off, "offset")?,
+                size: uint(size, "size")?,
+                target: target.parse()?,
+                grant: token(grant, "grant")?,
+                uuid: uuid(id)?,
+                timeout: int(to, "timeout")?,
+            })
+        }
     })
 }
 
@@ -429,6 +472,17 @@ mod tests {
                 },
                 timeout: 30,
             }),
+            SecureRequest::Copy(SecureCopy {
+                source: cap(),
+                offset: 2,
+                size: 10,
+                target: "ibp://depot2.example.org:6715/0#IBP-xyz/5/WRITE"
+                    .parse()
+                    .unwrap(),
+                grant: TOKEN.into(),
+                uuid: UUID.into(),
+                timeout: 30,
+            }),
         ]
     }
 
@@ -466,7 +520,7 @@ mod tests {
             bad("1 1 0 2 1 10 10 30\n").ibp_error(),
             IbpError::ProtocolVersion
         );
-        assert_eq!(bad("2 5 x\n").ibp_error(), IbpError::InvalidCommand);
+        assert_eq!(bad("2 99 x\n").ibp_error(), IbpError::InvalidCommand);
         assert_eq!(
             bad("2 20 notatoken 30\n").ibp_error(),
             IbpError::InvalidParameter
