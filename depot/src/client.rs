@@ -20,6 +20,7 @@ use ibp_proto::{
 use tokio::io::{AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
 
+use crate::crypto;
 use crate::server::{read_line, timed, Line, Transport};
 
 #[derive(Debug, thiserror::Error)]
@@ -147,6 +148,38 @@ impl IbpClient {
                 Err(e.into())
             }
         }
+    }
+
+    /// Sends a line and returns the reply line's text when it is not an
+    /// error reply (for replies no [`Expect`] describes).
+    async fn call_line_text(&mut self, line: &str) -> Result<String> {
+        self.send(line.as_bytes()).await?;
+        let t = self.timeout;
+        let s = self.stream().await?;
+        let reply = match timed(t, read_line(s)).await {
+            Ok(Line::Text(l)) => l,
+            _ => {
+                self.conn = None;
+                return Err(io::Error::from(io::ErrorKind::UnexpectedEof).into());
+            }
+        };
+        let text = String::from_utf8_lossy(&reply).into_owned();
+        if text.trim_start().starts_with('-') {
+            self.conn = None;
+            let e = match Reply::parse(&reply, Expect::Ok)? {
+                Reply::Error(e) | Reply::StatusError(e) => e,
+                _ => IbpError::Generic,
+            };
+            let reason = text.trim().split_once(' ').map(|(_, r)| r.trim());
+            return Err(match reason {
+                Some(r) if !r.is_empty() => ClientError::Refused {
+                    error: e,
+                    reason: r.to_owned(),
+                },
+                _ => ClientError::Ibp(e),
+            });
+        }
+        Ok(text)
     }
 
     async fn call(&mut self, req: &Request, expect: Expect) -> Result<Reply> {
@@ -447,6 +480,38 @@ impl SecureClient {
         self.inner.call_line(line, expect).await
     }
 
+    /// CRYPTO: opens a crypto-level session of this (authenticated) TLS
+    /// session; its keys are exported from the TLS session on both sides.
+    pub async fn open_crypto(&mut self) -> Result<CryptoSession> {
+        let text = self
+            .inner
+            .call_line_text(&SecureRequest::Crypto { timeout: 300 }.encode())
+            .await?;
+        let id = text
+            .strip_prefix("1 ")
+            .and_then(|r| crypto::unhex::<16>(r.trim()))
+            .ok_or(ProtoError::BadReply("not a CRYPTO reply"))?;
+        let mut m = [0u8; crypto::KEY_MATERIAL_LEN];
+        match self.inner.conn.as_ref().map(|c| c.get_ref()) {
+            Some(Transport::Tls(t)) => match t.as_ref() {
+                tokio_rustls::TlsStream::Client(c) => {
+                    c.get_ref()
+                        .1
+                        .export_keying_material(&mut m, crypto::EXPORTER_LABEL, Some(&id))
+                        .map_err(|e| ClientError::Tls(e.to_string()))?;
+                }
+                tokio_rustls::TlsStream::Server(_) => {
+                    return Err(ClientError::Tls("not a client connection".into()))
+                }
+            },
+            _ => return Err(io::Error::from(io::ErrorKind::NotConnected).into()),
+        }
+        Ok(CryptoSession {
+            id,
+            keys: Arc::new(crypto::SessionKeys::from_material(&m)),
+        })
+    }
+
     pub async fn allocate(
         &mut self,
         rid: Rid,
@@ -606,5 +671,114 @@ impl SecureClient {
 
     pub async fn status(&mut self, rid: Rid) -> Result<StatusInfo> {
         self.inner.status(rid).await
+    }
+}
+
+/// A crypto-level session: its id and the keys exported from the TLS session.
+#[derive(Clone)]
+pub struct CryptoSession {
+    pub id: [u8; 16],
+    keys: Arc<crypto::SessionKeys>,
+}
+
+/// A plain-TCP data connection joined to a crypto-level session: request
+/// lines are sealed, bulk data travels in clear.
+pub struct DataClient {
+    inner: IbpClient,
+    keys: Arc<crypto::SessionKeys>,
+    conn_no: u32,
+    counter: u64,
+}
+
+impl DataClient {
+    /// Connects to the depot's data port and joins `session`.
+    pub async fn connect(addr: &str, session: &CryptoSession) -> Result<DataClient> {
+        let mut inner = IbpClient::connect(addr).await?;
+        // No silent reconnect: a new connection must join again.
+        inner.secure = true;
+        let text = inner
+            .call_line_text(&format!("3 22 {} \n", crypto::hex(&session.id)))
+            .await?;
+        let conn_no = text
+            .strip_prefix("1 ")
+            .and_then(|r| r.trim().parse::<u32>().ok())
+            .ok_or(ProtoError::BadReply("not a JOIN reply"))?;
+        Ok(DataClient {
+            inner,
+            keys: session.keys.clone(),
+            conn_no,
+            counter: 0,
+        })
+    }
+
+    pub fn set_timeout(&mut self, t: Duration) {
+        self.inner.timeout = t;
+    }
+
+    /// The sealed line `3 <cmd> <sealed> \n` for a v2 request line, with the
+    /// next message counter.
+    pub fn seal(&mut self, v2_line: &str) -> String {
+        let cmd = v2_line.split(' ').nth(1).unwrap_or("0").to_owned();
+        self.counter += 1;
+        let sealed = self
+            .keys
+            .seal(&cmd, self.conn_no, self.counter, v2_line.as_bytes());
+        format!("3 {cmd} {sealed} \n")
+    }
+
+    /// Sends an already sealed line (tests: replays and tampering).
+    pub async fn raw_sealed(&mut self, sealed_line: &str, expect: Expect) -> Result<Reply> {
+        self.inner.call_line(sealed_line, expect).await
+    }
+
+    /// STORE (append) `data` into an allocation bound to file `uuid`.
+    pub async fn store(&mut self, cap: &Capability, uuid: &str, data: &[u8]) -> Result<u64> {
+        let line = SecureRequest::Store(SecureStore {
+            store: Store {
+                cap: cap.cap.clone(),
+                size: data.len() as u64,
+                timeout: 300,
+            },
+            uuid: uuid.to_owned(),
+        })
+        .encode();
+        let sealed = self.seal(&line);
+        self.inner.upload(&sealed, data).await
+    }
+
+    /// LOAD with a file ticket into `buf`; returns the bytes received.
+    pub async fn load_into(
+        &mut self,
+        cap: &Capability,
+        offset: u64,
+        size: u64,
+        ticket: &str,
+        buf: &mut Vec<u8>,
+    ) -> Result<u64> {
+        let line = SecureRequest::Load(SecureLoad {
+            load: Load {
+                cap: cap.cap.clone(),
+                offset,
+                size,
+                timeout: 300,
+            },
+            ticket: Some(ticket.to_owned()),
+        })
+        .encode();
+        let sealed = self.seal(&line);
+        self.inner.receive_payload(&sealed, size, buf).await
+    }
+
+    /// LOAD with a file ticket.
+    pub async fn load(
+        &mut self,
+        cap: &Capability,
+        offset: u64,
+        size: u64,
+        ticket: &str,
+    ) -> Result<Vec<u8>> {
+        let mut buf = Vec::new();
+        self.load_into(cap, offset, size, ticket, &mut buf).await?;
+        Ok(buf)
     }
 }

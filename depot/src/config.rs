@@ -72,6 +72,12 @@ pub struct Config {
     /// Without it no secure port is served.
     #[serde(default)]
     pub tls_listen: Option<SocketAddr>,
+    /// Address of the crypto level's plain data port (needs `tls_listen`):
+    /// data connections join a session opened on the secure port, request
+    /// lines are sealed, bulk data travels in clear. Without it there is no
+    /// crypto level.
+    #[serde(default)]
+    pub data_listen: Option<SocketAddr>,
     /// The depot's certificate chain (PEM), required with `tls_listen`.
     #[serde(default)]
     pub tls_cert: Option<PathBuf>,
@@ -227,6 +233,9 @@ pub struct Overrides {
     /// Listen address of the secure (TLS) port (port 0 picks a free one).
     #[arg(long)]
     pub tls_listen: Option<SocketAddr>,
+    /// Listen address of the crypto level's data port (port 0 picks a free one).
+    #[arg(long)]
+    pub data_listen: Option<SocketAddr>,
 }
 
 impl Config {
@@ -265,6 +274,9 @@ impl Config {
         }
         if let Some(v) = o.tls_listen {
             self.tls_listen = Some(v);
+        }
+        if let Some(v) = o.data_listen {
+            self.data_listen = Some(v);
         }
         let touches_resource = o.data.is_some()
             || o.hard_size.is_some()
@@ -334,6 +346,8 @@ impl Config {
                     bail!("tls_listen needs {name}");
                 }
             }
+        } else if self.data_listen.is_some() {
+            bail!("data_listen needs tls_listen: data connections join TLS sessions");
         } else if !self.legacy {
             bail!("legacy = false needs tls_listen: the depot would serve nothing");
         }

@@ -27,6 +27,34 @@ pub struct Depot {
     pub secure: Option<crate::secure::Secure>,
     /// Byte quotas of authenticated owners, shared by all resources.
     pub quotas: Arc<Quotas>,
+    /// Open crypto-level sessions by id.
+    pub crypto_sessions: std::sync::Mutex<std::collections::HashMap<[u8; 16], Arc<CryptoSession>>>,
+}
+
+/// A crypto-level session: the authenticated session it belongs to and the
+/// keys exported from its TLS connection.
+pub struct CryptoSession {
+    pub session: crate::secure::Session,
+    pub keys: crate::crypto::SessionKeys,
+    /// Data connections joined so far (numbers them from 1).
+    pub joined: std::sync::atomic::AtomicU32,
+    /// Set when the TLS connection that opened it closes.
+    pub ended: std::sync::atomic::AtomicBool,
+}
+
+impl Depot {
+    /// Ends crypto-level sessions (their TLS connection closed).
+    pub fn end_crypto_sessions(&self, ids: &[[u8; 16]]) {
+        let mut m = self
+            .crypto_sessions
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        for id in ids {
+            if let Some(s) = m.remove(id) {
+                s.ended.store(true, std::sync::atomic::Ordering::Release);
+            }
+        }
+    }
 }
 
 impl Depot {
@@ -48,6 +76,7 @@ impl Depot {
             metrics: Metrics::default(),
             secure: None,
             quotas,
+            crypto_sessions: Default::default(),
         })
     }
 

@@ -7,6 +7,8 @@
 
 pub mod client;
 pub mod config;
+pub mod crypto;
+pub mod data_port;
 pub mod depot;
 pub mod handlers;
 pub mod journal;

@@ -99,6 +99,18 @@ async fn serve(config: Option<PathBuf>, overrides: Overrides) -> anyhow::Result<
         ),
         None => None,
     };
+    let data_listener = match cfg.data_listen {
+        Some(addr) => Some(
+            tokio::net::TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("bind data address {addr}"))?,
+        ),
+        None => None,
+    };
+    let data_bound = match &data_listener {
+        Some(l) => Some(l.local_addr().context("read bound data address")?),
+        None => None,
+    };
     let legacy_bound = match &listener {
         Some(l) => Some(l.local_addr().context("read bound address")?),
         None => None,
@@ -129,6 +141,9 @@ async fn serve(config: Option<PathBuf>, overrides: Overrides) -> anyhow::Result<
         writeln!(out, "listening on {bound}").context("write to stdout")?;
         if let Some(t) = tls_bound {
             writeln!(out, "tls listening on {t}").context("write to stdout")?;
+        }
+        if let Some(d) = data_bound {
+            writeln!(out, "data listening on {d}").context("write to stdout")?;
         }
         out.flush().context("flush stdout")?;
     }
@@ -178,7 +193,16 @@ async fn serve(config: Option<PathBuf>, overrides: Overrides) -> anyhow::Result<
             grace,
         ))
     });
-    for task in [legacy_port, secure_port].into_iter().flatten() {
+    let data_port = data_listener.map(|l| {
+        tokio::spawn(server::run_data(
+            l,
+            depot.clone(),
+            cfg.max_connections,
+            shutdown.clone(),
+            grace,
+        ))
+    });
+    for task in [legacy_port, secure_port, data_port].into_iter().flatten() {
         if let Err(e) = task.await {
             tracing::error!(error = %e, "accept loop failed");
         }

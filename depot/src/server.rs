@@ -125,6 +125,8 @@ pub struct Conn {
     pub peer_plain_key: Option<[u8; 32]>,
     /// Set by a successful AUTH.
     pub session: Option<Session>,
+    /// Crypto-level sessions opened on this TLS connection (ended with it).
+    pub crypto_ids: Vec<[u8; 16]>,
 }
 
 impl Conn {
@@ -142,6 +144,7 @@ impl Conn {
             peer_identity: None,
             peer_plain_key: None,
             session: None,
+            crypto_ids: Vec::new(),
         }
     }
 
@@ -241,7 +244,43 @@ pub async fn run(
     shutdown: CancellationToken,
     grace: Duration,
 ) {
-    run_with(listener, None, depot, max_connections, shutdown, grace).await
+    run_with(
+        listener,
+        Port::Legacy,
+        depot,
+        max_connections,
+        shutdown,
+        grace,
+    )
+    .await
+}
+
+/// Accepts the crypto level's plain data connections: each joins a crypto
+/// session opened on the secure port, then sends sealed request lines.
+pub async fn run_data(
+    listener: TcpListener,
+    depot: Arc<Depot>,
+    max_connections: usize,
+    shutdown: CancellationToken,
+    grace: Duration,
+) {
+    run_with(
+        listener,
+        Port::Data,
+        depot,
+        max_connections,
+        shutdown,
+        grace,
+    )
+    .await
+}
+
+/// Which port an accept loop serves.
+#[derive(Clone)]
+enum Port {
+    Legacy,
+    Tls(TlsAcceptor),
+    Data,
 }
 
 /// Accepts connections on the secure port: a TLS 1.3 handshake with the
@@ -256,7 +295,7 @@ pub async fn run_secure(
 ) {
     run_with(
         listener,
-        Some(acceptor),
+        Port::Tls(acceptor),
         depot,
         max_connections,
         shutdown,
@@ -267,7 +306,7 @@ pub async fn run_secure(
 
 async fn run_with(
     listener: TcpListener,
-    tls: Option<TlsAcceptor>,
+    port: Port,
     depot: Arc<Depot>,
     max_connections: usize,
     shutdown: CancellationToken,
@@ -298,15 +337,26 @@ async fn run_with(
         let _ = stream.set_nodelay(true);
         let depot = depot.clone();
         let shutdown = shutdown.clone();
-        let tls = tls.clone();
+        let port = port.clone();
         tracker.spawn(async move {
             depot.metrics.connection_opened();
-            let conn = match tls {
-                None => Some(Conn::new(stream, peer, depot.io_timeout)),
-                Some(acceptor) => secure::handshake(&depot, &acceptor, stream, peer).await,
-            };
-            if let Some(conn) = conn {
-                serve_connection(&depot, conn, shutdown).await;
+            match port {
+                Port::Legacy => {
+                    let mut conn = Conn::new(stream, peer, depot.io_timeout);
+                    serve_connection(&depot, &mut conn, shutdown).await;
+                }
+                Port::Tls(acceptor) => {
+                    if let Some(mut conn) = secure::handshake(&depot, &acceptor, stream, peer).await
+                    {
+                        serve_connection(&depot, &mut conn, shutdown).await;
+                        depot.end_crypto_sessions(&conn.crypto_ids);
+                    }
+                }
+                Port::Data => {
+                    let mut conn = Conn::new(stream, peer, depot.io_timeout);
+                    conn.secure = true;
+                    crate::data_port::serve(&depot, &mut conn, shutdown).await;
+                }
             }
             depot.metrics.connection_closed();
             drop(permit);
@@ -319,7 +369,7 @@ async fn run_with(
     }
 }
 
-async fn serve_connection(depot: &Depot, mut conn: Conn, shutdown: CancellationToken) {
+async fn serve_connection(depot: &Depot, conn: &mut Conn, shutdown: CancellationToken) {
     loop {
         // Wait for the first byte of the next request (idle timeout), then for
         // the rest of its line (I/O timeout).
@@ -352,9 +402,9 @@ async fn serve_connection(depot: &Depot, mut conn: Conn, shutdown: CancellationT
             }
         };
         let keep = if conn.secure {
-            secure_request(depot, &mut conn, &line).await
+            secure_request(depot, conn, &line).await
         } else {
-            legacy_request(depot, &mut conn, &line).await
+            legacy_request(depot, conn, &line).await
         };
         if !keep {
             return;
@@ -387,7 +437,7 @@ async fn legacy_request(depot: &Depot, conn: &mut Conn, line: &[u8]) -> bool {
 }
 
 /// Sends the reply of a failed request; false when the connection must close.
-async fn finish(
+pub async fn finish(
     conn: &mut Conn,
     name: &str,
     result: Result<(), Failure>,
@@ -473,6 +523,7 @@ async fn dispatch_secure(
         SecureRequest::Write(w) => transfer::write_bound(depot, conn, w).await,
         SecureRequest::Load(l) => transfer::load_with_ticket(depot, conn, l).await,
         SecureRequest::Copy(c) => transfer::copy_secure(depot, conn, c).await,
+        SecureRequest::Crypto { .. } => crate::data_port::open(depot, conn).await,
     }
 }
 

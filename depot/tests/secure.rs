@@ -14,7 +14,7 @@ use ibp_auth::pki::Authority;
 use ibp_auth::proxy::ProxyOptions;
 use ibp_auth::tokens::{DepotGrant, FileTicket};
 use ibp_auth::{unix_now, ProxyCredential, TrustStore, VoAttributes};
-use ibp_depot::client::{ClientError, SecureClient};
+use ibp_depot::client::{ClientError, DataClient, SecureClient};
 use ibp_proto::{Expect, IbpError, Reliability, Rid};
 use ring::signature::Ed25519KeyPair;
 use tempfile::TempDir;
@@ -912,4 +912,174 @@ async fn secure_copy_between_depots() {
     assert!(r.is_err(), "{r:?}");
     let mut t = g.session(&dst, &a).await;
     assert_eq!(t.probe(&target2.manage).await.unwrap().size, 0);
+}
+
+fn crypto_depot(g: &Grid) -> DepotProc {
+    g.depot_builder("data_listen = \"127.0.0.1:0\"")
+        .data_port()
+        .spawn()
+}
+
+fn data_addr(d: &DepotProc) -> String {
+    d.data_addr.expect("depot serves a data port").to_string()
+}
+
+/// The crypto level: ALLOCATE on the TLS connection, STORE and LOAD on a
+/// plain data connection with sealed request lines.
+#[tokio::test]
+async fn crypto_level_store_and_load() {
+    let g = Grid::new();
+    let depot = crypto_depot(&g);
+    let a = alice(&g);
+    let mut c = g.session(&depot, &a).await;
+    let caps = c
+        .allocate(Rid(0), Reliability::Hard, 600, 3 << 20)
+        .await
+        .unwrap();
+    let cs = c.open_crypto().await.unwrap();
+    let mut d = DataClient::connect(&data_addr(&depot), &cs).await.unwrap();
+    d.set_timeout(Duration::from_secs(10));
+    let data: Vec<u8> = (0..(3u32 << 20) - 7)
+        .map(|i| (i * 11 % 253) as u8)
+        .collect();
+    assert_eq!(
+        d.store(&caps.write, FILE, &data[..1 << 20]).await.unwrap(),
+        1 << 20
+    );
+    assert_eq!(
+        d.store(&caps.write, FILE, &data[1 << 20..]).await.unwrap(),
+        (data.len() - (1 << 20)) as u64
+    );
+    let got = d
+        .load(&caps.read, 0, data.len() as u64, &g.ticket(&a))
+        .await
+        .unwrap();
+    assert!(got == data, "loaded bytes differ");
+    // A second data connection of the same session; the TLS one still works.
+    let mut d2 = DataClient::connect(&data_addr(&depot), &cs).await.unwrap();
+    assert_eq!(
+        d2.load(&caps.read, 5, 10, &g.ticket(&a)).await.unwrap(),
+        data[5..15]
+    );
+    assert_eq!(c.probe(&caps.manage).await.unwrap().size, data.len() as u64);
+    // The data port is bound to file tickets like the TLS port.
+    let (e, _) = refused(d2.load(&caps.read, 0, 5, &g.ticket(&alice(&g))).await);
+    assert_eq!(e, IbpError::CapAccessDenied);
+}
+
+fn load_line(cap: &ibp_proto::Capability, ticket: &str) -> String {
+    ibp_proto::SecureRequest::Load(ibp_proto::SecureLoad {
+        load: ibp_proto::Load {
+            cap: cap.cap.clone(),
+            offset: 0,
+            size: 0,
+            timeout: 30,
+        },
+        ticket: Some(ticket.to_owned()),
+    })
+    .encode()
+}
+
+#[tokio::test]
+async fn crypto_level_refuses_replayed_and_tampered_requests() {
+    let g = Grid::new();
+    let depot = crypto_depot(&g);
+    let a = alice(&g);
+    let caps = stored(&g, &depot, &a).await;
+    let mut c = g.session(&depot, &a).await;
+    let cs = c.open_crypto().await.unwrap();
+    let ticket = g.ticket(&a);
+    let mut d = DataClient::connect(&data_addr(&depot), &cs).await.unwrap();
+    let sealed = d.seal(&load_line(&caps.read, &ticket));
+    assert_eq!(
+        d.raw_sealed(&sealed, Expect::Payload).await.unwrap(),
+        ibp_proto::Reply::Payload(0)
+    );
+    // The same sealed line again: refused, and the connection closes.
+    let (e, reason) = refused(d.raw_sealed(&sealed, Expect::Payload).await);
+    assert_eq!(e, IbpError::CapAccessDenied);
+    assert!(reason.contains("replayed"), "{reason}");
+    // Replayed on another data connection of the same session.
+    let mut d = DataClient::connect(&data_addr(&depot), &cs).await.unwrap();
+    let (e, reason) = refused(d.raw_sealed(&sealed, Expect::Payload).await);
+    assert_eq!(e, IbpError::CapAccessDenied);
+    assert!(reason.contains("replayed"), "{reason}");
+    // One flipped character of the sealed text.
+    let mut d = DataClient::connect(&data_addr(&depot), &cs).await.unwrap();
+    let good = d.seal(&load_line(&caps.read, &ticket));
+    let i = good.len() / 2;
+    let flipped = if &good[i..i + 1] == "A" { "B" } else { "A" };
+    let bad = format!("{}{}{}", &good[..i], flipped, &good[i + 1..]);
+    let (e, reason) = refused(d.raw_sealed(&bad, Expect::Payload).await);
+    assert_eq!(e, IbpError::CapAccessDenied);
+    assert!(reason.contains("MAC"), "{reason}");
+    // The outer command is covered by the MAC too.
+    let mut d = DataClient::connect(&data_addr(&depot), &cs).await.unwrap();
+    let good = d.seal(&load_line(&caps.read, &ticket));
+    let relabeled = good.replacen("3 8 ", "3 2 ", 1);
+    let (e, reason) = refused(d.raw_sealed(&relabeled, Expect::Ok).await);
+    assert_eq!(e, IbpError::CapAccessDenied);
+    assert!(reason.contains("MAC"), "{reason}");
+    // An unsealed v2 line is no request on the data port.
+    let mut d = DataClient::connect(&data_addr(&depot), &cs).await.unwrap();
+    let (e, _) = refused(
+        d.raw_sealed(&load_line(&caps.read, &ticket), Expect::Payload)
+            .await,
+    );
+    assert_eq!(e, IbpError::BadFormat);
+}
+
+#[tokio::test]
+async fn crypto_level_unknown_and_ended_sessions() {
+    let g = Grid::new();
+    let depot = crypto_depot(&g);
+    let a = alice(&g);
+    let mut c = g.session(&depot, &a).await;
+    let cs = c.open_crypto().await.unwrap();
+    let mut bogus = cs.clone();
+    bogus.id[0] ^= 0xff;
+    let r = DataClient::connect(&data_addr(&depot), &bogus).await;
+    let (e, reason) = refused(r.map(drop));
+    assert_eq!(e, IbpError::CapAccessDenied);
+    assert!(reason.contains("unknown crypto session"), "{reason}");
+    // CRYPTO needs AUTH first.
+    let mut fresh = g.connect(&depot, &a).await;
+    let (e, _) = refused(fresh.open_crypto().await.map(drop));
+    assert_eq!(e, IbpError::CapAccessDenied);
+    // The session ends with its TLS connection.
+    drop(c);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let (e, _) = refused(DataClient::connect(&data_addr(&depot), &cs).await.map(drop));
+    assert_eq!(e, IbpError::CapAccessDenied);
+    // ... and with its grant: within the 120 s skew allowance for 2 more seconds.
+    let now = unix_now();
+    let grant = g.grant_with(
+        |gr| {
+            gr.issued = now - 300;
+            gr.not_after = now - 118;
+        },
+        &depot,
+        &a,
+        "vo1",
+        "vo1:0001",
+    );
+    let mut c = g.connect(&depot, &a).await;
+    c.auth(&grant).await.unwrap();
+    let cs = c.open_crypto().await.unwrap();
+    let mut d = DataClient::connect(&data_addr(&depot), &cs).await.unwrap();
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    let (e, reason) = refused(DataClient::connect(&data_addr(&depot), &cs).await.map(drop));
+    assert_eq!(e, IbpError::CapAccessDenied);
+    assert!(reason.contains("ended"), "{reason}");
+    // A data connection joined before refuses further requests too.
+    let caps_read = {
+        let mut s = g.session(&depot, &a).await;
+        s.allocate(Rid(0), Reliability::Hard, 600, 10)
+            .await
+            .unwrap()
+            .read
+    };
+    let (e, reason) = refused(d.load(&caps_read, 0, 0, &g.ticket(&a)).await);
+    assert_eq!(e, IbpError::CapAccessDenied);
+    assert!(reason.contains("ended"), "{reason}");
 }

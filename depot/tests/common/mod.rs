@@ -33,6 +33,7 @@ pub struct DepotBuilder {
     fsize_limit: Option<u64>,
     listen: String,
     tls: bool,
+    data_port: bool,
 }
 
 impl Default for DepotBuilder {
@@ -52,6 +53,7 @@ impl DepotBuilder {
             fsize_limit: None,
             listen: "127.0.0.1:0".into(),
             tls: false,
+            data_port: false,
         }
     }
 
@@ -97,6 +99,12 @@ impl DepotBuilder {
     /// Expects the `tls listening on` line (the configuration sets `tls_listen`).
     pub fn tls(mut self) -> Self {
         self.tls = true;
+        self
+    }
+
+    /// Expects the `data listening on` line too (the configuration sets `data_listen`).
+    pub fn data_port(mut self) -> Self {
+        self.data_port = true;
         self
     }
 
@@ -172,6 +180,7 @@ impl DepotBuilder {
             child,
             addr: "0.0.0.0:0".parse().unwrap(),
             tls_addr: None,
+            data_addr: None,
             metrics: None,
             data,
             log,
@@ -193,6 +202,14 @@ impl DepotBuilder {
                 .unwrap_or_else(|| panic!("unexpected TLS stdout line {line:?}"));
             proc.tls_addr = Some(t);
         }
+        if self.data_port {
+            let line = proc.stdout_line(&rx);
+            let t = line
+                .strip_prefix("data listening on ")
+                .and_then(|s| s.trim_end().parse::<SocketAddr>().ok())
+                .unwrap_or_else(|| panic!("unexpected data stdout line {line:?}"));
+            proc.data_addr = Some(t);
+        }
         if self.metrics {
             let second = proc.stdout_line(&rx);
             let m = second
@@ -211,6 +228,8 @@ pub struct DepotProc {
     pub addr: SocketAddr,
     /// The secure port, when the depot serves one.
     pub tls_addr: Option<SocketAddr>,
+    /// The crypto level's data port, when the depot serves one.
+    pub data_addr: Option<SocketAddr>,
     pub metrics: Option<SocketAddr>,
     pub data: PathBuf,
     log: PathBuf,

@@ -21,7 +21,8 @@ pub use request::{
 };
 pub use secure::{
     auth_refusal, format_uuid, parse_secure_request, parse_uuid, Auth, SecureCopy, SecureLoad,
-    SecureRequest, SecureStore, SecureWrite, AUTH_COMMAND, MAX_SECURE_LINE, MAX_TOKEN_LEN,
+    SecureRequest, SecureStore, SecureWrite, AUTH_COMMAND, CRYPTO_COMMAND, JOIN_COMMAND,
+    MAX_SECURE_LINE, MAX_TOKEN_LEN,
 };
 pub use status::StatusInfo;
 

@@ -21,6 +21,12 @@ pub const MAX_TOKEN_LEN: usize = 4096;
 /// The command number of AUTH.
 pub const AUTH_COMMAND: u32 = 20;
 
+/// The command number of CRYPTO (open a crypto-level session).
+pub const CRYPTO_COMMAND: u32 = 21;
+
+/// The command number of JOIN (first line of a crypto-level data connection).
+pub const JOIN_COMMAND: u32 = 22;
+
 /// AUTH: `2 20 <grant> <timeout>\n`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Auth {
@@ -86,6 +92,11 @@ pub enum SecureRequest {
     /// `2 4 <rid> 1 <password> <timeout>\n` (STATUS INQ only).
     Status(Status),
     Copy(SecureCopy),
+    /// `2 21 <timeout>\n`: opens a crypto-level session for data
+    /// connections; reply `1 <session id hex> \n`.
+    Crypto {
+        timeout: i64,
+    },
 }
 
 /// Parses a UUID in its canonical 8-4-4-4-12 hexadecimal form; returns its
@@ -150,7 +161,7 @@ impl SecureRequest {
     /// The legacy command this request corresponds to (`None` for AUTH).
     pub fn command(&self) -> Option<Command> {
         Some(match self {
-            SecureRequest::Auth(_) => return None,
+            SecureRequest::Auth(_) | SecureRequest::Crypto { .. } => return None,
             SecureRequest::Allocate(_) => Command::Allocate,
             SecureRequest::Store(_) => Command::Store,
             SecureRequest::Write(_) => Command::Write,
@@ -163,13 +174,17 @@ impl SecureRequest {
 
     /// The name for logs.
     pub fn name(&self) -> &'static str {
-        self.command().map_or("AUTH", Command::name)
+        match self {
+            SecureRequest::Crypto { .. } => "CRYPTO",
+            _ => self.command().map_or("AUTH", Command::name),
+        }
     }
 
     /// The request line.
     pub fn encode(&self) -> String {
         match self {
             SecureRequest::Auth(a) => format!("2 20 {} {}\n", a.grant, a.timeout),
+            SecureRequest::Crypto { timeout } => format!("2 21 {timeout}\n"),
             SecureRequest::Allocate(a) => format!(
                 "2 1 {} {} {} {} {} {}\n",
                 a.rid.unwrap_or(Rid(0)),
@@ -264,6 +279,14 @@ pub fn parse_secure_request(line: &[u8]) -> Result<SecureRequest, RequestError> 
         [_] => return Err(fail(None, ProtoError::FieldCount("request"))),
         [v, c, ..] => (*v, *c),
     };
+    if command == "21" {
+        if version != "2" {
+            return Err(fail(None, ProtoError::UnknownVersion(version.into())));
+        }
+        let [to] = fields(&tokens[2..], "CRYPTO").map_err(|k| fail(None, k))?;
+        let timeout = int(to, "timeout").map_err(|k| fail(None, k))?;
+        return Ok(SecureRequest::Crypto { timeout });
+    }
     let cmd = match command {
         "20" => None,
         c => Some(
@@ -472,6 +495,7 @@ mod tests {
                 },
                 timeout: 30,
             }),
+            SecureRequest::Crypto { timeout: 30 },
             SecureRequest::Copy(SecureCopy {
                 source: cap(),
                 offset: 2,
