@@ -746,6 +746,28 @@ impl DataClient {
         self.inner.upload(&sealed, data).await
     }
 
+    /// WRITE `data` at `offset` into an allocation bound to file `uuid`.
+    pub async fn write_at(
+        &mut self,
+        cap: &Capability,
+        offset: u64,
+        uuid: &str,
+        data: &[u8],
+    ) -> Result<u64> {
+        let line = SecureRequest::Write(SecureWrite {
+            write: Write {
+                cap: cap.cap.clone(),
+                offset,
+                size: data.len() as u64,
+                timeout: 300,
+            },
+            uuid: uuid.to_owned(),
+        })
+        .encode();
+        let sealed = self.seal(&line);
+        self.inner.upload(&sealed, data).await
+    }
+
     /// LOAD with a file ticket into `buf`; returns the bytes received.
     pub async fn load_into(
         &mut self,

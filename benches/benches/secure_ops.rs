@@ -1,0 +1,485 @@
+//! The secure port's benchmark against a real `ibp-depot` process on
+//! loopback (`--sync batch`), with a PKI minted here:
+//!
+//! - IBP_auth: TLS 1.3 handshake with a proxy chain + AUTH with a depot
+//!   grant, p50 over fresh connections;
+//! - ALLOCATE inside an authenticated session, p50;
+//! - STORE and LOAD of 100 MB at the crypto level (sealed request lines on
+//!   a plain data connection, data in clear) against the legacy port of the
+//!   same depot;
+//! - STORE and LOAD of 100 MB at full crypto (everything inside TLS) against
+//!   the raw TLS 1.3 throughput of this machine (a tokio-rustls sender and
+//!   receiver on loopback, AES-128-GCM like the depot), measured in the same
+//!   run.
+//!
+//! Figures are printed next to their targets; missed targets are reported,
+//! never fatal. Run with `cargo bench -p ibp-benches --bench secure_ops`.
+
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context};
+use ibp_auth::keys::{ed25519_public, format_public_key, generate_ed25519};
+use ibp_auth::pki::Authority;
+use ibp_auth::proxy::ProxyOptions;
+use ibp_auth::tokens::{DepotGrant, FileTicket};
+use ibp_auth::{unix_now, ProxyCredential, TrustStore, VoAttributes};
+use ibp_benches::{depot_binary, gbps, payload, Samples, MB};
+use ibp_depot::client::{DataClient, IbpClient, SecureClient};
+use ibp_proto::{Reliability, Rid};
+use ring::signature::Ed25519KeyPair;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+const FILE: &str = "6f0e1d2c-3b4a-4958-8776-a5b4c3d2e1f0";
+const BULK: usize = 100 * MB;
+const BULK_REPS: usize = 5;
+const AUTH_N: usize = 300;
+const ALLOC_N: usize = 2000;
+const TLS_CHUNK: usize = 256 * 1024;
+
+const TARGET_AUTH_MS: f64 = 1.0;
+const PAPER_AUTH_MS: f64 = 14.5;
+const TARGET_ALLOC_MS: f64 = 0.15;
+const TARGET_CRYPTO_VS_LEGACY: f64 = 0.90;
+const TARGET_FULL_VS_TLS: f64 = 0.70;
+
+fn pem(tag: &str, der: &[u8]) -> String {
+    pem::encode(&pem::Pem::new(tag, der.to_vec()))
+}
+
+struct Pki {
+    ca: Authority,
+    server_cert: Vec<u8>,
+    server_key: Vec<u8>,
+    lbone: Ed25519KeyPair,
+    mdm: Ed25519KeyPair,
+    user: ProxyCredential,
+    client_trust: TrustStore,
+}
+
+fn mint(dir: &Path) -> anyhow::Result<Pki> {
+    let ca = Authority::new_ca("Bench Grid", "Bench CA", 2)?;
+    let aa = ca.new_aa("Bench Grid", "vo1", 2)?;
+    let server = ca.issue_server(&["localhost", "127.0.0.1"], 2)?;
+    let lbone_key = generate_ed25519()?;
+    let mdm_key = generate_ed25519()?;
+    let trust = dir.join("trust");
+    for sub in ["ca", "vomsdir/vo1", "lbone", "metadata"] {
+        std::fs::create_dir_all(trust.join(sub))?;
+    }
+    std::fs::write(trust.join("ca/ca.pem"), pem("CERTIFICATE", &ca.cert_der))?;
+    std::fs::write(
+        trust.join("vomsdir/vo1/aa.pem"),
+        pem("CERTIFICATE", &aa.cert_der),
+    )?;
+    std::fs::write(
+        trust.join("lbone/lbone.pub"),
+        format_public_key(&ed25519_public(&lbone_key)?),
+    )?;
+    std::fs::write(
+        trust.join("metadata/mdm.pub"),
+        format_public_key(&ed25519_public(&mdm_key)?),
+    )?;
+    std::fs::write(dir.join("depot.pem"), pem("CERTIFICATE", &server.cert_der))?;
+    std::fs::write(dir.join("depot.key"), pem("PRIVATE KEY", &server.key_pkcs8))?;
+    let user = ca.issue_user("Bench Grid", "Alice", 12 * 3600)?;
+    let (_, ee) = x509_parser::parse_x509_certificate(&user.cert_der)
+        .map_err(|e| anyhow::anyhow!("parse user certificate: {e}"))?;
+    let now = unix_now();
+    let attrs = VoAttributes {
+        vo: "vo1".into(),
+        vo_id: "vo1:0001".into(),
+        groups: vec![],
+        holder_issuer: ee.issuer().as_raw().to_vec(),
+        holder_serial: ee.raw_serial().to_vec(),
+        not_before: now - 60,
+        not_after: now + 3600,
+    };
+    let ext = aa.sign_attributes(&attrs)?;
+    let proxy = ProxyCredential::create(
+        std::slice::from_ref(&user.cert_der),
+        &user.key_pkcs8,
+        &ProxyOptions {
+            lifetime: 3600,
+            attributes: Some(ext),
+            path_len: None,
+        },
+    )?;
+    let mut client_trust = TrustStore::new();
+    client_trust.add_ca(ca.cert_der.clone())?;
+    Ok(Pki {
+        ca,
+        server_cert: server.cert_der,
+        server_key: server.key_pkcs8,
+        lbone: Ed25519KeyPair::from_pkcs8(&lbone_key)
+            .map_err(|e| anyhow::anyhow!("L-Bone key: {e}"))?,
+        mdm: Ed25519KeyPair::from_pkcs8(&mdm_key).map_err(|e| anyhow::anyhow!("MDM key: {e}"))?,
+        user: proxy,
+        client_trust,
+    })
+}
+
+/// The depot's three ports.
+struct Depot {
+    child: Child,
+    legacy: String,
+    tls: String,
+    data: String,
+    _stdout: BufReader<std::process::ChildStdout>,
+}
+
+impl Drop for Depot {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn start_depot(bin: &Path, dir: &Path) -> anyhow::Result<Depot> {
+    let cfg = dir.join("depot.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "tls_listen = \"127.0.0.1:0\"\ndata_listen = \"127.0.0.1:0\"\ntls_cert = \"{}\"\ntls_key = \"{}\"\ntrust_dir = \"{}\"\n\n[[vo]]\nname = \"vo1\"\nmax_size = \"1GiB\"\nmax_duration = \"1h\"\n",
+            dir.join("depot.pem").display(),
+            dir.join("depot.key").display(),
+            dir.join("trust").display()
+        ),
+    )?;
+    let data = dir.join("data");
+    std::fs::create_dir_all(&data)?;
+    let mut child = Command::new(bin)
+        .args([
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--hostname",
+            "127.0.0.1",
+            "--hard-size",
+            "4GiB",
+            "--max-duration",
+            "1h",
+            "--sync",
+            "batch",
+            "--config",
+        ])
+        .arg(&cfg)
+        .arg("--data")
+        .arg(&data)
+        .env("RUST_LOG", "warn")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(std::fs::File::create(dir.join("depot.log"))?)
+        .spawn()
+        .with_context(|| format!("start {}", bin.display()))?;
+    let mut stdout = BufReader::new(child.stdout.take().context("stdout")?);
+    let mut line = |prefix: &str| -> anyhow::Result<String> {
+        let mut l = String::new();
+        stdout.read_line(&mut l)?;
+        match l.trim().strip_prefix(prefix) {
+            Some(a) => Ok(a.to_owned()),
+            None => bail!(
+                "depot said {l:?}, expected {prefix:?}; log:\n{}",
+                std::fs::read_to_string(dir.join("depot.log")).unwrap_or_default()
+            ),
+        }
+    };
+    let legacy = line("listening on ")?;
+    let tls = line("tls listening on ")?;
+    let data = line("data listening on ")?;
+    Ok(Depot {
+        child,
+        legacy,
+        tls,
+        data,
+        _stdout: stdout,
+    })
+}
+
+fn grant(pki: &Pki, depot: &Depot) -> anyhow::Result<String> {
+    let now = unix_now();
+    Ok(DepotGrant {
+        depot: depot.tls.clone(),
+        vo: "vo1".into(),
+        vo_id: "vo1:0001".into(),
+        holder: pki.user.key_hash()?,
+        issued: now,
+        not_after: now + 1800,
+    }
+    .sign(&pki.lbone))
+}
+
+fn ticket(pki: &Pki) -> anyhow::Result<String> {
+    let now = unix_now();
+    Ok(FileTicket {
+        file: FILE.into(),
+        vo: "vo1".into(),
+        vo_id: "vo1:0001".into(),
+        holder: pki.user.key_hash()?,
+        issued: now,
+        not_after: now + 1800,
+    }
+    .sign(&pki.mdm))
+}
+
+async fn session(pki: &Pki, depot: &Depot, grant: &str) -> anyhow::Result<SecureClient> {
+    let mut c =
+        SecureClient::connect(&depot.tls, "127.0.0.1", &pki.client_trust, &pki.user).await?;
+    c.set_timeout(Duration::from_secs(60));
+    c.auth(grant).await?;
+    Ok(c)
+}
+
+/// Median GB/s of [`BULK_REPS`] runs of a block moving [`BULK`] bytes.
+macro_rules! timed_rate {
+    ($body:block) => {{
+        let mut s = Samples::default();
+        for _ in 0..BULK_REPS {
+            let t = Instant::now();
+            $body
+            s.push(t.elapsed());
+        }
+        gbps(BULK, s.median())
+    }};
+}
+
+/// Raw TLS 1.3 throughput on loopback: one tokio-rustls connection, the
+/// depot's certificate and cipher-suite preference, `bytes` in
+/// [`TLS_CHUNK`] writes. Returns GB/s (median of `reps`).
+async fn raw_tls(pki: &Pki, bytes: usize, reps: usize) -> anyhow::Result<(f64, String)> {
+    use rustls_pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
+    let mut provider = rustls::crypto::ring::default_provider();
+    provider
+        .cipher_suites
+        .sort_by_key(|s| s.suite() != rustls::CipherSuite::TLS13_AES_128_GCM_SHA256);
+    let mut server = rustls::ServerConfig::builder_with_provider(Arc::new(provider))
+        .with_protocol_versions(&[&rustls::version::TLS13])?
+        .with_no_client_auth()
+        .with_single_cert(
+            vec![CertificateDer::from(pki.server_cert.clone())],
+            PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(pki.server_key.clone())),
+        )?;
+    server.ignore_client_order = true;
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(server));
+    let connector = tokio_rustls::TlsConnector::from(Arc::new(ibp_auth::tls::client_config(
+        &pki.client_trust,
+        None,
+    )?));
+    let data = Arc::new(payload(TLS_CHUNK));
+    let mut s = Samples::default();
+    let mut suite = String::new();
+    for _ in 0..reps {
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let addr = l.local_addr()?;
+        let acceptor = acceptor.clone();
+        let recv = tokio::spawn(async move {
+            let (tcp, _) = l.accept().await?;
+            tcp.set_nodelay(true)?;
+            let mut tls = acceptor.accept(tcp).await?;
+            let mut buf = vec![0u8; TLS_CHUNK];
+            let mut got = 0usize;
+            let t = Instant::now();
+            while got < bytes {
+                let n = tls.read(&mut buf).await?;
+                if n == 0 {
+                    break;
+                }
+                got += n;
+            }
+            tls.write_all(b"k").await?;
+            tls.flush().await?;
+            anyhow::Ok((got, t.elapsed()))
+        });
+        let tcp = tokio::net::TcpStream::connect(addr).await?;
+        tcp.set_nodelay(true)?;
+        let name = rustls_pki_types::ServerName::try_from("127.0.0.1")?;
+        let mut tls = connector.connect(name, tcp).await?;
+        suite = format!(
+            "{:?}",
+            tls.get_ref().1.negotiated_cipher_suite().map(|s| s.suite())
+        );
+        let t = Instant::now();
+        let mut sent = 0;
+        while sent < bytes {
+            let n = (bytes - sent).min(TLS_CHUNK);
+            tls.write_all(&data[..n]).await?;
+            sent += n;
+        }
+        tls.flush().await?;
+        let mut ack = [0u8; 1];
+        tls.read_exact(&mut ack).await?;
+        let elapsed = t.elapsed();
+        let (got, _) = recv.await??;
+        if got != bytes {
+            bail!("raw TLS receiver got {got} of {bytes} bytes");
+        }
+        s.push(elapsed);
+    }
+    Ok((gbps(bytes, s.median()), suite))
+}
+
+fn verdict(ok: bool) -> &'static str {
+    if ok {
+        "met"
+    } else {
+        "MISSED"
+    }
+}
+
+#[tokio::main(flavor = "multi_thread", worker_threads = 2)]
+async fn main() -> anyhow::Result<()> {
+    let started = Instant::now();
+    let bin = depot_binary()?;
+    println!(
+        "secure_ops: ibp-depot {} ({})",
+        bin.path.display(),
+        bin.note
+    );
+    let dir = tempfile::tempdir()?;
+    let pki = mint(dir.path())?;
+    let depot = start_depot(&bin.path, dir.path())?;
+    let grant = grant(&pki, &depot)?;
+    let ticket = ticket(&pki)?;
+    let _ = &pki.ca;
+
+    // IBP_auth: TLS handshake + AUTH on fresh connections.
+    let mut auth = Samples::default();
+    for _ in 0..AUTH_N {
+        let t = Instant::now();
+        let c = session(&pki, &depot, &grant).await?;
+        auth.push(t.elapsed());
+        drop(c);
+    }
+    let auth_p50 = auth.median() * 1e3;
+
+    // ALLOCATE inside a session.
+    let mut c = session(&pki, &depot, &grant).await?;
+    let mut alloc = Samples::default();
+    let mut to_free = Vec::with_capacity(ALLOC_N);
+    for _ in 0..ALLOC_N {
+        let t = Instant::now();
+        let caps = c.allocate(Rid(0), Reliability::Hard, 600, 1000).await?;
+        alloc.push(t.elapsed());
+        to_free.push(caps.manage);
+    }
+    for m in &to_free {
+        c.decr(m, 1).await?;
+    }
+    let alloc_p50 = alloc.median() * 1e3;
+
+    let data = payload(BULK);
+    let mut buf: Vec<u8> = Vec::with_capacity(BULK);
+
+    // Legacy port.
+    let mut legacy = IbpClient::connect(&depot.legacy).await?;
+    legacy.set_timeout(Duration::from_secs(60));
+    let lcaps = legacy
+        .allocate(Rid(0), Reliability::Hard, 3600, BULK as u64)
+        .await?;
+    let legacy_store = timed_rate!({
+        legacy.write_at(&lcaps.write, 0, &data).await?;
+    });
+    let legacy_load = timed_rate!({
+        legacy
+            .load_into(&lcaps.read, 0, BULK as u64, &mut buf)
+            .await?;
+    });
+
+    // Crypto level: sealed lines on a data connection, data in clear.
+    let caps = c
+        .allocate(Rid(0), Reliability::Hard, 3600, BULK as u64)
+        .await?;
+    let cs = c.open_crypto().await?;
+    let mut d = DataClient::connect(&depot.data, &cs).await?;
+    d.set_timeout(Duration::from_secs(60));
+    let crypto_store = timed_rate!({
+        d.write_at(&caps.write, 0, FILE, &data).await?;
+    });
+    let crypto_load = timed_rate!({
+        d.load_into(&caps.read, 0, BULK as u64, &ticket, &mut buf)
+            .await?;
+    });
+
+    // Full crypto: everything inside TLS.
+    let full_store = timed_rate!({
+        c.write_at(&caps.write, 0, FILE, &data).await?;
+    });
+    let full_load = timed_rate!({
+        let got = c.load(&caps.read, 0, BULK as u64, Some(&ticket)).await?;
+        if got.len() != BULK {
+            bail!("full-crypto LOAD returned {} bytes", got.len());
+        }
+    });
+    let (tls_rate, suite) = raw_tls(&pki, BULK, BULK_REPS).await?;
+
+    println!();
+    println!("IBP_auth and sessions ({AUTH_N} handshakes, {ALLOC_N} ALLOCATEs):");
+    println!(
+        "  IBP_auth (TLS 1.3 handshake + AUTH) p50 {auth_p50:.3} ms  p90 {:.3} ms   target <= {TARGET_AUTH_MS} ms ({}), paper {PAPER_AUTH_MS} ms",
+        auth.percentile(90.0) * 1e3,
+        verdict(auth_p50 <= TARGET_AUTH_MS)
+    );
+    println!(
+        "  ALLOCATE in a session           p50 {alloc_p50:.3} ms  p90 {:.3} ms   target <= {TARGET_ALLOC_MS} ms ({})",
+        alloc.percentile(90.0) * 1e3,
+        verdict(alloc_p50 <= TARGET_ALLOC_MS)
+    );
+    println!();
+    println!("100 MB transfers (median of {BULK_REPS}; GB/s = 10^9 B/s):");
+    let line = |name: &str, v: f64, base_name: &str, base: f64, target: f64| {
+        let r = v / base;
+        println!(
+            "  {name:<26} {v:6.2} GB/s = {:5.1}% of {base_name} ({base:.2} GB/s)   target >= {:.0}% ({})",
+            100.0 * r,
+            100.0 * target,
+            verdict(r >= target)
+        );
+    };
+    println!(
+        "  {:<26} {legacy_store:6.2} GB/s",
+        "legacy STORE (WRITE at 0)"
+    );
+    println!("  {:<26} {legacy_load:6.2} GB/s", "legacy LOAD");
+    line(
+        "crypto STORE",
+        crypto_store,
+        "legacy",
+        legacy_store,
+        TARGET_CRYPTO_VS_LEGACY,
+    );
+    line(
+        "crypto LOAD",
+        crypto_load,
+        "legacy",
+        legacy_load,
+        TARGET_CRYPTO_VS_LEGACY,
+    );
+    println!(
+        "  {:<26} {tls_rate:6.2} GB/s  ({suite})",
+        "raw TLS 1.3 loopback"
+    );
+    line(
+        "full-crypto STORE",
+        full_store,
+        "raw TLS",
+        tls_rate,
+        TARGET_FULL_VS_TLS,
+    );
+    line(
+        "full-crypto LOAD",
+        full_load,
+        "raw TLS",
+        tls_rate,
+        TARGET_FULL_VS_TLS,
+    );
+    println!();
+    println!(
+        "secure_ops finished in {:.1} s (missed targets are reported, never fatal)",
+        started.elapsed().as_secs_f64()
+    );
+    drop(depot);
+    Ok(())
+}
