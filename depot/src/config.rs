@@ -495,6 +495,26 @@ mod tests {
         .apply(&Overrides::default())
         .unwrap_err();
         assert!(err.to_string().contains("tls_cert"), "{err}");
+        let err = toml::from_str::<Config>(
+            "data_listen = \"127.0.0.1:1\"\n[[resource]]\nrid = 0\ndata = \"/x\"\nhard_size = 1\n",
+        )
+        .unwrap()
+        .apply(&Overrides::default())
+        .unwrap_err();
+        assert!(
+            err.to_string().contains("data_listen needs tls_listen"),
+            "{err}"
+        );
+        let err = toml::from_str::<Config>(
+            "[[resource]]\nrid = 0\ndata = \"/x\"\nhard_size = 1\n[[vo]]\nname = \"vo1\"\nmax_size = 1\nmax_duration = 1\n[[user]]\nvo = \"vo2\"\nvo_id = \"a\"\nquota = 1\n",
+        )
+        .unwrap()
+        .apply(&Overrides::default())
+        .unwrap_err();
+        assert!(
+            err.to_string().contains("VO vo2 is not configured"),
+            "{err}"
+        );
     }
 
     #[test]
