@@ -112,7 +112,7 @@ async fn next_line(
     }
 }
 
-/// Serves one data connection: `3 22 <session id> \n` → `1 <connection number> \n`,
+/// Serves one data connection: `3 22 <session id> \n` → `1 <connection number>\n`,
 /// then sealed requests `3 <cmd> <sealed> \n` (STORE, WRITE, LOAD).
 pub async fn serve(depot: &Depot, conn: &mut Conn, shutdown: CancellationToken) {
     let Some(line) = next_line(depot, conn, &shutdown).await else {

@@ -62,7 +62,7 @@ pub struct SecureLoad {
 /// `2 5 <rid>#<key> <typekey> <offset> <size> <target WRITE capability> <grant> <uuid> <timeout> \n`.
 /// The source depot authenticates at the target with its own certificate
 /// and `grant` (a depot grant for the target bound to the source depot's
-/// key), then STOREs the bytes there bound to `uuid`; reply `1 <n> \n`.
+/// key), then STOREs the bytes there bound to `uuid`; reply `1 <n>\n`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SecureCopy {
     /// The source READ capability.
