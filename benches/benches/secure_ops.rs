@@ -35,7 +35,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 const FILE: &str = "6f0e1d2c-3b4a-4958-8776-a5b4c3d2e1f0";
 const BULK: usize = 100 * MB;
-const BULK_REPS: usize = 5;
+const BULK_REPS: usize = 7;
 const AUTH_N: usize = 300;
 const ALLOC_N: usize = 2000;
 const TLS_CHUNK: usize = 256 * 1024;
@@ -236,19 +236,6 @@ async fn session(
     Ok(c)
 }
 
-/// Median GB/s of [`BULK_REPS`] runs of a block moving [`BULK`] bytes.
-macro_rules! timed_rate {
-    ($body:block) => {{
-        let mut s = Samples::default();
-        for _ in 0..BULK_REPS {
-            let t = Instant::now();
-            $body
-            s.push(t.elapsed());
-        }
-        gbps(BULK, s.median())
-    }};
-}
-
 /// Raw TLS 1.3 throughput on loopback: one tokio-rustls connection, the
 /// depot's certificate and cipher-suite preference, `bytes` in
 /// [`TLS_CHUNK`] writes. Returns GB/s (median of `reps`).
@@ -384,40 +371,47 @@ async fn main() -> anyhow::Result<()> {
     let lcaps = legacy
         .allocate(Rid(0), Reliability::Hard, 3600, BULK as u64)
         .await?;
-    let legacy_store = timed_rate!({
-        legacy.write_at(&lcaps.write, 0, &data).await?;
-    });
-    let legacy_load = timed_rate!({
-        legacy
-            .load_into(&lcaps.read, 0, BULK as u64, &mut buf)
-            .await?;
-    });
-
-    // Crypto level: sealed lines on a data connection, data in clear.
     let caps = c
         .allocate(Rid(0), Reliability::Hard, 3600, BULK as u64)
         .await?;
     let cs = c.open_crypto().await?;
     let mut d = DataClient::connect(&depot.data, &cs).await?;
     d.set_timeout(Duration::from_secs(60));
-    let crypto_store = timed_rate!({
+    // The three levels take turns in every round, so that drift in the
+    // machine's load affects them alike.
+    let mut t = [(); 6].map(|_| Samples::default());
+    for _ in 0..BULK_REPS {
+        let s = Instant::now();
+        legacy.write_at(&lcaps.write, 0, &data).await?;
+        t[0].push(s.elapsed());
+        // Crypto level: sealed lines on a data connection, data in clear.
+        let s = Instant::now();
         d.write_at(&caps.write, 0, FILE, &data).await?;
-    });
-    let crypto_load = timed_rate!({
+        t[1].push(s.elapsed());
+        // Full crypto: everything inside TLS.
+        let s = Instant::now();
+        c.write_at(&caps.write, 0, FILE, &data).await?;
+        t[2].push(s.elapsed());
+        let s = Instant::now();
+        legacy
+            .load_into(&lcaps.read, 0, BULK as u64, &mut buf)
+            .await?;
+        t[3].push(s.elapsed());
+        let s = Instant::now();
         d.load_into(&caps.read, 0, BULK as u64, &ticket, &mut buf)
             .await?;
-    });
-
-    // Full crypto: everything inside TLS.
-    let full_store = timed_rate!({
-        c.write_at(&caps.write, 0, FILE, &data).await?;
-    });
-    let full_load = timed_rate!({
-        let got = c.load(&caps.read, 0, BULK as u64, Some(&ticket)).await?;
-        if got.len() != BULK {
-            bail!("full-crypto LOAD returned {} bytes", got.len());
+        t[4].push(s.elapsed());
+        let s = Instant::now();
+        let got = c
+            .load_into(&caps.read, 0, BULK as u64, &ticket, &mut buf)
+            .await?;
+        t[5].push(s.elapsed());
+        if got as usize != BULK {
+            bail!("full-crypto LOAD returned {got} bytes");
         }
-    });
+    }
+    let [legacy_store, crypto_store, full_store, legacy_load, crypto_load, full_load] =
+        t.map(|mut s| gbps(BULK, s.median()));
     let (tls_rate, suite) = raw_tls(&pki, BULK, BULK_REPS).await?;
 
     println!();

@@ -676,6 +676,29 @@ impl SecureClient {
         Ok(buf)
     }
 
+    /// LOAD with a file ticket into `buf` (replacing its contents); returns
+    /// the bytes received.
+    pub async fn load_into(
+        &mut self,
+        cap: &Capability,
+        offset: u64,
+        size: u64,
+        ticket: &str,
+        buf: &mut Vec<u8>,
+    ) -> Result<u64> {
+        let line = SecureRequest::Load(SecureLoad {
+            load: Load {
+                cap: cap.cap.clone(),
+                offset,
+                size,
+                timeout: 300,
+            },
+            ticket: Some(ticket.to_owned()),
+        })
+        .encode();
+        self.inner.receive_payload(&line, size, buf).await
+    }
+
     pub async fn probe(&mut self, cap: &Capability) -> Result<ProbeInfo> {
         self.inner.probe(cap).await
     }
