@@ -661,16 +661,7 @@ impl SecureClient {
         size: u64,
         ticket: Option<&str>,
     ) -> Result<Vec<u8>> {
-        let line = SecureRequest::Load(SecureLoad {
-            load: Load {
-                cap: cap.cap.clone(),
-                offset,
-                size,
-                timeout: 300,
-            },
-            ticket: ticket.map(str::to_owned),
-        })
-        .encode();
+        let line = secure_load_line(cap, offset, size, ticket);
         let mut buf = Vec::new();
         self.inner.receive_payload(&line, size, &mut buf).await?;
         Ok(buf)
@@ -686,16 +677,7 @@ impl SecureClient {
         ticket: &str,
         buf: &mut Vec<u8>,
     ) -> Result<u64> {
-        let line = SecureRequest::Load(SecureLoad {
-            load: Load {
-                cap: cap.cap.clone(),
-                offset,
-                size,
-                timeout: 300,
-            },
-            ticket: Some(ticket.to_owned()),
-        })
-        .encode();
+        let line = secure_load_line(cap, offset, size, Some(ticket));
         self.inner.receive_payload(&line, size, buf).await
     }
 
@@ -819,16 +801,7 @@ impl DataClient {
         ticket: &str,
         buf: &mut Vec<u8>,
     ) -> Result<u64> {
-        let line = SecureRequest::Load(SecureLoad {
-            load: Load {
-                cap: cap.cap.clone(),
-                offset,
-                size,
-                timeout: 300,
-            },
-            ticket: Some(ticket.to_owned()),
-        })
-        .encode();
+        let line = secure_load_line(cap, offset, size, Some(ticket));
         let sealed = self.seal(&line);
         self.inner.receive_payload(&sealed, size, buf).await
     }
@@ -845,4 +818,18 @@ impl DataClient {
         self.load_into(cap, offset, size, ticket, &mut buf).await?;
         Ok(buf)
     }
+}
+
+/// The secure-port LOAD line for a capability range and an optional ticket.
+fn secure_load_line(cap: &Capability, offset: u64, size: u64, ticket: Option<&str>) -> String {
+    SecureRequest::Load(SecureLoad {
+        load: Load {
+            cap: cap.cap.clone(),
+            offset,
+            size,
+            timeout: 300,
+        },
+        ticket: ticket.map(str::to_owned),
+    })
+    .encode()
 }
