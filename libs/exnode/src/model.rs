@@ -318,7 +318,7 @@ impl Exnode {
             if total > MAX_EC_SHARES {
                 return Err(bad("more than 255 shares"));
             }
-            if g.shard_size.checked_mul(u64::from(g.k)).unwrap_or(u64::MAX) < g.logical_length {
+            if g.shard_size.saturating_mul(u64::from(g.k)) < g.logical_length {
                 return Err(bad("k shares of shard_size bytes cannot hold the range"));
             }
             if g.logical_offset.saturating_add(g.logical_length) > self.size {
@@ -332,7 +332,7 @@ impl Exnode {
             if m.logical_length == 0 {
                 return Err(InvalidExnode::Empty { index });
             }
-            let end = m.logical_offset.checked_add(m.logical_length).unwrap_or(u64::MAX);
+            let end = m.logical_offset.saturating_add(m.logical_length);
             if end > self.size {
                 return Err(InvalidExnode::BeyondSize {
                     index,
@@ -385,8 +385,8 @@ impl Exnode {
             }
             if let Some(p) = prev {
                 let pm = &self.mappings[p];
-                let same = (pm.logical_offset, pm.logical_length)
-                    == (m.logical_offset, m.logical_length);
+                let same =
+                    (pm.logical_offset, pm.logical_length) == (m.logical_offset, m.logical_length);
                 if !same && m.logical_offset < pm.logical_end() {
                     return Err(InvalidExnode::Overlap {
                         a: p.min(i),
