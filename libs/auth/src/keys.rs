@@ -177,3 +177,67 @@ pub fn parse_public_key(text: &str) -> Result<[u8; 32], AuthError> {
     <[u8; 32]>::try_from(bytes.as_slice())
         .map_err(|_| AuthError::malformed("public key file", "not 32 bytes"))
 }
+
+/// Every `CERTIFICATE` block of a PEM file, in order.
+pub fn read_certificates(
+    path: &Path,
+) -> Result<Vec<rustls_pki_types::CertificateDer<'static>>, AuthError> {
+    let text =
+        std::fs::read(path).map_err(|e| AuthError::Io(format!("read {}: {e}", path.display())))?;
+    let blocks = pem::parse_many(&text)
+        .map_err(|e| AuthError::malformed("PEM file", format!("{}: {e}", path.display())))?;
+    let certs: Vec<_> = blocks
+        .into_iter()
+        .filter(|b| b.tag() == "CERTIFICATE")
+        .map(|b| rustls_pki_types::CertificateDer::from(b.into_contents()))
+        .collect();
+    if certs.is_empty() {
+        return Err(AuthError::malformed(
+            "PEM file",
+            format!("{}: no CERTIFICATE block", path.display()),
+        ));
+    }
+    Ok(certs)
+}
+
+/// The PKCS#8 `PRIVATE KEY` block of a PEM file.
+pub fn read_pkcs8(path: &Path) -> Result<Vec<u8>, AuthError> {
+    let text =
+        std::fs::read(path).map_err(|e| AuthError::Io(format!("read {}: {e}", path.display())))?;
+    let blocks = pem::parse_many(&text)
+        .map_err(|e| AuthError::malformed("PEM file", format!("{}: {e}", path.display())))?;
+    if let Some(b) = blocks.iter().find(|b| b.tag() == "PRIVATE KEY") {
+        return Ok(b.contents().to_vec());
+    }
+    let why = match blocks.first() {
+        Some(b) => format!(
+            "{}: a {} block; convert the key to PKCS#8 (`openssl pkcs8 -topk8 -nocrypt`)",
+            path.display(),
+            b.tag()
+        ),
+        None => format!("{}: no PRIVATE KEY block", path.display()),
+    };
+    Err(AuthError::malformed("key file", why))
+}
+
+/// Loads an Ed25519 signing key (PKCS#8 PEM), refusing a file that anyone
+/// but its owner may read.
+pub fn load_signing_key(path: &Path) -> Result<Ed25519KeyPair, AuthError> {
+    use std::os::unix::fs::PermissionsExt;
+    let meta = std::fs::metadata(path)
+        .map_err(|e| AuthError::Io(format!("read {}: {e}", path.display())))?;
+    let mode = meta.permissions().mode() & 0o777;
+    if mode & 0o077 != 0 {
+        return Err(AuthError::Io(format!(
+            "signing key {} has mode {mode:03o}; it must be readable by its owner only (chmod 600)",
+            path.display()
+        )));
+    }
+    let der = read_pkcs8(path)?;
+    Ed25519KeyPair::from_pkcs8_maybe_unchecked(&der).map_err(|e| {
+        AuthError::malformed(
+            "signing key",
+            format!("{}: not an Ed25519 PKCS#8 key: {e}", path.display()),
+        )
+    })
+}

@@ -18,4 +18,4 @@ pub mod server;
 
 pub use client::{BaseUrl, Client, HttpError, Response};
 pub use hyper::Method;
-pub use server::{serve, serve_with, PeerChain, RemoteAddr, ServeOptions};
+pub use server::{cancel_on_signals, serve, serve_with, PeerChain, RemoteAddr, ServeOptions};
