@@ -2,6 +2,7 @@
 //! metadata manager needs (replica extents, stored bytes, capabilities to
 //! release). No I/O.
 
+use std::collections::{HashMap, HashSet};
 use std::fmt;
 
 use thiserror::Error;
@@ -37,7 +38,9 @@ pub struct Exnode {
     pub ec_groups: Vec<EcGroup>,
     pub mappings: Vec<Mapping>,
     /// Top-level metadata not modelled above, kept in order so that it
-    /// survives a round trip (LoRS `Version`, `lorsversion`, ...).
+    /// survives a round trip (LoRS `lorsversion`, ...). The format marker
+    /// `Version` and the names of the fields above are the XML codec's own
+    /// ([`crate::xml::TOP_LEVEL_NAMES`]) and never appear here.
     pub metadata: Vec<Metadata>,
 }
 
@@ -231,7 +234,8 @@ pub struct Mapping {
     pub share: Option<Share>,
     /// LoRS end-to-end functions, outermost first.
     pub functions: Vec<Function>,
-    /// Mapping metadata not modelled above, kept for round trips.
+    /// Mapping metadata not modelled above, kept for round trips (never
+    /// the codec's own names, [`crate::xml::MAPPING_NAMES`]).
     pub metadata: Vec<Metadata>,
 }
 
@@ -306,6 +310,7 @@ impl Exnode {
         if self.encryption.is_some() && self.file.is_none() {
             return Err(InvalidExnode::EncryptedWithoutUuid);
         }
+        let mut groups: HashMap<u32, &EcGroup> = HashMap::with_capacity(self.ec_groups.len());
         for g in &self.ec_groups {
             let total = usize::from(g.k) + usize::from(g.m);
             let bad = |reason: &str| InvalidExnode::BadGroup {
@@ -321,19 +326,23 @@ impl Exnode {
             if g.shard_size.saturating_mul(u64::from(g.k)) < g.logical_length {
                 return Err(bad("k shares of shard_size bytes cannot hold the range"));
             }
-            if g.logical_offset.saturating_add(g.logical_length) > self.size {
-                return Err(bad("range beyond the file size"));
+            match g.logical_offset.checked_add(g.logical_length) {
+                Some(end) if end <= self.size => {}
+                _ => return Err(bad("range beyond the file size")),
             }
-            if self.ec_groups.iter().filter(|o| o.id == g.id).count() > 1 {
+            if groups.insert(g.id, g).is_some() {
                 return Err(bad("id used twice"));
             }
         }
+        // Distinct share indices held, per group.
+        let mut held: HashMap<u32, HashSet<u16>> = HashMap::new();
         for (index, m) in self.mappings.iter().enumerate() {
             if m.logical_length == 0 {
                 return Err(InvalidExnode::Empty { index });
             }
-            let end = m.logical_offset.saturating_add(m.logical_length);
-            if end > self.size {
+            let end = m.logical_offset.checked_add(m.logical_length);
+            if end.is_none_or(|end| end > self.size) {
+                let end = end.unwrap_or(u64::MAX);
                 return Err(InvalidExnode::BeyondSize {
                     index,
                     end,
@@ -344,7 +353,7 @@ impl Exnode {
                 return Err(InvalidExnode::NoReadCapability { index });
             }
             if let Some(s) = m.share {
-                let Some(g) = self.ec_groups.iter().find(|g| g.id == s.group) else {
+                let Some(g) = groups.get(&s.group).copied() else {
                     return Err(InvalidExnode::UnknownGroup {
                         index,
                         group: s.group,
@@ -365,6 +374,19 @@ impl Exnode {
                         reason: format!("mapping {index} does not cover the group's range"),
                     });
                 }
+                held.entry(g.id).or_default().insert(s.index);
+            }
+        }
+        for g in &self.ec_groups {
+            let n = held.get(&g.id).map_or(0, HashSet::len);
+            if n < usize::from(g.k) {
+                return Err(InvalidExnode::BadGroup {
+                    group: g.id,
+                    reason: format!(
+                        "{n} distinct shares are held; {} are needed to rebuild it",
+                        g.k
+                    ),
+                });
             }
         }
         // Sorted by range, intersecting ranges must be equal.
@@ -375,6 +397,8 @@ impl Exnode {
         });
         let mut covered = 0u64;
         let mut prev: Option<usize> = None;
+        // First mapping of the current run of identical ranges (extent).
+        let mut first = 0usize;
         for &i in &order {
             let m = &self.mappings[i];
             if m.logical_offset > covered {
@@ -397,6 +421,27 @@ impl Exnode {
                         b_end: m.logical_end(),
                     });
                 }
+                if !same {
+                    first = i;
+                }
+            } else {
+                first = i;
+            }
+            // An extent is held by replicas or by the shares of one group,
+            // never a mix: a reader could not tell what each mapping holds.
+            let (fg, mg) = (
+                self.mappings[first].share.map(|s| s.group),
+                m.share.map(|s| s.group),
+            );
+            if fg != mg {
+                return Err(InvalidExnode::BadGroup {
+                    group: fg.or(mg).unwrap_or_default(),
+                    reason: format!(
+                        "mappings {} and {} hold the same range, but not both as shares of one group",
+                        first.min(i),
+                        first.max(i)
+                    ),
+                });
             }
             covered = covered.max(m.logical_end());
             prev = Some(i);
@@ -413,20 +458,21 @@ impl Exnode {
     /// The file's logical ranges in order, each with the mappings holding it.
     /// Meaningful for a validated exNode.
     pub fn extents(&self) -> Vec<Extent<'_>> {
+        let groups: HashMap<u32, &EcGroup> = self.ec_groups.iter().map(|g| (g.id, g)).collect();
+        let group_of = |m: &Mapping| m.share.and_then(|s| groups.get(&s.group).copied());
         let mut order: Vec<&Mapping> = self.mappings.iter().collect();
         order.sort_by_key(|m| (m.logical_offset, m.logical_length));
         let mut out: Vec<Extent<'_>> = Vec::new();
         for m in order {
             match out.last_mut() {
                 Some(e) if e.offset == m.logical_offset && e.length == m.logical_length => {
+                    e.group = e.group.or_else(|| group_of(m));
                     e.mappings.push(m)
                 }
                 _ => out.push(Extent {
                     offset: m.logical_offset,
                     length: m.logical_length,
-                    group: m
-                        .share
-                        .and_then(|s| self.ec_groups.iter().find(|g| g.id == s.group)),
+                    group: group_of(m),
                     mappings: vec![m],
                 }),
             }
