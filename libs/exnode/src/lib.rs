@@ -13,4 +13,4 @@ pub mod model;
 pub mod xml;
 
 pub use model::*;
-pub use xml::{from_xml, to_xml, XmlError, MAX_DOCUMENT};
+pub use xml::{from_xml, parse_and_validate, to_xml, ReadError, XmlError, MAX_DOCUMENT};
