@@ -498,6 +498,20 @@ impl Exnode {
             .collect()
     }
 
+    /// Whether a LoRS end-to-end function of some mapping carries its key in
+    /// the clear (a `KEY` argument, as LoRS 0.82 writes for `des_encrypt`,
+    /// `aes_encrypt` and `xor_encrypt`): whoever reads such an exNode can
+    /// decrypt the data, so it must be kept as secret as the data. Our own
+    /// encryption ([`Exnode::encryption`]) never puts a key in the exNode.
+    pub fn has_cleartext_keys(&self) -> bool {
+        fn any_key(functions: &[Function]) -> bool {
+            functions
+                .iter()
+                .any(|f| f.argument("KEY").is_some() || any_key(&f.inner))
+        }
+        self.mappings.iter().any(|m| any_key(&m.functions))
+    }
+
     /// Top-level metadata called `name`, if kept in [`Exnode::metadata`].
     pub fn metadata(&self, name: &str) -> Option<&Value> {
         self.metadata

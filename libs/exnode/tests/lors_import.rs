@@ -93,6 +93,7 @@ fn arg_str<'a>(f: &'a Function, name: &str) -> &'a str {
 #[test]
 fn ten_mib_without_functions() {
     let x = import(NONE, SIZE_10M, "f10M", SIZE_10M / 2, 1);
+    assert!(!x.has_cleartext_keys());
     assert_eq!(x.mappings.len(), 2);
     // LoRS lists the second half first.
     assert_eq!(x.mappings[0].logical_offset, 5 * MIB);
@@ -120,6 +121,7 @@ fn ten_mib_zlib_option_leaves_no_function() {
 #[test]
 fn ten_mib_default_is_des_inside_checksum() {
     let x = import(DEFAULT, SIZE_10M, "f10M", SIZE_10M / 2, 1);
+    assert!(x.has_cleartext_keys());
     assert_eq!(x.mappings.len(), 2);
     let keys: Vec<&str> = x
         .mappings
@@ -148,6 +150,7 @@ fn ten_mib_default_is_des_inside_checksum() {
 #[test]
 fn ten_mib_two_copies_aes_around_checksum() {
     let x = import(C2_B2M_K_A, SIZE_10M, "f10M", 2 * MIB, 2);
+    assert!(x.has_cleartext_keys());
     assert_eq!(x.mappings.len(), 10);
     for e in x.extents() {
         // Both replicas of a block carry the same key: it encrypts the block
@@ -180,6 +183,7 @@ fn ten_mib_two_copies_aes_around_checksum() {
 #[test]
 fn hundred_mib_two_copies() {
     let x = import(C2_K_100M, SIZE_100M, "f100M", 5 * MIB, 2);
+    assert!(!x.has_cleartext_keys());
     assert_eq!(x.mappings.len(), 40);
     for m in &x.mappings {
         assert!(m.functions.is_empty());
