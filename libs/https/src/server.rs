@@ -36,9 +36,14 @@ pub struct ServeOptions {
     pub max_connections: usize,
     /// Time allowed for the TLS handshake.
     pub handshake_timeout: Duration,
-    /// Time allowed for a request's header to arrive.
+    /// Time allowed for a request's header to arrive, counted from the end
+    /// of the previous response on a kept-alive connection: it is also the
+    /// idle timeout of kept-alive connections (HTTP/1.1 keeps connections
+    /// open unless the client sends `Connection: close`).
     pub header_timeout: Duration,
-    /// Longest a connection may stay open.
+    /// Longest a connection may stay open. Past it the connection is closed
+    /// at once if idle, else after the response in flight (which carries
+    /// `Connection: close`) or after `shutdown_grace`, whichever comes first.
     pub connection_timeout: Duration,
     /// After shutdown is requested: how long in-flight requests may take
     /// before their connections are dropped.
@@ -177,8 +182,14 @@ impl Connection {
         let result = tokio::select! {
             r = conn.as_mut() => r,
             _ = &mut deadline => {
-                tracing::debug!(%remote, "connection open too long, closed");
-                return;
+                // Finish the request in flight (a kept-alive client may be
+                // in the middle of one), then close.
+                tracing::debug!(%remote, "connection open too long, closing");
+                conn.as_mut().graceful_shutdown();
+                match tokio::time::timeout(self.opts.shutdown_grace, conn.as_mut()).await {
+                    Ok(r) => r,
+                    Err(_) => return,
+                }
             }
             _ = self.shutdown.cancelled() => {
                 // Finish the request in flight, then close.
