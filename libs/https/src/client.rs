@@ -1,13 +1,28 @@
 //! A minimal HTTPS client: TLS 1.3 (rustls; the configuration usually comes
-//! from `ibp_auth::tls::client_config`), HTTP/1.1 (hyper), one request per
-//! connection, JSON bodies, a response size limit and timeouts. Enough to
-//! talk to the services of the stack (online CA, L-Bone); nothing more.
+//! from `ibp_auth::tls::client_config`), HTTP/1.1 (hyper), JSON bodies, a
+//! response size limit and timeouts. Enough to talk to the services of the
+//! stack (online CA, L-Bone, metadata manager); nothing more.
+//!
+//! By default every request has a connection of its own (`Connection:
+//! close`). [`Client::with_keep_alive`] keeps up to `max_idle` connections
+//! open between requests, shared by all clones of the client; a request
+//! takes an idle connection of its own (concurrent requests never queue
+//! behind one another) or opens one.
+//!
+//! A kept connection may have been closed by the server meanwhile (idle
+//! timeout, restart). If hyper hands the request back unsent, it is sent
+//! once more on a fresh connection; a request that may have reached the
+//! server is never sent again (POSTs are not idempotent), its failure is
+//! returned. To keep that race rare, connections idle for longer than
+//! [`Client::idle_timeout`] are not reused: keep it below the server's idle
+//! timeout (`ibp_https::ServeOptions::header_timeout`, 30 s by default).
 
-use std::sync::Arc;
-use std::time::Duration;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Bytes;
+use hyper::client::conn::http1::SendRequest;
 use hyper::header::{HeaderValue, ACCEPT, CONNECTION, CONTENT_LENGTH, CONTENT_TYPE, HOST};
 use hyper::{Method, Request};
 use hyper_util::rt::TokioIo;
@@ -23,6 +38,9 @@ pub const MAX_RESPONSE: usize = 1 << 20;
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// Time allowed for the whole exchange.
 pub const TOTAL_TIMEOUT: Duration = Duration::from_secs(30);
+/// Longest a kept-alive connection is reused after its last response (below
+/// the server's 30 s default idle timeout).
+pub const IDLE_TIMEOUT: Duration = Duration::from_secs(20);
 
 /// Why an HTTPS exchange failed. Messages never contain request bodies.
 #[derive(Debug, Error)]
@@ -183,18 +201,41 @@ impl Response {
     }
 }
 
-/// One service, one TLS configuration.
+/// One service, one TLS configuration. Clones share the kept-alive
+/// connections.
 #[derive(Clone)]
 pub struct Client {
     url: BaseUrl,
     tls: Arc<rustls::ClientConfig>,
     /// Presenting a client certificate (changes how TLS alerts are read).
     presents_certificate: bool,
+    /// Most idle connections kept open; 0: one connection per request.
+    max_idle: usize,
+    /// Idle connections, most recently used last.
+    idle: Arc<Mutex<Vec<Conn>>>,
     pub connect_timeout: Duration,
     pub total_timeout: Duration,
     pub max_response: usize,
+    /// With keep-alive: idle connections older than this are closed, not
+    /// reused.
+    pub idle_timeout: Duration,
     /// `User-Agent` header value.
     pub user_agent: String,
+}
+
+/// An HTTP/1.1 connection: the request sender and the task driving the
+/// connection, stopped when the connection is dropped.
+struct Conn {
+    sender: SendRequest<Full<Bytes>>,
+    driver: tokio::task::JoinHandle<()>,
+    /// When its last response was read.
+    idle_since: Instant,
+}
+
+impl Drop for Conn {
+    fn drop(&mut self) {
+        self.driver.abort();
+    }
 }
 
 impl std::fmt::Debug for Client {
@@ -263,9 +304,12 @@ impl Client {
             url,
             tls: Arc::new(tls),
             presents_certificate,
+            max_idle: 0,
+            idle: Arc::new(Mutex::new(Vec::new())),
             connect_timeout: CONNECT_TIMEOUT,
             total_timeout: TOTAL_TIMEOUT,
             max_response: MAX_RESPONSE,
+            idle_timeout: IDLE_TIMEOUT,
             user_agent: concat!("ibp-https/", env!("CARGO_PKG_VERSION")).to_owned(),
         }
     }
@@ -273,6 +317,15 @@ impl Client {
     /// Sets the `User-Agent` header.
     pub fn with_user_agent(mut self, agent: impl Into<String>) -> Client {
         self.user_agent = agent.into();
+        self
+    }
+
+    /// Keeps up to `max_idle` connections open for later requests (sending
+    /// `Connection: keep-alive`); 0, the default, closes every connection
+    /// after its response. The idle connections are shared with the clones
+    /// of the returned client (clone after this call).
+    pub fn with_keep_alive(mut self, max_idle: usize) -> Client {
+        self.max_idle = max_idle;
         self
     }
 
@@ -313,7 +366,8 @@ impl Client {
         self.request(method, path, Some(bytes)).await
     }
 
-    /// One request on a fresh connection, within the total timeout.
+    /// One request, within the total timeout, on a kept-alive connection if
+    /// there is one, else on a new one.
     pub async fn request(
         &self,
         method: Method,
@@ -395,6 +449,62 @@ impl Client {
         path: &str,
         body: Option<Vec<u8>>,
     ) -> Result<Response, HttpError> {
+        let req = self.build_request(method, path, body)?;
+        let (conn, reused) = match self.take_idle().await {
+            Some(c) => (c, true),
+            None => (self.open().await?, false),
+        };
+        let (mut conn, resp) = self.send_on(conn, reused, req).await?;
+        let reusable = self.max_idle > 0
+            && resp.version() == hyper::Version::HTTP_11
+            && !resp
+                .headers()
+                .get_all(CONNECTION)
+                .iter()
+                .filter_map(|v| v.to_str().ok())
+                .flat_map(|v| v.split(','))
+                .any(|t| t.trim().eq_ignore_ascii_case("close"));
+        let response = self.read_response(resp).await?;
+        if reusable {
+            conn.idle_since = Instant::now();
+            self.put_idle(conn);
+        }
+        Ok(response)
+    }
+
+    /// Sends `req` on `conn`; if `conn` was kept from an earlier request and
+    /// hyper hands `req` back unsent (the server closed the connection
+    /// meanwhile and has not seen `req`), sends it once more on a new
+    /// connection. Returns the connection the response came on.
+    async fn send_on(
+        &self,
+        mut conn: Conn,
+        reused: bool,
+        req: Request<Full<Bytes>>,
+    ) -> Result<(Conn, hyper::Response<hyper::body::Incoming>), HttpError> {
+        match conn.sender.try_send_request(req).await {
+            Ok(resp) => Ok((conn, resp)),
+            Err(mut e) => match e.take_message() {
+                Some(req) if reused => {
+                    tracing::debug!(addr = %self.url.authority(), error = %e.error(),
+                        "kept-alive connection closed; sending again on a new one");
+                    drop(conn);
+                    let mut conn = self.open().await?;
+                    let resp = conn
+                        .sender
+                        .send_request(req)
+                        .await
+                        .map_err(|e| self.exchange_error(&e))?;
+                    Ok((conn, resp))
+                }
+                _ => Err(self.exchange_error(&e.into_error())),
+            },
+        }
+    }
+
+    /// A new connection: TCP, TLS handshake (within the connect timeout),
+    /// HTTP/1.1 handshake, and the task driving it.
+    async fn open(&self) -> Result<Conn, HttpError> {
         let addr = self.url.authority();
         let tls = match tokio::time::timeout(self.connect_timeout, self.connect()).await {
             Ok(r) => r?,
@@ -406,45 +516,86 @@ impl Client {
                 })
             }
         };
-        let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls))
+        let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls))
             .await
             .map_err(|e| self.exchange_error(&e))?;
-        let driver = tokio::spawn(conn);
-        let result = self.send(&mut sender, method, path, body).await;
-        drop(sender);
-        driver.abort();
-        result
+        let driver = tokio::spawn(async move {
+            // Its errors reach the request through the sender.
+            let _ = conn.await;
+        });
+        Ok(Conn {
+            sender,
+            driver,
+            idle_since: Instant::now(),
+        })
     }
 
-    async fn send(
+    /// An idle connection ready for a request, if any; closes the idle
+    /// connections found closed or too old on the way.
+    async fn take_idle(&self) -> Option<Conn> {
+        if self.max_idle == 0 {
+            return None;
+        }
+        loop {
+            let mut conn = {
+                let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
+                idle.pop()?
+            };
+            if conn.sender.is_closed() || conn.idle_since.elapsed() > self.idle_timeout {
+                continue;
+            }
+            // Ready at once unless the driver has not yet caught up with the
+            // end of the last response; an error means the connection closed.
+            if conn.sender.ready().await.is_ok() {
+                return Some(conn);
+            }
+        }
+    }
+
+    /// Keeps `conn` for a later request, unless enough are kept already.
+    fn put_idle(&self, conn: Conn) {
+        let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
+        // Drop the ones that went stale meanwhile (server idle timeout).
+        idle.retain(|c| !c.sender.is_closed() && c.idle_since.elapsed() <= self.idle_timeout);
+        if idle.len() < self.max_idle {
+            idle.push(conn);
+        }
+    }
+
+    fn build_request(
         &self,
-        sender: &mut hyper::client::conn::http1::SendRequest<Full<Bytes>>,
         method: Method,
         path: &str,
         body: Option<Vec<u8>>,
-    ) -> Result<Response, HttpError> {
-        let addr = self.url.authority();
-        let proto = |why: String| HttpError::Protocol {
-            addr: addr.clone(),
-            why,
+    ) -> Result<Request<Full<Bytes>>, HttpError> {
+        let connection = if self.max_idle > 0 {
+            "keep-alive"
+        } else {
+            "close"
         };
         let mut req = Request::builder()
             .method(method)
             .uri(self.url.target(path))
             .header(HOST, self.url.authority())
             .header(ACCEPT, "application/json")
-            .header(CONNECTION, "close")
+            .header(CONNECTION, connection)
             .header(hyper::header::USER_AGENT, self.user_agent.as_str());
         if body.is_some() {
             req = req.header(CONTENT_TYPE, "application/json");
         }
-        let req = req
-            .body(Full::new(Bytes::from(body.unwrap_or_default())))
-            .map_err(|e| proto(format!("cannot build the request: {e}")))?;
-        let resp = sender
-            .send_request(req)
-            .await
-            .map_err(|e| self.exchange_error(&e))?;
+        req.body(Full::new(Bytes::from(body.unwrap_or_default())))
+            .map_err(|e| HttpError::Protocol {
+                addr: self.url.authority(),
+                why: format!("cannot build the request: {e}"),
+            })
+    }
+
+    /// Status, `Retry-After` and the whole body (within the size limit).
+    async fn read_response(
+        &self,
+        resp: hyper::Response<hyper::body::Incoming>,
+    ) -> Result<Response, HttpError> {
+        let addr = self.url.authority();
         let status = resp.status().as_u16();
         let retry_after = resp
             .headers()
@@ -484,5 +635,64 @@ impl Client {
             retry_after,
             body,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A client for a port nothing listens on: any new connection fails
+    /// with [`HttpError::Connect`].
+    async fn client_for_closed_port() -> Client {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        drop(listener);
+        let url = BaseUrl::parse(&format!("https://127.0.0.1:{port}")).unwrap();
+        let tls = ibp_auth::tls::client_config(&ibp_auth::TrustStore::new(), None).unwrap();
+        Client::new(url, tls, false).with_keep_alive(4)
+    }
+
+    /// A connection whose driver is gone: hyper refuses requests and hands
+    /// them back unsent.
+    async fn dead_connection() -> Conn {
+        let (ours, _theirs) = tokio::io::duplex(1024);
+        let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(ours))
+            .await
+            .unwrap();
+        drop(conn);
+        Conn {
+            sender,
+            driver: tokio::spawn(async {}),
+            idle_since: Instant::now(),
+        }
+    }
+
+    fn post(c: &Client) -> Request<Full<Bytes>> {
+        c.build_request(Method::POST, "/x", Some(b"{}".to_vec()))
+            .unwrap()
+    }
+
+    #[tokio::test]
+    async fn an_unsent_request_on_a_kept_connection_goes_out_on_a_new_one() {
+        let c = client_for_closed_port().await;
+        let err = c
+            .send_on(dead_connection().await, true, post(&c))
+            .await
+            .err()
+            .unwrap();
+        // It tried a new connection.
+        assert!(matches!(err, HttpError::Connect { .. }), "{err:?}");
+    }
+
+    #[tokio::test]
+    async fn a_request_on_a_new_connection_is_never_sent_again() {
+        let c = client_for_closed_port().await;
+        let err = c
+            .send_on(dead_connection().await, false, post(&c))
+            .await
+            .err()
+            .unwrap();
+        assert!(matches!(err, HttpError::Protocol { .. }), "{err:?}");
     }
 }

@@ -1,9 +1,10 @@
 //! HTTPS for the services of the secure storage stack and their clients:
 //! JSON over HTTP/1.1 over TLS 1.3 (rustls with the ring provider).
 //!
-//! - [`client`]: one request per connection, with an optional client
-//!   credential (the TLS configuration comes from
-//!   `ibp_auth::tls::client_config`), timeouts and a response size limit;
+//! - [`client`]: one request per connection, or kept-alive connections
+//!   with [`Client::with_keep_alive`]; an optional client credential (the
+//!   TLS configuration comes from `ibp_auth::tls::client_config`), timeouts
+//!   and a response size limit;
 //! - [`server`]: serves an axum router with the peer's certificate chain as
 //!   a request extension ([`PeerChain`]), bounded connections, handshake
 //!   and header timeouts, and graceful shutdown on a `CancellationToken`.
