@@ -78,10 +78,13 @@ impl Cipher {
 /// How each block's IV (initial counter block) is derived.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum IvDerivation {
-    /// 16 bytes: the first 8 bytes of the file UUID followed by the
-    /// big-endian 64-bit index of the logical block (`uuid-block`); the
-    /// counter then runs over the block's bytes. Distinct for every block of
-    /// every file as long as the key is fresh per file version.
+    /// `uuid-block`: the initial counter block of logical block `i` is the
+    /// first 8 bytes of the file UUID, then `i` as a big-endian u32, then
+    /// a big-endian u32 counter starting at 0 that only the low 32 bits
+    /// carry (AES-128-CTR with a 32-bit big-endian counter, `Ctr32BE`).
+    /// Counter blocks never repeat across blocks of a version (each block at
+    /// most 64 GiB, at most 2^32 blocks), and the data key is fresh per file
+    /// version, so no keystream is ever reused.
     UuidBlock,
 }
 
