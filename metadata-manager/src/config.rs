@@ -1,0 +1,277 @@
+//! `metadata-manager serve` configuration (TOML). Unknown fields are
+//! refused, so a typo cannot silently fall back to a default. Relative paths
+//! are relative to the directory that holds the configuration file.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{bail, Context};
+use serde::Deserialize;
+
+/// Parses `"90"`, `"90s"`, `"10m"`, `"2h"`, `"1d"`.
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let s = s.trim();
+    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+    let (num, unit) = s.split_at(split);
+    let n: u64 = num
+        .parse()
+        .map_err(|_| format!("bad duration {s:?}: expected e.g. 90s, 10m, 2h, 1d"))?;
+    let mult = match unit.trim() {
+        "" | "s" => 1,
+        "m" => 60,
+        "h" => 3600,
+        "d" => 86_400,
+        _ => return Err(format!("bad duration {s:?}: units are s, m, h, d")),
+    };
+    n.checked_mul(mult)
+        .map(Duration::from_secs)
+        .ok_or_else(|| format!("duration {s:?} too long"))
+}
+
+/// Parses `"1048576"`, `"64KiB"`, `"16MiB"`, `"1GiB"`.
+pub fn parse_size(s: &str) -> Result<u64, String> {
+    let s = s.trim();
+    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+    let (num, unit) = s.split_at(split);
+    let n: u64 = num
+        .parse()
+        .map_err(|_| format!("bad size {s:?}: expected e.g. 16MiB"))?;
+    let mult: u64 = match unit.trim() {
+        "" | "B" => 1,
+        "KiB" => 1 << 10,
+        "MiB" => 1 << 20,
+        "GiB" => 1 << 30,
+        _ => return Err(format!("bad size {s:?}: units are B, KiB, MiB, GiB")),
+    };
+    n.checked_mul(mult)
+        .ok_or_else(|| format!("size {s:?} too large"))
+}
+
+fn de_duration<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Raw {
+        Int(u64),
+        Text(String),
+    }
+    match Raw::deserialize(d)? {
+        Raw::Int(n) => Ok(Duration::from_secs(n)),
+        Raw::Text(s) => parse_duration(&s).map_err(serde::de::Error::custom),
+    }
+}
+
+fn de_size<'de, D: serde::Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Raw {
+        Int(u64),
+        Text(String),
+    }
+    match Raw::deserialize(d)? {
+        Raw::Int(n) => Ok(n),
+        Raw::Text(s) => parse_size(&s).map_err(serde::de::Error::custom),
+    }
+}
+
+fn default_ticket_lifetime() -> Duration {
+    Duration::from_secs(600)
+}
+fn default_max_exnode() -> u64 {
+    16 << 20
+}
+fn default_admin_group() -> String {
+    "admins".into()
+}
+fn default_max_connections() -> usize {
+    256
+}
+fn default_db_connections() -> u32 {
+    8
+}
+
+/// `metadata-manager serve --config FILE`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// HTTPS address, `host:port`; port 0 picks a free port. The bound
+    /// address is the first stdout line (`listening on ADDR:PORT`).
+    pub listen: String,
+    /// PEM file with the server's certificate chain.
+    pub server_cert: PathBuf,
+    /// PEM file with its PKCS#8 private key.
+    pub server_key: PathBuf,
+    /// Trust directory (docs/identity.md): `ca/*.pem` for users'
+    /// certificates, `vomsdir/<vo>/*.pem` pinning each VO's attribute
+    /// authority. Only VOs with a pinned attribute authority are served.
+    pub trust_dir: PathBuf,
+    /// sqlx URL: `sqlite://FILE` (default `sqlite://<dir>/metadata.db`) or
+    /// `postgres://user@host:port/db` (several replicas may share it).
+    #[serde(default)]
+    pub database: Option<String>,
+    /// Ed25519 key (PKCS#8 PEM, mode 0600) that signs file tickets; made by
+    /// `metadata-manager init`. Its public half goes into the `metadata/`
+    /// folder of every depot's trust directory.
+    pub signing_key: PathBuf,
+    /// Lifetime of a file ticket (never beyond the caller's credential).
+    /// Revocation takes effect when tickets are next requested.
+    #[serde(default = "default_ticket_lifetime", deserialize_with = "de_duration")]
+    pub ticket_lifetime: Duration,
+    /// Largest exNode document accepted in a put (bytes or `16MiB`).
+    #[serde(default = "default_max_exnode", deserialize_with = "de_size")]
+    pub max_exnode: u64,
+    /// VO group (by name) whose members administer the VO's namespace:
+    /// members, escrow key, and admin + delete on every entry of the VO.
+    #[serde(default = "default_admin_group")]
+    pub admin_group: String,
+    /// Most simultaneous client connections.
+    #[serde(default = "default_max_connections")]
+    pub max_connections: usize,
+    /// Database connections in the pool.
+    #[serde(default = "default_db_connections")]
+    pub db_connections: u32,
+}
+
+impl Config {
+    /// Reads and checks a configuration file; resolves relative paths.
+    pub fn load(path: &Path) -> anyhow::Result<Config> {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("read configuration {}", path.display()))?;
+        let mut cfg: Config = toml::from_str(&text)
+            .with_context(|| format!("parse configuration {}", path.display()))?;
+        let base = path
+            .parent()
+            .filter(|p| !p.as_os_str().is_empty())
+            .unwrap_or(Path::new("."));
+        for p in [
+            &mut cfg.server_cert,
+            &mut cfg.server_key,
+            &mut cfg.trust_dir,
+            &mut cfg.signing_key,
+        ] {
+            if p.is_relative() {
+                *p = base.join(&*p);
+            }
+        }
+        if cfg.database.is_none() {
+            cfg.database = Some(format!("sqlite://{}", base.join("metadata.db").display()));
+        }
+        cfg.check()?;
+        Ok(cfg)
+    }
+
+    fn check(&self) -> anyhow::Result<()> {
+        if self.ticket_lifetime < Duration::from_secs(1) {
+            bail!("ticket_lifetime must be at least 1s");
+        }
+        if self.max_exnode < 1024 {
+            bail!("max_exnode must be at least 1KiB");
+        }
+        if self.max_exnode > exnode::MAX_DOCUMENT as u64 {
+            bail!("max_exnode must be at most {} bytes", exnode::MAX_DOCUMENT);
+        }
+        if self.admin_group.is_empty() {
+            bail!("admin_group must not be empty");
+        }
+        if self.max_connections == 0 || self.db_connections == 0 {
+            bail!("max_connections and db_connections must be at least 1");
+        }
+        Ok(())
+    }
+
+    /// The database URL (after [`Config::load`], always set).
+    pub fn database_url(&self) -> &str {
+        self.database.as_deref().unwrap_or("sqlite://metadata.db")
+    }
+}
+
+/// The sample written by `metadata-manager init` (every field, with its
+/// default).
+pub fn sample(dir: &Path) -> String {
+    format!(
+        r#"# Metadata manager configuration (see docs/metadata-manager.md). Relative
+# paths are relative to this file's directory.
+
+# HTTPS address; the first stdout line is `listening on ADDR:PORT`.
+listen = "0.0.0.0:6780"
+# The server's certificate chain and key (PEM, key PKCS#8), issued by a CA
+# that users' trust directories hold. Not made by `init`.
+server_cert = "server.pem"
+server_key = "server.key"
+# CAs of users' certificates (ca/*.pem) and the pinned attribute authority
+# of every VO served (vomsdir/<vo>/*.pem).
+trust_dir = "trust"
+# Default: SQLite next to this file. PostgreSQL (several replicas may share
+# it): "postgres://mdm@db.example.org/metadata".
+database = "sqlite://{db}"
+# Ticket-signing key made by `init` (mode 0600); put metadata.pub into the
+# metadata/ folder of every depot's trust directory.
+signing_key = "metadata.key"
+# Lifetime of a file ticket; an ACL change or a removed member takes effect
+# when the next ticket is requested.
+ticket_lifetime = "10m"
+# Largest exNode accepted.
+max_exnode = "16MiB"
+# VO group (by name) whose members administer the VO's namespace.
+admin_group = "admins"
+max_connections = 256
+db_connections = 8
+"#,
+        db = dir.join("metadata.db").display()
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> anyhow::Result<Config> {
+        let dir = tempfile::tempdir()?;
+        let p = dir.path().join("mdm.toml");
+        std::fs::write(&p, text)?;
+        Config::load(&p)
+    }
+
+    const MINIMAL: &str = r#"
+listen = "127.0.0.1:0"
+server_cert = "server.pem"
+server_key = "server.key"
+trust_dir = "trust"
+signing_key = "metadata.key"
+"#;
+
+    #[test]
+    fn defaults_and_refusals() {
+        let cfg = parse(MINIMAL).unwrap();
+        assert_eq!(cfg.ticket_lifetime, Duration::from_secs(600));
+        assert_eq!(cfg.max_exnode, 16 << 20);
+        assert!(cfg.database_url().ends_with("/metadata.db"));
+        assert!(cfg.signing_key.is_absolute());
+        let cfg = parse(&format!(
+            "{MINIMAL}ticket_lifetime = \"2m\"\nmax_exnode = \"1MiB\"\n"
+        ))
+        .unwrap();
+        assert_eq!(cfg.ticket_lifetime, Duration::from_secs(120));
+        assert_eq!(cfg.max_exnode, 1 << 20);
+        assert!(parse(&format!("{MINIMAL}ticket_lifetime = 0\n")).is_err());
+        assert!(parse(&format!("{MINIMAL}ticket_lifetme = 5\n")).is_err());
+        assert!(parse(&format!("{MINIMAL}max_exnode = \"1TB\"\n")).is_err());
+    }
+
+    #[test]
+    fn sample_parses() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("metadata.toml");
+        std::fs::write(&p, sample(dir.path())).unwrap();
+        let cfg = Config::load(&p).unwrap();
+        assert_eq!(cfg.listen, "0.0.0.0:6780");
+    }
+
+    #[test]
+    fn units() {
+        assert_eq!(parse_duration("90").unwrap(), Duration::from_secs(90));
+        assert_eq!(parse_duration("1d").unwrap(), Duration::from_secs(86_400));
+        assert!(parse_duration("5 weeks").is_err());
+        assert_eq!(parse_size("64KiB").unwrap(), 65_536);
+        assert!(parse_size("-1").is_err());
+    }
+}

@@ -1,0 +1,20 @@
+//! The metadata manager: keeps every file's exNode so that users do not
+//! have to (lose the exNode, lose the file), decides who may read or change
+//! each file, and issues the tickets that depots check before serving a
+//! file's blocks.
+//!
+//! - [`names`]: paths `/VO/dir/name`, checked and normalized;
+//! - [`acl`]: rights (`rwda`), VO-qualified principals, evaluation;
+//! - [`store`]: all SQL (SQLite or PostgreSQL);
+//! - [`api`]: the HTTPS API (mutual TLS, JSON);
+//! - [`server`], [`config`], [`init`]: the `metadata-manager` daemon.
+//!
+//! See docs/metadata-manager.md.
+
+pub mod acl;
+pub mod api;
+pub mod config;
+pub mod init;
+pub mod names;
+pub mod server;
+pub mod store;

@@ -1,0 +1,83 @@
+//! `metadata-manager`: the exNode store with ACLs and file tickets
+//! (`serve`) and its setup (`init`). See docs/metadata-manager.md.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use metadata_manager::config::Config;
+
+#[derive(Parser)]
+#[command(
+    name = "metadata-manager",
+    version,
+    about = "Metadata manager: exNodes by path per VO, ACLs, wrapped data keys and signed file tickets"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Serve the API. The first line on stdout is `listening on ADDR:PORT`.
+    Serve {
+        /// TOML configuration file (see docs/metadata-manager.md)
+        #[arg(long, value_name = "FILE")]
+        config: PathBuf,
+    },
+    /// Make the ticket-signing key (metadata.key, mode 0600), its public
+    /// half (metadata.pub, for depots' trust directories) and a sample
+    /// configuration (metadata.toml) in DIR
+    Init {
+        #[arg(long, value_name = "DIR")]
+        dir: PathBuf,
+        /// Replace an existing signing key
+        #[arg(long)]
+        force: bool,
+    },
+}
+
+fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Cmd::Serve { config } => Config::load(&config).and_then(|cfg| {
+            tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()
+                .map_err(anyhow::Error::from)
+                .and_then(|rt| rt.block_on(metadata_manager::server::serve(cfg)))
+        }),
+        Cmd::Init { dir, force } => metadata_manager::init::init(&dir, force).map(|out| {
+            println!(
+                "signing key: {}",
+                dir.join(metadata_manager::init::KEY_FILE).display()
+            );
+            print!(
+                "public key ({}): {}",
+                metadata_manager::init::PUBLIC_FILE,
+                out.public_key
+            );
+            if out.wrote_config {
+                println!(
+                    "sample configuration: {}",
+                    dir.join(metadata_manager::init::CONFIG_FILE).display()
+                );
+            }
+        }),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("metadata-manager: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,76 @@
+//! `metadata-manager serve`: loads the configuration's files, opens the
+//! database and serves the API until SIGTERM/SIGINT.
+
+use std::io::Write as _;
+use std::sync::{Arc, Mutex};
+
+use anyhow::Context;
+use ibp_auth::tls::ClientAuth;
+use ibp_auth::TrustStore;
+use ring::signature::KeyPair;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+use crate::api::{router, App};
+use crate::config::Config;
+use crate::store::{redact, Store};
+
+/// Serves until SIGTERM/SIGINT.
+pub async fn serve(cfg: Config) -> anyhow::Result<()> {
+    let trust = TrustStore::load(&cfg.trust_dir)
+        .with_context(|| format!("load trust directory {}", cfg.trust_dir.display()))?;
+    if trust.ca_certificates().is_empty() {
+        tracing::warn!(dir = %cfg.trust_dir.display(), "no trusted CA: every client certificate will be refused");
+    }
+    let trust = Arc::new(trust);
+    let chain = ibp_auth::keys::read_certificates(&cfg.server_cert)?;
+    let key = ibp_auth::keys::read_pkcs8(&cfg.server_key)?;
+    // Clients without a certificate get a clear 401 instead of a TLS alert.
+    let mut tls = ibp_auth::tls::server_config(trust.clone(), chain, key, ClientAuth::Optional)
+        .context("TLS configuration (server certificate and key)")?;
+    tls.alpn_protocols = vec![b"http/1.1".to_vec()];
+    let signing_key = ibp_auth::keys::load_signing_key(&cfg.signing_key)?;
+    let public = ibp_auth::keys::format_public_key(
+        &<[u8; 32]>::try_from(signing_key.public_key().as_ref())
+            .context("Ed25519 public key length")?,
+    );
+    let store = Store::open(cfg.database_url(), cfg.db_connections).await?;
+    tracing::info!(database = %redact(cfg.database_url()), backend = ?store.backend(), "database ready");
+
+    let app = Arc::new(App {
+        store: store.clone(),
+        trust,
+        signing_key,
+        ticket_lifetime: cfg.ticket_lifetime,
+        max_exnode: usize::try_from(cfg.max_exnode).unwrap_or(usize::MAX),
+        admin_group: cfg.admin_group.clone(),
+        groups_seen: Mutex::new(Default::default()),
+    });
+
+    let listener = TcpListener::bind(&cfg.listen)
+        .await
+        .with_context(|| format!("listen on {}", cfg.listen))?;
+    let addr = listener.local_addr().context("read the bound address")?;
+    {
+        let mut out = std::io::stdout().lock();
+        writeln!(out, "listening on {addr}").context("write to stdout")?;
+        out.flush().context("flush stdout")?;
+    }
+    tracing::info!(%addr, ticket_key = %public.trim(), ticket_lifetime = ?cfg.ticket_lifetime, "metadata manager serving HTTPS");
+
+    let shutdown = CancellationToken::new();
+    tokio::spawn(ibp_https::cancel_on_signals(shutdown.clone()));
+    let opts = ibp_https::ServeOptions {
+        max_connections: cfg.max_connections,
+        ..ibp_https::ServeOptions::default()
+    };
+    ibp_https::serve_with(listener, Arc::new(tls), router(app), shutdown.clone(), opts).await;
+    if tokio::time::timeout(std::time::Duration::from_secs(5), store.close())
+        .await
+        .is_err()
+    {
+        tracing::warn!("database connections did not close within 5 s");
+    }
+    tracing::info!("metadata manager stopped");
+    Ok(())
+}

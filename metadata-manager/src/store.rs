@@ -1,0 +1,1256 @@
+//! The metadata manager's database. All of its SQL lives in this module.
+//!
+//! Queries are built at run time through sqlx's `Any` driver with `$n`
+//! placeholders and portable types (TEXT, BIGINT), so that the same
+//! statements and migrations run on SQLite (the default) and PostgreSQL
+//! (several stateless replicas on one database). Migrations are applied in
+//! order at start, recorded in `schema_migrations`; on PostgreSQL under an
+//! advisory lock so that replicas starting together do not race.
+//!
+//! Tables:
+//! - `entries (id, vo, path, parent, kind, owner, current_version, size,
+//!   created_at, updated_at)`: directories and files by full path; `id` is
+//!   the file UUID for files (stable over versions and moves), a fresh UUID
+//!   for directories; `owner` is a principal (`user:ID@VO`), empty for a VO
+//!   root.
+//! - `versions (file, version, size, stored, exnode, key_id, created_by,
+//!   created_at)`: every version of every file with its exNode.
+//! - `acl (entry, inherit, principal, rights)`: access entries (`inherit =
+//!   0`) and, on directories, default entries copied to new children
+//!   (`inherit = 1`).
+//! - `wrapped_keys (file, version, recipient, wrapped)`: the data key of a
+//!   version wrapped for one recipient (`user:ID@VO` or `escrow:VO`).
+//! - `members (vo, vo_id, subject, public_key, first_seen, removed_at,
+//!   removed_by)`: users known to the manager, their key-wrapping public
+//!   key, and whether a VO admin removed them.
+//! - `vo_groups (vo, group_id, name)`: groups seen in verified attributes.
+//! - `escrow_keys (vo, public_key, set_by, set_at)`: a VO's recovery key.
+//! - `retired_uuids (id, retired_at)`: UUIDs of deleted files, never reused
+//!   (a ticket for an old UUID must not open a new file).
+//!
+//! Writes on SQLite are serialized in-process (one writer at a time, as
+//! SQLite allows anyway), which keeps read-then-write transactions from
+//! failing as busy; on PostgreSQL concurrent writers are settled by
+//! conditional updates and unique keys.
+
+use std::sync::Arc;
+
+use sqlx::any::{AnyPoolOptions, AnyRow};
+use sqlx::{AnyPool, Row};
+use thiserror::Error;
+
+use crate::acl::{Entry, Principal, Rights};
+use crate::names::NsPath;
+
+/// Migrations, applied in order; never edit one that has shipped.
+const MIGRATIONS: &[&[&str]] = &[&[
+    "CREATE TABLE entries (
+        id TEXT PRIMARY KEY,
+        vo TEXT NOT NULL,
+        path TEXT NOT NULL,
+        parent TEXT NOT NULL,
+        kind TEXT NOT NULL,
+        owner TEXT NOT NULL,
+        current_version BIGINT NOT NULL,
+        size BIGINT NOT NULL,
+        created_at BIGINT NOT NULL,
+        updated_at BIGINT NOT NULL)",
+    "CREATE UNIQUE INDEX entries_by_path ON entries (path)",
+    "CREATE INDEX entries_by_parent ON entries (parent)",
+    "CREATE INDEX entries_by_vo_owner ON entries (vo, owner)",
+    "CREATE TABLE versions (
+        file TEXT NOT NULL,
+        version BIGINT NOT NULL,
+        size BIGINT NOT NULL,
+        stored BIGINT NOT NULL,
+        exnode TEXT NOT NULL,
+        key_id TEXT,
+        created_by TEXT NOT NULL,
+        created_at BIGINT NOT NULL,
+        PRIMARY KEY (file, version))",
+    "CREATE TABLE acl (
+        entry TEXT NOT NULL,
+        inherit BIGINT NOT NULL,
+        principal TEXT NOT NULL,
+        rights TEXT NOT NULL,
+        PRIMARY KEY (entry, inherit, principal))",
+    "CREATE TABLE wrapped_keys (
+        file TEXT NOT NULL,
+        version BIGINT NOT NULL,
+        recipient TEXT NOT NULL,
+        wrapped TEXT NOT NULL,
+        PRIMARY KEY (file, version, recipient))",
+    "CREATE TABLE members (
+        vo TEXT NOT NULL,
+        vo_id TEXT NOT NULL,
+        subject TEXT NOT NULL,
+        public_key TEXT,
+        first_seen BIGINT NOT NULL,
+        removed_at BIGINT,
+        removed_by TEXT,
+        PRIMARY KEY (vo, vo_id))",
+    "CREATE TABLE vo_groups (
+        vo TEXT NOT NULL,
+        group_id TEXT NOT NULL,
+        name TEXT NOT NULL,
+        PRIMARY KEY (vo, group_id))",
+    "CREATE TABLE escrow_keys (
+        vo TEXT PRIMARY KEY,
+        public_key TEXT NOT NULL,
+        set_by TEXT NOT NULL,
+        set_at BIGINT NOT NULL)",
+    "CREATE TABLE retired_uuids (
+        id TEXT PRIMARY KEY,
+        retired_at BIGINT NOT NULL)",
+]];
+
+/// Arbitrary key of the PostgreSQL advisory lock held while migrating.
+const MIGRATION_LOCK: i64 = 0x4d44_4d5f_6d69;
+
+/// Why a store operation failed.
+#[derive(Debug, Error)]
+pub enum StoreError {
+    /// The path or UUID is taken, or the file changed since the caller
+    /// read it.
+    #[error("{0}")]
+    Conflict(String),
+    /// Something the operation needs does not exist.
+    #[error("{0}")]
+    NotFound(String),
+    /// The request cannot apply to what exists (a file where a directory
+    /// is needed, a directory not empty, ...).
+    #[error("{0}")]
+    Refused(String),
+    #[error("database: {0}")]
+    Database(#[from] sqlx::Error),
+    /// A stored value is out of range (the database was edited by hand).
+    #[error("database holds an invalid value: {0}")]
+    Invalid(String),
+}
+
+/// Which database the URL names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+impl Backend {
+    /// The backend of a sqlx URL, or an error naming the supported schemes.
+    pub fn of_url(url: &str) -> Result<Backend, String> {
+        if url.starts_with("sqlite:") {
+            Ok(Backend::Sqlite)
+        } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            Ok(Backend::Postgres)
+        } else {
+            Err(format!(
+                "database URL must start with sqlite:// or postgres://, not {:?}",
+                url.split(':').next().unwrap_or("")
+            ))
+        }
+    }
+}
+
+/// A URL with any password replaced by `***`, for logs.
+pub fn redact(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_owned();
+    };
+    match rest.split_once('@') {
+        Some((userinfo, host)) => match userinfo.split_once(':') {
+            Some((user, _)) => format!("{scheme}://{user}:***@{host}"),
+            None => url.to_owned(),
+        },
+        None => url.to_owned(),
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    Dir,
+    File,
+}
+
+impl Kind {
+    fn as_str(self) -> &'static str {
+        match self {
+            Kind::Dir => "dir",
+            Kind::File => "file",
+        }
+    }
+}
+
+/// A directory or a file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EntryRow {
+    pub id: String,
+    pub vo: String,
+    pub path: String,
+    pub kind: Kind,
+    /// `None` for a VO root.
+    pub owner: Option<Principal>,
+    /// 0 for directories and for files whose every version was deleted.
+    pub current_version: u64,
+    /// Logical size of the current version.
+    pub size: u64,
+    pub created_at: i64,
+    pub updated_at: i64,
+}
+
+/// One version of a file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VersionRow {
+    pub version: u64,
+    pub size: u64,
+    pub stored: u64,
+    pub exnode: String,
+    pub key_id: Option<String>,
+    pub created_by: String,
+    pub created_at: i64,
+}
+
+/// A known user.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Member {
+    pub vo: String,
+    pub vo_id: String,
+    pub subject: String,
+    pub public_key: Option<String>,
+    pub first_seen: i64,
+    pub removed_at: Option<i64>,
+    pub removed_by: Option<String>,
+}
+
+/// A new version to register.
+#[derive(Debug, Clone)]
+pub struct NewVersion<'a> {
+    pub path: &'a NsPath,
+    pub file: &'a str,
+    /// The version the writer started from (0: the file must not exist).
+    pub base_version: u64,
+    pub size: u64,
+    pub stored: u64,
+    pub exnode: &'a str,
+    pub key_id: Option<&'a str>,
+    pub writer: &'a Principal,
+    pub wrapped_keys: &'a [(String, String)],
+}
+
+/// Space used by one owner (or a whole VO).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Usage {
+    pub owner: String,
+    pub files: u64,
+    pub versions: u64,
+    /// Sum of the current versions' sizes.
+    pub logical: u64,
+    /// Bytes held on depots by every version (replicas and shares).
+    pub stored: u64,
+}
+
+#[derive(Clone, Debug)]
+pub struct Store {
+    pool: AnyPool,
+    backend: Backend,
+    /// Serializes write transactions on SQLite (see the module comment).
+    writer: Arc<tokio::sync::Mutex<()>>,
+}
+
+/// For SQLite, make sure a missing database file is created.
+fn with_create(url: &str) -> String {
+    if url.starts_with("sqlite:") && !url.contains("mode=") && !url.contains(":memory:") {
+        let sep = if url.contains('?') { '&' } else { '?' };
+        format!("{url}{sep}mode=rwc")
+    } else {
+        url.to_string()
+    }
+}
+
+fn is_unique_violation(e: &sqlx::Error) -> bool {
+    matches!(e, sqlx::Error::Database(d) if d.kind() == sqlx::error::ErrorKind::UniqueViolation)
+}
+
+/// u64 → BIGINT (clamped; no file has 8 EiB).
+fn big(v: u64) -> i64 {
+    i64::try_from(v).unwrap_or(i64::MAX)
+}
+
+fn unsigned(what: &str, v: i64) -> Result<u64, StoreError> {
+    u64::try_from(v).map_err(|_| StoreError::Invalid(format!("{what} = {v}")))
+}
+
+fn now() -> i64 {
+    ibp_auth::unix_now()
+}
+
+const ENTRY_COLUMNS: &str =
+    "e.id, e.vo, e.path, e.kind, e.owner, e.current_version, e.size, e.created_at, e.updated_at";
+
+fn entry_of(row: &AnyRow) -> Result<EntryRow, StoreError> {
+    let kind: String = row.try_get("kind")?;
+    let kind = match kind.as_str() {
+        "dir" => Kind::Dir,
+        "file" => Kind::File,
+        other => return Err(StoreError::Invalid(format!("kind = {other:?}"))),
+    };
+    let owner: String = row.try_get("owner")?;
+    let owner = if owner.is_empty() {
+        None
+    } else {
+        Some(Principal::parse(&owner).map_err(StoreError::Invalid)?)
+    };
+    Ok(EntryRow {
+        id: row.try_get("id")?,
+        vo: row.try_get("vo")?,
+        path: row.try_get("path")?,
+        kind,
+        owner,
+        current_version: unsigned("current_version", row.try_get("current_version")?)?,
+        size: unsigned("size", row.try_get("size")?)?,
+        created_at: row.try_get("created_at")?,
+        updated_at: row.try_get("updated_at")?,
+    })
+}
+
+fn version_of(row: &AnyRow) -> Result<VersionRow, StoreError> {
+    Ok(VersionRow {
+        version: unsigned("version", row.try_get("version")?)?,
+        size: unsigned("version size", row.try_get("vsize")?)?,
+        stored: unsigned("stored", row.try_get("stored")?)?,
+        exnode: row.try_get("exnode")?,
+        key_id: row.try_get("key_id")?,
+        created_by: row.try_get("created_by")?,
+        created_at: row.try_get("vcreated_at")?,
+    })
+}
+
+fn acl_of(rows: &[AnyRow]) -> Result<Vec<Entry>, StoreError> {
+    rows.iter()
+        .map(|r| {
+            let p: String = r.try_get("principal")?;
+            let rights: String = r.try_get("rights")?;
+            Ok(Entry {
+                principal: Principal::parse(&p).map_err(StoreError::Invalid)?,
+                rights: Rights::parse(&rights).map_err(StoreError::Invalid)?,
+            })
+        })
+        .collect()
+}
+
+fn member_of(row: &AnyRow) -> Result<Member, StoreError> {
+    Ok(Member {
+        vo: row.try_get("vo")?,
+        vo_id: row.try_get("vo_id")?,
+        subject: row.try_get("subject")?,
+        public_key: row.try_get("public_key")?,
+        first_seen: row.try_get("first_seen")?,
+        removed_at: row.try_get("removed_at")?,
+        removed_by: row.try_get("removed_by")?,
+    })
+}
+
+type Tx<'a> = sqlx::Transaction<'a, sqlx::Any>;
+
+impl Store {
+    /// Opens (creating a SQLite file if needed) and migrates the database.
+    pub async fn open(url: &str, max_connections: u32) -> anyhow::Result<Store> {
+        use anyhow::Context;
+        sqlx::any::install_default_drivers();
+        let backend = Backend::of_url(url).map_err(anyhow::Error::msg)?;
+        let pool = AnyPoolOptions::new()
+            .max_connections(max_connections.max(1))
+            .acquire_timeout(std::time::Duration::from_secs(10))
+            .connect(&with_create(url))
+            .await
+            .with_context(|| format!("open database {}", redact(url)))?;
+        if backend == Backend::Sqlite {
+            // Readers (gets, tickets) do not wait for writers.
+            sqlx::query("PRAGMA journal_mode = WAL")
+                .execute(&pool)
+                .await
+                .context("switch the SQLite database to WAL mode")?;
+        }
+        let store = Store {
+            pool,
+            backend,
+            writer: Arc::new(tokio::sync::Mutex::new(())),
+        };
+        store.migrate().await.context("migrate the database")?;
+        Ok(store)
+    }
+
+    pub fn backend(&self) -> Backend {
+        self.backend
+    }
+
+    pub async fn close(&self) {
+        self.pool.close().await;
+    }
+
+    async fn migrate(&self) -> Result<(), StoreError> {
+        sqlx::query(
+            "CREATE TABLE IF NOT EXISTS schema_migrations (
+                version BIGINT PRIMARY KEY,
+                applied_at BIGINT NOT NULL)",
+        )
+        .execute(&self.pool)
+        .await?;
+        for (i, steps) in MIGRATIONS.iter().enumerate() {
+            let version = i as i64 + 1;
+            let mut tx = self.pool.begin().await?;
+            if self.backend == Backend::Postgres {
+                sqlx::query("SELECT 1 AS locked FROM pg_advisory_xact_lock($1)")
+                    .bind(MIGRATION_LOCK)
+                    .fetch_optional(&mut *tx)
+                    .await?;
+            }
+            let done = sqlx::query("SELECT version FROM schema_migrations WHERE version = $1")
+                .bind(version)
+                .fetch_optional(&mut *tx)
+                .await?
+                .is_some();
+            if done {
+                continue;
+            }
+            for sql in *steps {
+                sqlx::query(sql).execute(&mut *tx).await?;
+            }
+            sqlx::query("INSERT INTO schema_migrations (version, applied_at) VALUES ($1, $2)")
+                .bind(version)
+                .bind(now())
+                .execute(&mut *tx)
+                .await?;
+            tx.commit().await?;
+            tracing::info!(version, "applied database migration");
+        }
+        Ok(())
+    }
+
+    /// Starts a write transaction (holding the SQLite writer lock).
+    async fn write(
+        &self,
+    ) -> Result<(Tx<'static>, Option<tokio::sync::OwnedMutexGuard<()>>), StoreError> {
+        let guard = if self.backend == Backend::Sqlite {
+            Some(self.writer.clone().lock_owned().await)
+        } else {
+            None
+        };
+        Ok((self.pool.begin().await?, guard))
+    }
+
+    // ---- members, groups, keys -------------------------------------
+
+    /// The member record, if the user is known.
+    pub async fn member(&self, vo: &str, vo_id: &str) -> Result<Option<Member>, StoreError> {
+        let row = sqlx::query(
+            "SELECT vo, vo_id, subject, public_key, first_seen, removed_at, removed_by
+               FROM members WHERE vo = $1 AND vo_id = $2",
+        )
+        .bind(vo)
+        .bind(vo_id)
+        .fetch_optional(&self.pool)
+        .await?;
+        row.as_ref().map(member_of).transpose()
+    }
+
+    /// Records a user on first contact (or when a VO admin adds them).
+    pub async fn add_member(&self, vo: &str, vo_id: &str, subject: &str) -> Result<(), StoreError> {
+        let res = sqlx::query(
+            "INSERT INTO members (vo, vo_id, subject, first_seen) VALUES ($1, $2, $3, $4)",
+        )
+        .bind(vo)
+        .bind(vo_id)
+        .bind(subject)
+        .bind(now())
+        .execute(&self.pool)
+        .await;
+        match res {
+            Ok(_) => Ok(()),
+            Err(e) if is_unique_violation(&e) => Ok(()),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Marks a member removed (`Some(by)`) or restores them (`None`).
+    /// Returns whether the member exists.
+    pub async fn set_removed(
+        &self,
+        vo: &str,
+        vo_id: &str,
+        by: Option<&str>,
+    ) -> Result<bool, StoreError> {
+        let res = sqlx::query(
+            "UPDATE members SET removed_at = $3, removed_by = $4 WHERE vo = $1 AND vo_id = $2",
+        )
+        .bind(vo)
+        .bind(vo_id)
+        .bind(by.map(|_| now()))
+        .bind(by)
+        .execute(&self.pool)
+        .await?;
+        Ok(res.rows_affected() > 0)
+    }
+
+    pub async fn members(&self, vo: &str) -> Result<Vec<Member>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT vo, vo_id, subject, public_key, first_seen, removed_at, removed_by
+               FROM members WHERE vo = $1 ORDER BY vo_id",
+        )
+        .bind(vo)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(member_of).collect()
+    }
+
+    pub async fn set_public_key(&self, vo: &str, vo_id: &str, key: &str) -> Result<(), StoreError> {
+        sqlx::query("UPDATE members SET public_key = $3 WHERE vo = $1 AND vo_id = $2")
+            .bind(vo)
+            .bind(vo_id)
+            .bind(key)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    /// Records a group seen in verified attributes (first sighting wins the
+    /// name until it changes).
+    pub async fn note_group(&self, vo: &str, id: &str, name: &str) -> Result<(), StoreError> {
+        let res = sqlx::query("INSERT INTO vo_groups (vo, group_id, name) VALUES ($1, $2, $3)")
+            .bind(vo)
+            .bind(id)
+            .bind(name)
+            .execute(&self.pool)
+            .await;
+        match res {
+            Ok(_) => Ok(()),
+            Err(e) if is_unique_violation(&e) => {
+                sqlx::query("UPDATE vo_groups SET name = $3 WHERE vo = $1 AND group_id = $2")
+                    .bind(vo)
+                    .bind(id)
+                    .bind(name)
+                    .execute(&self.pool)
+                    .await?;
+                Ok(())
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// The ID of a group known by ID or by name.
+    pub async fn group_id(&self, vo: &str, id_or_name: &str) -> Result<Option<String>, StoreError> {
+        let row = sqlx::query(
+            "SELECT group_id FROM vo_groups WHERE vo = $1 AND (group_id = $2 OR name = $2)
+              ORDER BY CASE WHEN group_id = $2 THEN 0 ELSE 1 END LIMIT 1",
+        )
+        .bind(vo)
+        .bind(id_or_name)
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(row.map(|r| r.try_get("group_id")).transpose()?)
+    }
+
+    pub async fn set_escrow_key(&self, vo: &str, key: &str, by: &str) -> Result<(), StoreError> {
+        let (mut tx, _g) = self.write().await?;
+        sqlx::query("DELETE FROM escrow_keys WHERE vo = $1")
+            .bind(vo)
+            .execute(&mut *tx)
+            .await?;
+        sqlx::query(
+            "INSERT INTO escrow_keys (vo, public_key, set_by, set_at) VALUES ($1, $2, $3, $4)",
+        )
+        .bind(vo)
+        .bind(key)
+        .bind(by)
+        .bind(now())
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    pub async fn escrow_key(&self, vo: &str) -> Result<Option<String>, StoreError> {
+        let row = sqlx::query("SELECT public_key FROM escrow_keys WHERE vo = $1")
+            .bind(vo)
+            .fetch_optional(&self.pool)
+            .await?;
+        Ok(row.map(|r| r.try_get("public_key")).transpose()?)
+    }
+
+    // ---- entries ---------------------------------------------------
+
+    pub async fn entry(&self, path: &str) -> Result<Option<EntryRow>, StoreError> {
+        let row = sqlx::query(&format!(
+            "SELECT {ENTRY_COLUMNS} FROM entries e WHERE e.path = $1"
+        ))
+        .bind(path)
+        .fetch_optional(&self.pool)
+        .await?;
+        row.as_ref().map(entry_of).transpose()
+    }
+
+    /// An entry with one version of it (the current one when `version` is
+    /// `None`) and the version's data key wrapped for `recipient`, in one
+    /// query (the hot path of `get`).
+    pub async fn entry_with_version(
+        &self,
+        path: &str,
+        version: Option<u64>,
+        recipient: &str,
+    ) -> Result<Option<(EntryRow, Option<VersionRow>, Option<String>)>, StoreError> {
+        let row = sqlx::query(&format!(
+            "SELECT {ENTRY_COLUMNS}, v.version, v.size AS vsize, v.stored, v.exnode, v.key_id,
+                    v.created_by, v.created_at AS vcreated_at, w.wrapped
+               FROM entries e
+               LEFT JOIN versions v ON v.file = e.id
+                    AND v.version = COALESCE($2, e.current_version)
+               LEFT JOIN wrapped_keys w ON w.file = e.id AND w.version = v.version
+                    AND w.recipient = $3
+              WHERE e.path = $1"
+        ))
+        .bind(path)
+        .bind(version.map(big))
+        .bind(recipient)
+        .fetch_optional(&self.pool)
+        .await?;
+        let Some(row) = row else {
+            return Ok(None);
+        };
+        let entry = entry_of(&row)?;
+        let version = if row.try_get::<Option<i64>, _>("version")?.is_some() {
+            Some(version_of(&row)?)
+        } else {
+            None
+        };
+        let wrapped: Option<String> = row.try_get("wrapped")?;
+        Ok(Some((entry, version, wrapped)))
+    }
+
+    /// The ACL of an entry: access entries, or the default ones.
+    pub async fn acl(&self, entry: &str, default: bool) -> Result<Vec<Entry>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT principal, rights FROM acl WHERE entry = $1 AND inherit = $2 ORDER BY principal",
+        )
+        .bind(entry)
+        .bind(i64::from(default))
+        .fetch_all(&self.pool)
+        .await?;
+        acl_of(&rows)
+    }
+
+    /// Replaces the access entries and/or the default entries of an entry.
+    pub async fn set_acl(
+        &self,
+        entry: &str,
+        access: Option<&[Entry]>,
+        default: Option<&[Entry]>,
+    ) -> Result<(), StoreError> {
+        let (mut tx, _g) = self.write().await?;
+        for (inherit, list) in [(0i64, access), (1i64, default)] {
+            let Some(list) = list else { continue };
+            sqlx::query("DELETE FROM acl WHERE entry = $1 AND inherit = $2")
+                .bind(entry)
+                .bind(inherit)
+                .execute(&mut *tx)
+                .await?;
+            insert_acl(&mut tx, entry, inherit, list).await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Creates a VO's root directory if it does not exist yet: listable
+    /// and writable (create entries) by every member of the VO.
+    pub async fn ensure_root(&self, vo: &str) -> Result<(), StoreError> {
+        let root = format!("/{vo}");
+        if self.entry(&root).await?.is_some() {
+            return Ok(());
+        }
+        let (mut tx, _g) = self.write().await?;
+        let id = uuid::Uuid::new_v4().to_string();
+        let t = now();
+        let res = sqlx::query(
+            "INSERT INTO entries (id, vo, path, parent, kind, owner, current_version, size,
+                                  created_at, updated_at)
+             VALUES ($1, $2, $3, '', 'dir', '', 0, 0, $4, $4)",
+        )
+        .bind(&id)
+        .bind(vo)
+        .bind(&root)
+        .bind(t)
+        .execute(&mut *tx)
+        .await;
+        match res {
+            Ok(_) => {}
+            // Another replica created it meanwhile.
+            Err(e) if is_unique_violation(&e) => return Ok(()),
+            Err(e) => return Err(e.into()),
+        }
+        let everyone = [Entry {
+            principal: Principal::Vo(vo.to_owned()),
+            rights: Rights::READ.union(Rights::WRITE),
+        }];
+        insert_acl(&mut tx, &id, 0, &everyone).await?;
+        tx.commit().await?;
+        tracing::info!(vo, "created the VO's root directory");
+        Ok(())
+    }
+
+    /// Creates a directory owned by `owner`; its ACL and default ACL are
+    /// the parent's default ACL.
+    pub async fn mkdir(&self, path: &NsPath, owner: &Principal) -> Result<EntryRow, StoreError> {
+        let (mut tx, _g) = self.write().await?;
+        let id = uuid::Uuid::new_v4().to_string();
+        let parent = create_entry(&mut tx, &id, path, Kind::Dir, owner).await?;
+        let inherited = inherited_acl(&mut tx, &parent).await?;
+        insert_acl(&mut tx, &id, 0, &inherited).await?;
+        insert_acl(&mut tx, &id, 1, &inherited).await?;
+        tx.commit().await?;
+        self.entry(path.as_str())
+            .await?
+            .ok_or_else(|| StoreError::NotFound(format!("{path} vanished")))
+    }
+
+    /// Registers a new version. A new file (`base_version` 0) is created
+    /// with the parent's default ACL; an existing one advances only if its
+    /// current version is still `base_version` (optimistic concurrency).
+    /// Returns the new version number.
+    pub async fn put_version(&self, v: &NewVersion<'_>) -> Result<u64, StoreError> {
+        let (mut tx, _g) = self.write().await?;
+        let t = now();
+        let next = v
+            .base_version
+            .checked_add(1)
+            .ok_or_else(|| StoreError::Refused("version number overflow".into()))?;
+        if v.base_version == 0 {
+            let retired = sqlx::query("SELECT id FROM retired_uuids WHERE id = $1")
+                .bind(v.file)
+                .fetch_optional(&mut *tx)
+                .await?;
+            if retired.is_some() {
+                return Err(StoreError::Conflict(format!(
+                    "file UUID {} belonged to a deleted file and cannot be reused; upload again with a new UUID",
+                    v.file
+                )));
+            }
+            let parent = create_entry(&mut tx, v.file, v.path, Kind::File, v.writer).await?;
+            let inherited = inherited_acl(&mut tx, &parent).await?;
+            insert_acl(&mut tx, v.file, 0, &inherited).await?;
+            sqlx::query(
+                "UPDATE entries SET current_version = 1, size = $2, updated_at = $3 WHERE id = $1",
+            )
+            .bind(v.file)
+            .bind(big(v.size))
+            .bind(t)
+            .execute(&mut *tx)
+            .await?;
+        } else {
+            let res = sqlx::query(
+                "UPDATE entries SET current_version = $3, size = $4, updated_at = $5
+                  WHERE path = $1 AND id = $2 AND kind = 'file' AND current_version = $6",
+            )
+            .bind(v.path.as_str())
+            .bind(v.file)
+            .bind(big(next))
+            .bind(big(v.size))
+            .bind(t)
+            .bind(big(v.base_version))
+            .execute(&mut *tx)
+            .await?;
+            if res.rows_affected() != 1 {
+                let current = sqlx::query(&format!(
+                    "SELECT {ENTRY_COLUMNS} FROM entries e WHERE e.path = $1"
+                ))
+                .bind(v.path.as_str())
+                .fetch_optional(&mut *tx)
+                .await?;
+                let current = current.as_ref().map(entry_of).transpose()?;
+                return Err(match current {
+                    None => StoreError::NotFound(format!(
+                        "{} does not exist (any more); upload with base version 0 to create it",
+                        v.path
+                    )),
+                    Some(e) if e.kind == Kind::Dir => {
+                        StoreError::Refused(format!("{} is a directory", v.path))
+                    }
+                    Some(e) if e.id != v.file => StoreError::Conflict(format!(
+                        "{} is file {}, not {}: it was replaced since you read it",
+                        v.path, e.id, v.file
+                    )),
+                    Some(e) => StoreError::Conflict(format!(
+                        "{} changed: version {} is current, your upload was based on version {}; read it again and retry",
+                        v.path, e.current_version, v.base_version
+                    )),
+                });
+            }
+        }
+        let res = sqlx::query(
+            "INSERT INTO versions (file, version, size, stored, exnode, key_id, created_by, created_at)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+        )
+        .bind(v.file)
+        .bind(big(next))
+        .bind(big(v.size))
+        .bind(big(v.stored))
+        .bind(v.exnode)
+        .bind(v.key_id)
+        .bind(v.writer.to_string())
+        .bind(t)
+        .execute(&mut *tx)
+        .await;
+        match res {
+            Ok(_) => {}
+            Err(e) if is_unique_violation(&e) => {
+                return Err(StoreError::Conflict(format!(
+                    "{}: version {next} was registered concurrently; read it again and retry",
+                    v.path
+                )))
+            }
+            Err(e) => return Err(e.into()),
+        }
+        for (recipient, wrapped) in v.wrapped_keys {
+            sqlx::query(
+                "INSERT INTO wrapped_keys (file, version, recipient, wrapped) VALUES ($1, $2, $3, $4)",
+            )
+            .bind(v.file)
+            .bind(big(next))
+            .bind(recipient)
+            .bind(wrapped)
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(next)
+    }
+
+    /// Children of a directory, in name order, after `after` (a name), at
+    /// most `limit`.
+    pub async fn list(
+        &self,
+        dir: &str,
+        after: Option<&str>,
+        limit: u32,
+    ) -> Result<Vec<EntryRow>, StoreError> {
+        let rows = sqlx::query(&format!(
+            "SELECT {ENTRY_COLUMNS} FROM entries e WHERE e.parent = $1 AND e.path > $2
+              ORDER BY e.path LIMIT $3"
+        ))
+        .bind(dir)
+        .bind(after.map(|a| format!("{dir}/{a}")).unwrap_or_default())
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(entry_of).collect()
+    }
+
+    /// Number of versions of a file and bytes they hold on depots.
+    pub async fn version_totals(&self, file: &str) -> Result<(u64, u64), StoreError> {
+        let row = sqlx::query(
+            "SELECT COUNT(*) AS n, CAST(COALESCE(SUM(stored), 0) AS BIGINT) AS stored
+               FROM versions WHERE file = $1",
+        )
+        .bind(file)
+        .fetch_one(&self.pool)
+        .await?;
+        Ok((
+            unsigned("count", row.try_get("n")?)?,
+            unsigned("stored", row.try_get("stored")?)?,
+        ))
+    }
+
+    /// Every version of a file, newest first (without exNodes).
+    pub async fn versions(&self, file: &str) -> Result<Vec<VersionRow>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT version, size AS vsize, stored, '' AS exnode, key_id, created_by,
+                    created_at AS vcreated_at
+               FROM versions WHERE file = $1 ORDER BY version DESC",
+        )
+        .bind(file)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(version_of).collect()
+    }
+
+    /// Moves an entry (and, for a directory, everything under it) to a new
+    /// path in the same VO; the destination must not exist and its parent
+    /// must be a directory.
+    pub async fn move_entry(&self, from: &NsPath, to: &NsPath) -> Result<(), StoreError> {
+        let (mut tx, _g) = self.write().await?;
+        let parent = to
+            .parent()
+            .ok_or_else(|| StoreError::Refused("a VO root cannot be the destination".into()))?;
+        let pdir = sqlx::query("SELECT kind FROM entries WHERE path = $1")
+            .bind(parent.as_str())
+            .fetch_optional(&mut *tx)
+            .await?;
+        match pdir {
+            None => return Err(StoreError::NotFound(format!("no directory {parent}"))),
+            Some(r) if r.try_get::<String, _>("kind")? != "dir" => {
+                return Err(StoreError::Refused(format!("{parent} is not a directory")))
+            }
+            Some(_) => {}
+        }
+        let t = now();
+        let res = sqlx::query(
+            "UPDATE entries SET path = $2, parent = $3, updated_at = $4 WHERE path = $1",
+        )
+        .bind(from.as_str())
+        .bind(to.as_str())
+        .bind(parent.as_str())
+        .bind(t)
+        .execute(&mut *tx)
+        .await;
+        match res {
+            Ok(r) if r.rows_affected() == 0 => {
+                return Err(StoreError::NotFound(format!("no entry {from}")))
+            }
+            Ok(_) => {}
+            Err(e) if is_unique_violation(&e) => {
+                return Err(StoreError::Conflict(format!("{to} exists")))
+            }
+            Err(e) => return Err(e.into()),
+        }
+        // Descendants: replace the prefix of path and parent.
+        let prefix = format!("{}/", from.as_str());
+        let n = i64::try_from(from.as_str().len()).unwrap_or(i64::MAX);
+        sqlx::query(
+            "UPDATE entries SET path = $2 || substr(path, CAST($3 AS INTEGER) + 1),
+                                parent = $2 || substr(parent, CAST($3 AS INTEGER) + 1)
+              WHERE substr(path, 1, CAST($3 AS INTEGER) + 1) = $1",
+        )
+        .bind(&prefix)
+        .bind(to.as_str())
+        .bind(n)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Deletes a file (every version) or an empty directory, or one old
+    /// version of a file. Returns the exNodes of the deleted versions, whose
+    /// allocations the caller must release on the depots.
+    pub async fn delete(
+        &self,
+        entry: &EntryRow,
+        version: Option<u64>,
+    ) -> Result<Vec<(u64, String)>, StoreError> {
+        let (mut tx, _g) = self.write().await?;
+        if let Some(v) = version {
+            let row = sqlx::query("SELECT exnode FROM versions WHERE file = $1 AND version = $2")
+                .bind(&entry.id)
+                .bind(big(v))
+                .fetch_optional(&mut *tx)
+                .await?;
+            let Some(row) = row else {
+                return Err(StoreError::NotFound(format!(
+                    "{} has no version {v}",
+                    entry.path
+                )));
+            };
+            let cur = sqlx::query("SELECT current_version FROM entries WHERE id = $1")
+                .bind(&entry.id)
+                .fetch_optional(&mut *tx)
+                .await?;
+            if let Some(cur) = cur {
+                if cur.try_get::<i64, _>("current_version")? == big(v) {
+                    return Err(StoreError::Refused(format!(
+                        "version {v} is the current version of {}; delete the file, or upload a newer version first",
+                        entry.path
+                    )));
+                }
+            }
+            for sql in [
+                "DELETE FROM wrapped_keys WHERE file = $1 AND version = $2",
+                "DELETE FROM versions WHERE file = $1 AND version = $2",
+            ] {
+                sqlx::query(sql)
+                    .bind(&entry.id)
+                    .bind(big(v))
+                    .execute(&mut *tx)
+                    .await?;
+            }
+            let exnode: String = row.try_get("exnode")?;
+            tx.commit().await?;
+            return Ok(vec![(v, exnode)]);
+        }
+        if entry.kind == Kind::Dir {
+            let child = sqlx::query("SELECT id FROM entries WHERE parent = $1 LIMIT 1")
+                .bind(&entry.path)
+                .fetch_optional(&mut *tx)
+                .await?;
+            if child.is_some() {
+                return Err(StoreError::Refused(format!(
+                    "directory {} is not empty",
+                    entry.path
+                )));
+            }
+        }
+        let rows =
+            sqlx::query("SELECT version, exnode FROM versions WHERE file = $1 ORDER BY version")
+                .bind(&entry.id)
+                .fetch_all(&mut *tx)
+                .await?;
+        let mut out = Vec::with_capacity(rows.len());
+        for r in &rows {
+            out.push((
+                unsigned("version", r.try_get("version")?)?,
+                r.try_get::<String, _>("exnode")?,
+            ));
+        }
+        let res = sqlx::query("DELETE FROM entries WHERE id = $1 AND path = $2")
+            .bind(&entry.id)
+            .bind(&entry.path)
+            .execute(&mut *tx)
+            .await?;
+        if res.rows_affected() == 0 {
+            return Err(StoreError::Conflict(format!(
+                "{} changed while being deleted; retry",
+                entry.path
+            )));
+        }
+        for sql in [
+            "DELETE FROM wrapped_keys WHERE file = $1",
+            "DELETE FROM versions WHERE file = $1",
+            "DELETE FROM acl WHERE entry = $1",
+        ] {
+            sqlx::query(sql).bind(&entry.id).execute(&mut *tx).await?;
+        }
+        if entry.kind == Kind::File {
+            sqlx::query("INSERT INTO retired_uuids (id, retired_at) VALUES ($1, $2)")
+                .bind(&entry.id)
+                .bind(now())
+                .execute(&mut *tx)
+                .await?;
+        }
+        tx.commit().await?;
+        Ok(out)
+    }
+
+    // ---- wrapped keys ----------------------------------------------
+
+    /// Stores a wrapped data key for one recipient and one version
+    /// (replacing an earlier one).
+    pub async fn put_wrapped(
+        &self,
+        file: &str,
+        version: u64,
+        recipient: &str,
+        wrapped: &str,
+    ) -> Result<(), StoreError> {
+        let (mut tx, _g) = self.write().await?;
+        let exists = sqlx::query("SELECT version FROM versions WHERE file = $1 AND version = $2")
+            .bind(file)
+            .bind(big(version))
+            .fetch_optional(&mut *tx)
+            .await?;
+        if exists.is_none() {
+            return Err(StoreError::NotFound(format!("no version {version}")));
+        }
+        sqlx::query("DELETE FROM wrapped_keys WHERE file = $1 AND version = $2 AND recipient = $3")
+            .bind(file)
+            .bind(big(version))
+            .bind(recipient)
+            .execute(&mut *tx)
+            .await?;
+        sqlx::query(
+            "INSERT INTO wrapped_keys (file, version, recipient, wrapped) VALUES ($1, $2, $3, $4)",
+        )
+        .bind(file)
+        .bind(big(version))
+        .bind(recipient)
+        .bind(wrapped)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Removes a recipient's wrapped keys of every version; returns how
+    /// many were removed.
+    pub async fn remove_wrapped(&self, file: &str, recipient: &str) -> Result<u64, StoreError> {
+        let (mut tx, _g) = self.write().await?;
+        let res = sqlx::query("DELETE FROM wrapped_keys WHERE file = $1 AND recipient = $2")
+            .bind(file)
+            .bind(recipient)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(res.rows_affected())
+    }
+
+    /// One recipient's wrapped key of one version.
+    pub async fn wrapped(
+        &self,
+        file: &str,
+        version: u64,
+        recipient: &str,
+    ) -> Result<Option<String>, StoreError> {
+        let row = sqlx::query(
+            "SELECT wrapped FROM wrapped_keys WHERE file = $1 AND version = $2 AND recipient = $3",
+        )
+        .bind(file)
+        .bind(big(version))
+        .bind(recipient)
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(row.map(|r| r.try_get("wrapped")).transpose()?)
+    }
+
+    /// Recipients holding a wrapped key of a version.
+    pub async fn recipients(&self, file: &str, version: u64) -> Result<Vec<String>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT recipient FROM wrapped_keys WHERE file = $1 AND version = $2 ORDER BY recipient",
+        )
+        .bind(file)
+        .bind(big(version))
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| r.try_get("recipient").map_err(StoreError::from))
+            .collect()
+    }
+
+    // ---- usage -----------------------------------------------------
+
+    /// Usage of every owner in a VO's tree, by owner.
+    pub async fn usage(&self, vo: &str) -> Result<Vec<Usage>, StoreError> {
+        let files = sqlx::query(
+            "SELECT owner, COUNT(*) AS n, CAST(COALESCE(SUM(size), 0) AS BIGINT) AS logical
+               FROM entries WHERE vo = $1 AND kind = 'file' GROUP BY owner ORDER BY owner",
+        )
+        .bind(vo)
+        .fetch_all(&self.pool)
+        .await?;
+        let versions = sqlx::query(
+            "SELECT e.owner AS owner, COUNT(*) AS n, CAST(COALESCE(SUM(v.stored), 0) AS BIGINT) AS stored
+               FROM versions v JOIN entries e ON e.id = v.file
+              WHERE e.vo = $1 GROUP BY e.owner",
+        )
+        .bind(vo)
+        .fetch_all(&self.pool)
+        .await?;
+        let mut out: Vec<Usage> = Vec::with_capacity(files.len());
+        for r in &files {
+            out.push(Usage {
+                owner: r.try_get("owner")?,
+                files: unsigned("count", r.try_get("n")?)?,
+                logical: unsigned("logical", r.try_get("logical")?)?,
+                ..Usage::default()
+            });
+        }
+        for r in &versions {
+            let owner: String = r.try_get("owner")?;
+            let n = unsigned("count", r.try_get("n")?)?;
+            let stored = unsigned("stored", r.try_get("stored")?)?;
+            match out.iter_mut().find(|u| u.owner == owner) {
+                Some(u) => {
+                    u.versions = n;
+                    u.stored = stored;
+                }
+                None => out.push(Usage {
+                    owner,
+                    versions: n,
+                    stored,
+                    ..Usage::default()
+                }),
+            }
+        }
+        Ok(out)
+    }
+}
+
+async fn insert_acl(
+    tx: &mut Tx<'_>,
+    entry: &str,
+    inherit: i64,
+    list: &[Entry],
+) -> Result<(), StoreError> {
+    for e in list {
+        sqlx::query("INSERT INTO acl (entry, inherit, principal, rights) VALUES ($1, $2, $3, $4)")
+            .bind(entry)
+            .bind(inherit)
+            .bind(e.principal.to_string())
+            .bind(e.rights.to_string())
+            .execute(&mut **tx)
+            .await?;
+    }
+    Ok(())
+}
+
+/// The default ACL of a directory (copied to a new child).
+async fn inherited_acl(tx: &mut Tx<'_>, dir_id: &str) -> Result<Vec<Entry>, StoreError> {
+    let rows = sqlx::query("SELECT principal, rights FROM acl WHERE entry = $1 AND inherit = 1")
+        .bind(dir_id)
+        .fetch_all(&mut **tx)
+        .await?;
+    acl_of(&rows)
+}
+
+/// Inserts an entry under an existing parent directory; returns the
+/// parent's id. The path or id being taken is a conflict.
+async fn create_entry(
+    tx: &mut Tx<'_>,
+    id: &str,
+    path: &NsPath,
+    kind: Kind,
+    owner: &Principal,
+) -> Result<String, StoreError> {
+    let parent = path
+        .parent()
+        .ok_or_else(|| StoreError::Refused(format!("{path} is a VO root")))?;
+    let prow = sqlx::query("SELECT id, kind FROM entries WHERE path = $1")
+        .bind(parent.as_str())
+        .fetch_optional(&mut **tx)
+        .await?;
+    let Some(prow) = prow else {
+        return Err(StoreError::NotFound(format!(
+            "directory {parent} does not exist (create it first)"
+        )));
+    };
+    if prow.try_get::<String, _>("kind")? != "dir" {
+        return Err(StoreError::Refused(format!("{parent} is not a directory")));
+    }
+    let parent_id: String = prow.try_get("id")?;
+    // Check first: on PostgreSQL a failed statement aborts the transaction,
+    // so the unique keys below only settle races.
+    let by_path = sqlx::query("SELECT id FROM entries WHERE path = $1")
+        .bind(path.as_str())
+        .fetch_optional(&mut **tx)
+        .await?;
+    if by_path.is_some() {
+        return Err(StoreError::Conflict(format!(
+            "{path} exists (to replace a file, give its current version as the base)"
+        )));
+    }
+    let by_id = sqlx::query("SELECT path FROM entries WHERE id = $1")
+        .bind(id)
+        .fetch_optional(&mut **tx)
+        .await?;
+    if by_id.is_some() {
+        return Err(StoreError::Conflict(format!(
+            "UUID {id} is already used by another file"
+        )));
+    }
+    let t = now();
+    let res = sqlx::query(
+        "INSERT INTO entries (id, vo, path, parent, kind, owner, current_version, size,
+                              created_at, updated_at)
+         VALUES ($1, $2, $3, $4, $5, $6, 0, 0, $7, $7)",
+    )
+    .bind(id)
+    .bind(path.vo())
+    .bind(path.as_str())
+    .bind(parent.as_str())
+    .bind(kind.as_str())
+    .bind(owner.to_string())
+    .bind(t)
+    .execute(&mut **tx)
+    .await;
+    match res {
+        Ok(_) => Ok(parent_id),
+        Err(e) if is_unique_violation(&e) => Err(StoreError::Conflict(format!(
+            "{path} was created concurrently by someone else"
+        ))),
+        Err(e) => Err(e.into()),
+    }
+}
