@@ -11,6 +11,7 @@
 //! See `docs/identity.md` for formats and the trust-directory layout.
 
 pub mod attributes;
+pub mod cache;
 pub mod credential;
 mod der;
 mod error;
