@@ -45,6 +45,9 @@ pub const LIST_MAX: u32 = 10_000;
 pub struct App {
     pub store: Store,
     pub trust: Arc<TrustStore>,
+    /// Verified proxy chains (a client sends the same chain with every
+    /// request; membership and rights are still checked every time).
+    pub identities: ibp_auth::cache::IdentityCache,
     pub signing_key: Ed25519KeyPair,
     pub ticket_lifetime: Duration,
     pub max_exnode: usize,
@@ -160,7 +163,10 @@ impl Caller {
 /// Records a member (and their groups) on first contact.
 async fn caller(app: &App, peer: &PeerChain) -> ApiResult<Caller> {
     let chain = peer.0.as_deref();
-    let id = match ibp_auth::tls::peer_identity(chain, &app.trust, ibp_auth::unix_now()) {
+    let id = match app
+        .identities
+        .peer_identity(chain, &app.trust, ibp_auth::unix_now())
+    {
         Ok(Some(id)) => id,
         Ok(None) => {
             return Err(ApiError::new(
@@ -867,9 +873,11 @@ async fn resolve_acl(app: &App, list: &[EntryJson]) -> ApiResult<Vec<Entry>> {
             }
             Principal::Group { vo, id } => match app.store.group_id(&vo, &id).await? {
                 Some(gid) => Principal::Group { vo, id: gid },
-                None => return Err(ApiError::bad(format!(
+                None => {
+                    return Err(ApiError::bad(format!(
                     "unknown group {id}@{vo}: no member of it has used this metadata manager yet"
-                ))),
+                )))
+                }
             },
             p @ Principal::Vo(_) => p,
         };

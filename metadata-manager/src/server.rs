@@ -40,6 +40,7 @@ pub async fn serve(cfg: Config) -> anyhow::Result<()> {
     let app = Arc::new(App {
         store: store.clone(),
         trust,
+        identities: ibp_auth::cache::IdentityCache::new(10_000, 300),
         signing_key,
         ticket_lifetime: cfg.ticket_lifetime,
         max_exnode: usize::try_from(cfg.max_exnode).unwrap_or(usize::MAX),
