@@ -73,7 +73,7 @@ mod tests {
         assert_eq!(mode & 0o777, 0o600);
         let public = std::fs::read_to_string(dir.path().join(PUBLIC_FILE)).unwrap();
         assert!(ibp_auth::keys::parse_public_key(&public).is_ok());
-        let key = crate::server::load_signing_key(&dir.path().join(KEY_FILE)).unwrap();
+        let key = ibp_auth::keys::load_signing_key(&dir.path().join(KEY_FILE)).unwrap();
         use ring::signature::KeyPair;
         assert_eq!(
             ibp_auth::keys::parse_public_key(&public)

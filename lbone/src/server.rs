@@ -2,15 +2,13 @@
 //! starts the poller and serves the API until SIGTERM/SIGINT.
 
 use std::io::Write as _;
-use std::os::unix::fs::PermissionsExt;
-use std::path::Path;
 use std::sync::Arc;
 
-use anyhow::{bail, Context};
+use anyhow::Context;
+use ibp_auth::keys::{load_signing_key, read_certificates, read_pkcs8};
 use ibp_auth::tls::ClientAuth;
 use ibp_auth::TrustStore;
-use ring::signature::{Ed25519KeyPair, KeyPair};
-use rustls_pki_types::CertificateDer;
+use ring::signature::KeyPair;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
@@ -20,73 +18,6 @@ use crate::liveness::Liveness;
 use crate::poller::Poller;
 use crate::store::{redact, Store};
 
-/// Every `CERTIFICATE` block of a PEM file.
-pub fn read_certificates(path: &Path) -> anyhow::Result<Vec<CertificateDer<'static>>> {
-    let text = std::fs::read(path).with_context(|| format!("read {}", path.display()))?;
-    let certs: Vec<_> = pem::parse_many(&text)
-        .with_context(|| format!("parse PEM {}", path.display()))?
-        .into_iter()
-        .filter(|b| b.tag() == "CERTIFICATE")
-        .map(|b| CertificateDer::from(b.into_contents()))
-        .collect();
-    if certs.is_empty() {
-        bail!("{}: no CERTIFICATE block", path.display());
-    }
-    Ok(certs)
-}
-
-/// The PKCS#8 `PRIVATE KEY` block of a PEM file.
-pub fn read_pkcs8(path: &Path) -> anyhow::Result<Vec<u8>> {
-    let text = std::fs::read(path).with_context(|| format!("read {}", path.display()))?;
-    let blocks = pem::parse_many(&text).with_context(|| format!("parse PEM {}", path.display()))?;
-    if let Some(b) = blocks.iter().find(|b| b.tag() == "PRIVATE KEY") {
-        return Ok(b.contents().to_vec());
-    }
-    match blocks.first() {
-        Some(b) => bail!(
-            "{}: a {} block; convert the key to PKCS#8 (`openssl pkcs8 -topk8 -nocrypt`)",
-            path.display(),
-            b.tag()
-        ),
-        None => bail!("{}: no PRIVATE KEY block", path.display()),
-    }
-}
-
-/// Loads the grant-signing key, refusing a file others can read.
-pub fn load_signing_key(path: &Path) -> anyhow::Result<Ed25519KeyPair> {
-    let meta = std::fs::metadata(path).with_context(|| format!("read {}", path.display()))?;
-    let mode = meta.permissions().mode() & 0o777;
-    if mode & 0o077 != 0 {
-        bail!(
-            "signing key {} has mode {mode:03o}; it must be readable by its owner only (chmod 600)",
-            path.display()
-        );
-    }
-    let der = read_pkcs8(path)?;
-    Ed25519KeyPair::from_pkcs8_maybe_unchecked(&der)
-        .map_err(|e| anyhow::anyhow!("{}: not an Ed25519 PKCS#8 key: {e}", path.display()))
-}
-
-async fn shutdown_signal(token: CancellationToken) {
-    use tokio::signal::unix::{signal, SignalKind};
-    let (mut term, mut int) = match (
-        signal(SignalKind::terminate()),
-        signal(SignalKind::interrupt()),
-    ) {
-        (Ok(t), Ok(i)) => (t, i),
-        (Err(e), _) | (_, Err(e)) => {
-            tracing::warn!(error = %e, "cannot watch SIGTERM/SIGINT");
-            return;
-        }
-    };
-    tokio::select! {
-        _ = term.recv() => tracing::info!("SIGTERM: shutting down"),
-        _ = int.recv() => tracing::info!("SIGINT: shutting down"),
-        _ = token.cancelled() => return,
-    }
-    token.cancel();
-}
-
 /// Serves until SIGTERM/SIGINT.
 pub async fn serve(cfg: Config) -> anyhow::Result<()> {
     let trust = TrustStore::load(&cfg.trust_dir)
@@ -95,12 +26,12 @@ pub async fn serve(cfg: Config) -> anyhow::Result<()> {
         tracing::warn!(dir = %cfg.trust_dir.display(), "no trusted CA: every client certificate will be refused");
     }
     let trust = Arc::new(trust);
-    let chain = read_certificates(&cfg.server_cert)?;
-    let key = read_pkcs8(&cfg.server_key)?;
+    let chain = read_certificates(&cfg.server_cert).context("load the server certificate")?;
+    let key = read_pkcs8(&cfg.server_key).context("load the server key")?;
     let mut tls = ibp_auth::tls::server_config(trust.clone(), chain, key, ClientAuth::Optional)
         .context("TLS configuration (server certificate and key)")?;
     tls.alpn_protocols = vec![b"http/1.1".to_vec()];
-    let signing_key = load_signing_key(&cfg.signing_key)?;
+    let signing_key = load_signing_key(&cfg.signing_key).context("load the grant-signing key")?;
     let public = ibp_auth::keys::format_public_key(
         &<[u8; 32]>::try_from(signing_key.public_key().as_ref())
             .context("Ed25519 public key length")?,
@@ -136,7 +67,7 @@ pub async fn serve(cfg: Config) -> anyhow::Result<()> {
     tracing::info!(%addr, grant_key = %public.trim(), poll_interval = ?cfg.poll_interval.0, "L-Bone serving HTTPS");
 
     let shutdown = CancellationToken::new();
-    tokio::spawn(shutdown_signal(shutdown.clone()));
+    tokio::spawn(ibp_https::cancel_on_signals(shutdown.clone()));
     let polling = tokio::spawn(poller.run(shutdown.clone()));
     let opts = ibp_https::ServeOptions {
         max_connections: cfg.max_connections,
