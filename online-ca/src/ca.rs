@@ -32,16 +32,6 @@ pub fn read_pem_cert(path: &Path) -> anyhow::Result<Vec<u8>> {
         .with_context(|| format!("{}: no CERTIFICATE", path.display()))
 }
 
-pub fn read_pem_key(path: &Path) -> anyhow::Result<Vec<u8>> {
-    let text = std::fs::read(path).with_context(|| format!("read {}", path.display()))?;
-    let blocks = pem::parse_many(&text).with_context(|| format!("parse {}", path.display()))?;
-    blocks
-        .into_iter()
-        .find(|b| b.tag() == "PRIVATE KEY")
-        .map(|b| b.into_contents())
-        .with_context(|| format!("{}: no PRIVATE KEY (PKCS#8)", path.display()))
-}
-
 fn pem_lf(tag: &str, der: &[u8]) -> String {
     pem::encode_config(
         &pem::Pem::new(tag, der.to_vec()),
@@ -156,7 +146,7 @@ impl Ca {
     /// Loads `ca.pem`/`ca.key` and every `aa/<vo>.pem`/`.key`.
     pub fn load(dir: &Path, org: &str) -> anyhow::Result<Ca> {
         let ca_der = read_pem_cert(&dir.join("ca.pem"))?;
-        let ca_key = read_pem_key(&dir.join("ca.key"))?;
+        let ca_key = ibp_auth::keys::read_pkcs8(&dir.join("ca.key"))?;
         let (_, parsed) = x509_parser::parse_x509_certificate(&ca_der)
             .map_err(|e| anyhow::anyhow!("parse ca.pem: {e}"))?;
         let ca_not_after = parsed.validity().not_after.timestamp();
@@ -177,7 +167,7 @@ impl Ca {
                 continue;
             }
             let der = read_pem_cert(&path)?;
-            let key = read_pem_key(&path.with_extension("key"))?;
+            let key = ibp_auth::keys::read_pkcs8(&path.with_extension("key"))?;
             aas.insert(
                 vo,
                 Aa {

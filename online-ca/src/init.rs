@@ -8,7 +8,7 @@ use anyhow::{bail, Context};
 use ibp_auth::keys::write_secret;
 use ibp_auth::pki::Authority;
 
-use crate::ca::{cert_pem, key_pem, read_pem_cert, read_pem_key, valid_vo_name};
+use crate::ca::{cert_pem, key_pem, read_pem_cert, valid_vo_name};
 
 /// What `init` was asked for.
 #[derive(Debug)]
@@ -70,7 +70,7 @@ pub async fn run(o: &InitOptions<'_>) -> anyhow::Result<Vec<String>> {
         kept(&mut out, &ca_key_path);
         Authority {
             cert_der: read_pem_cert(&ca_pem_path)?,
-            key_pkcs8: read_pem_key(&ca_key_path)?,
+            key_pkcs8: ibp_auth::keys::read_pkcs8(&ca_key_path)?,
         }
     } else {
         let ca = Authority::new_ca(o.org, &format!("{} online CA", o.org), o.ca_days)?;

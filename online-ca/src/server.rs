@@ -13,31 +13,13 @@ use rustls_pki_types::CertificateDer;
 use tokio::net::TcpListener;
 
 use crate::api::{router, App};
-use crate::ca::{read_pem_cert, read_pem_key, Ca};
+use crate::ca::{read_pem_cert, Ca};
 use crate::config::Config;
 use crate::local::LocalUsers;
 use crate::oidc::Oidc;
 use crate::radius_auth::RadiusAuth;
 use crate::ratelimit::RateLimiter;
 use crate::store::Store;
-
-async fn shutdown_signal() {
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
-            }
-            Err(e) => {
-                tracing::warn!(error = %e, "cannot watch SIGTERM");
-                std::future::pending::<()>().await
-            }
-        }
-    };
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        _ = term => {}
-    }
-}
 
 /// Builds everything from the configuration and serves until SIGTERM/SIGINT.
 pub async fn serve(cfg: Config) -> anyhow::Result<()> {
@@ -49,7 +31,7 @@ pub async fn serve(cfg: Config) -> anyhow::Result<()> {
         tracing::warn!(dir = %trust_dir.display(), "no trusted CA: /v1/attributes will accept no client certificate");
     }
     let server_cert = read_pem_cert(&cfg.dir.join("server.pem"))?;
-    let server_key = read_pem_key(&cfg.dir.join("server.key"))?;
+    let server_key = ibp_auth::keys::read_pkcs8(&cfg.dir.join("server.key"))?;
     let trust = Arc::new(trust);
     let mut tls = ibp_auth::tls::server_config(
         trust.clone(),
@@ -110,13 +92,7 @@ pub async fn serve(cfg: Config) -> anyhow::Result<()> {
     tracing::info!(%addr, "serving HTTPS");
 
     let shutdown = tokio_util::sync::CancellationToken::new();
-    {
-        let shutdown = shutdown.clone();
-        tokio::spawn(async move {
-            shutdown_signal().await;
-            shutdown.cancel();
-        });
-    }
+    tokio::spawn(ibp_https::cancel_on_signals(shutdown.clone()));
     let opts = ibp_https::server::ServeOptions {
         max_connections,
         ..ibp_https::server::ServeOptions::default()
