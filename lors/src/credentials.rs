@@ -47,10 +47,23 @@ pub enum Error {
     NoProxy(PathBuf),
     #[error("{0}")]
     InvalidProxy(String),
-    #[error("the CA refused the request as malformed (HTTP 400): {0}")]
+    /// A service refused the request as malformed (HTTP 400); the message
+    /// names the service.
+    #[error("{0}")]
     BadRequest(String),
     #[error("authentication refused: {0}")]
     Refused(String),
+    /// A service knows who we are but refuses the operation (HTTP 403 of
+    /// the metadata manager: a right missing on the entry).
+    #[error("permission denied: {0}")]
+    Forbidden(String),
+    /// No such file, directory, version, member or key (HTTP 404).
+    #[error("not found: {0}")]
+    NotFound(String),
+    /// The entry exists, or changed meanwhile (HTTP 409): another version
+    /// was put since the one the request was based on.
+    #[error("conflict: {0}")]
+    Conflict(String),
     #[error("rate limited by the CA{}: {message}", retry_after.map(|s| format!(" (retry after {s} s)")).unwrap_or_default())]
     RateLimited {
         retry_after: Option<u64>,
@@ -68,7 +81,9 @@ impl Error {
         match self {
             Error::Usage(_) | Error::BadRequest(_) => exit::USAGE,
             Error::NoProxy(_) | Error::InvalidProxy(_) => exit::NO_PROXY,
-            Error::Refused(_) => exit::REFUSED,
+            Error::Refused(_) | Error::Forbidden(_) => exit::REFUSED,
+            Error::NotFound(_) => exit::NOT_FOUND,
+            Error::Conflict(_) => exit::CONFLICT,
             Error::Unavailable(_) => exit::UNAVAILABLE,
             Error::RateLimited { .. } => exit::RATE_LIMITED,
             Error::Local(_) => exit::LOCAL,
@@ -239,7 +254,9 @@ fn check_status(resp: Response) -> Result<Vec<u8>, Error> {
         .unwrap_or_else(|_| "no details".to_owned());
     let message = format!("HTTP {}: {detail}", resp.status);
     Err(match resp.status {
-        400 => Error::BadRequest(detail),
+        400 => Error::BadRequest(format!(
+            "the CA refused the request as malformed (HTTP 400): {detail}"
+        )),
         401 | 403 => Error::Refused(message),
         429 => Error::RateLimited {
             retry_after: resp.retry_after,

@@ -146,7 +146,9 @@ fn check(resp: Response) -> Result<Offer, Error> {
     }
     let detail = resp.error_message(MAX_MESSAGE);
     Err(match resp.status {
-        400 => Error::BadRequest(detail),
+        400 => Error::BadRequest(format!(
+            "the L-Bone refused the request as malformed (HTTP 400): {detail}"
+        )),
         401 | 403 => Error::Refused(format!(
             "the L-Bone refused (HTTP {}): {detail}",
             resp.status

@@ -1,14 +1,17 @@
-//! Exit codes of the `lors` credential commands: what a script can rely on.
+//! Exit codes of the `lors` commands: what a script can rely on.
 //!
 //! | code | meaning |
 //! |------|---------|
 //! | 0 | success; for `proxy-info`, a proxy exists and is valid (long enough) |
 //! | 1 | no proxy, or it is unreadable, expired, shorter than `--valid`, or fails verification |
-//! | 2 | usage error: bad arguments or input files, request refused as malformed (HTTP 400) |
-//! | 3 | authentication refused: wrong password or token, not a VO member, certificate refused (HTTP 401/403) |
-//! | 4 | the CA is unreachable, timed out, failed TLS, answered with a server error or an invalid response |
+//! | 2 | usage error: bad arguments or input files, request refused as malformed (HTTP 400, 413) |
+//! | 3 | refused: wrong password or token, not a VO member, certificate refused (HTTP 401); a right missing on a file or directory, a removed member, not a VO admin (HTTP 403) |
+//! | 4 | a service (CA, L-Bone, metadata manager) is unreachable, timed out, failed TLS, answered with a server error or an invalid response |
 //! | 5 | rate limited by the CA (HTTP 429); retry later |
 //! | 6 | local failure: the credential could not be made or written |
+//! | 7 | not found: no such file, directory, version, member or key (HTTP 404) |
+//! | 8 | conflict: the path exists, or the file changed since the version the request was based on (HTTP 409) |
+//! | 9 | `lors rm`: deleted from the metadata manager, but some allocations could not be released on their depots |
 
 /// Success (or: the proxy is valid).
 pub const OK: u8 = 0;
@@ -16,11 +19,19 @@ pub const OK: u8 = 0;
 pub const NO_PROXY: u8 = 1;
 /// Bad arguments or input (clap's own errors also exit 2).
 pub const USAGE: u8 = 2;
-/// The CA refused the credentials (HTTP 401/403, or our certificate at TLS level).
+/// Refused: credentials at the CA (HTTP 401/403, or our certificate at TLS
+/// level), or a missing right at the metadata manager (HTTP 403).
 pub const REFUSED: u8 = 3;
-/// The CA could not be reached or did not answer properly.
+/// The service could not be reached or did not answer properly.
 pub const UNAVAILABLE: u8 = 4;
 /// The CA asked us to slow down (HTTP 429).
 pub const RATE_LIMITED: u8 = 5;
 /// A local failure: minting or writing the credential.
 pub const LOCAL: u8 = 6;
+/// No such file, directory, version, member or key (HTTP 404).
+pub const NOT_FOUND: u8 = 7;
+/// The path exists, or the file changed meanwhile (HTTP 409).
+pub const CONFLICT: u8 = 8;
+/// `lors rm` deleted the file in the metadata manager but could not release
+/// some of its allocations on the depots (they expire on their own).
+pub const RELEASE_FAILED: u8 = 9;
