@@ -6,16 +6,23 @@
 //!   exit codes of the `lors` credential commands ([`exit`]);
 //! - [`depots`]: asking the L-Bone for depots suited to an upload, each
 //!   with a signed grant (`lors depots`);
+//! - [`metadata`]: the metadata manager's client ([`MetadataClient`]):
+//!   files, directories, ACLs, wrapped keys, usage, VO members (`lors ls`,
+//!   `stat`, `mkdir`, `mv`, `rm`, `acl`, `usage`, `whoami`, `members`);
+//! - [`release`]: releasing a deleted file's allocations on the depots;
 //! - [`https`]: the HTTPS (TLS 1.3) JSON client of the `ibp-https` crate,
-//!   one request per connection, with timeouts and a response size limit;
+//!   with timeouts, a response size limit and optional keep-alive;
 //! - [`validity`]: `HH:MM` durations and time formatting.
 //!
-//! See `docs/lors-credentials.md` for the user guide.
+//! See `docs/lors-credentials.md` and `docs/lors.md` for the user guide.
 
 pub mod credentials;
 pub mod depots;
 pub mod exit;
 pub use ibp_https::client as https;
+pub mod metadata;
+pub mod release;
 pub mod validity;
 
 pub use credentials::Error;
+pub use metadata::MetadataClient;

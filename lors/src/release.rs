@@ -1,0 +1,375 @@
+//! Releasing deleted files' allocations on their depots (`lors rm`):
+//! `MANAGE ... DECR` of the read reference count with each MANAGE
+//! capability; the depot removes the allocation when the count reaches 0.
+//!
+//! A depot serves an allocation on the port it was made on: allocations
+//! made in an `IBP_auth` session (the secure port, what uploads of this
+//! stack use) are managed only on the secure port, after `AUTH` with a
+//! depot grant; the others on the legacy port. With [`SecureAccess`] (grants
+//! from the L-Bone) a capability naming a depot's secure address is
+//! released there; every other one on the legacy port it names.
+//!
+//! Best effort: every capability gets an outcome; a depot that is down or
+//! refuses does not stop the others. An allocation not released expires on
+//! its own at the end of its duration.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+use std::time::Duration;
+
+use ibp_auth::{ProxyCredential, TrustStore};
+use ibp_depot::client::{IbpClient, SecureClient};
+use ibp_proto::{CapKind, Capability};
+use serde::{Deserialize, Serialize};
+
+use crate::credentials::Error;
+use crate::depots::Offer;
+use crate::metadata::{Deleted, MetadataClient};
+
+/// Time allowed to connect to a depot and for each of its answers.
+pub const DEPOT_TIMEOUT: Duration = Duration::from_secs(10);
+/// `cap_type` of DECR: the read reference count.
+const READ_REFS: u8 = 1;
+
+/// How a capability was (or would have been) released.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Port {
+    /// Plain IBP on the address the capability names.
+    Legacy,
+    /// TLS 1.3 and `AUTH` with the L-Bone's grant for that address.
+    Secure,
+}
+
+/// The outcome for one capability. The capability itself (a bearer
+/// secret) is not repeated: `allocation` is `host:port/RID`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Release {
+    pub allocation: String,
+    /// `host:port` contacted (empty if the capability does not parse).
+    pub depot: String,
+    pub port: Port,
+    pub released: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+/// What the secure ports need: the grant per depot address, and the TLS
+/// configuration presenting the user's proxy.
+#[derive(Clone)]
+pub struct SecureAccess {
+    grants: HashMap<String, String>,
+    tls: Arc<rustls::ClientConfig>,
+}
+
+impl SecureAccess {
+    /// The grants of an L-Bone answer (depots with a secure port), for
+    /// connections checked against `trust` presenting `credential`.
+    pub fn from_offer(
+        offer: &Offer,
+        trust: &TrustStore,
+        credential: &ProxyCredential,
+    ) -> Result<SecureAccess, Error> {
+        let tls = SecureClient::config(trust, credential)
+            .map_err(|e| Error::Usage(format!("cannot set up TLS: {e}")))?;
+        let grants = offer
+            .depots
+            .iter()
+            .filter(|d| d.tls_port.is_some())
+            .map(|d| (d.address.clone(), d.grant.clone()))
+            .collect();
+        Ok(SecureAccess { grants, tls })
+    }
+
+    /// How many depots have a grant.
+    pub fn len(&self) -> usize {
+        self.grants.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.grants.is_empty()
+    }
+}
+
+/// What [`delete_and_release`] did.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Removal {
+    /// The metadata manager's answer (with the MANAGE capabilities).
+    pub deleted: Deleted,
+    /// One outcome per capability released or tried.
+    pub releases: Vec<Release>,
+    /// Allocations of the deleted version that remaining versions still
+    /// use, so not released (`host:port/RID`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub kept: Vec<String>,
+}
+
+impl Removal {
+    /// Whether every allocation that should go was released.
+    pub fn all_released(&self) -> bool {
+        self.releases.iter().all(|r| r.released)
+            && self.deleted.released.iter().all(|r| r.error.is_none())
+    }
+}
+
+/// Deletes `path` (or one non-current `version` of it) in the metadata
+/// manager, then releases the allocations on the depots. `secure` (a
+/// future, so lazy: it usually queries the L-Bone) is awaited only when
+/// there is something to release; `None` from it releases on the legacy
+/// ports only.
+///
+/// Deleting one version: the server lists all of that version's
+/// capabilities, also those other versions share; those are kept (the
+/// remaining versions are read to find them, which needs read on the file;
+/// when they cannot be read nothing is released and every capability is
+/// reported as failed).
+pub async fn delete_and_release(
+    mdm: &MetadataClient,
+    path: &str,
+    version: Option<u64>,
+    secure: impl std::future::Future<Output = Option<SecureAccess>>,
+) -> Result<Removal, Error> {
+    let current = match version {
+        Some(_) => Some(mdm.stat(path).await?.version),
+        None => None,
+    };
+    let deleted = mdm.delete(path, version).await?;
+    let caps = deleted.manage_capabilities();
+    let mut still_used = std::collections::HashSet::new();
+    if let (Some(gone), Some(current)) = (version, current) {
+        for v in (1..=current).filter(|v| *v != gone) {
+            match mdm.get(path, Some(v)).await {
+                Ok(fv) => still_used.extend(
+                    fv.exnode
+                        .manage_capabilities()
+                        .into_iter()
+                        .map(str::to_owned),
+                ),
+                Err(Error::NotFound(_)) => {}
+                Err(e) => {
+                    let why = format!(
+                        "not released: cannot check that the remaining versions do not use it: {e}"
+                    );
+                    let releases = caps
+                        .iter()
+                        .map(|c| failed(c, "", Port::Legacy, &why))
+                        .collect();
+                    return Ok(Removal {
+                        deleted,
+                        releases,
+                        kept: Vec::new(),
+                    });
+                }
+            }
+        }
+    }
+    let (kept, free): (Vec<&str>, Vec<&str>) = caps.iter().partition(|c| still_used.contains(**c));
+    let releases = if free.is_empty() {
+        Vec::new()
+    } else {
+        let access = secure.await;
+        release_all(&free, access.as_ref()).await
+    };
+    Ok(Removal {
+        kept: kept.iter().map(|c| redact(c)).collect(),
+        deleted,
+        releases,
+    })
+}
+
+/// `ibp://host:port/RID#key/...` without the key: what may be shown.
+pub fn redact(cap: &str) -> String {
+    let shown = cap.split_once('#').map_or(cap, |(a, _)| a);
+    shown.strip_prefix("ibp://").unwrap_or(shown).to_owned()
+}
+
+/// Releases every capability (each should be given once), depots in
+/// parallel; one outcome per capability, in the order given.
+pub async fn release_all(caps: &[&str], secure: Option<&SecureAccess>) -> Vec<Release> {
+    let mut out: Vec<Option<Release>> = vec![None; caps.len()];
+    let mut by_depot: BTreeMap<(String, Port), Vec<(usize, Capability)>> = BTreeMap::new();
+    for (i, raw) in caps.iter().enumerate() {
+        match raw.parse::<Capability>() {
+            Ok(c) if c.kind == CapKind::Manage => {
+                let addr = c.address();
+                let port = match secure {
+                    Some(s) if s.grants.contains_key(&addr) => Port::Secure,
+                    _ => Port::Legacy,
+                };
+                by_depot.entry((addr, port)).or_default().push((i, c));
+            }
+            Ok(_) => {
+                out[i] = Some(failed(raw, "", Port::Legacy, "not a MANAGE capability"));
+            }
+            Err(e) => out[i] = Some(failed(raw, "", Port::Legacy, &e.to_string())),
+        }
+    }
+    let mut tasks = tokio::task::JoinSet::new();
+    for ((addr, port), list) in by_depot {
+        let access = secure.cloned();
+        tasks.spawn(async move { release_on(&addr, port, list, access.as_ref()).await });
+    }
+    while let Some(done) = tasks.join_next().await {
+        match done {
+            Ok(results) => {
+                for (i, r) in results {
+                    out[i] = Some(r);
+                }
+            }
+            Err(e) => tracing::error!(error = %e, "release task failed"),
+        }
+    }
+    out.into_iter()
+        .zip(caps)
+        .map(|(r, raw)| r.unwrap_or_else(|| failed(raw, "", Port::Legacy, "release task failed")))
+        .collect()
+}
+
+fn failed(cap: &str, depot: &str, port: Port, why: &str) -> Release {
+    Release {
+        allocation: redact(cap),
+        depot: depot.to_owned(),
+        port,
+        released: false,
+        error: Some(why.to_owned()),
+    }
+}
+
+/// A connection to one depot, made when first needed (and again after an
+/// error reply, which closes the depot's side).
+enum Conn {
+    Legacy(IbpClient),
+    Secure(SecureClient),
+}
+
+async fn open(addr: &str, port: Port, access: Option<&SecureAccess>) -> Result<Conn, String> {
+    let timed = |what| {
+        format!(
+            "{what} {addr} timed out after {} s",
+            DEPOT_TIMEOUT.as_secs()
+        )
+    };
+    match (port, access) {
+        (Port::Secure, Some(a)) => {
+            let grant = a
+                .grants
+                .get(addr)
+                .ok_or_else(|| format!("no grant for {addr}"))?;
+            let host = addr.rsplit_once(':').map_or(addr, |(h, _)| h);
+            let host = host.trim_start_matches('[').trim_end_matches(']');
+            let mut c = tokio::time::timeout(
+                DEPOT_TIMEOUT,
+                SecureClient::connect_with(addr, host, &a.tls),
+            )
+            .await
+            .map_err(|_| timed("connecting to"))?
+            .map_err(|e| e.to_string())?;
+            c.set_timeout(DEPOT_TIMEOUT);
+            c.auth(grant)
+                .await
+                .map_err(|e| format!("AUTH refused: {e}"))?;
+            Ok(Conn::Secure(c))
+        }
+        _ => {
+            let mut c = tokio::time::timeout(DEPOT_TIMEOUT, IbpClient::connect(addr))
+                .await
+                .map_err(|_| timed("connecting to"))?
+                .map_err(|e| e.to_string())?;
+            c.set_timeout(DEPOT_TIMEOUT);
+            Ok(Conn::Legacy(c))
+        }
+    }
+}
+
+async fn release_on(
+    addr: &str,
+    port: Port,
+    caps: Vec<(usize, Capability)>,
+    access: Option<&SecureAccess>,
+) -> Vec<(usize, Release)> {
+    let mut conn: Option<Conn> = None;
+    // Once the depot cannot be reached, the rest of its capabilities fail
+    // with the same error (no connection attempt each).
+    let mut unreachable: Option<String> = None;
+    let mut out = Vec::with_capacity(caps.len());
+    for (i, cap) in caps {
+        let text = cap.to_string();
+        if let Some(why) = &unreachable {
+            out.push((i, failed(&text, addr, port, why)));
+            continue;
+        }
+        if conn.is_none() {
+            match open(addr, port, access).await {
+                Ok(c) => conn = Some(c),
+                Err(e) => {
+                    out.push((i, failed(&text, addr, port, &e)));
+                    unreachable = Some(e);
+                    continue;
+                }
+            }
+        }
+        let result = match conn.as_mut() {
+            Some(Conn::Legacy(c)) => c.decr(&cap, READ_REFS).await,
+            Some(Conn::Secure(c)) => c.decr(&cap, READ_REFS).await,
+            None => continue,
+        };
+        let release = match result {
+            Ok(()) => Release {
+                allocation: redact(&text),
+                depot: addr.to_owned(),
+                port,
+                released: true,
+                error: None,
+            },
+            Err(e) => {
+                // The depot closes the connection after an error reply; a
+                // secure session needs a new AUTH.
+                if matches!(conn, Some(Conn::Secure(_))) {
+                    conn = None;
+                }
+                failed(&text, addr, port, &e.to_string())
+            }
+        };
+        out.push((i, release));
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn capabilities_are_redacted() {
+        assert_eq!(
+            redact("ibp://d1.example.org:6714/0#abcdef/123/MANAGE"),
+            "d1.example.org:6714/0"
+        );
+        assert_eq!(redact("garbage"), "garbage");
+    }
+
+    #[tokio::test]
+    async fn bad_capabilities_and_dead_depots_are_reported() {
+        // A port nothing listens on: bind one, then free it.
+        let addr = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap();
+        let dead = format!(
+            "ibp://127.0.0.1:{}/0#{}/1/MANAGE",
+            addr.port(),
+            "k".repeat(32)
+        );
+        let read = format!(
+            "ibp://127.0.0.1:{}/0#{}/1/READ",
+            addr.port(),
+            "k".repeat(32)
+        );
+        let out = release_all(&["not a cap", &read, &dead], None).await;
+        assert_eq!(out.len(), 3);
+        assert!(out.iter().all(|r| !r.released && r.error.is_some()));
+        assert_eq!(out[1].error.as_deref(), Some("not a MANAGE capability"));
+        assert_eq!(out[2].depot, addr.to_string());
+        assert!(!out[2].allocation.contains('k'), "{:?}", out[2]);
+    }
+}
