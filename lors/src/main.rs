@@ -1,5 +1,8 @@
 //! `lors`: the LoRS command-line tools. This file is a thin clap layer over
-//! the `lors` library; see `docs/lors-credentials.md`.
+//! the `lors` library (the metadata manager's commands are in
+//! `cli_files.rs`); see `docs/lors-credentials.md` and `docs/lors.md`.
+
+mod cli_files;
 
 use std::io::{BufRead, Read, Write};
 use std::path::PathBuf;
@@ -16,7 +19,7 @@ use lors::exit;
 use lors::validity::{format_duration, format_utc, parse_hhmm};
 
 /// Environment variable naming the default trust directory.
-const TRUST_ENV: &str = "LORS_TRUST_DIR";
+pub(crate) const TRUST_ENV: &str = "LORS_TRUST_DIR";
 /// Longest password read.
 const MAX_PASSWORD: u64 = 4096;
 
@@ -24,10 +27,11 @@ const MAX_PASSWORD: u64 = 4096;
 #[command(
     name = "lors",
     version,
-    about = "LoRS command-line tools: credentials and depots for the secure storage stack",
+    about = "LoRS command-line tools: credentials, depots and files for the secure storage stack",
     after_help = "Exit codes: 0 success/proxy valid, 1 no valid proxy, 2 usage error, \
-                  3 authentication refused, 4 CA unreachable or server error, \
-                  5 rate limited, 6 local failure.\n\
+                  3 refused (authentication or a missing right), 4 service unreachable \
+                  or server error, 5 rate limited, 6 local failure, 7 not found, \
+                  8 conflict, 9 rm: deleted but some allocations not released.\n\
                   The proxy is $X509_USER_PROXY, else /tmp/x509up_u<uid>."
 )]
 struct Cli {
@@ -49,6 +53,27 @@ enum Command {
     /// Ask the L-Bone for depots that can take an allocation, each with a
     /// signed grant (mutual TLS with the proxy)
     Depots(DepotsArgs),
+    /// List a directory of the metadata manager
+    Ls(cli_files::LsArgs),
+    /// Show a file or directory, with your rights on it
+    Stat(cli_files::PathArgs),
+    /// Create a directory
+    Mkdir(cli_files::MkdirArgs),
+    /// Move or rename a file or directory (within its VO)
+    Mv(cli_files::MvArgs),
+    /// Delete a file (or one old version, or an empty directory) and
+    /// release its allocations on the depots
+    Rm(cli_files::RmArgs),
+    /// Show or set access control lists
+    #[command(subcommand)]
+    Acl(cli_files::AclCommand),
+    /// Show storage used in a VO (all owners for its admins)
+    Usage(cli_files::UsageArgs),
+    /// Show who the metadata manager takes you for
+    Whoami(cli_files::MdmArgs),
+    /// VO admins: list, add, remove or restore the VO's members
+    #[command(subcommand)]
+    Members(cli_files::MembersCommand),
 }
 
 #[derive(Args)]
@@ -159,7 +184,7 @@ struct DepotsArgs {
     json: bool,
 }
 
-fn env_trust_dir() -> Option<PathBuf> {
+pub(crate) fn env_trust_dir() -> Option<PathBuf> {
     std::env::var_os(TRUST_ENV)
         .filter(|v| !v.is_empty())
         .map(PathBuf::from)
@@ -183,7 +208,7 @@ impl CaArgs {
     }
 }
 
-fn runtime() -> Result<tokio::runtime::Runtime, Error> {
+pub(crate) fn runtime() -> Result<tokio::runtime::Runtime, Error> {
     tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -520,6 +545,15 @@ fn main() -> ExitCode {
         Command::ProxyInfo(a) => proxy_info(a),
         Command::ProxyDestroy => proxy_destroy(),
         Command::Depots(a) => depots_cmd(a),
+        Command::Ls(a) => cli_files::ls(a),
+        Command::Stat(a) => cli_files::stat(a),
+        Command::Mkdir(a) => cli_files::mkdir(a),
+        Command::Mv(a) => cli_files::mv(a),
+        Command::Rm(a) => cli_files::rm(a),
+        Command::Acl(c) => cli_files::acl(c),
+        Command::Usage(a) => cli_files::usage(a),
+        Command::Whoami(a) => cli_files::whoami(a),
+        Command::Members(c) => cli_files::members(c),
     };
     match result {
         Ok(code) => ExitCode::from(code),

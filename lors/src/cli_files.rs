@@ -1,0 +1,811 @@
+//! The `lors` commands on the metadata manager (`ls`, `stat`, `mkdir`,
+//! `mv`, `rm`, `acl`, `usage`, `whoami`, `members`): argument parsing and
+//! output. Part of the `lors` binary, not of the library; the work is done
+//! by [`lors::metadata`] and [`lors::release`]. See docs/lors.md.
+
+use std::fmt::Write as _;
+use std::path::PathBuf;
+
+use clap::{Args, Subcommand};
+use ibp_auth::{ProxyCredential, TrustStore};
+use lors::credentials::{default_proxy_path, Error, TrustSource};
+use lors::depots::{self, DepotQuery};
+use lors::metadata::{Acl, AclEntry, EntryInfo, EntryKind, Members, Usage, Whoami};
+use lors::release::{self, Removal, SecureAccess};
+use lors::validity::format_utc;
+use lors::{exit, MetadataClient};
+use serde::Serialize;
+
+/// Environment variable naming the default metadata manager.
+pub const MDM_ENV: &str = "LORS_METADATA_URL";
+/// Environment variable naming the default L-Bone (for `rm`).
+pub const LBONE_ENV: &str = "LORS_LBONE_URL";
+
+/// Options every metadata-manager command takes.
+#[derive(Args)]
+pub struct MdmArgs {
+    /// The metadata manager, e.g. https://mdm.example.org:7443
+    /// (default: $LORS_METADATA_URL)
+    #[arg(long, value_name = "URL")]
+    mdm: Option<String>,
+    /// Trust directory whose ca/*.pem authenticate the servers
+    /// (default: $LORS_TRUST_DIR)
+    #[arg(long, value_name = "DIR")]
+    trust: Option<PathBuf>,
+    /// The proxy credential (default: $X509_USER_PROXY, else
+    /// /tmp/x509up_u<uid>)
+    #[arg(long, value_name = "FILE")]
+    proxy: Option<PathBuf>,
+    /// Print the answer as JSON
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Args)]
+pub struct LsArgs {
+    /// Directory (or file) to list: /VO/dir/...
+    path: String,
+    /// Long listing: kind, owner, size, version, last change
+    #[arg(short = 'l', long)]
+    long: bool,
+    #[command(flatten)]
+    mdm: MdmArgs,
+}
+
+#[derive(Args)]
+pub struct PathArgs {
+    /// /VO/dir/name
+    path: String,
+    #[command(flatten)]
+    mdm: MdmArgs,
+}
+
+#[derive(Args)]
+pub struct MkdirArgs {
+    /// Directory to create: /VO/dir/...
+    path: String,
+    /// Create missing parents too; an existing directory is no error
+    #[arg(short = 'p', long)]
+    parents: bool,
+    #[command(flatten)]
+    mdm: MdmArgs,
+}
+
+#[derive(Args)]
+pub struct MvArgs {
+    /// Entry to move
+    from: String,
+    /// New path (same VO)
+    to: String,
+    #[command(flatten)]
+    mdm: MdmArgs,
+}
+
+#[derive(Args)]
+pub struct RmArgs {
+    /// File or empty directory to delete
+    path: String,
+    /// Delete only this (non-current) version of the file
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
+    version: Option<u64>,
+    /// The L-Bone, for depot grants to release allocations made on secure
+    /// ports (default: $LORS_LBONE_URL; without it only legacy ports)
+    #[arg(long, value_name = "URL")]
+    lbone: Option<String>,
+    #[command(flatten)]
+    mdm: MdmArgs,
+}
+
+#[derive(Subcommand)]
+pub enum AclCommand {
+    /// Show an entry's ACL (needs the admin right)
+    Get(PathArgs),
+    /// Replace an entry's access and/or default ACL (needs the admin right)
+    Set(AclSetArgs),
+}
+
+#[derive(Args)]
+pub struct AclSetArgs {
+    /// /VO/dir/name
+    path: String,
+    /// New access ACL: PRINCIPAL=RIGHTS entries (user:ID@VO, group:ID@VO,
+    /// vo:VO; rights of rwda, or - for none); `--access` alone clears it
+    #[arg(long, value_name = "ENTRY", num_args = 0.., value_parser = parse_acl_entry)]
+    access: Option<Vec<AclEntry>>,
+    /// New default ACL of a directory (what new entries in it start with);
+    /// `--default` alone clears it
+    #[arg(long, value_name = "ENTRY", num_args = 0.., value_parser = parse_acl_entry)]
+    default: Option<Vec<AclEntry>>,
+    #[command(flatten)]
+    mdm: MdmArgs,
+}
+
+#[derive(Args)]
+pub struct UsageArgs {
+    /// VO (default: your proxy's); its admins see every owner
+    #[arg(long)]
+    vo: Option<String>,
+    #[command(flatten)]
+    mdm: MdmArgs,
+}
+
+#[derive(Subcommand)]
+pub enum MembersCommand {
+    /// List the VO's members this metadata manager knows
+    List(MembersListArgs),
+    /// Record a member before their first request, so ACLs can name them
+    Add(MemberArgs),
+    /// Refuse a member everywhere from their next request
+    Remove(MemberArgs),
+    /// Let a removed member in again
+    Restore(MemberArgs),
+}
+
+#[derive(Args)]
+pub struct MembersListArgs {
+    /// VO (default: your proxy's)
+    #[arg(long)]
+    vo: Option<String>,
+    #[command(flatten)]
+    mdm: MdmArgs,
+}
+
+#[derive(Args)]
+pub struct MemberArgs {
+    /// The member's VO ID
+    vo_id: String,
+    /// VO (default: your proxy's)
+    #[arg(long)]
+    vo: Option<String>,
+    #[command(flatten)]
+    mdm: MdmArgs,
+}
+
+/// clap's parser of `PRINCIPAL=RIGHTS`.
+pub fn parse_acl_entry(s: &str) -> Result<AclEntry, String> {
+    s.parse()
+}
+
+/// What a command needs to talk to the metadata manager.
+struct Session {
+    client: MetadataClient,
+    trust: TrustStore,
+    credential: ProxyCredential,
+    json: bool,
+}
+
+fn env_var(name: &str) -> Option<String> {
+    std::env::var(name).ok().filter(|v| !v.is_empty())
+}
+
+impl MdmArgs {
+    fn connect(&self) -> Result<Session, Error> {
+        let url = self
+            .mdm
+            .clone()
+            .or_else(|| env_var(MDM_ENV))
+            .ok_or_else(|| {
+                Error::Usage(format!(
+                    "which metadata manager? give --mdm URL or set {MDM_ENV}"
+                ))
+            })?;
+        let dir = self
+            .trust
+            .clone()
+            .or_else(crate::env_trust_dir)
+            .ok_or_else(|| {
+                Error::Usage(format!(
+                    "nothing to authenticate the metadata manager's server with: give --trust DIR or set {}",
+                    crate::TRUST_ENV
+                ))
+            })?;
+        let trust = TrustSource::Dir(dir).load()?;
+        let path = self.proxy.clone().unwrap_or_else(default_proxy_path);
+        if !path.exists() {
+            return Err(Error::NoProxy(path));
+        }
+        let credential = ProxyCredential::load(&path).map_err(|e| {
+            Error::InvalidProxy(format!("cannot read the proxy {}: {e}", path.display()))
+        })?;
+        let client = MetadataClient::connect(&url, &trust, &credential)?;
+        Ok(Session {
+            client,
+            trust,
+            credential,
+            json: self.json,
+        })
+    }
+}
+
+fn print_json<T: Serialize>(v: &T) -> Result<(), Error> {
+    let text = serde_json::to_string_pretty(v)
+        .map_err(|e| Error::Local(format!("cannot format the answer: {e}")))?;
+    println!("{text}");
+    Ok(())
+}
+
+/// Prints `v` as JSON, or the text `human` makes of it.
+fn show<T: Serialize>(json: bool, v: &T, human: impl FnOnce(&T) -> String) -> Result<u8, Error> {
+    if json {
+        print_json(v)?;
+    } else {
+        print!("{}", human(v));
+    }
+    Ok(exit::OK)
+}
+
+pub fn ls(a: LsArgs) -> Result<u8, Error> {
+    let s = a.mdm.connect()?;
+    let entries = crate::runtime()?.block_on(s.client.list(&a.path))?;
+    show(s.json, &entries, |e| {
+        if a.long {
+            format_long(e)
+        } else {
+            format_short(e)
+        }
+    })
+}
+
+pub fn stat(a: PathArgs) -> Result<u8, Error> {
+    let s = a.mdm.connect()?;
+    let e = crate::runtime()?.block_on(s.client.stat(&a.path))?;
+    show(s.json, &e, format_stat)
+}
+
+pub fn mkdir(a: MkdirArgs) -> Result<u8, Error> {
+    let s = a.mdm.connect()?;
+    let e = crate::runtime()?.block_on(s.client.mkdir(&a.path, a.parents))?;
+    show(s.json, &e, |_| String::new())
+}
+
+pub fn mv(a: MvArgs) -> Result<u8, Error> {
+    let s = a.mdm.connect()?;
+    let m = crate::runtime()?.block_on(s.client.move_entry(&a.from, &a.to))?;
+    show(s.json, &m, |_| String::new())
+}
+
+pub fn rm(a: RmArgs) -> Result<u8, Error> {
+    let s = a.mdm.connect()?;
+    let lbone = a.lbone.clone().or_else(|| env_var(LBONE_ENV));
+    let mut lbone_error: Option<String> = None;
+    let removal = crate::runtime()?.block_on(release::delete_and_release(
+        &s.client,
+        &a.path,
+        a.version,
+        async {
+            let url = lbone?;
+            let q = DepotQuery::default();
+            let got = match depots::query_offer(&url, &s.trust, &s.credential, &q).await {
+                Ok(offer) => SecureAccess::from_offer(&offer, &s.trust, &s.credential),
+                Err(e) => Err(e),
+            };
+            got.map_err(|e| lbone_error = Some(format!("no depot grants from the L-Bone: {e}")))
+                .ok()
+        },
+    ))?;
+    if let Some(e) = &lbone_error {
+        eprintln!("lors: warning: {e}; releasing on legacy ports only");
+    }
+    for r in &removal.deleted.released {
+        if let Some(e) = &r.error {
+            eprintln!(
+                "lors: version {} has an exNode the metadata manager cannot read ({e}); its allocations are not released",
+                r.version
+            );
+        }
+    }
+    for line in failure_lines(&removal) {
+        eprintln!("lors: {line}");
+    }
+    let code = if removal.all_released() {
+        exit::OK
+    } else {
+        exit::RELEASE_FAILED
+    };
+    if s.json {
+        #[derive(Serialize)]
+        struct RmJson<'a> {
+            #[serde(flatten)]
+            removal: &'a Removal,
+            all_released: bool,
+            #[serde(skip_serializing_if = "Option::is_none")]
+            lbone_error: Option<&'a str>,
+        }
+        print_json(&RmJson {
+            removal: &removal,
+            all_released: code == exit::OK,
+            lbone_error: lbone_error.as_deref(),
+        })?;
+    } else {
+        print!("{}", format_removal(&removal));
+    }
+    Ok(code)
+}
+
+pub fn acl(c: AclCommand) -> Result<u8, Error> {
+    match c {
+        AclCommand::Get(a) => {
+            let s = a.mdm.connect()?;
+            let acl = crate::runtime()?.block_on(s.client.acl_get(&a.path))?;
+            show(s.json, &acl, format_acl)
+        }
+        AclCommand::Set(a) => {
+            if a.access.is_none() && a.default.is_none() {
+                return Err(Error::Usage(
+                    "give --access and/or --default entries (alone, either clears its list)".into(),
+                ));
+            }
+            let s = a.mdm.connect()?;
+            let acl = crate::runtime()?.block_on(s.client.acl_set(
+                &a.path,
+                a.access.as_deref(),
+                a.default.as_deref(),
+            ))?;
+            show(s.json, &acl, format_acl)
+        }
+    }
+}
+
+pub fn usage(a: UsageArgs) -> Result<u8, Error> {
+    let s = a.mdm.connect()?;
+    let u = crate::runtime()?.block_on(s.client.usage(a.vo.as_deref()))?;
+    show(s.json, &u, format_usage)
+}
+
+pub fn whoami(a: MdmArgs) -> Result<u8, Error> {
+    let s = a.connect()?;
+    let w = crate::runtime()?.block_on(s.client.whoami())?;
+    show(s.json, &w, format_whoami)
+}
+
+/// The VO given, else the caller's (one `whoami`).
+async fn vo_or_mine(client: &MetadataClient, vo: Option<String>) -> Result<String, Error> {
+    match vo {
+        Some(v) => Ok(v),
+        None => Ok(client.whoami().await?.vo),
+    }
+}
+
+pub fn members(c: MembersCommand) -> Result<u8, Error> {
+    let rt = crate::runtime()?;
+    match c {
+        MembersCommand::List(a) => {
+            let s = a.mdm.connect()?;
+            let m = rt.block_on(async {
+                let vo = vo_or_mine(&s.client, a.vo).await?;
+                s.client.members_list(&vo).await
+            })?;
+            show(s.json, &m, format_members)
+        }
+        MembersCommand::Add(a) | MembersCommand::Remove(a) | MembersCommand::Restore(a)
+            if a.vo_id.is_empty() =>
+        {
+            Err(Error::Usage("empty VO ID".into()))
+        }
+        MembersCommand::Add(a) => {
+            let s = a.mdm.connect()?;
+            let m = rt.block_on(async {
+                let vo = vo_or_mine(&s.client, a.vo).await?;
+                s.client.members_add(&vo, &a.vo_id).await
+            })?;
+            show(s.json, &m, |_| String::new())
+        }
+        MembersCommand::Remove(a) => {
+            let s = a.mdm.connect()?;
+            let m = rt.block_on(async {
+                let vo = vo_or_mine(&s.client, a.vo).await?;
+                s.client.members_remove(&vo, &a.vo_id).await
+            })?;
+            show(s.json, &m, |_| String::new())
+        }
+        MembersCommand::Restore(a) => {
+            let s = a.mdm.connect()?;
+            let m = rt.block_on(async {
+                let vo = vo_or_mine(&s.client, a.vo).await?;
+                s.client.members_restore(&vo, &a.vo_id).await
+            })?;
+            show(s.json, &m, |_| String::new())
+        }
+    }
+}
+
+/// `ls`: one name a line, directories with a trailing `/`.
+pub fn format_short(entries: &[EntryInfo]) -> String {
+    let mut out = String::new();
+    for e in entries {
+        let slash = if e.kind == EntryKind::Dir { "/" } else { "" };
+        let _ = writeln!(out, "{}{slash}", e.name());
+    }
+    out
+}
+
+/// `ls -l`: kind, owner, size, version, last change, name.
+pub fn format_long(entries: &[EntryInfo]) -> String {
+    let owner = |e: &EntryInfo| e.owner.clone().unwrap_or_else(|| "-".into());
+    let ow = entries.iter().map(|e| owner(e).len()).max().unwrap_or(0);
+    let sw = entries
+        .iter()
+        .map(|e| e.size.to_string().len())
+        .max()
+        .unwrap_or(0);
+    let mut out = String::new();
+    for e in entries {
+        let (kind, slash) = match e.kind {
+            EntryKind::Dir => ('d', "/"),
+            EntryKind::File => ('-', ""),
+        };
+        let version = match e.kind {
+            EntryKind::Dir => "-".to_owned(),
+            EntryKind::File => format!("v{}", e.version),
+        };
+        let _ = writeln!(
+            out,
+            "{kind} {:<ow$} {:>sw$} {version:>5} {} {}{slash}",
+            owner(e),
+            e.size,
+            format_utc(e.updated_at),
+            e.name(),
+        );
+    }
+    out
+}
+
+pub fn format_stat(e: &EntryInfo) -> String {
+    let mut out = String::new();
+    let kind = match e.kind {
+        EntryKind::Dir => "directory",
+        EntryKind::File => "file",
+    };
+    let _ = writeln!(out, "path      : {}", e.path);
+    let _ = writeln!(out, "kind      : {kind}");
+    let _ = writeln!(out, "id        : {}", e.id);
+    let _ = writeln!(
+        out,
+        "owner     : {}",
+        e.owner.as_deref().unwrap_or("- (VO root)")
+    );
+    if e.kind == EntryKind::File {
+        let _ = writeln!(out, "version   : {}", e.version);
+        let _ = writeln!(out, "size      : {} B", e.size);
+        if let Some(n) = e.versions {
+            let _ = writeln!(out, "versions  : {n}");
+        }
+        if let Some(n) = e.stored {
+            let _ = writeln!(out, "stored    : {n} B (all versions, on depots)");
+        }
+    }
+    let _ = writeln!(out, "created   : {}", format_utc(e.created_at));
+    let _ = writeln!(out, "changed   : {}", format_utc(e.updated_at));
+    if let Some(r) = &e.rights {
+        let _ = writeln!(out, "your rights: {r}");
+    }
+    out
+}
+
+/// `acl get`/`set`: in the form `acl set` takes (`default:` marks the
+/// default ACL's entries).
+pub fn format_acl(acl: &Acl) -> String {
+    let mut out = String::new();
+    let _ = writeln!(out, "# path: {}", acl.path);
+    let _ = writeln!(
+        out,
+        "# owner: {} (all rights)",
+        acl.owner.as_deref().unwrap_or("- (VO root)")
+    );
+    for e in &acl.access {
+        let _ = writeln!(out, "{e}");
+    }
+    for e in acl.default.iter().flatten() {
+        let _ = writeln!(out, "default:{e}");
+    }
+    out
+}
+
+pub fn format_usage(u: &Usage) -> String {
+    let mut out = String::new();
+    let _ = writeln!(out, "VO {}", u.vo);
+    let w = u
+        .users
+        .iter()
+        .map(|r| r.owner.len())
+        .chain([5])
+        .max()
+        .unwrap_or(5);
+    let _ = writeln!(
+        out,
+        "{:<w$} {:>8} {:>9} {:>16} {:>16}",
+        "owner", "files", "versions", "logical B", "stored B"
+    );
+    for r in &u.users {
+        let _ = writeln!(
+            out,
+            "{:<w$} {:>8} {:>9} {:>16} {:>16}",
+            r.owner, r.files, r.versions, r.logical, r.stored
+        );
+    }
+    if let Some(t) = &u.total {
+        let _ = writeln!(
+            out,
+            "{:<w$} {:>8} {:>9} {:>16} {:>16}",
+            "total", t.files, t.versions, t.logical, t.stored
+        );
+    }
+    out
+}
+
+pub fn format_whoami(w: &Whoami) -> String {
+    let mut out = String::new();
+    let groups = if w.groups.is_empty() {
+        "(none)".to_owned()
+    } else {
+        w.groups
+            .iter()
+            .map(|g| format!("{} ({})", g.name, g.id))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    let _ = writeln!(out, "principal : {}", w.principal);
+    let _ = writeln!(out, "vo        : {}", w.vo);
+    let _ = writeln!(out, "vo id     : {}", w.vo_id);
+    let _ = writeln!(out, "groups    : {groups}");
+    let _ = writeln!(out, "subject   : {}", w.subject);
+    let _ = writeln!(out, "vo admin  : {}", if w.admin { "yes" } else { "no" });
+    let _ = writeln!(
+        out,
+        "public key: {}",
+        w.public_key.as_deref().unwrap_or("(none registered)")
+    );
+    let _ = writeln!(
+        out,
+        "valid     : until {}",
+        format_utc(w.credential_not_after)
+    );
+    out
+}
+
+pub fn format_members(m: &Members) -> String {
+    let mut out = String::new();
+    let w = m
+        .members
+        .iter()
+        .map(|r| r.vo_id.len())
+        .chain([5])
+        .max()
+        .unwrap_or(5);
+    for r in &m.members {
+        let state = match (&r.removed_at, &r.removed_by) {
+            (Some(at), by) => format!(
+                "removed {} by {}",
+                format_utc(*at),
+                by.as_deref().unwrap_or("?")
+            ),
+            (None, _) => "active".to_owned(),
+        };
+        let key = if r.has_public_key { "key" } else { "no key" };
+        let _ = writeln!(
+            out,
+            "{:<w$}  {state:<12}  {key:<6}  since {}  {}",
+            r.vo_id,
+            format_utc(r.first_seen),
+            r.subject
+        );
+    }
+    out
+}
+
+/// `rm`'s failures to release, one line per depot and error (a depot that
+/// is down fails all its allocations alike).
+pub fn failure_lines(r: &Removal) -> Vec<String> {
+    let mut groups: Vec<((&str, &str), Vec<&str>)> = Vec::new();
+    for x in r.releases.iter().filter(|x| !x.released) {
+        let key = (
+            x.depot.as_str(),
+            x.error.as_deref().unwrap_or("unknown error"),
+        );
+        match groups.iter_mut().find(|(k, _)| *k == key) {
+            Some((_, list)) => list.push(&x.allocation),
+            None => groups.push((key, vec![&x.allocation])),
+        }
+    }
+    groups
+        .into_iter()
+        .map(|((depot, why), list)| match list.as_slice() {
+            [one] => format!("allocation {one} not released: {why}"),
+            many => format!(
+                "{} allocations on {} not released: {why}",
+                many.len(),
+                if depot.is_empty() { "?" } else { depot }
+            ),
+        })
+        .collect()
+}
+
+/// `rm`: what was deleted and released (failures go to stderr).
+pub fn format_removal(r: &Removal) -> String {
+    let versions: Vec<String> = r
+        .deleted
+        .released
+        .iter()
+        .map(|v| v.version.to_string())
+        .collect();
+    let ok = r.releases.iter().filter(|x| x.released).count();
+    let mut out = String::new();
+    let _ = write!(out, "deleted {}", r.deleted.path);
+    if !versions.is_empty() {
+        let _ = write!(
+            out,
+            " (version{} {})",
+            if versions.len() == 1 { "" } else { "s" },
+            versions.join(", ")
+        );
+    }
+    let _ = write!(out, "; released {ok} of {} allocation(s)", r.releases.len());
+    if !r.kept.is_empty() {
+        let _ = write!(out, "; kept {} still used by other versions", r.kept.len());
+    }
+    out.push('\n');
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+    use lors::metadata::{Deleted, Released, UsageRow, UsageTotal};
+    use lors::release::{Port, Release};
+
+    #[derive(Parser)]
+    struct T {
+        #[command(subcommand)]
+        acl: AclCommand,
+    }
+
+    fn entry(path: &str, kind: EntryKind, size: u64) -> EntryInfo {
+        EntryInfo {
+            path: path.into(),
+            kind,
+            id: "id".into(),
+            owner: Some("user:u1@vo1".into()),
+            version: 3,
+            size,
+            created_at: 0,
+            updated_at: 86_400,
+            versions: None,
+            stored: None,
+            rights: None,
+        }
+    }
+
+    #[test]
+    fn acl_set_arguments() {
+        let t = T::try_parse_from([
+            "t",
+            "set",
+            "/vo1/d",
+            "--access",
+            "user:u1@vo1=wr",
+            "vo:vo1=r",
+            "--default",
+        ])
+        .unwrap();
+        let AclCommand::Set(a) = t.acl else {
+            panic!("not set")
+        };
+        assert_eq!(a.path, "/vo1/d");
+        let access = a.access.unwrap();
+        assert_eq!(access.len(), 2);
+        assert_eq!(access[0].to_string(), "user:u1@vo1=rw");
+        assert_eq!(access[1].principal, "vo:vo1");
+        assert_eq!(a.default, Some(vec![]));
+        let t = T::try_parse_from(["t", "set", "/vo1/d", "--access", "group:g1@vo1=-"]).unwrap();
+        let AclCommand::Set(a) = t.acl else {
+            panic!("not set")
+        };
+        assert!(a.default.is_none());
+        assert_eq!(a.access.unwrap()[0].rights, "-");
+        assert!(T::try_parse_from(["t", "set", "/vo1/d", "--access", "u1=rw"]).is_err());
+        assert!(T::try_parse_from(["t", "set", "/vo1/d", "--access", "vo:vo1=rwx"]).is_err());
+    }
+
+    #[test]
+    fn listings() {
+        let e = [
+            entry("/vo1/d", EntryKind::Dir, 0),
+            entry("/vo1/file one", EntryKind::File, 12345),
+        ];
+        assert_eq!(format_short(&e), "d/\nfile one\n");
+        assert_eq!(
+            format_long(&e),
+            "d user:u1@vo1     0     - 1970-01-02 00:00:00 UTC d/\n\
+             - user:u1@vo1 12345    v3 1970-01-02 00:00:00 UTC file one\n"
+        );
+        assert_eq!(format_short(&[]), "");
+    }
+
+    #[test]
+    fn stat_acl_usage_removal() {
+        let mut f = entry("/vo1/f", EntryKind::File, 10);
+        f.versions = Some(2);
+        f.rights = Some("rwda".into());
+        let s = format_stat(&f);
+        assert!(s.contains("versions  : 2\n"), "{s}");
+        assert!(s.contains("your rights: rwda\n"), "{s}");
+        let acl = Acl {
+            path: "/vo1/d".into(),
+            owner: None,
+            access: vec!["vo:vo1=r".parse().unwrap()],
+            default: Some(vec!["group:g@vo1=rw".parse().unwrap()]),
+        };
+        assert_eq!(
+            format_acl(&acl),
+            "# path: /vo1/d\n# owner: - (VO root) (all rights)\nvo:vo1=r\ndefault:group:g@vo1=rw\n"
+        );
+        let u = Usage {
+            vo: "vo1".into(),
+            users: vec![UsageRow {
+                owner: "user:u1@vo1".into(),
+                files: 1,
+                versions: 2,
+                logical: 3,
+                stored: 4,
+            }],
+            total: Some(UsageTotal {
+                files: 1,
+                versions: 2,
+                logical: 3,
+                stored: 4,
+            }),
+        };
+        let text = format_usage(&u);
+        assert_eq!(text.lines().count(), 4, "{text}");
+        assert!(text.lines().last().unwrap().starts_with("total"));
+        let release = |ok| Release {
+            allocation: "d:6714/0".into(),
+            depot: "d:6714".into(),
+            port: Port::Legacy,
+            released: ok,
+            error: (!ok).then(|| "down".into()),
+        };
+        let r = Removal {
+            deleted: Deleted {
+                path: "/vo1/f".into(),
+                released: vec![
+                    Released {
+                        version: 1,
+                        manage: vec![],
+                        error: None,
+                    },
+                    Released {
+                        version: 2,
+                        manage: vec![],
+                        error: None,
+                    },
+                ],
+            },
+            releases: vec![release(true), release(false)],
+            kept: vec![],
+        };
+        assert_eq!(
+            format_removal(&r),
+            "deleted /vo1/f (versions 1, 2); released 1 of 2 allocation(s)\n"
+        );
+        assert!(!r.all_released());
+        assert_eq!(
+            failure_lines(&r),
+            ["allocation d:6714/0 not released: down"]
+        );
+        let mut r = r;
+        r.releases.push(release(false));
+        r.releases.push(Release {
+            error: Some("refused".into()),
+            ..release(false)
+        });
+        assert_eq!(
+            failure_lines(&r),
+            [
+                "2 allocations on d:6714 not released: down",
+                "allocation d:6714/0 not released: refused"
+            ]
+        );
+    }
+}
