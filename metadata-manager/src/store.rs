@@ -911,7 +911,8 @@ impl Store {
         }
         // Descendants: replace the prefix of path and parent.
         let prefix = format!("{}/", from.as_str());
-        let n = i64::try_from(from.as_str().len()).unwrap_or(i64::MAX);
+        // substr() counts characters (SQLite and PostgreSQL), not bytes.
+        let n = i64::try_from(from.as_str().chars().count()).unwrap_or(i64::MAX);
         sqlx::query(
             "UPDATE entries SET path = $2 || substr(path, CAST($3 AS INTEGER) + 1),
                                 parent = $2 || substr(parent, CAST($3 AS INTEGER) + 1)
