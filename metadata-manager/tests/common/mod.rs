@@ -1,0 +1,815 @@
+//! Fixtures for the metadata manager's integration tests: a test PKI (CA,
+//! one attribute authority per VO, users made into proxies with VO
+//! attributes and groups), the real `metadata-manager` binary started with
+//! a generated configuration, a JSON client per user, exNodes built with
+//! the `exnode` model, and a private PostgreSQL cluster. Every wait is
+//! bounded.
+
+#![allow(dead_code)]
+
+pub mod pg;
+pub mod scenarios;
+
+use std::future::Future;
+use std::io::{BufRead, BufReader, Read};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use exnode::{Exnode, Mapping};
+use ibp_auth::pki::Authority;
+use ibp_auth::proxy::ProxyOptions;
+use ibp_auth::{unix_now, Group, ProxyCredential, TrustStore, VoAttributes};
+use serde_json::{json, Value};
+use tempfile::TempDir;
+use uuid::Uuid;
+
+pub const ORG: &str = "Test Grid";
+/// Bound on starting a process and on every HTTP request.
+pub const START_TIMEOUT: Duration = Duration::from_secs(30);
+/// Bound on one CLI invocation.
+pub const CLI_TIMEOUT: Duration = Duration::from_secs(60);
+/// Bound on a whole scenario.
+pub const SCENARIO_TIMEOUT: Duration = Duration::from_secs(240);
+
+pub const MDM: &str = env!("CARGO_BIN_EXE_metadata-manager");
+
+/// Runs a scenario on a multi-threaded runtime within [`SCENARIO_TIMEOUT`].
+pub fn run<F: Future<Output = ()>>(scenario: F) {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        tokio::time::timeout(SCENARIO_TIMEOUT, scenario)
+            .await
+            .expect("the scenario finished within its time bound")
+    });
+}
+
+/// Runs a command to completion within `limit` (killed after it).
+pub fn run_bounded(mut cmd: Command, limit: Duration) -> std::io::Result<Output> {
+    let mut child = cmd.stdin(Stdio::null()).spawn()?;
+    let deadline = Instant::now() + limit;
+    let mut out = child.stdout.take();
+    let mut err = child.stderr.take();
+    let t_out = std::thread::spawn(move || {
+        let mut b = Vec::new();
+        if let Some(o) = out.as_mut() {
+            let _ = o.read_to_end(&mut b);
+        }
+        b
+    });
+    let t_err = std::thread::spawn(move || {
+        let mut b = Vec::new();
+        if let Some(e) = err.as_mut() {
+            let _ = e.read_to_end(&mut b);
+        }
+        b
+    });
+    let status = loop {
+        if let Some(s) = child.try_wait()? {
+            break s;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                format!("did not finish within {limit:?}"),
+            ));
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    Ok(Output {
+        status,
+        stdout: t_out.join().unwrap_or_default(),
+        stderr: t_err.join().unwrap_or_default(),
+    })
+}
+
+/// Reads the first stdout line (`listening on ADDR:PORT`) within the start
+/// timeout; the rest of stdout is drained so the child never blocks. On
+/// failure the child is killed and the error names the line and the log.
+fn listening_addr(child: &mut Child, what: &str, log: &Path) -> Result<SocketAddr, String> {
+    let stdout = child.stdout.take().expect("piped stdout");
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut r = BufReader::new(stdout);
+        let mut line = String::new();
+        let _ = r.read_line(&mut line);
+        let _ = tx.send(line);
+        let mut sink = Vec::new();
+        let _ = r.read_to_end(&mut sink);
+    });
+    let line = rx.recv_timeout(START_TIMEOUT).unwrap_or_default();
+    let addr = line
+        .trim()
+        .strip_prefix("listening on ")
+        .and_then(|a| a.parse().ok());
+    addr.ok_or_else(|| {
+        let _ = child.kill();
+        let _ = child.wait();
+        format!(
+            "{what} did not start (first stdout line {line:?}); log:\n{}",
+            std::fs::read_to_string(log).unwrap_or_default()
+        )
+    })
+}
+
+/// PEM of one DER block.
+pub fn pem_of(tag: &str, der: &[u8]) -> String {
+    pem::encode(&pem::Pem::new(tag, der.to_vec()))
+}
+
+pub fn write(path: &Path, text: &str) {
+    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+    std::fs::write(path, text).unwrap();
+}
+
+/// A user of the test grid: a proxy with VO attributes.
+#[derive(Clone)]
+pub struct User {
+    pub name: String,
+    pub vo: String,
+    pub vo_id: String,
+    pub credential: ProxyCredential,
+}
+
+impl User {
+    /// The user's ACL principal, `user:ID@VO`.
+    pub fn principal(&self) -> String {
+        format!("user:{}@{}", self.vo_id, self.vo)
+    }
+
+    /// SHA-256 of the proxy's public key, to which tickets are bound.
+    pub fn key_hash(&self) -> [u8; 32] {
+        self.credential.key_hash().unwrap()
+    }
+}
+
+/// The ID the AA gives the group called `name` (IDs and names differ, so
+/// that resolving a name to its ID is tested).
+pub fn group_id(name: &str) -> String {
+    format!("gid-{name}")
+}
+
+/// CA and per-VO AAs; what the manager and the clients trust.
+pub struct Pki {
+    pub ca: Authority,
+    pub aas: Vec<(String, Authority)>,
+    pub dir: PathBuf,
+    /// What the manager trusts: the CA and the AAs of vo1 and vo2 (not vo3).
+    pub server_trust: PathBuf,
+    /// What clients trust: the CA, the AAs and (after start) metadata.pub.
+    pub client_trust: PathBuf,
+}
+
+impl Pki {
+    pub fn new(dir: &Path) -> Pki {
+        let ca = Authority::new_ca(ORG, "Test CA", 30).unwrap();
+        let aas: Vec<(String, Authority)> = ["vo1", "vo2", "vo3"]
+            .iter()
+            .map(|vo| (vo.to_string(), ca.new_aa(ORG, vo, 30).unwrap()))
+            .collect();
+        let server_trust = dir.join("mdm-trust");
+        let client_trust = dir.join("client-trust");
+        for t in [&server_trust, &client_trust] {
+            write(&t.join("ca/ca.pem"), &pem_of("CERTIFICATE", &ca.cert_der));
+            for (vo, aa) in aas.iter().filter(|(vo, _)| vo != "vo3") {
+                write(
+                    &t.join(format!("vomsdir/{vo}/aa.pem")),
+                    &pem_of("CERTIFICATE", &aa.cert_der),
+                );
+            }
+        }
+        Pki {
+            ca,
+            aas,
+            dir: dir.to_path_buf(),
+            server_trust,
+            client_trust,
+        }
+    }
+
+    /// A user of `vo` with VO ID `vo_id` and the given group names.
+    pub fn user(&self, name: &str, vo: &str, vo_id: &str, groups: &[&str]) -> User {
+        let aa = &self
+            .aas
+            .iter()
+            .find(|(v, _)| v == vo)
+            .expect("a VO of the test PKI")
+            .1;
+        mint_user(&self.ca, aa, name, vo, vo_id, groups)
+    }
+
+    pub fn client_trust_store(&self) -> TrustStore {
+        TrustStore::load(&self.client_trust).unwrap()
+    }
+}
+
+/// A proxy credential: a user certificate from `ca`, VO attributes signed
+/// by `aa`.
+pub fn mint_user(
+    ca: &Authority,
+    aa: &Authority,
+    name: &str,
+    vo: &str,
+    vo_id: &str,
+    groups: &[&str],
+) -> User {
+    let cert = ca.issue_user(ORG, name, 7 * 86_400).unwrap();
+    let (_, ee) = x509_parser::parse_x509_certificate(&cert.cert_der).unwrap();
+    let now = unix_now();
+    let attrs = VoAttributes {
+        vo: vo.into(),
+        vo_id: vo_id.into(),
+        groups: groups
+            .iter()
+            .map(|g| Group {
+                id: group_id(g),
+                name: g.to_string(),
+            })
+            .collect(),
+        holder_issuer: ee.issuer().as_raw().to_vec(),
+        holder_serial: ee.raw_serial().to_vec(),
+        not_before: now - 60,
+        not_after: now + 6 * 3600,
+    };
+    let credential = ProxyCredential::create(
+        std::slice::from_ref(&cert.cert_der),
+        &cert.key_pkcs8,
+        &ProxyOptions {
+            lifetime: 12 * 3600,
+            attributes: Some(aa.sign_attributes(&attrs).unwrap()),
+            path_len: None,
+        },
+    )
+    .unwrap();
+    User {
+        name: name.into(),
+        vo: vo.into(),
+        vo_id: vo_id.into(),
+        credential,
+    }
+}
+
+/// The database under test.
+pub enum Db {
+    Sqlite,
+    Postgres(pg::PgCluster),
+}
+
+impl Db {
+    pub fn sqlite() -> Db {
+        Db::Sqlite
+    }
+
+    pub fn postgres() -> Db {
+        Db::Postgres(pg::PgCluster::start())
+    }
+
+    pub fn is_postgres(&self) -> bool {
+        matches!(self, Db::Postgres(_))
+    }
+}
+
+/// Settings of the manager under test.
+#[derive(Clone)]
+pub struct Settings {
+    pub ticket_lifetime: &'static str,
+    pub max_exnode: &'static str,
+}
+
+impl Default for Settings {
+    fn default() -> Settings {
+        Settings {
+            ticket_lifetime: "10m",
+            max_exnode: "1MiB",
+        }
+    }
+}
+
+/// SIGKILLs a child process when dropped (panics on the way to a fixture).
+struct KillOnDrop(Option<Child>);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.0.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+/// One `metadata-manager serve` process.
+pub struct Server {
+    pub addr: SocketAddr,
+    pub url: String,
+    pub log: PathBuf,
+    child: Option<Child>,
+}
+
+impl Server {
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// SIGTERM, and how the process ended and how long it took (SIGKILL
+    /// after 15 s).
+    pub fn stop(&mut self) -> (Option<std::process::ExitStatus>, Duration) {
+        let t = Instant::now();
+        let Some(mut c) = self.child.take() else {
+            return (None, Duration::ZERO);
+        };
+        // SAFETY: kill(2) on our own child's pid.
+        unsafe {
+            libc::kill(c.id() as libc::pid_t, libc::SIGTERM);
+        }
+        let deadline = t + Duration::from_secs(15);
+        while Instant::now() < deadline {
+            if let Ok(Some(status)) = c.try_wait() {
+                return (Some(status), t.elapsed());
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = c.kill();
+        let _ = c.wait();
+        (None, t.elapsed())
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+/// A running metadata manager with its PKI and database. More server
+/// processes on the same configuration (and database) can be started with
+/// [`Grid::spawn_server`].
+pub struct Grid {
+    pub pki: Pki,
+    pub server: Server,
+    pub settings: Settings,
+    pub config: PathBuf,
+    pub db_is_postgres: bool,
+    pub dir: TempDir,
+    // Dropped last: servers stop before their database.
+    _db: Db,
+}
+
+impl Grid {
+    pub fn start(db: Db, settings: Settings) -> Grid {
+        let dir = tempfile::tempdir().unwrap();
+        let pki = Pki::new(dir.path());
+        let mdm_dir = dir.path().join("mdm");
+        // `metadata-manager init` makes the signing key and metadata.pub.
+        let mut init = Command::new(MDM);
+        init.args(["init", "--dir"])
+            .arg(&mdm_dir)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        let out = run_bounded(init, CLI_TIMEOUT).unwrap();
+        assert!(
+            out.status.success(),
+            "metadata-manager init: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        // A depot's trust directory holds metadata/*.pub.
+        let p = pki.client_trust.join("metadata/metadata.pub");
+        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+        std::fs::copy(mdm_dir.join("metadata.pub"), p).unwrap();
+        let server = pki
+            .ca
+            .issue_server(&["localhost", "127.0.0.1"], 30)
+            .unwrap();
+        write(
+            &mdm_dir.join("server.pem"),
+            &pem_of("CERTIFICATE", &server.cert_der),
+        );
+        write(
+            &mdm_dir.join("server.key"),
+            &pem_of("PRIVATE KEY", &server.key_pkcs8),
+        );
+        let database = match &db {
+            Db::Sqlite => format!("sqlite://{}", mdm_dir.join("metadata.db").display()),
+            Db::Postgres(pg) => pg.url.clone(),
+        };
+        let config = format!(
+            r#"listen = "127.0.0.1:0"
+server_cert = "server.pem"
+server_key = "server.key"
+trust_dir = "{trust}"
+database = "{database}"
+signing_key = "metadata.key"
+ticket_lifetime = "{tl}"
+max_exnode = "{mx}"
+admin_group = "admins"
+max_connections = 64
+db_connections = 4
+"#,
+            trust = pki.server_trust.display(),
+            tl = settings.ticket_lifetime,
+            mx = settings.max_exnode,
+        );
+        let cfg_path = mdm_dir.join("test.toml");
+        write(&cfg_path, &config);
+        let db_is_postgres = db.is_postgres();
+        let server = spawn(&cfg_path, &dir.path().join("mdm-0.log"), db_is_postgres);
+        Grid {
+            pki,
+            server,
+            settings,
+            config: cfg_path,
+            db_is_postgres,
+            dir,
+            _db: db,
+        }
+    }
+
+    /// Another server process on the same configuration and database.
+    pub fn spawn_server(&self, n: usize) -> Server {
+        spawn(
+            &self.config,
+            &self.dir.path().join(format!("mdm-{n}.log")),
+            self.db_is_postgres,
+        )
+    }
+
+    pub fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// A client of the main server acting as `user`.
+    pub fn client(&self, user: &User) -> As {
+        self.client_of(&self.server, user)
+    }
+
+    /// A client of `server` acting as `user`.
+    pub fn client_of(&self, server: &Server, user: &User) -> As {
+        let trust = self.pki.client_trust_store();
+        let tls = ibp_auth::tls::client_config(&trust, Some(&user.credential)).unwrap();
+        let mut client =
+            ibp_https::Client::new(ibp_https::BaseUrl::parse(&server.url).unwrap(), tls, true)
+                .with_keep_alive(4);
+        client.total_timeout = START_TIMEOUT;
+        As {
+            client,
+            user: Some(user.clone()),
+        }
+    }
+
+    /// A client that presents no certificate.
+    pub fn anonymous(&self) -> As {
+        let trust = self.pki.client_trust_store();
+        let tls = ibp_auth::tls::client_config(&trust, None).unwrap();
+        let mut client = ibp_https::Client::new(
+            ibp_https::BaseUrl::parse(&self.server.url).unwrap(),
+            tls,
+            false,
+        );
+        client.total_timeout = START_TIMEOUT;
+        As { client, user: None }
+    }
+
+    /// A client presenting an arbitrary credential (of an untrusted CA...).
+    pub fn client_with(&self, credential: &ProxyCredential) -> As {
+        let trust = self.pki.client_trust_store();
+        let tls = ibp_auth::tls::client_config(&trust, Some(credential)).unwrap();
+        let mut client = ibp_https::Client::new(
+            ibp_https::BaseUrl::parse(&self.server.url).unwrap(),
+            tls,
+            true,
+        );
+        client.total_timeout = START_TIMEOUT;
+        As { client, user: None }
+    }
+
+    /// The users' first contact: each is recorded as a member (and their
+    /// groups as known), so that ACLs can name them.
+    pub async fn introduce(&self, users: &[&User]) {
+        for u in users {
+            let who = self.client(u).get("/v1/whoami").await.ok();
+            assert_eq!(who["vo_id"], u.vo_id.as_str());
+        }
+    }
+}
+
+/// Starts `metadata-manager serve --config CFG` and waits for its address.
+fn spawn(cfg_path: &Path, log: &Path, postgres: bool) -> Server {
+    let child = Command::new(MDM)
+        .args(["serve", "--config"])
+        .arg(cfg_path)
+        .env("RUST_LOG", "metadata_manager=debug,info")
+        .env("NO_COLOR", "1")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(std::fs::File::create(log).unwrap())
+        .spawn()
+        .expect("start metadata-manager");
+    let mut guard = KillOnDrop(Some(child));
+    let addr = listening_addr(guard.0.as_mut().unwrap(), "metadata-manager serve", log)
+        .unwrap_or_else(|e| panic!("{e}"));
+    // The database is opened before the listener: its log line is there.
+    let backend = if postgres { "Postgres" } else { "Sqlite" };
+    let text = std::fs::read_to_string(log).unwrap_or_default();
+    assert!(
+        text.lines()
+            .any(|l| l.contains("database ready") && l.contains(backend)),
+        "the metadata manager does not log {backend}:\n{text}"
+    );
+    Server {
+        url: format!("https://localhost:{}", addr.port()),
+        addr,
+        log: log.to_path_buf(),
+        child: guard.0.take(),
+    }
+}
+
+/// An answer: status and JSON body (`Null` when the body is not JSON).
+#[derive(Debug, Clone)]
+pub struct Reply {
+    pub status: u16,
+    pub body: Value,
+}
+
+impl Reply {
+    /// Asserts 200 and returns the body.
+    #[track_caller]
+    pub fn ok(self) -> Value {
+        assert_eq!(self.status, 200, "expected success, got {self:?}");
+        self.body
+    }
+
+    /// Asserts the status and that the error message contains `needle`;
+    /// returns the message.
+    #[track_caller]
+    pub fn refused(self, status: u16, needle: &str) -> String {
+        let msg = self.body["error"].as_str().unwrap_or_default().to_owned();
+        assert_eq!(
+            self.status, status,
+            "expected {status} ({needle}), got {self:?}"
+        );
+        assert!(
+            msg.contains(needle),
+            "error {msg:?} (status {status}) does not contain {needle:?}"
+        );
+        msg
+    }
+}
+
+/// A JSON client acting as one user.
+#[derive(Clone)]
+pub struct As {
+    pub client: ibp_https::Client,
+    pub user: Option<User>,
+}
+
+impl As {
+    pub fn user(&self) -> &User {
+        self.user.as_ref().expect("a client acting as a user")
+    }
+
+    pub async fn try_call(
+        &self,
+        method: ibp_https::Method,
+        path: &str,
+        body: Option<Vec<u8>>,
+    ) -> Result<Reply, ibp_https::HttpError> {
+        let r = self.client.request(method, path, body).await?;
+        let body = serde_json::from_slice(&r.body).unwrap_or(Value::Null);
+        Ok(Reply {
+            status: r.status,
+            body,
+        })
+    }
+
+    async fn call(&self, method: ibp_https::Method, path: &str, body: Option<Vec<u8>>) -> Reply {
+        self.try_call(method.clone(), path, body)
+            .await
+            .unwrap_or_else(|e| panic!("{method} {path}: {e}"))
+    }
+
+    pub async fn get(&self, path: &str) -> Reply {
+        self.call(ibp_https::Method::GET, path, None).await
+    }
+
+    pub async fn post(&self, path: &str, body: Value) -> Reply {
+        self.call(
+            ibp_https::Method::POST,
+            path,
+            Some(serde_json::to_vec(&body).unwrap()),
+        )
+        .await
+    }
+
+    pub async fn put(&self, path: &str, body: Value) -> Reply {
+        self.call(
+            ibp_https::Method::PUT,
+            path,
+            Some(serde_json::to_vec(&body).unwrap()),
+        )
+        .await
+    }
+
+    /// `POST path` with raw bytes as the body.
+    pub async fn post_raw(&self, path: &str, body: &[u8]) -> Reply {
+        self.call(ibp_https::Method::POST, path, Some(body.to_vec()))
+            .await
+    }
+
+    // ---- the API, one helper per call ------------------------------
+
+    pub async fn mkdir(&self, path: &str) -> Reply {
+        self.post("/v1/mkdir", json!({ "path": path })).await
+    }
+
+    pub async fn mkdir_p(&self, path: &str) -> Reply {
+        self.post("/v1/mkdir", json!({ "path": path, "parents": true }))
+            .await
+    }
+
+    pub async fn put_doc(
+        &self,
+        path: &str,
+        base: u64,
+        doc: &str,
+        wrapped: &[(&str, &str)],
+    ) -> Reply {
+        let keys: Vec<Value> = wrapped
+            .iter()
+            .map(|(r, w)| json!({ "recipient": r, "wrapped": w }))
+            .collect();
+        self.post(
+            "/v1/put",
+            json!({ "path": path, "base_version": base, "exnode": doc, "wrapped_keys": keys }),
+        )
+        .await
+    }
+
+    pub async fn put_ex(&self, path: &str, base: u64, ex: &Exnode) -> Reply {
+        self.put_doc(path, base, &exnode::to_xml(ex), &[]).await
+    }
+
+    /// Creates a file of `size` bytes with a fresh UUID; returns the UUID.
+    pub async fn create(&self, path: &str, size: u64) -> Uuid {
+        let id = Uuid::new_v4();
+        let r = self.put_ex(path, 0, &exnode_of(id, size, 1)).await.ok();
+        assert_eq!(r["version"], 1);
+        assert_eq!(r["id"], id.to_string());
+        id
+    }
+
+    pub async fn get_file(&self, path: &str) -> Reply {
+        self.post("/v1/get", json!({ "path": path })).await
+    }
+
+    pub async fn get_version(&self, path: &str, version: u64) -> Reply {
+        self.post("/v1/get", json!({ "path": path, "version": version }))
+            .await
+    }
+
+    pub async fn ticket(&self, path: &str) -> Reply {
+        self.post("/v1/ticket", json!({ "path": path })).await
+    }
+
+    pub async fn stat(&self, path: &str) -> Reply {
+        self.post("/v1/stat", json!({ "path": path })).await
+    }
+
+    pub async fn list(&self, path: &str) -> Reply {
+        self.post("/v1/list", json!({ "path": path })).await
+    }
+
+    pub async fn delete(&self, path: &str) -> Reply {
+        self.post("/v1/delete", json!({ "path": path })).await
+    }
+
+    pub async fn mv(&self, from: &str, to: &str) -> Reply {
+        self.post("/v1/move", json!({ "from": from, "to": to }))
+            .await
+    }
+
+    pub async fn acl_get(&self, path: &str) -> Reply {
+        self.post("/v1/acl/get", json!({ "path": path })).await
+    }
+
+    /// Sets the access entries, `(principal, rights)`.
+    pub async fn acl_set(&self, path: &str, access: &[(&str, &str)]) -> Reply {
+        self.post(
+            "/v1/acl/set",
+            json!({ "path": path, "access": entries(access) }),
+        )
+        .await
+    }
+
+    /// Sets the default entries of a directory.
+    pub async fn acl_default(&self, path: &str, default: &[(&str, &str)]) -> Reply {
+        self.post(
+            "/v1/acl/set",
+            json!({ "path": path, "default": entries(default) }),
+        )
+        .await
+    }
+}
+
+/// ACL entries as JSON.
+pub fn entries(list: &[(&str, &str)]) -> Vec<Value> {
+    list.iter()
+        .map(|(p, r)| json!({ "principal": p, "rights": r }))
+        .collect()
+}
+
+/// `(principal, rights)` pairs of an ACL answer's list.
+pub fn acl_pairs(list: &Value) -> Vec<(String, String)> {
+    list.as_array()
+        .map(|l| {
+            l.iter()
+                .map(|e| {
+                    (
+                        e["principal"].as_str().unwrap_or_default().to_owned(),
+                        e["rights"].as_str().unwrap_or_default().to_owned(),
+                    )
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// Depot of every test mapping.
+pub const DEPOT: &str = "127.0.0.1:6714";
+/// Block size of test exNodes.
+pub const BLOCK: u64 = 1000;
+
+/// A mapping of `[offset, offset + length)` holding `alloc` bytes, with
+/// read/write/manage capabilities named after `tag`.
+pub fn mapping(offset: u64, length: u64, alloc: u64, tag: &str) -> Mapping {
+    Mapping {
+        logical_offset: offset,
+        logical_length: length,
+        alloc_offset: 0,
+        alloc_length: alloc,
+        read: Some(format!("ibp://{DEPOT}/0#r{tag}/123/READ")),
+        write: Some(format!("ibp://{DEPOT}/0#w{tag}/123/WRITE")),
+        manage: Some(format!("ibp://{DEPOT}/0#m{tag}/123/MANAGE")),
+        depot: DEPOT.into(),
+        ..Mapping::default()
+    }
+}
+
+/// A valid exNode: `size` bytes in blocks of [`BLOCK`], each held by
+/// `replicas` mappings (so stored = replicas × size).
+pub fn exnode_of(file: Uuid, size: u64, replicas: u32) -> Exnode {
+    let mut mappings = Vec::new();
+    let mut off = 0;
+    let tag = &file.simple().to_string()[..8];
+    while off < size {
+        let len = BLOCK.min(size - off);
+        for r in 0..replicas {
+            mappings.push(mapping(off, len, len, &format!("{tag}-{off}-{r}")));
+        }
+        off += len;
+    }
+    Exnode {
+        file: Some(file),
+        size,
+        block_size: Some(BLOCK),
+        mappings,
+        ..Exnode::default()
+    }
+}
+
+/// The manage capabilities [`exnode_of`] puts in an exNode.
+pub fn manage_caps(file: Uuid, size: u64, replicas: u32) -> Vec<String> {
+    exnode_of(file, size, replicas)
+        .manage_capabilities()
+        .into_iter()
+        .map(str::to_owned)
+        .collect()
+}
+
+/// The same, encrypted (data key wrapped elsewhere).
+pub fn encrypted_exnode(file: Uuid, size: u64) -> Exnode {
+    let mut ex = exnode_of(file, size, 1);
+    ex.encryption = Some(exnode::Encryption {
+        cipher: exnode::Cipher::Aes128Ctr,
+        key_id: format!("k-{}", &file.simple().to_string()[..8]),
+        iv: exnode::IvDerivation::UuidBlock,
+    });
+    ex
+}
+
+/// An `x25519 <base64>` public key from a byte.
+pub fn x25519(b: u8) -> String {
+    use base64::Engine as _;
+    format!(
+        "x25519 {}",
+        base64::engine::general_purpose::STANDARD.encode([b; 32])
+    )
+}
