@@ -193,6 +193,15 @@ async fn caller(app: &App, peer: &PeerChain) -> ApiResult<Caller> {
         }
         Err(e) => return Err(ApiError::forbidden(format!("credential refused: {e}"))),
     };
+    // Principals are `user:ID@VO`: an ID outside the identifier alphabet
+    // could be stored as an owner but never parsed back (every later read
+    // of the entry, and listings of its directory, would fail).
+    if !is_identifier(&id.vo) || !is_identifier(&id.vo_id) {
+        return Err(ApiError::forbidden(format!(
+            "credential refused: VO {:?} / VO ID {:?} cannot be used here (letters, digits, '.', '_', '-', at most 128)",
+            id.vo, id.vo_id
+        )));
+    }
     match app.store.member(&id.vo, &id.vo_id).await? {
         Some(m) if m.removed_at.is_some() => {
             tracing::warn!(vo = %id.vo, vo_id = %id.vo_id, "refused a removed member");
@@ -209,7 +218,8 @@ async fn caller(app: &App, peer: &PeerChain) -> ApiResult<Caller> {
             tracing::info!(vo = %id.vo, vo_id = %id.vo_id, subject = %id.subject, "new member");
         }
     }
-    for g in &id.groups {
+    // Groups whose ID could not be named in an ACL are not recorded.
+    for g in id.groups.iter().filter(|g| is_identifier(&g.id)) {
         let key = (id.vo.clone(), g.id.clone(), g.name.clone());
         let new = app
             .groups_seen
