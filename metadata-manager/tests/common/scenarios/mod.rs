@@ -1,0 +1,17 @@
+//! The metadata manager suite, run once per database (tests/sqlite.rs,
+//! tests/postgres.rs). Each scenario starts its own manager and database
+//! and talks to it over mutual TLS as several users of two VOs.
+
+mod access;
+mod files;
+mod input;
+mod service;
+
+pub use access::{
+    default_acl_inheritance, groups_vos_and_cross_vo, revocation, rights_granted_and_refused,
+};
+pub use files::{concurrent_writers, namespace, tickets};
+pub use input::{authentication, bad_input};
+// replicas_share_database runs in the PostgreSQL suite only.
+#[allow(unused_imports)]
+pub use service::{keys, replicas_share_database, shutdown_is_prompt, usage};
