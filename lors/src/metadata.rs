@@ -291,14 +291,24 @@ impl fmt::Display for Rights {
     }
 }
 
-/// Whether `s` is a VO name, VO ID or group ID as the services accept
-/// them: 1-128 of `A-Za-z0-9._-`, not starting with `.` or `-`.
+/// Whether `s` is a VO name as the services accept it: 1-128 of
+/// `A-Za-z0-9._-`, not starting with `.` or `-`.
 pub fn is_identifier(s: &str) -> bool {
     !s.is_empty()
         && s.len() <= 128
         && !s.starts_with(['.', '-'])
         && s.bytes()
             .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b))
+}
+
+/// Whether `s` is a VO ID or group ID as the metadata manager accepts
+/// them: like [`is_identifier`], with `:` also allowed (not first).
+pub fn is_member_id(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 128
+        && !s.starts_with(['.', '-', ':'])
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"._:-".contains(&b))
 }
 
 /// Checks a principal: `user:ID@VO`, `group:ID@VO` or `vo:VO`.
@@ -308,7 +318,7 @@ pub fn check_principal(s: &str) -> Result<(), String> {
     let ok = match kind {
         "user" | "group" => rest
             .rsplit_once('@')
-            .is_some_and(|(id, vo)| is_identifier(id) && is_identifier(vo)),
+            .is_some_and(|(id, vo)| is_member_id(id) && is_identifier(vo)),
         "vo" => is_identifier(rest),
         _ => false,
     };

@@ -11,7 +11,7 @@ use std::fmt;
 use ibp_auth::Identity;
 use serde::{Deserialize, Serialize};
 
-use crate::names::is_identifier;
+use crate::names::{is_identifier, is_member_id};
 
 /// A set of rights, written as a subset of `rwda` in that order.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Hash)]
@@ -106,7 +106,7 @@ impl Principal {
         let (kind, rest) = s.split_once(':').ok_or_else(bad)?;
         let qualified = |rest: &str| -> Result<(String, String), String> {
             let (id, vo) = rest.rsplit_once('@').ok_or_else(bad)?;
-            if !is_identifier(id) || !is_identifier(vo) {
+            if !is_member_id(id) || !is_identifier(vo) {
                 return Err(bad());
             }
             Ok((vo.to_owned(), id.to_owned()))
@@ -235,7 +235,12 @@ mod tests {
 
     #[test]
     fn principals() {
-        for s in ["user:u-1@vo1", "group:g.7@vo1", "vo:vo1"] {
+        for s in [
+            "user:u-1@vo1",
+            "user:vo1:0001@vo1",
+            "group:g.7@vo1",
+            "vo:vo1",
+        ] {
             assert_eq!(Principal::parse(s).unwrap().to_string(), s);
         }
         for bad in [

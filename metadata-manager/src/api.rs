@@ -28,7 +28,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
 use crate::acl::{effective, Entry, EntryJson, Principal, Rights};
-use crate::names::{is_identifier, NsPath};
+use crate::names::{is_identifier, is_member_id, NsPath};
 use crate::store::{EntryRow, Kind, NewVersion, Store, StoreError};
 
 /// Most entries in one ACL list.
@@ -196,9 +196,9 @@ async fn caller(app: &App, peer: &PeerChain) -> ApiResult<Caller> {
     // Principals are `user:ID@VO`: an ID outside the identifier alphabet
     // could be stored as an owner but never parsed back (every later read
     // of the entry, and listings of its directory, would fail).
-    if !is_identifier(&id.vo) || !is_identifier(&id.vo_id) {
+    if !is_identifier(&id.vo) || !is_member_id(&id.vo_id) {
         return Err(ApiError::forbidden(format!(
-            "credential refused: VO {:?} / VO ID {:?} cannot be used here (letters, digits, '.', '_', '-', at most 128)",
+            "credential refused: VO {:?} / VO ID {:?} cannot be used here (VO: letters, digits, '.', '_', '-'; VO ID also ':'; at most 128)",
             id.vo, id.vo_id
         )));
     }
@@ -219,7 +219,7 @@ async fn caller(app: &App, peer: &PeerChain) -> ApiResult<Caller> {
         }
     }
     // Groups whose ID could not be named in an ACL are not recorded.
-    for g in id.groups.iter().filter(|g| is_identifier(&g.id)) {
+    for g in id.groups.iter().filter(|g| is_member_id(&g.id)) {
         let key = (id.vo.clone(), g.id.clone(), g.name.clone());
         let new = app
             .groups_seen
@@ -1237,7 +1237,7 @@ async fn members_add(
     let Json(req) = body?;
     let who = caller(&app, &peer).await?;
     admin_check(&app, &who, &vo)?;
-    if !is_identifier(&req.vo_id) {
+    if !is_member_id(&req.vo_id) {
         return Err(ApiError::bad(format!("bad VO ID {:?}", req.vo_id)));
     }
     app.store

@@ -32,6 +32,18 @@ pub fn is_identifier(s: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b))
 }
 
+/// Whether `s` is a usable VO ID or group VO ID: 1-128 of
+/// `A-Za-z0-9._:-`, not starting with `.`, `-` or `:` (the online CA's IDs
+/// are UUIDs; other attribute authorities use forms like `vo1:0001`). `@`
+/// and `/` never occur, so `user:ID@VO` parses back unambiguously.
+pub fn is_member_id(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= MAX_ID
+        && !s.starts_with(['.', '-', ':'])
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"._:-".contains(&b))
+}
+
 impl NsPath {
     /// Parses a client's path. Refuses relative paths, `.` and `..`,
     /// empty components (`//`), control characters, over-long paths and a

@@ -334,13 +334,14 @@ pub async fn authentication(db: Db) {
             }
         }
     }
-    // Attributes this manager cannot name in ACLs (a VO ID or group ID
-    // outside A-Za-z0-9._-) are refused up front, not stored.
-    let colon = g.pki.user("colon", "vo1", "vo1:colon", &[]);
-    let c = g.client(&colon);
+    // Attributes this manager cannot name in ACLs (a VO ID outside
+    // A-Za-z0-9._:-, e.g. with the `@` that ends the ID in `user:ID@VO`)
+    // are refused up front, not stored.
+    let at = g.pki.user("at", "vo1", "bob@vo2", &[]);
+    let c = g.client(&at);
     c.get("/v1/whoami")
         .await
-        .refused(403, "VO ID \"vo1:colon\" cannot be used here");
+        .refused(403, "VO ID \"bob@vo2\" cannot be used here");
     c.put_ex("/vo1/c", 0, &exnode_of(uuid::Uuid::new_v4(), 5, 1))
         .await
         .refused(403, "VO ID");
@@ -353,6 +354,28 @@ pub async fn authentication(db: Db) {
         .map(|m| m["vo_id"].as_str().unwrap())
         .collect();
     assert_eq!(ids, ["alice"]);
+    // A VO ID with `:` (as some attribute authorities write them) is
+    // fine, and can be named in an ACL.
+    let colon = g.pki.user("colon", "vo1", "vo1:0042", &[]);
+    let cc = g.client(&colon);
+    assert_eq!(
+        cc.get("/v1/whoami").await.ok()["principal"],
+        "user:vo1:0042@vo1"
+    );
+    a.post("/v1/mkdir", json!({"path": "/vo1/shared-colon"}))
+        .await
+        .ok();
+    let acl = a
+        .post(
+            "/v1/acl/set",
+            json!({"path": "/vo1/shared-colon", "access": [{"principal": "user:vo1:0042@vo1", "rights": "r"}]}),
+        )
+        .await
+        .ok();
+    assert_eq!(acl["access"][0]["principal"], "user:vo1:0042@vo1");
+    cc.post("/v1/list", json!({"path": "/vo1/shared-colon"}))
+        .await
+        .ok();
     // Unknown routes.
     assert_eq!(a.get("/v1/nothing").await.status, 404);
 }
