@@ -9,7 +9,7 @@
 //! removal takes effect at the caller's next request (and tickets already
 //! issued expire within `ticket_lifetime`).
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -31,6 +31,10 @@ use crate::acl::{effective, Entry, EntryJson, Principal, Rights};
 use crate::names::{is_identifier, is_member_id, NsPath};
 use crate::store::{EntryRow, Kind, NewVersion, Store, StoreError};
 
+/// (file, VO, VO ID, holder key hash).
+pub type TicketKey = (String, String, String, [u8; 32]);
+/// Most tickets kept for reuse.
+pub const TICKET_CACHE: usize = 100_000;
 /// Most entries in one ACL list.
 pub const MAX_ACL: usize = 256;
 /// Most wrapped keys sent with one version.
@@ -52,6 +56,8 @@ pub struct App {
     pub ticket_lifetime: Duration,
     pub max_exnode: usize,
     pub admin_group: String,
+    /// Tickets recently signed, by (file, VO, VO ID, holder key hash).
+    pub tickets: Mutex<HashMap<TicketKey, (String, i64)>>,
     /// Groups already recorded by this process (saves a write per request).
     pub groups_seen: Mutex<HashSet<(String, String, String)>>,
 }
@@ -179,6 +185,43 @@ impl Caller {
 /// when the attributes do not verify or a VO admin removed the member.
 /// Records a member (and their groups) on first contact.
 async fn caller(app: &App, peer: &PeerChain) -> ApiResult<Caller> {
+    let who = verified(app, peer).await?;
+    let member = app.store.member(&who.id.vo, &who.id.vo_id).await?;
+    admit(
+        app,
+        &who,
+        member.map(|m| m.removed_at.map(|_| m.removed_by)),
+    )
+    .await?;
+    Ok(who)
+}
+
+/// Refuses a member a VO admin removed; records one seen for the first
+/// time. `member`: `None` unknown, `Some(None)` a member, `Some(Some(by))`
+/// removed (by whom, if recorded).
+async fn admit(app: &App, who: &Caller, member: Option<Option<Option<String>>>) -> ApiResult<()> {
+    let id = &who.id;
+    match member {
+        Some(Some(by)) => {
+            tracing::warn!(vo = %id.vo, vo_id = %id.vo_id, "refused a removed member");
+            Err(ApiError::forbidden(format!(
+                "VO {} removed member {} from this metadata manager (by {}); ask a VO admin",
+                id.vo,
+                id.vo_id,
+                by.as_deref().unwrap_or("an admin")
+            )))
+        }
+        Some(None) => Ok(()),
+        None => {
+            app.store.add_member(&id.vo, &id.vo_id, &id.subject).await?;
+            tracing::info!(vo = %id.vo, vo_id = %id.vo_id, subject = %id.subject, "new member");
+            Ok(())
+        }
+    }
+}
+
+/// The caller's verified identity (not yet checked against removals).
+async fn verified(app: &App, peer: &PeerChain) -> ApiResult<Caller> {
     let chain = peer.0.as_deref();
     let id = match app
         .identities
@@ -201,22 +244,6 @@ async fn caller(app: &App, peer: &PeerChain) -> ApiResult<Caller> {
             "credential refused: VO {:?} / VO ID {:?} cannot be used here (VO: letters, digits, '.', '_', '-'; VO ID also ':'; at most 128)",
             id.vo, id.vo_id
         )));
-    }
-    match app.store.member(&id.vo, &id.vo_id).await? {
-        Some(m) if m.removed_at.is_some() => {
-            tracing::warn!(vo = %id.vo, vo_id = %id.vo_id, "refused a removed member");
-            return Err(ApiError::forbidden(format!(
-                "VO {} removed member {} from this metadata manager (by {}); ask a VO admin",
-                id.vo,
-                id.vo_id,
-                m.removed_by.as_deref().unwrap_or("an admin")
-            )));
-        }
-        Some(_) => {}
-        None => {
-            app.store.add_member(&id.vo, &id.vo_id, &id.subject).await?;
-            tracing::info!(vo = %id.vo, vo_id = %id.vo_id, subject = %id.subject, "new member");
-        }
     }
     // Groups whose ID could not be named in an ACL are not recorded.
     for g in id.groups.iter().filter(|g| is_member_id(&g.id)) {
@@ -664,10 +691,38 @@ async fn put_version(
     })))
 }
 
+/// A signed ticket, reused for the same holder and file while at least
+/// 90 % of its lifetime is left (signing costs more than the rest of a
+/// get). The read right is checked before this is called, every time.
 fn sign_ticket(app: &App, who: &Caller, file: &str) -> (String, i64) {
     let now = ibp_auth::unix_now();
     let lifetime = i64::try_from(app.ticket_lifetime.as_secs()).unwrap_or(i64::MAX);
     let not_after = now.saturating_add(lifetime).min(who.id.not_after);
+    let key = (
+        file.to_owned(),
+        who.id.vo.clone(),
+        who.id.vo_id.clone(),
+        who.id.key_hash,
+    );
+    let fresh_enough = not_after.saturating_sub(lifetime / 10);
+    if let Ok(cache) = app.tickets.lock() {
+        if let Some((token, until)) = cache.get(&key) {
+            if *until >= fresh_enough && *until <= not_after {
+                return (token.clone(), *until);
+            }
+        }
+    }
+    let (token, until) = sign_new_ticket(app, who, file, now, not_after);
+    if let Ok(mut cache) = app.tickets.lock() {
+        if cache.len() >= TICKET_CACHE {
+            cache.clear();
+        }
+        cache.insert(key, (token.clone(), until));
+    }
+    (token, until)
+}
+
+fn sign_new_ticket(app: &App, who: &Caller, file: &str, now: i64, not_after: i64) -> (String, i64) {
     let ticket = FileTicket {
         file: file.to_owned(),
         vo: who.id.vo.clone(),
@@ -691,18 +746,28 @@ async fn get_version(
     State(app): State<Arc<App>>,
     Extension(peer): Extension<PeerChain>,
     body: Body<GetReq>,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<GetAnswer>> {
     let Json(req) = body?;
-    let who = caller(&app, &peer).await?;
+    // The hot path: membership, entry, version and wrapped key in one
+    // query.
+    let who = verified(&app, &peer).await?;
     let path = parse_path(&req.path)?;
     let recipient = who.recipient();
-    let Some((e, v, wrapped)) = app
+    let found = app
         .store
-        .entry_with_version(path.as_str(), req.version, &recipient)
-        .await?
-    else {
+        .entry_with_version(
+            path.as_str(),
+            req.version,
+            &recipient,
+            &who.id.vo,
+            &who.id.vo_id,
+        )
+        .await?;
+    let Some((e, v, wrapped, member)) = found else {
+        caller(&app, &peer).await?;
         return Err(ApiError::not_found(format!("no such file: {path}")));
     };
+    admit(&app, &who, member).await?;
     let have = rights_on(&app, &who, &e).await?;
     if !have.contains(Rights::READ) {
         tracing::info!(%path, by = %recipient, "get refused");
@@ -720,20 +785,38 @@ async fn get_version(
         }));
     };
     let (ticket, not_after) = sign_ticket(&app, &who, &e.id);
-    Ok(Json(json!({
-        "path": e.path,
-        "id": e.id,
-        "version": v.version,
-        "current_version": e.current_version,
-        "size": v.size,
-        "stored": v.stored,
-        "exnode": v.exnode,
-        "key_id": v.key_id,
-        "wrapped_key": wrapped,
-        "ticket": ticket,
-        "ticket_not_after": not_after,
-        "rights": have.to_string(),
-    })))
+    Ok(Json(GetAnswer {
+        path: e.path,
+        id: e.id,
+        version: v.version,
+        current_version: e.current_version,
+        size: v.size,
+        stored: v.stored,
+        exnode: v.exnode,
+        key_id: v.key_id,
+        wrapped_key: wrapped,
+        ticket,
+        ticket_not_after: not_after,
+        rights: have.to_string(),
+    }))
+}
+
+/// The answer of `get` (typed, so the exNode is moved, not copied, into
+/// the response).
+#[derive(Serialize)]
+struct GetAnswer {
+    path: String,
+    id: String,
+    version: u64,
+    current_version: u64,
+    size: u64,
+    stored: u64,
+    exnode: String,
+    key_id: Option<String>,
+    wrapped_key: Option<String>,
+    ticket: String,
+    ticket_not_after: i64,
+    rights: String,
 }
 
 async fn ticket(

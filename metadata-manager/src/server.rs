@@ -45,6 +45,7 @@ pub async fn serve(cfg: Config) -> anyhow::Result<()> {
         ticket_lifetime: cfg.ticket_lifetime,
         max_exnode: usize::try_from(cfg.max_exnode).unwrap_or(usize::MAX),
         admin_group: cfg.admin_group.clone(),
+        tickets: Mutex::new(Default::default()),
         groups_seen: Mutex::new(Default::default()),
     });
 

@@ -359,6 +359,10 @@ impl Store {
         let backend = Backend::of_url(url).map_err(anyhow::Error::msg)?;
         let pool = AnyPoolOptions::new()
             .max_connections(max_connections.max(1))
+            // A ping before every query costs a round trip to the
+            // connection (SQLite: to its worker thread) per statement; a
+            // broken connection shows as a query error anyway.
+            .test_before_acquire(false)
             .acquire_timeout(std::time::Duration::from_secs(10))
             .connect(&with_create(url))
             .await
@@ -589,27 +593,43 @@ impl Store {
     }
 
     /// An entry with one version of it (the current one when `version` is
-    /// `None`) and the version's data key wrapped for `recipient`, in one
-    /// query (the hot path of `get`).
+    /// `None`), the version's data key wrapped for `recipient`, and the
+    /// caller's membership (`None` unknown, `Some(None)` member,
+    /// `Some(Some(by))` removed), in one query: the hot path of `get`.
+    #[allow(clippy::type_complexity)]
     pub async fn entry_with_version(
         &self,
         path: &str,
         version: Option<u64>,
         recipient: &str,
-    ) -> Result<Option<(EntryRow, Option<VersionRow>, Option<String>)>, StoreError> {
+        vo: &str,
+        vo_id: &str,
+    ) -> Result<
+        Option<(
+            EntryRow,
+            Option<VersionRow>,
+            Option<String>,
+            Option<Option<Option<String>>>,
+        )>,
+        StoreError,
+    > {
         let row = sqlx::query(&format!(
             "SELECT {ENTRY_COLUMNS}, v.version, v.size AS vsize, v.stored, v.exnode, v.key_id,
-                    v.created_by, v.created_at AS vcreated_at, w.wrapped
+                    v.created_by, v.created_at AS vcreated_at, w.wrapped,
+                    m.vo_id AS member, m.removed_at, m.removed_by
                FROM entries e
                LEFT JOIN versions v ON v.file = e.id
                     AND v.version = COALESCE($2, e.current_version)
                LEFT JOIN wrapped_keys w ON w.file = e.id AND w.version = v.version
                     AND w.recipient = $3
+               LEFT JOIN members m ON m.vo = $4 AND m.vo_id = $5
               WHERE e.path = $1"
         ))
         .bind(path)
         .bind(version.map(big))
         .bind(recipient)
+        .bind(vo)
+        .bind(vo_id)
         .fetch_optional(&self.pool)
         .await?;
         let Some(row) = row else {
@@ -622,7 +642,16 @@ impl Store {
             None
         };
         let wrapped: Option<String> = row.try_get("wrapped")?;
-        Ok(Some((entry, version, wrapped)))
+        let member = if row.try_get::<Option<String>, _>("member")?.is_some() {
+            if row.try_get::<Option<i64>, _>("removed_at")?.is_some() {
+                Some(Some(row.try_get::<Option<String>, _>("removed_by")?))
+            } else {
+                Some(None)
+            }
+        } else {
+            None
+        };
+        Ok(Some((entry, version, wrapped, member)))
     }
 
     /// The ACL of an entry: access entries, or the default ones.
