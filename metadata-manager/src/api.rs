@@ -763,12 +763,12 @@ async fn get_version(
             &who.id.vo_id,
         )
         .await?;
-    let Some((e, v, wrapped, member)) = found else {
+    let Some((e, v, wrapped, member, acl)) = found else {
         caller(&app, &peer).await?;
         return Err(ApiError::not_found(format!("no such file: {path}")));
     };
     admit(&app, &who, member).await?;
-    let have = rights_on(&app, &who, &e).await?;
+    let have = rights_with(&who, &e, &acl);
     if !have.contains(Rights::READ) {
         tracing::info!(%path, by = %recipient, "get refused");
         return Err(ApiError::forbidden(format!(

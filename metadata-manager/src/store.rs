@@ -610,13 +610,22 @@ impl Store {
             Option<VersionRow>,
             Option<String>,
             Option<Option<Option<String>>>,
+            Vec<Entry>,
         )>,
         StoreError,
     > {
+        // The access ACL comes along as `principal=rights,...` (neither
+        // contains `,` or `=`); only the aggregate's name differs.
+        let agg = match self.backend {
+            Backend::Sqlite => "group_concat",
+            Backend::Postgres => "string_agg",
+        };
         let row = sqlx::query(&format!(
             "SELECT {ENTRY_COLUMNS}, v.version, v.size AS vsize, v.stored, v.exnode, v.key_id,
                     v.created_by, v.created_at AS vcreated_at, w.wrapped,
-                    m.vo_id AS member, m.removed_at, m.removed_by
+                    m.vo_id AS member, m.removed_at, m.removed_by,
+                    (SELECT {agg}(a.principal || '=' || a.rights, ',') FROM acl a
+                      WHERE a.entry = e.id AND a.inherit = 0) AS acl_text
                FROM entries e
                LEFT JOIN versions v ON v.file = e.id
                     AND v.version = COALESCE($2, e.current_version)
@@ -651,7 +660,23 @@ impl Store {
         } else {
             None
         };
-        Ok(Some((entry, version, wrapped, member)))
+        let acl = match row.try_get::<Option<String>, _>("acl_text")? {
+            None => Vec::new(),
+            Some(t) if t.is_empty() => Vec::new(),
+            Some(t) => t
+                .split(',')
+                .map(|item| {
+                    let (p, r) = item
+                        .rsplit_once('=')
+                        .ok_or_else(|| StoreError::Invalid(format!("ACL item {item:?}")))?;
+                    Ok(Entry {
+                        principal: Principal::parse(p).map_err(StoreError::Invalid)?,
+                        rights: Rights::parse(r).map_err(StoreError::Invalid)?,
+                    })
+                })
+                .collect::<Result<_, StoreError>>()?,
+        };
+        Ok(Some((entry, version, wrapped, member, acl)))
     }
 
     /// The ACL of an entry: access entries, or the default ones.
