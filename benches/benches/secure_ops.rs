@@ -22,15 +22,12 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
-use ibp_auth::keys::{ed25519_public, format_public_key, generate_ed25519};
-use ibp_auth::pki::Authority;
-use ibp_auth::proxy::ProxyOptions;
 use ibp_auth::tokens::{DepotGrant, FileTicket};
-use ibp_auth::{unix_now, ProxyCredential, TrustStore, VoAttributes};
+use ibp_auth::unix_now;
+use ibp_benches::pki::{mint, Pki};
 use ibp_benches::{depot_binary, gbps, payload, Samples, MB};
 use ibp_depot::client::{DataClient, IbpClient, SecureClient};
 use ibp_proto::{Reliability, Rid};
-use ring::signature::Ed25519KeyPair;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 const FILE: &str = "6f0e1d2c-3b4a-4958-8776-a5b4c3d2e1f0";
@@ -45,82 +42,6 @@ const PAPER_AUTH_MS: f64 = 14.5;
 const TARGET_ALLOC_MS: f64 = 0.15;
 const TARGET_CRYPTO_VS_LEGACY: f64 = 0.90;
 const TARGET_FULL_VS_TLS: f64 = 0.70;
-
-fn pem(tag: &str, der: &[u8]) -> String {
-    pem::encode(&pem::Pem::new(tag, der.to_vec()))
-}
-
-struct Pki {
-    ca: Authority,
-    server_cert: Vec<u8>,
-    server_key: Vec<u8>,
-    lbone: Ed25519KeyPair,
-    mdm: Ed25519KeyPair,
-    user: ProxyCredential,
-    client_trust: TrustStore,
-}
-
-fn mint(dir: &Path) -> anyhow::Result<Pki> {
-    let ca = Authority::new_ca("Bench Grid", "Bench CA", 2)?;
-    let aa = ca.new_aa("Bench Grid", "vo1", 2)?;
-    let server = ca.issue_server(&["localhost", "127.0.0.1"], 2)?;
-    let lbone_key = generate_ed25519()?;
-    let mdm_key = generate_ed25519()?;
-    let trust = dir.join("trust");
-    for sub in ["ca", "vomsdir/vo1", "lbone", "metadata"] {
-        std::fs::create_dir_all(trust.join(sub))?;
-    }
-    std::fs::write(trust.join("ca/ca.pem"), pem("CERTIFICATE", &ca.cert_der))?;
-    std::fs::write(
-        trust.join("vomsdir/vo1/aa.pem"),
-        pem("CERTIFICATE", &aa.cert_der),
-    )?;
-    std::fs::write(
-        trust.join("lbone/lbone.pub"),
-        format_public_key(&ed25519_public(&lbone_key)?),
-    )?;
-    std::fs::write(
-        trust.join("metadata/mdm.pub"),
-        format_public_key(&ed25519_public(&mdm_key)?),
-    )?;
-    std::fs::write(dir.join("depot.pem"), pem("CERTIFICATE", &server.cert_der))?;
-    std::fs::write(dir.join("depot.key"), pem("PRIVATE KEY", &server.key_pkcs8))?;
-    let user = ca.issue_user("Bench Grid", "Alice", 12 * 3600)?;
-    let (_, ee) = x509_parser::parse_x509_certificate(&user.cert_der)
-        .map_err(|e| anyhow::anyhow!("parse user certificate: {e}"))?;
-    let now = unix_now();
-    let attrs = VoAttributes {
-        vo: "vo1".into(),
-        vo_id: "vo1:0001".into(),
-        groups: vec![],
-        holder_issuer: ee.issuer().as_raw().to_vec(),
-        holder_serial: ee.raw_serial().to_vec(),
-        not_before: now - 60,
-        not_after: now + 3600,
-    };
-    let ext = aa.sign_attributes(&attrs)?;
-    let proxy = ProxyCredential::create(
-        std::slice::from_ref(&user.cert_der),
-        &user.key_pkcs8,
-        &ProxyOptions {
-            lifetime: 3600,
-            attributes: Some(ext),
-            path_len: None,
-        },
-    )?;
-    let mut client_trust = TrustStore::new();
-    client_trust.add_ca(ca.cert_der.clone())?;
-    Ok(Pki {
-        ca,
-        server_cert: server.cert_der,
-        server_key: server.key_pkcs8,
-        lbone: Ed25519KeyPair::from_pkcs8(&lbone_key)
-            .map_err(|e| anyhow::anyhow!("L-Bone key: {e}"))?,
-        mdm: Ed25519KeyPair::from_pkcs8(&mdm_key).map_err(|e| anyhow::anyhow!("MDM key: {e}"))?,
-        user: proxy,
-        client_trust,
-    })
-}
 
 /// The depot's three ports.
 struct Depot {

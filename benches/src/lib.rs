@@ -7,6 +7,8 @@
 //! Sizes follow the decimal convention: 1 MB = 1,000,000 bytes and
 //! 1 GB/s = 10^9 bytes per second.
 
+pub mod pki;
+
 use std::fs::{self, File};
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
@@ -75,56 +77,70 @@ fn newest_mtime(path: &Path, newest: &mut SystemTime) {
 /// depot's or the protocol library's sources. `IBP_DEPOT_BIN` names a binary
 /// to use as is.
 pub fn depot_binary() -> anyhow::Result<DepotBinary> {
-    if let Some(p) = std::env::var_os("IBP_DEPOT_BIN").filter(|p| !p.is_empty()) {
+    release_binary(
+        "ibp-depot",
+        "ibp-depot",
+        "IBP_DEPOT_BIN",
+        &[
+            "depot/src",
+            "depot/Cargo.toml",
+            "libs/proto/src",
+            "libs/proto/Cargo.toml",
+        ],
+    )
+}
+
+/// The release binary `bin` of `package`: from the environment variable
+/// `env` if set, else `<target>/release/<bin>`, built with cargo when it is
+/// missing or older than any of `sources` (paths under the workspace) or
+/// `Cargo.lock`.
+pub fn release_binary(
+    package: &str,
+    bin: &str,
+    env: &str,
+    sources: &[&str],
+) -> anyhow::Result<DepotBinary> {
+    if let Some(p) = std::env::var_os(env).filter(|p| !p.is_empty()) {
         let path = PathBuf::from(p);
         if !path.is_file() {
-            bail!("IBP_DEPOT_BIN={} is not a file", path.display());
+            bail!("{env}={} is not a file", path.display());
         }
         return Ok(DepotBinary {
             path,
-            note: "from IBP_DEPOT_BIN".into(),
+            note: format!("from {env}"),
         });
     }
     let root = workspace_root();
-    let path = target_dir().join("release").join("ibp-depot");
-    let mut sources = SystemTime::UNIX_EPOCH;
-    for p in [
-        "depot/src",
-        "depot/Cargo.toml",
-        "libs/proto/src",
-        "libs/proto/Cargo.toml",
-        "Cargo.lock",
-    ] {
-        newest_mtime(&root.join(p), &mut sources);
+    let path = target_dir().join("release").join(bin);
+    let mut newest = SystemTime::UNIX_EPOCH;
+    for p in sources.iter().chain(&["Cargo.lock"]) {
+        newest_mtime(&root.join(p), &mut newest);
     }
     let built = fs::metadata(&path).and_then(|m| m.modified()).ok();
     match built {
-        Some(b) if b >= sources => {
+        Some(b) if b >= newest => {
             return Ok(DepotBinary {
                 path,
                 note: "up to date".into(),
             })
         }
-        Some(_) => eprintln!("ibp-depot binary is older than its sources; building it"),
+        Some(_) => eprintln!("{bin} binary is older than its sources; building it"),
         None => eprintln!("{} is missing; building it", path.display()),
     }
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
     let t = Instant::now();
     let status = Command::new(cargo)
         .current_dir(&root)
-        .arg("build")
-        .arg("--release")
-        .arg("-p")
-        .arg("ibp-depot")
+        .args(["build", "--release", "-p", package, "--bin", bin])
         .arg("--manifest-path")
         .arg(root.join("Cargo.toml"))
         .env("CARGO_TARGET_DIR", target_dir())
         .stdout(Stdio::inherit())
         .stderr(Stdio::inherit())
         .status()
-        .context("run cargo build --release -p ibp-depot")?;
+        .with_context(|| format!("run cargo build --release -p {package}"))?;
     if !status.success() {
-        bail!("cargo build --release -p ibp-depot failed: {status}");
+        bail!("cargo build --release -p {package} failed: {status}");
     }
     if !path.is_file() {
         bail!(
