@@ -893,13 +893,29 @@ async fn delete(
     }
     let e = entry_with(&app, &who, &path, Rights::DELETE).await?;
     let gone = app.store.delete(&e, req.version).await?;
+    // Capabilities still used by a version that remains (a new version
+    // made by augment or trim shares its predecessor's allocations) are
+    // not the client's to release; nor is one listed twice.
+    let mut keep: HashSet<String> = HashSet::new();
+    if req.version.is_some() {
+        for (_, doc) in app.store.exnodes(&e.id).await? {
+            if let Ok(ex) = exnode::from_xml(doc.as_bytes()) {
+                keep.extend(ex.manage_capabilities().into_iter().map(str::to_owned));
+            }
+        }
+    }
     let mut released = Vec::with_capacity(gone.len());
     for (version, doc) in &gone {
         match exnode::from_xml(doc.as_bytes()) {
-            Ok(ex) => released.push(json!({
-                "version": version,
-                "manage": ex.manage_capabilities(),
-            })),
+            Ok(ex) => {
+                let mut manage = Vec::new();
+                for c in ex.manage_capabilities() {
+                    if keep.insert(c.to_owned()) {
+                        manage.push(c);
+                    }
+                }
+                released.push(json!({ "version": version, "manage": manage }));
+            }
             Err(err) => {
                 tracing::error!(%path, version, error = %err, "stored exNode does not parse");
                 released
@@ -972,6 +988,12 @@ async fn resolve_acl(app: &App, list: &[EntryJson]) -> ApiResult<Vec<Entry>> {
     let mut out: Vec<Entry> = Vec::with_capacity(list.len());
     for j in list {
         let rights = Rights::parse(&j.rights).map_err(ApiError::bad)?;
+        if rights.is_empty() {
+            return Err(ApiError::bad(format!(
+                "{}: an entry without rights grants nothing (rights only add up); leave it out",
+                j.principal
+            )));
+        }
         let principal = match Principal::parse(&j.principal).map_err(ApiError::bad)? {
             Principal::User { vo, id } => {
                 if app.store.member(&vo, &id).await?.is_none() {

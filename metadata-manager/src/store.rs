@@ -911,6 +911,23 @@ impl Store {
         ))
     }
 
+    /// The exNode of every version of a file, oldest first.
+    pub async fn exnodes(&self, file: &str) -> Result<Vec<(u64, String)>, StoreError> {
+        let rows =
+            sqlx::query("SELECT version, exnode FROM versions WHERE file = $1 ORDER BY version")
+                .bind(file)
+                .fetch_all(&self.pool)
+                .await?;
+        rows.iter()
+            .map(|r| {
+                Ok((
+                    unsigned("version", r.try_get("version")?)?,
+                    r.try_get("exnode")?,
+                ))
+            })
+            .collect()
+    }
+
     /// Every version of a file, newest first (without exNodes).
     pub async fn versions(&self, file: &str) -> Result<Vec<VersionRow>, StoreError> {
         let rows = sqlx::query(
@@ -1273,9 +1290,12 @@ async fn create_entry(
         .fetch_optional(&mut **tx)
         .await?;
     if by_path.is_some() {
-        return Err(StoreError::Conflict(format!(
-            "{path} exists (to replace a file, give its current version as the base)"
-        )));
+        return Err(StoreError::Conflict(match kind {
+            Kind::File => {
+                format!("{path} exists (to replace a file, give its current version as the base)")
+            }
+            Kind::Dir => format!("{path} exists"),
+        }));
     }
     let by_id = sqlx::query("SELECT path FROM entries WHERE id = $1")
         .bind(id)

@@ -207,6 +207,10 @@ pub async fn bad_input(db: Db) {
     a.acl_set("/vo1/file", &[("group:ghosts@vo1", "r")])
         .await
         .refused(400, "unknown group ghosts@vo1");
+    // An entry without rights would grant nothing (rights only add up).
+    a.acl_set("/vo1/file", &[("vo:vo1", "-")])
+        .await
+        .refused(400, "an entry without rights grants nothing");
     let many: Vec<(String, String)> = (0..257)
         .map(|i| (format!("user:u{i}@vo1"), "r".to_string()))
         .collect();
