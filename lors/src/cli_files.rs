@@ -640,9 +640,6 @@ pub fn format_removal(r: &Removal) -> String {
         );
     }
     let _ = write!(out, "; released {ok} of {} allocation(s)", r.releases.len());
-    if !r.kept.is_empty() {
-        let _ = write!(out, "; kept {} still used by other versions", r.kept.len());
-    }
     out.push('\n');
     out
 }
@@ -783,7 +780,6 @@ mod tests {
                 ],
             },
             releases: vec![release(true), release(false)],
-            kept: vec![],
         };
         assert_eq!(
             format_removal(&r),

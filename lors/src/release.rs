@@ -98,10 +98,6 @@ pub struct Removal {
     pub deleted: Deleted,
     /// One outcome per capability released or tried.
     pub releases: Vec<Release>,
-    /// Allocations of the deleted version that remaining versions still
-    /// use, so not released (`host:port/RID`).
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub kept: Vec<String>,
 }
 
 impl Removal {
@@ -118,63 +114,23 @@ impl Removal {
 /// there is something to release; `None` from it releases on the legacy
 /// ports only.
 ///
-/// Deleting one version: the server lists all of that version's
-/// capabilities, also those other versions share; those are kept (the
-/// remaining versions are read to find them, which needs read on the file;
-/// when they cannot be read nothing is released and every capability is
-/// reported as failed).
+/// The manager lists each capability once and leaves out those a remaining
+/// version still uses, so everything it returns is released.
 pub async fn delete_and_release(
     mdm: &MetadataClient,
     path: &str,
     version: Option<u64>,
     secure: impl std::future::Future<Output = Option<SecureAccess>>,
 ) -> Result<Removal, Error> {
-    let current = match version {
-        Some(_) => Some(mdm.stat(path).await?.version),
-        None => None,
-    };
     let deleted = mdm.delete(path, version).await?;
     let caps = deleted.manage_capabilities();
-    let mut still_used = std::collections::HashSet::new();
-    if let (Some(gone), Some(current)) = (version, current) {
-        for v in (1..=current).filter(|v| *v != gone) {
-            match mdm.get(path, Some(v)).await {
-                Ok(fv) => still_used.extend(
-                    fv.exnode
-                        .manage_capabilities()
-                        .into_iter()
-                        .map(str::to_owned),
-                ),
-                Err(Error::NotFound(_)) => {}
-                Err(e) => {
-                    let why = format!(
-                        "not released: cannot check that the remaining versions do not use it: {e}"
-                    );
-                    let releases = caps
-                        .iter()
-                        .map(|c| failed(c, "", Port::Legacy, &why))
-                        .collect();
-                    return Ok(Removal {
-                        deleted,
-                        releases,
-                        kept: Vec::new(),
-                    });
-                }
-            }
-        }
-    }
-    let (kept, free): (Vec<&str>, Vec<&str>) = caps.iter().partition(|c| still_used.contains(**c));
-    let releases = if free.is_empty() {
+    let releases = if caps.is_empty() {
         Vec::new()
     } else {
         let access = secure.await;
-        release_all(&free, access.as_ref()).await
+        release_all(&caps, access.as_ref()).await
     };
-    Ok(Removal {
-        kept: kept.iter().map(|c| redact(c)).collect(),
-        deleted,
-        releases,
-    })
+    Ok(Removal { deleted, releases })
 }
 
 /// `ibp://host:port/RID#key/...` without the key: what may be shown.
