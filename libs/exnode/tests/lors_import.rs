@@ -1,5 +1,6 @@
-//! Import of the real exNodes LoRS 0.82 wrote (shared/reference/lors-exnodes,
-//! beside the repository), and their round trip through our writer.
+//! Import of the real exNodes LoRS 0.82 wrote (copied from the project's
+//! reference set into tests/fixtures/lors-exnodes, so the tests need nothing
+//! outside the repository), and their round trip through our writer.
 
 use exnode::{capability_address, from_xml, to_xml, Exnode, Function, Value};
 
@@ -7,12 +8,11 @@ const MIB: u64 = 1024 * 1024;
 const SIZE_10M: u64 = 10_485_760;
 const SIZE_100M: u64 = 104_857_600;
 
-const NONE: &[u8] = include_bytes!("../../../../shared/reference/lors-exnodes/10M_none.xnd");
-const DEFAULT: &[u8] = include_bytes!("../../../../shared/reference/lors-exnodes/10M_default.xnd");
-const ZLIB: &[u8] = include_bytes!("../../../../shared/reference/lors-exnodes/10M_zlib.xnd");
-const C2_B2M_K_A: &[u8] =
-    include_bytes!("../../../../shared/reference/lors-exnodes/10M_c2_b2M_k_a.xnd");
-const C2_K_100M: &[u8] = include_bytes!("../../../../shared/reference/lors-exnodes/100M_c2_k.xnd");
+const NONE: &[u8] = include_bytes!("fixtures/lors-exnodes/10M_none.xnd");
+const DEFAULT: &[u8] = include_bytes!("fixtures/lors-exnodes/10M_default.xnd");
+const ZLIB: &[u8] = include_bytes!("fixtures/lors-exnodes/10M_zlib.xnd");
+const C2_B2M_K_A: &[u8] = include_bytes!("fixtures/lors-exnodes/10M_c2_b2M_k_a.xnd");
+const C2_K_100M: &[u8] = include_bytes!("fixtures/lors-exnodes/100M_c2_k.xnd");
 
 /// Parses, checks what every LoRS file has in common, and round-trips.
 fn import(doc: &[u8], size: u64, filename: &str, extent_len: u64, replicas: usize) -> Exnode {
