@@ -1,11 +1,61 @@
 //! Durations (`"60s"`, `"1h30m"`, `"500ms"`, plain seconds) and sizes
 //! (`"10GiB"`, `"500MB"`, plain bytes) as written in the configuration and
-//! on the command line, and their display.
+//! on the command line, serde deserializers that take either an integer
+//! (seconds, bytes) or such a string, and their display.
 
 use std::time::Duration;
 
+use serde::Deserialize;
+
+/// A length of time in the configuration: an integer number of seconds or a
+/// string with units (`"60s"`, `"10m"`, `"500ms"`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ConfigDuration(pub Duration);
+
+impl<'de> Deserialize<'de> for ConfigDuration {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<ConfigDuration, D::Error> {
+        deserialize_duration(d).map(ConfigDuration)
+    }
+}
+
+/// An integer or a string, as a configuration field holds a number.
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum Raw {
+    Int(u64),
+    Text(String),
+}
+
+/// `deserialize_with` for a [`Duration`]: an integer number of seconds or a
+/// string for [`parse_duration`].
+pub fn deserialize_duration<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+    match Raw::deserialize(d)? {
+        Raw::Int(n) => Ok(Duration::from_secs(n)),
+        Raw::Text(s) => parse_duration(&s).map_err(serde::de::Error::custom),
+    }
+}
+
+/// `deserialize_with` for whole seconds: an integer or a string for
+/// [`parse_seconds`].
+pub fn deserialize_seconds<'de, D: serde::Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
+    match Raw::deserialize(d)? {
+        Raw::Int(n) => Ok(n),
+        Raw::Text(s) => parse_seconds(&s).map_err(serde::de::Error::custom),
+    }
+}
+
+/// `deserialize_with` for a byte count: an integer or a string for
+/// [`parse_size`].
+pub fn deserialize_size<'de, D: serde::Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
+    match Raw::deserialize(d)? {
+        Raw::Int(n) => Ok(n),
+        Raw::Text(s) => parse_size(&s).map_err(serde::de::Error::custom),
+    }
+}
+
 /// Parses a duration: an integer number of seconds, or numbers with the
-/// units `ms`, `s`, `m`, `h`, `d`, `w` (e.g. `"90s"`, `"1h30m"`, `"250ms"`).
+/// units `ms`, `s`, `m`, `h`, `d`, `w` (e.g. `"90s"`, `"1h30m"`, `"250ms"`,
+/// `"10 m"`: blanks may stand around each number and unit).
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
     let s = s.trim();
     if s.is_empty() {
@@ -24,7 +74,7 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
         let n: u64 = rest[..digits]
             .parse()
             .map_err(|_| format!("bad duration {s:?}: number too large"))?;
-        rest = &rest[digits..];
+        rest = rest[digits..].trim_start();
         let unit_len = rest.bytes().take_while(u8::is_ascii_alphabetic).count();
         let unit_ms: u64 = match &rest[..unit_len] {
             "ms" => 1,
@@ -36,7 +86,7 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
             "" => return Err(format!("bad duration {s:?}: a number without a unit")),
             u => return Err(format!("bad duration {s:?}: unknown unit {u:?}")),
         };
-        rest = &rest[unit_len..];
+        rest = rest[unit_len..].trim_start();
         total_ms = n
             .checked_mul(unit_ms)
             .and_then(|v| total_ms.checked_add(v))
@@ -162,6 +212,8 @@ mod tests {
             ("1s500ms", 1_500),
             ("2d", 172_800_000),
             ("1w", 604_800_000),
+            ("10 m", 600_000),
+            (" 1h 30m ", 5_400_000),
         ];
         for (s, ms) in ok {
             assert_eq!(parse_duration(s), Ok(Duration::from_millis(ms)), "{s}");
@@ -197,8 +249,34 @@ mod tests {
         for bad in ["", "GiB", "1.5GiB", "1XB", "-1", "99999999999PiB"] {
             assert!(parse_size(bad).is_err(), "{bad:?} accepted");
         }
+        // Every spelling the metadata manager accepted before sharing this.
+        assert_eq!(parse_size("16MiB"), Ok(16 << 20));
+        assert_eq!(parse_size("1B"), Ok(1));
         assert_eq!(format_size(512), "512 B");
         assert_eq!(format_size(3 << 30), "3.0 GiB");
+    }
+
+    #[test]
+    fn config_fields() {
+        #[derive(Deserialize)]
+        struct Cfg {
+            a: ConfigDuration,
+            #[serde(deserialize_with = "deserialize_duration")]
+            b: Duration,
+            #[serde(deserialize_with = "deserialize_seconds")]
+            c: u64,
+            #[serde(deserialize_with = "deserialize_size")]
+            d: u64,
+        }
+        let cfg: Cfg = toml::from_str("a = 5\nb = \"250ms\"\nc = \"1h\"\nd = \"1KiB\"\n").unwrap();
+        assert_eq!(cfg.a, ConfigDuration(Duration::from_secs(5)));
+        assert_eq!(cfg.b, Duration::from_millis(250));
+        assert_eq!(cfg.c, 3600);
+        assert_eq!(cfg.d, 1024);
+        let e = toml::from_str::<Cfg>("a = \"5x\"\nb = 1\nc = 1\nd = 1\n")
+            .err()
+            .unwrap();
+        assert!(e.to_string().contains("unknown unit \"x\""), "{e}");
     }
 
     #[test]

@@ -1,0 +1,53 @@
+//! What the IBP services (the L-Bone, the metadata manager, the online CA)
+//! share and would otherwise copy: opening and migrating their databases
+//! ([`db`]), writing their signing keys at `init` ([`signing_key`]), and the
+//! duration and size units of their configurations ([`units`]).
+//!
+//! Generic mechanics only: the SQL of a service (its tables, migration list
+//! and lock key) stays in that service's store module.
+
+pub mod db;
+pub mod signing_key;
+pub mod units;
+
+use std::path::PathBuf;
+
+/// Why a shared service operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The database URL names no supported backend.
+    #[error("{0}")]
+    Url(String),
+    /// Connecting to the database failed (the URL is redacted).
+    #[error("open database {url}")]
+    Open { url: String, source: sqlx::Error },
+    #[error("switch the SQLite database to WAL mode")]
+    Wal(#[source] sqlx::Error),
+    /// One step of a migration failed.
+    #[error("migration {version}")]
+    Migration { version: i64, source: sqlx::Error },
+    #[error("database: {0}")]
+    Database(#[from] sqlx::Error),
+    /// `init` found a signing key and was not told to replace it.
+    #[error("{} exists; give --force to replace the signing key ({note})", path.display())]
+    KeyExists { path: PathBuf, note: String },
+    /// Generating or deriving a key failed.
+    #[error("{what}")]
+    Key {
+        what: &'static str,
+        source: ibp_auth::AuthError,
+    },
+    /// Writing a file or creating a directory failed.
+    #[error("{what} {}", path.display())]
+    Io {
+        what: &'static str,
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    /// Writing the private key failed.
+    #[error("write {}", path.display())]
+    Secret {
+        path: PathBuf,
+        source: ibp_auth::AuthError,
+    },
+}
