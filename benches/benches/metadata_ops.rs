@@ -127,7 +127,9 @@ impl Pg {
             })
             .collect();
         versions.sort();
-        let (_, bin) = versions.pop().context("no initdb under /usr/lib/postgresql")?;
+        let (_, bin) = versions
+            .pop()
+            .context("no initdb under /usr/lib/postgresql")?;
         // SAFETY: geteuid has no preconditions.
         let as_postgres = unsafe { libc::geteuid() } == 0;
         let dir = tempfile::Builder::new().prefix("bench-pg-").tempdir()?;
@@ -146,12 +148,22 @@ impl Pg {
         let out = pg_cmd(&bin, "initdb", as_postgres)
             .arg("-D")
             .arg(&data)
-            .args(["-U", "postgres", "-A", "trust", "-E", "UTF8", "--locale=C.UTF-8"])
+            .args([
+                "-U",
+                "postgres",
+                "-A",
+                "trust",
+                "-E",
+                "UTF8",
+                "--locale=C.UTF-8",
+            ])
             .output()?;
         if !out.status.success() {
             bail!("initdb: {}", String::from_utf8_lossy(&out.stderr));
         }
-        let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
+        let port = std::net::TcpListener::bind("127.0.0.1:0")?
+            .local_addr()?
+            .port();
         let out = pg_cmd(&bin, "pg_ctl", as_postgres)
             .arg("-D")
             .arg(&data)
@@ -194,9 +206,8 @@ fn exnode_xml(file: uuid::Uuid, i: usize) -> String {
     for b in 0..8u64 {
         for r in 0..3u64 {
             let depot = format!("127.0.0.1:{}", 6714 + r);
-            let cap = |kind: &str| {
-                format!("ibp://{depot}/{i}-{b}#k{:032x}/{}/{kind}", b * 7 + r, 3)
-            };
+            let cap =
+                |kind: &str| format!("ibp://{depot}/{i}-{b}#k{:032x}/{}/{kind}", b * 7 + r, 3);
             mappings.push(Mapping {
                 logical_offset: b * block,
                 logical_length: block,
@@ -395,7 +406,10 @@ fn main() -> anyhow::Result<()> {
         .enable_all()
         .build()?;
 
-    let db = format!("sqlite://{}", dir.path().join("sqlite/metadata.db").display());
+    let db = format!(
+        "sqlite://{}",
+        dir.path().join("sqlite/metadata.db").display()
+    );
     let server = start_server(&bin.path, &dir.path().join("sqlite"), dir.path(), &db)?;
     let sqlite = rt.block_on(run(&pki, &server.url, server.child.id()))?;
     drop(server);

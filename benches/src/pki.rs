@@ -87,4 +87,3 @@ pub fn mint(dir: &Path) -> anyhow::Result<Pki> {
         client_trust,
     })
 }
-
