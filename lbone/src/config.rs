@@ -8,29 +8,7 @@ use std::time::Duration;
 use anyhow::{bail, Context};
 use serde::Deserialize;
 
-use crate::units::parse_duration;
-
-/// A length of time in the configuration: an integer number of seconds or a
-/// string with units (`"60s"`, `"10m"`, `"500ms"`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct ConfigDuration(pub Duration);
-
-impl<'de> Deserialize<'de> for ConfigDuration {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<ConfigDuration, D::Error> {
-        #[derive(Deserialize)]
-        #[serde(untagged)]
-        enum Raw {
-            Int(u64),
-            Text(String),
-        }
-        match Raw::deserialize(d)? {
-            Raw::Int(n) => Ok(ConfigDuration(Duration::from_secs(n))),
-            Raw::Text(s) => parse_duration(&s)
-                .map(ConfigDuration)
-                .map_err(serde::de::Error::custom),
-        }
-    }
-}
+pub use ibp_service::units::ConfigDuration;
 
 fn default_poll_interval() -> ConfigDuration {
     ConfigDuration(Duration::from_secs(60))

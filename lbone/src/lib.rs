@@ -17,5 +17,4 @@ pub mod poller;
 pub mod select;
 pub mod server;
 pub mod store;
-pub mod units;
 pub mod views;

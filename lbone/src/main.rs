@@ -7,10 +7,10 @@ use std::process::ExitCode;
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
 use ibp_auth::{ProxyCredential, TrustStore};
+use ibp_service::units::{format_secs, format_size, format_utc, parse_seconds, parse_size};
 use lbone::admin::AdminClient;
 use lbone::config::Config;
 use lbone::geo::Location;
-use lbone::units::{format_secs, format_size, format_utc, parse_seconds, parse_size};
 use serde_json::{json, Map, Value};
 
 #[derive(Parser)]

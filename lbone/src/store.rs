@@ -6,8 +6,9 @@
 //! PRECISION), so that the same statements and migrations run on SQLite
 //! (the default: one file, nothing to install) and PostgreSQL (several
 //! stateless L-Bone replicas on one database). Migrations are applied in
-//! order at start, each recorded in `schema_migrations`; on PostgreSQL under
-//! an advisory lock so that replicas starting together do not race.
+//! order at start by `ibp_service::db::migrate`, each recorded in
+//! `schema_migrations`; on PostgreSQL under an advisory lock so that
+//! replicas starting together do not race.
 //!
 //! Tables:
 //! - `registrations (vo, name, host, port, tls_port, latitude, longitude,
@@ -19,9 +20,12 @@
 //!   what the last STATUS polls of a depot found; rows of depots no longer
 //!   registered are swept by the poller.
 
-use sqlx::any::{AnyPoolOptions, AnyRow};
+use ibp_service::db::{self, is_unique_violation, to_bigint};
+use sqlx::any::AnyRow;
 use sqlx::{AnyPool, Row};
 use thiserror::Error;
+
+pub use ibp_service::db::{redact, Backend};
 
 use crate::geo::Location;
 
@@ -77,29 +81,6 @@ pub enum StoreError {
     /// A stored value is out of range (the database was edited by hand).
     #[error("database holds an invalid value: {0}")]
     Invalid(String),
-}
-
-/// Which database the URL names.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Backend {
-    Sqlite,
-    Postgres,
-}
-
-impl Backend {
-    /// The backend of a sqlx URL, or an error naming the supported schemes.
-    pub fn of_url(url: &str) -> Result<Backend, String> {
-        if url.starts_with("sqlite:") {
-            Ok(Backend::Sqlite)
-        } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
-            Ok(Backend::Postgres)
-        } else {
-            Err(format!(
-                "database URL must start with sqlite:// or postgres://, not {:?}",
-                url.split(':').next().unwrap_or("")
-            ))
-        }
-    }
 }
 
 /// A depot as registered by one VO, with that VO's policy.
@@ -188,27 +169,8 @@ pub struct Store {
     backend: Backend,
 }
 
-/// For SQLite, make sure a missing database file is created.
-fn with_create(url: &str) -> String {
-    if url.starts_with("sqlite:") && !url.contains("mode=") && !url.contains(":memory:") {
-        let sep = if url.contains('?') { '&' } else { '?' };
-        format!("{url}{sep}mode=rwc")
-    } else {
-        url.to_string()
-    }
-}
-
-fn is_unique_violation(e: &sqlx::Error) -> bool {
-    matches!(e, sqlx::Error::Database(d) if d.kind() == sqlx::error::ErrorKind::UniqueViolation)
-}
-
-/// u64 → BIGINT (values beyond i64 are clamped: no depot has 8 EiB).
-fn big(v: u64) -> i64 {
-    i64::try_from(v).unwrap_or(i64::MAX)
-}
-
 fn unsigned(what: &str, v: i64) -> Result<u64, StoreError> {
-    u64::try_from(v).map_err(|_| StoreError::Invalid(format!("{what} = {v}")))
+    db::from_bigint(what, v).map_err(StoreError::Invalid)
 }
 
 fn port(what: &str, v: i64) -> Result<u16, StoreError> {
@@ -309,24 +271,11 @@ impl Store {
     /// Connects and applies pending migrations.
     pub async fn open(url: &str) -> anyhow::Result<Store> {
         use anyhow::Context;
-        sqlx::any::install_default_drivers();
-        let backend = Backend::of_url(url).map_err(anyhow::Error::msg)?;
-        let pool = AnyPoolOptions::new()
-            .max_connections(8)
-            .acquire_timeout(std::time::Duration::from_secs(10))
-            .connect(&with_create(url))
+        let (pool, backend) = db::connect(url, 8).await?;
+        db::migrate(&pool, backend, MIGRATIONS, MIGRATION_LOCK)
             .await
-            .with_context(|| format!("open database {}", redact(url)))?;
-        if backend == Backend::Sqlite {
-            // Readers (queries, the status page) do not wait for the poller's writes.
-            sqlx::query("PRAGMA journal_mode = WAL")
-                .execute(&pool)
-                .await
-                .context("switch the SQLite database to WAL mode")?;
-        }
-        let store = Store { pool, backend };
-        store.migrate().await.context("migrate the database")?;
-        Ok(store)
+            .context("migrate the database")?;
+        Ok(Store { pool, backend })
     }
 
     pub fn backend(&self) -> Backend {
@@ -335,45 +284,6 @@ impl Store {
 
     pub async fn close(&self) {
         self.pool.close().await;
-    }
-
-    async fn migrate(&self) -> Result<(), StoreError> {
-        sqlx::query(
-            "CREATE TABLE IF NOT EXISTS schema_migrations (
-                version BIGINT PRIMARY KEY,
-                applied_at BIGINT NOT NULL)",
-        )
-        .execute(&self.pool)
-        .await?;
-        for (i, steps) in MIGRATIONS.iter().enumerate() {
-            let version = i as i64 + 1;
-            let mut tx = self.pool.begin().await?;
-            if self.backend == Backend::Postgres {
-                sqlx::query("SELECT 1 AS locked FROM pg_advisory_xact_lock($1)")
-                    .bind(MIGRATION_LOCK)
-                    .fetch_optional(&mut *tx)
-                    .await?;
-            }
-            let done = sqlx::query("SELECT version FROM schema_migrations WHERE version = $1")
-                .bind(version)
-                .fetch_optional(&mut *tx)
-                .await?
-                .is_some();
-            if done {
-                continue;
-            }
-            for sql in *steps {
-                sqlx::query(sql).execute(&mut *tx).await?;
-            }
-            sqlx::query("INSERT INTO schema_migrations (version, applied_at) VALUES ($1, $2)")
-                .bind(version)
-                .bind(ibp_auth::unix_now())
-                .execute(&mut *tx)
-                .await?;
-            tx.commit().await?;
-            tracing::info!(version, "applied database migration");
-        }
-        Ok(())
     }
 
     /// Adds a registration; a name or an address already registered in the
@@ -394,8 +304,8 @@ impl Store {
         .bind(r.location.lat)
         .bind(r.location.lon)
         .bind(r.place.clone())
-        .bind(r.max_size.map(big))
-        .bind(r.max_duration.map(big))
+        .bind(r.max_size.map(to_bigint))
+        .bind(r.max_duration.map(to_bigint))
         .bind(&r.registered_by)
         .bind(r.created_at)
         .bind(r.updated_at)
@@ -526,8 +436,8 @@ impl Store {
         .bind(r.location.lat)
         .bind(r.location.lon)
         .bind(r.place.clone())
-        .bind(r.max_size.map(big))
-        .bind(r.max_duration.map(big))
+        .bind(r.max_size.map(to_bigint))
+        .bind(r.max_duration.map(to_bigint))
         .bind(&r.registered_by)
         .bind(r.updated_at)
         .execute(&mut *tx)
@@ -642,14 +552,14 @@ impl Store {
         .bind(host)
         .bind(i64::from(port))
         .bind(now_ms)
-        .bind(big(c.hard_capacity))
-        .bind(big(c.hard_used))
-        .bind(big(c.hard_free))
-        .bind(big(c.soft_capacity))
-        .bind(big(c.soft_used))
-        .bind(big(c.soft_free))
-        .bind(big(c.largest_hard_free))
-        .bind(big(c.largest_soft_free))
+        .bind(to_bigint(c.hard_capacity))
+        .bind(to_bigint(c.hard_used))
+        .bind(to_bigint(c.hard_free))
+        .bind(to_bigint(c.soft_capacity))
+        .bind(to_bigint(c.soft_used))
+        .bind(to_bigint(c.soft_free))
+        .bind(to_bigint(c.largest_hard_free))
+        .bind(to_bigint(c.largest_soft_free))
         .bind(c.max_duration)
         .bind(i64::from(c.resources))
         .execute(&self.pool)
@@ -694,47 +604,5 @@ impl Store {
         .execute(&self.pool)
         .await?;
         Ok(res.rows_affected())
-    }
-}
-
-/// A database URL without its password, for messages.
-pub fn redact(url: &str) -> String {
-    match (url.find("://"), url.rfind('@')) {
-        (Some(s), Some(at)) if at > s => {
-            let userinfo = &url[s + 3..at];
-            match userinfo.split_once(':') {
-                Some((user, _)) => format!("{}{user}:***{}", &url[..s + 3], &url[at..]),
-                None => url.to_owned(),
-            }
-        }
-        _ => url.to_owned(),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn redacts_passwords() {
-        assert_eq!(
-            redact("postgres://lbone:s3cret@db:5432/lbone"),
-            "postgres://lbone:***@db:5432/lbone"
-        );
-        assert_eq!(
-            redact("postgres://lbone@db/lbone"),
-            "postgres://lbone@db/lbone"
-        );
-        assert_eq!(
-            redact("sqlite:///var/lib/lbone.db"),
-            "sqlite:///var/lib/lbone.db"
-        );
-    }
-
-    #[test]
-    fn backends() {
-        assert_eq!(Backend::of_url("sqlite:///x.db"), Ok(Backend::Sqlite));
-        assert_eq!(Backend::of_url("postgres://u@h/d"), Ok(Backend::Postgres));
-        assert!(Backend::of_url("mysql://u@h/d").is_err());
     }
 }

@@ -8,7 +8,7 @@ use serde::Serialize;
 use crate::geo::Location;
 use crate::liveness::{Liveness, State};
 use crate::store::{DepotRow, Registration};
-use crate::units::{format_secs, format_size, format_utc};
+use ibp_service::units::{format_secs, format_size, format_utc};
 
 /// `host:port` with IPv6 literals in brackets.
 pub fn address(host: &str, port: u16) -> String {
