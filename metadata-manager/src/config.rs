@@ -8,70 +8,7 @@ use std::time::Duration;
 use anyhow::{bail, Context};
 use serde::Deserialize;
 
-/// Parses `"90"`, `"90s"`, `"10m"`, `"2h"`, `"1d"`.
-pub fn parse_duration(s: &str) -> Result<Duration, String> {
-    let s = s.trim();
-    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
-    let (num, unit) = s.split_at(split);
-    let n: u64 = num
-        .parse()
-        .map_err(|_| format!("bad duration {s:?}: expected e.g. 90s, 10m, 2h, 1d"))?;
-    let mult = match unit.trim() {
-        "" | "s" => 1,
-        "m" => 60,
-        "h" => 3600,
-        "d" => 86_400,
-        _ => return Err(format!("bad duration {s:?}: units are s, m, h, d")),
-    };
-    n.checked_mul(mult)
-        .map(Duration::from_secs)
-        .ok_or_else(|| format!("duration {s:?} too long"))
-}
-
-/// Parses `"1048576"`, `"64KiB"`, `"16MiB"`, `"1GiB"`.
-pub fn parse_size(s: &str) -> Result<u64, String> {
-    let s = s.trim();
-    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
-    let (num, unit) = s.split_at(split);
-    let n: u64 = num
-        .parse()
-        .map_err(|_| format!("bad size {s:?}: expected e.g. 16MiB"))?;
-    let mult: u64 = match unit.trim() {
-        "" | "B" => 1,
-        "KiB" => 1 << 10,
-        "MiB" => 1 << 20,
-        "GiB" => 1 << 30,
-        _ => return Err(format!("bad size {s:?}: units are B, KiB, MiB, GiB")),
-    };
-    n.checked_mul(mult)
-        .ok_or_else(|| format!("size {s:?} too large"))
-}
-
-fn de_duration<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
-    #[derive(Deserialize)]
-    #[serde(untagged)]
-    enum Raw {
-        Int(u64),
-        Text(String),
-    }
-    match Raw::deserialize(d)? {
-        Raw::Int(n) => Ok(Duration::from_secs(n)),
-        Raw::Text(s) => parse_duration(&s).map_err(serde::de::Error::custom),
-    }
-}
-
-fn de_size<'de, D: serde::Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
-    #[derive(Deserialize)]
-    #[serde(untagged)]
-    enum Raw {
-        Int(u64),
-        Text(String),
-    }
-    match Raw::deserialize(d)? {
-        Raw::Int(n) => Ok(n),
-        Raw::Text(s) => parse_size(&s).map_err(serde::de::Error::custom),
-    }
-}
+use ibp_service::units::{deserialize_duration, deserialize_size};
 
 fn default_ticket_lifetime() -> Duration {
     Duration::from_secs(600)
@@ -114,10 +51,13 @@ pub struct Config {
     pub signing_key: PathBuf,
     /// Lifetime of a file ticket (never beyond the caller's credential).
     /// Revocation takes effect when tickets are next requested.
-    #[serde(default = "default_ticket_lifetime", deserialize_with = "de_duration")]
+    #[serde(
+        default = "default_ticket_lifetime",
+        deserialize_with = "deserialize_duration"
+    )]
     pub ticket_lifetime: Duration,
     /// Largest exNode document accepted in a put (bytes or `16MiB`).
-    #[serde(default = "default_max_exnode", deserialize_with = "de_size")]
+    #[serde(default = "default_max_exnode", deserialize_with = "deserialize_size")]
     pub max_exnode: u64,
     /// VO group (by name) whose members administer the VO's namespace:
     /// members, escrow key, and admin + delete on every entry of the VO.
@@ -223,6 +163,8 @@ db_connections = 8
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    use ibp_service::units::{parse_duration, parse_size};
 
     fn parse(text: &str) -> anyhow::Result<Config> {
         let dir = tempfile::tempdir()?;

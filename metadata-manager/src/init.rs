@@ -3,7 +3,8 @@
 
 use std::path::Path;
 
-use anyhow::{bail, Context};
+pub use ibp_service::signing_key::Initialized;
+use ibp_service::signing_key::{self, Files};
 
 use crate::config::sample;
 
@@ -11,48 +12,24 @@ pub const KEY_FILE: &str = "metadata.key";
 pub const PUBLIC_FILE: &str = "metadata.pub";
 pub const CONFIG_FILE: &str = "metadata.toml";
 
-/// What `init` wrote.
-#[derive(Debug)]
-pub struct Initialized {
-    pub public_key: String,
-    /// Whether a sample configuration was written (an existing one is kept).
-    pub wrote_config: bool,
-}
-
 /// Creates `dir` if needed and writes `metadata.key` (PKCS#8 PEM, mode
 /// 0600), `metadata.pub` (`ed25519 <base64>`) and, unless present,
 /// `metadata.toml`. An existing key is kept unless `force`: replacing it
 /// invalidates every ticket in circulation and every depot trust directory
 /// holding the old `metadata.pub`.
 pub fn init(dir: &Path, force: bool) -> anyhow::Result<Initialized> {
-    std::fs::create_dir_all(dir).with_context(|| format!("create {}", dir.display()))?;
-    let key_path = dir.join(KEY_FILE);
-    if key_path.exists() && !force {
-        bail!(
-            "{} exists; give --force to replace the signing key (depots trusting the old metadata.pub must then be updated)",
-            key_path.display()
-        );
-    }
-    let pkcs8 = ibp_auth::keys::generate_ed25519().context("generate the signing key")?;
-    let pem = pem::encode(&pem::Pem::new("PRIVATE KEY", pkcs8.clone()));
-    ibp_auth::keys::write_secret(&key_path, pem.as_bytes())
-        .with_context(|| format!("write {}", key_path.display()))?;
-    let public = ibp_auth::keys::format_public_key(
-        &ibp_auth::keys::ed25519_public(&pkcs8).context("derive the public key")?,
-    );
-    let pub_path = dir.join(PUBLIC_FILE);
-    std::fs::write(&pub_path, &public).with_context(|| format!("write {}", pub_path.display()))?;
-    let cfg_path = dir.join(CONFIG_FILE);
-    let wrote_config = !cfg_path.exists();
-    if wrote_config {
-        let abs = std::fs::canonicalize(dir).unwrap_or_else(|_| dir.to_path_buf());
-        std::fs::write(&cfg_path, sample(&abs))
-            .with_context(|| format!("write {}", cfg_path.display()))?;
-    }
-    Ok(Initialized {
-        public_key: public,
-        wrote_config,
-    })
+    let files = Files {
+        key: KEY_FILE,
+        public: PUBLIC_FILE,
+        config: CONFIG_FILE,
+    };
+    Ok(signing_key::init(
+        dir,
+        files,
+        sample,
+        force,
+        "depots trusting the old metadata.pub must then be updated",
+    )?)
 }
 
 #[cfg(test)]

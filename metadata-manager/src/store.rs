@@ -4,8 +4,9 @@
 //! placeholders and portable types (TEXT, BIGINT), so that the same
 //! statements and migrations run on SQLite (the default) and PostgreSQL
 //! (several stateless replicas on one database). Migrations are applied in
-//! order at start, recorded in `schema_migrations`; on PostgreSQL under an
-//! advisory lock so that replicas starting together do not race.
+//! order at start by `ibp_service::db::migrate`, recorded in
+//! `schema_migrations`; on PostgreSQL under an advisory lock so that
+//! replicas starting together do not race.
 //!
 //! Tables:
 //! - `entries (id, vo, path, parent, kind, owner, current_version, size,
@@ -35,9 +36,12 @@
 
 use std::sync::Arc;
 
-use sqlx::any::{AnyPoolOptions, AnyRow};
+use ibp_service::db::{self, is_unique_violation, to_bigint};
+use sqlx::any::AnyRow;
 use sqlx::{AnyPool, Row};
 use thiserror::Error;
+
+pub use ibp_service::db::{redact, Backend};
 
 use crate::acl::{Entry, Principal, Rights};
 use crate::names::NsPath;
@@ -126,43 +130,6 @@ pub enum StoreError {
     /// A stored value is out of range (the database was edited by hand).
     #[error("database holds an invalid value: {0}")]
     Invalid(String),
-}
-
-/// Which database the URL names.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Backend {
-    Sqlite,
-    Postgres,
-}
-
-impl Backend {
-    /// The backend of a sqlx URL, or an error naming the supported schemes.
-    pub fn of_url(url: &str) -> Result<Backend, String> {
-        if url.starts_with("sqlite:") {
-            Ok(Backend::Sqlite)
-        } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
-            Ok(Backend::Postgres)
-        } else {
-            Err(format!(
-                "database URL must start with sqlite:// or postgres://, not {:?}",
-                url.split(':').next().unwrap_or("")
-            ))
-        }
-    }
-}
-
-/// A URL with any password replaced by `***`, for logs.
-pub fn redact(url: &str) -> String {
-    let Some((scheme, rest)) = url.split_once("://") else {
-        return url.to_owned();
-    };
-    match rest.split_once('@') {
-        Some((userinfo, host)) => match userinfo.split_once(':') {
-            Some((user, _)) => format!("{scheme}://{user}:***@{host}"),
-            None => url.to_owned(),
-        },
-        None => url.to_owned(),
-    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -256,27 +223,8 @@ pub struct Store {
     writer: Arc<tokio::sync::Mutex<()>>,
 }
 
-/// For SQLite, make sure a missing database file is created.
-fn with_create(url: &str) -> String {
-    if url.starts_with("sqlite:") && !url.contains("mode=") && !url.contains(":memory:") {
-        let sep = if url.contains('?') { '&' } else { '?' };
-        format!("{url}{sep}mode=rwc")
-    } else {
-        url.to_string()
-    }
-}
-
-fn is_unique_violation(e: &sqlx::Error) -> bool {
-    matches!(e, sqlx::Error::Database(d) if d.kind() == sqlx::error::ErrorKind::UniqueViolation)
-}
-
-/// u64 → BIGINT (clamped; no file has 8 EiB).
-fn big(v: u64) -> i64 {
-    i64::try_from(v).unwrap_or(i64::MAX)
-}
-
 fn unsigned(what: &str, v: i64) -> Result<u64, StoreError> {
-    u64::try_from(v).map_err(|_| StoreError::Invalid(format!("{what} = {v}")))
+    db::from_bigint(what, v).map_err(StoreError::Invalid)
 }
 
 fn now() -> i64 {
@@ -355,32 +303,15 @@ impl Store {
     /// Opens (creating a SQLite file if needed) and migrates the database.
     pub async fn open(url: &str, max_connections: u32) -> anyhow::Result<Store> {
         use anyhow::Context;
-        sqlx::any::install_default_drivers();
-        let backend = Backend::of_url(url).map_err(anyhow::Error::msg)?;
-        let pool = AnyPoolOptions::new()
-            .max_connections(max_connections.max(1))
-            // A ping before every query costs a round trip to the
-            // connection (SQLite: to its worker thread) per statement; a
-            // broken connection shows as a query error anyway.
-            .test_before_acquire(false)
-            .acquire_timeout(std::time::Duration::from_secs(10))
-            .connect(&with_create(url))
+        let (pool, backend) = db::connect(url, max_connections).await?;
+        db::migrate(&pool, backend, MIGRATIONS, MIGRATION_LOCK)
             .await
-            .with_context(|| format!("open database {}", redact(url)))?;
-        if backend == Backend::Sqlite {
-            // Readers (gets, tickets) do not wait for writers.
-            sqlx::query("PRAGMA journal_mode = WAL")
-                .execute(&pool)
-                .await
-                .context("switch the SQLite database to WAL mode")?;
-        }
-        let store = Store {
+            .context("migrate the database")?;
+        Ok(Store {
             pool,
             backend,
             writer: Arc::new(tokio::sync::Mutex::new(())),
-        };
-        store.migrate().await.context("migrate the database")?;
-        Ok(store)
+        })
     }
 
     pub fn backend(&self) -> Backend {
@@ -389,45 +320,6 @@ impl Store {
 
     pub async fn close(&self) {
         self.pool.close().await;
-    }
-
-    async fn migrate(&self) -> Result<(), StoreError> {
-        sqlx::query(
-            "CREATE TABLE IF NOT EXISTS schema_migrations (
-                version BIGINT PRIMARY KEY,
-                applied_at BIGINT NOT NULL)",
-        )
-        .execute(&self.pool)
-        .await?;
-        for (i, steps) in MIGRATIONS.iter().enumerate() {
-            let version = i as i64 + 1;
-            let mut tx = self.pool.begin().await?;
-            if self.backend == Backend::Postgres {
-                sqlx::query("SELECT 1 AS locked FROM pg_advisory_xact_lock($1)")
-                    .bind(MIGRATION_LOCK)
-                    .fetch_optional(&mut *tx)
-                    .await?;
-            }
-            let done = sqlx::query("SELECT version FROM schema_migrations WHERE version = $1")
-                .bind(version)
-                .fetch_optional(&mut *tx)
-                .await?
-                .is_some();
-            if done {
-                continue;
-            }
-            for sql in *steps {
-                sqlx::query(sql).execute(&mut *tx).await?;
-            }
-            sqlx::query("INSERT INTO schema_migrations (version, applied_at) VALUES ($1, $2)")
-                .bind(version)
-                .bind(now())
-                .execute(&mut *tx)
-                .await?;
-            tx.commit().await?;
-            tracing::info!(version, "applied database migration");
-        }
-        Ok(())
     }
 
     /// Starts a write transaction (holding the SQLite writer lock).
@@ -635,7 +527,7 @@ impl Store {
               WHERE e.path = $1"
         ))
         .bind(path)
-        .bind(version.map(big))
+        .bind(version.map(to_bigint))
         .bind(recipient)
         .bind(vo)
         .bind(vo_id)
@@ -793,7 +685,7 @@ impl Store {
                 "UPDATE entries SET current_version = 1, size = $2, updated_at = $3 WHERE id = $1",
             )
             .bind(v.file)
-            .bind(big(v.size))
+            .bind(to_bigint(v.size))
             .bind(t)
             .execute(&mut *tx)
             .await?;
@@ -804,10 +696,10 @@ impl Store {
             )
             .bind(v.path.as_str())
             .bind(v.file)
-            .bind(big(next))
-            .bind(big(v.size))
+            .bind(to_bigint(next))
+            .bind(to_bigint(v.size))
             .bind(t)
-            .bind(big(v.base_version))
+            .bind(to_bigint(v.base_version))
             .execute(&mut *tx)
             .await?;
             if res.rows_affected() != 1 {
@@ -842,9 +734,9 @@ impl Store {
              VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
         )
         .bind(v.file)
-        .bind(big(next))
-        .bind(big(v.size))
-        .bind(big(v.stored))
+        .bind(to_bigint(next))
+        .bind(to_bigint(v.size))
+        .bind(to_bigint(v.stored))
         .bind(v.exnode)
         .bind(v.key_id)
         .bind(v.writer.to_string())
@@ -866,7 +758,7 @@ impl Store {
                 "INSERT INTO wrapped_keys (file, version, recipient, wrapped) VALUES ($1, $2, $3, $4)",
             )
             .bind(v.file)
-            .bind(big(next))
+            .bind(to_bigint(next))
             .bind(recipient)
             .bind(wrapped)
             .execute(&mut *tx)
@@ -1010,7 +902,7 @@ impl Store {
         if let Some(v) = version {
             let row = sqlx::query("SELECT exnode FROM versions WHERE file = $1 AND version = $2")
                 .bind(&entry.id)
-                .bind(big(v))
+                .bind(to_bigint(v))
                 .fetch_optional(&mut *tx)
                 .await?;
             let Some(row) = row else {
@@ -1024,7 +916,7 @@ impl Store {
                 .fetch_optional(&mut *tx)
                 .await?;
             if let Some(cur) = cur {
-                if cur.try_get::<i64, _>("current_version")? == big(v) {
+                if cur.try_get::<i64, _>("current_version")? == to_bigint(v) {
                     return Err(StoreError::Refused(format!(
                         "version {v} is the current version of {}; delete the file, or upload a newer version first",
                         entry.path
@@ -1037,7 +929,7 @@ impl Store {
             ] {
                 sqlx::query(sql)
                     .bind(&entry.id)
-                    .bind(big(v))
+                    .bind(to_bigint(v))
                     .execute(&mut *tx)
                     .await?;
             }
@@ -1112,7 +1004,7 @@ impl Store {
         let (mut tx, _g) = self.write().await?;
         let exists = sqlx::query("SELECT version FROM versions WHERE file = $1 AND version = $2")
             .bind(file)
-            .bind(big(version))
+            .bind(to_bigint(version))
             .fetch_optional(&mut *tx)
             .await?;
         if exists.is_none() {
@@ -1120,7 +1012,7 @@ impl Store {
         }
         sqlx::query("DELETE FROM wrapped_keys WHERE file = $1 AND version = $2 AND recipient = $3")
             .bind(file)
-            .bind(big(version))
+            .bind(to_bigint(version))
             .bind(recipient)
             .execute(&mut *tx)
             .await?;
@@ -1128,7 +1020,7 @@ impl Store {
             "INSERT INTO wrapped_keys (file, version, recipient, wrapped) VALUES ($1, $2, $3, $4)",
         )
         .bind(file)
-        .bind(big(version))
+        .bind(to_bigint(version))
         .bind(recipient)
         .bind(wrapped)
         .execute(&mut *tx)
@@ -1161,7 +1053,7 @@ impl Store {
             "SELECT wrapped FROM wrapped_keys WHERE file = $1 AND version = $2 AND recipient = $3",
         )
         .bind(file)
-        .bind(big(version))
+        .bind(to_bigint(version))
         .bind(recipient)
         .fetch_optional(&self.pool)
         .await?;
@@ -1174,7 +1066,7 @@ impl Store {
             "SELECT recipient FROM wrapped_keys WHERE file = $1 AND version = $2 ORDER BY recipient",
         )
         .bind(file)
-        .bind(big(version))
+        .bind(to_bigint(version))
         .fetch_all(&self.pool)
         .await?;
         rows.iter()
