@@ -383,6 +383,13 @@ fn report(name: &str, f: &Figures, target: Option<f64>) {
 }
 
 fn main() -> anyhow::Result<()> {
+    // `cargo bench` passes `--bench`; without it we are being run as a test
+    // (`cargo test --all-targets`): do not build release binaries and run
+    // a benchmark.
+    if !std::env::args().any(|a| a == "--bench") {
+        println!("metadata_ops: a benchmark; run it with `cargo bench -p ibp-benches --bench metadata_ops`");
+        return Ok(());
+    }
     let bin = release_binary(
         "metadata-manager",
         "metadata-manager",

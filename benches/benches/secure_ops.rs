@@ -242,6 +242,15 @@ fn verdict(ok: bool) -> &'static str {
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() -> anyhow::Result<()> {
+    // `cargo bench` passes `--bench`; without it we are being run as a test
+    // (`cargo test --all-targets`): do not build release binaries and run
+    // a benchmark.
+    if !std::env::args().any(|a| a == "--bench") {
+        println!(
+            "secure_ops: a benchmark; run it with `cargo bench -p ibp-benches --bench secure_ops`"
+        );
+        return Ok(());
+    }
     let started = Instant::now();
     let bin = depot_binary()?;
     println!(
