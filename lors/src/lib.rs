@@ -4,6 +4,8 @@
 //! - [`credentials`]: logging in to the online CA, making and inspecting the
 //!   proxy credential (`$X509_USER_PROXY` or `/tmp/x509up_u<uid>`), and the
 //!   exit codes of the `lors` credential commands ([`exit`]);
+//! - [`crypto`]: client-side encryption (AES-128-CTR), checksums and
+//!   X25519 key wrapping;
 //! - [`depots`]: asking the L-Bone for depots suited to an upload, each
 //!   with a signed grant (`lors depots`);
 //! - [`metadata`]: the metadata manager's client ([`MetadataClient`]):
@@ -17,6 +19,7 @@
 //! See `docs/lors-credentials.md` and `docs/lors.md` for the user guide.
 
 pub mod credentials;
+pub mod crypto;
 pub mod depots;
 pub mod exit;
 pub use ibp_https::client as https;
