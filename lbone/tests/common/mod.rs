@@ -5,7 +5,7 @@
 
 #![allow(dead_code)]
 
-pub mod pg;
+pub use ibp_testkit::pg;
 pub mod scenarios;
 
 use std::io::{BufRead, BufReader, Read};
@@ -106,46 +106,7 @@ pub fn sibling_binary(name: &str) -> PathBuf {
     path
 }
 
-/// Runs a command to completion within `limit` (killed after it).
-pub fn run_bounded(mut cmd: Command, limit: Duration) -> std::io::Result<Output> {
-    let mut child = cmd.stdin(Stdio::null()).spawn()?;
-    let deadline = Instant::now() + limit;
-    let mut out = child.stdout.take();
-    let mut err = child.stderr.take();
-    let t_out = std::thread::spawn(move || {
-        let mut b = Vec::new();
-        if let Some(o) = out.as_mut() {
-            let _ = o.read_to_end(&mut b);
-        }
-        b
-    });
-    let t_err = std::thread::spawn(move || {
-        let mut b = Vec::new();
-        if let Some(e) = err.as_mut() {
-            let _ = e.read_to_end(&mut b);
-        }
-        b
-    });
-    let status = loop {
-        if let Some(s) = child.try_wait()? {
-            break s;
-        }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            return Err(std::io::Error::new(
-                std::io::ErrorKind::TimedOut,
-                format!("did not finish within {limit:?}"),
-            ));
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    };
-    Ok(Output {
-        status,
-        stdout: t_out.join().unwrap_or_default(),
-        stderr: t_err.join().unwrap_or_default(),
-    })
-}
+pub use ibp_testkit::run_bounded;
 
 /// Polls `f` every 50 ms until it returns `Some` or `limit` passes.
 pub fn wait_for<T>(limit: Duration, what: &str, mut f: impl FnMut() -> Option<T>) -> T {

@@ -7,14 +7,14 @@
 
 #![allow(dead_code)]
 
-pub mod pg;
+pub use ibp_testkit::pg;
 pub mod scenarios;
 
 use std::future::Future;
 use std::io::{BufRead, BufReader, Read};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use exnode::{Exnode, Mapping};
@@ -49,46 +49,7 @@ pub fn run<F: Future<Output = ()>>(scenario: F) {
     });
 }
 
-/// Runs a command to completion within `limit` (killed after it).
-pub fn run_bounded(mut cmd: Command, limit: Duration) -> std::io::Result<Output> {
-    let mut child = cmd.stdin(Stdio::null()).spawn()?;
-    let deadline = Instant::now() + limit;
-    let mut out = child.stdout.take();
-    let mut err = child.stderr.take();
-    let t_out = std::thread::spawn(move || {
-        let mut b = Vec::new();
-        if let Some(o) = out.as_mut() {
-            let _ = o.read_to_end(&mut b);
-        }
-        b
-    });
-    let t_err = std::thread::spawn(move || {
-        let mut b = Vec::new();
-        if let Some(e) = err.as_mut() {
-            let _ = e.read_to_end(&mut b);
-        }
-        b
-    });
-    let status = loop {
-        if let Some(s) = child.try_wait()? {
-            break s;
-        }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            return Err(std::io::Error::new(
-                std::io::ErrorKind::TimedOut,
-                format!("did not finish within {limit:?}"),
-            ));
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    };
-    Ok(Output {
-        status,
-        stdout: t_out.join().unwrap_or_default(),
-        stderr: t_err.join().unwrap_or_default(),
-    })
-}
+pub use ibp_testkit::run_bounded;
 
 /// Reads the first stdout line (`listening on ADDR:PORT`) within the start
 /// timeout; the rest of stdout is drained so the child never blocks. On

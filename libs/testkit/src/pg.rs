@@ -1,4 +1,4 @@
-//! A private PostgreSQL cluster for one scenario: `initdb` into a temporary
+//! A private PostgreSQL cluster for one test or scenario: `initdb` into a temporary
 //! directory, `pg_ctl start` on a free loopback port with the socket in the
 //! same directory and `fsync=off`; stopped on drop. As root the server runs
 //! as the `postgres` user (initdb refuses root) through `runuser`.
@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use super::run_bounded;
+use crate::run_bounded;
 
 /// Where Debian's `postgresql` package puts the server binaries.
 const PG_LIB: &str = "/usr/lib/postgresql";
@@ -86,7 +86,7 @@ impl PgCluster {
         });
         let as_postgres = is_root();
         let dir = tempfile::Builder::new()
-            .prefix("mdm-pg-")
+            .prefix("ibp-pg-")
             .tempdir()
             .unwrap();
         let data = dir.path().join("data");
