@@ -158,8 +158,12 @@ impl Store {
         if !url.starts_with("sqlite:") {
             bail!("database {url:?}: only sqlite:// URLs are supported for now");
         }
+        // One connection: SQLite has one writer anyway, and a transaction
+        // dropped on an error path is rolled back before the connection
+        // serves anyone else (with several, the next statement could meet
+        // the lock of a rollback still in flight: "database is locked").
         let pool = AnyPoolOptions::new()
-            .max_connections(4)
+            .max_connections(1)
             .connect(&with_create(url))
             .await
             .with_context(|| format!("open database {url}"))?;
