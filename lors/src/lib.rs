@@ -18,13 +18,17 @@
 //!
 //! See `docs/lors-credentials.md` and `docs/lors.md` for the user guide.
 
+pub mod config;
 pub mod credentials;
 pub mod crypto;
 pub mod depots;
 pub mod exit;
+pub mod keys;
+pub mod lors_e2e;
 pub use ibp_https::client as https;
 pub mod metadata;
 pub mod release;
+pub mod transfer;
 pub mod validity;
 
 pub use credentials::Error;
