@@ -46,7 +46,7 @@ pub enum CryptoError {
     Malformed { what: &'static str, why: String },
     #[error("unknown wrapped key format {0:?} (expected x25519-v1)")]
     UnknownFormat(String),
-    #[error("cannot unwrap the data key: not this recipient's, another file, version or key id, or altered")]
+    #[error("cannot unwrap the data key: not this recipient's, another file or key id, or altered")]
     Unwrap,
     #[error("the recipient's public key is a low-order point (all-zero shared secret)")]
     WeakPublicKey,
@@ -286,21 +286,22 @@ pub fn read_private_key(path: &Path) -> Result<KeyPair, CryptoError> {
 
 // -------------------------------------------------------------- key wrapping
 
-/// What a wrapped key is bound to: unwrapping under another file, version
-/// or key id fails.
+/// What a wrapped key is bound to: unwrapping under another file or key
+/// id fails. Not to a version: a data key belongs to the upload that made
+/// it, named by its (random) key id, and the versions that maintenance
+/// makes (refresh, trim, augment, repair) keep the same key and key id, so
+/// the metadata manager carries the wrapped keys over to them.
 #[derive(Debug, Clone, Copy)]
 pub struct WrapContext<'a> {
     pub file: Uuid,
-    pub version: u64,
     pub key_id: &'a str,
 }
 
 impl WrapContext<'_> {
-    /// File UUID bytes || be64(version) || key id (UTF-8).
+    /// File UUID bytes || key id (UTF-8).
     fn bytes(&self) -> Vec<u8> {
-        let mut out = Vec::with_capacity(24 + self.key_id.len());
+        let mut out = Vec::with_capacity(16 + self.key_id.len());
         out.extend_from_slice(self.file.as_bytes());
-        out.extend_from_slice(&self.version.to_be_bytes());
         out.extend_from_slice(self.key_id.as_bytes());
         out
     }

@@ -160,7 +160,6 @@ fn checksums_verify() {
 fn ctx(key_id: &str) -> WrapContext<'_> {
     WrapContext {
         file: file(),
-        version: 3,
         key_id,
     }
 }
@@ -191,12 +190,9 @@ fn unwrap_rejections() {
         unwrap_err(&text, &bob, &ctx("k1")),
         CryptoError::Unwrap
     ));
-    // Wrong context: file, version, key id.
+    // Wrong context: file, key id.
     let mut c = ctx("k1");
     c.file = Uuid::nil();
-    assert!(matches!(unwrap_err(&text, &alice, &c), CryptoError::Unwrap));
-    let mut c = ctx("k1");
-    c.version = 4;
     assert!(matches!(unwrap_err(&text, &alice, &c), CryptoError::Unwrap));
     assert!(matches!(
         unwrap_err(&text, &alice, &ctx("k2")),

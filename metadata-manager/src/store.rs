@@ -764,6 +764,31 @@ impl Store {
             .execute(&mut *tx)
             .await?;
         }
+        // A version made by maintenance (refresh, trim, augment, repair)
+        // keeps its base version's data key (same key id): the base
+        // version's wrapped keys carry over, for every recipient the put
+        // did not wrap for itself, so people the file is shared with (and
+        // the escrow) keep reading it.
+        if v.base_version > 0 {
+            if let Some(key_id) = v.key_id {
+                sqlx::query(
+                    "INSERT INTO wrapped_keys (file, version, recipient, wrapped)
+                     SELECT w.file, $2, w.recipient, w.wrapped
+                       FROM wrapped_keys w
+                       JOIN versions b ON b.file = w.file AND b.version = w.version
+                      WHERE w.file = $1 AND w.version = $3 AND b.key_id = $4
+                        AND NOT EXISTS (SELECT 1 FROM wrapped_keys n
+                                         WHERE n.file = $1 AND n.version = $2
+                                           AND n.recipient = w.recipient)",
+                )
+                .bind(v.file)
+                .bind(to_bigint(next))
+                .bind(to_bigint(v.base_version))
+                .bind(key_id)
+                .execute(&mut *tx)
+                .await?;
+            }
+        }
         tx.commit().await?;
         Ok(next)
     }
