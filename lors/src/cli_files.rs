@@ -8,7 +8,8 @@ use std::path::PathBuf;
 
 use clap::{Args, Subcommand};
 use ibp_auth::{ProxyCredential, TrustStore};
-use lors::credentials::{default_proxy_path, Error, TrustSource};
+use lors::config::Config;
+use lors::credentials::{Error, TrustSource};
 use lors::depots::{self, DepotQuery};
 use lors::metadata::{Acl, AclEntry, EntryInfo, EntryKind, Members, Usage, Whoami};
 use lors::release::{self, Removal, SecureAccess};
@@ -18,27 +19,26 @@ use serde::Serialize;
 
 /// Environment variable naming the default metadata manager.
 pub const MDM_ENV: &str = "LORS_METADATA_URL";
-/// Environment variable naming the default L-Bone (for `rm`).
-pub const LBONE_ENV: &str = "LORS_LBONE_URL";
 
-/// Options every metadata-manager command takes.
+/// Options every metadata-manager command takes. Each falls back on the
+/// environment, then the configuration file ([`lors::config`]).
 #[derive(Args)]
 pub struct MdmArgs {
     /// The metadata manager, e.g. https://mdm.example.org:7443
-    /// (default: $LORS_METADATA_URL)
+    /// (default: $LORS_METADATA_URL, else `metadata` in the config file)
     #[arg(long, value_name = "URL")]
-    mdm: Option<String>,
+    pub(crate) mdm: Option<String>,
     /// Trust directory whose ca/*.pem authenticate the servers
-    /// (default: $LORS_TRUST_DIR)
+    /// (default: $LORS_TRUST_DIR, else `trust_dir` in the config file)
     #[arg(long, value_name = "DIR")]
-    trust: Option<PathBuf>,
-    /// The proxy credential (default: $X509_USER_PROXY, else
-    /// /tmp/x509up_u<uid>)
+    pub(crate) trust: Option<PathBuf>,
+    /// The proxy credential (default: $X509_USER_PROXY, else `proxy` in
+    /// the config file, else /tmp/x509up_u<uid>)
     #[arg(long, value_name = "FILE")]
-    proxy: Option<PathBuf>,
+    pub(crate) proxy: Option<PathBuf>,
     /// Print the answer as JSON
     #[arg(long)]
-    json: bool,
+    pub(crate) json: bool,
 }
 
 #[derive(Args)]
@@ -89,7 +89,8 @@ pub struct RmArgs {
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
     version: Option<u64>,
     /// The L-Bone, for depot grants to release allocations made on secure
-    /// ports (default: $LORS_LBONE_URL; without it only legacy ports)
+    /// ports (default: $LORS_LBONE_URL, else `lbone` in the config file;
+    /// without it only legacy ports)
     #[arg(long, value_name = "URL")]
     lbone: Option<String>,
     #[command(flatten)]
@@ -167,40 +168,50 @@ pub fn parse_acl_entry(s: &str) -> Result<AclEntry, String> {
 }
 
 /// What a command needs to talk to the metadata manager.
-struct Session {
-    client: MetadataClient,
-    trust: TrustStore,
-    credential: ProxyCredential,
-    json: bool,
-}
-
-fn env_var(name: &str) -> Option<String> {
-    std::env::var(name).ok().filter(|v| !v.is_empty())
+pub(crate) struct Session {
+    pub(crate) client: MetadataClient,
+    pub(crate) trust: TrustStore,
+    pub(crate) credential: ProxyCredential,
+    pub(crate) json: bool,
+    /// The environment and configuration file, for other settings.
+    pub(crate) config: Config,
 }
 
 impl MdmArgs {
-    fn connect(&self) -> Result<Session, Error> {
-        let url = self
-            .mdm
-            .clone()
-            .or_else(|| env_var(MDM_ENV))
-            .ok_or_else(|| {
-                Error::Usage(format!(
-                    "which metadata manager? give --mdm URL or set {MDM_ENV}"
-                ))
-            })?;
+    /// The metadata manager's URL: `--mdm`, else the configuration's
+    /// (`$LORS_METADATA_URL`, else the file's `metadata`).
+    pub(crate) fn url(&self, config: &Config) -> Option<String> {
+        self.mdm.clone().or_else(|| config.metadata.clone())
+    }
+
+    /// Connects with the flags, else the environment, else the
+    /// configuration file.
+    pub(crate) fn connect(&self) -> Result<Session, Error> {
+        let config = Config::load()?;
+        self.connect_with(config)
+    }
+
+    pub(crate) fn connect_with(&self, config: Config) -> Result<Session, Error> {
+        let url = self.url(&config).ok_or_else(|| {
+            Error::Usage(format!(
+                "which metadata manager? give --mdm URL, set {MDM_ENV} or `metadata` in {}",
+                config_file_name()
+            ))
+        })?;
         let dir = self
             .trust
             .clone()
-            .or_else(crate::env_trust_dir)
+            .or_else(|| config.trust_dir.clone())
             .ok_or_else(|| {
                 Error::Usage(format!(
-                    "nothing to authenticate the metadata manager's server with: give --trust DIR or set {}",
-                    crate::TRUST_ENV
+                    "nothing to authenticate the metadata manager's server with: give --trust DIR, \
+                     set {} or `trust_dir` in {}",
+                    crate::TRUST_ENV,
+                    config_file_name()
                 ))
             })?;
         let trust = TrustSource::Dir(dir).load()?;
-        let path = self.proxy.clone().unwrap_or_else(default_proxy_path);
+        let path = self.proxy.clone().unwrap_or_else(|| config.proxy_path());
         if !path.exists() {
             return Err(Error::NoProxy(path));
         }
@@ -213,11 +224,22 @@ impl MdmArgs {
             trust,
             credential,
             json: self.json,
+            config,
         })
     }
 }
 
-fn print_json<T: Serialize>(v: &T) -> Result<(), Error> {
+/// The configuration file's name for messages.
+fn config_file_name() -> String {
+    match std::env::var_os(lors::config::CONFIG_ENV).filter(|v| !v.is_empty()) {
+        Some(p) => PathBuf::from(p).display().to_string(),
+        None => lors::config::default_path()
+            .map(|p| p.display().to_string())
+            .unwrap_or_else(|| "~/.config/lors/config.toml".into()),
+    }
+}
+
+pub(crate) fn print_json<T: Serialize>(v: &T) -> Result<(), Error> {
     let text = serde_json::to_string_pretty(v)
         .map_err(|e| Error::Local(format!("cannot format the answer: {e}")))?;
     println!("{text}");
@@ -225,7 +247,11 @@ fn print_json<T: Serialize>(v: &T) -> Result<(), Error> {
 }
 
 /// Prints `v` as JSON, or the text `human` makes of it.
-fn show<T: Serialize>(json: bool, v: &T, human: impl FnOnce(&T) -> String) -> Result<u8, Error> {
+pub(crate) fn show<T: Serialize>(
+    json: bool,
+    v: &T,
+    human: impl FnOnce(&T) -> String,
+) -> Result<u8, Error> {
     if json {
         print_json(v)?;
     } else {
@@ -266,7 +292,8 @@ pub fn mv(a: MvArgs) -> Result<u8, Error> {
 
 pub fn rm(a: RmArgs) -> Result<u8, Error> {
     let s = a.mdm.connect()?;
-    let lbone = a.lbone.clone().or_else(|| env_var(LBONE_ENV));
+    // --lbone, else $LORS_LBONE_URL, else `lbone` in the config file.
+    let lbone = a.lbone.clone().or_else(|| s.config.lbone.clone());
     let mut lbone_error: Option<String> = None;
     let removal = crate::runtime()?.block_on(release::delete_and_release(
         &s.client,
