@@ -272,12 +272,6 @@ pub fn ls(a: LsArgs) -> Result<u8, Error> {
     })
 }
 
-pub fn stat(a: PathArgs) -> Result<u8, Error> {
-    let s = a.mdm.connect()?;
-    let e = crate::runtime()?.block_on(s.client.stat(&a.path))?;
-    show(s.json, &e, format_stat)
-}
-
 pub fn mkdir(a: MkdirArgs) -> Result<u8, Error> {
     let s = a.mdm.connect()?;
     let e = crate::runtime()?.block_on(s.client.mkdir(&a.path, a.parents))?;

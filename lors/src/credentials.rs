@@ -73,6 +73,10 @@ pub enum Error {
     Unavailable(String),
     #[error("{0}")]
     Local(String),
+    /// File data could not be read back intact (every replica or too many
+    /// shares lost or corrupt), or an exNode or wrapped key is unusable.
+    #[error("{0}")]
+    Data(String),
 }
 
 impl Error {
@@ -87,6 +91,7 @@ impl Error {
             Error::Unavailable(_) => exit::UNAVAILABLE,
             Error::RateLimited { .. } => exit::RATE_LIMITED,
             Error::Local(_) => exit::LOCAL,
+            Error::Data(_) => exit::DATA,
         }
     }
 }

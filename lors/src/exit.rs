@@ -35,3 +35,10 @@ pub const CONFLICT: u8 = 8;
 /// `lors rm` deleted the file in the metadata manager but could not release
 /// some of its allocations on the depots (they expire on their own).
 pub const RELEASE_FAILED: u8 = 9;
+/// File data could not be read back intact: every replica (or too many
+/// erasure-coded shares) of some range lost or corrupt, an unusable exNode,
+/// or a data key that cannot be unwrapped.
+pub const DATA: u8 = 10;
+/// A maintenance command (`refresh`, `repair`, `trim`) did part of its work:
+/// some allocations were refused or could not be recreated (listed).
+pub const PARTIAL: u8 = 11;

@@ -18,11 +18,13 @@
 //!
 //! See `docs/lors-credentials.md` and `docs/lors.md` for the user guide.
 
+pub mod alias;
 pub mod config;
 pub mod credentials;
 pub mod crypto;
 pub mod depots;
 pub mod exit;
+pub mod files;
 pub mod keys;
 pub mod lors_e2e;
 pub use ibp_https::client as https;

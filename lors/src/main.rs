@@ -3,6 +3,8 @@
 //! `cli_files.rs`); see `docs/lors-credentials.md` and `docs/lors.md`.
 
 mod cli_files;
+mod cli_keys;
+mod cli_transfer;
 
 use std::io::{BufRead, Read, Write};
 use std::path::PathBuf;
@@ -31,7 +33,9 @@ const MAX_PASSWORD: u64 = 4096;
     after_help = "Exit codes: 0 success/proxy valid, 1 no valid proxy, 2 usage error, \
                   3 refused (authentication or a missing right), 4 service unreachable \
                   or server error, 5 rate limited, 6 local failure, 7 not found, \
-                  8 conflict, 9 rm: deleted but some allocations not released.\n\
+                  8 conflict, 9 rm: deleted but some allocations not released, \
+                  10 data lost or corrupt beyond repair (or an unusable exNode or key), \
+                  11 refresh/repair/trim/stat --check: some allocations refused or bad.\n\
                   The proxy is $X509_USER_PROXY, else /tmp/x509up_u<uid>."
 )]
 struct Cli {
@@ -55,8 +59,30 @@ enum Command {
     Depots(DepotsArgs),
     /// List a directory of the metadata manager
     Ls(cli_files::LsArgs),
-    /// Show a file or directory, with your rights on it
-    Stat(cli_files::PathArgs),
+    /// Show a file or directory with your rights on it; --mappings: its
+    /// depots, ranges and expiry; --check: read every block back and verify
+    Stat(cli_transfer::StatArgs),
+    /// Upload a file (encrypted, replicated or erasure coded) to depots,
+    /// registered in the metadata manager or written to an exNode file
+    Upload(cli_transfer::UploadArgs),
+    /// Download a file (from the metadata manager or an exNode file),
+    /// verifying every block, failing over between replicas and shares
+    Download(cli_transfer::DownloadArgs),
+    /// Add replicas (depot to depot through the client)
+    Augment(cli_transfer::AugmentArgs),
+    /// Drop mappings and release their allocations
+    Trim(cli_transfer::TrimArgs),
+    /// Extend the lifetime of a file's allocations (MANAGE CHNG)
+    Refresh(cli_transfer::RefreshArgs),
+    /// Probe every block and recreate what is lost or corrupt
+    Repair(cli_transfer::RepairArgs),
+    /// Your key-wrapping key pair: init, show; VO admins: set-escrow
+    #[command(subcommand)]
+    Keys(cli_keys::KeysCommand),
+    /// Give a user read access to a file: a wrapped key and an ACL entry
+    Share(cli_keys::ShareArgs),
+    /// Take a user's access away: ACL entry and wrapped keys removed
+    Unshare(cli_keys::UnshareArgs),
     /// Create a directory
     Mkdir(cli_files::MkdirArgs),
     /// Move or rename a file or directory (within its VO)
@@ -206,6 +232,15 @@ impl CaArgs {
                 ))
             })
     }
+}
+
+/// A multi-threaded runtime for transfers (encryption, erasure coding and
+/// checksums run beside the I/O).
+pub(crate) fn runtime_mt() -> Result<tokio::runtime::Runtime, Error> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| Error::Local(format!("cannot start the runtime: {e}")))
 }
 
 pub(crate) fn runtime() -> Result<tokio::runtime::Runtime, Error> {
@@ -538,6 +573,13 @@ fn depots_cmd(args: DepotsArgs) -> Result<u8, Error> {
 }
 
 fn main() -> ExitCode {
+    // Writing into a closed pipe (`lors download F - | head`) ends the
+    // process quietly, as for other Unix tools, instead of a panic.
+    // SAFETY: setting a signal disposition to the default before any
+    // thread exists.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Login(a) => login(a),
@@ -546,7 +588,16 @@ fn main() -> ExitCode {
         Command::ProxyDestroy => proxy_destroy(),
         Command::Depots(a) => depots_cmd(a),
         Command::Ls(a) => cli_files::ls(a),
-        Command::Stat(a) => cli_files::stat(a),
+        Command::Stat(a) => cli_transfer::stat(a),
+        Command::Upload(a) => cli_transfer::upload(a),
+        Command::Download(a) => cli_transfer::download(a),
+        Command::Augment(a) => cli_transfer::augment(a),
+        Command::Trim(a) => cli_transfer::trim(a),
+        Command::Refresh(a) => cli_transfer::refresh(a),
+        Command::Repair(a) => cli_transfer::repair(a),
+        Command::Keys(c) => cli_keys::keys(c),
+        Command::Share(a) => cli_keys::share(a),
+        Command::Unshare(a) => cli_keys::unshare(a),
         Command::Mkdir(a) => cli_files::mkdir(a),
         Command::Mv(a) => cli_files::mv(a),
         Command::Rm(a) => cli_files::rm(a),
@@ -561,5 +612,18 @@ fn main() -> ExitCode {
             eprintln!("lors: {e}");
             ExitCode::from(e.exit_code())
         }
+    }
+}
+
+#[cfg(test)]
+mod cli_tests {
+    use clap::CommandFactory;
+
+    /// clap's own consistency checks of every subcommand (positional
+    /// order, conflicts, defaults), which otherwise fire only when that
+    /// subcommand runs.
+    #[test]
+    fn cli_is_consistent() {
+        super::Cli::command().debug_assert();
     }
 }

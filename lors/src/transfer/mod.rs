@@ -1,1 +1,153 @@
-//! (in progress)
+//! Moving file data to and from depots: upload, download and the
+//! maintenance of an exNode's allocations (augment, trim, refresh, repair).
+//!
+//! These functions work on exNodes and depot connections only; the
+//! metadata manager, the L-Bone and key wrapping are the caller's
+//! ([`crate::files`] ties them together for the CLI and library users).
+//!
+//! Layout of an upload (see docs/lors.md "Data layout"):
+//!
+//! - the file is cut into blocks of `block_size` bytes; block `i` starts at
+//!   `i × block_size`;
+//! - with a data key, each block is encrypted with AES-128-CTR under the
+//!   `uuid-block` IV of block `i` (`crate::crypto::apply_keystream`);
+//! - with `copies N`, each block's bytes go into one allocation on each of
+//!   `N` distinct depots (one mapping each); with `ec K+M`, each block is an
+//!   erasure-coding group: `K + M` shares, each in one allocation on a
+//!   distinct depot;
+//! - each mapping records the BLAKE3 checksum of the bytes its allocation
+//!   holds, its depot address and security level, and its expiry.
+
+pub mod codec;
+pub mod download;
+pub mod maintain;
+pub mod pool;
+pub mod upload;
+
+use std::fmt;
+use std::str::FromStr;
+use std::sync::Arc;
+
+pub use download::{download, DownloadOptions, DownloadReport, Sink};
+pub use pool::{DepotError, Pool, SecureSetup};
+pub use upload::{upload, UploadOptions};
+
+use crate::credentials::Error;
+
+/// How a file survives the loss of depots.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Redundancy {
+    /// `n` replicas of each block on distinct depots.
+    Copies(u16),
+    /// Reed-Solomon: `k` data and `m` parity shares per block.
+    Ec { k: u16, m: u16 },
+}
+
+impl Redundancy {
+    /// Pieces stored per block (each on its own depot).
+    pub fn pieces(self) -> usize {
+        match self {
+            Redundancy::Copies(n) => n as usize,
+            Redundancy::Ec { k, m } => k as usize + m as usize,
+        }
+    }
+}
+
+impl fmt::Display for Redundancy {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Redundancy::Copies(n) => write!(f, "{n} cop{}", if *n == 1 { "y" } else { "ies" }),
+            Redundancy::Ec { k, m } => write!(f, "erasure coding {k}+{m}"),
+        }
+    }
+}
+
+/// Parses `K+M` (erasure coding).
+pub fn parse_ec(s: &str) -> Result<Redundancy, String> {
+    let (k, m) = s
+        .split_once('+')
+        .ok_or_else(|| format!("{s:?}: expected K+M, e.g. 2+1"))?;
+    let k: u16 = k.trim().parse().map_err(|_| format!("{s:?}: bad K"))?;
+    let m: u16 = m.trim().parse().map_err(|_| format!("{s:?}: bad M"))?;
+    codec::check(k as usize, m as usize).map_err(|e| e.to_string())?;
+    Ok(Redundancy::Ec { k, m })
+}
+
+impl FromStr for Redundancy {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Redundancy, String> {
+        parse_ec(s)
+    }
+}
+
+/// A depot an upload may place data on.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Target {
+    /// `host:port` to contact (the secure port for `full`).
+    pub depot: String,
+    pub security: exnode::Security,
+}
+
+/// Called with the number of bytes just finished (of the file's logical
+/// bytes).
+pub type Progress = Arc<dyn Fn(u64) + Send + Sync>;
+
+/// Why a transfer failed.
+#[derive(Debug, thiserror::Error)]
+pub enum TransferError {
+    #[error(transparent)]
+    Depot(#[from] DepotError),
+    #[error("{redundancy} needs {need} depots, only {have} available")]
+    NotEnoughDepots {
+        redundancy: Redundancy,
+        need: usize,
+        have: usize,
+    },
+    #[error("no depot left to place a piece of the block at offset {offset}: {last}")]
+    PlacementFailed { offset: u64, last: String },
+    /// No replica or too few shares of a range could be read and verified.
+    #[error("bytes {offset}..{end} could not be read from any replica or share: {detail}")]
+    Lost {
+        offset: u64,
+        end: u64,
+        detail: String,
+    },
+    #[error("{0}")]
+    Input(String),
+    #[error("{0}")]
+    Output(String),
+    #[error("{0}")]
+    Crypto(#[from] crate::crypto::CryptoError),
+    #[error("{0}")]
+    Codec(#[from] codec::CodecError),
+    #[error("{0}")]
+    E2e(#[from] crate::lors_e2e::E2eError),
+    #[error("invalid exNode: {0}")]
+    Exnode(String),
+    #[error("{0}")]
+    Usage(String),
+}
+
+impl From<TransferError> for Error {
+    fn from(e: TransferError) -> Error {
+        match e {
+            TransferError::Usage(_) | TransferError::NotEnoughDepots { .. } => {
+                Error::Usage(e.to_string())
+            }
+            TransferError::Input(_) | TransferError::Output(_) => Error::Local(e.to_string()),
+            TransferError::Depot(DepotError::NoGrant { .. } | DepotError::NoTls { .. }) => {
+                Error::Refused(e.to_string())
+            }
+            TransferError::Lost { .. }
+            | TransferError::E2e(_)
+            | TransferError::Exnode(_)
+            | TransferError::Crypto(_) => Error::Data(e.to_string()),
+            _ => Error::Unavailable(e.to_string()),
+        }
+    }
+}
+
+/// Current Unix time in seconds.
+pub(crate) fn now() -> i64 {
+    ibp_auth::unix_now()
+}

@@ -1,0 +1,822 @@
+//! Whole-file operations: the library behind `lors upload`, `download`,
+//! `augment`, `trim`, `refresh` and `repair`.
+//!
+//! These tie the services together: the L-Bone (depots and their grants),
+//! the metadata manager (exNodes, versions, tickets, wrapped keys), the
+//! user's key pair (wrapping and unwrapping data keys) and the
+//! [`crate::transfer`] engine. A [`Grid`] holds what a session needs; every
+//! service is optional, so that legacy uploads to plain IBP depots with a
+//! local exNode work without credentials.
+//!
+//! Ordering rules that keep failures clean:
+//! - an upload registers its version only after every block is stored; if
+//!   registering fails (conflict, refusal) the allocations are released;
+//! - maintenance registers the new exNode first and releases dropped
+//!   allocations after, so no registered exNode names a released
+//!   allocation.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use exnode::{Exnode, Security};
+use ibp_auth::{ProxyCredential, TrustStore};
+use ibp_proto::Reliability;
+use serde::Serialize;
+use uuid::Uuid;
+
+use crate::credentials::Error;
+use crate::crypto::{self, DataKey, KeyPair, WrapContext};
+use crate::depots::{self, DepotQuery, Near, Offer};
+use crate::metadata::{FileVersion, MetadataClient, WrappedKey};
+use crate::transfer::maintain::{self, Outcome, PlaceOptions, RepairReport, TrimSelect};
+use crate::transfer::{
+    self, DownloadOptions, DownloadReport, Pool, Progress, Redundancy, SecureSetup, Sink, Target,
+    UploadOptions,
+};
+
+/// Default time allowed for each depot operation.
+pub const DEPOT_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// What a session has: any of these may be missing.
+#[derive(Clone, Default)]
+pub struct Grid {
+    pub trust: Option<TrustStore>,
+    pub credential: Option<ProxyCredential>,
+    pub lbone: Option<String>,
+    pub mdm: Option<MetadataClient>,
+    /// The user's key pair (`lors keys init`).
+    pub key: Option<Arc<KeyPair>>,
+    pub timeout: Option<Duration>,
+}
+
+/// Where an upload's data goes.
+#[derive(Debug, Clone, Default)]
+pub struct Placement {
+    /// Explicit depots (`host:port`); empty: ask the L-Bone.
+    pub depots: Vec<String>,
+    pub near: Option<Near>,
+    pub duration: u64,
+    pub reliability: depots::Reliability,
+}
+
+/// Upload settings.
+#[derive(Debug, Clone)]
+pub struct UploadSettings {
+    pub block_size: u64,
+    pub redundancy: Redundancy,
+    pub threads: usize,
+    pub security: Security,
+    pub encrypt: bool,
+    pub placement: Placement,
+    pub filename: Option<String>,
+}
+
+/// Where an upload's exNode goes.
+#[derive(Debug, Clone)]
+pub enum Dest {
+    /// A path in the metadata manager (`/VO/dir/name`).
+    Path(String),
+    /// A local exNode file (with `F.key` beside it if encrypted).
+    Xnd(PathBuf),
+}
+
+/// What an upload did.
+#[derive(Debug, Clone, Serialize)]
+pub struct UploadSummary {
+    pub dest: String,
+    pub file: Uuid,
+    pub version: u64,
+    pub size: u64,
+    pub stored: u64,
+    pub mappings: usize,
+    pub redundancy: String,
+    pub security: &'static str,
+    pub encrypted: bool,
+    pub seconds: f64,
+    pub mib_per_s: f64,
+}
+
+/// The sidecar file holding an `--xnd` exNode's wrapped data key.
+pub fn key_sidecar(xnd: &Path) -> PathBuf {
+    let mut s = xnd.as_os_str().to_owned();
+    s.push(".key");
+    PathBuf::from(s)
+}
+
+fn tls(grid: &Grid) -> Result<Option<Arc<rustls::ClientConfig>>, Error> {
+    match (&grid.trust, &grid.credential) {
+        (Some(t), Some(c)) => ibp_auth::tls::client_config(t, Some(c))
+            .map(|c| Some(Arc::new(c)))
+            .map_err(|e| Error::Usage(format!("cannot set up TLS: {e}"))),
+        _ => Ok(None),
+    }
+}
+
+/// Asks the L-Bone for depots (all that suit) with their grants.
+pub async fn offer(
+    grid: &Grid,
+    size: u64,
+    duration: u64,
+    near: Option<Near>,
+    reliability: depots::Reliability,
+) -> Result<Offer, Error> {
+    let url = grid.lbone.as_deref().ok_or_else(|| {
+        Error::Usage("which L-Bone? give --lbone URL or set LORS_LBONE_URL".into())
+    })?;
+    let (trust, cred) = need_credentials(grid, "the L-Bone")?;
+    let q = DepotQuery {
+        vo: None,
+        count: None,
+        size,
+        duration,
+        reliability,
+        near,
+    };
+    depots::query_offer(url, trust, cred, &q)
+        .await
+        .map_err(|e| match e {
+            Error::Unavailable(m) => Error::Unavailable(format!("the L-Bone is unavailable: {m}")),
+            e => e,
+        })
+}
+
+fn need_credentials<'a>(
+    grid: &'a Grid,
+    what: &str,
+) -> Result<(&'a TrustStore, &'a ProxyCredential), Error> {
+    let trust = grid.trust.as_ref().ok_or_else(|| {
+        Error::Usage(format!(
+            "nothing to authenticate {what} with: give --trust DIR or set LORS_TRUST_DIR"
+        ))
+    })?;
+    let cred = grid
+        .credential
+        .as_ref()
+        .ok_or_else(|| Error::NoProxy(crate::credentials::default_proxy_path()))?;
+    Ok((trust, cred))
+}
+
+/// Depots and access for an upload (or for new pieces of maintenance).
+pub async fn targets(
+    grid: &Grid,
+    security: Security,
+    placement: &Placement,
+    piece_size: u64,
+) -> Result<(Vec<Target>, SecureSetup), Error> {
+    if security == Security::Legacy && (!placement.depots.is_empty() || grid.lbone.is_none()) {
+        if placement.depots.is_empty() {
+            return Err(Error::Usage(
+                "no depots: give --depot HOST:PORT (repeatable) or an L-Bone (--lbone)".into(),
+            ));
+        }
+        let t = placement
+            .depots
+            .iter()
+            .map(|d| Target {
+                depot: d.clone(),
+                security,
+            })
+            .collect();
+        return Ok((t, SecureSetup::default()));
+    }
+    if security == Security::Crypto {
+        return Err(Error::Usage(
+            "the crypto level is not supported by lors yet: use --security full (everything in TLS) or legacy".into(),
+        ));
+    }
+    let offer = offer(
+        grid,
+        piece_size,
+        placement.duration,
+        placement.near.clone(),
+        placement.reliability,
+    )
+    .await?;
+    let mut t = Vec::new();
+    let mut grants = std::collections::HashMap::new();
+    for d in &offer.depots {
+        let legacy = format!("{}:{}", d.host, d.port);
+        let wanted = placement.depots.is_empty()
+            || placement
+                .depots
+                .iter()
+                .any(|w| *w == legacy || *w == d.address || *w == d.name);
+        if !wanted {
+            continue;
+        }
+        match security {
+            Security::Full if d.tls_port.is_some() => {
+                grants.insert(d.address.clone(), d.grant.clone());
+                t.push(Target {
+                    depot: d.address.clone(),
+                    security,
+                });
+            }
+            Security::Legacy => t.push(Target {
+                depot: legacy,
+                security,
+            }),
+            _ => {}
+        }
+    }
+    Ok((
+        t,
+        SecureSetup {
+            tls: tls(grid)?,
+            grants,
+        },
+    ))
+}
+
+/// Grants for every secure depot an exNode names (downloads, maintenance).
+pub async fn access_for(grid: &Grid, x: &Exnode) -> Result<SecureSetup, Error> {
+    let secure = x
+        .mappings
+        .iter()
+        .any(|m| m.security.is_some_and(|s| s != Security::Legacy));
+    if !secure {
+        return Ok(SecureSetup::default());
+    }
+    let offer = offer(grid, 0, 0, None, depots::Reliability::Hard).await?;
+    let grants = offer
+        .depots
+        .iter()
+        .filter(|d| d.tls_port.is_some())
+        .map(|d| (d.address.clone(), d.grant.clone()))
+        .collect();
+    Ok(SecureSetup {
+        tls: tls(grid)?,
+        grants,
+    })
+}
+
+fn pool(grid: &Grid, setup: SecureSetup) -> Arc<Pool> {
+    Pool::new(setup, grid.timeout.unwrap_or(DEPOT_TIMEOUT))
+}
+
+fn reliability(r: depots::Reliability) -> Reliability {
+    match r {
+        depots::Reliability::Hard => Reliability::Hard,
+        depots::Reliability::Soft => Reliability::Soft,
+    }
+}
+
+fn need_mdm(grid: &Grid) -> Result<&MetadataClient, Error> {
+    grid.mdm.as_ref().ok_or_else(|| {
+        Error::Usage("which metadata manager? give --mdm URL or set LORS_METADATA_URL".into())
+    })
+}
+
+fn need_key(grid: &Grid) -> Result<&KeyPair, Error> {
+    grid.key.as_deref().ok_or_else(|| {
+        Error::Usage("no key pair: run `lors keys init` first (or upload with --no-encrypt)".into())
+    })
+}
+
+/// A fresh key id: names this version's wrapped keys.
+fn new_key_id() -> String {
+    format!("k-{}", &Uuid::new_v4().simple().to_string()[..12])
+}
+
+/// Uploads `src` (`size` bytes if known, for placement) to `dest`.
+pub async fn upload<R>(
+    grid: &Grid,
+    src: R,
+    size_hint: Option<u64>,
+    dest: &Dest,
+    s: &UploadSettings,
+    progress: Option<Progress>,
+) -> Result<UploadSummary, Error>
+where
+    R: tokio::io::AsyncRead + Unpin,
+{
+    let started = std::time::Instant::now();
+    if s.security != Security::Legacy {
+        if let Dest::Xnd(_) = dest {
+            return Err(Error::Usage(
+                "--xnd with secure depots: they demand a metadata-manager ticket to read, \
+                 so the file could not be read back; use --security legacy or a metadata-manager path"
+                    .into(),
+            ));
+        }
+    }
+    // The file's identity and the version this will be.
+    let (file, base_version) = match dest {
+        Dest::Path(p) => {
+            let mdm = need_mdm(grid)?;
+            match mdm.get(p, None).await {
+                Ok(fv) => (
+                    fv.exnode.file.ok_or_else(|| {
+                        Error::Data(format!("{p}: the current exNode has no file UUID"))
+                    })?,
+                    fv.version,
+                ),
+                Err(Error::NotFound(_)) => (Uuid::new_v4(), 0),
+                Err(e) => return Err(e),
+            }
+        }
+        Dest::Xnd(_) => (Uuid::new_v4(), 0),
+    };
+    let version = base_version + 1;
+    let key = if s.encrypt {
+        need_key(grid)?;
+        Some(Arc::new(
+            DataKey::generate().map_err(|e| Error::Local(e.to_string()))?,
+        ))
+    } else {
+        None
+    };
+    let key_id = new_key_id();
+    let piece = match s.redundancy {
+        Redundancy::Copies(_) => s.block_size,
+        Redundancy::Ec { k, .. } => transfer::codec::shard_size(s.block_size, k as usize),
+    };
+    let piece = size_hint.map_or(piece, |n| piece.min(n.max(1)));
+    let (targets, setup) = targets(grid, s.security, &s.placement, piece).await?;
+    if targets.len() < s.redundancy.pieces() {
+        return Err(Error::Unavailable(format!(
+            "{} needs {} depots; {} available{}",
+            s.redundancy,
+            s.redundancy.pieces(),
+            targets.len(),
+            if s.placement.depots.is_empty() {
+                " from the L-Bone"
+            } else {
+                ""
+            }
+        )));
+    }
+    let pool = pool(grid, setup);
+    let opts = UploadOptions {
+        file,
+        version,
+        filename: s.filename.clone(),
+        block_size: s.block_size,
+        redundancy: s.redundancy,
+        threads: s.threads,
+        duration: i64::try_from(s.placement.duration).unwrap_or(i64::MAX),
+        reliability: reliability(s.placement.reliability),
+        key: key.clone(),
+        key_id: key_id.clone(),
+    };
+    let x = transfer::upload(src, &targets, pool.clone(), &opts, progress).await?;
+    let xml = exnode::to_xml(&x);
+    let registered = register(grid, dest, &x, &xml, key.as_deref(), &key_id, base_version).await;
+    let (dest_text, version) = match registered {
+        Ok(v) => v,
+        Err(e) => {
+            maintain::release_mappings(&pool, &x.mappings).await;
+            return Err(e);
+        }
+    };
+    let secs = started.elapsed().as_secs_f64();
+    Ok(UploadSummary {
+        dest: dest_text,
+        file,
+        version,
+        size: x.size,
+        stored: x.stored_bytes(),
+        mappings: x.mappings.len(),
+        redundancy: s.redundancy.to_string(),
+        security: s.security.name(),
+        encrypted: key.is_some(),
+        seconds: secs,
+        mib_per_s: x.size as f64 / (1 << 20) as f64 / secs.max(1e-9),
+    })
+}
+
+/// Registers an uploaded exNode (and its wrapped keys).
+async fn register(
+    grid: &Grid,
+    dest: &Dest,
+    x: &Exnode,
+    xml: &str,
+    key: Option<&DataKey>,
+    key_id: &str,
+    base_version: u64,
+) -> Result<(String, u64), Error> {
+    match dest {
+        Dest::Path(p) => {
+            let mdm = need_mdm(grid)?;
+            let wrapped = match (key, x.file) {
+                (Some(k), Some(file)) => {
+                    let me = need_key(grid)?;
+                    let whoami = mdm.whoami().await?;
+                    let recipients = crate::keys::upload_recipients(mdm, me, &whoami).await?;
+                    let ctx = WrapContext { file, key_id };
+                    crate::keys::wrap_for(k, &ctx, &recipients)?
+                }
+                _ => Vec::new(),
+            };
+            let r = mdm.put_version(p, base_version, xml, &wrapped).await?;
+            Ok((r.path, r.version))
+        }
+        Dest::Xnd(f) => {
+            if let (Some(k), Some(file)) = (key, x.file) {
+                let me = need_key(grid)?;
+                let ctx = WrapContext { file, key_id };
+                let w =
+                    crypto::wrap(k, me.public(), &ctx).map_err(|e| Error::Local(e.to_string()))?;
+                write_private(&key_sidecar(f), format!("{w}\n").as_bytes())?;
+            }
+            write_atomic(f, xml.as_bytes())?;
+            Ok((f.display().to_string(), x.version))
+        }
+    }
+}
+
+fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), Error> {
+    let tmp = path.with_extension("xnd.tmp");
+    std::fs::write(&tmp, bytes)
+        .and_then(|_| std::fs::rename(&tmp, path))
+        .map_err(|e| Error::Local(format!("cannot write {}: {e}", path.display())))
+}
+
+fn write_private(path: &Path, bytes: &[u8]) -> Result<(), Error> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)
+        .map_err(|e| Error::Local(format!("cannot write {}: {e}", path.display())))?;
+    f.write_all(bytes)
+        .map_err(|e| Error::Local(format!("cannot write {}: {e}", path.display())))
+}
+
+/// Where a download's exNode comes from.
+#[derive(Debug, Clone)]
+pub enum Source {
+    Path { path: String, version: Option<u64> },
+    Xnd(PathBuf),
+}
+
+/// An exNode with what reading it needs.
+pub struct Opened {
+    pub exnode: Exnode,
+    pub key: Option<Arc<DataKey>>,
+    pub ticket: Option<String>,
+    /// The metadata manager's view (path sources).
+    pub version: Option<FileVersion>,
+}
+
+/// Reads an exNode file (ours or LoRS 0.82).
+pub fn read_xnd(path: &Path) -> Result<Exnode, Error> {
+    let meta = std::fs::metadata(path)
+        .map_err(|e| Error::Local(format!("cannot read {}: {e}", path.display())))?;
+    if meta.len() > exnode::MAX_DOCUMENT as u64 {
+        return Err(Error::Data(format!(
+            "{}: too large for an exNode",
+            path.display()
+        )));
+    }
+    let bytes = std::fs::read(path)
+        .map_err(|e| Error::Local(format!("cannot read {}: {e}", path.display())))?;
+    exnode::parse_and_validate(&bytes)
+        .map_err(|e| Error::Data(format!("{}: not a usable exNode: {e}", path.display())))
+}
+
+/// Fetches the exNode, ticket and data key of `src`.
+pub async fn open(grid: &Grid, src: &Source, need_key_for_data: bool) -> Result<Opened, Error> {
+    match src {
+        Source::Path { path, version } => {
+            let mdm = need_mdm(grid)?;
+            let fv = mdm.get(path, *version).await?;
+            let key = match (&fv.exnode.encryption, need_key_for_data) {
+                (Some(_), true) => {
+                    let me = need_key(grid)?;
+                    Some(Arc::new(crate::keys::unwrap_mine(me, &fv)?))
+                }
+                _ => None,
+            };
+            Ok(Opened {
+                exnode: fv.exnode.clone(),
+                key,
+                ticket: Some(fv.ticket.clone()),
+                version: Some(fv),
+            })
+        }
+        Source::Xnd(f) => {
+            let x = read_xnd(f)?;
+            let key = match (&x.encryption, x.file, need_key_for_data) {
+                (Some(enc), Some(file), true) => {
+                    let me = need_key(grid)?;
+                    let side = key_sidecar(f);
+                    let text = std::fs::read_to_string(&side).map_err(|e| {
+                        Error::Data(format!(
+                            "the exNode is encrypted and its key file {} cannot be read: {e}",
+                            side.display()
+                        ))
+                    })?;
+                    let ctx = WrapContext {
+                        file,
+                        key_id: &enc.key_id,
+                    };
+                    Some(Arc::new(crypto::unwrap(text.trim(), me, &ctx).map_err(
+                        |e| {
+                            Error::Data(format!(
+                                "cannot unwrap the data key in {}: {e}",
+                                side.display()
+                            ))
+                        },
+                    )?))
+                }
+                _ => None,
+            };
+            let secure = x
+                .mappings
+                .iter()
+                .any(|m| m.security.is_some_and(|s| s != Security::Legacy));
+            if secure {
+                return Err(Error::Usage(format!(
+                    "{}: its allocations are on secure depots, which need a metadata-manager ticket: download it by path",
+                    f.display()
+                )));
+            }
+            Ok(Opened {
+                exnode: x,
+                key,
+                ticket: None,
+                version: None,
+            })
+        }
+    }
+}
+
+/// What a download did.
+#[derive(Debug, Clone, Serialize)]
+pub struct DownloadSummary {
+    pub source: String,
+    pub size: u64,
+    #[serde(flatten)]
+    pub report: DownloadReport,
+    pub seconds: f64,
+    pub mib_per_s: f64,
+}
+
+/// Downloads `src` into `sink`.
+pub async fn download(
+    grid: &Grid,
+    src: &Source,
+    sink: Sink,
+    threads: usize,
+    progress: Option<Progress>,
+) -> Result<DownloadSummary, Error> {
+    let started = std::time::Instant::now();
+    let o = open(grid, src, true).await?;
+    let setup = access_for(grid, &o.exnode).await?;
+    let pool = pool(grid, setup);
+    let opts = DownloadOptions {
+        threads,
+        ticket: o.ticket.clone(),
+        key: o.key.clone(),
+    };
+    let report = transfer::download(&o.exnode, pool, &opts, sink, progress).await?;
+    let secs = started.elapsed().as_secs_f64();
+    Ok(DownloadSummary {
+        source: source_text(src),
+        size: o.exnode.size,
+        report,
+        seconds: secs,
+        mib_per_s: o.exnode.size as f64 / (1 << 20) as f64 / secs.max(1e-9),
+    })
+}
+
+fn source_text(src: &Source) -> String {
+    match src {
+        Source::Path { path, .. } => path.clone(),
+        Source::Xnd(f) => f.display().to_string(),
+    }
+}
+
+/// Registers a maintained exNode in place of `src`'s (a new version for a
+/// path, the file rewritten for `--xnd`).
+async fn save(grid: &Grid, src: &Source, o: &Opened, x: &Exnode) -> Result<u64, Error> {
+    match (src, &o.version) {
+        (Source::Path { path, .. }, Some(fv)) => {
+            let mdm = need_mdm(grid)?;
+            // A new version with the same data key and key id: our own
+            // wrapped key goes as it is (the wrap is bound to the file and
+            // key id, not the version) and the manager carries the other
+            // recipients' over.
+            let wrapped: Vec<WrappedKey> = match (&x.encryption, &fv.wrapped_key) {
+                (Some(_), Some(w)) => vec![WrappedKey {
+                    recipient: mdm.whoami().await?.principal,
+                    wrapped: w.clone(),
+                }],
+                _ => Vec::new(),
+            };
+            let r = mdm
+                .put_version(path, fv.current_version, &exnode::to_xml(x), &wrapped)
+                .await?;
+            Ok(r.version)
+        }
+        (Source::Xnd(f), _) => {
+            write_atomic(f, exnode::to_xml(x).as_bytes())?;
+            Ok(x.version)
+        }
+        _ => Err(Error::Usage("nothing to save the exNode to".into())),
+    }
+}
+
+/// The result of a maintenance command.
+#[derive(Debug, Clone, Serialize)]
+pub struct Maintained {
+    pub source: String,
+    /// The version registered (0 when nothing changed or `--xnd`).
+    pub version: u64,
+    pub mappings_before: usize,
+    pub mappings_after: usize,
+    /// Per allocation: refresh outcomes, or releases of dropped ones.
+    pub outcomes: Vec<Outcome>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub repair: Option<RepairReport>,
+    pub added: usize,
+}
+
+impl Maintained {
+    /// Whether every allocation operation succeeded and nothing is
+    /// unrecoverable.
+    pub fn complete(&self) -> bool {
+        self.outcomes.iter().all(|o| o.ok)
+            && self
+                .repair
+                .as_ref()
+                .is_none_or(|r| r.unrecoverable.is_empty())
+    }
+}
+
+/// `lors refresh`: extends every allocation by `duration` seconds.
+pub async fn refresh(grid: &Grid, src: &Source, duration: u64) -> Result<Maintained, Error> {
+    let o = open(grid, src, false).await?;
+    let setup = access_for(grid, &o.exnode).await?;
+    let pool = pool(grid, setup);
+    let mut x = o.exnode.clone();
+    let outcomes =
+        maintain::refresh(&mut x, &pool, i64::try_from(duration).unwrap_or(i64::MAX)).await;
+    let version = if outcomes.iter().any(|o| o.ok) {
+        save(grid, src, &o, &x).await?
+    } else {
+        0
+    };
+    Ok(Maintained {
+        source: source_text(src),
+        version,
+        mappings_before: o.exnode.mappings.len(),
+        mappings_after: x.mappings.len(),
+        outcomes,
+        repair: None,
+        added: 0,
+    })
+}
+
+/// `lors trim`: drops mappings and releases their allocations.
+pub async fn trim(grid: &Grid, src: &Source, select: &TrimSelect) -> Result<Maintained, Error> {
+    let o = open(grid, src, false).await?;
+    let (x, dropped) = maintain::plan_trim(&o.exnode, select)?;
+    let setup = access_for(grid, &o.exnode).await?;
+    let pool = pool(grid, setup);
+    let version = save(grid, src, &o, &x).await?;
+    let outcomes = maintain::release_mappings(&pool, &dropped).await;
+    Ok(Maintained {
+        source: source_text(src),
+        version,
+        mappings_before: o.exnode.mappings.len(),
+        mappings_after: x.mappings.len(),
+        outcomes,
+        repair: None,
+        added: 0,
+    })
+}
+
+/// New pieces go to depots at the exNode's own security level.
+fn level_of(x: &Exnode) -> Security {
+    x.mappings
+        .iter()
+        .filter_map(|m| m.security)
+        .max_by_key(|s| match s {
+            Security::Legacy => 0,
+            Security::Crypto => 1,
+            Security::Full => 2,
+        })
+        .unwrap_or(Security::Legacy)
+}
+
+async fn place_setup(
+    grid: &Grid,
+    x: &Exnode,
+    placement: &Placement,
+) -> Result<(Vec<Target>, Arc<Pool>), Error> {
+    let level = level_of(x);
+    let piece = x.mappings.iter().map(|m| m.alloc_length).max().unwrap_or(1);
+    let (targets, mut setup) = targets(grid, level, placement, piece).await?;
+    // Reading needs grants for the depots already in the exNode too.
+    let read = access_for(grid, x).await?;
+    setup.grants.extend(read.grants);
+    if setup.tls.is_none() {
+        setup.tls = read.tls;
+    }
+    Ok((targets, pool(grid, setup)))
+}
+
+/// `lors augment`: adds replicas until every range has `copies`.
+pub async fn augment(
+    grid: &Grid,
+    src: &Source,
+    copies: usize,
+    placement: &Placement,
+) -> Result<Maintained, Error> {
+    let o = open(grid, src, false).await?;
+    let (targets, pool) = place_setup(grid, &o.exnode, placement).await?;
+    let p = PlaceOptions {
+        duration: i64::try_from(placement.duration).unwrap_or(i64::MAX),
+        reliability: reliability(placement.reliability),
+        ticket: o.ticket.clone(),
+    };
+    let (x, added) = maintain::augment(&o.exnode, &pool, &targets, copies, &p).await?;
+    let version = if added > 0 {
+        match save(grid, src, &o, &x).await {
+            Ok(v) => v,
+            Err(e) => {
+                let new: Vec<_> = x.mappings[..]
+                    .iter()
+                    .filter(|m| !o.exnode.mappings.contains(m))
+                    .cloned()
+                    .collect();
+                maintain::release_mappings(&pool, &new).await;
+                return Err(e);
+            }
+        }
+    } else {
+        0
+    };
+    Ok(Maintained {
+        source: source_text(src),
+        version,
+        mappings_before: o.exnode.mappings.len(),
+        mappings_after: x.mappings.len(),
+        outcomes: Vec::new(),
+        repair: None,
+        added,
+    })
+}
+
+/// `lors repair`: probes every block and recreates what is lost or
+/// corrupt from what survives.
+pub async fn repair(
+    grid: &Grid,
+    src: &Source,
+    placement: &Placement,
+    threads: usize,
+) -> Result<Maintained, Error> {
+    let o = open(grid, src, false).await?;
+    let (targets, pool) = place_setup(grid, &o.exnode, placement).await?;
+    let p = PlaceOptions {
+        duration: i64::try_from(placement.duration).unwrap_or(i64::MAX),
+        reliability: reliability(placement.reliability),
+        ticket: o.ticket.clone(),
+    };
+    let (x, dropped, report) = maintain::repair(&o.exnode, &pool, &targets, &p, threads).await?;
+    let changed = report.recreated > 0 || !dropped.is_empty();
+    let version = if changed {
+        save(grid, src, &o, &x).await?
+    } else {
+        0
+    };
+    let outcomes = maintain::release_mappings(&pool, &dropped).await;
+    Ok(Maintained {
+        source: source_text(src),
+        version,
+        mappings_before: o.exnode.mappings.len(),
+        mappings_after: x.mappings.len(),
+        outcomes,
+        added: report.recreated,
+        repair: Some(report),
+    })
+}
+
+/// `lors stat --check`: the exNode and the health of every mapping.
+pub async fn check(
+    grid: &Grid,
+    src: &Source,
+    threads: usize,
+) -> Result<(Exnode, Vec<maintain::Health>), Error> {
+    let o = open(grid, src, false).await?;
+    let setup = access_for(grid, &o.exnode).await?;
+    let pool = pool(grid, setup);
+    let h = maintain::probe(&o.exnode, &pool, o.ticket.as_deref(), threads).await;
+    Ok((o.exnode, h))
+}
+
+/// Loads a key pair if the file exists (`None` if not).
+pub fn load_key_if_present(path: &Path) -> Result<Option<Arc<KeyPair>>, Error> {
+    if !path.exists() {
+        return Ok(None);
+    }
+    crypto::read_private_key(path)
+        .map(|k| Some(Arc::new(k)))
+        .map_err(|e| Error::Local(format!("cannot read the key {}: {e}", path.display())))
+}

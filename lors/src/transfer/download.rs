@@ -1,0 +1,546 @@
+//! Download: every range of the file fetched in parallel from the best live
+//! replica, or rebuilt from erasure-coded shares, verified against its
+//! checksum before anything else is done with it, decrypted, and written
+//! to a file (at its offset) or to a stream (in order).
+//!
+//! A replica or share that cannot be read (depot down, refusal, timeout,
+//! short read) or whose checksum does not match is skipped and the next
+//! one tried; the depot is then tried last for later ranges. At most
+//! `threads` ranges are in memory at once.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use exnode::{Exnode, Mapping, Security};
+use tokio::io::{AsyncWrite, AsyncWriteExt};
+use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
+use tokio::task::JoinSet;
+use uuid::Uuid;
+
+use super::pool::{parse_cap, Pool};
+use super::{codec, Progress, TransferError};
+use crate::crypto::{self, DataKey};
+use crate::lors_e2e;
+
+#[derive(Clone, Default)]
+pub struct DownloadOptions {
+    /// Ranges in flight at once (at least 1).
+    pub threads: usize,
+    /// The metadata manager's ticket for the file (secure depots need it).
+    pub ticket: Option<String>,
+    /// The data key of an encrypted exNode.
+    pub key: Option<Arc<DataKey>>,
+}
+
+/// Where the bytes go.
+pub enum Sink {
+    /// Written at their offsets (the file is set to the exNode's size).
+    File(std::fs::File),
+    /// Written in order.
+    Stream(Box<dyn AsyncWrite + Unpin + Send>),
+    /// Fetched, verified and dropped.
+    Discard,
+}
+
+/// What a download did.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
+pub struct DownloadReport {
+    pub bytes: u64,
+    /// Replicas or shares skipped because they failed or were corrupt.
+    pub failovers: u64,
+    /// Ranges rebuilt with parity shares.
+    pub rebuilt: u64,
+    /// Mappings whose bytes did not match their checksum: `depot` and the
+    /// range's offset.
+    pub corrupt: Vec<String>,
+}
+
+#[derive(Default)]
+pub(crate) struct Counters {
+    failovers: AtomicU64,
+    rebuilt: AtomicU64,
+    corrupt: Mutex<Vec<String>>,
+}
+
+/// Downloads the file `x` describes into `sink`.
+pub async fn download(
+    x: &Exnode,
+    pool: Arc<Pool>,
+    opts: &DownloadOptions,
+    sink: Sink,
+    progress: Option<Progress>,
+) -> Result<DownloadReport, TransferError> {
+    x.validate()
+        .map_err(|e| TransferError::Exnode(e.to_string()))?;
+    if x.encryption.is_some() && opts.key.is_none() {
+        return Err(TransferError::Usage(
+            "the file is encrypted and no data key was given".into(),
+        ));
+    }
+    for m in &x.mappings {
+        lors_e2e::supported(&m.functions)?;
+    }
+    let x = Arc::new(x.clone());
+    let counters = Arc::new(Counters::default());
+    let sem = Arc::new(Semaphore::new(opts.threads.max(1)));
+    let (tx, rx) = mpsc::channel::<(u64, Vec<u8>, OwnedSemaphorePermit)>(opts.threads.max(1));
+    let writer = tokio::spawn(write_out(sink, x.size, rx));
+    let mut tasks: JoinSet<Result<(), TransferError>> = JoinSet::new();
+    let n_extents = x.extents().len();
+    let mut failure = None;
+    for i in 0..n_extents {
+        let permit = match sem.clone().acquire_owned().await {
+            Ok(p) => p,
+            Err(_) => break,
+        };
+        let (x, pool, opts, counters, tx, progress) = (
+            x.clone(),
+            pool.clone(),
+            opts.clone(),
+            counters.clone(),
+            tx.clone(),
+            progress.clone(),
+        );
+        tasks.spawn(async move {
+            let extents = x.extents();
+            let e = &extents[i];
+            let data = fetch_extent(&x, e, i, &pool, &opts, &counters).await?;
+            let len = data.len() as u64;
+            tx.send((e.offset, data, permit))
+                .await
+                .map_err(|_| TransferError::Output("the output was closed".into()))?;
+            if let Some(p) = &progress {
+                p(len);
+            }
+            Ok(())
+        });
+        while let Some(r) = tasks.try_join_next() {
+            if let Err(e) = flatten(r) {
+                failure = Some(e);
+                break;
+            }
+        }
+        if failure.is_some() {
+            break;
+        }
+    }
+    if failure.is_none() {
+        while let Some(r) = tasks.join_next().await {
+            if let Err(e) = flatten(r) {
+                failure = Some(e);
+                break;
+            }
+        }
+    }
+    tasks.abort_all();
+    drop(tx);
+    let written = writer
+        .await
+        .map_err(|e| TransferError::Output(format!("writer failed: {e}")))?;
+    if let Some(e) = failure {
+        return Err(e);
+    }
+    let bytes = written?;
+    let corrupt = std::mem::take(&mut *counters.corrupt.lock().unwrap_or_else(|p| p.into_inner()));
+    Ok(DownloadReport {
+        bytes,
+        failovers: counters.failovers.load(Ordering::Relaxed),
+        rebuilt: counters.rebuilt.load(Ordering::Relaxed),
+        corrupt,
+    })
+}
+
+fn flatten(
+    r: Result<Result<(), TransferError>, tokio::task::JoinError>,
+) -> Result<(), TransferError> {
+    match r {
+        Ok(v) => v,
+        Err(e) => Err(TransferError::Output(format!(
+            "a download task failed: {e}"
+        ))),
+    }
+}
+
+async fn write_out(
+    sink: Sink,
+    size: u64,
+    mut rx: mpsc::Receiver<(u64, Vec<u8>, OwnedSemaphorePermit)>,
+) -> Result<u64, TransferError> {
+    let mut total = 0u64;
+    let out_err =
+        |e: std::io::Error| TransferError::Output(format!("cannot write the output: {e}"));
+    match sink {
+        Sink::File(f) => {
+            let f = Arc::new(f);
+            let g = f.clone();
+            tokio::task::spawn_blocking(move || g.set_len(size))
+                .await
+                .map_err(|e| TransferError::Output(e.to_string()))?
+                .map_err(out_err)?;
+            while let Some((offset, data, permit)) = rx.recv().await {
+                let g = f.clone();
+                total += data.len() as u64;
+                tokio::task::spawn_blocking(move || {
+                    use std::os::unix::fs::FileExt;
+                    g.write_all_at(&data, offset)
+                })
+                .await
+                .map_err(|e| TransferError::Output(e.to_string()))?
+                .map_err(out_err)?;
+                drop(permit);
+            }
+            let g = f.clone();
+            tokio::task::spawn_blocking(move || g.sync_all())
+                .await
+                .map_err(|e| TransferError::Output(e.to_string()))?
+                .map_err(out_err)?;
+        }
+        Sink::Stream(mut w) => {
+            let mut pending: BTreeMap<u64, (Vec<u8>, OwnedSemaphorePermit)> = BTreeMap::new();
+            let mut next = 0u64;
+            while let Some((offset, data, permit)) = rx.recv().await {
+                pending.insert(offset, (data, permit));
+                while let Some((data, permit)) = pending.remove(&next) {
+                    w.write_all(&data).await.map_err(out_err)?;
+                    next += data.len() as u64;
+                    total += data.len() as u64;
+                    drop(permit);
+                }
+            }
+            w.flush().await.map_err(out_err)?;
+        }
+        Sink::Discard => {
+            while let Some((_, data, permit)) = rx.recv().await {
+                total += data.len() as u64;
+                drop(permit);
+            }
+        }
+    }
+    Ok(total)
+}
+
+/// Why one mapping could not be used.
+#[derive(Debug)]
+pub(crate) enum FetchError {
+    /// The depot failed or refused.
+    Depot(String),
+    /// The bytes did not match the checksum.
+    Corrupt,
+}
+
+impl std::fmt::Display for FetchError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            FetchError::Depot(e) => f.write_str(e),
+            FetchError::Corrupt => f.write_str("checksum mismatch"),
+        }
+    }
+}
+
+/// The bytes a mapping's allocation holds for it, checked against the
+/// mapping's checksum.
+pub(crate) async fn fetch_stored(
+    pool: &Pool,
+    m: &Mapping,
+    ticket: Option<&str>,
+) -> Result<Vec<u8>, FetchError> {
+    let level = m.security.unwrap_or(Security::Legacy);
+    let cap_text = m
+        .read
+        .as_deref()
+        .ok_or_else(|| FetchError::Depot("no read capability".into()))?;
+    let cap = parse_cap(&m.depot, cap_text).map_err(|e| FetchError::Depot(e.to_string()))?;
+    let mut conn = pool
+        .get(&m.depot, level)
+        .await
+        .map_err(|e| FetchError::Depot(e.to_string()))?;
+    let mut buf = Vec::new();
+    let r = conn
+        .load_into(&cap, m.alloc_offset, m.alloc_length, ticket, &mut buf)
+        .await;
+    let n = pool
+        .finish(&m.depot, level, conn, r)
+        .map_err(|e| FetchError::Depot(e.to_string()))?;
+    if n != m.alloc_length {
+        return Err(FetchError::Depot(format!(
+            "{}: {n} of {} bytes",
+            m.depot, m.alloc_length
+        )));
+    }
+    if let Some(sum) = m.checksum {
+        let (ok, buf) = tokio::task::spawn_blocking(move || (crypto::verify(&buf, &sum), buf))
+            .await
+            .map_err(|e| FetchError::Depot(e.to_string()))?;
+        if !ok {
+            return Err(FetchError::Corrupt);
+        }
+        return Ok(buf);
+    }
+    Ok(buf)
+}
+
+/// Candidates in the order to try: not known down first, then rotated by
+/// `spread` so that ranges are spread over the replicas.
+fn order<'a>(pool: &Pool, ms: &[&'a Mapping], spread: usize) -> Vec<&'a Mapping> {
+    let n = ms.len().max(1);
+    let mut v: Vec<(bool, usize, &Mapping)> = ms
+        .iter()
+        .enumerate()
+        .map(|(i, m)| (pool.is_down(&m.depot), (i + n - spread % n) % n, *m))
+        .collect();
+    v.sort_by_key(|(down, rot, _)| (*down, *rot));
+    v.into_iter().map(|(_, _, m)| m).collect()
+}
+
+/// The logical bytes of extent `e` (index `i`), decrypted.
+async fn fetch_extent(
+    x: &Exnode,
+    e: &exnode::Extent<'_>,
+    i: usize,
+    pool: &Pool,
+    opts: &DownloadOptions,
+    counters: &Counters,
+) -> Result<Vec<u8>, TransferError> {
+    let ticket = opts.ticket.as_deref();
+    let mut data = match e.group {
+        None => fetch_replica(e, i, pool, ticket, counters).await?,
+        Some(g) => fetch_group(g, e, pool, ticket, counters).await?,
+    };
+    if let (Some(_), Some(key), Some(file)) = (&x.encryption, &opts.key, x.file) {
+        decrypt(x, e.offset, key.clone(), file, &mut data).await?;
+    }
+    Ok(data)
+}
+
+async fn decrypt(
+    x: &Exnode,
+    offset: u64,
+    key: Arc<DataKey>,
+    file: Uuid,
+    data: &mut Vec<u8>,
+) -> Result<(), TransferError> {
+    let bs = x
+        .block_size
+        .filter(|&b| b > 0)
+        .ok_or_else(|| TransferError::Exnode("an encrypted exNode without a block size".into()))?;
+    if offset % bs != 0 || data.len() as u64 > bs {
+        return Err(TransferError::Exnode(format!(
+            "range at {offset} is not one block of {bs} bytes: cannot decrypt"
+        )));
+    }
+    let index = offset / bs;
+    let mut buf = std::mem::take(data);
+    let r = tokio::task::spawn_blocking(move || {
+        let r = crypto::apply_keystream(&key, &file, index, &mut buf);
+        (r, buf)
+    })
+    .await
+    .map_err(|e| TransferError::Output(e.to_string()))?;
+    r.0?;
+    *data = r.1;
+    Ok(())
+}
+
+async fn fetch_replica(
+    e: &exnode::Extent<'_>,
+    i: usize,
+    pool: &Pool,
+    ticket: Option<&str>,
+    counters: &Counters,
+) -> Result<Vec<u8>, TransferError> {
+    let mut last = String::from("no replica");
+    for m in order(pool, &e.mappings, i) {
+        match fetch_stored(pool, m, ticket).await {
+            Ok(stored) => {
+                if m.functions.is_empty() {
+                    if stored.len() as u64 == e.length {
+                        return Ok(stored);
+                    }
+                    last = format!(
+                        "{}: holds {} bytes, expected {}",
+                        m.depot,
+                        stored.len(),
+                        e.length
+                    );
+                } else {
+                    match lors_e2e::decode(&m.functions, m.e2e_blocksize, m.logical_length, &stored)
+                    {
+                        Ok(d) => return Ok(d),
+                        Err(err) => {
+                            last = format!("{}: {err}", m.depot);
+                            record_corrupt(counters, m);
+                        }
+                    }
+                }
+            }
+            Err(FetchError::Corrupt) => {
+                record_corrupt(counters, m);
+                last = format!("{}: checksum mismatch", m.depot);
+            }
+            Err(err) => last = err.to_string(),
+        }
+        tracing::warn!("range at {}: {last}; trying another replica", e.offset);
+        counters.failovers.fetch_add(1, Ordering::Relaxed);
+    }
+    Err(TransferError::Lost {
+        offset: e.offset,
+        end: e.offset + e.length,
+        detail: last,
+    })
+}
+
+fn record_corrupt(counters: &Counters, m: &Mapping) {
+    counters
+        .corrupt
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .push(format!("{} (range at {})", m.depot, m.logical_offset));
+}
+
+/// At least `k` verified shares of group `g`, data shares first; the
+/// rebuilt range.
+async fn fetch_group(
+    g: &exnode::EcGroup,
+    e: &exnode::Extent<'_>,
+    pool: &Pool,
+    ticket: Option<&str>,
+    counters: &Counters,
+) -> Result<Vec<u8>, TransferError> {
+    let k = g.k as usize;
+    let (have, last) = collect_shares(g, &e.mappings, pool, ticket, counters).await;
+    if have.len() < k {
+        return Err(TransferError::Lost {
+            offset: e.offset,
+            end: e.offset + e.length,
+            detail: format!("{} of {k} shares readable; last error: {last}", have.len()),
+        });
+    }
+    if have.keys().any(|&i| i >= k) {
+        counters.rebuilt.fetch_add(1, Ordering::Relaxed);
+    }
+    let (len, m) = (g.logical_length, g.m as usize);
+    let out = tokio::task::spawn_blocking(move || codec::decode(len, k, m, have))
+        .await
+        .map_err(|e| TransferError::Output(e.to_string()))??;
+    Ok(out)
+}
+
+/// Fetches shares of `g` until `k` distinct indices verified or none left:
+/// `k` at a time in parallel, one more for each that fails.
+pub(crate) async fn collect_shares(
+    g: &exnode::EcGroup,
+    mappings: &[&Mapping],
+    pool: &Pool,
+    ticket: Option<&str>,
+    counters: &Counters,
+) -> (BTreeMap<usize, Vec<u8>>, String) {
+    let k = g.k as usize;
+    let mut cands: Vec<&Mapping> = mappings.to_vec();
+    // Data shares first (no decoding needed), live depots first.
+    cands.sort_by_key(|m| {
+        (
+            pool.is_down(&m.depot),
+            m.share.map_or(u16::MAX, |s| s.index) as usize >= k,
+            m.share.map_or(u16::MAX, |s| s.index),
+        )
+    });
+    let mut have: BTreeMap<usize, Vec<u8>> = BTreeMap::new();
+    let mut last = String::from("no share");
+    let mut next = 0usize;
+    let mut running = futures_like::Running::new();
+    loop {
+        while have.len() + running.len() < k && next < cands.len() {
+            let m = cands[next];
+            next += 1;
+            let idx = m.share.map_or(usize::MAX, |s| s.index as usize);
+            if have.contains_key(&idx) || running.has(idx) {
+                continue;
+            }
+            running.push(idx, m, fetch_stored(pool, m, ticket));
+        }
+        let Some((idx, m, r)) = running.next().await else {
+            break;
+        };
+        match r {
+            Ok(bytes) if bytes.len() as u64 == g.shard_size => {
+                have.insert(idx, bytes);
+            }
+            Ok(bytes) => {
+                last = format!(
+                    "{}: share of {} bytes, expected {}",
+                    m.depot,
+                    bytes.len(),
+                    g.shard_size
+                );
+                counters.failovers.fetch_add(1, Ordering::Relaxed);
+            }
+            Err(FetchError::Corrupt) => {
+                record_corrupt(counters, m);
+                last = format!("{}: checksum mismatch", m.depot);
+                counters.failovers.fetch_add(1, Ordering::Relaxed);
+            }
+            Err(err) => {
+                last = err.to_string();
+                counters.failovers.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        if have.len() >= k {
+            break;
+        }
+    }
+    (have, last)
+}
+
+/// A tiny set of running futures, polled together (no extra dependency).
+mod futures_like {
+    use std::future::Future;
+    use std::pin::Pin;
+    use std::task::Poll;
+
+    use exnode::Mapping;
+
+    use super::FetchError;
+
+    type Fut<'a> = Pin<Box<dyn Future<Output = Result<Vec<u8>, FetchError>> + Send + 'a>>;
+
+    pub struct Running<'a> {
+        items: Vec<(usize, &'a Mapping, Fut<'a>)>,
+    }
+
+    impl<'a> Running<'a> {
+        pub fn new() -> Self {
+            Running { items: Vec::new() }
+        }
+        pub fn len(&self) -> usize {
+            self.items.len()
+        }
+        pub fn has(&self, idx: usize) -> bool {
+            self.items.iter().any(|(i, ..)| *i == idx)
+        }
+        pub fn push(
+            &mut self,
+            idx: usize,
+            m: &'a Mapping,
+            f: impl Future<Output = Result<Vec<u8>, FetchError>> + Send + 'a,
+        ) {
+            self.items.push((idx, m, Box::pin(f)));
+        }
+        /// The next to finish; `None` when nothing runs.
+        pub async fn next(&mut self) -> Option<(usize, &'a Mapping, Result<Vec<u8>, FetchError>)> {
+            if self.items.is_empty() {
+                return None;
+            }
+            std::future::poll_fn(|cx| {
+                for i in 0..self.items.len() {
+                    if let Poll::Ready(r) = self.items[i].2.as_mut().poll(cx) {
+                        let (idx, m, _) = self.items.swap_remove(i);
+                        return Poll::Ready(Some((idx, m, r)));
+                    }
+                }
+                Poll::Pending
+            })
+            .await
+        }
+    }
+}

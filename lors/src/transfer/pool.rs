@@ -1,0 +1,314 @@
+//! Connections to depots, kept open and reused across blocks.
+//!
+//! A [`Pool`] holds idle connections per depot address (`host:port` as in a
+//! mapping's `depot`). A connection is checked out for one operation (or a
+//! few on the same depot) and handed back when it succeeded; one that
+//! failed is dropped, since the depot closes a connection after an error
+//! reply and a secure session cannot be re-established behind the caller's
+//! back. Secure connections are TLS 1.3 with the user's proxy and `AUTH`
+//! with the L-Bone's grant for that depot address.
+//!
+//! Depots that failed are remembered ([`Pool::mark_down`]) so later blocks
+//! try them last, not first.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use exnode::Security;
+use ibp_depot::client::{Caps, ClientError, IbpClient, SecureClient};
+use ibp_proto::{Attributes, Capability, ProbeInfo, Reliability, Rid};
+
+/// Connections kept idle per depot.
+const IDLE_PER_DEPOT: usize = 16;
+
+/// Why a depot operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum DepotError {
+    #[error("{depot}: {source}")]
+    Client {
+        depot: String,
+        #[source]
+        source: ClientError,
+    },
+    #[error("{depot}: no grant from the L-Bone for this depot's secure port")]
+    NoGrant { depot: String },
+    #[error("{depot}: the secure port needs a proxy credential and a trust store")]
+    NoTls { depot: String },
+    #[error("{depot}: the crypto level is not supported by this client; use --security full")]
+    CryptoLevel { depot: String },
+    #[error("{depot}: bad capability: {detail}")]
+    BadCapability { depot: String, detail: String },
+}
+
+impl DepotError {
+    /// Whether the depot answered (an IBP error) rather than failing to
+    /// answer (connection refused, timeout, TLS).
+    pub fn answered(&self) -> bool {
+        matches!(self, DepotError::Client { source, .. } if source.ibp().is_some())
+    }
+}
+
+/// One open connection.
+pub enum Conn {
+    Legacy(IbpClient),
+    Full(Box<SecureClient>),
+}
+
+/// How to reach the secure ports: TLS configuration and grants by address.
+#[derive(Clone, Default)]
+pub struct SecureSetup {
+    pub tls: Option<Arc<rustls::ClientConfig>>,
+    /// Depot grant per depot address (`host:tls_port`).
+    pub grants: HashMap<String, String>,
+}
+
+/// Idle connections per depot, shared by the tasks of one transfer.
+pub struct Pool {
+    idle: Mutex<HashMap<(String, &'static str), Vec<Conn>>>,
+    down: Mutex<HashSet<String>>,
+    secure: SecureSetup,
+    timeout: Duration,
+}
+
+impl Pool {
+    pub fn new(secure: SecureSetup, timeout: Duration) -> Arc<Pool> {
+        Arc::new(Pool {
+            idle: Mutex::new(HashMap::new()),
+            down: Mutex::new(HashSet::new()),
+            secure,
+            timeout,
+        })
+    }
+
+    pub fn timeout(&self) -> Duration {
+        self.timeout
+    }
+
+    /// Whether the L-Bone gave a grant for `depot`.
+    pub fn has_grant(&self, depot: &str) -> bool {
+        self.secure.grants.contains_key(depot)
+    }
+
+    /// Remembers that `depot` failed to answer.
+    pub fn mark_down(&self, depot: &str) {
+        self.down
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(depot.to_owned());
+    }
+
+    pub fn is_down(&self, depot: &str) -> bool {
+        self.down
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .contains(depot)
+    }
+
+    /// A connection to `depot` at `level`: an idle one, else a new one.
+    pub async fn get(&self, depot: &str, level: Security) -> Result<Conn, DepotError> {
+        if let Some(c) = self
+            .idle
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get_mut(&(depot.to_owned(), level.name()))
+            .and_then(Vec::pop)
+        {
+            return Ok(c);
+        }
+        let conn = self.connect(depot, level).await;
+        if let Err(e) = &conn {
+            if !e.answered() {
+                self.mark_down(depot);
+            }
+        }
+        conn
+    }
+
+    async fn connect(&self, depot: &str, level: Security) -> Result<Conn, DepotError> {
+        let err = |source| DepotError::Client {
+            depot: depot.to_owned(),
+            source,
+        };
+        match level {
+            Security::Legacy => {
+                let mut c = tokio::time::timeout(self.timeout, IbpClient::connect(depot))
+                    .await
+                    .map_err(|_| err(timeout_error()))?
+                    .map_err(err)?;
+                c.set_timeout(self.timeout);
+                Ok(Conn::Legacy(c))
+            }
+            Security::Full => {
+                let tls = self.secure.tls.as_ref().ok_or_else(|| DepotError::NoTls {
+                    depot: depot.to_owned(),
+                })?;
+                let grant = self
+                    .secure
+                    .grants
+                    .get(depot)
+                    .ok_or_else(|| DepotError::NoGrant {
+                        depot: depot.to_owned(),
+                    })?;
+                let host = host_of(depot);
+                let fut = async {
+                    let mut c = SecureClient::connect_with(depot, host, tls).await?;
+                    c.set_timeout(self.timeout);
+                    c.auth(grant).await?;
+                    Ok::<_, ClientError>(c)
+                };
+                let c = tokio::time::timeout(self.timeout, fut)
+                    .await
+                    .map_err(|_| err(timeout_error()))?
+                    .map_err(err)?;
+                Ok(Conn::Full(Box::new(c)))
+            }
+            Security::Crypto => Err(DepotError::CryptoLevel {
+                depot: depot.to_owned(),
+            }),
+        }
+    }
+
+    /// Hands a connection back after a successful operation.
+    pub fn put(&self, depot: &str, level: Security, conn: Conn) {
+        let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
+        let v = idle.entry((depot.to_owned(), level.name())).or_default();
+        if v.len() < IDLE_PER_DEPOT {
+            v.push(conn);
+        }
+    }
+
+    /// The outcome of an operation on a connection the caller keeps using:
+    /// on failure the caller drops the connection (and the depot is marked
+    /// down if it did not answer).
+    pub fn check<T>(&self, depot: &str, result: Result<T, ClientError>) -> Result<T, DepotError> {
+        result.map_err(|source| {
+            if source.ibp().is_none() {
+                self.mark_down(depot);
+            }
+            DepotError::Client {
+                depot: depot.to_owned(),
+                source,
+            }
+        })
+    }
+
+    /// Ends one operation on `conn`: on success the connection goes back
+    /// to the pool; on failure it is dropped (and the depot marked down if
+    /// it did not answer).
+    pub fn finish<T>(
+        &self,
+        depot: &str,
+        level: Security,
+        conn: Conn,
+        result: Result<T, ClientError>,
+    ) -> Result<T, DepotError> {
+        match result {
+            Ok(v) => {
+                self.put(depot, level, conn);
+                Ok(v)
+            }
+            Err(source) => {
+                if source.ibp().is_none() {
+                    self.mark_down(depot);
+                }
+                Err(DepotError::Client {
+                    depot: depot.to_owned(),
+                    source,
+                })
+            }
+        }
+    }
+}
+
+fn timeout_error() -> ClientError {
+    ClientError::Io(std::io::Error::from(std::io::ErrorKind::TimedOut))
+}
+
+/// The host part of `host:port` (IPv6 in brackets kept as the TLS name
+/// without brackets).
+pub fn host_of(address: &str) -> &str {
+    let host = address.rsplit_once(':').map_or(address, |(h, _)| h);
+    host.trim_start_matches('[').trim_end_matches(']')
+}
+
+/// Parses a capability string for `depot`.
+pub fn parse_cap(depot: &str, cap: &str) -> Result<Capability, DepotError> {
+    cap.parse::<Capability>()
+        .map_err(|e| DepotError::BadCapability {
+            depot: depot.to_owned(),
+            detail: e.to_string(),
+        })
+}
+
+impl Conn {
+    pub async fn allocate(
+        &mut self,
+        reliability: Reliability,
+        duration: i64,
+        size: u64,
+    ) -> Result<Caps, ClientError> {
+        match self {
+            Conn::Legacy(c) => c.allocate(Rid(0), reliability, duration, size).await,
+            Conn::Full(c) => c.allocate(Rid(0), reliability, duration, size).await,
+        }
+    }
+
+    /// STORE (append) `data`; `uuid` binds a secure allocation to its file.
+    pub async fn store(
+        &mut self,
+        cap: &Capability,
+        uuid: &str,
+        data: &[u8],
+    ) -> Result<u64, ClientError> {
+        match self {
+            Conn::Legacy(c) => c.store(cap, data).await,
+            Conn::Full(c) => c.store(cap, uuid, data).await,
+        }
+    }
+
+    /// LOAD `size` bytes at `offset` into `buf`; secure ports need `ticket`.
+    pub async fn load_into(
+        &mut self,
+        cap: &Capability,
+        offset: u64,
+        size: u64,
+        ticket: Option<&str>,
+        buf: &mut Vec<u8>,
+    ) -> Result<u64, ClientError> {
+        match self {
+            Conn::Legacy(c) => c.load_into(cap, offset, size, buf).await,
+            Conn::Full(c) => match ticket {
+                Some(t) => c.load_into(cap, offset, size, t, buf).await,
+                None => {
+                    let data = c.load(cap, offset, size, None).await?;
+                    *buf = data;
+                    Ok(buf.len() as u64)
+                }
+            },
+        }
+    }
+
+    pub async fn probe(&mut self, cap: &Capability) -> Result<ProbeInfo, ClientError> {
+        match self {
+            Conn::Legacy(c) => c.probe(cap).await,
+            Conn::Full(c) => c.probe(cap).await,
+        }
+    }
+
+    pub async fn change(&mut self, cap: &Capability, attrs: Attributes) -> Result<(), ClientError> {
+        match self {
+            Conn::Legacy(c) => c.change(cap, attrs).await,
+            Conn::Full(c) => c.change(cap, attrs).await,
+        }
+    }
+
+    /// DECR of the read reference count: releases the allocation when it
+    /// reaches 0.
+    pub async fn release(&mut self, cap: &Capability) -> Result<(), ClientError> {
+        match self {
+            Conn::Legacy(c) => c.decr(cap, 1).await,
+            Conn::Full(c) => c.decr(cap, 1).await,
+        }
+    }
+}

@@ -1,0 +1,503 @@
+//! Upload: blocks read from the source, encrypted, replicated or erasure
+//! coded, stored on distinct depots in parallel, and described by a new
+//! exNode.
+//!
+//! At most `threads` blocks are in memory (read, being encoded or being
+//! stored) at any time, so memory is bounded by
+//! `threads × block_size × (1 + pieces)` whatever the file size.
+//!
+//! When a depot fails (it does not answer, or refuses the allocation or the
+//! store), the piece goes to another depot of the list that holds nothing
+//! of that block yet, and the failed depot is tried last for later blocks.
+//! When no depot is left the upload fails and every allocation it made is
+//! released (best effort: one not released expires at the end of its
+//! duration).
+
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex};
+
+use exnode::{EcGroup, Encryption, Exnode, IvDerivation, Mapping, Security, Share};
+use ibp_proto::Reliability;
+use tokio::io::{AsyncRead, AsyncReadExt};
+use tokio::sync::Semaphore;
+use tokio::task::JoinSet;
+use uuid::Uuid;
+
+use super::pool::{parse_cap, Pool};
+use super::{codec, now, Progress, Redundancy, Target, TransferError};
+use crate::crypto::{self, DataKey};
+
+/// Largest block size accepted (the IV derivation's limit is 64 GiB; a
+/// block is held in memory, so far less is sensible).
+pub const MAX_BLOCK_SIZE: u64 = 1 << 30;
+
+/// What to upload and how.
+#[derive(Clone)]
+pub struct UploadOptions {
+    /// The file's UUID (new for a new file, the file's for a new version).
+    pub file: Uuid,
+    /// The version this exNode will describe (the metadata manager sets it
+    /// again on put).
+    pub version: u64,
+    pub filename: Option<String>,
+    pub block_size: u64,
+    pub redundancy: Redundancy,
+    /// Blocks in flight at once.
+    pub threads: usize,
+    /// Allocation lifetime, seconds.
+    pub duration: i64,
+    pub reliability: Reliability,
+    /// The data key (a fresh one per version); `None` stores cleartext.
+    pub key: Option<Arc<DataKey>>,
+    /// Names the wrapped key of this version (recorded in the exNode).
+    pub key_id: String,
+}
+
+/// One allocation made, for the clean-up of a failed upload.
+#[derive(Debug, Clone)]
+pub(crate) struct Made {
+    pub depot: String,
+    pub security: Security,
+    pub manage: String,
+}
+
+/// What a stored piece became.
+pub(crate) struct Stored {
+    pub target: usize,
+    pub read: String,
+    pub write: Option<String>,
+    pub manage: String,
+    pub expires: i64,
+}
+
+impl Stored {
+    /// `template` (range, share, checksum) moved to this allocation.
+    pub fn mapping(self, template: &Mapping, target: &Target) -> Mapping {
+        Mapping {
+            read: Some(self.read),
+            write: self.write,
+            manage: Some(self.manage),
+            depot: target.depot.clone(),
+            security: Some(target.security),
+            expires: Some(self.expires),
+            ..template.clone()
+        }
+    }
+}
+
+/// Uploads `src` to `targets` and returns the exNode describing it. On
+/// error nothing is left allocated (best effort).
+pub async fn upload<R>(
+    mut src: R,
+    targets: &[Target],
+    pool: Arc<Pool>,
+    opts: &UploadOptions,
+    progress: Option<Progress>,
+) -> Result<Exnode, TransferError>
+where
+    R: AsyncRead + Unpin,
+{
+    check_options(opts, targets)?;
+    let made: Arc<Mutex<Vec<Made>>> = Arc::default();
+    let result = run(&mut src, targets, &pool, opts, progress, &made).await;
+    match result {
+        Ok(x) => Ok(x),
+        Err(e) => {
+            let made = std::mem::take(&mut *made.lock().unwrap_or_else(|p| p.into_inner()));
+            release_all(&pool, &made).await;
+            Err(e)
+        }
+    }
+}
+
+fn check_options(opts: &UploadOptions, targets: &[Target]) -> Result<(), TransferError> {
+    if opts.block_size == 0 || opts.block_size > MAX_BLOCK_SIZE {
+        return Err(TransferError::Usage(format!(
+            "block size {} is not within 1 byte..{} bytes",
+            opts.block_size, MAX_BLOCK_SIZE
+        )));
+    }
+    if opts.threads == 0 {
+        return Err(TransferError::Usage("threads must be at least 1".into()));
+    }
+    match opts.redundancy {
+        Redundancy::Copies(0) => {
+            return Err(TransferError::Usage("copies must be at least 1".into()))
+        }
+        Redundancy::Ec { k, m } => codec::check(k as usize, m as usize)?,
+        Redundancy::Copies(_) => {}
+    }
+    let distinct: HashSet<&str> = targets.iter().map(|t| t.depot.as_str()).collect();
+    let need = opts.redundancy.pieces();
+    if distinct.len() < need || distinct.len() != targets.len() {
+        return Err(TransferError::NotEnoughDepots {
+            redundancy: opts.redundancy,
+            need,
+            have: distinct.len(),
+        });
+    }
+    Ok(())
+}
+
+/// Releases allocations (DECR with their MANAGE capabilities), ignoring
+/// failures; a depot known to be down is not waited for.
+pub(crate) async fn release_all(pool: &Arc<Pool>, made: &[Made]) {
+    let mut set = JoinSet::new();
+    for m in made.iter().cloned() {
+        let pool = pool.clone();
+        set.spawn(async move {
+            let t = pool.timeout();
+            let _ = tokio::time::timeout(t, release_one(&pool, m)).await;
+        });
+    }
+    while set.join_next().await.is_some() {}
+}
+
+async fn release_one(pool: &Pool, m: Made) {
+    let Ok(cap) = parse_cap(&m.depot, &m.manage) else {
+        return;
+    };
+    if pool.is_down(&m.depot) {
+        return;
+    }
+    if let Ok(mut c) = pool.get(&m.depot, m.security).await {
+        let r = c.release(&cap).await;
+        let _ = pool.finish(&m.depot, m.security, c, r);
+    }
+}
+
+async fn run<R>(
+    src: &mut R,
+    targets: &[Target],
+    pool: &Arc<Pool>,
+    opts: &UploadOptions,
+    progress: Option<Progress>,
+    made: &Arc<Mutex<Vec<Made>>>,
+) -> Result<Exnode, TransferError>
+where
+    R: AsyncRead + Unpin,
+{
+    let targets: Arc<Vec<Target>> = Arc::new(targets.to_vec());
+    let sem = Arc::new(Semaphore::new(opts.threads));
+    let mut tasks: JoinSet<Result<BlockResult, TransferError>> = JoinSet::new();
+    let mut mappings = Vec::new();
+    let mut groups = Vec::new();
+    let mut offset = 0u64;
+    let mut index = 0u64;
+    loop {
+        let permit = sem
+            .clone()
+            .acquire_owned()
+            .await
+            .map_err(|_| TransferError::Input("upload cancelled".into()))?;
+        let mut block = vec![0u8; opts.block_size as usize];
+        let n = read_full(src, &mut block)
+            .await
+            .map_err(|e| TransferError::Input(format!("cannot read the source: {e}")))?;
+        if n == 0 {
+            break;
+        }
+        block.truncate(n);
+        let ctx = BlockCtx {
+            index,
+            offset,
+            targets: targets.clone(),
+            pool: pool.clone(),
+            opts: opts.clone(),
+            made: made.clone(),
+            progress: progress.clone(),
+        };
+        tasks.spawn(async move {
+            let r = ctx.process(block).await;
+            drop(permit);
+            r
+        });
+        offset += n as u64;
+        index += 1;
+        // Surface a failure early instead of reading the rest.
+        while let Some(done) = tasks.try_join_next() {
+            let (m, g) = joined(done)?;
+            mappings.extend(m);
+            groups.extend(g);
+        }
+        if (n as u64) < opts.block_size {
+            break;
+        }
+    }
+    while let Some(done) = tasks.join_next().await {
+        let (m, g) = joined(done)?;
+        mappings.extend(m);
+        groups.extend(g);
+    }
+    mappings.sort_by_key(|m| (m.logical_offset, m.share.map(|s| s.index)));
+    groups.sort_by_key(|g| g.id);
+    let x = Exnode {
+        file: Some(opts.file),
+        version: opts.version,
+        size: offset,
+        filename: opts.filename.clone(),
+        block_size: Some(opts.block_size),
+        encryption: opts.key.as_ref().map(|_| Encryption {
+            cipher: exnode::Cipher::Aes128Ctr,
+            key_id: opts.key_id.clone(),
+            iv: IvDerivation::UuidBlock,
+        }),
+        ec_groups: groups,
+        mappings,
+        metadata: Vec::new(),
+    };
+    x.validate()
+        .map_err(|e| TransferError::Exnode(format!("the upload made an invalid exNode: {e}")))?;
+    Ok(x)
+}
+
+fn joined<T>(
+    r: Result<Result<T, TransferError>, tokio::task::JoinError>,
+) -> Result<T, TransferError> {
+    match r {
+        Ok(v) => v,
+        Err(e) => Err(TransferError::Input(format!("an upload task failed: {e}"))),
+    }
+}
+
+/// Reads until `buf` is full or the source ends; the count read.
+pub(crate) async fn read_full<R: AsyncRead + Unpin>(
+    src: &mut R,
+    buf: &mut [u8],
+) -> std::io::Result<usize> {
+    let mut n = 0;
+    while n < buf.len() {
+        let got = src.read(&mut buf[n..]).await?;
+        if got == 0 {
+            break;
+        }
+        n += got;
+    }
+    Ok(n)
+}
+
+/// A block's mappings and, erasure coded, its group.
+type BlockResult = (Vec<Mapping>, Option<EcGroup>);
+/// One piece to store: its number, bytes, checksum and share index.
+type Piece = (usize, Arc<Vec<u8>>, exnode::Checksum, Option<u16>);
+
+struct BlockCtx {
+    index: u64,
+    offset: u64,
+    targets: Arc<Vec<Target>>,
+    pool: Arc<Pool>,
+    opts: UploadOptions,
+    made: Arc<Mutex<Vec<Made>>>,
+    progress: Option<Progress>,
+}
+
+impl BlockCtx {
+    async fn process(
+        self,
+        block: Vec<u8>,
+    ) -> Result<(Vec<Mapping>, Option<EcGroup>), TransferError> {
+        let len = block.len() as u64;
+        let key = self.opts.key.clone();
+        let file = self.opts.file;
+        let index = self.index;
+        let redundancy = self.opts.redundancy;
+        // Encryption, erasure coding and checksums off the I/O threads.
+        let pieces = tokio::task::spawn_blocking(move || -> Result<_, TransferError> {
+            let mut block = block;
+            if let Some(key) = &key {
+                crypto::apply_keystream(key, &file, index, &mut block)?;
+            }
+            let pieces = match redundancy {
+                Redundancy::Copies(_) => vec![block],
+                Redundancy::Ec { k, m } => codec::encode(&block, k as usize, m as usize)?,
+            };
+            Ok(pieces
+                .into_iter()
+                .map(|p| {
+                    let sum = crypto::checksum(&p);
+                    (Arc::new(p), sum)
+                })
+                .collect::<Vec<_>>())
+        })
+        .await
+        .map_err(|e| TransferError::Input(format!("encoding task failed: {e}")))??;
+
+        let claimed = Arc::new(Mutex::new(HashSet::new()));
+        let n_targets = self.targets.len();
+        let mut set = JoinSet::new();
+        let plan: Vec<Piece> = match redundancy {
+            Redundancy::Copies(n) => (0..n as usize)
+                .map(|r| (r, pieces[0].0.clone(), pieces[0].1, None))
+                .collect(),
+            Redundancy::Ec { .. } => pieces
+                .iter()
+                .enumerate()
+                .map(|(j, (p, s))| (j, p.clone(), *s, Some(j as u16)))
+                .collect(),
+        };
+        // Preferred depots first, claimed before any store starts, so that
+        // a fallback never takes another piece's preferred depot.
+        {
+            let mut c = claimed.lock().unwrap_or_else(|p| p.into_inner());
+            for (j, ..) in &plan {
+                c.insert(
+                    self.targets[(self.index as usize + j) % n_targets]
+                        .depot
+                        .clone(),
+                );
+            }
+        }
+        for (j, data, sum, share) in plan {
+            let preferred = (self.index as usize + j) % n_targets;
+            let placer = Placer {
+                targets: self.targets.clone(),
+                pool: self.pool.clone(),
+                claimed: claimed.clone(),
+                made: self.made.clone(),
+                opts_duration: self.opts.duration,
+                reliability: self.opts.reliability,
+                uuid: self.opts.file.to_string(),
+            };
+            set.spawn(async move {
+                let stored = placer.place(Some(preferred), &data).await?;
+                Ok::<_, TransferError>((stored, sum, share, data.len() as u64))
+            });
+        }
+        let mut out = Vec::new();
+        while let Some(r) = set.join_next().await {
+            let (stored, sum, share, alloc_len) = joined(r).map_err(|e| match e {
+                TransferError::PlacementFailed { last, .. } => TransferError::PlacementFailed {
+                    offset: self.offset,
+                    last,
+                },
+                e => e,
+            })?;
+            let t = &self.targets[stored.target];
+            out.push(Mapping {
+                logical_offset: self.offset,
+                logical_length: len,
+                alloc_offset: 0,
+                alloc_length: alloc_len,
+                e2e_blocksize: 0,
+                read: Some(stored.read),
+                write: stored.write,
+                manage: Some(stored.manage),
+                depot: t.depot.clone(),
+                security: Some(t.security),
+                expires: Some(stored.expires),
+                checksum: Some(sum),
+                share: share.map(|index| Share {
+                    group: self.index as u32,
+                    index,
+                }),
+                functions: Vec::new(),
+                metadata: Vec::new(),
+            });
+        }
+        let group = match redundancy {
+            Redundancy::Ec { k, m } => Some(EcGroup {
+                id: self.index as u32,
+                k,
+                m,
+                logical_offset: self.offset,
+                logical_length: len,
+                shard_size: codec::shard_size(len, k as usize),
+            }),
+            Redundancy::Copies(_) => None,
+        };
+        if let Some(p) = &self.progress {
+            p(len);
+        }
+        Ok((out, group))
+    }
+}
+
+/// Places one piece on a depot, falling back to the others.
+pub(crate) struct Placer {
+    pub targets: Arc<Vec<Target>>,
+    pub pool: Arc<Pool>,
+    /// Depots that already hold (or are about to hold) a piece of the
+    /// block: never chosen again.
+    pub claimed: Arc<Mutex<HashSet<String>>>,
+    pub made: Arc<Mutex<Vec<Made>>>,
+    pub opts_duration: i64,
+    pub reliability: Reliability,
+    pub uuid: String,
+}
+
+impl Placer {
+    /// Stores `data` on `preferred` (an index into `targets`, already
+    /// claimed), else on another unclaimed depot.
+    pub async fn place(
+        &self,
+        preferred: Option<usize>,
+        data: &[u8],
+    ) -> Result<Stored, TransferError> {
+        let mut candidate = preferred.or_else(|| self.next_candidate());
+        let mut last = String::from("no depot was tried");
+        while let Some(t) = candidate {
+            match self.store_on(t, data).await {
+                Ok(s) => return Ok(s),
+                Err(e) => {
+                    tracing::warn!("storing on {} failed: {e}", self.targets[t].depot);
+                    last = e.to_string();
+                }
+            }
+            candidate = self.next_candidate();
+        }
+        Err(TransferError::PlacementFailed { offset: 0, last })
+    }
+
+    /// An unclaimed depot, those not known to be down first; claims it.
+    fn next_candidate(&self) -> Option<usize> {
+        let mut c = self.claimed.lock().unwrap_or_else(|p| p.into_inner());
+        let n = self.targets.len();
+        let pick = (0..n)
+            .filter(|&i| !c.contains(&self.targets[i].depot))
+            .min_by_key(|&i| self.pool.is_down(&self.targets[i].depot));
+        if let Some(i) = pick {
+            c.insert(self.targets[i].depot.clone());
+        }
+        pick
+    }
+
+    async fn store_on(&self, t: usize, data: &[u8]) -> Result<Stored, TransferError> {
+        let target = &self.targets[t];
+        let (depot, level) = (target.depot.as_str(), target.security);
+        let mut conn = self.pool.get(depot, level).await?;
+        let r = conn
+            .allocate(self.reliability, self.opts_duration, data.len() as u64)
+            .await;
+        let caps = self.pool.check(depot, r)?;
+        let manage = caps.manage.to_string();
+        self.made
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(Made {
+                depot: depot.to_owned(),
+                security: level,
+                manage: manage.clone(),
+            });
+        let expires = now().saturating_add(self.opts_duration);
+        let r = conn.store(&caps.write, &self.uuid, data).await;
+        let n = self.pool.finish(depot, level, conn, r)?;
+        if n != data.len() as u64 {
+            return Err(TransferError::Depot(super::DepotError::Client {
+                depot: depot.to_owned(),
+                source: ibp_depot::client::ClientError::Io(std::io::Error::other(format!(
+                    "stored {n} of {} bytes",
+                    data.len()
+                ))),
+            }));
+        }
+        Ok(Stored {
+            target: t,
+            read: caps.read.to_string(),
+            // Secure allocations: a WRITE capability is of no use to
+            // readers of the exNode; legacy ones keep it (LoRS writes it).
+            write: (level == Security::Legacy).then(|| caps.write.to_string()),
+            manage,
+            expires,
+        })
+    }
+}
