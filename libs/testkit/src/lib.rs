@@ -1,11 +1,14 @@
 //! Test support shared by the services' integration tests (dev-dependency
-//! only): [`run_bounded`] runs a child process with a time limit, [`pg`]
+//! only): [`run_bounded`] runs a child process with a time limit, [`grid`]
+//! starts a whole grid of real daemons (CA, L-Bone, metadata manager,
+//! depots) with logged-in users, [`pg`]
 //! starts a private PostgreSQL cluster per test.
 
 use std::io::Read;
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
+pub mod grid;
 pub mod pg;
 
 /// Runs a command to completion within `limit` (killed after it); stdout
