@@ -93,6 +93,7 @@ impl GridArgs {
             lbone: self.lbone.clone().or_else(|| cfg.lbone.clone()),
             mdm,
             key: files::load_key_if_present(&key_path)?,
+            escrow: None,
             timeout: Some(Duration::from_secs(self.timeout.max(1))),
         })
     }
@@ -196,6 +197,10 @@ pub struct DownloadArgs {
     /// Ranges in flight at once [default: 4]
     #[arg(long, value_name = "N")]
     threads: Option<usize>,
+    /// VO admins: decrypt with the VO's escrow private key (recovery of a
+    /// member's file) instead of your own key
+    #[arg(long, value_name = "FILE")]
+    escrow_key: Option<PathBuf>,
     #[command(flatten)]
     grid: GridArgs,
 }
@@ -461,7 +466,10 @@ pub fn upload(a: UploadArgs) -> Result<u8, Error> {
 
 pub fn download(a: DownloadArgs) -> Result<u8, Error> {
     let cfg = config()?;
-    let grid = a.grid.grid(&cfg)?;
+    let mut grid = a.grid.grid(&cfg)?;
+    if let Some(f) = &a.escrow_key {
+        grid.escrow = Some(Arc::new(lors::keys::load(f)?));
+    }
     let (src, dest) = match (&a.paths[..], &a.xnd) {
         ([p, d], None) => (
             Source::Path {

@@ -47,6 +47,9 @@ pub struct Grid {
     pub mdm: Option<MetadataClient>,
     /// The user's key pair (`lors keys init`).
     pub key: Option<Arc<KeyPair>>,
+    /// A VO escrow key pair: downloads unwrap the escrow-wrapped key (VO
+    /// admins recovering a member's file) instead of the user's.
+    pub escrow: Option<Arc<KeyPair>>,
     pub timeout: Option<Duration>,
 }
 
@@ -485,8 +488,11 @@ pub async fn open(grid: &Grid, src: &Source, need_key_for_data: bool) -> Result<
         Source::Path { path, version } => {
             let mdm = need_mdm(grid)?;
             let fv = mdm.get(path, *version).await?;
-            let key = match (&fv.exnode.encryption, need_key_for_data) {
-                (Some(_), true) => {
+            let key = match (&fv.exnode.encryption, need_key_for_data, &grid.escrow) {
+                (Some(_), true, Some(escrow)) => Some(Arc::new(
+                    crate::keys::escrow_recover(mdm, escrow, path, Some(fv.version)).await?,
+                )),
+                (Some(_), true, None) => {
                     let me = need_key(grid)?;
                     Some(Arc::new(crate::keys::unwrap_mine(me, &fv)?))
                 }

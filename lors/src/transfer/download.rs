@@ -85,7 +85,23 @@ pub async fn download(
     let counters = Arc::new(Counters::default());
     let sem = Arc::new(Semaphore::new(opts.threads.max(1)));
     let (tx, rx) = mpsc::channel::<(u64, Vec<u8>, OwnedSemaphorePermit)>(opts.threads.max(1));
-    let writer = tokio::spawn(write_out(sink, x.size, rx));
+    // A file is written by the tasks themselves, in parallel at their
+    // offsets; a stream by one writer, in order.
+    let (file, sink) = match sink {
+        Sink::File(f) => {
+            let f = Arc::new(f);
+            let g = f.clone();
+            let size = x.size;
+            tokio::task::spawn_blocking(move || g.set_len(size))
+                .await
+                .map_err(|e| TransferError::Output(e.to_string()))?
+                .map_err(|e| TransferError::Output(format!("cannot write the output: {e}")))?;
+            (Some(f), Sink::Discard)
+        }
+        s => (None, s),
+    };
+    let to_file = file.is_some();
+    let writer = tokio::spawn(write_out(sink, rx));
     let mut tasks: JoinSet<Result<(), TransferError>> = JoinSet::new();
     let n_extents = x.extents().len();
     let mut failure = None;
@@ -94,6 +110,7 @@ pub async fn download(
             Ok(p) => p,
             Err(_) => break,
         };
+        let file = file.clone();
         let (x, pool, opts, counters, tx, progress) = (
             x.clone(),
             pool.clone(),
@@ -107,6 +124,20 @@ pub async fn download(
             let e = &extents[i];
             let data = fetch_extent(&x, e, i, &pool, &opts, &counters).await?;
             let len = data.len() as u64;
+            let data = match file {
+                Some(f) => {
+                    let offset = e.offset;
+                    tokio::task::spawn_blocking(move || {
+                        use std::os::unix::fs::FileExt;
+                        f.write_all_at(&data, offset)
+                    })
+                    .await
+                    .map_err(|e| TransferError::Output(e.to_string()))?
+                    .map_err(|e| TransferError::Output(format!("cannot write the output: {e}")))?;
+                    Vec::new()
+                }
+                None => data,
+            };
             tx.send((e.offset, data, permit))
                 .await
                 .map_err(|_| TransferError::Output("the output was closed".into()))?;
@@ -141,7 +172,9 @@ pub async fn download(
     if let Some(e) = failure {
         return Err(e);
     }
-    let bytes = written?;
+    let written = written?;
+    // A file's ranges were written by the tasks (they sent empty buffers).
+    let bytes = if to_file { x.size } else { written };
     let corrupt = std::mem::take(&mut *counters.corrupt.lock().unwrap_or_else(|p| p.into_inner()));
     Ok(DownloadReport {
         bytes,
@@ -164,38 +197,12 @@ fn flatten(
 
 async fn write_out(
     sink: Sink,
-    size: u64,
     mut rx: mpsc::Receiver<(u64, Vec<u8>, OwnedSemaphorePermit)>,
 ) -> Result<u64, TransferError> {
     let mut total = 0u64;
     let out_err =
         |e: std::io::Error| TransferError::Output(format!("cannot write the output: {e}"));
     match sink {
-        Sink::File(f) => {
-            let f = Arc::new(f);
-            let g = f.clone();
-            tokio::task::spawn_blocking(move || g.set_len(size))
-                .await
-                .map_err(|e| TransferError::Output(e.to_string()))?
-                .map_err(out_err)?;
-            while let Some((offset, data, permit)) = rx.recv().await {
-                let g = f.clone();
-                total += data.len() as u64;
-                tokio::task::spawn_blocking(move || {
-                    use std::os::unix::fs::FileExt;
-                    g.write_all_at(&data, offset)
-                })
-                .await
-                .map_err(|e| TransferError::Output(e.to_string()))?
-                .map_err(out_err)?;
-                drop(permit);
-            }
-            let g = f.clone();
-            tokio::task::spawn_blocking(move || g.sync_all())
-                .await
-                .map_err(|e| TransferError::Output(e.to_string()))?
-                .map_err(out_err)?;
-        }
         Sink::Stream(mut w) => {
             let mut pending: BTreeMap<u64, (Vec<u8>, OwnedSemaphorePermit)> = BTreeMap::new();
             let mut next = 0u64;
@@ -210,7 +217,9 @@ async fn write_out(
             }
             w.flush().await.map_err(out_err)?;
         }
-        Sink::Discard => {
+        // Files (written by the tasks, which send empty buffers) and
+        // verification only.
+        Sink::File(_) | Sink::Discard => {
             while let Some((_, data, permit)) = rx.recv().await {
                 total += data.len() as u64;
                 drop(permit);

@@ -1,0 +1,716 @@
+//! Uploads, downloads and maintenance against a real grid: online CA with
+//! real logins, L-Bone, metadata manager and depots, each its own process
+//! (`ibp_testkit::grid`), driven through the `lors` binary as a user would.
+//!
+//! Fault tests kill depots with SIGKILL and flip bytes in depots' data
+//! files; every check is on content (bytes read back, exit codes, what the
+//! metadata manager and `stat` report).
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::time::Duration;
+
+use ibp_testkit::grid::{Grid, GridOptions};
+use ibp_testkit::run_bounded;
+
+const LIMIT: Duration = Duration::from_secs(240);
+
+fn grid(depots: usize) -> Grid {
+    Grid::start(GridOptions {
+        depots,
+        ..Default::default()
+    })
+    .expect("grid starts")
+}
+
+/// The `lors` binary under test with `user`'s environment.
+fn lors_cmd(g: &Grid, user: &str) -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_lors"));
+    c.env_clear()
+        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+        .env("RUST_LOG", "warn")
+        .envs(g.env(user))
+        .current_dir(&g.user(user).dir);
+    c
+}
+
+fn run(mut c: Command) -> Output {
+    run_bounded(
+        {
+            c.stdout(std::process::Stdio::piped())
+                .stderr(std::process::Stdio::piped());
+            c
+        },
+        LIMIT,
+    )
+    .expect("lors runs")
+}
+
+fn lors(g: &Grid, user: &str, args: &[&str]) -> Output {
+    let mut c = lors_cmd(g, user);
+    c.args(args);
+    run(c)
+}
+
+fn code(o: &Output) -> i32 {
+    o.status.code().unwrap_or(-1)
+}
+
+fn text(o: &Output) -> String {
+    format!(
+        "exit {:?}\nstdout: {}\nstderr: {}",
+        o.status.code(),
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
+
+#[track_caller]
+fn ok(o: Output) -> String {
+    assert!(o.status.success(), "lors failed: {}", text(&o));
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+/// Deterministic pseudo-random bytes (xorshift), different per seed.
+fn bytes(n: usize, seed: u64) -> Vec<u8> {
+    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    let mut out = Vec::with_capacity(n + 8);
+    while out.len() < n {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        out.extend_from_slice(&x.to_le_bytes());
+    }
+    out.truncate(n);
+    out
+}
+
+fn write(dir: &Path, name: &str, data: &[u8]) -> PathBuf {
+    let p = dir.join(name);
+    std::fs::write(&p, data).expect("write input");
+    p
+}
+
+fn keys_init(g: &Grid, user: &str) {
+    ok(lors(g, user, &["keys", "init"]));
+}
+
+fn vo_id(g: &Grid, user: &str) -> String {
+    g.user(user).vo_id.clone()
+}
+
+/// Every regular file under `dir`.
+fn files_under(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        let Ok(rd) = std::fs::read_dir(&d) else {
+            continue;
+        };
+        for e in rd.flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                stack.push(p);
+            } else {
+                out.push(p);
+            }
+        }
+    }
+    out
+}
+
+fn contains(hay: &[u8], needle: &[u8]) -> bool {
+    hay.windows(needle.len()).any(|w| w == needle)
+}
+
+fn stat_json(g: &Grid, user: &str, path: &str) -> serde_json::Value {
+    let out = ok(lors(g, user, &["stat", "--mappings", "--json", path]));
+    serde_json::from_str(&out).expect("stat --json is JSON")
+}
+
+#[test]
+fn full_crypto_round_trips_of_every_size_and_nothing_clear_on_depots() {
+    let g = grid(3);
+    keys_init(&g, "alice");
+    let dir = g.user("alice").dir.clone();
+    let bs = 64 * 1024;
+    for (i, n) in [0usize, 1, bs, bs + 1, 5 * bs + 17].into_iter().enumerate() {
+        let data = bytes(n, i as u64 + 1);
+        let src = write(&dir, &format!("in{i}"), &data);
+        let dest = format!("/vo1/size-{n}");
+        let out = ok(lors(
+            &g,
+            "alice",
+            &[
+                "upload",
+                src.to_str().unwrap(),
+                &dest,
+                "--copies",
+                "2",
+                "--block-size",
+                "64KiB",
+            ],
+        ));
+        assert!(
+            out.contains("encrypted") && out.contains("full security"),
+            "{out}"
+        );
+        let back = dir.join(format!("out{i}"));
+        ok(lors(
+            &g,
+            "alice",
+            &["download", &dest, back.to_str().unwrap()],
+        ));
+        assert_eq!(std::fs::read(&back).unwrap(), data, "size {n}");
+        let st = stat_json(&g, "alice", &dest);
+        assert_eq!(st["size"], n as u64);
+        assert_eq!(st["encrypted"], true);
+        let maps = st["mappings"].as_array().unwrap();
+        assert_eq!(maps.len(), 2 * n.div_ceil(bs), "size {n}: {st}");
+        for pair in maps.chunks(2) {
+            assert_ne!(
+                pair[0]["depot"], pair[1]["depot"],
+                "replicas on distinct depots"
+            );
+            assert_eq!(pair[0]["security"], "full");
+        }
+    }
+
+    // 100 MiB with erasure coding 2+1 and a recognisable plaintext: the
+    // depots hold none of it; the download is byte for byte.
+    let marker = b"PLAINTEXT-MARKER-4f1c";
+    let mut data = bytes(100 << 20, 99);
+    for off in (0..data.len() - marker.len()).step_by(1 << 20) {
+        data[off..off + marker.len()].copy_from_slice(marker);
+    }
+    let src = write(&dir, "big", &data);
+    ok(lors(
+        &g,
+        "alice",
+        &["upload", src.to_str().unwrap(), "/vo1/big", "--ec", "2+1"],
+    ));
+    let back = dir.join("big.out");
+    let out = ok(lors(
+        &g,
+        "alice",
+        &["download", "/vo1/big", back.to_str().unwrap()],
+    ));
+    assert!(out.contains("downloaded 100.0 MiB"), "{out}");
+    assert!(std::fs::read(&back).unwrap() == data, "100 MiB differ");
+    let st = stat_json(&g, "alice", "/vo1/big");
+    let maps = st["mappings"].as_array().unwrap();
+    // 8 MiB blocks: 13 groups of 3 shares, each share on its own depot.
+    assert_eq!(maps.len(), 13 * 3, "{st}");
+    for group in maps.chunks(3) {
+        let depots: std::collections::HashSet<_> =
+            group.iter().map(|m| m["depot"].as_str().unwrap()).collect();
+        assert_eq!(
+            depots.len(),
+            3,
+            "shares of a group on distinct depots: {group:?}"
+        );
+    }
+    for d in &g.depots {
+        for f in files_under(&d.data_dir) {
+            let content = std::fs::read(&f).unwrap_or_default();
+            assert!(
+                !contains(&content, marker),
+                "plaintext found on depot in {}",
+                f.display()
+            );
+        }
+    }
+    // stat --check reads everything back.
+    ok(lors(&g, "alice", &["stat", "--check", "/vo1/big"]));
+}
+
+#[test]
+fn erasure_coded_and_replicated_files_survive_a_depot_killed_during_download() {
+    let mut g = grid(3);
+    keys_init(&g, "alice");
+    let dir = g.user("alice").dir.clone();
+    let data = bytes(48 << 20, 7);
+    let src = write(&dir, "f", &data);
+    ok(lors(
+        &g,
+        "alice",
+        &[
+            "upload",
+            src.to_str().unwrap(),
+            "/vo1/ec",
+            "--ec",
+            "2+1",
+            "--block-size",
+            "1MiB",
+        ],
+    ));
+    ok(lors(
+        &g,
+        "alice",
+        &[
+            "upload",
+            src.to_str().unwrap(),
+            "/vo1/rep",
+            "--copies",
+            "2",
+            "--block-size",
+            "1MiB",
+        ],
+    ));
+    // Start the download, then kill a depot while it runs.
+    let back = dir.join("ec.out");
+    let mut c = lors_cmd(&g, "alice");
+    c.args([
+        "download",
+        "/vo1/ec",
+        back.to_str().unwrap(),
+        "--threads",
+        "1",
+    ]);
+    c.stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
+    let child = c.spawn().expect("spawn download");
+    std::thread::sleep(Duration::from_millis(150));
+    g.kill_depot(0);
+    let o = child.wait_with_output().expect("download ends");
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(std::fs::read(&back).unwrap() == data, "EC download differs");
+    // The other file, with the depot already gone.
+    let back = dir.join("rep.out");
+    let out = ok(lors(
+        &g,
+        "alice",
+        &["download", "/vo1/rep", back.to_str().unwrap()],
+    ));
+    assert!(
+        std::fs::read(&back).unwrap() == data,
+        "replica download differs"
+    );
+    assert!(out.contains("failover"), "{out}");
+    // stat --check names the dead depot's mappings unreadable: exit 11.
+    let o = lors(&g, "alice", &["stat", "--check", "/vo1/ec"]);
+    assert_eq!(code(&o), 11, "{}", text(&o));
+    assert!(
+        String::from_utf8_lossy(&o.stdout).contains("UNREADABLE"),
+        "{}",
+        text(&o)
+    );
+}
+
+/// A depot data file holding exactly `len` bytes (an allocation's data).
+fn allocation_files(g: &Grid, len: u64) -> Vec<PathBuf> {
+    g.depots
+        .iter()
+        .flat_map(|d| files_under(&d.data_dir))
+        .filter(|f| std::fs::metadata(f).is_ok_and(|m| m.len() == len))
+        .collect()
+}
+
+#[test]
+fn a_flipped_byte_is_detected_skipped_and_repaired_from_a_replica() {
+    let g = grid(4);
+    keys_init(&g, "alice");
+    let dir = g.user("alice").dir.clone();
+    let data = bytes(3 << 20, 11);
+    let src = write(&dir, "f", &data);
+    ok(lors(
+        &g,
+        "alice",
+        &[
+            "upload",
+            src.to_str().unwrap(),
+            "/vo1/f",
+            "--copies",
+            "2",
+            "--block-size",
+            "1MiB",
+        ],
+    ));
+    let victims = allocation_files(&g, 1 << 20);
+    assert_eq!(victims.len(), 6, "3 blocks × 2 replicas: {victims:?}");
+    let victim = &victims[0];
+    let mut content = std::fs::read(victim).unwrap();
+    content[12345] ^= 0x40;
+    std::fs::write(victim, &content).unwrap();
+
+    // The download reads each block once, from either replica: it returns
+    // the right bytes whichever it meets first.
+    let back = dir.join("f.out");
+    let o = lors(&g, "alice", &["download", "/vo1/f", back.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(std::fs::read(&back).unwrap() == data, "download differs");
+    let o = lors(&g, "alice", &["stat", "--check", "/vo1/f"]);
+    assert_eq!(code(&o), 11, "{}", text(&o));
+    assert!(
+        String::from_utf8_lossy(&o.stdout).contains("CORRUPT"),
+        "{}",
+        text(&o)
+    );
+
+    let out = ok(lors(&g, "alice", &["repair", "/vo1/f"]));
+    assert!(out.contains("1 bad, 1 recreated"), "{out}");
+    ok(lors(&g, "alice", &["stat", "--check", "/vo1/f"]));
+    let st = stat_json(&g, "alice", "/vo1/f");
+    assert_eq!(st["mappings"].as_array().unwrap().len(), 6, "{st}");
+    let o = lors(&g, "alice", &["download", "/vo1/f", back.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(
+        !String::from_utf8_lossy(&o.stderr).contains("corrupt"),
+        "{}",
+        text(&o)
+    );
+    assert!(std::fs::read(&back).unwrap() == data);
+}
+
+#[test]
+fn a_depot_killed_during_upload_leaves_a_complete_file_or_nothing() {
+    let mut g = grid(4);
+    keys_init(&g, "alice");
+    let dir = g.user("alice").dir.clone();
+    let data = bytes(64 << 20, 5);
+    let src = write(&dir, "f", &data);
+    let mut c = lors_cmd(&g, "alice");
+    c.args([
+        "upload",
+        src.to_str().unwrap(),
+        "/vo1/during",
+        "--copies",
+        "2",
+        "--block-size",
+        "1MiB",
+        "--threads",
+        "2",
+    ]);
+    c.stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
+    let child = c.spawn().expect("spawn upload");
+    std::thread::sleep(Duration::from_millis(200));
+    g.kill_depot(0);
+    let o = child.wait_with_output().expect("upload ends");
+    let stat = lors(&g, "alice", &["stat", "/vo1/during"]);
+    if o.status.success() {
+        // Completed elsewhere: readable in full.
+        let back = dir.join("out");
+        ok(lors(
+            &g,
+            "alice",
+            &["download", "/vo1/during", back.to_str().unwrap()],
+        ));
+        assert!(std::fs::read(&back).unwrap() == data, "download differs");
+    } else {
+        // Failed cleanly: nothing registered.
+        assert_eq!(
+            code(&stat),
+            7,
+            "failed upload registered something: {}",
+            text(&stat)
+        );
+    }
+}
+
+#[test]
+fn sharing_revocation_escrow_and_maintenance_keep_access_right() {
+    let g = grid(3);
+    for u in ["alice", "bob", "carol"] {
+        keys_init(&g, u);
+    }
+    // alice, a VO admin, sets the VO's escrow key.
+    let escrow = g.user("alice").dir.join("escrow.pem");
+    ok(lors(
+        &g,
+        "alice",
+        &["keys", "set-escrow", "--out", escrow.to_str().unwrap()],
+    ));
+    let dir = g.user("carol").dir.clone();
+    let data = bytes(300_000, 3);
+    let src = write(&dir, "f", &data);
+    ok(lors(
+        &g,
+        "carol",
+        &[
+            "upload",
+            src.to_str().unwrap(),
+            "/vo1/carol.dat",
+            "--copies",
+            "2",
+            "--block-size",
+            "64KiB",
+        ],
+    ));
+    let bob_out = g.user("bob").dir.join("out");
+    let bob_get = |g: &Grid| {
+        lors(
+            g,
+            "bob",
+            &["download", "/vo1/carol.dat", bob_out.to_str().unwrap()],
+        )
+    };
+
+    // Not shared: refused (exit 3).
+    let o = bob_get(&g);
+    assert_eq!(code(&o), 3, "{}", text(&o));
+
+    // Shared: bob reads it.
+    let bob = format!("user:{}@vo1", vo_id(&g, "bob"));
+    ok(lors(&g, "carol", &["share", "/vo1/carol.dat", &bob]));
+    ok(bob_get(&g));
+    assert!(std::fs::read(&bob_out).unwrap() == data);
+
+    // Maintenance makes new versions with the same key: bob keeps reading.
+    let before = stat_json(&g, "carol", "/vo1/carol.dat");
+    ok(lors(
+        &g,
+        "carol",
+        &["refresh", "/vo1/carol.dat", "--duration", "2d"],
+    ));
+    let after = stat_json(&g, "carol", "/vo1/carol.dat");
+    let exp = |v: &serde_json::Value| v["mappings"][0]["expires"].as_i64().unwrap();
+    assert!(
+        exp(&after) < exp(&before),
+        "refresh to 2d shortens the 7d default: {before} {after}"
+    );
+    assert!(exp(&after) > ibp_auth::unix_now() + 2 * 86400 - 120);
+    ok(lors(
+        &g,
+        "carol",
+        &["augment", "/vo1/carol.dat", "--copies", "3"],
+    ));
+    assert_eq!(
+        stat_json(&g, "carol", "/vo1/carol.dat")["mappings"]
+            .as_array()
+            .unwrap()
+            .len(),
+        3 * 5
+    );
+    let first_depot = after["mappings"][0]["depot"].as_str().unwrap().to_owned();
+    ok(lors(
+        &g,
+        "carol",
+        &["trim", "/vo1/carol.dat", "--depot", &first_depot],
+    ));
+    let trimmed = stat_json(&g, "carol", "/vo1/carol.dat");
+    assert_eq!(
+        trimmed["mappings"].as_array().unwrap().len(),
+        2 * 5,
+        "{trimmed}"
+    );
+    assert!(trimmed["mappings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .all(|m| m["depot"] != first_depot.as_str()));
+    // Trimming what would lose data is refused, and changes nothing.
+    let second = trimmed["mappings"][0]["depot"].as_str().unwrap().to_owned();
+    let third = trimmed["mappings"][1]["depot"].as_str().unwrap().to_owned();
+    let o = lors(
+        &g,
+        "carol",
+        &[
+            "trim",
+            "/vo1/carol.dat",
+            "--depot",
+            &second,
+            "--depot",
+            &third,
+        ],
+    );
+    assert_eq!(code(&o), 2, "{}", text(&o));
+    ok(bob_get(&g));
+    assert!(
+        std::fs::read(&bob_out).unwrap() == data,
+        "bob reads after maintenance"
+    );
+
+    // The escrow key recovers the file for the VO admin, who first grants
+    // themselves read (an admin right; the manager logs escrow releases).
+    let alice = format!("user:{}@vo1", vo_id(&g, "alice"));
+    ok(lors(
+        &g,
+        "alice",
+        &[
+            "acl",
+            "set",
+            "/vo1/carol.dat",
+            "--access",
+            &format!("{alice}=r"),
+            &format!("{bob}=r"),
+        ],
+    ));
+    let alice_out = g.user("alice").dir.join("recovered");
+    ok(lors(
+        &g,
+        "alice",
+        &[
+            "download",
+            "/vo1/carol.dat",
+            alice_out.to_str().unwrap(),
+            "--escrow-key",
+            escrow.to_str().unwrap(),
+        ],
+    ));
+    assert!(
+        std::fs::read(&alice_out).unwrap() == data,
+        "escrow recovery"
+    );
+
+    // Unshared: refused again.
+    ok(lors(&g, "carol", &["unshare", "/vo1/carol.dat", &bob]));
+    let o = bob_get(&g);
+    assert_eq!(code(&o), 3, "{}", text(&o));
+
+    // A member removed from the VO is refused everything.
+    ok(lors(&g, "carol", &["share", "/vo1/carol.dat", &bob]));
+    ok(bob_get(&g));
+    ok(lors(&g, "alice", &["members", "remove", &vo_id(&g, "bob")]));
+    let o = bob_get(&g);
+    assert_eq!(code(&o), 3, "{}", text(&o));
+}
+
+#[test]
+fn legacy_round_trip_with_an_exnode_file_and_no_credentials() {
+    let g = grid(2);
+    let dir = g.user("alice").dir.clone();
+    let data = bytes(5 << 20, 17);
+    let src = write(&dir, "f", &data);
+    let xnd = dir.join("f.xnd");
+    let no_creds = |args: &[&str]| {
+        let mut c = lors_cmd(&g, "alice");
+        c.env("X509_USER_PROXY", dir.join("no-proxy"))
+            .env_remove("LORS_TRUST_DIR")
+            .env_remove("LORS_METADATA_URL")
+            .env_remove("LORS_LBONE_URL")
+            .env("LORS_KEY_FILE", dir.join("no-key"))
+            .args(args);
+        run(c)
+    };
+    let out = ok(no_creds(&[
+        "upload",
+        src.to_str().unwrap(),
+        "--xnd",
+        xnd.to_str().unwrap(),
+        "--security",
+        "legacy",
+        "--copies",
+        "2",
+        "--block-size",
+        "1MiB",
+        "--depot",
+        &g.depots[0].legacy_addr,
+        "--depot",
+        &g.depots[1].legacy_addr,
+    ]));
+    assert!(out.contains("not encrypted"), "{out}");
+    // The exNode is the LoRS 0.82 layout: mappings with read, write and
+    // manage capabilities on the legacy ports, no encryption.
+    let xml = std::fs::read_to_string(&xnd).unwrap();
+    let x = exnode::parse_and_validate(xml.as_bytes()).unwrap();
+    assert!(x.encryption.is_none());
+    assert_eq!(x.mappings.len(), 10);
+    for m in &x.mappings {
+        assert!(m.write.is_some() && m.manage.is_some() && m.functions.is_empty());
+        assert!(m.read.as_deref().unwrap().starts_with("ibp://127.0.0.1:"));
+    }
+    assert!(xml.contains("<exnode:metadata name=\"Version\" type=\"string\">3.0</exnode:metadata>"));
+    let back = dir.join("f.out");
+    ok(no_creds(&[
+        "download",
+        "--xnd",
+        xnd.to_str().unwrap(),
+        back.to_str().unwrap(),
+    ]));
+    assert!(std::fs::read(&back).unwrap() == data);
+    // lors-download is the same command.
+    let alias = PathBuf::from(env!("CARGO_BIN_EXE_lors-download"));
+    assert!(alias.exists());
+    // Secure-only options without credentials are refused clearly.
+    let o = no_creds(&["upload", src.to_str().unwrap(), "/vo1/x"]);
+    assert_ne!(code(&o), 0);
+}
+
+#[test]
+fn a_lors_0_82_style_exnode_with_aes_and_checksum_functions_downloads() {
+    use lors::lors_e2e::{encode, FunctionSpec};
+    let g = grid(1);
+    let dir = g.user("alice").dir.clone();
+    let data = bytes(3 * 1048576 + 12345, 23);
+    let key = [7u8; 16];
+    let spec = [
+        FunctionSpec::AesEncrypt { key, iv: None },
+        FunctionSpec::Checksum,
+    ];
+    let (stored, functions) = encode(&spec, 1 << 20, &data).expect("encode");
+    // Store it as LoRS would: ALLOCATE + STORE on the legacy port.
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let caps = rt.block_on(async {
+        let mut c = ibp_depot::client::IbpClient::connect(&g.depots[0].legacy_addr)
+            .await
+            .unwrap();
+        let caps = c
+            .allocate(
+                ibp_proto::Rid(0),
+                ibp_proto::Reliability::Hard,
+                3600,
+                stored.len() as u64,
+            )
+            .await
+            .unwrap();
+        c.store(&caps.write, &stored).await.unwrap();
+        caps
+    });
+    let x = exnode::Exnode {
+        size: data.len() as u64,
+        filename: Some("f".into()),
+        mappings: vec![exnode::Mapping {
+            logical_offset: 0,
+            logical_length: data.len() as u64,
+            alloc_offset: 0,
+            alloc_length: stored.len() as u64,
+            e2e_blocksize: 1 << 20,
+            read: Some(caps.read.to_string()),
+            write: Some(caps.write.to_string()),
+            manage: Some(caps.manage.to_string()),
+            depot: g.depots[0].legacy_addr.clone(),
+            security: None,
+            expires: None,
+            checksum: None,
+            share: None,
+            functions,
+            metadata: Vec::new(),
+        }],
+        ..Default::default()
+    };
+    let xnd = dir.join("lors.xnd");
+    std::fs::write(&xnd, exnode::to_xml(&x)).unwrap();
+    let back = dir.join("lors.out");
+    ok(lors(
+        &g,
+        "alice",
+        &[
+            "download",
+            "--xnd",
+            xnd.to_str().unwrap(),
+            back.to_str().unwrap(),
+        ],
+    ));
+    assert!(std::fs::read(&back).unwrap() == data);
+    // A corrupted block under the LoRS checksum is refused (exit 10).
+    rt.block_on(async {
+        let mut c = ibp_depot::client::IbpClient::connect(&g.depots[0].legacy_addr)
+            .await
+            .unwrap();
+        let mut bad = stored[..64].to_vec();
+        bad[40] ^= 1;
+        c.write_at(&caps.write, 0, &bad).await.unwrap();
+    });
+    let o = lors(
+        &g,
+        "alice",
+        &[
+            "download",
+            "--xnd",
+            xnd.to_str().unwrap(),
+            back.to_str().unwrap(),
+        ],
+    );
+    assert_eq!(code(&o), 10, "{}", text(&o));
+}
