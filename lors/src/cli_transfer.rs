@@ -94,6 +94,7 @@ impl GridArgs {
             mdm,
             key: files::load_key_if_present(&key_path)?,
             escrow: None,
+            cache: Default::default(),
             timeout: Some(Duration::from_secs(self.timeout.max(1))),
         })
     }

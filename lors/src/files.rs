@@ -51,7 +51,35 @@ pub struct Grid {
     /// admins recovering a member's file) instead of the user's.
     pub escrow: Option<Arc<KeyPair>>,
     pub timeout: Option<Duration>,
+    /// What a session learns once and reuses across files (L-Bone offers
+    /// with their grants, open depot connections, who we are): many small
+    /// files through one `Grid` cost one L-Bone query and one TLS handshake
+    /// per depot, not one per file.
+    pub cache: Arc<Cache>,
 }
+
+/// Reused across the operations of one [`Grid`] (and its clones).
+#[derive(Default)]
+pub struct Cache {
+    /// Placement answers by query, valid until shortly before their
+    /// grants expire; each with the pool of connections made under them.
+    placements: std::sync::Mutex<std::collections::HashMap<String, Placed>>,
+    /// The wrapped keys' recipients of this user's uploads (the user and
+    /// the VO's escrow key), asked once.
+    recipients: tokio::sync::Mutex<Option<Recipients>>,
+}
+
+type Recipients = Vec<(String, crypto::PublicKey)>;
+
+#[derive(Clone)]
+struct Placed {
+    valid_until: i64,
+    targets: Vec<Target>,
+    pool: Arc<Pool>,
+}
+
+/// Seconds before a grant's expiry at which a cached offer is renewed.
+const GRANT_MARGIN: i64 = 60;
 
 /// Where an upload's data goes.
 #[derive(Debug, Clone, Default)]
@@ -160,6 +188,51 @@ fn need_credentials<'a>(
     Ok((trust, cred))
 }
 
+/// Depots for an upload and a pool of connections to them, from the
+/// session's cache while the grants are fresh.
+pub async fn placed(
+    grid: &Grid,
+    security: Security,
+    placement: &Placement,
+    piece_size: u64,
+) -> Result<(Vec<Target>, Arc<Pool>), Error> {
+    let key = format!(
+        "{}|{:?}|{:?}|{}|{:?}|{piece_size}",
+        security.name(),
+        placement.depots,
+        placement.near,
+        placement.duration,
+        placement.reliability
+    );
+    let now = crate::transfer::now();
+    if let Some(p) = grid
+        .cache
+        .placements
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .get(&key)
+        .filter(|p| p.valid_until > now)
+    {
+        return Ok((p.targets.clone(), p.pool.clone()));
+    }
+    let (targets, setup, valid_until) =
+        targets_and_expiry(grid, security, placement, piece_size).await?;
+    let pool = pool(grid, setup);
+    grid.cache
+        .placements
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .insert(
+            key,
+            Placed {
+                valid_until,
+                targets: targets.clone(),
+                pool: pool.clone(),
+            },
+        );
+    Ok((targets, pool))
+}
+
 /// Depots and access for an upload (or for new pieces of maintenance).
 pub async fn targets(
     grid: &Grid,
@@ -167,6 +240,18 @@ pub async fn targets(
     placement: &Placement,
     piece_size: u64,
 ) -> Result<(Vec<Target>, SecureSetup), Error> {
+    targets_and_expiry(grid, security, placement, piece_size)
+        .await
+        .map(|(t, s, _)| (t, s))
+}
+
+/// [`targets`], and until when the answer may be reused.
+async fn targets_and_expiry(
+    grid: &Grid,
+    security: Security,
+    placement: &Placement,
+    piece_size: u64,
+) -> Result<(Vec<Target>, SecureSetup, i64), Error> {
     if security == Security::Legacy && (!placement.depots.is_empty() || grid.lbone.is_none()) {
         if placement.depots.is_empty() {
             return Err(Error::Usage(
@@ -181,7 +266,7 @@ pub async fn targets(
                 security,
             })
             .collect();
-        return Ok((t, SecureSetup::default()));
+        return Ok((t, SecureSetup::default(), i64::MAX));
     }
     if security == Security::Crypto {
         return Err(Error::Usage(
@@ -196,6 +281,13 @@ pub async fn targets(
         placement.reliability,
     )
     .await?;
+    let valid_until = offer
+        .depots
+        .iter()
+        .map(|d| d.grant_not_after)
+        .min()
+        .unwrap_or(0)
+        .saturating_sub(GRANT_MARGIN);
     let mut t = Vec::new();
     let mut grants = std::collections::HashMap::new();
     for d in &offer.depots {
@@ -229,6 +321,7 @@ pub async fn targets(
             tls: tls(grid)?,
             grants,
         },
+        valid_until,
     ))
 }
 
@@ -336,7 +429,7 @@ where
         Redundancy::Ec { k, .. } => transfer::codec::shard_size(s.block_size, k as usize),
     };
     let piece = size_hint.map_or(piece, |n| piece.min(n.max(1)));
-    let (targets, setup) = targets(grid, s.security, &s.placement, piece).await?;
+    let (targets, pool) = placed(grid, s.security, &s.placement, piece).await?;
     if targets.len() < s.redundancy.pieces() {
         return Err(Error::Unavailable(format!(
             "{} needs {} depots; {} available{}",
@@ -350,7 +443,6 @@ where
             }
         )));
     }
-    let pool = pool(grid, setup);
     let opts = UploadOptions {
         file,
         version,
@@ -405,8 +497,17 @@ async fn register(
             let wrapped = match (key, x.file) {
                 (Some(k), Some(file)) => {
                     let me = need_key(grid)?;
-                    let whoami = mdm.whoami().await?;
-                    let recipients = crate::keys::upload_recipients(mdm, me, &whoami).await?;
+                    let mut cached = grid.cache.recipients.lock().await;
+                    let recipients = match &*cached {
+                        Some(r) => r.clone(),
+                        None => {
+                            let whoami = mdm.whoami().await?;
+                            let r = crate::keys::upload_recipients(mdm, me, &whoami).await?;
+                            *cached = Some(r.clone());
+                            r
+                        }
+                    };
+                    drop(cached);
                     let ctx = WrapContext { file, key_id };
                     crate::keys::wrap_for(k, &ctx, &recipients)?
                 }

@@ -714,3 +714,79 @@ fn a_lors_0_82_style_exnode_with_aes_and_checksum_functions_downloads() {
     );
     assert_eq!(code(&o), 10, "{}", text(&o));
 }
+
+#[test]
+fn the_library_uploads_many_small_files_through_one_session() {
+    use lors::files::{self, Dest, Placement, Source, UploadSettings};
+    use lors::transfer::{Redundancy, Sink};
+    use std::sync::Arc;
+
+    let g = grid(2);
+    keys_init(&g, "alice");
+    let env: std::collections::HashMap<String, String> = g.env("alice").into_iter().collect();
+    let trust = lors::credentials::TrustSource::Dir(env["LORS_TRUST_DIR"].clone().into())
+        .load()
+        .unwrap();
+    let cred =
+        ibp_auth::ProxyCredential::load(std::path::Path::new(&env["X509_USER_PROXY"])).unwrap();
+    let mdm = lors::MetadataClient::connect(&env["LORS_METADATA_URL"], &trust, &cred).unwrap();
+    let key = lors::keys::load(std::path::Path::new(&env["LORS_KEY_FILE"])).unwrap();
+    let session = files::Grid {
+        trust: Some(trust),
+        credential: Some(cred),
+        lbone: Some(env["LORS_LBONE_URL"].clone()),
+        mdm: Some(mdm),
+        key: Some(Arc::new(key)),
+        ..Default::default()
+    };
+    let settings = UploadSettings {
+        block_size: 1 << 20,
+        redundancy: Redundancy::Copies(1),
+        threads: 1,
+        security: exnode::Security::Full,
+        encrypt: true,
+        placement: Placement {
+            duration: 3600,
+            ..Default::default()
+        },
+        filename: None,
+    };
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let n = 200usize;
+    rt.block_on(async {
+        let sem = Arc::new(tokio::sync::Semaphore::new(16));
+        let mut set = tokio::task::JoinSet::new();
+        for i in 0..n {
+            let (session, settings, sem) = (session.clone(), settings.clone(), sem.clone());
+            set.spawn(async move {
+                let _p = sem.acquire_owned().await.unwrap();
+                let data = bytes(4096, 1000 + i as u64);
+                let dest = Dest::Path(format!("/vo1/small-{i}"));
+                files::upload(&session, &data[..], Some(4096), &dest, &settings, None)
+                    .await
+                    .map(|s| (i, s.version))
+            });
+        }
+        let mut done = 0;
+        while let Some(r) = set.join_next().await {
+            let (_, version) = r.unwrap().expect("small upload");
+            assert_eq!(version, 1);
+            done += 1;
+        }
+        assert_eq!(done, n);
+        // Spot-check some back through the same session.
+        for i in [0usize, 57, 199] {
+            let dir = tempfile::tempdir().unwrap();
+            let out = dir.path().join("f");
+            let f = std::fs::File::create(&out).unwrap();
+            let src = Source::Path {
+                path: format!("/vo1/small-{i}"),
+                version: None,
+            };
+            files::download(&session, &src, Sink::File(f), 2, None)
+                .await
+                .expect("download");
+            assert_eq!(std::fs::read(&out).unwrap(), bytes(4096, 1000 + i as u64));
+        }
+    });
+}
