@@ -13,8 +13,7 @@ use std::process::ExitCode;
 use clap::{Args, Parser, Subcommand};
 use ibp_auth::TrustStore;
 use lors::credentials::{
-    self, default_proxy_path, CaClient, Error, LoginMethod, LoginParams, NewProxy, Secret,
-    TrustSource, Verification,
+    self, CaClient, Error, LoginMethod, LoginParams, NewProxy, Secret, TrustSource, Verification,
 };
 use lors::depots::{self, DepotQuery, Near};
 use lors::exit;
@@ -180,11 +179,12 @@ struct ProxyInfoArgs {
 
 #[derive(Args)]
 struct DepotsArgs {
-    /// The L-Bone, e.g. https://lbone.example.org:6767
+    /// The L-Bone, e.g. https://lbone.example.org:6767 (default:
+    /// $LORS_LBONE_URL, else `lbone` in the config file)
     #[arg(long, value_name = "URL")]
-    lbone: String,
+    lbone: Option<String>,
     /// Trust directory whose ca/*.pem authenticate the L-Bone's server
-    /// (default: $LORS_TRUST_DIR)
+    /// (default: $LORS_TRUST_DIR, else `trust_dir` in the config file)
     #[arg(long, value_name = "DIR")]
     trust: Option<PathBuf>,
     /// VO to use (checked against the proxy's VO attributes)
@@ -210,10 +210,18 @@ struct DepotsArgs {
     json: bool,
 }
 
+/// The trust directory of the environment or the configuration file.
 pub(crate) fn env_trust_dir() -> Option<PathBuf> {
     std::env::var_os(TRUST_ENV)
         .filter(|v| !v.is_empty())
         .map(PathBuf::from)
+        .or_else(|| lors::config::Config::load().ok()?.trust_dir)
+}
+
+/// The proxy file: `$X509_USER_PROXY`, else `proxy` in the configuration
+/// file, else `/tmp/x509up_u<uid>`.
+fn proxy_path() -> Result<PathBuf, Error> {
+    Ok(lors::config::Config::load()?.proxy_path())
 }
 
 impl CaArgs {
@@ -373,7 +381,7 @@ fn print_new_proxy(p: &NewProxy, path: &std::path::Path) {
 /// VO's attribute authority), checks it verifies; a failure there is only
 /// a warning: the services have their own trust directories.
 fn finish(p: &NewProxy, source: &TrustSource, trust: &TrustStore) -> Result<(), Error> {
-    let path = default_proxy_path();
+    let path = proxy_path()?;
     credentials::save_proxy(&path, &p.credential)?;
     print_new_proxy(p, &path);
     if let TrustSource::Dir(_) = source {
@@ -477,7 +485,7 @@ fn proxy_init(args: ProxyInitArgs) -> Result<u8, Error> {
 }
 
 fn proxy_info(args: ProxyInfoArgs) -> Result<u8, Error> {
-    let path = default_proxy_path();
+    let path = proxy_path()?;
     let trust = match args.trust.clone().or_else(env_trust_dir) {
         Some(dir) => Some(TrustSource::Dir(dir).load()?),
         None => None,
@@ -505,7 +513,7 @@ fn proxy_info(args: ProxyInfoArgs) -> Result<u8, Error> {
 }
 
 fn proxy_destroy() -> Result<u8, Error> {
-    let path = default_proxy_path();
+    let path = proxy_path()?;
     if !credentials::destroy_proxy(&path)? {
         eprintln!("lors: no proxy at {}", path.display());
     }
@@ -519,7 +527,7 @@ fn depots_cmd(args: DepotsArgs) -> Result<u8, Error> {
         ))
     })?;
     let trust = TrustSource::Dir(dir).load()?;
-    let path = default_proxy_path();
+    let path = proxy_path()?;
     if !path.exists() {
         return Err(Error::NoProxy(path));
     }
@@ -536,7 +544,13 @@ fn depots_cmd(args: DepotsArgs) -> Result<u8, Error> {
         reliability: args.reliability,
         near: args.near,
     };
-    let offer = runtime()?.block_on(depots::query_offer(&args.lbone, &trust, &credential, &q))?;
+    let lbone = match args.lbone.clone() {
+        Some(u) => u,
+        None => lors::config::Config::load()?.lbone.ok_or_else(|| {
+            Error::Usage("which L-Bone? give --lbone URL or set LORS_LBONE_URL".into())
+        })?,
+    };
+    let offer = runtime()?.block_on(depots::query_offer(&lbone, &trust, &credential, &q))?;
     if args.json {
         let text = serde_json::to_string_pretty(&offer)
             .map_err(|e| Error::Local(format!("cannot format the answer: {e}")))?;
