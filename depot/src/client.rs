@@ -506,10 +506,21 @@ impl SecureClient {
             .inner
             .call_line_text(&SecureRequest::Crypto { timeout: 300 }.encode())
             .await?;
-        let id = text
+        let mut words = text
             .strip_prefix("1 ")
-            .and_then(|r| crypto::unhex::<16>(r.trim()))
+            .unwrap_or_default()
+            .split_whitespace();
+        let id = words
+            .next()
+            .and_then(crypto::unhex::<16>)
             .ok_or(ProtoError::BadReply("not a CRYPTO reply"))?;
+        let data_port = match words.next() {
+            Some(p) => Some(
+                p.parse::<u16>()
+                    .map_err(|_| ProtoError::BadReply("bad data port in the CRYPTO reply"))?,
+            ),
+            None => None,
+        };
         let mut m = [0u8; crypto::KEY_MATERIAL_LEN];
         match self.inner.conn.as_ref().map(|c| c.get_ref()) {
             Some(Transport::Tls(t)) => match t.as_ref() {
@@ -528,6 +539,7 @@ impl SecureClient {
         Ok(CryptoSession {
             id,
             keys: Arc::new(crypto::SessionKeys::from_material(&m)),
+            data_port,
         })
     }
 
@@ -702,6 +714,9 @@ impl SecureClient {
 #[derive(Clone)]
 pub struct CryptoSession {
     pub id: [u8; 16],
+    /// The depot's data port, as its CRYPTO reply announced it (depots
+    /// before v3.1 do not).
+    pub data_port: Option<u16>,
     keys: Arc<crypto::SessionKeys>,
 }
 

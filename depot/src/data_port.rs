@@ -76,8 +76,13 @@ pub async fn open(depot: &Depot, conn: &mut Conn) -> Result<(), Failure> {
         .unwrap_or_else(|p| p.into_inner())
         .insert(id, cs);
     conn.crypto_ids.push(id);
-    conn.send(format!("1 {} \n", crypto::hex(&id)).as_bytes())
-        .await?;
+    // The data port follows the session id, so that a client knows where
+    // to join (clients of v3.0 read only the first word).
+    let reply = match depot.data_port {
+        Some(p) => format!("1 {} {p} \n", crypto::hex(&id)),
+        None => format!("1 {} \n", crypto::hex(&id)),
+    };
+    conn.send(reply.as_bytes()).await?;
     Ok(())
 }
 

@@ -27,6 +27,9 @@ pub struct Depot {
     pub secure: Option<crate::secure::Secure>,
     /// Byte quotas of authenticated owners, shared by all resources.
     pub quotas: Arc<Quotas>,
+    /// The crypto level's data port (`data_listen`, as bound), announced
+    /// in the CRYPTO reply.
+    pub data_port: Option<u16>,
     /// Open crypto-level sessions by id.
     pub crypto_sessions: std::sync::Mutex<std::collections::HashMap<[u8; 16], Arc<CryptoSession>>>,
 }
@@ -76,6 +79,7 @@ impl Depot {
             metrics: Metrics::default(),
             secure: None,
             quotas,
+            data_port: None,
             crypto_sessions: Default::default(),
         })
     }

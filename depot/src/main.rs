@@ -124,6 +124,7 @@ async fn serve(config: Option<PathBuf>, overrides: Overrides) -> anyhow::Result<
         .or(tls_bound)
         .context("neither the legacy nor the TLS port is configured")?;
     let mut depot = Depot::open(&cfg, bound)?;
+    depot.data_port = data_bound.map(|a| a.port());
     let acceptor = match tls_bound {
         Some(t) => {
             let (acceptor, secure) = ibp_depot::secure::load(&cfg, &depot.hostname, t.port())?;

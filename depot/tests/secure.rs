@@ -937,6 +937,13 @@ async fn crypto_level_store_and_load() {
         .await
         .unwrap();
     let cs = c.open_crypto().await.unwrap();
+    // The CRYPTO reply names the data port (v3.1).
+    let announced = cs.data_port.expect("the CRYPTO reply names the data port");
+    assert_eq!(
+        format!("127.0.0.1:{announced}"),
+        data_addr(&depot),
+        "announced data port"
+    );
     let mut d = DataClient::connect(&data_addr(&depot), &cs).await.unwrap();
     d.set_timeout(Duration::from_secs(10));
     let data: Vec<u8> = (0..(3u32 << 20) - 7)

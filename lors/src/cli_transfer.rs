@@ -133,7 +133,8 @@ impl PlaceArgs {
 pub enum Level {
     /// Plain IBP: bearer capabilities, no authentication
     Legacy,
-    /// Capabilities sealed, bulk data in clear (not supported yet)
+    /// Authenticated TLS control connection, sealed request lines on a
+    /// plain data connection, bulk data (already encrypted) in clear
     Crypto,
     /// Everything inside TLS 1.3
     Full,

@@ -268,11 +268,6 @@ async fn targets_and_expiry(
             .collect();
         return Ok((t, SecureSetup::default(), i64::MAX));
     }
-    if security == Security::Crypto {
-        return Err(Error::Usage(
-            "the crypto level is not supported by lors yet: use --security full (everything in TLS) or legacy".into(),
-        ));
-    }
     let offer = offer(
         grid,
         piece_size,
@@ -301,7 +296,7 @@ async fn targets_and_expiry(
             continue;
         }
         match security {
-            Security::Full if d.tls_port.is_some() => {
+            Security::Full | Security::Crypto if d.tls_port.is_some() => {
                 grants.insert(d.address.clone(), d.grant.clone());
                 t.push(Target {
                     depot: d.address.clone(),

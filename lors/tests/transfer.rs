@@ -790,3 +790,51 @@ fn the_library_uploads_many_small_files_through_one_session() {
         }
     });
 }
+
+#[test]
+fn the_crypto_level_round_trips_with_data_on_the_data_port() {
+    let g = Grid::start(GridOptions {
+        depots: 2,
+        data_port: true,
+        ..Default::default()
+    })
+    .expect("grid starts");
+    keys_init(&g, "alice");
+    let dir = g.user("alice").dir.clone();
+    let data = bytes((3 << 20) + 5, 31);
+    let src = write(&dir, "f", &data);
+    let out = ok(lors(
+        &g,
+        "alice",
+        &[
+            "upload",
+            src.to_str().unwrap(),
+            "/vo1/crypto",
+            "--security",
+            "crypto",
+            "--copies",
+            "2",
+            "--block-size",
+            "1MiB",
+        ],
+    ));
+    assert!(out.contains("crypto security"), "{out}");
+    let st = stat_json(&g, "alice", "/vo1/crypto");
+    assert!(st["mappings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .all(|m| m["security"] == "crypto"));
+    let back = dir.join("f.out");
+    ok(lors(
+        &g,
+        "alice",
+        &["download", "/vo1/crypto", back.to_str().unwrap()],
+    ));
+    assert!(std::fs::read(&back).unwrap() == data);
+    ok(lors(
+        &g,
+        "alice",
+        &["refresh", "/vo1/crypto", "--duration", "1d"],
+    ));
+}

@@ -16,7 +16,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use exnode::Security;
-use ibp_depot::client::{Caps, ClientError, IbpClient, SecureClient};
+use ibp_depot::client::{Caps, ClientError, DataClient, IbpClient, SecureClient};
 use ibp_proto::{Attributes, Capability, ProbeInfo, Reliability, Rid};
 
 /// Connections kept idle per depot.
@@ -35,7 +35,7 @@ pub enum DepotError {
     NoGrant { depot: String },
     #[error("{depot}: the secure port needs a proxy credential and a trust store")]
     NoTls { depot: String },
-    #[error("{depot}: the crypto level is not supported by this client; use --security full")]
+    #[error("{depot}: the depot offers no crypto level (its CRYPTO reply names no data port); use --security full")]
     CryptoLevel { depot: String },
     #[error("{depot}: bad capability: {detail}")]
     BadCapability { depot: String, detail: String },
@@ -53,6 +53,13 @@ impl DepotError {
 pub enum Conn {
     Legacy(IbpClient),
     Full(Box<SecureClient>),
+    /// The crypto level: the authenticated TLS connection (ALLOCATE,
+    /// MANAGE; it keeps the crypto session alive) and a plain-TCP data
+    /// connection joined to it (sealed STORE/LOAD lines, data in clear).
+    Crypto {
+        control: Box<SecureClient>,
+        data: Box<DataClient>,
+    },
 }
 
 /// How to reach the secure ports: TLS configuration and grants by address.
@@ -163,9 +170,48 @@ impl Pool {
                     .map_err(err)?;
                 Ok(Conn::Full(Box::new(c)))
             }
-            Security::Crypto => Err(DepotError::CryptoLevel {
-                depot: depot.to_owned(),
-            }),
+            Security::Crypto => {
+                let tls = self.secure.tls.as_ref().ok_or_else(|| DepotError::NoTls {
+                    depot: depot.to_owned(),
+                })?;
+                let grant = self
+                    .secure
+                    .grants
+                    .get(depot)
+                    .ok_or_else(|| DepotError::NoGrant {
+                        depot: depot.to_owned(),
+                    })?;
+                let host = host_of(depot);
+                let fut = async {
+                    let mut c = SecureClient::connect_with(depot, host, tls).await?;
+                    c.set_timeout(self.timeout);
+                    c.auth(grant).await?;
+                    let session = c.open_crypto().await?;
+                    Ok::<_, ClientError>((c, session))
+                };
+                let (control, session) = tokio::time::timeout(self.timeout, fut)
+                    .await
+                    .map_err(|_| err(timeout_error()))?
+                    .map_err(err)?;
+                let port = session.data_port.ok_or_else(|| DepotError::CryptoLevel {
+                    depot: depot.to_owned(),
+                })?;
+                let data_addr = if host.contains(':') {
+                    format!("[{host}]:{port}")
+                } else {
+                    format!("{host}:{port}")
+                };
+                let mut data =
+                    tokio::time::timeout(self.timeout, DataClient::connect(&data_addr, &session))
+                        .await
+                        .map_err(|_| err(timeout_error()))?
+                        .map_err(err)?;
+                data.set_timeout(self.timeout);
+                Ok(Conn::Crypto {
+                    control: Box::new(control),
+                    data: Box::new(data),
+                })
+            }
         }
     }
 
@@ -251,6 +297,9 @@ impl Conn {
         match self {
             Conn::Legacy(c) => c.allocate(Rid(0), reliability, duration, size).await,
             Conn::Full(c) => c.allocate(Rid(0), reliability, duration, size).await,
+            Conn::Crypto { control, .. } => {
+                control.allocate(Rid(0), reliability, duration, size).await
+            }
         }
     }
 
@@ -264,6 +313,7 @@ impl Conn {
         match self {
             Conn::Legacy(c) => c.store(cap, data).await,
             Conn::Full(c) => c.store(cap, uuid, data).await,
+            Conn::Crypto { data: d, .. } => d.store(cap, uuid, data).await,
         }
     }
 
@@ -286,6 +336,13 @@ impl Conn {
                     Ok(buf.len() as u64)
                 }
             },
+            Conn::Crypto { data, .. } => match ticket {
+                Some(t) => data.load_into(cap, offset, size, t, buf).await,
+                None => Err(ClientError::Refused {
+                    error: ibp_proto::IbpError::CapAccessDenied,
+                    reason: "a crypto-level LOAD needs a metadata-manager ticket".into(),
+                }),
+            },
         }
     }
 
@@ -293,6 +350,7 @@ impl Conn {
         match self {
             Conn::Legacy(c) => c.probe(cap).await,
             Conn::Full(c) => c.probe(cap).await,
+            Conn::Crypto { control, .. } => control.probe(cap).await,
         }
     }
 
@@ -300,6 +358,7 @@ impl Conn {
         match self {
             Conn::Legacy(c) => c.change(cap, attrs).await,
             Conn::Full(c) => c.change(cap, attrs).await,
+            Conn::Crypto { control, .. } => control.change(cap, attrs).await,
         }
     }
 
@@ -309,6 +368,7 @@ impl Conn {
         match self {
             Conn::Legacy(c) => c.decr(cap, 1).await,
             Conn::Full(c) => c.decr(cap, 1).await,
+            Conn::Crypto { control, .. } => control.decr(cap, 1).await,
         }
     }
 }
