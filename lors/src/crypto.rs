@@ -46,7 +46,9 @@ pub enum CryptoError {
     Malformed { what: &'static str, why: String },
     #[error("unknown wrapped key format {0:?} (expected x25519-v1)")]
     UnknownFormat(String),
-    #[error("cannot unwrap the data key: not this recipient's, another file or key id, or altered")]
+    #[error(
+        "cannot unwrap the data key: not this recipient's, another file or key id, or altered"
+    )]
     Unwrap,
     #[error("the recipient's public key is a low-order point (all-zero shared secret)")]
     WeakPublicKey,
