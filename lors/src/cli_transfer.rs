@@ -203,6 +203,11 @@ pub struct DownloadArgs {
     /// member's file) instead of your own key
     #[arg(long, value_name = "FILE")]
     escrow_key: Option<PathBuf>,
+    /// Continue an interrupted download into DEST: ranges already in
+    /// `.DEST.lors-part` (per its journal, if of the same version) are
+    /// not fetched again
+    #[arg(long)]
+    resume: bool,
     #[command(flatten)]
     grid: GridArgs,
 }
@@ -511,21 +516,38 @@ pub fn download(a: DownloadArgs) -> Result<u8, Error> {
         n.push(".lors-part");
         Some(dest.with_file_name(n))
     };
+    if a.resume && to_stdout {
+        return Err(Error::Usage("--resume needs an output file, not -".into()));
+    }
+    let journal = part.as_ref().map(|p| {
+        let mut j = p.as_os_str().to_owned();
+        j.push(".journal");
+        PathBuf::from(j)
+    });
     let sink = match &part {
         None => Sink::Stream(Box::new(tokio::io::stdout())),
         Some(p) => Sink::File(
-            std::fs::File::create(p)
+            std::fs::OpenOptions::new()
+                .write(true)
+                .create(true)
+                .truncate(!a.resume)
+                .open(p)
                 .map_err(|e| Error::Local(format!("cannot write {}: {e}", p.display())))?,
         ),
     };
+    let resume = journal.clone().map(|journal| files::Resume {
+        journal,
+        resume: a.resume,
+    });
     let bar = progress_bar(None, a.grid.quiet || to_stdout, a.grid.json, "download");
     let rt = crate::runtime_mt()?;
-    let r = rt.block_on(files::download(
+    let r = rt.block_on(files::download_with(
         &grid,
         &src,
         sink,
         threads,
         bar.as_ref().map(|(_, p)| p.clone()),
+        resume.as_ref(),
     ));
     if let Some((b, _)) = &bar {
         b.finish_and_clear();
@@ -533,12 +555,19 @@ pub fn download(a: DownloadArgs) -> Result<u8, Error> {
     let summary = match r {
         Ok(s) => s,
         Err(e) => {
+            // What was fetched stays for `--resume` (not under DEST).
             if let Some(p) = &part {
-                let _ = std::fs::remove_file(p);
+                eprintln!(
+                    "lors: the part downloaded is kept in {}: run the same command with --resume to continue",
+                    p.display()
+                );
             }
             return Err(e);
         }
     };
+    if let Some(j) = &journal {
+        let _ = std::fs::remove_file(j);
+    }
     if let Some(p) = &part {
         std::fs::rename(p, &dest)
             .map_err(|e| Error::Local(format!("cannot write {}: {e}", dest.display())))?;
@@ -547,7 +576,7 @@ pub fn download(a: DownloadArgs) -> Result<u8, Error> {
         print_json(&summary)?;
     } else {
         let line = format!(
-            "downloaded {} from {} in {:.2} s ({:.1} MiB/s){}{}",
+            "downloaded {} from {} in {:.2} s ({:.1} MiB/s){}{}{}",
             human_size(summary.size),
             summary.source,
             summary.seconds,
@@ -559,6 +588,14 @@ pub fn download(a: DownloadArgs) -> Result<u8, Error> {
             },
             if summary.report.rebuilt > 0 {
                 format!(", {} blocks rebuilt from parity", summary.report.rebuilt)
+            } else {
+                String::new()
+            },
+            if summary.report.resumed > 0 {
+                format!(
+                    ", {} blocks already there (resumed)",
+                    summary.report.resumed
+                )
             } else {
                 String::new()
             },

@@ -667,16 +667,96 @@ pub async fn download(
     threads: usize,
     progress: Option<Progress>,
 ) -> Result<DownloadSummary, Error> {
+    download_with(grid, src, sink, threads, progress, None).await
+}
+
+/// A resumable download into a file: which ranges are already in it, kept
+/// in a journal beside it.
+pub struct Resume {
+    /// The journal file (`.NAME.lors-part.journal`).
+    pub journal: PathBuf,
+    /// Continue from the journal (else start afresh).
+    pub resume: bool,
+}
+
+/// The journal's first line: what is being downloaded. A journal of
+/// another exNode (a new version, another file) is not resumed from.
+fn journal_identity(x: &Exnode) -> String {
+    format!(
+        "lors-download-journal v1 {} {} {} {}",
+        x.file.map_or("-".into(), |u| u.to_string()),
+        x.version,
+        x.size,
+        blake3::hash(exnode::to_xml(x).as_bytes()).to_hex()
+    )
+}
+
+/// Reads a journal: the ranges done, if it is this exNode's.
+fn read_journal(path: &Path, identity: &str) -> std::collections::HashSet<u64> {
+    let Ok(text) = std::fs::read_to_string(path) else {
+        return Default::default();
+    };
+    let mut lines = text.lines();
+    if lines.next() != Some(identity) {
+        return Default::default();
+    }
+    // A torn last line (the process was killed while writing it) does not
+    // parse and is ignored: that range is fetched again.
+    lines.filter_map(|l| l.trim().parse::<u64>().ok()).collect()
+}
+
+/// [`download`], optionally resumable (`sink` must then be the file the
+/// journal describes, opened without truncating it).
+pub async fn download_with(
+    grid: &Grid,
+    src: &Source,
+    sink: Sink,
+    threads: usize,
+    progress: Option<Progress>,
+    resume: Option<&Resume>,
+) -> Result<DownloadSummary, Error> {
     let started = std::time::Instant::now();
     let o = open(grid, src, true).await?;
     let setup = access_for(grid, &o.exnode).await?;
     let pool = pool(grid, setup);
-    let opts = DownloadOptions {
+    let mut opts = DownloadOptions {
         threads,
         ticket: o.ticket.clone(),
         key: o.key.clone(),
+        ..Default::default()
     };
-    let report = transfer::download(&o.exnode, pool, &opts, sink, progress).await?;
+    let mut skipped = 0;
+    if let Some(r) = resume {
+        let identity = journal_identity(&o.exnode);
+        let done = if r.resume {
+            read_journal(&r.journal, &identity)
+        } else {
+            Default::default()
+        };
+        skipped = done.len();
+        let mut f = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&r.journal)
+            .map_err(|e| Error::Local(format!("cannot write {}: {e}", r.journal.display())))?;
+        if done.is_empty() {
+            use std::io::Write;
+            f.set_len(0)
+                .and_then(|_| writeln!(f, "{identity}"))
+                .map_err(|e| Error::Local(format!("cannot write {}: {e}", r.journal.display())))?;
+        }
+        let f = std::sync::Mutex::new(f);
+        opts.skip = Arc::new(done);
+        opts.on_written = Some(Arc::new(move |offset| {
+            use std::io::Write;
+            let mut f = f.lock().unwrap_or_else(|p| p.into_inner());
+            // Best effort: a range missing from the journal is fetched
+            // again on resume.
+            let _ = writeln!(f, "{offset}");
+        }));
+    }
+    let mut report = transfer::download(&o.exnode, pool, &opts, sink, progress).await?;
+    report.resumed = skipped as u64;
     let secs = started.elapsed().as_secs_f64();
     Ok(DownloadSummary {
         source: source_text(src),

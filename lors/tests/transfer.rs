@@ -838,3 +838,75 @@ fn the_crypto_level_round_trips_with_data_on_the_data_port() {
         &["refresh", "/vo1/crypto", "--duration", "1d"],
     ));
 }
+
+#[test]
+fn an_interrupted_download_resumes_without_fetching_again() {
+    let mut g = grid(2);
+    let dir = g.user("alice").dir.clone();
+    let data = bytes(16 << 20, 41);
+    let src = write(&dir, "f", &data);
+    let xnd = dir.join("f.xnd");
+    ok(lors(
+        &g,
+        "alice",
+        &[
+            "upload",
+            src.to_str().unwrap(),
+            "--xnd",
+            xnd.to_str().unwrap(),
+            "--security",
+            "legacy",
+            "--no-encrypt",
+            "--block-size",
+            "1MiB",
+            "--depot",
+            &g.depots[0].legacy_addr.clone(),
+            "--depot",
+            &g.depots[1].legacy_addr.clone(),
+        ],
+    ));
+    // One copy: the blocks on the killed depot cannot be read.
+    g.kill_depot(1);
+    let back = dir.join("f.out");
+    // One range at a time: block 0 (on depot 0) is written before block 1
+    // (on the dead depot) fails the download.
+    let o = lors(
+        &g,
+        "alice",
+        &[
+            "download",
+            "--threads",
+            "1",
+            "--xnd",
+            xnd.to_str().unwrap(),
+            back.to_str().unwrap(),
+        ],
+    );
+    assert_eq!(code(&o), 10, "{}", text(&o));
+    assert!(!back.exists(), "no partial file under the destination");
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("--resume"),
+        "{}",
+        text(&o)
+    );
+    assert!(dir.join(".f.out.lors-part.journal").exists());
+    g.restart_depot(1).expect("depot restarts");
+    let out = ok(lors(
+        &g,
+        "alice",
+        &[
+            "download",
+            "--resume",
+            "--xnd",
+            xnd.to_str().unwrap(),
+            back.to_str().unwrap(),
+        ],
+    ));
+    assert!(out.contains("already there (resumed)"), "{out}");
+    assert!(
+        std::fs::read(&back).unwrap() == data,
+        "resumed download differs"
+    );
+    assert!(!dir.join(".f.out.lors-part.journal").exists());
+    assert!(!dir.join(".f.out.lors-part").exists());
+}

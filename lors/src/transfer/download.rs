@@ -31,6 +31,33 @@ pub struct DownloadOptions {
     pub ticket: Option<String>,
     /// The data key of an encrypted exNode.
     pub key: Option<Arc<DataKey>>,
+    /// Ranges (by offset) already in the output file: not fetched again
+    /// (`--resume`; file sinks only).
+    pub skip: Arc<std::collections::HashSet<u64>>,
+    /// Called with a range's offset once it is written to the output file.
+    pub on_written: Option<Arc<dyn Fn(u64) + Send + Sync>>,
+}
+
+/// An extent of the exNode, owned (computed once per download).
+pub(crate) struct Range {
+    pub offset: u64,
+    pub length: u64,
+    pub group: Option<exnode::EcGroup>,
+    pub mappings: Vec<Mapping>,
+}
+
+impl Range {
+    pub fn all(x: &Exnode) -> Vec<Range> {
+        x.extents()
+            .into_iter()
+            .map(|e| Range {
+                offset: e.offset,
+                length: e.length,
+                group: e.group.cloned(),
+                mappings: e.mappings.into_iter().cloned().collect(),
+            })
+            .collect()
+    }
 }
 
 /// Where the bytes go.
@@ -54,6 +81,8 @@ pub struct DownloadReport {
     /// Mappings whose bytes did not match their checksum: `depot` and the
     /// range's offset.
     pub corrupt: Vec<String>,
+    /// Ranges found already done in the output (`--resume`).
+    pub resumed: u64,
 }
 
 #[derive(Default)]
@@ -82,6 +111,10 @@ pub async fn download(
         lors_e2e::supported(&m.functions)?;
     }
     let x = Arc::new(x.clone());
+    let ranges = Arc::new(Range::all(&x));
+    if !opts.skip.is_empty() && !matches!(sink, Sink::File(_)) {
+        return Err(TransferError::Usage("resuming needs an output file".into()));
+    }
     let counters = Arc::new(Counters::default());
     let sem = Arc::new(Semaphore::new(opts.threads.max(1)));
     let (tx, rx) = mpsc::channel::<(u64, Vec<u8>, OwnedSemaphorePermit)>(opts.threads.max(1));
@@ -92,6 +125,7 @@ pub async fn download(
             let f = Arc::new(f);
             let g = f.clone();
             let size = x.size;
+            // Resuming keeps what is there; set_len only grows or cuts.
             tokio::task::spawn_blocking(move || g.set_len(size))
                 .await
                 .map_err(|e| TransferError::Output(e.to_string()))?
@@ -103,14 +137,20 @@ pub async fn download(
     let to_file = file.is_some();
     let writer = tokio::spawn(write_out(sink, rx));
     let mut tasks: JoinSet<Result<(), TransferError>> = JoinSet::new();
-    let n_extents = x.extents().len();
     let mut failure = None;
-    for i in 0..n_extents {
+    for i in 0..ranges.len() {
+        if opts.skip.contains(&ranges[i].offset) {
+            if let Some(p) = &progress {
+                p(ranges[i].length);
+            }
+            continue;
+        }
         let permit = match sem.clone().acquire_owned().await {
             Ok(p) => p,
             Err(_) => break,
         };
         let file = file.clone();
+        let ranges = ranges.clone();
         let (x, pool, opts, counters, tx, progress) = (
             x.clone(),
             pool.clone(),
@@ -120,8 +160,7 @@ pub async fn download(
             progress.clone(),
         );
         tasks.spawn(async move {
-            let extents = x.extents();
-            let e = &extents[i];
+            let e = &ranges[i];
             let data = fetch_extent(&x, e, i, &pool, &opts, &counters).await?;
             let len = data.len() as u64;
             let data = match file {
@@ -134,6 +173,9 @@ pub async fn download(
                     .await
                     .map_err(|e| TransferError::Output(e.to_string()))?
                     .map_err(|e| TransferError::Output(format!("cannot write the output: {e}")))?;
+                    if let Some(w) = &opts.on_written {
+                        w(e.offset);
+                    }
                     Vec::new()
                 }
                 None => data,
@@ -181,6 +223,7 @@ pub async fn download(
         failovers: counters.failovers.load(Ordering::Relaxed),
         rebuilt: counters.rebuilt.load(Ordering::Relaxed),
         corrupt,
+        resumed: 0,
     })
 }
 
@@ -305,14 +348,14 @@ fn order<'a>(pool: &Pool, ms: &[&'a Mapping], spread: usize) -> Vec<&'a Mapping>
 /// The logical bytes of extent `e` (index `i`), decrypted.
 async fn fetch_extent(
     x: &Exnode,
-    e: &exnode::Extent<'_>,
+    e: &Range,
     i: usize,
     pool: &Pool,
     opts: &DownloadOptions,
     counters: &Counters,
 ) -> Result<Vec<u8>, TransferError> {
     let ticket = opts.ticket.as_deref();
-    let mut data = match e.group {
+    let mut data = match &e.group {
         None => fetch_replica(e, i, pool, ticket, counters).await?,
         Some(g) => fetch_group(g, e, pool, ticket, counters).await?,
     };
@@ -352,14 +395,15 @@ async fn decrypt(
 }
 
 async fn fetch_replica(
-    e: &exnode::Extent<'_>,
+    e: &Range,
     i: usize,
     pool: &Pool,
     ticket: Option<&str>,
     counters: &Counters,
 ) -> Result<Vec<u8>, TransferError> {
     let mut last = String::from("no replica");
-    for m in order(pool, &e.mappings, i) {
+    let ms: Vec<&Mapping> = e.mappings.iter().collect();
+    for m in order(pool, &ms, i) {
         match fetch_stored(pool, m, ticket).await {
             Ok(stored) => {
                 if m.functions.is_empty() {
@@ -411,13 +455,14 @@ fn record_corrupt(counters: &Counters, m: &Mapping) {
 /// rebuilt range.
 async fn fetch_group(
     g: &exnode::EcGroup,
-    e: &exnode::Extent<'_>,
+    e: &Range,
     pool: &Pool,
     ticket: Option<&str>,
     counters: &Counters,
 ) -> Result<Vec<u8>, TransferError> {
     let k = g.k as usize;
-    let (have, last) = collect_shares(g, &e.mappings, pool, ticket, counters).await;
+    let ms: Vec<&Mapping> = e.mappings.iter().collect();
+    let (have, last) = collect_shares(g, &ms, pool, ticket, counters).await;
     if have.len() < k {
         return Err(TransferError::Lost {
             offset: e.offset,
