@@ -175,6 +175,11 @@ pub struct UploadArgs {
     /// Store the data in clear (exNodes the LoRS 0.82 tools can read)
     #[arg(long)]
     no_encrypt: bool,
+    /// Journal the upload so that, if it fails or is interrupted, the same
+    /// command with --resume continues after the blocks already stored
+    /// (kept until then; without --resume a failed upload releases them)
+    #[arg(long)]
+    resume: bool,
     /// Blocks in flight at once [default: 4]
     #[arg(long, value_name = "N")]
     threads: Option<usize>,
@@ -430,6 +435,16 @@ pub fn upload(a: UploadArgs) -> Result<u8, Error> {
         placement: a.place.placement(&cfg),
         filename,
     };
+    let journal = if a.resume {
+        if stdin {
+            return Err(Error::Usage(
+                "--resume needs a file to upload, not standard input".into(),
+            ));
+        }
+        Some(upload_journal_path(&a.src, &dest)?)
+    } else {
+        None
+    };
     let bar = progress_bar(size_hint, a.grid.quiet, a.grid.json, "upload");
     let rt = crate::runtime_mt()?;
     let summary = rt.block_on(async {
@@ -440,11 +455,19 @@ pub fn upload(a: UploadArgs) -> Result<u8, Error> {
             let f = tokio::fs::File::open(&a.src)
                 .await
                 .map_err(|e| Error::Local(format!("cannot read {}: {e}", a.src.display())))?;
-            files::upload(&grid, f, size_hint, &dest, &s, progress).await
+            files::upload_with(&grid, f, size_hint, &dest, &s, progress, journal.as_deref()).await
         }
     });
     if let Some((b, _)) = &bar {
         b.finish_and_clear();
+    }
+    if let (Err(_), Some(j)) = (&summary, &journal) {
+        if j.exists() {
+            eprintln!(
+                "lors: the blocks stored so far are kept (journal {}): run the same command with --resume to continue",
+                j.display()
+            );
+        }
     }
     let summary = summary?;
     if a.grid.json {
@@ -469,6 +492,31 @@ pub fn upload(a: UploadArgs) -> Result<u8, Error> {
         );
     }
     Ok(exit::OK)
+}
+
+/// Where `lors upload --resume` keeps the journal of uploading `src` to
+/// `dest`: `$XDG_STATE_HOME/lors/uploads/` (else `~/.local/state/...`),
+/// named after both.
+fn upload_journal_path(src: &std::path::Path, dest: &Dest) -> Result<PathBuf, Error> {
+    let state = std::env::var_os("XDG_STATE_HOME")
+        .filter(|v| !v.is_empty())
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".local/state")))
+        .ok_or_else(|| {
+            Error::Usage("--resume: no $HOME or $XDG_STATE_HOME for the journal".into())
+        })?;
+    let abs = std::fs::canonicalize(src)
+        .map_err(|e| Error::Local(format!("cannot read {}: {e}", src.display())))?;
+    let dest = match dest {
+        Dest::Path(p) => format!("mdm:{p}"),
+        Dest::Xnd(f) => format!("xnd:{}", f.display()),
+    };
+    let mut h = blake3::Hasher::new();
+    h.update(abs.as_os_str().as_encoded_bytes());
+    h.update(b"\0");
+    h.update(dest.as_bytes());
+    let name = h.finalize().to_hex()[..24].to_string();
+    Ok(state.join("lors/uploads").join(format!("{name}.journal")))
 }
 
 pub fn download(a: DownloadArgs) -> Result<u8, Error> {

@@ -382,6 +382,83 @@ pub async fn upload<R>(
 where
     R: tokio::io::AsyncRead + Unpin,
 {
+    upload_with(grid, src, size_hint, dest, s, progress, None).await
+}
+
+/// The journal of a resumable upload (`lors upload --resume`), JSON lines:
+/// a header, then one line per stored block.
+#[derive(Debug, Clone, Serialize, serde::Deserialize, PartialEq)]
+struct JournalHeader {
+    v: u32,
+    dest: String,
+    size: Option<u64>,
+    file: Uuid,
+    base_version: u64,
+    key_id: String,
+    /// The data key wrapped for the uploader's own key (never in clear).
+    wrapped: Option<String>,
+    block_size: u64,
+    redundancy: String,
+    security: String,
+}
+
+#[derive(Serialize, serde::Deserialize)]
+struct JournalBlock {
+    block: u64,
+    /// The block's mappings (and group) as an exNode document.
+    xml: String,
+}
+
+fn dest_text(dest: &Dest) -> String {
+    match dest {
+        Dest::Path(p) => p.clone(),
+        Dest::Xnd(f) => f.display().to_string(),
+    }
+}
+
+fn journal_err(path: &Path, e: impl std::fmt::Display) -> Error {
+    Error::Local(format!("upload journal {}: {e}", path.display()))
+}
+
+/// Reads a journal: its header and the blocks stored.
+fn read_upload_journal(path: &Path) -> Result<(JournalHeader, transfer::DoneBlocks), Error> {
+    let text = std::fs::read_to_string(path).map_err(|e| journal_err(path, e))?;
+    let mut lines = text.lines();
+    let header: JournalHeader = serde_json::from_str(lines.next().unwrap_or_default())
+        .map_err(|e| journal_err(path, format!("bad header: {e}")))?;
+    let mut done = transfer::DoneBlocks::default();
+    for line in lines {
+        // A torn last line (killed while writing) is ignored: that block is
+        // sent again (its allocations expire on their own).
+        let Ok(b) = serde_json::from_str::<JournalBlock>(line) else {
+            continue;
+        };
+        let Ok(x) = exnode::from_xml(b.xml.as_bytes()) else {
+            continue;
+        };
+        if done.blocks.insert(b.block) {
+            done.mappings.extend(x.mappings);
+            done.groups.extend(x.ec_groups);
+        }
+    }
+    Ok((header, done))
+}
+
+/// [`upload`], optionally journaled in `journal` for `--resume`: an
+/// upload that fails keeps the blocks it stored (listed in the journal)
+/// and the same call with the same journal continues after them.
+pub async fn upload_with<R>(
+    grid: &Grid,
+    src: R,
+    size_hint: Option<u64>,
+    dest: &Dest,
+    s: &UploadSettings,
+    progress: Option<Progress>,
+    journal: Option<&Path>,
+) -> Result<UploadSummary, Error>
+where
+    R: tokio::io::AsyncRead + Unpin,
+{
     let started = std::time::Instant::now();
     if s.security != Security::Legacy {
         if let Dest::Xnd(_) = dest {
@@ -409,8 +486,7 @@ where
         }
         Dest::Xnd(_) => (Uuid::new_v4(), 0),
     };
-    let version = base_version + 1;
-    let key = if s.encrypt {
+    let mut key = if s.encrypt {
         need_key(grid)?;
         Some(Arc::new(
             DataKey::generate().map_err(|e| Error::Local(e.to_string()))?,
@@ -418,7 +494,107 @@ where
     } else {
         None
     };
-    let key_id = new_key_id();
+    let mut key_id = new_key_id();
+    let (mut file, mut base_version) = (file, base_version);
+    let mut done = None;
+    let mut hook: Option<transfer::BlockHook> = None;
+    if let Some(jpath) = journal {
+        let header = JournalHeader {
+            v: 1,
+            dest: dest_text(dest),
+            size: size_hint,
+            file,
+            base_version,
+            key_id: key_id.clone(),
+            wrapped: None,
+            block_size: s.block_size,
+            redundancy: s.redundancy.to_string(),
+            security: s.security.name().to_owned(),
+        };
+        if jpath.exists() {
+            let (old, blocks) = read_upload_journal(jpath)?;
+            let same = old.dest == header.dest
+                && old.size == header.size
+                && old.block_size == header.block_size
+                && old.redundancy == header.redundancy
+                && old.security == header.security
+                && old.base_version == header.base_version
+                && (old.base_version == 0 || old.file == header.file);
+            if !same {
+                return Err(Error::Usage(format!(
+                    "the upload journal {} is of another upload (destination, size, settings or base version differ); remove it to start afresh",
+                    jpath.display()
+                )));
+            }
+            file = old.file;
+            base_version = old.base_version;
+            key_id = old.key_id.clone();
+            key =
+                match (&old.wrapped, s.encrypt) {
+                    (Some(w), true) => {
+                        let me = need_key(grid)?;
+                        let ctx = WrapContext {
+                            file,
+                            key_id: &key_id,
+                        };
+                        Some(Arc::new(crypto::unwrap(w, me, &ctx).map_err(|e| {
+                            journal_err(jpath, format!("cannot unwrap its data key: {e}"))
+                        })?))
+                    }
+                    (None, false) => None,
+                    _ => {
+                        return Err(Error::Usage(format!(
+                        "the upload journal {} was made {} encryption; remove it to start afresh",
+                        jpath.display(),
+                        if old.wrapped.is_some() { "with" } else { "without" }
+                    )))
+                    }
+                };
+            done = Some(Arc::new(blocks));
+        } else {
+            let mut h = header;
+            if let Some(k) = &key {
+                let me = need_key(grid)?;
+                let ctx = WrapContext {
+                    file,
+                    key_id: &key_id,
+                };
+                h.wrapped = Some(
+                    crypto::wrap(k, me.public(), &ctx).map_err(|e| Error::Local(e.to_string()))?,
+                );
+            }
+            if let Some(d) = jpath.parent() {
+                std::fs::create_dir_all(d).map_err(|e| journal_err(jpath, e))?;
+            }
+            let line = serde_json::to_string(&h).map_err(|e| journal_err(jpath, e))?;
+            write_private(jpath, format!("{line}\n").as_bytes())?;
+        }
+        let f = std::fs::OpenOptions::new()
+            .append(true)
+            .open(jpath)
+            .map_err(|e| journal_err(jpath, e))?;
+        let f = std::sync::Mutex::new(f);
+        hook = Some(Arc::new(
+            move |block, mappings: &[exnode::Mapping], group: Option<&exnode::EcGroup>| {
+                use std::io::Write;
+                let x = Exnode {
+                    file: Some(file),
+                    mappings: mappings.to_vec(),
+                    ec_groups: group.cloned().into_iter().collect(),
+                    ..Default::default()
+                };
+                let line = serde_json::to_string(&JournalBlock {
+                    block,
+                    xml: exnode::to_xml(&x),
+                });
+                if let Ok(line) = line {
+                    let mut f = f.lock().unwrap_or_else(|p| p.into_inner());
+                    let _ = writeln!(f, "{line}");
+                }
+            },
+        ));
+    }
+    let version = base_version + 1;
     let piece = match s.redundancy {
         Redundancy::Copies(_) => s.block_size,
         Redundancy::Ec { k, .. } => transfer::codec::shard_size(s.block_size, k as usize),
@@ -449,10 +625,16 @@ where
         reliability: reliability(s.placement.reliability),
         key: key.clone(),
         key_id: key_id.clone(),
+        done,
+        on_block: hook,
     };
     let x = transfer::upload(src, &targets, pool.clone(), &opts, progress).await?;
     let xml = exnode::to_xml(&x);
     let registered = register(grid, dest, &x, &xml, key.as_deref(), &key_id, base_version).await;
+    if let Some(j) = journal {
+        // Registered, or released below: nothing left to resume.
+        let _ = std::fs::remove_file(j);
+    }
     let (dest_text, version) = match registered {
         Ok(v) => v,
         Err(e) => {

@@ -910,3 +910,70 @@ fn an_interrupted_download_resumes_without_fetching_again() {
     assert!(!dir.join(".f.out.lors-part.journal").exists());
     assert!(!dir.join(".f.out.lors-part").exists());
 }
+
+#[test]
+fn a_failed_upload_with_resume_continues_where_it_stopped() {
+    let mut g = grid(2);
+    keys_init(&g, "alice");
+    let dir = g.user("alice").dir.clone();
+    let data = bytes(96 << 20, 43);
+    let src = write(&dir, "f", &data);
+    let args = [
+        "upload",
+        src.to_str().unwrap(),
+        "/vo1/resumed",
+        "--copies",
+        "2",
+        "--block-size",
+        "1MiB",
+        "--threads",
+        "1",
+        "--resume",
+    ];
+    let mut c = lors_cmd(&g, "alice");
+    c.args(args);
+    c.stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
+    let child = c.spawn().expect("spawn upload");
+    std::thread::sleep(Duration::from_millis(400));
+    // Two copies on two depots: with one gone, no block can be placed.
+    g.kill_depot(1);
+    let o = child.wait_with_output().expect("upload ends");
+    assert_ne!(code(&o), 0, "the upload cannot complete: {}", text(&o));
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("--resume"),
+        "{}",
+        text(&o)
+    );
+    let stat = lors(&g, "alice", &["stat", "/vo1/resumed"]);
+    assert_eq!(code(&stat), 7, "nothing registered: {}", text(&stat));
+    let journals = files_under(&g.user("alice").dir.join(".local/state/lors/uploads"));
+    let journals: Vec<_> = if journals.is_empty() {
+        files_under(&g.dir.join(".local/state/lors/uploads"))
+    } else {
+        journals
+    };
+    assert_eq!(journals.len(), 1, "one journal");
+    let stored_before = std::fs::read_to_string(&journals[0])
+        .unwrap()
+        .lines()
+        .count()
+        - 1;
+    assert!(stored_before > 0, "some blocks were stored before the kill");
+
+    g.restart_depot(1).expect("depot restarts");
+    ok(lors(&g, "alice", &args));
+    assert!(!journals[0].exists(), "the journal is gone once registered");
+    let st = stat_json(&g, "alice", "/vo1/resumed");
+    assert_eq!(st["mappings"].as_array().unwrap().len(), 2 * 96, "{st}");
+    let back = dir.join("out");
+    ok(lors(
+        &g,
+        "alice",
+        &["download", "/vo1/resumed", back.to_str().unwrap()],
+    ));
+    assert!(
+        std::fs::read(&back).unwrap() == data,
+        "resumed upload differs"
+    );
+}

@@ -290,6 +290,7 @@ fn placer(
         opts_duration: p.duration,
         reliability: p.reliability,
         uuid: x.file.unwrap_or_default().to_string(),
+        block: u64::MAX,
     }
 }
 

@@ -30,7 +30,7 @@ use std::sync::Arc;
 
 pub use download::{download, DownloadOptions, DownloadReport, Sink};
 pub use pool::{DepotError, Pool, SecureSetup};
-pub use upload::{upload, UploadOptions};
+pub use upload::{upload, BlockHook, DoneBlocks, UploadOptions};
 
 use crate::credentials::Error;
 

@@ -51,6 +51,24 @@ pub struct UploadOptions {
     pub key: Option<Arc<DataKey>>,
     /// Names the wrapped key of this version (recorded in the exNode).
     pub key_id: String,
+    /// A resumed upload: blocks already stored (read past, not sent) and
+    /// their mappings and groups, merged into the exNode.
+    pub done: Option<Arc<DoneBlocks>>,
+    /// Called when a block is stored (a journal for `--resume`); with it,
+    /// a failed upload keeps the allocations of the blocks it reported
+    /// (they are the journal's) and releases only the others.
+    pub on_block: Option<BlockHook>,
+}
+
+/// Called with a stored block's index, mappings and group.
+pub type BlockHook = Arc<dyn Fn(u64, &[Mapping], Option<&EcGroup>) + Send + Sync>;
+
+/// What earlier runs of a resumed upload stored.
+#[derive(Debug, Default, Clone)]
+pub struct DoneBlocks {
+    pub blocks: HashSet<u64>,
+    pub mappings: Vec<Mapping>,
+    pub groups: Vec<EcGroup>,
 }
 
 /// One allocation made, for the clean-up of a failed upload.
@@ -59,6 +77,8 @@ pub(crate) struct Made {
     pub depot: String,
     pub security: Security,
     pub manage: String,
+    /// The block it holds a piece of (`u64::MAX`: not tracked).
+    pub block: u64,
 }
 
 /// What a stored piece became.
@@ -99,11 +119,17 @@ where
 {
     check_options(opts, targets)?;
     let made: Arc<Mutex<Vec<Made>>> = Arc::default();
-    let result = run(&mut src, targets, &pool, opts, progress, &made).await;
+    let stored: Arc<Mutex<HashSet<u64>>> = Arc::default();
+    let result = run(&mut src, targets, &pool, opts, progress, &made, &stored).await;
     match result {
         Ok(x) => Ok(x),
         Err(e) => {
-            let made = std::mem::take(&mut *made.lock().unwrap_or_else(|p| p.into_inner()));
+            let mut made = std::mem::take(&mut *made.lock().unwrap_or_else(|p| p.into_inner()));
+            if opts.on_block.is_some() {
+                // Journaled blocks stay for --resume.
+                let stored = stored.lock().unwrap_or_else(|p| p.into_inner());
+                made.retain(|m| !stored.contains(&m.block));
+            }
             release_all(&pool, &made).await;
             Err(e)
         }
@@ -173,15 +199,17 @@ async fn run<R>(
     opts: &UploadOptions,
     progress: Option<Progress>,
     made: &Arc<Mutex<Vec<Made>>>,
+    stored: &Arc<Mutex<HashSet<u64>>>,
 ) -> Result<Exnode, TransferError>
 where
     R: AsyncRead + Unpin,
 {
     let targets: Arc<Vec<Target>> = Arc::new(targets.to_vec());
+    let done = opts.done.clone().unwrap_or_default();
     let sem = Arc::new(Semaphore::new(opts.threads));
     let mut tasks: JoinSet<Result<BlockResult, TransferError>> = JoinSet::new();
-    let mut mappings = Vec::new();
-    let mut groups = Vec::new();
+    let mut mappings = done.mappings.clone();
+    let mut groups = done.groups.clone();
     let mut offset = 0u64;
     let mut index = 0u64;
     loop {
@@ -198,6 +226,19 @@ where
             break;
         }
         block.truncate(n);
+        if done.blocks.contains(&index) {
+            // Stored by an earlier run: read past it.
+            drop(permit);
+            if let Some(p) = &progress {
+                p(n as u64);
+            }
+            offset += n as u64;
+            index += 1;
+            if (n as u64) < opts.block_size {
+                break;
+            }
+            continue;
+        }
         let ctx = BlockCtx {
             index,
             offset,
@@ -207,8 +248,16 @@ where
             made: made.clone(),
             progress: progress.clone(),
         };
+        let (hook, stored, this) = (opts.on_block.clone(), stored.clone(), index);
         tasks.spawn(async move {
             let r = ctx.process(block).await;
+            if let (Ok((m, g)), Some(hook)) = (&r, &hook) {
+                hook(this, m, g.as_ref());
+                stored
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .insert(this);
+            }
             drop(permit);
             r
         });
@@ -357,6 +406,7 @@ impl BlockCtx {
                 opts_duration: self.opts.duration,
                 reliability: self.opts.reliability,
                 uuid: self.opts.file.to_string(),
+                block: self.index,
             };
             set.spawn(async move {
                 let stored = placer.place(Some(preferred), &data).await?;
@@ -423,6 +473,8 @@ pub(crate) struct Placer {
     pub opts_duration: i64,
     pub reliability: Reliability,
     pub uuid: String,
+    /// The block the pieces belong to (for a resumable upload's clean-up).
+    pub block: u64,
 }
 
 impl Placer {
@@ -477,6 +529,7 @@ impl Placer {
                 depot: depot.to_owned(),
                 security: level,
                 manage: manage.clone(),
+                block: self.block,
             });
         let expires = now().saturating_add(self.opts_duration);
         let r = conn.store(&caps.write, &self.uuid, data).await;
