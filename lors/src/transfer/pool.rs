@@ -146,53 +146,14 @@ impl Pool {
                 c.set_timeout(self.timeout);
                 Ok(Conn::Legacy(c))
             }
-            Security::Full => {
-                let tls = self.secure.tls.as_ref().ok_or_else(|| DepotError::NoTls {
-                    depot: depot.to_owned(),
-                })?;
-                let grant = self
-                    .secure
-                    .grants
-                    .get(depot)
-                    .ok_or_else(|| DepotError::NoGrant {
-                        depot: depot.to_owned(),
-                    })?;
-                let host = host_of(depot);
-                let fut = async {
-                    let mut c = SecureClient::connect_with(depot, host, tls).await?;
-                    c.set_timeout(self.timeout);
-                    c.auth(grant).await?;
-                    Ok::<_, ClientError>(c)
-                };
-                let c = tokio::time::timeout(self.timeout, fut)
-                    .await
-                    .map_err(|_| err(timeout_error()))?
-                    .map_err(err)?;
-                Ok(Conn::Full(Box::new(c)))
-            }
+            Security::Full => Ok(Conn::Full(Box::new(self.secure_session(depot).await?))),
             Security::Crypto => {
-                let tls = self.secure.tls.as_ref().ok_or_else(|| DepotError::NoTls {
-                    depot: depot.to_owned(),
-                })?;
-                let grant = self
-                    .secure
-                    .grants
-                    .get(depot)
-                    .ok_or_else(|| DepotError::NoGrant {
-                        depot: depot.to_owned(),
-                    })?;
-                let host = host_of(depot);
-                let fut = async {
-                    let mut c = SecureClient::connect_with(depot, host, tls).await?;
-                    c.set_timeout(self.timeout);
-                    c.auth(grant).await?;
-                    let session = c.open_crypto().await?;
-                    Ok::<_, ClientError>((c, session))
-                };
-                let (control, session) = tokio::time::timeout(self.timeout, fut)
+                let mut control = self.secure_session(depot).await?;
+                let session = tokio::time::timeout(self.timeout, control.open_crypto())
                     .await
                     .map_err(|_| err(timeout_error()))?
                     .map_err(err)?;
+                let host = host_of(depot);
                 let port = session.data_port.ok_or_else(|| DepotError::CryptoLevel {
                     depot: depot.to_owned(),
                 })?;
@@ -213,6 +174,35 @@ impl Pool {
                 })
             }
         }
+    }
+
+    /// A TLS 1.3 connection to `depot`'s secure port presenting the user's
+    /// proxy, authenticated with the L-Bone's grant for that address.
+    async fn secure_session(&self, depot: &str) -> Result<SecureClient, DepotError> {
+        let err = |source| DepotError::Client {
+            depot: depot.to_owned(),
+            source,
+        };
+        let tls = self.secure.tls.as_ref().ok_or_else(|| DepotError::NoTls {
+            depot: depot.to_owned(),
+        })?;
+        let grant = self
+            .secure
+            .grants
+            .get(depot)
+            .ok_or_else(|| DepotError::NoGrant {
+                depot: depot.to_owned(),
+            })?;
+        let fut = async {
+            let mut c = SecureClient::connect_with(depot, host_of(depot), tls).await?;
+            c.set_timeout(self.timeout);
+            c.auth(grant).await?;
+            Ok::<_, ClientError>(c)
+        };
+        tokio::time::timeout(self.timeout, fut)
+            .await
+            .map_err(|_| err(timeout_error()))?
+            .map_err(err)
     }
 
     /// Hands a connection back after a successful operation.
