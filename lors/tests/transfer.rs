@@ -977,3 +977,116 @@ fn a_failed_upload_with_resume_continues_where_it_stopped() {
         "resumed upload differs"
     );
 }
+
+/// Hostile or broken exNode files are refused before any depot is
+/// contacted: giant mappings (memory), garbage, a missing key file.
+#[test]
+fn hostile_and_broken_exnode_files_are_refused_clearly() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("none.toml"), "").unwrap();
+    let run_lors = |args: &[&str]| {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_lors"));
+        c.env_clear()
+            .env("HOME", dir.path())
+            .env("LORS_CONFIG", dir.path().join("none.toml"))
+            .env("X509_USER_PROXY", dir.path().join("no-proxy"))
+            .args(args);
+        run(c)
+    };
+    let huge = exnode::Exnode {
+        size: 2 << 30,
+        mappings: vec![exnode::Mapping {
+            logical_offset: 0,
+            logical_length: 2 << 30,
+            alloc_offset: 0,
+            alloc_length: 2 << 30,
+            e2e_blocksize: 0,
+            read: Some("ibp://127.0.0.1:9/0#abc/0/READ".into()),
+            write: None,
+            manage: None,
+            depot: "127.0.0.1:9".into(),
+            security: None,
+            expires: None,
+            checksum: None,
+            share: None,
+            functions: Vec::new(),
+            metadata: Vec::new(),
+        }],
+        ..Default::default()
+    };
+    let f = dir.path().join("huge.xnd");
+    std::fs::write(&f, exnode::to_xml(&huge)).unwrap();
+    let out = dir.path().join("out");
+    let o = run_lors(&[
+        "download",
+        "--xnd",
+        f.to_str().unwrap(),
+        out.to_str().unwrap(),
+    ]);
+    assert_eq!(code(&o), 10, "{}", text(&o));
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("larger than"),
+        "{}",
+        text(&o)
+    );
+    assert!(!out.exists());
+
+    let g = dir.path().join("garbage.xnd");
+    std::fs::write(&g, "<exnode><unclosed>").unwrap();
+    let o = run_lors(&[
+        "download",
+        "--xnd",
+        g.to_str().unwrap(),
+        out.to_str().unwrap(),
+    ]);
+    assert_eq!(code(&o), 10, "{}", text(&o));
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("not a usable exNode"),
+        "{}",
+        text(&o)
+    );
+
+    let o = run_lors(&[
+        "download",
+        "--xnd",
+        dir.path().join("missing.xnd").to_str().unwrap(),
+        out.to_str().unwrap(),
+    ]);
+    assert_eq!(code(&o), 6, "{}", text(&o));
+    // Encrypted without its key file: a data error naming the key file.
+    let enc = exnode::Exnode {
+        file: Some(uuid::Uuid::new_v4()),
+        block_size: Some(1 << 20),
+        encryption: Some(exnode::Encryption {
+            cipher: exnode::Cipher::Aes128Ctr,
+            key_id: "k-1".into(),
+            iv: exnode::IvDerivation::UuidBlock,
+        }),
+        size: 10,
+        mappings: vec![exnode::Mapping {
+            logical_length: 10,
+            alloc_length: 10,
+            ..huge.mappings[0].clone()
+        }],
+        ..Default::default()
+    };
+    let e = dir.path().join("enc.xnd");
+    std::fs::write(&e, exnode::to_xml(&enc)).unwrap();
+    let kp = lors::crypto::KeyPair::generate().unwrap();
+    let key = dir.path().join("key.pem");
+    lors::crypto::write_private_key(&key, &kp).unwrap();
+    let o = run_lors(&[
+        "download",
+        "--xnd",
+        e.to_str().unwrap(),
+        out.to_str().unwrap(),
+        "--key",
+        key.to_str().unwrap(),
+    ]);
+    assert_eq!(code(&o), 10, "{}", text(&o));
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("enc.xnd.key"),
+        "{}",
+        text(&o)
+    );
+}

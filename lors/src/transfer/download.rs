@@ -23,6 +23,9 @@ use super::{codec, Progress, TransferError};
 use crate::crypto::{self, DataKey};
 use crate::lors_e2e;
 
+/// Largest allocation (or erasure-coding block) read at once.
+pub const MAX_PIECE: u64 = super::upload::MAX_BLOCK_SIZE;
+
 #[derive(Clone, Default)]
 pub struct DownloadOptions {
     /// Ranges in flight at once (at least 1).
@@ -107,8 +110,25 @@ pub async fn download(
             "the file is encrypted and no data key was given".into(),
         ));
     }
+    // Every piece is held in memory: an exNode (which may come from anyone)
+    // naming giant allocations is refused rather than followed.
     for m in &x.mappings {
         lors_e2e::supported(&m.functions)?;
+        if m.alloc_length > MAX_PIECE || m.logical_length > MAX_PIECE {
+            return Err(TransferError::Exnode(format!(
+                "a mapping of {} bytes at {} is larger than the {MAX_PIECE} bytes lors reads at once",
+                m.alloc_length.max(m.logical_length),
+                m.logical_offset
+            )));
+        }
+    }
+    for g in &x.ec_groups {
+        if g.shard_size > MAX_PIECE || g.logical_length > MAX_PIECE {
+            return Err(TransferError::Exnode(format!(
+                "erasure-coding group {} is larger than the {MAX_PIECE} bytes lors reads at once",
+                g.id
+            )));
+        }
     }
     let x = Arc::new(x.clone());
     let ranges = Arc::new(Range::all(&x));
