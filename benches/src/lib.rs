@@ -812,3 +812,227 @@ mod tests {
         assert_ne!(payload(16)[..8], payload(16)[8..]);
     }
 }
+
+// ---------------------------------------------------------------------------
+// Measured child processes and files (the `lors_ops` benchmark)
+
+/// How a child process ran: exit, output, wall time and the kernel's
+/// accounting of it (`wait4`): peak resident set and CPU times.
+#[derive(Debug, Clone)]
+pub struct ChildRun {
+    /// Exit code; `None` when killed by a signal.
+    pub code: Option<i32>,
+    pub stdout: Vec<u8>,
+    pub stderr: Vec<u8>,
+    /// From spawn to exit.
+    pub wall: Duration,
+    /// Peak resident set size, bytes: the largest `VmHWM` of
+    /// `/proc/PID/status` sampled every 10 ms while the child ran (growth in
+    /// its last 10 ms can be missed).
+    pub max_rss: u64,
+    /// `ru_maxrss` from `wait4`, bytes. Linux carries the parent's peak
+    /// over the fork/exec into it, so it is at least this process's own
+    /// peak: trust it only above that.
+    pub ru_maxrss: u64,
+    pub user: Duration,
+    pub system: Duration,
+}
+
+impl ChildRun {
+    pub fn success(&self) -> bool {
+        self.code == Some(0)
+    }
+
+    /// User plus system CPU time.
+    pub fn cpu(&self) -> Duration {
+        self.user + self.system
+    }
+}
+
+/// Runs `cmd` (stdin closed, stderr captured; stdout captured unless
+/// `discard_stdout`, then `/dev/null`), killing it after `timeout`, and
+/// returns its [`ChildRun`]. The child is reaped with `wait4`, so its CPU
+/// times are its own (not its children's).
+pub fn run_measured(
+    mut cmd: Command,
+    discard_stdout: bool,
+    timeout: Duration,
+) -> anyhow::Result<ChildRun> {
+    use std::sync::{Arc, Mutex};
+    cmd.stdin(Stdio::null()).stderr(Stdio::piped());
+    if discard_stdout {
+        cmd.stdout(Stdio::null());
+    } else {
+        cmd.stdout(Stdio::piped());
+    }
+    let start = Instant::now();
+    let mut child = cmd.spawn().with_context(|| format!("start {cmd:?}"))?;
+    let pid = child.id() as libc::pid_t;
+    let reader = |r: Option<Box<dyn Read + Send>>| {
+        std::thread::spawn(move || {
+            let mut v = Vec::new();
+            if let Some(mut r) = r {
+                let _ = r.read_to_end(&mut v);
+            }
+            v
+        })
+    };
+    let out = reader(
+        child
+            .stdout
+            .take()
+            .map(|s| Box::new(s) as Box<dyn Read + Send>),
+    );
+    let err = reader(
+        child
+            .stderr
+            .take()
+            .map(|s| Box::new(s) as Box<dyn Read + Send>),
+    );
+    // The watchdog kills the child only while it is not reaped (checked
+    // under the lock), so it never signals a reused pid.
+    // It also samples the child's VmHWM.
+    let exited = Arc::new(Mutex::new(false));
+    let (tx, rx) = std::sync::mpsc::channel::<()>();
+    let watchdog = {
+        let exited = exited.clone();
+        let deadline = start + timeout;
+        std::thread::spawn(move || {
+            let status = format!("/proc/{pid}/status");
+            let mut hwm = 0u64;
+            loop {
+                if let Ok(s) = fs::read_to_string(&status) {
+                    if let Some(kib) = s
+                        .lines()
+                        .find_map(|l| l.strip_prefix("VmHWM:"))
+                        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+                    {
+                        hwm = hwm.max(kib * 1024);
+                    }
+                }
+                let left = deadline.saturating_duration_since(Instant::now());
+                match rx.recv_timeout(left.min(Duration::from_millis(10))) {
+                    Err(std::sync::mpsc::RecvTimeoutError::Timeout) if left.is_zero() => {
+                        let done = exited.lock().unwrap_or_else(|e| e.into_inner());
+                        if !*done {
+                            // SAFETY: plain kill(2) of our own unreaped child.
+                            unsafe {
+                                libc::kill(pid, libc::SIGKILL);
+                            }
+                        }
+                        return hwm;
+                    }
+                    Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {}
+                    _ => return hwm,
+                }
+            }
+        })
+    };
+    // Wait for the exit without reaping, then reap with the accounting.
+    // SAFETY: waitid/wait4 on our own child with valid out-pointers.
+    let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
+    loop {
+        let r = unsafe {
+            libc::waitid(
+                libc::P_PID,
+                pid as libc::id_t,
+                &mut info,
+                libc::WEXITED | libc::WNOWAIT,
+            )
+        };
+        if r == 0 {
+            break;
+        }
+        let e = std::io::Error::last_os_error();
+        if e.kind() != std::io::ErrorKind::Interrupted {
+            return Err(e).context("waitid");
+        }
+    }
+    let wall = start.elapsed();
+    *exited.lock().unwrap_or_else(|e| e.into_inner()) = true;
+    let _ = tx.send(());
+    let hwm = watchdog.join().unwrap_or(0);
+    let mut status: libc::c_int = 0;
+    let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
+    let r = unsafe { libc::wait4(pid, &mut status, 0, &mut ru) };
+    if r != pid {
+        return Err(std::io::Error::last_os_error()).context("wait4");
+    }
+    // The child is reaped: std must not wait for it again.
+    std::mem::forget(child);
+    let stdout = out.join().unwrap_or_default();
+    let stderr = err.join().unwrap_or_default();
+    let tv = |t: libc::timeval| Duration::new(t.tv_sec as u64, t.tv_usec as u32 * 1000);
+    Ok(ChildRun {
+        code: libc::WIFEXITED(status).then(|| libc::WEXITSTATUS(status)),
+        stdout,
+        stderr,
+        wall,
+        max_rss: hwm,
+        ru_maxrss: ru.ru_maxrss as u64 * 1024,
+        user: tv(ru.ru_utime),
+        system: tv(ru.ru_stime),
+    })
+}
+
+/// Writes `len` random bytes to `path` (a SplitMix64 stream seeded from
+/// the OS, so every run has different data), in 8 MiB chunks.
+pub fn random_file(path: &Path, len: u64) -> anyhow::Result<()> {
+    let mut seed = [0u8; 8];
+    File::open("/dev/urandom")
+        .and_then(|mut f| f.read_exact(&mut seed))
+        .context("read /dev/urandom")?;
+    let mut state = u64::from_le_bytes(seed);
+    let mut f = std::io::BufWriter::with_capacity(
+        8 << 20,
+        File::create(path).with_context(|| format!("create {}", path.display()))?,
+    );
+    let mut chunk = vec![0u8; 8 << 20];
+    let mut left = len;
+    while left > 0 {
+        for w in chunk.chunks_exact_mut(8) {
+            state = state.wrapping_add(0x9E37_79B9_7F4A_7C15);
+            let mut z = state;
+            z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+            z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+            w.copy_from_slice(&(z ^ (z >> 31)).to_le_bytes());
+        }
+        let n = left.min(chunk.len() as u64) as usize;
+        f.write_all(&chunk[..n])?;
+        left -= n as u64;
+    }
+    f.flush()?;
+    Ok(())
+}
+
+/// Whether two files hold the same bytes (compared in 8 MiB chunks).
+pub fn same_file(a: &Path, b: &Path) -> anyhow::Result<bool> {
+    let open = |p: &Path| File::open(p).with_context(|| format!("open {}", p.display()));
+    let (mut fa, mut fb) = (open(a)?, open(b)?);
+    if fa.metadata()?.len() != fb.metadata()?.len() {
+        return Ok(false);
+    }
+    let mut ba = vec![0u8; 8 << 20];
+    let mut bb = vec![0u8; 8 << 20];
+    loop {
+        let n = read_up_to(&mut fa, &mut ba)?;
+        let m = read_up_to(&mut fb, &mut bb)?;
+        if n != m || ba[..n] != bb[..m] {
+            return Ok(false);
+        }
+        if n == 0 {
+            return Ok(true);
+        }
+    }
+}
+
+fn read_up_to(f: &mut File, buf: &mut [u8]) -> std::io::Result<usize> {
+    let mut n = 0;
+    while n < buf.len() {
+        match f.read(&mut buf[n..])? {
+            0 => break,
+            k => n += k,
+        }
+    }
+    Ok(n)
+}
