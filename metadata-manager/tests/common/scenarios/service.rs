@@ -145,8 +145,12 @@ pub async fn keys(db: Db) {
         .ok();
     assert_eq!(carol.get_file(f).await.ok()["wrapped_key"], "WC1");
 
-    // A new version has its own keys.
-    let ex2 = exnode::to_xml(&encrypted_exnode(id, 3000));
+    // A new upload (a fresh data key: another key id) has its own keys.
+    let mut ex2 = encrypted_exnode(id, 3000);
+    if let Some(e) = ex2.encryption.as_mut() {
+        e.key_id = "k-second-upload".into();
+    }
+    let ex2 = exnode::to_xml(&ex2);
     a.put_doc(f, 1, &ex2, &[("user:alice@vo1", "WA2")])
         .await
         .ok();
@@ -207,6 +211,24 @@ pub async fn keys(db: Db) {
     boss.post("/v1/keys/escrow", json!({ "path": "/vo1/none" }))
         .await
         .refused(404, "no such file: /vo1/none");
+
+    // A version made by maintenance keeps the data key (same key id): the
+    // base version's wrapped keys carry over, for every recipient the put
+    // does not wrap for itself.
+    a.post("/v1/keys/add", add(f, "user:carol@vo1", "WC2"))
+        .await
+        .ok();
+    a.put_doc(f, 2, &ex2, &[("user:alice@vo1", "WA3")])
+        .await
+        .ok();
+    assert_eq!(carol.get_file(f).await.ok()["wrapped_key"], "WC2");
+    assert_eq!(a.get_file(f).await.ok()["wrapped_key"], "WA3");
+    // Another key id again: nothing carried over.
+    a.put_doc(f, 3, &ex, &[("user:alice@vo1", "WA4")])
+        .await
+        .ok();
+    assert!(carol.get_file(f).await.ok()["wrapped_key"].is_null());
+    assert_eq!(a.get_file(f).await.ok()["wrapped_key"], "WA4");
 }
 
 /// Usage per owner: members see their own row, VO admins every row and
