@@ -916,7 +916,7 @@ fn a_failed_upload_with_resume_continues_where_it_stopped() {
     let mut g = grid(2);
     keys_init(&g, "alice");
     let dir = g.user("alice").dir.clone();
-    let data = bytes(96 << 20, 43);
+    let data = bytes(40 << 20, 43);
     let src = write(&dir, "f", &data);
     let args = [
         "upload",
@@ -935,8 +935,22 @@ fn a_failed_upload_with_resume_continues_where_it_stopped() {
     c.stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped());
     let child = c.spawn().expect("spawn upload");
-    std::thread::sleep(Duration::from_millis(400));
-    // Two copies on two depots: with one gone, no block can be placed.
+    // Wait until the journal lists a couple of stored blocks (the header is
+    // its first line), then kill: with two copies on two depots and one
+    // gone, no further block can be placed.
+    let journal_lines = |g: &Grid| -> usize {
+        let mut files = files_under(&g.user("alice").dir.join(".local/state/lors/uploads"));
+        files.extend(files_under(&g.dir.join(".local/state/lors/uploads")));
+        files
+            .iter()
+            .map(|f| std::fs::read_to_string(f).map_or(0, |t| t.lines().count()))
+            .max()
+            .unwrap_or(0)
+    };
+    let deadline = std::time::Instant::now() + Duration::from_secs(120);
+    while journal_lines(&g) < 3 && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(5));
+    }
     g.kill_depot(1);
     let o = child.wait_with_output().expect("upload ends");
     assert_ne!(code(&o), 0, "the upload cannot complete: {}", text(&o));
@@ -962,10 +976,13 @@ fn a_failed_upload_with_resume_continues_where_it_stopped() {
     assert!(stored_before > 0, "some blocks were stored before the kill");
 
     g.restart_depot(1).expect("depot restarts");
+    // The L-Bone offers it again only once it has polled it.
+    g.wait_lbone_sees_all(Duration::from_secs(60))
+        .expect("the L-Bone sees the depot again");
     ok(lors(&g, "alice", &args));
     assert!(!journals[0].exists(), "the journal is gone once registered");
     let st = stat_json(&g, "alice", "/vo1/resumed");
-    assert_eq!(st["mappings"].as_array().unwrap().len(), 2 * 96, "{st}");
+    assert_eq!(st["mappings"].as_array().unwrap().len(), 2 * 40, "{st}");
     let back = dir.join("out");
     ok(lors(
         &g,

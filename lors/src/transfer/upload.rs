@@ -218,8 +218,12 @@ where
             .acquire_owned()
             .await
             .map_err(|_| TransferError::Input("upload cancelled".into()))?;
-        let mut block = vec![0u8; opts.block_size as usize];
-        let n = read_full(src, &mut block)
+        // Capacity, not zeroed bytes: a small file does not touch a whole
+        // block's pages, a large one is not memset before being read.
+        let mut block = Vec::with_capacity(opts.block_size as usize);
+        let n = (&mut *src)
+            .take(opts.block_size)
+            .read_to_end(&mut block)
             .await
             .map_err(|e| TransferError::Input(format!("cannot read the source: {e}")))?;
         if n == 0 {
@@ -307,22 +311,6 @@ fn joined<T>(
         Ok(v) => v,
         Err(e) => Err(TransferError::Input(format!("an upload task failed: {e}"))),
     }
-}
-
-/// Reads until `buf` is full or the source ends; the count read.
-pub(crate) async fn read_full<R: AsyncRead + Unpin>(
-    src: &mut R,
-    buf: &mut [u8],
-) -> std::io::Result<usize> {
-    let mut n = 0;
-    while n < buf.len() {
-        let got = src.read(&mut buf[n..]).await?;
-        if got == 0 {
-            break;
-        }
-        n += got;
-    }
-    Ok(n)
 }
 
 /// A block's mappings and, erasure coded, its group.
