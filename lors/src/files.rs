@@ -1002,6 +1002,26 @@ pub struct Maintained {
 }
 
 impl Maintained {
+    /// The result of changing `before` into `after` (registered as
+    /// `version`), with the allocation outcomes.
+    fn of(
+        src: &Source,
+        before: &Exnode,
+        after: &Exnode,
+        version: u64,
+        outcomes: Vec<Outcome>,
+    ) -> Self {
+        Maintained {
+            source: source_text(src),
+            version,
+            mappings_before: before.mappings.len(),
+            mappings_after: after.mappings.len(),
+            outcomes,
+            repair: None,
+            added: 0,
+        }
+    }
+
     /// Whether every allocation operation succeeded and nothing is
     /// unrecoverable.
     pub fn complete(&self) -> bool {
@@ -1026,15 +1046,7 @@ pub async fn refresh(grid: &Grid, src: &Source, duration: u64) -> Result<Maintai
     } else {
         0
     };
-    Ok(Maintained {
-        source: source_text(src),
-        version,
-        mappings_before: o.exnode.mappings.len(),
-        mappings_after: x.mappings.len(),
-        outcomes,
-        repair: None,
-        added: 0,
-    })
+    Ok(Maintained::of(src, &o.exnode, &x, version, outcomes))
 }
 
 /// `lors trim`: drops mappings and releases their allocations.
@@ -1045,15 +1057,7 @@ pub async fn trim(grid: &Grid, src: &Source, select: &TrimSelect) -> Result<Main
     let pool = pool(grid, setup);
     let version = save(grid, src, &o, &x).await?;
     let outcomes = maintain::release_mappings(&pool, &dropped).await;
-    Ok(Maintained {
-        source: source_text(src),
-        version,
-        mappings_before: o.exnode.mappings.len(),
-        mappings_after: x.mappings.len(),
-        outcomes,
-        repair: None,
-        added: 0,
-    })
+    Ok(Maintained::of(src, &o.exnode, &x, version, outcomes))
 }
 
 /// New pieces go to depots at the exNode's own security level.
@@ -1118,13 +1122,8 @@ pub async fn augment(
         0
     };
     Ok(Maintained {
-        source: source_text(src),
-        version,
-        mappings_before: o.exnode.mappings.len(),
-        mappings_after: x.mappings.len(),
-        outcomes: Vec::new(),
-        repair: None,
         added,
+        ..Maintained::of(src, &o.exnode, &x, version, Vec::new())
     })
 }
 
@@ -1152,13 +1151,9 @@ pub async fn repair(
     };
     let outcomes = maintain::release_mappings(&pool, &dropped).await;
     Ok(Maintained {
-        source: source_text(src),
-        version,
-        mappings_before: o.exnode.mappings.len(),
-        mappings_after: x.mappings.len(),
-        outcomes,
         added: report.recreated,
         repair: Some(report),
+        ..Maintained::of(src, &o.exnode, &x, version, outcomes)
     })
 }
 
