@@ -1,5 +1,5 @@
 //! The depot's TOML configuration. Every field is documented here and in
-//! `docs/depot-config.md`; unknown fields are rejected.
+//! `docs/depot.md` ("Configuration file"); unknown fields are rejected.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};

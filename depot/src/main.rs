@@ -32,7 +32,7 @@ enum Cmd {
     /// (the legacy port, or the TLS port when `legacy = false`); with a TLS
     /// port, the next is `tls listening on ADDR:PORT`.
     Serve {
-        /// TOML configuration file (see docs/depot-config.md).
+        /// TOML configuration file (see docs/depot.md, "Configuration file").
         #[arg(long)]
         config: Option<PathBuf>,
         #[command(flatten)]
