@@ -103,9 +103,10 @@ enum Command {
 
 #[derive(Args)]
 struct CaArgs {
-    /// The online CA, e.g. https://ca.example.org:8443
+    /// The online CA, e.g. https://ca.example.org:8443 (default:
+    /// $LORS_CA_URL, else `ca` in the config file)
     #[arg(long, value_name = "URL")]
-    ca: String,
+    ca: Option<String>,
     /// Trust directory whose ca/*.pem authenticate the CA's server
     /// (default: $LORS_TRUST_DIR)
     #[arg(long, value_name = "DIR", conflicts_with = "ca_cert")]
@@ -120,9 +121,10 @@ struct CaArgs {
 struct LoginArgs {
     #[command(flatten)]
     ca: CaArgs,
-    /// Virtual organization to get attributes for
+    /// Virtual organization to get attributes for (default: $LORS_VO, else
+    /// `vo` in the config file)
     #[arg(long)]
-    vo: String,
+    vo: Option<String>,
     /// How the CA checks who you are [default: oidc with --token-file, else radius]
     #[arg(long, value_enum)]
     method: Option<LoginMethod>,
@@ -150,9 +152,10 @@ struct ProxyInitArgs {
     /// Its private key (PEM PKCS#8 "PRIVATE KEY", unencrypted)
     #[arg(long, value_name = "FILE")]
     key: PathBuf,
-    /// Virtual organization to get attributes for
+    /// Virtual organization to get attributes for (default: $LORS_VO, else
+    /// `vo` in the config file)
     #[arg(long)]
-    vo: String,
+    vo: Option<String>,
     /// Requested proxy lifetime
     #[arg(long, value_name = "HH:MM", default_value = "12:00", value_parser = parse_hhmm)]
     valid: u64,
@@ -222,6 +225,28 @@ pub(crate) fn env_trust_dir() -> Option<PathBuf> {
 /// file, else `/tmp/x509up_u<uid>`.
 fn proxy_path() -> Result<PathBuf, Error> {
     Ok(lors::config::Config::load()?.proxy_path())
+}
+
+impl CaArgs {
+    /// The CA's URL: the flag, else the environment or the config file.
+    fn url(&self) -> Result<String, Error> {
+        match &self.ca {
+            Some(u) => Ok(u.clone()),
+            None => lors::config::Config::load()?.ca.ok_or_else(|| {
+                Error::Usage("which online CA? give --ca URL or set LORS_CA_URL".into())
+            }),
+        }
+    }
+}
+
+/// The VO: the flag, else the environment or the config file.
+fn vo_or_config(vo: Option<String>) -> Result<String, Error> {
+    match vo {
+        Some(v) => Ok(v),
+        None => lors::config::Config::load()?
+            .vo
+            .ok_or_else(|| Error::Usage("which VO? give --vo VO or set LORS_VO".into())),
+    }
 }
 
 impl CaArgs {
@@ -452,7 +477,8 @@ fn login(args: LoginArgs) -> Result<u8, Error> {
     }
     let trust_source = args.ca.trust_source()?;
     let trust = trust_source.load()?;
-    let ca = CaClient::new(&args.ca.ca, &trust, None)?;
+    let ca = CaClient::new(&args.ca.url()?, &trust, None)?;
+    let vo = vo_or_config(args.vo.clone())?;
     let secret = match &args.token_file {
         Some(f) => token_from_file(f)?,
         None if args.password_stdin => password_from_stdin()?,
@@ -462,7 +488,7 @@ fn login(args: LoginArgs) -> Result<u8, Error> {
         method,
         user,
         secret,
-        vo: args.vo,
+        vo,
         lifetime: args.valid,
     };
     let new = runtime()?.block_on(credentials::login(&ca, &params))?;
@@ -478,8 +504,9 @@ fn proxy_init(args: ProxyInitArgs) -> Result<u8, Error> {
     let trust_source = args.ca.trust_source()?;
     let trust = trust_source.load()?;
     let user = credentials::load_user_credential(&args.cert, &args.key)?;
-    let ca = CaClient::new(&args.ca.ca, &trust, Some(&user))?;
-    let new = runtime()?.block_on(credentials::proxy_init(&ca, &user, &args.vo, args.valid))?;
+    let ca = CaClient::new(&args.ca.url()?, &trust, Some(&user))?;
+    let vo = vo_or_config(args.vo.clone())?;
+    let new = runtime()?.block_on(credentials::proxy_init(&ca, &user, &vo, args.valid))?;
     finish(&new, &trust_source, &trust)?;
     Ok(exit::OK)
 }

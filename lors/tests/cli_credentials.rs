@@ -556,3 +556,44 @@ fn proxy_destroy_zeroes_and_spares_symlink_targets() {
     assert!(std::fs::symlink_metadata(&proxy).is_err());
     assert_eq!(std::fs::read_to_string(&target).unwrap(), "keep me");
 }
+
+/// `--ca`, `--vo` and the trust directory may come from the config file
+/// (`$LORS_CONFIG`); without them anywhere, a usage error names the flag.
+#[test]
+fn login_takes_the_ca_vo_and_trust_from_the_config_file() {
+    let ca = TestCa::start();
+    let proxy = ca.proxy_path("x509up_cfg");
+    let cfg = ca.proxy_path("lors.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "ca = \"{}\"\nvo = \"vo1\"\ntrust_dir = \"{}\"\n",
+            ca.url,
+            ca.trust_dir.display()
+        ),
+    )
+    .unwrap();
+    let pw = format!("{PASSWORD}\n");
+    let r = lors_env(
+        &proxy,
+        &["login", "--user", "alice", "--password-stdin"],
+        Some(&pw),
+        &[("LORS_CONFIG", cfg.as_os_str())],
+    );
+    assert_eq!(r.code, 0, "{r:?}");
+    assert!(r.stdout.contains("vo1:alice"), "{r:?}");
+
+    let empty = ca.proxy_path("empty.toml");
+    std::fs::write(&empty, "").unwrap();
+    let r = lors_env(
+        &proxy,
+        &["login", "--user", "alice", "--password-stdin"],
+        Some(&pw),
+        &[("LORS_CONFIG", empty.as_os_str())],
+    );
+    assert_eq!(r.code, 2, "{r:?}");
+    assert!(
+        r.stderr.contains("--ca") || r.stderr.contains("--trust"),
+        "{r:?}"
+    );
+}
