@@ -25,27 +25,9 @@ pub const MB: usize = 1_000_000;
 /// 1 MiB, the write/read chunk of the baselines (the depot's own chunk size).
 pub const MIB: usize = 1 << 20;
 
-/// The workspace root (the parent of this package).
-pub fn workspace_root() -> PathBuf {
-    let here = Path::new(env!("CARGO_MANIFEST_DIR"));
-    here.parent().unwrap_or(here).to_path_buf()
-}
-
-/// The cargo target directory: `CARGO_TARGET_DIR` (relative paths are taken
-/// from the workspace root) or `<workspace>/target`.
-pub fn target_dir() -> PathBuf {
-    match std::env::var_os("CARGO_TARGET_DIR") {
-        Some(d) if !d.is_empty() => {
-            let d = PathBuf::from(d);
-            if d.is_absolute() {
-                d
-            } else {
-                workspace_root().join(d)
-            }
-        }
-        _ => workspace_root().join("target"),
-    }
-}
+// Shared with the grid harness (same staleness rule, same target directory).
+pub use ibp_testkit::grid::{target_dir, workspace_root};
+use ibp_testkit::grid::newest_mtime;
 
 /// Where the depot binary came from and how it was obtained.
 #[derive(Debug, Clone)]
@@ -53,23 +35,6 @@ pub struct DepotBinary {
     pub path: PathBuf,
     /// Human-readable note: "from IBP_DEPOT_BIN", "up to date", "built in 12.3 s".
     pub note: String,
-}
-
-fn newest_mtime(path: &Path, newest: &mut SystemTime) {
-    let Ok(meta) = fs::metadata(path) else {
-        return;
-    };
-    if meta.is_dir() {
-        if let Ok(entries) = fs::read_dir(path) {
-            for e in entries.flatten() {
-                newest_mtime(&e.path(), newest);
-            }
-        }
-    } else if let Ok(m) = meta.modified() {
-        if m > *newest {
-            *newest = m;
-        }
-    }
 }
 
 /// Finds the release depot binary, building it with

@@ -208,7 +208,8 @@ pub fn target_dir() -> PathBuf {
     workspace_root().join("target")
 }
 
-fn newest_mtime(path: &Path, newest: &mut SystemTime) {
+/// Raises `newest` to the newest modification time under `path`.
+pub fn newest_mtime(path: &Path, newest: &mut SystemTime) {
     let Ok(meta) = fs::metadata(path) else {
         return;
     };
