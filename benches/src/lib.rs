@@ -26,8 +26,8 @@ pub const MB: usize = 1_000_000;
 pub const MIB: usize = 1 << 20;
 
 // Shared with the grid harness (same staleness rule, same target directory).
-pub use ibp_testkit::grid::{target_dir, workspace_root};
 use ibp_testkit::grid::newest_mtime;
+pub use ibp_testkit::grid::{target_dir, workspace_root};
 
 /// Where the depot binary came from and how it was obtained.
 #[derive(Debug, Clone)]
