@@ -322,24 +322,82 @@ async fn targets_and_expiry(
 
 /// Grants for every secure depot an exNode names (downloads, maintenance).
 pub async fn access_for(grid: &Grid, x: &Exnode) -> Result<SecureSetup, Error> {
+    access_and_expiry(grid, x).await.map(|(s, _)| s)
+}
+
+/// [`access_for`], and until when its grants may be reused.
+async fn access_and_expiry(grid: &Grid, x: &Exnode) -> Result<(SecureSetup, i64), Error> {
     let secure = x
         .mappings
         .iter()
         .any(|m| m.security.is_some_and(|s| s != Security::Legacy));
     if !secure {
-        return Ok(SecureSetup::default());
+        return Ok((SecureSetup::default(), i64::MAX));
     }
     let offer = offer(grid, 0, 0, None, depots::Reliability::Hard).await?;
+    let valid_until = offer
+        .depots
+        .iter()
+        .map(|d| d.grant_not_after)
+        .min()
+        .unwrap_or(0)
+        .saturating_sub(GRANT_MARGIN);
     let grants = offer
         .depots
         .iter()
         .filter(|d| d.tls_port.is_some())
         .map(|d| (d.address.clone(), d.grant.clone()))
         .collect();
-    Ok(SecureSetup {
-        tls: tls(grid)?,
-        grants,
-    })
+    Ok((
+        SecureSetup {
+            tls: tls(grid)?,
+            grants,
+        },
+        valid_until,
+    ))
+}
+
+/// A pool for reading `x` (downloads, refresh, trim, check), from the
+/// session's cache while its grants are fresh and cover `x`'s secure
+/// depots: many files read through one session share connections.
+pub async fn read_pool(grid: &Grid, x: &Exnode) -> Result<Arc<Pool>, Error> {
+    let secure: Vec<&str> = x
+        .mappings
+        .iter()
+        .filter(|m| m.security.is_some_and(|s| s != Security::Legacy))
+        .map(|m| m.depot.as_str())
+        .collect();
+    let key = if secure.is_empty() {
+        "read|legacy"
+    } else {
+        "read|secure"
+    };
+    let now = crate::transfer::now();
+    if let Some(p) = grid
+        .cache
+        .placements
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .get(key)
+        .filter(|p| p.valid_until > now && secure.iter().all(|d| p.pool.has_grant(d)))
+    {
+        return Ok(p.pool.clone());
+    }
+    let (setup, valid_until) = access_and_expiry(grid, x).await?;
+    let pool = pool(grid, setup);
+    grid.cache
+        .placements
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .insert(
+            key.to_owned(),
+            Placed {
+                valid_until,
+                targets: Vec::new(),
+                pool: pool.clone(),
+            },
+        );
+    Ok(pool)
 }
 
 fn pool(grid: &Grid, setup: SecureSetup) -> Arc<Pool> {
@@ -899,8 +957,7 @@ pub async fn download_with(
 ) -> Result<DownloadSummary, Error> {
     let started = std::time::Instant::now();
     let o = open(grid, src, true).await?;
-    let setup = access_for(grid, &o.exnode).await?;
-    let pool = pool(grid, setup);
+    let pool = read_pool(grid, &o.exnode).await?;
     let mut opts = DownloadOptions {
         threads,
         ticket: o.ticket.clone(),
@@ -1036,8 +1093,7 @@ impl Maintained {
 /// `lors refresh`: extends every allocation by `duration` seconds.
 pub async fn refresh(grid: &Grid, src: &Source, duration: u64) -> Result<Maintained, Error> {
     let o = open(grid, src, false).await?;
-    let setup = access_for(grid, &o.exnode).await?;
-    let pool = pool(grid, setup);
+    let pool = read_pool(grid, &o.exnode).await?;
     let mut x = o.exnode.clone();
     let outcomes =
         maintain::refresh(&mut x, &pool, i64::try_from(duration).unwrap_or(i64::MAX)).await;
@@ -1053,8 +1109,7 @@ pub async fn refresh(grid: &Grid, src: &Source, duration: u64) -> Result<Maintai
 pub async fn trim(grid: &Grid, src: &Source, select: &TrimSelect) -> Result<Maintained, Error> {
     let o = open(grid, src, false).await?;
     let (x, dropped) = maintain::plan_trim(&o.exnode, select)?;
-    let setup = access_for(grid, &o.exnode).await?;
-    let pool = pool(grid, setup);
+    let pool = read_pool(grid, &o.exnode).await?;
     let version = save(grid, src, &o, &x).await?;
     let outcomes = maintain::release_mappings(&pool, &dropped).await;
     Ok(Maintained::of(src, &o.exnode, &x, version, outcomes))
@@ -1164,8 +1219,7 @@ pub async fn check(
     threads: usize,
 ) -> Result<(Exnode, Vec<maintain::Health>), Error> {
     let o = open(grid, src, false).await?;
-    let setup = access_for(grid, &o.exnode).await?;
-    let pool = pool(grid, setup);
+    let pool = read_pool(grid, &o.exnode).await?;
     let h = maintain::probe(&o.exnode, &pool, o.ticket.as_deref(), threads).await;
     Ok((o.exnode, h))
 }

@@ -323,14 +323,25 @@ pub(crate) async fn fetch_stored(
         .as_deref()
         .ok_or_else(|| FetchError::Depot("no read capability".into()))?;
     let cap = parse_cap(&m.depot, cap_text).map_err(|e| FetchError::Depot(e.to_string()))?;
-    let mut conn = pool
-        .get(&m.depot, level)
+    let mut buf = Vec::new();
+    let (mut conn, reused) = pool
+        .checkout(&m.depot, level)
         .await
         .map_err(|e| FetchError::Depot(e.to_string()))?;
-    let mut buf = Vec::new();
-    let r = conn
+    let mut r = conn
         .load_into(&cap, m.alloc_offset, m.alloc_length, ticket, &mut buf)
         .await;
+    if reused && matches!(&r, Err(e) if e.ibp().is_none()) {
+        // A kept connection the depot closed meanwhile (idle timeout,
+        // restart): once more on a new one.
+        conn = pool
+            .fresh(&m.depot, level)
+            .await
+            .map_err(|e| FetchError::Depot(e.to_string()))?;
+        r = conn
+            .load_into(&cap, m.alloc_offset, m.alloc_length, ticket, &mut buf)
+            .await;
+    }
     let n = pool
         .finish(&m.depot, level, conn, r)
         .map_err(|e| FetchError::Depot(e.to_string()))?;

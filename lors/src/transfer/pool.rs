@@ -114,6 +114,13 @@ impl Pool {
 
     /// A connection to `depot` at `level`: an idle one, else a new one.
     pub async fn get(&self, depot: &str, level: Security) -> Result<Conn, DepotError> {
+        self.checkout(depot, level).await.map(|(c, _)| c)
+    }
+
+    /// [`get`](Self::get), and whether the connection was an idle one
+    /// (which the depot may have closed meanwhile: worth one retry on a
+    /// new connection when it fails without an answer).
+    pub async fn checkout(&self, depot: &str, level: Security) -> Result<(Conn, bool), DepotError> {
         if let Some(c) = self
             .idle
             .lock()
@@ -121,8 +128,13 @@ impl Pool {
             .get_mut(&(depot.to_owned(), level.name()))
             .and_then(Vec::pop)
         {
-            return Ok(c);
+            return Ok((c, true));
         }
+        self.fresh(depot, level).await.map(|c| (c, false))
+    }
+
+    /// A new connection to `depot`, never an idle one.
+    pub async fn fresh(&self, depot: &str, level: Security) -> Result<Conn, DepotError> {
         let conn = self.connect(depot, level).await;
         if let Err(e) = &conn {
             if !e.answered() {
