@@ -9,8 +9,8 @@ use std::time::{Duration, Instant};
 
 use ibp_depot::client::IbpClient;
 use ibp_proto::{Rid, StatusInfo};
-use ibp_testkit::grid::{Grid, GridOptions};
-use ibp_testkit::run_bounded;
+use ibp_grid::grid::{Grid, GridOptions};
+use ibp_grid::run_bounded;
 
 /// Runs `cmd`; returns (success, stdout, stderr).
 fn run(mut cmd: Command) -> (bool, String, String) {

@@ -120,6 +120,30 @@ pub struct GridOptions {
     /// The L-Bone's `poll_interval` (default 500 ms); `missed_polls_down`
     /// is 2 and `poll_timeout` 2 s.
     pub lbone_poll_interval: Duration,
+    /// Per-depot overrides of [`GridOptions::depot_hard_size`] (index =
+    /// depot): a depot with a small resource fills up.
+    pub depot_hard_sizes: Vec<u64>,
+    /// Where to make the grid directory (default: a new temporary
+    /// directory). It must not exist or be empty.
+    pub dir: Option<PathBuf>,
+}
+
+impl GridOptions {
+    /// The hard size of depot `i`.
+    pub fn hard_size(&self, i: usize) -> u64 {
+        self.depot_hard_sizes
+            .get(i)
+            .copied()
+            .unwrap_or(self.depot_hard_size)
+    }
+}
+
+/// The HTTPS daemons of a grid (for [`Grid::restart_with_env`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Daemon {
+    OnlineCa,
+    Lbone,
+    MetadataManager,
 }
 
 impl Default for GridOptions {
@@ -133,6 +157,8 @@ impl Default for GridOptions {
             admins: vec!["alice".into()],
             release: false,
             lbone_poll_interval: Duration::from_millis(500),
+            depot_hard_sizes: Vec::new(),
+            dir: None,
         }
     }
 }
@@ -175,19 +201,15 @@ const SHARED_SOURCES: [&str; 12] = [
     "libs/exnode/Cargo.toml",
 ];
 
-/// The workspace root (two levels above this package).
+/// The workspace root (this package's directory).
 pub fn workspace_root() -> PathBuf {
-    let here = Path::new(env!("CARGO_MANIFEST_DIR"));
-    here.parent()
-        .and_then(Path::parent)
-        .unwrap_or(here)
-        .to_path_buf()
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
 
 /// The cargo target directory: `CARGO_TARGET_DIR` (relative paths from the
 /// workspace root); else the one holding the running executable when it is
-/// a test or bench (`<target>/<profile>/deps/<exe>`); else
-/// `<workspace>/target`.
+/// a test or bench (`<target>/<profile>/deps/<exe>`) or a binary of the
+/// workspace (`<target>/<profile>/ibp-grid`); else `<workspace>/target`.
 pub fn target_dir() -> PathBuf {
     if let Some(d) = std::env::var_os("CARGO_TARGET_DIR").filter(|d| !d.is_empty()) {
         let d = PathBuf::from(d);
@@ -201,6 +223,12 @@ pub fn target_dir() -> PathBuf {
         let deps = exe.parent();
         if deps.and_then(Path::file_name).and_then(|n| n.to_str()) == Some("deps") {
             if let Some(target) = deps.and_then(Path::parent).and_then(Path::parent) {
+                return target.to_path_buf();
+            }
+        }
+        let profile = deps.and_then(Path::file_name).and_then(|n| n.to_str());
+        if matches!(profile, Some("debug" | "release")) {
+            if let Some(target) = deps.and_then(Path::parent) {
                 return target.to_path_buf();
             }
         }
@@ -296,7 +324,7 @@ fn find_binaries(release: bool) -> anyhow::Result<Binaries> {
                         "{} does not exist and could not be built: {e:#}",
                         missing.display()
                     ),
-                    None => eprintln!("ibp-testkit grid: warning: using existing binaries: {e:#}"),
+                    None => eprintln!("ibp-grid: warning: using existing binaries: {e:#}"),
                 }
             }
         }
@@ -347,7 +375,7 @@ fn build(root: &Path, target: &Path, bins: &[(&str, &str)], release: bool) -> an
         if release { " --release" } else { "" }
     );
     eprintln!(
-        "ibp-testkit grid: a binary is missing or stale: {what} (CARGO_TARGET_DIR={})",
+        "ibp-grid: a binary is missing or stale: {what} (CARGO_TARGET_DIR={})",
         target.display()
     );
     let t = Instant::now();
@@ -356,10 +384,7 @@ fn build(root: &Path, target: &Path, bins: &[(&str, &str)], release: bool) -> an
         let err = String::from_utf8_lossy(&out.stderr);
         bail!("{what} failed ({}):\n{}", out.status, tail(&err, LOG_TAIL));
     }
-    eprintln!(
-        "ibp-testkit grid: built in {:.1} s",
-        t.elapsed().as_secs_f64()
-    );
+    eprintln!("ibp-grid: built in {:.1} s", t.elapsed().as_secs_f64());
     Ok(())
 }
 
@@ -396,7 +421,7 @@ fn spawn_tied(mut cmd: Command) -> io::Result<Child> {
                 }
             });
         if let Err(e) = started {
-            eprintln!("ibp-testkit grid: cannot start the spawner thread: {e}");
+            eprintln!("ibp-grid: cannot start the spawner thread: {e}");
         }
         Mutex::new(tx)
     });
@@ -446,7 +471,7 @@ impl Proc {
         };
         let mut err = open(&stderr_log)?;
         let mut out_log = open(&dir.join("stdout.log"))?;
-        let _ = writeln!(err, "=== ibp-testkit grid: starting {what} ===");
+        let _ = writeln!(err, "=== ibp-grid: starting {what} ===");
         cmd.stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(err)
@@ -755,6 +780,8 @@ struct Service {
     dir: PathBuf,
     config: PathBuf,
     addr: String,
+    /// Extra environment of the process (set for the next restart).
+    env: Vec<(String, String)>,
     proc: Option<Proc>,
 }
 
@@ -767,6 +794,7 @@ impl Service {
             dir: dir.to_path_buf(),
             config: config.to_path_buf(),
             addr: String::new(),
+            env: Vec::new(),
             proc: Some(proc),
         })
     }
@@ -800,7 +828,9 @@ impl Service {
     fn restart(&mut self) -> anyhow::Result<()> {
         self.kill();
         let mut proc = start_retrying_bind(self.what, &self.dir, &["listening on "], || {
-            serve_command(&self.bin, &self.config)
+            let mut c = serve_command(&self.bin, &self.config);
+            c.envs(self.env.iter().map(|(k, v)| (k, v)));
+            c
         })?;
         let addr = proc.1.remove(0);
         if addr != self.addr {
@@ -847,6 +877,27 @@ fn port_of(addr: &str) -> u16 {
         .unwrap_or(0)
 }
 
+/// Durations of the steps of [`Grid::start`].
+struct Steps {
+    last: Instant,
+    done: Vec<(String, Duration)>,
+}
+
+impl Steps {
+    fn new() -> Steps {
+        Steps {
+            last: Instant::now(),
+            done: Vec::new(),
+        }
+    }
+
+    fn mark(&mut self, what: &str) {
+        let now = Instant::now();
+        self.done.push((what.to_owned(), now - self.last));
+        self.last = now;
+    }
+}
+
 /// The directory of a grid; removed on drop unless kept.
 struct GridDir {
     path: PathBuf,
@@ -856,7 +907,7 @@ struct GridDir {
 impl Drop for GridDir {
     fn drop(&mut self) {
         if self.keep {
-            eprintln!("ibp-testkit grid: kept {}", self.path.display());
+            eprintln!("ibp-grid: kept {}", self.path.display());
         } else {
             let _ = fs::remove_dir_all(&self.path);
         }
@@ -887,6 +938,8 @@ pub struct Grid {
     pub bins: Binaries,
     /// How long [`Grid::start`] took (binaries found or built excluded).
     pub startup: Duration,
+    /// What [`Grid::start`] did, step by step, with how long each took.
+    pub steps: Vec<(String, Duration)>,
     /// The online CA's configuration (for `online-ca admin --config`).
     pub ca_config: PathBuf,
     opts: GridOptions,
@@ -925,11 +978,24 @@ impl Grid {
         }
         let bins = binaries(opts.release)?;
         let t0 = Instant::now();
-        let path = tempfile::Builder::new()
-            .prefix("ibp-grid-")
-            .tempdir()
-            .context("create the grid directory")?
-            .keep();
+        let mut steps = Steps::new();
+        let path = match &opts.dir {
+            Some(d) => {
+                fs::create_dir_all(d).with_context(|| format!("create {}", d.display()))?;
+                if fs::read_dir(d)?.next().is_some() {
+                    bail!(
+                        "{} is not empty: give a new directory for the grid",
+                        d.display()
+                    );
+                }
+                fs::canonicalize(d)?
+            }
+            None => tempfile::Builder::new()
+                .prefix("ibp-grid-")
+                .tempdir()
+                .context("create the grid directory")?
+                .keep(),
+        };
         let dir_guard = GridDir {
             path: path.clone(),
             keep: keep_requested(),
@@ -970,6 +1036,8 @@ impl Grid {
                 .map(|h| h.join().unwrap_or_else(|_| Err(anyhow!("init panicked"))))
                 .collect::<anyhow::Result<Vec<_>>>()
         })?;
+
+        steps.mark("online-ca init (CA, VO vo1 and its attribute authority), lbone init, metadata-manager init");
 
         // 2. Trust directory and certificates.
         copy_tree(&ca_dir.join("trust"), &trust_dir)?;
@@ -1063,12 +1131,12 @@ impl Grid {
             text.push_str(&format!(
                 "\n[[resource]]\nrid = 0\ndata = {}\nhard_size = {}\nmax_duration = \"30d\"\n",
                 toml_path(&data_dir),
-                opts.depot_hard_size
+                opts.hard_size(i)
             ));
             if !opts.legacy_only {
                 text.push_str(&format!(
                     "\n[[vo]]\nname = \"{VO}\"\nmax_size = {}\nmax_duration = \"30d\"\n",
-                    opts.depot_hard_size
+                    opts.hard_size(i)
                 ));
             }
             let config = ddir.join("depot.toml");
@@ -1085,6 +1153,12 @@ impl Grid {
                 proc: None,
             });
         }
+
+        steps.mark(&format!(
+            "trust directory, server certificates and configurations ({} users, {} depots)",
+            users.len(),
+            depots.len()
+        ));
 
         // 4. Every daemon, at once.
         let mut ca = Service::spawn("online-ca", &bins.online_ca, &ca_dir, &ca_config)?;
@@ -1118,9 +1192,19 @@ impl Grid {
                 .to_owned();
         }
 
+        steps.mark(&format!(
+            "VO members added at the online CA: {}",
+            users
+                .iter()
+                .map(|u| u.name.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
+        ));
+
         // 6. Logins (in parallel) while the other daemons come up.
         let deadline = Instant::now() + START_TIMEOUT;
         ca.wait(deadline)?;
+        steps.mark(&format!("online CA listening on https://{}", ca.addr));
         let ca_url = ca.url();
         let login_env = LoginEnv {
             lors: bins.lors.clone(),
@@ -1153,6 +1237,10 @@ impl Grid {
             started?;
             logged_in.map(|_| ())
         })?;
+        steps.mark(&format!(
+            "L-Bone, metadata manager and {} depots listening; users logged in (lors login --method local)",
+            depots.len()
+        ));
         let mut grid = Grid {
             tls: client_tls(&trust_dir)?,
             dir,
@@ -1164,6 +1252,7 @@ impl Grid {
             users,
             bins,
             startup: Duration::ZERO,
+            steps: Vec::new(),
             ca_config,
             opts,
             ca,
@@ -1195,8 +1284,11 @@ impl Grid {
                     })
                     .collect::<anyhow::Result<Vec<()>>>()
             })?;
+            steps.mark("depots registered with the L-Bone (lbone admin register)");
             grid.wait_lbone_sees_all(LBONE_TIMEOUT)?;
+            steps.mark("the L-Bone polled every depot: all up");
         }
+        grid.steps = steps.done;
         grid.startup = t0.elapsed();
         Ok(grid)
     }
@@ -1303,7 +1395,7 @@ impl Grid {
             14.0 + i as f64 * 0.1
         ))
         .args(["--place", &format!("site-{i}")])
-        .args(["--max-size", &self.opts.depot_hard_size.to_string()])
+        .args(["--max-size", &self.opts.hard_size(i).to_string()])
         .args(["--max-duration", "30d"]);
         run_cli(&format!("lbone admin register {}", d.name), c, None).map(|_| ())
     }
@@ -1363,6 +1455,23 @@ impl Grid {
     /// Starts the metadata manager again on the same port and database.
     pub fn restart_mdm(&mut self) -> anyhow::Result<()> {
         self.mdm.restart()
+    }
+
+    /// Restarts one HTTPS daemon with extra environment variables (for
+    /// example libfaketime's `LD_PRELOAD` and `FAKETIME` to skew its
+    /// clock); an empty `env` restores the plain environment.
+    pub fn restart_with_env(
+        &mut self,
+        which: Daemon,
+        env: Vec<(String, String)>,
+    ) -> anyhow::Result<()> {
+        let service = match which {
+            Daemon::OnlineCa => &mut self.ca,
+            Daemon::Lbone => &mut self.lbone,
+            Daemon::MetadataManager => &mut self.mdm,
+        };
+        service.env = env;
+        service.restart()
     }
 
     /// Kills the online CA (SIGKILL) and waits for it.
