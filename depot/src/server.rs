@@ -480,10 +480,15 @@ async fn secure_request(depot: &Depot, conn: &mut Conn, line: &[u8]) -> bool {
         .session
         .as_ref()
         .is_some_and(|s| s.not_after.saturating_add(skew) < ibp_auth::unix_now());
-    let result = if conn.session.is_none() && command.is_some() {
+    // A LOAD may come without a session: its file ticket, signed by the
+    // metadata manager for the TLS peer's key, is the authorization
+    // (reads work while the L-Bone is down).
+    let ticket_read =
+        matches!(request, SecureRequest::Load(_)) && matches!(conn.peer_identity, Some(Ok(_)));
+    let result = if conn.session.is_none() && command.is_some() && !ticket_read {
         Err(Failure::Refused(
             IbpError::CapAccessDenied,
-            format!("{name} before AUTH: authenticate with a depot grant first"),
+            format!("{name} before AUTH: authenticate with a depot grant first (only LOAD with a file ticket needs none)"),
         ))
     } else if conn.session.as_ref().is_some_and(|s| s.delegated)
         && !matches!(request, SecureRequest::Store(_) | SecureRequest::Write(_))

@@ -274,22 +274,36 @@ fn check_ticket(
     ticket: Option<&str>,
 ) -> Result<(), Failure> {
     let refuse = |why: String| Failure::Refused(IbpError::CapAccessDenied, why);
-    let (Some(secure), Some(session)) = (&depot.secure, &conn.session) else {
-        return Err(refuse("no authenticated session".into()));
+    let Some(secure) = &depot.secure else {
+        return Err(refuse("no secure port".into()));
+    };
+    // The session's identity, else the TLS peer's verified one (a LOAD
+    // without AUTH).
+    let identity = match (&conn.session, &conn.peer_identity) {
+        (Some(session), _) => &session.identity,
+        (None, Some(Ok(identity))) => identity,
+        _ => return Err(refuse("no verified client credential".into())),
     };
     let ticket = ticket.ok_or_else(|| refuse("LOAD needs a file ticket".into()))?;
     let uuid = alloc
         .state()
         .uuid
         .ok_or_else(|| refuse("allocation is not bound to a file yet".into()))?;
-    FileTicket::verify(
+    let t = FileTicket::verify(
         ticket,
         &secure.trust,
         &format_uuid(&uuid),
-        &session.identity.key_hash,
+        &identity.key_hash,
         ibp_auth::unix_now(),
     )
     .map_err(|e| refuse(format!("file ticket refused: {e}")))?;
+    // Bound to the key already; the names must agree as well.
+    if t.vo != identity.vo || t.vo_id != identity.vo_id {
+        return Err(refuse(format!(
+            "file ticket is for {}/{}, the credential is {}/{}",
+            t.vo, t.vo_id, identity.vo, identity.vo_id
+        )));
+    }
     Ok(())
 }
 

@@ -543,6 +543,68 @@ async fn missing_ticket_is_refused() {
     load_refused(&g, &depot, &a, &caps, None, "needs a file ticket").await;
 }
 
+/// LOAD without AUTH: the ticket alone authorizes it (reads work while the
+/// L-Bone is down); nothing else is allowed on such a connection.
+#[tokio::test]
+async fn load_with_ticket_needs_no_auth() {
+    let g = Grid::new();
+    let depot = g.depot();
+    let a = alice(&g);
+    let caps = stored(&g, &depot, &a).await;
+    let mut c = g.connect(&depot, &a).await;
+    let data = c.load(&caps.read, 0, 5, Some(&g.ticket(&a))).await.unwrap();
+    assert_eq!(data, b"hello");
+    let data = c.load(&caps.read, 1, 3, Some(&g.ticket(&a))).await.unwrap();
+    assert_eq!(data, b"ell");
+    // A PROBE or an ALLOCATE still needs a session.
+    let (e, reason) = refused(c.probe(&caps.manage).await);
+    assert_eq!(e, IbpError::CapAccessDenied);
+    assert!(reason.contains("before AUTH"), "{reason}");
+}
+
+async fn load_refused_no_auth(
+    g: &Grid,
+    depot: &DepotProc,
+    a: &ProxyCredential,
+    caps: &ibp_depot::client::Caps,
+    ticket: Option<&str>,
+    why: &str,
+) {
+    let mut c = g.connect(depot, a).await;
+    let (e, reason) = refused(c.load(&caps.read, 0, 5, ticket).await);
+    assert_eq!(e, IbpError::CapAccessDenied, "{reason}");
+    assert!(
+        reason.contains(why),
+        "reason {reason:?} does not say {why:?}"
+    );
+}
+
+#[tokio::test]
+async fn load_without_auth_checks_the_ticket() {
+    let g = Grid::new();
+    let depot = g.depot();
+    let a = alice(&g);
+    let caps = stored(&g, &depot, &a).await;
+    load_refused_no_auth(&g, &depot, &a, &caps, None, "needs a file ticket").await;
+    let other = alice(&g);
+    let t = g.ticket(&other);
+    load_refused_no_auth(&g, &depot, &a, &caps, Some(&t), "ticket refused").await;
+    let t = g.ticket_with(|t| t.file = OTHER_FILE.into(), &a);
+    load_refused_no_auth(&g, &depot, &a, &caps, Some(&t), "file").await;
+    let now = unix_now();
+    let t = g.ticket_with(
+        |t| {
+            t.issued = now - 7200;
+            t.not_after = now - 3600;
+        },
+        &a,
+    );
+    load_refused_no_auth(&g, &depot, &a, &caps, Some(&t), "expired").await;
+    // Bound to the right key but naming another member.
+    let t = g.ticket_with(|t| t.vo_id = "vo1:0002".into(), &a);
+    load_refused_no_auth(&g, &depot, &a, &caps, Some(&t), "is for").await;
+}
+
 #[tokio::test]
 async fn load_of_unbound_allocation_is_refused() {
     let g = Grid::new();
