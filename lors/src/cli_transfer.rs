@@ -603,8 +603,17 @@ pub fn download(a: DownloadArgs) -> Result<u8, Error> {
     let summary = match r {
         Ok(s) => s,
         Err(e) => {
-            // What was fetched stays for `--resume` (not under DEST).
-            if let Some(p) = &part {
+            // What was fetched stays for `--resume` (not under DEST);
+            // nothing fetched (say, the metadata manager is down) leaves
+            // nothing behind.
+            let fetched = journal
+                .as_ref()
+                .is_some_and(|j| std::fs::read_to_string(j).is_ok_and(|t| t.lines().count() > 1));
+            if !fetched {
+                for f in part.iter().chain(journal.iter()) {
+                    let _ = std::fs::remove_file(f);
+                }
+            } else if let Some(p) = &part {
                 eprintln!(
                     "lors: the part downloaded is kept in {}: run the same command with --resume to continue",
                     p.display()

@@ -349,7 +349,7 @@ impl CaClient {
         let tls = ibp_auth::tls::client_config(trust, credential)
             .map_err(|e| Error::Usage(format!("cannot set up TLS: {e}")))?;
         Ok(CaClient {
-            http: Client::new(base, tls, credential.is_some()),
+            http: Client::new(base, tls, credential.is_some()).with_service_name("online CA"),
         })
     }
 

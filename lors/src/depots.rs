@@ -168,8 +168,9 @@ pub async fn query_offer(
     let base = BaseUrl::parse(url)?;
     let tls = ibp_auth::tls::client_config(trust, Some(credential))
         .map_err(|e| Error::Usage(format!("cannot set up TLS: {e}")))?;
-    let client =
-        Client::new(base, tls, true).with_user_agent(concat!("lors/", env!("CARGO_PKG_VERSION")));
+    let client = Client::new(base, tls, true)
+        .with_user_agent(concat!("lors/", env!("CARGO_PKG_VERSION")))
+        .with_service_name("L-Bone");
     let (location, place) = match &q.near {
         Some(Near::Location(l)) => (Some(*l), None),
         Some(Near::Place(p)) => (None, Some(p.as_str())),

@@ -315,6 +315,7 @@ async fn targets_and_expiry(
         SecureSetup {
             tls: tls(grid)?,
             grants,
+            ticket_reads: false,
         },
         valid_until,
     ))
@@ -352,6 +353,7 @@ async fn access_and_expiry(grid: &Grid, x: &Exnode) -> Result<(SecureSetup, i64)
         SecureSetup {
             tls: tls(grid)?,
             grants,
+            ticket_reads: false,
         },
         valid_until,
     ))
@@ -393,6 +395,60 @@ pub async fn read_pool(grid: &Grid, x: &Exnode) -> Result<Arc<Pool>, Error> {
             key.to_owned(),
             Placed {
                 valid_until,
+                targets: Vec::new(),
+                pool: pool.clone(),
+            },
+        );
+    Ok(pool)
+}
+
+/// A pool for downloading `x`. A LOAD's file ticket is its authorization,
+/// so full-crypto depots are read without asking the L-Bone (downloads work
+/// while it is down); crypto-level depots want the L-Bone's grants for
+/// their data ports, and are read over TLS when it cannot be reached.
+pub async fn download_pool(grid: &Grid, x: &Exnode) -> Result<Arc<Pool>, Error> {
+    let crypto = x
+        .mappings
+        .iter()
+        .any(|m| m.security == Some(Security::Crypto));
+    if crypto {
+        match read_pool(grid, x).await {
+            Ok(p) => return Ok(p),
+            Err(e) if grid.lbone.is_some() => {
+                tracing::warn!(error = %e, "no depot grants from the L-Bone: reading over TLS with the file ticket");
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    let secure = x
+        .mappings
+        .iter()
+        .any(|m| m.security.is_some_and(|s| s != Security::Legacy));
+    let key = if secure { "read|ticket" } else { "read|legacy" };
+    let cached = grid
+        .cache
+        .placements
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .get(key)
+        .map(|p| p.pool.clone());
+    if let Some(p) = cached {
+        return Ok(p);
+    }
+    let setup = SecureSetup {
+        tls: if secure { tls(grid)? } else { None },
+        grants: Default::default(),
+        ticket_reads: true,
+    };
+    let pool = pool(grid, setup);
+    grid.cache
+        .placements
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .insert(
+            key.to_owned(),
+            Placed {
+                valid_until: i64::MAX,
                 targets: Vec::new(),
                 pool: pool.clone(),
             },
@@ -957,7 +1013,7 @@ pub async fn download_with(
 ) -> Result<DownloadSummary, Error> {
     let started = std::time::Instant::now();
     let o = open(grid, src, true).await?;
-    let pool = read_pool(grid, &o.exnode).await?;
+    let pool = download_pool(grid, &o.exnode).await?;
     let mut opts = DownloadOptions {
         threads,
         ticket: o.ticket.clone(),

@@ -602,6 +602,7 @@ impl MetadataClient {
             .map_err(|e| Error::Usage(format!("cannot set up TLS: {e}")))?;
         let mut http = Client::new(base, tls, true)
             .with_user_agent(concat!("lors/", env!("CARGO_PKG_VERSION")))
+            .with_service_name("metadata manager")
             .with_keep_alive(KEEP_ALIVE);
         http.max_response = MAX_ANSWER;
         Ok(MetadataClient { http })
@@ -906,6 +907,7 @@ mod tests {
         Response {
             status,
             retry_after: None,
+            date: None,
             body: body.as_bytes().to_vec(),
         }
     }

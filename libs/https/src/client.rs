@@ -32,6 +32,28 @@ use thiserror::Error;
 use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
 
+/// A difference of clocks worth mentioning when a certificate is refused.
+pub const CLOCK_HINT_SKEW: Duration = Duration::from_secs(60);
+
+/// Presents no client certificate (the clock probe of
+/// [`Client::clock_hint`]).
+#[derive(Debug)]
+struct NoClientCert;
+
+impl rustls::client::ResolvesClientCert for NoClientCert {
+    fn resolve(
+        &self,
+        _root_hint_subjects: &[&[u8]],
+        _sigschemes: &[rustls::SignatureScheme],
+    ) -> Option<Arc<rustls::sign::CertifiedKey>> {
+        None
+    }
+
+    fn has_certs(&self) -> bool {
+        false
+    }
+}
+
 /// Largest response body accepted.
 pub const MAX_RESPONSE: usize = 1 << 20;
 /// Time allowed for the TCP connection and the TLS handshake.
@@ -167,6 +189,8 @@ impl std::fmt::Display for BaseUrl {
 pub struct Response {
     pub status: u16,
     pub retry_after: Option<u64>,
+    /// The server's `Date` header: its clock.
+    pub date: Option<std::time::SystemTime>,
     pub body: Vec<u8>,
 }
 
@@ -221,13 +245,17 @@ pub struct Client {
     pub idle_timeout: Duration,
     /// `User-Agent` header value.
     pub user_agent: String,
+    /// The service's name for error messages.
+    service: Option<String>,
 }
 
 /// An HTTP/1.1 connection: the request sender and the task driving the
 /// connection, stopped when the connection is dropped.
 struct Conn {
     sender: SendRequest<Full<Bytes>>,
-    driver: tokio::task::JoinHandle<()>,
+    /// The task driving the connection; it ends with the connection's
+    /// own error, if any.
+    driver: tokio::task::JoinHandle<Result<(), hyper::Error>>,
     /// When its last response was read.
     idle_since: Instant,
 }
@@ -311,6 +339,23 @@ impl Client {
             max_response: MAX_RESPONSE,
             idle_timeout: IDLE_TIMEOUT,
             user_agent: concat!("ibp-https/", env!("CARGO_PKG_VERSION")).to_owned(),
+            service: None,
+        }
+    }
+
+    /// Names the service in error messages ("the L-Bone at
+    /// https://host:port: cannot connect ..."), so a user knows which one
+    /// failed.
+    pub fn with_service_name(mut self, name: impl Into<String>) -> Client {
+        self.service = Some(name.into());
+        self
+    }
+
+    /// What errors call the server: its name and URL, or its address.
+    fn label(&self) -> String {
+        match &self.service {
+            Some(n) => format!("the {n} at https://{}", self.url.authority()),
+            None => self.url.authority(),
         }
     }
 
@@ -360,7 +405,7 @@ impl Client {
         body: &T,
     ) -> Result<Response, HttpError> {
         let bytes = serde_json::to_vec(body).map_err(|e| HttpError::Protocol {
-            addr: self.url.authority(),
+            addr: self.label(),
             why: format!("cannot encode the request: {e}"),
         })?;
         self.request(method, path, Some(bytes)).await
@@ -376,17 +421,58 @@ impl Client {
     ) -> Result<Response, HttpError> {
         let secs = self.total_timeout.as_secs();
         match tokio::time::timeout(self.total_timeout, self.exchange(method, path, body)).await {
+            Ok(Err(HttpError::CertificateRefused { addr, mut why })) => {
+                if let Some(hint) = self.clock_hint().await {
+                    why.push_str("; ");
+                    why.push_str(&hint);
+                }
+                Err(HttpError::CertificateRefused { addr, why })
+            }
             Ok(r) => r,
             Err(_) => Err(HttpError::Timeout {
-                addr: self.url.authority(),
+                addr: self.label(),
                 what: "request",
                 secs,
             }),
         }
     }
 
+    /// Why a server may have refused a valid certificate: its clock. Asks
+    /// it, without a client certificate, for any page and compares its
+    /// `Date` with ours; `Some` when they differ by more than
+    /// [`CLOCK_HINT_SKEW`] (a TLS alert cannot say that the proxy looked
+    /// "not yet valid" or "expired" to the server).
+    async fn clock_hint(&self) -> Option<String> {
+        if !self.presents_certificate {
+            return None;
+        }
+        let mut tls = (*self.tls).clone();
+        tls.client_auth_cert_resolver = Arc::new(NoClientCert);
+        let probe = Client::new(self.url.clone(), tls, false);
+        let asked = probe.exchange(Method::GET, "/", None);
+        let theirs = tokio::time::timeout(Duration::from_secs(5), asked)
+            .await
+            .ok()?
+            .ok()?
+            .date?;
+        let ours = std::time::SystemTime::now();
+        let (ahead, by) = match theirs.duration_since(ours) {
+            Ok(d) => (true, d),
+            Err(e) => (false, e.duration()),
+        };
+        (by > CLOCK_HINT_SKEW).then(|| {
+            format!(
+                "the server's clock is {} s {} this machine's (its Date header): \
+                 certificates look not yet valid or expired to it; check for clock skew \
+                 between the machines (NTP)",
+                by.as_secs(),
+                if ahead { "ahead of" } else { "behind" }
+            )
+        })
+    }
+
     async fn connect(&self) -> Result<tokio_rustls::client::TlsStream<TcpStream>, HttpError> {
-        let addr = self.url.authority();
+        let addr = self.label();
         let tcp = TcpStream::connect((self.url.host.as_str(), self.url.port))
             .await
             .map_err(|e| HttpError::Connect {
@@ -405,7 +491,7 @@ impl Client {
     }
 
     fn tls_error(&self, e: &(dyn std::error::Error + 'static)) -> HttpError {
-        let addr = self.url.authority();
+        let addr = self.label();
         match find_rustls_error(e) {
             Some(rustls::Error::AlertReceived(a)) if is_certificate_alert(a) => {
                 if self.presents_certificate || *a == AlertDescription::CertificateRequired {
@@ -438,7 +524,7 @@ impl Client {
             return self.tls_error(e);
         }
         HttpError::Protocol {
-            addr: self.url.authority(),
+            addr: self.label(),
             why: chain_text(e),
         }
     }
@@ -497,7 +583,18 @@ impl Client {
                         .map_err(|e| self.exchange_error(&e))?;
                     Ok((conn, resp))
                 }
-                _ => Err(self.exchange_error(&e.into_error())),
+                _ => {
+                    let e = e.into_error();
+                    // A TLS alert read after the handshake (the server
+                    // refusing our certificate) fails the connection, and
+                    // the request only learns that it was canceled: the
+                    // connection's own error says why.
+                    let driver = tokio::time::timeout(Duration::from_secs(1), &mut conn.driver);
+                    if let Ok(Ok(Err(real))) = driver.await {
+                        return Err(self.exchange_error(&real));
+                    }
+                    Err(self.exchange_error(&e))
+                }
             },
         }
     }
@@ -505,7 +602,7 @@ impl Client {
     /// A new connection: TCP, TLS handshake (within the connect timeout),
     /// HTTP/1.1 handshake, and the task driving it.
     async fn open(&self) -> Result<Conn, HttpError> {
-        let addr = self.url.authority();
+        let addr = self.label();
         let tls = match tokio::time::timeout(self.connect_timeout, self.connect()).await {
             Ok(r) => r?,
             Err(_) => {
@@ -519,10 +616,9 @@ impl Client {
         let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls))
             .await
             .map_err(|e| self.exchange_error(&e))?;
-        let driver = tokio::spawn(async move {
-            // Its errors reach the request through the sender.
-            let _ = conn.await;
-        });
+        // Its errors reach the request through the sender, or (when the
+        // request found the connection already failed) through its result.
+        let driver = tokio::spawn(conn);
         Ok(Conn {
             sender,
             driver,
@@ -585,7 +681,7 @@ impl Client {
         }
         req.body(Full::new(Bytes::from(body.unwrap_or_default())))
             .map_err(|e| HttpError::Protocol {
-                addr: self.url.authority(),
+                addr: self.label(),
                 why: format!("cannot build the request: {e}"),
             })
     }
@@ -595,13 +691,18 @@ impl Client {
         &self,
         resp: hyper::Response<hyper::body::Incoming>,
     ) -> Result<Response, HttpError> {
-        let addr = self.url.authority();
+        let addr = self.label();
         let status = resp.status().as_u16();
         let retry_after = resp
             .headers()
             .get(hyper::header::RETRY_AFTER)
             .and_then(|v: &HeaderValue| v.to_str().ok())
             .and_then(|v| v.trim().parse::<u64>().ok());
+        let date = resp
+            .headers()
+            .get(hyper::header::DATE)
+            .and_then(|v: &HeaderValue| v.to_str().ok())
+            .and_then(|v| httpdate::parse_http_date(v).ok());
         let too_large = || HttpError::TooLarge {
             addr: addr.clone(),
             limit: self.max_response,
@@ -633,6 +734,7 @@ impl Client {
         Ok(Response {
             status,
             retry_after,
+            date,
             body,
         })
     }
@@ -663,7 +765,7 @@ mod tests {
         drop(conn);
         Conn {
             sender,
-            driver: tokio::spawn(async {}),
+            driver: tokio::spawn(async { Ok(()) }),
             idle_since: Instant::now(),
         }
     }

@@ -6,7 +6,9 @@
 //! failed is dropped, since the depot closes a connection after an error
 //! reply and a secure session cannot be re-established behind the caller's
 //! back. Secure connections are TLS 1.3 with the user's proxy and `AUTH`
-//! with the L-Bone's grant for that depot address.
+//! with the L-Bone's grant for that depot address; a pool for reading only
+//! ([`SecureSetup::ticket_reads`]) connects without `AUTH` to depots it has
+//! no grant for, since a LOAD's file ticket is its authorization.
 //!
 //! Depots that failed are remembered ([`Pool::mark_down`]) so later blocks
 //! try them last, not first.
@@ -68,6 +70,10 @@ pub struct SecureSetup {
     pub tls: Option<Arc<rustls::ClientConfig>>,
     /// Depot grant per depot address (`host:tls_port`).
     pub grants: HashMap<String, String>,
+    /// Connect without `AUTH` where there is no grant: for a pool that only
+    /// LOADs with file tickets (downloads work while the L-Bone is down).
+    /// Such connections are full-crypto TLS whatever the level asked for.
+    pub ticket_reads: bool,
 }
 
 /// Idle connections per depot, shared by the tasks of one transfer.
@@ -95,6 +101,11 @@ impl Pool {
     /// Whether the L-Bone gave a grant for `depot`.
     pub fn has_grant(&self, depot: &str) -> bool {
         self.secure.grants.contains_key(depot)
+    }
+
+    /// Whether a secure connection to `depot` would go without `AUTH`.
+    fn ticket_only(&self, depot: &str) -> bool {
+        self.secure.ticket_reads && !self.has_grant(depot)
     }
 
     /// Remembers that `depot` failed to answer.
@@ -159,6 +170,9 @@ impl Pool {
                 Ok(Conn::Legacy(c))
             }
             Security::Full => Ok(Conn::Full(Box::new(self.secure_session(depot).await?))),
+            Security::Crypto if self.ticket_only(depot) => {
+                Ok(Conn::Full(Box::new(self.secure_session(depot).await?)))
+            }
             Security::Crypto => {
                 let mut control = self.secure_session(depot).await?;
                 let session = tokio::time::timeout(self.timeout, control.open_crypto())
@@ -198,17 +212,21 @@ impl Pool {
         let tls = self.secure.tls.as_ref().ok_or_else(|| DepotError::NoTls {
             depot: depot.to_owned(),
         })?;
-        let grant = self
-            .secure
-            .grants
-            .get(depot)
-            .ok_or_else(|| DepotError::NoGrant {
-                depot: depot.to_owned(),
-            })?;
+        let grant = match self.secure.grants.get(depot) {
+            Some(g) => Some(g),
+            None if self.secure.ticket_reads => None,
+            None => {
+                return Err(DepotError::NoGrant {
+                    depot: depot.to_owned(),
+                })
+            }
+        };
         let fut = async {
             let mut c = SecureClient::connect_with(depot, host_of(depot), tls).await?;
             c.set_timeout(self.timeout);
-            c.auth(grant).await?;
+            if let Some(grant) = grant {
+                c.auth(grant).await?;
+            }
             Ok::<_, ClientError>(c)
         };
         tokio::time::timeout(self.timeout, fut)
