@@ -8,9 +8,9 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use ibp_depot::client::IbpClient;
-use ibp_proto::{Rid, StatusInfo};
 use ibp_grid::grid::{Grid, GridOptions};
 use ibp_grid::run_bounded;
+use ibp_proto::{Rid, StatusInfo};
 
 /// Runs `cmd`; returns (success, stdout, stderr).
 fn run(mut cmd: Command) -> (bool, String, String) {
