@@ -22,6 +22,8 @@ const LIMIT: Duration = Duration::from_secs(120);
 fn grid() -> Grid {
     Grid::start(GridOptions {
         depots: 3,
+        // Crypto-level data ports too (bulk data in clear beside TLS).
+        data_port: true,
         users: vec!["alice".into(), "bob".into()],
         ..Default::default()
     })
@@ -128,6 +130,19 @@ fn with_the_lbone_down_uploads_fail_clearly_and_downloads_still_work() {
         "alice",
         &["upload", &src_copies, "/vo1/alice/copies", "--copies", "2"],
     ));
+    ok(lors(
+        &g,
+        "alice",
+        &[
+            "upload",
+            &src_copies,
+            "/vo1/alice/crypto",
+            "--copies",
+            "2",
+            "--security",
+            "crypto",
+        ],
+    ));
     // Shared with bob, who has never read anything (no cached session).
     ok(lors(&g, "bob", &["keys", "init"]));
     let bob = format!("user:{}@vo1", g.user("bob").vo_id);
@@ -146,6 +161,8 @@ fn with_the_lbone_down_uploads_fail_clearly_and_downloads_still_work() {
     // Downloads need only the metadata manager's ticket.
     downloads_identical(&g, "alice", "/vo1/alice/ec", &ec, "ec.out");
     downloads_identical(&g, "alice", "/vo1/alice/copies", &copies, "copies.out");
+    // The crypto level's data ports want grants: read over TLS instead.
+    downloads_identical(&g, "alice", "/vo1/alice/crypto", &copies, "crypto.out");
     downloads_identical(&g, "bob", "/vo1/alice/ec", &ec, "ec.bob");
     // Also with a depot down as well: parity still rebuilds.
     g.kill_depot(2);
