@@ -784,6 +784,20 @@ async fn get_version(
             None => format!("{path} has no version yet"),
         }));
     };
+    // WRITE and MANAGE capabilities are for those who may change the
+    // file: with a MANAGE capability a reader could release (DECR) or
+    // shorten the allocations.
+    let exnode = if have.contains(Rights::WRITE) {
+        v.exnode
+    } else {
+        readers_view(&v.exnode).map_err(|why| {
+            tracing::error!(%path, version = v.version, %why, "stored exNode does not parse");
+            ApiError::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                format!("the stored exNode of {path} is unreadable"),
+            )
+        })?
+    };
     let (ticket, not_after) = sign_ticket(&app, &who, &e.id);
     Ok(Json(GetAnswer {
         path: e.path,
@@ -792,13 +806,23 @@ async fn get_version(
         current_version: e.current_version,
         size: v.size,
         stored: v.stored,
-        exnode: v.exnode,
+        exnode,
         key_id: v.key_id,
         wrapped_key: wrapped,
         ticket,
         ticket_not_after: not_after,
         rights: have.to_string(),
     }))
+}
+
+/// An exNode as a reader sees it: the read capabilities only.
+fn readers_view(doc: &str) -> Result<String, String> {
+    let mut ex = exnode::from_xml(doc.as_bytes()).map_err(|e| e.to_string())?;
+    for m in &mut ex.mappings {
+        m.write = None;
+        m.manage = None;
+    }
+    Ok(exnode::to_xml(&ex))
 }
 
 /// The answer of `get` (typed, so the exNode is moved, not copied, into

@@ -259,6 +259,26 @@ pub async fn tickets(db: Db) {
         unix_now()
     )
     .is_err());
+    // A reader gets the read capabilities only (a MANAGE capability would
+    // let it release the allocations); a writer gets them all.
+    let caps = |r: &Value| {
+        let x = exnode::from_xml(r["exnode"].as_str().unwrap().as_bytes()).unwrap();
+        assert!(!x.mappings.is_empty());
+        assert!(x.mappings.iter().all(|m| m.read.is_some()));
+        (
+            x.mappings.iter().filter(|m| m.write.is_some()).count(),
+            x.mappings.iter().filter(|m| m.manage.is_some()).count(),
+            x.mappings.len(),
+        )
+    };
+    let (w, m, _) = caps(&bob.get_file("/vo1/f").await.ok());
+    assert_eq!((w, m), (0, 0));
+    let (w, m, n) = caps(&a.get_file("/vo1/f").await.ok());
+    assert_eq!((w, m), (n, n));
+    a.acl_set("/vo1/f", &[("user:bob@vo1", "rw")]).await.ok();
+    let (w, m, n) = caps(&bob.get_file("/vo1/f").await.ok());
+    assert_eq!((w, m), (n, n));
+    a.acl_set("/vo1/f", &[("user:bob@vo1", "r")]).await.ok();
     // A moved file keeps its UUID, so its tickets.
     a.mv("/vo1/f", "/vo1/d/f").await.ok();
     let r = a.ticket("/vo1/d/f").await.ok();
