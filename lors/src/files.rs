@@ -1017,6 +1017,7 @@ pub async fn download_with(
     let mut opts = DownloadOptions {
         threads,
         ticket: o.ticket.clone(),
+        tickets: renewed_tickets(grid, src, &o),
         key: o.key.clone(),
         ..Default::default()
     };
@@ -1060,6 +1061,28 @@ pub async fn download_with(
         seconds: secs,
         mib_per_s: o.exnode.size as f64 / (1 << 20) as f64 / secs.max(1e-9),
     })
+}
+
+/// The ticket of a download by path, renewed from the metadata manager
+/// before it expires.
+fn renewed_tickets(grid: &Grid, src: &Source, o: &Opened) -> Option<Arc<transfer::Tickets>> {
+    let (Source::Path { path, .. }, Some(v), Some(mdm)) = (src, &o.version, &grid.mdm) else {
+        return None;
+    };
+    let (mdm, path) = (mdm.clone(), path.clone());
+    Some(Arc::new(transfer::Tickets::new(
+        v.ticket.clone(),
+        v.ticket_not_after,
+        move || {
+            let (mdm, path) = (mdm.clone(), path.clone());
+            Box::pin(async move {
+                mdm.ticket(&path)
+                    .await
+                    .map(|t| (t.ticket, t.ticket_not_after))
+                    .map_err(|e| e.to_string())
+            })
+        },
+    )))
 }
 
 fn source_text(src: &Source) -> String {

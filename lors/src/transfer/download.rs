@@ -32,6 +32,9 @@ pub struct DownloadOptions {
     pub threads: usize,
     /// The metadata manager's ticket for the file (secure depots need it).
     pub ticket: Option<String>,
+    /// The same, renewed before it expires (long downloads); takes the
+    /// place of `ticket` when set.
+    pub tickets: Option<Arc<Tickets>>,
     /// The data key of an encrypted exNode.
     pub key: Option<Arc<DataKey>>,
     /// Ranges (by offset) already in the output file: not fetched again
@@ -39,6 +42,49 @@ pub struct DownloadOptions {
     pub skip: Arc<std::collections::HashSet<u64>>,
     /// Called with a range's offset once it is written to the output file.
     pub on_written: Option<Arc<dyn Fn(u64) + Send + Sync>>,
+}
+
+/// Seconds before its expiry at which a download's ticket is renewed.
+pub const TICKET_RENEW_MARGIN: i64 = 120;
+
+type Renewal =
+    std::pin::Pin<Box<dyn std::future::Future<Output = Result<(String, i64), String>> + Send>>;
+
+/// A download's file ticket, renewed from the metadata manager when it
+/// comes within [`TICKET_RENEW_MARGIN`] of its expiry, so a download
+/// longer than a ticket's lifetime goes on (and stops once renewal is
+/// refused: revocation reaches running downloads too).
+pub struct Tickets {
+    current: tokio::sync::Mutex<(String, i64)>,
+    renew: Box<dyn Fn() -> Renewal + Send + Sync>,
+}
+
+impl Tickets {
+    /// `ticket` valid until `not_after` (Unix seconds); `renew` fetches a
+    /// new one with its expiry.
+    pub fn new(
+        ticket: String,
+        not_after: i64,
+        renew: impl Fn() -> Renewal + Send + Sync + 'static,
+    ) -> Tickets {
+        Tickets {
+            current: tokio::sync::Mutex::new((ticket, not_after)),
+            renew: Box::new(renew),
+        }
+    }
+
+    /// The ticket to send now (renewed first if it is about to expire; a
+    /// failed renewal keeps the old one, which the depot judges).
+    pub async fn get(&self) -> String {
+        let mut cur = self.current.lock().await;
+        if cur.1 - super::now() < TICKET_RENEW_MARGIN {
+            match (self.renew)().await {
+                Ok(t) => *cur = t,
+                Err(e) => tracing::warn!(error = %e, "cannot renew the file ticket"),
+            }
+        }
+        cur.0.clone()
+    }
 }
 
 /// An extent of the exNode, owned (computed once per download).
@@ -385,7 +431,11 @@ async fn fetch_extent(
     opts: &DownloadOptions,
     counters: &Counters,
 ) -> Result<Vec<u8>, TransferError> {
-    let ticket = opts.ticket.as_deref();
+    let renewed = match &opts.tickets {
+        Some(t) => Some(t.get().await),
+        None => None,
+    };
+    let ticket = renewed.as_deref().or(opts.ticket.as_deref());
     let mut data = match &e.group {
         None => fetch_replica(e, i, pool, ticket, counters).await?,
         Some(g) => fetch_group(g, e, pool, ticket, counters).await?,
@@ -627,5 +677,49 @@ mod futures_like {
             })
             .await
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use super::*;
+
+    fn tickets(not_after: i64, ok: bool, calls: Arc<AtomicUsize>) -> Tickets {
+        Tickets::new("old".into(), not_after, move || {
+            let calls = calls.clone();
+            Box::pin(async move {
+                let n = calls.fetch_add(1, Ordering::SeqCst) + 1;
+                if ok {
+                    Ok((format!("new{n}"), super::super::now() + 600))
+                } else {
+                    Err("refused: removed from the VO".into())
+                }
+            })
+        })
+    }
+
+    #[tokio::test]
+    async fn a_ticket_is_renewed_only_near_its_expiry() {
+        let now = super::super::now();
+        let calls = Arc::new(AtomicUsize::new(0));
+        let fresh = tickets(now + 600, true, calls.clone());
+        assert_eq!(fresh.get().await, "old");
+        assert_eq!(calls.load(Ordering::SeqCst), 0);
+        let expiring = tickets(now + TICKET_RENEW_MARGIN - 1, true, calls.clone());
+        assert_eq!(expiring.get().await, "new1");
+        // Renewed once: the new one lasts.
+        assert_eq!(expiring.get().await, "new1");
+        assert_eq!(calls.load(Ordering::SeqCst), 1);
+    }
+
+    #[tokio::test]
+    async fn a_refused_renewal_keeps_the_old_ticket_for_the_depot_to_judge() {
+        let calls = Arc::new(AtomicUsize::new(0));
+        let t = tickets(super::super::now() - 10, false, calls.clone());
+        assert_eq!(t.get().await, "old");
+        assert_eq!(t.get().await, "old");
+        assert_eq!(calls.load(Ordering::SeqCst), 2, "tried again each time");
     }
 }
