@@ -6,7 +6,7 @@
 //! | 1 | no proxy, or it is unreadable, expired, shorter than `--valid`, or fails verification |
 //! | 2 | usage error: bad arguments or input files, request refused as malformed (HTTP 400, 413) |
 //! | 3 | refused: wrong password or token, not a VO member, certificate refused (HTTP 401); a right missing on a file or directory, a removed member, not a VO admin (HTTP 403) |
-//! | 4 | a service (CA, L-Bone, metadata manager) is unreachable, timed out, failed TLS, answered with a server error or an invalid response |
+//! | 4 | a service (CA, L-Bone, metadata manager) is unreachable, timed out, failed TLS, answered with a server error or an invalid response; or too few depots (up, with room) for an upload |
 //! | 5 | rate limited by the CA (HTTP 429); retry later |
 //! | 6 | local failure: the credential could not be made or written |
 //! | 7 | not found: no such file, directory, version, member or key (HTTP 404) |

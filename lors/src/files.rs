@@ -716,16 +716,32 @@ where
     let piece = size_hint.map_or(piece, |n| piece.min(n.max(1)));
     let (targets, pool) = placed(grid, s.security, &s.placement, piece).await?;
     if targets.len() < s.redundancy.pieces() {
+        let left_out: Vec<&str> = s
+            .placement
+            .depots
+            .iter()
+            .filter(|d| !targets.iter().any(|t| &t.depot == *d))
+            .map(String::as_str)
+            .collect();
+        let why = if s.security == Security::Legacy {
+            String::new()
+        } else {
+            format!(
+                ": the L-Bone offers only depots that are up, serve the VO and have room \
+                 (free space) for a {piece}-byte piece for the duration asked; full depots \
+                 are left out{}",
+                if left_out.is_empty() {
+                    String::new()
+                } else {
+                    format!(" (not offered: {})", left_out.join(", "))
+                }
+            )
+        };
         return Err(Error::Unavailable(format!(
-            "{} needs {} depots; {} available{}",
+            "{} needs {} depots with room; {} available{why}",
             s.redundancy,
             s.redundancy.pieces(),
             targets.len(),
-            if s.placement.depots.is_empty() {
-                " from the L-Bone"
-            } else {
-                ""
-            }
         )));
     }
     let opts = UploadOptions {

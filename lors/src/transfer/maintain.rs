@@ -172,7 +172,12 @@ pub async fn release_mappings(pool: &Arc<Pool>, mappings: &[Mapping]) -> Vec<Out
                 let cap = m.manage.as_deref().ok_or("no MANAGE capability")?;
                 let cap = parse_cap(&m.depot, cap).map_err(|e| e.to_string())?;
                 let mut c = pool.get(&m.depot, level).await.map_err(|e| e.to_string())?;
-                let r = c.release(&cap).await;
+                let r = match c.release(&cap).await {
+                    // Expired and reaped already: nothing left to release
+                    // (the depot closes the connection after an error).
+                    Err(e) if e.ibp() == Some(ibp_proto::IbpError::CapNotFound) => return Ok(()),
+                    r => r,
+                };
                 pool.finish(&m.depot, level, c, r)
                     .map_err(|e| e.to_string())
             }
