@@ -635,6 +635,49 @@ fn a_member_removed_from_the_vo_mid_session_is_refused_while_others_keep_working
         &["members", "remove", &g.user("bob").vo_id],
     ));
 
+    // 3. The L-Bone: until alice removes him there, his proxy still gets
+    // depot grants; then no more.
+    ok(lors(&g, "bob", &["depots"]));
+    let lbone_admin = |args: &[&str]| {
+        let mut c = std::process::Command::new(&g.bins.lbone);
+        c.arg("admin")
+            .args(["--lbone", &g.lbone_url])
+            .arg("--proxy")
+            .arg(g.proxy("alice"))
+            .arg("--trust")
+            .arg(&g.trust_dir)
+            .args(args);
+        run_limited(c, Duration::from_secs(60))
+    };
+    let o = lbone_admin(&["member", "remove", "--vo", "vo1", &g.user("bob").vo_id]);
+    assert!(
+        o.status.success(),
+        "lbone admin member remove: {}",
+        text(&o)
+    );
+    let o = lbone_admin(&["member", "list", "--vo", "vo1"]);
+    assert!(
+        String::from_utf8_lossy(&o.stdout).contains(&g.user("bob").vo_id),
+        "{}",
+        text(&o)
+    );
+    let o = lors(&g, "bob", &["depots"]);
+    assert_eq!(code(&o), 3, "bob's grants after removal: {}", text(&o));
+    assert!(stderr(&o).contains("removed member"), "{}", text(&o));
+    // Not an admin's doing for anyone else: carol still gets grants.
+    ok(lors(&g, "carol", &["depots"]));
+    // bob cannot undo it himself.
+    let mut c = std::process::Command::new(&g.bins.lbone);
+    c.arg("admin")
+        .args(["--lbone", &g.lbone_url])
+        .arg("--proxy")
+        .arg(g.proxy("bob"))
+        .arg("--trust")
+        .arg(&g.trust_dir)
+        .args(["member", "restore", "--vo", "vo1", &g.user("bob").vo_id]);
+    let o = run_limited(c, Duration::from_secs(60));
+    assert!(!o.status.success(), "bob restored himself: {}", text(&o));
+
     // Whatever needs a ticket (download) or registers (upload) is refused.
     let o = lors(
         &g,

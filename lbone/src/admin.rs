@@ -38,7 +38,8 @@ impl AdminClient {
             .context("TLS configuration with the proxy credential")?;
         Ok(AdminClient {
             client: Client::new(url, tls, true)
-                .with_user_agent(concat!("lbone-admin/", env!("CARGO_PKG_VERSION"))),
+                .with_user_agent(concat!("lbone-admin/", env!("CARGO_PKG_VERSION")))
+                .with_service_name("L-Bone"),
         })
     }
 
@@ -73,6 +74,41 @@ impl AdminClient {
             .send_json(Method::PATCH, &Self::depot_path(vo, name), changes)
             .await?;
         answer(r)
+    }
+
+    fn removed_path(vo: &str, vo_id: &str) -> String {
+        format!(
+            "/v1/vos/{}/removed/{}",
+            path_segment(vo),
+            path_segment(vo_id)
+        )
+    }
+
+    /// `PUT /v1/vos/{vo}/removed/{vo_id}`: no more grants for the member.
+    pub async fn member_remove(&self, vo: &str, vo_id: &str) -> anyhow::Result<Value> {
+        let r = self
+            .client
+            .send_json(
+                Method::PUT,
+                &Self::removed_path(vo, vo_id),
+                &serde_json::json!({}),
+            )
+            .await?;
+        answer(r)
+    }
+
+    /// `DELETE /v1/vos/{vo}/removed/{vo_id}`.
+    pub async fn member_restore(&self, vo: &str, vo_id: &str) -> anyhow::Result<Value> {
+        answer(self.client.delete(&Self::removed_path(vo, vo_id)).await?)
+    }
+
+    /// `GET /v1/vos/{vo}/removed`.
+    pub async fn removed(&self, vo: &str) -> anyhow::Result<Value> {
+        answer(
+            self.client
+                .get(&format!("/v1/vos/{}/removed", path_segment(vo)))
+                .await?,
+        )
     }
 
     /// `DELETE /v1/vos/{vo}/depots/{name}`.

@@ -123,6 +123,11 @@ pub fn router(app: Arc<App>) -> Router {
             "/v1/vos/:vo/depots/:name",
             get(show).patch(update).delete(remove),
         )
+        .route("/v1/vos/:vo/removed", get(removed_list))
+        .route(
+            "/v1/vos/:vo/removed/:vo_id",
+            axum::routing::put(member_remove).delete(member_restore),
+        )
         .route("/status", get(status_html))
         .route("/status.json", get(status_json))
         .layer(DefaultBodyLimit::max(MAX_BODY))
@@ -431,6 +436,75 @@ async fn remove(
     Ok(Json(serde_json::json!({ "vo": vo, "removed": name })))
 }
 
+fn check_vo_id(vo_id: &str) -> ApiResult<()> {
+    let ok = !vo_id.is_empty()
+        && vo_id.len() <= MAX_NAME
+        && vo_id
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-_.:@".contains(c));
+    if ok {
+        Ok(())
+    } else {
+        Err(ApiError::bad_request(format!("bad VO ID {vo_id:?}")))
+    }
+}
+
+/// `PUT /v1/vos/{vo}/removed/{vo_id}`: the member gets no more grants.
+async fn member_remove(
+    State(app): State<Arc<App>>,
+    Extension(peer): Extension<PeerChain>,
+    Path((vo, vo_id)): Path<(String, String)>,
+) -> ApiResult<Json<serde_json::Value>> {
+    let id = admin_of(&app, &peer, &vo)?;
+    check_vo_id(&vo_id)?;
+    if vo_id == id.vo_id {
+        return Err(ApiError::bad_request("you cannot remove yourself"));
+    }
+    let now = ibp_auth::unix_now();
+    let new = app.store.remove_member(&vo, &vo_id, &id.vo_id, now).await?;
+    tracing::info!(%vo, %vo_id, by = %id.vo_id, new, "member removed: no more grants");
+    Ok(Json(
+        serde_json::json!({ "vo": vo, "vo_id": vo_id, "removed": true, "already": !new }),
+    ))
+}
+
+/// `DELETE /v1/vos/{vo}/removed/{vo_id}`: grants again.
+async fn member_restore(
+    State(app): State<Arc<App>>,
+    Extension(peer): Extension<PeerChain>,
+    Path((vo, vo_id)): Path<(String, String)>,
+) -> ApiResult<Json<serde_json::Value>> {
+    let id = admin_of(&app, &peer, &vo)?;
+    check_vo_id(&vo_id)?;
+    if !app.store.restore_member(&vo, &vo_id).await? {
+        return Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            format!("VO {vo} has not removed {vo_id}"),
+        ));
+    }
+    tracing::info!(%vo, %vo_id, by = %id.vo_id, "member restored: grants again");
+    Ok(Json(
+        serde_json::json!({ "vo": vo, "vo_id": vo_id, "removed": false }),
+    ))
+}
+
+/// `GET /v1/vos/{vo}/removed`.
+async fn removed_list(
+    State(app): State<Arc<App>>,
+    Extension(peer): Extension<PeerChain>,
+    Path(vo): Path<String>,
+) -> ApiResult<Json<serde_json::Value>> {
+    admin_of(&app, &peer, &vo)?;
+    let members: Vec<serde_json::Value> = app
+        .store
+        .removed_members(&vo)
+        .await?
+        .into_iter()
+        .map(|(vo_id, by, at)| serde_json::json!({ "vo_id": vo_id, "removed_by": by, "removed_at": at }))
+        .collect();
+    Ok(Json(serde_json::json!({ "vo": vo, "removed": members })))
+}
+
 /// `POST /v1/query`.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -510,6 +584,15 @@ async fn query(
     body: Result<Json<QueryRequest>, JsonRejection>,
 ) -> ApiResult<Json<QueryResponse>> {
     let id = identity(&app, &peer)?;
+    // Revocation: a member the VO's admins removed gets no more grants
+    // (a proxy cannot be revoked; a grant lasts minutes).
+    if let Some((by, at)) = app.store.removed(&id.vo, &id.vo_id).await? {
+        tracing::info!(vo = %id.vo, vo_id = %id.vo_id, "query of a removed member refused");
+        return Err(ApiError::forbidden(format!(
+            "VO {} removed member {} (by {by} at {at}): no depot grants; ask a VO admin",
+            id.vo, id.vo_id
+        )));
+    }
     let Json(q) = body?;
     if let Some(vo) = &q.vo {
         if *vo != id.vo {

@@ -88,6 +88,32 @@ enum AdminCmd {
         #[arg(long)]
         name: String,
     },
+    /// Members removed from a VO: the L-Bone refuses them depot grants
+    #[command(subcommand)]
+    Member(MemberCmd),
+}
+
+#[derive(Subcommand)]
+enum MemberCmd {
+    /// Refuse a member depot grants from now on (their proxy may still be
+    /// valid for hours; grants last minutes)
+    Remove {
+        #[arg(long)]
+        vo: String,
+        /// The member's VO ID (`lors whoami`, `online-ca admin member list`)
+        vo_id: String,
+    },
+    /// Grant a removed member depots again
+    Restore {
+        #[arg(long)]
+        vo: String,
+        vo_id: String,
+    },
+    /// List the removed members of a VO
+    List {
+        #[arg(long)]
+        vo: String,
+    },
 }
 
 #[derive(Args)]
@@ -266,6 +292,17 @@ fn admin(args: AdminArgs) -> anyhow::Result<()> {
             )
         }
         AdminCmd::Remove { vo, name } => (rt.block_on(client.remove(&vo, &name))?, "removed"),
+        AdminCmd::Member(MemberCmd::Remove { vo, vo_id }) => (
+            rt.block_on(client.member_remove(&vo, &vo_id))?,
+            "member removed",
+        ),
+        AdminCmd::Member(MemberCmd::Restore { vo, vo_id }) => (
+            rt.block_on(client.member_restore(&vo, &vo_id))?,
+            "member restored",
+        ),
+        AdminCmd::Member(MemberCmd::List { vo }) => {
+            (rt.block_on(client.removed(&vo))?, "members removed")
+        }
     };
     if json_out {
         println!("{}", serde_json::to_string_pretty(&answer)?);
@@ -290,6 +327,33 @@ fn admin(args: AdminArgs) -> anyhow::Result<()> {
             answer["vo"].as_str().unwrap_or("?")
         ),
         "show" => print_depot(&answer),
+        "member removed" | "member restored" => println!(
+            "{what}: {} in VO {}{}",
+            answer["vo_id"].as_str().unwrap_or("?"),
+            answer["vo"].as_str().unwrap_or("?"),
+            if answer["already"].as_bool() == Some(true) {
+                " (already removed)"
+            } else {
+                ""
+            }
+        ),
+        "members removed" => {
+            let members = answer["removed"].as_array().cloned().unwrap_or_default();
+            if members.is_empty() {
+                println!(
+                    "VO {} has removed no members",
+                    answer["vo"].as_str().unwrap_or("?")
+                );
+            }
+            for m in &members {
+                println!(
+                    "{}  removed by {} at {}",
+                    m["vo_id"].as_str().unwrap_or("?"),
+                    m["removed_by"].as_str().unwrap_or("?"),
+                    m["removed_at"]
+                );
+            }
+        }
         verb => {
             println!(
                 "{verb} depot {} ({}) for VO {}",

@@ -30,8 +30,9 @@ pub use ibp_service::db::{redact, Backend};
 use crate::geo::Location;
 
 /// Migrations, applied in order; never edit one that has shipped.
-const MIGRATIONS: &[&[&str]] = &[&[
-    "CREATE TABLE registrations (
+const MIGRATIONS: &[&[&str]] = &[
+    &[
+        "CREATE TABLE registrations (
         vo TEXT NOT NULL,
         name TEXT NOT NULL,
         host TEXT NOT NULL,
@@ -46,8 +47,8 @@ const MIGRATIONS: &[&[&str]] = &[&[
         created_at BIGINT NOT NULL,
         updated_at BIGINT NOT NULL,
         PRIMARY KEY (vo, name))",
-    "CREATE UNIQUE INDEX registrations_by_address ON registrations (vo, host, port)",
-    "CREATE TABLE depot_status (
+        "CREATE UNIQUE INDEX registrations_by_address ON registrations (vo, host, port)",
+        "CREATE TABLE depot_status (
         host TEXT NOT NULL,
         port BIGINT NOT NULL,
         misses BIGINT NOT NULL,
@@ -65,7 +66,15 @@ const MIGRATIONS: &[&[&str]] = &[&[
         max_duration BIGINT,
         resources BIGINT,
         PRIMARY KEY (host, port))",
-]];
+    ],
+    // Members removed from a VO by its admins: refused grants.
+    &["CREATE TABLE removed_members (
+        vo TEXT NOT NULL,
+        vo_id TEXT NOT NULL,
+        removed_by TEXT NOT NULL,
+        removed_at BIGINT NOT NULL,
+        PRIMARY KEY (vo, vo_id))"],
+];
 
 /// Arbitrary key of the PostgreSQL advisory lock held while migrating.
 const MIGRATION_LOCK: i64 = 0x4c42_6f6e_6501;
@@ -452,6 +461,82 @@ impl Store {
         }
         tx.commit().await?;
         Ok(Some(r))
+    }
+
+    /// Marks a VO member removed (grants refused); false if already so.
+    pub async fn remove_member(
+        &self,
+        vo: &str,
+        vo_id: &str,
+        by: &str,
+        at: i64,
+    ) -> Result<bool, StoreError> {
+        let res = sqlx::query(
+            "INSERT INTO removed_members (vo, vo_id, removed_by, removed_at)
+             VALUES ($1, $2, $3, $4)",
+        )
+        .bind(vo)
+        .bind(vo_id)
+        .bind(by)
+        .bind(at)
+        .execute(&self.pool)
+        .await;
+        match res {
+            Ok(_) => Ok(true),
+            Err(e) if is_unique_violation(&e) => Ok(false),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Lifts a removal; whether there was one.
+    pub async fn restore_member(&self, vo: &str, vo_id: &str) -> Result<bool, StoreError> {
+        let res = sqlx::query("DELETE FROM removed_members WHERE vo = $1 AND vo_id = $2")
+            .bind(vo)
+            .bind(vo_id)
+            .execute(&self.pool)
+            .await?;
+        Ok(res.rows_affected() > 0)
+    }
+
+    /// Who removed `vo_id` from `vo`, and when, if it was removed.
+    pub async fn removed(
+        &self,
+        vo: &str,
+        vo_id: &str,
+    ) -> Result<Option<(String, i64)>, StoreError> {
+        let row = sqlx::query(
+            "SELECT removed_by, removed_at FROM removed_members WHERE vo = $1 AND vo_id = $2",
+        )
+        .bind(vo)
+        .bind(vo_id)
+        .fetch_optional(&self.pool)
+        .await?;
+        match row {
+            Some(r) => Ok(Some((r.try_get("removed_by")?, r.try_get("removed_at")?))),
+            None => Ok(None),
+        }
+    }
+
+    /// The removed members of `vo`: (VO ID, removed by, when), by VO ID.
+    pub async fn removed_members(
+        &self,
+        vo: &str,
+    ) -> Result<Vec<(String, String, i64)>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT vo_id, removed_by, removed_at FROM removed_members WHERE vo = $1 ORDER BY vo_id",
+        )
+        .bind(vo)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                Ok((
+                    r.try_get("vo_id")?,
+                    r.try_get("removed_by")?,
+                    r.try_get("removed_at")?,
+                ))
+            })
+            .collect()
     }
 
     /// Removes a registration; whether there was one.
