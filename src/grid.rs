@@ -696,7 +696,9 @@ impl Issuer {
         let cert = p.signed_by(&key, &self.cert, &self.key)?;
         let (cert_path, key_path) = (dir.join("server.pem"), dir.join("server.key"));
         write_file(&cert_path, &cert.pem())?;
-        write_secret(&key_path, &key.serialize_pem())?;
+        // Created 0600 (never world-readable, even for a moment): the
+        // daemons refuse a key that group or others may read.
+        ibp_auth::keys::write_secret(&key_path, key.serialize_pem().as_bytes())?;
         Ok((cert_path, key_path))
     }
 }

@@ -50,7 +50,11 @@ pub fn mint(dir: &Path) -> anyhow::Result<Pki> {
         format_public_key(&ed25519_public(&mdm_key)?),
     )?;
     std::fs::write(dir.join("depot.pem"), pem("CERTIFICATE", &server.cert_der))?;
-    std::fs::write(dir.join("depot.key"), pem("PRIVATE KEY", &server.key_pkcs8))?;
+    // Owner-only: the depot and the metadata manager refuse anything else.
+    ibp_auth::keys::write_secret(
+        &dir.join("depot.key"),
+        pem("PRIVATE KEY", &server.key_pkcs8).as_bytes(),
+    )?;
     let user = ca.issue_user("Bench Grid", "Alice", 12 * 3600)?;
     let (_, ee) = x509_parser::parse_x509_certificate(&user.cert_der)
         .map_err(|e| anyhow::anyhow!("parse user certificate: {e}"))?;

@@ -13,7 +13,7 @@ use ibp_auth::{Identity, ProxyCredential, TrustStore};
 use ibp_proto::{Auth, IbpError, Reply};
 use rustls::CipherSuite;
 use rustls_pki_types::pem::PemObject;
-use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+use rustls_pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
 use tokio::net::TcpStream;
 use tokio_rustls::TlsAcceptor;
 
@@ -75,15 +75,15 @@ pub fn load(cfg: &Config, hostname: &str, port: u16) -> anyhow::Result<(TlsAccep
         TrustStore::load(trust_dir)
             .with_context(|| format!("load trust directory {}", trust_dir.display()))?,
     );
-    let tls = server_config(trust.clone(), cert, key)?;
+    // Refused unless owner-only (mode 0600), and PKCS#8: the same key
+    // signs the TLS handshake and is the client key of secure COPYs.
+    let key_pkcs8 = ibp_auth::keys::read_private_key(key).context("load tls_key")?;
+    let tls = server_config(trust.clone(), cert, &key_pkcs8)?;
     let credential = ProxyCredential {
         chain: CertificateDer::pem_file_iter(cert)?
             .map(|c| c.map(|c| c.to_vec()))
             .collect::<Result<Vec<_>, _>>()?,
-        key_pkcs8: match PrivateKeyDer::from_pem_file(key)? {
-            PrivateKeyDer::Pkcs8(k) => k.secret_pkcs8_der().to_vec(),
-            _ => anyhow::bail!("{}: the depot key must be PKCS#8", key.display()),
-        },
+        key_pkcs8,
     };
     let grant_name = cfg
         .grant_name
@@ -109,7 +109,7 @@ pub fn load(cfg: &Config, hostname: &str, port: u16) -> anyhow::Result<(TlsAccep
 fn server_config(
     trust: Arc<TrustStore>,
     cert: &Path,
-    key: &Path,
+    key_pkcs8: &[u8],
 ) -> anyhow::Result<rustls::ServerConfig> {
     let chain = CertificateDer::pem_file_iter(cert)
         .with_context(|| format!("read certificate {}", cert.display()))?
@@ -118,8 +118,7 @@ fn server_config(
     if chain.is_empty() {
         anyhow::bail!("{} holds no certificate", cert.display());
     }
-    let key = PrivateKeyDer::from_pem_file(key)
-        .with_context(|| format!("read private key {}", key.display()))?;
+    let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key_pkcs8.to_vec()));
     // AES-128-GCM first, and the server's order wins.
     let mut provider = rustls::crypto::ring::default_provider();
     provider

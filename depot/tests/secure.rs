@@ -73,9 +73,9 @@ impl Grid {
             pem("CERTIFICATE", &server.cert_der),
         )
         .unwrap();
-        std::fs::write(
-            dir.path().join("depot.key"),
-            pem("PRIVATE KEY", &server.key_pkcs8),
+        ibp_auth::keys::write_secret(
+            &dir.path().join("depot.key"),
+            pem("PRIVATE KEY", &server.key_pkcs8).as_bytes(),
         )
         .unwrap();
         let mut client_trust = TrustStore::new();
@@ -862,7 +862,11 @@ fn host_depot(g: &Grid, name: &str) -> (DepotProc, [u8; 32], ProxyCredential) {
     let d = g.dir.path();
     let (cert_path, key_path) = (d.join(format!("{name}.pem")), d.join(format!("{name}.key")));
     std::fs::write(&cert_path, pem("CERTIFICATE", cert.der())).unwrap();
-    std::fs::write(&key_path, pem("PRIVATE KEY", &key.serialize_der())).unwrap();
+    ibp_auth::keys::write_secret(
+        &key_path,
+        pem("PRIVATE KEY", &key.serialize_der()).as_bytes(),
+    )
+    .unwrap();
     let text = format!(
         "tls_listen = \"127.0.0.1:0\"\ntls_cert = \"{}\"\ntls_key = \"{}\"\ntrust_dir = \"{}\"\n\n[[vo]]\nname = \"vo1\"\nmax_size = \"4MiB\"\nmax_duration = \"1h\"\n",
         cert_path.display(),
@@ -1151,4 +1155,45 @@ async fn crypto_level_unknown_and_ended_sessions() {
     let (e, reason) = refused(d.load(&caps_read, 0, 0, &g.ticket(&a)).await);
     assert_eq!(e, IbpError::CapAccessDenied);
     assert!(reason.contains("ended"), "{reason}");
+}
+
+/// A `tls_key` that group or others may read: `ibp-depot serve` refuses to
+/// start, before printing any listening line, and says which file and how to
+/// fix it. Back to 0600, the same configuration starts.
+#[test]
+fn tls_key_readable_by_others_is_refused_at_start() {
+    use std::os::unix::fs::PermissionsExt;
+    let g = Grid::new();
+    let key = g.dir.path().join("depot.key");
+    let mode_of = |p: &std::path::Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+    assert_eq!(
+        mode_of(&key),
+        0o600,
+        "the fixture writes the key owner-only"
+    );
+    let cfg = g.config("");
+    let data = tempfile::tempdir().unwrap();
+    for mode in [0o644, 0o640] {
+        std::fs::set_permissions(&key, std::fs::Permissions::from_mode(mode)).unwrap();
+        let (status, stdout, stderr) = common::run_to_exit(&[
+            "serve".as_ref(),
+            "--listen".as_ref(),
+            "127.0.0.1:0".as_ref(),
+            "--data".as_ref(),
+            data.path().as_os_str(),
+            "--config".as_ref(),
+            cfg.as_os_str(),
+        ]);
+        assert!(
+            !status.success(),
+            "started with a {mode:03o} key: {status:?}"
+        );
+        assert!(stdout.is_empty(), "printed {stdout:?} before failing");
+        assert!(stderr.contains(key.to_str().unwrap()), "{stderr}");
+        assert!(stderr.contains(&format!("mode {mode:03o}")), "{stderr}");
+        assert!(stderr.contains("chmod 600"), "{stderr}");
+    }
+    std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let d = g.depot();
+    assert!(tls_port(&d) > 0);
 }

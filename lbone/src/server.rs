@@ -5,7 +5,7 @@ use std::io::Write as _;
 use std::sync::Arc;
 
 use anyhow::Context;
-use ibp_auth::keys::{load_signing_key, read_certificates, read_pkcs8};
+use ibp_auth::keys::{load_signing_key, read_certificates, read_private_key};
 use ibp_auth::tls::ClientAuth;
 use ibp_auth::TrustStore;
 use ring::signature::KeyPair;
@@ -27,7 +27,7 @@ pub async fn serve(cfg: Config) -> anyhow::Result<()> {
     }
     let trust = Arc::new(trust);
     let chain = read_certificates(&cfg.server_cert).context("load the server certificate")?;
-    let key = read_pkcs8(&cfg.server_key).context("load the server key")?;
+    let key = read_private_key(&cfg.server_key).context("load the server key")?;
     let mut tls = ibp_auth::tls::server_config(trust.clone(), chain, key, ClientAuth::Optional)
         .context("TLS configuration (server certificate and key)")?;
     tls.alpn_protocols = vec![b"http/1.1".to_vec()];

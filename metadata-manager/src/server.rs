@@ -24,7 +24,7 @@ pub async fn serve(cfg: Config) -> anyhow::Result<()> {
     }
     let trust = Arc::new(trust);
     let chain = ibp_auth::keys::read_certificates(&cfg.server_cert)?;
-    let key = ibp_auth::keys::read_pkcs8(&cfg.server_key)?;
+    let key = ibp_auth::keys::read_private_key(&cfg.server_key)?;
     // Clients without a certificate get a clear 401 instead of a TLS alert.
     let mut tls = ibp_auth::tls::server_config(trust.clone(), chain, key, ClientAuth::Optional)
         .context("TLS configuration (server certificate and key)")?;

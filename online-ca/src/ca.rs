@@ -146,7 +146,7 @@ impl Ca {
     /// Loads `ca.pem`/`ca.key` and every `aa/<vo>.pem`/`.key`.
     pub fn load(dir: &Path, org: &str) -> anyhow::Result<Ca> {
         let ca_der = read_pem_cert(&dir.join("ca.pem"))?;
-        let ca_key = ibp_auth::keys::read_pkcs8(&dir.join("ca.key"))?;
+        let ca_key = ibp_auth::keys::read_private_key(&dir.join("ca.key"))?;
         let (_, parsed) = x509_parser::parse_x509_certificate(&ca_der)
             .map_err(|e| anyhow::anyhow!("parse ca.pem: {e}"))?;
         let ca_not_after = parsed.validity().not_after.timestamp();
@@ -167,7 +167,7 @@ impl Ca {
                 continue;
             }
             let der = read_pem_cert(&path)?;
-            let key = ibp_auth::keys::read_pkcs8(&path.with_extension("key"))?;
+            let key = ibp_auth::keys::read_private_key(&path.with_extension("key"))?;
             aas.insert(
                 vo,
                 Aa {

@@ -70,7 +70,7 @@ pub async fn run(o: &InitOptions<'_>) -> anyhow::Result<Vec<String>> {
         kept(&mut out, &ca_key_path);
         Authority {
             cert_der: read_pem_cert(&ca_pem_path)?,
-            key_pkcs8: ibp_auth::keys::read_pkcs8(&ca_key_path)?,
+            key_pkcs8: ibp_auth::keys::read_private_key(&ca_key_path)?,
         }
     } else {
         let ca = Authority::new_ca(o.org, &format!("{} online CA", o.org), o.ca_days)?;

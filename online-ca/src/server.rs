@@ -31,7 +31,7 @@ pub async fn serve(cfg: Config) -> anyhow::Result<()> {
         tracing::warn!(dir = %trust_dir.display(), "no trusted CA: /v1/attributes will accept no client certificate");
     }
     let server_cert = read_pem_cert(&cfg.dir.join("server.pem"))?;
-    let server_key = ibp_auth::keys::read_pkcs8(&cfg.dir.join("server.key"))?;
+    let server_key = ibp_auth::keys::read_private_key(&cfg.dir.join("server.key"))?;
     let trust = Arc::new(trust);
     let mut tls = ibp_auth::tls::server_config(
         trust.clone(),

@@ -241,3 +241,43 @@ fn admin_members_groups_and_users() {
     // The audit log starts empty.
     assert!(ca.audit().is_empty());
 }
+
+/// The server key, the CA key and an AA key must be readable by their owner
+/// only: `serve` refuses to start otherwise (and `init` refuses to reuse a
+/// CA key that others may read), naming the file and `chmod 600`.
+#[test]
+fn keys_readable_by_others_are_refused() {
+    let ca = CaDir::init();
+    let d = &ca.dir;
+    let set = |p: &std::path::Path, m: u32| {
+        std::fs::set_permissions(p, std::fs::Permissions::from_mode(m)).unwrap()
+    };
+    for key in ["server.key", "ca.key", "aa/vo1.key"] {
+        let path = d.join(key);
+        set(&path, 0o644);
+        let (ok, out, err) = run(&["serve", "--config", ca.config.to_str().unwrap()], None);
+        assert!(!ok, "{key}: served with a 0644 key: {out}");
+        assert!(out.is_empty(), "{key}: nothing served: {out}");
+        assert!(err.contains(path.to_str().unwrap()), "{key}: {err}");
+        assert!(err.contains("mode 644"), "{key}: {err}");
+        assert!(err.contains("chmod 600"), "{key}: {err}");
+        set(&path, 0o600);
+    }
+    set(&d.join("ca.key"), 0o640);
+    let (ok, out, err) = run(
+        &[
+            "init",
+            "--dir",
+            d.to_str().unwrap(),
+            "--org",
+            "Test Grid",
+            "--vo",
+            "vo1",
+            "--hostname",
+            "localhost",
+        ],
+        None,
+    );
+    assert!(!ok, "init reused a 0640 CA key: {out}");
+    assert!(err.contains("ca.key") && err.contains("chmod 600"), "{err}");
+}

@@ -493,10 +493,11 @@ impl Grid {
             &lbone_dir.join("server.pem"),
             &pem_of("CERTIFICATE", &server.cert_der),
         );
-        write(
+        ibp_auth::keys::write_secret(
             &lbone_dir.join("server.key"),
-            &pem_of("PRIVATE KEY", &server.key_pkcs8),
-        );
+            pem_of("PRIVATE KEY", &server.key_pkcs8).as_bytes(),
+        )
+        .unwrap();
         let database = match &db {
             Db::Sqlite => format!("sqlite://{}", lbone_dir.join("lbone.db").display()),
             Db::Postgres(pg) => pg.url.clone(),

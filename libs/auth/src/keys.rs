@@ -200,11 +200,48 @@ pub fn read_certificates(
     Ok(certs)
 }
 
-/// The PKCS#8 `PRIVATE KEY` block of a PEM file.
+/// The PKCS#8 `PRIVATE KEY` block of a PEM file, without any check of the
+/// file's mode: for a key that is not secret to this process. A service's
+/// own TLS or CA key is read with [`read_private_key`].
 pub fn read_pkcs8(path: &Path) -> Result<Vec<u8>, AuthError> {
     let text =
         std::fs::read(path).map_err(|e| AuthError::Io(format!("read {}: {e}", path.display())))?;
-    let blocks = pem::parse_many(&text)
+    pkcs8_from_pem(path, &text)
+}
+
+/// The PKCS#8 `PRIVATE KEY` block of a PEM file that must be readable by
+/// its owner only: a file whose mode grants anything to group or others
+/// (`mode & 0o077 != 0`) is refused with an error naming the file, its
+/// mode and the `chmod 600` that fixes it. For TLS server keys, CA and
+/// attribute-authority keys.
+pub fn read_private_key(path: &Path) -> Result<Vec<u8>, AuthError> {
+    let text = read_owner_only(path, "private key")?;
+    pkcs8_from_pem(path, &text)
+}
+
+/// The contents of a secret file, refused when group or others have any
+/// permission on it. The mode is taken from the opened file, so the bytes
+/// read are those of the file that was checked.
+fn read_owner_only(path: &Path, what: &str) -> Result<Vec<u8>, AuthError> {
+    use std::io::Read;
+    use std::os::unix::fs::PermissionsExt;
+    let io = |e: std::io::Error| AuthError::Io(format!("read {}: {e}", path.display()));
+    let mut f = std::fs::File::open(path).map_err(io)?;
+    let mode = f.metadata().map_err(io)?.permissions().mode() & 0o777;
+    if mode & 0o077 != 0 {
+        return Err(AuthError::Io(format!(
+            "{what} {} has mode {mode:03o}; it must be readable by its owner only (chmod 600 {})",
+            path.display(),
+            path.display()
+        )));
+    }
+    let mut text = Vec::new();
+    f.read_to_end(&mut text).map_err(io)?;
+    Ok(text)
+}
+
+fn pkcs8_from_pem(path: &Path, text: &[u8]) -> Result<Vec<u8>, AuthError> {
+    let blocks = pem::parse_many(text)
         .map_err(|e| AuthError::malformed("PEM file", format!("{}: {e}", path.display())))?;
     if let Some(b) = blocks.iter().find(|b| b.tag() == "PRIVATE KEY") {
         return Ok(b.contents().to_vec());
@@ -223,21 +260,100 @@ pub fn read_pkcs8(path: &Path) -> Result<Vec<u8>, AuthError> {
 /// Loads an Ed25519 signing key (PKCS#8 PEM), refusing a file that anyone
 /// but its owner may read.
 pub fn load_signing_key(path: &Path) -> Result<Ed25519KeyPair, AuthError> {
-    use std::os::unix::fs::PermissionsExt;
-    let meta = std::fs::metadata(path)
-        .map_err(|e| AuthError::Io(format!("read {}: {e}", path.display())))?;
-    let mode = meta.permissions().mode() & 0o777;
-    if mode & 0o077 != 0 {
-        return Err(AuthError::Io(format!(
-            "signing key {} has mode {mode:03o}; it must be readable by its owner only (chmod 600)",
-            path.display()
-        )));
-    }
-    let der = read_pkcs8(path)?;
+    let der = pkcs8_from_pem(path, &read_owner_only(path, "signing key")?)?;
     Ed25519KeyPair::from_pkcs8_maybe_unchecked(&der).map_err(|e| {
         AuthError::malformed(
             "signing key",
             format!("{}: not an Ed25519 PKCS#8 key: {e}", path.display()),
         )
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use std::os::unix::fs::PermissionsExt;
+
+    use super::*;
+
+    fn key_file(dir: &Path, mode: u32) -> (std::path::PathBuf, Vec<u8>) {
+        let der = generate_ecdsa_p256().unwrap();
+        let path = dir.join(format!("server-{mode:o}.key"));
+        let text = pem::encode(&pem::Pem::new("PRIVATE KEY", der.clone()));
+        std::fs::write(&path, text).unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode)).unwrap();
+        (path, der)
+    }
+
+    #[test]
+    fn read_private_key_accepts_owner_only_files() {
+        let dir = tempfile::tempdir().unwrap();
+        for mode in [0o600, 0o400] {
+            let (path, der) = key_file(dir.path(), mode);
+            assert_eq!(read_private_key(&path).unwrap(), der, "mode {mode:o}");
+        }
+    }
+
+    #[test]
+    fn read_private_key_refuses_group_or_other_access() {
+        let dir = tempfile::tempdir().unwrap();
+        for mode in [0o644, 0o640, 0o604, 0o660, 0o666] {
+            let (path, _) = key_file(dir.path(), mode);
+            let msg = read_private_key(&path).unwrap_err().to_string();
+            assert!(msg.contains(&path.display().to_string()), "{msg}");
+            assert!(msg.contains(&format!("mode {mode:03o}")), "{msg}");
+            assert!(msg.contains("chmod 600"), "{msg}");
+            // Without the check, the same file reads fine.
+            assert!(read_pkcs8(&path).is_ok());
+        }
+        let (path, _) = key_file(dir.path(), 0o644);
+        assert_eq!(
+            read_private_key(&path).unwrap_err().to_string(),
+            format!(
+                "private key {p} has mode 644; it must be readable by its owner only (chmod 600 {p})",
+                p = path.display()
+            )
+        );
+    }
+
+    #[test]
+    fn read_private_key_missing_file_names_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("nope.key");
+        let msg = read_private_key(&path).unwrap_err().to_string();
+        assert!(msg.contains(&path.display().to_string()), "{msg}");
+        assert!(msg.contains("No such file"), "{msg}");
+    }
+
+    #[test]
+    fn read_private_key_still_wants_pkcs8() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("ec.key");
+        write_secret(
+            &path,
+            pem::encode(&pem::Pem::new("EC PRIVATE KEY", vec![1, 2, 3])).as_bytes(),
+        )
+        .unwrap();
+        let msg = read_private_key(&path).unwrap_err().to_string();
+        assert!(msg.contains("openssl pkcs8"), "{msg}");
+    }
+
+    #[test]
+    fn load_signing_key_refuses_group_readable_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("lbone.key");
+        let der = generate_ed25519().unwrap();
+        write_secret(
+            &path,
+            pem::encode(&pem::Pem::new("PRIVATE KEY", der)).as_bytes(),
+        )
+        .unwrap();
+        assert!(load_signing_key(&path).is_ok());
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o640)).unwrap();
+        let msg = load_signing_key(&path).err().unwrap().to_string();
+        assert!(msg.starts_with("signing key "), "{msg}");
+        assert!(
+            msg.contains("mode 640") && msg.contains("chmod 600"),
+            "{msg}"
+        );
+    }
 }
