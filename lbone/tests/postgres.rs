@@ -29,4 +29,5 @@ suite!(
     status_page,
     lors_cli,
     shutdown_is_prompt,
+    removed_members,
 );

@@ -28,6 +28,7 @@ suite!(
     status_page,
     lors_cli,
     shutdown_is_prompt,
+    removed_members,
 );
 
 /// A server key that group or others may read: `lbone serve` refuses to

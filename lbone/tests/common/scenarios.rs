@@ -677,3 +677,59 @@ pub fn shutdown_is_prompt(db: Db) {
     );
     assert!(g.log_text().contains("L-Bone stopped"));
 }
+
+/// A VO admin removes a member: the member's queries are refused (no more
+/// grants) while the others carry on; only the VO's admins may remove,
+/// list or restore, never themselves; restoring grants again.
+pub fn removed_members(db: Db) {
+    let g = Grid::start(db, Settings::default());
+    let admin1 = g.pki.user("admin1", "vo1", &["admins"]);
+    let admin2 = g.pki.user("admin2", "vo2", &["admins"]);
+    let bob = g.pki.user("bob", "vo1", &["users"]);
+    let carol = g.pki.user("carol", "vo1", &["users"]);
+    let depot = Depot::start(g.path(), "d1", "256MiB");
+    g.register(&admin1, "d1", depot.port, BRNO, &[]);
+    g.wait_available("vo1", &["d1"]);
+    assert_eq!(g.offered(&bob, &all()), ["d1"]);
+
+    // Not an admin of vo1: refused, whether a member or another VO's admin.
+    for who in [&carol, &admin2] {
+        let out = g.admin(who, &["member", "remove", "--vo", "vo1", &bob.vo_id]);
+        assert!(stderr(&out).contains("HTTP 403"), "{}", stderr(&out));
+    }
+    let out = g.admin(&carol, &["member", "list", "--vo", "vo1"]);
+    assert!(stderr(&out).contains("HTTP 403"), "{}", stderr(&out));
+    // Not oneself, not a malformed VO ID.
+    let out = g.admin(&admin1, &["member", "remove", "--vo", "vo1", &admin1.vo_id]);
+    assert!(stderr(&out).contains("yourself"), "{}", stderr(&out));
+    let out = g.admin(&admin1, &["member", "remove", "--vo", "vo1", "bad id"]);
+    assert!(stderr(&out).contains("HTTP 400"), "{}", stderr(&out));
+    assert_eq!(g.offered(&bob, &all()), ["d1"], "nothing happened yet");
+
+    let r = g.admin_ok(&admin1, &["member", "remove", "--vo", "vo1", &bob.vo_id]);
+    assert_eq!(r["removed"], true);
+    assert_eq!(r["already"], false);
+    let r = g.admin_ok(&admin1, &["member", "remove", "--vo", "vo1", &bob.vo_id]);
+    assert_eq!(r["already"], true);
+    match g.query(&bob, &all()) {
+        Err(lors::Error::Forbidden(m)) | Err(lors::Error::Refused(m)) => {
+            assert!(m.contains("removed member"), "{m}")
+        }
+        other => panic!("expected a refusal, got {other:?}"),
+    }
+    assert_eq!(g.offered(&carol, &all()), ["d1"]);
+    let list = g.admin_ok(&admin1, &["member", "list", "--vo", "vo1"]);
+    let removed = list["removed"].as_array().expect("a list");
+    assert_eq!(removed.len(), 1, "{list}");
+    assert_eq!(removed[0]["vo_id"], bob.vo_id.as_str());
+    assert_eq!(removed[0]["removed_by"], admin1.vo_id.as_str());
+    // vo2 knows nothing of it.
+    let list = g.admin_ok(&admin2, &["member", "list", "--vo", "vo2"]);
+    assert_eq!(list["removed"].as_array().map(Vec::len), Some(0));
+
+    // Restored: grants again; restoring twice is "not found".
+    g.admin_ok(&admin1, &["member", "restore", "--vo", "vo1", &bob.vo_id]);
+    assert_eq!(g.offered(&bob, &all()), ["d1"]);
+    let out = g.admin(&admin1, &["member", "restore", "--vo", "vo1", &bob.vo_id]);
+    assert!(stderr(&out).contains("HTTP 404"), "{}", stderr(&out));
+}
