@@ -10,47 +10,23 @@
 //!   The skew is real: the daemon runs under libfaketime (Debian package
 //!   `faketime`, installed by scripts/test).
 
+mod common;
+
 use std::path::{Path, PathBuf};
 use std::process::Output;
 use std::time::Duration;
 
+use common::{bytes, download_is, lors, ok, s, text, write};
 use ibp_grid::grid::{Daemon, Grid, GridOptions};
-use ibp_grid::run_bounded;
-
-const LIMIT: Duration = Duration::from_secs(120);
 
 fn grid() -> Grid {
-    Grid::start(GridOptions {
+    common::start(GridOptions {
         depots: 3,
         // Crypto-level data ports too (bulk data in clear beside TLS).
         data_port: true,
         users: vec!["alice".into(), "bob".into()],
         ..Default::default()
     })
-    .expect("grid starts")
-}
-
-fn lors(g: &Grid, user: &str, args: &[&str]) -> Output {
-    let mut c = g.lors(user);
-    c.args(args)
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped());
-    run_bounded(c, LIMIT).expect("lors runs")
-}
-
-fn text(o: &Output) -> String {
-    format!(
-        "exit {:?}\nstdout: {}\nstderr: {}",
-        o.status.code(),
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
-}
-
-#[track_caller]
-fn ok(o: Output) -> String {
-    assert!(o.status.success(), "lors failed: {}", text(&o));
-    String::from_utf8_lossy(&o.stdout).into_owned()
 }
 
 /// Fails with `code` and says `what` (case-insensitive) on stderr.
@@ -63,25 +39,6 @@ fn fails(o: Output, code: i32, what: &str) -> String {
     String::from_utf8_lossy(&o.stderr).into_owned()
 }
 
-fn bytes(n: usize, seed: u64) -> Vec<u8> {
-    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    let mut out = Vec::with_capacity(n + 8);
-    while out.len() < n {
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        out.extend_from_slice(&x.to_le_bytes());
-    }
-    out.truncate(n);
-    out
-}
-
-fn write(dir: &Path, name: &str, data: &[u8]) -> String {
-    let p = dir.join(name);
-    std::fs::write(&p, data).expect("write input");
-    p.display().to_string()
-}
-
 fn out_path(g: &Grid, user: &str, name: &str) -> PathBuf {
     g.user(user).dir.join(name)
 }
@@ -92,17 +49,6 @@ fn set_up_alice(g: &Grid) {
     ok(lors(g, "alice", &["mkdir", "/vo1/alice"]));
 }
 
-#[track_caller]
-fn downloads_identical(g: &Grid, user: &str, path: &str, data: &[u8], name: &str) {
-    let back = out_path(g, user, name);
-    ok(lors(g, user, &["download", path, back.to_str().unwrap()]));
-    assert!(
-        std::fs::read(&back).expect("read the download") == data,
-        "{path}: the download differs"
-    );
-    let _ = std::fs::remove_file(back);
-}
-
 #[test]
 fn with_the_lbone_down_uploads_fail_clearly_and_downloads_still_work() {
     let mut g = grid();
@@ -111,7 +57,9 @@ fn with_the_lbone_down_uploads_fail_clearly_and_downloads_still_work() {
     let ec = bytes(9 << 20, 1);
     let copies = bytes(3 << 20, 2);
     let src_ec = write(&dir, "ec", &ec);
+    let src_ec = s(&src_ec).to_owned();
     let src_copies = write(&dir, "copies", &copies);
+    let src_copies = s(&src_copies).to_owned();
     ok(lors(
         &g,
         "alice",
@@ -159,14 +107,14 @@ fn with_the_lbone_down_uploads_fail_clearly_and_downloads_still_work() {
     assert_ne!(o.status.code(), Some(0), "{}", text(&o));
 
     // Downloads need only the metadata manager's ticket.
-    downloads_identical(&g, "alice", "/vo1/alice/ec", &ec, "ec.out");
-    downloads_identical(&g, "alice", "/vo1/alice/copies", &copies, "copies.out");
+    download_is(&g, "alice", "/vo1/alice/ec", &ec, "ec.out");
+    download_is(&g, "alice", "/vo1/alice/copies", &copies, "copies.out");
     // The crypto level's data ports want grants: read over TLS instead.
-    downloads_identical(&g, "alice", "/vo1/alice/crypto", &copies, "crypto.out");
-    downloads_identical(&g, "bob", "/vo1/alice/ec", &ec, "ec.bob");
+    download_is(&g, "alice", "/vo1/alice/crypto", &copies, "crypto.out");
+    download_is(&g, "bob", "/vo1/alice/ec", &ec, "ec.bob");
     // Also with a depot down as well: parity still rebuilds.
     g.kill_depot(2);
-    downloads_identical(&g, "alice", "/vo1/alice/ec", &ec, "ec.out2");
+    download_is(&g, "alice", "/vo1/alice/ec", &ec, "ec.out2");
     g.restart_depot(2).expect("depot restarts");
 
     // Back up: uploads work again.
@@ -178,7 +126,7 @@ fn with_the_lbone_down_uploads_fail_clearly_and_downloads_still_work() {
         "alice",
         &["upload", &src_copies, "/vo1/alice/new"],
     ));
-    downloads_identical(&g, "alice", "/vo1/alice/new", &copies, "new.out");
+    download_is(&g, "alice", "/vo1/alice/new", &copies, "new.out");
 }
 
 #[test]
@@ -188,6 +136,7 @@ fn with_the_metadata_manager_down_the_message_names_it_and_xnd_downloads_work() 
     let dir = g.user("alice").dir.clone();
     let data = bytes(5 << 20, 3);
     let src = write(&dir, "f", &data);
+    let src = s(&src).to_owned();
     ok(lors(
         &g,
         "alice",
@@ -239,7 +188,7 @@ fn with_the_metadata_manager_down_the_message_names_it_and_xnd_downloads_work() 
     assert!(std::fs::read(&back).expect("read") == data);
 
     g.restart_mdm().expect("metadata manager restarts");
-    downloads_identical(&g, "alice", "/vo1/alice/f", &data, "f.again");
+    download_is(&g, "alice", "/vo1/alice/f", &data, "f.again");
 }
 
 /// libfaketime's library (Debian's `faketime` package).
@@ -279,6 +228,7 @@ fn a_minute_of_clock_skew_is_tolerated_and_ten_minutes_are_refused_naming_it() {
     let dir = g.user("alice").dir.clone();
     let data = bytes(2 << 20, 4);
     let src = write(&dir, "f", &data);
+    let src = s(&src).to_owned();
     ok(lors(
         &g,
         "alice",
@@ -289,7 +239,7 @@ fn a_minute_of_clock_skew_is_tolerated_and_ten_minutes_are_refused_naming_it() {
     // future" for the depots, within the allowance.
     g.restart_with_env(Daemon::MetadataManager, skewed("+60s"))
         .expect("metadata manager restarts skewed");
-    downloads_identical(&g, "alice", "/vo1/alice/f", &data, "f.1");
+    download_is(&g, "alice", "/vo1/alice/f", &data, "f.1");
     // The L-Bone a minute behind: its grants still count at the depots,
     // and alice's proxy (back-dated) is valid there.
     g.restart_with_env(Daemon::Lbone, skewed("-60s"))
@@ -299,7 +249,7 @@ fn a_minute_of_clock_skew_is_tolerated_and_ten_minutes_are_refused_naming_it() {
         "alice",
         &["upload", &src, "/vo1/alice/g", "--copies", "2"],
     ));
-    downloads_identical(&g, "alice", "/vo1/alice/g", &data, "g.1");
+    download_is(&g, "alice", "/vo1/alice/g", &data, "g.1");
 
     // Ten minutes ahead: the depots refuse its tickets, saying why.
     g.restart_with_env(Daemon::MetadataManager, skewed("+10m"))
@@ -331,5 +281,5 @@ fn a_minute_of_clock_skew_is_tolerated_and_ten_minutes_are_refused_naming_it() {
         "alice",
         &["upload", &src, "/vo1/alice/h", "--copies", "2"],
     ));
-    downloads_identical(&g, "alice", "/vo1/alice/h", &data, "h.1");
+    download_is(&g, "alice", "/vo1/alice/h", &data, "h.1");
 }

@@ -1,5 +1,5 @@
 //! Helpers shared by the end-to-end tests of the root package
-//! (`e2e_faults.rs`, `e2e_many.rs`, `status_page.rs`): running the grid's
+//! (`e2e_faults.rs`, `e2e_services.rs`, `e2e_many.rs`, `status_page.rs`): running the grid's
 //! `lors` binary as a user with a time limit, reading its output, test data,
 //! bounded waits and process memory.
 //!
