@@ -480,8 +480,8 @@ async fn secure_request(depot: &Depot, conn: &mut Conn, line: &[u8]) -> bool {
         .session
         .as_ref()
         .is_some_and(|s| s.not_after.saturating_add(skew) < ibp_auth::unix_now());
-    // A LOAD may come without a session: its file ticket, signed by the
-    // metadata manager for the TLS peer's key, is the authorization
+    // A LOAD needs no session (or an expired one): its file ticket, signed
+    // by the metadata manager for the TLS peer's key, is the authorization
     // (reads work while the L-Bone is down).
     let ticket_read =
         matches!(request, SecureRequest::Load(_)) && matches!(conn.peer_identity, Some(Ok(_)));
@@ -498,7 +498,7 @@ async fn secure_request(depot: &Depot, conn: &mut Conn, line: &[u8]) -> bool {
             IbpError::CapAccessDenied,
             format!("{name} in a delegated (depot) session: only STORE and WRITE"),
         ))
-    } else if expired && command.is_some() {
+    } else if expired && command.is_some() && !ticket_read {
         // Revocation through short lifetimes: a session lasts as long as its grant.
         Err(Failure::Refused(
             IbpError::CapAccessDenied,

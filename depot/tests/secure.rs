@@ -714,9 +714,13 @@ async fn session_ends_with_its_grant() {
         "vo1",
         "vo1:0001",
     );
+    let caps = stored(&g, &depot, &a).await;
     let mut c = g.connect(&depot, &a).await;
     c.auth(&grant).await.unwrap();
     tokio::time::sleep(Duration::from_secs(4)).await;
+    // A LOAD's ticket is its own authorization, session or not.
+    let data = c.load(&caps.read, 0, 5, Some(&g.ticket(&a))).await.unwrap();
+    assert_eq!(data, b"hello");
     let (e, reason) = refused(c.allocate(Rid(0), Reliability::Hard, 600, 1024).await);
     assert_eq!(e, IbpError::CapAccessDenied);
     assert!(reason.contains("expired"), "{reason}");
