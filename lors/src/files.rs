@@ -375,18 +375,28 @@ pub async fn read_pool(grid: &Grid, x: &Exnode) -> Result<Arc<Pool>, Error> {
         "read|secure"
     };
     let now = crate::transfer::now();
-    if let Some(p) = grid
-        .cache
+    if let Some(p) = cached_pool(grid, key, |p| {
+        p.valid_until > now && secure.iter().all(|d| p.pool.has_grant(d))
+    }) {
+        return Ok(p);
+    }
+    let (setup, valid_until) = access_and_expiry(grid, x).await?;
+    Ok(cache_pool(grid, key, valid_until, pool(grid, setup)))
+}
+
+/// The session's cached read pool under `key`, if `usable`.
+fn cached_pool(grid: &Grid, key: &str, usable: impl Fn(&Placed) -> bool) -> Option<Arc<Pool>> {
+    grid.cache
         .placements
         .lock()
         .unwrap_or_else(|e| e.into_inner())
         .get(key)
-        .filter(|p| p.valid_until > now && secure.iter().all(|d| p.pool.has_grant(d)))
-    {
-        return Ok(p.pool.clone());
-    }
-    let (setup, valid_until) = access_and_expiry(grid, x).await?;
-    let pool = pool(grid, setup);
+        .filter(|p| usable(p))
+        .map(|p| p.pool.clone())
+}
+
+/// Keeps a read pool in the session's cache under `key` until `valid_until`.
+fn cache_pool(grid: &Grid, key: &str, valid_until: i64, pool: Arc<Pool>) -> Arc<Pool> {
     grid.cache
         .placements
         .lock()
@@ -399,7 +409,7 @@ pub async fn read_pool(grid: &Grid, x: &Exnode) -> Result<Arc<Pool>, Error> {
                 pool: pool.clone(),
             },
         );
-    Ok(pool)
+    pool
 }
 
 /// A pool for downloading `x`. A LOAD's file ticket is its authorization,
@@ -425,14 +435,8 @@ pub async fn download_pool(grid: &Grid, x: &Exnode) -> Result<Arc<Pool>, Error> 
         .iter()
         .any(|m| m.security.is_some_and(|s| s != Security::Legacy));
     let key = if secure { "read|ticket" } else { "read|legacy" };
-    let cached = grid
-        .cache
-        .placements
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .get(key)
-        .map(|p| p.pool.clone());
-    if let Some(p) = cached {
+    // No grants in it: it never goes stale.
+    if let Some(p) = cached_pool(grid, key, |_| true) {
         return Ok(p);
     }
     let setup = SecureSetup {
@@ -440,20 +444,7 @@ pub async fn download_pool(grid: &Grid, x: &Exnode) -> Result<Arc<Pool>, Error> 
         grants: Default::default(),
         ticket_reads: true,
     };
-    let pool = pool(grid, setup);
-    grid.cache
-        .placements
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .insert(
-            key.to_owned(),
-            Placed {
-                valid_until: i64::MAX,
-                targets: Vec::new(),
-                pool: pool.clone(),
-            },
-        );
-    Ok(pool)
+    Ok(cache_pool(grid, key, i64::MAX, pool(grid, setup)))
 }
 
 fn pool(grid: &Grid, setup: SecureSetup) -> Arc<Pool> {
