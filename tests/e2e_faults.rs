@@ -6,7 +6,8 @@
 //! - a depot SIGKILLed during an erasure-coded download, then restarted;
 //! - a depot whose disk (resource) is full;
 //! - allocations expiring: refreshed in time, or lost and repaired;
-//! - a user removed from the VO in the middle of a session.
+//! - a user removed from the VO in the middle of a session (and restored,
+//!   with his files, at the end).
 //!
 //! Every check is on content (bytes read back, exit codes, messages), every
 //! wait is bounded, nothing is skipped.
@@ -589,16 +590,12 @@ fn a_member_removed_from_the_vo_mid_session_is_refused_while_others_keep_working
 
     // 1. The online CA: bob's login identity is removed from vo1; he can
     // log in no more.
-    let mut c = std::process::Command::new(&g.bins.online_ca);
-    c.arg("admin").arg("--config").arg(&g.ca_config).args([
-        "member",
-        "remove",
-        "--vo",
-        "vo1",
-        "--identity",
-        "local:bob",
-    ]);
-    let o = run_limited(c, Duration::from_secs(60));
+    let ca_admin = |args: &[&str]| {
+        let mut c = std::process::Command::new(&g.bins.online_ca);
+        c.arg("admin").arg("--config").arg(&g.ca_config).args(args);
+        run_limited(c, Duration::from_secs(60))
+    };
+    let o = ca_admin(&["member", "remove", "--vo", "vo1", "--identity", "local:bob"]);
     assert!(
         o.status.success(),
         "online-ca admin member remove: {}",
@@ -719,4 +716,48 @@ fn a_member_removed_from_the_vo_mid_session_is_refused_while_others_keep_working
     }
     // bob's file is still there for the VO admin to see.
     ok(lors(&g, "alice", &["stat", "/vo1/bob-1"]));
+
+    // 4. bob comes back: the CA links his login to his former VO ID (his
+    // files are keyed by it), and the other two services restore him.
+    let bob_vo_id = g.user("bob").vo_id.clone();
+    let o = ca_admin(&["member", "list", "--vo", "vo1", "--former"]);
+    assert!(
+        o.status.success() && String::from_utf8_lossy(&o.stdout).contains(&bob_vo_id),
+        "bob's VO ID among the former ones: {}",
+        text(&o)
+    );
+    let o = ca_admin(&[
+        "member",
+        "add",
+        "--vo",
+        "vo1",
+        "--identity",
+        "local:bob",
+        "--vo-id",
+        &bob_vo_id,
+    ]);
+    assert!(
+        o.status.success()
+            && String::from_utf8_lossy(&o.stdout).contains(&format!(
+                "restored local:bob to VO vo1 with VO ID {bob_vo_id}"
+            )),
+        "online-ca admin member add --vo-id (restore): {}",
+        text(&o)
+    );
+    g.login("bob").expect("bob logs in again after the restore");
+    ok(lors(&g, "alice", &["members", "restore", &bob_vo_id]));
+    let o = lbone_admin(&["member", "restore", "--vo", "vo1", &bob_vo_id]);
+    assert!(
+        o.status.success(),
+        "lbone admin member restore: {}",
+        text(&o)
+    );
+    download_is(
+        &g,
+        "bob",
+        "/vo1/bob-1",
+        &bobs,
+        "bob's own file after his return",
+    );
+    ok(lors(&g, "bob", &["depots"]));
 }

@@ -44,7 +44,8 @@ pub enum AdminCmd {
 pub enum MemberCmd {
     /// Adds an identity to a VO: a new VO ID (UUID) unless it has one, or
     /// with --vo-id, linked to an existing VO ID (a second certificate or
-    /// login method of the same user).
+    /// login method of the same user) or to a former one (a returning
+    /// member gets their files back; see `member list --former`).
     Add {
         #[arg(long)]
         vo: String,
@@ -65,12 +66,15 @@ pub enum MemberCmd {
         #[arg(long)]
         identity: String,
     },
-    /// Lists the identities of a VO.
+    /// Lists the identities of a VO; with --former, the former VO IDs
+    /// (every identity removed) instead.
     List {
         #[arg(long)]
         vo: String,
         #[arg(long)]
         json: bool,
+        #[arg(long)]
+        former: bool,
     },
 }
 
@@ -269,20 +273,52 @@ async fn run_db(cfg: &Config, store: &Store, cmd: AdminCmd) -> anyhow::Result<()
                 for g in &added.new_groups {
                     println!("created group {g} in VO {vo}");
                 }
+                let (verb, prep) = match (added.restored, added.new_identity) {
+                    (true, _) => ("restored", "to"),
+                    (false, true) => ("added", "to"),
+                    (false, false) => ("kept", "in"),
+                };
                 println!(
-                    "{} {identity} {} VO {vo} with VO ID {}",
-                    if added.new_identity { "added" } else { "kept" },
-                    if added.new_identity { "to" } else { "in" },
+                    "{verb} {identity} {prep} VO {vo} with VO ID {}",
                     added.vo_id
                 );
             }
             MemberCmd::Remove { vo, identity } => {
                 let removed = store.member_remove(&vo, &identity).await?;
-                for id in removed {
-                    println!("removed {id} from VO {vo}");
+                for (id, vo_id) in &removed.identities {
+                    println!("removed {id} (VO ID {vo_id}) from VO {vo}");
+                }
+                for vo_id in &removed.former_vo_ids {
+                    println!(
+                        "VO ID {vo_id} has no identity left in VO {vo}; \
+                         `member add --vo {vo} --identity ... --vo-id {vo_id}` restores it"
+                    );
                 }
             }
-            MemberCmd::List { vo, json } => {
+            MemberCmd::List {
+                vo,
+                json,
+                former: true,
+            } => {
+                let rows = store.former_list(&vo).await?;
+                if json {
+                    println!("{}", serde_json::to_string_pretty(&rows)?);
+                } else {
+                    for r in rows {
+                        println!(
+                            "{}\tremoved {} (last identity {})",
+                            r.vo_id,
+                            utc(r.removed_at),
+                            r.last_identity
+                        );
+                    }
+                }
+            }
+            MemberCmd::List {
+                vo,
+                json,
+                former: false,
+            } => {
                 let rows = store.member_list(&vo).await?;
                 if json {
                     println!("{}", serde_json::to_string_pretty(&rows)?);

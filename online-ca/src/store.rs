@@ -18,6 +18,11 @@
 //!   identity removes those links too.
 //! - `vo_groups (vo, name, group_id)`, `group_members (vo, group_id, vo_id)`:
 //!   groups hold users (VO IDs), not identities.
+//! - `former_vo_ids (vo, vo_id, last_identity, removed_at)`: VO IDs whose
+//!   last identity was removed. Files and ACLs at the metadata manager are
+//!   keyed by VO ID, so a returning member is linked back to theirs with
+//!   `member add --vo-id` (which accepts a current or a former VO ID of the
+//!   same VO, never an invented one); the restore deletes the row.
 //! - `audit (id, kind, serial, subject, identity, vo, vo_id, not_before,
 //!   not_after, lifetime, issued_at, remote)`: one row per issued
 //!   certificate (`kind = certificate`) or attribute set for an existing
@@ -30,28 +35,29 @@ use sqlx::any::AnyPoolOptions;
 use sqlx::{AnyPool, Row};
 
 /// Migrations, applied in order; never edit one that has shipped.
-const MIGRATIONS: &[&[&str]] = &[&[
-    "CREATE TABLE members (
+const MIGRATIONS: &[&[&str]] = &[
+    &[
+        "CREATE TABLE members (
         vo TEXT NOT NULL,
         identity TEXT NOT NULL,
         vo_id TEXT NOT NULL,
         linked_from TEXT,
         created_at BIGINT NOT NULL,
         PRIMARY KEY (vo, identity))",
-    "CREATE INDEX members_by_vo_id ON members (vo, vo_id)",
-    "CREATE INDEX members_by_origin ON members (vo, linked_from)",
-    "CREATE TABLE vo_groups (
+        "CREATE INDEX members_by_vo_id ON members (vo, vo_id)",
+        "CREATE INDEX members_by_origin ON members (vo, linked_from)",
+        "CREATE TABLE vo_groups (
         vo TEXT NOT NULL,
         name TEXT NOT NULL,
         group_id TEXT NOT NULL,
         created_at BIGINT NOT NULL,
         PRIMARY KEY (vo, name))",
-    "CREATE TABLE group_members (
+        "CREATE TABLE group_members (
         vo TEXT NOT NULL,
         group_id TEXT NOT NULL,
         vo_id TEXT NOT NULL,
         PRIMARY KEY (vo, group_id, vo_id))",
-    "CREATE TABLE audit (
+        "CREATE TABLE audit (
         id TEXT PRIMARY KEY,
         kind TEXT NOT NULL,
         serial TEXT NOT NULL,
@@ -64,8 +70,15 @@ const MIGRATIONS: &[&[&str]] = &[&[
         lifetime BIGINT NOT NULL,
         issued_at BIGINT NOT NULL,
         remote TEXT NOT NULL)",
-    "CREATE INDEX audit_by_time ON audit (issued_at)",
-]];
+        "CREATE INDEX audit_by_time ON audit (issued_at)",
+    ],
+    &["CREATE TABLE former_vo_ids (
+        vo TEXT NOT NULL,
+        vo_id TEXT NOT NULL,
+        last_identity TEXT NOT NULL,
+        removed_at BIGINT NOT NULL,
+        PRIMARY KEY (vo, vo_id))"],
+];
 
 /// A VO group.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -118,8 +131,28 @@ pub struct Added {
     pub vo_id: String,
     /// The identity was not a member before.
     pub new_identity: bool,
+    /// `vo_id` was a former VO ID (every identity of it had been removed)
+    /// and is a member again.
+    pub restored: bool,
     /// Groups created on the way.
     pub new_groups: Vec<String>,
+}
+
+/// What `member_remove` did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Removed {
+    /// (identity, VO ID) of every identity removed.
+    pub identities: Vec<(String, String)>,
+    /// VO IDs left without identities: former members now.
+    pub former_vo_ids: Vec<String>,
+}
+
+/// A VO ID whose last identity was removed, for `member list --former`.
+#[derive(Debug, Clone, Serialize)]
+pub struct FormerRow {
+    pub vo_id: String,
+    pub last_identity: String,
+    pub removed_at: i64,
 }
 
 #[derive(Clone, Debug)]
@@ -266,6 +299,7 @@ impl Store {
                 .await?
                 .map(|r| r.try_get("vo_id"))
                 .transpose()?;
+        let mut former = false;
         if let Some(want) = vo_id {
             let known = sqlx::query("SELECT vo_id FROM members WHERE vo = $1 AND vo_id = $2")
                 .bind(vo)
@@ -274,7 +308,16 @@ impl Store {
                 .await?
                 .is_some();
             if !known {
-                bail!("VO ID {want} is not a member of VO {vo}");
+                former =
+                    sqlx::query("SELECT vo_id FROM former_vo_ids WHERE vo = $1 AND vo_id = $2")
+                        .bind(vo)
+                        .bind(want)
+                        .fetch_optional(&mut *tx)
+                        .await?
+                        .is_some();
+                if !former {
+                    bail!("VO ID {want} is not a member of VO {vo}, nor a former one");
+                }
             }
         }
         let (vo_id, new_identity) = match (existing, vo_id) {
@@ -299,6 +342,14 @@ impl Store {
                 (id, true)
             }
         };
+        let restored = former && new_identity;
+        if restored {
+            sqlx::query("DELETE FROM former_vo_ids WHERE vo = $1 AND vo_id = $2")
+                .bind(vo)
+                .bind(&vo_id)
+                .execute(&mut *tx)
+                .await?;
+        }
         let mut new_groups = Vec::new();
         for name in groups {
             let (gid, created) = group_ensure(&mut tx, vo, name).await?;
@@ -319,6 +370,7 @@ impl Store {
         Ok(Added {
             vo_id,
             new_identity,
+            restored,
             new_groups,
         })
     }
@@ -349,8 +401,8 @@ impl Store {
 
     /// Removes `identity` from `vo`, with the certificates linked
     /// automatically from it. A VO ID left without identities leaves its
-    /// groups. Returns the identities removed.
-    pub async fn member_remove(&self, vo: &str, identity: &str) -> anyhow::Result<Vec<String>> {
+    /// groups and becomes a former VO ID (`former_vo_ids`).
+    pub async fn member_remove(&self, vo: &str, identity: &str) -> anyhow::Result<Removed> {
         let mut tx = self.pool.begin().await?;
         let rows = sqlx::query(
             "SELECT identity, vo_id FROM members
@@ -366,11 +418,14 @@ impl Store {
         {
             bail!("{identity} is not a member of VO {vo}");
         }
-        let mut removed = Vec::new();
+        let mut removed = Removed::default();
         let mut vo_ids = Vec::new();
         for r in &rows {
-            removed.push(r.try_get::<String, _>("identity")?);
-            vo_ids.push(r.try_get::<String, _>("vo_id")?);
+            let id: String = r.try_get("vo_id")?;
+            removed
+                .identities
+                .push((r.try_get::<String, _>("identity")?, id.clone()));
+            vo_ids.push(id);
         }
         sqlx::query("DELETE FROM members WHERE vo = $1 AND (identity = $2 OR linked_from = $2)")
             .bind(vo)
@@ -392,10 +447,43 @@ impl Store {
                     .bind(&id)
                     .execute(&mut *tx)
                     .await?;
+                sqlx::query(
+                    "INSERT INTO former_vo_ids (vo, vo_id, last_identity, removed_at)
+                     VALUES ($1, $2, $3, $4)
+                     ON CONFLICT (vo, vo_id) DO UPDATE
+                     SET last_identity = excluded.last_identity, removed_at = excluded.removed_at",
+                )
+                .bind(vo)
+                .bind(&id)
+                .bind(identity)
+                .bind(now())
+                .execute(&mut *tx)
+                .await?;
+                removed.former_vo_ids.push(id);
             }
         }
         tx.commit().await?;
         Ok(removed)
+    }
+
+    /// The former VO IDs of `vo`, newest removal first.
+    pub async fn former_list(&self, vo: &str) -> anyhow::Result<Vec<FormerRow>> {
+        let rows = sqlx::query(
+            "SELECT vo_id, last_identity, removed_at FROM former_vo_ids
+              WHERE vo = $1 ORDER BY removed_at DESC, vo_id",
+        )
+        .bind(vo)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(FormerRow {
+                    vo_id: r.try_get("vo_id")?,
+                    last_identity: r.try_get("last_identity")?,
+                    removed_at: r.try_get("removed_at")?,
+                })
+            })
+            .collect()
     }
 
     /// Every identity of `vo`, with its VO ID and group names.
@@ -655,7 +743,10 @@ mod tests {
             .await
             .unwrap());
         let removed = s.member_remove("vo1", "local:alice").await.unwrap();
-        assert_eq!(removed.len(), 2);
+        assert_eq!(removed.identities.len(), 2);
+        assert!(removed.identities.iter().all(|(_, v)| *v == a.vo_id));
+        // radius:alice still holds the VO ID: not a former one yet.
+        assert!(removed.former_vo_ids.is_empty());
         assert!(s
             .membership("vo1", "cert:CN=CA|CN=alice")
             .await
@@ -664,8 +755,47 @@ mod tests {
         // radius:alice remains, with the group.
         let m = s.membership("vo1", "radius:alice").await.unwrap().unwrap();
         assert_eq!(m.groups.len(), 1);
-        s.member_remove("vo1", "radius:alice").await.unwrap();
+        let removed = s.member_remove("vo1", "radius:alice").await.unwrap();
+        assert_eq!(removed.former_vo_ids, vec![a.vo_id.clone()]);
         assert!(s.member_remove("vo1", "radius:alice").await.is_err());
+
+        // A returning member is linked back to the former VO ID (their
+        // files at the metadata manager are keyed by it); groups are not
+        // given back unless named again.
+        let former = s.former_list("vo1").await.unwrap();
+        assert_eq!(former.len(), 1);
+        assert_eq!(former[0].vo_id, a.vo_id);
+        assert_eq!(former[0].last_identity, "radius:alice");
+        assert!(s.former_list("vo2").await.unwrap().is_empty());
+        // Not from another VO, and not an invented VO ID.
+        s.member_add("vo2", "local:x", None, &[]).await.unwrap();
+        let e = s
+            .member_add("vo2", "local:alice", Some(&a.vo_id), &[])
+            .await
+            .unwrap_err();
+        assert!(e.to_string().contains("nor a former one"), "{e}");
+        assert!(s
+            .member_add("vo1", "local:alice", Some("0000"), &[])
+            .await
+            .is_err());
+        let back = s
+            .member_add("vo1", "local:alice", Some(&a.vo_id), &[])
+            .await
+            .unwrap();
+        assert_eq!(back.vo_id, a.vo_id);
+        assert!(back.restored && back.new_identity);
+        assert!(s.former_list("vo1").await.unwrap().is_empty());
+        let m = s.membership("vo1", "local:alice").await.unwrap().unwrap();
+        assert_eq!(m.vo_id, a.vo_id);
+        assert!(m.groups.is_empty());
+        // A second identity linked to it is a plain link now.
+        let linked = s
+            .member_add("vo1", "radius:alice", Some(&a.vo_id), &[])
+            .await
+            .unwrap();
+        assert!(!linked.restored && linked.new_identity);
+        s.member_remove("vo1", "radius:alice").await.unwrap();
+        s.member_remove("vo1", "local:alice").await.unwrap();
 
         // Groups.
         let c = s.member_add("vo1", "local:carol", None, &[]).await.unwrap();
