@@ -149,6 +149,18 @@ pub async fn download(
     sink: Sink,
     progress: Option<Progress>,
 ) -> Result<DownloadReport, TransferError> {
+    let r = download_ranges(x, pool.clone(), opts, sink, progress).await;
+    pool.free_spare();
+    r
+}
+
+async fn download_ranges(
+    x: &Exnode,
+    pool: Arc<Pool>,
+    opts: &DownloadOptions,
+    sink: Sink,
+    progress: Option<Progress>,
+) -> Result<DownloadReport, TransferError> {
     x.validate()
         .map_err(|e| TransferError::Exnode(e.to_string()))?;
     if x.encryption.is_some() && opts.key.is_none() {
@@ -201,7 +213,7 @@ pub async fn download(
         s => (None, s),
     };
     let to_file = file.is_some();
-    let writer = tokio::spawn(write_out(sink, rx));
+    let writer = tokio::spawn(write_out(sink, rx, pool.clone()));
     let mut tasks: JoinSet<Result<(), TransferError>> = JoinSet::new();
     let mut failure = None;
     for i in 0..ranges.len() {
@@ -232,13 +244,14 @@ pub async fn download(
             let data = match file {
                 Some(f) => {
                     let offset = e.offset;
-                    tokio::task::spawn_blocking(move || {
+                    let (r, data) = tokio::task::spawn_blocking(move || {
                         use std::os::unix::fs::FileExt;
-                        f.write_all_at(&data, offset)
+                        (f.write_all_at(&data, offset), data)
                     })
                     .await
-                    .map_err(|e| TransferError::Output(e.to_string()))?
-                    .map_err(|e| TransferError::Output(format!("cannot write the output: {e}")))?;
+                    .map_err(|e| TransferError::Output(e.to_string()))?;
+                    r.map_err(|e| TransferError::Output(format!("cannot write the output: {e}")))?;
+                    pool.recycle(data);
                     if let Some(w) = &opts.on_written {
                         w(e.offset);
                     }
@@ -307,6 +320,7 @@ fn flatten(
 async fn write_out(
     sink: Sink,
     mut rx: mpsc::Receiver<(u64, Vec<u8>, OwnedSemaphorePermit)>,
+    pool: Arc<Pool>,
 ) -> Result<u64, TransferError> {
     let mut total = 0u64;
     let out_err =
@@ -321,6 +335,7 @@ async fn write_out(
                     w.write_all(&data).await.map_err(out_err)?;
                     next += data.len() as u64;
                     total += data.len() as u64;
+                    pool.recycle(data);
                     drop(permit);
                 }
             }
@@ -331,6 +346,7 @@ async fn write_out(
         Sink::File(_) | Sink::Discard => {
             while let Some((_, data, permit)) = rx.recv().await {
                 total += data.len() as u64;
+                pool.recycle(data);
                 drop(permit);
             }
         }
@@ -369,7 +385,7 @@ pub(crate) async fn fetch_stored(
         .as_deref()
         .ok_or_else(|| FetchError::Depot("no read capability".into()))?;
     let cap = parse_cap(&m.depot, cap_text).map_err(|e| FetchError::Depot(e.to_string()))?;
-    let mut buf = Vec::new();
+    let mut buf = pool.buffer();
     let (mut conn, reused) = pool
         .checkout(&m.depot, level)
         .await

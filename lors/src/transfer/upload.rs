@@ -121,6 +121,7 @@ where
     let made: Arc<Mutex<Vec<Made>>> = Arc::default();
     let stored: Arc<Mutex<HashSet<u64>>> = Arc::default();
     let result = run(&mut src, targets, &pool, opts, progress, &made, &stored).await;
+    pool.free_spare();
     match result {
         Ok(x) => Ok(x),
         Err(e) => {
@@ -219,8 +220,10 @@ where
             .await
             .map_err(|_| TransferError::Input("upload cancelled".into()))?;
         // Capacity, not zeroed bytes: a small file does not touch a whole
-        // block's pages, a large one is not memset before being read.
-        let mut block = Vec::with_capacity(opts.block_size as usize);
+        // block's pages, a large one is not memset before being read. A
+        // block buffer of an earlier block is reused (`Pool::recycle`).
+        let mut block = pool.buffer();
+        block.reserve(opts.block_size as usize);
         let n = (&mut *src)
             .take(opts.block_size)
             .read_to_end(&mut block)
@@ -339,25 +342,31 @@ impl BlockCtx {
         let index = self.index;
         let redundancy = self.opts.redundancy;
         // Encryption, erasure coding and checksums off the I/O threads.
-        let pieces = tokio::task::spawn_blocking(move || -> Result<_, TransferError> {
+        let (pieces, spent) = tokio::task::spawn_blocking(move || -> Result<_, TransferError> {
             let mut block = block;
             if let Some(key) = &key {
                 crypto::apply_keystream(key, &file, index, &mut block)?;
             }
-            let pieces = match redundancy {
-                Redundancy::Copies(_) => vec![block],
-                Redundancy::Ec { k, m } => codec::encode(&block, k as usize, m as usize)?,
+            let (pieces, spent) = match redundancy {
+                Redundancy::Copies(_) => (vec![block], None),
+                Redundancy::Ec { k, m } => {
+                    (codec::encode(&block, k as usize, m as usize)?, Some(block))
+                }
             };
-            Ok(pieces
+            let pieces = pieces
                 .into_iter()
                 .map(|p| {
                     let sum = crypto::checksum(&p);
                     (Arc::new(p), sum)
                 })
-                .collect::<Vec<_>>())
+                .collect::<Vec<_>>();
+            Ok((pieces, spent))
         })
         .await
         .map_err(|e| TransferError::Input(format!("encoding task failed: {e}")))??;
+        if let Some(b) = spent {
+            self.pool.recycle(b);
+        }
 
         let claimed = Arc::new(Mutex::new(HashSet::new()));
         let n_targets = self.targets.len();
@@ -443,6 +452,14 @@ impl BlockCtx {
             }),
             Redundancy::Copies(_) => None,
         };
+        // Every store is done: the block (a copy's only piece) is ours again.
+        if let Redundancy::Copies(_) = redundancy {
+            for (p, _) in pieces {
+                if let Ok(b) = Arc::try_unwrap(p) {
+                    self.pool.recycle(b);
+                }
+            }
+        }
         if let Some(p) = &self.progress {
             p(len);
         }
