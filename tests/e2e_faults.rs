@@ -601,6 +601,17 @@ fn a_member_removed_from_the_vo_mid_session_is_refused_while_others_keep_working
         "online-ca admin member remove: {}",
         text(&o)
     );
+    // Bob's only identity is gone: the CA says so, and names the two
+    // commands that refuse the proxy he still holds.
+    let said = String::from_utf8_lossy(&o.stdout);
+    let bob_id = &g.user("bob").vo_id;
+    for want in [
+        format!("VO ID {bob_id} has no identity left in VO vo1"),
+        format!("lors members remove {bob_id} --vo vo1"),
+        format!("lbone admin member remove --vo vo1 {bob_id}"),
+    ] {
+        assert!(said.contains(&want), "{want:?} in {}", text(&o));
+    }
     let proxy = std::fs::read(g.proxy("bob")).expect("bob's proxy");
     let e = g.login("bob").expect_err("a removed member logs in");
     let e = format!("{e:#}");

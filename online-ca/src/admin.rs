@@ -293,6 +293,14 @@ async fn run_db(cfg: &Config, store: &Store, cmd: AdminCmd) -> anyhow::Result<()
                         "VO ID {vo_id} has no identity left in VO {vo}; \
                          `member add --vo {vo} --identity ... --vo-id {vo_id}` restores it"
                     );
+                    // The CA calls no other service: the proxy the member
+                    // holds stays valid until it expires unless the other
+                    // two refuse it (docs/vo-admin.md, "Removing a member").
+                    println!(
+                        "the proxy they hold stays valid until it expires; to refuse it now, as a VO admin:\n  \
+                         lors members remove {vo_id} --vo {vo}\n  \
+                         lbone admin member remove --vo {vo} {vo_id}"
+                    );
                 }
             }
             MemberCmd::List {
