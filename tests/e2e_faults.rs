@@ -601,14 +601,13 @@ fn a_member_removed_from_the_vo_mid_session_is_refused_while_others_keep_working
         "online-ca admin member remove: {}",
         text(&o)
     );
-    // Bob's only identity is gone: the CA says so, and names the two
-    // commands that refuse the proxy he still holds.
+    // Bob's only identity is gone: the CA says so, and names the command
+    // that refuses the proxy he still holds.
     let said = String::from_utf8_lossy(&o.stdout);
     let bob_id = &g.user("bob").vo_id;
     for want in [
         format!("VO ID {bob_id} has no identity left in VO vo1"),
-        format!("lors members remove {bob_id} --vo vo1"),
-        format!("lbone admin member remove --vo vo1 {bob_id}"),
+        format!("lors members remove {bob_id} --vo vo1    (metadata manager and L-Bone)"),
     ] {
         assert!(said.contains(&want), "{want:?} in {}", text(&o));
     }
@@ -637,11 +636,14 @@ fn a_member_removed_from_the_vo_mid_session_is_refused_while_others_keep_working
     );
 
     // 2. The metadata manager: alice, a VO admin, removes him there too.
-    ok(lors(
+    // (--mdm-only: this step alone; without it lors removes him at the
+    // L-Bone as well, which step 3 does here with the L-Bone's own tool.)
+    let o = ok(lors(
         &g,
         "alice",
-        &["members", "remove", &g.user("bob").vo_id],
+        &["members", "remove", &g.user("bob").vo_id, "--mdm-only"],
     ));
+    assert!(o.contains("not at the L-Bone (--mdm-only)"), "{o}");
 
     // 3. The L-Bone: until alice removes him there, his proxy still gets
     // depot grants; then no more.
@@ -756,11 +758,18 @@ fn a_member_removed_from_the_vo_mid_session_is_refused_while_others_keep_working
         text(&o)
     );
     g.login("bob").expect("bob logs in again after the restore");
-    ok(lors(&g, "alice", &["members", "restore", &bob_vo_id]));
-    let o = lbone_admin(&["member", "restore", "--vo", "vo1", &bob_vo_id]);
+    // One lors command restores him at the metadata manager and the L-Bone.
+    let o = ok(lors(&g, "alice", &["members", "restore", &bob_vo_id]));
+    for want in [
+        format!("restored {bob_vo_id} in VO vo1 at the metadata manager"),
+        "restored at the L-Bone".to_string(),
+    ] {
+        assert!(o.contains(&want), "{want:?}: {o}");
+    }
+    let o = lbone_admin(&["member", "list", "--vo", "vo1"]);
     assert!(
-        o.status.success(),
-        "lbone admin member restore: {}",
+        o.status.success() && !String::from_utf8_lossy(&o.stdout).contains(&bob_vo_id),
+        "bob no longer among the L-Bone's removed members: {}",
         text(&o)
     );
     download_is(

@@ -117,6 +117,29 @@ fn with_the_lbone_down_uploads_fail_clearly_and_downloads_still_work() {
     download_is(&g, "alice", "/vo1/alice/ec", &ec, "ec.out2");
     g.restart_depot(2).expect("depot restarts");
 
+    // A VO admin's `lors members remove` does the metadata manager, then
+    // says clearly that the L-Bone step is not done; --mdm-only undoes
+    // the first.
+    let bob_id = g.user("bob").vo_id.clone();
+    let err = fails(
+        lors(&g, "alice", &["members", "remove", &bob_id]),
+        4,
+        "L-Bone",
+    );
+    assert!(
+        err.contains(&format!(
+            "removed {bob_id} at the metadata manager, but not at the L-Bone"
+        )),
+        "{err}"
+    );
+    let o = ok(lors(
+        &g,
+        "alice",
+        &["members", "restore", &bob_id, "--mdm-only"],
+    ));
+    assert!(o.contains(&format!("restored {bob_id} in VO vo1")), "{o}");
+    download_is(&g, "bob", "/vo1/alice/ec", &ec, "ec.bob2");
+
     // Back up: uploads work again.
     g.restart_lbone().expect("L-Bone restarts");
     g.wait_lbone_sees_all(Duration::from_secs(30))

@@ -136,10 +136,25 @@ pub enum MembersCommand {
     List(MembersListArgs),
     /// Record a member before their first request, so ACLs can name them
     Add(MemberArgs),
-    /// Refuse a member everywhere from their next request
-    Remove(MemberArgs),
-    /// Let a removed member in again
-    Restore(MemberArgs),
+    /// Refuse a member everywhere from their next request: at the metadata
+    /// manager, and at the L-Bone (no more depot grants) unless --mdm-only
+    Remove(MemberChangeArgs),
+    /// Let a removed member in again, at the metadata manager and the
+    /// L-Bone
+    Restore(MemberChangeArgs),
+}
+
+#[derive(Args)]
+pub struct MemberChangeArgs {
+    #[command(flatten)]
+    member: MemberArgs,
+    /// The L-Bone to remove or restore them at as well (default:
+    /// $LORS_LBONE_URL, else `lbone` in the config file)
+    #[arg(long, value_name = "URL")]
+    lbone: Option<String>,
+    /// Only at the metadata manager
+    #[arg(long, conflicts_with = "lbone")]
+    mdm_only: bool,
 }
 
 #[derive(Args)]
@@ -398,7 +413,9 @@ pub fn members(c: MembersCommand) -> Result<u8, Error> {
             })?;
             show(s.json, &m, format_members)
         }
-        MembersCommand::Add(a) | MembersCommand::Remove(a) | MembersCommand::Restore(a)
+        MembersCommand::Add(a)
+        | MembersCommand::Remove(MemberChangeArgs { member: a, .. })
+        | MembersCommand::Restore(MemberChangeArgs { member: a, .. })
             if a.vo_id.is_empty() =>
         {
             Err(Error::Usage("empty VO ID".into()))
@@ -411,23 +428,98 @@ pub fn members(c: MembersCommand) -> Result<u8, Error> {
             })?;
             show(s.json, &m, |_| String::new())
         }
-        MembersCommand::Remove(a) => {
-            let s = a.mdm.connect()?;
-            let m = rt.block_on(async {
-                let vo = vo_or_mine(&s.client, a.vo).await?;
-                s.client.members_remove(&vo, &a.vo_id).await
-            })?;
-            show(s.json, &m, |_| String::new())
-        }
-        MembersCommand::Restore(a) => {
-            let s = a.mdm.connect()?;
-            let m = rt.block_on(async {
-                let vo = vo_or_mine(&s.client, a.vo).await?;
-                s.client.members_restore(&vo, &a.vo_id).await
-            })?;
-            show(s.json, &m, |_| String::new())
-        }
+        MembersCommand::Remove(a) => member_change(&rt, a, true),
+        MembersCommand::Restore(a) => member_change(&rt, a, false),
     }
+}
+
+/// What `lors members remove|restore` did at each service.
+#[derive(Serialize)]
+struct MemberChanged {
+    metadata_manager: lors::metadata::MemberChange,
+    /// The L-Bone's answer; `null` when it was not asked (--mdm-only, no
+    /// L-Bone configured) or had nothing to restore.
+    lbone: Option<serde_json::Value>,
+}
+
+/// Removes (`remove`) or restores a member at the metadata manager, then
+/// at the L-Bone. The metadata manager goes first: it refuses tickets and
+/// registrations, the part that protects files.
+fn member_change(
+    rt: &tokio::runtime::Runtime,
+    a: MemberChangeArgs,
+    remove: bool,
+) -> Result<u8, Error> {
+    let m = &a.member;
+    let s = m.mdm.connect()?;
+    let lbone = if a.mdm_only {
+        None
+    } else {
+        a.lbone.clone().or_else(|| s.config.lbone.clone())
+    };
+    let (verb, undo) = if remove {
+        ("removed", "restore")
+    } else {
+        ("restored", "remove")
+    };
+    let (vo, mdm) = rt.block_on(async {
+        let vo = vo_or_mine(&s.client, m.vo.clone()).await?;
+        let r = if remove {
+            s.client.members_remove(&vo, &m.vo_id).await
+        } else {
+            s.client.members_restore(&vo, &m.vo_id).await
+        };
+        r.map(|r| (vo, r))
+    })?;
+    let mut human = format!("{verb} {} in VO {vo} at the metadata manager\n", m.vo_id);
+    let at_lbone = match &lbone {
+        None => {
+            human.push_str(&format!(
+                "not at the L-Bone ({}); there: lbone admin member {} --vo {vo} {}\n",
+                if a.mdm_only {
+                    "--mdm-only"
+                } else {
+                    "none configured"
+                },
+                if remove { "remove" } else { "restore" },
+                m.vo_id
+            ));
+            None
+        }
+        Some(url) => {
+            let r = rt
+                .block_on(depots::set_member_removed(
+                    url,
+                    &s.trust,
+                    &s.credential,
+                    &vo,
+                    &m.vo_id,
+                    remove,
+                ))
+                .inspect_err(|_| {
+                    eprintln!(
+                        "lors: {verb} {} at the metadata manager, but not at the L-Bone \
+                         (the same command again retries both; `lors members {undo} --mdm-only` \
+                         undoes the first)",
+                        m.vo_id
+                    )
+                })?;
+            human.push_str(&match &r {
+                Some(_) if remove => format!("{verb} at the L-Bone {url}: no more depot grants\n"),
+                Some(_) => format!("{verb} at the L-Bone {url}: depot grants again\n"),
+                None => format!("the L-Bone {url} had not removed them\n"),
+            });
+            r
+        }
+    };
+    show(
+        s.json,
+        &MemberChanged {
+            metadata_manager: mdm,
+            lbone: at_lbone,
+        },
+        |_| human.clone(),
+    )
 }
 
 /// `ls`: one name a line, directories with a trailing `/`.

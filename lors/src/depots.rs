@@ -138,7 +138,60 @@ pub struct Offer {
     pub note: Option<String>,
 }
 
-fn check(resp: Response) -> Result<Offer, Error> {
+/// A client of the L-Bone at `url` presenting `credential`.
+fn lbone_client(
+    url: &str,
+    trust: &TrustStore,
+    credential: &ProxyCredential,
+) -> Result<Client, Error> {
+    let base = BaseUrl::parse(url)?;
+    let tls = ibp_auth::tls::client_config(trust, Some(credential))
+        .map_err(|e| Error::Usage(format!("cannot set up TLS: {e}")))?;
+    Ok(Client::new(base, tls, true)
+        .with_user_agent(concat!("lors/", env!("CARGO_PKG_VERSION")))
+        .with_service_name("L-Bone"))
+}
+
+/// Removes (`removed`) a VO member at the L-Bone, so that they get no more
+/// depot grants, or lets them in again (VO admins only):
+/// `PUT`/`DELETE /v1/vos/{vo}/removed/{vo_id}`. Restoring someone the
+/// L-Bone had not removed is not an error (`None`). The L-Bone's answer
+/// otherwise.
+pub async fn set_member_removed(
+    url: &str,
+    trust: &TrustStore,
+    credential: &ProxyCredential,
+    vo: &str,
+    vo_id: &str,
+    removed: bool,
+) -> Result<Option<serde_json::Value>, Error> {
+    for (what, v) in [("VO", vo), ("VO ID", vo_id)] {
+        if v.is_empty()
+            || !v
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b))
+        {
+            return Err(Error::Usage(format!(
+                "bad {what} {v:?}: letters, digits, '.', '_', '-'"
+            )));
+        }
+    }
+    let client = lbone_client(url, trust, credential)?;
+    let path = format!("/v1/vos/{vo}/removed/{vo_id}");
+    let resp = if removed {
+        client
+            .send_json(ibp_https::Method::PUT, &path, &serde_json::json!({}))
+            .await?
+    } else {
+        client.delete(&path).await?
+    };
+    if !removed && resp.status == 404 {
+        return Ok(None);
+    }
+    check(resp).map(Some)
+}
+
+fn check<T: serde::de::DeserializeOwned>(resp: Response) -> Result<T, Error> {
     if resp.is_success() {
         return resp
             .json()
@@ -165,12 +218,7 @@ pub async fn query_offer(
     credential: &ProxyCredential,
     q: &DepotQuery,
 ) -> Result<Offer, Error> {
-    let base = BaseUrl::parse(url)?;
-    let tls = ibp_auth::tls::client_config(trust, Some(credential))
-        .map_err(|e| Error::Usage(format!("cannot set up TLS: {e}")))?;
-    let client = Client::new(base, tls, true)
-        .with_user_agent(concat!("lors/", env!("CARGO_PKG_VERSION")))
-        .with_service_name("L-Bone");
+    let client = lbone_client(url, trust, credential)?;
     let (location, place) = match &q.near {
         Some(Near::Location(l)) => (Some(*l), None),
         Some(Near::Place(p)) => (None, Some(p.as_str())),

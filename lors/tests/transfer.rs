@@ -561,8 +561,28 @@ fn sharing_revocation_escrow_and_maintenance_keep_access_right() {
     // A member removed from the VO is refused everything.
     ok(lors(&g, "carol", &["share", "/vo1/carol.dat", &bob]));
     ok(bob_get(&g));
-    ok(lors(&g, "alice", &["members", "remove", &vo_id(&g, "bob")]));
+    let bob_id = vo_id(&g, "bob");
+    let said = ok(lors(&g, "alice", &["members", "remove", &bob_id]));
+    assert!(
+        said.contains(&format!(
+            "removed {bob_id} in VO vo1 at the metadata manager"
+        )) && said.contains("removed at the L-Bone"),
+        "{said}"
+    );
     let o = bob_get(&g);
+    assert_eq!(code(&o), 3, "{}", text(&o));
+    // The same command removed him at the L-Bone: no more depot grants.
+    let o = lors(&g, "bob", &["depots"]);
+    assert_eq!(code(&o), 3, "{}", text(&o));
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("removed member"),
+        "{}",
+        text(&o)
+    );
+    // Not by bob's own hand, at either service.
+    let o = lors(&g, "bob", &["members", "restore", &bob_id]);
+    assert_eq!(code(&o), 3, "{}", text(&o));
+    let o = lors(&g, "bob", &["depots"]);
     assert_eq!(code(&o), 3, "{}", text(&o));
 }
 

@@ -298,8 +298,7 @@ async fn run_db(cfg: &Config, store: &Store, cmd: AdminCmd) -> anyhow::Result<()
                     // two refuse it (docs/vo-admin.md, "Removing a member").
                     println!(
                         "the proxy they hold stays valid until it expires; to refuse it now, as a VO admin:\n  \
-                         lors members remove {vo_id} --vo {vo}\n  \
-                         lbone admin member remove --vo {vo} {vo_id}"
+                         lors members remove {vo_id} --vo {vo}    (metadata manager and L-Bone)"
                     );
                 }
             }
