@@ -150,6 +150,10 @@ fn with_the_lbone_down_uploads_fail_clearly_and_downloads_still_work() {
         &["upload", &src_copies, "/vo1/alice/new"],
     ));
     download_is(&g, "alice", "/vo1/alice/new", &copies, "new.out");
+    // Restoring bob at both: the L-Bone had never removed him, which is
+    // not an error.
+    let o = ok(lors(&g, "alice", &["members", "restore", &bob_id]));
+    assert!(o.contains("had not removed them"), "{o}");
 }
 
 #[test]

@@ -185,7 +185,10 @@ pub async fn set_member_removed(
     } else {
         client.delete(&path).await?
     };
-    if !removed && resp.status == 404 {
+    // Only the L-Bone's own "not removed" answer; any other 404 (a wrong
+    // URL, an unknown route) is an error like the rest.
+    if !removed && resp.status == 404 && resp.error_message(MAX_MESSAGE).contains("has not removed")
+    {
         return Ok(None);
     }
     check(resp).map(Some)
