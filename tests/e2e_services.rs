@@ -49,6 +49,22 @@ fn set_up_alice(g: &Grid) {
     ok(lors(g, "alice", &["mkdir", "/vo1/alice"]));
 }
 
+/// alice set up, with `len` bytes (seed `seed`) written to her file `f`
+/// and uploaded with two copies as /vo1/alice/f: the bytes and the local
+/// source path.
+fn alice_with_f(g: &Grid, len: usize, seed: u64) -> (Vec<u8>, String) {
+    set_up_alice(g);
+    let data = bytes(len, seed);
+    let src = write(&g.user("alice").dir, "f", &data);
+    let src = s(&src).to_owned();
+    ok(lors(
+        g,
+        "alice",
+        &["upload", &src, "/vo1/alice/f", "--copies", "2"],
+    ));
+    (data, src)
+}
+
 #[test]
 fn with_the_lbone_down_uploads_fail_clearly_and_downloads_still_work() {
     let mut g = grid();
@@ -159,16 +175,8 @@ fn with_the_lbone_down_uploads_fail_clearly_and_downloads_still_work() {
 #[test]
 fn with_the_metadata_manager_down_the_message_names_it_and_xnd_downloads_work() {
     let mut g = grid();
-    set_up_alice(&g);
+    let (data, src) = alice_with_f(&g, 5 << 20, 3);
     let dir = g.user("alice").dir.clone();
-    let data = bytes(5 << 20, 3);
-    let src = write(&dir, "f", &data);
-    let src = s(&src).to_owned();
-    ok(lors(
-        &g,
-        "alice",
-        &["upload", &src, "/vo1/alice/f", "--copies", "2"],
-    ));
     // An exNode file of its own: legacy depots, no metadata manager.
     let xnd = dir.join("f.xnd").display().to_string();
     let depots = [
@@ -251,16 +259,7 @@ fn skewed(offset: &str) -> Vec<(String, String)> {
 #[test]
 fn a_minute_of_clock_skew_is_tolerated_and_ten_minutes_are_refused_naming_it() {
     let mut g = grid();
-    set_up_alice(&g);
-    let dir = g.user("alice").dir.clone();
-    let data = bytes(2 << 20, 4);
-    let src = write(&dir, "f", &data);
-    let src = s(&src).to_owned();
-    ok(lors(
-        &g,
-        "alice",
-        &["upload", &src, "/vo1/alice/f", "--copies", "2"],
-    ));
+    let (data, src) = alice_with_f(&g, 2 << 20, 4);
 
     // The metadata manager a minute ahead: its tickets are issued "in the
     // future" for the depots, within the allowance.

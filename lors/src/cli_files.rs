@@ -457,10 +457,10 @@ fn member_change(
     } else {
         a.lbone.clone().or_else(|| s.config.lbone.clone())
     };
-    let (verb, undo) = if remove {
-        ("removed", "restore")
+    let (verb, cmd, undo) = if remove {
+        ("removed", "remove", "restore")
     } else {
-        ("restored", "remove")
+        ("restored", "restore", "remove")
     };
     let (vo, mdm) = rt.block_on(async {
         let vo = vo_or_mine(&s.client, m.vo.clone()).await?;
@@ -475,13 +475,12 @@ fn member_change(
     let at_lbone = match &lbone {
         None => {
             human.push_str(&format!(
-                "not at the L-Bone ({}); there: lbone admin member {} --vo {vo} {}\n",
+                "not at the L-Bone ({}); there: lbone admin member {cmd} --vo {vo} {}\n",
                 if a.mdm_only {
                     "--mdm-only"
                 } else {
                     "none configured"
                 },
-                if remove { "remove" } else { "restore" },
                 m.vo_id
             ));
             None
@@ -518,7 +517,7 @@ fn member_change(
             metadata_manager: mdm,
             lbone: at_lbone,
         },
-        |_| human.clone(),
+        move |_| human,
     )
 }
 
