@@ -1116,8 +1116,12 @@ impl Grid {
             let ddir = dir.join(&name);
             let data_dir = ddir.join("data");
             fs::create_dir_all(&data_dir)?;
-            let mut text =
-                "listen = \"127.0.0.1:0\"\nhostname = \"127.0.0.1\"\nsync = \"batch\"\n".to_owned();
+            // Every client of a local grid comes from 127.0.0.1, so the
+            // legacy port's per-address share is its whole budget: half of
+            // each resource, for LoRS tools and `--security legacy` runs.
+            let mut text = "listen = \"127.0.0.1:0\"\nhostname = \"127.0.0.1\"\nsync = \"batch\"\n\
+                 legacy_max_size = \"50%\"\nlegacy_per_address_bytes = \"50%\"\n"
+                .to_owned();
             if !opts.legacy_only {
                 let (cert, key) = issuer.server_cert(&name, &ddir)?;
                 text.push_str(&format!(

@@ -151,6 +151,12 @@ impl DepotProcess {
                 "1h",
                 "--sync",
                 "batch",
+                // The paper's sequence allocates on the legacy port: the
+                // whole resource is its budget here.
+                "--legacy-max-size",
+                "100%",
+                "--legacy-per-address-bytes",
+                "100%",
             ])
             .arg("--data")
             .arg(data)

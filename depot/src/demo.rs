@@ -38,6 +38,13 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         ])
         .arg("--hard-size")
         .arg(format!("{}", size * 2 + (1 << 20)))
+        // The demo allocates on the legacy port: let it use the whole resource.
+        .args([
+            "--legacy-max-size",
+            "100%",
+            "--legacy-per-address-bytes",
+            "100%",
+        ])
         .arg("--data")
         .arg(&data)
         .stdout(Stdio::piped())
