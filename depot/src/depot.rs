@@ -32,6 +32,8 @@ pub struct Depot {
     pub data_port: Option<u16>,
     /// Open crypto-level sessions by id.
     pub crypto_sessions: std::sync::Mutex<std::collections::HashMap<[u8; 16], Arc<CryptoSession>>>,
+    /// Per-client limits of every listener and what they count (server.rs).
+    pub guards: crate::server::Guards,
 }
 
 /// A crypto-level session: the authenticated session it belongs to and the
@@ -81,6 +83,7 @@ impl Depot {
             quotas,
             data_port: None,
             crypto_sessions: Default::default(),
+            guards: crate::server::Guards::from_config(cfg),
         })
     }
 
