@@ -789,3 +789,70 @@ async fn dispatch(depot: &Depot, conn: &mut Conn, request: Request) -> Result<()
         Request::Copy(c) => transfer::copy(depot, conn, c).await,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn addresses_count_by_ipv4_or_ipv6_slash_64() {
+        let v4: IpAddr = "192.0.2.7".parse().unwrap();
+        assert_eq!(address_key(v4), v4);
+        let mapped: IpAddr = "::ffff:192.0.2.7".parse().unwrap();
+        assert_eq!(address_key(mapped), v4);
+        let a: IpAddr = "2001:db8:1:2:aaaa::1".parse().unwrap();
+        let b: IpAddr = "2001:db8:1:2:ffff:1:2:3".parse().unwrap();
+        let other: IpAddr = "2001:db8:1:3::1".parse().unwrap();
+        assert_eq!(address_key(a), address_key(b));
+        assert_eq!(address_key(a), "2001:db8:1:2::".parse::<IpAddr>().unwrap());
+        assert_ne!(address_key(a), address_key(other));
+    }
+
+    #[test]
+    fn per_address_slots_are_capped_and_given_back() {
+        let t = Arc::new(PerAddress::default());
+        let ip: IpAddr = "127.0.0.2".parse().unwrap();
+        let slots: Vec<_> = (0..3)
+            .map(|_| PerAddress::take(&t, ip, 3).expect("under the cap"))
+            .collect();
+        assert!(PerAddress::take(&t, ip, 3).is_none());
+        // Another address is not affected.
+        let other = PerAddress::take(&t, "127.0.0.1".parse().unwrap(), 3);
+        assert!(other.is_some());
+        drop(slots);
+        drop(other);
+        assert!(t.open.lock().unwrap().is_empty(), "entries go at zero");
+        assert!(PerAddress::take(&t, ip, 3).is_some());
+    }
+
+    #[test]
+    fn crypto_sessions_per_peer_are_capped_and_released() {
+        let g = Guards::new(Limits {
+            per_address: 1,
+            first_request: Duration::from_secs(1),
+            handshake: Duration::from_secs(1),
+            request_line: Duration::from_secs(1),
+            crypto_per_connection: 1,
+            crypto_per_peer: 2,
+        });
+        let (a, b) = ([1u8; 32], [2u8; 32]);
+        assert!(g.take_crypto(a) && g.take_crypto(a));
+        assert!(!g.take_crypto(a));
+        assert!(g.take_crypto(b));
+        g.release_crypto(a, 2);
+        assert_eq!(g.crypto_sessions_of(&a), 0);
+        assert!(g.take_crypto(a));
+        g.release_crypto(b, 5);
+        assert_eq!(g.crypto_sessions_of(&b), 0);
+    }
+
+    #[test]
+    fn maps_shrink_once_mostly_empty() {
+        let mut m: HashMap<u32, u32> = (0..10_000).map(|i| (i, i)).collect();
+        m.retain(|k, _| *k < 10);
+        let before = m.capacity();
+        shrink(&mut m);
+        assert!(m.capacity() < before / 100, "{before} -> {}", m.capacity());
+        assert_eq!(m.len(), 10);
+    }
+}
