@@ -192,7 +192,10 @@ async fn one_address_cannot_hold_the_legacy_port() {
         ATTACKERS - PER_ADDRESS,
         "the attacker's connections were still held while the client was served"
     );
-    check_outcome(&outcome(tasks).await, "legacy");
+    eprintln!("legacy: 127.0.0.1 served in {:?}", t.elapsed());
+    let o = outcome(tasks).await;
+    eprintln!("legacy: {} closed at once, held {:?}", o.at_once, o.held);
+    check_outcome(&o, "legacy");
 
     // A connection that completed a request keeps the idle timeout: it
     // outlived the first-request deadline ...
@@ -221,6 +224,7 @@ async fn one_address_cannot_hold_the_legacy_port() {
     );
     assert!(metric(m, "ibp_connections_timed_out_total") > PER_ADDRESS as u64);
     let rss_after = common::vm_rss_kib(depot.pid());
+    eprintln!("depot RSS {rss_before} KiB before, {rss_after} KiB after");
     assert!(
         rss_after < rss_before + 64 * 1024,
         "depot RSS grew from {rss_before} KiB to {rss_after} KiB"
@@ -279,13 +283,17 @@ async fn one_address_cannot_hold_the_tls_port() {
         t.elapsed()
     );
     assert_eq!(closed.load(Ordering::SeqCst), ATTACKERS - PER_ADDRESS);
-    check_outcome(&outcome(tasks).await, "TLS");
+    eprintln!("TLS: 127.0.0.1 served in {:?}", t.elapsed());
+    let o = outcome(tasks).await;
+    eprintln!("TLS: {} closed at once, held {:?}", o.at_once, o.held);
+    check_outcome(&o, "TLS");
     let m = depot.metrics.unwrap();
     assert!(
         metric(m, "ibp_connections_refused_per_address_total") >= (ATTACKERS - PER_ADDRESS) as u64
     );
     assert!(metric(m, "ibp_connections_timed_out_total") >= PER_ADDRESS as u64);
     let rss_after = common::vm_rss_kib(depot.pid());
+    eprintln!("depot RSS {rss_before} KiB before, {rss_after} KiB after");
     assert!(
         rss_after < rss_before + 64 * 1024,
         "depot RSS grew from {rss_before} KiB to {rss_after} KiB"
@@ -326,13 +334,17 @@ async fn one_address_cannot_hold_the_data_port() {
         t.elapsed()
     );
     assert_eq!(closed.load(Ordering::SeqCst), ATTACKERS - PER_ADDRESS);
-    check_outcome(&outcome(tasks).await, "data");
+    eprintln!("data: 127.0.0.1 joined in {:?}", t.elapsed());
+    let o = outcome(tasks).await;
+    eprintln!("data: {} closed at once, held {:?}", o.at_once, o.held);
+    check_outcome(&o, "data");
     let m = depot.metrics.unwrap();
     assert!(
         metric(m, "ibp_connections_refused_per_address_total") >= (ATTACKERS - PER_ADDRESS) as u64
     );
     assert!(metric(m, "ibp_connections_timed_out_total") >= PER_ADDRESS as u64);
     let rss_after = common::vm_rss_kib(depot.pid());
+    eprintln!("depot RSS {rss_before} KiB before, {rss_after} KiB after");
     assert!(
         rss_after < rss_before + 64 * 1024,
         "depot RSS grew from {rss_before} KiB to {rss_after} KiB"
