@@ -119,33 +119,40 @@ async fn allocate_before_auth_is_still_refused_after_status() {
     assert!(c.status(Rid(0)).await.is_ok());
 }
 
-/// A client that presents no certificate never gets a reply: the TLS 1.3
-/// handshake fails at the depot, whatever the client sends next.
+/// Connects with `cfg`, sends `line`, and expects no reply: the TLS 1.3
+/// handshake fails at the depot (the client may finish its side of it
+/// before the depot refuses; then its first read fails).
+async fn gets_nothing(
+    to: std::net::SocketAddr,
+    cfg: &std::sync::Arc<rustls::ClientConfig>,
+    line: &str,
+    who: &str,
+) {
+    let Ok(mut tls) = common::tls_from("127.0.0.1".parse().unwrap(), to, cfg).await else {
+        return;
+    };
+    let _ = tls.write_all(line.as_bytes()).await;
+    let _ = tls.flush().await;
+    let mut buf = [0u8; 256];
+    match tokio::time::timeout(Duration::from_secs(10), tls.read(&mut buf)).await {
+        Ok(Ok(0)) | Ok(Err(_)) => {}
+        Ok(Ok(n)) => panic!("{who} got {:?}", String::from_utf8_lossy(&buf[..n])),
+        Err(_) => panic!("the depot kept the connection of {who} open"),
+    }
+}
+
+/// A client that presents no certificate, or one the depot cannot verify
+/// as a client certificate, never gets a reply.
 #[tokio::test]
 async fn peer_without_client_certificate_never_gets_past_the_handshake() {
     let pki = Pki::new();
     let depot = pki.depot("").spawn();
-    let cfg = pki.tls_config(None);
     let to = depot.tls_addr.unwrap();
+    let none = pki.tls_config(None);
     for line in ["2 4 3 30\n", "2 4 0 1 ibp 30\n"] {
-        // With TLS 1.3 the client may finish its side of the handshake
-        // before the depot refuses it; then its first read fails.
-        let Ok(mut tls) = common::tls_from("127.0.0.1".parse().unwrap(), to, &cfg).await else {
-            continue;
-        };
-        let _ = tls.write_all(line.as_bytes()).await;
-        let _ = tls.flush().await;
-        let mut buf = [0u8; 256];
-        match tokio::time::timeout(Duration::from_secs(10), tls.read(&mut buf)).await {
-            Ok(Ok(0)) | Ok(Err(_)) => {}
-            Ok(Ok(n)) => panic!(
-                "a peer without a certificate got {:?}",
-                String::from_utf8_lossy(&buf[..n])
-            ),
-            Err(_) => panic!("the depot kept a certificate-less connection open"),
-        }
+        gets_nothing(to, &none, line, "a peer without a certificate").await;
     }
-    // A certificate from another CA is refused the same way.
+    // A certificate from another CA.
     let other = ibp_auth::pki::Authority::new_ca("Elsewhere", "Other CA", 30).unwrap();
     let stranger = other.issue_user("Elsewhere", "mallory", 3600).unwrap();
     let cred = ibp_auth::ProxyCredential {
@@ -153,19 +160,17 @@ async fn peer_without_client_certificate_never_gets_past_the_handshake() {
         key_pkcs8: stranger.key_pkcs8,
     };
     let cfg = pki.tls_config(Some(&cred));
-    if let Ok(mut tls) = common::tls_from("127.0.0.1".parse().unwrap(), to, &cfg).await {
-        let _ = tls.write_all(b"2 4 3 30\n").await;
-        let _ = tls.flush().await;
-        let mut buf = [0u8; 256];
-        match tokio::time::timeout(Duration::from_secs(10), tls.read(&mut buf)).await {
-            Ok(Ok(0)) | Ok(Err(_)) => {}
-            Ok(Ok(n)) => panic!(
-                "an untrusted certificate got {:?}",
-                String::from_utf8_lossy(&buf[..n])
-            ),
-            Err(_) => panic!("the depot kept an untrusted connection open"),
-        }
-    }
+    gets_nothing(to, &cfg, "2 4 3 30\n", "a certificate of an untrusted CA").await;
+    // A server certificate of the depot's own CA without the clientAuth
+    // extended key usage (what `issue_server` mints): a service that polls
+    // depots needs serverAuth and clientAuth.
+    let server_only = pki.ca.issue_server(&["lbone.example.org"], 30).unwrap();
+    let cred = ibp_auth::ProxyCredential {
+        chain: vec![server_only.cert_der],
+        key_pkcs8: server_only.key_pkcs8,
+    };
+    let cfg = pki.tls_config(Some(&cred));
+    gets_nothing(to, &cfg, "2 4 3 30\n", "a serverAuth-only certificate").await;
     // Everyone else is served.
     let mut c = connect(&pki, &depot, &pki.service("lbone.example.org")).await;
     assert!(c.status(Rid(0)).await.is_ok());
