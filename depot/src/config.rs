@@ -123,6 +123,51 @@ pub struct Config {
     /// per resource. Default 1000.
     #[serde(default = "default_legacy_per_address_allocations")]
     pub legacy_per_address_allocations: u64,
+
+    // --- Slow and greedy clients: limits every listener (legacy, TLS,
+    // --- data) applies to each client (docs/depot.md).
+    /// Most simultaneous connections from one address (IPv6: one /64) on
+    /// each listener; more are closed at once. Default 64.
+    #[serde(default = "default_max_connections_per_address")]
+    pub max_connections_per_address: usize,
+    /// A new connection's first complete request line must arrive within
+    /// this (on the TLS port, after the handshake). Default `10s`.
+    #[serde(default = "default_first_request_timeout")]
+    pub first_request_timeout: Seconds,
+    /// The TLS handshake must be complete within this. Default `10s`.
+    #[serde(default = "default_handshake_timeout")]
+    pub handshake_timeout: Seconds,
+    /// Once a request line's first byte arrived, the rest of the line must
+    /// arrive within this. Default `10s`.
+    #[serde(default = "default_request_line_timeout")]
+    pub request_line_timeout: Seconds,
+    /// Crypto-level sessions (CRYPTO, `2 21`) one TLS connection may hold.
+    /// Default 16.
+    #[serde(default = "default_max_crypto_sessions_per_connection")]
+    pub max_crypto_sessions_per_connection: usize,
+    /// Crypto-level sessions one client key may hold over all its TLS
+    /// connections. Default 64.
+    #[serde(default = "default_max_crypto_sessions_per_peer")]
+    pub max_crypto_sessions_per_peer: usize,
+}
+
+fn default_max_connections_per_address() -> usize {
+    64
+}
+fn default_first_request_timeout() -> Seconds {
+    Seconds(10)
+}
+fn default_handshake_timeout() -> Seconds {
+    Seconds(10)
+}
+fn default_request_line_timeout() -> Seconds {
+    Seconds(10)
+}
+fn default_max_crypto_sessions_per_connection() -> usize {
+    16
+}
+fn default_max_crypto_sessions_per_peer() -> usize {
+    64
 }
 
 /// A quota for one user (VO ID) of a VO, overriding the VO's `user_quota`.
@@ -453,12 +498,39 @@ impl Config {
         if self.max_connections == 0 {
             bail!("max_connections must be positive");
         }
+        self.check_client_limits()?;
         if let Some(pw) = &self.status_password {
             if pw.is_empty()
                 || pw.len() > ibp_proto::MAX_PASSWORD_LEN
                 || !pw.bytes().all(|b| b.is_ascii_graphic())
             {
                 bail!("status_password must be 1 to 64 printable characters without spaces");
+            }
+        }
+        Ok(())
+    }
+
+    /// The slow-and-greedy-client limits: all positive.
+    fn check_client_limits(&self) -> anyhow::Result<()> {
+        for (name, v) in [
+            (
+                "max_connections_per_address",
+                self.max_connections_per_address as u64,
+            ),
+            ("first_request_timeout", self.first_request_timeout.0),
+            ("handshake_timeout", self.handshake_timeout.0),
+            ("request_line_timeout", self.request_line_timeout.0),
+            (
+                "max_crypto_sessions_per_connection",
+                self.max_crypto_sessions_per_connection as u64,
+            ),
+            (
+                "max_crypto_sessions_per_peer",
+                self.max_crypto_sessions_per_peer as u64,
+            ),
+        ] {
+            if v == 0 {
+                bail!("{name} must be positive");
             }
         }
         Ok(())
@@ -591,6 +663,46 @@ mod tests {
             err.to_string().contains("VO vo2 is not configured"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn client_limits_default_and_parse() {
+        let cfg = Config::default();
+        assert_eq!(cfg.max_connections_per_address, 64);
+        assert!(cfg.max_connections_per_address < cfg.max_connections);
+        assert_eq!(cfg.first_request_timeout, Seconds(10));
+        assert_eq!(cfg.handshake_timeout, Seconds(10));
+        assert_eq!(cfg.request_line_timeout, Seconds(10));
+        assert_eq!(cfg.max_crypto_sessions_per_connection, 16);
+        assert_eq!(cfg.max_crypto_sessions_per_peer, 64);
+        let cfg: Config = toml::from_str(
+            "max_connections_per_address = 8\nfirst_request_timeout = \"2s\"\nhandshake_timeout = \"3s\"\nrequest_line_timeout = \"4s\"\nmax_crypto_sessions_per_connection = 2\nmax_crypto_sessions_per_peer = 5\n",
+        )
+        .unwrap();
+        assert_eq!(cfg.max_connections_per_address, 8);
+        assert_eq!(cfg.first_request_timeout, Seconds(2));
+        assert_eq!(cfg.handshake_timeout, Seconds(3));
+        assert_eq!(cfg.request_line_timeout, Seconds(4));
+        assert_eq!(cfg.max_crypto_sessions_per_connection, 2);
+        assert_eq!(cfg.max_crypto_sessions_per_peer, 5);
+        for zero in [
+            "max_connections_per_address = 0",
+            "first_request_timeout = 0",
+            "handshake_timeout = 0",
+            "request_line_timeout = 0",
+            "max_crypto_sessions_per_connection = 0",
+            "max_crypto_sessions_per_peer = 0",
+        ] {
+            let text = format!("{zero}\n[[resource]]\nrid = 0\ndata = \"/x\"\nhard_size = 1\n");
+            let err = toml::from_str::<Config>(&text)
+                .unwrap()
+                .apply(&Overrides::default())
+                .unwrap_err();
+            assert!(
+                err.to_string().contains("must be positive"),
+                "{zero}: {err}"
+            );
+        }
     }
 
     #[test]

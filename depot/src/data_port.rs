@@ -11,12 +11,11 @@ use ibp_proto::{
     auth_refusal, parse_secure_request, IbpError, Reply, SecureRequest, MAX_SECURE_LINE,
 };
 use rand::RngCore;
-use tokio::io::AsyncBufReadExt;
 use tokio_util::sync::CancellationToken;
 
 use crate::crypto::{self, SessionKeys};
 use crate::depot::CryptoSession;
-use crate::server::{finish, read_line_max, timed, Conn, Failure, Line, Transport};
+use crate::server::{finish, next_request_line, Conn, Failure, Transport};
 use crate::{transfer, Depot};
 
 /// Longest sealed line on a data connection (a sealed v2 line grows by a
@@ -49,6 +48,18 @@ pub async fn open(depot: &Depot, conn: &mut Conn) -> Result<(), Failure> {
             "the session's depot grant has expired: AUTH again with a fresh grant",
         ));
     }
+    // Bounded per connection and per peer (their memory is the depot's).
+    let limits = &depot.guards.limits;
+    if conn.crypto_ids.len() >= limits.crypto_per_connection {
+        depot.metrics.crypto_session_refused();
+        return Err(Failure::Refused(
+            IbpError::WouldExceedLimit,
+            format!(
+                "crypto session limit: at most {} per connection (data connections may share one)",
+                limits.crypto_per_connection
+            ),
+        ));
+    }
     let mut id = [0u8; 16];
     rand::thread_rng().fill_bytes(&mut id);
     let mut m = [0u8; crypto::KEY_MATERIAL_LEN];
@@ -64,6 +75,20 @@ pub async fn open(depot: &Depot, conn: &mut Conn) -> Result<(), Failure> {
         },
         Transport::Plain(_) => return Err(refuse("CRYPTO needs the TLS connection")),
     }
+    let peer = session.identity.key_hash;
+    if !depot.guards.take_crypto(peer) {
+        depot.metrics.crypto_session_refused();
+        return Err(Failure::Refused(
+            IbpError::WouldExceedLimit,
+            format!(
+                "crypto session limit: at most {} per client key over all its connections; close some",
+                limits.crypto_per_peer
+            ),
+        ));
+    }
+    // Counted for `peer` from here until the connection closes (with its
+    // `crypto_ids`).
+    conn.crypto_peer = Some(peer);
     let cs = Arc::new(CryptoSession {
         session,
         keys: SessionKeys::from_material(&m),
@@ -86,35 +111,15 @@ pub async fn open(depot: &Depot, conn: &mut Conn) -> Result<(), Failure> {
     Ok(())
 }
 
-/// Reads one line of a data connection (idle timeout for its first byte);
-/// `None` closes the connection.
+/// Reads one line of a data connection (the JOIN line within
+/// `first_request_timeout`, later lines as on the other ports); `None`
+/// closes the connection.
 async fn next_line(
     depot: &Depot,
     conn: &mut Conn,
     shutdown: &CancellationToken,
 ) -> Option<Vec<u8>> {
-    let waited = tokio::select! {
-        biased;
-        _ = shutdown.cancelled() => return None,
-        r = tokio::time::timeout(depot.idle_timeout, conn.reader.fill_buf()) => r,
-    };
-    match waited {
-        Ok(Ok(b)) if !b.is_empty() => {}
-        _ => return None,
-    }
-    match timed(
-        conn.io_timeout,
-        read_line_max(&mut conn.reader, MAX_DATA_LINE),
-    )
-    .await
-    {
-        Ok(Line::Text(l)) => Some(l),
-        Ok(Line::TooLong) => {
-            let _ = conn.reply(&Reply::Error(IbpError::BadFormat)).await;
-            None
-        }
-        _ => None,
-    }
+    next_request_line(depot, conn, shutdown, MAX_DATA_LINE).await
 }
 
 /// Serves one data connection: `3 22 <session id> \n` → `1 <connection number>\n`,

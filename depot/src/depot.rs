@@ -34,6 +34,8 @@ pub struct Depot {
     pub admin_group: String,
     /// Open crypto-level sessions by id.
     pub crypto_sessions: std::sync::Mutex<std::collections::HashMap<[u8; 16], Arc<CryptoSession>>>,
+    /// Per-client limits of every listener and what they count (server.rs).
+    pub guards: crate::server::Guards,
 }
 
 /// A crypto-level session: the authenticated session it belongs to and the
@@ -85,6 +87,7 @@ impl Depot {
             data_port: None,
             admin_group: cfg.admin_group.clone(),
             crypto_sessions: Default::default(),
+            guards: crate::server::Guards::from_config(cfg),
         })
     }
 

@@ -28,6 +28,9 @@ pub struct Metrics {
     bytes_out: AtomicU64,
     connections_open: AtomicU64,
     connections_refused: AtomicU64,
+    connections_refused_per_address: AtomicU64,
+    connections_timed_out: AtomicU64,
+    crypto_sessions_refused: AtomicU64,
 }
 
 fn index(c: Option<Command>) -> usize {
@@ -53,6 +56,18 @@ impl Metrics {
     }
     pub fn connection_refused(&self) {
         self.connections_refused.fetch_add(1, Relaxed);
+    }
+    /// A connection closed at once: its address holds its share already.
+    pub fn connection_refused_per_address(&self) {
+        self.connections_refused_per_address.fetch_add(1, Relaxed);
+    }
+    /// A connection closed by the handshake, first-request or request-line
+    /// deadline.
+    pub fn connection_timed_out(&self) {
+        self.connections_timed_out.fetch_add(1, Relaxed);
+    }
+    pub fn crypto_session_refused(&self) {
+        self.crypto_sessions_refused.fetch_add(1, Relaxed);
     }
 
     /// The Prometheus text exposition format.
@@ -95,6 +110,30 @@ impl Metrics {
             "Connections closed at the connection limit.",
             "counter",
             self.connections_refused.load(Relaxed),
+        );
+        counter(
+            "ibp_connections_refused_per_address_total",
+            "Connections closed at once: their address held max_connections_per_address.",
+            "counter",
+            self.connections_refused_per_address.load(Relaxed),
+        );
+        counter(
+            "ibp_connections_timed_out_total",
+            "Connections closed by the TLS handshake, first-request or request-line deadline.",
+            "counter",
+            self.connections_timed_out.load(Relaxed),
+        );
+        counter(
+            "ibp_crypto_sessions_open",
+            "Open crypto-level sessions.",
+            "gauge",
+            depot.crypto_sessions.lock().map_or(0, |m| m.len() as u64),
+        );
+        counter(
+            "ibp_crypto_sessions_refused_total",
+            "CRYPTO requests refused at the per-connection or per-peer limit.",
+            "counter",
+            self.crypto_sessions_refused.load(Relaxed),
         );
         o.push_str(
             "# HELP ibp_allocations Live allocations per resource.\n# TYPE ibp_allocations gauge\n",

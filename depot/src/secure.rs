@@ -136,8 +136,8 @@ fn server_config(
     Ok(cfg)
 }
 
-/// The TLS handshake (bounded by the I/O timeout); `None` closes the
-/// connection.
+/// The TLS handshake (bounded by `handshake_timeout`, however slowly the
+/// client sends); `None` closes the connection.
 pub async fn handshake(
     depot: &Depot,
     acceptor: &TlsAcceptor,
@@ -145,9 +145,12 @@ pub async fn handshake(
     peer: SocketAddr,
 ) -> Option<Conn> {
     let secure = depot.secure.as_ref()?;
-    let tls = match timed(depot.io_timeout, acceptor.accept(stream)).await {
+    let tls = match timed(depot.guards.limits.handshake, acceptor.accept(stream)).await {
         Ok(t) => t,
         Err(e) => {
+            if e.kind() == std::io::ErrorKind::TimedOut {
+                depot.metrics.connection_timed_out();
+            }
             tracing::info!(%peer, error = %e, "TLS handshake failed");
             return None;
         }

@@ -6,10 +6,11 @@
 //! bounded; on shutdown, idle connections close at once and in-flight
 //! requests finish.
 
+use std::collections::HashMap;
 use std::io;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::pin::Pin;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -20,6 +21,7 @@ use ibp_proto::{
 use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncWrite, AsyncWriteExt, BufReader, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
+use tokio::time::Instant;
 use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -29,6 +31,168 @@ use crate::{handlers, secure, transfer, Depot};
 
 /// Read-side buffer of a connection; bulk reads larger than it bypass it.
 const READ_BUFFER: usize = 64 * 1024;
+
+/// What every listener (legacy, TLS, data) allows one client, from the
+/// configuration (`docs/depot.md`, "Slow and greedy clients").
+#[derive(Debug, Clone)]
+pub struct Limits {
+    /// Simultaneous connections from one address (an IPv6 client: its
+    /// /64) on each listener; more are closed at once.
+    pub per_address: usize,
+    /// A new connection's first complete request line must arrive within
+    /// this (on the TLS port: after the handshake).
+    pub first_request: Duration,
+    /// The TLS handshake must complete within this.
+    pub handshake: Duration,
+    /// Once a request line's first byte arrived, the rest must follow
+    /// within this.
+    pub request_line: Duration,
+    /// Crypto-level sessions one TLS connection may hold.
+    pub crypto_per_connection: usize,
+    /// Crypto-level sessions one peer (TLS client key) may hold over all
+    /// its connections.
+    pub crypto_per_peer: usize,
+}
+
+impl Limits {
+    pub fn from_config(cfg: &crate::config::Config) -> Limits {
+        Limits {
+            per_address: cfg.max_connections_per_address,
+            first_request: cfg.first_request_timeout.as_duration(),
+            handshake: cfg.handshake_timeout.as_duration(),
+            request_line: cfg.request_line_timeout.as_duration(),
+            crypto_per_connection: cfg.max_crypto_sessions_per_connection,
+            crypto_per_peer: cfg.max_crypto_sessions_per_peer,
+        }
+    }
+}
+
+/// The limits, and what they count across connections: crypto-level
+/// sessions per peer. One per depot (`Depot::guards`).
+pub struct Guards {
+    pub limits: Limits,
+    /// Open crypto-level sessions by TLS client key; an entry goes when its
+    /// count reaches zero.
+    crypto_by_peer: Mutex<HashMap<[u8; 32], usize>>,
+}
+
+impl Guards {
+    pub fn new(limits: Limits) -> Guards {
+        Guards {
+            limits,
+            crypto_by_peer: Mutex::new(HashMap::new()),
+        }
+    }
+
+    pub fn from_config(cfg: &crate::config::Config) -> Guards {
+        Guards::new(Limits::from_config(cfg))
+    }
+
+    /// Counts one more crypto session for `peer`; false (and nothing
+    /// counted) when it already holds `crypto_per_peer`.
+    pub fn take_crypto(&self, peer: [u8; 32]) -> bool {
+        let mut m = self
+            .crypto_by_peer
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        let n = m.entry(peer).or_insert(0);
+        if *n >= self.limits.crypto_per_peer {
+            return false;
+        }
+        *n += 1;
+        true
+    }
+
+    /// Forgets `count` crypto sessions of `peer` (their connection closed).
+    pub fn release_crypto(&self, peer: [u8; 32], count: usize) {
+        let mut m = self
+            .crypto_by_peer
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        if let Some(n) = m.get_mut(&peer) {
+            *n = n.saturating_sub(count);
+            if *n == 0 {
+                m.remove(&peer);
+            }
+        }
+        shrink(&mut m);
+    }
+
+    /// Crypto sessions counted for `peer` (tests, metrics).
+    pub fn crypto_sessions_of(&self, peer: &[u8; 32]) -> usize {
+        let m = self
+            .crypto_by_peer
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        m.get(peer).copied().unwrap_or(0)
+    }
+}
+
+/// Gives a map's memory back once most of it is unused.
+pub fn shrink<K: std::hash::Hash + Eq, V>(m: &mut HashMap<K, V>) {
+    if m.capacity() > 64 && m.len() * 4 < m.capacity() {
+        m.shrink_to_fit();
+    }
+}
+
+/// The address a client is counted under: IPv4 as is (also when mapped
+/// into IPv6), IPv6 by its /64 (one subscriber's prefix).
+pub fn address_key(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V4(_) => ip,
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => IpAddr::V4(v4),
+            None => {
+                let o = v6.octets();
+                let mut p = [0u8; 16];
+                p[..8].copy_from_slice(&o[..8]);
+                IpAddr::V6(p.into())
+            }
+        },
+    }
+}
+
+/// Open connections per client address on one listener.
+#[derive(Default)]
+struct PerAddress {
+    open: Mutex<HashMap<IpAddr, usize>>,
+}
+
+/// One counted connection; uncounted when dropped.
+struct AddressSlot {
+    table: Arc<PerAddress>,
+    key: IpAddr,
+}
+
+impl PerAddress {
+    /// Counts a connection from `ip`, unless it already has `cap`.
+    fn take(table: &Arc<PerAddress>, ip: IpAddr, cap: usize) -> Option<AddressSlot> {
+        let key = address_key(ip);
+        let mut m = table.open.lock().unwrap_or_else(|p| p.into_inner());
+        let n = m.entry(key).or_insert(0);
+        if *n >= cap {
+            return None;
+        }
+        *n += 1;
+        Some(AddressSlot {
+            table: table.clone(),
+            key,
+        })
+    }
+}
+
+impl Drop for AddressSlot {
+    fn drop(&mut self) {
+        let mut m = self.table.open.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(n) = m.get_mut(&self.key) {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                m.remove(&self.key);
+            }
+        }
+        shrink(&mut m);
+    }
+}
 
 /// Why a request ended without a success reply.
 #[derive(Debug)]
@@ -127,6 +291,12 @@ pub struct Conn {
     pub session: Option<Session>,
     /// Crypto-level sessions opened on this TLS connection (ended with it).
     pub crypto_ids: Vec<[u8; 16]>,
+    /// The TLS client key they are counted under (`Guards::take_crypto`).
+    pub crypto_peer: Option<[u8; 32]>,
+    /// Until a request line has been read completely, the deadline of the
+    /// first one; afterwards `None` (the idle timeout applies between
+    /// requests).
+    pub first_request_by: Option<Instant>,
 }
 
 impl Conn {
@@ -145,6 +315,8 @@ impl Conn {
             peer_plain_key: None,
             session: None,
             crypto_ids: Vec::new(),
+            crypto_peer: None,
+            first_request_by: None,
         }
     }
 
@@ -235,6 +407,61 @@ pub async fn read_line_max<R: tokio::io::AsyncBufRead + Unpin>(
     }
 }
 
+/// Reads a connection's next request line; `None` closes the connection.
+///
+/// Before its first request line is complete, the whole line must arrive
+/// by `conn.first_request_by`. Afterwards the first byte of a request may
+/// take the idle timeout, and the rest of its line `Limits::request_line`:
+/// a client trickling bytes cannot hold a connection for long.
+pub async fn next_request_line(
+    depot: &Depot,
+    conn: &mut Conn,
+    shutdown: &CancellationToken,
+    max: usize,
+) -> Option<Vec<u8>> {
+    let first = conn.first_request_by;
+    let idle_until = first.unwrap_or_else(|| Instant::now() + depot.idle_timeout);
+    let waited = tokio::select! {
+        biased;
+        _ = shutdown.cancelled() => return None,
+        r = tokio::time::timeout_at(idle_until, conn.reader.fill_buf()) => r,
+    };
+    match waited {
+        Err(_) if first.is_some() => {
+            depot.metrics.connection_timed_out();
+            tracing::info!(peer = %conn.peer, "no request in time on a new connection; closing it");
+            return None;
+        }
+        Err(_) => {
+            tracing::debug!(peer = %conn.peer, "idle connection timed out");
+            return None;
+        }
+        Ok(Err(_)) | Ok(Ok([])) => return None,
+        Ok(Ok(_)) => {}
+    }
+    let mut line_until = Instant::now() + depot.guards.limits.request_line;
+    if let Some(f) = first {
+        line_until = line_until.min(f);
+    }
+    match tokio::time::timeout_at(line_until, read_line_max(&mut conn.reader, max)).await {
+        Ok(Ok(Line::Text(l))) => {
+            conn.first_request_by = None;
+            Some(l)
+        }
+        Ok(Ok(Line::TooLong)) => {
+            tracing::info!(peer = %conn.peer, "request line too long");
+            let _ = conn.reply(&Reply::Error(IbpError::BadFormat)).await;
+            None
+        }
+        Err(_) => {
+            depot.metrics.connection_timed_out();
+            tracing::info!(peer = %conn.peer, "request line not complete in time; closing the connection");
+            None
+        }
+        Ok(Ok(Line::Eof)) | Ok(Err(_)) => None,
+    }
+}
+
 /// Accepts connections until `shutdown` fires, then waits up to `grace` for
 /// in-flight requests.
 pub async fn run(
@@ -314,6 +541,8 @@ async fn run_with(
 ) {
     let tracker = TaskTracker::new();
     let slots = Arc::new(Semaphore::new(max_connections));
+    let per_address = Arc::new(PerAddress::default());
+    let limits = depot.guards.limits.clone();
     loop {
         let accepted = tokio::select! {
             _ = shutdown.cancelled() => break,
@@ -328,6 +557,14 @@ async fn run_with(
                 continue;
             }
         };
+        // One address may hold only its share of the connections.
+        let Some(address_slot) = PerAddress::take(&per_address, peer.ip(), limits.per_address)
+        else {
+            depot.metrics.connection_refused_per_address();
+            tracing::debug!(%peer, limit = limits.per_address, "per-address connection limit reached; closing new connection");
+            drop(stream);
+            continue;
+        };
         let Ok(permit) = slots.clone().try_acquire_owned() else {
             depot.metrics.connection_refused();
             tracing::warn!(%peer, max_connections, "connection limit reached; closing new connection");
@@ -338,28 +575,33 @@ async fn run_with(
         let depot = depot.clone();
         let shutdown = shutdown.clone();
         let port = port.clone();
+        let first_request = limits.first_request;
         tracker.spawn(async move {
             depot.metrics.connection_opened();
             match port {
                 Port::Legacy => {
                     let mut conn = Conn::new(stream, peer, depot.io_timeout);
+                    conn.first_request_by = Some(Instant::now() + first_request);
                     serve_connection(&depot, &mut conn, shutdown).await;
                 }
                 Port::Tls(acceptor) => {
                     if let Some(mut conn) = secure::handshake(&depot, &acceptor, stream, peer).await
                     {
+                        conn.first_request_by = Some(Instant::now() + first_request);
                         serve_connection(&depot, &mut conn, shutdown).await;
-                        depot.end_crypto_sessions(&conn.crypto_ids);
+                        end_crypto_sessions(&depot, &mut conn);
                     }
                 }
                 Port::Data => {
                     let mut conn = Conn::new(stream, peer, depot.io_timeout);
                     conn.secure = true;
+                    conn.first_request_by = Some(Instant::now() + first_request);
                     crate::data_port::serve(&depot, &mut conn, shutdown).await;
                 }
             }
             depot.metrics.connection_closed();
             drop(permit);
+            drop(address_slot);
         });
     }
     drop(listener);
@@ -369,37 +611,34 @@ async fn run_with(
     }
 }
 
+/// Ends a closed TLS connection's crypto-level sessions and gives their
+/// memory back.
+fn end_crypto_sessions(depot: &Depot, conn: &mut Conn) {
+    if conn.crypto_ids.is_empty() {
+        return;
+    }
+    depot.end_crypto_sessions(&conn.crypto_ids);
+    shrink(
+        &mut depot
+            .crypto_sessions
+            .lock()
+            .unwrap_or_else(|p| p.into_inner()),
+    );
+    if let Some(peer) = conn.crypto_peer {
+        depot.guards.release_crypto(peer, conn.crypto_ids.len());
+    }
+    conn.crypto_ids = Vec::new();
+}
+
 async fn serve_connection(depot: &Depot, conn: &mut Conn, shutdown: CancellationToken) {
+    let max = if conn.secure {
+        MAX_SECURE_LINE
+    } else {
+        MAX_LINE
+    };
     loop {
-        // Wait for the first byte of the next request (idle timeout), then for
-        // the rest of its line (I/O timeout).
-        let waited = tokio::select! {
-            biased;
-            _ = shutdown.cancelled() => return,
-            r = tokio::time::timeout(depot.idle_timeout, conn.reader.fill_buf()) => r,
-        };
-        match waited {
-            Err(_) => {
-                tracing::debug!(peer = %conn.peer, "idle connection timed out");
-                return;
-            }
-            Ok(Err(_)) => return,
-            Ok(Ok([])) => return,
-            Ok(Ok(_)) => {}
-        }
-        let max = if conn.secure {
-            MAX_SECURE_LINE
-        } else {
-            MAX_LINE
-        };
-        let line = match timed(conn.io_timeout, read_line_max(&mut conn.reader, max)).await {
-            Ok(Line::Text(l)) => l,
-            Ok(Line::Eof) | Err(_) => return,
-            Ok(Line::TooLong) => {
-                tracing::info!(peer = %conn.peer, "request line too long");
-                let _ = conn.reply(&Reply::Error(IbpError::BadFormat)).await;
-                return;
-            }
+        let Some(line) = next_request_line(depot, conn, &shutdown, max).await else {
+            return;
         };
         let keep = if conn.secure {
             secure_request(depot, conn, &line).await
@@ -485,10 +724,16 @@ async fn secure_request(depot: &Depot, conn: &mut Conn, line: &[u8]) -> bool {
     // (reads work while the L-Bone is down).
     let ticket_read =
         matches!(request, SecureRequest::Load(_)) && matches!(conn.peer_identity, Some(Ok(_)));
-    let result = if conn.session.is_none() && command.is_some() && !ticket_read {
+    // STATUS (INQ or RES: metadata the legacy port gives anyone) needs no
+    // session from a peer whose chain verified in the handshake: a user's
+    // proxy with VO attributes, or a plain end-entity certificate such as
+    // the L-Bone's, which polls depots whose legacy port is off.
+    let verified_peer = matches!(conn.peer_identity, Some(Ok(_))) || conn.peer_plain_key.is_some();
+    let status_inquiry = matches!(request, SecureRequest::Status(_)) && verified_peer;
+    let result = if conn.session.is_none() && command.is_some() && !ticket_read && !status_inquiry {
         Err(Failure::Refused(
             IbpError::CapAccessDenied,
-            format!("{name} before AUTH: authenticate with a depot grant first (only LOAD with a file ticket needs none)"),
+            format!("{name} before AUTH: authenticate with a depot grant first (only STATUS, and LOAD with a file ticket, need none)"),
         ))
     } else if conn.session.as_ref().is_some_and(|s| s.delegated)
         && !matches!(request, SecureRequest::Store(_) | SecureRequest::Write(_))
@@ -498,7 +743,7 @@ async fn secure_request(depot: &Depot, conn: &mut Conn, line: &[u8]) -> bool {
             IbpError::CapAccessDenied,
             format!("{name} in a delegated (depot) session: only STORE and WRITE"),
         ))
-    } else if expired && command.is_some() && !ticket_read {
+    } else if expired && command.is_some() && !ticket_read && !status_inquiry {
         // Revocation through short lifetimes: a session lasts as long as its grant.
         Err(Failure::Refused(
             IbpError::CapAccessDenied,
@@ -542,5 +787,72 @@ async fn dispatch(depot: &Depot, conn: &mut Conn, request: Request) -> Result<()
         Request::Write(w) => transfer::write(depot, conn, w).await,
         Request::Load(l) => transfer::load(depot, conn, l).await,
         Request::Copy(c) => transfer::copy(depot, conn, c).await,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn addresses_count_by_ipv4_or_ipv6_slash_64() {
+        let v4: IpAddr = "192.0.2.7".parse().unwrap();
+        assert_eq!(address_key(v4), v4);
+        let mapped: IpAddr = "::ffff:192.0.2.7".parse().unwrap();
+        assert_eq!(address_key(mapped), v4);
+        let a: IpAddr = "2001:db8:1:2:aaaa::1".parse().unwrap();
+        let b: IpAddr = "2001:db8:1:2:ffff:1:2:3".parse().unwrap();
+        let other: IpAddr = "2001:db8:1:3::1".parse().unwrap();
+        assert_eq!(address_key(a), address_key(b));
+        assert_eq!(address_key(a), "2001:db8:1:2::".parse::<IpAddr>().unwrap());
+        assert_ne!(address_key(a), address_key(other));
+    }
+
+    #[test]
+    fn per_address_slots_are_capped_and_given_back() {
+        let t = Arc::new(PerAddress::default());
+        let ip: IpAddr = "127.0.0.2".parse().unwrap();
+        let slots: Vec<_> = (0..3)
+            .map(|_| PerAddress::take(&t, ip, 3).expect("under the cap"))
+            .collect();
+        assert!(PerAddress::take(&t, ip, 3).is_none());
+        // Another address is not affected.
+        let other = PerAddress::take(&t, "127.0.0.1".parse().unwrap(), 3);
+        assert!(other.is_some());
+        drop(slots);
+        drop(other);
+        assert!(t.open.lock().unwrap().is_empty(), "entries go at zero");
+        assert!(PerAddress::take(&t, ip, 3).is_some());
+    }
+
+    #[test]
+    fn crypto_sessions_per_peer_are_capped_and_released() {
+        let g = Guards::new(Limits {
+            per_address: 1,
+            first_request: Duration::from_secs(1),
+            handshake: Duration::from_secs(1),
+            request_line: Duration::from_secs(1),
+            crypto_per_connection: 1,
+            crypto_per_peer: 2,
+        });
+        let (a, b) = ([1u8; 32], [2u8; 32]);
+        assert!(g.take_crypto(a) && g.take_crypto(a));
+        assert!(!g.take_crypto(a));
+        assert!(g.take_crypto(b));
+        g.release_crypto(a, 2);
+        assert_eq!(g.crypto_sessions_of(&a), 0);
+        assert!(g.take_crypto(a));
+        g.release_crypto(b, 5);
+        assert_eq!(g.crypto_sessions_of(&b), 0);
+    }
+
+    #[test]
+    fn maps_shrink_once_mostly_empty() {
+        let mut m: HashMap<u32, u32> = (0..10_000).map(|i| (i, i)).collect();
+        m.retain(|k, _| *k < 10);
+        let before = m.capacity();
+        shrink(&mut m);
+        assert!(m.capacity() < before / 100, "{before} -> {}", m.capacity());
+        assert_eq!(m.len(), 10);
     }
 }
