@@ -149,6 +149,12 @@ pub struct Config {
     /// connections. Default 64.
     #[serde(default = "default_max_crypto_sessions_per_peer")]
     pub max_crypto_sessions_per_peer: usize,
+    /// The slowest average rate a STORE/WRITE body or a LOAD payload may
+    /// move at, in bytes per second: a transfer may take `io_timeout` plus
+    /// one second per `min_transfer_rate` bytes moved so far, so a client
+    /// that trickles a byte now and then is cut off. Default `32KiB`.
+    #[serde(default = "default_min_transfer_rate")]
+    pub min_transfer_rate: ByteSize,
 }
 
 fn default_max_connections_per_address() -> usize {
@@ -168,6 +174,9 @@ fn default_max_crypto_sessions_per_connection() -> usize {
 }
 fn default_max_crypto_sessions_per_peer() -> usize {
     64
+}
+fn default_min_transfer_rate() -> ByteSize {
+    ByteSize(32 << 10)
 }
 
 /// A quota for one user (VO ID) of a VO, overriding the VO's `user_quota`.
@@ -528,6 +537,7 @@ impl Config {
                 "max_crypto_sessions_per_peer",
                 self.max_crypto_sessions_per_peer as u64,
             ),
+            ("min_transfer_rate", self.min_transfer_rate.0),
         ] {
             if v == 0 {
                 bail!("{name} must be positive");

@@ -52,6 +52,9 @@ pub struct Limits {
     /// Crypto-level sessions one peer (TLS client key) may hold over all
     /// its connections.
     pub crypto_per_peer: usize,
+    /// The slowest average rate of a bulk transfer, bytes per second
+    /// ([`Pace`]).
+    pub min_transfer_rate: u64,
 }
 
 impl Limits {
@@ -63,7 +66,46 @@ impl Limits {
             request_line: cfg.request_line_timeout.as_duration(),
             crypto_per_connection: cfg.max_crypto_sessions_per_connection,
             crypto_per_peer: cfg.max_crypto_sessions_per_peer,
+            min_transfer_rate: cfg.min_transfer_rate.0,
         }
+    }
+}
+
+/// The pace a bulk transfer (a STORE/WRITE body, a LOAD payload) must keep,
+/// as Apache's mod_reqtimeout `MinRate`: it may take `grace` plus one second
+/// for every `min_rate` bytes moved so far. Each wait for the peer is
+/// bounded by the sooner of that deadline and the per-read I/O timeout, so
+/// a peer that sends (or reads) a byte just before every I/O timeout is cut
+/// off once it falls behind, not after hours.
+#[derive(Debug, Clone, Copy)]
+pub struct Pace {
+    start: Instant,
+    grace: Duration,
+    min_rate: u64,
+}
+
+impl Pace {
+    /// A transfer starting now.
+    pub fn new(grace: Duration, min_rate: u64) -> Pace {
+        Pace {
+            start: Instant::now(),
+            grace,
+            min_rate: min_rate.max(1),
+        }
+    }
+
+    /// How long the next wait may last once `moved` bytes have moved: the
+    /// sooner of `io_timeout` and what is left of the pace's deadline (zero
+    /// when it has passed: a wait that is ready at once still succeeds).
+    pub fn limit(&self, moved: u64, io_timeout: Duration) -> Duration {
+        self.limit_at(Instant::now(), moved, io_timeout)
+    }
+
+    /// [`limit`](Self::limit) at the time `now`.
+    pub fn limit_at(&self, now: Instant, moved: u64, io_timeout: Duration) -> Duration {
+        let earned = Duration::from_secs_f64(moved as f64 / self.min_rate as f64);
+        let deadline = self.start + self.grace.saturating_add(earned);
+        deadline.saturating_duration_since(now).min(io_timeout)
     }
 }
 
@@ -795,6 +837,24 @@ mod tests {
     use super::*;
 
     #[test]
+    fn pace_allows_grace_plus_a_second_per_min_rate_bytes() {
+        let io = Duration::from_secs(60);
+        let pace = Pace::new(Duration::from_secs(10), 1000);
+        let t0 = pace.start;
+        let at = |s: u64| t0 + Duration::from_secs(s);
+        assert_eq!(pace.limit_at(at(0), 0, io), Duration::from_secs(10));
+        assert_eq!(pace.limit_at(at(0), 5_000, io), Duration::from_secs(15));
+        // Never longer than one I/O timeout per wait.
+        assert_eq!(pace.limit_at(at(0), 1_000_000, io), io);
+        assert_eq!(pace.limit_at(at(9), 0, io), Duration::from_secs(1));
+        assert_eq!(pace.limit_at(at(9), 2_000, io), Duration::from_secs(3));
+        // A trickler that moved 3 bytes in 20 s is past its deadline ...
+        assert_eq!(pace.limit_at(at(20), 3, io), Duration::ZERO);
+        // ... one that kept the rate is not.
+        assert_eq!(pace.limit_at(at(20), 20_000, io), Duration::from_secs(10));
+    }
+
+    #[test]
     fn addresses_count_by_ipv4_or_ipv6_slash_64() {
         let v4: IpAddr = "192.0.2.7".parse().unwrap();
         assert_eq!(address_key(v4), v4);
@@ -834,6 +894,7 @@ mod tests {
             request_line: Duration::from_secs(1),
             crypto_per_connection: 1,
             crypto_per_peer: 2,
+            min_transfer_rate: 1,
         });
         let (a, b) = ([1u8; 32], [2u8; 32]);
         assert!(g.take_crypto(a) && g.take_crypto(a));

@@ -60,21 +60,22 @@ pub enum SpliceError {
 }
 
 /// Moves exactly `len` bytes from `stream` to `file` at offset `at`, calling
-/// `progress` with each piece moved.
+/// `progress` with each piece moved. Each wait for the peer lasts at most
+/// `limit(bytes moved so far)` (the transfer's [`crate::server::Pace`]).
 pub async fn receive(
     stream: &TcpStream,
     file: &File,
     pipe: &Pipe,
     mut at: u64,
     len: u64,
-    io_timeout: Duration,
+    limit: impl Fn(u64) -> Duration,
     mut progress: impl FnMut(u64),
 ) -> Result<(), (SpliceError, u64)> {
     let mut left = len;
     while left > 0 {
         let want = (left as usize).min(pipe.capacity);
         let n = loop {
-            timed(io_timeout, stream.readable())
+            timed(limit(len - left), stream.readable())
                 .await
                 .map_err(|e| (SpliceError::Peer(e), len - left))?;
             let r = stream.try_io(Interest::READABLE, || {

@@ -21,7 +21,7 @@ use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
 
 use crate::resource::Resource;
-use crate::server::{read_line, timed, Conn, Failure, Line};
+use crate::server::{read_line, timed, Conn, Failure, Line, Pace};
 use crate::splice;
 use crate::Depot;
 
@@ -155,6 +155,8 @@ async fn pump_into_file(
     len: u64,
 ) -> Result<(), Failure> {
     let mut left = len;
+    let pace = Pace::new(conn.io_timeout, depot.guards.limits.min_transfer_rate);
+    let io_timeout = conn.io_timeout;
     let write_err = |e: io::Error| {
         tracing::error!(error = %e, "write allocation data");
         Failure::Reply(IbpError::FileWrite)
@@ -172,7 +174,9 @@ async fn pump_into_file(
     }
     if left >= SPLICE_MIN && conn.stream().is_some() {
         if let (Ok(pipe), Some(stream)) = (splice::Pipe::new(), conn.stream()) {
-            let moved = splice::receive(stream, file, &pipe, at, left, conn.io_timeout, |n| {
+            let before = len - left;
+            let limit = |moved: u64| pace.limit(before + moved, io_timeout);
+            let moved = splice::receive(stream, file, &pipe, at, left, limit, |n| {
                 depot.metrics.bytes_in(n)
             })
             .await;
@@ -190,7 +194,8 @@ async fn pump_into_file(
     let mut buf = vec![0u8; (left as usize).clamp(1, CHUNK)];
     while left > 0 {
         let want = (left as usize).min(buf.len());
-        let n = timed(conn.io_timeout, conn.reader.read(&mut buf[..want])).await?;
+        let limit = pace.limit(len - left, io_timeout);
+        let n = timed(limit, conn.reader.read(&mut buf[..want])).await?;
         if n == 0 {
             return Err(Failure::Io(io::ErrorKind::UnexpectedEof.into()));
         }
@@ -258,10 +263,11 @@ async fn load_checked(
         conn.send(&out).await?;
     } else {
         conn.send(header.as_bytes()).await?;
+        let pace = Pace::new(conn.io_timeout, depot.guards.limits.min_transfer_rate);
         let io_timeout = conn.io_timeout;
         match conn.stream() {
-            Some(stream) => send_file(stream, &file, l.offset, n, io_timeout).await?,
-            None => copy_file_out(conn, &file, l.offset, n).await?,
+            Some(stream) => send_file(stream, &file, l.offset, n, pace, io_timeout).await?,
+            None => copy_file_out(conn, &file, l.offset, n, pace).await?,
         }
     }
     depot.metrics.bytes_out(n);
@@ -321,8 +327,14 @@ fn check_ticket(
 }
 
 /// Sends `len` bytes of `file` from `offset` through the connection's
-/// stream (TLS) in pieces of [`TLS_CHUNK`].
-async fn copy_file_out(conn: &mut Conn, file: &File, offset: u64, len: u64) -> Result<(), Failure> {
+/// stream (TLS) in pieces of [`TLS_CHUNK`], at `pace`.
+async fn copy_file_out(
+    conn: &mut Conn,
+    file: &File,
+    offset: u64,
+    len: u64,
+    pace: Pace,
+) -> Result<(), Failure> {
     let mut buf = vec![0u8; (len as usize).min(TLS_CHUNK)];
     let mut at = offset;
     let mut left = len;
@@ -333,7 +345,9 @@ async fn copy_file_out(conn: &mut Conn, file: &File, offset: u64, len: u64) -> R
             tracing::error!(error = %e, "read allocation data");
             Failure::Io(e)
         })?;
-        conn.send(&buf[..k]).await?;
+        let limit = pace.limit(len - left, conn.io_timeout);
+        let w = conn.reader.get_mut();
+        timed(limit, w.write_all(&buf[..k])).await?;
         at += k as u64;
         left -= k as u64;
     }
@@ -341,19 +355,20 @@ async fn copy_file_out(conn: &mut Conn, file: &File, offset: u64, len: u64) -> R
     Ok(())
 }
 
-/// Sends `len` bytes of `file` from `offset` with sendfile(2).
+/// Sends `len` bytes of `file` from `offset` with sendfile(2), at `pace`.
 async fn send_file(
     stream: &TcpStream,
     file: &File,
     offset: u64,
     len: u64,
+    pace: Pace,
     io_timeout: Duration,
 ) -> io::Result<()> {
     let mut off =
         i64::try_from(offset).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
     let mut left = len;
     while left > 0 {
-        timed(io_timeout, stream.writable()).await?;
+        timed(pace.limit(len - left, io_timeout), stream.writable()).await?;
         let chunk = (left as usize).min(CHUNK * 4);
         let sent = stream.try_io(tokio::io::Interest::WRITABLE, || {
             // SAFETY: both descriptors are open for the duration of the call
@@ -410,7 +425,8 @@ pub async fn copy(depot: &Depot, conn: &mut Conn, c: Copy) -> Result<(), Failure
         .map_err(|_| IbpError::Connection)?;
     target_reply(&mut target, Expect::Ok, io).await?;
     if let Some(file) = &file {
-        send_file(target.get_ref(), file, c.offset, n, io)
+        let pace = Pace::new(io, depot.guards.limits.min_transfer_rate);
+        send_file(target.get_ref(), file, c.offset, n, pace, io)
             .await
             .map_err(|_| IbpError::Connection)?;
     }

@@ -350,3 +350,61 @@ async fn one_address_cannot_hold_the_data_port() {
         "depot RSS grew from {rss_before} KiB to {rss_after} KiB"
     );
 }
+
+/// A STORE body that trickles a byte every [`GAP`], well inside
+/// `io_timeout`, is cut off by the transfer's pace (`min_transfer_rate`:
+/// `io_timeout` plus a second per `min_transfer_rate` bytes), and nothing of
+/// it is acknowledged; the depot serves others meanwhile. Before the pace, a
+/// byte per `io_timeout` held the connection for as long as the body was.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn trickled_store_body_is_cut_off_by_the_pace() {
+    const IO: Duration = Duration::from_secs(2);
+    let pki = Pki::new();
+    let depot = pki
+        .depot("io_timeout = \"2s\"\nmin_transfer_rate = \"64KiB\"")
+        .spawn();
+    let mut owner = IbpClient::connect(&depot.addr.to_string()).await.unwrap();
+    owner.set_timeout(Duration::from_secs(10));
+    let size = 64 * 1024;
+    let caps = owner
+        .allocate(Rid(0), ibp_proto::Reliability::Hard, 3600, size)
+        .await
+        .unwrap();
+    let store = ibp_proto::Request::Store(ibp_proto::Store {
+        cap: caps.write.cap.clone(),
+        size,
+        timeout: 30,
+    });
+    let mut s = common::tcp_from(attacker(), depot.addr).await.unwrap();
+    s.write_all(store.encode().as_bytes()).await.unwrap();
+    let mut go = [0u8; 3];
+    s.read_exact(&mut go).await.unwrap();
+    assert_eq!(&go, b"1 \n", "the go-ahead");
+    let since = tokio::time::Instant::now();
+    let closed = Arc::new(AtomicUsize::new(0));
+    let body = tokio::spawn(trickle(s, b"x", since, closed));
+
+    // The depot serves another client while the body trickles.
+    let t = Instant::now();
+    let mut other = IbpClient::connect(&depot.addr.to_string()).await.unwrap();
+    other.set_timeout(Duration::from_secs(1));
+    assert!(other.status(Rid(0)).await.unwrap().total_available > 0);
+    assert!(
+        t.elapsed() < Duration::from_secs(1),
+        "served in {:?}",
+        t.elapsed()
+    );
+
+    let held = body
+        .await
+        .unwrap()
+        .expect("a trickled STORE body is cut off, not held until GIVE_UP");
+    eprintln!("trickled STORE body cut off after {held:?}");
+    // io_timeout, plus a few bytes' worth of a second at 64 KiB/s.
+    assert!(
+        held >= IO - Duration::from_millis(300) && held < IO + Duration::from_secs(3),
+        "cut off after {held:?}"
+    );
+    let p = owner.probe(&caps.manage).await.unwrap();
+    assert_eq!(p.size, 0, "nothing of the cut-off body is acknowledged");
+}
