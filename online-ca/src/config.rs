@@ -86,6 +86,26 @@ fn default_max_connections() -> usize {
     256
 }
 
+fn default_max_connections_per_address() -> usize {
+    ibp_https::ServeOptions::default().max_connections_per_address
+}
+
+fn default_handshake_timeout() -> Secs {
+    Secs(ibp_https::ServeOptions::default().handshake_timeout.as_secs())
+}
+
+fn default_header_timeout() -> Secs {
+    Secs(ibp_https::ServeOptions::default().header_timeout.as_secs())
+}
+
+fn default_body_timeout() -> Secs {
+    Secs(ibp_https::ServeOptions::default().body_timeout.as_secs())
+}
+
+fn default_body_min_rate() -> u64 {
+    ibp_https::ServeOptions::default().body_min_rate
+}
+
 /// `online-ca serve` configuration.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -124,6 +144,24 @@ pub struct Config {
     /// Most simultaneous client connections; further ones wait.
     #[serde(default = "default_max_connections")]
     pub max_connections: usize,
+    /// Most simultaneous connections from one client address (IPv6: one
+    /// /64); a connection beyond it is closed at once.
+    #[serde(default = "default_max_connections_per_address")]
+    pub max_connections_per_address: usize,
+    /// Time allowed for the TLS handshake.
+    #[serde(default = "default_handshake_timeout")]
+    pub handshake_timeout: Secs,
+    /// Time allowed for a request's header, from the end of the handshake
+    /// or of the previous response (also the keep-alive idle timeout).
+    #[serde(default = "default_header_timeout")]
+    pub header_timeout: Secs,
+    /// Time allowed for a request body, plus one second for every
+    /// `body_min_rate` bytes received.
+    #[serde(default = "default_body_timeout")]
+    pub body_timeout: Secs,
+    /// Bytes per second that earn a request body one more second.
+    #[serde(default = "default_body_min_rate")]
+    pub body_min_rate: u64,
     /// Local users file (argon2id hashes): the embedded authenticator for
     /// demos. Absent: method `local` is disabled.
     #[serde(default)]
@@ -315,6 +353,16 @@ impl Config {
         if self.max_connections == 0 {
             bail!("config: max_connections must be positive");
         }
+        if self.max_connections_per_address == 0 {
+            bail!("config: max_connections_per_address must be positive");
+        }
+        if self.handshake_timeout.0 == 0 || self.header_timeout.0 == 0 || self.body_timeout.0 == 0
+        {
+            bail!("config: handshake_timeout, header_timeout and body_timeout must be positive");
+        }
+        if self.body_min_rate == 0 {
+            bail!("config: body_min_rate must be positive");
+        }
         if self.rate_limit.max_failures == 0 || self.rate_limit.window.0 == 0 {
             bail!("config: rate_limit.max_failures and rate_limit.window must be positive");
         }
@@ -395,6 +443,11 @@ mod tests {
         assert_eq!(c.max_lifetime, Secs(43_200));
         assert_eq!(c.rate_limit.max_failures, 5);
         assert_eq!(c.rate_limit.window, Secs(60));
+        assert_eq!(c.max_connections_per_address, 32);
+        assert_eq!(c.handshake_timeout, Secs(5));
+        assert_eq!(c.header_timeout, Secs(10));
+        assert_eq!(c.body_timeout, Secs(10));
+        assert_eq!(c.body_min_rate, 16 * 1024);
         assert!(c.local.is_none() && c.radius.is_none() && c.oidc.is_none());
     }
 }

@@ -15,7 +15,7 @@
 //! server is never sent again (POSTs are not idempotent), its failure is
 //! returned. To keep that race rare, connections idle for longer than
 //! [`Client::idle_timeout`] are not reused: keep it below the server's idle
-//! timeout (`ibp_https::ServeOptions::header_timeout`, 30 s by default).
+//! timeout (`ibp_https::ServeOptions::header_timeout`, 10 s by default).
 
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -60,9 +60,9 @@ pub const MAX_RESPONSE: usize = 1 << 20;
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// Time allowed for the whole exchange.
 pub const TOTAL_TIMEOUT: Duration = Duration::from_secs(30);
-/// Longest a kept-alive connection is reused after its last response (below
-/// the server's 30 s default idle timeout).
-pub const IDLE_TIMEOUT: Duration = Duration::from_secs(20);
+/// Longest a kept-alive connection is reused after its last response (well
+/// below the server's 10 s default idle timeout).
+pub const IDLE_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Why an HTTPS exchange failed. Messages never contain request bodies.
 #[derive(Debug, Error)]
