@@ -52,10 +52,7 @@ pub async fn serve(cfg: Config) -> anyhow::Result<()> {
         Some(o) => Some(Oidc::new(o)?),
         None => None,
     };
-    let limiter = RateLimiter::new(
-        cfg.rate_limit.max_failures,
-        cfg.rate_limit.window.duration(),
-    );
+    let limiter = RateLimiter::new(cfg.rate_limit.limits());
     let methods: Vec<&str> = [
         local.as_ref().map(|_| "local"),
         radius.as_ref().map(|_| "radius"),
