@@ -220,6 +220,52 @@ async fn csr_with_mismatched_key_or_bad_signature_refused() {
     assert!(ca.audit().is_empty());
 }
 
+/// An RSA-1024 CSR used to be refused as "CSR signature does not verify";
+/// the answer now names the key and the keys accepted. RSA-2048 is
+/// accepted.
+#[tokio::test(flavor = "multi_thread")]
+async fn csr_with_a_weak_or_unsupported_key_is_refused_naming_the_key() {
+    let ca = CaDir::init();
+    ca.add_user("alice", "wonderland");
+    ca.add_member("vo1", "local:alice", &[]);
+    let srv = ca.serve();
+    let ca_der = ca.ca_der();
+    let data = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data");
+    let login = |file: &str| {
+        let csr = std::fs::read_to_string(data.join(file)).unwrap();
+        let ca_der = ca_der.clone();
+        let srv = &srv;
+        async move {
+            https(
+                srv.addr,
+                &ca_der,
+                None,
+                "POST",
+                "/v1/login",
+                Some(&login_body("local", "alice", "wonderland", "vo1", &csr)),
+            )
+            .await
+        }
+    };
+    let accepted = "use an ECDSA P-256, Ed25519 or RSA (2048 to 8192 bits) key";
+    for (file, key) in [
+        ("csr-rsa1024.pem", "an RSA key of 1024 bits"),
+        ("csr-p384.pem", "an ECDSA P-384 key"),
+    ] {
+        let a = login(file).await;
+        assert_eq!(a.status, 400, "{file}: {:?}", a.json);
+        assert_eq!(
+            a.json["error"],
+            format!("CSR key not accepted: {key}; {accepted}"),
+            "{file}"
+        );
+    }
+    assert!(ca.audit().is_empty());
+    let a = login("csr-rsa2048.pem").await;
+    assert_eq!(a.status, 200, "{:?}", a.json);
+    assert_eq!(ca.audit().len(), 1);
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn lifetime_is_capped_and_defaulted() {
     let ca = CaDir::init();
