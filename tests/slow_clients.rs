@@ -78,7 +78,10 @@ fn socket_addr(url: &str) -> SocketAddr {
 }
 
 /// Writes whatever rustls has to send.
-async fn flush_tls(sock: &mut TcpStream, tls: &mut rustls::ClientConnection) -> std::io::Result<()> {
+async fn flush_tls(
+    sock: &mut TcpStream,
+    tls: &mut rustls::ClientConnection,
+) -> std::io::Result<()> {
     while tls.wants_write() {
         let mut out = Vec::new();
         tls.write_tls(&mut out)?;
@@ -87,7 +90,10 @@ async fn flush_tls(sock: &mut TcpStream, tls: &mut rustls::ClientConnection) -> 
     Ok(())
 }
 
-async fn handshake(sock: &mut TcpStream, tls: &mut rustls::ClientConnection) -> std::io::Result<()> {
+async fn handshake(
+    sock: &mut TcpStream,
+    tls: &mut rustls::ClientConnection,
+) -> std::io::Result<()> {
     let mut buf = vec![0u8; 16 * 1024];
     loop {
         flush_tls(sock, tls).await?;
@@ -130,7 +136,7 @@ async fn trickle(
         let tick = Instant::now() + Duration::from_secs(1);
         loop {
             match tokio::time::timeout_at(tick, sock.read(&mut buf)).await {
-                Err(_) => break,                      // a second without news
+                Err(_) => break,                                       // a second without news
                 Ok(Ok(0)) | Ok(Err(_)) => return Some(Instant::now()), // closed
                 Ok(Ok(_)) => continue, // an answer (400 and the like); the close follows
             }
@@ -186,7 +192,8 @@ async fn attack_one(
             }
         }
         Trickle::Header | Trickle::Body => {
-            let setup = tokio::time::timeout(Duration::from_secs(3), handshake(&mut sock, &mut tls));
+            let setup =
+                tokio::time::timeout(Duration::from_secs(3), handshake(&mut sock, &mut tls));
             match setup.await {
                 Ok(Err(_)) => {
                     // Refused: closed during the handshake.
@@ -198,7 +205,9 @@ async fn attack_one(
                     // to finish, then trickle like the others.
                     mark_settled(&mut settle);
                     match tokio::time::timeout(CLOSE_BOUND, handshake(&mut sock, &mut tls)).await {
-                        Ok(Ok(())) => trickle_request(&mut sock, &mut tls, kind, post_path, &mut out).await,
+                        Ok(Ok(())) => {
+                            trickle_request(&mut sock, &mut tls, kind, post_path, &mut out).await
+                        }
                         Ok(Err(_)) => Some(Instant::now()),
                         Err(_) => None,
                     }
@@ -309,7 +318,10 @@ async fn one_address_trickling_bytes_cannot_hold_the_https_daemons() {
     }
     let all = u32::try_from(tasks.len()).expect("few tasks");
     let waited = tokio::time::timeout(Duration::from_secs(10), settled.acquire_many(all)).await;
-    assert!(waited.is_ok(), "the attacker's connections did not settle within 10 s");
+    assert!(
+        waited.is_ok(),
+        "the attacker's connections did not settle within 10 s"
+    );
 
     // Meanwhile, clients from 127.0.0.1 are served at once.
     let client = |url: &str, cred: Option<&ProxyCredential>| {
@@ -325,7 +337,11 @@ async fn one_address_trickling_bytes_cannot_hold_the_https_daemons() {
     let checks = [
         ("online CA", client(&grid.ca_url, None), "/v1/trust"),
         ("L-Bone", client(&grid.lbone_url, None), "/status.json"),
-        ("metadata manager", client(&grid.mdm_url, Some(&alice)), "/v1/whoami"),
+        (
+            "metadata manager",
+            client(&grid.mdm_url, Some(&alice)),
+            "/v1/whoami",
+        ),
     ];
     for round in 0..3 {
         for (name, c, path) in &checks {

@@ -71,7 +71,9 @@ pub enum CsrError {
     BadSignature,
     /// A key the grid cannot use (proxies are signed with it, and
     /// `ibp-auth` verifies only these).
-    #[error("CSR key not accepted: {0}; use an ECDSA P-256, Ed25519 or RSA (2048 to 8192 bits) key")]
+    #[error(
+        "CSR key not accepted: {0}; use an ECDSA P-256, Ed25519 or RSA (2048 to 8192 bits) key"
+    )]
     UnsupportedKey(String),
 }
 
@@ -93,8 +95,12 @@ fn check_key(spki: &x509_parser::x509::SubjectPublicKeyInfo<'_>) -> Result<(), C
                 Some("1.2.840.10045.3.1.7") => Ok(()),
                 Some("1.3.132.0.34") => Err(CsrError::UnsupportedKey("an ECDSA P-384 key".into())),
                 Some("1.3.132.0.35") => Err(CsrError::UnsupportedKey("an ECDSA P-521 key".into())),
-                Some(c) => Err(CsrError::UnsupportedKey(format!("an ECDSA key on curve {c}"))),
-                None => Err(CsrError::Malformed("an ECDSA key without a named curve".into())),
+                Some(c) => Err(CsrError::UnsupportedKey(format!(
+                    "an ECDSA key on curve {c}"
+                ))),
+                None => Err(CsrError::Malformed(
+                    "an ECDSA key without a named curve".into(),
+                )),
             }
         }
         "1.3.101.112" => Ok(()),
@@ -104,7 +110,9 @@ fn check_key(spki: &x509_parser::x509::SubjectPublicKeyInfo<'_>) -> Result<(), C
                 if (2048..=8192).contains(&bits) {
                     Ok(())
                 } else {
-                    Err(CsrError::UnsupportedKey(format!("an RSA key of {bits} bits")))
+                    Err(CsrError::UnsupportedKey(format!(
+                        "an RSA key of {bits} bits"
+                    )))
                 }
             }
             _ => Err(CsrError::Malformed("unreadable RSA public key".into())),

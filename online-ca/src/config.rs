@@ -91,7 +91,11 @@ fn default_max_connections_per_address() -> usize {
 }
 
 fn default_handshake_timeout() -> Secs {
-    Secs(ibp_https::ServeOptions::default().handshake_timeout.as_secs())
+    Secs(
+        ibp_https::ServeOptions::default()
+            .handshake_timeout
+            .as_secs(),
+    )
 }
 
 fn default_header_timeout() -> Secs {
@@ -406,8 +410,7 @@ impl Config {
         if self.max_connections_per_address == 0 {
             bail!("config: max_connections_per_address must be positive");
         }
-        if self.handshake_timeout.0 == 0 || self.header_timeout.0 == 0 || self.body_timeout.0 == 0
-        {
+        if self.handshake_timeout.0 == 0 || self.header_timeout.0 == 0 || self.body_timeout.0 == 0 {
             bail!("config: handshake_timeout, header_timeout and body_timeout must be positive");
         }
         if self.body_min_rate == 0 {

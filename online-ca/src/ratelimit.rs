@@ -114,7 +114,12 @@ fn expire(q: &mut VecDeque<Instant>, now: Instant, window: Duration) {
 }
 
 /// `Some(wait)` when `q` holds `max` failures within the window.
-fn over(q: Option<&mut VecDeque<Instant>>, max: u32, now: Instant, window: Duration) -> Option<Duration> {
+fn over(
+    q: Option<&mut VecDeque<Instant>>,
+    max: u32,
+    now: Instant,
+    window: Duration,
+) -> Option<Duration> {
     let q = q?;
     expire(q, now, window);
     let max = max.max(1) as usize;
@@ -123,7 +128,11 @@ fn over(q: Option<&mut VecDeque<Instant>>, max: u32, now: Instant, window: Durat
     }
     // Allowed again when enough of the oldest failures age out.
     let until = q[q.len() - max] + window;
-    Some(until.saturating_duration_since(now).max(Duration::from_secs(1)))
+    Some(
+        until
+            .saturating_duration_since(now)
+            .max(Duration::from_secs(1)),
+    )
 }
 
 fn push(q: &mut VecDeque<Instant>, max: u32, now: Instant) {
@@ -133,7 +142,11 @@ fn push(q: &mut VecDeque<Instant>, max: u32, now: Instant) {
     }
 }
 
-fn sweep<K: std::hash::Hash + Eq>(map: &mut HashMap<K, VecDeque<Instant>>, now: Instant, window: Duration) {
+fn sweep<K: std::hash::Hash + Eq>(
+    map: &mut HashMap<K, VecDeque<Instant>>,
+    now: Instant,
+    window: Duration,
+) {
     if map.len() >= SWEEP_AT {
         map.retain(|_, q| {
             q.back()
@@ -166,7 +179,12 @@ impl RateLimiter {
         let l = self.limits;
         let w = l.window;
         let mut st = self.lock();
-        let refuse = |budget, retry_after| Err(Refusal { budget, retry_after });
+        let refuse = |budget, retry_after| {
+            Err(Refusal {
+                budget,
+                retry_after,
+            })
+        };
         let pair = user.map(|u| (u.to_string(), ip));
         if let Some(p) = &pair {
             if let Some(wait) = over(st.pairs.get_mut(p), l.max_failures, now, w) {
@@ -183,7 +201,12 @@ impl RateLimiter {
             // nobody else's failures lock the user out.
             return Ok(());
         }
-        if let Some(wait) = over(st.addresses.get_mut(&ip), l.max_failures_per_address, now, w) {
+        if let Some(wait) = over(
+            st.addresses.get_mut(&ip),
+            l.max_failures_per_address,
+            now,
+            w,
+        ) {
             return refuse(Budget::Address, wait);
         }
         if let Some(u) = user {
@@ -211,10 +234,22 @@ impl RateLimiter {
         sweep(&mut st.addresses, now, l.window);
         sweep(&mut st.users, now, l.window);
         if let Some(u) = user {
-            push(st.pairs.entry((u.to_string(), ip)).or_default(), l.max_failures, now);
-            push(st.users.entry(u.to_string()).or_default(), l.max_failures_per_user, now);
+            push(
+                st.pairs.entry((u.to_string(), ip)).or_default(),
+                l.max_failures,
+                now,
+            );
+            push(
+                st.users.entry(u.to_string()).or_default(),
+                l.max_failures_per_user,
+                now,
+            );
         }
-        push(st.addresses.entry(ip).or_default(), l.max_failures_per_address, now);
+        push(
+            st.addresses.entry(ip).or_default(),
+            l.max_failures_per_address,
+            now,
+        );
         push(&mut st.total, l.max_failures_total, now);
     }
 
@@ -234,7 +269,11 @@ impl RateLimiter {
             st.known
                 .retain(|_, t| now.saturating_duration_since(*t) < lifetime);
             if st.known.len() >= MAX_KNOWN {
-                let oldest = st.known.iter().min_by_key(|(_, t)| **t).map(|(k, _)| k.clone());
+                let oldest = st
+                    .known
+                    .iter()
+                    .min_by_key(|(_, t)| **t)
+                    .map(|(k, _)| k.clone());
                 if let Some(k) = oldest {
                     st.known.remove(&k);
                 }
@@ -278,7 +317,9 @@ mod tests {
         assert_eq!(r.budget, Budget::UserAtAddress);
         assert!(r.retry_after <= W && r.retry_after >= W - Duration::from_secs(1));
         // Still refused just before the window ends, allowed after it.
-        assert!(rl.check_at(Some("local:demo"), a, t0 + W - Duration::from_secs(1)).is_err());
+        assert!(rl
+            .check_at(Some("local:demo"), a, t0 + W - Duration::from_secs(1))
+            .is_err());
         assert!(rl.check_at(Some("local:demo"), a, t0 + W).is_ok());
     }
 
@@ -335,10 +376,16 @@ mod tests {
         // The known address expires.
         let later = t0 + Duration::from_secs(30 * 86_400);
         for i in 0..50u32 {
-            rl.failed_at(Some("local:demo"), IpAddr::from([203, 0, 114, i as u8]), later);
+            rl.failed_at(
+                Some("local:demo"),
+                IpAddr::from([203, 0, 114, i as u8]),
+                later,
+            );
         }
         assert_eq!(
-            rl.check_at(Some("local:demo"), home, later).unwrap_err().budget,
+            rl.check_at(Some("local:demo"), home, later)
+                .unwrap_err()
+                .budget,
             Budget::User
         );
     }
@@ -352,13 +399,19 @@ mod tests {
         let t0 = Instant::now();
         rl.succeeded_at("local:demo", ip("198.51.100.1"), t0);
         for i in 0..10u8 {
-            rl.failed_at(Some(&format!("local:u{i}")), IpAddr::from([203, 0, 113, i]), t0);
+            rl.failed_at(
+                Some(&format!("local:u{i}")),
+                IpAddr::from([203, 0, 113, i]),
+                t0,
+            );
         }
         assert_eq!(
             rl.check_at(None, ip("192.0.2.1"), t0).unwrap_err().budget,
             Budget::Total
         );
-        assert!(rl.check_at(Some("local:demo"), ip("198.51.100.1"), t0).is_ok());
+        assert!(rl
+            .check_at(Some("local:demo"), ip("198.51.100.1"), t0)
+            .is_ok());
     }
 
     #[test]

@@ -364,7 +364,11 @@ async fn login_from(
         .headers
         .get("retry-after")
         .map(|v| v.to_str().unwrap().parse().unwrap());
-    (a.status, a.json["error"].as_str().unwrap_or("").to_string(), retry)
+    (
+        a.status,
+        a.json["error"].as_str().unwrap_or("").to_string(),
+        retry,
+    )
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -438,10 +442,16 @@ async fn guessing_many_users_from_one_address_hits_the_address_budget() {
     }
     let (status, msg, retry) = login_from(&srv, &ca_der, ATTACKER, "user99", "guess", &csr).await;
     assert_eq!(status, 429, "{msg}");
-    assert_eq!(msg, "too many failed logins from this address; try again later");
+    assert_eq!(
+        msg,
+        "too many failed logins from this address; try again later"
+    );
     assert!(retry.is_some_and(|r| (1..=60).contains(&r)), "{retry:?}");
     let (status, _, _) = login_from(&srv, &ca_der, ATTACKER, "bob", "builder", &csr).await;
-    assert_eq!(status, 429, "bob has never logged in from the attacker's address");
+    assert_eq!(
+        status, 429,
+        "bob has never logged in from the attacker's address"
+    );
     let (status, msg, _) = login_from(&srv, &ca_der, USER, "bob", "builder", &csr).await;
     assert_eq!(status, 200, "{msg}");
 }

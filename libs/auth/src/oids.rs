@@ -41,7 +41,10 @@ mod tests {
     fn dotted_to_der(dotted: &str) -> Vec<u8> {
         let arcs: Vec<u128> = dotted
             .split('.')
-            .map(|a| a.parse().unwrap_or_else(|e| panic!("arc {a:?} of {dotted}: {e}")))
+            .map(|a| {
+                a.parse()
+                    .unwrap_or_else(|e| panic!("arc {a:?} of {dotted}: {e}"))
+            })
             .collect();
         assert!(arcs.len() >= 2 && arcs[0] <= 2, "{dotted}");
         let mut out = Vec::new();
