@@ -241,19 +241,12 @@ async fn login(
         }
     };
 
-    // Over the limit: refuse before looking at the credentials.
-    let mut keys = vec![format!("ip:{}", remote.ip())];
-    if let Some(u) = &user {
-        keys.push(format!("user:{u}"));
-    }
-    if let Err(wait) = app.limiter.check(&keys) {
-        tracing::warn!(remote = %remote, user = user.as_deref().unwrap_or("-"), "login rate limited");
+    // Over a budget: refuse before looking at the credentials.
+    if let Err(r) = app.limiter.check(user.as_deref(), remote.ip()) {
+        tracing::warn!(remote = %remote, user = user.as_deref().unwrap_or("-"), budget = ?r.budget, "login rate limited");
         return Err(ApiError {
-            retry_after: Some(wait.as_secs().max(1)),
-            ..ApiError::new(
-                StatusCode::TOO_MANY_REQUESTS,
-                "too many failed logins; try again later",
-            )
+            retry_after: Some(r.retry_after.as_secs().max(1)),
+            ..ApiError::new(StatusCode::TOO_MANY_REQUESTS, r.budget.message())
         });
     }
 
@@ -266,12 +259,12 @@ async fn login(
     let identity = match checked {
         Checked::Identity(id) => id,
         Checked::Wrong(why) => {
-            app.limiter.failed(&keys);
+            app.limiter.failed(user.as_deref(), remote.ip());
             tracing::info!(remote = %remote, method = method.name(), user = user.as_deref().unwrap_or("-"), reason = %why, "login failed");
             return Err(ApiError::new(StatusCode::UNAUTHORIZED, why));
         }
     };
-    app.limiter.succeeded(&format!("user:{identity}"));
+    app.limiter.succeeded(&identity, remote.ip());
 
     let member = app
         .store

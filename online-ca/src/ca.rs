@@ -69,6 +69,60 @@ pub enum CsrError {
     Malformed(String),
     #[error("CSR signature does not verify")]
     BadSignature,
+    /// A key the grid cannot use (proxies are signed with it, and
+    /// `ibp-auth` verifies only these).
+    #[error(
+        "CSR key not accepted: {0}; use an ECDSA P-256, Ed25519 or RSA (2048 to 8192 bits) key"
+    )]
+    UnsupportedKey(String),
+}
+
+/// Refuses keys other than ECDSA P-256, Ed25519 and RSA of 2048 to 8192
+/// bits, saying which key it got (ring would only say that the signature
+/// does not verify).
+fn check_key(spki: &x509_parser::x509::SubjectPublicKeyInfo<'_>) -> Result<(), CsrError> {
+    use x509_parser::public_key::PublicKey;
+    let alg = spki.algorithm.algorithm.to_id_string();
+    match alg.as_str() {
+        "1.2.840.10045.2.1" => {
+            let curve = spki
+                .algorithm
+                .parameters
+                .as_ref()
+                .and_then(|p| p.as_oid().ok())
+                .map(|o| o.to_id_string());
+            match curve.as_deref() {
+                Some("1.2.840.10045.3.1.7") => Ok(()),
+                Some("1.3.132.0.34") => Err(CsrError::UnsupportedKey("an ECDSA P-384 key".into())),
+                Some("1.3.132.0.35") => Err(CsrError::UnsupportedKey("an ECDSA P-521 key".into())),
+                Some(c) => Err(CsrError::UnsupportedKey(format!(
+                    "an ECDSA key on curve {c}"
+                ))),
+                None => Err(CsrError::Malformed(
+                    "an ECDSA key without a named curve".into(),
+                )),
+            }
+        }
+        "1.3.101.112" => Ok(()),
+        "1.2.840.113549.1.1.1" => match spki.parsed() {
+            Ok(PublicKey::RSA(rsa)) => {
+                let bits = rsa.key_size();
+                if (2048..=8192).contains(&bits) {
+                    Ok(())
+                } else {
+                    Err(CsrError::UnsupportedKey(format!(
+                        "an RSA key of {bits} bits"
+                    )))
+                }
+            }
+            _ => Err(CsrError::Malformed("unreadable RSA public key".into())),
+        },
+        "1.3.101.113" => Err(CsrError::UnsupportedKey("an Ed448 key".into())),
+        "1.2.840.10040.4.1" => Err(CsrError::UnsupportedKey("a DSA key".into())),
+        other => Err(CsrError::UnsupportedKey(format!(
+            "a key of algorithm {other}"
+        ))),
+    }
 }
 
 /// Parses a PEM CSR and checks it is signed by the key it carries.
@@ -90,6 +144,7 @@ pub fn check_csr(pem_text: &str) -> Result<CheckedCsr, CsrError> {
     if !rest.is_empty() {
         return Err(CsrError::Malformed("trailing bytes".into()));
     }
+    check_key(&csr.certification_request_info.subject_pki)?;
     csr.verify_signature().map_err(|_| CsrError::BadSignature)?;
     Ok(CheckedCsr { der })
 }
@@ -287,6 +342,19 @@ mod tests {
         bad[n - 5] ^= 1;
         let pem_bad = pem::encode(&pem::Pem::new("CERTIFICATE REQUEST", bad));
         assert!(matches!(check_csr(&pem_bad), Err(CsrError::BadSignature)));
+        let data = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data");
+        for (file, refused) in [
+            ("csr-rsa1024.pem", Some("an RSA key of 1024 bits")),
+            ("csr-p384.pem", Some("an ECDSA P-384 key")),
+            ("csr-rsa2048.pem", None),
+        ] {
+            let text = std::fs::read_to_string(data.join(file)).unwrap();
+            match (check_csr(&text), refused) {
+                (Err(CsrError::UnsupportedKey(k)), Some(want)) => assert_eq!(k, want, "{file}"),
+                (Ok(_), None) => {}
+                (r, _) => panic!("{file}: {:?}", r.err()),
+            }
+        }
         let pem_cert = pem::encode(&pem::Pem::new("CERTIFICATE", der));
         assert!(matches!(check_csr(&pem_cert), Err(CsrError::Malformed(_))));
         assert!(check_csr("garbage").is_err());

@@ -86,6 +86,30 @@ fn default_max_connections() -> usize {
     256
 }
 
+fn default_max_connections_per_address() -> usize {
+    ibp_https::ServeOptions::default().max_connections_per_address
+}
+
+fn default_handshake_timeout() -> Secs {
+    Secs(
+        ibp_https::ServeOptions::default()
+            .handshake_timeout
+            .as_secs(),
+    )
+}
+
+fn default_header_timeout() -> Secs {
+    Secs(ibp_https::ServeOptions::default().header_timeout.as_secs())
+}
+
+fn default_body_timeout() -> Secs {
+    Secs(ibp_https::ServeOptions::default().body_timeout.as_secs())
+}
+
+fn default_body_min_rate() -> u64 {
+    ibp_https::ServeOptions::default().body_min_rate
+}
+
 /// `online-ca serve` configuration.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -124,6 +148,24 @@ pub struct Config {
     /// Most simultaneous client connections; further ones wait.
     #[serde(default = "default_max_connections")]
     pub max_connections: usize,
+    /// Most simultaneous connections from one client address (IPv6: one
+    /// /64); a connection beyond it is closed at once.
+    #[serde(default = "default_max_connections_per_address")]
+    pub max_connections_per_address: usize,
+    /// Time allowed for the TLS handshake.
+    #[serde(default = "default_handshake_timeout")]
+    pub handshake_timeout: Secs,
+    /// Time allowed for a request's header, from the end of the handshake
+    /// or of the previous response (also the keep-alive idle timeout).
+    #[serde(default = "default_header_timeout")]
+    pub header_timeout: Secs,
+    /// Time allowed for a request body, plus one second for every
+    /// `body_min_rate` bytes received.
+    #[serde(default = "default_body_timeout")]
+    pub body_timeout: Secs,
+    /// Bytes per second that earn a request body one more second.
+    #[serde(default = "default_body_min_rate")]
+    pub body_min_rate: u64,
     /// Local users file (argon2id hashes): the embedded authenticator for
     /// demos. Absent: method `local` is disabled.
     #[serde(default)]
@@ -238,28 +280,78 @@ fn default_max_failures() -> u32 {
     5
 }
 
+fn default_max_failures_per_address() -> u32 {
+    20
+}
+
+fn default_max_failures_per_user() -> u32 {
+    50
+}
+
+fn default_max_failures_total() -> u32 {
+    1000
+}
+
 fn default_window() -> Secs {
     Secs(60)
 }
 
+fn default_known_address_lifetime() -> Secs {
+    Secs(30 * 86_400)
+}
+
+/// Failed-login budgets (see `ratelimit.rs`); over any, logins are answered
+/// 429 without checking the credential.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RateLimitConfig {
-    /// Failed logins allowed per user and, separately, per client address
-    /// within `window`; beyond that, logins are answered 429 without
-    /// checking the password.
+    /// Failed logins allowed per user from one client address within
+    /// `window`. Only that user at that address is refused beyond it.
     #[serde(default = "default_max_failures")]
     pub max_failures: u32,
+    /// Failed logins allowed from one client address (IPv6: one /64),
+    /// whatever the users, within `window`.
+    #[serde(default = "default_max_failures_per_address")]
+    pub max_failures_per_address: u32,
+    /// Failed logins allowed per user from all addresses within `window`;
+    /// an address the user logged in from before is not held to it.
+    #[serde(default = "default_max_failures_per_user")]
+    pub max_failures_per_user: u32,
+    /// Failed logins allowed at the CA within `window`; an address the user
+    /// logged in from before is not held to it.
+    #[serde(default = "default_max_failures_total")]
+    pub max_failures_total: u32,
     /// The sliding window over which failures are counted.
     #[serde(default = "default_window")]
     pub window: Secs,
+    /// How long an address a user logged in from stays known (in memory;
+    /// forgotten on restart).
+    #[serde(default = "default_known_address_lifetime")]
+    pub known_address_lifetime: Secs,
 }
 
 impl Default for RateLimitConfig {
     fn default() -> RateLimitConfig {
         RateLimitConfig {
             max_failures: default_max_failures(),
+            max_failures_per_address: default_max_failures_per_address(),
+            max_failures_per_user: default_max_failures_per_user(),
+            max_failures_total: default_max_failures_total(),
             window: default_window(),
+            known_address_lifetime: default_known_address_lifetime(),
+        }
+    }
+}
+
+impl RateLimitConfig {
+    pub fn limits(&self) -> crate::ratelimit::Limits {
+        crate::ratelimit::Limits {
+            max_failures: self.max_failures,
+            max_failures_per_address: self.max_failures_per_address,
+            max_failures_per_user: self.max_failures_per_user,
+            max_failures_total: self.max_failures_total,
+            window: self.window.duration(),
+            known_address_lifetime: self.known_address_lifetime.duration(),
         }
     }
 }
@@ -315,8 +407,23 @@ impl Config {
         if self.max_connections == 0 {
             bail!("config: max_connections must be positive");
         }
-        if self.rate_limit.max_failures == 0 || self.rate_limit.window.0 == 0 {
-            bail!("config: rate_limit.max_failures and rate_limit.window must be positive");
+        if self.max_connections_per_address == 0 {
+            bail!("config: max_connections_per_address must be positive");
+        }
+        if self.handshake_timeout.0 == 0 || self.header_timeout.0 == 0 || self.body_timeout.0 == 0 {
+            bail!("config: handshake_timeout, header_timeout and body_timeout must be positive");
+        }
+        if self.body_min_rate == 0 {
+            bail!("config: body_min_rate must be positive");
+        }
+        let r = &self.rate_limit;
+        if r.max_failures == 0
+            || r.max_failures_per_address == 0
+            || r.max_failures_per_user == 0
+            || r.max_failures_total == 0
+            || r.window.0 == 0
+        {
+            bail!("config: rate_limit budgets and rate_limit.window must be positive");
         }
         if let Some(r) = &self.radius {
             if r.secret.is_empty() {
@@ -395,6 +502,15 @@ mod tests {
         assert_eq!(c.max_lifetime, Secs(43_200));
         assert_eq!(c.rate_limit.max_failures, 5);
         assert_eq!(c.rate_limit.window, Secs(60));
+        assert_eq!(c.rate_limit.max_failures_per_address, 20);
+        assert_eq!(c.rate_limit.max_failures_per_user, 50);
+        assert_eq!(c.rate_limit.max_failures_total, 1000);
+        assert_eq!(c.rate_limit.known_address_lifetime, Secs(30 * 86_400));
+        assert_eq!(c.max_connections_per_address, 32);
+        assert_eq!(c.handshake_timeout, Secs(5));
+        assert_eq!(c.header_timeout, Secs(10));
+        assert_eq!(c.body_timeout, Secs(10));
+        assert_eq!(c.body_min_rate, 16 * 1024);
         assert!(c.local.is_none() && c.radius.is_none() && c.oidc.is_none());
     }
 }

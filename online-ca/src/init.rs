@@ -33,6 +33,22 @@ fn mkdir(path: &Path) -> anyhow::Result<()> {
     std::fs::create_dir_all(path).with_context(|| format!("create {}", path.display()))
 }
 
+/// Creates the CA directory owner-only (keys and the database live there),
+/// whatever the umask; an existing directory is left as it is.
+fn mkdir_private(path: &Path) -> anyhow::Result<()> {
+    use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+    if path.exists() {
+        return Ok(());
+    }
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(path)
+        .with_context(|| format!("create {}", path.display()))?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o700))
+        .with_context(|| format!("set the mode of {}", path.display()))
+}
+
 /// Quotes a string for TOML.
 fn toml_str(s: &str) -> String {
     toml::Value::String(s.to_string()).to_string()
@@ -56,7 +72,7 @@ pub async fn run(o: &InitOptions<'_>) -> anyhow::Result<Vec<String>> {
     }
     let mut out = Vec::new();
     let dir = o.dir;
-    mkdir(dir)?;
+    mkdir_private(dir)?;
     let dir = dir
         .canonicalize()
         .with_context(|| format!("resolve {}", dir.display()))?;

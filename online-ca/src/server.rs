@@ -52,10 +52,7 @@ pub async fn serve(cfg: Config) -> anyhow::Result<()> {
         Some(o) => Some(Oidc::new(o)?),
         None => None,
     };
-    let limiter = RateLimiter::new(
-        cfg.rate_limit.max_failures,
-        cfg.rate_limit.window.duration(),
-    );
+    let limiter = RateLimiter::new(cfg.rate_limit.limits());
     let methods: Vec<&str> = [
         local.as_ref().map(|_| "local"),
         radius.as_ref().map(|_| "radius"),
@@ -66,7 +63,15 @@ pub async fn serve(cfg: Config) -> anyhow::Result<()> {
     .collect();
     tracing::info!(vos = ?ca.vos().collect::<Vec<_>>(), ?methods, "online CA ready");
 
-    let max_connections = cfg.max_connections;
+    let opts = ibp_https::server::ServeOptions {
+        max_connections: cfg.max_connections,
+        max_connections_per_address: cfg.max_connections_per_address,
+        handshake_timeout: cfg.handshake_timeout.duration(),
+        header_timeout: cfg.header_timeout.duration(),
+        body_timeout: cfg.body_timeout.duration(),
+        body_min_rate: cfg.body_min_rate,
+        ..ibp_https::server::ServeOptions::default()
+    };
     let listen = cfg.listen.clone();
     let app = Arc::new(App {
         cfg,
@@ -93,10 +98,6 @@ pub async fn serve(cfg: Config) -> anyhow::Result<()> {
 
     let shutdown = tokio_util::sync::CancellationToken::new();
     tokio::spawn(ibp_https::cancel_on_signals(shutdown.clone()));
-    let opts = ibp_https::server::ServeOptions {
-        max_connections,
-        ..ibp_https::server::ServeOptions::default()
-    };
     ibp_https::server::serve_with(listener, Arc::new(tls), router, shutdown, opts).await;
     tracing::info!("online CA stopped");
     Ok(())

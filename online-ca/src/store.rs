@@ -184,12 +184,77 @@ fn with_create(url: &str) -> String {
     }
 }
 
+/// The file of a `sqlite:` URL (`sqlite://PATH`, `sqlite:PATH`, query
+/// ignored), or `None` for an in-memory database.
+fn sqlite_path(url: &str) -> Option<std::path::PathBuf> {
+    let rest = url
+        .strip_prefix("sqlite://")
+        .or_else(|| url.strip_prefix("sqlite:"))?;
+    let path = rest.split('?').next().unwrap_or("");
+    if path.is_empty() || path == ":memory:" {
+        None
+    } else {
+        Some(std::path::PathBuf::from(path))
+    }
+}
+
+/// The database holds every membership and the audit log: it is created
+/// readable by its owner only (its directory too, when missing), whatever
+/// the umask, and an existing one that group or others may read is refused,
+/// naming the file, its mode and `chmod 600`.
+fn secure_database_file(path: &std::path::Path) -> anyhow::Result<()> {
+    use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
+    match std::fs::File::open(path) {
+        Ok(f) => {
+            let mode = f
+                .metadata()
+                .with_context(|| format!("read the mode of {}", path.display()))?
+                .permissions()
+                .mode()
+                & 0o777;
+            if mode & 0o077 != 0 {
+                bail!(
+                    "database {p} has mode {mode:03o}; it must be readable by its owner only (chmod 600 {p})",
+                    p = path.display()
+                );
+            }
+            Ok(())
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+                if !parent.exists() {
+                    std::fs::DirBuilder::new()
+                        .recursive(true)
+                        .mode(0o700)
+                        .create(parent)
+                        .with_context(|| format!("create {}", parent.display()))?;
+                }
+            }
+            let f = std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(0o600)
+                .open(path)
+                .with_context(|| format!("create database {}", path.display()))?;
+            // The umask may only remove bits; make sure of 0600 anyway.
+            f.set_permissions(std::fs::Permissions::from_mode(0o600))
+                .with_context(|| format!("set the mode of {}", path.display()))?;
+            Ok(())
+        }
+        Err(e) => Err(anyhow!("open database {}: {e}", path.display())),
+    }
+}
+
 impl Store {
-    /// Connects and applies pending migrations.
+    /// Connects and applies pending migrations. A SQLite file is created
+    /// mode 0600 when missing and refused when others may read it.
     pub async fn open(url: &str) -> anyhow::Result<Store> {
         sqlx::any::install_default_drivers();
         if !url.starts_with("sqlite:") {
             bail!("database {url:?}: only sqlite:// URLs are supported for now");
+        }
+        if let Some(path) = sqlite_path(url) {
+            secure_database_file(&path)?;
         }
         // One connection: SQLite has one writer anyway, and a transaction
         // dropped on an error path is rolled back before the connection

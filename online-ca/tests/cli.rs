@@ -281,3 +281,72 @@ fn keys_readable_by_others_are_refused() {
     assert!(!ok, "init reused a 0640 CA key: {out}");
     assert!(err.contains("ca.key") && err.contains("chmod 600"), "{err}");
 }
+
+/// `online-ca init` under umask 022 creates the CA directory 0700 and its
+/// database 0600; `serve` creates a missing database (and its directory)
+/// the same way.
+#[test]
+fn database_and_directory_are_created_owner_only_under_umask_022() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("ca");
+    let sh = |script: &str| {
+        let out = std::process::Command::new("sh")
+            .args(["-c", script, "sh", BIN, dir.to_str().unwrap()])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{script}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    sh("umask 022 && exec \"$1\" init --dir \"$2\" --org 'Test Grid' --vo vo1 --hostname localhost");
+    assert_eq!(mode(&dir), 0o700);
+    assert_eq!(mode(&dir.join("ca.db")), 0o600);
+    // Made by the same umask without the fix: what a plain file would get.
+    sh("umask 022 && touch \"$2/plain\"");
+    assert_eq!(mode(&dir.join("plain")), 0o644);
+
+    // A database elsewhere, created by `admin` (the same code as `serve`).
+    let other = tmp.path().join("db/other.db");
+    let config = dir.join("config.toml");
+    let text = std::fs::read_to_string(&config).unwrap();
+    std::fs::write(
+        &config,
+        format!("database = \"sqlite://{}\"\n{text}", other.display()),
+    )
+    .unwrap();
+    sh(&format!(
+        "umask 022 && exec \"$1\" admin --config {} member list --vo vo1",
+        config.display()
+    ));
+    assert_eq!(mode(&other), 0o600);
+    assert_eq!(mode(other.parent().unwrap()), 0o700);
+}
+
+/// `serve` (and `admin`) refuse a database that group or others may read:
+/// it holds every membership and the audit log.
+#[test]
+fn database_readable_by_others_is_refused() {
+    let ca = CaDir::init();
+    let db = ca.dir.join("ca.db");
+    assert_eq!(mode(&db), 0o600);
+    for m in [0o644, 0o640, 0o604] {
+        std::fs::set_permissions(&db, std::fs::Permissions::from_mode(m)).unwrap();
+        let (ok, out, err) = run(&["serve", "--config", ca.config.to_str().unwrap()], None);
+        assert!(!ok, "served with a {m:o} database: {out}");
+        assert!(out.is_empty(), "nothing served: {out}");
+        assert!(
+            err.contains(&format!(
+                "database {p} has mode {m:03o}; it must be readable by its owner only (chmod 600 {p})",
+                p = db.display()
+            )),
+            "{err}"
+        );
+        let err = ca.admin_fails(&["member", "list", "--vo", "vo1"]);
+        assert!(err.contains("chmod 600"), "{err}");
+    }
+    std::fs::set_permissions(&db, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let srv = ca.serve();
+    assert!(srv.addr.port() > 0);
+}

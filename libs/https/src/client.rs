@@ -15,7 +15,7 @@
 //! server is never sent again (POSTs are not idempotent), its failure is
 //! returned. To keep that race rare, connections idle for longer than
 //! [`Client::idle_timeout`] are not reused: keep it below the server's idle
-//! timeout (`ibp_https::ServeOptions::header_timeout`, 30 s by default).
+//! timeout (`ibp_https::ServeOptions::header_timeout`, 10 s by default).
 
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -60,9 +60,12 @@ pub const MAX_RESPONSE: usize = 1 << 20;
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// Time allowed for the whole exchange.
 pub const TOTAL_TIMEOUT: Duration = Duration::from_secs(30);
-/// Longest a kept-alive connection is reused after its last response (below
-/// the server's 30 s default idle timeout).
-pub const IDLE_TIMEOUT: Duration = Duration::from_secs(20);
+/// Most connections a client (with its clones) has open at once, half a
+/// server's default per-address share (`ServeOptions::max_connections_per_address`).
+pub const MAX_CONNECTIONS: usize = 16;
+/// Longest a kept-alive connection is reused after its last response (well
+/// below the server's 10 s default idle timeout).
+pub const IDLE_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Why an HTTPS exchange failed. Messages never contain request bodies.
 #[derive(Debug, Error)]
@@ -245,6 +248,10 @@ pub struct Client {
     pub idle_timeout: Duration,
     /// `User-Agent` header value.
     pub user_agent: String,
+    /// Requests in flight (each on a connection of its own), shared by the
+    /// clones: at most [`MAX_CONNECTIONS`] (or the number given to
+    /// [`Client::with_max_connections`]); further requests wait their turn.
+    slots: Arc<tokio::sync::Semaphore>,
     /// The service's name for error messages.
     service: Option<String>,
 }
@@ -340,7 +347,18 @@ impl Client {
             idle_timeout: IDLE_TIMEOUT,
             user_agent: concat!("ibp-https/", env!("CARGO_PKG_VERSION")).to_owned(),
             service: None,
+            slots: Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS)),
         }
+    }
+
+    /// Opens at most `n` connections at a time (for this client and the
+    /// clones made after this call); more requests wait their turn, within
+    /// their total timeout. Servers accept only so many connections from
+    /// one address (`ServeOptions::max_connections_per_address`, 32 by
+    /// default): keep `n` below that.
+    pub fn with_max_connections(mut self, n: usize) -> Client {
+        self.slots = Arc::new(tokio::sync::Semaphore::new(n.max(1)));
+        self
     }
 
     /// Names the service in error messages ("the L-Bone at
@@ -536,6 +554,8 @@ impl Client {
         body: Option<Vec<u8>>,
     ) -> Result<Response, HttpError> {
         let req = self.build_request(method, path, body)?;
+        // Held until the connection is back in the idle pool or closed.
+        let _slot = self.slots.clone().acquire_owned().await.ok();
         let (conn, reused) = match self.take_idle().await {
             Some(c) => (c, true),
             None => (self.open().await?, false),

@@ -6,8 +6,12 @@
 //! Every request carries two extensions: [`PeerChain`] (the client's
 //! certificate chain, leaf first, or `None`) and [`RemoteAddr`].
 
-use std::net::SocketAddr;
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::future::Future;
+use std::net::{IpAddr, Ipv6Addr, SocketAddr};
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use hyper_util::rt::{TokioIo, TokioTimer};
@@ -29,18 +33,38 @@ pub struct PeerChain(pub Option<Vec<CertificateDer<'static>>>);
 pub struct RemoteAddr(pub SocketAddr);
 
 /// Limits of [`serve_with`]; [`ServeOptions::default`] is what [`serve`] uses.
+///
+/// A client holds a connection slot only while it makes progress: the
+/// handshake, the request header and the request body each have a deadline,
+/// and one address may hold only `max_connections_per_address` of the
+/// `max_connections` slots, so a single client trickling bytes cannot keep
+/// the others out.
 #[derive(Debug, Clone)]
 pub struct ServeOptions {
     /// Most simultaneous connections; further clients wait in the kernel's
     /// accept queue.
     pub max_connections: usize,
+    /// Most simultaneous connections from one client address (an IPv6
+    /// client counts by its /64). A connection beyond it is closed as soon
+    /// as it is accepted.
+    pub max_connections_per_address: usize,
     /// Time allowed for the TLS handshake.
     pub handshake_timeout: Duration,
-    /// Time allowed for a request's header to arrive, counted from the end
-    /// of the previous response on a kept-alive connection: it is also the
-    /// idle timeout of kept-alive connections (HTTP/1.1 keeps connections
-    /// open unless the client sends `Connection: close`).
+    /// Time allowed for a request's header to arrive in full, counted from
+    /// the end of the handshake or, on a kept-alive connection, from the end
+    /// of the previous response: it is also the idle timeout of kept-alive
+    /// connections (HTTP/1.1 keeps connections open unless the client sends
+    /// `Connection: close`).
     pub header_timeout: Duration,
+    /// Time allowed for a request body, counted from when the handler
+    /// starts reading it, plus one second for every `body_min_rate` bytes
+    /// received: a body arriving at `body_min_rate` bytes/s or faster is
+    /// never cut, a trickle is cut after about `body_timeout`. Past the
+    /// deadline the body ends in an error and the connection is closed.
+    pub body_timeout: Duration,
+    /// Bytes per second that earn a body one more second (see
+    /// `body_timeout`).
+    pub body_min_rate: u64,
     /// Longest a connection may stay open. Past it the connection is closed
     /// at once if idle, else after the response in flight (which carries
     /// `Connection: close`) or after `shutdown_grace`, whichever comes first.
@@ -54,8 +78,11 @@ impl Default for ServeOptions {
     fn default() -> ServeOptions {
         ServeOptions {
             max_connections: 256,
-            handshake_timeout: Duration::from_secs(10),
-            header_timeout: Duration::from_secs(30),
+            max_connections_per_address: 32,
+            handshake_timeout: Duration::from_secs(5),
+            header_timeout: Duration::from_secs(10),
+            body_timeout: Duration::from_secs(10),
+            body_min_rate: 16 * 1024,
             connection_timeout: Duration::from_secs(300),
             shutdown_grace: Duration::from_secs(10),
         }
@@ -84,6 +111,7 @@ pub async fn serve_with(
 ) {
     let acceptor = TlsAcceptor::from(tls);
     let slots = Arc::new(tokio::sync::Semaphore::new(opts.max_connections.max(1)));
+    let per_address = Arc::new(AddressSlots::new(opts.max_connections_per_address));
     let tracker = TaskTracker::new();
     loop {
         let permit = tokio::select! {
@@ -107,6 +135,12 @@ pub async fn serve_with(
                 }
             },
         };
+        let Some(address_slot) = per_address.take(remote.ip()) else {
+            // Closed before the handshake: nothing is spent on it.
+            tracing::debug!(%remote, "too many connections from this address; closing");
+            drop(tcp);
+            continue;
+        };
         let conn = Connection {
             acceptor: acceptor.clone(),
             router: router.clone(),
@@ -114,7 +148,7 @@ pub async fn serve_with(
             opts: opts.clone(),
         };
         tracker.spawn(async move {
-            let _permit = permit;
+            let _permits = (permit, address_slot);
             conn.run(tcp, remote).await;
         });
     }
@@ -167,8 +201,17 @@ impl Connection {
                 .peer_certificates()
                 .map(|certs| certs.iter().map(|c| c.clone().into_owned()).collect()),
         );
+        let bodies = BodyDeadline {
+            timeout: self.opts.body_timeout,
+            min_rate: self.opts.body_min_rate.max(1),
+        };
         let svc = TowerToHyperService::new(
             self.router
+                .layer(axum::middleware::map_request(
+                    move |req: axum::extract::Request| async move {
+                        req.map(|b| axum::body::Body::new(bodies.wrap(b)))
+                    },
+                ))
                 .layer(axum::Extension(peer))
                 .layer(axum::Extension(RemoteAddr(remote))),
         );
@@ -203,6 +246,164 @@ impl Connection {
         if let Err(e) = result {
             tracing::debug!(%remote, error = %e, "connection ended with an error");
         }
+    }
+}
+
+/// Connections held per client address, for
+/// [`ServeOptions::max_connections_per_address`]. Holds an entry only for
+/// addresses with open connections, so at most `max_connections` entries.
+struct AddressSlots {
+    max: usize,
+    held: Mutex<HashMap<IpAddr, usize>>,
+}
+
+impl AddressSlots {
+    fn new(max: usize) -> AddressSlots {
+        AddressSlots {
+            max: max.max(1),
+            held: Mutex::new(HashMap::new()),
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<IpAddr, usize>> {
+        // Counts stay consistent whatever panicked while holding the lock.
+        self.held.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// A slot for `ip`, or `None` when its address holds all it may.
+    fn take(self: &Arc<Self>, ip: IpAddr) -> Option<AddressSlot> {
+        let key = address_key(ip);
+        let mut held = self.lock();
+        let n = held.entry(key).or_insert(0);
+        if *n >= self.max {
+            return None;
+        }
+        *n += 1;
+        Some(AddressSlot {
+            slots: self.clone(),
+            key,
+        })
+    }
+}
+
+/// One connection's share of its address's slots; released on drop.
+struct AddressSlot {
+    slots: Arc<AddressSlots>,
+    key: IpAddr,
+}
+
+impl Drop for AddressSlot {
+    fn drop(&mut self) {
+        let mut held = self.slots.lock();
+        if let Some(n) = held.get_mut(&self.key) {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                held.remove(&self.key);
+            }
+        }
+    }
+}
+
+/// What counts as one client: an IPv4 address (also when written as an
+/// IPv4-mapped IPv6 address), or an IPv6 /64 (what one site gets).
+fn address_key(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V4(_) => ip,
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => IpAddr::V4(v4),
+            None => IpAddr::V6(Ipv6Addr::from(u128::from(v6) & !((1u128 << 64) - 1))),
+        },
+    }
+}
+
+/// The request-body deadline of [`ServeOptions::body_timeout`].
+#[derive(Debug, Clone, Copy)]
+struct BodyDeadline {
+    timeout: Duration,
+    min_rate: u64,
+}
+
+impl BodyDeadline {
+    fn wrap(self, inner: axum::body::Body) -> TimedBody {
+        TimedBody {
+            inner,
+            limits: self,
+            started: None,
+            received: 0,
+            sleep: None,
+        }
+    }
+}
+
+/// A request body that fails once it arrives too slowly (see
+/// [`ServeOptions::body_timeout`]). The clock starts when the handler first
+/// reads, so time a handler spends before reading is not the client's.
+struct TimedBody {
+    inner: axum::body::Body,
+    limits: BodyDeadline,
+    started: Option<tokio::time::Instant>,
+    received: u64,
+    sleep: Option<Pin<Box<tokio::time::Sleep>>>,
+}
+
+/// The error a [`TimedBody`] ends with past its deadline.
+#[derive(Debug, thiserror::Error)]
+#[error("request body too slow: {received} bytes in {elapsed:?}")]
+pub struct BodyTooSlow {
+    received: u64,
+    elapsed: Duration,
+}
+
+impl TimedBody {
+    fn deadline(&self, started: tokio::time::Instant) -> tokio::time::Instant {
+        let earned = Duration::from_secs_f64(self.received as f64 / self.limits.min_rate as f64);
+        started + self.limits.timeout.saturating_add(earned)
+    }
+}
+
+impl hyper::body::Body for TimedBody {
+    type Data = hyper::body::Bytes;
+    type Error = axum::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<hyper::body::Frame<Self::Data>, Self::Error>>> {
+        let this = self.get_mut();
+        let started = *this.started.get_or_insert_with(tokio::time::Instant::now);
+        match Pin::new(&mut this.inner).poll_frame(cx) {
+            Poll::Ready(Some(Ok(frame))) => {
+                if let Some(data) = frame.data_ref() {
+                    this.received = this.received.saturating_add(data.len() as u64);
+                }
+                Poll::Ready(Some(Ok(frame)))
+            }
+            Poll::Ready(other) => Poll::Ready(other),
+            Poll::Pending => {
+                let deadline = this.deadline(started);
+                let sleep = this
+                    .sleep
+                    .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(deadline)));
+                if sleep.deadline() != deadline {
+                    sleep.as_mut().reset(deadline);
+                }
+                match sleep.as_mut().poll(cx) {
+                    Poll::Ready(()) => Poll::Ready(Some(Err(axum::Error::new(BodyTooSlow {
+                        received: this.received,
+                        elapsed: started.elapsed(),
+                    })))),
+                    Poll::Pending => Poll::Pending,
+                }
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> hyper::body::SizeHint {
+        self.inner.size_hint()
     }
 }
 

@@ -265,10 +265,31 @@ pub async fn https(
     path: &str,
     body: Option<&Value>,
 ) -> Answer {
+    https_from(None, addr, ca_der, cred, method, path, body).await
+}
+
+/// [`https`] from the local address `from` (any of 127/8 on loopback), or
+/// the one the system picks.
+pub async fn https_from(
+    from: Option<std::net::IpAddr>,
+    addr: SocketAddr,
+    ca_der: &[u8],
+    cred: Option<&ProxyCredential>,
+    method: &str,
+    path: &str,
+    body: Option<&Value>,
+) -> Answer {
     let mut trust = TrustStore::new();
     trust.add_ca(ca_der.to_vec()).unwrap();
     let cfg = ibp_auth::tls::client_config(&trust, cred).unwrap();
-    let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let tcp = match from {
+        None => tokio::net::TcpStream::connect(addr).await.unwrap(),
+        Some(ip) => {
+            let socket = tokio::net::TcpSocket::new_v4().unwrap();
+            socket.bind(SocketAddr::new(ip, 0)).unwrap();
+            socket.connect(addr).await.unwrap()
+        }
+    };
     let tls = tokio_rustls::TlsConnector::from(Arc::new(cfg))
         .connect(ServerName::try_from("localhost").unwrap(), tcp)
         .await

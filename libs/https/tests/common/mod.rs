@@ -1,6 +1,8 @@
 //! Test PKI shared by the integration tests: a CA, an attribute authority
 //! for "vo1", a server certificate for localhost and a user proxy.
 
+#![allow(dead_code)]
+
 use std::sync::Arc;
 
 use ibp_auth::pki::Authority;
