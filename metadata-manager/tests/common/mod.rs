@@ -465,16 +465,36 @@ db_connections = 4
 
 /// Starts `metadata-manager serve --config CFG` and waits for its address.
 fn spawn(cfg_path: &Path, log: &Path, postgres: bool) -> Server {
-    let child = Command::new(MDM)
-        .args(["serve", "--config"])
+    spawn_with_umask(cfg_path, log, postgres, None)
+}
+
+/// [`spawn`], the process running under `umask` if given.
+pub fn spawn_with_umask(
+    cfg_path: &Path,
+    log: &Path,
+    postgres: bool,
+    umask: Option<libc::mode_t>,
+) -> Server {
+    let mut cmd = Command::new(MDM);
+    cmd.args(["serve", "--config"])
         .arg(cfg_path)
         .env("RUST_LOG", "metadata_manager=debug,info")
         .env("NO_COLOR", "1")
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
-        .stderr(std::fs::File::create(log).unwrap())
-        .spawn()
-        .expect("start metadata-manager");
+        .stderr(std::fs::File::create(log).unwrap());
+    if let Some(mask) = umask {
+        use std::os::unix::process::CommandExt;
+        // SAFETY: umask(2) is async-signal-safe; nothing else runs
+        // between fork and exec.
+        unsafe {
+            cmd.pre_exec(move || {
+                libc::umask(mask);
+                Ok(())
+            });
+        }
+    }
+    let child = cmd.spawn().expect("start metadata-manager");
     let mut guard = KillOnDrop(Some(child));
     let addr = listening_addr(guard.0.as_mut().unwrap(), "metadata-manager serve", log)
         .unwrap_or_else(|e| panic!("{e}"));
