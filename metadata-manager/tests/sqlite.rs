@@ -30,6 +30,11 @@ suite!(
     namespace,
     keys,
     usage,
+    usage_of_another_vo_is_refused,
+    member_cannot_grow_the_database_past_their_quota,
+    vo_cannot_grow_the_database_past_its_quota,
+    exnode_over_the_default_max_exnode_is_refused,
+    concurrent_large_puts_keep_memory_and_disk_bounded,
     shutdown_is_prompt,
 );
 

@@ -72,10 +72,7 @@ pub fn sqlite_path(url: &str) -> Option<PathBuf> {
         .strip_prefix("sqlite://")
         .or_else(|| url.strip_prefix("sqlite:"))?;
     let (path, query) = rest.split_once('?').unwrap_or((rest, ""));
-    if path.is_empty()
-        || path == ":memory:"
-        || query.split('&').any(|kv| kv == "mode=memory")
-    {
+    if path.is_empty() || path == ":memory:" || query.split('&').any(|kv| kv == "mode=memory") {
         return None;
     }
     Some(PathBuf::from(percent_decode(path)))
@@ -109,7 +106,12 @@ fn sqlite_files(db: &Path) -> [PathBuf; 4] {
         s.push(suffix);
         PathBuf::from(s)
     };
-    [db.to_path_buf(), with("-wal"), with("-shm"), with("-journal")]
+    [
+        db.to_path_buf(),
+        with("-wal"),
+        with("-shm"),
+        with("-journal"),
+    ]
 }
 
 /// A service database holds secrets (the metadata manager's holds every
@@ -349,7 +351,10 @@ mod tests {
 
     #[test]
     fn sqlite_paths() {
-        assert_eq!(sqlite_path("sqlite:///x/m.db"), Some(PathBuf::from("/x/m.db")));
+        assert_eq!(
+            sqlite_path("sqlite:///x/m.db"),
+            Some(PathBuf::from("/x/m.db"))
+        );
         assert_eq!(
             sqlite_path("sqlite:///x/m.db?mode=rwc"),
             Some(PathBuf::from("/x/m.db"))
@@ -359,7 +364,10 @@ mod tests {
             sqlite_path("sqlite:///x/a%20b.db"),
             Some(PathBuf::from("/x/a b.db"))
         );
-        assert_eq!(sqlite_path("sqlite:///x/100%"), Some(PathBuf::from("/x/100%")));
+        assert_eq!(
+            sqlite_path("sqlite:///x/100%"),
+            Some(PathBuf::from("/x/100%"))
+        );
         assert_eq!(sqlite_path("sqlite::memory:"), None);
         assert_eq!(sqlite_path("sqlite://x.db?mode=memory"), None);
         assert_eq!(sqlite_path("postgres://h/db"), None);
