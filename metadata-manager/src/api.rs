@@ -332,6 +332,7 @@ async fn body_budget(
         )
         .into_response();
     };
+    tracing::debug!(vo = %held.key.0, vo_id = %held.key.1, kib, free_kib = budget.room.available_permits(), "large request admitted under max_buffered_bodies");
     let answer = next.run(req).await;
     drop(permit);
     drop(held);

@@ -35,6 +35,7 @@ suite!(
     vo_cannot_grow_the_database_past_its_quota,
     exnode_over_the_default_max_exnode_is_refused,
     concurrent_large_puts_keep_memory_and_disk_bounded,
+    one_member_cannot_hold_the_put_budget,
     shutdown_is_prompt,
 );
 

@@ -18,7 +18,8 @@ pub use input::{authentication, bad_input};
 pub use quota::{
     concurrent_large_puts_keep_memory_and_disk_bounded,
     exnode_over_the_default_max_exnode_is_refused,
-    member_cannot_grow_the_database_past_their_quota, vo_cannot_grow_the_database_past_its_quota,
+    member_cannot_grow_the_database_past_their_quota, one_member_cannot_hold_the_put_budget,
+    vo_cannot_grow_the_database_past_its_quota,
 };
 // replicas_share_database runs in the PostgreSQL suite only.
 #[allow(unused_imports)]

@@ -331,3 +331,132 @@ pub async fn concurrent_large_puts_keep_memory_and_disk_bounded(db: Db) {
     // Still serving.
     g.client(&users[0]).get("/v1/whoami").await.ok();
 }
+
+/// A request whose body is sent to the manager and held open: the TLS
+/// connection of `user` with the headers of a put of `length` bytes and
+/// the first bytes of its body.
+async fn held_put(
+    g: &Grid,
+    user: &crate::common::User,
+    length: usize,
+) -> tokio_rustls::client::TlsStream<tokio::net::TcpStream> {
+    use tokio::io::AsyncWriteExt;
+    let trust = g.pki.client_trust_store();
+    let tls = ibp_auth::tls::client_config(&trust, Some(&user.credential)).unwrap();
+    let tcp = tokio::net::TcpStream::connect(g.server.addr).await.unwrap();
+    let name = rustls_pki_types::ServerName::try_from("localhost").unwrap();
+    let mut s = tokio_rustls::TlsConnector::from(std::sync::Arc::new(tls))
+        .connect(name, tcp)
+        .await
+        .unwrap();
+    let head = format!(
+        "POST /v1/put HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\nContent-Length: {length}\r\n\r\n{{\"path\": \"/vo1/held\", \"base_version\": 0, \"exnode\": \""
+    );
+    s.write_all(head.as_bytes()).await.unwrap();
+    s.flush().await.unwrap();
+    s
+}
+
+/// Waits (bounded) until the server's log has `n` lines containing
+/// `needle`.
+async fn log_lines(g: &Grid, needle: &str, n: usize) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let text = g.server.log_text();
+        if text.lines().filter(|l| l.contains(needle)).count() >= n {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no {n} log lines with {needle:?}:\n{text}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// One member sends puts and holds their bodies open: they take at most
+/// half of `max_buffered_bodies` (their next large request gets 503 at
+/// once); another member's large put waits `buffered_body_wait`, then gets
+/// 503; small requests are served meanwhile; a client without a
+/// credential is refused before its body is read; once the held request
+/// ends, large puts go through again.
+pub async fn one_member_cannot_hold_the_put_budget(db: Db) {
+    let g = Grid::start(
+        db,
+        Settings {
+            extra: "max_buffered_bodies = \"1MiB\"\nbuffered_body_wait = \"1s\"\n",
+            ..Settings::default()
+        },
+    );
+    let alice_u = g.pki.user("alice", "vo1", "alice", &[]);
+    let bob_u = g.pki.user("bob", "vo1", "bob", &[]);
+    let carol_u = g.pki.user("carol", "vo1", "carol", &[]);
+    let boss_u = g.pki.user("boss", "vo1", "boss", &["admins"]);
+    g.introduce(&[&alice_u, &bob_u, &carol_u, &boss_u]).await;
+    let (a, bob, carol) = (g.client(&alice_u), g.client(&bob_u), g.client(&carol_u));
+    g.client(&boss_u)
+        .post("/v1/vos/vo1/members/remove", json!({ "vo_id": "carol" }))
+        .await
+        .ok();
+    // Over the 424 KiB Alice leaves, within max_exnode (1 MiB).
+    let ex = exnode_of(Uuid::new_v4(), 800 * BLOCK, 1);
+    let doc = exnode::to_xml(&ex);
+    assert!(
+        doc.len() > 450 << 10 && doc.len() < 1 << 20,
+        "{}",
+        doc.len()
+    );
+    let admitted = "large request admitted under max_buffered_bodies";
+
+    // Alice holds 600 KiB of the 1024.
+    let held = held_put(&g, &alice_u, 600 << 10).await;
+    log_lines(&g, admitted, 1).await;
+    // Her next large request: refused at once.
+    let t = std::time::Instant::now();
+    a.put_ex("/vo1/a2", 0, &ex).await.refused(
+        503,
+        "busy: your requests already hold 600 KiB of the 1024 KiB of request bodies",
+    );
+    assert!(t.elapsed() < Duration::from_secs(1), "{:?}", t.elapsed());
+    // Bob's does not fit in the rest: it waits 1 s, then 503.
+    let t = std::time::Instant::now();
+    bob.put_ex("/vo1/b1", 0, &ex)
+        .await
+        .refused(503, "found no room within 1s; retry shortly");
+    assert!(t.elapsed() >= Duration::from_secs(1), "{:?}", t.elapsed());
+    // Small requests are served meanwhile, by both.
+    bob.create("/vo1/small", 10).await;
+    a.get("/v1/whoami").await.ok();
+    // No credential: refused before anything is read or waited for.
+    let body =
+        serde_json::to_vec(&json!({ "path": "/vo1/x", "base_version": 0, "exnode": doc })).unwrap();
+    let t = std::time::Instant::now();
+    g.anonymous()
+        .post_raw("/v1/put", &body)
+        .await
+        .refused(401, "a proxy credential with VO attributes is required");
+    // Nor does a removed member.
+    carol
+        .post_raw("/v1/put", &body)
+        .await
+        .refused(403, "VO vo1 removed member carol");
+    assert!(t.elapsed() < Duration::from_secs(1), "{:?}", t.elapsed());
+    // The held request ends: the budget is free again.
+    drop(held);
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let r = bob.put_ex("/vo1/b1", 0, &ex).await;
+        if r.status == 200 {
+            break;
+        }
+        r.refused(503, "busy");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the budget stayed taken"
+        );
+    }
+    bob.stat("/vo1/b1").await.ok();
+    a.put_ex("/vo1/a2", 0, &exnode_of(Uuid::new_v4(), 800 * BLOCK, 1))
+        .await
+        .ok();
+}
