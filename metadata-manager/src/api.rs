@@ -31,6 +31,10 @@ use crate::acl::{effective, Entry, EntryJson, Principal, Rights};
 use crate::names::{is_identifier, is_member_id, NsPath};
 use crate::store::{EntryRow, Kind, NewVersion, Store, StoreError};
 
+/// Request bodies at most this long skip the body budget (their memory is
+/// bounded by the connection limit).
+pub const SMALL_BODY: u64 = 64 << 10;
+
 /// (file, VO, VO ID, holder key hash).
 pub type TicketKey = (String, String, String, [u8; 32]);
 /// Most tickets kept for reuse.
@@ -60,13 +64,66 @@ pub struct App {
     pub tickets: Mutex<HashMap<TicketKey, (String, i64)>>,
     /// Groups already recorded by this process (saves a write per request).
     pub groups_seen: Mutex<HashSet<(String, String, String)>>,
+    /// Room for large request bodies, in KiB (`max_buffered_bodies`).
+    pub bodies: BodyBudget,
 }
 
-/// An error answer: status and a message for the client.
+/// The budget of large request bodies read and processed at once: a
+/// semaphore of KiB, how long a request waits for room, and what each user
+/// holds (a user who holds half of it is refused more).
+pub struct BodyBudget {
+    room: Arc<tokio::sync::Semaphore>,
+    total_kib: u32,
+    wait: Duration,
+    held: Mutex<HashMap<(String, String), u32>>,
+}
+
+impl BodyBudget {
+    pub fn new(bytes: u64, wait: Duration) -> BodyBudget {
+        let total_kib = u32::try_from(bytes / 1024)
+            .unwrap_or(u32::MAX)
+            .clamp(1, tokio::sync::Semaphore::MAX_PERMITS as u32);
+        BodyBudget {
+            room: Arc::new(tokio::sync::Semaphore::new(total_kib as usize)),
+            total_kib,
+            wait,
+            held: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// KiB free now (for tests and logs).
+    pub fn available_kib(&self) -> usize {
+        self.room.available_permits()
+    }
+}
+
+/// A user's share of the body budget, returned when dropped.
+struct Held<'a> {
+    budget: &'a BodyBudget,
+    key: (String, String),
+    kib: u32,
+}
+
+impl Drop for Held<'_> {
+    fn drop(&mut self) {
+        if let Ok(mut m) = self.budget.held.lock() {
+            if let Some(v) = m.get_mut(&self.key) {
+                *v = v.saturating_sub(self.kib);
+                if *v == 0 {
+                    m.remove(&self.key);
+                }
+            }
+        }
+    }
+}
+
+/// An error answer: status, a message for the client and, for some
+/// errors, a field that says more (`quota`).
 #[derive(Debug)]
 pub struct ApiError {
     status: StatusCode,
     message: String,
+    detail: Option<(&'static str, Value)>,
 }
 
 impl ApiError {
@@ -74,6 +131,7 @@ impl ApiError {
         ApiError {
             status,
             message: message.into(),
+            detail: None,
         }
     }
     fn bad(message: impl Into<String>) -> ApiError {
@@ -89,7 +147,17 @@ impl ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let mut r = (self.status, Json(json!({ "error": self.message }))).into_response();
+        let mut body = json!({ "error": self.message });
+        if let Some((k, v)) = self.detail {
+            body[k] = v;
+        }
+        let mut r = (self.status, Json(body)).into_response();
+        if self.status == StatusCode::SERVICE_UNAVAILABLE {
+            r.headers_mut().insert(
+                axum::http::header::RETRY_AFTER,
+                axum::http::HeaderValue::from_static("2"),
+            );
+        }
         if self.status == StatusCode::PAYLOAD_TOO_LARGE {
             // The rest of an oversized body is never read, so the
             // connection cannot carry another request: say so, or a
@@ -109,6 +177,20 @@ impl From<StoreError> for ApiError {
             StoreError::Conflict(m) => ApiError::new(StatusCode::CONFLICT, m),
             StoreError::NotFound(m) => ApiError::not_found(m),
             StoreError::Refused(m) => ApiError::bad(m),
+            StoreError::Quota(q) => {
+                tracing::info!(vo = %q.vo, owner = %q.owner, limit = q.limit, max = q.max, used = q.used, request = q.request, "quota refused a change");
+                ApiError {
+                    status: StatusCode::FORBIDDEN,
+                    message: q.to_string(),
+                    detail: Some((
+                        "quota",
+                        json!({
+                            "limit": q.limit, "vo": q.vo, "owner": q.owner,
+                            "max": q.max, "used": q.used, "request": q.request,
+                        }),
+                    )),
+                }
+            }
             StoreError::Database(_) | StoreError::Invalid(_) => {
                 tracing::error!(error = %e, "database operation failed");
                 ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "database error")
@@ -133,9 +215,14 @@ impl From<JsonRejection> for ApiError {
 type ApiResult<T> = Result<T, ApiError>;
 type Body<T> = Result<Json<T>, JsonRejection>;
 
+/// The largest request body accepted: a put carries an exNode as a JSON
+/// string (escaping can double it).
+pub fn body_limit(max_exnode: usize) -> usize {
+    max_exnode.saturating_mul(2).saturating_add(1 << 20)
+}
+
 pub fn router(app: Arc<App>) -> Router {
-    // A put carries an exNode as a JSON string (escaping can double it).
-    let body_limit = app.max_exnode.saturating_mul(2).saturating_add(1 << 20);
+    let body_limit = body_limit(app.max_exnode);
     Router::new()
         .route("/v1/whoami", get(whoami))
         .route("/v1/stat", post(stat))
@@ -159,7 +246,97 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/v1/vos/:vo/members/remove", post(members_remove))
         .route("/v1/vos/:vo/members/restore", post(members_restore))
         .layer(DefaultBodyLimit::max(body_limit))
+        .layer(axum::middleware::from_fn_with_state(
+            app.clone(),
+            body_budget,
+        ))
         .with_state(app)
+}
+
+/// Holds a large request (a body over [`SMALL_BODY`], or of unknown
+/// length) until its bytes fit in `max_buffered_bodies` with everything
+/// else being read and processed, for the whole request: so that many
+/// concurrent puts cannot take the manager's memory. Only a member who may
+/// use the manager queues (others are refused before their body is read);
+/// a user who already holds half of the budget gets 503 at once (one
+/// member cannot take it all); a request that finds no room within
+/// `buffered_body_wait` gets 503 and `Retry-After`.
+async fn body_budget(
+    State(app): State<Arc<App>>,
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    use axum::http::header::{CONTENT_LENGTH, TRANSFER_ENCODING};
+    let length = req
+        .headers()
+        .get(CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u64>().ok());
+    let limit = body_limit(app.max_exnode) as u64;
+    let bytes = match length {
+        Some(n) if n <= SMALL_BODY => return next.run(req).await,
+        // Refused unread (413) by the body limit.
+        Some(n) if n > limit => return next.run(req).await,
+        Some(n) => n,
+        None if !req.headers().contains_key(TRANSFER_ENCODING) => return next.run(req).await,
+        None => limit,
+    };
+    let peer = req
+        .extensions()
+        .get::<PeerChain>()
+        .cloned()
+        .unwrap_or(PeerChain(None));
+    let who = match caller(&app, &peer).await {
+        Ok(w) => w,
+        Err(e) => return e.into_response(),
+    };
+    let budget = &app.bodies;
+    let kib = u32::try_from(bytes.div_ceil(1024))
+        .unwrap_or(u32::MAX)
+        .min(budget.total_kib);
+    let key = (who.id.vo.clone(), who.id.vo_id.clone());
+    let held = {
+        let Ok(mut m) = budget.held.lock() else {
+            return ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal error")
+                .into_response();
+        };
+        let mine = m.entry(key.clone()).or_default();
+        if *mine > 0 && *mine >= budget.total_kib / 2 {
+            let have = *mine;
+            drop(m);
+            tracing::info!(vo = %key.0, vo_id = %key.1, held_kib = have, request_kib = kib, "large request refused: the user's share of max_buffered_bodies is in use");
+            return ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                format!(
+                    "busy: your requests already hold {have} KiB of the {} KiB of request bodies this metadata manager processes at once (max_buffered_bodies; one user may hold half); retry when they are done",
+                    budget.total_kib
+                ),
+            )
+            .into_response();
+        }
+        *mine += kib;
+        Held { budget, key, kib }
+    };
+    let permit =
+        tokio::time::timeout(budget.wait, budget.room.clone().acquire_many_owned(kib)).await;
+    let Ok(Ok(permit)) = permit else {
+        tracing::warn!(vo = %held.key.0, vo_id = %held.key.1, request_kib = kib, "large request refused: no room under max_buffered_bodies in time");
+        return ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!(
+                "busy: {} KiB of request bodies are being processed (max_buffered_bodies = {} KiB) and this request ({bytes} bytes) found no room within {:?}; retry shortly",
+                budget.total_kib as usize - budget.room.available_permits().min(budget.total_kib as usize),
+                budget.total_kib,
+                budget.wait
+            ),
+        )
+        .into_response();
+    };
+    tracing::debug!(vo = %held.key.0, vo_id = %held.key.1, kib, free_kib = budget.room.available_permits(), "large request admitted under max_buffered_bodies");
+    let answer = next.run(req).await;
+    drop(permit);
+    drop(held);
+    answer
 }
 
 /// A verified caller.
@@ -609,22 +786,35 @@ async fn put_version(
             ),
         ));
     }
-    let mut ex = exnode::from_xml(req.exnode.as_bytes())
-        .map_err(|e| ApiError::bad(format!("exNode refused: {e}")))?;
-    ex.validate()
-        .map_err(|e| ApiError::bad(format!("exNode refused: {e}")))?;
+    // Memory: the document is not needed once parsed (the canonical form
+    // is stored), nor the model once encoded; a put holds as few copies
+    // of a large exNode at once as it can.
+    let PutReq {
+        path: _,
+        base_version,
+        exnode: doc,
+        wrapped_keys,
+    } = req;
+    let mut ex = heavy(doc.len(), move || {
+        let ex = exnode::from_xml(doc.as_bytes()).map_err(|e| e.to_string())?;
+        drop(doc);
+        ex.validate().map_err(|e| e.to_string())?;
+        Ok::<_, String>(ex)
+    })
+    .await?
+    .map_err(|e| ApiError::bad(format!("exNode refused: {e}")))?;
     let Some(file) = ex.file else {
         return Err(ApiError::bad(
             "exNode refused: it has no file UUID (file_uuid), to which the depots bind its blocks",
         ));
     };
-    if req.wrapped_keys.len() > MAX_WRAPPED {
+    if wrapped_keys.len() > MAX_WRAPPED {
         return Err(ApiError::bad(format!(
             "more than {MAX_WRAPPED} wrapped keys"
         )));
     }
-    let mut wrapped = Vec::with_capacity(req.wrapped_keys.len());
-    for k in &req.wrapped_keys {
+    let mut wrapped = Vec::with_capacity(wrapped_keys.len());
+    for k in &wrapped_keys {
         check_recipient(&k.recipient)?;
         check_wrapped(&k.wrapped)?;
         if wrapped
@@ -645,7 +835,7 @@ async fn put_version(
         )));
     }
     let file = file.to_string();
-    if req.base_version == 0 {
+    if base_version == 0 {
         if path.vo() == who.id.vo {
             app.store.ensure_root(path.vo()).await?;
         }
@@ -662,33 +852,54 @@ async fn put_version(
             )));
         }
     }
-    let next = req.base_version.saturating_add(1);
+    let next = base_version.saturating_add(1);
     ex.version = next;
-    let canonical = exnode::to_xml(&ex);
     let key_id = ex.encryption.as_ref().map(|e| e.key_id.clone());
+    let (size, stored) = (ex.size, ex.stored_bytes());
+    let canonical = heavy(ex.mappings.len().saturating_mul(1024), move || {
+        exnode::to_xml(&ex)
+    })
+    .await?;
     let writer = who.principal();
     let version = app
         .store
         .put_version(&NewVersion {
             path: &path,
             file: &file,
-            base_version: req.base_version,
-            size: ex.size,
-            stored: ex.stored_bytes(),
+            base_version,
+            size,
+            stored,
             exnode: &canonical,
             key_id: key_id.as_deref(),
             writer: &writer,
             wrapped_keys: &wrapped,
         })
         .await?;
-    tracing::info!(%path, %file, version, size = ex.size, by = %writer, "put version");
+    tracing::info!(%path, %file, version, size, by = %writer, "put version");
     Ok(Json(json!({
         "path": path.as_str(),
         "id": file,
         "version": version,
-        "size": ex.size,
-        "stored": ex.stored_bytes(),
+        "size": size,
+        "stored": stored,
     })))
+}
+
+/// Runs CPU-heavy work on an exNode of about `bytes` bytes: a large one
+/// on the blocking pool, so that parsing or encoding it does not hold up
+/// the async workers that serve every other connection.
+async fn heavy<T, F>(bytes: usize, f: F) -> ApiResult<T>
+where
+    T: Send + 'static,
+    F: FnOnce() -> T + Send + 'static,
+{
+    if bytes as u64 <= SMALL_BODY {
+        return Ok(f());
+    }
+    tokio::task::spawn_blocking(f).await.map_err(|e| {
+        tracing::error!(error = %e, "exNode work failed");
+        ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal error")
+    })
 }
 
 /// A signed ticket, reused for the same holder and file while at least
@@ -787,17 +998,19 @@ async fn get_version(
     // WRITE and MANAGE capabilities are for those who may change the
     // file: with a MANAGE capability a reader could release (DECR) or
     // shorten the allocations.
-    let exnode = if have.contains(Rights::WRITE) {
-        v.exnode
-    } else {
-        readers_view(&v.exnode).map_err(|why| {
+    let exnode =
+        if have.contains(Rights::WRITE) {
+            v.exnode
+        } else {
+            let doc = v.exnode;
+            heavy(doc.len(), move || readers_view(&doc)).await?.map_err(|why| {
             tracing::error!(%path, version = v.version, %why, "stored exNode does not parse");
             ApiError::new(
                 StatusCode::INTERNAL_SERVER_ERROR,
                 format!("the stored exNode of {path} is unreadable"),
             )
         })?
-    };
+        };
     let (ticket, not_after) = sign_ticket(&app, &who, &e.id);
     Ok(Json(GetAnswer {
         path: e.path,
@@ -1101,7 +1314,18 @@ async fn usage(
     if !is_identifier(&vo) {
         return Err(ApiError::bad(format!("bad VO name {vo:?}")));
     }
+    // A credential belongs to one VO: another VO's usage is none of its
+    // business (not even whether that VO uses this manager).
+    if vo != who.id.vo {
+        return Err(ApiError::forbidden(format!(
+            "usage of VO {vo} is shown to its members only; you ({}) are a member of VO {}",
+            who.principal(),
+            who.id.vo
+        )));
+    }
     let all = app.store.usage(&vo).await?;
+    let held = app.store.vo_held(&vo).await?;
+    let limits = app.store.limits();
     let me = who.principal().to_string();
     let admin = who.admin_of(&vo);
     let rows: Vec<Value> = all
@@ -1111,10 +1335,21 @@ async fn usage(
             json!({
                 "owner": u.owner, "files": u.files, "versions": u.versions,
                 "logical": u.logical, "stored": u.stored,
+                "entries": u.entries, "exnode_bytes": u.exnode_bytes,
             })
         })
         .collect();
-    let mut out = json!({ "vo": vo, "users": rows });
+    let mut out = json!({
+        "vo": vo,
+        "users": rows,
+        "limits": {
+            "user_entries": limits.user_entries,
+            "user_exnode_bytes": limits.user_exnode_bytes,
+            "vo_entries": limits.vo_entries,
+            "vo_exnode_bytes": limits.vo_exnode_bytes,
+        },
+        "vo_used": { "entries": held.entries, "exnode_bytes": held.exnode_bytes },
+    });
     if admin {
         let total = all.iter().fold((0u64, 0u64, 0u64, 0u64), |t, u| {
             (

@@ -8,13 +8,33 @@ use std::time::Duration;
 use anyhow::{bail, Context};
 use serde::Deserialize;
 
-use ibp_service::units::{deserialize_duration, deserialize_size};
+use ibp_service::units::{deserialize_duration, deserialize_limit, deserialize_size};
 
 fn default_ticket_lifetime() -> Duration {
     Duration::from_secs(600)
 }
+/// 8 MiB: about 6,000 mappings of the form `lors upload` writes (1,400
+/// bytes each); the derivation is in docs/metadata-manager.md.
 fn default_max_exnode() -> u64 {
-    16 << 20
+    8 << 20
+}
+fn default_max_buffered_bodies() -> u64 {
+    32 << 20
+}
+fn default_buffered_body_wait() -> Duration {
+    Duration::from_secs(10)
+}
+fn default_user_entries() -> Option<u64> {
+    Some(100_000)
+}
+fn default_user_exnode_bytes() -> Option<u64> {
+    Some(1 << 30)
+}
+fn default_vo_entries() -> Option<u64> {
+    Some(1_000_000)
+}
+fn default_vo_exnode_bytes() -> Option<u64> {
+    Some(16 << 30)
 }
 fn default_admin_group() -> String {
     "admins".into()
@@ -56,9 +76,47 @@ pub struct Config {
         deserialize_with = "deserialize_duration"
     )]
     pub ticket_lifetime: Duration,
-    /// Largest exNode document accepted in a put (bytes or `16MiB`).
+    /// Largest exNode document accepted in a put (bytes or `8MiB`).
     #[serde(default = "default_max_exnode", deserialize_with = "deserialize_size")]
     pub max_exnode: u64,
+    /// Most bytes of large request bodies (over 64 KiB each: puts) read
+    /// and processed at once; a request that would go beyond waits up to
+    /// `buffered_body_wait`, then gets 503. A user who holds half of it
+    /// already gets 503 at once.
+    #[serde(
+        default = "default_max_buffered_bodies",
+        deserialize_with = "deserialize_size"
+    )]
+    pub max_buffered_bodies: u64,
+    /// How long a large request waits for room under `max_buffered_bodies`.
+    #[serde(
+        default = "default_buffered_body_wait",
+        deserialize_with = "deserialize_duration"
+    )]
+    pub buffered_body_wait: Duration,
+    /// Most entries (files and directories) one owner may have in a VO's
+    /// tree; `"unlimited"` for no limit.
+    #[serde(
+        default = "default_user_entries",
+        deserialize_with = "deserialize_limit"
+    )]
+    pub user_entries: Option<u64>,
+    /// Most bytes of exNodes (every stored version, with the data keys
+    /// wrapped for it) one owner may have in a VO's tree.
+    #[serde(
+        default = "default_user_exnode_bytes",
+        deserialize_with = "deserialize_limit"
+    )]
+    pub user_exnode_bytes: Option<u64>,
+    /// Most entries in one VO's tree.
+    #[serde(default = "default_vo_entries", deserialize_with = "deserialize_limit")]
+    pub vo_entries: Option<u64>,
+    /// Most bytes of exNodes in one VO's tree.
+    #[serde(
+        default = "default_vo_exnode_bytes",
+        deserialize_with = "deserialize_limit"
+    )]
+    pub vo_exnode_bytes: Option<u64>,
     /// VO group (by name) whose members administer the VO's namespace:
     /// members, escrow key, and admin + delete on every entry of the VO.
     #[serde(default = "default_admin_group")]
@@ -112,6 +170,12 @@ impl Config {
         if self.admin_group.is_empty() {
             bail!("admin_group must not be empty");
         }
+        if self.max_buffered_bodies < 1 << 20 {
+            bail!("max_buffered_bodies must be at least 1MiB");
+        }
+        if self.max_buffered_bodies > 1 << 40 {
+            bail!("max_buffered_bodies must be at most 1TiB");
+        }
         if self.max_connections == 0 || self.db_connections == 0 {
             bail!("max_connections and db_connections must be at least 1");
         }
@@ -121,6 +185,16 @@ impl Config {
     /// The database URL (after [`Config::load`], always set).
     pub fn database_url(&self) -> &str {
         self.database.as_deref().unwrap_or("sqlite://metadata.db")
+    }
+
+    /// The quota limits.
+    pub fn limits(&self) -> crate::store::Limits {
+        crate::store::Limits {
+            user_entries: self.user_entries,
+            user_exnode_bytes: self.user_exnode_bytes,
+            vo_entries: self.vo_entries,
+            vo_exnode_bytes: self.vo_exnode_bytes,
+        }
     }
 }
 
@@ -149,8 +223,20 @@ signing_key = "metadata.key"
 # Lifetime of a file ticket; an ACL change or a removed member takes effect
 # when the next ticket is requested.
 ticket_lifetime = "10m"
-# Largest exNode accepted.
-max_exnode = "16MiB"
+# Largest exNode accepted: 8 MiB hold about 6,000 mappings (a 46 GiB file
+# in 8 MiB blocks, one copy; see docs/metadata-manager.md).
+max_exnode = "8MiB"
+# Most bytes of large request bodies (puts) processed at once; more wait
+# up to buffered_body_wait, then get 503.
+max_buffered_bodies = "32MiB"
+buffered_body_wait = "10s"
+# Quotas per owner and per VO tree: entries (files and directories) and
+# exNode bytes (every version kept, with its wrapped keys). "unlimited"
+# for none.
+user_entries = 100000
+user_exnode_bytes = "1GiB"
+vo_entries = 1000000
+vo_exnode_bytes = "16GiB"
 # VO group (by name) whose members administer the VO's namespace.
 admin_group = "admins"
 max_connections = 256
@@ -185,7 +271,22 @@ signing_key = "metadata.key"
     fn defaults_and_refusals() {
         let cfg = parse(MINIMAL).unwrap();
         assert_eq!(cfg.ticket_lifetime, Duration::from_secs(600));
-        assert_eq!(cfg.max_exnode, 16 << 20);
+        assert_eq!(cfg.max_exnode, 8 << 20);
+        assert_eq!(cfg.max_buffered_bodies, 32 << 20);
+        assert_eq!(cfg.buffered_body_wait, Duration::from_secs(10));
+        assert_eq!(cfg.user_entries, Some(100_000));
+        assert_eq!(cfg.user_exnode_bytes, Some(1 << 30));
+        assert_eq!(cfg.vo_entries, Some(1_000_000));
+        assert_eq!(cfg.vo_exnode_bytes, Some(16 << 30));
+        let cfg = parse(&format!(
+            "{MINIMAL}user_entries = \"unlimited\"\nvo_exnode_bytes = \"2GiB\"\nuser_exnode_bytes = 0\n"
+        ))
+        .unwrap();
+        assert_eq!(cfg.user_entries, None);
+        assert_eq!(cfg.vo_exnode_bytes, Some(2 << 30));
+        assert_eq!(cfg.user_exnode_bytes, Some(0));
+        assert!(parse(&format!("{MINIMAL}vo_entries = \"lots\"\n")).is_err());
+        assert!(parse(&format!("{MINIMAL}max_buffered_bodies = \"1KiB\"\n")).is_err());
         assert!(cfg.database_url().ends_with("/metadata.db"));
         assert!(cfg.signing_key.is_absolute());
         let cfg = parse(&format!(

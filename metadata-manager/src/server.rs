@@ -34,7 +34,7 @@ pub async fn serve(cfg: Config) -> anyhow::Result<()> {
         &<[u8; 32]>::try_from(signing_key.public_key().as_ref())
             .context("Ed25519 public key length")?,
     );
-    let store = Store::open(cfg.database_url(), cfg.db_connections).await?;
+    let store = Store::open(cfg.database_url(), cfg.db_connections, cfg.limits()).await?;
     tracing::info!(database = %redact(cfg.database_url()), backend = ?store.backend(), "database ready");
 
     let app = Arc::new(App {
@@ -47,6 +47,7 @@ pub async fn serve(cfg: Config) -> anyhow::Result<()> {
         admin_group: cfg.admin_group.clone(),
         tickets: Mutex::new(Default::default()),
         groups_seen: Mutex::new(Default::default()),
+        bodies: crate::api::BodyBudget::new(cfg.max_buffered_bodies, cfg.buffered_body_wait),
     });
 
     let listener = TcpListener::bind(&cfg.listen)
@@ -58,7 +59,7 @@ pub async fn serve(cfg: Config) -> anyhow::Result<()> {
         writeln!(out, "listening on {addr}").context("write to stdout")?;
         out.flush().context("flush stdout")?;
     }
-    tracing::info!(%addr, ticket_key = %public.trim(), ticket_lifetime = ?cfg.ticket_lifetime, "metadata manager serving HTTPS");
+    tracing::info!(%addr, ticket_key = %public.trim(), ticket_lifetime = ?cfg.ticket_lifetime, max_exnode = cfg.max_exnode, max_buffered_bodies = cfg.max_buffered_bodies, limits = ?cfg.limits(), "metadata manager serving HTTPS");
 
     let shutdown = CancellationToken::new();
     tokio::spawn(ibp_https::cancel_on_signals(shutdown.clone()));

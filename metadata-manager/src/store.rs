@@ -28,6 +28,11 @@
 //! - `escrow_keys (vo, public_key, set_by, set_at)`: a VO's recovery key.
 //! - `retired_uuids (id, retired_at)`: UUIDs of deleted files, never reused
 //!   (a ticket for an old UUID must not open a new file).
+//! - `quota_usage (vo, owner, entries, exnode_bytes)`: what each owner
+//!   holds in a VO's tree (owner `*`: the whole tree), kept up to date in
+//!   the transaction of every change and checked against [`Limits`]:
+//!   entries are files and directories, exNode bytes those of every
+//!   stored version plus the data keys wrapped for it.
 //!
 //! Writes on SQLite are serialized in-process (one writer at a time, as
 //! SQLite allows anyway), which keeps read-then-write transactions from
@@ -47,7 +52,9 @@ use crate::acl::{Entry, Principal, Rights};
 use crate::names::NsPath;
 
 /// Migrations, applied in order; never edit one that has shipped.
-const MIGRATIONS: &[&[&str]] = &[&[
+const MIGRATIONS: &[&[&str]] = &[MIGRATION_1, MIGRATION_2];
+
+const MIGRATION_1: &[&str] = &[
     "CREATE TABLE entries (
         id TEXT PRIMARY KEY,
         vo TEXT NOT NULL,
@@ -106,7 +113,91 @@ const MIGRATIONS: &[&[&str]] = &[&[
     "CREATE TABLE retired_uuids (
         id TEXT PRIMARY KEY,
         retired_at BIGINT NOT NULL)",
-]];
+];
+
+/// Quota accounting, filled from what the database holds.
+/// (`octet_length`: bytes, not characters, on SQLite ≥ 3.43 and
+/// PostgreSQL.)
+const MIGRATION_2: &[&str] = &[
+    "CREATE TABLE quota_usage (
+        vo TEXT NOT NULL,
+        owner TEXT NOT NULL,
+        entries BIGINT NOT NULL,
+        exnode_bytes BIGINT NOT NULL,
+        PRIMARY KEY (vo, owner))",
+    "INSERT INTO quota_usage (vo, owner, entries, exnode_bytes)
+        SELECT vo, owner, COUNT(*), 0 FROM entries WHERE owner <> '' GROUP BY vo, owner",
+    "UPDATE quota_usage SET exnode_bytes =
+        CAST(COALESCE((SELECT SUM(octet_length(v.exnode)) FROM versions v
+                        JOIN entries e ON e.id = v.file
+                       WHERE e.vo = quota_usage.vo AND e.owner = quota_usage.owner), 0) AS BIGINT)
+      + CAST(COALESCE((SELECT SUM(octet_length(w.recipient) + octet_length(w.wrapped)) FROM wrapped_keys w
+                        JOIN entries e ON e.id = w.file
+                       WHERE e.vo = quota_usage.vo AND e.owner = quota_usage.owner), 0) AS BIGINT)",
+    "INSERT INTO quota_usage (vo, owner, entries, exnode_bytes)
+        SELECT vo, '*', CAST(SUM(entries) AS BIGINT), CAST(SUM(exnode_bytes) AS BIGINT)
+          FROM quota_usage GROUP BY vo",
+];
+
+/// The `quota_usage` owner that stands for a whole VO tree (no principal
+/// is spelled so).
+const VO_TOTAL: &str = "*";
+
+/// Quota limits (`None`: unlimited), per owner in a VO's tree and per VO
+/// tree.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Limits {
+    pub user_entries: Option<u64>,
+    pub user_exnode_bytes: Option<u64>,
+    pub vo_entries: Option<u64>,
+    pub vo_exnode_bytes: Option<u64>,
+}
+
+/// A change refused by a quota.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct QuotaExceeded {
+    /// `user_entries`, `user_exnode_bytes`, `vo_entries` or
+    /// `vo_exnode_bytes`.
+    pub limit: &'static str,
+    pub vo: String,
+    /// The owner charged (`user:ID@VO`); for a VO limit too.
+    pub owner: String,
+    /// The limit's value.
+    pub max: u64,
+    /// In use before the request.
+    pub used: u64,
+    /// What the request adds.
+    pub request: u64,
+}
+
+impl std::fmt::Display for QuotaExceeded {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let (whose, unit, hint) = match self.limit {
+            "user_entries" | "user_exnode_bytes" => (
+                format!("{} in VO {}", self.owner, self.vo),
+                if self.limit == "user_entries" { "entries" } else { "bytes" },
+                "delete files, directories or old versions, or ask the metadata manager's operator",
+            ),
+            _ => (
+                format!("VO {}", self.vo),
+                if self.limit == "vo_entries" { "entries" } else { "bytes" },
+                "the VO's admins can delete files or old versions, or ask the metadata manager's operator",
+            ),
+        };
+        write!(
+            f,
+            "quota exceeded: {} of {whose} is {} {unit}; {} are used and this request needs {} more ({hint})",
+            self.limit, self.max, self.used, self.request
+        )
+    }
+}
+
+/// What one owner holds, or a whole VO (`quota_usage`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Held {
+    pub entries: u64,
+    pub exnode_bytes: u64,
+}
 
 /// Arbitrary key of the PostgreSQL advisory lock held while migrating.
 const MIGRATION_LOCK: i64 = 0x4d44_4d5f_6d69;
@@ -130,6 +221,9 @@ pub enum StoreError {
     /// A stored value is out of range (the database was edited by hand).
     #[error("database holds an invalid value: {0}")]
     Invalid(String),
+    /// A quota would be exceeded; nothing was changed.
+    #[error("{0}")]
+    Quota(Box<QuotaExceeded>),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -213,6 +307,11 @@ pub struct Usage {
     pub logical: u64,
     /// Bytes held on depots by every version (replicas and shares).
     pub stored: u64,
+    /// Files and directories (quota `user_entries`).
+    pub entries: u64,
+    /// exNode bytes of every version with its wrapped keys (quota
+    /// `user_exnode_bytes`).
+    pub exnode_bytes: u64,
 }
 
 #[derive(Clone, Debug)]
@@ -221,6 +320,7 @@ pub struct Store {
     backend: Backend,
     /// Serializes write transactions on SQLite (see the module comment).
     writer: Arc<tokio::sync::Mutex<()>>,
+    limits: Limits,
 }
 
 fn unsigned(what: &str, v: i64) -> Result<u64, StoreError> {
@@ -300,8 +400,9 @@ fn member_of(row: &AnyRow) -> Result<Member, StoreError> {
 type Tx<'a> = sqlx::Transaction<'a, sqlx::Any>;
 
 impl Store {
-    /// Opens (creating a SQLite file if needed) and migrates the database.
-    pub async fn open(url: &str, max_connections: u32) -> anyhow::Result<Store> {
+    /// Opens (creating a SQLite file if needed) and migrates the database;
+    /// changes are held to `limits`.
+    pub async fn open(url: &str, max_connections: u32, limits: Limits) -> anyhow::Result<Store> {
         use anyhow::Context;
         let (pool, backend) = db::connect(url, max_connections).await?;
         db::migrate(&pool, backend, MIGRATIONS, MIGRATION_LOCK)
@@ -311,7 +412,12 @@ impl Store {
             pool,
             backend,
             writer: Arc::new(tokio::sync::Mutex::new(())),
+            limits,
         })
+    }
+
+    pub fn limits(&self) -> Limits {
+        self.limits
     }
 
     pub fn backend(&self) -> Backend {
@@ -647,6 +753,7 @@ impl Store {
         let (mut tx, _g) = self.write().await?;
         let id = uuid::Uuid::new_v4().to_string();
         let parent = create_entry(&mut tx, &id, path, Kind::Dir, owner).await?;
+        charge(&mut tx, &self.limits, path.vo(), &owner.to_string(), 1, 0).await?;
         let inherited = inherited_acl(&mut tx, &parent).await?;
         insert_acl(&mut tx, &id, 0, &inherited).await?;
         insert_acl(&mut tx, &id, 1, &inherited).await?;
@@ -667,6 +774,14 @@ impl Store {
             .base_version
             .checked_add(1)
             .ok_or_else(|| StoreError::Refused("version number overflow".into()))?;
+        // What the version stores: its exNode and the keys sent with it
+        // (keys carried over from the base version are added below).
+        let bytes = v
+            .wrapped_keys
+            .iter()
+            .fold(v.exnode.len() as u64, |n, (r, w)| {
+                n.saturating_add((r.len() + w.len()) as u64)
+            });
         if v.base_version == 0 {
             let retired = sqlx::query("SELECT id FROM retired_uuids WHERE id = $1")
                 .bind(v.file)
@@ -679,6 +794,16 @@ impl Store {
                 )));
             }
             let parent = create_entry(&mut tx, v.file, v.path, Kind::File, v.writer).await?;
+            // Charged before anything large is written.
+            charge(
+                &mut tx,
+                &self.limits,
+                v.path.vo(),
+                &v.writer.to_string(),
+                1,
+                signed(bytes),
+            )
+            .await?;
             let inherited = inherited_acl(&mut tx, &parent).await?;
             insert_acl(&mut tx, v.file, 0, &inherited).await?;
             sqlx::query(
@@ -728,6 +853,9 @@ impl Store {
                     )),
                 });
             }
+            // A new version counts for the file's owner, whoever writes it.
+            let owner = file_owner(&mut tx, v.file).await?;
+            charge(&mut tx, &self.limits, v.path.vo(), &owner, 0, signed(bytes)).await?;
         }
         let res = sqlx::query(
             "INSERT INTO versions (file, version, size, stored, exnode, key_id, created_by, created_at)
@@ -787,6 +915,13 @@ impl Store {
                 .bind(key_id)
                 .execute(&mut *tx)
                 .await?;
+                let carried = wrapped_bytes(&mut tx, v.file, Some(next), None).await?
+                    - v.wrapped_keys
+                        .iter()
+                        .map(|(r, w)| signed((r.len() + w.len()) as u64))
+                        .sum::<i64>();
+                let owner = file_owner(&mut tx, v.file).await?;
+                charge(&mut tx, &self.limits, v.path.vo(), &owner, 0, carried).await?;
             }
         }
         tx.commit().await?;
@@ -948,6 +1083,19 @@ impl Store {
                     )));
                 }
             }
+            let freed = exnode_bytes(&mut tx, &entry.id, Some(v)).await?
+                + wrapped_bytes(&mut tx, &entry.id, Some(v), None).await?;
+            if let Some(owner) = &entry.owner {
+                charge(
+                    &mut tx,
+                    &self.limits,
+                    &entry.vo,
+                    &owner.to_string(),
+                    0,
+                    -freed,
+                )
+                .await?;
+            }
             for sql in [
                 "DELETE FROM wrapped_keys WHERE file = $1 AND version = $2",
                 "DELETE FROM versions WHERE file = $1 AND version = $2",
@@ -997,6 +1145,19 @@ impl Store {
                 entry.path
             )));
         }
+        let freed = exnode_bytes(&mut tx, &entry.id, None).await?
+            + wrapped_bytes(&mut tx, &entry.id, None, None).await?;
+        if let Some(owner) = &entry.owner {
+            charge(
+                &mut tx,
+                &self.limits,
+                &entry.vo,
+                &owner.to_string(),
+                -1,
+                -freed,
+            )
+            .await?;
+        }
         for sql in [
             "DELETE FROM wrapped_keys WHERE file = $1",
             "DELETE FROM versions WHERE file = $1",
@@ -1035,6 +1196,17 @@ impl Store {
         if exists.is_none() {
             return Err(StoreError::NotFound(format!("no version {version}")));
         }
+        let old = wrapped_bytes(&mut tx, file, Some(version), Some(recipient)).await?;
+        let (vo, owner) = file_vo_owner(&mut tx, file).await?;
+        charge(
+            &mut tx,
+            &self.limits,
+            &vo,
+            &owner,
+            0,
+            signed((recipient.len() + wrapped.len()) as u64) - old,
+        )
+        .await?;
         sqlx::query("DELETE FROM wrapped_keys WHERE file = $1 AND version = $2 AND recipient = $3")
             .bind(file)
             .bind(to_bigint(version))
@@ -1058,6 +1230,11 @@ impl Store {
     /// many were removed.
     pub async fn remove_wrapped(&self, file: &str, recipient: &str) -> Result<u64, StoreError> {
         let (mut tx, _g) = self.write().await?;
+        let freed = wrapped_bytes(&mut tx, file, None, Some(recipient)).await?;
+        if freed > 0 {
+            let (vo, owner) = file_vo_owner(&mut tx, file).await?;
+            charge(&mut tx, &self.limits, &vo, &owner, 0, -freed).await?;
+        }
         let res = sqlx::query("DELETE FROM wrapped_keys WHERE file = $1 AND recipient = $2")
             .bind(file)
             .bind(recipient)
@@ -1144,7 +1321,51 @@ impl Store {
                 }),
             }
         }
+        let held = sqlx::query(
+            "SELECT owner, entries, exnode_bytes FROM quota_usage
+              WHERE vo = $1 AND owner <> $2 AND (entries > 0 OR exnode_bytes > 0)",
+        )
+        .bind(vo)
+        .bind(VO_TOTAL)
+        .fetch_all(&self.pool)
+        .await?;
+        for r in &held {
+            let owner: String = r.try_get("owner")?;
+            let entries = unsigned("entries", r.try_get("entries")?)?;
+            let exnode_bytes = unsigned("exnode_bytes", r.try_get("exnode_bytes")?)?;
+            match out.iter_mut().find(|u| u.owner == owner) {
+                Some(u) => {
+                    u.entries = entries;
+                    u.exnode_bytes = exnode_bytes;
+                }
+                None => out.push(Usage {
+                    owner,
+                    entries,
+                    exnode_bytes,
+                    ..Usage::default()
+                }),
+            }
+        }
+        out.sort_by(|a, b| a.owner.cmp(&b.owner));
         Ok(out)
+    }
+
+    /// What a whole VO tree holds (quota `vo_entries`, `vo_exnode_bytes`).
+    pub async fn vo_held(&self, vo: &str) -> Result<Held, StoreError> {
+        let row = sqlx::query(
+            "SELECT entries, exnode_bytes FROM quota_usage WHERE vo = $1 AND owner = $2",
+        )
+        .bind(vo)
+        .bind(VO_TOTAL)
+        .fetch_optional(&self.pool)
+        .await?;
+        match row {
+            None => Ok(Held::default()),
+            Some(r) => Ok(Held {
+                entries: unsigned("entries", r.try_get("entries")?)?,
+                exnode_bytes: unsigned("exnode_bytes", r.try_get("exnode_bytes")?)?,
+            }),
+        }
     }
 }
 
@@ -1245,4 +1466,146 @@ async fn create_entry(
         ))),
         Err(e) => Err(e.into()),
     }
+}
+
+/// A byte count as a signed delta.
+fn signed(n: u64) -> i64 {
+    to_bigint(n)
+}
+
+/// Adds `entries` and `bytes` (negative: frees them) to what `owner` holds
+/// in VO `vo`'s tree and to the tree's total, in the caller's transaction.
+/// A growth beyond a limit is refused with [`StoreError::Quota`] (the
+/// caller then drops the transaction, which undoes the whole change).
+/// Rows are updated owner first, then the VO's, everywhere: on PostgreSQL
+/// the row locks serialize writers of one VO without deadlocks, so
+/// replicas cannot together overshoot a limit.
+async fn charge(
+    tx: &mut Tx<'_>,
+    limits: &Limits,
+    vo: &str,
+    owner: &str,
+    entries: i64,
+    bytes: i64,
+) -> Result<(), StoreError> {
+    if entries == 0 && bytes == 0 {
+        return Ok(());
+    }
+    let rows = [
+        (
+            owner,
+            ("user_entries", limits.user_entries),
+            ("user_exnode_bytes", limits.user_exnode_bytes),
+        ),
+        (
+            VO_TOTAL,
+            ("vo_entries", limits.vo_entries),
+            ("vo_exnode_bytes", limits.vo_exnode_bytes),
+        ),
+    ];
+    for (key, entry_limit, byte_limit) in rows {
+        sqlx::query(
+            "INSERT INTO quota_usage (vo, owner, entries, exnode_bytes) VALUES ($1, $2, 0, 0)
+             ON CONFLICT (vo, owner) DO NOTHING",
+        )
+        .bind(vo)
+        .bind(key)
+        .execute(&mut **tx)
+        .await?;
+        sqlx::query(
+            "UPDATE quota_usage
+                SET entries = CASE WHEN entries + $3 < 0 THEN 0 ELSE entries + $3 END,
+                    exnode_bytes = CASE WHEN exnode_bytes + $4 < 0 THEN 0 ELSE exnode_bytes + $4 END
+              WHERE vo = $1 AND owner = $2",
+        )
+        .bind(vo)
+        .bind(key)
+        .bind(entries)
+        .bind(bytes)
+        .execute(&mut **tx)
+        .await?;
+        if entries <= 0 && bytes <= 0 {
+            continue;
+        }
+        let row = sqlx::query(
+            "SELECT entries, exnode_bytes FROM quota_usage WHERE vo = $1 AND owner = $2",
+        )
+        .bind(vo)
+        .bind(key)
+        .fetch_one(&mut **tx)
+        .await?;
+        let now_entries = unsigned("entries", row.try_get("entries")?)?;
+        let now_bytes = unsigned("exnode_bytes", row.try_get("exnode_bytes")?)?;
+        for (delta, now, (limit, max)) in [
+            (entries, now_entries, entry_limit),
+            (bytes, now_bytes, byte_limit),
+        ] {
+            let Some(max) = max else { continue };
+            if delta > 0 && now > max {
+                let request = delta.unsigned_abs();
+                return Err(StoreError::Quota(Box::new(QuotaExceeded {
+                    limit,
+                    vo: vo.to_owned(),
+                    owner: owner.to_owned(),
+                    max,
+                    used: now.saturating_sub(request),
+                    request,
+                })));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Bytes of a file's exNodes (one version, or all).
+async fn exnode_bytes(
+    tx: &mut Tx<'_>,
+    file: &str,
+    version: Option<u64>,
+) -> Result<i64, StoreError> {
+    let row = sqlx::query(
+        "SELECT CAST(COALESCE(SUM(octet_length(exnode)), 0) AS BIGINT) AS n FROM versions
+          WHERE file = $1 AND ($2 IS NULL OR version = $2)",
+    )
+    .bind(file)
+    .bind(version.map(to_bigint))
+    .fetch_one(&mut **tx)
+    .await?;
+    Ok(row.try_get("n")?)
+}
+
+/// Bytes of a file's wrapped keys (recipient and key), of one version or
+/// all, of one recipient or all.
+async fn wrapped_bytes(
+    tx: &mut Tx<'_>,
+    file: &str,
+    version: Option<u64>,
+    recipient: Option<&str>,
+) -> Result<i64, StoreError> {
+    let row = sqlx::query(
+        "SELECT CAST(COALESCE(SUM(octet_length(recipient) + octet_length(wrapped)), 0) AS BIGINT) AS n
+           FROM wrapped_keys
+          WHERE file = $1 AND ($2 IS NULL OR version = $2) AND ($3 IS NULL OR recipient = $3)",
+    )
+    .bind(file)
+    .bind(version.map(to_bigint))
+    .bind(recipient)
+    .fetch_one(&mut **tx)
+    .await?;
+    Ok(row.try_get("n")?)
+}
+
+/// The owner (principal) of a file.
+async fn file_owner(tx: &mut Tx<'_>, file: &str) -> Result<String, StoreError> {
+    Ok(file_vo_owner(tx, file).await?.1)
+}
+
+/// The VO tree and owner of an entry.
+async fn file_vo_owner(tx: &mut Tx<'_>, file: &str) -> Result<(String, String), StoreError> {
+    let row = sqlx::query("SELECT vo, owner FROM entries WHERE id = $1")
+        .bind(file)
+        .fetch_optional(&mut **tx)
+        .await?
+        .ok_or_else(|| StoreError::NotFound(format!("no file {file}")))?;
+    Ok((row.try_get("vo")?, row.try_get("owner")?))
 }

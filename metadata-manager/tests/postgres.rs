@@ -32,6 +32,9 @@ suite!(
     namespace,
     keys,
     usage,
+    usage_of_another_vo_is_refused,
+    member_cannot_grow_the_database_past_their_quota,
+    vo_cannot_grow_the_database_past_its_quota,
     shutdown_is_prompt,
     replicas_share_database,
 );

@@ -8,6 +8,7 @@
 //! `schema_migrations`; on PostgreSQL under an advisory lock, so that
 //! replicas starting together do not race.
 
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use sqlx::any::AnyPoolOptions;
@@ -63,9 +64,109 @@ pub fn with_create(url: &str) -> String {
     }
 }
 
+/// The file a SQLite URL names (`sqlite://PATH?...` or `sqlite:PATH`,
+/// percent-escapes decoded as sqlx does); `None` for an in-memory database
+/// or another backend.
+pub fn sqlite_path(url: &str) -> Option<PathBuf> {
+    let rest = url
+        .strip_prefix("sqlite://")
+        .or_else(|| url.strip_prefix("sqlite:"))?;
+    let (path, query) = rest.split_once('?').unwrap_or((rest, ""));
+    if path.is_empty() || path == ":memory:" || query.split('&').any(|kv| kv == "mode=memory") {
+        return None;
+    }
+    Some(PathBuf::from(percent_decode(path)))
+}
+
+/// `%XX` escapes decoded (an invalid escape is kept as written).
+fn percent_decode(s: &str) -> String {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        let hex = |c: u8| (c as char).to_digit(16);
+        if b[i] == b'%' && i + 2 < b.len() {
+            if let (Some(h), Some(l)) = (hex(b[i + 1]), hex(b[i + 2])) {
+                out.push((h * 16 + l) as u8);
+                i += 3;
+                continue;
+            }
+        }
+        out.push(b[i]);
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// Files SQLite keeps next to a database: the database itself, its
+/// write-ahead log, its shared-memory index and its rollback journal.
+fn sqlite_files(db: &Path) -> [PathBuf; 4] {
+    let with = |suffix: &str| {
+        let mut s = db.as_os_str().to_owned();
+        s.push(suffix);
+        PathBuf::from(s)
+    };
+    [
+        db.to_path_buf(),
+        with("-wal"),
+        with("-shm"),
+        with("-journal"),
+    ]
+}
+
+/// A service database holds secrets (the metadata manager's holds every
+/// file's WRITE and MANAGE capabilities), so it is owner-only whatever the
+/// umask: a missing database is created mode 0600 (SQLite gives its -wal
+/// and -shm files the database's mode), missing directories above it mode
+/// 0700; an existing database (or -wal, -shm, -journal file) that group or
+/// others have any permission on is refused, naming the file, its mode and
+/// `chmod 600`.
+pub fn secure_sqlite_file(db: &Path, create: bool) -> Result<(), Error> {
+    use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
+    let io = |what: &'static str, path: &Path| {
+        let path = path.to_path_buf();
+        move |source| Error::Io { what, path, source }
+    };
+    if create && !db.exists() {
+        if let Some(dir) = db.parent().filter(|d| !d.as_os_str().is_empty()) {
+            if !dir.exists() {
+                std::fs::DirBuilder::new()
+                    .recursive(true)
+                    .mode(0o700)
+                    .create(dir)
+                    .map_err(io("create the database directory", dir))?;
+            }
+        }
+        match std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(db)
+        {
+            Ok(_) => tracing::info!(path = %db.display(), "created the database file (mode 0600)"),
+            // Created meanwhile (another process): checked below.
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+            Err(e) => return Err(io("create the database file", db)(e)),
+        }
+    }
+    for f in sqlite_files(db) {
+        let meta = match std::fs::metadata(&f) {
+            Ok(m) => m,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+            Err(e) => return Err(io("inspect", &f)(e)),
+        };
+        let mode = meta.permissions().mode() & 0o777;
+        if mode & 0o077 != 0 {
+            return Err(Error::Exposed { path: f, mode });
+        }
+    }
+    Ok(())
+}
+
 /// Connects a pool of at most `max_connections` (at least 1), creating a
-/// missing SQLite file and switching SQLite to WAL mode, so that readers do
-/// not wait for writers.
+/// missing SQLite file (owner-only, see [`secure_sqlite_file`]; a database
+/// others may read is refused) and switching SQLite to WAL mode, so that
+/// readers do not wait for writers.
 ///
 /// Connections are not pinged before use: a ping costs a round trip to the
 /// connection (SQLite: to its worker thread) per statement, and a broken
@@ -73,6 +174,14 @@ pub fn with_create(url: &str) -> String {
 pub async fn connect(url: &str, max_connections: u32) -> Result<(AnyPool, Backend), Error> {
     sqlx::any::install_default_drivers();
     let backend = Backend::of_url(url).map_err(Error::Url)?;
+    if backend == Backend::Sqlite {
+        if let Some(path) = sqlite_path(url) {
+            // sqlx creates a missing file only in mode `rwc` (ours unless
+            // the URL picks a mode).
+            let create = with_create(url).contains("mode=rwc");
+            secure_sqlite_file(&path, create)?;
+        }
+    }
     let pool = AnyPoolOptions::new()
         .max_connections(max_connections.max(1))
         .test_before_acquire(false)
@@ -238,6 +347,77 @@ mod tests {
         ];
         let e = migrate(&pool, backend, bad, 1).await.unwrap_err();
         assert!(matches!(e, Error::Migration { version: 3, .. }), "{e}");
+    }
+
+    #[test]
+    fn sqlite_paths() {
+        assert_eq!(
+            sqlite_path("sqlite:///x/m.db"),
+            Some(PathBuf::from("/x/m.db"))
+        );
+        assert_eq!(
+            sqlite_path("sqlite:///x/m.db?mode=rwc"),
+            Some(PathBuf::from("/x/m.db"))
+        );
+        assert_eq!(sqlite_path("sqlite:m.db"), Some(PathBuf::from("m.db")));
+        assert_eq!(
+            sqlite_path("sqlite:///x/a%20b.db"),
+            Some(PathBuf::from("/x/a b.db"))
+        );
+        assert_eq!(
+            sqlite_path("sqlite:///x/100%"),
+            Some(PathBuf::from("/x/100%"))
+        );
+        assert_eq!(sqlite_path("sqlite::memory:"), None);
+        assert_eq!(sqlite_path("sqlite://x.db?mode=memory"), None);
+        assert_eq!(sqlite_path("postgres://h/db"), None);
+    }
+
+    /// A new database is owner-only (and so is a directory made for it);
+    /// one that group or others may read is refused with the file, its
+    /// mode and the fix.
+    #[tokio::test]
+    async fn database_files_are_owner_only() {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        let dir = tempfile::tempdir().unwrap();
+        let db = dir.path().join("new/sub/m.db");
+        let url = format!("sqlite://{}", db.display());
+        let (pool, _) = connect(&url, 1).await.unwrap();
+        sqlx::query("CREATE TABLE t (a BIGINT)")
+            .execute(&pool)
+            .await
+            .unwrap();
+        assert_eq!(mode(&db), 0o600);
+        assert_eq!(mode(&dir.path().join("new")), 0o700);
+        assert_eq!(mode(&dir.path().join("new/sub")), 0o700);
+        let wal = dir.path().join("new/sub/m.db-wal");
+        assert!(wal.exists(), "WAL mode makes a -wal file");
+        assert_eq!(mode(&wal), 0o600);
+        pool.close().await;
+
+        for (file, m) in [(&db, 0o644), (&db, 0o640), (&db, 0o604), (&wal, 0o644)] {
+            // Closing the pool checkpoints and removes the -wal file: a
+            // left-over one (a crash) is checked too.
+            if !file.exists() {
+                std::fs::write(file, b"").unwrap();
+            }
+            std::fs::set_permissions(file, std::fs::Permissions::from_mode(m)).unwrap();
+            let e = connect(&url, 1).await.unwrap_err().to_string();
+            assert_eq!(
+                e,
+                format!(
+                    "database {p} has mode {m:03o}; it holds secrets and must be readable by its owner only (chmod 600 {p})",
+                    p = file.display()
+                )
+            );
+            std::fs::set_permissions(file, std::fs::Permissions::from_mode(0o600)).unwrap();
+        }
+        let (pool, _) = connect(&url, 1).await.unwrap();
+        pool.close().await;
+        // mode 0400 is owner-only too (opening it read-write is SQLite's
+        // business).
+        assert!(secure_sqlite_file(&db, true).is_ok());
     }
 
     #[tokio::test]

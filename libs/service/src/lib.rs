@@ -21,6 +21,13 @@ pub enum Error {
     /// Connecting to the database failed (the URL is redacted).
     #[error("open database {url}")]
     Open { url: String, source: sqlx::Error },
+    /// A database file that group or others have permissions on.
+    #[error(
+        "database {} has mode {mode:03o}; it holds secrets and must be readable by its owner only (chmod 600 {})",
+        path.display(),
+        path.display()
+    )]
+    Exposed { path: PathBuf, mode: u32 },
     #[error("switch the SQLite database to WAL mode")]
     Wal(#[source] sqlx::Error),
     /// One step of a migration failed.

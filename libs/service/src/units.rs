@@ -53,6 +53,18 @@ pub fn deserialize_size<'de, D: serde::Deserializer<'de>>(d: D) -> Result<u64, D
     }
 }
 
+/// `deserialize_with` for a limit: an integer, a size string for
+/// [`parse_size`], or `"unlimited"` (`None`).
+pub fn deserialize_limit<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error> {
+    match Raw::deserialize(d)? {
+        Raw::Int(n) => Ok(Some(n)),
+        Raw::Text(s) if s.trim().eq_ignore_ascii_case("unlimited") => Ok(None),
+        Raw::Text(s) => parse_size(&s)
+            .map(Some)
+            .map_err(|e| serde::de::Error::custom(format!("{e} (or \"unlimited\")"))),
+    }
+}
+
 /// Parses a duration: an integer number of seconds, or numbers with the
 /// units `ms`, `s`, `m`, `h`, `d`, `w` (e.g. `"90s"`, `"1h30m"`, `"250ms"`,
 /// `"10 m"`: blanks may stand around each number and unit).
@@ -267,8 +279,24 @@ mod tests {
             c: u64,
             #[serde(deserialize_with = "deserialize_size")]
             d: u64,
+            #[serde(default, deserialize_with = "deserialize_limit")]
+            e: Option<u64>,
         }
         let cfg: Cfg = toml::from_str("a = 5\nb = \"250ms\"\nc = \"1h\"\nd = \"1KiB\"\n").unwrap();
+        assert_eq!(cfg.e, None);
+        for (text, want) in [
+            ("7", Some(7)),
+            ("\"2MiB\"", Some(2 << 20)),
+            ("\"Unlimited\"", None),
+        ] {
+            let cfg: Cfg =
+                toml::from_str(&format!("a = 5\nb = 1\nc = 1\nd = 1\ne = {text}\n")).unwrap();
+            assert_eq!(cfg.e, want, "{text}");
+        }
+        let e = toml::from_str::<Cfg>("a = 5\nb = 1\nc = 1\nd = 1\ne = \"none\"\n")
+            .err()
+            .unwrap();
+        assert!(e.to_string().contains("or \"unlimited\""), "{e}");
         assert_eq!(cfg.a, ConfigDuration(Duration::from_secs(5)));
         assert_eq!(cfg.b, Duration::from_millis(250));
         assert_eq!(cfg.c, 3600);

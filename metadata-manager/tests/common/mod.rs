@@ -241,7 +241,10 @@ impl Db {
 #[derive(Clone)]
 pub struct Settings {
     pub ticket_lifetime: &'static str,
+    /// `""`: the manager's default.
     pub max_exnode: &'static str,
+    /// More configuration lines (quotas, the body budget).
+    pub extra: &'static str,
 }
 
 impl Default for Settings {
@@ -249,6 +252,7 @@ impl Default for Settings {
         Settings {
             ticket_lifetime: "10m",
             max_exnode: "1MiB",
+            extra: "",
         }
     }
 }
@@ -274,6 +278,26 @@ pub struct Server {
 }
 
 impl Server {
+    /// The process id, while it runs.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(|c| c.id())
+    }
+
+    /// `VmRSS` and `VmHWM` (peak) of the process, in bytes.
+    pub fn memory(&self) -> (u64, u64) {
+        let pid = self.pid().expect("a running server");
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+        let field = |name: &str| {
+            status
+                .lines()
+                .find_map(|l| l.strip_prefix(name))
+                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+                .map(|kb| kb * 1024)
+                .unwrap_or_else(|| panic!("{name} in /proc/{pid}/status"))
+        };
+        (field("VmRSS:"), field("VmHWM:"))
+    }
+
     pub fn log_text(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
@@ -371,14 +395,20 @@ trust_dir = "{trust}"
 database = "{database}"
 signing_key = "metadata.key"
 ticket_lifetime = "{tl}"
-max_exnode = "{mx}"
+{mx}
 admin_group = "admins"
 max_connections = 64
 db_connections = 4
+{extra}
 "#,
             trust = pki.server_trust.display(),
             tl = settings.ticket_lifetime,
-            mx = settings.max_exnode,
+            mx = if settings.max_exnode.is_empty() {
+                String::new()
+            } else {
+                format!("max_exnode = \"{}\"", settings.max_exnode)
+            },
+            extra = settings.extra,
         );
         let cfg_path = mdm_dir.join("test.toml");
         write(&cfg_path, &config);
@@ -465,16 +495,36 @@ db_connections = 4
 
 /// Starts `metadata-manager serve --config CFG` and waits for its address.
 fn spawn(cfg_path: &Path, log: &Path, postgres: bool) -> Server {
-    let child = Command::new(MDM)
-        .args(["serve", "--config"])
+    spawn_with_umask(cfg_path, log, postgres, None)
+}
+
+/// [`spawn`], the process running under `umask` if given.
+pub fn spawn_with_umask(
+    cfg_path: &Path,
+    log: &Path,
+    postgres: bool,
+    umask: Option<libc::mode_t>,
+) -> Server {
+    let mut cmd = Command::new(MDM);
+    cmd.args(["serve", "--config"])
         .arg(cfg_path)
         .env("RUST_LOG", "metadata_manager=debug,info")
         .env("NO_COLOR", "1")
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
-        .stderr(std::fs::File::create(log).unwrap())
-        .spawn()
-        .expect("start metadata-manager");
+        .stderr(std::fs::File::create(log).unwrap());
+    if let Some(mask) = umask {
+        use std::os::unix::process::CommandExt;
+        // SAFETY: umask(2) is async-signal-safe; nothing else runs
+        // between fork and exec.
+        unsafe {
+            cmd.pre_exec(move || {
+                libc::umask(mask);
+                Ok(())
+            });
+        }
+    }
+    let child = cmd.spawn().expect("start metadata-manager");
     let mut guard = KillOnDrop(Some(child));
     let addr = listening_addr(guard.0.as_mut().unwrap(), "metadata-manager serve", log)
         .unwrap_or_else(|e| panic!("{e}"));
@@ -774,4 +824,80 @@ pub fn x25519(b: u8) -> String {
         "x25519 {}",
         base64::engine::general_purpose::STANDARD.encode([b; 32])
     )
+}
+
+/// An exNode as `lors upload` writes it (transfer/upload.rs): `size` bytes
+/// in blocks of `block`, each block on `copies` depots, every mapping with
+/// the three capabilities of a real depot (`IBP-` + 90 alphanumerics, a
+/// 10-digit typekey), a depot name of a real grid's length, security,
+/// expiry and a BLAKE3 checksum; encrypted, with a file name. The shape the
+/// default `max_exnode` is derived from (docs/metadata-manager.md).
+pub fn lors_exnode(file: Uuid, size: u64, block: u64, copies: u32) -> Exnode {
+    let mut mappings = Vec::new();
+    let mut off = 0u64;
+    let mut n = 0u64;
+    while off < size {
+        let len = block.min(size - off);
+        for c in 0..copies {
+            n += 1;
+            let depot = format!(
+                "depot{:02}.storage.example.org:6715",
+                (n + u64::from(c)) % 100
+            );
+            let key = format!(
+                "IBP-{:0>90}",
+                format!("{:x}{}", n * 7919 + u64::from(c), file.simple())
+            );
+            let cap = |kind: &str, tk: u64| format!("ibp://{depot}/0#{key}/{tk}/{kind}");
+            mappings.push(Mapping {
+                logical_offset: off,
+                logical_length: len,
+                alloc_offset: 0,
+                alloc_length: len,
+                read: Some(cap("READ", 1_000_000_000 + n * 3)),
+                write: Some(cap("WRITE", 2_000_000_000 + n * 5)),
+                manage: Some(cap("MANAGE", 3_000_000_000 + n * 7)),
+                depot: depot.clone(),
+                security: Some(exnode::Security::Full),
+                expires: Some(1_900_000_000 + n as i64),
+                checksum: Some(exnode::Checksum::Blake3(*blake3_like(n).as_bytes())),
+                ..Mapping::default()
+            });
+        }
+        off += len;
+    }
+    Exnode {
+        file: Some(file),
+        size,
+        filename: Some("simulation-output-2026-12-06.h5".into()),
+        block_size: Some(block),
+        encryption: Some(exnode::Encryption {
+            cipher: exnode::Cipher::Aes128Ctr,
+            key_id: format!("k-{}", file.simple()),
+            iv: exnode::IvDerivation::UuidBlock,
+        }),
+        mappings,
+        ..Exnode::default()
+    }
+}
+
+/// 32 bytes that look random (a checksum's hex is incompressible in size).
+fn blake3_like(n: u64) -> Digest32 {
+    let mut b = [0u8; 32];
+    let mut x = n.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
+    for v in b.iter_mut() {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        *v = x as u8;
+    }
+    Digest32(b)
+}
+
+pub struct Digest32([u8; 32]);
+
+impl Digest32 {
+    fn as_bytes(&self) -> &[u8; 32] {
+        &self.0
+    }
 }

@@ -5,6 +5,7 @@
 mod access;
 mod files;
 mod input;
+mod quota;
 mod service;
 
 pub use access::{
@@ -12,6 +13,16 @@ pub use access::{
 };
 pub use files::{concurrent_writers, namespace, tickets};
 pub use input::{authentication, bad_input};
+// The memory and default-size scenarios run in the SQLite suite only.
+#[allow(unused_imports)]
+pub use quota::{
+    concurrent_large_puts_keep_memory_and_disk_bounded,
+    exnode_over_the_default_max_exnode_is_refused,
+    member_cannot_grow_the_database_past_their_quota, one_member_cannot_hold_the_put_budget,
+    vo_cannot_grow_the_database_past_its_quota,
+};
 // replicas_share_database runs in the PostgreSQL suite only.
 #[allow(unused_imports)]
-pub use service::{keys, replicas_share_database, shutdown_is_prompt, usage};
+pub use service::{
+    keys, replicas_share_database, shutdown_is_prompt, usage, usage_of_another_vo_is_refused,
+};

@@ -231,22 +231,23 @@ pub async fn keys(db: Db) {
     assert_eq!(a.get_file(f).await.ok()["wrapped_key"], "WA4");
 }
 
+/// The length of the exNode a writer gets for one version (as stored).
+pub async fn exnode_len(c: &As, path: &str, version: u64) -> u64 {
+    let r = c.get_version(path, version).await.ok();
+    r["exnode"].as_str().expect("an exNode").len() as u64
+}
+
 /// Usage per owner: members see their own row, VO admins every row and
 /// the totals; logical bytes count current versions, stored bytes every
-/// version's replicas.
+/// version's replicas; entries and exNode bytes (every version kept) are
+/// what the quotas count, shown with the limits and the VO's use.
 pub async fn usage(db: Db) {
     let g = Grid::start(db, Settings::default());
     let alice_u = g.pki.user("alice", "vo1", "alice", &[]);
     let bob_u = g.pki.user("bob", "vo1", "bob", &[]);
     let boss_u = g.pki.user("boss", "vo1", "boss", &["admins"]);
-    let boss2_u = g.pki.user("boss2", "vo2", "boss2", &["admins"]);
-    g.introduce(&[&alice_u, &bob_u, &boss_u, &boss2_u]).await;
-    let (a, bob, boss, boss2) = (
-        g.client(&alice_u),
-        g.client(&bob_u),
-        g.client(&boss_u),
-        g.client(&boss2_u),
-    );
+    g.introduce(&[&alice_u, &bob_u, &boss_u]).await;
+    let (a, bob, boss) = (g.client(&alice_u), g.client(&bob_u), g.client(&boss_u));
     let a1 = Uuid::new_v4();
     a.put_ex("/vo1/a1", 0, &exnode_of(a1, 3000, 2)).await.ok();
     a.put_ex("/vo1/a1", 1, &exnode_of(a1, 1000, 3)).await.ok();
@@ -256,31 +257,48 @@ pub async fn usage(db: Db) {
     bob.put_ex("/vo1/b1", 0, &exnode_of(Uuid::new_v4(), 2000, 1))
         .await
         .ok();
+    let (a1v1, a1v2, a2v1, b1v1) = (
+        exnode_len(&a, "/vo1/a1", 1).await,
+        exnode_len(&a, "/vo1/a1", 2).await,
+        exnode_len(&a, "/vo1/a2", 1).await,
+        exnode_len(&bob, "/vo1/b1", 1).await,
+    );
     let alice_row = json!({
         "owner": "user:alice@vo1", "files": 2, "versions": 3,
         "logical": 1000 + 500, "stored": 6000 + 3000 + 500,
+        "entries": 2, "exnode_bytes": a1v1 + a1v2 + a2v1,
     });
     let bob_row = json!({
         "owner": "user:bob@vo1", "files": 1, "versions": 1, "logical": 2000, "stored": 2000,
+        "entries": 1, "exnode_bytes": b1v1,
     });
+    // The defaults: docs/metadata-manager.md.
+    let limits = json!({
+        "user_entries": 100_000, "user_exnode_bytes": 1u64 << 30,
+        "vo_entries": 1_000_000, "vo_exnode_bytes": 16u64 << 30,
+    });
+    let vo_used = json!({ "entries": 3, "exnode_bytes": a1v1 + a1v2 + a2v1 + b1v1 });
 
     let r = a.post("/v1/usage", json!({})).await.ok();
-    assert_eq!(r, json!({ "vo": "vo1", "users": [alice_row.clone()] }));
+    assert_eq!(
+        r,
+        json!({ "vo": "vo1", "users": [alice_row.clone()], "limits": limits, "vo_used": vo_used })
+    );
     let r = bob.post("/v1/usage", json!({ "vo": "vo1" })).await.ok();
-    assert_eq!(r, json!({ "vo": "vo1", "users": [bob_row.clone()] }));
+    assert_eq!(
+        r,
+        json!({ "vo": "vo1", "users": [bob_row.clone()], "limits": limits, "vo_used": vo_used })
+    );
     let r = boss.post("/v1/usage", json!({})).await.ok();
     assert_eq!(r["users"], json!([alice_row, bob_row]));
     assert_eq!(
         r["total"],
         json!({ "files": 3, "versions": 4, "logical": 3500, "stored": 11500 })
     );
-    // Another VO's usage: nothing of theirs, no totals.
-    let r = boss2.post("/v1/usage", json!({ "vo": "vo1" })).await.ok();
-    assert_eq!(r, json!({ "vo": "vo1", "users": [] }));
-    let r = a.post("/v1/usage", json!({ "vo": "vo2" })).await.ok();
-    assert_eq!(r, json!({ "vo": "vo2", "users": [] }));
+    assert_eq!(r["vo_used"], vo_used);
 
-    // Deleting an old version frees stored bytes, not logical ones.
+    // Deleting an old version frees stored bytes and its exNode, not
+    // logical bytes.
     a.post("/v1/delete", json!({ "path": "/vo1/a1", "version": 1 }))
         .await
         .ok();
@@ -288,7 +306,9 @@ pub async fn usage(db: Db) {
     assert_eq!(r["users"][0]["versions"], 2);
     assert_eq!(r["users"][0]["logical"], 1500);
     assert_eq!(r["users"][0]["stored"], 3500);
-    // A moved file still counts for its owner.
+    assert_eq!(r["users"][0]["exnode_bytes"], a1v2 + a2v1);
+    assert_eq!(r["vo_used"]["exnode_bytes"], a1v2 + a2v1 + b1v1);
+    // A moved file still counts for its owner; a directory is an entry.
     a.mkdir("/vo1/d").await.ok();
     a.mv("/vo1/a2", "/vo1/d/a2").await.ok();
     let r = boss.post("/v1/usage", json!({})).await.ok();
@@ -296,6 +316,53 @@ pub async fn usage(db: Db) {
         r["total"],
         json!({ "files": 3, "versions": 3, "logical": 3500, "stored": 5500 })
     );
+    assert_eq!(r["users"][0]["entries"], 3);
+    assert_eq!(r["vo_used"]["entries"], 4);
+    // Deleting frees the entry and every version's bytes; a user with
+    // directories only still has a row.
+    bob.mkdir("/vo1/bd").await.ok();
+    bob.delete("/vo1/b1").await.ok();
+    let r = bob.post("/v1/usage", json!({})).await.ok();
+    assert_eq!(
+        r["users"],
+        json!([{ "owner": "user:bob@vo1", "files": 0, "versions": 0, "logical": 0, "stored": 0,
+                 "entries": 1, "exnode_bytes": 0 }])
+    );
+    assert_eq!(
+        r["vo_used"],
+        json!({ "entries": 4, "exnode_bytes": a1v2 + a2v1 })
+    );
+}
+
+/// A member of one VO asks for another VO's usage: refused (403), where it
+/// used to answer 200 with an empty list (saying whether the other VO used
+/// the manager at all). Admins of the other VO are refused too.
+pub async fn usage_of_another_vo_is_refused(db: Db) {
+    let g = Grid::start(db, Settings::default());
+    let alice_u = g.pki.user("alice", "vo1", "alice", &[]);
+    let boss2_u = g.pki.user("boss2", "vo2", "boss2", &["admins"]);
+    g.introduce(&[&alice_u, &boss2_u]).await;
+    let (a, boss2) = (g.client(&alice_u), g.client(&boss2_u));
+    a.create("/vo1/a", 100).await;
+    boss2
+        .post("/v1/usage", json!({ "vo": "vo1" }))
+        .await
+        .refused(
+        403,
+        "usage of VO vo1 is shown to its members only; you (user:boss2@vo2) are a member of VO vo2",
+    );
+    a.post("/v1/usage", json!({ "vo": "vo2" }))
+        .await
+        .refused(403, "usage of VO vo2 is shown to its members only");
+    a.post("/v1/usage", json!({ "vo": "vo3" }))
+        .await
+        .refused(403, "usage of VO vo3");
+    // Their own VO still answers.
+    let r = boss2.post("/v1/usage", json!({})).await.ok();
+    assert_eq!(r["vo"], "vo2");
+    assert_eq!(r["users"], json!([]));
+    let r = a.post("/v1/usage", json!({ "vo": "vo1" })).await.ok();
+    assert_eq!(r["users"][0]["files"], 1);
 }
 
 /// SIGTERM stops the manager promptly and cleanly.
