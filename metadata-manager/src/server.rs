@@ -65,6 +65,11 @@ pub async fn serve(cfg: Config) -> anyhow::Result<()> {
     tokio::spawn(ibp_https::cancel_on_signals(shutdown.clone()));
     let opts = ibp_https::ServeOptions {
         max_connections: cfg.max_connections,
+        max_connections_per_address: cfg.max_connections_per_address,
+        handshake_timeout: cfg.handshake_timeout,
+        header_timeout: cfg.header_timeout,
+        body_timeout: cfg.body_timeout,
+        body_min_rate: cfg.body_min_rate,
         ..ibp_https::ServeOptions::default()
     };
     ibp_https::serve_with(listener, Arc::new(tls), router(app), shutdown.clone(), opts).await;
