@@ -485,10 +485,16 @@ async fn secure_request(depot: &Depot, conn: &mut Conn, line: &[u8]) -> bool {
     // (reads work while the L-Bone is down).
     let ticket_read =
         matches!(request, SecureRequest::Load(_)) && matches!(conn.peer_identity, Some(Ok(_)));
-    let result = if conn.session.is_none() && command.is_some() && !ticket_read {
+    // STATUS (INQ or RES: metadata the legacy port gives anyone) needs no
+    // session from a peer whose chain verified in the handshake: a user's
+    // proxy with VO attributes, or a plain end-entity certificate such as
+    // the L-Bone's, which polls depots whose legacy port is off.
+    let verified_peer = matches!(conn.peer_identity, Some(Ok(_))) || conn.peer_plain_key.is_some();
+    let status_inquiry = matches!(request, SecureRequest::Status(_)) && verified_peer;
+    let result = if conn.session.is_none() && command.is_some() && !ticket_read && !status_inquiry {
         Err(Failure::Refused(
             IbpError::CapAccessDenied,
-            format!("{name} before AUTH: authenticate with a depot grant first (only LOAD with a file ticket needs none)"),
+            format!("{name} before AUTH: authenticate with a depot grant first (only STATUS, and LOAD with a file ticket, need none)"),
         ))
     } else if conn.session.as_ref().is_some_and(|s| s.delegated)
         && !matches!(request, SecureRequest::Store(_) | SecureRequest::Write(_))
@@ -498,7 +504,7 @@ async fn secure_request(depot: &Depot, conn: &mut Conn, line: &[u8]) -> bool {
             IbpError::CapAccessDenied,
             format!("{name} in a delegated (depot) session: only STORE and WRITE"),
         ))
-    } else if expired && command.is_some() && !ticket_read {
+    } else if expired && command.is_some() && !ticket_read && !status_inquiry {
         // Revocation through short lifetimes: a session lasts as long as its grant.
         Err(Failure::Refused(
             IbpError::CapAccessDenied,

@@ -719,3 +719,216 @@ pub fn closed_port() -> u16 {
     let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     l.local_addr().unwrap().port()
 }
+
+// ------------------------------------------------------ secure-port helpers
+
+/// A PKI for secure-port tests: a CA, an AA for vo1, an L-Bone signing
+/// key, the depot's server certificate and key, and the trust directory,
+/// all under one temporary directory.
+pub struct Pki {
+    pub dir: TempDir,
+    pub ca: ibp_auth::pki::Authority,
+    pub aa: ibp_auth::pki::Authority,
+    pub lbone: ring::signature::Ed25519KeyPair,
+    /// What clients trust (the CA).
+    pub client_trust: ibp_auth::TrustStore,
+}
+
+fn pem_text(tag: &str, der: &[u8]) -> String {
+    pem::encode(&pem::Pem::new(tag, der.to_vec()))
+}
+
+impl Pki {
+    pub fn new() -> Pki {
+        use ibp_auth::keys::{ed25519_public, format_public_key, generate_ed25519};
+        let dir = tempfile::tempdir().unwrap();
+        let ca = ibp_auth::pki::Authority::new_ca("Test Grid", "Test CA", 30).unwrap();
+        let aa = ca.new_aa("Test Grid", "vo1", 30).unwrap();
+        let server = ca.issue_server(&["localhost", "127.0.0.1"], 30).unwrap();
+        let lbone_key = generate_ed25519().unwrap();
+        let trust = dir.path().join("trust");
+        for sub in ["ca", "vomsdir/vo1", "lbone", "metadata"] {
+            std::fs::create_dir_all(trust.join(sub)).unwrap();
+        }
+        std::fs::write(
+            trust.join("ca/ca.pem"),
+            pem_text("CERTIFICATE", &ca.cert_der),
+        )
+        .unwrap();
+        std::fs::write(
+            trust.join("vomsdir/vo1/aa.pem"),
+            pem_text("CERTIFICATE", &aa.cert_der),
+        )
+        .unwrap();
+        std::fs::write(
+            trust.join("lbone/lbone.pub"),
+            format_public_key(&ed25519_public(&lbone_key).unwrap()),
+        )
+        .unwrap();
+        std::fs::write(
+            dir.path().join("depot.pem"),
+            pem_text("CERTIFICATE", &server.cert_der),
+        )
+        .unwrap();
+        ibp_auth::keys::write_secret(
+            &dir.path().join("depot.key"),
+            pem_text("PRIVATE KEY", &server.key_pkcs8).as_bytes(),
+        )
+        .unwrap();
+        let mut client_trust = ibp_auth::TrustStore::new();
+        client_trust.add_ca(ca.cert_der.clone()).unwrap();
+        Pki {
+            dir,
+            ca,
+            aa,
+            lbone: ring::signature::Ed25519KeyPair::from_pkcs8(&lbone_key).unwrap(),
+            client_trust,
+        }
+    }
+
+    /// A depot configuration file with a TLS port serving vo1: `top` goes
+    /// before the tables.
+    pub fn config(&self, top: &str) -> PathBuf {
+        let d = self.dir.path();
+        let text = format!(
+            "{top}\ntls_listen = \"127.0.0.1:0\"\ntls_cert = \"{}\"\ntls_key = \"{}\"\ntrust_dir = \"{}\"\n\n[[vo]]\nname = \"vo1\"\nmax_size = \"4MiB\"\nmax_duration = \"1h\"\n",
+            d.join("depot.pem").display(),
+            d.join("depot.key").display(),
+            d.join("trust").display(),
+        );
+        let path = d.join(format!("depot-{}.toml", text.len()));
+        std::fs::write(&path, text).unwrap();
+        path
+    }
+
+    /// A depot started with [`config`](Self::config)`(top)`.
+    pub fn depot(&self, top: &str) -> DepotBuilder {
+        DepotBuilder::new()
+            .arg("--config")
+            .arg(self.config(top))
+            .tls()
+    }
+
+    /// A vo1 member's proxy carrying AA-signed attributes (VO ID `vo1:<name>`).
+    pub fn user(&self, name: &str) -> ibp_auth::ProxyCredential {
+        let user = self.ca.issue_user("Test Grid", name, 12 * 3600).unwrap();
+        let (_, ee) = x509_parser::parse_x509_certificate(&user.cert_der).unwrap();
+        let now = ibp_auth::unix_now();
+        let attrs = ibp_auth::VoAttributes {
+            vo: "vo1".into(),
+            vo_id: format!("vo1:{name}"),
+            groups: vec![],
+            holder_issuer: ee.issuer().as_raw().to_vec(),
+            holder_serial: ee.raw_serial().to_vec(),
+            not_before: now - 60,
+            not_after: now + 3600,
+        };
+        let ext = self.aa.sign_attributes(&attrs).unwrap();
+        ibp_auth::ProxyCredential::create(
+            std::slice::from_ref(&user.cert_der),
+            &user.key_pkcs8,
+            &ibp_auth::proxy::ProxyOptions {
+                lifetime: 3600,
+                attributes: Some(ext),
+                path_len: None,
+            },
+        )
+        .unwrap()
+    }
+
+    /// A plain end-entity service certificate from the CA (serverAuth and
+    /// clientAuth, no VO attributes), as the L-Bone's or a depot's.
+    pub fn service(&self, name: &str) -> ibp_auth::ProxyCredential {
+        use rcgen::{
+            CertificateParams, ExtendedKeyUsagePurpose, KeyPair, KeyUsagePurpose, SanType,
+        };
+        let ca_key = KeyPair::try_from(self.ca.key_pkcs8.as_slice()).unwrap();
+        let ca_cert = CertificateParams::from_ca_cert_der(&self.ca.cert_der.clone().into())
+            .unwrap()
+            .self_signed(&ca_key)
+            .unwrap();
+        let mut p = CertificateParams::new(Vec::<String>::new()).unwrap();
+        p.distinguished_name
+            .push(rcgen::DnType::CommonName, name.to_owned());
+        p.subject_alt_names = vec![SanType::DnsName("localhost".try_into().unwrap())];
+        p.extended_key_usages = vec![
+            ExtendedKeyUsagePurpose::ServerAuth,
+            ExtendedKeyUsagePurpose::ClientAuth,
+        ];
+        p.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+        let key = KeyPair::generate().unwrap();
+        let cert = p.signed_by(&key, &ca_cert, &ca_key).unwrap();
+        ibp_auth::ProxyCredential {
+            chain: vec![cert.der().to_vec()],
+            key_pkcs8: key.serialize_der(),
+        }
+    }
+
+    /// A depot grant for `holder` (vo1, VO ID `vo_id`), valid for 10 minutes.
+    pub fn grant(
+        &self,
+        depot: &DepotProc,
+        holder: &ibp_auth::ProxyCredential,
+        vo_id: &str,
+    ) -> String {
+        let now = ibp_auth::unix_now();
+        ibp_auth::tokens::DepotGrant {
+            depot: format!("127.0.0.1:{}", depot.tls_addr.expect("TLS port").port()),
+            vo: "vo1".into(),
+            vo_id: vo_id.into(),
+            holder: holder.key_hash().unwrap(),
+            issued: now,
+            not_after: now + 600,
+        }
+        .sign(&self.lbone)
+    }
+
+    /// A TLS client configuration presenting `cred` (or no certificate).
+    pub fn tls_config(
+        &self,
+        cred: Option<&ibp_auth::ProxyCredential>,
+    ) -> std::sync::Arc<rustls::ClientConfig> {
+        std::sync::Arc::new(ibp_auth::tls::client_config(&self.client_trust, cred).unwrap())
+    }
+}
+
+/// A TCP connection to `to` from the local address `from` (any port):
+/// Linux routes all of 127.0.0.0/8 over loopback, so tests can play
+/// clients at several addresses.
+pub async fn tcp_from(from: std::net::IpAddr, to: SocketAddr) -> io::Result<tokio::net::TcpStream> {
+    let s = match from {
+        std::net::IpAddr::V4(_) => tokio::net::TcpSocket::new_v4()?,
+        std::net::IpAddr::V6(_) => tokio::net::TcpSocket::new_v6()?,
+    };
+    s.bind(SocketAddr::new(from, 0))?;
+    let c = tokio::time::timeout(IO_TIMEOUT, s.connect(to))
+        .await
+        .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "connect timed out"))??;
+    c.set_nodelay(true)?;
+    Ok(c)
+}
+
+/// A TLS 1.3 connection to the depot's secure port from `from`, with `cfg`.
+pub async fn tls_from(
+    from: std::net::IpAddr,
+    to: SocketAddr,
+    cfg: &std::sync::Arc<rustls::ClientConfig>,
+) -> io::Result<tokio_rustls::client::TlsStream<tokio::net::TcpStream>> {
+    let tcp = tcp_from(from, to).await?;
+    let name = rustls_pki_types::ServerName::try_from("127.0.0.1").unwrap();
+    tokio::time::timeout(
+        IO_TIMEOUT,
+        tokio_rustls::TlsConnector::from(cfg.clone()).connect(name, tcp),
+    )
+    .await
+    .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "TLS handshake timed out"))?
+}
+
+/// The resident set size of a process, in KiB (Linux `/proc/<pid>/status`).
+pub fn vm_rss_kib(pid: i32) -> u64 {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    s.lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .expect("VmRSS in /proc/<pid>/status")
+}

@@ -89,7 +89,9 @@ pub enum SecureRequest {
     Load(SecureLoad),
     /// `2 9 ...` as the v0 MANAGE.
     Manage(Manage),
-    /// `2 4 <rid> 1 <password> <timeout>\n` (STATUS INQ only).
+    /// STATUS: `2 4 <rid> 1 <password> <timeout>\n` (INQ: one resource's
+    /// summary) or `2 4 3 <timeout>\n` (RES: the depot's RIDs, the reply of
+    /// the legacy `1 4 3`). A verified TLS peer may send either before AUTH.
     Status(Status),
     Copy(SecureCopy),
     /// `2 21 <timeout>\n`: opens a crypto-level session for data
@@ -227,13 +229,21 @@ impl SecureRequest {
                 let v0 = Request::Manage(m.clone()).encode();
                 format!("2{}", &v0[1..])
             }
-            SecureRequest::Status(s) => {
-                let (rid, password) = match &s.op {
-                    StatusOp::Inquire { rid, password } => (rid.unwrap_or(Rid(0)), password),
-                    _ => (Rid(0), &String::new()),
-                };
-                format!("2 4 {rid} 1 {password} {}\n", s.timeout)
-            }
+            SecureRequest::Status(s) => match &s.op {
+                StatusOp::Resources => format!("2 4 3 {}\n", s.timeout),
+                StatusOp::Inquire { rid, password } | StatusOp::Change { rid, password } => {
+                    format!(
+                        "2 4 {} {} {password} {}\n",
+                        rid.unwrap_or(Rid(0)),
+                        s.op.number(),
+                        s.timeout
+                    )
+                }
+                // Not served on the secure port (the parser refuses them),
+                // written as their v1 forms with version 2.
+                StatusOp::Version => format!("2 4 5 {}\n", s.timeout),
+                StatusOp::Stats { since } => format!("2 4 4 {since} {}\n", s.timeout),
+            },
             SecureRequest::Copy(c) => format!(
                 "2 5 {} {} {} {} {} {} {} {} \n",
                 c.source.rid_key(),
@@ -377,11 +387,20 @@ fn parse_secure(cmd: Option<Command>, args: &[&str]) -> Result<SecureRequest, Pr
             }
         }
         Command::Status => {
-            let [rid, op, pw, to] = fields(args, "STATUS")?;
-            let op = parse_status_rid(rid, op, pw)?;
-            if !matches!(op, StatusOp::Inquire { .. }) {
+            let (op, to) = match args {
+                // RES: the RIDs (as the legacy `1 4 3 <timeout>`).
+                ["3", to] => (StatusOp::Resources, to),
+                [rid, op, pw, to] => (parse_status_rid(rid, op, pw)?, to),
+                [_, _] => {
+                    return Err(ProtoError::UnknownCommand(
+                        "STATUS (secure port: INQ or RES only)".into(),
+                    ))
+                }
+                _ => return Err(ProtoError::FieldCount("STATUS")),
+            };
+            if !matches!(op, StatusOp::Inquire { .. } | StatusOp::Resources) {
                 return Err(ProtoError::UnknownCommand(
-                    "STATUS (secure port: INQ only)".into(),
+                    "STATUS (secure port: INQ or RES only)".into(),
                 ));
             }
             SecureRequest::Status(Status {
@@ -496,6 +515,11 @@ mod tests {
                 timeout: 30,
             }),
             SecureRequest::Crypto { timeout: 30 },
+            SecureRequest::Status(Status {
+                version: Version::V1,
+                op: StatusOp::Resources,
+                timeout: 30,
+            }),
             SecureRequest::Copy(SecureCopy {
                 source: cap(),
                 offset: 2,
@@ -535,6 +559,7 @@ mod tests {
         assert_eq!(s[5].encode(), "2 8 3#IBP-abcDEF123 77 0 10 30 \n");
         assert_eq!(s[7].encode(), "2 9 3#IBP-abcDEF123 77 42 1 30\n");
         assert_eq!(s[8].encode(), "2 4 3 1 ibp 30\n");
+        assert_eq!(s[10].encode(), "2 4 3 30\n");
     }
 
     #[test]
