@@ -232,6 +232,8 @@ fn depot_without_legacy_port_is_polled_over_tls_and_serves() {
     let data: Vec<u8> = (0..300_000u32).map(|i| (i % 251) as u8).collect();
     std::fs::write(&src, &data).unwrap();
     let s = |p: &Path| p.display().to_string();
+    let (ok, out, err) = lors(&grid, "alice", &["keys", "init"]);
+    assert!(ok, "lors keys init: {out}\n{err}");
     let (ok, out, err) = lors(
         &grid,
         "alice",

@@ -58,16 +58,19 @@ fn grid_directory_is_private_whatever_the_umask() {
     let src = user_dir.join("src");
     std::fs::write(&src, vec![7u8; 100_000]).unwrap();
     std::fs::set_permissions(&src, std::fs::Permissions::from_mode(0o600)).unwrap();
-    let mut cmd = grid.lors("alice");
-    cmd.args(["upload", &src.display().to_string(), "/vo1/private"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    let out = run_bounded(cmd, Duration::from_secs(60)).unwrap();
-    assert!(
-        out.status.success(),
-        "lors upload: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    for args in [
+        vec!["keys", "init"],
+        vec!["upload", src.to_str().unwrap(), "/vo1/private"],
+    ] {
+        let mut cmd = grid.lors("alice");
+        cmd.args(&args).stdout(Stdio::piped()).stderr(Stdio::piped());
+        let out = run_bounded(cmd, Duration::from_secs(60)).unwrap();
+        assert!(
+            out.status.success(),
+            "lors {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
     let mut found = Vec::new();
     exposed(&grid.dir, &mut found);
     assert!(

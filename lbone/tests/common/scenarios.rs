@@ -291,6 +291,7 @@ pub fn grants(db: Db) {
     // Polled over TLS: a real secure port (legacy port on too).
     let secure = secure_depot(&g, "secure", true);
     let tls_port = secure.tls_port.unwrap();
+    g.register(&admin, "plain", plain.port, BRNO, &[]);
     register_tls(&g, &admin, "secure", &secure);
     g.wait_available("vo1", &["plain", "secure"]);
     let trust = g.pki.client_trust_store();
