@@ -63,7 +63,9 @@ fn grid_directory_is_private_whatever_the_umask() {
         vec!["upload", src.to_str().unwrap(), "/vo1/private"],
     ] {
         let mut cmd = grid.lors("alice");
-        cmd.args(&args).stdout(Stdio::piped()).stderr(Stdio::piped());
+        cmd.args(&args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
         let out = run_bounded(cmd, Duration::from_secs(60)).unwrap();
         assert!(
             out.status.success(),

@@ -12,9 +12,12 @@ use ibp_proto::{
     MAX_SECURE_LINE,
 };
 
+/// One target's check.
+pub type Check = fn(&[u8]);
+
 /// The targets and their check functions, by the target's name (also the
 /// name of its seed directory).
-pub const TARGETS: [(&str, fn(&[u8])); 5] = [
+pub const TARGETS: [(&str, Check); 5] = [
     ("request", request),
     ("reply", reply),
     ("exnode", exnode),
@@ -146,9 +149,9 @@ pub fn sealed(data: &[u8]) {
     let text = String::from_utf8_lossy(data);
     let tokens: Vec<&str> = text.split_ascii_whitespace().collect();
     match tokens.as_slice() {
-        ["3", "22", id] => {
-            if let Some(id) = unhex::<16>(id) {
-                assert_eq!(hex(&id), id_lower(&tokens[2]));
+        ["3", "22", token] => {
+            if let Some(id) = unhex::<16>(token) {
+                assert_eq!(hex(&id), token.to_ascii_lowercase());
             }
         }
         ["3", cmd, sealed] => {
@@ -189,8 +192,4 @@ pub fn sealed(data: &[u8]) {
     bytes[i] = if bytes[i] == b'A' { b'B' } else { b'A' };
     let tampered = String::from_utf8(bytes).expect("base64url is ASCII");
     assert!(keys.open(&cmd, &tampered).is_err(), "{tampered}");
-}
-
-fn id_lower(t: &str) -> String {
-    t.to_ascii_lowercase()
 }

@@ -569,11 +569,7 @@ impl PollTask {
                 true
             }
             Err(e) => {
-                let misses = match self
-                    .store
-                    .record_failure(&addr, now, &e.to_string())
-                    .await
-                {
+                let misses = match self.store.record_failure(&addr, now, &e.to_string()).await {
                     Ok(m) => m,
                     Err(db) => {
                         tracing::error!(depot = %addr, error = %db, "cannot record a missed poll");

@@ -52,8 +52,9 @@ pub async fn serve(cfg: Config) -> anyhow::Result<()> {
     let key = read_private_key(&cfg.server_key).context("load the server key")?;
     warn_without_client_auth(&chain);
     // The poller presents the same certificate to depots' TLS ports.
-    let poll_tls = crate::poller::tls_config(trust.ca_certificates(), chain.clone(), key.clone())
-        .context("TLS client configuration of the poller (server certificate and key)")?;
+    let poll_tls =
+        crate::poller::tls_config(trust.ca_certificates(), chain.clone(), key.clone())
+            .context("TLS client configuration of the poller (server certificate and key)")?;
     let mut tls = ibp_auth::tls::server_config(trust.clone(), chain, key, ClientAuth::Optional)
         .context("TLS configuration (server certificate and key)")?;
     tls.alpn_protocols = vec![b"http/1.1".to_vec()];

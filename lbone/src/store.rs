@@ -182,11 +182,7 @@ impl PollTarget {
 impl std::fmt::Display for PollTarget {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self.tls_port {
-            Some(t) => write!(
-                f,
-                "{} (TLS)",
-                crate::views::address(&self.host, t)
-            ),
+            Some(t) => write!(f, "{} (TLS)", crate::views::address(&self.host, t)),
             None => f.write_str(&crate::views::address(&self.host, self.port)),
         }
     }

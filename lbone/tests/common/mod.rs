@@ -490,7 +490,10 @@ max_duration = "1d"
     /// Starts again on the same port and data directory (retrying for a
     /// while if the port is not free yet).
     pub fn restart(&mut self) {
-        assert!(self.tls_port.is_none(), "a secure test depot cannot restart");
+        assert!(
+            self.tls_port.is_none(),
+            "a secure test depot cannot restart"
+        );
         self.kill();
         let port = self.port;
         let deadline = Instant::now() + Duration::from_secs(10);

@@ -755,7 +755,8 @@ fn register_tls(g: &Grid, admin: &super::User, name: &str, d: &Depot) {
 fn wait_down_with_error(g: &Grid, vo: &str, name: &str) -> String {
     wait_for(Duration::from_secs(15), "the depot to be down", || {
         let s = g.depot_status(vo, name);
-        (s["status"]["state"] == "down").then(|| s["status"]["last_error"].as_str().unwrap_or("").to_owned())
+        (s["status"]["state"] == "down")
+            .then(|| s["status"]["last_error"].as_str().unwrap_or("").to_owned())
     })
 }
 
@@ -830,7 +831,11 @@ pub fn depot_with_untrusted_certificate_is_down(db: Db) {
     );
     g.wait_available("vo1", &["good"]);
     assert_eq!(g.offered(&member, &all()), ["good"]);
-    assert!(g.log_text().contains("depot unavailable"), "{}", g.log_text());
+    assert!(
+        g.log_text().contains("depot unavailable"),
+        "{}",
+        g.log_text()
+    );
 }
 
 /// A depot whose trust directory does not hold the CA of the L-Bone's
@@ -859,8 +864,7 @@ pub fn depot_refusing_the_lbone_certificate_is_down(db: Db) {
     register_tls(&g, &admin, "distrustful", &d);
     let err = wait_down_with_error(&g, "vo1", "distrustful");
     assert!(
-        err.contains("the depot refused the connection (TLS alert")
-            && err.contains("clientAuth"),
+        err.contains("the depot refused the connection (TLS alert") && err.contains("clientAuth"),
         "{err}"
     );
 }
