@@ -56,6 +56,15 @@
 //! they are. A failed build falls back to existing (stale) binaries with a
 //! warning; missing binaries are an error, never a skip.
 //!
+//! **Files.** The grid directory holds every party's secrets (the CA's
+//! key, users' proxies, the metadata manager's database with every file's
+//! capabilities), so it is private whatever the caller's umask: the grid
+//! directory and every directory the harness makes are created 0700, every
+//! file it writes (configurations, keys, users file, copied trust files,
+//! logs) 0600, and every process it starts (daemons, `init`s, `lors`)
+//! runs with umask 077, so what they create (databases, data, logs) is
+//! owner-only too.
+//!
 //! **Processes** are killed (SIGKILL) and reaped when the [`Grid`] is
 //! dropped; they are also spawned from one long-lived thread with
 //! `PR_SET_PDEATHSIG = SIGKILL`, so they die with the test process even if
@@ -66,7 +75,7 @@
 
 use std::fs::{self, OpenOptions};
 use std::io::{self, BufRead, BufReader, Read, Write};
-use std::os::unix::fs::PermissionsExt;
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
@@ -107,6 +116,10 @@ pub struct GridOptions {
     pub depot_hard_size: u64,
     /// Depots without a TLS port (plain IBP only; registered without one).
     pub legacy_only: bool,
+    /// Indices of depots whose legacy port is switched off (`legacy =
+    /// false`): they serve only the TLS port, which the L-Bone polls. Their
+    /// [`Depot::legacy_addr`] is their TLS address.
+    pub legacy_off: Vec<usize>,
     /// Depots with a crypto-level data port (`data_listen`).
     pub data_port: bool,
     /// Users of vo1 (default alice, bob, carol).
@@ -152,6 +165,7 @@ impl Default for GridOptions {
             depots: 3,
             depot_hard_size: 2 << 30,
             legacy_only: false,
+            legacy_off: Vec::new(),
             data_port: false,
             users: vec!["alice".into(), "bob".into(), "carol".into()],
             admins: vec!["alice".into()],
@@ -466,6 +480,7 @@ impl Proc {
             OpenOptions::new()
                 .create(true)
                 .append(true)
+                .mode(PRIVATE_FILE)
                 .open(p)
                 .with_context(|| format!("open {}", p.display()))
         };
@@ -609,6 +624,13 @@ fn run_cli(what: &str, mut cmd: Command, input: Option<&str>) -> anyhow::Result<
 /// developer's environment removed.
 fn clean_command(bin: &Path) -> Command {
     let mut cmd = Command::new(bin);
+    // SAFETY: umask(2) is async-signal-safe and cannot fail.
+    unsafe {
+        cmd.pre_exec(|| {
+            libc::umask(0o077);
+            Ok(())
+        });
+    }
     for (key, _) in std::env::vars_os() {
         let k = key.to_string_lossy();
         if k.starts_with("LORS_") || k.starts_with("X509_") || k == "LBONE_URL" {
@@ -622,29 +644,72 @@ fn clean_command(bin: &Path) -> Command {
 // ---------------------------------------------------------------------------
 // Files
 
-fn write_file(path: &Path, text: &str) -> anyhow::Result<()> {
-    if let Some(parent) = path.parent() {
-        fs::create_dir_all(parent).with_context(|| format!("create {}", parent.display()))?;
-    }
-    fs::write(path, text).with_context(|| format!("write {}", path.display()))
-}
+/// Mode of every directory the harness makes.
+const PRIVATE_DIR: u32 = 0o700;
+/// Mode of every file the harness writes.
+const PRIVATE_FILE: u32 = 0o600;
 
-fn write_secret(path: &Path, text: &str) -> anyhow::Result<()> {
-    write_file(path, text)?;
-    fs::set_permissions(path, fs::Permissions::from_mode(0o600))
+/// Creates `path` and its missing parents 0700 (whatever the umask).
+fn private_dir(path: &Path) -> anyhow::Result<()> {
+    fs::DirBuilder::new()
+        .recursive(true)
+        .mode(PRIVATE_DIR)
+        .create(path)
+        .with_context(|| format!("create {}", path.display()))?;
+    fs::set_permissions(path, fs::Permissions::from_mode(PRIVATE_DIR))
         .with_context(|| format!("chmod {}", path.display()))
 }
 
+/// Writes `path` (its directory made private first), created 0600 and
+/// kept so (never readable by others, not even for a moment).
+fn write_file(path: &Path, text: &str) -> anyhow::Result<()> {
+    if let Some(parent) = path.parent() {
+        private_dir(parent)?;
+    }
+    let mut f = OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(PRIVATE_FILE)
+        .open(path)
+        .with_context(|| format!("write {}", path.display()))?;
+    f.write_all(text.as_bytes())
+        .with_context(|| format!("write {}", path.display()))?;
+    f.set_permissions(fs::Permissions::from_mode(PRIVATE_FILE))
+        .with_context(|| format!("chmod {}", path.display()))
+}
+
+/// A key, password hashes: the same as [`write_file`] (every file the
+/// harness writes is owner-only); the name says why it matters.
+fn write_secret(path: &Path, text: &str) -> anyhow::Result<()> {
+    write_file(path, text)
+}
+
+/// Copies a file, the copy 0600 (`fs::copy` would copy the mode).
+fn copy_private(from: &Path, to: &Path) -> anyhow::Result<()> {
+    let data = fs::read(from).with_context(|| format!("read {}", from.display()))?;
+    let mut f = OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(PRIVATE_FILE)
+        .open(to)
+        .with_context(|| format!("copy {} to {}", from.display(), to.display()))?;
+    f.write_all(&data)
+        .with_context(|| format!("write {}", to.display()))?;
+    f.set_permissions(fs::Permissions::from_mode(PRIVATE_FILE))
+        .with_context(|| format!("chmod {}", to.display()))
+}
+
 fn copy_tree(from: &Path, to: &Path) -> anyhow::Result<()> {
-    fs::create_dir_all(to).with_context(|| format!("create {}", to.display()))?;
+    private_dir(to)?;
     for e in fs::read_dir(from).with_context(|| format!("read {}", from.display()))? {
         let e = e?;
         let (src, dst) = (e.path(), to.join(e.file_name()));
         if e.file_type()?.is_dir() {
             copy_tree(&src, &dst)?;
         } else {
-            fs::copy(&src, &dst)
-                .with_context(|| format!("copy {} to {}", src.display(), dst.display()))?;
+            copy_private(&src, &dst)?;
         }
     }
     Ok(())
@@ -738,7 +803,10 @@ pub struct GridUser {
 pub struct Depot {
     /// Its name at the L-Bone (`depot-<i>`).
     pub name: String,
-    /// `127.0.0.1:PORT` of the legacy (plain IBP) port.
+    /// Whether it serves the legacy port (see [`GridOptions::legacy_off`]).
+    pub legacy: bool,
+    /// `127.0.0.1:PORT` of the legacy (plain IBP) port; for a depot without
+    /// one, its TLS address (what it registers as its port).
     pub legacy_addr: String,
     /// `127.0.0.1:PORT` of the secure port, unless `legacy_only`.
     pub tls_addr: Option<String>,
@@ -960,6 +1028,12 @@ impl Grid {
         if opts.legacy_only && opts.data_port {
             bail!("a data port needs the TLS port: legacy_only and data_port exclude each other");
         }
+        if opts.legacy_only && !opts.legacy_off.is_empty() {
+            bail!("a depot without its legacy port needs the TLS port: legacy_only and legacy_off exclude each other");
+        }
+        if let Some(i) = opts.legacy_off.iter().find(|i| **i >= opts.depots) {
+            bail!("legacy_off names depot {i} of {}", opts.depots);
+        }
         for (i, u) in opts.users.iter().enumerate() {
             if u.is_empty()
                 || !u
@@ -983,7 +1057,11 @@ impl Grid {
         let mut steps = Steps::new();
         let path = match &opts.dir {
             Some(d) => {
-                fs::create_dir_all(d).with_context(|| format!("create {}", d.display()))?;
+                fs::DirBuilder::new()
+                    .recursive(true)
+                    .mode(PRIVATE_DIR)
+                    .create(d)
+                    .with_context(|| format!("create {}", d.display()))?;
                 if fs::read_dir(d)?.next().is_some() {
                     bail!(
                         "{} is not empty: give a new directory for the grid",
@@ -994,10 +1072,14 @@ impl Grid {
             }
             None => tempfile::Builder::new()
                 .prefix("ibp-grid-")
+                .permissions(fs::Permissions::from_mode(PRIVATE_DIR))
                 .tempdir()
                 .context("create the grid directory")?
                 .keep(),
         };
+        // Whatever the umask and whoever made it.
+        fs::set_permissions(&path, fs::Permissions::from_mode(PRIVATE_DIR))
+            .with_context(|| format!("chmod {}", path.display()))?;
         let dir_guard = GridDir {
             path: path.clone(),
             keep: keep_requested(),
@@ -1053,8 +1135,8 @@ impl Grid {
                 trust_dir.join("metadata/metadata.pub"),
             ),
         ] {
-            fs::create_dir_all(to.parent().unwrap_or(&trust_dir))?;
-            fs::copy(&from, &to).with_context(|| format!("copy {}", from.display()))?;
+            private_dir(to.parent().unwrap_or(&trust_dir))?;
+            copy_private(&from, &to)?;
         }
         let issuer = Issuer::load(&ca_dir)?;
 
@@ -1071,7 +1153,7 @@ impl Grid {
         let mut users_file = String::new();
         for name in &opts.users {
             let udir = dir.join("users").join(name);
-            fs::create_dir_all(&udir)?;
+            private_dir(&udir)?;
             let password = format!("{name}-grid-password");
             users_file.push_str(&users_line(name, &password)?);
             users.push(GridUser {
@@ -1115,13 +1197,17 @@ impl Grid {
             let name = format!("depot-{i}");
             let ddir = dir.join(&name);
             let data_dir = ddir.join("data");
-            fs::create_dir_all(&data_dir)?;
+            private_dir(&data_dir)?;
             // Every client of a local grid comes from 127.0.0.1, so the
             // legacy port's per-address share is its whole budget: half of
             // each resource, for LoRS tools and `--security legacy` runs.
             let mut text = "listen = \"127.0.0.1:0\"\nhostname = \"127.0.0.1\"\nsync = \"batch\"\n\
                  legacy_max_size = \"50%\"\nlegacy_per_address_bytes = \"50%\"\n"
                 .to_owned();
+            let legacy = !opts.legacy_off.contains(&i);
+            if !legacy {
+                text.push_str("legacy = false\n");
+            }
             if !opts.legacy_only {
                 let (cert, key) = issuer.server_cert(&name, &ddir)?;
                 text.push_str(&format!(
@@ -1149,6 +1235,7 @@ impl Grid {
             write_file(&config, &text)?;
             depots.push(Depot {
                 name,
+                legacy,
                 legacy_addr: String::new(),
                 tls_addr: None,
                 data_addr: None,
@@ -1353,7 +1440,7 @@ impl Grid {
 
     /// A `lors` command running as `user`: [`Grid::env`] set, other
     /// `LORS_*`/`X509_*` variables of the caller's environment removed,
-    /// working directory the user's directory.
+    /// working directory the user's directory, umask 077.
     pub fn lors(&self, user: &str) -> Command {
         let mut cmd = clean_command(&self.bins.lors);
         cmd.env("RUST_LOG", "warn")
@@ -1642,7 +1729,8 @@ fn set_depot_addrs(d: &mut Depot, addrs: &[String], opts: &GridOptions) -> anyho
     }
     let mut text = fs::read_to_string(&d.config)?;
     for (key, addr) in [
-        ("listen", Some(&d.legacy_addr)),
+        // Without the legacy port, `listen` is not bound: leave it.
+        ("listen", Some(&d.legacy_addr).filter(|_| d.legacy)),
         ("tls_listen", d.tls_addr.as_ref()),
         ("data_listen", d.data_addr.as_ref()),
     ] {

@@ -338,8 +338,15 @@ fn summarize_mappings(text: &str) -> String {
 
 fn write_random(path: &Path, len: u64) -> anyhow::Result<blake3::Hash> {
     use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
     let mut f = std::io::BufWriter::new(
-        std::fs::File::create(path).with_context(|| format!("create {}", path.display()))?,
+        std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(path)
+            .with_context(|| format!("create {}", path.display()))?,
     );
     let mut hasher = blake3::Hasher::new();
     let mut buf = vec![0u8; 1 << 20];

@@ -183,3 +183,68 @@ fn grid_variants_data_port_and_legacy_only() {
         "{out}"
     );
 }
+
+/// A depot whose operator switched the legacy port off (`legacy = false`)
+/// is polled by the L-Bone over TLS, reported up with its capacity,
+/// offered, and stores and serves a file's copy. Before, such a depot
+/// stayed "down" forever and was never offered.
+#[test]
+fn depot_without_legacy_port_is_polled_over_tls_and_serves() {
+    let grid = Grid::start(GridOptions {
+        depots: 2,
+        legacy_off: vec![1],
+        depot_hard_size: 256 << 20,
+        users: vec!["alice".into()],
+        ..GridOptions::default()
+    })
+    .expect("a grid with a depot without legacy port starts (all depots up)");
+    let d = &grid.depots[1];
+    assert!(!d.legacy && grid.depots[0].legacy);
+    assert_eq!(Some(&d.legacy_addr), d.tls_addr.as_ref(), "no legacy port");
+    let status = grid.lbone_status().expect("status.json");
+    let port = d.tls_addr.as_deref().map(|a| {
+        a.rsplit(':')
+            .next()
+            .and_then(|p| p.parse::<u64>().ok())
+            .unwrap()
+    });
+    let entry = status["vos"][0]["depots"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["port"].as_u64() == port)
+        .unwrap_or_else(|| panic!("depot-1 in {status}"))
+        .clone();
+    assert_eq!(entry["status"]["state"], "up", "{entry}");
+    assert_eq!(entry["status"]["hard"]["capacity"], 256u64 << 20, "{entry}");
+
+    let lbone = grid.lbone_url.clone();
+    let (ok, out, err) = lors(&grid, "alice", &["depots", "--lbone", &lbone]);
+    assert!(ok, "lors depots: {out}\n{err}");
+    assert!(
+        out.lines()
+            .any(|l| l.starts_with("depot-1") && l.contains(d.address())),
+        "{out}"
+    );
+    // A copy on each depot; both serve it.
+    let dir = grid.user("alice").dir.clone();
+    let src = dir.join("src");
+    let data: Vec<u8> = (0..300_000u32).map(|i| (i % 251) as u8).collect();
+    std::fs::write(&src, &data).unwrap();
+    let s = |p: &Path| p.display().to_string();
+    let (ok, out, err) = lors(&grid, "alice", &["keys", "init"]);
+    assert!(ok, "lors keys init: {out}\n{err}");
+    let (ok, out, err) = lors(
+        &grid,
+        "alice",
+        &["upload", &s(&src), "/vo1/both", "--copies", "2"],
+    );
+    assert!(ok, "lors upload: {out}\n{err}");
+    let (ok, out, err) = lors(&grid, "alice", &["stat", "/vo1/both", "--mappings"]);
+    assert!(ok, "lors stat: {out}\n{err}");
+    assert!(out.contains(d.address()), "a copy on depot-1: {out}");
+    let back = dir.join("back");
+    let (ok, out, err) = lors(&grid, "alice", &["download", "/vo1/both", &s(&back)]);
+    assert!(ok, "lors download: {out}\n{err}");
+    assert_eq!(std::fs::read(&back).unwrap(), data);
+}

@@ -4,33 +4,56 @@
 //! `poll_concurrency` at a time, each within `poll_timeout`), so a depot that
 //! accepts a connection and never answers delays nobody: the other depots'
 //! polls start on the next tick whatever it does, and its own next poll
-//! starts only once the previous one has timed out.
+//! starts only once the previous one has timed out. The poller has its own
+//! tasks, its own database connections and no share of the HTTPS server's
+//! connection budget: clients of the API cannot starve it.
 //!
-//! The exchange is IBP 1.4's legacy STATUS over plain TCP: `1 4 3 <timeout>`
-//! (RES) lists the resources, then `1 4 <rid> 1 ibp <timeout>` (INQ) per
-//! resource answers `1 <len> \n` and a tagged body ([`StatusInfo`]).
+//! Which port: a registration with a TLS port is polled **over TLS on that
+//! port**, never on the legacy port (so a depot whose operator switched the
+//! legacy port off, `legacy = false`, stays offered). The L-Bone presents its
+//! own server certificate and key as the TLS client certificate (the depot
+//! serves STATUS before AUTH to any peer whose certificate verified in the
+//! handshake) and verifies the depot's certificate for the registered host
+//! against the CAs of its trust directory, as `lors` does. There is no
+//! fallback to the legacy port when the TLS poll fails: a depot whose
+//! certificate does not verify is down, with the reason as `last_error`.
+//! Registrations without a TLS port are polled on the legacy port.
+//!
+//! The exchange is IBP 1.4's STATUS: `1 4 3 <timeout>` (RES) lists the
+//! resources, then `1 4 <rid> 1 ibp <timeout>` (INQ) per resource answers
+//! `1 <len> \n` and a tagged body ([`StatusInfo`]); on the TLS port the same
+//! lines with version 2 (`2 4 3 <timeout>`, `2 4 <rid> 1 ibp <timeout>`).
 //! Capacities are summed over the resources; the largest free space of a
 //! single resource is kept too (one allocation cannot span resources).
 
 use std::collections::{HashMap, HashSet};
+use std::pin::Pin;
 use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use ibp_proto::{Expect, Reply, Request, Rid, Status, StatusInfo, StatusOp, Version, MAX_LINE};
+use rustls_pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer, ServerName};
 use thiserror::Error;
-use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::io::{
+    AsyncBufReadExt, AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufReader, ReadBuf,
+};
 use tokio::net::TcpStream;
 use tokio::sync::{Notify, Semaphore};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::liveness::Liveness;
-use crate::store::{Capacity, Store};
+use crate::store::{Capacity, PollTarget, Store};
 
 /// Most resources read from one depot.
 pub const MAX_RESOURCES: usize = 64;
 /// Largest STATUS INQ body accepted.
 const MAX_STATUS_BODY: u64 = 64 * 1024;
+/// Bound on closing a poll connection politely.
+const CLOSE_TIMEOUT: Duration = Duration::from_secs(1);
+/// Longest refusal reason kept from a depot's reply (in `last_error`).
+const MAX_REASON: usize = 200;
 
 /// Why a poll failed (recorded as the depot's `last_error`).
 #[derive(Debug, Error)]
@@ -40,16 +63,185 @@ pub enum PollError {
     #[error("connect: {0}")]
     Connect(std::io::Error),
     #[error("{0}")]
-    Io(#[from] std::io::Error),
+    Io(std::io::Error),
     #[error("depot closed the connection")]
     Closed,
     #[error("bad reply: {0}")]
     Protocol(String),
-    #[error("depot refused STATUS: error {0}")]
-    Refused(i32),
+    #[error("depot refused STATUS: error {0}{reason}", reason = reason_suffix(.1))]
+    Refused(i32, String),
+    /// The TLS connection failed: the depot's certificate, or the L-Bone's
+    /// at the depot, or the handshake.
+    #[error("TLS: {0}")]
+    Tls(String),
 }
 
-async fn read_line(r: &mut BufReader<TcpStream>) -> Result<Vec<u8>, PollError> {
+fn reason_suffix(reason: &str) -> String {
+    if reason.is_empty() {
+        String::new()
+    } else {
+        format!(" ({reason})")
+    }
+}
+
+/// A clear message for a TLS failure (as rustls reports it).
+fn tls_message(e: &rustls::Error) -> String {
+    use rustls::CertificateError as C;
+    match e {
+        rustls::Error::InvalidCertificate(c) => {
+            let why = match c {
+                C::UnknownIssuer => {
+                    "not issued by a CA of the L-Bone's trust directory (ca/*.pem)".to_owned()
+                }
+                C::NotValidForName | C::NotValidForNameContext { .. } => {
+                    "not issued for the registered host name".to_owned()
+                }
+                C::Expired | C::ExpiredContext { .. } => "expired".to_owned(),
+                C::NotValidYet | C::NotValidYetContext { .. } => "not valid yet".to_owned(),
+                C::Revoked => "revoked".to_owned(),
+                C::BadSignature => "bad signature".to_owned(),
+                other => format!("{other:?}"),
+            };
+            format!("the depot's certificate is refused: {why}")
+        }
+        rustls::Error::AlertReceived(alert) => format!(
+            "the depot refused the connection (TLS alert {alert:?}); if it refused the L-Bone's \
+             certificate: the depot's trust directory must hold the CA of the L-Bone's \
+             server_cert, which must allow clientAuth"
+        ),
+        other => other.to_string(),
+    }
+}
+
+impl From<std::io::Error> for PollError {
+    fn from(e: std::io::Error) -> PollError {
+        match e.get_ref().and_then(|i| i.downcast_ref::<rustls::Error>()) {
+            Some(t) => PollError::Tls(tls_message(t)),
+            None => PollError::Io(e),
+        }
+    }
+}
+
+/// The TLS client configuration of the poller: depots' certificates are
+/// verified against `ca_certificates` (the trust directory's `ca/`) by host
+/// name, and the L-Bone presents `chain` (its server certificate, then any
+/// intermediates) with `key_pkcs8`. TLS 1.3 only.
+pub fn tls_config(
+    ca_certificates: &[CertificateDer<'static>],
+    chain: Vec<CertificateDer<'static>>,
+    key_pkcs8: Vec<u8>,
+) -> Result<rustls::ClientConfig, rustls::Error> {
+    let mut roots = rustls::RootCertStore::empty();
+    for c in ca_certificates {
+        roots.add(c.clone())?;
+    }
+    rustls::ClientConfig::builder_with_provider(ibp_auth::tls::provider())
+        .with_protocol_versions(&[&rustls::version::TLS13])?
+        .with_root_certificates(roots)
+        .with_client_auth_cert(
+            chain,
+            PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key_pkcs8)),
+        )
+}
+
+/// A poll connection: plain TCP (legacy port) or TLS (secure port).
+enum PollStream {
+    Plain(TcpStream),
+    Tls(Box<tokio_rustls::client::TlsStream<TcpStream>>),
+}
+
+impl AsyncRead for PollStream {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        match self.get_mut() {
+            PollStream::Plain(s) => Pin::new(s).poll_read(cx, buf),
+            PollStream::Tls(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
+        }
+    }
+}
+
+impl AsyncWrite for PollStream {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        match self.get_mut() {
+            PollStream::Plain(s) => Pin::new(s).poll_write(cx, buf),
+            PollStream::Tls(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
+        }
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        match self.get_mut() {
+            PollStream::Plain(s) => Pin::new(s).poll_flush(cx),
+            PollStream::Tls(s) => Pin::new(s.as_mut()).poll_flush(cx),
+        }
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        match self.get_mut() {
+            PollStream::Plain(s) => Pin::new(s).poll_shutdown(cx),
+            PollStream::Tls(s) => Pin::new(s.as_mut()).poll_shutdown(cx),
+        }
+    }
+}
+
+type Conn = BufReader<PollStream>;
+
+/// Where and how to poll one depot.
+struct Dialer<'a> {
+    target: &'a PollTarget,
+    tls: Option<&'a Arc<rustls::ClientConfig>>,
+}
+
+impl Dialer<'_> {
+    fn secure(&self) -> bool {
+        self.target.tls_port.is_some()
+    }
+
+    async fn connect(&self) -> Result<Conn, PollError> {
+        let t = self.target;
+        let port = t.tls_port.unwrap_or(t.port);
+        let tcp = TcpStream::connect((t.host.as_str(), port))
+            .await
+            .map_err(PollError::Connect)?;
+        let _ = tcp.set_nodelay(true);
+        if t.tls_port.is_none() {
+            return Ok(BufReader::new(PollStream::Plain(tcp)));
+        }
+        let cfg = self
+            .tls
+            .ok_or_else(|| PollError::Tls("the L-Bone has no TLS client configuration".into()))?;
+        let name = ServerName::try_from(t.host.clone())
+            .map_err(|_| PollError::Tls(format!("{:?} is not a TLS server name", t.host)))?;
+        let tls = tokio_rustls::TlsConnector::from(cfg.clone())
+            .connect(name, tcp)
+            .await?;
+        Ok(BufReader::new(PollStream::Tls(Box::new(tls))))
+    }
+
+    /// A STATUS request line: version 1 on the legacy port, 2 on the TLS port.
+    fn request(&self, op: StatusOp, timeout_secs: i64) -> Vec<u8> {
+        let line = Request::Status(Status {
+            version: Version::V1,
+            op,
+            timeout: timeout_secs,
+        })
+        .encode();
+        if self.secure() {
+            // "1 4 ..." -> "2 4 ...": the same fields on the secure port.
+            format!("2{}", line.get(1..).unwrap_or_default()).into_bytes()
+        } else {
+            line.into_bytes()
+        }
+    }
+}
+
+async fn read_line(r: &mut Conn) -> Result<Vec<u8>, PollError> {
     let mut line = Vec::with_capacity(256);
     let n = (&mut *r)
         .take(MAX_LINE as u64)
@@ -66,33 +258,37 @@ async fn read_line(r: &mut BufReader<TcpStream>) -> Result<Vec<u8>, PollError> {
     Ok(line)
 }
 
-fn status_request(op: StatusOp, timeout_secs: i64) -> Vec<u8> {
-    Request::Status(Status {
-        version: Version::V1,
-        op,
-        timeout: timeout_secs,
-    })
-    .encode()
-    .into_bytes()
+/// The reason a refusal line carries after its error code (the secure
+/// port's ` <code> <reason>\n`), printable ASCII only and bounded: the
+/// depot's text ends up in `last_error`.
+fn refusal_reason(line: &[u8]) -> String {
+    let text = String::from_utf8_lossy(line);
+    let mut words = text.split_ascii_whitespace();
+    words.next();
+    let reason: String = words
+        .collect::<Vec<_>>()
+        .join(" ")
+        .chars()
+        .map(|c| if c.is_ascii_graphic() { c } else { ' ' })
+        .take(MAX_REASON)
+        .collect();
+    reason.trim().to_owned()
 }
 
-async fn connect(addr: &(String, u16)) -> Result<BufReader<TcpStream>, PollError> {
-    let tcp = TcpStream::connect((addr.0.as_str(), addr.1))
-        .await
-        .map_err(PollError::Connect)?;
-    let _ = tcp.set_nodelay(true);
-    Ok(BufReader::new(tcp))
+async fn send(conn: &mut Conn, line: &[u8]) -> Result<(), PollError> {
+    conn.get_mut().write_all(line).await?;
+    conn.get_mut().flush().await?;
+    Ok(())
 }
 
 /// The depot's resources (RES). A depot that refuses RES (a v0-only depot)
 /// gets `None`: its default resource 0 is inquired instead.
 async fn resources(
-    conn: &mut BufReader<TcpStream>,
+    conn: &mut Conn,
+    dialer: &Dialer<'_>,
     timeout_secs: i64,
 ) -> Result<Option<Vec<Rid>>, PollError> {
-    conn.get_mut()
-        .write_all(&status_request(StatusOp::Resources, timeout_secs))
-        .await?;
+    send(conn, &dialer.request(StatusOp::Resources, timeout_secs)).await?;
     let line = read_line(conn).await?;
     match Reply::parse(&line, Expect::Resources) {
         Ok(Reply::Resources(rids)) => Ok(Some(rids)),
@@ -103,7 +299,8 @@ async fn resources(
 }
 
 async fn inquire_one(
-    conn: &mut BufReader<TcpStream>,
+    conn: &mut Conn,
+    dialer: &Dialer<'_>,
     rid: Rid,
     timeout_secs: i64,
 ) -> Result<StatusInfo, PollError> {
@@ -111,16 +308,16 @@ async fn inquire_one(
         rid: Some(rid),
         password: "ibp".into(),
     };
-    conn.get_mut()
-        .write_all(&status_request(op, timeout_secs))
-        .await?;
+    send(conn, &dialer.request(op, timeout_secs)).await?;
     let line = read_line(conn).await?;
     let len = match Reply::parse(&line, Expect::Payload) {
         Ok(Reply::Payload(n)) if n <= MAX_STATUS_BODY => n,
         Ok(Reply::Payload(n)) => {
             return Err(PollError::Protocol(format!("STATUS body of {n} bytes")))
         }
-        Ok(Reply::Error(e) | Reply::StatusError(e)) => return Err(PollError::Refused(e.code())),
+        Ok(Reply::Error(e) | Reply::StatusError(e)) => {
+            return Err(PollError::Refused(e.code(), refusal_reason(&line)))
+        }
         Ok(_) => return Err(PollError::Protocol("unexpected reply to INQ".into())),
         Err(e) => return Err(PollError::Protocol(e.to_string())),
     };
@@ -131,14 +328,17 @@ async fn inquire_one(
     StatusInfo::parse(&text).map_err(|e| PollError::Protocol(e.to_string()))
 }
 
-async fn inquire_inner(addr: &(String, u16), timeout: Duration) -> Result<Capacity, PollError> {
+async fn inquire_inner(
+    dialer: &Dialer<'_>,
+    timeout: Duration,
+) -> Result<(Capacity, Conn), PollError> {
     let timeout_secs = i64::try_from(timeout.as_secs().max(1)).unwrap_or(i64::MAX);
-    let mut conn = connect(addr).await?;
-    let rids = match resources(&mut conn, timeout_secs).await? {
+    let mut conn = dialer.connect().await?;
+    let rids = match resources(&mut conn, dialer, timeout_secs).await? {
         Some(rids) => rids,
         None => {
             // The depot closes the connection after an error reply.
-            conn = connect(addr).await?;
+            conn = dialer.connect().await?;
             vec![Rid(0)]
         }
     };
@@ -150,7 +350,7 @@ async fn inquire_inner(addr: &(String, u16), timeout: Duration) -> Result<Capaci
         ..Capacity::default()
     };
     for rid in rids.into_iter().take(MAX_RESOURCES) {
-        let s = inquire_one(&mut conn, rid, timeout_secs).await?;
+        let s = inquire_one(&mut conn, dialer, rid, timeout_secs).await?;
         c.hard_capacity = c.hard_capacity.saturating_add(s.hard_configured);
         c.hard_used = c.hard_used.saturating_add(s.hard_used);
         c.hard_free = c.hard_free.saturating_add(s.hard_available);
@@ -167,14 +367,24 @@ async fn inquire_inner(addr: &(String, u16), timeout: Duration) -> Result<Capaci
         };
         c.resources += 1;
     }
-    Ok(c)
+    Ok((c, conn))
 }
 
-/// One STATUS poll of the depot at `addr` (host, legacy port), all within
-/// `timeout`.
-pub async fn inquire(addr: &(String, u16), timeout: Duration) -> Result<Capacity, PollError> {
-    match tokio::time::timeout(timeout, inquire_inner(addr, timeout)).await {
-        Ok(r) => r,
+/// One STATUS poll of `target` (over TLS with `tls` when it has a TLS port,
+/// else on its legacy port), all within `timeout`.
+pub async fn inquire(
+    target: &PollTarget,
+    tls: Option<&Arc<rustls::ClientConfig>>,
+    timeout: Duration,
+) -> Result<Capacity, PollError> {
+    let dialer = Dialer { target, tls };
+    match tokio::time::timeout(timeout, inquire_inner(&dialer, timeout)).await {
+        Ok(Ok((c, mut conn))) => {
+            // Best effort (TLS close_notify, FIN); the answer is in.
+            let _ = tokio::time::timeout(CLOSE_TIMEOUT, conn.get_mut().shutdown()).await;
+            Ok(c)
+        }
+        Ok(Err(e)) => Err(e),
         Err(_) => Err(PollError::Timeout(timeout)),
     }
 }
@@ -190,11 +400,13 @@ fn now_ms() -> i64 {
 pub struct Poller {
     store: Store,
     liveness: Liveness,
+    /// How depots with a TLS port are reached (see [`tls_config`]).
+    tls: Option<Arc<rustls::ClientConfig>>,
     slots: Arc<Semaphore>,
     /// Depots whose poll has not finished (not polled again until it has).
-    in_flight: Arc<Mutex<HashSet<(String, u16)>>>,
+    in_flight: Arc<Mutex<HashSet<PollTarget>>>,
     /// Last logged availability, to log changes once.
-    available: Arc<Mutex<HashMap<(String, u16), bool>>>,
+    available: Arc<Mutex<HashMap<PollTarget, bool>>>,
     /// Wakes the poller early (a depot was registered or changed).
     wake: Arc<Notify>,
     tracker: TaskTracker,
@@ -203,8 +415,8 @@ pub struct Poller {
 /// Removes a depot from the in-flight set when its poll task ends, however
 /// it ends.
 struct InFlight {
-    set: Arc<Mutex<HashSet<(String, u16)>>>,
-    addr: (String, u16),
+    set: Arc<Mutex<HashSet<PollTarget>>>,
+    addr: PollTarget,
 }
 
 impl Drop for InFlight {
@@ -216,10 +428,19 @@ impl Drop for InFlight {
 }
 
 impl Poller {
-    pub fn new(store: Store, liveness: Liveness, concurrency: usize) -> Poller {
+    /// A poller recording into `store` (give it a pool of its own, so API
+    /// clients cannot hold every database connection), reaching depots
+    /// with a TLS port through `tls`.
+    pub fn new(
+        store: Store,
+        liveness: Liveness,
+        concurrency: usize,
+        tls: Option<Arc<rustls::ClientConfig>>,
+    ) -> Poller {
         Poller {
             store,
             liveness,
+            tls,
             slots: Arc::new(Semaphore::new(concurrency.max(1))),
             in_flight: Arc::default(),
             available: Arc::default(),
@@ -283,7 +504,7 @@ impl Poller {
                     return;
                 };
                 if !set.insert(addr.clone()) {
-                    tracing::debug!(host = %addr.0, port = addr.1, "previous poll still running; skipped");
+                    tracing::debug!(depot = %addr, "previous poll still running; skipped");
                     continue;
                 }
             }
@@ -294,6 +515,7 @@ impl Poller {
             let task = PollTask {
                 store: self.store.clone(),
                 liveness: self.liveness,
+                tls: self.tls.clone(),
                 available: self.available.clone(),
                 slots: self.slots.clone(),
                 shutdown: shutdown.clone(),
@@ -309,13 +531,14 @@ impl Poller {
 struct PollTask {
     store: Store,
     liveness: Liveness,
-    available: Arc<Mutex<HashMap<(String, u16), bool>>>,
+    tls: Option<Arc<rustls::ClientConfig>>,
+    available: Arc<Mutex<HashMap<PollTarget, bool>>>,
     slots: Arc<Semaphore>,
     shutdown: CancellationToken,
 }
 
 impl PollTask {
-    async fn run(self, addr: (String, u16)) {
+    async fn run(self, addr: PollTarget) {
         let _permit = tokio::select! {
             biased;
             _ = self.shutdown.cancelled() => return,
@@ -327,37 +550,34 @@ impl PollTask {
         let result = tokio::select! {
             biased;
             _ = self.shutdown.cancelled() => return,
-            r = inquire(&addr, self.liveness.poll_timeout) => r,
+            r = inquire(&addr, self.tls.as_ref(), self.liveness.poll_timeout) => r,
         };
-        let (host, port) = (&addr.0, addr.1);
         let now = now_ms();
         let before = self
             .available
             .lock()
             .ok()
             .and_then(|m| m.get(&addr).copied());
+        let mut error = None;
         let available = match result {
             Ok(c) => {
-                tracing::debug!(%host, port, hard_free = c.hard_free, soft_free = c.soft_free, "depot answered");
-                if let Err(e) = self.store.record_success(host, port, now, &c).await {
-                    tracing::error!(%host, port, error = %e, "cannot record a poll");
+                tracing::debug!(depot = %addr, hard_free = c.hard_free, soft_free = c.soft_free, "depot answered");
+                if let Err(e) = self.store.record_success(&addr, now, &c).await {
+                    tracing::error!(depot = %addr, error = %e, "cannot record a poll");
                     return;
                 }
                 true
             }
             Err(e) => {
-                let misses = match self
-                    .store
-                    .record_failure(host, port, now, &e.to_string())
-                    .await
-                {
+                let misses = match self.store.record_failure(&addr, now, &e.to_string()).await {
                     Ok(m) => m,
                     Err(db) => {
-                        tracing::error!(%host, port, error = %db, "cannot record a missed poll");
+                        tracing::error!(depot = %addr, error = %db, "cannot record a missed poll");
                         return;
                     }
                 };
-                tracing::debug!(%host, port, misses, error = %e, "depot missed a poll");
+                tracing::debug!(depot = %addr, misses, error = %e, "depot missed a poll");
+                error = Some(e);
                 before == Some(true) && misses < self.liveness.missed_polls_down
             }
         };
@@ -365,8 +585,11 @@ impl PollTask {
             m.insert(addr.clone(), available);
         }
         match (before, available) {
-            (Some(false) | None, true) => tracing::info!(%host, port, "depot available"),
-            (Some(true) | None, false) => tracing::warn!(%host, port, "depot unavailable"),
+            (Some(false) | None, true) => tracing::info!(depot = %addr, "depot available"),
+            (Some(true) | None, false) => {
+                let error = error.map(|e| e.to_string()).unwrap_or_default();
+                tracing::warn!(depot = %addr, %error, "depot unavailable")
+            }
             _ => {}
         }
     }

@@ -18,6 +18,28 @@ use crate::liveness::Liveness;
 use crate::poller::Poller;
 use crate::store::{redact, Store};
 
+/// Database connections of the poller (besides the API's).
+const POLLER_DB_CONNECTIONS: u32 = 2;
+
+/// Depots verify the L-Bone's certificate as a TLS client certificate when
+/// it polls their TLS port: one whose extended key usage leaves out
+/// clientAuth is refused there. Said once at start, not per poll.
+fn warn_without_client_auth(chain: &[rustls_pki_types::CertificateDer<'_>]) {
+    let Some(leaf) = chain.first() else { return };
+    let Ok((_, cert)) = x509_parser::parse_x509_certificate(leaf.as_ref()) else {
+        return;
+    };
+    if let Ok(Some(eku)) = cert.extended_key_usage() {
+        if !eku.value.client_auth && !eku.value.any {
+            tracing::warn!(
+                "the server certificate lacks the clientAuth extended key usage: depots will \
+                 refuse it when the L-Bone polls their TLS ports (they are then reported down); \
+                 issue it with clientAuth as well as serverAuth"
+            );
+        }
+    }
+}
+
 /// Serves until SIGTERM/SIGINT.
 pub async fn serve(cfg: Config) -> anyhow::Result<()> {
     let trust = TrustStore::load(&cfg.trust_dir)
@@ -28,6 +50,11 @@ pub async fn serve(cfg: Config) -> anyhow::Result<()> {
     let trust = Arc::new(trust);
     let chain = read_certificates(&cfg.server_cert).context("load the server certificate")?;
     let key = read_private_key(&cfg.server_key).context("load the server key")?;
+    warn_without_client_auth(&chain);
+    // The poller presents the same certificate to depots' TLS ports.
+    let poll_tls =
+        crate::poller::tls_config(trust.ca_certificates(), chain.clone(), key.clone())
+            .context("TLS client configuration of the poller (server certificate and key)")?;
     let mut tls = ibp_auth::tls::server_config(trust.clone(), chain, key, ClientAuth::Optional)
         .context("TLS configuration (server certificate and key)")?;
     tls.alpn_protocols = vec![b"http/1.1".to_vec()];
@@ -44,7 +71,17 @@ pub async fn serve(cfg: Config) -> anyhow::Result<()> {
         poll_timeout: cfg.poll_timeout.0,
         missed_polls_down: cfg.missed_polls_down,
     };
-    let poller = Poller::new(store.clone(), liveness, cfg.poll_concurrency);
+    // The poller's own database connections: a flood of API requests
+    // cannot keep it from recording what it found.
+    let poll_store = Store::connect(cfg.database_url(), POLLER_DB_CONNECTIONS)
+        .await
+        .context("open the poller's database connections")?;
+    let poller = Poller::new(
+        poll_store.clone(),
+        liveness,
+        cfg.poll_concurrency,
+        Some(Arc::new(poll_tls)),
+    );
     let app = Arc::new(App {
         store: store.clone(),
         trust,
@@ -80,7 +117,8 @@ pub async fn serve(cfg: Config) -> anyhow::Result<()> {
     }
     // Closing waits for connections in use; a dead database server must
     // not hold the process.
-    if tokio::time::timeout(std::time::Duration::from_secs(5), store.close())
+    let closing = async { tokio::join!(store.close(), poll_store.close()) };
+    if tokio::time::timeout(std::time::Duration::from_secs(5), closing)
         .await
         .is_err()
     {

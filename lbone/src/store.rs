@@ -15,10 +15,14 @@
 //!   place, max_size, max_duration, registered_by, created_at, updated_at)`:
 //!   a depot as registered by one VO's admins, with that VO's policy. One
 //!   physical depot (host, port) may be registered by several VOs.
-//! - `depot_status (host, port, misses, last_poll_ms, last_seen_ms,
-//!   last_error, hard_*, soft_*, largest_*_free, max_duration, resources)`:
-//!   what the last STATUS polls of a depot found; rows of depots no longer
-//!   registered are swept by the poller.
+//! - `depot_status (host, port, tls_port, misses, last_poll_ms,
+//!   last_seen_ms, last_error, hard_*, soft_*, largest_*_free, max_duration,
+//!   resources)`: what the last STATUS polls of a depot found, per address
+//!   polled: `tls_port` is the registered TLS port the poll went to, 0 for a
+//!   poll of the legacy port. Keyed by all three, so that one VO's
+//!   registration of a depot with a wrong TLS port (or none) cannot make the
+//!   depot look down, or up, to another VO that registered it correctly.
+//!   Rows of addresses no longer registered are swept by the poller.
 
 use ibp_service::db::{self, is_unique_violation, to_bigint};
 use sqlx::any::AnyRow;
@@ -74,6 +78,31 @@ const MIGRATIONS: &[&[&str]] = &[
         removed_by TEXT NOT NULL,
         removed_at BIGINT NOT NULL,
         PRIMARY KEY (vo, vo_id))"],
+    // Depots are polled over their TLS port when registered with one: the
+    // status is per (host, port, tls_port), 0 for the legacy port. Only a
+    // cache of the polls, so rebuilt empty (the next round refills it).
+    &[
+        "DROP TABLE depot_status",
+        "CREATE TABLE depot_status (
+        host TEXT NOT NULL,
+        port BIGINT NOT NULL,
+        tls_port BIGINT NOT NULL,
+        misses BIGINT NOT NULL,
+        last_poll_ms BIGINT,
+        last_seen_ms BIGINT,
+        last_error TEXT,
+        hard_capacity BIGINT,
+        hard_used BIGINT,
+        hard_free BIGINT,
+        soft_capacity BIGINT,
+        soft_used BIGINT,
+        soft_free BIGINT,
+        largest_hard_free BIGINT,
+        largest_soft_free BIGINT,
+        max_duration BIGINT,
+        resources BIGINT,
+        PRIMARY KEY (host, port, tls_port))",
+    ],
 ];
 
 /// Arbitrary key of the PostgreSQL advisory lock held while migrating.
@@ -100,9 +129,13 @@ pub struct Registration {
     pub name: String,
     /// Host name or address of the depot (lower case).
     pub host: String,
-    /// Legacy IBP port (what the poller queries).
+    /// Legacy IBP port: polled when there is no `tls_port`. With the
+    /// depot's legacy port switched off (`legacy = false`), any port that
+    /// identifies the depot (its TLS port will do).
     pub port: u16,
-    /// Secure (TLS) port, if the depot has one; grants then name it.
+    /// Secure (TLS) port, if the depot has one: grants name it and the
+    /// poller queries it (STATUS over TLS, the L-Bone's certificate as the
+    /// client certificate).
     pub tls_port: Option<u16>,
     pub location: Location,
     /// A human place name (`Brno, CZ`) usable in queries instead of coordinates.
@@ -128,6 +161,31 @@ pub struct Changes {
     pub place: Option<Option<String>>,
     pub max_size: Option<Option<u64>>,
     pub max_duration: Option<Option<u64>>,
+}
+
+/// One address the poller queries: a depot's (host, port) and the TLS port
+/// a registration gives it (`None`: polled over the legacy port).
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct PollTarget {
+    pub host: String,
+    pub port: u16,
+    pub tls_port: Option<u16>,
+}
+
+impl PollTarget {
+    /// The `depot_status.tls_port` key: 0 for a legacy poll.
+    fn tls_key(&self) -> i64 {
+        i64::from(self.tls_port.unwrap_or(0))
+    }
+}
+
+impl std::fmt::Display for PollTarget {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.tls_port {
+            Some(t) => write!(f, "{} (TLS)", crate::views::address(&self.host, t)),
+            None => f.write_str(&crate::views::address(&self.host, self.port)),
+        }
+    }
 }
 
 /// What a successful STATUS poll found (sums over the depot's resources).
@@ -284,6 +342,14 @@ impl Store {
         db::migrate(&pool, backend, MIGRATIONS, MIGRATION_LOCK)
             .await
             .context("migrate the database")?;
+        Ok(Store { pool, backend })
+    }
+
+    /// Connects with at most `max_connections` connections, without
+    /// migrating: a second pool on a database [`Store::open`] migrated
+    /// (the poller's own, so API clients cannot take all connections).
+    pub async fn connect(url: &str, max_connections: u32) -> anyhow::Result<Store> {
+        let (pool, backend) = db::connect(url, max_connections).await?;
         Ok(Store { pool, backend })
     }
 
@@ -557,6 +623,7 @@ impl Store {
             "SELECT {REGISTRATION_COLUMNS}, {STATUS_COLUMNS}
                FROM registrations r
                LEFT JOIN depot_status s ON s.host = r.host AND s.port = r.port
+                    AND s.tls_port = COALESCE(r.tls_port, 0)
                {filter}
               ORDER BY r.vo, r.name"
         );
@@ -595,30 +662,41 @@ impl Store {
         .transpose()
     }
 
-    /// Every registered depot address (host, port), once.
-    pub async fn poll_targets(&self) -> Result<Vec<(String, u16)>, StoreError> {
-        sqlx::query("SELECT DISTINCT host, port FROM registrations ORDER BY host, port")
-            .fetch_all(&self.pool)
-            .await?
-            .iter()
-            .map(|row| Ok((row.try_get("host")?, port("port", row.try_get("port")?)?)))
-            .collect()
+    /// Every registered depot address with the TLS port a registration
+    /// gives it, once each.
+    pub async fn poll_targets(&self) -> Result<Vec<PollTarget>, StoreError> {
+        sqlx::query(
+            "SELECT DISTINCT host, port, tls_port FROM registrations ORDER BY host, port, tls_port",
+        )
+        .fetch_all(&self.pool)
+        .await?
+        .iter()
+        .map(|row| {
+            Ok(PollTarget {
+                host: row.try_get("host")?,
+                port: port("port", row.try_get("port")?)?,
+                tls_port: row
+                    .try_get::<Option<i64>, _>("tls_port")?
+                    .map(|p| port("tls_port", p))
+                    .transpose()?,
+            })
+        })
+        .collect()
     }
 
     /// Records an answered poll.
     pub async fn record_success(
         &self,
-        host: &str,
-        port: u16,
+        t: &PollTarget,
         now_ms: i64,
         c: &Capacity,
     ) -> Result<(), StoreError> {
         sqlx::query(
-            "INSERT INTO depot_status (host, port, misses, last_poll_ms, last_seen_ms, last_error,
-                 hard_capacity, hard_used, hard_free, soft_capacity, soft_used, soft_free,
-                 largest_hard_free, largest_soft_free, max_duration, resources)
-             VALUES ($1, $2, 0, $3, $3, NULL, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)
-             ON CONFLICT (host, port) DO UPDATE SET
+            "INSERT INTO depot_status (host, port, tls_port, misses, last_poll_ms, last_seen_ms,
+                 last_error, hard_capacity, hard_used, hard_free, soft_capacity, soft_used,
+                 soft_free, largest_hard_free, largest_soft_free, max_duration, resources)
+             VALUES ($1, $2, $3, 0, $4, $4, NULL, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)
+             ON CONFLICT (host, port, tls_port) DO UPDATE SET
                  misses = 0,
                  last_poll_ms = excluded.last_poll_ms,
                  last_seen_ms = excluded.last_seen_ms,
@@ -634,8 +712,9 @@ impl Store {
                  max_duration = excluded.max_duration,
                  resources = excluded.resources",
         )
-        .bind(host)
-        .bind(i64::from(port))
+        .bind(&t.host)
+        .bind(i64::from(t.port))
+        .bind(t.tls_key())
         .bind(now_ms)
         .bind(to_bigint(c.hard_capacity))
         .bind(to_bigint(c.hard_used))
@@ -655,22 +734,22 @@ impl Store {
     /// Records a missed poll; returns the number of consecutive misses.
     pub async fn record_failure(
         &self,
-        host: &str,
-        port: u16,
+        t: &PollTarget,
         now_ms: i64,
         error: &str,
     ) -> Result<u32, StoreError> {
         let row = sqlx::query(
-            "INSERT INTO depot_status (host, port, misses, last_poll_ms, last_error)
-             VALUES ($1, $2, 1, $3, $4)
-             ON CONFLICT (host, port) DO UPDATE SET
+            "INSERT INTO depot_status (host, port, tls_port, misses, last_poll_ms, last_error)
+             VALUES ($1, $2, $3, 1, $4, $5)
+             ON CONFLICT (host, port, tls_port) DO UPDATE SET
                  misses = depot_status.misses + 1,
                  last_poll_ms = excluded.last_poll_ms,
                  last_error = excluded.last_error
              RETURNING misses",
         )
-        .bind(host)
-        .bind(i64::from(port))
+        .bind(&t.host)
+        .bind(i64::from(t.port))
+        .bind(t.tls_key())
         .bind(now_ms)
         .bind(error)
         .fetch_one(&self.pool)
@@ -684,7 +763,8 @@ impl Store {
         let res = sqlx::query(
             "DELETE FROM depot_status WHERE NOT EXISTS (
                  SELECT 1 FROM registrations r
-                  WHERE r.host = depot_status.host AND r.port = depot_status.port)",
+                  WHERE r.host = depot_status.host AND r.port = depot_status.port
+                    AND COALESCE(r.tls_port, 0) = depot_status.tls_port)",
         )
         .execute(&self.pool)
         .await?;

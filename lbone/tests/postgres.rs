@@ -30,4 +30,8 @@ suite!(
     lors_cli,
     shutdown_is_prompt,
     removed_members,
+    legacy_off_depot_is_polled_over_tls,
+    depot_with_untrusted_certificate_is_down,
+    depot_refusing_the_lbone_certificate_is_down,
+    other_vo_bad_tls_port_does_not_take_the_depot_down,
 );

@@ -127,34 +127,95 @@ pub fn wait_for<T>(limit: Duration, what: &str, mut f: impl FnMut() -> Option<T>
 /// timeout; the rest of stdout is drained so the child never blocks. On
 /// failure the child is killed and the error names the line and the log.
 fn listening_addr(child: &mut Child, what: &str, log: &Path) -> Result<SocketAddr, String> {
+    listening_addrs(child, what, log, &["listening on "]).map(|a| a[0])
+}
+
+/// Reads the first `prefixes.len()` stdout lines, line `i` starting with
+/// `prefixes[i]` and naming an address, within the start timeout; the rest
+/// of stdout is drained so the child never blocks. On failure the child is
+/// killed and the error names the lines and the log.
+fn listening_addrs(
+    child: &mut Child,
+    what: &str,
+    log: &Path,
+    prefixes: &[&str],
+) -> Result<Vec<SocketAddr>, String> {
     let stdout = child.stdout.take().expect("piped stdout");
     let (tx, rx) = std::sync::mpsc::channel();
+    let n = prefixes.len();
     std::thread::spawn(move || {
         let mut r = BufReader::new(stdout);
-        let mut line = String::new();
-        let _ = r.read_line(&mut line);
-        let _ = tx.send(line);
+        for _ in 0..n {
+            let mut line = String::new();
+            let _ = r.read_line(&mut line);
+            let _ = tx.send(line);
+        }
         let mut sink = Vec::new();
         let _ = r.read_to_end(&mut sink);
     });
-    let line = rx.recv_timeout(START_TIMEOUT).unwrap_or_default();
-    let addr = line
-        .trim()
-        .strip_prefix("listening on ")
-        .and_then(|a| a.parse().ok());
-    addr.ok_or_else(|| {
-        let _ = child.kill();
-        let _ = child.wait();
-        format!(
-            "{what} did not start (first stdout line {line:?}); log:\n{}",
-            std::fs::read_to_string(log).unwrap_or_default()
-        )
-    })
+    let deadline = Instant::now() + START_TIMEOUT;
+    let mut lines = Vec::new();
+    let mut addrs = Vec::new();
+    for p in prefixes {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let line = rx.recv_timeout(left).unwrap_or_default();
+        let addr = line
+            .trim()
+            .strip_prefix(p)
+            .and_then(|a| a.parse::<SocketAddr>().ok());
+        lines.push(line);
+        match addr {
+            Some(a) => addrs.push(a),
+            None => {
+                let _ = child.kill();
+                let _ = child.wait();
+                return Err(format!(
+                    "{what} did not start (stdout lines {lines:?}); log:\n{}",
+                    std::fs::read_to_string(log).unwrap_or_default()
+                ));
+            }
+        }
+    }
+    Ok(addrs)
 }
 
 /// PEM of one DER block.
 pub fn pem_of(tag: &str, der: &[u8]) -> String {
     pem::encode(&pem::Pem::new(tag, der.to_vec()))
+}
+
+/// A certificate for a service (the L-Bone, a depot) issued by `ca` for
+/// `hosts`, with the serverAuth and clientAuth extended key usages (the
+/// L-Bone presents its server certificate as the TLS client certificate
+/// when it polls depots' TLS ports): (certificate DER, PKCS#8 key DER).
+pub fn issue_service(ca: &Authority, cn: &str, hosts: &[&str]) -> (Vec<u8>, Vec<u8>) {
+    use rcgen::{CertificateParams, DnType, ExtendedKeyUsagePurpose, KeyUsagePurpose, SanType};
+    let ca_key = rcgen::KeyPair::try_from(ca.key_pkcs8.as_slice()).unwrap();
+    let ca_cert = CertificateParams::from_ca_cert_der(&ca.cert_der.clone().into())
+        .unwrap()
+        .self_signed(&ca_key)
+        .unwrap();
+    let mut p = CertificateParams::new(Vec::<String>::new()).unwrap();
+    p.distinguished_name.push(DnType::OrganizationName, ORG);
+    p.distinguished_name.push(DnType::CommonName, cn);
+    p.subject_alt_names = hosts
+        .iter()
+        .map(|h| match h.parse::<std::net::IpAddr>() {
+            Ok(ip) => SanType::IpAddress(ip),
+            Err(_) => SanType::DnsName(h.to_string().try_into().unwrap()),
+        })
+        .collect();
+    p.extended_key_usages = vec![
+        ExtendedKeyUsagePurpose::ServerAuth,
+        ExtendedKeyUsagePurpose::ClientAuth,
+    ];
+    p.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+    let now = std::time::SystemTime::now();
+    p.not_before = (now - Duration::from_secs(3600)).into();
+    p.not_after = (now + Duration::from_secs(30 * 86_400)).into();
+    let key = rcgen::KeyPair::generate().unwrap();
+    let cert = p.signed_by(&key, &ca_cert, &ca_key).unwrap();
+    (cert.der().to_vec(), key.serialize_der())
 }
 
 /// A user of the test grid: a proxy file with VO attributes.
@@ -277,11 +338,27 @@ pub fn write(path: &Path, text: &str) {
 
 /// A real `ibp-depot` process; SIGKILLed on drop.
 pub struct Depot {
+    /// The legacy port; with `legacy = false` the TLS port (the depot has
+    /// no legacy port, and registers its TLS port as `--port` too).
     pub port: u16,
+    /// The secure (TLS) port, for a depot started with [`Depot::start_secure`].
+    pub tls_port: Option<u16>,
     pub data: PathBuf,
     hard_size: String,
     log: PathBuf,
     child: Option<Child>,
+}
+
+/// How [`Depot::start_secure`] sets a depot's secure port up.
+pub struct SecureDepot<'a> {
+    /// Whether the legacy port is served as well (`legacy`).
+    pub legacy: bool,
+    /// Issues the depot's certificate (for 127.0.0.1).
+    pub issuer: &'a Authority,
+    /// The depot's trust directory (`ca/` authenticates the L-Bone).
+    pub trust_dir: &'a Path,
+    /// Bytes of its one resource.
+    pub hard_size: u64,
 }
 
 impl Depot {
@@ -291,6 +368,7 @@ impl Depot {
         std::fs::create_dir_all(&data).unwrap();
         let mut d = Depot {
             port: 0,
+            tls_port: None,
             data,
             hard_size: hard_size.into(),
             log: dir.join(format!("depot-{name}.log")),
@@ -298,6 +376,79 @@ impl Depot {
         };
         d.spawn(0);
         d
+    }
+
+    /// Starts a depot from a configuration file with a secure port (TLS
+    /// 1.3 on 127.0.0.1, certificate from `opts.issuer`), serving vo1, with
+    /// or without its legacy port. Not restartable.
+    pub fn start_secure(dir: &Path, name: &str, opts: &SecureDepot<'_>) -> Depot {
+        let ddir = dir.join(format!("depot-{name}"));
+        let data = ddir.join("data");
+        std::fs::create_dir_all(&data).unwrap();
+        let (cert, key) = issue_service(opts.issuer, name, &["127.0.0.1", "localhost"]);
+        let (cert_path, key_path) = (ddir.join("depot.pem"), ddir.join("depot.key"));
+        write(&cert_path, &pem_of("CERTIFICATE", &cert));
+        ibp_auth::keys::write_secret(&key_path, pem_of("PRIVATE KEY", &key).as_bytes()).unwrap();
+        let config = format!(
+            r#"listen = "127.0.0.1:0"
+legacy = {legacy}
+hostname = "127.0.0.1"
+tls_listen = "127.0.0.1:0"
+tls_cert = {cert:?}
+tls_key = {key:?}
+trust_dir = {trust:?}
+
+[[resource]]
+rid = 0
+data = {data:?}
+hard_size = {size}
+max_duration = "1d"
+
+[[vo]]
+name = "vo1"
+max_size = {size}
+max_duration = "1d"
+"#,
+            legacy = opts.legacy,
+            cert = cert_path.display().to_string(),
+            key = key_path.display().to_string(),
+            trust = opts.trust_dir.display().to_string(),
+            data = data.display().to_string(),
+            size = opts.hard_size,
+        );
+        let config_path = ddir.join("depot.toml");
+        write(&config_path, &config);
+        let log = dir.join(format!("depot-{name}.log"));
+        let mut child = Command::new(sibling_binary("ibp-depot"))
+            .args(["serve", "--config"])
+            .arg(&config_path)
+            .env("RUST_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .expect("start ibp-depot");
+        // With the legacy port off, the first line names the TLS port.
+        let addrs = listening_addrs(
+            &mut child,
+            "ibp-depot (secure)",
+            &log,
+            &["listening on ", "tls listening on "],
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+        Depot {
+            port: addrs[0].port(),
+            tls_port: Some(addrs[1].port()),
+            data,
+            hard_size: opts.hard_size.to_string(),
+            log,
+            child: Some(child),
+        }
+    }
+
+    /// The depot's log so far.
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
     }
 
     fn spawn(&mut self, port: u16) {
@@ -339,6 +490,10 @@ impl Depot {
     /// Starts again on the same port and data directory (retrying for a
     /// while if the port is not free yet).
     pub fn restart(&mut self) {
+        assert!(
+            self.tls_port.is_none(),
+            "a secure test depot cannot restart"
+        );
         self.kill();
         let port = self.port;
         let deadline = Instant::now() + Duration::from_secs(10);
@@ -485,17 +640,17 @@ impl Grid {
             p
         })
         .unwrap();
-        let server = pki
-            .ca
-            .issue_server(&["localhost", "127.0.0.1"], 30)
-            .unwrap();
+        // serverAuth and clientAuth: depots verify it when the L-Bone polls
+        // their TLS ports.
+        let (server_cert, server_key) =
+            issue_service(&pki.ca, "lbone", &["localhost", "127.0.0.1"]);
         write(
             &lbone_dir.join("server.pem"),
-            &pem_of("CERTIFICATE", &server.cert_der),
+            &pem_of("CERTIFICATE", &server_cert),
         );
         ibp_auth::keys::write_secret(
             &lbone_dir.join("server.key"),
-            pem_of("PRIVATE KEY", &server.key_pkcs8).as_bytes(),
+            pem_of("PRIVATE KEY", &server_key).as_bytes(),
         )
         .unwrap();
         let database = match &db {

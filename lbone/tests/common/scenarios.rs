@@ -8,7 +8,7 @@ use ibp_auth::tokens::DepotGrant;
 use ibp_auth::{unix_now, AuthError};
 use lors::depots::{DepotQuery, Location, Near, Reliability};
 
-use super::{wait_for, Db, Depot, Grid, HangingDepot, Settings};
+use super::{wait_for, Db, Depot, Grid, HangingDepot, SecureDepot, Settings};
 
 const BRNO: &str = "49.1951,16.6068";
 const PRAGUE: &str = "50.0755,14.4378";
@@ -288,15 +288,11 @@ pub fn grants(db: Db) {
     let member = g.pki.user("member1", "vo1", &["users"]);
     let other = g.pki.user("member2", "vo1", &["users"]);
     let plain = Depot::start(g.path(), "plain", "256MiB");
-    let secure = Depot::start(g.path(), "secure", "256MiB");
+    // Polled over TLS: a real secure port (legacy port on too).
+    let secure = secure_depot(&g, "secure", true);
+    let tls_port = secure.tls_port.unwrap();
     g.register(&admin, "plain", plain.port, BRNO, &[]);
-    g.register(
-        &admin,
-        "secure",
-        secure.port,
-        BRNO,
-        &["--tls-port", "16715"],
-    );
+    register_tls(&g, &admin, "secure", &secure);
     g.wait_available("vo1", &["plain", "secure"]);
     let trust = g.pki.client_trust_store();
     let holder = member.credential.key_hash().unwrap();
@@ -308,7 +304,7 @@ pub fn grants(db: Db) {
     for d in &offer.depots {
         let expected = match d.name.as_str() {
             "plain" => format!("127.0.0.1:{}", plain.port),
-            "secure" => "127.0.0.1:16715".to_string(),
+            "secure" => format!("127.0.0.1:{tls_port}"),
             n => panic!("unexpected depot {n}"),
         };
         assert_eq!(d.address, expected);
@@ -732,4 +728,178 @@ pub fn removed_members(db: Db) {
     assert_eq!(g.offered(&bob, &all()), ["d1"]);
     let out = g.admin(&admin1, &["member", "restore", "--vo", "vo1", &bob.vo_id]);
     assert!(stderr(&out).contains("HTTP 404"), "{}", stderr(&out));
+}
+
+/// A depot started with TLS on and its legacy port on or off.
+fn secure_depot(g: &Grid, name: &str, legacy: bool) -> Depot {
+    Depot::start_secure(
+        g.path(),
+        name,
+        &SecureDepot {
+            legacy,
+            issuer: &g.pki.ca,
+            trust_dir: &g.pki.server_trust,
+            hard_size: 256 << 20,
+        },
+    )
+}
+
+/// Registers `d` by its (TLS) port, as docs/lbone.md says for a depot
+/// without a legacy port.
+fn register_tls(g: &Grid, admin: &super::User, name: &str, d: &Depot) {
+    let tls = d.tls_port.expect("a secure depot").to_string();
+    g.register(admin, name, d.port, BRNO, &["--tls-port", &tls]);
+}
+
+/// Waits until `vo`/`name` is reported down; its `last_error`.
+fn wait_down_with_error(g: &Grid, vo: &str, name: &str) -> String {
+    wait_for(Duration::from_secs(15), "the depot to be down", || {
+        let s = g.depot_status(vo, name);
+        (s["status"]["state"] == "down")
+            .then(|| s["status"]["last_error"].as_str().unwrap_or("").to_owned())
+    })
+}
+
+/// The operator switched the depot's legacy port off (`legacy = false`):
+/// the L-Bone polls its TLS port (STATUS before AUTH, the L-Bone's own
+/// certificate as client certificate), reports it up with its capacity
+/// and offers it; members get grants for the TLS port. Before, such a
+/// depot stayed down forever.
+pub fn legacy_off_depot_is_polled_over_tls(db: Db) {
+    let g = Grid::start(db, Settings::default());
+    let admin = g.pki.user("admin1", "vo1", &["admins"]);
+    let member = g.pki.user("member1", "vo1", &["users"]);
+    let d = secure_depot(&g, "tls-only", false);
+    assert_eq!(Some(d.port), d.tls_port, "no legacy port");
+    register_tls(&g, &admin, "tls-only", &d);
+    g.wait_available("vo1", &["tls-only"]);
+    let s = g.depot_status("vo1", "tls-only");
+    assert_eq!(s["status"]["state"], "up", "{s}");
+    assert_eq!(s["status"]["hard"]["capacity"], 256u64 << 20, "{s}");
+    assert_eq!(s["status"]["hard"]["free"], 256u64 << 20, "{s}");
+    assert_eq!(s["status"]["max_duration"], 86_400, "{s}");
+    let offer = g.query_ok(&member, &all());
+    assert_eq!(offer.depots.len(), 1);
+    assert_eq!(
+        offer.depots[0].address,
+        format!("127.0.0.1:{}", d.tls_port.unwrap())
+    );
+    // Polled, not merely "up" once: it still answers every round.
+    let first = g.depot_status("vo1", "tls-only")["status"]["last_seen_ms"]
+        .as_i64()
+        .unwrap();
+    wait_for(Duration::from_secs(10), "another answered poll", || {
+        let s = g.depot_status("vo1", "tls-only");
+        (s["status"]["last_seen_ms"].as_i64().unwrap_or(0) > first).then_some(())
+    });
+    assert!(
+        !d.log_text().contains("before AUTH"),
+        "the depot refused a poll: {}",
+        d.log_text()
+    );
+}
+
+/// A depot (or whoever answers on its address) whose certificate is not
+/// from a CA of the L-Bone's trust directory: the L-Bone refuses it in the
+/// handshake, never falls back to the legacy port even when it is open,
+/// and reports the depot down saying why; a correctly set-up depot polled
+/// at the same time is up.
+pub fn depot_with_untrusted_certificate_is_down(db: Db) {
+    let g = Grid::start(db, Settings::default());
+    let admin = g.pki.user("admin1", "vo1", &["admins"]);
+    let member = g.pki.user("member1", "vo1", &["users"]);
+    let rogue_ca = ibp_auth::pki::Authority::new_ca(super::ORG, "Rogue CA", 30).unwrap();
+    // Legacy port on as well: a fallback to it would find the depot up.
+    let rogue = Depot::start_secure(
+        g.path(),
+        "rogue",
+        &SecureDepot {
+            legacy: true,
+            issuer: &rogue_ca,
+            trust_dir: &g.pki.server_trust,
+            hard_size: 256 << 20,
+        },
+    );
+    assert_ne!(Some(rogue.port), rogue.tls_port);
+    let good = secure_depot(&g, "good", false);
+    register_tls(&g, &admin, "rogue", &rogue);
+    register_tls(&g, &admin, "good", &good);
+    let err = wait_down_with_error(&g, "vo1", "rogue");
+    assert!(
+        err.contains("TLS") && err.contains("not issued by a CA of the L-Bone's trust directory"),
+        "{err}"
+    );
+    g.wait_available("vo1", &["good"]);
+    assert_eq!(g.offered(&member, &all()), ["good"]);
+    assert!(
+        g.log_text().contains("depot unavailable"),
+        "{}",
+        g.log_text()
+    );
+}
+
+/// A depot whose trust directory does not hold the CA of the L-Bone's
+/// certificate refuses the L-Bone's poll in the TLS handshake: it is down,
+/// and `last_error` says that the depot refused the connection and what to
+/// check.
+pub fn depot_refusing_the_lbone_certificate_is_down(db: Db) {
+    let g = Grid::start(db, Settings::default());
+    let admin = g.pki.user("admin1", "vo1", &["admins"]);
+    let other_ca = ibp_auth::pki::Authority::new_ca(super::ORG, "Other CA", 30).unwrap();
+    let trust = g.path().join("other-trust");
+    super::write(
+        &trust.join("ca/other.pem"),
+        &super::pem_of("CERTIFICATE", &other_ca.cert_der),
+    );
+    let d = Depot::start_secure(
+        g.path(),
+        "distrustful",
+        &SecureDepot {
+            legacy: false,
+            issuer: &g.pki.ca,
+            trust_dir: &trust,
+            hard_size: 256 << 20,
+        },
+    );
+    register_tls(&g, &admin, "distrustful", &d);
+    let err = wait_down_with_error(&g, "vo1", "distrustful");
+    assert!(
+        err.contains("the depot refused the connection (TLS alert") && err.contains("clientAuth"),
+        "{err}"
+    );
+}
+
+/// An admin of another VO registers the same depot address with a TLS
+/// port where nothing (or something else) answers: that VO sees it down,
+/// but the VO that registered it correctly still sees it up and is still
+/// offered it (the poller's status is per registered TLS port).
+pub fn other_vo_bad_tls_port_does_not_take_the_depot_down(db: Db) {
+    let g = Grid::start(db, Settings::default());
+    let admin1 = g.pki.user("admin1", "vo1", &["admins"]);
+    let admin2 = g.pki.user("admin2", "vo2", &["admins"]);
+    let member = g.pki.user("member1", "vo1", &["users"]);
+    let d = secure_depot(&g, "shared", true);
+    register_tls(&g, &admin1, "shared", &d);
+    g.wait_available("vo1", &["shared"]);
+    // vo2's admin gives a TLS port where nothing listens.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+        .to_string();
+    g.register(&admin2, "shared", d.port, BRNO, &["--tls-port", &closed]);
+    let err = wait_down_with_error(&g, "vo2", "shared");
+    assert!(err.contains("connect"), "{err}");
+    // Several rounds later vo1's registration is still up.
+    let before = g.depot_status("vo1", "shared")["status"]["last_seen_ms"]
+        .as_i64()
+        .unwrap();
+    wait_for(Duration::from_secs(10), "vo1's depot polled again", || {
+        let s = g.depot_status("vo1", "shared");
+        (s["status"]["last_seen_ms"].as_i64().unwrap_or(0) > before).then_some(())
+    });
+    let s = g.depot_status("vo1", "shared");
+    assert_eq!(s["status"]["state"], "up", "{s}");
+    assert_eq!(g.offered(&member, &all()), ["shared"]);
 }
