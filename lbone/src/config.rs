@@ -85,6 +85,42 @@ pub struct Config {
     /// Most simultaneous client connections.
     #[serde(default = "default_max_connections")]
     pub max_connections: usize,
+    /// Most simultaneous connections from one client address (an IPv6
+    /// client: its /64); more are closed at once. Raise it behind a NAT.
+    #[serde(default = "default_max_connections_per_address")]
+    pub max_connections_per_address: usize,
+    /// Time allowed for the TLS handshake.
+    #[serde(default = "default_handshake_timeout")]
+    pub handshake_timeout: ConfigDuration,
+    /// Time allowed for a request's header (also the keep-alive idle time).
+    #[serde(default = "default_header_timeout")]
+    pub header_timeout: ConfigDuration,
+    /// Time allowed for a request body, plus a second per `body_min_rate`
+    /// bytes received.
+    #[serde(default = "default_body_timeout")]
+    pub body_timeout: ConfigDuration,
+    /// Bytes per second that earn a request body one more second.
+    #[serde(
+        default = "default_body_min_rate",
+        deserialize_with = "ibp_service::units::deserialize_size"
+    )]
+    pub body_min_rate: u64,
+}
+
+fn default_max_connections_per_address() -> usize {
+    ibp_https::ServeOptions::default().max_connections_per_address
+}
+fn default_handshake_timeout() -> ConfigDuration {
+    ConfigDuration(ibp_https::ServeOptions::default().handshake_timeout)
+}
+fn default_header_timeout() -> ConfigDuration {
+    ConfigDuration(ibp_https::ServeOptions::default().header_timeout)
+}
+fn default_body_timeout() -> ConfigDuration {
+    ConfigDuration(ibp_https::ServeOptions::default().body_timeout)
+}
+fn default_body_min_rate() -> u64 {
+    ibp_https::ServeOptions::default().body_min_rate
 }
 
 impl Config {
@@ -141,6 +177,18 @@ impl Config {
         if self.max_connections == 0 {
             bail!("max_connections must be at least 1");
         }
+        if self.max_connections_per_address == 0 || self.body_min_rate == 0 {
+            bail!("max_connections_per_address and body_min_rate must be at least 1");
+        }
+        for (name, d) in [
+            ("handshake_timeout", self.handshake_timeout),
+            ("header_timeout", self.header_timeout),
+            ("body_timeout", self.body_timeout),
+        ] {
+            if d.0.is_zero() {
+                bail!("{name} must be positive");
+            }
+        }
         Ok(())
     }
 
@@ -179,6 +227,14 @@ grant_lifetime = "10m"
 # VO group (by name) whose members register the VO's depots.
 admin_group = "admins"
 max_connections = 256
+# Per-client limits of the HTTPS listener: connections from one address
+# (raise it behind a NAT), and deadlines for the handshake, a request's
+# header and its body (plus a second per body_min_rate bytes received).
+max_connections_per_address = 32
+handshake_timeout = "5s"
+header_timeout = "10s"
+body_timeout = "10s"
+body_min_rate = "16KiB"
 "#,
         db = dir.join("lbone.db").display()
     )
@@ -229,6 +285,29 @@ signing_key = "lbone.key"
         assert!(parse(&format!("{MINIMAL}poll_interval = \"soon\"\n")).is_err());
         assert!(parse(&format!("{MINIMAL}missed_polls_down = 0\n")).is_err());
         assert!(parse(&format!("{MINIMAL}poll_concurrency = 0\n")).is_err());
+    }
+
+    #[test]
+    fn listener_limits_default_to_the_https_crates_and_are_checked() {
+        let cfg = parse(MINIMAL).unwrap();
+        let d = ibp_https::ServeOptions::default();
+        assert_eq!(
+            cfg.max_connections_per_address,
+            d.max_connections_per_address
+        );
+        assert_eq!(cfg.handshake_timeout.0, d.handshake_timeout);
+        assert_eq!(cfg.body_min_rate, d.body_min_rate);
+        let cfg = parse(&format!(
+            "{MINIMAL}max_connections_per_address = 4\nbody_timeout = \"3s\"\nbody_min_rate = \"1KiB\"\n"
+        ))
+        .unwrap();
+        assert_eq!(cfg.max_connections_per_address, 4);
+        assert_eq!(cfg.body_timeout.0, Duration::from_secs(3));
+        assert_eq!(cfg.body_min_rate, 1024);
+        for bad in ["max_connections_per_address = 0", "header_timeout = \"0s\""] {
+            let e = parse(&format!("{MINIMAL}{bad}\n")).unwrap_err();
+            assert!(format!("{e:#}").contains("must be"), "{bad}: {e:#}");
+        }
     }
 
     #[test]

@@ -108,6 +108,11 @@ pub async fn serve(cfg: Config) -> anyhow::Result<()> {
     let polling = tokio::spawn(poller.run(shutdown.clone()));
     let opts = ibp_https::ServeOptions {
         max_connections: cfg.max_connections,
+        max_connections_per_address: cfg.max_connections_per_address,
+        handshake_timeout: cfg.handshake_timeout.0,
+        header_timeout: cfg.header_timeout.0,
+        body_timeout: cfg.body_timeout.0,
+        body_min_rate: cfg.body_min_rate,
         ..ibp_https::ServeOptions::default()
     };
     ibp_https::serve_with(listener, Arc::new(tls), router(app), shutdown.clone(), opts).await;
