@@ -64,7 +64,8 @@ fn start_depot(bin: &Path, dir: &Path) -> anyhow::Result<Depot> {
     std::fs::write(
         &cfg,
         format!(
-            "tls_listen = \"127.0.0.1:0\"\ndata_listen = \"127.0.0.1:0\"\ntls_cert = \"{}\"\ntls_key = \"{}\"\ntrust_dir = \"{}\"\n\n[[vo]]\nname = \"vo1\"\nmax_size = \"1GiB\"\nmax_duration = \"1h\"\n",
+            // The legacy-port baseline stores 100 MB from one address.
+            "legacy_max_size = \"50%\"\nlegacy_per_address_bytes = \"50%\"\ntls_listen = \"127.0.0.1:0\"\ndata_listen = \"127.0.0.1:0\"\ntls_cert = \"{}\"\ntls_key = \"{}\"\ntrust_dir = \"{}\"\n\n[[vo]]\nname = \"vo1\"\nmax_size = \"1GiB\"\nmax_duration = \"1h\"\n",
             dir.join("depot.pem").display(),
             dir.join("depot.key").display(),
             dir.join("trust").display()
