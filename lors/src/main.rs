@@ -555,11 +555,7 @@ fn depots_cmd(args: DepotsArgs) -> Result<u8, Error> {
     })?;
     let trust = TrustSource::Dir(dir).load()?;
     let path = proxy_path()?;
-    if !path.exists() {
-        return Err(Error::NoProxy(path));
-    }
-    let credential = ibp_auth::ProxyCredential::load(&path)
-        .map_err(|e| Error::InvalidProxy(format!("cannot read the proxy: {e}")))?;
+    let credential = lors::credentials::load_proxy(&path)?;
     if args.count == Some(0) {
         return Err(Error::Usage("--count must be at least 1".into()));
     }
