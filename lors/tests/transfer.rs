@@ -648,6 +648,143 @@ fn legacy_round_trip_with_an_exnode_file_and_no_credentials() {
 }
 
 #[test]
+fn swapped_mapping_offsets_in_an_exnode_fail_download_with_an_integrity_error() {
+    let g = grid(2);
+    let dir = g.user("alice").dir.clone();
+    let block = 1usize << 20;
+    let data = bytes(3 * block, 23);
+    let src = write(&dir, "f", &data);
+    let xnd = dir.join("f.xnd");
+    // Cleartext (the swap would return the file's own bytes in another
+    // order), and encrypted once the user has a key (other plaintext, as
+    // each block's IV follows its offset): both refused.
+    ok(lors(
+        &g,
+        "alice",
+        &[
+            "upload",
+            src.to_str().unwrap(),
+            "--xnd",
+            xnd.to_str().unwrap(),
+            "--security",
+            "legacy",
+            "--copies",
+            "1",
+            "--block-size",
+            "1MiB",
+            "--depot",
+            &g.depots[0].legacy_addr,
+            "--depot",
+            &g.depots[1].legacy_addr,
+        ],
+    ));
+    keys_init(&g, "alice");
+    let sxnd = dir.join("s.xnd");
+    ok(lors(
+        &g,
+        "alice",
+        &[
+            "upload",
+            src.to_str().unwrap(),
+            "--xnd",
+            sxnd.to_str().unwrap(),
+            "--security",
+            "legacy",
+            "--copies",
+            "1",
+            "--block-size",
+            "1MiB",
+            "--depot",
+            &g.depots[0].legacy_addr,
+            "--depot",
+            &g.depots[1].legacy_addr,
+        ],
+    ));
+    let said = String::from_utf8_lossy(&std::fs::read(&sxnd).unwrap()).into_owned();
+    assert!(said.contains("aes-128-ctr"), "the second upload is encrypted");
+    for (name, file) in [("clear", &xnd), ("encrypted", &sxnd)] {
+        let x = exnode::parse_and_validate(&std::fs::read(file).unwrap()).unwrap();
+        assert_eq!(x.mappings.len(), 3, "{name}");
+        assert!(
+            x.mappings
+                .iter()
+                .all(|m| m.checksum.is_some_and(|c| c.algorithm() == "blake3-placed")),
+            "{name}: new uploads bind checksums to their place"
+        );
+        // Swap the offsets of the first two blocks' mappings.
+        let mut swapped = x.clone();
+        let at = |o: u64| swapped.mappings.iter().position(|m| m.logical_offset == o);
+        let (a, b) = (at(0).unwrap(), at(block as u64).unwrap());
+        swapped.mappings[a].logical_offset = block as u64;
+        swapped.mappings[b].logical_offset = 0;
+        swapped.validate().expect("still a consistent exNode");
+        let bad = dir.join(format!("{name}-swapped.xnd"));
+        std::fs::write(&bad, exnode::to_xml(&swapped)).unwrap();
+        if name == "encrypted" {
+            std::fs::copy(
+                dir.join("s.xnd.key"),
+                dir.join(format!("{name}-swapped.xnd.key")),
+            )
+            .unwrap();
+        }
+        let out = dir.join(format!("{name}.out"));
+        let o = lors(
+            &g,
+            "alice",
+            &[
+                "download",
+                "--xnd",
+                bad.to_str().unwrap(),
+                out.to_str().unwrap(),
+            ],
+        );
+        assert_eq!(code(&o), 10, "{name}: {}", text(&o));
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(
+            err.contains("integrity check failed")
+                && (err.contains("bytes 0..1048576") || err.contains("bytes 1048576..2097152")),
+            "{name}: {}",
+            text(&o)
+        );
+        assert!(!out.exists(), "{name}: no output file is left");
+        // The exNode as written still downloads, identical.
+        ok(lors(
+            &g,
+            "alice",
+            &[
+                "download",
+                "--xnd",
+                file.to_str().unwrap(),
+                out.to_str().unwrap(),
+            ],
+        ));
+        assert!(std::fs::read(&out).unwrap() == data, "{name}");
+    }
+    // An exNode with the older unbound checksums (BLAKE3 of the stored
+    // bytes alone) is still read; its checksums check the bytes only.
+    let mut old = exnode::parse_and_validate(&std::fs::read(&xnd).unwrap()).unwrap();
+    for m in &mut old.mappings {
+        let o = m.logical_offset as usize;
+        let stored = &data[o..o + m.logical_length as usize];
+        m.checksum = Some(exnode::Checksum::Blake3(*blake3::hash(stored).as_bytes()));
+    }
+    let oldf = dir.join("old.xnd");
+    std::fs::write(&oldf, exnode::to_xml(&old)).unwrap();
+    let out = dir.join("old.out");
+    ok(lors(
+        &g,
+        "alice",
+        &[
+            "download",
+            "--xnd",
+            oldf.to_str().unwrap(),
+            out.to_str().unwrap(),
+        ],
+    ));
+    assert!(std::fs::read(&out).unwrap() == data);
+}
+
+#[test]
 fn a_lors_0_82_style_exnode_with_aes_and_checksum_functions_downloads() {
     use lors::lors_e2e::{encode, FunctionSpec};
     let g = grid(1);

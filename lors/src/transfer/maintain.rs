@@ -521,7 +521,7 @@ async fn repair_inner(
             };
             let bytes = &shares[index];
             let mut t_map = template.clone();
-            t_map.checksum = Some(crate::crypto::checksum(bytes));
+            t_map.checksum = Some(crate::crypto::checksum_at(&t_map.place(), bytes));
             t_map.alloc_offset = 0;
             t_map.alloc_length = bytes.len() as u64;
             let stored = pl.place(None, bytes).await?;

@@ -341,6 +341,7 @@ impl BlockCtx {
         let file = self.opts.file;
         let index = self.index;
         let redundancy = self.opts.redundancy;
+        let offset = self.offset;
         // Encryption, erasure coding and checksums off the I/O threads.
         let (pieces, spent) = tokio::task::spawn_blocking(move || -> Result<_, TransferError> {
             let mut block = block;
@@ -353,10 +354,22 @@ impl BlockCtx {
                     (codec::encode(&block, k as usize, m as usize)?, Some(block))
                 }
             };
+            let ec = matches!(redundancy, Redundancy::Ec { .. });
             let pieces = pieces
                 .into_iter()
-                .map(|p| {
-                    let sum = crypto::checksum(&p);
+                .enumerate()
+                .map(|(j, p)| {
+                    // Bound to the range and share the mapping will hold
+                    // (as in the Mapping built below).
+                    let place = exnode::Place {
+                        logical_offset: offset,
+                        logical_length: len,
+                        share: ec.then(|| Share {
+                            group: index as u32,
+                            index: j as u16,
+                        }),
+                    };
+                    let sum = crypto::checksum_at(&place, &p);
                     (Arc::new(p), sum)
                 })
                 .collect::<Vec<_>>();
