@@ -223,17 +223,29 @@ fn a_world_readable_proxy_is_refused_not_used_silently() {
     );
     assert_eq!(r.code, 0, "{r:?}");
     let p = proxy.to_str().unwrap();
-    let refusal = format!(
-        "proxy {p} has mode 644; it must be readable by its owner only (chmod 600 {p})"
-    );
+    let refusal =
+        format!("proxy {p} has mode 644; it must be readable by its owner only (chmod 600 {p})");
     std::fs::set_permissions(&proxy, std::fs::Permissions::from_mode(0o644)).unwrap();
     // Every command that uses the proxy refuses it with the credentials
     // exit code (1) before contacting anything; nothing is sent.
     let commands: [&[&str]; 4] = [
         &["proxy-info"],
         &["proxy-info", "--exists"],
-        &["depots", "--lbone", "https://127.0.0.1:9", "--trust", &trust],
-        &["ls", "/vo1", "--mdm", "https://127.0.0.1:9", "--trust", &trust],
+        &[
+            "depots",
+            "--lbone",
+            "https://127.0.0.1:9",
+            "--trust",
+            &trust,
+        ],
+        &[
+            "ls",
+            "/vo1",
+            "--mdm",
+            "https://127.0.0.1:9",
+            "--trust",
+            &trust,
+        ],
     ];
     for args in commands {
         let r = lors(&proxy, args, None);
@@ -246,7 +258,10 @@ fn a_world_readable_proxy_is_refused_not_used_silently() {
     std::fs::set_permissions(&proxy, std::fs::Permissions::from_mode(0o640)).unwrap();
     let r = lors(&proxy, &["proxy-info"], None);
     assert_eq!(r.code, 1, "{r:?}");
-    assert!(r.stderr.contains("has mode 640") && r.stderr.contains("chmod 600"), "{r:?}");
+    assert!(
+        r.stderr.contains("has mode 640") && r.stderr.contains("chmod 600"),
+        "{r:?}"
+    );
     std::fs::set_permissions(&proxy, std::fs::Permissions::from_mode(0o600)).unwrap();
     let r = lors(&proxy, &["proxy-info", "--exists"], None);
     assert_eq!(r.code, 0, "{r:?}");

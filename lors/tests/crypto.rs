@@ -7,8 +7,7 @@ use std::os::unix::fs::PermissionsExt;
 use aes::cipher::{BlockEncrypt, KeyInit, KeyIvInit, StreamCipher};
 use lors::crypto::{
     apply_keystream, block_iv, checksum, checksum_at, read_private_key, unwrap, verify,
-    verify_mapping, wrap, write_private_key, CryptoError, DataKey, KeyPair, PublicKey,
-    WrapContext,
+    verify_mapping, wrap, write_private_key, CryptoError, DataKey, KeyPair, PublicKey, WrapContext,
 };
 use uuid::Uuid;
 

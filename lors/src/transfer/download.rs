@@ -421,9 +421,10 @@ pub(crate) async fn fetch_stored(
     }
     if m.checksum.is_some() {
         let m = m.clone();
-        let (ok, buf) = tokio::task::spawn_blocking(move || (crypto::verify_mapping(&m, &buf), buf))
-            .await
-            .map_err(|e| FetchError::Depot(e.to_string()))?;
+        let (ok, buf) =
+            tokio::task::spawn_blocking(move || (crypto::verify_mapping(&m, &buf), buf))
+                .await
+                .map_err(|e| FetchError::Depot(e.to_string()))?;
         if !ok {
             return Err(FetchError::Corrupt);
         }

@@ -559,9 +559,8 @@ fn read_mapping(r: &mut Reader<'_>, index: usize) -> Result<Mapping, XmlError> {
                 }
                 "checksum" => {
                     once(&mut seen, "checksum", &t)?;
-                    let err = t.error(
-                        "not blake3-placed:, blake3: or sha256: followed by 64 hex digits",
-                    );
+                    let err =
+                        t.error("not blake3-placed:, blake3: or sha256: followed by 64 hex digits");
                     m.checksum = Some(parse_checksum(&t.string()?).ok_or(err)?);
                 }
                 "share" => {
