@@ -320,7 +320,7 @@ pub fn rm(a: RmArgs) -> Result<u8, Error> {
     for r in &removal.deleted.released {
         if let Some(e) = &r.error {
             eprintln!(
-                "lors: version {} has an exNode the metadata manager cannot read ({e}); its allocations are not released",
+                "lors: version {} has an exNode the metadata manager cannot read ({e}); its allocations are not freed",
                 r.version
             );
         }
@@ -328,7 +328,7 @@ pub fn rm(a: RmArgs) -> Result<u8, Error> {
     for line in failure_lines(&removal) {
         eprintln!("lors: {line}");
     }
-    let code = if removal.all_released() {
+    let code = if removal.all_freed() {
         exit::OK
     } else {
         exit::RELEASE_FAILED
@@ -338,13 +338,13 @@ pub fn rm(a: RmArgs) -> Result<u8, Error> {
         struct RmJson<'a> {
             #[serde(flatten)]
             removal: &'a Removal,
-            all_released: bool,
+            all_freed: bool,
             #[serde(skip_serializing_if = "Option::is_none")]
             lbone_error: Option<&'a str>,
         }
         print_json(&RmJson {
             removal: &removal,
-            all_released: code == exit::OK,
+            all_freed: code == exit::OK,
             lbone_error: lbone_error.as_deref(),
         })?;
     } else {
@@ -632,7 +632,10 @@ pub fn format_usage(u: &Usage) -> String {
     }
     if let Some(t) = &u.total {
         let (entries, exnode_bytes) = u.users.iter().fold((0u64, 0u64), |(e, b), r| {
-            (e.saturating_add(r.entries), b.saturating_add(r.exnode_bytes))
+            (
+                e.saturating_add(r.entries),
+                b.saturating_add(r.exnode_bytes),
+            )
         });
         let _ = writeln!(
             out,
@@ -755,11 +758,11 @@ pub fn format_members(m: &Members) -> String {
     out
 }
 
-/// `rm`'s failures to release, one line per depot and error (a depot that
-/// is down fails all its allocations alike).
+/// `rm`'s allocations not freed, one line per depot and error (a depot
+/// that is down fails all its allocations alike).
 pub fn failure_lines(r: &Removal) -> Vec<String> {
     let mut groups: Vec<((&str, &str), Vec<&str>)> = Vec::new();
-    for x in r.releases.iter().filter(|x| !x.released) {
+    for x in r.releases.iter().filter(|x| !x.freed) {
         let key = (
             x.depot.as_str(),
             x.error.as_deref().unwrap_or("unknown error"),
@@ -772,9 +775,9 @@ pub fn failure_lines(r: &Removal) -> Vec<String> {
     groups
         .into_iter()
         .map(|((depot, why), list)| match list.as_slice() {
-            [one] => format!("allocation {one} not released: {why}"),
+            [one] => format!("allocation {one} not freed: {why}"),
             many => format!(
-                "{} allocations on {} not released: {why}",
+                "{} allocations on {} not freed: {why}",
                 many.len(),
                 if depot.is_empty() { "?" } else { depot }
             ),
@@ -782,7 +785,7 @@ pub fn failure_lines(r: &Removal) -> Vec<String> {
         .collect()
 }
 
-/// `rm`: what was deleted and released (failures go to stderr).
+/// `rm`: what was deleted and freed (what was not goes to stderr).
 pub fn format_removal(r: &Removal) -> String {
     let versions: Vec<String> = r
         .deleted
@@ -790,7 +793,7 @@ pub fn format_removal(r: &Removal) -> String {
         .iter()
         .map(|v| v.version.to_string())
         .collect();
-    let ok = r.releases.iter().filter(|x| x.released).count();
+    let ok = r.releases.iter().filter(|x| x.freed).count();
     let mut out = String::new();
     let _ = write!(out, "deleted {}", r.deleted.path);
     if !versions.is_empty() {
@@ -801,7 +804,7 @@ pub fn format_removal(r: &Removal) -> String {
             versions.join(", ")
         );
     }
-    let _ = write!(out, "; released {ok} of {} allocation(s)", r.releases.len());
+    let _ = write!(out, "; freed {ok} of {} allocation(s)", r.releases.len());
     out.push('\n');
     out
 }
@@ -990,7 +993,7 @@ mod tests {
             allocation: "d:6714/0".into(),
             depot: "d:6714".into(),
             port: Port::Legacy,
-            released: ok,
+            freed: ok,
             error: (!ok).then(|| "down".into()),
         };
         let r = Removal {
@@ -1013,13 +1016,10 @@ mod tests {
         };
         assert_eq!(
             format_removal(&r),
-            "deleted /vo1/f (versions 1, 2); released 1 of 2 allocation(s)\n"
+            "deleted /vo1/f (versions 1, 2); freed 1 of 2 allocation(s)\n"
         );
-        assert!(!r.all_released());
-        assert_eq!(
-            failure_lines(&r),
-            ["allocation d:6714/0 not released: down"]
-        );
+        assert!(!r.all_freed());
+        assert_eq!(failure_lines(&r), ["allocation d:6714/0 not freed: down"]);
         let mut r = r;
         r.releases.push(release(false));
         r.releases.push(Release {
@@ -1029,8 +1029,8 @@ mod tests {
         assert_eq!(
             failure_lines(&r),
             [
-                "2 allocations on d:6714 not released: down",
-                "allocation d:6714/0 not released: refused"
+                "2 allocations on d:6714 not freed: down",
+                "allocation d:6714/0 not freed: refused"
             ]
         );
     }

@@ -705,9 +705,15 @@ fn report(m: &files::Maintained, json: bool, what: &str) -> Result<u8, Error> {
                 println!("  unrecoverable: {u}");
             }
         }
+        // Refresh outcomes are MANAGE CHNG; the others free allocations.
+        let failed = if what == "refreshed" {
+            "not refreshed"
+        } else {
+            "not freed"
+        };
         for o in m.outcomes.iter().filter(|o| !o.ok) {
             println!(
-                "  refused: {} (range at {}): {}",
+                "  {failed}: {} (range at {}): {}",
                 o.depot,
                 o.offset,
                 o.error.as_deref().unwrap_or("")

@@ -80,6 +80,31 @@ pub enum Error {
 }
 
 impl Error {
+    /// The same error (and exit code) with `note` appended to its message.
+    pub fn with_note(self, note: &str) -> Error {
+        let add = |m: String| format!("{m}; {note}");
+        match self {
+            Error::Usage(m) => Error::Usage(add(m)),
+            Error::NoProxy(p) => Error::InvalidProxy(add(format!("no proxy at {}", p.display()))),
+            Error::InvalidProxy(m) => Error::InvalidProxy(add(m)),
+            Error::BadRequest(m) => Error::BadRequest(add(m)),
+            Error::Refused(m) => Error::Refused(add(m)),
+            Error::Forbidden(m) => Error::Forbidden(add(m)),
+            Error::NotFound(m) => Error::NotFound(add(m)),
+            Error::Conflict(m) => Error::Conflict(add(m)),
+            Error::RateLimited {
+                retry_after,
+                message,
+            } => Error::RateLimited {
+                retry_after,
+                message: add(message),
+            },
+            Error::Unavailable(m) => Error::Unavailable(add(m)),
+            Error::Local(m) => Error::Local(add(m)),
+            Error::Data(m) => Error::Data(add(m)),
+        }
+    }
+
     /// The process exit code for this error (see [`crate::exit`]).
     pub fn exit_code(&self) -> u8 {
         match self {

@@ -126,10 +126,40 @@ pub enum TransferError {
     Exnode(String),
     #[error("{0}")]
     Usage(String),
+    /// An operation failed and its clean-up could not free every
+    /// allocation it had made (`depot: reason` each; they expire at the
+    /// end of their duration).
+    #[error("{source}; {}", not_freed_note(.not_freed))]
+    NotFreed {
+        source: Box<TransferError>,
+        not_freed: Vec<String>,
+    },
+}
+
+/// `N allocation(s) ... not freed: a; b; ...` (at most 5 listed).
+pub fn not_freed_note(not_freed: &[String]) -> String {
+    const SHOWN: usize = 5;
+    let mut s = format!(
+        "{} allocation(s) it made could not be freed: {}",
+        not_freed.len(),
+        not_freed
+            .iter()
+            .take(SHOWN)
+            .map(String::as_str)
+            .collect::<Vec<_>>()
+            .join("; ")
+    );
+    if not_freed.len() > SHOWN {
+        s.push_str(&format!("; and {} more", not_freed.len() - SHOWN));
+    }
+    s
 }
 
 impl From<TransferError> for Error {
     fn from(e: TransferError) -> Error {
+        if let TransferError::NotFreed { source, not_freed } = e {
+            return Error::from(*source).with_note(&not_freed_note(&not_freed));
+        }
         match e {
             TransferError::Usage(_) | TransferError::NotEnoughDepots { .. } => {
                 Error::Usage(e.to_string())
