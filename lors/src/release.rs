@@ -248,9 +248,10 @@ async fn open(addr: &str, port: Port, access: Option<&SecureAccess>) -> Result<C
 
 /// DECR of the read reference count, then PROBE: `Ok` only when the
 /// depot says the capability no longer exists (freed now, or expired and
-/// reaped already). Otherwise why it was not freed, and whether the depot
-/// closed the connection (it does after an error reply).
-async fn free(conn: &mut Conn, cap: &Capability) -> Result<(), (String, bool)> {
+/// reaped already); otherwise why it was not freed. The flag says whether
+/// the depot closed the connection: it does after every error reply, so
+/// also after the "no such capability" that confirms a release.
+async fn free(conn: &mut Conn, cap: &Capability) -> (Result<(), String>, bool) {
     let gone = |e: &ClientError| e.ibp() == Some(IbpError::CapNotFound);
     let decr = match conn {
         Conn::Legacy(c) => c.decr(cap, READ_REFS).await,
@@ -258,20 +259,22 @@ async fn free(conn: &mut Conn, cap: &Capability) -> Result<(), (String, bool)> {
     };
     match decr {
         Ok(()) => {}
-        Err(e) if gone(&e) => return Ok(()),
-        Err(e) => return Err((e.to_string(), true)),
+        Err(e) if gone(&e) => return (Ok(()), true),
+        Err(e) => return (Err(e.to_string()), true),
     }
     let probe = match conn {
         Conn::Legacy(c) => c.probe(cap).await,
         Conn::Secure(c) => c.probe(cap).await,
     };
     match probe {
-        Err(e) if gone(&e) => Ok(()),
-        Ok(p) => Err((still_allocated(p.read_refs), false)),
-        Err(e) => Err((
-            format!("DECR accepted, but whether the allocation is gone is unknown: {e}"),
+        Err(e) if gone(&e) => (Ok(()), true),
+        Ok(p) => (Err(still_allocated(p.read_refs)), false),
+        Err(e) => (
+            Err(format!(
+                "DECR accepted, but whether the allocation is gone is unknown: {e}"
+            )),
             true,
-        )),
+        ),
     }
 }
 
@@ -302,10 +305,15 @@ async fn release_on(
                 }
             }
         }
-        let result = match conn.as_mut() {
+        let (result, closed) = match conn.as_mut() {
             Some(c) => free(c, &cap).await,
             None => continue,
         };
+        // The depot closes the connection after an error reply; a secure
+        // session needs a new AUTH (the legacy client reconnects by itself).
+        if closed && matches!(conn, Some(Conn::Secure(_))) {
+            conn = None;
+        }
         let release = match result {
             Ok(()) => Release {
                 allocation: redact(&text),
@@ -314,15 +322,7 @@ async fn release_on(
                 freed: true,
                 error: None,
             },
-            Err((why, closed)) => {
-                // The depot closes the connection after an error reply; a
-                // secure session needs a new AUTH (the legacy client
-                // reconnects by itself).
-                if closed && matches!(conn, Some(Conn::Secure(_))) {
-                    conn = None;
-                }
-                failed(&text, addr, port, &why)
-            }
+            Err(why) => failed(&text, addr, port, &why),
         };
         out.push((i, release));
     }
