@@ -34,6 +34,8 @@ use crate::transfer::maintain::still_allocated;
 
 /// Time allowed to connect to a depot and for each of its answers.
 pub const DEPOT_TIMEOUT: Duration = Duration::from_secs(10);
+/// Connections opened at once to one depot.
+const CONNECTIONS_PER_DEPOT: usize = 4;
 /// `cap_type` of DECR: the read reference count.
 const READ_REFS: u8 = 1;
 
@@ -171,8 +173,16 @@ pub async fn release_all(caps: &[&str], secure: Option<&SecureAccess>) -> Vec<Re
     }
     let mut tasks = tokio::task::JoinSet::new();
     for ((addr, port), list) in by_depot {
-        let access = secure.cloned();
-        tasks.spawn(async move { release_on(&addr, port, list, access.as_ref()).await });
+        // A confirmed release ends in an error reply (no such capability),
+        // after which the depot closes the connection: a few connections
+        // per depot share the reconnections.
+        let per = list.len().div_ceil(CONNECTIONS_PER_DEPOT).max(1);
+        let mut list = list.into_iter().peekable();
+        while list.peek().is_some() {
+            let chunk: Vec<_> = list.by_ref().take(per).collect();
+            let (addr, access) = (addr.clone(), secure.cloned());
+            tasks.spawn(async move { release_on(&addr, port, chunk, access.as_ref()).await });
+        }
     }
     while let Some(done) = tasks.join_next().await {
         match done {
