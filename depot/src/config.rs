@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{bail, Context};
 use serde::Deserialize;
 
+use crate::quota::ShareOfHard;
 use crate::units::{ByteSize, Seconds};
 
 /// When acknowledged state reaches stable storage.
@@ -98,6 +99,30 @@ pub struct Config {
     /// Per-user quota overrides (`[[user]] vo = .., vo_id = .., quota = ..`).
     #[serde(default, rename = "user")]
     pub users: Vec<UserPolicy>,
+
+    // ---- MANAGE authorization and the legacy port's budget (issue 14:
+    // ---- a reader cannot destroy data, no anonymous client drains a depot)
+    /// The VO group (its *name* in the verified VO attributes) whose members
+    /// may INCR/DECR/CHNG any allocation of their own VO on the secure port,
+    /// as the L-Bone and the metadata manager decide a VO admin. Default
+    /// `admins`.
+    #[serde(default = "default_admin_group")]
+    pub admin_group: String,
+    /// Bytes that allocations made on the legacy port (no session) may
+    /// reserve together, per resource: a size (`200GiB`) or a share of the
+    /// resource's `hard_size` (`10%`, the default). Secure-port capacity is
+    /// never consumed from the legacy port.
+    #[serde(default = "default_legacy_max_size")]
+    pub legacy_max_size: ShareOfHard,
+    /// Bytes the live legacy allocations of one client address (an IPv6
+    /// /64) may reserve together, per resource: a size or a share of
+    /// `hard_size`. Default `2%`.
+    #[serde(default = "default_legacy_per_address_bytes")]
+    pub legacy_per_address_bytes: ShareOfHard,
+    /// Live legacy allocations one client address (an IPv6 /64) may hold,
+    /// per resource. Default 1000.
+    #[serde(default = "default_legacy_per_address_allocations")]
+    pub legacy_per_address_allocations: u64,
 }
 
 /// A quota for one user (VO ID) of a VO, overriding the VO's `user_quota`.
@@ -128,6 +153,29 @@ pub struct VoPolicy {
     /// Default quota of each VO ID (user) of the VO. Default: no limit.
     #[serde(default)]
     pub user_quota: Option<ByteSize>,
+    /// `false` retires the VO gently: no new allocation (nor a CHNG that
+    /// grows or extends one), while its sessions, file-ticket reads and
+    /// releases go on. Removing the `[[vo]]` table instead refuses its
+    /// sessions and its ticketed reads at once. Default `true`.
+    #[serde(default = "default_allocate")]
+    pub allocate: bool,
+}
+
+// ---- Defaults of the MANAGE-authorization and legacy-budget settings.
+fn default_allocate() -> bool {
+    true
+}
+fn default_admin_group() -> String {
+    "admins".to_owned()
+}
+fn default_legacy_max_size() -> ShareOfHard {
+    ShareOfHard::Percent(10)
+}
+fn default_legacy_per_address_bytes() -> ShareOfHard {
+    ShareOfHard::Percent(2)
+}
+fn default_legacy_per_address_allocations() -> u64 {
+    1000
 }
 
 /// One resource: a data directory with its own capacities and maximum duration.
@@ -236,6 +284,17 @@ pub struct Overrides {
     /// Listen address of the crypto level's data port (port 0 picks a free one).
     #[arg(long)]
     pub data_listen: Option<SocketAddr>,
+
+    // ---- The legacy port's budget (issue 14).
+    /// Bytes legacy-port allocations may reserve per resource: a size or a share of hard_size (`10%`).
+    #[arg(long)]
+    pub legacy_max_size: Option<ShareOfHard>,
+    /// Bytes the legacy allocations of one address may reserve per resource (`2%`, `64MiB`).
+    #[arg(long)]
+    pub legacy_per_address_bytes: Option<ShareOfHard>,
+    /// Live legacy allocations of one address per resource.
+    #[arg(long)]
+    pub legacy_per_address_allocations: Option<u64>,
 }
 
 impl Config {
@@ -277,6 +336,16 @@ impl Config {
         }
         if let Some(v) = o.data_listen {
             self.data_listen = Some(v);
+        }
+        // ---- The legacy port's budget (issue 14).
+        if let Some(v) = o.legacy_max_size {
+            self.legacy_max_size = v;
+        }
+        if let Some(v) = o.legacy_per_address_bytes {
+            self.legacy_per_address_bytes = v;
+        }
+        if let Some(v) = o.legacy_per_address_allocations {
+            self.legacy_per_address_allocations = v;
         }
         let touches_resource = o.data.is_some()
             || o.hard_size.is_some()
@@ -373,6 +442,13 @@ impl Config {
             if !users.insert((u.vo.as_str(), u.vo_id.as_str())) {
                 bail!("[[user]] {}/{} is configured twice", u.vo, u.vo_id);
             }
+        }
+        // ---- MANAGE authorization and the legacy budget (issue 14).
+        if self.admin_group.is_empty() {
+            bail!("admin_group must not be empty");
+        }
+        if self.legacy_per_address_allocations == 0 {
+            bail!("legacy_per_address_allocations must be positive (to refuse all legacy allocations, set legacy_max_size = 0)");
         }
         if self.max_connections == 0 {
             bail!("max_connections must be positive");

@@ -9,7 +9,7 @@ use ibp_proto::{CapKind, CapRef, Capability, Rid};
 
 use crate::config::Config;
 use crate::metrics::Metrics;
-use crate::quota::Quotas;
+use crate::quota::{LegacyLimits, Quotas};
 use crate::resource::Resource;
 
 pub struct Depot {
@@ -30,6 +30,8 @@ pub struct Depot {
     /// The crypto level's data port (`data_listen`, as bound), announced
     /// in the CRYPTO reply.
     pub data_port: Option<u16>,
+    /// The VO group whose members may manage any allocation of their VO.
+    pub admin_group: String,
     /// Open crypto-level sessions by id.
     pub crypto_sessions: std::sync::Mutex<std::collections::HashMap<[u8; 16], Arc<CryptoSession>>>,
 }
@@ -64,10 +66,11 @@ impl Depot {
     /// Opens every resource (recovering their allocations).
     pub fn open(cfg: &Config, bound: SocketAddr) -> anyhow::Result<Depot> {
         let quotas = Arc::new(Quotas::from_config(cfg));
+        let legacy = LegacyLimits::from_config(cfg);
         let resources = cfg
             .resources
             .iter()
-            .map(|r| Resource::open(r, cfg.sync, quotas.clone()).map(Arc::new))
+            .map(|r| Resource::open(r, cfg.sync, quotas.clone(), legacy).map(Arc::new))
             .collect::<anyhow::Result<Vec<_>>>()?;
         Ok(Depot {
             hostname: cfg.cap_hostname(bound),
@@ -80,6 +83,7 @@ impl Depot {
             secure: None,
             quotas,
             data_port: None,
+            admin_group: cfg.admin_group.clone(),
             crypto_sessions: Default::default(),
         })
     }

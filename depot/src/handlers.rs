@@ -47,9 +47,14 @@ pub async fn allocate(depot: &Depot, conn: &mut Conn, a: Allocate) -> Result<(),
         return Err(IbpError::TypeNotSupported.into());
     }
     let res = depot.resource(a.rid).ok_or(IbpError::ResourceUnavailable)?;
+    if let Some(s) = conn.session.as_ref().filter(|s| !s.policy.allocate) {
+        return Err(retiring(&s.policy.name));
+    }
     let duration = vo_limits(conn, res.capacity().max_duration, a.size, a.duration)?;
     let owner = conn.session.as_ref().map(|s| s.owner.clone());
-    let (alloc, caps, gen) = res.allocate(a.reliability, a.size, duration, owner)?;
+    // A legacy allocation draws on the legacy budget of its client address.
+    let origin = owner.is_none().then(|| conn.peer.ip());
+    let (alloc, caps, gen) = res.allocate(a.reliability, a.size, duration, owner, origin)?;
     res.commit(gen).await?;
     let port = match (&depot.secure, conn.secure) {
         (Some(s), true) => s.port,
@@ -67,23 +72,35 @@ pub async fn allocate(depot: &Depot, conn: &mut Conn, a: Allocate) -> Result<(),
     Ok(())
 }
 
-/// MANAGE. The MANAGE capability may do everything; a READ or WRITE
-/// capability may PROBE and INCR/DECR its own reference count (LoRS's trim
-/// sends DECR on the READ capability).
+/// MANAGE. As in IBP 1.4 (`ibp_manage.c`), every operation but PROBE needs
+/// the MANAGE capability (`-10` otherwise): a reader must not DECR an
+/// allocation away nor INCR it into a pin. The cap type (1 READ, 2 WRITE)
+/// only says which reference count INCR/DECR change (LoRS's `lors_trim -d`
+/// sends DECR with cap type 1 on the MANAGE capability). On the secure port
+/// the session must also be the allocation's owner or an admin of its VO.
 pub async fn manage(depot: &Depot, conn: &mut Conn, m: Manage) -> Result<(), Failure> {
     let res = depot
         .resource(Some(m.cap.rid))
         .ok_or(IbpError::CapNotFound)?;
     let (alloc, kind) = conn.find(res, &m.cap)?;
-    let allowed = match (kind, m.op) {
-        (Some(CapKind::Manage), _) => true,
-        (Some(_), ManageOp::Probe(_)) => true,
-        (Some(CapKind::Read), ManageOp::Incr | ManageOp::Decr) => m.cap_type == 1,
-        (Some(CapKind::Write), ManageOp::Incr | ManageOp::Decr) => m.cap_type == 2,
-        _ => false,
-    };
-    if !allowed {
-        return Err(IbpError::InvalidManageCap.into());
+    let probe = matches!(m.op, ManageOp::Probe(_));
+    match kind {
+        Some(CapKind::Manage) => {}
+        Some(_) if probe => {}
+        Some(k) if conn.secure => {
+            return Err(Failure::Refused(
+                IbpError::InvalidManageCap,
+                format!(
+                    "{} needs the MANAGE capability, not the {} capability",
+                    manage_op_name(&m.op),
+                    kind_name(k)
+                ),
+            ))
+        }
+        _ => return Err(IbpError::InvalidManageCap.into()),
+    }
+    if !probe {
+        check_owner(depot, conn, &alloc, &m.op)?;
     }
     let reply = match m.op {
         ManageOp::Probe(_) => {
@@ -104,6 +121,17 @@ pub async fn manage(depot: &Depot, conn: &mut Conn, m: Manage) -> Result<(), Fai
             Reply::Ok
         }
         ManageOp::Change(mut attrs) => {
+            if let Some(s) = conn.session.as_ref().filter(|s| !s.policy.allocate) {
+                let st = alloc.state();
+                let longer = match attrs.duration {
+                    0 => false,
+                    -1 => true,
+                    d => now().saturating_add(d) > st.expires,
+                };
+                if attrs.max_size > st.max_size || longer {
+                    return Err(retiring(&s.policy.name));
+                }
+            }
             if conn.session.is_some() && (attrs.max_size != 0 || attrs.duration != 0) {
                 let asked = if attrs.max_size == 0 {
                     alloc.state().max_size
@@ -123,6 +151,76 @@ pub async fn manage(depot: &Depot, conn: &mut Conn, m: Manage) -> Result<(), Fai
     };
     conn.reply(&reply).await?;
     Ok(())
+}
+
+/// ALLOCATE (or a growing CHNG) of a VO whose `[[vo]]` says `allocate = false`.
+fn retiring(vo: &str) -> Failure {
+    Failure::Refused(
+        IbpError::CapAccessDenied,
+        format!("VO {vo} is being retired on this depot (allocate = false): no new or longer allocations; reads and releases go on"),
+    )
+}
+
+fn manage_op_name(op: &ManageOp) -> &'static str {
+    match op {
+        ManageOp::Probe(_) => "PROBE",
+        ManageOp::Incr => "INCR",
+        ManageOp::Decr => "DECR",
+        ManageOp::Change(_) => "CHNG",
+    }
+}
+
+fn kind_name(k: CapKind) -> &'static str {
+    match k {
+        CapKind::Read => "READ",
+        CapKind::Write => "WRITE",
+        CapKind::Manage => "MANAGE",
+    }
+}
+
+/// On the secure port, INCR/DECR/CHNG also need the session of the
+/// allocation's owner (its VO and VO ID, as recorded when it was made), or
+/// of an admin of the owner's VO (the depot's `admin_group` among the
+/// session's verified VO attributes, as the L-Bone and the metadata manager
+/// decide it). A leaked MANAGE capability is not enough.
+fn check_owner(
+    depot: &Depot,
+    conn: &Conn,
+    alloc: &crate::resource::Allocation,
+    op: &ManageOp,
+) -> Result<(), Failure> {
+    if !conn.secure {
+        return Ok(());
+    }
+    let (Some(session), Some(owner)) = (&conn.session, &alloc.owner) else {
+        return Err(Failure::Refused(
+            IbpError::CapAccessDenied,
+            format!("{} needs an authenticated session", manage_op_name(op)),
+        ));
+    };
+    if session.owner == *owner {
+        return Ok(());
+    }
+    let admin_group = depot.admin_group.as_str();
+    let admin = session.identity.vo == owner.vo
+        && !session.delegated
+        && session
+            .identity
+            .groups
+            .iter()
+            .any(|g| g.name == admin_group);
+    if admin {
+        tracing::info!(peer = %conn.peer, vo = %owner.vo, admin = %session.owner.vo_id, op = manage_op_name(op), "VO admin manages a member's allocation");
+        return Ok(());
+    }
+    tracing::info!(peer = %conn.peer, vo = %session.owner.vo, vo_id = %session.owner.vo_id, op = manage_op_name(op), "MANAGE of another identity's allocation refused");
+    Err(Failure::Refused(
+        IbpError::CapAccessDenied,
+        format!(
+            "{} refused: the allocation belongs to another VO identity; only its owner or an admin of its VO (group {admin_group:?}) may change it",
+            manage_op_name(op)
+        ),
+    ))
 }
 
 fn password_ok(depot: &Depot, given: &str) -> bool {

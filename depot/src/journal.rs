@@ -7,6 +7,8 @@
 
 use std::fs::{File, OpenOptions};
 use std::io::{self, Read, Write};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
@@ -29,8 +31,9 @@ pub const MAX_OWNER_FIELD: usize = 1024;
 /// One journal record.
 ///
 /// Tags: 1 Allocate (no owner, no UUID), 2 Size, 3 Change, 4 Refs, 5 Delete,
-/// 6 Allocate with owner and/or UUID, 7 Bind. Tags 1-5 are the original
-/// ones and stay decodable.
+/// 6 Allocate with owner and/or UUID, 7 Bind, 8 Allocate with the client
+/// address of a legacy allocation (tag 6's fields, then the address).
+/// Tags 1-7 stay decodable.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Record {
     /// A new allocation (also the snapshot form of a live one).
@@ -50,6 +53,10 @@ pub enum Record {
         owner: Option<Owner>,
         /// The file UUID the allocation is bound to (snapshot form).
         uuid: Option<[u8; 16]>,
+        /// The client address that made a legacy allocation (its
+        /// per-address budget; `None` in journals written before it was
+        /// recorded).
+        origin: Option<IpAddr>,
     },
     /// The first authenticated STORE/WRITE bound the allocation to a file.
     Bind { id: u64, uuid: [u8; 16] },
@@ -90,9 +97,14 @@ impl Record {
                 write_refs,
                 owner,
                 uuid,
+                origin,
             } => {
-                let extended = owner.is_some() || uuid.is_some();
-                out.push(if extended { 6 } else { 1 });
+                let extended = owner.is_some() || uuid.is_some() || origin.is_some();
+                out.push(match (origin, extended) {
+                    (Some(_), _) => 8,
+                    (None, true) => 6,
+                    (None, false) => 1,
+                });
                 out.extend_from_slice(&id.to_le_bytes());
                 out.extend_from_slice(key_hash);
                 for tk in typekeys {
@@ -121,6 +133,17 @@ impl Record {
                         }
                         None => out.push(0),
                     }
+                }
+                match origin {
+                    Some(IpAddr::V4(a)) => {
+                        out.push(4);
+                        out.extend_from_slice(&a.octets());
+                    }
+                    Some(IpAddr::V6(a)) => {
+                        out.push(6);
+                        out.extend_from_slice(&a.octets());
+                    }
+                    None => {}
                 }
             }
             Record::Bind { id, uuid } => {
@@ -171,7 +194,7 @@ impl Record {
         let mut r = Reader(p);
         let tag = r.u8()?;
         let rec = match tag {
-            1 | 6 => Record::Allocate {
+            1 | 6 | 8 => Record::Allocate {
                 id: r.u64()?,
                 key_hash: r.array()?,
                 typekeys: [r.u32()?, r.u32()?, r.u32()?],
@@ -182,7 +205,7 @@ impl Record {
                 reliability: Reliability::from_number(r.u8()?.into())?,
                 read_refs: r.u32()?,
                 write_refs: r.u32()?,
-                owner: if tag == 6 && r.u8()? == 1 {
+                owner: if tag != 1 && r.u8()? == 1 {
                     Some(Owner {
                         vo: r.text()?,
                         vo_id: r.text()?,
@@ -190,8 +213,17 @@ impl Record {
                 } else {
                     None
                 },
-                uuid: if tag == 6 && r.u8()? == 1 {
+                uuid: if tag != 1 && r.u8()? == 1 {
                     Some(r.array()?)
+                } else {
+                    None
+                },
+                origin: if tag == 8 {
+                    match r.u8()? {
+                        4 => Some(IpAddr::V4(Ipv4Addr::from(r.array::<4>()?))),
+                        6 => Some(IpAddr::V6(Ipv6Addr::from(r.array::<16>()?))),
+                        _ => return None,
+                    }
                 } else {
                     None
                 },
@@ -337,7 +369,19 @@ impl Journal {
             r.encode(&mut buf);
         }
         {
-            let mut f = File::create(&tmp)?;
+            // Owner-only whatever the umask (it holds every allocation's
+            // key hash and size); the rename keeps the mode. A leftover of
+            // a crash would keep its own mode: start afresh.
+            match std::fs::remove_file(&tmp) {
+                Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(e),
+                _ => {}
+            }
+            let mut f = OpenOptions::new()
+                .write(true)
+                .create(true)
+                .truncate(true)
+                .mode(0o600)
+                .open(&tmp)?;
             f.write_all(&buf)?;
             f.sync_all()?;
         }
@@ -443,6 +487,7 @@ mod tests {
                 write_refs: 1,
                 owner: None,
                 uuid: None,
+                origin: None,
             },
             Record::Size { id: 7, size: 16 },
             Record::Change {
@@ -503,7 +548,7 @@ mod tests {
         else {
             unreachable!()
         };
-        let owned = |owner, uuid| Record::Allocate {
+        let owned = |owner, uuid, origin| Record::Allocate {
             id,
             key_hash,
             typekeys,
@@ -516,15 +561,18 @@ mod tests {
             write_refs,
             owner,
             uuid,
+            origin,
         };
         let owner = Some(Owner {
             vo: "vo1".into(),
             vo_id: "vo1:0001".into(),
         });
         let records = vec![
-            owned(owner.clone(), None),
-            owned(owner.clone(), Some([5; 16])),
-            owned(None, Some([6; 16])),
+            owned(owner.clone(), None, None),
+            owned(owner.clone(), Some([5; 16]), None),
+            owned(None, Some([6; 16]), None),
+            owned(None, None, Some("127.0.0.2".parse().unwrap())),
+            owned(None, None, Some("2001:db8::7".parse().unwrap())),
             Record::Bind {
                 id: 7,
                 uuid: [4; 16],

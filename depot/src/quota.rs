@@ -1,4 +1,5 @@
-//! Byte quotas of the secure port: per VO and per user (VO ID) of a VO.
+//! Byte quotas of the secure port: per VO and per user (VO ID) of a VO;
+//! and the legacy port's own budget (see [`LegacyUsage`]).
 //!
 //! Usage is the sum of the `max_size` of the live allocations an owner made
 //! in authenticated sessions, across all resources of the depot. It is
@@ -8,7 +9,12 @@
 //! mutex (never the other way round).
 
 use std::collections::HashMap;
+use std::fmt;
+use std::net::{IpAddr, Ipv6Addr};
+use std::str::FromStr;
 use std::sync::Mutex;
+
+use serde::{de, Deserialize, Deserializer};
 
 use crate::config::Config;
 use crate::journal::Owner;
@@ -119,6 +125,185 @@ impl Quotas {
     }
 }
 
+/// A size, or a share of a resource's `hard_size` (`10%`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ShareOfHard {
+    Bytes(u64),
+    Percent(u8),
+}
+
+impl ShareOfHard {
+    /// The bytes this means for a resource of `hard` HARD bytes.
+    pub fn of(self, hard: u64) -> u64 {
+        match self {
+            ShareOfHard::Bytes(b) => b,
+            ShareOfHard::Percent(p) => (u128::from(hard) * u128::from(p) / 100) as u64,
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct ShareError(String);
+
+impl FromStr for ShareOfHard {
+    type Err = ShareError;
+
+    fn from_str(s: &str) -> Result<ShareOfHard, ShareError> {
+        let t = s.trim();
+        if let Some(p) = t.strip_suffix('%') {
+            return match p.trim().parse::<u8>() {
+                Ok(n) if n <= 100 => Ok(ShareOfHard::Percent(n)),
+                _ => Err(ShareError(format!(
+                    "{s:?}: a share of hard_size is a whole percentage from 0% to 100%"
+                ))),
+            };
+        }
+        t.parse::<crate::units::ByteSize>()
+            .map(|b| ShareOfHard::Bytes(b.0))
+            .map_err(|e| ShareError(format!("{e} (or give a share of hard_size, e.g. \"10%\")")))
+    }
+}
+
+impl fmt::Display for ShareOfHard {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ShareOfHard::Bytes(b) => write!(f, "{b}"),
+            ShareOfHard::Percent(p) => write!(f, "{p}%"),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for ShareOfHard {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<ShareOfHard, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Raw {
+            Int(u64),
+            Text(String),
+        }
+        match Raw::deserialize(d)? {
+            Raw::Int(n) => Ok(ShareOfHard::Bytes(n)),
+            Raw::Text(s) => s.parse().map_err(de::Error::custom),
+        }
+    }
+}
+
+/// The legacy port's limits (`legacy_*` in the configuration).
+#[derive(Debug, Clone, Copy)]
+pub struct LegacyLimits {
+    pub max_size: ShareOfHard,
+    pub per_address_bytes: ShareOfHard,
+    pub per_address_allocations: u64,
+}
+
+impl LegacyLimits {
+    pub fn from_config(cfg: &Config) -> LegacyLimits {
+        LegacyLimits {
+            max_size: cfg.legacy_max_size,
+            per_address_bytes: cfg.legacy_per_address_bytes,
+            per_address_allocations: cfg.legacy_per_address_allocations,
+        }
+    }
+}
+
+/// What "one address" is for the per-address limits: an IPv4 address (also
+/// when written IPv4-mapped), or the /64 of an IPv6 address (one host
+/// usually holds a whole /64).
+pub fn address_key(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V4(_) => ip,
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => IpAddr::V4(v4),
+            None => {
+                let s = v6.segments();
+                IpAddr::V6(Ipv6Addr::new(s[0], s[1], s[2], s[3], 0, 0, 0, 0))
+            }
+        },
+    }
+}
+
+/// The legacy allocations of one resource: the bytes (their `max_size`) all
+/// of them and those of each address reserve, and each address's count.
+/// Kept under the resource's table lock; rebuilt from the journal at start
+/// (each legacy allocation records the address that made it; one from a
+/// journal written before that counts against the total only).
+#[derive(Debug, Default)]
+pub struct LegacyUsage {
+    bytes: u64,
+    by_addr: HashMap<IpAddr, (u64, u64)>,
+}
+
+impl LegacyUsage {
+    /// Reserves `size` more bytes for `addr` (and one more allocation when
+    /// `new`), or says which limit that would pass.
+    pub fn reserve(
+        &mut self,
+        limits: &LegacyLimits,
+        hard: u64,
+        addr: Option<IpAddr>,
+        size: u64,
+        new: bool,
+    ) -> Result<(), String> {
+        let budget = limits.max_size.of(hard);
+        if self.bytes.saturating_add(size) > budget {
+            return Err(format!(
+                "legacy budget exceeded: legacy allocations hold {} of the {budget} bytes legacy_max_size ({}) allows, {size} more asked",
+                self.bytes, limits.max_size
+            ));
+        }
+        if let Some(a) = addr.map(address_key) {
+            let (bytes, count) = self.by_addr.get(&a).copied().unwrap_or((0, 0));
+            let per = limits.per_address_bytes.of(hard);
+            if bytes.saturating_add(size) > per {
+                return Err(format!(
+                    "per-address legacy limit exceeded: {a} holds {bytes} of {per} bytes (legacy_per_address_bytes {}), {size} more asked",
+                    limits.per_address_bytes
+                ));
+            }
+            if new && count >= limits.per_address_allocations {
+                return Err(format!(
+                    "per-address legacy limit exceeded: {a} holds {count} allocations (legacy_per_address_allocations {})",
+                    limits.per_address_allocations
+                ));
+            }
+            self.by_addr
+                .insert(a, (bytes.saturating_add(size), count + u64::from(new)));
+        }
+        self.bytes = self.bytes.saturating_add(size);
+        Ok(())
+    }
+
+    /// Counts an allocation whatever the limits (recovery).
+    pub fn add(&mut self, addr: Option<IpAddr>, size: u64) {
+        self.bytes = self.bytes.saturating_add(size);
+        if let Some(a) = addr.map(address_key) {
+            let e = self.by_addr.entry(a).or_default();
+            e.0 = e.0.saturating_add(size);
+            e.1 += 1;
+        }
+    }
+
+    /// Gives back `size` bytes of `addr` (and the allocation itself when `gone`).
+    pub fn release(&mut self, addr: Option<IpAddr>, size: u64, gone: bool) {
+        self.bytes = self.bytes.saturating_sub(size);
+        if let Some(a) = addr.map(address_key) {
+            if let Some(e) = self.by_addr.get_mut(&a) {
+                e.0 = e.0.saturating_sub(size);
+                e.1 = e.1.saturating_sub(u64::from(gone));
+                if *e == (0, 0) {
+                    self.by_addr.remove(&a);
+                }
+            }
+        }
+    }
+
+    /// Bytes all legacy allocations reserve.
+    pub fn bytes(&self) -> u64 {
+        self.bytes
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -162,5 +347,57 @@ mod tests {
         q.reserve(&owner("c"), 100).unwrap();
         let e = q.reserve(&owner("c"), 1).unwrap_err();
         assert!(e.starts_with("vo quota exceeded"), "{e}");
+    }
+
+    #[test]
+    fn shares_of_hard_size() {
+        assert_eq!("10%".parse::<ShareOfHard>().unwrap().of(1000), 100);
+        assert_eq!("100%".parse::<ShareOfHard>().unwrap().of(1000), 1000);
+        assert_eq!("2MiB".parse::<ShareOfHard>().unwrap().of(1), 2 << 20);
+        assert!("101%".parse::<ShareOfHard>().is_err());
+        assert!("x%".parse::<ShareOfHard>().is_err());
+        assert!("lots".parse::<ShareOfHard>().is_err());
+        let cfg: Config =
+            toml::from_str("legacy_max_size = 5\nlegacy_per_address_bytes = \"1%\"").unwrap();
+        assert_eq!(cfg.legacy_max_size, ShareOfHard::Bytes(5));
+        assert_eq!(cfg.legacy_per_address_bytes, ShareOfHard::Percent(1));
+        let d = Config::default();
+        assert_eq!(d.legacy_max_size, ShareOfHard::Percent(10));
+        assert_eq!(d.legacy_per_address_bytes, ShareOfHard::Percent(2));
+        assert_eq!(d.legacy_per_address_allocations, 1000);
+    }
+
+    #[test]
+    fn legacy_budget_total_and_per_address() {
+        let limits = LegacyLimits {
+            max_size: ShareOfHard::Percent(10),
+            per_address_bytes: ShareOfHard::Bytes(60),
+            per_address_allocations: 2,
+        };
+        let a: IpAddr = "127.0.0.1".parse().unwrap();
+        let b: IpAddr = "::ffff:127.0.0.2".parse().unwrap();
+        let mut u = LegacyUsage::default();
+        let e = u.reserve(&limits, 1000, Some(a), 101, true).unwrap_err();
+        assert!(e.starts_with("legacy budget exceeded"), "{e}");
+        u.reserve(&limits, 1000, Some(a), 50, true).unwrap();
+        let e = u.reserve(&limits, 1000, Some(a), 11, true).unwrap_err();
+        assert!(e.contains("60 bytes"), "{e}");
+        u.reserve(&limits, 1000, Some(a), 1, true).unwrap();
+        let e = u.reserve(&limits, 1000, Some(a), 1, true).unwrap_err();
+        assert!(e.contains("2 allocations"), "{e}");
+        // Another address (IPv4-mapped counts as IPv4) has its own limits,
+        // within the total.
+        u.reserve(&limits, 1000, Some(b), 49, true).unwrap();
+        let e = u.reserve(&limits, 1000, Some(b), 1, true).unwrap_err();
+        assert!(e.starts_with("legacy budget exceeded"), "{e}");
+        u.release(Some(a), 50, true);
+        u.reserve(&limits, 1000, Some(b), 1, true).unwrap();
+        u.reserve(&limits, 1000, Some(a), 9, true).unwrap();
+        assert_eq!(u.bytes(), 60);
+        // One IPv6 /64 is one address.
+        assert_eq!(
+            address_key("2001:db8:1:2:3:4:5:6".parse().unwrap()),
+            "2001:db8:1:2::".parse::<IpAddr>().unwrap()
+        );
     }
 }

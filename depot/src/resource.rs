@@ -8,6 +8,8 @@
 use std::collections::HashMap;
 use std::fs;
 use std::io;
+use std::net::IpAddr;
+use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, RwLock};
@@ -20,7 +22,7 @@ use subtle::ConstantTimeEq;
 
 use crate::config::{ResourceConfig, SyncMode};
 use crate::journal::{self, Journal, Owner, Record};
-use crate::quota::Quotas;
+use crate::quota::{LegacyLimits, LegacyUsage, Quotas};
 use crate::server::Failure;
 
 /// Characters of random key after the `IBP-` prefix (as in IBP 1.4: 90
@@ -61,6 +63,10 @@ pub struct Allocation {
     pub created: i64,
     /// Set for allocations made through an authenticated session.
     pub owner: Option<Owner>,
+    /// The client address that made a legacy allocation (its per-address
+    /// budget); `None` for owned ones and for legacy ones journaled before
+    /// addresses were recorded.
+    pub origin: Option<IpAddr>,
     state: Mutex<AllocState>,
     /// Serialises STORE and WRITE on this allocation.
     pub writer: tokio::sync::Mutex<()>,
@@ -96,6 +102,7 @@ impl Allocation {
             write_refs: s.write_refs,
             owner: self.owner.clone(),
             uuid: s.uuid,
+            origin: self.origin,
         }
     }
 }
@@ -113,6 +120,8 @@ struct Inner {
     total_used: u64,
     next_id: u64,
     capacity: Capacity,
+    /// What legacy (unowned) allocations reserve, in all and per address.
+    legacy_used: LegacyUsage,
 }
 
 impl Inner {
@@ -141,6 +150,8 @@ pub struct Resource {
     inner: Mutex<Inner>,
     /// The depot-wide quotas of authenticated owners.
     quotas: Arc<Quotas>,
+    /// The legacy port's budget on this resource.
+    legacy: LegacyLimits,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -174,14 +185,23 @@ impl Resource {
         cfg: &ResourceConfig,
         sync: SyncMode,
         quotas: Arc<Quotas>,
+        legacy: LegacyLimits,
     ) -> anyhow::Result<Resource> {
         let rid = Rid(cfg.rid);
         let data_dir = cfg.data.join("data");
         let recycle_dir = cfg.data.join("recycle");
         for d in [&cfg.data, &data_dir, &recycle_dir] {
-            fs::create_dir_all(d).with_context(|| format!("create directory {}", d.display()))?;
+            // Owner-only whatever the umask (0700 & ~umask).
+            fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o700)
+                .create(d)
+                .with_context(|| format!("create directory {}", d.display()))?;
         }
         let journal_path = cfg.data.join("journal");
+        // The resource directory itself is the operator's (it may hold
+        // other things); what the depot keeps in it must be owner-only.
+        check_owner_only(&[&data_dir, &recycle_dir], &journal_path)?;
         let records = journal::replay(&journal_path)
             .with_context(|| format!("replay journal {}", journal_path.display()))?;
         let mut live: HashMap<u64, Record> = HashMap::new();
@@ -253,8 +273,10 @@ impl Resource {
                 soft_size: soft.0,
                 max_duration: cfg.max_duration.0 as i64,
             },
+            legacy_used: LegacyUsage::default(),
         };
         let mut expired = 0;
+        let mut tightened = 0;
         for (id, rec) in live {
             let Record::Allocate {
                 key_hash,
@@ -268,6 +290,7 @@ impl Resource {
                 write_refs,
                 owner,
                 uuid,
+                origin,
                 ..
             } = rec
             else {
@@ -279,7 +302,16 @@ impl Resource {
                 expired += 1;
                 continue;
             }
-            match fs::metadata(&path) {
+            let meta = fs::metadata(&path);
+            if let Ok(m) = &meta {
+                // Written by a depot that left data files to the umask.
+                if m.permissions().mode() & 0o077 != 0 {
+                    fs::set_permissions(&path, fs::Permissions::from_mode(0o600))
+                        .with_context(|| format!("chmod 600 {}", path.display()))?;
+                    tightened += 1;
+                }
+            }
+            match meta {
                 Ok(m) if m.len() > size => {
                     // Bytes written but never acknowledged.
                     fs::OpenOptions::new()
@@ -312,6 +344,7 @@ impl Resource {
                 typekeys,
                 created,
                 owner,
+                origin,
                 state: Mutex::new(AllocState {
                     size,
                     max_size,
@@ -326,8 +359,9 @@ impl Resource {
                 file_durable: AtomicBool::new(true),
             });
             inner.account(reliability, max_size, true);
-            if let Some(o) = &alloc.owner {
-                quotas.add(o, max_size);
+            match &alloc.owner {
+                Some(o) => quotas.add(o, max_size),
+                None => inner.legacy_used.add(alloc.origin, max_size),
             }
             inner.by_key.insert(key_hash, id);
             inner.allocs.insert(id, alloc);
@@ -357,8 +391,16 @@ impl Resource {
             allocations = inner.allocs.len(),
             expired,
             orphans,
+            legacy_bytes = inner.legacy_used.bytes(),
             "resource recovered"
         );
+        if tightened > 0 {
+            tracing::warn!(
+                rid = rid.0,
+                files = tightened,
+                "allocation files others could read were made owner-only (0600)"
+            );
+        }
         Ok(Resource {
             rid,
             data_dir,
@@ -368,6 +410,7 @@ impl Resource {
             gate: RwLock::new(()),
             inner: Mutex::new(inner),
             quotas,
+            legacy,
         })
     }
 
@@ -409,26 +452,43 @@ impl Resource {
     /// ALLOCATE. Returns the new allocation, its key and the journal generation
     /// to [`commit`](Self::commit) before replying. An owned allocation first
     /// reserves its size in the owner's quotas (`-19` with the quota's name
-    /// when that is refused), given back when the allocation fails after all.
+    /// when that is refused); a legacy one (no owner, made by `origin`) in
+    /// the legacy budget (a plain `-19`, as a full IBP 1.4 depot answers);
+    /// given back when the allocation fails after all.
     pub fn allocate(
         &self,
         reliability: Reliability,
         size: u64,
         duration: i64,
         owner: Option<Owner>,
+        origin: Option<IpAddr>,
     ) -> Result<(Arc<Allocation>, NewCaps, u64), Failure> {
         let _gate = self.gate();
         let mut inner = lock(&self.inner);
-        if let Some(o) = &owner {
-            self.quotas
+        // A bad duration is that, whatever the budgets say.
+        self.expiry(&inner.capacity, duration, now())?;
+        match &owner {
+            Some(o) => self
+                .quotas
                 .reserve(o, size)
-                .map_err(|why| Failure::Refused(IbpError::WouldExceedLimit, why))?;
+                .map_err(|why| Failure::Refused(IbpError::WouldExceedLimit, why))?,
+            None => {
+                let hard = inner.capacity.hard_size;
+                if let Err(why) = inner
+                    .legacy_used
+                    .reserve(&self.legacy, hard, origin, size, true)
+                {
+                    tracing::info!(rid = self.rid.0, peer = ?origin, size, reason = %why, "legacy ALLOCATE refused");
+                    return Err(IbpError::WouldExceedLimit.into());
+                }
+            }
         }
         let quota_owner = owner.clone();
-        let r = self.allocate_locked(&mut inner, reliability, size, duration, owner);
+        let r = self.allocate_locked(&mut inner, reliability, size, duration, owner, origin);
         if r.is_err() {
-            if let Some(o) = &quota_owner {
-                self.quotas.release(o, size);
+            match &quota_owner {
+                Some(o) => self.quotas.release(o, size),
+                None => inner.legacy_used.release(origin, size, true),
             }
         }
         r.map_err(Failure::from)
@@ -441,6 +501,7 @@ impl Resource {
         size: u64,
         duration: i64,
         owner: Option<Owner>,
+        origin: Option<IpAddr>,
     ) -> Result<(Arc<Allocation>, NewCaps, u64), IbpError> {
         let t = now();
         let cap = inner.capacity;
@@ -455,7 +516,8 @@ impl Resource {
                 }
                 if inner.total_used + size > cap.soft_size {
                     let need = inner.total_used + size - cap.soft_size;
-                    self.reclaim_soft(inner, need)?;
+                    // A legacy allocation never takes space from a session's.
+                    self.reclaim_soft(inner, need, owner.is_none())?;
                 }
             }
             Reliability::Soft => {
@@ -480,6 +542,7 @@ impl Resource {
             typekeys,
             created: t,
             owner,
+            origin,
             state: Mutex::new(AllocState {
                 size: 0,
                 max_size: size,
@@ -502,11 +565,18 @@ impl Resource {
     }
 
     /// Frees at least `need` bytes by reclaiming SOFT allocations,
-    /// soonest-expiring first; reclaims nothing if that cannot be enough.
-    fn reclaim_soft(&self, inner: &mut Inner, need: u64) -> Result<(), IbpError> {
+    /// soonest-expiring first (only legacy ones when `legacy_only`);
+    /// reclaims nothing if that cannot be enough.
+    fn reclaim_soft(
+        &self,
+        inner: &mut Inner,
+        need: u64,
+        legacy_only: bool,
+    ) -> Result<(), IbpError> {
         let mut soft: Vec<(i64, u64, u64)> = inner
             .allocs
             .values()
+            .filter(|a| !legacy_only || a.owner.is_none())
             .filter_map(|a| {
                 let s = a.state();
                 (s.reliability == Reliability::Soft).then_some((s.expires, a.id, s.max_size))
@@ -543,8 +613,9 @@ impl Resource {
         self.journal.append(&Record::Delete { id: a.id })?;
         st.gone = true;
         inner.account(st.reliability, st.max_size, false);
-        if let Some(o) = &a.owner {
-            self.quotas.release(o, st.max_size);
+        match &a.owner {
+            Some(o) => self.quotas.release(o, st.max_size),
+            None => inner.legacy_used.release(a.origin, st.max_size, true),
         }
         inner.by_key.remove(&a.key_hash);
         inner.allocs.remove(&a.id);
@@ -691,10 +762,24 @@ impl Resource {
             return Err(IbpError::WouldExceedLimit.into());
         }
         let grow = max_size.saturating_sub(st.max_size);
-        if let (Some(o), true) = (&a.owner, grow > 0) {
-            self.quotas
-                .reserve(o, grow)
-                .map_err(|why| Failure::Refused(IbpError::WouldExceedLimit, why))?;
+        if grow > 0 {
+            match &a.owner {
+                Some(o) => self
+                    .quotas
+                    .reserve(o, grow)
+                    .map_err(|why| Failure::Refused(IbpError::WouldExceedLimit, why))?,
+                None => {
+                    let hard = cap.hard_size;
+                    if let Err(why) =
+                        inner
+                            .legacy_used
+                            .reserve(&self.legacy, hard, a.origin, grow, false)
+                    {
+                        tracing::info!(rid = self.rid.0, id = a.id, grow, reason = %why, "legacy CHNG refused");
+                        return Err(IbpError::WouldExceedLimit.into());
+                    }
+                }
+            }
         }
         let appended = self.journal.append(&Record::Change {
             id: a.id,
@@ -705,14 +790,19 @@ impl Resource {
         let gen = match appended {
             Ok(g) => g,
             Err(e) => {
-                if let (Some(o), true) = (&a.owner, grow > 0) {
-                    self.quotas.release(o, grow);
+                if grow > 0 {
+                    match &a.owner {
+                        Some(o) => self.quotas.release(o, grow),
+                        None => inner.legacy_used.release(a.origin, grow, false),
+                    }
                 }
                 return Err(io_err(e).into());
             }
         };
-        if let Some(o) = &a.owner {
-            self.quotas.release(o, st.max_size.saturating_sub(max_size));
+        let shrink = st.max_size.saturating_sub(max_size);
+        match &a.owner {
+            Some(o) => self.quotas.release(o, shrink),
+            None => inner.legacy_used.release(a.origin, shrink, false),
         }
         let old = *st;
         inner.account(old.reliability, old.max_size, false);
@@ -843,6 +933,42 @@ impl Resource {
     pub fn allocation_count(&self) -> usize {
         lock(&self.inner).allocs.len()
     }
+}
+
+/// Refuses a resource whose directories or journal group or others may
+/// access, naming each path, its mode and the `chmod` that fixes it (the
+/// journal holds every allocation's key hash; the directories, the data).
+fn check_owner_only(dirs: &[&Path], journal: &Path) -> anyhow::Result<()> {
+    let mut bad = Vec::new();
+    let mut fixes = Vec::new();
+    let mode_of = |p: &Path| -> anyhow::Result<Option<u32>> {
+        match fs::metadata(p) {
+            Ok(m) => Ok(Some(m.permissions().mode() & 0o777)),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(e).with_context(|| format!("stat {}", p.display())),
+        }
+    };
+    for d in dirs {
+        if let Some(mode) = mode_of(d)?.filter(|m| m & 0o077 != 0) {
+            bad.push(format!(
+                "data directory {} has mode {mode:03o}",
+                d.display()
+            ));
+            fixes.push(format!("chmod 700 {}", d.display()));
+        }
+    }
+    if let Some(mode) = mode_of(journal)?.filter(|m| m & 0o077 != 0) {
+        bad.push(format!("journal {} has mode {mode:03o}", journal.display()));
+        fixes.push(format!("chmod 600 {}", journal.display()));
+    }
+    if !bad.is_empty() {
+        anyhow::bail!(
+            "{}; they must be accessible by their owner only (run: {})",
+            bad.join(", "),
+            fixes.join("; ")
+        );
+    }
+    Ok(())
 }
 
 fn move_to_recycle(path: &Path, recycle_dir: &Path, id: u64, expired: i64) {

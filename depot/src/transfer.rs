@@ -8,7 +8,7 @@
 use std::fs::{File, OpenOptions};
 use std::io;
 use std::os::fd::AsRawFd;
-use std::os::unix::fs::FileExt;
+use std::os::unix::fs::{FileExt, OpenOptionsExt};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -117,6 +117,8 @@ async fn receive(
         .write(true)
         .create(true)
         .truncate(false)
+        // Owner-only whatever the umask.
+        .mode(0o600)
         .open(&path)
         .map_err(|e| {
             tracing::error!(error = %e, path = %path.display(), "open allocation file");
@@ -277,6 +279,17 @@ fn check_ticket(
     let Some(secure) = &depot.secure else {
         return Err(refuse("no secure port".into()));
     };
+    // The depot's own policy still holds for a read: an allocation of a VO
+    // it no longer serves (no `[[vo]]` table) is not served, whatever the
+    // ticket says. (`allocate = false` retires a VO and keeps its reads.)
+    if let Some(owner) = &alloc.owner {
+        if !secure.vos.contains_key(&owner.vo) {
+            return Err(refuse(format!(
+                "VO {} is not served by this depot any more: its allocations are not read",
+                owner.vo
+            )));
+        }
+    }
     // The session's identity, else the TLS peer's verified one (a LOAD
     // without AUTH).
     let identity = match (&conn.session, &conn.peer_identity) {

@@ -409,7 +409,9 @@ fn full_disk_fails_the_store_cleanly() {
         TmpfsMount::new()
     };
     let plain_dir = tempfile::tempdir().unwrap();
-    let builder = DepotBuilder::new().args(["--hard-size", "8MiB"]);
+    let builder = DepotBuilder::new()
+        .args(["--hard-size", "8MiB"])
+        .legacy_whole_resource();
     let d = match &mount {
         Ok(m) => {
             eprintln!(

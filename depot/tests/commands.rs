@@ -168,8 +168,10 @@ fn decr_of_write_count_blocks_stores() {
     let d = DepotBuilder::new().spawn();
     let mut c = d.connect();
     let a = c.allocate(2, 3600, 100);
-    // A WRITE capability may DECR its own (WRITE) count ...
-    assert_eq!(c.request(&decr_line(&a.write, 2)), "1 \n");
+    // As in IBP 1.4, only the MANAGE capability changes a count (-10 for
+    // the WRITE capability, even on its own count) ...
+    expect_error(&d, &decr_line(&a.write, 2), " -10 \n");
+    assert_eq!(c.request(&decr_line(&a.manage, 2)), "1 \n");
     let p = c.probe(&a.manage);
     assert_eq!((p.read_refs, p.write_refs), (1, 0));
     // ... after which STORE and WRITE are refused with -8.
@@ -336,6 +338,7 @@ fn allocate_errors_and_durations() {
 fn soft_allocations_are_reclaimed_for_hard_ones() {
     let d = DepotBuilder::new()
         .args(["--hard-size", "1MiB", "--soft-size", "2MiB"])
+        .legacy_whole_resource()
         .spawn();
     let mut c = d.connect();
     // Two SOFT allocations fill the 2 MiB; the first expires sooner.
@@ -384,6 +387,7 @@ fn soft_allocations_are_reclaimed_for_hard_ones() {
 fn soft_reclaim_takes_only_what_is_needed() {
     let d = DepotBuilder::new()
         .args(["--hard-size", "2MiB", "--soft-size", "2MiB"])
+        .legacy_whole_resource()
         .spawn();
     let mut c = d.connect();
     let q = MIB / 4;
@@ -418,6 +422,7 @@ fn soft_reclaim_takes_only_what_is_needed() {
 fn status_change_with_the_right_password() {
     let d = DepotBuilder::new()
         .args(["--status-password", "s3cret", "--max-duration", "1d"])
+        .legacy_whole_resource()
         .spawn();
     let mut c = d.connect();
     let a = c.allocate(2, 3600, 1000);
@@ -577,6 +582,7 @@ fn several_resources_from_a_config_file() {
         .no_data()
         .arg("--config")
         .arg(&cfg)
+        .legacy_whole_resource()
         .spawn();
     let mut c = d.connect();
     assert_eq!(c.request("1 4 3 300\n"), "1 2 0 7 \n");
@@ -620,4 +626,59 @@ fn several_resources_from_a_config_file() {
         body.contains(" RID:0 ") && body.contains(" UT:8192 "),
         "{body}"
     );
+}
+
+// ---- Issue 14: a reader cannot destroy data (the legacy port). As in the
+// ---- IBP 1.4 depot's ibp_manage.c, INCR/DECR/CHNG need the MANAGE key.
+
+/// A holder of the READ capability sends DECR (cap type 1) until the
+/// allocation would be gone: every attempt is refused with " -10 \n"
+/// (IBP_E_INVALID_MANAGE_CAP) and closes the connection; the data still
+/// loads and the read count is untouched.
+#[test]
+fn reader_cannot_decr_away_an_allocation() {
+    let d = DepotBuilder::new().spawn();
+    let mut c = d.connect();
+    let a = c.allocate(2, 3600, 100);
+    c.store(&a.write, b"precious");
+    for _ in 0..3 {
+        expect_error(&d, &decr_line(&a.read, 1), " -10 \n");
+        expect_error(&d, &decr_line(&a.read, 2), " -10 \n");
+    }
+    let mut c = d.connect();
+    assert_eq!(c.load(&a.read, 0, 8), b"precious");
+    let p = c.probe(&a.read);
+    assert_eq!((p.read_refs, p.write_refs, p.size), (1, 1, 8));
+}
+
+/// INCR on the READ capability would pin the allocation past its owner's
+/// release: refused; the owner's single DECR with the MANAGE capability
+/// deletes it. CHNG on the READ capability is refused too.
+#[test]
+fn reader_cannot_pin_an_allocation() {
+    let d = DepotBuilder::new().spawn();
+    let mut c = d.connect();
+    let a = c.allocate(2, 3600, 100);
+    expect_error(&d, &incr_line(&a.read, 1), " -10 \n");
+    expect_error(&d, &chng_line(&a.read, 0, 7200, 0), " -10 \n");
+    assert_eq!(c.probe(&a.manage).read_refs, 1);
+    assert_eq!(c.request(&decr_line(&a.manage, 1)), "1 \n");
+    assert_eq!(c.request(&probe_line(&a.manage)), " -4 \n");
+}
+
+/// LoRS's `lors_trim -d` sends `0 9 <rid>#<key> <typekey> 42 1 <timeout>`
+/// with the MANAGE capability and cap type 1: it still deletes, and a
+/// PROBE with the READ capability (allowed to any capability) shows it gone.
+#[test]
+fn lors_trim_decr_with_the_manage_cap_still_deletes() {
+    let d = DepotBuilder::new().spawn();
+    let mut c = d.connect();
+    let a = c.allocate(2, 3600, 100);
+    c.store(&a.write, b"trim me");
+    assert_eq!(Probe::parse(&c.request(&probe_line(&a.read))).size, 7);
+    let trim = format!("0 9 {} 42 1 20\n", cr(&a.manage));
+    assert_eq!(c.request(&trim), "1 \n");
+    assert_eq!(c.request(&probe_line(&a.read)), " -4 \n");
+    c.expect_closed();
+    expect_error(&d, &load_line(&a.read, 0, 7), " -4 \n");
 }

@@ -330,7 +330,7 @@ fn sigkill_during_concurrent_stores_always() {
 #[test]
 fn sigterm_lets_an_in_flight_store_finish() {
     let dir = tempfile::tempdir().unwrap();
-    let builder = DepotBuilder::new().data(dir.path());
+    let builder = DepotBuilder::new().data(dir.path()).legacy_whole_resource();
     let mut d = builder.spawn();
     let size = 32u64 << 20;
     let data = pattern(77, 0, size as usize);

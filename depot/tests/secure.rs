@@ -122,15 +122,41 @@ impl Grid {
         self.depot_builder("").spawn()
     }
 
+    /// A configuration whose `[[vo]]` tables are `vos` exactly (none
+    /// implied), for restarts that change which VOs are served.
+    fn config_vos(&self, vos: &str) -> PathBuf {
+        let d = self.dir.path();
+        let text = format!(
+            "tls_listen = \"127.0.0.1:0\"\ntls_cert = \"{}\"\ntls_key = \"{}\"\ntrust_dir = \"{}\"\n\n{vos}\n",
+            d.join("depot.pem").display(),
+            d.join("depot.key").display(),
+            d.join("trust").display(),
+        );
+        let path = d.join(format!("depot-vos-{}.toml", text.len()));
+        std::fs::write(&path, text).unwrap();
+        path
+    }
+
     /// A user of `vo` with a proxy carrying the AA-signed attributes.
     fn user(&self, name: &str, vo: &str, vo_id: &str) -> ProxyCredential {
+        self.user_in(name, vo, vo_id, &[])
+    }
+
+    /// [`user`](Self::user) with VO groups (names) in the attributes.
+    fn user_in(&self, name: &str, vo: &str, vo_id: &str, groups: &[&str]) -> ProxyCredential {
         let user = self.ca.issue_user("Test Grid", name, 12 * 3600).unwrap();
         let (_, ee) = x509_parser::parse_x509_certificate(&user.cert_der).unwrap();
         let now = unix_now();
         let attrs = VoAttributes {
             vo: vo.into(),
             vo_id: vo_id.into(),
-            groups: vec![],
+            groups: groups
+                .iter()
+                .map(|g| ibp_auth::attributes::Group {
+                    id: format!("{vo}:g:{g}"),
+                    name: (*g).into(),
+                })
+                .collect(),
             holder_issuer: ee.issuer().as_raw().to_vec(),
             holder_serial: ee.raw_serial().to_vec(),
             not_before: now - 60,
@@ -823,7 +849,7 @@ async fn vo_and_user_quotas() {
         .await
         .unwrap();
     // Deleting the 2 MiB allocation gives its bytes back.
-    c.decr(&won.read, 1).await.unwrap();
+    c.decr(&won.manage, 1).await.unwrap();
     let big = c
         .allocate(Rid(0), Reliability::Hard, 600, 2 << 20)
         .await
@@ -1204,4 +1230,392 @@ fn tls_key_readable_by_others_is_refused_at_start() {
     std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).unwrap();
     let d = g.depot();
     assert!(tls_port(&d) > 0);
+}
+
+// ---- Issue 14: a reader cannot destroy data; the MANAGE rule on the
+// ---- secure port (MANAGE capability and the owner's session, or a VO admin).
+
+/// A VO member: the credential and the VO and VO ID its grants name.
+struct Member {
+    cred: ProxyCredential,
+    vo: &'static str,
+    vo_id: &'static str,
+}
+
+fn member(g: &Grid, name: &str, vo: &'static str, vo_id: &'static str, groups: &[&str]) -> Member {
+    Member {
+        cred: g.user_in(name, vo, vo_id, groups),
+        vo,
+        vo_id,
+    }
+}
+
+/// `op` on `cap` in a fresh session of `who` is refused with `code` and a
+/// reason containing `why`.
+async fn manage_refused(
+    g: &Grid,
+    depot: &DepotProc,
+    who: &Member,
+    op: &str,
+    cap: &ibp_proto::Capability,
+    code: IbpError,
+    why: &str,
+) {
+    let mut c = g.connect(depot, &who.cred).await;
+    c.auth(&g.grant_with(|_| {}, depot, &who.cred, who.vo, who.vo_id))
+        .await
+        .unwrap();
+    let r = match op {
+        "DECR" => c.decr(cap, 1).await,
+        "INCR" => {
+            // The secure form of the legacy line: version 2.
+            let line = format!("2{}", &common::incr_line(cap, 1)[1..]);
+            c.raw(&line, Expect::Ok).await.map(drop)
+        }
+        "DECR2" => c.decr(cap, 2).await,
+        "CHNG" => {
+            c.change(
+                cap,
+                ibp_proto::Attributes {
+                    max_size: 0,
+                    duration: 60,
+                    reliability: 0,
+                },
+            )
+            .await
+        }
+        other => panic!("unknown op {other}"),
+    };
+    let (e, reason) = refused(r);
+    assert_eq!(e, code, "{op} by {}/{}: {reason}", who.vo, who.vo_id);
+    assert!(
+        reason.contains(why),
+        "{op}: reason {reason:?} does not say {why:?}"
+    );
+}
+
+/// A reader (Bob, whom Alice's file was shared with, or Alice herself on her
+/// READ capability) sends DECR on the READ capability: refused with -10
+/// (IBP_E_INVALID_MANAGE_CAP); the allocation and its bytes stay, and the
+/// owner still downloads them. The same on the legacy port is in
+/// tests/commands.rs.
+#[tokio::test]
+async fn reader_cannot_decr_away_an_allocation() {
+    let g = Grid::new();
+    let depot = g.depot();
+    let a = alice(&g);
+    let caps = stored(&g, &depot, &a).await;
+    let alice_m = Member {
+        cred: a.clone(),
+        vo: "vo1",
+        vo_id: "vo1:0001",
+    };
+    let bob = member(&g, "Bob", "vo1", "vo1:0002", &[]);
+    for _ in 0..2 {
+        manage_refused(
+            &g,
+            &depot,
+            &bob,
+            "DECR",
+            &caps.read,
+            IbpError::InvalidManageCap,
+            "needs the MANAGE capability",
+        )
+        .await;
+    }
+    manage_refused(
+        &g,
+        &depot,
+        &alice_m,
+        "DECR",
+        &caps.read,
+        IbpError::InvalidManageCap,
+        "not the READ capability",
+    )
+    .await;
+    manage_refused(
+        &g,
+        &depot,
+        &alice_m,
+        "DECR2",
+        &caps.write,
+        IbpError::InvalidManageCap,
+        "not the WRITE capability",
+    )
+    .await;
+    let mut c = g.session(&depot, &a).await;
+    let p = c.probe(&caps.read).await.unwrap();
+    assert_eq!((p.read_refs, p.write_refs, p.size), (1, 1, 5));
+    let mut c = g.connect(&depot, &a).await;
+    assert_eq!(
+        c.load(&caps.read, 0, 5, Some(&g.ticket(&a))).await.unwrap(),
+        b"hello"
+    );
+}
+
+/// INCR on the READ capability would pin the allocation (the owner's DECR
+/// would then leave it allocated): refused with -10; the owner's one DECR
+/// with the MANAGE capability deletes it.
+#[tokio::test]
+async fn reader_cannot_pin_an_allocation() {
+    let g = Grid::new();
+    let depot = g.depot();
+    let a = alice(&g);
+    let caps = stored(&g, &depot, &a).await;
+    let bob = member(&g, "Bob", "vo1", "vo1:0002", &[]);
+    manage_refused(
+        &g,
+        &depot,
+        &bob,
+        "INCR",
+        &caps.read,
+        IbpError::InvalidManageCap,
+        "INCR needs the MANAGE capability",
+    )
+    .await;
+    manage_refused(
+        &g,
+        &depot,
+        &bob,
+        "CHNG",
+        &caps.read,
+        IbpError::InvalidManageCap,
+        "CHNG needs the MANAGE capability",
+    )
+    .await;
+    let mut c = g.session(&depot, &a).await;
+    assert_eq!(c.probe(&caps.manage).await.unwrap().read_refs, 1);
+    c.decr(&caps.manage, 1).await.unwrap();
+    let (e, _) = refused(c.probe(&caps.manage).await);
+    assert_eq!(e, IbpError::CapNotFound, "one DECR by the owner deletes it");
+}
+
+/// A leaked MANAGE capability used in the session of another member of
+/// the VO, or of a member of another VO served by the same depot: INCR,
+/// DECR and CHNG are refused (-12, with the reason); the owner's DECR works.
+#[tokio::test]
+async fn other_vo_id_with_manage_cap_cannot_decr() {
+    let g = Grid::new();
+    let cfg = g.config_with(
+        "",
+        "[[vo]]\nname = \"vo2\"\nmax_size = \"4MiB\"\nmax_duration = \"1h\"\n",
+    );
+    let depot = DepotBuilder::new().arg("--config").arg(cfg).tls().spawn();
+    let a = alice(&g);
+    let caps = stored(&g, &depot, &a).await;
+    let bob = member(&g, "Bob", "vo1", "vo1:0002", &[]);
+    let eve = member(&g, "Eve", "vo2", "vo2:0009", &[]);
+    for op in ["DECR", "INCR", "CHNG"] {
+        manage_refused(
+            &g,
+            &depot,
+            &bob,
+            op,
+            &caps.manage,
+            IbpError::CapAccessDenied,
+            "belongs to another VO identity",
+        )
+        .await;
+        manage_refused(
+            &g,
+            &depot,
+            &eve,
+            op,
+            &caps.manage,
+            IbpError::CapAccessDenied,
+            "belongs to another VO identity",
+        )
+        .await;
+    }
+    // PROBE stays open to any capability holder.
+    let mut c = g.connect(&depot, &bob.cred).await;
+    c.auth(&g.grant_with(|_| {}, &depot, &bob.cred, "vo1", "vo1:0002"))
+        .await
+        .unwrap();
+    let p = c.probe(&caps.manage).await.unwrap();
+    assert_eq!((p.read_refs, p.size), (1, 5));
+    // Nothing changed: the owner reads, then releases.
+    let mut c = g.session(&depot, &a).await;
+    assert_eq!(
+        c.load(&caps.read, 0, 5, Some(&g.ticket(&a))).await.unwrap(),
+        b"hello"
+    );
+    c.decr(&caps.manage, 1).await.unwrap();
+    let (e, _) = refused(c.probe(&caps.manage).await);
+    assert_eq!(e, IbpError::CapNotFound);
+}
+
+/// An admin of the allocation's VO (the `admins` group in the verified
+/// attributes, as the L-Bone and the metadata manager decide it) may
+/// release a member's allocation; an admin of another VO may not, nor a
+/// member of a group with another name.
+#[tokio::test]
+async fn vo_admin_may_release_a_members_allocation() {
+    let g = Grid::new();
+    let cfg = g.config_with(
+        "",
+        "[[vo]]\nname = \"vo2\"\nmax_size = \"4MiB\"\nmax_duration = \"1h\"\n",
+    );
+    let depot = DepotBuilder::new().arg("--config").arg(cfg).tls().spawn();
+    let a = alice(&g);
+    let caps = stored(&g, &depot, &a).await;
+    let other_admin = member(&g, "Mallory", "vo2", "vo2:0001", &["admins"]);
+    manage_refused(
+        &g,
+        &depot,
+        &other_admin,
+        "DECR",
+        &caps.manage,
+        IbpError::CapAccessDenied,
+        "admins",
+    )
+    .await;
+    let staff = member(&g, "Sam", "vo1", "vo1:0005", &["staff"]);
+    manage_refused(
+        &g,
+        &depot,
+        &staff,
+        "DECR",
+        &caps.manage,
+        IbpError::CapAccessDenied,
+        "admins",
+    )
+    .await;
+    // Not even an admin may use a READ capability.
+    let admin = member(&g, "Carol", "vo1", "vo1:0003", &["staff", "admins"]);
+    manage_refused(
+        &g,
+        &depot,
+        &admin,
+        "DECR",
+        &caps.read,
+        IbpError::InvalidManageCap,
+        "MANAGE",
+    )
+    .await;
+    let mut c = g.connect(&depot, &admin.cred).await;
+    c.auth(&g.grant_with(|_| {}, &depot, &admin.cred, "vo1", "vo1:0003"))
+        .await
+        .unwrap();
+    c.decr(&caps.manage, 1).await.unwrap();
+    let (e, _) = refused(c.probe(&caps.manage).await);
+    assert_eq!(e, IbpError::CapNotFound);
+}
+
+// ---- Issue 14: the depot's own [[vo]] policy holds for ticketed reads.
+
+/// A depot restarted without vo1's `[[vo]]` table no longer serves vo1's
+/// allocations, even to a LOAD with a valid file ticket (no AUTH needed,
+/// protocol v3.2). Restarted with `allocate = false` for vo1 (a grace
+/// period), it serves the read and a release, and refuses ALLOCATE and a
+/// CHNG that extends.
+#[tokio::test]
+async fn ticketed_load_of_a_vo_no_longer_served_is_refused() {
+    let g = Grid::new();
+    let data = tempfile::tempdir().unwrap();
+    let vo1 = "[[vo]]\nname = \"vo1\"\nmax_size = \"4MiB\"\nmax_duration = \"1h\"\n";
+    let vo2 = "[[vo]]\nname = \"vo2\"\nmax_size = \"4MiB\"\nmax_duration = \"1h\"\n";
+    let start = |vos: &str| {
+        DepotBuilder::new()
+            .data(data.path())
+            .arg("--config")
+            .arg(g.config_vos(vos))
+            .tls()
+            .spawn()
+    };
+    let mut depot = start(vo1);
+    let a = alice(&g);
+    let caps = stored(&g, &depot, &a).await;
+    depot.kill_now();
+
+    let mut depot = start(vo2);
+    let mut c = g.connect(&depot, &a).await;
+    let (e, reason) = refused(c.load(&caps.read, 0, 5, Some(&g.ticket(&a))).await);
+    assert_eq!(e, IbpError::CapAccessDenied, "{reason}");
+    assert!(reason.contains("VO vo1 is not served"), "{reason}");
+    depot.kill_now();
+
+    let retiring = format!("{vo1}allocate = false\n");
+    let depot = start(&retiring);
+    let mut c = g.connect(&depot, &a).await;
+    assert_eq!(
+        c.load(&caps.read, 0, 5, Some(&g.ticket(&a))).await.unwrap(),
+        b"hello"
+    );
+    let mut c = g.session(&depot, &a).await;
+    let (e, reason) = refused(c.allocate(Rid(0), Reliability::Hard, 600, 1024).await);
+    assert_eq!(e, IbpError::CapAccessDenied, "{reason}");
+    assert!(reason.contains("allocate = false"), "{reason}");
+    let mut c = g.session(&depot, &a).await;
+    let (e, reason) = refused(
+        c.change(
+            &caps.manage,
+            ibp_proto::Attributes {
+                max_size: 0,
+                duration: 3000,
+                reliability: 0,
+            },
+        )
+        .await,
+    );
+    assert_eq!(e, IbpError::CapAccessDenied, "{reason}");
+    let mut c = g.session(&depot, &a).await;
+    c.decr(&caps.manage, 1).await.unwrap();
+    let (e, _) = refused(c.probe(&caps.manage).await);
+    assert_eq!(e, IbpError::CapNotFound);
+}
+
+// ---- Issue 14: unauthenticated clients cannot take a depot's capacity.
+
+/// The attack line `1 1 0 2 1 2592000 <all free bytes> 10` on the legacy
+/// port is refused with -19 (IBP_E_WOULD_EXCEED_LIMIT, what a full IBP 1.4
+/// depot answers); nothing is reserved, a legacy allocation within the
+/// legacy budget still works, and a VO session still allocates. Legacy
+/// HARD allocations never reclaim a session's SOFT one.
+#[tokio::test]
+async fn one_legacy_allocate_cannot_take_the_depot() {
+    let g = Grid::new();
+    let depot = g
+        .depot_builder("")
+        .args(["--hard-size", "40MiB", "--max-duration", "30d"])
+        .spawn();
+    let status = |d: &DepotProc| {
+        let mut c = d.connect();
+        let h = c.request("1 4 0 1 ibp 10\n");
+        let n: usize = h.trim().strip_prefix("1 ").unwrap().trim().parse().unwrap();
+        String::from_utf8(c.read_exact(n)).unwrap()
+    };
+    let body = status(&depot);
+    let all = 40u64 << 20;
+    let mut c = depot.connect();
+    assert_eq!(
+        c.request(&format!("1 1 0 2 1 2592000 {all} 10\n")),
+        " -19 \n",
+        "status was {body:?}"
+    );
+    c.expect_closed();
+    // Nothing was reserved.
+    assert_eq!(status(&depot), body);
+    // Within the default budget (2% of hard_size per address) it works.
+    let small = depot.allocate(2592000, 512 << 10);
+    // A VO member still gets the space.
+    let a = alice(&g);
+    let mut s = g.session(&depot, &a).await;
+    for _ in 0..9 {
+        s.allocate(Rid(0), Reliability::Hard, 600, 4 << 20)
+            .await
+            .unwrap();
+    }
+    let soft = s
+        .allocate(Rid(0), Reliability::Soft, 600, 3_407_872)
+        .await
+        .unwrap();
+    // 300000 more HARD bytes fit the legacy budget but not the resource
+    // without reclaiming: the legacy port cannot reclaim the session's SOFT
+    // bytes for itself.
+    let mut c = depot.connect();
+    assert_eq!(c.request("1 1 0 2 1 600 300000 10\n"), " -19 \n");
+    let mut s = g.session(&depot, &a).await;
+    assert_eq!(s.probe(&soft.manage).await.unwrap().max_size, 3_407_872);
+    drop(small);
 }

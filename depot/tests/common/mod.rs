@@ -34,6 +34,7 @@ pub struct DepotBuilder {
     listen: String,
     tls: bool,
     data_port: bool,
+    umask: Option<u32>,
 }
 
 impl Default for DepotBuilder {
@@ -54,7 +55,25 @@ impl DepotBuilder {
             listen: "127.0.0.1:0".into(),
             tls: false,
             data_port: false,
+            umask: None,
         }
+    }
+
+    /// Lets legacy-port allocations use the whole resource, from one address
+    /// (tests of capacity accounting itself, not of the legacy budget).
+    pub fn legacy_whole_resource(self) -> Self {
+        self.args([
+            "--legacy-max-size",
+            "1TiB",
+            "--legacy-per-address-bytes",
+            "1TiB",
+        ])
+    }
+
+    /// Runs the depot with this umask.
+    pub fn umask(mut self, mask: u32) -> Self {
+        self.umask = Some(mask);
+        self
     }
 
     /// Uses `dir` as `--data` (otherwise a fresh temporary directory).
@@ -155,6 +174,16 @@ impl DepotBuilder {
                         return Err(io::Error::last_os_error());
                     }
                     libc::signal(libc::SIGXFSZ, libc::SIG_IGN);
+                    Ok(())
+                });
+            }
+        }
+        if let Some(mask) = self.umask {
+            use std::os::unix::process::CommandExt;
+            // SAFETY: umask(2) is async-signal-safe.
+            unsafe {
+                cmd.pre_exec(move || {
+                    libc::umask(mask as libc::mode_t);
                     Ok(())
                 });
             }
@@ -390,6 +419,30 @@ impl Conn {
     pub fn connect(addr: SocketAddr) -> Conn {
         let s = TcpStream::connect_timeout(&addr, IO_TIMEOUT)
             .unwrap_or_else(|e| panic!("connect {addr}: {e}"));
+        Conn::from_stream(s)
+    }
+
+    /// Connects from a given local address (e.g. `127.0.0.2`, another
+    /// client address on loopback).
+    pub fn connect_from(addr: SocketAddr, local: std::net::IpAddr) -> Conn {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let s = rt
+            .block_on(async {
+                let sock = match local {
+                    std::net::IpAddr::V4(_) => tokio::net::TcpSocket::new_v4()?,
+                    std::net::IpAddr::V6(_) => tokio::net::TcpSocket::new_v6()?,
+                };
+                sock.bind(SocketAddr::new(local, 0))?;
+                tokio::time::timeout(IO_TIMEOUT, sock.connect(addr))
+                    .await
+                    .map_err(|_| io::Error::from(io::ErrorKind::TimedOut))?
+            })
+            .unwrap_or_else(|e| panic!("connect {addr} from {local}: {e}"));
+        let s = s.into_std().unwrap();
+        s.set_nonblocking(false).unwrap();
         Conn::from_stream(s)
     }
 
