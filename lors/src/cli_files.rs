@@ -227,12 +227,7 @@ impl MdmArgs {
             })?;
         let trust = TrustSource::Dir(dir).load()?;
         let path = self.proxy.clone().unwrap_or_else(|| config.proxy_path());
-        if !path.exists() {
-            return Err(Error::NoProxy(path));
-        }
-        let credential = ProxyCredential::load(&path).map_err(|e| {
-            Error::InvalidProxy(format!("cannot read the proxy {}: {e}", path.display()))
-        })?;
+        let credential = lors::credentials::load_proxy(&path)?;
         let client = MetadataClient::connect(&url, &trust, &credential)?;
         Ok(Session {
             client,
@@ -325,7 +320,7 @@ pub fn rm(a: RmArgs) -> Result<u8, Error> {
     for r in &removal.deleted.released {
         if let Some(e) = &r.error {
             eprintln!(
-                "lors: version {} has an exNode the metadata manager cannot read ({e}); its allocations are not released",
+                "lors: version {} has an exNode the metadata manager cannot read ({e}); its allocations are not freed",
                 r.version
             );
         }
@@ -333,7 +328,7 @@ pub fn rm(a: RmArgs) -> Result<u8, Error> {
     for line in failure_lines(&removal) {
         eprintln!("lors: {line}");
     }
-    let code = if removal.all_released() {
+    let code = if removal.all_freed() {
         exit::OK
     } else {
         exit::RELEASE_FAILED
@@ -343,13 +338,13 @@ pub fn rm(a: RmArgs) -> Result<u8, Error> {
         struct RmJson<'a> {
             #[serde(flatten)]
             removal: &'a Removal,
-            all_released: bool,
+            all_freed: bool,
             #[serde(skip_serializing_if = "Option::is_none")]
             lbone_error: Option<&'a str>,
         }
         print_json(&RmJson {
             removal: &removal,
-            all_released: code == exit::OK,
+            all_freed: code == exit::OK,
             lbone_error: lbone_error.as_deref(),
         })?;
     } else {
@@ -625,24 +620,82 @@ pub fn format_usage(u: &Usage) -> String {
         .unwrap_or(5);
     let _ = writeln!(
         out,
-        "{:<w$} {:>8} {:>9} {:>16} {:>16}",
-        "owner", "files", "versions", "logical B", "stored B"
+        "{:<w$} {:>8} {:>9} {:>16} {:>16} {:>8} {:>12}",
+        "owner", "files", "versions", "logical B", "stored B", "entries", "exNode B"
     );
     for r in &u.users {
         let _ = writeln!(
             out,
-            "{:<w$} {:>8} {:>9} {:>16} {:>16}",
-            r.owner, r.files, r.versions, r.logical, r.stored
+            "{:<w$} {:>8} {:>9} {:>16} {:>16} {:>8} {:>12}",
+            r.owner, r.files, r.versions, r.logical, r.stored, r.entries, r.exnode_bytes
         );
     }
     if let Some(t) = &u.total {
+        let (entries, exnode_bytes) = u.users.iter().fold((0u64, 0u64), |(e, b), r| {
+            (
+                e.saturating_add(r.entries),
+                b.saturating_add(r.exnode_bytes),
+            )
+        });
         let _ = writeln!(
             out,
-            "{:<w$} {:>8} {:>9} {:>16} {:>16}",
-            "total", t.files, t.versions, t.logical, t.stored
+            "{:<w$} {:>8} {:>9} {:>16} {:>16} {:>8} {:>12}",
+            "total", t.files, t.versions, t.logical, t.stored, entries, exnode_bytes
+        );
+    }
+    if let Some(l) = &u.limits {
+        let _ = writeln!(
+            out,
+            "limits: per owner {} entries, {} exNode bytes; per VO {} entries, {} exNode bytes",
+            limit(l.user_entries),
+            limit(l.user_exnode_bytes),
+            limit(l.vo_entries),
+            limit(l.vo_exnode_bytes),
+        );
+        // An owner's own row against the per-owner limits.
+        if let [r] = u.users.as_slice() {
+            let _ = writeln!(
+                out,
+                "{} uses {} entries, {} exNode bytes",
+                r.owner,
+                of_limit(r.entries, l.user_entries),
+                of_limit(r.exnode_bytes, l.user_exnode_bytes),
+            );
+        }
+        if let Some(v) = &u.vo_used {
+            let _ = writeln!(
+                out,
+                "VO {} uses {} entries, {} exNode bytes",
+                u.vo,
+                of_limit(v.entries, l.vo_entries),
+                of_limit(v.exnode_bytes, l.vo_exnode_bytes),
+            );
+        }
+    } else if let Some(v) = &u.vo_used {
+        let _ = writeln!(
+            out,
+            "VO {} uses {} entries, {} exNode bytes",
+            u.vo, v.entries, v.exnode_bytes
         );
     }
     out
+}
+
+/// A limit, or "unlimited".
+fn limit(l: Option<u64>) -> String {
+    l.map_or_else(|| "unlimited".to_owned(), |n| n.to_string())
+}
+
+/// `used of limit (p %)`, or just `used` when unlimited.
+fn of_limit(used: u64, l: Option<u64>) -> String {
+    match l {
+        Some(0) => format!("{used} of 0"),
+        Some(n) => format!(
+            "{used} of {n} ({}%)",
+            (u128::from(used) * 100 / u128::from(n)).min(u128::from(u64::MAX))
+        ),
+        None => used.to_string(),
+    }
 }
 
 pub fn format_whoami(w: &Whoami) -> String {
@@ -705,11 +758,11 @@ pub fn format_members(m: &Members) -> String {
     out
 }
 
-/// `rm`'s failures to release, one line per depot and error (a depot that
-/// is down fails all its allocations alike).
+/// `rm`'s allocations not freed, one line per depot and error (a depot
+/// that is down fails all its allocations alike).
 pub fn failure_lines(r: &Removal) -> Vec<String> {
     let mut groups: Vec<((&str, &str), Vec<&str>)> = Vec::new();
-    for x in r.releases.iter().filter(|x| !x.released) {
+    for x in r.releases.iter().filter(|x| !x.freed) {
         let key = (
             x.depot.as_str(),
             x.error.as_deref().unwrap_or("unknown error"),
@@ -722,9 +775,9 @@ pub fn failure_lines(r: &Removal) -> Vec<String> {
     groups
         .into_iter()
         .map(|((depot, why), list)| match list.as_slice() {
-            [one] => format!("allocation {one} not released: {why}"),
+            [one] => format!("allocation {one} not freed: {why}"),
             many => format!(
-                "{} allocations on {} not released: {why}",
+                "{} allocations on {} not freed: {why}",
                 many.len(),
                 if depot.is_empty() { "?" } else { depot }
             ),
@@ -732,7 +785,7 @@ pub fn failure_lines(r: &Removal) -> Vec<String> {
         .collect()
 }
 
-/// `rm`: what was deleted and released (failures go to stderr).
+/// `rm`: what was deleted and freed (what was not goes to stderr).
 pub fn format_removal(r: &Removal) -> String {
     let versions: Vec<String> = r
         .deleted
@@ -740,7 +793,7 @@ pub fn format_removal(r: &Removal) -> String {
         .iter()
         .map(|v| v.version.to_string())
         .collect();
-    let ok = r.releases.iter().filter(|x| x.released).count();
+    let ok = r.releases.iter().filter(|x| x.freed).count();
     let mut out = String::new();
     let _ = write!(out, "deleted {}", r.deleted.path);
     if !versions.is_empty() {
@@ -751,7 +804,7 @@ pub fn format_removal(r: &Removal) -> String {
             versions.join(", ")
         );
     }
-    let _ = write!(out, "; released {ok} of {} allocation(s)", r.releases.len());
+    let _ = write!(out, "; freed {ok} of {} allocation(s)", r.releases.len());
     out.push('\n');
     out
 }
@@ -761,6 +814,70 @@ mod tests {
     use super::*;
     use clap::Parser;
     use lors::metadata::{Deleted, Released, UsageRow, UsageTotal};
+
+    #[test]
+    fn usage_shows_entries_exnode_bytes_and_the_managers_limits() {
+        use lors::metadata::{UsageLimits, VoUsed};
+        // What a manager with limits answers (the contract with it).
+        let json = r#"{"vo":"vo1","users":[{"owner":"user:u1@vo1","files":2,"versions":3,
+            "logical":10,"stored":30,"entries":4,"exnode_bytes":2500}],
+            "limits":{"user_entries":10,"user_exnode_bytes":10000,"vo_entries":null,
+            "vo_exnode_bytes":50000},"vo_used":{"entries":7,"exnode_bytes":5000}}"#;
+        let u: Usage = serde_json::from_str(json).unwrap();
+        assert_eq!(u.users[0].entries, 4);
+        assert_eq!(u.users[0].exnode_bytes, 2500);
+        assert_eq!(
+            u.limits,
+            Some(UsageLimits {
+                user_entries: Some(10),
+                user_exnode_bytes: Some(10000),
+                vo_entries: None,
+                vo_exnode_bytes: Some(50000),
+            })
+        );
+        assert_eq!(
+            u.vo_used,
+            Some(VoUsed {
+                entries: 7,
+                exnode_bytes: 5000
+            })
+        );
+        let text = format_usage(&u);
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines[0], "VO vo1");
+        assert!(
+            lines[1].ends_with("entries     exNode B"),
+            "header names the new columns: {text}"
+        );
+        assert!(lines[2].ends_with("       4         2500"), "{text}");
+        assert_eq!(
+            lines[3],
+            "limits: per owner 10 entries, 10000 exNode bytes; per VO unlimited entries, 50000 exNode bytes"
+        );
+        assert_eq!(
+            lines[4],
+            "user:u1@vo1 uses 4 of 10 (40%) entries, 2500 of 10000 (25%) exNode bytes"
+        );
+        assert_eq!(
+            lines[5],
+            "VO vo1 uses 7 entries, 5000 of 50000 (10%) exNode bytes"
+        );
+        assert_eq!(lines.len(), 6, "{text}");
+        // --json keeps the manager's fields.
+        let back = serde_json::to_value(&u).unwrap();
+        assert_eq!(back["limits"]["vo_entries"], serde_json::Value::Null);
+        assert_eq!(back["limits"]["user_entries"], 10);
+        assert_eq!(back["vo_used"]["exnode_bytes"], 5000);
+        assert_eq!(back["users"][0]["exnode_bytes"], 2500);
+
+        // An older manager: no counts, no limits; still read and shown.
+        let old = r#"{"vo":"vo1","users":[{"owner":"user:u1@vo1","files":1,"versions":1,
+            "logical":1,"stored":1}]}"#;
+        let u: Usage = serde_json::from_str(old).unwrap();
+        assert_eq!((u.users[0].entries, u.users[0].exnode_bytes), (0, 0));
+        assert!(u.limits.is_none() && u.vo_used.is_none());
+        assert_eq!(format_usage(&u).lines().count(), 3);
+    }
     use lors::release::{Port, Release};
 
     #[derive(Parser)]
@@ -857,6 +974,8 @@ mod tests {
                 versions: 2,
                 logical: 3,
                 stored: 4,
+                entries: 0,
+                exnode_bytes: 0,
             }],
             total: Some(UsageTotal {
                 files: 1,
@@ -864,6 +983,8 @@ mod tests {
                 logical: 3,
                 stored: 4,
             }),
+            limits: None,
+            vo_used: None,
         };
         let text = format_usage(&u);
         assert_eq!(text.lines().count(), 4, "{text}");
@@ -872,7 +993,7 @@ mod tests {
             allocation: "d:6714/0".into(),
             depot: "d:6714".into(),
             port: Port::Legacy,
-            released: ok,
+            freed: ok,
             error: (!ok).then(|| "down".into()),
         };
         let r = Removal {
@@ -895,13 +1016,10 @@ mod tests {
         };
         assert_eq!(
             format_removal(&r),
-            "deleted /vo1/f (versions 1, 2); released 1 of 2 allocation(s)\n"
+            "deleted /vo1/f (versions 1, 2); freed 1 of 2 allocation(s)\n"
         );
-        assert!(!r.all_released());
-        assert_eq!(
-            failure_lines(&r),
-            ["allocation d:6714/0 not released: down"]
-        );
+        assert!(!r.all_freed());
+        assert_eq!(failure_lines(&r), ["allocation d:6714/0 not freed: down"]);
         let mut r = r;
         r.releases.push(release(false));
         r.releases.push(Release {
@@ -911,8 +1029,8 @@ mod tests {
         assert_eq!(
             failure_lines(&r),
             [
-                "2 allocations on d:6714 not released: down",
-                "allocation d:6714/0 not released: refused"
+                "2 allocations on d:6714 not freed: down",
+                "allocation d:6714/0 not freed: refused"
             ]
         );
     }

@@ -11,7 +11,6 @@ use std::time::Duration;
 
 use clap::Args;
 use exnode::Security;
-use ibp_auth::ProxyCredential;
 use lors::config::Config;
 use lors::credentials::{Error, TrustSource};
 use lors::depots::{self, Near};
@@ -68,9 +67,7 @@ impl GridArgs {
         };
         let proxy = self.proxy.clone().unwrap_or_else(|| cfg.proxy_path());
         let credential = if proxy.exists() {
-            Some(ProxyCredential::load(&proxy).map_err(|e| {
-                Error::InvalidProxy(format!("cannot read the proxy {}: {e}", proxy.display()))
-            })?)
+            Some(lors::credentials::load_proxy(&proxy)?)
         } else {
             None
         };
@@ -708,9 +705,15 @@ fn report(m: &files::Maintained, json: bool, what: &str) -> Result<u8, Error> {
                 println!("  unrecoverable: {u}");
             }
         }
+        // Refresh outcomes are MANAGE CHNG; the others free allocations.
+        let failed = if what == "refreshed" {
+            "not refreshed"
+        } else {
+            "not freed"
+        };
         for o in m.outcomes.iter().filter(|o| !o.ok) {
             println!(
-                "  refused: {} (range at {}): {}",
+                "  {failed}: {} (range at {}): {}",
                 o.depot,
                 o.offset,
                 o.error.as_deref().unwrap_or("")

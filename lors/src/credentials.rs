@@ -80,6 +80,31 @@ pub enum Error {
 }
 
 impl Error {
+    /// The same error (and exit code) with `note` appended to its message.
+    pub fn with_note(self, note: &str) -> Error {
+        let add = |m: String| format!("{m}; {note}");
+        match self {
+            Error::Usage(m) => Error::Usage(add(m)),
+            Error::NoProxy(p) => Error::InvalidProxy(add(format!("no proxy at {}", p.display()))),
+            Error::InvalidProxy(m) => Error::InvalidProxy(add(m)),
+            Error::BadRequest(m) => Error::BadRequest(add(m)),
+            Error::Refused(m) => Error::Refused(add(m)),
+            Error::Forbidden(m) => Error::Forbidden(add(m)),
+            Error::NotFound(m) => Error::NotFound(add(m)),
+            Error::Conflict(m) => Error::Conflict(add(m)),
+            Error::RateLimited {
+                retry_after,
+                message,
+            } => Error::RateLimited {
+                retry_after,
+                message: add(message),
+            },
+            Error::Unavailable(m) => Error::Unavailable(add(m)),
+            Error::Local(m) => Error::Local(add(m)),
+            Error::Data(m) => Error::Data(add(m)),
+        }
+    }
+
     /// The process exit code for this error (see [`crate::exit`]).
     pub fn exit_code(&self) -> u8 {
         match self {
@@ -689,8 +714,6 @@ pub struct ProxyInfo {
     pub groups: Vec<Group>,
     /// Earliest expiry of the chain and the attributes, Unix seconds.
     pub not_after: i64,
-    /// Whether group or others may read the file (they should not).
-    pub insecure_mode: bool,
     pub verification: Verification,
 }
 
@@ -760,7 +783,7 @@ impl ProxyInfo {
                 format_utc(self.not_after)
             )
         };
-        let mut s = format!(
+        format!(
             "subject   : {}\nidentity  : {}\nvo        : {}\nvo id     : {}\ngroups    : {}\ntimeleft  : {}\nverified  : {}\npath      : {}\n",
             self.subject,
             self.identity,
@@ -770,12 +793,22 @@ impl ProxyInfo {
             left,
             verified,
             self.path.display()
-        );
-        if self.insecure_mode {
-            s.push_str("warning   : the file is readable by others; it should be mode 0600\n");
-        }
-        s
+        )
     }
+}
+
+/// Reads the proxy credential at `path` for use: [`Error::NoProxy`] if
+/// there is none; [`Error::InvalidProxy`] if it cannot be read, is not a
+/// proxy file, or group or others may read it (naming the file, its mode
+/// and `chmod 600`), all exit code 1.
+pub fn load_proxy(path: &Path) -> Result<ProxyCredential, Error> {
+    if !path.exists() {
+        return Err(Error::NoProxy(path.to_path_buf()));
+    }
+    ProxyCredential::load(path).map_err(|e| match e {
+        AuthError::Io(m) => Error::InvalidProxy(m),
+        e => Error::InvalidProxy(format!("proxy {}: {e}", path.display())),
+    })
 }
 
 /// Reads the proxy at `path` and, if `trust` is given, verifies it
@@ -785,24 +818,9 @@ pub fn inspect_proxy(
     trust: Option<&TrustStore>,
     now: i64,
 ) -> Result<ProxyInfo, Error> {
-    use std::os::unix::fs::PermissionsExt;
-    let text = match std::fs::read(path) {
-        Ok(t) => t,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            return Err(Error::NoProxy(path.to_path_buf()))
-        }
-        Err(e) => {
-            return Err(Error::InvalidProxy(format!(
-                "cannot read proxy {}: {e}",
-                path.display()
-            )))
-        }
-    };
-    let insecure_mode = std::fs::metadata(path)
-        .map(|m| m.permissions().mode() & 0o077 != 0)
-        .unwrap_or(false);
+    // Refused like any private key when group or others may read it.
+    let cred = load_proxy(path)?;
     let bad = |why: String| Error::InvalidProxy(format!("proxy {}: {why}", path.display()));
-    let cred = ProxyCredential::from_pem(&text).map_err(|e| bad(e.to_string()))?;
     let certs = cred
         .chain
         .iter()
@@ -847,7 +865,6 @@ pub fn inspect_proxy(
         vo_id: a.map(|a| a.vo_id.clone()),
         groups: a.map(|a| a.groups.clone()).unwrap_or_default(),
         not_after,
-        insecure_mode,
         verification,
     })
 }

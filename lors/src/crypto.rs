@@ -150,13 +150,44 @@ fn ctr_xor(key: &[u8; 16], iv: &[u8; 16], data: &mut [u8]) -> Result<(), ()> {
 
 // ---------------------------------------------------------------- checksums
 
-/// BLAKE3 of the bytes a depot stores (after encryption).
+/// BLAKE3 of the bytes a depot stores (after encryption), bound to where
+/// they belong in the file (`blake3-placed`): what uploads and repairs
+/// record.
+pub fn checksum_at(place: &exnode::Place, stored: &[u8]) -> exnode::Checksum {
+    exnode::Checksum::Blake3Placed(placed(place, stored))
+}
+
+/// BLAKE3 of the stored bytes alone (`blake3`, as exNodes written before
+/// `blake3-placed` have it): not bound to a place in the file, so new
+/// mappings use [`checksum_at`].
 pub fn checksum(stored: &[u8]) -> exnode::Checksum {
     exnode::Checksum::Blake3(*blake3::hash(stored).as_bytes())
 }
 
-/// Whether `stored` has checksum `expected` (BLAKE3 or SHA-256), compared
-/// in constant time.
+fn placed(place: &exnode::Place, stored: &[u8]) -> [u8; 32] {
+    let mut h = blake3::Hasher::new();
+    h.update(&place.prefix(stored.len() as u64));
+    h.update(stored);
+    *h.finalize().as_bytes()
+}
+
+/// Whether `stored` are the bytes mapping `m` describes: they match its
+/// checksum and, for a `blake3-placed` one, the mapping's place in the file
+/// (offset, length, share) too. Compared in constant time. A mapping
+/// without a checksum (LoRS exNodes) passes.
+pub fn verify_mapping(m: &exnode::Mapping, stored: &[u8]) -> bool {
+    match &m.checksum {
+        None => true,
+        Some(c @ exnode::Checksum::Blake3Placed(_)) => {
+            placed(&m.place(), stored).ct_eq(c.bytes()).into()
+        }
+        Some(c) => verify(stored, c),
+    }
+}
+
+/// Whether `stored` has checksum `expected`, compared in constant time.
+/// For a `blake3-placed` checksum, whose input includes the mapping's
+/// place, use [`verify_mapping`]: here it never matches.
 pub fn verify(stored: &[u8], expected: &exnode::Checksum) -> bool {
     let computed: [u8; 32] = match expected {
         exnode::Checksum::Blake3(_) => *blake3::hash(stored).as_bytes(),
@@ -166,6 +197,7 @@ pub fn verify(stored: &[u8], expected: &exnode::Checksum) -> bool {
             out.copy_from_slice(d.as_ref());
             out
         }
+        exnode::Checksum::Blake3Placed(_) => return false,
     };
     computed.ct_eq(expected.bytes()).into()
 }

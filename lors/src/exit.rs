@@ -11,7 +11,7 @@
 //! | 6 | local failure: the credential could not be made or written |
 //! | 7 | not found: no such file, directory, version, member or key (HTTP 404) |
 //! | 8 | conflict: the path exists, or the file changed since the version the request was based on (HTTP 409) |
-//! | 9 | `lors rm`: deleted from the metadata manager, but some allocations could not be released on their depots |
+//! | 9 | `lors rm`: deleted from the metadata manager, but some allocations were not freed on their depots (still allocated after the DECR, refused, or the depot did not answer) |
 
 /// Success (or: the proxy is valid).
 pub const OK: u8 = 0;
@@ -32,13 +32,16 @@ pub const LOCAL: u8 = 6;
 pub const NOT_FOUND: u8 = 7;
 /// The path exists, or the file changed meanwhile (HTTP 409).
 pub const CONFLICT: u8 = 8;
-/// `lors rm` deleted the file in the metadata manager but could not release
-/// some of its allocations on the depots (they expire on their own).
+/// `lors rm` deleted the file in the metadata manager but some of its
+/// allocations were not freed on the depots: still allocated after the DECR
+/// (pinned by another reference), refused, or no answer. Each is named;
+/// they expire on their own at the end of their duration.
 pub const RELEASE_FAILED: u8 = 9;
 /// File data could not be read back intact: every replica (or too many
 /// erasure-coded shares) of some range lost or corrupt, an unusable exNode,
 /// or a data key that cannot be unwrapped.
 pub const DATA: u8 = 10;
 /// A maintenance command (`refresh`, `repair`, `trim`) did part of its work:
-/// some allocations were refused or could not be recreated (listed).
+/// some allocations were refused, not freed or could not be recreated
+/// (listed).
 pub const PARTIAL: u8 = 11;

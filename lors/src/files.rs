@@ -759,8 +759,8 @@ where
     let (dest_text, version) = match registered {
         Ok(v) => v,
         Err(e) => {
-            maintain::release_mappings(&pool, &x.mappings).await;
-            return Err(e);
+            let outcomes = maintain::release_mappings(&pool, &x.mappings).await;
+            return Err(note_not_freed(e, &outcomes));
         }
     };
     let secs = started.elapsed().as_secs_f64();
@@ -777,6 +777,20 @@ where
         seconds: secs,
         mib_per_s: x.size as f64 / (1 << 20) as f64 / secs.max(1e-9),
     })
+}
+
+/// `e`, naming the allocations of a clean-up that were not freed.
+fn note_not_freed(e: Error, outcomes: &[Outcome]) -> Error {
+    let not_freed: Vec<String> = outcomes
+        .iter()
+        .filter(|o| !o.ok)
+        .map(|o| format!("{}: {}", o.depot, o.error.as_deref().unwrap_or("unknown")))
+        .collect();
+    if not_freed.is_empty() {
+        e
+    } else {
+        e.with_note(&transfer::not_freed_note(&not_freed))
+    }
 }
 
 /// Registers an uploaded exNode (and its wrapped keys).
@@ -1255,8 +1269,8 @@ pub async fn augment(
                     .filter(|m| !o.exnode.mappings.contains(m))
                     .cloned()
                     .collect();
-                maintain::release_mappings(&pool, &new).await;
-                return Err(e);
+                let outcomes = maintain::release_mappings(&pool, &new).await;
+                return Err(note_not_freed(e, &outcomes));
             }
         }
     } else {

@@ -32,7 +32,7 @@ const MAX_PASSWORD: u64 = 4096;
     after_help = "Exit codes: 0 success/proxy valid, 1 no valid proxy, 2 usage error, \
                   3 refused (authentication or a missing right), 4 service unreachable \
                   or server error, 5 rate limited, 6 local failure, 7 not found, \
-                  8 conflict, 9 rm: deleted but some allocations not released, \
+                  8 conflict, 9 rm: deleted but some allocations not freed, \
                   10 data lost or corrupt beyond repair (or an unusable exNode or key), \
                   11 refresh/repair/trim/stat --check: some allocations refused or bad.\n\
                   The proxy is $X509_USER_PROXY, else /tmp/x509up_u<uid>."
@@ -555,11 +555,7 @@ fn depots_cmd(args: DepotsArgs) -> Result<u8, Error> {
     })?;
     let trust = TrustSource::Dir(dir).load()?;
     let path = proxy_path()?;
-    if !path.exists() {
-        return Err(Error::NoProxy(path));
-    }
-    let credential = ibp_auth::ProxyCredential::load(&path)
-        .map_err(|e| Error::InvalidProxy(format!("cannot read the proxy: {e}")))?;
+    let credential = lors::credentials::load_proxy(&path)?;
     if args.count == Some(0) {
         return Err(Error::Usage("--count must be at least 1".into()));
     }

@@ -383,6 +383,36 @@ pub struct UsageRow {
     pub logical: u64,
     /// Bytes stored on depots (replicas, shares).
     pub stored: u64,
+    /// Entries (files and directories) the owner holds in the manager
+    /// (0 from a manager that does not count them).
+    #[serde(default)]
+    pub entries: u64,
+    /// Bytes of exNode XML the manager keeps for the owner's versions
+    /// (0 from a manager that does not count them).
+    #[serde(default)]
+    pub exnode_bytes: u64,
+}
+
+/// The metadata manager's limits on what it keeps (`None`: unlimited).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UsageLimits {
+    #[serde(default)]
+    pub user_entries: Option<u64>,
+    #[serde(default)]
+    pub user_exnode_bytes: Option<u64>,
+    #[serde(default)]
+    pub vo_entries: Option<u64>,
+    #[serde(default)]
+    pub vo_exnode_bytes: Option<u64>,
+}
+
+/// What a whole VO holds in the manager (counted against the VO limits).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VoUsed {
+    #[serde(default)]
+    pub entries: u64,
+    #[serde(default)]
+    pub exnode_bytes: u64,
 }
 
 /// Sums over a VO (VO admins only).
@@ -401,6 +431,12 @@ pub struct Usage {
     pub users: Vec<UsageRow>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub total: Option<UsageTotal>,
+    /// The manager's limits; `None` from a manager that does not send them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub limits: Option<UsageLimits>,
+    /// The VO's entries and exNode bytes (what the VO limits count).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vo_used: Option<VoUsed>,
 }
 
 /// A registered key-wrapping public key (`x25519 <base64>`).

@@ -1,6 +1,11 @@
 //! Releasing deleted files' allocations on their depots (`lors rm`):
 //! `MANAGE ... DECR` of the read reference count with each MANAGE
 //! capability; the depot removes the allocation when the count reaches 0.
+//! A `PROBE` with the same capability then confirms it: an allocation
+//! counts as *freed* only when the depot says the capability no longer
+//! exists. One that is still there after the DECR (another reference, an
+//! INCR, pins it), a refusal, or a depot that does not answer is reported
+//! as not freed, with the reason.
 //!
 //! A depot serves an allocation on the port it was made on: allocations
 //! made in an `IBP_auth` session (the secure port, what uploads of this
@@ -10,7 +15,7 @@
 //! released there; every other one on the legacy port it names.
 //!
 //! Best effort: every capability gets an outcome; a depot that is down or
-//! refuses does not stop the others. An allocation not released expires on
+//! refuses does not stop the others. An allocation not freed expires on
 //! its own at the end of its duration.
 
 use std::collections::{BTreeMap, HashMap};
@@ -18,16 +23,19 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use ibp_auth::{ProxyCredential, TrustStore};
-use ibp_depot::client::{IbpClient, SecureClient};
-use ibp_proto::{CapKind, Capability};
+use ibp_depot::client::{ClientError, IbpClient, SecureClient};
+use ibp_proto::{CapKind, Capability, IbpError};
 use serde::{Deserialize, Serialize};
 
 use crate::credentials::Error;
 use crate::depots::Offer;
 use crate::metadata::{Deleted, MetadataClient};
+use crate::transfer::maintain::still_allocated;
 
 /// Time allowed to connect to a depot and for each of its answers.
 pub const DEPOT_TIMEOUT: Duration = Duration::from_secs(10);
+/// Connections opened at once to one depot.
+const CONNECTIONS_PER_DEPOT: usize = 4;
 /// `cap_type` of DECR: the read reference count.
 const READ_REFS: u8 = 1;
 
@@ -49,7 +57,10 @@ pub struct Release {
     /// `host:port` contacted (empty if the capability does not parse).
     pub depot: String,
     pub port: Port,
-    pub released: bool,
+    /// The depot confirmed the allocation is gone (a DECR then a PROBE that
+    /// finds no such capability, or it had expired already).
+    #[serde(alias = "released")]
+    pub freed: bool,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
 }
@@ -101,9 +112,9 @@ pub struct Removal {
 }
 
 impl Removal {
-    /// Whether every allocation that should go was released.
-    pub fn all_released(&self) -> bool {
-        self.releases.iter().all(|r| r.released)
+    /// Whether every allocation that should go was freed.
+    pub fn all_freed(&self) -> bool {
+        self.releases.iter().all(|r| r.freed)
             && self.deleted.released.iter().all(|r| r.error.is_none())
     }
 }
@@ -162,8 +173,16 @@ pub async fn release_all(caps: &[&str], secure: Option<&SecureAccess>) -> Vec<Re
     }
     let mut tasks = tokio::task::JoinSet::new();
     for ((addr, port), list) in by_depot {
-        let access = secure.cloned();
-        tasks.spawn(async move { release_on(&addr, port, list, access.as_ref()).await });
+        // A confirmed release ends in an error reply (no such capability),
+        // after which the depot closes the connection: a few connections
+        // per depot share the reconnections.
+        let per = list.len().div_ceil(CONNECTIONS_PER_DEPOT).max(1);
+        let mut list = list.into_iter().peekable();
+        while list.peek().is_some() {
+            let chunk: Vec<_> = list.by_ref().take(per).collect();
+            let (addr, access) = (addr.clone(), secure.cloned());
+            tasks.spawn(async move { release_on(&addr, port, chunk, access.as_ref()).await });
+        }
     }
     while let Some(done) = tasks.join_next().await {
         match done {
@@ -186,7 +205,7 @@ fn failed(cap: &str, depot: &str, port: Port, why: &str) -> Release {
         allocation: redact(cap),
         depot: depot.to_owned(),
         port,
-        released: false,
+        freed: false,
         error: Some(why.to_owned()),
     }
 }
@@ -237,6 +256,38 @@ async fn open(addr: &str, port: Port, access: Option<&SecureAccess>) -> Result<C
     }
 }
 
+/// DECR of the read reference count, then PROBE: `Ok` only when the
+/// depot says the capability no longer exists (freed now, or expired and
+/// reaped already); otherwise why it was not freed. The flag says whether
+/// the depot closed the connection: it does after every error reply, so
+/// also after the "no such capability" that confirms a release.
+async fn free(conn: &mut Conn, cap: &Capability) -> (Result<(), String>, bool) {
+    let gone = |e: &ClientError| e.ibp() == Some(IbpError::CapNotFound);
+    let decr = match conn {
+        Conn::Legacy(c) => c.decr(cap, READ_REFS).await,
+        Conn::Secure(c) => c.decr(cap, READ_REFS).await,
+    };
+    match decr {
+        Ok(()) => {}
+        Err(e) if gone(&e) => return (Ok(()), true),
+        Err(e) => return (Err(e.to_string()), true),
+    }
+    let probe = match conn {
+        Conn::Legacy(c) => c.probe(cap).await,
+        Conn::Secure(c) => c.probe(cap).await,
+    };
+    match probe {
+        Err(e) if gone(&e) => (Ok(()), true),
+        Ok(p) => (Err(still_allocated(p.read_refs)), false),
+        Err(e) => (
+            Err(format!(
+                "DECR accepted, but whether the allocation is gone is unknown: {e}"
+            )),
+            true,
+        ),
+    }
+}
+
 async fn release_on(
     addr: &str,
     port: Port,
@@ -264,27 +315,24 @@ async fn release_on(
                 }
             }
         }
-        let result = match conn.as_mut() {
-            Some(Conn::Legacy(c)) => c.decr(&cap, READ_REFS).await,
-            Some(Conn::Secure(c)) => c.decr(&cap, READ_REFS).await,
+        let (result, closed) = match conn.as_mut() {
+            Some(c) => free(c, &cap).await,
             None => continue,
         };
+        // The depot closes the connection after an error reply; a secure
+        // session needs a new AUTH (the legacy client reconnects by itself).
+        if closed && matches!(conn, Some(Conn::Secure(_))) {
+            conn = None;
+        }
         let release = match result {
             Ok(()) => Release {
                 allocation: redact(&text),
                 depot: addr.to_owned(),
                 port,
-                released: true,
+                freed: true,
                 error: None,
             },
-            Err(e) => {
-                // The depot closes the connection after an error reply; a
-                // secure session needs a new AUTH.
-                if matches!(conn, Some(Conn::Secure(_))) {
-                    conn = None;
-                }
-                failed(&text, addr, port, &e.to_string())
-            }
+            Err(why) => failed(&text, addr, port, &why),
         };
         out.push((i, release));
     }
@@ -323,7 +371,7 @@ mod tests {
         );
         let out = release_all(&["not a cap", &read, &dead], None).await;
         assert_eq!(out.len(), 3);
-        assert!(out.iter().all(|r| !r.released && r.error.is_some()));
+        assert!(out.iter().all(|r| !r.freed && r.error.is_some()));
         assert_eq!(out[1].error.as_deref(), Some("not a MANAGE capability"));
         assert_eq!(out[2].depot, addr.to_string());
         assert!(!out[2].allocation.contains('k'), "{:?}", out[2]);

@@ -212,6 +212,62 @@ fn proxy_info_timeleft_exists_json_and_destroy() {
 }
 
 #[test]
+fn a_world_readable_proxy_is_refused_not_used_silently() {
+    let ca = TestCa::start();
+    let trust = trust_str(&ca);
+    let proxy = ca.proxy_path("x509up_test");
+    let r = lors(
+        &proxy,
+        &login_args(&ca, &trust, &["--password-stdin"]),
+        Some("secret\n"),
+    );
+    assert_eq!(r.code, 0, "{r:?}");
+    let p = proxy.to_str().unwrap();
+    let refusal =
+        format!("proxy {p} has mode 644; it must be readable by its owner only (chmod 600 {p})");
+    std::fs::set_permissions(&proxy, std::fs::Permissions::from_mode(0o644)).unwrap();
+    // Every command that uses the proxy refuses it with the credentials
+    // exit code (1) before contacting anything; nothing is sent.
+    let commands: [&[&str]; 4] = [
+        &["proxy-info"],
+        &["proxy-info", "--exists"],
+        &[
+            "depots",
+            "--lbone",
+            "https://127.0.0.1:9",
+            "--trust",
+            &trust,
+        ],
+        &[
+            "ls",
+            "/vo1",
+            "--mdm",
+            "https://127.0.0.1:9",
+            "--trust",
+            &trust,
+        ],
+    ];
+    for args in commands {
+        let r = lors(&proxy, args, None);
+        assert_eq!(r.code, 1, "{args:?}: {r:?}");
+        if args != ["proxy-info", "--exists"] {
+            assert!(r.stderr.contains(&refusal), "{args:?}: {r:?}");
+        }
+    }
+    // Group-readable too; owner-only is used again.
+    std::fs::set_permissions(&proxy, std::fs::Permissions::from_mode(0o640)).unwrap();
+    let r = lors(&proxy, &["proxy-info"], None);
+    assert_eq!(r.code, 1, "{r:?}");
+    assert!(
+        r.stderr.contains("has mode 640") && r.stderr.contains("chmod 600"),
+        "{r:?}"
+    );
+    std::fs::set_permissions(&proxy, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let r = lors(&proxy, &["proxy-info", "--exists"], None);
+    assert_eq!(r.code, 0, "{r:?}");
+}
+
+#[test]
 fn short_validity_and_expired_proxy() {
     let ca = TestCa::start();
     let trust = trust_str(&ca);

@@ -6,8 +6,8 @@ use std::os::unix::fs::PermissionsExt;
 
 use aes::cipher::{BlockEncrypt, KeyInit, KeyIvInit, StreamCipher};
 use lors::crypto::{
-    apply_keystream, block_iv, checksum, read_private_key, unwrap, verify, wrap, write_private_key,
-    CryptoError, DataKey, KeyPair, PublicKey, WrapContext,
+    apply_keystream, block_iv, checksum, checksum_at, read_private_key, unwrap, verify,
+    verify_mapping, wrap, write_private_key, CryptoError, DataKey, KeyPair, PublicKey, WrapContext,
 };
 use uuid::Uuid;
 
@@ -153,6 +153,56 @@ fn checksums_verify() {
     assert!(verify(&data, &exnode::Checksum::Sha256(sha)));
     assert!(!verify(&data, &exnode::Checksum::Sha256(*c.bytes())));
     assert!(!verify(&data, &exnode::Checksum::Blake3(sha)));
+}
+
+#[test]
+fn placed_checksums_bind_the_bytes_to_their_range_and_share() {
+    let data = b"stored bytes of block 3".to_vec();
+    let at = |offset, share: Option<(u32, u16)>| exnode::Mapping {
+        logical_offset: offset,
+        logical_length: 4096,
+        alloc_length: data.len() as u64,
+        share: share.map(|(group, index)| exnode::Share { group, index }),
+        ..Default::default()
+    };
+    let mut m = at(12288, None);
+    m.checksum = Some(checksum_at(&m.place(), &data));
+    assert_eq!(m.checksum.unwrap().algorithm(), "blake3-placed");
+    assert!(verify_mapping(&m, &data));
+    assert!(!verify_mapping(&m, b"stored bytes of block 4"));
+    // The exact input documented in docs/exnode.md.
+    let mut input = b"lors exnode mapping checksum v1\0".to_vec();
+    input.extend_from_slice(&12288u64.to_be_bytes());
+    input.extend_from_slice(&4096u64.to_be_bytes());
+    input.push(0);
+    input.extend_from_slice(&(data.len() as u64).to_be_bytes());
+    input.extend_from_slice(&data);
+    assert_eq!(m.checksum.unwrap().bytes(), blake3::hash(&input).as_bytes());
+    // The same bytes and checksum moved to another range, length or share
+    // no longer match.
+    for (offset, len, share) in [
+        (0, 4096, None),
+        (12288, 4095, None),
+        (12288, 4096, Some((3, 0))),
+    ] {
+        let mut moved = at(offset, share);
+        moved.logical_length = len;
+        moved.checksum = m.checksum;
+        assert!(!verify_mapping(&moved, &data), "{offset} {len} {share:?}");
+    }
+    let mut s0 = at(0, Some((0, 0)));
+    s0.checksum = Some(checksum_at(&s0.place(), &data));
+    let mut s1 = at(0, Some((0, 1)));
+    s1.checksum = s0.checksum;
+    assert!(verify_mapping(&s0, &data) && !verify_mapping(&s1, &data));
+    // An unbound checksum (older exNodes) checks the bytes only; none: no check.
+    let mut old = at(0, None);
+    old.checksum = Some(checksum(&data));
+    assert!(verify_mapping(&old, &data) && !verify_mapping(&old, b"other"));
+    old.checksum = None;
+    assert!(verify_mapping(&old, b"anything"));
+    // `verify` alone cannot check a placed checksum.
+    assert!(!verify(&data, &m.checksum.unwrap()));
 }
 
 // ----------------------------------------------------------- key wrapping

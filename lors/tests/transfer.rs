@@ -647,6 +647,448 @@ fn legacy_round_trip_with_an_exnode_file_and_no_credentials() {
     assert_ne!(code(&o), 0);
 }
 
+// ------------------------------------------- talking to depots directly
+
+/// What `user`'s own client holds: the trust store, the proxy and the
+/// L-Bone's grants (by the address each names), for requests sent to the
+/// depots by hand, as an attacker or a test would.
+struct Direct {
+    trust: ibp_auth::TrustStore,
+    cred: ibp_auth::ProxyCredential,
+    grants: std::collections::HashMap<String, String>,
+    rt: tokio::runtime::Runtime,
+}
+
+impl Direct {
+    fn new(g: &Grid, user: &str) -> Direct {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let trust = ibp_auth::TrustStore::load(&g.trust_dir).unwrap();
+        let cred = ibp_auth::ProxyCredential::load(&g.proxy(user)).unwrap();
+        let offer = rt
+            .block_on(lors::depots::query_offer(
+                &g.lbone_url,
+                &trust,
+                &cred,
+                &lors::depots::DepotQuery::default(),
+            ))
+            .unwrap();
+        let grants = offer
+            .depots
+            .into_iter()
+            .map(|d| (d.address, d.grant))
+            .collect();
+        Direct {
+            trust,
+            cred,
+            grants,
+            rt,
+        }
+    }
+
+    /// The exNode of `path` as the metadata manager gives it to this user
+    /// (a reader gets the read capabilities only).
+    fn exnode(&self, g: &Grid, path: &str) -> exnode::Exnode {
+        let mdm =
+            lors::metadata::MetadataClient::connect(&g.mdm_url, &self.trust, &self.cred).unwrap();
+        self.rt.block_on(mdm.get(path, None)).unwrap().exnode
+    }
+
+    /// A TLS connection to the depot at `addr`, after AUTH with the grant.
+    fn session(&self, addr: &str) -> ibp_depot::client::SecureClient {
+        self.rt.block_on(async {
+            let cfg = ibp_depot::client::SecureClient::config(&self.trust, &self.cred).unwrap();
+            let mut c = ibp_depot::client::SecureClient::connect_with(addr, "127.0.0.1", &cfg)
+                .await
+                .unwrap();
+            c.auth(&self.grants[addr]).await.unwrap();
+            c
+        })
+    }
+
+    /// `MANAGE INCR|DECR` of the read count with capability `cap`, on a
+    /// session of its own (an error reply closes the connection).
+    fn manage(
+        &self,
+        cap: &str,
+        op: ibp_proto::ManageOp,
+    ) -> Result<(), ibp_depot::client::ClientError> {
+        let cap: ibp_proto::Capability = cap.parse().unwrap();
+        let mut c = self.session(&cap.address());
+        let line = ibp_proto::SecureRequest::Manage(ibp_proto::Manage {
+            cap: cap.cap.clone(),
+            op,
+            cap_type: 1,
+            timeout: 60,
+        })
+        .encode();
+        self.rt
+            .block_on(c.raw(&line, ibp_proto::Expect::Ok))
+            .map(drop)
+    }
+
+    /// PROBE with `cap`: the allocation's read count, `None` if the depot
+    /// says there is no such capability (freed).
+    fn read_refs(&self, cap: &str) -> Option<u32> {
+        let cap: ibp_proto::Capability = cap.parse().unwrap();
+        let mut c = self.session(&cap.address());
+        match self.rt.block_on(c.probe(&cap)) {
+            Ok(p) => Some(p.read_refs),
+            Err(e) if e.ibp() == Some(ibp_proto::IbpError::CapNotFound) => None,
+            Err(e) => panic!("PROBE failed: {e}"),
+        }
+    }
+}
+
+/// Uploads `n` bytes (seed `seed`) to `path` as `user`, one copy, in 64 KiB
+/// blocks spread over the depots; the data.
+fn upload_small(g: &Grid, user: &str, path: &str, n: usize, seed: u64, copies: &str) -> Vec<u8> {
+    let dir = g.user(user).dir.clone();
+    let data = bytes(n, seed);
+    let src = write(&dir, &format!("src-{seed}"), &data);
+    ok(lors(
+        g,
+        user,
+        &[
+            "upload",
+            src.to_str().unwrap(),
+            path,
+            "--copies",
+            copies,
+            "--block-size",
+            "64KiB",
+        ],
+    ));
+    data
+}
+
+#[test]
+fn rm_and_trim_report_allocations_they_could_not_free_pinned_or_on_a_killed_depot() {
+    let mut g = grid(2);
+    keys_init(&g, "alice");
+    let alice = Direct::new(&g, "alice");
+
+    // An allocation pinned by an INCR (what any holder of its MANAGE
+    // capability can do) survives the DECR of `lors rm`: reported as not
+    // freed, exit 9, never "released".
+    // Five blocks over two depots: several allocations per depot, released
+    // one after the other on one session.
+    upload_small(&g, "alice", "/vo1/pinned.dat", 300_000, 31, "1");
+    let x = alice.exnode(&g, "/vo1/pinned.dat");
+    assert_eq!(x.mappings.len(), 5);
+    let pinned = x.mappings[0].manage.clone().unwrap();
+    let others: Vec<String> = x.mappings[1..]
+        .iter()
+        .map(|m| m.manage.clone().unwrap())
+        .collect();
+    alice.manage(&pinned, ibp_proto::ManageOp::Incr).unwrap();
+    assert_eq!(alice.read_refs(&pinned), Some(2));
+    let o = lors(&g, "alice", &["rm", "/vo1/pinned.dat"]);
+    assert_eq!(code(&o), 9, "{}", text(&o));
+    let (out, err) = (
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr),
+    );
+    assert!(out.contains("freed 4 of 5 allocation(s)"), "{}", text(&o));
+    assert!(
+        !out.contains("released") && !err.contains("released"),
+        "{}",
+        text(&o)
+    );
+    let shown = pinned
+        .trim_start_matches("ibp://")
+        .split('#')
+        .next()
+        .unwrap();
+    assert!(
+        err.contains(&format!(
+            "allocation {shown} not freed: still allocated after DECR: 1 read reference(s) left"
+        )),
+        "{}",
+        text(&o)
+    );
+    assert!(
+        !err.contains('#'),
+        "no capability key is shown: {}",
+        text(&o)
+    );
+    // What it said is true: the pinned one is there, the others are gone.
+    assert_eq!(alice.read_refs(&pinned), Some(1));
+    for cap in &others {
+        assert_eq!(alice.read_refs(cap), None);
+    }
+    // --json says the same.
+    upload_small(&g, "alice", "/vo1/pinned2.dat", 1000, 32, "1");
+    let x2 = alice.exnode(&g, "/vo1/pinned2.dat");
+    let cap2 = x2.mappings[0].manage.clone().unwrap();
+    alice.manage(&cap2, ibp_proto::ManageOp::Incr).unwrap();
+    let o = lors(&g, "alice", &["rm", "--json", "/vo1/pinned2.dat"]);
+    assert_eq!(code(&o), 9, "{}", text(&o));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(v["all_freed"], false, "{v}");
+    assert_eq!(v["releases"][0]["freed"], false, "{v}");
+    assert!(
+        v["releases"][0]["error"]
+            .as_str()
+            .unwrap()
+            .starts_with("still allocated after DECR"),
+        "{v}"
+    );
+
+    // trim (maintenance) reports a pinned replica it dropped: exit 11.
+    upload_small(&g, "alice", "/vo1/trim.dat", 1000, 33, "2");
+    let x3 = alice.exnode(&g, "/vo1/trim.dat");
+    assert_eq!(x3.mappings.len(), 2);
+    let (drop_depot, drop_cap) = (
+        x3.mappings[0].depot.clone(),
+        x3.mappings[0].manage.clone().unwrap(),
+    );
+    alice.manage(&drop_cap, ibp_proto::ManageOp::Incr).unwrap();
+    let o = lors(
+        &g,
+        "alice",
+        &["trim", "/vo1/trim.dat", "--depot", &drop_depot],
+    );
+    assert_eq!(code(&o), 11, "{}", text(&o));
+    assert!(
+        String::from_utf8_lossy(&o.stdout).contains(&format!(
+            "not freed: {drop_depot} (range at 0): still allocated after DECR: 1 read reference(s) left"
+        )),
+        "{}",
+        text(&o)
+    );
+    assert_eq!(alice.read_refs(&drop_cap), Some(1));
+
+    // A depot killed (SIGKILL) while rm runs: its allocations are not
+    // freed (no answer), named with the depot; the other depot's are.
+    upload_small(&g, "alice", "/vo1/killed.dat", 300_000, 34, "1");
+    let x4 = alice.exnode(&g, "/vo1/killed.dat");
+    assert_eq!(x4.mappings.len(), 5);
+    let killed = g.depots[1].tls_addr.clone().unwrap();
+    let on_killed = x4.mappings.iter().filter(|m| m.depot == killed).count();
+    assert!((1..5).contains(&on_killed), "blocks on both depots");
+    g.kill_depot(1);
+    let o = lors(&g, "alice", &["rm", "/vo1/killed.dat"]);
+    assert_eq!(code(&o), 9, "{}", text(&o));
+    assert!(
+        String::from_utf8_lossy(&o.stdout)
+            .contains(&format!("freed {} of 5 allocation(s)", 5 - on_killed)),
+        "{}",
+        text(&o)
+    );
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains(&killed) && err.contains("not freed") && !err.contains('#'),
+        "{}",
+        text(&o)
+    );
+}
+
+/// The attack of issue 14 (1): bob, who may only read alice's file, takes
+/// the READ capabilities of the exNode the metadata manager gives him and
+/// sends MANAGE DECR (and INCR, to pin) with them on the depots' secure
+/// ports. Refused: only the MANAGE capability, in a session of the owning
+/// VO ID, changes reference counts; alice's download is identical after.
+#[test]
+fn reader_cannot_decr_away_an_allocation_with_read_capabilities() {
+    let g = grid(2);
+    keys_init(&g, "alice");
+    let data = upload_small(&g, "alice", "/vo1/shared.dat", 200_000, 41, "2");
+    // bob is known to the metadata manager (a VO member who used it); he
+    // gets read access, no wrapped key: enough to get the exNode.
+    ok(lors(&g, "bob", &["whoami"]));
+    let bob_id = format!("user:{}@vo1", vo_id(&g, "bob"));
+    ok(lors(
+        &g,
+        "alice",
+        &[
+            "acl",
+            "set",
+            "/vo1/shared.dat",
+            "--access",
+            &format!("{bob_id}=r"),
+        ],
+    ));
+    let alice = Direct::new(&g, "alice");
+    let bob = Direct::new(&g, "bob");
+    let theirs = bob.exnode(&g, "/vo1/shared.dat");
+    let mine = alice.exnode(&g, "/vo1/shared.dat");
+    assert!(theirs
+        .mappings
+        .iter()
+        .all(|m| m.manage.is_none() && m.read.is_some()));
+    for (m, own) in theirs.mappings.iter().zip(&mine.mappings) {
+        let read = m.read.as_deref().unwrap();
+        for op in [
+            ibp_proto::ManageOp::Decr,
+            ibp_proto::ManageOp::Incr,
+            ibp_proto::ManageOp::Decr,
+        ] {
+            let e = bob
+                .manage(read, op)
+                .expect_err("a READ capability changed a count");
+            assert!(
+                e.ibp().is_some(),
+                "an IBP refusal, not a broken connection: {e}"
+            );
+        }
+        // The count is what alice's upload left.
+        assert_eq!(alice.read_refs(own.manage.as_deref().unwrap()), Some(1));
+    }
+    let out = g.user("alice").dir.join("shared.out");
+    ok(lors(
+        &g,
+        "alice",
+        &["download", "/vo1/shared.dat", out.to_str().unwrap()],
+    ));
+    assert!(
+        std::fs::read(&out).unwrap() == data,
+        "alice's file is intact"
+    );
+}
+
+#[test]
+fn swapped_mapping_offsets_in_an_exnode_fail_download_with_an_integrity_error() {
+    let g = grid(2);
+    let dir = g.user("alice").dir.clone();
+    let block = 1usize << 20;
+    let data = bytes(3 * block, 23);
+    let src = write(&dir, "f", &data);
+    let xnd = dir.join("f.xnd");
+    // Cleartext (the swap would return the file's own bytes in another
+    // order), and encrypted once the user has a key (other plaintext, as
+    // each block's IV follows its offset): both refused.
+    ok(lors(
+        &g,
+        "alice",
+        &[
+            "upload",
+            src.to_str().unwrap(),
+            "--xnd",
+            xnd.to_str().unwrap(),
+            "--security",
+            "legacy",
+            "--copies",
+            "1",
+            "--block-size",
+            "1MiB",
+            "--depot",
+            &g.depots[0].legacy_addr,
+            "--depot",
+            &g.depots[1].legacy_addr,
+        ],
+    ));
+    keys_init(&g, "alice");
+    let sxnd = dir.join("s.xnd");
+    ok(lors(
+        &g,
+        "alice",
+        &[
+            "upload",
+            src.to_str().unwrap(),
+            "--xnd",
+            sxnd.to_str().unwrap(),
+            "--security",
+            "legacy",
+            "--copies",
+            "1",
+            "--block-size",
+            "1MiB",
+            "--depot",
+            &g.depots[0].legacy_addr,
+            "--depot",
+            &g.depots[1].legacy_addr,
+        ],
+    ));
+    let said = String::from_utf8_lossy(&std::fs::read(&sxnd).unwrap()).into_owned();
+    assert!(
+        said.contains("aes-128-ctr"),
+        "the second upload is encrypted"
+    );
+    for (name, file) in [("clear", &xnd), ("encrypted", &sxnd)] {
+        let x = exnode::parse_and_validate(&std::fs::read(file).unwrap()).unwrap();
+        assert_eq!(x.mappings.len(), 3, "{name}");
+        assert!(
+            x.mappings
+                .iter()
+                .all(|m| m.checksum.is_some_and(|c| c.algorithm() == "blake3-placed")),
+            "{name}: new uploads bind checksums to their place"
+        );
+        // Swap the offsets of the first two blocks' mappings.
+        let mut swapped = x.clone();
+        let at = |o: u64| swapped.mappings.iter().position(|m| m.logical_offset == o);
+        let (a, b) = (at(0).unwrap(), at(block as u64).unwrap());
+        swapped.mappings[a].logical_offset = block as u64;
+        swapped.mappings[b].logical_offset = 0;
+        swapped.validate().expect("still a consistent exNode");
+        let bad = dir.join(format!("{name}-swapped.xnd"));
+        std::fs::write(&bad, exnode::to_xml(&swapped)).unwrap();
+        if name == "encrypted" {
+            std::fs::copy(
+                dir.join("s.xnd.key"),
+                dir.join(format!("{name}-swapped.xnd.key")),
+            )
+            .unwrap();
+        }
+        let out = dir.join(format!("{name}.out"));
+        let o = lors(
+            &g,
+            "alice",
+            &[
+                "download",
+                "--xnd",
+                bad.to_str().unwrap(),
+                out.to_str().unwrap(),
+            ],
+        );
+        assert_eq!(code(&o), 10, "{name}: {}", text(&o));
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(
+            err.contains("integrity check failed")
+                && (err.contains("bytes 0..1048576") || err.contains("bytes 1048576..2097152")),
+            "{name}: {}",
+            text(&o)
+        );
+        assert!(!out.exists(), "{name}: no output file is left");
+        // The exNode as written still downloads, identical.
+        ok(lors(
+            &g,
+            "alice",
+            &[
+                "download",
+                "--xnd",
+                file.to_str().unwrap(),
+                out.to_str().unwrap(),
+            ],
+        ));
+        assert!(std::fs::read(&out).unwrap() == data, "{name}");
+    }
+    // An exNode with the older unbound checksums (BLAKE3 of the stored
+    // bytes alone) is still read; its checksums check the bytes only.
+    let mut old = exnode::parse_and_validate(&std::fs::read(&xnd).unwrap()).unwrap();
+    for m in &mut old.mappings {
+        let o = m.logical_offset as usize;
+        let stored = &data[o..o + m.logical_length as usize];
+        m.checksum = Some(exnode::Checksum::Blake3(*blake3::hash(stored).as_bytes()));
+    }
+    let oldf = dir.join("old.xnd");
+    std::fs::write(&oldf, exnode::to_xml(&old)).unwrap();
+    let out = dir.join("old.out");
+    ok(lors(
+        &g,
+        "alice",
+        &[
+            "download",
+            "--xnd",
+            oldf.to_str().unwrap(),
+            out.to_str().unwrap(),
+        ],
+    ));
+    assert!(std::fs::read(&out).unwrap() == data);
+}
+
 #[test]
 fn a_lors_0_82_style_exnode_with_aes_and_checksum_functions_downloads() {
     use lors::lors_e2e::{encode, FunctionSpec};

@@ -97,9 +97,11 @@ impl ProxyCredential {
         write_secret(path, self.to_pem().as_bytes())
     }
 
+    /// Reads the proxy file, refusing one that group or others may read
+    /// (it holds the proxy's private key) with an error naming the file,
+    /// its mode and `chmod 600`, as for any private key.
     pub fn load(path: &Path) -> Result<ProxyCredential, AuthError> {
-        let text = std::fs::read(path)
-            .map_err(|e| AuthError::Io(format!("read proxy {}: {e}", path.display())))?;
+        let text = crate::keys::read_owner_only(path, "proxy")?;
         ProxyCredential::from_pem(&text)
     }
 

@@ -222,10 +222,10 @@ pub fn read_private_key(path: &Path) -> Result<Vec<u8>, AuthError> {
 /// The contents of a secret file, refused when group or others have any
 /// permission on it. The mode is taken from the opened file, so the bytes
 /// read are those of the file that was checked.
-fn read_owner_only(path: &Path, what: &str) -> Result<Vec<u8>, AuthError> {
+pub(crate) fn read_owner_only(path: &Path, what: &str) -> Result<Vec<u8>, AuthError> {
     use std::io::Read;
     use std::os::unix::fs::PermissionsExt;
-    let io = |e: std::io::Error| AuthError::Io(format!("read {}: {e}", path.display()));
+    let io = |e: std::io::Error| AuthError::Io(format!("read {what} {}: {e}", path.display()));
     let mut f = std::fs::File::open(path).map_err(io)?;
     let mode = f.metadata().map_err(io)?.permissions().mode() & 0o777;
     if mode & 0o077 != 0 {

@@ -1320,11 +1320,47 @@ fn proxy_credential_save_load_round_trip_mode_0600() {
 }
 
 #[test]
+fn a_group_or_world_readable_proxy_is_refused_naming_file_mode_and_chmod() {
+    let dir = tempfile::tempdir().unwrap();
+    let g = Grid::new();
+    let cred = ProxyCredential::create(
+        std::slice::from_ref(&g.user.cert_der),
+        &g.user.key_pkcs8,
+        &ProxyOptions {
+            lifetime: 3600,
+            attributes: Some(g.ext()),
+            path_len: None,
+        },
+    )
+    .unwrap();
+    let path = dir.path().join("x509up_u1000");
+    cred.save(&path).unwrap();
+    for bad in [0o644, 0o640, 0o604, 0o660] {
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(bad)).unwrap();
+        let Err(AuthError::Io(msg)) = ProxyCredential::load(&path) else {
+            panic!("mode {bad:o} accepted");
+        };
+        let p = path.display().to_string();
+        assert_eq!(
+            msg,
+            format!(
+                "proxy {p} has mode {bad:03o}; it must be readable by its owner only (chmod 600 {p})"
+            )
+        );
+    }
+    for good in [0o600, 0o400] {
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(good)).unwrap();
+        assert_eq!(ProxyCredential::load(&path).unwrap().chain, cred.chain);
+    }
+}
+
+#[test]
 fn proxy_credential_load_refuses_files_without_key_or_certificate() {
     let dir = tempfile::tempdir().unwrap();
     let g = Grid::new();
     let no_key = dir.path().join("nokey");
     std::fs::write(&no_key, pem_cert(&g.user.cert_der)).unwrap();
+    std::fs::set_permissions(&no_key, std::fs::Permissions::from_mode(0o600)).unwrap();
     assert_eq!(
         ProxyCredential::load(&no_key).unwrap_err(),
         AuthError::Malformed {

@@ -155,8 +155,16 @@ impl Security {
 /// encryption, so it can be checked before decrypting).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Checksum {
+    /// BLAKE3 of the stored bytes alone (exNodes written before
+    /// `blake3-placed`): says nothing of where in the file they belong.
     Blake3([u8; 32]),
+    /// SHA-256 of the stored bytes alone.
     Sha256([u8; 32]),
+    /// BLAKE3 of the mapping's place in the file (logical offset and
+    /// length, erasure-coding share) and its stored bytes, so a mapping
+    /// moved to another range or share in the exNode no longer matches
+    /// ([`Mapping::place`]; the exact input is in docs/exnode.md).
+    Blake3Placed([u8; 32]),
 }
 
 impl Checksum {
@@ -164,12 +172,55 @@ impl Checksum {
         match self {
             Checksum::Blake3(_) => "blake3",
             Checksum::Sha256(_) => "sha256",
+            Checksum::Blake3Placed(_) => "blake3-placed",
         }
     }
     pub fn bytes(&self) -> &[u8; 32] {
         match self {
-            Checksum::Blake3(b) | Checksum::Sha256(b) => b,
+            Checksum::Blake3(b) | Checksum::Sha256(b) | Checksum::Blake3Placed(b) => b,
         }
+    }
+    /// Whether the checksum covers the mapping's place in the file too.
+    pub fn is_placed(&self) -> bool {
+        match self {
+            Checksum::Blake3Placed(_) => true,
+            Checksum::Blake3(_) | Checksum::Sha256(_) => false,
+        }
+    }
+}
+
+/// Where a mapping's stored bytes belong in the file: what a
+/// [`Checksum::Blake3Placed`] covers besides the bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Place {
+    pub logical_offset: u64,
+    pub logical_length: u64,
+    pub share: Option<Share>,
+}
+
+impl Place {
+    /// Domain separation prefix of the placed checksum's input.
+    pub const DOMAIN: &'static [u8] = b"lors exnode mapping checksum v1\0";
+
+    /// The bytes hashed before the stored bytes: [`Place::DOMAIN`], the
+    /// logical offset and length (u64 big-endian), 1 and the share's group
+    /// (u32) and index (u16) big-endian for a share or 0 for a plain
+    /// range, then the stored length (u64 big-endian).
+    pub fn prefix(&self, stored_len: u64) -> Vec<u8> {
+        let mut p = Vec::with_capacity(Self::DOMAIN.len() + 31);
+        p.extend_from_slice(Self::DOMAIN);
+        p.extend_from_slice(&self.logical_offset.to_be_bytes());
+        p.extend_from_slice(&self.logical_length.to_be_bytes());
+        match self.share {
+            Some(s) => {
+                p.push(1);
+                p.extend_from_slice(&s.group.to_be_bytes());
+                p.extend_from_slice(&s.index.to_be_bytes());
+            }
+            None => p.push(0),
+        }
+        p.extend_from_slice(&stored_len.to_be_bytes());
+        p
     }
 }
 
@@ -245,6 +296,15 @@ pub struct Mapping {
 impl Mapping {
     pub fn logical_end(&self) -> u64 {
         self.logical_offset.saturating_add(self.logical_length)
+    }
+
+    /// Where the mapping's bytes belong (what a placed checksum binds).
+    pub fn place(&self) -> Place {
+        Place {
+            logical_offset: self.logical_offset,
+            logical_length: self.logical_length,
+            share: self.share,
+        }
     }
 }
 

@@ -70,6 +70,7 @@ fn checksum() -> impl Strategy<Value = Checksum> {
     prop_oneof![
         any::<[u8; 32]>().prop_map(Checksum::Blake3),
         any::<[u8; 32]>().prop_map(Checksum::Sha256),
+        any::<[u8; 32]>().prop_map(Checksum::Blake3Placed),
     ]
 }
 

@@ -354,6 +354,12 @@ async fn write_out(
     Ok(total)
 }
 
+/// What a mapping whose bytes fail verification is reported as: corrupt
+/// data on the depot, or an exNode whose mappings were altered (moved to
+/// another range or share: `blake3-placed` checksums bind each to its place).
+pub(crate) const CHECKSUM_MISMATCH: &str =
+    "integrity check failed: checksum mismatch (the bytes read are not those the exNode records for this range)";
+
 /// Why one mapping could not be used.
 #[derive(Debug)]
 pub(crate) enum FetchError {
@@ -367,7 +373,7 @@ impl std::fmt::Display for FetchError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             FetchError::Depot(e) => f.write_str(e),
-            FetchError::Corrupt => f.write_str("checksum mismatch"),
+            FetchError::Corrupt => f.write_str(CHECKSUM_MISMATCH),
         }
     }
 }
@@ -413,10 +419,12 @@ pub(crate) async fn fetch_stored(
             m.depot, m.alloc_length
         )));
     }
-    if let Some(sum) = m.checksum {
-        let (ok, buf) = tokio::task::spawn_blocking(move || (crypto::verify(&buf, &sum), buf))
-            .await
-            .map_err(|e| FetchError::Depot(e.to_string()))?;
+    if m.checksum.is_some() {
+        let m = m.clone();
+        let (ok, buf) =
+            tokio::task::spawn_blocking(move || (crypto::verify_mapping(&m, &buf), buf))
+                .await
+                .map_err(|e| FetchError::Depot(e.to_string()))?;
         if !ok {
             return Err(FetchError::Corrupt);
         }
@@ -526,7 +534,7 @@ async fn fetch_replica(
             }
             Err(FetchError::Corrupt) => {
                 record_corrupt(counters, m);
-                last = format!("{}: checksum mismatch", m.depot);
+                last = format!("{}: {CHECKSUM_MISMATCH}", m.depot);
             }
             Err(err) => last = err.to_string(),
         }
@@ -628,7 +636,7 @@ pub(crate) async fn collect_shares(
             }
             Err(FetchError::Corrupt) => {
                 record_corrupt(counters, m);
-                last = format!("{}: checksum mismatch", m.depot);
+                last = format!("{}: {CHECKSUM_MISMATCH}", m.depot);
                 counters.failovers.fetch_add(1, Ordering::Relaxed);
             }
             Err(err) => {

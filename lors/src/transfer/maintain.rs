@@ -161,27 +161,19 @@ async fn manage_change(pool: &Pool, m: &Mapping, duration: i64) -> Result<(), St
         .map_err(|e| e.to_string())
 }
 
-/// Releases (MANAGE DECR) the allocations of `mappings`, best effort.
+/// Frees (MANAGE DECR, then PROBE) the allocations of `mappings`, best
+/// effort; each outcome says whether its allocation is gone
+/// ([`free_allocation`]).
 pub async fn release_mappings(pool: &Arc<Pool>, mappings: &[Mapping]) -> Vec<Outcome> {
     let mut set = JoinSet::new();
     for (i, m) in mappings.iter().enumerate() {
         let (pool, m) = (pool.clone(), m.clone());
         set.spawn(async move {
             let level = m.security.unwrap_or(Security::Legacy);
-            let r = async {
-                let cap = m.manage.as_deref().ok_or("no MANAGE capability")?;
-                let cap = parse_cap(&m.depot, cap).map_err(|e| e.to_string())?;
-                let mut c = pool.get(&m.depot, level).await.map_err(|e| e.to_string())?;
-                let r = match c.release(&cap).await {
-                    // Expired and reaped already: nothing left to release
-                    // (the depot closes the connection after an error).
-                    Err(e) if e.ibp() == Some(ibp_proto::IbpError::CapNotFound) => return Ok(()),
-                    r => r,
-                };
-                pool.finish(&m.depot, level, c, r)
-                    .map_err(|e| e.to_string())
-            }
-            .await;
+            let r = match m.manage.as_deref() {
+                Some(cap) => free_allocation(&pool, &m.depot, level, cap).await,
+                None => Err("no MANAGE capability".to_owned()),
+            };
             (
                 i,
                 Outcome {
@@ -201,6 +193,55 @@ pub async fn release_mappings(pool: &Arc<Pool>, mappings: &[Mapping]) -> Vec<Out
     }
     out.sort_by_key(|(i, _)| *i);
     out.into_iter().map(|(_, o)| o).collect()
+}
+
+/// Frees one allocation with its MANAGE capability `cap` and confirms it:
+/// `DECR` of the read reference count, then `PROBE`. `Ok` only when the
+/// depot says the capability no longer exists (the DECR removed it, or it
+/// had expired and was reaped already). Not freed, with the reason: the
+/// allocation still exists after the DECR (another reference pins it), a
+/// refusal, or no answer (then it is unknown; it expires at the end of
+/// its duration).
+pub(crate) async fn free_allocation(
+    pool: &Pool,
+    depot: &str,
+    level: Security,
+    cap: &str,
+) -> Result<(), String> {
+    use ibp_proto::IbpError;
+    let gone = |e: &ibp_depot::client::ClientError| e.ibp() == Some(IbpError::CapNotFound);
+    let cap = parse_cap(depot, cap).map_err(|e| e.to_string())?;
+    let mut c = pool.get(depot, level).await.map_err(|e| e.to_string())?;
+    // After an error reply the depot closes the connection: it is dropped
+    // here rather than given back to the pool.
+    match c.release(&cap).await {
+        Ok(()) => {}
+        Err(e) if gone(&e) => return Ok(()),
+        Err(e) => {
+            return Err(pool
+                .finish::<()>(depot, level, c, Err(e))
+                .map_or_else(|e| e.to_string(), |_| String::new()))
+        }
+    }
+    match c.probe(&cap).await {
+        Err(e) if gone(&e) => Ok(()),
+        Ok(p) => {
+            pool.put(depot, level, c);
+            Err(still_allocated(p.read_refs))
+        }
+        Err(e) => Err(format!(
+            "DECR accepted, but whether the allocation is gone is unknown: {}",
+            pool.finish::<()>(depot, level, c, Err(e))
+                .map_or_else(|e| e.to_string(), |_| String::new())
+        )),
+    }
+}
+
+/// Why an allocation that survived its DECR was not freed.
+pub fn still_allocated(read_refs: u32) -> String {
+    format!(
+        "still allocated after DECR: {read_refs} read reference(s) left (another reference pins it)"
+    )
 }
 
 /// Which mappings `trim` drops.
@@ -311,11 +352,14 @@ pub async fn augment(
 ) -> Result<(Exnode, usize), TransferError> {
     let made: Arc<Mutex<Vec<Made>>> = Arc::default();
     let r = augment_inner(x, pool, targets, copies, p, &made).await;
-    if r.is_err() {
-        let made = std::mem::take(&mut *made.lock().unwrap_or_else(|e| e.into_inner()));
-        super::upload::release_all(pool, &made).await;
+    match r {
+        Ok(v) => Ok(v),
+        Err(e) => {
+            let made = std::mem::take(&mut *made.lock().unwrap_or_else(|e| e.into_inner()));
+            let not_freed = super::upload::release_all(pool, &made).await;
+            Err(super::upload::with_not_freed(e, not_freed))
+        }
     }
-    r
 }
 
 async fn augment_inner(
@@ -424,8 +468,8 @@ pub async fn repair(
         Ok((out, dropped)) => Ok((out, dropped, report)),
         Err(e) => {
             let made = std::mem::take(&mut *made.lock().unwrap_or_else(|e| e.into_inner()));
-            super::upload::release_all(pool, &made).await;
-            Err(e)
+            let not_freed = super::upload::release_all(pool, &made).await;
+            Err(super::upload::with_not_freed(e, not_freed))
         }
     }
 }
@@ -521,7 +565,7 @@ async fn repair_inner(
             };
             let bytes = &shares[index];
             let mut t_map = template.clone();
-            t_map.checksum = Some(crate::crypto::checksum(bytes));
+            t_map.checksum = Some(crate::crypto::checksum_at(&t_map.place(), bytes));
             t_map.alloc_offset = 0;
             t_map.alloc_length = bytes.len() as u64;
             let stored = pl.place(None, bytes).await?;

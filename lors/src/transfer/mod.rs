@@ -126,10 +126,40 @@ pub enum TransferError {
     Exnode(String),
     #[error("{0}")]
     Usage(String),
+    /// An operation failed and its clean-up could not free every
+    /// allocation it had made (`depot: reason` each; they expire at the
+    /// end of their duration).
+    #[error("{source}; {}", not_freed_note(.not_freed))]
+    NotFreed {
+        source: Box<TransferError>,
+        not_freed: Vec<String>,
+    },
+}
+
+/// `N allocation(s) ... not freed: a; b; ...` (at most 5 listed).
+pub fn not_freed_note(not_freed: &[String]) -> String {
+    const SHOWN: usize = 5;
+    let mut s = format!(
+        "{} allocation(s) it made could not be freed: {}",
+        not_freed.len(),
+        not_freed
+            .iter()
+            .take(SHOWN)
+            .map(String::as_str)
+            .collect::<Vec<_>>()
+            .join("; ")
+    );
+    if not_freed.len() > SHOWN {
+        s.push_str(&format!("; and {} more", not_freed.len() - SHOWN));
+    }
+    s
 }
 
 impl From<TransferError> for Error {
     fn from(e: TransferError) -> Error {
+        if let TransferError::NotFreed { source, not_freed } = e {
+            return Error::from(*source).with_note(&not_freed_note(&not_freed));
+        }
         match e {
             TransferError::Usage(_) | TransferError::NotEnoughDepots { .. } => {
                 Error::Usage(e.to_string())
@@ -150,4 +180,38 @@ impl From<TransferError> for Error {
 /// Current Unix time in seconds.
 pub(crate) fn now() -> i64 {
     ibp_auth::unix_now()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_failed_clean_up_names_what_it_did_not_free_and_keeps_the_exit_class() {
+        let lost = TransferError::PlacementFailed {
+            offset: 0,
+            last: "depot full".into(),
+        };
+        let not_freed: Vec<String> = (0..7)
+            .map(|i| format!("d{i}:6715: still allocated after DECR"))
+            .collect();
+        let e = upload::with_not_freed(lost, not_freed);
+        let err = Error::from(e);
+        assert_eq!(err.exit_code(), crate::exit::UNAVAILABLE);
+        assert_eq!(
+            err.to_string(),
+            "no depot left to place a piece of the block at offset 0: depot full; \
+             7 allocation(s) it made could not be freed: d0:6715: still allocated after DECR; \
+             d1:6715: still allocated after DECR; d2:6715: still allocated after DECR; \
+             d3:6715: still allocated after DECR; d4:6715: still allocated after DECR; and 2 more"
+        );
+        // Nothing left behind: the error as it was.
+        let e = upload::with_not_freed(TransferError::Usage("bad".into()), Vec::new());
+        assert!(matches!(e, TransferError::Usage(_)));
+        let data = Error::from(upload::with_not_freed(
+            TransferError::Exnode("x".into()),
+            vec!["d:1: no answer within 30 s".into()],
+        ));
+        assert_eq!(data.exit_code(), crate::exit::DATA);
+    }
 }

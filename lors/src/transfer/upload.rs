@@ -23,7 +23,7 @@ use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 use uuid::Uuid;
 
-use super::pool::{parse_cap, Pool};
+use super::pool::Pool;
 use super::{codec, now, Progress, Redundancy, Target, TransferError};
 use crate::crypto::{self, DataKey};
 
@@ -131,8 +131,8 @@ where
                 let stored = stored.lock().unwrap_or_else(|p| p.into_inner());
                 made.retain(|m| !stored.contains(&m.block));
             }
-            release_all(&pool, &made).await;
-            Err(e)
+            let not_freed = release_all(&pool, &made).await;
+            Err(with_not_freed(e, not_freed))
         }
     }
 }
@@ -166,30 +166,49 @@ fn check_options(opts: &UploadOptions, targets: &[Target]) -> Result<(), Transfe
     Ok(())
 }
 
-/// Releases allocations (DECR with their MANAGE capabilities), ignoring
-/// failures; a depot known to be down is not waited for.
-pub(crate) async fn release_all(pool: &Arc<Pool>, made: &[Made]) {
+/// Frees allocations (DECR with their MANAGE capabilities, confirmed by a
+/// PROBE: [`super::maintain::free_allocation`]), at most the pool's
+/// timeout each. Returns those not freed as `depot: reason`.
+pub(crate) async fn release_all(pool: &Arc<Pool>, made: &[Made]) -> Vec<String> {
     let mut set = JoinSet::new();
     for m in made.iter().cloned() {
         let pool = pool.clone();
         set.spawn(async move {
             let t = pool.timeout();
-            let _ = tokio::time::timeout(t, release_one(&pool, m)).await;
+            let r = if pool.is_down(&m.depot) {
+                Err("the depot did not answer earlier".to_owned())
+            } else {
+                tokio::time::timeout(
+                    t,
+                    super::maintain::free_allocation(&pool, &m.depot, m.security, &m.manage),
+                )
+                .await
+                .unwrap_or_else(|_| Err(format!("no answer within {} s", t.as_secs())))
+            };
+            r.err().map(|why| format!("{}: {why}", m.depot))
         });
     }
-    while set.join_next().await.is_some() {}
+    let mut not_freed = Vec::new();
+    while let Some(r) = set.join_next().await {
+        match r {
+            Ok(Some(line)) => not_freed.push(line),
+            Ok(None) => {}
+            Err(e) => not_freed.push(format!("clean-up task failed: {e}")),
+        }
+    }
+    not_freed.sort();
+    not_freed
 }
 
-async fn release_one(pool: &Pool, m: Made) {
-    let Ok(cap) = parse_cap(&m.depot, &m.manage) else {
-        return;
-    };
-    if pool.is_down(&m.depot) {
-        return;
-    }
-    if let Ok(mut c) = pool.get(&m.depot, m.security).await {
-        let r = c.release(&cap).await;
-        let _ = pool.finish(&m.depot, m.security, c, r);
+/// `e`, with the allocations its clean-up could not free (if any).
+pub(crate) fn with_not_freed(e: TransferError, not_freed: Vec<String>) -> TransferError {
+    if not_freed.is_empty() {
+        e
+    } else {
+        TransferError::NotFreed {
+            source: Box::new(e),
+            not_freed,
+        }
     }
 }
 
@@ -341,6 +360,7 @@ impl BlockCtx {
         let file = self.opts.file;
         let index = self.index;
         let redundancy = self.opts.redundancy;
+        let offset = self.offset;
         // Encryption, erasure coding and checksums off the I/O threads.
         let (pieces, spent) = tokio::task::spawn_blocking(move || -> Result<_, TransferError> {
             let mut block = block;
@@ -353,10 +373,22 @@ impl BlockCtx {
                     (codec::encode(&block, k as usize, m as usize)?, Some(block))
                 }
             };
+            let ec = matches!(redundancy, Redundancy::Ec { .. });
             let pieces = pieces
                 .into_iter()
-                .map(|p| {
-                    let sum = crypto::checksum(&p);
+                .enumerate()
+                .map(|(j, p)| {
+                    // Bound to the range and share the mapping will hold
+                    // (as in the Mapping built below).
+                    let place = exnode::Place {
+                        logical_offset: offset,
+                        logical_length: len,
+                        share: ec.then_some(Share {
+                            group: index as u32,
+                            index: j as u16,
+                        }),
+                    };
+                    let sum = crypto::checksum_at(&place, &p);
                     (Arc::new(p), sum)
                 })
                 .collect::<Vec<_>>();

@@ -559,7 +559,8 @@ fn read_mapping(r: &mut Reader<'_>, index: usize) -> Result<Mapping, XmlError> {
                 }
                 "checksum" => {
                     once(&mut seen, "checksum", &t)?;
-                    let err = t.error("not blake3:<64 hex digits> or sha256:<64 hex digits>");
+                    let err =
+                        t.error("not blake3-placed:, blake3: or sha256: followed by 64 hex digits");
                     m.checksum = Some(parse_checksum(&t.string()?).ok_or(err)?);
                 }
                 "share" => {
@@ -657,6 +658,7 @@ fn parse_checksum(s: &str) -> Option<Checksum> {
     match alg {
         "blake3" => Some(Checksum::Blake3(bytes)),
         "sha256" => Some(Checksum::Sha256(bytes)),
+        "blake3-placed" => Some(Checksum::Blake3Placed(bytes)),
         _ => None,
     }
 }
