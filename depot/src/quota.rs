@@ -10,7 +10,7 @@
 
 use std::collections::HashMap;
 use std::fmt;
-use std::net::{IpAddr, Ipv6Addr};
+use std::net::IpAddr;
 use std::str::FromStr;
 use std::sync::Mutex;
 
@@ -207,21 +207,7 @@ impl LegacyLimits {
     }
 }
 
-/// What "one address" is for the per-address limits: an IPv4 address (also
-/// when written IPv4-mapped), or the /64 of an IPv6 address (one host
-/// usually holds a whole /64).
-pub fn address_key(ip: IpAddr) -> IpAddr {
-    match ip {
-        IpAddr::V4(_) => ip,
-        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
-            Some(v4) => IpAddr::V4(v4),
-            None => {
-                let s = v6.segments();
-                IpAddr::V6(Ipv6Addr::new(s[0], s[1], s[2], s[3], 0, 0, 0, 0))
-            }
-        },
-    }
-}
+pub use ibp_auth::address::address_key;
 
 /// The legacy allocations of one resource: the bytes (their `max_size`) all
 /// of them and those of each address reserve, and each address's count.

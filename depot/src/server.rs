@@ -177,22 +177,7 @@ pub fn shrink<K: std::hash::Hash + Eq, V>(m: &mut HashMap<K, V>) {
     }
 }
 
-/// The address a client is counted under: IPv4 as is (also when mapped
-/// into IPv6), IPv6 by its /64 (one subscriber's prefix).
-pub fn address_key(ip: IpAddr) -> IpAddr {
-    match ip {
-        IpAddr::V4(_) => ip,
-        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
-            Some(v4) => IpAddr::V4(v4),
-            None => {
-                let o = v6.octets();
-                let mut p = [0u8; 16];
-                p[..8].copy_from_slice(&o[..8]);
-                IpAddr::V6(p.into())
-            }
-        },
-    }
-}
+pub use ibp_auth::address::address_key;
 
 /// Open connections per client address on one listener.
 #[derive(Default)]
@@ -852,20 +837,6 @@ mod tests {
         assert_eq!(pace.limit_at(at(20), 3, io), Duration::ZERO);
         // ... one that kept the rate is not.
         assert_eq!(pace.limit_at(at(20), 20_000, io), Duration::from_secs(10));
-    }
-
-    #[test]
-    fn addresses_count_by_ipv4_or_ipv6_slash_64() {
-        let v4: IpAddr = "192.0.2.7".parse().unwrap();
-        assert_eq!(address_key(v4), v4);
-        let mapped: IpAddr = "::ffff:192.0.2.7".parse().unwrap();
-        assert_eq!(address_key(mapped), v4);
-        let a: IpAddr = "2001:db8:1:2:aaaa::1".parse().unwrap();
-        let b: IpAddr = "2001:db8:1:2:ffff:1:2:3".parse().unwrap();
-        let other: IpAddr = "2001:db8:1:3::1".parse().unwrap();
-        assert_eq!(address_key(a), address_key(b));
-        assert_eq!(address_key(a), "2001:db8:1:2::".parse::<IpAddr>().unwrap());
-        assert_ne!(address_key(a), address_key(other));
     }
 
     #[test]

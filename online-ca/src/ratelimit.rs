@@ -18,7 +18,7 @@
 //! Every method has an `_at` form taking the time, so tests move the clock.
 
 use std::collections::{HashMap, VecDeque};
-use std::net::{IpAddr, Ipv6Addr};
+use std::net::IpAddr;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
@@ -91,17 +91,7 @@ pub struct RateLimiter {
     state: Mutex<State>,
 }
 
-/// What counts as one client address: IPv4 (also IPv4-mapped), or an
-/// IPv6 /64.
-pub fn address_key(ip: IpAddr) -> IpAddr {
-    match ip {
-        IpAddr::V4(_) => ip,
-        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
-            Some(v4) => IpAddr::V4(v4),
-            None => IpAddr::V6(Ipv6Addr::from(u128::from(v6) & !((1u128 << 64) - 1))),
-        },
-    }
-}
+pub use ibp_auth::address::address_key;
 
 /// Drops the failures older than `window` from the front of `q`.
 fn expire(q: &mut VecDeque<Instant>, now: Instant, window: Duration) {

@@ -10,6 +10,7 @@
 //!
 //! See `docs/identity.md` for formats and the trust-directory layout.
 
+pub mod address;
 pub mod attributes;
 pub mod cache;
 pub mod credential;

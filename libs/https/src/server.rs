@@ -305,7 +305,9 @@ impl Drop for AddressSlot {
 }
 
 /// What counts as one client: an IPv4 address (also when written as an
-/// IPv4-mapped IPv6 address), or an IPv6 /64 (what one site gets).
+/// IPv4-mapped IPv6 address), or an IPv6 /64 (what one site gets). The same
+/// rule as `ibp_auth::address::address_key`, which the depot and the online
+/// CA use; this crate does not depend on `ibp-auth`.
 fn address_key(ip: IpAddr) -> IpAddr {
     match ip {
         IpAddr::V4(_) => ip,
