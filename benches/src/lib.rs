@@ -157,6 +157,8 @@ impl DepotProcess {
                 "100%",
                 "--legacy-per-address-bytes",
                 "100%",
+                "--legacy-per-address-allocations",
+                "1000000",
             ])
             .arg("--data")
             .arg(data)
