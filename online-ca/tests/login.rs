@@ -456,6 +456,70 @@ async fn guessing_many_users_from_one_address_hits_the_address_budget() {
     assert_eq!(status, 200, "{msg}");
 }
 
+/// A distributed guess at one user's password (a few tries from each of
+/// many addresses, under the per-(user, address) budget) hits the per-user
+/// budget, and guesses at many users from many addresses hit the total one;
+/// neither locks the user out of an address they logged in from before.
+#[tokio::test(flavor = "multi_thread")]
+async fn guessing_from_many_addresses_hits_the_user_and_total_budgets() {
+    let ca = CaDir::init();
+    ca.configure(
+        "[rate_limit]\nmax_failures = 5\nmax_failures_per_address = 20\nmax_failures_per_user = 6\nmax_failures_total = 10\n",
+    );
+    ca.add_user("alice", "wonderland");
+    ca.add_member("vo1", "local:alice", &[]);
+    let srv = ca.serve();
+    let ca_der = ca.ca_der();
+    let (csr, _) = new_csr();
+    // alice's own address becomes a known one.
+    let (status, msg, _) = login_from(&srv, &ca_der, USER, "alice", "wonderland", &csr).await;
+    assert_eq!(status, 200, "{msg}");
+    // Two wrong guesses from each of three addresses: six for alice.
+    for a in ["127.0.0.3", "127.0.0.4", "127.0.0.5"] {
+        for _ in 0..2 {
+            let (status, msg, _) = login_from(&srv, &ca_der, a, "alice", "guess", &csr).await;
+            assert_eq!(status, 401, "{a}: {msg}");
+        }
+    }
+    let (status, msg, retry) =
+        login_from(&srv, &ca_der, "127.0.0.6", "alice", "wonderland", &csr).await;
+    assert_eq!(
+        status, 429,
+        "a fresh address is refused once alice's budget is spent"
+    );
+    assert_eq!(
+        msg,
+        "too many failed logins for this user; try again later, or from an address this user logged in from before"
+    );
+    assert!(retry.is_some(), "Retry-After is sent");
+    let (status, msg, _) = login_from(&srv, &ca_der, USER, "alice", "wonderland", &csr).await;
+    assert_eq!(
+        status, 200,
+        "alice's known address bypasses the user budget: {msg}"
+    );
+    // Four more failures for other users from other addresses reach the
+    // total budget of ten.
+    for (i, a) in ["127.0.0.7", "127.0.0.8", "127.0.0.9", "127.0.0.10"]
+        .iter()
+        .enumerate()
+    {
+        let user = format!("user{i}");
+        let (status, msg, _) = login_from(&srv, &ca_der, a, &user, "guess", &csr).await;
+        assert_eq!(status, 401, "{user}: {msg}");
+    }
+    let (status, msg, _) = login_from(&srv, &ca_der, "127.0.0.11", "user9", "guess", &csr).await;
+    assert_eq!(status, 429);
+    assert_eq!(
+        msg,
+        "too many failed logins at this CA; try again later, or from an address this user logged in from before"
+    );
+    let (status, msg, _) = login_from(&srv, &ca_der, USER, "alice", "wonderland", &csr).await;
+    assert_eq!(
+        status, 200,
+        "the total budget spares known addresses: {msg}"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn failures_per_user_are_forgotten_after_success() {
     let ca = CaDir::init();
