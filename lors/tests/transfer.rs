@@ -960,48 +960,32 @@ fn swapped_mapping_offsets_in_an_exnode_fail_download_with_an_integrity_error() 
     // Cleartext (the swap would return the file's own bytes in another
     // order), and encrypted once the user has a key (other plaintext, as
     // each block's IV follows its offset): both refused.
-    ok(lors(
-        &g,
-        "alice",
-        &[
-            "upload",
-            src.to_str().unwrap(),
-            "--xnd",
-            xnd.to_str().unwrap(),
-            "--security",
-            "legacy",
-            "--copies",
-            "1",
-            "--block-size",
-            "1MiB",
-            "--depot",
-            &g.depots[0].legacy_addr,
-            "--depot",
-            &g.depots[1].legacy_addr,
-        ],
-    ));
+    let upload = |xnd: &std::path::Path| {
+        ok(lors(
+            &g,
+            "alice",
+            &[
+                "upload",
+                src.to_str().unwrap(),
+                "--xnd",
+                xnd.to_str().unwrap(),
+                "--security",
+                "legacy",
+                "--copies",
+                "1",
+                "--block-size",
+                "1MiB",
+                "--depot",
+                &g.depots[0].legacy_addr,
+                "--depot",
+                &g.depots[1].legacy_addr,
+            ],
+        ))
+    };
+    upload(&xnd);
     keys_init(&g, "alice");
     let sxnd = dir.join("s.xnd");
-    ok(lors(
-        &g,
-        "alice",
-        &[
-            "upload",
-            src.to_str().unwrap(),
-            "--xnd",
-            sxnd.to_str().unwrap(),
-            "--security",
-            "legacy",
-            "--copies",
-            "1",
-            "--block-size",
-            "1MiB",
-            "--depot",
-            &g.depots[0].legacy_addr,
-            "--depot",
-            &g.depots[1].legacy_addr,
-        ],
-    ));
+    upload(&sxnd);
     let said = String::from_utf8_lossy(&std::fs::read(&sxnd).unwrap()).into_owned();
     assert!(
         said.contains("aes-128-ctr"),
