@@ -3,6 +3,11 @@
 //! verifier has already checked the peer's chain during the handshake),
 //! HTTP/1.1 (hyper), bounded connections, timeouts and graceful shutdown.
 //!
+//! A response sent before the handler read the whole request body (a
+//! refusal that did not wait for it) carries `Connection: close`, and the
+//! connection closes after it: the unread rest of the body cannot be told
+//! from a next request, and a keep-alive client must not send one there.
+//!
 //! Every request carries two extensions: [`PeerChain`] (the client's
 //! certificate chain, leaf first, or `None`) and [`RemoteAddr`].
 
@@ -10,6 +15,7 @@ use std::collections::HashMap;
 use std::future::Future;
 use std::net::{IpAddr, Ipv6Addr, SocketAddr};
 use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -207,9 +213,23 @@ impl Connection {
         };
         let svc = TowerToHyperService::new(
             self.router
-                .layer(axum::middleware::map_request(
-                    move |req: axum::extract::Request| async move {
-                        req.map(|b| axum::body::Body::new(bodies.wrap(b)))
+                .layer(axum::middleware::from_fn(
+                    move |req: axum::extract::Request, next: axum::middleware::Next| async move {
+                        let read = Arc::new(AtomicBool::new(false));
+                        let req = req.map(|b| axum::body::Body::new(bodies.wrap(b, read.clone())));
+                        let mut resp = next.run(req).await;
+                        // A response sent before the whole request body was
+                        // read (a refusal that did not wait for the body):
+                        // hyper then closes the connection, and says so, so
+                        // that a keep-alive client does not send its next
+                        // request on a connection about to close.
+                        if !read.load(Ordering::Acquire) {
+                            resp.headers_mut().insert(
+                                hyper::header::CONNECTION,
+                                hyper::header::HeaderValue::from_static("close"),
+                            );
+                        }
+                        resp
                     },
                 ))
                 .layer(axum::Extension(peer))
@@ -326,9 +346,13 @@ struct BodyDeadline {
 }
 
 impl BodyDeadline {
-    fn wrap(self, inner: axum::body::Body) -> TimedBody {
+    fn wrap(self, inner: axum::body::Body, read: Arc<AtomicBool>) -> TimedBody {
+        if hyper::body::Body::is_end_stream(&inner) {
+            read.store(true, Ordering::Release);
+        }
         TimedBody {
             inner,
+            read,
             limits: self,
             started: None,
             received: 0,
@@ -342,6 +366,8 @@ impl BodyDeadline {
 /// reads, so time a handler spends before reading is not the client's.
 struct TimedBody {
     inner: axum::body::Body,
+    /// Set once the body has been read to its end.
+    read: Arc<AtomicBool>,
     limits: BodyDeadline,
     started: Option<tokio::time::Instant>,
     received: u64,
@@ -378,7 +404,14 @@ impl hyper::body::Body for TimedBody {
                 if let Some(data) = frame.data_ref() {
                     this.received = this.received.saturating_add(data.len() as u64);
                 }
+                if this.inner.is_end_stream() {
+                    this.read.store(true, Ordering::Release);
+                }
                 Poll::Ready(Some(Ok(frame)))
+            }
+            Poll::Ready(None) => {
+                this.read.store(true, Ordering::Release);
+                Poll::Ready(None)
             }
             Poll::Ready(other) => Poll::Ready(other),
             Poll::Pending => {

@@ -45,8 +45,17 @@ async fn closing(Extension(r): Extension<RemoteAddr>) -> impl IntoResponse {
     ([(CONNECTION, "close")], Json(json!({ "port": r.0.port() })))
 }
 
+/// Refuses without reading the request body, as a busy server does.
+async fn refuse_unread(Extension(r): Extension<RemoteAddr>) -> impl IntoResponse {
+    (
+        axum::http::StatusCode::SERVICE_UNAVAILABLE,
+        Json(json!({ "port": r.0.port() })),
+    )
+}
+
 fn router() -> Router {
     Router::new()
+        .route("/refuse", post(refuse_unread))
         .route("/port", get(port))
         .route("/slow", get(slow_port))
         .route("/echo", post(echo))
@@ -180,6 +189,28 @@ async fn connection_close_from_the_server_is_honoured() {
         ports.insert(port_of(&c, "/closing").await);
     }
     assert_eq!(ports.len(), 3, "{ports:?}");
+    server.stop().await;
+}
+
+/// A response sent before the request body was read closes the connection
+/// and says so (`Connection: close`): the client does not keep it, so the
+/// next request neither fails on it ("broken pipe") nor waits for it.
+#[tokio::test]
+async fn a_refusal_before_the_body_is_read_closes_the_connection() {
+    let pki = pki();
+    let server = Server::start(&pki, ServeOptions::default()).await;
+    let c = client(&pki, server.addr, 4);
+    let big = json!({ "pad": "x".repeat(1 << 20) });
+    for i in 0..10 {
+        let r = c.post_json("/refuse", &big).await.unwrap();
+        assert_eq!(r.status, 503);
+        let refused_on = r.json::<Value>().unwrap()["port"].as_u64().unwrap();
+        // The next request, at once: on a new connection.
+        let r = c.post_json("/echo", &json!({ "i": i })).await.unwrap();
+        let v: Value = r.json().unwrap();
+        assert_eq!(v["echo"]["i"], i);
+        assert_ne!(v["port"], refused_on, "connection reused after a refusal");
+    }
     server.stop().await;
 }
 

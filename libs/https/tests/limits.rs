@@ -23,10 +23,17 @@ use common::{pki, Pki};
 const OTHER: [u8; 4] = [127, 0, 0, 2];
 
 fn router() -> Router {
-    Router::new().route("/ok", get(|| async { "ok" })).route(
-        "/len",
-        post(|body: Bytes| async move { body.len().to_string() }),
-    )
+    Router::new()
+        .route("/ok", get(|| async { "ok" }))
+        .route(
+            "/len",
+            post(|body: Bytes| async move { body.len().to_string() }),
+        )
+        // Refuses without reading the body, as a busy server does.
+        .route(
+            "/refuse",
+            post(|| async { (axum::http::StatusCode::SERVICE_UNAVAILABLE, "busy") }),
+        )
 }
 
 struct Server {
@@ -187,6 +194,55 @@ async fn a_trickled_body_is_cut_and_a_fast_one_is_not() {
         .await
         .unwrap();
     assert_eq!(r.status, 200, "{}", r.error_message(200));
+    server.stop().await;
+}
+
+/// A response sent before the request body was read says `Connection:
+/// close` and the server closes: a keep-alive client that kept the
+/// connection would send its next request into a closing socket (seen as
+/// "broken pipe" by the metadata manager's busy refusals). A response to a
+/// request whose body was read keeps the connection.
+#[tokio::test]
+async fn a_response_before_the_body_is_read_says_connection_close() {
+    let pki = pki();
+    let server = Server::start(&pki, ServeOptions::default()).await;
+    let mut tls = tls_from(&pki, OTHER, server.addr).await;
+    tls.write_all(
+        b"POST /refuse HTTP/1.1\r\nHost: localhost\r\nConnection: keep-alive\r\n\
+          Content-Length: 100000\r\n\r\nxyz",
+    )
+    .await
+    .unwrap();
+    let (answer, _) = until_closed(&mut tls, Duration::from_secs(5)).await;
+    assert!(answer.starts_with("HTTP/1.1 503"), "{answer}");
+    assert!(
+        answer
+            .to_ascii_lowercase()
+            .contains("\r\nconnection: close\r\n"),
+        "{answer}"
+    );
+
+    // The body read: kept alive, no `Connection: close`.
+    let mut tls = tls_from(&pki, OTHER, server.addr).await;
+    tls.write_all(
+        b"POST /len HTTP/1.1\r\nHost: localhost\r\nConnection: keep-alive\r\n\
+          Content-Length: 3\r\n\r\nxyz",
+    )
+    .await
+    .unwrap();
+    let mut head = Vec::new();
+    let mut buf = [0u8; 1024];
+    while !head.ends_with(b"3") {
+        let n = tokio::time::timeout(Duration::from_secs(5), tls.read(&mut buf))
+            .await
+            .unwrap()
+            .unwrap();
+        assert_ne!(n, 0, "closed: {}", String::from_utf8_lossy(&head));
+        head.extend_from_slice(&buf[..n]);
+    }
+    let head = String::from_utf8_lossy(&head).to_ascii_lowercase();
+    assert!(head.starts_with("http/1.1 200"), "{head}");
+    assert!(!head.contains("connection: close"), "{head}");
     server.stop().await;
 }
 
