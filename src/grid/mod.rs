@@ -321,18 +321,7 @@ impl Grid {
         steps.mark("online-ca init (CA, VO vo1 and its attribute authority), lbone init, metadata-manager init");
 
         // 2. Trust directory, certificates and configurations.
-        let issuer = pki::make_trust(&l)?;
-        let (mut users, users_file) = users::make_users(&opts, &l)?;
-        config::write_users_file(&l, &users_file)?;
-        files::write_file(&l.dir.join("lors.toml"), "")?;
-        let configs = ServiceConfigs {
-            ca: config::write_ca(&l)?,
-            lbone: config::write_lbone(&l, &issuer, &opts)?,
-            mdm: config::write_mdm(&l, &issuer)?,
-        };
-        let mut depots = (0..opts.depots)
-            .map(|i| Depot::prepare(i, &l, &issuer, &opts))
-            .collect::<anyhow::Result<Vec<_>>>()?;
+        let (mut users, configs, mut depots) = write_configs(&opts, &l)?;
         steps.mark(&format!(
             "trust directory, server certificates and configurations ({} users, {} depots)",
             users.len(),
@@ -347,13 +336,10 @@ impl Grid {
 
         // 4. VO membership (the CA's database; safe while it runs).
         users::add_members(&bins.online_ca, &configs.ca, &mut users)?;
+        let names: Vec<&str> = users.iter().map(|u| u.name.as_str()).collect();
         steps.mark(&format!(
             "VO members added at the online CA: {}",
-            users
-                .iter()
-                .map(|u| u.name.as_str())
-                .collect::<Vec<_>>()
-                .join(", ")
+            names.join(", ")
         ));
 
         // 5. The online CA listening; logins (in parallel) while the other
@@ -465,6 +451,28 @@ fn run_inits(bins: &Binaries, l: &Layout) -> anyhow::Result<()> {
             .collect::<anyhow::Result<Vec<_>>>()
     })?;
     Ok(())
+}
+
+/// Makes the trust directory and the server certificates, and writes
+/// every configuration: the users (with the CA's users file), the three
+/// services' and the depots' (not started).
+fn write_configs(
+    opts: &GridOptions,
+    l: &Layout,
+) -> anyhow::Result<(Vec<GridUser>, ServiceConfigs, Vec<Depot>)> {
+    let issuer = pki::make_trust(l)?;
+    let (users, users_file) = users::make_users(opts, l)?;
+    config::write_users_file(l, &users_file)?;
+    files::write_file(&l.dir.join("lors.toml"), "")?;
+    let configs = ServiceConfigs {
+        ca: config::write_ca(l)?,
+        lbone: config::write_lbone(l, &issuer, opts)?,
+        mdm: config::write_mdm(l, &issuer)?,
+    };
+    let depots = (0..opts.depots)
+        .map(|i| Depot::prepare(i, l, &issuer, opts))
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    Ok((users, configs, depots))
 }
 
 /// Starts the online CA, the L-Bone and the metadata manager (not waiting
