@@ -75,7 +75,7 @@
 //! Every wait is bounded in time.
 
 //!
-//! The module's parts: [`binaries`](self::binaries) (asking cargo),
+//! The module's parts: `binaries` (asking cargo),
 //! `process` (spawning and supervising children), `files` (the private
 //! grid directory), `pki` (trust directory, certificates, password
 //! hashes), `config` (each daemon's configuration file), `daemons`

@@ -15,12 +15,10 @@
 //!   allocations after, so no registered exNode names a released
 //!   allocation.
 //!
-//! The parts: [`access`](self::access) (depots to place on, the L-Bone's
-//! grants, the session's pools of connections), [`upload`](self::upload),
-//! [`download`](self::download), [`maintenance`](self::maintenance)
-//! (`refresh`, `trim`, `augment`, `repair`, `stat --check`) and
-//! [`journal`](self::journal) (the one resume-journal format of uploads
-//! and downloads).
+//! The parts: `access` (depots to place on, the L-Bone's grants, the
+//! session's pools of connections), `upload`, `download`, `maintenance`
+//! (`refresh`, `trim`, `augment`, `repair`, `stat --check`) and `journal`
+//! (the one resume-journal format of uploads and downloads).
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -36,11 +34,11 @@ use crate::metadata::MetadataClient;
 use crate::transfer::maintain::Outcome;
 use crate::transfer::{self, Pool, SecureSetup, Target};
 
-pub mod access;
-pub mod download;
-pub mod journal;
-pub mod maintenance;
-pub mod upload;
+mod access;
+mod download;
+mod journal;
+mod maintenance;
+mod upload;
 
 pub use access::{access_for, download_pool, offer, placed, read_pool, targets, Placement};
 pub use download::{
