@@ -74,7 +74,8 @@ pub fn target_dir() -> PathBuf {
     workspace_root().join("target")
 }
 
-/// Raises `newest` to the newest modification time under `path`.
+/// Raises `newest` to the newest modification time under `path` (the
+/// benches' staleness rule; the grid asks cargo, [`cargo_binaries`]).
 pub fn newest_mtime(path: &Path, newest: &mut SystemTime) {
     let Ok(meta) = fs::metadata(path) else {
         return;
@@ -118,7 +119,10 @@ fn find_binaries(release: bool) -> anyhow::Result<Binaries> {
         } else {
             let target = target_dir();
             let profile_dir = target.join(if release { "release" } else { "debug" });
-            match cargo_build(&workspace_root(), &target, release) {
+            // All five at once, always: one feature unification, so
+            // successive builds never recompile dependencies with other
+            // features.
+            match cargo_build(&workspace_root(), &target, &BINS, release) {
                 Ok(built) => {
                     BINS.iter()
                         .map(|(_, bin)| {
@@ -153,13 +157,22 @@ fn find_binaries(release: bool) -> anyhow::Result<Binaries> {
     })
 }
 
-/// `cargo build -p <pkg> --bin <bin>...` for all five binaries at once
-/// (always all five: one feature unification, so successive builds never
-/// recompile dependencies with other features); returns each binary's
-/// executable as cargo reports it. Quiet unless cargo compiles something.
+/// `cargo build [--release] -p <pkg> --bin <bin>...` for `bins`
+/// (package, binary) in the workspace, in [`target_dir`]: cargo rebuilds
+/// what is stale. Returns each binary's executable as cargo reports it.
+/// Quiet unless cargo compiles something.
+pub fn cargo_binaries(
+    bins: &[(&str, &str)],
+    release: bool,
+) -> anyhow::Result<HashMap<String, PathBuf>> {
+    cargo_build(&workspace_root(), &target_dir(), bins, release)
+}
+
+/// [`cargo_binaries`] from `root` into `target`.
 fn cargo_build(
     root: &Path,
     target: &Path,
+    bins: &[(&str, &str)],
     release: bool,
 ) -> anyhow::Result<HashMap<String, PathBuf>> {
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
@@ -189,7 +202,7 @@ fn cargo_build(
         cmd.arg("--release");
     }
     let mut what = String::new();
-    for (pkg, bin) in BINS {
+    for (pkg, bin) in bins {
         cmd.args(["-p", pkg, "--bin", bin]);
         what.push_str(&format!(" -p {pkg} --bin {bin}"));
     }
