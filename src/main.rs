@@ -186,8 +186,24 @@ fn demo(args: &GridArgs, size_mib: u64) -> anyhow::Result<()> {
     let mut report = Report::new();
     let mut grid = start(args, &mut report)?;
     let user = "demo";
-    let home = grid.user(user).dir.clone();
+    let (src, digest) = demo_prepare(&grid, user, size_mib, &mut report)?;
+    let path = demo_upload(&grid, user, &src, size_mib, &mut report)?;
+    demo_lose_a_depot(&mut grid, user, &path, size_mib, &digest, &mut report)?;
+    println!(
+        "\nDone in {:.1} s. Every process is stopped now; `ibp-grid up` keeps a grid running.",
+        report.started.elapsed().as_secs_f64()
+    );
+    Ok(())
+}
 
+/// The demo user logs in, shows its proxy, makes its key pair and a file
+/// of random data; returns the file and its digest.
+fn demo_prepare(
+    grid: &Grid,
+    user: &str,
+    size_mib: u64,
+    report: &mut Report,
+) -> anyhow::Result<(PathBuf, blake3::Hash)> {
     let t = Instant::now();
     grid.login(user)?;
     report.step(
@@ -199,49 +215,60 @@ fn demo(args: &GridArgs, size_mib: u64) -> anyhow::Result<()> {
         grid.ca_url
     ));
     lors(
-        &grid,
+        grid,
         user,
         &["proxy-info"],
         0,
-        &mut report,
+        report,
         "the proxy: subject, VO, groups, lifetime",
     )
     .map(|o| report.detail(&String::from_utf8_lossy(&o.stdout)))?;
     lors(
-        &grid,
+        grid,
         user,
         &["keys", "init"],
         0,
-        &mut report,
+        report,
         "an X25519 key pair for wrapping data keys (~/.config/lors/key)",
     )?;
 
     let t = Instant::now();
-    let src = home.join("demo.bin");
+    let src = grid.user(user).dir.join("demo.bin");
     let digest = write_random(&src, size_mib << 20)?;
     report.step(
         &format!("{size_mib} MiB of random data written to {}", src.display()),
         t.elapsed(),
     );
+    Ok((src, digest))
+}
 
+/// A directory of the user's own, the upload (2+1, full crypto) and its
+/// exNode's mappings; returns the file's path at the metadata manager.
+fn demo_upload(
+    grid: &Grid,
+    user: &str,
+    src: &Path,
+    size_mib: u64,
+    report: &mut Report,
+) -> anyhow::Result<String> {
     let dir = format!("/{VO}/{user}");
     lors(
-        &grid,
+        grid,
         user,
         &["mkdir", &dir],
         0,
-        &mut report,
+        report,
         "a directory of demo's own at the metadata manager (the VO root is writable by its members)",
     )?;
     let path = format!("{dir}/demo.bin");
     let src_s = src.display().to_string();
     let t = Instant::now();
     lors(
-        &grid,
+        grid,
         user,
         &["upload", &src_s, &path, "--ec", "2+1", "--security", "full"],
         0,
-        &mut report,
+        report,
         "upload: AES-128-CTR per block, Reed-Solomon 2+1 on 3 distinct depots, TLS 1.3 to every depot, exNode to the metadata manager",
     )?;
     report.detail(&format!(
@@ -249,15 +276,27 @@ fn demo(args: &GridArgs, size_mib: u64) -> anyhow::Result<()> {
         (size_mib as f64) / t.elapsed().as_secs_f64()
     ));
     let out = lors(
-        &grid,
+        grid,
         user,
         &["stat", &path, "--mappings"],
         0,
-        &mut report,
+        report,
         "the exNode: every block's pieces and where they are",
     )?;
     report.detail(&summarize_mappings(&String::from_utf8_lossy(&out.stdout)));
+    Ok(path)
+}
 
+/// Kills a depot, downloads the file (rebuilt from parity), verifies it
+/// against `digest` and shows `lors stat --check` reporting the loss.
+fn demo_lose_a_depot(
+    grid: &mut Grid,
+    user: &str,
+    path: &str,
+    size_mib: u64,
+    digest: &blake3::Hash,
+    report: &mut Report,
+) -> anyhow::Result<()> {
     let t = Instant::now();
     let victim = 1;
     let name = grid.depots[victim].name.clone();
@@ -268,15 +307,15 @@ fn demo(args: &GridArgs, size_mib: u64) -> anyhow::Result<()> {
         t.elapsed(),
     );
 
-    let dst = home.join("demo.out");
+    let dst = grid.user(user).dir.join("demo.out");
     let dst_s = dst.display().to_string();
     let t = Instant::now();
     lors(
-        &grid,
+        grid,
         user,
-        &["download", &path, &dst_s],
+        &["download", path, &dst_s],
         0,
-        &mut report,
+        report,
         "download: a metadata-manager ticket for the file, pieces verified (BLAKE3), the lost ones rebuilt from parity",
     )?;
     report.detail(&format!(
@@ -286,7 +325,7 @@ fn demo(args: &GridArgs, size_mib: u64) -> anyhow::Result<()> {
 
     let t = Instant::now();
     let got = hash_file(&dst)?;
-    if got != digest {
+    if got != *digest {
         bail!("the downloaded file differs from the uploaded one");
     }
     report.step(
@@ -297,18 +336,13 @@ fn demo(args: &GridArgs, size_mib: u64) -> anyhow::Result<()> {
         t.elapsed(),
     );
     lors(
-        &grid,
+        grid,
         user,
-        &["stat", &path, "--check"],
+        &["stat", path, "--check"],
         11,
-        &mut report,
+        report,
         "lors stat --check reports the unreadable pieces (exit 11); `lors repair` would recreate them on a spare depot",
     )?;
-
-    println!(
-        "\nDone in {:.1} s. Every process is stopped now; `ibp-grid up` keeps a grid running.",
-        report.started.elapsed().as_secs_f64()
-    );
     Ok(())
 }
 

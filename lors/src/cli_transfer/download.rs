@@ -1,0 +1,216 @@
+//! `lors download`.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use clap::Args;
+use lors::credentials::Error;
+use lors::exit;
+use lors::files::{self, DownloadSummary, Source};
+use lors::transfer::Sink;
+
+use super::{config, human_size, print_json, progress_bar, GridArgs, DEFAULT_THREADS};
+
+#[derive(Args)]
+pub struct DownloadArgs {
+    /// SRC DEST: SRC the file in the metadata manager (/VO/dir/name), DEST
+    /// a file or - for standard output; with --xnd only DEST
+    #[arg(value_name = "SRC DEST", num_args = 1..=2, required = true)]
+    paths: Vec<String>,
+    /// Read this exNode file (ours or LoRS 0.82) instead of the metadata manager
+    #[arg(long, value_name = "FILE")]
+    xnd: Option<PathBuf>,
+    /// An older version
+    #[arg(long, value_name = "N")]
+    version: Option<u64>,
+    /// Ranges in flight at once [default: 4]
+    #[arg(long, value_name = "N")]
+    threads: Option<usize>,
+    /// VO admins: decrypt with the VO's escrow private key (recovery of a
+    /// member's file) instead of your own key
+    #[arg(long, value_name = "FILE")]
+    escrow_key: Option<PathBuf>,
+    /// Continue an interrupted download into DEST: ranges already in
+    /// `.DEST.lors-part` (per its journal, if of the same version) are
+    /// not fetched again
+    #[arg(long)]
+    resume: bool,
+    #[command(flatten)]
+    grid: GridArgs,
+}
+
+pub fn download(a: DownloadArgs) -> Result<u8, Error> {
+    let cfg = config()?;
+    let mut grid = a.grid.grid(&cfg)?;
+    if let Some(f) = &a.escrow_key {
+        grid.escrow = Some(Arc::new(lors::keys::load(f)?));
+    }
+    let (src, dest) = source_and_dest(&a)?;
+    let threads = a
+        .threads
+        .or(cfg.threads.map(|t| t as usize))
+        .unwrap_or(DEFAULT_THREADS)
+        .max(1);
+    let to_stdout = dest.as_os_str() == "-";
+    if a.resume && to_stdout {
+        return Err(Error::Usage("--resume needs an output file, not -".into()));
+    }
+    let part = if to_stdout {
+        None
+    } else {
+        Some(Part::of(&dest)?)
+    };
+    let sink = match &part {
+        None => Sink::Stream(Box::new(tokio::io::stdout())),
+        Some(p) => Sink::File(
+            std::fs::OpenOptions::new()
+                .write(true)
+                .create(true)
+                .truncate(!a.resume)
+                .open(&p.file)
+                .map_err(|e| Error::Local(format!("cannot write {}: {e}", p.file.display())))?,
+        ),
+    };
+    let resume = part.as_ref().map(|p| files::Resume {
+        journal: p.journal.clone(),
+        resume: a.resume,
+    });
+    let bar = progress_bar(None, a.grid.quiet || to_stdout, a.grid.json, "download");
+    let rt = crate::runtime_mt()?;
+    let r = rt.block_on(files::download_with(
+        &grid,
+        &src,
+        sink,
+        threads,
+        bar.as_ref().map(|(_, p)| p.clone()),
+        resume.as_ref(),
+    ));
+    if let Some((b, _)) = &bar {
+        b.finish_and_clear();
+    }
+    let summary = match (r, &part) {
+        (Ok(s), _) => s,
+        (Err(e), Some(p)) => {
+            p.keep_for_resume_or_remove();
+            return Err(e);
+        }
+        (Err(e), None) => return Err(e),
+    };
+    if let Some(p) = &part {
+        p.complete(&dest)?;
+    }
+    if a.grid.json && !to_stdout {
+        print_json(&summary)?;
+    } else {
+        print_summary(&summary, to_stdout, a.grid.quiet);
+    }
+    Ok(exit::OK)
+}
+
+/// The exNode to read and the destination (a file or `-`).
+fn source_and_dest(a: &DownloadArgs) -> Result<(Source, PathBuf), Error> {
+    match (&a.paths[..], &a.xnd) {
+        ([p, d], None) => Ok((
+            Source::Path {
+                path: p.clone(),
+                version: a.version,
+            },
+            PathBuf::from(d),
+        )),
+        ([d], Some(f)) => Ok((Source::Xnd(f.clone()), PathBuf::from(d))),
+        (_, Some(_)) => Err(Error::Usage(
+            "with --xnd FILE give only the destination (a file or -)".into(),
+        )),
+        _ => Err(Error::Usage(
+            "give the source path and the destination (a file or -), or --xnd FILE and the destination".into(),
+        )),
+    }
+}
+
+/// A download into a file goes to `.DEST.lors-part` (with its journal
+/// `.DEST.lors-part.journal`), renamed to DEST when complete, so a failed
+/// download never leaves a partial file under DEST.
+struct Part {
+    file: PathBuf,
+    journal: PathBuf,
+}
+
+impl Part {
+    fn of(dest: &Path) -> Result<Part, Error> {
+        let name = dest
+            .file_name()
+            .ok_or_else(|| Error::Usage(format!("{}: not a file name", dest.display())))?;
+        let mut n = std::ffi::OsString::from(".");
+        n.push(name);
+        n.push(".lors-part");
+        let file = dest.with_file_name(n);
+        let mut j = file.as_os_str().to_owned();
+        j.push(".journal");
+        Ok(Part {
+            file,
+            journal: PathBuf::from(j),
+        })
+    }
+
+    /// After a failure: what was fetched stays for `--resume` (not under
+    /// DEST); nothing fetched (say, the metadata manager is down) leaves
+    /// nothing behind.
+    fn keep_for_resume_or_remove(&self) {
+        let fetched = std::fs::read_to_string(&self.journal).is_ok_and(|t| t.lines().count() > 1);
+        if fetched {
+            eprintln!(
+                "lors: the part downloaded is kept in {}: run the same command with --resume to continue",
+                self.file.display()
+            );
+        } else {
+            for f in [&self.file, &self.journal] {
+                let _ = std::fs::remove_file(f);
+            }
+        }
+    }
+
+    /// After success: the journal removed, the file renamed to `dest`.
+    fn complete(&self, dest: &Path) -> Result<(), Error> {
+        let _ = std::fs::remove_file(&self.journal);
+        std::fs::rename(&self.file, dest)
+            .map_err(|e| Error::Local(format!("cannot write {}: {e}", dest.display())))
+    }
+}
+
+fn print_summary(summary: &DownloadSummary, to_stdout: bool, quiet: bool) {
+    let line = format!(
+        "downloaded {} from {} in {:.2} s ({:.1} MiB/s){}{}{}",
+        human_size(summary.size),
+        summary.source,
+        summary.seconds,
+        summary.mib_per_s,
+        if summary.report.failovers > 0 {
+            format!(", {} failovers", summary.report.failovers)
+        } else {
+            String::new()
+        },
+        if summary.report.rebuilt > 0 {
+            format!(", {} blocks rebuilt from parity", summary.report.rebuilt)
+        } else {
+            String::new()
+        },
+        if summary.report.resumed > 0 {
+            format!(
+                ", {} blocks already there (resumed)",
+                summary.report.resumed
+            )
+        } else {
+            String::new()
+        },
+    );
+    if to_stdout {
+        if !quiet {
+            eprintln!("{line}");
+        }
+    } else {
+        println!("{line}");
+    }
+    for c in &summary.report.corrupt {
+        eprintln!("lors: warning: corrupt copy skipped: {c} (run lors repair)");
+    }
+}

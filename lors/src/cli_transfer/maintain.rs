@@ -1,0 +1,236 @@
+//! `lors augment`, `trim`, `refresh` and `repair`.
+
+use clap::Args;
+use lors::credentials::Error;
+use lors::depots;
+use lors::exit;
+use lors::files::{self, Source};
+use lors::transfer::maintain::TrimSelect;
+use lors::MetadataClient;
+
+use super::{
+    config, print_json, GridArgs, PlaceArgs, SourceArgs, DEFAULT_DURATION, DEFAULT_THREADS,
+};
+
+#[derive(Args)]
+pub struct AugmentArgs {
+    #[command(flatten)]
+    src: SourceArgs,
+    /// Replicas wanted of every range (or of every share)
+    #[arg(long, value_name = "N")]
+    copies: u16,
+    #[command(flatten)]
+    place: PlaceArgs,
+    #[command(flatten)]
+    grid: GridArgs,
+}
+
+#[derive(Args)]
+pub struct TrimArgs {
+    #[command(flatten)]
+    src: SourceArgs,
+    /// Drop every mapping on this depot (HOST:PORT as `stat --mappings` shows; repeatable)
+    #[arg(
+        long = "depot",
+        value_name = "HOST:PORT",
+        required_unless_present = "mappings"
+    )]
+    depots: Vec<String>,
+    /// Drop these mappings (numbers as `stat --mappings` shows; repeatable)
+    #[arg(long = "mapping", value_name = "N", conflicts_with = "depots")]
+    mappings: Vec<usize>,
+    #[command(flatten)]
+    grid: GridArgs,
+}
+
+#[derive(Args)]
+pub struct RefreshArgs {
+    #[command(flatten)]
+    src: SourceArgs,
+    /// New lifetime from now, e.g. 7d [default: 7d]
+    #[arg(long, value_name = "DURATION", value_parser = depots::parse_duration)]
+    duration: Option<u64>,
+    /// PATH is a directory: refresh every file under it
+    #[arg(long)]
+    all: bool,
+    #[command(flatten)]
+    grid: GridArgs,
+}
+
+#[derive(Args)]
+pub struct RepairArgs {
+    #[command(flatten)]
+    src: SourceArgs,
+    /// Mappings probed at once [default: 4]
+    #[arg(long, value_name = "N")]
+    threads: Option<usize>,
+    #[command(flatten)]
+    place: PlaceArgs,
+    #[command(flatten)]
+    grid: GridArgs,
+}
+
+fn report(m: &files::Maintained, json: bool, what: &str) -> Result<u8, Error> {
+    if json {
+        print_json(m)?;
+    } else {
+        println!(
+            "{what} {}: {} mapping(s) before, {} after{}{}",
+            m.source,
+            m.mappings_before,
+            m.mappings_after,
+            if m.added > 0 {
+                format!(", {} added", m.added)
+            } else {
+                String::new()
+            },
+            if m.version > 0 {
+                format!(", version {} registered", m.version)
+            } else {
+                String::new()
+            }
+        );
+        if let Some(r) = &m.repair {
+            println!(
+                "checked {} mapping(s): {} bad, {} recreated",
+                r.checked,
+                r.bad.len(),
+                r.recreated
+            );
+            for b in &r.bad {
+                println!(
+                    "  bad: {} bytes {}.. on {}: {:?}",
+                    b.mapping, b.offset, b.depot, b.state
+                );
+            }
+            for u in &r.unrecoverable {
+                println!("  unrecoverable: {u}");
+            }
+        }
+        // Refresh outcomes are MANAGE CHNG; the others free allocations.
+        let failed = if what == "refreshed" {
+            "not refreshed"
+        } else {
+            "not freed"
+        };
+        for o in m.outcomes.iter().filter(|o| !o.ok) {
+            println!(
+                "  {failed}: {} (range at {}): {}",
+                o.depot,
+                o.offset,
+                o.error.as_deref().unwrap_or("")
+            );
+        }
+    }
+    Ok(if m.complete() {
+        exit::OK
+    } else {
+        exit::PARTIAL
+    })
+}
+
+pub fn augment(a: AugmentArgs) -> Result<u8, Error> {
+    let cfg = config()?;
+    let grid = a.grid.grid(&cfg)?;
+    let src = a.src.source()?;
+    let m = crate::runtime_mt()?.block_on(files::augment(
+        &grid,
+        &src,
+        a.copies.max(1) as usize,
+        &a.place.placement(&cfg),
+    ))?;
+    report(&m, a.grid.json, "augmented")
+}
+
+pub fn trim(a: TrimArgs) -> Result<u8, Error> {
+    let cfg = config()?;
+    let grid = a.grid.grid(&cfg)?;
+    let src = a.src.source()?;
+    let select = if a.mappings.is_empty() {
+        TrimSelect::Depots(a.depots.clone())
+    } else {
+        TrimSelect::Mappings(a.mappings.clone())
+    };
+    let m = crate::runtime_mt()?.block_on(files::trim(&grid, &src, &select))?;
+    report(&m, a.grid.json, "trimmed")
+}
+
+pub fn refresh(a: RefreshArgs) -> Result<u8, Error> {
+    let cfg = config()?;
+    let grid = a.grid.grid(&cfg)?;
+    let duration = a.duration.or(cfg.duration).unwrap_or(DEFAULT_DURATION);
+    let rt = crate::runtime_mt()?;
+    if a.all {
+        let root = a
+            .src
+            .path
+            .clone()
+            .ok_or_else(|| Error::Usage("--all needs a directory path".into()))?;
+        let mdm = grid
+            .mdm
+            .clone()
+            .ok_or_else(|| Error::Usage("--all needs the metadata manager (--mdm)".into()))?;
+        let files_under = rt.block_on(walk(&mdm, &root))?;
+        let mut code = exit::OK;
+        let mut all = Vec::new();
+        for f in files_under {
+            let src = Source::Path {
+                path: f.clone(),
+                version: None,
+            };
+            match rt.block_on(files::refresh(&grid, &src, duration)) {
+                Ok(m) => {
+                    if !m.complete() {
+                        code = exit::PARTIAL;
+                    }
+                    all.push(m);
+                }
+                Err(e) => {
+                    eprintln!("lors: {f}: {e}");
+                    code = exit::PARTIAL;
+                }
+            }
+        }
+        if a.grid.json {
+            print_json(&all)?;
+        } else {
+            for m in &all {
+                report(m, false, "refreshed")?;
+            }
+        }
+        return Ok(code);
+    }
+    let src = a.src.source()?;
+    let m = rt.block_on(files::refresh(&grid, &src, duration))?;
+    report(&m, a.grid.json, "refreshed")
+}
+
+/// Every file under a directory (depth first, bounded by the listing).
+async fn walk(mdm: &MetadataClient, root: &str) -> Result<Vec<String>, Error> {
+    let mut out = Vec::new();
+    let mut dirs = vec![root.trim_end_matches('/').to_owned()];
+    while let Some(d) = dirs.pop() {
+        for e in mdm.list(&d).await? {
+            match e.kind {
+                lors::metadata::EntryKind::Dir => dirs.push(e.path.clone()),
+                _ => out.push(e.path.clone()),
+            }
+        }
+    }
+    out.sort();
+    Ok(out)
+}
+
+pub fn repair(a: RepairArgs) -> Result<u8, Error> {
+    let cfg = config()?;
+    let grid = a.grid.grid(&cfg)?;
+    let src = a.src.source()?;
+    let threads = a.threads.unwrap_or(DEFAULT_THREADS).max(1);
+    let m = crate::runtime_mt()?.block_on(files::repair(
+        &grid,
+        &src,
+        &a.place.placement(&cfg),
+        threads,
+    ))?;
+    report(&m, a.grid.json, "repaired")
+}

@@ -1,0 +1,238 @@
+//! The `lors` data commands: `upload`, `download`, `augment`, `trim`,
+//! `refresh`, `repair` and `stat --mappings/--check`. Argument parsing,
+//! progress and output only; the work is [`lors::files`]. Every option
+//! falls back on the environment and `~/.config/lors/config.toml`
+//! ([`lors::config`]), then on the defaults below. See docs/lors.md.
+//!
+//! One module per command group: `upload`, `download`, `maintain`
+//! (`augment`, `trim`, `refresh`, `repair`) and `stat`; this one holds
+//! the options they share.
+
+use std::io::IsTerminal;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use clap::Args;
+use exnode::Security;
+use lors::config::Config;
+use lors::credentials::{Error, TrustSource};
+use lors::depots::{self, Near};
+use lors::files::{self, Grid, Placement, Source};
+use lors::transfer::Progress;
+use lors::MetadataClient;
+use serde::Serialize;
+
+mod download;
+mod maintain;
+mod stat;
+mod upload;
+
+pub use download::{download, DownloadArgs};
+pub use maintain::{
+    augment, refresh, repair, trim, AugmentArgs, RefreshArgs, RepairArgs, TrimArgs,
+};
+pub use stat::{stat, StatArgs};
+pub use upload::{upload, UploadArgs};
+
+/// Default block size: see docs/lors.md "Choosing the block size" (the
+/// `lors_ops` benchmark).
+pub const DEFAULT_BLOCK_SIZE: u64 = 8 << 20;
+/// Default blocks in flight.
+pub const DEFAULT_THREADS: usize = 4;
+/// Default allocation lifetime: 7 days.
+pub const DEFAULT_DURATION: u64 = 7 * 24 * 3600;
+
+/// Services and credentials: every data command takes these.
+#[derive(Args, Clone, Default)]
+pub struct GridArgs {
+    /// The L-Bone, e.g. https://lbone.example.org:6767 (default: $LORS_LBONE_URL, config `lbone`)
+    #[arg(long, value_name = "URL")]
+    lbone: Option<String>,
+    /// The metadata manager (default: $LORS_METADATA_URL, config `metadata`)
+    #[arg(long, value_name = "URL")]
+    mdm: Option<String>,
+    /// Trust directory authenticating the servers (default: $LORS_TRUST_DIR, config `trust_dir`)
+    #[arg(long, value_name = "DIR")]
+    trust: Option<PathBuf>,
+    /// The proxy credential (default: $X509_USER_PROXY, config `proxy`, /tmp/x509up_u<uid>)
+    #[arg(long, value_name = "FILE")]
+    proxy: Option<PathBuf>,
+    /// Your key-wrapping private key (default: $LORS_KEY_FILE, config `key_file`, ~/.config/lors/key.pem)
+    #[arg(long, value_name = "FILE")]
+    key: Option<PathBuf>,
+    /// Seconds allowed for each depot operation
+    #[arg(long, value_name = "SECONDS", default_value_t = 30)]
+    timeout: u64,
+    /// Print the result as JSON (no progress bar)
+    #[arg(long)]
+    json: bool,
+    /// No progress bar even on a terminal
+    #[arg(long)]
+    quiet: bool,
+}
+
+impl GridArgs {
+    /// The services this command can use (each only if configured).
+    fn grid(&self, cfg: &Config) -> Result<Grid, Error> {
+        let trust = match self.trust.clone().or_else(|| cfg.trust_dir.clone()) {
+            Some(d) => Some(TrustSource::Dir(d).load()?),
+            None => None,
+        };
+        let proxy = self.proxy.clone().unwrap_or_else(|| cfg.proxy_path());
+        let credential = if proxy.exists() {
+            Some(lors::credentials::load_proxy(&proxy)?)
+        } else {
+            None
+        };
+        let mdm = match (
+            self.mdm.clone().or_else(|| cfg.metadata.clone()),
+            &trust,
+            &credential,
+        ) {
+            (Some(url), Some(t), Some(c)) => Some(MetadataClient::connect(&url, t, c)?),
+            _ => None,
+        };
+        let key_path = self
+            .key
+            .clone()
+            .or_else(|| cfg.key_file.clone())
+            .unwrap_or_else(lors::keys::default_key_path);
+        Ok(Grid {
+            trust,
+            credential,
+            lbone: self.lbone.clone().or_else(|| cfg.lbone.clone()),
+            mdm,
+            key: files::load_key_if_present(&key_path)?,
+            escrow: None,
+            cache: Default::default(),
+            timeout: Some(Duration::from_secs(self.timeout.max(1))),
+        })
+    }
+}
+
+/// Where new allocations go.
+#[derive(Args, Clone, Default)]
+pub struct PlaceArgs {
+    /// Use these depots (HOST:PORT, repeatable; legacy ports for
+    /// --security legacy, else matched against the L-Bone's depots)
+    #[arg(long = "depot", value_name = "HOST:PORT")]
+    depots: Vec<String>,
+    /// Where you are (LAT,LON or a place at the L-Bone): nearest depots first
+    #[arg(long, value_name = "LAT,LON|PLACE", value_parser = Near::parse, allow_hyphen_values = true)]
+    near: Option<Near>,
+    /// Allocation lifetime, e.g. 3600, 90m, 7d [default: 7d]
+    #[arg(long, value_name = "DURATION", value_parser = depots::parse_duration)]
+    duration: Option<u64>,
+    /// hard (kept until expiry) or soft (may be reclaimed) [default: hard]
+    #[arg(long, value_enum)]
+    reliability: Option<depots::Reliability>,
+}
+
+impl PlaceArgs {
+    fn placement(&self, cfg: &Config) -> Placement {
+        Placement {
+            depots: self.depots.clone(),
+            near: self.near.clone().or_else(|| cfg.location.clone()),
+            duration: self.duration.or(cfg.duration).unwrap_or(DEFAULT_DURATION),
+            reliability: self.reliability.or(cfg.reliability).unwrap_or_default(),
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, clap::ValueEnum)]
+pub enum Level {
+    /// Plain IBP: bearer capabilities, no authentication
+    Legacy,
+    /// Authenticated TLS control connection, sealed request lines on a
+    /// plain data connection, bulk data (already encrypted) in clear
+    Crypto,
+    /// Everything inside TLS 1.3
+    Full,
+}
+
+impl From<Level> for Security {
+    fn from(l: Level) -> Security {
+        match l {
+            Level::Legacy => Security::Legacy,
+            Level::Crypto => Security::Crypto,
+            Level::Full => Security::Full,
+        }
+    }
+}
+
+/// A file to maintain: a path, or `--xnd FILE`.
+#[derive(Args)]
+pub struct SourceArgs {
+    /// The file in the metadata manager (/VO/dir/name)
+    #[arg(required_unless_present = "xnd")]
+    path: Option<String>,
+    /// An exNode file instead (rewritten in place)
+    #[arg(long, value_name = "FILE", conflicts_with = "path")]
+    xnd: Option<PathBuf>,
+}
+
+impl SourceArgs {
+    fn source(&self) -> Result<Source, Error> {
+        match (&self.path, &self.xnd) {
+            (Some(p), None) => Ok(Source::Path {
+                path: p.clone(),
+                version: None,
+            }),
+            (None, Some(f)) => Ok(Source::Xnd(f.clone())),
+            _ => Err(Error::Usage("give a path or --xnd FILE".into())),
+        }
+    }
+}
+
+fn config() -> Result<Config, Error> {
+    Config::load()
+}
+
+/// A progress bar on a terminal (stderr), else nothing.
+fn progress_bar(
+    total: Option<u64>,
+    quiet: bool,
+    json: bool,
+    what: &str,
+) -> Option<(indicatif::ProgressBar, Progress)> {
+    if quiet || json || !std::io::stderr().is_terminal() {
+        return None;
+    }
+    let bar = match total {
+        Some(n) => indicatif::ProgressBar::new(n),
+        None => indicatif::ProgressBar::new_spinner(),
+    };
+    let style = indicatif::ProgressStyle::with_template(
+        "{msg} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec} eta {eta}",
+    )
+    .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar())
+    .progress_chars("=> ");
+    bar.set_style(style);
+    bar.set_message(what.to_owned());
+    let b = bar.clone();
+    let f: Progress = Arc::new(move |n| b.inc(n));
+    Some((bar, f))
+}
+
+fn print_json<T: Serialize>(v: &T) -> Result<(), Error> {
+    let text = serde_json::to_string_pretty(v)
+        .map_err(|e| Error::Local(format!("cannot format the answer: {e}")))?;
+    println!("{text}");
+    Ok(())
+}
+
+fn human_size(n: u64) -> String {
+    const U: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut v = n as f64;
+    let mut i = 0;
+    while v >= 1024.0 && i < U.len() - 1 {
+        v /= 1024.0;
+        i += 1;
+    }
+    if i == 0 {
+        format!("{n} B")
+    } else {
+        format!("{v:.1} {}", U[i])
+    }
+}

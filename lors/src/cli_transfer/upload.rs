@@ -1,0 +1,219 @@
+//! `lors upload`.
+
+use std::path::{Path, PathBuf};
+
+use clap::Args;
+use exnode::Security;
+use lors::config::Config;
+use lors::credentials::Error;
+use lors::depots;
+use lors::exit;
+use lors::files::{self, Dest, Grid, UploadSettings, UploadSummary};
+use lors::transfer::Redundancy;
+
+use super::{
+    config, human_size, print_json, progress_bar, GridArgs, Level, PlaceArgs, DEFAULT_BLOCK_SIZE,
+    DEFAULT_THREADS,
+};
+
+#[derive(Args)]
+pub struct UploadArgs {
+    /// The file to upload, or - for standard input
+    src: PathBuf,
+    /// Destination in the metadata manager: /VO/dir/name
+    #[arg(required_unless_present = "xnd")]
+    dest: Option<String>,
+    /// Write the exNode to this file instead of the metadata manager
+    #[arg(long, value_name = "FILE", conflicts_with = "dest")]
+    xnd: Option<PathBuf>,
+    /// Block size, e.g. 8MiB [default: 8MiB]
+    #[arg(long, value_name = "SIZE", value_parser = depots::parse_size)]
+    block_size: Option<u64>,
+    /// Replicas of each block on distinct depots [default: 1]
+    #[arg(long, value_name = "N", conflicts_with = "ec")]
+    copies: Option<u16>,
+    /// Erasure coding: K data + M parity shares per block on distinct depots
+    #[arg(long, value_name = "K+M", value_parser = lors::transfer::parse_ec)]
+    ec: Option<Redundancy>,
+    /// Depot security level [default: full with a proxy, else legacy]
+    #[arg(long, value_enum)]
+    security: Option<Level>,
+    /// Store the data in clear (exNodes the LoRS 0.82 tools can read)
+    #[arg(long)]
+    no_encrypt: bool,
+    /// Journal the upload so that, if it fails or is interrupted, the same
+    /// command with --resume continues after the blocks already stored
+    /// (kept until then; without --resume a failed upload releases them)
+    #[arg(long)]
+    resume: bool,
+    /// Blocks in flight at once [default: 4]
+    #[arg(long, value_name = "N")]
+    threads: Option<usize>,
+    #[command(flatten)]
+    place: PlaceArgs,
+    #[command(flatten)]
+    grid: GridArgs,
+}
+
+pub fn upload(a: UploadArgs) -> Result<u8, Error> {
+    let cfg = config()?;
+    let grid = a.grid.grid(&cfg)?;
+    let stdin = a.src.as_os_str() == "-";
+    let s = settings(&a, &cfg, &grid, stdin);
+    let dest = match (&a.dest, &a.xnd) {
+        (Some(p), None) => Dest::Path(p.clone()),
+        (None, Some(f)) => Dest::Xnd(f.clone()),
+        _ => return Err(Error::Usage("give a destination path or --xnd FILE".into())),
+    };
+    let size_hint = if stdin {
+        None
+    } else {
+        Some(
+            std::fs::metadata(&a.src)
+                .map_err(|e| Error::Local(format!("cannot read {}: {e}", a.src.display())))?
+                .len(),
+        )
+    };
+    let journal = if a.resume {
+        if stdin {
+            return Err(Error::Usage(
+                "--resume needs a file to upload, not standard input".into(),
+            ));
+        }
+        Some(upload_journal_path(&a.src, &dest)?)
+    } else {
+        None
+    };
+    let bar = progress_bar(size_hint, a.grid.quiet, a.grid.json, "upload");
+    let rt = crate::runtime_mt()?;
+    let summary = rt.block_on(async {
+        let progress = bar.as_ref().map(|(_, p)| p.clone());
+        if stdin {
+            files::upload(&grid, tokio::io::stdin(), None, &dest, &s, progress).await
+        } else {
+            let f = tokio::fs::File::open(&a.src)
+                .await
+                .map_err(|e| Error::Local(format!("cannot read {}: {e}", a.src.display())))?;
+            files::upload_with(&grid, f, size_hint, &dest, &s, progress, journal.as_deref()).await
+        }
+    });
+    if let Some((b, _)) = &bar {
+        b.finish_and_clear();
+    }
+    if let (Err(_), Some(j)) = (&summary, &journal) {
+        if j.exists() {
+            eprintln!(
+                "lors: the blocks stored so far are kept (journal {}): run the same command with --resume to continue",
+                j.display()
+            );
+        }
+    }
+    let summary = summary?;
+    if a.grid.json {
+        print_json(&summary)?;
+    } else {
+        print_summary(&summary);
+    }
+    Ok(exit::OK)
+}
+
+/// The upload's settings: options, else configuration, else defaults.
+fn settings(a: &UploadArgs, cfg: &Config, grid: &Grid, stdin: bool) -> UploadSettings {
+    let security: Security =
+        a.security
+            .map(Security::from)
+            .or(cfg.security)
+            .unwrap_or(if grid.credential.is_some() {
+                Security::Full
+            } else {
+                Security::Legacy
+            });
+    let redundancy = match (a.copies, a.ec) {
+        (Some(n), _) => Redundancy::Copies(n),
+        (None, Some(r)) => r,
+        (None, None) => match (cfg.ec, cfg.copies) {
+            (Some(e), _) => Redundancy::Ec { k: e.k, m: e.m },
+            (None, Some(n)) => Redundancy::Copies(u16::try_from(n).unwrap_or(u16::MAX)),
+            (None, None) => Redundancy::Copies(1),
+        },
+    };
+    // Encryption unless asked not to; a legacy upload without a key pair
+    // is stored in clear, and says so.
+    let mut encrypt = !a.no_encrypt;
+    if encrypt && grid.key.is_none() && security == Security::Legacy {
+        eprintln!(
+            "lors: warning: no key pair (lors keys init): the data is stored in clear on the depots"
+        );
+        encrypt = false;
+    }
+    let filename = if stdin {
+        None
+    } else {
+        a.src.file_name().map(|n| n.to_string_lossy().into_owned())
+    };
+    UploadSettings {
+        block_size: a
+            .block_size
+            .or(cfg.block_size)
+            .unwrap_or(DEFAULT_BLOCK_SIZE),
+        redundancy,
+        threads: a
+            .threads
+            .or(cfg.threads.map(|t| t as usize))
+            .unwrap_or(DEFAULT_THREADS)
+            .max(1),
+        security,
+        encrypt,
+        placement: a.place.placement(cfg),
+        filename,
+    }
+}
+
+fn print_summary(summary: &UploadSummary) {
+    println!(
+        "uploaded {} to {}{} in {:.2} s ({:.1} MiB/s): {}, {} security, {}, {} mappings, {} stored",
+        human_size(summary.size),
+        summary.dest,
+        if summary.version > 0 {
+            format!(" (version {})", summary.version)
+        } else {
+            String::new()
+        },
+        summary.seconds,
+        summary.mib_per_s,
+        summary.redundancy,
+        summary.security,
+        if summary.encrypted {
+            "encrypted"
+        } else {
+            "not encrypted"
+        },
+        summary.mappings,
+        human_size(summary.stored),
+    );
+}
+
+/// Where `lors upload --resume` keeps the journal of uploading `src` to
+/// `dest`: `$XDG_STATE_HOME/lors/uploads/` (else `~/.local/state/...`),
+/// named after both.
+fn upload_journal_path(src: &Path, dest: &Dest) -> Result<PathBuf, Error> {
+    let state = std::env::var_os("XDG_STATE_HOME")
+        .filter(|v| !v.is_empty())
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".local/state")))
+        .ok_or_else(|| {
+            Error::Usage("--resume: no $HOME or $XDG_STATE_HOME for the journal".into())
+        })?;
+    let abs = std::fs::canonicalize(src)
+        .map_err(|e| Error::Local(format!("cannot read {}: {e}", src.display())))?;
+    let dest = match dest {
+        Dest::Path(p) => format!("mdm:{p}"),
+        Dest::Xnd(f) => format!("xnd:{}", f.display()),
+    };
+    let mut h = blake3::Hasher::new();
+    h.update(abs.as_os_str().as_encoded_bytes());
+    h.update(b"\0");
+    h.update(dest.as_bytes());
+    let name = h.finalize().to_hex()[..24].to_string();
+    Ok(state.join("lors/uploads").join(format!("{name}.journal")))
+}

@@ -1,0 +1,230 @@
+//! Downloads: opening an exNode (by path at the metadata manager, with its
+//! ticket and data key, or from an `--xnd` file) and reading it into a
+//! sink, resumable with a journal beside the file.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use exnode::{Exnode, Security};
+use serde::Serialize;
+
+use super::journal::{self, Journal};
+use super::{download_pool, key_sidecar, need_key, need_mdm, Grid};
+use crate::credentials::Error;
+use crate::crypto::{self, DataKey, WrapContext};
+use crate::metadata::FileVersion;
+use crate::transfer::{self, DownloadOptions, DownloadReport, Progress, Sink};
+
+/// Where a download's exNode comes from.
+#[derive(Debug, Clone)]
+pub enum Source {
+    Path { path: String, version: Option<u64> },
+    Xnd(PathBuf),
+}
+
+/// An exNode with what reading it needs.
+pub struct Opened {
+    pub exnode: Exnode,
+    pub key: Option<Arc<DataKey>>,
+    pub ticket: Option<String>,
+    /// The metadata manager's view (path sources).
+    pub version: Option<FileVersion>,
+}
+
+/// Reads an exNode file (ours or LoRS 0.82).
+pub fn read_xnd(path: &Path) -> Result<Exnode, Error> {
+    let meta = std::fs::metadata(path)
+        .map_err(|e| Error::Local(format!("cannot read {}: {e}", path.display())))?;
+    if meta.len() > exnode::MAX_DOCUMENT as u64 {
+        return Err(Error::Data(format!(
+            "{}: too large for an exNode",
+            path.display()
+        )));
+    }
+    let bytes = std::fs::read(path)
+        .map_err(|e| Error::Local(format!("cannot read {}: {e}", path.display())))?;
+    exnode::parse_and_validate(&bytes)
+        .map_err(|e| Error::Data(format!("{}: not a usable exNode: {e}", path.display())))
+}
+
+/// Fetches the exNode, ticket and data key of `src`.
+pub async fn open(grid: &Grid, src: &Source, need_key_for_data: bool) -> Result<Opened, Error> {
+    match src {
+        Source::Path { path, version } => {
+            let mdm = need_mdm(grid)?;
+            let fv = mdm.get(path, *version).await?;
+            let key = match (&fv.exnode.encryption, need_key_for_data, &grid.escrow) {
+                (Some(_), true, Some(escrow)) => Some(Arc::new(
+                    crate::keys::escrow_recover(mdm, escrow, path, Some(fv.version)).await?,
+                )),
+                (Some(_), true, None) => {
+                    let me = need_key(grid)?;
+                    Some(Arc::new(crate::keys::unwrap_mine(me, &fv)?))
+                }
+                _ => None,
+            };
+            Ok(Opened {
+                exnode: fv.exnode.clone(),
+                key,
+                ticket: Some(fv.ticket.clone()),
+                version: Some(fv),
+            })
+        }
+        Source::Xnd(f) => {
+            let x = read_xnd(f)?;
+            let key = match (&x.encryption, x.file, need_key_for_data) {
+                (Some(enc), Some(file), true) => {
+                    let me = need_key(grid)?;
+                    let side = key_sidecar(f);
+                    let text = std::fs::read_to_string(&side).map_err(|e| {
+                        Error::Data(format!(
+                            "the exNode is encrypted and its key file {} cannot be read: {e}",
+                            side.display()
+                        ))
+                    })?;
+                    let ctx = WrapContext {
+                        file,
+                        key_id: &enc.key_id,
+                    };
+                    Some(Arc::new(crypto::unwrap(text.trim(), me, &ctx).map_err(
+                        |e| {
+                            Error::Data(format!(
+                                "cannot unwrap the data key in {}: {e}",
+                                side.display()
+                            ))
+                        },
+                    )?))
+                }
+                _ => None,
+            };
+            let secure = x
+                .mappings
+                .iter()
+                .any(|m| m.security.is_some_and(|s| s != Security::Legacy));
+            if secure {
+                return Err(Error::Usage(format!(
+                    "{}: its allocations are on secure depots, which need a metadata-manager ticket: download it by path",
+                    f.display()
+                )));
+            }
+            Ok(Opened {
+                exnode: x,
+                key,
+                ticket: None,
+                version: None,
+            })
+        }
+    }
+}
+
+/// What a download did.
+#[derive(Debug, Clone, Serialize)]
+pub struct DownloadSummary {
+    pub source: String,
+    pub size: u64,
+    #[serde(flatten)]
+    pub report: DownloadReport,
+    pub seconds: f64,
+    pub mib_per_s: f64,
+}
+
+/// Downloads `src` into `sink`.
+pub async fn download(
+    grid: &Grid,
+    src: &Source,
+    sink: Sink,
+    threads: usize,
+    progress: Option<Progress>,
+) -> Result<DownloadSummary, Error> {
+    download_with(grid, src, sink, threads, progress, None).await
+}
+
+/// A resumable download into a file: which ranges are already in it, kept
+/// in a journal beside it.
+pub struct Resume {
+    /// The journal file (`.NAME.lors-part.journal`).
+    pub journal: PathBuf,
+    /// Continue from the journal (else start afresh).
+    pub resume: bool,
+}
+
+/// [`download`], optionally resumable (`sink` must then be the file the
+/// journal describes, opened without truncating it).
+pub async fn download_with(
+    grid: &Grid,
+    src: &Source,
+    sink: Sink,
+    threads: usize,
+    progress: Option<Progress>,
+    resume: Option<&Resume>,
+) -> Result<DownloadSummary, Error> {
+    let started = std::time::Instant::now();
+    let o = open(grid, src, true).await?;
+    let pool = download_pool(grid, &o.exnode).await?;
+    let mut opts = DownloadOptions {
+        threads,
+        ticket: o.ticket.clone(),
+        tickets: renewed_tickets(grid, src, &o),
+        key: o.key.clone(),
+        ..Default::default()
+    };
+    let mut skipped = 0;
+    if let Some(r) = resume {
+        let done = if r.resume {
+            journal::download_done(&r.journal, &o.exnode)
+        } else {
+            Default::default()
+        };
+        skipped = done.len();
+        let cannot =
+            |e: std::io::Error| Error::Local(format!("cannot write {}: {e}", r.journal.display()));
+        let j = if done.is_empty() {
+            Journal::create(&r.journal, &journal::DownloadHeader::of(&o.exnode)).map_err(cannot)?
+        } else {
+            Journal::append(&r.journal).map_err(cannot)?
+        };
+        opts.skip = Arc::new(done);
+        // Best effort: a range missing from the journal is fetched again
+        // on resume.
+        opts.on_written = Some(Arc::new(move |offset| j.add(&offset)));
+    }
+    let mut report = transfer::download(&o.exnode, pool, &opts, sink, progress).await?;
+    report.resumed = skipped as u64;
+    let secs = started.elapsed().as_secs_f64();
+    Ok(DownloadSummary {
+        source: source_text(src),
+        size: o.exnode.size,
+        report,
+        seconds: secs,
+        mib_per_s: o.exnode.size as f64 / (1 << 20) as f64 / secs.max(1e-9),
+    })
+}
+
+/// The ticket of a download by path, renewed from the metadata manager
+/// before it expires.
+fn renewed_tickets(grid: &Grid, src: &Source, o: &Opened) -> Option<Arc<transfer::Tickets>> {
+    let (Source::Path { path, .. }, Some(v), Some(mdm)) = (src, &o.version, &grid.mdm) else {
+        return None;
+    };
+    let (mdm, path) = (mdm.clone(), path.clone());
+    Some(Arc::new(transfer::Tickets::new(
+        v.ticket.clone(),
+        v.ticket_not_after,
+        move || {
+            let (mdm, path) = (mdm.clone(), path.clone());
+            Box::pin(async move {
+                mdm.ticket(&path)
+                    .await
+                    .map(|t| (t.ticket, t.ticket_not_after))
+                    .map_err(|e| e.to_string())
+            })
+        },
+    )))
+}
+
+pub(super) fn source_text(src: &Source) -> String {
+    match src {
+        Source::Path { path, .. } => path.clone(),
+        Source::Xnd(f) => f.display().to_string(),
+    }
+}

@@ -1,0 +1,191 @@
+//! Whole-file operations: the library behind `lors upload`, `download`,
+//! `augment`, `trim`, `refresh` and `repair`.
+//!
+//! These tie the services together: the L-Bone (depots and their grants),
+//! the metadata manager (exNodes, versions, tickets, wrapped keys), the
+//! user's key pair (wrapping and unwrapping data keys) and the
+//! [`crate::transfer`] engine. A [`Grid`] holds what a session needs; every
+//! service is optional, so that legacy uploads to plain IBP depots with a
+//! local exNode work without credentials.
+//!
+//! Ordering rules that keep failures clean:
+//! - an upload registers its version only after every block is stored; if
+//!   registering fails (conflict, refusal) the allocations are released;
+//! - maintenance registers the new exNode first and releases dropped
+//!   allocations after, so no registered exNode names a released
+//!   allocation.
+//!
+//! The parts: `access` (depots to place on, the L-Bone's grants, the
+//! session's pools of connections), `upload`, `download`, `maintenance`
+//! (`refresh`, `trim`, `augment`, `repair`, `stat --check`) and `journal`
+//! (the one resume-journal format of uploads and downloads).
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use ibp_auth::{ProxyCredential, TrustStore};
+use ibp_proto::Reliability;
+
+use crate::credentials::Error;
+use crate::crypto::{self, KeyPair};
+use crate::depots;
+use crate::metadata::MetadataClient;
+use crate::transfer::maintain::Outcome;
+use crate::transfer::{self, Pool, SecureSetup, Target};
+
+mod access;
+mod download;
+mod journal;
+mod maintenance;
+mod upload;
+
+pub use access::{access_for, download_pool, offer, placed, read_pool, targets, Placement};
+pub use download::{
+    download, download_with, open, read_xnd, DownloadSummary, Opened, Resume, Source,
+};
+pub use maintenance::{augment, check, refresh, repair, trim, Maintained};
+pub use upload::{upload, upload_with, Dest, UploadSettings, UploadSummary};
+
+/// Default time allowed for each depot operation.
+pub const DEPOT_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// What a session has: any of these may be missing.
+#[derive(Clone, Default)]
+pub struct Grid {
+    pub trust: Option<TrustStore>,
+    pub credential: Option<ProxyCredential>,
+    pub lbone: Option<String>,
+    pub mdm: Option<MetadataClient>,
+    /// The user's key pair (`lors keys init`).
+    pub key: Option<Arc<KeyPair>>,
+    /// A VO escrow key pair: downloads unwrap the escrow-wrapped key (VO
+    /// admins recovering a member's file) instead of the user's.
+    pub escrow: Option<Arc<KeyPair>>,
+    pub timeout: Option<Duration>,
+    /// What a session learns once and reuses across files (L-Bone offers
+    /// with their grants, open depot connections, who we are): many small
+    /// files through one `Grid` cost one L-Bone query and one TLS handshake
+    /// per depot, not one per file.
+    pub cache: Arc<Cache>,
+}
+
+/// Reused across the operations of one [`Grid`] (and its clones).
+#[derive(Default)]
+pub struct Cache {
+    /// Placement answers by query, valid until shortly before their
+    /// grants expire; each with the pool of connections made under them.
+    pub(crate) placements: std::sync::Mutex<std::collections::HashMap<String, Placed>>,
+    /// The wrapped keys' recipients of this user's uploads (the user and
+    /// the VO's escrow key), asked once.
+    pub(crate) recipients: tokio::sync::Mutex<Option<Recipients>>,
+}
+
+pub(crate) type Recipients = Vec<(String, crypto::PublicKey)>;
+
+#[derive(Clone)]
+pub(crate) struct Placed {
+    pub(crate) valid_until: i64,
+    pub(crate) targets: Vec<Target>,
+    pub(crate) pool: Arc<Pool>,
+}
+
+/// The sidecar file holding an `--xnd` exNode's wrapped data key.
+pub fn key_sidecar(xnd: &Path) -> PathBuf {
+    let mut s = xnd.as_os_str().to_owned();
+    s.push(".key");
+    PathBuf::from(s)
+}
+
+pub(crate) fn tls(grid: &Grid) -> Result<Option<Arc<rustls::ClientConfig>>, Error> {
+    match (&grid.trust, &grid.credential) {
+        (Some(t), Some(c)) => ibp_auth::tls::client_config(t, Some(c))
+            .map(|c| Some(Arc::new(c)))
+            .map_err(|e| Error::Usage(format!("cannot set up TLS: {e}"))),
+        _ => Ok(None),
+    }
+}
+
+pub(crate) fn need_credentials<'a>(
+    grid: &'a Grid,
+    what: &str,
+) -> Result<(&'a TrustStore, &'a ProxyCredential), Error> {
+    let trust = grid.trust.as_ref().ok_or_else(|| {
+        Error::Usage(format!(
+            "nothing to authenticate {what} with: give --trust DIR or set LORS_TRUST_DIR"
+        ))
+    })?;
+    let cred = grid
+        .credential
+        .as_ref()
+        .ok_or_else(|| Error::NoProxy(crate::credentials::default_proxy_path()))?;
+    Ok((trust, cred))
+}
+
+pub(crate) fn pool(grid: &Grid, setup: SecureSetup) -> Arc<Pool> {
+    Pool::new(setup, grid.timeout.unwrap_or(DEPOT_TIMEOUT))
+}
+
+pub(crate) fn reliability(r: depots::Reliability) -> Reliability {
+    match r {
+        depots::Reliability::Hard => Reliability::Hard,
+        depots::Reliability::Soft => Reliability::Soft,
+    }
+}
+
+pub(crate) fn need_mdm(grid: &Grid) -> Result<&MetadataClient, Error> {
+    grid.mdm.as_ref().ok_or_else(|| {
+        Error::Usage("which metadata manager? give --mdm URL or set LORS_METADATA_URL".into())
+    })
+}
+
+pub(crate) fn need_key(grid: &Grid) -> Result<&KeyPair, Error> {
+    grid.key.as_deref().ok_or_else(|| {
+        Error::Usage("no key pair: run `lors keys init` first (or upload with --no-encrypt)".into())
+    })
+}
+
+/// `e`, naming the allocations of a clean-up that were not freed.
+pub(crate) fn note_not_freed(e: Error, outcomes: &[Outcome]) -> Error {
+    let not_freed: Vec<String> = outcomes
+        .iter()
+        .filter(|o| !o.ok)
+        .map(|o| format!("{}: {}", o.depot, o.error.as_deref().unwrap_or("unknown")))
+        .collect();
+    if not_freed.is_empty() {
+        e
+    } else {
+        e.with_note(&transfer::not_freed_note(&not_freed))
+    }
+}
+
+pub(crate) fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), Error> {
+    let tmp = path.with_extension("xnd.tmp");
+    std::fs::write(&tmp, bytes)
+        .and_then(|_| std::fs::rename(&tmp, path))
+        .map_err(|e| Error::Local(format!("cannot write {}: {e}", path.display())))
+}
+
+pub(crate) fn write_private(path: &Path, bytes: &[u8]) -> Result<(), Error> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)
+        .map_err(|e| Error::Local(format!("cannot write {}: {e}", path.display())))?;
+    f.write_all(bytes)
+        .map_err(|e| Error::Local(format!("cannot write {}: {e}", path.display())))
+}
+
+/// Loads a key pair if the file exists (`None` if not).
+pub fn load_key_if_present(path: &Path) -> Result<Option<Arc<KeyPair>>, Error> {
+    if !path.exists() {
+        return Ok(None);
+    }
+    crypto::read_private_key(path)
+        .map(|k| Some(Arc::new(k)))
+        .map_err(|e| Error::Local(format!("cannot read the key {}: {e}", path.display())))
+}

@@ -1,0 +1,443 @@
+//! Uploads: a file (or stdin) to depots, its exNode registered as a new
+//! version at the metadata manager (with the data key wrapped for its
+//! recipients) or written to an `--xnd` file. The version is registered
+//! only after every block is stored; if registering fails the allocations
+//! are released. With a journal (`--resume`) a failed upload keeps the
+//! blocks it stored and the same call continues after them.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Instant;
+
+use exnode::{Exnode, Security};
+use serde::Serialize;
+use uuid::Uuid;
+
+use super::journal::{self, Journal, UploadBlock, UploadHeader};
+use super::{
+    key_sidecar, need_key, need_mdm, note_not_freed, placed, reliability, write_atomic,
+    write_private, Grid, Placement,
+};
+use crate::credentials::Error;
+use crate::crypto::{self, DataKey, WrapContext};
+use crate::transfer::maintain;
+use crate::transfer::{self, Pool, Progress, Redundancy, Target, UploadOptions};
+
+/// Upload settings.
+#[derive(Debug, Clone)]
+pub struct UploadSettings {
+    pub block_size: u64,
+    pub redundancy: Redundancy,
+    pub threads: usize,
+    pub security: Security,
+    pub encrypt: bool,
+    pub placement: Placement,
+    pub filename: Option<String>,
+}
+
+/// Where an upload's exNode goes.
+#[derive(Debug, Clone)]
+pub enum Dest {
+    /// A path in the metadata manager (`/VO/dir/name`).
+    Path(String),
+    /// A local exNode file (with `F.key` beside it if encrypted).
+    Xnd(PathBuf),
+}
+
+/// What an upload did.
+#[derive(Debug, Clone, Serialize)]
+pub struct UploadSummary {
+    pub dest: String,
+    pub file: Uuid,
+    pub version: u64,
+    pub size: u64,
+    pub stored: u64,
+    pub mappings: usize,
+    pub redundancy: String,
+    pub security: &'static str,
+    pub encrypted: bool,
+    pub seconds: f64,
+    pub mib_per_s: f64,
+}
+
+/// A fresh key id: names this version's wrapped keys.
+fn new_key_id() -> String {
+    format!("k-{}", &Uuid::new_v4().simple().to_string()[..12])
+}
+
+/// Uploads `src` (`size` bytes if known, for placement) to `dest`.
+pub async fn upload<R>(
+    grid: &Grid,
+    src: R,
+    size_hint: Option<u64>,
+    dest: &Dest,
+    s: &UploadSettings,
+    progress: Option<Progress>,
+) -> Result<UploadSummary, Error>
+where
+    R: tokio::io::AsyncRead + Unpin,
+{
+    upload_with(grid, src, size_hint, dest, s, progress, None).await
+}
+
+/// What an upload writes: the file, the version it builds on and the data
+/// key; resumed from a journal, also the blocks already stored; journaled,
+/// the hook that records each stored block.
+struct Plan {
+    file: Uuid,
+    base_version: u64,
+    key_id: String,
+    key: Option<Arc<DataKey>>,
+    done: Option<Arc<transfer::DoneBlocks>>,
+    on_block: Option<transfer::BlockHook>,
+}
+
+/// [`upload`], optionally journaled in `journal` for `--resume`: an
+/// upload that fails keeps the blocks it stored (listed in the journal)
+/// and the same call with the same journal continues after them.
+pub async fn upload_with<R>(
+    grid: &Grid,
+    src: R,
+    size_hint: Option<u64>,
+    dest: &Dest,
+    s: &UploadSettings,
+    progress: Option<Progress>,
+    journal: Option<&Path>,
+) -> Result<UploadSummary, Error>
+where
+    R: tokio::io::AsyncRead + Unpin,
+{
+    let started = Instant::now();
+    refuse_secure_xnd(dest, s)?;
+    let (file, base_version) = file_and_version(grid, dest).await?;
+    let mut plan = Plan {
+        file,
+        base_version,
+        key_id: new_key_id(),
+        key: new_data_key(grid, s)?,
+        done: None,
+        on_block: None,
+    };
+    if let Some(jpath) = journal {
+        plan = journaled(grid, jpath, dest, size_hint, s, plan)?;
+    }
+    let (targets, pool) = depots_for(grid, s, size_hint).await?;
+    let opts = UploadOptions {
+        file: plan.file,
+        version: plan.base_version + 1,
+        filename: s.filename.clone(),
+        block_size: s.block_size,
+        redundancy: s.redundancy,
+        threads: s.threads,
+        duration: i64::try_from(s.placement.duration).unwrap_or(i64::MAX),
+        reliability: reliability(s.placement.reliability),
+        key: plan.key.clone(),
+        key_id: plan.key_id.clone(),
+        done: plan.done,
+        on_block: plan.on_block,
+    };
+    let x = transfer::upload(src, &targets, pool.clone(), &opts, progress).await?;
+    let xml = exnode::to_xml(&x);
+    let key = plan.key.as_deref();
+    let registered = register(grid, dest, &x, &xml, key, &plan.key_id, plan.base_version).await;
+    if let Some(j) = journal {
+        // Registered, or released below: nothing left to resume.
+        let _ = std::fs::remove_file(j);
+    }
+    let (dest_text, version) = match registered {
+        Ok(v) => v,
+        Err(e) => {
+            let outcomes = maintain::release_mappings(&pool, &x.mappings).await;
+            return Err(note_not_freed(e, &outcomes));
+        }
+    };
+    let secs = started.elapsed().as_secs_f64();
+    Ok(UploadSummary {
+        dest: dest_text,
+        file: plan.file,
+        version,
+        size: x.size,
+        stored: x.stored_bytes(),
+        mappings: x.mappings.len(),
+        redundancy: s.redundancy.to_string(),
+        security: s.security.name(),
+        encrypted: key.is_some(),
+        seconds: secs,
+        mib_per_s: x.size as f64 / (1 << 20) as f64 / secs.max(1e-9),
+    })
+}
+
+/// Secure depots demand a metadata-manager ticket to read: an `--xnd`
+/// upload to them could not be read back.
+fn refuse_secure_xnd(dest: &Dest, s: &UploadSettings) -> Result<(), Error> {
+    if s.security != Security::Legacy {
+        if let Dest::Xnd(_) = dest {
+            return Err(Error::Usage(
+                "--xnd with secure depots: they demand a metadata-manager ticket to read, \
+                 so the file could not be read back; use --security legacy or a metadata-manager path"
+                    .into(),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// The file's identity and the version the upload builds on: the current
+/// version's at the metadata manager, or a new file (version 0).
+async fn file_and_version(grid: &Grid, dest: &Dest) -> Result<(Uuid, u64), Error> {
+    match dest {
+        Dest::Path(p) => {
+            let mdm = need_mdm(grid)?;
+            match mdm.get(p, None).await {
+                Ok(fv) => Ok((
+                    fv.exnode.file.ok_or_else(|| {
+                        Error::Data(format!("{p}: the current exNode has no file UUID"))
+                    })?,
+                    fv.version,
+                )),
+                Err(Error::NotFound(_)) => Ok((Uuid::new_v4(), 0)),
+                Err(e) => Err(e),
+            }
+        }
+        Dest::Xnd(_) => Ok((Uuid::new_v4(), 0)),
+    }
+}
+
+/// A new data key if the upload is encrypted (which needs the user's key
+/// pair to wrap it).
+fn new_data_key(grid: &Grid, s: &UploadSettings) -> Result<Option<Arc<DataKey>>, Error> {
+    if !s.encrypt {
+        return Ok(None);
+    }
+    need_key(grid)?;
+    DataKey::generate()
+        .map(|k| Some(Arc::new(k)))
+        .map_err(|e| Error::Local(e.to_string()))
+}
+
+fn journal_err(path: &Path, e: impl std::fmt::Display) -> Error {
+    Error::Local(format!("upload journal {}: {e}", path.display()))
+}
+
+/// `plan` journaled in `jpath`: continued from the journal there if it is
+/// of this upload (its file, base version, key id, data key and stored
+/// blocks), else started afresh with a new journal; each stored block is
+/// then added to it.
+fn journaled(
+    grid: &Grid,
+    jpath: &Path,
+    dest: &Dest,
+    size_hint: Option<u64>,
+    s: &UploadSettings,
+    mut plan: Plan,
+) -> Result<Plan, Error> {
+    let header = UploadHeader {
+        v: 1,
+        dest: dest_text(dest),
+        size: size_hint,
+        file: plan.file,
+        base_version: plan.base_version,
+        key_id: plan.key_id.clone(),
+        wrapped: None,
+        block_size: s.block_size,
+        redundancy: s.redundancy.to_string(),
+        security: s.security.name().to_owned(),
+    };
+    let j = if jpath.exists() {
+        let (old, blocks) = read_upload_journal(jpath)?;
+        if !old.continues(&header) {
+            return Err(Error::Usage(format!(
+                "the upload journal {} is of another upload (destination, size, settings or base version differ); remove it to start afresh",
+                jpath.display()
+            )));
+        }
+        plan.file = old.file;
+        plan.base_version = old.base_version;
+        plan.key_id = old.key_id.clone();
+        plan.key = journal_key(grid, jpath, &old, s.encrypt)?;
+        plan.done = Some(Arc::new(blocks));
+        Journal::append(jpath).map_err(|e| journal_err(jpath, e))?
+    } else {
+        let mut h = header;
+        if let Some(k) = &plan.key {
+            let me = need_key(grid)?;
+            let ctx = WrapContext {
+                file: plan.file,
+                key_id: &plan.key_id,
+            };
+            h.wrapped =
+                Some(crypto::wrap(k, me.public(), &ctx).map_err(|e| Error::Local(e.to_string()))?);
+        }
+        Journal::create(jpath, &h).map_err(|e| journal_err(jpath, e))?
+    };
+    let file = plan.file;
+    plan.on_block = Some(Arc::new(
+        move |block, mappings: &[exnode::Mapping], group: Option<&exnode::EcGroup>| {
+            let x = Exnode {
+                file: Some(file),
+                mappings: mappings.to_vec(),
+                ec_groups: group.cloned().into_iter().collect(),
+                ..Default::default()
+            };
+            j.add(&UploadBlock {
+                block,
+                xml: exnode::to_xml(&x),
+            });
+        },
+    ));
+    Ok(plan)
+}
+
+/// The data key of a journaled upload, unwrapped with the user's key; the
+/// journal must have been made with encryption iff this upload encrypts.
+fn journal_key(
+    grid: &Grid,
+    jpath: &Path,
+    old: &UploadHeader,
+    encrypt: bool,
+) -> Result<Option<Arc<DataKey>>, Error> {
+    match (&old.wrapped, encrypt) {
+        (Some(w), true) => {
+            let me = need_key(grid)?;
+            let ctx = WrapContext {
+                file: old.file,
+                key_id: &old.key_id,
+            };
+            let key = crypto::unwrap(w, me, &ctx)
+                .map_err(|e| journal_err(jpath, format!("cannot unwrap its data key: {e}")))?;
+            Ok(Some(Arc::new(key)))
+        }
+        (None, false) => Ok(None),
+        _ => Err(Error::Usage(format!(
+            "the upload journal {} was made {} encryption; remove it to start afresh",
+            jpath.display(),
+            if old.wrapped.is_some() {
+                "with"
+            } else {
+                "without"
+            }
+        ))),
+    }
+}
+
+/// Reads an upload journal: its header and the blocks stored.
+fn read_upload_journal(path: &Path) -> Result<(UploadHeader, transfer::DoneBlocks), Error> {
+    let (header, blocks) = journal::read::<UploadBlock>(path).map_err(|e| journal_err(path, e))?;
+    let header: UploadHeader =
+        serde_json::from_str(&header).map_err(|e| journal_err(path, format!("bad header: {e}")))?;
+    let mut done = transfer::DoneBlocks::default();
+    for b in blocks {
+        // A block whose exNode does not parse is sent again (its
+        // allocations expire on their own).
+        let Ok(x) = exnode::from_xml(b.xml.as_bytes()) else {
+            continue;
+        };
+        if done.blocks.insert(b.block) {
+            done.mappings.extend(x.mappings);
+            done.groups.extend(x.ec_groups);
+        }
+    }
+    Ok((header, done))
+}
+
+fn dest_text(dest: &Dest) -> String {
+    match dest {
+        Dest::Path(p) => p.clone(),
+        Dest::Xnd(f) => f.display().to_string(),
+    }
+}
+
+/// Depots with room for the upload's pieces (and a pool of connections to
+/// them); an error saying why when there are fewer than its redundancy
+/// needs.
+async fn depots_for(
+    grid: &Grid,
+    s: &UploadSettings,
+    size_hint: Option<u64>,
+) -> Result<(Vec<Target>, Arc<Pool>), Error> {
+    let piece = match s.redundancy {
+        Redundancy::Copies(_) => s.block_size,
+        Redundancy::Ec { k, .. } => transfer::codec::shard_size(s.block_size, k as usize),
+    };
+    let piece = size_hint.map_or(piece, |n| piece.min(n.max(1)));
+    let (targets, pool) = placed(grid, s.security, &s.placement, piece).await?;
+    if targets.len() >= s.redundancy.pieces() {
+        return Ok((targets, pool));
+    }
+    let left_out: Vec<&str> = s
+        .placement
+        .depots
+        .iter()
+        .filter(|d| !targets.iter().any(|t| &t.depot == *d))
+        .map(String::as_str)
+        .collect();
+    let why = if s.security == Security::Legacy {
+        String::new()
+    } else {
+        format!(
+            ": the L-Bone offers only depots that are up, serve the VO and have room \
+             (free space) for a {piece}-byte piece for the duration asked; full depots \
+             are left out{}",
+            if left_out.is_empty() {
+                String::new()
+            } else {
+                format!(" (not offered: {})", left_out.join(", "))
+            }
+        )
+    };
+    Err(Error::Unavailable(format!(
+        "{} needs {} depots with room; {} available{why}",
+        s.redundancy,
+        s.redundancy.pieces(),
+        targets.len(),
+    )))
+}
+
+/// Registers an uploaded exNode (and its wrapped keys).
+async fn register(
+    grid: &Grid,
+    dest: &Dest,
+    x: &Exnode,
+    xml: &str,
+    key: Option<&DataKey>,
+    key_id: &str,
+    base_version: u64,
+) -> Result<(String, u64), Error> {
+    match dest {
+        Dest::Path(p) => {
+            let mdm = need_mdm(grid)?;
+            let wrapped = match (key, x.file) {
+                (Some(k), Some(file)) => {
+                    let me = need_key(grid)?;
+                    let mut cached = grid.cache.recipients.lock().await;
+                    let recipients = match &*cached {
+                        Some(r) => r.clone(),
+                        None => {
+                            let whoami = mdm.whoami().await?;
+                            let r = crate::keys::upload_recipients(mdm, me, &whoami).await?;
+                            *cached = Some(r.clone());
+                            r
+                        }
+                    };
+                    drop(cached);
+                    let ctx = WrapContext { file, key_id };
+                    crate::keys::wrap_for(k, &ctx, &recipients)?
+                }
+                _ => Vec::new(),
+            };
+            let r = mdm.put_version(p, base_version, xml, &wrapped).await?;
+            Ok((r.path, r.version))
+        }
+        Dest::Xnd(f) => {
+            if let (Some(k), Some(file)) = (key, x.file) {
+                let me = need_key(grid)?;
+                let ctx = WrapContext { file, key_id };
+                let w =
+                    crypto::wrap(k, me.public(), &ctx).map_err(|e| Error::Local(e.to_string()))?;
+                write_private(&key_sidecar(f), format!("{w}\n").as_bytes())?;
+            }
+            write_atomic(f, xml.as_bytes())?;
+            Ok((f.display().to_string(), x.version))
+        }
+    }
+}

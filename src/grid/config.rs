@@ -1,0 +1,112 @@
+//! The configuration files of the grid's daemons, as an operator would
+//! write them: every daemon listens on `127.0.0.1:0`; the port it got is
+//! written back once it listens, so a restart binds the same one.
+
+use std::path::{Path, PathBuf};
+
+use super::files::{toml_path, write_file, write_secret};
+use super::pki::Issuer;
+use super::{GridOptions, Layout, ADMIN_GROUP, ORG, VO};
+
+/// The online CA's `config.toml` (local users from `users`).
+pub(super) fn write_ca(l: &Layout) -> anyhow::Result<PathBuf> {
+    let config = l.ca.join("config.toml");
+    write_file(
+        &config,
+        &format!(
+            "listen = \"127.0.0.1:0\"\ndir = {}\norg = {ORG:?}\n\n[local]\nusers_file = \"users\"\n",
+            toml_path(&l.ca)
+        ),
+    )?;
+    Ok(config)
+}
+
+/// The online CA's users file (`name:<argon2id PHC>` lines).
+pub(super) fn write_users_file(l: &Layout, users_file: &str) -> anyhow::Result<()> {
+    write_secret(&l.ca.join("users"), users_file)
+}
+
+/// The L-Bone's `lbone.toml`, with its server certificate.
+pub(super) fn write_lbone(
+    l: &Layout,
+    issuer: &Issuer,
+    opts: &GridOptions,
+) -> anyhow::Result<PathBuf> {
+    let (cert, key) = issuer.server_cert("lbone", &l.lbone)?;
+    let config = l.lbone.join("lbone.toml");
+    write_file(
+        &config,
+        &format!(
+            "listen = \"127.0.0.1:0\"\nserver_cert = {}\nserver_key = {}\ntrust_dir = {}\nsigning_key = \"lbone.key\"\npoll_interval = \"{}ms\"\npoll_timeout = \"2s\"\nmissed_polls_down = 2\ngrant_lifetime = \"10m\"\nadmin_group = \"{ADMIN_GROUP}\"\n",
+            toml_path(&cert),
+            toml_path(&key),
+            toml_path(&l.trust),
+            opts.lbone_poll_interval.as_millis().max(100),
+        ),
+    )?;
+    Ok(config)
+}
+
+/// The metadata manager's `metadata.toml`, with its server certificate.
+pub(super) fn write_mdm(l: &Layout, issuer: &Issuer) -> anyhow::Result<PathBuf> {
+    let (cert, key) = issuer.server_cert("metadata-manager", &l.mdm)?;
+    let config = l.mdm.join("metadata.toml");
+    write_file(
+        &config,
+        &format!(
+            "listen = \"127.0.0.1:0\"\nserver_cert = {}\nserver_key = {}\ntrust_dir = {}\nsigning_key = \"metadata.key\"\nticket_lifetime = \"10m\"\nadmin_group = \"{ADMIN_GROUP}\"\n",
+            toml_path(&cert),
+            toml_path(&key),
+            toml_path(&l.trust),
+        ),
+    )?;
+    Ok(config)
+}
+
+/// Depot `i`'s `depot.toml` in `ddir` (with its server certificate unless
+/// `legacy_only`), one resource in `data_dir`.
+pub(super) fn write_depot(
+    i: usize,
+    name: &str,
+    ddir: &Path,
+    data_dir: &Path,
+    l: &Layout,
+    issuer: &Issuer,
+    opts: &GridOptions,
+) -> anyhow::Result<PathBuf> {
+    // Every client of a local grid comes from 127.0.0.1, so the
+    // legacy port's per-address share is its whole budget: half of
+    // each resource, for LoRS tools and `--security legacy` runs.
+    let mut text = "listen = \"127.0.0.1:0\"\nhostname = \"127.0.0.1\"\nsync = \"batch\"\n\
+         legacy_max_size = \"50%\"\nlegacy_per_address_bytes = \"50%\"\n"
+        .to_owned();
+    if opts.legacy_off.contains(&i) {
+        text.push_str("legacy = false\n");
+    }
+    if !opts.legacy_only {
+        let (cert, key) = issuer.server_cert(name, ddir)?;
+        text.push_str(&format!(
+            "tls_listen = \"127.0.0.1:0\"\ntls_cert = {}\ntls_key = {}\ntrust_dir = {}\n",
+            toml_path(&cert),
+            toml_path(&key),
+            toml_path(&l.trust)
+        ));
+        if opts.data_port {
+            text.push_str("data_listen = \"127.0.0.1:0\"\n");
+        }
+    }
+    text.push_str(&format!(
+        "\n[[resource]]\nrid = 0\ndata = {}\nhard_size = {}\nmax_duration = \"30d\"\n",
+        toml_path(data_dir),
+        opts.hard_size(i)
+    ));
+    if !opts.legacy_only {
+        text.push_str(&format!(
+            "\n[[vo]]\nname = \"{VO}\"\nmax_size = {}\nmax_duration = \"30d\"\n",
+            opts.hard_size(i)
+        ));
+    }
+    let config = ddir.join("depot.toml");
+    write_file(&config, &text)?;
+    Ok(config)
+}

@@ -1,0 +1,332 @@
+//! The grid's daemons: the three HTTPS services (online CA, L-Bone,
+//! metadata manager) and the depots; starting, killing and restarting them
+//! on the same ports.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Instant;
+
+use anyhow::{bail, Context};
+
+use super::files::{private_dir, write_file};
+use super::pki::Issuer;
+use super::process::{clean_command, start_retrying_bind, Proc};
+use super::{config, Daemon, Grid, GridOptions, Layout};
+
+/// One running (or killed) depot.
+pub struct Depot {
+    /// Its name at the L-Bone (`depot-<i>`).
+    pub name: String,
+    /// Whether it serves the legacy port (see [`GridOptions::legacy_off`]).
+    pub legacy: bool,
+    /// `127.0.0.1:PORT` of the legacy (plain IBP) port; for a depot without
+    /// one, its TLS address (what it registers as its port).
+    pub legacy_addr: String,
+    /// `127.0.0.1:PORT` of the secure port, unless `legacy_only`.
+    pub tls_addr: Option<String>,
+    /// `127.0.0.1:PORT` of the crypto-level data port, with `data_port`.
+    pub data_addr: Option<String>,
+    /// The depot's directory (configuration, certificate, logs).
+    pub dir: PathBuf,
+    /// The resource's data directory.
+    pub data_dir: PathBuf,
+    /// Its configuration (ports fixed after the first start).
+    pub config: PathBuf,
+    /// Its stderr log.
+    pub log: PathBuf,
+    pub(super) proc: Option<Proc>,
+}
+
+impl Depot {
+    /// Depot `i` (`depot-<i>` in the grid directory), configured, not
+    /// started.
+    pub(super) fn prepare(
+        i: usize,
+        l: &Layout,
+        issuer: &Issuer,
+        opts: &GridOptions,
+    ) -> anyhow::Result<Depot> {
+        let name = format!("depot-{i}");
+        let dir = l.dir.join(&name);
+        let data_dir = dir.join("data");
+        private_dir(&data_dir)?;
+        let config = config::write_depot(i, &name, &dir, &data_dir, l, issuer, opts)?;
+        Ok(Depot {
+            name,
+            legacy: !opts.legacy_off.contains(&i),
+            legacy_addr: String::new(),
+            tls_addr: None,
+            data_addr: None,
+            log: dir.join("stderr.log"),
+            dir,
+            data_dir,
+            config,
+            proc: None,
+        })
+    }
+
+    /// Starts the depot process (its addresses come with
+    /// [`Depot::wait_listening`]).
+    pub(super) fn spawn(&mut self, bin: &Path) -> anyhow::Result<()> {
+        self.proc = Some(Proc::spawn(
+            &format!("ibp-depot {}", self.name),
+            depot_command(bin, &self.config),
+            &self.dir,
+        )?);
+        Ok(())
+    }
+
+    /// Waits for the `listening on` lines, records the addresses and fixes
+    /// them in the configuration.
+    pub(super) fn wait_listening(
+        &mut self,
+        opts: &GridOptions,
+        deadline: Instant,
+    ) -> anyhow::Result<()> {
+        let p = self.proc.as_mut().context("depot not started")?;
+        let addrs = p.wait_for(&depot_prefixes(opts), deadline)?;
+        set_depot_addrs(self, &addrs, opts)
+    }
+
+    /// The address grants name: the TLS port if there is one, else legacy.
+    pub fn address(&self) -> &str {
+        self.tls_addr.as_deref().unwrap_or(&self.legacy_addr)
+    }
+
+    /// Whether the process is running (not killed, not exited).
+    pub fn is_running(&mut self) -> bool {
+        self.proc.as_mut().is_some_and(Proc::running)
+    }
+
+    pub fn pid(&self) -> Option<u32> {
+        self.proc.as_ref().map(|p| p.child.id())
+    }
+
+    pub(super) fn port(&self) -> u16 {
+        port_of(&self.legacy_addr)
+    }
+}
+
+/// One HTTPS daemon (online CA, L-Bone, metadata manager).
+pub(super) struct Service {
+    what: &'static str,
+    bin: PathBuf,
+    dir: PathBuf,
+    config: PathBuf,
+    pub(super) addr: String,
+    /// Extra environment of the process (set for the next restart).
+    pub(super) env: Vec<(String, String)>,
+    pub(super) proc: Option<Proc>,
+}
+
+impl Service {
+    pub(super) fn spawn(
+        what: &'static str,
+        bin: &Path,
+        dir: &Path,
+        config: &Path,
+    ) -> anyhow::Result<Service> {
+        let proc = Proc::spawn(what, serve_command(bin, config), dir)?;
+        Ok(Service {
+            what,
+            bin: bin.to_path_buf(),
+            dir: dir.to_path_buf(),
+            config: config.to_path_buf(),
+            addr: String::new(),
+            env: Vec::new(),
+            proc: Some(proc),
+        })
+    }
+
+    /// Waits for `listening on`, then fixes the port in the configuration
+    /// so a restart binds the same one.
+    pub(super) fn wait(&mut self, deadline: Instant) -> anyhow::Result<()> {
+        let proc = self.proc.as_mut().context("not started")?;
+        let addr = proc.wait_for(&["listening on "], deadline)?.remove(0);
+        let text = fs::read_to_string(&self.config)?;
+        let text = text.replacen(
+            "listen = \"127.0.0.1:0\"",
+            &format!("listen = \"{addr}\""),
+            1,
+        );
+        write_file(&self.config, &text)?;
+        self.addr = addr;
+        Ok(())
+    }
+
+    pub(super) fn url(&self) -> String {
+        format!("https://{}", self.addr)
+    }
+
+    pub(super) fn kill(&mut self) {
+        if let Some(mut p) = self.proc.take() {
+            p.kill();
+        }
+    }
+
+    pub(super) fn restart(&mut self) -> anyhow::Result<()> {
+        self.kill();
+        let mut proc = start_retrying_bind(self.what, &self.dir, &["listening on "], || {
+            let mut c = serve_command(&self.bin, &self.config);
+            c.envs(self.env.iter().map(|(k, v)| (k, v)));
+            c
+        })?;
+        let addr = proc.1.remove(0);
+        if addr != self.addr {
+            bail!("{} came back on {addr}, not {}", self.what, self.addr);
+        }
+        self.proc = Some(proc.0);
+        Ok(())
+    }
+}
+
+fn serve_command(bin: &Path, config: &Path) -> Command {
+    let mut cmd = clean_command(bin);
+    cmd.arg("serve").arg("--config").arg(config);
+    cmd
+}
+
+pub(super) fn port_of(addr: &str) -> u16 {
+    addr.rsplit(':')
+        .next()
+        .and_then(|p| p.parse().ok())
+        .unwrap_or(0)
+}
+
+fn depot_command(bin: &Path, config: &Path) -> Command {
+    let mut cmd = clean_command(bin);
+    cmd.env("RUST_LOG", "warn")
+        .arg("serve")
+        .arg("--config")
+        .arg(config);
+    cmd
+}
+
+fn depot_prefixes(opts: &GridOptions) -> Vec<&'static str> {
+    let mut p = vec!["listening on "];
+    if !opts.legacy_only {
+        p.push("tls listening on ");
+        if opts.data_port {
+            p.push("data listening on ");
+        }
+    }
+    p
+}
+
+/// Records the printed addresses and fixes them in the configuration.
+fn set_depot_addrs(d: &mut Depot, addrs: &[String], opts: &GridOptions) -> anyhow::Result<()> {
+    let get = |i: usize| addrs.get(i).cloned().context("missing address");
+    d.legacy_addr = get(0)?;
+    if !opts.legacy_only {
+        d.tls_addr = Some(get(1)?);
+        if opts.data_port {
+            d.data_addr = Some(get(2)?);
+        }
+    }
+    let mut text = fs::read_to_string(&d.config)?;
+    for (key, addr) in [
+        // Without the legacy port, `listen` is not bound: leave it.
+        ("listen", Some(&d.legacy_addr).filter(|_| d.legacy)),
+        ("tls_listen", d.tls_addr.as_ref()),
+        ("data_listen", d.data_addr.as_ref()),
+    ] {
+        if let Some(a) = addr {
+            text = text.replacen(
+                &format!("\n{key} = \"127.0.0.1:0\"\n"),
+                &format!("\n{key} = \"{a}\"\n"),
+                1,
+            );
+            if let Some(rest) = text.strip_prefix(&format!("{key} = \"127.0.0.1:0\"\n")) {
+                text = format!("{key} = \"{a}\"\n{rest}");
+            }
+        }
+    }
+    write_file(&d.config, &text)
+}
+
+impl Grid {
+    /// Kills depot `i` (SIGKILL) and waits for it.
+    pub fn kill_depot(&mut self, i: usize) {
+        if let Some(mut p) = self.depots[i].proc.take() {
+            p.kill();
+        }
+    }
+
+    /// Starts depot `i` again on the same ports and data directory (killing
+    /// it first if it runs); returns once it listens on all of them.
+    pub fn restart_depot(&mut self, i: usize) -> anyhow::Result<()> {
+        self.kill_depot(i);
+        let prefixes = depot_prefixes(&self.opts);
+        let bin = self.bins.depot.clone();
+        let d = &mut self.depots[i];
+        let (proc, addrs) =
+            start_retrying_bind(&format!("ibp-depot {}", d.name), &d.dir, &prefixes, || {
+                depot_command(&bin, &d.config)
+            })?;
+        let before = (
+            d.legacy_addr.clone(),
+            d.tls_addr.clone(),
+            d.data_addr.clone(),
+        );
+        d.proc = Some(proc);
+        set_depot_addrs(d, &addrs, &self.opts)?;
+        if before
+            != (
+                d.legacy_addr.clone(),
+                d.tls_addr.clone(),
+                d.data_addr.clone(),
+            )
+        {
+            bail!("{} came back on other ports: {before:?}", d.name);
+        }
+        Ok(())
+    }
+
+    /// Kills the L-Bone (SIGKILL) and waits for it.
+    pub fn kill_lbone(&mut self) {
+        self.lbone.kill();
+    }
+
+    /// Starts the L-Bone again on the same port and database.
+    pub fn restart_lbone(&mut self) -> anyhow::Result<()> {
+        self.lbone.restart()
+    }
+
+    /// Kills the metadata manager (SIGKILL) and waits for it.
+    pub fn kill_mdm(&mut self) {
+        self.mdm.kill();
+    }
+
+    /// Starts the metadata manager again on the same port and database.
+    pub fn restart_mdm(&mut self) -> anyhow::Result<()> {
+        self.mdm.restart()
+    }
+
+    /// Restarts one HTTPS daemon with extra environment variables (for
+    /// example libfaketime's `LD_PRELOAD` and `FAKETIME` to skew its
+    /// clock); an empty `env` restores the plain environment.
+    pub fn restart_with_env(
+        &mut self,
+        which: Daemon,
+        env: Vec<(String, String)>,
+    ) -> anyhow::Result<()> {
+        let service = match which {
+            Daemon::OnlineCa => &mut self.ca,
+            Daemon::Lbone => &mut self.lbone,
+            Daemon::MetadataManager => &mut self.mdm,
+        };
+        service.env = env;
+        service.restart()
+    }
+
+    /// Kills the online CA (SIGKILL) and waits for it.
+    pub fn kill_ca(&mut self) {
+        self.ca.kill();
+    }
+
+    /// Starts the online CA again on the same port.
+    pub fn restart_ca(&mut self) -> anyhow::Result<()> {
+        self.ca.restart()
+    }
+}
