@@ -6,7 +6,7 @@ use std::path::Path;
 
 use ibp_auth::pki::Authority;
 use ibp_auth::proxy::ProxyOptions;
-use ibp_auth::{unix_now, Group, ProxyCredential, VoAttributes};
+use ibp_auth::{unix_now, Group, ProxyCredential, TrustStore, VoAttributes};
 
 /// The organisation of every test certificate.
 pub const ORG: &str = "Test Grid";
@@ -88,6 +88,16 @@ impl Pki {
             .find(|(v, _)| v == vo)
             .unwrap_or_else(|| panic!("{vo} is not a VO of the test PKI"))
             .1
+    }
+
+    /// An in-memory trust store holding the CA and every VO's AA.
+    pub fn trust_store(&self) -> TrustStore {
+        let mut trust = TrustStore::new();
+        trust.add_ca(self.ca.cert_der.clone()).expect("the CA");
+        for (vo, aa) in &self.aas {
+            trust.pin_aa(vo, aa.cert_der.clone());
+        }
+        trust
     }
 
     /// Writes a trust directory under `dir`: `ca/ca.pem` and
