@@ -167,7 +167,7 @@ impl Daemon {
 
 impl Drop for Daemon {
     fn drop(&mut self) {
-        if std::thread::panicking() && self.running() {
+        if std::thread::panicking() {
             let log = self.log_text();
             let mut start = log.len().saturating_sub(4000);
             while !log.is_char_boundary(start) {
