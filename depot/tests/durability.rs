@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 use common::*;
 use ibp_depot::client::IbpClient;
 use ibp_proto::{Reliability, Rid};
+use ibp_testkit::clock::ProcessClock;
 
 #[test]
 fn expired_allocation_moves_to_recycle() {
@@ -84,7 +85,8 @@ fn now() -> i64 {
 #[test]
 fn restart_keeps_capabilities_and_data() {
     let dir = tempfile::tempdir().unwrap();
-    let builder = DepotBuilder::new().data(dir.path());
+    let clock = ProcessClock::new();
+    let builder = DepotBuilder::new().data(dir.path()).clock(&clock);
     let mut d = builder.spawn();
     let mut c = d.connect();
     let a = c.allocate(2, 3600, 200_000);
@@ -96,18 +98,14 @@ fn restart_keeps_capabilities_and_data() {
     let gone = c.allocate(2, 600, 10);
     assert_eq!(c.request(&decr_line(&gone.manage, 1)), "1 \n");
     let p1 = c.probe(&a.manage);
-    let probed = Instant::now();
     drop(c);
 
     // SIGTERM: exit code 0.
     d.sigterm();
     let status = d.wait_exit(IO_TIMEOUT);
     assert!(status.success(), "depot exited with {status:?}");
-    // Make sure at least a whole second passes between the two PROBEs.
-    let since = probed.elapsed();
-    if since < Duration::from_millis(1100) {
-        std::thread::sleep(Duration::from_millis(1100) - since);
-    }
+    // Two seconds pass between the two PROBEs.
+    clock.advance(2);
 
     let d2 = builder.spawn();
     let mut c = d2.connect();
@@ -527,7 +525,8 @@ fn always_mode_fsyncs_after_journal_compaction() {
 #[test]
 fn allocation_expired_while_down_is_recycled_at_start() {
     let dir = tempfile::tempdir().unwrap();
-    let builder = DepotBuilder::new().data(dir.path());
+    let clock = ProcessClock::new();
+    let builder = DepotBuilder::new().data(dir.path()).clock(&clock);
     let mut d = builder.spawn();
     let mut c = d.connect();
     let short = c.allocate(2, 1, 10);
@@ -539,7 +538,7 @@ fn allocation_expired_while_down_is_recycled_at_start() {
     d.signal(libc::SIGINT);
     assert!(d.wait_exit(IO_TIMEOUT).success());
     assert_eq!(list_dir(&dir.path().join("data")).len(), 2);
-    std::thread::sleep(Duration::from_millis(2100));
+    clock.advance(3);
 
     let d2 = builder.spawn();
     expect_error(&d2, &probe_line(&short.manage), " -4 \n");

@@ -10,28 +10,24 @@ use std::time::Duration;
 
 use common::{DepotBuilder, DepotProc};
 use ibp_auth::keys::{ed25519_public, format_public_key, generate_ed25519};
-use ibp_auth::pki::Authority;
 use ibp_auth::proxy::ProxyOptions;
 use ibp_auth::tokens::{DepotGrant, FileTicket};
-use ibp_auth::{unix_now, ProxyCredential, TrustStore, VoAttributes};
+use ibp_auth::{unix_now, ProxyCredential, TrustStore};
 use ibp_depot::client::{ClientError, DataClient, SecureClient};
 use ibp_proto::{Expect, IbpError, Reliability, Rid};
+use ibp_testkit::clock::ProcessClock;
+use ibp_testkit::pki::{pem_of, write, Pki};
 use ring::signature::Ed25519KeyPair;
 use tempfile::TempDir;
 
 const FILE: &str = "6f0e1d2c-3b4a-4958-8776-a5b4c3d2e1f0";
 const OTHER_FILE: &str = "00000000-1111-4222-8333-444444444444";
 
-fn pem(tag: &str, der: &[u8]) -> String {
-    pem::encode(&pem::Pem::new(tag, der.to_vec()))
-}
-
 /// A CA, an AA for vo1 and vo2, an L-Bone and a metadata-manager key, the
 /// depot's certificate, and a depot configuration.
 struct Grid {
     dir: TempDir,
-    ca: Authority,
-    aa: Authority,
+    pki: Pki,
     lbone: Ed25519KeyPair,
     mdm: Ed25519KeyPair,
     /// What clients trust (the CA).
@@ -41,49 +37,37 @@ struct Grid {
 impl Grid {
     fn new() -> Grid {
         let dir = tempfile::tempdir().unwrap();
-        let ca = Authority::new_ca("Test Grid", "Test CA", 30).unwrap();
-        let aa = ca.new_aa("Test Grid", "vo1", 30).unwrap();
-        let server = ca.issue_server(&["localhost", "127.0.0.1"], 30).unwrap();
+        let pki = Pki::new(&["vo1", "vo2"]);
+        let server = pki
+            .ca
+            .issue_server(&["localhost", "127.0.0.1"], 30)
+            .unwrap();
         let lbone_key = generate_ed25519().unwrap();
         let mdm_key = generate_ed25519().unwrap();
         let trust = dir.path().join("trust");
-        for sub in ["ca", "vomsdir/vo1", "vomsdir/vo2", "lbone", "metadata"] {
-            std::fs::create_dir_all(trust.join(sub)).unwrap();
-        }
-        std::fs::write(trust.join("ca/ca.pem"), pem("CERTIFICATE", &ca.cert_der)).unwrap();
-        for vo in ["vo1", "vo2"] {
-            std::fs::write(
-                trust.join(format!("vomsdir/{vo}/aa.pem")),
-                pem("CERTIFICATE", &aa.cert_der),
-            )
-            .unwrap();
-        }
-        std::fs::write(
-            trust.join("lbone/lbone.pub"),
-            format_public_key(&ed25519_public(&lbone_key).unwrap()),
-        )
-        .unwrap();
-        std::fs::write(
-            trust.join("metadata/mdm.pub"),
-            format_public_key(&ed25519_public(&mdm_key).unwrap()),
-        )
-        .unwrap();
-        std::fs::write(
-            dir.path().join("depot.pem"),
-            pem("CERTIFICATE", &server.cert_der),
-        )
-        .unwrap();
+        pki.write_trust(&trust, &["vo1", "vo2"]);
+        write(
+            &trust.join("lbone/lbone.pub"),
+            &format_public_key(&ed25519_public(&lbone_key).unwrap()),
+        );
+        write(
+            &trust.join("metadata/mdm.pub"),
+            &format_public_key(&ed25519_public(&mdm_key).unwrap()),
+        );
+        write(
+            &dir.path().join("depot.pem"),
+            &pem_of("CERTIFICATE", &server.cert_der),
+        );
         ibp_auth::keys::write_secret(
             &dir.path().join("depot.key"),
-            pem("PRIVATE KEY", &server.key_pkcs8).as_bytes(),
+            pem_of("PRIVATE KEY", &server.key_pkcs8).as_bytes(),
         )
         .unwrap();
         let mut client_trust = TrustStore::new();
-        client_trust.add_ca(ca.cert_der.clone()).unwrap();
+        client_trust.add_ca(pki.ca.cert_der.clone()).unwrap();
         Grid {
             dir,
-            ca,
-            aa,
+            pki,
             lbone: Ed25519KeyPair::from_pkcs8(&lbone_key).unwrap(),
             mdm: Ed25519KeyPair::from_pkcs8(&mdm_key).unwrap(),
             client_trust,
@@ -144,35 +128,19 @@ impl Grid {
 
     /// [`user`](Self::user) with VO groups (names) in the attributes.
     fn user_in(&self, name: &str, vo: &str, vo_id: &str, groups: &[&str]) -> ProxyCredential {
-        let user = self.ca.issue_user("Test Grid", name, 12 * 3600).unwrap();
-        let (_, ee) = x509_parser::parse_x509_certificate(&user.cert_der).unwrap();
-        let now = unix_now();
-        let attrs = VoAttributes {
-            vo: vo.into(),
-            vo_id: vo_id.into(),
-            groups: groups
-                .iter()
-                .map(|g| ibp_auth::attributes::Group {
-                    id: format!("{vo}:g:{g}"),
-                    name: (*g).into(),
-                })
-                .collect(),
-            holder_issuer: ee.issuer().as_raw().to_vec(),
-            holder_serial: ee.raw_serial().to_vec(),
-            not_before: now - 60,
-            not_after: now + 3600,
-        };
-        let ext = self.aa.sign_attributes(&attrs).unwrap();
-        ProxyCredential::create(
-            std::slice::from_ref(&user.cert_der),
-            &user.key_pkcs8,
-            &ProxyOptions {
-                lifetime: 3600,
-                attributes: Some(ext),
-                path_len: None,
-            },
-        )
-        .unwrap()
+        let ids: Vec<String> = groups.iter().map(|g| format!("{vo}:g:{g}")).collect();
+        let groups: Vec<(&str, &str)> = ids
+            .iter()
+            .map(String::as_str)
+            .zip(groups.iter().copied())
+            .collect();
+        self.pki
+            .member(name, vo)
+            .vo_id(vo_id)
+            .groups(&groups)
+            .attributes_valid(-60, 3600)
+            .lifetimes(12 * 3600, 3600)
+            .proxy()
     }
 
     fn grant_with(
@@ -726,24 +694,16 @@ async fn restart_keeps_owner_and_uuid_binding() {
 #[tokio::test]
 async fn session_ends_with_its_grant() {
     let g = Grid::new();
-    let depot = g.depot();
+    let clock = ProcessClock::new();
+    let depot = g.depot_builder("").clock(&clock).spawn();
     let a = alice(&g);
-    // Within the depot's 120 s clock-skew allowance for two more seconds.
     let now = unix_now();
-    let grant = g.grant_with(
-        |gr| {
-            gr.issued = now - 300;
-            gr.not_after = now - 118;
-        },
-        &depot,
-        &a,
-        "vo1",
-        "vo1:0001",
-    );
+    let grant = g.grant_with(|gr| gr.not_after = now + 60, &depot, &a, "vo1", "vo1:0001");
     let caps = stored(&g, &depot, &a).await;
     let mut c = g.connect(&depot, &a).await;
     c.auth(&grant).await.unwrap();
-    tokio::time::sleep(Duration::from_secs(4)).await;
+    // Past the grant and the depot's 120 s clock-skew allowance.
+    clock.advance(60 + 120 + 10);
     // A LOAD's ticket is its own authorization, session or not.
     let data = c.load(&caps.read, 0, 5, Some(&g.ticket(&a))).await.unwrap();
     assert_eq!(data, b"hello");
@@ -756,7 +716,7 @@ async fn session_ends_with_its_grant() {
 async fn proxy_without_vo_attributes_is_refused_at_auth() {
     let g = Grid::new();
     let depot = g.depot();
-    let user = g.ca.issue_user("Test Grid", "Carol", 3600).unwrap();
+    let user = g.pki.ca.issue_user("Test Grid", "Carol", 3600).unwrap();
     let plain = ProxyCredential::create(
         std::slice::from_ref(&user.cert_der),
         &user.key_pkcs8,
@@ -873,34 +833,13 @@ async fn vo_and_user_quotas() {
 /// A depot with its own certificate (serverAuth and clientAuth, as a depot
 /// that is the source of a secure COPY needs), and its key hash.
 fn host_depot(g: &Grid, name: &str) -> (DepotProc, [u8; 32], ProxyCredential) {
-    use rcgen::{CertificateParams, ExtendedKeyUsagePurpose, KeyPair, KeyUsagePurpose, SanType};
-    let ca_key = KeyPair::try_from(g.ca.key_pkcs8.as_slice()).unwrap();
-    let ca_cert = CertificateParams::from_ca_cert_der(&g.ca.cert_der.clone().into())
-        .unwrap()
-        .self_signed(&ca_key)
-        .unwrap();
-    let mut p = CertificateParams::new(Vec::<String>::new()).unwrap();
-    p.distinguished_name
-        .push(rcgen::DnType::CommonName, format!("depot {name}"));
-    p.subject_alt_names = vec![
-        SanType::DnsName("localhost".try_into().unwrap()),
-        SanType::IpAddress("127.0.0.1".parse().unwrap()),
-    ];
-    p.extended_key_usages = vec![
-        ExtendedKeyUsagePurpose::ServerAuth,
-        ExtendedKeyUsagePurpose::ClientAuth,
-    ];
-    p.key_usages = vec![KeyUsagePurpose::DigitalSignature];
-    let key = KeyPair::generate().unwrap();
-    let cert = p.signed_by(&key, &ca_cert, &ca_key).unwrap();
     let d = g.dir.path();
     let (cert_path, key_path) = (d.join(format!("{name}.pem")), d.join(format!("{name}.key")));
-    std::fs::write(&cert_path, pem("CERTIFICATE", cert.der())).unwrap();
-    ibp_auth::keys::write_secret(
-        &key_path,
-        pem("PRIVATE KEY", &key.serialize_der()).as_bytes(),
-    )
-    .unwrap();
+    let (cert, key) = g
+        .pki
+        .service(&format!("depot {name}"), &["localhost", "127.0.0.1"]);
+    write(&cert_path, &pem_of("CERTIFICATE", &cert));
+    ibp_auth::keys::write_secret(&key_path, pem_of("PRIVATE KEY", &key).as_bytes()).unwrap();
     let text = format!(
         "tls_listen = \"127.0.0.1:0\"\ntls_cert = \"{}\"\ntls_key = \"{}\"\ntrust_dir = \"{}\"\n\n[[vo]]\nname = \"vo1\"\nmax_size = \"4MiB\"\nmax_duration = \"1h\"\n",
         cert_path.display(),
@@ -911,8 +850,8 @@ fn host_depot(g: &Grid, name: &str) -> (DepotProc, [u8; 32], ProxyCredential) {
     std::fs::write(&cfg, text).unwrap();
     let depot = DepotBuilder::new().arg("--config").arg(cfg).tls().spawn();
     let cred = ProxyCredential {
-        chain: vec![cert.der().to_vec()],
-        key_pkcs8: key.serialize_der(),
+        chain: vec![cert],
+        key_pkcs8: key,
     };
     let hash = cred.key_hash().unwrap();
     (depot, hash, cred)
@@ -1139,7 +1078,12 @@ async fn crypto_level_refuses_replayed_and_tampered_requests() {
 #[tokio::test]
 async fn crypto_level_unknown_and_ended_sessions() {
     let g = Grid::new();
-    let depot = crypto_depot(&g);
+    let clock = ProcessClock::new();
+    let depot = g
+        .depot_builder("data_listen = \"127.0.0.1:0\"")
+        .data_port()
+        .clock(&clock)
+        .spawn();
     let a = alice(&g);
     let mut c = g.session(&depot, &a).await;
     let cs = c.open_crypto().await.unwrap();
@@ -1155,26 +1099,28 @@ async fn crypto_level_unknown_and_ended_sessions() {
     assert_eq!(e, IbpError::CapAccessDenied);
     // The session ends with its TLS connection.
     drop(c);
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    let (e, _) = refused(DataClient::connect(&data_addr(&depot), &cs).await.map(drop));
+    // The depot notices the closed connection at once, but not before
+    // this task sends: wait (bounded) until the session is gone.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let e = loop {
+        match DataClient::connect(&data_addr(&depot), &cs).await {
+            Err(e) => break refused::<()>(Err(e)).0,
+            Ok(_) if std::time::Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(20)).await
+            }
+            Ok(_) => panic!("the crypto session outlived its TLS connection"),
+        }
+    };
     assert_eq!(e, IbpError::CapAccessDenied);
-    // ... and with its grant: within the 120 s skew allowance for 2 more seconds.
+    // ... and with its grant.
     let now = unix_now();
-    let grant = g.grant_with(
-        |gr| {
-            gr.issued = now - 300;
-            gr.not_after = now - 118;
-        },
-        &depot,
-        &a,
-        "vo1",
-        "vo1:0001",
-    );
+    let grant = g.grant_with(|gr| gr.not_after = now + 60, &depot, &a, "vo1", "vo1:0001");
     let mut c = g.connect(&depot, &a).await;
     c.auth(&grant).await.unwrap();
     let cs = c.open_crypto().await.unwrap();
     let mut d = DataClient::connect(&data_addr(&depot), &cs).await.unwrap();
-    tokio::time::sleep(Duration::from_secs(4)).await;
+    // Past the grant and the depot's 120 s clock-skew allowance.
+    clock.advance(60 + 120 + 10);
     let (e, reason) = refused(DataClient::connect(&data_addr(&depot), &cs).await.map(drop));
     assert_eq!(e, IbpError::CapAccessDenied);
     assert!(reason.contains("ended"), "{reason}");

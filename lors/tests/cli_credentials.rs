@@ -284,14 +284,10 @@ fn short_validity_and_expired_proxy() {
     let r = lors(&proxy, &["proxy-info", "--exists", "--valid", "1:00"], None);
     assert_eq!(r.code, 1);
 
-    // A proxy that has expired: minted by hand below an expired-soon user
+    // A proxy that has expired: minted by hand below an expired user
     // certificate is awkward, so write one whose chain has run out.
-    let user = ca.ca.issue_user("Test Grid", "old", 1).unwrap();
-    let cred = ProxyCredential {
-        chain: vec![user.cert_der],
-        key_pkcs8: user.key_pkcs8,
-    };
-    std::thread::sleep(std::time::Duration::from_millis(1100));
+    let now = unix_now();
+    let cred = ca.pki.user_cert_between("old", now - 3600, now - 1);
     cred.save(&proxy).unwrap();
     let r = lors(&proxy, &["proxy-info", "--timeleft"], None);
     assert_eq!((r.code, r.stdout.trim()), (1, "0"), "{r:?}");

@@ -269,12 +269,23 @@ fn erasure_coded_and_replicated_files_survive_a_depot_killed_during_download() {
     ]);
     c.stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped());
-    let child = c.spawn().expect("spawn download");
-    std::thread::sleep(Duration::from_millis(150));
-    g.kill_depot(0);
+    let mut child = c.spawn().expect("spawn download");
+    // Once a couple of ranges are written (the download's journal lists
+    // them after its header line) and before the download ends.
+    let journal = dir.join(".ec.out.lors-part.journal");
+    kill_depot_in_flight(&mut g, 0, &mut child, |_| {
+        std::fs::read_to_string(&journal).is_ok_and(|t| t.lines().count() >= 3)
+    });
     let o = child.wait_with_output().expect("download ends");
     assert!(o.status.success(), "{}", text(&o));
     assert!(std::fs::read(&back).unwrap() == data, "EC download differs");
+    // The kill hit the download: ranges after it needed the dead depot's
+    // shares (it holds data shares of two stripes in three).
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        out.contains("failover") || out.contains("rebuilt from parity"),
+        "the download did not notice the kill: {out}"
+    );
     // The other file, with the depot already gone.
     let back = dir.join("rep.out");
     let out = ok(lors(
@@ -295,6 +306,33 @@ fn erasure_coded_and_replicated_files_survive_a_depot_killed_during_download() {
         "{}",
         text(&o)
     );
+}
+
+/// Kills depot `i` while `child` (an upload or download) runs, once
+/// `progressed` says the transfer is under way; fails if the transfer
+/// ends first (the kill would miss it).
+fn kill_depot_in_flight(
+    g: &mut Grid,
+    i: usize,
+    child: &mut std::process::Child,
+    mut progressed: impl FnMut(&Grid) -> bool,
+) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(120);
+    while !progressed(g) {
+        if let Some(status) = child.try_wait().expect("poll the transfer") {
+            panic!("the transfer ended ({status}) before it was under way");
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the transfer made no progress within 120 s"
+        );
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    assert!(
+        child.try_wait().expect("poll the transfer").is_none(),
+        "the transfer ended before the kill"
+    );
+    g.kill_depot(i);
 }
 
 /// A depot data file holding exactly `len` bytes (an allocation's data).
@@ -383,12 +421,30 @@ fn a_depot_killed_during_upload_leaves_a_complete_file_or_nothing() {
     ]);
     c.stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped());
-    let child = c.spawn().expect("spawn upload");
-    std::thread::sleep(Duration::from_millis(200));
-    g.kill_depot(0);
+    let mut child = c.spawn().expect("spawn upload");
+    // Once depot 0 holds some of the data and before the upload ends.
+    let stored = |g: &Grid, i: usize| -> u64 {
+        files_under(&g.depots[i].data_dir.join("data"))
+            .iter()
+            .filter_map(|f| std::fs::metadata(f).ok())
+            .map(|m| m.len())
+            .sum()
+    };
+    kill_depot_in_flight(&mut g, 0, &mut child, |g| stored(g, 0) > 0);
     let o = child.wait_with_output().expect("upload ends");
     let stat = lors(&g, "alice", &["stat", "/vo1/during"]);
     if o.status.success() {
+        // The kill hit the upload: blocks after it that were to go to
+        // depot 0 (a quarter of the copies, placed in turn) went elsewhere.
+        let killed = g.depots[0].tls_addr.clone().unwrap();
+        let st = stat_json(&g, "alice", "/vo1/during");
+        let mappings = st["mappings"].as_array().unwrap();
+        let on_killed = mappings.iter().filter(|m| m["depot"] == killed).count();
+        assert!(
+            on_killed * 4 < mappings.len(),
+            "{on_killed} of {} copies on the killed depot: the kill missed the upload",
+            mappings.len()
+        );
         // Completed elsewhere: readable in full.
         let back = dir.join("out");
         ok(lors(

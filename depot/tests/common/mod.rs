@@ -8,11 +8,12 @@ use std::ffi::{OsStr, OsString};
 use std::io::{self, BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Stdio};
-use std::sync::mpsc;
+use std::process::{Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
 use ibp_proto::{CapKind, Capability};
+use ibp_testkit::pki::{pem_of, write};
+use ibp_testkit::process::Daemon;
 use tempfile::TempDir;
 
 /// Bound on every socket read and write and on waiting for the depot.
@@ -35,6 +36,7 @@ pub struct DepotBuilder {
     tls: bool,
     data_port: bool,
     umask: Option<u32>,
+    env: Vec<(String, String)>,
 }
 
 impl Default for DepotBuilder {
@@ -56,7 +58,15 @@ impl DepotBuilder {
             tls: false,
             data_port: false,
             umask: None,
+            env: Vec::new(),
         }
+    }
+
+    /// Runs the depot on `clock` (its wall clock moves when the test
+    /// advances it).
+    pub fn clock(mut self, clock: &ibp_testkit::clock::ProcessClock) -> Self {
+        self.env.extend(clock.env());
+        self
     }
 
     /// Lets legacy-port allocations use the whole resource, from one address
@@ -156,10 +166,7 @@ impl DepotBuilder {
         if self.use_data {
             cmd.arg("--data").arg(&data);
         }
-        cmd.args(&self.args)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(std::fs::File::create(&log).expect("create stderr log"));
+        cmd.args(&self.args).envs(self.env.iter().cloned());
         if let Some(limit) = self.fsize_limit {
             use std::os::unix::process::CommandExt;
             // SAFETY: only async-signal-safe calls (setrlimit, signal) run
@@ -188,72 +195,35 @@ impl DepotBuilder {
                 });
             }
         }
-        let mut child = cmd.spawn().expect("start ibp-depot");
-        // A thread owns stdout for the depot's whole life: the depot must
-        // never see EPIPE on stdout.
-        let stdout = child.stdout.take().expect("piped stdout");
-        let (tx, rx) = mpsc::channel::<String>();
-        std::thread::spawn(move || {
-            let mut r = BufReader::new(stdout);
-            loop {
-                let mut line = String::new();
-                match r.read_line(&mut line) {
-                    Ok(0) | Err(_) => return,
-                    Ok(_) => {
-                        let _ = tx.send(line);
-                    }
-                }
-            }
-        });
-        let mut proc = DepotProc {
-            child,
-            addr: "0.0.0.0:0".parse().unwrap(),
-            tls_addr: None,
-            data_addr: None,
-            metrics: None,
-            data,
-            log,
-            _logdir: logdir,
-            _data_tmp: data_tmp,
-        };
-        let first = proc.stdout_line(&rx);
-        let addr = first
-            .strip_prefix("listening on ")
-            .and_then(|s| s.trim_end().parse::<SocketAddr>().ok())
-            .unwrap_or_else(|| panic!("unexpected first stdout line {first:?}"));
-        assert!(first.ends_with('\n'));
-        proc.addr = addr;
+        let mut prefixes = vec!["listening on "];
         if self.tls {
-            let line = proc.stdout_line(&rx);
-            let t = line
-                .strip_prefix("tls listening on ")
-                .and_then(|s| s.trim_end().parse::<SocketAddr>().ok())
-                .unwrap_or_else(|| panic!("unexpected TLS stdout line {line:?}"));
-            proc.tls_addr = Some(t);
+            prefixes.push("tls listening on ");
         }
         if self.data_port {
-            let line = proc.stdout_line(&rx);
-            let t = line
-                .strip_prefix("data listening on ")
-                .and_then(|s| s.trim_end().parse::<SocketAddr>().ok())
-                .unwrap_or_else(|| panic!("unexpected data stdout line {line:?}"));
-            proc.data_addr = Some(t);
+            prefixes.push("data listening on ");
         }
         if self.metrics {
-            let second = proc.stdout_line(&rx);
-            let m = second
-                .strip_prefix("metrics on ")
-                .and_then(|s| s.trim_end().parse::<SocketAddr>().ok())
-                .unwrap_or_else(|| panic!("unexpected second stdout line {second:?}"));
-            proc.metrics = Some(m);
+            prefixes.push("metrics on ");
         }
-        proc
+        let daemon = Daemon::start("ibp-depot", cmd, &log, &prefixes);
+        let mut addrs = daemon.addrs.clone().into_iter().skip(1);
+        let mut next = |wanted: bool| wanted.then(|| addrs.next()).flatten();
+        DepotProc {
+            addr: daemon.addr(),
+            tls_addr: next(self.tls),
+            data_addr: next(self.data_port),
+            metrics: next(self.metrics),
+            daemon,
+            data,
+            _logdir: logdir,
+            _data_tmp: data_tmp,
+        }
     }
 }
 
 /// A running depot process; SIGKILLed on drop.
 pub struct DepotProc {
-    child: Child,
+    daemon: Daemon,
     pub addr: SocketAddr,
     /// The secure port, when the depot serves one.
     pub tls_addr: Option<SocketAddr>,
@@ -261,25 +231,11 @@ pub struct DepotProc {
     pub data_addr: Option<SocketAddr>,
     pub metrics: Option<SocketAddr>,
     pub data: PathBuf,
-    log: PathBuf,
     _logdir: TempDir,
     _data_tmp: Option<TempDir>,
 }
 
 impl DepotProc {
-    fn stdout_line(&mut self, rx: &mpsc::Receiver<String>) -> String {
-        match rx.recv_timeout(IO_TIMEOUT) {
-            Ok(l) => l,
-            Err(e) => {
-                let status = self.child.try_wait().ok().flatten();
-                panic!(
-                    "depot printed no address line ({e}); exit status {status:?}; stderr:\n{}",
-                    self.stderr()
-                );
-            }
-        }
-    }
-
     pub fn port(&self) -> u16 {
         self.addr.port()
     }
@@ -289,19 +245,16 @@ impl DepotProc {
     }
 
     pub fn pid(&self) -> i32 {
-        self.child.id() as i32
+        self.daemon.pid() as i32
     }
 
     /// Everything the depot wrote to stderr so far.
     pub fn stderr(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
+        self.daemon.log_text()
     }
 
     pub fn signal(&self, sig: i32) {
-        // SAFETY: kill(2) on our own child's pid (it has not been reaped,
-        // since we hold the Child and only reap it in wait/drop).
-        let r = unsafe { libc::kill(self.pid(), sig) };
-        assert_eq!(r, 0, "kill({}, {sig}) failed", self.pid());
+        self.daemon.signal(sig);
     }
 
     pub fn sigterm(&self) {
@@ -314,32 +267,22 @@ impl DepotProc {
 
     /// Whether the process is still running.
     pub fn running(&mut self) -> bool {
-        matches!(self.child.try_wait(), Ok(None))
+        self.daemon.running()
     }
 
     /// Waits for the process to exit, at most `limit`.
     pub fn wait_exit(&mut self, limit: Duration) -> ExitStatus {
-        let deadline = Instant::now() + limit;
-        loop {
-            if let Some(st) = self.child.try_wait().expect("try_wait") {
-                return st;
-            }
-            if Instant::now() > deadline {
-                panic!(
-                    "depot did not exit within {limit:?}; stderr:\n{}",
-                    self.stderr()
-                );
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        self.daemon.wait_exit(limit).unwrap_or_else(|| {
+            panic!(
+                "depot did not exit within {limit:?}; stderr:\n{}",
+                self.stderr()
+            )
+        })
     }
 
     /// SIGKILLs the depot and reaps it.
     pub fn kill_now(&mut self) {
-        if self.running() {
-            self.sigkill();
-        }
-        let _ = self.child.wait();
+        self.daemon.kill();
     }
 
     pub fn connect(&self) -> Conn {
@@ -353,47 +296,17 @@ impl DepotProc {
     }
 }
 
-impl Drop for DepotProc {
-    fn drop(&mut self) {
-        if std::thread::panicking() {
-            let log = self.stderr();
-            let tail = &log[log.len().saturating_sub(4000)..];
-            eprintln!("---- depot {} stderr (tail) ----\n{tail}", self.addr);
-        }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 /// Runs the binary with `args` to completion (bounded), returning its exit
 /// status, stdout and stderr.
 pub fn run_to_exit(args: &[&OsStr]) -> (ExitStatus, String, String) {
-    let dir = tempfile::tempdir().unwrap();
-    let out = dir.path().join("out");
-    let err = dir.path().join("err");
-    let mut child = Command::new(BIN)
-        .args(args)
-        .stdin(Stdio::null())
-        .stdout(std::fs::File::create(&out).unwrap())
-        .stderr(std::fs::File::create(&err).unwrap())
-        .spawn()
-        .expect("start ibp-depot");
-    let deadline = Instant::now() + IO_TIMEOUT;
-    let status = loop {
-        if let Some(st) = child.try_wait().unwrap() {
-            break st;
-        }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("ibp-depot {args:?} did not exit within {IO_TIMEOUT:?}");
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    };
+    let mut cmd = Command::new(BIN);
+    cmd.args(args).stdout(Stdio::piped()).stderr(Stdio::piped());
+    let out = ibp_testkit::run_bounded(cmd, IO_TIMEOUT)
+        .unwrap_or_else(|e| panic!("ibp-depot {args:?}: {e}"));
     (
-        status,
-        std::fs::read_to_string(out).unwrap_or_default(),
-        std::fs::read_to_string(err).unwrap_or_default(),
+        out.status,
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
     )
 }
 
@@ -780,60 +693,45 @@ pub fn closed_port() -> u16 {
 /// all under one temporary directory.
 pub struct Pki {
     pub dir: TempDir,
+    pub pki: ibp_testkit::pki::Pki,
     pub ca: ibp_auth::pki::Authority,
-    pub aa: ibp_auth::pki::Authority,
     pub lbone: ring::signature::Ed25519KeyPair,
     /// What clients trust (the CA).
     pub client_trust: ibp_auth::TrustStore,
-}
-
-fn pem_text(tag: &str, der: &[u8]) -> String {
-    pem::encode(&pem::Pem::new(tag, der.to_vec()))
 }
 
 impl Pki {
     pub fn new() -> Pki {
         use ibp_auth::keys::{ed25519_public, format_public_key, generate_ed25519};
         let dir = tempfile::tempdir().unwrap();
-        let ca = ibp_auth::pki::Authority::new_ca("Test Grid", "Test CA", 30).unwrap();
-        let aa = ca.new_aa("Test Grid", "vo1", 30).unwrap();
-        let server = ca.issue_server(&["localhost", "127.0.0.1"], 30).unwrap();
+        let pki = ibp_testkit::pki::Pki::new(&["vo1"]);
+        let server = pki
+            .ca
+            .issue_server(&["localhost", "127.0.0.1"], 30)
+            .unwrap();
         let lbone_key = generate_ed25519().unwrap();
         let trust = dir.path().join("trust");
-        for sub in ["ca", "vomsdir/vo1", "lbone", "metadata"] {
-            std::fs::create_dir_all(trust.join(sub)).unwrap();
-        }
-        std::fs::write(
-            trust.join("ca/ca.pem"),
-            pem_text("CERTIFICATE", &ca.cert_der),
-        )
-        .unwrap();
-        std::fs::write(
-            trust.join("vomsdir/vo1/aa.pem"),
-            pem_text("CERTIFICATE", &aa.cert_der),
-        )
-        .unwrap();
-        std::fs::write(
-            trust.join("lbone/lbone.pub"),
-            format_public_key(&ed25519_public(&lbone_key).unwrap()),
-        )
-        .unwrap();
-        std::fs::write(
-            dir.path().join("depot.pem"),
-            pem_text("CERTIFICATE", &server.cert_der),
-        )
-        .unwrap();
+        pki.write_trust(&trust, &["vo1"]);
+        std::fs::create_dir_all(trust.join("metadata")).unwrap();
+        write(
+            &trust.join("lbone/lbone.pub"),
+            &format_public_key(&ed25519_public(&lbone_key).unwrap()),
+        );
+        write(
+            &dir.path().join("depot.pem"),
+            &pem_of("CERTIFICATE", &server.cert_der),
+        );
         ibp_auth::keys::write_secret(
             &dir.path().join("depot.key"),
-            pem_text("PRIVATE KEY", &server.key_pkcs8).as_bytes(),
+            pem_of("PRIVATE KEY", &server.key_pkcs8).as_bytes(),
         )
         .unwrap();
         let mut client_trust = ibp_auth::TrustStore::new();
-        client_trust.add_ca(ca.cert_der.clone()).unwrap();
+        client_trust.add_ca(pki.ca.cert_der.clone()).unwrap();
         Pki {
             dir,
-            ca,
-            aa,
+            ca: pki.ca.clone(),
+            pki,
             lbone: ring::signature::Ed25519KeyPair::from_pkcs8(&lbone_key).unwrap(),
             client_trust,
         }
@@ -864,56 +762,20 @@ impl Pki {
 
     /// A vo1 member's proxy carrying AA-signed attributes (VO ID `vo1:<name>`).
     pub fn user(&self, name: &str) -> ibp_auth::ProxyCredential {
-        let user = self.ca.issue_user("Test Grid", name, 12 * 3600).unwrap();
-        let (_, ee) = x509_parser::parse_x509_certificate(&user.cert_der).unwrap();
-        let now = ibp_auth::unix_now();
-        let attrs = ibp_auth::VoAttributes {
-            vo: "vo1".into(),
-            vo_id: format!("vo1:{name}"),
-            groups: vec![],
-            holder_issuer: ee.issuer().as_raw().to_vec(),
-            holder_serial: ee.raw_serial().to_vec(),
-            not_before: now - 60,
-            not_after: now + 3600,
-        };
-        let ext = self.aa.sign_attributes(&attrs).unwrap();
-        ibp_auth::ProxyCredential::create(
-            std::slice::from_ref(&user.cert_der),
-            &user.key_pkcs8,
-            &ibp_auth::proxy::ProxyOptions {
-                lifetime: 3600,
-                attributes: Some(ext),
-                path_len: None,
-            },
-        )
-        .unwrap()
+        self.pki
+            .member(name, "vo1")
+            .attributes_valid(-60, 3600)
+            .lifetimes(12 * 3600, 3600)
+            .proxy()
     }
 
     /// A plain end-entity service certificate from the CA (serverAuth and
     /// clientAuth, no VO attributes), as the L-Bone's or a depot's.
     pub fn service(&self, name: &str) -> ibp_auth::ProxyCredential {
-        use rcgen::{
-            CertificateParams, ExtendedKeyUsagePurpose, KeyPair, KeyUsagePurpose, SanType,
-        };
-        let ca_key = KeyPair::try_from(self.ca.key_pkcs8.as_slice()).unwrap();
-        let ca_cert = CertificateParams::from_ca_cert_der(&self.ca.cert_der.clone().into())
-            .unwrap()
-            .self_signed(&ca_key)
-            .unwrap();
-        let mut p = CertificateParams::new(Vec::<String>::new()).unwrap();
-        p.distinguished_name
-            .push(rcgen::DnType::CommonName, name.to_owned());
-        p.subject_alt_names = vec![SanType::DnsName("localhost".try_into().unwrap())];
-        p.extended_key_usages = vec![
-            ExtendedKeyUsagePurpose::ServerAuth,
-            ExtendedKeyUsagePurpose::ClientAuth,
-        ];
-        p.key_usages = vec![KeyUsagePurpose::DigitalSignature];
-        let key = KeyPair::generate().unwrap();
-        let cert = p.signed_by(&key, &ca_cert, &ca_key).unwrap();
+        let (cert, key) = self.pki.service(name, &["localhost"]);
         ibp_auth::ProxyCredential {
-            chain: vec![cert.der().to_vec()],
-            key_pkcs8: key.serialize_der(),
+            chain: vec![cert],
+            key_pkcs8: key,
         }
     }
 

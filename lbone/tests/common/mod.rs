@@ -8,17 +8,17 @@
 pub use ibp_testkit::pg;
 pub mod scenarios;
 
-use std::io::{BufRead, BufReader, Read};
 use std::net::{SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Command, Output, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use ibp_auth::pki::Authority;
-use ibp_auth::proxy::ProxyOptions;
-use ibp_auth::{unix_now, Group, ProxyCredential, TrustStore, VoAttributes};
+use ibp_auth::{ProxyCredential, TrustStore};
+use ibp_testkit::clock::ProcessClock;
+use ibp_testkit::process::Daemon;
 use lors::depots::{DepotQuery, Offer};
 use serde_json::Value;
 use tempfile::TempDir;
@@ -123,100 +123,7 @@ pub fn wait_for<T>(limit: Duration, what: &str, mut f: impl FnMut() -> Option<T>
     }
 }
 
-/// Reads the first stdout line (`listening on ADDR:PORT`) within the start
-/// timeout; the rest of stdout is drained so the child never blocks. On
-/// failure the child is killed and the error names the line and the log.
-fn listening_addr(child: &mut Child, what: &str, log: &Path) -> Result<SocketAddr, String> {
-    listening_addrs(child, what, log, &["listening on "]).map(|a| a[0])
-}
-
-/// Reads the first `prefixes.len()` stdout lines, line `i` starting with
-/// `prefixes[i]` and naming an address, within the start timeout; the rest
-/// of stdout is drained so the child never blocks. On failure the child is
-/// killed and the error names the lines and the log.
-fn listening_addrs(
-    child: &mut Child,
-    what: &str,
-    log: &Path,
-    prefixes: &[&str],
-) -> Result<Vec<SocketAddr>, String> {
-    let stdout = child.stdout.take().expect("piped stdout");
-    let (tx, rx) = std::sync::mpsc::channel();
-    let n = prefixes.len();
-    std::thread::spawn(move || {
-        let mut r = BufReader::new(stdout);
-        for _ in 0..n {
-            let mut line = String::new();
-            let _ = r.read_line(&mut line);
-            let _ = tx.send(line);
-        }
-        let mut sink = Vec::new();
-        let _ = r.read_to_end(&mut sink);
-    });
-    let deadline = Instant::now() + START_TIMEOUT;
-    let mut lines = Vec::new();
-    let mut addrs = Vec::new();
-    for p in prefixes {
-        let left = deadline.saturating_duration_since(Instant::now());
-        let line = rx.recv_timeout(left).unwrap_or_default();
-        let addr = line
-            .trim()
-            .strip_prefix(p)
-            .and_then(|a| a.parse::<SocketAddr>().ok());
-        lines.push(line);
-        match addr {
-            Some(a) => addrs.push(a),
-            None => {
-                let _ = child.kill();
-                let _ = child.wait();
-                return Err(format!(
-                    "{what} did not start (stdout lines {lines:?}); log:\n{}",
-                    std::fs::read_to_string(log).unwrap_or_default()
-                ));
-            }
-        }
-    }
-    Ok(addrs)
-}
-
-/// PEM of one DER block.
-pub fn pem_of(tag: &str, der: &[u8]) -> String {
-    pem::encode(&pem::Pem::new(tag, der.to_vec()))
-}
-
-/// A certificate for a service (the L-Bone, a depot) issued by `ca` for
-/// `hosts`, with the serverAuth and clientAuth extended key usages (the
-/// L-Bone presents its server certificate as the TLS client certificate
-/// when it polls depots' TLS ports): (certificate DER, PKCS#8 key DER).
-pub fn issue_service(ca: &Authority, cn: &str, hosts: &[&str]) -> (Vec<u8>, Vec<u8>) {
-    use rcgen::{CertificateParams, DnType, ExtendedKeyUsagePurpose, KeyUsagePurpose, SanType};
-    let ca_key = rcgen::KeyPair::try_from(ca.key_pkcs8.as_slice()).unwrap();
-    let ca_cert = CertificateParams::from_ca_cert_der(&ca.cert_der.clone().into())
-        .unwrap()
-        .self_signed(&ca_key)
-        .unwrap();
-    let mut p = CertificateParams::new(Vec::<String>::new()).unwrap();
-    p.distinguished_name.push(DnType::OrganizationName, ORG);
-    p.distinguished_name.push(DnType::CommonName, cn);
-    p.subject_alt_names = hosts
-        .iter()
-        .map(|h| match h.parse::<std::net::IpAddr>() {
-            Ok(ip) => SanType::IpAddress(ip),
-            Err(_) => SanType::DnsName(h.to_string().try_into().unwrap()),
-        })
-        .collect();
-    p.extended_key_usages = vec![
-        ExtendedKeyUsagePurpose::ServerAuth,
-        ExtendedKeyUsagePurpose::ClientAuth,
-    ];
-    p.key_usages = vec![KeyUsagePurpose::DigitalSignature];
-    let now = std::time::SystemTime::now();
-    p.not_before = (now - Duration::from_secs(3600)).into();
-    p.not_after = (now + Duration::from_secs(30 * 86_400)).into();
-    let key = rcgen::KeyPair::generate().unwrap();
-    let cert = p.signed_by(&key, &ca_cert, &ca_key).unwrap();
-    (cert.der().to_vec(), key.serialize_der())
-}
+pub use ibp_testkit::pki::{pem_of, service_cert as issue_service, write};
 
 /// A user of the test grid: a proxy file with VO attributes.
 #[derive(Clone)]
@@ -230,8 +137,8 @@ pub struct User {
 
 /// CA, per-VO AAs, the L-Bone's server certificate and the test users.
 pub struct Pki {
+    pub pki: ibp_testkit::pki::Pki,
     pub ca: Authority,
-    pub aas: Vec<(String, Authority)>,
     pub dir: PathBuf,
     /// What the L-Bone trusts: CA and the AAs of vo1 and vo2.
     pub server_trust: PathBuf,
@@ -241,25 +148,15 @@ pub struct Pki {
 
 impl Pki {
     pub fn new(dir: &Path) -> Pki {
-        let ca = Authority::new_ca(ORG, "Test CA", 30).unwrap();
-        let aas: Vec<(String, Authority)> = ["vo1", "vo2"]
-            .iter()
-            .map(|vo| (vo.to_string(), ca.new_aa(ORG, vo, 30).unwrap()))
-            .collect();
+        let pki = ibp_testkit::pki::Pki::new(&["vo1", "vo2"]);
         let server_trust = dir.join("lbone-trust");
         let client_trust = dir.join("client-trust");
         for t in [&server_trust, &client_trust] {
-            write(&t.join("ca/ca.pem"), &pem_of("CERTIFICATE", &ca.cert_der));
-            for (vo, aa) in &aas {
-                write(
-                    &t.join(format!("vomsdir/{vo}/aa.pem")),
-                    &pem_of("CERTIFICATE", &aa.cert_der),
-                );
-            }
+            pki.write_trust(t, &["vo1", "vo2"]);
         }
         Pki {
-            ca,
-            aas,
+            ca: pki.ca.clone(),
+            pki,
             dir: dir.to_path_buf(),
             server_trust,
             client_trust,
@@ -276,46 +173,24 @@ impl Pki {
         attr_from: i64,
         attr_until: i64,
     ) -> User {
-        let aa = &self
-            .aas
+        let ids: Vec<String> = groups.iter().map(|g| format!("{vo}:group:{g}")).collect();
+        let groups: Vec<(&str, &str)> = ids
             .iter()
-            .find(|(v, _)| v == vo)
-            .expect("a VO of the test PKI")
-            .1;
-        let cert = self.ca.issue_user(ORG, name, 7 * 86_400).unwrap();
-        let (_, ee) = x509_parser::parse_x509_certificate(&cert.cert_der).unwrap();
-        let now = unix_now();
-        let attrs = VoAttributes {
-            vo: vo.into(),
-            vo_id: format!("{vo}:{name}"),
-            groups: groups
-                .iter()
-                .map(|g| Group {
-                    id: format!("{vo}:group:{g}"),
-                    name: g.to_string(),
-                })
-                .collect(),
-            holder_issuer: ee.issuer().as_raw().to_vec(),
-            holder_serial: ee.raw_serial().to_vec(),
-            not_before: now + attr_from,
-            not_after: now + attr_until,
-        };
-        let credential = ProxyCredential::create(
-            std::slice::from_ref(&cert.cert_der),
-            &cert.key_pkcs8,
-            &ProxyOptions {
-                lifetime: 12 * 3600,
-                attributes: Some(aa.sign_attributes(&attrs).unwrap()),
-                path_len: None,
-            },
-        )
-        .unwrap();
+            .map(String::as_str)
+            .zip(groups.iter().copied())
+            .collect();
+        let member = self
+            .pki
+            .member(name, vo)
+            .groups(&groups)
+            .attributes_valid(attr_from, attr_until);
+        let credential = member.proxy();
         let proxy_path = self.dir.join(format!("proxy-{name}"));
         credential.save(&proxy_path).unwrap();
         User {
             name: name.into(),
             vo: vo.into(),
-            vo_id: attrs.vo_id,
+            vo_id: member.id().to_owned(),
             proxy_path,
             credential,
         }
@@ -331,11 +206,6 @@ impl Pki {
     }
 }
 
-pub fn write(path: &Path, text: &str) {
-    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
-    std::fs::write(path, text).unwrap();
-}
-
 /// A real `ibp-depot` process; SIGKILLed on drop.
 pub struct Depot {
     /// The legacy port; with `legacy = false` the TLS port (the depot has
@@ -346,7 +216,7 @@ pub struct Depot {
     pub data: PathBuf,
     hard_size: String,
     log: PathBuf,
-    child: Option<Child>,
+    daemon: Option<Daemon>,
 }
 
 /// How [`Depot::start_secure`] sets a depot's secure port up.
@@ -372,7 +242,7 @@ impl Depot {
             data,
             hard_size: hard_size.into(),
             log: dir.join(format!("depot-{name}.log")),
-            child: None,
+            daemon: None,
         };
         d.spawn(0);
         d
@@ -419,30 +289,24 @@ max_duration = "1d"
         let config_path = ddir.join("depot.toml");
         write(&config_path, &config);
         let log = dir.join(format!("depot-{name}.log"));
-        let mut child = Command::new(sibling_binary("ibp-depot"))
-            .args(["serve", "--config"])
+        let mut cmd = Command::new(sibling_binary("ibp-depot"));
+        cmd.args(["serve", "--config"])
             .arg(&config_path)
-            .env("RUST_LOG", "info")
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(std::fs::File::create(&log).unwrap())
-            .spawn()
-            .expect("start ibp-depot");
+            .env("RUST_LOG", "info");
         // With the legacy port off, the first line names the TLS port.
-        let addrs = listening_addrs(
-            &mut child,
+        let daemon = Daemon::start(
             "ibp-depot (secure)",
+            cmd,
             &log,
             &["listening on ", "tls listening on "],
-        )
-        .unwrap_or_else(|e| panic!("{e}"));
+        );
         Depot {
-            port: addrs[0].port(),
-            tls_port: Some(addrs[1].port()),
+            port: daemon.addrs[0].port(),
+            tls_port: Some(daemon.addrs[1].port()),
             data,
             hard_size: opts.hard_size.to_string(),
             log,
-            child: Some(child),
+            daemon: Some(daemon),
         }
     }
 
@@ -458,33 +322,23 @@ max_duration = "1d"
     }
 
     fn try_spawn(&mut self, port: u16) -> Result<(), String> {
-        let bin = sibling_binary("ibp-depot");
-        let log = std::fs::File::create(&self.log).unwrap();
-        let mut child = Command::new(bin)
-            .args(["serve", "--listen"])
+        let mut cmd = Command::new(sibling_binary("ibp-depot"));
+        cmd.args(["serve", "--listen"])
             .arg(format!("127.0.0.1:{port}"))
             .arg("--data")
             .arg(&self.data)
             .args(["--hard-size", &self.hard_size, "--max-duration", "1d"])
             .args(["--hostname", "127.0.0.1"])
-            .env("RUST_LOG", "warn")
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(log)
-            .spawn()
-            .expect("start ibp-depot");
-        let addr = listening_addr(&mut child, "ibp-depot", &self.log)?;
-        self.port = addr.port();
-        self.child = Some(child);
+            .env("RUST_LOG", "warn");
+        let daemon = Daemon::try_start("ibp-depot", cmd, &self.log, &["listening on "])?;
+        self.port = daemon.addr().port();
+        self.daemon = Some(daemon);
         Ok(())
     }
 
     /// SIGKILL, as a crash.
     pub fn kill(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
+        self.daemon = None;
     }
 
     /// Starts again on the same port and data directory (retrying for a
@@ -593,18 +447,6 @@ impl Default for Settings {
     }
 }
 
-/// SIGKILLs a child process when dropped (panics on the way to a fixture).
-struct KillOnDrop(Option<Child>);
-
-impl Drop for KillOnDrop {
-    fn drop(&mut self) {
-        if let Some(mut c) = self.0.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
-}
-
 /// A running `lbone serve` with its PKI and database.
 pub struct Grid {
     pub dir: TempDir,
@@ -613,12 +455,23 @@ pub struct Grid {
     pub url: String,
     pub log: PathBuf,
     pub settings: Settings,
-    child: Option<Child>,
+    /// The L-Bone's wall clock, when started with [`Grid::start_on_clock`].
+    pub clock: Option<ProcessClock>,
+    daemon: Option<Daemon>,
     _db: Db,
 }
 
 impl Grid {
     pub fn start(db: Db, settings: Settings) -> Grid {
+        Grid::start_with(db, settings, None)
+    }
+
+    /// [`Grid::start`] with the L-Bone on a wall clock the test moves.
+    pub fn start_on_clock(db: Db, settings: Settings) -> Grid {
+        Grid::start_with(db, settings, Some(ProcessClock::new()))
+    }
+
+    fn start_with(db: Db, settings: Settings, clock: Option<ProcessClock>) -> Grid {
         let dir = tempfile::tempdir().unwrap();
         let pki = Pki::new(dir.path());
         let lbone_dir = dir.path().join("lbone");
@@ -680,19 +533,15 @@ admin_group = "admins"
         let cfg_path = lbone_dir.join("test.toml");
         write(&cfg_path, &config);
         let log = dir.path().join("lbone.log");
-        let child = Command::new(LBONE)
-            .args(["serve", "--config"])
+        let mut cmd = Command::new(LBONE);
+        cmd.args(["serve", "--config"])
             .arg(&cfg_path)
-            .env("RUST_LOG", "lbone=debug,info")
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(std::fs::File::create(&log).unwrap())
-            .spawn()
-            .expect("start lbone");
-        // Killed if anything below panics.
-        let mut guard = KillOnDrop(Some(child));
-        let addr = listening_addr(guard.0.as_mut().unwrap(), "lbone serve", &log)
-            .unwrap_or_else(|e| panic!("{e}"));
+            .env("RUST_LOG", "lbone=debug,info");
+        if let Some(c) = &clock {
+            c.apply(&mut cmd);
+        }
+        let daemon = Daemon::start("lbone serve", cmd, &log, &["listening on "]);
+        let addr = daemon.addr();
         // The database is opened before the listener: its log line is there.
         let backend = match &db {
             Db::Sqlite => "backend=Sqlite",
@@ -703,14 +552,14 @@ admin_group = "admins"
             text.contains(backend),
             "the L-Bone does not log {backend}:\n{text}"
         );
-        let child = guard.0.take();
         Grid {
             url: format!("https://localhost:{}", addr.port()),
             addr,
             pki,
             log,
             settings,
-            child,
+            clock,
+            daemon: Some(daemon),
             _db: db,
             dir,
         }
@@ -858,24 +707,19 @@ impl Grid {
     /// SIGTERM, and how the L-Bone ended and how long it took (SIGKILL
     /// after 15 s).
     pub fn stop(&mut self) -> (Option<std::process::ExitStatus>, Duration) {
-        let t = Instant::now();
-        let Some(mut c) = self.child.take() else {
-            return (None, Duration::ZERO);
-        };
-        // SAFETY: kill(2) on our own child's pid.
-        unsafe {
-            libc::kill(c.id() as libc::pid_t, libc::SIGTERM);
+        match self.daemon.take() {
+            Some(mut d) => d.stop(),
+            None => (None, Duration::ZERO),
         }
-        let deadline = t + Duration::from_secs(15);
-        while Instant::now() < deadline {
-            if let Ok(Some(status)) = c.try_wait() {
-                return (Some(status), t.elapsed());
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        let _ = c.kill();
-        let _ = c.wait();
-        (None, t.elapsed())
+    }
+
+    /// Moves the L-Bone's wall clock `secs` forward (a grid started with
+    /// [`Grid::start_on_clock`]).
+    pub fn advance_clock(&self, secs: i64) {
+        self.clock
+            .as_ref()
+            .expect("a grid started on a clock")
+            .advance(secs);
     }
 
     /// Stops the PostgreSQL cluster under a running L-Bone (a database

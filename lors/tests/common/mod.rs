@@ -37,6 +37,7 @@ use hyper_util::rt::TokioIo;
 use ibp_auth::pki::Authority;
 use ibp_auth::tls::{server_config, ClientAuth};
 use ibp_auth::{unix_now, Group, TrustStore, VoAttributes};
+use ibp_testkit::pki::Pki;
 use rustls_pki_types::CertificateDer;
 use serde_json::{json, Value};
 
@@ -62,6 +63,7 @@ struct State {
 pub struct TestCa {
     pub dir: tempfile::TempDir,
     pub trust_dir: PathBuf,
+    pub pki: Pki,
     pub ca: Authority,
     pub aa: Authority,
     pub addr: SocketAddr,
@@ -69,30 +71,16 @@ pub struct TestCa {
     pub seen: Arc<Mutex<Seen>>,
 }
 
-fn pem_of(tag: &str, der: &[u8]) -> String {
-    pem::encode(&pem::Pem::new(tag, der.to_vec()))
-}
-
-pub fn write(path: &Path, text: &str) {
-    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
-    std::fs::write(path, text).unwrap();
-}
+pub use ibp_testkit::pki::{pem_of, write};
 
 impl TestCa {
     pub fn start() -> TestCa {
-        let ca = Authority::new_ca(ORG, "Test CA", 30).unwrap();
-        let aa = ca.new_aa(ORG, VO, 30).unwrap();
+        let pki = Pki::new(&[VO]);
+        let (ca, aa) = (pki.ca.clone(), pki.aa(VO).clone());
         let server = ca.issue_server(&["localhost", "127.0.0.1"], 30).unwrap();
         let dir = tempfile::tempdir().unwrap();
         let trust_dir = dir.path().join("trust");
-        write(
-            &trust_dir.join("ca/ca.pem"),
-            &pem_of("CERTIFICATE", &ca.cert_der),
-        );
-        write(
-            &trust_dir.join("vomsdir/vo1/aa.pem"),
-            &pem_of("CERTIFICATE", &aa.cert_der),
-        );
+        pki.write_trust(&trust_dir, &[VO]);
         let trust = Arc::new(TrustStore::load(&trust_dir).unwrap());
         let cfg = server_config(
             trust.clone(),
@@ -121,6 +109,7 @@ impl TestCa {
         TestCa {
             dir,
             trust_dir,
+            pki,
             ca,
             aa,
             addr,

@@ -11,16 +11,15 @@ pub use ibp_testkit::pg;
 pub mod scenarios;
 
 use std::future::Future;
-use std::io::{BufRead, BufReader, Read};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::{Command, Stdio};
+use std::time::Duration;
 
 use exnode::{Exnode, Mapping};
 use ibp_auth::pki::Authority;
-use ibp_auth::proxy::ProxyOptions;
-use ibp_auth::{unix_now, Group, ProxyCredential, TrustStore, VoAttributes};
+use ibp_auth::{ProxyCredential, TrustStore};
+use ibp_testkit::process::Daemon;
 use serde_json::{json, Value};
 use tempfile::TempDir;
 use uuid::Uuid;
@@ -51,44 +50,7 @@ pub fn run<F: Future<Output = ()>>(scenario: F) {
 
 pub use ibp_testkit::run_bounded;
 
-/// Reads the first stdout line (`listening on ADDR:PORT`) within the start
-/// timeout; the rest of stdout is drained so the child never blocks. On
-/// failure the child is killed and the error names the line and the log.
-fn listening_addr(child: &mut Child, what: &str, log: &Path) -> Result<SocketAddr, String> {
-    let stdout = child.stdout.take().expect("piped stdout");
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        let mut r = BufReader::new(stdout);
-        let mut line = String::new();
-        let _ = r.read_line(&mut line);
-        let _ = tx.send(line);
-        let mut sink = Vec::new();
-        let _ = r.read_to_end(&mut sink);
-    });
-    let line = rx.recv_timeout(START_TIMEOUT).unwrap_or_default();
-    let addr = line
-        .trim()
-        .strip_prefix("listening on ")
-        .and_then(|a| a.parse().ok());
-    addr.ok_or_else(|| {
-        let _ = child.kill();
-        let _ = child.wait();
-        format!(
-            "{what} did not start (first stdout line {line:?}); log:\n{}",
-            std::fs::read_to_string(log).unwrap_or_default()
-        )
-    })
-}
-
-/// PEM of one DER block.
-pub fn pem_of(tag: &str, der: &[u8]) -> String {
-    pem::encode(&pem::Pem::new(tag, der.to_vec()))
-}
-
-pub fn write(path: &Path, text: &str) {
-    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
-    std::fs::write(path, text).unwrap();
-}
+pub use ibp_testkit::pki::{pem_of, write};
 
 /// A user of the test grid: a proxy with VO attributes.
 #[derive(Clone)]
@@ -119,6 +81,7 @@ pub fn group_id(name: &str) -> String {
 
 /// CA and per-VO AAs; what the manager and the clients trust.
 pub struct Pki {
+    pub pki: ibp_testkit::pki::Pki,
     pub ca: Authority,
     pub aas: Vec<(String, Authority)>,
     pub dir: PathBuf,
@@ -130,25 +93,16 @@ pub struct Pki {
 
 impl Pki {
     pub fn new(dir: &Path) -> Pki {
-        let ca = Authority::new_ca(ORG, "Test CA", 30).unwrap();
-        let aas: Vec<(String, Authority)> = ["vo1", "vo2", "vo3"]
-            .iter()
-            .map(|vo| (vo.to_string(), ca.new_aa(ORG, vo, 30).unwrap()))
-            .collect();
+        let pki = ibp_testkit::pki::Pki::new(&["vo1", "vo2", "vo3"]);
         let server_trust = dir.join("mdm-trust");
         let client_trust = dir.join("client-trust");
         for t in [&server_trust, &client_trust] {
-            write(&t.join("ca/ca.pem"), &pem_of("CERTIFICATE", &ca.cert_der));
-            for (vo, aa) in aas.iter().filter(|(vo, _)| vo != "vo3") {
-                write(
-                    &t.join(format!("vomsdir/{vo}/aa.pem")),
-                    &pem_of("CERTIFICATE", &aa.cert_der),
-                );
-            }
+            pki.write_trust(t, &["vo1", "vo2"]);
         }
         Pki {
-            ca,
-            aas,
+            ca: pki.ca.clone(),
+            aas: pki.aas.clone(),
+            pki,
             dir: dir.to_path_buf(),
             server_trust,
             client_trust,
@@ -157,13 +111,7 @@ impl Pki {
 
     /// A user of `vo` with VO ID `vo_id` and the given group names.
     pub fn user(&self, name: &str, vo: &str, vo_id: &str, groups: &[&str]) -> User {
-        let aa = &self
-            .aas
-            .iter()
-            .find(|(v, _)| v == vo)
-            .expect("a VO of the test PKI")
-            .1;
-        mint_user(&self.ca, aa, name, vo, vo_id, groups)
+        mint_user(&self.ca, self.pki.aa(vo), name, vo, vo_id, groups)
     }
 
     pub fn client_trust_store(&self) -> TrustStore {
@@ -181,34 +129,22 @@ pub fn mint_user(
     vo_id: &str,
     groups: &[&str],
 ) -> User {
-    let cert = ca.issue_user(ORG, name, 7 * 86_400).unwrap();
-    let (_, ee) = x509_parser::parse_x509_certificate(&cert.cert_der).unwrap();
-    let now = unix_now();
-    let attrs = VoAttributes {
-        vo: vo.into(),
-        vo_id: vo_id.into(),
-        groups: groups
-            .iter()
-            .map(|g| Group {
-                id: group_id(g),
-                name: g.to_string(),
-            })
-            .collect(),
-        holder_issuer: ee.issuer().as_raw().to_vec(),
-        holder_serial: ee.raw_serial().to_vec(),
-        not_before: now - 60,
-        not_after: now + 6 * 3600,
+    let pki = ibp_testkit::pki::Pki {
+        ca: ca.clone(),
+        aas: Vec::new(),
     };
-    let credential = ProxyCredential::create(
-        std::slice::from_ref(&cert.cert_der),
-        &cert.key_pkcs8,
-        &ProxyOptions {
-            lifetime: 12 * 3600,
-            attributes: Some(aa.sign_attributes(&attrs).unwrap()),
-            path_len: None,
-        },
-    )
-    .unwrap();
+    let ids: Vec<String> = groups.iter().map(|g| group_id(g)).collect();
+    let groups: Vec<(&str, &str)> = ids
+        .iter()
+        .map(String::as_str)
+        .zip(groups.iter().copied())
+        .collect();
+    let credential = pki
+        .member(name, vo)
+        .vo_id(vo_id)
+        .groups(&groups)
+        .signed_by(aa)
+        .proxy();
     User {
         name: name.into(),
         vo: vo.into(),
@@ -257,30 +193,18 @@ impl Default for Settings {
     }
 }
 
-/// SIGKILLs a child process when dropped (panics on the way to a fixture).
-struct KillOnDrop(Option<Child>);
-
-impl Drop for KillOnDrop {
-    fn drop(&mut self) {
-        if let Some(mut c) = self.0.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
-}
-
 /// One `metadata-manager serve` process.
 pub struct Server {
     pub addr: SocketAddr,
     pub url: String,
     pub log: PathBuf,
-    child: Option<Child>,
+    daemon: Option<Daemon>,
 }
 
 impl Server {
     /// The process id, while it runs.
     pub fn pid(&self) -> Option<u32> {
-        self.child.as_ref().map(|c| c.id())
+        self.daemon.as_ref().map(Daemon::pid)
     }
 
     /// `VmRSS` and `VmHWM` (peak) of the process, in bytes.
@@ -305,32 +229,9 @@ impl Server {
     /// SIGTERM, and how the process ended and how long it took (SIGKILL
     /// after 15 s).
     pub fn stop(&mut self) -> (Option<std::process::ExitStatus>, Duration) {
-        let t = Instant::now();
-        let Some(mut c) = self.child.take() else {
-            return (None, Duration::ZERO);
-        };
-        // SAFETY: kill(2) on our own child's pid.
-        unsafe {
-            libc::kill(c.id() as libc::pid_t, libc::SIGTERM);
-        }
-        let deadline = t + Duration::from_secs(15);
-        while Instant::now() < deadline {
-            if let Ok(Some(status)) = c.try_wait() {
-                return (Some(status), t.elapsed());
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        let _ = c.kill();
-        let _ = c.wait();
-        (None, t.elapsed())
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
+        match self.daemon.take() {
+            Some(mut d) => d.stop(),
+            None => (None, Duration::ZERO),
         }
     }
 }
@@ -509,10 +410,7 @@ pub fn spawn_with_umask(
     cmd.args(["serve", "--config"])
         .arg(cfg_path)
         .env("RUST_LOG", "metadata_manager=debug,info")
-        .env("NO_COLOR", "1")
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(std::fs::File::create(log).unwrap());
+        .env("NO_COLOR", "1");
     if let Some(mask) = umask {
         use std::os::unix::process::CommandExt;
         // SAFETY: umask(2) is async-signal-safe; nothing else runs
@@ -524,23 +422,20 @@ pub fn spawn_with_umask(
             });
         }
     }
-    let child = cmd.spawn().expect("start metadata-manager");
-    let mut guard = KillOnDrop(Some(child));
-    let addr = listening_addr(guard.0.as_mut().unwrap(), "metadata-manager serve", log)
-        .unwrap_or_else(|e| panic!("{e}"));
+    let daemon = Daemon::start("metadata-manager serve", cmd, log, &["listening on "]);
     // The database is opened before the listener: its log line is there.
     let backend = if postgres { "Postgres" } else { "Sqlite" };
-    let text = std::fs::read_to_string(log).unwrap_or_default();
+    let text = daemon.log_text();
     assert!(
         text.lines()
             .any(|l| l.contains("database ready") && l.contains(backend)),
         "the metadata manager does not log {backend}:\n{text}"
     );
     Server {
-        url: format!("https://localhost:{}", addr.port()),
-        addr,
+        url: format!("https://localhost:{}", daemon.addr().port()),
+        addr: daemon.addr(),
         log: log.to_path_buf(),
-        child: guard.0.take(),
+        daemon: Some(daemon),
     }
 }
 

@@ -17,6 +17,7 @@ use http_body_util::{BodyExt, Full};
 use hyper::body::Bytes;
 use ibp_auth::proxy::ProxyOptions;
 use ibp_auth::{Identity, ProxyCredential, TrustStore};
+use ibp_testkit::process::Daemon;
 use rustls_pki_types::ServerName;
 use serde_json::Value;
 
@@ -189,60 +190,26 @@ pub fn pem_cert(text: &str) -> Vec<u8> {
 
 /// A running `online-ca serve`, killed on drop.
 pub struct Server {
-    child: Child,
+    daemon: Daemon,
     pub addr: SocketAddr,
     pub log: PathBuf,
 }
 
 impl Server {
     pub fn start(config: &Path, log: &Path) -> Server {
-        let log_file = std::fs::File::create(log).unwrap();
-        let mut child = Command::new(BIN)
-            .args(["serve", "--config", config.to_str().unwrap()])
-            .env("RUST_LOG", "info")
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(log_file)
-            .spawn()
-            .expect("spawn online-ca serve");
-        let stdout = child.stdout.take().unwrap();
-        let (tx, rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            let mut lines = BufReader::new(stdout).lines();
-            let first = lines.next().and_then(Result::ok);
-            let _ = tx.send(first);
-            for _ in lines {}
-        });
-        let first = rx.recv_timeout(Duration::from_secs(30)).ok().flatten();
-        let Some(first) = first else {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!(
-                "online-ca serve printed no address; log:\n{}",
-                std::fs::read_to_string(log).unwrap_or_default()
-            );
-        };
-        let addr = first
-            .strip_prefix("listening on ")
-            .unwrap_or_else(|| panic!("first line {first:?}"))
-            .parse()
-            .unwrap();
+        let mut cmd = Command::new(BIN);
+        cmd.args(["serve", "--config", config.to_str().unwrap()])
+            .env("RUST_LOG", "info");
+        let daemon = Daemon::start("online-ca serve", cmd, log, &["listening on "]);
         Server {
-            child,
-            addr,
+            addr: daemon.addr(),
+            daemon,
             log: log.to_path_buf(),
         }
     }
 
     pub fn log(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        self.daemon.log_text()
     }
 }
 
