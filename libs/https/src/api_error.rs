@@ -158,7 +158,9 @@ mod tests {
         let r = ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "big").into_response();
         assert_eq!(r.headers()[header::CONNECTION], "close");
         assert_eq!(
-            ApiError::credential::<(), String>(Ok(None)).unwrap_err().status,
+            ApiError::credential::<(), String>(Ok(None))
+                .unwrap_err()
+                .status,
             StatusCode::UNAUTHORIZED
         );
         assert_eq!(

@@ -118,6 +118,9 @@ mod tests {
         assert_eq!(c.place, Some(Some("X".into())));
         assert_eq!(c.max_size, None);
         assert!(serde_json::from_str::<DepotChanges>(r#"{"bogus": 1}"#).is_err());
-        assert_eq!(serde_json::to_string(&c).unwrap(), r#"{"tls_port":null,"place":"X"}"#);
+        assert_eq!(
+            serde_json::to_string(&c).unwrap(),
+            r#"{"tls_port":null,"place":"X"}"#
+        );
     }
 }
