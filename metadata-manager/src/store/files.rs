@@ -153,119 +153,10 @@ impl Store {
         version: Option<u64>,
     ) -> Result<Vec<(u64, String)>, StoreError> {
         let (mut tx, _g) = self.write().await?;
-        if let Some(v) = version {
-            let row = sqlx::query("SELECT exnode FROM versions WHERE file = $1 AND version = $2")
-                .bind(&entry.id)
-                .bind(to_bigint(v))
-                .fetch_optional(&mut *tx)
-                .await?;
-            let Some(row) = row else {
-                return Err(StoreError::NotFound(format!(
-                    "{} has no version {v}",
-                    entry.path
-                )));
-            };
-            let cur = sqlx::query("SELECT current_version FROM entries WHERE id = $1")
-                .bind(&entry.id)
-                .fetch_optional(&mut *tx)
-                .await?;
-            if let Some(cur) = cur {
-                if cur.try_get::<i64, _>("current_version")? == to_bigint(v) {
-                    return Err(StoreError::Refused(format!(
-                        "version {v} is the current version of {}; delete the file, or upload a newer version first",
-                        entry.path
-                    )));
-                }
-            }
-            let freed = exnode_bytes(&mut tx, &entry.id, Some(v)).await?
-                + wrapped_bytes(&mut tx, &entry.id, Some(v), None).await?;
-            if let Some(owner) = &entry.owner {
-                charge(
-                    &mut tx,
-                    &self.limits,
-                    &entry.vo,
-                    &owner.to_string(),
-                    0,
-                    -freed,
-                )
-                .await?;
-            }
-            for sql in [
-                "DELETE FROM wrapped_keys WHERE file = $1 AND version = $2",
-                "DELETE FROM versions WHERE file = $1 AND version = $2",
-            ] {
-                sqlx::query(sql)
-                    .bind(&entry.id)
-                    .bind(to_bigint(v))
-                    .execute(&mut *tx)
-                    .await?;
-            }
-            let exnode: String = row.try_get("exnode")?;
-            tx.commit().await?;
-            return Ok(vec![(v, exnode)]);
-        }
-        if entry.kind == Kind::Dir {
-            let child = sqlx::query("SELECT id FROM entries WHERE parent = $1 LIMIT 1")
-                .bind(&entry.path)
-                .fetch_optional(&mut *tx)
-                .await?;
-            if child.is_some() {
-                return Err(StoreError::Refused(format!(
-                    "directory {} is not empty",
-                    entry.path
-                )));
-            }
-        }
-        let rows =
-            sqlx::query("SELECT version, exnode FROM versions WHERE file = $1 ORDER BY version")
-                .bind(&entry.id)
-                .fetch_all(&mut *tx)
-                .await?;
-        let mut out = Vec::with_capacity(rows.len());
-        for r in &rows {
-            out.push((
-                unsigned("version", r.try_get("version")?)?,
-                r.try_get::<String, _>("exnode")?,
-            ));
-        }
-        let res = sqlx::query("DELETE FROM entries WHERE id = $1 AND path = $2")
-            .bind(&entry.id)
-            .bind(&entry.path)
-            .execute(&mut *tx)
-            .await?;
-        if res.rows_affected() == 0 {
-            return Err(StoreError::Conflict(format!(
-                "{} changed while being deleted; retry",
-                entry.path
-            )));
-        }
-        let freed = exnode_bytes(&mut tx, &entry.id, None).await?
-            + wrapped_bytes(&mut tx, &entry.id, None, None).await?;
-        if let Some(owner) = &entry.owner {
-            charge(
-                &mut tx,
-                &self.limits,
-                &entry.vo,
-                &owner.to_string(),
-                -1,
-                -freed,
-            )
-            .await?;
-        }
-        for sql in [
-            "DELETE FROM wrapped_keys WHERE file = $1",
-            "DELETE FROM versions WHERE file = $1",
-            "DELETE FROM acl WHERE entry = $1",
-        ] {
-            sqlx::query(sql).bind(&entry.id).execute(&mut *tx).await?;
-        }
-        if entry.kind == Kind::File {
-            sqlx::query("INSERT INTO retired_uuids (id, retired_at) VALUES ($1, $2)")
-                .bind(&entry.id)
-                .bind(now())
-                .execute(&mut *tx)
-                .await?;
-        }
+        let out = match version {
+            Some(v) => vec![delete_version(&mut tx, &self.limits, entry, v).await?],
+            None => delete_entry(&mut tx, &self.limits, entry).await?,
+        };
         tx.commit().await?;
         Ok(out)
     }
@@ -341,4 +232,116 @@ pub(super) async fn create_entry(
         ))),
         Err(e) => Err(e.into()),
     }
+}
+
+/// Deletes one non-current version of a file; its exNode.
+async fn delete_version(
+    tx: &mut Tx<'_>,
+    limits: &Limits,
+    entry: &EntryRow,
+    v: u64,
+) -> Result<(u64, String), StoreError> {
+    let row = sqlx::query("SELECT exnode FROM versions WHERE file = $1 AND version = $2")
+        .bind(&entry.id)
+        .bind(to_bigint(v))
+        .fetch_optional(&mut **tx)
+        .await?;
+    let Some(row) = row else {
+        return Err(StoreError::NotFound(format!(
+            "{} has no version {v}",
+            entry.path
+        )));
+    };
+    let cur = sqlx::query("SELECT current_version FROM entries WHERE id = $1")
+        .bind(&entry.id)
+        .fetch_optional(&mut **tx)
+        .await?;
+    if let Some(cur) = cur {
+        if cur.try_get::<i64, _>("current_version")? == to_bigint(v) {
+            return Err(StoreError::Refused(format!(
+                "version {v} is the current version of {}; delete the file, or upload a newer version first",
+                entry.path
+            )));
+        }
+    }
+    let freed = exnode_bytes(tx, &entry.id, Some(v)).await?
+        + wrapped_bytes(tx, &entry.id, Some(v), None).await?;
+    if let Some(owner) = &entry.owner {
+        charge(tx, limits, &entry.vo, &owner.to_string(), 0, -freed).await?;
+    }
+    for sql in [
+        "DELETE FROM wrapped_keys WHERE file = $1 AND version = $2",
+        "DELETE FROM versions WHERE file = $1 AND version = $2",
+    ] {
+        sqlx::query(sql)
+            .bind(&entry.id)
+            .bind(to_bigint(v))
+            .execute(&mut **tx)
+            .await?;
+    }
+    let exnode: String = row.try_get("exnode")?;
+    Ok((v, exnode))
+}
+
+/// Deletes a file with all its versions, or an empty directory; the
+/// file's versions and exNodes.
+async fn delete_entry(
+    tx: &mut Tx<'_>,
+    limits: &Limits,
+    entry: &EntryRow,
+) -> Result<Vec<(u64, String)>, StoreError> {
+    if entry.kind == Kind::Dir {
+        let child = sqlx::query("SELECT id FROM entries WHERE parent = $1 LIMIT 1")
+            .bind(&entry.path)
+            .fetch_optional(&mut **tx)
+            .await?;
+        if child.is_some() {
+            return Err(StoreError::Refused(format!(
+                "directory {} is not empty",
+                entry.path
+            )));
+        }
+    }
+    let rows = sqlx::query("SELECT version, exnode FROM versions WHERE file = $1 ORDER BY version")
+        .bind(&entry.id)
+        .fetch_all(&mut **tx)
+        .await?;
+    let mut out = Vec::with_capacity(rows.len());
+    for r in &rows {
+        out.push((
+            unsigned("version", r.try_get("version")?)?,
+            r.try_get::<String, _>("exnode")?,
+        ));
+    }
+    let res = sqlx::query("DELETE FROM entries WHERE id = $1 AND path = $2")
+        .bind(&entry.id)
+        .bind(&entry.path)
+        .execute(&mut **tx)
+        .await?;
+    if res.rows_affected() == 0 {
+        return Err(StoreError::Conflict(format!(
+            "{} changed while being deleted; retry",
+            entry.path
+        )));
+    }
+    let freed =
+        exnode_bytes(tx, &entry.id, None).await? + wrapped_bytes(tx, &entry.id, None, None).await?;
+    if let Some(owner) = &entry.owner {
+        charge(tx, limits, &entry.vo, &owner.to_string(), -1, -freed).await?;
+    }
+    for sql in [
+        "DELETE FROM wrapped_keys WHERE file = $1",
+        "DELETE FROM versions WHERE file = $1",
+        "DELETE FROM acl WHERE entry = $1",
+    ] {
+        sqlx::query(sql).bind(&entry.id).execute(&mut **tx).await?;
+    }
+    if entry.kind == Kind::File {
+        sqlx::query("INSERT INTO retired_uuids (id, retired_at) VALUES ($1, $2)")
+            .bind(&entry.id)
+            .bind(now())
+            .execute(&mut **tx)
+            .await?;
+    }
+    Ok(out)
 }

@@ -111,115 +111,11 @@ impl Store {
                 n.saturating_add((r.len() + w.len()) as u64)
             });
         if v.base_version == 0 {
-            let retired = sqlx::query("SELECT id FROM retired_uuids WHERE id = $1")
-                .bind(v.file)
-                .fetch_optional(&mut *tx)
-                .await?;
-            if retired.is_some() {
-                return Err(StoreError::Conflict(format!(
-                    "file UUID {} belonged to a deleted file and cannot be reused; upload again with a new UUID",
-                    v.file
-                )));
-            }
-            let parent = create_entry(&mut tx, v.file, v.path, Kind::File, v.writer).await?;
-            // Charged before anything large is written.
-            charge(
-                &mut tx,
-                &self.limits,
-                v.path.vo(),
-                &v.writer.to_string(),
-                1,
-                signed(bytes),
-            )
-            .await?;
-            let inherited = inherited_acl(&mut tx, &parent).await?;
-            insert_acl(&mut tx, v.file, 0, &inherited).await?;
-            sqlx::query(
-                "UPDATE entries SET current_version = 1, size = $2, updated_at = $3 WHERE id = $1",
-            )
-            .bind(v.file)
-            .bind(to_bigint(v.size))
-            .bind(t)
-            .execute(&mut *tx)
-            .await?;
+            create_file(&mut tx, &self.limits, v, bytes, t).await?;
         } else {
-            let res = sqlx::query(
-                "UPDATE entries SET current_version = $3, size = $4, updated_at = $5
-                  WHERE path = $1 AND id = $2 AND kind = 'file' AND current_version = $6",
-            )
-            .bind(v.path.as_str())
-            .bind(v.file)
-            .bind(to_bigint(next))
-            .bind(to_bigint(v.size))
-            .bind(t)
-            .bind(to_bigint(v.base_version))
-            .execute(&mut *tx)
-            .await?;
-            if res.rows_affected() != 1 {
-                let current = sqlx::query(&format!(
-                    "SELECT {ENTRY_COLUMNS} FROM entries e WHERE e.path = $1"
-                ))
-                .bind(v.path.as_str())
-                .fetch_optional(&mut *tx)
-                .await?;
-                let current = current.as_ref().map(entry_of).transpose()?;
-                return Err(match current {
-                    None => StoreError::NotFound(format!(
-                        "{} does not exist (any more); upload with base version 0 to create it",
-                        v.path
-                    )),
-                    Some(e) if e.kind == Kind::Dir => {
-                        StoreError::Refused(format!("{} is a directory", v.path))
-                    }
-                    Some(e) if e.id != v.file => StoreError::Conflict(format!(
-                        "{} is file {}, not {}: it was replaced since you read it",
-                        v.path, e.id, v.file
-                    )),
-                    Some(e) => StoreError::Conflict(format!(
-                        "{} changed: version {} is current, your upload was based on version {}; read it again and retry",
-                        v.path, e.current_version, v.base_version
-                    )),
-                });
-            }
-            // A new version counts for the file's owner, whoever writes it.
-            let owner = file_owner(&mut tx, v.file).await?;
-            charge(&mut tx, &self.limits, v.path.vo(), &owner, 0, signed(bytes)).await?;
+            advance_file(&mut tx, &self.limits, v, next, bytes, t).await?;
         }
-        let res = sqlx::query(
-            "INSERT INTO versions (file, version, size, stored, exnode, key_id, created_by, created_at)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
-        )
-        .bind(v.file)
-        .bind(to_bigint(next))
-        .bind(to_bigint(v.size))
-        .bind(to_bigint(v.stored))
-        .bind(v.exnode)
-        .bind(v.key_id)
-        .bind(v.writer.to_string())
-        .bind(t)
-        .execute(&mut *tx)
-        .await;
-        match res {
-            Ok(_) => {}
-            Err(e) if is_unique_violation(&e) => {
-                return Err(StoreError::Conflict(format!(
-                    "{}: version {next} was registered concurrently; read it again and retry",
-                    v.path
-                )))
-            }
-            Err(e) => return Err(e.into()),
-        }
-        for (recipient, wrapped) in v.wrapped_keys {
-            sqlx::query(
-                "INSERT INTO wrapped_keys (file, version, recipient, wrapped) VALUES ($1, $2, $3, $4)",
-            )
-            .bind(v.file)
-            .bind(to_bigint(next))
-            .bind(recipient)
-            .bind(wrapped)
-            .execute(&mut *tx)
-            .await?;
-        }
+        insert_version(&mut tx, v, next, t).await?;
         // A version made by maintenance (refresh, trim, augment, repair)
         // keeps its base version's data key (same key id): the base
         // version's wrapped keys carry over, for every recipient the put
@@ -227,29 +123,7 @@ impl Store {
         // the escrow) keep reading it.
         if v.base_version > 0 {
             if let Some(key_id) = v.key_id {
-                sqlx::query(
-                    "INSERT INTO wrapped_keys (file, version, recipient, wrapped)
-                     SELECT w.file, $2, w.recipient, w.wrapped
-                       FROM wrapped_keys w
-                       JOIN versions b ON b.file = w.file AND b.version = w.version
-                      WHERE w.file = $1 AND w.version = $3 AND b.key_id = $4
-                        AND NOT EXISTS (SELECT 1 FROM wrapped_keys n
-                                         WHERE n.file = $1 AND n.version = $2
-                                           AND n.recipient = w.recipient)",
-                )
-                .bind(v.file)
-                .bind(to_bigint(next))
-                .bind(to_bigint(v.base_version))
-                .bind(key_id)
-                .execute(&mut *tx)
-                .await?;
-                let carried = wrapped_bytes(&mut tx, v.file, Some(next), None).await?
-                    - v.wrapped_keys
-                        .iter()
-                        .map(|(r, w)| signed((r.len() + w.len()) as u64))
-                        .sum::<i64>();
-                let owner = file_owner(&mut tx, v.file).await?;
-                charge(&mut tx, &self.limits, v.path.vo(), &owner, 0, carried).await?;
+                carry_wrapped_keys(&mut tx, &self.limits, v, next, key_id).await?;
             }
         }
         tx.commit().await?;
@@ -300,4 +174,180 @@ impl Store {
         .await?;
         rows.iter().map(version_of).collect()
     }
+}
+
+/// A put's new file (base version 0): its entry with the directory's
+/// default ACL, version 1 as current, charged before anything large is
+/// written. A UUID of a deleted file is never reused.
+async fn create_file(
+    tx: &mut Tx<'_>,
+    limits: &Limits,
+    v: &NewVersion<'_>,
+    bytes: u64,
+    t: i64,
+) -> Result<(), StoreError> {
+    let retired = sqlx::query("SELECT id FROM retired_uuids WHERE id = $1")
+        .bind(v.file)
+        .fetch_optional(&mut **tx)
+        .await?;
+    if retired.is_some() {
+        return Err(StoreError::Conflict(format!(
+            "file UUID {} belonged to a deleted file and cannot be reused; upload again with a new UUID",
+            v.file
+        )));
+    }
+    let parent = create_entry(tx, v.file, v.path, Kind::File, v.writer).await?;
+    // Charged before anything large is written.
+    charge(
+        tx,
+        limits,
+        v.path.vo(),
+        &v.writer.to_string(),
+        1,
+        signed(bytes),
+    )
+    .await?;
+    let inherited = inherited_acl(tx, &parent).await?;
+    insert_acl(tx, v.file, 0, &inherited).await?;
+    sqlx::query("UPDATE entries SET current_version = 1, size = $2, updated_at = $3 WHERE id = $1")
+        .bind(v.file)
+        .bind(to_bigint(v.size))
+        .bind(t)
+        .execute(&mut **tx)
+        .await?;
+    Ok(())
+}
+
+/// A put's new version of an existing file: current only if the file's
+/// current version is still the writer's base (else why not, as an error).
+async fn advance_file(
+    tx: &mut Tx<'_>,
+    limits: &Limits,
+    v: &NewVersion<'_>,
+    next: u64,
+    bytes: u64,
+    t: i64,
+) -> Result<(), StoreError> {
+    let res = sqlx::query(
+        "UPDATE entries SET current_version = $3, size = $4, updated_at = $5
+          WHERE path = $1 AND id = $2 AND kind = 'file' AND current_version = $6",
+    )
+    .bind(v.path.as_str())
+    .bind(v.file)
+    .bind(to_bigint(next))
+    .bind(to_bigint(v.size))
+    .bind(t)
+    .bind(to_bigint(v.base_version))
+    .execute(&mut **tx)
+    .await?;
+    if res.rows_affected() != 1 {
+        let current = sqlx::query(&format!(
+            "SELECT {ENTRY_COLUMNS} FROM entries e WHERE e.path = $1"
+        ))
+        .bind(v.path.as_str())
+        .fetch_optional(&mut **tx)
+        .await?;
+        let current = current.as_ref().map(entry_of).transpose()?;
+        return Err(match current {
+            None => StoreError::NotFound(format!(
+                "{} does not exist (any more); upload with base version 0 to create it",
+                v.path
+            )),
+            Some(e) if e.kind == Kind::Dir => {
+                StoreError::Refused(format!("{} is a directory", v.path))
+            }
+            Some(e) if e.id != v.file => StoreError::Conflict(format!(
+                "{} is file {}, not {}: it was replaced since you read it",
+                v.path, e.id, v.file
+            )),
+            Some(e) => StoreError::Conflict(format!(
+                "{} changed: version {} is current, your upload was based on version {}; read it again and retry",
+                v.path, e.current_version, v.base_version
+            )),
+        });
+    }
+    // A new version counts for the file's owner, whoever writes it.
+    let owner = file_owner(tx, v.file).await?;
+    charge(tx, limits, v.path.vo(), &owner, 0, signed(bytes)).await?;
+    Ok(())
+}
+
+/// The version's row and the keys wrapped with it.
+async fn insert_version(
+    tx: &mut Tx<'_>,
+    v: &NewVersion<'_>,
+    next: u64,
+    t: i64,
+) -> Result<(), StoreError> {
+    let res = sqlx::query(
+        "INSERT INTO versions (file, version, size, stored, exnode, key_id, created_by, created_at)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+    )
+    .bind(v.file)
+    .bind(to_bigint(next))
+    .bind(to_bigint(v.size))
+    .bind(to_bigint(v.stored))
+    .bind(v.exnode)
+    .bind(v.key_id)
+    .bind(v.writer.to_string())
+    .bind(t)
+    .execute(&mut **tx)
+    .await;
+    match res {
+        Ok(_) => {}
+        Err(e) if is_unique_violation(&e) => {
+            return Err(StoreError::Conflict(format!(
+                "{}: version {next} was registered concurrently; read it again and retry",
+                v.path
+            )))
+        }
+        Err(e) => return Err(e.into()),
+    }
+    for (recipient, wrapped) in v.wrapped_keys {
+        sqlx::query(
+            "INSERT INTO wrapped_keys (file, version, recipient, wrapped) VALUES ($1, $2, $3, $4)",
+        )
+        .bind(v.file)
+        .bind(to_bigint(next))
+        .bind(recipient)
+        .bind(wrapped)
+        .execute(&mut **tx)
+        .await?;
+    }
+    Ok(())
+}
+
+/// The base version's wrapped keys, for the recipients the put did not
+/// wrap for, charged to the file's owner.
+async fn carry_wrapped_keys(
+    tx: &mut Tx<'_>,
+    limits: &Limits,
+    v: &NewVersion<'_>,
+    next: u64,
+    key_id: &str,
+) -> Result<(), StoreError> {
+    sqlx::query(
+        "INSERT INTO wrapped_keys (file, version, recipient, wrapped)
+         SELECT w.file, $2, w.recipient, w.wrapped
+           FROM wrapped_keys w
+           JOIN versions b ON b.file = w.file AND b.version = w.version
+          WHERE w.file = $1 AND w.version = $3 AND b.key_id = $4
+            AND NOT EXISTS (SELECT 1 FROM wrapped_keys n
+                             WHERE n.file = $1 AND n.version = $2
+                               AND n.recipient = w.recipient)",
+    )
+    .bind(v.file)
+    .bind(to_bigint(next))
+    .bind(to_bigint(v.base_version))
+    .bind(key_id)
+    .execute(&mut **tx)
+    .await?;
+    let carried = wrapped_bytes(tx, v.file, Some(next), None).await?
+        - v.wrapped_keys
+            .iter()
+            .map(|(r, w)| signed((r.len() + w.len()) as u64))
+            .sum::<i64>();
+    let owner = file_owner(tx, v.file).await?;
+    charge(tx, limits, v.path.vo(), &owner, 0, carried).await?;
+    Ok(())
 }
