@@ -469,7 +469,60 @@ async fn query(
             )));
         }
     }
-    let origin = match (q.location, &q.place) {
+    let origin = origin(&app, &id, &q).await?;
+    let need = Need {
+        size: q.size,
+        duration: q.duration,
+        reliability: q.reliability,
+        origin,
+    };
+    let rows = app.store.depots(Some(&id.vo)).await?;
+    let found = suitable(&rows, &need, &app.liveness, now_ms());
+    let matching = found.len();
+    let take = q
+        .count
+        .map_or(MAX_COUNT as usize, |n| n as usize)
+        .min(MAX_COUNT as usize);
+    let lifetime = i64::try_from(app.grant_lifetime.as_secs()).unwrap_or(i64::MAX);
+    let issued = ibp_auth::unix_now();
+    // A grant never outlives the credential it is bound to.
+    let grant_not_after = issued.saturating_add(lifetime).min(id.not_after);
+    let depots = offered(
+        &app,
+        &id,
+        found.into_iter().take(take),
+        issued,
+        grant_not_after,
+    );
+    let returned = depots.len();
+    let note = match q.count {
+        Some(n) if (returned as u64) < u64::from(n) => Some(format!(
+            "only {returned} of the {n} requested depots are available to VO {} for this request",
+            id.vo
+        )),
+        _ => None,
+    };
+    tracing::info!(vo = %id.vo, vo_id = %id.vo_id, requested = ?q.count, returned, matching, "depots offered");
+    Ok(Json(Offer {
+        vo: id.vo,
+        vo_id: id.vo_id,
+        requested: q.count,
+        returned,
+        matching,
+        size: q.size,
+        duration: q.duration,
+        reliability: q.reliability,
+        origin,
+        issued,
+        depots,
+        note,
+    }))
+}
+
+/// Where distances are measured from: the caller's location, or a place
+/// registered in their VO, or none.
+async fn origin(app: &App, id: &Identity, q: &QueryRequest) -> ApiResult<Option<Location>> {
+    Ok(match (q.location, &q.place) {
         (Some(_), Some(_)) => {
             return Err(ApiError::bad_request(
                 "give a location or a place, not both",
@@ -484,27 +537,19 @@ async fn query(
             ))
         })?),
         (None, None) => None,
-    };
-    let need = Need {
-        size: q.size,
-        duration: q.duration,
-        reliability: q.reliability,
-        origin,
-    };
-    let rows = app.store.depots(Some(&id.vo)).await?;
-    let found = suitable(&rows, &need, &app.liveness, now_ms());
-    let matching = found.len();
-    let take = q
-        .count
-        .map_or(MAX_COUNT as usize, |n| n as usize)
-        .min(MAX_COUNT as usize);
-    let issued = ibp_auth::unix_now();
-    let lifetime = i64::try_from(app.grant_lifetime.as_secs()).unwrap_or(i64::MAX);
-    // A grant never outlives the credential it is bound to.
-    let grant_not_after = issued.saturating_add(lifetime).min(id.not_after);
-    let depots: Vec<OfferedDepot> = found
-        .into_iter()
-        .take(take)
+    })
+}
+
+/// The offered depots, each with a grant for the caller issued at
+/// `issued` and valid until `grant_not_after`.
+fn offered<'a>(
+    app: &App,
+    id: &Identity,
+    found: impl Iterator<Item = crate::select::Suitable<'a>>,
+    issued: i64,
+    grant_not_after: i64,
+) -> Vec<OfferedDepot> {
+    found
         .map(|s| {
             let r = &s.row.registration;
             let address = grant_address(r);
@@ -533,30 +578,7 @@ async fn query(
                 grant_not_after,
             }
         })
-        .collect();
-    let returned = depots.len();
-    let note = match q.count {
-        Some(n) if (returned as u64) < u64::from(n) => Some(format!(
-            "only {returned} of the {n} requested depots are available to VO {} for this request",
-            id.vo
-        )),
-        _ => None,
-    };
-    tracing::info!(vo = %id.vo, vo_id = %id.vo_id, requested = ?q.count, returned, matching, "depots offered");
-    Ok(Json(Offer {
-        vo: id.vo,
-        vo_id: id.vo_id,
-        requested: q.count,
-        returned,
-        matching,
-        size: q.size,
-        duration: q.duration,
-        reliability: q.reliability,
-        origin,
-        issued,
-        depots,
-        note,
-    }))
+        .collect()
 }
 
 async fn status_page(app: &App) -> ApiResult<StatusPage> {
