@@ -429,51 +429,6 @@ impl MetadataClient {
 mod tests {
     use super::*;
 
-    #[test]
-    fn acl_entries_parse() {
-        let e: AclEntry = "user:u1@vo1=rw".parse().unwrap();
-        assert_eq!(e.principal, "user:u1@vo1");
-        assert_eq!(e.rights, "rw");
-        assert_eq!(
-            "group:g.7@vo-1=ar".parse::<AclEntry>().unwrap().rights,
-            "ra"
-        );
-        assert_eq!(
-            "vo:vo1=r".parse::<AclEntry>().unwrap().to_string(),
-            "vo:vo1=r"
-        );
-        assert_eq!("vo:vo1=-".parse::<AclEntry>().unwrap().rights, "-");
-        assert_eq!("vo:vo1=wdar".parse::<AclEntry>().unwrap().rights, "rwda");
-        for bad in [
-            "",
-            "user:u1@vo1",
-            "user:u1@vo1=",
-            "user:u1@vo1=rx",
-            "user:u1@vo1=rr",
-            "user:u1=rw",
-            "user:@vo1=r",
-            "vo:=r",
-            "vo:a@b=r",
-            "u1@vo1=r",
-            "alien:x=r",
-            "user:u1@vo/1=r",
-            "user:-u@vo1=r",
-            "=r",
-            "user:u1@vo1=r-",
-        ] {
-            assert!(bad.parse::<AclEntry>().is_err(), "{bad:?} accepted");
-        }
-    }
-
-    #[test]
-    fn rights_round_trip() {
-        for s in ["-", "r", "rw", "rwda", "da"] {
-            assert_eq!(s.parse::<Rights>().unwrap().to_string(), s);
-        }
-        assert!("".parse::<Rights>().is_err());
-        assert!("R".parse::<Rights>().is_err());
-    }
-
     fn answer(status: u16, body: &str) -> Response {
         Response {
             status,
@@ -504,28 +459,6 @@ mod tests {
             check::<Moved>(answer(200, "{}")),
             Err(Error::Unavailable(_))
         ));
-    }
-
-    #[test]
-    fn answers_parse() {
-        let page: ListPage = serde_json::from_str(
-            r#"{"path":"/vo1","entries":[{"path":"/vo1/d","kind":"dir","id":"x","owner":"user:u1@vo1",
-            "version":0,"size":0,"created_at":1,"updated_at":2}],"next_after":null}"#,
-        )
-        .unwrap();
-        assert_eq!(page.entries[0].kind, EntryKind::Dir);
-        assert_eq!(page.entries[0].name(), "d");
-        let d: Deleted = serde_json::from_str(
-            r#"{"path":"/vo1/f","released":[{"version":1,"manage":["ibp://a:1/1#k/1/MANAGE","ibp://b:1/1#k/1/MANAGE"]},
-            {"version":2,"manage":["ibp://a:1/1#k/1/MANAGE"]},{"version":3,"manage":[],"error":"bad"}]}"#,
-        )
-        .unwrap();
-        assert_eq!(d.manage_capabilities().len(), 2);
-        assert_eq!(d.released[2].error.as_deref(), Some("bad"));
-        let k: PublicKey =
-            serde_json::from_str(r#"{"principal":"user:u1@vo1","public_key":"x25519 AA"}"#)
-                .unwrap();
-        assert_eq!(k.recipient, "user:u1@vo1");
     }
 
     #[test]

@@ -279,9 +279,33 @@ mod tests {
         let e: AclEntry = "user:u1@vo1=rw".parse().unwrap();
         assert_eq!(e.principal, "user:u1@vo1");
         assert_eq!(e.rights, "rw");
+        assert_eq!(
+            "group:g.7@vo-1=ar".parse::<AclEntry>().unwrap().rights,
+            "ra"
+        );
+        assert_eq!(
+            "vo:vo1=r".parse::<AclEntry>().unwrap().to_string(),
+            "vo:vo1=r"
+        );
         assert_eq!("vo:vo1=-".parse::<AclEntry>().unwrap().rights, "-");
         assert_eq!("vo:vo1=wdar".parse::<AclEntry>().unwrap().rights, "rwda");
-        for bad in ["", "user:u1@vo1", "user:u1@vo1=rr", "=r", "user:u1@vo1=r-"] {
+        for bad in [
+            "",
+            "user:u1@vo1",
+            "user:u1@vo1=",
+            "user:u1@vo1=rx",
+            "user:u1@vo1=rr",
+            "user:u1=rw",
+            "user:@vo1=r",
+            "vo:=r",
+            "vo:a@b=r",
+            "u1@vo1=r",
+            "alien:x=r",
+            "user:u1@vo/1=r",
+            "user:-u@vo1=r",
+            "=r",
+            "user:u1@vo1=r-",
+        ] {
             assert!(bad.parse::<AclEntry>().is_err(), "{bad:?} accepted");
         }
     }

@@ -105,5 +105,9 @@ mod tests {
         };
         let k: PublicKey = serde_json::from_str(&serde_json::to_string(&k).unwrap()).unwrap();
         assert_eq!(k.recipient, "user:u1@vo1");
+        let k: PublicKey =
+            serde_json::from_str(r#"{"principal":"user:u1@vo1","public_key":"x25519 AA"}"#)
+                .unwrap();
+        assert_eq!(k.recipient, "user:u1@vo1");
     }
 }
