@@ -4,6 +4,7 @@
 use anyhow::{bail, Context};
 use ibp_auth::{ProxyCredential, TrustStore};
 use ibp_https::{BaseUrl, Client, Method, Response};
+use serde::Serialize;
 use serde_json::Value;
 
 /// Longest server message shown.
@@ -51,8 +52,9 @@ impl AdminClient {
         format!("/v1/vos/{}/depots/{}", path_segment(vo), path_segment(name))
     }
 
-    /// `POST /v1/vos/{vo}/depots`.
-    pub async fn register(&self, vo: &str, depot: &Value) -> anyhow::Result<Value> {
+    /// `POST /v1/vos/{vo}/depots` (`depot`: a `lbone_api::NewDepot` or
+    /// its JSON).
+    pub async fn register<B: Serialize>(&self, vo: &str, depot: &B) -> anyhow::Result<Value> {
         let r = self.client.post_json(&Self::depots_path(vo), depot).await?;
         answer(r)
     }
@@ -67,8 +69,14 @@ impl AdminClient {
         answer(self.client.get(&Self::depot_path(vo, name)).await?)
     }
 
-    /// `PATCH /v1/vos/{vo}/depots/{name}`.
-    pub async fn update(&self, vo: &str, name: &str, changes: &Value) -> anyhow::Result<Value> {
+    /// `PATCH /v1/vos/{vo}/depots/{name}` (`changes`: a
+    /// `lbone_api::DepotChanges` or its JSON).
+    pub async fn update<B: Serialize>(
+        &self,
+        vo: &str,
+        name: &str,
+        changes: &B,
+    ) -> anyhow::Result<Value> {
         let r = self
             .client
             .send_json(Method::PATCH, &Self::depot_path(vo, name), changes)
@@ -91,7 +99,7 @@ impl AdminClient {
             .send_json(
                 Method::PUT,
                 &Self::removed_path(vo, vo_id),
-                &serde_json::json!({}),
+                &serde_json::Map::new(),
             )
             .await?;
         answer(r)

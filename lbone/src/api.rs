@@ -11,8 +11,10 @@
 //! | `GET /status`, `GET /status.json` | anyone | operators' status page |
 //!
 //! Members and admins are told apart only by the verified VO attributes of
-//! their proxy ([`ibp_auth::Identity`]): the VO, and for admins the group
-//! named by `admin_group`. See docs/lbone.md.
+//! their proxy ([`ibp_auth::Identity`], a handler's
+//! `Authenticated<Identity>`): the VO, and for admins the group named by
+//! `admin_group`. The request and answer types are the `lbone_api`
+//! crate's, shared with the clients. See docs/lbone.md.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -25,14 +27,19 @@ use axum::routing::{get, post};
 use axum::{Extension, Json, Router};
 use ibp_auth::tokens::DepotGrant;
 use ibp_auth::{Identity, TrustStore};
-use ibp_https::{PeerChain, RemoteAddr};
+pub use ibp_https::ApiError;
+use ibp_https::{Authenticate, Authenticated, PeerChain, RemoteAddr};
+pub use lbone_api::{
+    DepotChanges, DepotRemoved, MemberRemoval, NewDepot, Offer, OfferedDepot, QueryRequest,
+    RemovedMember, RemovedMembers,
+};
 use ring::signature::Ed25519KeyPair;
-use serde::{Deserialize, Deserializer, Serialize};
+use serde::Serialize;
 use tokio::sync::Notify;
 
 use crate::geo::Location;
 use crate::liveness::Liveness;
-use crate::select::{suitable, Need, Reliability};
+use crate::select::{suitable, Need};
 use crate::store::{Changes, Registration, Store, StoreError};
 use crate::views::{address, grant_address, DepotView, StatusPage};
 
@@ -57,59 +64,25 @@ pub struct App {
     pub poll_now: Arc<Notify>,
 }
 
-/// An error answer: status and a message for the client.
-#[derive(Debug)]
-pub struct ApiError {
-    status: StatusCode,
-    message: String,
+/// 404 for a depot name the VO has not registered.
+fn no_depot(vo: &str, name: &str) -> ApiError {
+    ApiError::not_found(format!("VO {vo} has no depot named {name:?}"))
 }
 
-impl ApiError {
-    fn new(status: StatusCode, message: impl Into<String>) -> ApiError {
-        ApiError {
-            status,
-            message: message.into(),
-        }
-    }
-    fn bad_request(message: impl Into<String>) -> ApiError {
-        ApiError::new(StatusCode::BAD_REQUEST, message)
-    }
-    fn forbidden(message: impl Into<String>) -> ApiError {
-        ApiError::new(StatusCode::FORBIDDEN, message)
-    }
-    fn not_found(vo: &str, name: &str) -> ApiError {
-        ApiError::new(
-            StatusCode::NOT_FOUND,
-            format!("VO {vo} has no depot named {name:?}"),
-        )
-    }
-}
-
-impl IntoResponse for ApiError {
-    fn into_response(self) -> Response {
-        (
-            self.status,
-            Json(serde_json::json!({ "error": self.message })),
-        )
-            .into_response()
-    }
+/// A malformed body is 400 (whatever the rejection's status).
+fn bad_body(e: JsonRejection) -> ApiError {
+    ApiError::bad_request(format!("bad request body: {}", e.body_text()))
 }
 
 impl From<StoreError> for ApiError {
     fn from(e: StoreError) -> ApiError {
         match e {
-            StoreError::Conflict(m) => ApiError::new(StatusCode::CONFLICT, m),
+            StoreError::Conflict(m) => ApiError::conflict(m),
             StoreError::Database(_) | StoreError::Invalid(_) => {
                 tracing::error!(error = %e, "database operation failed");
-                ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "database error")
+                ApiError::internal("database error")
             }
         }
-    }
-}
-
-impl From<JsonRejection> for ApiError {
-    fn from(e: JsonRejection) -> ApiError {
-        ApiError::bad_request(format!("bad request body: {}", e.body_text()))
     }
 }
 
@@ -141,24 +114,23 @@ fn now_ms() -> i64 {
         .unwrap_or(0)
 }
 
-/// The caller's verified identity with VO attributes: 401 without a client
-/// certificate, 403 when the attributes do not verify (expired, unknown
-/// attribute authority, bound to another certificate, none at all).
-fn identity(app: &App, peer: &PeerChain) -> ApiResult<Identity> {
-    let chain = peer.0.as_deref();
-    match ibp_auth::tls::peer_identity(chain, &app.trust, ibp_auth::unix_now()) {
-        Ok(Some(id)) => Ok(id),
-        Ok(None) => Err(ApiError::new(
-            StatusCode::UNAUTHORIZED,
-            "a proxy credential with VO attributes is required (client certificate)",
-        )),
-        Err(e) => Err(ApiError::forbidden(format!("credential refused: {e}"))),
+impl Authenticate<Identity> for App {
+    /// The caller's verified identity with VO attributes: 401 without a
+    /// client certificate, 403 when the attributes do not verify (expired,
+    /// unknown attribute authority, bound to another certificate, none at
+    /// all).
+    async fn authenticate(&self, peer: &PeerChain) -> ApiResult<Identity> {
+        let chain = peer.0.as_deref();
+        ApiError::credential(ibp_auth::tls::peer_identity(
+            chain,
+            &self.trust,
+            ibp_auth::unix_now(),
+        ))
     }
 }
 
-/// The caller, if an admin of `vo`.
-fn admin_of(app: &App, peer: &PeerChain, vo: &str) -> ApiResult<Identity> {
-    let id = identity(app, peer)?;
+/// Refuses a caller who is not an admin of `vo`.
+fn admin_of(app: &App, id: &Identity, vo: &str) -> ApiResult<()> {
     if id.vo != vo {
         return Err(ApiError::forbidden(format!(
             "your VO attributes are for VO {}, not {vo}",
@@ -171,7 +143,7 @@ fn admin_of(app: &App, peer: &PeerChain, vo: &str) -> ApiResult<Identity> {
             app.admin_group
         )));
     }
-    Ok(id)
+    Ok(())
 }
 
 fn check_name(name: &str) -> ApiResult<()> {
@@ -246,55 +218,6 @@ fn check_positive(what: &str, v: u64) -> ApiResult<u64> {
     }
 }
 
-/// `POST /v1/vos/{vo}/depots`.
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct NewDepot {
-    pub name: String,
-    pub host: String,
-    /// Legacy IBP port (polled).
-    pub port: u16,
-    #[serde(default)]
-    pub tls_port: Option<u16>,
-    pub location: Location,
-    #[serde(default)]
-    pub place: Option<String>,
-    /// Policy: largest allocation (bytes) the VO may ask for.
-    #[serde(default)]
-    pub max_size: Option<u64>,
-    /// Policy: longest allocation (seconds) the VO may ask for.
-    #[serde(default)]
-    pub max_duration: Option<u64>,
-}
-
-/// Absent → `None`; `null` → `Some(None)`; a value → `Some(Some(v))`.
-fn nullable<'de, T: Deserialize<'de>, D: Deserializer<'de>>(
-    d: D,
-) -> Result<Option<Option<T>>, D::Error> {
-    Option::<T>::deserialize(d).map(Some)
-}
-
-/// `PATCH /v1/vos/{vo}/depots/{name}`: absent fields stay, `null` clears
-/// an optional one.
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct DepotChanges {
-    #[serde(default)]
-    pub host: Option<String>,
-    #[serde(default)]
-    pub port: Option<u16>,
-    #[serde(default, deserialize_with = "nullable")]
-    pub tls_port: Option<Option<u16>>,
-    #[serde(default)]
-    pub location: Option<Location>,
-    #[serde(default, deserialize_with = "nullable")]
-    pub place: Option<Option<String>>,
-    #[serde(default, deserialize_with = "nullable")]
-    pub max_size: Option<Option<u64>>,
-    #[serde(default, deserialize_with = "nullable")]
-    pub max_duration: Option<Option<u64>>,
-}
-
 fn admin_view(app: &App, r: Registration) -> DepotView {
     let row = crate::store::DepotRow {
         registration: r,
@@ -306,13 +229,13 @@ fn admin_view(app: &App, r: Registration) -> DepotView {
 #[tracing::instrument(skip_all, fields(vo = %vo, remote = %remote.0))]
 async fn register(
     State(app): State<Arc<App>>,
-    Extension(peer): Extension<PeerChain>,
+    Authenticated(id): Authenticated<Identity>,
     Extension(remote): Extension<RemoteAddr>,
     Path(vo): Path<String>,
     body: Result<Json<NewDepot>, JsonRejection>,
 ) -> ApiResult<(StatusCode, Json<DepotView>)> {
-    let id = admin_of(&app, &peer, &vo)?;
-    let Json(d) = body?;
+    admin_of(&app, &id, &vo)?;
+    let Json(d) = body.map_err(bad_body)?;
     check_name(&d.name)?;
     let now = ibp_auth::unix_now();
     let r = Registration {
@@ -350,10 +273,10 @@ struct DepotList {
 #[tracing::instrument(skip_all, fields(vo = %vo))]
 async fn list(
     State(app): State<Arc<App>>,
-    Extension(peer): Extension<PeerChain>,
+    Authenticated(id): Authenticated<Identity>,
     Path(vo): Path<String>,
 ) -> ApiResult<Json<DepotList>> {
-    admin_of(&app, &peer, &vo)?;
+    admin_of(&app, &id, &vo)?;
     let rows = app.store.depots(Some(&vo)).await?;
     let now = now_ms();
     Ok(Json(DepotList {
@@ -368,28 +291,28 @@ async fn list(
 #[tracing::instrument(skip_all, fields(vo = %vo, name = %name))]
 async fn show(
     State(app): State<Arc<App>>,
-    Extension(peer): Extension<PeerChain>,
+    Authenticated(id): Authenticated<Identity>,
     Path((vo, name)): Path<(String, String)>,
 ) -> ApiResult<Json<DepotView>> {
-    admin_of(&app, &peer, &vo)?;
+    admin_of(&app, &id, &vo)?;
     let rows = app.store.depots(Some(&vo)).await?;
     let now = now_ms();
     rows.iter()
         .find(|r| r.registration.name == name)
         .map(|r| Json(DepotView::new(r, &app.liveness, now, true)))
-        .ok_or_else(|| ApiError::not_found(&vo, &name))
+        .ok_or_else(|| no_depot(&vo, &name))
 }
 
 #[tracing::instrument(skip_all, fields(vo = %vo, name = %name, remote = %remote.0))]
 async fn update(
     State(app): State<Arc<App>>,
-    Extension(peer): Extension<PeerChain>,
+    Authenticated(id): Authenticated<Identity>,
     Extension(remote): Extension<RemoteAddr>,
     Path((vo, name)): Path<(String, String)>,
     body: Result<Json<DepotChanges>, JsonRejection>,
 ) -> ApiResult<Json<DepotView>> {
-    let id = admin_of(&app, &peer, &vo)?;
-    let Json(c) = body?;
+    admin_of(&app, &id, &vo)?;
+    let Json(c) = body.map_err(bad_body)?;
     let changes = Changes {
         host: c.host.as_deref().map(check_host).transpose()?,
         port: c.port.map(|p| check_port("port", p)).transpose()?,
@@ -415,7 +338,7 @@ async fn update(
         .store
         .update(&vo, &name, &changes, &id.vo_id, ibp_auth::unix_now())
         .await?
-        .ok_or_else(|| ApiError::not_found(&vo, &name))?;
+        .ok_or_else(|| no_depot(&vo, &name))?;
     tracing::info!(depot = %address(&r.host, r.port), by = %id.vo_id, "depot registration changed");
     app.poll_now.notify_one();
     Ok(Json(admin_view(&app, r)))
@@ -424,16 +347,16 @@ async fn update(
 #[tracing::instrument(skip_all, fields(vo = %vo, name = %name, remote = %remote.0))]
 async fn remove(
     State(app): State<Arc<App>>,
-    Extension(peer): Extension<PeerChain>,
+    Authenticated(id): Authenticated<Identity>,
     Extension(remote): Extension<RemoteAddr>,
     Path((vo, name)): Path<(String, String)>,
-) -> ApiResult<Json<serde_json::Value>> {
-    let id = admin_of(&app, &peer, &vo)?;
+) -> ApiResult<Json<DepotRemoved>> {
+    admin_of(&app, &id, &vo)?;
     if !app.store.remove(&vo, &name).await? {
-        return Err(ApiError::not_found(&vo, &name));
+        return Err(no_depot(&vo, &name));
     }
     tracing::info!(by = %id.vo_id, "depot registration removed");
-    Ok(Json(serde_json::json!({ "vo": vo, "removed": name })))
+    Ok(Json(DepotRemoved { vo, removed: name }))
 }
 
 fn check_vo_id(vo_id: &str) -> ApiResult<()> {
@@ -452,10 +375,10 @@ fn check_vo_id(vo_id: &str) -> ApiResult<()> {
 /// `PUT /v1/vos/{vo}/removed/{vo_id}`: the member gets no more grants.
 async fn member_remove(
     State(app): State<Arc<App>>,
-    Extension(peer): Extension<PeerChain>,
+    Authenticated(id): Authenticated<Identity>,
     Path((vo, vo_id)): Path<(String, String)>,
-) -> ApiResult<Json<serde_json::Value>> {
-    let id = admin_of(&app, &peer, &vo)?;
+) -> ApiResult<Json<MemberRemoval>> {
+    admin_of(&app, &id, &vo)?;
     check_vo_id(&vo_id)?;
     if vo_id == id.vo_id {
         return Err(ApiError::bad_request("you cannot remove yourself"));
@@ -463,127 +386,64 @@ async fn member_remove(
     let now = ibp_auth::unix_now();
     let new = app.store.remove_member(&vo, &vo_id, &id.vo_id, now).await?;
     tracing::info!(%vo, %vo_id, by = %id.vo_id, new, "member removed: no more grants");
-    Ok(Json(
-        serde_json::json!({ "vo": vo, "vo_id": vo_id, "removed": true, "already": !new }),
-    ))
+    Ok(Json(MemberRemoval {
+        vo,
+        vo_id,
+        removed: true,
+        already: Some(!new),
+    }))
 }
 
 /// `DELETE /v1/vos/{vo}/removed/{vo_id}`: grants again.
 async fn member_restore(
     State(app): State<Arc<App>>,
-    Extension(peer): Extension<PeerChain>,
+    Authenticated(id): Authenticated<Identity>,
     Path((vo, vo_id)): Path<(String, String)>,
-) -> ApiResult<Json<serde_json::Value>> {
-    let id = admin_of(&app, &peer, &vo)?;
+) -> ApiResult<Json<MemberRemoval>> {
+    admin_of(&app, &id, &vo)?;
     check_vo_id(&vo_id)?;
     if !app.store.restore_member(&vo, &vo_id).await? {
-        return Err(ApiError::new(
-            StatusCode::NOT_FOUND,
-            format!("VO {vo} has not removed {vo_id}"),
-        ));
+        return Err(ApiError::not_found(format!(
+            "VO {vo} has not removed {vo_id}"
+        )));
     }
     tracing::info!(%vo, %vo_id, by = %id.vo_id, "member restored: grants again");
-    Ok(Json(
-        serde_json::json!({ "vo": vo, "vo_id": vo_id, "removed": false }),
-    ))
+    Ok(Json(MemberRemoval {
+        vo,
+        vo_id,
+        removed: false,
+        already: None,
+    }))
 }
 
 /// `GET /v1/vos/{vo}/removed`.
 async fn removed_list(
     State(app): State<Arc<App>>,
-    Extension(peer): Extension<PeerChain>,
+    Authenticated(id): Authenticated<Identity>,
     Path(vo): Path<String>,
-) -> ApiResult<Json<serde_json::Value>> {
-    admin_of(&app, &peer, &vo)?;
-    let members: Vec<serde_json::Value> = app
+) -> ApiResult<Json<RemovedMembers>> {
+    admin_of(&app, &id, &vo)?;
+    let removed = app
         .store
         .removed_members(&vo)
         .await?
         .into_iter()
-        .map(|(vo_id, by, at)| serde_json::json!({ "vo_id": vo_id, "removed_by": by, "removed_at": at }))
+        .map(|(vo_id, removed_by, removed_at)| RemovedMember {
+            vo_id,
+            removed_by,
+            removed_at,
+        })
         .collect();
-    Ok(Json(serde_json::json!({ "vo": vo, "removed": members })))
-}
-
-/// `POST /v1/query`.
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct QueryRequest {
-    /// The VO to use; must be the VO of the caller's attributes (default).
-    #[serde(default)]
-    pub vo: Option<String>,
-    /// How many depots (default: every suitable one, at most 1000).
-    #[serde(default)]
-    pub count: Option<u32>,
-    /// Bytes of one allocation.
-    #[serde(default)]
-    pub size: u64,
-    /// Seconds the allocation must live.
-    #[serde(default)]
-    pub duration: u64,
-    #[serde(default)]
-    pub reliability: Reliability,
-    /// Where the caller is (nearest depots first)...
-    #[serde(default)]
-    pub location: Option<Location>,
-    /// ... or a place registered in the VO.
-    #[serde(default)]
-    pub place: Option<String>,
-}
-
-/// One offered depot.
-#[derive(Debug, Serialize)]
-pub struct Offered {
-    pub name: String,
-    pub host: String,
-    pub port: u16,
-    pub tls_port: Option<u16>,
-    /// The address the grant names.
-    pub address: String,
-    pub location: Location,
-    pub place: Option<String>,
-    pub distance_km: Option<f64>,
-    /// Free bytes for the reliability asked.
-    pub free: u64,
-    /// Longest allocation the depot grants (negative: no limit).
-    pub max_duration: i64,
-    pub last_seen_ms: i64,
-    /// `DepotGrant` signed by the L-Bone, bound to the caller's proxy key.
-    pub grant: String,
-    pub grant_not_after: i64,
-}
-
-/// The answer to a query.
-#[derive(Debug, Serialize)]
-pub struct QueryResponse {
-    pub vo: String,
-    pub vo_id: String,
-    /// The count asked for (`null`: all suitable depots).
-    pub requested: Option<u32>,
-    /// How many depots are in `depots`.
-    pub returned: usize,
-    /// How many depots suit the request (before `count` applies).
-    pub matching: usize,
-    pub size: u64,
-    pub duration: u64,
-    pub reliability: Reliability,
-    /// The point distances are measured from, if any.
-    pub origin: Option<Location>,
-    pub issued: i64,
-    pub depots: Vec<Offered>,
-    /// Set when fewer depots are returned than requested.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub note: Option<String>,
+    Ok(Json(RemovedMembers { vo, removed }))
 }
 
 #[tracing::instrument(skip_all, fields(remote = %remote.0))]
 async fn query(
     State(app): State<Arc<App>>,
-    Extension(peer): Extension<PeerChain>,
+    Authenticated(id): Authenticated<Identity>,
     Extension(remote): Extension<RemoteAddr>,
     body: Result<Json<QueryRequest>, JsonRejection>,
-) -> ApiResult<Json<QueryResponse>> {
-    let id = identity(&app, &peer)?;
+) -> ApiResult<Json<Offer>> {
     // Revocation: a member the VO's admins removed gets no more grants
     // (a proxy cannot be revoked; a grant lasts minutes).
     if let Some((by, at)) = app.store.removed(&id.vo, &id.vo_id).await? {
@@ -593,7 +453,7 @@ async fn query(
             id.vo, id.vo_id
         )));
     }
-    let Json(q) = body?;
+    let Json(q) = body.map_err(bad_body)?;
     if let Some(vo) = &q.vo {
         if *vo != id.vo {
             return Err(ApiError::forbidden(format!(
@@ -609,7 +469,60 @@ async fn query(
             )));
         }
     }
-    let origin = match (q.location, &q.place) {
+    let origin = origin(&app, &id, &q).await?;
+    let need = Need {
+        size: q.size,
+        duration: q.duration,
+        reliability: q.reliability,
+        origin,
+    };
+    let rows = app.store.depots(Some(&id.vo)).await?;
+    let found = suitable(&rows, &need, &app.liveness, now_ms());
+    let matching = found.len();
+    let take = q
+        .count
+        .map_or(MAX_COUNT as usize, |n| n as usize)
+        .min(MAX_COUNT as usize);
+    let lifetime = i64::try_from(app.grant_lifetime.as_secs()).unwrap_or(i64::MAX);
+    let issued = ibp_auth::unix_now();
+    // A grant never outlives the credential it is bound to.
+    let grant_not_after = issued.saturating_add(lifetime).min(id.not_after);
+    let depots = offered(
+        &app,
+        &id,
+        found.into_iter().take(take),
+        issued,
+        grant_not_after,
+    );
+    let returned = depots.len();
+    let note = match q.count {
+        Some(n) if (returned as u64) < u64::from(n) => Some(format!(
+            "only {returned} of the {n} requested depots are available to VO {} for this request",
+            id.vo
+        )),
+        _ => None,
+    };
+    tracing::info!(vo = %id.vo, vo_id = %id.vo_id, requested = ?q.count, returned, matching, "depots offered");
+    Ok(Json(Offer {
+        vo: id.vo,
+        vo_id: id.vo_id,
+        requested: q.count,
+        returned,
+        matching,
+        size: q.size,
+        duration: q.duration,
+        reliability: q.reliability,
+        origin,
+        issued,
+        depots,
+        note,
+    }))
+}
+
+/// Where distances are measured from: the caller's location, or a place
+/// registered in their VO, or none.
+async fn origin(app: &App, id: &Identity, q: &QueryRequest) -> ApiResult<Option<Location>> {
+    Ok(match (q.location, &q.place) {
         (Some(_), Some(_)) => {
             return Err(ApiError::bad_request(
                 "give a location or a place, not both",
@@ -624,27 +537,19 @@ async fn query(
             ))
         })?),
         (None, None) => None,
-    };
-    let need = Need {
-        size: q.size,
-        duration: q.duration,
-        reliability: q.reliability,
-        origin,
-    };
-    let rows = app.store.depots(Some(&id.vo)).await?;
-    let found = suitable(&rows, &need, &app.liveness, now_ms());
-    let matching = found.len();
-    let take = q
-        .count
-        .map_or(MAX_COUNT as usize, |n| n as usize)
-        .min(MAX_COUNT as usize);
-    let issued = ibp_auth::unix_now();
-    let lifetime = i64::try_from(app.grant_lifetime.as_secs()).unwrap_or(i64::MAX);
-    // A grant never outlives the credential it is bound to.
-    let grant_not_after = issued.saturating_add(lifetime).min(id.not_after);
-    let depots: Vec<Offered> = found
-        .into_iter()
-        .take(take)
+    })
+}
+
+/// The offered depots, each with a grant for the caller issued at
+/// `issued` and valid until `grant_not_after`.
+fn offered<'a>(
+    app: &App,
+    id: &Identity,
+    found: impl Iterator<Item = crate::select::Suitable<'a>>,
+    issued: i64,
+    grant_not_after: i64,
+) -> Vec<OfferedDepot> {
+    found
         .map(|s| {
             let r = &s.row.registration;
             let address = grant_address(r);
@@ -657,7 +562,7 @@ async fn query(
                 not_after: grant_not_after,
             }
             .sign(&app.signing_key);
-            Offered {
+            OfferedDepot {
                 name: r.name.clone(),
                 host: r.host.clone(),
                 port: r.port,
@@ -673,30 +578,7 @@ async fn query(
                 grant_not_after,
             }
         })
-        .collect();
-    let returned = depots.len();
-    let note = match q.count {
-        Some(n) if (returned as u64) < u64::from(n) => Some(format!(
-            "only {returned} of the {n} requested depots are available to VO {} for this request",
-            id.vo
-        )),
-        _ => None,
-    };
-    tracing::info!(vo = %id.vo, vo_id = %id.vo_id, requested = ?q.count, returned, matching, "depots offered");
-    Ok(Json(QueryResponse {
-        vo: id.vo,
-        vo_id: id.vo_id,
-        requested: q.count,
-        returned,
-        matching,
-        size: q.size,
-        duration: q.duration,
-        reliability: q.reliability,
-        origin,
-        issued,
-        depots,
-        note,
-    }))
+        .collect()
 }
 
 async fn status_page(app: &App) -> ApiResult<StatusPage> {
@@ -743,14 +625,5 @@ mod tests {
         }
         assert!(check_place("Brno, CZ").is_ok());
         assert!(check_place("a\nb").is_err());
-    }
-
-    #[test]
-    fn patch_bodies_tell_null_from_absent() {
-        let c: DepotChanges = serde_json::from_str(r#"{"tls_port": null, "place": "X"}"#).unwrap();
-        assert_eq!(c.tls_port, Some(None));
-        assert_eq!(c.place, Some(Some("X".into())));
-        assert_eq!(c.max_size, None);
-        assert!(serde_json::from_str::<DepotChanges>(r#"{"bogus": 1}"#).is_err());
     }
 }

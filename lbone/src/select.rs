@@ -2,24 +2,11 @@
 //! take an allocation of the asked size, duration and reliability, and in
 //! which order they are offered. Pure functions over the store's rows.
 
-use serde::{Deserialize, Serialize};
-
 use crate::geo::Location;
 use crate::liveness::Liveness;
 use crate::store::DepotRow;
 
-/// The allocation's reliability, as IBP names it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
-#[serde(rename_all = "lowercase")]
-pub enum Reliability {
-    /// Kept until it expires; counted against the depot's HARD space.
-    #[default]
-    #[serde(alias = "HARD")]
-    Hard,
-    /// May be reclaimed under space pressure; counted against all space.
-    #[serde(alias = "SOFT")]
-    Soft,
-}
+pub use lbone_api::Reliability;
 
 /// What the caller needs.
 #[derive(Debug, Clone, Copy, PartialEq)]

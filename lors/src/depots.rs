@@ -1,6 +1,8 @@
 //! Asking the L-Bone for depots (`lors depots`, and the upload path).
 //!
-//! `POST /v1/query` over mutual TLS with the user's proxy credential:
+//! `POST /v1/query` over mutual TLS with the user's proxy credential
+//! (request and answer types are the `lbone_api` crate's, which the L-Bone
+//! compiles against too):
 //! `{vo?, count?, size, duration, reliability, location? | place?}` →
 //! `{vo, vo_id, requested, returned, matching, issued, depots: [...], note?}`.
 //! Each offered depot carries a `DepotGrant` signed by the L-Bone and bound
@@ -9,7 +11,6 @@
 //! again; a user who left the VO gets nothing. See docs/lbone.md.
 
 use ibp_auth::{ProxyCredential, TrustStore};
-use serde::{Deserialize, Serialize};
 
 use crate::credentials::Error;
 use crate::https::{BaseUrl, Client, Response};
@@ -17,23 +18,8 @@ use crate::https::{BaseUrl, Client, Response};
 /// Longest server error message shown.
 const MAX_MESSAGE: usize = 300;
 
-/// The allocation's reliability.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, clap::ValueEnum)]
-#[serde(rename_all = "lowercase")]
-pub enum Reliability {
-    /// Kept until it expires.
-    #[default]
-    Hard,
-    /// May be reclaimed by the depot under space pressure.
-    Soft,
-}
-
-/// A point in decimal degrees.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
-pub struct Location {
-    pub lat: f64,
-    pub lon: f64,
-}
+use lbone_api::QueryRequest;
+pub use lbone_api::{Location, Offer, OfferedDepot, Reliability};
 
 /// Where the user is, for nearest-first ordering.
 #[derive(Debug, Clone, PartialEq)]
@@ -52,13 +38,7 @@ impl Near {
         }
         if let Some((a, b)) = s.split_once(',') {
             if let (Ok(lat), Ok(lon)) = (a.trim().parse::<f64>(), b.trim().parse::<f64>()) {
-                if !(lat.is_finite() && (-90.0..=90.0).contains(&lat)) {
-                    return Err(format!("latitude {lat} is not within -90..90"));
-                }
-                if !(lon.is_finite() && (-180.0..=180.0).contains(&lon)) {
-                    return Err(format!("longitude {lon} is not within -180..180"));
-                }
-                return Ok(Near::Location(Location { lat, lon }));
+                return Location::new(lat, lon).map(Near::Location);
             }
         }
         Ok(Near::Place(s.to_owned()))
@@ -78,64 +58,6 @@ pub struct DepotQuery {
     pub duration: u64,
     pub reliability: Reliability,
     pub near: Option<Near>,
-}
-
-#[derive(Serialize)]
-struct QueryBody<'a> {
-    #[serde(skip_serializing_if = "Option::is_none")]
-    vo: Option<&'a str>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    count: Option<u32>,
-    size: u64,
-    duration: u64,
-    reliability: Reliability,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    location: Option<Location>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    place: Option<&'a str>,
-}
-
-/// A depot the L-Bone offers, with its grant.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct OfferedDepot {
-    pub name: String,
-    pub host: String,
-    /// Legacy IBP port.
-    pub port: u16,
-    /// Secure (TLS) port, if the depot has one.
-    pub tls_port: Option<u16>,
-    /// The address the grant names (`host:tls_port` or `host:port`).
-    pub address: String,
-    pub location: Location,
-    pub place: Option<String>,
-    /// From the location asked about (if any), in km.
-    pub distance_km: Option<f64>,
-    /// Free bytes for the reliability asked.
-    pub free: u64,
-    /// Longest allocation the depot grants, seconds (negative: no limit).
-    pub max_duration: i64,
-    /// When the depot last answered the L-Bone (Unix milliseconds).
-    pub last_seen_ms: i64,
-    /// The `DepotGrant` to present to the depot (`AUTH`).
-    pub grant: String,
-    pub grant_not_after: i64,
-}
-
-/// The whole answer to a query.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Offer {
-    pub vo: String,
-    pub vo_id: String,
-    /// The count asked for (`None`: all suitable depots).
-    pub requested: Option<u32>,
-    pub returned: usize,
-    /// How many depots suit the request (before the count applies).
-    pub matching: usize,
-    pub issued: i64,
-    pub depots: Vec<OfferedDepot>,
-    /// Set when fewer depots came back than were requested.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub note: Option<String>,
 }
 
 /// A client of the L-Bone at `url` presenting `credential`.
@@ -180,7 +102,7 @@ pub async fn set_member_removed(
     let path = format!("/v1/vos/{vo}/removed/{vo_id}");
     let resp = if removed {
         client
-            .send_json(ibp_https::Method::PUT, &path, &serde_json::json!({}))
+            .send_json(ibp_https::Method::PUT, &path, &serde_json::Map::new())
             .await?
     } else {
         client.delete(&path).await?
@@ -224,11 +146,11 @@ pub async fn query_offer(
     let client = lbone_client(url, trust, credential)?;
     let (location, place) = match &q.near {
         Some(Near::Location(l)) => (Some(*l), None),
-        Some(Near::Place(p)) => (None, Some(p.as_str())),
+        Some(Near::Place(p)) => (None, Some(p.clone())),
         None => (None, None),
     };
-    let body = QueryBody {
-        vo: q.vo.as_deref(),
+    let body = QueryRequest {
+        vo: q.vo.clone(),
         count: q.count,
         size: q.size,
         duration: q.duration,

@@ -10,9 +10,6 @@ pub const MAX_PATH: usize = 4096;
 pub const MAX_COMPONENT: usize = 255;
 /// Deepest path (components after the VO).
 pub const MAX_DEPTH: usize = 64;
-/// Longest VO name or VO ID.
-pub const MAX_ID: usize = 128;
-
 /// A checked, normalized path (no trailing slash, no empty, `.` or `..`
 /// components).
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -22,27 +19,8 @@ pub struct NsPath {
     vo_end: usize,
 }
 
-/// Whether `s` is a usable VO name, VO ID or group ID: 1-128 of
-/// `A-Za-z0-9._-`, not starting with `.` or `-`.
-pub fn is_identifier(s: &str) -> bool {
-    !s.is_empty()
-        && s.len() <= MAX_ID
-        && !s.starts_with(['.', '-'])
-        && s.bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b))
-}
-
-/// Whether `s` is a usable VO ID or group VO ID: 1-128 of
-/// `A-Za-z0-9._:-`, not starting with `.`, `-` or `:` (the online CA's IDs
-/// are UUIDs; other attribute authorities use forms like `vo1:0001`). `@`
-/// and `/` never occur, so `user:ID@VO` parses back unambiguously.
-pub fn is_member_id(s: &str) -> bool {
-    !s.is_empty()
-        && s.len() <= MAX_ID
-        && !s.starts_with(['.', '-', ':'])
-        && s.bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b"._:-".contains(&b))
-}
+/// VO names and member IDs: one definition, the API crate's.
+pub use metadata_api::{is_identifier, is_member_id, MAX_ID};
 
 impl NsPath {
     /// Parses a client's path. Refuses relative paths, `.` and `..`,

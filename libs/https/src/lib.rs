@@ -9,13 +9,22 @@
 //!   a request extension ([`PeerChain`]), bounded connections, handshake
 //!   and header timeouts, and graceful shutdown on a `CancellationToken`.
 //!
+//! - [`api_error`]: [`ApiError`], a service's error answer (status and
+//!   [`ErrorBody`], `{"error": "..."}`);
+//! - [`caller`]: [`Authenticated`], the extractor of a verified caller.
+//!
 //! Identity checks stay with the services: the TLS layer only verifies the
-//! chain (`ibp_auth::tls::ProxyClientVerifier`); a handler turns the
+//! chain (`ibp_auth::tls::ProxyClientVerifier`); a service turns the
 //! [`PeerChain`] into an `ibp_auth::Identity` with
-//! `ibp_auth::tls::peer_identity`.
+//! `ibp_auth::tls::peer_identity` in its [`Authenticate`] implementation.
 
+pub mod api_error;
+pub mod caller;
 pub mod client;
 pub mod server;
+
+pub use api_error::{ApiError, ErrorBody};
+pub use caller::{Authenticate, Authenticated};
 
 pub use client::{BaseUrl, Client, HttpError, Response};
 pub use hyper::Method;

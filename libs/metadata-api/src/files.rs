@@ -1,0 +1,266 @@
+//! Files and directories: `stat`, `list`, `mkdir`, `put`, `get`, `ticket`,
+//! `move`, `delete` and the ACL routes. Paths travel in request bodies
+//! (never in URLs), so any UTF-8 name works without escaping.
+
+use std::borrow::Cow;
+
+use serde::{Deserialize, Serialize};
+
+use crate::access::AclEntry;
+use crate::keys::WrappedKey;
+
+/// `POST /v1/stat`, `/v1/ticket`, `/v1/acl/get`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PathRequest {
+    pub path: String,
+}
+
+/// `POST /v1/list`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ListRequest {
+    pub path: String,
+    /// The name to continue after.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub after: Option<String>,
+    /// Most entries (server default 1000, at most 10,000).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub limit: Option<u32>,
+}
+
+/// `POST /v1/mkdir`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MkdirRequest {
+    pub path: String,
+    /// Also the missing ancestors; an existing directory is no error.
+    #[serde(default)]
+    pub parents: bool,
+}
+
+/// `POST /v1/put`. The exNode is borrowed by a client (a large document
+/// is not copied to be sent).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PutRequest<'a> {
+    pub path: String,
+    /// The version the upload replaces; 0 creates the file.
+    pub base_version: u64,
+    /// The exNode document (XML).
+    pub exnode: Cow<'a, str>,
+    #[serde(default)]
+    pub wrapped_keys: Vec<WrappedKey>,
+}
+
+/// `POST /v1/get`, `/v1/delete`, `/v1/keys/escrow`: a path and a version
+/// (`None`: the current one; for `delete`, all of them).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct VersionRequest {
+    pub path: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub version: Option<u64>,
+}
+
+/// `POST /v1/move`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MoveRequest {
+    pub from: String,
+    pub to: String,
+}
+
+/// `POST /v1/acl/set`: `None` leaves that list as it is, an empty list
+/// clears it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AclSetRequest {
+    pub path: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub access: Option<Vec<AclEntry>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub default: Option<Vec<AclEntry>>,
+}
+
+/// A directory or a file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum EntryKind {
+    Dir,
+    File,
+}
+
+/// An entry as `stat`, `list` and `mkdir` show it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EntryInfo {
+    pub path: String,
+    pub kind: EntryKind,
+    /// File UUID (files) or directory id.
+    pub id: String,
+    /// `user:ID@VO`; none for a VO root.
+    pub owner: Option<String>,
+    /// Current version (0: none yet; directories 0).
+    pub version: u64,
+    /// Logical size of the current version, bytes.
+    pub size: u64,
+    /// Unix seconds.
+    pub created_at: i64,
+    pub updated_at: i64,
+    /// `stat` of a file: how many versions are kept.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub versions: Option<u64>,
+    /// `stat` of a file: bytes stored on depots by all versions.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stored: Option<u64>,
+    /// `stat`: the caller's rights (`rwda` letters, `-` for none).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rights: Option<String>,
+}
+
+impl EntryInfo {
+    /// The last component of the path (the VO for a VO root).
+    pub fn name(&self) -> &str {
+        self.path.rsplit('/').next().unwrap_or(&self.path)
+    }
+}
+
+/// One page of a listing.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ListPage {
+    pub path: String,
+    pub entries: Vec<EntryInfo>,
+    /// The name to continue after; none on the last page.
+    pub next_after: Option<String>,
+}
+
+/// What `put` stored.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PutResult {
+    pub path: String,
+    /// The file UUID.
+    pub id: String,
+    /// The new version (`base_version + 1`).
+    pub version: u64,
+    pub size: u64,
+    pub stored: u64,
+}
+
+/// The answer of `get`: one version of a file with a ticket for its
+/// allocations.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GetAnswer {
+    pub path: String,
+    /// The file UUID.
+    pub id: String,
+    pub version: u64,
+    pub current_version: u64,
+    pub size: u64,
+    pub stored: u64,
+    /// The exNode (canonical XML; a reader's view holds no WRITE or
+    /// MANAGE capabilities).
+    pub exnode: String,
+    /// Names the data key of an encrypted file.
+    pub key_id: Option<String>,
+    /// The data key wrapped for the caller, if there is one.
+    pub wrapped_key: Option<String>,
+    /// `FileTicket` to present to the depots when loading.
+    pub ticket: String,
+    pub ticket_not_after: i64,
+    /// The caller's rights on the file.
+    pub rights: String,
+}
+
+/// A fresh ticket for a file.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Ticket {
+    pub path: String,
+    pub id: String,
+    pub ticket: String,
+    pub ticket_not_after: i64,
+}
+
+/// What `move` did.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Moved {
+    pub from: String,
+    pub to: String,
+}
+
+/// The allocations of one deleted version, to release on the depots.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Released {
+    pub version: u64,
+    /// MANAGE capabilities (`ibp://host:port/...`), each once.
+    pub manage: Vec<String>,
+    /// Set when the stored exNode did not parse (its capabilities are lost).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+/// What `delete` removed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Deleted {
+    pub path: String,
+    pub released: Vec<Released>,
+}
+
+impl Deleted {
+    /// Every MANAGE capability of the deleted versions, each once (versions
+    /// may share allocations), in order.
+    pub fn manage_capabilities(&self) -> Vec<&str> {
+        let mut seen = std::collections::HashSet::new();
+        self.released
+            .iter()
+            .flat_map(|r| r.manage.iter().map(String::as_str))
+            .filter(|c| seen.insert(*c))
+            .collect()
+    }
+}
+
+/// An entry's ACL.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Acl {
+    pub path: String,
+    /// The owner holds every right whatever the ACL says.
+    pub owner: Option<String>,
+    pub access: Vec<AclEntry>,
+    /// Directories: the ACL new entries in it start with.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub default: Option<Vec<AclEntry>>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn answers_parse() {
+        let page: ListPage = serde_json::from_str(
+            r#"{"path":"/vo1","entries":[{"path":"/vo1/d","kind":"dir","id":"x","owner":"user:u1@vo1",
+            "version":0,"size":0,"created_at":1,"updated_at":2}],"next_after":null}"#,
+        )
+        .unwrap();
+        assert_eq!(page.entries[0].kind, EntryKind::Dir);
+        assert_eq!(page.entries[0].name(), "d");
+        let d: Deleted = serde_json::from_str(
+            r#"{"path":"/vo1/f","released":[{"version":1,"manage":["ibp://a:1/1#k/1/MANAGE","ibp://b:1/1#k/1/MANAGE"]},
+            {"version":2,"manage":["ibp://a:1/1#k/1/MANAGE"]},{"version":3,"manage":[],"error":"bad"}]}"#,
+        )
+        .unwrap();
+        assert_eq!(d.manage_capabilities().len(), 2);
+        assert_eq!(d.released[2].error.as_deref(), Some("bad"));
+    }
+
+    #[test]
+    fn requests_refuse_unknown_fields_and_skip_absent_ones() {
+        assert!(serde_json::from_str::<PathRequest>(r#"{"path":"/a","x":1}"#).is_err());
+        let v = VersionRequest {
+            path: "/a".into(),
+            version: None,
+        };
+        assert_eq!(serde_json::to_string(&v).unwrap(), r#"{"path":"/a"}"#);
+        let m: MkdirRequest = serde_json::from_str(r#"{"path":"/a"}"#).unwrap();
+        assert!(!m.parents);
+    }
+}

@@ -1,0 +1,325 @@
+//! File versions: `put` (a new exNode), `get` (an exNode with a signed
+//! ticket and the caller's wrapped key) and `ticket`.
+
+use std::sync::Arc;
+
+use axum::extract::State;
+use axum::Json;
+use ibp_auth::tokens::FileTicket;
+use ibp_https::{ApiError, Authenticated};
+use metadata_api::{
+    GetAnswer, PathRequest, PutRequest, PutResult, Rights, Ticket, VersionRequest, WrappedKey,
+};
+
+use super::caller::{
+    admit, check_member, entry_with, parent_with, parse_path, rights_with, Caller, Verified,
+};
+use super::keys::{check_recipient, check_wrapped};
+use super::{ApiResult, App, Body, MAX_WRAPPED, SMALL_BODY, TICKET_CACHE};
+use crate::names::NsPath;
+use crate::store::{Kind, NewVersion};
+
+pub(super) async fn put_version(
+    State(app): State<Arc<App>>,
+    Authenticated(who): Authenticated<Caller>,
+    body: Body<PutRequest<'static>>,
+) -> ApiResult<Json<PutResult>> {
+    let Json(req) = body?;
+    let path = parse_path(&req.path)?;
+    if path.is_root() {
+        return Err(ApiError::bad_request(format!(
+            "{path} is a VO root, not a file"
+        )));
+    }
+    if req.exnode.len() > app.max_exnode {
+        return Err(ApiError::new(
+            axum::http::StatusCode::PAYLOAD_TOO_LARGE,
+            format!(
+                "exNode of {} bytes; this metadata manager accepts at most {}",
+                req.exnode.len(),
+                app.max_exnode
+            ),
+        ));
+    }
+    // Memory: the document is not needed once parsed (the canonical form
+    // is stored), nor the model once encoded; a put holds as few copies
+    // of a large exNode at once as it can.
+    let PutRequest {
+        path: _,
+        base_version,
+        exnode: doc,
+        wrapped_keys,
+    } = req;
+    let doc = doc.into_owned();
+    let mut ex = heavy(doc.len(), move || {
+        let ex = exnode::from_xml(doc.as_bytes()).map_err(|e| e.to_string())?;
+        drop(doc);
+        ex.validate().map_err(|e| e.to_string())?;
+        Ok::<_, String>(ex)
+    })
+    .await?
+    .map_err(|e| ApiError::bad_request(format!("exNode refused: {e}")))?;
+    let Some(file) = ex.file else {
+        return Err(ApiError::bad_request(
+            "exNode refused: it has no file UUID (file_uuid), to which the depots bind its blocks",
+        ));
+    };
+    let wrapped = wrapped_pairs(&who, wrapped_keys, ex.encryption.is_some())?;
+    let file = file.to_string();
+    check_base(&app, &who, &path, base_version, &file).await?;
+    let next = base_version.saturating_add(1);
+    ex.version = next;
+    let key_id = ex.encryption.as_ref().map(|e| e.key_id.clone());
+    let (size, stored) = (ex.size, ex.stored_bytes());
+    let canonical = heavy(ex.mappings.len().saturating_mul(1024), move || {
+        exnode::to_xml(&ex)
+    })
+    .await?;
+    let writer = who.principal();
+    let version = app
+        .store
+        .put_version(&NewVersion {
+            path: &path,
+            file: &file,
+            base_version,
+            size,
+            stored,
+            exnode: &canonical,
+            key_id: key_id.as_deref(),
+            writer: &writer,
+            wrapped_keys: &wrapped,
+        })
+        .await?;
+    tracing::info!(%path, %file, version, size, by = %writer, "put version");
+    Ok(Json(PutResult {
+        path: path.as_str().to_owned(),
+        id: file,
+        version,
+        size,
+        stored,
+    }))
+}
+
+/// The wrapped keys of a put as (recipient, wrapped key): each checked, at
+/// most one per recipient, and one for the writer if the file is
+/// encrypted (else the version could not be read back).
+fn wrapped_pairs(
+    who: &Caller,
+    wrapped_keys: Vec<WrappedKey>,
+    encrypted: bool,
+) -> ApiResult<Vec<(String, String)>> {
+    if wrapped_keys.len() > MAX_WRAPPED {
+        return Err(ApiError::bad_request(format!(
+            "more than {MAX_WRAPPED} wrapped keys"
+        )));
+    }
+    let mut wrapped: Vec<(String, String)> = Vec::with_capacity(wrapped_keys.len());
+    for k in wrapped_keys {
+        check_recipient(&k.recipient)?;
+        check_wrapped(&k.wrapped)?;
+        if wrapped.iter().any(|(r, _)| *r == k.recipient) {
+            return Err(ApiError::bad_request(format!(
+                "two wrapped keys for {}",
+                k.recipient
+            )));
+        }
+        wrapped.push((k.recipient, k.wrapped));
+    }
+    if encrypted && !wrapped.iter().any(|(r, _)| *r == who.recipient()) {
+        return Err(ApiError::bad_request(format!(
+            "the exNode is encrypted but no data key is wrapped for you ({}): the version could not be read back",
+            who.recipient()
+        )));
+    }
+    Ok(wrapped)
+}
+
+/// What a put may replace: base 0 creates the file (write on its
+/// directory); else the file itself, with the same UUID (write on it).
+async fn check_base(
+    app: &App,
+    who: &Caller,
+    path: &NsPath,
+    base_version: u64,
+    file: &str,
+) -> ApiResult<()> {
+    if base_version == 0 {
+        if path.vo() == who.id.vo {
+            app.store.ensure_root(path.vo()).await?;
+        }
+        parent_with(app, who, path, Rights::WRITE).await?;
+        return Ok(());
+    }
+    let e = entry_with(app, who, path, Rights::WRITE).await?;
+    if e.kind != Kind::File {
+        return Err(ApiError::bad_request(format!("{path} is a directory")));
+    }
+    if e.id != file {
+        return Err(ApiError::bad_request(format!(
+            "the exNode is for file {file} but {path} is file {}; a new version keeps the file's UUID",
+            e.id
+        )));
+    }
+    Ok(())
+}
+
+/// Runs CPU-heavy work on an exNode of about `bytes` bytes: a large one
+/// on the blocking pool, so that parsing or encoding it does not hold up
+/// the async workers that serve every other connection.
+pub(super) async fn heavy<T, F>(bytes: usize, f: F) -> ApiResult<T>
+where
+    T: Send + 'static,
+    F: FnOnce() -> T + Send + 'static,
+{
+    if bytes as u64 <= SMALL_BODY {
+        return Ok(f());
+    }
+    tokio::task::spawn_blocking(f).await.map_err(|e| {
+        tracing::error!(error = %e, "exNode work failed");
+        ApiError::internal("internal error")
+    })
+}
+
+/// A signed ticket, reused for the same holder and file while at least
+/// 90 % of its lifetime is left (signing costs more than the rest of a
+/// get). The read right is checked before this is called, every time.
+fn sign_ticket(app: &App, who: &Caller, file: &str) -> (String, i64) {
+    let now = ibp_auth::unix_now();
+    let lifetime = i64::try_from(app.ticket_lifetime.as_secs()).unwrap_or(i64::MAX);
+    let not_after = now.saturating_add(lifetime).min(who.id.not_after);
+    let key = (
+        file.to_owned(),
+        who.id.vo.clone(),
+        who.id.vo_id.clone(),
+        who.id.key_hash,
+    );
+    let fresh_enough = not_after.saturating_sub(lifetime / 10);
+    if let Ok(cache) = app.tickets.lock() {
+        if let Some((token, until)) = cache.get(&key) {
+            if *until >= fresh_enough && *until <= not_after {
+                return (token.clone(), *until);
+            }
+        }
+    }
+    let (token, until) = sign_new_ticket(app, who, file, now, not_after);
+    if let Ok(mut cache) = app.tickets.lock() {
+        if cache.len() >= TICKET_CACHE {
+            cache.clear();
+        }
+        cache.insert(key, (token.clone(), until));
+    }
+    (token, until)
+}
+
+fn sign_new_ticket(app: &App, who: &Caller, file: &str, now: i64, not_after: i64) -> (String, i64) {
+    let ticket = FileTicket {
+        file: file.to_owned(),
+        vo: who.id.vo.clone(),
+        vo_id: who.id.vo_id.clone(),
+        holder: who.id.key_hash,
+        issued: now,
+        not_after,
+    };
+    (ticket.sign(&app.signing_key), not_after)
+}
+
+/// The hot path: membership, entry, version and wrapped key in one
+/// query (so the caller is [`Verified`], and admitted here).
+pub(super) async fn get_version(
+    State(app): State<Arc<App>>,
+    Authenticated(Verified(who)): Authenticated<Verified>,
+    body: Body<VersionRequest>,
+) -> ApiResult<Json<GetAnswer>> {
+    let Json(req) = body?;
+    let path = parse_path(&req.path)?;
+    let recipient = who.recipient();
+    let found = app
+        .store
+        .entry_with_version(
+            path.as_str(),
+            req.version,
+            &recipient,
+            &who.id.vo,
+            &who.id.vo_id,
+        )
+        .await?;
+    let Some((e, v, wrapped, member, acl)) = found else {
+        check_member(&app, &who).await?;
+        return Err(ApiError::not_found(format!("no such file: {path}")));
+    };
+    admit(&app, &who, member).await?;
+    let have = rights_with(&who, &e, &acl);
+    if !have.contains(Rights::READ) {
+        tracing::info!(%path, by = %recipient, "get refused");
+        return Err(ApiError::forbidden(format!(
+            "read right on {path} is needed; you ({recipient}) have {have}"
+        )));
+    }
+    if e.kind != Kind::File {
+        return Err(ApiError::bad_request(format!("{path} is a directory")));
+    }
+    let Some(v) = v else {
+        return Err(ApiError::not_found(match req.version {
+            Some(n) => format!("{path} has no version {n}"),
+            None => format!("{path} has no version yet"),
+        }));
+    };
+    // WRITE and MANAGE capabilities are for those who may change the
+    // file: with a MANAGE capability a reader could release (DECR) or
+    // shorten the allocations.
+    let exnode =
+        if have.contains(Rights::WRITE) {
+            v.exnode
+        } else {
+            let doc = v.exnode;
+            heavy(doc.len(), move || readers_view(&doc)).await?.map_err(|why| {
+            tracing::error!(%path, version = v.version, %why, "stored exNode does not parse");
+            ApiError::internal(format!("the stored exNode of {path} is unreadable"))
+        })?
+        };
+    let (ticket, not_after) = sign_ticket(&app, &who, &e.id);
+    Ok(Json(GetAnswer {
+        path: e.path,
+        id: e.id,
+        version: v.version,
+        current_version: e.current_version,
+        size: v.size,
+        stored: v.stored,
+        exnode,
+        key_id: v.key_id,
+        wrapped_key: wrapped,
+        ticket,
+        ticket_not_after: not_after,
+        rights: have.to_string(),
+    }))
+}
+
+/// An exNode as a reader sees it: the read capabilities only.
+fn readers_view(doc: &str) -> Result<String, String> {
+    let mut ex = exnode::from_xml(doc.as_bytes()).map_err(|e| e.to_string())?;
+    for m in &mut ex.mappings {
+        m.write = None;
+        m.manage = None;
+    }
+    Ok(exnode::to_xml(&ex))
+}
+
+pub(super) async fn ticket(
+    State(app): State<Arc<App>>,
+    Authenticated(who): Authenticated<Caller>,
+    body: Body<PathRequest>,
+) -> ApiResult<Json<Ticket>> {
+    let Json(req) = body?;
+    let path = parse_path(&req.path)?;
+    let e = entry_with(&app, &who, &path, Rights::READ).await?;
+    if e.kind != Kind::File {
+        return Err(ApiError::bad_request(format!("{path} is a directory")));
+    }
+    let (ticket, not_after) = sign_ticket(&app, &who, &e.id);
+    Ok(Json(Ticket {
+        path: e.path,
+        id: e.id,
+        ticket,
+        ticket_not_after: not_after,
+    }))
+}
