@@ -8,6 +8,7 @@ use std::io::Read;
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
+pub mod clock;
 pub mod grid;
 
 /// Runs a command to completion within `limit` (killed after it); stdout

@@ -17,6 +17,7 @@ use std::process::Output;
 use std::time::Duration;
 
 use common::{bytes, download_is, lors, ok, s, text, write};
+use ibp_grid::clock::skewed;
 use ibp_grid::grid::{Daemon, Grid, GridOptions};
 
 fn grid() -> Grid {
@@ -224,36 +225,6 @@ fn with_the_metadata_manager_down_the_message_names_it_and_xnd_downloads_work() 
 
     g.restart_mdm().expect("metadata manager restarts");
     download_is(&g, "alice", "/vo1/alice/f", &data, "f.again");
-}
-
-/// libfaketime's library (Debian's `faketime` package).
-fn libfaketime() -> PathBuf {
-    let candidates = [
-        "/usr/lib/x86_64-linux-gnu/faketime/libfaketime.so.1",
-        "/usr/lib/aarch64-linux-gnu/faketime/libfaketime.so.1",
-        "/usr/lib/faketime/libfaketime.so.1",
-    ];
-    candidates
-        .iter()
-        .map(PathBuf::from)
-        .find(|p| p.is_file())
-        .unwrap_or_else(|| {
-            panic!(
-                "libfaketime is missing (looked at {candidates:?}): install Debian's faketime \
-                 package, as ./scripts/test does when run as root"
-            )
-        })
-}
-
-/// Environment running a daemon with its clock `offset` off ("+60s", "-10m").
-fn skewed(offset: &str) -> Vec<(String, String)> {
-    vec![
-        ("LD_PRELOAD".into(), libfaketime().display().to_string()),
-        ("FAKETIME".into(), offset.into()),
-        // Timers and timeouts keep the real monotonic clock.
-        ("FAKETIME_DONT_FAKE_MONOTONIC".into(), "1".into()),
-        ("FAKETIME_NO_CACHE".into(), "1".into()),
-    ]
 }
 
 #[test]

@@ -35,6 +35,8 @@ pub struct Depot {
     pub config: PathBuf,
     /// Its stderr log.
     pub log: PathBuf,
+    /// Extra environment of its process (see [`Grid::restart_depot_with_env`]).
+    pub(super) env: Vec<(String, String)>,
     pub(super) proc: Option<Proc>,
 }
 
@@ -62,6 +64,7 @@ impl Depot {
             dir,
             data_dir,
             config,
+            env: Vec::new(),
             proc: None,
         })
     }
@@ -262,7 +265,9 @@ impl Grid {
         let d = &mut self.depots[i];
         let (proc, addrs) =
             start_retrying_bind(&format!("ibp-depot {}", d.name), &d.dir, &prefixes, || {
-                depot_command(&bin, &d.config)
+                let mut cmd = depot_command(&bin, &d.config);
+                cmd.envs(d.env.iter().map(|(k, v)| (k, v)));
+                cmd
             })?;
         let before = (
             d.legacy_addr.clone(),
@@ -281,6 +286,19 @@ impl Grid {
             bail!("{} came back on other ports: {before:?}", d.name);
         }
         Ok(())
+    }
+
+    /// [`Grid::restart_depot`] with extra environment variables, kept for
+    /// later restarts (for example a [`crate::clock::ProcessClock`]'s, so
+    /// that the test moves the depot's wall clock); an empty `env` restores
+    /// the plain environment.
+    pub fn restart_depot_with_env(
+        &mut self,
+        i: usize,
+        env: Vec<(String, String)>,
+    ) -> anyhow::Result<()> {
+        self.depots[i].env = env;
+        self.restart_depot(i)
     }
 
     /// Kills the L-Bone (SIGKILL) and waits for it.

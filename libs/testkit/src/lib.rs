@@ -5,15 +5,16 @@
 //!   service certificates and trust directories;
 //! - [`process`]: a daemon started from its binary, its `listening on`
 //!   lines read, SIGKILLed on drop;
-//! - [`clock`]: a wall clock the test moves for real daemons
-//!   (libfaketime), so that expiry tests do not sleep;
+//! - [`clock`] (from `ibp-grid`, whose own tests use it too): a wall clock
+//!   the test moves for real daemons (libfaketime), so that expiry tests do
+//!   not sleep;
 //! - [`pg`]: a private PostgreSQL cluster per test;
 //! - [`grid`] (from `ibp-grid`): a whole grid of real daemons with
 //!   logged-in users; [`run_bounded`]: a child process with a time limit.
 
+pub use ibp_grid::clock;
 pub use ibp_grid::grid;
 pub use ibp_grid::run_bounded;
-pub mod clock;
 pub mod pg;
 pub mod pki;
 pub mod process;
