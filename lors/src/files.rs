@@ -36,7 +36,7 @@ use crate::transfer::{
 };
 
 /// Default time allowed for each depot operation.
-pub const DEPOT_TIMEOUT: Duration = Duration::from_secs(30);
+pub use crate::transfer::pool::DEPOT_TIMEOUT;
 
 /// What a session has: any of these may be missing.
 #[derive(Clone, Default)]
