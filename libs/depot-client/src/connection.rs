@@ -305,6 +305,85 @@ pub fn host_of(address: &str) -> &str {
 mod tests {
     use super::*;
 
+    use ibp_proto::Reply;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    /// A scripted depot on loopback: answers each request line with the
+    /// next reply of `replies`, one connection per reply list.
+    async fn scripted(replies: Vec<Vec<Reply>>) -> String {
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = l.local_addr().unwrap().to_string();
+        tokio::spawn(async move {
+            for script in replies {
+                let (mut s, _) = l.accept().await.unwrap();
+                let mut buf = [0u8; 4096];
+                for r in script {
+                    let _ = s.read(&mut buf).await.unwrap();
+                    s.write_all(r.encode().as_bytes()).await.unwrap();
+                }
+            }
+        });
+        addr
+    }
+
+    fn cap(addr: &str) -> Capability {
+        format!("ibp://{addr}/0#{}/1/MANAGE", "k".repeat(32))
+            .parse()
+            .unwrap()
+    }
+
+    fn probe(read_refs: u32) -> Reply {
+        Reply::Probe(ProbeInfo {
+            read_refs,
+            write_refs: 1,
+            size: 0,
+            max_size: 10,
+            seconds_left: 60,
+            reliability: 1,
+            storage: 1,
+        })
+    }
+
+    #[tokio::test]
+    async fn free_is_gone_only_when_the_depot_says_no_such_capability() {
+        let t = Duration::from_secs(5);
+        let gone = Reply::Error(IbpError::CapNotFound);
+        let refused = Reply::Error(IbpError::CapAccessDenied);
+        let addr = scripted(vec![
+            vec![Reply::Ok, gone.clone()],
+            vec![gone],
+            // Pinned: the connection stays open for the next DECR.
+            vec![Reply::Ok, probe(1), refused.clone()],
+            vec![Reply::Ok, refused],
+        ])
+        .await;
+        let c = cap(&addr);
+        // DECR, then PROBE: no such capability.
+        let mut conn = Connection::legacy(&addr, t).await.unwrap();
+        assert_eq!(conn.level(), Level::Legacy);
+        let f = conn.free(&c).await;
+        assert!(matches!(f, Freed::Gone), "{f:?}");
+        assert!(!f.connection_open());
+        // Expired and reaped already: the DECR says so (the legacy client
+        // reconnects after the error reply).
+        assert!(matches!(conn.free(&c).await, Freed::Gone));
+        // Pinned by another reference: the connection stays usable.
+        let f = conn.free(&c).await;
+        assert!(matches!(f, Freed::Pinned { read_refs: 1 }), "{f:?}");
+        assert!(f.connection_open());
+        // DECR refused; PROBE refused after an accepted DECR.
+        let f = conn.free(&c).await;
+        assert!(
+            matches!(&f, Freed::DecrFailed(e) if e.ibp() == Some(IbpError::CapAccessDenied)),
+            "{f:?}"
+        );
+        let f = conn.free(&c).await;
+        assert!(
+            matches!(&f, Freed::Unknown(e) if e.ibp() == Some(IbpError::CapAccessDenied)),
+            "{f:?}"
+        );
+    }
+
     #[test]
     fn hosts_of_addresses() {
         assert_eq!(host_of("d1.example.org:6714"), "d1.example.org");
