@@ -9,7 +9,7 @@ use ibp_proto::{CapKind, CapRef, Capability, Rid};
 
 use crate::config::Config;
 use crate::limits::Guards;
-use crate::metrics::Metrics;
+use crate::metrics::{Exposition, Metrics};
 use crate::quota::{LegacyLimits, Quotas};
 use crate::resource::Resource;
 use crate::secure::Secure;
@@ -53,6 +53,13 @@ impl Depot {
                 s.ended.store(true, std::sync::atomic::Ordering::Release);
             }
         }
+    }
+}
+
+impl Exposition for Depot {
+    fn exposition(&self) -> String {
+        let crypto_sessions = self.crypto_sessions.lock().map_or(0, |m| m.len());
+        self.metrics.render(&self.resources, crypto_sessions)
     }
 }
 

@@ -10,6 +10,7 @@ use subtle::ConstantTimeEq;
 
 use crate::conn::Conn;
 use crate::failure::Failure;
+use crate::metrics::Exposition;
 use crate::Depot;
 
 /// The VO's limits on a size and a duration asked for in a session: `-19`
@@ -288,7 +289,7 @@ pub async fn status(depot: &Depot, conn: &mut Conn, s: Status) -> Result<(), Fai
             send_body(conn, &body).await
         }
         StatusOp::Stats { .. } => {
-            let body = format!("{}END\n", depot.metrics.render(depot));
+            let body = format!("{}END\n", depot.exposition());
             send_body(conn, &body).await
         }
     }

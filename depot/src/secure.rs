@@ -1,7 +1,7 @@
 //! The secure port's settings: the trust directory, the depot's TLS
 //! certificate and key (also its client credential for secure COPYs) and
 //! the VOs it serves, loaded from the configuration. The handshake and
-//! `AUTH` are in [`crate::auth`].
+//! `AUTH` are in `auth.rs`.
 
 use std::collections::HashMap;
 use std::path::Path;
