@@ -7,7 +7,7 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use ibp_depot::client::IbpClient;
+use ibp_depot_client::IbpClient;
 use ibp_grid::grid::{Grid, GridOptions};
 use ibp_grid::run_bounded;
 use ibp_proto::{Rid, StatusInfo};

@@ -28,7 +28,7 @@ use ibp_benches::{
     loopback_rtt_tokio, loopback_tcp, median_of, memcpy, payload, pin_current_thread, set_affinity,
     zero_fill, CpuSnapshot, DepotProcess, Placement, RawClient, Samples, SystemCpu, MB, MIB,
 };
-use ibp_depot::client::IbpClient;
+use ibp_depot_client::IbpClient;
 use ibp_proto::{Reliability, Rid};
 
 /// (size in MB, timed iterations).

@@ -26,7 +26,7 @@ use ibp_auth::tokens::{DepotGrant, FileTicket};
 use ibp_auth::unix_now;
 use ibp_benches::pki::{mint, Pki};
 use ibp_benches::{depot_binary, gbps, payload, Samples, MB};
-use ibp_depot::client::{DataClient, IbpClient, SecureClient};
+use ibp_depot_client::{DataClient, IbpClient, SecureClient};
 use ibp_proto::{Reliability, Rid};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 

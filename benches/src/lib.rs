@@ -700,7 +700,7 @@ pub async fn loopback_rtt_tokio(n: usize, len: usize, at: Placement) -> anyhow::
 
 /// A minimal blocking IBP client (std sockets, one connection) for STORE and
 /// LOAD only. It reads LOAD data straight into the caller's buffer without
-/// zero-filling it first, so comparing it with [`ibp_depot::client::IbpClient`]
+/// zero-filling it first, so comparing it with [`ibp_depot_client::IbpClient`]
 /// separates the depot's cost from the async client's.
 pub struct RawClient {
     conn: BufReader<TcpStream>,

@@ -7,15 +7,17 @@
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
+use ibp_depot_client::seal::{self, SessionKeys};
+use ibp_depot_client::wire::Transport;
 use ibp_proto::{
     auth_refusal, parse_secure_request, IbpError, Reply, SecureRequest, MAX_SECURE_LINE,
 };
 use rand::RngCore;
 use tokio_util::sync::CancellationToken;
 
-use crate::crypto::{self, SessionKeys};
-use crate::depot::CryptoSession;
-use crate::server::{finish, next_request_line, Conn, Failure, Transport};
+use crate::conn::{next_request_line, Conn};
+use crate::failure::{finish, Failure};
+use crate::session::CryptoSession;
 use crate::{transfer, Depot};
 
 /// Longest sealed line on a data connection (a sealed v2 line grows by a
@@ -62,13 +64,13 @@ pub async fn open(depot: &Depot, conn: &mut Conn) -> Result<(), Failure> {
     }
     let mut id = [0u8; 16];
     rand::thread_rng().fill_bytes(&mut id);
-    let mut m = [0u8; crypto::KEY_MATERIAL_LEN];
+    let mut m = [0u8; seal::KEY_MATERIAL_LEN];
     match conn.reader.get_ref() {
         Transport::Tls(t) => match t.as_ref() {
             tokio_rustls::TlsStream::Server(s) => {
                 s.get_ref()
                     .1
-                    .export_keying_material(&mut m, crypto::EXPORTER_LABEL, Some(&id))
+                    .export_keying_material(&mut m, seal::EXPORTER_LABEL, Some(&id))
                     .map_err(|_| Failure::Reply(IbpError::Internal))?;
             }
             tokio_rustls::TlsStream::Client(_) => return Err(IbpError::Internal.into()),
@@ -104,8 +106,8 @@ pub async fn open(depot: &Depot, conn: &mut Conn) -> Result<(), Failure> {
     // The data port follows the session id, so that a client knows where
     // to join (clients of v3.0 read only the first word).
     let reply = match depot.data_port {
-        Some(p) => format!("1 {} {p} \n", crypto::hex(&id)),
-        None => format!("1 {} \n", crypto::hex(&id)),
+        Some(p) => format!("1 {} {p} \n", seal::hex(&id)),
+        None => format!("1 {} \n", seal::hex(&id)),
     };
     conn.send(reply.as_bytes()).await?;
     Ok(())
@@ -131,7 +133,7 @@ pub async fn serve(depot: &Depot, conn: &mut Conn, shutdown: CancellationToken) 
     let text = String::from_utf8_lossy(&line);
     let tokens: Vec<&str> = text.split_ascii_whitespace().collect();
     let cs = match tokens.as_slice() {
-        ["3", "22", id] => crypto::unhex::<16>(id).and_then(|id| {
+        ["3", "22", id] => seal::unhex::<16>(id).and_then(|id| {
             depot
                 .crypto_sessions
                 .lock()

@@ -5,8 +5,8 @@ use std::process::{Command, Stdio};
 use std::time::Instant;
 
 use anyhow::{bail, Context};
-use ibp_depot::client::IbpClient;
 use ibp_depot::units::ByteSize;
+use ibp_depot_client::IbpClient;
 use ibp_proto::{Reliability, Rid};
 
 #[derive(Debug, clap::Args)]
@@ -134,7 +134,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         c.decr(&caps.manage, 1).await?;
         c.decr(&copy.manage, 1).await?;
         match c.probe(&caps.manage).await {
-            Err(ibp_depot::client::ClientError::Ibp(e)) => {
+            Err(ibp_depot_client::ClientError::Ibp(e)) => {
                 println!("8. DECR deleted both allocations (PROBE now answers {e})")
             }
             other => bail!("allocation still there after DECR: {other:?}"),

@@ -8,9 +8,12 @@ use std::time::Duration;
 use ibp_proto::{CapKind, CapRef, Capability, Rid};
 
 use crate::config::Config;
-use crate::metrics::Metrics;
+use crate::limits::Guards;
+use crate::metrics::{Exposition, Metrics};
 use crate::quota::{LegacyLimits, Quotas};
 use crate::resource::Resource;
+use crate::secure::Secure;
+use crate::session::CryptoSession;
 
 pub struct Depot {
     /// Host written into capabilities.
@@ -24,7 +27,7 @@ pub struct Depot {
     pub io_timeout: Duration,
     pub metrics: Metrics,
     /// The secure port's settings, when it is served.
-    pub secure: Option<crate::secure::Secure>,
+    pub secure: Option<Secure>,
     /// Byte quotas of authenticated owners, shared by all resources.
     pub quotas: Arc<Quotas>,
     /// The crypto level's data port (`data_listen`, as bound), announced
@@ -34,19 +37,8 @@ pub struct Depot {
     pub admin_group: String,
     /// Open crypto-level sessions by id.
     pub crypto_sessions: std::sync::Mutex<std::collections::HashMap<[u8; 16], Arc<CryptoSession>>>,
-    /// Per-client limits of every listener and what they count (server.rs).
-    pub guards: crate::server::Guards,
-}
-
-/// A crypto-level session: the authenticated session it belongs to and the
-/// keys exported from its TLS connection.
-pub struct CryptoSession {
-    pub session: crate::secure::Session,
-    pub keys: crate::crypto::SessionKeys,
-    /// Data connections joined so far (numbers them from 1).
-    pub joined: std::sync::atomic::AtomicU32,
-    /// Set when the TLS connection that opened it closes.
-    pub ended: std::sync::atomic::AtomicBool,
+    /// Per-client limits of every listener and what they count (`crate::limits`).
+    pub guards: Guards,
 }
 
 impl Depot {
@@ -61,6 +53,13 @@ impl Depot {
                 s.ended.store(true, std::sync::atomic::Ordering::Release);
             }
         }
+    }
+}
+
+impl Exposition for Depot {
+    fn exposition(&self) -> String {
+        let crypto_sessions = self.crypto_sessions.lock().map_or(0, |m| m.len());
+        self.metrics.render(&self.resources, crypto_sessions)
     }
 }
 
@@ -87,7 +86,7 @@ impl Depot {
             data_port: None,
             admin_group: cfg.admin_group.clone(),
             crypto_sessions: Default::default(),
-            guards: crate::server::Guards::from_config(cfg),
+            guards: Guards::from_config(cfg),
         })
     }
 

@@ -1,13 +1,16 @@
 //! ALLOCATE, MANAGE and STATUS: the commands that touch metadata only.
 
+use crate::resource::{now, Capacity};
+use ibp_depot_client::wire::{read_line, timed, Line};
 use ibp_proto::{
     parse_status_change_values, Allocate, CapKind, IbpError, Manage, ManageOp, ProbeInfo, Reply,
     Status, StatusOp, StorageType, MAX_LINE,
 };
 use subtle::ConstantTimeEq;
 
-use crate::resource::{now, Capacity};
-use crate::server::{read_line, timed, Conn, Failure, Line};
+use crate::conn::Conn;
+use crate::failure::Failure;
+use crate::metrics::Exposition;
 use crate::Depot;
 
 /// The VO's limits on a size and a duration asked for in a session: `-19`
@@ -286,7 +289,7 @@ pub async fn status(depot: &Depot, conn: &mut Conn, s: Status) -> Result<(), Fai
             send_body(conn, &body).await
         }
         StatusOp::Stats { .. } => {
-            let body = format!("{}END\n", depot.metrics.render(depot));
+            let body = format!("{}END\n", depot.exposition());
             send_body(conn, &body).await
         }
     }

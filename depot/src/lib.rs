@@ -5,18 +5,21 @@
 //! Start reading at [`server::run`]; the per-command logic is in
 //! [`handlers`] (metadata commands) and [`transfer`] (data commands).
 
-pub mod client;
+pub mod auth;
 pub mod config;
-pub mod crypto;
+pub mod conn;
 pub mod data_port;
 pub mod depot;
+pub mod failure;
 pub mod handlers;
 pub mod journal;
+pub mod limits;
 pub mod metrics;
 pub mod quota;
 pub mod resource;
 pub mod secure;
 pub mod server;
+pub mod session;
 mod splice;
 pub mod transfer;
 pub mod units;

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use ibp_proto::Command;
 use tokio_util::sync::CancellationToken;
 
-use crate::Depot;
+use crate::resource::Resource;
 
 const COMMANDS: [Command; 7] = [
     Command::Allocate,
@@ -70,8 +70,10 @@ impl Metrics {
         self.crypto_sessions_refused.fetch_add(1, Relaxed);
     }
 
-    /// The Prometheus text exposition format.
-    pub fn render(&self, depot: &Depot) -> String {
+    /// The Prometheus text exposition format, with the gauges of
+    /// `resources` and the count of open crypto-level sessions
+    /// (`Depot::exposition` passes the depot's).
+    pub fn render(&self, resources: &[Arc<Resource>], crypto_sessions: usize) -> String {
         let mut o = String::new();
         o.push_str("# HELP ibp_requests_total Requests by command and status.\n# TYPE ibp_requests_total counter\n");
         for (i, row) in self.requests.iter().enumerate() {
@@ -127,7 +129,7 @@ impl Metrics {
             "ibp_crypto_sessions_open",
             "Open crypto-level sessions.",
             "gauge",
-            depot.crypto_sessions.lock().map_or(0, |m| m.len() as u64),
+            crypto_sessions as u64,
         );
         counter(
             "ibp_crypto_sessions_refused_total",
@@ -138,7 +140,7 @@ impl Metrics {
         o.push_str(
             "# HELP ibp_allocations Live allocations per resource.\n# TYPE ibp_allocations gauge\n",
         );
-        for r in depot.resources() {
+        for r in resources {
             let _ = writeln!(
                 o,
                 "ibp_allocations{{rid=\"{}\"}} {}",
@@ -147,7 +149,7 @@ impl Metrics {
             );
         }
         o.push_str("# HELP ibp_capacity_bytes Reserved and free bytes per resource and class.\n# TYPE ibp_capacity_bytes gauge\n");
-        for r in depot.resources() {
+        for r in resources {
             let s = r.status();
             for (class, used, free) in [
                 ("total", s.total_used, s.total_available),
@@ -169,10 +171,17 @@ impl Metrics {
     }
 }
 
+/// What `GET /metrics` answers with: the depot's counters and gauges
+/// (implemented by `Depot`, so that this module need not know it).
+pub trait Exposition: Send + Sync + 'static {
+    /// The Prometheus text exposition format.
+    fn exposition(&self) -> String;
+}
+
 /// Serves `GET /metrics` until `shutdown` fires.
-pub async fn serve(
+pub async fn serve<D: Exposition>(
     listener: tokio::net::TcpListener,
-    depot: Arc<Depot>,
+    depot: Arc<D>,
     shutdown: CancellationToken,
 ) -> std::io::Result<()> {
     let app = axum::Router::new().route(
@@ -182,7 +191,7 @@ pub async fn serve(
             async move {
                 (
                     [("content-type", "text/plain; version=0.0.4")],
-                    depot.metrics.render(&depot),
+                    depot.exposition(),
                 )
             }
         }),

@@ -23,7 +23,6 @@ use subtle::ConstantTimeEq;
 use crate::config::{ResourceConfig, SyncMode};
 use crate::journal::{self, Journal, Owner, Record};
 use crate::quota::{LegacyLimits, LegacyUsage, Quotas};
-use crate::server::Failure;
 
 /// Characters of random key after the `IBP-` prefix (as in IBP 1.4: 90
 /// alphanumerics, about 536 bits; legacy clients size their buffers for it).
@@ -170,6 +169,24 @@ fn key_hash(key: &str) -> [u8; 32] {
     let mut out = [0u8; 32];
     out.copy_from_slice(d.as_ref());
     out
+}
+
+/// Why a resource refused an allocation or a change.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ResourceError {
+    /// The IBP error to answer.
+    #[error("{0}")]
+    Ibp(IbpError),
+    /// An owner's quota refused it, and says which (answered as `-19` with
+    /// the reason on the secure port).
+    #[error("quota: {0}")]
+    Quota(String),
+}
+
+impl From<IbpError> for ResourceError {
+    fn from(e: IbpError) -> ResourceError {
+        ResourceError::Ibp(e)
+    }
 }
 
 fn io_err(e: io::Error) -> IbpError {
@@ -462,16 +479,13 @@ impl Resource {
         duration: i64,
         owner: Option<Owner>,
         origin: Option<IpAddr>,
-    ) -> Result<(Arc<Allocation>, NewCaps, u64), Failure> {
+    ) -> Result<(Arc<Allocation>, NewCaps, u64), ResourceError> {
         let _gate = self.gate();
         let mut inner = lock(&self.inner);
         // A bad duration is that, whatever the budgets say.
         self.expiry(&inner.capacity, duration, now())?;
         match &owner {
-            Some(o) => self
-                .quotas
-                .reserve(o, size)
-                .map_err(|why| Failure::Refused(IbpError::WouldExceedLimit, why))?,
+            Some(o) => self.quotas.reserve(o, size).map_err(ResourceError::Quota)?,
             None => {
                 let hard = inner.capacity.hard_size;
                 if let Err(why) = inner
@@ -491,7 +505,7 @@ impl Resource {
                 None => inner.legacy_used.release(origin, size, true),
             }
         }
-        r.map_err(Failure::from)
+        r.map_err(ResourceError::from)
     }
 
     fn allocate_locked(
@@ -719,7 +733,7 @@ impl Resource {
 
     /// MANAGE CHNG. Growing an owned allocation reserves the difference in
     /// its owner's quotas; shrinking gives it back.
-    pub fn change(&self, a: &Allocation, attrs: &Attributes) -> Result<u64, Failure> {
+    pub fn change(&self, a: &Allocation, attrs: &Attributes) -> Result<u64, ResourceError> {
         let t = now();
         let _gate = self.gate();
         let mut inner = lock(&self.inner);
@@ -764,10 +778,7 @@ impl Resource {
         let grow = max_size.saturating_sub(st.max_size);
         if grow > 0 {
             match &a.owner {
-                Some(o) => self
-                    .quotas
-                    .reserve(o, grow)
-                    .map_err(|why| Failure::Refused(IbpError::WouldExceedLimit, why))?,
+                Some(o) => self.quotas.reserve(o, grow).map_err(ResourceError::Quota)?,
                 None => {
                     let hard = cap.hard_size;
                     if let Err(why) =

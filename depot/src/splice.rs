@@ -10,7 +10,7 @@ use std::time::Duration;
 use tokio::io::Interest;
 use tokio::net::TcpStream;
 
-use crate::server::timed;
+use ibp_depot_client::wire::timed;
 
 /// Pipe capacity asked for (the default maximum an unprivileged process may set).
 const PIPE_SIZE: usize = 1 << 20;
@@ -61,7 +61,7 @@ pub enum SpliceError {
 
 /// Moves exactly `len` bytes from `stream` to `file` at offset `at`, calling
 /// `progress` with each piece moved. Each wait for the peer lasts at most
-/// `limit(bytes moved so far)` (the transfer's [`crate::server::Pace`]).
+/// `limit(bytes moved so far)` (the transfer's [`crate::limits::Pace`]).
 pub async fn receive(
     stream: &TcpStream,
     file: &File,

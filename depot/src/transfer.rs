@@ -13,15 +13,19 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use ibp_auth::tokens::FileTicket;
+use ibp_depot_client::wire::timed;
+use ibp_depot_client::{ClientError, IbpClient, SecureClient};
 use ibp_proto::{
-    format_uuid, parse_uuid, CapKind, Copy, Expect, IbpError, Load, Reply, SecureLoad, SecureStore,
+    format_uuid, parse_uuid, CapKind, Copy, IbpError, Load, Reply, SecureLoad, SecureStore,
     SecureWrite, Store, Write, MAX_LINE,
 };
-use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
+use crate::conn::Conn;
+use crate::failure::Failure;
+use crate::limits::Pace;
 use crate::resource::Resource;
-use crate::server::{read_line, timed, Conn, Failure, Line, Pace};
 use crate::splice;
 use crate::Depot;
 
@@ -405,33 +409,34 @@ pub async fn copy(depot: &Depot, conn: &mut Conn, c: Copy) -> Result<(), Failure
     } else {
         None
     };
-    let host = c.target.host.trim_start_matches('[').trim_end_matches(']');
-    let stream = timed(depot.io_timeout, TcpStream::connect((host, c.target.port)))
-        .await
-        .map_err(|e| {
-            tracing::info!(target = %c.target.address(), error = %e, "COPY could not reach the target depot");
-            IbpError::Connection
-        })?;
-    let _ = stream.set_nodelay(true);
-    let mut target = BufReader::new(stream);
-    let store = ibp_proto::Request::Store(Store {
-        cap: c.target.cap.clone(),
-        size: n,
-        timeout: c.target_timeout,
-    });
+    let addr = target_address(&c.target);
     let io = depot.io_timeout;
-    timed(io, target.get_mut().write_all(store.encode().as_bytes()))
+    let target_err = |e: ClientError| match e.ibp() {
+        // The target's own refusal is passed on.
+        Some(e) => Failure::Reply(e),
+        None => {
+            tracing::info!(target = %addr, error = %e, "COPY could not reach the target depot");
+            Failure::Reply(IbpError::Connection)
+        }
+    };
+    let mut target = match tokio::time::timeout(io, IbpClient::connect(&addr)).await {
+        Ok(connected) => connected.map_err(target_err)?,
+        Err(_) => return Err(target_err(ClientError::timed_out())),
+    };
+    target.set_timeout(io);
+    target
+        .store_begin(&c.target, n, c.target_timeout)
         .await
-        .map_err(|_| IbpError::Connection)?;
-    target_reply(&mut target, Expect::Ok, io).await?;
+        .map_err(target_err)?;
     if let Some(file) = &file {
+        let stream = target.tcp().ok_or(IbpError::Connection)?;
         let pace = Pace::new(io, depot.guards.limits.min_transfer_rate);
-        send_file(target.get_ref(), file, c.offset, n, pace, io)
+        send_file(stream, file, c.offset, n, pace, io)
             .await
             .map_err(|_| IbpError::Connection)?;
     }
-    match target_reply(&mut target, Expect::Count, io).await? {
-        Reply::Count(m) if m == n => {}
+    match target.store_end().await.map_err(target_err)? {
+        m if m == n => {}
         _ => return Err(IbpError::Connection.into()),
     }
     depot.metrics.bytes_out(n);
@@ -439,20 +444,13 @@ pub async fn copy(depot: &Depot, conn: &mut Conn, c: Copy) -> Result<(), Failure
     Ok(())
 }
 
-/// Reads the target depot's reply to the depot-to-depot STORE.
-async fn target_reply(
-    target: &mut BufReader<TcpStream>,
-    expect: Expect,
-    io: Duration,
-) -> Result<Reply, IbpError> {
-    let line = match timed(io, read_line(target)).await {
-        Ok(Line::Text(l)) => l,
-        _ => return Err(IbpError::Connection),
-    };
-    match Reply::parse(&line, expect) {
-        Ok(Reply::Error(e) | Reply::StatusError(e)) => Err(e),
-        Ok(r) => Ok(r),
-        Err(_) => Err(IbpError::Connection),
+/// `host:port` of a capability's depot, an IPv6 address in brackets.
+fn target_address(cap: &ibp_proto::Capability) -> String {
+    let host = cap.host.trim_start_matches('[').trim_end_matches(']');
+    if host.contains(':') {
+        format!("[{host}]:{}", cap.port)
+    } else {
+        format!("{host}:{}", cap.port)
     }
 }
 
@@ -491,26 +489,21 @@ pub async fn copy_secure(
     } else {
         None
     };
-    let host = c.target.host.trim_start_matches('[').trim_end_matches(']');
-    let addr = if host.contains(':') {
-        format!("[{host}]:{}", c.target.port)
-    } else {
-        format!("{host}:{}", c.target.port)
-    };
-    let target_err = |e: crate::client::ClientError| match e {
-        crate::client::ClientError::Refused { error, reason } => {
+    let addr = target_address(&c.target);
+    let host = ibp_depot_client::host_of(&addr);
+    let target_err = |e: ClientError| match e {
+        ClientError::Refused { error, reason } => {
             Failure::Refused(error, format!("target depot: {reason}"))
         }
-        crate::client::ClientError::Ibp(e) => Failure::Refused(e, "target depot refused".into()),
+        ClientError::Ibp(e) => Failure::Refused(e, "target depot refused".into()),
         e => {
             tracing::info!(target = %addr, error = %e, "secure COPY could not reach the target depot");
             Failure::Reply(IbpError::Connection)
         }
     };
-    let mut target =
-        crate::client::SecureClient::connect(&addr, host, &secure.trust, &secure.credential)
-            .await
-            .map_err(target_err)?;
+    let mut target = SecureClient::connect(&addr, host, &secure.trust, &secure.credential)
+        .await
+        .map_err(target_err)?;
     target.set_timeout(depot.io_timeout);
     target.auth(&c.grant).await.map_err(target_err)?;
     let m = match &file {

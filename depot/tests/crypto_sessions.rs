@@ -12,7 +12,7 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use common::{DepotProc, Pki};
-use ibp_depot::client::{ClientError, DataClient, SecureClient};
+use ibp_depot_client::{ClientError, DataClient, SecureClient};
 use ibp_proto::{IbpError, Rid};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 

@@ -9,7 +9,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use common::*;
-use ibp_depot::client::IbpClient;
+use ibp_depot_client::IbpClient;
 use ibp_proto::{Reliability, Rid};
 use ibp_testkit::clock::ProcessClock;
 
@@ -147,7 +147,7 @@ fn restart_keeps_capabilities_and_data() {
 /// What a writer task knows about one allocation.
 #[derive(Clone)]
 struct Acked {
-    caps: ibp_depot::client::Caps,
+    caps: ibp_depot_client::Caps,
     seed: u64,
     /// Bytes whose STORE was acknowledged.
     acked: u64,

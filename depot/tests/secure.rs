@@ -13,7 +13,7 @@ use ibp_auth::keys::{ed25519_public, format_public_key, generate_ed25519};
 use ibp_auth::proxy::ProxyOptions;
 use ibp_auth::tokens::{DepotGrant, FileTicket};
 use ibp_auth::{unix_now, ProxyCredential, TrustStore};
-use ibp_depot::client::{ClientError, DataClient, SecureClient};
+use ibp_depot_client::{ClientError, DataClient, SecureClient};
 use ibp_proto::{Expect, IbpError, Reliability, Rid};
 use ibp_testkit::clock::ProcessClock;
 use ibp_testkit::pki::{pem_of, write, Pki};
@@ -436,7 +436,7 @@ async fn second_store_with_another_uuid_is_refused() {
 }
 
 /// A session holding an allocation bound to FILE with "hello" in it.
-async fn stored(g: &Grid, depot: &DepotProc, a: &ProxyCredential) -> ibp_depot::client::Caps {
+async fn stored(g: &Grid, depot: &DepotProc, a: &ProxyCredential) -> ibp_depot_client::Caps {
     let mut c = g.session(depot, a).await;
     let caps = c
         .allocate(Rid(0), Reliability::Hard, 600, 1024)
@@ -450,7 +450,7 @@ async fn load_refused(
     g: &Grid,
     depot: &DepotProc,
     a: &ProxyCredential,
-    caps: &ibp_depot::client::Caps,
+    caps: &ibp_depot_client::Caps,
     ticket: Option<&str>,
     why: &str,
 ) {
@@ -461,7 +461,7 @@ async fn load_refused(
 /// LOAD of `caps`' "hello" on `c` is refused with `-12`, saying `why`.
 async fn load_refused_on(
     mut c: SecureClient,
-    caps: &ibp_depot::client::Caps,
+    caps: &ibp_depot_client::Caps,
     ticket: Option<&str>,
     why: &str,
 ) {
@@ -570,7 +570,7 @@ async fn load_refused_no_auth(
     g: &Grid,
     depot: &DepotProc,
     a: &ProxyCredential,
-    caps: &ibp_depot::client::Caps,
+    caps: &ibp_depot_client::Caps,
     ticket: Option<&str>,
     why: &str,
 ) {
@@ -634,7 +634,7 @@ async fn session_allocation_is_invisible_on_the_legacy_port() {
     // And a legacy allocation is invisible on the secure port.
     let legacy = depot.allocate(600, 1024);
     let mut c = g.session(&depot, &a).await;
-    let caps2 = ibp_depot::client::Caps {
+    let caps2 = ibp_depot_client::Caps {
         read: legacy.read.clone(),
         write: legacy.write.clone(),
         manage: legacy.manage.clone(),
@@ -933,7 +933,7 @@ async fn secure_copy_between_depots() {
 
     // A legacy-port COPY cannot reach a secure allocation: not through the
     // legacy port (owned allocations do not exist there) ...
-    let mut l = ibp_depot::client::IbpClient::connect(&src.addr.to_string())
+    let mut l = ibp_depot_client::IbpClient::connect(&src.addr.to_string())
         .await
         .unwrap();
     l.set_timeout(Duration::from_secs(10));

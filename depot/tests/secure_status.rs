@@ -9,7 +9,7 @@ mod common;
 use std::time::Duration;
 
 use common::Pki;
-use ibp_depot::client::{ClientError, SecureClient};
+use ibp_depot_client::{ClientError, SecureClient};
 use ibp_proto::{Expect, IbpError, Reliability, Reply, Rid};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 

@@ -19,7 +19,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use common::{DepotProc, Pki};
-use ibp_depot::client::{DataClient, IbpClient, SecureClient};
+use ibp_depot_client::{DataClient, IbpClient, SecureClient};
 use ibp_proto::{Expect, Reply, Rid};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 

@@ -6,7 +6,7 @@
 //! and bounded proptests, so CI exercises them on stable.
 
 use exnode::{from_xml, to_xml};
-use ibp_depot::crypto::{b64_decode, b64_encode, hex, unhex, SessionKeys, KEY_MATERIAL_LEN};
+use ibp_depot_client::seal::{b64_decode, b64_encode, hex, unhex, SessionKeys, KEY_MATERIAL_LEN};
 use ibp_proto::{
     parse_request, parse_secure_request, Expect, IbpError, ProtoError, Reply, MAX_LINE,
     MAX_SECURE_LINE,

@@ -27,18 +27,13 @@
 //! single resource is kept too (one allocation cannot span resources).
 
 use std::collections::{HashMap, HashSet};
-use std::pin::Pin;
 use std::sync::{Arc, Mutex};
-use std::task::{Context, Poll};
 use std::time::Duration;
 
-use ibp_proto::{Expect, Reply, Request, Rid, Status, StatusInfo, StatusOp, Version, MAX_LINE};
-use rustls_pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer, ServerName};
+use ibp_depot_client::{ClientError, Connection};
+use ibp_proto::{Rid, StatusInfo};
+use rustls_pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
 use thiserror::Error;
-use tokio::io::{
-    AsyncBufReadExt, AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufReader, ReadBuf,
-};
-use tokio::net::TcpStream;
 use tokio::sync::{Notify, Semaphore};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -144,128 +139,33 @@ pub fn tls_config(
         )
 }
 
-/// A poll connection: plain TCP (legacy port) or TLS (secure port).
-enum PollStream {
-    Plain(TcpStream),
-    Tls(Box<tokio_rustls::client::TlsStream<TcpStream>>),
-}
-
-impl AsyncRead for PollStream {
-    fn poll_read(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<std::io::Result<()>> {
-        match self.get_mut() {
-            PollStream::Plain(s) => Pin::new(s).poll_read(cx, buf),
-            PollStream::Tls(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
+impl From<ClientError> for PollError {
+    fn from(e: ClientError) -> PollError {
+        match e {
+            ClientError::Connect(e) => PollError::Connect(e),
+            ClientError::Io(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => {
+                PollError::Closed
+            }
+            ClientError::Io(e) => PollError::from(e),
+            ClientError::Ibp(e) => PollError::Refused(e.code(), String::new()),
+            ClientError::Refused { error, reason } => {
+                PollError::Refused(error.code(), printable(&reason))
+            }
+            ClientError::Tls(why) => PollError::Tls(why),
+            ClientError::Proto(e) => PollError::Protocol(e.to_string()),
+            ClientError::StatusTooLong(n) => {
+                PollError::Protocol(format!("STATUS body of {n} bytes"))
+            }
+            ClientError::NoDataPort => PollError::Protocol(e.to_string()),
         }
     }
 }
 
-impl AsyncWrite for PollStream {
-    fn poll_write(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<std::io::Result<usize>> {
-        match self.get_mut() {
-            PollStream::Plain(s) => Pin::new(s).poll_write(cx, buf),
-            PollStream::Tls(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
-        }
-    }
-
-    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        match self.get_mut() {
-            PollStream::Plain(s) => Pin::new(s).poll_flush(cx),
-            PollStream::Tls(s) => Pin::new(s.as_mut()).poll_flush(cx),
-        }
-    }
-
-    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        match self.get_mut() {
-            PollStream::Plain(s) => Pin::new(s).poll_shutdown(cx),
-            PollStream::Tls(s) => Pin::new(s.as_mut()).poll_shutdown(cx),
-        }
-    }
-}
-
-type Conn = BufReader<PollStream>;
-
-/// Where and how to poll one depot.
-struct Dialer<'a> {
-    target: &'a PollTarget,
-    tls: Option<&'a Arc<rustls::ClientConfig>>,
-}
-
-impl Dialer<'_> {
-    fn secure(&self) -> bool {
-        self.target.tls_port.is_some()
-    }
-
-    async fn connect(&self) -> Result<Conn, PollError> {
-        let t = self.target;
-        let port = t.tls_port.unwrap_or(t.port);
-        let tcp = TcpStream::connect((t.host.as_str(), port))
-            .await
-            .map_err(PollError::Connect)?;
-        let _ = tcp.set_nodelay(true);
-        if t.tls_port.is_none() {
-            return Ok(BufReader::new(PollStream::Plain(tcp)));
-        }
-        let cfg = self
-            .tls
-            .ok_or_else(|| PollError::Tls("the L-Bone has no TLS client configuration".into()))?;
-        let name = ServerName::try_from(t.host.clone())
-            .map_err(|_| PollError::Tls(format!("{:?} is not a TLS server name", t.host)))?;
-        let tls = tokio_rustls::TlsConnector::from(cfg.clone())
-            .connect(name, tcp)
-            .await?;
-        Ok(BufReader::new(PollStream::Tls(Box::new(tls))))
-    }
-
-    /// A STATUS request line: version 1 on the legacy port, 2 on the TLS port.
-    fn request(&self, op: StatusOp, timeout_secs: i64) -> Vec<u8> {
-        let line = Request::Status(Status {
-            version: Version::V1,
-            op,
-            timeout: timeout_secs,
-        })
-        .encode();
-        if self.secure() {
-            // "1 4 ..." -> "2 4 ...": the same fields on the secure port.
-            format!("2{}", line.get(1..).unwrap_or_default()).into_bytes()
-        } else {
-            line.into_bytes()
-        }
-    }
-}
-
-async fn read_line(r: &mut Conn) -> Result<Vec<u8>, PollError> {
-    let mut line = Vec::with_capacity(256);
-    let n = (&mut *r)
-        .take(MAX_LINE as u64)
-        .read_until(b'\n', &mut line)
-        .await?;
-    if n == 0 {
-        return Err(PollError::Closed);
-    }
-    if line.last() != Some(&b'\n') {
-        return Err(PollError::Protocol(
-            "reply line too long or cut short".into(),
-        ));
-    }
-    Ok(line)
-}
-
-/// The reason a refusal line carries after its error code (the secure
-/// port's ` <code> <reason>\n`), printable ASCII only and bounded: the
-/// depot's text ends up in `last_error`.
-fn refusal_reason(line: &[u8]) -> String {
-    let text = String::from_utf8_lossy(line);
-    let mut words = text.split_ascii_whitespace();
-    words.next();
-    let reason: String = words
+/// A refusal's reason as `last_error` keeps it: printable ASCII only,
+/// words separated by single spaces, bounded.
+fn printable(reason: &str) -> String {
+    let reason: String = reason
+        .split_ascii_whitespace()
         .collect::<Vec<_>>()
         .join(" ")
         .chars()
@@ -275,72 +175,48 @@ fn refusal_reason(line: &[u8]) -> String {
     reason.trim().to_owned()
 }
 
-async fn send(conn: &mut Conn, line: &[u8]) -> Result<(), PollError> {
-    conn.get_mut().write_all(line).await?;
-    conn.get_mut().flush().await?;
-    Ok(())
+/// Where and how to poll one depot.
+struct Dialer<'a> {
+    target: &'a PollTarget,
+    tls: Option<&'a Arc<rustls::ClientConfig>>,
+    /// Each step's own bound, longer than the whole poll's: the poll's
+    /// timeout decides ("no answer within").
+    step: Duration,
 }
 
-/// The depot's resources (RES). A depot that refuses RES (a v0-only depot)
-/// gets `None`: its default resource 0 is inquired instead.
-async fn resources(
-    conn: &mut Conn,
-    dialer: &Dialer<'_>,
-    timeout_secs: i64,
-) -> Result<Option<Vec<Rid>>, PollError> {
-    send(conn, &dialer.request(StatusOp::Resources, timeout_secs)).await?;
-    let line = read_line(conn).await?;
-    match Reply::parse(&line, Expect::Resources) {
-        Ok(Reply::Resources(rids)) => Ok(Some(rids)),
-        Ok(Reply::Error(_) | Reply::StatusError(_)) => Ok(None),
-        Ok(_) => Err(PollError::Protocol("unexpected reply to RES".into())),
-        Err(e) => Err(PollError::Protocol(e.to_string())),
+impl Dialer<'_> {
+    /// The legacy port, or the TLS port (STATUS before AUTH: no grant)
+    /// when the registration has one.
+    async fn connect(&self) -> Result<Connection, PollError> {
+        let t = self.target;
+        let port = t.tls_port.unwrap_or(t.port);
+        let addr = if t.host.contains(':') {
+            format!("[{}]:{port}", t.host)
+        } else {
+            format!("{}:{port}", t.host)
+        };
+        if t.tls_port.is_none() {
+            return Ok(Connection::legacy(&addr, self.step).await?);
+        }
+        let cfg = self
+            .tls
+            .ok_or_else(|| PollError::Tls("the L-Bone has no TLS client configuration".into()))?;
+        Ok(Connection::full(&addr, cfg, None, self.step).await?)
     }
 }
 
-async fn inquire_one(
-    conn: &mut Conn,
-    dialer: &Dialer<'_>,
-    rid: Rid,
-    timeout_secs: i64,
-) -> Result<StatusInfo, PollError> {
-    let op = StatusOp::Inquire {
-        rid: Some(rid),
-        password: "ibp".into(),
-    };
-    send(conn, &dialer.request(op, timeout_secs)).await?;
-    let line = read_line(conn).await?;
-    let len = match Reply::parse(&line, Expect::Payload) {
-        Ok(Reply::Payload(n)) if n <= MAX_STATUS_BODY => n,
-        Ok(Reply::Payload(n)) => {
-            return Err(PollError::Protocol(format!("STATUS body of {n} bytes")))
-        }
-        Ok(Reply::Error(e) | Reply::StatusError(e)) => {
-            return Err(PollError::Refused(e.code(), refusal_reason(&line)))
-        }
-        Ok(_) => return Err(PollError::Protocol("unexpected reply to INQ".into())),
-        Err(e) => return Err(PollError::Protocol(e.to_string())),
-    };
-    let mut body = vec![0u8; len as usize];
-    conn.read_exact(&mut body).await?;
-    let text = String::from_utf8(body)
-        .map_err(|_| PollError::Protocol("STATUS body is not text".into()))?;
-    StatusInfo::parse(&text).map_err(|e| PollError::Protocol(e.to_string()))
-}
-
-async fn inquire_inner(
-    dialer: &Dialer<'_>,
-    timeout: Duration,
-) -> Result<(Capacity, Conn), PollError> {
-    let timeout_secs = i64::try_from(timeout.as_secs().max(1)).unwrap_or(i64::MAX);
+async fn inquire_inner(dialer: &Dialer<'_>) -> Result<(Capacity, Connection), PollError> {
     let mut conn = dialer.connect().await?;
-    let rids = match resources(&mut conn, dialer, timeout_secs).await? {
-        Some(rids) => rids,
-        None => {
+    // A depot that refuses RES (a v0-only depot): its default resource 0 is
+    // inquired instead.
+    let rids = match conn.resources().await {
+        Ok(rids) => rids,
+        Err(e) if e.ibp().is_some() => {
             // The depot closes the connection after an error reply.
             conn = dialer.connect().await?;
             vec![Rid(0)]
         }
+        Err(e) => return Err(e.into()),
     };
     if rids.is_empty() {
         return Err(PollError::Protocol("depot has no resources".into()));
@@ -350,7 +226,7 @@ async fn inquire_inner(
         ..Capacity::default()
     };
     for rid in rids.into_iter().take(MAX_RESOURCES) {
-        let s = inquire_one(&mut conn, dialer, rid, timeout_secs).await?;
+        let s: StatusInfo = conn.status_within(rid, MAX_STATUS_BODY).await?;
         c.hard_capacity = c.hard_capacity.saturating_add(s.hard_configured);
         c.hard_used = c.hard_used.saturating_add(s.hard_used);
         c.hard_free = c.hard_free.saturating_add(s.hard_available);
@@ -377,11 +253,15 @@ pub async fn inquire(
     tls: Option<&Arc<rustls::ClientConfig>>,
     timeout: Duration,
 ) -> Result<Capacity, PollError> {
-    let dialer = Dialer { target, tls };
-    match tokio::time::timeout(timeout, inquire_inner(&dialer, timeout)).await {
+    let dialer = Dialer {
+        target,
+        tls,
+        step: timeout.saturating_mul(2),
+    };
+    match tokio::time::timeout(timeout, inquire_inner(&dialer)).await {
         Ok(Ok((c, mut conn))) => {
             // Best effort (TLS close_notify, FIN); the answer is in.
-            let _ = tokio::time::timeout(CLOSE_TIMEOUT, conn.get_mut().shutdown()).await;
+            let _ = tokio::time::timeout(CLOSE_TIMEOUT, conn.shutdown()).await;
             Ok(c)
         }
         Ok(Err(e)) => Err(e),

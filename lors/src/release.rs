@@ -20,24 +20,19 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
-use std::time::Duration;
 
 use ibp_auth::{ProxyCredential, TrustStore};
-use ibp_depot::client::{ClientError, IbpClient, SecureClient};
-use ibp_proto::{CapKind, Capability, IbpError};
+use ibp_depot_client::{host_of, ClientError, Connection, Freed, IbpClient, Level, SecureClient};
+use ibp_proto::{CapKind, Capability};
 use serde::{Deserialize, Serialize};
 
 use crate::credentials::Error;
 use crate::depots::Offer;
 use crate::metadata::{Deleted, MetadataClient};
-use crate::transfer::maintain::still_allocated;
+use crate::transfer::pool::DEPOT_TIMEOUT;
 
-/// Time allowed to connect to a depot and for each of its answers.
-pub const DEPOT_TIMEOUT: Duration = Duration::from_secs(10);
 /// Connections opened at once to one depot.
 const CONNECTIONS_PER_DEPOT: usize = 4;
-/// `cap_type` of DECR: the read reference count.
-const READ_REFS: u8 = 1;
 
 /// How a capability was (or would have been) released.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
@@ -211,13 +206,8 @@ fn failed(cap: &str, depot: &str, port: Port, why: &str) -> Release {
 }
 
 /// A connection to one depot, made when first needed (and again after an
-/// error reply, which closes the depot's side).
-enum Conn {
-    Legacy(IbpClient),
-    Secure(SecureClient),
-}
-
-async fn open(addr: &str, port: Port, access: Option<&SecureAccess>) -> Result<Conn, String> {
+/// error reply, which closes the depot's side): legacy or secure (`Full`).
+async fn open(addr: &str, port: Port, access: Option<&SecureAccess>) -> Result<Connection, String> {
     let timed = |what| {
         format!(
             "{what} {addr} timed out after {} s",
@@ -230,11 +220,9 @@ async fn open(addr: &str, port: Port, access: Option<&SecureAccess>) -> Result<C
                 .grants
                 .get(addr)
                 .ok_or_else(|| format!("no grant for {addr}"))?;
-            let host = addr.rsplit_once(':').map_or(addr, |(h, _)| h);
-            let host = host.trim_start_matches('[').trim_end_matches(']');
             let mut c = tokio::time::timeout(
                 DEPOT_TIMEOUT,
-                SecureClient::connect_with(addr, host, &a.tls),
+                SecureClient::connect_with(addr, host_of(addr), &a.tls),
             )
             .await
             .map_err(|_| timed("connecting to"))?
@@ -243,7 +231,7 @@ async fn open(addr: &str, port: Port, access: Option<&SecureAccess>) -> Result<C
             c.auth(grant)
                 .await
                 .map_err(|e| format!("AUTH refused: {e}"))?;
-            Ok(Conn::Secure(c))
+            Ok(Connection::from(c))
         }
         _ => {
             let mut c = tokio::time::timeout(DEPOT_TIMEOUT, IbpClient::connect(addr))
@@ -251,41 +239,37 @@ async fn open(addr: &str, port: Port, access: Option<&SecureAccess>) -> Result<C
                 .map_err(|_| timed("connecting to"))?
                 .map_err(|e| e.to_string())?;
             c.set_timeout(DEPOT_TIMEOUT);
-            Ok(Conn::Legacy(c))
+            Ok(Connection::from(c))
         }
     }
 }
 
-/// DECR of the read reference count, then PROBE: `Ok` only when the
-/// depot says the capability no longer exists (freed now, or expired and
-/// reaped already); otherwise why it was not freed. The flag says whether
-/// the depot closed the connection: it does after every error reply, so
-/// also after the "no such capability" that confirms a release.
-async fn free(conn: &mut Conn, cap: &Capability) -> (Result<(), String>, bool) {
-    let gone = |e: &ClientError| e.ibp() == Some(IbpError::CapNotFound);
-    let decr = match conn {
-        Conn::Legacy(c) => c.decr(cap, READ_REFS).await,
-        Conn::Secure(c) => c.decr(cap, READ_REFS).await,
-    };
-    match decr {
-        Ok(()) => {}
-        Err(e) if gone(&e) => return (Ok(()), true),
-        Err(e) => return (Err(e.to_string()), true),
+/// `Ok` when a release ([`Connection::free`]: DECR of the read reference
+/// count, then PROBE) found the allocation gone, freed now or expired and
+/// reaped already; otherwise why it was not freed. `describe` words a
+/// client error (the caller decides whether it names the depot). The one
+/// wording of "not freed" for `lors rm`, a failed upload's clean-up and
+/// maintenance.
+pub(crate) fn freed_or_why(
+    freed: Freed,
+    describe: impl FnOnce(ClientError) -> String,
+) -> Result<(), String> {
+    match freed {
+        Freed::Gone => Ok(()),
+        Freed::Pinned { read_refs } => Err(still_allocated(read_refs)),
+        Freed::DecrFailed(e) => Err(describe(e)),
+        Freed::Unknown(e) => Err(format!(
+            "DECR accepted, but whether the allocation is gone is unknown: {}",
+            describe(e)
+        )),
     }
-    let probe = match conn {
-        Conn::Legacy(c) => c.probe(cap).await,
-        Conn::Secure(c) => c.probe(cap).await,
-    };
-    match probe {
-        Err(e) if gone(&e) => (Ok(()), true),
-        Ok(p) => (Err(still_allocated(p.read_refs)), false),
-        Err(e) => (
-            Err(format!(
-                "DECR accepted, but whether the allocation is gone is unknown: {e}"
-            )),
-            true,
-        ),
-    }
+}
+
+/// Why an allocation that survived its DECR was not freed.
+pub fn still_allocated(read_refs: u32) -> String {
+    format!(
+        "still allocated after DECR: {read_refs} read reference(s) left (another reference pins it)"
+    )
 }
 
 async fn release_on(
@@ -294,7 +278,7 @@ async fn release_on(
     caps: Vec<(usize, Capability)>,
     access: Option<&SecureAccess>,
 ) -> Vec<(usize, Release)> {
-    let mut conn: Option<Conn> = None;
+    let mut conn: Option<Connection> = None;
     // Once the depot cannot be reached, the rest of its capabilities fail
     // with the same error (no connection attempt each).
     let mut unreachable: Option<String> = None;
@@ -315,15 +299,16 @@ async fn release_on(
                 }
             }
         }
-        let (result, closed) = match conn.as_mut() {
-            Some(c) => free(c, &cap).await,
+        let freed = match conn.as_mut() {
+            Some(c) => c.free(&cap).await,
             None => continue,
         };
         // The depot closes the connection after an error reply; a secure
         // session needs a new AUTH (the legacy client reconnects by itself).
-        if closed && matches!(conn, Some(Conn::Secure(_))) {
+        if !freed.connection_open() && conn.as_ref().is_some_and(|c| c.level() != Level::Legacy) {
             conn = None;
         }
+        let result = freed_or_why(freed, |e| e.to_string());
         let release = match result {
             Ok(()) => Release {
                 allocation: redact(&text),

@@ -753,10 +753,10 @@ impl Direct {
     }
 
     /// A TLS connection to the depot at `addr`, after AUTH with the grant.
-    fn session(&self, addr: &str) -> ibp_depot::client::SecureClient {
+    fn session(&self, addr: &str) -> ibp_depot_client::SecureClient {
         self.rt.block_on(async {
-            let cfg = ibp_depot::client::SecureClient::config(&self.trust, &self.cred).unwrap();
-            let mut c = ibp_depot::client::SecureClient::connect_with(addr, "127.0.0.1", &cfg)
+            let cfg = ibp_depot_client::SecureClient::config(&self.trust, &self.cred).unwrap();
+            let mut c = ibp_depot_client::SecureClient::connect_with(addr, "127.0.0.1", &cfg)
                 .await
                 .unwrap();
             c.auth(&self.grants[addr]).await.unwrap();
@@ -770,7 +770,7 @@ impl Direct {
         &self,
         cap: &str,
         op: ibp_proto::ManageOp,
-    ) -> Result<(), ibp_depot::client::ClientError> {
+    ) -> Result<(), ibp_depot_client::ClientError> {
         let cap: ibp_proto::Capability = cap.parse().unwrap();
         let mut c = self.session(&cap.address());
         let line = ibp_proto::SecureRequest::Manage(ibp_proto::Manage {
@@ -1144,7 +1144,7 @@ fn a_lors_0_82_style_exnode_with_aes_and_checksum_functions_downloads() {
     // Store it as LoRS would: ALLOCATE + STORE on the legacy port.
     let rt = tokio::runtime::Runtime::new().unwrap();
     let caps = rt.block_on(async {
-        let mut c = ibp_depot::client::IbpClient::connect(&g.depots[0].legacy_addr)
+        let mut c = ibp_depot_client::IbpClient::connect(&g.depots[0].legacy_addr)
             .await
             .unwrap();
         let caps = c
@@ -1197,7 +1197,7 @@ fn a_lors_0_82_style_exnode_with_aes_and_checksum_functions_downloads() {
     assert!(std::fs::read(&back).unwrap() == data);
     // A corrupted block under the LoRS checksum is refused (exit 10).
     rt.block_on(async {
-        let mut c = ibp_depot::client::IbpClient::connect(&g.depots[0].legacy_addr)
+        let mut c = ibp_depot_client::IbpClient::connect(&g.depots[0].legacy_addr)
             .await
             .unwrap();
         let mut bad = stored[..64].to_vec();

@@ -48,7 +48,7 @@ pub use maintenance::{augment, check, refresh, repair, trim, Maintained};
 pub use upload::{upload, upload_with, Dest, UploadSettings, UploadSummary};
 
 /// Default time allowed for each depot operation.
-pub const DEPOT_TIMEOUT: Duration = Duration::from_secs(30);
+pub use crate::transfer::pool::DEPOT_TIMEOUT;
 
 /// What a session has: any of these may be missing.
 #[derive(Clone, Default)]

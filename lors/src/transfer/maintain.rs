@@ -23,6 +23,7 @@ use super::download::{fetch_stored, FetchError};
 use super::pool::{parse_cap, Pool};
 use super::upload::{Made, Placer};
 use super::{codec, now, Target, TransferError};
+use crate::release::freed_or_why;
 
 /// What a probe found for one mapping.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -195,53 +196,31 @@ pub async fn release_mappings(pool: &Arc<Pool>, mappings: &[Mapping]) -> Vec<Out
     out.into_iter().map(|(_, o)| o).collect()
 }
 
-/// Frees one allocation with its MANAGE capability `cap` and confirms it:
-/// `DECR` of the read reference count, then `PROBE`. `Ok` only when the
-/// depot says the capability no longer exists (the DECR removed it, or it
-/// had expired and was reaped already). Not freed, with the reason: the
-/// allocation still exists after the DECR (another reference pins it), a
-/// refusal, or no answer (then it is unknown; it expires at the end of
-/// its duration).
+/// Frees one allocation with its MANAGE capability `cap` and confirms it
+/// ([`ibp_depot_client::Connection::free`]: `DECR` of the read reference
+/// count, then `PROBE`). `Ok` only when the depot says the capability no
+/// longer exists; otherwise why not ([`crate::release::freed_or_why`]),
+/// naming the depot.
 pub(crate) async fn free_allocation(
     pool: &Pool,
     depot: &str,
     level: Security,
     cap: &str,
 ) -> Result<(), String> {
-    use ibp_proto::IbpError;
-    let gone = |e: &ibp_depot::client::ClientError| e.ibp() == Some(IbpError::CapNotFound);
     let cap = parse_cap(depot, cap).map_err(|e| e.to_string())?;
     let mut c = pool.get(depot, level).await.map_err(|e| e.to_string())?;
-    // After an error reply the depot closes the connection: it is dropped
-    // here rather than given back to the pool.
-    match c.release(&cap).await {
-        Ok(()) => {}
-        Err(e) if gone(&e) => return Ok(()),
-        Err(e) => {
-            return Err(pool
-                .finish::<()>(depot, level, c, Err(e))
-                .map_or_else(|e| e.to_string(), |_| String::new()))
-        }
+    let freed = c.free(&cap).await;
+    // After an error reply the depot closes the connection: it goes back
+    // to the pool only when there was none.
+    if freed.connection_open() {
+        pool.put(depot, level, c);
     }
-    match c.probe(&cap).await {
-        Err(e) if gone(&e) => Ok(()),
-        Ok(p) => {
-            pool.put(depot, level, c);
-            Err(still_allocated(p.read_refs))
-        }
-        Err(e) => Err(format!(
-            "DECR accepted, but whether the allocation is gone is unknown: {}",
-            pool.finish::<()>(depot, level, c, Err(e))
-                .map_or_else(|e| e.to_string(), |_| String::new())
-        )),
-    }
-}
-
-/// Why an allocation that survived its DECR was not freed.
-pub fn still_allocated(read_refs: u32) -> String {
-    format!(
-        "still allocated after DECR: {read_refs} read reference(s) left (another reference pins it)"
-    )
+    freed_or_why(freed, |e| {
+        pool.check::<()>(depot, Err(e))
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default()
+    })
 }
 
 /// Which mappings `trim` drops.

@@ -18,11 +18,21 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use exnode::Security;
-use ibp_depot::client::{Caps, ClientError, DataClient, IbpClient, SecureClient};
-use ibp_proto::{Attributes, Capability, ProbeInfo, Reliability, Rid};
+use ibp_depot_client::{ClientError, Connection};
+use ibp_proto::Capability;
+
+pub use ibp_depot_client::host_of;
 
 /// Connections kept idle per depot.
 const IDLE_PER_DEPOT: usize = 16;
+
+/// Time allowed to connect to a depot and for each of its answers, unless
+/// the caller says otherwise (`lors --timeout`): for every depot operation
+/// of `lors`, transfers and releases alike. 30 s, not less: a STORE or LOAD
+/// of a whole block (up to many MiB) must finish each write or read within
+/// it on a slow link; a depot that does not answer at all costs `lors rm`
+/// at most that long, its depots being released in parallel.
+pub const DEPOT_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Why a depot operation failed.
 #[derive(Debug, thiserror::Error)]
@@ -51,19 +61,6 @@ impl DepotError {
     }
 }
 
-/// One open connection.
-pub enum Conn {
-    Legacy(IbpClient),
-    Full(Box<SecureClient>),
-    /// The crypto level: the authenticated TLS connection (ALLOCATE,
-    /// MANAGE; it keeps the crypto session alive) and a plain-TCP data
-    /// connection joined to it (sealed STORE/LOAD lines, data in clear).
-    Crypto {
-        control: Box<SecureClient>,
-        data: Box<DataClient>,
-    },
-}
-
 /// How to reach the secure ports: TLS configuration and grants by address.
 #[derive(Clone, Default)]
 pub struct SecureSetup {
@@ -78,7 +75,7 @@ pub struct SecureSetup {
 
 /// Idle connections per depot, shared by the tasks of one transfer.
 pub struct Pool {
-    idle: Mutex<HashMap<(String, &'static str), Vec<Conn>>>,
+    idle: Mutex<HashMap<(String, &'static str), Vec<Connection>>>,
     down: Mutex<HashSet<String>>,
     secure: SecureSetup,
     timeout: Duration,
@@ -165,14 +162,18 @@ impl Pool {
     }
 
     /// A connection to `depot` at `level`: an idle one, else a new one.
-    pub async fn get(&self, depot: &str, level: Security) -> Result<Conn, DepotError> {
+    pub async fn get(&self, depot: &str, level: Security) -> Result<Connection, DepotError> {
         self.checkout(depot, level).await.map(|(c, _)| c)
     }
 
     /// [`get`](Self::get), and whether the connection was an idle one
     /// (which the depot may have closed meanwhile: worth one retry on a
     /// new connection when it fails without an answer).
-    pub async fn checkout(&self, depot: &str, level: Security) -> Result<(Conn, bool), DepotError> {
+    pub async fn checkout(
+        &self,
+        depot: &str,
+        level: Security,
+    ) -> Result<(Connection, bool), DepotError> {
         if let Some(c) = self
             .idle
             .lock()
@@ -186,7 +187,7 @@ impl Pool {
     }
 
     /// A new connection to `depot`, never an idle one.
-    pub async fn fresh(&self, depot: &str, level: Security) -> Result<Conn, DepotError> {
+    pub async fn fresh(&self, depot: &str, level: Security) -> Result<Connection, DepotError> {
         let conn = self.connect(depot, level).await;
         if let Err(e) = &conn {
             if !e.answered() {
@@ -196,65 +197,24 @@ impl Pool {
         conn
     }
 
-    async fn connect(&self, depot: &str, level: Security) -> Result<Conn, DepotError> {
-        let err = |source| DepotError::Client {
-            depot: depot.to_owned(),
-            source,
+    async fn connect(&self, depot: &str, level: Security) -> Result<Connection, DepotError> {
+        let err = |source| match source {
+            ClientError::NoDataPort => DepotError::CryptoLevel {
+                depot: depot.to_owned(),
+            },
+            source => DepotError::Client {
+                depot: depot.to_owned(),
+                source,
+            },
         };
-        match level {
-            Security::Legacy => {
-                let mut c = tokio::time::timeout(self.timeout, IbpClient::connect(depot))
-                    .await
-                    .map_err(|_| err(timeout_error()))?
-                    .map_err(err)?;
-                c.set_timeout(self.timeout);
-                Ok(Conn::Legacy(c))
-            }
-            Security::Full => Ok(Conn::Full(Box::new(self.secure_session(depot).await?))),
-            Security::Crypto if self.ticket_only(depot) => {
-                Ok(Conn::Full(Box::new(self.secure_session(depot).await?)))
-            }
-            Security::Crypto => {
-                let mut control = self.secure_session(depot).await?;
-                let session = tokio::time::timeout(self.timeout, control.open_crypto())
-                    .await
-                    .map_err(|_| err(timeout_error()))?
-                    .map_err(err)?;
-                let host = host_of(depot);
-                let port = session.data_port.ok_or_else(|| DepotError::CryptoLevel {
-                    depot: depot.to_owned(),
-                })?;
-                let data_addr = if host.contains(':') {
-                    format!("[{host}]:{port}")
-                } else {
-                    format!("{host}:{port}")
-                };
-                let mut data =
-                    tokio::time::timeout(self.timeout, DataClient::connect(&data_addr, &session))
-                        .await
-                        .map_err(|_| err(timeout_error()))?
-                        .map_err(err)?;
-                data.set_timeout(self.timeout);
-                Ok(Conn::Crypto {
-                    control: Box::new(control),
-                    data: Box::new(data),
-                })
-            }
+        if level == Security::Legacy {
+            return Connection::legacy(depot, self.timeout).await.map_err(err);
         }
-    }
-
-    /// A TLS 1.3 connection to `depot`'s secure port presenting the user's
-    /// proxy, authenticated with the L-Bone's grant for that address.
-    async fn secure_session(&self, depot: &str) -> Result<SecureClient, DepotError> {
-        let err = |source| DepotError::Client {
-            depot: depot.to_owned(),
-            source,
-        };
         let tls = self.secure.tls.as_ref().ok_or_else(|| DepotError::NoTls {
             depot: depot.to_owned(),
         })?;
         let grant = match self.secure.grants.get(depot) {
-            Some(g) => Some(g),
+            Some(g) => Some(g.as_str()),
             None if self.secure.ticket_reads => None,
             None => {
                 return Err(DepotError::NoGrant {
@@ -262,22 +222,18 @@ impl Pool {
                 })
             }
         };
-        let fut = async {
-            let mut c = SecureClient::connect_with(depot, host_of(depot), tls).await?;
-            c.set_timeout(self.timeout);
-            if let Some(grant) = grant {
-                c.auth(grant).await?;
-            }
-            Ok::<_, ClientError>(c)
+        // A pool for ticket reads connects without AUTH where it has no
+        // grant: full-crypto TLS whatever the level asked for.
+        let connected = if level == Security::Crypto && !self.ticket_only(depot) {
+            Connection::crypto(depot, tls, grant, self.timeout).await
+        } else {
+            Connection::full(depot, tls, grant, self.timeout).await
         };
-        tokio::time::timeout(self.timeout, fut)
-            .await
-            .map_err(|_| err(timeout_error()))?
-            .map_err(err)
+        connected.map_err(err)
     }
 
     /// Hands a connection back after a successful operation.
-    pub fn put(&self, depot: &str, level: Security, conn: Conn) {
+    pub fn put(&self, depot: &str, level: Security, conn: Connection) {
         let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
         let v = idle.entry((depot.to_owned(), level.name())).or_default();
         if v.len() < IDLE_PER_DEPOT {
@@ -307,7 +263,7 @@ impl Pool {
         &self,
         depot: &str,
         level: Security,
-        conn: Conn,
+        conn: Connection,
         result: Result<T, ClientError>,
     ) -> Result<T, DepotError> {
         match result {
@@ -328,17 +284,6 @@ impl Pool {
     }
 }
 
-fn timeout_error() -> ClientError {
-    ClientError::Io(std::io::Error::from(std::io::ErrorKind::TimedOut))
-}
-
-/// The host part of `host:port` (IPv6 in brackets kept as the TLS name
-/// without brackets).
-pub fn host_of(address: &str) -> &str {
-    let host = address.rsplit_once(':').map_or(address, |(h, _)| h);
-    host.trim_start_matches('[').trim_end_matches(']')
-}
-
 /// Parses a capability string for `depot`.
 pub fn parse_cap(depot: &str, cap: &str) -> Result<Capability, DepotError> {
     cap.parse::<Capability>()
@@ -346,92 +291,6 @@ pub fn parse_cap(depot: &str, cap: &str) -> Result<Capability, DepotError> {
             depot: depot.to_owned(),
             detail: e.to_string(),
         })
-}
-
-impl Conn {
-    pub async fn allocate(
-        &mut self,
-        reliability: Reliability,
-        duration: i64,
-        size: u64,
-    ) -> Result<Caps, ClientError> {
-        match self {
-            Conn::Legacy(c) => c.allocate(Rid(0), reliability, duration, size).await,
-            Conn::Full(c) => c.allocate(Rid(0), reliability, duration, size).await,
-            Conn::Crypto { control, .. } => {
-                control.allocate(Rid(0), reliability, duration, size).await
-            }
-        }
-    }
-
-    /// STORE (append) `data`; `uuid` binds a secure allocation to its file.
-    pub async fn store(
-        &mut self,
-        cap: &Capability,
-        uuid: &str,
-        data: &[u8],
-    ) -> Result<u64, ClientError> {
-        match self {
-            Conn::Legacy(c) => c.store(cap, data).await,
-            Conn::Full(c) => c.store(cap, uuid, data).await,
-            Conn::Crypto { data: d, .. } => d.store(cap, uuid, data).await,
-        }
-    }
-
-    /// LOAD `size` bytes at `offset` into `buf`; secure ports need `ticket`.
-    pub async fn load_into(
-        &mut self,
-        cap: &Capability,
-        offset: u64,
-        size: u64,
-        ticket: Option<&str>,
-        buf: &mut Vec<u8>,
-    ) -> Result<u64, ClientError> {
-        match self {
-            Conn::Legacy(c) => c.load_into(cap, offset, size, buf).await,
-            Conn::Full(c) => match ticket {
-                Some(t) => c.load_into(cap, offset, size, t, buf).await,
-                None => {
-                    let data = c.load(cap, offset, size, None).await?;
-                    *buf = data;
-                    Ok(buf.len() as u64)
-                }
-            },
-            Conn::Crypto { data, .. } => match ticket {
-                Some(t) => data.load_into(cap, offset, size, t, buf).await,
-                None => Err(ClientError::Refused {
-                    error: ibp_proto::IbpError::CapAccessDenied,
-                    reason: "a crypto-level LOAD needs a metadata-manager ticket".into(),
-                }),
-            },
-        }
-    }
-
-    pub async fn probe(&mut self, cap: &Capability) -> Result<ProbeInfo, ClientError> {
-        match self {
-            Conn::Legacy(c) => c.probe(cap).await,
-            Conn::Full(c) => c.probe(cap).await,
-            Conn::Crypto { control, .. } => control.probe(cap).await,
-        }
-    }
-
-    pub async fn change(&mut self, cap: &Capability, attrs: Attributes) -> Result<(), ClientError> {
-        match self {
-            Conn::Legacy(c) => c.change(cap, attrs).await,
-            Conn::Full(c) => c.change(cap, attrs).await,
-            Conn::Crypto { control, .. } => control.change(cap, attrs).await,
-        }
-    }
-
-    /// DECR of the read reference count: releases the allocation when it
-    /// reaches 0.
-    pub async fn release(&mut self, cap: &Capability) -> Result<(), ClientError> {
-        match self {
-            Conn::Legacy(c) => c.decr(cap, 1).await,
-            Conn::Full(c) => c.decr(cap, 1).await,
-            Conn::Crypto { control, .. } => control.decr(cap, 1).await,
-        }
-    }
 }
 
 #[cfg(test)]

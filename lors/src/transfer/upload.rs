@@ -574,7 +574,7 @@ impl Placer {
         if n != data.len() as u64 {
             return Err(TransferError::Depot(super::DepotError::Client {
                 depot: depot.to_owned(),
-                source: ibp_depot::client::ClientError::Io(std::io::Error::other(format!(
+                source: ibp_depot_client::ClientError::Io(std::io::Error::other(format!(
                     "stored {n} of {} bytes",
                     data.len()
                 ))),

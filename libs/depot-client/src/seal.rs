@@ -3,8 +3,14 @@
 //! carries capabilities, grants and tickets) is sealed with AES-128-CTR and
 //! HMAC-SHA256 under keys exported from the TLS session, bulk data travels
 //! in clear. The exact encoding is in docs/protocol.md ("Crypto level").
+//!
+//! Protocol only, no I/O: the client seals ([`SessionKeys::seal`]), the
+//! depot's data port opens ([`SessionKeys::open`]); both export the keys
+//! from their side of the TLS session ([`EXPORTER_LABEL`]).
 
 use aes::cipher::{KeyIvInit, StreamCipher};
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine as _;
 use ring::hmac;
 
 /// TLS exporter label (RFC 8446 section 7.5); the context is the 16-byte
@@ -110,81 +116,26 @@ impl SessionKeys {
     }
 }
 
-const B64: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
-
 /// base64url without padding (RFC 4648 section 5).
 pub fn b64_encode(data: &[u8]) -> String {
-    let mut out = String::with_capacity(data.len().div_ceil(3) * 4);
-    for chunk in data.chunks(3) {
-        let b = [
-            chunk[0],
-            chunk.get(1).copied().unwrap_or(0),
-            chunk.get(2).copied().unwrap_or(0),
-        ];
-        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
-        let chars = chunk.len() + 1;
-        for i in 0..chars {
-            out.push(B64[((n >> (18 - 6 * i)) & 63) as usize] as char);
-        }
-    }
-    out
+    URL_SAFE_NO_PAD.encode(data)
 }
 
-/// Decodes base64url without padding; `None` for anything else.
+/// Decodes base64url without padding; `None` for anything else (padding,
+/// other alphabets, non-canonical trailing bits).
 pub fn b64_decode(text: &str) -> Option<Vec<u8>> {
-    let val = |c: u8| -> Option<u32> {
-        Some(match c {
-            b'A'..=b'Z' => c - b'A',
-            b'a'..=b'z' => c - b'a' + 26,
-            b'0'..=b'9' => c - b'0' + 52,
-            b'-' => 62,
-            b'_' => 63,
-            _ => return None,
-        } as u32)
-    };
-    let bytes = text.as_bytes();
-    if bytes.len() % 4 == 1 {
-        return None;
-    }
-    let mut out = Vec::with_capacity(bytes.len() * 3 / 4);
-    for chunk in bytes.chunks(4) {
-        let mut n = 0u32;
-        for (i, c) in chunk.iter().enumerate() {
-            n |= val(*c)? << (18 - 6 * i);
-        }
-        let produced = chunk.len() - 1;
-        for i in 0..produced {
-            out.push((n >> (16 - 8 * i)) as u8);
-        }
-        // Non-canonical trailing bits are refused.
-        let used_bits = 8 * produced;
-        let total_bits = 6 * chunk.len();
-        if total_bits > used_bits
-            && (n >> (24 - total_bits)) & ((1 << (total_bits - used_bits)) - 1) != 0
-        {
-            return None;
-        }
-    }
-    Some(out)
+    URL_SAFE_NO_PAD.decode(text).ok()
 }
 
 /// Lower-case hex.
 pub fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
+    hex::encode(bytes)
 }
 
 /// Parses exactly `N` bytes of hex.
 pub fn unhex<const N: usize>(text: &str) -> Option<[u8; N]> {
-    let b = text.as_bytes();
-    if b.len() != 2 * N {
-        return None;
-    }
     let mut out = [0u8; N];
-    for (i, o) in out.iter_mut().enumerate() {
-        let hi = (b[2 * i] as char).to_digit(16)?;
-        let lo = (b[2 * i + 1] as char).to_digit(16)?;
-        *o = (hi * 16 + lo) as u8;
-    }
+    hex::decode_to_slice(text, &mut out).ok()?;
     Some(out)
 }
 
@@ -207,6 +158,17 @@ mod tests {
         assert!(b64_decode("Zm9w+").is_none());
         // "Zm8" and "Zm9" differ in unused bits: only the canonical form decodes.
         assert!(b64_decode("Zm9").is_none());
+    }
+
+    #[test]
+    fn hex_round_trip() {
+        let id = [0u8, 1, 0xab, 0xff];
+        assert_eq!(hex(&id), "0001abff");
+        assert_eq!(unhex::<4>("0001abff"), Some(id));
+        assert_eq!(unhex::<4>("0001ABFF"), Some(id));
+        assert_eq!(unhex::<4>("0001abf"), None);
+        assert_eq!(unhex::<4>("0001abff00"), None);
+        assert_eq!(unhex::<4>("0001abfg"), None);
     }
 
     #[test]

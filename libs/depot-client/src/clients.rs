@@ -1,15 +1,17 @@
-//! A small async IBP client over one persistent connection, used by COPY
-//! (the depot as a client of another depot), the demo, tests and benchmarks,
-//! and [`SecureClient`] for the secure port (TLS 1.3, AUTH, v2 requests).
+//! The three clients under [`crate::Connection`], usable on their own for
+//! what one level alone does (tests, benchmarks, the depot's COPY):
+//! [`IbpClient`] (the legacy port, version-1 requests), [`SecureClient`]
+//! (the secure port: TLS 1.3, AUTH, version-2 requests) and [`DataClient`]
+//! (a data connection of the crypto level: sealed request lines, data in
+//! clear).
 //!
 //! After an error reply the depot closes the connection; the legacy client
-//! then reconnects on its next request, as libibp does. The secure client
-//! does not (a new session needs a new AUTH): connect again.
+//! then reconnects on its next request, as libibp does. The secure and data
+//! clients do not (a new session needs a new AUTH): connect again.
 
 use std::io;
-use std::time::Duration;
-
 use std::sync::Arc;
+use std::time::Duration;
 
 use ibp_auth::{ProxyCredential, TrustStore};
 use ibp_proto::{
@@ -20,35 +22,14 @@ use ibp_proto::{
 use tokio::io::{AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
 
-use crate::crypto;
-use crate::server::{read_line, timed, Line, Transport};
+use crate::error::{ClientError, Result};
+use crate::seal;
+use crate::wire::{read_line, timed, Line, Transport};
 
-#[derive(Debug, thiserror::Error)]
-pub enum ClientError {
-    #[error("depot answered {0}")]
-    Ibp(IbpError),
-    #[error("connection to the depot failed: {0}")]
-    Io(#[from] io::Error),
-    #[error("depot sent a malformed reply: {0}")]
-    Proto(#[from] ProtoError),
-    /// An error reply with a reason (the secure port's refusals).
-    #[error("depot answered {error}: {reason}")]
-    Refused { error: IbpError, reason: String },
-    #[error("TLS: {0}")]
-    Tls(String),
-}
-
-impl ClientError {
-    /// The IBP error the depot answered with, if it answered with one.
-    pub fn ibp(&self) -> Option<IbpError> {
-        match self {
-            ClientError::Ibp(e) | ClientError::Refused { error: e, .. } => Some(*e),
-            _ => None,
-        }
-    }
-}
-
-pub type Result<T> = std::result::Result<T, ClientError>;
+/// Time allowed for each step when the caller sets none.
+const DEFAULT_TIMEOUT: Duration = Duration::from_secs(60);
+/// Largest STATUS INQ body [`IbpClient::status`] accepts.
+pub const MAX_STATUS_BODY: u64 = (1 << 20) - 1;
 
 /// The three capabilities of a new allocation.
 #[derive(Debug, Clone)]
@@ -72,7 +53,7 @@ impl IbpClient {
         let mut c = IbpClient {
             addr: addr.to_owned(),
             conn: None,
-            timeout: Duration::from_secs(60),
+            timeout: DEFAULT_TIMEOUT,
             secure: false,
         };
         c.stream().await?;
@@ -85,7 +66,9 @@ impl IbpClient {
 
     async fn stream(&mut self) -> Result<&mut BufReader<Transport>> {
         if self.conn.is_none() && !self.secure {
-            let s = timed(self.timeout, TcpStream::connect(&self.addr)).await?;
+            let s = timed(self.timeout, TcpStream::connect(&self.addr))
+                .await
+                .map_err(ClientError::Connect)?;
             s.set_nodelay(true)?;
             self.conn = Some(BufReader::with_capacity(64 * 1024, Transport::Plain(s)));
         }
@@ -252,6 +235,43 @@ impl IbpClient {
         self.upload(&req.encode(), data).await
     }
 
+    /// Starts a STORE (append) of `size` bytes the caller then sends on
+    /// [`tcp`](Self::tcp) itself (the depot's COPY sends them with
+    /// sendfile); [`store_end`](Self::store_end) reads the count.
+    /// `server_timeout` is the request's timeout field (seconds).
+    pub async fn store_begin(
+        &mut self,
+        cap: &Capability,
+        size: u64,
+        server_timeout: i64,
+    ) -> Result<()> {
+        let req = Request::Store(Store {
+            cap: cap.cap.clone(),
+            size,
+            timeout: server_timeout,
+        });
+        self.call(&req, Expect::Ok).await.map(drop)
+    }
+
+    /// The TCP socket of a plain connection, when nothing read from it is
+    /// waiting in the buffer (after [`store_begin`](Self::store_begin)).
+    pub fn tcp(&self) -> Option<&TcpStream> {
+        let c = self.conn.as_ref()?;
+        if !c.buffer().is_empty() {
+            return None;
+        }
+        c.get_ref().tcp()
+    }
+
+    /// The count the depot acknowledged for a STORE begun with
+    /// [`store_begin`](Self::store_begin).
+    pub async fn store_end(&mut self) -> Result<u64> {
+        match self.reply(Expect::Count).await? {
+            Reply::Count(n) => Ok(n),
+            _ => Err(ProtoError::BadReply("not a count").into()),
+        }
+    }
+
     async fn upload(&mut self, line: &str, data: &[u8]) -> Result<u64> {
         self.call_line(line, Expect::Ok).await?;
         self.send(data).await?;
@@ -382,6 +402,38 @@ impl IbpClient {
 
     /// STATUS INQ of a resource.
     pub async fn status(&mut self, rid: Rid) -> Result<StatusInfo> {
+        self.status_within(rid, MAX_STATUS_BODY).await
+    }
+
+    /// STATUS RES: the depot's resources.
+    pub async fn resources(&mut self) -> Result<Vec<Rid>> {
+        let status = Status {
+            version: Version::V1,
+            op: StatusOp::Resources,
+            timeout: 300,
+        };
+        let line = if self.secure {
+            SecureRequest::Status(status).encode()
+        } else {
+            Request::Status(status).encode()
+        };
+        match self.call_line(&line, Expect::Resources).await? {
+            Reply::Resources(rids) => Ok(rids),
+            _ => Err(ProtoError::BadReply("not a RES reply").into()),
+        }
+    }
+
+    /// Closes the connection politely (TLS close_notify, FIN), within the
+    /// timeout.
+    pub async fn shutdown(&mut self) {
+        if let Some(mut c) = self.conn.take() {
+            let _ = timed(self.timeout, c.get_mut().shutdown()).await;
+        }
+    }
+
+    /// [`status`](Self::status) with a body of at most `max_body` bytes
+    /// (a longer one is [`ClientError::StatusTooLong`]).
+    pub async fn status_within(&mut self, rid: Rid, max_body: u64) -> Result<StatusInfo> {
         let status = Status {
             version: Version::V1,
             op: StatusOp::Inquire {
@@ -396,7 +448,8 @@ impl IbpClient {
             Request::Status(status).encode()
         };
         let n = match self.call_line(&line, Expect::Payload).await? {
-            Reply::Payload(n) if n < 1 << 20 => n,
+            Reply::Payload(n) if n <= max_body => n,
+            Reply::Payload(n) => return Err(ClientError::StatusTooLong(n)),
             _ => return Err(ProtoError::BadReply("bad STATUS length").into()),
         };
         let mut body = vec![0u8; n as usize];
@@ -447,8 +500,10 @@ impl SecureClient {
     ) -> Result<SecureClient> {
         let name = rustls_pki_types::ServerName::try_from(server_name.to_owned())
             .map_err(|e| ClientError::Tls(e.to_string()))?;
-        let timeout = Duration::from_secs(60);
-        let tcp = timed(timeout, TcpStream::connect(addr)).await?;
+        let timeout = DEFAULT_TIMEOUT;
+        let tcp = timed(timeout, TcpStream::connect(addr))
+            .await
+            .map_err(ClientError::Connect)?;
         tcp.set_nodelay(true)?;
         let connector = tokio_rustls::TlsConnector::from(cfg.clone());
         let tls = timed(timeout, connector.connect(name, tcp)).await?;
@@ -469,19 +524,21 @@ impl SecureClient {
         self.inner.timeout = t;
     }
 
+    /// The connection under the TLS session, for the requests both ports
+    /// word alike (MANAGE, STATUS: encoded as version 2 here).
+    pub(crate) fn inner_mut(&mut self) -> &mut IbpClient {
+        &mut self.inner
+    }
+
     /// The TLS cipher suite of the connection (while it is open).
     pub fn cipher_suite(&self) -> Option<rustls::CipherSuite> {
-        match self.inner.conn.as_ref()?.get_ref() {
-            Transport::Tls(t) => match t.as_ref() {
-                tokio_rustls::TlsStream::Client(c) => {
-                    c.get_ref().1.negotiated_cipher_suite().map(|s| s.suite())
-                }
-                tokio_rustls::TlsStream::Server(s) => {
-                    s.get_ref().1.negotiated_cipher_suite().map(|s| s.suite())
-                }
-            },
-            Transport::Plain(_) => None,
-        }
+        self.inner
+            .conn
+            .as_ref()?
+            .get_ref()
+            .tls()?
+            .negotiated_cipher_suite()
+            .map(|s| s.suite())
     }
 
     /// AUTH with a depot grant.
@@ -512,7 +569,7 @@ impl SecureClient {
             .split_whitespace();
         let id = words
             .next()
-            .and_then(crypto::unhex::<16>)
+            .and_then(seal::unhex::<16>)
             .ok_or(ProtoError::BadReply("not a CRYPTO reply"))?;
         let data_port = match words.next() {
             Some(p) => Some(
@@ -521,13 +578,13 @@ impl SecureClient {
             ),
             None => None,
         };
-        let mut m = [0u8; crypto::KEY_MATERIAL_LEN];
+        let mut m = [0u8; seal::KEY_MATERIAL_LEN];
         match self.inner.conn.as_ref().map(|c| c.get_ref()) {
             Some(Transport::Tls(t)) => match t.as_ref() {
                 tokio_rustls::TlsStream::Client(c) => {
                     c.get_ref()
                         .1
-                        .export_keying_material(&mut m, crypto::EXPORTER_LABEL, Some(&id))
+                        .export_keying_material(&mut m, seal::EXPORTER_LABEL, Some(&id))
                         .map_err(|e| ClientError::Tls(e.to_string()))?;
                 }
                 tokio_rustls::TlsStream::Server(_) => {
@@ -538,7 +595,7 @@ impl SecureClient {
         }
         Ok(CryptoSession {
             id,
-            keys: Arc::new(crypto::SessionKeys::from_material(&m)),
+            keys: Arc::new(seal::SessionKeys::from_material(&m)),
             data_port,
         })
     }
@@ -708,6 +765,21 @@ impl SecureClient {
     pub async fn status(&mut self, rid: Rid) -> Result<StatusInfo> {
         self.inner.status(rid).await
     }
+
+    /// STATUS INQ with a body of at most `max_body` bytes.
+    pub async fn status_within(&mut self, rid: Rid, max_body: u64) -> Result<StatusInfo> {
+        self.inner.status_within(rid, max_body).await
+    }
+
+    /// STATUS RES: the depot's resources.
+    pub async fn resources(&mut self) -> Result<Vec<Rid>> {
+        self.inner.resources().await
+    }
+
+    /// Closes the connection politely (TLS close_notify), within the timeout.
+    pub async fn shutdown(&mut self) {
+        self.inner.shutdown().await
+    }
 }
 
 /// A crypto-level session: its id and the keys exported from the TLS session.
@@ -717,14 +789,14 @@ pub struct CryptoSession {
     /// The depot's data port, as its CRYPTO reply announced it (depots
     /// before v3.1 do not).
     pub data_port: Option<u16>,
-    keys: Arc<crypto::SessionKeys>,
+    keys: Arc<seal::SessionKeys>,
 }
 
 /// A plain-TCP data connection joined to a crypto-level session: request
 /// lines are sealed, bulk data travels in clear.
 pub struct DataClient {
     inner: IbpClient,
-    keys: Arc<crypto::SessionKeys>,
+    keys: Arc<seal::SessionKeys>,
     conn_no: u32,
     counter: u64,
 }
@@ -736,7 +808,7 @@ impl DataClient {
         // No silent reconnect: a new connection must join again.
         inner.secure = true;
         let text = inner
-            .call_line_text(&format!("3 22 {} \n", crypto::hex(&session.id)))
+            .call_line_text(&format!("3 22 {} \n", seal::hex(&session.id)))
             .await?;
         let conn_no = text
             .strip_prefix("1 ")
@@ -752,6 +824,11 @@ impl DataClient {
 
     pub fn set_timeout(&mut self, t: Duration) {
         self.inner.timeout = t;
+    }
+
+    /// Closes the data connection politely (FIN), within the timeout.
+    pub async fn shutdown(&mut self) {
+        self.inner.shutdown().await
     }
 
     /// The sealed line `3 <cmd> <sealed> \n` for a v2 request line, with the
