@@ -8,6 +8,7 @@
 pub mod client;
 pub mod config;
 pub mod crypto;
+pub mod daemon;
 pub mod data_port;
 pub mod depot;
 pub mod handlers;

@@ -14,9 +14,11 @@
 //! [`PeerChain`] into an `ibp_auth::Identity` with
 //! `ibp_auth::tls::peer_identity`.
 
+#![forbid(unsafe_code)]
+
 pub mod client;
 pub mod server;
 
 pub use client::{BaseUrl, Client, HttpError, Response};
 pub use hyper::Method;
-pub use server::{cancel_on_signals, serve, serve_with, PeerChain, RemoteAddr, ServeOptions};
+pub use server::{serve, serve_with, PeerChain, RemoteAddr, ServeOptions};
