@@ -49,11 +49,14 @@ pub fn init_daemon(default: &str) {
     init(default, Style::Daemon)
 }
 
-/// A command-line tool's logging: `RUST_LOG`, else warnings, `-v` info,
-/// `-vv` debug, `-vvv` trace.
+/// A command-line tool's logging: `RUST_LOG`, else warnings (failovers,
+/// retries), `-v` info, `-vv` debug, `-vvv` trace. Standard output stays
+/// the tool's own.
 pub fn init_cli(verbose: u8) {
     let level = match verbose {
-        0 => "warn",
+        // rustls's own warnings (alerts) would only precede the tool's
+        // error message, which says what failed.
+        0 => "warn,rustls=error",
         1 => "info",
         2 => "debug",
         _ => "trace",
