@@ -63,3 +63,13 @@ pub fn init_cli(verbose: u8) {
     };
     init(level, Style::Cli)
 }
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn installing_twice_is_harmless() {
+        super::init_cli(0);
+        super::init_daemon("info");
+        tracing::warn!("logging works");
+    }
+}

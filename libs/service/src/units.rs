@@ -472,6 +472,11 @@ mod tests {
             ("1B", 1),
             ("16MiB", 16 << 20),
             ("100kB", 100_000),
+            // What the depot accepted before sharing this.
+            ("4GiB", 4 << 30),
+            ("100MB", 100_000_000),
+            ("512", 512),
+            ("1 MiB", 1 << 20),
             // LoRS 0.82 (`strtobytes`, `.xndrc` DATA_BLOCKSIZE 5M): single
             // letters are powers of 1024, either case.
             ("1K", 1024),
@@ -493,6 +498,7 @@ mod tests {
             "4XB",
             "-1",
             "99999999999PiB",
+            "99999999999TiB",
             "1.1K",
             "1.",
             ".5K",
