@@ -7,6 +7,8 @@
 //! signed by the L-Bone and bound to their proxy key. All SQL is in
 //! [`store`] (SQLite or PostgreSQL). See docs/lbone.md.
 
+#![forbid(unsafe_code)]
+
 pub mod admin;
 pub mod api;
 pub mod config;

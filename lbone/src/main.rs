@@ -180,18 +180,6 @@ struct UpdateArgs {
     no_max_duration: bool,
 }
 
-fn init_tracing(default: &str) {
-    use std::io::IsTerminal;
-    tracing_subscriber::fmt()
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::stderr().is_terminal())
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default)),
-        )
-        .init();
-}
-
 fn runtime(multi: bool) -> anyhow::Result<tokio::runtime::Runtime> {
     let mut b = if multi {
         tokio::runtime::Builder::new_multi_thread()
@@ -205,12 +193,12 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Cmd::Serve { config } => {
-            init_tracing("info");
-            Config::load(&config).and_then(|cfg| runtime(true)?.block_on(lbone::server::serve(cfg)))
+            ibp_service::logging::init_daemon("info");
+            Config::load(&config).and_then(|cfg| runtime(true)?.block_on(serve(cfg)))
         }
         Cmd::Init { dir, force } => init(&dir, force),
         Cmd::Admin(args) => {
-            init_tracing("warn");
+            ibp_service::logging::init_cli(0);
             admin(*args)
         }
     };
@@ -221,6 +209,16 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// `Config::load`, then the server's `run` on its listener until
+/// SIGTERM/SIGINT.
+async fn serve(cfg: Config) -> anyhow::Result<()> {
+    let listener = lbone::server::bind(&cfg).await?;
+    let shutdown = tokio_util::sync::CancellationToken::new();
+    ibp_service::signals::spawn_cancel_on_signals(shutdown.clone())
+        .context("install the SIGTERM/SIGINT handlers")?;
+    lbone::server::run(listener, cfg, shutdown).await
 }
 
 fn init(dir: &std::path::Path, force: bool) -> anyhow::Result<()> {

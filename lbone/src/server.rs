@@ -1,5 +1,7 @@
-//! `lbone serve`: loads the configuration's files, opens the database,
-//! starts the poller and serves the API until SIGTERM/SIGINT.
+//! `lbone serve` as a library call: [`bind`], then [`run`] loads the
+//! configuration's files, opens the database, starts the poller and serves
+//! the API until `shutdown` is cancelled (the binary cancels it on
+//! SIGTERM/SIGINT through `ibp_service::signals`).
 
 use std::io::Write as _;
 use std::sync::Arc;
@@ -40,8 +42,20 @@ fn warn_without_client_auth(chain: &[rustls_pki_types::CertificateDer<'_>]) {
     }
 }
 
-/// Serves until SIGTERM/SIGINT.
-pub async fn serve(cfg: Config) -> anyhow::Result<()> {
+/// Binds the configuration's `listen` address (port 0: any free port).
+pub async fn bind(cfg: &Config) -> anyhow::Result<TcpListener> {
+    TcpListener::bind(&cfg.listen)
+        .await
+        .with_context(|| format!("listen on {}", cfg.listen))
+}
+
+/// Serves on `listener` until `shutdown` is cancelled; says `listening on
+/// ADDR:PORT` on stdout once ready.
+pub async fn run(
+    listener: TcpListener,
+    cfg: Config,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
     let trust = TrustStore::load(&cfg.trust_dir)
         .with_context(|| format!("load trust directory {}", cfg.trust_dir.display()))?;
     if trust.ca_certificates().is_empty() {
@@ -92,9 +106,6 @@ pub async fn serve(cfg: Config) -> anyhow::Result<()> {
         poll_now: poller.waker(),
     });
 
-    let listener = TcpListener::bind(&cfg.listen)
-        .await
-        .with_context(|| format!("listen on {}", cfg.listen))?;
     let addr = listener.local_addr().context("read the bound address")?;
     {
         let mut out = std::io::stdout().lock();
@@ -103,8 +114,6 @@ pub async fn serve(cfg: Config) -> anyhow::Result<()> {
     }
     tracing::info!(%addr, grant_key = %public.trim(), poll_interval = ?cfg.poll_interval.0, "L-Bone serving HTTPS");
 
-    let shutdown = CancellationToken::new();
-    tokio::spawn(ibp_https::cancel_on_signals(shutdown.clone()));
     let polling = tokio::spawn(poller.run(shutdown.clone()));
     let opts = ibp_https::ServeOptions {
         max_connections: cfg.max_connections,

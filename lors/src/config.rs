@@ -21,7 +21,7 @@ use serde::Deserialize;
 use toml::Spanned;
 
 use crate::credentials::{default_proxy_path, Error};
-use crate::depots::{self, Near, Reliability};
+use crate::depots::{Near, Reliability};
 
 /// Environment variable naming another configuration file.
 pub const CONFIG_ENV: &str = "LORS_CONFIG";
@@ -87,18 +87,20 @@ impl std::fmt::Display for Ec {
     }
 }
 
-/// A block size: bytes or with a unit (`4MiB`), 1 byte to 64 GiB.
+/// A block size: bytes or with a unit (`4MiB`, `5M`; docs/units.md), 1
+/// byte to 64 GiB.
 pub fn parse_block_size(s: &str) -> Result<u64, String> {
-    let n = depots::parse_size(s)?;
+    let n = ibp_service::units::parse_size(s)?;
     if n == 0 || n > MAX_BLOCK_SIZE {
         return Err(format!("bad block size {s:?}: must be 1 byte to 64GiB"));
     }
     Ok(n)
 }
 
-/// A duration in seconds (`3600`, `90m`, `7d`, `1d12h`), not zero.
+/// A duration in whole seconds (`3600`, `90m`, `7d`, `1d12h`; docs/units.md),
+/// not zero.
 pub fn parse_duration(s: &str) -> Result<u64, String> {
-    match depots::parse_duration(s)? {
+    match ibp_service::units::parse_seconds(s)? {
         0 => Err(format!("bad duration {s:?}: must be longer than 0")),
         n => Ok(n),
     }

@@ -156,12 +156,8 @@ impl std::fmt::Debug for Secret {
 
 impl Drop for Secret {
     fn drop(&mut self) {
-        // SAFETY: only NUL bytes are written, which keeps the string valid UTF-8.
-        let bytes = unsafe { self.0.as_bytes_mut() };
-        for b in bytes {
-            // SAFETY: `b` is a valid, exclusive reference to a byte.
-            unsafe { std::ptr::write_volatile(b, 0) };
-        }
+        // The whole buffer (capacity too), with writes the compiler keeps.
+        zeroize::Zeroize::zeroize(&mut self.0);
     }
 }
 

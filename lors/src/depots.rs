@@ -175,69 +175,9 @@ pub async fn query(
         .map(|o| o.depots)
 }
 
-/// Parses a size: bytes, or with `K`/`M`/`G`/`T` (powers of 1000, optional
-/// `B`) or `KiB`/`MiB`/`GiB`/`TiB` (powers of 1024).
-pub fn parse_size(s: &str) -> Result<u64, String> {
-    let t = s.trim();
-    let digits = t.bytes().take_while(u8::is_ascii_digit).count();
-    if digits == 0 {
-        return Err(format!("bad size {s:?}: expected a number, e.g. 10GiB"));
-    }
-    let n: u64 = t[..digits]
-        .parse()
-        .map_err(|_| format!("bad size {s:?}: number too large"))?;
-    let mult: u64 = match t[digits..].trim().to_ascii_lowercase().as_str() {
-        "" | "b" => 1,
-        "k" | "kb" => 1_000,
-        "m" | "mb" => 1_000_000,
-        "g" | "gb" => 1_000_000_000,
-        "t" | "tb" => 1_000_000_000_000,
-        "kib" => 1 << 10,
-        "mib" => 1 << 20,
-        "gib" => 1 << 30,
-        "tib" => 1 << 40,
-        u => return Err(format!("bad size {s:?}: unknown unit {u:?}")),
-    };
-    n.checked_mul(mult)
-        .ok_or_else(|| format!("size {s:?} is too large"))
-}
-
-/// Parses a duration in seconds: a number, or numbers with `s`, `m`, `h`,
-/// `d`, `w` (e.g. `90m`, `1d12h`).
-pub fn parse_duration(s: &str) -> Result<u64, String> {
-    let t = s.trim();
-    if let Ok(n) = t.parse::<u64>() {
-        return Ok(n);
-    }
-    let mut total: u64 = 0;
-    let mut rest = t;
-    if rest.is_empty() {
-        return Err("empty duration".into());
-    }
-    while !rest.is_empty() {
-        let digits = rest.bytes().take_while(u8::is_ascii_digit).count();
-        if digits == 0 || digits == rest.len() {
-            return Err(format!("bad duration {s:?}: expected e.g. 3600, 90m or 1d"));
-        }
-        let n: u64 = rest[..digits]
-            .parse()
-            .map_err(|_| format!("bad duration {s:?}: number too large"))?;
-        let unit: u64 = match rest.as_bytes()[digits] {
-            b's' => 1,
-            b'm' => 60,
-            b'h' => 3_600,
-            b'd' => 86_400,
-            b'w' => 604_800,
-            _ => return Err(format!("bad duration {s:?}: unknown unit")),
-        };
-        rest = &rest[digits + 1..];
-        total = n
-            .checked_mul(unit)
-            .and_then(|v| total.checked_add(v))
-            .ok_or_else(|| format!("duration {s:?} is too long"))?;
-    }
-    Ok(total)
-}
+/// Sizes and durations (in whole seconds) in the stack's one grammar
+/// (docs/units.md): `5M` is 5 MiB as in LoRS, `1d12h` is 129,600 s.
+pub use ibp_service::units::{parse_seconds as parse_duration, parse_size};
 
 #[cfg(test)]
 mod tests {

@@ -18,6 +18,8 @@
 //!
 //! See `docs/lors-credentials.md` and `docs/lors.md` for the user guide.
 
+#![forbid(unsafe_code)]
+
 pub mod alias;
 pub mod config;
 pub mod credentials;

@@ -601,9 +601,9 @@ fn blocks<'a>(data: &'a [u8], bs: u64, what: &str) -> Result<std::slice::Chunks<
 
 fn md5_hex(block: &[u8]) -> [u8; 32] {
     const HEX: &[u8; 16] = b"0123456789abcdef";
-    let digest = md5::compute(block);
+    let digest = <md5::Md5 as md5::Digest>::digest(block);
     let mut out = [0u8; 32];
-    for (i, b) in digest.0.iter().enumerate() {
+    for (i, b) in digest.iter().enumerate() {
         out[2 * i] = HEX[(b >> 4) as usize];
         out[2 * i + 1] = HEX[(b & 15) as usize];
     }

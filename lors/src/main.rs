@@ -6,7 +6,7 @@ mod cli_files;
 mod cli_keys;
 mod cli_transfer;
 
-use std::io::{BufRead, Read, Write};
+use std::io::{BufRead, Read};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -38,6 +38,11 @@ const MAX_PASSWORD: u64 = 4096;
                   The proxy is $X509_USER_PROXY, else /tmp/x509up_u<uid>."
 )]
 struct Cli {
+    /// Show more on standard error: -v what is going on (info), -vv
+    /// debug, -vvv trace. Warnings (failovers, retries) show without it.
+    /// RUST_LOG, when set, decides instead.
+    #[arg(short, long, action = clap::ArgAction::Count, global = true)]
+    verbose: u8,
     #[command(subcommand)]
     command: Command,
 }
@@ -305,52 +310,24 @@ fn password_from_stdin() -> Result<Secret, Error> {
     Ok(secret)
 }
 
-/// Restores the terminal settings when dropped.
-struct EchoOff(libc::termios);
-
-impl Drop for EchoOff {
-    fn drop(&mut self) {
-        // SAFETY: restores settings read by tcgetattr on the same descriptor.
-        unsafe {
-            libc::tcsetattr(libc::STDIN_FILENO, libc::TCSANOW, &self.0);
-        }
-    }
-}
-
 fn password_from_terminal(prompt: &str) -> Result<Secret, Error> {
-    // SAFETY: isatty has no preconditions.
-    if unsafe { libc::isatty(libc::STDIN_FILENO) } != 1 {
+    use std::io::IsTerminal;
+    if !std::io::stdin().is_terminal() {
         return Err(Error::Usage(
             "no password given and standard input is not a terminal: \
              use --password-stdin or --token-file"
                 .into(),
         ));
     }
-    // SAFETY: termios is plain data; tcgetattr fills it in.
-    let mut term: libc::termios = unsafe { std::mem::zeroed() };
-    // SAFETY: a valid descriptor and a valid pointer.
-    if unsafe { libc::tcgetattr(libc::STDIN_FILENO, &mut term) } != 0 {
-        return Err(Error::Local(format!(
-            "cannot read terminal settings: {}",
-            std::io::Error::last_os_error()
-        )));
+    // rpassword turns echo off on the terminal (and restores it), prompts
+    // on it and reads one line.
+    let line = rpassword::prompt_password(prompt)
+        .map_err(|e| Error::Local(format!("cannot read the password from the terminal: {e}")))?;
+    let secret = Secret::new(line);
+    if secret.expose().len() as u64 > MAX_PASSWORD {
+        return Err(Error::Usage("password too long".into()));
     }
-    let guard = EchoOff(term);
-    let mut quiet = term;
-    quiet.c_lflag &= !libc::ECHO;
-    quiet.c_lflag |= libc::ECHONL;
-    eprint!("{prompt}");
-    let _ = std::io::stderr().flush();
-    // SAFETY: a valid descriptor and a valid pointer.
-    if unsafe { libc::tcsetattr(libc::STDIN_FILENO, libc::TCSANOW, &quiet) } != 0 {
-        return Err(Error::Local(format!(
-            "cannot turn off echo: {}",
-            std::io::Error::last_os_error()
-        )));
-    }
-    let secret = password_from_stdin();
-    drop(guard);
-    secret
+    Ok(secret)
 }
 
 fn token_from_file(path: &PathBuf) -> Result<Secret, Error> {
@@ -423,26 +400,7 @@ fn finish(p: &NewProxy, source: &TrustSource, trust: &TrustStore) -> Result<(), 
 
 /// The name of the current user in the password database.
 fn login_name() -> Option<String> {
-    // SAFETY: passwd is plain data; getpwuid_r fills it and `buf`.
-    let mut pw: libc::passwd = unsafe { std::mem::zeroed() };
-    let mut result: *mut libc::passwd = std::ptr::null_mut();
-    let mut buf = vec![0 as libc::c_char; 16 * 1024];
-    // SAFETY: every pointer is valid for the sizes given.
-    let rc = unsafe {
-        libc::getpwuid_r(
-            libc::getuid(),
-            &mut pw,
-            buf.as_mut_ptr(),
-            buf.len(),
-            &mut result,
-        )
-    };
-    if rc != 0 || result.is_null() || pw.pw_name.is_null() {
-        return None;
-    }
-    // SAFETY: pw_name points to a NUL-terminated string inside `buf`.
-    let name = unsafe { std::ffi::CStr::from_ptr(pw.pw_name) };
-    name.to_str().ok().map(str::to_owned)
+    whoami::fallible::username().ok().filter(|u| !u.is_empty())
 }
 
 fn login(args: LoginArgs) -> Result<u8, Error> {
@@ -618,6 +576,9 @@ fn main() -> ExitCode {
         libc::signal(libc::SIGPIPE, libc::SIG_DFL);
     }
     let cli = Cli::parse();
+    // Log lines go to standard error only: standard output carries what
+    // scripts parse.
+    ibp_service::logging::init_cli(cli.verbose);
     let result = match cli.command {
         Command::Login(a) => login(a),
         Command::ProxyInit(a) => proxy_init(a),

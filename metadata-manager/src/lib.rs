@@ -11,6 +11,8 @@
 //!
 //! See docs/metadata-manager.md.
 
+#![forbid(unsafe_code)]
+
 pub mod acl;
 pub mod api;
 pub mod config;

@@ -4,6 +4,7 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+use anyhow::Context;
 use clap::{Parser, Subcommand};
 use metadata_manager::config::Config;
 
@@ -38,6 +39,15 @@ enum Cmd {
     },
 }
 
+/// The server's `run` on its listener until SIGTERM/SIGINT.
+async fn serve(cfg: Config) -> anyhow::Result<()> {
+    let listener = metadata_manager::server::bind(&cfg).await?;
+    let shutdown = tokio_util::sync::CancellationToken::new();
+    ibp_service::signals::spawn_cancel_on_signals(shutdown.clone())
+        .context("install the SIGTERM/SIGINT handlers")?;
+    metadata_manager::server::run(listener, cfg, shutdown).await
+}
+
 fn main() -> ExitCode {
     // Large puts parse and encode exNodes of megabytes on several threads;
     // with glibc's default of up to 8 malloc arenas per core, memory freed
@@ -51,13 +61,7 @@ fn main() -> ExitCode {
     unsafe {
         libc::mallopt(libc::M_ARENA_MAX, 2);
     }
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .with_writer(std::io::stderr)
-        .init();
+    ibp_service::logging::init_daemon("info");
     let cli = Cli::parse();
     let result = match cli.command {
         Cmd::Serve { config } => Config::load(&config).and_then(|cfg| {
@@ -65,7 +69,7 @@ fn main() -> ExitCode {
                 .enable_all()
                 .build()
                 .map_err(anyhow::Error::from)
-                .and_then(|rt| rt.block_on(metadata_manager::server::serve(cfg)))
+                .and_then(|rt| rt.block_on(serve(cfg)))
         }),
         Cmd::Init { dir, force } => metadata_manager::init::init(&dir, force).map(|out| {
             println!(

@@ -1,5 +1,7 @@
-//! `metadata-manager serve`: loads the configuration's files, opens the
-//! database and serves the API until SIGTERM/SIGINT.
+//! `metadata-manager serve` as a library call: [`bind`], then [`run`]
+//! loads the configuration's files, opens the database and serves the API
+//! until `shutdown` is cancelled (the binary cancels it on SIGTERM/SIGINT
+//! through `ibp_service::signals`).
 
 use std::io::Write as _;
 use std::sync::{Arc, Mutex};
@@ -15,8 +17,20 @@ use crate::api::{router, App};
 use crate::config::Config;
 use crate::store::{redact, Store};
 
-/// Serves until SIGTERM/SIGINT.
-pub async fn serve(cfg: Config) -> anyhow::Result<()> {
+/// Binds the configuration's `listen` address (port 0: any free port).
+pub async fn bind(cfg: &Config) -> anyhow::Result<TcpListener> {
+    TcpListener::bind(&cfg.listen)
+        .await
+        .with_context(|| format!("listen on {}", cfg.listen))
+}
+
+/// Serves on `listener` until `shutdown` is cancelled; says `listening on
+/// ADDR:PORT` on stdout once ready.
+pub async fn run(
+    listener: TcpListener,
+    cfg: Config,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
     let trust = TrustStore::load(&cfg.trust_dir)
         .with_context(|| format!("load trust directory {}", cfg.trust_dir.display()))?;
     if trust.ca_certificates().is_empty() {
@@ -50,9 +64,6 @@ pub async fn serve(cfg: Config) -> anyhow::Result<()> {
         bodies: crate::api::BodyBudget::new(cfg.max_buffered_bodies, cfg.buffered_body_wait),
     });
 
-    let listener = TcpListener::bind(&cfg.listen)
-        .await
-        .with_context(|| format!("listen on {}", cfg.listen))?;
     let addr = listener.local_addr().context("read the bound address")?;
     {
         let mut out = std::io::stdout().lock();
@@ -61,8 +72,6 @@ pub async fn serve(cfg: Config) -> anyhow::Result<()> {
     }
     tracing::info!(%addr, ticket_key = %public.trim(), ticket_lifetime = ?cfg.ticket_lifetime, max_exnode = cfg.max_exnode, max_buffered_bodies = cfg.max_buffered_bodies, limits = ?cfg.limits(), "metadata manager serving HTTPS");
 
-    let shutdown = CancellationToken::new();
-    tokio::spawn(ibp_https::cancel_on_signals(shutdown.clone()));
     let opts = ibp_https::ServeOptions {
         max_connections: cfg.max_connections,
         max_connections_per_address: cfg.max_connections_per_address,

@@ -2,81 +2,13 @@
 //! a typo cannot silently disable a setting. Relative paths are relative to
 //! the directory that holds the configuration file.
 
-use std::path::{Path, PathBuf};
-use std::time::Duration;
-
 use anyhow::{bail, Context};
 use serde::Deserialize;
+use std::path::{Path, PathBuf};
 
-/// A length of time: an integer number of seconds, or a string of numbers
-/// with units `s`, `m`, `h`, `d` (e.g. `"12h"`, `"1h30m"`, `"90s"`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Secs(pub u64);
-
-impl Secs {
-    pub fn duration(self) -> Duration {
-        Duration::from_secs(self.0)
-    }
-
-    pub fn as_i64(self) -> i64 {
-        i64::try_from(self.0).unwrap_or(i64::MAX)
-    }
-}
-
-/// Parses `"12h"`, `"1h30m"`, `"90"` (seconds).
-pub fn parse_duration(s: &str) -> Result<u64, String> {
-    let s = s.trim();
-    if s.is_empty() {
-        return Err("empty duration".into());
-    }
-    if let Ok(n) = s.parse::<u64>() {
-        return Ok(n);
-    }
-    let mut total: u64 = 0;
-    let mut num = String::new();
-    for c in s.chars() {
-        if c.is_ascii_digit() {
-            num.push(c);
-            continue;
-        }
-        let unit = match c {
-            's' => 1,
-            'm' => 60,
-            'h' => 3600,
-            'd' => 86_400,
-            _ => return Err(format!("bad duration {s:?}: unknown unit {c:?}")),
-        };
-        let n: u64 = num
-            .parse()
-            .map_err(|_| format!("bad duration {s:?}: a unit without a number"))?;
-        num.clear();
-        total = n
-            .checked_mul(unit)
-            .and_then(|v| total.checked_add(v))
-            .ok_or_else(|| format!("duration {s:?} is too long"))?;
-    }
-    if !num.is_empty() {
-        return Err(format!("bad duration {s:?}: a number without a unit"));
-    }
-    Ok(total)
-}
-
-impl<'de> Deserialize<'de> for Secs {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Secs, D::Error> {
-        #[derive(Deserialize)]
-        #[serde(untagged)]
-        enum Raw {
-            Int(u64),
-            Text(String),
-        }
-        match Raw::deserialize(d)? {
-            Raw::Int(n) => Ok(Secs(n)),
-            Raw::Text(s) => parse_duration(&s)
-                .map(Secs)
-                .map_err(serde::de::Error::custom),
-        }
-    }
-}
+/// A length of time in whole seconds: an integer, or a string in the
+/// stack's duration grammar (`"12h"`, `"1h30m"`, `"90s"`; docs/units.md).
+pub use ibp_service::units::Seconds as Secs;
 
 fn twelve_hours() -> Secs {
     Secs(12 * 3600)
@@ -469,15 +401,16 @@ mod tests {
 
     #[test]
     fn durations() {
-        assert_eq!(parse_duration("90"), Ok(90));
-        assert_eq!(parse_duration("12h"), Ok(43_200));
-        assert_eq!(parse_duration("1h30m"), Ok(5_400));
-        assert_eq!(parse_duration("2d"), Ok(172_800));
-        assert!(parse_duration("h").is_err());
-        assert!(parse_duration("12").is_ok());
-        assert!(parse_duration("12x").is_err());
-        assert!(parse_duration("1h3").is_err());
-        assert!(parse_duration("").is_err());
+        let d = |s: &str| s.parse::<Secs>().map(|v| v.0);
+        assert_eq!(d("90"), Ok(90));
+        assert_eq!(d("12h"), Ok(43_200));
+        assert_eq!(d("1h30m"), Ok(5_400));
+        assert_eq!(d("2d"), Ok(172_800));
+        assert!(d("h").is_err());
+        assert!(d("12").is_ok());
+        assert!(d("12x").is_err());
+        assert!(d("1h3").is_err());
+        assert!(d("").is_err());
     }
 
     #[test]

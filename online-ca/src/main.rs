@@ -1,26 +1,14 @@
-//! The online CA: federated login (RADIUS, OIDC, local users) to
-//! short-lived certificates with signed VO attributes, attributes for
-//! existing certificates over mutual TLS, and VO membership administration.
-//!
-//! See `docs/online-ca.md`.
+//! `online-ca`: the command line of the online CA (`init`, `serve`,
+//! `admin`) over the `online_ca` library. See `docs/online-ca.md`.
 
-mod admin;
-mod api;
-mod ca;
-mod config;
-mod init;
-mod local;
-mod md5;
-mod oidc;
-mod radius_auth;
-mod ratelimit;
-mod server;
-mod store;
+#![forbid(unsafe_code)]
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+use anyhow::Context;
 use clap::{Parser, Subcommand};
+use online_ca::{admin, config, init, server};
 
 #[derive(Debug, Parser)]
 #[command(name = "online-ca", version, about)]
@@ -71,13 +59,7 @@ enum Cmd {
 }
 
 fn main() -> ExitCode {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .with_writer(std::io::stderr)
-        .init();
+    ibp_service::logging::init_daemon("info");
     let cli = Cli::parse();
     let rt = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -126,7 +108,11 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Cmd::Serve { config } => {
             let cfg = config::Config::load(&config)?;
-            server::serve(cfg).await
+            let listener = server::bind(&cfg).await?;
+            let shutdown = tokio_util::sync::CancellationToken::new();
+            ibp_service::signals::spawn_cancel_on_signals(shutdown.clone())
+                .context("install the SIGTERM/SIGINT handlers")?;
+            server::run(listener, cfg, shutdown).await
         }
         Cmd::Admin { config, cmd } => admin::run(&config, cmd).await,
     }

@@ -1,4 +1,6 @@
-//! HTTPS serving: rustls (TLS 1.3, client certificates optional and
+//! `online-ca serve` as a library call: [`bind`], then [`run`] until
+//! `shutdown` is cancelled (the binary cancels it on SIGTERM/SIGINT
+//! through `ibp_service::signals`). HTTPS serving: rustls (TLS 1.3, client certificates optional and
 //! verified by `ibp_auth::tls::ProxyClientVerifier`) through `ibp-https`,
 //! which gives handlers the verified peer chain and the remote address as
 //! request extensions.
@@ -21,8 +23,21 @@ use crate::radius_auth::RadiusAuth;
 use crate::ratelimit::RateLimiter;
 use crate::store::Store;
 
-/// Builds everything from the configuration and serves until SIGTERM/SIGINT.
-pub async fn serve(cfg: Config) -> anyhow::Result<()> {
+/// Binds the configuration's `listen` address (port 0: any free port).
+pub async fn bind(cfg: &Config) -> anyhow::Result<TcpListener> {
+    TcpListener::bind(&cfg.listen)
+        .await
+        .with_context(|| format!("listen on {}", cfg.listen))
+}
+
+/// Builds everything from the configuration and serves on `listener` until
+/// `shutdown` is cancelled; says `listening on ADDR:PORT` on stdout once
+/// ready.
+pub async fn run(
+    listener: TcpListener,
+    cfg: Config,
+    shutdown: tokio_util::sync::CancellationToken,
+) -> anyhow::Result<()> {
     let ca = Ca::load(&cfg.dir, &cfg.org)?;
     let trust_dir = cfg.trust_dir();
     let trust = TrustStore::load(&trust_dir)
@@ -72,7 +87,6 @@ pub async fn serve(cfg: Config) -> anyhow::Result<()> {
         body_min_rate: cfg.body_min_rate,
         ..ibp_https::server::ServeOptions::default()
     };
-    let listen = cfg.listen.clone();
     let app = Arc::new(App {
         cfg,
         ca,
@@ -85,9 +99,6 @@ pub async fn serve(cfg: Config) -> anyhow::Result<()> {
     });
     let router = router(app.clone());
 
-    let listener = TcpListener::bind(&listen)
-        .await
-        .with_context(|| format!("listen on {listen}"))?;
     let addr = listener.local_addr()?;
     {
         let mut out = std::io::stdout().lock();
@@ -96,8 +107,6 @@ pub async fn serve(cfg: Config) -> anyhow::Result<()> {
     }
     tracing::info!(%addr, "serving HTTPS");
 
-    let shutdown = tokio_util::sync::CancellationToken::new();
-    tokio::spawn(ibp_https::cancel_on_signals(shutdown.clone()));
     ibp_https::server::serve_with(listener, Arc::new(tls), router, shutdown, opts).await;
     tracing::info!("online CA stopped");
     Ok(())

@@ -29,9 +29,8 @@
 //!   certificate (`kind = attributes`). `id` starts with the issue time in
 //!   microseconds, so records sort in issue order.
 
-use anyhow::{anyhow, bail, Context};
+use anyhow::{anyhow, bail};
 use serde::Serialize;
-use sqlx::any::AnyPoolOptions;
 use sqlx::{AnyPool, Row};
 
 /// Migrations, applied in order; never edit one that has shipped.
@@ -174,137 +173,33 @@ fn now() -> i64 {
     ibp_auth::unix_now()
 }
 
-/// For SQLite, make sure a missing database file is created.
-fn with_create(url: &str) -> String {
-    if url.starts_with("sqlite:") && !url.contains("mode=") && !url.contains(":memory:") {
-        let sep = if url.contains('?') { '&' } else { '?' };
-        format!("{url}{sep}mode=rwc")
-    } else {
-        url.to_string()
-    }
-}
-
-/// The file of a `sqlite:` URL (`sqlite://PATH`, `sqlite:PATH`, query
-/// ignored), or `None` for an in-memory database.
-fn sqlite_path(url: &str) -> Option<std::path::PathBuf> {
-    let rest = url
-        .strip_prefix("sqlite://")
-        .or_else(|| url.strip_prefix("sqlite:"))?;
-    let path = rest.split('?').next().unwrap_or("");
-    if path.is_empty() || path == ":memory:" {
-        None
-    } else {
-        Some(std::path::PathBuf::from(path))
-    }
-}
-
-/// The database holds every membership and the audit log: it is created
-/// readable by its owner only (its directory too, when missing), whatever
-/// the umask, and an existing one that group or others may read is refused,
-/// naming the file, its mode and `chmod 600`.
-fn secure_database_file(path: &std::path::Path) -> anyhow::Result<()> {
-    use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
-    match std::fs::File::open(path) {
-        Ok(f) => {
-            let mode = f
-                .metadata()
-                .with_context(|| format!("read the mode of {}", path.display()))?
-                .permissions()
-                .mode()
-                & 0o777;
-            if mode & 0o077 != 0 {
-                bail!(
-                    "database {p} has mode {mode:03o}; it must be readable by its owner only (chmod 600 {p})",
-                    p = path.display()
-                );
-            }
-            Ok(())
-        }
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
-                if !parent.exists() {
-                    std::fs::DirBuilder::new()
-                        .recursive(true)
-                        .mode(0o700)
-                        .create(parent)
-                        .with_context(|| format!("create {}", parent.display()))?;
-                }
-            }
-            let f = std::fs::OpenOptions::new()
-                .write(true)
-                .create_new(true)
-                .mode(0o600)
-                .open(path)
-                .with_context(|| format!("create database {}", path.display()))?;
-            // The umask may only remove bits; make sure of 0600 anyway.
-            f.set_permissions(std::fs::Permissions::from_mode(0o600))
-                .with_context(|| format!("set the mode of {}", path.display()))?;
-            Ok(())
-        }
-        Err(e) => Err(anyhow!("open database {}: {e}", path.display())),
-    }
-}
+/// The key of the PostgreSQL advisory lock taken while migrating (unused
+/// on SQLite, the only backend supported for now).
+const MIGRATION_LOCK: i64 = 0x0CA_0001;
 
 impl Store {
-    /// Connects and applies pending migrations. A SQLite file is created
-    /// mode 0600 when missing and refused when others may read it.
+    /// Connects through `ibp_service::db` and applies pending migrations.
+    /// A SQLite file is created mode 0600 when missing (its directory
+    /// 0700) and refused when others may read it.
     pub async fn open(url: &str) -> anyhow::Result<Store> {
-        sqlx::any::install_default_drivers();
         if !url.starts_with("sqlite:") {
             bail!("database {url:?}: only sqlite:// URLs are supported for now");
-        }
-        if let Some(path) = sqlite_path(url) {
-            secure_database_file(&path)?;
         }
         // One connection: SQLite has one writer anyway, and a transaction
         // dropped on an error path is rolled back before the connection
         // serves anyone else (with several, the next statement could meet
         // the lock of a rollback still in flight: "database is locked").
-        let pool = AnyPoolOptions::new()
-            .max_connections(1)
-            .connect(&with_create(url))
-            .await
-            .with_context(|| format!("open database {url}"))?;
-        let store = Store { pool };
-        store.migrate().await?;
-        Ok(store)
-    }
-
-    async fn migrate(&self) -> anyhow::Result<()> {
-        sqlx::query(
-            "CREATE TABLE IF NOT EXISTS schema_migrations (
-                version BIGINT PRIMARY KEY,
-                applied_at BIGINT NOT NULL)",
-        )
-        .execute(&self.pool)
-        .await
-        .context("create schema_migrations")?;
-        for (i, steps) in MIGRATIONS.iter().enumerate() {
-            let version = i as i64 + 1;
-            let mut tx = self.pool.begin().await?;
-            let done = sqlx::query("SELECT version FROM schema_migrations WHERE version = $1")
-                .bind(version)
-                .fetch_optional(&mut *tx)
-                .await?
-                .is_some();
-            if done {
-                continue;
-            }
-            for sql in *steps {
-                sqlx::query(sql)
-                    .execute(&mut *tx)
-                    .await
-                    .with_context(|| format!("migration {version}"))?;
-            }
-            sqlx::query("INSERT INTO schema_migrations (version, applied_at) VALUES ($1, $2)")
-                .bind(version)
-                .bind(now())
-                .execute(&mut *tx)
-                .await?;
-            tx.commit().await?;
-            tracing::info!(version, "applied database migration");
-        }
-        Ok(())
+        let (pool, backend) = match ibp_service::db::connect(url, 1).await {
+            Ok(p) => p,
+            // The database holds every membership and the audit log.
+            Err(ibp_service::Error::Exposed { path, mode }) => bail!(
+                "database {p} has mode {mode:03o}; it must be readable by its owner only (chmod 600 {p})",
+                p = path.display()
+            ),
+            Err(e) => return Err(e.into()),
+        };
+        ibp_service::db::migrate(&pool, backend, MIGRATIONS, MIGRATION_LOCK).await?;
+        Ok(Store { pool })
     }
 
     /// The VO ID and groups of `identity` in `vo`, if it is a member.

@@ -9,6 +9,9 @@
 //! that LoRS exNodes import and unencrypted exNodes we write stay readable by
 //! the LoRS tools. The crate does no I/O. See docs/exnode.md.
 
+// No I/O and no unsafe code: both are promises of this crate.
+#![forbid(unsafe_code)]
+
 pub mod model;
 pub mod xml;
 

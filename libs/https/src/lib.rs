@@ -18,6 +18,8 @@
 //! [`PeerChain`] into an `ibp_auth::Identity` with
 //! `ibp_auth::tls::peer_identity` in its [`Authenticate`] implementation.
 
+#![forbid(unsafe_code)]
+
 pub mod api_error;
 pub mod caller;
 pub mod client;
@@ -28,4 +30,4 @@ pub use caller::{Authenticate, Authenticated};
 
 pub use client::{BaseUrl, Client, HttpError, Response};
 pub use hyper::Method;
-pub use server::{cancel_on_signals, serve, serve_with, PeerChain, RemoteAddr, ServeOptions};
+pub use server::{serve, serve_with, PeerChain, RemoteAddr, ServeOptions};

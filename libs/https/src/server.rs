@@ -441,25 +441,3 @@ impl hyper::body::Body for TimedBody {
         self.inner.size_hint()
     }
 }
-
-/// Cancels `token` on SIGTERM or SIGINT (returns early if the token is
-/// cancelled otherwise). Spawn it beside [`serve_with`].
-pub async fn cancel_on_signals(token: CancellationToken) {
-    use tokio::signal::unix::{signal, SignalKind};
-    let (mut term, mut int) = match (
-        signal(SignalKind::terminate()),
-        signal(SignalKind::interrupt()),
-    ) {
-        (Ok(t), Ok(i)) => (t, i),
-        (Err(e), _) | (_, Err(e)) => {
-            tracing::warn!(error = %e, "cannot watch SIGTERM/SIGINT");
-            return;
-        }
-    };
-    tokio::select! {
-        _ = term.recv() => tracing::info!("SIGTERM: shutting down"),
-        _ = int.recv() => tracing::info!("SIGINT: shutting down"),
-        _ = token.cancelled() => return,
-    }
-    token.cancel();
-}

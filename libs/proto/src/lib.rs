@@ -5,6 +5,9 @@
 //! line; the caller reads the line (at most [`MAX_LINE`] bytes) and any payload.
 //! See `docs/protocol.md` for the specification and its version history.
 
+// No I/O and no unsafe code: both are promises of this crate.
+#![forbid(unsafe_code)]
+
 mod cap;
 mod error;
 mod reply;

@@ -1,0 +1,212 @@
+//! `ibp-depot serve` as a library call: [`Listeners::bind`] the ports of a
+//! configuration, then [`run`] the depot on them until `shutdown` is
+//! cancelled. The binary's `main` is `Config::load`, `Listeners::bind`,
+//! `ibp_service::signals`, `run`; tests and grids can call the same.
+
+use std::io::Write as _;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::{Config, SyncMode};
+use crate::{metrics, server, Depot};
+
+/// The bound ports of a configuration: the legacy port (unless `legacy =
+/// false`), the TLS port and the data port (when configured).
+pub struct Listeners {
+    pub legacy: Option<TcpListener>,
+    pub tls: Option<TcpListener>,
+    pub data: Option<TcpListener>,
+}
+
+impl Listeners {
+    /// Binds every port `cfg` names.
+    pub async fn bind(cfg: &Config) -> anyhow::Result<Listeners> {
+        let legacy = if cfg.legacy {
+            Some(
+                TcpListener::bind(cfg.listen)
+                    .await
+                    .with_context(|| format!("bind {}", cfg.listen))?,
+            )
+        } else {
+            None
+        };
+        let tls = match cfg.tls_listen {
+            Some(addr) => Some(
+                TcpListener::bind(addr)
+                    .await
+                    .with_context(|| format!("bind TLS address {addr}"))?,
+            ),
+            None => None,
+        };
+        let data = match cfg.data_listen {
+            Some(addr) => Some(
+                TcpListener::bind(addr)
+                    .await
+                    .with_context(|| format!("bind data address {addr}"))?,
+            ),
+            None => None,
+        };
+        Ok(Listeners { legacy, tls, data })
+    }
+}
+
+fn local(l: &Option<TcpListener>, what: &str) -> anyhow::Result<Option<SocketAddr>> {
+    l.as_ref()
+        .map(|l| l.local_addr())
+        .transpose()
+        .with_context(|| format!("read the bound {what}address"))
+}
+
+/// Opens the depot of `cfg` (its resources, journals and secure-port
+/// policy), says `listening on ADDR:PORT` (then `tls listening on`, `data
+/// listening on`, `metrics on` as configured) on stdout, and serves until
+/// `shutdown` is cancelled; then finishes in-flight requests (at most
+/// `shutdown_grace`) and syncs the journals.
+pub async fn run(
+    listeners: Listeners,
+    cfg: Config,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
+    let legacy_bound = local(&listeners.legacy, "")?;
+    let tls_bound = local(&listeners.tls, "TLS ")?;
+    let data_bound = local(&listeners.data, "data ")?;
+    // Config::apply guarantees at least one of the two.
+    let bound = legacy_bound
+        .or(tls_bound)
+        .context("neither the legacy nor the TLS port is configured")?;
+    let mut depot = Depot::open(&cfg, bound)?;
+    depot.data_port = data_bound.map(|a| a.port());
+    let acceptor = match tls_bound {
+        Some(t) => {
+            let (acceptor, secure) = crate::secure::load(&cfg, &depot.hostname, t.port())?;
+            tracing::info!(grant_name = %secure.grant_name, vos = secure.vos.len(), "secure port configured");
+            depot.secure = Some(secure);
+            Some(acceptor)
+        }
+        None => None,
+    };
+    let depot = Arc::new(depot);
+
+    {
+        let mut out = std::io::stdout().lock();
+        writeln!(out, "listening on {bound}").context("write to stdout")?;
+        if let Some(t) = tls_bound {
+            writeln!(out, "tls listening on {t}").context("write to stdout")?;
+        }
+        if let Some(d) = data_bound {
+            writeln!(out, "data listening on {d}").context("write to stdout")?;
+        }
+        out.flush().context("flush stdout")?;
+    }
+    if let Some(addr) = cfg.metrics_listen {
+        let l = metrics::bind(addr)
+            .await
+            .with_context(|| format!("bind metrics address {addr}"))?;
+        let maddr = l.local_addr().context("read metrics address")?;
+        tracing::info!(%maddr, "metrics endpoint at http://{maddr}/metrics");
+        println!("metrics on {maddr}");
+        let (d, s) = (depot.clone(), shutdown.clone());
+        tokio::spawn(async move {
+            if let Err(e) = metrics::serve(l, d, s).await {
+                tracing::error!(error = %e, "metrics endpoint failed");
+            }
+        });
+    }
+    tracing::info!(%bound, tls = ?tls_bound, hostname = %depot.hostname, resources = depot.resources().len(), sync = ?cfg.sync, "depot serving");
+
+    spawn_reaper(depot.clone(), &cfg, shutdown.clone());
+    if cfg.sync == SyncMode::Batch {
+        spawn_batch_syncer(
+            depot.clone(),
+            Duration::from_millis(cfg.batch_interval_ms.max(1)),
+            shutdown.clone(),
+        );
+    }
+
+    let grace = cfg.shutdown_grace.as_duration();
+    let legacy_port = listeners.legacy.map(|l| {
+        tokio::spawn(server::run(
+            l,
+            depot.clone(),
+            cfg.max_connections,
+            shutdown.clone(),
+            grace,
+        ))
+    });
+    let secure_port = listeners.tls.zip(acceptor).map(|(l, a)| {
+        tokio::spawn(server::run_secure(
+            l,
+            a,
+            depot.clone(),
+            cfg.max_connections,
+            shutdown.clone(),
+            grace,
+        ))
+    });
+    let data_port = listeners.data.map(|l| {
+        tokio::spawn(server::run_data(
+            l,
+            depot.clone(),
+            cfg.max_connections,
+            shutdown.clone(),
+            grace,
+        ))
+    });
+    for task in [legacy_port, secure_port, data_port].into_iter().flatten() {
+        if let Err(e) = task.await {
+            tracing::error!(error = %e, "accept loop failed");
+        }
+    }
+    for r in depot.resources() {
+        if let Err(e) = r.sync_journal().await {
+            tracing::error!(rid = r.rid.0, error = %e, "final journal sync failed");
+        }
+    }
+    tracing::info!("depot stopped");
+    Ok(())
+}
+
+/// Expired allocations to the recycle area, every `reap_interval`.
+fn spawn_reaper(depot: Arc<Depot>, cfg: &Config, shutdown: CancellationToken) {
+    let every = cfg
+        .reap_interval
+        .as_duration()
+        .max(Duration::from_millis(100));
+    let grace = cfg.recycle_grace.as_i64();
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(every);
+        loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                _ = tick.tick() => {}
+            }
+            for r in depot.resources() {
+                let r = r.clone();
+                let _ = tokio::task::spawn_blocking(move || r.reap(grace)).await;
+            }
+        }
+    });
+}
+
+/// With `sync = "batch"`: the journals fsynced every `every`.
+fn spawn_batch_syncer(depot: Arc<Depot>, every: Duration, shutdown: CancellationToken) {
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(every);
+        loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                _ = tick.tick() => {}
+            }
+            for r in depot.resources() {
+                if let Err(e) = r.sync_journal().await {
+                    tracing::error!(rid = r.rid.0, error = %e, "journal sync failed");
+                }
+            }
+        }
+    });
+}

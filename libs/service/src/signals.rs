@@ -1,0 +1,42 @@
+//! Shutdown on SIGTERM and SIGINT, the same in every daemon: the daemon's
+//! `main` calls [`spawn_cancel_on_signals`] and then its crate's
+//! `run(listener, config, shutdown)`, which stops accepting and finishes
+//! in-flight requests when the token is cancelled.
+
+use std::future::Future;
+
+use tokio::signal::unix::{signal, SignalKind};
+use tokio_util::sync::CancellationToken;
+
+/// Starts watching both signals (now, so that a signal sent right after
+/// start is not lost) and returns what cancels `token` on either; it ends
+/// early when the token is cancelled otherwise.
+fn watch(token: CancellationToken) -> std::io::Result<impl Future<Output = ()>> {
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
+    Ok(async move {
+        tokio::select! {
+            _ = term.recv() => tracing::info!("SIGTERM: finishing in-flight requests, then stopping"),
+            _ = int.recv() => tracing::info!("SIGINT: finishing in-flight requests, then stopping"),
+            _ = token.cancelled() => return,
+        }
+        token.cancel();
+    })
+}
+
+/// Cancels `token` on SIGTERM or SIGINT. A daemon calls this before it
+/// serves: an error (the signals cannot be watched) should stop it from
+/// starting, since it could not be stopped gracefully.
+pub fn spawn_cancel_on_signals(token: CancellationToken) -> std::io::Result<()> {
+    tokio::spawn(watch(token)?);
+    Ok(())
+}
+
+/// Cancels `token` on SIGTERM or SIGINT, for callers that spawn it
+/// themselves; if the signals cannot be watched, says so and returns.
+pub async fn cancel_on_signals(token: CancellationToken) {
+    match watch(token) {
+        Ok(f) => f.await,
+        Err(e) => tracing::warn!(error = %e, "cannot watch SIGTERM/SIGINT"),
+    }
+}
