@@ -346,6 +346,33 @@ fn a_full_depot_is_avoided_and_refuses_clearly_while_others_keep_working() {
         "--depot places everything on depot-0: {st}"
     );
     assert_eq!(depot_data_bytes(&g, 0), 4 << 20, "depot-0 is full");
+    // The L-Bone learns it at its next poll: wait for that, so that the
+    // refusal below is the L-Bone's, not a race with the poll.
+    let port: u64 = g.depots[0]
+        .legacy_addr
+        .rsplit(':')
+        .next()
+        .and_then(|p| p.parse().ok())
+        .expect("depot-0's port");
+    let deadline = Instant::now() + LBONE_WAIT;
+    loop {
+        let st = g.lbone_status().expect("L-Bone status");
+        let free = st["vos"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .flat_map(|v| v["depots"].as_array().into_iter().flatten())
+            .find(|d| d["port"].as_u64() == Some(port))
+            .and_then(|d| d["status"]["hard"]["free"].as_u64());
+        if free == Some(0) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the L-Bone still reports {free:?} bytes free on the full depot"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
 
     // Another upload to it alone is refused, saying why, and nothing is
     // registered.
