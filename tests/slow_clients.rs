@@ -1,7 +1,9 @@
 //! Slow clients cannot hold the HTTPS daemons down (issue 14, item 3).
 //!
 //! A real grid (online CA, L-Bone, metadata manager; no depots). At each
-//! daemon at once, an attacker without credentials binds to 127.0.0.2 and
+//! daemon at once, an attacker binds to 127.0.0.2 (without credentials at
+//! the online CA; with a VO member's proxy at the L-Bone and the metadata
+//! manager, which refuse an anonymous request before reading its body) and
 //! opens as many TLS connections as a daemon has slots (and a few more),
 //! then trickles one byte a second on each: a third stop half-way through
 //! the TLS handshake, a third trickle a request header, a third send a
@@ -64,6 +66,12 @@ struct Target {
     /// A request line for the header and body trickles (a route whose
     /// handler reads the body).
     post_path: &'static str,
+    /// The attacker's TLS set-up: anonymous where the route reads its
+    /// body before asking for a credential (the online CA's login); a VO
+    /// member's proxy where an anonymous request is refused before its
+    /// body is read (L-Bone, metadata manager), so that its body trickle
+    /// meets the body deadline rather than a 401.
+    attacker: Arc<rustls::ClientConfig>,
 }
 
 fn tls_config(trust: &TrustStore, cred: Option<&ProxyCredential>) -> Arc<rustls::ClientConfig> {
@@ -276,6 +284,7 @@ async fn one_address_trickling_bytes_cannot_hold_the_https_daemons() {
     let trust = TrustStore::load(&grid.trust_dir).expect("the grid's trust directory");
     let alice = ProxyCredential::load(&grid.proxy("alice")).expect("alice's proxy");
     let anonymous = tls_config(&trust, None);
+    let member = tls_config(&trust, Some(&alice));
     let defaults = ServeOptions::default();
     let per_address = defaults.max_connections_per_address;
     let total = defaults.max_connections + EXTRA;
@@ -285,16 +294,19 @@ async fn one_address_trickling_bytes_cannot_hold_the_https_daemons() {
             name: "online CA",
             addr: socket_addr(&grid.ca_url),
             post_path: "/v1/login",
+            attacker: anonymous.clone(),
         },
         Target {
             name: "L-Bone",
             addr: socket_addr(&grid.lbone_url),
             post_path: "/v1/query",
+            attacker: member.clone(),
         },
         Target {
             name: "metadata manager",
             addr: socket_addr(&grid.mdm_url),
             post_path: "/v1/put",
+            attacker: member.clone(),
         },
     ];
 
@@ -310,7 +322,7 @@ async fn one_address_trickling_bytes_cannot_hold_the_https_daemons() {
                     t.addr,
                     t.post_path,
                     kind,
-                    anonymous.clone(),
+                    t.attacker.clone(),
                     settled.clone(),
                 )),
             ));
