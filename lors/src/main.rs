@@ -2,6 +2,8 @@
 //! the `lors` library (the metadata manager's commands are in
 //! `cli_files.rs`); see `docs/lors-credentials.md` and `docs/lors.md`.
 
+#![forbid(unsafe_code)]
+
 mod cli_files;
 mod cli_keys;
 mod cli_transfer;
@@ -568,13 +570,7 @@ fn depots_cmd(args: DepotsArgs) -> Result<u8, Error> {
 }
 
 fn main() -> ExitCode {
-    // Writing into a closed pipe (`lors download F - | head`) ends the
-    // process quietly, as for other Unix tools, instead of a panic.
-    // SAFETY: setting a signal disposition to the default before any
-    // thread exists.
-    unsafe {
-        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
-    }
+    quiet_on_closed_stdout();
     let cli = Cli::parse();
     // Log lines go to standard error only: standard output carries what
     // scripts parse.
@@ -611,6 +607,29 @@ fn main() -> ExitCode {
             ExitCode::from(e.exit_code())
         }
     }
+}
+
+/// Standard output closed by its reader (`lors ls | head`) ends lors
+/// quietly with status 141 (128 + SIGPIPE, what a shell reports for a tool
+/// SIGPIPE killed) instead of a panic message.
+///
+/// SIGPIPE itself stays ignored (Rust's default): a write into the socket of
+/// a depot that died is then an error lors fails over from, not a signal
+/// that kills it (TLS writes are `writev`, which has no `MSG_NOSIGNAL`).
+fn quiet_on_closed_stdout() {
+    let default = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        let msg = info
+            .payload()
+            .downcast_ref::<String>()
+            .map(String::as_str)
+            .or_else(|| info.payload().downcast_ref::<&str>().copied())
+            .unwrap_or("");
+        if msg.starts_with("failed printing to stdout") && msg.contains("Broken pipe") {
+            std::process::exit(141);
+        }
+        default(info);
+    }));
 }
 
 #[cfg(test)]

@@ -649,3 +649,36 @@ fn login_takes_the_ca_vo_and_trust_from_the_config_file() {
         "{r:?}"
     );
 }
+
+/// Standard output closed by its reader before lors writes (`lors login |
+/// head -0`): lors does its work, then ends quietly with 141 (128 + SIGPIPE,
+/// what a shell reports), without a panic message. SIGPIPE itself stays
+/// ignored, so that a write to a dead depot's socket fails over instead of
+/// killing lors.
+#[test]
+fn a_closed_stdout_ends_lors_quietly_after_its_work() {
+    use std::io::Write;
+    use std::process::{Command, Stdio};
+    let ca = TestCa::start();
+    let trust = trust_str(&ca);
+    let proxy = ca.proxy_path("x509up_closed_stdout");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_lors"))
+        .args(login_args(&ca, &trust, &["--password-stdin"]))
+        .env("X509_USER_PROXY", &proxy)
+        .env_remove("LORS_TRUST_DIR")
+        .env("USER", "alice")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // The reader goes away while lors waits for its password: its first
+    // line of output meets a closed pipe.
+    drop(child.stdout.take());
+    child.stdin.take().unwrap().write_all(b"secret\n").unwrap();
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(141), "{:?}: {stderr}", out.status);
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    assert!(proxy.exists(), "the proxy was written before the output");
+}
