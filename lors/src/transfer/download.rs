@@ -8,6 +8,7 @@
 //! one tried; the depot is then tried last for later ranges. At most
 //! `threads` ranges are in memory at once.
 
+use futures_util::stream::{FuturesUnordered, StreamExt};
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -607,20 +608,23 @@ pub(crate) async fn collect_shares(
     let mut have: BTreeMap<usize, Vec<u8>> = BTreeMap::new();
     let mut last = String::from("no share");
     let mut next = 0usize;
-    let mut running = futures_like::Running::new();
+    let mut running = FuturesUnordered::new();
+    let mut in_flight = std::collections::BTreeSet::new();
     loop {
         while have.len() + running.len() < k && next < cands.len() {
             let m = cands[next];
             next += 1;
             let idx = m.share.map_or(usize::MAX, |s| s.index as usize);
-            if have.contains_key(&idx) || running.has(idx) {
+            if have.contains_key(&idx) || in_flight.contains(&idx) {
                 continue;
             }
-            running.push(idx, m, fetch_stored(pool, m, ticket));
+            in_flight.insert(idx);
+            running.push(async move { (idx, m, fetch_stored(pool, m, ticket).await) });
         }
         let Some((idx, m, r)) = running.next().await else {
             break;
         };
+        in_flight.remove(&idx);
         match r {
             Ok(bytes) if bytes.len() as u64 == g.shard_size => {
                 have.insert(idx, bytes);
@@ -649,59 +653,6 @@ pub(crate) async fn collect_shares(
         }
     }
     (have, last)
-}
-
-/// A tiny set of running futures, polled together (no extra dependency).
-mod futures_like {
-    use std::future::Future;
-    use std::pin::Pin;
-    use std::task::Poll;
-
-    use exnode::Mapping;
-
-    use super::FetchError;
-
-    type Fut<'a> = Pin<Box<dyn Future<Output = Result<Vec<u8>, FetchError>> + Send + 'a>>;
-
-    pub struct Running<'a> {
-        items: Vec<(usize, &'a Mapping, Fut<'a>)>,
-    }
-
-    impl<'a> Running<'a> {
-        pub fn new() -> Self {
-            Running { items: Vec::new() }
-        }
-        pub fn len(&self) -> usize {
-            self.items.len()
-        }
-        pub fn has(&self, idx: usize) -> bool {
-            self.items.iter().any(|(i, ..)| *i == idx)
-        }
-        pub fn push(
-            &mut self,
-            idx: usize,
-            m: &'a Mapping,
-            f: impl Future<Output = Result<Vec<u8>, FetchError>> + Send + 'a,
-        ) {
-            self.items.push((idx, m, Box::pin(f)));
-        }
-        /// The next to finish; `None` when nothing runs.
-        pub async fn next(&mut self) -> Option<(usize, &'a Mapping, Result<Vec<u8>, FetchError>)> {
-            if self.items.is_empty() {
-                return None;
-            }
-            std::future::poll_fn(|cx| {
-                for i in 0..self.items.len() {
-                    if let Poll::Ready(r) = self.items[i].2.as_mut().poll(cx) {
-                        let (idx, m, _) = self.items.swap_remove(i);
-                        return Poll::Ready(Some((idx, m, r)));
-                    }
-                }
-                Poll::Pending
-            })
-            .await
-        }
-    }
 }
 
 #[cfg(test)]
