@@ -394,13 +394,6 @@ fn main() -> anyhow::Result<()> {
         "metadata-manager",
         "metadata-manager",
         "METADATA_MANAGER_BIN",
-        &[
-            "metadata-manager/src",
-            "metadata-manager/Cargo.toml",
-            "libs/auth/src",
-            "libs/https/src",
-            "libs/exnode/src",
-        ],
     )?;
     println!("metadata-manager: {} ({})", bin.path.display(), bin.note);
     println!(

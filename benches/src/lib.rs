@@ -15,7 +15,7 @@ use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdout, Command, Stdio};
 use std::sync::OnceLock;
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
 use ibp_proto::{Capability, Expect, Load, Reply, Request, Store};
@@ -25,46 +25,30 @@ pub const MB: usize = 1_000_000;
 /// 1 MiB, the write/read chunk of the baselines (the depot's own chunk size).
 pub const MIB: usize = 1 << 20;
 
-// Shared with the grid harness (same staleness rule, same target directory).
-use ibp_testkit::grid::newest_mtime;
+// Shared with the grid harness (cargo decides staleness; same target
+// directory).
 pub use ibp_testkit::grid::{target_dir, workspace_root};
 
 /// Where the depot binary came from and how it was obtained.
 #[derive(Debug, Clone)]
 pub struct DepotBinary {
     pub path: PathBuf,
-    /// Human-readable note: "from IBP_DEPOT_BIN", "up to date", "built in 12.3 s".
+    /// Human-readable note: "from IBP_DEPOT_BIN", "from cargo in 0.4 s".
     pub note: String,
 }
 
-/// Finds the release depot binary, building it with
-/// `cargo build --release -p ibp-depot` when it is missing or older than the
-/// depot's or the protocol library's sources. `IBP_DEPOT_BIN` names a binary
-/// to use as is.
+/// The release depot binary, from `cargo build --release -p ibp-depot`
+/// (cargo rebuilds it when stale). `IBP_DEPOT_BIN` names a binary to use
+/// as is.
 pub fn depot_binary() -> anyhow::Result<DepotBinary> {
-    release_binary(
-        "ibp-depot",
-        "ibp-depot",
-        "IBP_DEPOT_BIN",
-        &[
-            "depot/src",
-            "depot/Cargo.toml",
-            "libs/proto/src",
-            "libs/proto/Cargo.toml",
-        ],
-    )
+    release_binary("ibp-depot", "ibp-depot", "IBP_DEPOT_BIN")
 }
 
 /// The release binary `bin` of `package`: from the environment variable
-/// `env` if set, else `<target>/release/<bin>`, built with cargo when it is
-/// missing or older than any of `sources` (paths under the workspace) or
-/// `Cargo.lock`.
-pub fn release_binary(
-    package: &str,
-    bin: &str,
-    env: &str,
-    sources: &[&str],
-) -> anyhow::Result<DepotBinary> {
+/// `env` if set, else as cargo builds it (`cargo build --release -p
+/// <package> --bin <bin>`, which rebuilds it when any of its sources
+/// changed).
+pub fn release_binary(package: &str, bin: &str, env: &str) -> anyhow::Result<DepotBinary> {
     if let Some(p) = std::env::var_os(env).filter(|p| !p.is_empty()) {
         let path = PathBuf::from(p);
         if !path.is_file() {
@@ -75,47 +59,15 @@ pub fn release_binary(
             note: format!("from {env}"),
         });
     }
-    let root = workspace_root();
-    let path = target_dir().join("release").join(bin);
-    let mut newest = SystemTime::UNIX_EPOCH;
-    for p in sources.iter().chain(&["Cargo.lock"]) {
-        newest_mtime(&root.join(p), &mut newest);
-    }
-    let built = fs::metadata(&path).and_then(|m| m.modified()).ok();
-    match built {
-        Some(b) if b >= newest => {
-            return Ok(DepotBinary {
-                path,
-                note: "up to date".into(),
-            })
-        }
-        Some(_) => eprintln!("{bin} binary is older than its sources; building it"),
-        None => eprintln!("{} is missing; building it", path.display()),
-    }
-    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
     let t = Instant::now();
-    let status = Command::new(cargo)
-        .current_dir(&root)
-        .args(["build", "--release", "-p", package, "--bin", bin])
-        .arg("--manifest-path")
-        .arg(root.join("Cargo.toml"))
-        .env("CARGO_TARGET_DIR", target_dir())
-        .stdout(Stdio::inherit())
-        .stderr(Stdio::inherit())
-        .status()
-        .with_context(|| format!("run cargo build --release -p {package}"))?;
-    if !status.success() {
-        bail!("cargo build --release -p {package} failed: {status}");
-    }
-    if !path.is_file() {
-        bail!(
-            "cargo build succeeded but {} does not exist",
-            path.display()
-        );
-    }
+    let mut built = ibp_testkit::grid::cargo_binaries(&[(package, bin)], true)
+        .with_context(|| format!("cargo build --release -p {package} --bin {bin}"))?;
+    let path = built
+        .remove(bin)
+        .with_context(|| format!("cargo reported no executable for {bin}"))?;
     Ok(DepotBinary {
         path,
-        note: format!("built in {:.1} s", t.elapsed().as_secs_f64()),
+        note: format!("from cargo in {:.1} s", t.elapsed().as_secs_f64()),
     })
 }
 

@@ -5,12 +5,11 @@
 //! executable is.
 
 use std::collections::HashMap;
-use std::fs;
 use std::io::{BufRead, BufReader, Read};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::Mutex;
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
 use serde_json::Value;
@@ -72,25 +71,6 @@ pub fn target_dir() -> PathBuf {
         }
     }
     workspace_root().join("target")
-}
-
-/// Raises `newest` to the newest modification time under `path` (the
-/// benches' staleness rule; the grid asks cargo, [`cargo_binaries`]).
-pub fn newest_mtime(path: &Path, newest: &mut SystemTime) {
-    let Ok(meta) = fs::metadata(path) else {
-        return;
-    };
-    if meta.is_dir() {
-        if let Ok(entries) = fs::read_dir(path) {
-            for e in entries.flatten() {
-                newest_mtime(&e.path(), newest);
-            }
-        }
-    } else if let Ok(m) = meta.modified() {
-        if m > *newest {
-            *newest = m;
-        }
-    }
 }
 
 /// The grid's binaries for the profile, built first by cargo when missing

@@ -97,7 +97,7 @@ mod pki;
 mod process;
 mod users;
 
-pub use binaries::{binaries, cargo_binaries, newest_mtime, target_dir, workspace_root, Binaries};
+pub use binaries::{binaries, cargo_binaries, target_dir, workspace_root, Binaries};
 pub use daemons::Depot;
 pub use users::GridUser;
 
