@@ -422,7 +422,7 @@ pub async fn share(
         mdm.acl_set(path, Some(&access), None).await?;
     }
     Ok(ShareOutcome {
-        path: current.path,
+        path: current.answer.path,
         recipient: recipient.to_owned(),
         rights: merged.to_string(),
         versions,

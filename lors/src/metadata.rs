@@ -42,39 +42,34 @@ pub struct MetadataClient {
 
 pub use metadata_api::{
     is_identifier, is_member_id, Acl, AclEntry, Deleted, EntryInfo, EntryKind, EscrowedKey,
-    KeyAdded, KeysRemoved, ListPage, Member, MemberChange, Members, Moved, PublicKey, PutResult,
-    Released, Rights, Ticket, Usage, UsageLimits, UsageRow, UsageTotal, VoUsed, Whoami, WrappedKey,
+    GetAnswer, KeyAdded, KeysRemoved, ListPage, Member, MemberChange, Members, Moved, PublicKey,
+    PutResult, Released, Rights, Ticket, Usage, UsageLimits, UsageRow, UsageTotal, VoUsed, Whoami,
+    WrappedKey,
 };
 use metadata_api::{
-    AclSetRequest, GetAnswer, KeyAddRequest, KeyRemoveRequest, KeyRequest, ListRequest,
-    LookupRequest, MemberRequest, MkdirRequest, MoveRequest, PathRequest, Principal, PutRequest,
-    UsageRequest, VersionRequest,
+    AclSetRequest, KeyAddRequest, KeyRemoveRequest, KeyRequest, ListRequest, LookupRequest,
+    MemberRequest, MkdirRequest, MoveRequest, PathRequest, Principal, PutRequest, UsageRequest,
+    VersionRequest,
 };
 
-/// One version of a file, as `get` returns it, with a ticket for its
-/// allocations.
+/// One version of a file, as `get` returns it (the metadata manager's
+/// [`GetAnswer`], whose fields it derefs to, with a ticket for its
+/// allocations), and its exNode parsed.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FileVersion {
-    pub path: String,
-    /// The file UUID.
-    pub id: String,
-    pub version: u64,
-    pub current_version: u64,
-    pub size: u64,
-    pub stored: u64,
+    /// The answer as sent; its `exnode` is the canonical XML the server
+    /// keeps.
+    pub answer: GetAnswer,
     /// The exNode, parsed.
     pub exnode: exnode::Exnode,
-    /// The exNode as the server keeps it (canonical XML).
-    pub exnode_xml: String,
-    /// Names the data key of an encrypted file.
-    pub key_id: Option<String>,
-    /// The data key wrapped for the caller, if there is one.
-    pub wrapped_key: Option<String>,
-    /// `FileTicket` to present to the depots when loading.
-    pub ticket: String,
-    pub ticket_not_after: i64,
-    /// The caller's rights on the file.
-    pub rights: String,
+}
+
+impl std::ops::Deref for FileVersion {
+    type Target = GetAnswer;
+
+    fn deref(&self) -> &GetAnswer {
+        &self.answer
+    }
 }
 
 /// Checks a principal: `user:ID@VO`, `group:ID@VO` or `vo:VO`.
@@ -268,21 +263,7 @@ impl MetadataClient {
                 j.path
             ))
         })?;
-        Ok(FileVersion {
-            path: j.path,
-            id: j.id,
-            version: j.version,
-            current_version: j.current_version,
-            size: j.size,
-            stored: j.stored,
-            exnode,
-            exnode_xml: j.exnode,
-            key_id: j.key_id,
-            wrapped_key: j.wrapped_key,
-            ticket: j.ticket,
-            ticket_not_after: j.ticket_not_after,
-            rights: j.rights,
-        })
+        Ok(FileVersion { answer: j, exnode })
     }
 
     /// A fresh ticket for a file's allocations (needs read).

@@ -5,7 +5,7 @@ use std::os::unix::fs::PermissionsExt;
 
 use lors::crypto::{DataKey, KeyPair, WrapContext};
 use lors::keys;
-use lors::metadata::{FileVersion, Whoami};
+use lors::metadata::{FileVersion, GetAnswer, Whoami};
 use lors::Error;
 use uuid::Uuid;
 
@@ -29,19 +29,21 @@ fn exnode(file: Option<Uuid>, key_id: Option<&str>) -> exnode::Exnode {
 
 fn version(file: Uuid, key_id: &str, wrapped: Option<String>) -> FileVersion {
     FileVersion {
-        path: "/vo1/f".into(),
-        id: file.to_string(),
-        version: 2,
-        current_version: 2,
-        size: 0,
-        stored: 0,
+        answer: GetAnswer {
+            path: "/vo1/f".into(),
+            id: file.to_string(),
+            version: 2,
+            current_version: 2,
+            size: 0,
+            stored: 0,
+            exnode: String::new(),
+            key_id: Some(key_id.to_owned()),
+            wrapped_key: wrapped,
+            ticket: String::new(),
+            ticket_not_after: 0,
+            rights: "r".into(),
+        },
         exnode: exnode(Some(file), Some(key_id)),
-        exnode_xml: String::new(),
-        key_id: Some(key_id.to_owned()),
-        wrapped_key: wrapped,
-        ticket: String::new(),
-        ticket_not_after: 0,
-        rights: "r".into(),
     }
 }
 
@@ -109,7 +111,7 @@ fn wrap_for_recipients_and_unwrap_mine() {
     assert!(matches!(keys::unwrap_mine(&me, &bad), Err(Error::Data(_))));
     // The manager's key id must match the exNode's.
     let mut odd = fv.clone();
-    odd.key_id = Some("other".into());
+    odd.answer.key_id = Some("other".into());
     assert!(matches!(keys::unwrap_mine(&me, &odd), Err(Error::Data(_))));
     // Not encrypted.
     let mut plain = fv.clone();
