@@ -32,8 +32,7 @@ pub fn default_proxy_path() -> PathBuf {
     if let Some(p) = std::env::var_os("X509_USER_PROXY") {
         return PathBuf::from(p);
     }
-    // SAFETY: getuid(2) has no preconditions and cannot fail.
-    let uid = unsafe { libc::getuid() };
+    let uid = rustix::process::getuid().as_raw();
     PathBuf::from(format!("/tmp/x509up_u{uid}"))
 }
 

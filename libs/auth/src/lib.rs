@@ -10,6 +10,8 @@
 //!
 //! See `docs/identity.md` for formats and the trust-directory layout.
 
+#![forbid(unsafe_code)]
+
 pub mod address;
 pub mod attributes;
 pub mod cache;
