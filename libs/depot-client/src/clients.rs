@@ -623,15 +623,7 @@ impl SecureClient {
 
     /// STORE (append) `data` into an allocation bound to file `uuid`.
     pub async fn store(&mut self, cap: &Capability, uuid: &str, data: &[u8]) -> Result<u64> {
-        let line = SecureRequest::Store(SecureStore {
-            store: Store {
-                cap: cap.cap.clone(),
-                size: data.len() as u64,
-                timeout: 300,
-            },
-            uuid: uuid.to_owned(),
-        })
-        .encode();
+        let line = secure_store_line(cap, uuid, data.len() as u64);
         self.inner.upload(&line, data).await
     }
 
@@ -647,15 +639,7 @@ impl SecureClient {
         len: u64,
     ) -> Result<u64> {
         use std::os::unix::fs::FileExt;
-        let line = SecureRequest::Store(SecureStore {
-            store: Store {
-                cap: cap.cap.clone(),
-                size: len,
-                timeout: 300,
-            },
-            uuid: uuid.to_owned(),
-        })
-        .encode();
+        let line = secure_store_line(cap, uuid, len);
         self.inner.call_line(&line, Expect::Ok).await?;
         let mut buf = vec![0u8; (256 * 1024).min(len as usize)];
         let mut done = 0u64;
@@ -709,16 +693,7 @@ impl SecureClient {
         uuid: &str,
         data: &[u8],
     ) -> Result<u64> {
-        let line = SecureRequest::Write(SecureWrite {
-            write: Write {
-                cap: cap.cap.clone(),
-                offset,
-                size: data.len() as u64,
-                timeout: 300,
-            },
-            uuid: uuid.to_owned(),
-        })
-        .encode();
+        let line = secure_write_line(cap, offset, uuid, data.len() as u64);
         self.inner.upload(&line, data).await
     }
 
@@ -849,15 +824,7 @@ impl DataClient {
 
     /// STORE (append) `data` into an allocation bound to file `uuid`.
     pub async fn store(&mut self, cap: &Capability, uuid: &str, data: &[u8]) -> Result<u64> {
-        let line = SecureRequest::Store(SecureStore {
-            store: Store {
-                cap: cap.cap.clone(),
-                size: data.len() as u64,
-                timeout: 300,
-            },
-            uuid: uuid.to_owned(),
-        })
-        .encode();
+        let line = secure_store_line(cap, uuid, data.len() as u64);
         let sealed = self.seal(&line);
         self.inner.upload(&sealed, data).await
     }
@@ -870,16 +837,7 @@ impl DataClient {
         uuid: &str,
         data: &[u8],
     ) -> Result<u64> {
-        let line = SecureRequest::Write(SecureWrite {
-            write: Write {
-                cap: cap.cap.clone(),
-                offset,
-                size: data.len() as u64,
-                timeout: 300,
-            },
-            uuid: uuid.to_owned(),
-        })
-        .encode();
+        let line = secure_write_line(cap, offset, uuid, data.len() as u64);
         let sealed = self.seal(&line);
         self.inner.upload(&sealed, data).await
     }
@@ -910,6 +868,35 @@ impl DataClient {
         self.load_into(cap, offset, size, ticket, &mut buf).await?;
         Ok(buf)
     }
+}
+
+/// The secure-port STORE line appending `size` bytes to an allocation bound
+/// to file `uuid`.
+fn secure_store_line(cap: &Capability, uuid: &str, size: u64) -> String {
+    SecureRequest::Store(SecureStore {
+        store: Store {
+            cap: cap.cap.clone(),
+            size,
+            timeout: 300,
+        },
+        uuid: uuid.to_owned(),
+    })
+    .encode()
+}
+
+/// The secure-port WRITE line for `size` bytes at `offset` of an allocation
+/// bound to file `uuid`.
+fn secure_write_line(cap: &Capability, offset: u64, uuid: &str, size: u64) -> String {
+    SecureRequest::Write(SecureWrite {
+        write: Write {
+            cap: cap.cap.clone(),
+            offset,
+            size,
+            timeout: 300,
+        },
+        uuid: uuid.to_owned(),
+    })
+    .encode()
 }
 
 /// The secure-port LOAD line for a capability range and an optional ticket.
