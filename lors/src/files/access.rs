@@ -69,16 +69,23 @@ pub async fn placed(
         placement.duration,
         placement.reliability
     );
-    let now = crate::transfer::now();
-    if let Some(p) = grid
-        .cache
-        .placements
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .get(&key)
-        .filter(|p| p.valid_until > now)
-    {
-        return Ok((p.targets.clone(), p.pool.clone()));
+    let cached = || {
+        let now = crate::transfer::now();
+        grid.cache
+            .placements
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&key)
+            .filter(|p| p.valid_until > now)
+            .map(|p| (p.targets.clone(), p.pool.clone()))
+    };
+    if let Some(hit) = cached() {
+        return Ok(hit);
+    }
+    // One query at a time; whoever waited finds the answer cached.
+    let _placing = grid.cache.placing.lock().await;
+    if let Some(hit) = cached() {
+        return Ok(hit);
     }
     let (targets, setup, valid_until) =
         targets_and_expiry(grid, security, placement, piece_size).await?;

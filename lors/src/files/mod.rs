@@ -76,6 +76,11 @@ pub struct Cache {
     /// Placement answers by query, valid until shortly before their
     /// grants expire; each with the pool of connections made under them.
     pub(crate) placements: std::sync::Mutex<std::collections::HashMap<String, Placed>>,
+    /// Held while a placement the cache lacks is asked for: concurrent
+    /// uploads of one session (a job's hundreds) wait for that one answer
+    /// instead of each opening a connection to the L-Bone, which would pass
+    /// its per-address connection cap.
+    pub(crate) placing: tokio::sync::Mutex<()>,
     /// The wrapped keys' recipients of this user's uploads (the user and
     /// the VO's escrow key), asked once.
     pub(crate) recipients: tokio::sync::Mutex<Option<Recipients>>,
