@@ -452,7 +452,7 @@ impl Store {
         by: &str,
         now: i64,
     ) -> Result<Option<Registration>, StoreError> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = db::begin_write(&self.pool, self.backend).await?;
         // Take the write lock (SQLite) or the row lock (PostgreSQL) first,
         // so that the read-modify-write below cannot interleave with another.
         let locked = sqlx::query(

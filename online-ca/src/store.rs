@@ -157,6 +157,7 @@ pub struct FormerRow {
 #[derive(Clone, Debug)]
 pub struct Store {
     pool: AnyPool,
+    backend: ibp_service::db::Backend,
 }
 
 /// A new audit record id: microseconds since the epoch (16 hex digits, so
@@ -187,8 +188,8 @@ impl Store {
         }
         // One connection: SQLite has one writer anyway, and a transaction
         // dropped on an error path is rolled back before the connection
-        // serves anyone else (with several, the next statement could meet
-        // the lock of a rollback still in flight: "database is locked").
+        // serves anyone else. (Write transactions also begin with
+        // `begin_write`, which waits for such a rollback in flight.)
         let (pool, backend) = match ibp_service::db::connect(url, 1).await {
             Ok(p) => p,
             // The database holds every membership and the audit log.
@@ -199,7 +200,7 @@ impl Store {
             Err(e) => return Err(e.into()),
         };
         ibp_service::db::migrate(&pool, backend, MIGRATIONS, MIGRATION_LOCK).await?;
-        Ok(Store { pool })
+        Ok(Store { pool, backend })
     }
 
     /// The VO ID and groups of `identity` in `vo`, if it is a member.
@@ -250,7 +251,7 @@ impl Store {
         vo_id: Option<&str>,
         groups: &[String],
     ) -> anyhow::Result<Added> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = ibp_service::db::begin_write(&self.pool, self.backend).await?;
         let existing: Option<String> =
             sqlx::query("SELECT vo_id FROM members WHERE vo = $1 AND identity = $2")
                 .bind(vo)
@@ -363,7 +364,7 @@ impl Store {
     /// automatically from it. A VO ID left without identities leaves its
     /// groups and becomes a former VO ID (`former_vo_ids`).
     pub async fn member_remove(&self, vo: &str, identity: &str) -> anyhow::Result<Removed> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = ibp_service::db::begin_write(&self.pool, self.backend).await?;
         let rows = sqlx::query(
             "SELECT identity, vo_id FROM members
               WHERE vo = $1 AND (identity = $2 OR linked_from = $2)",
@@ -477,7 +478,7 @@ impl Store {
 
     /// Creates a group (its VO ID is a UUID); returns `(group_id, created)`.
     pub async fn group_add(&self, vo: &str, name: &str) -> anyhow::Result<(String, bool)> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = ibp_service::db::begin_write(&self.pool, self.backend).await?;
         let r = group_ensure(&mut tx, vo, name).await?;
         tx.commit().await?;
         Ok(r)
@@ -485,7 +486,7 @@ impl Store {
 
     /// Deletes a group and its memberships.
     pub async fn group_remove(&self, vo: &str, name: &str) -> anyhow::Result<()> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = ibp_service::db::begin_write(&self.pool, self.backend).await?;
         let gid = group_id(&mut tx, vo, name)
             .await?
             .ok_or_else(|| anyhow!("no group {name} in VO {vo}"))?;
@@ -527,7 +528,7 @@ impl Store {
         vo_id: &str,
         add: bool,
     ) -> anyhow::Result<()> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = ibp_service::db::begin_write(&self.pool, self.backend).await?;
         let gid = group_id(&mut tx, vo, name)
             .await?
             .ok_or_else(|| anyhow!("no group {name} in VO {vo}"))?;

@@ -182,8 +182,19 @@ pub async fn connect(url: &str, max_connections: u32) -> Result<(AnyPool, Backen
             secure_sqlite_file(&path, create)?;
         }
     }
+    let busy_ms = SQLITE_BUSY_TIMEOUT.as_millis();
     let pool = AnyPoolOptions::new()
         .max_connections(max_connections.max(1))
+        .after_connect(move |conn, _| {
+            Box::pin(async move {
+                if backend == Backend::Sqlite {
+                    sqlx::query(&format!("PRAGMA busy_timeout = {busy_ms}"))
+                        .execute(conn)
+                        .await?;
+                }
+                Ok(())
+            })
+        })
         .test_before_acquire(false)
         .acquire_timeout(Duration::from_secs(10))
         .connect(&with_create(url))
@@ -221,7 +232,7 @@ pub async fn migrate(
     .await?;
     for (i, steps) in migrations.iter().enumerate() {
         let version = i as i64 + 1;
-        let mut tx = pool.begin().await?;
+        let mut tx = begin_write(pool, backend).await?;
         if backend == Backend::Postgres {
             sqlx::query("SELECT 1 AS locked FROM pg_advisory_xact_lock($1)")
                 .bind(lock_key)
@@ -251,6 +262,30 @@ pub async fn migrate(
         tracing::info!(version, "applied database migration");
     }
     Ok(())
+}
+
+/// How long a SQLite statement waits for another connection's write lock
+/// before failing as busy (`PRAGMA busy_timeout`; sqlx's default is 5 s).
+pub const SQLITE_BUSY_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Starts a transaction that will write. On SQLite it is `BEGIN IMMEDIATE`:
+/// the write lock is taken at the start, waiting up to
+/// [`SQLITE_BUSY_TIMEOUT`] for another writer. A deferred `BEGIN` would
+/// take it only at the first write, after the transaction's reads, and
+/// SQLite then fails at once ("database is locked") if another connection
+/// holds it, without waiting: a transaction that read cannot wait for a
+/// writer whose changes it has not seen. One such writer is a transaction
+/// dropped without commit just before, whose rollback sqlx runs
+/// asynchronously on its connection's worker thread. On PostgreSQL it is
+/// a plain `BEGIN`.
+pub async fn begin_write(
+    pool: &AnyPool,
+    backend: Backend,
+) -> Result<sqlx::Transaction<'static, sqlx::Any>, sqlx::Error> {
+    match backend {
+        Backend::Sqlite => pool.begin_with("BEGIN IMMEDIATE").await,
+        Backend::Postgres => pool.begin().await,
+    }
 }
 
 /// Whether a query failed on a unique key (the row exists).

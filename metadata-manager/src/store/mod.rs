@@ -35,7 +35,8 @@
 //!   stored version plus the data keys wrapped for it.
 //!
 //! Writes on SQLite are serialized in-process (one writer at a time, as
-//! SQLite allows anyway), which keeps read-then-write transactions from
+//! SQLite allows anyway) and begin with `BEGIN IMMEDIATE`
+//! ([`db::begin_write`]), which keeps read-then-write transactions from
 //! failing as busy; on PostgreSQL concurrent writers are settled by
 //! conditional updates and unique keys.
 
@@ -448,6 +449,6 @@ impl Store {
         } else {
             None
         };
-        Ok((self.pool.begin().await?, guard))
+        Ok((db::begin_write(&self.pool, self.backend).await?, guard))
     }
 }
