@@ -4,6 +4,8 @@
 //! - [`credentials`]: logging in to the online CA, making and inspecting the
 //!   proxy credential (`$X509_USER_PROXY` or `/tmp/x509up_u<uid>`), and the
 //!   exit codes of the `lors` credential commands ([`exit`]);
+//! - [`client`]: a session for programs linking the library (liblors's C
+//!   API, the Python package), from the same configuration as `lors`;
 //! - [`crypto`]: client-side encryption (AES-128-CTR), checksums and
 //!   X25519 key wrapping;
 //! - [`depots`]: asking the L-Bone for depots suited to an upload, each
@@ -21,6 +23,7 @@
 #![forbid(unsafe_code)]
 
 pub mod alias;
+pub mod client;
 pub mod config;
 pub mod credentials;
 pub mod crypto;

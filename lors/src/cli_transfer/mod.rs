@@ -16,11 +16,10 @@ use std::time::Duration;
 use clap::Args;
 use exnode::Security;
 use lors::config::Config;
-use lors::credentials::{Error, TrustSource};
+use lors::credentials::Error;
 use lors::depots::{self, Near};
-use lors::files::{self, Grid, Placement, Source};
+use lors::files::{Grid, Placement, Source};
 use lors::transfer::Progress;
-use lors::MetadataClient;
 use serde::Serialize;
 
 mod download;
@@ -35,13 +34,7 @@ pub use maintain::{
 pub use stat::{stat, StatArgs};
 pub use upload::{upload, UploadArgs};
 
-/// Default block size: see docs/lors.md "Choosing the block size" (the
-/// `lors_ops` benchmark).
-pub const DEFAULT_BLOCK_SIZE: u64 = 8 << 20;
-/// Default blocks in flight.
-pub const DEFAULT_THREADS: usize = 4;
-/// Default allocation lifetime: 7 days.
-pub const DEFAULT_DURATION: u64 = 7 * 24 * 3600;
+pub use lors::client::{DEFAULT_BLOCK_SIZE, DEFAULT_DURATION, DEFAULT_THREADS};
 
 /// Services and credentials: every data command takes these.
 #[derive(Args, Clone, Default)]
@@ -75,39 +68,17 @@ pub struct GridArgs {
 impl GridArgs {
     /// The services this command can use (each only if configured).
     fn grid(&self, cfg: &Config) -> Result<Grid, Error> {
-        let trust = match self.trust.clone().or_else(|| cfg.trust_dir.clone()) {
-            Some(d) => Some(TrustSource::Dir(d).load()?),
-            None => None,
-        };
-        let proxy = self.proxy.clone().unwrap_or_else(|| cfg.proxy_path());
-        let credential = if proxy.exists() {
-            Some(lors::credentials::load_proxy(&proxy)?)
-        } else {
-            None
-        };
-        let mdm = match (
-            self.mdm.clone().or_else(|| cfg.metadata.clone()),
-            &trust,
-            &credential,
-        ) {
-            (Some(url), Some(t), Some(c)) => Some(MetadataClient::connect(&url, t, c)?),
-            _ => None,
-        };
-        let key_path = self
-            .key
-            .clone()
-            .or_else(|| cfg.key_file.clone())
-            .unwrap_or_else(lors::keys::default_key_path);
-        Ok(Grid {
-            trust,
-            credential,
-            lbone: self.lbone.clone().or_else(|| cfg.lbone.clone()),
-            mdm,
-            key: files::load_key_if_present(&key_path)?,
-            escrow: None,
-            cache: Default::default(),
-            timeout: Some(Duration::from_secs(self.timeout.max(1))),
-        })
+        lors::client::grid_for(
+            cfg,
+            &lors::client::Overrides {
+                lbone: self.lbone.clone(),
+                mdm: self.mdm.clone(),
+                trust: self.trust.clone(),
+                proxy: self.proxy.clone(),
+                key: self.key.clone(),
+                timeout: Some(Duration::from_secs(self.timeout.max(1))),
+            },
+        )
     }
 }
 

@@ -202,7 +202,11 @@ pub async fn download_with(
 
 /// The ticket of a download by path, renewed from the metadata manager
 /// before it expires.
-fn renewed_tickets(grid: &Grid, src: &Source, o: &Opened) -> Option<Arc<transfer::Tickets>> {
+pub(super) fn renewed_tickets(
+    grid: &Grid,
+    src: &Source,
+    o: &Opened,
+) -> Option<Arc<transfer::Tickets>> {
     let (Source::Path { path, .. }, Some(v), Some(mdm)) = (src, &o.version, &grid.mdm) else {
         return None;
     };

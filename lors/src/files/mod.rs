@@ -38,14 +38,18 @@ mod access;
 mod download;
 mod journal;
 mod maintenance;
+mod reader;
 mod upload;
+mod writer;
 
 pub use access::{access_for, download_pool, offer, placed, read_pool, targets, Placement};
 pub use download::{
     download, download_with, open, read_xnd, DownloadSummary, Opened, Resume, Source,
 };
 pub use maintenance::{augment, check, refresh, repair, trim, Maintained};
+pub use reader::{FileReader, ReaderOptions};
 pub use upload::{upload, upload_with, Dest, UploadSettings, UploadSummary};
+pub use writer::FileWriter;
 
 /// Default time allowed for each depot operation.
 pub use crate::transfer::pool::DEPOT_TIMEOUT;

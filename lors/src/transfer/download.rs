@@ -162,33 +162,7 @@ async fn download_ranges(
     sink: Sink,
     progress: Option<Progress>,
 ) -> Result<DownloadReport, TransferError> {
-    x.validate()
-        .map_err(|e| TransferError::Exnode(e.to_string()))?;
-    if x.encryption.is_some() && opts.key.is_none() {
-        return Err(TransferError::Usage(
-            "the file is encrypted and no data key was given".into(),
-        ));
-    }
-    // Every piece is held in memory: an exNode (which may come from anyone)
-    // naming giant allocations is refused rather than followed.
-    for m in &x.mappings {
-        lors_e2e::supported(&m.functions)?;
-        if m.alloc_length > MAX_PIECE || m.logical_length > MAX_PIECE {
-            return Err(TransferError::Exnode(format!(
-                "a mapping of {} bytes at {} is larger than the {MAX_PIECE} bytes lors reads at once",
-                m.alloc_length.max(m.logical_length),
-                m.logical_offset
-            )));
-        }
-    }
-    for g in &x.ec_groups {
-        if g.shard_size > MAX_PIECE || g.logical_length > MAX_PIECE {
-            return Err(TransferError::Exnode(format!(
-                "erasure-coding group {} is larger than the {MAX_PIECE} bytes lors reads at once",
-                g.id
-            )));
-        }
-    }
+    check_readable(x, opts)?;
     let x = Arc::new(x.clone());
     let ranges = Arc::new(Range::all(&x));
     if !opts.skip.is_empty() && !matches!(sink, Sink::File(_)) {
@@ -305,6 +279,126 @@ async fn download_ranges(
         corrupt,
         resumed: 0,
     })
+}
+
+/// Refuses an exNode this client cannot read: invalid, encrypted without
+/// a key, end-to-end functions it does not know, or pieces larger than it
+/// reads at once (every piece is held in memory, and an exNode may come
+/// from anyone).
+fn check_readable(x: &Exnode, opts: &DownloadOptions) -> Result<(), TransferError> {
+    x.validate()
+        .map_err(|e| TransferError::Exnode(e.to_string()))?;
+    if x.encryption.is_some() && opts.key.is_none() {
+        return Err(TransferError::Usage(
+            "the file is encrypted and no data key was given".into(),
+        ));
+    }
+    for m in &x.mappings {
+        lors_e2e::supported(&m.functions)?;
+        if m.alloc_length > MAX_PIECE || m.logical_length > MAX_PIECE {
+            return Err(TransferError::Exnode(format!(
+                "a mapping of {} bytes at {} is larger than the {MAX_PIECE} bytes lors reads at once",
+                m.alloc_length.max(m.logical_length),
+                m.logical_offset
+            )));
+        }
+    }
+    for g in &x.ec_groups {
+        if g.shard_size > MAX_PIECE || g.logical_length > MAX_PIECE {
+            return Err(TransferError::Exnode(format!(
+                "erasure-coding group {} is larger than the {MAX_PIECE} bytes lors reads at once",
+                g.id
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// One extent at a time, for readers that want only some bytes of a file
+/// (`crate::files::FileReader`): each [`fetch`](ExtentReader::fetch) reads
+/// one extent from its best live replica or rebuilds it from erasure-coded
+/// shares, verifies and decrypts it, exactly as [`download`] does.
+pub struct ExtentReader {
+    x: Exnode,
+    ranges: Vec<Range>,
+    pool: Arc<Pool>,
+    opts: DownloadOptions,
+    counters: Counters,
+}
+
+impl ExtentReader {
+    /// A reader of `x` (checked as [`download`] checks it) through `pool`;
+    /// `opts.threads`, `skip` and `on_written` are not used.
+    pub fn new(
+        x: &Exnode,
+        pool: Arc<Pool>,
+        opts: DownloadOptions,
+    ) -> Result<ExtentReader, TransferError> {
+        check_readable(x, &opts)?;
+        Ok(ExtentReader {
+            ranges: Range::all(x),
+            x: x.clone(),
+            pool,
+            opts,
+            counters: Counters::default(),
+        })
+    }
+
+    /// The file's size.
+    pub fn size(&self) -> u64 {
+        self.x.size
+    }
+
+    /// The extents, as `(offset, length)`, in file order.
+    pub fn extents(&self) -> impl Iterator<Item = (u64, u64)> + '_ {
+        self.ranges.iter().map(|r| (r.offset, r.length))
+    }
+
+    /// The number of extents.
+    pub fn len(&self) -> usize {
+        self.ranges.len()
+    }
+
+    /// Whether the file has no extents (it is empty).
+    pub fn is_empty(&self) -> bool {
+        self.ranges.is_empty()
+    }
+
+    /// The index of the extent holding byte `offset`, if any.
+    pub fn extent_at(&self, offset: u64) -> Option<usize> {
+        let i = self
+            .ranges
+            .partition_point(|r| r.offset + r.length <= offset);
+        self.ranges
+            .get(i)
+            .filter(|r| r.offset <= offset && offset < r.offset + r.length)
+            .map(|_| i)
+    }
+
+    /// The bytes of extent `i`, verified and decrypted.
+    pub async fn fetch(&self, i: usize) -> Result<Vec<u8>, TransferError> {
+        let e = self
+            .ranges
+            .get(i)
+            .ok_or_else(|| TransferError::Usage(format!("no extent {i}")))?;
+        fetch_extent(&self.x, e, i, &self.pool, &self.opts, &self.counters).await
+    }
+
+    /// Failovers, rebuilds and corrupt mappings met so far.
+    pub fn report(&self) -> DownloadReport {
+        DownloadReport {
+            bytes: 0,
+            failovers: self.counters.failovers.load(Ordering::Relaxed),
+            rebuilt: self.counters.rebuilt.load(Ordering::Relaxed),
+            corrupt: self
+                .counters
+                .corrupt
+                .lock()
+                .map(|c| c.clone())
+                .unwrap_or_default(),
+            resumed: 0,
+        }
+    }
 }
 
 fn flatten(

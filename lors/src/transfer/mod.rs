@@ -28,7 +28,7 @@ use std::fmt;
 use std::str::FromStr;
 use std::sync::Arc;
 
-pub use download::{download, DownloadOptions, DownloadReport, Sink, Tickets};
+pub use download::{download, DownloadOptions, DownloadReport, ExtentReader, Sink, Tickets};
 pub use pool::{DepotError, Pool, SecureSetup};
 pub use upload::{upload, BlockHook, DoneBlocks, UploadOptions};
 
