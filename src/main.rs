@@ -76,6 +76,8 @@ impl GridArgs {
             release: !self.debug,
             // A status page that reacts within seconds, without busy polls.
             lbone_poll_interval: Duration::from_secs(1),
+            // Every security level works, `--security crypto` included.
+            data_port: true,
             dir: self.dir.clone(),
             ..GridOptions::default()
         }

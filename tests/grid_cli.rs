@@ -194,6 +194,24 @@ fn up_prints_a_working_environment_and_ctrl_c_stops_everything() {
     let back = work.path().join("back");
     lors(&["download", "/vo1/demo/f", back.to_str().expect("utf-8")]);
     assert!(std::fs::read(&back).expect("read") == data);
+    // The crypto level needs the depots' data ports.
+    lors(&[
+        "upload",
+        src.to_str().expect("utf-8"),
+        "/vo1/demo/c",
+        "--security",
+        "crypto",
+    ]);
+    let st =
+        String::from_utf8_lossy(&lors(&["stat", "--mappings", "--json", "/vo1/demo/c"]).stdout)
+            .into_owned();
+    assert!(
+        st.contains("\"crypto\""),
+        "not stored at the crypto level: {st}"
+    );
+    let back_c = work.path().join("back-c");
+    lors(&["download", "/vo1/demo/c", back_c.to_str().expect("utf-8")]);
+    assert!(std::fs::read(&back_c).expect("read") == data);
 
     // Ctrl-C.
     // SAFETY: plain kill(2) on our child.
