@@ -3,21 +3,52 @@
 //! fetching only the extents that hold it, each verified and decrypted as
 //! `download` does, failing over between replicas and rebuilding from
 //! parity.
+//!
+//! An extent is the unit fetched: one block of the upload (its
+//! `--block-size`), read whole from one replica or rebuilt from `k`
+//! erasure-coded shares, checked against its checksums, then decrypted.
+//! A reader keeps the decrypted extents it fetched in a cache bounded by
+//! [`ReaderOptions::cache_bytes`] (least recently used first out), fetches
+//! each extent once however many reads want it at the same moment, and
+//! reads ahead of a sequential reader.
+//!
+//! Thread safety: a [`FileReader`] is `Send + Sync` and cheap to clone;
+//! clones share one cache, and `read_at` may be called from several tasks
+//! (or threads, each in the one tokio runtime) at once. Fetches run as tasks
+//! of the runtime that called `read_at`; those still running when the last
+//! clone is dropped are aborted.
 
-use std::sync::Arc;
+use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use tokio::sync::watch;
+use tokio::task::JoinSet;
 
 use super::download::{open, renewed_tickets};
 use super::{download_pool, Grid, Source};
 use crate::credentials::Error;
 use crate::transfer::{DownloadOptions, DownloadReport, ExtentReader};
 
-/// How a [`FileReader`] caches and reads ahead.
+/// Largest [`ReaderOptions::read_ahead`].
+pub const MAX_READ_AHEAD: usize = 64;
+/// Largest [`ReaderOptions::cache_bytes`]: 64 GiB.
+pub const MAX_CACHE_BYTES: u64 = 64 << 30;
+
+/// How a [`FileReader`] caches and reads ahead; checked by
+/// [`FileReader::open`] (see [`ReaderOptions::check`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ReaderOptions {
-    /// Bytes of decrypted extents kept for later reads (at least one
-    /// extent is always kept).
+    /// Bytes of decrypted extents kept for later reads, at most
+    /// [`MAX_CACHE_BYTES`] (default 64 MiB). The last extent fetched is
+    /// kept whatever this says, so 0 keeps exactly one extent.
     pub cache_bytes: u64,
-    /// Extents fetched ahead of a sequential reader.
+    /// Extents fetched in the background ahead of a sequential reader, and
+    /// fetched at once by one read spanning several extents (besides the
+    /// one it is copying from); at most [`MAX_READ_AHEAD`] (default 4).
+    /// Fewer when the cache cannot hold them: the extent being read plus
+    /// those fetched ahead never exceed `cache_bytes`. 0: no read-ahead,
+    /// one extent fetched at a time.
     pub read_ahead: usize,
 }
 
@@ -30,22 +61,256 @@ impl Default for ReaderOptions {
     }
 }
 
+impl ReaderOptions {
+    /// Refuses values out of range ([`Error::Usage`]).
+    pub fn check(&self) -> Result<(), Error> {
+        if self.read_ahead > MAX_READ_AHEAD {
+            return Err(Error::Usage(format!(
+                "read-ahead of {} extents: at most {MAX_READ_AHEAD}",
+                self.read_ahead
+            )));
+        }
+        if self.cache_bytes > MAX_CACHE_BYTES {
+            return Err(Error::Usage(format!(
+                "a cache of {} bytes: at most {MAX_CACHE_BYTES}",
+                self.cache_bytes
+            )));
+        }
+        Ok(())
+    }
+}
+
+/// What a [`FileReader`] (all its clones) did so far, and holds now.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ReaderStats {
+    /// Extent fetches from the depots started (by reads and read-ahead),
+    /// whether they succeeded or not. Concurrent reads of one extent
+    /// count one fetch.
+    pub fetched: u64,
+    /// Of `fetched`, those started as read-ahead.
+    pub read_ahead: u64,
+    /// Of `fetched`, those that failed (nothing cached; a read-ahead
+    /// failure is retried once by the read that wants the extent, and only
+    /// that retry's failure is returned).
+    pub failed: u64,
+    /// Extents a read found in the cache (no fetch, no wait).
+    pub hits: u64,
+    /// Bytes of decrypted extents in the cache now: at most `cache_bytes`,
+    /// or one extent's when an extent is larger.
+    pub cached_bytes: u64,
+    /// Extents in the cache now.
+    pub cached_extents: usize,
+}
+
 /// An open file for reading at any offset. Cheap to clone; clones share
 /// the cache. `read_at` may be called from several tasks at once.
 #[derive(Clone)]
 pub struct FileReader {
-    inner: Arc<Inner>,
+    inner: Arc<Handle>,
 }
 
-struct Inner {
+/// What the clones of one reader share. The fetch tasks hold only
+/// [`Shared`], so dropping the last clone drops the [`JoinSet`], which
+/// aborts them.
+struct Handle {
+    shared: Arc<Shared>,
+    tasks: Mutex<JoinSet<()>>,
+}
+
+struct Shared {
     extents: ExtentReader,
-    #[allow(dead_code)]
     opts: ReaderOptions,
+    state: Mutex<State>,
+    fetched: AtomicU64,
+    read_ahead: AtomicU64,
+    failed: AtomicU64,
+    hits: AtomicU64,
+}
+
+type Bytes = Arc<Vec<u8>>;
+/// A fetch's result once it ended (`None` before).
+type Outcome = Option<Result<Bytes, Arc<Error>>>;
+
+enum Slot {
+    /// Cached; `tick` orders the LRU.
+    Ready { data: Bytes, tick: u64 },
+    /// Being fetched by the task of fetch number `flight`; its result
+    /// comes on `rx`.
+    Loading {
+        flight: u64,
+        rx: watch::Receiver<Outcome>,
+        background: bool,
+    },
+}
+
+#[derive(Default)]
+struct State {
+    slots: HashMap<usize, Slot>,
+    /// The `Ready` slots by last use, oldest first.
+    lru: BTreeMap<u64, usize>,
+    cached: u64,
+    tick: u64,
+    flights: u64,
+    /// Where the last read ended (sequential access continues there).
+    last_end: Option<u64>,
+}
+
+/// A fetch registered as `Loading`, for its task to run.
+struct Launch {
+    index: usize,
+    flight: u64,
+    tx: watch::Sender<Outcome>,
+}
+
+impl State {
+    fn next_tick(&mut self) -> u64 {
+        self.tick += 1;
+        self.tick
+    }
+
+    /// Marks a cached extent as just used.
+    fn touch(&mut self, i: usize) {
+        let t = self.next_tick();
+        if let Some(Slot::Ready { tick, .. }) = self.slots.get_mut(&i) {
+            self.lru.remove(tick);
+            *tick = t;
+            self.lru.insert(t, i);
+        }
+    }
+
+    /// Registers a fetch of extent `i` (which has no slot).
+    fn launch(&mut self, i: usize, background: bool) -> (watch::Receiver<Outcome>, Launch) {
+        self.flights += 1;
+        let flight = self.flights;
+        let (tx, rx) = watch::channel(None);
+        self.slots.insert(
+            i,
+            Slot::Loading {
+                flight,
+                rx: rx.clone(),
+                background,
+            },
+        );
+        (
+            rx,
+            Launch {
+                index: i,
+                flight,
+                tx,
+            },
+        )
+    }
+
+    fn is_flight(&self, i: usize, flight: u64) -> bool {
+        matches!(self.slots.get(&i), Some(Slot::Loading { flight: f, .. }) if *f == flight)
+    }
+
+    /// Caches extent `i`, then drops the least recently used extents
+    /// until the cache holds at most `limit` bytes or only `i`.
+    fn insert_ready(&mut self, i: usize, data: Bytes, limit: u64) {
+        let t = self.next_tick();
+        self.cached += data.len() as u64;
+        self.slots.insert(i, Slot::Ready { data, tick: t });
+        self.lru.insert(t, i);
+        while self.cached > limit {
+            let Some((&oldest, &j)) = self.lru.iter().next() else {
+                break;
+            };
+            if j == i {
+                // The newest: only it is left.
+                break;
+            }
+            self.lru.remove(&oldest);
+            if let Some(Slot::Ready { data, .. }) = self.slots.remove(&j) {
+                self.cached -= data.len() as u64;
+            }
+        }
+    }
+}
+
+impl Shared {
+    fn state(&self) -> MutexGuard<'_, State> {
+        // Nothing panics while holding it; a poisoned lock still holds a
+        // consistent state.
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn length(&self, i: usize) -> u64 {
+        self.extents.extent(i).map_or(0, |(_, len)| len)
+    }
+
+    /// Registers fetches of the extents of `range` not cached nor being
+    /// fetched, while their bytes fit in `budget` (those already there
+    /// count too); returns the fetches to start.
+    fn plan(
+        &self,
+        range: std::ops::Range<usize>,
+        mut budget: u64,
+        background: bool,
+    ) -> Vec<Launch> {
+        let mut st = self.state();
+        let mut out = Vec::new();
+        for j in range {
+            let len = self.length(j);
+            if len > budget {
+                break;
+            }
+            budget -= len;
+            match st.slots.get(&j) {
+                Some(Slot::Ready { .. }) => st.touch(j),
+                Some(Slot::Loading { .. }) => {}
+                None => out.push(st.launch(j, background).1),
+            }
+        }
+        self.count_launches(out.len() as u64, background);
+        out
+    }
+
+    fn count_launches(&self, n: u64, background: bool) {
+        self.fetched.fetch_add(n, Ordering::Relaxed);
+        if background {
+            self.read_ahead.fetch_add(n, Ordering::Relaxed);
+        }
+    }
+
+    /// The task of one fetch: fetches extent `l.index`, caches it (if its
+    /// slot is still this fetch's) or forgets the slot on failure, then
+    /// wakes whoever waits for it.
+    async fn fly(self: Arc<Self>, l: Launch) {
+        let outcome = match self.extents.fetch(l.index).await {
+            Ok(mut data) => {
+                // A recycled block buffer may be much larger than this
+                // extent: the cache counts what it holds.
+                if data.capacity() > data.len() + data.len() / 8 {
+                    data.shrink_to_fit();
+                }
+                Ok(Arc::new(data))
+            }
+            Err(e) => Err(Arc::new(Error::from(e))),
+        };
+        {
+            let mut st = self.state();
+            let ours = st.is_flight(l.index, l.flight);
+            match &outcome {
+                Ok(data) if ours => st.insert_ready(l.index, data.clone(), self.opts.cache_bytes),
+                Ok(_) => {}
+                Err(_) => {
+                    self.failed.fetch_add(1, Ordering::Relaxed);
+                    if ours {
+                        st.slots.remove(&l.index);
+                    }
+                }
+            }
+        }
+        l.tx.send_replace(Some(outcome));
+    }
 }
 
 impl FileReader {
-    /// Opens `src` (its exNode, ticket and data key) for reading.
+    /// Opens `src` (its exNode, ticket and data key) for reading; `opts`
+    /// out of range is a usage error.
     pub async fn open(grid: &Grid, src: &Source, opts: ReaderOptions) -> Result<FileReader, Error> {
+        opts.check()?;
         let o = open(grid, src, true).await?;
         let pool = download_pool(grid, &o.exnode).await?;
         let dl = DownloadOptions {
@@ -57,39 +322,89 @@ impl FileReader {
         };
         let extents = ExtentReader::new(&o.exnode, pool, dl)?;
         Ok(FileReader {
-            inner: Arc::new(Inner { extents, opts }),
+            inner: Arc::new(Handle {
+                shared: Arc::new(Shared {
+                    extents,
+                    opts,
+                    state: Mutex::new(State::default()),
+                    fetched: AtomicU64::new(0),
+                    read_ahead: AtomicU64::new(0),
+                    failed: AtomicU64::new(0),
+                    hits: AtomicU64::new(0),
+                }),
+                tasks: Mutex::new(JoinSet::new()),
+            }),
         })
     }
 
     /// The file's size in bytes.
     pub fn size(&self) -> u64 {
-        self.inner.extents.size()
+        self.inner.shared.extents.size()
+    }
+
+    /// The options the reader was opened with.
+    pub fn options(&self) -> ReaderOptions {
+        self.inner.shared.opts
     }
 
     /// Reads up to `buf.len()` bytes at `offset`; returns how many were
-    /// read (0 at or past the end of the file, fewer only at its end).
+    /// read (0 at or past the end of the file or for an empty `buf`, fewer
+    /// than asked only at the end of the file). Must run in a tokio
+    /// runtime (fetches are tasks of it).
+    ///
+    /// A read that starts where the previous one ended, or that reaches
+    /// the end of an extent, starts fetching the next
+    /// [`read_ahead`](ReaderOptions::read_ahead) extents in the background.
     pub async fn read_at(&self, offset: u64, buf: &mut [u8]) -> Result<usize, Error> {
         let size = self.size();
         if offset >= size || buf.is_empty() {
             return Ok(0);
         }
+        let rt = tokio::runtime::Handle::try_current()
+            .map_err(|_| Error::Usage("FileReader::read_at runs in a tokio runtime".into()))?;
+        let sh = &self.inner.shared;
         let want = (buf.len() as u64).min(size - offset) as usize;
+        let end = offset + want as u64;
+        let no_extent = |at: u64| Error::Data(format!("no extent of the exNode holds byte {at}"));
+        let first = sh
+            .extents
+            .extent_at(offset)
+            .ok_or_else(|| no_extent(offset))?;
+        let last = sh
+            .extents
+            .extent_at(end - 1)
+            .ok_or_else(|| no_extent(end - 1))?;
+        let sequential = {
+            let mut st = sh.state();
+            let continues = st.last_end == Some(offset);
+            st.last_end = Some(end);
+            continues
+                || sh
+                    .extents
+                    .extent(last)
+                    .is_some_and(|(start, len)| start + len == end)
+        };
+        let ahead = sh.opts.read_ahead;
         let mut done = 0usize;
-        while done < want {
+        for i in first..=last {
+            let budget = sh.opts.cache_bytes.saturating_sub(sh.length(i));
+            // This read's next extents, fetched while this one is awaited.
+            let mut launches = sh.plan(i + 1..(last + 1).min(i + 1 + ahead), budget, false);
+            if i == last && sequential {
+                launches.extend(sh.plan(
+                    last + 1..sh.extents.len().min(last + 1 + ahead),
+                    budget,
+                    true,
+                ));
+            }
+            let data = self.extent(&rt, i, launches).await?;
             let at = offset + done as u64;
-            let i =
-                self.inner.extents.extent_at(at).ok_or_else(|| {
-                    Error::Data(format!("no extent of the exNode holds byte {at}"))
-                })?;
-            let (start, _) = self
-                .inner
+            let (start, _) = sh
                 .extents
-                .extents()
-                .nth(i)
+                .extent(i)
                 .ok_or_else(|| Error::Data(format!("no extent {i}")))?;
-            let data = self.inner.extents.fetch(i).await?;
             let from = (at - start) as usize;
-            let n = (data.len().saturating_sub(from)).min(want - done);
+            let n = data.len().saturating_sub(from).min(want - done);
             if n == 0 {
                 return Err(Error::Data(format!(
                     "extent {i} is shorter than the exNode says"
@@ -103,6 +418,200 @@ impl FileReader {
 
     /// Failovers, rebuilds and corrupt mappings met so far.
     pub fn report(&self) -> DownloadReport {
-        self.inner.extents.report()
+        self.inner.shared.extents.report()
+    }
+
+    /// Counters of fetches and cache use (see [`ReaderStats`]).
+    pub fn stats(&self) -> ReaderStats {
+        let sh = &self.inner.shared;
+        let (cached_bytes, cached_extents) = {
+            let st = sh.state();
+            (st.cached, st.lru.len())
+        };
+        ReaderStats {
+            fetched: sh.fetched.load(Ordering::Relaxed),
+            read_ahead: sh.read_ahead.load(Ordering::Relaxed),
+            failed: sh.failed.load(Ordering::Relaxed),
+            hits: sh.hits.load(Ordering::Relaxed),
+            cached_bytes,
+            cached_extents,
+        }
+    }
+
+    /// Starts the tasks of `launches`.
+    fn start(&self, rt: &tokio::runtime::Handle, launches: Vec<Launch>) {
+        if launches.is_empty() {
+            return;
+        }
+        let mut tasks = self.inner.tasks.lock().unwrap_or_else(|p| p.into_inner());
+        while tasks.try_join_next().is_some() {}
+        for l in launches {
+            tasks.spawn_on(self.inner.shared.clone().fly(l), rt);
+        }
+    }
+
+    /// Extent `i`, from the cache, from the fetch already running, or
+    /// fetched now (`launches` are started meanwhile). A read-ahead that
+    /// failed is tried again once here.
+    async fn extent(
+        &self,
+        rt: &tokio::runtime::Handle,
+        i: usize,
+        mut launches: Vec<Launch>,
+    ) -> Result<Bytes, Error> {
+        let sh = &self.inner.shared;
+        let mut retried = false;
+        loop {
+            let (flight, rx, background) = {
+                let mut st = sh.state();
+                match st.slots.get(&i) {
+                    Some(Slot::Ready { data, .. }) => {
+                        let data = data.clone();
+                        st.touch(i);
+                        drop(st);
+                        sh.hits.fetch_add(1, Ordering::Relaxed);
+                        self.start(rt, launches);
+                        return Ok(data);
+                    }
+                    Some(Slot::Loading {
+                        flight,
+                        rx,
+                        background,
+                    }) => (*flight, rx.clone(), *background),
+                    None => {
+                        let (rx, l) = st.launch(i, false);
+                        let flight = l.flight;
+                        drop(st);
+                        sh.count_launches(1, false);
+                        launches.insert(0, l);
+                        (flight, rx, false)
+                    }
+                }
+            };
+            self.start(rt, std::mem::take(&mut launches));
+            match wait(rx).await {
+                Some(Ok(data)) => return Ok(data),
+                Some(Err(e)) if background && !retried => {
+                    tracing::debug!(extent = i, error = %e, "read-ahead failed; fetching again");
+                    retried = true;
+                }
+                Some(Err(e)) => return Err(duplicate(&e)),
+                None => {
+                    // The task ended without an answer (aborted): forget
+                    // its slot.
+                    let mut st = sh.state();
+                    if st.is_flight(i, flight) {
+                        st.slots.remove(&i);
+                    }
+                    return Err(Error::Local(format!(
+                        "the fetch of extent {i} was abandoned"
+                    )));
+                }
+            }
+        }
+    }
+}
+
+/// The outcome of a fetch, once it ended; `None` if its task ended
+/// without one.
+async fn wait(mut rx: watch::Receiver<Outcome>) -> Option<Result<Bytes, Arc<Error>>> {
+    match rx.wait_for(Option::is_some).await {
+        Ok(v) => v.clone(),
+        Err(_) => None,
+    }
+}
+
+/// A copy of `e` for each reader that waited for one failed fetch (same
+/// variant, so the same exit class).
+fn duplicate(e: &Error) -> Error {
+    match e {
+        Error::Usage(m) => Error::Usage(m.clone()),
+        Error::NoProxy(p) => Error::NoProxy(p.clone()),
+        Error::InvalidProxy(m) => Error::InvalidProxy(m.clone()),
+        Error::BadRequest(m) => Error::BadRequest(m.clone()),
+        Error::Refused(m) => Error::Refused(m.clone()),
+        Error::Forbidden(m) => Error::Forbidden(m.clone()),
+        Error::NotFound(m) => Error::NotFound(m.clone()),
+        Error::Conflict(m) => Error::Conflict(m.clone()),
+        Error::RateLimited {
+            retry_after,
+            message,
+        } => Error::RateLimited {
+            retry_after: *retry_after,
+            message: message.clone(),
+        },
+        Error::Unavailable(m) => Error::Unavailable(m.clone()),
+        Error::Local(m) => Error::Local(m.clone()),
+        Error::Data(m) => Error::Data(m.clone()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn data(n: usize) -> Bytes {
+        Arc::new(vec![7; n])
+    }
+
+    #[test]
+    fn the_cache_drops_the_least_recently_used_extents_past_its_bound() {
+        let mut st = State::default();
+        st.insert_ready(0, data(10), 25);
+        st.insert_ready(1, data(10), 25);
+        st.touch(0);
+        st.insert_ready(2, data(10), 25);
+        // 1 was used least recently.
+        assert!(st.slots.contains_key(&0) && st.slots.contains_key(&2));
+        assert!(!st.slots.contains_key(&1));
+        assert_eq!(st.cached, 20);
+        assert_eq!(st.lru.len(), 2);
+    }
+
+    #[test]
+    fn one_extent_is_kept_even_when_larger_than_the_cache() {
+        let mut st = State::default();
+        st.insert_ready(0, data(10), 0);
+        assert_eq!((st.cached, st.lru.len()), (10, 1));
+        st.insert_ready(1, data(30), 0);
+        assert_eq!((st.cached, st.lru.len()), (30, 1));
+        assert!(st.slots.contains_key(&1));
+    }
+
+    #[test]
+    fn options_out_of_range_are_refused() {
+        assert!(ReaderOptions::default().check().is_ok());
+        let o = ReaderOptions {
+            read_ahead: MAX_READ_AHEAD + 1,
+            ..Default::default()
+        };
+        assert!(matches!(o.check(), Err(Error::Usage(_))));
+        let o = ReaderOptions {
+            cache_bytes: MAX_CACHE_BYTES + 1,
+            ..Default::default()
+        };
+        assert!(matches!(o.check(), Err(Error::Usage(_))));
+        let o = ReaderOptions {
+            cache_bytes: 0,
+            read_ahead: 0,
+        };
+        assert!(o.check().is_ok());
+    }
+
+    #[tokio::test]
+    async fn waiters_of_a_failed_fetch_each_get_its_error() {
+        let (tx, rx) = watch::channel::<Outcome>(None);
+        let a = tokio::spawn(wait(rx.clone()));
+        let b = tokio::spawn(wait(rx));
+        tx.send_replace(Some(Err(Arc::new(Error::Data("lost".into())))));
+        for h in [a, b] {
+            match h.await.expect("a waiter") {
+                Some(Err(e)) => assert!(matches!(duplicate(&e), Error::Data(m) if m == "lost")),
+                _ => panic!("the error"),
+            }
+        }
+        let (tx, rx) = watch::channel::<Outcome>(None);
+        drop(tx);
+        assert!(wait(rx).await.is_none(), "an abandoned fetch");
     }
 }
