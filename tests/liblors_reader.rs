@@ -19,6 +19,7 @@ use std::time::Duration;
 use common::*;
 use ibp_grid::grid::{Grid, GridOptions};
 use lors::client::{Client, Overrides};
+use lors::config::Config;
 use lors::files::{self, Dest, FileReader, FileWriter, ReaderOptions, Source, UploadSettings};
 use lors::transfer::{Redundancy, Sink};
 use lors::Error;
@@ -418,6 +419,73 @@ async fn writer_cases(g: &Grid, client: &Client, settings: &UploadSettings) {
     read_is(&open(&grid, &f, ReaderOptions::default()).await, &f, 0, 200).await;
 }
 
+/// The index in the grid of the depot at `addr` (as a mapping names it).
+fn depot_index(g: &Grid, addr: &str) -> Option<usize> {
+    g.depots
+        .iter()
+        .position(|d| d.legacy_addr == addr || d.tls_addr.as_deref() == Some(addr))
+}
+
+/// A read-ahead that fails is not reported: the read that wants the
+/// extent fetches it again. `f` has one copy per extent; the depot of an
+/// extent in the read-ahead window is killed while it is read ahead, then
+/// restarted before that extent is read. Its own session (and so its own
+/// record of depots down), to leave the main one's alone.
+fn failed_read_ahead_is_retried(
+    g: &mut Grid,
+    rt: &tokio::runtime::Runtime,
+    cfg: Config,
+    f: &TestFile,
+) {
+    let client = Client::new(cfg, Overrides::default()).expect("a client");
+    let grid = client.grid().expect("alice's session");
+    let opts = ReaderOptions::default();
+    let (r, victim) = rt.block_on(async {
+        let o = within("open", files::open(&grid, &f.src, false))
+            .await
+            .expect("the exNode");
+        let extents = o.exnode.extents();
+        let depot = |i: usize| {
+            extents
+                .get(i)
+                .and_then(|e| e.mappings.first())
+                .and_then(|m| depot_index(g, &m.depot))
+                .expect("a depot of the grid")
+        };
+        let victim = (1..=opts.read_ahead)
+            .map(depot)
+            .find(|&d| d != depot(0))
+            .expect("an extent read ahead on another depot than extent 0's");
+        (open(&grid, f, opts).await, victim)
+    });
+    g.kill_depot(victim);
+    rt.block_on(async {
+        read_is(&r, f, 0, 1000).await;
+        // Sequential: extents 1 to 4 are read ahead; some fail.
+        read_is(&r, f, 1000, 1000).await;
+        within("failed read-ahead", async {
+            while r.stats().failed == 0 {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        })
+        .await;
+        let st = r.stats();
+        assert_eq!(st.read_ahead, opts.read_ahead as u64, "{st:?}");
+    });
+    g.restart_depot(victim).expect("restart the depot");
+    rt.block_on(async {
+        read_is(&r, f, 0, f.data.len()).await;
+        let st = r.stats();
+        eprintln!("read-ahead failed on depot-{victim}, then read: {st:?}");
+        assert!(st.failed >= 1, "{st:?}");
+        assert_eq!(
+            st.fetched,
+            f.extents() + st.failed,
+            "each failed read-ahead fetched once more: {st:?}"
+        );
+    });
+}
+
 /// The depot to kill: one holding a data share of an erasure-coded group
 /// not yet read (so that reading it rebuilds from parity) and the first
 /// replica tried for a two-copy extent not yet read (so that reading it
@@ -430,11 +498,7 @@ async fn depot_to_kill(
     from: u64,
 ) -> usize {
     let mut score = vec![(0usize, 0usize); g.depots.len()];
-    let index = |depot: &str| {
-        g.depots
-            .iter()
-            .position(|d| d.legacy_addr == depot || d.tls_addr.as_deref() == Some(depot))
-    };
+    let index = |depot: &str| depot_index(g, depot);
     let o = within("open", files::open(grid, &ec.src, false))
         .await
         .expect("the EC exNode");
@@ -478,9 +542,8 @@ fn file_reader_and_writer_on_a_real_grid() {
     ok(lors(&g, "bob", &["whoami"]));
     ok(lors(&g, "alice", &["mkdir", "-p", "/vo1/rd"]));
     let env: HashMap<String, String> = g.env("alice").into_iter().collect();
-    let cfg = lors::config::Config::from_sources(None, |k| env.get(k).cloned())
-        .expect("alice's configuration");
-    let client = Client::new(cfg, Overrides::default()).expect("a client");
+    let cfg = Config::from_sources(None, |k| env.get(k).cloned()).expect("alice's configuration");
+    let client = Client::new(cfg.clone(), Overrides::default()).expect("a client");
     let grid = client.grid().expect("alice's session");
     let mut settings = client.settings().expect("upload settings");
     settings.block_size = BS;
@@ -594,6 +657,8 @@ fn file_reader_and_writer_on_a_real_grid() {
 
         writer_cases(&g, &client, &settings).await;
     });
+
+    failed_read_ahead_is_retried(&mut g, &rt, cfg, c1);
 
     // A depot killed (SIGKILL) while two readers are part way through:
     // the rest of both files still reads back intact, by failing over to

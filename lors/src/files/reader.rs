@@ -361,7 +361,7 @@ impl FileReader {
             return Ok(0);
         }
         let rt = tokio::runtime::Handle::try_current()
-            .map_err(|_| Error::Usage("FileReader::read_at runs in a tokio runtime".into()))?;
+            .map_err(|_| Error::Usage("FileReader::read_at must run in a tokio runtime".into()))?;
         let sh = &self.inner.shared;
         let want = (buf.len() as u64).min(size - offset) as usize;
         let end = offset + want as u64;
