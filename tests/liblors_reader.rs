@@ -558,6 +558,13 @@ fn file_reader_and_writer_on_a_real_grid() {
             ("copies-1", Redundancy::Copies(1), (1 << 20) + 12_345, 1),
             ("copies-2", Redundancy::Copies(2), (1 << 20) + 777, 2),
             ("ec-2+1", Redundancy::Ec { k: 2, m: 1 }, (1 << 20) + 4097, 3),
+            ("copies-2-big", Redundancy::Copies(2), (4 << 20) + 11, 5),
+            (
+                "ec-2+1-big",
+                Redundancy::Ec { k: 2, m: 1 },
+                (4 << 20) + 13,
+                6,
+            ),
         ] {
             let data = bytes(size, seed);
             let p = format!("/vo1/rd/{what}");
@@ -606,7 +613,9 @@ fn file_reader_and_writer_on_a_real_grid() {
         });
         out
     });
-    let (c1, c2, ec, xnd) = (&files[0], &files[1], &files[2], &files[3]);
+    let [c1, c2, ec, big2, bigec, xnd] = &files[..] else {
+        panic!("six files");
+    };
 
     rt.block_on(async {
         let small = ReaderOptions {
@@ -617,7 +626,7 @@ fn file_reader_and_writer_on_a_real_grid() {
             cache_bytes: 0,
             read_ahead: 0,
         };
-        for (n, f) in files.iter().enumerate() {
+        for (n, f) in [c1, c2, ec, xnd].into_iter().enumerate() {
             for (m, opts) in [ReaderOptions::default(), small, none]
                 .into_iter()
                 .enumerate()
@@ -658,50 +667,84 @@ fn file_reader_and_writer_on_a_real_grid() {
         writer_cases(&g, &client, &settings).await;
     });
 
-    failed_read_ahead_is_retried(&mut g, &rt, cfg, c1);
+    failed_read_ahead_is_retried(&mut g, &rt, cfg.clone(), c1);
 
-    // A depot killed (SIGKILL) while two readers are part way through:
-    // the rest of both files still reads back intact, by failing over to
-    // the other replica and rebuilding from parity.
-    let half = 8 * BS;
-    let no_ahead = ReaderOptions {
-        read_ahead: 0,
-        ..Default::default()
-    };
-    let (r2, rec, victim) = rt.block_on(async {
-        let r2 = open(&grid, c2, no_ahead).await;
-        let rec = open(&grid, ec, no_ahead).await;
-        for r in [(&r2, c2), (&rec, ec)] {
-            read_is(r.0, r.1, 0, half as usize).await;
-            assert_eq!(r.0.stats().fetched, 8, "{}: only the first half", r.1.what);
-        }
-        let victim = depot_to_kill(&g, &grid, c2, ec, half).await;
-        (r2, rec, victim)
+    // A depot killed (SIGKILL) while two readers are part way through
+    // (64 extents each, read in 16 KiB reads from two tasks): both read
+    // back intact, by failing over to the other replica and rebuilding from
+    // parity.
+    let victim = rt.block_on(depot_to_kill(&g, &grid, big2, bigec, 32 * BS));
+    // Each in its own session: a session remembers a depot that failed
+    // and tries it last, so one reader's failover would spare the other.
+    let grid2 = Client::new(cfg.clone(), Overrides::default())
+        .and_then(|c| c.grid())
+        .expect("a second session");
+    let readers: Vec<(FileReader, &TestFile)> = rt.block_on(async {
+        vec![
+            (open(&grid, big2, ReaderOptions::default()).await, big2),
+            (open(&grid2, bigec, ReaderOptions::default()).await, bigec),
+        ]
     });
-    g.kill_depot(victim);
-    assert!(!g.depots[victim].is_running(), "depot-{victim} killed");
-    eprintln!("depot-{victim} killed");
-    rt.block_on(async {
-        for (r, f) in [(&r2, c2), (&rec, ec)] {
-            let rest = f.data.len() - half as usize;
-            read_is(r, f, half, rest).await;
-            read_is(r, f, 0, f.data.len()).await;
-        }
-        let (rep2, repec) = (r2.report(), rec.report());
-        eprintln!("after the kill: copies-2 {rep2:?}, ec-2+1 {repec:?}");
-        assert!(rep2.failovers > 0, "copies-2 failed over: {rep2:?}");
-        assert!(repec.rebuilt > 0, "ec-2+1 rebuilt from parity: {repec:?}");
+    let tasks: Vec<_> = readers
+        .iter()
+        .map(|(r, f)| {
+            let (r, size) = (r.clone(), f.data.len());
+            rt.spawn(async move {
+                let mut out = Vec::with_capacity(size);
+                let mut buf = vec![0u8; 16 << 10];
+                loop {
+                    let n = r.read_at(out.len() as u64, &mut buf).await?;
+                    if n == 0 {
+                        return Ok::<_, Error>(out);
+                    }
+                    out.extend_from_slice(&buf[..n]);
+                }
+            })
+        })
+        .collect();
+    let deadline = std::time::Instant::now() + LIMIT;
+    while readers.iter().all(|(r, _)| r.stats().fetched < 8) {
         assert!(
-            rep2.corrupt.is_empty() && repec.corrupt.is_empty(),
-            "nothing corrupt"
+            std::time::Instant::now() < deadline,
+            "a reader fetches 8 extents"
         );
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    g.kill_depot(victim);
+    let at_kill: Vec<u64> = readers.iter().map(|(r, _)| r.stats().fetched).collect();
+    eprintln!("depot-{victim} killed; extents fetched by then: {at_kill:?}");
+    assert!(!g.depots[victim].is_running(), "depot-{victim} killed");
+    for (t, (_, f)) in tasks.into_iter().zip(&readers) {
+        let out = rt
+            .block_on(within("read", t))
+            .expect("a reading task")
+            .unwrap_or_else(|e| panic!("{}: reading across the kill: {e:#}", f.what));
+        assert!(out == f.data, "{}: read across the kill differs", f.what);
+    }
+    for (n, (_, f)) in at_kill.iter().zip(&readers) {
+        // Killed before the part read by the depot's extents was reached.
+        assert!(
+            *n < 32,
+            "{}: {n} extents fetched before the kill: too late to test it",
+            f.what
+        );
+    }
+    let (rep2, repec) = (readers[0].0.report(), readers[1].0.report());
+    eprintln!("across the kill: copies-2 {rep2:?}, ec-2+1 {repec:?}");
+    assert!(rep2.failovers > 0, "copies-2 failed over: {rep2:?}");
+    assert!(repec.rebuilt > 0, "ec-2+1 rebuilt from parity: {repec:?}");
+    assert!(
+        rep2.corrupt.is_empty() && repec.corrupt.is_empty(),
+        "nothing corrupt"
+    );
+    rt.block_on(async {
         // Readers opened after the kill read everything too.
         for f in [c2, ec] {
             sequential(&grid, f, ReaderOptions::default(), 30_000).await;
             ranged_reads(&grid, f, ReaderOptions::default(), 99).await;
         }
-        let rec = open(&grid, ec, ReaderOptions::default()).await;
-        read_is(&rec, ec, 0, ec.data.len()).await;
+        let rec = open(&grid, bigec, ReaderOptions::default()).await;
+        read_is(&rec, bigec, 0, bigec.data.len()).await;
         assert!(rec.report().rebuilt > 0, "{:?}", rec.report());
     });
 }
