@@ -321,7 +321,11 @@ impl FileReader {
             ..Default::default()
         };
         let extents = ExtentReader::new(&o.exnode, pool, dl)?;
-        Ok(FileReader {
+        Ok(FileReader::from_extents(extents, opts))
+    }
+
+    fn from_extents(extents: ExtentReader, opts: ReaderOptions) -> FileReader {
+        FileReader {
             inner: Arc::new(Handle {
                 shared: Arc::new(Shared {
                     extents,
@@ -334,7 +338,7 @@ impl FileReader {
                 }),
                 tasks: Mutex::new(JoinSet::new()),
             }),
-        })
+        }
     }
 
     /// The file's size in bytes.
@@ -548,7 +552,182 @@ fn duplicate(e: &Error) -> Error {
 
 #[cfg(test)]
 mod tests {
+    use std::time::Duration;
+
+    use exnode::{Exnode, Mapping, Security};
+    use tokio::io::AsyncReadExt;
+    use tokio::net::{TcpListener, TcpStream};
+    use tokio::sync::mpsc;
+
     use super::*;
+    use crate::transfer::{Pool, SecureSetup};
+
+    /// A stand-in for a depot that accepts connections and never answers:
+    /// each accepted connection is handed to the test, which closes it (a
+    /// failed LOAD) or watches it close (the client gave up).
+    async fn silent_depot() -> (String, mpsc::UnboundedReceiver<TcpStream>) {
+        let l = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = l.local_addr().expect("its address").to_string();
+        let (tx, rx) = mpsc::unbounded_channel();
+        tokio::spawn(async move {
+            while let Ok((c, _)) = l.accept().await {
+                if tx.send(c).is_err() {
+                    break;
+                }
+            }
+        });
+        (addr, rx)
+    }
+
+    /// A reader of a legacy file of two 1000-byte extents at `addr`.
+    fn reader(addr: &str, opts: ReaderOptions) -> FileReader {
+        let cap = format!("ibp://{addr}/0#{}/1/READ", "k".repeat(32));
+        let m = |offset| Mapping {
+            logical_offset: offset,
+            logical_length: 1000,
+            alloc_length: 1000,
+            read: Some(cap.clone()),
+            depot: addr.to_owned(),
+            security: Some(Security::Legacy),
+            ..Default::default()
+        };
+        let x = Exnode {
+            size: 2000,
+            mappings: vec![m(0), m(1000)],
+            ..Default::default()
+        };
+        let pool = Pool::new(SecureSetup::default(), Duration::from_secs(600));
+        let dl = DownloadOptions {
+            threads: 1,
+            ..Default::default()
+        };
+        FileReader::from_extents(ExtentReader::new(&x, pool, dl).expect("an exNode"), opts)
+    }
+
+    async fn next(conns: &mut mpsc::UnboundedReceiver<TcpStream>) -> TcpStream {
+        tokio::time::timeout(Duration::from_secs(10), conns.recv())
+            .await
+            .expect("a connection within 10 s")
+            .expect("the depot runs")
+    }
+
+    /// Five reads of one extent at once make one fetch (one connection to
+    /// the depot) and all get its error; the failure is not cached: the
+    /// next read fetches again.
+    #[tokio::test(flavor = "current_thread")]
+    async fn reads_of_one_extent_share_one_fetch_and_a_failure_is_not_cached() {
+        let (addr, mut conns) = silent_depot().await;
+        let opts = ReaderOptions {
+            cache_bytes: 1 << 20,
+            read_ahead: 0,
+        };
+        let r = reader(&addr, opts);
+        let mut set = JoinSet::new();
+        for _ in 0..5 {
+            let r = r.clone();
+            set.spawn(async move { r.read_at(5, &mut [0u8; 10]).await });
+        }
+        let c = next(&mut conns).await;
+        assert_eq!(r.stats().fetched, 1);
+        drop(c);
+        while let Some(j) = set.join_next().await {
+            let e = j.expect("a reading task").expect_err("the fetch failed");
+            assert_eq!(e.exit_code(), crate::exit::DATA, "{e}");
+        }
+        assert!(conns.try_recv().is_err(), "one connection for five reads");
+        let st = r.stats();
+        assert_eq!(
+            (st.fetched, st.failed, st.cached_extents),
+            (1, 1, 0),
+            "{st:?}"
+        );
+
+        let again = tokio::spawn({
+            let r = r.clone();
+            async move { r.read_at(5, &mut [0u8; 10]).await }
+        });
+        drop(next(&mut conns).await);
+        assert!(again.await.expect("a reading task").is_err());
+        assert_eq!(r.stats().fetched, 2, "fetched again after the failure");
+    }
+
+    /// A read-ahead that fails is not reported by itself: the read that
+    /// wants its extent fetches it again, once, and returns that fetch's
+    /// error.
+    #[tokio::test(flavor = "current_thread")]
+    async fn a_failed_read_ahead_is_fetched_again_once_by_the_read_that_wants_it() {
+        let (addr, mut conns) = silent_depot().await;
+        let opts = ReaderOptions {
+            cache_bytes: 1 << 20,
+            read_ahead: 1,
+        };
+        let r = reader(&addr, opts);
+        // Up to the end of extent 0: extent 1 is read ahead.
+        let first = tokio::spawn({
+            let r = r.clone();
+            async move { r.read_at(0, &mut [0u8; 1000]).await }
+        });
+        let (a, b) = (next(&mut conns).await, next(&mut conns).await);
+        let st = r.stats();
+        assert_eq!((st.fetched, st.read_ahead), (2, 1), "{st:?}");
+        let second = tokio::spawn({
+            let r = r.clone();
+            async move { r.read_at(1000, &mut [0u8; 10]).await }
+        });
+        tokio::task::yield_now().await;
+        drop((a, b));
+        assert!(first.await.expect("a reading task").is_err());
+        let c = next(&mut conns).await;
+        assert!(
+            !second.is_finished(),
+            "the read-ahead's failure is not returned"
+        );
+        drop(c);
+        let e = second
+            .await
+            .expect("a reading task")
+            .expect_err("the second fetch failed too");
+        assert_eq!(e.exit_code(), crate::exit::DATA, "{e}");
+        assert!(conns.try_recv().is_err(), "fetched again only once");
+        let st = r.stats();
+        assert_eq!((st.fetched, st.read_ahead, st.failed), (3, 1, 3), "{st:?}");
+    }
+
+    /// A read whose future is dropped leaves its fetch running; dropping
+    /// the last clone of the reader aborts it (its connection closes long
+    /// before the depot timeout of 600 s).
+    #[tokio::test(flavor = "current_thread")]
+    async fn dropping_the_last_clone_aborts_the_fetches() {
+        let (addr, mut conns) = silent_depot().await;
+        let r = reader(&addr, ReaderOptions::default());
+        let read = tokio::spawn({
+            let r = r.clone();
+            async move { r.read_at(0, &mut [0u8; 10]).await }
+        });
+        let mut c = next(&mut conns).await;
+        read.abort();
+        assert!(read.await.is_err_and(|e| e.is_cancelled()));
+        let clone = r.clone();
+        drop(r);
+        // A clone is left: the fetch still runs (the LOAD was sent).
+        let mut buf = [0u8; 256];
+        let n = c.read(&mut buf).await.expect("the LOAD");
+        assert!(n > 0, "the client sent its LOAD");
+        drop(clone);
+        let closed = tokio::time::timeout(Duration::from_secs(10), async {
+            loop {
+                match c.read(&mut buf).await {
+                    Ok(0) | Err(_) => break,
+                    Ok(_) => {}
+                }
+            }
+        })
+        .await;
+        assert!(
+            closed.is_ok(),
+            "the fetch was aborted: its connection closed"
+        );
+    }
 
     fn data(n: usize) -> Bytes {
         Arc::new(vec![7; n])
