@@ -4,7 +4,8 @@
 //! exNode; fetch counts of sequential reads; the cache bound; concurrent
 //! reads of one reader; a depot killed with SIGKILL while reading) and
 //! [`FileWriter`] (written in chunks and committed; dropped; a failed
-//! commit registers nothing and releases what it stored; the staging
+//! commit (missing directory, no write right, two writers racing for one
+//! path) registers nothing and releases what it stored; the staging
 //! bound).
 //!
 //! One grid for all cases (it takes longer to start than most cases take);
@@ -384,6 +385,57 @@ async fn writer_cases(g: &Grid, client: &Client, settings: &UploadSettings) {
         !listing.contains("from-alice"),
         "a refused commit registers nothing: {listing}"
     );
+
+    // Two writers of one new path committing at once: both start from
+    // "no such file", so the second to register is refused (conflict) and
+    // releases what it stored; the first's data is the file.
+    let before = stored(g);
+    let (da, db) = (bytes(300 << 10, 45), bytes(300 << 10, 46));
+    let mut writers = Vec::new();
+    for d in [&da, &db] {
+        let mut w = FileWriter::create(
+            &grid,
+            Dest::Path("/vo1/rd/raced".into()),
+            settings.clone(),
+            None,
+        )
+        .expect("a writer");
+        within("write", w.write(d)).await.expect("write");
+        writers.push(w);
+    }
+    let (wb, wa) = (writers.pop(), writers.pop());
+    let (ra, rb) = within("commits", async {
+        tokio::join!(
+            wa.expect("writer a").commit(),
+            wb.expect("writer b").commit()
+        )
+    })
+    .await;
+    let (won, summary, e) = match (ra, rb) {
+        (Ok(s), Err(e)) => (&da, s, e),
+        (Err(e), Ok(s)) => (&db, s, e),
+        (a, b) => panic!("one commit wins, one conflicts: {a:?} / {b:?}"),
+    };
+    eprintln!("the commit that lost the race: {e}");
+    assert_eq!(e.exit_code(), 8, "conflict: {e}");
+    assert_eq!(summary.version, 1);
+    assert_eq!(
+        stored(g),
+        before + summary.stored,
+        "only the winner's allocations remain"
+    );
+    let f = TestFile {
+        what: "raced",
+        src: path("/vo1/rd/raced"),
+        data: won.clone(),
+    };
+    read_is(
+        &open(&grid, &f, ReaderOptions::default()).await,
+        &f,
+        0,
+        won.len(),
+    )
+    .await;
 
     // The staging bound: a write past it is refused whole; the writer
     // goes on.
