@@ -14,9 +14,11 @@
 //!
 //! Thread safety: a [`FileReader`] is `Send + Sync` and cheap to clone;
 //! clones share one cache, and `read_at` may be called from several tasks
-//! (or threads, each in the one tokio runtime) at once. Fetches run as tasks
-//! of the runtime that called `read_at`; those still running when the last
-//! clone is dropped are aborted.
+//! or threads at once, each inside a tokio runtime. A fetch runs as a task
+//! of the runtime whose `read_at` started it (reads of one reader from
+//! several runtimes wait on each other's fetches: keep those runtimes
+//! alive, or use one). Fetches still running when the last clone is
+//! dropped are aborted.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -403,18 +405,23 @@ impl FileReader {
             }
             let data = self.extent(&rt, i, launches).await?;
             let at = offset + done as u64;
-            let (start, _) = sh
+            let (start, len) = sh
                 .extents
                 .extent(i)
                 .ok_or_else(|| Error::Data(format!("no extent {i}")))?;
-            let from = (at - start) as usize;
-            let n = data.len().saturating_sub(from).min(want - done);
-            if n == 0 {
+            // Extents are contiguous (the exNode was validated), so `at` is
+            // in extent `i`; checked all the same, as the data's length.
+            let from = at
+                .checked_sub(start)
+                .filter(|&f| f < len)
+                .ok_or_else(|| no_extent(at))? as usize;
+            let n = ((len as usize) - from).min(want - done);
+            let Some(bytes) = data.get(from..from + n) else {
                 return Err(Error::Data(format!(
                     "extent {i} is shorter than the exNode says"
                 )));
-            }
-            buf[done..done + n].copy_from_slice(&data[from..from + n]);
+            };
+            buf[done..done + n].copy_from_slice(bytes);
             done += n;
         }
         Ok(done)
