@@ -47,7 +47,7 @@ pub use download::{
     download, download_with, open, read_xnd, DownloadSummary, Opened, Resume, Source,
 };
 pub use maintenance::{augment, check, refresh, repair, trim, Maintained};
-pub use reader::{FileReader, ReaderOptions};
+pub use reader::{FileReader, ReaderOptions, ReaderStats, MAX_CACHE_BYTES, MAX_READ_AHEAD};
 pub use upload::{upload, upload_with, Dest, UploadSettings, UploadSummary};
 pub use writer::FileWriter;
 

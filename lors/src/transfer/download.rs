@@ -364,6 +364,11 @@ impl ExtentReader {
         self.ranges.is_empty()
     }
 
+    /// Extent `i` as `(offset, length)`, if there is one.
+    pub fn extent(&self, i: usize) -> Option<(u64, u64)> {
+        self.ranges.get(i).map(|r| (r.offset, r.length))
+    }
+
     /// The index of the extent holding byte `offset`, if any.
     pub fn extent_at(&self, offset: u64) -> Option<usize> {
         let i = self
