@@ -222,73 +222,6 @@ typedef struct lors_options {
 } lors_options;
 
 /**
- * How an upload is stored. Zero in any field means the configuration's
- * value, else the default of `lors upload`; a NULL options pointer means
- * all zero. Zero-initialize it (`lors_upload_options o = {0};`).
- */
-typedef struct lors_upload_options {
-    /**
-     * Replicas of each block on distinct depots (excludes ec_k/ec_m).
-     */
-    uint16_t copies;
-    /**
-     * Erasure coding: ec_k data and ec_m parity shares per block (both
-     * set, or neither).
-     */
-    uint16_t ec_k;
-    uint16_t ec_m;
-    /**
-     * LORS_SECURITY_DEFAULT, _LEGACY, _CRYPTO or _FULL.
-     */
-    int security;
-    /**
-     * LORS_ENCRYPT_DEFAULT, _YES or _NO.
-     */
-    int encrypt;
-    /**
-     * Blocks in flight at once.
-     */
-    uint32_t threads;
-    /**
-     * Block size in bytes (default 8 MiB).
-     */
-    uint64_t block_size;
-    /**
-     * Allocation lifetime in seconds (default 7 days).
-     */
-    uint64_t duration;
-} lors_upload_options;
-
-/**
- * Called with the bytes done so far and the total (0 if unknown), on the
- * thread that made the call, before it returns; the last call has
- * done == total on success. It must not call liblors (such a call fails
- * with LORS_ERR_USAGE).
- */
-typedef void (*lors_progress_fn)(uint64_t done, uint64_t total, void *data);
-
-/**
- * How lors_open reads. Zero in any field means the default; a NULL
- * pointer means all zero.
- */
-typedef struct lors_reader_options {
-    /**
-     * The version to read (0: the current one).
-     */
-    uint64_t version;
-    /**
-     * Bytes of decrypted extents kept for later reads (0: 64 MiB; at
-     * least one extent is always kept).
-     */
-    uint64_t cache_bytes;
-    /**
-     * Extents fetched ahead of sequential reads (0: 4; negative: none,
-     * for purely random access).
-     */
-    int32_t read_ahead;
-} lors_reader_options;
-
-/**
  * An entry of the namespace, as lors_stat and lors_list give it. Its
  * strings are owned by the library: freed by lors_entry_clear (an entry
  * of lors_stat) or lors_list_free (an array of lors_list).
@@ -342,7 +275,7 @@ typedef struct lors_entry {
  * What lors_usage reports: the caller's own usage in its VO (a VO
  * admin: the whole VO's).
  */
-typedef struct lors_usage {
+typedef struct lors_usage_info {
     uint64_t files;
     uint64_t versions;
     /**
@@ -361,7 +294,74 @@ typedef struct lors_usage {
      * Bytes of exNode XML kept for them.
      */
     uint64_t exnode_bytes;
-} lors_usage;
+} lors_usage_info;
+
+/**
+ * How lors_open reads. Zero in any field means the default; a NULL
+ * pointer means all zero.
+ */
+typedef struct lors_reader_options {
+    /**
+     * The version to read (0: the current one).
+     */
+    uint64_t version;
+    /**
+     * Bytes of decrypted extents kept for later reads (0: 64 MiB; at
+     * least one extent is always kept).
+     */
+    uint64_t cache_bytes;
+    /**
+     * Extents fetched ahead of sequential reads (0: 4; negative: none,
+     * for purely random access).
+     */
+    int32_t read_ahead;
+} lors_reader_options;
+
+/**
+ * How an upload is stored. Zero in any field means the configuration's
+ * value, else the default of `lors upload`; a NULL options pointer means
+ * all zero. Zero-initialize it (`lors_upload_options o = {0};`).
+ */
+typedef struct lors_upload_options {
+    /**
+     * Replicas of each block on distinct depots (excludes ec_k/ec_m).
+     */
+    uint16_t copies;
+    /**
+     * Erasure coding: ec_k data and ec_m parity shares per block (both
+     * set, or neither).
+     */
+    uint16_t ec_k;
+    uint16_t ec_m;
+    /**
+     * LORS_SECURITY_DEFAULT, _LEGACY, _CRYPTO or _FULL.
+     */
+    int security;
+    /**
+     * LORS_ENCRYPT_DEFAULT, _YES or _NO.
+     */
+    int encrypt;
+    /**
+     * Blocks in flight at once.
+     */
+    uint32_t threads;
+    /**
+     * Block size in bytes (default 8 MiB).
+     */
+    uint64_t block_size;
+    /**
+     * Allocation lifetime in seconds (default 7 days).
+     */
+    uint64_t duration;
+} lors_upload_options;
+
+/**
+ * Called with the bytes done so far and the total (0 if unknown), on the
+ * thread that made the call, before it returns; the last call has
+ * done == total on success. It must not call liblors (such a call fails
+ * with LORS_ERR_USAGE).
+ */
+typedef void (*lors_progress_fn)(uint64_t done, uint64_t total, void *data);
 
 #ifdef __cplusplus
 extern "C" {
@@ -407,155 +407,6 @@ int lors_client_from_env(struct lors_client **out);
  * readers and writers opened from it stay usable until closed.
  */
 int lors_client_free(struct lors_client *c);
-
-/**
- * Uploads the local file `local_file` to `path` at the metadata manager
- * (a new version if it exists) as `opts` says (NULL: the defaults);
- * stores the new version in `*version` unless NULL. All or nothing: the
- * version is registered only after every block is stored.
- * Errors: LORS_ERR_USAGE (NULL or bad arguments), LORS_ERR_LOCAL (the
- * local file), LORS_ERR_NO_PROXY, LORS_ERR_REFUSED (no write right),
- * LORS_ERR_UNAVAILABLE (services, too few depots), LORS_ERR_CONFLICT.
- */
-int lors_upload_file(const struct lors_client *c,
-                     const char *local_file,
-                     const char *path,
-                     const struct lors_upload_options *opts,
-                     lors_progress_fn progress,
-                     void *progress_data,
-                     uint64_t *version);
-
-/**
- * Uploads `len` bytes at `data` (NULL allowed when len is 0: an empty
- * file) to `path`, as lors_upload_file. The buffer is read during the
- * call only.
- */
-int lors_upload_buffer(const struct lors_client *c,
-                       const void *data,
-                       size_t len,
-                       const char *path,
-                       const struct lors_upload_options *opts,
-                       lors_progress_fn progress,
-                       void *progress_data,
-                       uint64_t *version);
-
-/**
- * Downloads the current version of `path` into the local file
- * `local_file`, written as `.NAME.lors-part` beside it and renamed when
- * complete (a failed download leaves no file, and an existing
- * `local_file` untouched). Blocks are fetched in parallel, verified and
- * decrypted, failing over between replicas and rebuilding from parity.
- * Errors: LORS_ERR_USAGE, LORS_ERR_NOT_FOUND, LORS_ERR_REFUSED (no read
- * right), LORS_ERR_NO_PROXY, LORS_ERR_UNAVAILABLE, LORS_ERR_DATA (no
- * intact copy of some block), LORS_ERR_LOCAL (the local file).
- */
-int lors_download_file(const struct lors_client *c,
-                       const char *path,
-                       const char *local_file,
-                       lors_progress_fn progress,
-                       void *progress_data);
-
-/**
- * Downloads the current version of `path` into the caller's buffer of
- * `capacity` bytes at `buf`, storing the file's size in `*size`. If the
- * file is larger than `capacity`, nothing is read and the call fails with
- * LORS_ERR_TOO_SMALL, `*size` set to the size needed (so buf NULL,
- * capacity 0 asks for the size). Errors otherwise as lors_download_file.
- */
-int lors_download_buffer(const struct lors_client *c,
-                         const char *path,
-                         void *buf,
-                         size_t capacity,
-                         uint64_t *size,
-                         lors_progress_fn progress,
-                         void *progress_data);
-
-/**
- * Opens `path` (at the metadata manager) for reading and stores the
- * handle in `*out` (NULL on failure). Nothing but the exNode, its ticket
- * and data key is fetched here.
- * Errors: LORS_ERR_USAGE, LORS_ERR_NOT_FOUND, LORS_ERR_REFUSED (no read
- * right), LORS_ERR_NO_PROXY, LORS_ERR_UNAVAILABLE, LORS_ERR_DATA (an
- * unusable exNode or key).
- */
-int lors_open(const struct lors_client *c,
-              const char *path,
-              const struct lors_reader_options *opts,
-              struct lors_reader **out);
-
-/**
- * Stores the file's size in bytes in `*size`.
- */
-int lors_size(const struct lors_reader *r, uint64_t *size);
-
-/**
- * Reads up to `len` bytes at `offset` into `buf` and stores how many in
- * `*nread`: fewer only at the end of the file, 0 at or past it (or for
- * len 0, where buf may be NULL). Does not move lors_read's position.
- * Safe to call from several threads at once on one reader.
- * Errors: LORS_ERR_USAGE, LORS_ERR_DATA (no intact copy of a block),
- * LORS_ERR_UNAVAILABLE, LORS_ERR_REFUSED.
- */
-int lors_read_at(const struct lors_reader *r,
-                 uint64_t offset,
-                 void *buf,
-                 size_t len,
-                 size_t *nread);
-
-/**
- * Reads up to `len` bytes at the reader's position (0 after lors_open)
- * and advances it; `*nread` is 0 at the end of the file. Calls on one
- * reader from several threads are serialized: each reads a distinct
- * range. Errors as lors_read_at.
- */
-int lors_read(const struct lors_reader *r, void *buf, size_t len, size_t *nread);
-
-/**
- * Moves lors_read's position to `offset` from LORS_SEEK_SET (the start),
- * LORS_SEEK_CUR or LORS_SEEK_END, and stores it in `*position` unless
- * NULL. Past the end is allowed (reads there return 0 bytes); before the
- * start is refused (LORS_ERR_USAGE).
- */
-int lors_seek(const struct lors_reader *r, int64_t offset, int whence, uint64_t *position);
-
-/**
- * Closes a reader. NULL is a no-op (LORS_OK); closing twice is refused
- * (LORS_ERR_USAGE). Reads in progress on other threads finish; later
- * ones are refused.
- */
-int lors_close(struct lors_reader *r);
-
-/**
- * Starts a new version of `path`, stored as `opts` says (NULL: the
- * defaults), and stores the handle in `*out` (NULL on failure). The data
- * is staged in $TMPDIR (owner-only, unlinked at once) until lors_commit.
- * Errors: LORS_ERR_USAGE, LORS_ERR_NO_PROXY, LORS_ERR_LOCAL (staging).
- */
-int lors_create(const struct lors_client *c,
-                const char *path,
-                const struct lors_upload_options *opts,
-                struct lors_writer **out);
-
-/**
- * Appends `len` bytes at `data` (NULL allowed when len is 0).
- * Errors: LORS_ERR_USAGE, LORS_ERR_LOCAL (staging space).
- */
-int lors_write(const struct lors_writer *w, const void *data, size_t len);
-
-/**
- * Uploads what was written as a new version of the path and closes the
- * writer, whatever the outcome (on failure nothing was registered and
- * the allocations made were released). Stores the version in `*version`
- * unless NULL. Errors as lors_upload_file; LORS_ERR_USAGE for a NULL or
- * closed writer.
- */
-int lors_commit(struct lors_writer *w, uint64_t *version);
-
-/**
- * Discards what was written and closes the writer. NULL is a no-op
- * (LORS_OK); a closed writer is refused (LORS_ERR_USAGE).
- */
-int lors_abort(struct lors_writer *w);
 
 /**
  * Stats `path` into the caller's `*out`, whose strings the caller frees
@@ -630,7 +481,156 @@ int lors_refresh(const struct lors_client *c, const char *path, uint64_t duratio
  * Errors: LORS_ERR_USAGE, LORS_ERR_NO_PROXY, LORS_ERR_REFUSED,
  * LORS_ERR_UNAVAILABLE.
  */
-int lors_usage(const struct lors_client *c, struct lors_usage *out);
+int lors_usage(const struct lors_client *c, struct lors_usage_info *out);
+
+/**
+ * Opens `path` (at the metadata manager) for reading and stores the
+ * handle in `*out` (NULL on failure). Nothing but the exNode, its ticket
+ * and data key is fetched here.
+ * Errors: LORS_ERR_USAGE, LORS_ERR_NOT_FOUND, LORS_ERR_REFUSED (no read
+ * right), LORS_ERR_NO_PROXY, LORS_ERR_UNAVAILABLE, LORS_ERR_DATA (an
+ * unusable exNode or key).
+ */
+int lors_open(const struct lors_client *c,
+              const char *path,
+              const struct lors_reader_options *opts,
+              struct lors_reader **out);
+
+/**
+ * Stores the file's size in bytes in `*size`.
+ */
+int lors_size(const struct lors_reader *r, uint64_t *size);
+
+/**
+ * Reads up to `len` bytes at `offset` into `buf` and stores how many in
+ * `*nread`: fewer only at the end of the file, 0 at or past it (or for
+ * len 0, where buf may be NULL). Does not move lors_read's position.
+ * Safe to call from several threads at once on one reader.
+ * Errors: LORS_ERR_USAGE, LORS_ERR_DATA (no intact copy of a block),
+ * LORS_ERR_UNAVAILABLE, LORS_ERR_REFUSED.
+ */
+int lors_read_at(const struct lors_reader *r,
+                 uint64_t offset,
+                 void *buf,
+                 size_t len,
+                 size_t *nread);
+
+/**
+ * Reads up to `len` bytes at the reader's position (0 after lors_open)
+ * and advances it; `*nread` is 0 at the end of the file. Calls on one
+ * reader from several threads are serialized: each reads a distinct
+ * range. Errors as lors_read_at.
+ */
+int lors_read(const struct lors_reader *r, void *buf, size_t len, size_t *nread);
+
+/**
+ * Moves lors_read's position to `offset` from LORS_SEEK_SET (the start),
+ * LORS_SEEK_CUR or LORS_SEEK_END, and stores it in `*position` unless
+ * NULL. Past the end is allowed (reads there return 0 bytes); before the
+ * start is refused (LORS_ERR_USAGE).
+ */
+int lors_seek(const struct lors_reader *r, int64_t offset, int whence, uint64_t *position);
+
+/**
+ * Closes a reader. NULL is a no-op (LORS_OK); closing twice is refused
+ * (LORS_ERR_USAGE). Reads in progress on other threads finish; later
+ * ones are refused.
+ */
+int lors_close(struct lors_reader *r);
+
+/**
+ * Uploads the local file `local_file` to `path` at the metadata manager
+ * (a new version if it exists) as `opts` says (NULL: the defaults);
+ * stores the new version in `*version` unless NULL. All or nothing: the
+ * version is registered only after every block is stored.
+ * Errors: LORS_ERR_USAGE (NULL or bad arguments), LORS_ERR_LOCAL (the
+ * local file), LORS_ERR_NO_PROXY, LORS_ERR_REFUSED (no write right),
+ * LORS_ERR_UNAVAILABLE (services, too few depots), LORS_ERR_CONFLICT.
+ */
+int lors_upload_file(const struct lors_client *c,
+                     const char *local_file,
+                     const char *path,
+                     const struct lors_upload_options *opts,
+                     lors_progress_fn progress,
+                     void *progress_data,
+                     uint64_t *version);
+
+/**
+ * Uploads `len` bytes at `data` (NULL allowed when len is 0: an empty
+ * file) to `path`, as lors_upload_file. The buffer is read during the
+ * call only.
+ */
+int lors_upload_buffer(const struct lors_client *c,
+                       const void *data,
+                       size_t len,
+                       const char *path,
+                       const struct lors_upload_options *opts,
+                       lors_progress_fn progress,
+                       void *progress_data,
+                       uint64_t *version);
+
+/**
+ * Downloads the current version of `path` into the local file
+ * `local_file`, written as `.NAME.lors-part` beside it and renamed when
+ * complete (a failed download leaves no file, and an existing
+ * `local_file` untouched). Blocks are fetched in parallel, verified and
+ * decrypted, failing over between replicas and rebuilding from parity.
+ * Errors: LORS_ERR_USAGE, LORS_ERR_NOT_FOUND, LORS_ERR_REFUSED (no read
+ * right), LORS_ERR_NO_PROXY, LORS_ERR_UNAVAILABLE, LORS_ERR_DATA (no
+ * intact copy of some block), LORS_ERR_LOCAL (the local file).
+ */
+int lors_download_file(const struct lors_client *c,
+                       const char *path,
+                       const char *local_file,
+                       lors_progress_fn progress,
+                       void *progress_data);
+
+/**
+ * Downloads the current version of `path` into the caller's buffer of
+ * `capacity` bytes at `buf`, storing the file's size in `*size`. If the
+ * file is larger than `capacity`, nothing is read and the call fails with
+ * LORS_ERR_TOO_SMALL, `*size` set to the size needed (so buf NULL,
+ * capacity 0 asks for the size). Errors otherwise as lors_download_file.
+ */
+int lors_download_buffer(const struct lors_client *c,
+                         const char *path,
+                         void *buf,
+                         size_t capacity,
+                         uint64_t *size,
+                         lors_progress_fn progress,
+                         void *progress_data);
+
+/**
+ * Starts a new version of `path`, stored as `opts` says (NULL: the
+ * defaults), and stores the handle in `*out` (NULL on failure). The data
+ * is staged in $TMPDIR (owner-only, unlinked at once) until lors_commit.
+ * Errors: LORS_ERR_USAGE, LORS_ERR_NO_PROXY, LORS_ERR_LOCAL (staging).
+ */
+int lors_create(const struct lors_client *c,
+                const char *path,
+                const struct lors_upload_options *opts,
+                struct lors_writer **out);
+
+/**
+ * Appends `len` bytes at `data` (NULL allowed when len is 0).
+ * Errors: LORS_ERR_USAGE, LORS_ERR_LOCAL (staging space).
+ */
+int lors_write(const struct lors_writer *w, const void *data, size_t len);
+
+/**
+ * Uploads what was written as a new version of the path and closes the
+ * writer, whatever the outcome (on failure nothing was registered and
+ * the allocations made were released). Stores the version in `*version`
+ * unless NULL. Errors as lors_upload_file; LORS_ERR_USAGE for a NULL or
+ * closed writer.
+ */
+int lors_commit(struct lors_writer *w, uint64_t *version);
+
+/**
+ * Discards what was written and closes the writer. NULL is a no-op
+ * (LORS_OK); a closed writer is refused (LORS_ERR_USAGE).
+ */
+int lors_abort(struct lors_writer *w);
 
 #ifdef __cplusplus
 }  // extern "C"

@@ -175,6 +175,9 @@ impl<T> Table<T> {
     /// Removes handle `h` (not NULL); the object is dropped when the last
     /// call using it returns.
     pub(crate) fn remove(&self, h: usize) -> Result<Arc<T>, Failure> {
+        if h == 0 {
+            return Err(usage(format!("the {} is NULL", self.kind)));
+        }
         self.open
             .write()
             .unwrap_or_else(|e| e.into_inner())
@@ -218,7 +221,10 @@ pub(crate) unsafe fn text<'a>(p: *const c_char, what: &str) -> Result<&'a str, F
 ///
 /// # Safety
 /// As [`text`].
-pub(crate) unsafe fn opt_text<'a>(p: *const c_char, what: &str) -> Result<Option<&'a str>, Failure> {
+pub(crate) unsafe fn opt_text<'a>(
+    p: *const c_char,
+    what: &str,
+) -> Result<Option<&'a str>, Failure> {
     if p.is_null() {
         Ok(None)
     } else {

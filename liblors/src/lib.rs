@@ -33,13 +33,13 @@ use std::ffi::{c_char, c_int};
 // In the order of lors.h.
 mod abi;
 mod client;
-mod transfer;
-mod reader;
-mod writer;
 mod names;
+mod reader;
+mod transfer;
+mod writer;
 
 pub use client::{lors_client, lors_options};
-pub use names::{lors_entry, lors_usage};
+pub use names::{lors_entry, lors_usage_info};
 pub use reader::{lors_reader, lors_reader_options};
 pub use transfer::{lors_progress_fn, lors_upload_options};
 pub use writer::lors_writer;

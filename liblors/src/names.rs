@@ -50,7 +50,7 @@ pub struct lors_entry {
 /// What lors_usage reports: the caller's own usage in its VO (a VO
 /// admin: the whole VO's).
 #[repr(C)]
-pub struct lors_usage {
+pub struct lors_usage_info {
     pub files: u64,
     pub versions: u64,
     /// Bytes: the logical sizes of all versions.
@@ -270,8 +270,7 @@ pub unsafe extern "C" fn lors_rm(c: *const lors_client, path: *const c_char) -> 
         // Grants from the L-Bone for the allocations made on secure
         // ports; without them, legacy ports only (as `lors rm`).
         let secure = async {
-            let (Some(url), Some(trust), Some(cred)) =
-                (&grid.lbone, &grid.trust, &grid.credential)
+            let (Some(url), Some(trust), Some(cred)) = (&grid.lbone, &grid.trust, &grid.credential)
             else {
                 return None;
             };
@@ -358,13 +357,13 @@ pub unsafe extern "C" fn lors_refresh(
 /// Errors: LORS_ERR_USAGE, LORS_ERR_NO_PROXY, LORS_ERR_REFUSED,
 /// LORS_ERR_UNAVAILABLE.
 #[no_mangle]
-pub unsafe extern "C" fn lors_usage(c: *const lors_client, out: *mut lors_usage) -> c_int {
+pub unsafe extern "C" fn lors_usage(c: *const lors_client, out: *mut lors_usage_info) -> c_int {
     status("lors_usage", || -> Outcome {
         need_out(out, "out")?;
         let client = client(c)?;
         let grid = client.grid()?;
         let u = block_on(need_mdm(&grid)?.usage(None))??;
-        let mut sum = lors_usage {
+        let mut sum = lors_usage_info {
             files: 0,
             versions: 0,
             logical: 0,

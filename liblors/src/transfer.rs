@@ -294,8 +294,9 @@ pub unsafe extern "C" fn lors_download_file(
             .await
         })?;
         match got {
-            Ok(_) => std::fs::rename(&part, &dest)
-                .map_err(|e| Failure::from(local("write", &dest, e))),
+            Ok(_) => {
+                std::fs::rename(&part, &dest).map_err(|e| Failure::from(local("write", &dest, e)))
+            }
             Err(e) => {
                 let _ = std::fs::remove_file(&part);
                 Err(e.into())

@@ -11,7 +11,7 @@ use crate::abi::{
     block_on, bytes, from_ptr, need_out, put, status, text, to_ptr, usage, Outcome, Table,
 };
 use crate::client::{client, lors_client};
-use crate::transfer::{settings, lors_upload_options};
+use crate::transfer::{lors_upload_options, settings};
 
 /// A file being written (opaque): made by lors_create, closed by
 /// lors_commit or lors_abort. Writes from several threads are serialized
