@@ -334,9 +334,11 @@ pub unsafe extern "C" fn lors_download_buffer(
             path: path.to_owned(),
             version: None,
         };
+        // Read once, in order: no cache beyond the extent in use, the
+        // default read-ahead to keep several extents in flight.
         let opts = ReaderOptions {
             cache_bytes: 0,
-            read_ahead: 0,
+            ..ReaderOptions::default()
         };
         let report = Report::new(progress, progress_data);
         block_on(async {
