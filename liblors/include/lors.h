@@ -374,8 +374,9 @@ const char *lors_version(void);
 
 /**
  * The message of the last call on this thread that returned a status:
- * empty after a success, never NULL. Owned by the library, valid until
- * the next liblors call on the same thread; copy it to keep it.
+ * empty after a success, never NULL (lors_entry_clear and lors_list_free
+ * leave it). Owned by the library, valid until the next liblors call on
+ * the same thread; copy it to keep it.
  */
 const char *lors_last_error(void);
 

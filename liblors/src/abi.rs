@@ -89,6 +89,17 @@ pub(crate) fn status(name: &str, body: impl FnOnce() -> Outcome) -> c_int {
     }
 }
 
+/// Runs the body of a function that returns nothing (`lors_entry_clear`,
+/// `lors_list_free`): a panic is caught and reported in the thread's last
+/// error; otherwise the last error is left as it was.
+pub(crate) fn quiet(name: &str, body: impl FnOnce()) {
+    if catch_unwind(AssertUnwindSafe(body)).is_err() {
+        set_last_error(&format!(
+            "{name}: internal error (a bug in liblors, please report it)"
+        ));
+    }
+}
+
 static RUNTIME: OnceLock<Result<tokio::runtime::Runtime, String>> = OnceLock::new();
 
 /// Worker threads of the runtime: transfers are I/O bound and the caller's

@@ -118,8 +118,9 @@ pub extern "C" fn lors_version() -> *const c_char {
 }
 
 /// The message of the last call on this thread that returned a status:
-/// empty after a success, never NULL. Owned by the library, valid until
-/// the next liblors call on the same thread; copy it to keep it.
+/// empty after a success, never NULL (lors_entry_clear and lors_list_free
+/// leave it). Owned by the library, valid until the next liblors call on
+/// the same thread; copy it to keep it.
 #[no_mangle]
 pub extern "C" fn lors_last_error() -> *const c_char {
     abi::last_error()

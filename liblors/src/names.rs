@@ -13,7 +13,7 @@ use lors_rs::release::{self, SecureAccess};
 use lors_rs::MetadataClient;
 
 use crate::abi::{
-    block_on, free_owned, need_out, owned, put, status, text, usage, Failure, Outcome,
+    block_on, free_owned, need_out, owned, put, quiet, status, text, usage, Failure, Outcome,
 };
 use crate::client::{client, lors_client};
 use crate::{LORS_ERR_PARTIAL, LORS_ERR_RELEASE_FAILED, LORS_KIND_DIR, LORS_KIND_FILE};
@@ -144,13 +144,12 @@ pub unsafe extern "C" fn lors_stat(
 /// second call is a no-op. NULL is a no-op.
 #[no_mangle]
 pub unsafe extern "C" fn lors_entry_clear(e: *mut lors_entry) {
-    let _ = status("lors_entry_clear", || {
+    quiet("lors_entry_clear", || {
         // SAFETY: NULL or an entry of lors_stat (contract).
         if let Some(e) = unsafe { e.as_mut() } {
             // SAFETY: its strings are the library's (contract).
             unsafe { clear(e) };
         }
-        Ok(())
     });
 }
 
@@ -195,9 +194,9 @@ pub unsafe extern "C" fn lors_list(
 /// Frees an array of lors_list with its count, once. NULL is a no-op.
 #[no_mangle]
 pub unsafe extern "C" fn lors_list_free(list: *mut lors_entry, count: usize) {
-    let _ = status("lors_list_free", || {
+    quiet("lors_list_free", || {
         if list.is_null() {
-            return Ok(());
+            return;
         }
         let slice = std::ptr::slice_from_raw_parts_mut(list, count);
         // SAFETY: made by Box::into_raw in lors_list with this count, freed
@@ -207,7 +206,6 @@ pub unsafe extern "C" fn lors_list_free(list: *mut lors_entry, count: usize) {
             // SAFETY: strings made by `entry`.
             unsafe { clear(e) };
         }
-        Ok(())
     });
 }
 

@@ -388,6 +388,8 @@ int main(int argc, char **argv)
     EXPECT("open a missing file", lors_open(c, missing, NULL, &r), LORS_ERR_NOT_FOUND);
     check("  leaves no reader", r == NULL);
     EXPECT("stat a missing file", lors_stat(c, missing, &e), LORS_ERR_NOT_FOUND);
+    lors_entry_clear(&e);
+    check("  clearing the zeroed entry keeps the last error", lors_last_error()[0] != '\0');
     EXPECT("download a missing file", lors_download_file(c, missing, local_missing, NULL, NULL),
            LORS_ERR_NOT_FOUND);
     check("  leaves no local file", access(local_missing, F_OK) != 0);
