@@ -14,13 +14,14 @@
 //!   client and is then renewed, each with its code and message;
 //! - the exported symbols of liblors.so are exactly the functions of
 //!   lors.h (`nm -D`).
+//!
+//! One test function: the prefix and programs are removed when it ends.
 
 mod common;
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
-use std::sync::OnceLock;
 use std::time::Duration;
 
 use common::*;
@@ -34,7 +35,8 @@ const CC_LIMIT: Duration = Duration::from_secs(120);
 /// Bound on one run of a C program against the grid.
 const RUN_LIMIT: Duration = Duration::from_secs(120);
 
-/// An installed prefix and the programs compiled against it.
+/// An installed prefix and the programs compiled against it (removed
+/// when dropped).
 struct Installed {
     _dir: tempfile::TempDir,
     prefix: PathBuf,
@@ -48,12 +50,6 @@ struct Installed {
 /// This package's directory: the workspace root.
 fn workspace_root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
-
-/// Installs liblors and compiles the examples, once per test process.
-fn installed() -> &'static Installed {
-    static ONCE: OnceLock<Installed> = OnceLock::new();
-    ONCE.get_or_init(install_and_compile)
 }
 
 fn install_and_compile() -> Installed {
@@ -234,9 +230,8 @@ fn header_functions(header: &str) -> BTreeSet<String> {
     names
 }
 
-#[test]
-fn the_shared_library_exports_exactly_the_functions_of_the_header() {
-    let inst = installed();
+/// The symbols liblors.so exports are exactly the functions of lors.h.
+fn check_exported_symbols(inst: &Installed) {
     let header = std::fs::read_to_string(inst.prefix.join("include/lors.h")).expect("lors.h");
     let declared = header_functions(&header);
     assert!(
@@ -263,15 +258,18 @@ fn the_shared_library_exports_exactly_the_functions_of_the_header() {
     );
 }
 
+/// One test, so that the installed prefix (a few hundred MB with the
+/// static programs) is removed when it ends.
 #[test]
 fn c_programs_against_a_real_grid() {
     let _timer = Timer::start("c_programs_against_a_real_grid");
     let t = std::time::Instant::now();
-    let inst = installed();
+    let inst = &install_and_compile();
     eprintln!(
         "installed and compiled in {:.1} s",
         t.elapsed().as_secs_f64()
     );
+    check_exported_symbols(inst);
     let g = start(GridOptions::default());
     keys_init(&g, "alice");
     keys_init(&g, "bob");
