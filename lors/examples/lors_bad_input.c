@@ -181,6 +181,11 @@ int main(int argc, char **argv)
 
     lors_client *c = NULL;
     EXPECT("client_new with out NULL", lors_client_new(NULL, NULL), LORS_ERR_USAGE);
+    lors_options missing_config = {0};
+    missing_config.config_file = "/nonexistent/lors/config.toml";
+    EXPECT("client_new with a missing configuration file", lors_client_new(&missing_config, &c),
+           LORS_ERR_LOCAL);
+    check("  leaves no client", c == NULL);
     EXPECT("client_from_env", lors_client_from_env(&c), LORS_OK);
     if (!c)
         return 2;
@@ -204,6 +209,7 @@ int main(int argc, char **argv)
     EXPECT("stat with client NULL", lors_stat(NULL, file, &e), LORS_ERR_USAGE);
     EXPECT("stat with path NULL", lors_stat(c, NULL, &e), LORS_ERR_USAGE);
     EXPECT("stat with out NULL", lors_stat(c, file, NULL), LORS_ERR_USAGE);
+    EXPECT("stat of a path that is not UTF-8", lors_stat(c, "/vo1/\xff\xfe", &e), LORS_ERR_USAGE);
     EXPECT("list with client NULL", lors_list(NULL, dir, &list, &n), LORS_ERR_USAGE);
     EXPECT("list with list NULL", lors_list(c, dir, NULL, &n), LORS_ERR_USAGE);
     EXPECT("list with count NULL", lors_list(c, dir, &list, NULL), LORS_ERR_USAGE);
