@@ -7,7 +7,9 @@
 //! - a depot whose disk (resource) is full;
 //! - allocations expiring: refreshed in time, or lost and repaired;
 //! - a user removed from the VO in the middle of a session (and restored,
-//!   with his files, at the end).
+//!   with his files, at the end);
+//! - an upload of thousands of blocks refused at registration, every
+//!   allocation released.
 //!
 //! Every check is on content (bytes read back, exit codes, messages), every
 //! wait is bounded, nothing is skipped.
@@ -818,4 +820,45 @@ fn a_member_removed_from_the_vo_mid_session_is_refused_while_others_keep_working
         "bob's own file after his return",
     );
     ok(lors(&g, "bob", &["depots"]));
+}
+
+/// An upload of thousands of blocks whose registration is refused (here:
+/// its directory does not exist) releases every allocation it made. The
+/// release used to start one depot connection per allocation at once; the
+/// depots' per-address connection limit refused most of them, and the
+/// allocations stayed until they expired.
+#[test]
+fn a_refused_upload_of_thousands_of_blocks_releases_every_allocation() {
+    let _timer = Timer::start("a_refused_upload_of_thousands_of_blocks_releases_every_allocation");
+    let g = start(opts(1));
+    keys_init(&g, "alice");
+    let before = depot_data_bytes(&g, 0);
+    let data = bytes(8 << 20, 7);
+    let src = write(&g.user("alice").dir, "many-blocks", &data);
+    let out = run_limited(
+        lors_cmd(
+            &g,
+            "alice",
+            &[
+                "upload",
+                s(&src),
+                "/vo1/no-such-dir/f",
+                "--block-size",
+                "4K",
+            ],
+        ),
+        LORS_LIMIT,
+    );
+    let said = text(&out);
+    assert_ne!(code(&out), 0, "the upload cannot be registered: {said}");
+    assert!(
+        !said.contains("could not be freed"),
+        "every allocation is released: {said}"
+    );
+    // 2,048 allocations of 4 KiB were stored, then released.
+    assert_eq!(
+        depot_data_bytes(&g, 0),
+        before,
+        "the depot holds what it held before: {said}"
+    );
 }

@@ -96,6 +96,13 @@ pub async fn probe(
     out
 }
 
+/// MANAGE operations (refresh, release) in flight at once. Each holds a
+/// depot connection: a file of thousands of allocations must not open
+/// thousands of connections at once, which the depots' per-address
+/// connection limits refuse (every release of a large failed upload then
+/// failed in the TLS handshake).
+pub const MANAGE_IN_FLIGHT: usize = 16;
+
 /// The outcome for one allocation of a refresh or a release.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Outcome {
@@ -110,10 +117,12 @@ pub struct Outcome {
 /// seconds from now; the exNode's expiry times are updated for those the
 /// depot accepted. Mappings without a MANAGE capability are reported.
 pub async fn refresh(x: &mut Exnode, pool: &Arc<Pool>, duration: i64) -> Vec<Outcome> {
+    let sem = Arc::new(Semaphore::new(MANAGE_IN_FLIGHT));
     let mut set = JoinSet::new();
     for (i, m) in x.mappings.iter().enumerate() {
-        let (pool, m) = (pool.clone(), m.clone());
+        let (pool, m, sem) = (pool.clone(), m.clone(), sem.clone());
         set.spawn(async move {
+            let _permit = sem.acquire_owned().await;
             let r = manage_change(&pool, &m, duration).await;
             (i, m.depot, m.logical_offset, r)
         });
@@ -166,10 +175,12 @@ async fn manage_change(pool: &Pool, m: &Mapping, duration: i64) -> Result<(), St
 /// effort; each outcome says whether its allocation is gone
 /// ([`free_allocation`]).
 pub async fn release_mappings(pool: &Arc<Pool>, mappings: &[Mapping]) -> Vec<Outcome> {
+    let sem = Arc::new(Semaphore::new(MANAGE_IN_FLIGHT));
     let mut set = JoinSet::new();
     for (i, m) in mappings.iter().enumerate() {
-        let (pool, m) = (pool.clone(), m.clone());
+        let (pool, m, sem) = (pool.clone(), m.clone(), sem.clone());
         set.spawn(async move {
+            let _permit = sem.acquire_owned().await;
             let level = m.security.unwrap_or(Security::Legacy);
             let r = match m.manage.as_deref() {
                 Some(cap) => free_allocation(&pool, &m.depot, level, cap).await,
