@@ -31,6 +31,8 @@ pub struct Client {
     /// The process that made it: its connections belong to that process's
     /// runtime, so a forked child must make its own client.
     pid: u32,
+    /// The proxy file the client reads (for the error when it is missing).
+    proxy: PathBuf,
 }
 
 /// What one upload sets over the configuration.
@@ -105,7 +107,7 @@ impl Client {
             lbone,
             mdm: metadata,
             trust,
-            proxy,
+            proxy: proxy.clone(),
             key,
             timeout,
         };
@@ -113,6 +115,7 @@ impl Client {
             .detach(|| lors::client::Client::from_env(o))
             .map_err(|e| to_py(py, &e))?;
         Ok(Client {
+            proxy: proxy.unwrap_or_else(|| inner.config().proxy_path()),
             inner: Arc::new(inner),
             pid: std::process::id(),
         })
@@ -228,8 +231,14 @@ impl Client {
                     let grid = client.grid()?;
                     let threads = default_settings(client.config(), &grid).threads;
                     let out = SharedVec::default();
-                    files::download(&grid, &src, Sink::Stream(Box::new(out.clone())), threads, None)
-                        .await?;
+                    files::download(
+                        &grid,
+                        &src,
+                        Sink::Stream(Box::new(out.clone())),
+                        threads,
+                        None,
+                    )
+                    .await?;
                     out.take()
                 })?;
                 Ok(Some(PyBytes::new(py, &data)))
@@ -289,7 +298,12 @@ impl Client {
     /// Creates the directory `path` (with missing parents if `parents`,
     /// and then an existing directory is no error); returns its entry.
     #[pyo3(signature = (path, parents=false))]
-    fn mkdir<'py>(&self, py: Python<'py>, path: String, parents: bool) -> PyResult<Bound<'py, PyAny>> {
+    fn mkdir<'py>(
+        &self,
+        py: Python<'py>,
+        path: String,
+        parents: bool,
+    ) -> PyResult<Bound<'py, PyAny>> {
         let e = self.with_mdm(py, |mdm| async move { mdm.mkdir(&path, parents).await })?;
         Ok(pythonize::pythonize(py, &e)?)
     }
@@ -307,16 +321,23 @@ impl Client {
     /// expire on their own) raises `ReleaseError` (code 9) after the
     /// deletion, with that dict as `.removal`.
     #[pyo3(signature = (path, version=None))]
-    fn rm<'py>(&self, py: Python<'py>, path: String, version: Option<u64>) -> PyResult<Bound<'py, PyAny>> {
+    fn rm<'py>(
+        &self,
+        py: Python<'py>,
+        path: String,
+        version: Option<u64>,
+    ) -> PyResult<Bound<'py, PyAny>> {
         let client = self.session(py)?;
         let (removal, lbone_error) = block_on(py, async move {
             let grid = client.grid()?;
-            let mdm = need_mdm(&grid)?;
+            let mdm = client.mdm(&grid)?;
             let mut lbone_error = None;
             let removal = release::delete_and_release(mdm, &path, version, async {
                 secure_access(&grid)
                     .await
-                    .map_err(|e| lbone_error = Some(format!("no depot grants from the L-Bone: {e}")))
+                    .map_err(|e| {
+                        lbone_error = Some(format!("no depot grants from the L-Bone: {e}"))
+                    })
                     .ok()
                     .flatten()
             })
@@ -364,14 +385,17 @@ impl Client {
 impl Client {
     /// The library's client, refused in a process forked from the one that
     /// made it.
-    fn session(&self, py: Python<'_>) -> PyResult<Arc<lors::client::Client>> {
+    fn session(&self, py: Python<'_>) -> PyResult<Session> {
         if std::process::id() != self.pid {
             return Err(usage(
                 py,
                 "this lors.Client was made before a fork: make a new one in the child process",
             ));
         }
-        Ok(self.inner.clone())
+        Ok(Session {
+            client: self.inner.clone(),
+            proxy: self.proxy.clone(),
+        })
     }
 
     /// Runs `op` on the session's metadata-manager client.
@@ -384,20 +408,45 @@ impl Client {
         let client = self.session(py)?;
         block_on(py, async move {
             let grid = client.grid()?;
-            let mdm = need_mdm(&grid)?.clone();
+            let mdm = client.mdm(&grid)?.clone();
             op(mdm).await
         })
     }
 }
 
-fn need_mdm(grid: &Grid) -> Result<&MetadataClient, lors::Error> {
-    grid.mdm.as_ref().ok_or_else(|| {
-        lors::Error::Usage(
-            "which metadata manager, with which credentials? give metadata=URL (or set \
-             LORS_METADATA_URL), a trust directory (trust= or LORS_TRUST_DIR) and a proxy"
-                .into(),
-        )
-    })
+/// What one call runs with: the library's client and its proxy file.
+struct Session {
+    client: Arc<lors::client::Client>,
+    proxy: PathBuf,
+}
+
+impl Session {
+    fn grid(&self) -> Result<Grid, lors::Error> {
+        self.client.grid()
+    }
+
+    fn config(&self) -> &Config {
+        self.client.config()
+    }
+
+    /// The metadata manager's client, or why there is none.
+    fn mdm<'g>(&self, grid: &'g Grid) -> Result<&'g MetadataClient, lors::Error> {
+        if let Some(m) = &grid.mdm {
+            return Ok(m);
+        }
+        if grid.credential.is_none() {
+            return Err(lors::Error::NoProxy(self.proxy.clone()));
+        }
+        Err(lors::Error::Usage(if grid.trust.is_none() {
+            "nothing to authenticate the metadata manager with: give trust=DIR or set \
+             LORS_TRUST_DIR (or trust_dir in the config file)"
+                .into()
+        } else {
+            "which metadata manager? give metadata=URL or set LORS_METADATA_URL (or metadata \
+             in the config file)"
+                .into()
+        }))
+    }
 }
 
 /// Depot grants from the session's L-Bone, to free allocations made on
@@ -424,12 +473,11 @@ fn not_freed(r: &Removal) -> String {
             )
         })
         .collect();
-    why.extend(
-        r.deleted
-            .released
-            .iter()
-            .filter_map(|v| v.error.as_ref().map(|e| format!("version {}: {e}", v.version))),
-    );
+    why.extend(r.deleted.released.iter().filter_map(|v| {
+        v.error
+            .as_ref()
+            .map(|e| format!("version {}: {e}", v.version))
+    }));
     format!(
         "deleted from the metadata manager, but not every allocation was freed (they expire at \
          the end of their duration): {}",
@@ -477,9 +525,12 @@ fn parse_block_size(py: Python<'_>, b: &Bound<'_, PyAny>) -> PyResult<u64> {
     let n = if let Ok(n) = b.extract::<i64>() {
         u64::try_from(n).map_err(|_| usage(py, format!("block_size={n}: give bytes above 0")))?
     } else {
-        let s: String = b
-            .extract()
-            .map_err(|_| usage(py, "block_size: give bytes as an int or a size like \"8MiB\""))?;
+        let s: String = b.extract().map_err(|_| {
+            usage(
+                py,
+                "block_size: give bytes as an int or a size like \"8MiB\"",
+            )
+        })?;
         depots::parse_size(&s).map_err(|m| usage(py, format!("block_size: {m}")))?
     };
     if n == 0 {
@@ -490,11 +541,7 @@ fn parse_block_size(py: Python<'_>, b: &Bound<'_, PyAny>) -> PyResult<u64> {
 
 /// Downloads `src` into `dest` through `.NAME.lors-part` beside it, renamed
 /// when complete (removed if the download fails).
-async fn download_file(
-    client: Arc<lors::client::Client>,
-    src: Source,
-    dest: PathBuf,
-) -> Result<(), lors::Error> {
+async fn download_file(client: Session, src: Source, dest: PathBuf) -> Result<(), lors::Error> {
     let grid = client.grid()?;
     let threads = default_settings(client.config(), &grid).threads;
     let part = part_path(&dest)?;
@@ -515,7 +562,10 @@ async fn download_file(
 /// `DIR/.NAME.lors-part` for `DIR/NAME`.
 fn part_path(dest: &Path) -> Result<PathBuf, lors::Error> {
     let name = dest.file_name().ok_or_else(|| {
-        lors::Error::Usage(format!("{}: not a file name to download to", dest.display()))
+        lors::Error::Usage(format!(
+            "{}: not a file name to download to",
+            dest.display()
+        ))
     })?;
     let mut n = std::ffi::OsString::from(".");
     n.push(name);

@@ -25,6 +25,9 @@ fn _lors(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<client::Client>()?;
     m.add_class::<reader::Reader>()?;
     m.add("DEFAULT_BLOCK_SIZE", lors::client::DEFAULT_BLOCK_SIZE)?;
-    m.add("DEFAULT_TIMEOUT", lors::client::DEFAULT_TIMEOUT.as_secs_f64())?;
+    m.add(
+        "DEFAULT_TIMEOUT",
+        lors::client::DEFAULT_TIMEOUT.as_secs_f64(),
+    )?;
     Ok(())
 }

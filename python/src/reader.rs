@@ -63,7 +63,12 @@ impl Reader {
 
     /// Up to `n` bytes at `offset` as `bytes` (fewer only at the end of
     /// the file, empty at or past it).
-    fn read_at<'py>(&self, py: Python<'py>, offset: u64, n: usize) -> PyResult<Bound<'py, PyBytes>> {
+    fn read_at<'py>(
+        &self,
+        py: Python<'py>,
+        offset: u64,
+        n: usize,
+    ) -> PyResult<Bound<'py, PyBytes>> {
         let file = self.file()?;
         let len = (n as u64).min(self.size.saturating_sub(offset)) as usize;
         let mut got = 0usize;
@@ -83,7 +88,12 @@ impl Reader {
     /// Fills `buffer` (any writable C-contiguous buffer) with the bytes at
     /// `offset`; returns how many (fewer only at the end of the file, 0 at
     /// or past it).
-    fn readinto_at(&self, py: Python<'_>, offset: u64, buffer: &Bound<'_, PyAny>) -> PyResult<usize> {
+    fn readinto_at(
+        &self,
+        py: Python<'_>,
+        offset: u64,
+        buffer: &Bound<'_, PyAny>,
+    ) -> PyResult<usize> {
         let file = self.file()?;
         let view = PyUntypedBuffer::get(buffer)?;
         if view.readonly() {
