@@ -16,10 +16,12 @@ first uploads what the others read).
 import concurrent.futures
 import io
 import os
+import signal
 import sys
 import threading
 import time
 import traceback
+import zipfile
 
 import numpy as np
 
@@ -226,6 +228,53 @@ def gil_released_during_calls():
         t.join()
     longest = spent / calls
     assert gaps[0] < longest / 2, f"the ticker stalled {gaps[0]:.3f} s during calls of {longest:.3f} s"
+
+
+@check
+def ctrl_c_interrupts_a_blocked_call():
+    # An upload from a FIFO nobody writes blocks in the library; SIGINT
+    # (what Ctrl-C sends) must stop it with KeyboardInterrupt within the
+    # library's signal check (0.1 s), not when the call returns. A timer
+    # opens the FIFO after 10 s, so a call that ignores the signal ends
+    # (and this check fails) instead of hanging.
+    fifo = os.path.join(WORK, "fifo")
+    os.mkfifo(fifo)
+
+    def unblock():
+        try:
+            os.close(os.open(fifo, os.O_WRONLY | os.O_NONBLOCK))
+        except OSError:
+            pass  # no reader left
+
+    opener = threading.Timer(10, unblock)
+    opener.start()
+    sigint = threading.Timer(0.2, lambda: os.kill(os.getpid(), signal.SIGINT))
+    t0 = time.perf_counter()
+    try:
+        sigint.start()
+        client.upload(fifo, f"{DIR}/from-fifo")
+    except KeyboardInterrupt:
+        elapsed = time.perf_counter() - t0
+    else:
+        raise AssertionError("the blocked upload was not interrupted")
+    finally:
+        opener.cancel()
+        unblock()  # the library's open(2) of the FIFO, left behind, returns
+    assert 0.2 <= elapsed < 2, f"interrupted after {elapsed:.2f} s"
+
+
+@check
+def zipfile_over_file():
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as z:
+        z.writestr("a.txt", "first member")
+        z.writestr("b.bin", DATA[:70000])
+    client.upload(buf.getvalue(), f"{DIR}/archive.zip")
+    with zipfile.ZipFile(client.open(f"{DIR}/archive.zip")) as z:
+        assert z.namelist() == ["a.txt", "b.bin"], z.namelist()
+        assert z.read("b.bin") == DATA[:70000]
+        assert z.read("a.txt") == b"first member"
+    client.rm(f"{DIR}/archive.zip")
 
 
 @check
