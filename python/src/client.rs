@@ -21,7 +21,7 @@ use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyString, PyTuple};
 
 use crate::errors::{to_py, usage};
-use crate::reader::Reader;
+use crate::reader::{read_into, Reader};
 use crate::runtime::block_on;
 
 /// A session: see docs/liblors-python.md. Shared by threads.
@@ -227,21 +227,27 @@ impl Client {
                 Ok(None)
             }
             None => {
-                let data = block_on(py, async move {
+                // Through the reader, into the new bytes object in place:
+                // no intermediate buffer and no copy (the reader's
+                // read-ahead keeps the depots busy).
+                let file = block_on(py, async move {
                     let grid = client.grid()?;
-                    let threads = default_settings(client.config(), &grid).threads;
-                    let out = SharedVec::default();
-                    files::download(
-                        &grid,
-                        &src,
-                        Sink::Stream(Box::new(out.clone())),
-                        threads,
-                        None,
-                    )
-                    .await?;
-                    out.take()
+                    FileReader::open(&grid, &src, ReaderOptions::default()).await
                 })?;
-                Ok(Some(PyBytes::new(py, &data)))
+                let len = usize::try_from(file.size())
+                    .map_err(|_| usage(py, "the file is larger than this machine's memory"))?;
+                let mut got = 0;
+                let bytes = PyBytes::new_with(py, len, |buf| {
+                    got = read_into(py, &file, 0, buf)?;
+                    Ok(())
+                })?;
+                if got != len {
+                    return Err(to_py(
+                        py,
+                        &lors::Error::Data(format!("the file ended at byte {got} of {len}")),
+                    ));
+                }
+                Ok(Some(bytes))
             }
         }
     }
@@ -571,50 +577,4 @@ fn part_path(dest: &Path) -> Result<PathBuf, lors::Error> {
     n.push(name);
     n.push(".lors-part");
     Ok(dest.with_file_name(n))
-}
-
-/// The bytes of a download into memory, written in order by the library's
-/// writer task.
-#[derive(Clone, Default)]
-struct SharedVec(Arc<std::sync::Mutex<Vec<u8>>>);
-
-impl SharedVec {
-    fn take(&self) -> Result<Vec<u8>, lors::Error> {
-        self.0
-            .lock()
-            .map(|mut v| std::mem::take(&mut *v))
-            .map_err(|_| lors::Error::Local("the download's buffer was poisoned by a panic".into()))
-    }
-}
-
-impl tokio::io::AsyncWrite for SharedVec {
-    fn poll_write(
-        self: std::pin::Pin<&mut Self>,
-        _: &mut std::task::Context<'_>,
-        buf: &[u8],
-    ) -> std::task::Poll<std::io::Result<usize>> {
-        let r = self
-            .0
-            .lock()
-            .map(|mut v| {
-                v.extend_from_slice(buf);
-                buf.len()
-            })
-            .map_err(|_| std::io::Error::other("the download's buffer was poisoned by a panic"));
-        std::task::Poll::Ready(r)
-    }
-
-    fn poll_flush(
-        self: std::pin::Pin<&mut Self>,
-        _: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<std::io::Result<()>> {
-        std::task::Poll::Ready(Ok(()))
-    }
-
-    fn poll_shutdown(
-        self: std::pin::Pin<&mut Self>,
-        _: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<std::io::Result<()>> {
-        std::task::Poll::Ready(Ok(()))
-    }
 }

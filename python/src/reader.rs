@@ -139,7 +139,12 @@ impl Reader {
 
 /// Reads at `offset` into `buf` with the GIL released, looping until `buf`
 /// is full or the file ends.
-fn read_into(py: Python<'_>, file: &FileReader, offset: u64, buf: &mut [u8]) -> PyResult<usize> {
+pub fn read_into(
+    py: Python<'_>,
+    file: &FileReader,
+    offset: u64,
+    buf: &mut [u8],
+) -> PyResult<usize> {
     block_on(py, async move {
         let mut done = 0usize;
         while done < buf.len() {
