@@ -25,7 +25,7 @@ const BUILD_LIMIT: Duration = Duration::from_secs(1800);
 /// Bound on the test script.
 const SCRIPT_LIMIT: Duration = Duration::from_secs(300);
 /// The checks test_grid.py runs (one `ok NAME` line each).
-const CHECKS: usize = 16;
+const CHECKS: usize = 17;
 
 #[test]
 fn python_package_against_a_real_grid() {

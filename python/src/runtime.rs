@@ -71,8 +71,11 @@ where
     let r = py.detach(|| {
         rt.block_on(async {
             let mut fut = std::pin::pin!(fut);
-            let mut tick = tokio::time::interval(SIGNAL_CHECK);
-            tick.tick().await;
+            // The first check one period from now: an interval's
+            // immediate first tick would still wait for the timer wheel's
+            // next millisecond, on every call.
+            let first = tokio::time::Instant::now() + SIGNAL_CHECK;
+            let mut tick = tokio::time::interval_at(first, SIGNAL_CHECK);
             loop {
                 tokio::select! {
                     r = &mut fut => return r.map_err(Stop::Lors),
