@@ -112,6 +112,21 @@ def ranged_reads_with_seek():
         assert f.tell() == SIZE + 1000, "read_at does not move the position"
         rep = f.report()
         assert rep["failovers"] == 0 and rep["corrupt"] == [], rep
+        for bad in (lambda: f.seek(-1), lambda: f.seek(0, 7), lambda: f.read_at(-1, 5)):
+            try:
+                bad()
+            except ValueError:
+                pass
+            else:
+                raise AssertionError("a negative position or bad whence did not raise ValueError")
+        try:
+            f.readinto_at(0, np.zeros(64, dtype=np.uint8)[::2])
+        except TypeError:
+            pass
+        else:
+            raise AssertionError("a non-contiguous buffer did not raise TypeError")
+        assert f.readinto_at(0, bytearray()) == 0
+        assert f.read(0) == b""
 
 
 @check
@@ -364,15 +379,22 @@ def usage_errors_with_code_2():
 
 
 @check
-def missing_proxy_raises_no_proxy_error():
-    c = lors.Client(proxy=os.path.join(WORK, "no-proxy.pem"))
+def missing_proxy_raises_no_proxy_error_then_recovers():
+    proxy = os.path.join(WORK, "later-proxy.pem")
+    c = lors.Client(proxy=proxy)
     try:
         c.stat(DIR)
     except lors.NoProxyError as e:
         assert e.code == 1, e.code
-        assert "no-proxy.pem" in str(e), str(e)
+        assert "later-proxy.pem" in str(e), str(e)
     else:
         raise AssertionError("no NoProxyError without a proxy")
+    # The proxy appears (as after `lors login`): the same client works.
+    with open(os.environ["X509_USER_PROXY"], "rb") as src:
+        fd = os.open(proxy, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "wb") as dst:
+            dst.write(src.read())
+    assert c.stat(PATH)["size"] == SIZE
 
 
 @check
