@@ -138,6 +138,17 @@ fn build_wheel(work: &Path, python: &Path) -> PathBuf {
         }
     }
     c.env("CARGO_TARGET_DIR", target_dir());
+    // maturin runs `cargo` from PATH: the one running this test first.
+    if let Some(dir) = std::env::var_os("CARGO")
+        .map(PathBuf::from)
+        .and_then(|c| c.parent().map(Path::to_path_buf))
+    {
+        let path = std::env::var_os("PATH").unwrap_or_default();
+        let dirs = std::iter::once(dir).chain(std::env::split_paths(&path));
+        if let Ok(joined) = std::env::join_paths(dirs) {
+            c.env("PATH", joined);
+        }
+    }
     run_ok(c, BUILD_LIMIT, "maturin build");
     let built: Vec<PathBuf> = std::fs::read_dir(&wheels)
         .unwrap_or_else(|e| panic!("read {}: {e}", wheels.display()))
