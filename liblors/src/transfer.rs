@@ -11,7 +11,7 @@ use std::sync::Arc;
 use exnode::Security;
 use lors_rs::client::{default_settings, Client};
 use lors_rs::files::{self, Dest, FileReader, Grid, ReaderOptions, Source, UploadSettings};
-use lors_rs::transfer::{self, Redundancy, Sink};
+use lors_rs::transfer::{self, Redundancy};
 use lors_rs::Error;
 
 use crate::abi::{
@@ -242,20 +242,12 @@ pub unsafe extern "C" fn lors_upload_buffer(
     })
 }
 
-/// `.NAME.lors-part` beside `dest`: where a download is written before it
-/// is renamed to `dest`.
-fn part_file(dest: &Path) -> PathBuf {
-    let name = dest
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    dest.with_file_name(format!(".{name}.lors-part"))
-}
-
 /// Downloads the current version of `path` into the local file
 /// `local_file`, written as `.NAME.lors-part` beside it and renamed when
 /// complete (a failed download leaves no file, and an existing
-/// `local_file` untouched). Blocks are fetched in parallel, verified and
+/// `local_file` untouched); a `local_file` that exists and is not a
+/// regular file (`/dev/null`, a FIFO) is written in place, never replaced;
+/// a directory is refused (LORS_ERR_USAGE) before anything is fetched. Blocks are fetched in parallel, verified and
 /// decrypted, failing over between replicas and rebuilding from parity.
 /// Errors: LORS_ERR_USAGE, LORS_ERR_NOT_FOUND, LORS_ERR_REFUSED (no read
 /// right), LORS_ERR_NO_PROXY, LORS_ERR_UNAVAILABLE, LORS_ERR_DATA (no
@@ -280,28 +272,18 @@ pub unsafe extern "C" fn lors_download_file(
             path: path.to_owned(),
             version: None,
         };
-        let part = part_file(&dest);
-        let got = block_on(async {
+        block_on(async {
             // The total for the callback: one more request, only with one.
             let total = match (&report, &grid.mdm) {
                 (Some(_), Some(mdm)) => mdm.stat(path).await?.size,
                 _ => 0,
             };
-            let file = std::fs::File::create(&part).map_err(|e| local("write", &part, e))?;
             with_progress(report, total, |p| {
-                files::download(&grid, &src, Sink::File(file), threads, p)
+                files::download_to_path(&grid, &src, &dest, threads, p)
             })
             .await
-        })?;
-        match got {
-            Ok(_) => {
-                std::fs::rename(&part, &dest).map_err(|e| Failure::from(local("write", &dest, e)))
-            }
-            Err(e) => {
-                let _ = std::fs::remove_file(&part);
-                Err(e.into())
-            }
-        }
+        })??;
+        Ok(())
     })
 }
 

@@ -3,7 +3,7 @@
 //! answers are plain dicts and lists (the library's serde types through
 //! `pythonize`, the same fields as `lors ... --json`).
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -13,7 +13,7 @@ use lors::config::Config;
 use lors::depots::{self, DepotQuery};
 use lors::files::{self, Dest, FileReader, Grid, ReaderOptions, Source, UploadSettings};
 use lors::release::{self, Removal, SecureAccess};
-use lors::transfer::{Redundancy, Sink};
+use lors::transfer::Redundancy;
 use lors::MetadataClient;
 use pyo3::buffer::PyUntypedBuffer;
 use pyo3::exceptions::PyTypeError;
@@ -545,36 +545,13 @@ fn parse_block_size(py: Python<'_>, b: &Bound<'_, PyAny>) -> PyResult<u64> {
     Ok(n)
 }
 
-/// Downloads `src` into `dest` through `.NAME.lors-part` beside it, renamed
-/// when complete (removed if the download fails).
+/// Downloads `src` into `dest` as `lors download` does
+/// ([`files::download_to_path`]: through `.NAME.lors-part` beside it,
+/// renamed when complete; a device or FIFO written in place).
 async fn download_file(client: Session, src: Source, dest: PathBuf) -> Result<(), lors::Error> {
     let grid = client.grid()?;
     let threads = default_settings(client.config(), &grid).threads;
-    let part = part_path(&dest)?;
-    let cannot = |p: &Path, e: std::io::Error| {
-        lors::Error::Local(format!("cannot write {}: {e}", p.display()))
-    };
-    let f = std::fs::File::create(&part).map_err(|e| cannot(&part, e))?;
-    let r = files::download(&grid, &src, Sink::File(f), threads, None).await;
-    match r {
-        Ok(_) => std::fs::rename(&part, &dest).map_err(|e| cannot(&dest, e)),
-        Err(e) => {
-            let _ = std::fs::remove_file(&part);
-            Err(e)
-        }
-    }
-}
-
-/// `DIR/.NAME.lors-part` for `DIR/NAME`.
-fn part_path(dest: &Path) -> Result<PathBuf, lors::Error> {
-    let name = dest.file_name().ok_or_else(|| {
-        lors::Error::Usage(format!(
-            "{}: not a file name to download to",
-            dest.display()
-        ))
-    })?;
-    let mut n = std::ffi::OsString::from(".");
-    n.push(name);
-    n.push(".lors-part");
-    Ok(dest.with_file_name(n))
+    files::download_to_path(&grid, &src, &dest, threads, None)
+        .await
+        .map(|_| ())
 }

@@ -1,6 +1,6 @@
 //! `lors download`.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 
 use clap::Args;
@@ -55,23 +55,23 @@ pub fn download(a: DownloadArgs) -> Result<u8, Error> {
     if a.resume && to_stdout {
         return Err(Error::Usage("--resume needs an output file, not -".into()));
     }
-    let part = if to_stdout {
+    let out = if to_stdout {
         None
     } else {
-        Some(Part::of(&dest)?)
+        Some(files::Output::for_path(&dest)?)
     };
-    let sink = match &part {
+    let part = out.as_ref().and_then(files::Output::part);
+    if a.resume && out.is_some() && part.is_none() {
+        return Err(Error::Usage(format!(
+            "--resume needs a regular file to continue, and {} is not one",
+            dest.display()
+        )));
+    }
+    let sink = match &out {
         None => Sink::Stream(Box::new(tokio::io::stdout())),
-        Some(p) => Sink::File(
-            std::fs::OpenOptions::new()
-                .write(true)
-                .create(true)
-                .truncate(!a.resume)
-                .open(&p.file)
-                .map_err(|e| Error::Local(format!("cannot write {}: {e}", p.file.display())))?,
-        ),
+        Some(o) => o.sink(a.resume)?,
     };
-    let resume = part.as_ref().map(|p| files::Resume {
+    let resume = part.map(|p| files::Resume {
         journal: p.journal.clone(),
         resume: a.resume,
     });
@@ -88,16 +88,21 @@ pub fn download(a: DownloadArgs) -> Result<u8, Error> {
     if let Some((b, _)) = &bar {
         b.finish_and_clear();
     }
-    let summary = match (r, &part) {
+    let summary = match (r, part) {
         (Ok(s), _) => s,
         (Err(e), Some(p)) => {
-            p.keep_for_resume_or_remove();
+            if let Some(kept) = p.keep_for_resume_or_remove() {
+                eprintln!(
+                    "lors: the part downloaded is kept in {}: run the same command with --resume to continue",
+                    kept.display()
+                );
+            }
             return Err(e);
         }
         (Err(e), None) => return Err(e),
     };
-    if let Some(p) = &part {
-        p.complete(&dest)?;
+    if let Some(p) = part {
+        p.complete()?;
     }
     if a.grid.json && !to_stdout {
         print_json(&summary)?;
@@ -124,56 +129,6 @@ fn source_and_dest(a: &DownloadArgs) -> Result<(Source, PathBuf), Error> {
         _ => Err(Error::Usage(
             "give the source path and the destination (a file or -), or --xnd FILE and the destination".into(),
         )),
-    }
-}
-
-/// A download into a file goes to `.DEST.lors-part` (with its journal
-/// `.DEST.lors-part.journal`), renamed to DEST when complete, so a failed
-/// download never leaves a partial file under DEST.
-struct Part {
-    file: PathBuf,
-    journal: PathBuf,
-}
-
-impl Part {
-    fn of(dest: &Path) -> Result<Part, Error> {
-        let name = dest
-            .file_name()
-            .ok_or_else(|| Error::Usage(format!("{}: not a file name", dest.display())))?;
-        let mut n = std::ffi::OsString::from(".");
-        n.push(name);
-        n.push(".lors-part");
-        let file = dest.with_file_name(n);
-        let mut j = file.as_os_str().to_owned();
-        j.push(".journal");
-        Ok(Part {
-            file,
-            journal: PathBuf::from(j),
-        })
-    }
-
-    /// After a failure: what was fetched stays for `--resume` (not under
-    /// DEST); nothing fetched (say, the metadata manager is down) leaves
-    /// nothing behind.
-    fn keep_for_resume_or_remove(&self) {
-        let fetched = std::fs::read_to_string(&self.journal).is_ok_and(|t| t.lines().count() > 1);
-        if fetched {
-            eprintln!(
-                "lors: the part downloaded is kept in {}: run the same command with --resume to continue",
-                self.file.display()
-            );
-        } else {
-            for f in [&self.file, &self.journal] {
-                let _ = std::fs::remove_file(f);
-            }
-        }
-    }
-
-    /// After success: the journal removed, the file renamed to `dest`.
-    fn complete(&self, dest: &Path) -> Result<(), Error> {
-        let _ = std::fs::remove_file(&self.journal);
-        std::fs::rename(&self.file, dest)
-            .map_err(|e| Error::Local(format!("cannot write {}: {e}", dest.display())))
     }
 }
 

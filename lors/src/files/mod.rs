@@ -38,6 +38,7 @@ mod access;
 mod download;
 mod journal;
 mod maintenance;
+mod output;
 mod reader;
 mod upload;
 mod writer;
@@ -47,6 +48,7 @@ pub use download::{
     download, download_with, open, read_xnd, DownloadSummary, Opened, Resume, Source,
 };
 pub use maintenance::{augment, check, refresh, repair, trim, Maintained};
+pub use output::{download_to_path, Output, Part};
 pub use reader::{FileReader, ReaderOptions, ReaderStats, MAX_CACHE_BYTES, MAX_READ_AHEAD};
 pub use upload::{upload, upload_with, Dest, UploadSettings, UploadSummary};
 pub use writer::FileWriter;
