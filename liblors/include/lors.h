@@ -574,7 +574,9 @@ int lors_upload_buffer(const struct lors_client *c,
  * Downloads the current version of `path` into the local file
  * `local_file`, written as `.NAME.lors-part` beside it and renamed when
  * complete (a failed download leaves no file, and an existing
- * `local_file` untouched). Blocks are fetched in parallel, verified and
+ * `local_file` untouched); a `local_file` that exists and is not a
+ * regular file (`/dev/null`, a FIFO) is written in place, never replaced;
+ * a directory is refused (LORS_ERR_USAGE) before anything is fetched. Blocks are fetched in parallel, verified and
  * decrypted, failing over between replicas and rebuilding from parity.
  * Errors: LORS_ERR_USAGE, LORS_ERR_NOT_FOUND, LORS_ERR_REFUSED (no read
  * right), LORS_ERR_NO_PROXY, LORS_ERR_UNAVAILABLE, LORS_ERR_DATA (no
