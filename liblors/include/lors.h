@@ -279,7 +279,7 @@ typedef struct lors_usage_info {
     uint64_t files;
     uint64_t versions;
     /**
-     * Bytes: the logical sizes of all versions.
+     * Bytes: the sizes of the files' current versions.
      */
     uint64_t logical;
     /**

@@ -53,7 +53,7 @@ pub struct lors_entry {
 pub struct lors_usage_info {
     pub files: u64,
     pub versions: u64,
-    /// Bytes: the logical sizes of all versions.
+    /// Bytes: the sizes of the files' current versions.
     pub logical: u64,
     /// Bytes stored on depots (replicas, shares).
     pub stored: u64,

@@ -81,7 +81,7 @@ pub struct UsageRow {
     pub owner: String,
     pub files: u64,
     pub versions: u64,
-    /// Bytes: logical sizes of all versions.
+    /// Bytes: the sizes of the files' current versions.
     pub logical: u64,
     /// Bytes stored on depots (replicas, shares).
     pub stored: u64,
