@@ -3,14 +3,17 @@
 //! recipients) or written to an `--xnd` file. The version is registered
 //! only after every block is stored; if registering fails the allocations
 //! are released. With a journal (`--resume`) a failed upload keeps the
-//! blocks it stored and the same call continues after them.
+//! blocks it stored and the same call continues after them. An upload
+//! given a cancellation token ([`UploadControl`]) stops when it is
+//! cancelled and cleans up the same way (Ctrl-C in `lors upload`).
 
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use exnode::{Exnode, Security};
 use serde::Serialize;
+use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 use super::journal::{self, Journal, UploadBlock, UploadHeader};
@@ -21,7 +24,7 @@ use super::{
 use crate::credentials::Error;
 use crate::crypto::{self, DataKey, WrapContext};
 use crate::transfer::maintain;
-use crate::transfer::{self, Pool, Progress, Redundancy, Target, UploadOptions};
+use crate::transfer::{self, Pool, Progress, Redundancy, Target, TransferError, UploadOptions};
 
 /// Upload settings.
 #[derive(Debug, Clone)]
@@ -58,6 +61,81 @@ pub struct UploadSummary {
     pub encrypted: bool,
     pub seconds: f64,
     pub mib_per_s: f64,
+}
+
+/// How an upload run is controlled from outside: its journal (for
+/// `--resume`) and a token that stops it.
+#[derive(Debug, Default)]
+pub struct UploadControl {
+    /// Journal the upload here: a failed or interrupted upload keeps the
+    /// blocks it stored, and the same call continues after them.
+    pub journal: Option<PathBuf>,
+    /// Cancelled, the upload stops between blocks (abandoning the stores in
+    /// flight) and releases what it allocated (journaled: what is not in
+    /// the journal); it then fails and [`UploadControl::interrupted`] says
+    /// what it released.
+    pub cancel: CancellationToken,
+    interrupted: Mutex<Option<Interrupted>>,
+}
+
+/// What an interrupted upload did with the allocations it had made.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Interrupted {
+    /// Allocations released (DECR, confirmed).
+    pub released: usize,
+    /// Allocations that could not be freed, `depot: reason` each (they
+    /// expire at the end of their duration).
+    pub not_freed: Vec<String>,
+    /// Journaled (`--resume`): blocks stored and kept for the next run.
+    pub kept_blocks: usize,
+}
+
+impl UploadControl {
+    /// Journaled in `journal` (if any), with a token never cancelled.
+    pub fn journaled(journal: Option<&Path>) -> UploadControl {
+        UploadControl {
+            journal: journal.map(Path::to_path_buf),
+            ..Default::default()
+        }
+    }
+
+    /// The upload was stopped by [`UploadControl::cancel`]: what it
+    /// released and kept. `None` if it was not (it succeeded, or failed
+    /// for another reason).
+    pub fn interrupted(&self) -> Option<Interrupted> {
+        self.interrupted
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    fn note(&self, e: &TransferError) {
+        let found = match e {
+            TransferError::Interrupted {
+                released,
+                kept_blocks,
+            } => Some(Interrupted {
+                released: *released,
+                not_freed: Vec::new(),
+                kept_blocks: *kept_blocks,
+            }),
+            TransferError::NotFreed { source, not_freed } => match **source {
+                TransferError::Interrupted {
+                    released,
+                    kept_blocks,
+                } => Some(Interrupted {
+                    released,
+                    not_freed: not_freed.clone(),
+                    kept_blocks,
+                }),
+                _ => None,
+            },
+            _ => None,
+        };
+        if found.is_some() {
+            *self.interrupted.lock().unwrap_or_else(|p| p.into_inner()) = found;
+        }
+    }
 }
 
 /// A fresh key id: names this version's wrapped keys.
@@ -107,6 +185,26 @@ pub async fn upload_with<R>(
 where
     R: tokio::io::AsyncRead + Unpin,
 {
+    let ctl = UploadControl::journaled(journal);
+    upload_controlled(grid, src, size_hint, dest, s, progress, &ctl).await
+}
+
+/// [`upload_with`], journaled in `ctl.journal` and stopped when
+/// `ctl.cancel` is cancelled (then [`UploadControl::interrupted`] says what
+/// it released or kept).
+pub async fn upload_controlled<R>(
+    grid: &Grid,
+    src: R,
+    size_hint: Option<u64>,
+    dest: &Dest,
+    s: &UploadSettings,
+    progress: Option<Progress>,
+    ctl: &UploadControl,
+) -> Result<UploadSummary, Error>
+where
+    R: tokio::io::AsyncRead + Unpin,
+{
+    let journal = ctl.journal.as_deref();
     let started = Instant::now();
     refuse_secure_xnd(dest, s)?;
     let (file, base_version) = file_and_version(grid, dest).await?;
@@ -135,8 +233,15 @@ where
         key_id: plan.key_id.clone(),
         done: plan.done,
         on_block: plan.on_block,
+        cancel: ctl.cancel.clone(),
     };
-    let x = transfer::upload(src, &targets, pool.clone(), &opts, progress).await?;
+    let x = match transfer::upload(src, &targets, pool.clone(), &opts, progress).await {
+        Ok(x) => x,
+        Err(e) => {
+            ctl.note(&e);
+            return Err(e.into());
+        }
+    };
     let xml = exnode::to_xml(&x);
     let key = plan.key.as_deref();
     let registered = register(grid, dest, &x, &xml, key, &plan.key_id, plan.base_version).await;
