@@ -6,7 +6,12 @@
 //!   held before), and it says so;
 //! - with `--resume`: exit 130, the journal and the stored blocks kept, and
 //!   the same command with `--resume` completes a file that reads back
-//!   whole.
+//!   whole;
+//! - a second SIGINT while the upload releases exits at once;
+//! - an upload to a destination it could not be registered at (missing
+//!   parent, a directory, no write right; an `--xnd` file likewise) is
+//!   refused before any depot is contacted: the depots' state (allocation
+//!   files and journals) does not change by a byte.
 //!
 //! Every wait is on a condition and bounded; assertions are on exit codes,
 //! messages, depot state and bytes read back.
@@ -292,4 +297,128 @@ fn a_second_interrupt_while_releasing_exits_at_once() {
         "exits at once, not after the release: {exited_after:?}"
     );
     not_registered(&g, "/vo1/twice");
+}
+
+/// Bytes of each depot's whole resource directory: allocation files and
+/// the allocation journal (which grows with every allocation made or
+/// freed, so that an allocation made and released shows).
+fn depot_state(g: &Grid) -> Vec<u64> {
+    g.depots.iter().map(|d| bytes_under(&d.data_dir)).collect()
+}
+
+#[test]
+fn an_upload_to_a_bad_destination_is_refused_before_any_data_moves() {
+    let _timer = Timer::start("an_upload_to_a_bad_destination_is_refused_before_any_data_moves");
+    let g = start(opts());
+    keys_init(&g, "alice");
+    keys_init(&g, "bob");
+    ok(lors(&g, "alice", &["mkdir", "/vo1/adir"]));
+    upload(
+        &g,
+        "alice",
+        "mine",
+        &bytes(100_000, 3),
+        "/vo1/adir/mine",
+        &[],
+    );
+    let data = bytes(2 << 20, 4);
+    let a_src = write(&g.user("alice").dir, "src", &data);
+    let b_src = write(&g.user("bob").dir, "src", &data);
+    // Bob may read alice's file (so that he can stat it), not write it.
+    ok(lors(
+        &g,
+        "alice",
+        &["acl", "set", "/vo1/adir/mine", "--access", "vo:vo1=r"],
+    ));
+    let before = depot_state(&g);
+
+    let cases: Vec<(&str, &str, Vec<&str>, i32, &str)> = vec![
+        (
+            "missing parent",
+            "alice",
+            vec!["/vo1/nodir/f"],
+            7,
+            "/vo1/nodir: no such directory",
+        ),
+        (
+            "missing parents",
+            "alice",
+            vec!["/vo1/nodir/deeper/f"],
+            7,
+            "/vo1/nodir/deeper: no such directory",
+        ),
+        (
+            "a directory",
+            "alice",
+            vec!["/vo1/adir"],
+            2,
+            "/vo1/adir is a directory",
+        ),
+        (
+            "a file as the parent",
+            "alice",
+            vec!["/vo1/adir/mine/f"],
+            2,
+            "/vo1/adir/mine is a file, not a directory",
+        ),
+        (
+            "no write right on the parent",
+            "bob",
+            vec!["/vo1/adir/bobs"],
+            3,
+            "no write right on /vo1/adir",
+        ),
+        (
+            "no write right on the file",
+            "bob",
+            vec!["/vo1/adir/mine"],
+            3,
+            "no write right on /vo1/adir/mine",
+        ),
+        (
+            "--xnd in a missing directory",
+            "alice",
+            vec!["--xnd", "nodir/f.xnd", "--security", "legacy"],
+            7,
+            "nodir: no such directory",
+        ),
+        (
+            "--xnd naming a directory",
+            "alice",
+            vec!["--xnd", ".", "--security", "legacy"],
+            2,
+            ". is a directory",
+        ),
+    ];
+    for (what, user, dest, want, says) in cases {
+        let src = if user == "bob" { s(&b_src) } else { s(&a_src) };
+        let mut args = vec!["upload", src];
+        args.extend(dest);
+        args.extend_from_slice(&["--block-size", "256KiB"]);
+        let o = lors(&g, user, &args);
+        eprintln!("{what}: {}", text(&o));
+        assert_eq!(
+            depot_state(&g),
+            before,
+            "{what}: no depot was contacted (no allocation made, not even released): {}",
+            text(&o)
+        );
+        assert_eq!(code(&o), want, "{what}: {}", text(&o));
+        assert!(
+            stderr(&o).contains(says),
+            "{what}: says {says:?}: {}",
+            text(&o)
+        );
+    }
+    // The checks refuse only what the put would: bob can still upload where
+    // he may write, and alice into her directory.
+    let b = upload(&g, "bob", "ok", &data, "/vo1/bobs-own", &[]);
+    assert!(b.contains("uploaded"), "{b}");
+    download_is(
+        &g,
+        "alice",
+        "/vo1/adir/mine",
+        &bytes(100_000, 3),
+        "unchanged",
+    );
 }

@@ -12,6 +12,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use exnode::{Exnode, Security};
+use metadata_api::files::EntryKind;
 use serde::Serialize;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
@@ -288,8 +289,11 @@ fn refuse_secure_xnd(dest: &Dest, s: &UploadSettings) -> Result<(), Error> {
 }
 
 /// The file's identity and the version the upload builds on: the current
-/// version's at the metadata manager, or a new file (version 0).
+/// version's at the metadata manager, or a new file (version 0). The
+/// destination is checked first, before any depot is contacted (see
+/// [`check_dest`]).
 async fn file_and_version(grid: &Grid, dest: &Dest) -> Result<(Uuid, u64), Error> {
+    check_dest(grid, dest).await?;
     match dest {
         Dest::Path(p) => {
             let mdm = need_mdm(grid)?;
@@ -306,6 +310,106 @@ async fn file_and_version(grid: &Grid, dest: &Dest) -> Result<(Uuid, u64), Error
         }
         Dest::Xnd(_) => Ok((Uuid::new_v4(), 0)),
     }
+}
+
+/// Refuses a destination the upload could not be registered at, before
+/// any data moves: a directory (usage, exit 2), a missing parent
+/// directory (not found, 7), or no write right on the existing file or
+/// on the parent of a new one (refused, 3). At the metadata manager this
+/// is `stat` of the path, then of its parent; a `stat` the caller may not
+/// make (no read right there) leaves the decision to the put itself.
+/// An `--xnd` file is checked the same way on the local file system.
+async fn check_dest(grid: &Grid, dest: &Dest) -> Result<(), Error> {
+    let p = match dest {
+        Dest::Path(p) => p,
+        Dest::Xnd(f) => return check_xnd_dest(f),
+    };
+    let mdm = need_mdm(grid)?;
+    let no_write = |path: &str, rights: Option<&str>, why: &str| {
+        Error::Forbidden(format!(
+            "no write right on {path} (you have {}): {why}",
+            rights.unwrap_or("-")
+        ))
+    };
+    match mdm.stat(p).await {
+        Ok(e) if e.kind == EntryKind::Dir => Err(Error::Usage(format!(
+            "{p} is a directory: upload to a file path in it, e.g. {}/NAME",
+            p.trim_end_matches('/')
+        ))),
+        Ok(e) => match e.rights.as_deref() {
+            Some(r) if !r.contains('w') => Err(no_write(p, Some(r), "a new version needs it")),
+            _ => Ok(()),
+        },
+        Err(Error::NotFound(_)) => {
+            let Some((parent, _)) = p.trim_end_matches('/').rsplit_once('/') else {
+                return Ok(());
+            };
+            if parent.is_empty() {
+                return Ok(());
+            }
+            match mdm.stat(parent).await {
+                Ok(e) if e.kind != EntryKind::Dir => Err(Error::Usage(format!(
+                    "{parent} is a file, not a directory: {p} cannot be created in it"
+                ))),
+                Ok(e) => match e.rights.as_deref() {
+                    Some(r) if !r.contains('w') => {
+                        Err(no_write(parent, Some(r), &format!("creating {p} needs it")))
+                    }
+                    _ => Ok(()),
+                },
+                Err(Error::NotFound(_)) => Err(Error::NotFound(format!(
+                    "{parent}: no such directory (create it first: lors mkdir -p {parent})"
+                ))),
+                Err(Error::Forbidden(_)) => Ok(()),
+                Err(e) => Err(e),
+            }
+        }
+        Err(Error::Forbidden(_)) => Ok(()),
+        Err(e) => Err(e),
+    }
+}
+
+/// An `--xnd` destination: not a directory, in an existing directory the
+/// user may write in.
+fn check_xnd_dest(f: &Path) -> Result<(), Error> {
+    if f.is_dir() {
+        return Err(Error::Usage(format!(
+            "{} is a directory: give the exNode file's path",
+            f.display()
+        )));
+    }
+    let parent = match f.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => Path::new("."),
+    };
+    match std::fs::metadata(parent) {
+        Ok(m) if !m.is_dir() => Err(Error::Usage(format!(
+            "{} is not a directory: {} cannot be written in it",
+            parent.display(),
+            f.display()
+        ))),
+        Ok(_) if !writable(parent) => Err(Error::Forbidden(format!(
+            "no write right on {}: {} cannot be written there",
+            parent.display(),
+            f.display()
+        ))),
+        Ok(_) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Err(Error::NotFound(format!(
+            "{}: no such directory",
+            parent.display()
+        ))),
+        Err(e) => Err(Error::Local(format!("{}: {e}", parent.display()))),
+    }
+}
+
+/// Whether the user may create files in directory `d`: a probe file made
+/// and removed at once (which accounts for ACLs and read-only file
+/// systems alike).
+fn writable(d: &Path) -> bool {
+    tempfile::Builder::new()
+        .prefix(".lors-write-check")
+        .tempfile_in(d)
+        .is_ok()
 }
 
 /// A new data key if the upload is encrypted (which needs the user's key
