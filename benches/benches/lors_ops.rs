@@ -760,6 +760,7 @@ async fn small_breakdown(g: &files::Grid, n: usize) -> anyhow::Result<(Vec<(Stri
             key_id: key_id.clone(),
             done: None,
             on_block: None,
+            cancel: Default::default(),
         };
         let x = transfer::upload(&data[..], &targets, pool.clone(), &opts, None)
             .await

@@ -1,6 +1,8 @@
 //! `lors upload`.
 
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicI32, Ordering};
+use std::sync::Arc;
 
 use clap::Args;
 use exnode::Security;
@@ -8,7 +10,7 @@ use lors::config::Config;
 use lors::credentials::Error;
 use lors::depots;
 use lors::exit;
-use lors::files::{self, Dest, Grid, UploadSettings, UploadSummary};
+use lors::files::{self, Dest, Grid, UploadControl, UploadSettings, UploadSummary};
 use lors::transfer::Redundancy;
 
 use super::{
@@ -86,19 +88,35 @@ pub fn upload(a: UploadArgs) -> Result<u8, Error> {
     };
     let bar = progress_bar(size_hint, a.grid.quiet, a.grid.json, "upload");
     let rt = crate::runtime_mt()?;
+    let ctl = UploadControl::journaled(journal.as_deref());
+    let signal = Arc::new(AtomicI32::new(0));
     let summary = rt.block_on(async {
+        watch_signals(
+            &ctl,
+            signal.clone(),
+            journal.is_some(),
+            bar.as_ref().map(|(b, _)| b.clone()),
+        )?;
         let progress = bar.as_ref().map(|(_, p)| p.clone());
         if stdin {
-            files::upload(&grid, tokio::io::stdin(), None, &dest, &s, progress).await
+            let src = tokio::io::stdin();
+            files::upload_controlled(&grid, src, None, &dest, &s, progress, &ctl).await
         } else {
             let f = tokio::fs::File::open(&a.src)
                 .await
                 .map_err(|e| Error::Local(format!("cannot read {}: {e}", a.src.display())))?;
-            files::upload_with(&grid, f, size_hint, &dest, &s, progress, journal.as_deref()).await
+            files::upload_controlled(&grid, f, size_hint, &dest, &s, progress, &ctl).await
         }
     });
+    // The signal watcher ends with the runtime (a signal from here on is
+    // caught and ignored: only the report below is left to do).
+    drop(rt);
     if let Some((b, _)) = &bar {
         b.finish_and_clear();
+    }
+    let sig = signal.load(Ordering::SeqCst);
+    if let (Err(e), true) = (&summary, sig != 0) {
+        return Ok(report_interrupted(e, &ctl, sig, journal.as_deref()));
     }
     if let (Err(_), Some(j)) = (&summary, &journal) {
         if j.exists() {
@@ -115,6 +133,106 @@ pub fn upload(a: UploadArgs) -> Result<u8, Error> {
         print_summary(&summary);
     }
     Ok(exit::OK)
+}
+
+/// Ctrl-C (SIGINT) or SIGTERM during the upload cancels `ctl`: the upload
+/// stops and releases what it allocated (with `--resume`, keeps the blocks
+/// stored). The signal is recorded in `signal` for the exit status. A
+/// second one exits at once, leaving whatever is still allocated.
+///
+/// Only these two signals are caught; SIGPIPE stays as it is (ignored,
+/// see `quiet_on_closed_stdout` in main.rs).
+fn watch_signals(
+    ctl: &UploadControl,
+    signal: Arc<AtomicI32>,
+    resume: bool,
+    bar: Option<indicatif::ProgressBar>,
+) -> Result<(), Error> {
+    use tokio::signal::unix::{signal as listen, SignalKind};
+    let listen_err = |e: std::io::Error| Error::Local(format!("cannot catch signals: {e}"));
+    let mut int = listen(SignalKind::interrupt()).map_err(listen_err)?;
+    let mut term = listen(SignalKind::terminate()).map_err(listen_err)?;
+    let cancel = ctl.cancel.clone();
+    let say = move |msg: &str| match &bar {
+        Some(b) => b.suspend(|| eprintln!("{msg}")),
+        None => eprintln!("{msg}"),
+    };
+    tokio::spawn(async move {
+        loop {
+            let sig = tokio::select! {
+                Some(()) = int.recv() => libc::SIGINT,
+                Some(()) = term.recv() => libc::SIGTERM,
+                else => return,
+            };
+            if signal
+                .compare_exchange(0, sig, Ordering::SeqCst, Ordering::SeqCst)
+                .is_ok()
+            {
+                say(if resume {
+                    "lors: interrupted: stopping the upload; the blocks stored so far are kept \
+                     (interrupt again to exit at once)"
+                } else {
+                    "lors: interrupted: stopping the upload and releasing the allocations it made \
+                     (interrupt again to exit at once, leaving them allocated until they expire)"
+                });
+                cancel.cancel();
+            } else {
+                say(
+                    "lors: interrupted again: exiting now; allocations of this upload may be left \
+                     on the depots until they expire",
+                );
+                std::process::exit(128 + sig);
+            }
+        }
+    });
+    Ok(())
+}
+
+/// Says what an upload stopped by `sig` released or kept; its exit
+/// status: 128 + the signal (130 for SIGINT, 143 for SIGTERM), or
+/// [`exit::RELEASE_FAILED`] if some allocations could not be freed.
+fn report_interrupted(e: &Error, ctl: &UploadControl, sig: i32, journal: Option<&Path>) -> u8 {
+    let code = u8::try_from(128 + sig).unwrap_or(exit::LOCAL);
+    let Some(o) = ctl.interrupted() else {
+        // Stopped before it allocated anything, or failed on its own.
+        eprintln!("lors: interrupted: {e}");
+        return code;
+    };
+    let kept = journal.filter(|j| j.exists());
+    match kept {
+        Some(j) => eprintln!(
+            "lors: interrupted: the {} block(s) stored so far are kept (journal {}){}: \
+             run the same command with --resume to continue",
+            o.kept_blocks,
+            j.display(),
+            if o.released > 0 {
+                format!(
+                    "; released the {} allocation(s) of unfinished blocks",
+                    o.released
+                )
+            } else {
+                String::new()
+            }
+        ),
+        None => eprintln!(
+            "lors: interrupted: released the {} allocation(s) the upload had made",
+            o.released
+        ),
+    }
+    if o.not_freed.is_empty() {
+        if kept.is_none() {
+            eprintln!("lors: nothing of this upload is left on the depots");
+        }
+        return code;
+    }
+    eprintln!(
+        "lors: {} allocation(s) could not be freed (they expire at the end of their duration):",
+        o.not_freed.len()
+    );
+    for line in &o.not_freed {
+        eprintln!("  {line}");
+    }
+    exit::RELEASE_FAILED
 }
 
 /// The upload's settings: options, else configuration, else defaults.

@@ -50,7 +50,10 @@ pub use download::{
 pub use maintenance::{augment, check, refresh, repair, trim, Maintained};
 pub use output::{download_to_path, Output, Part};
 pub use reader::{FileReader, ReaderOptions, ReaderStats, MAX_CACHE_BYTES, MAX_READ_AHEAD};
-pub use upload::{upload, upload_with, Dest, UploadSettings, UploadSummary};
+pub use upload::{
+    upload, upload_controlled, upload_with, Dest, Interrupted, UploadControl, UploadSettings,
+    UploadSummary,
+};
 pub use writer::FileWriter;
 
 /// Default time allowed for each depot operation.

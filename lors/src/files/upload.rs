@@ -3,14 +3,18 @@
 //! recipients) or written to an `--xnd` file. The version is registered
 //! only after every block is stored; if registering fails the allocations
 //! are released. With a journal (`--resume`) a failed upload keeps the
-//! blocks it stored and the same call continues after them.
+//! blocks it stored and the same call continues after them. An upload
+//! given a cancellation token ([`UploadControl`]) stops when it is
+//! cancelled and cleans up the same way (Ctrl-C in `lors upload`).
 
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use exnode::{Exnode, Security};
+use metadata_api::files::EntryKind;
 use serde::Serialize;
+use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 use super::journal::{self, Journal, UploadBlock, UploadHeader};
@@ -21,7 +25,7 @@ use super::{
 use crate::credentials::Error;
 use crate::crypto::{self, DataKey, WrapContext};
 use crate::transfer::maintain;
-use crate::transfer::{self, Pool, Progress, Redundancy, Target, UploadOptions};
+use crate::transfer::{self, Pool, Progress, Redundancy, Target, TransferError, UploadOptions};
 
 /// Upload settings.
 #[derive(Debug, Clone)]
@@ -58,6 +62,81 @@ pub struct UploadSummary {
     pub encrypted: bool,
     pub seconds: f64,
     pub mib_per_s: f64,
+}
+
+/// How an upload run is controlled from outside: its journal (for
+/// `--resume`) and a token that stops it.
+#[derive(Debug, Default)]
+pub struct UploadControl {
+    /// Journal the upload here: a failed or interrupted upload keeps the
+    /// blocks it stored, and the same call continues after them.
+    pub journal: Option<PathBuf>,
+    /// Cancelled, the upload stops between blocks (abandoning the stores in
+    /// flight) and releases what it allocated (journaled: what is not in
+    /// the journal); it then fails and [`UploadControl::interrupted`] says
+    /// what it released.
+    pub cancel: CancellationToken,
+    interrupted: Mutex<Option<Interrupted>>,
+}
+
+/// What an interrupted upload did with the allocations it had made.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Interrupted {
+    /// Allocations released (DECR, confirmed).
+    pub released: usize,
+    /// Allocations that could not be freed, `depot: reason` each (they
+    /// expire at the end of their duration).
+    pub not_freed: Vec<String>,
+    /// Journaled (`--resume`): blocks stored and kept for the next run.
+    pub kept_blocks: usize,
+}
+
+impl UploadControl {
+    /// Journaled in `journal` (if any), with a token never cancelled.
+    pub fn journaled(journal: Option<&Path>) -> UploadControl {
+        UploadControl {
+            journal: journal.map(Path::to_path_buf),
+            ..Default::default()
+        }
+    }
+
+    /// The upload was stopped by [`UploadControl::cancel`]: what it
+    /// released and kept. `None` if it was not (it succeeded, or failed
+    /// for another reason).
+    pub fn interrupted(&self) -> Option<Interrupted> {
+        self.interrupted
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    fn note(&self, e: &TransferError) {
+        let found = match e {
+            TransferError::Interrupted {
+                released,
+                kept_blocks,
+            } => Some(Interrupted {
+                released: *released,
+                not_freed: Vec::new(),
+                kept_blocks: *kept_blocks,
+            }),
+            TransferError::NotFreed { source, not_freed } => match **source {
+                TransferError::Interrupted {
+                    released,
+                    kept_blocks,
+                } => Some(Interrupted {
+                    released,
+                    not_freed: not_freed.clone(),
+                    kept_blocks,
+                }),
+                _ => None,
+            },
+            _ => None,
+        };
+        if found.is_some() {
+            *self.interrupted.lock().unwrap_or_else(|p| p.into_inner()) = found;
+        }
+    }
 }
 
 /// A fresh key id: names this version's wrapped keys.
@@ -107,6 +186,26 @@ pub async fn upload_with<R>(
 where
     R: tokio::io::AsyncRead + Unpin,
 {
+    let ctl = UploadControl::journaled(journal);
+    upload_controlled(grid, src, size_hint, dest, s, progress, &ctl).await
+}
+
+/// [`upload_with`], journaled in `ctl.journal` and stopped when
+/// `ctl.cancel` is cancelled (then [`UploadControl::interrupted`] says what
+/// it released or kept).
+pub async fn upload_controlled<R>(
+    grid: &Grid,
+    src: R,
+    size_hint: Option<u64>,
+    dest: &Dest,
+    s: &UploadSettings,
+    progress: Option<Progress>,
+    ctl: &UploadControl,
+) -> Result<UploadSummary, Error>
+where
+    R: tokio::io::AsyncRead + Unpin,
+{
+    let journal = ctl.journal.as_deref();
     let started = Instant::now();
     refuse_secure_xnd(dest, s)?;
     let (file, base_version) = file_and_version(grid, dest).await?;
@@ -135,8 +234,15 @@ where
         key_id: plan.key_id.clone(),
         done: plan.done,
         on_block: plan.on_block,
+        cancel: ctl.cancel.clone(),
     };
-    let x = transfer::upload(src, &targets, pool.clone(), &opts, progress).await?;
+    let x = match transfer::upload(src, &targets, pool.clone(), &opts, progress).await {
+        Ok(x) => x,
+        Err(e) => {
+            ctl.note(&e);
+            return Err(e.into());
+        }
+    };
     let xml = exnode::to_xml(&x);
     let key = plan.key.as_deref();
     let registered = register(grid, dest, &x, &xml, key, &plan.key_id, plan.base_version).await;
@@ -183,8 +289,11 @@ fn refuse_secure_xnd(dest: &Dest, s: &UploadSettings) -> Result<(), Error> {
 }
 
 /// The file's identity and the version the upload builds on: the current
-/// version's at the metadata manager, or a new file (version 0).
+/// version's at the metadata manager, or a new file (version 0). The
+/// destination is checked first, before any depot is contacted (see
+/// [`check_dest`]).
 async fn file_and_version(grid: &Grid, dest: &Dest) -> Result<(Uuid, u64), Error> {
+    check_dest(grid, dest).await?;
     match dest {
         Dest::Path(p) => {
             let mdm = need_mdm(grid)?;
@@ -201,6 +310,106 @@ async fn file_and_version(grid: &Grid, dest: &Dest) -> Result<(Uuid, u64), Error
         }
         Dest::Xnd(_) => Ok((Uuid::new_v4(), 0)),
     }
+}
+
+/// Refuses a destination the upload could not be registered at, before
+/// any data moves: a directory (usage, exit 2), a missing parent
+/// directory (not found, 7), or no write right on the existing file or
+/// on the parent of a new one (refused, 3). At the metadata manager this
+/// is `stat` of the path, then of its parent; a `stat` the caller may not
+/// make (no read right there) leaves the decision to the put itself.
+/// An `--xnd` file is checked the same way on the local file system.
+async fn check_dest(grid: &Grid, dest: &Dest) -> Result<(), Error> {
+    let p = match dest {
+        Dest::Path(p) => p,
+        Dest::Xnd(f) => return check_xnd_dest(f),
+    };
+    let mdm = need_mdm(grid)?;
+    let no_write = |path: &str, rights: Option<&str>, why: &str| {
+        Error::Forbidden(format!(
+            "no write right on {path} (you have {}): {why}",
+            rights.unwrap_or("-")
+        ))
+    };
+    match mdm.stat(p).await {
+        Ok(e) if e.kind == EntryKind::Dir => Err(Error::Usage(format!(
+            "{p} is a directory: upload to a file path in it, e.g. {}/NAME",
+            p.trim_end_matches('/')
+        ))),
+        Ok(e) => match e.rights.as_deref() {
+            Some(r) if !r.contains('w') => Err(no_write(p, Some(r), "a new version needs it")),
+            _ => Ok(()),
+        },
+        Err(Error::NotFound(_)) => {
+            let Some((parent, _)) = p.trim_end_matches('/').rsplit_once('/') else {
+                return Ok(());
+            };
+            if parent.is_empty() {
+                return Ok(());
+            }
+            match mdm.stat(parent).await {
+                Ok(e) if e.kind != EntryKind::Dir => Err(Error::Usage(format!(
+                    "{parent} is a file, not a directory: {p} cannot be created in it"
+                ))),
+                Ok(e) => match e.rights.as_deref() {
+                    Some(r) if !r.contains('w') => {
+                        Err(no_write(parent, Some(r), &format!("creating {p} needs it")))
+                    }
+                    _ => Ok(()),
+                },
+                Err(Error::NotFound(_)) => Err(Error::NotFound(format!(
+                    "{parent}: no such directory (create it first: lors mkdir -p {parent})"
+                ))),
+                Err(Error::Forbidden(_)) => Ok(()),
+                Err(e) => Err(e),
+            }
+        }
+        Err(Error::Forbidden(_)) => Ok(()),
+        Err(e) => Err(e),
+    }
+}
+
+/// An `--xnd` destination: not a directory, in an existing directory the
+/// user may write in.
+fn check_xnd_dest(f: &Path) -> Result<(), Error> {
+    if f.is_dir() {
+        return Err(Error::Usage(format!(
+            "{} is a directory: give the exNode file's path",
+            f.display()
+        )));
+    }
+    let parent = match f.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => Path::new("."),
+    };
+    match std::fs::metadata(parent) {
+        Ok(m) if !m.is_dir() => Err(Error::Usage(format!(
+            "{} is not a directory: {} cannot be written in it",
+            parent.display(),
+            f.display()
+        ))),
+        Ok(_) if !writable(parent) => Err(Error::Forbidden(format!(
+            "no write right on {}: {} cannot be written there",
+            parent.display(),
+            f.display()
+        ))),
+        Ok(_) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Err(Error::NotFound(format!(
+            "{}: no such directory",
+            parent.display()
+        ))),
+        Err(e) => Err(Error::Local(format!("{}: {e}", parent.display()))),
+    }
+}
+
+/// Whether the user may create files in directory `d`: a probe file made
+/// and removed at once (which accounts for ACLs and read-only file
+/// systems alike).
+fn writable(d: &Path) -> bool {
+    tempfile::Builder::new()
+        .prefix(".lors-write-check")
+        .tempfile_in(d)
+        .is_ok()
 }
 
 /// A new data key if the upload is encrypted (which needs the user's key

@@ -327,6 +327,7 @@ fn placer(
         reliability: p.reliability,
         uuid: x.file.unwrap_or_default().to_string(),
         block: u64::MAX,
+        cancel: Default::default(),
     }
 }
 

@@ -126,6 +126,12 @@ pub enum TransferError {
     Exnode(String),
     #[error("{0}")]
     Usage(String),
+    /// The upload was stopped by its cancellation token (Ctrl-C): it
+    /// released the `released` allocations it had made (those not freed
+    /// are listed by an enclosing [`TransferError::NotFreed`]); journaled,
+    /// it kept the `kept_blocks` blocks stored so far for `--resume`.
+    #[error("{}", interrupted_text(*.released, *.kept_blocks))]
+    Interrupted { released: usize, kept_blocks: usize },
     /// An operation failed and its clean-up could not free every
     /// allocation it had made (`depot: reason` each; they expire at the
     /// end of their duration).
@@ -134,6 +140,16 @@ pub enum TransferError {
         source: Box<TransferError>,
         not_freed: Vec<String>,
     },
+}
+
+fn interrupted_text(released: usize, kept_blocks: usize) -> String {
+    let mut s = format!("interrupted: released the {released} allocation(s) the upload had made");
+    if kept_blocks > 0 {
+        s.push_str(&format!(
+            "; the {kept_blocks} block(s) stored so far are kept for --resume"
+        ));
+    }
+    s
 }
 
 /// `N allocation(s) ... not freed: a; b; ...` (at most 5 listed).
@@ -164,7 +180,9 @@ impl From<TransferError> for Error {
             TransferError::Usage(_) | TransferError::NotEnoughDepots { .. } => {
                 Error::Usage(e.to_string())
             }
-            TransferError::Input(_) | TransferError::Output(_) => Error::Local(e.to_string()),
+            TransferError::Input(_)
+            | TransferError::Output(_)
+            | TransferError::Interrupted { .. } => Error::Local(e.to_string()),
             TransferError::Depot(DepotError::NoGrant { .. } | DepotError::NoTls { .. }) => {
                 Error::Refused(e.to_string())
             }

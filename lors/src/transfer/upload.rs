@@ -12,6 +12,11 @@
 //! When no depot is left the upload fails and every allocation it made is
 //! released (best effort: one not released expires at the end of its
 //! duration).
+//!
+//! An upload whose [`UploadOptions::cancel`] token is cancelled (Ctrl-C)
+//! stops reading, allocates nothing more, abandons the stores in flight
+//! and takes the same failure path: [`TransferError::Interrupted`], with
+//! what it made released (or, journaled, the stored blocks kept).
 
 use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
@@ -21,6 +26,7 @@ use ibp_proto::Reliability;
 use tokio::io::{AsyncRead, AsyncReadExt};
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 use super::pool::Pool;
@@ -58,6 +64,10 @@ pub struct UploadOptions {
     /// a failed upload keeps the allocations of the blocks it reported
     /// (they are the journal's) and releases only the others.
     pub on_block: Option<BlockHook>,
+    /// Cancelled, the upload stops between blocks and pieces (a store in
+    /// flight is abandoned) and fails with [`TransferError::Interrupted`]
+    /// after its clean-up. `CancellationToken::default()`: never.
+    pub cancel: CancellationToken,
 }
 
 /// Called with a stored block's index, mappings and group.
@@ -126,14 +136,32 @@ where
         Ok(x) => Ok(x),
         Err(e) => {
             let mut made = std::mem::take(&mut *made.lock().unwrap_or_else(|p| p.into_inner()));
+            let mut kept = 0;
             if opts.on_block.is_some() {
                 // Journaled blocks stay for --resume.
                 let stored = stored.lock().unwrap_or_else(|p| p.into_inner());
                 made.retain(|m| !stored.contains(&m.block));
+                kept = stored.len() + opts.done.as_ref().map_or(0, |d| d.blocks.len());
             }
             let not_freed = release_all(&pool, &made).await;
+            let e = match e {
+                TransferError::Interrupted { .. } => TransferError::Interrupted {
+                    released: made.len().saturating_sub(not_freed.len()),
+                    kept_blocks: kept,
+                },
+                e => e,
+            };
             Err(with_not_freed(e, not_freed))
         }
+    }
+}
+
+/// The error of an upload stopped by its token (counts filled in by
+/// [`upload`]'s clean-up).
+fn interrupted() -> TransferError {
+    TransferError::Interrupted {
+        released: 0,
+        kept_blocks: 0,
     }
 }
 
@@ -232,22 +260,39 @@ where
     let mut groups = done.groups.clone();
     let mut offset = 0u64;
     let mut index = 0u64;
+    let cancel = &opts.cancel;
+    let mut stopped = false;
     loop {
-        let permit = sem
-            .clone()
-            .acquire_owned()
-            .await
-            .map_err(|_| TransferError::Input("upload cancelled".into()))?;
+        if cancel.is_cancelled() {
+            stopped = true;
+            break;
+        }
+        let permit = tokio::select! {
+            biased;
+            _ = cancel.cancelled() => {
+                stopped = true;
+                break;
+            }
+            p = sem.clone().acquire_owned() => {
+                p.map_err(|_| TransferError::Input("upload cancelled".into()))?
+            }
+        };
         // Capacity, not zeroed bytes: a small file does not touch a whole
         // block's pages, a large one is not memset before being read. A
         // block buffer of an earlier block is reused (`Pool::recycle`).
         let mut block = pool.buffer();
         block.reserve(opts.block_size as usize);
-        let n = (&mut *src)
-            .take(opts.block_size)
-            .read_to_end(&mut block)
-            .await
-            .map_err(|e| TransferError::Input(format!("cannot read the source: {e}")))?;
+        let mut limited = (&mut *src).take(opts.block_size);
+        let n = tokio::select! {
+            biased;
+            _ = cancel.cancelled() => {
+                stopped = true;
+                break;
+            }
+            r = limited.read_to_end(&mut block) => {
+                r.map_err(|e| TransferError::Input(format!("cannot read the source: {e}")))?
+            }
+        };
         if n == 0 {
             break;
         }
@@ -291,13 +336,24 @@ where
         index += 1;
         // Surface a failure early instead of reading the rest.
         while let Some(done) = tasks.try_join_next() {
-            let (m, g) = joined(done)?;
-            mappings.extend(m);
-            groups.extend(g);
+            match joined(done) {
+                Ok((m, g)) => {
+                    mappings.extend(m);
+                    groups.extend(g);
+                }
+                Err(TransferError::Interrupted { .. }) => stopped = true,
+                Err(e) => return Err(e),
+            }
         }
-        if (n as u64) < opts.block_size {
+        if stopped || (n as u64) < opts.block_size {
             break;
         }
+    }
+    if stopped {
+        // Let the blocks in flight stop (they check the token before each
+        // allocation) so that every allocation made is known and released.
+        while tasks.join_next().await.is_some() {}
+        return Err(interrupted());
     }
     while let Some(done) = tasks.join_next().await {
         let (m, g) = joined(done)?;
@@ -355,6 +411,9 @@ impl BlockCtx {
         self,
         block: Vec<u8>,
     ) -> Result<(Vec<Mapping>, Option<EcGroup>), TransferError> {
+        if self.opts.cancel.is_cancelled() {
+            return Err(interrupted());
+        }
         let len = block.len() as u64;
         let key = self.opts.key.clone();
         let file = self.opts.file;
@@ -436,6 +495,7 @@ impl BlockCtx {
                 reliability: self.opts.reliability,
                 uuid: self.opts.file.to_string(),
                 block: self.index,
+                cancel: self.opts.cancel.clone(),
             };
             set.spawn(async move {
                 let stored = placer.place(Some(preferred), &data).await?;
@@ -444,13 +504,22 @@ impl BlockCtx {
         }
         let mut out = Vec::new();
         while let Some(r) = set.join_next().await {
-            let (stored, sum, share, alloc_len) = joined(r).map_err(|e| match e {
-                TransferError::PlacementFailed { last, .. } => TransferError::PlacementFailed {
-                    offset: self.offset,
-                    last,
-                },
-                e => e,
-            })?;
+            let (stored, sum, share, alloc_len) = match joined(r) {
+                Ok(v) => v,
+                Err(TransferError::Interrupted { .. }) => {
+                    // The other pieces stop too: wait for them, so that
+                    // each allocation they made is recorded.
+                    while set.join_next().await.is_some() {}
+                    return Err(interrupted());
+                }
+                Err(TransferError::PlacementFailed { last, .. }) => {
+                    return Err(TransferError::PlacementFailed {
+                        offset: self.offset,
+                        last,
+                    })
+                }
+                Err(e) => return Err(e),
+            };
             let t = &self.targets[stored.target];
             out.push(Mapping {
                 logical_offset: self.offset,
@@ -512,6 +581,8 @@ pub(crate) struct Placer {
     pub uuid: String,
     /// The block the pieces belong to (for a resumable upload's clean-up).
     pub block: u64,
+    /// Cancelled: no new allocation, and a store in flight is abandoned.
+    pub cancel: CancellationToken,
 }
 
 impl Placer {
@@ -525,8 +596,12 @@ impl Placer {
         let mut candidate = preferred.or_else(|| self.next_candidate());
         let mut last = String::from("no depot was tried");
         while let Some(t) = candidate {
+            if self.cancel.is_cancelled() {
+                return Err(interrupted());
+            }
             match self.store_on(t, data).await {
                 Ok(s) => return Ok(s),
+                Err(e @ TransferError::Interrupted { .. }) => return Err(e),
                 Err(e) => {
                     tracing::warn!("storing on {} failed: {e}", self.targets[t].depot);
                     last = e.to_string();
@@ -569,7 +644,13 @@ impl Placer {
                 block: self.block,
             });
         let expires = now().saturating_add(self.opts_duration);
-        let r = conn.store(&caps.write, &self.uuid, data).await;
+        // The allocation is recorded: the store may be abandoned (and the
+        // connection with it) without losing track of it.
+        let r = tokio::select! {
+            biased;
+            _ = self.cancel.cancelled() => return Err(interrupted()),
+            r = conn.store(&caps.write, &self.uuid, data) => r,
+        };
         let n = self.pool.finish(depot, level, conn, r)?;
         if n != data.len() as u64 {
             return Err(TransferError::Depot(super::DepotError::Client {
