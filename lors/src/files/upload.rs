@@ -208,7 +208,7 @@ where
     let journal = ctl.journal.as_deref();
     let started = Instant::now();
     refuse_secure_xnd(dest, s)?;
-    let (file, base_version) = file_and_version(grid, dest).await?;
+    let (file, base_version) = file_and_version(grid, dest, size_hint, s.block_size).await?;
     let mut plan = Plan {
         file,
         base_version,
@@ -289,11 +289,21 @@ fn refuse_secure_xnd(dest: &Dest, s: &UploadSettings) -> Result<(), Error> {
 }
 
 /// The file's identity and the version the upload builds on: the current
-/// version's at the metadata manager, or a new file (version 0). The
-/// destination is checked first, before any depot is contacted (see
-/// [`check_dest`]).
-async fn file_and_version(grid: &Grid, dest: &Dest) -> Result<(Uuid, u64), Error> {
-    check_dest(grid, dest).await?;
+/// version's at the metadata manager, or a new file (version 0). An upload
+/// of more than one block (or of unknown size) has its destination checked
+/// first, before any depot is contacted (see [`check_dest`]); a one-block
+/// upload skips the check's one or two requests (small files are bound by
+/// the metadata manager's requests per file) and, refused by the put, has
+/// moved and releases at most one block.
+async fn file_and_version(
+    grid: &Grid,
+    dest: &Dest,
+    size_hint: Option<u64>,
+    block_size: u64,
+) -> Result<(Uuid, u64), Error> {
+    if size_hint.is_none_or(|n| n > block_size) {
+        check_dest(grid, dest).await?;
+    }
     match dest {
         Dest::Path(p) => {
             let mdm = need_mdm(grid)?;
