@@ -515,14 +515,14 @@ fn proxy_destroy() -> Result<u8, Error> {
 }
 
 fn depots_cmd(args: DepotsArgs) -> Result<u8, Error> {
+    let path = proxy_path()?;
+    let credential = lors::credentials::load_unexpired_proxy(&path)?;
     let dir = args.trust.clone().or_else(env_trust_dir).ok_or_else(|| {
         Error::Usage(format!(
             "nothing to authenticate the L-Bone's server with: give --trust DIR or set {TRUST_ENV}"
         ))
     })?;
     let trust = TrustSource::Dir(dir).load()?;
-    let path = proxy_path()?;
-    let credential = lors::credentials::load_proxy(&path)?;
     if args.count == Some(0) {
         return Err(Error::Usage("--count must be at least 1".into()));
     }
@@ -612,6 +612,7 @@ fn main() -> ExitCode {
     match result {
         Ok(code) => ExitCode::from(code),
         Err(e) => {
+            let e = cli_transfer::name_proxy(e);
             eprintln!("lors: {e}");
             ExitCode::from(e.exit_code())
         }

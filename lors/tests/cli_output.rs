@@ -159,3 +159,165 @@ fn man_prints_lors_1_and_writes_a_page_per_subcommand() {
         None => eprintln!("man(1) not installed: roff text checked only"),
     }
 }
+
+/// Commands that need a proxy, with no configuration at all: each says
+/// there is no proxy and how to get one (exit 1), not "which metadata
+/// manager?".
+#[test]
+fn without_a_proxy_commands_say_so_and_how_to_get_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let proxy = dir.path().join("x509up_none");
+    let out = dir.path().join("out");
+    let out = out.to_str().unwrap();
+    let cases: [&[&str]; 9] = [
+        &["ls", "/vo1"],
+        &["stat", "/vo1/f"],
+        &["stat", "--mappings", "/vo1/f"],
+        &["download", "/vo1/f", out],
+        &["refresh", "/vo1/f"],
+        &["repair", "/vo1/f"],
+        &["mkdir", "/vo1/d"],
+        &["whoami"],
+        &["depots"],
+    ];
+    for args in cases {
+        let r = lors(dir.path(), &proxy, args);
+        assert_eq!(r.code, 1, "{args:?}: {r:?}");
+        assert!(
+            r.stderr
+                .contains(&format!("no proxy at {}", proxy.display())),
+            "{args:?}: {r:?}"
+        );
+        assert!(r.stderr.contains("lors login"), "{args:?}: {r:?}");
+        assert!(r.stderr.contains("lors proxy-init"), "{args:?}: {r:?}");
+        assert!(
+            !r.stderr.contains("which metadata manager"),
+            "{args:?}: {r:?}"
+        );
+        assert!(r.stdout.is_empty(), "{args:?}: {r:?}");
+    }
+    // --proxy names the file looked for.
+    let other = dir.path().join("elsewhere.pem");
+    let r = lors(
+        dir.path(),
+        &proxy,
+        &[
+            "download",
+            "--proxy",
+            other.to_str().unwrap(),
+            "/vo1/f",
+            out,
+        ],
+    );
+    assert_eq!(r.code, 1, "{r:?}");
+    assert!(
+        r.stderr
+            .contains(&format!("no proxy at {}", other.display())),
+        "{r:?}"
+    );
+}
+
+/// A listener standing in for the metadata manager, to see whether a
+/// command connected to it.
+struct Listener {
+    inner: std::net::TcpListener,
+    url: String,
+}
+
+impl Listener {
+    fn new() -> Listener {
+        let inner = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        inner.set_nonblocking(true).unwrap();
+        let url = format!("https://127.0.0.1:{}", inner.local_addr().unwrap().port());
+        Listener { inner, url }
+    }
+
+    /// Whether a connection is waiting (the kernel completes the TCP
+    /// handshake without an accept, so a finished command's attempt shows).
+    fn was_contacted(&self) -> bool {
+        match self.inner.accept() {
+            Ok(_) => true,
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => false,
+            Err(e) => panic!("accept: {e}"),
+        }
+    }
+}
+
+/// An expired proxy is refused locally, before any request: exit 1, the
+/// message naming the file, when it expired and how to renew it. The same
+/// commands with a valid proxy do contact the service (so the listener
+/// would have seen a request).
+#[test]
+fn an_expired_proxy_is_refused_before_any_request() {
+    use ibp_testkit::pki::Pki;
+    let dir = tempfile::tempdir().unwrap();
+    let pki = Pki::new(&["vo1"]);
+    let trust = dir.path().join("trust");
+    pki.write_trust(&trust, &["vo1"]);
+    let expired = dir.path().join("x509up_expired");
+    let now = ibp_auth::unix_now();
+    let ends = now - 120;
+    pki.user_cert_between("alice", now - 7200, ends)
+        .save(&expired)
+        .unwrap();
+    let valid = dir.path().join("x509up_valid");
+    pki.member("alice", "vo1").proxy().save(&valid).unwrap();
+    let expiry = lors::validity::format_utc(ends);
+    let out = dir.path().join("out");
+
+    let mdm = Listener::new();
+    let trust_s = trust.to_str().unwrap();
+    let out_s = out.to_str().unwrap();
+    let cases: [Vec<&str>; 4] = [
+        vec!["ls", "--mdm", &mdm.url, "--trust", trust_s, "/vo1"],
+        vec!["mkdir", "--mdm", &mdm.url, "--trust", trust_s, "/vo1/d"],
+        vec!["stat", "--mdm", &mdm.url, "--trust", trust_s, "/vo1/f"],
+        vec![
+            "download",
+            "--mdm",
+            &mdm.url,
+            "--trust",
+            trust_s,
+            "--timeout",
+            "2",
+            "/vo1/f",
+            out_s,
+        ],
+    ];
+    for args in &cases {
+        let r = lors(dir.path(), &expired, args);
+        assert_eq!(r.code, 1, "{args:?}: {r:?}");
+        assert!(
+            r.stderr.contains(&format!(
+                "the proxy {} expired at {expiry}",
+                expired.display()
+            )),
+            "{args:?}: {r:?}"
+        );
+        assert!(r.stderr.contains("lors login"), "{args:?}: {r:?}");
+        assert!(!mdm.was_contacted(), "{args:?} sent a request");
+    }
+    // The same command with a valid proxy reaches the listener (which
+    // hangs up: a service error, not a proxy one).
+    let done = std::sync::atomic::AtomicBool::new(false);
+    let contacted = std::thread::scope(|s| {
+        // Hangs up on the first connection, so the client fails fast;
+        // polls until one comes or the command has ended.
+        let waiter = s.spawn(|| loop {
+            let finished = done.load(std::sync::atomic::Ordering::SeqCst);
+            if mdm.was_contacted() {
+                return true;
+            }
+            if finished {
+                return false;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        });
+        let r = lors(dir.path(), &valid, &cases[0]);
+        done.store(true, std::sync::atomic::Ordering::SeqCst);
+        assert_ne!(r.code, 1, "{r:?}");
+        assert!(!r.stderr.contains("proxy"), "{r:?}");
+        waiter.join().unwrap()
+    });
+    assert!(contacted, "a valid proxy's ls never connected");
+}

@@ -213,6 +213,10 @@ impl MdmArgs {
     }
 
     pub(crate) fn connect_with(&self, config: Config) -> Result<Session, Error> {
+        // The proxy first: without one (or with an expired one) nothing
+        // else matters, and saying so is what helps.
+        let path = self.proxy.clone().unwrap_or_else(|| config.proxy_path());
+        let credential = lors::credentials::load_unexpired_proxy(&path)?;
         let url = self.url(&config).ok_or_else(|| {
             Error::Usage(format!(
                 "which metadata manager? give --mdm URL, set {MDM_ENV} or `metadata` in {}",
@@ -232,8 +236,6 @@ impl MdmArgs {
                 ))
             })?;
         let trust = TrustSource::Dir(dir).load()?;
-        let path = self.proxy.clone().unwrap_or_else(|| config.proxy_path());
-        let credential = lors::credentials::load_proxy(&path)?;
         let client = MetadataClient::connect(&url, &trust, &credential)?;
         Ok(Session {
             client,
