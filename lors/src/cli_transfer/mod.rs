@@ -60,8 +60,9 @@ pub struct GridArgs {
     /// Print the result as JSON (no progress bar)
     #[arg(long)]
     json: bool,
-    /// No progress bar even on a terminal
-    #[arg(long)]
+    /// Print nothing on success: no summary, no progress bar (errors and
+    /// warnings still go to stderr; --json still prints its JSON)
+    #[arg(short, long)]
     quiet: bool,
 }
 
