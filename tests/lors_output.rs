@@ -188,3 +188,50 @@ fn an_expired_proxy_is_refused_locally() {
     // The real proxy still works.
     ok(lors(&g, "alice", &["ls", "/vo1"]));
 }
+
+/// A depot's IBP error reaches the user in words, with its name in
+/// parentheses, not as a bare number: a legacy upload of blocks larger
+/// than the depot's whole resource is refused with
+/// IBP_E_WOULD_EXCEED_LIMIT.
+#[test]
+fn a_depot_refusal_is_told_in_words_with_its_code() {
+    let _timer = Timer::start("a_depot_refusal_is_told_in_words_with_its_code");
+    let g = start(GridOptions {
+        depots: 1,
+        depot_hard_size: 1 << 20,
+        ..GridOptions::default()
+    });
+    let dir = g.user("alice").dir.clone();
+    let src = write(&dir, "big.bin", &bytes(3 << 20, 5));
+    let xnd = dir.join("big.xnd");
+    let depot = g.depots[0].legacy_addr.clone();
+    let o = lors(
+        &g,
+        "alice",
+        &[
+            "upload",
+            s(&src),
+            "--xnd",
+            s(&xnd),
+            "--security",
+            "legacy",
+            "--no-encrypt",
+            "--depot",
+            &depot,
+            "--block-size",
+            "2MiB",
+        ],
+    );
+    assert_ne!(code(&o), 0, "{}", text(&o));
+    let err = stderr(&o);
+    assert!(
+        err.contains(
+            "the depot refuses: the allocation would exceed its limit for you \
+             (IBP_E_WOULD_EXCEED_LIMIT)"
+        ),
+        "{}",
+        text(&o)
+    );
+    assert!(!err.contains("-19"), "a bare code: {err}");
+    assert!(!xnd.exists(), "no exNode for a failed upload");
+}
