@@ -31,7 +31,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use ibp_depot_client::{ClientError, Connection};
-use ibp_proto::{Rid, StatusInfo};
+use ibp_proto::{IbpError, Rid, StatusInfo};
 use rustls_pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
 use thiserror::Error;
 use tokio::sync::{Notify, Semaphore};
@@ -63,8 +63,9 @@ pub enum PollError {
     Closed,
     #[error("bad reply: {0}")]
     Protocol(String),
-    #[error("depot refused STATUS: error {0}{reason}", reason = reason_suffix(.1))]
-    Refused(i32, String),
+    /// The depot answered STATUS with an IBP error: its words and name.
+    #[error("STATUS: {0}{reason}", reason = reason_suffix(.1))]
+    Refused(IbpError, String),
     /// The TLS connection failed: the depot's certificate, or the L-Bone's
     /// at the depot, or the handshake.
     #[error("TLS: {0}")]
@@ -147,10 +148,8 @@ impl From<ClientError> for PollError {
                 PollError::Closed
             }
             ClientError::Io(e) => PollError::from(e),
-            ClientError::Ibp(e) => PollError::Refused(e.code(), String::new()),
-            ClientError::Refused { error, reason } => {
-                PollError::Refused(error.code(), printable(&reason))
-            }
+            ClientError::Ibp(e) => PollError::Refused(e, String::new()),
+            ClientError::Refused { error, reason } => PollError::Refused(error, printable(&reason)),
             ClientError::Tls(why) => PollError::Tls(why),
             ClientError::Proto(e) => PollError::Protocol(e.to_string()),
             ClientError::StatusTooLong(n) => {

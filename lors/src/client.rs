@@ -172,16 +172,7 @@ impl Client {
             st.proxy_seen = stamp;
         }
         if let Some(c) = &st.grid.credential {
-            let na = c
-                .not_after()
-                .map_err(|e| Error::InvalidProxy(format!("{}: {e}", path.display())))?;
-            if na <= ibp_auth::unix_now() {
-                return Err(Error::InvalidProxy(format!(
-                    "the proxy {} expired at {}: renew it (lors login or lors proxy-init)",
-                    path.display(),
-                    ibp_service::units::format_utc(na)
-                )));
-            }
+            crate::credentials::refuse_expired(c, &path, ibp_auth::unix_now())?;
         }
         Ok(st.grid.clone())
     }

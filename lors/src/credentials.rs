@@ -43,7 +43,7 @@ const MAX_MESSAGE: usize = 300;
 pub enum Error {
     #[error("{0}")]
     Usage(String),
-    #[error("no proxy at {}", .0.display())]
+    #[error("{}", no_proxy_message(.0))]
     NoProxy(PathBuf),
     #[error("{0}")]
     InvalidProxy(String),
@@ -85,7 +85,7 @@ impl Error {
         let add = |m: String| format!("{m}; {note}");
         match self {
             Error::Usage(m) => Error::Usage(add(m)),
-            Error::NoProxy(p) => Error::InvalidProxy(add(format!("no proxy at {}", p.display()))),
+            Error::NoProxy(p) => Error::InvalidProxy(add(no_proxy_message(&p))),
             Error::InvalidProxy(m) => Error::InvalidProxy(add(m)),
             Error::BadRequest(m) => Error::BadRequest(add(m)),
             Error::Refused(m) => Error::Refused(add(m)),
@@ -791,6 +791,40 @@ impl ProxyInfo {
             self.path.display()
         )
     }
+}
+
+/// What [`Error::NoProxy`] says: the file looked for, and how to get one.
+fn no_proxy_message(path: &Path) -> String {
+    format!(
+        "no proxy at {}: get one with `lors login` (or `lors proxy-init` with your own \
+         certificate)",
+        path.display()
+    )
+}
+
+/// Refuses a proxy that has expired, before any request is made with it:
+/// [`Error::InvalidProxy`] (exit code 1) naming the file, when it expired
+/// and how to renew it. The `lors` commands and [`crate::client::Client`]
+/// both check here.
+pub fn refuse_expired(credential: &ProxyCredential, path: &Path, now: i64) -> Result<(), Error> {
+    let not_after = credential
+        .not_after()
+        .map_err(|e| Error::InvalidProxy(format!("proxy {}: {e}", path.display())))?;
+    if not_after <= now {
+        return Err(Error::InvalidProxy(format!(
+            "the proxy {} expired at {}: renew it with `lors login` (or `lors proxy-init`)",
+            path.display(),
+            format_utc(not_after)
+        )));
+    }
+    Ok(())
+}
+
+/// [`load_proxy`], then [`refuse_expired`]: a proxy a command can use now.
+pub fn load_unexpired_proxy(path: &Path) -> Result<ProxyCredential, Error> {
+    let credential = load_proxy(path)?;
+    refuse_expired(&credential, path, ibp_auth::unix_now())?;
+    Ok(credential)
 }
 
 /// Reads the proxy credential at `path` for use: [`Error::NoProxy`] if

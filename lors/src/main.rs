@@ -4,6 +4,7 @@
 
 #![forbid(unsafe_code)]
 
+mod cli_docs;
 mod cli_files;
 mod cli_keys;
 mod cli_transfer;
@@ -39,7 +40,7 @@ const MAX_PASSWORD: u64 = 4096;
                   11 refresh/repair/trim/stat --check: some allocations refused or bad.\n\
                   The proxy is $X509_USER_PROXY, else /tmp/x509up_u<uid>."
 )]
-struct Cli {
+pub(crate) struct Cli {
     /// Show more on standard error: -v what is going on (info), -vv
     /// debug, -vvv trace. Warnings (failovers, retries) show without it.
     /// RUST_LOG, when set, decides instead.
@@ -106,6 +107,12 @@ enum Command {
     /// VO admins: list, add, remove or restore the VO's members
     #[command(subcommand)]
     Members(cli_files::MembersCommand),
+    /// Print a completion script for bash, zsh or fish (e.g. `lors
+    /// completions bash > /etc/bash_completion.d/lors`)
+    Completions(cli_docs::CompletionsArgs),
+    /// Write the manual pages (lors.1 and one per subcommand) into DIR, or
+    /// print lors.1
+    Man(cli_docs::ManArgs),
 }
 
 #[derive(Args)]
@@ -508,14 +515,14 @@ fn proxy_destroy() -> Result<u8, Error> {
 }
 
 fn depots_cmd(args: DepotsArgs) -> Result<u8, Error> {
+    let path = proxy_path()?;
+    let credential = lors::credentials::load_unexpired_proxy(&path)?;
     let dir = args.trust.clone().or_else(env_trust_dir).ok_or_else(|| {
         Error::Usage(format!(
             "nothing to authenticate the L-Bone's server with: give --trust DIR or set {TRUST_ENV}"
         ))
     })?;
     let trust = TrustSource::Dir(dir).load()?;
-    let path = proxy_path()?;
-    let credential = lors::credentials::load_proxy(&path)?;
     if args.count == Some(0) {
         return Err(Error::Usage("--count must be at least 1".into()));
     }
@@ -599,10 +606,13 @@ fn main() -> ExitCode {
         Command::Usage(a) => cli_files::usage(a),
         Command::Whoami(a) => cli_files::whoami(a),
         Command::Members(c) => cli_files::members(c),
+        Command::Completions(a) => cli_docs::completions(a),
+        Command::Man(a) => cli_docs::man(a),
     };
     match result {
         Ok(code) => ExitCode::from(code),
         Err(e) => {
+            let e = cli_transfer::name_proxy(e);
             eprintln!("lors: {e}");
             ExitCode::from(e.exit_code())
         }

@@ -6,7 +6,9 @@ use ibp_proto::{IbpError, ProtoError};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
-    #[error("depot answered {0}")]
+    /// The depot answered with an IBP error: its words and name
+    /// (`the depot refuses: ... (IBP_E_...)`, see [`IbpError::describe`]).
+    #[error("{0}")]
     Ibp(IbpError),
     /// The TCP connection could not be made (refused, unreachable, timed out).
     #[error("connection to the depot failed: {0}")]
@@ -17,7 +19,7 @@ pub enum ClientError {
     #[error("depot sent a malformed reply: {0}")]
     Proto(#[from] ProtoError),
     /// An error reply with a reason (the secure port's refusals).
-    #[error("depot answered {error}: {reason}")]
+    #[error("{error}: {reason}")]
     Refused { error: IbpError, reason: String },
     #[error("TLS: {0}")]
     Tls(String),

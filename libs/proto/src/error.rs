@@ -175,10 +175,122 @@ impl IbpError {
     }
 }
 
+impl IbpError {
+    /// What the error means, in words, for people: the one table every
+    /// message naming a depot's IBP error uses (through `Display`, which
+    /// adds the name in parentheses).
+    pub fn describe(self) -> &'static str {
+        match self {
+            IbpError::Generic => "the depot failed without saying why",
+            IbpError::SockRead => "the depot could not read the request from its connection",
+            IbpError::SockWrite => "the depot could not write its answer to its connection",
+            IbpError::CapNotFound => {
+                "the depot has no such allocation (it expired, was freed, or never existed)"
+            }
+            IbpError::CapNotWrite => {
+                "the depot refuses: the capability given is not a write capability"
+            }
+            IbpError::CapNotRead => {
+                "the depot refuses: the capability given is not a read capability"
+            }
+            IbpError::CapNotManage => {
+                "the depot refuses: the capability given is not a manage capability"
+            }
+            IbpError::InvalidWriteCap => {
+                "the depot refuses: the write capability does not match the allocation"
+            }
+            IbpError::InvalidReadCap => {
+                "the depot refuses: the read capability does not match the allocation"
+            }
+            IbpError::InvalidManageCap => {
+                "the depot refuses: the manage capability does not match the allocation"
+            }
+            IbpError::WrongCapFormat => "the depot refuses: the capability is malformed",
+            IbpError::CapAccessDenied => {
+                "the depot refuses: this capability, ticket or grant does not allow the operation"
+            }
+            IbpError::Connection => "the depot could not make a connection it needed",
+            IbpError::FileOpen => "the depot could not open the allocation's storage",
+            IbpError::FileRead => "the depot could not read the allocation's storage",
+            IbpError::FileWrite => "the depot could not write the allocation's storage",
+            IbpError::FileAccess => "the depot could not access the allocation's storage",
+            IbpError::FileSeekError => "the depot could not seek in the allocation's storage",
+            IbpError::WouldExceedLimit => {
+                "the depot refuses: the allocation would exceed its limit for you"
+            }
+            IbpError::WouldDamageData => {
+                "the depot refuses: the change would damage data already stored"
+            }
+            IbpError::BadFormat => "the depot refuses: the request is malformed",
+            IbpError::TypeNotSupported => {
+                "the depot refuses: it does not support this kind of storage"
+            }
+            IbpError::ResourceUnavailable => {
+                "the depot refuses: the resource asked for is unavailable or unknown"
+            }
+            IbpError::Internal => "the depot failed with an internal error",
+            IbpError::InvalidCommand => "the depot does not know this command",
+            IbpError::WouldBlock => "the depot refuses: the operation would block",
+            IbpError::ProtocolVersion => "the depot does not speak this protocol version",
+            IbpError::LongDuration => "the depot refuses: the duration is longer than it allows",
+            IbpError::WrongPassword => "the depot refuses: wrong password",
+            IbpError::InvalidParameter => "the depot refuses: a parameter is out of range",
+            IbpError::InvalidParameterHost => "the depot refuses: the host given is invalid",
+            IbpError::InvalidParameterPort => "the depot refuses: the port given is invalid",
+            IbpError::InvalidParameterDuration => {
+                "the depot refuses: the duration given is invalid"
+            }
+            IbpError::InvalidParameterReliability => {
+                "the depot refuses: the reliability given is invalid"
+            }
+            IbpError::InvalidParameterType => {
+                "the depot refuses: the storage type given is invalid"
+            }
+            IbpError::InvalidParameterSize => "the depot refuses: the size given is invalid",
+        }
+    }
+}
+
+/// `the depot refuses: ... (IBP_E_...)`: the words of
+/// [`IbpError::describe`], then the name of IBP 1.4's headers.
 impl std::fmt::Display for IbpError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{} ({})", self.name(), self.code())
+        write!(f, "{} ({})", self.describe(), self.name())
     }
 }
 
 impl std::error::Error for IbpError {}
+
+#[cfg(test)]
+mod tests {
+    use super::IbpError;
+    use std::collections::HashSet;
+
+    /// Every code of IBP 1.4 (-1 to -36) is in `ALL` and has its own
+    /// words in the table; `Display` gives the words and the name, never
+    /// a bare number.
+    #[test]
+    fn every_code_has_its_own_words_and_its_name() {
+        let mut seen_words = HashSet::new();
+        let mut seen_codes = HashSet::new();
+        for code in -36..=-1 {
+            let e = IbpError::from_code(code).unwrap_or_else(|| panic!("code {code} unknown"));
+            assert_eq!(e.code(), code);
+            assert!(seen_codes.insert(code));
+            let words = e.describe();
+            assert!(words.starts_with("the depot "), "{e:?}: {words}");
+            assert!(!words.contains("IBP_E"), "{e:?}: {words}");
+            assert!(seen_words.insert(words), "{e:?} shares its words: {words}");
+            let shown = e.to_string();
+            assert_eq!(shown, format!("{words} ({})", e.name()));
+            assert!(!shown.contains(&code.to_string()), "{shown}");
+        }
+        assert_eq!(seen_codes.len(), IbpError::ALL.len());
+        assert_eq!(IbpError::from_code(-37), None);
+        assert_eq!(
+            IbpError::WouldExceedLimit.to_string(),
+            "the depot refuses: the allocation would exceed its limit for you \
+             (IBP_E_WOULD_EXCEED_LIMIT)"
+        );
+    }
+}

@@ -73,6 +73,9 @@ pub struct MkdirArgs {
     /// Create missing parents too; an existing directory is no error
     #[arg(short = 'p', long)]
     parents: bool,
+    /// Print nothing on success (errors and warnings still go to stderr)
+    #[arg(short, long)]
+    quiet: bool,
     #[command(flatten)]
     mdm: MdmArgs,
 }
@@ -83,6 +86,9 @@ pub struct MvArgs {
     from: String,
     /// New path (same VO)
     to: String,
+    /// Print nothing on success (errors and warnings still go to stderr)
+    #[arg(short, long)]
+    quiet: bool,
     #[command(flatten)]
     mdm: MdmArgs,
 }
@@ -99,6 +105,10 @@ pub struct RmArgs {
     /// without it only legacy ports)
     #[arg(long, value_name = "URL")]
     lbone: Option<String>,
+    /// Print nothing on success; allocations not freed are still named on
+    /// stderr (exit 9)
+    #[arg(short, long)]
+    quiet: bool,
     #[command(flatten)]
     mdm: MdmArgs,
 }
@@ -213,6 +223,10 @@ impl MdmArgs {
     }
 
     pub(crate) fn connect_with(&self, config: Config) -> Result<Session, Error> {
+        // The proxy first: without one (or with an expired one) nothing
+        // else matters, and saying so is what helps.
+        let path = self.proxy.clone().unwrap_or_else(|| config.proxy_path());
+        let credential = lors::credentials::load_unexpired_proxy(&path)?;
         let url = self.url(&config).ok_or_else(|| {
             Error::Usage(format!(
                 "which metadata manager? give --mdm URL, set {MDM_ENV} or `metadata` in {}",
@@ -232,8 +246,6 @@ impl MdmArgs {
                 ))
             })?;
         let trust = TrustSource::Dir(dir).load()?;
-        let path = self.proxy.clone().unwrap_or_else(|| config.proxy_path());
-        let credential = lors::credentials::load_proxy(&path)?;
         let client = MetadataClient::connect(&url, &trust, &credential)?;
         Ok(Session {
             client,
@@ -291,12 +303,15 @@ pub fn ls(a: LsArgs) -> Result<u8, Error> {
 pub fn mkdir(a: MkdirArgs) -> Result<u8, Error> {
     let s = a.mdm.connect()?;
     let e = crate::runtime()?.block_on(s.client.mkdir(&a.path, a.parents))?;
+    // Nothing to say on success (--quiet is accepted for symmetry).
+    let _ = a.quiet;
     show(s.json, &e, |_| String::new())
 }
 
 pub fn mv(a: MvArgs) -> Result<u8, Error> {
     let s = a.mdm.connect()?;
     let m = crate::runtime()?.block_on(s.client.move_entry(&a.from, &a.to))?;
+    let _ = a.quiet;
     show(s.json, &m, |_| String::new())
 }
 
@@ -353,7 +368,7 @@ pub fn rm(a: RmArgs) -> Result<u8, Error> {
             all_freed: code == exit::OK,
             lbone_error: lbone_error.as_deref(),
         })?;
-    } else {
+    } else if !a.quiet {
         print!("{}", format_removal(&removal));
     }
     Ok(code)

@@ -158,10 +158,10 @@ fn print_summary(summary: &DownloadSummary, to_stdout: bool, quiet: bool) {
             String::new()
         },
     );
-    if to_stdout {
-        if !quiet {
-            eprintln!("{line}");
-        }
+    if quiet {
+        // Nothing on success.
+    } else if to_stdout {
+        eprintln!("{line}");
     } else {
         println!("{line}");
     }

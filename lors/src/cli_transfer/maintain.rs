@@ -70,9 +70,13 @@ pub struct RepairArgs {
     grid: GridArgs,
 }
 
-fn report(m: &files::Maintained, json: bool, what: &str) -> Result<u8, Error> {
+/// Prints what a maintenance command did; with `quiet`, only when it did
+/// not all of it (exit 11).
+fn report(m: &files::Maintained, json: bool, quiet: bool, what: &str) -> Result<u8, Error> {
     if json {
         print_json(m)?;
+    } else if quiet && m.complete() {
+        // Nothing on success.
     } else {
         println!(
             "{what} {}: {} mapping(s) before, {} after{}{}",
@@ -139,7 +143,7 @@ pub fn augment(a: AugmentArgs) -> Result<u8, Error> {
         a.copies.max(1) as usize,
         &a.place.placement(&cfg),
     ))?;
-    report(&m, a.grid.json, "augmented")
+    report(&m, a.grid.json, a.grid.quiet, "augmented")
 }
 
 pub fn trim(a: TrimArgs) -> Result<u8, Error> {
@@ -152,7 +156,7 @@ pub fn trim(a: TrimArgs) -> Result<u8, Error> {
         TrimSelect::Mappings(a.mappings.clone())
     };
     let m = crate::runtime_mt()?.block_on(files::trim(&grid, &src, &select))?;
-    report(&m, a.grid.json, "trimmed")
+    report(&m, a.grid.json, a.grid.quiet, "trimmed")
 }
 
 pub fn refresh(a: RefreshArgs) -> Result<u8, Error> {
@@ -195,14 +199,14 @@ pub fn refresh(a: RefreshArgs) -> Result<u8, Error> {
             print_json(&all)?;
         } else {
             for m in &all {
-                report(m, false, "refreshed")?;
+                report(m, false, a.grid.quiet, "refreshed")?;
             }
         }
         return Ok(code);
     }
     let src = a.src.source()?;
     let m = rt.block_on(files::refresh(&grid, &src, duration))?;
-    report(&m, a.grid.json, "refreshed")
+    report(&m, a.grid.json, a.grid.quiet, "refreshed")
 }
 
 /// Every file under a directory (depth first, bounded by the listing).
@@ -232,5 +236,5 @@ pub fn repair(a: RepairArgs) -> Result<u8, Error> {
         &a.place.placement(&cfg),
         threads,
     ))?;
-    report(&m, a.grid.json, "repaired")
+    report(&m, a.grid.json, a.grid.quiet, "repaired")
 }

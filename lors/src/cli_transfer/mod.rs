@@ -60,25 +60,49 @@ pub struct GridArgs {
     /// Print the result as JSON (no progress bar)
     #[arg(long)]
     json: bool,
-    /// No progress bar even on a terminal
-    #[arg(long)]
+    /// Print nothing on success: no summary, no progress bar (errors and
+    /// warnings still go to stderr; --json still prints its JSON)
+    #[arg(short, long)]
     quiet: bool,
 }
 
 impl GridArgs {
     /// The services this command can use (each only if configured).
+    /// A proxy that is there must not have expired (refused here, before
+    /// any request); none at all is fine until something needs one
+    /// (plain IBP depots and exNode files do not).
     fn grid(&self, cfg: &Config) -> Result<Grid, Error> {
-        lors::client::grid_for(
+        let proxy = self.proxy.clone().unwrap_or_else(|| cfg.proxy_path());
+        let _ = PROXY_PATH.set(proxy.clone());
+        let grid = lors::client::grid_for(
             cfg,
             &lors::client::Overrides {
                 lbone: self.lbone.clone(),
                 mdm: self.mdm.clone(),
                 trust: self.trust.clone(),
-                proxy: self.proxy.clone(),
+                proxy: Some(proxy.clone()),
                 key: self.key.clone(),
                 timeout: Some(Duration::from_secs(self.timeout.max(1))),
             },
-        )
+        )?;
+        if let Some(c) = &grid.credential {
+            lors::credentials::refuse_expired(c, &proxy, ibp_auth::unix_now())?;
+        }
+        Ok(grid)
+    }
+}
+
+/// The proxy file the data command looked for. The library names the
+/// default one (`$X509_USER_PROXY`, else `/tmp/x509up_u<uid>`) when an
+/// operation finds none; [`name_proxy`] puts this one in its place.
+static PROXY_PATH: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+
+/// `e`, with [`Error::NoProxy`] naming the file this command looked for
+/// (`--proxy`, or `proxy` in the config file).
+pub fn name_proxy(e: Error) -> Error {
+    match (e, PROXY_PATH.get()) {
+        (Error::NoProxy(_), Some(p)) => Error::NoProxy(p.clone()),
+        (e, _) => e,
     }
 }
 

@@ -69,6 +69,9 @@ pub fn stat(a: StatArgs) -> Result<u8, Error> {
 /// The metadata manager's view of a file or directory.
 fn stat_entry(grid: &Grid, a: &StatArgs) -> Result<u8, Error> {
     let path = a.path.clone().unwrap_or_default();
+    if grid.mdm.is_none() && grid.credential.is_none() {
+        return Err(Error::NoProxy(lors::credentials::default_proxy_path()));
+    }
     let mdm = grid.mdm.as_ref().ok_or_else(|| {
         Error::Usage(
             "which metadata manager? give --mdm URL or set LORS_METADATA_URL (and a proxy and trust directory)".into(),

@@ -129,7 +129,7 @@ pub fn upload(a: UploadArgs) -> Result<u8, Error> {
     let summary = summary?;
     if a.grid.json {
         print_json(&summary)?;
-    } else {
+    } else if !a.grid.quiet {
         print_summary(&summary);
     }
     Ok(exit::OK)

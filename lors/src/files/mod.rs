@@ -147,7 +147,12 @@ pub(crate) fn reliability(r: depots::Reliability) -> Reliability {
     }
 }
 
+/// The metadata manager; without a proxy there is none, and
+/// [`Error::NoProxy`] says how to get one.
 pub(crate) fn need_mdm(grid: &Grid) -> Result<&MetadataClient, Error> {
+    if grid.mdm.is_none() && grid.credential.is_none() {
+        return Err(Error::NoProxy(crate::credentials::default_proxy_path()));
+    }
     grid.mdm.as_ref().ok_or_else(|| {
         Error::Usage("which metadata manager? give --mdm URL or set LORS_METADATA_URL".into())
     })

@@ -1,0 +1,237 @@
+//! `lors` output on a real grid (issue 19, "Output for people, and for
+//! scripts"): `--quiet` prints nothing on success for every data and
+//! namespace command, while errors still reach stderr; an expired proxy is
+//! refused before any request.
+
+mod common;
+
+use common::*;
+use ibp_grid::grid::GridOptions;
+
+/// Asserts `o` succeeded and printed nothing at all.
+#[track_caller]
+fn silent(o: std::process::Output, what: &str) {
+    assert_eq!(code(&o), 0, "{what}: {}", text(&o));
+    assert!(
+        o.stdout.is_empty(),
+        "{what} printed on stdout: {}",
+        text(&o)
+    );
+    assert!(
+        o.stderr.is_empty(),
+        "{what} printed on stderr: {}",
+        text(&o)
+    );
+}
+
+#[test]
+fn quiet_prints_nothing_on_success_and_errors_still_reach_stderr() {
+    let _timer = Timer::start("quiet_prints_nothing_on_success_and_errors_still_reach_stderr");
+    let g = start(GridOptions::default());
+    keys_init(&g, "alice");
+    let data = bytes(300_000, 19);
+    let src = write(&g.user("alice").dir, "q.bin", &data);
+    let out = g.user("alice").dir.join("q.out");
+
+    silent(
+        lors(&g, "alice", &["mkdir", "-q", "-p", "/vo1/alice/q"]),
+        "mkdir -q",
+    );
+    silent(
+        lors(
+            &g,
+            "alice",
+            &[
+                "upload",
+                "--quiet",
+                s(&src),
+                "/vo1/alice/q/f",
+                "--block-size",
+                "64KiB",
+            ],
+        ),
+        "upload --quiet",
+    );
+    silent(
+        lors(&g, "alice", &["download", "-q", "/vo1/alice/q/f", s(&out)]),
+        "download -q",
+    );
+    assert_file_is(&out, &data, "download -q");
+    silent(
+        lors(
+            &g,
+            "alice",
+            &["augment", "-q", "/vo1/alice/q/f", "--copies", "2"],
+        ),
+        "augment -q",
+    );
+    silent(
+        lors(
+            &g,
+            "alice",
+            &["refresh", "-q", "/vo1/alice/q/f", "--duration", "2d"],
+        ),
+        "refresh -q",
+    );
+    silent(
+        lors(&g, "alice", &["repair", "-q", "/vo1/alice/q/f"]),
+        "repair -q",
+    );
+    // Trim the replicas on one depot: the file keeps its other copy.
+    let st = stat_json(&g, "alice", "/vo1/alice/q/f");
+    let maps = mappings(&st);
+    let depot = maps[maps.len() - 1]["depot"]
+        .as_str()
+        .expect("a depot")
+        .to_owned();
+    silent(
+        lors(
+            &g,
+            "alice",
+            &["trim", "-q", "/vo1/alice/q/f", "--depot", &depot],
+        ),
+        "trim -q",
+    );
+    assert!(
+        mappings(&stat_json(&g, "alice", "/vo1/alice/q/f")).len() < maps.len(),
+        "trim -q dropped nothing"
+    );
+    silent(
+        lors(
+            &g,
+            "alice",
+            &["mv", "-q", "/vo1/alice/q/f", "/vo1/alice/q/g"],
+        ),
+        "mv -q",
+    );
+    download_is(&g, "alice", "/vo1/alice/q/g", &data, "after mv -q");
+    silent(lors(&g, "alice", &["rm", "-q", "/vo1/alice/q/g"]), "rm -q");
+
+    // Without --quiet the same commands say what they did.
+    let o = lors(&g, "alice", &["upload", s(&src), "/vo1/alice/q/h"]);
+    assert!(ok(o).contains("uploaded"));
+    let o = lors(&g, "alice", &["rm", "/vo1/alice/q/h"]);
+    assert!(!ok(o).is_empty(), "rm without -q prints its removal");
+
+    // An error with --quiet still reaches stderr, with its exit code.
+    let o = lors(
+        &g,
+        "alice",
+        &["download", "-q", "/vo1/alice/q/none", s(&out)],
+    );
+    assert_eq!(code(&o), 7, "{}", text(&o));
+    assert!(o.stdout.is_empty(), "{}", text(&o));
+    assert!(stderr(&o).contains("/vo1/alice/q/none"), "{}", text(&o));
+    let o = lors(&g, "alice", &["rm", "-q", "/vo1/alice/q/none"]);
+    assert_eq!(code(&o), 7, "{}", text(&o));
+    assert!(!stderr(&o).is_empty(), "{}", text(&o));
+
+    // --json still prints its JSON with --quiet (scripts ask for it).
+    let o = lors(
+        &g,
+        "alice",
+        &["upload", "--json", "-q", s(&src), "/vo1/alice/q/j"],
+    );
+    let v: serde_json::Value = serde_json::from_str(&ok(o)).expect("JSON");
+    assert_eq!(v["size"], 300_000, "{v}");
+}
+
+/// An expired proxy of a grid user (minted below their real user
+/// certificate with a lifetime of one second, then waited out) is refused
+/// locally with exit 1 and a message naming the expiry and `lors login`;
+/// the metadata manager never sees the request (its log has no line for
+/// it).
+#[test]
+fn an_expired_proxy_is_refused_locally() {
+    use ibp_auth::proxy::ProxyOptions;
+    use ibp_auth::ProxyCredential;
+    use std::time::Duration;
+
+    let _timer = Timer::start("an_expired_proxy_is_refused_locally");
+    let g = start(GridOptions::default());
+    let alice = g.user("alice").dir.clone();
+    let cred = ProxyCredential::load(&g.proxy("alice")).expect("alice's proxy");
+    let short = ProxyCredential::create(
+        &cred.chain,
+        &cred.key_pkcs8,
+        &ProxyOptions {
+            lifetime: 1,
+            attributes: None,
+            path_len: None,
+        },
+    )
+    .expect("a proxy of 1 s");
+    let expired = alice.join("expired-proxy.pem");
+    short.save(&expired).expect("save the short proxy");
+    let ends = short.not_after().expect("its expiry");
+    wait_until(Duration::from_secs(10), "the short proxy expires", || {
+        ibp_auth::unix_now() > ends
+    });
+    let when = lors::validity::format_utc(ends);
+    for args in [
+        vec!["ls", "/vo1"],
+        vec!["stat", "/vo1/alice"],
+        vec!["download", "/vo1/alice/none", "/dev/null"],
+        vec!["depots"],
+    ] {
+        let mut c = lors_cmd(&g, "alice", &args);
+        c.env("X509_USER_PROXY", &expired);
+        let o = run_limited(c, LORS_LIMIT);
+        assert_eq!(code(&o), 1, "{args:?}: {}", text(&o));
+        let err = stderr(&o);
+        assert!(
+            err.contains(&format!("expired at {when}")),
+            "{args:?}: {err}"
+        );
+        assert!(err.contains("lors login"), "{args:?}: {err}");
+    }
+    // The real proxy still works.
+    ok(lors(&g, "alice", &["ls", "/vo1"]));
+}
+
+/// A depot's IBP error reaches the user in words, with its name in
+/// parentheses, not as a bare number: a legacy upload of blocks larger
+/// than the depot's whole resource is refused with
+/// IBP_E_WOULD_EXCEED_LIMIT.
+#[test]
+fn a_depot_refusal_is_told_in_words_with_its_code() {
+    let _timer = Timer::start("a_depot_refusal_is_told_in_words_with_its_code");
+    let g = start(GridOptions {
+        depots: 1,
+        depot_hard_size: 1 << 20,
+        ..GridOptions::default()
+    });
+    let dir = g.user("alice").dir.clone();
+    let src = write(&dir, "big.bin", &bytes(3 << 20, 5));
+    let xnd = dir.join("big.xnd");
+    let depot = g.depots[0].legacy_addr.clone();
+    let o = lors(
+        &g,
+        "alice",
+        &[
+            "upload",
+            s(&src),
+            "--xnd",
+            s(&xnd),
+            "--security",
+            "legacy",
+            "--no-encrypt",
+            "--depot",
+            &depot,
+            "--block-size",
+            "2MiB",
+        ],
+    );
+    assert_ne!(code(&o), 0, "{}", text(&o));
+    let err = stderr(&o);
+    assert!(
+        err.contains(
+            "the depot refuses: the allocation would exceed its limit for you \
+             (IBP_E_WOULD_EXCEED_LIMIT)"
+        ),
+        "{}",
+        text(&o)
+    );
+    assert!(!err.contains("-19"), "a bare code: {err}");
+    assert!(!xnd.exists(), "no exNode for a failed upload");
+}
