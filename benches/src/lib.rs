@@ -671,7 +671,7 @@ impl RawClient {
         let mut line = Vec::with_capacity(128);
         self.conn.read_until(b'\n', &mut line)?;
         match Reply::parse(&line, expect)? {
-            Reply::Error(e) | Reply::StatusError(e) => bail!("depot answered {e}"),
+            Reply::Error(e) | Reply::StatusError(e) => bail!("{e}"),
             r => Ok(r),
         }
     }

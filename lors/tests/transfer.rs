@@ -387,6 +387,11 @@ fn a_flipped_byte_is_detected_skipped_and_repaired_from_a_replica() {
 
     let out = ok(lors(&g, "alice", &["repair", "/vo1/f"]));
     assert!(out.contains("1 bad, 1 recreated"), "{out}");
+    // The bad mapping in words, not Rust debug text ("Corrupt").
+    assert!(
+        out.contains("CORRUPT (the bytes do not match their checksum)") && !out.contains("Corrupt"),
+        "{out}"
+    );
     ok(lors(&g, "alice", &["stat", "--check", "/vo1/f"]));
     let st = stat_json(&g, "alice", "/vo1/f");
     assert_eq!(st["mappings"].as_array().unwrap().len(), 6, "{st}");

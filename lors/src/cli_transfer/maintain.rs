@@ -103,7 +103,7 @@ fn report(m: &files::Maintained, json: bool, quiet: bool, what: &str) -> Result<
             );
             for b in &r.bad {
                 println!(
-                    "  bad: {} bytes {}.. on {}: {:?}",
+                    "  bad: mapping {} (bytes from {}) on {}: {}",
                     b.mapping, b.offset, b.depot, b.state
                 );
             }

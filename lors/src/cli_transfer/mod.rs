@@ -61,7 +61,8 @@ pub struct GridArgs {
     #[arg(long)]
     json: bool,
     /// Print nothing on success: no summary, no progress bar (errors and
-    /// warnings still go to stderr; --json still prints its JSON)
+    /// warnings still go to stderr; --json still prints its JSON; `stat`
+    /// prints what was asked for)
     #[arg(short, long)]
     quiet: bool,
 }

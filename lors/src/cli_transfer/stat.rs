@@ -156,11 +156,7 @@ fn print_mappings(x: &Exnode, health: Option<&[Health]>) {
     for (i, m) in x.mappings.iter().enumerate() {
         let state = health
             .and_then(|h| h.iter().find(|h| h.mapping == i))
-            .map(|h| match &h.state {
-                State::Ok => "ok".to_string(),
-                State::Corrupt => "CORRUPT".to_string(),
-                State::Unreadable(e) => format!("UNREADABLE: {e}"),
-            })
+            .map(|h| h.state.to_string())
             .unwrap_or_default();
         println!(
             "{i:>3}  {:<12}  {:<10}  {:<21}  {:<6}  {:<5}  {}  {state}",

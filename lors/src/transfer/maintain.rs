@@ -37,6 +37,17 @@ pub enum State {
     Unreadable(String),
 }
 
+/// How `lors stat --check` and `lors repair` show a mapping's state.
+impl std::fmt::Display for State {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            State::Ok => f.write_str("ok"),
+            State::Corrupt => f.write_str("CORRUPT (the bytes do not match their checksum)"),
+            State::Unreadable(e) => write!(f, "UNREADABLE: {e}"),
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Health {
     /// Index into the exNode's mappings.
