@@ -25,7 +25,6 @@ use std::process::{Command, Output};
 use std::time::Duration;
 
 use common::*;
-use ibp_auth::proxy::ProxyOptions;
 use ibp_auth::ProxyCredential;
 use ibp_grid::grid::{target_dir, Grid, GridOptions};
 
@@ -356,21 +355,7 @@ fn c_programs_against_a_real_grid() {
     let fresh = alice.join("fresh-proxy.pem");
     cred.save(&fresh).expect("save the fresh proxy");
     let expired = alice.join("expired-proxy.pem");
-    let short = ProxyCredential::create(
-        &cred.chain,
-        &cred.key_pkcs8,
-        &ProxyOptions {
-            lifetime: 1,
-            attributes: None,
-            path_len: None,
-        },
-    )
-    .expect("a proxy of 1 s");
-    short.save(&expired).expect("save the short proxy");
-    let ends = short.not_after().expect("its expiry");
-    wait_until(Duration::from_secs(10), "the short proxy expires", || {
-        ibp_auth::unix_now() > ends
-    });
+    expired_proxy(&g, "alice", &expired);
     let o = run_as(
         &g,
         "alice",

@@ -143,30 +143,11 @@ fn quiet_prints_nothing_on_success_and_errors_still_reach_stderr() {
 /// it).
 #[test]
 fn an_expired_proxy_is_refused_locally() {
-    use ibp_auth::proxy::ProxyOptions;
-    use ibp_auth::ProxyCredential;
-    use std::time::Duration;
-
     let _timer = Timer::start("an_expired_proxy_is_refused_locally");
     let g = start(GridOptions::default());
     let alice = g.user("alice").dir.clone();
-    let cred = ProxyCredential::load(&g.proxy("alice")).expect("alice's proxy");
-    let short = ProxyCredential::create(
-        &cred.chain,
-        &cred.key_pkcs8,
-        &ProxyOptions {
-            lifetime: 1,
-            attributes: None,
-            path_len: None,
-        },
-    )
-    .expect("a proxy of 1 s");
     let expired = alice.join("expired-proxy.pem");
-    short.save(&expired).expect("save the short proxy");
-    let ends = short.not_after().expect("its expiry");
-    wait_until(Duration::from_secs(10), "the short proxy expires", || {
-        ibp_auth::unix_now() > ends
-    });
+    let ends = expired_proxy(&g, "alice", &expired);
     let when = lors::validity::format_utc(ends);
     for args in [
         vec!["ls", "/vo1"],

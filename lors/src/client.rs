@@ -132,6 +132,27 @@ struct State {
     grid: Grid,
     /// The proxy file's modification time and length when loaded.
     proxy_seen: Option<(SystemTime, u64)>,
+    /// The loaded proxy's expiry, read from its certificates once per load
+    /// (not on every operation).
+    /// An unreadable expiry is kept as its message (`Error::InvalidProxy`).
+    not_after: Option<Result<i64, String>>,
+}
+
+impl State {
+    fn load(cfg: &Config, o: &Overrides) -> Result<State, Error> {
+        let path = proxy_path(cfg, o);
+        let proxy_seen = file_stamp(&path);
+        let grid = grid_for(cfg, o)?;
+        let not_after = grid
+            .credential
+            .as_ref()
+            .map(|c| crate::credentials::proxy_not_after(c, &path).map_err(|e| e.to_string()));
+        Ok(State {
+            grid,
+            proxy_seen,
+            not_after,
+        })
+    }
 }
 
 impl Client {
@@ -144,12 +165,11 @@ impl Client {
 
     /// A client of `cfg` with `o` over it.
     pub fn new(cfg: Config, o: Overrides) -> Result<Client, Error> {
-        let grid = grid_for(&cfg, &o)?;
-        let proxy_seen = file_stamp(&proxy_path(&cfg, &o));
+        let state = State::load(&cfg, &o)?;
         Ok(Client {
             cfg,
             overrides: o,
-            state: Mutex::new(State { grid, proxy_seen }),
+            state: Mutex::new(state),
         })
     }
 
@@ -168,11 +188,14 @@ impl Client {
             .lock()
             .map_err(|_| Error::Local("the client's state was poisoned by a panic".into()))?;
         if stamp != st.proxy_seen {
-            st.grid = grid_for(&self.cfg, &self.overrides)?;
-            st.proxy_seen = stamp;
+            *st = State::load(&self.cfg, &self.overrides)?;
         }
-        if let Some(c) = &st.grid.credential {
-            crate::credentials::refuse_expired(c, &path, ibp_auth::unix_now())?;
+        match &st.not_after {
+            Some(Ok(na)) => {
+                crate::credentials::refuse_expired_at(*na, &path, ibp_auth::unix_now())?
+            }
+            Some(Err(e)) => return Err(Error::InvalidProxy(e.clone())),
+            None => {}
         }
         Ok(st.grid.clone())
     }

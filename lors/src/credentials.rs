@@ -807,9 +807,19 @@ fn no_proxy_message(path: &Path) -> String {
 /// and how to renew it. The `lors` commands and [`crate::client::Client`]
 /// both check here.
 pub fn refuse_expired(credential: &ProxyCredential, path: &Path, now: i64) -> Result<(), Error> {
-    let not_after = credential
+    refuse_expired_at(proxy_not_after(credential, path)?, path, now)
+}
+
+/// When the proxy at `path` stops being valid (the earliest `not_after`
+/// of its chain).
+pub fn proxy_not_after(credential: &ProxyCredential, path: &Path) -> Result<i64, Error> {
+    credential
         .not_after()
-        .map_err(|e| Error::InvalidProxy(format!("proxy {}: {e}", path.display())))?;
+        .map_err(|e| Error::InvalidProxy(format!("proxy {}: {e}", path.display())))
+}
+
+/// [`refuse_expired`] for a proxy whose expiry is already known.
+pub fn refuse_expired_at(not_after: i64, path: &Path, now: i64) -> Result<(), Error> {
     if not_after <= now {
         return Err(Error::InvalidProxy(format!(
             "the proxy {} expired at {}: renew it with `lors login` (or `lors proxy-init`)",

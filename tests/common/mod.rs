@@ -246,3 +246,28 @@ impl Drop for Timer {
         eprintln!("{}: {:.1} s", self.0, self.1.elapsed().as_secs_f64());
     }
 }
+
+/// A proxy of one second made from `user`'s proxy, written to `path` and
+/// waited out (the wall clock passes its expiry); returns the expiry.
+#[allow(dead_code)]
+pub fn expired_proxy(g: &Grid, user: &str, path: &Path) -> i64 {
+    use ibp_auth::proxy::ProxyOptions;
+    use ibp_auth::ProxyCredential;
+    let cred = ProxyCredential::load(&g.proxy(user)).expect("the user's proxy");
+    let short = ProxyCredential::create(
+        &cred.chain,
+        &cred.key_pkcs8,
+        &ProxyOptions {
+            lifetime: 1,
+            attributes: None,
+            path_len: None,
+        },
+    )
+    .expect("a proxy of 1 s");
+    short.save(path).expect("save the short proxy");
+    let ends = short.not_after().expect("its expiry");
+    wait_until(Duration::from_secs(10), "the short proxy expires", || {
+        ibp_auth::unix_now() > ends
+    });
+    ends
+}
