@@ -282,8 +282,8 @@ impl RateLimitConfig {
             max_failures_per_address: self.max_failures_per_address,
             max_failures_per_user: self.max_failures_per_user,
             max_failures_total: self.max_failures_total,
-            window: self.window.duration(),
-            known_address_lifetime: self.known_address_lifetime.duration(),
+            window: self.window.as_duration(),
+            known_address_lifetime: self.known_address_lifetime.as_duration(),
         }
     }
 }

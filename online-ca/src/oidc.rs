@@ -251,7 +251,7 @@ impl Oidc {
             issuer: cfg.issuer.clone(),
             audience: cfg.audience.clone(),
             algorithms,
-            refresh: cfg.jwks_refresh.duration(),
+            refresh: cfg.jwks_refresh.as_duration(),
             source,
             cache: tokio::sync::Mutex::new(None),
         })

@@ -136,7 +136,11 @@ impl RadiusAuth {
             .map_err(|e| RadiusError::Other(format!("connect {addr}: {e}")))?;
         let req = self.request(user, password)?;
         let secret = self.cfg.secret.as_bytes();
-        let timeout = self.cfg.timeout.duration().max(Duration::from_millis(100));
+        let timeout = self
+            .cfg
+            .timeout
+            .as_duration()
+            .max(Duration::from_millis(100));
         let mut buf = vec![0u8; 4096];
         for attempt in 0..=self.cfg.retries {
             if attempt > 0 {

@@ -81,9 +81,9 @@ pub async fn run(
     let opts = ibp_https::server::ServeOptions {
         max_connections: cfg.max_connections,
         max_connections_per_address: cfg.max_connections_per_address,
-        handshake_timeout: cfg.handshake_timeout.duration(),
-        header_timeout: cfg.header_timeout.duration(),
-        body_timeout: cfg.body_timeout.duration(),
+        handshake_timeout: cfg.handshake_timeout.as_duration(),
+        header_timeout: cfg.header_timeout.as_duration(),
+        body_timeout: cfg.body_timeout.as_duration(),
         body_min_rate: cfg.body_min_rate,
         ..ibp_https::server::ServeOptions::default()
     };

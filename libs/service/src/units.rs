@@ -231,11 +231,6 @@ impl Seconds {
         Duration::from_secs(self.0)
     }
 
-    /// The same as [`Seconds::as_duration`].
-    pub fn duration(self) -> Duration {
-        self.as_duration()
-    }
-
     /// Seconds as an `i64` (saturating), to add to Unix times.
     pub fn as_i64(self) -> i64 {
         i64::try_from(self.0).unwrap_or(i64::MAX)
