@@ -162,8 +162,8 @@ fn up_prints_a_working_environment_and_ctrl_c_stops_everything() {
         .map(|(_, v)| v.trim_end_matches(":$PATH").to_owned())
         .expect("PATH is printed");
     let work = tempfile::tempdir().expect("tempdir");
-    let lors = |args: &[&str]| {
-        let mut c = Command::new(Path::new(&path_dir).join("lors"));
+    let tool = |name: &str, args: &[&str]| {
+        let mut c = Command::new(Path::new(&path_dir).join(name));
         c.env_clear()
             .env("HOME", work.path())
             .envs(env.iter().filter(|(k, _)| k != "PATH").cloned())
@@ -174,11 +174,12 @@ fn up_prints_a_working_environment_and_ctrl_c_stops_everything() {
         let out = run_bounded(c, Duration::from_secs(60)).expect("lors runs");
         assert!(
             out.status.success(),
-            "lors {args:?}: {}",
+            "{name} {args:?}: {}",
             String::from_utf8_lossy(&out.stderr)
         );
         out
     };
+    let lors = |args: &[&str]| tool("lors", args);
     lors(&["keys", "init"]);
     lors(&["mkdir", "/vo1/demo"]);
     let src = work.path().join("f");
@@ -212,6 +213,17 @@ fn up_prints_a_working_environment_and_ctrl_c_stops_everything() {
     let back_c = work.path().join("back-c");
     lors(&["download", "/vo1/demo/c", back_c.to_str().expect("utf-8")]);
     assert!(std::fs::read(&back_c).expect("read") == data);
+    // The LoRS tool names are built beside lors and on the printed PATH.
+    tool(
+        "lors-upload",
+        &[src.to_str().expect("utf-8"), "/vo1/demo/l", "--copies", "2"],
+    );
+    let back_l = work.path().join("back-l");
+    tool(
+        "lors-download",
+        &["/vo1/demo/l", back_l.to_str().expect("utf-8")],
+    );
+    assert!(std::fs::read(&back_l).expect("read") == data);
 
     // Ctrl-C.
     // SAFETY: plain kill(2) on our child.

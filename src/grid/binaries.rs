@@ -1,4 +1,5 @@
-//! The grid's five binaries, from the cargo target directory. Cargo itself
+//! The grid's binaries (five daemons and tools, plus `lors-upload` and
+//! `lors-download`, the LoRS tool names of `lors`), from the cargo target directory. Cargo itself
 //! decides whether they are current: every first call of a process runs
 //! `cargo build` for them, which does nothing but check fingerprints when
 //! nothing changed (a fraction of a second), and reports where each
@@ -19,7 +20,8 @@ use super::process::{tail, LOG_TAIL};
 /// Bound on building the binaries.
 const BUILD_TIMEOUT: Duration = Duration::from_secs(1800);
 
-/// The five binaries a grid runs.
+/// The binaries a grid runs, and the LoRS-named tools a user of `ibp-grid
+/// up` finds beside `lors` (docs/user.md, section 8).
 #[derive(Debug, Clone)]
 pub struct Binaries {
     pub depot: PathBuf,
@@ -27,15 +29,19 @@ pub struct Binaries {
     pub mdm: PathBuf,
     pub online_ca: PathBuf,
     pub lors: PathBuf,
+    pub lors_upload: PathBuf,
+    pub lors_download: PathBuf,
 }
 
 /// (package, binary), in the order of the fields of [`Binaries`].
-const BINS: [(&str, &str); 5] = [
+const BINS: [(&str, &str); 7] = [
     ("ibp-depot", "ibp-depot"),
     ("lbone", "lbone"),
     ("metadata-manager", "metadata-manager"),
     ("online-ca", "online-ca"),
     ("lors", "lors"),
+    ("lors", "lors-upload"),
+    ("lors", "lors-download"),
 ];
 
 /// The workspace root (this package's directory).
@@ -99,7 +105,7 @@ fn find_binaries(release: bool) -> anyhow::Result<Binaries> {
         } else {
             let target = target_dir();
             let profile_dir = target.join(if release { "release" } else { "debug" });
-            // All five at once, always: one feature unification, so
+            // All at once, always: one feature unification, so
             // successive builds never recompile dependencies with other
             // features.
             match cargo_build(&workspace_root(), &target, &BINS, release) {
@@ -134,6 +140,8 @@ fn find_binaries(release: bool) -> anyhow::Result<Binaries> {
         mdm: next(),
         online_ca: next(),
         lors: next(),
+        lors_upload: next(),
+        lors_download: next(),
     })
 }
 

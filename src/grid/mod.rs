@@ -46,13 +46,13 @@
 //! reports all of them `up`.
 //!
 //! **Binaries** come from cargo ([`binaries`]): the first grid of a process
-//! runs `cargo build [--release] -p <pkg> --bin <name>` for all five
-//! binaries (profile `debug` or `release`, [`GridOptions::release`]) in the
+//! runs `cargo build [--release] -p <pkg> --bin <name>` for all seven
+//! binaries (the five programs, and `lors-upload`/`lors-download`; profile `debug` or `release`, [`GridOptions::release`]) in the
 //! cargo target directory (`CARGO_TARGET_DIR`, relative to the workspace
 //! root; else the target directory of the running test executable; else
 //! `<workspace>/target`), and cargo decides what is stale and says where
 //! each executable is; when nothing changed that costs only cargo's
-//! fingerprint check. `IBP_GRID_BIN_DIR` names a directory holding all five
+//! fingerprint check. `IBP_GRID_BIN_DIR` names a directory holding all seven
 //! binaries to use as they are. A failed build falls back to existing
 //! (stale) binaries with a warning; missing binaries are an error, never a
 //! skip.
