@@ -36,6 +36,7 @@ pub use ibp_https::client as https;
 pub mod metadata;
 pub mod release;
 pub mod transfer;
+pub mod trust_fetch;
 pub mod validity;
 
 pub use credentials::Error;

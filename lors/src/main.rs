@@ -8,6 +8,7 @@ mod cli_docs;
 mod cli_files;
 mod cli_keys;
 mod cli_transfer;
+mod cli_trust;
 
 use std::io::{BufRead, Read};
 use std::path::PathBuf;
@@ -107,6 +108,10 @@ enum Command {
     /// VO admins: list, add, remove or restore the VO's members
     #[command(subcommand)]
     Members(cli_files::MembersCommand),
+    /// Write a trust directory from the online CA (fetch), the CA pinned
+    /// by its fingerprint
+    #[command(subcommand)]
+    Trust(cli_trust::TrustCommand),
     /// Print a completion script for bash, zsh or fish (e.g. `lors
     /// completions bash > /etc/bash_completion.d/lors`)
     Completions(cli_docs::CompletionsArgs),
@@ -606,6 +611,7 @@ fn main() -> ExitCode {
         Command::Usage(a) => cli_files::usage(a),
         Command::Whoami(a) => cli_files::whoami(a),
         Command::Members(c) => cli_files::members(c),
+        Command::Trust(c) => cli_trust::trust(c),
         Command::Completions(a) => cli_docs::completions(a),
         Command::Man(a) => cli_docs::man(a),
     };
