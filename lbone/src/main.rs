@@ -47,9 +47,10 @@ enum Cmd {
 
 #[derive(Args)]
 struct AdminArgs {
-    /// The L-Bone, e.g. https://lbone.example.org:6767
+    /// The L-Bone, e.g. https://lbone.example.org:6767 (default:
+    /// $LBONE_URL, else $LORS_LBONE_URL, the variable `lors` reads)
     #[arg(long, value_name = "URL", env = "LBONE_URL")]
-    lbone: String,
+    lbone: Option<String>,
     /// Proxy credential (default: $X509_USER_PROXY, else /tmp/x509up_u<uid>)
     #[arg(long, value_name = "FILE")]
     proxy: Option<PathBuf>,
@@ -246,6 +247,17 @@ fn init(dir: &std::path::Path, force: bool) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The L-Bone's URL: `--lbone` or `$LBONE_URL`, else `$LORS_LBONE_URL`
+/// (so one exported variable serves `lors` and `lbone admin`).
+fn lbone_url(flag_or_env: Option<String>, lors_env: Option<String>) -> anyhow::Result<String> {
+    flag_or_env
+        .filter(|u| !u.is_empty())
+        .or(lors_env.filter(|u| !u.is_empty()))
+        .ok_or_else(|| {
+            anyhow::anyhow!("which L-Bone? give --lbone URL, or set LBONE_URL or LORS_LBONE_URL")
+        })
+}
+
 fn admin(args: AdminArgs) -> anyhow::Result<()> {
     let proxy = args
         .proxy
@@ -254,7 +266,8 @@ fn admin(args: AdminArgs) -> anyhow::Result<()> {
     let credential = ProxyCredential::load(&proxy)?;
     let trust = TrustStore::load(&args.trust)
         .with_context(|| format!("load trust directory {}", args.trust.display()))?;
-    let client = AdminClient::new(&args.lbone, &trust, &credential)?;
+    let url = lbone_url(args.lbone.clone(), std::env::var("LORS_LBONE_URL").ok())?;
+    let client = AdminClient::new(&url, &trust, &credential)?;
     let rt = runtime(false)?;
     let json_out = args.json;
     let (answer, what) = match args.command {
@@ -423,4 +436,23 @@ fn print_depot(d: &Value) {
             .map(|p| format!("  ({p})"))
             .unwrap_or_default()
     );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::lbone_url;
+
+    #[test]
+    fn the_lbone_url_comes_from_the_flag_then_lbone_url_then_lors_lbone_url() {
+        let s = |v: &str| Some(v.to_owned());
+        assert_eq!(
+            lbone_url(s("https://a"), s("https://b")).unwrap(),
+            "https://a"
+        );
+        assert_eq!(lbone_url(None, s("https://b")).unwrap(), "https://b");
+        assert_eq!(lbone_url(s(""), s("https://b")).unwrap(), "https://b");
+        let e = lbone_url(None, None).unwrap_err().to_string();
+        assert!(e.contains("LORS_LBONE_URL"), "{e}");
+        assert!(lbone_url(None, s("")).is_err());
+    }
 }

@@ -199,7 +199,7 @@ typedef struct lors_options {
      */
     const char *lbone_url;
     /**
-     * The metadata manager, e.g. "https://mdm.example.org:7443".
+     * The metadata manager, e.g. "https://mdm.example.org:6780".
      */
     const char *metadata_url;
     /**

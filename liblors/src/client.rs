@@ -34,7 +34,7 @@ pub struct lors_options {
     pub config_file: *const c_char,
     /// The L-Bone, e.g. "https://lbone.example.org:6767".
     pub lbone_url: *const c_char,
-    /// The metadata manager, e.g. "https://mdm.example.org:7443".
+    /// The metadata manager, e.g. "https://mdm.example.org:6780".
     pub metadata_url: *const c_char,
     /// The trust directory authenticating the services.
     pub trust_dir: *const c_char,

@@ -36,7 +36,7 @@ fn usage_message(r: Result<Config, Error>) -> String {
 const FULL: &str = r#"
 # every key
 lbone = "https://lbone.example.org:6767"
-metadata = "https://mdm.example.org:7443"
+metadata = "https://mdm.example.org:6780"
 ca = "https://ca.example.org:8443"
 trust_dir = "trust"
 vo = "vo1"
@@ -56,7 +56,7 @@ reliability = "soft"
 fn every_key_parses() {
     let c = from_file(FULL).unwrap();
     assert_eq!(c.lbone.as_deref(), Some("https://lbone.example.org:6767"));
-    assert_eq!(c.metadata.as_deref(), Some("https://mdm.example.org:7443"));
+    assert_eq!(c.metadata.as_deref(), Some("https://mdm.example.org:6780"));
     assert_eq!(c.ca.as_deref(), Some("https://ca.example.org:8443"));
     // Relative to the file's directory.
     assert_eq!(c.trust_dir, Some(PathBuf::from("/etc/lors/trust")));

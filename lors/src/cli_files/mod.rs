@@ -30,7 +30,7 @@ pub const MDM_ENV: &str = "LORS_METADATA_URL";
 /// environment, then the configuration file ([`lors::config`]).
 #[derive(Args)]
 pub struct MdmArgs {
-    /// The metadata manager, e.g. https://mdm.example.org:7443
+    /// The metadata manager, e.g. https://mdm.example.org:6780
     /// (default: $LORS_METADATA_URL, else `metadata` in the config file)
     #[arg(long, value_name = "URL")]
     pub(crate) mdm: Option<String>,
