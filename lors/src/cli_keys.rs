@@ -83,7 +83,9 @@ pub struct SetEscrowArgs {
 pub struct ShareArgs {
     /// The file: /VO/dir/name
     path: String,
-    /// Who to share it with: user:VO_ID@VO (they must have run `lors keys init`)
+    /// Who to share it with: a member's NAME@VO (e.g. alice@vo1, as `lors
+    /// whoami` shows it) or user:VO_ID@VO (they must have run `lors keys
+    /// init`)
     recipient: String,
     /// Rights to add to their ACL entry (letters of rwda)
     #[arg(long, value_name = "RIGHTS", default_value = "r", value_parser = parse_rights)]
@@ -100,7 +102,7 @@ pub struct ShareArgs {
 pub struct UnshareArgs {
     /// The file: /VO/dir/name
     path: String,
-    /// Who to take it back from: user:VO_ID@VO
+    /// Who to take it back from: NAME@VO or user:VO_ID@VO
     recipient: String,
     #[command(flatten)]
     mdm: MdmArgs,
@@ -316,13 +318,10 @@ pub fn share(a: ShareArgs) -> Result<u8, Error> {
     let path = key_path(a.key, &config);
     let me = keys::load(&path)?;
     let s = a.mdm.connect_with(config)?;
-    let o = crate::runtime()?.block_on(keys::share(
-        &s.client,
-        &me,
-        &a.path,
-        &a.recipient,
-        &a.rights,
-    ))?;
+    let o = crate::runtime()?.block_on(async {
+        let recipient = lors::names::principal(&s.client, &a.recipient).await?;
+        keys::share(&s.client, &me, &a.path, &recipient, &a.rights).await
+    })?;
     for (v, why) in &o.skipped {
         eprintln!("lors: version {v} not shared: {why}");
     }
@@ -358,7 +357,10 @@ pub fn format_share(o: &ShareOutcome) -> String {
 
 pub fn unshare(a: UnshareArgs) -> Result<u8, Error> {
     let s = a.mdm.connect()?;
-    let o = crate::runtime()?.block_on(keys::unshare(&s.client, &a.path, &a.recipient))?;
+    let o = crate::runtime()?.block_on(async {
+        let recipient = lors::names::principal(&s.client, &a.recipient).await?;
+        keys::unshare(&s.client, &a.path, &recipient).await
+    })?;
     if !o.other_entries.is_empty() {
         eprintln!(
             "lors: note: these ACL entries may still grant {} rights: {}",

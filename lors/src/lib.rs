@@ -34,6 +34,7 @@ pub mod keys;
 pub mod lors_e2e;
 pub use ibp_https::client as https;
 pub mod metadata;
+pub mod names;
 pub mod release;
 pub mod transfer;
 pub mod trust_fetch;

@@ -404,6 +404,30 @@ impl MetadataClient {
         let route = format!("/v1/vos/{}/members/restore", vo_segment(vo)?);
         self.post(&route, &member_request(vo_id)).await
     }
+
+    /// The VO IDs of members of the caller's VO carrying each name.
+    pub async fn names_resolve(
+        &self,
+        names: Vec<String>,
+    ) -> Result<metadata_api::names::ResolveAnswer, Error> {
+        self.post(
+            "/v1/names/resolve",
+            &metadata_api::names::ResolveRequest { names },
+        )
+        .await
+    }
+
+    /// The names of VO IDs of the caller's VO.
+    pub async fn names_of(
+        &self,
+        vo_ids: Vec<String>,
+    ) -> Result<metadata_api::names::NamesOfAnswer, Error> {
+        self.post(
+            "/v1/names/of",
+            &metadata_api::names::NamesOfRequest { vo_ids },
+        )
+        .await
+    }
 }
 
 #[cfg(test)]

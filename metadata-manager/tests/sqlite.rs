@@ -29,6 +29,7 @@ suite!(
     authentication,
     namespace,
     keys,
+    names,
     usage,
     usage_of_another_vo_is_refused,
     member_cannot_grow_the_database_past_their_quota,

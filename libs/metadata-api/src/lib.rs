@@ -11,7 +11,8 @@
 //! - [`access`]: [`Rights`], [`Principal`], [`AclEntry`], identifiers;
 //! - [`files`]: entries, listings, versions, tickets, moves, deletes, ACLs;
 //! - [`keys`]: key-wrapping public keys and wrapped data keys;
-//! - [`members`]: `whoami`, VO members, usage and quotas.
+//! - [`members`]: `whoami`, VO members, usage and quotas;
+//! - [`names`]: members by name (`alice@vo1`).
 
 #![forbid(unsafe_code)]
 
@@ -19,6 +20,7 @@ pub mod access;
 pub mod files;
 pub mod keys;
 pub mod members;
+pub mod names;
 
 pub use access::{is_identifier, is_member_id, AclEntry, Principal, Rights, MAX_ID};
 pub use files::*;

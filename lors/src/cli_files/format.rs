@@ -4,6 +4,7 @@
 use std::fmt::Write as _;
 
 use lors::metadata::{Acl, EntryInfo, EntryKind, Members, Usage, Whoami};
+use lors::names::NameBook;
 use lors::release::Removal;
 use lors::validity::format_utc;
 
@@ -82,19 +83,29 @@ pub fn format_stat(e: &EntryInfo) -> String {
 
 /// `acl get`/`set`: in the form `acl set` takes (`default:` marks the
 /// default ACL's entries).
-pub fn format_acl(acl: &Acl) -> String {
+/// An ACL in the form `acl set` takes; members whose name `book` knows are
+/// shown as `NAME@VO` (which `acl set` takes too).
+pub fn format_acl(acl: &Acl, book: &NameBook) -> String {
     let mut out = String::new();
     let _ = writeln!(out, "# path: {}", acl.path);
-    let _ = writeln!(
-        out,
-        "# owner: {} (all rights)",
-        acl.owner.as_deref().unwrap_or("- (VO root)")
-    );
+    match acl.owner.as_deref() {
+        None => {
+            let _ = writeln!(out, "# owner: - (VO root) (all rights)");
+        }
+        Some(o) => match book.name(o) {
+            Some(n) => {
+                let _ = writeln!(out, "# owner: {n} ({o}, all rights)");
+            }
+            None => {
+                let _ = writeln!(out, "# owner: {o} (all rights)");
+            }
+        },
+    }
     for e in &acl.access {
-        let _ = writeln!(out, "{e}");
+        let _ = writeln!(out, "{}={}", book.show(&e.principal), e.rights);
     }
     for e in acl.default.iter().flatten() {
-        let _ = writeln!(out, "default:{e}");
+        let _ = writeln!(out, "default:{}={}", book.show(&e.principal), e.rights);
     }
     out
 }
@@ -201,6 +212,16 @@ pub fn format_whoami(w: &Whoami) -> String {
             .join(", ")
     };
     let _ = writeln!(out, "principal : {}", w.principal);
+    // The name others can share with (`lors share PATH NAME@VO`), as the
+    // metadata manager derives it from the certificate's subject.
+    match metadata_api::names::name_of_subject(&w.subject) {
+        Some(n) => {
+            let _ = writeln!(out, "name      : {n}@{}", w.vo);
+        }
+        None => {
+            let _ = writeln!(out, "name      : (none: the certificate has no usable CN)");
+        }
+    }
     let _ = writeln!(out, "vo        : {}", w.vo);
     let _ = writeln!(out, "vo id     : {}", w.vo_id);
     let _ = writeln!(out, "groups    : {groups}");

@@ -12,6 +12,7 @@ use lors::config::Config;
 use lors::credentials::{Error, TrustSource};
 use lors::depots::{self, DepotQuery};
 use lors::metadata::AclEntry;
+use lors::names::NameBook;
 use lors::release::{self, Removal, SecureAccess};
 use lors::{exit, MetadataClient};
 use serde::Serialize;
@@ -115,8 +116,9 @@ pub struct RmArgs {
 
 #[derive(Subcommand)]
 pub enum AclCommand {
-    /// Show an entry's ACL (needs the admin right)
-    Get(PathArgs),
+    /// Show an entry's ACL (needs the admin right); members by name
+    /// (alice@vo1) when their name is unique, else by VO ID
+    Get(AclGetArgs),
     /// Replace an entry's access and/or default ACL (needs the admin right)
     Set(AclSetArgs),
 }
@@ -125,14 +127,27 @@ pub enum AclCommand {
 pub struct AclSetArgs {
     /// /VO/dir/name
     path: String,
-    /// New access ACL: PRINCIPAL=RIGHTS entries (user:ID@VO, group:ID@VO,
-    /// vo:VO; rights of rwda, or - for none); `--access` alone clears it
+    /// New access ACL: PRINCIPAL=RIGHTS entries (user:ID@VO or a member's
+    /// NAME@VO, group:ID@VO, vo:VO; rights of rwda, or - for none);
+    /// `--access` alone clears it
     #[arg(long, value_name = "ENTRY", num_args = 0.., value_parser = parse_acl_entry)]
-    access: Option<Vec<AclEntry>>,
+    access: Option<Vec<AclArg>>,
     /// New default ACL of a directory (what new entries in it start with);
     /// `--default` alone clears it
     #[arg(long, value_name = "ENTRY", num_args = 0.., value_parser = parse_acl_entry)]
-    default: Option<Vec<AclEntry>>,
+    default: Option<Vec<AclArg>>,
+    #[command(flatten)]
+    mdm: MdmArgs,
+}
+
+/// `acl get` options.
+#[derive(Args)]
+pub struct AclGetArgs {
+    /// /VO/dir/name
+    path: String,
+    /// Show members by VO ID (user:ID@VO), not by name
+    #[arg(long)]
+    ids: bool,
     #[command(flatten)]
     mdm: MdmArgs,
 }
@@ -193,9 +208,55 @@ pub struct MemberArgs {
     mdm: MdmArgs,
 }
 
-/// clap's parser of `PRINCIPAL=RIGHTS`.
-pub fn parse_acl_entry(s: &str) -> Result<AclEntry, String> {
-    s.parse()
+/// An ACL entry as given: `PRINCIPAL=RIGHTS`, or `NAME@VO=RIGHTS` whose
+/// name the metadata manager resolves before the ACL is set.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AclArg {
+    who: String,
+    rights: String,
+}
+
+/// clap's parser of `PRINCIPAL=RIGHTS` (or `NAME@VO=RIGHTS`).
+pub fn parse_acl_entry(s: &str) -> Result<AclArg, String> {
+    let (who, rights) = s.rsplit_once('=').ok_or_else(|| {
+        format!(
+            "bad ACL entry {s:?}: expected PRINCIPAL=RIGHTS, e.g. user:u1@vo1=rw or alice@vo1=rw"
+        )
+    })?;
+    // The rights (and a principal given as one) checked now, names later.
+    let probe = if lors::names::is_principal(who) {
+        s.parse::<AclEntry>()?
+    } else if who.is_empty() {
+        return Err(format!("bad ACL entry {s:?}: no principal or name"));
+    } else {
+        format!("vo:x={rights}").parse::<AclEntry>()?
+    };
+    Ok(AclArg {
+        who: who.to_owned(),
+        rights: probe.rights,
+    })
+}
+
+/// The entries of `args` with names resolved to principals (one request).
+async fn resolve_acl(
+    mdm: &MetadataClient,
+    args: Option<Vec<AclArg>>,
+) -> Result<Option<Vec<AclEntry>>, Error> {
+    let Some(args) = args else {
+        return Ok(None);
+    };
+    let who: Vec<String> = args.iter().map(|a| a.who.clone()).collect();
+    let principals = lors::names::principals(mdm, &who).await?;
+    principals
+        .into_iter()
+        .zip(args)
+        .map(|(p, a)| {
+            format!("{p}={}", a.rights)
+                .parse::<AclEntry>()
+                .map_err(Error::Usage)
+        })
+        .collect::<Result<Vec<_>, _>>()
+        .map(Some)
 }
 
 /// What a command needs to talk to the metadata manager.
@@ -378,8 +439,21 @@ pub fn acl(c: AclCommand) -> Result<u8, Error> {
     match c {
         AclCommand::Get(a) => {
             let s = a.mdm.connect()?;
-            let acl = crate::runtime()?.block_on(s.client.acl_get(&a.path))?;
-            show(s.json, &acl, format_acl)
+            let (acl, book) = crate::runtime()?.block_on(async {
+                let acl = s.client.acl_get(&a.path).await?;
+                let book = if a.ids || s.json {
+                    NameBook::default()
+                } else {
+                    let principals = acl
+                        .owner
+                        .iter()
+                        .chain(acl.access.iter().map(|e| &e.principal))
+                        .chain(acl.default.iter().flatten().map(|e| &e.principal));
+                    NameBook::fetch(&s.client, principals.map(String::as_str)).await
+                };
+                Ok::<_, Error>((acl, book))
+            })?;
+            show(s.json, &acl, |acl| format_acl(acl, &book))
         }
         AclCommand::Set(a) => {
             if a.access.is_none() && a.default.is_none() {
@@ -388,12 +462,14 @@ pub fn acl(c: AclCommand) -> Result<u8, Error> {
                 ));
             }
             let s = a.mdm.connect()?;
-            let acl = crate::runtime()?.block_on(s.client.acl_set(
-                &a.path,
-                a.access.as_deref(),
-                a.default.as_deref(),
-            ))?;
-            show(s.json, &acl, format_acl)
+            let acl = crate::runtime()?.block_on(async {
+                let access = resolve_acl(&s.client, a.access).await?;
+                let default = resolve_acl(&s.client, a.default).await?;
+                s.client
+                    .acl_set(&a.path, access.as_deref(), default.as_deref())
+                    .await
+            })?;
+            show(s.json, &acl, |acl| format_acl(acl, &NameBook::default()))
         }
     }
 }
@@ -649,8 +725,14 @@ mod tests {
         assert_eq!(a.path, "/vo1/d");
         let access = a.access.unwrap();
         assert_eq!(access.len(), 2);
-        assert_eq!(access[0].to_string(), "user:u1@vo1=rw");
-        assert_eq!(access[1].principal, "vo:vo1");
+        assert_eq!(
+            access[0],
+            AclArg {
+                who: "user:u1@vo1".into(),
+                rights: "rw".into()
+            }
+        );
+        assert_eq!(access[1].who, "vo:vo1");
         assert_eq!(a.default, Some(vec![]));
         let t = T::try_parse_from(["t", "set", "/vo1/d", "--access", "group:g1@vo1=-"]).unwrap();
         let AclCommand::Set(a) = t.acl else {
@@ -658,7 +740,21 @@ mod tests {
         };
         assert!(a.default.is_none());
         assert_eq!(a.access.unwrap()[0].rights, "-");
-        assert!(T::try_parse_from(["t", "set", "/vo1/d", "--access", "u1=rw"]).is_err());
+        // A name (resolved later), with its rights checked now.
+        let t = T::try_parse_from(["t", "set", "/vo1/d", "--access", "alice@vo1=wr"]).unwrap();
+        let AclCommand::Set(a) = t.acl else {
+            panic!("not set")
+        };
+        assert_eq!(
+            a.access.unwrap(),
+            vec![AclArg {
+                who: "alice@vo1".into(),
+                rights: "rw".into()
+            }]
+        );
+        assert!(T::try_parse_from(["t", "set", "/vo1/d", "--access", "alice=rwx"]).is_err());
+        assert!(T::try_parse_from(["t", "set", "/vo1/d", "--access", "=rw"]).is_err());
+        assert!(T::try_parse_from(["t", "set", "/vo1/d", "--access", "user:=rw"]).is_err());
         assert!(T::try_parse_from(["t", "set", "/vo1/d", "--access", "vo:vo1=rwx"]).is_err());
     }
 
@@ -692,7 +788,7 @@ mod tests {
             default: Some(vec!["group:g@vo1=rw".parse().unwrap()]),
         };
         assert_eq!(
-            format_acl(&acl),
+            format_acl(&acl, &NameBook::default()),
             "# path: /vo1/d\n# owner: - (VO root) (all rights)\nvo:vo1=r\ndefault:group:g@vo1=rw\n"
         );
         let u = Usage {

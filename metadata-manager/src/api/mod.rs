@@ -39,6 +39,7 @@ pub mod caller;
 mod files;
 mod keys;
 mod members;
+mod names;
 mod versions;
 
 pub use budget::BodyBudget;
@@ -131,6 +132,8 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/v1/acl/get", post(acl::acl_get))
         .route("/v1/acl/set", post(acl::acl_set))
         .route("/v1/usage", post(members::usage))
+        .route("/v1/names/resolve", post(names::resolve))
+        .route("/v1/names/of", post(names::names_of))
         .route("/v1/keys/me", put(keys::key_register))
         .route("/v1/keys/lookup", post(keys::key_lookup))
         .route("/v1/keys/add", post(keys::key_add))

@@ -5,6 +5,7 @@
 mod access;
 mod files;
 mod input;
+mod names;
 mod quota;
 mod service;
 
@@ -13,6 +14,7 @@ pub use access::{
 };
 pub use files::{concurrent_writers, namespace, tickets};
 pub use input::{authentication, bad_input};
+pub use names::names;
 // The memory and default-size scenarios run in the SQLite suite only.
 #[allow(unused_imports)]
 pub use quota::{
