@@ -216,3 +216,42 @@ fn a_depot_refusal_is_told_in_words_with_its_code() {
     assert!(!err.contains("-19"), "a bare code: {err}");
     assert!(!xnd.exists(), "no exNode for a failed upload");
 }
+
+/// The download progress bar on a terminal (script(1) gives `lors` one)
+/// learns the file's size from the exNode before data moves: it shows the
+/// total and an ETA, not only a spinner.
+#[test]
+fn the_download_progress_bar_knows_its_total_and_gives_an_eta() {
+    let _timer = Timer::start("the_download_progress_bar_knows_its_total_and_gives_an_eta");
+    let g = start(GridOptions::default());
+    keys_init(&g, "alice");
+    ok(lors(&g, "alice", &["mkdir", "-p", "/vo1/alice/p"]));
+    let data = bytes(24 << 20, 3);
+    upload(
+        &g,
+        "alice",
+        "big.bin",
+        &data,
+        "/vo1/alice/p/big",
+        &["--quiet", "--block-size", "1MiB"],
+    );
+    let out = g.user("alice").dir.join("big.out");
+    let cmdline = format!("{} download /vo1/alice/p/big {}", s(&g.bins.lors), s(&out));
+    let mut c = std::process::Command::new("script");
+    c.args(["-qec", &cmdline, "/dev/null"])
+        .env_clear()
+        .envs(g.env("alice"))
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .env("TERM", "xterm")
+        .env("COLUMNS", "160")
+        .current_dir(&g.user("alice").dir)
+        .stdin(std::process::Stdio::null());
+    let o = run_limited(c, LORS_LIMIT);
+    assert_eq!(code(&o), 0, "{}", text(&o));
+    assert_file_is(&out, &data, "download on a terminal");
+    let screen = stdout(&o);
+    assert!(
+        screen.contains("/24.00 MiB") && screen.contains("eta "),
+        "the bar shows the total and an ETA: {screen:?}"
+    );
+}

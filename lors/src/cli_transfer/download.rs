@@ -76,14 +76,21 @@ pub fn download(a: DownloadArgs) -> Result<u8, Error> {
         resume: a.resume,
     });
     let bar = progress_bar(None, a.grid.quiet || to_stdout, a.grid.json, "download");
+    // The total is known once the exNode is read: a bar with an ETA from
+    // then on.
+    let set_total = bar.as_ref().map(|(b, _)| {
+        let b = b.clone();
+        move |n: u64| super::bar_total(&b, n)
+    });
     let rt = crate::runtime_mt()?;
-    let r = rt.block_on(files::download_with(
+    let r = rt.block_on(files::download_sized(
         &grid,
         &src,
         sink,
         threads,
         bar.as_ref().map(|(_, p)| p.clone()),
         resume.as_ref(),
+        set_total.as_ref().map(|f| f as &(dyn Fn(u64) + Sync)),
     ));
     if let Some((b, _)) = &bar {
         b.finish_and_clear();

@@ -196,19 +196,41 @@ fn progress_bar(
         return None;
     }
     let bar = match total {
-        Some(n) => indicatif::ProgressBar::new(n),
-        None => indicatif::ProgressBar::new_spinner(),
+        Some(n) => {
+            let b = indicatif::ProgressBar::new(n);
+            b.set_style(bar_style());
+            b
+        }
+        None => {
+            // Until the total is known (bar_total): bytes and rate only.
+            let b = indicatif::ProgressBar::new_spinner();
+            b.set_style(
+                indicatif::ProgressStyle::with_template("{msg} {spinner} {bytes} {bytes_per_sec}")
+                    .unwrap_or_else(|_| indicatif::ProgressStyle::default_spinner()),
+            );
+            b
+        }
     };
-    let style = indicatif::ProgressStyle::with_template(
-        "{msg} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec} eta {eta}",
-    )
-    .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar())
-    .progress_chars("=> ");
-    bar.set_style(style);
     bar.set_message(what.to_owned());
     let b = bar.clone();
     let f: Progress = Arc::new(move |n| b.inc(n));
     Some((bar, f))
+}
+
+/// The bar with a total: position, total, rate and ETA.
+fn bar_style() -> indicatif::ProgressStyle {
+    indicatif::ProgressStyle::with_template(
+        "{msg} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec} eta {eta}",
+    )
+    .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar())
+    .progress_chars("=> ")
+}
+
+/// Gives a spinner its total once known: it becomes a bar with an ETA.
+fn bar_total(bar: &indicatif::ProgressBar, total: u64) {
+    bar.set_length(total);
+    bar.set_style(bar_style());
+    bar.reset_eta();
 }
 
 fn print_json<T: Serialize>(v: &T) -> Result<(), Error> {

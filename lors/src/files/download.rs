@@ -158,8 +158,26 @@ pub async fn download_with(
     progress: Option<Progress>,
     resume: Option<&Resume>,
 ) -> Result<DownloadSummary, Error> {
+    download_sized(grid, src, sink, threads, progress, resume, None).await
+}
+
+/// [`download_with`], telling `on_size` the file's size as soon as the
+/// exNode is read (before any data moves): a progress bar then knows its
+/// total and can give an ETA.
+pub async fn download_sized(
+    grid: &Grid,
+    src: &Source,
+    sink: Sink,
+    threads: usize,
+    progress: Option<Progress>,
+    resume: Option<&Resume>,
+    on_size: Option<&(dyn Fn(u64) + Sync)>,
+) -> Result<DownloadSummary, Error> {
     let started = std::time::Instant::now();
     let o = open(grid, src, true).await?;
+    if let Some(f) = on_size {
+        f(o.exnode.size);
+    }
     let pool = download_pool(grid, &o.exnode).await?;
     let mut opts = DownloadOptions {
         threads,

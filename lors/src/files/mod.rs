@@ -45,7 +45,8 @@ mod writer;
 
 pub use access::{access_for, download_pool, offer, placed, read_pool, targets, Placement};
 pub use download::{
-    download, download_with, open, read_xnd, DownloadSummary, Opened, Resume, Source,
+    download, download_sized, download_with, open, read_xnd, DownloadSummary, Opened, Resume,
+    Source,
 };
 pub use maintenance::{augment, check, refresh, repair, trim, Maintained};
 pub use output::{download_to_path, Output, Part};
