@@ -93,17 +93,30 @@ fn trust_fetch_writes_what_the_ca_publishes_once_its_fingerprint_is_given() {
             "--user",
             "alice",
             "--password-stdin",
+            "--json",
         ],
     );
     c.env("X509_USER_PROXY", &proxy)
         .stdin(std::process::Stdio::piped());
     let o = run_with_stdin(c, &format!("{}\n", g.user("alice").password));
     assert_eq!(code(&o), 0, "login with the fetched trust: {}", text(&o));
+    let new: serde_json::Value = serde_json::from_str(&stdout(&o)).expect("login --json");
+    assert_eq!(new["vo"], "vo1", "{new}");
+    assert_eq!(new["proxy"], s(&proxy), "{new}");
+    assert!(new["timeleft"].as_i64().unwrap_or(0) > 11 * 3600, "{new}");
     let mut c = lors_cmd(&g, "alice", &["proxy-info", "--json", "--trust", s(&dir)]);
     c.env("X509_USER_PROXY", &proxy);
     let info: serde_json::Value =
         serde_json::from_str(&ok(run_limited(c, LORS_LIMIT))).expect("proxy-info --json");
     assert_eq!(info["verified"], serde_json::json!(true), "{info}");
+    for destroyed in [true, false] {
+        let mut c = lors_cmd(&g, "alice", &["proxy-destroy", "--json"]);
+        c.env("X509_USER_PROXY", &proxy);
+        let v: serde_json::Value =
+            serde_json::from_str(&ok(run_limited(c, LORS_LIMIT))).expect("proxy-destroy --json");
+        assert_eq!(v["destroyed"], destroyed, "{v}");
+    }
+    assert!(!proxy.exists());
 
     // A different CA already in the directory is not replaced silently.
     let other = g.user("alice").dir.join("other-trust");

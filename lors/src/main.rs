@@ -61,7 +61,7 @@ enum Command {
     /// Show the proxy, or test it in scripts (--exists, --timeleft)
     ProxyInfo(ProxyInfoArgs),
     /// Overwrite and remove the proxy
-    ProxyDestroy,
+    ProxyDestroy(ProxyDestroyArgs),
     /// Ask the L-Bone for depots that can take an allocation, each with a
     /// signed grant (mutual TLS with the proxy)
     Depots(DepotsArgs),
@@ -159,6 +159,9 @@ struct LoginArgs {
     /// Requested proxy lifetime
     #[arg(long, value_name = "HH:MM", default_value = "12:00", value_parser = parse_hhmm)]
     valid: u64,
+    /// Print the new proxy's details as JSON
+    #[arg(long)]
+    json: bool,
 }
 
 #[derive(Args)]
@@ -178,6 +181,9 @@ struct ProxyInitArgs {
     /// Requested proxy lifetime
     #[arg(long, value_name = "HH:MM", default_value = "12:00", value_parser = parse_hhmm)]
     valid: u64,
+    /// Print the new proxy's details as JSON
+    #[arg(long)]
+    json: bool,
 }
 
 #[derive(Args)]
@@ -197,6 +203,13 @@ struct ProxyInfoArgs {
     /// Verify the proxy against this trust directory (default: $LORS_TRUST_DIR)
     #[arg(long, value_name = "DIR")]
     trust: Option<PathBuf>,
+}
+
+#[derive(Args)]
+struct ProxyDestroyArgs {
+    /// Print {"path", "destroyed"} as JSON
+    #[arg(long)]
+    json: bool,
 }
 
 #[derive(Args)]
@@ -363,8 +376,29 @@ fn token_from_file(path: &PathBuf) -> Result<Secret, Error> {
     Ok(token)
 }
 
-fn print_new_proxy(p: &NewProxy, path: &std::path::Path) {
+fn print_new_proxy(p: &NewProxy, path: &std::path::Path, json: bool) {
     let now = ibp_auth::unix_now();
+    let left = p.not_after - now;
+    let short = left + 120 < i64::try_from(p.requested).unwrap_or(i64::MAX);
+    if json {
+        let groups: Vec<_> = p
+            .groups
+            .iter()
+            .map(|g| serde_json::json!({"id": g.id, "name": g.name}))
+            .collect();
+        let v = serde_json::json!({
+            "proxy": path.to_string_lossy(),
+            "vo": p.vo,
+            "vo_id": p.vo_id,
+            "groups": groups,
+            "not_after": p.not_after,
+            "timeleft": left.max(0),
+            "requested": p.requested,
+            "shortened": short,
+        });
+        println!("{v}");
+        return;
+    }
     let groups = if p.groups.is_empty() {
         "(none)".to_owned()
     } else {
@@ -383,8 +417,7 @@ fn print_new_proxy(p: &NewProxy, path: &std::path::Path) {
         format_duration(p.not_after - now)
     );
     println!("proxy     : {}", path.display());
-    let left = p.not_after - now;
-    if left + 120 < i64::try_from(p.requested).unwrap_or(i64::MAX) {
+    if short {
         eprintln!(
             "lors: warning: asked for {} but the credential is valid for {} only",
             format_duration(i64::try_from(p.requested).unwrap_or(i64::MAX)),
@@ -396,10 +429,10 @@ fn print_new_proxy(p: &NewProxy, path: &std::path::Path) {
 /// Saves the new proxy and, with a trust directory (which may pin the
 /// VO's attribute authority), checks it verifies; a failure there is only
 /// a warning: the services have their own trust directories.
-fn finish(p: &NewProxy, source: &TrustSource, trust: &TrustStore) -> Result<(), Error> {
+fn finish(p: &NewProxy, source: &TrustSource, trust: &TrustStore, json: bool) -> Result<(), Error> {
     let path = proxy_path()?;
     credentials::save_proxy(&path, &p.credential)?;
-    print_new_proxy(p, &path);
+    print_new_proxy(p, &path, json);
     if let TrustSource::Dir(_) = source {
         if let Err(e) =
             ibp_auth::verify_chain(&p.credential.chain_der(), trust, ibp_auth::unix_now())
@@ -465,7 +498,7 @@ fn login(args: LoginArgs) -> Result<u8, Error> {
     };
     let new = runtime()?.block_on(credentials::login(&ca, &params))?;
     drop(params);
-    finish(&new, &trust_source, &trust)?;
+    finish(&new, &trust_source, &trust, args.json)?;
     Ok(exit::OK)
 }
 
@@ -479,7 +512,7 @@ fn proxy_init(args: ProxyInitArgs) -> Result<u8, Error> {
     let ca = CaClient::new(&args.ca.url()?, &trust, Some(&user))?;
     let vo = vo_or_config(args.vo.clone())?;
     let new = runtime()?.block_on(credentials::proxy_init(&ca, &user, &vo, args.valid))?;
-    finish(&new, &trust_source, &trust)?;
+    finish(&new, &trust_source, &trust, args.json)?;
     Ok(exit::OK)
 }
 
@@ -511,9 +544,15 @@ fn proxy_info(args: ProxyInfoArgs) -> Result<u8, Error> {
     Ok(if ok { exit::OK } else { exit::NO_PROXY })
 }
 
-fn proxy_destroy() -> Result<u8, Error> {
+fn proxy_destroy(args: ProxyDestroyArgs) -> Result<u8, Error> {
     let path = proxy_path()?;
-    if !credentials::destroy_proxy(&path)? {
+    let destroyed = credentials::destroy_proxy(&path)?;
+    if args.json {
+        println!(
+            "{}",
+            serde_json::json!({"path": path.to_string_lossy(), "destroyed": destroyed})
+        );
+    } else if !destroyed {
         eprintln!("lors: no proxy at {}", path.display());
     }
     Ok(exit::OK)
@@ -591,7 +630,7 @@ fn main() -> ExitCode {
         Command::Login(a) => login(a),
         Command::ProxyInit(a) => proxy_init(a),
         Command::ProxyInfo(a) => proxy_info(a),
-        Command::ProxyDestroy => proxy_destroy(),
+        Command::ProxyDestroy(a) => proxy_destroy(a),
         Command::Depots(a) => depots_cmd(a),
         Command::Ls(a) => cli_files::ls(a),
         Command::Stat(a) => cli_transfer::stat(a),
@@ -658,5 +697,41 @@ mod cli_tests {
     #[test]
     fn cli_is_consistent() {
         super::Cli::command().debug_assert();
+    }
+
+    /// Commands whose output is the product itself, not a report.
+    const NO_JSON: [&str; 2] = ["lors completions", "lors man"];
+
+    /// Issue 19: `--json` on every command that prints. Every leaf command
+    /// of the CLI has it, except those in [`NO_JSON`]; a new command
+    /// without it fails here.
+    #[test]
+    fn every_command_that_prints_has_json() {
+        fn leaves(c: &clap::Command, prefix: &str, out: &mut Vec<(String, bool)>) {
+            let name = format!("{prefix} {}", c.get_name()).trim().to_owned();
+            if c.has_subcommands() {
+                for s in c.get_subcommands() {
+                    leaves(s, &name, out);
+                }
+            } else {
+                let json = c.get_arguments().any(|a| a.get_id() == "json");
+                out.push((name, json));
+            }
+        }
+        let mut all = Vec::new();
+        leaves(&super::Cli::command(), "", &mut all);
+        assert!(all.len() > 25, "{all:?}");
+        let missing: Vec<&String> = all
+            .iter()
+            .filter(|(n, json)| !json && !NO_JSON.contains(&n.as_str()))
+            .map(|(n, _)| n)
+            .collect();
+        assert!(missing.is_empty(), "commands without --json: {missing:?}");
+        for n in NO_JSON {
+            assert!(
+                all.iter().any(|(m, _)| m == n),
+                "{n} is no longer a command"
+            );
+        }
     }
 }
