@@ -255,3 +255,70 @@ fn the_download_progress_bar_knows_its_total_and_gives_an_eta() {
         "the bar shows the total and an ETA: {screen:?}"
     );
 }
+
+/// `-v` shows each failover as a warning; without it only the summary
+/// counts them (issue 19: "`-v` shows warnings (failovers, retries) and
+/// `-vv` debug").
+#[test]
+fn failover_warnings_show_with_v_and_the_summary_counts_them_without() {
+    let _timer = Timer::start("failover_warnings_show_with_v_and_the_summary_counts_them_without");
+    let mut g = start(GridOptions::default());
+    keys_init(&g, "alice");
+    ok(lors(&g, "alice", &["mkdir", "-p", "/vo1/alice/v"]));
+    let data = bytes(1 << 20, 11);
+    // Two replicas of every block, on depots 0 and 1 only: consecutive
+    // blocks start from different replicas, so with depot 0 gone at least
+    // one block fails over.
+    let d0 = g.depots[0].tls_addr.clone().expect("TLS port");
+    let d1 = g.depots[1].tls_addr.clone().expect("TLS port");
+    upload(
+        &g,
+        "alice",
+        "v.bin",
+        &data,
+        "/vo1/alice/v/f",
+        &[
+            "--copies",
+            "2",
+            "--depot",
+            &d0,
+            "--depot",
+            &d1,
+            "--block-size",
+            "128KiB",
+            "--quiet",
+        ],
+    );
+    g.kill_depot(0);
+    let out = g.user("alice").dir.join("v.out");
+    let run = |extra: &[&str]| {
+        let mut args = vec!["download", "/vo1/alice/v/f", s(&out)];
+        args.extend_from_slice(extra);
+        let mut c = lors_cmd(&g, "alice", &args);
+        c.env_remove("RUST_LOG");
+        let o = run_limited(c, LORS_LIMIT);
+        assert_eq!(code(&o), 0, "{}", text(&o));
+        assert_file_is(&out, &data, "download with a depot down");
+        o
+    };
+    let o = run(&[]);
+    assert!(stdout(&o).contains("failovers"), "{}", text(&o));
+    assert!(
+        !stderr(&o).contains("trying another replica"),
+        "no warnings without -v: {}",
+        text(&o)
+    );
+    let o = run(&["-v"]);
+    assert!(
+        stderr(&o).contains("trying another replica"),
+        "-v shows the failover: {}",
+        text(&o)
+    );
+    assert!(!stderr(&o).contains("DEBUG"), "{}", text(&o));
+    let o = run(&["-vv"]);
+    assert!(
+        stderr(&o).contains("DEBUG"),
+        "-vv shows debug: {}",
+        text(&o)
+    );
+}

@@ -42,9 +42,10 @@ const MAX_PASSWORD: u64 = 4096;
                   The proxy is $X509_USER_PROXY, else /tmp/x509up_u<uid>."
 )]
 pub(crate) struct Cli {
-    /// Show more on standard error: -v what is going on (info), -vv
-    /// debug, -vvv trace. Warnings (failovers, retries) show without it.
-    /// RUST_LOG, when set, decides instead.
+    /// Show more on standard error: -v warnings (each failover and retry)
+    /// and what is going on (info), -vv debug, -vvv trace. Without it only
+    /// errors (summaries still count failovers). RUST_LOG, when set,
+    /// decides instead.
     #[arg(short, long, action = clap::ArgAction::Count, global = true)]
     verbose: u8,
     #[command(subcommand)]

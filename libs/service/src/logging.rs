@@ -49,19 +49,24 @@ pub fn init_daemon(default: &str) {
     init(default, Style::Daemon)
 }
 
-/// A command-line tool's logging: `RUST_LOG`, else warnings (failovers,
-/// retries), `-v` info, `-vv` debug, `-vvv` trace. Standard output stays
-/// the tool's own.
+/// A command-line tool's logging: `RUST_LOG`, else errors only (the tool
+/// says what failed, and its summaries count failovers), `-v` warnings
+/// (each failover and retry) and what is going on (info), `-vv` debug,
+/// `-vvv` trace. Standard output stays the tool's own.
 pub fn init_cli(verbose: u8) {
-    let level = match verbose {
-        // rustls's own warnings (alerts) would only precede the tool's
-        // error message, which says what failed.
-        0 => "warn,rustls=error",
-        1 => "info",
+    init(cli_level(verbose), Style::Cli)
+}
+
+/// The filter [`init_cli`] installs for `verbose`.
+pub fn cli_level(verbose: u8) -> &'static str {
+    match verbose {
+        // rustls's own alerts would only precede the tool's error
+        // message, which says what failed.
+        0 => "error,rustls=off",
+        1 => "info,rustls=error",
         2 => "debug",
         _ => "trace",
-    };
-    init(level, Style::Cli)
+    }
 }
 
 #[cfg(test)]
