@@ -15,20 +15,14 @@
 //! Figures are printed next to their targets; missed targets are reported,
 //! never fatal. Run with `cargo bench -p ibp-benches --bench secure_ops`.
 
-use std::io::{BufRead, BufReader};
-use std::path::Path;
-use std::process::{Child, Command, Stdio};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use anyhow::{bail, Context};
-use ibp_auth::tokens::{DepotGrant, FileTicket};
-use ibp_auth::unix_now;
-use ibp_benches::pki::{mint, Pki};
+use anyhow::bail;
+use ibp_benches::pki::mint;
+use ibp_benches::secure::{grant, raw_tls, session, ticket, SecureDepot};
 use ibp_benches::{depot_binary, gbps, payload, Samples, MB};
 use ibp_depot_client::{DataClient, IbpClient, SecureClient};
 use ibp_proto::{Reliability, Rid};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 const FILE: &str = "6f0e1d2c-3b4a-4958-8776-a5b4c3d2e1f0";
 const BULK: usize = 100 * MB;
@@ -42,196 +36,6 @@ const PAPER_AUTH_MS: f64 = 14.5;
 const TARGET_ALLOC_MS: f64 = 0.15;
 const TARGET_CRYPTO_VS_LEGACY: f64 = 0.90;
 const TARGET_FULL_VS_TLS: f64 = 0.70;
-
-/// The depot's three ports.
-struct Depot {
-    child: Child,
-    legacy: String,
-    tls: String,
-    data: String,
-    _stdout: BufReader<std::process::ChildStdout>,
-}
-
-impl Drop for Depot {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn start_depot(bin: &Path, dir: &Path) -> anyhow::Result<Depot> {
-    let cfg = dir.join("depot.toml");
-    std::fs::write(
-        &cfg,
-        format!(
-            // The legacy-port baseline stores 100 MB from one address.
-            "legacy_max_size = \"50%\"\nlegacy_per_address_bytes = \"50%\"\ntls_listen = \"127.0.0.1:0\"\ndata_listen = \"127.0.0.1:0\"\ntls_cert = \"{}\"\ntls_key = \"{}\"\ntrust_dir = \"{}\"\n\n[[vo]]\nname = \"vo1\"\nmax_size = \"1GiB\"\nmax_duration = \"1h\"\n",
-            dir.join("depot.pem").display(),
-            dir.join("depot.key").display(),
-            dir.join("trust").display()
-        ),
-    )?;
-    let data = dir.join("data");
-    std::fs::create_dir_all(&data)?;
-    let mut child = Command::new(bin)
-        .args([
-            "serve",
-            "--listen",
-            "127.0.0.1:0",
-            "--hostname",
-            "127.0.0.1",
-            "--hard-size",
-            "4GiB",
-            "--max-duration",
-            "1h",
-            "--sync",
-            "batch",
-            "--config",
-        ])
-        .arg(&cfg)
-        .arg("--data")
-        .arg(&data)
-        .env("RUST_LOG", "warn")
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(std::fs::File::create(dir.join("depot.log"))?)
-        .spawn()
-        .with_context(|| format!("start {}", bin.display()))?;
-    let mut stdout = BufReader::new(child.stdout.take().context("stdout")?);
-    let mut line = |prefix: &str| -> anyhow::Result<String> {
-        let mut l = String::new();
-        stdout.read_line(&mut l)?;
-        match l.trim().strip_prefix(prefix) {
-            Some(a) => Ok(a.to_owned()),
-            None => bail!(
-                "depot said {l:?}, expected {prefix:?}; log:\n{}",
-                std::fs::read_to_string(dir.join("depot.log")).unwrap_or_default()
-            ),
-        }
-    };
-    let legacy = line("listening on ")?;
-    let tls = line("tls listening on ")?;
-    let data = line("data listening on ")?;
-    Ok(Depot {
-        child,
-        legacy,
-        tls,
-        data,
-        _stdout: stdout,
-    })
-}
-
-fn grant(pki: &Pki, depot: &Depot) -> anyhow::Result<String> {
-    let now = unix_now();
-    Ok(DepotGrant {
-        depot: depot.tls.clone(),
-        vo: "vo1".into(),
-        vo_id: "vo1:0001".into(),
-        holder: pki.user.key_hash()?,
-        issued: now,
-        not_after: now + 1800,
-    }
-    .sign(&pki.lbone))
-}
-
-fn ticket(pki: &Pki) -> anyhow::Result<String> {
-    let now = unix_now();
-    Ok(FileTicket {
-        file: FILE.into(),
-        vo: "vo1".into(),
-        vo_id: "vo1:0001".into(),
-        holder: pki.user.key_hash()?,
-        issued: now,
-        not_after: now + 1800,
-    }
-    .sign(&pki.mdm))
-}
-
-async fn session(
-    cfg: &Arc<rustls::ClientConfig>,
-    depot: &Depot,
-    grant: &str,
-) -> anyhow::Result<SecureClient> {
-    let mut c = SecureClient::connect_with(&depot.tls, "127.0.0.1", cfg).await?;
-    c.set_timeout(Duration::from_secs(60));
-    c.auth(grant).await?;
-    Ok(c)
-}
-
-/// Raw TLS 1.3 throughput on loopback: one tokio-rustls connection, the
-/// depot's certificate and cipher-suite preference, `bytes` in
-/// [`TLS_CHUNK`] writes. Returns GB/s (median of `reps`).
-async fn raw_tls(pki: &Pki, bytes: usize, reps: usize) -> anyhow::Result<(f64, String)> {
-    use rustls_pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
-    let mut provider = rustls::crypto::ring::default_provider();
-    provider
-        .cipher_suites
-        .sort_by_key(|s| s.suite() != rustls::CipherSuite::TLS13_AES_128_GCM_SHA256);
-    let mut server = rustls::ServerConfig::builder_with_provider(Arc::new(provider))
-        .with_protocol_versions(&[&rustls::version::TLS13])?
-        .with_no_client_auth()
-        .with_single_cert(
-            vec![CertificateDer::from(pki.server_cert.clone())],
-            PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(pki.server_key.clone())),
-        )?;
-    server.ignore_client_order = true;
-    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(server));
-    let connector = tokio_rustls::TlsConnector::from(Arc::new(ibp_auth::tls::client_config(
-        &pki.client_trust,
-        None,
-    )?));
-    let data = Arc::new(payload(TLS_CHUNK));
-    let mut s = Samples::default();
-    let mut suite = String::new();
-    for _ in 0..reps {
-        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-        let addr = l.local_addr()?;
-        let acceptor = acceptor.clone();
-        let recv = tokio::spawn(async move {
-            let (tcp, _) = l.accept().await?;
-            tcp.set_nodelay(true)?;
-            let mut tls = acceptor.accept(tcp).await?;
-            let mut buf = vec![0u8; TLS_CHUNK];
-            let mut got = 0usize;
-            let t = Instant::now();
-            while got < bytes {
-                let n = tls.read(&mut buf).await?;
-                if n == 0 {
-                    break;
-                }
-                got += n;
-            }
-            tls.write_all(b"k").await?;
-            tls.flush().await?;
-            anyhow::Ok((got, t.elapsed()))
-        });
-        let tcp = tokio::net::TcpStream::connect(addr).await?;
-        tcp.set_nodelay(true)?;
-        let name = rustls_pki_types::ServerName::try_from("127.0.0.1")?;
-        let mut tls = connector.connect(name, tcp).await?;
-        suite = format!(
-            "{:?}",
-            tls.get_ref().1.negotiated_cipher_suite().map(|s| s.suite())
-        );
-        let t = Instant::now();
-        let mut sent = 0;
-        while sent < bytes {
-            let n = (bytes - sent).min(TLS_CHUNK);
-            tls.write_all(&data[..n]).await?;
-            sent += n;
-        }
-        tls.flush().await?;
-        let mut ack = [0u8; 1];
-        tls.read_exact(&mut ack).await?;
-        let elapsed = t.elapsed();
-        let (got, _) = recv.await??;
-        if got != bytes {
-            bail!("raw TLS receiver got {got} of {bytes} bytes");
-        }
-        s.push(elapsed);
-    }
-    Ok((gbps(bytes, s.median()), suite))
-}
 
 fn verdict(ok: bool) -> &'static str {
     if ok {
@@ -261,9 +65,15 @@ async fn main() -> anyhow::Result<()> {
     );
     let dir = tempfile::tempdir()?;
     let pki = mint(dir.path())?;
-    let depot = start_depot(&bin.path, dir.path())?;
-    let grant = grant(&pki, &depot)?;
-    let ticket = ticket(&pki)?;
+    let depot = SecureDepot::start(
+        &bin.path,
+        &dir.path().join("depot"),
+        &dir.path().join("trust"),
+        &pki,
+        "depot",
+    )?;
+    let grant = grant(&pki, &depot.tls, pki.user.key_hash()?);
+    let ticket = ticket(&pki, FILE)?;
     let _ = &pki.ca;
     // A client builds its TLS configuration once (roots, key) and reuses it.
     let cfg = SecureClient::config(&pki.client_trust, &pki.user)?;
@@ -343,7 +153,7 @@ async fn main() -> anyhow::Result<()> {
     }
     let [legacy_store, crypto_store, full_store, legacy_load, crypto_load, full_load] =
         t.map(|mut s| gbps(BULK, s.median()));
-    let (tls_rate, suite) = raw_tls(&pki, BULK, BULK_REPS).await?;
+    let (tls_rate, suite) = raw_tls(&pki, BULK, TLS_CHUNK, BULK_REPS).await?;
 
     println!();
     println!("IBP_auth and sessions ({AUTH_N} handshakes, {ALLOC_N} ALLOCATEs):");

@@ -8,6 +8,7 @@
 //! 1 GB/s = 10^9 bytes per second.
 
 pub mod pki;
+pub mod secure;
 
 use std::fs::{self, File};
 use std::io::{BufRead, BufReader, Read, Write};

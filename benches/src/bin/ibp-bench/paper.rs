@@ -1,0 +1,292 @@
+//! The paper's depot experiment: per size and mode, the sequence Allocate
+//! (depot A), Store, Load, Allocate (depot B), Copy (A to B), repeated;
+//! every operation timed on its own. The modes take turns within each
+//! repetition (rotated), so drift in the machine's load affects them alike.
+//!
+//! - **legacy**: the plain IBP 1.4 port; Copy is IBP's depot-to-depot SEND.
+//! - **crypto**: ALLOCATE and COPY in an authenticated TLS session, STORE
+//!   and LOAD on a crypto-level data connection (sealed request lines, data
+//!   in clear).
+//! - **full**: everything inside the TLS session.
+//!
+//! At the crypto and full levels Copy is the same secure COPY: depot A
+//! authenticates at depot B with its own certificate and a grant bound to
+//! its key, and the bytes move between the depots over TLS.
+
+use std::time::Instant;
+
+use anyhow::{bail, Context};
+use ibp_benches::pki::mint;
+use ibp_benches::secure::{grant, session, ticket, SecureDepot};
+use ibp_benches::{depot_binary, payload, Samples, MB};
+use ibp_depot_client::{Caps, DataClient, IbpClient, SecureClient};
+use ibp_proto::{Reliability, Rid};
+
+use crate::report::{self, Sample};
+use crate::PaperArgs;
+
+/// The file UUID the secure allocations are bound to.
+const FILE: &str = "6f0e1d2c-3b4a-4958-8776-a5b4c3d2e1f0";
+/// Allocation lifetime (seconds).
+const DURATION: i64 = 600;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Mode {
+    Legacy,
+    Crypto,
+    Full,
+}
+
+impl Mode {
+    pub const ALL: [Mode; 3] = [Mode::Legacy, Mode::Crypto, Mode::Full];
+    pub fn name(self) -> &'static str {
+        match self {
+            Mode::Legacy => "legacy",
+            Mode::Crypto => "crypto",
+            Mode::Full => "full-crypto",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Op {
+    Allocate,
+    Store,
+    Load,
+    Allocate2,
+    Copy,
+}
+
+impl Op {
+    pub const ALL: [Op; 5] = [Op::Allocate, Op::Store, Op::Load, Op::Allocate2, Op::Copy];
+    pub fn name(self) -> &'static str {
+        match self {
+            Op::Allocate => "allocate",
+            Op::Store => "store",
+            Op::Load => "load",
+            Op::Allocate2 => "allocate_target",
+            Op::Copy => "copy",
+        }
+    }
+}
+
+/// Connections to both depots, one set per mode.
+struct Clients {
+    legacy_a: IbpClient,
+    legacy_b: IbpClient,
+    session_a: SecureClient,
+    session_b: SecureClient,
+    data_a: DataClient,
+    /// The session the crypto-level connection belongs to, kept open.
+    _data_session: SecureClient,
+    /// A grant for depot B held by depot A's key (secure COPY).
+    copy_grant: String,
+    ticket: String,
+}
+
+pub fn run(a: &PaperArgs) -> anyhow::Result<()> {
+    if a.reps == 0 || a.sizes.is_empty() || a.sizes.iter().any(|&s| s == 0 || s > 1000) {
+        bail!("--reps must be at least 1 and --sizes between 1 and 1000 MB");
+    }
+    std::fs::create_dir_all(&a.out).with_context(|| format!("create {}", a.out.display()))?;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?;
+    rt.block_on(run_async(a))
+}
+
+async fn run_async(a: &PaperArgs) -> anyhow::Result<()> {
+    let started = Instant::now();
+    let bin = match &a.depot_bin {
+        Some(p) => p.clone(),
+        None => depot_binary()?.path,
+    };
+    let dir = tempfile::tempdir()?;
+    let pki = mint(dir.path())?;
+    let trust = dir.path().join("trust");
+    eprintln!("ibp-bench paper: measuring this machine's limits");
+    let limits = crate::limits::measure(&pki, &a.out, a.limit_mb.max(1) * MB).await?;
+    let depot_a = SecureDepot::start(&bin, &dir.path().join("a"), &trust, &pki, "depot-a")?;
+    let depot_b = SecureDepot::start(&bin, &dir.path().join("b"), &trust, &pki, "depot-b")?;
+    let cfg = SecureClient::config(&pki.client_trust, &pki.user)?;
+    let user = pki.user.key_hash()?;
+    let grant_a = grant(&pki, &depot_a.tls, user);
+    let grant_b = grant(&pki, &depot_b.tls, user);
+
+    // Table 1: IBP_auth (a fresh TLS 1.3 handshake + AUTH).
+    eprintln!("ibp-bench paper: IBP_auth x {}", a.auth_reps);
+    let mut auth = Samples::default();
+    for _ in 0..a.auth_reps.max(1) {
+        let t = Instant::now();
+        let c = session(&cfg, &depot_a, &grant_a).await?;
+        auth.push(t.elapsed());
+        drop(c);
+    }
+
+    let session_a = session(&cfg, &depot_a, &grant_a).await?;
+    let mut data_session = session(&cfg, &depot_a, &grant_a).await?;
+    let cs = data_session.open_crypto().await?;
+    let mut data_a = DataClient::connect(&depot_a.data, &cs).await?;
+    data_a.set_timeout(std::time::Duration::from_secs(120));
+    let mut c = Clients {
+        legacy_a: legacy(&depot_a.legacy).await?,
+        legacy_b: legacy(&depot_b.legacy).await?,
+        data_a,
+        _data_session: data_session,
+        session_a,
+        session_b: session(&cfg, &depot_b, &grant_b).await?,
+        copy_grant: grant(&pki, &depot_b.tls, depot_a.key_hash),
+        ticket: ticket(&pki, FILE)?,
+    };
+
+    let mut samples: Vec<Sample> = Vec::new();
+    let mut buf: Vec<u8> = Vec::new();
+    for &mb in &a.sizes {
+        let size = mb as usize * MB;
+        let data = payload(size);
+        eprintln!(
+            "ibp-bench paper: {mb} MB x {} reps x {} modes",
+            a.reps,
+            Mode::ALL.len()
+        );
+        for rep in 0..a.reps {
+            for k in 0..Mode::ALL.len() {
+                let mode = Mode::ALL[(rep + k) % Mode::ALL.len()];
+                let times = sequence(&mut c, mode, &data, &mut buf)
+                    .await
+                    .with_context(|| format!("{} at {mb} MB, repetition {rep}", mode.name()))?;
+                for (op, secs) in times {
+                    samples.push(Sample {
+                        mode,
+                        op,
+                        size_mb: mb,
+                        rep,
+                        secs,
+                    });
+                }
+            }
+        }
+    }
+    let r = report::Report {
+        args: a.clone(),
+        limits,
+        auth,
+        samples,
+        seconds: started.elapsed().as_secs_f64(),
+    };
+    let written = report::write(&r, &a.out, a.font.as_deref())?;
+    for p in &written {
+        println!("wrote {}", p.display());
+    }
+    drop((depot_a, depot_b));
+    Ok(())
+}
+
+async fn legacy(addr: &str) -> anyhow::Result<IbpClient> {
+    let mut c = IbpClient::connect(addr).await?;
+    c.set_timeout(std::time::Duration::from_secs(120));
+    Ok(c)
+}
+
+/// One Allocate, Store, Load, Allocate, Copy in `mode`; the allocations
+/// are released afterwards (not timed). Returns each operation's seconds.
+async fn sequence(
+    c: &mut Clients,
+    mode: Mode,
+    data: &[u8],
+    buf: &mut Vec<u8>,
+) -> anyhow::Result<Vec<(Op, f64)>> {
+    let size = data.len() as u64;
+    let mut out = Vec::with_capacity(Op::ALL.len());
+    let mut t = Instant::now();
+    let mut lap = |op: Op, out: &mut Vec<(Op, f64)>| {
+        out.push((op, t.elapsed().as_secs_f64()));
+        t = Instant::now();
+    };
+    let (a, b): (Caps, Caps) = match mode {
+        Mode::Legacy => {
+            let a = c
+                .legacy_a
+                .allocate(Rid(0), Reliability::Hard, DURATION, size)
+                .await?;
+            lap(Op::Allocate, &mut out);
+            c.legacy_a.store(&a.write, data).await?;
+            lap(Op::Store, &mut out);
+            let n = c.legacy_a.load_into(&a.read, 0, size, buf).await?;
+            lap(Op::Load, &mut out);
+            check_load(n, buf, data)?;
+            let b = c
+                .legacy_b
+                .allocate(Rid(0), Reliability::Hard, DURATION, size)
+                .await?;
+            lap(Op::Allocate2, &mut out);
+            let n = c.legacy_a.copy(&a.read, &b.write, 0, size).await?;
+            lap(Op::Copy, &mut out);
+            check_count("COPY", n, size)?;
+            (a, b)
+        }
+        Mode::Crypto | Mode::Full => {
+            let a = c
+                .session_a
+                .allocate(Rid(0), Reliability::Hard, DURATION, size)
+                .await?;
+            lap(Op::Allocate, &mut out);
+            if mode == Mode::Crypto {
+                c.data_a.store(&a.write, FILE, data).await?;
+            } else {
+                c.session_a.store(&a.write, FILE, data).await?;
+            }
+            lap(Op::Store, &mut out);
+            let n = if mode == Mode::Crypto {
+                c.data_a.load_into(&a.read, 0, size, &c.ticket, buf).await?
+            } else {
+                c.session_a
+                    .load_into(&a.read, 0, size, &c.ticket, buf)
+                    .await?
+            };
+            lap(Op::Load, &mut out);
+            check_load(n, buf, data)?;
+            let b = c
+                .session_b
+                .allocate(Rid(0), Reliability::Hard, DURATION, size)
+                .await?;
+            lap(Op::Allocate2, &mut out);
+            let n = c
+                .session_a
+                .copy(&a.read, &b.write, 0, size, &c.copy_grant, FILE)
+                .await?;
+            lap(Op::Copy, &mut out);
+            check_count("secure COPY", n, size)?;
+            (a, b)
+        }
+    };
+    // Released before the next sequence (not timed).
+    match mode {
+        Mode::Legacy => {
+            c.legacy_a.decr(&a.manage, 1).await?;
+            c.legacy_b.decr(&b.manage, 1).await?;
+        }
+        Mode::Crypto | Mode::Full => {
+            c.session_a.decr(&a.manage, 1).await?;
+            c.session_b.decr(&b.manage, 1).await?;
+        }
+    }
+    Ok(out)
+}
+
+fn check_count(what: &str, n: u64, size: u64) -> anyhow::Result<()> {
+    if n != size {
+        bail!("{what} moved {n} of {size} bytes");
+    }
+    Ok(())
+}
+
+/// A LOAD must return the bytes stored (checked outside the timing).
+fn check_load(n: u64, buf: &[u8], data: &[u8]) -> anyhow::Result<()> {
+    check_count("LOAD", n, data.len() as u64)?;
+    if buf.get(..data.len()) != Some(data) {
+        bail!("LOAD returned other bytes than were stored");
+    }
+    Ok(())
+}
