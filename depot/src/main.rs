@@ -21,6 +21,8 @@ mod demo;
 struct Cli {
     #[command(subcommand)]
     command: Cmd,
+    #[command(flatten)]
+    log: ibp_service::logging::LogArgs,
 }
 
 #[derive(Subcommand)]
@@ -42,7 +44,7 @@ enum Cmd {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    ibp_service::logging::init_daemon("info");
+    ibp_service::logging::init_daemon_with("info", cli.log);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

@@ -22,6 +22,8 @@ use serde_json::{json, Map, Value};
 struct Cli {
     #[command(subcommand)]
     command: Cmd,
+    #[command(flatten)]
+    log: ibp_service::logging::LogArgs,
 }
 
 #[derive(Subcommand)]
@@ -194,7 +196,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Cmd::Serve { config } => {
-            ibp_service::logging::init_daemon("info");
+            ibp_service::logging::init_daemon_with("info", cli.log);
             Config::load(&config).and_then(|cfg| runtime(true)?.block_on(serve(cfg)))
         }
         Cmd::Init { dir, force } => init(&dir, force),

@@ -17,6 +17,8 @@ use metadata_manager::config::Config;
 struct Cli {
     #[command(subcommand)]
     command: Cmd,
+    #[command(flatten)]
+    log: ibp_service::logging::LogArgs,
 }
 
 #[derive(Subcommand)]
@@ -61,8 +63,8 @@ fn main() -> ExitCode {
     unsafe {
         libc::mallopt(libc::M_ARENA_MAX, 2);
     }
-    ibp_service::logging::init_daemon("info");
     let cli = Cli::parse();
+    ibp_service::logging::init_daemon_with("info", cli.log);
     let result = match cli.command {
         Cmd::Serve { config } => Config::load(&config).and_then(|cfg| {
             tokio::runtime::Builder::new_multi_thread()

@@ -15,6 +15,8 @@ use online_ca::{admin, config, init, server};
 struct Cli {
     #[command(subcommand)]
     cmd: Cmd,
+    #[command(flatten)]
+    log: ibp_service::logging::LogArgs,
 }
 
 #[derive(Debug, Subcommand)]
@@ -59,8 +61,8 @@ enum Cmd {
 }
 
 fn main() -> ExitCode {
-    ibp_service::logging::init_daemon("info");
     let cli = Cli::parse();
+    ibp_service::logging::init_daemon_with("info", cli.log);
     let rt = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

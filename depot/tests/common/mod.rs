@@ -62,6 +62,13 @@ impl DepotBuilder {
         }
     }
 
+    /// An environment variable of the depot process.
+    #[allow(dead_code)]
+    pub fn env(mut self, key: &str, value: &str) -> Self {
+        self.env.push((key.to_owned(), value.to_owned()));
+        self
+    }
+
     /// Runs the depot on `clock` (its wall clock moves when the test
     /// advances it).
     pub fn clock(mut self, clock: &ibp_testkit::clock::ProcessClock) -> Self {
