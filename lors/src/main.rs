@@ -4,6 +4,7 @@
 
 #![forbid(unsafe_code)]
 
+mod cli_cleanup;
 mod cli_docs;
 mod cli_files;
 mod cli_keys;
@@ -107,6 +108,9 @@ enum Command {
     /// VO admins: list, add, remove or restore the VO's members
     #[command(subcommand)]
     Members(cli_files::MembersCommand),
+    /// Release what killed uploads left allocated on the depots (from the
+    /// journals of allocations in flight); --dry-run lists it
+    Cleanup(cli_cleanup::CleanupArgs),
     /// Print a completion script for bash, zsh or fish (e.g. `lors
     /// completions bash > /etc/bash_completion.d/lors`)
     Completions(cli_docs::CompletionsArgs),
@@ -606,6 +610,7 @@ fn main() -> ExitCode {
         Command::Usage(a) => cli_files::usage(a),
         Command::Whoami(a) => cli_files::whoami(a),
         Command::Members(c) => cli_files::members(c),
+        Command::Cleanup(a) => cli_cleanup::cleanup(a),
         Command::Completions(a) => cli_docs::completions(a),
         Command::Man(a) => cli_docs::man(a),
     };

@@ -36,6 +36,7 @@ use crate::transfer::{self, Pool, SecureSetup, Target};
 
 mod access;
 mod download;
+mod inflight;
 mod journal;
 mod maintenance;
 mod output;
@@ -46,6 +47,9 @@ mod writer;
 pub use access::{access_for, download_pool, offer, placed, read_pool, targets, Placement};
 pub use download::{
     download, download_with, open, read_xnd, DownloadSummary, Opened, Resume, Source,
+};
+pub use inflight::{
+    cleanup, cleanup_in, CleanupOptions, CleanupReport, JournalOutcome, JournalState,
 };
 pub use maintenance::{augment, check, refresh, repair, trim, Maintained};
 pub use output::{download_to_path, Output, Part};

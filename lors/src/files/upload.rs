@@ -17,6 +17,7 @@ use serde::Serialize;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
+use super::inflight::{self, InFlight};
 use super::journal::{self, Journal, UploadBlock, UploadHeader};
 use super::{
     key_sidecar, need_key, need_mdm, note_not_freed, placed, reliability, write_atomic,
@@ -221,6 +222,7 @@ where
         plan = journaled(grid, jpath, dest, size_hint, s, plan)?;
     }
     let (targets, pool) = depots_for(grid, s, size_hint).await?;
+    let inflight = start_inflight(dest, journal);
     let opts = UploadOptions {
         file: plan.file,
         version: plan.base_version + 1,
@@ -236,11 +238,15 @@ where
         on_block: plan.on_block,
         cancel: ctl.cancel.clone(),
     };
-    let x = match transfer::upload(src, &targets, pool.clone(), &opts, progress).await {
+    let hook = inflight.as_ref().map(alloc_hook);
+    let x = match transfer::upload_tracked(src, &targets, pool.clone(), &opts, progress, hook).await
+    {
         Ok(x) => x,
         Err(e) => {
             ctl.note(&e);
-            return Err(e.into());
+            let left = matches!(e, TransferError::NotFreed { .. });
+            let e = Error::from(e);
+            return Err(end_inflight(inflight, left, journal, e));
         }
     };
     let xml = exnode::to_xml(&x);
@@ -254,9 +260,14 @@ where
         Ok(v) => v,
         Err(e) => {
             let outcomes = maintain::release_mappings(&pool, &x.mappings).await;
-            return Err(note_not_freed(e, &outcomes));
+            let left = outcomes.iter().any(|o| !o.ok);
+            let e = note_not_freed(e, &outcomes);
+            return Err(end_inflight(inflight, left, None, e));
         }
     };
+    if let Some(j) = inflight {
+        j.finish();
+    }
     let secs = started.elapsed().as_secs_f64();
     Ok(UploadSummary {
         dest: dest_text,
@@ -271,6 +282,46 @@ where
         seconds: secs,
         mib_per_s: x.size as f64 / (1 << 20) as f64 / secs.max(1e-9),
     })
+}
+
+/// The journal of this upload's allocations in flight (see
+/// [`super::inflight`]), continuing the `--resume` journal's if any; none
+/// (with a warning) if it cannot be made: the upload goes on without.
+fn start_inflight(dest: &Dest, resume: Option<&Path>) -> Option<Arc<InFlight>> {
+    let Some(dir) = inflight::state_dir() else {
+        tracing::warn!("no $HOME or $XDG_STATE_HOME: this upload's allocations are not journaled (lors cleanup cannot find them if it is killed)");
+        return None;
+    };
+    match InFlight::start(&dir, &dest_text(dest), resume) {
+        Ok(j) => Some(Arc::new(j)),
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot journal this upload's allocations (lors cleanup cannot find them if it is killed)");
+            None
+        }
+    }
+}
+
+/// Records each allocation in the journal as it is made.
+fn alloc_hook(j: &Arc<InFlight>) -> transfer::AllocHook {
+    let j = j.clone();
+    Arc::new(move |depot: &str, level: Security, manage: &str| j.record(depot, level, manage))
+}
+
+/// A failed upload's journal of allocations: removed if nothing of the
+/// upload is left on the depots; kept if its clean-up `left` some (then
+/// `e` says `lors cleanup` retries) or its `--resume` journal keeps
+/// blocks for the next run.
+fn end_inflight(j: Option<Arc<InFlight>>, left: bool, resume: Option<&Path>, e: Error) -> Error {
+    let Some(j) = j else {
+        return e;
+    };
+    if left {
+        return e.with_note("`lors cleanup` tries to free them again");
+    }
+    if !resume.is_some_and(Path::exists) {
+        j.finish();
+    }
+    e
 }
 
 /// Secure depots demand a metadata-manager ticket to read: an `--xnd`

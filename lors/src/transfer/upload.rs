@@ -73,6 +73,12 @@ pub struct UploadOptions {
 /// Called with a stored block's index, mappings and group.
 pub type BlockHook = Arc<dyn Fn(u64, &[Mapping], Option<&EcGroup>) + Send + Sync>;
 
+/// Called with each allocation made (its depot, security level and MANAGE
+/// capability) as soon as the depot answers the ALLOCATE, before anything
+/// is stored into it: the journal of allocations in flight that `lors
+/// cleanup` releases after a killed upload.
+pub type AllocHook = Arc<dyn Fn(&str, Security, &str) + Send + Sync>;
+
 /// What earlier runs of a resumed upload stored.
 #[derive(Debug, Default, Clone)]
 pub struct DoneBlocks {
@@ -118,7 +124,7 @@ impl Stored {
 /// Uploads `src` to `targets` and returns the exNode describing it. On
 /// error nothing is left allocated (best effort).
 pub async fn upload<R>(
-    mut src: R,
+    src: R,
     targets: &[Target],
     pool: Arc<Pool>,
     opts: &UploadOptions,
@@ -127,10 +133,29 @@ pub async fn upload<R>(
 where
     R: AsyncRead + Unpin,
 {
+    upload_tracked(src, targets, pool, opts, progress, None).await
+}
+
+/// [`upload`], calling `on_alloc` with each allocation as soon as it is
+/// made (before the store into it starts).
+pub async fn upload_tracked<R>(
+    mut src: R,
+    targets: &[Target],
+    pool: Arc<Pool>,
+    opts: &UploadOptions,
+    progress: Option<Progress>,
+    on_alloc: Option<AllocHook>,
+) -> Result<Exnode, TransferError>
+where
+    R: AsyncRead + Unpin,
+{
     check_options(opts, targets)?;
     let made: Arc<Mutex<Vec<Made>>> = Arc::default();
     let stored: Arc<Mutex<HashSet<u64>>> = Arc::default();
-    let result = run(&mut src, targets, &pool, opts, progress, &made, &stored).await;
+    let result = run(
+        &mut src, targets, &pool, opts, progress, &made, &stored, on_alloc,
+    )
+    .await;
     pool.free_spare();
     match result {
         Ok(x) => Ok(x),
@@ -198,10 +223,27 @@ fn check_options(opts: &UploadOptions, targets: &[Target]) -> Result<(), Transfe
 /// PROBE: [`super::maintain::free_allocation`]), at most the pool's
 /// timeout each. Returns those not freed as `depot: reason`.
 pub(crate) async fn release_all(pool: &Arc<Pool>, made: &[Made]) -> Vec<String> {
+    let mut not_freed: Vec<String> = release_each(pool, made)
+        .await
+        .into_iter()
+        .flatten()
+        .collect();
+    not_freed.sort();
+    not_freed
+}
+
+/// [`release_all`], one outcome per allocation in `made`'s order: `None`
+/// freed, else `depot: reason`. At most
+/// [`super::maintain::MANAGE_IN_FLIGHT`] at once (each holds a depot
+/// connection; thousands at once would pass the depots' per-address
+/// connection limits).
+pub(crate) async fn release_each(pool: &Arc<Pool>, made: &[Made]) -> Vec<Option<String>> {
+    let sem = Arc::new(Semaphore::new(super::maintain::MANAGE_IN_FLIGHT));
     let mut set = JoinSet::new();
-    for m in made.iter().cloned() {
-        let pool = pool.clone();
+    for (i, m) in made.iter().cloned().enumerate() {
+        let (pool, sem) = (pool.clone(), sem.clone());
         set.spawn(async move {
+            let _permit = sem.acquire_owned().await;
             let t = pool.timeout();
             let r = if pool.is_down(&m.depot) {
                 Err("the depot did not answer earlier".to_owned())
@@ -213,19 +255,19 @@ pub(crate) async fn release_all(pool: &Arc<Pool>, made: &[Made]) -> Vec<String> 
                 .await
                 .unwrap_or_else(|_| Err(format!("no answer within {} s", t.as_secs())))
             };
-            r.err().map(|why| format!("{}: {why}", m.depot))
+            (i, r.err().map(|why| format!("{}: {why}", m.depot)))
         });
     }
-    let mut not_freed = Vec::new();
+    let mut out: Vec<Option<String>> = made
+        .iter()
+        .map(|m| Some(format!("{}: clean-up task failed", m.depot)))
+        .collect();
     while let Some(r) = set.join_next().await {
-        match r {
-            Ok(Some(line)) => not_freed.push(line),
-            Ok(None) => {}
-            Err(e) => not_freed.push(format!("clean-up task failed: {e}")),
+        if let Ok((i, r)) = r {
+            out[i] = r;
         }
     }
-    not_freed.sort();
-    not_freed
+    out
 }
 
 /// `e`, with the allocations its clean-up could not free (if any).
@@ -248,6 +290,7 @@ async fn run<R>(
     progress: Option<Progress>,
     made: &Arc<Mutex<Vec<Made>>>,
     stored: &Arc<Mutex<HashSet<u64>>>,
+    on_alloc: Option<AllocHook>,
 ) -> Result<Exnode, TransferError>
 where
     R: AsyncRead + Unpin,
@@ -317,6 +360,7 @@ where
             pool: pool.clone(),
             opts: opts.clone(),
             made: made.clone(),
+            on_alloc: on_alloc.clone(),
             progress: progress.clone(),
         };
         let (hook, stored, this) = (opts.on_block.clone(), stored.clone(), index);
@@ -403,6 +447,7 @@ struct BlockCtx {
     pool: Arc<Pool>,
     opts: UploadOptions,
     made: Arc<Mutex<Vec<Made>>>,
+    on_alloc: Option<AllocHook>,
     progress: Option<Progress>,
 }
 
@@ -491,6 +536,7 @@ impl BlockCtx {
                 pool: self.pool.clone(),
                 claimed: claimed.clone(),
                 made: self.made.clone(),
+                on_alloc: self.on_alloc.clone(),
                 opts_duration: self.opts.duration,
                 reliability: self.opts.reliability,
                 uuid: self.opts.file.to_string(),
@@ -576,6 +622,8 @@ pub(crate) struct Placer {
     /// block: never chosen again.
     pub claimed: Arc<Mutex<HashSet<String>>>,
     pub made: Arc<Mutex<Vec<Made>>>,
+    /// Told of each allocation before the store into it.
+    pub on_alloc: Option<AllocHook>,
     pub opts_duration: i64,
     pub reliability: Reliability,
     pub uuid: String,
@@ -643,6 +691,9 @@ impl Placer {
                 manage: manage.clone(),
                 block: self.block,
             });
+        if let Some(hook) = &self.on_alloc {
+            hook(depot, level, &manage);
+        }
         let expires = now().saturating_add(self.opts_duration);
         // The allocation is recorded: the store may be abandoned (and the
         // connection with it) without losing track of it.
