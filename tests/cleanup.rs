@@ -11,7 +11,14 @@
 //! - the journal of an upload still running is not touched by a
 //!   concurrent `lors cleanup`, and that upload completes;
 //! - a killed `--resume` upload's allocations are kept and listed (with
-//!   how to resume) until `--include-resumable`.
+//!   how to resume) until `--include-resumable`;
+//! - an upload that cannot fit in the user's quotas at the depots is
+//!   refused before any allocation (exit 3, saying what it needs and what
+//!   the quotas allow), one that fits goes through, and a quota refusal
+//!   at ALLOCATE is reported as one;
+//! - an upload asking for a longer duration than every depot grants is
+//!   refused before any allocation (exit 2), naming the longest allowed
+//!   and the option to pass.
 //!
 //! Every wait is on a condition and bounded; assertions are on exit codes,
 //! messages, depot state and bytes read back.
@@ -258,4 +265,128 @@ fn a_killed_upload_is_found_and_released_by_lors_cleanup() {
         0,
         "the --resume journal is gone too"
     );
+}
+
+/// Gives every depot of the grid a per-user quota of `quota` in vo1 and
+/// restarts them.
+fn set_user_quota(g: &mut Grid, quota: &str) {
+    for i in 0..g.depots.len() {
+        let path = g.depots[i].config.clone();
+        let text = std::fs::read_to_string(&path).expect("the depot's configuration");
+        let vo = "[[vo]]\nname = \"vo1\"\n";
+        assert!(text.contains(vo), "{text}");
+        let text = text.replacen(vo, &format!("{vo}user_quota = \"{quota}\"\n"), 1);
+        std::fs::write(&path, text).expect("write the configuration");
+        g.restart_depot(i).expect("the depot restarts");
+    }
+    g.wait_lbone_sees_all(Duration::from_secs(30))
+        .expect("the L-Bone sees the depots again");
+}
+
+#[test]
+fn an_upload_that_cannot_fit_the_quotas_or_the_duration_is_refused_before_any_data_moves() {
+    let _timer = Timer::start(
+        "an_upload_that_cannot_fit_the_quotas_or_the_duration_is_refused_before_any_data_moves",
+    );
+    let mut g = start(opts());
+    keys_init(&g, "alice");
+    set_user_quota(&mut g, "4MiB");
+    let dir = g.user("alice").dir.clone();
+    let base = held(&g);
+
+    // 6 MiB x 3 copies = 18 MiB; each depot holds at most one copy of
+    // each block, 4 MiB: 12 MiB.
+    let big = write(&dir, "big", &bytes(6 << 20, 1));
+    let o = lors(
+        &g,
+        "alice",
+        &[
+            "upload",
+            s(&big),
+            "/vo1/big",
+            "--copies",
+            "3",
+            "--block-size",
+            "1MiB",
+        ],
+    );
+    eprintln!("too big for the quotas: {}", text(&o));
+    assert_eq!(code(&o), 3, "{}", text(&o));
+    let err = stderr(&o);
+    assert!(
+        err.contains("not enough quota for this upload: it needs 18.0 MiB (6.0 MiB x 3 copies)")
+            && err.contains("allow 12.0 MiB")
+            && err.contains("left of your quota of 4.0 MiB"),
+        "{err}"
+    );
+    assert_eq!(held(&g), base, "no allocation was made");
+    assert!(journals(&g).is_empty(), "{:?}", journals(&g));
+
+    // 2 MiB x 3 copies fits.
+    let data = bytes(2 << 20, 2);
+    let fits = write(&dir, "fits", &data);
+    ok(lors(
+        &g,
+        "alice",
+        &[
+            "upload",
+            s(&fits),
+            "/vo1/fits",
+            "--copies",
+            "3",
+            "--block-size",
+            "1MiB",
+        ],
+    ));
+    download_is(
+        &g,
+        "alice",
+        "/vo1/fits",
+        &data,
+        "an upload within the quotas",
+    );
+    let after = held(&g);
+    assert_eq!(after.used, base.used + 3 * (2 << 20));
+
+    // One block of 3 MiB, 2 MiB left on each depot: no check before (a
+    // single block), every ALLOCATE refused by the quota, and said so.
+    let one = write(&dir, "one", &bytes(3 << 20, 3));
+    let o = lors(
+        &g,
+        "alice",
+        &["upload", s(&one), "/vo1/one", "--block-size", "4MiB"],
+    );
+    eprintln!("refused at ALLOCATE: {}", text(&o));
+    assert_eq!(code(&o), 3, "{}", text(&o));
+    let err = stderr(&o);
+    assert!(
+        err.contains("quota refusal") && err.contains("user quota exceeded"),
+        "{err}"
+    );
+    assert!(!err.contains("no depot left"), "{err}");
+    assert_eq!(held(&g), after, "nothing left allocated");
+
+    // A duration no depot grants (they allow 30 days).
+    let o = lors(
+        &g,
+        "alice",
+        &["upload", s(&fits), "/vo1/long", "--duration", "60d"],
+    );
+    eprintln!("too long: {}", text(&o));
+    assert_eq!(code(&o), 2, "{}", text(&o));
+    let err = stderr(&o);
+    assert!(
+        err.contains("no depot grants allocations of 60d")
+            && err.contains("the longest the depots allow is 30d")
+            && err.contains("pass --duration 30d or less"),
+        "{err}"
+    );
+    assert!(!err.contains("no depot left"), "{err}");
+    assert_eq!(held(&g), after, "no allocation was made");
+    // What it says to pass works.
+    ok(lors(
+        &g,
+        "alice",
+        &["upload", s(&fits), "/vo1/long", "--duration", "30d"],
+    ));
 }

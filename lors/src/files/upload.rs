@@ -27,6 +27,7 @@ use crate::credentials::Error;
 use crate::crypto::{self, DataKey, WrapContext};
 use crate::transfer::maintain;
 use crate::transfer::{self, Pool, Progress, Redundancy, Target, TransferError, UploadOptions};
+use ibp_service::units::{format_secs, format_size};
 
 /// Upload settings.
 #[derive(Debug, Clone)]
@@ -222,6 +223,11 @@ where
         plan = journaled(grid, jpath, dest, size_hint, s, plan)?;
     }
     let (targets, pool) = depots_for(grid, s, size_hint).await?;
+    // Like the destination check, for more than one block: a one-block
+    // upload that does not fit is refused by its one ALLOCATE.
+    if let (Some(n), None) = (size_hint.filter(|n| *n > s.block_size), &plan.done) {
+        check_quota(&targets, &pool, s, n).await?;
+    }
     let inflight = start_inflight(dest, journal);
     let opts = UploadOptions {
         file: plan.file,
@@ -641,6 +647,11 @@ async fn depots_for(
         .filter(|d| !targets.iter().any(|t| &t.depot == *d))
         .map(String::as_str)
         .collect();
+    if s.security != Security::Legacy {
+        if let Some(e) = too_long(grid, s, piece).await {
+            return Err(e);
+        }
+    }
     let why = if s.security == Security::Legacy {
         String::new()
     } else {
@@ -660,6 +671,162 @@ async fn depots_for(
         s.redundancy,
         s.redundancy.pieces(),
         targets.len(),
+    )))
+}
+
+/// When the L-Bone offered too few depots for the duration asked but
+/// offers enough for a shorter one: the error saying what the depots
+/// allow and which option to pass. `None` when the duration is not why
+/// (or the L-Bone cannot say).
+async fn too_long(grid: &Grid, s: &UploadSettings, piece: u64) -> Option<Error> {
+    let p = &s.placement;
+    if p.duration == 0 {
+        return None;
+    }
+    let offer = super::offer(grid, piece, 0, p.near.clone(), p.reliability)
+        .await
+        .ok()?;
+    let usable: Vec<_> = offer
+        .depots
+        .iter()
+        .filter(|d| d.tls_port.is_some())
+        .filter(|d| {
+            p.depots.is_empty()
+                || p.depots.iter().any(|w| {
+                    *w == d.address || *w == d.name || *w == format!("{}:{}", d.host, d.port)
+                })
+        })
+        .collect();
+    if usable.len() < s.redundancy.pieces() {
+        return None;
+    }
+    // The longest duration enough depots allow: the pieces-th largest.
+    let mut maxima: Vec<i64> = usable
+        .iter()
+        .map(|d| {
+            if d.max_duration < 0 {
+                i64::MAX
+            } else {
+                d.max_duration
+            }
+        })
+        .collect();
+    maxima.sort_unstable_by(|a, b| b.cmp(a));
+    let allowed = maxima[s.redundancy.pieces() - 1];
+    if allowed == i64::MAX || u64::try_from(allowed).is_ok_and(|a| a >= p.duration) {
+        return None;
+    }
+    Some(Error::Usage(format!(
+        "no depot grants allocations of {} ({} s) for {}: the longest the depots allow is {} \
+         ({} s); pass --duration {} or less (then `lors refresh` extends the file's life)",
+        format_secs(i64::try_from(p.duration).unwrap_or(i64::MAX)),
+        p.duration,
+        s.redundancy,
+        format_secs(allowed),
+        allowed,
+        duration_option(allowed),
+    )))
+}
+
+/// A duration as `--duration` takes it: whole days, hours or seconds.
+fn duration_option(secs: i64) -> String {
+    match secs {
+        s if s > 0 && s % 86_400 == 0 => format!("{}d", s / 86_400),
+        s if s > 0 && s % 3_600 == 0 => format!("{}h", s / 3_600),
+        s => s.to_string(),
+    }
+}
+
+/// Bytes an upload of `size` bytes reserves at the depots in all, and at
+/// most on any one depot (which holds at most one piece of each block).
+fn needed_bytes(size: u64, s: &UploadSettings) -> (u64, u64) {
+    let bs = s.block_size.max(1);
+    let (full, last) = (size / bs, size % bs);
+    match s.redundancy {
+        Redundancy::Copies(n) => (size.saturating_mul(u64::from(n)), size),
+        Redundancy::Ec { k, m } => {
+            let shard = |len: u64| transfer::codec::shard_size(len, k as usize);
+            let one = full.saturating_mul(shard(bs)).saturating_add(if last > 0 {
+                shard(last)
+            } else {
+                0
+            });
+            (one.saturating_mul(u64::from(k) + u64::from(m)), one)
+        }
+    }
+}
+
+/// Refuses, before any data moves, an upload whose bytes cannot fit in
+/// the caller's quotas at the depots it would use: each secure depot is
+/// asked (QUOTA, see docs/protocol.md) what the caller may still
+/// allocate there; a depot that cannot say counts as unlimited. The
+/// error says how much is needed and how much the quotas allow.
+async fn check_quota(
+    targets: &[Target],
+    pool: &Arc<Pool>,
+    s: &UploadSettings,
+    size: u64,
+) -> Result<(), Error> {
+    let secure: Vec<Target> = targets
+        .iter()
+        .filter(|t| t.security != Security::Legacy)
+        .cloned()
+        .collect();
+    if secure.is_empty() || size == 0 {
+        return Ok(());
+    }
+    let (need, per_depot) = needed_bytes(size, s);
+    let mut set = tokio::task::JoinSet::new();
+    for t in secure {
+        let pool = pool.clone();
+        set.spawn(async move {
+            let ask = async {
+                let mut c = pool.get(&t.depot, t.security).await.ok()?;
+                let r = c.quota().await;
+                pool.finish(&t.depot, t.security, c, r).ok()
+            };
+            let q = tokio::time::timeout(pool.timeout(), ask)
+                .await
+                .ok()
+                .flatten();
+            (t.depot, q)
+        });
+    }
+    let mut allow = 0u64;
+    let mut limited = Vec::new();
+    while let Some(r) = set.join_next().await {
+        let Ok((depot, q)) = r else {
+            return Ok(());
+        };
+        match q.and_then(|q| q.remaining().map(|left| (q, left))) {
+            Some((q, left)) => {
+                allow = allow.saturating_add(left.min(per_depot));
+                let user_left = q.user_limit.map(|l| l.saturating_sub(q.user_used));
+                let limit = match (q.user_limit, q.vo_limit) {
+                    (Some(u), _) if user_left == Some(left) => {
+                        format!("your quota of {}", format_size(u))
+                    }
+                    (_, Some(v)) => format!("the VO's quota of {}", format_size(v)),
+                    _ => "the quota".to_owned(),
+                };
+                limited.push(format!("{depot}: {} left of {limit}", format_size(left)));
+            }
+            None => allow = allow.saturating_add(per_depot),
+        }
+    }
+    if allow >= need {
+        return Ok(());
+    }
+    limited.sort();
+    Err(Error::Forbidden(format!(
+        "not enough quota for this upload: it needs {} ({} x {}), your quotas at the depots \
+         allow {} ({}); nothing was stored. Free space with `lors rm` (and `lors cleanup`), \
+         or ask for a larger quota",
+        format_size(need),
+        format_size(size),
+        s.redundancy,
+        format_size(allow),
+        limited.join("; ")
     )))
 }
 

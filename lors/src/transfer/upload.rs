@@ -30,8 +30,10 @@ use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 use super::pool::Pool;
-use super::{codec, now, Progress, Redundancy, Target, TransferError};
+use super::{codec, now, Progress, Redundancy, Refusal, Target, TransferError};
 use crate::crypto::{self, DataKey};
+use ibp_depot_client::ClientError;
+use ibp_proto::IbpError;
 
 /// Largest block size accepted (the IV derivation's limit is 64 GiB; a
 /// block is held in memory, so far less is sensible).
@@ -558,6 +560,10 @@ impl BlockCtx {
                     while set.join_next().await.is_some() {}
                     return Err(interrupted());
                 }
+                Err(e @ TransferError::Refused { .. }) => {
+                    while set.join_next().await.is_some() {}
+                    return Err(e);
+                }
                 Err(TransferError::PlacementFailed { last, .. }) => {
                     return Err(TransferError::PlacementFailed {
                         offset: self.offset,
@@ -643,6 +649,7 @@ impl Placer {
     ) -> Result<Stored, TransferError> {
         let mut candidate = preferred.or_else(|| self.next_candidate());
         let mut last = String::from("no depot was tried");
+        let mut refusals = Refusals::default();
         while let Some(t) = candidate {
             if self.cancel.is_cancelled() {
                 return Err(interrupted());
@@ -652,12 +659,15 @@ impl Placer {
                 Err(e @ TransferError::Interrupted { .. }) => return Err(e),
                 Err(e) => {
                     tracing::warn!("storing on {} failed: {e}", self.targets[t].depot);
+                    refusals.note(&e);
                     last = e.to_string();
                 }
             }
             candidate = self.next_candidate();
         }
-        Err(TransferError::PlacementFailed { offset: 0, last })
+        Err(refusals
+            .all_alike()
+            .unwrap_or(TransferError::PlacementFailed { offset: 0, last }))
     }
 
     /// An unclaimed depot, those not known to be down first; claims it.
@@ -721,5 +731,105 @@ impl Placer {
             manage,
             expires,
         })
+    }
+}
+
+/// The refusals of the depots tried for one piece: when all of them
+/// refused for the same reason of policy (a quota, the duration), that
+/// reason is the error, not "no depot left".
+#[derive(Default)]
+struct Refusals {
+    kind: Option<Refusal>,
+    /// A failure of another kind (or of another reason) was seen.
+    mixed: bool,
+    details: Vec<String>,
+}
+
+impl Refusals {
+    fn note(&mut self, e: &TransferError) {
+        let kind = match e {
+            TransferError::Depot(super::DepotError::Client { source, .. }) => match source {
+                ClientError::Refused {
+                    error: IbpError::WouldExceedLimit,
+                    reason,
+                } if reason.contains("quota") => Some(Refusal::Quota),
+                c if c.ibp() == Some(IbpError::LongDuration) => Some(Refusal::Duration),
+                _ => None,
+            },
+            _ => None,
+        };
+        match (kind, self.kind) {
+            (Some(k), None) if !self.mixed && self.details.is_empty() => self.kind = Some(k),
+            (Some(k), Some(had)) if k == had => {}
+            _ => self.mixed = true,
+        }
+        self.details.push(e.to_string());
+    }
+
+    fn all_alike(self) -> Option<TransferError> {
+        let kind = self.kind.filter(|_| !self.mixed)?;
+        Some(TransferError::Refused {
+            kind,
+            detail: self.details.join("; "),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::transfer::DepotError;
+
+    fn refused(error: IbpError, reason: &str) -> TransferError {
+        TransferError::Depot(DepotError::Client {
+            depot: "d:1".into(),
+            source: ClientError::Refused {
+                error,
+                reason: reason.into(),
+            },
+        })
+    }
+
+    #[test]
+    fn every_depot_refusing_alike_is_that_refusal_else_no_depot_left() {
+        let quota = || refused(IbpError::WouldExceedLimit, "user quota exceeded: ...");
+        let mut r = Refusals::default();
+        r.note(&quota());
+        r.note(&quota());
+        let e = r.all_alike().expect("a quota refusal");
+        assert!(matches!(
+            e,
+            TransferError::Refused {
+                kind: Refusal::Quota,
+                ..
+            }
+        ));
+        let err = crate::credentials::Error::from(e);
+        assert_eq!(err.exit_code(), crate::exit::REFUSED);
+        assert!(err.to_string().contains("quota refusal"), "{err}");
+
+        let mut r = Refusals::default();
+        r.note(&TransferError::Depot(DepotError::Client {
+            depot: "d:1".into(),
+            source: ClientError::Ibp(IbpError::LongDuration),
+        }));
+        let err = crate::credentials::Error::from(r.all_alike().expect("a duration refusal"));
+        assert_eq!(err.exit_code(), crate::exit::USAGE);
+        assert!(err.to_string().contains("--duration"), "{err}");
+
+        // Mixed reasons, a full depot (no quota named) or a depot that did
+        // not answer: no depot left, as before.
+        let mut r = Refusals::default();
+        r.note(&quota());
+        r.note(&refused(IbpError::LongDuration, "duration 9s is over"));
+        assert!(r.all_alike().is_none());
+        let mut r = Refusals::default();
+        r.note(&refused(IbpError::WouldExceedLimit, "no space"));
+        assert!(r.all_alike().is_none());
+        let mut r = Refusals::default();
+        r.note(&TransferError::Input("x".into()));
+        r.note(&quota());
+        assert!(r.all_alike().is_none());
+        assert!(Refusals::default().all_alike().is_none());
     }
 }
