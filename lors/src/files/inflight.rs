@@ -39,7 +39,7 @@
 //! (and says how to resume) unless asked to release them.
 
 use std::collections::BTreeSet;
-use std::fs::{File, OpenOptions, TryLockError};
+use std::fs::{File, OpenOptions};
 use std::io::{self, Write};
 use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
@@ -127,13 +127,14 @@ fn create_dir(dir: &Path) -> io::Result<()> {
     Ok(())
 }
 
-/// Locks `f` exclusively without waiting; `Ok(false)` if another open
-/// file (another upload, or a clean-up) holds it.
+/// Locks `f` exclusively (`flock`) without waiting; `Ok(false)` if
+/// another open file (another upload, or a clean-up) holds it.
 fn try_lock(f: &File) -> io::Result<bool> {
-    match f.try_lock() {
+    use rustix::fs::{flock, FlockOperation};
+    match flock(f, FlockOperation::NonBlockingLockExclusive) {
         Ok(()) => Ok(true),
-        Err(TryLockError::WouldBlock) => Ok(false),
-        Err(TryLockError::Error(e)) => Err(e),
+        Err(e) if e == rustix::io::Errno::WOULDBLOCK => Ok(false),
+        Err(e) => Err(e.into()),
     }
 }
 
@@ -194,7 +195,11 @@ impl InFlight {
                 .mode(0o600)
                 .open(&tmp)?;
             let made = (|| {
-                f.lock()?;
+                if !try_lock(&f)? {
+                    return Err(io::Error::other(
+                        "a new journal is locked by another process",
+                    ));
+                }
                 writeln!(f, "{}", serde_json::to_string(&header)?)?;
                 std::fs::hard_link(&tmp, &path)
             })();

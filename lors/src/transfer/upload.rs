@@ -284,6 +284,7 @@ pub(crate) fn with_not_freed(e: TransferError, not_freed: Vec<String>) -> Transf
     }
 }
 
+#[allow(clippy::too_many_arguments)]
 async fn run<R>(
     src: &mut R,
     targets: &[Target],
