@@ -27,9 +27,12 @@
 //! every line written before it started), makes it survive a power loss
 //! too, without putting a disk flush on the data path: the window is the
 //! time of one flush after the allocation (milliseconds), and an
-//! allocation whose line is lost expires at the end of its duration. An
-//! allocation made and lost before its line is written (the process killed
-//! between the ALLOCATE reply and the write) is not recorded either.
+//! allocation whose line is lost expires at the end of its duration. Nor
+//! can a journal list an allocation whose ALLOCATE was in flight when the
+//! process died (the depot made it, the client never read the reply with
+//! its capabilities): at most one per piece being placed (`threads` x
+//! pieces per block), holding no data, expiring at the end of its
+//! duration.
 //!
 //! Why a sibling of the `--resume` journal and not the same file: that one
 //! lists finished blocks (to skip them), written after each store, and
@@ -294,11 +297,68 @@ impl InFlight {
     /// The upload is over and nothing of it is left to release: the
     /// journal is removed (while still locked, so that a clean-up waiting
     /// for the lock finds it gone).
+    ///
+    /// A journal that cannot be removed is emptied instead: it must not
+    /// list allocations a registered version uses (`lors cleanup` leaves a
+    /// journal without a header alone).
     pub fn finish(&self) {
         if let Err(e) = std::fs::remove_file(&self.path) {
             tracing::warn!(journal = %self.path.display(), error = %e, "cannot remove the journal of allocations in flight");
+            let _ = self.file.set_len(0);
         }
     }
+
+    /// The allocations recorded so far (by every run, for a `--resume`
+    /// upload's journal).
+    pub fn recorded(&self) -> Vec<Made> {
+        let Ok(f) = File::open(&self.path) else {
+            return Vec::new();
+        };
+        read(&f).map_or_else(Vec::new, |(_, records)| made_of(&records))
+    }
+
+    /// Ends the journal keeping only `left` (allocations a clean-up could
+    /// not free), for `lors cleanup` to try again; nothing left: removed.
+    pub fn keep_only(&self, left: &[Made]) {
+        if left.is_empty() {
+            return self.finish();
+        }
+        let header = File::open(&self.path)
+            .ok()
+            .and_then(|f| read(&f))
+            .map(|(h, _)| h);
+        let records: Vec<Record> = left
+            .iter()
+            .map(|m| Record {
+                depot: m.depot.clone(),
+                security: m.security.name().to_owned(),
+                manage: m.manage.clone(),
+            })
+            .collect();
+        let _one = self.write.lock().unwrap_or_else(|p| p.into_inner());
+        match header.map(|h| rewrite(&self.file, &h, &records)) {
+            Some(Ok(())) => {}
+            _ => {
+                // Unreadable or not rewritten: it must not keep listing
+                // allocations a registered version uses.
+                drop(_one);
+                self.finish();
+            }
+        }
+    }
+}
+
+/// The allocations of journal records.
+fn made_of(records: &[Record]) -> Vec<Made> {
+    records
+        .iter()
+        .map(|r| Made {
+            depot: r.depot.clone(),
+            security: Security::from_name(&r.security).unwrap_or(Security::Legacy),
+            manage: r.manage.clone(),
+            block: u64::MAX,
+        })
+        .collect()
 }
 
 /// What `lors cleanup` does.
@@ -501,15 +561,7 @@ pub async fn cleanup_in(
             report.journals.push(o);
             continue;
         }
-        let made: Vec<Made> = records
-            .iter()
-            .map(|r| Made {
-                depot: r.depot.clone(),
-                security: Security::from_name(&r.security).unwrap_or(Security::Legacy),
-                manage: r.manage.clone(),
-                block: u64::MAX,
-            })
-            .collect();
+        let made = made_of(&records);
         let outcomes = if made.is_empty() {
             Vec::new()
         } else {
@@ -621,7 +673,20 @@ mod tests {
         let (h, r) = read(&File::open(&path).unwrap()).unwrap();
         assert_eq!(h.resume.as_deref(), Some(resume.as_path()));
         assert_eq!(r.len(), 2, "both runs' allocations");
-        j.finish();
-        assert!(!path.exists());
+        let all = j.recorded();
+        assert_eq!(all.len(), 2);
+        assert_eq!(all[1].security, Security::Full);
+        // Only what a clean-up could not free stays; then a record more.
+        j.keep_only(&all[1..]);
+        j.record("d2:6715", Security::Full, "ibp://d2:6715/3#c/1/MANAGE");
+        let (h2, r) = read(&File::open(&path).unwrap()).unwrap();
+        assert_eq!(h2, h);
+        let caps: Vec<&str> = r.iter().map(|r| r.manage.as_str()).collect();
+        assert_eq!(
+            caps,
+            ["ibp://d1:6715/2#b/1/MANAGE", "ibp://d2:6715/3#c/1/MANAGE"]
+        );
+        j.keep_only(&[]);
+        assert!(!path.exists(), "nothing left: removed");
     }
 }

@@ -272,7 +272,7 @@ where
         }
     };
     if let Some(j) = inflight {
-        j.finish();
+        release_strays(&j, &x, &pool).await;
     }
     let secs = started.elapsed().as_secs_f64();
     Ok(UploadSummary {
@@ -311,6 +311,31 @@ fn start_inflight(dest: &Dest, resume: Option<&Path>) -> Option<Arc<InFlight>> {
 fn alloc_hook(j: &Arc<InFlight>) -> transfer::AllocHook {
     let j = j.clone();
     Arc::new(move |depot: &str, level: Security, manage: &str| j.record(depot, level, manage))
+}
+
+/// The upload is registered: its journal of allocations goes. A resumed
+/// upload's journal also lists allocations of earlier runs that the
+/// registered exNode does not use (the pieces of blocks a killed run had
+/// not finished): they are released now, and those that cannot be stay
+/// in the journal for `lors cleanup`.
+async fn release_strays(j: &InFlight, x: &Exnode, pool: &Arc<Pool>) {
+    let used: std::collections::HashSet<&str> = x
+        .mappings
+        .iter()
+        .filter_map(|m| m.manage.as_deref())
+        .collect();
+    let mut strays = j.recorded();
+    strays.retain(|m| !used.contains(m.manage.as_str()));
+    if strays.is_empty() {
+        return j.finish();
+    }
+    let outcomes = transfer::upload::release_each(pool, &strays).await;
+    let left: Vec<_> = strays
+        .into_iter()
+        .zip(outcomes)
+        .filter_map(|(m, o)| o.map(|_| m))
+        .collect();
+    j.keep_only(&left);
 }
 
 /// A failed upload's journal of allocations: removed if nothing of the
