@@ -212,6 +212,13 @@ fn a_killed_upload_is_found_and_released_by_lors_cleanup() {
         out.contains("/vo1/killed") && out.contains("would release"),
         "{out}"
     );
+    let o = lors(&g, "alice", &["cleanup", "--dry-run", "--json"]);
+    let v: serde_json::Value =
+        serde_json::from_slice(&o.stdout).unwrap_or_else(|e| panic!("--json: {e}: {}", text(&o)));
+    let j = &v["journals"][0];
+    assert_eq!(j["state"], "would-release", "{v}");
+    assert_eq!(j["dest"], "/vo1/killed", "{v}");
+    assert!(j["allocations"].as_u64().is_some_and(|n| n > 0), "{v}");
     assert_eq!(held(&g), left, "--dry-run touches nothing");
 
     // Released, every one.

@@ -17,8 +17,10 @@
 //!
 //! The parts: `access` (depots to place on, the L-Bone's grants, the
 //! session's pools of connections), `upload`, `download`, `maintenance`
-//! (`refresh`, `trim`, `augment`, `repair`, `stat --check`) and `journal`
-//! (the one resume-journal format of uploads and downloads).
+//! (`refresh`, `trim`, `augment`, `repair`, `stat --check`), `journal`
+//! (the one resume-journal format of uploads and downloads) and
+//! `inflight` (every upload's journal of allocations in flight, and
+//! `cleanup`, which releases what killed uploads left).
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;

@@ -5,7 +5,12 @@
 //! are released. With a journal (`--resume`) a failed upload keeps the
 //! blocks it stored and the same call continues after them. An upload
 //! given a cancellation token ([`UploadControl`]) stops when it is
-//! cancelled and cleans up the same way (Ctrl-C in `lors upload`).
+//! cancelled and cleans up the same way (Ctrl-C in `lors upload`). Every
+//! allocation is written down as it is made in a journal of allocations
+//! in flight ([`super::inflight`]), so that `lors cleanup` can release
+//! what a killed upload left. Before any data moves, an upload of more
+//! than one block checks its destination and the caller's quotas at the
+//! depots.
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -313,11 +318,11 @@ fn alloc_hook(j: &Arc<InFlight>) -> transfer::AllocHook {
     Arc::new(move |depot: &str, level: Security, manage: &str| j.record(depot, level, manage))
 }
 
-/// The upload is registered: its journal of allocations goes. A resumed
-/// upload's journal also lists allocations of earlier runs that the
-/// registered exNode does not use (the pieces of blocks a killed run had
-/// not finished): they are released now, and those that cannot be stay
-/// in the journal for `lors cleanup`.
+/// The upload is registered: its journal of allocations goes. It may
+/// list allocations the registered exNode does not use (a piece whose
+/// store failed and went to another depot; for a resumed upload, the
+/// pieces of blocks a killed run had not finished): they are released
+/// now, and those that cannot be stay in the journal for `lors cleanup`.
 async fn release_strays(j: &InFlight, x: &Exnode, pool: &Arc<Pool>) {
     let used: std::collections::HashSet<&str> = x
         .mappings
