@@ -88,7 +88,7 @@ fn format_report(r: &CleanupReport) -> String {
                 j.not_freed.len()
             ),
             JournalState::InUse => format!(
-                "{dest}: upload running (process {}), not touched",
+                "{dest}: upload running (process {}; or another lors cleanup has it), not touched",
                 j.pid.map_or("?".into(), |p| p.to_string())
             ),
             JournalState::Resumable => format!(
