@@ -45,6 +45,26 @@ fn vo_limits(conn: &Conn, res_max_duration: i64, size: u64, duration: i64) -> Re
     }
 }
 
+/// QUOTA (`2 23 <timeout>`, after AUTH): the caller's own use and limits
+/// at this depot, its VO's and its own (VO ID); reply
+/// `1 <vo_used> <vo_limit> <user_used> <user_limit> \n`, `-1` for no limit.
+pub async fn quota(depot: &Depot, conn: &mut Conn) -> Result<(), Failure> {
+    let owner = conn
+        .session
+        .as_ref()
+        .filter(|s| !s.delegated)
+        .map(|s| s.owner.clone())
+        .ok_or_else(|| {
+            Failure::Refused(
+                IbpError::CapAccessDenied,
+                "QUOTA before AUTH: authenticate with a depot grant first".into(),
+            )
+        })?;
+    let info = depot.quotas.info(&owner.vo, &owner.vo_id);
+    conn.send(info.encode().as_bytes()).await?;
+    Ok(())
+}
+
 pub async fn allocate(depot: &Depot, conn: &mut Conn, a: Allocate) -> Result<(), Failure> {
     if a.storage != StorageType::ByteArray {
         return Err(IbpError::TypeNotSupported.into());

@@ -112,6 +112,17 @@ impl Quotas {
         }
     }
 
+    /// What QUOTA answers `vo`/`vo_id` with: their use and limits.
+    pub fn info(&self, vo: &str, vo_id: &str) -> ibp_proto::QuotaInfo {
+        let (vo_used, user_used) = self.usage(vo, vo_id);
+        ibp_proto::QuotaInfo {
+            vo_used,
+            vo_limit: self.vo.get(vo).copied(),
+            user_used,
+            user_limit: self.user_limit(&(vo.to_owned(), vo_id.to_owned())),
+        }
+    }
+
     /// Bytes in use by a VO and by one of its users.
     pub fn usage(&self, vo: &str, vo_id: &str) -> (u64, u64) {
         let used = self.used.lock().unwrap_or_else(|p| p.into_inner());
@@ -333,6 +344,20 @@ mod tests {
         q.reserve(&owner("c"), 100).unwrap();
         let e = q.reserve(&owner("c"), 1).unwrap_err();
         assert!(e.starts_with("vo quota exceeded"), "{e}");
+        // What QUOTA answers: the caller's own limit (the override for
+        // "big", the default for the others) and the VO's.
+        let info = q.info("vo1", "big");
+        assert_eq!(
+            (info.vo_used, info.vo_limit, info.user_used, info.user_limit),
+            (1000, Some(1000), 900, Some(900))
+        );
+        assert_eq!(q.info("vo1", "c").user_limit, Some(600));
+        assert_eq!(q.info("vo1", "c").remaining(), Some(0));
+        let other = q.info("vo2", "x");
+        assert_eq!(
+            (other.vo_limit, other.user_limit, other.remaining()),
+            (None, None, None)
+        );
     }
 
     #[test]

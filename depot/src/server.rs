@@ -355,6 +355,7 @@ async fn dispatch_secure(
         SecureRequest::Load(l) => transfer::load_with_ticket(depot, conn, l).await,
         SecureRequest::Copy(c) => transfer::copy_secure(depot, conn, c).await,
         SecureRequest::Crypto { .. } => data_port::open(depot, conn).await,
+        SecureRequest::Quota { .. } => handlers::quota(depot, conn).await,
     }
 }
 

@@ -772,12 +772,28 @@ async fn vo_and_user_quotas() {
     // Bob has the VO's default user quota.
     let bob = g.user("Bob", "vo1", "vo1:0002");
     let mut c = g.connect(&depot, &bob).await;
+    // QUOTA needs a session (it answers the session's owner).
+    let (e, reason) = refused(c.quota().await);
+    assert_eq!(e, IbpError::CapAccessDenied);
+    assert!(reason.contains("QUOTA before AUTH"), "{reason}");
+    let mut c = g.connect(&depot, &bob).await;
     c.auth(&g.grant_with(|_| {}, &depot, &bob, "vo1", "vo1:0002"))
         .await
         .unwrap();
+    let q = c.quota().await.unwrap();
+    assert_eq!(
+        (q.vo_used, q.vo_limit, q.user_used, q.user_limit),
+        (0, Some(3 << 20), 0, Some(512 << 10)),
+        "the VO's quota and Bob's default one"
+    );
     c.allocate(Rid(0), Reliability::Hard, 600, 512 << 10)
         .await
         .unwrap();
+    let q = c.quota().await.unwrap();
+    assert_eq!(
+        (q.vo_used, q.user_used, q.remaining()),
+        (512 << 10, 512 << 10, Some(0))
+    );
     let (e, reason) = refused(c.allocate(Rid(0), Reliability::Hard, 600, 1).await);
     assert_eq!(e, IbpError::WouldExceedLimit);
     assert!(reason.starts_with("user quota exceeded"), "{reason}");
@@ -808,6 +824,18 @@ async fn vo_and_user_quotas() {
     c.allocate(Rid(0), Reliability::Hard, 600, 512 << 10)
         .await
         .unwrap();
+    // Alice's override, and what she and the VO use (Bob's 512 KiB too).
+    let q = c.quota().await.unwrap();
+    assert_eq!(
+        (
+            q.vo_used,
+            q.vo_limit,
+            q.user_used,
+            q.user_limit,
+            q.remaining()
+        ),
+        (3 << 20, Some(3 << 20), 5 << 19, Some(3 << 20), Some(0))
+    );
     // Deleting the 2 MiB allocation gives its bytes back.
     c.decr(&won.manage, 1).await.unwrap();
     let big = c

@@ -28,9 +28,22 @@ pub struct Suitable<'a> {
     pub distance_km: Option<f64>,
     /// Free space for the reliability asked (sum over the depot's resources).
     pub free: u64,
-    /// Longest allocation the depot grants (negative: no limit).
+    /// Longest allocation the depot grants the VO (the smaller of its own
+    /// limit and the registration's; negative: no limit).
     pub max_duration: i64,
     pub last_seen_ms: i64,
+}
+
+/// The longest allocation a depot grants the VO: the smaller of the
+/// registration's limit (`None`: none) and the depot's own (negative:
+/// none); negative when neither limits it.
+fn effective_max_duration(registered: Option<u64>, depot: i64) -> i64 {
+    let registered = registered.map(|m| i64::try_from(m).unwrap_or(i64::MAX));
+    match (registered, depot >= 0) {
+        (Some(r), true) => r.min(depot),
+        (Some(r), false) => r,
+        (None, _) => depot,
+    }
 }
 
 /// Every available depot among `rows` that can take the allocation — within
@@ -72,7 +85,7 @@ pub fn suitable<'a>(
                 row,
                 distance_km: need.origin.map(|o| o.distance_km(&reg.location)),
                 free,
-                max_duration: cap.max_duration,
+                max_duration: effective_max_duration(reg.max_duration, cap.max_duration),
                 last_seen_ms: status.last_seen_ms.unwrap_or(0),
             })
         })
@@ -179,5 +192,14 @@ mod tests {
         need.size = 1;
         need.duration = 86_401;
         assert!(suitable(&rows, &need, &LIVE, 2_000).is_empty());
+    }
+
+    #[test]
+    fn the_max_duration_offered_is_the_smaller_of_depot_and_registration() {
+        assert_eq!(effective_max_duration(None, 86_400), 86_400);
+        assert_eq!(effective_max_duration(None, -1), -1);
+        assert_eq!(effective_max_duration(Some(3_600), 86_400), 3_600);
+        assert_eq!(effective_max_duration(Some(90_000), 86_400), 86_400);
+        assert_eq!(effective_max_duration(Some(3_600), -1), 3_600);
     }
 }

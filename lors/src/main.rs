@@ -4,6 +4,7 @@
 
 #![forbid(unsafe_code)]
 
+mod cli_cleanup;
 mod cli_docs;
 mod cli_files;
 mod cli_keys;
@@ -113,6 +114,9 @@ enum Command {
     /// by its fingerprint
     #[command(subcommand)]
     Trust(cli_trust::TrustCommand),
+    /// Release what killed uploads left allocated on the depots (from the
+    /// journals of allocations in flight); --dry-run lists it
+    Cleanup(cli_cleanup::CleanupArgs),
     /// Print a completion script for bash, zsh or fish (e.g. `lors
     /// completions bash > /etc/bash_completion.d/lors`)
     Completions(cli_docs::CompletionsArgs),
@@ -652,6 +656,7 @@ fn main() -> ExitCode {
         Command::Whoami(a) => cli_files::whoami(a),
         Command::Members(c) => cli_files::members(c),
         Command::Trust(c) => cli_trust::trust(c),
+        Command::Cleanup(a) => cli_cleanup::cleanup(a),
         Command::Completions(a) => cli_docs::completions(a),
         Command::Man(a) => cli_docs::man(a),
     };

@@ -16,8 +16,8 @@ use std::time::Duration;
 use ibp_auth::{ProxyCredential, TrustStore};
 use ibp_proto::{
     Allocate, Attributes, Auth, Capability, Expect, IbpError, Load, Manage, ManageOp, ProbeInfo,
-    ProtoError, Reliability, Reply, Request, Rid, SecureLoad, SecureRequest, SecureStore,
-    SecureWrite, Status, StatusInfo, StatusOp, StorageType, Store, Version, Write,
+    ProtoError, QuotaInfo, Reliability, Reply, Request, Rid, SecureLoad, SecureRequest,
+    SecureStore, SecureWrite, Status, StatusInfo, StatusOp, StorageType, Store, Version, Write,
 };
 use tokio::io::{AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
@@ -554,6 +554,16 @@ impl SecureClient {
     /// Sends a raw request line and reads one reply line.
     pub async fn raw(&mut self, line: &str, expect: Expect) -> Result<Reply> {
         self.inner.call_line(line, expect).await
+    }
+
+    /// QUOTA (after AUTH): the caller's own byte quotas and use at this
+    /// depot, for its VO and for itself.
+    pub async fn quota(&mut self) -> Result<QuotaInfo> {
+        let text = self
+            .inner
+            .call_line_text(&SecureRequest::Quota { timeout: 300 }.encode())
+            .await?;
+        Ok(QuotaInfo::parse(&text)?)
     }
 
     /// CRYPTO: opens a crypto-level session of this (authenticated) TLS

@@ -162,6 +162,16 @@ impl Connection {
         }
     }
 
+    /// QUOTA: the caller's own byte quotas and use at the depot (secure
+    /// levels only: the legacy port knows no owner).
+    pub async fn quota(&mut self) -> Result<ibp_proto::QuotaInfo> {
+        match &mut self.link {
+            Link::Legacy(_) => Err(ClientError::Ibp(ibp_proto::IbpError::InvalidCommand)),
+            Link::Full(c) => c.quota().await,
+            Link::Crypto { control, .. } => control.quota().await,
+        }
+    }
+
     /// ALLOCATE on the default resource.
     pub async fn allocate(
         &mut self,

@@ -68,7 +68,8 @@ pub struct OfferedDepot {
     pub distance_km: Option<f64>,
     /// Free bytes for the reliability asked.
     pub free: u64,
-    /// Longest allocation the depot grants, seconds (negative: no limit).
+    /// Longest allocation the depot grants, seconds (negative: no limit):
+    /// the smaller of the depot's own limit and its registration's.
     pub max_duration: i64,
     /// When the depot last answered the L-Bone (Unix milliseconds).
     pub last_seen_ms: i64,

@@ -23,9 +23,9 @@ pub use request::{
     ManageOp, Request, RequestError, Status, StatusOp, Store, Write,
 };
 pub use secure::{
-    auth_refusal, format_uuid, parse_secure_request, parse_uuid, Auth, SecureCopy, SecureLoad,
-    SecureRequest, SecureStore, SecureWrite, AUTH_COMMAND, CRYPTO_COMMAND, JOIN_COMMAND,
-    MAX_SECURE_LINE, MAX_TOKEN_LEN,
+    auth_refusal, format_uuid, parse_secure_request, parse_uuid, Auth, QuotaInfo, SecureCopy,
+    SecureLoad, SecureRequest, SecureStore, SecureWrite, AUTH_COMMAND, CRYPTO_COMMAND,
+    JOIN_COMMAND, MAX_SECURE_LINE, MAX_TOKEN_LEN, QUOTA_COMMAND,
 };
 pub use status::StatusInfo;
 

@@ -27,6 +27,68 @@ pub const CRYPTO_COMMAND: u32 = 21;
 /// The command number of JOIN (first line of a crypto-level data connection).
 pub const JOIN_COMMAND: u32 = 22;
 
+/// The command number of QUOTA (the caller's own byte quotas at the depot).
+pub const QUOTA_COMMAND: u32 = 23;
+
+/// The answer to QUOTA: `1 <vo_used> <vo_limit> <user_used> <user_limit> \n`,
+/// bytes, a limit of `-1` meaning none. `vo_*` is the caller's VO at this
+/// depot, `user_*` the caller (VO ID) in it: what allocations made in
+/// authenticated sessions reserve (their sizes), across every resource.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct QuotaInfo {
+    pub vo_used: u64,
+    pub vo_limit: Option<u64>,
+    pub user_used: u64,
+    pub user_limit: Option<u64>,
+}
+
+impl QuotaInfo {
+    /// Bytes the caller may still allocate at the depot (`None`: no limit).
+    pub fn remaining(&self) -> Option<u64> {
+        let vo = self.vo_limit.map(|l| l.saturating_sub(self.vo_used));
+        let user = self.user_limit.map(|l| l.saturating_sub(self.user_used));
+        match (vo, user) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
+    /// The reply line.
+    pub fn encode(&self) -> String {
+        let limit = |l: Option<u64>| l.map_or("-1".to_owned(), |v| v.to_string());
+        format!(
+            "1 {} {} {} {} \n",
+            self.vo_used,
+            limit(self.vo_limit),
+            self.user_used,
+            limit(self.user_limit)
+        )
+    }
+
+    /// Parses the reply line (without or with its `\n`).
+    pub fn parse(line: &str) -> Result<QuotaInfo, ProtoError> {
+        let bad = ProtoError::BadReply("not a QUOTA reply");
+        let w: Vec<&str> = line.split_ascii_whitespace().collect();
+        let [ok, vu, vl, uu, ul] = w.as_slice() else {
+            return Err(bad);
+        };
+        if *ok != "1" {
+            return Err(bad);
+        }
+        let used = |t: &str| t.parse::<u64>().map_err(|_| bad.clone());
+        let limit = |t: &str| match t {
+            "-1" => Ok(None),
+            t => t.parse::<u64>().map(Some).map_err(|_| bad.clone()),
+        };
+        Ok(QuotaInfo {
+            vo_used: used(vu)?,
+            vo_limit: limit(vl)?,
+            user_used: used(uu)?,
+            user_limit: limit(ul)?,
+        })
+    }
+}
+
 /// AUTH: `2 20 <grant> <timeout>\n`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Auth {
@@ -99,6 +161,11 @@ pub enum SecureRequest {
     Crypto {
         timeout: i64,
     },
+    /// `2 23 <timeout>\n` (after AUTH): the caller's own quotas and use at
+    /// this depot; reply [`QuotaInfo`].
+    Quota {
+        timeout: i64,
+    },
 }
 
 /// Parses a UUID in its canonical 8-4-4-4-12 hexadecimal form; returns its
@@ -163,7 +230,9 @@ impl SecureRequest {
     /// The legacy command this request corresponds to (`None` for AUTH).
     pub fn command(&self) -> Option<Command> {
         Some(match self {
-            SecureRequest::Auth(_) | SecureRequest::Crypto { .. } => return None,
+            SecureRequest::Auth(_) | SecureRequest::Crypto { .. } | SecureRequest::Quota { .. } => {
+                return None
+            }
             SecureRequest::Allocate(_) => Command::Allocate,
             SecureRequest::Store(_) => Command::Store,
             SecureRequest::Write(_) => Command::Write,
@@ -178,6 +247,7 @@ impl SecureRequest {
     pub fn name(&self) -> &'static str {
         match self {
             SecureRequest::Crypto { .. } => "CRYPTO",
+            SecureRequest::Quota { .. } => "QUOTA",
             _ => self.command().map_or("AUTH", Command::name),
         }
     }
@@ -187,6 +257,7 @@ impl SecureRequest {
         match self {
             SecureRequest::Auth(a) => format!("2 20 {} {}\n", a.grant, a.timeout),
             SecureRequest::Crypto { timeout } => format!("2 21 {timeout}\n"),
+            SecureRequest::Quota { timeout } => format!("2 23 {timeout}\n"),
             SecureRequest::Allocate(a) => format!(
                 "2 1 {} {} {} {} {} {}\n",
                 a.rid.unwrap_or(Rid(0)),
@@ -296,6 +367,14 @@ pub fn parse_secure_request(line: &[u8]) -> Result<SecureRequest, RequestError> 
         let [to] = fields(&tokens[2..], "CRYPTO").map_err(|k| fail(None, k))?;
         let timeout = int(to, "timeout").map_err(|k| fail(None, k))?;
         return Ok(SecureRequest::Crypto { timeout });
+    }
+    if command == "23" {
+        if version != "2" {
+            return Err(fail(None, ProtoError::UnknownVersion(version.into())));
+        }
+        let [to] = fields(&tokens[2..], "QUOTA").map_err(|k| fail(None, k))?;
+        let timeout = int(to, "timeout").map_err(|k| fail(None, k))?;
+        return Ok(SecureRequest::Quota { timeout });
     }
     let cmd = match command {
         "20" => None,
@@ -602,5 +681,55 @@ mod tests {
             Reply::parse(line.as_bytes(), crate::Expect::Ok).unwrap(),
             Reply::Error(IbpError::CapAccessDenied)
         );
+    }
+
+    #[test]
+    fn quota_request_and_reply() {
+        let q = SecureRequest::Quota { timeout: 30 };
+        assert_eq!(q.encode(), "2 23 30\n");
+        assert_eq!(parse_secure_request(b"2 23 30\n").unwrap(), q);
+        assert_eq!(q.name(), "QUOTA");
+        assert_eq!(q.command(), None);
+        assert_eq!(
+            parse_secure_request(b"1 23 30\n").unwrap_err().ibp_error(),
+            IbpError::ProtocolVersion
+        );
+        assert_eq!(
+            parse_secure_request(b"2 23\n").unwrap_err().ibp_error(),
+            IbpError::BadFormat
+        );
+        // The legacy port knows no command 23: its bytes are unchanged.
+        assert_eq!(
+            crate::parse_request(b"1 23 30\n").unwrap_err().ibp_error(),
+            IbpError::InvalidCommand
+        );
+        let info = QuotaInfo {
+            vo_used: 10,
+            vo_limit: None,
+            user_used: 4,
+            user_limit: Some(6),
+        };
+        assert_eq!(info.encode(), "1 10 -1 4 6 \n");
+        assert_eq!(QuotaInfo::parse(&info.encode()).unwrap(), info);
+        assert_eq!(info.remaining(), Some(2));
+        let over = QuotaInfo {
+            vo_used: 9,
+            vo_limit: Some(8),
+            user_used: 0,
+            user_limit: None,
+        };
+        assert_eq!(over.remaining(), Some(0));
+        assert_eq!(
+            QuotaInfo {
+                vo_limit: None,
+                user_limit: None,
+                ..over
+            }
+            .remaining(),
+            None
+        );
+        assert!(QuotaInfo::parse("1 x -1 0 -1").is_err());
+        assert!(QuotaInfo::parse("1 1 -1 0").is_err());
+        assert!(QuotaInfo::parse("-1 0 0 0 0").is_err());
     }
 }

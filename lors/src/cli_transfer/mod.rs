@@ -59,12 +59,12 @@ pub struct GridArgs {
     timeout: u64,
     /// Print the result as JSON (no progress bar)
     #[arg(long)]
-    json: bool,
+    pub(crate) json: bool,
     /// Print nothing on success: no summary, no progress bar (errors and
     /// warnings still go to stderr; --json still prints its JSON; `stat`
     /// prints what was asked for)
     #[arg(short, long)]
-    quiet: bool,
+    pub(crate) quiet: bool,
 }
 
 impl GridArgs {
@@ -72,7 +72,7 @@ impl GridArgs {
     /// A proxy that is there must not have expired (refused here, before
     /// any request); none at all is fine until something needs one
     /// (plain IBP depots and exNode files do not).
-    fn grid(&self, cfg: &Config) -> Result<Grid, Error> {
+    pub(crate) fn grid(&self, cfg: &Config) -> Result<Grid, Error> {
         let proxy = self.proxy.clone().unwrap_or_else(|| cfg.proxy_path());
         let _ = PROXY_PATH.set(proxy.clone());
         let grid = lors::client::grid_for(

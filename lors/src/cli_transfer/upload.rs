@@ -173,13 +173,13 @@ fn watch_signals(
                      (interrupt again to exit at once)"
                 } else {
                     "lors: interrupted: stopping the upload and releasing the allocations it made \
-                     (interrupt again to exit at once, leaving them allocated until they expire)"
+                     (interrupt again to exit at once, leaving them for `lors cleanup`)"
                 });
                 cancel.cancel();
             } else {
                 say(
                     "lors: interrupted again: exiting now; allocations of this upload may be left \
-                     on the depots until they expire",
+                     on the depots: `lors cleanup` releases them",
                 );
                 std::process::exit(128 + sig);
             }
@@ -226,7 +226,7 @@ fn report_interrupted(e: &Error, ctl: &UploadControl, sig: i32, journal: Option<
         return code;
     }
     eprintln!(
-        "lors: {} allocation(s) could not be freed (they expire at the end of their duration):",
+        "lors: {} allocation(s) could not be freed (`lors cleanup` tries again; else they expire at the end of their duration):",
         o.not_freed.len()
     );
     for line in &o.not_freed {

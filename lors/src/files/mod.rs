@@ -17,8 +17,10 @@
 //!
 //! The parts: `access` (depots to place on, the L-Bone's grants, the
 //! session's pools of connections), `upload`, `download`, `maintenance`
-//! (`refresh`, `trim`, `augment`, `repair`, `stat --check`) and `journal`
-//! (the one resume-journal format of uploads and downloads).
+//! (`refresh`, `trim`, `augment`, `repair`, `stat --check`), `journal`
+//! (the one resume-journal format of uploads and downloads) and
+//! `inflight` (every upload's journal of allocations in flight, and
+//! `cleanup`, which releases what killed uploads left).
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -36,6 +38,7 @@ use crate::transfer::{self, Pool, SecureSetup, Target};
 
 mod access;
 mod download;
+mod inflight;
 mod journal;
 mod maintenance;
 mod output;
@@ -47,6 +50,9 @@ pub use access::{access_for, download_pool, offer, placed, read_pool, targets, P
 pub use download::{
     download, download_sized, download_with, open, read_xnd, DownloadSummary, Opened, Resume,
     Source,
+};
+pub use inflight::{
+    cleanup, cleanup_in, CleanupOptions, CleanupReport, JournalOutcome, JournalState,
 };
 pub use maintenance::{augment, check, refresh, repair, trim, Maintained};
 pub use output::{download_to_path, Output, Part};

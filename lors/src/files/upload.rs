@@ -5,7 +5,12 @@
 //! are released. With a journal (`--resume`) a failed upload keeps the
 //! blocks it stored and the same call continues after them. An upload
 //! given a cancellation token ([`UploadControl`]) stops when it is
-//! cancelled and cleans up the same way (Ctrl-C in `lors upload`).
+//! cancelled and cleans up the same way (Ctrl-C in `lors upload`). Every
+//! allocation is written down as it is made in a journal of allocations
+//! in flight ([`super::inflight`]), so that `lors cleanup` can release
+//! what a killed upload left. Before any data moves, an upload of more
+//! than one block checks its destination and the caller's quotas at the
+//! depots.
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -17,6 +22,7 @@ use serde::Serialize;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
+use super::inflight::{self, InFlight};
 use super::journal::{self, Journal, UploadBlock, UploadHeader};
 use super::{
     key_sidecar, need_key, need_mdm, note_not_freed, placed, reliability, write_atomic,
@@ -26,6 +32,7 @@ use crate::credentials::Error;
 use crate::crypto::{self, DataKey, WrapContext};
 use crate::transfer::maintain;
 use crate::transfer::{self, Pool, Progress, Redundancy, Target, TransferError, UploadOptions};
+use ibp_service::units::{format_secs, format_size};
 
 /// Upload settings.
 #[derive(Debug, Clone)]
@@ -221,6 +228,12 @@ where
         plan = journaled(grid, jpath, dest, size_hint, s, plan)?;
     }
     let (targets, pool) = depots_for(grid, s, size_hint).await?;
+    // Like the destination check, for more than one block: a one-block
+    // upload that does not fit is refused by its one ALLOCATE.
+    if let (Some(n), None) = (size_hint.filter(|n| *n > s.block_size), &plan.done) {
+        check_quota(&targets, &pool, s, n).await?;
+    }
+    let inflight = start_inflight(dest, journal);
     let opts = UploadOptions {
         file: plan.file,
         version: plan.base_version + 1,
@@ -236,11 +249,15 @@ where
         on_block: plan.on_block,
         cancel: ctl.cancel.clone(),
     };
-    let x = match transfer::upload(src, &targets, pool.clone(), &opts, progress).await {
+    let hook = inflight.as_ref().map(alloc_hook);
+    let x = match transfer::upload_tracked(src, &targets, pool.clone(), &opts, progress, hook).await
+    {
         Ok(x) => x,
         Err(e) => {
             ctl.note(&e);
-            return Err(e.into());
+            let left = matches!(e, TransferError::NotFreed { .. });
+            let e = Error::from(e);
+            return Err(end_inflight(inflight, left, journal, e));
         }
     };
     let xml = exnode::to_xml(&x);
@@ -254,9 +271,14 @@ where
         Ok(v) => v,
         Err(e) => {
             let outcomes = maintain::release_mappings(&pool, &x.mappings).await;
-            return Err(note_not_freed(e, &outcomes));
+            let left = outcomes.iter().any(|o| !o.ok);
+            let e = note_not_freed(e, &outcomes);
+            return Err(end_inflight(inflight, left, None, e));
         }
     };
+    if let Some(j) = inflight {
+        release_strays(&j, &x, &pool).await;
+    }
     let secs = started.elapsed().as_secs_f64();
     Ok(UploadSummary {
         dest: dest_text,
@@ -271,6 +293,71 @@ where
         seconds: secs,
         mib_per_s: x.size as f64 / (1 << 20) as f64 / secs.max(1e-9),
     })
+}
+
+/// The journal of this upload's allocations in flight (see
+/// [`super::inflight`]), continuing the `--resume` journal's if any; none
+/// (with a warning) if it cannot be made: the upload goes on without.
+fn start_inflight(dest: &Dest, resume: Option<&Path>) -> Option<Arc<InFlight>> {
+    let Some(dir) = inflight::state_dir() else {
+        tracing::warn!("no $HOME or $XDG_STATE_HOME: this upload's allocations are not journaled (lors cleanup cannot find them if it is killed)");
+        return None;
+    };
+    match InFlight::start(&dir, &dest_text(dest), resume) {
+        Ok(j) => Some(Arc::new(j)),
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot journal this upload's allocations (lors cleanup cannot find them if it is killed)");
+            None
+        }
+    }
+}
+
+/// Records each allocation in the journal as it is made.
+fn alloc_hook(j: &Arc<InFlight>) -> transfer::AllocHook {
+    let j = j.clone();
+    Arc::new(move |depot: &str, level: Security, manage: &str| j.record(depot, level, manage))
+}
+
+/// The upload is registered: its journal of allocations goes. It may
+/// list allocations the registered exNode does not use (a piece whose
+/// store failed and went to another depot; for a resumed upload, the
+/// pieces of blocks a killed run had not finished): they are released
+/// now, and those that cannot be stay in the journal for `lors cleanup`.
+async fn release_strays(j: &InFlight, x: &Exnode, pool: &Arc<Pool>) {
+    let used: std::collections::HashSet<&str> = x
+        .mappings
+        .iter()
+        .filter_map(|m| m.manage.as_deref())
+        .collect();
+    let mut strays = j.recorded();
+    strays.retain(|m| !used.contains(m.manage.as_str()));
+    if strays.is_empty() {
+        return j.finish();
+    }
+    let outcomes = transfer::upload::release_each(pool, &strays).await;
+    let left: Vec<_> = strays
+        .into_iter()
+        .zip(outcomes)
+        .filter_map(|(m, o)| o.map(|_| m))
+        .collect();
+    j.keep_only(&left);
+}
+
+/// A failed upload's journal of allocations: removed if nothing of the
+/// upload is left on the depots; kept if its clean-up `left` some (then
+/// `e` says `lors cleanup` retries) or its `--resume` journal keeps
+/// blocks for the next run.
+fn end_inflight(j: Option<Arc<InFlight>>, left: bool, resume: Option<&Path>, e: Error) -> Error {
+    let Some(j) = j else {
+        return e;
+    };
+    if left {
+        return e.with_note("`lors cleanup` tries to free them again");
+    }
+    if !resume.is_some_and(Path::exists) {
+        j.finish();
+    }
+    e
 }
 
 /// Secure depots demand a metadata-manager ticket to read: an `--xnd`
@@ -590,6 +677,11 @@ async fn depots_for(
         .filter(|d| !targets.iter().any(|t| &t.depot == *d))
         .map(String::as_str)
         .collect();
+    if s.security != Security::Legacy {
+        if let Some(e) = too_long(grid, s, piece).await {
+            return Err(e);
+        }
+    }
     let why = if s.security == Security::Legacy {
         String::new()
     } else {
@@ -609,6 +701,162 @@ async fn depots_for(
         s.redundancy,
         s.redundancy.pieces(),
         targets.len(),
+    )))
+}
+
+/// When the L-Bone offered too few depots for the duration asked but
+/// offers enough for a shorter one: the error saying what the depots
+/// allow and which option to pass. `None` when the duration is not why
+/// (or the L-Bone cannot say).
+async fn too_long(grid: &Grid, s: &UploadSettings, piece: u64) -> Option<Error> {
+    let p = &s.placement;
+    if p.duration == 0 {
+        return None;
+    }
+    let offer = super::offer(grid, piece, 0, p.near.clone(), p.reliability)
+        .await
+        .ok()?;
+    let usable: Vec<_> = offer
+        .depots
+        .iter()
+        .filter(|d| d.tls_port.is_some())
+        .filter(|d| {
+            p.depots.is_empty()
+                || p.depots.iter().any(|w| {
+                    *w == d.address || *w == d.name || *w == format!("{}:{}", d.host, d.port)
+                })
+        })
+        .collect();
+    if usable.len() < s.redundancy.pieces() {
+        return None;
+    }
+    // The longest duration enough depots allow: the pieces-th largest.
+    let mut maxima: Vec<i64> = usable
+        .iter()
+        .map(|d| {
+            if d.max_duration < 0 {
+                i64::MAX
+            } else {
+                d.max_duration
+            }
+        })
+        .collect();
+    maxima.sort_unstable_by(|a, b| b.cmp(a));
+    let allowed = maxima[s.redundancy.pieces() - 1];
+    if allowed == i64::MAX || u64::try_from(allowed).is_ok_and(|a| a >= p.duration) {
+        return None;
+    }
+    Some(Error::Usage(format!(
+        "no depot grants allocations of {} ({} s) for {}: the longest the depots allow is {} \
+         ({} s); pass --duration {} or less (then `lors refresh` extends the file's life)",
+        format_secs(i64::try_from(p.duration).unwrap_or(i64::MAX)),
+        p.duration,
+        s.redundancy,
+        format_secs(allowed),
+        allowed,
+        duration_option(allowed),
+    )))
+}
+
+/// A duration as `--duration` takes it: whole days, hours or seconds.
+fn duration_option(secs: i64) -> String {
+    match secs {
+        s if s > 0 && s % 86_400 == 0 => format!("{}d", s / 86_400),
+        s if s > 0 && s % 3_600 == 0 => format!("{}h", s / 3_600),
+        s => s.to_string(),
+    }
+}
+
+/// Bytes an upload of `size` bytes reserves at the depots in all, and at
+/// most on any one depot (which holds at most one piece of each block).
+fn needed_bytes(size: u64, s: &UploadSettings) -> (u64, u64) {
+    let bs = s.block_size.max(1);
+    let (full, last) = (size / bs, size % bs);
+    match s.redundancy {
+        Redundancy::Copies(n) => (size.saturating_mul(u64::from(n)), size),
+        Redundancy::Ec { k, m } => {
+            let shard = |len: u64| transfer::codec::shard_size(len, k as usize);
+            let one = full.saturating_mul(shard(bs)).saturating_add(if last > 0 {
+                shard(last)
+            } else {
+                0
+            });
+            (one.saturating_mul(u64::from(k) + u64::from(m)), one)
+        }
+    }
+}
+
+/// Refuses, before any data moves, an upload whose bytes cannot fit in
+/// the caller's quotas at the depots it would use: each secure depot is
+/// asked (QUOTA, see docs/protocol.md) what the caller may still
+/// allocate there; a depot that cannot say counts as unlimited. The
+/// error says how much is needed and how much the quotas allow.
+async fn check_quota(
+    targets: &[Target],
+    pool: &Arc<Pool>,
+    s: &UploadSettings,
+    size: u64,
+) -> Result<(), Error> {
+    let secure: Vec<Target> = targets
+        .iter()
+        .filter(|t| t.security != Security::Legacy)
+        .cloned()
+        .collect();
+    if secure.is_empty() || size == 0 {
+        return Ok(());
+    }
+    let (need, per_depot) = needed_bytes(size, s);
+    let mut set = tokio::task::JoinSet::new();
+    for t in secure {
+        let pool = pool.clone();
+        set.spawn(async move {
+            let ask = async {
+                let mut c = pool.get(&t.depot, t.security).await.ok()?;
+                let r = c.quota().await;
+                pool.finish(&t.depot, t.security, c, r).ok()
+            };
+            let q = tokio::time::timeout(pool.timeout(), ask)
+                .await
+                .ok()
+                .flatten();
+            (t.depot, q)
+        });
+    }
+    let mut allow = 0u64;
+    let mut limited = Vec::new();
+    while let Some(r) = set.join_next().await {
+        let Ok((depot, q)) = r else {
+            return Ok(());
+        };
+        match q.and_then(|q| q.remaining().map(|left| (q, left))) {
+            Some((q, left)) => {
+                allow = allow.saturating_add(left.min(per_depot));
+                let user_left = q.user_limit.map(|l| l.saturating_sub(q.user_used));
+                let limit = match (q.user_limit, q.vo_limit) {
+                    (Some(u), _) if user_left == Some(left) => {
+                        format!("your quota of {}", format_size(u))
+                    }
+                    (_, Some(v)) => format!("the VO's quota of {}", format_size(v)),
+                    _ => "the quota".to_owned(),
+                };
+                limited.push(format!("{depot}: {} left of {limit}", format_size(left)));
+            }
+            None => allow = allow.saturating_add(per_depot),
+        }
+    }
+    if allow >= need {
+        return Ok(());
+    }
+    limited.sort();
+    Err(Error::Forbidden(format!(
+        "not enough quota for this upload: it needs {} ({} x {}), your quotas at the depots \
+         allow {} ({}); nothing was stored. Free space with `lors rm` (and `lors cleanup`), \
+         or ask for a larger quota",
+        format_size(need),
+        format_size(size),
+        s.redundancy,
+        format_size(allow),
+        limited.join("; ")
     )))
 }
 

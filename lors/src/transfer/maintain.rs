@@ -334,6 +334,7 @@ fn placer(
         pool: pool.clone(),
         claimed: Arc::new(Mutex::new(claimed)),
         made: made.clone(),
+        on_alloc: None,
         opts_duration: p.duration,
         reliability: p.reliability,
         uuid: x.file.unwrap_or_default().to_string(),

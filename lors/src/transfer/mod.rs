@@ -30,7 +30,7 @@ use std::sync::Arc;
 
 pub use download::{download, DownloadOptions, DownloadReport, ExtentReader, Sink, Tickets};
 pub use pool::{DepotError, Pool, SecureSetup};
-pub use upload::{upload, BlockHook, DoneBlocks, UploadOptions};
+pub use upload::{upload, upload_tracked, AllocHook, BlockHook, DoneBlocks, UploadOptions};
 
 use crate::credentials::Error;
 
@@ -105,6 +105,10 @@ pub enum TransferError {
     },
     #[error("no depot left to place a piece of the block at offset {offset}: {last}")]
     PlacementFailed { offset: u64, last: String },
+    /// Every depot tried refused the allocation for the same reason of
+    /// policy (a quota, the duration): no other depot would do better.
+    #[error("{}", refused_text(*.kind, .detail))]
+    Refused { kind: Refusal, detail: String },
     /// No replica or too few shares of a range could be read and verified.
     #[error("bytes {offset}..{end} could not be read from any replica or share: {detail}")]
     Lost {
@@ -142,6 +146,27 @@ pub enum TransferError {
     },
 }
 
+/// Why every depot refused an allocation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refusal {
+    /// A byte quota (the VO's or the user's at the depot).
+    Quota,
+    /// The duration asked is longer than the depot grants.
+    Duration,
+}
+
+fn refused_text(kind: Refusal, detail: &str) -> String {
+    match kind {
+        Refusal::Quota => format!(
+            "quota refusal: the depots refuse more data from you ({detail}); \
+             free space with `lors rm` (and `lors cleanup`), or ask for a larger quota"
+        ),
+        Refusal::Duration => format!(
+            "every depot refuses an allocation this long ({detail}); pass a shorter --duration"
+        ),
+    }
+}
+
 fn interrupted_text(released: usize, kept_blocks: usize) -> String {
     let mut s = format!("interrupted: released the {released} allocation(s) the upload had made");
     if kept_blocks > 0 {
@@ -177,9 +202,16 @@ impl From<TransferError> for Error {
             return Error::from(*source).with_note(&not_freed_note(&not_freed));
         }
         match e {
-            TransferError::Usage(_) | TransferError::NotEnoughDepots { .. } => {
-                Error::Usage(e.to_string())
-            }
+            TransferError::Usage(_)
+            | TransferError::NotEnoughDepots { .. }
+            | TransferError::Refused {
+                kind: Refusal::Duration,
+                ..
+            } => Error::Usage(e.to_string()),
+            TransferError::Refused {
+                kind: Refusal::Quota,
+                ..
+            } => Error::Forbidden(e.to_string()),
             TransferError::Input(_)
             | TransferError::Output(_)
             | TransferError::Interrupted { .. } => Error::Local(e.to_string()),

@@ -30,8 +30,10 @@ use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 use super::pool::Pool;
-use super::{codec, now, Progress, Redundancy, Target, TransferError};
+use super::{codec, now, Progress, Redundancy, Refusal, Target, TransferError};
 use crate::crypto::{self, DataKey};
+use ibp_depot_client::ClientError;
+use ibp_proto::IbpError;
 
 /// Largest block size accepted (the IV derivation's limit is 64 GiB; a
 /// block is held in memory, so far less is sensible).
@@ -72,6 +74,12 @@ pub struct UploadOptions {
 
 /// Called with a stored block's index, mappings and group.
 pub type BlockHook = Arc<dyn Fn(u64, &[Mapping], Option<&EcGroup>) + Send + Sync>;
+
+/// Called with each allocation made (its depot, security level and MANAGE
+/// capability) as soon as the depot answers the ALLOCATE, before anything
+/// is stored into it: the journal of allocations in flight that `lors
+/// cleanup` releases after a killed upload.
+pub type AllocHook = Arc<dyn Fn(&str, Security, &str) + Send + Sync>;
 
 /// What earlier runs of a resumed upload stored.
 #[derive(Debug, Default, Clone)]
@@ -118,7 +126,7 @@ impl Stored {
 /// Uploads `src` to `targets` and returns the exNode describing it. On
 /// error nothing is left allocated (best effort).
 pub async fn upload<R>(
-    mut src: R,
+    src: R,
     targets: &[Target],
     pool: Arc<Pool>,
     opts: &UploadOptions,
@@ -127,10 +135,29 @@ pub async fn upload<R>(
 where
     R: AsyncRead + Unpin,
 {
+    upload_tracked(src, targets, pool, opts, progress, None).await
+}
+
+/// [`upload`], calling `on_alloc` with each allocation as soon as it is
+/// made (before the store into it starts).
+pub async fn upload_tracked<R>(
+    mut src: R,
+    targets: &[Target],
+    pool: Arc<Pool>,
+    opts: &UploadOptions,
+    progress: Option<Progress>,
+    on_alloc: Option<AllocHook>,
+) -> Result<Exnode, TransferError>
+where
+    R: AsyncRead + Unpin,
+{
     check_options(opts, targets)?;
     let made: Arc<Mutex<Vec<Made>>> = Arc::default();
     let stored: Arc<Mutex<HashSet<u64>>> = Arc::default();
-    let result = run(&mut src, targets, &pool, opts, progress, &made, &stored).await;
+    let result = run(
+        &mut src, targets, &pool, opts, progress, &made, &stored, on_alloc,
+    )
+    .await;
     pool.free_spare();
     match result {
         Ok(x) => Ok(x),
@@ -198,10 +225,27 @@ fn check_options(opts: &UploadOptions, targets: &[Target]) -> Result<(), Transfe
 /// PROBE: [`super::maintain::free_allocation`]), at most the pool's
 /// timeout each. Returns those not freed as `depot: reason`.
 pub(crate) async fn release_all(pool: &Arc<Pool>, made: &[Made]) -> Vec<String> {
+    let mut not_freed: Vec<String> = release_each(pool, made)
+        .await
+        .into_iter()
+        .flatten()
+        .collect();
+    not_freed.sort();
+    not_freed
+}
+
+/// [`release_all`], one outcome per allocation in `made`'s order: `None`
+/// freed, else `depot: reason`. At most
+/// [`super::maintain::MANAGE_IN_FLIGHT`] at once (each holds a depot
+/// connection; thousands at once would pass the depots' per-address
+/// connection limits).
+pub(crate) async fn release_each(pool: &Arc<Pool>, made: &[Made]) -> Vec<Option<String>> {
+    let sem = Arc::new(Semaphore::new(super::maintain::MANAGE_IN_FLIGHT));
     let mut set = JoinSet::new();
-    for m in made.iter().cloned() {
-        let pool = pool.clone();
+    for (i, m) in made.iter().cloned().enumerate() {
+        let (pool, sem) = (pool.clone(), sem.clone());
         set.spawn(async move {
+            let _permit = sem.acquire_owned().await;
             let t = pool.timeout();
             let r = if pool.is_down(&m.depot) {
                 Err("the depot did not answer earlier".to_owned())
@@ -213,19 +257,19 @@ pub(crate) async fn release_all(pool: &Arc<Pool>, made: &[Made]) -> Vec<String> 
                 .await
                 .unwrap_or_else(|_| Err(format!("no answer within {} s", t.as_secs())))
             };
-            r.err().map(|why| format!("{}: {why}", m.depot))
+            (i, r.err().map(|why| format!("{}: {why}", m.depot)))
         });
     }
-    let mut not_freed = Vec::new();
+    let mut out: Vec<Option<String>> = made
+        .iter()
+        .map(|m| Some(format!("{}: clean-up task failed", m.depot)))
+        .collect();
     while let Some(r) = set.join_next().await {
-        match r {
-            Ok(Some(line)) => not_freed.push(line),
-            Ok(None) => {}
-            Err(e) => not_freed.push(format!("clean-up task failed: {e}")),
+        if let Ok((i, r)) = r {
+            out[i] = r;
         }
     }
-    not_freed.sort();
-    not_freed
+    out
 }
 
 /// `e`, with the allocations its clean-up could not free (if any).
@@ -240,6 +284,7 @@ pub(crate) fn with_not_freed(e: TransferError, not_freed: Vec<String>) -> Transf
     }
 }
 
+#[allow(clippy::too_many_arguments)]
 async fn run<R>(
     src: &mut R,
     targets: &[Target],
@@ -248,6 +293,7 @@ async fn run<R>(
     progress: Option<Progress>,
     made: &Arc<Mutex<Vec<Made>>>,
     stored: &Arc<Mutex<HashSet<u64>>>,
+    on_alloc: Option<AllocHook>,
 ) -> Result<Exnode, TransferError>
 where
     R: AsyncRead + Unpin,
@@ -317,6 +363,7 @@ where
             pool: pool.clone(),
             opts: opts.clone(),
             made: made.clone(),
+            on_alloc: on_alloc.clone(),
             progress: progress.clone(),
         };
         let (hook, stored, this) = (opts.on_block.clone(), stored.clone(), index);
@@ -403,6 +450,7 @@ struct BlockCtx {
     pool: Arc<Pool>,
     opts: UploadOptions,
     made: Arc<Mutex<Vec<Made>>>,
+    on_alloc: Option<AllocHook>,
     progress: Option<Progress>,
 }
 
@@ -491,6 +539,7 @@ impl BlockCtx {
                 pool: self.pool.clone(),
                 claimed: claimed.clone(),
                 made: self.made.clone(),
+                on_alloc: self.on_alloc.clone(),
                 opts_duration: self.opts.duration,
                 reliability: self.opts.reliability,
                 uuid: self.opts.file.to_string(),
@@ -511,6 +560,10 @@ impl BlockCtx {
                     // each allocation they made is recorded.
                     while set.join_next().await.is_some() {}
                     return Err(interrupted());
+                }
+                Err(e @ TransferError::Refused { .. }) => {
+                    while set.join_next().await.is_some() {}
+                    return Err(e);
                 }
                 Err(TransferError::PlacementFailed { last, .. }) => {
                     return Err(TransferError::PlacementFailed {
@@ -576,6 +629,8 @@ pub(crate) struct Placer {
     /// block: never chosen again.
     pub claimed: Arc<Mutex<HashSet<String>>>,
     pub made: Arc<Mutex<Vec<Made>>>,
+    /// Told of each allocation before the store into it.
+    pub on_alloc: Option<AllocHook>,
     pub opts_duration: i64,
     pub reliability: Reliability,
     pub uuid: String,
@@ -595,6 +650,7 @@ impl Placer {
     ) -> Result<Stored, TransferError> {
         let mut candidate = preferred.or_else(|| self.next_candidate());
         let mut last = String::from("no depot was tried");
+        let mut refusals = Refusals::default();
         while let Some(t) = candidate {
             if self.cancel.is_cancelled() {
                 return Err(interrupted());
@@ -604,12 +660,15 @@ impl Placer {
                 Err(e @ TransferError::Interrupted { .. }) => return Err(e),
                 Err(e) => {
                     tracing::warn!("storing on {} failed: {e}", self.targets[t].depot);
+                    refusals.note(&e);
                     last = e.to_string();
                 }
             }
             candidate = self.next_candidate();
         }
-        Err(TransferError::PlacementFailed { offset: 0, last })
+        Err(refusals
+            .all_alike()
+            .unwrap_or(TransferError::PlacementFailed { offset: 0, last }))
     }
 
     /// An unclaimed depot, those not known to be down first; claims it.
@@ -643,6 +702,9 @@ impl Placer {
                 manage: manage.clone(),
                 block: self.block,
             });
+        if let Some(hook) = &self.on_alloc {
+            hook(depot, level, &manage);
+        }
         let expires = now().saturating_add(self.opts_duration);
         // The allocation is recorded: the store may be abandoned (and the
         // connection with it) without losing track of it.
@@ -670,5 +732,105 @@ impl Placer {
             manage,
             expires,
         })
+    }
+}
+
+/// The refusals of the depots tried for one piece: when all of them
+/// refused for the same reason of policy (a quota, the duration), that
+/// reason is the error, not "no depot left".
+#[derive(Default)]
+struct Refusals {
+    kind: Option<Refusal>,
+    /// A failure of another kind (or of another reason) was seen.
+    mixed: bool,
+    details: Vec<String>,
+}
+
+impl Refusals {
+    fn note(&mut self, e: &TransferError) {
+        let kind = match e {
+            TransferError::Depot(super::DepotError::Client { source, .. }) => match source {
+                ClientError::Refused {
+                    error: IbpError::WouldExceedLimit,
+                    reason,
+                } if reason.contains("quota") => Some(Refusal::Quota),
+                c if c.ibp() == Some(IbpError::LongDuration) => Some(Refusal::Duration),
+                _ => None,
+            },
+            _ => None,
+        };
+        match (kind, self.kind) {
+            (Some(k), None) if !self.mixed && self.details.is_empty() => self.kind = Some(k),
+            (Some(k), Some(had)) if k == had => {}
+            _ => self.mixed = true,
+        }
+        self.details.push(e.to_string());
+    }
+
+    fn all_alike(self) -> Option<TransferError> {
+        let kind = self.kind.filter(|_| !self.mixed)?;
+        Some(TransferError::Refused {
+            kind,
+            detail: self.details.join("; "),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::transfer::DepotError;
+
+    fn refused(error: IbpError, reason: &str) -> TransferError {
+        TransferError::Depot(DepotError::Client {
+            depot: "d:1".into(),
+            source: ClientError::Refused {
+                error,
+                reason: reason.into(),
+            },
+        })
+    }
+
+    #[test]
+    fn every_depot_refusing_alike_is_that_refusal_else_no_depot_left() {
+        let quota = || refused(IbpError::WouldExceedLimit, "user quota exceeded: ...");
+        let mut r = Refusals::default();
+        r.note(&quota());
+        r.note(&quota());
+        let e = r.all_alike().expect("a quota refusal");
+        assert!(matches!(
+            e,
+            TransferError::Refused {
+                kind: Refusal::Quota,
+                ..
+            }
+        ));
+        let err = crate::credentials::Error::from(e);
+        assert_eq!(err.exit_code(), crate::exit::REFUSED);
+        assert!(err.to_string().contains("quota refusal"), "{err}");
+
+        let mut r = Refusals::default();
+        r.note(&TransferError::Depot(DepotError::Client {
+            depot: "d:1".into(),
+            source: ClientError::Ibp(IbpError::LongDuration),
+        }));
+        let err = crate::credentials::Error::from(r.all_alike().expect("a duration refusal"));
+        assert_eq!(err.exit_code(), crate::exit::USAGE);
+        assert!(err.to_string().contains("--duration"), "{err}");
+
+        // Mixed reasons, a full depot (no quota named) or a depot that did
+        // not answer: no depot left, as before.
+        let mut r = Refusals::default();
+        r.note(&quota());
+        r.note(&refused(IbpError::LongDuration, "duration 9s is over"));
+        assert!(r.all_alike().is_none());
+        let mut r = Refusals::default();
+        r.note(&refused(IbpError::WouldExceedLimit, "no space"));
+        assert!(r.all_alike().is_none());
+        let mut r = Refusals::default();
+        r.note(&TransferError::Input("x".into()));
+        r.note(&quota());
+        assert!(r.all_alike().is_none());
+        assert!(Refusals::default().all_alike().is_none());
     }
 }

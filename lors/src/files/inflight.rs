@@ -1,0 +1,692 @@
+//! Journals of allocations in flight, and `lors cleanup`, which releases
+//! what a killed upload left behind.
+//!
+//! Every upload ([`super::upload_controlled`], so the CLI, liblors and
+//! Python alike) keeps one journal file in the per-user state directory
+//! (`$XDG_STATE_HOME/lors/inflight/`, else `~/.local/state/...`; the
+//! directory 0700, the files 0600: they hold MANAGE capabilities). Its
+//! first line is a header (destination, process, start time, the
+//! `--resume` journal if any); then one line per allocation, written as
+//! soon as the depot's ALLOCATE reply gives its MANAGE capability and
+//! before any byte is stored into it. The process holds an exclusive lock
+//! (`flock`) on the file for as long as the upload runs; the kernel drops
+//! it when the process dies, however it dies.
+//!
+//! The journal is removed when the upload is registered, or when a failed
+//! upload released everything it allocated. It stays when the process was
+//! killed (SIGKILL, power loss, a second Ctrl-C), when a clean-up could not
+//! free every allocation, and for `--resume` uploads until they complete
+//! (a resumed run appends to the same journal). [`cleanup`] takes the
+//! journals whose lock is free, releases their allocations and removes
+//! them; a journal whose lock is held (its upload is running) is never
+//! touched.
+//!
+//! Durability: each line is written (one `write`) before the store into
+//! its allocation starts, so it survives the process being killed. A
+//! background `fdatasync`, coalesced (one in flight at a time, covering
+//! every line written before it started), makes it survive a power loss
+//! too, without putting a disk flush on the data path: the window is the
+//! time of one flush after the allocation (milliseconds), and an
+//! allocation whose line is lost expires at the end of its duration. Nor
+//! can a journal list an allocation whose ALLOCATE was in flight when the
+//! process died (the depot made it, the client never read the reply with
+//! its capabilities): at most one per piece being placed (`threads` x
+//! pieces per block), holding no data, expiring at the end of its
+//! duration.
+//!
+//! Why a sibling of the `--resume` journal and not the same file: that one
+//! lists finished blocks (to skip them), written after each store, and
+//! lives beside the user's choice of resuming; this one lists every
+//! allocation, written before its store, for every upload. A resumable
+//! upload's journal names its `--resume` journal, and `cleanup` keeps both
+//! (and says how to resume) unless asked to release them.
+
+use std::collections::BTreeSet;
+use std::fs::{File, OpenOptions};
+use std::io::{self, Write};
+use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+
+use exnode::Security;
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+use super::Grid;
+use crate::credentials::Error;
+use crate::transfer::upload::{release_each, Made};
+use crate::transfer::{self, Pool};
+
+/// The journals' file name extension.
+const EXT: &str = "alloc";
+/// Prefix of a journal being created (not yet under its name).
+const TMP_PREFIX: &str = ".tmp-";
+/// The header's `kind`.
+const KIND: &str = "lors-inflight";
+
+/// The directory of the in-flight journals: `$LORS_STATE_DIR`, else
+/// `$XDG_STATE_HOME/lors/inflight`, else `~/.local/state/lors/inflight`.
+pub fn state_dir() -> Option<PathBuf> {
+    if let Some(d) = std::env::var_os("LORS_STATE_DIR").filter(|v| !v.is_empty()) {
+        return Some(PathBuf::from(d).join("inflight"));
+    }
+    std::env::var_os("XDG_STATE_HOME")
+        .filter(|v| !v.is_empty())
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".local/state")))
+        .map(|s| s.join("lors/inflight"))
+}
+
+/// A journal's first line.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Header {
+    pub kind: String,
+    pub v: u32,
+    /// Where the upload goes (a metadata-manager path or an `--xnd` file).
+    pub dest: String,
+    /// The process that made it (when it was made; informative).
+    pub pid: u32,
+    /// Unix seconds.
+    pub started: i64,
+    /// The `--resume` journal of this upload, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resume: Option<PathBuf>,
+}
+
+/// One allocation.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+struct Record {
+    depot: String,
+    security: String,
+    manage: String,
+}
+
+/// The journal of one running upload (locked while it lives).
+pub struct InFlight {
+    path: PathBuf,
+    file: Arc<File>,
+    /// Serializes the lines.
+    write: Mutex<()>,
+    /// A line was written since the last flush started.
+    dirty: Arc<AtomicBool>,
+    /// A flush is in flight.
+    syncing: Arc<AtomicBool>,
+    /// The directory was flushed (the journal's name is durable).
+    dir_synced: Arc<AtomicBool>,
+}
+
+fn create_dir(dir: &Path) -> io::Result<()> {
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)?;
+    // An existing directory (made by an older version, or by hand) is
+    // made private too: the journals hold MANAGE capabilities.
+    let m = std::fs::metadata(dir)?;
+    if m.permissions().mode() & 0o077 != 0 {
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))?;
+    }
+    Ok(())
+}
+
+/// Locks `f` exclusively (`flock`) without waiting; `Ok(false)` if
+/// another open file (another upload, or a clean-up) holds it.
+fn try_lock(f: &File) -> io::Result<bool> {
+    use rustix::fs::{flock, FlockOperation};
+    match flock(f, FlockOperation::NonBlockingLockExclusive) {
+        Ok(()) => Ok(true),
+        Err(e) if e == rustix::io::Errno::WOULDBLOCK => Ok(false),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Whether the open file is still under a name (not removed by the one
+/// that held the lock before us).
+fn linked(f: &File) -> io::Result<bool> {
+    Ok(f.metadata()?.nlink() > 0)
+}
+
+impl InFlight {
+    /// Starts the journal of an upload to `dest` in `dir`: a new file, or
+    /// for a `--resume` upload (`resume`: its journal) the file of that
+    /// journal, continued. Refused if another running upload holds it.
+    pub fn start(dir: &Path, dest: &str, resume: Option<&Path>) -> io::Result<InFlight> {
+        create_dir(dir)?;
+        let name = match resume {
+            Some(r) => format!(
+                "r-{}.{EXT}",
+                blake3::hash(r.as_os_str().as_encoded_bytes()).to_hex()[..24].to_owned()
+            ),
+            None => format!("{}.{EXT}", Uuid::new_v4().simple()),
+        };
+        let path = dir.join(name);
+        let header = Header {
+            kind: KIND.into(),
+            v: 1,
+            dest: dest.to_owned(),
+            pid: std::process::id(),
+            started: transfer::now(),
+            resume: resume.map(Path::to_path_buf),
+        };
+        // A name appears only once its file is locked and has its header:
+        // a clean-up never sees a journal half made.
+        for _ in 0..4 {
+            if resume.is_some() {
+                match OpenOptions::new().read(true).append(true).open(&path) {
+                    Ok(f) => {
+                        if !try_lock(&f)? {
+                            return Err(io::Error::other(format!(
+                                "{} is in use by another running upload (or lors cleanup)",
+                                path.display()
+                            )));
+                        }
+                        if !linked(&f)? {
+                            continue;
+                        }
+                        return Ok(InFlight::of(path, f, true));
+                    }
+                    Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                    Err(e) => return Err(e),
+                }
+            }
+            let tmp = dir.join(format!("{TMP_PREFIX}{}", Uuid::new_v4().simple()));
+            let mut f = OpenOptions::new()
+                .read(true)
+                .append(true)
+                .create_new(true)
+                .mode(0o600)
+                .open(&tmp)?;
+            let made = (|| {
+                if !try_lock(&f)? {
+                    return Err(io::Error::other(
+                        "a new journal is locked by another process",
+                    ));
+                }
+                writeln!(f, "{}", serde_json::to_string(&header)?)?;
+                std::fs::hard_link(&tmp, &path)
+            })();
+            let _ = std::fs::remove_file(&tmp);
+            match made {
+                Ok(()) => return Ok(InFlight::of(path, f, false)),
+                Err(e) if e.kind() == io::ErrorKind::AlreadyExists && resume.is_some() => continue,
+                Err(e) => return Err(e),
+            }
+        }
+        Err(io::Error::other(format!(
+            "{}: could not take the journal (it keeps changing hands)",
+            path.display()
+        )))
+    }
+
+    fn of(path: PathBuf, f: File, existing: bool) -> InFlight {
+        InFlight {
+            path,
+            file: Arc::new(f),
+            write: Mutex::new(()),
+            dirty: Arc::default(),
+            syncing: Arc::default(),
+            dir_synced: Arc::new(AtomicBool::new(existing)),
+        }
+    }
+
+    #[cfg(test)]
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Records an allocation (before anything is stored into it), and
+    /// schedules a flush. Best effort: an allocation not recorded expires
+    /// at the end of its duration.
+    pub fn record(&self, depot: &str, security: Security, manage: &str) {
+        let r = Record {
+            depot: depot.to_owned(),
+            security: security.name().to_owned(),
+            manage: manage.to_owned(),
+        };
+        let Ok(mut line) = serde_json::to_string(&r) else {
+            return;
+        };
+        line.push('\n');
+        {
+            let _one = self.write.lock().unwrap_or_else(|p| p.into_inner());
+            if let Err(e) = (&*self.file).write_all(line.as_bytes()) {
+                tracing::warn!(journal = %self.path.display(), error = %e, "cannot record an allocation in flight");
+                return;
+            }
+        }
+        self.flush_later();
+    }
+
+    /// Flushes the file (and, the first time, its directory) off the
+    /// caller's thread; one flush at a time, covering every line written
+    /// before it started.
+    fn flush_later(&self) {
+        self.dirty.store(true, Ordering::SeqCst);
+        if self.syncing.swap(true, Ordering::SeqCst) {
+            return;
+        }
+        let (file, dirty, syncing, dir_synced) = (
+            self.file.clone(),
+            self.dirty.clone(),
+            self.syncing.clone(),
+            self.dir_synced.clone(),
+        );
+        let dir = self.path.parent().map(Path::to_path_buf);
+        let flush = move || loop {
+            dirty.store(false, Ordering::SeqCst);
+            let _ = file.sync_data();
+            if !dir_synced.swap(true, Ordering::SeqCst) {
+                if let Some(d) = &dir {
+                    let _ = File::open(d).and_then(|d| d.sync_all());
+                }
+            }
+            syncing.store(false, Ordering::SeqCst);
+            if !dirty.load(Ordering::SeqCst) || syncing.swap(true, Ordering::SeqCst) {
+                return;
+            }
+        };
+        match tokio::runtime::Handle::try_current() {
+            Ok(h) => {
+                h.spawn_blocking(flush);
+            }
+            Err(_) => flush(),
+        }
+    }
+
+    /// The upload is over and nothing of it is left to release: the
+    /// journal is removed (while still locked, so that a clean-up waiting
+    /// for the lock finds it gone).
+    ///
+    /// A journal that cannot be removed is emptied instead: it must not
+    /// list allocations a registered version uses (`lors cleanup` leaves a
+    /// journal without a header alone).
+    pub fn finish(&self) {
+        if let Err(e) = std::fs::remove_file(&self.path) {
+            tracing::warn!(journal = %self.path.display(), error = %e, "cannot remove the journal of allocations in flight");
+            let _ = self.file.set_len(0);
+        }
+    }
+
+    /// The allocations recorded so far (by every run, for a `--resume`
+    /// upload's journal).
+    pub fn recorded(&self) -> Vec<Made> {
+        let Ok(f) = File::open(&self.path) else {
+            return Vec::new();
+        };
+        read(&f).map_or_else(Vec::new, |(_, records)| made_of(&records))
+    }
+
+    /// Ends the journal keeping only `left` (allocations a clean-up could
+    /// not free), for `lors cleanup` to try again; nothing left: removed.
+    pub fn keep_only(&self, left: &[Made]) {
+        if left.is_empty() {
+            return self.finish();
+        }
+        let header = File::open(&self.path)
+            .ok()
+            .and_then(|f| read(&f))
+            .map(|(h, _)| h);
+        let records: Vec<Record> = left
+            .iter()
+            .map(|m| Record {
+                depot: m.depot.clone(),
+                security: m.security.name().to_owned(),
+                manage: m.manage.clone(),
+            })
+            .collect();
+        let _one = self.write.lock().unwrap_or_else(|p| p.into_inner());
+        match header.map(|h| rewrite(&self.file, &h, &records)) {
+            Some(Ok(())) => {}
+            _ => {
+                // Unreadable or not rewritten: it must not keep listing
+                // allocations a registered version uses.
+                drop(_one);
+                self.finish();
+            }
+        }
+    }
+}
+
+/// The allocations of journal records.
+fn made_of(records: &[Record]) -> Vec<Made> {
+    records
+        .iter()
+        .map(|r| Made {
+            depot: r.depot.clone(),
+            security: Security::from_name(&r.security).unwrap_or(Security::Legacy),
+            manage: r.manage.clone(),
+            block: u64::MAX,
+        })
+        .collect()
+}
+
+/// What `lors cleanup` does.
+#[derive(Debug, Clone, Default)]
+pub struct CleanupOptions {
+    /// Only say what would be released.
+    pub dry_run: bool,
+    /// Also release the allocations kept for `--resume` (and remove those
+    /// journals).
+    pub include_resumable: bool,
+}
+
+/// What became of one journal.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum JournalState {
+    /// Every allocation freed (or already gone): journal removed.
+    Freed,
+    /// Some could not be freed: the journal keeps them for another try.
+    NotFreed,
+    /// Its upload is running (the lock is held): not touched.
+    InUse,
+    /// A `--resume` upload's: kept for the next run.
+    Resumable,
+    /// `--dry-run`: these would be released.
+    WouldRelease,
+    /// Unreadable (no header): left alone.
+    Unreadable,
+}
+
+/// One journal's outcome.
+#[derive(Debug, Clone, Serialize)]
+pub struct JournalOutcome {
+    pub journal: PathBuf,
+    pub state: JournalState,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub dest: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub started: Option<i64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pid: Option<u32>,
+    /// Allocations it lists.
+    pub allocations: usize,
+    /// Allocations freed now (DECR, then a PROBE finding it gone).
+    pub freed: usize,
+    /// `depot: reason` of those not freed.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub not_freed: Vec<String>,
+    /// The `--resume` journal it belongs to.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub resume: Option<PathBuf>,
+}
+
+impl JournalOutcome {
+    fn of(journal: PathBuf, state: JournalState) -> JournalOutcome {
+        JournalOutcome {
+            journal,
+            state,
+            dest: None,
+            started: None,
+            pid: None,
+            allocations: 0,
+            freed: 0,
+            not_freed: Vec::new(),
+            resume: None,
+        }
+    }
+}
+
+/// What [`cleanup`] did.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct CleanupReport {
+    pub dir: Option<PathBuf>,
+    pub journals: Vec<JournalOutcome>,
+}
+
+impl CleanupReport {
+    /// Whether every allocation it tried to release was freed.
+    pub fn all_freed(&self) -> bool {
+        self.journals.iter().all(|j| j.not_freed.is_empty())
+    }
+}
+
+/// Reads a journal: its header and its allocations (each once; a torn
+/// last line is ignored: the process was killed while writing it).
+fn read(f: &File) -> Option<(Header, Vec<Record>)> {
+    let text = io::read_to_string(f).ok()?;
+    let complete = text.rfind('\n').map_or("", |i| &text[..=i]);
+    let mut lines = complete.lines();
+    let header: Header = serde_json::from_str(lines.next()?).ok()?;
+    if header.kind != KIND {
+        return None;
+    }
+    let mut seen = BTreeSet::new();
+    let records = lines
+        .filter_map(|l| serde_json::from_str::<Record>(l).ok())
+        .filter(|r| seen.insert(r.manage.clone()))
+        .collect();
+    Some((header, records))
+}
+
+/// Rewrites a locked journal with only `left` (the allocations not freed).
+fn rewrite(f: &File, header: &Header, left: &[Record]) -> io::Result<()> {
+    f.set_len(0)?;
+    let mut text = serde_json::to_string(header)? + "\n";
+    for r in left {
+        text.push_str(&serde_json::to_string(r)?);
+        text.push('\n');
+    }
+    (&*f).write_all(text.as_bytes())?;
+    f.sync_data()
+}
+
+/// Releases the allocations of uploads that ended without cleaning up
+/// (killed, or their clean-up failed): every journal in [`state_dir`]
+/// whose lock is free. Journals of running uploads are not touched;
+/// `--resume` uploads' are kept (listed) unless
+/// [`CleanupOptions::include_resumable`].
+pub async fn cleanup(grid: &Grid, opts: &CleanupOptions) -> Result<CleanupReport, Error> {
+    let Some(dir) = state_dir() else {
+        return Err(Error::Usage(
+            "no $HOME, $XDG_STATE_HOME or $LORS_STATE_DIR: no journals of allocations to look at"
+                .into(),
+        ));
+    };
+    cleanup_in(grid, &dir, opts).await
+}
+
+/// [`cleanup`] of the journals in `dir`.
+pub async fn cleanup_in(
+    grid: &Grid,
+    dir: &Path,
+    opts: &CleanupOptions,
+) -> Result<CleanupReport, Error> {
+    let mut report = CleanupReport {
+        dir: Some(dir.to_path_buf()),
+        journals: Vec::new(),
+    };
+    let entries = match std::fs::read_dir(dir) {
+        Ok(e) => e,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(report),
+        Err(e) => return Err(Error::Local(format!("{}: {e}", dir.display()))),
+    };
+    let mut paths: Vec<PathBuf> = entries.filter_map(|e| e.ok().map(|e| e.path())).collect();
+    paths.sort();
+    let mut pool: Option<Arc<Pool>> = None;
+    for path in paths {
+        let name = path
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let Ok(f) = OpenOptions::new().read(true).write(true).open(&path) else {
+            continue;
+        };
+        let locked = try_lock(&f).map_err(|e| Error::Local(format!("{}: {e}", path.display())))?;
+        if name.starts_with(TMP_PREFIX) {
+            // A journal its maker did not get to name: nothing in it.
+            if locked && !opts.dry_run {
+                let _ = std::fs::remove_file(&path);
+            }
+            continue;
+        }
+        if path.extension().is_none_or(|e| e != EXT) {
+            continue;
+        }
+        if !locked {
+            let mut o = JournalOutcome::of(path.clone(), JournalState::InUse);
+            if let Some((h, r)) = read(&f) {
+                (o.dest, o.started, o.pid, o.allocations) =
+                    (Some(h.dest), Some(h.started), Some(h.pid), r.len());
+            }
+            report.journals.push(o);
+            continue;
+        }
+        if !linked(&f).unwrap_or(false) {
+            // Its upload finished (and removed it) while we opened it.
+            continue;
+        }
+        let Some((header, records)) = read(&f) else {
+            report
+                .journals
+                .push(JournalOutcome::of(path.clone(), JournalState::Unreadable));
+            continue;
+        };
+        let mut o = JournalOutcome::of(path.clone(), JournalState::WouldRelease);
+        (o.dest, o.started, o.pid, o.allocations, o.resume) = (
+            Some(header.dest.clone()),
+            Some(header.started),
+            Some(header.pid),
+            records.len(),
+            header.resume.clone(),
+        );
+        let resumable = header.resume.as_deref().is_some_and(Path::exists);
+        if resumable && !opts.include_resumable {
+            o.state = JournalState::Resumable;
+            report.journals.push(o);
+            continue;
+        }
+        if opts.dry_run {
+            report.journals.push(o);
+            continue;
+        }
+        let made = made_of(&records);
+        let outcomes = if made.is_empty() {
+            Vec::new()
+        } else {
+            // One pool (one L-Bone query) for all, unless a journal names
+            // a secure depot the first answer had no grant for.
+            let stale = pool.as_ref().is_none_or(|p| {
+                made.iter()
+                    .any(|m| m.security != Security::Legacy && !p.has_grant(&m.depot))
+            });
+            if stale {
+                pool = Some(release_pool(grid, &made).await?);
+            }
+            let Some(p) = pool.clone() else {
+                continue;
+            };
+            release_each(&p, &made).await
+        };
+        let not_freed: Vec<String> = outcomes.iter().flatten().cloned().collect();
+        o.freed = made.len() - not_freed.len();
+        if not_freed.is_empty() {
+            if let Some(r) = &header.resume {
+                let _ = std::fs::remove_file(r);
+            }
+            let _ = std::fs::remove_file(&path);
+            o.state = JournalState::Freed;
+        } else {
+            let left: Vec<Record> = records
+                .into_iter()
+                .zip(&outcomes)
+                .filter(|(_, o)| o.is_some())
+                .map(|(r, _)| r)
+                .collect();
+            if let Err(e) = rewrite(&f, &header, &left) {
+                tracing::warn!(journal = %path.display(), error = %e, "cannot rewrite the journal");
+            }
+            o.state = JournalState::NotFreed;
+            o.not_freed = not_freed;
+        }
+        report.journals.push(o);
+    }
+    Ok(report)
+}
+
+/// A pool reaching every depot the allocations are on: the L-Bone's
+/// grants for the secure ones.
+async fn release_pool(grid: &Grid, made: &[Made]) -> Result<Arc<Pool>, Error> {
+    let x = exnode::Exnode {
+        mappings: made
+            .iter()
+            .map(|m| exnode::Mapping {
+                depot: m.depot.clone(),
+                security: Some(m.security),
+                ..Default::default()
+            })
+            .collect(),
+        ..Default::default()
+    };
+    let setup = super::access_for(grid, &x).await?;
+    Ok(super::pool(grid, setup))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_journal_is_private_locked_and_read_back_without_its_torn_line() {
+        let d = tempfile::tempdir().unwrap();
+        let dir = d.path().join("inflight");
+        let j = InFlight::start(&dir, "/vo1/f", None).unwrap();
+        j.record("d1:6715", Security::Full, "ibp://d1:6715/1#k/1/MANAGE");
+        j.record("d2:6715", Security::Legacy, "ibp://d2:6715/1#k/1/MANAGE");
+        j.record("d2:6715", Security::Legacy, "ibp://d2:6715/1#k/1/MANAGE");
+        let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode(&dir), 0o700);
+        assert_eq!(mode(j.path()), 0o600);
+        // Held by the running upload: another open file cannot lock it.
+        let other = File::open(j.path()).unwrap();
+        assert!(!try_lock(&other).unwrap());
+        // A torn last line (killed while writing) is ignored.
+        (&*j.file).write_all(b"{\"depot\":\"d3").unwrap();
+        let (h, r) = read(&File::open(j.path()).unwrap()).unwrap();
+        assert_eq!(h.dest, "/vo1/f");
+        assert_eq!(h.pid, std::process::id());
+        assert_eq!(r.len(), 2, "each allocation once: {r:?}");
+        assert_eq!(r[1].security, "legacy");
+        let path = j.path().to_path_buf();
+        drop(j);
+        // Its process gone (the file closed), the lock is free.
+        assert!(try_lock(&other).unwrap());
+        assert!(path.exists());
+        // Nothing but the journal in the directory (no temporary left).
+        assert_eq!(std::fs::read_dir(&dir).unwrap().count(), 1);
+    }
+
+    #[test]
+    fn a_finished_journal_is_removed_and_a_resumable_one_continued() {
+        let d = tempfile::tempdir().unwrap();
+        let resume = d.path().join("uploads/x.journal");
+        let j = InFlight::start(d.path(), "/vo1/f", Some(&resume)).unwrap();
+        j.record("d1:6715", Security::Full, "ibp://d1:6715/1#a/1/MANAGE");
+        // A second run while the first holds it is refused.
+        assert!(InFlight::start(d.path(), "/vo1/f", Some(&resume)).is_err());
+        let path = j.path().to_path_buf();
+        drop(j);
+        let j = InFlight::start(d.path(), "/vo1/f", Some(&resume)).unwrap();
+        assert_eq!(j.path(), path);
+        j.record("d1:6715", Security::Full, "ibp://d1:6715/2#b/1/MANAGE");
+        let (h, r) = read(&File::open(&path).unwrap()).unwrap();
+        assert_eq!(h.resume.as_deref(), Some(resume.as_path()));
+        assert_eq!(r.len(), 2, "both runs' allocations");
+        let all = j.recorded();
+        assert_eq!(all.len(), 2);
+        assert_eq!(all[1].security, Security::Full);
+        // Only what a clean-up could not free stays; then a record more.
+        j.keep_only(&all[1..]);
+        j.record("d2:6715", Security::Full, "ibp://d2:6715/3#c/1/MANAGE");
+        let (h2, r) = read(&File::open(&path).unwrap()).unwrap();
+        assert_eq!(h2, h);
+        let caps: Vec<&str> = r.iter().map(|r| r.manage.as_str()).collect();
+        assert_eq!(
+            caps,
+            ["ibp://d1:6715/2#b/1/MANAGE", "ibp://d2:6715/3#c/1/MANAGE"]
+        );
+        j.keep_only(&[]);
+        assert!(!path.exists(), "nothing left: removed");
+    }
+}
