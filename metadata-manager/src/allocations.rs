@@ -7,9 +7,10 @@
 //! An allocation is named `host:port/RID#key`: a capability
 //! (`ibp://host:port/RID#key/typekey/KIND`) without its scheme, typekey and
 //! kind, the same for the READ, WRITE and MANAGE capabilities of one
-//! allocation. A refresh keeps a file's allocations (it only extends them),
-//! so the versions it makes name the same allocations as their base; usage
-//! counts each allocation once.
+//! allocation. The database keeps a digest of the name ([`Allocation::id`]:
+//! shorter, and without the key). A refresh keeps a file's allocations (it
+//! only extends them), so the versions it makes name the same allocations
+//! as their base; usage counts each allocation once.
 
 use std::collections::BTreeMap;
 
@@ -18,8 +19,9 @@ use exnode::{Exnode, Mapping};
 /// One allocation of a version.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Allocation {
-    /// `host:port/RID#key` ([`allocation_name`]).
-    pub name: String,
+    /// The first 16 bytes of the SHA-256 of its name ([`allocation_name`],
+    /// `host:port/RID#key`), in hex.
+    pub id: String,
     /// Its MANAGE capability, if the exNode has one (what releases it).
     pub manage: Option<String>,
     /// Bytes the version keeps in it (its mappings' stored lengths).
@@ -29,7 +31,7 @@ pub struct Allocation {
 /// What a version's exNode says about its allocations.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Facts {
-    /// Each allocation once, in name order.
+    /// Each allocation once.
     pub allocations: Vec<Allocation>,
     /// The earliest expiry of any allocation (Unix seconds); `None` when
     /// no mapping gives one.
@@ -60,6 +62,15 @@ fn name_of(cap: &str) -> Option<String> {
     (name.contains('/') && !name.ends_with('/')).then(|| name.to_owned())
 }
 
+/// The stored id of an allocation name.
+pub fn digest(name: &str) -> String {
+    let d = ring::digest::digest(&ring::digest::SHA256, name.as_bytes());
+    d.as_ref()[..16]
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
 /// The facts of an exNode (meaningful for a validated one).
 pub fn facts(ex: &Exnode) -> Facts {
     let mut by_name: BTreeMap<String, Allocation> = BTreeMap::new();
@@ -67,8 +78,8 @@ pub fn facts(ex: &Exnode) -> Facts {
         // A mapping without a capability of the usual shape still counts,
         // under a name of its own (it cannot be shared or released).
         let name = allocation_name(m).unwrap_or_else(|| format!("mapping:{i}"));
-        let a = by_name.entry(name.clone()).or_insert_with(|| Allocation {
-            name,
+        let a = by_name.entry(name).or_insert_with_key(|name| Allocation {
+            id: digest(name),
             manage: None,
             bytes: 0,
         });
@@ -153,7 +164,8 @@ mod tests {
         };
         let f = facts(&ex);
         assert_eq!(f.allocations.len(), 3);
-        assert_eq!(f.allocations[0].name, "d1:6714/0#a");
+        assert_eq!(f.allocations[0].id, digest("d1:6714/0#a"));
+        assert_eq!(f.allocations[0].id.len(), 32);
         assert_eq!(f.allocations[0].bytes, 20);
         assert_eq!(
             f.allocations[0].manage.as_deref(),

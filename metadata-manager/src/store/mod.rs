@@ -23,8 +23,9 @@
 //!   `indexed`: 1 once its `allocations` rows are written, 2 when its
 //!   exNode could not be read to write them, 0 not yet (a version stored
 //!   before migration 3, until the backfill at start reaches it).
-//! - `allocations (file, version, alloc, manage, bytes)`: each allocation
-//!   a version keeps, once (`alloc`: `host:port/RID#key`), its MANAGE
+//! - `allocations (file, alloc, version, manage, bytes)`: each allocation
+//!   a version keeps, once (`alloc`: a digest of `host:port/RID#key`,
+//!   [`crate::allocations::Allocation::id`]), its MANAGE
 //!   capability and the bytes the version keeps in it. Versions made by
 //!   refresh, trim, augment or repair share most of their allocations
 //!   with their base: usage counts each allocation once per owner, and a
@@ -180,8 +181,7 @@ const MIGRATION_3: &[&str] = &[
         alloc TEXT NOT NULL,
         manage TEXT,
         bytes BIGINT NOT NULL,
-        PRIMARY KEY (file, version, alloc))",
-    "CREATE INDEX allocations_by_name ON allocations (file, alloc)",
+        PRIMARY KEY (file, alloc, version))",
     "ALTER TABLE entries ADD COLUMN keep_versions BIGINT",
 ];
 

@@ -435,11 +435,11 @@ pub(super) async fn insert_allocations(
     for a in &facts.allocations {
         sqlx::query(
             "INSERT INTO allocations (file, version, alloc, manage, bytes) VALUES ($1, $2, $3, $4, $5)
-             ON CONFLICT (file, version, alloc) DO NOTHING",
+             ON CONFLICT (file, alloc, version) DO NOTHING",
         )
         .bind(file)
         .bind(version)
-        .bind(&a.name)
+        .bind(&a.id)
         .bind(a.manage.as_deref())
         .bind(to_bigint(a.bytes))
         .execute(&mut **tx)
