@@ -131,21 +131,38 @@ fn refreshes_do_not_multiply_usage_and_retention_releases_what_only_old_versions
     assert_eq!(now, both - one, "the first content's allocations are freed");
     download_is(&g, "alice", f, &second, "after the retention");
 
-    // rm --version of version 5, whose allocations version 6 uses: nothing
-    // is released and the file reads back whole.
-    let o = lors(&g, "alice", &["rm", "--version", "5", f]);
+    // Augment to two copies, then trim one depot's copies away: usage
+    // follows the depots (the trim releases what it dropped, and older
+    // versions naming it no longer count it).
+    ok(lors(&g, "alice", &["augment", "-q", f, "--copies", "2"]));
+    let two = usage_is_depot_state(&g, "after augment");
+    assert!(two >= now + 200_000, "{two}");
+    let maps = mappings(&stat_json(&g, "alice", f));
+    let depot = maps[maps.len() - 1]["depot"]
+        .as_str()
+        .expect("a depot")
+        .to_owned();
+    ok(lors(&g, "alice", &["trim", "-q", f, "--depot", &depot]));
+    assert_eq!(versions(&g, f), (vec![8, 7], 8));
+    let trimmed = usage_is_depot_state(&g, "after trim");
+    assert!(trimmed < two, "{trimmed} < {two}");
+
+    // rm --version of version 7 (the augment), whose allocations version 8
+    // uses or the trim released: nothing is released and the file reads
+    // back whole.
+    let o = lors(&g, "alice", &["rm", "--version", "7", f]);
     assert_eq!(
         ok(o),
-        format!("deleted {f} (version 5); freed 0 of 0 allocation(s)\n")
+        format!("deleted {f} (version 7); freed 0 of 0 allocation(s)\n")
     );
-    assert_eq!(versions(&g, f), (vec![6], 6));
-    assert_eq!(usage_is_depot_state(&g, "after rm --version"), now);
-    download_is(&g, "alice", f, &second, "after rm --version 5");
+    assert_eq!(versions(&g, f), (vec![8], 8));
+    assert_eq!(usage_is_depot_state(&g, "after rm --version"), trimmed);
+    download_is(&g, "alice", f, &second, "after rm --version 7");
 
     // stat lists the versions; ls -l shows the expiry, with no mark.
     let st = ok(lors(&g, "alice", &["stat", f]));
     assert!(st.contains("versions  : 1\n"), "{st}");
-    assert!(st.lines().any(|l| l.starts_with("*6 ")), "{st}");
+    assert!(st.lines().any(|l| l.starts_with("*8 ")), "{st}");
     let ls = ok(lors(&g, "alice", &["ls", "-l", "-h", "/vo1/alice/v"]));
     assert!(ls.contains("195.3 KiB"), "-h: {ls}");
     assert!(!ls.contains("EXPIRED") && !ls.contains("DAMAGED"), "{ls}");

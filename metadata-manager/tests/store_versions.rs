@@ -194,6 +194,15 @@ async fn usage_counts_each_allocation_once(db: Db) {
     // The entry carries its current version's expiry.
     let e = s.entry("/vo1/f").await.expect("entry").expect("exists");
     assert_eq!((e.expires, e.readable_until), (Some(300), Some(300)));
+    // Trim back to two replicas: the trim's client releases "c", which no
+    // longer counts (nor is released again when version 4 is dropped).
+    let (_, pruned) = put(&s, "/vo1/f", 4, &ex(f, &["a", "b"], 300)).await;
+    assert_eq!(pruned, vec![(2, set(&[]))]);
+    assert_eq!(alice_usage(&s).await, (3, 1000, 2000));
+    let (_, pruned) = put(&s, "/vo1/f", 5, &ex(f, &["a", "b"], 400)).await;
+    assert_eq!(pruned, vec![(3, set(&[]))]);
+    let (_, pruned) = put(&s, "/vo1/f", 6, &ex(f, &["a", "b"], 500)).await;
+    assert_eq!(pruned, vec![(4, set(&[]))], "c was the trim's to release");
 }
 
 /// A file replaced, then trimmed and refreshed, with 2 versions kept:
@@ -214,12 +223,18 @@ async fn retention_drops_old_versions_and_returns_exactly_their_exclusive_alloca
     // New content: new allocations.
     let (_, p) = put(&s, "/vo1/g", 1, &ex(f, &["a2", "b2"], 100)).await;
     assert!(p.is_empty(), "two versions are kept: {p:?}");
-    // Trim to one replica: version 1 goes, and with it a1 and b1.
-    let (_, p) = put(&s, "/vo1/g", 2, &ex(f, &["a2"], 100)).await;
+    // Still new content, a third time: version 1 goes, and with it a1
+    // and b1, which only it named.
+    let (_, p) = put(&s, "/vo1/g", 2, &ex(f, &["a3", "b3"], 100)).await;
     assert_eq!(p, vec![(1, set(&["a1", "b1"]))]);
-    // Refresh: version 2 goes; b2 was named by it only, a2 is current.
-    let (_, p) = put(&s, "/vo1/g", 3, &ex(f, &["a2"], 200)).await;
-    assert_eq!(p, vec![(2, set(&["b2"]))]);
+    // A refresh of version 3: version 2 goes, and a2 and b2.
+    let (_, p) = put(&s, "/vo1/g", 3, &ex(f, &["a3", "b3"], 200)).await;
+    assert_eq!(p, vec![(2, set(&["a2", "b2"]))]);
+    assert_eq!(alice_usage(&s).await, (2, 1000, 2000));
+    // Trim to one replica (its client releases b3): version 3 goes and
+    // frees nothing.
+    let (_, p) = put(&s, "/vo1/g", 4, &ex(f, &["a3"], 200)).await;
+    assert_eq!(p, vec![(3, set(&[]))]);
     assert_eq!(alice_usage(&s).await, (2, 1000, 1000));
     let kept: Vec<u64> = s
         .versions(&f.to_string())
@@ -228,7 +243,7 @@ async fn retention_drops_old_versions_and_returns_exactly_their_exclusive_alloca
         .iter()
         .map(|v| v.row.version)
         .collect();
-    assert_eq!(kept, [4, 3]);
+    assert_eq!(kept, [5, 4]);
     // A new file (base 0) drops nothing.
     let (_, p) = put(&s, "/vo1/h", 0, &ex(Uuid::new_v4(), &["x"], 100)).await;
     assert!(p.is_empty());
@@ -302,25 +317,42 @@ async fn retention_of_directories_and_vos(db: Db) {
 /// one answers only the allocations that version alone named; deleting
 /// the file answers each allocation once.
 async fn deleting_a_version_keeps_what_the_others_use(db: Db) {
-    let s = open(&db, Retention::default()).await;
+    let s = open(
+        &db,
+        Retention {
+            default: 10,
+            ..Retention::default()
+        },
+    )
+    .await;
     let f = Uuid::new_v4();
     put(&s, "/vo1/f", 0, &ex(f, &["a", "b"], 100)).await;
-    // Trim: b dropped (the client releases it itself).
-    put(&s, "/vo1/f", 1, &ex(f, &["a"], 100)).await;
-    // Refresh.
-    put(&s, "/vo1/f", 2, &ex(f, &["a"], 200)).await;
+    // New content, then its refresh and an augment.
+    put(&s, "/vo1/f", 1, &ex(f, &["c"], 100)).await;
+    put(&s, "/vo1/f", 2, &ex(f, &["c"], 200)).await;
+    put(&s, "/vo1/f", 3, &ex(f, &["c", "d"], 200)).await;
+    // Trim d away again (the trim releases d itself).
+    put(&s, "/vo1/f", 4, &ex(f, &["c"], 200)).await;
     let e = s.entry("/vo1/f").await.expect("entry").expect("exists");
     let gone = s.delete(&e, Some(1)).await.expect("delete v1");
     assert_eq!(gone.len(), 1);
     assert_eq!(gone[0].version, 1);
-    assert_eq!(gone[0].manage, [manage("b")]);
-    let gone = s.delete(&e, Some(2)).await.expect("delete v2");
-    assert_eq!(gone[0].manage, Vec::<String>::new(), "a is current");
-    assert!(s.delete(&e, Some(3)).await.is_err(), "the current version");
+    let freed: BTreeSet<String> = gone[0].manage.iter().cloned().collect();
+    assert_eq!(freed, set(&["a", "b"]));
+    assert_eq!(gone[0].manage.len(), 2);
+    for v in [2, 3, 4] {
+        let gone = s.delete(&e, Some(v)).await.expect("delete");
+        assert_eq!(
+            gone[0].manage,
+            Vec::<String>::new(),
+            "version {v}: c is current"
+        );
+    }
+    assert!(s.delete(&e, Some(5)).await.is_err(), "the current version");
     assert_eq!(alice_usage(&s).await, (1, 1000, 1000));
     let gone = s.delete(&e, None).await.expect("delete the file");
     let all: Vec<&String> = gone.iter().flat_map(|d| &d.manage).collect();
-    assert_eq!(all, [&manage("a")]);
+    assert_eq!(all, [&manage("c")]);
 }
 
 /// A database of the release before allocations were recorded (schema

@@ -131,6 +131,7 @@ impl Store {
         }
         let mut pruned = Vec::new();
         if v.base_version > 0 {
+            forget_released(&mut tx, v.file, v.base_version, next).await?;
             let keep = keep_in(&mut tx, &self.retention, v.path).await?.keep;
             let rows =
                 sqlx::query("SELECT version FROM versions WHERE file = $1 ORDER BY version DESC")
@@ -352,6 +353,52 @@ pub struct Put {
     pub version: u64,
     /// Old versions dropped by the retention.
     pub pruned: Vec<Dropped>,
+}
+
+/// A version that keeps some of its base's allocations and leaves others
+/// out is maintenance of the base (`lors trim`, `repair`), whose client
+/// releases what it left out right after the put: those allocations are
+/// forgotten in every older version too, so usage stops counting them and
+/// dropping an older version does not release them again. (A version that
+/// shares none of its base's allocations is new content: the base keeps
+/// its own, released when it is dropped.)
+async fn forget_released(
+    tx: &mut Tx<'_>,
+    file: &str,
+    base: u64,
+    next: u64,
+) -> Result<(), StoreError> {
+    let (base, next) = (to_bigint(base), to_bigint(next));
+    let shared = sqlx::query(
+        "SELECT 1 AS one FROM allocations n
+          WHERE n.file = $1 AND n.version = $2
+            AND EXISTS (SELECT 1 FROM allocations b
+                         WHERE b.file = n.file AND b.alloc = n.alloc AND b.version = $3)
+          LIMIT 1",
+    )
+    .bind(file)
+    .bind(next)
+    .bind(base)
+    .fetch_optional(&mut **tx)
+    .await?;
+    if shared.is_none() {
+        return Ok(());
+    }
+    sqlx::query(
+        "DELETE FROM allocations
+          WHERE file = $1 AND version < $2
+            AND alloc IN (SELECT b.alloc FROM allocations b
+                           WHERE b.file = $1 AND b.version = $3
+                             AND NOT EXISTS (SELECT 1 FROM allocations n
+                                              WHERE n.file = $1 AND n.alloc = b.alloc
+                                                AND n.version = $2))",
+    )
+    .bind(file)
+    .bind(next)
+    .bind(base)
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
 }
 
 /// The retention of the directory chain `chain` (root first): the last
