@@ -110,7 +110,8 @@ pub struct EntryInfo {
     /// `stat` of a file: how many versions are kept.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub versions: Option<u64>,
-    /// `stat` of a file: bytes stored on depots by all versions.
+    /// `stat` of a file: bytes stored on depots by all versions kept, each
+    /// allocation once (versions made by maintenance share most of them).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub stored: Option<u64>,
     /// `stat`: the caller's rights (`rwda` letters, `-` for none).
