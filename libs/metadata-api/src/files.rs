@@ -396,6 +396,34 @@ mod tests {
     }
 
     #[test]
+    fn puts_and_entries_of_older_managers_still_parse() {
+        // Without `pruned`, `expires`, `readable_until`, `unreadable`.
+        let p: PutResult =
+            serde_json::from_str(r#"{"path":"/vo1/f","id":"x","version":2,"size":1,"stored":1}"#)
+                .unwrap();
+        assert!(p.pruned.is_empty() && p.released_capabilities().is_empty());
+        let e: EntryInfo = serde_json::from_str(
+            r#"{"path":"/vo1/f","kind":"file","id":"x","owner":null,"version":1,"size":1,
+            "created_at":1,"updated_at":2}"#,
+        )
+        .unwrap();
+        assert_eq!(e.health(100), Some(Health::Ok));
+        // And an answer without them writes none of them.
+        let back = serde_json::to_value(&e).unwrap();
+        assert!(back.get("expires").is_none() && back.get("unreadable").is_none());
+    }
+
+    #[test]
+    fn health_by_expiry() {
+        assert_eq!(Health::at(None, None, false, 10), Health::Ok);
+        assert_eq!(Health::at(Some(20), Some(30), false, 10), Health::Ok);
+        assert_eq!(Health::at(Some(20), Some(30), false, 20), Health::Damaged);
+        assert_eq!(Health::at(Some(20), Some(30), false, 30), Health::Expired);
+        assert_eq!(Health::at(None, None, true, 10), Health::Damaged);
+        assert_eq!(Health::at(Some(5), Some(5), true, 10), Health::Expired);
+    }
+
+    #[test]
     fn requests_refuse_unknown_fields_and_skip_absent_ones() {
         assert!(serde_json::from_str::<PathRequest>(r#"{"path":"/a","x":1}"#).is_err());
         let v = VersionRequest {
