@@ -428,6 +428,29 @@ signing_key = "metadata.key"
     }
 
     #[test]
+    fn retention_settings() {
+        let cfg = parse(MINIMAL).unwrap();
+        assert_eq!(cfg.retention(), crate::store::Retention::default());
+        assert_eq!(cfg.retention().default, 3);
+        let cfg = parse(&format!(
+            "{MINIMAL}keep_versions = 5\n[keep_versions_per_vo]\nvo1 = 1\nvo2 = 20\n"
+        ))
+        .unwrap();
+        let r = cfg.retention();
+        assert_eq!(r.default, 5);
+        assert_eq!(r.per_vo.get("vo1"), Some(&1));
+        assert_eq!(r.per_vo.get("vo2"), Some(&20));
+        for bad in [
+            "keep_versions = 0\n",
+            "[keep_versions_per_vo]\nvo1 = 0\n",
+            "keep_versions = 10001\n",
+        ] {
+            let e = parse(&format!("{MINIMAL}{bad}")).unwrap_err();
+            assert!(format!("{e:#}").contains("between 1"), "{bad}: {e:#}");
+        }
+    }
+
+    #[test]
     fn sample_parses() {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("metadata.toml");
