@@ -109,6 +109,20 @@ fn refreshes_do_not_multiply_usage_and_retention_releases_what_only_old_versions
             (n.saturating_sub(1).max(1)..=n).rev().collect::<Vec<_>>()
         );
     }
+    // What usage used to say: every kept version's bytes added up.
+    let v = json(lors(&g, "alice", &["versions", "--json", f]));
+    let summed: u64 = v["versions"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|r| r["stored"].as_u64())
+        .sum();
+    eprintln!(
+        "after 3 refreshes: usage stored {} B, depots hold {} B, the kept versions' bytes added up {summed} B",
+        usage_stored(&g),
+        depots_hold(&g)
+    );
+    assert_eq!(summed, 2 * one, "two versions kept, the same allocations");
     // New content: new allocations; the old ones are still named by
     // version 4, kept.
     let second = bytes(200_000, 2);
