@@ -27,6 +27,7 @@ impl Store {
             "SELECT owner, CAST(COALESCE(SUM(b), 0) AS BIGINT) AS stored FROM
                (SELECT e.owner AS owner, a.alloc AS alloc, MAX(a.bytes) AS b
                   FROM allocations a JOIN entries e ON e.id = a.file
+                  JOIN versions v ON v.file = a.file AND v.version = a.version
                  WHERE e.vo = $1 GROUP BY e.owner, a.alloc) t
               GROUP BY owner",
         )

@@ -163,7 +163,9 @@ impl Store {
             .await?;
         let stored = sqlx::query(
             "SELECT CAST(COALESCE(SUM(b), 0) AS BIGINT) AS stored FROM
-               (SELECT MAX(bytes) AS b FROM allocations WHERE file = $1 GROUP BY alloc) t",
+               (SELECT MAX(a.bytes) AS b FROM allocations a
+                  JOIN versions v ON v.file = a.file AND v.version = a.version
+                 WHERE a.file = $1 GROUP BY a.alloc) t",
         )
         .bind(file)
         .fetch_one(&self.pool)
@@ -273,7 +275,10 @@ impl Store {
         let mut done = 0u64;
         loop {
             let rows = sqlx::query(
-                "SELECT file, version, exnode FROM versions WHERE indexed = 0 LIMIT $1",
+                // In key order: replicas backfilling at once lock rows in
+                // the same order (no deadlock).
+                "SELECT file, version, exnode FROM versions WHERE indexed = 0
+                  ORDER BY file, version LIMIT $1",
             )
             .bind(BATCH)
             .fetch_all(&self.pool)
