@@ -421,7 +421,7 @@ pub fn rm(a: RmArgs) -> Result<u8, Error> {
     for r in &removal.deleted.released {
         if let Some(e) = &r.error {
             eprintln!(
-                "lors: version {} has an exNode the metadata manager cannot read ({e}); its allocations are not freed",
+                "lors: version {}: its allocations are not freed: {e}",
                 r.version
             );
         }
