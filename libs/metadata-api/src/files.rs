@@ -332,7 +332,9 @@ pub struct Released {
     pub version: u64,
     /// MANAGE capabilities (`ibp://host:port/...`), each once.
     pub manage: Vec<String>,
-    /// Set when the stored exNode did not parse (its capabilities are lost).
+    /// Why no capabilities are listed: this version's exNode, or another
+    /// kept version's, could not be read (its allocations are unknown, so
+    /// nothing it may share is released).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
 }
