@@ -100,6 +100,9 @@ enum Command {
     /// Delete a file (or one old version, or an empty directory) and
     /// release its allocations on the depots
     Rm(cli_files::RmArgs),
+    /// List a file's versions (kept by its directory's retention), or show
+    /// or set (--keep N) how many versions a directory keeps
+    Versions(cli_files::VersionsArgs),
     /// Show or set access control lists
     #[command(subcommand)]
     Acl(cli_files::AclCommand),
@@ -653,6 +656,7 @@ fn main() -> ExitCode {
         Command::Rm(a) => cli_files::rm(a),
         Command::Acl(c) => cli_files::acl(c),
         Command::Usage(a) => cli_files::usage(a),
+        Command::Versions(a) => cli_files::versions(a),
         Command::Whoami(a) => cli_files::whoami(a),
         Command::Members(c) => cli_files::members(c),
         Command::Trust(c) => cli_trust::trust(c),

@@ -42,14 +42,14 @@ pub struct MetadataClient {
 
 pub use metadata_api::{
     is_identifier, is_member_id, Acl, AclEntry, Deleted, EntryInfo, EntryKind, EscrowedKey,
-    GetAnswer, KeyAdded, KeysRemoved, ListPage, Member, MemberChange, Members, Moved, PublicKey,
-    PutResult, Released, Rights, Ticket, Usage, UsageLimits, UsageRow, UsageTotal, VoUsed, Whoami,
-    WrappedKey,
+    GetAnswer, Health, KeyAdded, KeysRemoved, ListPage, Member, MemberChange, Members, Moved,
+    PublicKey, PutResult, Released, Retention, Rights, Ticket, Usage, UsageLimits, UsageRow,
+    UsageTotal, VersionInfo, Versions, VoUsed, Whoami, WrappedKey,
 };
 use metadata_api::{
     AclSetRequest, KeyAddRequest, KeyRemoveRequest, KeyRequest, ListRequest, LookupRequest,
-    MemberRequest, MkdirRequest, MoveRequest, PathRequest, Principal, PutRequest, UsageRequest,
-    VersionRequest,
+    MemberRequest, MkdirRequest, MoveRequest, PathRequest, Principal, PutRequest, RetentionRequest,
+    UsageRequest, VersionRequest,
 };
 
 /// One version of a file, as `get` returns it (the metadata manager's
@@ -234,7 +234,9 @@ impl MetadataClient {
     /// Stores a new version of a file: `base_version` 0 creates the file
     /// (write on the directory), else it must be the current version (write
     /// on the file; [`Error::Conflict`] if another version came first). An
-    /// encrypted exNode needs a key wrapped for the caller.
+    /// encrypted exNode needs a key wrapped for the caller. The answer's
+    /// `pruned` lists old versions the retention dropped, with allocations
+    /// to release ([`crate::files::release_pruned`]).
     pub async fn put_version(
         &self,
         path: &str,
@@ -264,6 +266,29 @@ impl MetadataClient {
             ))
         })?;
         Ok(FileVersion { answer: j, exnode })
+    }
+
+    /// A file's versions, newest first, and the retention that keeps them
+    /// (needs read).
+    pub async fn versions(&self, path: &str) -> Result<Versions, Error> {
+        self.post("/v1/versions", &path_request(path)).await
+    }
+
+    /// The retention under a directory (or of a file's directory; needs
+    /// read); with `keep`, sets the directory's own (needs write on it),
+    /// with `inherit` clears it.
+    pub async fn retention(
+        &self,
+        path: &str,
+        keep: Option<u64>,
+        inherit: bool,
+    ) -> Result<Retention, Error> {
+        let body = RetentionRequest {
+            path: path.to_owned(),
+            keep,
+            inherit,
+        };
+        self.post("/v1/retention", &body).await
     }
 
     /// A fresh ticket for a file's allocations (needs read).

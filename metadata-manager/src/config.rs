@@ -156,6 +156,20 @@ pub struct Config {
         deserialize_with = "deserialize_size"
     )]
     pub body_min_rate: u64,
+    /// Versions kept of each file (the current one included) where no
+    /// directory above it says otherwise (`lors versions --keep`) and its
+    /// VO has no entry in `keep_versions_per_vo`. A put that makes a
+    /// version fall outside drops it, and the client releases the
+    /// allocations no remaining version uses.
+    #[serde(default = "default_keep_versions")]
+    pub keep_versions: u64,
+    /// The same per VO (a table: `vo1 = 10`).
+    #[serde(default)]
+    pub keep_versions_per_vo: std::collections::BTreeMap<String, u64>,
+}
+
+fn default_keep_versions() -> u64 {
+    crate::store::DEFAULT_KEEP_VERSIONS
 }
 
 fn default_max_connections_per_address() -> usize {
@@ -227,6 +241,16 @@ impl Config {
         if self.max_connections_per_address == 0 || self.body_min_rate == 0 {
             bail!("max_connections_per_address and body_min_rate must be at least 1");
         }
+        let max = crate::store::MAX_KEEP_VERSIONS;
+        for (what, k) in std::iter::once(("keep_versions".to_owned(), self.keep_versions)).chain(
+            self.keep_versions_per_vo
+                .iter()
+                .map(|(vo, k)| (format!("keep_versions_per_vo.{vo}"), *k)),
+        ) {
+            if !(1..=max).contains(&k) {
+                bail!("{what} must be between 1 (the current version only) and {max}");
+            }
+        }
         for (name, d) in [
             ("handshake_timeout", self.handshake_timeout),
             ("header_timeout", self.header_timeout),
@@ -242,6 +266,14 @@ impl Config {
     /// The database URL (after [`Config::load`], always set).
     pub fn database_url(&self) -> &str {
         self.database.as_deref().unwrap_or("sqlite://metadata.db")
+    }
+
+    /// How many versions of each file are kept.
+    pub fn retention(&self) -> crate::store::Retention {
+        crate::store::Retention {
+            default: self.keep_versions,
+            per_vo: self.keep_versions_per_vo.clone(),
+        }
     }
 
     /// The quota limits.
@@ -306,6 +338,13 @@ handshake_timeout = "5s"
 header_timeout = "10s"
 body_timeout = "10s"
 body_min_rate = "16KiB"
+# Versions kept of each file, the current one included (a directory's
+# owner or writers may set their own: `lors versions --keep N DIR`). Older
+# ones are dropped when a new version is stored, and the client releases
+# the allocations no kept version uses. Per VO:
+keep_versions = 3
+# [keep_versions_per_vo]
+# vo1 = 10
 "#,
         db = dir.join("metadata.db").display()
     )
@@ -386,6 +425,29 @@ signing_key = "metadata.key"
         assert!(parse(&format!("{MINIMAL}ticket_lifetime = 0\n")).is_err());
         assert!(parse(&format!("{MINIMAL}ticket_lifetme = 5\n")).is_err());
         assert!(parse(&format!("{MINIMAL}max_exnode = \"1TB\"\n")).is_err());
+    }
+
+    #[test]
+    fn retention_settings() {
+        let cfg = parse(MINIMAL).unwrap();
+        assert_eq!(cfg.retention(), crate::store::Retention::default());
+        assert_eq!(cfg.retention().default, 3);
+        let cfg = parse(&format!(
+            "{MINIMAL}keep_versions = 5\n[keep_versions_per_vo]\nvo1 = 1\nvo2 = 20\n"
+        ))
+        .unwrap();
+        let r = cfg.retention();
+        assert_eq!(r.default, 5);
+        assert_eq!(r.per_vo.get("vo1"), Some(&1));
+        assert_eq!(r.per_vo.get("vo2"), Some(&20));
+        for bad in [
+            "keep_versions = 0\n",
+            "[keep_versions_per_vo]\nvo1 = 0\n",
+            "keep_versions = 10001\n",
+        ] {
+            let e = parse(&format!("{MINIMAL}{bad}")).unwrap_err();
+            assert!(format!("{e:#}").contains("between 1"), "{bad}: {e:#}");
+        }
     }
 
     #[test]

@@ -5,6 +5,7 @@
 //!
 //! - [`names`]: paths `/VO/dir/name`, checked and normalized;
 //! - [`acl`]: rights (`rwda`), VO-qualified principals, evaluation;
+//! - [`allocations`]: what a version's exNode says about its allocations;
 //! - [`store`]: all SQL (SQLite or PostgreSQL);
 //! - [`api`]: the HTTPS API (mutual TLS, JSON);
 //! - [`server`], [`config`], [`init`]: the `metadata-manager` daemon.
@@ -14,6 +15,7 @@
 #![forbid(unsafe_code)]
 
 pub mod acl;
+pub mod allocations;
 pub mod api;
 pub mod config;
 pub mod init;

@@ -48,7 +48,9 @@ pub async fn run(
         &<[u8; 32]>::try_from(signing_key.public_key().as_ref())
             .context("Ed25519 public key length")?,
     );
-    let store = Store::open(cfg.database_url(), cfg.db_connections, cfg.limits()).await?;
+    let store = Store::open(cfg.database_url(), cfg.db_connections, cfg.limits())
+        .await?
+        .with_retention(cfg.retention());
     tracing::info!(database = %redact(cfg.database_url()), backend = ?store.backend(), "database ready");
 
     let app = Arc::new(App {

@@ -37,5 +37,6 @@ suite!(
     member_cannot_grow_the_database_past_their_quota,
     vo_cannot_grow_the_database_past_its_quota,
     shutdown_is_prompt,
+    versions_and_retention,
     replicas_share_database,
 );

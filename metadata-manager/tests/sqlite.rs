@@ -38,6 +38,7 @@ suite!(
     concurrent_large_puts_keep_memory_and_disk_bounded,
     one_member_cannot_hold_the_put_budget,
     shutdown_is_prompt,
+    versions_and_retention,
 );
 
 /// A server key that group or others may read: `metadata-manager serve`

@@ -81,9 +81,14 @@ pub struct UsageRow {
     pub owner: String,
     pub files: u64,
     pub versions: u64,
-    /// Bytes: the sizes of the files' current versions.
+    /// Bytes: the sizes of the files' current versions. Old versions kept
+    /// by the retention are not counted here (they are earlier states of
+    /// the same files); what they hold on depots is in `stored`.
     pub logical: u64,
-    /// Bytes stored on depots (replicas, shares).
+    /// Bytes stored on depots (replicas, shares) by every kept version,
+    /// each allocation counted once: the versions refresh, trim, augment
+    /// and repair make share their base's allocations, and count only
+    /// what they add. What the depots hold for the owner's files.
     pub stored: u64,
     /// Entries (files and directories) the owner holds in the manager
     /// (0 from a manager that does not count them).

@@ -1,12 +1,78 @@
 //! The text output of the metadata-manager commands (`--json` prints the
-//! answers as they are).
+//! answers as they are). Times are local, with their UTC offset; sizes in
+//! bytes, or with `-h` in KiB, MiB, ... (powers of 1024, as everywhere in
+//! the stack).
 
 use std::fmt::Write as _;
 
-use lors::metadata::{Acl, EntryInfo, EntryKind, Members, Usage, Whoami};
+use lors::metadata::{
+    Acl, EntryInfo, EntryKind, Health, Members, Retention, Usage, VersionInfo, Versions, Whoami,
+};
 use lors::names::NameBook;
 use lors::release::Removal;
-use lors::validity::format_utc;
+
+/// The time zone times are shown in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Zone {
+    /// The local zone (`TZ`, else /etc/localtime).
+    Local,
+    /// A fixed offset (tests).
+    #[cfg_attr(not(test), allow(dead_code))]
+    Fixed(chrono::FixedOffset),
+}
+
+/// How the text output shows sizes and times, and what "now" is (for
+/// expiry marks).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Style {
+    /// Sizes as `1.5 GiB` rather than bytes.
+    pub human: bool,
+    pub zone: Zone,
+    /// Unix seconds.
+    pub now: i64,
+}
+
+impl Style {
+    /// Local time, now.
+    pub fn local(human: bool) -> Style {
+        Style {
+            human,
+            zone: Zone::Local,
+            now: ibp_auth::unix_now(),
+        }
+    }
+
+    /// A byte count: bytes, or with `-h` in binary units.
+    pub fn size(&self, n: u64) -> String {
+        if self.human {
+            ibp_service::units::format_size(n)
+        } else {
+            n.to_string()
+        }
+    }
+
+    /// `YYYY-MM-DD HH:MM:SS +HH:MM` of Unix seconds in the zone (a time
+    /// chrono cannot represent prints as `@<seconds>`).
+    pub fn time(&self, t: i64) -> String {
+        const FORMAT: &str = "%Y-%m-%d %H:%M:%S %:z";
+        let Some(utc) = chrono::DateTime::from_timestamp(t, 0) else {
+            return format!("@{t}");
+        };
+        match self.zone {
+            Zone::Local => utc.with_timezone(&chrono::Local).format(FORMAT).to_string(),
+            Zone::Fixed(z) => utc.with_timezone(&z).format(FORMAT).to_string(),
+        }
+    }
+}
+
+/// What `ls -l` marks a file with: nothing when it is fine.
+pub fn mark(h: Option<Health>) -> &'static str {
+    match h {
+        Some(Health::Expired) => "EXPIRED",
+        Some(Health::Damaged) => "DAMAGED",
+        Some(Health::Ok) | None => "",
+    }
+}
 
 /// `ls`: one name a line, directories with a trailing `/`.
 pub fn format_short(entries: &[EntryInfo]) -> String {
@@ -18,13 +84,23 @@ pub fn format_short(entries: &[EntryInfo]) -> String {
     out
 }
 
-/// `ls -l`: kind, owner, size, version, last change, name.
-pub fn format_long(entries: &[EntryInfo]) -> String {
+/// `ls -l`: kind, owner, size, version, last change, expiry of the current
+/// version (its earliest allocation's), a mark (`EXPIRED`: some range has
+/// no live allocation left; `DAMAGED`: some allocation has expired or the
+/// exNode cannot be read, `lors repair` may rebuild it), name.
+pub fn format_long(entries: &[EntryInfo], st: &Style) -> String {
     let owner = |e: &EntryInfo| e.owner.clone().unwrap_or_else(|| "-".into());
+    let expiry = |e: &EntryInfo| e.expires.map_or_else(|| "-".to_owned(), |t| st.time(t));
     let ow = entries.iter().map(|e| owner(e).len()).max().unwrap_or(0);
     let sw = entries
         .iter()
-        .map(|e| e.size.to_string().len())
+        .map(|e| st.size(e.size).len())
+        .max()
+        .unwrap_or(0);
+    let xw = entries.iter().map(|e| expiry(e).len()).max().unwrap_or(0);
+    let mw = entries
+        .iter()
+        .map(|e| mark(e.health(st.now)).len())
         .max()
         .unwrap_or(0);
     let mut out = String::new();
@@ -37,23 +113,36 @@ pub fn format_long(entries: &[EntryInfo]) -> String {
             EntryKind::Dir => "-".to_owned(),
             EntryKind::File => format!("v{}", e.version),
         };
+        let m = if mw == 0 {
+            String::new()
+        } else {
+            format!("{:<mw$} ", mark(e.health(st.now)))
+        };
         let _ = writeln!(
             out,
-            "{kind} {:<ow$} {:>sw$} {version:>5} {} {}{slash}",
+            "{kind} {:<ow$} {:>sw$} {version:>5} {} {:<xw$} {m}{}{slash}",
             owner(e),
-            e.size,
-            format_utc(e.updated_at),
+            st.size(e.size),
+            st.time(e.updated_at),
+            expiry(e),
             e.name(),
         );
     }
     out
 }
 
-pub fn format_stat(e: &EntryInfo) -> String {
+pub fn format_stat(e: &EntryInfo, st: &Style) -> String {
     let mut out = String::new();
     let kind = match e.kind {
         EntryKind::Dir => "directory",
         EntryKind::File => "file",
+    };
+    let both = |n: u64| {
+        if n < 1024 {
+            format!("{n} B")
+        } else {
+            format!("{n} B ({})", ibp_service::units::format_size(n))
+        }
     };
     let _ = writeln!(out, "path      : {}", e.path);
     let _ = writeln!(out, "kind      : {kind}");
@@ -65,20 +154,132 @@ pub fn format_stat(e: &EntryInfo) -> String {
     );
     if e.kind == EntryKind::File {
         let _ = writeln!(out, "version   : {}", e.version);
-        let _ = writeln!(out, "size      : {} B", e.size);
+        let _ = writeln!(out, "size      : {}", both(e.size));
         if let Some(n) = e.versions {
             let _ = writeln!(out, "versions  : {n}");
         }
         if let Some(n) = e.stored {
-            let _ = writeln!(out, "stored    : {n} B (all versions, on depots)");
+            let _ = writeln!(
+                out,
+                "stored    : {} (all versions kept, each allocation once, on depots)",
+                both(n)
+            );
+        }
+        if let Some(t) = e.expires {
+            let m = mark(e.health(st.now));
+            let m = if m.is_empty() {
+                String::new()
+            } else {
+                format!(" {m}")
+            };
+            let _ = writeln!(out, "expires   : {}{m}", st.time(t));
         }
     }
-    let _ = writeln!(out, "created   : {}", format_utc(e.created_at));
-    let _ = writeln!(out, "changed   : {}", format_utc(e.updated_at));
+    let _ = writeln!(out, "created   : {}", st.time(e.created_at));
+    let _ = writeln!(out, "changed   : {}", st.time(e.updated_at));
     if let Some(r) = &e.rights {
         let _ = writeln!(out, "your rights: {r}");
     }
     out
+}
+
+/// Where a retention comes from, in words.
+fn retention_words(r: &Retention) -> String {
+    let source = if let Some(d) = r.source.strip_prefix("directory ") {
+        format!("set on {d}")
+    } else if let Some(vo) = r.source.strip_prefix("vo ") {
+        format!("VO {vo}'s setting")
+    } else {
+        "the metadata manager's default".to_owned()
+    };
+    format!(
+        "keeps {} version{} of each file ({source})",
+        r.keep,
+        if r.keep == 1 { "" } else { "s" }
+    )
+}
+
+/// `lors versions DIR` (and `--keep`, `--inherit`): a directory's retention.
+pub fn format_retention(r: &Retention) -> String {
+    format!("{} {}\n", r.path, retention_words(r))
+}
+
+/// `lors versions FILE`: every version kept, newest first (`*`: current).
+pub fn format_versions(v: &Versions, st: &Style) -> String {
+    let mut out = String::new();
+    let _ = writeln!(out, "{}: {}", v.path, retention_words(&v.retention));
+    let _ = write!(out, "{}", version_table(&v.versions, st));
+    out
+}
+
+/// The versions as a table (also under `lors stat`).
+pub fn version_table(list: &[VersionInfo], st: &Style) -> String {
+    let expiry = |v: &VersionInfo| {
+        let m = mark(Some(Health::at(
+            v.expires,
+            v.readable_until,
+            v.unreadable,
+            st.now,
+        )));
+        let t = v.expires.map_or_else(|| "-".to_owned(), |t| st.time(t));
+        if m.is_empty() {
+            t
+        } else {
+            format!("{t} {m}")
+        }
+    };
+    let rows: Vec<[String; 8]> = list
+        .iter()
+        .map(|v| {
+            [
+                format!("{}{}", if v.current { "*" } else { " " }, v.version),
+                st.size(v.size),
+                st.size(v.stored),
+                st.size(v.exclusive),
+                st.time(v.created_at),
+                v.created_by.clone(),
+                v.key_id.clone().unwrap_or_else(|| "-".into()),
+                expiry(v),
+            ]
+        })
+        .collect();
+    let head = [
+        " version", "size", "stored", "own", "created", "by", "key id", "expires",
+    ];
+    let mut w = head.map(str::len);
+    for r in &rows {
+        for (i, c) in r.iter().enumerate() {
+            w[i] = w[i].max(c.len());
+        }
+    }
+    let mut out = String::new();
+    let line = |out: &mut String, c: [&str; 8]| {
+        let _ = writeln!(
+            out,
+            "{:<w0$} {:>w1$} {:>w2$} {:>w3$}  {:<w4$}  {:<w5$}  {:<w6$}  {}",
+            c[0],
+            c[1],
+            c[2],
+            c[3],
+            c[4],
+            c[5],
+            c[6],
+            c[7],
+            w0 = w[0],
+            w1 = w[1],
+            w2 = w[2],
+            w3 = w[3],
+            w4 = w[4],
+            w5 = w[5],
+            w6 = w[6],
+        );
+    };
+    line(&mut out, head);
+    for r in &rows {
+        line(&mut out, r.each_ref().map(String::as_str));
+    }
+    // Trailing spaces of an empty last column.
+    out.lines().map(|l| format!("{}\n", l.trim_end())).collect()
 }
 
 /// `acl get`/`set`: in the form `acl set` takes (`default:` marks the
@@ -110,7 +311,9 @@ pub fn format_acl(acl: &Acl, book: &NameBook) -> String {
     out
 }
 
-pub fn format_usage(u: &Usage) -> String {
+/// `usage`; `stored` counts each allocation once, however many kept
+/// versions name it.
+pub fn format_usage(u: &Usage, st: &Style) -> String {
     let mut out = String::new();
     let _ = writeln!(out, "VO {}", u.vo);
     let w = u
@@ -120,16 +323,29 @@ pub fn format_usage(u: &Usage) -> String {
         .chain([5])
         .max()
         .unwrap_or(5);
+    let unit = if st.human { "" } else { " B" };
     let _ = writeln!(
         out,
         "{:<w$} {:>8} {:>9} {:>16} {:>16} {:>8} {:>12}",
-        "owner", "files", "versions", "logical B", "stored B", "entries", "exNode B"
+        "owner",
+        "files",
+        "versions",
+        format!("logical{unit}"),
+        format!("stored{unit}"),
+        "entries",
+        format!("exNode{unit}")
     );
     for r in &u.users {
         let _ = writeln!(
             out,
             "{:<w$} {:>8} {:>9} {:>16} {:>16} {:>8} {:>12}",
-            r.owner, r.files, r.versions, r.logical, r.stored, r.entries, r.exnode_bytes
+            r.owner,
+            r.files,
+            r.versions,
+            st.size(r.logical),
+            st.size(r.stored),
+            r.entries,
+            st.size(r.exnode_bytes)
         );
     }
     if let Some(t) = &u.total {
@@ -142,7 +358,13 @@ pub fn format_usage(u: &Usage) -> String {
         let _ = writeln!(
             out,
             "{:<w$} {:>8} {:>9} {:>16} {:>16} {:>8} {:>12}",
-            "total", t.files, t.versions, t.logical, t.stored, entries, exnode_bytes
+            "total",
+            t.files,
+            t.versions,
+            st.size(t.logical),
+            st.size(t.stored),
+            entries,
+            st.size(exnode_bytes)
         );
     }
     if let Some(l) = &u.limits {
@@ -200,7 +422,7 @@ fn of_limit(used: u64, l: Option<u64>) -> String {
     }
 }
 
-pub fn format_whoami(w: &Whoami) -> String {
+pub fn format_whoami(w: &Whoami, st: &Style) -> String {
     let mut out = String::new();
     let groups = if w.groups.is_empty() {
         "(none)".to_owned()
@@ -232,15 +454,11 @@ pub fn format_whoami(w: &Whoami) -> String {
         "public key: {}",
         w.public_key.as_deref().unwrap_or("(none registered)")
     );
-    let _ = writeln!(
-        out,
-        "valid     : until {}",
-        format_utc(w.credential_not_after)
-    );
+    let _ = writeln!(out, "valid     : until {}", st.time(w.credential_not_after));
     out
 }
 
-pub fn format_members(m: &Members) -> String {
+pub fn format_members(m: &Members, st: &Style) -> String {
     let mut out = String::new();
     let w = m
         .members
@@ -253,7 +471,7 @@ pub fn format_members(m: &Members) -> String {
         let state = match (&r.removed_at, &r.removed_by) {
             (Some(at), by) => format!(
                 "removed {} by {}",
-                format_utc(*at),
+                st.time(*at),
                 by.as_deref().unwrap_or("?")
             ),
             (None, _) => "active".to_owned(),
@@ -263,7 +481,7 @@ pub fn format_members(m: &Members) -> String {
             out,
             "{:<w$}  {state:<12}  {key:<6}  since {}  {}",
             r.vo_id,
-            format_utc(r.first_seen),
+            st.time(r.first_seen),
             r.subject
         );
     }

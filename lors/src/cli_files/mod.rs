@@ -20,8 +20,8 @@ use serde::Serialize;
 mod format;
 
 pub use format::{
-    failure_lines, format_acl, format_long, format_members, format_removal, format_short,
-    format_stat, format_usage, format_whoami,
+    failure_lines, format_acl, format_long, format_members, format_removal, format_retention,
+    format_short, format_stat, format_usage, format_versions, format_whoami, version_table, Style,
 };
 
 /// Environment variable naming the default metadata manager.
@@ -49,12 +49,45 @@ pub struct MdmArgs {
 }
 
 #[derive(Args)]
+#[command(disable_help_flag = true)]
 pub struct LsArgs {
     /// Directory (or file) to list: /VO/dir/...
     path: String,
-    /// Long listing: kind, owner, size, version, last change
+    /// Long listing: kind, owner, size, version, last change (local time),
+    /// expiry of the current version, EXPIRED or DAMAGED marks
     #[arg(short = 'l', long)]
     long: bool,
+    /// Sizes in KiB, MiB, GiB (powers of 1024)
+    #[arg(short = 'h', long)]
+    human_readable: bool,
+    /// Print help
+    #[arg(long, action = clap::ArgAction::Help)]
+    help: Option<bool>,
+    #[command(flatten)]
+    mdm: MdmArgs,
+}
+
+#[derive(Args)]
+#[command(disable_help_flag = true)]
+pub struct VersionsArgs {
+    /// A file (its versions) or a directory (its retention)
+    path: String,
+    /// Keep N versions of each file under the directory PATH (and its
+    /// subdirectories without a setting of their own), the current one
+    /// included; from each file's next version on (needs the write right
+    /// on the directory)
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..), conflicts_with = "inherit")]
+    keep: Option<u64>,
+    /// Clear the directory's own setting: the nearest directory above
+    /// with one decides again, else the VO's, else the default
+    #[arg(long)]
+    inherit: bool,
+    /// Sizes in KiB, MiB, GiB (powers of 1024)
+    #[arg(short = 'h', long)]
+    human_readable: bool,
+    /// Print help
+    #[arg(long, action = clap::ArgAction::Help)]
+    help: Option<bool>,
     #[command(flatten)]
     mdm: MdmArgs,
 }
@@ -153,10 +186,17 @@ pub struct AclGetArgs {
 }
 
 #[derive(Args)]
+#[command(disable_help_flag = true)]
 pub struct UsageArgs {
     /// VO (default: your proxy's); its admins see every owner
     #[arg(long)]
     vo: Option<String>,
+    /// Sizes in KiB, MiB, GiB (powers of 1024)
+    #[arg(short = 'h', long)]
+    human_readable: bool,
+    /// Print help
+    #[arg(long, action = clap::ArgAction::Help)]
+    help: Option<bool>,
     #[command(flatten)]
     mdm: MdmArgs,
 }
@@ -349,16 +389,56 @@ pub(crate) fn show<T: Serialize>(
     Ok(exit::OK)
 }
 
+/// An entry as `ls --json` prints it: the answer's fields, and a file's
+/// state by its expiry times.
+#[derive(Serialize)]
+struct Listed<'a> {
+    #[serde(flatten)]
+    entry: &'a lors::metadata::EntryInfo,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    health: Option<lors::metadata::Health>,
+}
+
 pub fn ls(a: LsArgs) -> Result<u8, Error> {
     let s = a.mdm.connect()?;
     let entries = crate::runtime()?.block_on(s.client.list(&a.path))?;
-    show(s.json, &entries, |e| {
+    let st = Style::local(a.human_readable);
+    if s.json {
+        let listed: Vec<Listed> = entries
+            .iter()
+            .map(|e| Listed {
+                entry: e,
+                health: e.health(st.now),
+            })
+            .collect();
+        return show(true, &listed, |_| String::new());
+    }
+    show(false, &entries, |e| {
         if a.long {
-            format_long(e)
+            format_long(e, &st)
         } else {
             format_short(e)
         }
     })
+}
+
+/// `lors versions`: a file's versions, or a directory's retention (set
+/// with `--keep`, cleared with `--inherit`).
+pub fn versions(a: VersionsArgs) -> Result<u8, Error> {
+    let s = a.mdm.connect()?;
+    let rt = crate::runtime()?;
+    let st = Style::local(a.human_readable);
+    if a.keep.is_some() || a.inherit {
+        let r = rt.block_on(s.client.retention(&a.path, a.keep, a.inherit))?;
+        return show(s.json, &r, format_retention);
+    }
+    let e = rt.block_on(s.client.stat(&a.path))?;
+    if e.kind == lors::metadata::EntryKind::Dir {
+        let r = rt.block_on(s.client.retention(&a.path, None, false))?;
+        return show(s.json, &r, format_retention);
+    }
+    let v = rt.block_on(s.client.versions(&a.path))?;
+    show(s.json, &v, |v| format_versions(v, &st))
 }
 
 pub fn mkdir(a: MkdirArgs) -> Result<u8, Error> {
@@ -402,7 +482,7 @@ pub fn rm(a: RmArgs) -> Result<u8, Error> {
     for r in &removal.deleted.released {
         if let Some(e) = &r.error {
             eprintln!(
-                "lors: version {} has an exNode the metadata manager cannot read ({e}); its allocations are not freed",
+                "lors: version {}: its allocations are not freed: {e}",
                 r.version
             );
         }
@@ -477,13 +557,14 @@ pub fn acl(c: AclCommand) -> Result<u8, Error> {
 pub fn usage(a: UsageArgs) -> Result<u8, Error> {
     let s = a.mdm.connect()?;
     let u = crate::runtime()?.block_on(s.client.usage(a.vo.as_deref()))?;
-    show(s.json, &u, format_usage)
+    let st = Style::local(a.human_readable);
+    show(s.json, &u, |u| format_usage(u, &st))
 }
 
 pub fn whoami(a: MdmArgs) -> Result<u8, Error> {
     let s = a.connect()?;
     let w = crate::runtime()?.block_on(s.client.whoami())?;
-    show(s.json, &w, format_whoami)
+    show(s.json, &w, |w| format_whoami(w, &Style::local(false)))
 }
 
 /// The VO given, else the caller's (one `whoami`).
@@ -503,7 +584,7 @@ pub fn members(c: MembersCommand) -> Result<u8, Error> {
                 let vo = vo_or_mine(&s.client, a.vo).await?;
                 s.client.members_list(&vo).await
             })?;
-            show(s.json, &m, format_members)
+            show(s.json, &m, |m| format_members(m, &Style::local(false)))
         }
         MembersCommand::Add(a)
         | MembersCommand::Remove(MemberChangeArgs { member: a, .. })
@@ -647,7 +728,7 @@ mod tests {
                 exnode_bytes: 5000
             })
         );
-        let text = format_usage(&u);
+        let text = format_usage(&u, &utc());
         let lines: Vec<&str> = text.lines().collect();
         assert_eq!(lines[0], "VO vo1");
         assert!(
@@ -681,7 +762,7 @@ mod tests {
         let u: Usage = serde_json::from_str(old).unwrap();
         assert_eq!((u.users[0].entries, u.users[0].exnode_bytes), (0, 0));
         assert!(u.limits.is_none() && u.vo_used.is_none());
-        assert_eq!(format_usage(&u).lines().count(), 3);
+        assert_eq!(format_usage(&u, &utc()).lines().count(), 3);
     }
     use lors::release::{Port, Release};
 
@@ -704,6 +785,18 @@ mod tests {
             versions: None,
             stored: None,
             rights: None,
+            expires: None,
+            readable_until: None,
+            unreadable: false,
+        }
+    }
+
+    /// UTC, at 1970-01-03 (two days after the epoch).
+    fn utc() -> Style {
+        Style {
+            human: false,
+            zone: format::Zone::Fixed(chrono::FixedOffset::east_opt(0).unwrap()),
+            now: 2 * 86_400,
         }
     }
 
@@ -766,11 +859,113 @@ mod tests {
         ];
         assert_eq!(format_short(&e), "d/\nfile one\n");
         assert_eq!(
-            format_long(&e),
-            "d user:u1@vo1     0     - 1970-01-02 00:00:00 UTC d/\n\
-             - user:u1@vo1 12345    v3 1970-01-02 00:00:00 UTC file one\n"
+            format_long(&e, &utc()),
+            "d user:u1@vo1     0     - 1970-01-02 00:00:00 +00:00 - d/\n\
+             - user:u1@vo1 12345    v3 1970-01-02 00:00:00 +00:00 - file one\n"
         );
         assert_eq!(format_short(&[]), "");
+    }
+
+    #[test]
+    fn long_listings_show_expiry_marks_sizes_and_the_zone() {
+        let mut ok = entry("/vo1/ok", EntryKind::File, 3 << 20);
+        ok.expires = Some(3 * 86_400);
+        ok.readable_until = Some(3 * 86_400);
+        // One replica expired, the other alive: damaged.
+        let mut damaged = entry("/vo1/damaged", EntryKind::File, 10);
+        damaged.expires = Some(86_400);
+        damaged.readable_until = Some(5 * 86_400);
+        let mut gone = entry("/vo1/gone", EntryKind::File, 10);
+        gone.expires = Some(86_400);
+        gone.readable_until = Some(2 * 86_400);
+        let mut unreadable = entry("/vo1/bad", EntryKind::File, 10);
+        unreadable.unreadable = true;
+        let st = Style {
+            human: true,
+            zone: format::Zone::Fixed(chrono::FixedOffset::east_opt(3600).unwrap()),
+            ..utc()
+        };
+        let text = format_long(&[ok, damaged, gone, unreadable], &st);
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(
+            lines,
+            [
+                "- user:u1@vo1 3.0 MiB    v3 1970-01-02 01:00:00 +01:00 1970-01-04 01:00:00 +01:00         ok",
+                "- user:u1@vo1    10 B    v3 1970-01-02 01:00:00 +01:00 1970-01-02 01:00:00 +01:00 DAMAGED damaged",
+                "- user:u1@vo1    10 B    v3 1970-01-02 01:00:00 +01:00 1970-01-02 01:00:00 +01:00 EXPIRED gone",
+                "- user:u1@vo1    10 B    v3 1970-01-02 01:00:00 +01:00 -                          DAMAGED bad",
+            ]
+        );
+    }
+
+    #[test]
+    fn versions_table_marks_the_current_one() {
+        use lors::metadata::{Retention, VersionInfo, Versions};
+        let v = |n: u64, current: bool, exclusive: u64| VersionInfo {
+            version: n,
+            current,
+            size: 2048,
+            stored: 4096,
+            exclusive,
+            key_id: Some("k1".into()),
+            created_by: "user:u1@vo1".into(),
+            created_at: 86_400,
+            expires: Some(3 * 86_400),
+            readable_until: Some(3 * 86_400),
+            unreadable: false,
+        };
+        let vs = Versions {
+            path: "/vo1/f".into(),
+            id: "id".into(),
+            current_version: 4,
+            retention: Retention {
+                path: "/vo1/f".into(),
+                keep: 3,
+                source: "directory /vo1".into(),
+                own: None,
+            },
+            versions: vec![v(4, true, 2048), v(3, false, 0)],
+        };
+        let text = format_versions(&vs, &utc());
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(
+            lines[0],
+            "/vo1/f: keeps 3 versions of each file (set on /vo1)"
+        );
+        assert_eq!(
+            lines[1],
+            " version size stored  own  created                     by           key id  expires"
+        );
+        assert_eq!(
+            lines[2],
+            "*4       2048   4096 2048  1970-01-02 00:00:00 +00:00  user:u1@vo1  k1      1970-01-04 00:00:00 +00:00"
+        );
+        assert!(
+            lines[3].starts_with(" 3       2048   4096    0  "),
+            "{text}"
+        );
+        assert_eq!(lines.len(), 4);
+        let r = Retention {
+            path: "/vo1/d".into(),
+            keep: 1,
+            source: "default".into(),
+            own: None,
+        };
+        assert_eq!(
+            format_retention(&r),
+            "/vo1/d keeps 1 version of each file (the metadata manager's default)\n"
+        );
+    }
+
+    #[test]
+    fn local_time_has_the_offset() {
+        let t = Style::local(false).time(0);
+        assert_eq!(t.len(), "1970-01-01 00:00:00 +00:00".len(), "{t}");
+        assert!(
+            t.ends_with(":00") && t.contains(" +") || t.contains(" -"),
+            "{t}"
+        );
+        assert_eq!(utc().time(i64::MAX), format!("@{}", i64::MAX));
     }
 
     #[test]
@@ -778,8 +973,15 @@ mod tests {
         let mut f = entry("/vo1/f", EntryKind::File, 10);
         f.versions = Some(2);
         f.rights = Some("rwda".into());
-        let s = format_stat(&f);
+        f.expires = Some(86_400);
+        f.readable_until = Some(4 * 86_400);
+        let s = format_stat(&f, &utc());
         assert!(s.contains("versions  : 2\n"), "{s}");
+        assert!(s.contains("size      : 10 B\n"), "{s}");
+        assert!(
+            s.contains("expires   : 1970-01-02 00:00:00 +00:00 DAMAGED\n"),
+            "{s}"
+        );
         assert!(s.contains("your rights: rwda\n"), "{s}");
         let acl = Acl {
             path: "/vo1/d".into(),
@@ -811,8 +1013,19 @@ mod tests {
             limits: None,
             vo_used: None,
         };
-        let text = format_usage(&u);
+        let text = format_usage(&u, &utc());
         assert_eq!(text.lines().count(), 4, "{text}");
+        let human = format_usage(
+            &u,
+            &Style {
+                human: true,
+                ..utc()
+            },
+        );
+        assert!(
+            human.lines().nth(1).unwrap().contains(" stored "),
+            "{human}"
+        );
         assert!(text.lines().last().unwrap().starts_with("total"));
         let release = |ok| Release {
             allocation: "d:6714/0".into(),

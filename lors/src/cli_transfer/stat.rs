@@ -77,11 +77,32 @@ fn stat_entry(grid: &Grid, a: &StatArgs) -> Result<u8, Error> {
             "which metadata manager? give --mdm URL or set LORS_METADATA_URL (and a proxy and trust directory)".into(),
         )
     })?;
-    let e = crate::runtime()?.block_on(mdm.stat(&path))?;
-    if a.grid.json {
-        print_json(&e)?;
+    let rt = crate::runtime()?;
+    let e = rt.block_on(mdm.stat(&path))?;
+    // A file's versions too (a manager without the route: none).
+    let versions = if e.kind == lors::metadata::EntryKind::File {
+        rt.block_on(mdm.versions(&path)).ok()
     } else {
-        print!("{}", crate::cli_files::format_stat(&e));
+        None
+    };
+    if a.grid.json {
+        #[derive(Serialize)]
+        struct StatJson<'a> {
+            #[serde(flatten)]
+            entry: &'a lors::metadata::EntryInfo,
+            #[serde(skip_serializing_if = "Option::is_none")]
+            version_list: Option<&'a lors::metadata::Versions>,
+        }
+        print_json(&StatJson {
+            entry: &e,
+            version_list: versions.as_ref(),
+        })?;
+    } else {
+        let st = crate::cli_files::Style::local(false);
+        print!("{}", crate::cli_files::format_stat(&e, &st));
+        if let Some(v) = &versions {
+            print!("{}", crate::cli_files::version_table(&v.versions, &st));
+        }
     }
     Ok(exit::OK)
 }

@@ -38,6 +38,8 @@ async fn save(grid: &Grid, src: &Source, o: &Opened, x: &Exnode) -> Result<u64, 
             let r = mdm
                 .put_version(path, fv.current_version, &exnode::to_xml(x), &wrapped)
                 .await?;
+            // Old versions the retention dropped: what only they used.
+            super::release_pruned(grid, &r).await;
             Ok(r.version)
         }
         (Source::Xnd(f), _) => {

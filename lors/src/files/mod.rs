@@ -43,6 +43,7 @@ mod journal;
 mod maintenance;
 mod output;
 mod reader;
+mod retention;
 mod upload;
 mod writer;
 
@@ -57,6 +58,7 @@ pub use inflight::{
 pub use maintenance::{augment, check, refresh, repair, trim, Maintained};
 pub use output::{download_to_path, Output, Part};
 pub use reader::{FileReader, ReaderOptions, ReaderStats, MAX_CACHE_BYTES, MAX_READ_AHEAD};
+pub use retention::release_pruned;
 pub use upload::{
     upload, upload_controlled, upload_with, Dest, Interrupted, UploadControl, UploadSettings,
     UploadSummary,

@@ -893,6 +893,7 @@ async fn register(
                 _ => Vec::new(),
             };
             let r = mdm.put_version(p, base_version, xml, &wrapped).await?;
+            super::release_pruned(grid, &r).await;
             Ok((r.path, r.version))
         }
         Dest::Xnd(f) => {

@@ -1,6 +1,5 @@
 //! Files and directories: `stat`, `list`, `mkdir`, `move`, `delete`.
 
-use std::collections::HashSet;
 use std::sync::Arc;
 
 use axum::extract::State;
@@ -13,7 +12,7 @@ use metadata_api::{
 
 use super::caller::{entry_with, parent_with, parse_path, rights_on, Caller};
 use super::{ApiResult, App, Body, LIST_DEFAULT, LIST_MAX};
-use crate::store::{EntryRow, Kind, StoreError};
+use crate::store::{Dropped, EntryRow, Kind, StoreError};
 
 /// An entry as the API shows it.
 pub(super) fn view(e: &EntryRow) -> EntryInfo {
@@ -32,6 +31,9 @@ pub(super) fn view(e: &EntryRow) -> EntryInfo {
         versions: None,
         stored: None,
         rights: None,
+        expires: e.expires,
+        readable_until: e.readable_until,
+        unreadable: e.unreadable,
     }
 }
 
@@ -206,47 +208,24 @@ pub(super) async fn delete(
         return Err(ApiError::bad_request(format!("{path} is a VO root")));
     }
     let e = entry_with(&app, &who, &path, Rights::DELETE).await?;
+    // Each capability once, and none a remaining version still names
+    // (versions made by refresh, augment or trim share their
+    // predecessor's allocations): the store decides from its allocations
+    // table, in the transaction of the delete.
     let gone = app.store.delete(&e, req.version).await?;
-    // Capabilities still used by a version that remains (a new version
-    // made by augment or trim shares its predecessor's allocations) are
-    // not the client's to release; nor is one listed twice.
-    let mut keep: HashSet<String> = HashSet::new();
-    if req.version.is_some() {
-        for (_, doc) in app.store.exnodes(&e.id).await? {
-            if let Ok(ex) = exnode::from_xml(doc.as_bytes()) {
-                keep.extend(ex.manage_capabilities().into_iter().map(str::to_owned));
-            }
-        }
-    }
-    let mut released = Vec::with_capacity(gone.len());
-    for (version, doc) in &gone {
-        match exnode::from_xml(doc.as_bytes()) {
-            Ok(ex) => {
-                let mut manage = Vec::new();
-                for c in ex.manage_capabilities() {
-                    if keep.insert(c.to_owned()) {
-                        manage.push(c);
-                    }
-                }
-                released.push(Released {
-                    version: *version,
-                    manage: manage.into_iter().map(str::to_owned).collect(),
-                    error: None,
-                });
-            }
-            Err(err) => {
-                tracing::error!(%path, version, error = %err, "stored exNode does not parse");
-                released.push(Released {
-                    version: *version,
-                    manage: Vec::new(),
-                    error: Some(err.to_string()),
-                });
-            }
-        }
-    }
-    tracing::info!(%path, versions = gone.len(), by = %who.principal(), "delete");
+    let released: Vec<Released> = gone.into_iter().map(released_of).collect();
+    tracing::info!(%path, versions = released.len(), by = %who.principal(), "delete");
     Ok(Json(Deleted {
         path: path.as_str().to_owned(),
         released,
     }))
+}
+
+/// A dropped version as the API says it.
+pub(super) fn released_of(d: Dropped) -> Released {
+    Released {
+        version: d.version,
+        manage: d.manage,
+        error: d.error,
+    }
 }

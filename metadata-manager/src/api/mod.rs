@@ -13,7 +13,8 @@
 //!
 //! One module per resource:
 //! - [`files`]: `stat`, `list`, `mkdir`, `move`, `delete`;
-//! - [`versions`]: `put`, `get`, `ticket` (exNodes and signed tickets);
+//! - [`versions`]: `put`, `get`, `ticket` (exNodes and signed tickets),
+//!   `versions` (a file's versions) and `retention`;
 //! - [`acl`]: `acl/get`, `acl/set`;
 //! - [`keys`]: `keys/*` and a VO's escrow key;
 //! - [`members`]: `whoami`, `usage`, a VO's members (VO admins);
@@ -127,6 +128,8 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/v1/put", post(versions::put_version))
         .route("/v1/get", post(versions::get_version))
         .route("/v1/ticket", post(versions::ticket))
+        .route("/v1/versions", post(versions::versions))
+        .route("/v1/retention", post(versions::retention))
         .route("/v1/move", post(files::move_entry))
         .route("/v1/delete", post(files::delete))
         .route("/v1/acl/get", post(acl::acl_get))

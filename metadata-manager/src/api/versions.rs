@@ -8,7 +8,8 @@ use axum::Json;
 use ibp_auth::tokens::FileTicket;
 use ibp_https::{ApiError, Authenticated};
 use metadata_api::{
-    GetAnswer, PathRequest, PutRequest, PutResult, Rights, Ticket, VersionRequest, WrappedKey,
+    GetAnswer, PathRequest, PutRequest, PutResult, Retention, RetentionRequest, Rights, Ticket,
+    VersionInfo, VersionRequest, Versions, WrappedKey,
 };
 
 use super::caller::{
@@ -17,7 +18,7 @@ use super::caller::{
 use super::keys::{check_recipient, check_wrapped};
 use super::{ApiResult, App, Body, MAX_WRAPPED, SMALL_BODY, TICKET_CACHE};
 use crate::names::NsPath;
-use crate::store::{Kind, NewVersion};
+use crate::store::{Keep, KeepSource, Kind, NewVersion};
 
 pub(super) async fn put_version(
     State(app): State<Arc<App>>,
@@ -71,12 +72,12 @@ pub(super) async fn put_version(
     ex.version = next;
     let key_id = ex.encryption.as_ref().map(|e| e.key_id.clone());
     let (size, stored) = (ex.size, ex.stored_bytes());
-    let canonical = heavy(ex.mappings.len().saturating_mul(1024), move || {
-        exnode::to_xml(&ex)
+    let (canonical, facts) = heavy(ex.mappings.len().saturating_mul(1024), move || {
+        (exnode::to_xml(&ex), crate::allocations::facts(&ex))
     })
     .await?;
     let writer = who.principal();
-    let version = app
+    let put = app
         .store
         .put_version(&NewVersion {
             path: &path,
@@ -88,16 +89,130 @@ pub(super) async fn put_version(
             key_id: key_id.as_deref(),
             writer: &writer,
             wrapped_keys: &wrapped,
+            facts: &facts,
         })
         .await?;
-    tracing::info!(%path, %file, version, size, by = %writer, "put version");
+    let version = put.version;
+    let pruned: Vec<u64> = put.pruned.iter().map(|d| d.version).collect();
+    tracing::info!(%path, %file, version, size, by = %writer, ?pruned, "put version");
     Ok(Json(PutResult {
         path: path.as_str().to_owned(),
         id: file,
         version,
         size,
         stored,
+        pruned: put
+            .pruned
+            .into_iter()
+            .map(super::files::released_of)
+            .collect(),
     }))
+}
+
+/// `POST /v1/versions`: a file's versions (read right on it).
+pub(super) async fn versions(
+    State(app): State<Arc<App>>,
+    Authenticated(who): Authenticated<Caller>,
+    body: Body<PathRequest>,
+) -> ApiResult<Json<Versions>> {
+    let Json(req) = body?;
+    let path = parse_path(&req.path)?;
+    let e = entry_with(&app, &who, &path, Rights::READ).await?;
+    if e.kind != Kind::File {
+        return Err(ApiError::bad_request(format!(
+            "{path} is a directory; its retention: lors versions --keep"
+        )));
+    }
+    let dir = path
+        .parent()
+        .ok_or_else(|| ApiError::bad_request(format!("{path} is a VO root")))?;
+    let keep = app.store.keep_for(&dir).await?;
+    let list = app.store.versions(&e.id).await?;
+    Ok(Json(Versions {
+        path: e.path.clone(),
+        id: e.id.clone(),
+        current_version: e.current_version,
+        retention: retention_of(path.as_str(), keep),
+        versions: list
+            .into_iter()
+            .map(|v| VersionInfo {
+                version: v.row.version,
+                current: v.row.version == e.current_version,
+                size: v.row.size,
+                stored: v.row.stored,
+                exclusive: v.exclusive,
+                key_id: v.row.key_id,
+                created_by: v.row.created_by,
+                created_at: v.row.created_at,
+                expires: v.expires,
+                readable_until: v.readable_until,
+                unreadable: v.unreadable,
+            })
+            .collect(),
+    }))
+}
+
+/// `POST /v1/retention`: read a directory's retention (read right), or
+/// set or clear it (write right on the directory: its owner or a writer).
+/// A VO root's is the operator's (`keep_versions_per_vo`).
+pub(super) async fn retention(
+    State(app): State<Arc<App>>,
+    Authenticated(who): Authenticated<Caller>,
+    body: Body<RetentionRequest>,
+) -> ApiResult<Json<Retention>> {
+    let Json(req) = body?;
+    let path = parse_path(&req.path)?;
+    let change = match (req.keep, req.inherit) {
+        (Some(_), true) => return Err(ApiError::bad_request("give keep or inherit, not both")),
+        (Some(k), false) => Some(Some(k)),
+        (None, true) => Some(None),
+        (None, false) => None,
+    };
+    if path.is_root() && path.vo() == who.id.vo {
+        app.store.ensure_root(path.vo()).await?;
+    }
+    let need = if change.is_some() {
+        Rights::WRITE
+    } else {
+        Rights::READ
+    };
+    let e = entry_with(&app, &who, &path, need).await?;
+    let dir = if e.kind == Kind::Dir {
+        path.clone()
+    } else {
+        if change.is_some() {
+            return Err(ApiError::bad_request(format!(
+                "{path} is a file; retention is set on its directory"
+            )));
+        }
+        path.parent()
+            .ok_or_else(|| ApiError::bad_request(format!("{path} is a VO root")))?
+    };
+    if let Some(keep) = change {
+        if path.is_root() {
+            return Err(ApiError::bad_request(format!(
+                "{path} is a VO root: the VO's retention is the metadata manager's setting \
+                 keep_versions_per_vo; set it on a directory instead"
+            )));
+        }
+        app.store.set_keep(&e, keep).await?;
+        tracing::info!(%path, ?keep, by = %who.principal(), "retention set");
+    }
+    let keep = app.store.keep_for(&dir).await?;
+    Ok(Json(retention_of(path.as_str(), keep)))
+}
+
+fn retention_of(path: &str, k: Keep) -> Retention {
+    Retention {
+        path: path.to_owned(),
+        keep: k.keep,
+        source: match k.source {
+            KeepSource::Directory(d) => format!("directory {d}"),
+            KeepSource::Vo(vo) => format!("vo {vo}"),
+            KeepSource::Default => "default".to_owned(),
+        },
+        own: k.own,
+    }
 }
 
 /// The wrapped keys of a put as (recipient, wrapped key): each checked, at

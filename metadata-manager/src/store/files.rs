@@ -145,13 +145,15 @@ impl Store {
     }
 
     /// Deletes a file (every version) or an empty directory, or one old
-    /// version of a file. Returns the exNodes of the deleted versions, whose
-    /// allocations the caller must release on the depots.
+    /// version of a file. Returns the deleted versions, each with the
+    /// MANAGE capabilities of the allocations that no remaining version
+    /// names (each once over all), which the caller must release on the
+    /// depots.
     pub async fn delete(
         &self,
         entry: &EntryRow,
         version: Option<u64>,
-    ) -> Result<Vec<(u64, String)>, StoreError> {
+    ) -> Result<Vec<Dropped>, StoreError> {
         let (mut tx, _g) = self.write().await?;
         let out = match version {
             Some(v) => vec![delete_version(&mut tx, &self.limits, entry, v).await?],
@@ -234,24 +236,24 @@ pub(super) async fn create_entry(
     }
 }
 
-/// Deletes one non-current version of a file; its exNode.
+/// Deletes one non-current version of a file.
 async fn delete_version(
     tx: &mut Tx<'_>,
     limits: &Limits,
     entry: &EntryRow,
     v: u64,
-) -> Result<(u64, String), StoreError> {
-    let row = sqlx::query("SELECT exnode FROM versions WHERE file = $1 AND version = $2")
+) -> Result<Dropped, StoreError> {
+    let row = sqlx::query("SELECT version FROM versions WHERE file = $1 AND version = $2")
         .bind(&entry.id)
         .bind(to_bigint(v))
         .fetch_optional(&mut **tx)
         .await?;
-    let Some(row) = row else {
+    if row.is_none() {
         return Err(StoreError::NotFound(format!(
             "{} has no version {v}",
             entry.path
         )));
-    };
+    }
     let cur = sqlx::query("SELECT current_version FROM entries WHERE id = $1")
         .bind(&entry.id)
         .fetch_optional(&mut **tx)
@@ -264,32 +266,17 @@ async fn delete_version(
             )));
         }
     }
-    let freed = exnode_bytes(tx, &entry.id, Some(v)).await?
-        + wrapped_bytes(tx, &entry.id, Some(v), None).await?;
-    if let Some(owner) = &entry.owner {
-        charge(tx, limits, &entry.vo, &owner.to_string(), 0, -freed).await?;
-    }
-    for sql in [
-        "DELETE FROM wrapped_keys WHERE file = $1 AND version = $2",
-        "DELETE FROM versions WHERE file = $1 AND version = $2",
-    ] {
-        sqlx::query(sql)
-            .bind(&entry.id)
-            .bind(to_bigint(v))
-            .execute(&mut **tx)
-            .await?;
-    }
-    let exnode: String = row.try_get("exnode")?;
-    Ok((v, exnode))
+    super::versions::drop_version(tx, limits, entry, v).await
 }
 
 /// Deletes a file with all its versions, or an empty directory; the
-/// file's versions and exNodes.
+/// file's versions, each with the MANAGE capabilities of its allocations
+/// that no earlier version listed.
 async fn delete_entry(
     tx: &mut Tx<'_>,
     limits: &Limits,
     entry: &EntryRow,
-) -> Result<Vec<(u64, String)>, StoreError> {
+) -> Result<Vec<Dropped>, StoreError> {
     if entry.kind == Kind::Dir {
         let child = sqlx::query("SELECT id FROM entries WHERE parent = $1 LIMIT 1")
             .bind(&entry.path)
@@ -302,16 +289,41 @@ async fn delete_entry(
             )));
         }
     }
-    let rows = sqlx::query("SELECT version, exnode FROM versions WHERE file = $1 ORDER BY version")
-        .bind(&entry.id)
-        .fetch_all(&mut **tx)
-        .await?;
+    let rows =
+        sqlx::query("SELECT version, indexed FROM versions WHERE file = $1 ORDER BY version")
+            .bind(&entry.id)
+            .fetch_all(&mut **tx)
+            .await?;
+    let manage = sqlx::query(
+        "SELECT version, manage FROM allocations WHERE file = $1 AND manage IS NOT NULL
+          ORDER BY version, alloc",
+    )
+    .bind(&entry.id)
+    .fetch_all(&mut **tx)
+    .await?;
+    let mut seen = std::collections::HashSet::new();
     let mut out = Vec::with_capacity(rows.len());
     for r in &rows {
-        out.push((
-            unsigned("version", r.try_get("version")?)?,
-            r.try_get::<String, _>("exnode")?,
-        ));
+        let version = unsigned("version", r.try_get("version")?)?;
+        let error = (r.try_get::<i64, _>("indexed")? != 1).then(|| {
+            format!(
+                "the exNode of version {version} could not be read: its allocations are unknown"
+            )
+        });
+        out.push(Dropped {
+            version,
+            manage: Vec::new(),
+            error,
+        });
+    }
+    for r in &manage {
+        let version = unsigned("version", r.try_get("version")?)?;
+        let cap: String = r.try_get("manage")?;
+        if let Some(d) = out.iter_mut().find(|d| d.version == version) {
+            if seen.insert(cap.clone()) {
+                d.manage.push(cap);
+            }
+        }
     }
     let res = sqlx::query("DELETE FROM entries WHERE id = $1 AND path = $2")
         .bind(&entry.id)
@@ -331,6 +343,7 @@ async fn delete_entry(
     }
     for sql in [
         "DELETE FROM wrapped_keys WHERE file = $1",
+        "DELETE FROM allocations WHERE file = $1",
         "DELETE FROM versions WHERE file = $1",
         "DELETE FROM acl WHERE entry = $1",
     ] {

@@ -10,12 +10,27 @@
 //!
 //! Tables:
 //! - `entries (id, vo, path, parent, kind, owner, current_version, size,
-//!   created_at, updated_at)`: directories and files by full path; `id` is
+//!   created_at, updated_at, keep_versions)`: directories and files by full path; `id` is
 //!   the file UUID for files (stable over versions and moves), a fresh UUID
 //!   for directories; `owner` is a principal (`user:ID@VO`), empty for a VO
-//!   root.
+//!   root; `keep_versions`: a directory's retention setting (how many
+//!   versions of each file under it are kept; the nearest directory with
+//!   one decides, else the VO's setting, else the default).
 //! - `versions (file, version, size, stored, exnode, key_id, created_by,
-//!   created_at)`: every version of every file with its exNode.
+//!   created_at, expires, readable_until, indexed)`: every version of
+//!   every file with its exNode; `expires` (earliest allocation expiry)
+//!   and `readable_until` ([`crate::allocations::Facts`]) read from it;
+//!   `indexed`: 1 once its `allocations` rows are written, 2 when its
+//!   exNode could not be read to write them, 0 not yet (a version stored
+//!   before migration 3, until the backfill at start reaches it).
+//! - `allocations (file, alloc, version, manage, bytes)`: each allocation
+//!   a version keeps, once (`alloc`: a digest of `host:port/RID#key`,
+//!   [`crate::allocations::Allocation::id`]), its MANAGE
+//!   capability and the bytes the version keeps in it. Versions made by
+//!   refresh, trim, augment or repair share most of their allocations
+//!   with their base: usage counts each allocation once per owner, and a
+//!   version dropped (`rm --version`, retention) releases only the
+//!   allocations no remaining version of the file names.
 //! - `acl (entry, inherit, principal, rights)`: access entries (`inherit =
 //!   0`) and, on directories, default entries copied to new children
 //!   (`inherit = 1`).
@@ -62,9 +77,10 @@ mod versions;
 use acl::{inherited_acl, insert_acl};
 use files::create_entry;
 use usage::{charge, exnode_bytes, file_owner, file_vo_owner, signed, wrapped_bytes};
+pub use versions::{Dropped, Put, VersionInfo};
 
 /// Migrations, applied in order; never edit one that has shipped.
-const MIGRATIONS: &[&[&str]] = &[MIGRATION_1, MIGRATION_2];
+const MIGRATIONS: &[&[&str]] = &[MIGRATION_1, MIGRATION_2, MIGRATION_3];
 
 const MIGRATION_1: &[&str] = &[
     "CREATE TABLE entries (
@@ -150,6 +166,72 @@ const MIGRATION_2: &[&str] = &[
         SELECT vo, '*', CAST(SUM(entries) AS BIGINT), CAST(SUM(exnode_bytes) AS BIGINT)
           FROM quota_usage GROUP BY vo",
 ];
+
+/// Allocations per version, expiry, retention. The `allocations` rows of
+/// versions stored before are written by [`Store::open`]'s backfill (it
+/// needs the exNodes parsed, which SQL cannot do).
+const MIGRATION_3: &[&str] = &[
+    "ALTER TABLE versions ADD COLUMN expires BIGINT",
+    "ALTER TABLE versions ADD COLUMN readable_until BIGINT",
+    "ALTER TABLE versions ADD COLUMN indexed BIGINT NOT NULL DEFAULT 0",
+    "CREATE INDEX versions_to_index ON versions (indexed)",
+    "CREATE TABLE allocations (
+        file TEXT NOT NULL,
+        version BIGINT NOT NULL,
+        alloc TEXT NOT NULL,
+        manage TEXT,
+        bytes BIGINT NOT NULL,
+        PRIMARY KEY (file, alloc, version))",
+    "ALTER TABLE entries ADD COLUMN keep_versions BIGINT",
+];
+
+/// Versions kept of each file unless a directory or the VO says otherwise:
+/// the current one and the two before it. A refresh, trim, augment or
+/// repair makes a version, so one maintenance run of a cron job leaves
+/// the version before it and one more to go back to; the old versions of
+/// a file refreshed in place share its allocations and cost no depot
+/// space, while a replaced file's old content is kept through two more
+/// uploads or maintenance runs.
+pub const DEFAULT_KEEP_VERSIONS: u64 = 3;
+/// The largest retention setting accepted.
+pub const MAX_KEEP_VERSIONS: u64 = 10_000;
+
+/// How many versions of each file are kept (at least 1: the current).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Retention {
+    /// For VOs without a setting of their own.
+    pub default: u64,
+    /// Per VO (the operator's `[keep_versions_per_vo]`).
+    pub per_vo: std::collections::BTreeMap<String, u64>,
+}
+
+impl Default for Retention {
+    fn default() -> Retention {
+        Retention {
+            default: DEFAULT_KEEP_VERSIONS,
+            per_vo: Default::default(),
+        }
+    }
+}
+
+/// Where a file's retention comes from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum KeepSource {
+    /// The directory (path) with the setting.
+    Directory(String),
+    Vo(String),
+    Default,
+}
+
+/// The retention that applies under a directory.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Keep {
+    /// Versions kept.
+    pub keep: u64,
+    pub source: KeepSource,
+    /// The directory's own setting (`None`: inherited).
+    pub own: Option<u64>,
+}
 
 /// The `quota_usage` owner that stands for a whole VO tree (no principal
 /// is spelled so).
@@ -268,6 +350,12 @@ pub struct EntryRow {
     pub size: u64,
     pub created_at: i64,
     pub updated_at: i64,
+    /// The current version's earliest allocation expiry.
+    pub expires: Option<i64>,
+    /// Until when every byte of the current version can be read.
+    pub readable_until: Option<i64>,
+    /// The current version's exNode could not be read (when indexed).
+    pub unreadable: bool,
 }
 
 /// One version of a file.
@@ -307,6 +395,8 @@ pub struct NewVersion<'a> {
     pub key_id: Option<&'a str>,
     pub writer: &'a Principal,
     pub wrapped_keys: &'a [(String, String)],
+    /// Its allocations and expiry, read from the exNode.
+    pub facts: &'a crate::allocations::Facts,
 }
 
 /// Space used by one owner (or a whole VO).
@@ -315,9 +405,11 @@ pub struct Usage {
     pub owner: String,
     pub files: u64,
     pub versions: u64,
-    /// Sum of the current versions' sizes.
+    /// Sum of the current versions' sizes (old versions kept by retention
+    /// are not counted: they are what the files were, not more files).
     pub logical: u64,
-    /// Bytes held on depots by every version (replicas and shares).
+    /// Bytes held on depots by every kept version (replicas and shares),
+    /// each allocation counted once however many versions name it.
     pub stored: u64,
     /// Files and directories (quota `user_entries`).
     pub entries: u64,
@@ -333,6 +425,7 @@ pub struct Store {
     /// Serializes write transactions on SQLite (see the module comment).
     writer: Arc<tokio::sync::Mutex<()>>,
     limits: Limits,
+    retention: Arc<Retention>,
 }
 
 fn unsigned(what: &str, v: i64) -> Result<u64, StoreError> {
@@ -344,7 +437,13 @@ fn now() -> i64 {
 }
 
 const ENTRY_COLUMNS: &str =
-    "e.id, e.vo, e.path, e.kind, e.owner, e.current_version, e.size, e.created_at, e.updated_at";
+    "e.id, e.vo, e.path, e.kind, e.owner, e.current_version, e.size, e.created_at, e.updated_at,
+     (SELECT cv.expires FROM versions cv WHERE cv.file = e.id AND cv.version = e.current_version)
+        AS cur_expires,
+     (SELECT cv.readable_until FROM versions cv
+       WHERE cv.file = e.id AND cv.version = e.current_version) AS cur_readable,
+     (SELECT cv.indexed FROM versions cv WHERE cv.file = e.id AND cv.version = e.current_version)
+        AS cur_indexed";
 
 fn entry_of(row: &AnyRow) -> Result<EntryRow, StoreError> {
     let kind: String = row.try_get("kind")?;
@@ -369,6 +468,9 @@ fn entry_of(row: &AnyRow) -> Result<EntryRow, StoreError> {
         size: unsigned("size", row.try_get("size")?)?,
         created_at: row.try_get("created_at")?,
         updated_at: row.try_get("updated_at")?,
+        expires: row.try_get("cur_expires")?,
+        readable_until: row.try_get("cur_readable")?,
+        unreadable: row.try_get::<Option<i64>, _>("cur_indexed")? == Some(2),
     })
 }
 
@@ -420,12 +522,39 @@ impl Store {
         db::migrate(&pool, backend, MIGRATIONS, MIGRATION_LOCK)
             .await
             .context("migrate the database")?;
-        Ok(Store {
+        let store = Store {
             pool,
             backend,
             writer: Arc::new(tokio::sync::Mutex::new(())),
             limits,
-        })
+            retention: Arc::new(Retention::default()),
+        };
+        store
+            .backfill_allocations()
+            .await
+            .context("record the allocations of versions stored before")?;
+        Ok(store)
+    }
+
+    /// Opens a database migrated only up to migration `n` (the schema of
+    /// an older release), for tests of the upgrade.
+    #[doc(hidden)]
+    pub async fn open_old_schema(url: &str, n: usize) -> anyhow::Result<AnyPool> {
+        let (pool, backend) = db::connect(url, 2).await?;
+        db::migrate(
+            &pool,
+            backend,
+            &MIGRATIONS[..n.min(MIGRATIONS.len())],
+            MIGRATION_LOCK,
+        )
+        .await?;
+        Ok(pool)
+    }
+
+    /// The same store keeping versions by `retention`.
+    pub fn with_retention(mut self, retention: Retention) -> Store {
+        self.retention = Arc::new(retention);
+        self
     }
 
     pub fn limits(&self) -> Limits {

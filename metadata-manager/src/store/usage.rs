@@ -14,9 +14,22 @@ impl Store {
         .fetch_all(&self.pool)
         .await?;
         let versions = sqlx::query(
-            "SELECT e.owner AS owner, COUNT(*) AS n, CAST(COALESCE(SUM(v.stored), 0) AS BIGINT) AS stored
+            "SELECT e.owner AS owner, COUNT(*) AS n
                FROM versions v JOIN entries e ON e.id = v.file
               WHERE e.vo = $1 GROUP BY e.owner",
+        )
+        .bind(vo)
+        .fetch_all(&self.pool)
+        .await?;
+        // Each allocation once per owner, however many versions name it
+        // (refresh, trim, augment and repair keep most of them).
+        let stored = sqlx::query(
+            "SELECT owner, CAST(COALESCE(SUM(b), 0) AS BIGINT) AS stored FROM
+               (SELECT e.owner AS owner, a.alloc AS alloc, MAX(a.bytes) AS b
+                  FROM allocations a JOIN entries e ON e.id = a.file
+                  JOIN versions v ON v.file = a.file AND v.version = a.version
+                 WHERE e.vo = $1 GROUP BY e.owner, a.alloc) t
+              GROUP BY owner",
         )
         .bind(vo)
         .fetch_all(&self.pool)
@@ -33,16 +46,23 @@ impl Store {
         for r in &versions {
             let owner: String = r.try_get("owner")?;
             let n = unsigned("count", r.try_get("n")?)?;
-            let stored = unsigned("stored", r.try_get("stored")?)?;
             match out.iter_mut().find(|u| u.owner == owner) {
-                Some(u) => {
-                    u.versions = n;
-                    u.stored = stored;
-                }
+                Some(u) => u.versions = n,
                 None => out.push(Usage {
                     owner,
                     versions: n,
-                    stored,
+                    ..Usage::default()
+                }),
+            }
+        }
+        for r in &stored {
+            let owner: String = r.try_get("owner")?;
+            let bytes = unsigned("stored", r.try_get("stored")?)?;
+            match out.iter_mut().find(|u| u.owner == owner) {
+                Some(u) => u.stored = bytes,
+                None => out.push(Usage {
+                    owner,
+                    stored: bytes,
                     ..Usage::default()
                 }),
             }

@@ -94,8 +94,11 @@ impl Store {
     /// Registers a new version. A new file (`base_version` 0) is created
     /// with the parent's default ACL; an existing one advances only if its
     /// current version is still `base_version` (optimistic concurrency).
-    /// Returns the new version number.
-    pub async fn put_version(&self, v: &NewVersion<'_>) -> Result<u64, StoreError> {
+    /// Versions beyond the file's retention ([`Store::keep_for`]) are
+    /// dropped in the same transaction. Returns the new version number
+    /// and what was dropped, with the MANAGE capabilities of the
+    /// allocations no remaining version uses (for the client to release).
+    pub async fn put_version(&self, v: &NewVersion<'_>) -> Result<Put, StoreError> {
         let (mut tx, _g) = self.write().await?;
         let t = now();
         let next = v
@@ -126,22 +129,50 @@ impl Store {
                 carry_wrapped_keys(&mut tx, &self.limits, v, next, key_id).await?;
             }
         }
+        let mut pruned = Vec::new();
+        if v.base_version > 0 {
+            forget_released(&mut tx, v.file, v.base_version, next).await?;
+            let keep = keep_in(&mut tx, &self.retention, v.path).await?.keep;
+            let rows =
+                sqlx::query("SELECT version FROM versions WHERE file = $1 ORDER BY version DESC")
+                    .bind(v.file)
+                    .fetch_all(&mut *tx)
+                    .await?;
+            let entry = file_entry(&mut tx, v.file).await?;
+            for r in rows
+                .iter()
+                .skip(usize::try_from(keep).unwrap_or(usize::MAX))
+            {
+                let old = unsigned("version", r.try_get("version")?)?;
+                pruned.push(drop_version(&mut tx, &self.limits, &entry, old).await?);
+            }
+        }
         tx.commit().await?;
-        Ok(next)
+        Ok(Put {
+            version: next,
+            pruned,
+        })
     }
 
-    /// Number of versions of a file and bytes they hold on depots.
+    /// Number of versions of a file and bytes they hold on depots (each
+    /// allocation once).
     pub async fn version_totals(&self, file: &str) -> Result<(u64, u64), StoreError> {
-        let row = sqlx::query(
-            "SELECT COUNT(*) AS n, CAST(COALESCE(SUM(stored), 0) AS BIGINT) AS stored
-               FROM versions WHERE file = $1",
+        let n = sqlx::query("SELECT COUNT(*) AS n FROM versions WHERE file = $1")
+            .bind(file)
+            .fetch_one(&self.pool)
+            .await?;
+        let stored = sqlx::query(
+            "SELECT CAST(COALESCE(SUM(b), 0) AS BIGINT) AS stored FROM
+               (SELECT MAX(a.bytes) AS b FROM allocations a
+                  JOIN versions v ON v.file = a.file AND v.version = a.version
+                 WHERE a.file = $1 GROUP BY a.alloc) t",
         )
         .bind(file)
         .fetch_one(&self.pool)
         .await?;
         Ok((
-            unsigned("count", row.try_get("n")?)?,
-            unsigned("stored", row.try_get("stored")?)?,
+            unsigned("count", n.try_get("n")?)?,
+            unsigned("stored", stored.try_get("stored")?)?,
         ))
     }
 
@@ -162,18 +193,396 @@ impl Store {
             .collect()
     }
 
-    /// Every version of a file, newest first (without exNodes).
-    pub async fn versions(&self, file: &str) -> Result<Vec<VersionRow>, StoreError> {
+    /// Every version of a file, newest first (without exNodes), with the
+    /// bytes of allocations no other version of the file names.
+    pub async fn versions(&self, file: &str) -> Result<Vec<VersionInfo>, StoreError> {
         let rows = sqlx::query(
-            "SELECT version, size AS vsize, stored, '' AS exnode, key_id, created_by,
-                    created_at AS vcreated_at
-               FROM versions WHERE file = $1 ORDER BY version DESC",
+            "SELECT v.version, v.size AS vsize, v.stored, '' AS exnode, v.key_id, v.created_by,
+                    v.created_at AS vcreated_at, v.expires, v.readable_until, v.indexed,
+                    CAST(COALESCE((SELECT SUM(a.bytes) FROM allocations a
+                       WHERE a.file = v.file AND a.version = v.version
+                         AND NOT EXISTS (SELECT 1 FROM allocations o
+                                          WHERE o.file = a.file AND o.alloc = a.alloc
+                                            AND o.version <> a.version)), 0) AS BIGINT)
+                      AS exclusive
+               FROM versions v WHERE v.file = $1 ORDER BY v.version DESC",
         )
         .bind(file)
         .fetch_all(&self.pool)
         .await?;
-        rows.iter().map(version_of).collect()
+        rows.iter()
+            .map(|r| {
+                Ok(VersionInfo {
+                    row: version_of(r)?,
+                    exclusive: unsigned("exclusive", r.try_get("exclusive")?)?,
+                    expires: r.try_get("expires")?,
+                    readable_until: r.try_get("readable_until")?,
+                    unreadable: r.try_get::<i64, _>("indexed")? == 2,
+                })
+            })
+            .collect()
     }
+
+    /// The retention that applies to files under `dir` (a directory):
+    /// the nearest directory's setting (`dir` itself included), else the
+    /// VO's, else the default.
+    pub async fn keep_for(&self, dir: &NsPath) -> Result<Keep, StoreError> {
+        let mut tx = self.pool.begin().await?;
+        let mut chain = dir.ancestors();
+        chain.push(dir.clone());
+        let k = keep_of_chain(&mut tx, &self.retention, &chain).await?;
+        tx.commit().await?;
+        Ok(k)
+    }
+
+    /// Sets (`Some`) or clears (`None`, inherit again) a directory's
+    /// retention. It applies from each file's next version.
+    pub async fn set_keep(&self, dir: &EntryRow, keep: Option<u64>) -> Result<(), StoreError> {
+        if dir.kind != Kind::Dir {
+            return Err(StoreError::Refused(format!(
+                "{} is a file; retention is set on directories",
+                dir.path
+            )));
+        }
+        if let Some(k) = keep {
+            if !(1..=MAX_KEEP_VERSIONS).contains(&k) {
+                return Err(StoreError::Refused(format!(
+                    "keep {k} versions? between 1 (the current one only) and {MAX_KEEP_VERSIONS}"
+                )));
+            }
+        }
+        let (mut tx, _g) = self.write().await?;
+        let res =
+            sqlx::query("UPDATE entries SET keep_versions = $2 WHERE id = $1 AND kind = 'dir'")
+                .bind(&dir.id)
+                .bind(keep.map(to_bigint))
+                .execute(&mut *tx)
+                .await?;
+        if res.rows_affected() != 1 {
+            return Err(StoreError::NotFound(format!("no directory {}", dir.path)));
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Writes the `allocations` rows of versions stored before migration 3
+    /// (or by an older release), in batches; a version whose exNode does
+    /// not parse is marked unreadable (`indexed` 2). Safe with several
+    /// replicas starting at once: rows are inserted once, and a version is
+    /// marked only while still unmarked.
+    pub(super) async fn backfill_allocations(&self) -> Result<u64, StoreError> {
+        const BATCH: i64 = 200;
+        let mut done = 0u64;
+        loop {
+            let rows = sqlx::query(
+                // In key order: replicas backfilling at once lock rows in
+                // the same order (no deadlock).
+                "SELECT file, version, exnode FROM versions WHERE indexed = 0
+                  ORDER BY file, version LIMIT $1",
+            )
+            .bind(BATCH)
+            .fetch_all(&self.pool)
+            .await?;
+            if rows.is_empty() {
+                break;
+            }
+            let (mut tx, _g) = self.write().await?;
+            for r in &rows {
+                let file: String = r.try_get("file")?;
+                let version: i64 = r.try_get("version")?;
+                let doc: String = r.try_get("exnode")?;
+                let parsed =
+                    exnode::from_xml(doc.as_bytes()).map(|ex| crate::allocations::facts(&ex));
+                let (facts, indexed) = match parsed {
+                    Ok(f) => (f, 1),
+                    Err(e) => {
+                        tracing::error!(%file, version, error = %e, "a stored exNode does not parse; its allocations are not counted or released");
+                        (Default::default(), 2)
+                    }
+                };
+                let res = sqlx::query(
+                    "UPDATE versions SET indexed = $3, expires = $4, readable_until = $5
+                      WHERE file = $1 AND version = $2 AND indexed = 0",
+                )
+                .bind(&file)
+                .bind(version)
+                .bind(indexed)
+                .bind(facts.expires)
+                .bind(facts.readable_until)
+                .execute(&mut *tx)
+                .await?;
+                if res.rows_affected() == 1 {
+                    insert_allocations(&mut tx, &file, version, &facts).await?;
+                    done += 1;
+                }
+            }
+            tx.commit().await?;
+        }
+        if done > 0 {
+            tracing::info!(
+                versions = done,
+                "recorded the allocations of versions stored before"
+            );
+        }
+        Ok(done)
+    }
+}
+
+/// One version as `versions` lists it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VersionInfo {
+    pub row: VersionRow,
+    /// Bytes of allocations no other version of the file names (what
+    /// dropping this version frees on the depots).
+    pub exclusive: u64,
+    pub expires: Option<i64>,
+    pub readable_until: Option<i64>,
+    /// Its exNode could not be read to record its allocations.
+    pub unreadable: bool,
+}
+
+/// A version dropped (deleted, or beyond the retention), and the MANAGE
+/// capabilities of its allocations that no remaining version names: the
+/// caller releases them. `error` says why none are listed when its
+/// allocations are unknown.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Dropped {
+    pub version: u64,
+    pub manage: Vec<String>,
+    pub error: Option<String>,
+}
+
+/// What a put did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Put {
+    pub version: u64,
+    /// Old versions dropped by the retention.
+    pub pruned: Vec<Dropped>,
+}
+
+/// A version that keeps some of its base's allocations and leaves others
+/// out is maintenance of the base (`lors trim`, `repair`), whose client
+/// releases what it left out right after the put: those allocations are
+/// forgotten in every older version too, so usage stops counting them and
+/// dropping an older version does not release them again. (A version that
+/// shares none of its base's allocations is new content: the base keeps
+/// its own, released when it is dropped.)
+async fn forget_released(
+    tx: &mut Tx<'_>,
+    file: &str,
+    base: u64,
+    next: u64,
+) -> Result<(), StoreError> {
+    let (base, next) = (to_bigint(base), to_bigint(next));
+    let shared = sqlx::query(
+        "SELECT 1 AS one FROM allocations n
+          WHERE n.file = $1 AND n.version = $2
+            AND EXISTS (SELECT 1 FROM allocations b
+                         WHERE b.file = n.file AND b.alloc = n.alloc AND b.version = $3)
+          LIMIT 1",
+    )
+    .bind(file)
+    .bind(next)
+    .bind(base)
+    .fetch_optional(&mut **tx)
+    .await?;
+    if shared.is_none() {
+        return Ok(());
+    }
+    sqlx::query(
+        "DELETE FROM allocations
+          WHERE file = $1 AND version < $2
+            AND alloc IN (SELECT b.alloc FROM allocations b
+                           WHERE b.file = $1 AND b.version = $3
+                             AND NOT EXISTS (SELECT 1 FROM allocations n
+                                              WHERE n.file = $1 AND n.alloc = b.alloc
+                                                AND n.version = $2))",
+    )
+    .bind(file)
+    .bind(next)
+    .bind(base)
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}
+
+/// The retention of the directory chain `chain` (root first): the last
+/// directory with a setting, else the VO's, else the default.
+async fn keep_of_chain(
+    tx: &mut Tx<'_>,
+    retention: &Retention,
+    chain: &[NsPath],
+) -> Result<Keep, StoreError> {
+    let own_path = chain.last().map(|p| p.as_str().to_owned());
+    let mut own = None;
+    let mut found: Option<(String, u64)> = None;
+    for p in chain.iter().rev() {
+        let row = sqlx::query("SELECT keep_versions FROM entries WHERE path = $1")
+            .bind(p.as_str())
+            .fetch_optional(&mut **tx)
+            .await?;
+        let k: Option<i64> = match row {
+            Some(r) => r.try_get("keep_versions")?,
+            None => None,
+        };
+        if let Some(k) = k {
+            let k = unsigned("keep_versions", k)?.max(1);
+            if own_path.as_deref() == Some(p.as_str()) {
+                own = Some(k);
+            }
+            found = Some((p.as_str().to_owned(), k));
+            break;
+        }
+    }
+    let vo = chain.first().map(|p| p.vo().to_owned()).unwrap_or_default();
+    Ok(match found {
+        Some((path, keep)) => Keep {
+            keep,
+            source: KeepSource::Directory(path),
+            own,
+        },
+        None => match retention.per_vo.get(&vo) {
+            Some(k) => Keep {
+                keep: (*k).max(1),
+                source: KeepSource::Vo(vo),
+                own,
+            },
+            None => Keep {
+                keep: retention.default.max(1),
+                source: KeepSource::Default,
+                own,
+            },
+        },
+    })
+}
+
+/// The retention of the file at `path`.
+async fn keep_in(
+    tx: &mut Tx<'_>,
+    retention: &Retention,
+    path: &NsPath,
+) -> Result<Keep, StoreError> {
+    keep_of_chain(tx, retention, &path.ancestors()).await
+}
+
+/// A file's entry by id.
+async fn file_entry(tx: &mut Tx<'_>, file: &str) -> Result<EntryRow, StoreError> {
+    let row = sqlx::query(&format!(
+        "SELECT {ENTRY_COLUMNS} FROM entries e WHERE e.id = $1"
+    ))
+    .bind(file)
+    .fetch_optional(&mut **tx)
+    .await?
+    .ok_or_else(|| StoreError::NotFound(format!("no file {file}")))?;
+    entry_of(&row)
+}
+
+/// A version's `allocations` rows.
+pub(super) async fn insert_allocations(
+    tx: &mut Tx<'_>,
+    file: &str,
+    version: i64,
+    facts: &crate::allocations::Facts,
+) -> Result<(), StoreError> {
+    for a in &facts.allocations {
+        sqlx::query(
+            "INSERT INTO allocations (file, version, alloc, manage, bytes) VALUES ($1, $2, $3, $4, $5)
+             ON CONFLICT (file, alloc, version) DO NOTHING",
+        )
+        .bind(file)
+        .bind(version)
+        .bind(&a.id)
+        .bind(a.manage.as_deref())
+        .bind(to_bigint(a.bytes))
+        .execute(&mut **tx)
+        .await?;
+    }
+    Ok(())
+}
+
+/// The MANAGE capabilities of version `v`'s allocations that no other
+/// version of the file names (each once), or why they are unknown: its
+/// exNode, or another version's, could not be read (then nothing is
+/// released: it might be in use).
+pub(super) async fn exclusive_manage(
+    tx: &mut Tx<'_>,
+    file: &str,
+    v: u64,
+) -> Result<Result<Vec<String>, String>, StoreError> {
+    let unread = sqlx::query(
+        "SELECT version FROM versions WHERE file = $1 AND indexed <> 1 ORDER BY version",
+    )
+    .bind(file)
+    .fetch_all(&mut **tx)
+    .await?;
+    if let Some(r) = unread.first() {
+        let n = unsigned("version", r.try_get("version")?)?;
+        return Ok(Err(if n == v {
+            format!("the exNode of version {v} could not be read: its allocations are unknown")
+        } else {
+            format!(
+                "the exNode of version {n} could not be read: allocations it may share are kept"
+            )
+        }));
+    }
+    let rows = sqlx::query(
+        "SELECT a.manage FROM allocations a
+          WHERE a.file = $1 AND a.version = $2 AND a.manage IS NOT NULL
+            AND NOT EXISTS (SELECT 1 FROM allocations o
+                             WHERE o.file = a.file AND o.alloc = a.alloc AND o.version <> a.version)
+          ORDER BY a.alloc",
+    )
+    .bind(file)
+    .bind(to_bigint(v))
+    .fetch_all(&mut **tx)
+    .await?;
+    let mut out: Vec<String> = Vec::with_capacity(rows.len());
+    for r in &rows {
+        let m: String = r.try_get("manage")?;
+        if !out.contains(&m) {
+            out.push(m);
+        }
+    }
+    Ok(Ok(out))
+}
+
+/// Drops one version (not the current one) of `entry`'s file: its rows,
+/// wrapped keys and allocations, its bytes uncharged; what to release.
+pub(super) async fn drop_version(
+    tx: &mut Tx<'_>,
+    limits: &Limits,
+    entry: &EntryRow,
+    v: u64,
+) -> Result<Dropped, StoreError> {
+    let released = exclusive_manage(tx, &entry.id, v).await?;
+    let freed = exnode_bytes(tx, &entry.id, Some(v)).await?
+        + wrapped_bytes(tx, &entry.id, Some(v), None).await?;
+    if let Some(owner) = &entry.owner {
+        charge(tx, limits, &entry.vo, &owner.to_string(), 0, -freed).await?;
+    }
+    for sql in [
+        "DELETE FROM wrapped_keys WHERE file = $1 AND version = $2",
+        "DELETE FROM allocations WHERE file = $1 AND version = $2",
+        "DELETE FROM versions WHERE file = $1 AND version = $2",
+    ] {
+        sqlx::query(sql)
+            .bind(&entry.id)
+            .bind(to_bigint(v))
+            .execute(&mut **tx)
+            .await?;
+    }
+    Ok(match released {
+        Ok(manage) => Dropped {
+            version: v,
+            manage,
+            error: None,
+        },
+        Err(why) => Dropped {
+            version: v,
+            manage: Vec::new(),
+            error: Some(why),
+        },
+    })
 }
 
 /// A put's new file (base version 0): its entry with the directory's
@@ -280,8 +689,9 @@ async fn insert_version(
     t: i64,
 ) -> Result<(), StoreError> {
     let res = sqlx::query(
-        "INSERT INTO versions (file, version, size, stored, exnode, key_id, created_by, created_at)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+        "INSERT INTO versions (file, version, size, stored, exnode, key_id, created_by, created_at,
+                               expires, readable_until, indexed)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, 1)",
     )
     .bind(v.file)
     .bind(to_bigint(next))
@@ -291,6 +701,8 @@ async fn insert_version(
     .bind(v.key_id)
     .bind(v.writer.to_string())
     .bind(t)
+    .bind(v.facts.expires)
+    .bind(v.facts.readable_until)
     .execute(&mut **tx)
     .await;
     match res {
@@ -303,6 +715,7 @@ async fn insert_version(
         }
         Err(e) => return Err(e.into()),
     }
+    insert_allocations(tx, v.file, to_bigint(next), v.facts).await?;
     for (recipient, wrapped) in v.wrapped_keys {
         sqlx::query(
             "INSERT INTO wrapped_keys (file, version, recipient, wrapped) VALUES ($1, $2, $3, $4)",

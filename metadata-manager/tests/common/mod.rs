@@ -181,6 +181,9 @@ pub struct Settings {
     pub max_exnode: &'static str,
     /// More configuration lines (quotas, the body budget).
     pub extra: &'static str,
+    /// Versions kept of each file (the suite keeps them all unless a
+    /// scenario tests retention).
+    pub keep_versions: u64,
 }
 
 impl Default for Settings {
@@ -189,6 +192,7 @@ impl Default for Settings {
             ticket_lifetime: "10m",
             max_exnode: "1MiB",
             extra: "",
+            keep_versions: 1000,
         }
     }
 }
@@ -300,6 +304,7 @@ ticket_lifetime = "{tl}"
 admin_group = "admins"
 max_connections = 64
 db_connections = 4
+keep_versions = {keep}
 {extra}
 "#,
             trust = pki.server_trust.display(),
@@ -310,6 +315,7 @@ db_connections = 4
                 format!("max_exnode = \"{}\"", settings.max_exnode)
             },
             extra = settings.extra,
+            keep = settings.keep_versions,
         );
         let cfg_path = mdm_dir.join("test.toml");
         write(&cfg_path, &config);

@@ -8,6 +8,7 @@ mod input;
 mod names;
 mod quota;
 mod service;
+mod versions;
 
 pub use access::{
     default_acl_inheritance, groups_vos_and_cross_vo, revocation, rights_granted_and_refused,
@@ -28,3 +29,4 @@ pub use quota::{
 pub use service::{
     keys, replicas_share_database, shutdown_is_prompt, usage, usage_of_another_vo_is_refused,
 };
+pub use versions::versions_and_retention;
