@@ -441,8 +441,7 @@ async fn maintenance(store: &Store, cmd: MaintenanceCmd) -> anyhow::Result<()> {
             }
         }
         MaintenanceCmd::Revoke {
-            grant: Some(grant),
-            ..
+            grant: Some(grant), ..
         } => {
             if store.grant_revoke(&grant, "operator", now).await? {
                 println!("revoked maintenance grant {grant}");

@@ -252,7 +252,11 @@ pub async fn enroll(
     }
     let identity = linked_from.unwrap_or(cert_ident);
     let m = &app.cfg.maintenance;
-    let validity = lifetime(req.valid, m.default_validity.as_i64(), m.max_validity.as_i64())?;
+    let validity = lifetime(
+        req.valid,
+        m.default_validity.as_i64(),
+        m.max_validity.as_i64(),
+    )?;
     let (token, hash) = new_token().map_err(ApiError::internal)?;
     let g = GrantRow {
         id: uuid::Uuid::new_v4().to_string(),

@@ -1073,11 +1073,19 @@ mod tests {
         // At most `max_active` grants that are neither revoked nor expired.
         let (_, h2) = new_token().unwrap();
         assert!(s
-            .grant_insert(&grant("g2", &alice.vo_id, "local:alice", now, now + 100), &h2, 2)
+            .grant_insert(
+                &grant("g2", &alice.vo_id, "local:alice", now, now + 100),
+                &h2,
+                2
+            )
             .await
             .unwrap());
         assert!(!s
-            .grant_insert(&grant("g3", &alice.vo_id, "local:alice", now, now + 100), &h2, 2)
+            .grant_insert(
+                &grant("g3", &alice.vo_id, "local:alice", now, now + 100),
+                &h2,
+                2
+            )
             .await
             .unwrap());
 
@@ -1090,7 +1098,11 @@ mod tests {
         assert_eq!(g1.revoked_at, Some(now + 1));
         // A revoked grant frees its place.
         assert!(s
-            .grant_insert(&grant("g3", &alice.vo_id, "local:alice", now, now + 100), &h2, 2)
+            .grant_insert(
+                &grant("g3", &alice.vo_id, "local:alice", now, now + 100),
+                &h2,
+                2
+            )
             .await
             .unwrap());
         s.grant_used("g3", now + 5).await.unwrap();
@@ -1104,7 +1116,11 @@ mod tests {
         let bob = s.member_add("vo1", "local:bob", None, &[]).await.unwrap();
         let (_, hb) = new_token().unwrap();
         assert!(s
-            .grant_insert(&grant("gb", &bob.vo_id, "local:bob", now, now + 100), &hb, 2)
+            .grant_insert(
+                &grant("gb", &bob.vo_id, "local:bob", now, now + 100),
+                &hb,
+                2
+            )
             .await
             .unwrap());
         s.member_remove("vo1", "local:alice").await.unwrap();
@@ -1114,7 +1130,10 @@ mod tests {
         }
         let (gb, _) = s.grant_get("gb").await.unwrap().unwrap();
         assert_eq!(gb.state(now), GrantState::Active);
-        assert_eq!(s.grant_list("vo1", Some(&bob.vo_id)).await.unwrap().len(), 1);
+        assert_eq!(
+            s.grant_list("vo1", Some(&bob.vo_id)).await.unwrap().len(),
+            1
+        );
         assert_eq!(s.grant_list("vo1", None).await.unwrap().len(), 4);
         assert_eq!(
             s.grant_revoke_member("vo1", &bob.vo_id, "operator", now)

@@ -123,7 +123,8 @@ impl VoAttributes {
     fn encode(&self, scope: Scope) -> Vec<u8> {
         yasna::construct_der(|w| {
             w.write_sequence(|w| {
-                w.next().write_u8(if scope.wire().is_some() { 2 } else { 1 });
+                w.next()
+                    .write_u8(if scope.wire().is_some() { 2 } else { 1 });
                 w.next().write_utf8_string(&self.vo);
                 w.next().write_utf8_string(&self.vo_id);
                 w.next().write_sequence_of(|w| {
@@ -357,9 +358,7 @@ mod tests {
         assert_eq!(&full.tbs[2..5], &[2, 1, 1]);
         assert_eq!(full.tbs, attrs().encode(Scope::Full));
 
-        let m = attrs()
-            .sign_scoped(Scope::Maintenance, b"aa", &k)
-            .unwrap();
+        let m = attrs().sign_scoped(Scope::Maintenance, b"aa", &k).unwrap();
         let m = SignedAttributes::parse(&m).unwrap();
         assert_eq!(m.scope, Scope::Maintenance);
         assert_eq!(m.attributes, attrs());

@@ -199,7 +199,11 @@ impl Authority {
         attrs: &VoAttributes,
         scope: crate::attributes::Scope,
     ) -> Result<Vec<u8>, AuthError> {
-        attrs.sign_scoped(scope, &self.cert_der, &SigningKey::from_pkcs8(&self.key_pkcs8)?)
+        attrs.sign_scoped(
+            scope,
+            &self.cert_der,
+            &SigningKey::from_pkcs8(&self.key_pkcs8)?,
+        )
     }
 }
 
