@@ -158,7 +158,29 @@ fn a_maintenance_grant_keeps_refresh_and_check_working_after_the_proxy_expired()
     assert_eq!(code(&o), 1, "{}", text(&o));
     assert!(stderr(&o).contains("expired"), "{}", text(&o));
 
+    // The cron line of docs/user.md section 6: silent on success.
     let t0 = now();
+    let o = lors_env(
+        &g,
+        "alice",
+        &env,
+        &[
+            "refresh",
+            "--all",
+            "/vo1/alice/tree",
+            "--duration",
+            "2d",
+            "--quiet",
+        ],
+    );
+    assert_eq!(
+        code(&o),
+        0,
+        "refresh --all --quiet with the grant: {}",
+        text(&o)
+    );
+    assert!(o.stdout.is_empty() && o.stderr.is_empty(), "{}", text(&o));
+    // Without --quiet it says what acted and what it did.
     let o = lors_env(
         &g,
         "alice",
@@ -186,7 +208,16 @@ fn a_maintenance_grant_keeps_refresh_and_check_working_after_the_proxy_expired()
     download_is(&g, "alice", "/vo1/alice/tree/a", &a, "after refresh");
     download_is(&g, "alice", "/vo1/alice/tree/sub/b", &b, "after refresh");
 
-    // `check --all` with the grant reports the whole tree.
+    // `check --all` with the grant reports the whole tree (silent with
+    // --quiet when all is good, as in the cron line).
+    let o = lors_env(
+        &g,
+        "alice",
+        &env,
+        &["check", "--all", "/vo1/alice/tree", "--quiet"],
+    );
+    assert_eq!(code(&o), 0, "check --all --quiet: {}", text(&o));
+    assert!(o.stdout.is_empty() && o.stderr.is_empty(), "{}", text(&o));
     let o = lors_env(&g, "alice", &env, &["check", "--all", "/vo1/alice/tree"]);
     assert_eq!(code(&o), 0, "check --all: {}", text(&o));
     let out = stdout(&o);
