@@ -162,7 +162,8 @@ pub fn check(a: CheckArgs) -> Result<u8, Error> {
                 error: Some(e.to_string()),
             },
         };
-        if !a.grid.json && !(a.grid.quiet && c.good) {
+        let silent = a.grid.json || (a.grid.quiet && c.good);
+        if !silent {
             print_checked(&c);
         }
         out.push(c);
