@@ -262,6 +262,18 @@ fn a_maintenance_grant_keeps_refresh_and_check_working_after_the_proxy_expired()
     assert_eq!(code(&o), 1, "{}", text(&o));
     assert!(stderr(&o).contains("chmod 600"), "{}", text(&o));
 
+    // The CA honours it, and says when it was last used.
+    let o = lors_env(
+        &g,
+        "alice",
+        &[("LORS_MAINTENANCE_FILE", &file)],
+        &["maintenance", "status"],
+    );
+    assert_eq!(code(&o), 0, "status: {}", text(&o));
+    let out = stdout(&o);
+    assert!(out.contains("state     : active"), "{out}");
+    assert!(!out.contains("last used : never"), "{out}");
+
     // Revoked: keep a copy, revoke with the token (the file is removed),
     // then the copy is refused by the CA with the revocation named.
     let copy = dir.join("copy.json");
@@ -376,6 +388,14 @@ fn a_maintenance_proxy_may_do_nothing_but_maintain_its_own_files() {
         &a,
         "after a maintenance refresh",
     );
+    // Its certificate is nobody at the CA: no full attributes for it.
+    let ca = lors::credentials::CaClient::new(&g.ca_url, &trust, Some(&m.credential))
+        .expect("CA client");
+    let e = rt
+        .block_on(ca.attributes("vo1", 3600))
+        .expect_err("attributes for a maintenance certificate");
+    assert_eq!(e.exit_code(), 3, "{e}");
+    assert!(e.to_string().contains("not a member"), "{e}");
     // Nor can it enroll itself a new grant.
     let o = lors_env(
         &g,
@@ -418,18 +438,60 @@ fn a_maintenance_proxy_may_do_nothing_but_maintain_its_own_files() {
         "the refusal reveals whether the grant exists"
     );
 
-    // A member removed at the CA gets no more maintenance proxies.
-    let bob_file = enroll(&g, "bob");
-    let mut c = std::process::Command::new(&g.bins.online_ca);
-    c.arg("admin").arg("--config").arg(&g.ca_config).args([
-        "member",
-        "remove",
+    // With the login proxy, from anywhere: --all revokes the grant whose
+    // file is here and the one left elsewhere.
+    let second = dir.join("second.json");
+    let o = lors_env(
+        &g,
+        "alice",
+        &[("LORS_MAINTENANCE_FILE", &second)],
+        &["maintenance", "enroll"],
+    );
+    assert_eq!(code(&o), 0, "second enroll: {}", text(&o));
+    let o = lors_env(
+        &g,
+        "alice",
+        &[("LORS_MAINTENANCE_FILE", &second)],
+        &["maintenance", "revoke", "--all"],
+    );
+    assert_eq!(code(&o), 0, "revoke --all: {}", text(&o));
+    assert!(
+        stdout(&o).contains("revoked 2 maintenance grant(s)"),
+        "{}",
+        text(&o)
+    );
+    assert!(!second.exists(), "revoke --all leaves the local credential");
+    let o = lors_env(
+        &g,
+        "alice",
+        &[("LORS_MAINTENANCE_FILE", &file)],
+        &["maintenance", "status"],
+    );
+    assert_eq!(code(&o), 1, "{}", text(&o));
+    let out = stdout(&o);
+    assert!(out.contains("state     : revoked"), "{out}");
+    assert!(out.contains("revoked   : "), "{out}");
+    // The operator sees both, revoked by the member.
+    let ca_admin = |args: &[&str]| {
+        let mut c = std::process::Command::new(&g.bins.online_ca);
+        c.arg("admin").arg("--config").arg(&g.ca_config).args(args);
+        run_limited(c, Duration::from_secs(60))
+    };
+    let o = ca_admin(&[
+        "maintenance",
+        "list",
         "--vo",
         "vo1",
-        "--identity",
-        "local:bob",
+        "--vo-id",
+        &g.user("alice").vo_id,
     ]);
-    let o = run_limited(c, Duration::from_secs(60));
+    let listed = ok(o);
+    assert_eq!(listed.matches("\trevoked\t").count(), 2, "{listed}");
+    assert!(listed.contains(&grant.grant), "{listed}");
+
+    // A member removed at the CA gets no more maintenance proxies.
+    let bob_file = enroll(&g, "bob");
+    let o = ca_admin(&["member", "remove", "--vo", "vo1", "--identity", "local:bob"]);
     assert!(o.status.success(), "member remove: {}", text(&o));
     let none = g.user("bob").dir.join("none");
     let o = lors_env(
