@@ -48,7 +48,12 @@ fn mode(p: &Path) -> u32 {
 
 /// Enrolls `user` (with the grid's login proxy); the credential file.
 fn enroll(g: &Grid, user: &str) -> PathBuf {
-    let file = g.user(user).dir.join("maintenance.json");
+    enroll_at(g, user, "maintenance.json")
+}
+
+/// [`enroll`] into `name` in the user's directory.
+fn enroll_at(g: &Grid, user: &str, name: &str) -> PathBuf {
+    let file = g.user(user).dir.join(name);
     let o = lors_env(
         g,
         user,
@@ -489,8 +494,47 @@ fn a_maintenance_proxy_may_do_nothing_but_maintain_its_own_files() {
     assert_eq!(listed.matches("\trevoked\t").count(), 2, "{listed}");
     assert!(listed.contains(&grant.grant), "{listed}");
 
-    // A member removed at the CA gets no more maintenance proxies.
+    // A VO admin (alice) revokes a member's grant with her login proxy;
+    // another member (carol) may not.
     let bob_file = enroll(&g, "bob");
+    let bob_grant = lors::maintenance::GrantFile::load(&bob_file)
+        .expect("load")
+        .expect("bob's grant")
+        .grant
+        .clone();
+    let o = lors(
+        &g,
+        "carol",
+        &["maintenance", "revoke", "--grant", &bob_grant],
+    );
+    assert_eq!(code(&o), 7, "carol revokes bob's grant: {}", text(&o));
+    let o = lors(
+        &g,
+        "alice",
+        &["maintenance", "revoke", "--grant", &bob_grant],
+    );
+    assert_eq!(
+        code(&o),
+        0,
+        "the VO admin revokes bob's grant: {}",
+        text(&o)
+    );
+    assert!(
+        stdout(&o).contains("revoked 1 maintenance grant(s)"),
+        "{}",
+        text(&o)
+    );
+    let o = lors_env(
+        &g,
+        "bob",
+        &[("LORS_MAINTENANCE_FILE", &bob_file)],
+        &["maintenance", "status"],
+    );
+    assert_eq!(code(&o), 1, "{}", text(&o));
+    assert!(stdout(&o).contains("by admin"), "{}", text(&o));
+
+    // A member removed at the CA gets no more maintenance proxies.
+    let bob_file = enroll_at(&g, "bob", "bob2.json");
     let o = ca_admin(&["member", "remove", "--vo", "vo1", "--identity", "local:bob"]);
     assert!(o.status.success(), "member remove: {}", text(&o));
     let none = g.user("bob").dir.join("none");

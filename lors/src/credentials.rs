@@ -284,6 +284,8 @@ pub(crate) fn check_status(resp: Response) -> Result<Vec<u8>, Error> {
             "the CA refused the request as malformed (HTTP 400): {detail}"
         )),
         401 | 403 => Error::Refused(message),
+        404 => Error::NotFound(format!("the CA answered {message}")),
+        409 => Error::Conflict(format!("the CA answered {message}")),
         429 => Error::RateLimited {
             retry_after: resp.retry_after,
             message,
