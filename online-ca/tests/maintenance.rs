@@ -125,7 +125,7 @@ async fn enroll_exchange_refuse_and_revoke() {
         c.subject()
     );
     let maint = proxy(
-        &[cert.clone()],
+        std::slice::from_ref(&cert),
         &key,
         b64d(a.json["attributes"].as_str().unwrap()),
     );
