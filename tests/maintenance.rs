@@ -476,6 +476,11 @@ fn a_maintenance_proxy_may_do_nothing_but_maintain_its_own_files() {
     let out = stdout(&o);
     assert!(out.contains("state     : revoked"), "{out}");
     assert!(out.contains("revoked   : "), "{out}");
+    // So does `status --all` with the login proxy.
+    let o = lors(&g, "alice", &["maintenance", "status", "--all", "--json"]);
+    let all: Vec<serde_json::Value> = serde_json::from_str(&ok(o)).expect("JSON");
+    assert_eq!(all.len(), 2, "{all:?}");
+    assert!(all.iter().all(|g| g["state"] == "revoked"), "{all:?}");
     // The operator sees both, revoked by the member.
     let ca_admin = |args: &[&str]| {
         let mut c = std::process::Command::new(&g.bins.online_ca);

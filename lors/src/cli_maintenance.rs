@@ -5,7 +5,7 @@
 use std::path::PathBuf;
 
 use clap::{Args, Subcommand};
-use lors::credentials::{self, CaClient, Error, TrustSource};
+use lors::credentials::{self, CaClient, Error};
 use lors::exit;
 use lors::maintenance::{self, GrantFile, GrantStatus};
 use lors::validity::format_utc;
@@ -50,9 +50,12 @@ pub struct EnrollArgs {
 
 #[derive(Args)]
 pub struct StatusArgs {
-    /// Trust directory authenticating the CA (default: $LORS_TRUST_DIR)
-    #[arg(long, value_name = "DIR")]
-    trust: Option<PathBuf>,
+    #[command(flatten)]
+    ca: CaArgs,
+    /// Every grant of yours, asked with your login proxy (also those
+    /// enrolled on other hosts)
+    #[arg(long)]
+    all: bool,
     /// The credential file (default: $LORS_MAINTENANCE_FILE, else
     /// ~/.config/lors/maintenance.json)
     #[arg(long, value_name = "FILE")]
@@ -121,14 +124,11 @@ fn enroll(a: EnrollArgs) -> Result<u8, Error> {
     Ok(exit::OK)
 }
 
-fn trust_of(trust: &Option<PathBuf>) -> Result<ibp_auth::TrustStore, Error> {
-    let dir = trust.clone().or_else(crate::env_trust_dir).ok_or_else(|| {
-        Error::Usage(format!(
-            "nothing to authenticate the CA's server with: give --trust DIR or set {}",
-            crate::TRUST_ENV
-        ))
-    })?;
-    TrustSource::Dir(dir).load()
+fn print_json<T: serde::Serialize>(v: &T) -> Result<(), Error> {
+    let text = serde_json::to_string_pretty(v)
+        .map_err(|e| Error::Local(format!("cannot format the answer: {e}")))?;
+    println!("{text}");
+    Ok(())
 }
 
 fn print_status(s: &GrantStatus) {
@@ -154,17 +154,30 @@ fn print_status(s: &GrantStatus) {
 
 fn status(a: StatusArgs) -> Result<u8, Error> {
     let path = path_of(&a.file);
+    if a.all {
+        let (ca, _) = ca_with_proxy(&a.ca)?;
+        let grants = runtime()?.block_on(maintenance::list_with_proxy(&ca))?;
+        if a.json {
+            print_json(&grants)?;
+        } else {
+            for (i, g) in grants.iter().enumerate() {
+                if i > 0 {
+                    println!();
+                }
+                print_status(g);
+            }
+        }
+        return Ok(exit::OK);
+    }
     let Some(g) = GrantFile::load(&path)? else {
         return Err(Error::NoProxy(path).with_note(
             "no maintenance credential there either: enroll with `lors maintenance enroll`",
         ));
     };
-    let trust = trust_of(&a.trust)?;
+    let trust = a.ca.trust_source()?.load()?;
     let s = runtime()?.block_on(g.status(&trust, &path))?;
     if a.json {
-        let text = serde_json::to_string_pretty(&s)
-            .map_err(|e| Error::Local(format!("cannot format the answer: {e}")))?;
-        println!("{text}");
+        print_json(&s)?;
     } else {
         print_status(&s);
         println!("file      : {}", path.display());
