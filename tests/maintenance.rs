@@ -250,6 +250,30 @@ fn a_maintenance_grant_keeps_refresh_and_check_working_after_the_proxy_expired()
         text(&o)
     );
     assert!(stderr(&o).contains("bad"), "{}", text(&o));
+    // `repair` with the grant rebuilds the lost replica on the third
+    // depot (new allocations, a new version with the same key).
+    g.wait_lbone_sees_down(i, Duration::from_secs(60))
+        .expect("the L-Bone sees the depot down");
+    let o = lors_env(&g, "alice", &env, &["repair", "/vo1/alice/tree/a"]);
+    // Exit 11 only because the dead depot's allocation could not be freed
+    // (named); nothing is unrecoverable.
+    let out = stdout(&o);
+    assert!(
+        code(&o) == 0
+            || (code(&o) == 11 && out.contains("not freed: ") && !out.contains("unrecoverable")),
+        "repair with the grant: {}",
+        text(&o)
+    );
+    assert!(out.contains("1 recreated"), "{}", text(&o));
+    let o = lors_env(&g, "alice", &env, &["check", "/vo1/alice/tree/a"]);
+    assert_eq!(code(&o), 0, "check after the repair: {}", text(&o));
+    download_is(
+        &g,
+        "alice",
+        "/vo1/alice/tree/a",
+        &a,
+        "after a maintenance repair",
+    );
 
     // A credential file others may read is refused (exit 1, chmod 600).
     let exposed = dir.join("exposed.json");
