@@ -523,6 +523,29 @@ fn a_maintenance_proxy_may_do_nothing_but_maintain_its_own_files() {
     assert_eq!(listed.matches("\trevoked\t").count(), 2, "{listed}");
     assert!(listed.contains(&grant.grant), "{listed}");
 
+    // A grant in its last week warns, even with --quiet (cron mails it).
+    let short = dir.join("short.json");
+    let o = lors_env(
+        &g,
+        "alice",
+        &[("LORS_MAINTENANCE_FILE", &short)],
+        &["maintenance", "enroll", "--valid", "2d"],
+    );
+    assert_eq!(code(&o), 0, "{}", text(&o));
+    let none = dir.join("none");
+    let o = lors_env(
+        &g,
+        "alice",
+        &[
+            ("X509_USER_PROXY", &none),
+            ("LORS_MAINTENANCE_FILE", &short),
+        ],
+        &["check", "--quiet", "/vo1/alice/m/a"],
+    );
+    assert_eq!(code(&o), 0, "{}", text(&o));
+    assert!(o.stdout.is_empty(), "{}", text(&o));
+    assert!(stderr(&o).contains("renew it"), "{}", text(&o));
+
     // A VO admin (alice) revokes a member's grant with her login proxy;
     // another member (carol) may not.
     let bob_file = enroll(&g, "bob");

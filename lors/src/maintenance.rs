@@ -37,6 +37,8 @@ const MAX_FILE: u64 = 64 * 1024;
 pub const PROXY_LIFETIME: u64 = 3600;
 /// A proxy with less than this left is replaced before the next file.
 pub const MIN_LEFT: i64 = 300;
+/// A grant with less than this left is used with a warning to renew it.
+pub const RENEW_WITHIN: i64 = 7 * 86_400;
 
 /// The maintenance credential file: `$LORS_MAINTENANCE_FILE`, else
 /// `maintenance.json` in the configuration directory (next to `key.pem`).
@@ -420,6 +422,13 @@ impl Session {
                 grant.grant,
                 format_utc(grant.expires_at)
             )));
+        }
+        if grant.expires_at - now < RENEW_WITHIN {
+            tracing::warn!(
+                "the maintenance credential {} expires at {}: renew it with `lors login` and `lors maintenance enroll --force`",
+                self.grant_path.display(),
+                format_utc(grant.expires_at)
+            );
         }
         let trust_dir = self
             .o
