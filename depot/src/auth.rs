@@ -167,6 +167,7 @@ async fn auth_delegated(
             subject: "(depot certificate)".into(),
             key_hash: key,
             not_after: grant.not_after,
+            scope: ibp_auth::Scope::Full,
         },
         owner: Owner {
             vo: grant.vo,

@@ -44,15 +44,25 @@ pub struct Overrides {
 /// The services a session can use (each only if configured), from the
 /// configuration with `o` over it.
 pub fn grid_for(cfg: &Config, o: &Overrides) -> Result<Grid, Error> {
-    let trust = match o.trust.clone().or_else(|| cfg.trust_dir.clone()) {
-        Some(d) => Some(TrustSource::Dir(d).load()?),
-        None => None,
-    };
     let proxy = proxy_path(cfg, o);
     let credential = if proxy.exists() {
         Some(crate::credentials::load_proxy(&proxy)?)
     } else {
         None
+    };
+    grid_with(cfg, o, credential)
+}
+
+/// [`grid_for`] with `credential` instead of the proxy file (a
+/// maintenance proxy kept in memory: [`crate::maintenance`]).
+pub fn grid_with(
+    cfg: &Config,
+    o: &Overrides,
+    credential: Option<ibp_auth::ProxyCredential>,
+) -> Result<Grid, Error> {
+    let trust = match o.trust.clone().or_else(|| cfg.trust_dir.clone()) {
+        Some(d) => Some(TrustSource::Dir(d).load()?),
+        None => None,
     };
     let mdm = match (
         o.mdm.clone().or_else(|| cfg.metadata.clone()),
@@ -83,7 +93,7 @@ pub fn grid_for(cfg: &Config, o: &Overrides) -> Result<Grid, Error> {
     })
 }
 
-fn proxy_path(cfg: &Config, o: &Overrides) -> PathBuf {
+pub(crate) fn proxy_path(cfg: &Config, o: &Overrides) -> PathBuf {
     o.proxy.clone().unwrap_or_else(|| cfg.proxy_path())
 }
 

@@ -267,7 +267,7 @@ fn sanitize(s: &str) -> String {
 }
 
 /// The body of a 200 answer, or the error the status stands for.
-fn check_status(resp: Response) -> Result<Vec<u8>, Error> {
+pub(crate) fn check_status(resp: Response) -> Result<Vec<u8>, Error> {
     if resp.status == 200 {
         return Ok(resp.body);
     }
@@ -284,6 +284,8 @@ fn check_status(resp: Response) -> Result<Vec<u8>, Error> {
             "the CA refused the request as malformed (HTTP 400): {detail}"
         )),
         401 | 403 => Error::Refused(message),
+        404 => Error::NotFound(format!("the CA answered {message}")),
+        409 => Error::Conflict(format!("the CA answered {message}")),
         429 => Error::RateLimited {
             retry_after: resp.retry_after,
             message,
@@ -292,7 +294,10 @@ fn check_status(resp: Response) -> Result<Vec<u8>, Error> {
     })
 }
 
-fn parse_json<T: serde::de::DeserializeOwned>(body: &[u8], what: &str) -> Result<T, Error> {
+pub(crate) fn parse_json<T: serde::de::DeserializeOwned>(
+    body: &[u8],
+    what: &str,
+) -> Result<T, Error> {
     serde_json::from_slice(body)
         .map_err(|e| Error::Unavailable(format!("invalid {what} answer from the CA: {e}")))
 }
@@ -381,6 +386,11 @@ impl CaClient {
 
     pub fn url(&self) -> &BaseUrl {
         self.http.url()
+    }
+
+    /// The HTTPS client (for the CA's other endpoints, e.g. maintenance).
+    pub(crate) fn http(&self) -> &Client {
+        &self.http
     }
 
     /// `POST /v1/login`.
@@ -520,14 +530,53 @@ pub async fn login(ca: &CaClient, p: &LoginParams) -> Result<NewProxy, Error> {
             _ => "empty password".into(),
         }));
     }
-    let (csr_der, key_pkcs8) = ibp_auth::pki::new_csr(&p.user)
-        .map_err(|e| Error::Local(format!("cannot make a key and request: {e}")))?;
-    let (_, csr) = x509_parser::certification_request::X509CertificationRequest::from_der(&csr_der)
-        .map_err(|e| Error::Local(format!("cannot read our own request: {e}")))?;
-    let our_spki = csr.certification_request_info.subject_pki.raw.to_vec();
-    let csr_pem = pem::encode(&pem::Pem::new("CERTIFICATE REQUEST", csr_der.clone()));
-    let resp = ca.login(p, csr_pem).await?;
+    let req = KeyRequest::new(&p.user)?;
+    let resp = ca.login(p, req.csr_pem.clone()).await?;
+    req.proxy(&resp, &p.vo, p.lifetime)
+}
 
+/// A fresh key and a CSR for it (the key stays in memory).
+pub(crate) struct KeyRequest {
+    pub(crate) csr_pem: String,
+    key_pkcs8: Vec<u8>,
+    spki: Vec<u8>,
+}
+
+impl KeyRequest {
+    pub(crate) fn new(cn: &str) -> Result<KeyRequest, Error> {
+        let (csr_der, key_pkcs8) = ibp_auth::pki::new_csr(cn)
+            .map_err(|e| Error::Local(format!("cannot make a key and request: {e}")))?;
+        let (_, csr) =
+            x509_parser::certification_request::X509CertificationRequest::from_der(&csr_der)
+                .map_err(|e| Error::Local(format!("cannot read our own request: {e}")))?;
+        let spki = csr.certification_request_info.subject_pki.raw.to_vec();
+        let csr_pem = pem::encode(&pem::Pem::new("CERTIFICATE REQUEST", csr_der.clone()));
+        Ok(KeyRequest {
+            csr_pem,
+            key_pkcs8,
+            spki,
+        })
+    }
+
+    /// The proxy below the certificate the CA issued for this request.
+    pub(crate) fn proxy(
+        &self,
+        resp: &LoginResponse,
+        vo: &str,
+        lifetime: u64,
+    ) -> Result<NewProxy, Error> {
+        issued_proxy(resp, &self.spki, &self.key_pkcs8, vo, lifetime)
+    }
+}
+
+/// Checks a certificate the CA issued for our key and mints a proxy below it.
+fn issued_proxy(
+    resp: &LoginResponse,
+    our_spki: &[u8],
+    key_pkcs8: &[u8],
+    vo: &str,
+    lifetime: u64,
+) -> Result<NewProxy, Error> {
     let bad = |why: String| Error::Unavailable(format!("invalid answer from the CA: {why}"));
     let mut certs = ibp_auth::trust::pem_certificates(resp.certificate.as_bytes())
         .map_err(|e| bad(format!("certificate: {e}")))?;
@@ -538,7 +587,7 @@ pub async fn login(ca: &CaClient, p: &LoginParams) -> Result<NewProxy, Error> {
         .map_err(|e| bad(format!("chain: {e}")))?;
     {
         let ee = parse_cert(&certs[0]).map_err(|e| bad(format!("certificate: {e}")))?;
-        if ee.public_key().raw != our_spki.as_slice() {
+        if ee.public_key().raw != our_spki {
             return Err(bad("the certificate is not for our key".into()));
         }
     }
@@ -550,7 +599,7 @@ pub async fn login(ca: &CaClient, p: &LoginParams) -> Result<NewProxy, Error> {
             ee_chain.push(c);
         }
     }
-    mint_proxy(&ee_chain, &key_pkcs8, &resp.attributes, &p.vo, p.lifetime)
+    mint_proxy(&ee_chain, key_pkcs8, &resp.attributes, vo, lifetime)
 }
 
 /// Loads a user certificate (PEM: the certificate, then any intermediates)
@@ -641,6 +690,13 @@ fn local_io(what: &str, path: &Path, e: std::io::Error) -> Error {
 /// Writes the proxy credential, mode 0600, atomically: a new file next to
 /// `path` (never following a symbolic link), then renamed over it.
 pub fn save_proxy(path: &Path, cred: &ProxyCredential) -> Result<(), Error> {
+    write_private(path, cred.to_pem().as_bytes())
+}
+
+/// Writes `bytes` to `path` readable by its owner only (created mode
+/// 0600), atomically: a new file next to `path` (never following a
+/// symbolic link), then renamed over it.
+pub fn write_private(path: &Path, bytes: &[u8]) -> Result<(), Error> {
     use std::os::unix::fs::OpenOptionsExt;
     let dir = match path.parent() {
         Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
@@ -648,10 +704,9 @@ pub fn save_proxy(path: &Path, cred: &ProxyCredential) -> Result<(), Error> {
     };
     let name = path
         .file_name()
-        .ok_or_else(|| Error::Usage(format!("bad proxy path {}", path.display())))?
+        .ok_or_else(|| Error::Usage(format!("bad file path {}", path.display())))?
         .to_string_lossy()
         .into_owned();
-    let pem = cred.to_pem();
     let mut attempt = 0u32;
     let (tmp, mut file) = loop {
         let nanos = std::time::SystemTime::now()
@@ -674,7 +729,7 @@ pub fn save_proxy(path: &Path, cred: &ProxyCredential) -> Result<(), Error> {
         }
     };
     let written = file
-        .write_all(pem.as_bytes())
+        .write_all(bytes)
         .and_then(|()| file.sync_all())
         .and_then(|()| std::fs::rename(&tmp, path));
     if let Err(e) = written {

@@ -13,6 +13,8 @@
 //! - [`metadata`]: the metadata manager's client ([`MetadataClient`]):
 //!   files, directories, ACLs, wrapped keys, usage, VO members (`lors ls`,
 //!   `stat`, `mkdir`, `mv`, `rm`, `acl`, `usage`, `whoami`, `members`);
+//! - [`maintenance`]: maintenance grants at the online CA, and the
+//!   credential of unattended `refresh`, `check` and `repair`;
 //! - [`release`]: releasing a deleted file's allocations on the depots;
 //! - [`https`]: the HTTPS (TLS 1.3) JSON client of the `ibp-https` crate,
 //!   with timeouts, a response size limit and optional keep-alive;
@@ -32,6 +34,7 @@ pub mod exit;
 pub mod files;
 pub mod keys;
 pub mod lors_e2e;
+pub mod maintenance;
 pub use ibp_https::client as https;
 pub mod metadata;
 pub mod names;

@@ -8,6 +8,7 @@ mod cli_cleanup;
 mod cli_docs;
 mod cli_files;
 mod cli_keys;
+mod cli_maintenance;
 mod cli_transfer;
 mod cli_trust;
 
@@ -86,6 +87,11 @@ enum Command {
     Refresh(cli_transfer::RefreshArgs),
     /// Probe every block and recreate what is lost or corrupt
     Repair(cli_transfer::RepairArgs),
+    /// Read every block of a file (--all: of every file under a directory) back and verify it
+    Check(cli_transfer::CheckArgs),
+    /// Keep files alive unattended: enroll, status, revoke a maintenance credential
+    #[command(subcommand)]
+    Maintenance(cli_maintenance::MaintenanceCommand),
     /// Your key-wrapping key pair: init, show; VO admins: set-escrow
     #[command(subcommand)]
     Keys(cli_keys::KeysCommand),
@@ -648,6 +654,8 @@ fn main() -> ExitCode {
         Command::Trim(a) => cli_transfer::trim(a),
         Command::Refresh(a) => cli_transfer::refresh(a),
         Command::Repair(a) => cli_transfer::repair(a),
+        Command::Check(a) => cli_transfer::check(a),
+        Command::Maintenance(c) => cli_maintenance::maintenance(c),
         Command::Keys(c) => cli_keys::keys(c),
         Command::Share(a) => cli_keys::share(a),
         Command::Unshare(a) => cli_keys::unshare(a),

@@ -79,6 +79,7 @@ mod tests {
             subject: "CN=x".into(),
             key_hash: [0; 32],
             not_after: 0,
+            scope: ibp_auth::Scope::Full,
         }
     }
 

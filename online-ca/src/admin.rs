@@ -32,6 +32,11 @@ pub enum AdminCmd {
         #[command(subcommand)]
         cmd: AuditCmd,
     },
+    /// Maintenance grants (docs/maintenance.md): list, revoke.
+    Maintenance {
+        #[command(subcommand)]
+        cmd: MaintenanceCmd,
+    },
     /// Prints the identity (`cert:<issuer DN>|<subject DN>`) of a PEM
     /// certificate, for `member add --identity`.
     CertIdentity {
@@ -141,6 +146,30 @@ pub enum UserCmd {
     Remove {
         #[arg(long)]
         user: String,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum MaintenanceCmd {
+    /// Lists the maintenance grants of a VO (or of one member), newest first.
+    List {
+        #[arg(long)]
+        vo: String,
+        #[arg(long)]
+        vo_id: Option<String>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Revokes one grant (--grant), or every grant of a member (--vo and
+    /// --vo-id). A revoked grant gets no more maintenance proxies; those
+    /// already issued expire within the CA's maintenance.proxy_lifetime.
+    Revoke {
+        #[arg(long, conflicts_with_all = ["vo", "vo_id"], required_unless_present = "vo_id")]
+        grant: Option<String>,
+        #[arg(long, requires = "vo_id")]
+        vo: Option<String>,
+        #[arg(long, requires = "vo")]
+        vo_id: Option<String>,
     },
 }
 
@@ -381,7 +410,56 @@ async fn run_db(cfg: &Config, store: &Store, cmd: AdminCmd) -> anyhow::Result<()
                 }
             }
         }
+        AdminCmd::Maintenance { cmd } => maintenance(store, cmd).await?,
         AdminCmd::User { .. } | AdminCmd::CertIdentity { .. } => {}
+    }
+    Ok(())
+}
+
+async fn maintenance(store: &Store, cmd: MaintenanceCmd) -> anyhow::Result<()> {
+    let now = ibp_auth::unix_now();
+    match cmd {
+        MaintenanceCmd::List { vo, vo_id, json } => {
+            let rows = store.grant_list(&vo, vo_id.as_deref()).await?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&rows)?);
+            } else {
+                println!("grant\tstate\tvo_id\tidentity\tcreated\texpires\tlast_used\trevoked_by");
+                for g in rows {
+                    println!(
+                        "{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}",
+                        g.id,
+                        g.state(now).name(),
+                        g.vo_id,
+                        g.identity,
+                        utc(g.created_at),
+                        utc(g.expires_at),
+                        g.last_used_at.map(utc).unwrap_or_else(|| "-".into()),
+                        g.revoked_by.as_deref().unwrap_or("-")
+                    );
+                }
+            }
+        }
+        MaintenanceCmd::Revoke {
+            grant: Some(grant), ..
+        } => {
+            if store.grant_revoke(&grant, "operator", now).await? {
+                println!("revoked maintenance grant {grant}");
+            } else {
+                bail!("no maintenance grant {grant} that is not revoked already");
+            }
+        }
+        MaintenanceCmd::Revoke {
+            vo: Some(vo),
+            vo_id: Some(vo_id),
+            ..
+        } => {
+            let n = store
+                .grant_revoke_member(&vo, &vo_id, "operator", now)
+                .await?;
+            println!("revoked {n} maintenance grant(s) of VO ID {vo_id} in VO {vo}");
+        }
+        MaintenanceCmd::Revoke { .. } => bail!("give --grant ID, or --vo VO and --vo-id ID"),
     }
     Ok(())
 }

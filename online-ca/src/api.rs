@@ -5,6 +5,8 @@
 //! - `POST /v1/attributes` (mutual TLS): signed VO attributes for the
 //!   client's existing certificate.
 //! - `GET /v1/trust`: the CA and AA certificates.
+//! - `POST /v1/maintenance/{enroll,proxy,status,revoke}`: maintenance
+//!   grants ([`crate::maintenance`]).
 //!
 //! Errors are `{"error": "..."}` with 400 (bad request or CSR), 401 (wrong
 //! credentials, no client certificate), 403 (not a member of the VO), 429
@@ -35,7 +37,7 @@ use ibp_https::server::{PeerChain, RemoteAddr};
 /// Largest request body.
 const MAX_BODY: usize = 64 * 1024;
 /// Attributes start this long before they are issued (clock skew).
-const BACKDATE: i64 = 60;
+pub(crate) const BACKDATE: i64 = 60;
 
 /// Everything the handlers share.
 pub struct App {
@@ -54,6 +56,10 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/v1/login", post(login))
         .route("/v1/attributes", post(attributes))
         .route("/v1/trust", get(trust))
+        .route("/v1/maintenance/enroll", post(crate::maintenance::enroll))
+        .route("/v1/maintenance/proxy", post(crate::maintenance::proxy))
+        .route("/v1/maintenance/status", post(crate::maintenance::status))
+        .route("/v1/maintenance/revoke", post(crate::maintenance::revoke))
         .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "not found") })
         .layer(DefaultBodyLimit::max(MAX_BODY))
         .with_state(app)
@@ -68,7 +74,7 @@ pub struct ApiError {
 }
 
 impl ApiError {
-    fn new(status: StatusCode, message: impl Into<String>) -> ApiError {
+    pub(crate) fn new(status: StatusCode, message: impl Into<String>) -> ApiError {
         ApiError {
             status,
             message: message.into(),
@@ -76,13 +82,21 @@ impl ApiError {
         }
     }
 
-    fn bad(message: impl Into<String>) -> ApiError {
+    pub(crate) fn bad(message: impl Into<String>) -> ApiError {
         ApiError::new(StatusCode::BAD_REQUEST, message)
     }
 
-    fn internal(e: impl std::fmt::Display) -> ApiError {
+    pub(crate) fn internal(e: impl std::fmt::Display) -> ApiError {
         tracing::error!(error = %e, "internal error");
         ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal error")
+    }
+
+    /// The same error with a `Retry-After` of `secs` seconds.
+    pub(crate) fn retry_after(self, secs: u64) -> ApiError {
+        ApiError {
+            retry_after: Some(secs),
+            ..self
+        }
     }
 }
 
@@ -104,7 +118,7 @@ impl IntoResponse for ApiError {
 
 /// Parses a JSON body without echoing its content in errors (it may hold
 /// a password).
-fn parse_json<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
+pub(crate) fn parse_json<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
     serde_json::from_slice(body).map_err(|e| {
         let msg = e.to_string();
         if msg.starts_with("missing field") {
@@ -180,12 +194,12 @@ impl Method {
     }
 }
 
-fn b64(bytes: &[u8]) -> String {
+pub(crate) fn b64(bytes: &[u8]) -> String {
     base64::engine::general_purpose::STANDARD.encode(bytes)
 }
 
 /// The requested lifetime, checked, or `default`; then capped by `max`.
-fn lifetime(requested: Option<u64>, default: i64, max: i64) -> Result<i64, ApiError> {
+pub(crate) fn lifetime(requested: Option<u64>, default: i64, max: i64) -> Result<i64, ApiError> {
     match requested {
         Some(0) => Err(ApiError::bad(
             "lifetime must be a positive number of seconds",

@@ -304,6 +304,32 @@ impl Ca {
         not_before: i64,
         not_after: i64,
     ) -> anyhow::Result<Vec<u8>> {
+        self.sign_attributes_scoped(
+            vo,
+            vo_id,
+            groups,
+            holder_issuer,
+            holder_serial,
+            not_before,
+            not_after,
+            ibp_auth::Scope::Full,
+        )
+    }
+
+    /// [`Ca::sign_attributes`] narrowed to `scope` (version 2 attributes
+    /// for a maintenance credential).
+    #[allow(clippy::too_many_arguments)]
+    pub fn sign_attributes_scoped(
+        &self,
+        vo: &str,
+        vo_id: &str,
+        groups: &[crate::store::GroupRow],
+        holder_issuer: &[u8],
+        holder_serial: &[u8],
+        not_before: i64,
+        not_after: i64,
+        scope: ibp_auth::Scope,
+    ) -> anyhow::Result<Vec<u8>> {
         let aa = self
             .aas
             .get(vo)
@@ -323,7 +349,7 @@ impl Ca {
             not_before,
             not_after,
         };
-        Ok(aa.authority.sign_attributes(&attrs)?)
+        Ok(aa.authority.sign_attributes_scoped(&attrs, scope)?)
     }
 }
 

@@ -113,6 +113,63 @@ pub struct Config {
     /// Limits on failed logins.
     #[serde(default)]
     pub rate_limit: RateLimitConfig,
+    /// Maintenance grants: renewable credentials that keep a member's
+    /// files alive unattended (docs/maintenance.md).
+    #[serde(default)]
+    pub maintenance: MaintenanceConfig,
+}
+
+fn ninety_days() -> Secs {
+    Secs(90 * 86_400)
+}
+
+fn one_hour() -> Secs {
+    Secs(3600)
+}
+
+fn default_admin_group() -> String {
+    "admins".into()
+}
+
+/// `[maintenance]`: grants that a member enrolls once (with a login
+/// proxy) and exchanges, unattended, for short-lived maintenance-only
+/// proxies.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MaintenanceConfig {
+    /// Whether members may enroll and exchange grants at all. Turning it
+    /// off refuses every grant at once (they stay in the database).
+    #[serde(default = "yes")]
+    pub enabled: bool,
+    /// How long a new grant lasts when the member asks for nothing.
+    #[serde(default = "ninety_days")]
+    pub default_validity: Secs,
+    /// The longest a grant may last, whatever the member asks for.
+    #[serde(default = "ninety_days")]
+    pub max_validity: Secs,
+    /// The longest lifetime of a maintenance proxy (also capped by the
+    /// grant's own expiry).
+    #[serde(default = "one_hour")]
+    pub proxy_lifetime: Secs,
+    /// Members of this VO group may revoke any grant of their VO.
+    #[serde(default = "default_admin_group")]
+    pub admin_group: String,
+}
+
+fn yes() -> bool {
+    true
+}
+
+impl Default for MaintenanceConfig {
+    fn default() -> MaintenanceConfig {
+        MaintenanceConfig {
+            enabled: true,
+            default_validity: ninety_days(),
+            max_validity: ninety_days(),
+            proxy_lifetime: one_hour(),
+            admin_group: default_admin_group(),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -357,6 +414,10 @@ impl Config {
         {
             bail!("config: rate_limit budgets and rate_limit.window must be positive");
         }
+        let m = &self.maintenance;
+        if m.default_validity.0 == 0 || m.max_validity.0 == 0 || m.proxy_lifetime.0 == 0 {
+            bail!("config: maintenance.default_validity, max_validity and proxy_lifetime must be positive");
+        }
         if let Some(r) = &self.radius {
             if r.secret.is_empty() {
                 bail!("config: radius.secret must not be empty");
@@ -445,5 +506,9 @@ mod tests {
         assert_eq!(c.body_timeout, Secs(10));
         assert_eq!(c.body_min_rate, 16 * 1024);
         assert!(c.local.is_none() && c.radius.is_none() && c.oidc.is_none());
+        assert!(c.maintenance.enabled);
+        assert_eq!(c.maintenance.default_validity, Secs(90 * 86_400));
+        assert_eq!(c.maintenance.proxy_lifetime, Secs(3600));
+        assert_eq!(c.maintenance.admin_group, "admins");
     }
 }

@@ -14,6 +14,7 @@ pub mod ca;
 pub mod config;
 pub mod init;
 pub mod local;
+pub mod maintenance;
 pub mod md5;
 pub mod oidc;
 pub mod radius_auth;

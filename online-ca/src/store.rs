@@ -26,12 +26,23 @@
 //! - `audit (id, kind, serial, subject, identity, vo, vo_id, not_before,
 //!   not_after, lifetime, issued_at, remote)`: one row per issued
 //!   certificate (`kind = certificate`) or attribute set for an existing
-//!   certificate (`kind = attributes`). `id` starts with the issue time in
+//!   certificate (`kind = attributes`), maintenance grant enrolled
+//!   (`kind = maintenance-grant`) or maintenance proxy certificate
+//!   (`kind = maintenance`). `id` starts with the issue time in
 //!   microseconds, so records sort in issue order.
+//! - `maintenance_grants (id, vo, vo_id, identity, token_hash, created_at,
+//!   expires_at, revoked_at, revoked_by, last_used_at)`: renewable
+//!   maintenance credentials (docs/maintenance.md). `identity` is the
+//!   member identity that enrolled (the login identity, not the
+//!   certificate linked from it); removing it revokes its grants.
+//!   `token_hash` is the hex SHA-256 of the secret token, never the token.
 
 use anyhow::{anyhow, bail};
 use serde::Serialize;
 use sqlx::{AnyPool, Row};
+
+mod grants;
+pub use grants::{GrantRow, GrantState};
 
 /// Migrations, applied in order; never edit one that has shipped.
 const MIGRATIONS: &[&[&str]] = &[
@@ -77,6 +88,21 @@ const MIGRATIONS: &[&[&str]] = &[
         last_identity TEXT NOT NULL,
         removed_at BIGINT NOT NULL,
         PRIMARY KEY (vo, vo_id))"],
+    &[
+        "CREATE TABLE maintenance_grants (
+        id TEXT PRIMARY KEY,
+        vo TEXT NOT NULL,
+        vo_id TEXT NOT NULL,
+        identity TEXT NOT NULL,
+        token_hash TEXT NOT NULL,
+        created_at BIGINT NOT NULL,
+        expires_at BIGINT NOT NULL,
+        revoked_at BIGINT,
+        revoked_by TEXT,
+        last_used_at BIGINT)",
+        "CREATE INDEX maintenance_grants_by_member ON maintenance_grants (vo, vo_id)",
+        "CREATE INDEX maintenance_grants_by_identity ON maintenance_grants (vo, identity)",
+    ],
 ];
 
 /// A VO group.
@@ -393,6 +419,19 @@ impl Store {
             .bind(identity)
             .execute(&mut *tx)
             .await?;
+        // Grants enrolled by a removed identity die with it: a member
+        // added back later enrolls again.
+        for (id, _) in &removed.identities {
+            sqlx::query(
+                "UPDATE maintenance_grants SET revoked_at = $3, revoked_by = 'member removed'
+                  WHERE vo = $1 AND identity = $2 AND revoked_at IS NULL",
+            )
+            .bind(vo)
+            .bind(id)
+            .bind(now())
+            .execute(&mut *tx)
+            .await?;
+        }
         vo_ids.sort();
         vo_ids.dedup();
         for id in vo_ids {
@@ -619,6 +658,23 @@ impl Store {
                 })
             })
             .collect()
+    }
+
+    /// The VO ID of `identity` in `vo` and the identity it was linked
+    /// from at login (`None` for an identity added by an admin).
+    pub async fn member_origin(
+        &self,
+        vo: &str,
+        identity: &str,
+    ) -> anyhow::Result<Option<(String, Option<String>)>> {
+        let row =
+            sqlx::query("SELECT vo_id, linked_from FROM members WHERE vo = $1 AND identity = $2")
+                .bind(vo)
+                .bind(identity)
+                .fetch_optional(&self.pool)
+                .await?;
+        row.map(|r| Ok((r.try_get("vo_id")?, r.try_get("linked_from")?)))
+            .transpose()
     }
 
     pub async fn close(&self) {

@@ -10,15 +10,23 @@
 //!     signature           BIT STRING,
 //!     aaCertificate       OCTET STRING }           -- DER of the AA certificate
 //! VoAttributes ::= SEQUENCE {
-//!     version       INTEGER (1),
+//!     version       INTEGER (1 | 2),
 //!     vo            UTF8String,
 //!     voId          UTF8String,
 //!     groups        SEQUENCE OF SEQUENCE { id UTF8String, name UTF8String },
 //!     holderIssuer  OCTET STRING,   -- DER Name: issuer of the user's certificate
 //!     holderSerial  OCTET STRING,   -- its serial number's content bytes
 //!     notBefore     INTEGER,        -- Unix seconds
-//!     notAfter      INTEGER }
+//!     notAfter      INTEGER,
+//!     scope         UTF8String }  -- version 2 only: "maintenance"
 //! ```
+//!
+//! Version 1 attributes are a full credential ([`Scope::Full`]). Version 2
+//! adds a `scope` that narrows what the credential may be used for; the
+//! only scope is `maintenance` ([`Scope::Maintenance`]: refresh, check and
+//! repair of the holder's own files, docs/maintenance.md). Code that knows
+//! only version 1 refuses version 2 outright, so a narrowed credential can
+//! never be taken for a full one by an older service.
 
 use crate::keys::{verify_with_spki, SigningKey};
 use crate::{AuthError, TrustStore};
@@ -35,6 +43,36 @@ pub struct Group {
     pub id: String,
     /// Human name, e.g. `admins`.
     pub name: String,
+}
+
+/// What a credential may be used for (the `scope` of version 2
+/// attributes; version 1 attributes are [`Scope::Full`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Hash)]
+pub enum Scope {
+    /// Whatever the holder's rights allow.
+    #[default]
+    Full,
+    /// Maintenance of the holder's own files only (refresh, check,
+    /// repair): issued by the online CA for a maintenance grant, refused
+    /// by the metadata manager for anything else.
+    Maintenance,
+}
+
+impl Scope {
+    /// The `scope` string of version 2 attributes (`None` for version 1).
+    fn wire(self) -> Option<&'static str> {
+        match self {
+            Scope::Full => None,
+            Scope::Maintenance => Some("maintenance"),
+        }
+    }
+
+    fn from_wire(s: &str) -> Option<Scope> {
+        match s {
+            "maintenance" => Some(Scope::Maintenance),
+            _ => None,
+        }
+    }
 }
 
 /// What the AA asserts about the holder of one certificate.
@@ -82,10 +120,11 @@ impl VoAttributes {
         Ok(())
     }
 
-    fn encode(&self) -> Vec<u8> {
+    fn encode(&self, scope: Scope) -> Vec<u8> {
         yasna::construct_der(|w| {
             w.write_sequence(|w| {
-                w.next().write_u8(1);
+                w.next()
+                    .write_u8(if scope.wire().is_some() { 2 } else { 1 });
                 w.next().write_utf8_string(&self.vo);
                 w.next().write_utf8_string(&self.vo_id);
                 w.next().write_sequence_of(|w| {
@@ -100,15 +139,18 @@ impl VoAttributes {
                 w.next().write_bytes(&self.holder_serial);
                 w.next().write_i64(self.not_before);
                 w.next().write_i64(self.not_after);
+                if let Some(scope) = scope.wire() {
+                    w.next().write_utf8_string(scope);
+                }
             })
         })
     }
 
-    fn decode(der: &[u8]) -> Result<VoAttributes, AuthError> {
-        let attrs = yasna::parse_der(der, |r| {
+    fn decode(der: &[u8]) -> Result<(VoAttributes, Scope), AuthError> {
+        let (attrs, scope) = yasna::parse_der(der, |r| {
             r.read_sequence(|r| {
                 let version = r.next().read_u8()?;
-                if version != 1 {
+                if version != 1 && version != 2 {
                     return Err(yasna::ASN1Error::new(yasna::ASN1ErrorKind::Invalid));
                 }
                 let vo = r.next().read_utf8string()?;
@@ -126,7 +168,7 @@ impl VoAttributes {
                     })?);
                     Ok(())
                 })?;
-                Ok(VoAttributes {
+                let attrs = VoAttributes {
                     vo,
                     vo_id,
                     groups,
@@ -134,18 +176,39 @@ impl VoAttributes {
                     holder_serial: r.next().read_bytes()?,
                     not_before: r.next().read_i64()?,
                     not_after: r.next().read_i64()?,
-                })
+                };
+                let scope = if version == 2 {
+                    let s = r.next().read_utf8string()?;
+                    // An unknown scope is refused: it narrows something
+                    // this code does not know how to enforce.
+                    Scope::from_wire(&s)
+                        .ok_or_else(|| yasna::ASN1Error::new(yasna::ASN1ErrorKind::Invalid))?
+                } else {
+                    Scope::Full
+                };
+                Ok((attrs, scope))
             })
         })
         .map_err(|e| AuthError::malformed("VO attributes", e))?;
         attrs.check()?;
-        Ok(attrs)
+        Ok((attrs, scope))
     }
 
     /// Signs these attributes with the AA's key; returns the extension value.
     pub fn sign(&self, aa_cert_der: &[u8], aa_key: &SigningKey) -> Result<Vec<u8>, AuthError> {
+        self.sign_scoped(Scope::Full, aa_cert_der, aa_key)
+    }
+
+    /// Signs these attributes narrowed to `scope` (version 2 attributes
+    /// unless the scope is [`Scope::Full`]).
+    pub fn sign_scoped(
+        &self,
+        scope: Scope,
+        aa_cert_der: &[u8],
+        aa_key: &SigningKey,
+    ) -> Result<Vec<u8>, AuthError> {
         self.check()?;
-        let tbs = self.encode();
+        let tbs = self.encode(scope);
         let sig = aa_key.sign(&tbs)?;
         let alg = aa_key.algorithm_identifier();
         let out = yasna::construct_der(|w| {
@@ -167,6 +230,8 @@ impl VoAttributes {
 #[derive(Debug, Clone)]
 pub struct SignedAttributes {
     pub attributes: VoAttributes,
+    /// What the credential may be used for.
+    pub scope: Scope,
     tbs: Vec<u8>,
     signature: Vec<u8>,
     pub aa_certificate: Vec<u8>,
@@ -187,8 +252,10 @@ impl SignedAttributes {
             })
         })
         .map_err(|e| AuthError::malformed("VO attributes", e))?;
+        let (attributes, scope) = VoAttributes::decode(&tbs)?;
         Ok(SignedAttributes {
-            attributes: VoAttributes::decode(&tbs)?,
+            attributes,
+            scope,
             tbs,
             signature,
             aa_certificate,
@@ -253,5 +320,76 @@ impl SignedAttributes {
             });
         }
         Ok(a)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn attrs() -> VoAttributes {
+        VoAttributes {
+            vo: "vo1".into(),
+            vo_id: "alice-id".into(),
+            groups: vec![Group {
+                id: "g".into(),
+                name: "admins".into(),
+            }],
+            holder_issuer: vec![1, 2],
+            holder_serial: vec![3],
+            not_before: 10,
+            not_after: 20,
+        }
+    }
+
+    fn key() -> SigningKey {
+        let (_, pkcs8) = crate::pki::new_csr("aa").unwrap();
+        SigningKey::from_pkcs8(&pkcs8).unwrap()
+    }
+
+    #[test]
+    fn full_scope_is_version_1_and_maintenance_version_2() {
+        let k = key();
+        let full = SignedAttributes::parse(&attrs().sign(b"aa", &k).unwrap()).unwrap();
+        assert_eq!(full.scope, Scope::Full);
+        assert_eq!(full.attributes, attrs());
+        // Version 1 exactly as before scopes existed: the first field of
+        // the signed bytes is INTEGER 1, and there is no ninth field.
+        assert_eq!(&full.tbs[2..5], &[2, 1, 1]);
+        assert_eq!(full.tbs, attrs().encode(Scope::Full));
+
+        let m = attrs().sign_scoped(Scope::Maintenance, b"aa", &k).unwrap();
+        let m = SignedAttributes::parse(&m).unwrap();
+        assert_eq!(m.scope, Scope::Maintenance);
+        assert_eq!(m.attributes, attrs());
+        assert_eq!(&m.tbs[2..5], &[2, 1, 2]);
+    }
+
+    #[test]
+    fn unknown_scope_and_version_refused() {
+        let a = attrs();
+        let with = |version: u8, scope: Option<&str>| {
+            yasna::construct_der(|w| {
+                w.write_sequence(|w| {
+                    w.next().write_u8(version);
+                    w.next().write_utf8_string(&a.vo);
+                    w.next().write_utf8_string(&a.vo_id);
+                    w.next().write_sequence_of(|_| {});
+                    w.next().write_bytes(&a.holder_issuer);
+                    w.next().write_bytes(&a.holder_serial);
+                    w.next().write_i64(a.not_before);
+                    w.next().write_i64(a.not_after);
+                    if let Some(s) = scope {
+                        w.next().write_utf8_string(s);
+                    }
+                })
+            })
+        };
+        assert!(VoAttributes::decode(&with(2, Some("maintenance"))).is_ok());
+        assert!(VoAttributes::decode(&with(2, Some("everything"))).is_err());
+        // Version 2 without its scope, version 1 with one, version 3.
+        assert!(VoAttributes::decode(&with(2, None)).is_err());
+        assert!(VoAttributes::decode(&with(1, Some("maintenance"))).is_err());
+        assert!(VoAttributes::decode(&with(3, Some("maintenance"))).is_err());
     }
 }

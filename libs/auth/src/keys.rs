@@ -222,7 +222,7 @@ pub fn read_private_key(path: &Path) -> Result<Vec<u8>, AuthError> {
 /// The contents of a secret file, refused when group or others have any
 /// permission on it. The mode is taken from the opened file, so the bytes
 /// read are those of the file that was checked.
-pub(crate) fn read_owner_only(path: &Path, what: &str) -> Result<Vec<u8>, AuthError> {
+pub fn read_owner_only(path: &Path, what: &str) -> Result<Vec<u8>, AuthError> {
     use std::io::Read;
     use std::os::unix::fs::PermissionsExt;
     let io = |e: std::io::Error| AuthError::Io(format!("read {what} {}: {e}", path.display()));

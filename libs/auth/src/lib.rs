@@ -27,7 +27,7 @@ pub mod tokens;
 pub mod trust;
 pub mod verify;
 
-pub use attributes::{Group, VoAttributes};
+pub use attributes::{Group, Scope, VoAttributes};
 pub use credential::ProxyCredential;
 pub use error::AuthError;
 pub use trust::TrustStore;

@@ -192,6 +192,19 @@ impl Authority {
     pub fn sign_attributes(&self, attrs: &VoAttributes) -> Result<Vec<u8>, AuthError> {
         attrs.sign(&self.cert_der, &SigningKey::from_pkcs8(&self.key_pkcs8)?)
     }
+
+    /// Signs VO attributes narrowed to `scope` (a maintenance credential).
+    pub fn sign_attributes_scoped(
+        &self,
+        attrs: &VoAttributes,
+        scope: crate::attributes::Scope,
+    ) -> Result<Vec<u8>, AuthError> {
+        attrs.sign_scoped(
+            scope,
+            &self.cert_der,
+            &SigningKey::from_pkcs8(&self.key_pkcs8)?,
+        )
+    }
 }
 
 /// A PKCS#10 request for a fresh key: `(csr_der, key_pkcs8)`.

@@ -10,7 +10,7 @@ use rustls_pki_types::{CertificateDer, UnixTime};
 use x509_parser::certificate::X509Certificate;
 use x509_parser::extensions::X509Extension;
 
-use crate::attributes::{Group, SignedAttributes};
+use crate::attributes::{Group, Scope, SignedAttributes};
 use crate::der::sequence_contents;
 use crate::{key_hash, oids, AuthError, TrustStore};
 
@@ -31,6 +31,10 @@ pub struct Identity {
     /// When the credential stops being valid (earliest expiry in the chain
     /// and the attributes).
     pub not_after: i64,
+    /// What the attributes allow the credential to be used for: a
+    /// [`Scope::Maintenance`] credential may only maintain the holder's
+    /// own files.
+    pub scope: Scope,
 }
 
 /// A chain whose certificates and proxies verified (attributes not yet looked at).
@@ -290,5 +294,6 @@ pub fn verify_chain(
         subject: ee.subject().to_string(),
         key_hash: key_hash(v.certs[0].public_key().raw),
         not_after,
+        scope: signed.scope,
     })
 }

@@ -1,10 +1,13 @@
-//! `lors augment`, `trim`, `refresh` and `repair`.
+//! `lors augment`, `trim`, `refresh` and `repair`. `refresh` and `repair`
+//! (and `check`) act with a maintenance credential when the user's proxy
+//! is missing or expired (docs/maintenance.md).
 
 use clap::Args;
 use lors::credentials::Error;
 use lors::depots;
 use lors::exit;
 use lors::files::{self, Source};
+use lors::maintenance::{Acting, Session};
 use lors::transfer::maintain::TrimSelect;
 use lors::MetadataClient;
 
@@ -161,23 +164,23 @@ pub fn trim(a: TrimArgs) -> Result<u8, Error> {
 
 pub fn refresh(a: RefreshArgs) -> Result<u8, Error> {
     let cfg = config()?;
-    let grid = a.grid.grid(&cfg)?;
     let duration = a.duration.or(cfg.duration).unwrap_or(DEFAULT_DURATION);
     let rt = crate::runtime_mt()?;
+    let mut session = session(&a.grid, cfg);
     if a.all {
         let root = a
             .src
             .path
             .clone()
             .ok_or_else(|| Error::Usage("--all needs a directory path".into()))?;
-        let mdm = grid
-            .mdm
-            .clone()
-            .ok_or_else(|| Error::Usage("--all needs the metadata manager (--mdm)".into()))?;
-        let files_under = rt.block_on(walk(&mdm, &root))?;
+        let files_under = rt.block_on(tree(&mut session, &root, a.grid.quiet))?;
         let mut code = exit::OK;
         let mut all = Vec::new();
-        for f in files_under {
+        let mut failed = 0usize;
+        for f in &files_under {
+            // Renewed between files when the credential runs short; a
+            // credential that cannot be had stops the run (exit 1 or 4).
+            let grid = rt.block_on(session.grid())?.clone();
             let src = Source::Path {
                 path: f.clone(),
                 version: None,
@@ -190,7 +193,8 @@ pub fn refresh(a: RefreshArgs) -> Result<u8, Error> {
                     all.push(m);
                 }
                 Err(e) => {
-                    eprintln!("lors: {f}: {e}");
+                    eprintln!("lors: {f}: not refreshed: {e}");
+                    failed += 1;
                     code = exit::PARTIAL;
                 }
             }
@@ -202,11 +206,91 @@ pub fn refresh(a: RefreshArgs) -> Result<u8, Error> {
                 report(m, false, a.grid.quiet, "refreshed")?;
             }
         }
+        let partial = all.iter().filter(|m| !m.complete()).count();
+        if code != exit::OK {
+            eprintln!(
+                "lors: refresh --all {root}: {} of {} file(s) not (fully) refreshed",
+                failed + partial,
+                files_under.len()
+            );
+        } else if !a.grid.quiet && !a.grid.json {
+            println!(
+                "refresh --all {root}: {} file(s) refreshed",
+                files_under.len()
+            );
+        }
         return Ok(code);
     }
     let src = a.src.source()?;
+    let grid = grid_for_source(&a.grid, &rt, &mut session, &src)?;
     let m = rt.block_on(files::refresh(&grid, &src, duration))?;
     report(&m, a.grid.json, a.grid.quiet, "refreshed")
+}
+
+/// The credential of `refresh`, `repair` and `check`: the user's proxy,
+/// else (missing, expired, nearly expired) a maintenance proxy from the
+/// maintenance credential (docs/maintenance.md); see
+/// [`lors::maintenance::Session`].
+pub(super) fn session(g: &GridArgs, cfg: lors::config::Config) -> Session {
+    let proxy = g.proxy.clone().unwrap_or_else(|| cfg.proxy_path());
+    let _ = super::PROXY_PATH.set(proxy.clone());
+    let o = lors::client::Overrides {
+        lbone: g.lbone.clone(),
+        mdm: g.mdm.clone(),
+        trust: g.trust.clone(),
+        proxy: Some(proxy),
+        key: g.key.clone(),
+        timeout: Some(std::time::Duration::from_secs(g.timeout.max(1))),
+    };
+    Session::new(cfg, o)
+}
+
+/// Says on stderr (unless quiet) that the maintenance credential acts.
+fn note_acting(session: &Session, quiet: bool) {
+    if let (Some(Acting::Grant(id)), false) = (session.acting(), quiet) {
+        eprintln!("lors: no valid proxy: acting with maintenance grant {id} (your own files only)");
+    }
+}
+
+/// The grid for one file: an exNode file (`--xnd`) as before (a proxy
+/// only if there is one: legacy depots need none), a path with the
+/// session's credential.
+fn grid_for_source(
+    g: &GridArgs,
+    rt: &tokio::runtime::Runtime,
+    session: &mut Session,
+    src: &Source,
+) -> Result<files::Grid, Error> {
+    match src {
+        Source::Xnd(_) => g.grid(&config()?),
+        Source::Path { .. } => maintenance_grid(rt, session, g.quiet),
+    }
+}
+
+/// The session's grid for one operation.
+pub(super) fn maintenance_grid(
+    rt: &tokio::runtime::Runtime,
+    session: &mut Session,
+    quiet: bool,
+) -> Result<files::Grid, Error> {
+    let grid = rt.block_on(session.grid())?.clone();
+    note_acting(session, quiet);
+    Ok(grid)
+}
+
+/// Every file under `root`, listed with the session's credential.
+pub(super) async fn tree(
+    session: &mut Session,
+    root: &str,
+    quiet: bool,
+) -> Result<Vec<String>, Error> {
+    let grid = session.grid().await?;
+    let mdm = grid
+        .mdm
+        .clone()
+        .ok_or_else(|| Error::Usage("--all needs the metadata manager (--mdm)".into()))?;
+    note_acting(session, quiet);
+    walk(&mdm, root).await
 }
 
 /// Every file under a directory (depth first, bounded by the listing).
@@ -227,14 +311,12 @@ async fn walk(mdm: &MetadataClient, root: &str) -> Result<Vec<String>, Error> {
 
 pub fn repair(a: RepairArgs) -> Result<u8, Error> {
     let cfg = config()?;
-    let grid = a.grid.grid(&cfg)?;
+    let placement = a.place.placement(&cfg);
     let src = a.src.source()?;
     let threads = a.threads.unwrap_or(DEFAULT_THREADS).max(1);
-    let m = crate::runtime_mt()?.block_on(files::repair(
-        &grid,
-        &src,
-        &a.place.placement(&cfg),
-        threads,
-    ))?;
+    let rt = crate::runtime_mt()?;
+    let mut session = session(&a.grid, cfg);
+    let grid = grid_for_source(&a.grid, &rt, &mut session, &src)?;
+    let m = rt.block_on(files::repair(&grid, &src, &placement, threads))?;
     report(&m, a.grid.json, a.grid.quiet, "repaired")
 }

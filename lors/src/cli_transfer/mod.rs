@@ -31,7 +31,7 @@ pub use download::{download, DownloadArgs};
 pub use maintain::{
     augment, refresh, repair, trim, AugmentArgs, RefreshArgs, RepairArgs, TrimArgs,
 };
-pub use stat::{stat, StatArgs};
+pub use stat::{check, stat, CheckArgs, StatArgs};
 pub use upload::{upload, UploadArgs};
 
 pub use lors::client::{DEFAULT_BLOCK_SIZE, DEFAULT_DURATION, DEFAULT_THREADS};

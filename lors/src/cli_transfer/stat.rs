@@ -1,4 +1,6 @@
-//! `lors stat`.
+//! `lors stat`, and `lors check` (`stat --check` of one file or, with
+//! `--all`, of every file under a directory, with the maintenance
+//! credential when the proxy has expired).
 
 use std::path::PathBuf;
 
@@ -10,6 +12,7 @@ use lors::files::{self, Grid, Source};
 use lors::transfer::maintain::{Health, State};
 use serde::Serialize;
 
+use super::maintain::{maintenance_grid, session, tree};
 use super::{config, human_size, print_json, GridArgs, DEFAULT_THREADS};
 
 #[derive(Args)]
@@ -105,6 +108,128 @@ fn stat_entry(grid: &Grid, a: &StatArgs) -> Result<u8, Error> {
         }
     }
     Ok(exit::OK)
+}
+
+#[derive(Args)]
+pub struct CheckArgs {
+    /// The file (with --all: the directory) in the metadata manager
+    path: String,
+    /// PATH is a directory: check every file under it
+    #[arg(long)]
+    all: bool,
+    /// Mappings probed at once [default: 4]
+    #[arg(long, value_name = "N")]
+    threads: Option<usize>,
+    #[command(flatten)]
+    grid: GridArgs,
+}
+
+/// One file's verdict.
+#[derive(Serialize)]
+struct Checked {
+    path: String,
+    good: bool,
+    mappings: usize,
+    /// The earliest expiry of its allocations.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    expires: Option<i64>,
+    /// Mappings not read back intact.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    bad: Vec<Health>,
+    /// Why the file could not be checked at all.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    error: Option<String>,
+}
+
+/// `lors check [--all] PATH`: every mapping of every file read back and
+/// verified; a summary of good and bad files; exit 11 if any is bad.
+pub fn check(a: CheckArgs) -> Result<u8, Error> {
+    let cfg = config()?;
+    let threads = a.threads.unwrap_or(DEFAULT_THREADS).max(1);
+    let rt = crate::runtime_mt()?;
+    let mut session = session(&a.grid, cfg);
+    let paths = if a.all {
+        rt.block_on(tree(&mut session, &a.path, a.grid.quiet))?
+    } else {
+        maintenance_grid(&rt, &mut session, a.grid.quiet)?;
+        vec![a.path.clone()]
+    };
+    let mut out = Vec::with_capacity(paths.len());
+    for p in paths {
+        // A credential that cannot be had stops the run (exit 1 or 4).
+        let grid = rt.block_on(session.grid())?.clone();
+        let src = Source::Path {
+            path: p.clone(),
+            version: None,
+        };
+        let c = match rt.block_on(files::check(&grid, &src, threads)) {
+            Ok((x, h)) => {
+                let bad: Vec<Health> = h.into_iter().filter(|h| h.state != State::Ok).collect();
+                Checked {
+                    path: p,
+                    good: bad.is_empty(),
+                    mappings: x.mappings.len(),
+                    expires: x.mappings.iter().filter_map(|m| m.expires).min(),
+                    bad,
+                    error: None,
+                }
+            }
+            Err(e) => Checked {
+                path: p,
+                good: false,
+                mappings: 0,
+                expires: None,
+                bad: Vec::new(),
+                error: Some(e.to_string()),
+            },
+        };
+        let silent = a.grid.json || (a.grid.quiet && c.good);
+        if !silent {
+            print_checked(&c);
+        }
+        out.push(c);
+    }
+    let bad = out.iter().filter(|c| !c.good).count();
+    if a.grid.json {
+        print_json(&out)?;
+    } else if bad > 0 || !a.grid.quiet {
+        let line = format!(
+            "checked {} file(s): {} good, {bad} bad",
+            out.len(),
+            out.len() - bad
+        );
+        if bad > 0 {
+            eprintln!("lors: {line}");
+        } else {
+            println!("{line}");
+        }
+    }
+    Ok(if bad > 0 { exit::PARTIAL } else { exit::OK })
+}
+
+fn print_checked(c: &Checked) {
+    let expires = c
+        .expires
+        .map(|e| format!(", expires {}", lors::validity::format_utc(e)))
+        .unwrap_or_default();
+    match (&c.error, c.good) {
+        (Some(e), _) => println!("BAD   {}: {e}", c.path),
+        (None, true) => println!("good  {}: {} mapping(s){expires}", c.path, c.mappings),
+        (None, false) => {
+            println!(
+                "BAD   {}: {} of {} mapping(s) bad{expires}",
+                c.path,
+                c.bad.len(),
+                c.mappings
+            );
+            for h in &c.bad {
+                println!(
+                    "      mapping {} (bytes from {}) on {}: {}",
+                    h.mapping, h.offset, h.depot, h.state
+                );
+            }
+        }
+    }
 }
 
 /// The physical view as JSON.

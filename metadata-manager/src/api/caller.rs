@@ -1,8 +1,15 @@
 //! Who is calling and what they may do: the verified caller (the
 //! [`Authenticate`] implementations behind the handlers' extractor), and
 //! the rights checks every handler makes on the entries it touches.
+//!
+//! A maintenance-only credential ([`ibp_auth::Scope::Maintenance`],
+//! docs/maintenance.md) is refused by `Authenticated<Caller>`, so every
+//! handler refuses it unless it asks for [`AnyScope`] (whoami, stat, list,
+//! get, ticket, put); there, [`entry_with`], [`parent_with`],
+//! [`maintenance_read`] and [`maintenance_put`] confine it to refreshing,
+//! checking and repairing the caller's own existing files.
 
-use ibp_auth::Identity;
+use ibp_auth::{Identity, Scope};
 use ibp_https::{ApiError, Authenticate, PeerChain};
 use metadata_api::{is_identifier, is_member_id, Principal, Rights};
 
@@ -31,6 +38,114 @@ impl Caller {
     pub fn admin_of(&self, vo: &str) -> bool {
         self.admin && self.id.vo == vo
     }
+    /// The credential is maintenance-only (docs/maintenance.md).
+    pub fn maintenance_only(&self) -> bool {
+        self.id.scope == Scope::Maintenance
+    }
+}
+
+/// A verified caller of any scope, maintenance-only credentials included:
+/// the extractor of the handlers maintenance needs (whoami, stat, list,
+/// get, ticket, put). Every other handler takes [`Caller`], which refuses
+/// them.
+pub struct AnyScope(pub Caller);
+
+/// What a maintenance-only caller is told when refused.
+fn maintenance_refusal(what: &str) -> ApiError {
+    ApiError::forbidden(format!(
+        "{what}: this credential is maintenance-only (refresh, check and repair of your own files); log in with `lors login` for anything else"
+    ))
+}
+
+/// Confines a maintenance-only caller to its own files (read, or write a
+/// new version) and to reading directories (stat, list); anyone else
+/// passes.
+fn maintenance_allows(who: &Caller, e: &EntryRow, need: Rights) -> ApiResult<()> {
+    if !who.maintenance_only() {
+        return Ok(());
+    }
+    let own = e.owner.as_ref() == Some(&who.principal());
+    let ok = match e.kind {
+        Kind::Dir => Rights::READ.contains(need),
+        Kind::File => own && Rights::READ.union(Rights::WRITE).contains(need),
+    };
+    if ok {
+        Ok(())
+    } else if e.kind == Kind::File && !own {
+        Err(maintenance_refusal(&format!(
+            "{} is not yours ({})",
+            e.path,
+            e.owner
+                .as_ref()
+                .map_or("no owner".into(), |o| o.to_string())
+        )))
+    } else {
+        Err(maintenance_refusal(&format!(
+            "{} right on {} refused",
+            need.name(),
+            e.path
+        )))
+    }
+}
+
+/// Whether a put of `ex` must wrap the data key for its writer: an
+/// encrypted version, unless a maintenance-only caller registers it (it
+/// sends no wrapped keys; the base version's carry over).
+pub fn must_wrap_for_self(who: &Caller, ex: &exnode::Exnode) -> bool {
+    ex.encryption.is_some() && !who.maintenance_only()
+}
+
+/// `get`: a maintenance-only caller reads only its own files.
+pub fn maintenance_read(who: &Caller, e: &EntryRow) -> ApiResult<()> {
+    maintenance_allows(who, e, Rights::READ)
+}
+
+/// `put` by a maintenance-only caller: only a new version of its own
+/// existing file (checked by [`entry_with`]) that keeps the base
+/// version's size and data key id, sending no wrapped keys (the base
+/// version's carry over): what refresh, trim, augment and repair
+/// register. Anyone else passes.
+pub async fn maintenance_put(
+    app: &App,
+    who: &Caller,
+    path: &NsPath,
+    base_version: u64,
+    ex: &exnode::Exnode,
+    wrapped_keys: usize,
+) -> ApiResult<()> {
+    if !who.maintenance_only() {
+        return Ok(());
+    }
+    let key_id = ex.encryption.as_ref().map(|e| e.key_id.as_str());
+    if base_version == 0 {
+        return Err(maintenance_refusal(&format!("creating {path} refused")));
+    }
+    if wrapped_keys > 0 {
+        return Err(maintenance_refusal(&format!(
+            "wrapped keys for {path} refused (the base version's carry over)"
+        )));
+    }
+    let base = app
+        .store
+        .entry_with_version(
+            path.as_str(),
+            Some(base_version),
+            &who.recipient(),
+            &who.id.vo,
+            &who.id.vo_id,
+        )
+        .await?;
+    let Some((_, Some(v), ..)) = base else {
+        return Err(ApiError::not_found(format!(
+            "{path} has no version {base_version}"
+        )));
+    };
+    if v.size != ex.size || v.key_id.as_deref() != key_id {
+        return Err(maintenance_refusal(&format!(
+            "a version of {path} with another size or data key refused (maintenance keeps the data)"
+        )));
+    }
+    Ok(())
 }
 
 /// A verified caller not yet checked against removals (`get`, the hot
@@ -39,10 +154,23 @@ impl Caller {
 pub struct Verified(pub Caller);
 
 impl Authenticate<Caller> for App {
+    /// A full credential only: maintenance-only ones are refused here,
+    /// before any handler runs (see [`AnyScope`]).
     async fn authenticate(&self, peer: &PeerChain) -> ApiResult<Caller> {
+        let AnyScope(who) = <App as Authenticate<AnyScope>>::authenticate(self, peer).await?;
+        if who.maintenance_only() {
+            tracing::info!(vo = %who.id.vo, vo_id = %who.id.vo_id, "refused a maintenance-only credential");
+            return Err(maintenance_refusal("this request"));
+        }
+        Ok(who)
+    }
+}
+
+impl Authenticate<AnyScope> for App {
+    async fn authenticate(&self, peer: &PeerChain) -> ApiResult<AnyScope> {
         let Verified(who) = <App as Authenticate<Verified>>::authenticate(self, peer).await?;
         check_member(self, &who).await?;
-        Ok(who)
+        Ok(AnyScope(who))
     }
 }
 
@@ -175,6 +303,7 @@ pub async fn entry_with(
             who.principal()
         )));
     }
+    maintenance_allows(who, &e, need)?;
     Ok(e)
 }
 
@@ -185,6 +314,12 @@ pub async fn parent_with(
     path: &NsPath,
     need: Rights,
 ) -> ApiResult<EntryRow> {
+    if who.maintenance_only() {
+        return Err(maintenance_refusal(&format!(
+            "{} right on the directory of {path} refused",
+            need.name()
+        )));
+    }
     let parent = path
         .parent()
         .ok_or_else(|| ApiError::bad_request(format!("{path} is a VO root")))?;

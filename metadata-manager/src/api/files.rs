@@ -10,7 +10,7 @@ use metadata_api::{
     PathRequest, Released, Rights, VersionRequest,
 };
 
-use super::caller::{entry_with, parent_with, parse_path, rights_on, Caller};
+use super::caller::{entry_with, parent_with, parse_path, rights_on, AnyScope, Caller};
 use super::{ApiResult, App, Body, LIST_DEFAULT, LIST_MAX};
 use crate::store::{Dropped, EntryRow, Kind, StoreError};
 
@@ -39,7 +39,7 @@ pub(super) fn view(e: &EntryRow) -> EntryInfo {
 
 pub(super) async fn stat(
     State(app): State<Arc<App>>,
-    Authenticated(who): Authenticated<Caller>,
+    Authenticated(AnyScope(who)): Authenticated<AnyScope>,
     body: Body<PathRequest>,
 ) -> ApiResult<Json<EntryInfo>> {
     let Json(req) = body?;
@@ -81,7 +81,7 @@ pub(super) async fn stat(
 
 pub(super) async fn list(
     State(app): State<Arc<App>>,
-    Authenticated(who): Authenticated<Caller>,
+    Authenticated(AnyScope(who)): Authenticated<AnyScope>,
     body: Body<ListRequest>,
 ) -> ApiResult<Json<ListPage>> {
     let Json(req) = body?;

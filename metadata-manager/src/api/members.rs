@@ -12,12 +12,12 @@ use metadata_api::{
     UsageLimits, UsageRequest, UsageRow, UsageTotal, VoUsed, Whoami,
 };
 
-use super::caller::Caller;
+use super::caller::{AnyScope, Caller};
 use super::{ApiResult, App, Body};
 
 pub(super) async fn whoami(
     State(app): State<Arc<App>>,
-    Authenticated(who): Authenticated<Caller>,
+    Authenticated(AnyScope(who)): Authenticated<AnyScope>,
 ) -> ApiResult<Json<Whoami>> {
     let member = app.store.member(&who.id.vo, &who.id.vo_id).await?;
     Ok(Json(Whoami {

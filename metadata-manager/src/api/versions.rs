@@ -13,7 +13,8 @@ use metadata_api::{
 };
 
 use super::caller::{
-    admit, check_member, entry_with, parent_with, parse_path, rights_with, Caller, Verified,
+    admit, check_member, entry_with, maintenance_put, maintenance_read, must_wrap_for_self,
+    parent_with, parse_path, rights_with, AnyScope, Caller, Verified,
 };
 use super::keys::{check_recipient, check_wrapped};
 use super::{ApiResult, App, Body, MAX_WRAPPED, SMALL_BODY, TICKET_CACHE};
@@ -22,7 +23,7 @@ use crate::store::{Keep, KeepSource, Kind, NewVersion};
 
 pub(super) async fn put_version(
     State(app): State<Arc<App>>,
-    Authenticated(who): Authenticated<Caller>,
+    Authenticated(AnyScope(who)): Authenticated<AnyScope>,
     body: Body<PutRequest<'static>>,
 ) -> ApiResult<Json<PutResult>> {
     let Json(req) = body?;
@@ -65,13 +66,14 @@ pub(super) async fn put_version(
             "exNode refused: it has no file UUID (file_uuid), to which the depots bind its blocks",
         ));
     };
-    let wrapped = wrapped_pairs(&who, wrapped_keys, ex.encryption.is_some())?;
+    let wrapped = wrapped_pairs(&who, wrapped_keys, must_wrap_for_self(&who, &ex))?;
     let file = file.to_string();
     check_base(&app, &who, &path, base_version, &file).await?;
     let next = base_version.saturating_add(1);
     ex.version = next;
     let key_id = ex.encryption.as_ref().map(|e| e.key_id.clone());
     let (size, stored) = (ex.size, ex.stored_bytes());
+    maintenance_put(&app, &who, &path, base_version, &ex, wrapped.len()).await?;
     let (canonical, facts) = heavy(ex.mappings.len().saturating_mul(1024), move || {
         (exnode::to_xml(&ex), crate::allocations::facts(&ex))
     })
@@ -363,6 +365,7 @@ pub(super) async fn get_version(
         return Err(ApiError::not_found(format!("no such file: {path}")));
     };
     admit(&app, &who, member).await?;
+    maintenance_read(&who, &e)?;
     let have = rights_with(&who, &e, &acl);
     if !have.contains(Rights::READ) {
         tracing::info!(%path, by = %recipient, "get refused");
@@ -402,7 +405,7 @@ pub(super) async fn get_version(
         stored: v.stored,
         exnode,
         key_id: v.key_id,
-        wrapped_key: wrapped,
+        wrapped_key: wrapped.filter(|_| !who.maintenance_only()),
         ticket,
         ticket_not_after: not_after,
         rights: have.to_string(),
@@ -421,7 +424,7 @@ fn readers_view(doc: &str) -> Result<String, String> {
 
 pub(super) async fn ticket(
     State(app): State<Arc<App>>,
-    Authenticated(who): Authenticated<Caller>,
+    Authenticated(AnyScope(who)): Authenticated<AnyScope>,
     body: Body<PathRequest>,
 ) -> ApiResult<Json<Ticket>> {
     let Json(req) = body?;
