@@ -148,7 +148,7 @@ fn an_expired_proxy_is_refused_locally() {
     let alice = g.user("alice").dir.clone();
     let expired = alice.join("expired-proxy.pem");
     let ends = expired_proxy(&g, "alice", &expired);
-    let when = lors::validity::format_utc(ends);
+    let when = lors::validity::format_local(ends);
     for args in [
         vec!["ls", "/vo1"],
         vec!["stat", "/vo1/alice"],

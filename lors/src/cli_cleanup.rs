@@ -8,7 +8,7 @@ use lors::config::Config;
 use lors::credentials::Error;
 use lors::exit;
 use lors::files::{self, CleanupOptions, CleanupReport, JournalState};
-use lors::validity::format_utc;
+use lors::validity::format_local;
 
 use crate::cli_files::print_json;
 use crate::cli_transfer::GridArgs;
@@ -76,7 +76,7 @@ fn format_report(r: &CleanupReport) -> String {
     }
     for j in &r.journals {
         let dest = j.dest.as_deref().unwrap_or("?");
-        let when = j.started.map(format_utc).unwrap_or_else(|| "?".into());
+        let when = j.started.map(format_local).unwrap_or_else(|| "?".into());
         let line = match j.state {
             JournalState::Freed => format!(
                 "{dest} (upload started {when}): released {} allocation(s)",

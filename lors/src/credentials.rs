@@ -28,7 +28,7 @@ use x509_parser::prelude::FromDer;
 
 use crate::exit;
 use crate::https::{BaseUrl, Client, HttpError, Response};
-use crate::validity::{format_duration, format_utc};
+use crate::validity::{format_duration, format_local};
 
 pub use ibp_auth::credential::default_proxy_path;
 
@@ -482,7 +482,7 @@ fn mint_proxy(
     if granted <= 0 {
         return Err(bad(format!(
             "attributes expired at {}",
-            format_utc(attrs.not_after)
+            format_local(attrs.not_after)
         )));
     }
     let credential = ProxyCredential::create(
@@ -663,7 +663,7 @@ pub fn load_user_credential(cert: &Path, key: &Path) -> Result<ProxyCredential, 
         return Err(Error::Usage(format!(
             "the certificate {} expired at {}",
             cert.display(),
-            format_utc(na)
+            format_local(na)
         )));
     }
     Ok(ProxyCredential { chain, key_pkcs8 })
@@ -826,12 +826,12 @@ impl ProxyInfo {
         };
         let left = self.time_left(now);
         let left = if left == 0 {
-            format!("0 (expired at {})", format_utc(self.not_after))
+            format!("0 (expired at {})", format_local(self.not_after))
         } else {
             format!(
                 "{} (until {})",
                 format_duration(left),
-                format_utc(self.not_after)
+                format_local(self.not_after)
             )
         };
         format!(
@@ -879,7 +879,7 @@ pub fn refuse_expired_at(not_after: i64, path: &Path, now: i64) -> Result<(), Er
         return Err(Error::InvalidProxy(format!(
             "the proxy {} expired at {}: renew it with `lors login` (or `lors proxy-init`)",
             path.display(),
-            format_utc(not_after)
+            format_local(not_after)
         )));
     }
     Ok(())

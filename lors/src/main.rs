@@ -23,7 +23,7 @@ use lors::credentials::{
 };
 use lors::depots::{self, DepotQuery, Near};
 use lors::exit;
-use lors::validity::{format_duration, format_utc, parse_hhmm};
+use lors::validity::{format_duration, format_local, parse_hhmm};
 
 /// Environment variable naming the default trust directory.
 pub(crate) const TRUST_ENV: &str = "LORS_TRUST_DIR";
@@ -427,7 +427,7 @@ fn print_new_proxy(p: &NewProxy, path: &std::path::Path, json: bool) {
     println!("groups    : {groups}");
     println!(
         "valid     : until {} ({} left)",
-        format_utc(p.not_after),
+        format_local(p.not_after),
         format_duration(p.not_after - now)
     );
     println!("proxy     : {}", path.display());
@@ -624,7 +624,7 @@ fn depots_cmd(args: DepotsArgs) -> Result<u8, Error> {
                 d.address,
                 distance,
                 d.free,
-                format_utc(d.grant_not_after)
+                format_local(d.grant_not_after)
             );
         }
     }

@@ -33,5 +33,42 @@ pub fn format_duration(secs: i64) -> String {
 }
 
 /// Unix seconds as `YYYY-MM-DD HH:MM:SS UTC` (the stack's one civil-date
-/// formatting, in `ibp_service::units`).
+/// formatting, in `ibp_service::units`): for logs and messages that other
+/// hosts read.
 pub use ibp_service::units::format_utc;
+
+/// Unix seconds as the user's local time with its offset, `YYYY-MM-DD
+/// HH:MM:SS +HH:MM` (`TZ`, else /etc/localtime): what `lors` shows people.
+/// A time chrono cannot represent prints as `@<seconds>`.
+pub fn format_local(t: i64) -> String {
+    format_in(t, &chrono::Local)
+}
+
+/// [`format_local`] in a given zone (tests).
+pub fn format_in<Tz: chrono::TimeZone>(t: i64, zone: &Tz) -> String
+where
+    Tz::Offset: std::fmt::Display,
+{
+    match chrono::DateTime::from_timestamp(t, 0) {
+        Some(utc) => utc
+            .with_timezone(zone)
+            .format("%Y-%m-%d %H:%M:%S %:z")
+            .to_string(),
+        None => format!("@{t}"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn local_times_carry_their_offset() {
+        let cet = chrono::FixedOffset::east_opt(3600).unwrap();
+        assert_eq!(super::format_in(0, &cet), "1970-01-01 01:00:00 +01:00");
+        let utc = chrono::FixedOffset::east_opt(0).unwrap();
+        assert_eq!(
+            super::format_in(1_700_000_000, &utc),
+            "2023-11-14 22:13:20 +00:00"
+        );
+        assert_eq!(super::format_in(i64::MAX, &utc), format!("@{}", i64::MAX));
+    }
+}

@@ -262,7 +262,7 @@ fn an_expired_proxy_is_refused_before_any_request() {
         .unwrap();
     let valid = dir.path().join("x509up_valid");
     pki.member("alice", "vo1").proxy().save(&valid).unwrap();
-    let expiry = lors::validity::format_utc(ends);
+    let expiry = lors::validity::format_local(ends);
     let out = dir.path().join("out");
 
     let mdm = Listener::new();

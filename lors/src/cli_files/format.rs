@@ -54,13 +54,9 @@ impl Style {
     /// `YYYY-MM-DD HH:MM:SS +HH:MM` of Unix seconds in the zone (a time
     /// chrono cannot represent prints as `@<seconds>`).
     pub fn time(&self, t: i64) -> String {
-        const FORMAT: &str = "%Y-%m-%d %H:%M:%S %:z";
-        let Some(utc) = chrono::DateTime::from_timestamp(t, 0) else {
-            return format!("@{t}");
-        };
         match self.zone {
-            Zone::Local => utc.with_timezone(&chrono::Local).format(FORMAT).to_string(),
-            Zone::Fixed(z) => utc.with_timezone(&z).format(FORMAT).to_string(),
+            Zone::Local => lors::validity::format_local(t),
+            Zone::Fixed(z) => lors::validity::format_in(t, &z),
         }
     }
 }

@@ -210,7 +210,7 @@ pub fn check(a: CheckArgs) -> Result<u8, Error> {
 fn print_checked(c: &Checked) {
     let expires = c
         .expires
-        .map(|e| format!(", expires {}", lors::validity::format_utc(e)))
+        .map(|e| format!(", expires {}", lors::validity::format_local(e)))
         .unwrap_or_default();
     match (&c.error, c.good) {
         (Some(e), _) => println!("BAD   {}: {e}", c.path),
@@ -314,9 +314,9 @@ fn print_mappings(x: &Exnode, health: Option<&[Health]>) {
                 .map_or("-".into(), |s| format!("{}:{}", s.group, s.index)),
             m.expires.map_or("-".into(), |e| {
                 if e <= now {
-                    format!("EXPIRED {}", lors::validity::format_utc(e))
+                    format!("EXPIRED {}", lors::validity::format_local(e))
                 } else {
-                    lors::validity::format_utc(e)
+                    lors::validity::format_local(e)
                 }
             }),
         );
