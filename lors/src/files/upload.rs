@@ -681,6 +681,9 @@ async fn depots_for(
         if let Some(e) = too_long(grid, s, piece).await {
             return Err(e);
         }
+        if let Some(e) = too_big(grid, s, piece).await {
+            return Err(e);
+        }
     }
     let why = if s.security == Security::Legacy {
         String::new()
@@ -755,6 +758,56 @@ async fn too_long(grid: &Grid, s: &UploadSettings, piece: u64) -> Option<Error> 
         format_secs(allowed),
         allowed,
         duration_option(allowed),
+    )))
+}
+
+/// When the L-Bone offered too few depots with room for pieces this large
+/// but enough for smaller ones: the error saying the largest piece enough
+/// depots take and the `--block-size` to pass. `None` when the size is not
+/// why.
+async fn too_big(grid: &Grid, s: &UploadSettings, piece: u64) -> Option<Error> {
+    let p = &s.placement;
+    let offer = super::offer(grid, 1, p.duration, p.near.clone(), p.reliability)
+        .await
+        .ok()?;
+    let pieces = s.redundancy.pieces();
+    let mut room: Vec<u64> = offer
+        .depots
+        .iter()
+        .filter(|d| d.tls_port.is_some())
+        .filter(|d| {
+            p.depots.is_empty()
+                || p.depots.iter().any(|w| {
+                    *w == d.address || *w == d.name || *w == format!("{}:{}", d.host, d.port)
+                })
+        })
+        .map(|d| d.free)
+        .collect();
+    if room.len() < pieces {
+        return None;
+    }
+    // The largest piece enough depots have room for: the pieces-th largest.
+    room.sort_unstable_by(|a, b| b.cmp(a));
+    let largest = room[pieces - 1];
+    if largest >= piece || largest == 0 {
+        return None;
+    }
+    let block = match s.redundancy {
+        Redundancy::Copies(_) => largest,
+        Redundancy::Ec { k, .. } => largest.saturating_mul(u64::from(k)),
+    };
+    let mib = 1u64 << 20;
+    let suggest = if block >= mib {
+        format!("{}MiB", block / mib)
+    } else {
+        format!("{}KiB", (block / 1024).max(1))
+    };
+    Some(Error::Usage(format!(
+        "no {pieces} depots have room for pieces of {} for {}: the largest piece enough depots \
+         take is {}; pass --block-size {suggest} or less",
+        ibp_service::units::format_size(piece),
+        s.redundancy,
+        ibp_service::units::format_size(largest),
     )))
 }
 

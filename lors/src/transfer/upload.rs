@@ -649,7 +649,12 @@ impl Placer {
         data: &[u8],
     ) -> Result<Stored, TransferError> {
         let mut candidate = preferred.or_else(|| self.next_candidate());
-        let mut last = String::from("no depot was tried");
+        let mut last = format!(
+            "each of the {} depot(s) offered already holds a piece of this block: \
+             more pieces need more depots (fewer --copies, or more depots with --depot or \
+             registered at the L-Bone)",
+            self.targets.len()
+        );
         let mut refusals = Refusals::default();
         while let Some(t) = candidate {
             if self.cancel.is_cancelled() {
