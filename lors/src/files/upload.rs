@@ -803,8 +803,8 @@ async fn too_big(grid: &Grid, s: &UploadSettings, piece: u64) -> Option<Error> {
         format!("{}KiB", (block / 1024).max(1))
     };
     Some(Error::Usage(format!(
-        "no {pieces} depots have room for pieces of {} for {}: the largest piece enough depots \
-         take is {}; pass --block-size {suggest} or less",
+        "too few depots have room for pieces of {} ({} needs {pieces}): the largest piece \
+         enough depots take is {}; pass --block-size {suggest} or less",
         ibp_service::units::format_size(piece),
         s.redundancy,
         ibp_service::units::format_size(largest),
