@@ -8,7 +8,7 @@ use clap::{Args, Subcommand};
 use lors::credentials::{self, CaClient, Error};
 use lors::exit;
 use lors::maintenance::{self, GrantFile, GrantStatus};
-use lors::validity::format_utc;
+use lors::validity::format_local;
 
 use crate::{runtime, vo_or_config, CaArgs};
 
@@ -46,6 +46,9 @@ pub struct EnrollArgs {
     /// ~/.config/lors/maintenance.json)
     #[arg(long, value_name = "FILE")]
     file: Option<PathBuf>,
+    /// Print {grant, vo, vo_id, expires_at, file} as JSON (never the token)
+    #[arg(long)]
+    json: bool,
 }
 
 #[derive(Args)]
@@ -79,6 +82,9 @@ pub struct RevokeArgs {
     /// ~/.config/lors/maintenance.json)
     #[arg(long, value_name = "FILE")]
     file: Option<PathBuf>,
+    /// Print {revoked, removed} as JSON
+    #[arg(long)]
+    json: bool,
 }
 
 pub fn maintenance(c: MaintenanceCommand) -> Result<u8, Error> {
@@ -116,10 +122,20 @@ fn enroll(a: EnrollArgs) -> Result<u8, Error> {
     let (ca, url) = ca_with_proxy(&a.ca)?;
     let g = runtime()?.block_on(maintenance::enroll(&ca, &url, &vo, a.valid))?;
     g.save(&path)?;
+    if a.json {
+        print_json(&serde_json::json!({
+            "grant": g.grant,
+            "vo": g.vo,
+            "vo_id": g.vo_id,
+            "expires_at": g.expires_at,
+            "file": path.to_string_lossy(),
+        }))?;
+        return Ok(exit::OK);
+    }
     println!("grant     : {}", g.grant);
     println!("vo        : {}", g.vo);
     println!("vo id     : {}", g.vo_id);
-    println!("valid     : until {}", format_utc(g.expires_at));
+    println!("valid     : until {}", format_local(g.expires_at));
     println!("file      : {} (owner-only; keep it so)", path.display());
     Ok(exit::OK)
 }
@@ -137,16 +153,16 @@ fn print_status(s: &GrantStatus) {
     println!("vo        : {}", s.vo);
     println!("vo id     : {}", s.vo_id);
     println!("identity  : {}", s.identity);
-    println!("created   : {}", format_utc(s.created_at));
-    println!("expires   : {}", format_utc(s.expires_at));
+    println!("created   : {}", format_local(s.created_at));
+    println!("expires   : {}", format_local(s.expires_at));
     println!(
         "last used : {}",
-        s.last_used_at.map_or("never".into(), format_utc)
+        s.last_used_at.map_or("never".into(), format_local)
     );
     if let Some(at) = s.revoked_at {
         println!(
             "revoked   : {} by {}",
-            format_utc(at),
+            format_local(at),
             s.revoked_by.as_deref().unwrap_or("?")
         );
     }
@@ -194,12 +210,20 @@ fn revoke(a: RevokeArgs) -> Result<u8, Error> {
     if a.grant.is_some() || a.all {
         let (ca, _) = ca_with_proxy(&a.ca)?;
         let n = runtime()?.block_on(maintenance::revoke_with_proxy(&ca, a.grant.as_deref()))?;
-        println!("revoked {n} maintenance grant(s)");
         // The local credential is dead if it was among them.
+        let mut removed = None;
         if let Some(g) = GrantFile::load(&path)? {
             if a.all || a.grant.as_deref() == Some(g.grant.as_str()) {
                 credentials::destroy_proxy(&path)?;
-                println!("removed {}", path.display());
+                removed = Some(path.to_string_lossy().into_owned());
+            }
+        }
+        if a.json {
+            print_json(&serde_json::json!({"revoked": n, "removed": removed}))?;
+        } else {
+            println!("revoked {n} maintenance grant(s)");
+            if let Some(r) = &removed {
+                println!("removed {r}");
             }
         }
         return Ok(exit::OK);
@@ -213,10 +237,18 @@ fn revoke(a: RevokeArgs) -> Result<u8, Error> {
     let trust = a.ca.trust_source()?.load()?;
     let n = runtime()?.block_on(g.revoke(&trust, &path))?;
     credentials::destroy_proxy(&path)?;
-    println!(
-        "revoked maintenance grant {} ({n} revoked now); removed {}",
-        g.grant,
-        path.display()
-    );
+    if a.json {
+        print_json(&serde_json::json!({
+            "revoked": n,
+            "grant": g.grant,
+            "removed": path.to_string_lossy(),
+        }))?;
+    } else {
+        println!(
+            "revoked maintenance grant {} ({n} revoked now); removed {}",
+            g.grant,
+            path.display()
+        );
+    }
     Ok(exit::OK)
 }

@@ -26,7 +26,7 @@ use crate::credentials::{
     TrustSource,
 };
 use crate::files::Grid;
-use crate::validity::format_utc;
+use crate::validity::format_local;
 
 /// Environment variable naming the maintenance credential file.
 pub const FILE_ENV: &str = "LORS_MAINTENANCE_FILE";
@@ -420,14 +420,14 @@ impl Session {
                  `lors maintenance enroll` after `lors login`",
                 self.grant_path.display(),
                 grant.grant,
-                format_utc(grant.expires_at)
+                format_local(grant.expires_at)
             )));
         }
         if grant.expires_at - now < RENEW_WITHIN {
             tracing::warn!(
                 "the maintenance credential {} expires at {}: renew it with `lors login` and `lors maintenance enroll --force`",
                 self.grant_path.display(),
-                format_utc(grant.expires_at)
+                format_local(grant.expires_at)
             );
         }
         let trust_dir = self
