@@ -132,17 +132,12 @@ fn back_to(g: &Grid, base: Held, what: &str) -> Held {
 }
 
 const BLOCK: u64 = 128 << 10;
-const SIZE: usize = 48 << 20;
-const UPLOAD_ARGS: &[&str] = &["--block-size", "128KiB", "--threads", "2"];
+const SIZE: usize = SLOW_UPLOAD_SIZE;
+const UPLOAD_ARGS: &[&str] = SLOW_UPLOAD_ARGS;
 
 fn spawn_upload(g: &Grid, src: &str, dest: &str, extra: &[&str]) -> Child {
-    let mut args = vec!["upload", src, dest];
-    args.extend_from_slice(UPLOAD_ARGS);
-    args.extend_from_slice(extra);
-    let mut c = lors_cmd(g, "alice", &args);
-    c.stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null());
+    let mut c = slow_upload_cmd(g, src, dest, extra);
+    c.stdout(Stdio::null()).stderr(Stdio::null());
     c.spawn().expect("lors upload starts")
 }
 

@@ -41,18 +41,13 @@ fn grid_data_bytes(g: &Grid) -> u64 {
 
 /// The test file: big enough, in small blocks, to take seconds to upload
 /// in a debug build.
-const SIZE: usize = 48 << 20;
-const UPLOAD_ARGS: &[&str] = &["--block-size", "128KiB", "--threads", "2"];
+const SIZE: usize = SLOW_UPLOAD_SIZE;
+const UPLOAD_ARGS: &[&str] = SLOW_UPLOAD_ARGS;
 
 /// Starts `lors upload SRC DEST UPLOAD_ARGS extra` as alice.
 fn spawn_upload(g: &Grid, src: &str, dest: &str, extra: &[&str]) -> Child {
-    let mut args = vec!["upload", src, dest];
-    args.extend_from_slice(UPLOAD_ARGS);
-    args.extend_from_slice(extra);
-    let mut c = lors_cmd(g, "alice", &args);
-    c.stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
+    let mut c = slow_upload_cmd(g, src, dest, extra);
+    c.stdout(Stdio::piped()).stderr(Stdio::piped());
     c.spawn().expect("lors upload starts")
 }
 

@@ -257,20 +257,9 @@ impl GrantFile {
         trust: &ibp_auth::TrustStore,
         path: &Path,
     ) -> Result<GrantStatus, Error> {
-        let ca = self.client(trust)?;
-        let resp = ca
-            .http()
-            .post_json(
-                "/v1/maintenance/status",
-                &TokenBody {
-                    grant: &self.grant,
-                    token: &self.token,
-                },
-            )
-            .await
-            .map_err(Error::from)
-            .and_then(check_status)
-            .map_err(|e| grant_refused(path, e))?;
+        let resp = self
+            .token_call(trust, path, "/v1/maintenance/status")
+            .await?;
         let g: Grants = parse_json(&resp, "maintenance status")?;
         g.grants
             .into_iter()
@@ -278,13 +267,17 @@ impl GrantFile {
             .ok_or_else(|| Error::Unavailable("the CA described no grant".into()))
     }
 
-    /// Revokes this grant with its token.
-    pub async fn revoke(&self, trust: &ibp_auth::TrustStore, path: &Path) -> Result<u64, Error> {
+    /// POSTs this grant's id and token to `route` at its CA.
+    async fn token_call(
+        &self,
+        trust: &ibp_auth::TrustStore,
+        path: &Path,
+        route: &str,
+    ) -> Result<Vec<u8>, Error> {
         let ca = self.client(trust)?;
-        let resp = ca
-            .http()
+        ca.http()
             .post_json(
-                "/v1/maintenance/revoke",
+                route,
                 &TokenBody {
                     grant: &self.grant,
                     token: &self.token,
@@ -293,7 +286,14 @@ impl GrantFile {
             .await
             .map_err(Error::from)
             .and_then(check_status)
-            .map_err(|e| grant_refused(path, e))?;
+            .map_err(|e| grant_refused(path, e))
+    }
+
+    /// Revokes this grant with its token.
+    pub async fn revoke(&self, trust: &ibp_auth::TrustStore, path: &Path) -> Result<u64, Error> {
+        let resp = self
+            .token_call(trust, path, "/v1/maintenance/revoke")
+            .await?;
         Ok(parse_json::<RevokedAnswer>(&resp, "maintenance revoke")?.revoked)
     }
 }

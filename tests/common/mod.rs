@@ -271,3 +271,20 @@ pub fn expired_proxy(g: &Grid, user: &str, path: &Path) -> i64 {
     });
     ends
 }
+
+/// A file big enough, uploaded in small blocks by two threads, to take
+/// seconds in a debug build: what the interruption and clean-up tests
+/// stop mid-way.
+pub const SLOW_UPLOAD_SIZE: usize = 48 << 20;
+pub const SLOW_UPLOAD_ARGS: &[&str] = &["--block-size", "128KiB", "--threads", "2"];
+
+/// `lors upload SRC DEST SLOW_UPLOAD_ARGS extra` as alice, stdin closed;
+/// the caller chooses what happens to its output and spawns it.
+pub fn slow_upload_cmd(g: &Grid, src: &str, dest: &str, extra: &[&str]) -> Command {
+    let mut args = vec!["upload", src, dest];
+    args.extend_from_slice(SLOW_UPLOAD_ARGS);
+    args.extend_from_slice(extra);
+    let mut c = lors_cmd(g, "alice", &args);
+    c.stdin(Stdio::null());
+    c
+}
