@@ -581,6 +581,51 @@ fn offered<'a>(
         .collect()
 }
 
+/// What the L-Bone's `/metrics` answers: its HTTP counters and
+/// `lbone_depots{vo,state}`, the registrations per VO by liveness state
+/// (as the status page shows them).
+pub fn metrics_render(
+    m: &Arc<ibp_https::metrics::HttpMetrics>,
+    app: &Arc<App>,
+) -> ibp_https::metrics::Render {
+    let (m, app) = (m.clone(), app.clone());
+    Arc::new(move || {
+        let (m, app) = (m.clone(), app.clone());
+        Box::pin(async move {
+            use std::fmt::Write as _;
+            let mut o = m.render();
+            o.push_str(
+                "# HELP lbone_depots Registered depots per VO by liveness state.\n# TYPE lbone_depots gauge\n",
+            );
+            match status_page(&app).await {
+                Ok(page) => {
+                    for vo in &page.vos {
+                        let mut by: std::collections::BTreeMap<&str, usize> =
+                            ["up", "late", "down", "unknown"]
+                                .into_iter()
+                                .map(|s| (s, 0))
+                                .collect();
+                        for d in &vo.depots {
+                            *by.entry(d.status.state.as_str()).or_insert(0) += 1;
+                        }
+                        for (state, n) in by {
+                            let _ = writeln!(
+                                o,
+                                "lbone_depots{{vo=\"{}\",state=\"{state}\"}} {n}",
+                                vo.vo
+                            );
+                        }
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!(error = ?e, "metrics: depots not read");
+                }
+            }
+            o
+        })
+    })
+}
+
 async fn status_page(app: &App) -> ApiResult<StatusPage> {
     let rows = app.store.depots(None).await?;
     Ok(StatusPage::new(&rows, &app.liveness, now_ms()))

@@ -85,6 +85,12 @@ pub struct Config {
     /// Most simultaneous client connections.
     #[serde(default = "default_max_connections")]
     pub max_connections: usize,
+    /// Plain-HTTP address of the Prometheus `/metrics` endpoint (e.g.
+    /// `127.0.0.1:9780`; keep it off public interfaces). Not served unless
+    /// set; the bound address is printed as `metrics on ADDR:PORT` after
+    /// the `listening on` line.
+    #[serde(default)]
+    pub metrics_listen: Option<String>,
     /// Most simultaneous connections from one client address (an IPv6
     /// client: its /64); more are closed at once. Raise it behind a NAT.
     #[serde(default = "default_max_connections_per_address")]

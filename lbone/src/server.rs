@@ -106,10 +106,20 @@ pub async fn run(
         poll_now: poller.waker(),
     });
 
+    let metrics = ibp_https::metrics::HttpMetrics::new("lbone");
+    let render = crate::api::metrics_render(&metrics, &app);
     let addr = listener.local_addr().context("read the bound address")?;
     {
         let mut out = std::io::stdout().lock();
         writeln!(out, "listening on {addr}").context("write to stdout")?;
+        out.flush().context("flush stdout")?;
+    }
+    if let Some(a) = &cfg.metrics_listen {
+        let bound = ibp_https::metrics::spawn_metrics(a, render, shutdown.clone())
+            .await
+            .with_context(|| format!("metrics_listen {a}"))?;
+        let mut out = std::io::stdout().lock();
+        writeln!(out, "metrics on {bound}").context("write to stdout")?;
         out.flush().context("flush stdout")?;
     }
     tracing::info!(%addr, grant_key = %public.trim(), poll_interval = ?cfg.poll_interval.0, "L-Bone serving HTTPS");
@@ -122,6 +132,7 @@ pub async fn run(
         header_timeout: cfg.header_timeout.0,
         body_timeout: cfg.body_timeout.0,
         body_min_rate: cfg.body_min_rate,
+        metrics: Some(metrics),
         ..ibp_https::ServeOptions::default()
     };
     ibp_https::serve_with(listener, Arc::new(tls), router(app), shutdown.clone(), opts).await;

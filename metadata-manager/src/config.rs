@@ -121,6 +121,12 @@ pub struct Config {
     /// members, escrow key, and admin + delete on every entry of the VO.
     #[serde(default = "default_admin_group")]
     pub admin_group: String,
+    /// Plain-HTTP address of the Prometheus `/metrics` endpoint (e.g.
+    /// `127.0.0.1:9780`; keep it off public interfaces). Not served unless
+    /// set; the bound address is printed as `metrics on ADDR:PORT` after
+    /// the `listening on` line.
+    #[serde(default)]
+    pub metrics_listen: Option<String>,
     /// Most simultaneous client connections.
     #[serde(default = "default_max_connections")]
     pub max_connections: usize,

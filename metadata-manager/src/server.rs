@@ -66,10 +66,23 @@ pub async fn run(
         bodies: crate::api::BodyBudget::new(cfg.max_buffered_bodies, cfg.buffered_body_wait),
     });
 
+    let metrics = ibp_https::metrics::HttpMetrics::new("mdm");
     let addr = listener.local_addr().context("read the bound address")?;
     {
         let mut out = std::io::stdout().lock();
         writeln!(out, "listening on {addr}").context("write to stdout")?;
+        out.flush().context("flush stdout")?;
+    }
+    if let Some(a) = &cfg.metrics_listen {
+        let bound = ibp_https::metrics::spawn_metrics(
+            a,
+            ibp_https::metrics::render_of(&metrics),
+            shutdown.clone(),
+        )
+        .await
+        .with_context(|| format!("metrics_listen {a}"))?;
+        let mut out = std::io::stdout().lock();
+        writeln!(out, "metrics on {bound}").context("write to stdout")?;
         out.flush().context("flush stdout")?;
     }
     tracing::info!(%addr, ticket_key = %public.trim(), ticket_lifetime = ?cfg.ticket_lifetime, max_exnode = cfg.max_exnode, max_buffered_bodies = cfg.max_buffered_bodies, limits = ?cfg.limits(), "metadata manager serving HTTPS");
@@ -81,6 +94,7 @@ pub async fn run(
         header_timeout: cfg.header_timeout,
         body_timeout: cfg.body_timeout,
         body_min_rate: cfg.body_min_rate,
+        metrics: Some(metrics),
         ..ibp_https::ServeOptions::default()
     };
     ibp_https::serve_with(listener, Arc::new(tls), router(app), shutdown.clone(), opts).await;

@@ -80,6 +80,12 @@ pub struct Config {
     /// Most simultaneous client connections; further ones wait.
     #[serde(default = "default_max_connections")]
     pub max_connections: usize,
+    /// Plain-HTTP address of the Prometheus `/metrics` endpoint (e.g.
+    /// `127.0.0.1:9780`; keep it off public interfaces). Not served unless
+    /// set; the bound address is printed as `metrics on ADDR:PORT` after
+    /// the `listening on` line.
+    #[serde(default)]
+    pub metrics_listen: Option<String>,
     /// Most simultaneous connections from one client address (IPv6: one
     /// /64); a connection beyond it is closed at once.
     #[serde(default = "default_max_connections_per_address")]

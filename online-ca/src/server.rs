@@ -78,6 +78,7 @@ pub async fn run(
     .collect();
     tracing::info!(vos = ?ca.vos().collect::<Vec<_>>(), ?methods, "online CA ready");
 
+    let metrics = ibp_https::metrics::HttpMetrics::new("ca");
     let opts = ibp_https::server::ServeOptions {
         max_connections: cfg.max_connections,
         max_connections_per_address: cfg.max_connections_per_address,
@@ -85,6 +86,7 @@ pub async fn run(
         header_timeout: cfg.header_timeout.as_duration(),
         body_timeout: cfg.body_timeout.as_duration(),
         body_min_rate: cfg.body_min_rate,
+        metrics: Some(metrics.clone()),
         ..ibp_https::server::ServeOptions::default()
     };
     let app = Arc::new(App {
@@ -104,6 +106,18 @@ pub async fn run(
         let mut out = std::io::stdout().lock();
         writeln!(out, "listening on {addr}")?;
         out.flush()?;
+    }
+    if let Some(a) = &app.cfg.metrics_listen {
+        let bound = ibp_https::metrics::spawn_metrics(
+            a,
+            ibp_https::metrics::render_of(&metrics),
+            shutdown.clone(),
+        )
+        .await
+        .with_context(|| format!("metrics_listen {a}"))?;
+        let mut out = std::io::stdout().lock();
+        writeln!(out, "metrics on {bound}").context("write to stdout")?;
+        out.flush().context("flush stdout")?;
     }
     tracing::info!(%addr, "serving HTTPS");
 

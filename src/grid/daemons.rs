@@ -338,6 +338,22 @@ impl Grid {
         service.restart()
     }
 
+    /// The `http://ADDR/metrics` URL of an HTTPS daemon (its `metrics_listen`
+    /// is `127.0.0.1:0`: the address is its last `metrics on` line).
+    pub fn metrics_url(&self, which: Daemon) -> anyhow::Result<String> {
+        let service = match which {
+            Daemon::OnlineCa => &self.ca,
+            Daemon::Lbone => &self.lbone,
+            Daemon::MetadataManager => &self.mdm,
+        };
+        let out = fs::read_to_string(service.dir.join("stdout.log"))?;
+        out.lines()
+            .rev()
+            .find_map(|l| l.strip_prefix("metrics on "))
+            .map(|a| format!("http://{}/metrics", a.trim()))
+            .with_context(|| format!("{} printed no `metrics on` line", service.what))
+    }
+
     /// Kills the online CA (SIGKILL) and waits for it.
     pub fn kill_ca(&mut self) {
         self.ca.kill();

@@ -23,6 +23,7 @@
 pub mod api_error;
 pub mod caller;
 pub mod client;
+pub mod metrics;
 pub mod server;
 
 pub use api_error::{ApiError, ErrorBody};

@@ -78,6 +78,9 @@ pub struct ServeOptions {
     /// After shutdown is requested: how long in-flight requests may take
     /// before their connections are dropped.
     pub shutdown_grace: Duration,
+    /// Where connections, handshakes and requests are counted (the
+    /// daemon's `/metrics`); `None`: nowhere.
+    pub metrics: Option<Arc<crate::metrics::HttpMetrics>>,
 }
 
 impl Default for ServeOptions {
@@ -91,6 +94,7 @@ impl Default for ServeOptions {
             body_min_rate: 16 * 1024,
             connection_timeout: Duration::from_secs(300),
             shutdown_grace: Duration::from_secs(10),
+            metrics: None,
         }
     }
 }
@@ -116,6 +120,10 @@ pub async fn serve_with(
     opts: ServeOptions,
 ) {
     let acceptor = TlsAcceptor::from(tls);
+    let router = match &opts.metrics {
+        Some(m) => m.layer(router),
+        None => router,
+    };
     let slots = Arc::new(tokio::sync::Semaphore::new(opts.max_connections.max(1)));
     let per_address = Arc::new(AddressSlots::new(opts.max_connections_per_address));
     let tracker = TaskTracker::new();
@@ -144,6 +152,9 @@ pub async fn serve_with(
         let Some(address_slot) = per_address.take(remote.ip()) else {
             // Closed before the handshake: nothing is spent on it.
             tracing::debug!(%remote, "too many connections from this address; closing");
+            if let Some(m) = &opts.metrics {
+                m.refused_per_address();
+            }
             drop(tcp);
             continue;
         };
@@ -153,8 +164,10 @@ pub async fn serve_with(
             shutdown: shutdown.clone(),
             opts: opts.clone(),
         };
+        let metrics = opts.metrics.clone();
         tracker.spawn(async move {
             let _permits = (permit, address_slot);
+            let _open = metrics.map(OpenConnection::new);
             conn.run(tcp, remote).await;
         });
     }
@@ -193,10 +206,16 @@ impl Connection {
                 Ok(Ok(s)) => s,
                 Ok(Err(e)) => {
                     tracing::info!(%remote, error = %e, "TLS handshake failed");
+                    if let Some(m) = &self.opts.metrics {
+                        m.handshake_failed();
+                    }
                     return;
                 }
                 Err(_) => {
                     tracing::info!(%remote, "TLS handshake timed out");
+                    if let Some(m) = &self.opts.metrics {
+                        m.handshake_failed();
+                    }
                     return;
                 }
             },
@@ -266,6 +285,22 @@ impl Connection {
         if let Err(e) = result {
             tracing::debug!(%remote, error = %e, "connection ended with an error");
         }
+    }
+}
+
+/// An open connection, counted in the metrics while it lives.
+struct OpenConnection(Arc<crate::metrics::HttpMetrics>);
+
+impl OpenConnection {
+    fn new(m: Arc<crate::metrics::HttpMetrics>) -> OpenConnection {
+        m.connection_opened();
+        OpenConnection(m)
+    }
+}
+
+impl Drop for OpenConnection {
+    fn drop(&mut self) {
+        self.0.connection_closed();
     }
 }
 
