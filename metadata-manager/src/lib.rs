@@ -17,6 +17,7 @@
 pub mod acl;
 pub mod allocations;
 pub mod api;
+pub mod backup;
 pub mod config;
 pub mod init;
 pub mod names;

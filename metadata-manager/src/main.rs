@@ -23,6 +23,16 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Cmd {
+    /// Copy the SQLite database consistently into FILE (owner-only), also
+    /// while the server runs; PostgreSQL: use pg_dump
+    Backup {
+        /// TOML configuration file (its `database`)
+        #[arg(long, value_name = "FILE")]
+        config: PathBuf,
+        /// Where the copy goes (must not exist)
+        #[arg(long, value_name = "FILE")]
+        to: PathBuf,
+    },
     /// Serve the API. The first line on stdout is `listening on ADDR:PORT`.
     Serve {
         /// TOML configuration file (see docs/metadata-manager.md)
@@ -72,6 +82,14 @@ fn main() -> ExitCode {
                 .build()
                 .map_err(anyhow::Error::from)
                 .and_then(|rt| rt.block_on(serve(cfg)))
+        }),
+        Cmd::Backup { config, to } => Config::load(&config).and_then(|cfg| {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?;
+            let n = rt.block_on(metadata_manager::backup::backup(cfg.database_url(), &to))?;
+            println!("backed up {n} bytes to {}", to.display());
+            Ok(())
         }),
         Cmd::Init { dir, force } => metadata_manager::init::init(&dir, force).map(|out| {
             println!(
