@@ -41,6 +41,10 @@ pub struct Facts {
     /// shares), the earliest over the extents. `None` when no extent
     /// ever runs out by the expiry times known.
     pub readable_until: Option<i64>,
+    /// The source file's modification time (Unix seconds), from the
+    /// exNode's top-level integer metadata `mtime` (what `lors cp -r` and
+    /// `lors sync` record); `None` without one.
+    pub mtime: Option<i64>,
 }
 
 /// The stable name of a mapping's allocation, from any of its
@@ -110,10 +114,18 @@ pub fn facts(ex: &Exnode) -> Facts {
             readable_until = Some(readable_until.map_or(until, |r| r.min(until)));
         }
     }
+    let mtime = ex
+        .metadata
+        .iter()
+        .find_map(|m| match (&m.name[..], &m.value) {
+            ("mtime", exnode::Value::Integer(t)) => Some(*t),
+            _ => None,
+        });
     Facts {
         allocations: by_name.into_values().collect(),
         expires,
         readable_until,
+        mtime,
     }
 }
 

@@ -83,6 +83,11 @@ pub struct UploadControl {
     /// the journal); it then fails and [`UploadControl::interrupted`] says
     /// what it released.
     pub cancel: CancellationToken,
+    /// The source file's modification time (Unix seconds), recorded in the
+    /// exNode as the top-level integer metadata `mtime` (the metadata
+    /// manager shows it as the entry's `mtime`; `lors cp -r` and `lors
+    /// sync` compare it and set it on downloaded copies).
+    pub mtime: Option<i64>,
     interrupted: Mutex<Option<Interrupted>>,
 }
 
@@ -250,16 +255,22 @@ where
         cancel: ctl.cancel.clone(),
     };
     let hook = inflight.as_ref().map(alloc_hook);
-    let x = match transfer::upload_tracked(src, &targets, pool.clone(), &opts, progress, hook).await
-    {
-        Ok(x) => x,
-        Err(e) => {
-            ctl.note(&e);
-            let left = matches!(e, TransferError::NotFreed { .. });
-            let e = Error::from(e);
-            return Err(end_inflight(inflight, left, journal, e));
-        }
-    };
+    let mut x =
+        match transfer::upload_tracked(src, &targets, pool.clone(), &opts, progress, hook).await {
+            Ok(x) => x,
+            Err(e) => {
+                ctl.note(&e);
+                let left = matches!(e, TransferError::NotFreed { .. });
+                let e = Error::from(e);
+                return Err(end_inflight(inflight, left, journal, e));
+            }
+        };
+    if let Some(t) = ctl.mtime {
+        x.metadata.push(exnode::Metadata {
+            name: "mtime".into(),
+            value: exnode::Value::Integer(t),
+        });
+    }
     let xml = exnode::to_xml(&x);
     let key = plan.key.as_deref();
     let registered = register(grid, dest, &x, &xml, key, &plan.key_id, plan.base_version).await;
