@@ -255,22 +255,16 @@ where
         cancel: ctl.cancel.clone(),
     };
     let hook = inflight.as_ref().map(alloc_hook);
-    let mut x =
-        match transfer::upload_tracked(src, &targets, pool.clone(), &opts, progress, hook).await {
-            Ok(x) => x,
-            Err(e) => {
-                ctl.note(&e);
-                let left = matches!(e, TransferError::NotFreed { .. });
-                let e = Error::from(e);
-                return Err(end_inflight(inflight, left, journal, e));
-            }
-        };
-    if let Some(t) = ctl.mtime {
-        x.metadata.push(exnode::Metadata {
-            name: "mtime".into(),
-            value: exnode::Value::Integer(t),
-        });
-    }
+    let x = match transfer::upload_tracked(src, &targets, pool.clone(), &opts, progress, hook).await
+    {
+        Ok(x) => with_mtime(x, ctl.mtime),
+        Err(e) => {
+            ctl.note(&e);
+            let left = matches!(e, TransferError::NotFreed { .. });
+            let e = Error::from(e);
+            return Err(end_inflight(inflight, left, journal, e));
+        }
+    };
     let xml = exnode::to_xml(&x);
     let key = plan.key.as_deref();
     let registered = register(grid, dest, &x, &xml, key, &plan.key_id, plan.base_version).await;
@@ -304,6 +298,17 @@ where
         seconds: secs,
         mib_per_s: x.size as f64 / (1 << 20) as f64 / secs.max(1e-9),
     })
+}
+
+/// `x` recording the source's modification time (`mtime`), if known.
+fn with_mtime(mut x: Exnode, mtime: Option<i64>) -> Exnode {
+    if let Some(t) = mtime {
+        x.metadata.push(exnode::Metadata {
+            name: "mtime".into(),
+            value: exnode::Value::Integer(t),
+        });
+    }
+    x
 }
 
 /// The journal of this upload's allocations in flight (see
