@@ -242,10 +242,7 @@ async fn import_one(grid: &Grid, xnd: &Path, path: &str) -> Result<Option<Import
         crate::lors_e2e::supported(&m.functions)
             .map_err(|e| Error::Data(format!("its data cannot be decoded: {e}")))?;
     }
-    let key_in_exnode = x
-        .mappings
-        .iter()
-        .any(|m| m.functions.iter().any(|f| f.name.contains("encrypt")));
+    let key_in_exnode = x.mappings.iter().any(|m| keyed(&m.functions));
     match mdm.stat(path).await {
         Ok(_) => return Ok(None),
         Err(Error::NotFound(_)) => {}
@@ -292,6 +289,14 @@ async fn import_one(grid: &Grid, xnd: &Path, path: &str) -> Result<Option<Import
         Err(Error::Conflict(_)) if mdm.stat(path).await.is_ok() => Ok(None),
         Err(e) => Err(e),
     }
+}
+
+/// Whether LoRS end-to-end functions (nested ones too) encrypt, with a
+/// key the exNode itself holds.
+fn keyed(functions: &[exnode::Function]) -> bool {
+    functions
+        .iter()
+        .any(|f| f.name.contains("encrypt") || keyed(&f.inner))
 }
 
 /// Downloads one exNode's data into a temporary file and uploads it to
