@@ -682,11 +682,10 @@ fn plan(have: &Listing, there: &Listing, opts: &TreeOptions) -> Plan {
     if opts.delete && opts.mode == Mode::Sync {
         // Children first: the reverse of the listing's order.
         for (rel, node) in there.iter().rev() {
-            let kept = match (node, have.get(rel)) {
-                (Node::Dir, Some(Node::Dir)) => true,
-                (Node::File { .. }, Some(Node::File { .. })) => true,
-                _ => false,
-            };
+            let kept = matches!(
+                (node, have.get(rel)),
+                (Node::Dir, Some(Node::Dir)) | (Node::File { .. }, Some(Node::File { .. }))
+            );
             if kept || rel.is_empty() {
                 continue;
             }
