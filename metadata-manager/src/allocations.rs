@@ -189,6 +189,29 @@ mod tests {
     }
 
     #[test]
+    fn the_source_mtime_is_the_integer_metadata_mtime() {
+        let mut ex = Exnode {
+            size: 10,
+            mappings: vec![m(0, 10, "a", None)],
+            ..Exnode::default()
+        };
+        assert_eq!(facts(&ex).mtime, None);
+        ex.metadata.push(exnode::Metadata {
+            name: "mtime".into(),
+            value: exnode::Value::String("1600000000".into()),
+        });
+        assert_eq!(facts(&ex).mtime, None, "only an integer counts");
+        ex.metadata.push(exnode::Metadata {
+            name: "mtime".into(),
+            value: exnode::Value::Integer(1_600_000_000),
+        });
+        assert_eq!(facts(&ex).mtime, Some(1_600_000_000));
+        // And it survives the XML the manager stores.
+        let back = exnode::from_xml(exnode::to_xml(&ex).as_bytes()).expect("parses");
+        assert_eq!(facts(&back).mtime, Some(1_600_000_000));
+    }
+
+    #[test]
     fn erasure_coding_needs_k_shares_and_unknown_expiry_never_ends() {
         let share = |i: u16, key: &str, t: Option<i64>| Mapping {
             share: Some(Share { group: 1, index: i }),
