@@ -204,6 +204,19 @@ fn a_tree_of_1000_files_is_copied_interrupted_resumed_synced_and_copied_back() {
     assert!(stderr(&o).contains("interrupted"), "{}", text(&o));
     let done = registered(&g, "/vo1/t", dirs, subdirs);
     assert!((20..1000).contains(&done), "{done} files registered");
+    // The files in flight released what they had stored: no journal of
+    // allocations in flight is left for `lors cleanup`.
+    let (v, o) = json(&g, &["cleanup", "--dry-run"]);
+    assert_eq!(code(&o), 0, "{}", text(&o));
+    assert_eq!(
+        v["journals"].as_array().map(Vec::len),
+        Some(0),
+        "nothing left to clean up: {v}"
+    );
+    // The metadata manager shows the source's mtime.
+    let (v, _) = json(&g, &["stat", "/vo1/t/d0/s0/f1"]);
+    let mtime = v["mtime"].as_i64().or_else(|| v["entry"]["mtime"].as_i64());
+    assert_eq!(mtime, Some(1_600_000_061), "{v}");
 
     // Resumed: sync copies exactly what is missing.
     let t = Instant::now();
@@ -446,4 +459,24 @@ fn tree_destinations_are_refused_before_any_data_moves() {
     assert_eq!(code(&o), 0, "{}", text(&o));
     assert_eq!((n(&v, "copied"), n(&v, "skipped")), (1, 3), "{v}");
     download_is(&g, "alice", "/vo1/adir/small/d0/s0/f1", &new, "--checksum");
+
+    // A partial failure: a directory where one file goes. That file is
+    // named with its reason, the others are copied, the exit code is the
+    // failure's (usage, 2).
+    ok(lors(
+        &g,
+        "alice",
+        &["mkdir", "-p", "/vo1/adir/conf/d0/s0/f0"],
+    ));
+    let (v, o) = json(&g, &["sync", s(&small), "lors:/vo1/adir/conf"]);
+    assert_eq!(code(&o), 2, "{}", text(&o));
+    assert_eq!(n(&v, "copied"), 3, "{v}");
+    let failed = v["failed"].as_array().expect("failed");
+    assert_eq!(failed.len(), 1, "{v}");
+    assert_eq!(failed[0]["path"], "/vo1/adir/conf/d0/s0/f0", "{v}");
+    assert!(
+        stderr(&o).contains("/vo1/adir/conf/d0/s0/f0: a directory is in the way"),
+        "{}",
+        text(&o)
+    );
 }
