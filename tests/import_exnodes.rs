@@ -177,6 +177,22 @@ fn a_tree_written_by_the_legacy_path_is_imported_and_read_back_by_path() {
     for (name, data, _) in &files {
         download_is(&g, "alice", &format!("/vo1/imported/{name}"), data, name);
     }
+    // The same exNodes again elsewhere: their file UUIDs are taken (an
+    // exNode of ours keeps its UUID: its checksums and IVs are bound to
+    // it), so each is refused, saying so.
+    let (v, o) = json(&g, &["import-exnodes", s(&xdir), "/vo1/again"]);
+    eprintln!("imported twice: {}", text(&o));
+    assert_eq!(code(&o), 8, "{}", text(&o));
+    let failed = list(&v, "failed");
+    assert_eq!(failed.len(), 3, "{v}");
+    for f in &failed {
+        assert!(
+            f["reason"]
+                .as_str()
+                .is_some_and(|r| r.contains("file UUID") && r.contains("is taken")),
+            "{v}"
+        );
+    }
 
     // --copy: downloaded through the exNodes, uploaded encrypted to the
     // secure depots.

@@ -287,6 +287,11 @@ async fn import_one(grid: &Grid, xnd: &Path, path: &str) -> Result<Option<Import
         })),
         // Registered meanwhile (a concurrent import): left as it is.
         Err(Error::Conflict(_)) if mdm.stat(path).await.is_ok() => Ok(None),
+        // The path is free, the UUID is not.
+        Err(Error::Conflict(m)) => Err(Error::Conflict(format!(
+            "its file UUID {file} is taken (an exNode of ours keeps its UUID, to which its \
+             data is bound; imported before under another path?): {m}"
+        ))),
         Err(e) => Err(e),
     }
 }
