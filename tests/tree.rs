@@ -442,6 +442,21 @@ fn tree_destinations_are_refused_before_any_data_moves() {
     assert_eq!(code(&o), 0, "{}", text(&o));
     assert_same_tree(&small, &out.join("small"), "upload -r, download -r");
 
+    // One file, without -r: into a directory, and back under a new name,
+    // its mtime kept.
+    set_mtime(&a_file, 1_500_000_000);
+    let (v, o) = json(&g, &["cp", s(&a_file), "lors:/vo1/adir"]);
+    assert_eq!(code(&o), 0, "{}", text(&o));
+    assert_eq!(v["dest"], "/vo1/adir/plain", "{v}");
+    let one = home.join("one");
+    let o = lors(&g, "alice", &["cp", "lors:/vo1/adir/plain", s(&one)]);
+    assert_eq!(code(&o), 0, "{}", text(&o));
+    assert_file_is(&one, b"x", "one file back");
+    assert_eq!(
+        std::fs::metadata(&one).expect("metadata").mtime(),
+        1_500_000_000
+    );
+
     // --checksum: a file rewritten with the same size and mtime is
     // unchanged by size and mtime, changed by its contents.
     let f = small.join("d0/s0/f1");

@@ -952,7 +952,13 @@ async fn run(
             drop(permit);
         });
     }
-    while set.join_next().await.is_some() {}
+    while let Some(r) = set.join_next().await {
+        if let Err(e) = r {
+            // A task that panicked: a bug, said as one failure.
+            let e = Error::Local(format!("a copy task failed: {e}"));
+            tally.fail(root.to_string(), &e);
+        }
+    }
     summary.copied = tally.copied.load(Ordering::Relaxed);
     summary.copied_bytes = tally.copied_bytes.load(Ordering::Relaxed);
     summary.deleted = tally.deleted.load(Ordering::Relaxed);
