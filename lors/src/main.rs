@@ -10,6 +10,7 @@ mod cli_files;
 mod cli_keys;
 mod cli_maintenance;
 mod cli_transfer;
+mod cli_tree;
 mod cli_trust;
 
 use std::io::{BufRead, Read};
@@ -79,6 +80,17 @@ enum Command {
     /// Download a file (from the metadata manager or an exNode file),
     /// verifying every block, failing over between replicas and shares
     Download(cli_transfer::DownloadArgs),
+    /// Copy a file or (-r) a directory tree between the local file system
+    /// and the grid (a grid path is written lors:/VO/dir), files in parallel,
+    /// modification times kept
+    Cp(cli_tree::CpArgs),
+    /// Make DEST a copy of the tree SRC: unchanged files skipped (size and
+    /// mtime, or --checksum), --delete removes extraneous ones, --dry-run
+    /// lists; a re-run continues an interrupted copy
+    Sync(cli_tree::SyncArgs),
+    /// Register a tree of existing exNode files (LoRS 0.82 or --xnd) at the
+    /// metadata manager without copying data (--copy: re-upload encrypted)
+    ImportExnodes(cli_tree::ImportArgs),
     /// Add replicas (depot to depot through the client)
     Augment(cli_transfer::AugmentArgs),
     /// Drop mappings and release their allocations
@@ -650,6 +662,9 @@ fn main() -> ExitCode {
         Command::Stat(a) => cli_transfer::stat(a),
         Command::Upload(a) => cli_transfer::upload(a),
         Command::Download(a) => cli_transfer::download(a),
+        Command::Cp(a) => cli_tree::cp(a),
+        Command::Sync(a) => cli_tree::sync(a),
+        Command::ImportExnodes(a) => cli_tree::import_exnodes(a),
         Command::Augment(a) => cli_transfer::augment(a),
         Command::Trim(a) => cli_transfer::trim(a),
         Command::Refresh(a) => cli_transfer::refresh(a),

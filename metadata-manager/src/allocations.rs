@@ -41,6 +41,10 @@ pub struct Facts {
     /// shares), the earliest over the extents. `None` when no extent
     /// ever runs out by the expiry times known.
     pub readable_until: Option<i64>,
+    /// The source file's modification time (Unix seconds), from the
+    /// exNode's top-level integer metadata `mtime` (what `lors cp -r` and
+    /// `lors sync` record); `None` without one.
+    pub mtime: Option<i64>,
 }
 
 /// The stable name of a mapping's allocation, from any of its
@@ -110,10 +114,18 @@ pub fn facts(ex: &Exnode) -> Facts {
             readable_until = Some(readable_until.map_or(until, |r| r.min(until)));
         }
     }
+    let mtime = ex
+        .metadata
+        .iter()
+        .find_map(|m| match (&m.name[..], &m.value) {
+            ("mtime", exnode::Value::Integer(t)) => Some(*t),
+            _ => None,
+        });
     Facts {
         allocations: by_name.into_values().collect(),
         expires,
         readable_until,
+        mtime,
     }
 }
 
@@ -174,6 +186,29 @@ mod tests {
         assert_eq!(f.expires, Some(100));
         // [0,10) lives until 300, [10,20) until 200.
         assert_eq!(f.readable_until, Some(200));
+    }
+
+    #[test]
+    fn the_source_mtime_is_the_integer_metadata_mtime() {
+        let mut ex = Exnode {
+            size: 10,
+            mappings: vec![m(0, 10, "a", None)],
+            ..Exnode::default()
+        };
+        assert_eq!(facts(&ex).mtime, None);
+        ex.metadata.push(exnode::Metadata {
+            name: "mtime".into(),
+            value: exnode::Value::String("1600000000".into()),
+        });
+        assert_eq!(facts(&ex).mtime, None, "only an integer counts");
+        ex.metadata.push(exnode::Metadata {
+            name: "mtime".into(),
+            value: exnode::Value::Integer(1_600_000_000),
+        });
+        assert_eq!(facts(&ex).mtime, Some(1_600_000_000));
+        // And it survives the XML the manager stores.
+        let back = exnode::from_xml(exnode::to_xml(&ex).as_bytes()).expect("parses");
+        assert_eq!(facts(&back).mtime, Some(1_600_000_000));
     }
 
     #[test]

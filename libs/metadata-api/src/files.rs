@@ -134,6 +134,12 @@ pub struct EntryInfo {
     /// stored by an older release that does not parse): damaged.
     #[serde(default, skip_serializing_if = "is_false")]
     pub unreadable: bool,
+    /// A file: the modification time (Unix seconds) of the source file
+    /// its current version was copied from, when the uploader recorded
+    /// one (the exNode's `mtime` metadata: `lors cp -r`, `lors sync`);
+    /// `lors sync` compares it, and downloads set it on the local copy.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mtime: Option<i64>,
 }
 
 fn is_false(b: &bool) -> bool {

@@ -788,6 +788,7 @@ mod tests {
             expires: None,
             readable_until: None,
             unreadable: false,
+            mtime: None,
         }
     }
 

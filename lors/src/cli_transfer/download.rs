@@ -35,6 +35,9 @@ pub struct DownloadArgs {
     /// not fetched again
     #[arg(long)]
     resume: bool,
+    /// Download a directory tree: `lors cp -r lors:SRC DEST` (see `lors cp`)
+    #[arg(short = 'r', long, conflicts_with_all = ["xnd", "resume", "version"])]
+    recursive: bool,
     #[command(flatten)]
     grid: GridArgs,
 }
@@ -51,6 +54,17 @@ pub fn download(a: DownloadArgs) -> Result<u8, Error> {
         .or(cfg.threads.map(|t| t as usize))
         .unwrap_or(DEFAULT_THREADS)
         .max(1);
+    if let (true, Source::Path { path, .. }) = (a.recursive, &src) {
+        let session = crate::cli_tree::Session {
+            settings: lors::client::default_settings(&cfg, &grid),
+            grid,
+            jobs: lors::files::tree::DEFAULT_JOBS,
+            threads,
+            json: a.grid.json,
+            quiet: a.grid.quiet,
+        };
+        return crate::cli_tree::download_r(session, path.clone(), dest);
+    }
     let to_stdout = dest.as_os_str() == "-";
     if a.resume && to_stdout {
         return Err(Error::Usage("--resume needs an output file, not -".into()));

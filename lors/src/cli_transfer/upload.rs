@@ -20,7 +20,7 @@ use super::{
 
 #[derive(Args)]
 pub struct UploadArgs {
-    /// The file to upload, or - for standard input
+    /// The file to upload, or - for standard input (with -r: a directory)
     src: PathBuf,
     /// Destination in the metadata manager: /VO/dir/name
     #[arg(required_unless_present = "xnd")]
@@ -51,6 +51,9 @@ pub struct UploadArgs {
     /// Blocks in flight at once [default: 4]
     #[arg(long, value_name = "N")]
     threads: Option<usize>,
+    /// Upload a directory tree: `lors cp -r SRC lors:DEST` (see `lors cp`)
+    #[arg(short = 'r', long, conflicts_with_all = ["xnd", "resume"])]
+    recursive: bool,
     #[command(flatten)]
     place: PlaceArgs,
     #[command(flatten)]
@@ -62,6 +65,21 @@ pub fn upload(a: UploadArgs) -> Result<u8, Error> {
     let grid = a.grid.grid(&cfg)?;
     let stdin = a.src.as_os_str() == "-";
     let s = settings(&a, &cfg, &grid, stdin);
+    if a.recursive {
+        let dest = a
+            .dest
+            .clone()
+            .ok_or_else(|| Error::Usage("upload -r needs a destination path".into()))?;
+        let session = crate::cli_tree::Session {
+            grid,
+            settings: s,
+            jobs: lors::files::tree::DEFAULT_JOBS,
+            threads: DEFAULT_THREADS,
+            json: a.grid.json,
+            quiet: a.grid.quiet,
+        };
+        return crate::cli_tree::upload_r(session, a.src.clone(), dest);
+    }
     let dest = match (&a.dest, &a.xnd) {
         (Some(p), None) => Dest::Path(p.clone()),
         (None, Some(f)) => Dest::Xnd(f.clone()),

@@ -38,12 +38,14 @@ use crate::transfer::{self, Pool, SecureSetup, Target};
 
 mod access;
 mod download;
+pub mod import;
 mod inflight;
 mod journal;
 mod maintenance;
 mod output;
 mod reader;
 mod retention;
+pub mod tree;
 mod upload;
 mod writer;
 

@@ -83,6 +83,11 @@ pub struct UploadControl {
     /// the journal); it then fails and [`UploadControl::interrupted`] says
     /// what it released.
     pub cancel: CancellationToken,
+    /// The source file's modification time (Unix seconds), recorded in the
+    /// exNode as the top-level integer metadata `mtime` (the metadata
+    /// manager shows it as the entry's `mtime`; `lors cp -r` and `lors
+    /// sync` compare it and set it on downloaded copies).
+    pub mtime: Option<i64>,
     interrupted: Mutex<Option<Interrupted>>,
 }
 
@@ -252,7 +257,7 @@ where
     let hook = inflight.as_ref().map(alloc_hook);
     let x = match transfer::upload_tracked(src, &targets, pool.clone(), &opts, progress, hook).await
     {
-        Ok(x) => x,
+        Ok(x) => with_mtime(x, ctl.mtime),
         Err(e) => {
             ctl.note(&e);
             let left = matches!(e, TransferError::NotFreed { .. });
@@ -293,6 +298,17 @@ where
         seconds: secs,
         mib_per_s: x.size as f64 / (1 << 20) as f64 / secs.max(1e-9),
     })
+}
+
+/// `x` recording the source's modification time (`mtime`), if known.
+fn with_mtime(mut x: Exnode, mtime: Option<i64>) -> Exnode {
+    if let Some(t) = mtime {
+        x.metadata.push(exnode::Metadata {
+            name: "mtime".into(),
+            value: exnode::Value::Integer(t),
+        });
+    }
+    x
 }
 
 /// The journal of this upload's allocations in flight (see

@@ -34,6 +34,7 @@ pub(super) fn view(e: &EntryRow) -> EntryInfo {
         expires: e.expires,
         readable_until: e.readable_until,
         unreadable: e.unreadable,
+        mtime: e.mtime,
     }
 }
 

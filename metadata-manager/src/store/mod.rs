@@ -17,9 +17,10 @@
 //!   versions of each file under it are kept; the nearest directory with
 //!   one decides, else the VO's setting, else the default).
 //! - `versions (file, version, size, stored, exnode, key_id, created_by,
-//!   created_at, expires, readable_until, indexed)`: every version of
+//!   created_at, expires, readable_until, indexed, mtime)`: every version of
 //!   every file with its exNode; `expires` (earliest allocation expiry)
-//!   and `readable_until` ([`crate::allocations::Facts`]) read from it;
+//!   and `readable_until` ([`crate::allocations::Facts`]) read from it,
+//!   and `mtime` (the source file's modification time, if recorded);
 //!   `indexed`: 1 once its `allocations` rows are written, 2 when its
 //!   exNode could not be read to write them, 0 not yet (a version stored
 //!   before migration 3, until the backfill at start reaches it).
@@ -80,7 +81,7 @@ use usage::{charge, exnode_bytes, file_owner, file_vo_owner, signed, wrapped_byt
 pub use versions::{Dropped, Put, VersionInfo};
 
 /// Migrations, applied in order; never edit one that has shipped.
-const MIGRATIONS: &[&[&str]] = &[MIGRATION_1, MIGRATION_2, MIGRATION_3];
+const MIGRATIONS: &[&[&str]] = &[MIGRATION_1, MIGRATION_2, MIGRATION_3, MIGRATION_4];
 
 const MIGRATION_1: &[&str] = &[
     "CREATE TABLE entries (
@@ -184,6 +185,11 @@ const MIGRATION_3: &[&str] = &[
         PRIMARY KEY (file, alloc, version))",
     "ALTER TABLE entries ADD COLUMN keep_versions BIGINT",
 ];
+
+/// The source file's modification time a version's exNode records
+/// (`mtime`, see [`crate::allocations::Facts::mtime`]); `NULL` for
+/// versions stored before and for exNodes without one.
+const MIGRATION_4: &[&str] = &["ALTER TABLE versions ADD COLUMN mtime BIGINT"];
 
 /// Versions kept of each file unless a directory or the VO says otherwise:
 /// the current one and the two before it. A refresh, trim, augment or
@@ -356,6 +362,8 @@ pub struct EntryRow {
     pub readable_until: Option<i64>,
     /// The current version's exNode could not be read (when indexed).
     pub unreadable: bool,
+    /// The source file's modification time the current version records.
+    pub mtime: Option<i64>,
 }
 
 /// One version of a file.
@@ -443,7 +451,9 @@ const ENTRY_COLUMNS: &str =
      (SELECT cv.readable_until FROM versions cv
        WHERE cv.file = e.id AND cv.version = e.current_version) AS cur_readable,
      (SELECT cv.indexed FROM versions cv WHERE cv.file = e.id AND cv.version = e.current_version)
-        AS cur_indexed";
+        AS cur_indexed,
+     (SELECT cv.mtime FROM versions cv WHERE cv.file = e.id AND cv.version = e.current_version)
+        AS cur_mtime";
 
 fn entry_of(row: &AnyRow) -> Result<EntryRow, StoreError> {
     let kind: String = row.try_get("kind")?;
@@ -471,6 +481,7 @@ fn entry_of(row: &AnyRow) -> Result<EntryRow, StoreError> {
         expires: row.try_get("cur_expires")?,
         readable_until: row.try_get("cur_readable")?,
         unreadable: row.try_get::<Option<i64>, _>("cur_indexed")? == Some(2),
+        mtime: row.try_get("cur_mtime")?,
     })
 }
 

@@ -301,7 +301,7 @@ impl Store {
                     }
                 };
                 let res = sqlx::query(
-                    "UPDATE versions SET indexed = $3, expires = $4, readable_until = $5
+                    "UPDATE versions SET indexed = $3, expires = $4, readable_until = $5, mtime = $6
                       WHERE file = $1 AND version = $2 AND indexed = 0",
                 )
                 .bind(&file)
@@ -309,6 +309,7 @@ impl Store {
                 .bind(indexed)
                 .bind(facts.expires)
                 .bind(facts.readable_until)
+                .bind(facts.mtime)
                 .execute(&mut *tx)
                 .await?;
                 if res.rows_affected() == 1 {
@@ -690,8 +691,8 @@ async fn insert_version(
 ) -> Result<(), StoreError> {
     let res = sqlx::query(
         "INSERT INTO versions (file, version, size, stored, exnode, key_id, created_by, created_at,
-                               expires, readable_until, indexed)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, 1)",
+                               expires, readable_until, indexed, mtime)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, 1, $11)",
     )
     .bind(v.file)
     .bind(to_bigint(next))
@@ -703,6 +704,7 @@ async fn insert_version(
     .bind(t)
     .bind(v.facts.expires)
     .bind(v.facts.readable_until)
+    .bind(v.facts.mtime)
     .execute(&mut **tx)
     .await;
     match res {
