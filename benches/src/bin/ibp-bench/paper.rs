@@ -198,11 +198,9 @@ async fn sequence(
     buf: &mut Vec<u8>,
 ) -> anyhow::Result<Vec<(Op, f64)>> {
     let size = data.len() as u64;
-    let mut out = Vec::with_capacity(Op::ALL.len());
-    let mut t = Instant::now();
-    let mut lap = |op: Op, out: &mut Vec<(Op, f64)>| {
-        out.push((op, t.elapsed().as_secs_f64()));
-        t = Instant::now();
+    let mut laps = Laps {
+        t: Instant::now(),
+        out: Vec::with_capacity(Op::ALL.len()),
     };
     let (a, b): (Caps, Caps) = match mode {
         Mode::Legacy => {
@@ -210,19 +208,21 @@ async fn sequence(
                 .legacy_a
                 .allocate(Rid(0), Reliability::Hard, DURATION, size)
                 .await?;
-            lap(Op::Allocate, &mut out);
+            laps.lap(Op::Allocate);
             c.legacy_a.store(&a.write, data).await?;
-            lap(Op::Store, &mut out);
+            laps.lap(Op::Store);
             let n = c.legacy_a.load_into(&a.read, 0, size, buf).await?;
-            lap(Op::Load, &mut out);
+            laps.lap(Op::Load);
             check_load(n, buf, data)?;
+            // The check is not the next operation's time.
+            laps.restart();
             let b = c
                 .legacy_b
                 .allocate(Rid(0), Reliability::Hard, DURATION, size)
                 .await?;
-            lap(Op::Allocate2, &mut out);
+            laps.lap(Op::Allocate2);
             let n = c.legacy_a.copy(&a.read, &b.write, 0, size).await?;
-            lap(Op::Copy, &mut out);
+            laps.lap(Op::Copy);
             check_count("COPY", n, size)?;
             (a, b)
         }
@@ -231,13 +231,13 @@ async fn sequence(
                 .session_a
                 .allocate(Rid(0), Reliability::Hard, DURATION, size)
                 .await?;
-            lap(Op::Allocate, &mut out);
+            laps.lap(Op::Allocate);
             if mode == Mode::Crypto {
                 c.data_a.store(&a.write, FILE, data).await?;
             } else {
                 c.session_a.store(&a.write, FILE, data).await?;
             }
-            lap(Op::Store, &mut out);
+            laps.lap(Op::Store);
             let n = if mode == Mode::Crypto {
                 c.data_a.load_into(&a.read, 0, size, &c.ticket, buf).await?
             } else {
@@ -245,18 +245,20 @@ async fn sequence(
                     .load_into(&a.read, 0, size, &c.ticket, buf)
                     .await?
             };
-            lap(Op::Load, &mut out);
+            laps.lap(Op::Load);
             check_load(n, buf, data)?;
+            // The check is not the next operation's time.
+            laps.restart();
             let b = c
                 .session_b
                 .allocate(Rid(0), Reliability::Hard, DURATION, size)
                 .await?;
-            lap(Op::Allocate2, &mut out);
+            laps.lap(Op::Allocate2);
             let n = c
                 .session_a
                 .copy(&a.read, &b.write, 0, size, &c.copy_grant, FILE)
                 .await?;
-            lap(Op::Copy, &mut out);
+            laps.lap(Op::Copy);
             check_count("secure COPY", n, size)?;
             (a, b)
         }
@@ -272,7 +274,23 @@ async fn sequence(
             c.session_b.decr(&b.manage, 1).await?;
         }
     }
-    Ok(out)
+    Ok(laps.out)
+}
+
+/// Each operation's time, from the end of the previous one (or a restart).
+struct Laps {
+    t: Instant,
+    out: Vec<(Op, f64)>,
+}
+
+impl Laps {
+    fn lap(&mut self, op: Op) {
+        self.out.push((op, self.t.elapsed().as_secs_f64()));
+        self.t = Instant::now();
+    }
+    fn restart(&mut self) {
+        self.t = Instant::now();
+    }
 }
 
 fn check_count(what: &str, n: u64, size: u64) -> anyhow::Result<()> {
