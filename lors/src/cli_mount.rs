@@ -3,6 +3,7 @@
 //! MOUNTPOINT` or `umount MOUNTPOINT` (see `docs/mount.md` and
 //! [`lors::mount`]).
 
+use std::os::unix::fs::DirBuilderExt;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
@@ -58,10 +59,9 @@ pub fn mount(a: MountArgs) -> Result<u8, Error> {
     let client = Arc::new(Client::new(cfg, overrides)?);
     let grid = client.grid()?;
     let rt = crate::runtime_mt()?;
-    let mdm = grid
-        .mdm
-        .as_ref()
-        .ok_or_else(|| Error::Usage("no metadata manager: give --mdm or $LORS_METADATA_URL".into()))?;
+    let mdm = grid.mdm.as_ref().ok_or_else(|| {
+        Error::Usage("no metadata manager: give --mdm or $LORS_METADATA_URL".into())
+    })?;
     let root = rt.block_on(mdm.stat(&a.gridpath))?;
     if root.kind != lors::metadata::EntryKind::Dir {
         return Err(Error::Usage(format!("{}: not a directory", a.gridpath)));
@@ -74,7 +74,12 @@ pub fn mount(a: MountArgs) -> Result<u8, Error> {
         )));
     }
     if let Some(d) = &a.staging_dir {
-        std::fs::create_dir_all(d)
+        // Owner-only when made here; an existing directory is taken as it is
+        // (the staged files in it are owner-only and unlinked at once).
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(d)
             .map_err(|e| Error::Local(format!("cannot make {}: {e}", d.display())))?;
     }
     let opts = MountOptions {

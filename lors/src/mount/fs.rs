@@ -15,8 +15,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use fuser::{
     Errno, FileAttr, FileHandle, FileType, FopenFlags, Generation, INodeNo, KernelConfig,
     LockOwner, OpenAccMode, OpenFlags, RenameFlags, ReplyAttr, ReplyCreate, ReplyData,
-    ReplyDirectory, ReplyEmpty, ReplyEntry, ReplyOpen, ReplyWrite, Request, TimeOrNow,
-    WriteFlags,
+    ReplyDirectory, ReplyEmpty, ReplyEntry, ReplyOpen, ReplyWrite, Request, TimeOrNow, WriteFlags,
 };
 use metadata_api::{EntryInfo, EntryKind};
 
@@ -76,6 +75,9 @@ struct WriteHandle {
     /// Written since the last commit (a new or truncated file is dirty
     /// from the start: closing it stores it).
     dirty: bool,
+    /// The last commit failed and was reported (to close or fsync), and
+    /// nothing was written since: release does not try again.
+    failed: bool,
 }
 
 struct DirEntry {
@@ -342,6 +344,7 @@ impl GridFs {
             ino,
             writer,
             dirty: truncate || existing.is_none(),
+            failed: false,
         })
     }
 
@@ -371,14 +374,22 @@ impl GridFs {
         if !w.dirty {
             return Ok(());
         }
+        w.failed = true;
         let path = lock(&self.inodes).path(w.ino).ok_or(Errno::ENOENT)?;
         let grid = self.grid()?;
         w.writer.set_dest(Dest::Path(path.clone()));
         match self.rt.block_on(w.writer.commit_in(&grid)) {
             Ok(s) => {
                 w.dirty = false;
-                self.stats.versions_committed.fetch_add(1, Ordering::Relaxed);
-                tracing::info!("lors mount: {path}: version {} stored ({} bytes)", s.version, s.size);
+                w.failed = false;
+                self.stats
+                    .versions_committed
+                    .fetch_add(1, Ordering::Relaxed);
+                tracing::info!(
+                    "lors mount: {path}: version {} stored ({} bytes)",
+                    s.version,
+                    s.size
+                );
                 Ok(())
             }
             Err(Error::Conflict(m)) => {
@@ -402,8 +413,10 @@ impl GridFs {
 
     /// Ends a write handle: what `local` and the staging bound count.
     fn close_writer(&self, w: &WriteHandle) {
-        self.staged
-            .fetch_sub(w.writer.written().min(self.staged.load(Ordering::Relaxed)), Ordering::Relaxed);
+        self.staged.fetch_sub(
+            w.writer.written().min(self.staged.load(Ordering::Relaxed)),
+            Ordering::Relaxed,
+        );
         let mut local = lock(&self.local);
         if let Some(l) = local.get_mut(&w.ino) {
             l.writers = l.writers.saturating_sub(1);
@@ -437,6 +450,7 @@ impl GridFs {
             return Err(Errno::EIO);
         }
         w.dirty = true;
+        w.failed = false;
         if let Some(l) = lock(&self.local).get_mut(&w.ino) {
             l.size = size;
             l.mtime = SystemTime::now();
@@ -554,7 +568,9 @@ impl GridFs {
         let local: Vec<u64> = lock(&self.local).keys().copied().collect();
         for i in local {
             if let Some(p) = inodes.path(i) {
-                let parent = p.rsplit_once('/').map(|(d, _)| if d.is_empty() { "/" } else { d });
+                let parent = p
+                    .rsplit_once('/')
+                    .map(|(d, _)| if d.is_empty() { "/" } else { d });
                 if parent == Some(path.as_str()) && !seen.contains(&p) {
                     if let Some(name) = p.rsplit('/').next() {
                         out.push(DirEntry {
@@ -598,7 +614,9 @@ async fn secure_access(grid: &Grid) -> Option<crate::release::SecureAccess> {
     match files::offer(grid, 0, 0, None, crate::depots::Reliability::Hard).await {
         Ok(offer) => crate::release::SecureAccess::from_offer(&offer, trust, cred).ok(),
         Err(e) => {
-            tracing::warn!("lors mount: no depot grants from the L-Bone ({e}): releasing on legacy ports only");
+            tracing::warn!(
+                "lors mount: no depot grants from the L-Bone ({e}): releasing on legacy ports only"
+            );
             None
         }
     }
@@ -738,7 +756,9 @@ impl fuser::Filesystem for GridFs {
             let mdm = Self::mdm(&grid)?;
             match self.rt.block_on(mdm.delete(&path, None)) {
                 Ok(_) => {}
-                Err(Error::Conflict(_)) => return Err(Errno::ENOTEMPTY),
+                Err(Error::BadRequest(m) | Error::Conflict(m)) if m.contains("not empty") => {
+                    return Err(Errno::ENOTEMPTY)
+                }
                 Err(e) => return Err(self.fail("rmdir", &path, &e)),
             }
             lock(&self.inodes).remove(&path);
@@ -939,6 +959,7 @@ impl fuser::Filesystem for GridFs {
                 return Err(Errno::EIO);
             }
             w.dirty = true;
+            w.failed = false;
             if let Some(l) = lock(&self.local).get_mut(&w.ino) {
                 l.size = new;
                 l.mtime = SystemTime::now();
@@ -1011,8 +1032,11 @@ impl fuser::Filesystem for GridFs {
             if let Handle::Write(w) = &*h {
                 let mut w = self.rt.block_on(w.lock());
                 // Normally committed by the flush of close(2); a failure
-                // here has no caller left to tell but the log.
-                let _ = self.commit(&mut w);
+                // here has no caller left to tell but the log, and one
+                // close or fsync already told of does not run again.
+                if !w.failed {
+                    let _ = self.commit(&mut w);
+                }
                 self.close_writer(&w);
             }
         }

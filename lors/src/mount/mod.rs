@@ -127,10 +127,7 @@ impl Unmounter {
     /// Unmounts (files still open lose what they did not commit); no
     /// error when already unmounted.
     pub fn unmount(&self) -> std::io::Result<()> {
-        self.0
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .unmount()
+        self.0.lock().unwrap_or_else(|p| p.into_inner()).unmount()
     }
 }
 
