@@ -59,7 +59,7 @@ struct Local {
 
 enum Handle {
     Read(ReadHandle),
-    Write(tokio::sync::Mutex<WriteHandle>),
+    Write(Box<tokio::sync::Mutex<WriteHandle>>),
 }
 
 struct ReadHandle {
@@ -847,7 +847,7 @@ impl fuser::Filesystem for GridFs {
             }
             let truncate = flags.0 & libc::O_TRUNC != 0;
             let w = self.open_writer(&grid, ino.0, &path, e.as_ref(), truncate)?;
-            Ok(self.new_fh(Handle::Write(tokio::sync::Mutex::new(w))))
+            Ok(self.new_fh(Handle::Write(Box::new(tokio::sync::Mutex::new(w)))))
         })();
         match r {
             Ok(fh) => reply.opened(FileHandle(fh), FopenFlags::empty()),
@@ -891,7 +891,7 @@ impl fuser::Filesystem for GridFs {
             let ino = lock(&self.inodes).ino_of(&path);
             let truncate = flags & libc::O_TRUNC != 0;
             let w = self.open_writer(&grid, ino, &path, existing.as_ref(), truncate)?;
-            let fh = self.new_fh(Handle::Write(tokio::sync::Mutex::new(w)));
+            let fh = self.new_fh(Handle::Write(Box::new(tokio::sync::Mutex::new(w))));
             let attr = self.local_attr(ino).ok_or(Errno::EIO)?;
             Ok((attr, fh))
         })();
