@@ -1,6 +1,7 @@
 //! `lors mount` against a real grid with real FUSE (as root, no libfuse):
 //!
-//! - files of several sizes written through the mount with `std::fs` read
+//! - files of several sizes written through the mount with `std::fs`
+//!   (uploaded while written, or from the stage after a seek back) read
 //!   back through it, from a second mount of the same directory (a second
 //!   host) and with `lors download`; random-offset reads; a partial
 //!   overwrite and a truncation of an existing file; rename, delete,
@@ -296,6 +297,17 @@ fn files_written_through_the_mount_read_back_everywhere() {
         "f3 cut to 100 bytes",
     );
 
+    // Written in order, then a seek back: the upload streamed while
+    // writing is abandoned and the file stored from the stage.
+    let mut want = bytes(3 << 20, 9);
+    let mut f = File::create(a.p("seek-back")).expect("create seek-back");
+    f.write_all(&want).expect("write in order");
+    f.seek(SeekFrom::Start(100)).expect("seek back");
+    f.write_all(b"AGAIN").expect("write at 100");
+    close(f).expect("close stores seek-back");
+    want[100..105].copy_from_slice(b"AGAIN");
+    download_is(&g, "alice", "/vo1/m/seek-back", &want, "seek-back");
+
     // A second host (a second mount of the same directory) sees them.
     let mut b = mount(&g, tmp.path(), "b", "/vo1/m", &[], &[]);
     assert!(
@@ -395,6 +407,11 @@ fn files_written_through_the_mount_read_back_everywhere() {
         "{summary}"
     );
     assert_eq!(summary["conflicts"], 0, "{summary}");
+    // The new files written in order were uploaded while being written.
+    assert!(
+        summary["versions_streamed"].as_u64() >= Some(5),
+        "{summary}"
+    );
     let st = Command::new("fusermount3")
         .arg("-u")
         .arg(&b.dir)

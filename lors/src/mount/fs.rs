@@ -20,10 +20,11 @@ use fuser::{
 use metadata_api::{EntryInfo, EntryKind};
 
 use super::inodes::{child, Inodes, ROOT};
+use super::stream::Stream;
 use super::{MountOptions, MountStats};
 use crate::client::Client;
 use crate::credentials::Error;
-use crate::files::{self, Dest, FileReader, FileWriter, Grid, Source};
+use crate::files::{self, Dest, FileReader, FileWriter, Grid, Source, UploadSettings};
 use crate::metadata::MetadataClient;
 
 /// Bytes copied at a time into the stage of a file opened for writing
@@ -78,6 +79,13 @@ struct WriteHandle {
     /// The last commit failed and was reported (to close or fsync), and
     /// nothing was written since: release does not try again.
     failed: bool,
+    /// The version commits must replace (see `FileWriter::expect_version`).
+    base: u64,
+    settings: UploadSettings,
+    /// Nothing written yet to an empty stage: a first write at offset 0
+    /// starts streaming the upload ([`Stream`]).
+    streamable: bool,
+    stream: Option<Stream>,
 }
 
 struct DirEntry {
@@ -294,7 +302,7 @@ impl GridFs {
         let mut writer = FileWriter::create(
             grid,
             Dest::Path(path.to_owned()),
-            settings,
+            settings.clone(),
             self.opts.staging_dir.as_deref(),
         )
         .map_err(|e| {
@@ -345,6 +353,10 @@ impl GridFs {
             writer,
             dirty: truncate || existing.is_none(),
             failed: false,
+            base,
+            settings,
+            streamable: truncate || existing.is_none_or(|e| e.size == 0),
+            stream: None,
         })
     }
 
@@ -376,12 +388,40 @@ impl GridFs {
         }
         w.failed = true;
         let path = lock(&self.inodes).path(w.ino).ok_or(Errno::ENOENT)?;
+        if let Some(st) = w.stream.take() {
+            if st.sent == w.writer.written() && st.path == path {
+                match self.rt.block_on(st.finish()) {
+                    Ok(s) => {
+                        w.writer.expect_version(Some(s.version));
+                        w.base = s.version;
+                        w.dirty = false;
+                        w.failed = false;
+                        self.stats.versions_committed.fetch_add(1, Ordering::Relaxed);
+                        self.stats.versions_streamed.fetch_add(1, Ordering::Relaxed);
+                        tracing::info!(
+                            "lors mount: {path}: version {} stored ({} bytes, streamed)",
+                            s.version,
+                            s.size
+                        );
+                        return Ok(());
+                    }
+                    // Stored from the stage instead (which also tells a
+                    // conflict apart from a failure).
+                    Err(e) => tracing::info!(
+                        "lors mount: {path}: the streaming upload failed ({e}); storing from the stage"
+                    ),
+                }
+            } else {
+                st.abandon();
+            }
+        }
         let grid = self.grid()?;
         w.writer.set_dest(Dest::Path(path.clone()));
         match self.rt.block_on(w.writer.commit_in(&grid)) {
             Ok(s) => {
                 w.dirty = false;
                 w.failed = false;
+                w.base = s.version;
                 self.stats
                     .versions_committed
                     .fetch_add(1, Ordering::Relaxed);
@@ -442,6 +482,12 @@ impl GridFs {
     }
 
     fn resize(&self, w: &mut WriteHandle, size: u64) -> Result<(), Errno> {
+        w.streamable = false;
+        if w.stream.as_ref().is_some_and(|s| s.sent != size) {
+            if let Some(s) = w.stream.take() {
+                s.abandon();
+            }
+        }
         let old = w.writer.written();
         self.reserve(old, size)?;
         if let Err(e) = w.writer.set_len(size) {
@@ -474,6 +520,32 @@ impl GridFs {
         let r = self.resize(&mut w, size).and_then(|()| self.commit(&mut w));
         self.close_writer(&w);
         r
+    }
+
+    /// Starts streaming at the first write (at offset 0 of an empty
+    /// stage), sends each write that follows the previous one, and
+    /// abandons the stream at any other write or when its upload failed.
+    fn feed_stream(&self, w: &mut WriteHandle, offset: u64, data: &[u8]) {
+        if std::mem::take(&mut w.streamable) && offset == 0 {
+            let path = lock(&self.inodes).path(w.ino);
+            if let (Ok(grid), Some(path)) = (self.client.grid(), path) {
+                w.stream = Some(Stream::start(
+                    &self.rt,
+                    grid,
+                    path,
+                    w.settings.clone(),
+                    w.base,
+                ));
+            }
+        }
+        let Some(st) = w.stream.as_mut() else {
+            return;
+        };
+        if offset != st.sent || !self.rt.block_on(st.send(data)) {
+            if let Some(st) = w.stream.take() {
+                st.abandon();
+            }
+        }
     }
 
     fn writer_of(&self, ino: u64) -> Option<Arc<Handle>> {
@@ -960,6 +1032,7 @@ impl fuser::Filesystem for GridFs {
             }
             w.dirty = true;
             w.failed = false;
+            self.feed_stream(w, offset, data);
             if let Some(l) = lock(&self.local).get_mut(&w.ino) {
                 l.size = new;
                 l.mtime = SystemTime::now();

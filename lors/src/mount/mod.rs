@@ -30,6 +30,7 @@
 
 mod fs;
 mod inodes;
+mod stream;
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -80,6 +81,8 @@ pub struct MountStats {
     pub bytes_read: AtomicU64,
     pub bytes_written: AtomicU64,
     pub versions_committed: AtomicU64,
+    /// Of those, uploaded while being written (see `stream.rs`).
+    pub versions_streamed: AtomicU64,
     pub commits_failed: AtomicU64,
     pub conflicts: AtomicU64,
 }
@@ -92,6 +95,7 @@ pub struct MountSummary {
     pub bytes_read: u64,
     pub bytes_written: u64,
     pub versions_committed: u64,
+    pub versions_streamed: u64,
     pub commits_failed: u64,
     pub conflicts: u64,
 }
@@ -105,6 +109,7 @@ impl MountStats {
             bytes_read: get(&self.bytes_read),
             bytes_written: get(&self.bytes_written),
             versions_committed: get(&self.versions_committed),
+            versions_streamed: get(&self.versions_streamed),
             commits_failed: get(&self.commits_failed),
             conflicts: get(&self.conflicts),
         }
