@@ -17,7 +17,8 @@
 //!   [`MountOptions::staging_max_bytes`], ENOSPC past it). Opened without
 //!   `O_TRUNC`, its current content is copied into the stage first. It is
 //!   committed as a new version on `close` (FUSE flush) and `fsync`, with
-//!   the configured redundancy and security; a commit that fails returns
+//!   the configured redundancy and security (a file written in order is
+//!   uploaded while it is written, see `stream.rs`); a commit that fails returns
 //!   an error from that `close`/`fsync` and registers nothing.
 //! - Optimistic concurrency: a commit replaces only the version that was
 //!   current when the file was opened (or the one its previous commit
