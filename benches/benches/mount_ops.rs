@@ -19,7 +19,10 @@
 //! Run with `cargo bench -p ibp-benches --bench mount_ops` as root (FUSE;
 //! set `CARGO_TARGET_DIR` as for the other benches). Scale with
 //! `MOUNT_OPS_BIG_MIB` (1024), `MOUNT_OPS_RANDOM_READS` (4000) and
-//! `MOUNT_OPS_REPS` (2, best of, for the sequential comparisons). Targets
+//! `MOUNT_OPS_REPS` (2, best of, for the sequential comparisons); stage in
+//! another directory (`--staging-dir`, e.g. a tmpfs) with
+//! `MOUNT_OPS_STAGING_DIR` (default: under the benchmark's temporary
+//! directory, on disk). Targets
 //! are printed next to the figures, never fatal; a wrong byte or a failed
 //! command is.
 
@@ -89,7 +92,10 @@ impl Mount {
         let dir = work.join("mnt");
         std::fs::create_dir_all(&dir)?;
         let log = work.join("mount.log");
-        let stage = work.join("stage");
+        let stage = std::env::var_os("MOUNT_OPS_STAGING_DIR")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| work.join("stage"));
+        println!("staging in {}", stage.display());
         let mut c = grid.lors(USER);
         c.args(["mount", griddir])
             .arg(&dir)
