@@ -9,6 +9,7 @@
 //! - two mounts writing one file: the second close fails with EBUSY and
 //!   the metadata manager keeps the first one's content;
 //! - a depot killed while a file (two copies) is read through the mount;
+//!   with every depot dead, a close fails with EIO and registers nothing;
 //! - the proxy expiring under a mount: EACCES with one log line, and
 //!   working again once a fresh proxy is there;
 //! - unmounting by SIGTERM and by `fusermount3 -u`: lors exits 0 and the
@@ -461,6 +462,22 @@ fn a_depot_killed_while_reading_through_the_mount() {
         .expect("the rest, after the depot died");
     got.extend_from_slice(&rest);
     assert!(got == data, "the file reads back whole with depot 0 dead");
+
+    // With every depot dead, a commit fails: close says EIO and nothing
+    // is registered.
+    g.kill_depot(1);
+    g.kill_depot(2);
+    let mut f = File::create(m.p("lost")).expect("create lost");
+    f.write_all(&bytes(1 << 20, 8)).expect("staged");
+    let e = close(f).expect_err("close with no depot alive");
+    assert_eq!(e.raw_os_error(), Some(libc::EIO), "{e}");
+    let o = lors(&g, "alice", &["stat", "/vo1/k/lost"]);
+    assert_eq!(code(&o), 7, "nothing registered: {}", text(&o));
+    assert!(
+        m.log_text().contains("/vo1/k/lost: not stored"),
+        "{}",
+        m.log_text()
+    );
 }
 
 #[test]
