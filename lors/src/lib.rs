@@ -37,6 +37,7 @@ pub mod lors_e2e;
 pub mod maintenance;
 pub use ibp_https::client as https;
 pub mod metadata;
+pub mod mount;
 pub mod names;
 pub mod release;
 pub mod transfer;

@@ -9,6 +9,7 @@ mod cli_docs;
 mod cli_files;
 mod cli_keys;
 mod cli_maintenance;
+mod cli_mount;
 mod cli_transfer;
 mod cli_tree;
 mod cli_trust;
@@ -138,6 +139,9 @@ enum Command {
     /// Release what killed uploads left allocated on the depots (from the
     /// journals of allocations in flight); --dry-run lists it
     Cleanup(cli_cleanup::CleanupArgs),
+    /// Mount a metadata-manager directory as a file system (FUSE) until
+    /// Ctrl-C, SIGTERM or `fusermount3 -u MOUNTPOINT`
+    Mount(cli_mount::MountArgs),
     /// Print a completion script for bash, zsh or fish (e.g. `lors
     /// completions bash > /etc/bash_completion.d/lors`)
     Completions(cli_docs::CompletionsArgs),
@@ -684,6 +688,7 @@ fn main() -> ExitCode {
         Command::Members(c) => cli_files::members(c),
         Command::Trust(c) => cli_trust::trust(c),
         Command::Cleanup(a) => cli_cleanup::cleanup(a),
+        Command::Mount(a) => cli_mount::mount(a),
         Command::Completions(a) => cli_docs::completions(a),
         Command::Man(a) => cli_docs::man(a),
     };

@@ -72,6 +72,21 @@ impl GridArgs {
     /// A proxy that is there must not have expired (refused here, before
     /// any request); none at all is fine until something needs one
     /// (plain IBP depots and exNode files do not).
+    /// These options over the configuration, for a long-lived
+    /// [`lors::client::Client`] (`lors mount`).
+    pub(crate) fn overrides(&self, cfg: &Config) -> lors::client::Overrides {
+        let proxy = self.proxy.clone().unwrap_or_else(|| cfg.proxy_path());
+        let _ = PROXY_PATH.set(proxy.clone());
+        lors::client::Overrides {
+            lbone: self.lbone.clone(),
+            mdm: self.mdm.clone(),
+            trust: self.trust.clone(),
+            proxy: Some(proxy),
+            key: self.key.clone(),
+            timeout: Some(Duration::from_secs(self.timeout.max(1))),
+        }
+    }
+
     pub(crate) fn grid(&self, cfg: &Config) -> Result<Grid, Error> {
         let proxy = self.proxy.clone().unwrap_or_else(|| cfg.proxy_path());
         let _ = PROXY_PATH.set(proxy.clone());

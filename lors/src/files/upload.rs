@@ -88,6 +88,12 @@ pub struct UploadControl {
     /// manager shows it as the entry's `mtime`; `lors cp -r` and `lors
     /// sync` compare it and set it on downloaded copies).
     pub mtime: Option<i64>,
+    /// Store only over this version of the destination (0: the file must
+    /// not exist yet): another current version refuses the upload with
+    /// [`Error::Conflict`] before any data moves, and the put is based on
+    /// it, so a version registered meanwhile makes the metadata manager
+    /// refuse it too (409). `None`: over whatever version is current.
+    pub base_version: Option<u64>,
     interrupted: Mutex<Option<Interrupted>>,
 }
 
@@ -221,6 +227,13 @@ where
     let started = Instant::now();
     refuse_secure_xnd(dest, s)?;
     let (file, base_version) = file_and_version(grid, dest, size_hint, s.block_size).await?;
+    if let Some(want) = ctl.base_version.filter(|w| *w != base_version) {
+        return Err(Error::Conflict(format!(
+            "{}: its current version is {base_version}, not {want} as when it was opened \
+             (another writer stored a version meanwhile); nothing was stored",
+            dest_text(dest)
+        )));
+    }
     let mut plan = Plan {
         file,
         base_version,
