@@ -550,6 +550,22 @@ impl GridFs {
         }
     }
 
+    /// flush and fsync: a writer's stage stored as a new version (a
+    /// reader has nothing to store), answered on `reply`.
+    fn commit_handle(&self, fh: FileHandle, reply: fuser::ReplyEmpty) {
+        let r = self.handle(fh).and_then(|h| match &*h {
+            Handle::Read(_) => Ok(()),
+            Handle::Write(w) => {
+                let mut w = self.rt.block_on(w.lock());
+                self.commit(&mut w)
+            }
+        });
+        match r {
+            Ok(()) => reply.ok(),
+            Err(e) => reply.error(e),
+        }
+    }
+
     fn writer_of(&self, ino: u64) -> Option<Arc<Handle>> {
         let handles = lock(&self.handles);
         handles

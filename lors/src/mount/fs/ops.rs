@@ -362,17 +362,7 @@ impl fuser::Filesystem for GridFs {
         _lock_owner: LockOwner,
         reply: ReplyEmpty,
     ) {
-        let r = self.handle(fh).and_then(|h| match &*h {
-            Handle::Read(_) => Ok(()),
-            Handle::Write(w) => {
-                let mut w = self.rt.block_on(w.lock());
-                self.commit(&mut w)
-            }
-        });
-        match r {
-            Ok(()) => reply.ok(),
-            Err(e) => reply.error(e),
-        }
+        self.commit_handle(fh, reply)
     }
 
     fn fsync(
@@ -383,17 +373,7 @@ impl fuser::Filesystem for GridFs {
         _datasync: bool,
         reply: ReplyEmpty,
     ) {
-        let r = self.handle(fh).and_then(|h| match &*h {
-            Handle::Read(_) => Ok(()),
-            Handle::Write(w) => {
-                let mut w = self.rt.block_on(w.lock());
-                self.commit(&mut w)
-            }
-        });
-        match r {
-            Ok(()) => reply.ok(),
-            Err(e) => reply.error(e),
-        }
+        self.commit_handle(fh, reply)
     }
 
     fn release(
