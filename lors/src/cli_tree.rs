@@ -260,7 +260,18 @@ fn run_tree(s: Session, job: Job) -> Result<u8, Error> {
     let rt = crate::runtime_mt()?;
     let signal = Arc::new(AtomicI32::new(0));
     let r = rt.block_on(async {
-        watch_signals(cancel.clone(), signal.clone(), display.bar.clone())?;
+        // SIGINT or SIGTERM: no new file starts, uploads in flight
+        // release what they allocated; a second signal exits at once.
+        crate::cli_transfer::watch_signals(
+            cancel.clone(),
+            signal.clone(),
+            display.bar.clone(),
+            "lors: interrupted: finishing no new file; the files in flight stop and \
+             release what they stored (interrupt again to exit at once). \
+             `lors sync` with the same source and destination continues",
+            "lors: interrupted again: exiting now; `lors cleanup` releases what the \
+             files in flight left on the depots",
+        )?;
         tree::copy_tree(&s.grid, &job.src, &job.dest, &opts).await
     });
     drop(rt);
@@ -322,50 +333,6 @@ impl Display {
             b.finish_and_clear();
         }
     }
-}
-
-/// SIGINT or SIGTERM cancels the tree: no new file starts, uploads in
-/// flight release what they allocated; a second signal exits at once.
-fn watch_signals(
-    cancel: CancellationToken,
-    signal: Arc<AtomicI32>,
-    bar: Option<indicatif::ProgressBar>,
-) -> Result<(), Error> {
-    use tokio::signal::unix::{signal as listen, SignalKind};
-    let listen_err = |e: std::io::Error| Error::Local(format!("cannot catch signals: {e}"));
-    let mut int = listen(SignalKind::interrupt()).map_err(listen_err)?;
-    let mut term = listen(SignalKind::terminate()).map_err(listen_err)?;
-    let say = move |msg: &str| match &bar {
-        Some(b) => b.suspend(|| eprintln!("{msg}")),
-        None => eprintln!("{msg}"),
-    };
-    tokio::spawn(async move {
-        loop {
-            let sig = tokio::select! {
-                Some(()) = int.recv() => libc::SIGINT,
-                Some(()) = term.recv() => libc::SIGTERM,
-                else => return,
-            };
-            if signal
-                .compare_exchange(0, sig, Ordering::SeqCst, Ordering::SeqCst)
-                .is_ok()
-            {
-                say(
-                    "lors: interrupted: finishing no new file; the files in flight stop and \
-                     release what they stored (interrupt again to exit at once). \
-                     `lors sync` with the same source and destination continues",
-                );
-                cancel.cancel();
-            } else {
-                say(
-                    "lors: interrupted again: exiting now; `lors cleanup` releases what the \
-                     files in flight left on the depots",
-                );
-                std::process::exit(128 + sig);
-            }
-        }
-    });
-    Ok(())
 }
 
 fn report(s: &TreeSummary, json: bool, quiet: bool) -> Result<(), Error> {

@@ -248,6 +248,52 @@ fn bar_total(bar: &indicatif::ProgressBar, total: u64) {
     bar.reset_eta();
 }
 
+/// SIGINT or SIGTERM during a transfer: the first one is recorded in
+/// `signal` (for the exit status), `first` is said and `cancel` cancelled
+/// (the transfer stops and releases what it allocated); a second one says
+/// `again` and exits at once (128 + the signal). Messages go above the
+/// progress bar if there is one.
+///
+/// Only these two signals are caught; SIGPIPE stays as it is (ignored,
+/// see `quiet_on_closed_stdout` in main.rs).
+pub(crate) fn watch_signals(
+    cancel: tokio_util::sync::CancellationToken,
+    signal: Arc<std::sync::atomic::AtomicI32>,
+    bar: Option<indicatif::ProgressBar>,
+    first: &'static str,
+    again: &'static str,
+) -> Result<(), Error> {
+    use std::sync::atomic::Ordering;
+    use tokio::signal::unix::{signal as listen, SignalKind};
+    let listen_err = |e: std::io::Error| Error::Local(format!("cannot catch signals: {e}"));
+    let mut int = listen(SignalKind::interrupt()).map_err(listen_err)?;
+    let mut term = listen(SignalKind::terminate()).map_err(listen_err)?;
+    let say = move |msg: &str| match &bar {
+        Some(b) => b.suspend(|| eprintln!("{msg}")),
+        None => eprintln!("{msg}"),
+    };
+    tokio::spawn(async move {
+        loop {
+            let sig = tokio::select! {
+                Some(()) = int.recv() => libc::SIGINT,
+                Some(()) = term.recv() => libc::SIGTERM,
+                else => return,
+            };
+            if signal
+                .compare_exchange(0, sig, Ordering::SeqCst, Ordering::SeqCst)
+                .is_ok()
+            {
+                say(first);
+                cancel.cancel();
+            } else {
+                say(again);
+                std::process::exit(128 + sig);
+            }
+        }
+    });
+    Ok(())
+}
+
 fn print_json<T: Serialize>(v: &T) -> Result<(), Error> {
     let text = serde_json::to_string_pretty(v)
         .map_err(|e| Error::Local(format!("cannot format the answer: {e}")))?;

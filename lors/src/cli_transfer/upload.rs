@@ -14,8 +14,8 @@ use lors::files::{self, Dest, Grid, UploadControl, UploadSettings, UploadSummary
 use lors::transfer::Redundancy;
 
 use super::{
-    config, human_size, print_json, progress_bar, GridArgs, Level, PlaceArgs, DEFAULT_BLOCK_SIZE,
-    DEFAULT_THREADS,
+    config, human_size, print_json, progress_bar, watch_signals, GridArgs, Level, PlaceArgs,
+    DEFAULT_BLOCK_SIZE, DEFAULT_THREADS,
 };
 
 #[derive(Args)]
@@ -109,11 +109,21 @@ pub fn upload(a: UploadArgs) -> Result<u8, Error> {
     let ctl = UploadControl::journaled(journal.as_deref());
     let signal = Arc::new(AtomicI32::new(0));
     let summary = rt.block_on(async {
+        // Ctrl-C or SIGTERM stops the upload, which releases what it
+        // allocated (with --resume, keeps the blocks stored).
         watch_signals(
-            &ctl,
+            ctl.cancel.clone(),
             signal.clone(),
-            journal.is_some(),
             bar.as_ref().map(|(b, _)| b.clone()),
+            if journal.is_some() {
+                "lors: interrupted: stopping the upload; the blocks stored so far are kept \
+                 (interrupt again to exit at once)"
+            } else {
+                "lors: interrupted: stopping the upload and releasing the allocations it made \
+                 (interrupt again to exit at once, leaving them for `lors cleanup`)"
+            },
+            "lors: interrupted again: exiting now; allocations of this upload may be left \
+             on the depots: `lors cleanup` releases them",
         )?;
         let progress = bar.as_ref().map(|(_, p)| p.clone());
         if stdin {
@@ -151,59 +161,6 @@ pub fn upload(a: UploadArgs) -> Result<u8, Error> {
         print_summary(&summary);
     }
     Ok(exit::OK)
-}
-
-/// Ctrl-C (SIGINT) or SIGTERM during the upload cancels `ctl`: the upload
-/// stops and releases what it allocated (with `--resume`, keeps the blocks
-/// stored). The signal is recorded in `signal` for the exit status. A
-/// second one exits at once, leaving whatever is still allocated.
-///
-/// Only these two signals are caught; SIGPIPE stays as it is (ignored,
-/// see `quiet_on_closed_stdout` in main.rs).
-fn watch_signals(
-    ctl: &UploadControl,
-    signal: Arc<AtomicI32>,
-    resume: bool,
-    bar: Option<indicatif::ProgressBar>,
-) -> Result<(), Error> {
-    use tokio::signal::unix::{signal as listen, SignalKind};
-    let listen_err = |e: std::io::Error| Error::Local(format!("cannot catch signals: {e}"));
-    let mut int = listen(SignalKind::interrupt()).map_err(listen_err)?;
-    let mut term = listen(SignalKind::terminate()).map_err(listen_err)?;
-    let cancel = ctl.cancel.clone();
-    let say = move |msg: &str| match &bar {
-        Some(b) => b.suspend(|| eprintln!("{msg}")),
-        None => eprintln!("{msg}"),
-    };
-    tokio::spawn(async move {
-        loop {
-            let sig = tokio::select! {
-                Some(()) = int.recv() => libc::SIGINT,
-                Some(()) = term.recv() => libc::SIGTERM,
-                else => return,
-            };
-            if signal
-                .compare_exchange(0, sig, Ordering::SeqCst, Ordering::SeqCst)
-                .is_ok()
-            {
-                say(if resume {
-                    "lors: interrupted: stopping the upload; the blocks stored so far are kept \
-                     (interrupt again to exit at once)"
-                } else {
-                    "lors: interrupted: stopping the upload and releasing the allocations it made \
-                     (interrupt again to exit at once, leaving them for `lors cleanup`)"
-                });
-                cancel.cancel();
-            } else {
-                say(
-                    "lors: interrupted again: exiting now; allocations of this upload may be left \
-                     on the depots: `lors cleanup` releases them",
-                );
-                std::process::exit(128 + sig);
-            }
-        }
-    });
-    Ok(())
 }
 
 /// Says what an upload stopped by `sig` released or kept; its exit
