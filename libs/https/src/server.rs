@@ -8,6 +8,14 @@
 //! connection closes after it: the unread rest of the body cannot be told
 //! from a next request, and a keep-alive client must not send one there.
 //!
+//! It also closes gently: the server sends its close (TLS `close_notify`,
+//! then FIN) and drains what the client is still sending, for at most
+//! [`LINGER_MAX_TIME`] and [`LINGER_MAX_BYTES`]. A client that writes its
+//! whole body before reading (many HTTP stacks do, and a busy one always
+//! may) would otherwise have its next segment answered by a reset, failing
+//! its write and losing the response ("broken pipe" instead of the
+//! refusal). This is the "lingering close" of RFC 9112 section 9.6.
+//!
 //! Every request carries two extensions: [`PeerChain`] (the client's
 //! certificate chain, leaf first, or `None`) and [`RemoteAddr`].
 
@@ -226,6 +234,8 @@ impl Connection {
                 .peer_certificates()
                 .map(|certs| certs.iter().map(|c| c.clone().into_owned()).collect()),
         );
+        let linger = Arc::new(AtomicBool::new(false));
+        let tls = Lingering::new(tls, linger.clone());
         let bodies = BodyDeadline {
             timeout: self.opts.body_timeout,
             min_rate: self.opts.body_min_rate.max(1),
@@ -233,22 +243,27 @@ impl Connection {
         let svc = TowerToHyperService::new(
             self.router
                 .layer(axum::middleware::from_fn(
-                    move |req: axum::extract::Request, next: axum::middleware::Next| async move {
-                        let read = Arc::new(AtomicBool::new(false));
-                        let req = req.map(|b| axum::body::Body::new(bodies.wrap(b, read.clone())));
-                        let mut resp = next.run(req).await;
-                        // A response sent before the whole request body was
-                        // read (a refusal that did not wait for the body):
-                        // hyper then closes the connection, and says so, so
-                        // that a keep-alive client does not send its next
-                        // request on a connection about to close.
-                        if !read.load(Ordering::Acquire) {
-                            resp.headers_mut().insert(
-                                hyper::header::CONNECTION,
-                                hyper::header::HeaderValue::from_static("close"),
-                            );
+                    move |req: axum::extract::Request, next: axum::middleware::Next| {
+                        let linger = linger.clone();
+                        async move {
+                            let read = Arc::new(AtomicBool::new(false));
+                            let req =
+                                req.map(|b| axum::body::Body::new(bodies.wrap(b, read.clone())));
+                            let mut resp = next.run(req).await;
+                            // A response sent before the whole request body was
+                            // read (a refusal that did not wait for the body):
+                            // hyper then closes the connection, and says so, so
+                            // that a keep-alive client does not send its next
+                            // request on a connection about to close.
+                            if !read.load(Ordering::Acquire) {
+                                linger.store(true, Ordering::Release);
+                                resp.headers_mut().insert(
+                                    hyper::header::CONNECTION,
+                                    hyper::header::HeaderValue::from_static("close"),
+                                );
+                            }
+                            resp
                         }
-                        resp
                     },
                 ))
                 .layer(axum::Extension(peer))
@@ -284,6 +299,108 @@ impl Connection {
         };
         if let Err(e) = result {
             tracing::debug!(%remote, error = %e, "connection ended with an error");
+        }
+    }
+}
+
+/// Longest the server drains a request body it did not read, after
+/// responding and closing its side (see the module's documentation).
+pub const LINGER_MAX_TIME: Duration = Duration::from_secs(2);
+
+/// Most bytes the server drains of a request body it did not read.
+pub const LINGER_MAX_BYTES: u64 = 64 << 20;
+
+/// A connection's stream that, once told a response went out before its
+/// request body was read (`linger`), drains the client's writes after its
+/// own shutdown: see the module's documentation.
+struct Lingering<T> {
+    inner: T,
+    linger: Arc<AtomicBool>,
+    drain: Option<Drain>,
+}
+
+struct Drain {
+    deadline: Pin<Box<tokio::time::Sleep>>,
+    left: u64,
+}
+
+impl<T> Lingering<T> {
+    fn new(inner: T, linger: Arc<AtomicBool>) -> Lingering<T> {
+        Lingering {
+            inner,
+            linger,
+            drain: None,
+        }
+    }
+}
+
+impl<T: tokio::io::AsyncRead + Unpin> tokio::io::AsyncRead for Lingering<T> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_read(cx, buf)
+    }
+}
+
+impl<T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin> tokio::io::AsyncWrite
+    for Lingering<T>
+{
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        let this = &mut *self;
+        if this.drain.is_none() {
+            std::task::ready!(Pin::new(&mut this.inner).poll_shutdown(cx))?;
+            if !this.linger.load(Ordering::Acquire) {
+                return Poll::Ready(Ok(()));
+            }
+            this.drain = Some(Drain {
+                deadline: Box::pin(tokio::time::sleep(LINGER_MAX_TIME)),
+                left: LINGER_MAX_BYTES,
+            });
+        }
+        let Some(drain) = this.drain.as_mut() else {
+            return Poll::Ready(Ok(()));
+        };
+        let mut scratch = [0u8; 16 * 1024];
+        loop {
+            if drain.left == 0 || drain.deadline.as_mut().poll(cx).is_ready() {
+                return Poll::Ready(Ok(()));
+            }
+            let mut buf = tokio::io::ReadBuf::new(&mut scratch);
+            match Pin::new(&mut this.inner).poll_read(cx, &mut buf) {
+                // The client's end (or an error): nothing more to wait for.
+                Poll::Ready(Ok(())) if buf.filled().is_empty() => return Poll::Ready(Ok(())),
+                Poll::Ready(Err(_)) => return Poll::Ready(Ok(())),
+                Poll::Ready(Ok(())) => {
+                    drain.left = drain.left.saturating_sub(buf.filled().len() as u64);
+                }
+                Poll::Pending => return Poll::Pending,
+            }
         }
     }
 }

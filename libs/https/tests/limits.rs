@@ -197,6 +197,70 @@ async fn a_trickled_body_is_cut_and_a_fast_one_is_not() {
     server.stop().await;
 }
 
+/// A response sent before the body was read still reaches a client that
+/// writes its whole body before reading (as a busy client's HTTP stack may
+/// do): the server closes its side, then drains what the client is still
+/// sending, so the client's writes succeed and the response is there to
+/// read. Closing with the body unread would answer the client's next
+/// segments with a reset, which fails its write ("broken pipe") and, on
+/// most stacks, discards the response (the metadata manager's CI saw it
+/// with a 630 KiB exNode refused before it was read).
+#[tokio::test]
+async fn a_refusal_before_a_large_body_is_read_reaches_a_client_still_writing() {
+    let pki = pki();
+    let server = Server::start(&pki, ServeOptions::default()).await;
+    let body = vec![b'x'; 8 << 20];
+    let mut tls = tls_from(&pki, OTHER, server.addr).await;
+    tls.write_all(
+        format!(
+            "POST /refuse HTTP/1.1\r\nHost: localhost\r\nContent-Length: {}\r\n\r\n",
+            body.len()
+        )
+        .as_bytes(),
+    )
+    .await
+    .unwrap();
+    tokio::time::timeout(Duration::from_secs(10), tls.write_all(&body))
+        .await
+        .expect("the server drains the body")
+        .expect("the body is written without a reset");
+    let (answer, _) = until_closed(&mut tls, Duration::from_secs(5)).await;
+    assert!(answer.starts_with("HTTP/1.1 503"), "{answer}");
+    assert!(answer.ends_with("busy"), "{answer}");
+    server.stop().await;
+}
+
+/// The drain is bounded: a client that keeps sending past the drain's
+/// limit after a refusal is cut off.
+#[tokio::test]
+async fn the_drain_after_a_refusal_is_bounded() {
+    let pki = pki();
+    let server = Server::start(&pki, ServeOptions::default()).await;
+    let mut tls = tls_from(&pki, OTHER, server.addr).await;
+    tls.write_all(
+        b"POST /refuse HTTP/1.1\r\nHost: localhost\r\nContent-Length: 1000000000000\r\n\r\n",
+    )
+    .await
+    .unwrap();
+    let chunk = vec![b'x'; 1 << 20];
+    let mut sent = 0u64;
+    let cut = tokio::time::timeout(Duration::from_secs(30), async {
+        loop {
+            if tls.write_all(&chunk).await.is_err() {
+                return;
+            }
+            sent += chunk.len() as u64;
+        }
+    })
+    .await;
+    assert!(cut.is_ok(), "still draining after {sent} bytes");
+    assert!(
+        sent <= ibp_https::server::LINGER_MAX_BYTES + (16 << 20),
+        "{sent} bytes drained"
+    );
+    server.stop().await;
+}
+
 /// A response sent before the request body was read says `Connection:
 /// close` and the server closes: a keep-alive client that kept the
 /// connection would send its next request into a closing socket (seen as
