@@ -322,6 +322,30 @@ fn files_written_through_the_mount_read_back_everywhere() {
     want[100..105].copy_from_slice(b"AGAIN");
     download_is(&g, "alice", "/vo1/m/seek-back", &want, "seek-back");
 
+    // A program started while a file is open for writing (its child
+    // closes the copy of the descriptor at exec: a FLUSH from another
+    // process) stores nothing; the opener's close stores the whole file,
+    // as one version.
+    let whole = bytes(300_000, 77);
+    let mut f = File::create(a.p("forked")).expect("create forked");
+    f.write_all(&whole[..100_000]).expect("first part");
+    let st = Command::new("true").status().expect("run true");
+    assert!(st.success());
+    let early = lors(&g, "alice", &["stat", "/vo1/m/forked"]);
+    assert_eq!(
+        code(&early),
+        7,
+        "not stored by the child's close: {}",
+        text(&early)
+    );
+    f.write_all(&whole[100_000..]).expect("second part");
+    close(f).expect("the opener's close stores forked");
+    download_is(&g, "alice", "/vo1/m/forked", &whole, "forked");
+    let st: serde_json::Value =
+        serde_json::from_str(&ok(lors(&g, "alice", &["stat", "--json", "/vo1/m/forked"])))
+            .expect("stat --json");
+    assert_eq!(st["version"], 1, "one version: {st}");
+
     // A second host (a second mount of the same directory) sees them.
     let mut b = mount(&g, tmp.path(), "b", "/vo1/m", &[], &[]);
     assert!(

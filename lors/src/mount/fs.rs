@@ -88,12 +88,27 @@ struct WriteHandle {
     /// starts streaming the upload ([`Stream`]).
     streamable: bool,
     stream: Option<Stream>,
+    /// The process (thread group) that opened the handle: only its
+    /// closes commit (FUSE FLUSH comes with the pid of the closing
+    /// process, and a child forked while the file was open closes its copy
+    /// at exec or exit). `None`: every close commits.
+    opener: Option<u32>,
 }
 
 struct DirEntry {
     ino: u64,
     kind: FileType,
     name: String,
+}
+
+/// The process (thread group ID) of thread `tid`, from
+/// `/proc/TID/status`; `None` when it cannot be read (the thread gone).
+fn thread_group(tid: u32) -> Option<u32> {
+    let status = std::fs::read_to_string(format!("/proc/{tid}/status")).ok()?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("Tgid:"))
+        .and_then(|v| v.trim().parse().ok())
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -359,6 +374,7 @@ impl GridFs {
             settings,
             streamable: truncate || existing.is_none_or(|e| e.size == 0),
             stream: None,
+            opener: None,
         })
     }
 
@@ -551,12 +567,23 @@ impl GridFs {
     }
 
     /// flush and fsync: a writer's stage stored as a new version (a
-    /// reader has nothing to store), answered on `reply`.
-    fn commit_handle(&self, fh: FileHandle, reply: fuser::ReplyEmpty) {
+    /// reader has nothing to store), answered on `reply`. `closer`: the
+    /// pid of a flush (a close), which commits only when it is the
+    /// opener's (see [`WriteHandle::opener`]); `None` for fsync, which
+    /// always commits.
+    fn commit_handle(&self, fh: FileHandle, closer: Option<u32>, reply: fuser::ReplyEmpty) {
         let r = self.handle(fh).and_then(|h| match &*h {
             Handle::Read(_) => Ok(()),
             Handle::Write(w) => {
                 let mut w = self.rt.block_on(w.lock());
+                if let (Some(opener), Some(pid)) = (w.opener, closer) {
+                    if thread_group(pid) != Some(opener) {
+                        tracing::debug!(
+                            "lors mount: close by process {pid}, not the opener {opener}: nothing stored until the opener closes"
+                        );
+                        return Ok(());
+                    }
+                }
                 self.commit(&mut w)
             }
         });

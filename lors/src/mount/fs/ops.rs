@@ -202,7 +202,7 @@ impl fuser::Filesystem for GridFs {
         }
     }
 
-    fn open(&self, _req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
+    fn open(&self, req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
         let r = (|| {
             let path = self.path(ino)?;
             let grid = self.grid()?;
@@ -227,7 +227,8 @@ impl fuser::Filesystem for GridFs {
                 })));
             }
             let truncate = flags.0 & libc::O_TRUNC != 0;
-            let w = self.open_writer(&grid, ino.0, &path, e.as_ref(), truncate)?;
+            let mut w = self.open_writer(&grid, ino.0, &path, e.as_ref(), truncate)?;
+            w.opener = thread_group(req.pid());
             Ok(self.new_fh(Handle::Write(Box::new(tokio::sync::Mutex::new(w)))))
         })();
         match r {
@@ -238,7 +239,7 @@ impl fuser::Filesystem for GridFs {
 
     fn create(
         &self,
-        _req: &Request,
+        req: &Request,
         parent: INodeNo,
         name: &OsStr,
         _mode: u32,
@@ -268,7 +269,8 @@ impl fuser::Filesystem for GridFs {
             }
             let ino = lock(&self.inodes).ino_of(&path);
             let truncate = flags & libc::O_TRUNC != 0;
-            let w = self.open_writer(&grid, ino, &path, existing.as_ref(), truncate)?;
+            let mut w = self.open_writer(&grid, ino, &path, existing.as_ref(), truncate)?;
+            w.opener = thread_group(req.pid());
             let fh = self.new_fh(Handle::Write(Box::new(tokio::sync::Mutex::new(w))));
             let attr = self.local_attr(ino).ok_or(Errno::EIO)?;
             Ok((attr, fh))
@@ -356,13 +358,13 @@ impl fuser::Filesystem for GridFs {
 
     fn flush(
         &self,
-        _req: &Request,
+        req: &Request,
         _ino: INodeNo,
         fh: FileHandle,
         _lock_owner: LockOwner,
         reply: ReplyEmpty,
     ) {
-        self.commit_handle(fh, reply)
+        self.commit_handle(fh, Some(req.pid()), reply)
     }
 
     fn fsync(
@@ -373,7 +375,7 @@ impl fuser::Filesystem for GridFs {
         _datasync: bool,
         reply: ReplyEmpty,
     ) {
-        self.commit_handle(fh, reply)
+        self.commit_handle(fh, None, reply)
     }
 
     fn release(
