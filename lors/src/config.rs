@@ -136,6 +136,18 @@ pub fn parse_url(s: &str) -> Result<String, String> {
     Ok(s.trim().to_owned())
 }
 
+/// One URL, or several comma-separated (metadata-manager replicas).
+pub fn parse_urls(s: &str) -> Result<String, String> {
+    let urls: Vec<&str> = crate::metadata::split_urls(s).collect();
+    if urls.is_empty() {
+        return Err("no URL".into());
+    }
+    for u in &urls {
+        parse_url(u)?;
+    }
+    Ok(urls.join(","))
+}
+
 /// A place registered at the L-Bone, or `LAT,LON`.
 pub fn parse_location(s: &str) -> Result<Near, String> {
     Near::parse(s)
@@ -157,7 +169,8 @@ pub fn parse_vo(s: &str) -> Result<String, String> {
 pub struct Config {
     /// The L-Bone, `https://host:port`.
     pub lbone: Option<String>,
-    /// The metadata manager, `https://host:port`.
+    /// The metadata manager, `https://host:port`, or several replicas'
+    /// URLs, comma-separated.
     pub metadata: Option<String>,
     /// The online CA, `https://host:port`.
     pub ca: Option<String>,
@@ -390,7 +403,7 @@ impl Config {
         };
         Ok(Config {
             lbone: get(raw.lbone, &at, "lbone", |s| parse_url(s))?,
-            metadata: get(raw.metadata, &at, "metadata", |s| parse_url(s))?,
+            metadata: get(raw.metadata, &at, "metadata", |s| parse_urls(s))?,
             ca: get(raw.ca, &at, "ca", |s| parse_url(s))?,
             trust_dir: get(raw.trust_dir, &at, "trust_dir", path_of)?,
             vo: get(raw.vo, &at, "vo", |s| parse_vo(s))?,
@@ -426,7 +439,7 @@ impl Config {
         }
         let path = |s: &str| Ok::<_, String>(PathBuf::from(s));
         set(&mut self.lbone, &env, "LORS_LBONE_URL", parse_url)?;
-        set(&mut self.metadata, &env, "LORS_METADATA_URL", parse_url)?;
+        set(&mut self.metadata, &env, "LORS_METADATA_URL", parse_urls)?;
         set(&mut self.ca, &env, "LORS_CA_URL", parse_url)?;
         set(&mut self.trust_dir, &env, "LORS_TRUST_DIR", path)?;
         set(&mut self.vo, &env, "LORS_VO", parse_vo)?;

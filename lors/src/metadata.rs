@@ -10,6 +10,16 @@
 //! [`KEEP_ALIVE`] connections open, shared by its clones, since a command
 //! or a library user makes many calls.
 //!
+//! Several replicas of the metadata manager (one database, docs/operator.md)
+//! are given as a comma-separated list of URLs. The client sends to the
+//! one that last answered and fails over to the next when a request could
+//! not be delivered (no connection, TLS handshake failed, connection timed
+//! out); a read (every GET, and the POST routes in [`READ_ROUTES`]) also
+//! fails over when the exchange broke after it was sent. A change whose
+//! answer was lost is not sent again: it may have been applied, and
+//! sending it to another replica could apply it twice (the caller sees the
+//! error, and a retry meets the metadata manager's version checks).
+//!
 //! HTTP statuses become [`Error`] variants carrying the server's message:
 //! 400 and 413 → [`Error::BadRequest`], 401 → [`Error::Refused`], 403 →
 //! [`Error::Forbidden`], 404 → [`Error::NotFound`], 409 →
@@ -20,8 +30,27 @@ use ibp_auth::{ProxyCredential, TrustStore};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+
 use crate::credentials::Error;
-use crate::https::{BaseUrl, Client, Response};
+use crate::https::{BaseUrl, Client, HttpError, Response};
+
+/// The POST routes that only read: sent again to another replica when the
+/// exchange broke after the request was sent.
+pub const READ_ROUTES: &[&str] = &[
+    "/v1/stat",
+    "/v1/list",
+    "/v1/get",
+    "/v1/versions",
+    "/v1/ticket",
+    "/v1/usage",
+    "/v1/acl/get",
+    "/v1/keys/lookup",
+    "/v1/keys/escrow",
+    "/v1/names/resolve",
+    "/v1/names/of",
+];
 
 /// Longest server error message shown.
 const MAX_MESSAGE: usize = 300;
@@ -37,7 +66,28 @@ pub const LIST_MAX: u32 = 10_000;
 /// Cheap to clone; clones share the kept-alive connections.
 #[derive(Clone, Debug)]
 pub struct MetadataClient {
-    http: Client,
+    /// One client per replica, in the order given.
+    replicas: Arc<[Client]>,
+    /// The replica that answered last (requests go there first).
+    current: Arc<AtomicUsize>,
+}
+
+/// Whether `e` is certain to have happened before the request was sent.
+fn unsent(e: &HttpError) -> bool {
+    matches!(
+        e,
+        HttpError::Connect { .. }
+            | HttpError::Tls { .. }
+            | HttpError::Timeout {
+                what: "connection",
+                ..
+            }
+    )
+}
+
+/// The URLs of a comma-separated list (blanks around commas ignored).
+pub fn split_urls(urls: &str) -> impl Iterator<Item = &str> {
+    urls.split(',').map(str::trim).filter(|u| !u.is_empty())
 }
 
 pub use metadata_api::{
@@ -139,29 +189,118 @@ impl MetadataClient {
     /// A client of the metadata manager at `url` (`https://host:port`),
     /// whose server certificate is checked against `trust`'s CAs, presenting
     /// `credential`. No connection is made until the first call.
+    /// `url` may list several replicas, comma-separated (see the module
+    /// documentation).
     pub fn connect(
         url: &str,
         trust: &TrustStore,
         credential: &ProxyCredential,
     ) -> Result<MetadataClient, Error> {
-        let base = BaseUrl::parse(url)?;
         let tls = ibp_auth::tls::client_config(trust, Some(credential))
             .map_err(|e| Error::Usage(format!("cannot set up TLS: {e}")))?;
-        let mut http = Client::new(base, tls, true)
-            .with_user_agent(concat!("lors/", env!("CARGO_PKG_VERSION")))
-            .with_service_name("metadata manager")
-            .with_keep_alive(KEEP_ALIVE);
-        http.max_response = MAX_ANSWER;
-        Ok(MetadataClient { http })
+        let replicas = split_urls(url)
+            .map(|u| {
+                let base = BaseUrl::parse(u)?;
+                let mut http = Client::new(base, tls.clone(), true)
+                    .with_user_agent(concat!("lors/", env!("CARGO_PKG_VERSION")))
+                    .with_service_name("metadata manager")
+                    .with_keep_alive(KEEP_ALIVE);
+                http.max_response = MAX_ANSWER;
+                Ok(http)
+            })
+            .collect::<Result<Vec<_>, Error>>()?;
+        if replicas.is_empty() {
+            return Err(Error::Usage(format!("no metadata-manager URL in {url:?}")));
+        }
+        Ok(MetadataClient {
+            replicas: replicas.into(),
+            current: Arc::default(),
+        })
     }
 
     /// A client over a prepared HTTPS client (timeouts, limits of its own).
     pub fn from_http(http: Client) -> MetadataClient {
-        MetadataClient { http }
+        MetadataClient {
+            replicas: vec![http].into(),
+            current: Arc::default(),
+        }
     }
 
+    /// The URL of the replica requests go to first (the one that answered
+    /// last).
     pub fn url(&self) -> &BaseUrl {
-        self.http.url()
+        let i = self.current.load(Ordering::Relaxed) % self.replicas.len();
+        self.replicas[i].url()
+    }
+
+    /// Every replica's URL, in the order given.
+    pub fn urls(&self) -> Vec<&BaseUrl> {
+        self.replicas.iter().map(Client::url).collect()
+    }
+
+    /// Sends a request to the replica that answered last, failing over to
+    /// the others as the module documentation says.
+    async fn send(
+        &self,
+        method: Method,
+        route: &str,
+        body: Option<Vec<u8>>,
+    ) -> Result<Response, Error> {
+        let n = self.replicas.len();
+        let first = self.current.load(Ordering::Relaxed) % n;
+        let read = method == Method::GET || READ_ROUTES.contains(&route);
+        let mut last = None;
+        for k in 0..n {
+            let i = (first + k) % n;
+            let http = &self.replicas[i];
+            match http.request(method.clone(), route, body.clone()).await {
+                Ok(r) => {
+                    if i != first {
+                        self.current.store(i, Ordering::Relaxed);
+                    }
+                    return Ok(r);
+                }
+                Err(e)
+                    if n > 1
+                        && (unsent(&e)
+                            || (read
+                                && !matches!(
+                                    e,
+                                    HttpError::Url { .. }
+                                        | HttpError::CertificateRefused { .. }
+                                        | HttpError::TooLarge { .. }
+                                ))) =>
+                {
+                    let next = &self.replicas[(i + 1) % n];
+                    if k + 1 < n {
+                        tracing::warn!(
+                            "metadata manager {} failed ({e}); trying {}",
+                            http.url(),
+                            next.url()
+                        );
+                    }
+                    last = Some(e);
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Err(match last {
+            Some(e) => Error::Unavailable(format!(
+                "no metadata-manager replica answered ({n} tried); the last: {e}"
+            )),
+            None => Error::Unavailable("no metadata manager".into()),
+        })
+    }
+
+    async fn send_json<B: Serialize>(
+        &self,
+        method: Method,
+        route: &str,
+        body: &B,
+    ) -> Result<Response, Error> {
+        let bytes = serde_json::to_vec(body)
+            .map_err(|e| Error::Usage(format!("cannot encode the request: {e}")))?;
+        self.send(method, route, Some(bytes)).await
     }
 
     async fn post<B: Serialize, T: DeserializeOwned>(
@@ -169,13 +308,17 @@ impl MetadataClient {
         route: &str,
         body: &B,
     ) -> Result<T, Error> {
-        check(self.http.post_json(route, body).await?)
+        check(self.send_json(Method::POST, route, body).await?)
+    }
+
+    async fn get_json<T: DeserializeOwned>(&self, route: &str) -> Result<T, Error> {
+        check(self.send(Method::GET, route, None).await?)
     }
 
     /// Who the metadata manager takes the caller for (and records them as a
     /// member on first contact, so that ACLs can name them).
     pub async fn whoami(&self) -> Result<Whoami, Error> {
-        check(self.http.get("/v1/whoami").await?)
+        self.get_json("/v1/whoami").await
     }
 
     /// An entry, with the caller's rights (needs read on it or its directory).
@@ -348,8 +491,7 @@ impl MetadataClient {
     /// Registers the caller's key-wrapping public key (`x25519 <base64>`).
     pub async fn register_key(&self, public_key: &str) -> Result<PublicKey, Error> {
         check(
-            self.http
-                .send_json(Method::PUT, "/v1/keys/me", &key_request(public_key))
+            self.send_json(Method::PUT, "/v1/keys/me", &key_request(public_key))
                 .await?,
         )
     }
@@ -399,8 +541,7 @@ impl MetadataClient {
     pub async fn set_escrow_key(&self, vo: &str, public_key: &str) -> Result<PublicKey, Error> {
         let route = format!("/v1/vos/{}/escrow", vo_segment(vo)?);
         check(
-            self.http
-                .send_json(Method::PUT, &route, &key_request(public_key))
+            self.send_json(Method::PUT, &route, &key_request(public_key))
                 .await?,
         )
     }
@@ -408,7 +549,7 @@ impl MetadataClient {
     /// The members of a VO (VO admins).
     pub async fn members_list(&self, vo: &str) -> Result<Members, Error> {
         let route = format!("/v1/vos/{}/members", vo_segment(vo)?);
-        check(self.http.get(&route).await?)
+        self.get_json(&route).await
     }
 
     /// Records a member before they first call, so ACLs can name them (VO
@@ -466,6 +607,51 @@ mod tests {
             date: None,
             body: body.as_bytes().to_vec(),
         }
+    }
+
+    #[test]
+    fn only_undelivered_requests_count_as_unsent() {
+        let addr = || "h:1".to_owned();
+        assert!(unsent(&HttpError::Connect {
+            addr: addr(),
+            why: "refused".into()
+        }));
+        assert!(unsent(&HttpError::Tls {
+            addr: addr(),
+            why: "x".into()
+        }));
+        assert!(unsent(&HttpError::Timeout {
+            addr: addr(),
+            what: "connection",
+            secs: 5
+        }));
+        // Sent, answer lost: maybe applied.
+        assert!(!unsent(&HttpError::Timeout {
+            addr: addr(),
+            what: "request",
+            secs: 5
+        }));
+        assert!(!unsent(&HttpError::Protocol {
+            addr: addr(),
+            why: "broken pipe".into()
+        }));
+        // Our certificate refused: another replica would refuse it too.
+        assert!(!unsent(&HttpError::CertificateRefused {
+            addr: addr(),
+            why: "x".into()
+        }));
+    }
+
+    #[test]
+    fn replica_lists() {
+        let urls: Vec<&str> = split_urls(" https://a:1 ,https://b:2,, ").collect();
+        assert_eq!(urls, ["https://a:1", "https://b:2"]);
+        assert_eq!(
+            crate::config::parse_urls("https://a:1, https://b:2").unwrap(),
+            "https://a:1,https://b:2"
+        );
+        assert!(crate::config::parse_urls("https://a:1,http://b:2").is_err());
+        assert!(crate::config::parse_urls(" , ").is_err());
     }
 
     #[test]

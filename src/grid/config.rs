@@ -47,19 +47,26 @@ pub(super) fn write_lbone(
     Ok(config)
 }
 
-/// The metadata manager's `metadata.toml`, with its server certificate.
-pub(super) fn write_mdm(l: &Layout, issuer: &Issuer) -> anyhow::Result<PathBuf> {
-    let (cert, key) = issuer.server_cert("metadata-manager", &l.mdm)?;
-    let config = l.mdm.join("metadata.toml");
-    write_file(
-        &config,
-        &format!(
-            "listen = \"127.0.0.1:0\"\nmetrics_listen = \"127.0.0.1:0\"\nserver_cert = {}\nserver_key = {}\ntrust_dir = {}\nsigning_key = \"metadata.key\"\nticket_lifetime = \"10m\"\nadmin_group = \"{ADMIN_GROUP}\"\n",
-            toml_path(&cert),
-            toml_path(&key),
-            toml_path(&l.trust),
-        ),
-    )?;
+/// A metadata manager's `metadata.toml` in `dir` (the first replica's or
+/// another's), with its server certificate and the grid's database.
+pub(super) fn write_mdm(
+    dir: &Path,
+    l: &Layout,
+    issuer: &Issuer,
+    opts: &GridOptions,
+) -> anyhow::Result<PathBuf> {
+    let (cert, key) = issuer.server_cert("metadata-manager", dir)?;
+    let config = dir.join("metadata.toml");
+    let mut text = format!(
+        "listen = \"127.0.0.1:0\"\nmetrics_listen = \"127.0.0.1:0\"\nserver_cert = {}\nserver_key = {}\ntrust_dir = {}\nsigning_key = \"metadata.key\"\nticket_lifetime = \"10m\"\nadmin_group = \"{ADMIN_GROUP}\"\n",
+        toml_path(&cert),
+        toml_path(&key),
+        toml_path(&l.trust),
+    );
+    if let Some(db) = &opts.mdm_database {
+        text.push_str(&format!("database = {db:?}\n"));
+    }
+    write_file(&config, &text)?;
     Ok(config)
 }
 

@@ -321,6 +321,31 @@ impl Grid {
         self.mdm.restart()
     }
 
+    /// Kills metadata-manager replica `i` (0: the first, [`Grid::mdm_url`])
+    /// with SIGKILL and waits for it.
+    pub fn kill_mdm_replica(&mut self, i: usize) {
+        match i.checked_sub(1) {
+            None => self.mdm.kill(),
+            Some(j) => {
+                if let Some(r) = self.mdm_replicas.get_mut(j) {
+                    r.kill();
+                }
+            }
+        }
+    }
+
+    /// Starts metadata-manager replica `i` again on the same port.
+    pub fn restart_mdm_replica(&mut self, i: usize) -> anyhow::Result<()> {
+        match i.checked_sub(1) {
+            None => self.mdm.restart(),
+            Some(j) => self
+                .mdm_replicas
+                .get_mut(j)
+                .context("no such metadata-manager replica")?
+                .restart(),
+        }
+    }
+
     /// Restarts one HTTPS daemon with extra environment variables (for
     /// example libfaketime's `LD_PRELOAD` and `FAKETIME` to skew its
     /// clock); an empty `env` restores the plain environment.

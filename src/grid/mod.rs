@@ -149,6 +149,14 @@ pub struct GridOptions {
     /// Where to make the grid directory (default: a new temporary
     /// directory). It must not exist or be empty.
     pub dir: Option<PathBuf>,
+    /// The metadata manager's database URL (default: a SQLite file in its
+    /// directory), e.g. a PostgreSQL cluster's for replicas.
+    pub mdm_database: Option<String>,
+    /// Metadata-manager processes on that one database (default 1): the
+    /// first is [`Grid::mdm_url`]; each has its own ticket-signing key, all
+    /// of them in the trust directory, and `lors` is given every URL.
+    /// More than one needs `mdm_database` (a shared server database).
+    pub mdm_replicas: usize,
 }
 
 impl GridOptions {
@@ -181,6 +189,12 @@ impl GridOptions {
         }
         if opts.depots > 0 && opts.admins.is_empty() {
             bail!("registering depots needs an admin");
+        }
+        if opts.mdm_replicas == 0 {
+            bail!("mdm_replicas: at least one metadata manager");
+        }
+        if opts.mdm_replicas > 1 && opts.mdm_database.is_none() {
+            bail!("metadata-manager replicas share a server database: set mdm_database");
         }
         Ok(())
     }
@@ -216,6 +230,8 @@ impl Default for GridOptions {
             lbone_poll_interval: Duration::from_millis(500),
             depot_hard_sizes: Vec::new(),
             dir: None,
+            mdm_database: None,
+            mdm_replicas: 1,
         }
     }
 }
@@ -232,16 +248,21 @@ struct Layout {
     lbone: PathBuf,
     /// The metadata manager's directory.
     mdm: PathBuf,
+    /// The directories of the other metadata-manager replicas.
+    mdm_replicas: Vec<PathBuf>,
 }
 
 impl Layout {
-    fn new(dir: &Path) -> Layout {
+    fn new(dir: &Path, opts: &GridOptions) -> Layout {
         Layout {
             dir: dir.to_path_buf(),
             trust: dir.join("trust"),
             ca: dir.join("ca"),
             lbone: dir.join("lbone"),
             mdm: dir.join("mdm"),
+            mdm_replicas: (1..opts.mdm_replicas)
+                .map(|i| dir.join(format!("mdm{i}")))
+                .collect(),
         }
     }
 }
@@ -251,6 +272,7 @@ struct ServiceConfigs {
     ca: PathBuf,
     lbone: PathBuf,
     mdm: PathBuf,
+    mdm_replicas: Vec<PathBuf>,
 }
 
 /// Durations of the steps of [`Grid::start`].
@@ -283,8 +305,11 @@ pub struct Grid {
     pub trust_dir: PathBuf,
     /// `https://127.0.0.1:PORT` of the L-Bone.
     pub lbone_url: String,
-    /// `https://127.0.0.1:PORT` of the metadata manager.
+    /// `https://127.0.0.1:PORT` of the metadata manager (the first
+    /// replica).
     pub mdm_url: String,
+    /// Every metadata-manager replica's URL, [`Grid::mdm_url`] first.
+    pub mdm_urls: Vec<String>,
     /// `https://127.0.0.1:PORT` of the online CA.
     pub ca_url: String,
     pub depots: Vec<Depot>,
@@ -301,6 +326,8 @@ pub struct Grid {
     ca: Service,
     lbone: Service,
     mdm: Service,
+    /// The metadata-manager replicas after the first.
+    mdm_replicas: Vec<Service>,
     // Last: removed after the processes are gone.
     _dir: GridDir,
 }
@@ -314,7 +341,7 @@ impl Grid {
         let t0 = Instant::now();
         let mut steps = Steps::new();
         let dir_guard = GridDir::create(opts.dir.as_deref())?;
-        let l = Layout::new(&dir_guard.path);
+        let l = Layout::new(&dir_guard.path, &opts);
 
         // 1. The three `init`s, in parallel.
         run_inits(&bins, &l)?;
@@ -330,6 +357,12 @@ impl Grid {
 
         // 3. Every daemon, at once.
         let [mut ca, mut lbone, mut mdm] = spawn_services(&bins, &l, &configs)?;
+        let mut replicas = l
+            .mdm_replicas
+            .iter()
+            .zip(&configs.mdm_replicas)
+            .map(|(dir, config)| Service::spawn("metadata-manager", &bins.mdm, dir, config))
+            .collect::<anyhow::Result<Vec<_>>>()?;
         for d in &mut depots {
             d.spawn(&bins.depot)?;
         }
@@ -356,6 +389,9 @@ impl Grid {
         log_in_while(&login, &users, || {
             lbone.wait(deadline)?;
             mdm.wait(deadline)?;
+            for r in &mut replicas {
+                r.wait(deadline)?;
+            }
             for d in &mut depots {
                 d.wait_listening(&opts, deadline)?;
             }
@@ -373,6 +409,10 @@ impl Grid {
             trust_dir: l.trust,
             lbone_url: lbone.url(),
             mdm_url: mdm.url(),
+            mdm_urls: std::iter::once(&mdm)
+                .chain(&replicas)
+                .map(Service::url)
+                .collect(),
             ca_url: login.ca_url,
             depots,
             users,
@@ -384,6 +424,7 @@ impl Grid {
             ca,
             lbone,
             mdm,
+            mdm_replicas: replicas,
             _dir: dir_guard,
         };
 
@@ -403,7 +444,8 @@ impl Grid {
     pub fn pids(&self) -> Vec<u32> {
         let services = [&self.ca, &self.lbone, &self.mdm];
         let mut pids: Vec<u32> = services
-            .iter()
+            .into_iter()
+            .chain(&self.mdm_replicas)
             .filter_map(|s| s.proc.as_ref().map(|p| p.child.id()))
             .collect();
         pids.extend(self.depots.iter().filter_map(Depot::pid));
@@ -439,7 +481,14 @@ fn run_inits(bins: &Binaries, l: &Layout) -> anyhow::Result<()> {
             c.arg("init").arg("--dir").arg(&l.mdm);
             c
         }),
-    ];
+    ]
+    .into_iter()
+    .chain(l.mdm_replicas.iter().map(|dir| {
+        let mut c = clean_command(&bins.mdm);
+        c.arg("init").arg("--dir").arg(dir);
+        ("metadata-manager init (replica)", c)
+    }))
+    .collect();
     std::thread::scope(|s| {
         let handles: Vec<_> = inits
             .into_iter()
@@ -467,7 +516,12 @@ fn write_configs(
     let configs = ServiceConfigs {
         ca: config::write_ca(l)?,
         lbone: config::write_lbone(l, &issuer, opts)?,
-        mdm: config::write_mdm(l, &issuer)?,
+        mdm: config::write_mdm(&l.mdm, l, &issuer, opts)?,
+        mdm_replicas: l
+            .mdm_replicas
+            .iter()
+            .map(|dir| config::write_mdm(dir, l, &issuer, opts))
+            .collect::<anyhow::Result<Vec<_>>>()?,
     };
     let depots = (0..opts.depots)
         .map(|i| Depot::prepare(i, l, &issuer, opts))
@@ -520,6 +574,9 @@ impl Drop for Grid {
         }
         self.lbone.kill();
         self.mdm.kill();
+        for r in &mut self.mdm_replicas {
+            r.kill();
+        }
         self.ca.kill();
     }
 }

@@ -27,6 +27,13 @@ pub(super) fn make_trust(l: &Layout) -> anyhow::Result<Issuer> {
         private_dir(to.parent().unwrap_or(&l.trust))?;
         copy_private(&from, &to)?;
     }
+    // Every replica's ticket key: depots honour tickets from any of them.
+    for (i, dir) in l.mdm_replicas.iter().enumerate() {
+        copy_private(
+            &dir.join("metadata.pub"),
+            &l.trust.join(format!("metadata/metadata{}.pub", i + 1)),
+        )?;
+    }
     Issuer::load(&l.ca)
 }
 

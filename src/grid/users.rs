@@ -152,7 +152,7 @@ impl Grid {
         vec![
             ("LORS_LBONE_URL".into(), self.lbone_url.clone()),
             ("LBONE_URL".into(), self.lbone_url.clone()),
-            ("LORS_METADATA_URL".into(), self.mdm_url.clone()),
+            ("LORS_METADATA_URL".into(), self.mdm_urls.join(",")),
             ("LORS_CA_URL".into(), self.ca_url.clone()),
             ("LORS_TRUST_DIR".into(), s(&self.trust_dir)),
             ("LORS_VO".into(), VO.into()),
