@@ -10,7 +10,6 @@ use ibp_depot_client::wire::{timed, Transport};
 use ibp_proto::{Auth, IbpError, Reply};
 use rustls_pki_types::CertificateDer;
 use tokio::net::TcpStream;
-use tokio_rustls::TlsAcceptor;
 
 use crate::conn::Conn;
 use crate::failure::Failure;
@@ -35,14 +34,14 @@ fn plain_leaf_key_hash(chain: Option<&[CertificateDer<'_>]>) -> Option<[u8; 32]>
 
 /// The TLS handshake (bounded by `handshake_timeout`, however slowly the
 /// client sends); `None` closes the connection.
-pub async fn handshake(
-    depot: &Depot,
-    acceptor: &TlsAcceptor,
-    stream: TcpStream,
-    peer: SocketAddr,
-) -> Option<Conn> {
-    let secure = depot.secure.as_ref()?;
-    let tls = match timed(depot.guards.limits.handshake, acceptor.accept(stream)).await {
+pub async fn handshake(depot: &Depot, stream: TcpStream, peer: SocketAddr) -> Option<Conn> {
+    let secure = depot.secure.as_ref()?.current();
+    let tls = match timed(
+        depot.guards.limits.handshake,
+        secure.acceptor.accept(stream),
+    )
+    .await
+    {
         Ok(t) => t,
         Err(e) => {
             if e.kind() == std::io::ErrorKind::TimedOut {
@@ -83,7 +82,8 @@ pub async fn auth(depot: &Depot, conn: &mut Conn, a: Auth) -> Result<(), Failure
     let secure = depot
         .secure
         .as_ref()
-        .ok_or_else(|| refuse("no secure port".into()))?;
+        .ok_or_else(|| refuse("no secure port".into()))?
+        .current();
     let now = ibp_auth::unix_now();
     let identity = match (&conn.peer_identity, conn.peer_plain_key) {
         (Some(Ok(id)), _) => id.clone(),
@@ -147,7 +147,8 @@ async fn auth_delegated(
     let secure = depot
         .secure
         .as_ref()
-        .ok_or_else(|| refuse("no secure port".into()))?;
+        .ok_or_else(|| refuse("no secure port".into()))?
+        .current();
     let grant = DepotGrant::verify(&a.grant, &secure.trust, &secure.grant_name, &key, now)
         .map_err(|e| refuse(format!("delegated depot grant refused: {e}")))?;
     if grant.vo.len() > MAX_OWNER_FIELD || grant.vo_id.len() > MAX_OWNER_FIELD {

@@ -71,6 +71,7 @@ pub async fn run(
     listeners: Listeners,
     cfg: Config,
     shutdown: CancellationToken,
+    reload: Option<Reload>,
 ) -> anyhow::Result<()> {
     let legacy_bound = local(&listeners.legacy, "")?;
     let tls_bound = local(&listeners.tls, "TLS ")?;
@@ -81,16 +82,19 @@ pub async fn run(
         .context("neither the legacy nor the TLS port is configured")?;
     let mut depot = Depot::open(&cfg, bound)?;
     depot.data_port = data_bound.map(|a| a.port());
-    let acceptor = match tls_bound {
-        Some(t) => {
-            let (acceptor, secure) = crate::secure::load(&cfg, &depot.hostname, t.port())?;
-            tracing::info!(grant_name = %secure.grant_name, vos = secure.vos.len(), "secure port configured");
-            depot.secure = Some(secure);
-            Some(acceptor)
-        }
-        None => None,
-    };
+    if let Some(t) = tls_bound {
+        let secure = crate::secure::load(&cfg, &depot.hostname, t.port())?;
+        tracing::info!(grant_name = %secure.grant_name, vos = secure.vos.len(), "secure port configured");
+        depot.secure = Some(crate::secure::SecurePort::new(secure));
+    }
     let depot = Arc::new(depot);
+    if let Some(reload) = reload {
+        let (d, started) = (depot.clone(), cfg.clone());
+        ibp_service::signals::spawn_reload_on_sighup(shutdown.clone(), move || {
+            apply_reload(&d, &started, &reload)
+        })
+        .context("watch SIGHUP")?;
+    }
 
     {
         let mut out = std::io::stdout().lock();
@@ -138,10 +142,9 @@ pub async fn run(
             grace,
         ))
     });
-    let secure_port = listeners.tls.zip(acceptor).map(|(l, a)| {
+    let secure_port = listeners.tls.map(|l| {
         tokio::spawn(server::run_secure(
             l,
-            a,
             depot.clone(),
             cfg.max_connections,
             shutdown.clone(),
@@ -169,6 +172,57 @@ pub async fn run(
     }
     tracing::info!("depot stopped");
     Ok(())
+}
+
+/// Reads the configuration again (the file, then the command line's
+/// overrides), for SIGHUP.
+pub type Reload = Box<dyn Fn() -> anyhow::Result<Config> + Send + Sync>;
+
+/// SIGHUP: puts in force the reloaded configuration's secure-port
+/// settings (certificate and key, trust directory, `grant_name`, `[[vo]]`
+/// policies) and quotas (`[[vo]]` and `[[user]]`); the rest needs a
+/// restart, and a change there is logged as such. Nothing changes unless
+/// all of it loads.
+fn apply_reload(depot: &Depot, started: &Config, reload: &Reload) -> Result<String, String> {
+    let new = reload().map_err(|e| format!("{e:#}"))?;
+    let secure = match (&depot.secure, started.tls_listen) {
+        (Some(port), Some(_)) => {
+            let tls_port = port.current().port;
+            Some(
+                crate::secure::load(&new, &depot.hostname, tls_port)
+                    .map_err(|e| format!("{e:#}"))?,
+            )
+        }
+        _ => None,
+    };
+    let mut summary = format!(
+        "{} VO policies, {} user quotas",
+        new.vos.len(),
+        new.users.len()
+    );
+    if let (Some(port), Some(s)) = (&depot.secure, secure) {
+        port.replace(s);
+        summary.push_str("; certificate, key and trust directory read again");
+    }
+    depot.quotas.set_limits(&new);
+    if restart_only(&new) != restart_only(started) {
+        tracing::warn!(
+            "SIGHUP: settings other than tls_cert, tls_key, trust_dir, grant_name, [[vo]] and [[user]] changed in the configuration: they take effect at the next restart"
+        );
+    }
+    Ok(summary)
+}
+
+/// The settings a reload does not apply, for comparison.
+fn restart_only(c: &Config) -> String {
+    let mut c = c.clone();
+    c.tls_cert = None;
+    c.tls_key = None;
+    c.trust_dir = None;
+    c.grant_name = None;
+    c.vos.clear();
+    c.users.clear();
+    format!("{c:?}")
 }
 
 /// Expired allocations to the recycle area, every `reap_interval`.

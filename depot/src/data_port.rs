@@ -29,7 +29,10 @@ fn refuse(why: impl Into<String>) -> Failure {
 }
 
 fn ended(depot: &Depot, s: &CryptoSession) -> bool {
-    let skew = depot.secure.as_ref().map_or(0, |s| s.trust.max_skew);
+    let skew = depot
+        .secure
+        .as_ref()
+        .map_or(0, |s| s.current().trust.max_skew);
     s.ended.load(Ordering::Acquire)
         || s.session.not_after.saturating_add(skew) < ibp_auth::unix_now()
 }
@@ -44,7 +47,10 @@ pub async fn open(depot: &Depot, conn: &mut Conn) -> Result<(), Failure> {
     if session.delegated {
         return Err(refuse("CRYPTO in a delegated (depot) session"));
     }
-    let skew = depot.secure.as_ref().map_or(0, |s| s.trust.max_skew);
+    let skew = depot
+        .secure
+        .as_ref()
+        .map_or(0, |s| s.current().trust.max_skew);
     if session.not_after.saturating_add(skew) < ibp_auth::unix_now() {
         return Err(refuse(
             "the session's depot grant has expired: AUTH again with a fresh grant",

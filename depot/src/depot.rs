@@ -12,7 +12,7 @@ use crate::limits::Guards;
 use crate::metrics::{Exposition, Metrics};
 use crate::quota::{LegacyLimits, Quotas};
 use crate::resource::Resource;
-use crate::secure::Secure;
+use crate::secure::SecurePort;
 use crate::session::CryptoSession;
 
 pub struct Depot {
@@ -27,7 +27,7 @@ pub struct Depot {
     pub io_timeout: Duration,
     pub metrics: Metrics,
     /// The secure port's settings, when it is served.
-    pub secure: Option<Secure>,
+    pub secure: Option<SecurePort>,
     /// Byte quotas of authenticated owners, shared by all resources.
     pub quotas: Arc<Quotas>,
     /// The crypto level's data port (`data_listen`, as bound), announced

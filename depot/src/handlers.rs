@@ -80,7 +80,7 @@ pub async fn allocate(depot: &Depot, conn: &mut Conn, a: Allocate) -> Result<(),
     let (alloc, caps, gen) = res.allocate(a.reliability, a.size, duration, owner, origin)?;
     res.commit(gen).await?;
     let port = match (&depot.secure, conn.secure) {
-        (Some(s), true) => s.port,
+        (Some(s), true) => s.current().port,
         _ => depot.port,
     };
     let cap =

@@ -71,14 +71,17 @@ fn main() -> ExitCode {
 }
 
 async fn serve(config: Option<PathBuf>, overrides: Overrides) -> anyhow::Result<()> {
-    let cfg = match &config {
-        Some(p) => Config::load(p)?,
-        None => Config::default(),
-    }
-    .apply(&overrides)?;
+    let load = move || -> anyhow::Result<Config> {
+        match &config {
+            Some(p) => Config::load(p)?,
+            None => Config::default(),
+        }
+        .apply(&overrides)
+    };
+    let cfg = load()?;
     let listeners = daemon::Listeners::bind(&cfg).await?;
     let shutdown = CancellationToken::new();
     ibp_service::signals::spawn_cancel_on_signals(shutdown.clone())
         .context("install the SIGTERM/SIGINT handlers")?;
-    daemon::run(listeners, cfg, shutdown).await
+    daemon::run(listeners, cfg, shutdown, Some(Box::new(load))).await
 }

@@ -12,7 +12,7 @@ use std::collections::HashMap;
 use std::fmt;
 use std::net::IpAddr;
 use std::str::FromStr;
-use std::sync::Mutex;
+use std::sync::{Mutex, RwLock};
 
 use serde::{de, Deserialize, Deserializer};
 
@@ -25,21 +25,21 @@ struct Used {
     user: HashMap<(String, String), u64>,
 }
 
-/// The configured quotas and the current usage.
+/// The configured limits (replaced whole when the configuration is
+/// reloaded, [`Quotas::set_limits`]).
 #[derive(Default)]
-pub struct Quotas {
+struct Limits {
     /// Per VO: its total.
     vo: HashMap<String, u64>,
     /// Per VO: the default quota of each of its users.
     user_default: HashMap<String, u64>,
     /// Per (VO, VO ID): an override of the default.
     user: HashMap<(String, String), u64>,
-    used: Mutex<Used>,
 }
 
-impl Quotas {
-    pub fn from_config(cfg: &Config) -> Quotas {
-        let mut q = Quotas::default();
+impl Limits {
+    fn of(cfg: &Config) -> Limits {
+        let mut q = Limits::default();
         for v in &cfg.vos {
             if let Some(b) = v.quota {
                 q.vo.insert(v.name.clone(), b.0);
@@ -60,13 +60,41 @@ impl Quotas {
             .or_else(|| self.user_default.get(&key.0))
             .copied()
     }
+}
+
+/// The configured quotas and the current usage.
+#[derive(Default)]
+pub struct Quotas {
+    limits: RwLock<Limits>,
+    used: Mutex<Used>,
+}
+
+impl Quotas {
+    pub fn from_config(cfg: &Config) -> Quotas {
+        Quotas {
+            limits: RwLock::new(Limits::of(cfg)),
+            used: Mutex::default(),
+        }
+    }
+
+    /// Replaces the limits by those of `cfg` (a reloaded configuration);
+    /// usage is kept. An owner already over a lowered limit keeps what it
+    /// has and is refused more.
+    pub fn set_limits(&self, cfg: &Config) {
+        *self.limits.write().unwrap_or_else(|p| p.into_inner()) = Limits::of(cfg);
+    }
+
+    fn limits(&self) -> std::sync::RwLockReadGuard<'_, Limits> {
+        self.limits.read().unwrap_or_else(|p| p.into_inner())
+    }
 
     /// Reserves `size` bytes for `owner`, or says which quota it would exceed.
     pub fn reserve(&self, owner: &Owner, size: u64) -> Result<(), String> {
         let key = (owner.vo.clone(), owner.vo_id.clone());
+        let limits = self.limits();
         let mut used = self.used.lock().unwrap_or_else(|p| p.into_inner());
         let vo_used = used.vo.get(&owner.vo).copied().unwrap_or(0);
-        if let Some(limit) = self.vo.get(&owner.vo) {
+        if let Some(limit) = limits.vo.get(&owner.vo) {
             if vo_used.saturating_add(size) > *limit {
                 return Err(format!(
                     "vo quota exceeded: VO {} uses {vo_used} of {limit} bytes, {size} more asked",
@@ -75,7 +103,7 @@ impl Quotas {
             }
         }
         let user_used = used.user.get(&key).copied().unwrap_or(0);
-        if let Some(limit) = self.user_limit(&key) {
+        if let Some(limit) = limits.user_limit(&key) {
             if user_used.saturating_add(size) > limit {
                 return Err(format!(
                     "user quota exceeded: {}/{} uses {user_used} of {limit} bytes, {size} more asked",
@@ -115,11 +143,12 @@ impl Quotas {
     /// What QUOTA answers `vo`/`vo_id` with: their use and limits.
     pub fn info(&self, vo: &str, vo_id: &str) -> ibp_proto::QuotaInfo {
         let (vo_used, user_used) = self.usage(vo, vo_id);
+        let limits = self.limits();
         ibp_proto::QuotaInfo {
             vo_used,
-            vo_limit: self.vo.get(vo).copied(),
+            vo_limit: limits.vo.get(vo).copied(),
             user_used,
-            user_limit: self.user_limit(&(vo.to_owned(), vo_id.to_owned())),
+            user_limit: limits.user_limit(&(vo.to_owned(), vo_id.to_owned())),
         }
     }
 

@@ -1,11 +1,14 @@
 //! The secure port's settings: the trust directory, the depot's TLS
 //! certificate and key (also its client credential for secure COPYs) and
-//! the VOs it serves, loaded from the configuration. The handshake and
-//! `AUTH` are in `auth.rs`.
+//! the VOs it serves, loaded from the configuration, and replaced whole on
+//! SIGHUP ([`SecurePort::replace`]): connections already open keep the
+//! settings they were accepted with, for the TLS session and its
+//! certificate, and see the new VO policy and trust from their next
+//! request. The handshake and `AUTH` are in `auth.rs`.
 
 use std::collections::HashMap;
 use std::path::Path;
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
 
 use anyhow::Context;
 use ibp_auth::tls::{ClientAuth, ProxyClientVerifier};
@@ -17,8 +20,37 @@ use tokio_rustls::TlsAcceptor;
 
 use crate::config::{Config, VoPolicy};
 
+/// The secure port's current settings, replaceable while serving.
+pub struct SecurePort {
+    current: RwLock<Arc<Secure>>,
+}
+
+impl SecurePort {
+    pub fn new(s: Secure) -> SecurePort {
+        SecurePort {
+            current: RwLock::new(Arc::new(s)),
+        }
+    }
+
+    /// The settings now in force (a request uses one snapshot throughout).
+    pub fn current(&self) -> Arc<Secure> {
+        self.current
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// Puts `s` in force for new connections and the next requests.
+    pub fn replace(&self, s: Secure) {
+        *self.current.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(s);
+    }
+}
+
 /// What the depot needs to serve the secure port.
 pub struct Secure {
+    /// Accepts TLS connections with the depot's certificate, verifying
+    /// clients against `trust`.
+    pub acceptor: TlsAcceptor,
     pub trust: Arc<TrustStore>,
     /// The `host:port` grants must name.
     pub grant_name: String,
@@ -33,7 +65,7 @@ pub struct Secure {
 
 /// Loads the trust directory, the certificate and key, and builds the TLS
 /// acceptor and the secure settings.
-pub fn load(cfg: &Config, hostname: &str, port: u16) -> anyhow::Result<(TlsAcceptor, Secure)> {
+pub fn load(cfg: &Config, hostname: &str, port: u16) -> anyhow::Result<Secure> {
     let (Some(cert), Some(key), Some(trust_dir)) = (&cfg.tls_cert, &cfg.tls_key, &cfg.trust_dir)
     else {
         anyhow::bail!("tls_listen needs tls_cert, tls_key and trust_dir");
@@ -61,16 +93,14 @@ pub fn load(cfg: &Config, hostname: &str, port: u16) -> anyhow::Result<(TlsAccep
         .iter()
         .map(|v| (v.name.clone(), v.clone()))
         .collect();
-    Ok((
-        TlsAcceptor::from(Arc::new(tls)),
-        Secure {
-            trust,
-            grant_name,
-            port,
-            vos,
-            credential,
-        },
-    ))
+    Ok(Secure {
+        acceptor: TlsAcceptor::from(Arc::new(tls)),
+        trust,
+        grant_name,
+        port,
+        vos,
+        credential,
+    })
 }
 
 fn server_config(

@@ -19,7 +19,6 @@ use ibp_proto::{
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 use tokio::time::Instant;
-use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -114,7 +113,8 @@ pub async fn run_data(
 #[derive(Clone)]
 enum Port {
     Legacy,
-    Tls(TlsAcceptor),
+    /// TLS with the secure port's current settings (`Depot::secure`).
+    Tls,
     Data,
 }
 
@@ -122,21 +122,12 @@ enum Port {
 /// client's proxy chain, then version-2 requests starting with AUTH.
 pub async fn run_secure(
     listener: TcpListener,
-    acceptor: TlsAcceptor,
     depot: Arc<Depot>,
     max_connections: usize,
     shutdown: CancellationToken,
     grace: Duration,
 ) {
-    run_with(
-        listener,
-        Port::Tls(acceptor),
-        depot,
-        max_connections,
-        shutdown,
-        grace,
-    )
-    .await
+    run_with(listener, Port::Tls, depot, max_connections, shutdown, grace).await
 }
 
 async fn run_with(
@@ -192,8 +183,8 @@ async fn run_with(
                     conn.first_request_by = Some(Instant::now() + first_request);
                     serve_connection(&depot, &mut conn, shutdown).await;
                 }
-                Port::Tls(acceptor) => {
-                    if let Some(mut conn) = auth::handshake(&depot, &acceptor, stream, peer).await {
+                Port::Tls => {
+                    if let Some(mut conn) = auth::handshake(&depot, stream, peer).await {
                         conn.first_request_by = Some(Instant::now() + first_request);
                         serve_connection(&depot, &mut conn, shutdown).await;
                         end_crypto_sessions(&depot, &mut conn);
@@ -295,7 +286,10 @@ async fn secure_request(depot: &Depot, conn: &mut Conn, line: &[u8]) -> bool {
     };
     let name = request.name();
     let command = request.command();
-    let skew = depot.secure.as_ref().map_or(0, |s| s.trust.max_skew);
+    let skew = depot
+        .secure
+        .as_ref()
+        .map_or(0, |s| s.current().trust.max_skew);
     let expired = conn
         .session
         .as_ref()

@@ -286,7 +286,7 @@ fn check_ticket(
     ticket: Option<&str>,
 ) -> Result<(), Failure> {
     let refuse = |why: String| Failure::Refused(IbpError::CapAccessDenied, why);
-    let Some(secure) = &depot.secure else {
+    let Some(secure) = depot.secure.as_ref().map(|s| s.current()) else {
         return Err(refuse("no secure port".into()));
     };
     // The depot's own policy still holds for a read: an allocation of a VO
@@ -466,7 +466,11 @@ pub async fn copy_secure(
     conn: &mut Conn,
     c: ibp_proto::SecureCopy,
 ) -> Result<(), Failure> {
-    let secure = depot.secure.as_ref().ok_or(IbpError::CapAccessDenied)?;
+    let secure = depot
+        .secure
+        .as_ref()
+        .ok_or(IbpError::CapAccessDenied)?
+        .current();
     let uuid = uuid_bytes(&c.uuid)?;
     let res = resource_of(depot, &c.source)?;
     let (alloc, kind) = conn.find(res, &c.source)?;

@@ -301,6 +301,34 @@ impl Grid {
         self.restart_depot(i)
     }
 
+    /// Sends SIGHUP to depot `i`: it reloads its configuration,
+    /// certificate and trust directory (docs/depot.md, "Reloading").
+    pub fn reload_depot(&self, i: usize) -> anyhow::Result<()> {
+        let pid = self.depots[i].pid().context("the depot is not running")?;
+        let pid = i32::try_from(pid).context("a pid")?;
+        // SAFETY: kill(2) with a signal number on the pid of our own
+        // child process, not reaped while `proc` holds it.
+        if unsafe { libc::kill(pid, libc::SIGHUP) } != 0 {
+            bail!("kill -HUP {pid}: {}", std::io::Error::last_os_error());
+        }
+        Ok(())
+    }
+
+    /// A new server certificate and key for depot `i` from the grid's CA,
+    /// written over the files its configuration names (as a renewal
+    /// does); returns the new certificate (DER). The depot uses it after
+    /// [`Grid::reload_depot`] or a restart.
+    pub fn renew_depot_certificate(&self, i: usize) -> anyhow::Result<Vec<u8>> {
+        let issuer = Issuer::load(&self.dir.join("ca"))?;
+        let d = &self.depots[i];
+        let (cert, _key) = issuer.server_cert(&d.name, &d.dir)?;
+        let pem = fs::read(&cert)?;
+        let der = rustls_pki_types::pem::PemObject::from_pem_slice(&pem)
+            .map(|c: rustls_pki_types::CertificateDer<'static>| c.to_vec())
+            .context("parse the new certificate")?;
+        Ok(der)
+    }
+
     /// Kills the L-Bone (SIGKILL) and waits for it.
     pub fn kill_lbone(&mut self) {
         self.lbone.kill();

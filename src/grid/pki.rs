@@ -44,7 +44,7 @@ pub(super) struct Issuer {
 }
 
 impl Issuer {
-    fn load(ca_dir: &Path) -> anyhow::Result<Issuer> {
+    pub(super) fn load(ca_dir: &Path) -> anyhow::Result<Issuer> {
         let cert_pem = fs::read_to_string(ca_dir.join("ca.pem")).context("read ca.pem")?;
         let key_pem = fs::read_to_string(ca_dir.join("ca.key")).context("read ca.key")?;
         let key = rcgen::KeyPair::from_pem(&key_pem).context("parse ca.key")?;

@@ -40,3 +40,33 @@ pub async fn cancel_on_signals(token: CancellationToken) {
         Err(e) => tracing::warn!(error = %e, "cannot watch SIGTERM/SIGINT"),
     }
 }
+
+/// Calls `reload` on every SIGHUP until `shutdown` is cancelled (the
+/// daemons re-read their configuration, certificate and trust directory:
+/// docs/operator.md, "Reloading"). `reload` runs on a blocking thread (it
+/// reads files) and returns what to log: `Ok(summary)` or the reason the
+/// old settings stay. Returns an error if SIGHUP cannot be watched.
+pub fn spawn_reload_on_sighup<F>(shutdown: CancellationToken, reload: F) -> std::io::Result<()>
+where
+    F: Fn() -> Result<String, String> + Send + Sync + 'static,
+{
+    let mut hup = signal(SignalKind::hangup())?;
+    let reload = std::sync::Arc::new(reload);
+    tokio::spawn(async move {
+        loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                r = hup.recv() => if r.is_none() { return },
+            }
+            let f = reload.clone();
+            match tokio::task::spawn_blocking(move || f()).await {
+                Ok(Ok(summary)) => tracing::info!("SIGHUP: configuration reloaded: {summary}"),
+                Ok(Err(why)) => tracing::error!(
+                    "SIGHUP: configuration not reloaded, the previous one stays in force: {why}"
+                ),
+                Err(e) => tracing::error!("SIGHUP: the reload failed: {e}"),
+            }
+        }
+    });
+    Ok(())
+}
