@@ -2,7 +2,8 @@
 //! trust directory are read again without a restart. A secure session
 //! opened before the reload stays open and its next request sees the new
 //! policy; new connections get the new certificate; a configuration that
-//! does not load changes nothing and says so in the log.
+//! does not load changes nothing and says so in the log. The metadata
+//! manager and the L-Bone serve a renewed certificate after SIGHUP.
 
 mod common;
 
@@ -13,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use common::*;
 use ibp_depot_client::SecureClient;
-use ibp_grid::grid::{Grid, GridOptions};
+use ibp_grid::grid::{Daemon, Grid, GridOptions};
 
 const VO: &str = "[[vo]]\nname = \"vo1\"\n";
 
@@ -161,6 +162,33 @@ fn a_depot_reloads_its_policy_and_certificate_on_sighup_keeping_sessions() {
     download_is(&g, "alice", "/vo1/two", &data, "two, after the reloads");
     rt.block_on(session.quota())
         .expect("the first session is still open");
+
+    // The metadata manager and the L-Bone: a renewed certificate is served
+    // to new connections after SIGHUP, and everything goes on working.
+    for (which, url) in [
+        (Daemon::MetadataManager, g.mdm_url.clone()),
+        (Daemon::Lbone, g.lbone_url.clone()),
+    ] {
+        let addr = url.trim_start_matches("https://").to_owned();
+        let before = rt.block_on(peer_certificate(&addr, &trust, &cred));
+        let renewed = g
+            .renew_service_certificate(which)
+            .expect("a new certificate");
+        assert_ne!(before, renewed);
+        g.reload_service(which).expect("SIGHUP");
+        wait_until("the renewed certificate is served", || {
+            rt.block_on(peer_certificate(&addr, &trust, &cred)) == renewed
+        });
+    }
+    let data = bytes(100_000, 3);
+    upload(&g, "alice", "three", &data, "/vo1/three", &[]);
+    download_is(
+        &g,
+        "alice",
+        "/vo1/three",
+        &data,
+        "three, after the services reloaded",
+    );
 }
 
 /// The certificate (DER) a new TLS connection to `addr` is served with.

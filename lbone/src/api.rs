@@ -55,7 +55,8 @@ pub const MAX_PLACE: usize = 128;
 /// Everything the handlers share.
 pub struct App {
     pub store: Store,
-    pub trust: Arc<TrustStore>,
+    /// Replaced on SIGHUP (`server::apply_reload`).
+    pub trust: ibp_https::Current<TrustStore>,
     pub signing_key: Ed25519KeyPair,
     pub liveness: Liveness,
     pub grant_lifetime: Duration,
@@ -123,7 +124,7 @@ impl Authenticate<Identity> for App {
         let chain = peer.0.as_deref();
         ApiError::credential(ibp_auth::tls::peer_identity(
             chain,
-            &self.trust,
+            &self.trust.get(),
             ibp_auth::unix_now(),
         ))
     }

@@ -197,7 +197,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Cmd::Serve { config } => {
             ibp_service::logging::init_daemon_with("info", cli.log);
-            Config::load(&config).and_then(|cfg| runtime(true)?.block_on(serve(cfg)))
+            Config::load(&config).and_then(|cfg| runtime(true)?.block_on(serve(cfg, config)))
         }
         Cmd::Init { dir, force } => init(&dir, force),
         Cmd::Admin(args) => {
@@ -216,12 +216,13 @@ fn main() -> ExitCode {
 
 /// `Config::load`, then the server's `run` on its listener until
 /// SIGTERM/SIGINT.
-async fn serve(cfg: Config) -> anyhow::Result<()> {
+async fn serve(cfg: Config, path: PathBuf) -> anyhow::Result<()> {
     let listener = lbone::server::bind(&cfg).await?;
     let shutdown = tokio_util::sync::CancellationToken::new();
     ibp_service::signals::spawn_cancel_on_signals(shutdown.clone())
         .context("install the SIGTERM/SIGINT handlers")?;
-    lbone::server::run(listener, cfg, shutdown).await
+    let reload = Box::new(move || Config::load(&path));
+    lbone::server::run(listener, cfg, shutdown, Some(reload)).await
 }
 
 fn init(dir: &std::path::Path, force: bool) -> anyhow::Result<()> {

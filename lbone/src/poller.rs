@@ -279,8 +279,9 @@ fn now_ms() -> i64 {
 pub struct Poller {
     store: Store,
     liveness: Liveness,
-    /// How depots with a TLS port are reached (see [`tls_config`]).
-    tls: Option<Arc<rustls::ClientConfig>>,
+    /// How depots with a TLS port are reached (see [`tls_config`]);
+    /// replaced on SIGHUP, taken at the start of each poll.
+    tls: Option<Arc<ibp_https::Current<rustls::ClientConfig>>>,
     slots: Arc<Semaphore>,
     /// Depots whose poll has not finished (not polled again until it has).
     in_flight: Arc<Mutex<HashSet<PollTarget>>>,
@@ -314,7 +315,7 @@ impl Poller {
         store: Store,
         liveness: Liveness,
         concurrency: usize,
-        tls: Option<Arc<rustls::ClientConfig>>,
+        tls: Option<Arc<ibp_https::Current<rustls::ClientConfig>>>,
     ) -> Poller {
         Poller {
             store,
@@ -394,7 +395,7 @@ impl Poller {
             let task = PollTask {
                 store: self.store.clone(),
                 liveness: self.liveness,
-                tls: self.tls.clone(),
+                tls: self.tls.as_ref().map(|t| t.get()),
                 available: self.available.clone(),
                 slots: self.slots.clone(),
                 shutdown: shutdown.clone(),

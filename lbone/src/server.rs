@@ -49,29 +49,84 @@ pub async fn bind(cfg: &Config) -> anyhow::Result<TcpListener> {
         .with_context(|| format!("listen on {}", cfg.listen))
 }
 
+/// Reads the configuration file again, for SIGHUP.
+pub type Reload = Box<dyn Fn() -> anyhow::Result<Config> + Send + Sync>;
+
+/// What the trust directory and the server certificate and key make.
+struct Loaded {
+    trust: TrustStore,
+    /// The HTTPS server's configuration.
+    server: rustls::ServerConfig,
+    /// The poller's (the same certificate presented to depots).
+    poller: rustls::ClientConfig,
+}
+
+fn load_tls(cfg: &Config) -> anyhow::Result<Loaded> {
+    let trust = TrustStore::load(&cfg.trust_dir)
+        .with_context(|| format!("load trust directory {}", cfg.trust_dir.display()))?;
+    if trust.ca_certificates().is_empty() {
+        tracing::warn!(dir = %cfg.trust_dir.display(), "no trusted CA: every client certificate will be refused");
+    }
+    let chain = read_certificates(&cfg.server_cert).context("load the server certificate")?;
+    let key = read_private_key(&cfg.server_key).context("load the server key")?;
+    warn_without_client_auth(&chain);
+    // The poller presents the same certificate to depots' TLS ports.
+    let poller = crate::poller::tls_config(trust.ca_certificates(), chain.clone(), key.clone())
+        .context("TLS client configuration of the poller (server certificate and key)")?;
+    let mut server =
+        ibp_auth::tls::server_config(Arc::new(trust.clone()), chain, key, ClientAuth::Optional)
+            .context("TLS configuration (server certificate and key)")?;
+    server.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(Loaded {
+        trust,
+        server,
+        poller,
+    })
+}
+
+/// SIGHUP: the server certificate and key and the trust directory read
+/// again and put in force for new connections, requests and polls; the
+/// rest of the configuration needs a restart, and a change there is
+/// logged as such. Nothing changes unless all of it loads.
+fn apply_reload(
+    app: &App,
+    tls: &ibp_https::Current<rustls::ServerConfig>,
+    poll_tls: &ibp_https::Current<rustls::ClientConfig>,
+    started: &Config,
+    reload: &Reload,
+) -> Result<String, String> {
+    let new = reload().map_err(|e| format!("{e:#}"))?;
+    let loaded = load_tls(&new).map_err(|e| format!("{e:#}"))?;
+    let cas = loaded.trust.ca_certificates().len();
+    tls.replace(loaded.server);
+    poll_tls.replace(loaded.poller);
+    app.trust.replace(loaded.trust);
+    let mut rest = new.clone();
+    rest.trust_dir = started.trust_dir.clone();
+    rest.server_cert = started.server_cert.clone();
+    rest.server_key = started.server_key.clone();
+    if format!("{rest:?}") != format!("{started:?}") {
+        tracing::warn!(
+            "SIGHUP: settings other than server_cert, server_key and trust_dir changed in the configuration: they take effect at the next restart"
+        );
+    }
+    Ok(format!(
+        "server certificate and key, trust directory ({cas} CAs) read again"
+    ))
+}
+
 /// Serves on `listener` until `shutdown` is cancelled; says `listening on
 /// ADDR:PORT` on stdout once ready.
 pub async fn run(
     listener: TcpListener,
     cfg: Config,
     shutdown: CancellationToken,
+    reload: Option<Reload>,
 ) -> anyhow::Result<()> {
-    let trust = TrustStore::load(&cfg.trust_dir)
-        .with_context(|| format!("load trust directory {}", cfg.trust_dir.display()))?;
-    if trust.ca_certificates().is_empty() {
-        tracing::warn!(dir = %cfg.trust_dir.display(), "no trusted CA: every client certificate will be refused");
-    }
-    let trust = Arc::new(trust);
-    let chain = read_certificates(&cfg.server_cert).context("load the server certificate")?;
-    let key = read_private_key(&cfg.server_key).context("load the server key")?;
-    warn_without_client_auth(&chain);
-    // The poller presents the same certificate to depots' TLS ports.
-    let poll_tls =
-        crate::poller::tls_config(trust.ca_certificates(), chain.clone(), key.clone())
-            .context("TLS client configuration of the poller (server certificate and key)")?;
-    let mut tls = ibp_auth::tls::server_config(trust.clone(), chain, key, ClientAuth::Optional)
-        .context("TLS configuration (server certificate and key)")?;
-    tls.alpn_protocols = vec![b"http/1.1".to_vec()];
+    let loaded = load_tls(&cfg)?;
+    let tls = Arc::new(ibp_https::Current::new(loaded.server));
+    let poll_tls = Arc::new(ibp_https::Current::new(loaded.poller));
+    let trust = loaded.trust;
     let signing_key = load_signing_key(&cfg.signing_key).context("load the grant-signing key")?;
     let public = ibp_auth::keys::format_public_key(
         &<[u8; 32]>::try_from(signing_key.public_key().as_ref())
@@ -94,11 +149,11 @@ pub async fn run(
         poll_store.clone(),
         liveness,
         cfg.poll_concurrency,
-        Some(Arc::new(poll_tls)),
+        Some(poll_tls.clone()),
     );
     let app = Arc::new(App {
         store: store.clone(),
-        trust,
+        trust: ibp_https::Current::new(trust),
         signing_key,
         liveness,
         grant_lifetime: cfg.grant_lifetime.0,
@@ -135,7 +190,14 @@ pub async fn run(
         metrics: Some(metrics),
         ..ibp_https::ServeOptions::default()
     };
-    ibp_https::serve_with(listener, Arc::new(tls), router(app), shutdown.clone(), opts).await;
+    if let Some(reload) = reload {
+        let (a, t, p, started) = (app.clone(), tls.clone(), poll_tls, cfg.clone());
+        ibp_service::signals::spawn_reload_on_sighup(shutdown.clone(), move || {
+            apply_reload(&a, &t, &p, &started, &reload)
+        })
+        .context("watch SIGHUP")?;
+    }
+    ibp_https::serve_reloadable(listener, tls, router(app), shutdown.clone(), opts).await;
     shutdown.cancel();
     if let Err(e) = polling.await {
         tracing::error!(error = %e, "poller task failed");

@@ -52,12 +52,13 @@ enum Cmd {
 }
 
 /// The server's `run` on its listener until SIGTERM/SIGINT.
-async fn serve(cfg: Config) -> anyhow::Result<()> {
+async fn serve(cfg: Config, path: PathBuf) -> anyhow::Result<()> {
     let listener = metadata_manager::server::bind(&cfg).await?;
     let shutdown = tokio_util::sync::CancellationToken::new();
     ibp_service::signals::spawn_cancel_on_signals(shutdown.clone())
         .context("install the SIGTERM/SIGINT handlers")?;
-    metadata_manager::server::run(listener, cfg, shutdown).await
+    let reload = Box::new(move || Config::load(&path));
+    metadata_manager::server::run(listener, cfg, shutdown, Some(reload)).await
 }
 
 fn main() -> ExitCode {
@@ -81,7 +82,7 @@ fn main() -> ExitCode {
                 .enable_all()
                 .build()
                 .map_err(anyhow::Error::from)
-                .and_then(|rt| rt.block_on(serve(cfg)))
+                .and_then(|rt| rt.block_on(serve(cfg, config)))
         }),
         Cmd::Backup { config, to } => Config::load(&config).and_then(|cfg| {
             let rt = tokio::runtime::Builder::new_current_thread()

@@ -24,25 +24,68 @@ pub async fn bind(cfg: &Config) -> anyhow::Result<TcpListener> {
         .with_context(|| format!("listen on {}", cfg.listen))
 }
 
+/// Reads the configuration file again, for SIGHUP.
+pub type Reload = Box<dyn Fn() -> anyhow::Result<Config> + Send + Sync>;
+
+/// The trust directory, and the TLS configuration with the server
+/// certificate and key, of `cfg`.
+fn load_tls(cfg: &Config) -> anyhow::Result<(TrustStore, rustls::ServerConfig)> {
+    let trust = TrustStore::load(&cfg.trust_dir)
+        .with_context(|| format!("load trust directory {}", cfg.trust_dir.display()))?;
+    if trust.ca_certificates().is_empty() {
+        tracing::warn!(dir = %cfg.trust_dir.display(), "no trusted CA: every client certificate will be refused");
+    }
+    let chain = ibp_auth::keys::read_certificates(&cfg.server_cert)?;
+    let key = ibp_auth::keys::read_private_key(&cfg.server_key)?;
+    // Clients without a certificate get a clear 401 instead of a TLS alert.
+    let mut tls =
+        ibp_auth::tls::server_config(Arc::new(trust.clone()), chain, key, ClientAuth::Optional)
+            .context("TLS configuration (server certificate and key)")?;
+    tls.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok((trust, tls))
+}
+
+/// SIGHUP: the server certificate and key and the trust directory read
+/// again and put in force for new connections and requests (cached
+/// identities forgotten); the rest of the configuration needs a restart,
+/// and a change there is logged as such. Nothing changes unless all of it
+/// loads.
+fn apply_reload(
+    app: &App,
+    tls: &ibp_https::Current<rustls::ServerConfig>,
+    started: &Config,
+    reload: &Reload,
+) -> Result<String, String> {
+    let new = reload().map_err(|e| format!("{e:#}"))?;
+    let (trust, config) = load_tls(&new).map_err(|e| format!("{e:#}"))?;
+    let cas = trust.ca_certificates().len();
+    tls.replace(config);
+    app.trust.replace(trust);
+    app.identities.clear();
+    let mut rest = new.clone();
+    rest.trust_dir = started.trust_dir.clone();
+    rest.server_cert = started.server_cert.clone();
+    rest.server_key = started.server_key.clone();
+    if format!("{rest:?}") != format!("{started:?}") {
+        tracing::warn!(
+            "SIGHUP: settings other than server_cert, server_key and trust_dir changed in the configuration: they take effect at the next restart"
+        );
+    }
+    Ok(format!(
+        "server certificate and key, trust directory ({cas} CAs) read again"
+    ))
+}
+
 /// Serves on `listener` until `shutdown` is cancelled; says `listening on
 /// ADDR:PORT` on stdout once ready.
 pub async fn run(
     listener: TcpListener,
     cfg: Config,
     shutdown: CancellationToken,
+    reload: Option<Reload>,
 ) -> anyhow::Result<()> {
-    let trust = TrustStore::load(&cfg.trust_dir)
-        .with_context(|| format!("load trust directory {}", cfg.trust_dir.display()))?;
-    if trust.ca_certificates().is_empty() {
-        tracing::warn!(dir = %cfg.trust_dir.display(), "no trusted CA: every client certificate will be refused");
-    }
-    let trust = Arc::new(trust);
-    let chain = ibp_auth::keys::read_certificates(&cfg.server_cert)?;
-    let key = ibp_auth::keys::read_private_key(&cfg.server_key)?;
-    // Clients without a certificate get a clear 401 instead of a TLS alert.
-    let mut tls = ibp_auth::tls::server_config(trust.clone(), chain, key, ClientAuth::Optional)
-        .context("TLS configuration (server certificate and key)")?;
-    tls.alpn_protocols = vec![b"http/1.1".to_vec()];
+    let (trust, tls) = load_tls(&cfg)?;
+    let tls = Arc::new(ibp_https::Current::new(tls));
     let signing_key = ibp_auth::keys::load_signing_key(&cfg.signing_key)?;
     let public = ibp_auth::keys::format_public_key(
         &<[u8; 32]>::try_from(signing_key.public_key().as_ref())
@@ -55,7 +98,7 @@ pub async fn run(
 
     let app = Arc::new(App {
         store: store.clone(),
-        trust,
+        trust: ibp_https::Current::new(trust),
         identities: ibp_auth::cache::IdentityCache::new(10_000, 300),
         signing_key,
         ticket_lifetime: cfg.ticket_lifetime,
@@ -97,7 +140,14 @@ pub async fn run(
         metrics: Some(metrics),
         ..ibp_https::ServeOptions::default()
     };
-    ibp_https::serve_with(listener, Arc::new(tls), router(app), shutdown.clone(), opts).await;
+    if let Some(reload) = reload {
+        let (a, t, started) = (app.clone(), tls.clone(), cfg.clone());
+        ibp_service::signals::spawn_reload_on_sighup(shutdown.clone(), move || {
+            apply_reload(&a, &t, &started, &reload)
+        })
+        .context("watch SIGHUP")?;
+    }
+    ibp_https::serve_reloadable(listener, tls, router(app.clone()), shutdown.clone(), opts).await;
     if tokio::time::timeout(std::time::Duration::from_secs(5), store.close())
         .await
         .is_err()

@@ -329,6 +329,45 @@ impl Grid {
         Ok(der)
     }
 
+    /// Sends SIGHUP to the L-Bone or the metadata manager (its first
+    /// replica): it reads its certificate and trust directory again.
+    pub fn reload_service(&self, which: Daemon) -> anyhow::Result<()> {
+        let service = match which {
+            Daemon::OnlineCa => bail!("the online CA does not reload on SIGHUP"),
+            Daemon::Lbone => &self.lbone,
+            Daemon::MetadataManager => &self.mdm,
+        };
+        let pid = service
+            .proc
+            .as_ref()
+            .map(|p| p.child.id())
+            .context("not running")?;
+        let pid = i32::try_from(pid).context("a pid")?;
+        // SAFETY: kill(2) with a signal number on the pid of our own
+        // child process, not reaped while `proc` holds it.
+        if unsafe { libc::kill(pid, libc::SIGHUP) } != 0 {
+            bail!("kill -HUP {pid}: {}", std::io::Error::last_os_error());
+        }
+        Ok(())
+    }
+
+    /// A new server certificate and key for the L-Bone or the metadata
+    /// manager (its first replica) from the grid's CA, written over its
+    /// files; returns the certificate (DER).
+    pub fn renew_service_certificate(&self, which: Daemon) -> anyhow::Result<Vec<u8>> {
+        let (cn, service) = match which {
+            Daemon::OnlineCa => bail!("the online CA's certificate is its own"),
+            Daemon::Lbone => ("lbone", &self.lbone),
+            Daemon::MetadataManager => ("metadata-manager", &self.mdm),
+        };
+        let issuer = Issuer::load(&self.dir.join("ca"))?;
+        let (cert, _key) = issuer.server_cert(cn, &service.dir)?;
+        let pem = fs::read(&cert)?;
+        rustls_pki_types::pem::PemObject::from_pem_slice(&pem)
+            .map(|c: rustls_pki_types::CertificateDer<'static>| c.to_vec())
+            .context("parse the new certificate")
+    }
+
     /// Kills the L-Bone (SIGKILL) and waits for it.
     pub fn kill_lbone(&mut self) {
         self.lbone.kill();

@@ -75,6 +75,13 @@ impl IdentityCache {
         Ok(Some(id))
     }
 
+    /// Forgets every cached identity (the trust store changed).
+    pub fn clear(&self) {
+        if let Ok(mut map) = self.entries.lock() {
+            map.clear();
+        }
+    }
+
     /// Number of cached identities.
     pub fn len(&self) -> usize {
         self.entries.lock().map(|m| m.len()).unwrap_or(0)

@@ -31,4 +31,6 @@ pub use caller::{Authenticate, Authenticated};
 
 pub use client::{BaseUrl, Client, HttpError, Response};
 pub use hyper::Method;
-pub use server::{serve, serve_with, PeerChain, RemoteAddr, ServeOptions};
+pub use server::{
+    serve, serve_reloadable, serve_with, Current, PeerChain, RemoteAddr, ServeOptions,
+};

@@ -119,6 +119,31 @@ pub async fn serve(
     serve_with(listener, tls, router, shutdown, ServeOptions::default()).await
 }
 
+/// A value replaced whole while it is in use (a daemon's TLS configuration
+/// or trust store on SIGHUP): readers take a snapshot, [`Current::get`],
+/// and keep it for what they are doing.
+pub struct Current<T> {
+    value: std::sync::RwLock<Arc<T>>,
+}
+
+impl<T> Current<T> {
+    pub fn new(value: T) -> Current<T> {
+        Current {
+            value: std::sync::RwLock::new(Arc::new(value)),
+        }
+    }
+
+    /// The value now in force.
+    pub fn get(&self) -> Arc<T> {
+        self.value.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// Puts `value` in force for the next [`Current::get`].
+    pub fn replace(&self, value: T) {
+        *self.value.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(value);
+    }
+}
+
 /// [`serve`] with explicit limits.
 pub async fn serve_with(
     listener: TcpListener,
@@ -127,7 +152,23 @@ pub async fn serve_with(
     shutdown: CancellationToken,
     opts: ServeOptions,
 ) {
-    let acceptor = TlsAcceptor::from(tls);
+    let tls = Arc::new(Current {
+        value: std::sync::RwLock::new(tls),
+    });
+    serve_reloadable(listener, tls, router, shutdown, opts).await
+}
+
+/// [`serve_with`] with a TLS configuration that may be replaced while
+/// serving (a renewed certificate, a reloaded trust directory): each new
+/// connection is accepted with the one in force; connections already open
+/// keep theirs.
+pub async fn serve_reloadable(
+    listener: TcpListener,
+    tls: Arc<Current<rustls::ServerConfig>>,
+    router: axum::Router,
+    shutdown: CancellationToken,
+    opts: ServeOptions,
+) {
     let router = match &opts.metrics {
         Some(m) => m.layer(router),
         None => router,
@@ -167,7 +208,7 @@ pub async fn serve_with(
             continue;
         };
         let conn = Connection {
-            acceptor: acceptor.clone(),
+            acceptor: TlsAcceptor::from(tls.get()),
             router: router.clone(),
             shutdown: shutdown.clone(),
             opts: opts.clone(),

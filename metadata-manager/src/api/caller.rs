@@ -214,7 +214,7 @@ impl Authenticate<Verified> for App {
         let chain = peer.0.as_deref();
         let id = ApiError::credential(self.identities.peer_identity(
             chain,
-            &self.trust,
+            &self.trust.get(),
             ibp_auth::unix_now(),
         ))?;
         // Principals are `user:ID@VO`: an ID outside the identifier alphabet

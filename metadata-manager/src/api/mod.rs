@@ -67,7 +67,8 @@ pub const LIST_MAX: u32 = 10_000;
 /// Everything the handlers share.
 pub struct App {
     pub store: Store,
-    pub trust: Arc<TrustStore>,
+    /// Replaced on SIGHUP (`server::reload`).
+    pub trust: ibp_https::Current<TrustStore>,
     /// Verified proxy chains (a client sends the same chain with every
     /// request; membership and rights are still checked every time).
     pub identities: ibp_auth::cache::IdentityCache,
