@@ -149,6 +149,9 @@ pub struct GridOptions {
     /// Where to make the grid directory (default: a new temporary
     /// directory). It must not exist or be empty.
     pub dir: Option<PathBuf>,
+    /// vo1 is pseudonymous at the online CA (`[vos.vo1] pseudonymous =
+    /// true`): certificates say `CN=pseudonym:<p>`, not `CN=local:<user>`.
+    pub pseudonymous: bool,
 }
 
 impl GridOptions {
@@ -216,6 +219,7 @@ impl Default for GridOptions {
             lbone_poll_interval: Duration::from_millis(500),
             depot_hard_sizes: Vec::new(),
             dir: None,
+            pseudonymous: false,
         }
     }
 }
@@ -465,7 +469,7 @@ fn write_configs(
     config::write_users_file(l, &users_file)?;
     files::write_file(&l.dir.join("lors.toml"), "")?;
     let configs = ServiceConfigs {
-        ca: config::write_ca(l)?,
+        ca: config::write_ca(l, opts.pseudonymous)?,
         lbone: config::write_lbone(l, &issuer, opts)?,
         mdm: config::write_mdm(l, &issuer)?,
     };
