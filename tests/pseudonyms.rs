@@ -124,14 +124,14 @@ fn no_service_but_the_ca_learns_a_pseudonymous_members_login() {
     let who = ok(lors(&g, ALICE, &["whoami", "--set-name", "Alice L."]));
     assert!(who.contains("shown as  : Alice L.@vo1\n"), "{who}");
     let o = lors(&g, BOB, &["whoami", "--set-name", "alice l."]);
-    assert_ne!(code(&o), 0, "{}", text(&o));
+    assert_eq!(code(&o), 8, "a conflict: {}", text(&o));
     assert!(
         stderr(&o).contains("another member of VO vo1 is called \"alice l.\""),
         "{}",
         text(&o)
     );
     let o = lors(&g, BOB, &["whoami", "--set-name", "pseudonym:x"]);
-    assert_ne!(code(&o), 0, "{}", text(&o));
+    assert_eq!(code(&o), 2, "a usage error: {}", text(&o));
     assert!(stderr(&o).contains("neither ':' nor '@'"), "{}", text(&o));
     ok(lors(&g, BOB, &["whoami", "--set-name", "Bob B."]));
 

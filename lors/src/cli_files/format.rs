@@ -446,7 +446,10 @@ pub fn format_whoami(w: &Whoami, st: &Style) -> String {
             let _ = writeln!(out, "shown as  : {n}@{}", w.vo);
         }
         None => {
-            let _ = writeln!(out, "shown as  : (no display name: lors whoami --set-name NAME)");
+            let _ = writeln!(
+                out,
+                "shown as  : (no display name: lors whoami --set-name NAME)"
+            );
         }
     }
     let _ = writeln!(out, "vo        : {}", w.vo);

@@ -74,9 +74,7 @@ pub(super) async fn set_name(
             )));
         }
     }
-    app.store
-        .set_display_name(vo, &who.id.vo_id, name)
-        .await?;
+    app.store.set_display_name(vo, &who.id.vo_id, name).await?;
     tracing::info!(set = name.is_some(), "display name changed");
     Ok(Json(SetNameAnswer {
         vo: vo.clone(),

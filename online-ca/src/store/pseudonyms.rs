@@ -156,10 +156,7 @@ mod tests {
         let b = new_pseudonym().unwrap();
         assert_ne!(a, b);
         assert_eq!(parse_pseudonym(&a), Some(a.as_str()));
-        assert_eq!(
-            parse_pseudonym(&format!("pseudonym:{b}")),
-            Some(b.as_str())
-        );
+        assert_eq!(parse_pseudonym(&format!("pseudonym:{b}")), Some(b.as_str()));
         assert_eq!(parse_pseudonym("local:alice"), None);
         assert_eq!(parse_pseudonym("alice"), None);
         assert_eq!(parse_pseudonym("ABCDEFGHIJKLMNOP"), None);
