@@ -127,8 +127,9 @@ enum Command {
     Acl(cli_files::AclCommand),
     /// Show storage used in a VO (all owners for its admins)
     Usage(cli_files::UsageArgs),
-    /// Show who the metadata manager takes you for
-    Whoami(cli_files::MdmArgs),
+    /// Show who the metadata manager takes you for; set or clear your
+    /// display name
+    Whoami(cli_files::WhoamiArgs),
     /// VO admins: list, add, remove or restore the VO's members
     #[command(subcommand)]
     Members(cli_files::MembersCommand),

@@ -583,6 +583,18 @@ impl MetadataClient {
         .await
     }
 
+    /// Sets (or with `None` clears) the caller's display name.
+    pub async fn names_set(
+        &self,
+        name: Option<String>,
+    ) -> Result<metadata_api::names::SetNameAnswer, Error> {
+        self.post(
+            "/v1/names/set",
+            &metadata_api::names::SetNameRequest { name },
+        )
+        .await
+    }
+
     /// The names of VO IDs of the caller's VO.
     pub async fn names_of(
         &self,

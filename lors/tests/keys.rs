@@ -57,6 +57,7 @@ fn whoami(public_key: Option<String>) -> Whoami {
         admin: false,
         public_key,
         credential_not_after: 0,
+        display_name: None,
     }
 }
 

@@ -30,6 +30,7 @@ suite!(
     namespace,
     keys,
     names,
+    display_names,
     usage,
     usage_of_another_vo_is_refused,
     member_cannot_grow_the_database_past_their_quota,

@@ -37,6 +37,12 @@ pub enum AdminCmd {
         #[command(subcommand)]
         cmd: MaintenanceCmd,
     },
+    /// Pseudonyms of pseudonymous VOs (abuse handling): who a pseudonym
+    /// is, and a member's pseudonym.
+    Pseudonym {
+        #[command(subcommand)]
+        cmd: PseudonymCmd,
+    },
     /// Prints the identity (`cert:<issuer DN>|<subject DN>`) of a PEM
     /// certificate, for `member add --identity`.
     CertIdentity {
@@ -170,6 +176,27 @@ pub enum MaintenanceCmd {
         vo: Option<String>,
         #[arg(long, requires = "vo")]
         vo_id: Option<String>,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum PseudonymCmd {
+    /// Who a pseudonym is: its VO, VO ID and every identity of that VO ID.
+    Lookup {
+        /// `pseudonym:<p>` (a certificate's CN) or `<p>`.
+        pseudonym: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// The pseudonym of an identity (`local:<user>`, `radius:<user>`, ...)
+    /// in a VO; none until its first login in a pseudonymous VO.
+    Of {
+        #[arg(long)]
+        vo: String,
+        #[arg(long)]
+        identity: String,
+        #[arg(long)]
+        json: bool,
     },
 }
 
@@ -411,7 +438,73 @@ async fn run_db(cfg: &Config, store: &Store, cmd: AdminCmd) -> anyhow::Result<()
             }
         }
         AdminCmd::Maintenance { cmd } => maintenance(store, cmd).await?,
+        AdminCmd::Pseudonym { cmd } => pseudonym(cfg, store, cmd).await?,
         AdminCmd::User { .. } | AdminCmd::CertIdentity { .. } => {}
+    }
+    Ok(())
+}
+
+async fn pseudonym(cfg: &Config, store: &Store, cmd: PseudonymCmd) -> anyhow::Result<()> {
+    match cmd {
+        PseudonymCmd::Lookup { pseudonym, json } => {
+            let Some(p) = crate::store::parse_pseudonym(&pseudonym) else {
+                bail!("{pseudonym:?} is not a pseudonym (pseudonym:<16 characters a-z, 2-7>)");
+            };
+            let Some(row) = store.pseudonym_lookup(p).await? else {
+                bail!("no member has the pseudonym {p}");
+            };
+            if json {
+                println!("{}", serde_json::to_string_pretty(&row)?);
+            } else {
+                println!(
+                    "{}{}\tVO {}\tVO ID {}\tsince {}",
+                    crate::store::CN_PREFIX,
+                    row.pseudonym,
+                    row.vo,
+                    row.vo_id,
+                    utc(row.created_at)
+                );
+                if row.identities.is_empty() {
+                    println!("(no identity left: a former VO ID, see member list --former)");
+                }
+                for i in &row.identities {
+                    println!("{i}");
+                }
+            }
+        }
+        PseudonymCmd::Of { vo, identity, json } => {
+            check_vo(cfg, &vo)?;
+            let Some(m) = store.membership(&vo, &identity).await? else {
+                bail!("{identity} is not a member of VO {vo}");
+            };
+            let p = store.pseudonym_of(&vo, &m.vo_id).await?;
+            if json {
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(&serde_json::json!({
+                        "vo": vo,
+                        "vo_id": m.vo_id,
+                        "identity": identity,
+                        "pseudonym": p,
+                    }))?
+                );
+            } else {
+                match p {
+                    Some(p) => println!("{}{p}", crate::store::CN_PREFIX),
+                    None => {
+                        let off = if cfg.pseudonymous(&vo) {
+                            String::new()
+                        } else {
+                            format!(", and VO {vo} is not pseudonymous ([vos.{vo}] pseudonymous = true)")
+                        };
+                        bail!(
+                            "{identity} (VO ID {}) has no pseudonym in VO {vo} yet: one is drawn at its first login{off}",
+                            m.vo_id
+                        )
+                    }
+                }
+            }
+        }
     }
     Ok(())
 }

@@ -293,7 +293,23 @@ async fn login(
             )
         })?;
 
-    let cert = app.ca.issue(&csr, &identity, lifetime).map_err(|e| {
+    // In a pseudonymous VO the certificate names the member's pseudonym
+    // there, never the login (docs/identity.md, "Pseudonymous members").
+    let pseudonym = if app.cfg.pseudonymous(&req.vo) {
+        Some(
+            app.store
+                .pseudonym(&req.vo, &member.vo_id)
+                .await
+                .map_err(ApiError::internal)?,
+        )
+    } else {
+        None
+    };
+    let cn = match &pseudonym {
+        Some(p) => format!("{}{p}", crate::store::CN_PREFIX),
+        None => identity.clone(),
+    };
+    let cert = app.ca.issue(&csr, &cn, lifetime).map_err(|e| {
         match e.downcast_ref::<ibp_auth::AuthError>() {
             Some(ibp_auth::AuthError::Malformed { .. }) => ApiError::bad(e.to_string()),
             _ => ApiError::internal(e),
@@ -342,7 +358,7 @@ async fn login(
         Ok(false) => {}
         Err(e) => tracing::warn!(error = %e, "could not link the issued certificate"),
     }
-    tracing::info!(%identity, vo = %req.vo, vo_id = %member.vo_id, serial = %cert.serial_hex, lifetime, "issued a certificate");
+    tracing::info!(%identity, vo = %req.vo, vo_id = %member.vo_id, pseudonym = pseudonym.as_deref().unwrap_or("-"), serial = %cert.serial_hex, lifetime, "issued a certificate");
     Ok(Json(LoginResponse {
         certificate: crate::ca::cert_pem(&cert.der),
         chain: app.ca.ca_pem().to_string(),

@@ -123,6 +123,26 @@ pub struct Config {
     /// files alive unattended (docs/maintenance.md).
     #[serde(default)]
     pub maintenance: MaintenanceConfig,
+    /// Per-VO settings, `[vos.<vo>]`; a VO without a section takes the
+    /// defaults of [`VoConfig`]. Every name must be a VO of the CA
+    /// directory (checked when the CA starts).
+    #[serde(default)]
+    pub vos: std::collections::BTreeMap<String, VoConfig>,
+}
+
+/// `[vos.<vo>]`: how the CA treats the members of one VO.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct VoConfig {
+    /// Certificates issued at login name the member by a stable pseudonym
+    /// of this VO (`CN=pseudonym:<16 letters and digits>`) instead of
+    /// their login name; the mapping stays in the CA's database
+    /// (docs/identity.md, "Pseudonymous members"). Default `false`, so
+    /// that a configuration written before the setting existed keeps
+    /// naming members as it did; `online-ca init` writes `true` for the
+    /// VOs it creates.
+    #[serde(default)]
+    pub pseudonymous: bool,
 }
 
 fn ninety_days() -> Secs {
@@ -447,6 +467,25 @@ impl Config {
         Ok(())
     }
 
+    /// Whether members of `vo` get pseudonymous certificates.
+    pub fn pseudonymous(&self, vo: &str) -> bool {
+        self.vos.get(vo).is_some_and(|v| v.pseudonymous)
+    }
+
+    /// Refuses `[vos.<vo>]` sections for VOs the CA directory lacks (a
+    /// typo there would silently leave a VO's members named by login).
+    pub fn check_vos<'a>(&self, known: impl Iterator<Item = &'a str>) -> anyhow::Result<()> {
+        let known: Vec<&str> = known.collect();
+        if let Some(vo) = self.vos.keys().find(|v| !known.contains(&v.as_str())) {
+            bail!(
+                "config: [vos.{vo}] names a VO without an attribute authority in {} (VOs: {})",
+                self.dir.join("aa").display(),
+                known.join(", ")
+            );
+        }
+        Ok(())
+    }
+
     /// The database URL, defaulting to SQLite in the CA directory.
     pub fn database_url(&self) -> String {
         match &self.database {
@@ -516,5 +555,25 @@ mod tests {
         assert_eq!(c.maintenance.default_validity, Secs(90 * 86_400));
         assert_eq!(c.maintenance.proxy_lifetime, Secs(3600));
         assert_eq!(c.maintenance.admin_group, "admins");
+        assert!(c.vos.is_empty() && !c.pseudonymous("vo1"));
+    }
+
+    #[test]
+    fn pseudonymous_per_vo() {
+        let c: Config = toml::from_str(
+            "listen = \"127.0.0.1:0\"\ndir = \"x\"\norg = \"o\"\n[vos.vo1]\npseudonymous = true\n[vos.vo2]\n",
+        )
+        .unwrap();
+        assert!(c.pseudonymous("vo1"));
+        assert!(!c.pseudonymous("vo2"));
+        assert!(!c.pseudonymous("vo3"));
+        assert!(c.check_vos(["vo1", "vo2"].into_iter()).is_ok());
+        let e = c.check_vos(["vo1"].into_iter()).unwrap_err().to_string();
+        assert!(e.contains("[vos.vo2]"), "{e}");
+        let e = toml::from_str::<Config>(
+            "listen = \"127.0.0.1:0\"\ndir = \"x\"\norg = \"o\"\n[vos.vo1]\npseudonymus = true\n",
+        )
+        .unwrap_err();
+        assert!(e.to_string().contains("unknown field"), "{e}");
     }
 }

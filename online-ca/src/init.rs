@@ -50,6 +50,16 @@ fn mkdir_private(path: &Path) -> anyhow::Result<()> {
 }
 
 /// Quotes a string for TOML.
+/// A VO name as a TOML key (VO names are bare keys, `[A-Za-z0-9._-]`,
+/// except for `.`, which needs quotes).
+fn toml_key(vo: &str) -> String {
+    if vo.contains('.') {
+        toml_str(vo)
+    } else {
+        vo.to_string()
+    }
+}
+
 fn toml_str(s: &str) -> String {
     toml::Value::String(s.to_string()).to_string()
 }
@@ -220,10 +230,19 @@ users_file = "users"
 # Failed logins per user and per client address within the window.
 max_failures = 5
 window = "60s"
-"#,
+
+# Per VO: certificates name members by a stable pseudonym of the VO, never
+# by their login (docs/identity.md, "Pseudonymous members"). On by default
+# for the VOs made here; false (or no section) names members by login.
+{vos}"#,
         listen = toml_str(o.listen),
         dir = toml_str(&dir.display().to_string()),
         db = dir.join("ca.db").display(),
         org = toml_str(o.org),
+        vos = o
+            .vos
+            .iter()
+            .map(|vo| format!("[vos.{}]\npseudonymous = true\n", toml_key(vo)))
+            .collect::<String>(),
     )
 }

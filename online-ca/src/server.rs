@@ -39,6 +39,7 @@ pub async fn run(
     shutdown: tokio_util::sync::CancellationToken,
 ) -> anyhow::Result<()> {
     let ca = Ca::load(&cfg.dir, &cfg.org)?;
+    cfg.check_vos(ca.vos())?;
     let trust_dir = cfg.trust_dir();
     let trust = TrustStore::load(&trust_dir)
         .with_context(|| format!("load trust directory {}", trust_dir.display()))?;

@@ -36,13 +36,19 @@
 //!   member identity that enrolled (the login identity, not the
 //!   certificate linked from it); removing it revokes its grants.
 //!   `token_hash` is the hex SHA-256 of the secret token, never the token.
+//! - `pseudonyms (vo, vo_id, pseudonym, created_at)`: the pseudonym of a
+//!   member (VO ID) of a pseudonymous VO, drawn at random at their first
+//!   login and never changed; `pseudonym` is unique across VOs
+//!   (`store/pseudonyms.rs`).
 
 use anyhow::{anyhow, bail};
 use serde::Serialize;
 use sqlx::{AnyPool, Row};
 
 mod grants;
+mod pseudonyms;
 pub use grants::{GrantRow, GrantState};
+pub use pseudonyms::{parse_pseudonym, PseudonymRow, CN_PREFIX};
 
 /// Migrations, applied in order; never edit one that has shipped.
 const MIGRATIONS: &[&[&str]] = &[
@@ -103,6 +109,12 @@ const MIGRATIONS: &[&[&str]] = &[
         "CREATE INDEX maintenance_grants_by_member ON maintenance_grants (vo, vo_id)",
         "CREATE INDEX maintenance_grants_by_identity ON maintenance_grants (vo, identity)",
     ],
+    &["CREATE TABLE pseudonyms (
+        vo TEXT NOT NULL,
+        vo_id TEXT NOT NULL,
+        pseudonym TEXT NOT NULL UNIQUE,
+        created_at BIGINT NOT NULL,
+        PRIMARY KEY (vo, vo_id))"],
 ];
 
 /// A VO group.

@@ -8,13 +8,14 @@ use super::files::{toml_path, write_file, write_secret};
 use super::pki::Issuer;
 use super::{GridOptions, Layout, ADMIN_GROUP, ORG, VO};
 
-/// The online CA's `config.toml` (local users from `users`).
-pub(super) fn write_ca(l: &Layout) -> anyhow::Result<PathBuf> {
+/// The online CA's `config.toml` (local users from `users`; vo1
+/// pseudonymous if asked).
+pub(super) fn write_ca(l: &Layout, pseudonymous: bool) -> anyhow::Result<PathBuf> {
     let config = l.ca.join("config.toml");
     write_file(
         &config,
         &format!(
-            "listen = \"127.0.0.1:0\"\nmetrics_listen = \"127.0.0.1:0\"\ndir = {}\norg = {ORG:?}\n\n[local]\nusers_file = \"users\"\n",
+            "listen = \"127.0.0.1:0\"\nmetrics_listen = \"127.0.0.1:0\"\ndir = {}\norg = {ORG:?}\n\n[local]\nusers_file = \"users\"\n\n[vos.{VO}]\npseudonymous = {pseudonymous}\n",
             toml_path(&l.ca)
         ),
     )?;

@@ -157,6 +157,9 @@ pub struct GridOptions {
     /// of them in the trust directory, and `lors` is given every URL.
     /// More than one needs `mdm_database` (a shared server database).
     pub mdm_replicas: usize,
+    /// vo1 is pseudonymous at the online CA (`[vos.vo1] pseudonymous =
+    /// true`): certificates say `CN=pseudonym:<p>`, not `CN=local:<user>`.
+    pub pseudonymous: bool,
 }
 
 impl GridOptions {
@@ -232,6 +235,7 @@ impl Default for GridOptions {
             dir: None,
             mdm_database: None,
             mdm_replicas: 1,
+            pseudonymous: false,
         }
     }
 }
@@ -514,7 +518,7 @@ fn write_configs(
     config::write_users_file(l, &users_file)?;
     files::write_file(&l.dir.join("lors.toml"), "")?;
     let configs = ServiceConfigs {
-        ca: config::write_ca(l)?,
+        ca: config::write_ca(l, opts.pseudonymous)?,
         lbone: config::write_lbone(l, &issuer, opts)?,
         mdm: config::write_mdm(&l.mdm, l, &issuer, opts)?,
         mdm_replicas: l

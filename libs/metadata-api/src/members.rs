@@ -27,6 +27,9 @@ pub struct Whoami {
     pub public_key: Option<String>,
     /// When the proxy's attributes expire (Unix seconds).
     pub credential_not_after: i64,
+    /// The display name the caller chose (`lors whoami --set-name`).
+    #[serde(default)]
+    pub display_name: Option<String>,
 }
 
 /// `POST /v1/vos/{vo}/members`, `.../members/remove`, `.../members/restore`.
@@ -47,6 +50,9 @@ pub struct Member {
     pub removed_at: Option<i64>,
     /// `user:ID@VO` of the admin who removed them.
     pub removed_by: Option<String>,
+    /// The display name the member chose, if any.
+    #[serde(default)]
+    pub display_name: Option<String>,
 }
 
 /// `GET /v1/vos/{vo}/members`.

@@ -12,6 +12,14 @@
 //! twice): resolving it then answers every VO ID and the client refuses to
 //! guess. A name is as trustworthy as the CAs the services trust to issue
 //! subjects (docs/security.md).
+//!
+//! A member may also choose a display name (`POST /v1/names/set`,
+//! [`check_display_name`]): the only human name of a member of a
+//! pseudonymous VO, whose certificate says `CN=pseudonym:<p>` (name
+//! `pseudonym:<p>`). A display name resolves like a certified name, but
+//! it is a claim (first come, first served; the manager refuses one that
+//! another member of the VO already carries), never carries `:` or `@`,
+//! and the certified name keeps resolving too (docs/identity.md).
 
 use serde::{Deserialize, Serialize};
 
@@ -63,6 +71,50 @@ pub struct NameOf {
 pub struct NamesOfAnswer {
     pub vo: String,
     pub names: Vec<NameOf>,
+}
+
+/// Longest display name, in bytes.
+pub const MAX_DISPLAY_NAME: usize = 64;
+
+/// `POST /v1/names/set`: the caller's display name in their VO, a name
+/// the member chooses (a pseudonymous member's only human name); `None`
+/// clears it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SetNameRequest {
+    pub name: Option<String>,
+}
+
+/// The answer to [`SetNameRequest`]: the display name now recorded.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SetNameAnswer {
+    pub vo: String,
+    pub vo_id: String,
+    pub name: Option<String>,
+}
+
+/// A display name as it is stored: trimmed, 1 to [`MAX_DISPLAY_NAME`]
+/// bytes, no control characters, and neither `:` (the mark of names
+/// derived from certificates, `radius:...`, `pseudonym:...`, and of
+/// principals, `user:...`) nor `@` (`NAME@VO`), so that a chosen name
+/// can never pass for a certified one.
+pub fn check_display_name(raw: &str) -> Result<&str, String> {
+    let name = raw.trim();
+    if name.is_empty() || name.len() > MAX_DISPLAY_NAME {
+        return Err(format!(
+            "a display name has 1 to {MAX_DISPLAY_NAME} bytes ({} given)",
+            name.len()
+        ));
+    }
+    if name.chars().any(char::is_control) {
+        return Err("a display name has no control characters".into());
+    }
+    if name.contains(':') || name.contains('@') {
+        return Err(format!(
+            "a display name has neither ':' nor '@' (they mark names from certificates and NAME@VO): {name:?}"
+        ));
+    }
+    Ok(name)
 }
 
 /// The name a certificate subject (`O=..., CN=...`, as x509-parser prints
@@ -132,6 +184,20 @@ mod tests {
         assert_eq!(name_of_subject("O=ACN=fake"), None);
         assert_eq!(name_of_subject("O=no cn"), None);
         assert_eq!(name_of_subject("CN=local:"), None);
+    }
+
+    #[test]
+    fn display_names_are_trimmed_and_never_look_certified() {
+        assert_eq!(check_display_name("  Alice L. "), Ok("Alice L."));
+        assert_eq!(check_display_name("Zoë"), Ok("Zoë"));
+        assert!(check_display_name("").is_err());
+        assert!(check_display_name("   ").is_err());
+        assert!(check_display_name(&"x".repeat(MAX_DISPLAY_NAME + 1)).is_err());
+        assert!(check_display_name(&"x".repeat(MAX_DISPLAY_NAME)).is_ok());
+        assert!(check_display_name("pseudonym:abc").is_err());
+        assert!(check_display_name("radius:bob").is_err());
+        assert!(check_display_name("alice@vo1").is_err());
+        assert!(check_display_name("a\nb").is_err());
     }
 
     #[test]

@@ -431,13 +431,25 @@ pub fn format_whoami(w: &Whoami, st: &Style) -> String {
     };
     let _ = writeln!(out, "principal : {}", w.principal);
     // The name others can share with (`lors share PATH NAME@VO`), as the
-    // metadata manager derives it from the certificate's subject.
+    // metadata manager derives it from the certificate's subject (a
+    // pseudonym in a pseudonymous VO), and the display name chosen.
     match metadata_api::names::name_of_subject(&w.subject) {
         Some(n) => {
             let _ = writeln!(out, "name      : {n}@{}", w.vo);
         }
         None => {
             let _ = writeln!(out, "name      : (none: the certificate has no usable CN)");
+        }
+    }
+    match &w.display_name {
+        Some(n) => {
+            let _ = writeln!(out, "shown as  : {n}@{}", w.vo);
+        }
+        None => {
+            let _ = writeln!(
+                out,
+                "shown as  : (no display name: lors whoami --set-name NAME)"
+            );
         }
     }
     let _ = writeln!(out, "vo        : {}", w.vo);
@@ -473,9 +485,14 @@ pub fn format_members(m: &Members, st: &Style) -> String {
             (None, _) => "active".to_owned(),
         };
         let key = if r.has_public_key { "key" } else { "no key" };
+        let shown = r
+            .display_name
+            .as_deref()
+            .map(|n| format!("  ({n:?})"))
+            .unwrap_or_default();
         let _ = writeln!(
             out,
-            "{:<w$}  {state:<12}  {key:<6}  since {}  {}",
+            "{:<w$}  {state:<12}  {key:<6}  since {}  {}{shown}",
             r.vo_id,
             st.time(r.first_seen),
             r.subject

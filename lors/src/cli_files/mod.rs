@@ -186,6 +186,21 @@ pub struct AclGetArgs {
 }
 
 #[derive(Args)]
+pub struct WhoamiArgs {
+    /// Set the display name other members of your VO see and may share
+    /// with (`lors share PATH "NAME@VO"`) instead of your certificate's
+    /// name (a pseudonym in a pseudonymous VO); your login name is never
+    /// shown unless you type it here
+    #[arg(long, value_name = "NAME", conflicts_with = "clear_name")]
+    set_name: Option<String>,
+    /// Remove your display name
+    #[arg(long)]
+    clear_name: bool,
+    #[command(flatten)]
+    mdm: MdmArgs,
+}
+
+#[derive(Args)]
 #[command(disable_help_flag = true)]
 pub struct UsageArgs {
     /// VO (default: your proxy's); its admins see every owner
@@ -561,9 +576,14 @@ pub fn usage(a: UsageArgs) -> Result<u8, Error> {
     show(s.json, &u, |u| format_usage(u, &st))
 }
 
-pub fn whoami(a: MdmArgs) -> Result<u8, Error> {
-    let s = a.connect()?;
-    let w = crate::runtime()?.block_on(s.client.whoami())?;
+pub fn whoami(a: WhoamiArgs) -> Result<u8, Error> {
+    let s = a.mdm.connect()?;
+    let w = crate::runtime()?.block_on(async {
+        if a.set_name.is_some() || a.clear_name {
+            s.client.names_set(a.set_name.clone()).await?;
+        }
+        s.client.whoami().await
+    })?;
     show(s.json, &w, |w| format_whoami(w, &Style::local(false)))
 }
 

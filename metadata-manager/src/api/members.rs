@@ -32,6 +32,7 @@ pub(super) async fn whoami(
             })
             .collect(),
         admin: who.admin,
+        display_name: member.as_ref().and_then(|m| m.display_name.clone()),
         public_key: member.and_then(|m| m.public_key),
         credential_not_after: who.id.not_after,
         vo: who.id.vo,
@@ -139,6 +140,7 @@ pub(super) async fn members_list(
             first_seen: m.first_seen,
             removed_at: m.removed_at,
             removed_by: m.removed_by,
+            display_name: m.display_name,
         })
         .collect();
     Ok(Json(Members { vo, members }))

@@ -138,6 +138,7 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/v1/usage", post(members::usage))
         .route("/v1/names/resolve", post(names::resolve))
         .route("/v1/names/of", post(names::names_of))
+        .route("/v1/names/set", post(names::set_name))
         .route("/v1/keys/me", put(keys::key_register))
         .route("/v1/keys/lookup", post(keys::key_lookup))
         .route("/v1/keys/add", post(keys::key_add))

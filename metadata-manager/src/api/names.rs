@@ -1,6 +1,10 @@
 //! Members by name within the caller's VO (`POST /v1/names/resolve`,
-//! `POST /v1/names/of`); names are derived from certificate subjects
-//! (`metadata_api::names`).
+//! `POST /v1/names/of`) and the caller's display name (`POST
+//! /v1/names/set`). A member's certified name is derived from their
+//! certificate's subject (`metadata_api::names`; `pseudonym:<p>` for a
+//! member of a pseudonymous VO); a display name, chosen by the member,
+//! resolves too and is the one shown when set (docs/identity.md,
+//! "Pseudonymous members").
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -9,14 +13,16 @@ use axum::extract::State;
 use axum::Json;
 use ibp_https::{ApiError, Authenticated};
 use metadata_api::names::{
-    name_of_subject, NameOf, NamesOfAnswer, NamesOfRequest, ResolveAnswer, ResolveRequest,
-    Resolved, MAX_NAME, MAX_NAMES,
+    check_display_name, name_of_subject, NameOf, NamesOfAnswer, NamesOfRequest, ResolveAnswer,
+    ResolveRequest, Resolved, SetNameAnswer, SetNameRequest, MAX_NAME, MAX_NAMES,
 };
 
 use super::caller::Caller;
 use super::{ApiResult, App, Body};
 
-/// Names of the active members of `vo`: name -> VO IDs, and VO ID -> name.
+/// Names of the active members of `vo`: name -> VO IDs (certified names
+/// and display names alike), and VO ID -> the name shown (the display
+/// name when set, else the certified one).
 async fn directory(
     app: &App,
     vo: &str,
@@ -27,12 +33,54 @@ async fn directory(
         if m.removed_at.is_some() {
             continue;
         }
-        if let Some(n) = name_of_subject(&m.subject) {
-            by_name.entry(n.clone()).or_default().push(m.vo_id.clone());
+        let certified = name_of_subject(&m.subject);
+        for n in certified.iter().chain(m.display_name.iter()) {
+            let ids = by_name.entry(n.clone()).or_default();
+            if !ids.contains(&m.vo_id) {
+                ids.push(m.vo_id.clone());
+            }
+        }
+        if let Some(n) = m.display_name.or(certified) {
             by_id.insert(m.vo_id, n);
         }
     }
     Ok((by_name, by_id))
+}
+
+/// Sets or clears the caller's display name. A name another active
+/// member of the VO already carries (certified or chosen, letter case
+/// aside) is refused (409), so that a display name cannot pass for
+/// someone else's; the name is never derived from the login.
+#[tracing::instrument(skip_all, fields(vo = %who.id.vo, vo_id = %who.id.vo_id))]
+pub(super) async fn set_name(
+    State(app): State<Arc<App>>,
+    Authenticated(who): Authenticated<Caller>,
+    body: Body<SetNameRequest>,
+) -> ApiResult<Json<SetNameAnswer>> {
+    let Json(req) = body?;
+    let vo = &who.id.vo;
+    let name = match req.name.as_deref() {
+        Some(raw) => Some(check_display_name(raw).map_err(ApiError::bad_request)?),
+        None => None,
+    };
+    if let Some(n) = name {
+        let (by_name, _) = directory(&app, vo).await?;
+        let taken = by_name.iter().any(|(other, ids)| {
+            other.to_lowercase() == n.to_lowercase() && ids.iter().any(|id| *id != who.id.vo_id)
+        });
+        if taken {
+            return Err(ApiError::conflict(format!(
+                "another member of VO {vo} is called {n:?}; choose another display name"
+            )));
+        }
+    }
+    app.store.set_display_name(vo, &who.id.vo_id, name).await?;
+    tracing::info!(set = name.is_some(), "display name changed");
+    Ok(Json(SetNameAnswer {
+        vo: vo.clone(),
+        vo_id: who.id.vo_id.clone(),
+        name: name.map(str::to_owned),
+    }))
 }
 
 fn check_count(n: usize) -> ApiResult<()> {

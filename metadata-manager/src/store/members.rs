@@ -7,7 +7,8 @@ impl Store {
     /// The member record, if the user is known.
     pub async fn member(&self, vo: &str, vo_id: &str) -> Result<Option<Member>, StoreError> {
         let row = sqlx::query(
-            "SELECT vo, vo_id, subject, public_key, first_seen, removed_at, removed_by
+            "SELECT vo, vo_id, subject, public_key, first_seen, removed_at, removed_by,
+                    display_name
                FROM members WHERE vo = $1 AND vo_id = $2",
         )
         .bind(vo)
@@ -57,13 +58,30 @@ impl Store {
 
     pub async fn members(&self, vo: &str) -> Result<Vec<Member>, StoreError> {
         let rows = sqlx::query(
-            "SELECT vo, vo_id, subject, public_key, first_seen, removed_at, removed_by
+            "SELECT vo, vo_id, subject, public_key, first_seen, removed_at, removed_by,
+                    display_name
                FROM members WHERE vo = $1 ORDER BY vo_id",
         )
         .bind(vo)
         .fetch_all(&self.pool)
         .await?;
         rows.iter().map(member_of).collect()
+    }
+
+    /// Sets (or with `None` clears) a member's display name.
+    pub async fn set_display_name(
+        &self,
+        vo: &str,
+        vo_id: &str,
+        name: Option<&str>,
+    ) -> Result<(), StoreError> {
+        sqlx::query("UPDATE members SET display_name = $3 WHERE vo = $1 AND vo_id = $2")
+            .bind(vo)
+            .bind(vo_id)
+            .bind(name)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
     }
 
     pub async fn set_public_key(&self, vo: &str, vo_id: &str, key: &str) -> Result<(), StoreError> {

@@ -38,8 +38,9 @@
 //! - `wrapped_keys (file, version, recipient, wrapped)`: the data key of a
 //!   version wrapped for one recipient (`user:ID@VO` or `escrow:VO`).
 //! - `members (vo, vo_id, subject, public_key, first_seen, removed_at,
-//!   removed_by)`: users known to the manager, their key-wrapping public
-//!   key, and whether a VO admin removed them.
+//!   removed_by, display_name)`: users known to the manager, their
+//!   key-wrapping public key, whether a VO admin removed them, and the
+//!   display name they chose.
 //! - `vo_groups (vo, group_id, name)`: groups seen in verified attributes.
 //! - `escrow_keys (vo, public_key, set_by, set_at)`: a VO's recovery key.
 //! - `retired_uuids (id, retired_at)`: UUIDs of deleted files, never reused
@@ -81,7 +82,13 @@ use usage::{charge, exnode_bytes, file_owner, file_vo_owner, signed, wrapped_byt
 pub use versions::{Dropped, Put, VersionInfo};
 
 /// Migrations, applied in order; never edit one that has shipped.
-const MIGRATIONS: &[&[&str]] = &[MIGRATION_1, MIGRATION_2, MIGRATION_3, MIGRATION_4];
+const MIGRATIONS: &[&[&str]] = &[
+    MIGRATION_1,
+    MIGRATION_2,
+    MIGRATION_3,
+    MIGRATION_4,
+    MIGRATION_5,
+];
 
 const MIGRATION_1: &[&str] = &[
     "CREATE TABLE entries (
@@ -190,6 +197,9 @@ const MIGRATION_3: &[&str] = &[
 /// (`mtime`, see [`crate::allocations::Facts::mtime`]); `NULL` for
 /// versions stored before and for exNodes without one.
 const MIGRATION_4: &[&str] = &["ALTER TABLE versions ADD COLUMN mtime BIGINT"];
+
+/// The display name a member chose (`POST /v1/names/set`); `NULL`: none.
+const MIGRATION_5: &[&str] = &["ALTER TABLE members ADD COLUMN display_name TEXT"];
 
 /// Versions kept of each file unless a directory or the VO says otherwise:
 /// the current one and the two before it. A refresh, trim, augment or
@@ -388,6 +398,8 @@ pub struct Member {
     pub first_seen: i64,
     pub removed_at: Option<i64>,
     pub removed_by: Option<String>,
+    /// The display name the member chose.
+    pub display_name: Option<String>,
 }
 
 /// A new version to register.
@@ -519,6 +531,7 @@ fn member_of(row: &AnyRow) -> Result<Member, StoreError> {
         first_seen: row.try_get("first_seen")?,
         removed_at: row.try_get("removed_at")?,
         removed_by: row.try_get("removed_by")?,
+        display_name: row.try_get("display_name")?,
     })
 }
 

@@ -15,7 +15,7 @@ pub use access::{
 };
 pub use files::{concurrent_writers, namespace, tickets};
 pub use input::{authentication, bad_input};
-pub use names::names;
+pub use names::{display_names, names};
 // The memory and default-size scenarios run in the SQLite suite only.
 #[allow(unused_imports)]
 pub use quota::{
