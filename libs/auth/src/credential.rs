@@ -79,10 +79,15 @@ impl ProxyCredential {
 
     pub fn from_pem(text: &[u8]) -> Result<ProxyCredential, AuthError> {
         let blocks = pem::parse_many(text).map_err(|e| AuthError::malformed("proxy file", e))?;
+        // VOMS and Globus tools write the proxy's RSA key as PKCS#1 (`RSA
+        // PRIVATE KEY`): wrapped into PKCS#8 here.
         let key_pkcs8 = blocks
             .iter()
-            .find(|b| b.tag() == "PRIVATE KEY")
-            .map(|b| b.contents().to_vec())
+            .find_map(|b| match b.tag() {
+                "PRIVATE KEY" => Some(b.contents().to_vec()),
+                "RSA PRIVATE KEY" => Some(rsa_pkcs8(b.contents())),
+                _ => None,
+            })
             .ok_or_else(|| AuthError::malformed("proxy file", "no PRIVATE KEY block"))?;
         let chain = pem_certificates(text)?;
         if chain.is_empty() {
@@ -126,4 +131,21 @@ impl ProxyCredential {
             })
             .try_fold(i64::MAX, |m, t| t.map(|t| m.min(t)))
     }
+}
+
+/// PKCS#8 `PrivateKeyInfo` around a PKCS#1 `RSAPrivateKey`.
+fn rsa_pkcs8(pkcs1: &[u8]) -> Vec<u8> {
+    yasna::construct_der(|w| {
+        w.write_sequence(|w| {
+            w.next().write_u8(0);
+            w.next().write_sequence(|w| {
+                w.next()
+                    .write_oid(&yasna::models::ObjectIdentifier::from_slice(&[
+                        1, 2, 840, 113549, 1, 1, 1,
+                    ]));
+                w.next().write_null();
+            });
+            w.next().write_bytes(pkcs1);
+        })
+    })
 }
