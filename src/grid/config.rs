@@ -36,31 +36,42 @@ pub(super) fn write_lbone(
     let config = l.lbone.join("lbone.toml");
     write_file(
         &config,
-        &format!(
+        &(format!(
             "listen = \"127.0.0.1:0\"\nmetrics_listen = \"127.0.0.1:0\"\nserver_cert = {}\nserver_key = {}\ntrust_dir = {}\nsigning_key = \"lbone.key\"\npoll_interval = \"{}ms\"\npoll_timeout = \"2s\"\nmissed_polls_down = 2\ngrant_lifetime = \"10m\"\nadmin_group = \"{ADMIN_GROUP}\"\n",
             toml_path(&cert),
             toml_path(&key),
             toml_path(&l.trust),
             opts.lbone_poll_interval.as_millis().max(100),
-        ),
+        ) + &vomsdir_line(opts)),
     )?;
     Ok(config)
 }
 
 /// The metadata manager's `metadata.toml`, with its server certificate.
-pub(super) fn write_mdm(l: &Layout, issuer: &Issuer) -> anyhow::Result<PathBuf> {
+pub(super) fn write_mdm(
+    l: &Layout,
+    issuer: &Issuer,
+    opts: &GridOptions,
+) -> anyhow::Result<PathBuf> {
     let (cert, key) = issuer.server_cert("metadata-manager", &l.mdm)?;
     let config = l.mdm.join("metadata.toml");
     write_file(
         &config,
-        &format!(
+        &(format!(
             "listen = \"127.0.0.1:0\"\nmetrics_listen = \"127.0.0.1:0\"\nserver_cert = {}\nserver_key = {}\ntrust_dir = {}\nsigning_key = \"metadata.key\"\nticket_lifetime = \"10m\"\nadmin_group = \"{ADMIN_GROUP}\"\n",
             toml_path(&cert),
             toml_path(&key),
             toml_path(&l.trust),
-        ),
+        ) + &vomsdir_line(opts)),
     )?;
     Ok(config)
+}
+
+/// `vomsdir = ...` when the grid has one ([`GridOptions::vomsdir`]).
+fn vomsdir_line(opts: &GridOptions) -> String {
+    opts.vomsdir
+        .as_ref()
+        .map_or(String::new(), |d| format!("vomsdir = {}\n", toml_path(d)))
 }
 
 /// Depot `i`'s `depot.toml` in `ddir` (with its server certificate unless
@@ -91,6 +102,7 @@ pub(super) fn write_depot(
             toml_path(&key),
             toml_path(&l.trust)
         ));
+        text.push_str(&vomsdir_line(opts));
         if opts.data_port {
             text.push_str("data_listen = \"127.0.0.1:0\"\n");
         }

@@ -149,6 +149,13 @@ pub struct GridOptions {
     /// Where to make the grid directory (default: a new temporary
     /// directory). It must not exist or be empty.
     pub dir: Option<PathBuf>,
+    /// The `vomsdir` of the L-Bone, the metadata manager and every TLS
+    /// depot (docs/identity.md, "VOMS credentials"); default none: they
+    /// refuse standard VOMS proxies.
+    pub vomsdir: Option<PathBuf>,
+    /// PEM files of further CAs copied into the grid's `trust/ca/` (e.g.
+    /// the CA of a test's VOMS server and users).
+    pub extra_cas: Vec<PathBuf>,
 }
 
 impl GridOptions {
@@ -216,6 +223,8 @@ impl Default for GridOptions {
             lbone_poll_interval: Duration::from_millis(500),
             depot_hard_sizes: Vec::new(),
             dir: None,
+            vomsdir: None,
+            extra_cas: Vec::new(),
         }
     }
 }
@@ -461,13 +470,16 @@ fn write_configs(
     l: &Layout,
 ) -> anyhow::Result<(Vec<GridUser>, ServiceConfigs, Vec<Depot>)> {
     let issuer = pki::make_trust(l)?;
+    for (i, ca) in opts.extra_cas.iter().enumerate() {
+        files::copy_private(ca, &l.trust.join(format!("ca/extra-{i}.pem")))?;
+    }
     let (users, users_file) = users::make_users(opts, l)?;
     config::write_users_file(l, &users_file)?;
     files::write_file(&l.dir.join("lors.toml"), "")?;
     let configs = ServiceConfigs {
         ca: config::write_ca(l)?,
         lbone: config::write_lbone(l, &issuer, opts)?,
-        mdm: config::write_mdm(l, &issuer)?,
+        mdm: config::write_mdm(l, &issuer, opts)?,
     };
     let depots = (0..opts.depots)
         .map(|i| Depot::prepare(i, l, &issuer, opts))

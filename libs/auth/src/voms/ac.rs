@@ -138,7 +138,11 @@ pub fn parse_ac(der: &[u8]) -> Result<AttributeCertificate, AuthError> {
         })
     })
     .map_err(bad)?;
-    let mut info = yasna::parse_der(&tbs, read_info).map_err(bad)?;
+    let mut why = None;
+    let mut info = yasna::parse_der(&tbs, |r| read_info(r, &mut why)).map_err(|e| match why {
+        Some(why) => AuthError::malformed("VOMS attribute certificate", why),
+        None => bad(e),
+    })?;
     if info.alg_der != outer_alg {
         return Err(AuthError::malformed(
             "VOMS attribute certificate",
@@ -172,9 +176,14 @@ fn read_one_directory_name(r: yasna::BERReader<'_, '_>) -> Result<Vec<u8>, ASN1E
     r.read_sequence(|r| r.next().read_tagged(Tag::context(4), |r| r.read_der()))
 }
 
-fn read_info(r: yasna::BERReader<'_, '_>) -> Result<Info, ASN1Error> {
+/// `why`: the reason of a refusal the DER alone does not say.
+fn read_info(
+    r: yasna::BERReader<'_, '_>,
+    why: &mut Option<&'static str>,
+) -> Result<Info, ASN1Error> {
     r.read_sequence(|r| {
         if r.next().read_u8()? != 1 {
+            *why = Some("not a version 2 attribute certificate");
             return Err(invalid());
         }
         let (holder_issuer, holder_serial) = r.next().read_sequence(|r| {
@@ -215,6 +224,7 @@ fn read_info(r: yasna::BERReader<'_, '_>) -> Result<Info, ASN1Error> {
                     return Ok(());
                 }
                 if fqan.is_some() {
+                    *why = Some("two FQAN attributes");
                     return Err(invalid());
                 }
                 let mut values = Vec::new();
@@ -229,9 +239,13 @@ fn read_info(r: yasna::BERReader<'_, '_>) -> Result<Info, ASN1Error> {
                 Ok(())
             })
         })?;
-        let (policy_authority, fqans) = fqan.ok_or_else(invalid)?;
+        let Some((policy_authority, fqans)) = fqan else {
+            *why = Some("no FQAN attribute");
+            return Err(invalid());
+        };
         if r.read_optional(|r| r.read_bitvec_bytes())?.is_some() {
             // issuerUniqueID: VOMS never writes it.
+            *why = Some("an issuerUniqueID");
             return Err(invalid());
         }
         let mut certs = None;
@@ -255,18 +269,23 @@ fn read_info(r: yasna::BERReader<'_, '_>) -> Result<Info, ASN1Error> {
                     }
                     certs = Some(read_certs(&value)?);
                 } else if is_oid(&oid, TARGETS) {
+                    *why = Some("AC targeting (the targets extension) is not supported");
                     return Err(invalid());
                 } else if critical == Some(true)
                     && ![NO_REV_AVAIL, AUTHORITY_KEY_ID, TAGS_EXTENSION]
                         .iter()
                         .any(|k| is_oid(&oid, k))
                 {
+                    *why = Some("an unknown critical extension");
                     return Err(invalid());
                 }
                 Ok(())
             })
         })?;
-        let certs = certs.ok_or_else(invalid)?;
+        let Some(certs) = certs else {
+            *why = Some("no certs extension (the VOMS server's certificate)");
+            return Err(invalid());
+        };
         Ok(Info {
             ac: AttributeCertificate {
                 tbs: Vec::new(),

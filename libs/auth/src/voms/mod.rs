@@ -44,6 +44,22 @@ use x509_parser::certificate::X509Certificate;
 use crate::attributes::Group;
 use crate::{AuthError, TrustStore};
 
+impl TrustStore {
+    /// Loads a service's vomsdir ([`VomsDir::load`]) and accepts VOMS
+    /// attribute certificates from the servers it lists; logs how many
+    /// VOs it names (none: a warning, every VOMS proxy will be refused).
+    pub fn load_vomsdir(&mut self, dir: &std::path::Path) -> Result<(), AuthError> {
+        let d = VomsDir::load(dir)?;
+        if d.is_empty() {
+            tracing::warn!(dir = %dir.display(), "vomsdir lists no VOMS server (<vo>/<host>.lsc): every VOMS proxy will be refused");
+        } else {
+            tracing::info!(dir = %dir.display(), vos = %d.vos().collect::<Vec<_>>().join(","), "VOMS attribute certificates accepted");
+        }
+        self.set_vomsdir(d);
+        Ok(())
+    }
+}
+
 /// What a verified VOMS AC says about its holder.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct VomsAttributes {
@@ -104,7 +120,7 @@ pub fn verify(
     for c in &certs {
         dns.push(slash_dn(c.issuer())?);
     }
-    if !chains.iter().any(|chain| *chain == dns) {
+    if !chains.contains(&dns) {
         return Err(untrusted(
             &vo,
             &host,

@@ -113,6 +113,11 @@ impl VomsDir {
         self.vos.get(vo)?.get(host).map(Vec::as_slice)
     }
 
+    /// The VOs with at least one `.lsc`.
+    pub fn vos(&self) -> impl Iterator<Item = &str> {
+        self.vos.keys().map(String::as_str)
+    }
+
     /// Whether any `.lsc` was loaded.
     pub fn is_empty(&self) -> bool {
         self.vos.is_empty()

@@ -32,6 +32,22 @@ fn run(cmd: &mut Command) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
+/// `program` under libfaketime an hour in the past (the library itself:
+/// the `faketime` wrapper's semaphore collides between parallel tests).
+fn an_hour_ago(program: &str) -> Command {
+    let lib = [
+        "/usr/lib/x86_64-linux-gnu/faketime/libfaketime.so.1",
+        "/usr/lib/aarch64-linux-gnu/faketime/libfaketime.so.1",
+        "/usr/lib/faketime/libfaketime.so.1",
+    ]
+    .into_iter()
+    .find(|p| Path::new(p).exists())
+    .expect("libfaketime is missing: apt-get install faketime (scripts/test installs it)");
+    let mut c = Command::new(program);
+    c.env("LD_PRELOAD", lib).env("FAKETIME", "-1h");
+    c
+}
+
 fn chmod600(p: &Path) {
     use std::os::unix::fs::PermissionsExt;
     std::fs::set_permissions(p, std::fs::Permissions::from_mode(0o600)).unwrap();
@@ -43,10 +59,9 @@ pub fn new_ca(dir: &Path, name: &str, subject: &str) -> CertFiles {
         cert: dir.join(format!("{name}.pem")),
         key: dir.join(format!("{name}.key")),
     };
-    run(Command::new("faketime")
+    run(an_hour_ago("openssl")
         .args([
-            "-f", "-1h", "openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "10",
-            "-subj", subject,
+            "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "10", "-subj", subject,
         ])
         .arg("-keyout")
         .arg(&f.key)
@@ -86,17 +101,8 @@ pub fn issue(dir: &Path, name: &str, subject: &str, ca: &CertFiles, eku: &str) -
     chmod600(&f.key);
     // Backdated an hour (faketime): voms-proxy-fake backdates its proxy
     // five minutes, and a proxy may not start before its issuer.
-    run(Command::new("faketime")
-        .args([
-            "-f",
-            "-1h",
-            "openssl",
-            "x509",
-            "-req",
-            "-days",
-            "5",
-            "-set_serial",
-        ])
+    run(an_hour_ago("openssl")
+        .args(["x509", "-req", "-days", "5", "-set_serial"])
         .arg(format!("0x{:016x}", rand_u64()))
         .arg("-in")
         .arg(&csr)
@@ -111,10 +117,16 @@ pub fn issue(dir: &Path, name: &str, subject: &str, ca: &CertFiles, eku: &str) -
     f
 }
 
+/// A serial number unique in this process (and unlikely to repeat across
+/// runs): the clock's nanoseconds and a counter.
 fn rand_u64() -> u64 {
-    let mut b = [0u8; 8];
-    ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut b).unwrap();
-    u64::from_be_bytes(b) >> 1
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static N: AtomicU64 = AtomicU64::new(0);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos() as u64)
+        .unwrap_or(0);
+    (nanos ^ N.fetch_add(1, Ordering::Relaxed).rotate_right(8)) >> 1
 }
 
 /// The `.lsc` lines of a certificate: its subject and issuer, slash form.
