@@ -303,3 +303,64 @@ fn a_voms_server_not_in_the_vomsdir_is_refused_everywhere() {
     assert!(!o.status.success(), "{}", text(&o));
     assert!(text(&o).contains("not listed"), "{}", text(&o));
 }
+
+/// The online CA with `voms_uri`: a `lors login` proxy carries a standard
+/// VOMS AC too, which the real `voms-proxy-info --all` reads (VO, FQANs,
+/// issuer, URI), which our own VOMS verifier accepts with the same groups,
+/// and which changes nothing for the services (the attribute extension
+/// still decides: same VO ID as the login's).
+#[test]
+fn voms_proxy_info_reads_a_lors_login_proxy() {
+    let g = common::start(GridOptions {
+        depots: 0,
+        users: vec!["alice".into()],
+        ca_voms_uri: Some("ca.grid.test:15000".into()),
+        ..Default::default()
+    });
+    let tmp = tempfile::tempdir().unwrap();
+    let aa = g.trust_dir.join("vomsdir/vo1/aa.pem");
+    let vomsdir = tmp.path().join("vomsdir");
+    write_lsc(&vomsdir, "vo1", "ca.grid.test", &aa);
+    let certs = certdir(tmp.path(), &[&g.trust_dir.join("ca/ca.pem")]);
+    let proxy = g.proxy("alice");
+
+    let o = Command::new("voms-proxy-info")
+        .args(["-all", "-file"])
+        .arg(&proxy)
+        .env("X509_CERT_DIR", &certs)
+        .env("X509_VOMS_DIR", &vomsdir)
+        .output()
+        .expect("voms-proxy-info (scripts/test installs voms-clients)");
+    let out = text(&o);
+    assert!(o.status.success(), "{out}");
+    for want in [
+        "=== VO vo1 extension information ===",
+        "VO        : vo1",
+        "attribute : /vo1/admins",
+        "uri       : ca.grid.test:15000",
+        "issuer    : /O=Test Grid/CN=vo1 attribute authority",
+    ] {
+        assert!(out.contains(want), "no {want:?} in:\n{out}");
+    }
+
+    // Our verifier reads the same AC: VO vo1, group admins.
+    let cred = ProxyCredential::load(&proxy).unwrap();
+    let mut trust = TrustStore::load(&g.trust_dir).unwrap();
+    trust.load_vomsdir(&vomsdir).unwrap();
+    let a =
+        ibp_auth::voms::verify_in_chain(&cred.chain_der(), &trust, ibp_auth::unix_now()).unwrap();
+    assert_eq!(a.vo, "vo1");
+    assert_eq!(a.fqans, ["/vo1", "/vo1/admins"]);
+    let names: Vec<&str> = a.groups.iter().map(|g| g.name.as_str()).collect();
+    assert_eq!(names, ["admins"]);
+
+    // The services still go by the attribute extension.
+    let who: serde_json::Value = serde_json::from_str(&common::ok(common::lors(
+        &g,
+        "alice",
+        &["whoami", "--json"],
+    )))
+    .unwrap();
+    assert_eq!(who["vo_id"], g.user("alice").vo_id.as_str(), "{who}");
+    assert_eq!(who["admin"], true, "{who}");
+}

@@ -9,12 +9,16 @@ use super::pki::Issuer;
 use super::{GridOptions, Layout, ADMIN_GROUP, ORG, VO};
 
 /// The online CA's `config.toml` (local users from `users`).
-pub(super) fn write_ca(l: &Layout) -> anyhow::Result<PathBuf> {
+pub(super) fn write_ca(l: &Layout, opts: &GridOptions) -> anyhow::Result<PathBuf> {
     let config = l.ca.join("config.toml");
+    let voms = opts
+        .ca_voms_uri
+        .as_ref()
+        .map_or(String::new(), |u| format!("voms_uri = {u:?}\n"));
     write_file(
         &config,
         &format!(
-            "listen = \"127.0.0.1:0\"\nmetrics_listen = \"127.0.0.1:0\"\ndir = {}\norg = {ORG:?}\n\n[local]\nusers_file = \"users\"\n",
+            "listen = \"127.0.0.1:0\"\nmetrics_listen = \"127.0.0.1:0\"\ndir = {}\norg = {ORG:?}\n{voms}\n[local]\nusers_file = \"users\"\n",
             toml_path(&l.ca)
         ),
     )?;

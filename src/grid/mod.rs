@@ -156,6 +156,9 @@ pub struct GridOptions {
     /// PEM files of further CAs copied into the grid's `trust/ca/` (e.g.
     /// the CA of a test's VOMS server and users).
     pub extra_cas: Vec<PathBuf>,
+    /// The online CA's `voms_uri` (`host:port`): its logins then also
+    /// carry a standard VOMS AC (default none).
+    pub ca_voms_uri: Option<String>,
 }
 
 impl GridOptions {
@@ -225,6 +228,7 @@ impl Default for GridOptions {
             dir: None,
             vomsdir: None,
             extra_cas: Vec::new(),
+            ca_voms_uri: None,
         }
     }
 }
@@ -477,7 +481,7 @@ fn write_configs(
     config::write_users_file(l, &users_file)?;
     files::write_file(&l.dir.join("lors.toml"), "")?;
     let configs = ServiceConfigs {
-        ca: config::write_ca(l)?,
+        ca: config::write_ca(l, opts)?,
         lbone: config::write_lbone(l, &issuer, opts)?,
         mdm: config::write_mdm(l, &issuer, opts)?,
     };

@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use rustls_pki_types::CertificateDer;
 
 use crate::keys::{write_secret, SigningKey};
-use crate::proxy::{mint, ProxyOptions};
+use crate::proxy::ProxyOptions;
 use crate::trust::pem_certificates;
 use crate::AuthError;
 
@@ -44,11 +44,22 @@ impl ProxyCredential {
         issuer_key_pkcs8: &[u8],
         opts: &ProxyOptions,
     ) -> Result<ProxyCredential, AuthError> {
+        ProxyCredential::create_with_extensions(issuer_chain, issuer_key_pkcs8, opts, &[])
+    }
+
+    /// [`ProxyCredential::create`] with further non-critical extensions
+    /// (`crate::proxy::mint_with_extensions`).
+    pub fn create_with_extensions(
+        issuer_chain: &[Vec<u8>],
+        issuer_key_pkcs8: &[u8],
+        opts: &ProxyOptions,
+        extra: &[(&[u64], &[u8])],
+    ) -> Result<ProxyCredential, AuthError> {
         let issuer = issuer_chain
             .first()
             .ok_or_else(|| AuthError::malformed("certificate chain", "empty"))?;
         let key = SigningKey::from_pkcs8(issuer_key_pkcs8)?;
-        let minted = mint(issuer, &key, opts)?;
+        let minted = crate::proxy::mint_with_extensions(issuer, &key, opts, extra)?;
         let mut chain = vec![minted.certificate];
         chain.extend(issuer_chain.iter().cloned());
         Ok(ProxyCredential {

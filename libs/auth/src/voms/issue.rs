@@ -43,6 +43,17 @@ pub fn voms_extension(req: &AcRequest<'_>, key: &SigningKey) -> Result<Vec<u8>, 
     let (_, signer) = x509_parser::parse_x509_certificate(req.signer_cert)
         .map_err(|e| AuthError::malformed("AC signer certificate", e))?;
     let issuer = signer.subject().as_raw().to_vec();
+    let key_id = ring::digest::digest(
+        &ring::digest::SHA1_FOR_LEGACY_USE_ONLY,
+        signer.public_key().subject_public_key.data.as_ref(),
+    );
+    // AuthorityKeyIdentifier ::= SEQUENCE { keyIdentifier [0] IMPLICIT OCTET STRING }
+    let aki = yasna::construct_der(|w| {
+        w.write_sequence(|w| {
+            w.next()
+                .write_tagged_implicit(Tag::context(0), |w| w.write_bytes(key_id.as_ref()))
+        })
+    });
     let alg = key.algorithm_identifier();
     let (nb, na) = (time(req.not_before)?, time(req.not_after)?);
     let authority = format!("{}://{}:{}", req.vo, req.host, req.port);
@@ -107,11 +118,23 @@ pub fn voms_extension(req: &AcRequest<'_>, key: &SigningKey) -> Result<Vec<u8>, 
                     });
                 })
             });
+            // VOMS's own check requires noRevAvail and the authority key
+            // identifier (the SHA-1 of the signer's public key bits).
             w.next().write_sequence(|w| {
                 w.next().write_sequence(|w| {
                     w.next()
                         .write_oid(&ObjectIdentifier::from_slice(CERTS_EXTENSION));
                     w.next().write_bytes(&certs_der);
+                });
+                w.next().write_sequence(|w| {
+                    w.next()
+                        .write_oid(&ObjectIdentifier::from_slice(&[2, 5, 29, 56]));
+                    w.next().write_bytes(&[0x05, 0x00]);
+                });
+                w.next().write_sequence(|w| {
+                    w.next()
+                        .write_oid(&ObjectIdentifier::from_slice(&[2, 5, 29, 35]));
+                    w.next().write_bytes(&aki);
                 });
             });
         })
@@ -154,5 +177,19 @@ fn integer_der(content: &[u8]) -> Vec<u8> {
         out.push(c.len() as u8);
     }
     out.extend(c);
+    out
+}
+
+/// The FQANs of a VO's groups: `/<vo>` first, then `/<vo>/<name>` for
+/// every group whose name is a VOMS group path (`a/b`, optionally ending
+/// in `Role=r`); other names have no FQAN and are left out.
+pub fn fqans_for(vo: &str, group_names: &[&str]) -> Vec<String> {
+    let mut out = vec![format!("/{vo}")];
+    for name in group_names {
+        let fqan = format!("/{vo}/{name}");
+        if super::groups_of(vo, std::slice::from_ref(&fqan)).is_ok() && !out.contains(&fqan) {
+            out.push(fqan);
+        }
+    }
     out
 }

@@ -38,6 +38,12 @@ mod vomsdir;
 pub use ac::{parse_ac, parse_extension, AttributeCertificate, VOMS_EXTENSION};
 pub use vomsdir::{slash_dn, VomsDir};
 
+/// Whether `s` may be a VO or VOMS host name here (`A-Za-z0-9._-`, not
+/// starting with `.` or `-`): what a vomsdir path is made of.
+pub fn is_host_name(s: &str) -> bool {
+    vomsdir::is_name(s)
+}
+
 use rustls_pki_types::{CertificateDer, UnixTime};
 use x509_parser::certificate::X509Certificate;
 
@@ -195,6 +201,29 @@ pub fn verify(
         not_before: ac.not_before,
         not_after: ac.not_after,
     })
+}
+
+/// Verifies `chain` (as [`crate::verify::verify_certificates`]) and the
+/// VOMS AC of its proxy nearest the leaf, whatever other attributes the
+/// chain carries (`verify_chain` prefers our own extension): for tools
+/// and tests that read the VOMS side of a proxy carrying both.
+pub fn verify_in_chain(
+    chain: &[CertificateDer<'_>],
+    trust: &TrustStore,
+    now: i64,
+) -> Result<VomsAttributes, AuthError> {
+    let v = crate::verify::verify_certificates(chain, trust, now)?;
+    let oid = crate::oids::oid_bytes(VOMS_EXTENSION);
+    let value = v.certs[..v.ee_index]
+        .iter()
+        .find_map(|c| {
+            c.extensions()
+                .iter()
+                .find(|e| e.oid.as_bytes() == oid.as_slice())
+        })
+        .ok_or(AuthError::NoAttributes)?
+        .value;
+    verify(value, &v.certs[v.ee_index], trust, now)
 }
 
 /// `<vo>://<host>:<port>` → (vo, host).

@@ -349,3 +349,18 @@ fn policy_authority_must_name_vo_host_and_port() {
         assert!(policy_authority(bad).is_err(), "{bad}");
     }
 }
+
+#[test]
+fn fqans_for_groups_map_back_to_the_same_groups() {
+    let fq = super::issue::fqans_for(
+        "vo1",
+        &["admins", "a/b", "Role=admin", "with space", "admins"],
+    );
+    assert_eq!(fq, ["/vo1", "/vo1/admins", "/vo1/a/b", "/vo1/Role=admin"]);
+    let names: Vec<String> = groups_of("vo1", &fq)
+        .unwrap()
+        .into_iter()
+        .map(|g| g.name)
+        .collect();
+    assert_eq!(names, ["admins", "a/b", "Role=admin"]);
+}
