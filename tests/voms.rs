@@ -309,15 +309,20 @@ fn a_voms_server_not_in_the_vomsdir_is_refused_everywhere() {
 /// issuer, URI), which our own VOMS verifier accepts with the same groups,
 /// and which changes nothing for the services (the attribute extension
 /// still decides: same VO ID as the login's).
+///
+/// That grid's services have no vomsdir: a `voms-proxy-fake` proxy (of a
+/// user of a CA they trust) is refused, saying so.
 #[test]
 fn voms_proxy_info_reads_a_lors_login_proxy() {
+    let tmp = tempfile::tempdir().unwrap();
+    let ca = new_ca(tmp.path(), "ca", "/O=VOMS Test/CN=VOMS Test CA");
     let g = common::start(GridOptions {
         depots: 0,
         users: vec!["alice".into()],
         ca_voms_uri: Some("ca.grid.test:15000".into()),
+        extra_cas: vec![ca.cert.clone()],
         ..Default::default()
     });
-    let tmp = tempfile::tempdir().unwrap();
     let aa = g.trust_dir.join("vomsdir/vo1/aa.pem");
     let vomsdir = tmp.path().join("vomsdir");
     write_lsc(&vomsdir, "vo1", "ca.grid.test", &aa);
@@ -363,4 +368,28 @@ fn voms_proxy_info_reads_a_lors_login_proxy() {
     .unwrap();
     assert_eq!(who["vo_id"], g.user("alice").vo_id.as_str(), "{who}");
     assert_eq!(who["admin"], true, "{who}");
+
+    // No vomsdir at the metadata manager: a VOMS-only proxy is refused.
+    let user = issue(
+        tmp.path(),
+        "dave",
+        "/O=VOMS Test/CN=Dave",
+        &ca,
+        "clientAuth",
+    );
+    let voms = issue(
+        tmp.path(),
+        "voms",
+        &format!("/O=VOMS Test/CN={HOST}"),
+        &ca,
+        "serverAuth",
+    );
+    let certs = certdir(tmp.path(), &[&ca.cert]);
+    let dave = tmp.path().join("dave.proxy");
+    fake_proxy(&certs, &user, &voms, "vo1", HOST, &["/vo1"], &[], &dave);
+    let mut c = common::lors_cmd(&g, "alice", &["whoami"]);
+    c.env("X509_USER_PROXY", &dave);
+    let o = common::run_limited(c, std::time::Duration::from_secs(60));
+    assert!(!o.status.success(), "{}", text(&o));
+    assert!(text(&o).contains("no `vomsdir` configured"), "{}", text(&o));
 }

@@ -216,3 +216,64 @@ fn refused_with_an_fqan_of_another_vo() {
         other => panic!("{other:?}"),
     }
 }
+
+/// The VOMS extension value of a proxy's leaf.
+fn voms_extension(p: &ProxyCredential) -> Vec<u8> {
+    let (_, leaf) = x509_parser::parse_x509_certificate(&p.chain[0]).unwrap();
+    let oid = ibp_auth::oids::oid_bytes(ibp_auth::voms::VOMS_EXTENSION);
+    leaf.extensions()
+        .iter()
+        .find(|e| e.oid.as_bytes() == oid.as_slice())
+        .expect("a VOMS extension")
+        .value
+        .to_vec()
+}
+
+/// A proxy of `user` carrying `ext` as its VOMS extension.
+fn proxy_with(user: &CertFiles, ext: &[u8]) -> ProxyCredential {
+    let cert = pem_der(&user.cert);
+    let key = pem::parse(std::fs::read(&user.key).unwrap()).unwrap();
+    assert_eq!(key.tag(), "PRIVATE KEY", "openssl writes PKCS#8");
+    ProxyCredential::create_with_extensions(
+        &[cert],
+        key.contents(),
+        &ibp_auth::proxy::ProxyOptions {
+            lifetime: 3600,
+            attributes: None,
+            path_len: None,
+        },
+        &[(ibp_auth::voms::VOMS_EXTENSION, ext)],
+    )
+    .unwrap()
+}
+
+#[test]
+fn refused_for_another_holder_or_a_bad_signature() {
+    let p = pki();
+    let dave = p.proxy("p", &p.voms, "vo1", &["/vo1"], &[]);
+    let ext = voms_extension(&dave);
+    // The same AC, re-carried by a proxy of Dave's own certificate: fine.
+    verify(&proxy_with(&p.user, &ext), &p.good_trust()).expect("Dave's AC in Dave's proxy");
+    // Carried by a proxy of Erin's certificate: another holder.
+    let erin = issue(
+        &p.dir,
+        "erin",
+        "/O=Test Grid/OU=People/CN=Erin",
+        &p.ca,
+        "clientAuth",
+    );
+    assert_eq!(
+        verify(&proxy_with(&erin, &ext), &p.good_trust()).unwrap_err(),
+        AuthError::WrongHolder
+    );
+    // One bit of the AC's signature flipped (its last bytes).
+    let mut bad = ext.clone();
+    let n = bad.len();
+    bad[n - 3] ^= 0x10;
+    assert_eq!(
+        verify(&proxy_with(&p.user, &bad), &p.good_trust()).unwrap_err(),
+        AuthError::BadSignature {
+            what: "VOMS attribute certificate"
+        }
+    );
+}
