@@ -194,6 +194,25 @@ fn a_voms_proxy_is_served_by_every_service() {
         .map(|g| (g["id"].as_str().unwrap(), g["name"].as_str().unwrap()))
         .collect();
     assert_eq!(groups, [("fqan:prod", "prod")], "{who}");
+    // `lors proxy-info` reads the same from the AC (not verifying it: the
+    // client has no vomsdir).
+    let o = v.lors(&proxy, &["proxy-info", "--json"]);
+    let info: serde_json::Value = serde_json::from_str(&common::stdout(&o))
+        .unwrap_or_else(|e| panic!("proxy-info --json ({e}): {}", text(&o)));
+    assert_eq!(info["vo"], "vo1", "{info}");
+    assert_eq!(info["vo_id"], vo_id.as_str(), "{info}");
+    assert_eq!(
+        common::code(&o),
+        1,
+        "unverifiable without a vomsdir: {}",
+        text(&o)
+    );
+    assert!(text(&o).contains("no `vomsdir` configured"), "{}", text(&o));
+    // With the grid's vomsdir in X509_VOMS_DIR it verifies.
+    let mut c = v.lors_cmd(&proxy, &["proxy-info"]);
+    c.env("X509_VOMS_DIR", v.dir.join("vomsdir"));
+    let o = common::run_limited(c, std::time::Duration::from_secs(60));
+    assert_eq!(common::code(&o), 0, "{}", text(&o));
 
     // L-Bone: the depot query answers with the grid's depots.
     let depots = v.ok(&proxy, &["depots", "--json"]);
@@ -270,6 +289,16 @@ fn a_voms_server_not_in_the_vomsdir_is_refused_everywhere() {
     let good = v.proxy("good", &v.voms, &["/vo1"]);
     v.ok(&good, &["keys", "init"]);
 
+    // lors proxy-info against the vomsdir: refused the same way.
+    let mut c = v.lors_cmd(&proxy, &["proxy-info"]);
+    c.env("X509_VOMS_DIR", v.dir.join("vomsdir"));
+    let o = common::run_limited(c, std::time::Duration::from_secs(60));
+    assert_eq!(common::code(&o), 1, "{}", text(&o));
+    assert!(
+        text(&o).contains("not listed in vo1/voms.example.org.lsc"),
+        "{}",
+        text(&o)
+    );
     // Metadata manager.
     let o = v.lors(&proxy, &["whoami"]);
     assert!(!o.status.success(), "{}", text(&o));

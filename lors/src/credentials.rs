@@ -978,10 +978,23 @@ pub fn inspect_proxy(
         .map(|v| SignedAttributes::parse(&v))
         .transpose()
         .map_err(|e| bad(e.to_string()))?;
+    // Without our attributes, a standard VOMS AC (read, not verified).
+    let voms_oid = ibp_auth::oids::oid_bytes(ibp_auth::voms::VOMS_EXTENSION);
+    let voms = match &attributes {
+        Some(_) => None,
+        None => certs[..ee_index]
+            .iter()
+            .find_map(|c| has_ext(c, &voms_oid))
+            .map(|v| ibp_auth::voms::read_unverified(&v, &certs[ee_index]))
+            .transpose()
+            .map_err(|e| bad(e.to_string()))?,
+    };
     let chain_na = cred.not_after().map_err(|e| bad(e.to_string()))?;
     let not_after = attributes
         .as_ref()
-        .map_or(chain_na, |a| chain_na.min(a.attributes.not_after));
+        .map(|a| a.attributes.not_after)
+        .or(voms.as_ref().map(|v| v.not_after))
+        .map_or(chain_na, |na| chain_na.min(na));
     let verification = match trust {
         None => Verification::NotChecked,
         Some(t) => match ibp_auth::verify_chain(&cred.chain_der(), t, now) {
@@ -990,13 +1003,18 @@ pub fn inspect_proxy(
         },
     };
     let a = attributes.as_ref().map(|a| &a.attributes);
+    let (vo, vo_id, groups) = match (a, voms) {
+        (Some(a), _) => (Some(a.vo.clone()), Some(a.vo_id.clone()), a.groups.clone()),
+        (None, Some(v)) => (Some(v.vo), Some(v.vo_id), v.groups),
+        (None, None) => (None, None, Vec::new()),
+    };
     Ok(ProxyInfo {
         path: path.to_path_buf(),
         subject: certs[0].subject().to_string(),
         identity: certs[ee_index].subject().to_string(),
-        vo: a.map(|a| a.vo.clone()),
-        vo_id: a.map(|a| a.vo_id.clone()),
-        groups: a.map(|a| a.groups.clone()).unwrap_or_default(),
+        vo,
+        vo_id,
+        groups,
         not_after,
         verification,
     })

@@ -226,6 +226,29 @@ pub fn verify_in_chain(
     verify(value, &v.certs[v.ee_index], trust, now)
 }
 
+/// What the first AC of a VOMS extension says, mapped as [`verify`] maps
+/// it, WITHOUT any check of trust, signature, holder or time: for showing
+/// a proxy to its owner (`lors proxy-info`), never for authorization.
+pub fn read_unverified(
+    value: &[u8],
+    ee: &X509Certificate<'_>,
+) -> Result<VomsAttributes, AuthError> {
+    let acs = parse_extension(value)?;
+    let ac = acs
+        .first()
+        .ok_or_else(|| AuthError::malformed("VOMS extension", "no attribute certificate"))?;
+    let (vo, host) = policy_authority(&ac.policy_authority)?;
+    Ok(VomsAttributes {
+        vo_id: vo_id_of(ee)?,
+        groups: groups_of(&vo, &ac.fqans)?,
+        vo,
+        host,
+        fqans: ac.fqans.clone(),
+        not_before: ac.not_before,
+        not_after: ac.not_after,
+    })
+}
+
 /// `<vo>://<host>:<port>` → (vo, host).
 fn policy_authority(uri: &str) -> Result<(String, String), AuthError> {
     let bad = || {
