@@ -89,6 +89,12 @@ pub struct Config {
     /// `metadata/*.pub`), required with `tls_listen`.
     #[serde(default)]
     pub trust_dir: Option<PathBuf>,
+    /// A grid host's vomsdir (`<vo>/<host>.lsc`, docs/identity.md "VOMS
+    /// credentials"): proxies with standard VOMS attribute certificates
+    /// from the servers it lists are accepted on the secure port. Default
+    /// none: refused.
+    #[serde(default)]
+    pub vomsdir: Option<PathBuf>,
     /// The name depot grants must carry. Default `<hostname>:<tls port>`.
     #[serde(default)]
     pub grant_name: Option<String>,

@@ -70,10 +70,12 @@ pub fn load(cfg: &Config, hostname: &str, port: u16) -> anyhow::Result<Secure> {
     else {
         anyhow::bail!("tls_listen needs tls_cert, tls_key and trust_dir");
     };
-    let trust = Arc::new(
-        TrustStore::load(trust_dir)
-            .with_context(|| format!("load trust directory {}", trust_dir.display()))?,
-    );
+    let mut trust = TrustStore::load(trust_dir)
+        .with_context(|| format!("load trust directory {}", trust_dir.display()))?;
+    if let Some(dir) = &cfg.vomsdir {
+        trust.load_vomsdir(dir)?;
+    }
+    let trust = Arc::new(trust);
     // Refused unless owner-only (mode 0600), and PKCS#8: the same key
     // signs the TLS handshake and is the client key of secure COPYs.
     let key_pkcs8 = ibp_auth::keys::read_private_key(key).context("load tls_key")?;

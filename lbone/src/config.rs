@@ -51,6 +51,11 @@ pub struct Config {
     /// certificates, `vomsdir/<vo>/*.pem` pin each VO's attribute authority.
     /// Only VOs with a pinned attribute authority can use the L-Bone.
     pub trust_dir: PathBuf,
+    /// A grid host's vomsdir (`<vo>/<host>.lsc`, docs/identity.md "VOMS
+    /// credentials"): proxies with standard VOMS attribute certificates
+    /// from the servers it lists are accepted. Default none: refused.
+    #[serde(default)]
+    pub vomsdir: Option<PathBuf>,
     /// sqlx database URL: `sqlite://FILE` (created if missing) or
     /// `postgres://user@host:port/db`. Default: `sqlite://<dir>/lbone.db`,
     /// `<dir>` being the configuration file's directory.
@@ -151,7 +156,10 @@ impl Config {
             &mut self.server_key,
             &mut self.trust_dir,
             &mut self.signing_key,
-        ] {
+        ]
+        .into_iter()
+        .chain(self.vomsdir.as_mut())
+        {
             if p.is_relative() {
                 *p = base.join(&*p);
             }

@@ -62,8 +62,11 @@ struct Loaded {
 }
 
 fn load_tls(cfg: &Config) -> anyhow::Result<Loaded> {
-    let trust = TrustStore::load(&cfg.trust_dir)
+    let mut trust = TrustStore::load(&cfg.trust_dir)
         .with_context(|| format!("load trust directory {}", cfg.trust_dir.display()))?;
+    if let Some(dir) = &cfg.vomsdir {
+        trust.load_vomsdir(dir)?;
+    }
     if trust.ca_certificates().is_empty() {
         tracing::warn!(dir = %cfg.trust_dir.display(), "no trusted CA: every client certificate will be refused");
     }

@@ -208,6 +208,9 @@ pub struct LoginResponse {
     #[serde(default)]
     pub chain: String,
     pub attributes: String,
+    /// A standard VOMS AC extension (base64), from a CA with `voms_uri`.
+    #[serde(default)]
+    pub voms: Option<String>,
     pub vo: String,
     pub vo_id: String,
     #[serde(default)]
@@ -219,6 +222,9 @@ pub struct LoginResponse {
 #[derive(Debug, Clone, Deserialize)]
 pub struct AttributesResponse {
     pub attributes: String,
+    /// A standard VOMS AC extension (base64), from a CA with `voms_uri`.
+    #[serde(default)]
+    pub voms: Option<String>,
     pub vo: String,
     pub vo_id: String,
     #[serde(default)]
@@ -457,6 +463,7 @@ fn mint_proxy(
     ee_chain: &[Vec<u8>],
     key_pkcs8: &[u8],
     attributes_b64: &str,
+    voms_b64: Option<&str>,
     vo: &str,
     lifetime: u64,
 ) -> Result<NewProxy, Error> {
@@ -485,7 +492,23 @@ fn mint_proxy(
             format_local(attrs.not_after)
         )));
     }
-    let credential = ProxyCredential::create(
+    // A standard VOMS AC from the CA goes into the proxy too, for VOMS
+    // tools (services use the attributes above).
+    let voms = voms_b64
+        .map(|v| {
+            let der = base64::engine::general_purpose::STANDARD
+                .decode(v.trim())
+                .map_err(|e| bad(format!("VOMS AC is not base64: {e}")))?;
+            ibp_auth::voms::parse_extension(&der).map_err(|e| bad(e.to_string()))?;
+            Ok::<_, Error>(der)
+        })
+        .transpose()?;
+    let extra: Vec<(&[u64], &[u8])> = voms
+        .as_deref()
+        .map(|v| (ibp_auth::voms::VOMS_EXTENSION, v))
+        .into_iter()
+        .collect();
+    let credential = ProxyCredential::create_with_extensions(
         ee_chain,
         key_pkcs8,
         &ProxyOptions {
@@ -493,6 +516,7 @@ fn mint_proxy(
             attributes: Some(ext.clone()),
             path_len: None,
         },
+        &extra,
     )
     .map_err(|e| match e {
         AuthError::Expired { .. } => Error::Usage(format!("cannot make a proxy: {e}")),
@@ -599,7 +623,14 @@ fn issued_proxy(
             ee_chain.push(c);
         }
     }
-    mint_proxy(&ee_chain, key_pkcs8, &resp.attributes, vo, lifetime)
+    mint_proxy(
+        &ee_chain,
+        key_pkcs8,
+        &resp.attributes,
+        resp.voms.as_deref(),
+        vo,
+        lifetime,
+    )
 }
 
 /// Loads a user certificate (PEM: the certificate, then any intermediates)
@@ -680,7 +711,14 @@ pub async fn proxy_init(
 ) -> Result<NewProxy, Error> {
     check_lifetime(lifetime)?;
     let resp = ca.attributes(vo, lifetime).await?;
-    mint_proxy(&user.chain, &user.key_pkcs8, &resp.attributes, vo, lifetime)
+    mint_proxy(
+        &user.chain,
+        &user.key_pkcs8,
+        &resp.attributes,
+        resp.voms.as_deref(),
+        vo,
+        lifetime,
+    )
 }
 
 fn local_io(what: &str, path: &Path, e: std::io::Error) -> Error {
@@ -940,10 +978,23 @@ pub fn inspect_proxy(
         .map(|v| SignedAttributes::parse(&v))
         .transpose()
         .map_err(|e| bad(e.to_string()))?;
+    // Without our attributes, a standard VOMS AC (read, not verified).
+    let voms_oid = ibp_auth::oids::oid_bytes(ibp_auth::voms::VOMS_EXTENSION);
+    let voms = match &attributes {
+        Some(_) => None,
+        None => certs[..ee_index]
+            .iter()
+            .find_map(|c| has_ext(c, &voms_oid))
+            .map(|v| ibp_auth::voms::read_unverified(&v, &certs[ee_index]))
+            .transpose()
+            .map_err(|e| bad(e.to_string()))?,
+    };
     let chain_na = cred.not_after().map_err(|e| bad(e.to_string()))?;
     let not_after = attributes
         .as_ref()
-        .map_or(chain_na, |a| chain_na.min(a.attributes.not_after));
+        .map(|a| a.attributes.not_after)
+        .or(voms.as_ref().map(|v| v.not_after))
+        .map_or(chain_na, |na| chain_na.min(na));
     let verification = match trust {
         None => Verification::NotChecked,
         Some(t) => match ibp_auth::verify_chain(&cred.chain_der(), t, now) {
@@ -952,13 +1003,18 @@ pub fn inspect_proxy(
         },
     };
     let a = attributes.as_ref().map(|a| &a.attributes);
+    let (vo, vo_id, groups) = match (a, voms) {
+        (Some(a), _) => (Some(a.vo.clone()), Some(a.vo_id.clone()), a.groups.clone()),
+        (None, Some(v)) => (Some(v.vo), Some(v.vo_id), v.groups),
+        (None, None) => (None, None, Vec::new()),
+    };
     Ok(ProxyInfo {
         path: path.to_path_buf(),
         subject: certs[0].subject().to_string(),
         identity: certs[ee_index].subject().to_string(),
-        vo: a.map(|a| a.vo.clone()),
-        vo_id: a.map(|a| a.vo_id.clone()),
-        groups: a.map(|a| a.groups.clone()).unwrap_or_default(),
+        vo,
+        vo_id,
+        groups,
         not_after,
         verification,
     })

@@ -549,10 +549,15 @@ fn proxy_init(args: ProxyInitArgs) -> Result<u8, Error> {
 
 fn proxy_info(args: ProxyInfoArgs) -> Result<u8, Error> {
     let path = proxy_path()?;
-    let trust = match args.trust.clone().or_else(env_trust_dir) {
+    let mut trust = match args.trust.clone().or_else(env_trust_dir) {
         Some(dir) => Some(TrustSource::Dir(dir).load()?),
         None => None,
     };
+    // A VOMS proxy verifies against the grid's vomsdir, as VOMS tools do.
+    if let (Some(t), Some(dir)) = (trust.as_mut(), std::env::var_os("X509_VOMS_DIR")) {
+        t.load_vomsdir(std::path::Path::new(&dir))
+            .map_err(|e| Error::Usage(format!("cannot load X509_VOMS_DIR: {e}")))?;
+    }
     let now = ibp_auth::unix_now();
     let info = match credentials::inspect_proxy(&path, trust.as_ref(), now) {
         Ok(i) => i,

@@ -61,6 +61,11 @@ pub struct Config {
     /// certificates, `vomsdir/<vo>/*.pem` pinning each VO's attribute
     /// authority. Only VOs with a pinned attribute authority are served.
     pub trust_dir: PathBuf,
+    /// A grid host's vomsdir (`<vo>/<host>.lsc`, docs/identity.md "VOMS
+    /// credentials"): proxies with standard VOMS attribute certificates
+    /// from the servers it lists are accepted. Default none: refused.
+    #[serde(default)]
+    pub vomsdir: Option<PathBuf>,
     /// sqlx URL: `sqlite://FILE` (default `sqlite://<dir>/metadata.db`) or
     /// `postgres://user@host:port/db` (several replicas may share it).
     #[serde(default)]
@@ -210,7 +215,10 @@ impl Config {
             &mut cfg.server_key,
             &mut cfg.trust_dir,
             &mut cfg.signing_key,
-        ] {
+        ]
+        .into_iter()
+        .chain(cfg.vomsdir.as_mut())
+        {
             if p.is_relative() {
                 *p = base.join(&*p);
             }

@@ -30,8 +30,11 @@ pub type Reload = Box<dyn Fn() -> anyhow::Result<Config> + Send + Sync>;
 /// The trust directory, and the TLS configuration with the server
 /// certificate and key, of `cfg`.
 fn load_tls(cfg: &Config) -> anyhow::Result<(TrustStore, rustls::ServerConfig)> {
-    let trust = TrustStore::load(&cfg.trust_dir)
+    let mut trust = TrustStore::load(&cfg.trust_dir)
         .with_context(|| format!("load trust directory {}", cfg.trust_dir.display()))?;
+    if let Some(dir) = &cfg.vomsdir {
+        trust.load_vomsdir(dir)?;
+    }
     if trust.ca_certificates().is_empty() {
         tracing::warn!(dir = %cfg.trust_dir.display(), "no trusted CA: every client certificate will be refused");
     }

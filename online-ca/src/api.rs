@@ -171,6 +171,9 @@ struct LoginResponse {
     certificate: String,
     chain: String,
     attributes: String,
+    /// The standard VOMS AC extension (base64), with `voms_uri` set.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    voms: Option<String>,
     vo: String,
     vo_id: String,
     groups: Vec<GroupJson>,
@@ -359,10 +362,20 @@ async fn login(
         Err(e) => tracing::warn!(error = %e, "could not link the issued certificate"),
     }
     tracing::info!(%identity, vo = %req.vo, vo_id = %member.vo_id, pseudonym = pseudonym.as_deref().unwrap_or("-"), serial = %cert.serial_hex, lifetime, "issued a certificate");
+    let voms = voms_ac(
+        &app,
+        &req.vo,
+        &member.groups,
+        &cert.issuer_raw,
+        &cert.serial_raw,
+        now - BACKDATE,
+        cert.not_after,
+    )?;
     Ok(Json(LoginResponse {
         certificate: crate::ca::cert_pem(&cert.der),
         chain: app.ca.ca_pem().to_string(),
         attributes: b64(&attrs),
+        voms,
         vo: req.vo,
         vo_id: member.vo_id,
         groups: groups_json(&member.groups),
@@ -460,6 +473,9 @@ struct AttributesRequest {
 #[derive(Serialize)]
 struct AttributesResponse {
     attributes: String,
+    /// The standard VOMS AC extension (base64), with `voms_uri` set.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    voms: Option<String>,
     vo: String,
     vo_id: String,
     groups: Vec<GroupJson>,
@@ -548,13 +564,51 @@ async fn attributes(
         .await
         .map_err(ApiError::internal)?;
     tracing::info!(%identity, vo = %req.vo, vo_id = %member.vo_id, lifetime, "issued attributes for an existing certificate");
+    let voms = voms_ac(
+        &app,
+        &req.vo,
+        &member.groups,
+        ee.issuer().as_raw(),
+        ee.raw_serial(),
+        now - BACKDATE,
+        not_after,
+    )?;
     Ok(Json(AttributesResponse {
         attributes: b64(&attrs),
+        voms,
         vo: req.vo,
         vo_id: member.vo_id,
         groups: groups_json(&member.groups),
         not_after,
     }))
+}
+
+/// The VOMS AC (base64) of a login or `/v1/attributes` answer, when the
+/// CA is configured as a VOMS server (`voms_uri`).
+fn voms_ac(
+    app: &App,
+    vo: &str,
+    groups: &[crate::store::GroupRow],
+    holder_issuer: &[u8],
+    holder_serial: &[u8],
+    not_before: i64,
+    not_after: i64,
+) -> Result<Option<String>, ApiError> {
+    let Some(uri) = &app.cfg.voms_uri else {
+        return Ok(None);
+    };
+    app.ca
+        .voms_ac(
+            uri,
+            vo,
+            groups,
+            holder_issuer,
+            holder_serial,
+            not_before,
+            not_after,
+        )
+        .map(|ac| Some(b64(&ac)))
+        .map_err(ApiError::internal)
 }
 
 #[derive(Serialize)]

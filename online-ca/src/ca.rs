@@ -351,6 +351,46 @@ impl Ca {
         };
         Ok(aa.authority.sign_attributes_scoped(&attrs, scope)?)
     }
+
+    /// A standard VOMS AC extension for the same holder and groups, signed
+    /// by the VO's AA, its policy authority `<vo>://<uri>`.
+    #[allow(clippy::too_many_arguments)]
+    pub fn voms_ac(
+        &self,
+        uri: &str,
+        vo: &str,
+        groups: &[crate::store::GroupRow],
+        holder_issuer: &[u8],
+        holder_serial: &[u8],
+        not_before: i64,
+        not_after: i64,
+    ) -> anyhow::Result<Vec<u8>> {
+        let aa = self
+            .aas
+            .get(vo)
+            .with_context(|| format!("no attribute authority for VO {vo}"))?;
+        let (host, port) = uri.rsplit_once(':').context("voms_uri is not host:port")?;
+        let names: Vec<&str> = groups.iter().map(|g| g.name.as_str()).collect();
+        let fqans = ibp_auth::voms::issue::fqans_for(vo, &names);
+        let serial = rand::random::<[u8; 8]>();
+        let key = ibp_auth::keys::SigningKey::from_pkcs8(&aa.authority.key_pkcs8)?;
+        Ok(ibp_auth::voms::issue::voms_extension(
+            &ibp_auth::voms::issue::AcRequest {
+                holder_issuer,
+                holder_serial,
+                signer_cert: &aa.authority.cert_der,
+                intermediates: &[],
+                vo,
+                host,
+                port: port.parse().context("voms_uri port")?,
+                fqans: &fqans,
+                serial: &serial,
+                not_before,
+                not_after,
+            },
+            &key,
+        )?)
+    }
 }
 
 #[cfg(test)]

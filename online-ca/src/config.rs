@@ -77,6 +77,13 @@ pub struct Config {
     /// this CA itself.
     #[serde(default)]
     pub trust_dir: Option<PathBuf>,
+    /// `host:port` naming this CA as a VOMS server: when set, logins and
+    /// `/v1/attributes` also carry a standard VOMS attribute certificate
+    /// signed by the VO's AA (policy authority `<vo>://<host>:<port>`), so
+    /// that VOMS tools (`voms-proxy-info`) read the proxy
+    /// (docs/identity.md, "VOMS credentials"). Default none.
+    #[serde(default)]
+    pub voms_uri: Option<String>,
     /// Most simultaneous client connections; further ones wait.
     #[serde(default = "default_max_connections")]
     pub max_connections: usize,
@@ -412,6 +419,14 @@ impl Config {
     fn check(&self) -> anyhow::Result<()> {
         if self.org.trim().is_empty() {
             bail!("config: org must not be empty");
+        }
+        if let Some(uri) = &self.voms_uri {
+            let ok = uri.rsplit_once(':').is_some_and(|(host, port)| {
+                ibp_auth::voms::is_host_name(host) && port.parse::<u16>().is_ok()
+            });
+            if !ok {
+                bail!("config: voms_uri {uri:?} must be host:port");
+            }
         }
         if self.max_lifetime.0 == 0 || self.default_lifetime.0 == 0 {
             bail!("config: lifetimes must be positive");

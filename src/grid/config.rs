@@ -10,13 +10,18 @@ use super::{GridOptions, Layout, ADMIN_GROUP, ORG, VO};
 
 /// The online CA's `config.toml` (local users from `users`; vo1
 /// pseudonymous if asked).
-pub(super) fn write_ca(l: &Layout, pseudonymous: bool) -> anyhow::Result<PathBuf> {
+pub(super) fn write_ca(l: &Layout, opts: &GridOptions) -> anyhow::Result<PathBuf> {
     let config = l.ca.join("config.toml");
+    let voms = opts
+        .ca_voms_uri
+        .as_ref()
+        .map_or(String::new(), |u| format!("voms_uri = {u:?}\n"));
     write_file(
         &config,
         &format!(
-            "listen = \"127.0.0.1:0\"\nmetrics_listen = \"127.0.0.1:0\"\ndir = {}\norg = {ORG:?}\n\n[local]\nusers_file = \"users\"\n\n[vos.{VO}]\npseudonymous = {pseudonymous}\n",
-            toml_path(&l.ca)
+            "listen = \"127.0.0.1:0\"\nmetrics_listen = \"127.0.0.1:0\"\ndir = {}\norg = {ORG:?}\n{voms}\n[local]\nusers_file = \"users\"\n\n[vos.{VO}]\npseudonymous = {}\n",
+            toml_path(&l.ca),
+            opts.pseudonymous
         ),
     )?;
     Ok(config)
@@ -37,13 +42,13 @@ pub(super) fn write_lbone(
     let config = l.lbone.join("lbone.toml");
     write_file(
         &config,
-        &format!(
+        &(format!(
             "listen = \"127.0.0.1:0\"\nmetrics_listen = \"127.0.0.1:0\"\nserver_cert = {}\nserver_key = {}\ntrust_dir = {}\nsigning_key = \"lbone.key\"\npoll_interval = \"{}ms\"\npoll_timeout = \"2s\"\nmissed_polls_down = 2\ngrant_lifetime = \"10m\"\nadmin_group = \"{ADMIN_GROUP}\"\n",
             toml_path(&cert),
             toml_path(&key),
             toml_path(&l.trust),
             opts.lbone_poll_interval.as_millis().max(100),
-        ),
+        ) + &vomsdir_line(opts)),
     )?;
     Ok(config)
 }
@@ -63,12 +68,19 @@ pub(super) fn write_mdm(
         toml_path(&cert),
         toml_path(&key),
         toml_path(&l.trust),
-    );
+    ) + &vomsdir_line(opts);
     if let Some(db) = &opts.mdm_database {
         text.push_str(&format!("database = {db:?}\n"));
     }
     write_file(&config, &text)?;
     Ok(config)
+}
+
+/// `vomsdir = ...` when the grid has one ([`GridOptions::vomsdir`]).
+fn vomsdir_line(opts: &GridOptions) -> String {
+    opts.vomsdir
+        .as_ref()
+        .map_or(String::new(), |d| format!("vomsdir = {}\n", toml_path(d)))
 }
 
 /// Depot `i`'s `depot.toml` in `ddir` (with its server certificate unless
@@ -99,6 +111,7 @@ pub(super) fn write_depot(
             toml_path(&key),
             toml_path(&l.trust)
         ));
+        text.push_str(&vomsdir_line(opts));
         if opts.data_port {
             text.push_str("data_listen = \"127.0.0.1:0\"\n");
         }

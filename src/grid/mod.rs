@@ -160,6 +160,16 @@ pub struct GridOptions {
     /// vo1 is pseudonymous at the online CA (`[vos.vo1] pseudonymous =
     /// true`): certificates say `CN=pseudonym:<p>`, not `CN=local:<user>`.
     pub pseudonymous: bool,
+    /// The `vomsdir` of the L-Bone, the metadata manager and every TLS
+    /// depot (docs/identity.md, "VOMS credentials"); default none: they
+    /// refuse standard VOMS proxies.
+    pub vomsdir: Option<PathBuf>,
+    /// PEM files of further CAs copied into the grid's `trust/ca/` (e.g.
+    /// the CA of a test's VOMS server and users).
+    pub extra_cas: Vec<PathBuf>,
+    /// The online CA's `voms_uri` (`host:port`): its logins then also
+    /// carry a standard VOMS AC (default none).
+    pub ca_voms_uri: Option<String>,
 }
 
 impl GridOptions {
@@ -236,6 +246,9 @@ impl Default for GridOptions {
             mdm_database: None,
             mdm_replicas: 1,
             pseudonymous: false,
+            vomsdir: None,
+            extra_cas: Vec::new(),
+            ca_voms_uri: None,
         }
     }
 }
@@ -514,11 +527,14 @@ fn write_configs(
     l: &Layout,
 ) -> anyhow::Result<(Vec<GridUser>, ServiceConfigs, Vec<Depot>)> {
     let issuer = pki::make_trust(l)?;
+    for (i, ca) in opts.extra_cas.iter().enumerate() {
+        files::copy_private(ca, &l.trust.join(format!("ca/extra-{i}.pem")))?;
+    }
     let (users, users_file) = users::make_users(opts, l)?;
     config::write_users_file(l, &users_file)?;
     files::write_file(&l.dir.join("lors.toml"), "")?;
     let configs = ServiceConfigs {
-        ca: config::write_ca(l, opts.pseudonymous)?,
+        ca: config::write_ca(l, opts)?,
         lbone: config::write_lbone(l, &issuer, opts)?,
         mdm: config::write_mdm(&l.mdm, l, &issuer, opts)?,
         mdm_replicas: l

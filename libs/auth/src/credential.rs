@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use rustls_pki_types::CertificateDer;
 
 use crate::keys::{write_secret, SigningKey};
-use crate::proxy::{mint, ProxyOptions};
+use crate::proxy::ProxyOptions;
 use crate::trust::pem_certificates;
 use crate::AuthError;
 
@@ -44,11 +44,22 @@ impl ProxyCredential {
         issuer_key_pkcs8: &[u8],
         opts: &ProxyOptions,
     ) -> Result<ProxyCredential, AuthError> {
+        ProxyCredential::create_with_extensions(issuer_chain, issuer_key_pkcs8, opts, &[])
+    }
+
+    /// [`ProxyCredential::create`] with further non-critical extensions
+    /// (`crate::proxy::mint_with_extensions`).
+    pub fn create_with_extensions(
+        issuer_chain: &[Vec<u8>],
+        issuer_key_pkcs8: &[u8],
+        opts: &ProxyOptions,
+        extra: &[(&[u64], &[u8])],
+    ) -> Result<ProxyCredential, AuthError> {
         let issuer = issuer_chain
             .first()
             .ok_or_else(|| AuthError::malformed("certificate chain", "empty"))?;
         let key = SigningKey::from_pkcs8(issuer_key_pkcs8)?;
-        let minted = mint(issuer, &key, opts)?;
+        let minted = crate::proxy::mint_with_extensions(issuer, &key, opts, extra)?;
         let mut chain = vec![minted.certificate];
         chain.extend(issuer_chain.iter().cloned());
         Ok(ProxyCredential {
@@ -79,10 +90,15 @@ impl ProxyCredential {
 
     pub fn from_pem(text: &[u8]) -> Result<ProxyCredential, AuthError> {
         let blocks = pem::parse_many(text).map_err(|e| AuthError::malformed("proxy file", e))?;
+        // VOMS and Globus tools write the proxy's RSA key as PKCS#1 (`RSA
+        // PRIVATE KEY`): wrapped into PKCS#8 here.
         let key_pkcs8 = blocks
             .iter()
-            .find(|b| b.tag() == "PRIVATE KEY")
-            .map(|b| b.contents().to_vec())
+            .find_map(|b| match b.tag() {
+                "PRIVATE KEY" => Some(b.contents().to_vec()),
+                "RSA PRIVATE KEY" => Some(rsa_pkcs8(b.contents())),
+                _ => None,
+            })
             .ok_or_else(|| AuthError::malformed("proxy file", "no PRIVATE KEY block"))?;
         let chain = pem_certificates(text)?;
         if chain.is_empty() {
@@ -126,4 +142,21 @@ impl ProxyCredential {
             })
             .try_fold(i64::MAX, |m, t| t.map(|t| m.min(t)))
     }
+}
+
+/// PKCS#8 `PrivateKeyInfo` around a PKCS#1 `RSAPrivateKey`.
+fn rsa_pkcs8(pkcs1: &[u8]) -> Vec<u8> {
+    yasna::construct_der(|w| {
+        w.write_sequence(|w| {
+            w.next().write_u8(0);
+            w.next().write_sequence(|w| {
+                w.next()
+                    .write_oid(&yasna::models::ObjectIdentifier::from_slice(&[
+                        1, 2, 840, 113549, 1, 1, 1,
+                    ]));
+                w.next().write_null();
+            });
+            w.next().write_bytes(pkcs1);
+        })
+    })
 }

@@ -32,6 +32,16 @@ pub enum AuthError {
     UntrustedAttributeAuthority { vo: String },
     #[error("VO attributes are bound to another certificate")]
     WrongHolder,
+    #[error("the credential carries a VOMS attribute certificate, but this service accepts none (no `vomsdir` configured)")]
+    VomsNotAccepted,
+    #[error("VOMS attribute certificate for VO {vo:?} from {host}: server not trusted: {why}")]
+    UntrustedVomsServer {
+        vo: String,
+        host: String,
+        why: String,
+    },
+    #[error("VOMS attributes refused: {0}")]
+    Voms(String),
     #[error("token signed by an unknown key")]
     UnknownSigner,
     #[error("token is for {what} {found:?}, not {expected:?}")]

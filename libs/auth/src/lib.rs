@@ -26,6 +26,7 @@ pub mod tls;
 pub mod tokens;
 pub mod trust;
 pub mod verify;
+pub mod voms;
 
 pub use attributes::{Group, Scope, VoAttributes};
 pub use credential::ProxyCredential;

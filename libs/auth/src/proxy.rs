@@ -45,6 +45,17 @@ pub fn mint(
     issuer_key: &SigningKey,
     opts: &ProxyOptions,
 ) -> Result<MintedProxy, AuthError> {
+    mint_with_extensions(issuer_der, issuer_key, opts, &[])
+}
+
+/// [`mint`] with further non-critical extensions `(OID arcs, DER value)`
+/// after the VO attributes (a standard VOMS AC: [`crate::voms`]).
+pub fn mint_with_extensions(
+    issuer_der: &[u8],
+    issuer_key: &SigningKey,
+    opts: &ProxyOptions,
+    extra: &[(&[u64], &[u8])],
+) -> Result<MintedProxy, AuthError> {
     let (_, issuer) = x509_parser::parse_x509_certificate(issuer_der)
         .map_err(|e| AuthError::malformed("issuer certificate", e))?;
     let now = unix_now();
@@ -140,6 +151,12 @@ pub fn mint(
                         w.next().write_sequence(|w| {
                             w.next().write_der(&vo_oid_der);
                             w.next().write_bytes(attrs);
+                        });
+                    }
+                    for (oid, value) in extra {
+                        w.next().write_sequence(|w| {
+                            w.next().write_oid(&Oid::from_slice(oid));
+                            w.next().write_bytes(value);
                         });
                     }
                 })

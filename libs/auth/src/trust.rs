@@ -11,6 +11,7 @@
 
 use std::collections::HashMap;
 use std::path::Path;
+use std::sync::Arc;
 
 use rustls_pki_types::{CertificateDer, TrustAnchor};
 
@@ -33,6 +34,9 @@ pub struct TrustStore {
     vo_aas: HashMap<String, Vec<Vec<u8>>>,
     lbone_keys: Vec<[u8; 32]>,
     metadata_keys: Vec<[u8; 32]>,
+    /// The VOMS servers trusted per VO (a service's `vomsdir`); none: VOMS
+    /// attribute certificates are refused.
+    vomsdir: Option<Arc<crate::voms::VomsDir>>,
     /// Seconds of clock difference tolerated between machines.
     pub max_skew: i64,
 }
@@ -45,6 +49,7 @@ impl Default for TrustStore {
             vo_aas: HashMap::new(),
             lbone_keys: Vec::new(),
             metadata_keys: Vec::new(),
+            vomsdir: None,
             max_skew: DEFAULT_MAX_SKEW,
         }
     }
@@ -138,6 +143,16 @@ impl TrustStore {
     /// Trusts `der` as an attribute authority for `vo` only.
     pub fn pin_aa(&mut self, vo: &str, der: Vec<u8>) {
         self.vo_aas.entry(vo.to_owned()).or_default().push(der);
+    }
+
+    /// Accepts VOMS attribute certificates from the servers `dir` lists
+    /// (docs/identity.md, "VOMS credentials").
+    pub fn set_vomsdir(&mut self, dir: crate::voms::VomsDir) {
+        self.vomsdir = Some(Arc::new(dir));
+    }
+
+    pub fn vomsdir(&self) -> Option<&crate::voms::VomsDir> {
+        self.vomsdir.as_deref()
     }
 
     pub fn add_token_key(&mut self, signer: TokenSigner, key: [u8; 32]) {

@@ -4,7 +4,9 @@
 //! ProxyCertInfo extension is critical and unknown to it); the end-entity
 //! certificate and its CA chain are checked by webpki against the trust
 //! store's anchors. The VO attributes are then checked against the AA pinned
-//! for their VO and bound to the end-entity certificate.
+//! for their VO and bound to the end-entity certificate; a standard VOMS
+//! attribute certificate instead is checked against the service's vomsdir
+//! (`crate::voms`).
 
 use rustls_pki_types::{CertificateDer, UnixTime};
 use x509_parser::certificate::X509Certificate;
@@ -113,8 +115,17 @@ fn check_proxy(
             "issuer name is not the next certificate's subject",
         ));
     }
-    if !crate::keys::verify_with_spki(
+    if proxy.tbs_certificate.signature != proxy.signature_algorithm {
+        return Err(proxy_err(
+            i,
+            "the signed and the outer signature algorithms differ",
+        ));
+    }
+    // By the algorithm the proxy names: VOMS clients sign proxies with
+    // SHA-1 (voms::signature lists what is accepted).
+    if !crate::voms::signature::verify(
         issuer.public_key().raw,
+        &proxy.signature_algorithm.algorithm.to_id_string(),
         proxy.tbs_certificate.as_ref(),
         proxy.signature_value.data.as_ref(),
     ) {
@@ -268,32 +279,58 @@ pub fn verify_chain(
 ) -> Result<Identity, AuthError> {
     let v = verify_certificates(chain, trust, now)?;
     let ee = &v.certs[v.ee_index];
-    // The attributes nearest the leaf win.
+    // The attributes nearest the leaf win: our own extension, or else a
+    // standard VOMS one, in the first proxy (from the leaf) carrying either.
     let vo_oid = oids::vo_attributes_oid();
-    let ext = v.certs[..v.ee_index]
+    let voms_oid = oids::oid_bytes(crate::voms::VOMS_EXTENSION);
+    let found = v.certs[..v.ee_index]
         .iter()
         .find_map(|c| {
-            c.extensions()
-                .iter()
-                .find(|e| e.oid.as_bytes() == vo_oid.as_slice())
+            let find = |oid: &[u8]| c.extensions().iter().find(|e| e.oid.as_bytes() == oid);
+            find(&vo_oid)
+                .map(|e| Attributes::Custom(e.value))
+                .or_else(|| find(&voms_oid).map(|e| Attributes::Voms(e.value)))
         })
         .ok_or(AuthError::NoAttributes)?;
-    let signed = SignedAttributes::parse(ext.value)?;
-    let attrs = signed.verify(trust, ee.issuer().as_raw(), ee.raw_serial(), now)?;
+    let (vo, vo_id, groups, attrs_not_after, scope) = match found {
+        Attributes::Custom(value) => {
+            let signed = SignedAttributes::parse(value)?;
+            let a = signed.verify(trust, ee.issuer().as_raw(), ee.raw_serial(), now)?;
+            (
+                a.vo.clone(),
+                a.vo_id.clone(),
+                a.groups.clone(),
+                a.not_after,
+                signed.scope,
+            )
+        }
+        Attributes::Voms(value) => {
+            let a = crate::voms::verify(value, ee, trust, now)?;
+            (a.vo, a.vo_id, a.groups, a.not_after, Scope::Full)
+        }
+    };
     let not_after = v
         .certs
         .iter()
         .map(|c| c.validity().not_after.timestamp())
-        .chain(std::iter::once(attrs.not_after))
+        .chain(std::iter::once(attrs_not_after))
         .min()
-        .unwrap_or(attrs.not_after);
+        .unwrap_or(attrs_not_after);
     Ok(Identity {
-        vo: attrs.vo.clone(),
-        vo_id: attrs.vo_id.clone(),
-        groups: attrs.groups.clone(),
+        vo,
+        vo_id,
+        groups,
         subject: ee.subject().to_string(),
         key_hash: key_hash(v.certs[0].public_key().raw),
         not_after,
-        scope: signed.scope,
+        scope,
     })
+}
+
+/// The attribute extension a chain carries (its DER value).
+enum Attributes<'a> {
+    /// Ours (`attributes.rs`).
+    Custom(&'a [u8]),
+    /// A standard VOMS AC extension (`voms/`).
+    Voms(&'a [u8]),
 }
