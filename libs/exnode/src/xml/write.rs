@@ -53,6 +53,21 @@ pub fn to_xml(exnode: &Exnode) -> String {
     out
 }
 
+/// One mapping element as [`to_xml`] writes it (what a signature's
+/// manifest digests, `crate::signature`).
+pub(crate) fn mapping_xml(m: &Mapping) -> String {
+    let mut w = String::with_capacity(512);
+    mapping(&mut w, m);
+    w
+}
+
+/// One top-level metadata line as [`to_xml`] writes it.
+pub(crate) fn metadata_xml(md: &Metadata) -> String {
+    let mut w = String::with_capacity(128);
+    metadata(&mut w, 1, "metadata", md);
+    w
+}
+
 fn mapping(w: &mut String, m: &Mapping) {
     w.push_str("  <exnode:mapping>\n");
     integer(w, 2, "alloc_length", m.alloc_length);
