@@ -38,6 +38,10 @@ pub const LIST_MAX: u32 = 10_000;
 #[derive(Clone, Debug)]
 pub struct MetadataClient {
     http: Client,
+    /// The metadata-manager keys the trust directory holds
+    /// (`metadata/*.pub`): every exNode [`MetadataClient::get`] returns is
+    /// signed by one of them.
+    signers: std::sync::Arc<[[u8; 32]]>,
 }
 
 pub use metadata_api::{
@@ -69,6 +73,64 @@ impl std::ops::Deref for FileVersion {
 
     fn deref(&self) -> &GetAnswer {
         &self.answer
+    }
+}
+
+/// Checks the signature of an exNode the metadata manager served (and
+/// takes it out of `x`): by a trusted key, for the file and version the
+/// answer names and `asked` for.
+fn verify_served(
+    x: &mut exnode::Exnode,
+    j: &GetAnswer,
+    asked: Option<u64>,
+    signers: &[[u8; 32]],
+) -> Result<exnode::Verified, Error> {
+    let what = format!("the exNode of {} version {}", j.path, j.version);
+    let refused = |why: String| {
+        Error::Data(format!(
+            "{what} from the metadata manager is refused: {why}"
+        ))
+    };
+    let sig = exnode::signature::split(x)
+        .map_err(|e| refused(e.to_string()))?
+        .ok_or_else(|| {
+            refused("it is not signed (a metadata manager that does not sign exNodes?)".into())
+        })?;
+    let v = exnode::signature::verify(x, &sig, signers).map_err(|e| match e {
+        exnode::SignatureError::UntrustedKey { .. } => {
+            refused(format!("{e}{}", untrusted_hint(signers)))
+        }
+        e => refused(e.to_string()),
+    })?;
+    let same_file = uuid::Uuid::parse_str(&j.id).is_ok_and(|id| id == v.file);
+    if !same_file {
+        return Err(refused(format!(
+            "file UUID: it is signed for file {}, but {} is file {}",
+            v.file, j.path, j.id
+        )));
+    }
+    if v.version != j.version || asked.is_some_and(|a| a != v.version) {
+        return Err(refused(format!(
+            "version: it is signed for version {}, but version {} was {}",
+            v.version,
+            asked.unwrap_or(j.version),
+            if asked.is_some() {
+                "asked for"
+            } else {
+                "answered"
+            }
+        )));
+    }
+    Ok(v)
+}
+
+/// What to do about an exNode signed by a key the trust directory lacks.
+pub fn untrusted_hint(signers: &[[u8; 32]]) -> &'static str {
+    if signers.is_empty() {
+        " (the trust directory holds no metadata-manager key: put the metadata manager's \
+         metadata.pub in its metadata/ directory)"
+    } else {
+        " (the trust directory's metadata/*.pub hold the keys trusted)"
     }
 }
 
@@ -152,12 +214,23 @@ impl MetadataClient {
             .with_service_name("metadata manager")
             .with_keep_alive(KEEP_ALIVE);
         http.max_response = MAX_ANSWER;
-        Ok(MetadataClient { http })
+        Ok(MetadataClient {
+            http,
+            signers: trust
+                .token_keys(ibp_auth::trust::TokenSigner::MetadataManager)
+                .into(),
+        })
     }
 
-    /// A client over a prepared HTTPS client (timeouts, limits of its own).
-    pub fn from_http(http: Client) -> MetadataClient {
-        MetadataClient { http }
+    /// A client over a prepared HTTPS client (timeouts, limits of its own),
+    /// trusting the exNode signatures of `trust`'s metadata-manager keys.
+    pub fn from_http(http: Client, trust: &TrustStore) -> MetadataClient {
+        MetadataClient {
+            http,
+            signers: trust
+                .token_keys(ibp_auth::trust::TokenSigner::MetadataManager)
+                .into(),
+        }
     }
 
     pub fn url(&self) -> &BaseUrl {
@@ -255,17 +328,33 @@ impl MetadataClient {
 
     /// A version of a file (`None`: the current one) with a ticket for its
     /// allocations and the data key wrapped for the caller (needs read).
+    /// The exNode's signature is verified (see [`MetadataClient::get_signed`]).
     pub async fn get(&self, path: &str, version: Option<u64>) -> Result<FileVersion, Error> {
+        self.get_signed(path, version).await.map(|(fv, _)| fv)
+    }
+
+    /// [`MetadataClient::get`], and what the exNode's signature says. The
+    /// signature must be by a metadata-manager key of the trust directory,
+    /// for the file and version answered (and asked for), over the exNode
+    /// as sent; else [`Error::Data`] naming what failed. The answer's
+    /// `exnode` text keeps the signature (what `lors stat --export`
+    /// saves); the parsed [`FileVersion::exnode`] is without it.
+    pub async fn get_signed(
+        &self,
+        path: &str,
+        version: Option<u64>,
+    ) -> Result<(FileVersion, exnode::Verified), Error> {
         let j: GetAnswer = self
             .post("/v1/get", &version_request(path, version))
             .await?;
-        let exnode = exnode::from_xml(j.exnode.as_bytes()).map_err(|e| {
+        let mut exnode = exnode::from_xml(j.exnode.as_bytes()).map_err(|e| {
             Error::Unavailable(format!(
                 "the metadata manager sent an exNode for {} that does not parse: {e}",
                 j.path
             ))
         })?;
-        Ok(FileVersion { answer: j, exnode })
+        let verified = verify_served(&mut exnode, &j, version, &self.signers)?;
+        Ok((FileVersion { answer: j, exnode }, verified))
     }
 
     /// A file's versions, newest first, and the retention that keeps them

@@ -1,5 +1,6 @@
-//! File versions: `put` (a new exNode), `get` (an exNode with a signed
-//! ticket and the caller's wrapped key) and `ticket`.
+//! File versions: `put` (a new exNode), `get` (an exNode signed for its
+//! file and version, with a signed ticket and the caller's wrapped key)
+//! and `ticket`.
 
 use std::sync::Arc;
 
@@ -66,6 +67,10 @@ pub(super) async fn put_version(
             "exNode refused: it has no file UUID (file_uuid), to which the depots bind its blocks",
         ));
     };
+    // A signature the client sent back (refresh, augment: they change the
+    // exNode they were served) is not stored: every get signs afresh.
+    ex.metadata
+        .retain(|m| m.name != exnode::signature::SIGNATURE_NAME);
     let wrapped = wrapped_pairs(&who, wrapped_keys, must_wrap_for_self(&who, &ex))?;
     let file = file.to_string();
     check_base(&app, &who, &path, base_version, &file).await?;
@@ -384,17 +389,24 @@ pub(super) async fn get_version(
     };
     // WRITE and MANAGE capabilities are for those who may change the
     // file: with a MANAGE capability a reader could release (DECR) or
-    // shorten the allocations.
-    let exnode =
-        if have.contains(Rights::WRITE) {
-            v.exnode
-        } else {
-            let doc = v.exnode;
-            heavy(doc.len(), move || readers_view(&doc)).await?.map_err(|why| {
+    // shorten the allocations. Either view is signed as served.
+    let view = if have.contains(Rights::WRITE) {
+        View::Writer
+    } else {
+        View::Reader
+    };
+    let exnode = {
+        let doc = v.exnode;
+        let (app, file, version) = (app.clone(), e.id.clone(), v.version);
+        heavy(doc.len(), move || {
+            served(&app, &doc, view, &file, version, ibp_auth::unix_now())
+        })
+        .await?
+        .map_err(|why| {
             tracing::error!(%path, version = v.version, %why, "stored exNode does not parse");
             ApiError::internal(format!("the stored exNode of {path} is unreadable"))
         })?
-        };
+    };
     let (ticket, not_after) = sign_ticket(&app, &who, &e.id);
     Ok(Json(GetAnswer {
         path: e.path,
@@ -412,14 +424,43 @@ pub(super) async fn get_version(
     }))
 }
 
-/// An exNode as a reader sees it: the read capabilities only.
-fn readers_view(doc: &str) -> Result<String, String> {
+/// Which capabilities a get serves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum View {
+    /// All of them (write right on the file).
+    Writer,
+    /// The read capabilities only.
+    Reader,
+}
+
+/// A stored exNode as served: the caller's view of it, signed with the
+/// manager's key for its file, version and the time `now`
+/// (`exnode::signature`, docs/identity.md "Signed exNodes").
+fn served(
+    app: &App,
+    doc: &str,
+    view: View,
+    file: &str,
+    version: u64,
+    now: i64,
+) -> Result<String, String> {
     let mut ex = exnode::from_xml(doc.as_bytes()).map_err(|e| e.to_string())?;
-    for m in &mut ex.mappings {
-        m.write = None;
-        m.manage = None;
+    if view == View::Reader {
+        for m in &mut ex.mappings {
+            m.write = None;
+            m.manage = None;
+        }
     }
-    Ok(exnode::to_xml(&ex))
+    // The row's file and version are what the signature vouches for; a put
+    // stores them in the exNode, so they agree.
+    let uuid = uuid::Uuid::parse_str(file).map_err(|e| format!("file id {file:?}: {e}"))?;
+    if ex.file != Some(uuid) || ex.version != version {
+        return Err(format!(
+            "the exNode names file {:?} version {}, its row file {file} version {version}",
+            ex.file, ex.version
+        ));
+    }
+    exnode::signature::sign(ex, &app.signing_key, now).map_err(|e| e.to_string())
 }
 
 pub(super) async fn ticket(
