@@ -12,24 +12,28 @@
 //! ```
 //!
 //! (the LoRS tools ignore metadata they do not know). What is signed is
-//! never the document's bytes but its canonical form: [`crate::to_xml`] of
-//! the parsed model without the signature entry, which any reader
-//! reproduces exactly from the document. The Ed25519 message is
+//! never the document's bytes but the exNode's canonical form: what the
+//! crate's own writer ([`crate::to_xml`]) writes for the parsed model
+//! without the signature entry, which any reader reproduces exactly from
+//! the document. It is hashed in parts, so that a verifier can name *what*
+//! was altered, not only that something was: the file's description
+//! (everything but the mappings: the document the writer writes for the
+//! model without its mappings), then for each mapping in order its range
+//! (offsets, lengths, end-to-end block size, share), its capabilities and
+//! the rest (depot, level, expiry, checksum, metadata, functions), each
+//! part as the lines the writer writes for it. Each part's digest is
+//! BLAKE3 over a kind byte (0 description, 1 range, 2 capabilities, 3
+//! rest) and the part; `content` is BLAKE3 over every part's digest in
+//! that order; `parts` (the manifest, signed and carried in the entry) is
+//! the first 4 bytes of each part's digest. The Ed25519 message is
 //!
 //! ```text
 //! "ibp-grid exnode signature v1\0"  key id (8)  file UUID (16)
-//! version (u64 BE)  time (i64 BE)  SHA-256(canonical form) (32)
-//! length of parts (u64 BE)  parts
+//! version (u64 BE)  time (i64 BE)  content (32)  length of parts (u64 BE)  parts
 //! ```
 //!
-//! `parts` (in the signed message and in the entry) is a manifest of short
-//! digests, so that a verifier can name *what* was altered, not only that
-//! something was: 4 bytes for the file's description (everything but the
-//! mappings), then 12 per mapping: its range (offsets, lengths, share),
-//! its capabilities and the rest (depot, level, expiry, checksum,
-//! functions, metadata), each the first 4 bytes of SHA-256 over a kind
-//! byte and that part written by the crate's own writer. Security rests on
-//! the full SHA-256 of the canonical form; the manifest only names parts.
+//! Security rests on the full digests (`content`); the manifest only names
+//! the parts that differ.
 //!
 //! The key id is the first 8 bytes of SHA-256 of the signer's Ed25519
 //! public key, as for file tickets (`ibp_auth::tokens`). No I/O, no clock:
@@ -44,7 +48,7 @@ use ring::signature::{Ed25519KeyPair, KeyPair, UnparsedPublicKey, ED25519};
 use thiserror::Error;
 use uuid::Uuid;
 
-use crate::model::{Exnode, Mapping, Metadata, Value};
+use crate::model::{Exnode, Metadata, Value};
 
 /// The name of the top-level metadata entry holding the signature.
 pub const SIGNATURE_NAME: &str = "exnode_signature";
@@ -297,54 +301,33 @@ pub fn split(x: &mut Exnode) -> Result<Option<Signature>, SignatureError> {
     }
 }
 
-/// The canonical form of an unsigned exNode: what is hashed and signed.
-/// (`x` must hold no signature entry: see [`split`].)
-pub fn canonical(x: &Exnode) -> String {
-    crate::to_xml(x)
+/// What is signed of an unsigned exNode: the digest of its parts, and
+/// the manifest (see the module docs).
+struct Digests {
+    content: [u8; 32],
+    manifest: Vec<u8>,
 }
 
-fn part_digest(out: &mut Vec<u8>, kind: u8, text: &str) {
-    let mut ctx = ring::digest::Context::new(&SHA256);
-    ctx.update(&[kind]);
-    ctx.update(text.as_bytes());
-    out.extend_from_slice(&ctx.finish().as_ref()[..PART]);
-}
-
-/// The manifest of `x` (unsigned): the description's digest, then each
-/// mapping's three.
-fn manifest(x: &Exnode) -> Vec<u8> {
-    let mut out = Vec::with_capacity(PART + PER_MAPPING * x.mappings.len());
-    part_digest(&mut out, 0, &crate::to_xml(&description(x)));
+fn digests(x: &Exnode) -> Digests {
+    let mut content = blake3::Hasher::new();
+    let mut manifest = Vec::with_capacity(PART + PER_MAPPING * x.mappings.len());
+    let mut part = |kind: u8, text: &str| {
+        let mut h = blake3::Hasher::new();
+        h.update(&[kind]);
+        h.update(text.as_bytes());
+        let d = h.finalize();
+        content.update(d.as_bytes());
+        manifest.extend_from_slice(&d.as_bytes()[..PART]);
+    };
+    part(0, &crate::to_xml(&description(x)));
+    let mut buf = String::with_capacity(1024);
     for m in &x.mappings {
-        let range = Mapping {
-            logical_offset: m.logical_offset,
-            logical_length: m.logical_length,
-            alloc_offset: m.alloc_offset,
-            alloc_length: m.alloc_length,
-            e2e_blocksize: m.e2e_blocksize,
-            share: m.share,
-            ..Mapping::default()
-        };
-        let caps = Mapping {
-            read: m.read.clone(),
-            write: m.write.clone(),
-            manage: m.manage.clone(),
-            ..Mapping::default()
-        };
-        let rest = Mapping {
-            depot: m.depot.clone(),
-            security: m.security,
-            expires: m.expires,
-            checksum: m.checksum,
-            functions: m.functions.clone(),
-            metadata: m.metadata.clone(),
-            ..Mapping::default()
-        };
-        part_digest(&mut out, 1, &crate::xml::mapping_xml(&range));
-        part_digest(&mut out, 2, &crate::xml::mapping_xml(&caps));
-        part_digest(&mut out, 3, &crate::xml::mapping_xml(&rest));
+        crate::xml::mapping_parts(&mut buf, m, &mut part);
     }
-    out
+    Digests {
+        content: *content.finalize().as_bytes(),
+        manifest,
+    }
 }
 
 /// A copy of everything but the mappings (cheap for large exNodes).
@@ -368,7 +351,7 @@ fn message(
     file: &Uuid,
     version: u64,
     signed_at: i64,
-    canonical: &str,
+    content: &[u8; 32],
     parts: &[u8],
 ) -> Vec<u8> {
     let mut m = Vec::with_capacity(DOMAIN.len() + 80 + parts.len());
@@ -377,23 +360,27 @@ fn message(
     m.extend_from_slice(file.as_bytes());
     m.extend_from_slice(&version.to_be_bytes());
     m.extend_from_slice(&signed_at.to_be_bytes());
-    m.extend_from_slice(digest(&SHA256, canonical.as_bytes()).as_ref());
+    m.extend_from_slice(content);
     m.extend_from_slice(&(parts.len() as u64).to_be_bytes());
     m.extend_from_slice(parts);
     m
 }
 
 /// Signs `x` for its file and version at time `now` and returns the signed
-/// document: the canonical form with the signature entry added (any
+/// document: the canonical form ([`crate::to_xml`]) with the signature
+/// entry added (any
 /// signature entry `x` already held is dropped first). Equal to
 /// [`crate::to_xml`] of `x` with the entry appended to its metadata.
 pub fn sign(mut x: Exnode, key: &Ed25519KeyPair, now: i64) -> Result<String, SignatureError> {
     x.metadata.retain(|m| m.name != SIGNATURE_NAME);
     let file = x.file.ok_or(SignatureError::NoFile)?;
-    let canonical = canonical(&x);
-    let parts = manifest(&x);
+    let canonical = crate::to_xml(&x);
+    let Digests {
+        content,
+        manifest: parts,
+    } = digests(&x);
     let key_id = key_id(key.public_key().as_ref());
-    let msg = message(&key_id, &file, x.version, now, &canonical, &parts);
+    let msg = message(&key_id, &file, x.version, now, &content, &parts);
     let mut value = [0u8; 64];
     value.copy_from_slice(key.sign(&msg).as_ref());
     let sig = Signature {
@@ -454,7 +441,10 @@ pub fn verify(
             found: x.mappings.len(),
         });
     }
-    let parts = manifest(x);
+    let Digests {
+        content,
+        manifest: parts,
+    } = digests(x);
     let mut altered = Vec::new();
     for (i, (a, b)) in parts.chunks(PART).zip(sig.parts.chunks(PART)).enumerate() {
         if a != b {
@@ -479,7 +469,7 @@ pub fn verify(
         &sig.file,
         sig.version,
         sig.signed_at,
-        &canonical(x),
+        &content,
         &sig.parts,
     );
     UnparsedPublicKey::new(&ED25519, key)

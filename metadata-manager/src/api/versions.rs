@@ -399,7 +399,7 @@ pub(super) async fn get_version(
         let doc = v.exnode;
         let (app, file, version) = (app.clone(), e.id.clone(), v.version);
         heavy(doc.len(), move || {
-            served(&app, &doc, view, &file, version, ibp_auth::unix_now())
+            signed_view(&app, &doc, view, file, version)
         })
         .await?
         .map_err(|why| {
@@ -424,13 +424,72 @@ pub(super) async fn get_version(
     }))
 }
 
+/// Most bytes of signed exNodes kept for reuse (a parse and a signature
+/// each saved); past it the cache starts afresh.
+const SIGNED_CACHE_BYTES: usize = 64 << 20;
+
+/// Signed exNodes recently served, by (file, version, view), each with
+/// SHA-256 of the stored exNode it was made from: a hit is used only for
+/// the same stored bytes (a file UUID can come back, with other
+/// allocations, when an exNode file is imported again after a delete).
+#[derive(Default)]
+pub struct SignedCache {
+    entries: std::collections::HashMap<(String, u64, View), ([u8; 32], Arc<str>)>,
+    bytes: usize,
+}
+
+impl SignedCache {
+    fn get(&self, key: &(String, u64, View), stored: &[u8; 32]) -> Option<Arc<str>> {
+        self.entries
+            .get(key)
+            .filter(|(h, _)| h == stored)
+            .map(|(_, doc)| doc.clone())
+    }
+
+    fn put(&mut self, key: (String, u64, View), stored: [u8; 32], doc: Arc<str>) {
+        if doc.len() > SIGNED_CACHE_BYTES / 4 {
+            return;
+        }
+        if self.bytes + doc.len() > SIGNED_CACHE_BYTES {
+            self.entries.clear();
+            self.bytes = 0;
+        }
+        self.bytes += doc.len();
+        if let Some((_, old)) = self.entries.insert(key, (stored, doc)) {
+            self.bytes -= old.len();
+        }
+    }
+}
+
 /// Which capabilities a get serves.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 enum View {
     /// All of them (write right on the file).
     Writer,
     /// The read capabilities only.
     Reader,
+}
+
+/// [`served`], reused from [`App::signed`] while the stored exNode is the
+/// same (a version never changes; signing a large one costs a parse).
+fn signed_view(
+    app: &App,
+    doc: &str,
+    view: View,
+    file: String,
+    version: u64,
+) -> Result<String, String> {
+    let mut stored = [0u8; 32];
+    stored.copy_from_slice(ring::digest::digest(&ring::digest::SHA256, doc.as_bytes()).as_ref());
+    let key = (file, version, view);
+    if let Some(hit) = app.signed.lock().ok().and_then(|c| c.get(&key, &stored)) {
+        return Ok(hit.to_string());
+    }
+    let signed = served(app, doc, view, &key.0, version, ibp_auth::unix_now())?;
+    if let Ok(mut cache) = app.signed.lock() {
+        cache.put(key, stored, Arc::from(signed.as_str()));
+    }
+    Ok(signed)
 }
 
 /// A stored exNode as served: the caller's view of it, signed with the
@@ -481,4 +540,35 @@ pub(super) async fn ticket(
         ticket,
         ticket_not_after: not_after,
     }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_signed_cache_serves_only_the_same_stored_exnode_and_stays_bounded() {
+        let mut c = SignedCache::default();
+        let key = ("f".to_owned(), 1, View::Reader);
+        c.put(key.clone(), [1; 32], Arc::from("signed one"));
+        assert_eq!(c.get(&key, &[1; 32]).as_deref(), Some("signed one"));
+        // Another stored exNode under the same file and version: a miss.
+        assert_eq!(c.get(&key, &[2; 32]), None);
+        // The other view is another entry.
+        assert_eq!(c.get(&("f".to_owned(), 1, View::Writer), &[1; 32]), None);
+        // Replacing an entry does not count its bytes twice.
+        c.put(key.clone(), [2; 32], Arc::from("signed two"));
+        assert_eq!(c.bytes, "signed two".len());
+        // Past the budget the cache starts afresh; a document over a
+        // quarter of it is not kept.
+        let big: Arc<str> = Arc::from("x".repeat(SIGNED_CACHE_BYTES / 4 - 1).as_str());
+        for v in 2..6 {
+            c.put(("f".to_owned(), v, View::Reader), [0; 32], big.clone());
+            assert!(c.bytes <= SIGNED_CACHE_BYTES);
+        }
+        assert_eq!(c.get(&key, &[2; 32]), None, "cleared when full");
+        let huge: Arc<str> = Arc::from("x".repeat(SIGNED_CACHE_BYTES / 4 + 1).as_str());
+        c.put(("g".to_owned(), 1, View::Reader), [0; 32], huge);
+        assert_eq!(c.get(&("g".to_owned(), 1, View::Reader), &[0; 32]), None);
+    }
 }
