@@ -360,6 +360,13 @@ fn sign_and_verify_cost() {
     let (writing, _) = fastest(10, || to_xml(&x));
     let (parsing, _) = fastest(10, || from_xml(doc.as_bytes()).unwrap());
     let (checking, _) = fastest(10, || check(&doc, &[public]).unwrap());
+    let small = exnode();
+    let (small_signing, small_doc) = fastest(100, || sign(small.clone(), &k, NOW).unwrap());
+    let (small_checking, _) = fastest(100, || check(&small_doc, &[public]).unwrap());
+    println!(
+        "4 mappings, {} bytes signed: sign (incl. write) {small_signing:?}, parse+verify {small_checking:?}",
+        small_doc.len()
+    );
     println!(
         "1000 mappings, {} bytes unsigned, {} signed: write {writing:?}, sign (incl. write) {signing:?}, \
          parse {parsing:?}, parse+verify {checking:?}",
