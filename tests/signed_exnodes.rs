@@ -177,8 +177,19 @@ fn exported_exnodes_are_signed_and_every_alteration_is_refused() {
         "a mapping removed",
     );
     let other_uuid = "00000000-0000-4000-8000-000000000001";
-    let xb = tampered(&xnd, &bad, &format!(">{uuid}<"), &format!(">{other_uuid}<"), 0);
-    refused(&g, &xb, &["file UUID changed", other_uuid], "the UUID changed");
+    let xb = tampered(
+        &xnd,
+        &bad,
+        &format!(">{uuid}<"),
+        &format!(">{other_uuid}<"),
+        0,
+    );
+    refused(
+        &g,
+        &xb,
+        &["file UUID changed", other_uuid],
+        "the UUID changed",
+    );
     let xb = tampered(
         &xnd,
         &bad,

@@ -434,19 +434,22 @@ const SIGNED_CACHE_BYTES: usize = 64 << 20;
 /// allocations, when an exNode file is imported again after a delete).
 #[derive(Default)]
 pub struct SignedCache {
-    entries: std::collections::HashMap<(String, u64, View), ([u8; 32], Arc<str>)>,
+    entries: std::collections::HashMap<SignedKey, ([u8; 32], Arc<str>)>,
     bytes: usize,
 }
 
+/// A signed view's key: file, version, view.
+type SignedKey = (String, u64, View);
+
 impl SignedCache {
-    fn get(&self, key: &(String, u64, View), stored: &[u8; 32]) -> Option<Arc<str>> {
+    fn get(&self, key: &SignedKey, stored: &[u8; 32]) -> Option<Arc<str>> {
         self.entries
             .get(key)
             .filter(|(h, _)| h == stored)
             .map(|(_, doc)| doc.clone())
     }
 
-    fn put(&mut self, key: (String, u64, View), stored: [u8; 32], doc: Arc<str>) {
+    fn put(&mut self, key: SignedKey, stored: [u8; 32], doc: Arc<str>) {
         if doc.len() > SIGNED_CACHE_BYTES / 4 {
             return;
         }
