@@ -548,6 +548,89 @@ impl MetadataClient {
 mod tests {
     use super::*;
 
+    /// A get answer for `/vo1/f` version 2 of `file`, its exNode signed
+    /// by `key` (or unsigned).
+    fn served(
+        key: Option<&ring::signature::Ed25519KeyPair>,
+        file: uuid::Uuid,
+    ) -> (GetAnswer, exnode::Exnode) {
+        let x = exnode::Exnode {
+            file: Some(file),
+            version: 2,
+            size: 10,
+            mappings: vec![exnode::Mapping {
+                logical_length: 10,
+                alloc_length: 10,
+                read: Some("ibp://d:6714/1#k/0/READ".into()),
+                depot: "d:6714".into(),
+                ..Default::default()
+            }],
+            ..Default::default()
+        };
+        let doc = match key {
+            Some(k) => exnode::signature::sign(x, k, 1_765_000_000).unwrap(),
+            None => exnode::to_xml(&x),
+        };
+        let parsed = exnode::from_xml(doc.as_bytes()).unwrap();
+        let answer = GetAnswer {
+            path: "/vo1/f".into(),
+            id: file.to_string(),
+            version: 2,
+            current_version: 2,
+            size: 10,
+            stored: 10,
+            exnode: doc,
+            key_id: None,
+            wrapped_key: None,
+            ticket: String::new(),
+            ticket_not_after: 0,
+            rights: "r".into(),
+        };
+        (answer, parsed)
+    }
+
+    #[test]
+    fn a_served_exnode_must_be_signed_by_a_trusted_key_for_what_was_asked() {
+        use ring::signature::KeyPair;
+        let rng = ring::rand::SystemRandom::new();
+        let pkcs8 = ring::signature::Ed25519KeyPair::generate_pkcs8(&rng).unwrap();
+        let key = ring::signature::Ed25519KeyPair::from_pkcs8(pkcs8.as_ref()).unwrap();
+        let public: [u8; 32] = key.public_key().as_ref().try_into().unwrap();
+        let file = uuid::Uuid::new_v4();
+        let refused = |r: Result<exnode::Verified, Error>, says: &str| match r {
+            Err(Error::Data(m)) => assert!(m.contains(says), "{says:?} not in {m}"),
+            other => panic!("expected a refusal naming {says:?}, got {other:?}"),
+        };
+
+        let (j, mut x) = served(Some(&key), file);
+        let v = verify_served(&mut x, &j, Some(2), &[public]).unwrap();
+        assert_eq!((v.file, v.version), (file, 2));
+        assert!(x.metadata.is_empty(), "the signature is taken out");
+        let (j, mut x) = served(Some(&key), file);
+        verify_served(&mut x, &j, None, &[public]).unwrap();
+
+        // Another version than the one asked for.
+        let (j, mut x) = served(Some(&key), file);
+        refused(verify_served(&mut x, &j, Some(1), &[public]), "version");
+        // An answer for another file than the exNode signed.
+        let (mut j, mut x) = served(Some(&key), file);
+        j.id = uuid::Uuid::new_v4().to_string();
+        refused(verify_served(&mut x, &j, None, &[public]), "file UUID");
+        // Unsigned, or signed by a key the trust directory lacks.
+        let (j, mut x) = served(None, file);
+        refused(verify_served(&mut x, &j, None, &[public]), "not signed");
+        let (j, mut x) = served(Some(&key), file);
+        refused(
+            verify_served(&mut x, &j, None, &[]),
+            "holds no metadata-manager key",
+        );
+        let (j, mut x) = served(Some(&key), file);
+        refused(
+            verify_served(&mut x, &j, None, &[[7; 32]]),
+            "not a trusted metadata-manager key",
+        );
+    }
+
     fn answer(status: u16, body: &str) -> Response {
         Response {
             status,
