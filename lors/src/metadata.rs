@@ -70,6 +70,10 @@ pub struct MetadataClient {
     replicas: Arc<[Client]>,
     /// The replica that answered last (requests go there first).
     current: Arc<AtomicUsize>,
+    /// The metadata-manager keys the trust directory holds
+    /// (`metadata/*.pub`): every exNode [`MetadataClient::get`] returns is
+    /// signed by one of them.
+    signers: Arc<[[u8; 32]]>,
 }
 
 /// Whether `e` is certain to have happened before the request was sent.
@@ -119,6 +123,64 @@ impl std::ops::Deref for FileVersion {
 
     fn deref(&self) -> &GetAnswer {
         &self.answer
+    }
+}
+
+/// Checks the signature of an exNode the metadata manager served (and
+/// takes it out of `x`): by a trusted key, for the file and version the
+/// answer names and `asked` for.
+fn verify_served(
+    x: &mut exnode::Exnode,
+    j: &GetAnswer,
+    asked: Option<u64>,
+    signers: &[[u8; 32]],
+) -> Result<exnode::Verified, Error> {
+    let what = format!("the exNode of {} version {}", j.path, j.version);
+    let refused = |why: String| {
+        Error::Data(format!(
+            "{what} from the metadata manager is refused: {why}"
+        ))
+    };
+    let sig = exnode::signature::split(x)
+        .map_err(|e| refused(e.to_string()))?
+        .ok_or_else(|| {
+            refused("it is not signed (a metadata manager that does not sign exNodes?)".into())
+        })?;
+    let v = exnode::signature::verify(x, &sig, signers).map_err(|e| match e {
+        exnode::SignatureError::UntrustedKey { .. } => {
+            refused(format!("{e}{}", untrusted_hint(signers)))
+        }
+        e => refused(e.to_string()),
+    })?;
+    let same_file = uuid::Uuid::parse_str(&j.id).is_ok_and(|id| id == v.file);
+    if !same_file {
+        return Err(refused(format!(
+            "file UUID: it is signed for file {}, but {} is file {}",
+            v.file, j.path, j.id
+        )));
+    }
+    if v.version != j.version || asked.is_some_and(|a| a != v.version) {
+        return Err(refused(format!(
+            "version: it is signed for version {}, but version {} was {}",
+            v.version,
+            asked.unwrap_or(j.version),
+            if asked.is_some() {
+                "asked for"
+            } else {
+                "answered"
+            }
+        )));
+    }
+    Ok(v)
+}
+
+/// What to do about an exNode signed by a key the trust directory lacks.
+pub fn untrusted_hint(signers: &[[u8; 32]]) -> &'static str {
+    if signers.is_empty() {
+        " (the trust directory holds no metadata-manager key: put the metadata manager's \
+         metadata.pub in its metadata/ directory)"
+    } else {
+        " (the trust directory's metadata/*.pub hold the keys trusted)"
     }
 }
 
@@ -215,14 +277,21 @@ impl MetadataClient {
         Ok(MetadataClient {
             replicas: replicas.into(),
             current: Arc::default(),
+            signers: trust
+                .token_keys(ibp_auth::trust::TokenSigner::MetadataManager)
+                .into(),
         })
     }
 
-    /// A client over a prepared HTTPS client (timeouts, limits of its own).
-    pub fn from_http(http: Client) -> MetadataClient {
+    /// A client over a prepared HTTPS client (timeouts, limits of its own),
+    /// trusting the exNode signatures of `trust`'s metadata-manager keys.
+    pub fn from_http(http: Client, trust: &TrustStore) -> MetadataClient {
         MetadataClient {
             replicas: vec![http].into(),
             current: Arc::default(),
+            signers: trust
+                .token_keys(ibp_auth::trust::TokenSigner::MetadataManager)
+                .into(),
         }
     }
 
@@ -398,17 +467,33 @@ impl MetadataClient {
 
     /// A version of a file (`None`: the current one) with a ticket for its
     /// allocations and the data key wrapped for the caller (needs read).
+    /// The exNode's signature is verified (see [`MetadataClient::get_signed`]).
     pub async fn get(&self, path: &str, version: Option<u64>) -> Result<FileVersion, Error> {
+        self.get_signed(path, version).await.map(|(fv, _)| fv)
+    }
+
+    /// [`MetadataClient::get`], and what the exNode's signature says. The
+    /// signature must be by a metadata-manager key of the trust directory,
+    /// for the file and version answered (and asked for), over the exNode
+    /// as sent; else [`Error::Data`] naming what failed. The answer's
+    /// `exnode` text keeps the signature (what `lors stat --export`
+    /// saves); the parsed [`FileVersion::exnode`] is without it.
+    pub async fn get_signed(
+        &self,
+        path: &str,
+        version: Option<u64>,
+    ) -> Result<(FileVersion, exnode::Verified), Error> {
         let j: GetAnswer = self
             .post("/v1/get", &version_request(path, version))
             .await?;
-        let exnode = exnode::from_xml(j.exnode.as_bytes()).map_err(|e| {
+        let mut exnode = exnode::from_xml(j.exnode.as_bytes()).map_err(|e| {
             Error::Unavailable(format!(
                 "the metadata manager sent an exNode for {} that does not parse: {e}",
                 j.path
             ))
         })?;
-        Ok(FileVersion { answer: j, exnode })
+        let verified = verify_served(&mut exnode, &j, version, &self.signers)?;
+        Ok((FileVersion { answer: j, exnode }, verified))
     }
 
     /// A file's versions, newest first, and the retention that keeps them
@@ -611,6 +696,89 @@ impl MetadataClient {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A get answer for `/vo1/f` version 2 of `file`, its exNode signed
+    /// by `key` (or unsigned).
+    fn served(
+        key: Option<&ring::signature::Ed25519KeyPair>,
+        file: uuid::Uuid,
+    ) -> (GetAnswer, exnode::Exnode) {
+        let x = exnode::Exnode {
+            file: Some(file),
+            version: 2,
+            size: 10,
+            mappings: vec![exnode::Mapping {
+                logical_length: 10,
+                alloc_length: 10,
+                read: Some("ibp://d:6714/1#k/0/READ".into()),
+                depot: "d:6714".into(),
+                ..Default::default()
+            }],
+            ..Default::default()
+        };
+        let doc = match key {
+            Some(k) => exnode::signature::sign(x, k, 1_765_000_000).unwrap(),
+            None => exnode::to_xml(&x),
+        };
+        let parsed = exnode::from_xml(doc.as_bytes()).unwrap();
+        let answer = GetAnswer {
+            path: "/vo1/f".into(),
+            id: file.to_string(),
+            version: 2,
+            current_version: 2,
+            size: 10,
+            stored: 10,
+            exnode: doc,
+            key_id: None,
+            wrapped_key: None,
+            ticket: String::new(),
+            ticket_not_after: 0,
+            rights: "r".into(),
+        };
+        (answer, parsed)
+    }
+
+    #[test]
+    fn a_served_exnode_must_be_signed_by_a_trusted_key_for_what_was_asked() {
+        use ring::signature::KeyPair;
+        let rng = ring::rand::SystemRandom::new();
+        let pkcs8 = ring::signature::Ed25519KeyPair::generate_pkcs8(&rng).unwrap();
+        let key = ring::signature::Ed25519KeyPair::from_pkcs8(pkcs8.as_ref()).unwrap();
+        let public: [u8; 32] = key.public_key().as_ref().try_into().unwrap();
+        let file = uuid::Uuid::new_v4();
+        let refused = |r: Result<exnode::Verified, Error>, says: &str| match r {
+            Err(Error::Data(m)) => assert!(m.contains(says), "{says:?} not in {m}"),
+            other => panic!("expected a refusal naming {says:?}, got {other:?}"),
+        };
+
+        let (j, mut x) = served(Some(&key), file);
+        let v = verify_served(&mut x, &j, Some(2), &[public]).unwrap();
+        assert_eq!((v.file, v.version), (file, 2));
+        assert!(x.metadata.is_empty(), "the signature is taken out");
+        let (j, mut x) = served(Some(&key), file);
+        verify_served(&mut x, &j, None, &[public]).unwrap();
+
+        // Another version than the one asked for.
+        let (j, mut x) = served(Some(&key), file);
+        refused(verify_served(&mut x, &j, Some(1), &[public]), "version");
+        // An answer for another file than the exNode signed.
+        let (mut j, mut x) = served(Some(&key), file);
+        j.id = uuid::Uuid::new_v4().to_string();
+        refused(verify_served(&mut x, &j, None, &[public]), "file UUID");
+        // Unsigned, or signed by a key the trust directory lacks.
+        let (j, mut x) = served(None, file);
+        refused(verify_served(&mut x, &j, None, &[public]), "not signed");
+        let (j, mut x) = served(Some(&key), file);
+        refused(
+            verify_served(&mut x, &j, None, &[]),
+            "holds no metadata-manager key",
+        );
+        let (j, mut x) = served(Some(&key), file);
+        refused(
+            verify_served(&mut x, &j, None, &[[7; 32]]),
+            "not a trusted metadata-manager key",
+        );
+    }
 
     fn answer(status: u16, body: &str) -> Response {
         Response {

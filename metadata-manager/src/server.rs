@@ -108,6 +108,7 @@ pub async fn run(
         max_exnode: usize::try_from(cfg.max_exnode).unwrap_or(usize::MAX),
         admin_group: cfg.admin_group.clone(),
         tickets: Mutex::new(Default::default()),
+        signed: Mutex::new(Default::default()),
         groups_seen: Mutex::new(Default::default()),
         bodies: crate::api::BodyBudget::new(cfg.max_buffered_bodies, cfg.buffered_body_wait),
     });

@@ -22,6 +22,7 @@ use crate::model::{EcGroup, Exnode, InvalidExnode};
 
 pub use read::from_xml;
 pub use write::to_xml;
+pub(crate) use write::{mapping_parts, metadata_xml};
 
 /// The exNode namespace URI (elements are matched by it, not by prefix).
 pub const NAMESPACE: &str = "http://loci.cs.utk.edu/exnode";

@@ -303,7 +303,8 @@ pub struct GetAnswer {
     pub size: u64,
     pub stored: u64,
     /// The exNode (canonical XML; a reader's view holds no WRITE or
-    /// MANAGE capabilities).
+    /// MANAGE capabilities), signed by the metadata manager for this file
+    /// and version (`exnode::signature`, docs/identity.md).
     pub exnode: String,
     /// Names the data key of an encrypted file.
     pub key_id: Option<String>,

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use clap::Args;
 use lors::credentials::Error;
 use lors::exit;
-use lors::files::{self, DownloadSummary, Source};
+use lors::files::{self, DownloadSummary, Provenance, Source};
 use lors::transfer::Sink;
 
 use super::{config, human_size, print_json, progress_bar, GridArgs, DEFAULT_THREADS};
@@ -124,6 +124,11 @@ pub fn download(a: DownloadArgs) -> Result<u8, Error> {
     };
     if let Some(p) = part {
         p.complete()?;
+    }
+    if let (Provenance::Unsigned, Some(f), false) =
+        (&summary.exnode_signature, &a.xnd, a.grid.quiet)
+    {
+        eprintln!("{}", super::stat::unsigned_note(f));
     }
     if a.grid.json && !to_stdout {
         print_json(&summary)?;

@@ -8,7 +8,7 @@ use clap::Args;
 use exnode::Exnode;
 use lors::credentials::Error;
 use lors::exit;
-use lors::files::{self, Grid, Source};
+use lors::files::{self, Grid, Provenance, Source};
 use lors::transfer::maintain::{Health, State};
 use serde::Serialize;
 
@@ -29,6 +29,13 @@ pub struct StatArgs {
     /// Read every mapping back and verify it (liveness and integrity)
     #[arg(long)]
     check: bool,
+    /// Save the file's exNode, as the metadata manager signed it, to FILE
+    /// (for `lors download --xnd FILE` elsewhere, e.g. in a grid job)
+    #[arg(long, value_name = "FILE", requires = "path", conflicts_with_all = ["xnd", "mappings", "check"])]
+    export: Option<PathBuf>,
+    /// With --export: an older version
+    #[arg(long, value_name = "N", requires = "export")]
+    version: Option<u64>,
     #[command(flatten)]
     grid: GridArgs,
 }
@@ -38,6 +45,9 @@ pub struct StatArgs {
 pub fn stat(a: StatArgs) -> Result<u8, Error> {
     let cfg = config()?;
     let grid = a.grid.grid(&cfg)?;
+    if let (Some(dest), Some(path)) = (&a.export, &a.path) {
+        return export(&grid, path, a.version, dest, &a.grid);
+    }
     let physical = a.mappings || a.check || a.xnd.is_some();
     if !physical {
         return stat_entry(&grid, &a);
@@ -51,22 +61,64 @@ pub fn stat(a: StatArgs) -> Result<u8, Error> {
         _ => return Err(Error::Usage("give a path or --xnd FILE".into())),
     };
     let rt = crate::runtime_mt()?;
-    let (x, health) = if a.check {
+    let (x, health, signature) = if a.check {
         let (x, h) = rt.block_on(files::check(&grid, &src, DEFAULT_THREADS))?;
-        (x, Some(h))
+        (x, Some(h), None)
     } else {
         let o = rt.block_on(files::open(&grid, &src, false))?;
-        (o.exnode, None)
+        (o.exnode, None, Some(o.signature))
     };
+    if let (Some(Provenance::Unsigned), Some(f), false) = (&signature, &a.xnd, a.grid.quiet) {
+        eprintln!("{}", unsigned_note(f));
+    }
     if a.grid.json {
-        print_json(&view(&x, health.as_ref()))?;
+        print_json(&view(&x, health.as_ref(), signature.as_ref()))?;
     } else {
         print_mappings(&x, health.as_deref());
+        if let Some(s) = &signature {
+            println!("exNode {s}");
+        }
     }
     let bad = health
         .as_ref()
         .is_some_and(|h| h.iter().any(|h| h.state != State::Ok));
     Ok(if bad { exit::PARTIAL } else { exit::OK })
+}
+
+/// What `lors` says on standard error of an unsigned exNode file.
+pub fn unsigned_note(f: &std::path::Path) -> String {
+    format!(
+        "lors: {}: unsigned exNode (no metadata-manager signature): nothing vouches for its mappings",
+        f.display()
+    )
+}
+
+/// `lors stat --export FILE PATH`: the signed exNode saved.
+fn export(
+    grid: &Grid,
+    path: &str,
+    version: Option<u64>,
+    dest: &std::path::Path,
+    g: &GridArgs,
+) -> Result<u8, Error> {
+    let rt = crate::runtime()?;
+    let e = rt.block_on(files::export(grid, path, version, dest))?;
+    if g.json {
+        print_json(&e)?;
+    } else if !g.quiet {
+        println!(
+            "exported version {} of {} to {}{}: {}",
+            e.version,
+            e.path,
+            e.exnode,
+            e.key_file
+                .as_ref()
+                .map(|k| format!(" (data key wrapped for you: {k})"))
+                .unwrap_or_default(),
+            e.signature
+        );
+    }
+    Ok(exit::OK)
 }
 
 /// The metadata manager's view of a file or directory.
@@ -244,6 +296,9 @@ struct View<'a> {
     mappings: Vec<MappingView<'a>>,
     #[serde(skip_serializing_if = "Option::is_none")]
     health: Option<&'a Vec<Health>>,
+    /// Who vouches for the exNode (not with --check).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    exnode_signature: Option<&'a Provenance>,
 }
 
 #[derive(Serialize)]
@@ -257,7 +312,11 @@ struct MappingView<'a> {
     stored: u64,
 }
 
-fn view<'a>(x: &'a Exnode, health: Option<&'a Vec<Health>>) -> View<'a> {
+fn view<'a>(
+    x: &'a Exnode,
+    health: Option<&'a Vec<Health>>,
+    exnode_signature: Option<&'a Provenance>,
+) -> View<'a> {
     View {
         size: x.size,
         stored: x.stored_bytes(),
@@ -279,6 +338,7 @@ fn view<'a>(x: &'a Exnode, health: Option<&'a Vec<Health>>) -> View<'a> {
             })
             .collect(),
         health,
+        exnode_signature,
     }
 }
 

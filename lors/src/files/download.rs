@@ -29,10 +29,65 @@ pub struct Opened {
     pub ticket: Option<String>,
     /// The metadata manager's view (path sources).
     pub version: Option<FileVersion>,
+    /// Who vouches for the exNode: always signed when read from the
+    /// metadata manager; an exNode file may be unsigned (LoRS 0.82).
+    pub signature: Provenance,
 }
 
-/// Reads an exNode file (ours or LoRS 0.82).
-pub fn read_xnd(path: &Path) -> Result<Exnode, Error> {
+/// What an exNode's signature says (docs/identity.md, "Signed exNodes").
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "status", rename_all = "lowercase")]
+pub enum Provenance {
+    /// Signed by a trusted metadata-manager key, verified.
+    Signed {
+        /// The signer's key id (16 hex digits).
+        key: String,
+        file: String,
+        version: u64,
+        /// When the metadata manager signed it (Unix seconds).
+        signed_at: i64,
+    },
+    /// No signature (LoRS exNodes, files `upload --xnd` wrote): nothing
+    /// vouches for its mappings.
+    Unsigned,
+}
+
+impl From<exnode::Verified> for Provenance {
+    fn from(v: exnode::Verified) -> Provenance {
+        Provenance::Signed {
+            key: v.key_hex(),
+            file: v.file.to_string(),
+            version: v.version,
+            signed_at: v.signed_at,
+        }
+    }
+}
+
+impl std::fmt::Display for Provenance {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Provenance::Signed {
+                key,
+                file,
+                version,
+                signed_at,
+            } => write!(
+                f,
+                "signed by metadata-manager key {key} for file {file} version {version} at {}",
+                crate::validity::format_local(*signed_at)
+            ),
+            Provenance::Unsigned => f.write_str("unsigned (no metadata-manager signature)"),
+        }
+    }
+}
+
+/// Reads an exNode file (ours or LoRS 0.82) and checks its signature, if
+/// it has one, against the metadata-manager keys of `grid`'s trust
+/// directory: a signed exNode altered since (a mapping, an offset or
+/// length, a capability, its UUID or version), or signed by a key not
+/// trusted, is refused ([`Error::Data`]) naming what failed. The
+/// signature is taken out of the exNode returned.
+pub fn read_xnd(grid: &Grid, path: &Path) -> Result<(Exnode, Provenance), Error> {
     let meta = std::fs::metadata(path)
         .map_err(|e| Error::Local(format!("cannot read {}: {e}", path.display())))?;
     if meta.len() > exnode::MAX_DOCUMENT as u64 {
@@ -43,8 +98,74 @@ pub fn read_xnd(path: &Path) -> Result<Exnode, Error> {
     }
     let bytes = std::fs::read(path)
         .map_err(|e| Error::Local(format!("cannot read {}: {e}", path.display())))?;
-    exnode::parse_and_validate(&bytes)
-        .map_err(|e| Error::Data(format!("{}: not a usable exNode: {e}", path.display())))
+    let mut x = exnode::from_xml(&bytes)
+        .map_err(|e| Error::Data(format!("{}: not a usable exNode: {e}", path.display())))?;
+    let refused = |why: String| Error::Data(format!("{}: exNode refused: {why}", path.display()));
+    let provenance = match exnode::signature::split(&mut x).map_err(|e| refused(e.to_string()))? {
+        None => Provenance::Unsigned,
+        Some(sig) => {
+            let signers = grid
+                .trust
+                .as_ref()
+                .map(|t| t.token_keys(ibp_auth::trust::TokenSigner::MetadataManager))
+                .unwrap_or_default();
+            let v = exnode::signature::verify(&x, &sig, signers).map_err(|e| match e {
+                exnode::SignatureError::UntrustedKey { .. } => {
+                    refused(format!("{e}{}", crate::metadata::untrusted_hint(signers)))
+                }
+                e => refused(e.to_string()),
+            })?;
+            Provenance::from(v)
+        }
+    };
+    x.validate()
+        .map_err(|e| Error::Data(format!("{}: not a usable exNode: {e}", path.display())))?;
+    Ok((x, provenance))
+}
+
+/// What [`export`] wrote.
+#[derive(Debug, Clone, Serialize)]
+pub struct Exported {
+    pub path: String,
+    pub file: String,
+    pub version: u64,
+    /// The exNode file written.
+    pub exnode: String,
+    /// The data key wrapped for the caller, beside it (encrypted files).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub key_file: Option<String>,
+    pub signature: Provenance,
+}
+
+/// `lors stat --export`: saves a version of `path` (`None`: the current
+/// one) as the metadata manager signed it into the exNode file `dest`
+/// (mode 0600: it holds capabilities), and for an encrypted file the data
+/// key wrapped for the caller beside it (`DEST.key`), so that `lors
+/// download --xnd DEST` reads it anywhere the trust directory holds the
+/// metadata manager's key.
+pub async fn export(
+    grid: &Grid,
+    path: &str,
+    version: Option<u64>,
+    dest: &Path,
+) -> Result<Exported, Error> {
+    let mdm = need_mdm(grid)?;
+    let (fv, verified) = mdm.get_signed(path, version).await?;
+    let mut key_file = None;
+    if let (Some(_), Some(w)) = (&fv.exnode.encryption, &fv.wrapped_key) {
+        let side = key_sidecar(dest);
+        super::write_private(&side, format!("{w}\n").as_bytes())?;
+        key_file = Some(side.display().to_string());
+    }
+    super::write_private(dest, fv.answer.exnode.as_bytes())?;
+    Ok(Exported {
+        path: fv.path.clone(),
+        file: fv.id.clone(),
+        version: fv.version,
+        exnode: dest.display().to_string(),
+        key_file,
+        signature: verified.into(),
+    })
 }
 
 /// Fetches the exNode, ticket and data key of `src`.
@@ -52,7 +173,7 @@ pub async fn open(grid: &Grid, src: &Source, need_key_for_data: bool) -> Result<
     match src {
         Source::Path { path, version } => {
             let mdm = need_mdm(grid)?;
-            let fv = mdm.get(path, *version).await?;
+            let (fv, verified) = mdm.get_signed(path, *version).await?;
             let key = match (&fv.exnode.encryption, need_key_for_data, &grid.escrow) {
                 (Some(_), true, Some(escrow)) => Some(Arc::new(
                     crate::keys::escrow_recover(mdm, escrow, path, Some(fv.version)).await?,
@@ -68,10 +189,11 @@ pub async fn open(grid: &Grid, src: &Source, need_key_for_data: bool) -> Result<
                 key,
                 ticket: Some(fv.ticket.clone()),
                 version: Some(fv),
+                signature: verified.into(),
             })
         }
         Source::Xnd(f) => {
-            let x = read_xnd(f)?;
+            let (x, signature) = read_xnd(grid, f)?;
             let key = match (&x.encryption, x.file, need_key_for_data) {
                 (Some(enc), Some(file), true) => {
                     let me = need_key(grid)?;
@@ -112,6 +234,7 @@ pub async fn open(grid: &Grid, src: &Source, need_key_for_data: bool) -> Result<
                 key,
                 ticket: None,
                 version: None,
+                signature,
             })
         }
     }
@@ -126,6 +249,8 @@ pub struct DownloadSummary {
     pub report: DownloadReport,
     pub seconds: f64,
     pub mib_per_s: f64,
+    /// Who vouched for the exNode read.
+    pub exnode_signature: Provenance,
 }
 
 /// Downloads `src` into `sink`.
@@ -215,6 +340,7 @@ pub async fn download_sized(
         report,
         seconds: secs,
         mib_per_s: o.exnode.size as f64 / (1 << 20) as f64 / secs.max(1e-9),
+        exnode_signature: o.signature.clone(),
     })
 }
 

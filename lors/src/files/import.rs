@@ -226,7 +226,7 @@ pub async fn import_exnodes(
 /// Registers one exNode as it is; `None` if `path` exists.
 async fn import_one(grid: &Grid, xnd: &Path, path: &str) -> Result<Option<Imported>, Error> {
     let mdm = need_mdm(grid)?;
-    let mut x = read_xnd(xnd)?;
+    let (mut x, _) = read_xnd(grid, xnd)?;
     let secure = x
         .mappings
         .iter()

@@ -51,8 +51,8 @@ mod writer;
 
 pub use access::{access_for, download_pool, offer, placed, read_pool, targets, Placement};
 pub use download::{
-    download, download_sized, download_with, open, read_xnd, DownloadSummary, Opened, Resume,
-    Source,
+    download, download_sized, download_with, export, open, read_xnd, DownloadSummary, Exported,
+    Opened, Provenance, Resume, Source,
 };
 pub use inflight::{
     cleanup, cleanup_in, CleanupOptions, CleanupReport, JournalOutcome, JournalState,

@@ -78,6 +78,8 @@ pub struct App {
     pub admin_group: String,
     /// Tickets recently signed, by (file, VO, VO ID, holder key hash).
     pub tickets: Mutex<HashMap<TicketKey, (String, i64)>>,
+    /// Signed exNodes recently served (`versions::SignedCache`).
+    pub signed: Mutex<versions::SignedCache>,
     /// Groups already recorded by this process (saves a write per request).
     pub groups_seen: Mutex<HashSet<(String, String, String)>>,
     /// Room for large request bodies, in KiB (`max_buffered_bodies`).

@@ -1,5 +1,6 @@
-//! File versions: `put` (a new exNode), `get` (an exNode with a signed
-//! ticket and the caller's wrapped key) and `ticket`.
+//! File versions: `put` (a new exNode), `get` (an exNode signed for its
+//! file and version, with a signed ticket and the caller's wrapped key)
+//! and `ticket`.
 
 use std::sync::Arc;
 
@@ -66,6 +67,10 @@ pub(super) async fn put_version(
             "exNode refused: it has no file UUID (file_uuid), to which the depots bind its blocks",
         ));
     };
+    // A signature the client sent back (refresh, augment: they change the
+    // exNode they were served) is not stored: every get signs afresh.
+    ex.metadata
+        .retain(|m| m.name != exnode::signature::SIGNATURE_NAME);
     let wrapped = wrapped_pairs(&who, wrapped_keys, must_wrap_for_self(&who, &ex))?;
     let file = file.to_string();
     check_base(&app, &who, &path, base_version, &file).await?;
@@ -384,17 +389,24 @@ pub(super) async fn get_version(
     };
     // WRITE and MANAGE capabilities are for those who may change the
     // file: with a MANAGE capability a reader could release (DECR) or
-    // shorten the allocations.
-    let exnode =
-        if have.contains(Rights::WRITE) {
-            v.exnode
-        } else {
-            let doc = v.exnode;
-            heavy(doc.len(), move || readers_view(&doc)).await?.map_err(|why| {
+    // shorten the allocations. Either view is signed as served.
+    let view = if have.contains(Rights::WRITE) {
+        View::Writer
+    } else {
+        View::Reader
+    };
+    let exnode = {
+        let doc = v.exnode;
+        let (app, file, version) = (app.clone(), e.id.clone(), v.version);
+        heavy(doc.len(), move || {
+            signed_view(&app, &doc, view, file, version)
+        })
+        .await?
+        .map_err(|why| {
             tracing::error!(%path, version = v.version, %why, "stored exNode does not parse");
             ApiError::internal(format!("the stored exNode of {path} is unreadable"))
         })?
-        };
+    };
     let (ticket, not_after) = sign_ticket(&app, &who, &e.id);
     Ok(Json(GetAnswer {
         path: e.path,
@@ -412,14 +424,105 @@ pub(super) async fn get_version(
     }))
 }
 
-/// An exNode as a reader sees it: the read capabilities only.
-fn readers_view(doc: &str) -> Result<String, String> {
-    let mut ex = exnode::from_xml(doc.as_bytes()).map_err(|e| e.to_string())?;
-    for m in &mut ex.mappings {
-        m.write = None;
-        m.manage = None;
+/// Most bytes of signed exNodes kept for reuse (a parse and a signature
+/// each saved); past it the cache starts afresh.
+const SIGNED_CACHE_BYTES: usize = 64 << 20;
+
+/// Signed exNodes recently served, by (file, version, view), each with
+/// SHA-256 of the stored exNode it was made from: a hit is used only for
+/// the same stored bytes (a file UUID can come back, with other
+/// allocations, when an exNode file is imported again after a delete).
+#[derive(Default)]
+pub struct SignedCache {
+    entries: std::collections::HashMap<SignedKey, ([u8; 32], Arc<str>)>,
+    bytes: usize,
+}
+
+/// A signed view's key: file, version, view.
+type SignedKey = (String, u64, View);
+
+impl SignedCache {
+    fn get(&self, key: &SignedKey, stored: &[u8; 32]) -> Option<Arc<str>> {
+        self.entries
+            .get(key)
+            .filter(|(h, _)| h == stored)
+            .map(|(_, doc)| doc.clone())
     }
-    Ok(exnode::to_xml(&ex))
+
+    fn put(&mut self, key: SignedKey, stored: [u8; 32], doc: Arc<str>) {
+        if doc.len() > SIGNED_CACHE_BYTES / 4 {
+            return;
+        }
+        if self.bytes + doc.len() > SIGNED_CACHE_BYTES {
+            self.entries.clear();
+            self.bytes = 0;
+        }
+        self.bytes += doc.len();
+        if let Some((_, old)) = self.entries.insert(key, (stored, doc)) {
+            self.bytes -= old.len();
+        }
+    }
+}
+
+/// Which capabilities a get serves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+enum View {
+    /// All of them (write right on the file).
+    Writer,
+    /// The read capabilities only.
+    Reader,
+}
+
+/// [`served`], reused from [`App::signed`] while the stored exNode is the
+/// same (a version never changes; signing a large one costs a parse).
+fn signed_view(
+    app: &App,
+    doc: &str,
+    view: View,
+    file: String,
+    version: u64,
+) -> Result<String, String> {
+    let mut stored = [0u8; 32];
+    stored.copy_from_slice(ring::digest::digest(&ring::digest::SHA256, doc.as_bytes()).as_ref());
+    let key = (file, version, view);
+    if let Some(hit) = app.signed.lock().ok().and_then(|c| c.get(&key, &stored)) {
+        return Ok(hit.to_string());
+    }
+    let signed = served(app, doc, view, &key.0, version, ibp_auth::unix_now())?;
+    if let Ok(mut cache) = app.signed.lock() {
+        cache.put(key, stored, Arc::from(signed.as_str()));
+    }
+    Ok(signed)
+}
+
+/// A stored exNode as served: the caller's view of it, signed with the
+/// manager's key for its file, version and the time `now`
+/// (`exnode::signature`, docs/identity.md "Signed exNodes").
+fn served(
+    app: &App,
+    doc: &str,
+    view: View,
+    file: &str,
+    version: u64,
+    now: i64,
+) -> Result<String, String> {
+    let mut ex = exnode::from_xml(doc.as_bytes()).map_err(|e| e.to_string())?;
+    if view == View::Reader {
+        for m in &mut ex.mappings {
+            m.write = None;
+            m.manage = None;
+        }
+    }
+    // The row's file and version are what the signature vouches for; a put
+    // stores them in the exNode, so they agree.
+    let uuid = uuid::Uuid::parse_str(file).map_err(|e| format!("file id {file:?}: {e}"))?;
+    if ex.file != Some(uuid) || ex.version != version {
+        return Err(format!(
+            "the exNode names file {:?} version {}, its row file {file} version {version}",
+            ex.file, ex.version
+        ));
+    }
+    exnode::signature::sign(ex, &app.signing_key, now).map_err(|e| e.to_string())
 }
 
 pub(super) async fn ticket(
@@ -440,4 +543,35 @@ pub(super) async fn ticket(
         ticket,
         ticket_not_after: not_after,
     }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_signed_cache_serves_only_the_same_stored_exnode_and_stays_bounded() {
+        let mut c = SignedCache::default();
+        let key = ("f".to_owned(), 1, View::Reader);
+        c.put(key.clone(), [1; 32], Arc::from("signed one"));
+        assert_eq!(c.get(&key, &[1; 32]).as_deref(), Some("signed one"));
+        // Another stored exNode under the same file and version: a miss.
+        assert_eq!(c.get(&key, &[2; 32]), None);
+        // The other view is another entry.
+        assert_eq!(c.get(&("f".to_owned(), 1, View::Writer), &[1; 32]), None);
+        // Replacing an entry does not count its bytes twice.
+        c.put(key.clone(), [2; 32], Arc::from("signed two"));
+        assert_eq!(c.bytes, "signed two".len());
+        // Past the budget the cache starts afresh; a document over a
+        // quarter of it is not kept.
+        let big: Arc<str> = Arc::from("x".repeat(SIGNED_CACHE_BYTES / 4 - 1).as_str());
+        for v in 2..6 {
+            c.put(("f".to_owned(), v, View::Reader), [0; 32], big.clone());
+            assert!(c.bytes <= SIGNED_CACHE_BYTES);
+        }
+        assert_eq!(c.get(&key, &[2; 32]), None, "cleared when full");
+        let huge: Arc<str> = Arc::from("x".repeat(SIGNED_CACHE_BYTES / 4 + 1).as_str());
+        c.put(("g".to_owned(), 1, View::Reader), [0; 32], huge);
+        assert_eq!(c.get(&("g".to_owned(), 1, View::Reader), &[0; 32]), None);
+    }
 }

@@ -53,13 +53,52 @@ pub fn to_xml(exnode: &Exnode) -> String {
     out
 }
 
+/// The three parts of a mapping that a signature's manifest digests
+/// (`crate::signature`), each as [`to_xml`] writes its lines: the range
+/// (offsets, lengths, end-to-end block size, share), the capabilities,
+/// and the rest (depot, level, expiry, checksum, metadata, functions).
+/// `w` is cleared first; `f` is called once per part, in that order.
+pub(crate) fn mapping_parts(w: &mut String, m: &Mapping, mut f: impl FnMut(u8, &str)) {
+    w.clear();
+    range(w, m);
+    share(w, m);
+    f(1, w);
+    w.clear();
+    capabilities(w, m);
+    f(2, w);
+    w.clear();
+    placement(w, m);
+    others(w, m);
+    f(3, w);
+}
+
+/// One top-level metadata line as [`to_xml`] writes it.
+pub(crate) fn metadata_xml(md: &Metadata) -> String {
+    let mut w = String::with_capacity(128);
+    metadata(&mut w, 1, "metadata", md);
+    w
+}
+
 fn mapping(w: &mut String, m: &Mapping) {
     w.push_str("  <exnode:mapping>\n");
+    range(w, m);
+    placement(w, m);
+    share(w, m);
+    others(w, m);
+    capabilities(w, m);
+    w.push_str("  </exnode:mapping>\n");
+}
+
+/// LoRS's five, in LoRS's order.
+fn range(w: &mut String, m: &Mapping) {
     integer(w, 2, "alloc_length", m.alloc_length);
     integer(w, 2, "alloc_offset", m.alloc_offset);
     integer(w, 2, "e2e_blocksize", m.e2e_blocksize);
     integer(w, 2, "exnode_offset", m.logical_offset);
     integer(w, 2, "logical_length", m.logical_length);
+}
+
+fn placement(w: &mut String, m: &Mapping) {
     string(w, 2, "depot", &m.depot);
     if let Some(s) = m.security {
         string(w, 2, "security", s.name());
@@ -76,9 +115,16 @@ fn mapping(w: &mut String, m: &Mapping) {
         }
         string(w, 2, "checksum", &text);
     }
+}
+
+fn share(w: &mut String, m: &Mapping) {
     if let Some(s) = m.share {
         string(w, 2, "share", &format!("{}:{}", s.group, s.index));
     }
+}
+
+/// Mapping metadata of no modelled name, then the functions.
+fn others(w: &mut String, m: &Mapping) {
     for md in &m.metadata {
         if !MAPPING_NAMES.contains(&md.name.as_str()) {
             metadata(w, 2, "metadata", md);
@@ -87,6 +133,9 @@ fn mapping(w: &mut String, m: &Mapping) {
     for f in &m.functions {
         function(w, 2, f);
     }
+}
+
+fn capabilities(w: &mut String, m: &Mapping) {
     for (element, cap) in [
         ("read", &m.read),
         ("write", &m.write),
@@ -99,7 +148,6 @@ fn mapping(w: &mut String, m: &Mapping) {
             let _ = writeln!(w, "</exnode:{element}>");
         }
     }
-    w.push_str("  </exnode:mapping>\n");
 }
 
 fn function(w: &mut String, level: usize, f: &Function) {

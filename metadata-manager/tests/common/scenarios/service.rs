@@ -234,7 +234,10 @@ pub async fn keys(db: Db) {
 /// The length of the exNode a writer gets for one version (as stored).
 pub async fn exnode_len(c: &As, path: &str, version: u64) -> u64 {
     let r = c.get_version(path, version).await.ok();
-    r["exnode"].as_str().expect("an exNode").len() as u64
+    // As stored: without the signature the manager adds as it serves.
+    let mut x = exnode::from_xml(r["exnode"].as_str().expect("an exNode").as_bytes()).unwrap();
+    exnode::signature::split(&mut x).unwrap().expect("signed");
+    exnode::to_xml(&x).len() as u64
 }
 
 /// Usage per owner: members see their own row, VO admins every row and
@@ -410,9 +413,18 @@ pub async fn replicas_share_database(db: Db) {
     let r0 = a0.get_file("/vo1/d/f").await.ok();
     let r1 = a1.get_file("/vo1/d/f").await.ok();
     assert_eq!(r1["id"], id.to_string());
-    assert_eq!(r1["exnode"], r0["exnode"]);
-    // Both sign with the same key.
+    // Both sign with the same key: the same exNode, each signed as served
+    // (the times of signing may differ).
     let trust = g.pki.client_trust_store();
+    let signed = |r: &serde_json::Value| {
+        let mut x = exnode::from_xml(r["exnode"].as_str().unwrap().as_bytes()).unwrap();
+        let sig = exnode::signature::split(&mut x).unwrap().expect("signed");
+        let keys = trust.token_keys(ibp_auth::trust::TokenSigner::MetadataManager);
+        let v = exnode::signature::verify(&x, &sig, keys).unwrap();
+        assert_eq!((v.file, v.version), (id, 1));
+        x
+    };
+    assert_eq!(signed(&r1), signed(&r0));
     FileTicket::verify(
         r1["ticket"].as_str().unwrap(),
         &trust,
