@@ -40,14 +40,18 @@
 //!   member (VO ID) of a pseudonymous VO, drawn at random at their first
 //!   login and never changed; `pseudonym` is unique across VOs
 //!   (`store/pseudonyms.rs`).
+//! - `hosts`, `host_certs`: the allow-list of service hosts and the host
+//!   certificates issued to them (`store/hosts.rs`).
 
 use anyhow::{anyhow, bail};
 use serde::Serialize;
 use sqlx::{AnyPool, Row};
 
 mod grants;
+mod hosts;
 mod pseudonyms;
 pub use grants::{GrantRow, GrantState};
+pub use hosts::{HostCertRow, HostRow, HostState, Role};
 pub use pseudonyms::{parse_pseudonym, PseudonymRow, CN_PREFIX};
 
 /// Migrations, applied in order; never edit one that has shipped.
@@ -115,6 +119,26 @@ const MIGRATIONS: &[&[&str]] = &[
         pseudonym TEXT NOT NULL UNIQUE,
         created_at BIGINT NOT NULL,
         PRIMARY KEY (vo, vo_id))"],
+    &[
+        "CREATE TABLE hosts (
+        name TEXT PRIMARY KEY,
+        role TEXT NOT NULL,
+        names TEXT NOT NULL,
+        enrollment TEXT NOT NULL,
+        token_hash TEXT NOT NULL,
+        token_expires_at BIGINT NOT NULL,
+        token_used_at BIGINT,
+        created_at BIGINT NOT NULL,
+        updated_at BIGINT NOT NULL,
+        revoked_at BIGINT)",
+        "CREATE TABLE host_certs (
+        serial TEXT PRIMARY KEY,
+        name TEXT NOT NULL,
+        enrollment TEXT NOT NULL,
+        issued_at BIGINT NOT NULL,
+        not_after BIGINT NOT NULL)",
+        "CREATE INDEX host_certs_by_name ON host_certs (name, enrollment)",
+    ],
 ];
 
 /// A VO group.
