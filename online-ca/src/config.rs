@@ -53,9 +53,9 @@ pub struct Config {
     /// The CA directory made by `online-ca init`: `ca.pem`, `ca.key`,
     /// `aa/<vo>.pem` + `.key`, `server.pem` + `.key`, `trust/`.
     pub dir: PathBuf,
-    /// sqlx database URL of the membership and audit database. Default:
-    /// `sqlite://<dir>/ca.db` (created if missing). Only SQLite is
-    /// supported for now.
+    /// sqlx database URL of the membership and audit database: `sqlite://`
+    /// or `postgres://`. Default: `sqlite://<dir>/ca.db` (created if
+    /// missing).
     #[serde(default)]
     pub database: Option<String>,
     /// Organization (`O=`) placed in the subject of issued certificates.
