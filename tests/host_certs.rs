@@ -1,5 +1,5 @@
-//! Host certificates from the grid's online CA, end to end: the depot's and
-//! the L-Bone's certificates replaced by ones the hosts request with
+//! Host certificates from the grid's online CA, end to end: the depot's,
+//! the L-Bone's and the metadata manager's certificates replaced by ones the hosts request with
 //! `online-ca host-cert request` (a token from `online-ca admin hosts
 //! allow`, the key made on the host), put in force by SIGHUP, renewed
 //! with `online-ca host-cert renew`; `lors upload` and `download` go
@@ -55,8 +55,8 @@ fn subject(der: &[u8]) -> String {
 }
 
 #[test]
-fn depot_and_lbone_serve_certificates_requested_from_the_online_ca() {
-    let _t = Timer::start("depot_and_lbone_serve_certificates_requested_from_the_online_ca");
+fn services_serve_certificates_requested_from_the_online_ca() {
+    let _t = Timer::start("services_serve_certificates_requested_from_the_online_ca");
     let g = start(GridOptions {
         depots: 1,
         ..GridOptions::default()
@@ -111,6 +111,28 @@ fn depot_and_lbone_serve_certificates_requested_from_the_online_ca() {
     wait_served(&g.trust_dir, &lbone_addr, "127.0.0.1", &lbone_cert);
     let subj = subject(&lbone_cert);
     assert!(subj.contains("\"lbone.grid.test\""), "{subj}");
+
+    // The metadata manager's host likewise.
+    let mdm_dir = g.dir.join("mdm");
+    let mdm_addr = g.mdm_url.trim_start_matches("https://").to_owned();
+    let mdm_cert = g
+        .request_host_certificate(
+            "mdm.grid.test",
+            "mdm",
+            &["127.0.0.1"],
+            &mdm_dir.join("server.key"),
+            &mdm_dir.join("server.pem"),
+        )
+        .expect("the metadata manager's certificate");
+    g.reload_service(Daemon::MetadataManager).expect("SIGHUP");
+    wait_served(&g.trust_dir, &mdm_addr, "127.0.0.1", &mdm_cert);
+    download_is(
+        &g,
+        "alice",
+        "/vo1/one",
+        &data,
+        "through the enrolled L-Bone and metadata manager",
+    );
 
     // Renewal: not due yet (exit 3, nothing written), then forced.
     let not_due = g
