@@ -112,15 +112,13 @@ fn not_revoked(host: &HostRow) -> Result<(), ApiError> {
     }
 }
 
-/// Issues, records (through `record`) and audits a host certificate.
-async fn issue(
+/// Issues a host certificate: the answer, and the row to record.
+fn issue(
     app: &App,
     host: &HostRow,
     csr: &CheckedCsr,
     lifetime: i64,
-    remote: std::net::SocketAddr,
-    kind: &str,
-) -> Result<(HostCertResponse, HostCertRow), ApiError> {
+) -> Result<(HostCertResponse, HostCertRow, AuditRow), ApiError> {
     let sans = names_for(host, csr)?;
     let cert = app
         .ca
@@ -134,23 +132,20 @@ async fn issue(
         issued_at: now,
         not_after: cert.not_after,
     };
-    app.store
-        .audit_insert(&AuditRow {
-            id: crate::store::new_audit_id(),
-            kind: kind.into(),
-            serial: cert.serial_hex.clone(),
-            subject: cert.subject.clone(),
-            identity: format!("host:{}", host.name),
-            vo: String::new(),
-            vo_id: host.role.name().into(),
-            not_before: cert.not_before,
-            not_after: cert.not_after,
-            lifetime,
-            issued_at: now,
-            remote: remote.ip().to_string(),
-        })
-        .await
-        .map_err(ApiError::internal)?;
+    let audit = AuditRow {
+        id: crate::store::new_audit_id(),
+        kind: String::new(),
+        serial: cert.serial_hex.clone(),
+        subject: cert.subject.clone(),
+        identity: format!("host:{}", host.name),
+        vo: String::new(),
+        vo_id: host.role.name().into(),
+        not_before: cert.not_before,
+        not_after: cert.not_after,
+        lifetime,
+        issued_at: now,
+        remote: String::new(),
+    };
     Ok((
         HostCertResponse {
             certificate: crate::ca::cert_pem(&cert.der),
@@ -161,7 +156,24 @@ async fn issue(
             not_after: cert.not_after,
         },
         row,
+        audit,
     ))
+}
+
+/// Writes the audit record of a recorded host certificate (before it
+/// leaves: no certificate without its record).
+async fn audit(
+    app: &App,
+    mut row: AuditRow,
+    kind: &str,
+    remote: std::net::SocketAddr,
+) -> Result<(), ApiError> {
+    row.kind = kind.into();
+    row.remote = remote.ip().to_string();
+    app.store
+        .audit_insert(&row)
+        .await
+        .map_err(ApiError::internal)
 }
 
 pub async fn enroll(
@@ -231,15 +243,7 @@ pub async fn enroll(
         HostState::Waiting | HostState::Revoked => {}
     }
     let csr = csr_of(&req.csr)?;
-    let (answer, row) = issue(
-        &app,
-        &host,
-        &csr,
-        cfg.lifetime.as_i64(),
-        remote,
-        "host-enroll",
-    )
-    .await?;
+    let (answer, row, record) = issue(&app, &host, &csr, cfg.lifetime.as_i64())?;
     if !app
         .store
         .host_enrolled(&row)
@@ -251,6 +255,7 @@ pub async fn enroll(
             host.name
         )));
     }
+    audit(&app, record, "host-enroll", remote).await?;
     tracing::info!(host = %host.name, role = host.role.name(), serial = %row.serial, names = ?answer.names, not_after = answer.not_after, "enrolled a host: issued its certificate");
     Ok(Json(answer))
 }
@@ -308,15 +313,7 @@ pub async fn renew(
     }
     let req: RenewRequest = parse_json(&body)?;
     let csr = csr_of(&req.csr)?;
-    let (answer, row) = issue(
-        &app,
-        &host,
-        &csr,
-        cfg.lifetime.as_i64(),
-        remote,
-        "host-renew",
-    )
-    .await?;
+    let (answer, row, record) = issue(&app, &host, &csr, cfg.lifetime.as_i64())?;
     if !app
         .store
         .host_renewed(&row)
@@ -328,6 +325,7 @@ pub async fn renew(
             host.name
         )));
     }
+    audit(&app, record, "host-renew", remote).await?;
     tracing::info!(host = %host.name, role = host.role.name(), old_serial = %serial, serial = %row.serial, not_after = answer.not_after, "renewed a host certificate");
     Ok(Json(answer))
 }
