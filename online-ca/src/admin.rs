@@ -43,6 +43,12 @@ pub enum AdminCmd {
         #[command(subcommand)]
         cmd: PseudonymCmd,
     },
+    /// The allow-list of service hosts (depots, L-Bones, metadata
+    /// managers) that get host certificates: allow, list, revoke.
+    Hosts {
+        #[command(subcommand)]
+        cmd: HostsCmd,
+    },
     /// Prints the identity (`cert:<issuer DN>|<subject DN>`) of a PEM
     /// certificate, for `member add --identity`.
     CertIdentity {
@@ -198,6 +204,42 @@ pub enum PseudonymCmd {
         #[arg(long)]
         json: bool,
     },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum HostsCmd {
+    /// Puts a host on the allow-list (or renews its entry: new names, a new
+    /// token; a revoked host is allowed again, and certificates of its
+    /// earlier enrollment no longer renew) and prints its one-time
+    /// enrollment token.
+    Allow {
+        /// The host's DNS name: the certificate's CN and first name.
+        name: String,
+        /// Which service it runs: depot, lbone or mdm.
+        #[arg(long)]
+        role: String,
+        /// More DNS names the host may have (repeatable).
+        #[arg(long = "dns")]
+        dns: Vec<String>,
+        /// IP addresses the host may have (repeatable).
+        #[arg(long = "ip")]
+        ips: Vec<std::net::IpAddr>,
+        /// How long the token stays usable (default: hosts.token_validity
+        /// of the configuration, 7 days).
+        #[arg(long)]
+        token_valid: Option<ibp_service::units::Seconds>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Lists the hosts with their state and certificate expiry.
+    List {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Revokes a host: no enrollment or renewal until it is allowed again.
+    /// Certificates already issued stay valid until they expire (the
+    /// services check no revocation list): hosts.lifetime bounds that.
+    Revoke { name: String },
 }
 
 #[derive(Debug, Subcommand)]
@@ -439,7 +481,108 @@ async fn run_db(cfg: &Config, store: &Store, cmd: AdminCmd) -> anyhow::Result<()
         }
         AdminCmd::Maintenance { cmd } => maintenance(store, cmd).await?,
         AdminCmd::Pseudonym { cmd } => pseudonym(cfg, store, cmd).await?,
+        AdminCmd::Hosts { cmd } => hosts(cfg, store, cmd).await?,
         AdminCmd::User { .. } | AdminCmd::CertIdentity { .. } => {}
+    }
+    Ok(())
+}
+
+async fn hosts(cfg: &Config, store: &Store, cmd: HostsCmd) -> anyhow::Result<()> {
+    use crate::ca::{valid_dns_name, San};
+    use crate::store::Role;
+    let now = ibp_auth::unix_now();
+    match cmd {
+        HostsCmd::Allow {
+            name,
+            role,
+            dns,
+            ips,
+            token_valid,
+            json,
+        } => {
+            let role = Role::parse(&role)
+                .with_context(|| format!("--role {role:?}: depot, lbone or mdm"))?;
+            let mut names = Vec::new();
+            for d in std::iter::once(&name).chain(&dns) {
+                let d = d.to_ascii_lowercase();
+                if !valid_dns_name(&d) {
+                    bail!("{d:?} is not a host name (lower-case letters, digits, hyphens, dots; for an address use --ip)");
+                }
+                names.push(San::Dns(d));
+            }
+            names.extend(ips.into_iter().map(San::Ip));
+            names.dedup();
+            let names: Vec<String> = names.iter().map(San::to_string).collect();
+            let name = name.to_ascii_lowercase();
+            let valid = token_valid.unwrap_or(cfg.hosts.token_validity).as_i64();
+            if valid <= 0 {
+                bail!("--token-valid must be positive");
+            }
+            let (token, hash) = crate::maintenance::new_token()?;
+            let h = store
+                .host_allow(&name, role, &names, &hash, now.saturating_add(valid))
+                .await?;
+            if json {
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(&serde_json::json!({
+                        "name": h.name,
+                        "role": h.role,
+                        "names": h.names,
+                        "token": token,
+                        "token_expires_at": h.token_expires_at,
+                    }))?
+                );
+            } else {
+                println!(
+                    "allowed host {} ({}): {}",
+                    h.name,
+                    h.role.name(),
+                    h.names.join(", ")
+                );
+                println!(
+                    "enrollment token (shown once; usable once, until {}):",
+                    utc(h.token_expires_at)
+                );
+                println!("{token}");
+            }
+        }
+        HostsCmd::List { json } => {
+            let rows = store.host_list().await?;
+            if json {
+                let v: Vec<serde_json::Value> = rows
+                    .iter()
+                    .map(|h| {
+                        let mut v = serde_json::to_value(h).unwrap_or_default();
+                        v["state"] = h.state(now).name().into();
+                        v
+                    })
+                    .collect();
+                println!("{}", serde_json::to_string_pretty(&v)?);
+            } else {
+                for h in rows {
+                    let cert = h
+                        .cert_not_after
+                        .map(|t| format!("certificate until {}", utc(t)))
+                        .unwrap_or_else(|| "no certificate".into());
+                    println!(
+                        "{}	{}	{}	{}	{}",
+                        h.name,
+                        h.role.name(),
+                        h.state(now).name(),
+                        cert,
+                        h.names.join(" ")
+                    );
+                }
+            }
+        }
+        HostsCmd::Revoke { name } => {
+            let name = name.to_ascii_lowercase();
+            if !store.host_revoke(&name).await? {
+                bail!("no host {name} on the allow-list");
+            }
+            println!("revoked host {name}: it can neither enroll nor renew until allowed again");
+        }
     }
     Ok(())
 }

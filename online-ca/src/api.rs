@@ -7,6 +7,8 @@
 //! - `GET /v1/trust`: the CA and AA certificates.
 //! - `POST /v1/maintenance/{enroll,proxy,status,revoke}`: maintenance
 //!   grants ([`crate::maintenance`]).
+//! - `POST /v1/hosts/{enroll,renew}`: host certificates for service hosts
+//!   ([`crate::hosts`]).
 //!
 //! Errors are `{"error": "..."}` with 400 (bad request or CSR), 401 (wrong
 //! credentials, no client certificate), 403 (not a member of the VO), 429
@@ -39,12 +41,39 @@ const MAX_BODY: usize = 64 * 1024;
 /// Attributes start this long before they are issued (clock skew).
 pub(crate) const BACKDATE: i64 = 60;
 
+/// The settings SIGHUP puts in force without a restart.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Live {
+    /// `[vos.<vo>]`.
+    pub vos: std::collections::BTreeMap<String, crate::config::VoConfig>,
+    /// `[hosts]`.
+    pub hosts: crate::config::HostsConfig,
+}
+
+impl Live {
+    pub fn of(cfg: &Config) -> Live {
+        Live {
+            vos: cfg.vos.clone(),
+            hosts: cfg.hosts.clone(),
+        }
+    }
+
+    /// Whether members of `vo` get pseudonymous certificates.
+    pub fn pseudonymous(&self, vo: &str) -> bool {
+        self.vos.get(vo).is_some_and(|v| v.pseudonymous)
+    }
+}
+
 /// Everything the handlers share.
 pub struct App {
+    /// The configuration the CA started with (see `live` for the parts
+    /// SIGHUP reloads).
     pub cfg: Config,
+    pub live: ibp_https::Current<Live>,
     pub ca: Ca,
     pub store: Store,
-    pub trust: Arc<TrustStore>,
+    /// The trust directory (reloaded on SIGHUP).
+    pub trust: ibp_https::Current<TrustStore>,
     pub local: Option<Arc<LocalUsers>>,
     pub radius: Option<RadiusAuth>,
     pub oidc: Option<Oidc>,
@@ -60,6 +89,8 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/v1/maintenance/proxy", post(crate::maintenance::proxy))
         .route("/v1/maintenance/status", post(crate::maintenance::status))
         .route("/v1/maintenance/revoke", post(crate::maintenance::revoke))
+        .route("/v1/hosts/enroll", post(crate::hosts::enroll))
+        .route("/v1/hosts/renew", post(crate::hosts::renew))
         .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "not found") })
         .layer(DefaultBodyLimit::max(MAX_BODY))
         .with_state(app)
@@ -298,7 +329,7 @@ async fn login(
 
     // In a pseudonymous VO the certificate names the member's pseudonym
     // there, never the login (docs/identity.md, "Pseudonymous members").
-    let pseudonym = if app.cfg.pseudonymous(&req.vo) {
+    let pseudonym = if app.live.get().pseudonymous(&req.vo) {
         Some(
             app.store
                 .pseudonym(&req.vo, &member.vo_id)
@@ -500,12 +531,13 @@ async fn attributes(
     }
     let now = ibp_auth::unix_now();
     // Verified in the handshake; again now, as the connection may be old.
-    let chain = ibp_auth::verify::verify_certificates(&peer, &app.trust, now).map_err(|e| {
-        ApiError::new(
-            StatusCode::UNAUTHORIZED,
-            format!("client certificate rejected: {e}"),
-        )
-    })?;
+    let chain =
+        ibp_auth::verify::verify_certificates(&peer, &app.trust.get(), now).map_err(|e| {
+            ApiError::new(
+                StatusCode::UNAUTHORIZED,
+                format!("client certificate rejected: {e}"),
+            )
+        })?;
     let ee = &chain.certs[chain.ee_index];
     let identity = cert_identity(ee);
     let member = app

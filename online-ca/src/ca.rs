@@ -149,6 +149,102 @@ pub fn check_csr(pem_text: &str) -> Result<CheckedCsr, CsrError> {
     Ok(CheckedCsr { der })
 }
 
+/// A subject alternative name of a host certificate.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub enum San {
+    Dns(String),
+    Ip(std::net::IpAddr),
+}
+
+impl std::fmt::Display for San {
+    /// `dns:<name>` or `ip:<address>`, as the allow-list stores them.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            San::Dns(d) => write!(f, "dns:{d}"),
+            San::Ip(ip) => write!(f, "ip:{ip}"),
+        }
+    }
+}
+
+impl San {
+    /// Parses `dns:<name>` or `ip:<address>`.
+    pub fn parse(s: &str) -> Option<San> {
+        if let Some(d) = s.strip_prefix("dns:") {
+            return valid_dns_name(d).then(|| San::Dns(d.to_owned()));
+        }
+        s.strip_prefix("ip:")
+            .and_then(|ip| ip.parse().ok())
+            .map(San::Ip)
+    }
+}
+
+/// Whether `name` is a host name a certificate may carry: lower-case
+/// letters, digits and hyphens in dot-separated labels of 1 to 63 bytes,
+/// 253 bytes at most, no wildcard, not an IP address.
+pub fn valid_dns_name(name: &str) -> bool {
+    name.len() <= 253
+        && name.parse::<std::net::IpAddr>().is_err()
+        && name.split('.').all(|l| {
+            !l.is_empty()
+                && l.len() <= 63
+                && !l.starts_with('-')
+                && !l.ends_with('-')
+                && l.bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        })
+}
+
+/// The subject alternative names a CSR asks for (its extension request);
+/// none when it asks for none. Only DNS names and IP addresses are
+/// accepted.
+pub fn csr_sans(csr: &CheckedCsr) -> Result<Vec<San>, CsrError> {
+    use x509_parser::extensions::{GeneralName, ParsedExtension};
+    let (_, req) = x509_parser::certification_request::X509CertificationRequest::from_der(&csr.der)
+        .map_err(|e| CsrError::Malformed(e.to_string()))?;
+    let mut out = Vec::new();
+    let Some(exts) = req.requested_extensions() else {
+        return Ok(out);
+    };
+    for e in exts {
+        let ParsedExtension::SubjectAlternativeName(san) = e else {
+            continue;
+        };
+        for g in &san.general_names {
+            let s = match g {
+                GeneralName::DNSName(d) => {
+                    let d = d.to_ascii_lowercase();
+                    if !valid_dns_name(&d) {
+                        return Err(CsrError::Malformed(format!(
+                            "DNS name {d:?} is not a host name"
+                        )));
+                    }
+                    San::Dns(d)
+                }
+                GeneralName::IPAddress(b) => match b.len() {
+                    4 => San::Ip(std::net::IpAddr::from(
+                        <[u8; 4]>::try_from(*b)
+                            .map_err(|_| CsrError::Malformed("IP address".into()))?,
+                    )),
+                    16 => San::Ip(std::net::IpAddr::from(
+                        <[u8; 16]>::try_from(*b)
+                            .map_err(|_| CsrError::Malformed("IP address".into()))?,
+                    )),
+                    _ => return Err(CsrError::Malformed("an IP address of odd length".into())),
+                },
+                other => {
+                    return Err(CsrError::Malformed(format!(
+                        "subject alternative name {other:?}: only DNS names and IP addresses"
+                    )))
+                }
+            };
+            if !out.contains(&s) {
+                out.push(s);
+            }
+        }
+    }
+    Ok(out)
+}
+
 /// A certificate the CA issued.
 pub struct IssuedCert {
     pub der: Vec<u8>,
@@ -185,6 +281,7 @@ pub struct Ca {
     ca: Authority,
     ca_pem: String,
     ca_not_after: i64,
+    ca_subject_raw: Vec<u8>,
     aas: BTreeMap<String, Aa>,
 }
 
@@ -205,6 +302,7 @@ impl Ca {
         let (_, parsed) = x509_parser::parse_x509_certificate(&ca_der)
             .map_err(|e| anyhow::anyhow!("parse ca.pem: {e}"))?;
         let ca_not_after = parsed.validity().not_after.timestamp();
+        let ca_subject_raw = parsed.subject().as_raw().to_vec();
         let mut aas = BTreeMap::new();
         let aa_dir = dir.join("aa");
         let entries =
@@ -246,12 +344,18 @@ impl Ca {
                 key_pkcs8: ca_key,
             },
             ca_not_after,
+            ca_subject_raw,
             aas,
         })
     }
 
     pub fn ca_pem(&self) -> &str {
         &self.ca_pem
+    }
+
+    /// The DER of the CA's subject name (the issuer of what it issues).
+    pub fn subject_raw(&self) -> &[u8] {
+        &self.ca_subject_raw
     }
 
     pub fn has_vo(&self, vo: &str) -> bool {
@@ -278,6 +382,74 @@ impl Ca {
             bail!("the CA certificate has expired");
         }
         let der = self.ca.issue_from_csr(&csr.der, &self.org, cn, lifetime)?;
+        let (_, c) = x509_parser::parse_x509_certificate(&der)
+            .map_err(|e| anyhow::anyhow!("parse issued certificate: {e}"))?;
+        Ok(IssuedCert {
+            not_before: c.validity().not_before.timestamp(),
+            not_after: c.validity().not_after.timestamp(),
+            serial_hex: hex(c.raw_serial()),
+            subject: c.subject().to_string(),
+            issuer_raw: c.issuer().as_raw().to_vec(),
+            serial_raw: c.raw_serial().to_vec(),
+            identity: cert_identity(&c),
+            der: der.clone(),
+        })
+    }
+
+    /// Issues a host certificate `O=<org>, CN=<name>` for the CSR's key
+    /// with subject alternative names `sans`, serverAuth and clientAuth,
+    /// valid `lifetime` seconds from now (never beyond the CA's expiry).
+    pub fn issue_host(
+        &self,
+        csr: &CheckedCsr,
+        name: &str,
+        sans: &[San],
+        lifetime: i64,
+    ) -> anyhow::Result<IssuedCert> {
+        use rcgen::{
+            CertificateParams, CertificateSigningRequestParams, DnType, ExtendedKeyUsagePurpose,
+            KeyUsagePurpose, SanType, SerialNumber,
+        };
+        let now = ibp_auth::unix_now();
+        let lifetime = lifetime.min(self.ca_not_after - now - 60);
+        if lifetime <= 0 {
+            bail!("the CA certificate has expired");
+        }
+        let mut req = CertificateSigningRequestParams::from_der(&csr.der.clone().into())
+            .map_err(|e| anyhow::anyhow!("certificate request: {e}"))?;
+        let mut p = CertificateParams::default();
+        p.distinguished_name = rcgen::DistinguishedName::new();
+        p.distinguished_name
+            .push(DnType::OrganizationName, self.org.as_str());
+        p.distinguished_name.push(DnType::CommonName, name);
+        p.subject_alt_names = sans
+            .iter()
+            .map(|s| match s {
+                San::Dns(d) => rcgen::Ia5String::try_from(d.clone()).map(SanType::DnsName),
+                San::Ip(ip) => Ok(SanType::IpAddress(*ip)),
+            })
+            .collect::<Result<_, _>>()?;
+        // Servers (every role) and clients: a depot is the client of a
+        // secure COPY, the L-Bone's poller a client of depots, and every
+        // host renews over mutual TLS with its certificate.
+        p.extended_key_usages = vec![
+            ExtendedKeyUsagePurpose::ServerAuth,
+            ExtendedKeyUsagePurpose::ClientAuth,
+        ];
+        p.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+        p.not_before = time::OffsetDateTime::from_unix_timestamp(now - 300)?;
+        p.not_after = time::OffsetDateTime::from_unix_timestamp(now + lifetime)?;
+        let mut serial = [0u8; 16];
+        ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut serial)
+            .map_err(|_| anyhow::anyhow!("no randomness for a serial"))?;
+        serial[0] &= 0x7f;
+        p.serial_number = Some(SerialNumber::from_slice(&serial));
+        req.params = p;
+        let key = rcgen::KeyPair::try_from(self.ca.key_pkcs8.as_slice())
+            .map_err(|e| anyhow::anyhow!("ca.key: {e}"))?;
+        let issuer = CertificateParams::from_ca_cert_der(&self.ca.cert_der.clone().into())?
+            .self_signed(&key)?;
+        let der = req.signed_by(&issuer, &key)?.der().to_vec();
         let (_, c) = x509_parser::parse_x509_certificate(&der)
             .map_err(|e| anyhow::anyhow!("parse issued certificate: {e}"))?;
         Ok(IssuedCert {

@@ -53,9 +53,9 @@ pub struct Config {
     /// The CA directory made by `online-ca init`: `ca.pem`, `ca.key`,
     /// `aa/<vo>.pem` + `.key`, `server.pem` + `.key`, `trust/`.
     pub dir: PathBuf,
-    /// sqlx database URL of the membership and audit database. Default:
-    /// `sqlite://<dir>/ca.db` (created if missing). Only SQLite is
-    /// supported for now.
+    /// sqlx database URL of the membership and audit database: `sqlite://`
+    /// or `postgres://`. Default: `sqlite://<dir>/ca.db` (created if
+    /// missing).
     #[serde(default)]
     pub database: Option<String>,
     /// Organization (`O=`) placed in the subject of issued certificates.
@@ -135,10 +135,49 @@ pub struct Config {
     /// directory (checked when the CA starts).
     #[serde(default)]
     pub vos: std::collections::BTreeMap<String, VoConfig>,
+    /// Host certificates for depots, L-Bones and metadata managers
+    /// (docs/online-ca.md, "Host certificates").
+    #[serde(default)]
+    pub hosts: HostsConfig,
+}
+
+fn thirty_days() -> Secs {
+    Secs(30 * 86_400)
+}
+
+fn seven_days() -> Secs {
+    Secs(7 * 86_400)
+}
+
+/// `[hosts]`: the service certificates the CA issues to the hosts on its
+/// allow-list (`online-ca admin hosts allow`).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HostsConfig {
+    /// Whether `/v1/hosts/enroll` and `/v1/hosts/renew` answer at all.
+    #[serde(default = "yes")]
+    pub enabled: bool,
+    /// Lifetime of a host certificate (never beyond the CA's own expiry).
+    /// Hosts renew before it ends (`online-ca host-cert renew`).
+    #[serde(default = "thirty_days")]
+    pub lifetime: Secs,
+    /// How long the enrollment token `hosts allow` prints stays usable.
+    #[serde(default = "seven_days")]
+    pub token_validity: Secs,
+}
+
+impl Default for HostsConfig {
+    fn default() -> HostsConfig {
+        HostsConfig {
+            enabled: true,
+            lifetime: thirty_days(),
+            token_validity: seven_days(),
+        }
+    }
 }
 
 /// `[vos.<vo>]`: how the CA treats the members of one VO.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct VoConfig {
     /// Certificates issued at login name the member by a stable pseudonym
@@ -455,6 +494,9 @@ impl Config {
         {
             bail!("config: rate_limit budgets and rate_limit.window must be positive");
         }
+        if self.hosts.lifetime.0 < 3600 || self.hosts.token_validity.0 == 0 {
+            bail!("config: hosts.lifetime must be at least 1h and hosts.token_validity positive");
+        }
         let m = &self.maintenance;
         if m.default_validity.0 == 0 || m.max_validity.0 == 0 || m.proxy_lifetime.0 == 0 {
             bail!("config: maintenance.default_validity, max_validity and proxy_lifetime must be positive");
@@ -571,6 +613,9 @@ mod tests {
         assert_eq!(c.maintenance.proxy_lifetime, Secs(3600));
         assert_eq!(c.maintenance.admin_group, "admins");
         assert!(c.vos.is_empty() && !c.pseudonymous("vo1"));
+        assert!(c.hosts.enabled);
+        assert_eq!(c.hosts.lifetime, Secs(30 * 86_400));
+        assert_eq!(c.hosts.token_validity, Secs(7 * 86_400));
     }
 
     #[test]

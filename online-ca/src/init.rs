@@ -197,7 +197,8 @@ fn sample_config(dir: &Path, o: &InitOptions<'_>) -> String {
 listen = {listen}
 # The CA directory (keys, certificates, trust/).
 dir = {dir}
-# Database of VO members and the audit log (default: sqlite://<dir>/ca.db).
+# Database of VO members and the audit log (default: sqlite://<dir>/ca.db;
+# or postgres://USER:PASSWORD@HOST/DB, shared by several CA processes).
 # database = "sqlite://{db}"
 # O= of issued certificates.
 org = {org}
@@ -230,6 +231,12 @@ users_file = "users"
 # Failed logins per user and per client address within the window.
 max_failures = 5
 window = "60s"
+
+# Host certificates for depots, L-Bones and metadata managers on the
+# allow-list (online-ca admin --config FILE hosts allow NAME --role ROLE).
+# [hosts]
+# lifetime = "30d"
+# token_validity = "7d"
 
 # Per VO: certificates name members by a stable pseudonym of the VO, never
 # by their login (docs/identity.md, "Pseudonymous members"). On by default

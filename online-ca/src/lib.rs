@@ -12,6 +12,8 @@ pub mod admin;
 pub mod api;
 pub mod ca;
 pub mod config;
+pub mod host_cert;
+pub mod hosts;
 pub mod init;
 pub mod local;
 pub mod maintenance;

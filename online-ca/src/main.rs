@@ -51,6 +51,13 @@ enum Cmd {
         #[arg(long)]
         config: PathBuf,
     },
+    /// What a service host runs: its trust directory, its certificate
+    /// (enrolled with a token), renewal (exit 0 renewed, 1 CA unavailable,
+    /// 2 usage or local files, 3 not due, 4 refused: see docs/online-ca.md).
+    HostCert {
+        #[command(subcommand)]
+        cmd: online_ca::host_cert::HostCertCmd,
+    },
     /// Administration on the database and files of a configuration.
     Admin {
         #[arg(long)]
@@ -73,6 +80,20 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    if let Cmd::HostCert { cmd } = cli.cmd {
+        return match rt.block_on(online_ca::host_cert::run(cmd)) {
+            Ok(lines) => {
+                for l in lines {
+                    println!("{l}");
+                }
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("online-ca host-cert: {e}");
+                ExitCode::from(e.code())
+            }
+        };
+    }
     match rt.block_on(run(cli)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
@@ -114,8 +135,10 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             let shutdown = tokio_util::sync::CancellationToken::new();
             ibp_service::signals::spawn_cancel_on_signals(shutdown.clone())
                 .context("install the SIGTERM/SIGINT handlers")?;
-            server::run(listener, cfg, shutdown).await
+            let reload: server::Reload = Box::new(move || config::Config::load(&config));
+            server::run(listener, cfg, shutdown, Some(reload)).await
         }
         Cmd::Admin { config, cmd } => admin::run(&config, cmd).await,
+        Cmd::HostCert { .. } => Ok(()),
     }
 }

@@ -70,7 +70,8 @@ pub fn token_matches(token: &str, stored: &str) -> bool {
 
 /// A hash no token has (compared against when the grant is unknown, so
 /// that both refusals cost the same).
-const NO_GRANT_HASH: &str = "0000000000000000000000000000000000000000000000000000000000000000";
+pub(crate) const NO_GRANT_HASH: &str =
+    "0000000000000000000000000000000000000000000000000000000000000000";
 
 fn forbidden(m: impl Into<String>) -> ApiError {
     ApiError::new(StatusCode::FORBIDDEN, m)
@@ -182,7 +183,7 @@ fn tls_caller(
             "a client certificate is required (mutual TLS with your proxy)",
         ));
     };
-    let chain = ibp_auth::verify::verify_certificates(peer, &app.trust, now)
+    let chain = ibp_auth::verify::verify_certificates(peer, &app.trust.get(), now)
         .map_err(|e| unauthorized(format!("client certificate rejected: {e}")))?;
     let ee = &chain.certs[chain.ee_index];
     let (ident, serial, subject) = (
@@ -190,7 +191,7 @@ fn tls_caller(
         ee.raw_serial().to_vec(),
         ee.subject().to_string(),
     );
-    let id = ibp_auth::verify_chain(peer, &app.trust, now)
+    let id = ibp_auth::verify_chain(peer, &app.trust.get(), now)
         .map_err(|e| unauthorized(format!("credential rejected: {e}")))?;
     Ok((id, ident, serial, subject))
 }

@@ -1,6 +1,6 @@
 //! `online-ca serve` as a library call: [`bind`], then [`run`] until
 //! `shutdown` is cancelled (the binary cancels it on SIGTERM/SIGINT
-//! through `ibp_service::signals`). HTTPS serving: rustls (TLS 1.3, client certificates optional and
+//! through `ibp_service::signals`, and reloads on SIGHUP). HTTPS serving: rustls (TLS 1.3, client certificates optional and
 //! verified by `ibp_auth::tls::ProxyClientVerifier`) through `ibp-https`,
 //! which gives handlers the verified peer chain and the remote address as
 //! request extensions.
@@ -11,11 +11,10 @@ use std::sync::Arc;
 use anyhow::Context;
 use ibp_auth::tls::ClientAuth;
 use ibp_auth::TrustStore;
-use rustls_pki_types::CertificateDer;
 use tokio::net::TcpListener;
 
-use crate::api::{router, App};
-use crate::ca::{read_pem_cert, Ca};
+use crate::api::{router, App, Live};
+use crate::ca::Ca;
 use crate::config::Config;
 use crate::local::LocalUsers;
 use crate::oidc::Oidc;
@@ -30,33 +29,84 @@ pub async fn bind(cfg: &Config) -> anyhow::Result<TcpListener> {
         .with_context(|| format!("listen on {}", cfg.listen))
 }
 
-/// Builds everything from the configuration and serves on `listener` until
-/// `shutdown` is cancelled; says `listening on ADDR:PORT` on stdout once
-/// ready.
-pub async fn run(
-    listener: TcpListener,
-    cfg: Config,
-    shutdown: tokio_util::sync::CancellationToken,
-) -> anyhow::Result<()> {
-    let ca = Ca::load(&cfg.dir, &cfg.org)?;
-    cfg.check_vos(ca.vos())?;
+/// Reads the configuration file again, for SIGHUP.
+pub type Reload = Box<dyn Fn() -> anyhow::Result<Config> + Send + Sync>;
+
+/// The trust directory, and the TLS configuration with the server
+/// certificate and key (`<dir>/server.pem`, `server.key`), of `cfg`.
+fn load_tls(cfg: &Config) -> anyhow::Result<(TrustStore, rustls::ServerConfig)> {
     let trust_dir = cfg.trust_dir();
     let trust = TrustStore::load(&trust_dir)
         .with_context(|| format!("load trust directory {}", trust_dir.display()))?;
     if trust.ca_certificates().is_empty() {
-        tracing::warn!(dir = %trust_dir.display(), "no trusted CA: /v1/attributes will accept no client certificate");
+        tracing::warn!(dir = %trust_dir.display(), "no trusted CA: /v1/attributes and /v1/hosts/renew will accept no client certificate");
     }
-    let server_cert = read_pem_cert(&cfg.dir.join("server.pem"))?;
+    let chain = ibp_auth::keys::read_certificates(&cfg.dir.join("server.pem"))?;
     let server_key = ibp_auth::keys::read_private_key(&cfg.dir.join("server.key"))?;
-    let trust = Arc::new(trust);
     let mut tls = ibp_auth::tls::server_config(
-        trust.clone(),
-        vec![CertificateDer::from(server_cert)],
+        Arc::new(trust.clone()),
+        chain,
         server_key,
         ClientAuth::Optional,
     )
-    .context("TLS configuration")?;
+    .context("TLS configuration (server certificate and key)")?;
     tls.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok((trust, tls))
+}
+
+/// SIGHUP: the server certificate and key, the trust directory, and the
+/// `[vos.*]` and `[hosts]` sections read again and put in force for new
+/// connections and requests; the rest (the CA and AA keys, `listen`,
+/// `database`, lifetimes, authenticators, limits) needs a restart, and a
+/// change there is logged as such. Nothing changes unless all of it loads.
+fn apply_reload(
+    app: &App,
+    tls: &ibp_https::Current<rustls::ServerConfig>,
+    started: &Config,
+    reload: &Reload,
+) -> Result<String, String> {
+    let new = reload().map_err(|e| format!("{e:#}"))?;
+    if new.dir != started.dir {
+        return Err(format!(
+            "dir changed ({} to {}): restart the CA to serve another CA directory",
+            started.dir.display(),
+            new.dir.display()
+        ));
+    }
+    new.check_vos(app.ca.vos()).map_err(|e| format!("{e:#}"))?;
+    let (trust, config) = load_tls(&new).map_err(|e| format!("{e:#}"))?;
+    let cas = trust.ca_certificates().len();
+    tls.replace(config);
+    app.trust.replace(trust);
+    app.live.replace(Live::of(&new));
+    let mut rest = new.clone();
+    rest.trust_dir = started.trust_dir.clone();
+    rest.vos = started.vos.clone();
+    rest.hosts = started.hosts.clone();
+    if format!("{rest:?}") != format!("{started:?}") {
+        tracing::warn!(
+            "SIGHUP: settings other than trust_dir, [vos.*] and [hosts] changed in the configuration: they take effect at the next restart"
+        );
+    }
+    Ok(format!(
+        "server certificate and key, trust directory ({cas} CAs), [vos.*] and [hosts] read again"
+    ))
+}
+
+/// Builds everything from the configuration and serves on `listener` until
+/// `shutdown` is cancelled; says `listening on ADDR:PORT` on stdout once
+/// ready. With `reload`, SIGHUP reads the configuration again
+/// ([`apply_reload`] says what changes without a restart).
+pub async fn run(
+    listener: TcpListener,
+    cfg: Config,
+    shutdown: tokio_util::sync::CancellationToken,
+    reload: Option<Reload>,
+) -> anyhow::Result<()> {
+    let ca = Ca::load(&cfg.dir, &cfg.org)?;
+    cfg.check_vos(ca.vos())?;
+    let (trust, tls) = load_tls(&cfg)?;
+    let tls = Arc::new(ibp_https::Current::new(tls));
 
     let store = Store::open(&cfg.database_url()).await?;
     let local = match &cfg.local {
@@ -91,10 +141,11 @@ pub async fn run(
         ..ibp_https::server::ServeOptions::default()
     };
     let app = Arc::new(App {
+        live: ibp_https::Current::new(Live::of(&cfg)),
         cfg,
         ca,
         store,
-        trust,
+        trust: ibp_https::Current::new(trust),
         local,
         radius,
         oidc,
@@ -122,7 +173,14 @@ pub async fn run(
     }
     tracing::info!(%addr, "serving HTTPS");
 
-    ibp_https::server::serve_with(listener, Arc::new(tls), router, shutdown, opts).await;
+    if let Some(reload) = reload {
+        let (a, t, started) = (app.clone(), tls.clone(), app.cfg.clone());
+        ibp_service::signals::spawn_reload_on_sighup(shutdown.clone(), move || {
+            apply_reload(&a, &t, &started, &reload)
+        })
+        .context("watch SIGHUP")?;
+    }
+    ibp_https::serve_reloadable(listener, tls, router, shutdown, opts).await;
     tracing::info!("online CA stopped");
     Ok(())
 }

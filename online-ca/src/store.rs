@@ -4,8 +4,9 @@
 //!
 //! All SQL lives in this module. Queries are built at run time
 //! (`sqlx::query`, not `query!`) through sqlx's `Any` driver, with `$n`
-//! placeholders and portable types (TEXT, BIGINT) so that PostgreSQL can be
-//! added later; only SQLite is tested today. Migrations are SQL strings
+//! placeholders and portable types (TEXT, BIGINT), on SQLite or
+//! PostgreSQL (both tested: the unit tests and `tests/*.rs` on SQLite,
+//! `tests/postgres.rs` on PostgreSQL). Migrations are SQL strings
 //! applied in order at start, each recorded in `schema_migrations`.
 //!
 //! Tables:
@@ -40,14 +41,18 @@
 //!   member (VO ID) of a pseudonymous VO, drawn at random at their first
 //!   login and never changed; `pseudonym` is unique across VOs
 //!   (`store/pseudonyms.rs`).
+//! - `hosts`, `host_certs`: the allow-list of service hosts and the host
+//!   certificates issued to them (`store/hosts.rs`).
 
 use anyhow::{anyhow, bail};
 use serde::Serialize;
 use sqlx::{AnyPool, Row};
 
 mod grants;
+mod hosts;
 mod pseudonyms;
 pub use grants::{GrantRow, GrantState};
+pub use hosts::{HostCertRow, HostRow, HostState, Role};
 pub use pseudonyms::{parse_pseudonym, PseudonymRow, CN_PREFIX};
 
 /// Migrations, applied in order; never edit one that has shipped.
@@ -115,6 +120,26 @@ const MIGRATIONS: &[&[&str]] = &[
         pseudonym TEXT NOT NULL UNIQUE,
         created_at BIGINT NOT NULL,
         PRIMARY KEY (vo, vo_id))"],
+    &[
+        "CREATE TABLE hosts (
+        name TEXT PRIMARY KEY,
+        role TEXT NOT NULL,
+        names TEXT NOT NULL,
+        enrollment TEXT NOT NULL,
+        token_hash TEXT NOT NULL,
+        token_expires_at BIGINT NOT NULL,
+        token_used_at BIGINT,
+        created_at BIGINT NOT NULL,
+        updated_at BIGINT NOT NULL,
+        revoked_at BIGINT)",
+        "CREATE TABLE host_certs (
+        serial TEXT PRIMARY KEY,
+        name TEXT NOT NULL,
+        enrollment TEXT NOT NULL,
+        issued_at BIGINT NOT NULL,
+        not_after BIGINT NOT NULL)",
+        "CREATE INDEX host_certs_by_name ON host_certs (name, enrollment)",
+    ],
 ];
 
 /// A VO group.
@@ -213,22 +238,30 @@ fn now() -> i64 {
 }
 
 /// The key of the PostgreSQL advisory lock taken while migrating (unused
-/// on SQLite, the only backend supported for now).
+/// on SQLite).
 const MIGRATION_LOCK: i64 = 0x0CA_0001;
+
+/// Connections of a CA process to PostgreSQL.
+const POSTGRES_CONNECTIONS: u32 = 8;
 
 impl Store {
     /// Connects through `ibp_service::db` and applies pending migrations.
-    /// A SQLite file is created mode 0600 when missing (its directory
-    /// 0700) and refused when others may read it.
+    /// `sqlite://` or `postgres://` (`postgresql://`). A SQLite file is
+    /// created mode 0600 when missing (its directory 0700) and refused
+    /// when others may read it. On PostgreSQL several CA processes may
+    /// share the database (migrations take an advisory lock).
     pub async fn open(url: &str) -> anyhow::Result<Store> {
-        if !url.starts_with("sqlite:") {
-            bail!("database {url:?}: only sqlite:// URLs are supported for now");
-        }
-        // One connection: SQLite has one writer anyway, and a transaction
-        // dropped on an error path is rolled back before the connection
-        // serves anyone else. (Write transactions also begin with
-        // `begin_write`, which waits for such a rollback in flight.)
-        let (pool, backend) = match ibp_service::db::connect(url, 1).await {
+        let backend = ibp_service::db::Backend::of_url(url)
+            .map_err(|e| anyhow!("database {}: {e}", ibp_service::db::redact(url)))?;
+        // SQLite: one connection, as SQLite has one writer anyway, and a
+        // transaction dropped on an error path is rolled back before the
+        // connection serves anyone else. (Write transactions also begin
+        // with `begin_write`, which waits for such a rollback in flight.)
+        let connections = match backend {
+            ibp_service::db::Backend::Sqlite => 1,
+            ibp_service::db::Backend::Postgres => POSTGRES_CONNECTIONS,
+        };
+        let (pool, backend) = match ibp_service::db::connect(url, connections).await {
             Ok(p) => p,
             // The database holds every membership and the audit log.
             Err(ibp_service::Error::Exposed { path, mode }) => bail!(
@@ -849,6 +882,13 @@ mod tests {
         s.group_remove("vo1", "ops").await.unwrap();
         assert!(s.group_remove("vo1", "ops").await.is_err());
         assert_eq!(s.member_list("vo1").await.unwrap().len(), 1);
+    }
+
+    #[tokio::test]
+    async fn only_sqlite_and_postgres_urls() {
+        let e = Store::open("mysql://u:secret@h/db").await.unwrap_err();
+        let msg = format!("{e:#}");
+        assert!(!msg.contains("secret"), "{msg}");
     }
 
     #[tokio::test]

@@ -329,11 +329,12 @@ impl Grid {
         Ok(der)
     }
 
-    /// Sends SIGHUP to the L-Bone or the metadata manager (its first
-    /// replica): it reads its certificate and trust directory again.
+    /// Sends SIGHUP to the online CA, the L-Bone or the metadata manager
+    /// (its first replica): it reads its certificate and trust directory
+    /// again.
     pub fn reload_service(&self, which: Daemon) -> anyhow::Result<()> {
         let service = match which {
-            Daemon::OnlineCa => bail!("the online CA does not reload on SIGHUP"),
+            Daemon::OnlineCa => &self.ca,
             Daemon::Lbone => &self.lbone,
             Daemon::MetadataManager => &self.mdm,
         };
@@ -366,6 +367,59 @@ impl Grid {
         rustls_pki_types::pem::PemObject::from_pem_slice(&pem)
             .map(|c: rustls_pki_types::CertificateDer<'static>| c.to_vec())
             .context("parse the new certificate")
+    }
+
+    /// Puts `name` (and the addresses `ips`) on the grid's online CA
+    /// allow-list for `role` (`online-ca admin hosts allow`), then does
+    /// what the host's operator does with the token it prints: `online-ca
+    /// host-cert request` against the running CA and the grid's trust
+    /// directory, writing `key` and `cert` (docs/online-ca.md, "Host
+    /// certificates"). Returns the certificate (DER).
+    pub fn request_host_certificate(
+        &self,
+        name: &str,
+        role: &str,
+        ips: &[&str],
+        key: &Path,
+        cert: &Path,
+    ) -> anyhow::Result<Vec<u8>> {
+        let mut allow = clean_command(&self.bins.online_ca);
+        allow
+            .arg("admin")
+            .arg("--config")
+            .arg(&self.ca_config)
+            .args(["hosts", "allow", name, "--role", role, "--json"]);
+        for ip in ips {
+            allow.args(["--ip", ip]);
+        }
+        let out = super::process::run_cli("online-ca admin hosts allow", allow, None)?;
+        let v: serde_json::Value =
+            serde_json::from_str(&out).context("hosts allow --json output")?;
+        let token = v["token"].as_str().context("no token in hosts allow")?;
+        let mut args = vec!["request", "--token", token, "--name", name];
+        for ip in ips {
+            args.extend(["--ip", ip]);
+        }
+        let (k, c) = (key.to_string_lossy(), cert.to_string_lossy());
+        args.extend(["--key", &k, "--cert", &c]);
+        self.host_cert(&args)?;
+        let pem = fs::read(cert)?;
+        rustls_pki_types::pem::PemObject::from_pem_slice(&pem)
+            .map(|c: rustls_pki_types::CertificateDer<'static>| c.to_vec())
+            .context("parse the new certificate")
+    }
+
+    /// `online-ca host-cert SUBCOMMAND --ca <the grid's CA> --trust <the
+    /// grid's trust directory> ARGS...` (`request` or `renew`), as a host
+    /// runs it; its stdout, or an error with its exit code and stderr.
+    pub fn host_cert(&self, args: &[&str]) -> anyhow::Result<String> {
+        let (sub, rest) = args.split_first().context("a host-cert subcommand")?;
+        let mut cmd = clean_command(&self.bins.online_ca);
+        cmd.args(["host-cert", sub, "--ca", &self.ca_url])
+            .arg("--trust")
+            .arg(&self.trust_dir)
+            .args(rest);
+        super::process::run_cli(&format!("online-ca host-cert {sub}"), cmd, None)
     }
 
     /// Kills the L-Bone (SIGKILL) and waits for it.

@@ -211,6 +211,12 @@ impl Server {
     pub fn log(&self) -> String {
         self.daemon.log_text()
     }
+
+    /// Sends SIGHUP: the CA reads its configuration, certificate and trust
+    /// directory again.
+    pub fn hup(&self) {
+        self.daemon.signal(libc::SIGHUP);
+    }
 }
 
 /// An HTTP answer.
@@ -526,4 +532,39 @@ server default {{
 "#,
         dir = dir.display()
     )
+}
+
+/// The certificate (DER) a new TLS connection to `addr` is served with,
+/// verified against `ca_der` as `localhost`.
+pub async fn served_cert(addr: SocketAddr, ca_der: &[u8]) -> Vec<u8> {
+    let mut trust = TrustStore::new();
+    trust.add_ca(ca_der.to_vec()).unwrap();
+    let cfg = ibp_auth::tls::client_config(&trust, None).unwrap();
+    let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let tls = tokio_rustls::TlsConnector::from(Arc::new(cfg))
+        .connect(ServerName::try_from("localhost").unwrap(), tcp)
+        .await
+        .unwrap();
+    tls.get_ref().1.peer_certificates().unwrap()[0].to_vec()
+}
+
+/// A `POST` through `ibp_https::Client` presenting `cred`: (status,
+/// error message), or the transport error (a refused handshake).
+pub async fn post_as(
+    addr: SocketAddr,
+    ca_der: &[u8],
+    cred: &ProxyCredential,
+    path: &str,
+    body: &Value,
+) -> Result<(u16, String), ibp_https::HttpError> {
+    let mut trust = TrustStore::new();
+    trust.add_ca(ca_der.to_vec()).unwrap();
+    let tls = ibp_auth::tls::client_config(&trust, Some(cred)).unwrap();
+    let c = ibp_https::Client::new(
+        ibp_https::BaseUrl::parse(&format!("https://127.0.0.1:{}", addr.port())).unwrap(),
+        tls,
+        true,
+    );
+    let r = c.post_json(path, body).await?;
+    Ok((r.status, r.error_message(400)))
 }
