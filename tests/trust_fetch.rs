@@ -28,7 +28,7 @@ fn trust_fetch_writes_what_the_ca_publishes_once_its_fingerprint_is_given() {
     let _timer =
         Timer::start("trust_fetch_writes_what_the_ca_publishes_once_its_fingerprint_is_given");
     let g = start(GridOptions {
-        depots: 0,
+        depots: 1,
         ..GridOptions::default()
     });
     let real_ca = certs(&g.trust_dir.join("ca/ca.pem"));
@@ -109,6 +109,32 @@ fn trust_fetch_writes_what_the_ca_publishes_once_its_fingerprint_is_given() {
     let info: serde_json::Value =
         serde_json::from_str(&ok(run_limited(c, LORS_LIMIT))).expect("proxy-info --json");
     assert_eq!(info["verified"], serde_json::json!(true), "{info}");
+
+    // The signing keys the CA publishes are written: with the fetched
+    // directory alone, a download checks the exNode's signature by the
+    // metadata manager and the depots' tickets.
+    let published = std::fs::read_dir(dir.join("metadata"))
+        .expect("metadata/ written")
+        .map(|e| std::fs::read_to_string(e.expect("an entry").path()).expect("a key"))
+        .collect::<Vec<_>>();
+    let grid_key = std::fs::read_to_string(g.trust_dir.join("metadata/metadata.pub"))
+        .expect("the grid's metadata key");
+    assert_eq!(published, vec![format!("{}\n", grid_key.trim())]);
+    assert!(
+        std::fs::read_dir(dir.join("lbone"))
+            .expect("lbone/ written")
+            .count()
+            == 1
+    );
+    keys_init(&g, "alice");
+    let data = bytes(50_000, 4);
+    upload(&g, "alice", "fetched.bin", &data, "/vo1/fetched", &[]);
+    let got = g.user("alice").dir.join("fetched.out");
+    let mut c = lors_cmd(&g, "alice", &["download", "/vo1/fetched", s(&got)]);
+    c.env("X509_USER_PROXY", &proxy).env("LORS_TRUST_DIR", &dir);
+    ok(run_limited(c, LORS_LIMIT));
+    assert_file_is(&got, &data, "downloaded with the fetched trust directory");
+
     for destroyed in [true, false] {
         let mut c = lors_cmd(&g, "alice", &["proxy-destroy", "--json"]);
         c.env("X509_USER_PROXY", &proxy);

@@ -35,6 +35,10 @@ struct TrustAnswer {
     ca: String,
     #[serde(default)]
     aa: BTreeMap<String, String>,
+    #[serde(default)]
+    lbone: Vec<String>,
+    #[serde(default)]
+    metadata: Vec<String>,
 }
 
 /// A trust directory's content, authenticated.
@@ -46,6 +50,10 @@ pub struct FetchedTrust {
     pub fingerprint: String,
     /// Per VO: the AA certificates (PEM, as the CA serves them).
     pub aa: BTreeMap<String, String>,
+    /// The L-Bone's grant-signing keys (`ed25519 <base64>`).
+    pub lbone: Vec<String>,
+    /// The metadata managers' signing keys (tickets, signed exNodes).
+    pub metadata: Vec<String>,
 }
 
 /// How the CA's server is authenticated.
@@ -171,10 +179,19 @@ pub async fn fetch(url: &str, pin: &Pin) -> Result<Fetched, Error> {
             ))
         })?;
     }
+    for k in answer.lbone.iter().chain(&answer.metadata) {
+        ibp_auth::keys::parse_public_key(k).map_err(|e| {
+            Error::Unavailable(format!(
+                "the online CA at {url}: a signing key it publishes is not one: {e}"
+            ))
+        })?;
+    }
     Ok(Fetched::Trusted(FetchedTrust {
         fingerprint: fingerprint(&ca_der),
         ca_der,
         aa: answer.aa,
+        lbone: answer.lbone,
+        metadata: answer.metadata,
     }))
 }
 
@@ -293,9 +310,11 @@ pub struct Written {
     pub files: Vec<PathBuf>,
 }
 
-/// Writes `t` into the trust directory `dir`: `ca/ca.pem` and
-/// `vomsdir/<vo>/aa.pem`, each atomically; other files (`lbone/`,
-/// `metadata/`, other CAs) are left alone. A different `ca/ca.pem` already
+/// Writes `t` into the trust directory `dir`: `ca/ca.pem`,
+/// `vomsdir/<vo>/aa.pem`, and the published signing keys as
+/// `lbone/ca-<n>.pub` and `metadata/ca-<n>.pub` (named by a hash of the
+/// key, so a key fetched twice is one file), each atomically; other files
+/// (other CAs, keys placed by hand) are left alone. A different `ca/ca.pem` already
 /// there is replaced only with `force` (it would change whom every command
 /// trusts).
 pub fn write(dir: &Path, t: &FetchedTrust, force: bool) -> Result<Written, Error> {
@@ -323,7 +342,21 @@ pub fn write(dir: &Path, t: &FetchedTrust, force: bool) -> Result<Written, Error
         write_public(&p, pem.as_bytes())?;
         out.files.push(p);
     }
+    for (sub, keys) in [("lbone", &t.lbone), ("metadata", &t.metadata)] {
+        for k in keys {
+            let p = dir.join(sub).join(key_file_name(k));
+            write_public(&p, format!("{}\n", k.trim()).as_bytes())?;
+            out.files.push(p);
+        }
+    }
     Ok(out)
+}
+
+/// `ca-<16 hex>.pub`: the name of a published key's file, from its text.
+pub fn key_file_name(key: &str) -> String {
+    let h = ring::digest::digest(&ring::digest::SHA256, key.trim().as_bytes());
+    let hex: String = h.as_ref()[..8].iter().map(|b| format!("{b:02x}")).collect();
+    format!("ca-{hex}.pub")
 }
 
 fn pem_encode(der: &[u8]) -> String {
@@ -400,9 +433,21 @@ mod tests {
             ca_der: der.to_vec(),
             fingerprint: fingerprint(der),
             aa: BTreeMap::from([("vo1".to_owned(), "AA PEM\n".to_owned())]),
+            lbone: vec!["ed25519 LBONEKEY".to_owned()],
+            metadata: vec!["ed25519 MDMKEY".to_owned()],
         };
         let w = write(dir.path(), &t(b"first"), false).unwrap();
-        assert_eq!(w.files.len(), 2);
+        assert_eq!(w.files.len(), 4);
+        let mdm = dir
+            .path()
+            .join("metadata")
+            .join(key_file_name("ed25519 MDMKEY"));
+        assert_eq!(std::fs::read_to_string(mdm).unwrap(), "ed25519 MDMKEY\n");
+        assert!(dir
+            .path()
+            .join("lbone")
+            .join(key_file_name("ed25519 LBONEKEY"))
+            .is_file());
         assert_eq!(
             std::fs::read_to_string(dir.path().join("vomsdir/vo1/aa.pem")).unwrap(),
             "AA PEM\n"

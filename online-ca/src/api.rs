@@ -647,10 +647,27 @@ fn voms_ac(
 struct TrustResponse {
     ca: String,
     aa: std::collections::BTreeMap<String, String>,
+    /// The L-Bone's grant-signing keys and the metadata managers'
+    /// ticket- and exNode-signing keys (`ed25519 <base64>`) found in the
+    /// CA's own trust directory (`lbone/*.pub`, `metadata/*.pub`), which
+    /// its operator keeps: hosts and users need them to check grants,
+    /// tickets and signed exNodes.
+    lbone: Vec<String>,
+    metadata: Vec<String>,
 }
 
 async fn trust(State(app): State<Arc<App>>) -> Json<TrustResponse> {
+    let trust = app.trust.get();
+    let keys = |s| {
+        trust
+            .token_keys(s)
+            .iter()
+            .map(|k| ibp_auth::keys::format_public_key(k).trim().to_owned())
+            .collect()
+    };
     Json(TrustResponse {
+        lbone: keys(ibp_auth::trust::TokenSigner::LBone),
+        metadata: keys(ibp_auth::trust::TokenSigner::MetadataManager),
         ca: app.ca.ca_pem().to_string(),
         aa: app.ca.aa_pems(),
     })

@@ -457,6 +457,13 @@ struct TrustAnswer {
     ca: String,
     #[serde(default)]
     aa: std::collections::BTreeMap<String, String>,
+    /// Published signing keys (`ed25519 <base64>`): the L-Bone's, which a
+    /// depot needs to check grants, and the metadata managers', for
+    /// tickets.
+    #[serde(default)]
+    lbone: Vec<String>,
+    #[serde(default)]
+    metadata: Vec<String>,
 }
 
 /// The SHA-256 fingerprint in any common spelling (hex with or without
@@ -564,6 +571,21 @@ async fn trust(url: &str, fp: &str, out: &Path, force: bool) -> Result<Vec<Strin
             Failure::Unavailable(format!("the AA certificate of VO {vo} is not PEM: {e}"))
         })?;
         files.push((out.join("vomsdir").join(vo).join("aa.pem"), pem.clone()));
+    }
+    for (sub, keys) in [("lbone", &answer.lbone), ("metadata", &answer.metadata)] {
+        for k in keys {
+            ibp_auth::keys::parse_public_key(k).map_err(|e| {
+                Failure::Unavailable(format!(
+                    "a signing key the online CA publishes is not one: {e}"
+                ))
+            })?;
+            let h = ring::digest::digest(&ring::digest::SHA256, k.trim().as_bytes());
+            let hex: String = h.as_ref()[..8].iter().map(|b| format!("{b:02x}")).collect();
+            files.push((
+                out.join(sub).join(format!("ca-{hex}.pub")),
+                format!("{}\n", k.trim()),
+            ));
+        }
     }
     let mut lines = vec![format!(
         "CA {} (SHA-256 {})",

@@ -34,6 +34,19 @@ pub(super) fn make_trust(l: &Layout) -> anyhow::Result<Issuer> {
             &l.trust.join(format!("metadata/metadata{}.pub", i + 1)),
         )?;
     }
+    // The online CA publishes the signing keys in its /v1/trust (what
+    // `lors trust fetch` and `online-ca host-cert trust` write), as an
+    // operator sets it up: docs/online-ca.md.
+    for sub in ["lbone", "metadata"] {
+        let to = l.ca.join("trust").join(sub);
+        private_dir(&to)?;
+        for f in std::fs::read_dir(l.trust.join(sub))? {
+            let f = f?.path();
+            if let Some(name) = f.file_name() {
+                copy_private(&f, &to.join(name))?;
+            }
+        }
+    }
     Issuer::load(&l.ca)
 }
 
