@@ -205,24 +205,21 @@ fn apply_reload(depot: &Depot, started: &Config, reload: &Reload) -> Result<Stri
         summary.push_str("; certificate, key and trust directory read again");
     }
     depot.quotas.set_limits(&new);
-    if restart_only(&new) != restart_only(started) {
-        tracing::warn!(
-            "SIGHUP: settings other than tls_cert, tls_key, trust_dir, grant_name, [[vo]] and [[user]] changed in the configuration: they take effect at the next restart"
-        );
-    }
+    ibp_service::signals::warn_if_restart_needed(
+        &new,
+        started,
+        "tls_cert, tls_key, trust_dir, vomsdir, grant_name, [[vo]] and [[user]]",
+        |rest, started| {
+            rest.tls_cert = started.tls_cert.clone();
+            rest.tls_key = started.tls_key.clone();
+            rest.trust_dir = started.trust_dir.clone();
+            rest.vomsdir = started.vomsdir.clone();
+            rest.grant_name = started.grant_name.clone();
+            rest.vos = started.vos.clone();
+            rest.users = started.users.clone();
+        },
+    );
     Ok(summary)
-}
-
-/// The settings a reload does not apply, for comparison.
-fn restart_only(c: &Config) -> String {
-    let mut c = c.clone();
-    c.tls_cert = None;
-    c.tls_key = None;
-    c.trust_dir = None;
-    c.grant_name = None;
-    c.vos.clear();
-    c.users.clear();
-    format!("{c:?}")
 }
 
 /// Expired allocations to the recycle area, every `reap_interval`.

@@ -65,15 +65,17 @@ fn apply_reload(
     tls.replace(config);
     app.trust.replace(trust);
     app.identities.clear();
-    let mut rest = new.clone();
-    rest.trust_dir = started.trust_dir.clone();
-    rest.server_cert = started.server_cert.clone();
-    rest.server_key = started.server_key.clone();
-    if format!("{rest:?}") != format!("{started:?}") {
-        tracing::warn!(
-            "SIGHUP: settings other than server_cert, server_key and trust_dir changed in the configuration: they take effect at the next restart"
-        );
-    }
+    ibp_service::signals::warn_if_restart_needed(
+        &new,
+        started,
+        "server_cert, server_key, trust_dir and vomsdir",
+        |rest, started| {
+            rest.trust_dir = started.trust_dir.clone();
+            rest.vomsdir = started.vomsdir.clone();
+            rest.server_cert = started.server_cert.clone();
+            rest.server_key = started.server_key.clone();
+        },
+    );
     Ok(format!(
         "server certificate and key, trust directory ({cas} CAs) read again"
     ))

@@ -79,15 +79,16 @@ fn apply_reload(
     tls.replace(config);
     app.trust.replace(trust);
     app.live.replace(Live::of(&new));
-    let mut rest = new.clone();
-    rest.trust_dir = started.trust_dir.clone();
-    rest.vos = started.vos.clone();
-    rest.hosts = started.hosts.clone();
-    if format!("{rest:?}") != format!("{started:?}") {
-        tracing::warn!(
-            "SIGHUP: settings other than trust_dir, [vos.*] and [hosts] changed in the configuration: they take effect at the next restart"
-        );
-    }
+    ibp_service::signals::warn_if_restart_needed(
+        &new,
+        started,
+        "trust_dir, [vos.*] and [hosts]",
+        |rest, started| {
+            rest.trust_dir = started.trust_dir.clone();
+            rest.vos = started.vos.clone();
+            rest.hosts = started.hosts.clone();
+        },
+    );
     Ok(format!(
         "server certificate and key, trust directory ({cas} CAs), [vos.*] and [hosts] read again"
     ))

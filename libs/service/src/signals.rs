@@ -70,3 +70,22 @@ where
     });
     Ok(())
 }
+
+/// After a SIGHUP reload: warns (once, naming what a reload applies) when
+/// the reloaded configuration `new` differs from the one the daemon
+/// started with in anything else. `applied` copies the reloaded settings
+/// from `started` into a clone of `new`, so that only the rest is compared.
+pub fn warn_if_restart_needed<T: Clone + std::fmt::Debug>(
+    new: &T,
+    started: &T,
+    reloaded: &str,
+    applied: impl FnOnce(&mut T, &T),
+) {
+    let mut rest = new.clone();
+    applied(&mut rest, started);
+    if format!("{rest:?}") != format!("{started:?}") {
+        tracing::warn!(
+            "SIGHUP: settings other than {reloaded} changed in the configuration: they take effect at the next restart"
+        );
+    }
+}
