@@ -70,6 +70,9 @@ fn the_https_daemons_count_requests_refusals_and_depots() {
             "mdm_http_request_duration_seconds_count{route=\"/v1/put\"}",
             1.0,
         ),
+        // Database time, by store operation.
+        ("mdm_db_duration_seconds_count{op=\"put_version\"}", 1.0),
+        ("mdm_db_duration_seconds_count{op=\"list\"}", 1.0),
     ] {
         let v = sample(&mdm, series).unwrap_or_else(|| panic!("no {series} in\n{mdm}"));
         assert!(v >= at_least, "{series} = {v}\n{mdm}");
@@ -126,6 +129,14 @@ fn the_https_daemons_count_requests_refusals_and_depots() {
         Some(3.0),
         "{lb}"
     );
+    // Database time: the API's queries and the poller's records.
+    for op in ["depots", "record_success"] {
+        let series = format!("lbone_db_duration_seconds_count{{op=\"{op}\"}}");
+        assert!(
+            sample(&lb, &series).unwrap_or(0.0) >= 1.0,
+            "{series} in\n{lb}"
+        );
+    }
     g.kill_depot(0);
     wait_until(
         Duration::from_secs(30),

@@ -137,7 +137,10 @@ pub async fn run(
         &<[u8; 32]>::try_from(signing_key.public_key().as_ref())
             .context("Ed25519 public key length")?,
     );
-    let store = Store::open(cfg.database_url()).await?;
+    let metrics = ibp_https::metrics::HttpMetrics::new("lbone");
+    let store = Store::open(cfg.database_url())
+        .await?
+        .with_metrics(metrics.clone());
     tracing::info!(database = %redact(cfg.database_url()), backend = ?store.backend(), "database ready");
 
     let liveness = Liveness {
@@ -149,7 +152,8 @@ pub async fn run(
     // cannot keep it from recording what it found.
     let poll_store = Store::connect(cfg.database_url(), POLLER_DB_CONNECTIONS)
         .await
-        .context("open the poller's database connections")?;
+        .context("open the poller's database connections")?
+        .with_metrics(metrics.clone());
     let poller = Poller::new(
         poll_store.clone(),
         liveness,
@@ -166,7 +170,6 @@ pub async fn run(
         poll_now: poller.waker(),
     });
 
-    let metrics = ibp_https::metrics::HttpMetrics::new("lbone");
     let render = crate::api::metrics_render(&metrics, &app);
     let addr = listener.local_addr().context("read the bound address")?;
     {

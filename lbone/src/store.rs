@@ -234,6 +234,8 @@ pub struct DepotRow {
 pub struct Store {
     pool: AnyPool,
     backend: Backend,
+    /// Where the time of each operation is counted (`/metrics`).
+    metrics: Option<std::sync::Arc<ibp_https::metrics::HttpMetrics>>,
 }
 
 fn unsigned(what: &str, v: i64) -> Result<u64, StoreError> {
@@ -342,7 +344,11 @@ impl Store {
         db::migrate(&pool, backend, MIGRATIONS, MIGRATION_LOCK)
             .await
             .context("migrate the database")?;
-        Ok(Store { pool, backend })
+        Ok(Store {
+            pool,
+            backend,
+            metrics: None,
+        })
     }
 
     /// Connects with at most `max_connections` connections, without
@@ -350,7 +356,23 @@ impl Store {
     /// (the poller's own, so API clients cannot take all connections).
     pub async fn connect(url: &str, max_connections: u32) -> anyhow::Result<Store> {
         let (pool, backend) = db::connect(url, max_connections).await?;
-        Ok(Store { pool, backend })
+        Ok(Store {
+            pool,
+            backend,
+            metrics: None,
+        })
+    }
+
+    /// The same store counting the time of each operation in `m`'s
+    /// `lbone_db_duration_seconds{op}` histogram.
+    pub fn with_metrics(mut self, m: std::sync::Arc<ibp_https::metrics::HttpMetrics>) -> Store {
+        self.metrics = Some(m);
+        self
+    }
+
+    /// Times operation `op` while the guard lives.
+    fn timer(&self, op: &'static str) -> Option<ibp_https::metrics::DbTimer> {
+        self.metrics.as_ref().map(|m| m.db_timer(op))
     }
 
     pub fn backend(&self) -> Backend {
@@ -364,6 +386,7 @@ impl Store {
     /// Adds a registration; a name or an address already registered in the
     /// VO is a [`StoreError::Conflict`].
     pub async fn register(&self, r: &Registration) -> Result<(), StoreError> {
+        let _db = self.timer("register");
         // Insert first and let the unique keys decide: no read-then-write
         // window (and on SQLite no lock upgrade that could fail as busy).
         let res = sqlx::query(
@@ -430,6 +453,7 @@ impl Store {
         vo: &str,
         name: &str,
     ) -> Result<Option<Registration>, StoreError> {
+        let _db = self.timer("registration");
         let sql = format!(
             "SELECT {REGISTRATION_COLUMNS} FROM registrations r WHERE r.vo = $1 AND r.name = $2"
         );
@@ -452,6 +476,7 @@ impl Store {
         by: &str,
         now: i64,
     ) -> Result<Option<Registration>, StoreError> {
+        let _db = self.timer("update");
         let mut tx = db::begin_write(&self.pool, self.backend).await?;
         // Take the write lock (SQLite) or the row lock (PostgreSQL) first,
         // so that the read-modify-write below cannot interleave with another.
@@ -537,6 +562,7 @@ impl Store {
         by: &str,
         at: i64,
     ) -> Result<bool, StoreError> {
+        let _db = self.timer("remove_member");
         let res = sqlx::query(
             "INSERT INTO removed_members (vo, vo_id, removed_by, removed_at)
              VALUES ($1, $2, $3, $4)",
@@ -556,6 +582,7 @@ impl Store {
 
     /// Lifts a removal; whether there was one.
     pub async fn restore_member(&self, vo: &str, vo_id: &str) -> Result<bool, StoreError> {
+        let _db = self.timer("restore_member");
         let res = sqlx::query("DELETE FROM removed_members WHERE vo = $1 AND vo_id = $2")
             .bind(vo)
             .bind(vo_id)
@@ -570,6 +597,7 @@ impl Store {
         vo: &str,
         vo_id: &str,
     ) -> Result<Option<(String, i64)>, StoreError> {
+        let _db = self.timer("removed");
         let row = sqlx::query(
             "SELECT removed_by, removed_at FROM removed_members WHERE vo = $1 AND vo_id = $2",
         )
@@ -588,6 +616,7 @@ impl Store {
         &self,
         vo: &str,
     ) -> Result<Vec<(String, String, i64)>, StoreError> {
+        let _db = self.timer("removed_members");
         let rows = sqlx::query(
             "SELECT vo_id, removed_by, removed_at FROM removed_members WHERE vo = $1 ORDER BY vo_id",
         )
@@ -607,6 +636,7 @@ impl Store {
 
     /// Removes a registration; whether there was one.
     pub async fn remove(&self, vo: &str, name: &str) -> Result<bool, StoreError> {
+        let _db = self.timer("remove");
         let res = sqlx::query("DELETE FROM registrations WHERE vo = $1 AND name = $2")
             .bind(vo)
             .bind(name)
@@ -618,6 +648,7 @@ impl Store {
     /// The registrations of one VO (or of all VOs) with their depots' status,
     /// ordered by VO and name.
     pub async fn depots(&self, vo: Option<&str>) -> Result<Vec<DepotRow>, StoreError> {
+        let _db = self.timer("depots");
         let filter = if vo.is_some() { "WHERE r.vo = $1" } else { "" };
         let sql = format!(
             "SELECT {REGISTRATION_COLUMNS}, {STATUS_COLUMNS}
@@ -645,6 +676,7 @@ impl Store {
 
     /// The location of a place name registered in the VO (case-insensitive).
     pub async fn place(&self, vo: &str, place: &str) -> Result<Option<Location>, StoreError> {
+        let _db = self.timer("place");
         let row = sqlx::query(
             "SELECT latitude, longitude FROM registrations
               WHERE vo = $1 AND LOWER(place) = LOWER($2)
@@ -665,6 +697,7 @@ impl Store {
     /// Every registered depot address with the TLS port a registration
     /// gives it, once each.
     pub async fn poll_targets(&self) -> Result<Vec<PollTarget>, StoreError> {
+        let _db = self.timer("poll_targets");
         sqlx::query(
             "SELECT DISTINCT host, port, tls_port FROM registrations ORDER BY host, port, tls_port",
         )
@@ -691,6 +724,7 @@ impl Store {
         now_ms: i64,
         c: &Capacity,
     ) -> Result<(), StoreError> {
+        let _db = self.timer("record_success");
         sqlx::query(
             "INSERT INTO depot_status (host, port, tls_port, misses, last_poll_ms, last_seen_ms,
                  last_error, hard_capacity, hard_used, hard_free, soft_capacity, soft_used,
@@ -738,6 +772,7 @@ impl Store {
         now_ms: i64,
         error: &str,
     ) -> Result<u32, StoreError> {
+        let _db = self.timer("record_failure");
         let row = sqlx::query(
             "INSERT INTO depot_status (host, port, tls_port, misses, last_poll_ms, last_error)
              VALUES ($1, $2, $3, 1, $4, $5)
@@ -760,6 +795,7 @@ impl Store {
 
     /// Forgets the status of depots that are no longer registered.
     pub async fn sweep_status(&self) -> Result<u64, StoreError> {
+        let _db = self.timer("sweep_status");
         let res = sqlx::query(
             "DELETE FROM depot_status WHERE NOT EXISTS (
                  SELECT 1 FROM registrations r

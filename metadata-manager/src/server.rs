@@ -96,9 +96,11 @@ pub async fn run(
         &<[u8; 32]>::try_from(signing_key.public_key().as_ref())
             .context("Ed25519 public key length")?,
     );
+    let metrics = ibp_https::metrics::HttpMetrics::new("mdm");
     let store = Store::open(cfg.database_url(), cfg.db_connections, cfg.limits())
         .await?
-        .with_retention(cfg.retention());
+        .with_retention(cfg.retention())
+        .with_metrics(metrics.clone());
     tracing::info!(database = %redact(cfg.database_url()), backend = ?store.backend(), "database ready");
 
     let app = Arc::new(App {
@@ -115,7 +117,6 @@ pub async fn run(
         bodies: crate::api::BodyBudget::new(cfg.max_buffered_bodies, cfg.buffered_body_wait),
     });
 
-    let metrics = ibp_https::metrics::HttpMetrics::new("mdm");
     let addr = listener.local_addr().context("read the bound address")?;
     {
         let mut out = std::io::stdout().lock();

@@ -53,6 +53,26 @@ pub struct HttpMetrics {
     connections_open: AtomicU64,
     connections_refused_per_address: AtomicU64,
     handshakes_failed: AtomicU64,
+    /// Database operation -> time spent in it ([`HttpMetrics::db_timer`]).
+    db: Mutex<BTreeMap<&'static str, Histogram>>,
+}
+
+/// Times one database operation; records it in its daemon's
+/// `{prefix}_db_duration_seconds` histogram when dropped.
+pub struct DbTimer {
+    metrics: Arc<HttpMetrics>,
+    op: &'static str,
+    started: std::time::Instant,
+}
+
+impl Drop for DbTimer {
+    fn drop(&mut self) {
+        let secs = self.started.elapsed().as_secs_f64();
+        lock(&self.metrics.db)
+            .entry(self.op)
+            .or_default()
+            .observe(secs);
+    }
 }
 
 /// What a refused request was refused for, by its status.
@@ -91,7 +111,18 @@ impl HttpMetrics {
             connections_open: AtomicU64::new(0),
             connections_refused_per_address: AtomicU64::new(0),
             handshakes_failed: AtomicU64::new(0),
+            db: Mutex::default(),
         })
+    }
+
+    /// Starts timing database operation `op` (a store method's name):
+    /// keep the guard for the operation's length.
+    pub fn db_timer(self: &Arc<Self>, op: &'static str) -> DbTimer {
+        DbTimer {
+            metrics: self.clone(),
+            op,
+            started: std::time::Instant::now(),
+        }
     }
 
     /// Counts one answered request.
@@ -202,6 +233,29 @@ impl HttpMetrics {
                 h.count, h.sum, h.count
             );
         }
+        let db = lock(&self.db);
+        if !db.is_empty() {
+            let _ = writeln!(
+                o,
+                "# HELP {p}_db_duration_seconds Time spent in database operations, by operation (a store method).\n# TYPE {p}_db_duration_seconds histogram"
+            );
+        }
+        for (op, h) in db.iter() {
+            let mut cumulative = 0;
+            for (b, n) in BUCKETS.iter().zip(h.buckets) {
+                cumulative += n;
+                let _ = writeln!(
+                    o,
+                    "{p}_db_duration_seconds_bucket{{op=\"{op}\",le=\"{b}\"}} {cumulative}"
+                );
+            }
+            let _ = writeln!(
+                o,
+                "{p}_db_duration_seconds_bucket{{op=\"{op}\",le=\"+Inf\"}} {}\n{p}_db_duration_seconds_sum{{op=\"{op}\"}} {}\n{p}_db_duration_seconds_count{{op=\"{op}\"}} {}",
+                h.count, h.sum, h.count
+            );
+        }
+        drop(db);
         for (name, help, kind, v) in [
             (
                 "connections_open",

@@ -5,6 +5,7 @@ use super::*;
 impl Store {
     /// The ACL of an entry: access entries, or the default ones.
     pub async fn acl(&self, entry: &str, default: bool) -> Result<Vec<Entry>, StoreError> {
+        let _db = self.timer("acl");
         let rows = sqlx::query(
             "SELECT principal, rights FROM acl WHERE entry = $1 AND inherit = $2 ORDER BY principal",
         )
@@ -22,6 +23,7 @@ impl Store {
         access: Option<&[Entry]>,
         default: Option<&[Entry]>,
     ) -> Result<(), StoreError> {
+        let _db = self.timer("set_acl");
         let (mut tx, _g) = self.write().await?;
         for (inherit, list) in [(0i64, access), (1i64, default)] {
             let Some(list) = list else { continue };

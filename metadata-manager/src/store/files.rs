@@ -5,6 +5,7 @@ use super::*;
 
 impl Store {
     pub async fn entry(&self, path: &str) -> Result<Option<EntryRow>, StoreError> {
+        let _db = self.timer("entry");
         let row = sqlx::query(&format!(
             "SELECT {ENTRY_COLUMNS} FROM entries e WHERE e.path = $1"
         ))
@@ -17,6 +18,7 @@ impl Store {
     /// Creates a VO's root directory if it does not exist yet: listable
     /// and writable (create entries) by every member of the VO.
     pub async fn ensure_root(&self, vo: &str) -> Result<(), StoreError> {
+        let _db = self.timer("ensure_root");
         let root = format!("/{vo}");
         if self.entry(&root).await?.is_some() {
             return Ok(());
@@ -54,6 +56,7 @@ impl Store {
     /// Creates a directory owned by `owner`; its ACL and default ACL are
     /// the parent's default ACL.
     pub async fn mkdir(&self, path: &NsPath, owner: &Principal) -> Result<EntryRow, StoreError> {
+        let _db = self.timer("mkdir");
         let (mut tx, _g) = self.write().await?;
         let id = uuid::Uuid::new_v4().to_string();
         let parent = create_entry(&mut tx, &id, path, Kind::Dir, owner).await?;
@@ -75,6 +78,7 @@ impl Store {
         after: Option<&str>,
         limit: u32,
     ) -> Result<Vec<EntryRow>, StoreError> {
+        let _db = self.timer("list");
         let rows = sqlx::query(&format!(
             "SELECT {ENTRY_COLUMNS} FROM entries e WHERE e.parent = $1 AND e.path > $2
               ORDER BY e.path LIMIT $3"
@@ -91,6 +95,7 @@ impl Store {
     /// path in the same VO; the destination must not exist and its parent
     /// must be a directory.
     pub async fn move_entry(&self, from: &NsPath, to: &NsPath) -> Result<(), StoreError> {
+        let _db = self.timer("move_entry");
         let (mut tx, _g) = self.write().await?;
         let parent = to
             .parent()
@@ -154,6 +159,7 @@ impl Store {
         entry: &EntryRow,
         version: Option<u64>,
     ) -> Result<Vec<Dropped>, StoreError> {
+        let _db = self.timer("delete");
         let (mut tx, _g) = self.write().await?;
         let out = match version {
             Some(v) => vec![delete_version(&mut tx, &self.limits, entry, v).await?],

@@ -12,6 +12,7 @@ impl Store {
         recipient: &str,
         wrapped: &str,
     ) -> Result<(), StoreError> {
+        let _db = self.timer("put_wrapped");
         let (mut tx, _g) = self.write().await?;
         let exists = sqlx::query("SELECT version FROM versions WHERE file = $1 AND version = $2")
             .bind(file)
@@ -54,6 +55,7 @@ impl Store {
     /// Removes a recipient's wrapped keys of every version; returns how
     /// many were removed.
     pub async fn remove_wrapped(&self, file: &str, recipient: &str) -> Result<u64, StoreError> {
+        let _db = self.timer("remove_wrapped");
         let (mut tx, _g) = self.write().await?;
         let freed = wrapped_bytes(&mut tx, file, None, Some(recipient)).await?;
         if freed > 0 {
@@ -76,6 +78,7 @@ impl Store {
         version: u64,
         recipient: &str,
     ) -> Result<Option<String>, StoreError> {
+        let _db = self.timer("wrapped");
         let row = sqlx::query(
             "SELECT wrapped FROM wrapped_keys WHERE file = $1 AND version = $2 AND recipient = $3",
         )
@@ -89,6 +92,7 @@ impl Store {
 
     /// Recipients holding a wrapped key of a version.
     pub async fn recipients(&self, file: &str, version: u64) -> Result<Vec<String>, StoreError> {
+        let _db = self.timer("recipients");
         let rows = sqlx::query(
             "SELECT recipient FROM wrapped_keys WHERE file = $1 AND version = $2 ORDER BY recipient",
         )

@@ -446,6 +446,8 @@ pub struct Store {
     writer: Arc<tokio::sync::Mutex<()>>,
     limits: Limits,
     retention: Arc<Retention>,
+    /// Where the time of each operation is counted (`/metrics`).
+    metrics: Option<Arc<ibp_https::metrics::HttpMetrics>>,
 }
 
 fn unsigned(what: &str, v: i64) -> Result<u64, StoreError> {
@@ -552,6 +554,7 @@ impl Store {
             writer: Arc::new(tokio::sync::Mutex::new(())),
             limits,
             retention: Arc::new(Retention::default()),
+            metrics: None,
         };
         store
             .backfill_allocations()
@@ -573,6 +576,18 @@ impl Store {
         )
         .await?;
         Ok(pool)
+    }
+
+    /// The same store counting the time of each operation in `m`'s
+    /// `mdm_db_duration_seconds{op}` histogram.
+    pub fn with_metrics(mut self, m: Arc<ibp_https::metrics::HttpMetrics>) -> Store {
+        self.metrics = Some(m);
+        self
+    }
+
+    /// Times operation `op` while the guard lives (see [`Store::with_metrics`]).
+    fn timer(&self, op: &'static str) -> Option<ibp_https::metrics::DbTimer> {
+        self.metrics.as_ref().map(|m| m.db_timer(op))
     }
 
     /// The same store keeping versions by `retention`.

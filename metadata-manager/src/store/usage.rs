@@ -6,6 +6,7 @@ use super::*;
 impl Store {
     /// Usage of every owner in a VO's tree, by owner.
     pub async fn usage(&self, vo: &str) -> Result<Vec<Usage>, StoreError> {
+        let _db = self.timer("usage");
         let files = sqlx::query(
             "SELECT owner, COUNT(*) AS n, CAST(COALESCE(SUM(size), 0) AS BIGINT) AS logical
                FROM entries WHERE vo = $1 AND kind = 'file' GROUP BY owner ORDER BY owner",
@@ -98,6 +99,7 @@ impl Store {
 
     /// What a whole VO tree holds (quota `vo_entries`, `vo_exnode_bytes`).
     pub async fn vo_held(&self, vo: &str) -> Result<Held, StoreError> {
+        let _db = self.timer("vo_held");
         let row = sqlx::query(
             "SELECT entries, exnode_bytes FROM quota_usage WHERE vo = $1 AND owner = $2",
         )

@@ -26,6 +26,7 @@ impl Store {
         )>,
         StoreError,
     > {
+        let _db = self.timer("entry_with_version");
         // The access ACL comes along as `principal=rights,...` (neither
         // contains `,` or `=`); only the aggregate's name differs.
         let agg = match self.backend {
@@ -99,6 +100,7 @@ impl Store {
     /// and what was dropped, with the MANAGE capabilities of the
     /// allocations no remaining version uses (for the client to release).
     pub async fn put_version(&self, v: &NewVersion<'_>) -> Result<Put, StoreError> {
+        let _db = self.timer("put_version");
         let (mut tx, _g) = self.write().await?;
         let t = now();
         let next = v
@@ -157,6 +159,7 @@ impl Store {
     /// Number of versions of a file and bytes they hold on depots (each
     /// allocation once).
     pub async fn version_totals(&self, file: &str) -> Result<(u64, u64), StoreError> {
+        let _db = self.timer("version_totals");
         let n = sqlx::query("SELECT COUNT(*) AS n FROM versions WHERE file = $1")
             .bind(file)
             .fetch_one(&self.pool)
@@ -178,6 +181,7 @@ impl Store {
 
     /// The exNode of every version of a file, oldest first.
     pub async fn exnodes(&self, file: &str) -> Result<Vec<(u64, String)>, StoreError> {
+        let _db = self.timer("exnodes");
         let rows =
             sqlx::query("SELECT version, exnode FROM versions WHERE file = $1 ORDER BY version")
                 .bind(file)
@@ -196,6 +200,7 @@ impl Store {
     /// Every version of a file, newest first (without exNodes), with the
     /// bytes of allocations no other version of the file names.
     pub async fn versions(&self, file: &str) -> Result<Vec<VersionInfo>, StoreError> {
+        let _db = self.timer("versions");
         let rows = sqlx::query(
             "SELECT v.version, v.size AS vsize, v.stored, '' AS exnode, v.key_id, v.created_by,
                     v.created_at AS vcreated_at, v.expires, v.readable_until, v.indexed,
@@ -227,6 +232,7 @@ impl Store {
     /// the nearest directory's setting (`dir` itself included), else the
     /// VO's, else the default.
     pub async fn keep_for(&self, dir: &NsPath) -> Result<Keep, StoreError> {
+        let _db = self.timer("keep_for");
         let mut tx = self.pool.begin().await?;
         let mut chain = dir.ancestors();
         chain.push(dir.clone());
@@ -238,6 +244,7 @@ impl Store {
     /// Sets (`Some`) or clears (`None`, inherit again) a directory's
     /// retention. It applies from each file's next version.
     pub async fn set_keep(&self, dir: &EntryRow, keep: Option<u64>) -> Result<(), StoreError> {
+        let _db = self.timer("set_keep");
         if dir.kind != Kind::Dir {
             return Err(StoreError::Refused(format!(
                 "{} is a file; retention is set on directories",
