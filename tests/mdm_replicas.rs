@@ -3,7 +3,7 @@
 //! with SIGKILL is failed over (listing, reading, writing), the depots
 //! honour the other replica's tickets, and the optimistic-concurrency
 //! guarantee holds across replicas (two writers of one version through
-//! two replicas: exactly one wins).
+//! two replicas: exactly one wins). Several L-Bone URLs fail over too.
 
 mod common;
 
@@ -34,6 +34,31 @@ fn replicas_fail_over_and_keep_one_winner() {
     ok(lors(&g, "alice", &["mkdir", "/vo1/r"]));
     let a = bytes(700_000, 1);
     upload(&g, "alice", "a.bin", &a, "/vo1/r/a", &[]);
+
+    // Several L-Bone URLs too: one that refuses connections is skipped;
+    // none answering is said so.
+    let dead = "https://127.0.0.1:1";
+    let l = bytes(20_000, 9);
+    let src = write(&g.user("alice").dir, "l.bin", &l);
+    let mut c = lors_cmd(&g, "alice", &["upload", s(&src), "/vo1/r/l"]);
+    c.env("LORS_LBONE_URL", format!("{dead},{}", g.lbone_url));
+    ok(run_limited(c, LORS_LIMIT));
+    download_is(
+        &g,
+        "alice",
+        "/vo1/r/l",
+        &l,
+        "l, placed through the second L-Bone URL",
+    );
+    let mut c = lors_cmd(&g, "alice", &["depots"]);
+    c.env("LORS_LBONE_URL", format!("{dead},{dead}"));
+    let o = run_limited(c, LORS_LIMIT);
+    assert!(!o.status.success());
+    assert!(
+        text(&o).contains("no L-Bone answered (2 tried)"),
+        "{}",
+        text(&o)
+    );
 
     // The first replica killed: everything goes on through the second.
     g.kill_mdm_replica(0);

@@ -402,7 +402,7 @@ impl Config {
             Ok(resolve_path(s, base))
         };
         Ok(Config {
-            lbone: get(raw.lbone, &at, "lbone", |s| parse_url(s))?,
+            lbone: get(raw.lbone, &at, "lbone", |s| parse_urls(s))?,
             metadata: get(raw.metadata, &at, "metadata", |s| parse_urls(s))?,
             ca: get(raw.ca, &at, "ca", |s| parse_url(s))?,
             trust_dir: get(raw.trust_dir, &at, "trust_dir", path_of)?,
@@ -438,7 +438,7 @@ impl Config {
             Ok(())
         }
         let path = |s: &str| Ok::<_, String>(PathBuf::from(s));
-        set(&mut self.lbone, &env, "LORS_LBONE_URL", parse_url)?;
+        set(&mut self.lbone, &env, "LORS_LBONE_URL", parse_urls)?;
         set(&mut self.metadata, &env, "LORS_METADATA_URL", parse_urls)?;
         set(&mut self.ca, &env, "LORS_CA_URL", parse_url)?;
         set(&mut self.trust_dir, &env, "LORS_TRUST_DIR", path)?;

@@ -60,6 +60,49 @@ pub struct DepotQuery {
     pub near: Option<Near>,
 }
 
+/// Sends one request to the L-Bone at `urls` (one, or several instances
+/// comma-separated): to each in turn until one answers. Every L-Bone
+/// request `lors` makes may be sent twice (queries read; PUT and DELETE of
+/// a removal are idempotent), so any failure to get an answer moves on to
+/// the next instance; an answer, even a refusal, is final.
+async fn to_lbone<F, Fut>(
+    urls: &str,
+    trust: &TrustStore,
+    credential: &ProxyCredential,
+    send: F,
+) -> Result<Response, Error>
+where
+    F: Fn(Client) -> Fut,
+    Fut: std::future::Future<Output = Result<Response, ibp_https::HttpError>>,
+{
+    let urls: Vec<&str> = crate::metadata::split_urls(urls).collect();
+    let mut last = None;
+    for (i, u) in urls.iter().enumerate() {
+        match send(lbone_client(u, trust, credential)?).await {
+            Ok(r) => return Ok(r),
+            Err(
+                e @ (ibp_https::HttpError::Url { .. }
+                | ibp_https::HttpError::CertificateRefused { .. }
+                | ibp_https::HttpError::TooLarge { .. }),
+            ) => return Err(e.into()),
+            Err(e) => {
+                if let Some(next) = urls.get(i + 1) {
+                    tracing::warn!("L-Bone {u} failed ({e}); trying {next}");
+                }
+                last = Some(e);
+            }
+        }
+    }
+    Err(match last {
+        Some(e) if urls.len() > 1 => Error::Unavailable(format!(
+            "no L-Bone answered ({} tried); the last: {e}",
+            urls.len()
+        )),
+        Some(e) => e.into(),
+        None => Error::Usage(format!("no L-Bone URL in {urls:?}")),
+    })
+}
+
 /// A client of the L-Bone at `url` presenting `credential`.
 fn lbone_client(
     url: &str,
@@ -98,15 +141,18 @@ pub async fn set_member_removed(
             )));
         }
     }
-    let client = lbone_client(url, trust, credential)?;
     let path = format!("/v1/vos/{vo}/removed/{vo_id}");
-    let resp = if removed {
-        client
-            .send_json(ibp_https::Method::PUT, &path, &serde_json::Map::new())
-            .await?
-    } else {
-        client.delete(&path).await?
-    };
+    let path = path.as_str();
+    let resp = to_lbone(url, trust, credential, |client| async move {
+        if removed {
+            client
+                .send_json(ibp_https::Method::PUT, path, &serde_json::Map::new())
+                .await
+        } else {
+            client.delete(path).await
+        }
+    })
+    .await?;
     // Only the L-Bone's own "not removed" answer; any other 404 (a wrong
     // URL, an unknown route) is an error like the rest.
     if !removed && resp.status == 404 && resp.error_message(MAX_MESSAGE).contains("has not removed")
@@ -143,7 +189,6 @@ pub async fn query_offer(
     credential: &ProxyCredential,
     q: &DepotQuery,
 ) -> Result<Offer, Error> {
-    let client = lbone_client(url, trust, credential)?;
     let (location, place) = match &q.near {
         Some(Near::Location(l)) => (Some(*l), None),
         Some(Near::Place(p)) => (None, Some(p.clone())),
@@ -158,7 +203,13 @@ pub async fn query_offer(
         location,
         place,
     };
-    check(client.post_json("/v1/query", &body).await?)
+    let body = &body;
+    check(
+        to_lbone(url, trust, credential, |client| async move {
+            client.post_json("/v1/query", body).await
+        })
+        .await?,
+    )
 }
 
 /// Asks the L-Bone for depots: those offered, best first (nearest, then
