@@ -80,11 +80,7 @@ where
     for (i, u) in urls.iter().enumerate() {
         match send(lbone_client(u, trust, credential)?).await {
             Ok(r) => return Ok(r),
-            Err(
-                e @ (ibp_https::HttpError::Url { .. }
-                | ibp_https::HttpError::CertificateRefused { .. }
-                | ibp_https::HttpError::TooLarge { .. }),
-            ) => return Err(e.into()),
+            Err(e) if !crate::metadata::try_another(&e, true) => return Err(e.into()),
             Err(e) => {
                 if let Some(next) = urls.get(i + 1) {
                     tracing::warn!("L-Bone {u} failed ({e}); trying {next}");

@@ -89,6 +89,20 @@ fn unsent(e: &HttpError) -> bool {
     )
 }
 
+/// Whether a request that failed with `e` may be sent to another instance
+/// of the service: one not delivered always; a read (safe to send twice)
+/// also when the exchange broke after sending; never when every instance
+/// would answer alike (a bad URL, our certificate refused, an answer too
+/// large).
+pub(crate) fn try_another(e: &HttpError, read: bool) -> bool {
+    match e {
+        HttpError::Url { .. }
+        | HttpError::CertificateRefused { .. }
+        | HttpError::TooLarge { .. } => false,
+        _ => read || unsent(e),
+    }
+}
+
 /// The URLs of a comma-separated list (blanks around commas ignored).
 pub fn split_urls(urls: &str) -> impl Iterator<Item = &str> {
     urls.split(',').map(str::trim).filter(|u| !u.is_empty())
@@ -313,7 +327,7 @@ impl MetadataClient {
         &self,
         method: Method,
         route: &str,
-        body: Option<Vec<u8>>,
+        mut body: Option<Vec<u8>>,
     ) -> Result<Response, Error> {
         let n = self.replicas.len();
         let first = self.current.load(Ordering::Relaxed) % n;
@@ -322,24 +336,21 @@ impl MetadataClient {
         for k in 0..n {
             let i = (first + k) % n;
             let http = &self.replicas[i];
-            match http.request(method.clone(), route, body.clone()).await {
+            // The body is copied only for a request that may go on to
+            // another replica.
+            let b = if k + 1 == n {
+                body.take()
+            } else {
+                body.clone()
+            };
+            match http.request(method.clone(), route, b).await {
                 Ok(r) => {
                     if i != first {
                         self.current.store(i, Ordering::Relaxed);
                     }
                     return Ok(r);
                 }
-                Err(e)
-                    if n > 1
-                        && (unsent(&e)
-                            || (read
-                                && !matches!(
-                                    e,
-                                    HttpError::Url { .. }
-                                        | HttpError::CertificateRefused { .. }
-                                        | HttpError::TooLarge { .. }
-                                ))) =>
-                {
+                Err(e) if n > 1 && try_another(&e, read) => {
                     let next = &self.replicas[(i + 1) % n];
                     if k + 1 < n {
                         tracing::warn!(
