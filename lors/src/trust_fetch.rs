@@ -352,12 +352,7 @@ pub fn write(dir: &Path, t: &FetchedTrust, force: bool) -> Result<Written, Error
     Ok(out)
 }
 
-/// `ca-<16 hex>.pub`: the name of a published key's file, from its text.
-pub fn key_file_name(key: &str) -> String {
-    let h = ring::digest::digest(&ring::digest::SHA256, key.trim().as_bytes());
-    let hex: String = h.as_ref()[..8].iter().map(|b| format!("{b:02x}")).collect();
-    format!("ca-{hex}.pub")
-}
+pub use ibp_auth::trust::published_key_file_name as key_file_name;
 
 fn pem_encode(der: &[u8]) -> String {
     use base64::Engine;

@@ -579,10 +579,9 @@ async fn trust(url: &str, fp: &str, out: &Path, force: bool) -> Result<Vec<Strin
                     "a signing key the online CA publishes is not one: {e}"
                 ))
             })?;
-            let h = ring::digest::digest(&ring::digest::SHA256, k.trim().as_bytes());
-            let hex: String = h.as_ref()[..8].iter().map(|b| format!("{b:02x}")).collect();
             files.push((
-                out.join(sub).join(format!("ca-{hex}.pub")),
+                out.join(sub)
+                    .join(ibp_auth::trust::published_key_file_name(k)),
                 format!("{}\n", k.trim()),
             ));
         }

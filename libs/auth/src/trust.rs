@@ -55,6 +55,15 @@ impl Default for TrustStore {
     }
 }
 
+/// The file name a signing key published by the online CA gets in a
+/// trust directory's `lbone/` or `metadata/`: `ca-<16 hex of SHA-256 of
+/// its text>.pub`, so that a key fetched twice is one file.
+pub fn published_key_file_name(key: &str) -> String {
+    let h = ring::digest::digest(&ring::digest::SHA256, key.trim().as_bytes());
+    let hex: String = h.as_ref()[..8].iter().map(|b| format!("{b:02x}")).collect();
+    format!("ca-{hex}.pub")
+}
+
 /// Every certificate in a PEM text.
 pub fn pem_certificates(text: &[u8]) -> Result<Vec<Vec<u8>>, AuthError> {
     let blocks = pem::parse_many(text).map_err(|e| AuthError::malformed("PEM", e))?;
