@@ -8,7 +8,6 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use ibp_auth::keys::{load_signing_key, read_certificates, read_private_key};
-use ibp_auth::tls::ClientAuth;
 use ibp_auth::TrustStore;
 use ring::signature::KeyPair;
 use tokio::net::TcpListener;
@@ -76,10 +75,8 @@ fn load_tls(cfg: &Config) -> anyhow::Result<Loaded> {
     // The poller presents the same certificate to depots' TLS ports.
     let poller = crate::poller::tls_config(trust.ca_certificates(), chain.clone(), key.clone())
         .context("TLS client configuration of the poller (server certificate and key)")?;
-    let mut server =
-        ibp_auth::tls::server_config(Arc::new(trust.clone()), chain, key, ClientAuth::Optional)
-            .context("TLS configuration (server certificate and key)")?;
-    server.alpn_protocols = vec![b"http/1.1".to_vec()];
+    let server = ibp_auth::tls::https_server_config(&trust, chain, key)
+        .context("TLS configuration (server certificate and key)")?;
     Ok(Loaded {
         trust,
         server,

@@ -7,7 +7,6 @@ use std::io::Write as _;
 use std::sync::{Arc, Mutex};
 
 use anyhow::Context;
-use ibp_auth::tls::ClientAuth;
 use ibp_auth::TrustStore;
 use ring::signature::KeyPair;
 use tokio::net::TcpListener;
@@ -40,11 +39,8 @@ fn load_tls(cfg: &Config) -> anyhow::Result<(TrustStore, rustls::ServerConfig)> 
     }
     let chain = ibp_auth::keys::read_certificates(&cfg.server_cert)?;
     let key = ibp_auth::keys::read_private_key(&cfg.server_key)?;
-    // Clients without a certificate get a clear 401 instead of a TLS alert.
-    let mut tls =
-        ibp_auth::tls::server_config(Arc::new(trust.clone()), chain, key, ClientAuth::Optional)
-            .context("TLS configuration (server certificate and key)")?;
-    tls.alpn_protocols = vec![b"http/1.1".to_vec()];
+    let tls = ibp_auth::tls::https_server_config(&trust, chain, key)
+        .context("TLS configuration (server certificate and key)")?;
     Ok((trust, tls))
 }
 

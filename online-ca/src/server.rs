@@ -9,7 +9,6 @@ use std::io::Write;
 use std::sync::Arc;
 
 use anyhow::Context;
-use ibp_auth::tls::ClientAuth;
 use ibp_auth::TrustStore;
 use tokio::net::TcpListener;
 
@@ -43,14 +42,8 @@ fn load_tls(cfg: &Config) -> anyhow::Result<(TrustStore, rustls::ServerConfig)> 
     }
     let chain = ibp_auth::keys::read_certificates(&cfg.dir.join("server.pem"))?;
     let server_key = ibp_auth::keys::read_private_key(&cfg.dir.join("server.key"))?;
-    let mut tls = ibp_auth::tls::server_config(
-        Arc::new(trust.clone()),
-        chain,
-        server_key,
-        ClientAuth::Optional,
-    )
-    .context("TLS configuration (server certificate and key)")?;
-    tls.alpn_protocols = vec![b"http/1.1".to_vec()];
+    let tls = ibp_auth::tls::https_server_config(&trust, chain, server_key)
+        .context("TLS configuration (server certificate and key)")?;
     Ok((trust, tls))
 }
 

@@ -125,6 +125,25 @@ impl ClientCertVerifier for ProxyClientVerifier {
     }
 }
 
+/// The TLS configuration of an HTTPS service (the L-Bone, the metadata
+/// manager, the online CA): [`server_config`] with client certificates
+/// optional, so that a client without one gets a clear 401 from the
+/// service instead of a TLS alert, and ALPN `http/1.1`.
+pub fn https_server_config(
+    trust: &TrustStore,
+    chain: Vec<CertificateDer<'static>>,
+    key_pkcs8: Vec<u8>,
+) -> Result<rustls::ServerConfig, rustls::Error> {
+    let mut cfg = server_config(
+        Arc::new(trust.clone()),
+        chain,
+        key_pkcs8,
+        ClientAuth::Optional,
+    )?;
+    cfg.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(cfg)
+}
+
 /// A service's TLS 1.3 configuration: its own certificate chain and key
 /// (PKCS#8), and client proxy chains verified against `trust`.
 pub fn server_config(
