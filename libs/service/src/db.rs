@@ -216,29 +216,28 @@ pub async fn connect(url: &str, max_connections: u32) -> Result<(AnyPool, Backen
 /// order: migration `i` (from 1) is `migrations[i - 1]`, its statements run
 /// in one transaction together with its record. On PostgreSQL each
 /// transaction first takes the advisory lock `lock_key`, so that replicas
-/// starting together apply each migration once.
+/// starting together apply each migration once. The table
+/// `schema_migrations` itself is created under the same lock: PostgreSQL's
+/// `CREATE TABLE IF NOT EXISTS` is not safe against a concurrent creator
+/// (both pass the check, the second fails on the catalog's unique index).
 pub async fn migrate(
     pool: &AnyPool,
     backend: Backend,
     migrations: &[&[&str]],
     lock_key: i64,
 ) -> Result<(), Error> {
+    let mut tx = begin_locked(pool, backend, lock_key).await?;
     sqlx::query(
         "CREATE TABLE IF NOT EXISTS schema_migrations (
             version BIGINT PRIMARY KEY,
             applied_at BIGINT NOT NULL)",
     )
-    .execute(pool)
+    .execute(&mut *tx)
     .await?;
+    tx.commit().await?;
     for (i, steps) in migrations.iter().enumerate() {
         let version = i as i64 + 1;
-        let mut tx = begin_write(pool, backend).await?;
-        if backend == Backend::Postgres {
-            sqlx::query("SELECT 1 AS locked FROM pg_advisory_xact_lock($1)")
-                .bind(lock_key)
-                .fetch_optional(&mut *tx)
-                .await?;
-        }
+        let mut tx = begin_locked(pool, backend, lock_key).await?;
         let done = sqlx::query("SELECT version FROM schema_migrations WHERE version = $1")
             .bind(version)
             .fetch_optional(&mut *tx)
@@ -262,6 +261,24 @@ pub async fn migrate(
         tracing::info!(version, "applied database migration");
     }
     Ok(())
+}
+
+/// A write transaction that, on PostgreSQL, first takes the
+/// transaction-scoped advisory lock `lock_key` (released at commit or
+/// rollback).
+async fn begin_locked(
+    pool: &AnyPool,
+    backend: Backend,
+    lock_key: i64,
+) -> Result<sqlx::Transaction<'static, sqlx::Any>, sqlx::Error> {
+    let mut tx = begin_write(pool, backend).await?;
+    if backend == Backend::Postgres {
+        sqlx::query("SELECT 1 AS locked FROM pg_advisory_xact_lock($1)")
+            .bind(lock_key)
+            .fetch_optional(&mut *tx)
+            .await?;
+    }
+    Ok(tx)
 }
 
 /// How long a SQLite statement waits for another connection's write lock
