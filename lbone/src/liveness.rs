@@ -54,6 +54,17 @@ impl Liveness {
         self.poll_interval * (self.missed_polls_down + 1) + self.poll_timeout
     }
 
+    /// How long an instance's claim on polling a depot holds off the
+    /// other instances on the same database: its next poll is due one
+    /// interval after the last one started, a poll takes up to one
+    /// timeout, plus half an interval of slack. Shorter than
+    /// [`Liveness::stale_after`], so a surviving instance takes over
+    /// before the depot would count as down for want of polls.
+    pub fn claim_lease_ms(&self) -> i64 {
+        let lease = self.poll_interval + self.poll_timeout + self.poll_interval / 2;
+        i64::try_from(lease.as_millis()).unwrap_or(i64::MAX)
+    }
+
     pub fn state(&self, status: Option<&DepotStatus>, now_ms: i64) -> State {
         let Some(s) = status else {
             return State::Unknown;

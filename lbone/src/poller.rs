@@ -275,6 +275,19 @@ fn now_ms() -> i64 {
         .unwrap_or(0)
 }
 
+/// A random name for this process in `poll_claims` (hex of 16 bytes; the
+/// clock if the system has no randomness, which only makes a clash with
+/// another instance possible).
+fn instance_name() -> String {
+    use ring::rand::SecureRandom;
+    let mut b = [0u8; 16];
+    if ring::rand::SystemRandom::new().fill(&mut b).is_err() {
+        b[..8].copy_from_slice(&now_ms().to_be_bytes());
+        b[8..12].copy_from_slice(&std::process::id().to_be_bytes());
+    }
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
 /// Polls every registered depot until shut down.
 pub struct Poller {
     store: Store,
@@ -290,6 +303,8 @@ pub struct Poller {
     /// Wakes the poller early (a depot was registered or changed).
     wake: Arc<Notify>,
     tracker: TaskTracker,
+    /// This instance's name in `poll_claims` (random, per process).
+    instance: Arc<str>,
 }
 
 /// Removes a depot from the in-flight set when its poll task ends, however
@@ -326,6 +341,7 @@ impl Poller {
             available: Arc::default(),
             wake: Arc::new(Notify::new()),
             tracker: TaskTracker::new(),
+            instance: instance_name().into(),
         }
     }
 
@@ -399,6 +415,7 @@ impl Poller {
                 available: self.available.clone(),
                 slots: self.slots.clone(),
                 shutdown: shutdown.clone(),
+                instance: self.instance.clone(),
             };
             self.tracker.spawn(async move {
                 task.run(addr).await;
@@ -415,10 +432,33 @@ struct PollTask {
     available: Arc<Mutex<HashMap<PollTarget, bool>>>,
     slots: Arc<Semaphore>,
     shutdown: CancellationToken,
+    instance: Arc<str>,
 }
 
 impl PollTask {
     async fn run(self, addr: PollTarget) {
+        // Instances sharing the database poll each depot once: another
+        // instance's fresh claim means it polls this one.
+        match self
+            .store
+            .claim_poll(
+                &addr,
+                &self.instance,
+                now_ms(),
+                self.liveness.claim_lease_ms(),
+            )
+            .await
+        {
+            Ok(true) => {}
+            Ok(false) => {
+                tracing::debug!(depot = %addr, "polled by another L-Bone instance");
+                return;
+            }
+            Err(e) => {
+                tracing::error!(depot = %addr, error = %e, "cannot claim a poll");
+                return;
+            }
+        }
         let _permit = tokio::select! {
             biased;
             _ = self.shutdown.cancelled() => return,

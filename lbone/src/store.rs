@@ -23,6 +23,14 @@
 //!   registration of a depot with a wrong TLS port (or none) cannot make the
 //!   depot look down, or up, to another VO that registered it correctly.
 //!   Rows of addresses no longer registered are swept by the poller.
+//! - `poll_claims (host, port, tls_port, claimed_by, claimed_ms)`: which
+//!   L-Bone instance polls a depot address. Instances sharing one database
+//!   would otherwise each poll every depot, and every instance's misses
+//!   would count towards `missed_polls_down`. An instance polls an address
+//!   only after claiming it ([`Store::claim_poll`]): its own claim it may
+//!   renew at any time; another instance's claim only once it is older
+//!   than the lease (the owner stopped polling, died or lost the
+//!   database). Swept with `depot_status`.
 
 use ibp_service::db::{self, is_unique_violation, to_bigint};
 use sqlx::any::AnyRow;
@@ -103,6 +111,14 @@ const MIGRATIONS: &[&[&str]] = &[
         resources BIGINT,
         PRIMARY KEY (host, port, tls_port))",
     ],
+    // Several L-Bone instances on one database: one polls each depot.
+    &["CREATE TABLE poll_claims (
+        host TEXT NOT NULL,
+        port BIGINT NOT NULL,
+        tls_port BIGINT NOT NULL,
+        claimed_by TEXT NOT NULL,
+        claimed_ms BIGINT NOT NULL,
+        PRIMARY KEY (host, port, tls_port))"],
 ];
 
 /// Arbitrary key of the PostgreSQL advisory lock held while migrating.
@@ -793,17 +809,94 @@ impl Store {
         Ok(u32::try_from(misses.max(0)).unwrap_or(u32::MAX))
     }
 
-    /// Forgets the status of depots that are no longer registered.
+    /// Claims the poll of `t` for the instance `me` at `now_ms`: true when
+    /// this instance is to poll it. The claim is taken when there is none,
+    /// when it is this instance's own, or when another instance's is older
+    /// than `lease_ms` (or lies in the future by more than that: a clock
+    /// moved back). One atomic upsert, so two instances racing for a free
+    /// address get one winner.
+    pub async fn claim_poll(
+        &self,
+        t: &PollTarget,
+        me: &str,
+        now_ms: i64,
+        lease_ms: i64,
+    ) -> Result<bool, StoreError> {
+        let _db = self.timer("claim_poll");
+        let row = sqlx::query(
+            "INSERT INTO poll_claims (host, port, tls_port, claimed_by, claimed_ms)
+             VALUES ($1, $2, $3, $4, $5)
+             ON CONFLICT (host, port, tls_port) DO UPDATE SET
+                 claimed_by = excluded.claimed_by,
+                 claimed_ms = excluded.claimed_ms
+             WHERE poll_claims.claimed_by = excluded.claimed_by
+                OR poll_claims.claimed_ms <= $6
+                OR poll_claims.claimed_ms > $7
+             RETURNING claimed_ms",
+        )
+        .bind(&t.host)
+        .bind(i64::from(t.port))
+        .bind(t.tls_key())
+        .bind(me)
+        .bind(now_ms)
+        .bind(now_ms.saturating_sub(lease_ms))
+        .bind(now_ms.saturating_add(lease_ms))
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(row.is_some())
+    }
+
+    /// Forgets the status (and poll claims) of depots that are no longer
+    /// registered.
     pub async fn sweep_status(&self) -> Result<u64, StoreError> {
         let _db = self.timer("sweep_status");
-        let res = sqlx::query(
-            "DELETE FROM depot_status WHERE NOT EXISTS (
-                 SELECT 1 FROM registrations r
-                  WHERE r.host = depot_status.host AND r.port = depot_status.port
-                    AND COALESCE(r.tls_port, 0) = depot_status.tls_port)",
-        )
-        .execute(&self.pool)
-        .await?;
-        Ok(res.rows_affected())
+        let mut swept = 0;
+        for table in ["depot_status", "poll_claims"] {
+            let res = sqlx::query(&format!(
+                "DELETE FROM {table} WHERE NOT EXISTS (
+                     SELECT 1 FROM registrations r
+                      WHERE r.host = {table}.host AND r.port = {table}.port
+                        AND COALESCE(r.tls_port, 0) = {table}.tls_port)"
+            ))
+            .execute(&self.pool)
+            .await?;
+            swept += res.rows_affected();
+        }
+        Ok(swept)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_poll_claim_is_held_for_its_lease_and_renewed_by_its_owner() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let url = format!("sqlite://{}", dir.path().join("l.db").display());
+        let store = Store::open(&url).await.expect("open");
+        let t = PollTarget {
+            host: "depot.example.org".into(),
+            port: 6714,
+            tls_port: Some(6715),
+        };
+        let legacy = PollTarget {
+            tls_port: None,
+            ..t.clone()
+        };
+        let lease = 1_000;
+        let claim = |who: &'static str, now: i64, t: &PollTarget| {
+            let (store, t) = (store.clone(), t.clone());
+            async move { store.claim_poll(&t, who, now, lease).await.expect("claim") }
+        };
+        assert!(claim("a", 10_000, &t).await, "a free address");
+        assert!(!claim("b", 10_500, &t).await, "another's fresh claim");
+        assert!(claim("b", 10_500, &legacy).await, "another address");
+        assert!(claim("a", 10_600, &t).await, "its own claim, early");
+        assert!(!claim("b", 11_599, &t).await, "within the lease");
+        assert!(claim("b", 11_600, &t).await, "the lease ran out");
+        assert!(!claim("a", 11_700, &t).await, "now b's");
+        // A claim from the future (a clock moved back) does not hold.
+        assert!(claim("a", 10_000 - lease - 1, &t).await);
     }
 }

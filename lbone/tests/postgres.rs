@@ -34,4 +34,5 @@ suite!(
     depot_with_untrusted_certificate_is_down,
     depot_refusing_the_lbone_certificate_is_down,
     other_vo_bad_tls_port_does_not_take_the_depot_down,
+    two_instances_poll_each_depot_once,
 );

@@ -713,6 +713,24 @@ impl Grid {
         }
     }
 
+    /// Starts another `lbone serve` on the same configuration and database
+    /// (an instance beside this one), logging to `<name>.log`.
+    pub fn start_instance(&self, name: &str) -> Daemon {
+        let log = self.dir.path().join(format!("{name}.log"));
+        let mut cmd = Command::new(LBONE);
+        cmd.args(["serve", "--config"])
+            .arg(self.dir.path().join("lbone/test.toml"))
+            .env("RUST_LOG", "lbone=debug,info");
+        Daemon::start(name, cmd, &log, &["listening on "])
+    }
+
+    /// SIGKILLs this grid's L-Bone (the instance `start` began).
+    pub fn kill(&mut self) {
+        if let Some(mut d) = self.daemon.take() {
+            d.kill();
+        }
+    }
+
     /// Moves the L-Bone's wall clock `secs` forward (a grid started with
     /// [`Grid::start_on_clock`]).
     pub fn advance_clock(&self, secs: i64) {

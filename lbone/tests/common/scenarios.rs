@@ -904,3 +904,91 @@ pub fn other_vo_bad_tls_port_does_not_take_the_depot_down(db: Db) {
     assert_eq!(s["status"]["state"], "up", "{s}");
     assert_eq!(g.offered(&member, &all()), ["shared"]);
 }
+
+/// Lines of an L-Bone log that record a poll of the depot on `port`
+/// (answered or missed).
+fn polls_in(log: &str, port: u16) -> usize {
+    let addr = format!("depot=127.0.0.1:{port} ");
+    log.lines()
+        .filter(|l| l.contains(&addr))
+        .filter(|l| l.contains("depot answered") || l.contains("depot missed a poll"))
+        .count()
+}
+
+/// Two instances on one database (PostgreSQL): each depot is polled by
+/// one instance only, so misses are not counted twice and depots are not
+/// polled twice as often; when that instance dies (SIGKILL), the other
+/// takes the polls over and the depots stay up.
+pub fn two_instances_poll_each_depot_once(db: Db) {
+    let mut g = Grid::start(
+        db,
+        Settings {
+            poll_interval: "300ms",
+            poll_timeout: "300ms",
+            missed_polls_down: 3,
+            ..Settings::default()
+        },
+    );
+    let mut other = g.start_instance("lbone2");
+    let admin = g.pki.user("admin1", "vo1", &["admins"]);
+    let member = g.pki.user("member1", "vo1", &["users"]);
+    let hang = HangingDepot::start();
+    let a = Depot::start(g.path(), "a", "256MiB");
+    g.register(&admin, "hung", hang.port, BRNO, &[]);
+    g.register(&admin, "a", a.port, BRNO, &[]);
+    g.wait_available("vo1", &["a"]);
+
+    // Both instances run a round every 300 ms; wait for a dozen polls of
+    // each depot in all.
+    let logs = |g: &Grid, other: &ibp_testkit::process::Daemon| (g.log_text(), other.log_text());
+    wait_for(
+        Duration::from_secs(30),
+        "a dozen polls of each depot",
+        || {
+            let (l1, l2) = logs(&g, &other);
+            [hang.port, a.port]
+                .iter()
+                .all(|&p| polls_in(&l1, p) + polls_in(&l2, p) >= 12)
+                .then_some(())
+        },
+    );
+    let (l1, l2) = logs(&g, &other);
+    assert!(
+        l2.contains("polled by another L-Bone instance"),
+        "the second instance never deferred to the first:\n{l2}"
+    );
+    for port in [hang.port, a.port] {
+        let (p1, p2) = (polls_in(&l1, port), polls_in(&l2, port));
+        assert!(
+            p1 == 0 || p2 == 0,
+            "depot on port {port} polled by both instances ({p1} and {p2})"
+        );
+    }
+    // The misses of the hung depot are those of one poller: no more than
+    // the polls that instance logged.
+    let s = g.depot_status("vo1", "hung");
+    let misses = s["status"]["misses"].as_u64().unwrap_or(0) as usize;
+    let logged = polls_in(&g.log_text(), hang.port) + polls_in(&other.log_text(), hang.port);
+    assert!(
+        misses <= logged,
+        "{misses} misses recorded for {logged} polls: {s}"
+    );
+
+    // Kill the first instance; the second serves and polls everything.
+    g.kill();
+    g.url = format!("https://localhost:{}", other.addr().port());
+    let l2 = other.log_text();
+    let before = [polls_in(&l2, a.port), polls_in(&l2, hang.port)];
+    wait_for(
+        Duration::from_secs(15),
+        "the surviving instance to poll both depots",
+        || {
+            let l2 = other.log_text();
+            (polls_in(&l2, a.port) >= before[0] + 3 && polls_in(&l2, hang.port) >= before[1] + 3)
+                .then_some(())
+        },
+    );
+    assert!(g.is_available("vo1", "a"), "{}", g.depot_status("vo1", "a"));
+    assert_eq!(g.offered(&member, &all()), ["a"]);
+    other.stop();
+}
