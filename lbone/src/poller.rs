@@ -119,25 +119,19 @@ impl From<std::io::Error> for PollError {
 }
 
 /// The TLS client configuration of the poller: depots' certificates are
-/// verified against `ca_certificates` (the trust directory's `ca/`) by host
-/// name, and the L-Bone presents `chain` (its server certificate, then any
-/// intermediates) with `key_pkcs8`. TLS 1.3 only.
+/// verified against the trust directory's CAs (`ca/`) by host name and
+/// against its revocation lists, and the L-Bone presents `chain` (its
+/// server certificate, then any intermediates) with `key_pkcs8`. TLS 1.3
+/// only.
 pub fn tls_config(
-    ca_certificates: &[CertificateDer<'static>],
+    trust: &ibp_auth::TrustStore,
     chain: Vec<CertificateDer<'static>>,
     key_pkcs8: Vec<u8>,
 ) -> Result<rustls::ClientConfig, rustls::Error> {
-    let mut roots = rustls::RootCertStore::empty();
-    for c in ca_certificates {
-        roots.add(c.clone())?;
-    }
-    rustls::ClientConfig::builder_with_provider(ibp_auth::tls::provider())
-        .with_protocol_versions(&[&rustls::version::TLS13])?
-        .with_root_certificates(roots)
-        .with_client_auth_cert(
-            chain,
-            PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key_pkcs8)),
-        )
+    ibp_auth::tls::verifying_servers(trust)?.with_client_auth_cert(
+        chain,
+        PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key_pkcs8)),
+    )
 }
 
 impl From<ClientError> for PollError {

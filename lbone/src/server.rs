@@ -73,7 +73,7 @@ fn load_tls(cfg: &Config) -> anyhow::Result<Loaded> {
     let key = read_private_key(&cfg.server_key).context("load the server key")?;
     warn_without_client_auth(&chain);
     // The poller presents the same certificate to depots' TLS ports.
-    let poller = crate::poller::tls_config(trust.ca_certificates(), chain.clone(), key.clone())
+    let poller = crate::poller::tls_config(&trust, chain.clone(), key.clone())
         .context("TLS client configuration of the poller (server certificate and key)")?;
     let server = ibp_auth::tls::https_server_config(&trust, chain, key)
         .context("TLS configuration (server certificate and key)")?;

@@ -188,6 +188,46 @@ impl Authority {
         Ok(cert.der().to_vec())
     }
 
+    /// A revocation list (DER) signed by this CA, listing the
+    /// certificates with the given serial numbers (big-endian bytes, as in
+    /// the certificate) and revocation times; valid from `this_update`
+    /// until `next_update` (Unix seconds). `number` is the CRL number
+    /// (increasing with every list the CA publishes).
+    pub fn revocation_list(
+        &self,
+        revoked: &[(Vec<u8>, i64)],
+        this_update: i64,
+        next_update: i64,
+        number: u64,
+    ) -> Result<Vec<u8>, AuthError> {
+        let time = |t: i64| {
+            time::OffsetDateTime::from_unix_timestamp(t)
+                .map_err(|e| AuthError::malformed("revocation list time", e))
+        };
+        let revoked_certs = revoked
+            .iter()
+            .map(|(serial, at)| {
+                Ok(rcgen::RevokedCertParams {
+                    serial_number: SerialNumber::from_slice(serial),
+                    revocation_time: time(*at)?,
+                    reason_code: None,
+                    invalidity_date: None,
+                })
+            })
+            .collect::<Result<Vec<_>, AuthError>>()?;
+        let params = rcgen::CertificateRevocationListParams {
+            this_update: time(this_update)?,
+            next_update: time(next_update)?,
+            crl_number: SerialNumber::from_slice(&number.to_be_bytes()),
+            issuing_distribution_point: None,
+            revoked_certs,
+            key_identifier_method: rcgen::KeyIdMethod::Sha256,
+        };
+        let (ca, ca_key) = self.issuer()?;
+        let crl = params.signed_by(&ca, &ca_key).map_err(rc)?;
+        Ok(crl.der().to_vec())
+    }
+
     /// Signs VO attributes (this authority acting as the VO's AA).
     pub fn sign_attributes(&self, attrs: &VoAttributes) -> Result<Vec<u8>, AuthError> {
         attrs.sign(&self.cert_der, &SigningKey::from_pkcs8(&self.key_pkcs8)?)

@@ -177,20 +177,43 @@ impl ResolvesClientCert for ProxyResolver {
     }
 }
 
-/// A client's TLS 1.3 configuration: servers verified against the CAs of
-/// `trust` (by host name), and the proxy credential presented if given.
-pub fn client_config(
+/// The start of a client's TLS 1.3 configuration: servers verified
+/// against the CAs of `trust` by host name, and against its revocation
+/// lists (`ca/*.crl`) with the rules of [`crate::verify`]: every
+/// certificate of the chain is checked, unknown status is allowed, an
+/// outdated list still revokes what it lists.
+pub fn verifying_servers(
     trust: &TrustStore,
-    credential: Option<&ProxyCredential>,
-) -> Result<rustls::ClientConfig, rustls::Error> {
+) -> Result<
+    rustls::ConfigBuilder<rustls::ClientConfig, rustls::client::WantsClientCert>,
+    rustls::Error,
+> {
     let mut roots = rustls::RootCertStore::empty();
     for c in trust.ca_certificates() {
         roots.add(c.clone())?;
     }
     let p = provider();
     let builder = rustls::ClientConfig::builder_with_provider(p.clone())
-        .with_protocol_versions(&[&rustls::version::TLS13])?
-        .with_root_certificates(roots);
+        .with_protocol_versions(&[&rustls::version::TLS13])?;
+    if trust.crl_ders().is_empty() {
+        return Ok(builder.with_root_certificates(roots));
+    }
+    let verifier = rustls::client::WebPkiServerVerifier::builder_with_provider(Arc::new(roots), p)
+        .with_crls(trust.crl_ders().iter().cloned())
+        .allow_unknown_revocation_status()
+        .build()
+        .map_err(|e| rustls::Error::General(format!("revocation lists: {e}")))?;
+    Ok(builder.with_webpki_verifier(verifier))
+}
+
+/// A client's TLS 1.3 configuration: servers verified as
+/// [`verifying_servers`] does, and the proxy credential presented if given.
+pub fn client_config(
+    trust: &TrustStore,
+    credential: Option<&ProxyCredential>,
+) -> Result<rustls::ClientConfig, rustls::Error> {
+    let p = provider();
+    let builder = verifying_servers(trust)?;
     Ok(match credential {
         None => builder.with_no_client_auth(),
         Some(cred) => {

@@ -4,6 +4,7 @@
 //! ```text
 //! trust/
 //!   ca/*.pem               CA certificates (a file may hold several)
+//!   ca/*.crl               revocation lists of those CAs (PEM `X509 CRL`)
 //!   vomsdir/<vo>/*.pem     AA certificates trusted for VO <vo> (like VOMS's vomsdir)
 //!   lbone/*.pub            L-Bone grant-signing keys (`ed25519 <base64>`)
 //!   metadata/*.pub         metadata-manager ticket-signing keys
@@ -13,7 +14,7 @@ use std::collections::HashMap;
 use std::path::Path;
 use std::sync::Arc;
 
-use rustls_pki_types::{CertificateDer, TrustAnchor};
+use rustls_pki_types::{CertificateDer, CertificateRevocationListDer, TrustAnchor};
 
 use crate::AuthError;
 
@@ -37,6 +38,10 @@ pub struct TrustStore {
     /// The VOMS servers trusted per VO (a service's `vomsdir`); none: VOMS
     /// attribute certificates are refused.
     vomsdir: Option<Arc<crate::voms::VomsDir>>,
+    /// Revocation lists of the trusted CAs (`ca/*.crl`), as DER for
+    /// rustls and parsed for webpki.
+    crl_ders: Vec<CertificateRevocationListDer<'static>>,
+    crls: Vec<Arc<webpki::CertRevocationList<'static>>>,
     /// Seconds of clock difference tolerated between machines.
     pub max_skew: i64,
 }
@@ -50,6 +55,8 @@ impl Default for TrustStore {
             lbone_keys: Vec::new(),
             metadata_keys: Vec::new(),
             vomsdir: None,
+            crl_ders: Vec::new(),
+            crls: Vec::new(),
             max_skew: DEFAULT_MAX_SKEW,
         }
     }
@@ -66,10 +73,15 @@ pub fn published_key_file_name(key: &str) -> String {
 
 /// Every certificate in a PEM text.
 pub fn pem_certificates(text: &[u8]) -> Result<Vec<Vec<u8>>, AuthError> {
+    pem_blocks(text, "CERTIFICATE")
+}
+
+/// The contents of the PEM blocks tagged `tag` in `text`.
+pub fn pem_blocks(text: &[u8], tag: &str) -> Result<Vec<Vec<u8>>, AuthError> {
     let blocks = pem::parse_many(text).map_err(|e| AuthError::malformed("PEM", e))?;
     Ok(blocks
         .into_iter()
-        .filter(|b| b.tag() == "CERTIFICATE")
+        .filter(|b| b.tag() == tag)
         .map(|b| b.into_contents())
         .collect())
 }
@@ -104,6 +116,13 @@ impl TrustStore {
         for f in files_with_ext(&dir.join("ca"), "pem")? {
             for der in pem_certificates(&read(&f)?)? {
                 t.add_ca(der)?;
+            }
+        }
+        for f in files_with_ext(&dir.join("ca"), "crl")? {
+            for der in pem_blocks(&read(&f)?, "X509 CRL")? {
+                t.add_crl(der).map_err(|e| {
+                    AuthError::malformed("revocation list", format!("{}: {e}", f.display()))
+                })?;
             }
         }
         let vomsdir = dir.join("vomsdir");
@@ -147,6 +166,29 @@ impl TrustStore {
         self.anchors.push(anchor);
         self.ca_certs.push(cert);
         Ok(())
+    }
+
+    /// Adds a revocation list (DER) of a trusted CA: certificates it lists
+    /// are refused by [`crate::verify`] and by the TLS configurations of
+    /// [`crate::tls`]. Its signature is checked against the issuing CA
+    /// when a certificate of that CA is verified (a list that does not
+    /// verify fails those verifications: it is never silently ignored).
+    pub fn add_crl(&mut self, der: Vec<u8>) -> Result<(), String> {
+        let parsed = webpki::OwnedCertRevocationList::from_der(&der)
+            .map_err(|e| format!("not a certificate revocation list: {e:?}"))?;
+        self.crl_ders.push(CertificateRevocationListDer::from(der));
+        self.crls.push(Arc::new(parsed.into()));
+        Ok(())
+    }
+
+    /// The revocation lists, as DER (for rustls verifiers).
+    pub fn crl_ders(&self) -> &[CertificateRevocationListDer<'static>] {
+        &self.crl_ders
+    }
+
+    /// The revocation lists, parsed (for webpki).
+    pub fn crls(&self) -> Vec<&webpki::CertRevocationList<'static>> {
+        self.crls.iter().map(|c| c.as_ref()).collect()
     }
 
     /// Trusts `der` as an attribute authority for `vo` only.

@@ -250,6 +250,8 @@ pub fn verify_certificates<'a>(
         .map_err(|e| AuthError::Chain(format!("end-entity certificate: {e:?}")))?;
     // webpki has no skew allowance: give the certificates the benefit of it
     // at both ends by checking at `now` (expiry) and `now + skew` (start).
+    let crls = trust.crls();
+    let revocation = revocation_options(&crls);
     let verify_at = |t: i64| {
         ee.verify_for_usage(
             webpki::ALL_VERIFICATION_ALGS,
@@ -257,7 +259,7 @@ pub fn verify_certificates<'a>(
             &chain[ee_index + 1..],
             UnixTime::since_unix_epoch(std::time::Duration::from_secs(t.max(0) as u64)),
             webpki::KeyUsage::client_auth(),
-            None,
+            revocation,
             None,
         )
         .map(|_| ())
@@ -269,6 +271,24 @@ pub fn verify_certificates<'a>(
         Err(e) => return Err(AuthError::Chain(format!("{e:?}"))),
     }
     Ok(VerifiedChain { certs, ee_index })
+}
+
+/// How the trust directory's revocation lists apply (none: no check).
+/// Every certificate below a trusted CA is checked, a certificate of a CA
+/// without a list is not refused for that, and a list past its
+/// `nextUpdate` still revokes what it lists (an outdated list must not
+/// take the grid down; it only misses newer revocations).
+fn revocation_options<'a>(
+    crls: &'a [&'a webpki::CertRevocationList<'a>],
+) -> Option<webpki::RevocationOptions<'a>> {
+    let builder = webpki::RevocationOptionsBuilder::new(crls).ok()?;
+    Some(
+        builder
+            .with_depth(webpki::RevocationCheckDepth::Chain)
+            .with_status_policy(webpki::UnknownStatusPolicy::Allow)
+            .with_expiration_policy(webpki::ExpirationPolicy::Ignore)
+            .build(),
+    )
 }
 
 /// Verifies a proxy chain and its VO attributes; returns who the peer is.
