@@ -161,4 +161,41 @@ fn services_serve_certificates_requested_from_the_online_ca() {
         &bytes(3 << 20, 1),
         "the first file",
     );
+
+    // Revoked before it expires: the CA's revocation list names the
+    // depot's certificates, the trust directory is refreshed from the CA
+    // (as the hosts' daily timer does) and a client refuses the depot.
+    g.ca_admin(&["hosts", "revoke", "localhost"])
+        .expect("online-ca admin hosts revoke");
+    let out = g
+        .refresh_trust_from_ca()
+        .expect("online-ca host-cert trust");
+    assert!(out.contains("ca.crl"), "{out}");
+    let refused = lors(&g, "alice", &["download", "/vo1/one", "-"]);
+    assert_ne!(code(&refused), 0, "{}", text(&refused));
+    assert!(
+        stderr(&refused).contains("Revoked") || stderr(&refused).contains("revoked"),
+        "{}",
+        text(&refused)
+    );
+    // The L-Bone, reloaded, no longer offers it: its poller refuses the
+    // revoked certificate.
+    g.reload_service(Daemon::Lbone).expect("SIGHUP");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let status = g.lbone_status().expect("status.json");
+        let entry = status["vos"][0]["depots"][0]["status"].clone();
+        if entry["available"] == false
+            && entry["last_error"]
+                .as_str()
+                .is_some_and(|e| e.to_lowercase().contains("revoked"))
+        {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the L-Bone still offers the revoked depot: {entry}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
 }

@@ -39,6 +39,9 @@ struct TrustAnswer {
     lbone: Vec<String>,
     #[serde(default)]
     metadata: Vec<String>,
+    /// The CA's revocation list (PEM); absent from older CAs.
+    #[serde(default)]
+    crl: Option<String>,
 }
 
 /// A trust directory's content, authenticated.
@@ -54,6 +57,8 @@ pub struct FetchedTrust {
     pub lbone: Vec<String>,
     /// The metadata managers' signing keys (tickets, signed exNodes).
     pub metadata: Vec<String>,
+    /// The CA's revocation list (DER), signature checked.
+    pub crl: Option<Vec<u8>>,
 }
 
 /// How the CA's server is authenticated.
@@ -186,7 +191,19 @@ pub async fn fetch(url: &str, pin: &Pin) -> Result<Fetched, Error> {
             ))
         })?;
     }
+    let crl = answer
+        .crl
+        .as_deref()
+        .map(|pem| {
+            ibp_auth::trust::check_published_crl(pem, &ca_der).map_err(|e| {
+                Error::Unavailable(format!(
+                    "the online CA at {url}: its revocation list is refused: {e}"
+                ))
+            })
+        })
+        .transpose()?;
     Ok(Fetched::Trusted(FetchedTrust {
+        crl,
         fingerprint: fingerprint(&ca_der),
         ca_der,
         aa: answer.aa,
@@ -349,10 +366,21 @@ pub fn write(dir: &Path, t: &FetchedTrust, force: bool) -> Result<Written, Error
             out.files.push(p);
         }
     }
+    // The revocation list replaces the last one fetched (a CA that
+    // publishes none leaves it alone).
+    if let Some(der) = &t.crl {
+        let p = dir.join("ca").join(CRL_FILE);
+        write_public(
+            &p,
+            pem::encode(&pem::Pem::new("X509 CRL", der.clone())).as_bytes(),
+        )?;
+        out.files.push(p);
+    }
     Ok(out)
 }
 
 pub use ibp_auth::trust::published_key_file_name as key_file_name;
+pub use ibp_auth::trust::PUBLISHED_CRL_FILE as CRL_FILE;
 
 fn pem_encode(der: &[u8]) -> String {
     use base64::Engine;
@@ -430,9 +458,16 @@ mod tests {
             aa: BTreeMap::from([("vo1".to_owned(), "AA PEM\n".to_owned())]),
             lbone: vec!["ed25519 LBONEKEY".to_owned()],
             metadata: vec!["ed25519 MDMKEY".to_owned()],
+            crl: Some(b"CRL".to_vec()),
         };
         let w = write(dir.path(), &t(b"first"), false).unwrap();
-        assert_eq!(w.files.len(), 4);
+        assert_eq!(w.files.len(), 5);
+        let crl = std::fs::read(dir.path().join("ca").join(CRL_FILE)).unwrap();
+        assert_eq!(
+            pem::parse(&crl).unwrap().into_contents(),
+            b"CRL",
+            "the list, as PEM"
+        );
         let mdm = dir
             .path()
             .join("metadata")

@@ -4,7 +4,8 @@
 //!   signed VO attributes for it.
 //! - `POST /v1/attributes` (mutual TLS): signed VO attributes for the
 //!   client's existing certificate.
-//! - `GET /v1/trust`: the CA and AA certificates.
+//! - `GET /v1/trust`: the CA and AA certificates, the published signing
+//!   keys and the revocation list; `GET /v1/crl`: the revocation list (DER).
 //! - `POST /v1/maintenance/{enroll,proxy,status,revoke}`: maintenance
 //!   grants ([`crate::maintenance`]).
 //! - `POST /v1/hosts/{enroll,renew}`: host certificates for service hosts
@@ -78,6 +79,8 @@ pub struct App {
     pub radius: Option<RadiusAuth>,
     pub oidc: Option<Oidc>,
     pub limiter: RateLimiter,
+    /// The last revocation list signed (`crate::crl`).
+    pub crl: crate::crl::CrlCache,
 }
 
 pub fn router(app: Arc<App>) -> Router {
@@ -85,6 +88,7 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/v1/login", post(login))
         .route("/v1/attributes", post(attributes))
         .route("/v1/trust", get(trust))
+        .route("/v1/crl", get(crate::crl::serve))
         .route("/v1/maintenance/enroll", post(crate::maintenance::enroll))
         .route("/v1/maintenance/proxy", post(crate::maintenance::proxy))
         .route("/v1/maintenance/status", post(crate::maintenance::status))
@@ -654,6 +658,10 @@ struct TrustResponse {
     /// tickets and signed exNodes.
     lbone: Vec<String>,
     metadata: Vec<String>,
+    /// The CA's revocation list (PEM `X509 CRL`, `crate::crl`); absent
+    /// when it could not be made (logged).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    crl: Option<String>,
 }
 
 async fn trust(State(app): State<Arc<App>>) -> Json<TrustResponse> {
@@ -665,7 +673,9 @@ async fn trust(State(app): State<Arc<App>>) -> Json<TrustResponse> {
             .map(|k| ibp_auth::keys::format_public_key(k).trim().to_owned())
             .collect()
     };
+    let crl = crate::crl::current_pem(&app).await;
     Json(TrustResponse {
+        crl,
         lbone: keys(ibp_auth::trust::TokenSigner::LBone),
         metadata: keys(ibp_auth::trust::TokenSigner::MetadataManager),
         ca: app.ca.ca_pem().to_string(),

@@ -349,6 +349,23 @@ impl Ca {
         })
     }
 
+    /// A revocation list signed by the CA, listing `revoked` (serial
+    /// bytes, revocation time), from `this_update` (also its CRL number)
+    /// to `next_update`.
+    pub fn revocation_list(
+        &self,
+        revoked: &[(Vec<u8>, i64)],
+        this_update: i64,
+        next_update: i64,
+    ) -> anyhow::Result<Vec<u8>> {
+        Ok(self.ca.revocation_list(
+            revoked,
+            this_update,
+            next_update,
+            u64::try_from(this_update).unwrap_or(0),
+        )?)
+    }
+
     pub fn ca_pem(&self) -> &str {
         &self.ca_pem
     }

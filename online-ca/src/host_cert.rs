@@ -464,6 +464,9 @@ struct TrustAnswer {
     lbone: Vec<String>,
     #[serde(default)]
     metadata: Vec<String>,
+    /// The CA's revocation list (PEM); absent from older CAs.
+    #[serde(default)]
+    crl: Option<String>,
 }
 
 /// The SHA-256 fingerprint in any common spelling (hex with or without
@@ -585,6 +588,15 @@ async fn trust(url: &str, fp: &str, out: &Path, force: bool) -> Result<Vec<Strin
                 format!("{}\n", k.trim()),
             ));
         }
+    }
+    if let Some(pem) = &answer.crl {
+        let der = ibp_auth::trust::check_published_crl(pem, &ca_der).map_err(|e| {
+            Failure::Unavailable(format!("the CA's revocation list is refused: {e}"))
+        })?;
+        files.push((
+            out.join("ca").join(ibp_auth::trust::PUBLISHED_CRL_FILE),
+            pem::encode(&pem::Pem::new("X509 CRL", der)),
+        ));
     }
     let mut lines = vec![format!(
         "CA {} (SHA-256 {})",

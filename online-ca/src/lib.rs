@@ -12,6 +12,7 @@ pub mod admin;
 pub mod api;
 pub mod ca;
 pub mod config;
+pub mod crl;
 pub mod host_cert;
 pub mod hosts;
 pub mod init;

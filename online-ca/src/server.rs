@@ -144,6 +144,7 @@ pub async fn run(
         radius,
         oidc,
         limiter,
+        crl: Default::default(),
     });
     let router = router(app.clone());
 

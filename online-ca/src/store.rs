@@ -42,7 +42,8 @@
 //!   login and never changed; `pseudonym` is unique across VOs
 //!   (`store/pseudonyms.rs`).
 //! - `hosts`, `host_certs`: the allow-list of service hosts and the host
-//!   certificates issued to them (`store/hosts.rs`).
+//!   certificates issued to them, with when each was revoked
+//!   (`store/hosts.rs`).
 
 use anyhow::{anyhow, bail};
 use serde::Serialize;
@@ -140,6 +141,9 @@ const MIGRATIONS: &[&[&str]] = &[
         not_after BIGINT NOT NULL)",
         "CREATE INDEX host_certs_by_name ON host_certs (name, enrollment)",
     ],
+    // Host certificates revoked before they expire (the CA's revocation
+    // list, `/v1/trust` "crl" and `/v1/crl`).
+    &["ALTER TABLE host_certs ADD COLUMN revoked_at BIGINT"],
 ];
 
 /// A VO group.

@@ -493,6 +493,41 @@ async fn hosts_enroll_renew_and_every_refusal() {
     assert_eq!(code, 4, "{err}");
     assert!(err.contains("revoked"), "{err}");
     assert_eq!(read_cert(&cert), second, "nothing written");
+
+    // Its certificates are revoked with it, before they expire: the CA's
+    // revocation list names the current one, `host-cert trust` writes the
+    // list, and a trust directory holding it refuses that certificate.
+    let trusted = ibp_auth::TrustStore::load(&trust_dir).unwrap();
+    let second_chain = [rustls_pki_types::CertificateDer::from(second.clone())];
+    ibp_auth::verify::verify_certificates(&second_chain, &trusted, ibp_auth::unix_now())
+        .expect("the list fetched before the revocation does not name it");
+    let listed = https(srv.addr, &ca_der, None, "GET", "/v1/crl", None).await;
+    assert_eq!(listed.status, 200);
+    assert_eq!(listed.headers["content-type"], "application/pkix-crl");
+    let (_, crl) = x509_parser::parse_x509_crl(&listed.body).unwrap();
+    let serials: Vec<Vec<u8>> = crl
+        .iter_revoked_certificates()
+        .map(|r| r.raw_serial().to_vec())
+        .collect();
+    // Both certificates it holds unexpired, the enrolled one and the renewed.
+    assert_eq!(serials.len(), 2, "{serials:?}");
+    assert!(serials.contains(&parse(&second).raw_serial().to_vec()));
+    let (code, out, err) = host_cert(&[
+        "trust",
+        "--ca",
+        &url,
+        "--fingerprint",
+        &fp,
+        "--out",
+        trust_dir.to_str().unwrap(),
+    ]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("ca.crl"), "{out}");
+    let trusted = ibp_auth::TrustStore::load(&trust_dir).unwrap();
+    let e = ibp_auth::verify::verify_certificates(&second_chain, &trusted, ibp_auth::unix_now())
+        .err()
+        .expect("a revoked host certificate refused");
+    assert!(e.to_string().contains("Revoked"), "{e}");
     let (_, again) = allow(&ca, name, &["--role", "depot", "--ip", "10.1.2.3"]);
     let (code, _, err) = renew(&["--force"]);
     assert_eq!(code, 4, "{err}");

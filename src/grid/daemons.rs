@@ -422,6 +422,42 @@ impl Grid {
         super::process::run_cli(&format!("online-ca host-cert {sub}"), cmd, None)
     }
 
+    /// `online-ca admin --config <the CA's> ARGS...`; its output.
+    pub fn ca_admin(&self, args: &[&str]) -> anyhow::Result<String> {
+        let mut cmd = clean_command(&self.bins.online_ca);
+        cmd.arg("admin")
+            .arg("--config")
+            .arg(&self.ca_config)
+            .args(args);
+        super::process::run_cli("online-ca admin", cmd, None)
+    }
+
+    /// Refreshes the grid's trust directory from the online CA's
+    /// `/v1/trust` (`online-ca host-cert trust`, the CA pinned by the
+    /// fingerprint of the CA certificate already there), as a host's
+    /// daily timer does: the revocation list included. Services read it
+    /// at their next SIGHUP; `lors` at its next command.
+    pub fn refresh_trust_from_ca(&self) -> anyhow::Result<String> {
+        let pem = fs::read(self.trust_dir.join("ca").join("ca.pem"))?;
+        let der = rustls_pki_types::pem::PemObject::from_pem_slice(&pem)
+            .map(|c: rustls_pki_types::CertificateDer<'static>| c.to_vec())
+            .context("parse the trusted CA certificate")?;
+        let fp = ring::digest::digest(&ring::digest::SHA256, &der);
+        let fp: String = fp.as_ref().iter().map(|b| format!("{b:02X}")).collect();
+        let mut cmd = clean_command(&self.bins.online_ca);
+        cmd.args([
+            "host-cert",
+            "trust",
+            "--ca",
+            &self.ca_url,
+            "--fingerprint",
+            &fp,
+        ])
+        .arg("--out")
+        .arg(&self.trust_dir);
+        super::process::run_cli("online-ca host-cert trust", cmd, None)
+    }
+
     /// Kills the L-Bone (SIGKILL) and waits for it.
     pub fn kill_lbone(&mut self) {
         self.lbone.kill();

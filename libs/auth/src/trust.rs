@@ -86,6 +86,39 @@ pub fn pem_blocks(text: &[u8], tag: &str) -> Result<Vec<Vec<u8>>, AuthError> {
         .collect())
 }
 
+/// The file in a trust directory's `ca/` that holds the revocation list
+/// fetched from the online CA.
+pub const PUBLISHED_CRL_FILE: &str = "ca.crl";
+
+/// Checks a revocation list the online CA published (PEM `X509 CRL`)
+/// before it is written to a trust directory: one list, issued by and
+/// signed with the key of the CA certificate `ca_der`. Returns its DER.
+pub fn check_published_crl(pem_text: &str, ca_der: &[u8]) -> Result<Vec<u8>, String> {
+    let blocks = pem_blocks(pem_text.as_bytes(), "X509 CRL").map_err(|e| e.to_string())?;
+    let [der] = blocks.as_slice() else {
+        return Err(format!(
+            "expected one X509 CRL block, found {}",
+            blocks.len()
+        ));
+    };
+    let (_, crl) =
+        x509_parser::parse_x509_crl(der).map_err(|e| format!("not a revocation list: {e}"))?;
+    let (_, ca) = x509_parser::parse_x509_certificate(ca_der)
+        .map_err(|e| format!("the CA certificate does not parse: {e}"))?;
+    if crl.issuer().as_raw() != ca.subject().as_raw() {
+        return Err(format!(
+            "issued by {}, not by the CA {}",
+            crl.issuer(),
+            ca.subject()
+        ));
+    }
+    crl.verify_signature(ca.public_key())
+        .map_err(|e| format!("its signature does not verify with the CA's key: {e}"))?;
+    webpki::OwnedCertRevocationList::from_der(der)
+        .map_err(|e| format!("not a usable revocation list: {e:?}"))?;
+    Ok(der.clone())
+}
+
 fn read(path: &Path) -> Result<Vec<u8>, AuthError> {
     std::fs::read(path).map_err(|e| AuthError::Io(format!("read {}: {e}", path.display())))
 }

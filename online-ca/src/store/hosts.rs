@@ -10,9 +10,12 @@
 //!   `enrollment` is a UUID drawn at every `hosts allow`: certificates
 //!   issued under an older enrollment cannot renew. `token_hash` is the
 //!   hex SHA-256 of the one-time enrollment token, never the token.
-//! - `host_certs (serial, name, enrollment, issued_at, not_after)`: every
-//!   host certificate issued; a renewal must present one of these, of the
-//!   host's current enrollment.
+//! - `host_certs (serial, name, enrollment, issued_at, not_after,
+//!   revoked_at)`: every host certificate issued; a renewal must present
+//!   one of these, of the host's current enrollment. `revoked_at` is set
+//!   on every unexpired certificate of a host when it is revoked
+//!   (migration 6): those are the CA's revocation list. Allowing the host
+//!   again does not clear it.
 
 use serde::Serialize;
 use sqlx::Row;
@@ -200,19 +203,63 @@ impl Store {
 
     /// Revokes `name`: no enrollment and no renewal until `hosts allow`
     /// again. Returns false for a host not on the list.
+    /// Its unexpired certificates are revoked with it (the revocation
+    /// list then names them).
     pub async fn host_revoke(&self, name: &str) -> anyhow::Result<bool> {
+        let now = super::now();
+        let mut tx = ibp_service::db::begin_write(&self.pool, self.backend).await?;
         let r = sqlx::query(
             "UPDATE hosts SET revoked_at = $2, updated_at = $2
               WHERE name = $1 AND revoked_at IS NULL",
         )
         .bind(name)
-        .bind(super::now())
-        .execute(&self.pool)
+        .bind(now)
+        .execute(&mut *tx)
         .await?;
+        sqlx::query(
+            "UPDATE host_certs SET revoked_at = $2
+              WHERE name = $1 AND revoked_at IS NULL AND not_after > $2",
+        )
+        .bind(name)
+        .bind(now)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
         if r.rows_affected() > 0 {
             return Ok(true);
         }
         Ok(self.host_get(name).await?.is_some())
+    }
+
+    /// The revoked host certificates that have not expired at `now`:
+    /// (serial as big-endian bytes, revocation time), oldest revocation
+    /// first.
+    pub async fn revoked_host_certs(&self, now: i64) -> anyhow::Result<Vec<(Vec<u8>, i64)>> {
+        let rows = sqlx::query(
+            "SELECT serial, revoked_at FROM host_certs
+              WHERE revoked_at IS NOT NULL AND not_after > $1
+              ORDER BY revoked_at, serial",
+        )
+        .bind(now)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                let serial: String = r.try_get("serial")?;
+                let at: i64 = r.try_get("revoked_at")?;
+                let bytes = (0..serial.len())
+                    .step_by(2)
+                    .map(|i| {
+                        serial
+                            .get(i..i + 2)
+                            .and_then(|h| u8::from_str_radix(h, 16).ok())
+                    })
+                    .collect::<Option<Vec<u8>>>()
+                    .filter(|b| !b.is_empty())
+                    .ok_or_else(|| anyhow::anyhow!("host_certs: serial {serial:?} is not hex"))?;
+                Ok((bytes, at))
+            })
+            .collect()
     }
 
     /// Records a certificate issued at enrollment and spends the token, in
@@ -336,7 +383,24 @@ mod tests {
         assert_ne!(again.enrollment, h.enrollment);
         assert!(!s.host_renewed(&cert("04", &h.enrollment)).await.unwrap());
         assert_eq!(again.cert_not_after, None);
+        // A certificate still valid when its host is revoked is listed as
+        // revoked; expired ones are not (the list would only grow).
+        let live = HostCertRow {
+            serial: "0a0b".into(),
+            not_after: super::super::now() + 3600,
+            ..cert("", &again.enrollment)
+        };
+        assert!(s.host_renewed(&live).await.unwrap());
+        assert!(s.revoked_host_certs(0).await.unwrap().is_empty());
         assert!(s.host_revoke("d1.example.org").await.unwrap());
+        let revoked = s.revoked_host_certs(super::super::now()).await.unwrap();
+        assert_eq!(revoked.len(), 1, "{revoked:?}");
+        assert_eq!(revoked[0].0, [0x0a, 0x0b]);
+        assert!(s
+            .revoked_host_certs(live.not_after)
+            .await
+            .unwrap()
+            .is_empty());
         assert!(!s.host_revoke("nobody.example.org").await.unwrap());
         assert!(!s
             .host_enrolled(&cert("05", &again.enrollment))

@@ -225,6 +225,8 @@ pub struct Answer {
     pub status: u16,
     pub headers: hyper::HeaderMap,
     pub json: Value,
+    /// The body as received.
+    pub body: Vec<u8>,
 }
 
 /// One HTTPS request to the server (TLS 1.3, server verified against
@@ -290,6 +292,7 @@ pub async fn https_from(
         status,
         headers,
         json,
+        body: bytes.to_vec(),
     }
 }
 
