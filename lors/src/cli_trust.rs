@@ -108,6 +108,11 @@ fn fetch(a: FetchArgs) -> Result<u8, Error> {
             "ca_fingerprint": format!("SHA256:{}", t.fingerprint),
             "vos": t.aa.keys().collect::<Vec<_>>(),
             "files": files,
+            "removed": written
+                .removed
+                .iter()
+                .map(|p| p.display().to_string())
+                .collect::<Vec<_>>(),
         });
         println!("{v}");
     } else {
@@ -115,6 +120,9 @@ fn fetch(a: FetchArgs) -> Result<u8, Error> {
         println!("  CA   SHA256:{}", t.fingerprint);
         for p in &written.files {
             println!("  wrote {}", p.display());
+        }
+        for p in &written.removed {
+            println!("  removed {} (no longer published by the CA)", p.display());
         }
     }
     Ok(exit::OK)

@@ -325,6 +325,8 @@ impl rustls::client::danger::ServerCertVerifier for AnyServer {
 #[derive(Debug, Default)]
 pub struct Written {
     pub files: Vec<PathBuf>,
+    /// Signing keys fetched before that the CA no longer publishes.
+    pub removed: Vec<PathBuf>,
 }
 
 /// Writes `t` into the trust directory `dir`: `ca/ca.pem`,
@@ -364,6 +366,12 @@ pub fn write(dir: &Path, t: &FetchedTrust, force: bool) -> Result<Written, Error
             let p = dir.join(sub).join(key_file_name(k));
             write_public(&p, format!("{}\n", k.trim()).as_bytes())?;
             out.files.push(p);
+        }
+        // Keys fetched before that the CA no longer publishes.
+        for p in ibp_auth::trust::unpublished_key_files(&dir.join(sub), keys) {
+            std::fs::remove_file(&p)
+                .map_err(|e| Error::Local(format!("cannot remove {}: {e}", p.display())))?;
+            out.removed.push(p);
         }
     }
     // The revocation list replaces the last one fetched (a CA that
@@ -460,8 +468,20 @@ mod tests {
             metadata: vec!["ed25519 MDMKEY".to_owned()],
             crl: Some(b"CRL".to_vec()),
         };
+        // A key fetched before that the CA no longer publishes goes; a
+        // key placed by hand stays.
+        let retired = dir
+            .path()
+            .join("lbone")
+            .join(key_file_name("ed25519 RETIRED"));
+        let by_hand = dir.path().join("lbone").join("site.pub");
+        std::fs::create_dir_all(dir.path().join("lbone")).unwrap();
+        std::fs::write(&retired, "ed25519 RETIRED\n").unwrap();
+        std::fs::write(&by_hand, "ed25519 BYHAND\n").unwrap();
         let w = write(dir.path(), &t(b"first"), false).unwrap();
         assert_eq!(w.files.len(), 5);
+        assert_eq!(w.removed, [retired.clone()]);
+        assert!(!retired.exists() && by_hand.exists());
         let crl = std::fs::read(dir.path().join("ca").join(CRL_FILE)).unwrap();
         assert_eq!(
             pem::parse(&crl).unwrap().into_contents(),

@@ -611,6 +611,14 @@ async fn trust(url: &str, fp: &str, out: &Path, force: bool) -> Result<Vec<Strin
         write_atomic(&path, text.as_bytes(), 0o644)?;
         lines.push(format!("wrote {}", path.display()));
     }
+    // Signing keys fetched before that the CA no longer publishes: a
+    // retired or compromised key stops being trusted here.
+    for (sub, keys) in [("lbone", &answer.lbone), ("metadata", &answer.metadata)] {
+        for p in ibp_auth::trust::unpublished_key_files(&out.join(sub), keys) {
+            std::fs::remove_file(&p).map_err(|e| local(format!("remove {}: {e}", p.display())))?;
+            lines.push(format!("removed {} (no longer published)", p.display()));
+        }
+    }
     Ok(lines)
 }
 

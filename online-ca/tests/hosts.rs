@@ -512,6 +512,15 @@ async fn hosts_enroll_renew_and_every_refusal() {
     // Both certificates it holds unexpired, the enrolled one and the renewed.
     assert_eq!(serials.len(), 2, "{serials:?}");
     assert!(serials.contains(&parse(&second).raw_serial().to_vec()));
+    // A signing key fetched earlier that the CA no longer publishes goes
+    // with the same refresh (a key placed by hand stays).
+    let retired = trust_dir
+        .join("metadata")
+        .join(ibp_auth::trust::published_key_file_name("ed25519 RETIRED"));
+    let by_hand = trust_dir.join("metadata").join("site.pub");
+    std::fs::create_dir_all(trust_dir.join("metadata")).unwrap();
+    std::fs::write(&retired, "ed25519 RETIRED\n").unwrap();
+    std::fs::write(&by_hand, "ed25519 BYHAND\n").unwrap();
     let (code, out, err) = host_cert(&[
         "trust",
         "--ca",
@@ -523,6 +532,9 @@ async fn hosts_enroll_renew_and_every_refusal() {
     ]);
     assert_eq!(code, 0, "{out}{err}");
     assert!(out.contains("ca.crl"), "{out}");
+    assert!(out.contains("no longer published"), "{out}");
+    assert!(!retired.exists() && by_hand.exists());
+    std::fs::remove_file(&by_hand).unwrap();
     let trusted = ibp_auth::TrustStore::load(&trust_dir).unwrap();
     let e = ibp_auth::verify::verify_certificates(&second_chain, &trusted, ibp_auth::unix_now())
         .err()

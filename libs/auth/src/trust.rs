@@ -71,6 +71,35 @@ pub fn published_key_file_name(key: &str) -> String {
     format!("ca-{hex}.pub")
 }
 
+/// The signing-key files in `dir` (a trust directory's `lbone/` or
+/// `metadata/`) that were fetched from the online CA (named as
+/// [`published_key_file_name`] names them) but whose key the CA no longer
+/// publishes (`published`): a retired or compromised key must stop being
+/// trusted at the next fetch. Keys placed by hand (other names) are never
+/// listed.
+pub fn unpublished_key_files(dir: &Path, published: &[String]) -> Vec<std::path::PathBuf> {
+    let keep: std::collections::HashSet<String> = published
+        .iter()
+        .map(|k| published_key_file_name(k))
+        .collect();
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return Vec::new();
+    };
+    let mut out: Vec<_> = entries
+        .flatten()
+        .filter_map(|e| {
+            let name = e.file_name().to_str()?.to_owned();
+            let fetched = name.len() == "ca-".len() + 16 + ".pub".len()
+                && name.starts_with("ca-")
+                && name.ends_with(".pub")
+                && name[3..19].bytes().all(|b| b.is_ascii_hexdigit());
+            (fetched && !keep.contains(&name)).then(|| e.path())
+        })
+        .collect();
+    out.sort();
+    out
+}
+
 /// Every certificate in a PEM text.
 pub fn pem_certificates(text: &[u8]) -> Result<Vec<Vec<u8>>, AuthError> {
     pem_blocks(text, "CERTIFICATE")
