@@ -480,7 +480,7 @@ mod tests {
         std::fs::write(&by_hand, "ed25519 BYHAND\n").unwrap();
         let w = write(dir.path(), &t(b"first"), false).unwrap();
         assert_eq!(w.files.len(), 5);
-        assert_eq!(w.removed, [retired.clone()]);
+        assert_eq!(w.removed, std::slice::from_ref(&retired));
         assert!(!retired.exists() && by_hand.exists());
         let crl = std::fs::read(dir.path().join("ca").join(CRL_FILE)).unwrap();
         assert_eq!(
