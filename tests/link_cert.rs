@@ -136,5 +136,11 @@ fn a_linked_grid_certificate_acts_as_the_member() {
     let mut c = lors_cmd(&g, "alice", &["upload", s(&src), "/vo1/alice/g"]);
     c.env("X509_USER_PROXY", &grid_proxy);
     ok(run_limited(c, LORS_LIMIT));
-    download_is(&g, "alice", "/vo1/alice/g", &data[..1000], "written via the grid certificate");
+    download_is(
+        &g,
+        "alice",
+        "/vo1/alice/g",
+        &data[..1000],
+        "written via the grid certificate",
+    );
 }

@@ -83,11 +83,7 @@ pub struct Linked {
 /// Links the certificate of `extra` (its chain and key, as
 /// `credentials::load_user_credential` reads them) to the VO ID of the
 /// credential `ca` was made with, in `vo`.
-pub async fn link_cert(
-    ca: &CaClient,
-    extra: &ProxyCredential,
-    vo: &str,
-) -> Result<Linked, Error> {
+pub async fn link_cert(ca: &CaClient, extra: &ProxyCredential, vo: &str) -> Result<Linked, Error> {
     let ee = extra
         .chain
         .first()
@@ -99,13 +95,7 @@ pub async fn link_cert(
         .collect();
     let resp = ca
         .http()
-        .post_json(
-            "/v1/link/challenge",
-            &ChallengeBody {
-                vo,
-                chain: &chain,
-            },
-        )
+        .post_json("/v1/link/challenge", &ChallengeBody { vo, chain: &chain })
         .await?;
     let ch: ChallengeAnswer = parse_json(&check_status(resp)?, "link challenge")?;
     let digest = ring::digest::digest(&ring::digest::SHA256, ee);

@@ -469,7 +469,12 @@ pub async fn admin_decide(
     store
         .audit_insert(&AuditRow {
             id: crate::store::new_audit_id(),
-            kind: if approve { "link-approved" } else { "link-denied" }.into(),
+            kind: if approve {
+                "link-approved"
+            } else {
+                "link-denied"
+            }
+            .into(),
             serial: req.serial.clone(),
             subject: req.identity.clone(),
             identity: req.requested_by.clone(),
