@@ -337,7 +337,8 @@ pub async fn link(
         .get(&req.vo)
         .is_some_and(|v| v.link_approval);
     if approval {
-        let id = uuid::Uuid::new_v4().to_string();
+        // Time-ordered (microseconds first), so requests list in order.
+        let id = crate::store::new_audit_id();
         let added = app
             .store
             .link_request_add(&LinkRequestRow {
