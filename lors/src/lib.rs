@@ -33,6 +33,7 @@ pub mod depots;
 pub mod exit;
 pub mod files;
 pub mod keys;
+pub mod link;
 pub mod lors_e2e;
 pub mod maintenance;
 pub use ibp_https::client as https;

@@ -63,6 +63,10 @@ enum Command {
     /// Make a proxy from your own certificate and key, with VO attributes
     /// from the online CA (mutual TLS)
     ProxyInit(ProxyInitArgs),
+    /// Link another certificate of yours (e.g. a grid certificate) to
+    /// your VO ID at the online CA, proving you hold its key; then
+    /// `proxy-init` with it acts as you
+    LinkCert(LinkCertArgs),
     /// Show the proxy, or test it in scripts (--exists, --timeleft)
     ProxyInfo(ProxyInfoArgs),
     /// Overwrite and remove the proxy
@@ -213,6 +217,25 @@ struct ProxyInitArgs {
     #[arg(long, value_name = "HH:MM", default_value = "12:00", value_parser = parse_hhmm)]
     valid: u64,
     /// Print the new proxy's details as JSON
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Args)]
+struct LinkCertArgs {
+    #[command(flatten)]
+    ca: CaArgs,
+    /// The certificate to link (PEM; intermediates may follow it)
+    #[arg(long, value_name = "FILE")]
+    cert: PathBuf,
+    /// Its private key (PEM PKCS#8 "PRIVATE KEY", unencrypted)
+    #[arg(long, value_name = "FILE")]
+    key: PathBuf,
+    /// The VO in which to link it (default: $LORS_VO, else `vo` in the
+    /// config file)
+    #[arg(long)]
+    vo: Option<String>,
+    /// Print the outcome as JSON
     #[arg(long)]
     json: bool,
 }
@@ -547,6 +570,44 @@ fn proxy_init(args: ProxyInitArgs) -> Result<u8, Error> {
     Ok(exit::OK)
 }
 
+/// `lors link-cert`: the current proxy authenticates the member, the
+/// certificate's key signs the CA's challenge.
+fn link_cert(args: LinkCertArgs) -> Result<u8, Error> {
+    let trust = args.ca.trust_source()?.load()?;
+    let extra = credentials::load_user_credential(&args.cert, &args.key)?;
+    let proxy = credentials::load_unexpired_proxy(&proxy_path()?)?;
+    let ca = CaClient::new(&args.ca.url()?, &trust, Some(&proxy))?;
+    let vo = vo_or_config(args.vo.clone())?;
+    let linked = runtime()?.block_on(lors::link::link_cert(&ca, &extra, &vo))?;
+    if args.json {
+        println!(
+            "{}",
+            serde_json::to_string(&linked)
+                .map_err(|e| Error::Local(format!("cannot write JSON: {e}")))?
+        );
+    } else if let Some(request) = &linked.request {
+        println!(
+            "{} waits for a VO admin of {} (request {request}); once approved, \
+             `lors proxy-init --cert {} --key {}` acts as VO ID {}",
+            linked.identity,
+            linked.vo,
+            args.cert.display(),
+            args.key.display(),
+            linked.vo_id
+        );
+    } else {
+        println!(
+            "linked {} to your VO ID {} in VO {}; `lors proxy-init --cert {} --key {}` acts as you",
+            linked.identity,
+            linked.vo_id,
+            linked.vo,
+            args.cert.display(),
+            args.key.display()
+        );
+    }
+    Ok(exit::OK)
+}
+
 fn proxy_info(args: ProxyInfoArgs) -> Result<u8, Error> {
     let path = proxy_path()?;
     let mut trust = match args.trust.clone().or_else(env_trust_dir) {
@@ -665,6 +726,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Login(a) => login(a),
         Command::ProxyInit(a) => proxy_init(a),
+        Command::LinkCert(a) => link_cert(a),
         Command::ProxyInfo(a) => proxy_info(a),
         Command::ProxyDestroy(a) => proxy_destroy(a),
         Command::Depots(a) => depots_cmd(a),

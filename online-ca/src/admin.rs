@@ -93,6 +93,33 @@ pub enum MemberCmd {
         #[arg(long)]
         former: bool,
     },
+    /// Lists the certificates members asked to link to their VO ID
+    /// (`lors link-cert`) that wait for approval (VOs with
+    /// `link_approval`); --all: decided ones too.
+    Pending {
+        #[arg(long)]
+        vo: String,
+        #[arg(long)]
+        all: bool,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Approves a pending link request: the certificate becomes an
+    /// identity of the member's VO ID.
+    ApproveLink {
+        #[arg(long)]
+        vo: String,
+        /// The request ID (`member pending`).
+        #[arg(long)]
+        request: String,
+    },
+    /// Denies a pending link request.
+    DenyLink {
+        #[arg(long)]
+        vo: String,
+        #[arg(long)]
+        request: String,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -380,6 +407,18 @@ async fn run_db(cfg: &Config, store: &Store, cmd: AdminCmd) -> anyhow::Result<()
                          lors members remove {vo_id} --vo {vo}    (metadata manager and L-Bone)"
                     );
                 }
+            }
+            MemberCmd::Pending { vo, all, json } => {
+                check_vo(cfg, &vo)?;
+                crate::link::admin_pending(store, &vo, all, json).await?;
+            }
+            MemberCmd::ApproveLink { vo, request } => {
+                check_vo(cfg, &vo)?;
+                crate::link::admin_decide(store, &vo, &request, true).await?;
+            }
+            MemberCmd::DenyLink { vo, request } => {
+                check_vo(cfg, &vo)?;
+                crate::link::admin_decide(store, &vo, &request, false).await?;
             }
             MemberCmd::List {
                 vo,

@@ -10,9 +10,12 @@
 //!   grants ([`crate::maintenance`]).
 //! - `POST /v1/hosts/{enroll,renew}`: host certificates for service hosts
 //!   ([`crate::hosts`]).
+//! - `POST /v1/link/challenge`, `POST /v1/link` (mutual TLS): a member
+//!   links another certificate to their VO ID ([`crate::link`]).
 //!
 //! Errors are `{"error": "..."}` with 400 (bad request or CSR), 401 (wrong
-//! credentials, no client certificate), 403 (not a member of the VO), 429
+//! credentials, no client certificate), 403 (not a member of the VO), 409
+//! (a link that exists or waits already), 429
 //! (rate limited, with Retry-After), 500 (internal), 502 (the RADIUS
 //! server or the OIDC issuer could not be asked).
 
@@ -95,6 +98,8 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/v1/maintenance/revoke", post(crate::maintenance::revoke))
         .route("/v1/hosts/enroll", post(crate::hosts::enroll))
         .route("/v1/hosts/renew", post(crate::hosts::renew))
+        .route("/v1/link/challenge", post(crate::link::challenge))
+        .route("/v1/link", post(crate::link::link))
         .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "not found") })
         .layer(DefaultBodyLimit::max(MAX_BODY))
         .with_state(app)

@@ -189,6 +189,13 @@ pub struct VoConfig {
     /// VOs it creates.
     #[serde(default)]
     pub pseudonymous: bool,
+    /// A certificate a member links to their VO ID themselves (`lors
+    /// link-cert`, `/v1/link`) waits for a VO admin's `online-ca admin
+    /// member approve-link` instead of being linked at once
+    /// (docs/identity.md, "Linking a certificate yourself"). Default
+    /// `false`.
+    #[serde(default)]
+    pub link_approval: bool,
 }
 
 fn ninety_days() -> Secs {

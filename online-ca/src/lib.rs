@@ -16,6 +16,7 @@ pub mod crl;
 pub mod host_cert;
 pub mod hosts;
 pub mod init;
+pub mod link;
 pub mod local;
 pub mod maintenance;
 pub mod md5;

@@ -15,8 +15,9 @@
 //!   `cert:<issuer DN>|<subject DN>`) belongs to a VO as the user `vo_id`.
 //!   Several identities may share one VO ID (a user's second certificate or
 //!   second login method). `linked_from` is set for certificates linked
-//!   automatically at login (the identity that logged in); removing that
-//!   identity removes those links too.
+//!   automatically at login (the identity that logged in) and for
+//!   certificates a member linked themselves (`/v1/link`: their login
+//!   identity); removing that identity removes those links too.
 //! - `vo_groups (vo, name, group_id)`, `group_members (vo, group_id, vo_id)`:
 //!   groups hold users (VO IDs), not identities.
 //! - `former_vo_ids (vo, vo_id, last_identity, removed_at)`: VO IDs whose
@@ -44,6 +45,8 @@
 //! - `hosts`, `host_certs`: the allow-list of service hosts and the host
 //!   certificates issued to them, with when each was revoked
 //!   (`store/hosts.rs`).
+//! - `link_challenges`, `link_requests`: certificates members link to
+//!   their VO ID themselves, by proving possession (`store/links.rs`).
 
 use anyhow::{anyhow, bail};
 use serde::Serialize;
@@ -51,9 +54,11 @@ use sqlx::{AnyPool, Row};
 
 mod grants;
 mod hosts;
+mod links;
 mod pseudonyms;
 pub use grants::{GrantRow, GrantState};
 pub use hosts::{HostCertRow, HostRow, HostState, Role};
+pub use links::{ChallengeRow, LinkOutcome, LinkRequestRow};
 pub use pseudonyms::{parse_pseudonym, PseudonymRow, CN_PREFIX};
 
 /// Migrations, applied in order; never edit one that has shipped.
@@ -144,6 +149,32 @@ const MIGRATIONS: &[&[&str]] = &[
     // Host certificates revoked before they expire (the CA's revocation
     // list, `/v1/trust` "crl" and `/v1/crl`).
     &["ALTER TABLE host_certs ADD COLUMN revoked_at BIGINT"],
+    // Certificates members link themselves (`store/links.rs`).
+    &[
+        "CREATE TABLE link_challenges (
+        nonce TEXT PRIMARY KEY,
+        vo TEXT NOT NULL,
+        vo_id TEXT NOT NULL,
+        identity TEXT NOT NULL,
+        requested_by TEXT NOT NULL,
+        cert_sha256 TEXT NOT NULL,
+        expires_at BIGINT NOT NULL)",
+        "CREATE TABLE link_requests (
+        id TEXT PRIMARY KEY,
+        vo TEXT NOT NULL,
+        vo_id TEXT NOT NULL,
+        identity TEXT NOT NULL,
+        linked_from TEXT NOT NULL,
+        requested_by TEXT NOT NULL,
+        subject TEXT NOT NULL,
+        serial TEXT NOT NULL,
+        not_after BIGINT NOT NULL,
+        requested_at BIGINT NOT NULL,
+        state TEXT NOT NULL,
+        decided_at BIGINT,
+        decided_by TEXT)",
+        "CREATE INDEX link_requests_by_vo ON link_requests (vo, state)",
+    ],
 ];
 
 /// A VO group.

@@ -2,11 +2,12 @@
 //! pg_ctl on a free loopback port; without PostgreSQL's server binaries,
 //! `apt-get install postgresql`, this fails, it never skips). Two CA
 //! processes share the database: membership, groups, pseudonyms, the audit
-//! log, maintenance grants and host certificates written through one are
-//! what the other sees.
+//! log, maintenance grants, host certificates and link challenges written
+//! through one are what the other sees.
 
 mod common;
 
+use base64::Engine;
 use common::*;
 use serde_json::{json, Value};
 
@@ -47,6 +48,13 @@ async fn two_cas_on_one_postgresql_database() {
         "database = {:?}\n[vos.vo2]\npseudonymous = true\n",
         pg.url
     ));
+    // A university CA the online CA trusts (a certificate alice links).
+    let inst = ibp_auth::pki::Authority::new_ca("Uni", "Uni CA", 30).unwrap();
+    std::fs::write(
+        ca.dir.join("trust/ca/uni.pem"),
+        pem::encode(&pem::Pem::new("CERTIFICATE", inst.cert_der.clone())),
+    )
+    .unwrap();
     ca.add_user("alice", "pw-alice");
     // The admin CLI migrates and writes the PostgreSQL database.
     let vo_id = ca.add_member("vo1", "local:alice", &["--group", "analysis"]);
@@ -149,8 +157,68 @@ async fn two_cas_on_one_postgresql_database() {
         assert_eq!(r.0, 403, "{r:?}");
     }
 
+    // A certificate linked by alice herself: challenge at one CA,
+    // answered at the other (challenges live in the database), spent for
+    // both; the link is seen by both.
+    let uni = inst.issue_user("Uni", "Alice", 86_400).unwrap();
+    let chain = pem::encode(&pem::Pem::new("CERTIFICATE", uni.cert_der.clone()));
+    let ch = https(
+        a.addr,
+        &ca_der,
+        Some(&login_proxy),
+        "POST",
+        "/v1/link/challenge",
+        Some(&json!({"vo": "vo1", "chain": chain})),
+    )
+    .await;
+    assert_eq!(ch.status, 200, "{}", ch.json);
+    let sig = ibp_auth::keys::SigningKey::from_pkcs8(&uni.key_pkcs8)
+        .unwrap()
+        .sign(&b64d(ch.json["challenge"].as_str().unwrap()))
+        .unwrap();
+    let body = json!({"vo": "vo1", "chain": chain, "nonce": ch.json["nonce"],
+                      "signature": base64::engine::general_purpose::STANDARD.encode(sig)});
+    let l = https(
+        b.addr,
+        &ca_der,
+        Some(&login_proxy),
+        "POST",
+        "/v1/link",
+        Some(&body),
+    )
+    .await;
+    assert_eq!(l.status, 200, "{}", l.json);
+    assert_eq!(l.json["vo_id"], json!(vo_id));
+    let replay = https(
+        a.addr,
+        &ca_der,
+        Some(&login_proxy),
+        "POST",
+        "/v1/link",
+        Some(&body),
+    )
+    .await;
+    assert_eq!(replay.status, 401, "{}", replay.json);
+    let plain = ibp_auth::ProxyCredential {
+        chain: vec![uni.cert_der.clone()],
+        key_pkcs8: uni.key_pkcs8.clone(),
+    };
+    for srv in [&a, &b] {
+        let at = https(
+            srv.addr,
+            &ca_der,
+            Some(&plain),
+            "POST",
+            "/v1/attributes",
+            Some(&json!({"vo": "vo1"})),
+        )
+        .await;
+        assert_eq!(at.status, 200, "{}", at.json);
+        assert_eq!(at.json["vo_id"], json!(vo_id));
+    }
+
     // One audit log: four logins, a grant, its certificate, two host
-    // certificates.
+    // certificates, a link.
     let kinds: Vec<String> = ca
         .audit()
         .iter()
@@ -162,6 +230,7 @@ async fn two_cas_on_one_postgresql_database() {
         ("maintenance", 1),
         ("host-enroll", 1),
         ("host-renew", 1),
+        ("link", 1),
     ] {
         assert_eq!(
             kinds.iter().filter(|k| *k == kind).count(),

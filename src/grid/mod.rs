@@ -164,8 +164,9 @@ pub struct GridOptions {
     /// depot (docs/identity.md, "VOMS credentials"); default none: they
     /// refuse standard VOMS proxies.
     pub vomsdir: Option<PathBuf>,
-    /// PEM files of further CAs copied into the grid's `trust/ca/` (e.g.
-    /// the CA of a test's VOMS server and users).
+    /// PEM files of further CAs copied into the grid's `trust/ca/` and
+    /// the online CA's (e.g. the CA of a test's VOMS server and users, or
+    /// of a grid certificate a member links).
     pub extra_cas: Vec<PathBuf>,
     /// The online CA's `voms_uri` (`host:port`): its logins then also
     /// carry a standard VOMS AC (default none).
@@ -529,6 +530,8 @@ fn write_configs(
     let issuer = pki::make_trust(l)?;
     for (i, ca) in opts.extra_cas.iter().enumerate() {
         files::copy_private(ca, &l.trust.join(format!("ca/extra-{i}.pem")))?;
+        // The online CA trusts them too (`/v1/attributes`, `/v1/link`).
+        files::copy_private(ca, &l.ca.join(format!("trust/ca/extra-{i}.pem")))?;
     }
     let (users, users_file) = users::make_users(opts, l)?;
     config::write_users_file(l, &users_file)?;
