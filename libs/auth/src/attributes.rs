@@ -282,6 +282,28 @@ pub fn parse_more(value: &[u8]) -> Result<Vec<Vec<u8>>, AuthError> {
     Ok(sets)
 }
 
+/// The VO attribute sets a certificate (a proxy) carries, not verified:
+/// the VO attribute extension's value, then each set of the further-VOs
+/// extension; empty when it carries neither.
+pub fn sets_in_certificate(cert_der: &[u8]) -> Result<Vec<Vec<u8>>, AuthError> {
+    let (_, cert) = x509_parser::parse_x509_certificate(cert_der)
+        .map_err(|e| AuthError::malformed("certificate", e))?;
+    let find = |oid: &[u8]| {
+        cert.extensions()
+            .iter()
+            .find(|e| e.oid.as_bytes() == oid)
+            .map(|e| e.value)
+    };
+    let mut out = Vec::new();
+    if let Some(v) = find(&crate::oids::vo_attributes_oid()) {
+        out.push(v.to_vec());
+    }
+    if let Some(v) = find(&crate::oids::more_vo_attributes_oid()) {
+        out.extend(parse_more(v)?);
+    }
+    Ok(out)
+}
+
 /// A parsed, not yet verified extension value.
 #[derive(Debug, Clone)]
 pub struct SignedAttributes {
