@@ -933,6 +933,35 @@ mod tests {
     }
 
     #[test]
+    fn the_vo_a_request_acts_for() {
+        let b = |j: &str| Some(j.as_bytes().to_vec());
+        let vo = |route: &str, body: Option<Vec<u8>>| acting_vo(route, body.as_deref());
+        assert_eq!(
+            vo("/v1/stat", b(r#"{"path":"/vo2/a/b"}"#)).as_deref(),
+            Some("vo2")
+        );
+        assert_eq!(
+            vo("/v1/stat", b(r#"{"path":"/vo2"}"#)).as_deref(),
+            Some("vo2")
+        );
+        assert_eq!(
+            vo("/v1/move", b(r#"{"from":"/vo3/a","to":"/vo3/b"}"#)).as_deref(),
+            Some("vo3")
+        );
+        assert_eq!(
+            vo("/v1/usage", b(r#"{"vo":"vo4"}"#)).as_deref(),
+            Some("vo4")
+        );
+        assert_eq!(vo("/v1/vos/vo5/members", None).as_deref(), Some("vo5"));
+        assert_eq!(vo("/v1/whoami", None), None);
+        assert_eq!(vo("/v1/keys/me", b(r#"{"public_key":"x"}"#)), None);
+        // Nothing that is not a VO name goes into the header.
+        assert_eq!(vo("/v1/stat", b(r#"{"path":"/v o/a"}"#)), None);
+        assert_eq!(vo("/v1/vos/a%0Ab/members", None), None);
+        assert_eq!(vo("/v1/stat", b("not json")), None);
+    }
+
+    #[test]
     fn vo_names_in_urls() {
         assert!(vo_segment("vo1").is_ok());
         for bad in ["", "a/b", "..", "a b", "a?b", "%2e"] {

@@ -71,8 +71,9 @@ async fn one_login_gives_attributes_of_each_vo() {
         "{rows:?}"
     );
     assert!(
-        rows.iter()
-            .any(|r| r["vo"] == "vo2" && r["kind"] == "attributes" && r["vo_id"] == alice2.as_str()),
+        rows.iter().any(|r| r["vo"] == "vo2"
+            && r["kind"] == "attributes"
+            && r["vo_id"] == alice2.as_str()),
         "{rows:?}"
     );
 
@@ -82,7 +83,10 @@ async fn one_login_gives_attributes_of_each_vo() {
     let r = login(body("bob", "vo1", &["vo2"], &csr)).await;
     assert_eq!(r.status, 403, "{:?}", r.json);
     assert!(
-        r.json["error"].as_str().unwrap().contains("not a member of VO vo2"),
+        r.json["error"]
+            .as_str()
+            .unwrap()
+            .contains("not a member of VO vo2"),
         "{:?}",
         r.json
     );
