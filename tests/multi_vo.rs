@@ -192,6 +192,11 @@ fn one_proxy_acts_in_each_of_its_vos_and_never_mixes_them() {
     assert_eq!(new["also"][0]["vo"], VO2, "{new}");
     assert_eq!(new["also"][0]["vo_id"], alice_vo2.as_str(), "{new}");
     assert_eq!(new["also"][0]["groups"], serde_json::json!([]), "{new}");
+    let info: serde_json::Value =
+        serde_json::from_str(&ok(lors(&g, "alice", &["proxy-info", "--json"]))).unwrap();
+    assert_eq!(info["vo"], "vo1", "{info}");
+    assert_eq!(info["other_vos"], serde_json::json!([VO2]), "{info}");
+    assert_eq!(info["verified"], true, "{info}");
     wait_vo2_depots(&g, &alice);
 
     // The L-Bone: each query's VO, with that VO's VO ID.

@@ -903,6 +903,9 @@ pub struct ProxyInfo {
     pub vo: Option<String>,
     pub vo_id: Option<String>,
     pub groups: Vec<Group>,
+    /// The further VOs of a multi-VO proxy (read, not verified: the
+    /// verification covers them).
+    pub other_vos: Vec<String>,
     /// Earliest expiry of the chain and the attributes, Unix seconds.
     pub not_after: i64,
     pub verification: Verification,
@@ -940,6 +943,7 @@ impl ProxyInfo {
             "vo": self.vo,
             "vo_id": self.vo_id,
             "groups": groups,
+            "other_vos": self.other_vos,
             "not_after": self.not_after,
             "timeleft": self.time_left(now),
             "verified": verified,
@@ -974,8 +978,13 @@ impl ProxyInfo {
                 format_local(self.not_after)
             )
         };
+        let also = if self.other_vos.is_empty() {
+            String::new()
+        } else {
+            format!("also vos  : {}\n", self.other_vos.join(", "))
+        };
         format!(
-            "subject   : {}\nidentity  : {}\nvo        : {}\nvo id     : {}\ngroups    : {}\ntimeleft  : {}\nverified  : {}\npath      : {}\n",
+            "subject   : {}\nidentity  : {}\nvo        : {}\nvo id     : {}\ngroups    : {}\n{also}timeleft  : {}\nverified  : {}\npath      : {}\n",
             self.subject,
             self.identity,
             or_none(&self.vo),
@@ -1080,6 +1089,21 @@ pub fn inspect_proxy(
         .map(|v| SignedAttributes::parse(&v))
         .transpose()
         .map_err(|e| bad(e.to_string()))?;
+    // A multi-VO proxy's further VOs: of the same certificate's sets.
+    let mut other_vos = Vec::new();
+    if attributes.is_some() {
+        if let Some(i) = certs[..ee_index]
+            .iter()
+            .position(|c| has_ext(c, &vo_oid).is_some())
+        {
+            let sets = ibp_auth::attributes::sets_in_certificate(&cred.chain[i])
+                .map_err(|e| bad(e.to_string()))?;
+            for set in sets.iter().skip(1) {
+                let a = SignedAttributes::parse(set).map_err(|e| bad(e.to_string()))?;
+                other_vos.push(a.attributes.vo);
+            }
+        }
+    }
     // Without our attributes, a standard VOMS AC (read, not verified).
     let voms_oid = ibp_auth::oids::oid_bytes(ibp_auth::voms::VOMS_EXTENSION);
     let voms = match &attributes {
@@ -1117,6 +1141,7 @@ pub fn inspect_proxy(
         vo,
         vo_id,
         groups,
+        other_vos,
         not_after,
         verification,
     })
