@@ -108,6 +108,10 @@ pub fn verify(
     verify_ac(ac, vo, host, ee, trust, now)
 }
 
+/// One AC of [`verify_each`]: its VO, and its attributes or why they were
+/// refused.
+pub type EachAc = (String, Result<VomsAttributes, AuthError>);
+
 /// Every AC of the VOMS extension `value` (one per VO: `voms-proxy-init
 /// -voms a -voms b`, a multi-VO login at a CA with `voms_uri`), each
 /// verified on its own as [`verify`] verifies the first: the VO each one
@@ -119,7 +123,7 @@ pub fn verify_each(
     ee: &X509Certificate<'_>,
     trust: &TrustStore,
     now: i64,
-) -> Result<Vec<(String, Result<VomsAttributes, AuthError>)>, AuthError> {
+) -> Result<Vec<EachAc>, AuthError> {
     trust.vomsdir().ok_or(AuthError::VomsNotAccepted)?;
     let acs = parse_extension(value)?;
     if acs.is_empty() {
