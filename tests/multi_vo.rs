@@ -149,6 +149,25 @@ fn stat(g: &Grid, user: &str, path: &str) -> serde_json::Value {
     serde_json::from_str(&out).unwrap_or_else(|e| panic!("stat --json ({e}): {out}"))
 }
 
+/// `POST /v1/stat {path}` at the metadata manager with `proxy`, acting
+/// for `vo` (the `ibp-vo` header): status and body.
+fn stat_acting(g: &Grid, proxy: &Path, path: &str, vo: Option<&str>) -> (u16, String) {
+    let cred = ProxyCredential::load(proxy).expect("proxy");
+    let trust = TrustStore::load(&g.trust_dir).expect("trust");
+    let tls = ibp_auth::tls::client_config(&trust, Some(&cred)).expect("TLS");
+    let url = ibp_https::BaseUrl::parse(&g.mdm_url).expect("URL");
+    let client = ibp_https::Client::new(url, tls, true);
+    let body = serde_json::to_vec(&serde_json::json!({ "path": path })).unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let r = rt
+        .block_on(client.request_acting(ibp_https::Method::POST, "/v1/stat", Some(body), vo))
+        .expect("an answer");
+    (r.status, String::from_utf8_lossy(&r.body).into_owned())
+}
+
 /// Waits until the L-Bone offers every depot to vo2.
 fn wait_vo2_depots(g: &Grid, proxy: &Path) {
     let deadline = Instant::now() + Duration::from_secs(60);
@@ -242,6 +261,24 @@ fn one_proxy_acts_in_each_of_its_vos_and_never_mixes_them() {
             "{path} is on secure depots (grants of its VO): {st}"
         );
     }
+
+    // The metadata manager acts for the VO the request names: a path in
+    // another VO the proxy carries is refused (its rights would be the
+    // wrong VO's); a VO it does not carry acts as its first VO.
+    let (st, body) = stat_acting(&g, &alice, "/vo2/alice/two", Some("vo2"));
+    assert_eq!(st, 200, "{body}");
+    let (st, body) = stat_acting(&g, &alice, "/vo2/alice/two", Some("vo1"));
+    assert_eq!(st, 403, "{body}");
+    assert!(
+        body.contains("/vo2/alice/two is in VO vo2, which your proxy carries, but this request acts for VO vo1"),
+        "{body}"
+    );
+    let (st, body) = stat_acting(&g, &alice, "/vo2/alice/two", None);
+    assert_eq!(st, 403, "without the header, the first VO: {body}");
+    let (st, body) = stat_acting(&g, &alice, "/vo1/alice/one", Some("vo2"));
+    assert_eq!(st, 403, "{body}");
+    let (st, body) = stat_acting(&g, &alice, "/vo1/alice/one", Some("vo3"));
+    assert_eq!(st, 200, "a VO not carried: the first VO acts: {body}");
 
     // The depots: a grant of each VO, for the member of that VO.
     depot_auth(&g, &alice, "vo1", &alice_vo1).expect("a vo1 grant");
