@@ -76,7 +76,8 @@ pub async fn handshake(depot: &Depot, stream: TcpStream, peer: SocketAddr) -> Op
 
 /// AUTH: the grant must be validly signed by a trusted L-Bone key, within
 /// its lifetime, name this depot, be bound to the TLS peer's key, carry the
-/// peer's verified VO and VO ID, and the VO must be served here.
+/// peer's verified VO and VO ID (of a multi-VO proxy: its identity in the
+/// grant's VO), and the VO must be served here.
 pub async fn auth(depot: &Depot, conn: &mut Conn, a: Auth) -> Result<(), Failure> {
     let refuse = |why: String| Failure::Refused(IbpError::CapAccessDenied, why);
     let secure = depot
@@ -99,6 +100,11 @@ pub async fn auth(depot: &Depot, conn: &mut Conn, a: Auth) -> Result<(), Failure
         now,
     )
     .map_err(|e| refuse(format!("depot grant refused: {e}")))?;
+    // The session acts for the grant's VO alone: a multi-VO proxy's
+    // identity in that VO (docs/identity.md, "Several VOs in one proxy").
+    let identity = identity
+        .for_vo(&grant.vo)
+        .map_err(|e| refuse(format!("depot grant is for VO {}: {e}", grant.vo)))?;
     if grant.vo != identity.vo || grant.vo_id != identity.vo_id {
         return Err(refuse(format!(
             "depot grant is for {}/{}, the credential is {}/{}",
@@ -169,6 +175,7 @@ async fn auth_delegated(
             key_hash: key,
             not_after: grant.not_after,
             scope: ibp_auth::Scope::Full,
+            others: Default::default(),
         },
         owner: Owner {
             vo: grant.vo,

@@ -320,7 +320,18 @@ fn check_ticket(
         ibp_auth::unix_now(),
     )
     .map_err(|e| refuse(format!("file ticket refused: {e}")))?;
-    // Bound to the key already; the names must agree as well.
+    // Bound to the key already; the names must agree as well. Without a
+    // session, a multi-VO peer reads as its identity in the ticket's VO.
+    let for_ticket;
+    let identity = match (&conn.session, identity.vo != t.vo) {
+        (None, true) => {
+            for_ticket = identity
+                .for_vo(&t.vo)
+                .map_err(|e| refuse(format!("file ticket is for VO {}: {e}", t.vo)))?;
+            &for_ticket
+        }
+        _ => identity,
+    };
     if t.vo != identity.vo || t.vo_id != identity.vo_id {
         return Err(refuse(format!(
             "file ticket is for {}/{}, the credential is {}/{}",

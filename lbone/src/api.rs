@@ -130,21 +130,30 @@ impl Authenticate<Identity> for App {
     }
 }
 
-/// Refuses a caller who is not an admin of `vo`.
-fn admin_of(app: &App, id: &Identity, vo: &str) -> ApiResult<()> {
-    if id.vo != vo {
-        return Err(ApiError::forbidden(format!(
-            "your VO attributes are for VO {}, not {vo}",
-            id.vo
-        )));
-    }
+/// The caller's identity in `vo` alone (of a multi-VO proxy: the
+/// attributes for that VO, never another VO's groups or VO ID; docs/
+/// identity.md, "Several VOs in one proxy"), or 403 naming why there is
+/// none.
+fn in_vo(id: &Identity, vo: &str) -> ApiResult<Identity> {
+    id.for_vo(vo).map_err(|e| match e {
+        ibp_auth::AuthError::VoNotCarried { .. } if id.others.verified.is_empty() => {
+            ApiError::forbidden(format!("your VO attributes are for VO {}, not {vo}", id.vo))
+        }
+        e => ApiError::forbidden(e.to_string()),
+    })
+}
+
+/// Refuses a caller who is not an admin of `vo`; returns their identity
+/// in `vo`.
+fn admin_of(app: &App, id: &Identity, vo: &str) -> ApiResult<Identity> {
+    let id = in_vo(id, vo)?;
     if !id.groups.iter().any(|g| g.name == app.admin_group) {
         return Err(ApiError::forbidden(format!(
             "administering VO {vo}'s depots needs its group {:?}, which your attributes lack",
             app.admin_group
         )));
     }
-    Ok(())
+    Ok(id)
 }
 
 fn check_name(name: &str) -> ApiResult<()> {
@@ -235,7 +244,7 @@ async fn register(
     Path(vo): Path<String>,
     body: Result<Json<NewDepot>, JsonRejection>,
 ) -> ApiResult<(StatusCode, Json<DepotView>)> {
-    admin_of(&app, &id, &vo)?;
+    let id = admin_of(&app, &id, &vo)?;
     let Json(d) = body.map_err(bad_body)?;
     check_name(&d.name)?;
     let now = ibp_auth::unix_now();
@@ -312,7 +321,7 @@ async fn update(
     Path((vo, name)): Path<(String, String)>,
     body: Result<Json<DepotChanges>, JsonRejection>,
 ) -> ApiResult<Json<DepotView>> {
-    admin_of(&app, &id, &vo)?;
+    let id = admin_of(&app, &id, &vo)?;
     let Json(c) = body.map_err(bad_body)?;
     let changes = Changes {
         host: c.host.as_deref().map(check_host).transpose()?,
@@ -352,7 +361,7 @@ async fn remove(
     Extension(remote): Extension<RemoteAddr>,
     Path((vo, name)): Path<(String, String)>,
 ) -> ApiResult<Json<DepotRemoved>> {
-    admin_of(&app, &id, &vo)?;
+    let id = admin_of(&app, &id, &vo)?;
     if !app.store.remove(&vo, &name).await? {
         return Err(no_depot(&vo, &name));
     }
@@ -379,7 +388,7 @@ async fn member_remove(
     Authenticated(id): Authenticated<Identity>,
     Path((vo, vo_id)): Path<(String, String)>,
 ) -> ApiResult<Json<MemberRemoval>> {
-    admin_of(&app, &id, &vo)?;
+    let id = admin_of(&app, &id, &vo)?;
     check_vo_id(&vo_id)?;
     if vo_id == id.vo_id {
         return Err(ApiError::bad_request("you cannot remove yourself"));
@@ -401,7 +410,7 @@ async fn member_restore(
     Authenticated(id): Authenticated<Identity>,
     Path((vo, vo_id)): Path<(String, String)>,
 ) -> ApiResult<Json<MemberRemoval>> {
-    admin_of(&app, &id, &vo)?;
+    let id = admin_of(&app, &id, &vo)?;
     check_vo_id(&vo_id)?;
     if !app.store.restore_member(&vo, &vo_id).await? {
         return Err(ApiError::not_found(format!(
@@ -445,6 +454,13 @@ async fn query(
     Extension(remote): Extension<RemoteAddr>,
     body: Result<Json<QueryRequest>, JsonRejection>,
 ) -> ApiResult<Json<Offer>> {
+    let Json(q) = body.map_err(bad_body)?;
+    // The query's VO, of a multi-VO proxy its identity there alone;
+    // without one, the proxy's first VO.
+    let id = match &q.vo {
+        Some(vo) => in_vo(&id, vo)?,
+        None => id.single(),
+    };
     // Revocation: a member the VO's admins removed gets no more grants
     // (a proxy cannot be revoked; a grant lasts minutes).
     if let Some((by, at)) = app.store.removed(&id.vo, &id.vo_id).await? {
@@ -453,15 +469,6 @@ async fn query(
             "VO {} removed member {} (by {by} at {at}): no depot grants; ask a VO admin",
             id.vo, id.vo_id
         )));
-    }
-    let Json(q) = body.map_err(bad_body)?;
-    if let Some(vo) = &q.vo {
-        if *vo != id.vo {
-            return Err(ApiError::forbidden(format!(
-                "your VO attributes are for VO {}, not {vo}",
-                id.vo
-            )));
-        }
     }
     if let Some(n) = q.count {
         if n == 0 || n > MAX_COUNT {

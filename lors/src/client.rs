@@ -84,6 +84,7 @@ pub fn grid_with(
         mdm,
         key: files::load_key_if_present(&key_path)?,
         escrow: None,
+        vo: None,
         cache: Default::default(),
         timeout: Some(
             o.timeout

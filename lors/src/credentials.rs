@@ -190,6 +190,8 @@ pub struct LoginParams {
     /// The password (radius, local) or the token (oidc).
     pub secret: Secret,
     pub vo: String,
+    /// Further VOs for the same proxy (`--vo a --vo b`: a multi-VO proxy).
+    pub also: Vec<String>,
     /// Requested proxy lifetime in seconds.
     pub lifetime: u64,
 }
@@ -216,6 +218,21 @@ pub struct LoginResponse {
     #[serde(default)]
     pub groups: Vec<ApiGroup>,
     pub not_after: i64,
+    /// The further VOs' attributes (a multi-VO login), in the order asked.
+    #[serde(default)]
+    pub also: Vec<AlsoResponse>,
+}
+
+/// The attributes of one further VO in a `POST /v1/login` answer.
+#[derive(Debug, Clone, Deserialize)]
+pub struct AlsoResponse {
+    pub attributes: String,
+    #[serde(default)]
+    pub voms: Option<String>,
+    pub vo: String,
+    pub vo_id: String,
+    #[serde(default)]
+    pub groups: Vec<ApiGroup>,
 }
 
 /// `POST /v1/attributes` answer.
@@ -249,6 +266,8 @@ struct LoginBody<'a> {
     #[serde(skip_serializing_if = "Option::is_none")]
     token: Option<&'a str>,
     vo: &'a str,
+    #[serde(skip_serializing_if = "<[String]>::is_empty")]
+    also: &'a [String],
     csr: String,
     lifetime: u64,
 }
@@ -411,6 +430,7 @@ impl CaClient {
             password,
             token,
             vo: &p.vo,
+            also: &p.also,
             csr: csr_pem,
             lifetime: p.lifetime,
         };
@@ -441,6 +461,8 @@ pub struct NewProxy {
     pub vo: String,
     pub vo_id: String,
     pub groups: Vec<Group>,
+    /// The further VOs of a multi-VO proxy: VO, VO ID, groups.
+    pub also: Vec<(String, String, Vec<Group>)>,
     /// When the proxy (or its attributes) expire, Unix seconds.
     pub not_after: i64,
     /// The lifetime that was asked for, in seconds.
@@ -459,77 +481,114 @@ fn is_self_issued(der: &[u8]) -> bool {
 
 /// Checks the VO attribute extension from the CA and mints the proxy below
 /// `ee_chain` (end-entity certificate first, then intermediates).
-fn mint_proxy(
+/// One VO's attribute set from the CA (base64, as answered).
+pub(crate) struct VoSet<'a> {
+    pub(crate) attributes_b64: &'a str,
+    pub(crate) voms_b64: Option<&'a str>,
+    pub(crate) vo: &'a str,
+}
+
+/// Checks the VO attribute sets from the CA and mints the proxy below
+/// `ee_chain` (end-entity certificate first, then intermediates), for one
+/// or more VOs (`sets`, the first VO first): the
+/// first VO's attributes in the VO attribute extension, the others' in the
+/// further-VOs extension, and every VOMS AC from the CA in one VOMS
+/// extension (docs/identity.md, "Several VOs in one proxy").
+pub(crate) fn mint_multi_vo_proxy(
     ee_chain: &[Vec<u8>],
     key_pkcs8: &[u8],
-    attributes_b64: &str,
-    voms_b64: Option<&str>,
-    vo: &str,
+    sets: &[VoSet<'_>],
     lifetime: u64,
 ) -> Result<NewProxy, Error> {
     let bad = |why: String| Error::Unavailable(format!("invalid answer from the CA: {why}"));
-    let ext = base64::engine::general_purpose::STANDARD
-        .decode(attributes_b64.trim())
-        .map_err(|e| bad(format!("attributes are not base64: {e}")))?;
-    let signed = SignedAttributes::parse(&ext).map_err(|e| bad(e.to_string()))?;
-    let attrs = &signed.attributes;
-    if attrs.vo != vo {
-        return Err(bad(format!("attributes are for VO {:?}", attrs.vo)));
-    }
     let ee_der = ee_chain
         .first()
         .ok_or_else(|| Error::Local("empty certificate chain".into()))?;
     let ee = parse_cert(ee_der).map_err(|e| bad(format!("certificate: {e}")))?;
-    if attrs.holder_issuer != ee.issuer().as_raw() || attrs.holder_serial != ee.raw_serial() {
-        return Err(bad("attributes are bound to another certificate".into()));
-    }
     let now = ibp_auth::unix_now();
-    let lifetime_i = i64::try_from(lifetime).unwrap_or(i64::MAX);
-    let granted = lifetime_i.min(attrs.not_after.saturating_sub(now));
-    if granted <= 0 {
-        return Err(bad(format!(
-            "attributes expired at {}",
-            format_local(attrs.not_after)
-        )));
-    }
-    // A standard VOMS AC from the CA goes into the proxy too, for VOMS
-    // tools (services use the attributes above).
-    let voms = voms_b64
-        .map(|v| {
+    let mut granted = i64::try_from(lifetime).unwrap_or(i64::MAX);
+    let mut exts = Vec::new();
+    let mut parsed = Vec::new();
+    let mut vomses = Vec::new();
+    for set in sets {
+        let ext = base64::engine::general_purpose::STANDARD
+            .decode(set.attributes_b64.trim())
+            .map_err(|e| bad(format!("attributes are not base64: {e}")))?;
+        let signed = SignedAttributes::parse(&ext).map_err(|e| bad(e.to_string()))?;
+        let attrs = &signed.attributes;
+        if attrs.vo != set.vo {
+            return Err(bad(format!("attributes are for VO {:?}", attrs.vo)));
+        }
+        if attrs.holder_issuer != ee.issuer().as_raw() || attrs.holder_serial != ee.raw_serial() {
+            return Err(bad("attributes are bound to another certificate".into()));
+        }
+        granted = granted.min(attrs.not_after.saturating_sub(now));
+        if granted <= 0 {
+            return Err(bad(format!(
+                "attributes expired at {}",
+                format_local(attrs.not_after)
+            )));
+        }
+        // A standard VOMS AC from the CA goes into the proxy too, for VOMS
+        // tools (services use the attributes above).
+        if let Some(v) = set.voms_b64 {
             let der = base64::engine::general_purpose::STANDARD
                 .decode(v.trim())
                 .map_err(|e| bad(format!("VOMS AC is not base64: {e}")))?;
             ibp_auth::voms::parse_extension(&der).map_err(|e| bad(e.to_string()))?;
-            Ok::<_, Error>(der)
-        })
-        .transpose()?;
+            vomses.push(der);
+        }
+        exts.push(ext);
+        parsed.push(signed);
+    }
+    let voms = match vomses.len() {
+        0 => None,
+        1 => vomses.pop(),
+        _ => {
+            Some(ibp_auth::voms::issue::merge_extensions(&vomses).map_err(|e| bad(e.to_string()))?)
+        }
+    };
     let extra: Vec<(&[u64], &[u8])> = voms
         .as_deref()
         .map(|v| (ibp_auth::voms::VOMS_EXTENSION, v))
         .into_iter()
         .collect();
-    let credential = ProxyCredential::create_with_extensions(
+    let (first_ext, more) = exts
+        .split_first()
+        .ok_or_else(|| Error::Local("no VO to make a proxy for".into()))?;
+    let credential = ProxyCredential::create_multi_vo(
         ee_chain,
         key_pkcs8,
         &ProxyOptions {
             lifetime: granted,
-            attributes: Some(ext.clone()),
+            attributes: Some(first_ext.clone()),
             path_len: None,
         },
+        more,
         &extra,
     )
     .map_err(|e| match e {
         AuthError::Expired { .. } => Error::Usage(format!("cannot make a proxy: {e}")),
         _ => Error::Local(format!("cannot make a proxy: {e}")),
     })?;
-    let not_after = credential
-        .not_after()
-        .map_err(|e| Error::Local(e.to_string()))?
-        .min(attrs.not_after);
+    let attrs = &parsed[0].attributes;
+    let not_after = parsed.iter().map(|p| p.attributes.not_after).fold(
+        credential
+            .not_after()
+            .map_err(|e| Error::Local(e.to_string()))?,
+        i64::min,
+    );
     Ok(NewProxy {
         vo: attrs.vo.clone(),
         vo_id: attrs.vo_id.clone(),
         groups: attrs.groups.clone(),
+        also: parsed[1..]
+            .iter()
+            .map(|p| {
+                let a = &p.attributes;
+                (a.vo.clone(), a.vo_id.clone(), a.groups.clone())
+            })
+            .collect(),
         credential,
         not_after,
         requested: lifetime,
@@ -556,6 +615,13 @@ pub async fn login(ca: &CaClient, p: &LoginParams) -> Result<NewProxy, Error> {
     }
     let req = KeyRequest::new(&p.user)?;
     let resp = ca.login(p, req.csr_pem.clone()).await?;
+    let answered: Vec<&str> = resp.also.iter().map(|a| a.vo.as_str()).collect();
+    if answered != p.also.iter().map(String::as_str).collect::<Vec<_>>() {
+        return Err(Error::Unavailable(format!(
+            "invalid answer from the CA: attributes for VOs {answered:?}, asked for {:?} (a CA older than multi-VO logins?)",
+            p.also
+        )));
+    }
     req.proxy(&resp, &p.vo, p.lifetime)
 }
 
@@ -623,14 +689,18 @@ fn issued_proxy(
             ee_chain.push(c);
         }
     }
-    mint_proxy(
-        &ee_chain,
-        key_pkcs8,
-        &resp.attributes,
-        resp.voms.as_deref(),
+    let sets: Vec<VoSet<'_>> = std::iter::once(VoSet {
+        attributes_b64: &resp.attributes,
+        voms_b64: resp.voms.as_deref(),
         vo,
-        lifetime,
-    )
+    })
+    .chain(resp.also.iter().map(|a| VoSet {
+        attributes_b64: &a.attributes,
+        voms_b64: a.voms.as_deref(),
+        vo: &a.vo,
+    }))
+    .collect();
+    mint_multi_vo_proxy(&ee_chain, key_pkcs8, &sets, lifetime)
 }
 
 /// Loads a user certificate (PEM: the certificate, then any intermediates)
@@ -709,16 +779,48 @@ pub async fn proxy_init(
     vo: &str,
     lifetime: u64,
 ) -> Result<NewProxy, Error> {
+    proxy_init_vos(ca, user, &[vo.to_owned()], lifetime).await
+}
+
+/// [`proxy_init`] for one or more VOs: attributes for each from the CA
+/// (`POST /v1/attributes`, one per VO), then one proxy carrying them all
+/// (the first VO first).
+pub async fn proxy_init_vos(
+    ca: &CaClient,
+    user: &ProxyCredential,
+    vos: &[String],
+    lifetime: u64,
+) -> Result<NewProxy, Error> {
     check_lifetime(lifetime)?;
-    let resp = ca.attributes(vo, lifetime).await?;
-    mint_proxy(
-        &user.chain,
-        &user.key_pkcs8,
-        &resp.attributes,
-        resp.voms.as_deref(),
-        vo,
-        lifetime,
-    )
+    check_vos(vos)?;
+    let mut answers = Vec::new();
+    for vo in vos {
+        answers.push(ca.attributes(vo, lifetime).await?);
+    }
+    let sets: Vec<VoSet<'_>> = answers
+        .iter()
+        .zip(vos)
+        .map(|(a, vo)| VoSet {
+            attributes_b64: &a.attributes,
+            voms_b64: a.voms.as_deref(),
+            vo,
+        })
+        .collect();
+    mint_multi_vo_proxy(&user.chain, &user.key_pkcs8, &sets, lifetime)
+}
+
+/// The VOs of one proxy: 1 to `MAX_VOS`, each named once.
+pub fn check_vos(vos: &[String]) -> Result<(), Error> {
+    let max = ibp_auth::attributes::MAX_VOS;
+    if vos.is_empty() || vos.len() > max {
+        return Err(Error::Usage(format!("1 to {max} VOs in one proxy")));
+    }
+    for (i, vo) in vos.iter().enumerate() {
+        if vos[..i].contains(vo) {
+            return Err(Error::Usage(format!("--vo {vo} is given twice")));
+        }
+    }
+    Ok(())
 }
 
 fn local_io(what: &str, path: &Path, e: std::io::Error) -> Error {
@@ -801,6 +903,9 @@ pub struct ProxyInfo {
     pub vo: Option<String>,
     pub vo_id: Option<String>,
     pub groups: Vec<Group>,
+    /// The further VOs of a multi-VO proxy (read, not verified: the
+    /// verification covers them).
+    pub other_vos: Vec<String>,
     /// Earliest expiry of the chain and the attributes, Unix seconds.
     pub not_after: i64,
     pub verification: Verification,
@@ -838,6 +943,7 @@ impl ProxyInfo {
             "vo": self.vo,
             "vo_id": self.vo_id,
             "groups": groups,
+            "other_vos": self.other_vos,
             "not_after": self.not_after,
             "timeleft": self.time_left(now),
             "verified": verified,
@@ -872,8 +978,13 @@ impl ProxyInfo {
                 format_local(self.not_after)
             )
         };
+        let also = if self.other_vos.is_empty() {
+            String::new()
+        } else {
+            format!("also vos  : {}\n", self.other_vos.join(", "))
+        };
         format!(
-            "subject   : {}\nidentity  : {}\nvo        : {}\nvo id     : {}\ngroups    : {}\ntimeleft  : {}\nverified  : {}\npath      : {}\n",
+            "subject   : {}\nidentity  : {}\nvo        : {}\nvo id     : {}\ngroups    : {}\n{also}timeleft  : {}\nverified  : {}\npath      : {}\n",
             self.subject,
             self.identity,
             or_none(&self.vo),
@@ -978,6 +1089,21 @@ pub fn inspect_proxy(
         .map(|v| SignedAttributes::parse(&v))
         .transpose()
         .map_err(|e| bad(e.to_string()))?;
+    // A multi-VO proxy's further VOs: of the same certificate's sets.
+    let mut other_vos = Vec::new();
+    if attributes.is_some() {
+        if let Some(i) = certs[..ee_index]
+            .iter()
+            .position(|c| has_ext(c, &vo_oid).is_some())
+        {
+            let sets = ibp_auth::attributes::sets_in_certificate(&cred.chain[i])
+                .map_err(|e| bad(e.to_string()))?;
+            for set in sets.iter().skip(1) {
+                let a = SignedAttributes::parse(set).map_err(|e| bad(e.to_string()))?;
+                other_vos.push(a.attributes.vo);
+            }
+        }
+    }
     // Without our attributes, a standard VOMS AC (read, not verified).
     let voms_oid = ibp_auth::oids::oid_bytes(ibp_auth::voms::VOMS_EXTENSION);
     let voms = match &attributes {
@@ -1015,6 +1141,7 @@ pub fn inspect_proxy(
         vo,
         vo_id,
         groups,
+        other_vos,
         not_after,
         verification,
     })

@@ -71,6 +71,10 @@ pub async fn init(mdm: &MetadataClient, path: &Path, force: bool) -> Result<Init
     let file = prepare_key_file(path, force)?;
     let text = file.pair.public().to_text();
     mdm.register_key(&text).await?;
+    // A multi-VO proxy: the same key for the member in each of its VOs.
+    for vo in &before.other_vos {
+        mdm.register_key_in(vo, &text).await?;
+    }
     let replaced_registered = before.public_key.filter(|k| {
         PublicKey::parse(k)
             .map(|p| p != *file.pair.public())

@@ -176,9 +176,10 @@ struct LoginArgs {
     #[command(flatten)]
     ca: CaArgs,
     /// Virtual organization to get attributes for (default: $LORS_VO, else
-    /// `vo` in the config file)
+    /// `vo` in the config file); repeat it for one proxy carrying several
+    /// VOs (the first one is the default VO of requests that name none)
     #[arg(long)]
-    vo: Option<String>,
+    vo: Vec<String>,
     /// How the CA checks who you are [default: oidc with --token-file, else radius]
     #[arg(long, value_enum)]
     method: Option<LoginMethod>,
@@ -210,9 +211,10 @@ struct ProxyInitArgs {
     #[arg(long, value_name = "FILE")]
     key: PathBuf,
     /// Virtual organization to get attributes for (default: $LORS_VO, else
-    /// `vo` in the config file)
+    /// `vo` in the config file); repeat it for one proxy carrying several
+    /// VOs
     #[arg(long)]
-    vo: Option<String>,
+    vo: Vec<String>,
     /// Requested proxy lifetime
     #[arg(long, value_name = "HH:MM", default_value = "12:00", value_parser = parse_hhmm)]
     valid: u64,
@@ -449,6 +451,11 @@ fn print_new_proxy(p: &NewProxy, path: &std::path::Path, json: bool) {
             "timeleft": left.max(0),
             "requested": p.requested,
             "shortened": short,
+            "also": p.also.iter().map(|(vo, vo_id, groups)| serde_json::json!({
+                "vo": vo,
+                "vo_id": vo_id,
+                "groups": groups.iter().map(|g| serde_json::json!({"id": g.id, "name": g.name})).collect::<Vec<_>>(),
+            })).collect::<Vec<_>>(),
         });
         println!("{v}");
         return;
@@ -465,6 +472,17 @@ fn print_new_proxy(p: &NewProxy, path: &std::path::Path, json: bool) {
     println!("vo        : {}", p.vo);
     println!("vo id     : {}", p.vo_id);
     println!("groups    : {groups}");
+    for (vo, vo_id, groups) in &p.also {
+        let names: Vec<&str> = groups.iter().map(|g| g.name.as_str()).collect();
+        println!(
+            "also vo   : {vo} (vo id {vo_id}; groups {})",
+            if names.is_empty() {
+                "(none)".to_owned()
+            } else {
+                names.join(", ")
+            }
+        );
+    }
     println!(
         "valid     : until {} ({} left)",
         format_local(p.not_after),
@@ -497,6 +515,17 @@ fn finish(p: &NewProxy, source: &TrustSource, trust: &TrustStore, json: bool) ->
         }
     }
     Ok(())
+}
+
+/// The VOs of `--vo` (repeated), else the default VO alone.
+fn vos_or_config(given: &[String]) -> Result<Vec<String>, Error> {
+    let vos = if given.is_empty() {
+        vec![vo_or_config(None)?]
+    } else {
+        given.to_vec()
+    };
+    credentials::check_vos(&vos)?;
+    Ok(vos)
 }
 
 /// The name of the current user in the password database.
@@ -537,7 +566,8 @@ fn login(args: LoginArgs) -> Result<u8, Error> {
     let trust_source = args.ca.trust_source()?;
     let trust = trust_source.load()?;
     let ca = CaClient::new(&args.ca.url()?, &trust, None)?;
-    let vo = vo_or_config(args.vo.clone())?;
+    let mut vos = vos_or_config(&args.vo)?;
+    let vo = vos.remove(0);
     let secret = match &args.token_file {
         Some(f) => token_from_file(f)?,
         None if args.password_stdin => password_from_stdin()?,
@@ -548,6 +578,7 @@ fn login(args: LoginArgs) -> Result<u8, Error> {
         user,
         secret,
         vo,
+        also: vos,
         lifetime: args.valid,
     };
     let new = runtime()?.block_on(credentials::login(&ca, &params))?;
@@ -564,8 +595,8 @@ fn proxy_init(args: ProxyInitArgs) -> Result<u8, Error> {
     let trust = trust_source.load()?;
     let user = credentials::load_user_credential(&args.cert, &args.key)?;
     let ca = CaClient::new(&args.ca.url()?, &trust, Some(&user))?;
-    let vo = vo_or_config(args.vo.clone())?;
-    let new = runtime()?.block_on(credentials::proxy_init(&ca, &user, &vo, args.valid))?;
+    let vos = vos_or_config(&args.vo)?;
+    let new = runtime()?.block_on(credentials::proxy_init_vos(&ca, &user, &vos, args.valid))?;
     finish(&new, &trust_source, &trust, args.json)?;
     Ok(exit::OK)
 }

@@ -261,6 +261,35 @@ fn vo_segment(vo: &str) -> Result<&str, Error> {
     }
 }
 
+/// The VO a request addresses, sent as [`ibp_https::ACTING_VO_HEADER`] so
+/// that a multi-VO proxy acts there as its member of that VO (docs/
+/// identity.md, "Several VOs in one proxy"): the VO of a `/v1/vos/VO/...`
+/// route, else of the body's `path` (or `from`, for a move), else its `vo`.
+fn acting_vo(route: &str, body: Option<&[u8]>) -> Option<String> {
+    if let Some(rest) = route.strip_prefix("/v1/vos/") {
+        return rest
+            .split('/')
+            .next()
+            .filter(|v| is_identifier(v))
+            .map(str::to_owned);
+    }
+    #[derive(serde::Deserialize)]
+    struct Probe {
+        path: Option<String>,
+        from: Option<String>,
+        vo: Option<String>,
+    }
+    let p: Probe = serde_json::from_slice(body?).ok()?;
+    let vo = match p.path.or(p.from) {
+        Some(path) => path
+            .strip_prefix('/')
+            .and_then(|r| r.split('/').next())
+            .map(str::to_owned),
+        None => p.vo,
+    }?;
+    is_identifier(&vo).then_some(vo)
+}
+
 impl MetadataClient {
     /// A client of the metadata manager at `url` (`https://host:port`),
     /// whose server certificate is checked against `trust`'s CAs, presenting
@@ -327,7 +356,19 @@ impl MetadataClient {
         &self,
         method: Method,
         route: &str,
+        body: Option<Vec<u8>>,
+    ) -> Result<Response, Error> {
+        let vo = acting_vo(route, body.as_deref());
+        self.send_in(method, route, body, vo).await
+    }
+
+    /// [`MetadataClient::send`] acting in `vo` (see [`acting_vo`]).
+    async fn send_in(
+        &self,
+        method: Method,
+        route: &str,
         mut body: Option<Vec<u8>>,
+        vo: Option<String>,
     ) -> Result<Response, Error> {
         let n = self.replicas.len();
         let first = self.current.load(Ordering::Relaxed) % n;
@@ -343,7 +384,10 @@ impl MetadataClient {
             } else {
                 body.clone()
             };
-            match http.request(method.clone(), route, b).await {
+            match http
+                .request_acting(method.clone(), route, b, vo.as_deref())
+                .await
+            {
                 Ok(r) => {
                     if i != first {
                         self.current.store(i, Ordering::Relaxed);
@@ -399,6 +443,15 @@ impl MetadataClient {
     /// member on first contact, so that ACLs can name them).
     pub async fn whoami(&self) -> Result<Whoami, Error> {
         self.get_json("/v1/whoami").await
+    }
+
+    /// [`MetadataClient::whoami`] acting in `vo` (a multi-VO proxy's
+    /// identity there; `None`: its first VO).
+    pub async fn whoami_in(&self, vo: Option<&str>) -> Result<Whoami, Error> {
+        check(
+            self.send_in(Method::GET, "/v1/whoami", None, vo.map(str::to_owned))
+                .await?,
+        )
     }
 
     /// An entry, with the caller's rights (needs read on it or its directory).
@@ -588,6 +641,17 @@ impl MetadataClient {
     pub async fn register_key(&self, public_key: &str) -> Result<PublicKey, Error> {
         check(
             self.send_json(Method::PUT, "/v1/keys/me", &key_request(public_key))
+                .await?,
+        )
+    }
+
+    /// [`MetadataClient::register_key`] for a multi-VO proxy's identity in
+    /// `vo`.
+    pub async fn register_key_in(&self, vo: &str, public_key: &str) -> Result<PublicKey, Error> {
+        let bytes = serde_json::to_vec(&key_request(public_key))
+            .map_err(|e| Error::Usage(format!("cannot encode the request: {e}")))?;
+        check(
+            self.send_in(Method::PUT, "/v1/keys/me", Some(bytes), Some(vo.to_owned()))
                 .await?,
         )
     }
@@ -866,6 +930,35 @@ mod tests {
             check::<Moved>(answer(200, "{}")),
             Err(Error::Unavailable(_))
         ));
+    }
+
+    #[test]
+    fn the_vo_a_request_acts_for() {
+        let b = |j: &str| Some(j.as_bytes().to_vec());
+        let vo = |route: &str, body: Option<Vec<u8>>| acting_vo(route, body.as_deref());
+        assert_eq!(
+            vo("/v1/stat", b(r#"{"path":"/vo2/a/b"}"#)).as_deref(),
+            Some("vo2")
+        );
+        assert_eq!(
+            vo("/v1/stat", b(r#"{"path":"/vo2"}"#)).as_deref(),
+            Some("vo2")
+        );
+        assert_eq!(
+            vo("/v1/move", b(r#"{"from":"/vo3/a","to":"/vo3/b"}"#)).as_deref(),
+            Some("vo3")
+        );
+        assert_eq!(
+            vo("/v1/usage", b(r#"{"vo":"vo4"}"#)).as_deref(),
+            Some("vo4")
+        );
+        assert_eq!(vo("/v1/vos/vo5/members", None).as_deref(), Some("vo5"));
+        assert_eq!(vo("/v1/whoami", None), None);
+        assert_eq!(vo("/v1/keys/me", b(r#"{"public_key":"x"}"#)), None);
+        // Nothing that is not a VO name goes into the header.
+        assert_eq!(vo("/v1/stat", b(r#"{"path":"/v o/a"}"#)), None);
+        assert_eq!(vo("/v1/vos/a%0Ab/members", None), None);
+        assert_eq!(vo("/v1/stat", b("not json")), None);
     }
 
     #[test]

@@ -58,6 +58,7 @@ fn whoami(public_key: Option<String>) -> Whoami {
         public_key,
         credential_not_after: 0,
         display_name: None,
+        other_vos: vec![],
     }
 }
 

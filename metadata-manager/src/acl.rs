@@ -80,6 +80,7 @@ mod tests {
             key_hash: [0; 32],
             not_after: 0,
             scope: ibp_auth::Scope::Full,
+            others: Default::default(),
         }
     }
 

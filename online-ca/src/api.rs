@@ -185,6 +185,10 @@ struct LoginRequest {
     #[serde(default)]
     token: Option<String>,
     vo: String,
+    /// Further VOs for the same certificate (a multi-VO proxy: signed
+    /// attributes for each, [`also_attributes`]).
+    #[serde(default)]
+    also: Vec<String>,
     csr: String,
     #[serde(default)]
     lifetime: Option<u64>,
@@ -218,6 +222,20 @@ struct LoginResponse {
     vo_id: String,
     groups: Vec<GroupJson>,
     not_after: i64,
+    /// The attributes of the further VOs asked for (`also`), in order.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    also: Vec<AlsoJson>,
+}
+
+/// The signed attributes of one further VO of a login.
+#[derive(Serialize)]
+struct AlsoJson {
+    attributes: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    voms: Option<String>,
+    vo: String,
+    vo_id: String,
+    groups: Vec<GroupJson>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -280,6 +298,7 @@ async fn login(
     if !app.ca.has_vo(&req.vo) {
         return Err(ApiError::bad(format!("unknown VO {:?}", req.vo)));
     }
+    check_also(&app, &req)?;
     let lifetime = lifetime(
         req.lifetime,
         app.cfg.default_lifetime.as_i64(),
@@ -335,6 +354,7 @@ async fn login(
                 format!("{identity} is not a member of VO {}", req.vo),
             )
         })?;
+    let also = also_members(&app, &req, &identity).await?;
 
     // In a pseudonymous VO the certificate names the member's pseudonym
     // there, never the login (docs/identity.md, "Pseudonymous members").
@@ -402,6 +422,7 @@ async fn login(
         Err(e) => tracing::warn!(error = %e, "could not link the issued certificate"),
     }
     tracing::info!(%identity, vo = %req.vo, vo_id = %member.vo_id, pseudonym = pseudonym.as_deref().unwrap_or("-"), serial = %cert.serial_hex, lifetime, "issued a certificate");
+    let also = also_attributes(&app, &identity, &cert, also, now, lifetime, &remote).await?;
     let voms = voms_ac(
         &app,
         &req.vo,
@@ -420,7 +441,144 @@ async fn login(
         vo_id: member.vo_id,
         groups: groups_json(&member.groups),
         not_after: cert.not_after,
+        also,
     }))
+}
+
+/// Most further VOs one login may ask for (`ibp_auth::attributes::MAX_VOS`
+/// VOs in all).
+const MAX_ALSO: usize = ibp_auth::attributes::MAX_VOS - 1;
+
+/// Checks the further VOs of a multi-VO login before anything else: known,
+/// distinct, not the first VO, and no pseudonymous VO among them all (a
+/// pseudonymous VO's certificate names the member's pseudonym in that VO
+/// alone; one certificate for several VOs would show it, or the login, to
+/// the others: docs/identity.md, "Several VOs in one proxy").
+fn check_also(app: &App, req: &LoginRequest) -> Result<(), ApiError> {
+    if req.also.is_empty() {
+        return Ok(());
+    }
+    if req.also.len() > MAX_ALSO {
+        return Err(ApiError::bad(format!(
+            "at most {} VOs in one proxy",
+            MAX_ALSO + 1
+        )));
+    }
+    for (i, vo) in req.also.iter().enumerate() {
+        if !app.ca.has_vo(vo) {
+            return Err(ApiError::bad(format!("unknown VO {vo:?}")));
+        }
+        if *vo == req.vo || req.also[..i].contains(vo) {
+            return Err(ApiError::bad(format!("VO {vo:?} is asked for twice")));
+        }
+    }
+    let live = app.live.get();
+    if let Some(vo) = std::iter::once(&req.vo)
+        .chain(&req.also)
+        .find(|vo| live.pseudonymous(vo))
+    {
+        return Err(ApiError::bad(format!(
+            "VO {vo} is pseudonymous: its certificates name your pseudonym in {vo} only, so it cannot share a proxy with other VOs; log in to {vo} on its own"
+        )));
+    }
+    Ok(())
+}
+
+/// The login identity's membership in each further VO (403 for a VO it is
+/// not a member of, before any certificate is issued).
+async fn also_members(
+    app: &App,
+    req: &LoginRequest,
+    identity: &str,
+) -> Result<Vec<(String, crate::store::Membership)>, ApiError> {
+    let mut out = Vec::new();
+    for vo in &req.also {
+        let m = app
+            .store
+            .membership(vo, identity)
+            .await
+            .map_err(ApiError::internal)?
+            .ok_or_else(|| {
+                tracing::info!(%identity, %vo, "multi-VO login by a non-member");
+                ApiError::new(
+                    StatusCode::FORBIDDEN,
+                    format!("{identity} is not a member of VO {vo}"),
+                )
+            })?;
+        out.push((vo.clone(), m));
+    }
+    Ok(out)
+}
+
+/// Signed attributes (and a VOMS AC with `voms_uri`) of each further VO for
+/// the certificate just issued, each audited and the certificate linked to
+/// the member's VO ID there, as for the first VO.
+async fn also_attributes(
+    app: &App,
+    identity: &str,
+    cert: &crate::ca::IssuedCert,
+    members: Vec<(String, crate::store::Membership)>,
+    now: i64,
+    lifetime: i64,
+    remote: &std::net::SocketAddr,
+) -> Result<Vec<AlsoJson>, ApiError> {
+    let mut out = Vec::new();
+    for (vo, member) in members {
+        let attrs = app
+            .ca
+            .sign_attributes(
+                &vo,
+                &member.vo_id,
+                &member.groups,
+                &cert.issuer_raw,
+                &cert.serial_raw,
+                now - BACKDATE,
+                cert.not_after,
+            )
+            .map_err(ApiError::internal)?;
+        app.store
+            .audit_insert(&AuditRow {
+                id: crate::store::new_audit_id(),
+                kind: "attributes".into(),
+                serial: cert.serial_hex.clone(),
+                subject: cert.subject.clone(),
+                identity: identity.to_owned(),
+                vo: vo.clone(),
+                vo_id: member.vo_id.clone(),
+                not_before: now - BACKDATE,
+                not_after: cert.not_after,
+                lifetime,
+                issued_at: now,
+                remote: remote.ip().to_string(),
+            })
+            .await
+            .map_err(ApiError::internal)?;
+        if let Err(e) = app
+            .store
+            .link(&vo, &cert.identity, &member.vo_id, identity)
+            .await
+        {
+            tracing::warn!(error = %e, "could not link the issued certificate");
+        }
+        tracing::info!(%identity, %vo, vo_id = %member.vo_id, serial = %cert.serial_hex, "attributes of a further VO for the certificate");
+        let voms = voms_ac(
+            app,
+            &vo,
+            &member.groups,
+            &cert.issuer_raw,
+            &cert.serial_raw,
+            now - BACKDATE,
+            cert.not_after,
+        )?;
+        out.push(AlsoJson {
+            attributes: b64(&attrs),
+            voms,
+            vo,
+            vo_id: member.vo_id,
+            groups: groups_json(&member.groups),
+        });
+    }
+    Ok(out)
 }
 
 async fn authenticate(

@@ -126,6 +126,13 @@ pub(super) fn write_depot(
             "\n[[vo]]\nname = \"{VO}\"\nmax_size = {}\nmax_duration = \"30d\"\n",
             opts.hard_size(i)
         ));
+        if opts.vo2 {
+            text.push_str(&format!(
+                "\n[[vo]]\nname = \"{}\"\nmax_size = {}\nmax_duration = \"30d\"\n",
+                super::VO2,
+                opts.hard_size(i)
+            ));
+        }
     }
     let config = ddir.join("depot.toml");
     write_file(&config, &text)?;

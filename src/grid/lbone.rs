@@ -8,16 +8,22 @@ use serde_json::Value;
 
 use super::daemons::{port_of, Depot};
 use super::process::{clean_command, run_cli};
-use super::users::GridUser;
 use super::{Grid, VO};
 
 impl Grid {
     /// The first admin registers every depot, in parallel.
     pub(super) fn register_depots(&self) -> anyhow::Result<()> {
         let admin = self.users.iter().find(|u| u.admin).context("no admin")?;
+        self.register_depots_for(VO, &admin.proxy)
+    }
+
+    /// Registers every depot with the L-Bone for `vo` (a depot serving
+    /// it, [`super::GridOptions::vo2`]), as the VO admin whose proxy is
+    /// `proxy`.
+    pub fn register_depots_for(&self, vo: &str, proxy: &std::path::Path) -> anyhow::Result<()> {
         std::thread::scope(|s| {
             let hs: Vec<_> = (0..self.depots.len())
-                .map(|i| s.spawn(move || self.register_depot(admin, i)))
+                .map(|i| s.spawn(move || self.register_depot(vo, proxy, i)))
                 .collect();
             hs.into_iter()
                 .map(|h| {
@@ -29,19 +35,19 @@ impl Grid {
         Ok(())
     }
 
-    fn register_depot(&self, admin: &GridUser, i: usize) -> anyhow::Result<()> {
+    fn register_depot(&self, vo: &str, proxy: &std::path::Path, i: usize) -> anyhow::Result<()> {
         let d = &self.depots[i];
         let mut c = clean_command(&self.bins.lbone);
         c.arg("admin")
             .args(["--lbone", &self.lbone_url])
             .arg("--proxy")
-            .arg(&admin.proxy)
+            .arg(proxy)
             .arg("--trust")
             .arg(&self.trust_dir)
             .args([
                 "register",
                 "--vo",
-                VO,
+                vo,
                 "--name",
                 &d.name,
                 "--host",
@@ -59,7 +65,7 @@ impl Grid {
         .args(["--place", &format!("site-{i}")])
         .args(["--max-size", &self.opts.hard_size(i).to_string()])
         .args(["--max-duration", "30d"]);
-        run_cli(&format!("lbone admin register {}", d.name), c, None).map(|_| ())
+        run_cli(&format!("lbone admin register {} ({vo})", d.name), c, None).map(|_| ())
     }
 
     /// The L-Bone's `GET /status.json` (needs no client certificate).

@@ -108,6 +108,8 @@ use users::LoginEnv;
 
 /// The VO of the grid.
 pub const VO: &str = "vo1";
+/// The grid's second VO ([`GridOptions::vo2`]).
+pub const VO2: &str = "vo2";
 /// `O=` of the grid's certificates.
 pub const ORG: &str = "Test Grid";
 /// The admin group (the L-Bone's and the metadata manager's default).
@@ -171,6 +173,12 @@ pub struct GridOptions {
     /// The online CA's `voms_uri` (`host:port`): its logins then also
     /// carry a standard VOMS AC (default none).
     pub ca_voms_uri: Option<String>,
+    /// A second VO, [`VO2`]: its attribute authority at the online CA
+    /// (`init --vo vo1 --vo vo2`) and a `[[vo]]` for it at every TLS
+    /// depot. Nobody is a member and no depot is registered for it until
+    /// a test says so (`online-ca admin member add --vo vo2`,
+    /// [`Grid::register_depots_for`]).
+    pub vo2: bool,
 }
 
 impl GridOptions {
@@ -248,6 +256,7 @@ impl Default for GridOptions {
             mdm_replicas: 1,
             pseudonymous: false,
             vomsdir: None,
+            vo2: false,
             extra_cas: Vec::new(),
             ca_voms_uri: None,
         }
@@ -362,7 +371,7 @@ impl Grid {
         let l = Layout::new(&dir_guard.path, &opts);
 
         // 1. The three `init`s, in parallel.
-        run_inits(&bins, &l)?;
+        run_inits(&bins, &l, &opts)?;
         steps.mark("online-ca init (CA, VO vo1 and its attribute authority), lbone init, metadata-manager init");
 
         // 2. Trust directory, certificates and configurations.
@@ -478,7 +487,7 @@ impl Grid {
 
 /// `online-ca init` (CA, VO vo1 and its attribute authority), `lbone init`
 /// and `metadata-manager init`, in parallel.
-fn run_inits(bins: &Binaries, l: &Layout) -> anyhow::Result<()> {
+fn run_inits(bins: &Binaries, l: &Layout, opts: &GridOptions) -> anyhow::Result<()> {
     let inits: Vec<(&str, Command)> = vec![
         ("online-ca init", {
             let mut c = clean_command(&bins.online_ca);
@@ -487,6 +496,9 @@ fn run_inits(bins: &Binaries, l: &Layout) -> anyhow::Result<()> {
                 .arg(&l.ca)
                 .args(["--org", ORG, "--vo", VO])
                 .args(["--hostname", "localhost", "--hostname", "127.0.0.1"]);
+            if opts.vo2 {
+                c.args(["--vo", VO2]);
+            }
             c
         }),
         ("lbone init", {

@@ -226,6 +226,84 @@ impl VoAttributes {
     }
 }
 
+/// Most VOs one proxy carries: the first VO's attribute set in the VO
+/// attribute extension, up to `MAX_VOS - 1` more in the further-VOs
+/// extension ([`crate::oids::more_vo_attributes_oid`]).
+pub const MAX_VOS: usize = 8;
+
+/// The further-VOs extension value: `SEQUENCE SIZE (1..7) OF
+/// VoAttributeCertificate`, each element exactly what the VO attribute
+/// extension of a single-VO proxy holds (the `sets`, as the CA signed them).
+pub fn encode_more(sets: &[Vec<u8>]) -> Result<Vec<u8>, AuthError> {
+    if sets.is_empty() || sets.len() >= MAX_VOS {
+        return Err(AuthError::malformed(
+            "further VO attributes",
+            format!("1 to {} attribute sets", MAX_VOS - 1),
+        ));
+    }
+    for s in sets {
+        SignedAttributes::parse(s)?;
+    }
+    Ok(yasna::construct_der(|w| {
+        w.write_sequence_of(|w| {
+            for s in sets {
+                w.next().write_der(s);
+            }
+        })
+    }))
+}
+
+/// The attribute sets (DER, not yet parsed) of a further-VOs extension value.
+pub fn parse_more(value: &[u8]) -> Result<Vec<Vec<u8>>, AuthError> {
+    if value.len() > MAX_EXTENSION * (MAX_VOS - 1) {
+        return Err(AuthError::malformed(
+            "further VO attributes",
+            "extension too large",
+        ));
+    }
+    let sets = yasna::parse_der(value, |r| {
+        let mut sets = Vec::new();
+        r.read_sequence_of(|r| {
+            if sets.len() + 1 >= MAX_VOS {
+                return Err(yasna::ASN1Error::new(yasna::ASN1ErrorKind::Invalid));
+            }
+            sets.push(r.read_der()?);
+            Ok(())
+        })?;
+        Ok(sets)
+    })
+    .map_err(|e| AuthError::malformed("further VO attributes", e))?;
+    if sets.is_empty() {
+        return Err(AuthError::malformed(
+            "further VO attributes",
+            "no attribute set",
+        ));
+    }
+    Ok(sets)
+}
+
+/// The VO attribute sets a certificate (a proxy) carries, not verified:
+/// the VO attribute extension's value, then each set of the further-VOs
+/// extension; empty when it carries neither.
+pub fn sets_in_certificate(cert_der: &[u8]) -> Result<Vec<Vec<u8>>, AuthError> {
+    let (_, cert) = x509_parser::parse_x509_certificate(cert_der)
+        .map_err(|e| AuthError::malformed("certificate", e))?;
+    let find = |oid: &[u8]| {
+        cert.extensions()
+            .iter()
+            .find(|e| e.oid.as_bytes() == oid)
+            .map(|e| e.value)
+    };
+    let mut out = Vec::new();
+    if let Some(v) = find(&crate::oids::vo_attributes_oid()) {
+        out.push(v.to_vec());
+    }
+    if let Some(v) = find(&crate::oids::more_vo_attributes_oid()) {
+        out.extend(parse_more(v)?);
+    }
+    Ok(out)
+}
+
 /// A parsed, not yet verified extension value.
 #[derive(Debug, Clone)]
 pub struct SignedAttributes {

@@ -68,6 +68,41 @@ impl ProxyCredential {
         })
     }
 
+    /// A proxy carrying the VO attributes of several VOs: `opts.attributes`
+    /// the first VO's (the VO attribute extension), `more` the others' (the
+    /// further-VOs extension, [`crate::attributes::encode_more`]), then the
+    /// `extra` extensions (OID arcs, value), e.g. a VOMS extension holding
+    /// one AC per VO. Each attribute set is verified on its own by the
+    /// services (docs/identity.md, "Several VOs in one proxy").
+    pub fn create_multi_vo(
+        issuer_chain: &[Vec<u8>],
+        issuer_key_pkcs8: &[u8],
+        opts: &ProxyOptions,
+        more: &[Vec<u8>],
+        extra: &[(&[u64], &[u8])],
+    ) -> Result<ProxyCredential, AuthError> {
+        let issuer = issuer_chain
+            .first()
+            .ok_or_else(|| AuthError::malformed("certificate chain", "empty"))?;
+        let key = SigningKey::from_pkcs8(issuer_key_pkcs8)?;
+        let more_value;
+        let mut raw: Vec<(Vec<u8>, &[u8])> = Vec::new();
+        if !more.is_empty() {
+            more_value = crate::attributes::encode_more(more)?;
+            raw.push((crate::oids::more_vo_attributes_oid(), &more_value));
+        }
+        for (oid, v) in extra {
+            raw.push((crate::oids::oid_bytes(oid), v));
+        }
+        let minted = crate::proxy::mint_with_raw_extensions(issuer, &key, opts, &raw)?;
+        let mut chain = vec![minted.certificate];
+        chain.extend(issuer_chain.iter().cloned());
+        Ok(ProxyCredential {
+            chain,
+            key_pkcs8: minted.key_pkcs8,
+        })
+    }
+
     pub fn chain_der(&self) -> Vec<CertificateDer<'static>> {
         self.chain
             .iter()

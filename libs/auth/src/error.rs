@@ -42,6 +42,10 @@ pub enum AuthError {
     },
     #[error("VOMS attributes refused: {0}")]
     Voms(String),
+    #[error("the VO attributes for {vo:?} in this credential were refused: {why}")]
+    VoRefused { vo: String, why: Box<AuthError> },
+    #[error("the credential carries no VO attributes for {vo:?} (it carries {carried})")]
+    VoNotCarried { vo: String, carried: String },
     #[error("token signed by an unknown key")]
     UnknownSigner,
     #[error("token is for {what} {found:?}, not {expected:?}")]

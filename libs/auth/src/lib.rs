@@ -32,7 +32,7 @@ pub use attributes::{Group, Scope, VoAttributes};
 pub use credential::ProxyCredential;
 pub use error::AuthError;
 pub use trust::TrustStore;
-pub use verify::{verify_chain, Identity};
+pub use verify::{verify_chain, Identity, OtherVos};
 
 /// Unix seconds now.
 pub fn unix_now() -> i64 {

@@ -22,6 +22,18 @@ pub fn vo_attributes_oid() -> Vec<u8> {
     crate::der::uuid_oid(VO_ATTRIBUTES_UUID)
 }
 
+/// The UUID under `2.25` that names the extension carrying the VO
+/// attributes of further VOs of a multi-VO proxy
+/// (2.25.246000994656522428712627927743033490466, UUID
+/// b9121175-47bc-4f7a-a586-9cf79fbfbc22; docs/identity.md, "Several VOs in
+/// one proxy").
+pub const MORE_VO_ATTRIBUTES_UUID: u128 = 0xb912_1175_47bc_4f7a_a586_9cf7_9fbf_bc22;
+
+/// DER contents of the further-VOs attribute extension's OID.
+pub fn more_vo_attributes_oid() -> Vec<u8> {
+    crate::der::uuid_oid(MORE_VO_ATTRIBUTES_UUID)
+}
+
 /// DER contents of an OID given by arcs that fit in u64.
 pub fn oid_bytes(arcs: &[u64]) -> Vec<u8> {
     crate::der::oid_bytes(arcs)
@@ -75,6 +87,18 @@ mod tests {
         // And the comment on the constant.
         let src = include_str!("oids.rs");
         assert!(src.contains(&format!("({oid},")), "oids.rs comment");
+    }
+
+    /// The further-VOs extension's OID as docs/identity.md gives it.
+    #[test]
+    fn documented_more_vo_attributes_oid_is_the_constant() {
+        let doc = include_str!("../../../docs/identity.md");
+        let marker = "further VOs: OID `";
+        let start = doc.find(marker).expect("docs/identity.md names the OID") + marker.len();
+        let oid = &doc[start..start + doc[start..].find('`').unwrap()];
+        assert_eq!(oid, format!("2.25.{}", super::MORE_VO_ATTRIBUTES_UUID));
+        assert_eq!(dotted_to_der(oid), super::more_vo_attributes_oid(), "{oid}");
+        assert!(include_str!("oids.rs").contains(&format!("({oid},")));
     }
 
     #[test]

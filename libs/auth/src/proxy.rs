@@ -56,6 +56,31 @@ pub fn mint_with_extensions(
     opts: &ProxyOptions,
     extra: &[(&[u64], &[u8])],
 ) -> Result<MintedProxy, AuthError> {
+    let extra: Vec<(Vec<u8>, &[u8])> = extra
+        .iter()
+        .map(|(oid, v)| (oids::oid_bytes(oid), *v))
+        .collect();
+    mint_with_raw_extensions(issuer_der, issuer_key, opts, &extra)
+}
+
+/// [`mint_with_extensions`], the OIDs given as the DER contents of the
+/// OBJECT IDENTIFIER (for UUID OIDs, whose last arc needs 128 bits: the
+/// further-VOs attribute extension).
+pub fn mint_with_raw_extensions(
+    issuer_der: &[u8],
+    issuer_key: &SigningKey,
+    opts: &ProxyOptions,
+    extra: &[(Vec<u8>, &[u8])],
+) -> Result<MintedProxy, AuthError> {
+    let mut extra_oids = Vec::new();
+    for (oid, _) in extra {
+        if oid.is_empty() || oid.len() > 127 {
+            return Err(AuthError::malformed("extension", "bad OID"));
+        }
+        let mut der = vec![0x06, oid.len() as u8];
+        der.extend_from_slice(oid);
+        extra_oids.push(der);
+    }
     let (_, issuer) = x509_parser::parse_x509_certificate(issuer_der)
         .map_err(|e| AuthError::malformed("issuer certificate", e))?;
     let now = unix_now();
@@ -153,9 +178,9 @@ pub fn mint_with_extensions(
                             w.next().write_bytes(attrs);
                         });
                     }
-                    for (oid, value) in extra {
+                    for ((_, value), oid) in extra.iter().zip(&extra_oids) {
                         w.next().write_sequence(|w| {
-                            w.next().write_oid(&Oid::from_slice(oid));
+                            w.next().write_der(oid);
                             w.next().write_bytes(value);
                         });
                     }

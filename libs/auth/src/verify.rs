@@ -37,6 +37,64 @@ pub struct Identity {
     /// [`Scope::Maintenance`] credential may only maintain the holder's
     /// own files.
     pub scope: Scope,
+    /// The other VOs of a multi-VO proxy (docs/identity.md, "Several VOs
+    /// in one proxy"): never consulted by code that reads the fields above;
+    /// a service acting for another VO asks [`Identity::for_vo`].
+    pub others: OtherVos,
+}
+
+/// The VOs of a proxy besides the one its [`Identity`] names.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct OtherVos {
+    /// Each verified on its own (an `Identity` without `others`).
+    pub verified: Vec<Identity>,
+    /// The VOs whose attribute set was refused, and why.
+    pub refused: Vec<(String, AuthError)>,
+}
+
+impl Identity {
+    /// The VOs this credential verified for, its own first.
+    pub fn vos(&self) -> Vec<&str> {
+        std::iter::once(self.vo.as_str())
+            .chain(self.others.verified.iter().map(|i| i.vo.as_str()))
+            .collect()
+    }
+
+    /// Whether the credential carries verified attributes for `vo`.
+    pub fn carries(&self, vo: &str) -> bool {
+        self.vo == vo || self.others.verified.iter().any(|i| i.vo == vo)
+    }
+
+    /// This identity alone, without the other VOs.
+    pub fn single(&self) -> Identity {
+        Identity {
+            others: OtherVos::default(),
+            ..self.clone()
+        }
+    }
+
+    /// The identity the credential gives in `vo` alone (no other VO's
+    /// groups, VO ID or rights mixed in): [`AuthError::VoRefused`] when
+    /// the attribute set for `vo` was refused (naming why),
+    /// [`AuthError::VoNotCarried`] when there is none.
+    pub fn for_vo(&self, vo: &str) -> Result<Identity, AuthError> {
+        if self.vo == vo {
+            return Ok(self.single());
+        }
+        if let Some(i) = self.others.verified.iter().find(|i| i.vo == vo) {
+            return Ok(i.single());
+        }
+        if let Some((_, why)) = self.others.refused.iter().find(|(v, _)| v == vo) {
+            return Err(AuthError::VoRefused {
+                vo: vo.to_owned(),
+                why: Box::new(why.clone()),
+            });
+        }
+        Err(AuthError::VoNotCarried {
+            vo: vo.to_owned(),
+            carried: self.vos().join(", "),
+        })
+    }
 }
 
 /// A chain whose certificates and proxies verified (attributes not yet looked at).
@@ -292,6 +350,15 @@ fn revocation_options<'a>(
 }
 
 /// Verifies a proxy chain and its VO attributes; returns who the peer is.
+///
+/// A multi-VO proxy carries one attribute set per VO (ours: the VO
+/// attribute extension and the further-VOs extension; VOMS: one AC per
+/// VO), each verified on its own against its own authority. The identity
+/// is that of the first set that verifies; the other verified ones and
+/// the refused ones (with the reason) are in [`Identity::others`]. Refused
+/// as a whole: a chain whose certificates do not verify, an attribute set
+/// that cannot be read (which VO it claims is unknown), two sets for one
+/// VO, or no set that verifies (the first one's reason).
 pub fn verify_chain(
     chain: &[CertificateDer<'_>],
     trust: &TrustStore,
@@ -299,58 +366,113 @@ pub fn verify_chain(
 ) -> Result<Identity, AuthError> {
     let v = verify_certificates(chain, trust, now)?;
     let ee = &v.certs[v.ee_index];
-    // The attributes nearest the leaf win: our own extension, or else a
-    // standard VOMS one, in the first proxy (from the leaf) carrying either.
+    // The attributes nearest the leaf win: our own extension (with its
+    // further VOs), or else a standard VOMS one, in the first proxy (from
+    // the leaf) carrying either.
     let vo_oid = oids::vo_attributes_oid();
+    let more_oid = oids::more_vo_attributes_oid();
     let voms_oid = oids::oid_bytes(crate::voms::VOMS_EXTENSION);
     let found = v.certs[..v.ee_index]
         .iter()
         .find_map(|c| {
-            let find = |oid: &[u8]| c.extensions().iter().find(|e| e.oid.as_bytes() == oid);
+            let find = |oid: &[u8]| {
+                c.extensions()
+                    .iter()
+                    .find(|e| e.oid.as_bytes() == oid)
+                    .map(|e| e.value)
+            };
             find(&vo_oid)
-                .map(|e| Attributes::Custom(e.value))
-                .or_else(|| find(&voms_oid).map(|e| Attributes::Voms(e.value)))
+                .map(|value| Attributes::Custom(value, find(&more_oid)))
+                .or_else(|| find(&voms_oid).map(Attributes::Voms))
         })
         .ok_or(AuthError::NoAttributes)?;
-    let (vo, vo_id, groups, attrs_not_after, scope) = match found {
-        Attributes::Custom(value) => {
-            let signed = SignedAttributes::parse(value)?;
-            let a = signed.verify(trust, ee.issuer().as_raw(), ee.raw_serial(), now)?;
-            (
-                a.vo.clone(),
-                a.vo_id.clone(),
-                a.groups.clone(),
-                a.not_after,
-                signed.scope,
-            )
-        }
-        Attributes::Voms(value) => {
-            let a = crate::voms::verify(value, ee, trust, now)?;
-            (a.vo, a.vo_id, a.groups, a.not_after, Scope::Full)
-        }
-    };
-    let not_after = v
+    let chain_not_after = v
         .certs
         .iter()
         .map(|c| c.validity().not_after.timestamp())
-        .chain(std::iter::once(attrs_not_after))
         .min()
-        .unwrap_or(attrs_not_after);
-    Ok(Identity {
-        vo,
-        vo_id,
-        groups,
-        subject: ee.subject().to_string(),
-        key_hash: key_hash(v.certs[0].public_key().raw),
-        not_after,
-        scope,
-    })
+        .unwrap_or(i64::MIN);
+    let identity =
+        |vo: String, vo_id: String, groups: Vec<Group>, na: i64, scope: Scope| Identity {
+            vo,
+            vo_id,
+            groups,
+            subject: ee.subject().to_string(),
+            key_hash: key_hash(v.certs[0].public_key().raw),
+            not_after: chain_not_after.min(na),
+            scope,
+            others: OtherVos::default(),
+        };
+    let mut sets: Vec<(String, Result<Identity, AuthError>)> = Vec::new();
+    match found {
+        Attributes::Custom(value, more) => {
+            let mut parsed = vec![SignedAttributes::parse(value)?];
+            if let Some(more) = more {
+                for set in crate::attributes::parse_more(more)? {
+                    parsed.push(SignedAttributes::parse(&set)?);
+                }
+            }
+            for signed in &parsed {
+                let r = signed
+                    .verify(trust, ee.issuer().as_raw(), ee.raw_serial(), now)
+                    .map(|a| {
+                        identity(
+                            a.vo.clone(),
+                            a.vo_id.clone(),
+                            a.groups.clone(),
+                            a.not_after,
+                            signed.scope,
+                        )
+                    });
+                sets.push((signed.attributes.vo.clone(), r));
+            }
+        }
+        Attributes::Voms(value) => {
+            for (vo, r) in crate::voms::verify_each(value, ee, trust, now)? {
+                let r = r.map(|a| identity(a.vo, a.vo_id, a.groups, a.not_after, Scope::Full));
+                sets.push((vo, r));
+            }
+        }
+    }
+    combine(sets)
+}
+
+/// One identity out of the attribute sets of a chain (see [`verify_chain`]).
+fn combine(sets: Vec<(String, Result<Identity, AuthError>)>) -> Result<Identity, AuthError> {
+    for (i, (vo, _)) in sets.iter().enumerate() {
+        if sets[..i].iter().any(|(v, _)| v == vo) {
+            return Err(AuthError::malformed(
+                "VO attributes",
+                format!("two attribute sets for VO {vo:?}"),
+            ));
+        }
+    }
+    let mut first_error = None;
+    let mut verified = Vec::new();
+    let mut refused = Vec::new();
+    for (vo, r) in sets {
+        match r {
+            Ok(id) => verified.push(id),
+            Err(e) => {
+                if first_error.is_none() {
+                    first_error = Some(e.clone());
+                }
+                refused.push((vo, e));
+            }
+        }
+    }
+    if verified.is_empty() {
+        return Err(first_error.unwrap_or(AuthError::NoAttributes));
+    }
+    let mut id = verified.remove(0);
+    id.others = OtherVos { verified, refused };
+    Ok(id)
 }
 
 /// The attribute extension a chain carries (its DER value).
 enum Attributes<'a> {
-    /// Ours (`attributes.rs`).
-    Custom(&'a [u8]),
+    /// Ours (`attributes.rs`), with the further-VOs extension if any.
+    Custom(&'a [u8], Option<&'a [u8]>),
     /// A standard VOMS AC extension (`voms/`).
     Voms(&'a [u8]),
 }

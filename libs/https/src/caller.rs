@@ -22,7 +22,26 @@ use crate::server::PeerChain;
 /// caller `C`, or the error answer for one it refuses.
 pub trait Authenticate<C>: Send + Sync + 'static {
     fn authenticate(&self, peer: &PeerChain) -> impl Future<Output = Result<C, ApiError>> + Send;
+
+    /// [`Authenticate::authenticate`] for a request that names the VO it
+    /// acts for ([`ACTING_VO_HEADER`]): a service whose requests address
+    /// a VO in their body (the metadata manager: the path's VO) picks the
+    /// identity of a multi-VO proxy in that VO here. By default the header
+    /// is not looked at.
+    fn authenticate_for(
+        &self,
+        peer: &PeerChain,
+        vo: Option<&str>,
+    ) -> impl Future<Output = Result<C, ApiError>> + Send {
+        let _ = vo;
+        self.authenticate(peer)
+    }
 }
+
+/// The request header naming the VO a request acts for, sent by clients
+/// holding a multi-VO proxy (docs/identity.md, "Several VOs in one
+/// proxy").
+pub const ACTING_VO_HEADER: &str = "ibp-vo";
 
 /// A caller verified by the service's [`Authenticate<C>`].
 #[derive(Debug, Clone)]
@@ -43,6 +62,15 @@ where
             .get::<PeerChain>()
             .cloned()
             .unwrap_or(PeerChain(None));
-        state.authenticate(&peer).await.map(Authenticated)
+        let vo = parts
+            .headers
+            .get(ACTING_VO_HEADER)
+            .map(|v| {
+                v.to_str().map_err(|_| {
+                    ApiError::bad_request(format!("the {ACTING_VO_HEADER} header is not text"))
+                })
+            })
+            .transpose()?;
+        state.authenticate_for(&peer, vo).await.map(Authenticated)
     }
 }

@@ -437,8 +437,21 @@ impl Client {
         path: &str,
         body: Option<Vec<u8>>,
     ) -> Result<Response, HttpError> {
+        self.request_acting(method, path, body, None).await
+    }
+
+    /// [`Client::request`] naming the VO the request acts for
+    /// ([`crate::ACTING_VO_HEADER`]; a multi-VO proxy's identity there).
+    pub async fn request_acting(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<Vec<u8>>,
+        vo: Option<&str>,
+    ) -> Result<Response, HttpError> {
         let secs = self.total_timeout.as_secs();
-        match tokio::time::timeout(self.total_timeout, self.exchange(method, path, body)).await {
+        match tokio::time::timeout(self.total_timeout, self.exchange(method, path, body, vo)).await
+        {
             Ok(Err(HttpError::CertificateRefused { addr, mut why })) => {
                 if let Some(hint) = self.clock_hint().await {
                     why.push_str("; ");
@@ -467,7 +480,7 @@ impl Client {
         let mut tls = (*self.tls).clone();
         tls.client_auth_cert_resolver = Arc::new(NoClientCert);
         let probe = Client::new(self.url.clone(), tls, false);
-        let asked = probe.exchange(Method::GET, "/", None);
+        let asked = probe.exchange(Method::GET, "/", None, None);
         let theirs = tokio::time::timeout(Duration::from_secs(5), asked)
             .await
             .ok()?
@@ -552,8 +565,9 @@ impl Client {
         method: Method,
         path: &str,
         body: Option<Vec<u8>>,
+        vo: Option<&str>,
     ) -> Result<Response, HttpError> {
-        let req = self.build_request(method, path, body)?;
+        let req = self.build_request(method, path, body, vo)?;
         // Held until the connection is back in the idle pool or closed.
         let _slot = self.slots.clone().acquire_owned().await.ok();
         let (conn, reused) = match self.take_idle().await {
@@ -683,6 +697,7 @@ impl Client {
         method: Method,
         path: &str,
         body: Option<Vec<u8>>,
+        vo: Option<&str>,
     ) -> Result<Request<Full<Bytes>>, HttpError> {
         let connection = if self.max_idle > 0 {
             "keep-alive"
@@ -698,6 +713,9 @@ impl Client {
             .header(hyper::header::USER_AGENT, self.user_agent.as_str());
         if body.is_some() {
             req = req.header(CONTENT_TYPE, "application/json");
+        }
+        if let Some(vo) = vo {
+            req = req.header(crate::ACTING_VO_HEADER, vo);
         }
         req.body(Full::new(Bytes::from(body.unwrap_or_default())))
             .map_err(|e| HttpError::Protocol {
@@ -791,7 +809,7 @@ mod tests {
     }
 
     fn post(c: &Client) -> Request<Full<Bytes>> {
-        c.build_request(Method::POST, "/x", Some(b"{}".to_vec()))
+        c.build_request(Method::POST, "/x", Some(b"{}".to_vec()), None)
             .unwrap()
     }
 

@@ -27,7 +27,7 @@ pub mod metrics;
 pub mod server;
 
 pub use api_error::{ApiError, ErrorBody};
-pub use caller::{Authenticate, Authenticated};
+pub use caller::{Authenticate, Authenticated, ACTING_VO_HEADER};
 
 pub use client::{BaseUrl, Client, HttpError, Response};
 pub use hyper::Method;

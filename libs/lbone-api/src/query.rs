@@ -29,7 +29,8 @@ pub enum Reliability {
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct QueryRequest {
-    /// The VO to use; must be the VO of the caller's attributes (default).
+    /// The VO to use: one the caller carries attributes for (default: the
+    /// first VO of a multi-VO proxy).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub vo: Option<String>,
     /// How many depots (default: every suitable one, at most 1000).

@@ -30,6 +30,10 @@ pub struct Whoami {
     /// The display name the caller chose (`lors whoami --set-name`).
     #[serde(default)]
     pub display_name: Option<String>,
+    /// The other VOs a multi-VO proxy carries (the answer is for the VO
+    /// the request acted for: `vo`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub other_vos: Vec<String>,
 }
 
 /// `POST /v1/vos/{vo}/members`, `.../members/remove`, `.../members/restore`.

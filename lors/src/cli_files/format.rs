@@ -457,6 +457,13 @@ pub fn format_whoami(w: &Whoami, st: &Style) -> String {
     let _ = writeln!(out, "groups    : {groups}");
     let _ = writeln!(out, "subject   : {}", w.subject);
     let _ = writeln!(out, "vo admin  : {}", if w.admin { "yes" } else { "no" });
+    if !w.other_vos.is_empty() {
+        let _ = writeln!(
+            out,
+            "also vos  : {} (the proxy's other VOs; paths there act as you in that VO)",
+            w.other_vos.join(", ")
+        );
+    }
     let _ = writeln!(
         out,
         "public key: {}",

@@ -38,7 +38,7 @@ pub async fn offer(
     })?;
     let (trust, cred) = need_credentials(grid, "the L-Bone")?;
     let q = DepotQuery {
-        vo: None,
+        vo: grid.vo.clone(),
         count: None,
         size,
         duration,
@@ -62,7 +62,8 @@ pub async fn placed(
     piece_size: u64,
 ) -> Result<(Vec<Target>, Arc<Pool>), Error> {
     let key = format!(
-        "{}|{:?}|{:?}|{}|{:?}|{piece_size}",
+        "{:?}|{}|{:?}|{:?}|{}|{:?}|{piece_size}",
+        grid.vo,
         security.name(),
         placement.depots,
         placement.near,
@@ -242,10 +243,11 @@ pub async fn read_pool(grid: &Grid, x: &Exnode) -> Result<Arc<Pool>, Error> {
         .map(|m| m.depot.as_str())
         .collect();
     let key = if secure.is_empty() {
-        "read|legacy"
+        "read|legacy".to_owned()
     } else {
-        "read|secure"
+        format!("read|secure|{:?}", grid.vo)
     };
+    let key = key.as_str();
     let now = crate::transfer::now();
     if let Some(p) = cached_pool(grid, key, |p| {
         p.valid_until > now && secure.iter().all(|d| p.pool.has_grant(d))

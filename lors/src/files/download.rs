@@ -299,6 +299,15 @@ pub async fn download_sized(
     on_size: Option<&(dyn Fn(u64) + Sync)>,
 ) -> Result<DownloadSummary, Error> {
     let started = std::time::Instant::now();
+    // A path's VO is the VO the download acts in (a multi-VO proxy).
+    let acting;
+    let grid = match src {
+        Source::Path { path, .. } => {
+            acting = grid.in_vo_of(path);
+            acting.as_ref()
+        }
+        Source::Xnd(_) => grid,
+    };
     let o = open(grid, src, true).await?;
     if let Some(f) = on_size {
         f(o.exnode.size);

@@ -83,6 +83,11 @@ pub struct Grid {
     /// admins recovering a member's file) instead of the user's.
     pub escrow: Option<Arc<KeyPair>>,
     pub timeout: Option<Duration>,
+    /// The VO this session asks the L-Bone for depots and grants in (of a
+    /// multi-VO proxy: which VO's identity acts); `None`: the proxy's
+    /// first VO. Uploads and downloads by path act in the path's VO
+    /// ([`Grid::in_vo_of`]).
+    pub vo: Option<String>,
     /// What a session learns once and reuses across files (L-Bone offers
     /// with their grants, open depot connections, who we are): many small
     /// files through one `Grid` cost one L-Bone query and one TLS handshake
@@ -103,7 +108,8 @@ pub struct Cache {
     pub(crate) placing: tokio::sync::Mutex<()>,
     /// The wrapped keys' recipients of this user's uploads (the user and
     /// the VO's escrow key), asked once.
-    pub(crate) recipients: tokio::sync::Mutex<Option<Recipients>>,
+    /// Kept with the VO they are for ([`Grid::vo`]).
+    pub(crate) recipients: tokio::sync::Mutex<Option<(Option<String>, Recipients)>>,
 }
 
 pub(crate) type Recipients = Vec<(String, crypto::PublicKey)>;
@@ -113,6 +119,24 @@ pub(crate) struct Placed {
     pub(crate) valid_until: i64,
     pub(crate) targets: Vec<Target>,
     pub(crate) pool: Arc<Pool>,
+}
+
+impl Grid {
+    /// This session acting in the VO of `path` (`/VO/...`): itself when it
+    /// does already, else a copy with [`Grid::vo`] set (sharing the cache,
+    /// whose placements and pools are kept by VO).
+    pub fn in_vo_of(&self, path: &str) -> std::borrow::Cow<'_, Grid> {
+        let vo = path.strip_prefix('/').and_then(|p| p.split('/').next());
+        match vo {
+            Some(vo) if !vo.is_empty() && self.vo.as_deref() != Some(vo) => {
+                std::borrow::Cow::Owned(Grid {
+                    vo: Some(vo.to_owned()),
+                    ..self.clone()
+                })
+            }
+            _ => std::borrow::Cow::Borrowed(self),
+        }
+    }
 }
 
 /// The sidecar file holding an `--xnd` exNode's wrapped data key.

@@ -313,6 +313,14 @@ impl FileReader {
     /// out of range is a usage error.
     pub async fn open(grid: &Grid, src: &Source, opts: ReaderOptions) -> Result<FileReader, Error> {
         opts.check()?;
+        let acting;
+        let grid = match src {
+            Source::Path { path, .. } => {
+                acting = grid.in_vo_of(path);
+                acting.as_ref()
+            }
+            Source::Xnd(_) => grid,
+        };
         let o = open(grid, src, true).await?;
         let pool = download_pool(grid, &o.exnode).await?;
         let dl = DownloadOptions {

@@ -225,6 +225,15 @@ where
 {
     let journal = ctl.journal.as_deref();
     let started = Instant::now();
+    // A path's VO is the VO the upload acts in (a multi-VO proxy).
+    let acting;
+    let grid = match dest {
+        Dest::Path(p) => {
+            acting = grid.in_vo_of(p);
+            acting.as_ref()
+        }
+        Dest::Xnd(_) => grid,
+    };
     refuse_secure_xnd(dest, s)?;
     let (file, base_version) = file_and_version(grid, dest, size_hint, s.block_size).await?;
     if let Some(want) = ctl.base_version.filter(|w| *w != base_version) {
@@ -960,11 +969,11 @@ async fn register(
                     let me = need_key(grid)?;
                     let mut cached = grid.cache.recipients.lock().await;
                     let recipients = match &*cached {
-                        Some(r) => r.clone(),
-                        None => {
-                            let whoami = mdm.whoami().await?;
+                        Some((vo, r)) if *vo == grid.vo => r.clone(),
+                        _ => {
+                            let whoami = mdm.whoami_in(grid.vo.as_deref()).await?;
                             let r = crate::keys::upload_recipients(mdm, me, &whoami).await?;
-                            *cached = Some(r.clone());
+                            *cached = Some((grid.vo.clone(), r.clone()));
                             r
                         }
                     };

@@ -23,9 +23,15 @@ use crate::store::{EntryRow, Kind};
 /// attributes do not verify or a VO admin removed the member). Records a
 /// member (and their groups) on first contact.
 pub struct Caller {
+    /// The identity the request acts as: of a multi-VO proxy, the one in
+    /// the VO the request names ([`ibp_https::ACTING_VO_HEADER`]), else
+    /// the proxy's first VO; never several VOs' groups at once.
     pub id: Identity,
     /// In the admin group of their VO.
     pub admin: bool,
+    /// The proxy's other verified VOs: a path in one of them must be
+    /// addressed acting for it ([`acting_for`]).
+    pub other_vos: Vec<String>,
 }
 
 impl Caller {
@@ -154,10 +160,15 @@ pub async fn maintenance_put(
 pub struct Verified(pub Caller);
 
 impl Authenticate<Caller> for App {
+    async fn authenticate(&self, peer: &PeerChain) -> ApiResult<Caller> {
+        <App as Authenticate<Caller>>::authenticate_for(self, peer, None).await
+    }
+
     /// A full credential only: maintenance-only ones are refused here,
     /// before any handler runs (see [`AnyScope`]).
-    async fn authenticate(&self, peer: &PeerChain) -> ApiResult<Caller> {
-        let AnyScope(who) = <App as Authenticate<AnyScope>>::authenticate(self, peer).await?;
+    async fn authenticate_for(&self, peer: &PeerChain, vo: Option<&str>) -> ApiResult<Caller> {
+        let AnyScope(who) =
+            <App as Authenticate<AnyScope>>::authenticate_for(self, peer, vo).await?;
         if who.maintenance_only() {
             tracing::info!(vo = %who.id.vo, vo_id = %who.id.vo_id, "refused a maintenance-only credential");
             return Err(maintenance_refusal("this request"));
@@ -168,7 +179,12 @@ impl Authenticate<Caller> for App {
 
 impl Authenticate<AnyScope> for App {
     async fn authenticate(&self, peer: &PeerChain) -> ApiResult<AnyScope> {
-        let Verified(who) = <App as Authenticate<Verified>>::authenticate(self, peer).await?;
+        <App as Authenticate<AnyScope>>::authenticate_for(self, peer, None).await
+    }
+
+    async fn authenticate_for(&self, peer: &PeerChain, vo: Option<&str>) -> ApiResult<AnyScope> {
+        let Verified(who) =
+            <App as Authenticate<Verified>>::authenticate_for(self, peer, vo).await?;
         check_member(self, &who).await?;
         Ok(AnyScope(who))
     }
@@ -209,14 +225,20 @@ pub async fn admit(
 }
 
 impl Authenticate<Verified> for App {
-    /// The caller's verified identity (not yet checked against removals).
     async fn authenticate(&self, peer: &PeerChain) -> ApiResult<Verified> {
+        <App as Authenticate<Verified>>::authenticate_for(self, peer, None).await
+    }
+
+    /// The caller's verified identity (not yet checked against removals),
+    /// in the VO the request acts for (`vo`, see [`acting_identity`]).
+    async fn authenticate_for(&self, peer: &PeerChain, vo: Option<&str>) -> ApiResult<Verified> {
         let chain = peer.0.as_deref();
-        let id = ApiError::credential(self.identities.peer_identity(
+        let all = ApiError::credential(self.identities.peer_identity(
             chain,
             &self.trust.get(),
             ibp_auth::unix_now(),
         ))?;
+        let (id, other_vos) = acting_identity(all, vo)?;
         // Principals are `user:ID@VO`: an ID outside the identifier alphabet
         // could be stored as an owner but never parsed back (every later read
         // of the entry, and listings of its directory, would fail).
@@ -228,8 +250,54 @@ impl Authenticate<Verified> for App {
         }
         note_groups(self, &id).await?;
         let admin = id.groups.iter().any(|g| g.name == self.admin_group);
-        Ok(Verified(Caller { id, admin }))
+        Ok(Verified(Caller {
+            id,
+            admin,
+            other_vos,
+        }))
     }
+}
+
+/// The identity a request acting for `vo` uses, and the credential's
+/// other verified VOs: in a VO the proxy carries, its identity there
+/// alone; in a VO whose attribute set was refused, 403 naming why; in any
+/// other VO (or none named), the proxy's first VO, as for a single-VO
+/// proxy (a non-member of the VO addressed, who may still hold rights an
+/// ACL gave their VO).
+pub fn acting_identity(all: Identity, vo: Option<&str>) -> ApiResult<(Identity, Vec<String>)> {
+    let id = match vo {
+        Some(vo) if vo != all.vo => match all.for_vo(vo) {
+            Ok(id) => id,
+            Err(e @ ibp_auth::AuthError::VoRefused { .. }) => {
+                tracing::info!(vo = %vo, error = %e, "refused a request for a VO whose attributes did not verify");
+                return Err(ApiError::forbidden(format!("credential refused: {e}")));
+            }
+            Err(_) => all.single(),
+        },
+        _ => all.single(),
+    };
+    let others = all
+        .vos()
+        .into_iter()
+        .filter(|v| *v != id.vo)
+        .map(str::to_owned)
+        .collect();
+    Ok((id, others))
+}
+
+/// Refuses a request addressing `path` while acting for another VO the
+/// proxy carries (its rights there would be the wrong VO's): clients send
+/// [`ibp_https::ACTING_VO_HEADER`] with the path's VO.
+pub fn acting_for(who: &Caller, path: &NsPath) -> ApiResult<()> {
+    let vo = path.vo();
+    if vo != who.id.vo && who.other_vos.iter().any(|v| v == vo) {
+        return Err(ApiError::forbidden(format!(
+            "{path} is in VO {vo}, which your proxy carries, but this request acts for VO {}; send the {} header naming {vo} (lors does)",
+            who.id.vo,
+            ibp_https::ACTING_VO_HEADER
+        )));
+    }
+    Ok(())
 }
 
 /// Records the caller's groups (those whose ID an ACL could name) the
@@ -287,6 +355,7 @@ pub async fn entry_with(
     path: &NsPath,
     need: Rights,
 ) -> ApiResult<EntryRow> {
+    acting_for(who, path)?;
     if path.is_root() && path.vo() == who.id.vo {
         app.store.ensure_root(path.vo()).await?;
     }
@@ -320,6 +389,7 @@ pub async fn parent_with(
             need.name()
         )));
     }
+    acting_for(who, path)?;
     let parent = path
         .parent()
         .ok_or_else(|| ApiError::bad_request(format!("{path} is a VO root")))?;

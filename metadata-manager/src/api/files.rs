@@ -10,7 +10,7 @@ use metadata_api::{
     PathRequest, Released, Rights, VersionRequest,
 };
 
-use super::caller::{entry_with, parent_with, parse_path, rights_on, AnyScope, Caller};
+use super::caller::{acting_for, entry_with, parent_with, parse_path, rights_on, AnyScope, Caller};
 use super::{ApiResult, App, Body, LIST_DEFAULT, LIST_MAX};
 use crate::store::{Dropped, EntryRow, Kind, StoreError};
 
@@ -45,6 +45,7 @@ pub(super) async fn stat(
 ) -> ApiResult<Json<EntryInfo>> {
     let Json(req) = body?;
     let path = parse_path(&req.path)?;
+    acting_for(&who, &path)?;
     if path.is_root() && path.vo() == who.id.vo {
         app.store.ensure_root(path.vo()).await?;
     }

@@ -12,7 +12,7 @@ use metadata_api::{
     LookupRequest, Principal, PublicKey, RegisteredKey, Rights, VersionRequest,
 };
 
-use super::caller::{entry_with, parse_path, Caller};
+use super::caller::{acting_for, entry_with, parse_path, Caller};
 use super::members::admin_check;
 use super::{ApiResult, App, Body, MAX_WRAPPED_LEN};
 use crate::store::Kind;
@@ -158,6 +158,7 @@ pub(super) async fn key_escrow(
 ) -> ApiResult<Json<EscrowedKey>> {
     let Json(req) = body?;
     let path = parse_path(&req.path)?;
+    acting_for(&who, &path)?;
     if !who.admin_of(path.vo()) {
         return Err(ApiError::forbidden(format!(
             "escrowed keys of VO {}'s files are released to its admins (group {:?}) only",

@@ -38,6 +38,7 @@ pub(super) async fn whoami(
         vo: who.id.vo,
         vo_id: who.id.vo_id,
         subject: who.id.subject,
+        other_vos: who.other_vos,
     }))
 }
 

@@ -14,8 +14,8 @@ use metadata_api::{
 };
 
 use super::caller::{
-    admit, check_member, entry_with, maintenance_put, maintenance_read, must_wrap_for_self,
-    parent_with, parse_path, rights_with, AnyScope, Caller, Verified,
+    acting_for, admit, check_member, entry_with, maintenance_put, maintenance_read,
+    must_wrap_for_self, parent_with, parse_path, rights_with, AnyScope, Caller, Verified,
 };
 use super::keys::{check_recipient, check_wrapped};
 use super::{ApiResult, App, Body, MAX_WRAPPED, SMALL_BODY, TICKET_CACHE};
@@ -29,6 +29,7 @@ pub(super) async fn put_version(
 ) -> ApiResult<Json<PutResult>> {
     let Json(req) = body?;
     let path = parse_path(&req.path)?;
+    acting_for(&who, &path)?;
     if path.is_root() {
         return Err(ApiError::bad_request(format!(
             "{path} is a VO root, not a file"
@@ -354,6 +355,7 @@ pub(super) async fn get_version(
 ) -> ApiResult<Json<GetAnswer>> {
     let Json(req) = body?;
     let path = parse_path(&req.path)?;
+    acting_for(&who, &path)?;
     let recipient = who.recipient();
     let found = app
         .store

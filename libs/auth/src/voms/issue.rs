@@ -193,3 +193,32 @@ pub fn fqans_for(vo: &str, group_names: &[&str]) -> Vec<String> {
     }
     out
 }
+/// One VOMS extension holding the ACs of several (`voms-proxy-init -voms
+/// a -voms b` writes one such extension: `SEQUENCE OF` one `SEQUENCE OF
+/// AttributeCertificate` per VOMS server): for a multi-VO proxy whose VOs'
+/// ACs came one extension each. Each value must parse.
+pub fn merge_extensions(values: &[Vec<u8>]) -> Result<Vec<u8>, AuthError> {
+    let mut parts = Vec::new();
+    for v in values {
+        super::parse_extension(v)?;
+        let inner = yasna::parse_der(v, |r| {
+            let mut inner = Vec::new();
+            r.read_sequence_of(|r| {
+                inner.push(r.read_der()?);
+                Ok(())
+            })?;
+            Ok(inner)
+        })
+        .map_err(|e| AuthError::malformed("VOMS extension", e))?;
+        parts.extend(inner);
+    }
+    let merged = yasna::construct_der(|w| {
+        w.write_sequence_of(|w| {
+            for p in &parts {
+                w.next().write_der(p);
+            }
+        })
+    });
+    super::parse_extension(&merged)?;
+    Ok(merged)
+}

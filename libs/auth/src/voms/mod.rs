@@ -99,12 +99,57 @@ pub fn verify(
     trust: &TrustStore,
     now: i64,
 ) -> Result<VomsAttributes, AuthError> {
-    let vomsdir = trust.vomsdir().ok_or(AuthError::VomsNotAccepted)?;
+    trust.vomsdir().ok_or(AuthError::VomsNotAccepted)?;
     let acs = parse_extension(value)?;
     let ac = acs
         .first()
         .ok_or_else(|| AuthError::malformed("VOMS extension", "no attribute certificate"))?;
     let (vo, host) = policy_authority(&ac.policy_authority)?;
+    verify_ac(ac, vo, host, ee, trust, now)
+}
+
+/// One AC of [`verify_each`]: its VO, and its attributes or why they were
+/// refused.
+pub type EachAc = (String, Result<VomsAttributes, AuthError>);
+
+/// Every AC of the VOMS extension `value` (one per VO: `voms-proxy-init
+/// -voms a -voms b`, a multi-VO login at a CA with `voms_uri`), each
+/// verified on its own as [`verify`] verifies the first: the VO each one
+/// names, with its attributes or why they were refused. Fails as a whole
+/// only when the extension cannot be read, an AC names no readable VO, or
+/// the service accepts no VOMS ACs at all.
+pub fn verify_each(
+    value: &[u8],
+    ee: &X509Certificate<'_>,
+    trust: &TrustStore,
+    now: i64,
+) -> Result<Vec<EachAc>, AuthError> {
+    trust.vomsdir().ok_or(AuthError::VomsNotAccepted)?;
+    let acs = parse_extension(value)?;
+    if acs.is_empty() {
+        return Err(AuthError::malformed(
+            "VOMS extension",
+            "no attribute certificate",
+        ));
+    }
+    acs.iter()
+        .map(|ac| {
+            let (vo, host) = policy_authority(&ac.policy_authority)?;
+            Ok((vo.clone(), verify_ac(ac, vo, host, ee, trust, now)))
+        })
+        .collect()
+}
+
+/// Steps 1-7 for one AC of VO `vo` from VOMS server `host`.
+fn verify_ac(
+    ac: &AttributeCertificate,
+    vo: String,
+    host: String,
+    ee: &X509Certificate<'_>,
+    trust: &TrustStore,
+    now: i64,
+) -> Result<VomsAttributes, AuthError> {
+    let vomsdir = trust.vomsdir().ok_or(AuthError::VomsNotAccepted)?;
 
     // 1-2. The vomsdir names this server for this VO.
     let chains = vomsdir
