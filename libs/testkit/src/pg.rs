@@ -77,6 +77,17 @@ impl PgCluster {
     }
 
     pub fn start() -> PgCluster {
+        PgCluster::start_opts(None)
+    }
+
+    /// [`PgCluster::start`] with TLS on (`ssl = on`), serving the
+    /// certificate `cert_pem` (a chain in PEM) with the key `key_pem`;
+    /// clients may still connect in clear (`host ... trust` in pg_hba).
+    pub fn start_with_tls(cert_pem: &str, key_pem: &str) -> PgCluster {
+        PgCluster::start_opts(Some((cert_pem, key_pem)))
+    }
+
+    fn start_opts(tls: Option<(&str, &str)>) -> PgCluster {
         let bin = find_bin().unwrap_or_else(|| {
             panic!(
                 "PostgreSQL server binaries (initdb, pg_ctl) not found under {PG_LIB}/*/bin: \
@@ -123,6 +134,25 @@ impl PgCluster {
             "initdb failed: {}",
             String::from_utf8_lossy(&out.stderr)
         );
+        let mut ssl_opts = String::new();
+        if let Some((cert, key)) = tls {
+            use std::os::unix::fs::PermissionsExt;
+            let (c, k) = (data.join("server.crt"), data.join("server.key"));
+            std::fs::write(&c, cert).unwrap();
+            std::fs::write(&k, key).unwrap();
+            std::fs::set_permissions(&k, std::fs::Permissions::from_mode(0o600)).unwrap();
+            if as_postgres {
+                let (uid, gid) = postgres_ids();
+                for p in [&c, &k] {
+                    std::os::unix::fs::chown(p, Some(uid), Some(gid)).unwrap();
+                }
+            }
+            ssl_opts = format!(
+                " -c ssl=on -c ssl_cert_file={} -c ssl_key_file={}",
+                c.display(),
+                k.display()
+            );
+        }
         let mut last_err = String::new();
         for _ in 0..5 {
             let port = free_port();
@@ -142,7 +172,7 @@ impl PgCluster {
                 .arg(data.join("log"))
                 .args(["-w", "-t", "60", "-o"])
                 .arg(format!(
-                    "-p {port} -k {} -c listen_addresses=127.0.0.1 -c fsync=off",
+                    "-p {port} -k {} -c listen_addresses=127.0.0.1 -c fsync=off{ssl_opts}",
                     sock.display()
                 ))
                 .arg("start")
