@@ -53,8 +53,7 @@ async fn the_database_link_is_tls_when_the_url_asks_and_the_server_is_checked() 
     );
     let e = ibp_service::db::connect(&wrong, 1)
         .await
-        .err()
-        .expect("a server certificate of another CA is refused");
+        .expect_err("a server certificate of another CA is refused");
     let msg = format!("{:#}", anyhow::Error::from(e));
     assert!(
         msg.to_lowercase().contains("certificate") || msg.to_lowercase().contains("tls"),
