@@ -5,6 +5,7 @@
 use std::path::{Path, PathBuf};
 
 use super::files::{toml_path, write_file, write_secret};
+use super::netns::{self, Role};
 use super::pki::Issuer;
 use super::{GridOptions, Layout, ADMIN_GROUP, ORG, VO};
 
@@ -19,7 +20,8 @@ pub(super) fn write_ca(l: &Layout, opts: &GridOptions) -> anyhow::Result<PathBuf
     write_file(
         &config,
         &format!(
-            "listen = \"127.0.0.1:0\"\nmetrics_listen = \"127.0.0.1:0\"\ndir = {}\norg = {ORG:?}\n{voms}\n[local]\nusers_file = \"users\"\n\n[vos.{VO}]\npseudonymous = {}\n",
+            "listen = \"{}\"\nmetrics_listen = \"127.0.0.1:0\"\ndir = {}\norg = {ORG:?}\n{voms}\n[local]\nusers_file = \"users\"\n\n[vos.{VO}]\npseudonymous = {}\n",
+            l.listen(netns::CA_PORT),
             toml_path(&l.ca),
             opts.pseudonymous
         ),
@@ -38,12 +40,13 @@ pub(super) fn write_lbone(
     issuer: &Issuer,
     opts: &GridOptions,
 ) -> anyhow::Result<PathBuf> {
-    let (cert, key) = issuer.server_cert("lbone", &l.lbone)?;
+    let (cert, key) = issuer.server_cert("lbone", &l.lbone, &l.cert_names(Role::Lbone))?;
     let config = l.lbone.join("lbone.toml");
     write_file(
         &config,
         &(format!(
-            "listen = \"127.0.0.1:0\"\nmetrics_listen = \"127.0.0.1:0\"\nserver_cert = {}\nserver_key = {}\ntrust_dir = {}\nsigning_key = \"lbone.key\"\npoll_interval = \"{}ms\"\npoll_timeout = \"2s\"\nmissed_polls_down = 2\ngrant_lifetime = \"10m\"\nadmin_group = \"{ADMIN_GROUP}\"\n",
+            "listen = \"{}\"\nmetrics_listen = \"127.0.0.1:0\"\nserver_cert = {}\nserver_key = {}\ntrust_dir = {}\nsigning_key = \"lbone.key\"\npoll_interval = \"{}ms\"\npoll_timeout = \"2s\"\nmissed_polls_down = 2\ngrant_lifetime = \"10m\"\nadmin_group = \"{ADMIN_GROUP}\"\n",
+            l.listen(netns::LBONE_PORT),
             toml_path(&cert),
             toml_path(&key),
             toml_path(&l.trust),
@@ -53,18 +56,21 @@ pub(super) fn write_lbone(
     Ok(config)
 }
 
-/// A metadata manager's `metadata.toml` in `dir` (the first replica's or
-/// another's), with its server certificate and the grid's database.
+/// Metadata-manager replica `i`'s `metadata.toml` in `dir` (the first
+/// replica's or another's), with its server certificate and the grid's
+/// database.
 pub(super) fn write_mdm(
+    i: usize,
     dir: &Path,
     l: &Layout,
     issuer: &Issuer,
     opts: &GridOptions,
 ) -> anyhow::Result<PathBuf> {
-    let (cert, key) = issuer.server_cert("metadata-manager", dir)?;
+    let (cert, key) = issuer.server_cert("metadata-manager", dir, &l.cert_names(Role::Mdm(i)))?;
     let config = dir.join("metadata.toml");
     let mut text = format!(
-        "listen = \"127.0.0.1:0\"\nmetrics_listen = \"127.0.0.1:0\"\nserver_cert = {}\nserver_key = {}\ntrust_dir = {}\nsigning_key = \"metadata.key\"\nticket_lifetime = \"10m\"\nadmin_group = \"{ADMIN_GROUP}\"\n",
+        "listen = \"{}\"\nmetrics_listen = \"127.0.0.1:0\"\nserver_cert = {}\nserver_key = {}\ntrust_dir = {}\nsigning_key = \"metadata.key\"\nticket_lifetime = \"10m\"\nadmin_group = \"{ADMIN_GROUP}\"\n",
+        l.listen(netns::MDM_PORT),
         toml_path(&cert),
         toml_path(&key),
         toml_path(&l.trust),
@@ -97,16 +103,24 @@ pub(super) fn write_depot(
     // Every client of a local grid comes from 127.0.0.1, so the
     // legacy port's per-address share is its whole budget: half of
     // each resource, for LoRS tools and `--security legacy` runs.
-    let mut text = "listen = \"127.0.0.1:0\"\nhostname = \"127.0.0.1\"\nsync = \"batch\"\n\
-         legacy_max_size = \"50%\"\nlegacy_per_address_bytes = \"50%\"\n"
-        .to_owned();
+    // On hosts: its name, the documented ports (exposed by its relay).
+    let host = l.host(Role::Depot(i));
+    let hostname = host
+        .as_ref()
+        .map_or("127.0.0.1".to_owned(), |h| h.name.clone());
+    let mut text = format!(
+        "listen = \"{}\"\nhostname = \"{hostname}\"\nsync = \"batch\"\n\
+         legacy_max_size = \"50%\"\nlegacy_per_address_bytes = \"50%\"\n",
+        l.listen(netns::DEPOT_PORT)
+    );
     if opts.legacy_off.contains(&i) {
         text.push_str("legacy = false\n");
     }
     if !opts.legacy_only {
-        let (cert, key) = issuer.server_cert(name, ddir)?;
+        let (cert, key) = issuer.server_cert(name, ddir, &l.cert_names(Role::Depot(i)))?;
         text.push_str(&format!(
-            "tls_listen = \"127.0.0.1:0\"\ntls_cert = {}\ntls_key = {}\ntrust_dir = {}\n",
+            "tls_listen = \"{}\"\ntls_cert = {}\ntls_key = {}\ntrust_dir = {}\n",
+            l.listen(netns::DEPOT_TLS_PORT),
             toml_path(&cert),
             toml_path(&key),
             toml_path(&l.trust)

@@ -5,11 +5,13 @@
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::sync::Arc;
 use std::time::Instant;
 
 use anyhow::{bail, Context};
 
 use super::files::{private_dir, write_file};
+use super::netns::{Host, Role};
 use super::pki::Issuer;
 use super::process::{clean_command, start_retrying_bind, Proc};
 use super::{config, Daemon, Grid, GridOptions, Layout};
@@ -38,6 +40,9 @@ pub struct Depot {
     /// Extra environment of its process (see [`Grid::restart_depot_with_env`]).
     pub(super) env: Vec<(String, String)>,
     pub(super) proc: Option<Proc>,
+    /// Its host, on a grid on hosts: its addresses are the host's, its
+    /// process runs in the host's namespace.
+    pub host: Option<Arc<Host>>,
 }
 
 impl Depot {
@@ -66,6 +71,7 @@ impl Depot {
             config,
             env: Vec::new(),
             proc: None,
+            host: l.host(Role::Depot(i)),
         })
     }
 
@@ -74,7 +80,7 @@ impl Depot {
     pub(super) fn spawn(&mut self, bin: &Path) -> anyhow::Result<()> {
         self.proc = Some(Proc::spawn(
             &format!("ibp-depot {}", self.name),
-            depot_command(bin, &self.config),
+            on_host(&self.host, depot_command(bin, &self.config)),
             &self.dir,
         )?);
         Ok(())
@@ -89,7 +95,14 @@ impl Depot {
     ) -> anyhow::Result<()> {
         let p = self.proc.as_mut().context("depot not started")?;
         let addrs = p.wait_for(&depot_prefixes(opts), deadline)?;
-        set_depot_addrs(self, &addrs, opts)
+        set_depot_addrs(self, &addrs, opts)?;
+        if let Some(h) = &self.host {
+            h.expose(port_of(&self.legacy_addr))?;
+            if let Some(t) = &self.tls_addr {
+                h.expose(port_of(t))?;
+            }
+        }
+        Ok(())
     }
 
     /// The address grants name: the TLS port if there is one, else legacy.
@@ -121,6 +134,8 @@ pub(super) struct Service {
     /// Extra environment of the process (set for the next restart).
     pub(super) env: Vec<(String, String)>,
     pub(super) proc: Option<Proc>,
+    /// Its host, on a grid on hosts.
+    host: Option<Arc<Host>>,
 }
 
 impl Service {
@@ -129,9 +144,11 @@ impl Service {
         bin: &Path,
         dir: &Path,
         config: &Path,
+        host: Option<Arc<Host>>,
     ) -> anyhow::Result<Service> {
-        let proc = Proc::spawn(what, serve_command(bin, config), dir)?;
+        let proc = Proc::spawn(what, on_host(&host, serve_command(bin, config)), dir)?;
         Ok(Service {
+            host,
             what,
             bin: bin.to_path_buf(),
             dir: dir.to_path_buf(),
@@ -148,18 +165,39 @@ impl Service {
         let proc = self.proc.as_mut().context("not started")?;
         let addr = proc.wait_for(&["listening on "], deadline)?.remove(0);
         let text = fs::read_to_string(&self.config)?;
-        let text = text.replacen(
-            "listen = \"127.0.0.1:0\"",
-            &format!("listen = \"{addr}\""),
-            1,
-        );
-        write_file(&self.config, &text)?;
+        // `listen` is the first line (not `metrics_listen`).
+        if let Some(rest) = text.strip_prefix("listen = \"127.0.0.1:0\"") {
+            write_file(&self.config, &format!("listen = \"{addr}\"{rest}"))?;
+        }
+        if let Some(h) = &self.host {
+            h.expose(port_of(&addr))?;
+        }
         self.addr = addr;
         Ok(())
     }
 
+    /// `https://127.0.0.1:PORT`, or on a host `https://<its name>:PORT`.
     pub(super) fn url(&self) -> String {
-        format!("https://{}", self.addr)
+        match &self.host {
+            Some(h) => format!("https://{}:{}", h.name, port_of(&self.addr)),
+            None => format!("https://{}", self.addr),
+        }
+    }
+
+    /// [`Service::url`] by address (reachable from the root namespace).
+    pub(super) fn direct_url(&self) -> String {
+        match &self.host {
+            Some(h) => format!("https://{}:{}", h.ip, port_of(&self.addr)),
+            None => format!("https://{}", self.addr),
+        }
+    }
+
+    /// The names its certificate holds besides localhost and 127.0.0.1.
+    fn cert_names(&self) -> Vec<String> {
+        self.host
+            .as_ref()
+            .map(|h| vec![h.name.clone(), h.ip.to_string()])
+            .unwrap_or_default()
     }
 
     pub(super) fn kill(&mut self) {
@@ -173,7 +211,7 @@ impl Service {
         let mut proc = start_retrying_bind(self.what, &self.dir, &["listening on "], || {
             let mut c = serve_command(&self.bin, &self.config);
             c.envs(self.env.iter().map(|(k, v)| (k, v)));
-            c
+            on_host(&self.host, c)
         })?;
         let addr = proc.1.remove(0);
         if addr != self.addr {
@@ -181,6 +219,14 @@ impl Service {
         }
         self.proc = Some(proc.0);
         Ok(())
+    }
+}
+
+/// `cmd`, in `host`'s namespace if there is one.
+pub(super) fn on_host(host: &Option<Arc<Host>>, cmd: Command) -> Command {
+    match host {
+        Some(h) => h.command(&cmd),
+        None => cmd,
     }
 }
 
@@ -219,7 +265,15 @@ fn depot_prefixes(opts: &GridOptions) -> Vec<&'static str> {
 
 /// Records the printed addresses and fixes them in the configuration.
 fn set_depot_addrs(d: &mut Depot, addrs: &[String], opts: &GridOptions) -> anyhow::Result<()> {
-    let get = |i: usize| addrs.get(i).cloned().context("missing address");
+    // On a host, its ports are reached at the host's address (its relay).
+    let host_ip = d.host.as_ref().map(|h| h.ip.to_string());
+    let get = |i: usize| {
+        let a = addrs.get(i).cloned().context("missing address")?;
+        Ok::<_, anyhow::Error>(match &host_ip {
+            Some(ip) => format!("{ip}:{}", port_of(&a)),
+            None => a,
+        })
+    };
     d.legacy_addr = get(0)?;
     if !opts.legacy_only {
         d.tls_addr = Some(get(1)?);
@@ -267,7 +321,7 @@ impl Grid {
             start_retrying_bind(&format!("ibp-depot {}", d.name), &d.dir, &prefixes, || {
                 let mut cmd = depot_command(&bin, &d.config);
                 cmd.envs(d.env.iter().map(|(k, v)| (k, v)));
-                cmd
+                on_host(&d.host, cmd)
             })?;
         let before = (
             d.legacy_addr.clone(),
@@ -321,7 +375,12 @@ impl Grid {
     pub fn renew_depot_certificate(&self, i: usize) -> anyhow::Result<Vec<u8>> {
         let issuer = Issuer::load(&self.dir.join("ca"))?;
         let d = &self.depots[i];
-        let (cert, _key) = issuer.server_cert(&d.name, &d.dir)?;
+        let names = d
+            .host
+            .as_ref()
+            .map(|h| vec![h.name.clone(), h.ip.to_string()])
+            .unwrap_or_default();
+        let (cert, _key) = issuer.server_cert(&d.name, &d.dir, &names)?;
         let pem = fs::read(&cert)?;
         let der = rustls_pki_types::pem::PemObject::from_pem_slice(&pem)
             .map(|c: rustls_pki_types::CertificateDer<'static>| c.to_vec())
@@ -362,7 +421,7 @@ impl Grid {
             Daemon::MetadataManager => ("metadata-manager", &self.mdm),
         };
         let issuer = Issuer::load(&self.dir.join("ca"))?;
-        let (cert, _key) = issuer.server_cert(cn, &service.dir)?;
+        let (cert, _key) = issuer.server_cert(cn, &service.dir, &service.cert_names())?;
         let pem = fs::read(&cert)?;
         rustls_pki_types::pem::PemObject::from_pem_slice(&pem)
             .map(|c: rustls_pki_types::CertificateDer<'static>| c.to_vec())

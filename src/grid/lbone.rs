@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 use anyhow::{anyhow, bail, Context};
 use serde_json::Value;
 
-use super::daemons::{port_of, Depot};
+use super::daemons::port_of;
 use super::process::{clean_command, run_cli};
 use super::{Grid, VO};
 
@@ -51,7 +51,7 @@ impl Grid {
                 "--name",
                 &d.name,
                 "--host",
-                "127.0.0.1",
+                d.host.as_ref().map_or("127.0.0.1", |h| h.name.as_str()),
             ])
             .args(["--port", &d.port().to_string()]);
         if let Some(t) = &d.tls_addr {
@@ -65,12 +65,17 @@ impl Grid {
         .args(["--place", &format!("site-{i}")])
         .args(["--max-size", &self.opts.hard_size(i).to_string()])
         .args(["--max-duration", "30d"]);
-        run_cli(&format!("lbone admin register {} ({vo})", d.name), c, None).map(|_| ())
+        run_cli(
+            &format!("lbone admin register {} ({vo})", d.name),
+            self.on_client(c),
+            None,
+        )
+        .map(|_| ())
     }
 
     /// The L-Bone's `GET /status.json` (needs no client certificate).
     pub fn lbone_status(&self) -> anyhow::Result<Value> {
-        let (url, tls) = (self.lbone_url.clone(), self.tls.clone());
+        let (url, tls) = (self.lbone_direct_url.clone(), self.tls.clone());
         // A thread of its own, so this works inside an async test too.
         std::thread::spawn(move || -> anyhow::Result<Value> {
             let client = ibp_https::Client::new(ibp_https::BaseUrl::parse(&url)?, tls, false);
@@ -104,6 +109,27 @@ impl Grid {
             .map(str::to_owned)
     }
 
+    /// The `state` the L-Bone reports for the depot named `name` in vo1.
+    pub fn lbone_state_named(status: &Value, name: &str) -> Option<String> {
+        status["vos"]
+            .as_array()?
+            .iter()
+            .filter(|v| v["vo"] == VO)
+            .flat_map(|v| v["depots"].as_array().into_iter().flatten())
+            .find(|d| d["name"].as_str() == Some(name))
+            .and_then(|d| d["status"]["state"].as_str())
+            .map(str::to_owned)
+    }
+
+    /// Waits until the L-Bone reports depot `i` in `state` (`up`, `down`,
+    /// ...).
+    pub fn wait_lbone_state(&self, i: usize, state: &str, timeout: Duration) -> anyhow::Result<()> {
+        let name = self.depots[i].name.clone();
+        self.wait_lbone(timeout, &format!("{name} {state}"), |s| {
+            Grid::lbone_state_named(s, &name).as_deref() == Some(state)
+        })
+    }
+
     fn wait_lbone(
         &self,
         timeout: Duration,
@@ -126,25 +152,22 @@ impl Grid {
 
     /// Waits until the L-Bone reports every running depot `up` in vo1.
     pub fn wait_lbone_sees_all(&self, timeout: Duration) -> anyhow::Result<()> {
-        let ports: Vec<u16> = self
+        let names: Vec<String> = self
             .depots
             .iter()
             .filter(|d| d.proc.is_some())
-            .map(Depot::port)
+            .map(|d| d.name.clone())
             .collect();
         self.wait_lbone(timeout, "every running depot up", |s| {
-            ports
+            names
                 .iter()
-                .all(|p| Grid::lbone_state(s, *p).as_deref() == Some("up"))
+                .all(|n| Grid::lbone_state_named(s, n).as_deref() == Some("up"))
         })
     }
 
     /// Waits until the L-Bone reports depot `i` `down` (no longer offered).
     pub fn wait_lbone_sees_down(&self, i: usize, timeout: Duration) -> anyhow::Result<()> {
-        let port = self.depots[i].port();
-        self.wait_lbone(timeout, &format!("{} down", self.depots[i].name), |s| {
-            Grid::lbone_state(s, port).as_deref() == Some("down")
-        })
+        self.wait_lbone_state(i, "down", timeout)
     }
 }
 

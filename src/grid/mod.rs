@@ -84,6 +84,7 @@
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail};
@@ -93,12 +94,14 @@ mod config;
 mod daemons;
 mod files;
 mod lbone;
+pub mod netns;
 mod pki;
 mod process;
 mod users;
 
 pub use binaries::{binaries, cargo_binaries, target_dir, workspace_root, Binaries};
 pub use daemons::Depot;
+pub use netns::{Host, HostsOptions, Network, Role};
 pub use users::GridUser;
 
 use daemons::Service;
@@ -179,6 +182,12 @@ pub struct GridOptions {
     /// a test says so (`online-ca admin member add --vo vo2`,
     /// [`Grid::register_depots_for`]).
     pub vo2: bool,
+    /// Every daemon on its own host: a network namespace with its own
+    /// address and name, its link's delay, rate and partitions under the
+    /// test's control ([`Grid::network`], [`netns`]); `lors` and the admin
+    /// commands run on a `client` host. Default none: everything on
+    /// loopback.
+    pub hosts: Option<HostsOptions>,
 }
 
 impl GridOptions {
@@ -217,6 +226,11 @@ impl GridOptions {
         }
         if opts.mdm_replicas > 1 && opts.mdm_database.is_none() {
             bail!("metadata-manager replicas share a server database: set mdm_database");
+        }
+        if opts.hosts.is_some()
+            && (opts.data_port || opts.legacy_only || !opts.legacy_off.is_empty())
+        {
+            bail!("a grid on hosts has depots with both the legacy and the TLS port, no data port");
         }
         Ok(())
     }
@@ -259,6 +273,7 @@ impl Default for GridOptions {
             vo2: false,
             extra_cas: Vec::new(),
             ca_voms_uri: None,
+            hosts: None,
         }
     }
 }
@@ -277,11 +292,25 @@ struct Layout {
     mdm: PathBuf,
     /// The directories of the other metadata-manager replicas.
     mdm_replicas: Vec<PathBuf>,
+    /// The hosts, with [`GridOptions::hosts`].
+    net: Option<Arc<Network>>,
 }
 
 impl Layout {
-    fn new(dir: &Path, opts: &GridOptions) -> Layout {
-        Layout {
+    fn new(dir: &Path, opts: &GridOptions) -> anyhow::Result<Layout> {
+        let net = match &opts.hosts {
+            None => None,
+            Some(h) => {
+                let roles: Vec<Role> = [Role::Ca, Role::Lbone]
+                    .into_iter()
+                    .chain((0..opts.mdm_replicas).map(Role::Mdm))
+                    .chain((0..opts.depots).map(Role::Depot))
+                    .chain([Role::Client])
+                    .collect();
+                Some(Arc::new(Network::create(&roles, h)?))
+            }
+        };
+        Ok(Layout {
             dir: dir.to_path_buf(),
             trust: dir.join("trust"),
             ca: dir.join("ca"),
@@ -290,7 +319,31 @@ impl Layout {
             mdm_replicas: (1..opts.mdm_replicas)
                 .map(|i| dir.join(format!("mdm{i}")))
                 .collect(),
+            net,
+        })
+    }
+
+    /// The host of `role`, on a grid on hosts.
+    fn host(&self, role: Role) -> Option<Arc<Host>> {
+        self.net.as_ref().and_then(|n| n.host(role).ok().cloned())
+    }
+
+    /// A daemon's `listen`: `127.0.0.1:0` on loopback, `127.0.0.1:<the
+    /// documented port>` in its host's namespace (its relay exposes it).
+    fn listen(&self, port: u16) -> String {
+        if self.net.is_some() {
+            format!("127.0.0.1:{port}")
+        } else {
+            "127.0.0.1:0".to_owned()
         }
+    }
+
+    /// The names a server certificate of `role`'s host holds besides
+    /// localhost and 127.0.0.1: its name and address.
+    fn cert_names(&self, role: Role) -> Vec<String> {
+        self.host(role)
+            .map(|h| vec![h.name.clone(), h.ip.to_string()])
+            .unwrap_or_default()
     }
 }
 
@@ -349,12 +402,17 @@ pub struct Grid {
     /// The online CA's configuration (for `online-ca admin --config`).
     pub ca_config: PathBuf,
     opts: GridOptions,
+    /// The L-Bone by address (what the harness in the root namespace
+    /// uses; [`Grid::lbone_url`] by name).
+    lbone_direct_url: String,
     tls: rustls::ClientConfig,
     ca: Service,
     lbone: Service,
     mdm: Service,
     /// The metadata-manager replicas after the first.
     mdm_replicas: Vec<Service>,
+    /// The hosts (after the processes: removed once they are gone).
+    net: Option<Arc<Network>>,
     // Last: removed after the processes are gone.
     _dir: GridDir,
 }
@@ -368,7 +426,7 @@ impl Grid {
         let t0 = Instant::now();
         let mut steps = Steps::new();
         let dir_guard = GridDir::create(opts.dir.as_deref())?;
-        let l = Layout::new(&dir_guard.path, &opts);
+        let l = Layout::new(&dir_guard.path, &opts)?;
 
         // 1. The three `init`s, in parallel.
         run_inits(&bins, &l, &opts)?;
@@ -388,7 +446,16 @@ impl Grid {
             .mdm_replicas
             .iter()
             .zip(&configs.mdm_replicas)
-            .map(|(dir, config)| Service::spawn("metadata-manager", &bins.mdm, dir, config))
+            .enumerate()
+            .map(|(i, (dir, config))| {
+                Service::spawn(
+                    "metadata-manager",
+                    &bins.mdm,
+                    dir,
+                    config,
+                    l.host(Role::Mdm(i + 1)),
+                )
+            })
             .collect::<anyhow::Result<Vec<_>>>()?;
         for d in &mut depots {
             d.spawn(&bins.depot)?;
@@ -412,6 +479,7 @@ impl Grid {
             ca_url: ca.url(),
             trust_dir: l.trust.clone(),
             dir: l.dir.clone(),
+            client: l.host(Role::Client),
         };
         log_in_while(&login, &users, || {
             lbone.wait(deadline)?;
@@ -447,11 +515,13 @@ impl Grid {
             startup: Duration::ZERO,
             steps: Vec::new(),
             ca_config: configs.ca,
+            lbone_direct_url: lbone.direct_url(),
             opts,
             ca,
             lbone,
             mdm,
             mdm_replicas: replicas,
+            net: l.net,
             _dir: dir_guard,
         };
 
@@ -483,6 +553,12 @@ impl Grid {
     pub fn options(&self) -> &GridOptions {
         &self.opts
     }
+
+    /// The hosts of a grid on hosts ([`GridOptions::hosts`]): links to
+    /// partition, slow down or delay.
+    pub fn network(&self) -> Option<&Network> {
+        self.net.as_deref()
+    }
 }
 
 /// `online-ca init` (CA, VO vo1 and its attribute authority), `lbone init`
@@ -498,6 +574,9 @@ fn run_inits(bins: &Binaries, l: &Layout, opts: &GridOptions) -> anyhow::Result<
                 .args(["--hostname", "localhost", "--hostname", "127.0.0.1"]);
             if opts.vo2 {
                 c.args(["--vo", VO2]);
+            }
+            for name in l.cert_names(Role::Ca) {
+                c.arg("--hostname").arg(name);
             }
             c
         }),
@@ -551,11 +630,12 @@ fn write_configs(
     let configs = ServiceConfigs {
         ca: config::write_ca(l, opts)?,
         lbone: config::write_lbone(l, &issuer, opts)?,
-        mdm: config::write_mdm(&l.mdm, l, &issuer, opts)?,
+        mdm: config::write_mdm(0, &l.mdm, l, &issuer, opts)?,
         mdm_replicas: l
             .mdm_replicas
             .iter()
-            .map(|dir| config::write_mdm(dir, l, &issuer, opts))
+            .enumerate()
+            .map(|(i, dir)| config::write_mdm(i + 1, dir, l, &issuer, opts))
             .collect::<anyhow::Result<Vec<_>>>()?,
     };
     let depots = (0..opts.depots)
@@ -572,9 +652,27 @@ fn spawn_services(
     configs: &ServiceConfigs,
 ) -> anyhow::Result<[Service; 3]> {
     Ok([
-        Service::spawn("online-ca", &bins.online_ca, &l.ca, &configs.ca)?,
-        Service::spawn("lbone", &bins.lbone, &l.lbone, &configs.lbone)?,
-        Service::spawn("metadata-manager", &bins.mdm, &l.mdm, &configs.mdm)?,
+        Service::spawn(
+            "online-ca",
+            &bins.online_ca,
+            &l.ca,
+            &configs.ca,
+            l.host(Role::Ca),
+        )?,
+        Service::spawn(
+            "lbone",
+            &bins.lbone,
+            &l.lbone,
+            &configs.lbone,
+            l.host(Role::Lbone),
+        )?,
+        Service::spawn(
+            "metadata-manager",
+            &bins.mdm,
+            &l.mdm,
+            &configs.mdm,
+            l.host(Role::Mdm(0)),
+        )?,
     ])
 }
 

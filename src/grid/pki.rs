@@ -68,9 +68,14 @@ impl Issuer {
         Ok(Issuer { cert, key })
     }
 
-    /// `dir/server.pem` and `dir/server.key` for localhost and 127.0.0.1,
-    /// serverAuth and clientAuth.
-    pub(super) fn server_cert(&self, cn: &str, dir: &Path) -> anyhow::Result<(PathBuf, PathBuf)> {
+    /// `dir/server.pem` and `dir/server.key` for localhost, 127.0.0.1 and
+    /// `names` (DNS names or addresses), serverAuth and clientAuth.
+    pub(super) fn server_cert(
+        &self,
+        cn: &str,
+        dir: &Path,
+        names: &[String],
+    ) -> anyhow::Result<(PathBuf, PathBuf)> {
         use rcgen::{CertificateParams, DnType, ExtendedKeyUsagePurpose, KeyUsagePurpose, SanType};
         let mut p = CertificateParams::new(Vec::<String>::new())?;
         p.distinguished_name.push(DnType::OrganizationName, ORG);
@@ -79,6 +84,13 @@ impl Issuer {
             SanType::DnsName("localhost".try_into()?),
             SanType::IpAddress(std::net::Ipv4Addr::LOCALHOST.into()),
         ];
+        for n in names {
+            p.subject_alt_names
+                .push(match n.parse::<std::net::IpAddr>() {
+                    Ok(ip) => SanType::IpAddress(ip),
+                    Err(_) => SanType::DnsName(n.clone().try_into()?),
+                });
+        }
         p.extended_key_usages = vec![
             ExtendedKeyUsagePurpose::ServerAuth,
             ExtendedKeyUsagePurpose::ClientAuth,

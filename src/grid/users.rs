@@ -3,10 +3,13 @@
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::sync::Arc;
 
 use anyhow::{bail, Context};
 
+use super::daemons::on_host;
 use super::files::private_dir;
+use super::netns::{Host, Role};
 use super::pki::users_line;
 use super::process::{clean_command, run_cli};
 use super::{Grid, GridOptions, Layout, ADMIN_GROUP, VO};
@@ -87,6 +90,8 @@ pub(super) struct LoginEnv {
     pub(super) ca_url: String,
     pub(super) trust_dir: PathBuf,
     pub(super) dir: PathBuf,
+    /// The client host, on a grid on hosts.
+    pub(super) client: Option<Arc<Host>>,
 }
 
 impl LoginEnv {
@@ -113,7 +118,7 @@ impl LoginEnv {
             .arg(&self.trust_dir);
         run_cli(
             &format!("lors login {}", u.name),
-            c,
+            on_host(&self.client, c),
             Some(&format!("{}\n", u.password)),
         )?;
         if !u.proxy.is_file() {
@@ -166,13 +171,27 @@ impl Grid {
 
     /// A `lors` command running as `user`: [`Grid::env`] set, other
     /// `LORS_*`/`X509_*` variables of the caller's environment removed,
-    /// working directory the user's directory, umask 077.
+    /// working directory the user's directory, umask 077; on a grid on
+    /// hosts, on the client host ([`Grid::on_client`]).
     pub fn lors(&self, user: &str) -> Command {
         let mut cmd = clean_command(&self.bins.lors);
         cmd.env("RUST_LOG", "warn")
             .envs(self.env(user))
             .current_dir(&self.user(user).dir);
-        cmd
+        self.on_client(cmd)
+    }
+
+    /// `cmd` as it is, or on a grid on hosts run on the client host (`ip
+    /// netns exec`), where the services' names resolve. Environment
+    /// variables set on the returned command still reach the program.
+    pub fn on_client(&self, cmd: Command) -> Command {
+        on_host(&self.client_host(), cmd)
+    }
+
+    fn client_host(&self) -> Option<Arc<Host>> {
+        self.net
+            .as_ref()
+            .and_then(|n| n.host(Role::Client).ok().cloned())
     }
 
     /// Logs `user` in again (`lors login --method local`), replacing the proxy.
@@ -182,6 +201,7 @@ impl Grid {
             ca_url: self.ca_url.clone(),
             trust_dir: self.trust_dir.clone(),
             dir: self.dir.clone(),
+            client: self.client_host(),
         }
         .login(self.user(user))
     }

@@ -19,6 +19,8 @@ const PG_LIB: &str = "/usr/lib/postgresql";
 pub struct PgCluster {
     pub url: String,
     pub port: u16,
+    /// The directory of its Unix socket.
+    pub socket_dir: PathBuf,
     bin: PathBuf,
     data: PathBuf,
     as_postgres: bool,
@@ -38,6 +40,18 @@ fn find_bin() -> Option<PathBuf> {
         .collect();
     found.sort();
     found.pop().map(|(_, b)| b)
+}
+
+impl PgCluster {
+    /// The database URL through the Unix socket (reachable from every
+    /// network namespace of the machine, unlike 127.0.0.1).
+    pub fn socket_url(&self) -> String {
+        format!(
+            "postgres://postgres@localhost/postgres?host={}&port={}",
+            self.socket_dir.display(),
+            self.port
+        )
+    }
 }
 
 fn is_root() -> bool {
@@ -159,6 +173,7 @@ impl PgCluster {
             let mut cluster = PgCluster {
                 url: format!("postgres://postgres@127.0.0.1:{port}/postgres"),
                 port,
+                socket_dir: sock.clone(),
                 bin: bin.clone(),
                 data: data.clone(),
                 as_postgres,
