@@ -222,6 +222,33 @@ fn wan_links() {
     assert!(o.status.success(), "the slow upload: {}", text(&o));
     n.set_rate(Role::Depot(2), None).unwrap();
     download_is(&g, "alice", "/vo1/wan/slow", &slow, "slow, after its link");
+
+    // Everything above went through the firewall matrix: no host refused
+    // a connection. The matrix is enforced: a port is reached only from
+    // where the matrix says.
+    for h in &n.hosts {
+        assert_eq!(h.refused(), 0, "{h:?} refused a connection the grid needed");
+    }
+    let at = |r: Role, port: u16| SocketAddr::from((n.host(r).unwrap().ip, port));
+    let probes = [
+        (Role::Client, at(Role::Mdm(0), MDM_PORT), true),
+        (Role::Depot(1), at(Role::Mdm(0), MDM_PORT), false),
+        (Role::Client, at(Role::Lbone, LBONE_PORT), true),
+        (Role::Mdm(0), at(Role::Lbone, LBONE_PORT), false),
+        (Role::Lbone, at(Role::Depot(0), DEPOT_TLS_PORT), true),
+        (Role::Depot(1), at(Role::Depot(0), DEPOT_TLS_PORT), true),
+        (Role::Mdm(0), at(Role::Depot(0), DEPOT_PORT), false),
+        (Role::Depot(2), at(Role::Ca, CA_PORT), true),
+    ];
+    for (from, addr, want) in probes {
+        let got = n.reachable_from(from, addr).unwrap();
+        assert_eq!(
+            got, want,
+            "{from} -> {addr}: reachable {got}, matrix says {want}"
+        );
+    }
+    assert_eq!(n.host(Role::Mdm(0)).unwrap().refused(), 1);
+    assert_eq!(n.host(Role::Lbone).unwrap().refused(), 1);
 }
 
 #[test]

@@ -25,8 +25,9 @@
 //! **Delay.** The kernel here has no `netem`, so the relay emulates the
 //! link's latency: each direction of each connection holds every chunk it
 //! read for the host's one-way delay ([`Network::set_delay`]) before
-//! writing it on, through a bounded queue (64 chunks of at most 64 KiB; a
-//! full queue stops reading, so TCP flow control holds the sender). Every
+//! writing it on, through a bounded queue (8 MiB per direction of each
+//! connection, like a TCP window: a full queue stops reading, so TCP flow
+//! control holds the sender). Every
 //! connection to a host's services pays that host's delay both ways: with
 //! 10 ms each way, a client sees a 20 ms round trip to it. The relay ends
 //! the TCP connection, so the handshake itself is not delayed; the first
@@ -69,8 +70,30 @@ pub const MDM_PORT: u16 = 6780;
 pub const DEPOT_PORT: u16 = 6714;
 pub const DEPOT_TLS_PORT: u16 = 6715;
 
-/// Chunks a relay direction holds at most.
-const QUEUE_CHUNKS: usize = 64;
+/// The firewall matrix (docs/deployment.md): whether a connection from a
+/// host playing `from` may reach `port` on a host playing `to`. The
+/// root namespace (the test harness, as the operator's console) reaches
+/// every exposed port.
+pub fn allowed(to: Role, port: u16, from: Role) -> bool {
+    match (to, port) {
+        // Users log in; every service host requests and renews its
+        // certificate and fetches the trust directory.
+        (Role::Ca, CA_PORT) => true,
+        // Users (depot lists, grants) and VO admins (registering depots).
+        (Role::Lbone, LBONE_PORT) => from == Role::Client,
+        (Role::Mdm(_), MDM_PORT) => from == Role::Client,
+        // Users; the L-Bone polls (the TLS port, else the legacy one);
+        // depots copy between each other.
+        (Role::Depot(_), DEPOT_PORT | DEPOT_TLS_PORT) => {
+            matches!(from, Role::Client | Role::Lbone | Role::Depot(_))
+        }
+        _ => false,
+    }
+}
+
+/// Bytes a relay direction holds at most (the link's bandwidth-delay
+/// product cap: 8 MiB per connection, like a TCP window of 8 MiB).
+const QUEUE_BYTES: usize = 8 << 20;
 /// Bytes of one chunk at most.
 const CHUNK: usize = 64 * 1024;
 
@@ -119,6 +142,8 @@ pub struct Host {
     delay_us: Arc<AtomicU64>,
     /// Bytes its relay has carried from its daemons to their clients.
     sent: Arc<AtomicU64>,
+    /// Connections its relay refused ([`allowed`]).
+    refused: Arc<AtomicU64>,
     relay: Mutex<Option<Relay>>,
 }
 
@@ -150,6 +175,11 @@ impl Host {
     /// relay): how a test sees a transfer from it under way.
     pub fn bytes_sent(&self) -> u64 {
         self.sent.load(Ordering::Relaxed)
+    }
+
+    /// Connections refused so far by the firewall matrix ([`allowed`]).
+    pub fn refused(&self) -> u64 {
+        self.refused.load(Ordering::Relaxed)
     }
 
     /// The ports exposed so far.
@@ -204,12 +234,19 @@ impl Drop for Relay {
 }
 
 /// Starts the relay thread of the host in namespace `ns` at `ip`.
-fn start_relay(
-    ns: &str,
+/// What a relay needs to know: where it is, its link, and who may reach
+/// which port (`firewall(port, peer address)`).
+struct RelaySpec {
     ip: Ipv4Addr,
     delay_us: Arc<AtomicU64>,
     sent: Arc<AtomicU64>,
-) -> anyhow::Result<Relay> {
+    refused: Arc<AtomicU64>,
+    firewall: Arc<dyn Fn(u16, Ipv4Addr) -> bool + Send + Sync>,
+}
+
+fn start_relay(ns: &str, spec: RelaySpec) -> anyhow::Result<Relay> {
+    let ip = spec.ip;
+    let spec = Arc::new(spec);
     let ns_file = fs::File::open(format!("/run/netns/{ns}"))
         .with_context(|| format!("open /run/netns/{ns}"))?;
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<RelayCmd>();
@@ -256,7 +293,7 @@ fn start_relay(
                                     .lock()
                                     .unwrap_or_else(|e| e.into_inner())
                                     .push(port);
-                                tokio::spawn(accept_loop(l, port, delay_us.clone(), sent.clone()));
+                                tokio::spawn(accept_loop(l, port, spec.clone()));
                                 let _ = reply.send(Ok(()));
                             }
                             Err(e) => {
@@ -284,13 +321,23 @@ fn start_relay(
     })
 }
 
-async fn accept_loop(l: TcpListener, port: u16, delay_us: Arc<AtomicU64>, sent: Arc<AtomicU64>) {
+async fn accept_loop(l: TcpListener, port: u16, spec: Arc<RelaySpec>) {
     loop {
-        let Ok((inbound, _)) = l.accept().await else {
+        let Ok((inbound, peer)) = l.accept().await else {
             tokio::time::sleep(Duration::from_millis(10)).await;
             continue;
         };
-        let (delay_us, sent) = (delay_us.clone(), sent.clone());
+        let from = match peer.ip() {
+            std::net::IpAddr::V4(a) => a,
+            std::net::IpAddr::V6(_) => Ipv4Addr::UNSPECIFIED,
+        };
+        if !(spec.firewall)(port, from) {
+            // Not in the matrix: closed at once.
+            spec.refused.fetch_add(1, Ordering::Relaxed);
+            drop(inbound);
+            continue;
+        }
+        let (delay_us, sent) = (spec.delay_us.clone(), spec.sent.clone());
         tokio::spawn(async move {
             let Ok(outbound) = TcpStream::connect((Ipv4Addr::LOCALHOST, port)).await else {
                 return; // the daemon is down: the client sees the connection close
@@ -314,16 +361,27 @@ async fn pump(
     delay_us: Arc<AtomicU64>,
     count: Option<Arc<AtomicU64>>,
 ) {
-    let (tx, mut rx) = tokio::sync::mpsc::channel::<(tokio::time::Instant, Vec<u8>)>(QUEUE_CHUNKS);
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<(tokio::time::Instant, Vec<u8>)>();
+    // Bytes queued, bounded by permits (one per byte, an empty chunk one).
+    let room = Arc::new(tokio::sync::Semaphore::new(QUEUE_BYTES));
+    let room_w = room.clone();
     let read = async move {
         loop {
+            let Ok(mut permit) = room.clone().acquire_many_owned(CHUNK as u32).await else {
+                break;
+            };
             let mut buf = vec![0u8; CHUNK];
             let n = r.read(&mut buf).await.unwrap_or(0);
             buf.truncate(n);
+            // Keep the permits of the bytes read; the writer returns them.
+            if let Some(kept) = permit.split(n.max(1)) {
+                kept.forget();
+            }
+            drop(permit);
             let due = tokio::time::Instant::now()
                 + Duration::from_micros(delay_us.load(Ordering::Relaxed));
             // An empty chunk is the end of the stream: delayed too.
-            if tx.send((due, buf)).await.is_err() || n == 0 {
+            if tx.send((due, buf)).is_err() || n == 0 {
                 break;
             }
         }
@@ -335,8 +393,11 @@ async fn pump(
                 break;
             }
             if w.write_all(&buf).await.is_err() {
+                // The reader stops too (no more room, ever).
+                room_w.close();
                 return;
             }
+            room_w.add_permits(buf.len().max(1));
             if let Some(c) = &count {
                 c.fetch_add(buf.len() as u64, Ordering::Relaxed);
             }
@@ -472,6 +533,23 @@ fn free_subnet(seed: u64) -> anyhow::Result<[u8; 3]> {
     bail!("no free 10.x.y.0/24 network for the grid's hosts")
 }
 
+/// The relay's check for a host playing `to`: [`allowed`] by the role of
+/// the peer's address; the root namespace (`gateway`) everywhere.
+fn firewall(
+    to: Role,
+    gateway: Ipv4Addr,
+    roles: &[(Ipv4Addr, Role)],
+) -> Arc<dyn Fn(u16, Ipv4Addr) -> bool + Send + Sync> {
+    let roles = roles.to_vec();
+    Arc::new(move |port, peer| {
+        peer == gateway
+            || roles
+                .iter()
+                .find(|(ip, _)| *ip == peer)
+                .is_some_and(|(_, from)| allowed(to, port, *from))
+    })
+}
+
 impl Network {
     /// Makes the bridge, and one namespace, veth link, hosts file and
     /// relay per role.
@@ -511,6 +589,10 @@ impl Network {
             let veth = format!("{}v{k}", network.prefix);
             plan.push((*role, format!("{role}.{domain}"), ns, ip, veth));
         }
+        let roles_by_ip: Vec<(Ipv4Addr, Role)> = plan
+            .iter()
+            .map(|(role, _, _, ip, _)| (*ip, *role))
+            .collect();
         let hosts_file: String = std::iter::once("127.0.0.1 localhost\n".to_owned())
             .chain(
                 plan.iter()
@@ -521,6 +603,7 @@ impl Network {
             run("ip", &["netns", "add", &ns])?;
             let delay_us = Arc::new(AtomicU64::new(opts.one_way_delay.as_micros() as u64));
             let sent = Arc::new(AtomicU64::new(0));
+            let refused = Arc::new(AtomicU64::new(0));
             // Registered before anything can fail: drop deletes it.
             let host = Arc::new(Host {
                 role,
@@ -530,6 +613,7 @@ impl Network {
                 veth: veth.clone(),
                 delay_us: delay_us.clone(),
                 sent: sent.clone(),
+                refused: refused.clone(),
                 relay: Mutex::new(None),
             });
             network.hosts.push(host.clone());
@@ -553,8 +637,16 @@ impl Network {
             )?;
             run("ip", &["-n", &ns, "link", "set", "eth0", "up"])?;
             run("ip", &["-n", &ns, "link", "set", "lo", "up"])?;
-            *host.relay.lock().unwrap_or_else(|e| e.into_inner()) =
-                Some(start_relay(&ns, ip, delay_us, sent)?);
+            *host.relay.lock().unwrap_or_else(|e| e.into_inner()) = Some(start_relay(
+                &ns,
+                RelaySpec {
+                    ip,
+                    delay_us,
+                    sent,
+                    refused,
+                    firewall: firewall(role, gateway, &roles_by_ip),
+                },
+            )?);
         }
         Ok(network)
     }
@@ -565,6 +657,43 @@ impl Network {
             .iter()
             .find(|h| h.role == role)
             .with_context(|| format!("no {role} host in the grid's network"))
+    }
+
+    /// Whether a TCP connection from `from`'s host to `addr` is served:
+    /// connected and not closed at once (within 1 s) by the relay's
+    /// firewall. Run from a thread joined to that host's namespace.
+    pub fn reachable_from(&self, from: Role, addr: SocketAddr) -> anyhow::Result<bool> {
+        let ns = self.host(from)?.ns.clone();
+        std::thread::spawn(move || -> anyhow::Result<bool> {
+            let f = fs::File::open(format!("/run/netns/{ns}"))?;
+            // SAFETY: setns(2) on an open namespace file, for this thread.
+            if unsafe { libc::setns(f.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
+                bail!("setns {ns}: {}", std::io::Error::last_os_error());
+            }
+            let Ok(mut s) = std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(5))
+            else {
+                return Ok(false);
+            };
+            s.set_read_timeout(Some(Duration::from_secs(1)))?;
+            let mut b = [0u8; 1];
+            Ok(match std::io::Read::read(&mut s, &mut b) {
+                // Closed (refused by the matrix) or reset.
+                Ok(0) => false,
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                    ) =>
+                {
+                    true
+                }
+                Err(_) => false,
+                // A daemon that speaks first is served.
+                Ok(_) => true,
+            })
+        })
+        .join()
+        .map_err(|_| anyhow!("the probe thread panicked"))?
     }
 
     /// The link of `role`'s host up (`true`) or down (a partition).
