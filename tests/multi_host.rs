@@ -20,6 +20,7 @@ mod common;
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
+use std::path::Path;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
@@ -311,4 +312,56 @@ fn wait_child(mut child: std::process::Child, limit: Duration) -> std::process::
             None => std::thread::sleep(Duration::from_millis(50)),
         }
     }
+}
+
+/// What a killed run left (namespaces, bridge, hosts files of a process
+/// that no longer runs) is removed when a network is made; a network's
+/// own are removed on drop.
+#[test]
+fn stale_hosts_are_removed() {
+    // pid_max is never a process id.
+    let pid_max: u64 = std::fs::read_to_string("/proc/sys/kernel/pid_max")
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    let mut p = pid_max;
+    let mut b36 = String::new();
+    loop {
+        b36.insert(0, char::from_digit((p % 36) as u32, 36).unwrap());
+        p /= 36;
+        if p == 0 {
+            break;
+        }
+    }
+    let ns = format!("ibg-{pid_max}-0-depot0");
+    let bridge = format!("ibg{b36}Z0br");
+    let ip = |args: &[&str]| {
+        let o = std::process::Command::new("ip")
+            .args(args)
+            .output()
+            .expect("run ip");
+        assert!(o.status.success(), "ip {args:?}: {}", text(&o));
+        stdout(&o)
+    };
+    ip(&["netns", "add", &ns]);
+    ip(&["link", "add", &bridge, "type", "bridge"]);
+    std::fs::create_dir_all(format!("/etc/netns/{ns}")).unwrap();
+    std::fs::write(format!("/etc/netns/{ns}/hosts"), "").unwrap();
+
+    let n = Network::create(&[Role::Client], &HostsOptions::default()).expect("a network");
+    assert!(
+        !ip(&["netns", "list"]).contains(&ns),
+        "stale namespace left"
+    );
+    assert!(!ip(&["-o", "link"]).contains(&bridge), "stale bridge left");
+    assert!(!Path::new(&format!("/etc/netns/{ns}")).exists());
+    let mine = n.host(Role::Client).unwrap().ns.clone();
+    assert!(ip(&["netns", "list"]).contains(&mine));
+    drop(n);
+    assert!(
+        !ip(&["netns", "list"]).contains(&mine),
+        "own namespace left"
+    );
+    assert!(!Path::new(&format!("/etc/netns/{mine}")).exists());
 }

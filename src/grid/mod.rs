@@ -14,7 +14,10 @@
 //!   crypto-level data port (with [`GridOptions::data_port`]), serving `vo1`.
 //!
 //! Every daemon listens on `127.0.0.1:0`; the addresses come from the
-//! `listening on` lines of its stdout. Its stderr goes to `stderr.log` and
+//! `listening on` lines of its stdout. With [`GridOptions::hosts`] every
+//! daemon is on a host of its own instead (a network namespace with its
+//! own address and name, the documented ports, links with a delay, a rate
+//! and partitions under the test's control): [`netns`]. Its stderr goes to `stderr.log` and
 //! its stdout to `stdout.log` in its directory; a daemon that fails to start
 //! makes [`Grid::start`] fail with the tail of its log.
 //!

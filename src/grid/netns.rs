@@ -556,6 +556,11 @@ impl Network {
     pub fn create(roles: &[Role], opts: &HostsOptions) -> anyhow::Result<Network> {
         static COUNT: AtomicUsize = AtomicUsize::new(0);
         run("ip", &["-V"])?;
+        run("tc", &["-V"])?;
+        // SAFETY: geteuid has no preconditions.
+        if unsafe { libc::geteuid() } != 0 {
+            bail!("a grid on hosts makes network namespaces and links: it needs root");
+        }
         remove_stale()?;
         let pid = u64::from(std::process::id());
         let n = COUNT.fetch_add(1, Ordering::Relaxed);
