@@ -409,8 +409,6 @@ async fn pump(
 
 /// The hosts of one grid, their namespaces, links and relays.
 pub struct Network {
-    /// `ibg<pid>Z<n>`: the interfaces' prefix.
-    prefix: String,
     bridge: String,
     /// The bridge's address (the root namespace's on the grid network).
     pub gateway: Ipv4Addr,
@@ -570,7 +568,6 @@ impl Network {
         let gateway = Ipv4Addr::new(net[0], net[1], net[2], 1);
         let mut network = Network {
             bridge: format!("{prefix}br"),
-            prefix,
             gateway,
             hosts: Vec::new(),
         };
@@ -591,7 +588,7 @@ impl Network {
         for (k, role) in roles.iter().enumerate() {
             let ip = Ipv4Addr::new(net[0], net[1], net[2], 10 + k as u8);
             let ns = format!("ibg-{pid}-{n}-{role}");
-            let veth = format!("{}v{k}", network.prefix);
+            let veth = format!("{prefix}v{k}");
             plan.push((*role, format!("{role}.{domain}"), ns, ip, veth));
         }
         let roles_by_ip: Vec<(Ipv4Addr, Role)> = plan
@@ -764,6 +761,6 @@ impl Drop for Network {
             let _ = fs::remove_dir_all(format!("/etc/netns/{}", h.ns));
         }
         let _ = run("ip", &["link", "del", &self.bridge]);
-        let _ = &self.prefix;
+        // `/etc/netns` itself stays: another grid may be writing in it.
     }
 }
