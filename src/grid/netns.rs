@@ -233,7 +233,6 @@ impl Drop for Relay {
     }
 }
 
-/// Starts the relay thread of the host in namespace `ns` at `ip`.
 /// What a relay needs to know: where it is, its link, and who may reach
 /// which port (`firewall(port, peer address)`).
 struct RelaySpec {
@@ -244,6 +243,7 @@ struct RelaySpec {
     firewall: Arc<dyn Fn(u16, Ipv4Addr) -> bool + Send + Sync>,
 }
 
+/// Starts the relay thread of the host in namespace `ns`.
 fn start_relay(ns: &str, spec: RelaySpec) -> anyhow::Result<Relay> {
     let ip = spec.ip;
     let spec = Arc::new(spec);
