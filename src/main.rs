@@ -6,7 +6,9 @@
 //!   (SIGKILL), downloads, verifies, and prints every step with its timing;
 //! - `ibp-grid up` starts the grid and keeps it running, printing the
 //!   environment `lors` needs in another terminal; Ctrl-C stops every
-//!   process it started.
+//!   process it started;
+//! - `ibp-grid wan` measures `lors` throughput across emulated WAN round
+//!   trips on a grid on hosts (`ibp_grid::grid::wan`).
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -49,6 +51,23 @@ enum Cmd {
         #[command(flatten)]
         grid: GridArgs,
     },
+    /// Measure `lors upload`/`download` across emulated WAN round trips
+    /// on a grid on hosts (network namespaces; needs root and iproute2),
+    /// and the `--threads` that recovers the rate.
+    Wan {
+        /// Size of the file in MiB.
+        #[arg(long, default_value_t = 128)]
+        size_mib: u64,
+        /// Round trips in milliseconds.
+        #[arg(long, value_delimiter = ',', default_value = "0,5,20,50")]
+        rtts_ms: Vec<u64>,
+        /// `--threads` values tried to recover the rate.
+        #[arg(long, value_delimiter = ',', default_value = "8,16,32")]
+        threads: Vec<usize>,
+        /// Use debug builds instead of release builds.
+        #[arg(long)]
+        debug: bool,
+    },
 }
 
 #[derive(clap::Args)]
@@ -89,6 +108,21 @@ fn main() {
     let result = match cli.command {
         Cmd::Demo { size_mib, grid } => demo(&grid, size_mib),
         Cmd::Up { grid } => up(&grid),
+        Cmd::Wan {
+            size_mib,
+            rtts_ms,
+            threads,
+            debug,
+        } => ibp_grid::grid::wan::run(
+            &ibp_grid::grid::wan::WanOptions {
+                mib: size_mib,
+                rtts_ms,
+                threads,
+                release: !debug,
+            },
+            &mut |line| println!("{line}"),
+        )
+        .map(|_| ()),
     };
     if let Err(e) = result {
         eprintln!("ibp-grid: error: {e:#}");

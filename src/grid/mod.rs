@@ -101,6 +101,7 @@ pub mod netns;
 mod pki;
 mod process;
 mod users;
+pub mod wan;
 
 pub use binaries::{binaries, cargo_binaries, target_dir, workspace_root, Binaries};
 pub use daemons::Depot;
