@@ -64,6 +64,9 @@ enum Cmd {
         /// `--threads` values tried to recover the rate.
         #[arg(long, value_delimiter = ',', default_value = "8,16,32")]
         threads: Vec<usize>,
+        /// Runs of each measurement (the best counts).
+        #[arg(long, default_value_t = 3)]
+        reps: usize,
         /// Use debug builds instead of release builds.
         #[arg(long)]
         debug: bool,
@@ -112,12 +115,14 @@ fn main() {
             size_mib,
             rtts_ms,
             threads,
+            reps,
             debug,
         } => ibp_grid::grid::wan::run(
             &ibp_grid::grid::wan::WanOptions {
                 mib: size_mib,
                 rtts_ms,
                 threads,
+                reps,
                 release: !debug,
             },
             &mut |line| println!("{line}"),

@@ -4,7 +4,8 @@
 //! `ibp_grid::grid::wan` (also `ibp-grid wan`), which documents the method.
 //!
 //! Run with `cargo bench -p ibp-benches --bench wan`. Environment:
-//! `WAN_MIB` (128), `WAN_RTTS_MS` (0,5,20,50), `WAN_THREADS` (8,16,32).
+//! `WAN_MIB` (128), `WAN_RTTS_MS` (0,5,20,50), `WAN_THREADS` (8,16,32),
+//! `WAN_REPS` (3, the best run counts).
 
 use ibp_testkit::grid::wan::{run, WanOptions};
 
@@ -21,6 +22,9 @@ fn main() -> anyhow::Result<()> {
             .unwrap_or(d.mib),
         rtts_ms: env_list("WAN_RTTS_MS").unwrap_or(d.rtts_ms),
         threads: env_list("WAN_THREADS").unwrap_or(d.threads),
+        reps: env_list("WAN_REPS")
+            .and_then(|v| v.first().copied())
+            .unwrap_or(d.reps),
         release: true,
     };
     run(&opts, &mut |line| println!("{line}"))?;
