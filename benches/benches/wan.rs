@@ -15,6 +15,12 @@ fn env_list<T: std::str::FromStr>(key: &str) -> Option<Vec<T>> {
 }
 
 fn main() -> anyhow::Result<()> {
+    // `cargo test --all-targets` runs benchmarks too: only `cargo bench`
+    // (which passes --bench) measures.
+    if !std::env::args().any(|a| a == "--bench") {
+        println!("wan: a benchmark; run it with `cargo bench -p ibp-benches --bench wan`");
+        return Ok(());
+    }
     let d = WanOptions::default();
     let opts = WanOptions {
         mib: env_list("WAN_MIB")
