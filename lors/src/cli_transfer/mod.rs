@@ -25,7 +25,6 @@ use serde::Serialize;
 mod download;
 mod maintain;
 mod stat;
-mod stdin;
 mod upload;
 
 pub use download::{download, DownloadArgs};

@@ -127,7 +127,7 @@ pub fn upload(a: UploadArgs) -> Result<u8, Error> {
         )?;
         let progress = bar.as_ref().map(|(_, p)| p.clone());
         if stdin {
-            let src = super::stdin::reader();
+            let src = tokio::io::stdin();
             files::upload_controlled(&grid, src, None, &dest, &s, progress, &ctl).await
         } else {
             let f = tokio::fs::File::open(&a.src)
