@@ -135,6 +135,17 @@ impl FileWriter {
         Ok(want)
     }
 
+    /// A second handle on the stage, for reads at offsets
+    /// ([`std::os::unix::fs::FileExt::read_at`]) while the writer goes
+    /// on: `lors mount` uploads a file written in order from it while it
+    /// is written. What it reads past [`written`](FileWriter::written),
+    /// or after a later write at a lower offset, is not the file's.
+    pub(crate) fn stage_handle(&self) -> Result<std::fs::File, Error> {
+        self.staged
+            .try_clone()
+            .map_err(|e| Error::Local(format!("cannot read the staged data: {e}")))
+    }
+
     /// Commits go to `dest` from now on (the file was renamed).
     pub fn set_dest(&mut self, dest: Dest) {
         self.dest = dest;
@@ -148,7 +159,9 @@ impl FileWriter {
         self.base_version = version;
     }
 
-    fn usable(&self) -> Result<(), Error> {
+    /// Whether writes and commits are still taken: an error once a
+    /// write failed part way (what is staged is incomplete).
+    pub fn usable(&self) -> Result<(), Error> {
         if self.broken {
             return Err(Error::Local(
                 "an earlier write to this writer failed: what is staged is incomplete".into(),

@@ -33,6 +33,12 @@ mod ops;
 /// without `O_TRUNC`.
 const COPY_CHUNK: usize = 4 << 20;
 
+/// How files open for writing are opened: direct I/O, so that a write
+/// goes from the writer's buffer to the mount without a copy into the
+/// kernel's page cache first (the stage is the file's cache while it is
+/// written: reads of the open file are answered from it).
+const WRITE_OPEN: FopenFlags = FopenFlags::FOPEN_DIRECT_IO;
+
 /// The file system of one mount.
 pub struct GridFs {
     client: Arc<Client>,
@@ -541,25 +547,37 @@ impl GridFs {
     }
 
     /// Starts streaming at the first write (at offset 0 of an empty
-    /// stage), sends each write that follows the previous one, and
-    /// abandons the stream at any other write or when its upload failed.
-    fn feed_stream(&self, w: &mut WriteHandle, offset: u64, data: &[u8]) {
+    /// stage), announces each write that follows the previous one (the
+    /// upload reads it from the stage), and abandons the stream at any
+    /// other write or when its upload failed.
+    /// Called after `len` bytes were staged at `offset`.
+    fn feed_stream(&self, w: &mut WriteHandle, offset: u64, len: u64) {
         if std::mem::take(&mut w.streamable) && offset == 0 {
             let path = lock(&self.inodes).path(w.ino);
-            if let (Ok(grid), Some(path)) = (self.client.grid(), path) {
-                w.stream = Some(Stream::start(
-                    &self.rt,
-                    grid,
-                    path,
-                    w.settings.clone(),
-                    w.base,
-                ));
+            let stage = w.writer.stage_handle();
+            match (self.client.grid(), path, stage) {
+                (Ok(grid), Some(path), Ok(stage)) => {
+                    w.stream = Some(Stream::start(
+                        &self.rt,
+                        grid,
+                        path,
+                        w.settings.clone(),
+                        w.base,
+                        stage,
+                    ));
+                }
+                (_, _, Err(e)) => {
+                    tracing::info!(
+                        "lors mount: not streaming ({e}); storing from the stage at close"
+                    )
+                }
+                _ => {}
             }
         }
         let Some(st) = w.stream.as_mut() else {
             return;
         };
-        if offset != st.sent || !self.rt.block_on(st.send(data)) {
+        if offset != st.sent || !st.send(len) {
             if let Some(st) = w.stream.take() {
                 st.abandon();
             }

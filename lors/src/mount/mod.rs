@@ -19,7 +19,10 @@
 //!   committed as a new version on `close` (FUSE flush) and `fsync`, with
 //!   the configured redundancy and security (a file written in order is
 //!   uploaded while it is written, see `stream.rs`); a commit that fails returns
-//!   an error from that `close`/`fsync` and registers nothing.
+//!   an error from that `close`/`fsync` and registers nothing. Files open
+//!   for writing are direct I/O (no copy into the kernel's page cache), and
+//!   a write is answered before its bytes are staged: a stage write that
+//!   fails breaks the writer, whose next write and commit fail with EIO.
 //! - Optimistic concurrency: a commit replaces only the version that was
 //!   current when the file was opened (or the one its previous commit
 //!   stored); another host's version stored meanwhile fails the commit

@@ -9,6 +9,9 @@ impl fuser::Filesystem for GridFs {
         // truncate (which would store an empty version) and an open.
         let _ = config.add_capabilities(fuser::InitFlags::FUSE_ATOMIC_O_TRUNC);
         let _ = config.add_capabilities(fuser::InitFlags::FUSE_MAX_PAGES);
+        // Files open for writing are direct I/O (see `WRITE_OPEN`); this
+        // keeps shared mmap of them working (kernel 6.6 and later).
+        let _ = config.add_capabilities(fuser::InitFlags::FUSE_DIRECT_IO_ALLOW_MMAP);
         let _ = config.set_max_write(1 << 20);
         let _ = config.set_max_readahead(1 << 20);
         Ok(())
@@ -219,20 +222,22 @@ impl fuser::Filesystem for GridFs {
                 if e.kind == EntryKind::Dir {
                     return Err(Errno::EISDIR);
                 }
-                return Ok(self.new_fh(Handle::Read(ReadHandle {
+                let fh = self.new_fh(Handle::Read(ReadHandle {
                     path,
                     version: e.version,
                     size: e.size,
                     reader: tokio::sync::OnceCell::new(),
-                })));
+                }));
+                return Ok((fh, FopenFlags::empty()));
             }
             let truncate = flags.0 & libc::O_TRUNC != 0;
             let mut w = self.open_writer(&grid, ino.0, &path, e.as_ref(), truncate)?;
             w.opener = thread_group(req.pid());
-            Ok(self.new_fh(Handle::Write(Box::new(tokio::sync::Mutex::new(w)))))
+            let fh = self.new_fh(Handle::Write(Box::new(tokio::sync::Mutex::new(w))));
+            Ok((fh, WRITE_OPEN))
         })();
         match r {
-            Ok(fh) => reply.opened(FileHandle(fh), FopenFlags::empty()),
+            Ok((fh, flags)) => reply.opened(FileHandle(fh), flags),
             Err(e) => reply.error(e),
         }
     }
@@ -281,7 +286,7 @@ impl fuser::Filesystem for GridFs {
                 &a,
                 Generation(0),
                 FileHandle(fh),
-                FopenFlags::empty(),
+                WRITE_OPEN,
             ),
             Err(e) => reply.error(e),
         }
@@ -329,30 +334,48 @@ impl fuser::Filesystem for GridFs {
         _lock_owner: Option<LockOwner>,
         reply: ReplyWrite,
     ) {
+        let mut reply = Some(reply);
         let r = self.with_writer(fh, |w| {
             let old = w.writer.written();
             let new = old.max(offset.saturating_add(data.len() as u64));
+            if let Err(e) = w.writer.usable() {
+                tracing::error!("lors mount: {e}");
+                return Err(Errno::EIO);
+            }
             self.reserve(old, new)?;
+            // Answered before the bytes are staged: the writer's next
+            // write (read from its input, copied by the kernel) overlaps
+            // the copy into the stage, and waits for this handle's lock,
+            // held until the stage has them (as reads, flush and fsync
+            // do). A stage write that fails now breaks the writer: its
+            // next write and its commit (close, fsync) fail with EIO.
+            if let Some(l) = lock(&self.local).get_mut(&w.ino) {
+                l.size = new;
+                l.mtime = SystemTime::now();
+            }
+            if let Some(reply) = reply.take() {
+                reply.written(data.len() as u32);
+            }
             if let Err(e) = self.rt.block_on(w.writer.write_at(offset, data)) {
                 let _ = self.reserve(new, old);
+                // The writer now refuses its commit: so does the stream
+                // (it must not store the file without this write).
+                if let Some(st) = w.stream.take() {
+                    st.abandon();
+                }
                 tracing::error!("lors mount: {e}");
                 return Err(Errno::EIO);
             }
             w.dirty = true;
             w.failed = false;
-            self.feed_stream(w, offset, data);
-            if let Some(l) = lock(&self.local).get_mut(&w.ino) {
-                l.size = new;
-                l.mtime = SystemTime::now();
-            }
+            self.feed_stream(w, offset, data.len() as u64);
             self.stats
                 .bytes_written
                 .fetch_add(data.len() as u64, Ordering::Relaxed);
-            Ok(data.len() as u32)
+            Ok(())
         });
-        match r {
-            Ok(n) => reply.written(n),
-            Err(e) => reply.error(e),
+        if let (Err(e), Some(reply)) = (r, reply) {
+            reply.error(e);
         }
     }
 
