@@ -269,17 +269,18 @@ fn now_ms() -> i64 {
         .unwrap_or(0)
 }
 
-/// A random name for this process in `poll_claims` (hex of 16 bytes; the
-/// clock if the system has no randomness, which only makes a clash with
-/// another instance possible).
-fn instance_name() -> String {
-    use ring::rand::SecureRandom;
-    let mut b = [0u8; 16];
-    if ring::rand::SystemRandom::new().fill(&mut b).is_err() {
-        b[..8].copy_from_slice(&now_ms().to_be_bytes());
-        b[8..12].copy_from_slice(&std::process::id().to_be_bytes());
-    }
-    b.iter().map(|x| format!("{x:02x}")).collect()
+/// This instance's name in `poll_claims`: the host's name and the address
+/// its API is bound to. Stable across restarts on the same host and port,
+/// so that a restarted L-Bone renews its own claims at once instead of
+/// waiting out the lease of its former self; unique among instances, since
+/// two cannot bind one address on one host.
+pub fn instance_name(bound: std::net::SocketAddr) -> String {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .map(|h| h.trim().to_owned())
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "localhost".to_owned());
+    format!("{host}|{bound}")
 }
 
 /// Polls every registered depot until shut down.
@@ -325,6 +326,7 @@ impl Poller {
         liveness: Liveness,
         concurrency: usize,
         tls: Option<Arc<ibp_https::Current<rustls::ClientConfig>>>,
+        instance: String,
     ) -> Poller {
         Poller {
             store,
@@ -335,7 +337,7 @@ impl Poller {
             available: Arc::default(),
             wake: Arc::new(Notify::new()),
             tracker: TaskTracker::new(),
-            instance: instance_name().into(),
+            instance: instance.into(),
         }
     }
 
@@ -370,6 +372,17 @@ impl Poller {
             self.tracker.wait(),
         )
         .await;
+        // Let other instances take this one's depots over at once.
+        match tokio::time::timeout(
+            Duration::from_secs(2),
+            self.store.release_claims(&self.instance),
+        )
+        .await
+        {
+            Ok(Ok(n)) => tracing::debug!(n, "released the poll claims"),
+            Ok(Err(e)) => tracing::warn!(error = %e, "cannot release the poll claims"),
+            Err(_) => tracing::warn!("releasing the poll claims timed out"),
+        }
     }
 
     async fn round(&self, shutdown: &CancellationToken) {

@@ -151,11 +151,13 @@ pub async fn run(
         .await
         .context("open the poller's database connections")?
         .with_metrics(metrics.clone());
+    let bound = listener.local_addr().context("read the bound address")?;
     let poller = Poller::new(
         poll_store.clone(),
         liveness,
         cfg.poll_concurrency,
         Some(poll_tls.clone()),
+        crate::poller::instance_name(bound),
     );
     let app = Arc::new(App {
         store: store.clone(),

@@ -30,7 +30,9 @@
 //!   only after claiming it ([`Store::claim_poll`]): its own claim it may
 //!   renew at any time; another instance's claim only once it is older
 //!   than the lease (the owner stopped polling, died or lost the
-//!   database). Swept with `depot_status`.
+//!   database). An instance is named by its host name and bound address
+//!   (stable across its restarts) and drops its claims when it stops.
+//!   Swept with `depot_status`.
 
 use ibp_service::db::{self, is_unique_violation, to_bigint};
 use sqlx::any::AnyRow;
@@ -846,6 +848,16 @@ impl Store {
         Ok(row.is_some())
     }
 
+    /// Drops every poll claim of instance `me` (at its shutdown).
+    pub async fn release_claims(&self, me: &str) -> Result<u64, StoreError> {
+        let _db = self.timer("release_claims");
+        let res = sqlx::query("DELETE FROM poll_claims WHERE claimed_by = $1")
+            .bind(me)
+            .execute(&self.pool)
+            .await?;
+        Ok(res.rows_affected())
+    }
+
     /// Forgets the status (and poll claims) of depots that are no longer
     /// registered.
     pub async fn sweep_status(&self) -> Result<u64, StoreError> {
@@ -898,5 +910,10 @@ mod tests {
         assert!(!claim("a", 11_700, &t).await, "now b's");
         // A claim from the future (a clock moved back) does not hold.
         assert!(claim("a", 10_000 - lease - 1, &t).await);
+        // An instance that stops releases its claims: the other takes the
+        // address at once.
+        assert!(!claim("b", 9_000, &t).await);
+        assert_eq!(store.release_claims("a").await.expect("release"), 1);
+        assert!(claim("b", 9_000, &t).await);
     }
 }
