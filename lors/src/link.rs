@@ -19,29 +19,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::credentials::{check_status, parse_json, CaClient, Error};
 
-/// The label the signed challenge starts with (the CA's
-/// `online_ca::link::CHALLENGE_LABEL`).
-const CHALLENGE_LABEL: &[u8] = b"ibp-grid link-cert v1\0";
-
-/// The bytes the certificate's key signs: the label, the VO, the VO ID and
-/// the nonce (each a 4-byte big-endian length and its bytes), SHA-256 of
-/// the certificate's DER and the expiry (8 bytes big-endian).
-pub fn challenge_bytes(
-    vo: &str,
-    vo_id: &str,
-    cert_sha256: &[u8],
-    nonce: &str,
-    expires_at: i64,
-) -> Vec<u8> {
-    let mut out = CHALLENGE_LABEL.to_vec();
-    for f in [vo.as_bytes(), vo_id.as_bytes(), nonce.as_bytes()] {
-        out.extend_from_slice(&u32::try_from(f.len()).unwrap_or(u32::MAX).to_be_bytes());
-        out.extend_from_slice(f);
-    }
-    out.extend_from_slice(cert_sha256);
-    out.extend_from_slice(&expires_at.to_be_bytes());
-    out
-}
+pub use ibp_auth::link::challenge_bytes;
 
 #[derive(Serialize)]
 struct ChallengeBody<'a> {
@@ -131,21 +109,4 @@ pub async fn link_cert(ca: &CaClient, extra: &ProxyCredential, vo: &str) -> Resu
         check_status(resp)?
     };
     parse_json(&body, "link")
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    /// The same vector is in `online-ca/src/link.rs`: the two builders
-    /// agree.
-    #[test]
-    fn challenge_vector() {
-        let b = challenge_bytes("vo1", "id", &[7u8; 32], "n", 0x0102);
-        let mut want = b"ibp-grid link-cert v1\0".to_vec();
-        want.extend_from_slice(b"\0\0\0\x03vo1\0\0\0\x02id\0\0\0\x01n");
-        want.extend_from_slice(&[7u8; 32]);
-        want.extend_from_slice(&[0, 0, 0, 0, 0, 0, 1, 2]);
-        assert_eq!(b, want);
-    }
 }

@@ -19,6 +19,7 @@ pub mod credential;
 mod der;
 mod error;
 pub mod keys;
+pub mod link;
 pub mod oids;
 pub mod pki;
 pub mod proxy;
