@@ -18,7 +18,6 @@
 //! or spent token, wrong fingerprint): the CA operator must act.
 
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 
 use clap::Subcommand;
 use ibp_auth::{ProxyCredential, TrustStore};
@@ -520,13 +519,7 @@ async fn get_trust(c: &Client) -> Result<TrustAnswer, Failure> {
 async fn trust(url: &str, fp: &str, out: &Path, force: bool) -> Result<Vec<String>, Failure> {
     let want = parse_fingerprint(fp).ok_or_else(|| local("--fingerprint must be 64 hex digits"))?;
     let base = BaseUrl::parse(url).map_err(local)?;
-    let provider = ibp_auth::tls::provider();
-    let any = rustls::ClientConfig::builder_with_provider(provider.clone())
-        .with_safe_default_protocol_versions()
-        .map_err(local)?
-        .dangerous()
-        .with_custom_certificate_verifier(Arc::new(AnyServer(provider)))
-        .with_no_client_auth();
+    let any = ibp_auth::tls::unverified_server_config().map_err(local)?;
     let first = get_trust(&Client::new(base.clone(), any, false)).await?;
     let ders = ibp_auth::trust::pem_certificates(first.ca.as_bytes())
         .map_err(|e| Failure::Unavailable(format!("/v1/trust \"ca\" is not PEM: {e}")))?;
@@ -626,57 +619,6 @@ fn subject(der: &[u8]) -> String {
     x509_parser::parse_x509_certificate(der)
         .map(|(_, c)| c.subject().to_string())
         .unwrap_or_default()
-}
-
-/// Accepts any server certificate (the handshake signatures still
-/// checked): only for the first `/v1/trust`, whose answer counts only
-/// through the pinned fingerprint.
-#[derive(Debug)]
-struct AnyServer(Arc<rustls::crypto::CryptoProvider>);
-
-impl rustls::client::danger::ServerCertVerifier for AnyServer {
-    fn verify_server_cert(
-        &self,
-        _end_entity: &rustls_pki_types::CertificateDer<'_>,
-        _intermediates: &[rustls_pki_types::CertificateDer<'_>],
-        _server_name: &rustls_pki_types::ServerName<'_>,
-        _ocsp_response: &[u8],
-        _now: rustls_pki_types::UnixTime,
-    ) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
-        Ok(rustls::client::danger::ServerCertVerified::assertion())
-    }
-
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &rustls_pki_types::CertificateDer<'_>,
-        dss: &rustls::DigitallySignedStruct,
-    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls12_signature(
-            message,
-            cert,
-            dss,
-            &self.0.signature_verification_algorithms,
-        )
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &rustls_pki_types::CertificateDer<'_>,
-        dss: &rustls::DigitallySignedStruct,
-    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(
-            message,
-            cert,
-            dss,
-            &self.0.signature_verification_algorithms,
-        )
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
-        self.0.signature_verification_algorithms.supported_schemes()
-    }
 }
 
 #[cfg(test)]
