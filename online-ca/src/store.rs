@@ -452,18 +452,7 @@ impl Store {
         vo_id: &str,
         linked_from: &str,
     ) -> anyhow::Result<bool> {
-        let r = sqlx::query(
-            "INSERT INTO members (vo, identity, vo_id, linked_from, created_at)
-             VALUES ($1, $2, $3, $4, $5) ON CONFLICT DO NOTHING",
-        )
-        .bind(vo)
-        .bind(identity)
-        .bind(vo_id)
-        .bind(linked_from)
-        .bind(now())
-        .execute(&self.pool)
-        .await?;
-        Ok(r.rows_affected() > 0)
+        insert_link(&self.pool, vo, identity, vo_id, linked_from).await
     }
 
     /// Removes `identity` from `vo`, with the certificates linked
@@ -789,6 +778,33 @@ async fn group_ensure(tx: &mut Tx<'_>, vo: &str, name: &str) -> anyhow::Result<(
         .execute(&mut **tx)
         .await?;
     Ok((id, true))
+}
+
+/// Links `identity` to `vo_id` in `vo` (from `linked_from`); false when the
+/// identity is already a member of the VO. The one statement of
+/// [`Store::link`] and of a self-link (`store/links.rs`).
+async fn insert_link<'e, E>(
+    e: E,
+    vo: &str,
+    identity: &str,
+    vo_id: &str,
+    linked_from: &str,
+) -> anyhow::Result<bool>
+where
+    E: sqlx::Executor<'e, Database = sqlx::Any>,
+{
+    let r = sqlx::query(
+        "INSERT INTO members (vo, identity, vo_id, linked_from, created_at)
+         VALUES ($1, $2, $3, $4, $5) ON CONFLICT DO NOTHING",
+    )
+    .bind(vo)
+    .bind(identity)
+    .bind(vo_id)
+    .bind(linked_from)
+    .bind(now())
+    .execute(e)
+    .await?;
+    Ok(r.rows_affected() > 0)
 }
 
 #[cfg(test)]

@@ -124,18 +124,7 @@ async fn link_in(
     if origin.as_deref() != Some(vo_id) {
         return Ok(LinkOutcome::MemberGone);
     }
-    let r = sqlx::query(
-        "INSERT INTO members (vo, identity, vo_id, linked_from, created_at)
-         VALUES ($1, $2, $3, $4, $5) ON CONFLICT DO NOTHING",
-    )
-    .bind(vo)
-    .bind(identity)
-    .bind(vo_id)
-    .bind(linked_from)
-    .bind(now())
-    .execute(&mut **tx)
-    .await?;
-    if r.rows_affected() == 0 {
+    if !super::insert_link(&mut **tx, vo, identity, vo_id, linked_from).await? {
         anyhow::bail!("{identity} was linked meanwhile");
     }
     Ok(LinkOutcome::Linked)
