@@ -162,6 +162,30 @@ impl Drop for Mount {
     }
 }
 
+/// (name, nice) of each thread of process `pid`, from /proc.
+fn thread_nices(pid: u32) -> Vec<(String, i64)> {
+    let mut out = Vec::new();
+    for t in std::fs::read_dir(format!("/proc/{pid}/task")).expect("the mount's threads") {
+        let Ok(t) = t else { continue };
+        let Ok(stat) = std::fs::read_to_string(t.path().join("stat")) else {
+            continue;
+        };
+        // "tid (comm) state ..." : nice is the 19th field, the 17th
+        // after the ')' that ends the name.
+        let (Some(open), Some(close)) = (stat.find('('), stat.rfind(')')) else {
+            continue;
+        };
+        let name = stat[open + 1..close].to_string();
+        let nice = stat[close + 1..]
+            .split_whitespace()
+            .nth(16)
+            .and_then(|v| v.parse().ok())
+            .expect("a nice value");
+        out.push((name, nice));
+    }
+    out
+}
+
 fn signal(child: &Child, sig: i32) {
     let pid = i32::try_from(child.id()).expect("a pid");
     // SAFETY: kill(2) on the pid of our own child, not reaped yet.
@@ -267,6 +291,22 @@ fn files_written_through_the_mount_read_back_everywhere() {
     for (name, _) in &files {
         assert!(listed.contains(name), "{name} listed: {listed:?}");
     }
+    // The uploads ran on threads of their own at nice 10 (the default
+    // `--upload-nice`), the FUSE threads at the mount's own priority.
+    let pid = a.child.as_ref().expect("the mount runs").id();
+    let nices = thread_nices(pid);
+    assert!(
+        nices.iter().any(|(n, v)| n == "lors-upload" && *v == 10),
+        "upload threads at nice 10: {nices:?}"
+    );
+    assert!(
+        nices
+            .iter()
+            .filter(|(n, _)| n.starts_with("fuser"))
+            .all(|(_, v)| *v == 0)
+            && nices.iter().any(|(n, _)| n.starts_with("fuser")),
+        "FUSE threads at nice 0: {nices:?}"
+    );
 
     // Random-offset reads of the largest file.
     let (big, big_data) = files.last().expect("files").clone();

@@ -22,7 +22,8 @@
 //! `MOUNT_OPS_REPS` (2, best of, for the sequential comparisons); stage in
 //! another directory (`--staging-dir`, e.g. a tmpfs) with
 //! `MOUNT_OPS_STAGING_DIR` (default: under the benchmark's temporary
-//! directory, on disk). Targets
+//! directory, on disk); give the mount's upload threads another nice
+//! value (`--upload-nice`, default 10) with `MOUNT_OPS_UPLOAD_NICE`. Targets
 //! are printed next to the figures, never fatal; a wrong byte or a failed
 //! command is.
 
@@ -95,12 +96,17 @@ impl Mount {
         let stage = std::env::var_os("MOUNT_OPS_STAGING_DIR")
             .map(PathBuf::from)
             .unwrap_or_else(|| work.join("stage"));
-        println!("staging in {}", stage.display());
+        let nice = std::env::var("MOUNT_OPS_UPLOAD_NICE").unwrap_or_else(|_| "10".into());
+        println!(
+            "staging in {}; upload threads at nice {nice}",
+            stage.display()
+        );
         let mut c = grid.lors(USER);
         c.args(["mount", griddir])
             .arg(&dir)
             .arg("--staging-dir")
             .arg(&stage)
+            .args(["--upload-nice", &nice])
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(File::create(&log)?);

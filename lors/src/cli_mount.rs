@@ -47,6 +47,11 @@ pub struct MountArgs {
     /// shorter: other hosts' changes seen sooner)
     #[arg(long, value_name = "SECONDS", default_value_t = 1)]
     attr_ttl: u64,
+    /// Nice value (0-19) of the threads uploading what is written: above
+    /// 0, a program writing to the mount is not slowed by the uploads
+    #[arg(long, value_name = "N", default_value_t = 10,
+          value_parser = clap::value_parser!(i32).range(0..=19))]
+    upload_nice: i32,
     #[command(flatten)]
     grid: GridArgs,
 }
@@ -91,6 +96,7 @@ pub fn mount(a: MountArgs) -> Result<u8, Error> {
         },
         threads: a.threads,
         attr_ttl: Duration::from_secs(a.attr_ttl),
+        upload_nice: a.upload_nice,
     };
     opts.reader.check()?;
     let mounted = mount::mount(

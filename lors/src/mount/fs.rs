@@ -43,7 +43,13 @@ const WRITE_OPEN: FopenFlags = FopenFlags::FOPEN_DIRECT_IO;
 pub struct GridFs {
     client: Arc<Client>,
     opts: MountOptions,
+    /// Requests' grid operations (lookups, reads, deletes).
     rt: tokio::runtime::Handle,
+    /// Commits and streamed uploads, at a lower CPU priority
+    /// (`MountOptions::upload_nice`). Owned here: it lives as long as
+    /// the file system, and is dropped by the session thread, outside
+    /// any runtime.
+    uploads: tokio::runtime::Runtime,
     uid: u32,
     gid: u32,
     inodes: Mutex<Inodes>,
@@ -150,11 +156,13 @@ impl GridFs {
         root: String,
         opts: MountOptions,
         rt: tokio::runtime::Handle,
+        uploads: tokio::runtime::Runtime,
     ) -> GridFs {
         GridFs {
             client,
             opts,
             rt,
+            uploads,
             uid: rustix::process::getuid().as_raw(),
             gid: rustix::process::getgid().as_raw(),
             inodes: Mutex::new(Inodes::new(&root)),
@@ -414,7 +422,7 @@ impl GridFs {
         let path = lock(&self.inodes).path(w.ino).ok_or(Errno::ENOENT)?;
         if let Some(st) = w.stream.take() {
             if st.sent == w.writer.written() && st.path == path {
-                match self.rt.block_on(st.finish()) {
+                match self.uploads.block_on(st.finish()) {
                     Ok(s) => {
                         w.writer.expect_version(Some(s.version));
                         w.base = s.version;
@@ -441,7 +449,7 @@ impl GridFs {
         }
         let grid = self.grid()?;
         w.writer.set_dest(Dest::Path(path.clone()));
-        match self.rt.block_on(w.writer.commit_in(&grid)) {
+        match self.uploads.block_on(w.writer.commit_in(&grid)) {
             Ok(s) => {
                 w.dirty = false;
                 w.failed = false;
@@ -558,7 +566,7 @@ impl GridFs {
             match (self.client.grid(), path, stage) {
                 (Ok(grid), Some(path), Ok(stage)) => {
                     w.stream = Some(Stream::start(
-                        &self.rt,
+                        self.uploads.handle(),
                         grid,
                         path,
                         w.settings.clone(),

@@ -65,6 +65,12 @@ pub struct MountOptions {
     /// How long the kernel may keep attributes and names (default 1 s):
     /// longer is faster, shorter shows other hosts' changes sooner.
     pub attr_ttl: Duration,
+    /// The nice value (0-19) of the threads that upload what is written
+    /// (default 10). Uploads run on a runtime of their own whose threads
+    /// yield the CPU to the threads answering the kernel: a program
+    /// writing to the mount is not slowed by the encryption and sending
+    /// of what it wrote before (see docs/mount.md, "Performance").
+    pub upload_nice: i32,
 }
 
 impl Default for MountOptions {
@@ -75,6 +81,7 @@ impl Default for MountOptions {
             reader: ReaderOptions::default(),
             threads: 4,
             attr_ttl: Duration::from_secs(1),
+            upload_nice: 10,
         }
     }
 }
@@ -181,7 +188,8 @@ pub fn mount(
     }
     let root = normalize(gridpath)?;
     let threads = opts.threads.max(1);
-    let fs = GridFs::new(client, root.clone(), opts, rt);
+    let uploads = upload_runtime(opts.upload_nice)?;
+    let fs = GridFs::new(client, root.clone(), opts, rt, uploads);
     let stats = fs.stats();
     let mut config = fuser::Config::default();
     config.mount_options = vec![
@@ -207,6 +215,30 @@ pub fn mount(
         thread,
         stats,
     })
+}
+
+/// The runtime that commits and streams what is written: its threads
+/// (workers and blocking pool, where blocks are encrypted) run at nice
+/// `nice`, below the FUSE threads, so that answering a `write` never
+/// waits behind the upload of earlier ones for a CPU.
+fn upload_runtime(nice: i32) -> Result<tokio::runtime::Runtime, Error> {
+    if !(0..=19).contains(&nice) {
+        return Err(Error::Usage(format!(
+            "the upload threads' nice value must be 0 to 19, not {nice}"
+        )));
+    }
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .thread_name("lors-upload")
+        .on_thread_start(move || {
+            // Linux: the calling thread. Raising one's own nice value is
+            // always allowed; a failure only leaves it at the default.
+            if let Err(e) = rustix::process::setpriority_process(None, nice) {
+                tracing::debug!("lors mount: cannot lower an upload thread's priority: {e}");
+            }
+        })
+        .build()
+        .map_err(|e| Error::Local(format!("cannot start the upload runtime: {e}")))
 }
 
 /// `/vo/dir` without a trailing slash; `/` stays.
