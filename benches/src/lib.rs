@@ -7,6 +7,8 @@
 //! Sizes follow the decimal convention: 1 MB = 1,000,000 bytes and
 //! 1 GB/s = 10^9 bytes per second.
 
+pub mod lors_ops;
+pub mod peers;
 pub mod pki;
 pub mod secure;
 
