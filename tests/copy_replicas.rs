@@ -112,29 +112,30 @@ fn upload_counted(
     (received - copied, copied, stderr(&o))
 }
 
-/// Every block of `path` has 3 mappings on 3 distinct depots, with one
-/// checksum; each reads back verified (`stat --check`).
+/// Every block of `path` has 3 mappings on 3 distinct depots, all with the
+/// checksum of the block's bytes as stored (a COPY is byte for byte), the
+/// same for the 3; each mapping reads back verified (`stat --check`).
 fn three_replicas_each(g: &Grid, path: &str, blocks: usize) {
-    let st = stat_json(g, "alice", path);
-    let maps = mappings(&st);
-    assert_eq!(maps.len(), 3 * blocks, "{st}");
-    let mut by_offset: std::collections::BTreeMap<u64, Vec<&serde_json::Value>> =
-        Default::default();
-    for m in &maps {
-        by_offset
-            .entry(m["logical_offset"].as_u64().expect("an offset"))
-            .or_default()
-            .push(m);
+    let (trust, cred) = credentials(g, "alice");
+    let mdm = lors::MetadataClient::connect(&g.mdm_urls.join(","), &trust, &cred)
+        .expect("a metadata-manager client");
+    let rt = tokio::runtime::Runtime::new().expect("a runtime");
+    let x = rt.block_on(mdm.get(path, None)).expect("the exNode").exnode;
+    assert_eq!(x.mappings.len(), 3 * blocks, "{path}: {:?}", x.mappings);
+    let mut by_offset: std::collections::BTreeMap<u64, Vec<&exnode::Mapping>> = Default::default();
+    for m in &x.mappings {
+        by_offset.entry(m.logical_offset).or_default().push(m);
     }
-    assert_eq!(by_offset.len(), blocks, "{st}");
+    assert_eq!(by_offset.len(), blocks, "{path}");
     for (off, ms) in by_offset {
-        let depots: std::collections::BTreeSet<_> =
-            ms.iter().map(|m| m["depot"].to_string()).collect();
-        assert_eq!(depots.len(), 3, "block at {off}: {ms:?}");
-        let sums: std::collections::BTreeSet<_> =
-            ms.iter().map(|m| m["checksum"].to_string()).collect();
-        assert_eq!(sums.len(), 1, "block at {off}: one checksum: {ms:?}");
-        assert!(!ms[0]["checksum"].is_null(), "{ms:?}");
+        let depots: std::collections::BTreeSet<_> = ms.iter().map(|m| &m.depot).collect();
+        assert_eq!(depots.len(), 3, "{path} block at {off}: {ms:?}");
+        assert!(ms[0].checksum.is_some(), "{path} block at {off}: {ms:?}");
+        assert!(
+            ms.iter()
+                .all(|m| m.checksum == ms[0].checksum && m.alloc_offset == 0),
+            "{path} block at {off}: one checksum: {ms:?}"
+        );
     }
     check_clean(g, "alice", path, path);
 }
@@ -152,23 +153,80 @@ fn copies_are_made_by_the_depots_and_the_client_sends_each_byte_once() {
     // Full security: secure COPY with the L-Bone's grants.
     let (sent, copied, err) = upload_counted(&g, &urls, &data, "/vo1/alice/full", "full");
     // Encrypted: each block's ciphertext is as long as its plaintext.
-    assert_eq!(sent, data.len() as u64, "the client sent each byte once: {err}");
-    assert_eq!(copied, 2 * data.len() as u64, "the depots made 2 copies: {err}");
+    assert_eq!(
+        sent,
+        data.len() as u64,
+        "the client sent each byte once: {err}"
+    );
+    assert_eq!(
+        copied,
+        2 * data.len() as u64,
+        "the depots made 2 copies: {err}"
+    );
     assert!(!err.contains("COPY"), "no COPY fell back: {err}");
     three_replicas_each(&g, "/vo1/alice/full", blocks);
 
     // Legacy: the legacy COPY (depot to depot on the legacy ports).
     let (sent, copied, err) = upload_counted(&g, &urls, &data, "/vo1/alice/legacy", "legacy");
-    assert_eq!(sent, data.len() as u64, "legacy: the client sent each byte once: {err}");
+    assert_eq!(
+        sent,
+        data.len() as u64,
+        "legacy: the client sent each byte once: {err}"
+    );
     assert_eq!(copied, 2 * data.len() as u64, "legacy: 2 copies: {err}");
     three_replicas_each(&g, "/vo1/alice/legacy", blocks);
+
+    // `lors augment` makes the new replicas by COPY too: the client sends
+    // nothing (encrypted and legacy alike).
+    for (name, security) in [("aug-full", "full"), ("aug-legacy", "legacy")] {
+        let path = format!("/vo1/alice/{name}");
+        let src = write(&g.user("alice").dir, name, &data);
+        ok(lors(
+            &g,
+            "alice",
+            &[
+                "upload",
+                s(&src),
+                &path,
+                "--block-size",
+                "256KiB",
+                "--security",
+                security,
+            ],
+        ));
+        let (in0, out0) = depot_bytes(&urls);
+        let o = lors(&g, "alice", &["augment", &path, "--copies", "3"]);
+        assert_eq!(code(&o), 0, "augment {path}: {}", text(&o));
+        let (in1, out1) = depot_bytes(&urls);
+        assert_eq!(out1 - out0, 2 * data.len() as u64, "{path}: {}", text(&o));
+        assert_eq!(
+            in1 - in0,
+            out1 - out0,
+            "{path}: the client sent nothing: {}",
+            text(&o)
+        );
+        three_replicas_each(&g, &path, blocks);
+    }
 
     // Each depot alone holds a whole, readable copy: download with the
     // other two killed.
     g.kill_depot(1);
     g.kill_depot(2);
     download_is(&g, "alice", "/vo1/alice/full", &data, "full, depot 0 alone");
-    download_is(&g, "alice", "/vo1/alice/legacy", &data, "legacy, depot 0 alone");
+    download_is(
+        &g,
+        "alice",
+        "/vo1/alice/legacy",
+        &data,
+        "legacy, depot 0 alone",
+    );
+    download_is(
+        &g,
+        "alice",
+        "/vo1/alice/aug-full",
+        &data,
+        "augmented, depot 0 alone",
+    );
 }
 
 /// The certificate (DER) a new TLS connection to `addr` is served with.
@@ -216,13 +274,19 @@ fn a_copy_the_target_refuses_falls_back_to_a_send_by_the_client() {
         let renewed = g.renew_depot_certificate(i).expect("a new certificate");
         g.reload_depot(i).expect("SIGHUP");
         let addr = g.depots[i].tls_addr.clone().expect("a TLS port");
-        wait_until(Duration::from_secs(30), "the renewed certificate is served", || {
-            rt.block_on(peer_certificate(&addr, &trust, &cred)) == renewed
-        });
+        wait_until(
+            Duration::from_secs(30),
+            "the renewed certificate is served",
+            || rt.block_on(peer_certificate(&addr, &trust, &cred)) == renewed,
+        );
     }
     let (sent, copied, err) = upload_counted(&g, &urls, &data, "/vo1/alice/after", "full");
     assert_eq!(copied, 0, "no COPY succeeded: {err}");
-    assert_eq!(sent, 3 * data.len() as u64, "the client sent every replica: {err}");
+    assert_eq!(
+        sent,
+        3 * data.len() as u64,
+        "the client sent every replica: {err}"
+    );
     assert!(
         err.contains("depot COPY from") && err.contains("the client sends this replica itself"),
         "the fallback is reported: {err}"
@@ -240,13 +304,17 @@ fn depot_key(g: &Grid, i: usize) -> [u8; 32] {
 
 #[test]
 fn the_lbone_issues_copy_grants_held_by_the_source_and_refuses_the_rest() {
-    let _timer = Timer::start("the_lbone_issues_copy_grants_held_by_the_source_and_refuses_the_rest");
+    let _timer =
+        Timer::start("the_lbone_issues_copy_grants_held_by_the_source_and_refuses_the_rest");
     let g = start(GridOptions::default());
     let (trust, alice) = credentials(&g, "alice");
     let (_, bob) = credentials(&g, "bob");
     let rt = tokio::runtime::Runtime::new().expect("a runtime");
     let addr = |i: usize| g.depots[i].tls_addr.clone().expect("a TLS port");
-    let ask = |cred: &ibp_auth::ProxyCredential, vo: Option<&str>, source: String, targets: Vec<String>| {
+    let ask = |cred: &ibp_auth::ProxyCredential,
+               vo: Option<&str>,
+               source: String,
+               targets: Vec<String>| {
         rt.block_on(lors::depots::copy_grants(
             &g.lbone_url,
             &trust,
@@ -284,12 +352,18 @@ fn the_lbone_issues_copy_grants_held_by_the_source_and_refuses_the_rest() {
     let e = ask(&alice, None, "127.0.0.1:1".into(), vec![addr(1)])
         .expect_err("an unknown source")
         .to_string();
-    assert!(e.contains("HTTP 404") && e.contains("no depot with a secure port at"), "{e}");
+    assert!(
+        e.contains("HTTP 404") && e.contains("no depot with a secure port at"),
+        "{e}"
+    );
     // A target that is not a depot of the VO.
     let e = ask(&alice, None, addr(0), vec!["127.0.0.1:2".into()])
         .expect_err("an unknown target")
         .to_string();
-    assert!(e.contains("HTTP 404") && e.contains("\"127.0.0.1:2\""), "{e}");
+    assert!(
+        e.contains("HTTP 404") && e.contains("\"127.0.0.1:2\""),
+        "{e}"
+    );
     // A VO the caller's proxy does not carry.
     let e = ask(&alice, Some("vo2"), addr(0), vec![addr(1)])
         .expect_err("another VO")
@@ -314,15 +388,25 @@ fn the_lbone_issues_copy_grants_held_by_the_source_and_refuses_the_rest() {
         let e = ask(&alice, None, source, vec![target])
             .expect_err("a depot of no VO of the caller")
             .to_string();
-        assert!(e.contains("HTTP 404") && e.contains("VO vo1 has no depot"), "{e}");
+        assert!(
+            e.contains("HTTP 404") && e.contains("VO vo1 has no depot"),
+            "{e}"
+        );
     }
 
     // A member the VO's admins removed: no grants at all.
     ask(&bob, None, addr(0), vec![addr(1)]).expect("bob's grants before his removal");
     let o = lbone_admin(&["member", "remove", "--vo", "vo1", &g.user("bob").vo_id]);
-    assert!(o.status.success(), "lbone admin member remove: {}", text(&o));
+    assert!(
+        o.status.success(),
+        "lbone admin member remove: {}",
+        text(&o)
+    );
     let e = ask(&bob, None, addr(0), vec![addr(1)])
         .expect_err("a removed member")
         .to_string();
-    assert!(e.contains("HTTP 403") && e.contains("removed member"), "{e}");
+    assert!(
+        e.contains("HTTP 403") && e.contains("removed member"),
+        "{e}"
+    );
 }
