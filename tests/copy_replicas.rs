@@ -410,3 +410,66 @@ fn the_lbone_issues_copy_grants_held_by_the_source_and_refuses_the_rest() {
         "{e}"
     );
 }
+
+/// `--copies 3` against `--copies 1` upload throughput, release binaries,
+/// full security (encrypted), same grid and run, alternating, the median
+/// of `COPY_BENCH_REPS` (3) runs of a `COPY_BENCH_MIB` (256) MiB file; the
+/// downloads of the last `--copies 3` upload are compared with the input.
+/// Run: `cargo test -p ibp-grid --test copy_replicas -- --ignored
+/// --nocapture copies_3_against_copies_1`.
+#[test]
+#[ignore = "a measurement: release binaries, minutes"]
+fn copies_3_against_copies_1_upload_throughput() {
+    let env_num = |k: &str, d: u64| {
+        std::env::var(k)
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(d)
+    };
+    let mib = env_num("COPY_BENCH_MIB", 256);
+    let reps = env_num("COPY_BENCH_REPS", 3) as usize;
+    let mut g = start(GridOptions {
+        release: true,
+        depot_hard_size: (4 * mib + 512) << 20,
+        ..Default::default()
+    });
+    let urls = depot_metrics(&mut g);
+    keys_init(&g, "alice");
+    ok(lors(&g, "alice", &["mkdir", "/vo1/bench"]));
+    let data = bytes((mib << 20) as usize, 99);
+    let src = write(&g.user("alice").dir, "big", &data);
+    let mut rates: [Vec<f64>; 2] = [Vec::new(), Vec::new()];
+    for rep in 0..reps {
+        for (k, copies) in ["1", "3"].into_iter().enumerate() {
+            let path = format!("/vo1/bench/c{copies}-{rep}");
+            let (in0, out0) = depot_bytes(&urls);
+            let t = std::time::Instant::now();
+            let o = lors(&g, "alice", &["upload", s(&src), &path, "--copies", copies]);
+            let secs = t.elapsed().as_secs_f64();
+            assert_eq!(code(&o), 0, "{}", text(&o));
+            let (in1, out1) = depot_bytes(&urls);
+            let sent = (in1 - in0) - (out1 - out0);
+            let rate = mib as f64 / secs;
+            eprintln!(
+                "copies {copies} run {rep}: {rate:.0} MiB/s ({secs:.2} s), client sent {:.2}x the file, depots copied {:.2}x",
+                sent as f64 / data.len() as f64,
+                (out1 - out0) as f64 / data.len() as f64
+            );
+            rates[k].push(rate);
+            if rep + 1 == reps && copies == "3" {
+                download_is(&g, "alice", &path, &data, "the last copies 3 upload");
+            }
+            ok(lors(&g, "alice", &["rm", &path]));
+        }
+    }
+    let median = |v: &mut Vec<f64>| {
+        v.sort_by(f64::total_cmp);
+        v[v.len() / 2]
+    };
+    let (one, three) = (median(&mut rates[0]), median(&mut rates[1]));
+    eprintln!(
+        "{mib} MiB, full security, encrypted, median of {reps}: copies 1 {one:.0} MiB/s, copies 3 {three:.0} MiB/s, ratio {:.2} (target >= 0.8)",
+        three / one
+    );
+    let _ = std::fs::remove_file(&src);
+}
