@@ -410,24 +410,28 @@ async fn augment_inner(
             };
             let mut preferred = None;
             if let Some((t, f, m)) = copy_to {
-                match pl.copy_on(t, f).await {
-                    Ok(stored) => {
-                        let target = pl.targets[stored.target].clone();
-                        let mut mapping = stored.mapping(m, &target);
-                        mapping.alloc_offset = 0;
-                        out.mappings.push(mapping);
-                        added += 1;
-                        continue;
-                    }
-                    Err(e @ TransferError::Interrupted { .. }) => return Err(e),
-                    Err(e) => {
-                        tracing::warn!(
+                if !pool.copy_usable(&f.depot, &pl.targets[t].depot) {
+                    preferred = Some(t);
+                } else {
+                    match pl.copy_on(t, f).await {
+                        Ok(stored) => {
+                            let target = pl.targets[stored.target].clone();
+                            let mut mapping = stored.mapping(m, &target);
+                            mapping.alloc_offset = 0;
+                            out.mappings.push(mapping);
+                            added += 1;
+                            continue;
+                        }
+                        Err(e @ TransferError::Interrupted { .. }) => return Err(e),
+                        Err(e) => {
+                            tracing::warn!(
                             "depot COPY from {} to {} failed ({e}): the client sends this replica itself",
                             f.depot,
                             pl.targets[t].depot
                         );
-                        pool.copy_failed();
-                        preferred = Some(t);
+                            pool.copy_failed(&f.depot, &pl.targets[t].depot);
+                            preferred = Some(t);
+                        }
                     }
                 }
             }

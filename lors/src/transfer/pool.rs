@@ -118,6 +118,10 @@ pub struct Pool {
     /// failed (the client then sent the replica itself).
     copied_bytes: std::sync::atomic::AtomicU64,
     copies_failed: std::sync::atomic::AtomicU64,
+    /// (source, target) pairs whose COPY failed: not tried again by this
+    /// pool (the client sends those replicas), so that a depot or an
+    /// L-Bone without COPY costs one failed attempt, not one per block.
+    copy_broken: Mutex<HashSet<(String, String)>>,
 }
 
 /// What depot COPY did for a pool's transfers ([`Pool::copy_stats`]).
@@ -147,7 +151,18 @@ impl Pool {
             copy_grants: tokio::sync::Mutex::new(HashMap::new()),
             copied_bytes: Default::default(),
             copies_failed: Default::default(),
+            copy_broken: Mutex::new(HashSet::new()),
         })
+    }
+
+    /// Whether a COPY from `source` to `target` is worth trying (none of
+    /// this pool's failed).
+    pub fn copy_usable(&self, source: &str, target: &str) -> bool {
+        !self
+            .copy_broken
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .contains(&(source.to_owned(), target.to_owned()))
     }
 
     /// Counts `n` bytes copied by the depots.
@@ -156,10 +171,15 @@ impl Pool {
             .fetch_add(n, std::sync::atomic::Ordering::Relaxed);
     }
 
-    /// Counts a COPY that failed (the client sent the replica).
-    pub fn copy_failed(&self) {
+    /// Counts a COPY from `source` to `target` that failed (the client
+    /// sent the replica); that pair is not tried again by this pool.
+    pub fn copy_failed(&self, source: &str, target: &str) {
         self.copies_failed
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        self.copy_broken
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert((source.to_owned(), target.to_owned()));
     }
 
     /// What depot COPY did so far for this pool's transfers.

@@ -908,14 +908,18 @@ impl Placer {
         })
     }
 
-    /// [`copy_on`](Self::copy_on), else (the COPY failed) the piece sent
-    /// by the client: to `t` again, else to another unclaimed depot.
+    /// [`copy_on`](Self::copy_on), else (the COPY failed, or one between
+    /// these depots failed before) the piece sent by the client: to `t`
+    /// again, else to another unclaimed depot.
     pub async fn copy_or_place(
         &self,
         t: usize,
         from: &CopyFrom,
         data: &[u8],
     ) -> Result<Stored, TransferError> {
+        if !self.pool.copy_usable(&from.depot, &self.targets[t].depot) {
+            return self.place(Some(t), data).await;
+        }
         match self.copy_on(t, from).await {
             Ok(s) => Ok(s),
             Err(e @ TransferError::Interrupted { .. }) => Err(e),
@@ -925,7 +929,7 @@ impl Placer {
                     from.depot,
                     self.targets[t].depot
                 );
-                self.pool.copy_failed();
+                self.pool.copy_failed(&from.depot, &self.targets[t].depot);
                 self.place(Some(t), data).await
             }
         }
