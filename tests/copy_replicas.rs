@@ -229,6 +229,24 @@ fn copies_are_made_by_the_depots_and_the_client_sends_each_byte_once() {
     );
 }
 
+#[test]
+fn at_the_crypto_level_the_depots_copy_over_their_tls_ports() {
+    let _timer = Timer::start("at_the_crypto_level_the_depots_copy_over_their_tls_ports");
+    let mut g = start(GridOptions {
+        data_port: true,
+        ..Default::default()
+    });
+    let urls = depot_metrics(&mut g);
+    keys_init(&g, "alice");
+    ok(lors(&g, "alice", &["mkdir", "/vo1/alice"]));
+    let data = bytes(700_000, 18);
+    let (sent, copied, err) = upload_counted(&g, &urls, &data, "/vo1/alice/crypto", "crypto");
+    assert_eq!(sent, data.len() as u64, "the client sent each byte once: {err}");
+    assert_eq!(copied, 2 * data.len() as u64, "2 copies: {err}");
+    three_replicas_each(&g, "/vo1/alice/crypto", 3);
+    download_is(&g, "alice", "/vo1/alice/crypto", &data, "crypto level");
+}
+
 /// The certificate (DER) a new TLS connection to `addr` is served with.
 async fn peer_certificate(
     addr: &str,
