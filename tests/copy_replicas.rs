@@ -241,7 +241,11 @@ fn at_the_crypto_level_the_depots_copy_over_their_tls_ports() {
     ok(lors(&g, "alice", &["mkdir", "/vo1/alice"]));
     let data = bytes(700_000, 18);
     let (sent, copied, err) = upload_counted(&g, &urls, &data, "/vo1/alice/crypto", "crypto");
-    assert_eq!(sent, data.len() as u64, "the client sent each byte once: {err}");
+    assert_eq!(
+        sent,
+        data.len() as u64,
+        "the client sent each byte once: {err}"
+    );
     assert_eq!(copied, 2 * data.len() as u64, "2 copies: {err}");
     three_replicas_each(&g, "/vo1/alice/crypto", 3);
     download_is(&g, "alice", "/vo1/alice/crypto", &data, "crypto level");
@@ -430,7 +434,7 @@ fn the_lbone_issues_copy_grants_held_by_the_source_and_refuses_the_rest() {
 }
 
 /// `--copies 3` against `--copies 1` upload throughput, release binaries,
-/// full security (encrypted), same grid and run, alternating, the median
+/// `COPY_BENCH_SECURITY` (full) level, encrypted, same grid and run, alternating, the median
 /// of `COPY_BENCH_REPS` (3) runs of a `COPY_BENCH_MIB` (256) MiB file; the
 /// downloads of the last `--copies 3` upload are compared with the input.
 /// Run: `cargo test -p ibp-grid --test copy_replicas -- --ignored
@@ -446,6 +450,7 @@ fn copies_3_against_copies_1_upload_throughput() {
     };
     let mib = env_num("COPY_BENCH_MIB", 256);
     let reps = env_num("COPY_BENCH_REPS", 3) as usize;
+    let security = std::env::var("COPY_BENCH_SECURITY").unwrap_or_else(|_| "full".into());
     let mut g = start(GridOptions {
         release: true,
         depot_hard_size: (4 * mib + 512) << 20,
@@ -462,7 +467,19 @@ fn copies_3_against_copies_1_upload_throughput() {
             let path = format!("/vo1/bench/c{copies}-{rep}");
             let (in0, out0) = depot_bytes(&urls);
             let t = std::time::Instant::now();
-            let o = lors(&g, "alice", &["upload", s(&src), &path, "--copies", copies]);
+            let o = lors(
+                &g,
+                "alice",
+                &[
+                    "upload",
+                    s(&src),
+                    &path,
+                    "--copies",
+                    copies,
+                    "--security",
+                    &security,
+                ],
+            );
             let secs = t.elapsed().as_secs_f64();
             assert_eq!(code(&o), 0, "{}", text(&o));
             let (in1, out1) = depot_bytes(&urls);
@@ -486,7 +503,7 @@ fn copies_3_against_copies_1_upload_throughput() {
     };
     let (one, three) = (median(&mut rates[0]), median(&mut rates[1]));
     eprintln!(
-        "{mib} MiB, full security, encrypted, median of {reps}: copies 1 {one:.0} MiB/s, copies 3 {three:.0} MiB/s, ratio {:.2} (target >= 0.8)",
+        "{mib} MiB, --security {security}, encrypted, median of {reps}: copies 1 {one:.0} MiB/s, copies 3 {three:.0} MiB/s, ratio {:.2} (target >= 0.8)",
         three / one
     );
     let _ = std::fs::remove_file(&src);
