@@ -3,6 +3,7 @@
 //! | method and path | who | what |
 //! |---|---|---|
 //! | `POST /v1/query` | VO members | depots for an allocation, each with a grant |
+//! | `POST /v1/copy-grants` | VO members | grants for targets of a secure COPY, held by the source depot's key |
 //! | `GET /v1/vos/{vo}/depots` | the VO's admins | the VO's registrations with status |
 //! | `POST /v1/vos/{vo}/depots` | the VO's admins | register a depot |
 //! | `GET /v1/vos/{vo}/depots/{name}` | the VO's admins | one registration |
@@ -63,6 +64,12 @@ pub struct App {
     pub admin_group: String,
     /// Starts a poll round at once (after a registration changes).
     pub poll_now: Arc<Notify>,
+    /// How the L-Bone reaches depots' secure ports (the poller's client
+    /// configuration): a COPY grant's holder is the key a source depot
+    /// presents there.
+    pub depot_tls: Option<Arc<ibp_https::Current<rustls::ClientConfig>>>,
+    /// Source depots' keys learned for COPY grants.
+    pub depot_keys: crate::copy_grants::DepotKeys,
 }
 
 /// 404 for a depot name the VO has not registered.
@@ -92,6 +99,7 @@ type ApiResult<T> = Result<T, ApiError>;
 pub fn router(app: Arc<App>) -> Router {
     Router::new()
         .route("/v1/query", post(query))
+        .route("/v1/copy-grants", post(crate::copy_grants::copy_grants))
         .route("/v1/vos/:vo/depots", get(list).post(register))
         .route(
             "/v1/vos/:vo/depots/:name",
@@ -447,6 +455,25 @@ async fn removed_list(
     Ok(Json(RemovedMembers { vo, removed }))
 }
 
+/// The caller's identity in the VO a grant request names (of a multi-VO
+/// proxy its identity there alone; without one, the proxy's first VO),
+/// refused when the VO's admins removed the member: a proxy cannot be
+/// revoked, a grant lasts minutes.
+pub(crate) async fn acting(app: &App, id: &Identity, vo: Option<&str>) -> ApiResult<Identity> {
+    let id = match vo {
+        Some(vo) => in_vo(id, vo)?,
+        None => id.single(),
+    };
+    if let Some((by, at)) = app.store.removed(&id.vo, &id.vo_id).await? {
+        tracing::info!(vo = %id.vo, vo_id = %id.vo_id, "grant request of a removed member refused");
+        return Err(ApiError::forbidden(format!(
+            "VO {} removed member {} (by {by} at {at}): no depot grants; ask a VO admin",
+            id.vo, id.vo_id
+        )));
+    }
+    Ok(id)
+}
+
 #[tracing::instrument(skip_all, fields(remote = %remote.0))]
 async fn query(
     State(app): State<Arc<App>>,
@@ -455,21 +482,7 @@ async fn query(
     body: Result<Json<QueryRequest>, JsonRejection>,
 ) -> ApiResult<Json<Offer>> {
     let Json(q) = body.map_err(bad_body)?;
-    // The query's VO, of a multi-VO proxy its identity there alone;
-    // without one, the proxy's first VO.
-    let id = match &q.vo {
-        Some(vo) => in_vo(&id, vo)?,
-        None => id.single(),
-    };
-    // Revocation: a member the VO's admins removed gets no more grants
-    // (a proxy cannot be revoked; a grant lasts minutes).
-    if let Some((by, at)) = app.store.removed(&id.vo, &id.vo_id).await? {
-        tracing::info!(vo = %id.vo, vo_id = %id.vo_id, "query of a removed member refused");
-        return Err(ApiError::forbidden(format!(
-            "VO {} removed member {} (by {by} at {at}): no depot grants; ask a VO admin",
-            id.vo, id.vo_id
-        )));
-    }
+    let id = acting(&app, &id, q.vo.as_deref()).await?;
     if let Some(n) = q.count {
         if n == 0 || n > MAX_COUNT {
             return Err(ApiError::bad_request(format!(

@@ -167,6 +167,8 @@ pub async fn run(
         grant_lifetime: cfg.grant_lifetime.0,
         admin_group: cfg.admin_group.clone(),
         poll_now: poller.waker(),
+        depot_tls: Some(poll_tls.clone()),
+        depot_keys: Default::default(),
     });
 
     let render = crate::api::metrics_render(&metrics, &app);

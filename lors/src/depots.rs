@@ -18,8 +18,8 @@ use crate::https::{BaseUrl, Client, Response};
 /// Longest server error message shown.
 const MAX_MESSAGE: usize = 300;
 
-use lbone_api::QueryRequest;
-pub use lbone_api::{Location, Offer, OfferedDepot, Reliability};
+use lbone_api::{CopyGrantRequest, QueryRequest};
+pub use lbone_api::{CopyGrants, Location, Offer, OfferedDepot, Reliability};
 
 /// Where the user is, for nearest-first ordering.
 #[derive(Debug, Clone, PartialEq)]
@@ -220,6 +220,72 @@ pub async fn query(
     query_offer(url, trust, credential, q)
         .await
         .map(|o| o.depots)
+}
+
+/// Asks the L-Bone for grants for a secure COPY from depot `source` to
+/// each of `targets` (secure addresses, `host:tls_port`, of depots of the
+/// VO): `POST /v1/copy-grants`. The grants are held by the source depot's
+/// key, which the L-Bone learns itself; never beyond the caller's own.
+pub async fn copy_grants(
+    url: &str,
+    trust: &TrustStore,
+    credential: &ProxyCredential,
+    vo: Option<&str>,
+    source: &str,
+    targets: &[String],
+) -> Result<CopyGrants, Error> {
+    let body = CopyGrantRequest {
+        vo: vo.map(str::to_owned),
+        source: source.to_owned(),
+        targets: targets.to_vec(),
+    };
+    let body = &body;
+    check(
+        to_lbone(url, trust, credential, |client| async move {
+            client.post_json("/v1/copy-grants", body).await
+        })
+        .await?,
+    )
+}
+
+/// The pools' source of COPY grants: the session's L-Bone, asked with the
+/// session's proxy in its VO.
+pub struct LboneCopyGrants {
+    pub url: String,
+    pub trust: TrustStore,
+    pub credential: ProxyCredential,
+    pub vo: Option<String>,
+}
+
+impl crate::transfer::CopyGrantSource for LboneCopyGrants {
+    fn copy_grants<'a>(
+        &'a self,
+        source: &'a str,
+        targets: &'a [String],
+    ) -> std::pin::Pin<
+        Box<
+            dyn std::future::Future<Output = Result<crate::transfer::CopyGrantList, String>>
+                + Send
+                + 'a,
+        >,
+    > {
+        Box::pin(async move {
+            let g = copy_grants(
+                &self.url,
+                &self.trust,
+                &self.credential,
+                self.vo.as_deref(),
+                source,
+                targets,
+            )
+            .await
+            .map_err(|e| e.to_string())?;
+            Ok(g.grants
+                .into_iter()
+                .map(|c| (c.target, c.grant, c.grant_not_after))
+                .collect())
+        })
+    }
 }
 
 /// Sizes and durations (in whole seconds) in the stack's one grammar

@@ -1,6 +1,6 @@
 //! [`Connection`]: one connection to a depot at one security level, with
-//! the operations every level offers (ALLOCATE, STORE, LOAD, PROBE, CHNG,
-//! DECR, STATUS), each sent where that level sends it.
+//! the operations every level offers (ALLOCATE, STORE, LOAD, COPY, PROBE,
+//! CHNG, DECR, STATUS), each sent where that level sends it.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -225,6 +225,37 @@ impl Connection {
                     reason: "a crypto-level LOAD needs a metadata-manager ticket".into(),
                 }),
             },
+        }
+    }
+
+    /// COPY `size` bytes from `offset` of the allocation behind `read` (on
+    /// this depot) into `target`, a WRITE capability on another depot: the
+    /// legacy COPY on the legacy port; at the secure levels the secure COPY
+    /// on the TLS connection, with `grant` (a depot grant for the target
+    /// held by this depot's key) and the file `uuid`. The count copied.
+    pub async fn copy(
+        &mut self,
+        read: &Capability,
+        target: &Capability,
+        offset: u64,
+        size: u64,
+        grant: Option<&str>,
+        uuid: &str,
+    ) -> Result<u64> {
+        let need_grant = || ClientError::Refused {
+            error: IbpError::CapAccessDenied,
+            reason: "a secure COPY needs a grant for the target held by the source depot".into(),
+        };
+        match &mut self.link {
+            Link::Legacy(c) => c.copy(read, target, offset, size).await,
+            Link::Full(c) => {
+                let grant = grant.ok_or_else(need_grant)?;
+                c.copy(read, target, offset, size, grant, uuid).await
+            }
+            Link::Crypto { control, .. } => {
+                let grant = grant.ok_or_else(need_grant)?;
+                control.copy(read, target, offset, size, grant, uuid).await
+            }
         }
     }
 

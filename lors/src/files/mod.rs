@@ -172,7 +172,18 @@ pub(crate) fn need_credentials<'a>(
 }
 
 pub(crate) fn pool(grid: &Grid, setup: SecureSetup) -> Arc<Pool> {
-    Pool::new(setup, grid.timeout.unwrap_or(DEPOT_TIMEOUT))
+    let pool = Pool::new(setup, grid.timeout.unwrap_or(DEPOT_TIMEOUT));
+    // Secure COPY (replicas made by the depots) needs the L-Bone's grants.
+    if let (Some(url), Some(trust), Some(credential)) = (&grid.lbone, &grid.trust, &grid.credential)
+    {
+        pool.set_copy_grants(Arc::new(depots::LboneCopyGrants {
+            url: url.clone(),
+            trust: trust.clone(),
+            credential: credential.clone(),
+            vo: grid.vo.clone(),
+        }));
+    }
+    pool
 }
 
 pub(crate) fn reliability(r: depots::Reliability) -> Reliability {

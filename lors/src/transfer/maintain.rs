@@ -21,7 +21,7 @@ use tokio::task::JoinSet;
 
 use super::download::{fetch_stored, FetchError};
 use super::pool::{parse_cap, Pool};
-use super::upload::{Made, Placer};
+use super::upload::{CopyFrom, Made, Placer};
 use super::{codec, now, Target, TransferError};
 use crate::release::freed_or_why;
 
@@ -343,9 +343,14 @@ fn placer(
     }
 }
 
-/// Adds replicas until every slot has `copies` (depot to depot through the
-/// client: read one verified replica, store it on a depot holding nothing
-/// of that range). Returns the new exNode and how many mappings it added.
+/// Adds replicas until every slot has `copies`, each on a depot holding
+/// nothing of that range: copied depot to depot (COPY, secure COPY at the
+/// secure levels) from a replica of the slot; where a COPY fails, or
+/// cannot reach the target's level, the client reads one verified replica
+/// and stores it. A COPY is byte for byte, so the new mapping keeps the
+/// source's checksum (not verified by this step: `lors check`/`repair`
+/// read replicas back). Returns the new exNode and how many mappings it
+/// added.
 pub async fn augment(
     x: &Exnode,
     pool: &Arc<Pool>,
@@ -379,19 +384,74 @@ async fn augment_inner(
         if idx.len() >= copies {
             continue;
         }
-        let data = first_good(x, &idx, pool, p.ticket.as_deref())
-            .await
-            .ok_or_else(|| TransferError::Lost {
-                offset,
-                end: offset + length,
-                detail: "no replica readable to copy from; try lors repair".into(),
-            })?;
-        let (template, bytes) = data;
         let pl = placer(x, targets, pool, depots_of_range(&out, offset), made, p);
+        // The depots copy a replica to the new ones; the client reads one
+        // (verified) and sends it only where a COPY fails.
+        let source = idx
+            .iter()
+            .map(|&i| &x.mappings[i])
+            .filter(|m| m.read.is_some() && m.alloc_length > 0)
+            .min_by_key(|m| pool.is_down(&m.depot));
+        let from = source.map(|m| CopyFrom {
+            depot: m.depot.clone(),
+            security: m.security.unwrap_or(Security::Legacy),
+            read: m.read.clone().unwrap_or_default(),
+            offset: m.alloc_offset,
+            size: m.alloc_length,
+            others: targets.iter().map(|t| t.depot.clone()).collect(),
+        });
+        let mut read: Option<(Mapping, Vec<u8>)> = None;
         for _ in idx.len()..copies {
-            let stored = pl.place(None, &bytes).await?;
+            let copy_to = match (&from, source) {
+                (Some(f), Some(m)) if pl.targets.iter().all(|t| f.reaches(t.security)) => {
+                    pl.next_candidate().map(|t| (t, f, m))
+                }
+                _ => None,
+            };
+            let mut preferred = None;
+            if let Some((t, f, m)) = copy_to {
+                if !pool.copy_usable(&f.depot, &pl.targets[t].depot) {
+                    preferred = Some(t);
+                } else {
+                    match pl.copy_on(t, f).await {
+                        Ok(stored) => {
+                            let target = pl.targets[stored.target].clone();
+                            let mut mapping = stored.mapping(m, &target);
+                            mapping.alloc_offset = 0;
+                            out.mappings.push(mapping);
+                            added += 1;
+                            continue;
+                        }
+                        Err(e @ TransferError::Interrupted { .. }) => return Err(e),
+                        Err(e) => {
+                            tracing::warn!(
+                            "depot COPY from {} to {} failed ({e}): the client sends this replica itself",
+                            f.depot,
+                            pl.targets[t].depot
+                        );
+                            pool.copy_failed(&f.depot, &pl.targets[t].depot);
+                            preferred = Some(t);
+                        }
+                    }
+                }
+            }
+            if read.is_none() {
+                read = Some(
+                    first_good(x, &idx, pool, p.ticket.as_deref())
+                        .await
+                        .ok_or_else(|| TransferError::Lost {
+                            offset,
+                            end: offset + length,
+                            detail: "no replica readable to copy from; try lors repair".into(),
+                        })?,
+                );
+            }
+            let Some((template, bytes)) = &read else {
+                continue;
+            };
+            let stored = pl.place(preferred, bytes).await?;
             let t = pl.targets[stored.target].clone();
-            out.mappings.push(stored.mapping(&template, &t));
+            out.mappings.push(stored.mapping(template, &t));
             added += 1;
         }
     }

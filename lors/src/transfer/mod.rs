@@ -29,7 +29,7 @@ use std::str::FromStr;
 use std::sync::Arc;
 
 pub use download::{download, DownloadOptions, DownloadReport, ExtentReader, Sink, Tickets};
-pub use pool::{DepotError, Pool, SecureSetup};
+pub use pool::{CopyGrantList, CopyGrantSource, CopyStats, DepotError, Pool, SecureSetup};
 pub use upload::{upload, upload_tracked, AllocHook, BlockHook, DoneBlocks, UploadOptions};
 
 use crate::credentials::Error;

@@ -12,6 +12,13 @@
 //!
 //! Depots that failed are remembered ([`Pool::mark_down`]) so later blocks
 //! try them last, not first.
+//!
+//! [`Pool::copy`] asks one depot to COPY a block to another (replicas made
+//! by the depots, not sent again by the client). At the secure levels the
+//! source depot needs a grant for the target held by its own key: the pool
+//! asks its [`CopyGrantSource`] (the L-Bone, `POST /v1/copy-grants`) once
+//! per source for all targets and keeps the grants until shortly before
+//! they expire.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
@@ -73,6 +80,26 @@ pub struct SecureSetup {
     pub ticket_reads: bool,
 }
 
+/// Grants for a secure COPY: for each target depot address, a depot grant
+/// held by the source depot's key and when it expires (Unix seconds).
+pub type CopyGrantList = Vec<(String, String, i64)>;
+
+/// Where a pool gets grants for a secure COPY from (the L-Bone).
+pub trait CopyGrantSource: Send + Sync {
+    /// Grants for `targets`, held by the key of depot `source` (all secure
+    /// addresses, `host:tls_port`); an error in words.
+    fn copy_grants<'a>(
+        &'a self,
+        source: &'a str,
+        targets: &'a [String],
+    ) -> std::pin::Pin<
+        Box<dyn std::future::Future<Output = Result<CopyGrantList, String>> + Send + 'a>,
+    >;
+}
+
+/// Seconds before its expiry at which a cached COPY grant is asked again.
+const COPY_GRANT_MARGIN: i64 = 60;
+
 /// Idle connections per depot, shared by the tasks of one transfer.
 pub struct Pool {
     idle: Mutex<HashMap<(String, &'static str), Vec<Connection>>>,
@@ -83,6 +110,27 @@ pub struct Pool {
     /// multi-MiB buffer per block costs a page fault (and a zeroed page)
     /// per 4 KiB, about a fifth of a legacy download's CPU.
     spare: Mutex<Vec<Vec<u8>>>,
+    /// Where secure COPY grants come from (none: no secure COPY).
+    copy_source: Mutex<Option<Arc<dyn CopyGrantSource>>>,
+    /// COPY grants by (source, target): the grant and its expiry.
+    copy_grants: tokio::sync::Mutex<HashMap<(String, String), (String, i64)>>,
+    /// Bytes the depots copied for this pool's transfers, and COPYs that
+    /// failed (the client then sent the replica itself).
+    copied_bytes: std::sync::atomic::AtomicU64,
+    copies_failed: std::sync::atomic::AtomicU64,
+    /// (source, target) pairs whose COPY failed: not tried again by this
+    /// pool (the client sends those replicas), so that a depot or an
+    /// L-Bone without COPY costs one failed attempt, not one per block.
+    copy_broken: Mutex<HashSet<(String, String)>>,
+}
+
+/// What depot COPY did for a pool's transfers ([`Pool::copy_stats`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct CopyStats {
+    /// Bytes the depots copied to each other (not sent by the client).
+    pub copied_bytes: u64,
+    /// COPYs that failed; the client sent those replicas itself.
+    pub failed: u64,
 }
 
 /// Spare buffers kept at most (more are freed): as many as blocks in
@@ -99,7 +147,145 @@ impl Pool {
             secure,
             timeout,
             spare: Mutex::new(Vec::new()),
+            copy_source: Mutex::new(None),
+            copy_grants: tokio::sync::Mutex::new(HashMap::new()),
+            copied_bytes: Default::default(),
+            copies_failed: Default::default(),
+            copy_broken: Mutex::new(HashSet::new()),
         })
+    }
+
+    /// Whether a COPY from `source` to `target` is worth trying (none of
+    /// this pool's failed).
+    pub fn copy_usable(&self, source: &str, target: &str) -> bool {
+        !self
+            .copy_broken
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .contains(&(source.to_owned(), target.to_owned()))
+    }
+
+    /// Counts `n` bytes copied by the depots.
+    pub fn copied(&self, n: u64) {
+        self.copied_bytes
+            .fetch_add(n, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// Counts a COPY from `source` to `target` that failed (the client
+    /// sent the replica); that pair is not tried again by this pool.
+    pub fn copy_failed(&self, source: &str, target: &str) {
+        self.copies_failed
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        self.copy_broken
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert((source.to_owned(), target.to_owned()));
+    }
+
+    /// What depot COPY did so far for this pool's transfers.
+    pub fn copy_stats(&self) -> CopyStats {
+        use std::sync::atomic::Ordering::Relaxed;
+        CopyStats {
+            copied_bytes: self.copied_bytes.load(Relaxed),
+            failed: self.copies_failed.load(Relaxed),
+        }
+    }
+
+    /// Sets where grants for a secure COPY come from.
+    pub fn set_copy_grants(&self, source: Arc<dyn CopyGrantSource>) {
+        *self.copy_source.lock().unwrap_or_else(|p| p.into_inner()) = Some(source);
+    }
+
+    /// A grant for `target` held by `source`'s key: a cached one, else
+    /// grants for `source` and every target in `also` (one request).
+    async fn copy_grant(
+        &self,
+        source: &str,
+        target: &str,
+        also: &[String],
+    ) -> Result<String, String> {
+        let now = super::now();
+        let key = (source.to_owned(), target.to_owned());
+        // Held while asking: the blocks of one upload wait for one answer.
+        let mut cache = self.copy_grants.lock().await;
+        if let Some((g, until)) = cache.get(&key) {
+            if *until > now {
+                return Ok(g.clone());
+            }
+        }
+        let from = self
+            .copy_source
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+            .ok_or_else(|| "no L-Bone to ask for a COPY grant".to_owned())?;
+        let mut targets: Vec<String> = also
+            .iter()
+            .filter(|t| t.as_str() != source)
+            .cloned()
+            .collect();
+        if !targets.iter().any(|t| t == target) {
+            targets.push(target.to_owned());
+        }
+        for (t, g, not_after) in from.copy_grants(source, &targets).await? {
+            cache.insert(
+                (source.to_owned(), t),
+                (g, not_after.saturating_sub(COPY_GRANT_MARGIN)),
+            );
+        }
+        cache
+            .get(&key)
+            .map(|(g, _)| g.clone())
+            .ok_or_else(|| format!("the L-Bone gave no COPY grant for {target}"))
+    }
+
+    /// Asks depot `source` to COPY `size` bytes from `offset` of the
+    /// allocation behind `read` into `write` on depot `target` (`uuid` binds a secure
+    /// target allocation to its file). At the secure levels the grant for
+    /// the target held by the source's key is asked for (with grants for
+    /// `others`, the other targets, in the same request) and cached. The
+    /// count copied.
+    #[allow(clippy::too_many_arguments)]
+    pub async fn copy(
+        &self,
+        source: &str,
+        level: Security,
+        read: &Capability,
+        target: &str,
+        write: &Capability,
+        offset: u64,
+        size: u64,
+        uuid: &str,
+        others: &[String],
+    ) -> Result<u64, DepotError> {
+        let grant = if level == Security::Legacy {
+            None
+        } else {
+            Some(
+                self.copy_grant(source, target, others)
+                    .await
+                    .map_err(|reason| DepotError::Client {
+                        depot: source.to_owned(),
+                        source: ClientError::Refused {
+                            error: ibp_proto::IbpError::CapAccessDenied,
+                            reason,
+                        },
+                    })?,
+            )
+        };
+        let (mut conn, reused) = self.checkout(source, level).await?;
+        let mut r = conn
+            .copy(read, write, offset, size, grant.as_deref(), uuid)
+            .await;
+        if reused && matches!(&r, Err(e) if e.ibp().is_none()) {
+            // A kept connection the depot closed meanwhile: once more on a
+            // new one (a COPY that did not answer stored nothing we use).
+            conn = self.fresh(source, level).await?;
+            r = conn
+                .copy(read, write, offset, size, grant.as_deref(), uuid)
+                .await;
+        }
+        self.finish(source, level, conn, r)
     }
 
     /// An empty buffer, with the capacity of one given back when there is

@@ -532,8 +532,20 @@ impl BlockCtx {
                 );
             }
         }
+        // Replicas: the client stores the first one, the depots COPY it to
+        // the others (each falling back to a send by the client).
+        let by_copy = matches!(redundancy, Redundancy::Copies(n) if n > 1);
+        let mut plan = plan;
+        let replicas: Vec<usize> = if by_copy {
+            plan.drain(1..)
+                .map(|(j, ..)| (self.index as usize + j) % n_targets)
+                .collect()
+        } else {
+            Vec::new()
+        };
         for (j, data, sum, share) in plan {
             let preferred = (self.index as usize + j) % n_targets;
+            let replicas = replicas.clone();
             let placer = Placer {
                 targets: self.targets.clone(),
                 pool: self.pool.clone(),
@@ -548,12 +560,53 @@ impl BlockCtx {
             };
             set.spawn(async move {
                 let stored = placer.place(Some(preferred), &data).await?;
-                Ok::<_, TransferError>((stored, sum, share, data.len() as u64))
+                let len = data.len() as u64;
+                if replicas.is_empty() {
+                    return Ok::<_, TransferError>(vec![(stored, sum, share, len)]);
+                }
+                let placer = Arc::new(placer);
+                let t = &placer.targets[stored.target];
+                let from = CopyFrom {
+                    depot: t.depot.clone(),
+                    security: t.security,
+                    read: stored.read.clone(),
+                    offset: 0,
+                    size: len,
+                    others: replicas
+                        .iter()
+                        .map(|&r| placer.targets[r].depot.clone())
+                        .collect(),
+                };
+                let mut copies = JoinSet::new();
+                for r in replicas {
+                    let (placer, from, data) = (placer.clone(), from.clone(), data.clone());
+                    copies.spawn(async move {
+                        if from.reaches(placer.targets[r].security) {
+                            placer.copy_or_place(r, &from, &data).await
+                        } else {
+                            placer.place(Some(r), &data).await
+                        }
+                    });
+                }
+                let mut all = vec![(stored, sum, share, len)];
+                let mut failed = None;
+                while let Some(c) = copies.join_next().await {
+                    match joined(c) {
+                        Ok(s) => all.push((s, sum, share, len)),
+                        // The first failure; the others are awaited so that
+                        // each allocation they made is recorded.
+                        Err(e) => failed = failed.or(Some(e)),
+                    }
+                }
+                match failed {
+                    Some(e) => Err(e),
+                    None => Ok(all),
+                }
             });
         }
         let mut out = Vec::new();
         while let Some(r) = set.join_next().await {
-            let (stored, sum, share, alloc_len) = match joined(r) {
+            let pieces = match joined(r) {
                 Ok(v) => v,
                 Err(TransferError::Interrupted { .. }) => {
                     // The other pieces stop too: wait for them, so that
@@ -573,27 +626,29 @@ impl BlockCtx {
                 }
                 Err(e) => return Err(e),
             };
-            let t = &self.targets[stored.target];
-            out.push(Mapping {
-                logical_offset: self.offset,
-                logical_length: len,
-                alloc_offset: 0,
-                alloc_length: alloc_len,
-                e2e_blocksize: 0,
-                read: Some(stored.read),
-                write: stored.write,
-                manage: Some(stored.manage),
-                depot: t.depot.clone(),
-                security: Some(t.security),
-                expires: Some(stored.expires),
-                checksum: Some(sum),
-                share: share.map(|index| Share {
-                    group: self.index as u32,
-                    index,
-                }),
-                functions: Vec::new(),
-                metadata: Vec::new(),
-            });
+            for (stored, sum, share, alloc_len) in pieces {
+                let t = &self.targets[stored.target];
+                out.push(Mapping {
+                    logical_offset: self.offset,
+                    logical_length: len,
+                    alloc_offset: 0,
+                    alloc_length: alloc_len,
+                    e2e_blocksize: 0,
+                    read: Some(stored.read),
+                    write: stored.write,
+                    manage: Some(stored.manage),
+                    depot: t.depot.clone(),
+                    security: Some(t.security),
+                    expires: Some(stored.expires),
+                    checksum: Some(sum),
+                    share: share.map(|index| Share {
+                        group: self.index as u32,
+                        index,
+                    }),
+                    functions: Vec::new(),
+                    metadata: Vec::new(),
+                });
+            }
         }
         let group = match redundancy {
             Redundancy::Ec { k, m } => Some(EcGroup {
@@ -677,7 +732,7 @@ impl Placer {
     }
 
     /// An unclaimed depot, those not known to be down first; claims it.
-    fn next_candidate(&self) -> Option<usize> {
+    pub(crate) fn next_candidate(&self) -> Option<usize> {
         let mut c = self.claimed.lock().unwrap_or_else(|p| p.into_inner());
         let n = self.targets.len();
         let pick = (0..n)
@@ -737,6 +792,147 @@ impl Placer {
             manage,
             expires,
         })
+    }
+}
+
+/// A stored piece that the depots copy to the other replicas.
+#[derive(Clone)]
+pub(crate) struct CopyFrom {
+    pub depot: String,
+    pub security: Security,
+    /// Its READ capability.
+    pub read: String,
+    pub offset: u64,
+    pub size: u64,
+    /// The depots it is about to copy to (their grants in one request).
+    pub others: Vec<String>,
+}
+
+impl CopyFrom {
+    /// Whether a depot COPY can reach a `level` target: legacy to legacy
+    /// (the legacy port cannot reach secure allocations), secure to secure.
+    pub fn reaches(&self, level: Security) -> bool {
+        (self.security == Security::Legacy) == (level == Security::Legacy)
+    }
+}
+
+impl Placer {
+    /// A new allocation on depot `t` (already claimed) filled by depot
+    /// COPY from `from` (`size` bytes; byte for byte, so the piece's
+    /// checksum is the source's). A COPY that fails releases the
+    /// allocation (best effort) and is the error: the caller sends the
+    /// piece itself.
+    pub async fn copy_on(&self, t: usize, from: &CopyFrom) -> Result<Stored, TransferError> {
+        let target = &self.targets[t];
+        let (depot, level) = (target.depot.as_str(), target.security);
+        let mut conn = self.pool.get(depot, level).await?;
+        let r = conn
+            .allocate(self.reliability, self.opts_duration, from.size)
+            .await;
+        let caps = self.pool.check(depot, r)?;
+        self.pool.put(depot, level, conn);
+        let manage = caps.manage.to_string();
+        let made = Made {
+            depot: depot.to_owned(),
+            security: level,
+            manage: manage.clone(),
+            block: self.block,
+        };
+        self.made
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(made.clone());
+        if let Some(hook) = &self.on_alloc {
+            hook(depot, level, &manage);
+        }
+        let expires = now().saturating_add(self.opts_duration);
+        let copied = async {
+            let read = super::pool::parse_cap(&from.depot, &from.read)?;
+            let others: Vec<String> = from
+                .others
+                .iter()
+                .filter(|o| *o != depot)
+                .cloned()
+                .collect();
+            let n = self
+                .pool
+                .copy(
+                    &from.depot,
+                    from.security,
+                    &read,
+                    depot,
+                    &caps.write,
+                    from.offset,
+                    from.size,
+                    &self.uuid,
+                    &others,
+                )
+                .await?;
+            if n != from.size {
+                return Err(super::DepotError::Client {
+                    depot: from.depot.clone(),
+                    source: ClientError::Io(std::io::Error::other(format!(
+                        "copied {n} of {} bytes",
+                        from.size
+                    ))),
+                });
+            }
+            Ok(())
+        };
+        let r = tokio::select! {
+            biased;
+            _ = self.cancel.cancelled() => return Err(interrupted()),
+            r = copied => r,
+        };
+        if let Err(e) = r {
+            // What the failed COPY left is of no use: released now, not
+            // kept until the upload ends.
+            if release_all(&self.pool, std::slice::from_ref(&made))
+                .await
+                .is_empty()
+            {
+                self.made
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .retain(|m| m.manage != made.manage);
+            }
+            return Err(e.into());
+        }
+        self.pool.copied(from.size);
+        Ok(Stored {
+            target: t,
+            read: caps.read.to_string(),
+            write: (level == Security::Legacy).then(|| caps.write.to_string()),
+            manage,
+            expires,
+        })
+    }
+
+    /// [`copy_on`](Self::copy_on), else (the COPY failed, or one between
+    /// these depots failed before) the piece sent by the client: to `t`
+    /// again, else to another unclaimed depot.
+    pub async fn copy_or_place(
+        &self,
+        t: usize,
+        from: &CopyFrom,
+        data: &[u8],
+    ) -> Result<Stored, TransferError> {
+        if !self.pool.copy_usable(&from.depot, &self.targets[t].depot) {
+            return self.place(Some(t), data).await;
+        }
+        match self.copy_on(t, from).await {
+            Ok(s) => Ok(s),
+            Err(e @ TransferError::Interrupted { .. }) => Err(e),
+            Err(e) => {
+                tracing::warn!(
+                    "depot COPY from {} to {} failed ({e}): the client sends this replica itself",
+                    from.depot,
+                    self.targets[t].depot
+                );
+                self.pool.copy_failed(&from.depot, &self.targets[t].depot);
+                self.place(Some(t), data).await
+            }
+        }
     }
 }
 
