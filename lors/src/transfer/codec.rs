@@ -96,10 +96,7 @@ pub fn encode_parity(data: &[u8], k: usize, m: usize, parity: &mut [u8]) -> Resu
             parity.len()
         )));
     }
-    let mut enc = ENCODERS
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .pop();
+    let mut enc = ENCODERS.lock().unwrap_or_else(|p| p.into_inner()).pop();
     let r = (|| {
         for (a, b) in segments(size) {
             let e = match enc.as_mut() {
@@ -207,10 +204,7 @@ pub fn restore(
             b
         })
         .collect();
-    let mut dec = DECODERS
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .pop();
+    let mut dec = DECODERS.lock().unwrap_or_else(|p| p.into_inner()).pop();
     let r = (|| {
         for (a, b) in segments(size) {
             let d = match dec.as_mut() {
@@ -367,15 +361,17 @@ mod tests {
         let shares = encode(&b, 2, 1).unwrap();
         let size = shares[0].len();
         // Every data share there: nothing to do, no buffer taken.
-        let mut all: BTreeMap<usize, Vec<u8>> = [(0usize, shares[0].clone()), (1, shares[1].clone())]
-            .into_iter()
-            .collect();
+        let mut all: BTreeMap<usize, Vec<u8>> =
+            [(0usize, shares[0].clone()), (1, shares[1].clone())]
+                .into_iter()
+                .collect();
         restore(2, 1, size, &mut all, || panic!("no buffer needed")).unwrap();
         assert_eq!(all.len(), 2);
         // Share 0 lost: rebuilt into the buffer given.
-        let mut some: BTreeMap<usize, Vec<u8>> = [(1usize, shares[1].clone()), (2, shares[2].clone())]
-            .into_iter()
-            .collect();
+        let mut some: BTreeMap<usize, Vec<u8>> =
+            [(1usize, shares[1].clone()), (2, shares[2].clone())]
+                .into_iter()
+                .collect();
         restore(2, 1, size, &mut some, || vec![7u8; 5]).unwrap();
         assert_eq!(some[&0], shares[0]);
     }

@@ -731,8 +731,7 @@ async fn fetch_group(
         let mut spare: Vec<Vec<u8>> = (0..missing).map(|_| pool.buffer()).collect();
         have = tokio::task::spawn_blocking(move || {
             let mut have = have;
-            codec::restore(k, m, size, &mut have, || spare.pop().unwrap_or_default())
-                .map(|()| have)
+            codec::restore(k, m, size, &mut have, || spare.pop().unwrap_or_default()).map(|()| have)
         })
         .await
         .map_err(|e| TransferError::Output(e.to_string()))??;
@@ -895,7 +894,11 @@ mod tests {
                 decrypt(&x, 2 * block_size, key.clone(), file, &mut parts)
                     .await
                     .unwrap();
-                assert_eq!(join_parts(parts, &pool), plain, "{len} bytes, {drop:?} lost");
+                assert_eq!(
+                    join_parts(parts, &pool),
+                    plain,
+                    "{len} bytes, {drop:?} lost"
+                );
             }
         }
     }

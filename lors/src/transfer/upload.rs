@@ -54,7 +54,11 @@ pub trait Input {
 }
 
 impl<R: AsyncRead + Unpin> Input for R {
-    async fn read_block(&mut self, mut buf: Vec<u8>, max: usize) -> (Vec<u8>, std::io::Result<usize>) {
+    async fn read_block(
+        &mut self,
+        mut buf: Vec<u8>,
+        max: usize,
+    ) -> (Vec<u8>, std::io::Result<usize>) {
         let r = (&mut *self).take(max as u64).read_to_end(&mut buf).await;
         (buf, r)
     }
@@ -76,10 +80,17 @@ impl FileInput {
 }
 
 impl Input for FileInput {
-    async fn read_block(&mut self, mut buf: Vec<u8>, max: usize) -> (Vec<u8>, std::io::Result<usize>) {
+    async fn read_block(
+        &mut self,
+        mut buf: Vec<u8>,
+        max: usize,
+    ) -> (Vec<u8>, std::io::Result<usize>) {
         use std::io::Read;
         let Some(file) = self.file.take() else {
-            return (buf, Err(std::io::Error::other("an earlier read was abandoned")));
+            return (
+                buf,
+                Err(std::io::Error::other("an earlier read was abandoned")),
+            );
         };
         let done = tokio::task::spawn_blocking(move || {
             // Reads into the buffer's spare capacity (not zeroed first).
@@ -92,7 +103,10 @@ impl Input for FileInput {
                 self.file = Some(file);
                 (buf, r)
             }
-            Err(e) => (Vec::new(), Err(std::io::Error::other(format!("reading task failed: {e}")))),
+            Err(e) => (
+                Vec::new(),
+                Err(std::io::Error::other(format!("reading task failed: {e}"))),
+            ),
         }
     }
 }
