@@ -572,7 +572,7 @@ impl BlockCtx {
                 crypto::apply_keystream(key, &file, index, &mut block)?;
             }
             let ranges: Vec<std::ops::Range<usize>> = match redundancy {
-                Redundancy::Copies(_) => vec![0..block.len()],
+                Redundancy::Copies(_) => std::iter::once(0..block.len()).collect(),
                 Redundancy::Ec { k, m } => {
                     let size = codec::encode_in_place(&mut block, k as usize, m as usize)?;
                     (0..(k + m) as usize)
