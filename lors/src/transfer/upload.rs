@@ -897,6 +897,34 @@ mod tests {
         })
     }
 
+    /// A file read block by block through `FileInput` gives the same
+    /// blocks as through `AsyncRead`, appended to the buffer given.
+    #[tokio::test]
+    async fn a_file_input_reads_the_same_blocks_as_async_read() {
+        use std::io::Write;
+        let data: Vec<u8> = (0..100_000u32).map(|i| (i % 251) as u8).collect();
+        let mut f = tempfile::NamedTempFile::new().unwrap();
+        f.write_all(&data).unwrap();
+        let mut file = FileInput::new(f.reopen().unwrap());
+        let mut stream = &data[..];
+        let mut at = 0;
+        loop {
+            let mut buf = Vec::with_capacity(40_000);
+            buf.push(0xEE);
+            let (a, n) = file.read_block(buf, 30_000).await;
+            let (b, m) = stream.read_block(vec![0xEE], 30_000).await;
+            let (n, m) = (n.unwrap(), m.unwrap());
+            assert_eq!((n, &a), (m, &b));
+            assert_eq!(a[0], 0xEE, "appended after what the buffer held");
+            assert_eq!(&a[1..], &data[at..at + n]);
+            at += n;
+            if n < 30_000 {
+                break;
+            }
+        }
+        assert_eq!(at, data.len());
+    }
+
     #[test]
     fn every_depot_refusing_alike_is_that_refusal_else_no_depot_left() {
         let quota = || refused(IbpError::WouldExceedLimit, "user quota exceeded: ...");
