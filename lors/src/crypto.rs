@@ -8,7 +8,7 @@
 use std::fmt;
 use std::path::Path;
 
-use aes::cipher::{KeyIvInit, StreamCipher};
+use aes::cipher::{KeyIvInit, StreamCipher, StreamCipherSeek};
 use base64::engine::general_purpose::STANDARD as B64;
 use base64::Engine as _;
 use ring::rand::{SecureRandom, SystemRandom};
@@ -141,6 +141,28 @@ pub fn apply_keystream(
     }
     let iv = block_iv(file, block_index)?;
     ctr_xor(key.as_bytes(), &iv, data).map_err(|_| CryptoError::BlockTooLarge(data.len()))
+}
+
+/// [`apply_keystream`] for bytes `offset..offset + data.len()` of the
+/// block only (a piece of the block, e.g. one erasure-coding share, on
+/// its own): the same bytes as applying it to the whole block.
+pub fn apply_keystream_at(
+    key: &DataKey,
+    file: &Uuid,
+    block_index: u64,
+    offset: u64,
+    data: &mut [u8],
+) -> Result<(), CryptoError> {
+    let end = offset.saturating_add(data.len() as u64);
+    if end > MAX_BLOCK_LEN {
+        return Err(CryptoError::BlockTooLarge(end as usize));
+    }
+    let iv = block_iv(file, block_index)?;
+    let mut cipher = Aes128Ctr::new(key.as_bytes().into(), (&iv).into());
+    cipher
+        .try_seek(offset)
+        .and_then(|()| cipher.try_apply_keystream(data))
+        .map_err(|_| CryptoError::BlockTooLarge(end as usize))
 }
 
 fn ctr_xor(key: &[u8; 16], iv: &[u8; 16], data: &mut [u8]) -> Result<(), ()> {

@@ -133,6 +133,8 @@ pub fn upload(a: UploadArgs) -> Result<u8, Error> {
             let f = tokio::fs::File::open(&a.src)
                 .await
                 .map_err(|e| Error::Local(format!("cannot read {}: {e}", a.src.display())))?;
+            // Read with plain reads straight into the blocks (no copy).
+            let f = lors::transfer::FileInput::new(f.into_std().await);
             files::upload_controlled(&grid, f, size_hint, &dest, &s, progress, &ctl).await
         }
     });

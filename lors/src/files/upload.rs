@@ -172,7 +172,7 @@ pub async fn upload<R>(
     progress: Option<Progress>,
 ) -> Result<UploadSummary, Error>
 where
-    R: tokio::io::AsyncRead + Unpin,
+    R: transfer::Input,
 {
     upload_with(grid, src, size_hint, dest, s, progress, None).await
 }
@@ -202,7 +202,7 @@ pub async fn upload_with<R>(
     journal: Option<&Path>,
 ) -> Result<UploadSummary, Error>
 where
-    R: tokio::io::AsyncRead + Unpin,
+    R: transfer::Input,
 {
     let ctl = UploadControl::journaled(journal);
     upload_controlled(grid, src, size_hint, dest, s, progress, &ctl).await
@@ -221,7 +221,7 @@ pub async fn upload_controlled<R>(
     ctl: &UploadControl,
 ) -> Result<UploadSummary, Error>
 where
-    R: tokio::io::AsyncRead + Unpin,
+    R: transfer::Input,
 {
     let journal = ctl.journal.as_deref();
     let started = Instant::now();

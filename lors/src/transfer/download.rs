@@ -170,7 +170,7 @@ async fn download_ranges(
     }
     let counters = Arc::new(Counters::default());
     let sem = Arc::new(Semaphore::new(opts.threads.max(1)));
-    let (tx, rx) = mpsc::channel::<(u64, Vec<u8>, OwnedSemaphorePermit)>(opts.threads.max(1));
+    let (tx, rx) = mpsc::channel::<(u64, Parts, OwnedSemaphorePermit)>(opts.threads.max(1));
     // A file is written by the tasks themselves, in parallel at their
     // offsets; a stream by one writer, in order.
     let (file, sink) = match sink {
@@ -214,19 +214,28 @@ async fn download_ranges(
         );
         tasks.spawn(async move {
             let e = &ranges[i];
-            let data = fetch_extent(&x, e, i, &pool, &opts, &counters).await?;
-            let len = data.len() as u64;
+            // The extent's pieces (its data shares, erasure coded) as
+            // fetched: written where they belong, never joined.
+            let data = fetch_extent_parts(&x, e, i, &pool, &opts, &counters).await?;
+            let len = parts_len(&data);
             let data = match file {
                 Some(f) => {
                     let offset = e.offset;
-                    let (r, data) = tokio::task::spawn_blocking(move || {
+                    let data = tokio::task::spawn_blocking(move || {
                         use std::os::unix::fs::FileExt;
-                        (f.write_all_at(&data, offset), data)
+                        let mut at = offset;
+                        for p in &data {
+                            f.write_all_at(p, at)?;
+                            at += p.len() as u64;
+                        }
+                        Ok::<_, std::io::Error>(data)
                     })
                     .await
-                    .map_err(|e| TransferError::Output(e.to_string()))?;
-                    r.map_err(|e| TransferError::Output(format!("cannot write the output: {e}")))?;
-                    pool.recycle(data);
+                    .map_err(|e| TransferError::Output(e.to_string()))?
+                    .map_err(|e| TransferError::Output(format!("cannot write the output: {e}")))?;
+                    for p in data {
+                        pool.recycle(p);
+                    }
                     if let Some(w) = &opts.on_written {
                         w(e.offset);
                     }
@@ -386,7 +395,9 @@ impl ExtentReader {
             .ranges
             .get(i)
             .ok_or_else(|| TransferError::Usage(format!("no extent {i}")))?;
-        fetch_extent(&self.x, e, i, &self.pool, &self.opts, &self.counters).await
+        let parts =
+            fetch_extent_parts(&self.x, e, i, &self.pool, &self.opts, &self.counters).await?;
+        Ok(join_parts(parts, &self.pool))
     }
 
     /// Failovers, rebuilds and corrupt mappings met so far.
@@ -419,7 +430,7 @@ fn flatten(
 
 async fn write_out(
     sink: Sink,
-    mut rx: mpsc::Receiver<(u64, Vec<u8>, OwnedSemaphorePermit)>,
+    mut rx: mpsc::Receiver<(u64, Parts, OwnedSemaphorePermit)>,
     pool: Arc<Pool>,
 ) -> Result<u64, TransferError> {
     let mut total = 0u64;
@@ -427,15 +438,17 @@ async fn write_out(
         |e: std::io::Error| TransferError::Output(format!("cannot write the output: {e}"));
     match sink {
         Sink::Stream(mut w) => {
-            let mut pending: BTreeMap<u64, (Vec<u8>, OwnedSemaphorePermit)> = BTreeMap::new();
+            let mut pending: BTreeMap<u64, (Parts, OwnedSemaphorePermit)> = BTreeMap::new();
             let mut next = 0u64;
             while let Some((offset, data, permit)) = rx.recv().await {
                 pending.insert(offset, (data, permit));
                 while let Some((data, permit)) = pending.remove(&next) {
-                    w.write_all(&data).await.map_err(out_err)?;
-                    next += data.len() as u64;
-                    total += data.len() as u64;
-                    pool.recycle(data);
+                    for p in data {
+                        w.write_all(&p).await.map_err(out_err)?;
+                        next += p.len() as u64;
+                        total += p.len() as u64;
+                        pool.recycle(p);
+                    }
                     drop(permit);
                 }
             }
@@ -445,8 +458,10 @@ async fn write_out(
         // verification only.
         Sink::File(_) | Sink::Discard => {
             while let Some((_, data, permit)) = rx.recv().await {
-                total += data.len() as u64;
-                pool.recycle(data);
+                for p in data {
+                    total += p.len() as u64;
+                    pool.recycle(p);
+                }
                 drop(permit);
             }
         }
@@ -546,22 +561,45 @@ fn order<'a>(pool: &Pool, ms: &[&'a Mapping], spread: usize) -> Vec<&'a Mapping>
     v.into_iter().map(|(_, _, m)| m).collect()
 }
 
-/// The logical bytes of extent `e` (index `i`), decrypted.
-async fn fetch_extent(
+/// The bytes of an extent in consecutive pieces: one replica's bytes, or
+/// an erasure-coded block's data shares (cut to the block's length), as
+/// they were loaded: a file sink writes each at its offset, so the shares
+/// are never copied into one block (see [`join_parts`] for readers that
+/// want one buffer).
+pub(crate) type Parts = Vec<Vec<u8>>;
+
+fn parts_len(parts: &Parts) -> u64 {
+    parts.iter().map(|p| p.len() as u64).sum()
+}
+
+/// `parts` in one buffer: the first one, the others appended (and
+/// recycled).
+fn join_parts(parts: Parts, pool: &Pool) -> Vec<u8> {
+    let mut parts = parts.into_iter();
+    let mut out = parts.next().unwrap_or_default();
+    for p in parts {
+        out.extend_from_slice(&p);
+        pool.recycle(p);
+    }
+    out
+}
+
+/// The logical bytes of extent `e` (index `i`), decrypted, in pieces.
+async fn fetch_extent_parts(
     x: &Exnode,
     e: &Range,
     i: usize,
     pool: &Pool,
     opts: &DownloadOptions,
     counters: &Counters,
-) -> Result<Vec<u8>, TransferError> {
+) -> Result<Parts, TransferError> {
     let renewed = match &opts.tickets {
         Some(t) => Some(t.get().await),
         None => None,
     };
     let ticket = renewed.as_deref().or(opts.ticket.as_deref());
     let mut data = match &e.group {
-        None => fetch_replica(e, i, pool, ticket, counters).await?,
+        None => vec![fetch_replica(e, i, pool, ticket, counters).await?],
         Some(g) => fetch_group(g, e, pool, ticket, counters).await?,
     };
     if let (Some(_), Some(key), Some(file)) = (&x.encryption, &opts.key, x.file) {
@@ -570,27 +608,34 @@ async fn fetch_extent(
     Ok(data)
 }
 
+/// Decrypts the pieces of the block at `offset`, each in place at its
+/// offset in the block.
 async fn decrypt(
     x: &Exnode,
     offset: u64,
     key: Arc<DataKey>,
     file: Uuid,
-    data: &mut Vec<u8>,
+    data: &mut Parts,
 ) -> Result<(), TransferError> {
     let bs = x
         .block_size
         .filter(|&b| b > 0)
         .ok_or_else(|| TransferError::Exnode("an encrypted exNode without a block size".into()))?;
-    if offset % bs != 0 || data.len() as u64 > bs {
+    if offset % bs != 0 || parts_len(data) > bs {
         return Err(TransferError::Exnode(format!(
             "range at {offset} is not one block of {bs} bytes: cannot decrypt"
         )));
     }
     let index = offset / bs;
-    let mut buf = std::mem::take(data);
+    let mut parts = std::mem::take(data);
     let r = tokio::task::spawn_blocking(move || {
-        let r = crypto::apply_keystream(&key, &file, index, &mut buf);
-        (r, buf)
+        let mut at = 0u64;
+        let mut r = Ok(());
+        for p in parts.iter_mut() {
+            r = r.and_then(|()| crypto::apply_keystream_at(&key, &file, index, at, p));
+            at += p.len() as u64;
+        }
+        (r, parts)
     })
     .await
     .map_err(|e| TransferError::Output(e.to_string()))?;
@@ -657,17 +702,17 @@ fn record_corrupt(counters: &Counters, m: &Mapping) {
 }
 
 /// At least `k` verified shares of group `g`, data shares first; the
-/// rebuilt range.
+/// range's bytes as its data shares (rebuilt only when one is missing).
 async fn fetch_group(
     g: &exnode::EcGroup,
     e: &Range,
     pool: &Pool,
     ticket: Option<&str>,
     counters: &Counters,
-) -> Result<Vec<u8>, TransferError> {
+) -> Result<Parts, TransferError> {
     let k = g.k as usize;
     let ms: Vec<&Mapping> = e.mappings.iter().collect();
-    let (have, last) = collect_shares(g, &ms, pool, ticket, counters).await;
+    let (mut have, last) = collect_shares(g, &ms, pool, ticket, counters).await;
     if have.len() < k {
         return Err(TransferError::Lost {
             offset: e.offset,
@@ -678,11 +723,49 @@ async fn fetch_group(
     if have.keys().any(|&i| i >= k) {
         counters.rebuilt.fetch_add(1, Ordering::Relaxed);
     }
-    let (len, m) = (g.logical_length, g.m as usize);
-    let out = tokio::task::spawn_blocking(move || codec::decode(len, k, m, have))
+    let (len, m, size) = (g.logical_length, g.m as usize, g.shard_size as usize);
+    let missing = (0..k).filter(|i| !have.contains_key(i)).count();
+    if missing > 0 {
+        // Reed-Solomon only for a missing data share, into recycled
+        // buffers.
+        let mut spare: Vec<Vec<u8>> = (0..missing).map(|_| pool.buffer()).collect();
+        have = tokio::task::spawn_blocking(move || {
+            let mut have = have;
+            codec::restore(k, m, size, &mut have, || spare.pop().unwrap_or_default()).map(|()| have)
+        })
         .await
         .map_err(|e| TransferError::Output(e.to_string()))??;
-    Ok(out)
+    }
+    Ok(data_parts(have, k, size, len, pool))
+}
+
+/// The first `len` bytes of the data shares `0..k` of `have` (each `size`
+/// bytes), as they are (cut at `len`); the other buffers recycled.
+fn data_parts(
+    mut have: BTreeMap<usize, Vec<u8>>,
+    k: usize,
+    size: usize,
+    len: u64,
+    pool: &Pool,
+) -> Parts {
+    let mut parts = Vec::with_capacity(k);
+    let mut left = len as usize;
+    for i in 0..k {
+        if let Some(mut s) = have.remove(&i) {
+            let n = left.min(size);
+            left -= n;
+            if n == 0 {
+                pool.recycle(s);
+                continue;
+            }
+            s.truncate(n);
+            parts.push(s);
+        }
+    }
+    for (_, s) in have {
+        pool.recycle(s);
+    }
+    parts
 }
 
 /// Fetches shares of `g` until `k` distinct indices verified or none left:
@@ -772,6 +855,52 @@ mod tests {
                 }
             })
         })
+    }
+
+    /// An encrypted erasure-coded block read back as its data shares,
+    /// each decrypted on its own at its offset, is the block: for every
+    /// k-subset of the shares (Reed-Solomon only when a data share is
+    /// missing).
+    #[tokio::test]
+    async fn data_shares_decrypted_apart_are_the_block() {
+        let pool = Pool::new(
+            super::super::SecureSetup::default(),
+            std::time::Duration::from_secs(1),
+        );
+        let key = Arc::new(DataKey::from_bytes([7u8; 16]));
+        let file = Uuid::from_u128(0x1234);
+        let block_size = 3 * codec::SEGMENT as u64 + 1001;
+        for len in [1u64, 999, 2 * codec::SEGMENT as u64, block_size] {
+            let plain: Vec<u8> = (0..len).map(|i| (i * 7 % 253) as u8).collect();
+            let mut cipher = plain.clone();
+            crypto::apply_keystream(&key, &file, 2, &mut cipher).unwrap();
+            let (k, m) = (3usize, 2usize);
+            let shares = codec::encode(&cipher, k, m).unwrap();
+            let size = codec::shard_size(len, k) as usize;
+            let x = Exnode {
+                block_size: Some(block_size),
+                ..Exnode::default()
+            };
+            for drop in [vec![3usize, 4], vec![0, 4], vec![1, 2]] {
+                let mut have: BTreeMap<usize, Vec<u8>> = shares
+                    .iter()
+                    .cloned()
+                    .enumerate()
+                    .filter(|(i, _)| !drop.contains(i))
+                    .collect();
+                codec::restore(k, m, size, &mut have, Vec::new).unwrap();
+                let mut parts = data_parts(have, k, size, len, &pool);
+                assert_eq!(parts_len(&parts), len);
+                decrypt(&x, 2 * block_size, key.clone(), file, &mut parts)
+                    .await
+                    .unwrap();
+                assert_eq!(
+                    join_parts(parts, &pool),
+                    plain,
+                    "{len} bytes, {drop:?} lost"
+                );
+            }
+        }
     }
 
     #[tokio::test]

@@ -30,7 +30,9 @@ use std::sync::Arc;
 
 pub use download::{download, DownloadOptions, DownloadReport, ExtentReader, Sink, Tickets};
 pub use pool::{CopyGrantList, CopyGrantSource, CopyStats, DepotError, Pool, SecureSetup};
-pub use upload::{upload, upload_tracked, AllocHook, BlockHook, DoneBlocks, UploadOptions};
+pub use upload::{
+    upload, upload_tracked, AllocHook, BlockHook, DoneBlocks, FileInput, Input, UploadOptions,
+};
 
 use crate::credentials::Error;
 

@@ -19,6 +19,7 @@
 //! what it made released (or, journaled, the stored blocks kept).
 
 use std::collections::HashSet;
+use std::future::Future;
 use std::sync::{Arc, Mutex};
 
 use exnode::{EcGroup, Encryption, Exnode, IvDerivation, Mapping, Security, Share};
@@ -38,6 +39,77 @@ use ibp_proto::IbpError;
 /// Largest block size accepted (the IV derivation's limit is 64 GiB; a
 /// block is held in memory, so far less is sensible).
 pub const MAX_BLOCK_SIZE: u64 = 1 << 30;
+
+/// What an upload reads, a block at a time: any [`AsyncRead`] (standard
+/// input, a network stream, bytes in memory), or a regular file as a
+/// [`FileInput`], read straight into the block's buffer.
+pub trait Input {
+    /// Appends up to `max` bytes to `buf`, reading until `max` bytes or
+    /// the end of the input; gives `buf` back with the count appended.
+    fn read_block(
+        &mut self,
+        buf: Vec<u8>,
+        max: usize,
+    ) -> impl Future<Output = (Vec<u8>, std::io::Result<usize>)>;
+}
+
+impl<R: AsyncRead + Unpin> Input for R {
+    async fn read_block(
+        &mut self,
+        mut buf: Vec<u8>,
+        max: usize,
+    ) -> (Vec<u8>, std::io::Result<usize>) {
+        let r = (&mut *self).take(max as u64).read_to_end(&mut buf).await;
+        (buf, r)
+    }
+}
+
+/// A regular file to upload, read with plain reads on a blocking thread
+/// directly into each block's buffer (the file system's copy is the only
+/// one; `tokio::fs::File` reads into a buffer of its own and copies that
+/// again).
+pub struct FileInput {
+    /// `None` once a read was abandoned (the upload stopped).
+    file: Option<std::fs::File>,
+}
+
+impl FileInput {
+    pub fn new(file: std::fs::File) -> FileInput {
+        FileInput { file: Some(file) }
+    }
+}
+
+impl Input for FileInput {
+    async fn read_block(
+        &mut self,
+        mut buf: Vec<u8>,
+        max: usize,
+    ) -> (Vec<u8>, std::io::Result<usize>) {
+        use std::io::Read;
+        let Some(file) = self.file.take() else {
+            return (
+                buf,
+                Err(std::io::Error::other("an earlier read was abandoned")),
+            );
+        };
+        let done = tokio::task::spawn_blocking(move || {
+            // Reads into the buffer's spare capacity (not zeroed first).
+            let r = (&file).take(max as u64).read_to_end(&mut buf);
+            (file, buf, r)
+        })
+        .await;
+        match done {
+            Ok((file, buf, r)) => {
+                self.file = Some(file);
+                (buf, r)
+            }
+            Err(e) => (
+                Vec::new(),
+                Err(std::io::Error::other(format!("reading task failed: {e}"))),
+            ),
+        }
+    }
+}
 
 /// What to upload and how.
 #[derive(Clone)]
@@ -133,7 +205,7 @@ pub async fn upload<R>(
     progress: Option<Progress>,
 ) -> Result<Exnode, TransferError>
 where
-    R: AsyncRead + Unpin,
+    R: Input,
 {
     upload_tracked(src, targets, pool, opts, progress, None).await
 }
@@ -149,7 +221,7 @@ pub async fn upload_tracked<R>(
     on_alloc: Option<AllocHook>,
 ) -> Result<Exnode, TransferError>
 where
-    R: AsyncRead + Unpin,
+    R: Input,
 {
     check_options(opts, targets)?;
     let made: Arc<Mutex<Vec<Made>>> = Arc::default();
@@ -296,7 +368,7 @@ async fn run<R>(
     on_alloc: Option<AllocHook>,
 ) -> Result<Exnode, TransferError>
 where
-    R: AsyncRead + Unpin,
+    R: Input,
 {
     let targets: Arc<Vec<Target>> = Arc::new(targets.to_vec());
     let done = opts.done.clone().unwrap_or_default();
@@ -308,6 +380,10 @@ where
     let mut index = 0u64;
     let cancel = &opts.cancel;
     let mut stopped = false;
+    let capacity = match opts.redundancy {
+        Redundancy::Ec { k, m } => codec::coded_capacity(opts.block_size, k as usize, m as usize),
+        Redundancy::Copies(_) => opts.block_size as usize,
+    };
     loop {
         if cancel.is_cancelled() {
             stopped = true;
@@ -325,18 +401,21 @@ where
         };
         // Capacity, not zeroed bytes: a small file does not touch a whole
         // block's pages, a large one is not memset before being read. A
-        // block buffer of an earlier block is reused (`Pool::recycle`).
+        // block buffer of an earlier block is reused (`Pool::recycle`);
+        // erasure coded, with room for the padding and parity shares the
+        // block is coded into in place (`codec::encode_in_place`).
         let mut block = pool.buffer();
-        block.reserve(opts.block_size as usize);
-        let mut limited = (&mut *src).take(opts.block_size);
-        let n = tokio::select! {
+        block.clear();
+        block.reserve(capacity);
+        let (mut block, n) = tokio::select! {
             biased;
             _ = cancel.cancelled() => {
                 stopped = true;
                 break;
             }
-            r = limited.read_to_end(&mut block) => {
-                r.map_err(|e| TransferError::Input(format!("cannot read the source: {e}")))?
+            (block, r) = src.read_block(block, opts.block_size as usize) => {
+                let n = r.map_err(|e| TransferError::Input(format!("cannot read the source: {e}")))?;
+                (block, n)
             }
         };
         if n == 0 {
@@ -441,7 +520,23 @@ fn joined<T>(
 /// A block's mappings and, erasure coded, its group.
 type BlockResult = (Vec<Mapping>, Option<EcGroup>);
 /// One piece to store: its number, bytes, checksum and share index.
-type Piece = (usize, Arc<Vec<u8>>, exnode::Checksum, Option<u16>);
+type Piece = (usize, Slice, exnode::Checksum, Option<u16>);
+
+/// The bytes of one piece: a range of its block's buffer (the whole block
+/// for a copy, one share of the block coded in place for erasure coding),
+/// shared by the stores of the block's pieces.
+#[derive(Clone)]
+struct Slice {
+    buf: Arc<Vec<u8>>,
+    range: std::ops::Range<usize>,
+}
+
+impl std::ops::Deref for Slice {
+    type Target = [u8];
+    fn deref(&self) -> &[u8] {
+        &self.buf[self.range.clone()]
+    }
+}
 
 struct BlockCtx {
     index: u64,
@@ -469,20 +564,30 @@ impl BlockCtx {
         let redundancy = self.opts.redundancy;
         let offset = self.offset;
         // Encryption, erasure coding and checksums off the I/O threads.
-        let (pieces, spent) = tokio::task::spawn_blocking(move || -> Result<_, TransferError> {
+        // Erasure coded in place: every share is a slice of the block's
+        // buffer, no share copied.
+        let pieces = tokio::task::spawn_blocking(move || -> Result<_, TransferError> {
             let mut block = block;
             if let Some(key) = &key {
                 crypto::apply_keystream(key, &file, index, &mut block)?;
             }
-            let (pieces, spent) = match redundancy {
-                Redundancy::Copies(_) => (vec![block], None),
+            let ranges: Vec<std::ops::Range<usize>> = match redundancy {
+                Redundancy::Copies(_) => std::iter::once(0..block.len()).collect(),
                 Redundancy::Ec { k, m } => {
-                    (codec::encode(&block, k as usize, m as usize)?, Some(block))
+                    let size = codec::encode_in_place(&mut block, k as usize, m as usize)?;
+                    (0..(k + m) as usize)
+                        .map(|j| j * size..(j + 1) * size)
+                        .collect()
                 }
             };
+            let block = Arc::new(block);
             let ec = matches!(redundancy, Redundancy::Ec { .. });
-            let pieces = pieces
+            let pieces = ranges
                 .into_iter()
+                .map(|range| Slice {
+                    buf: block.clone(),
+                    range,
+                })
                 .enumerate()
                 .map(|(j, p)| {
                     // Bound to the range and share the mapping will hold
@@ -496,16 +601,13 @@ impl BlockCtx {
                         }),
                     };
                     let sum = crypto::checksum_at(&place, &p);
-                    (Arc::new(p), sum)
+                    (p, sum)
                 })
                 .collect::<Vec<_>>();
-            Ok((pieces, spent))
+            Ok(pieces)
         })
         .await
         .map_err(|e| TransferError::Input(format!("encoding task failed: {e}")))??;
-        if let Some(b) = spent {
-            self.pool.recycle(b);
-        }
 
         let claimed = Arc::new(Mutex::new(HashSet::new()));
         let n_targets = self.targets.len();
@@ -661,12 +763,11 @@ impl BlockCtx {
             }),
             Redundancy::Copies(_) => None,
         };
-        // Every store is done: the block (a copy's only piece) is ours again.
-        if let Redundancy::Copies(_) = redundancy {
-            for (p, _) in pieces {
-                if let Ok(b) = Arc::try_unwrap(p) {
-                    self.pool.recycle(b);
-                }
+        // Every store is done: the block's buffer (every piece is a slice
+        // of it) is ours again.
+        for (p, _) in pieces {
+            if let Ok(b) = Arc::try_unwrap(p.buf) {
+                self.pool.recycle(b);
             }
         }
         if let Some(p) = &self.progress {
@@ -990,6 +1091,34 @@ mod tests {
                 reason: reason.into(),
             },
         })
+    }
+
+    /// A file read block by block through `FileInput` gives the same
+    /// blocks as through `AsyncRead`, appended to the buffer given.
+    #[tokio::test]
+    async fn a_file_input_reads_the_same_blocks_as_async_read() {
+        use std::io::Write;
+        let data: Vec<u8> = (0..100_000u32).map(|i| (i % 251) as u8).collect();
+        let mut f = tempfile::NamedTempFile::new().unwrap();
+        f.write_all(&data).unwrap();
+        let mut file = FileInput::new(f.reopen().unwrap());
+        let mut stream = &data[..];
+        let mut at = 0;
+        loop {
+            let mut buf = Vec::with_capacity(40_000);
+            buf.push(0xEE);
+            let (a, n) = file.read_block(buf, 30_000).await;
+            let (b, m) = stream.read_block(vec![0xEE], 30_000).await;
+            let (n, m) = (n.unwrap(), m.unwrap());
+            assert_eq!((n, &a), (m, &b));
+            assert_eq!(a[0], 0xEE, "appended after what the buffer held");
+            assert_eq!(&a[1..], &data[at..at + n]);
+            at += n;
+            if n < 30_000 {
+                break;
+            }
+        }
+        assert_eq!(at, data.len());
     }
 
     #[test]
