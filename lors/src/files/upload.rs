@@ -94,6 +94,10 @@ pub struct UploadControl {
     /// it, so a version registered meanwhile makes the metadata manager
     /// refuse it too (409). `None`: over whatever version is current.
     pub base_version: Option<u64>,
+    /// With [`UploadControl::base_version`] above 0: the file's UUID, when
+    /// the caller knows it (from a listing); then the upload asks the
+    /// metadata manager nothing before its put. Ignored otherwise.
+    pub file: Option<Uuid>,
     interrupted: Mutex<Option<Interrupted>>,
 }
 
@@ -211,6 +215,16 @@ where
 /// [`upload_with`], journaled in `ctl.journal` and stopped when
 /// `ctl.cancel` is cancelled (then [`UploadControl::interrupted`] says what
 /// it released or kept).
+///
+/// The metadata manager is asked once per small file: an upload of one
+/// block to a path, not journaled and over whatever version is current,
+/// reads its bytes first and is put as a new file (version 1, a fresh
+/// UUID) without asking anything before. Only if the path exists (the put
+/// answers conflict) is its block released, the current version asked
+/// for, and the same bytes stored again under the file's UUID (to which
+/// the depots bind them). A caller that knows the destination (a listing)
+/// says so in [`UploadControl::base_version`] and [`UploadControl::file`]
+/// and is never asked twice.
 pub async fn upload_controlled<R>(
     grid: &Grid,
     src: R,
@@ -219,6 +233,55 @@ pub async fn upload_controlled<R>(
     s: &UploadSettings,
     progress: Option<Progress>,
     ctl: &UploadControl,
+) -> Result<UploadSummary, Error>
+where
+    R: tokio::io::AsyncRead + Unpin,
+{
+    use tokio::io::AsyncReadExt;
+    let one_block = size_hint.is_some_and(|n| n <= s.block_size);
+    let guess = matches!(dest, Dest::Path(_))
+        && one_block
+        && ctl.journal.is_none()
+        && ctl.base_version.is_none();
+    if !guess {
+        return upload_known(grid, src, size_hint, dest, s, progress, ctl, None).await;
+    }
+    let mut src = src;
+    let hint = size_hint.unwrap_or(0);
+    let mut buf = Vec::with_capacity(usize::try_from(hint.saturating_add(1)).unwrap_or(0));
+    (&mut src)
+        .take(s.block_size.saturating_add(1))
+        .read_to_end(&mut buf)
+        .await
+        .map_err(|e| Error::Local(format!("cannot read the source: {e}")))?;
+    if buf.len() as u64 > s.block_size {
+        // Longer than its size said: an ordinary upload of it all.
+        let all = std::io::Cursor::new(buf).chain(src);
+        return upload_known(grid, all, size_hint, dest, s, progress, ctl, None).await;
+    }
+    let n = Some(buf.len() as u64);
+    let new = Some((Uuid::new_v4(), 0));
+    match upload_known(grid, &buf[..], n, dest, s, progress.clone(), ctl, new).await {
+        Err(Error::Conflict(why)) if !ctl.cancel.is_cancelled() => {
+            tracing::debug!(dest = %dest_text(dest), %why, "exists: stored again under its UUID");
+        }
+        r => return r,
+    }
+    upload_known(grid, &buf[..], n, dest, s, progress, ctl, None).await
+}
+
+/// [`upload_controlled`] with the file and base version `known` (else
+/// asked, or given in `ctl`).
+#[allow(clippy::too_many_arguments)]
+async fn upload_known<R>(
+    grid: &Grid,
+    src: R,
+    size_hint: Option<u64>,
+    dest: &Dest,
+    s: &UploadSettings,
+    progress: Option<Progress>,
+    ctl: &UploadControl,
+    known: Option<(Uuid, u64)>,
 ) -> Result<UploadSummary, Error>
 where
     R: tokio::io::AsyncRead + Unpin,
@@ -235,7 +298,20 @@ where
         Dest::Xnd(_) => grid,
     };
     refuse_secure_xnd(dest, s)?;
-    let (file, base_version) = file_and_version(grid, dest, size_hint, s.block_size).await?;
+    // A one-block upload over a version the caller names moves at most
+    // that block before the put says whether the version is still
+    // current; a longer one asks first (nothing moves if not).
+    let one_block = size_hint.is_some_and(|n| n <= s.block_size);
+    let known = known.or(match (ctl.base_version, ctl.file) {
+        _ if !one_block || !matches!(dest, Dest::Path(_)) => None,
+        (Some(0), _) => Some((Uuid::new_v4(), 0)),
+        (Some(v), Some(f)) => Some((f, v)),
+        _ => None,
+    });
+    let (file, base_version) = match known {
+        Some(k) => k,
+        None => file_and_version(grid, dest, size_hint, s.block_size).await?,
+    };
     if let Some(want) = ctl.base_version.filter(|w| *w != base_version) {
         return Err(Error::Conflict(format!(
             "{}: its current version is {base_version}, not {want} as when it was opened \
