@@ -101,8 +101,9 @@ impl Store {
     /// allocations no remaining version uses (for the client to release).
     ///
     /// On SQLite puts are committed in groups: a put queues itself, and
-    /// whoever next holds the writer lock runs every put queued by then in
-    /// one transaction, each in a savepoint of its own (a put that fails
+    /// whoever next holds the writer lock runs every put queued by then,
+    /// in transactions of up to [`GROUP_BYTES`] of exNodes, each put in a
+    /// savepoint of its own (a put that fails
     /// is rolled back alone and answered with its error), then commits
     /// once (one fsync for the group) and only then answers the puts it
     /// committed. Under load a put thus waits for at most the group before
@@ -132,8 +133,26 @@ impl Store {
         let store = self.clone();
         let run = tokio::spawn(async move {
             let _g = store.writer.clone().lock_owned().await;
-            let jobs = std::mem::take(&mut *store.group.lock().unwrap_or_else(|p| p.into_inner()));
-            if !jobs.is_empty() {
+            // Every put queued by now, in groups of at most GROUP_BYTES
+            // of exNodes (a large exNode goes alone: a group is written
+            // to the WAL whole before it is committed).
+            loop {
+                let jobs = {
+                    let mut q = store.group.lock().unwrap_or_else(|p| p.into_inner());
+                    let mut bytes = 0usize;
+                    let n = q
+                        .iter()
+                        .take_while(|j| {
+                            let first = bytes == 0;
+                            bytes = bytes.saturating_add(j.v.exnode.len().max(1));
+                            first || bytes <= GROUP_BYTES
+                        })
+                        .count();
+                    q.drain(..n).collect::<Vec<_>>()
+                };
+                if jobs.is_empty() {
+                    break;
+                }
                 store.run_group(jobs).await;
             }
         });
@@ -818,6 +837,10 @@ async fn carry_wrapped_keys(
     charge(tx, limits, v.path.vo(), &owner, 0, carried).await?;
     Ok(())
 }
+
+/// Most bytes of exNodes committed in one group (see
+/// [`Store::put_version`]); a put larger than this is committed alone.
+const GROUP_BYTES: usize = 1 << 20;
 
 /// A put queued for the SQLite writer, and where its answer goes.
 pub(crate) struct Queued {
