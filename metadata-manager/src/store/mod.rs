@@ -452,6 +452,8 @@ pub struct Store {
     /// transaction by the next to hold it (group commit, see
     /// [`Store::put_version`]).
     group: Arc<std::sync::Mutex<Vec<versions::Queued>>>,
+    /// Groups of puts committed, and the puts in them.
+    grouped: Arc<(std::sync::atomic::AtomicU64, std::sync::atomic::AtomicU64)>,
     limits: Limits,
     retention: Arc<Retention>,
     /// Where the time of each operation is counted (`/metrics`).
@@ -561,6 +563,7 @@ impl Store {
             backend,
             writer: Arc::new(tokio::sync::Mutex::new(())),
             group: Arc::default(),
+            grouped: Arc::default(),
             limits,
             retention: Arc::new(Retention::default()),
             metrics: None,

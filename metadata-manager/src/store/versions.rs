@@ -122,6 +122,12 @@ impl Store {
         Ok(put)
     }
 
+    /// Groups of puts committed so far (SQLite), and the puts they held.
+    pub fn put_groups(&self) -> (u64, u64) {
+        use std::sync::atomic::Ordering::Relaxed;
+        (self.grouped.0.load(Relaxed), self.grouped.1.load(Relaxed))
+    }
+
     /// [`Store::put_version`] on SQLite: queued, and run with the puts
     /// queued beside it.
     async fn put_grouped(&self, v: Owned) -> Result<Put, StoreError> {
@@ -209,6 +215,9 @@ impl Store {
         }
         match tx.commit().await {
             Ok(()) => {
+                use std::sync::atomic::Ordering::Relaxed;
+                self.grouped.0.fetch_add(1, Relaxed);
+                self.grouped.1.fetch_add(done.len() as u64, Relaxed);
                 if group > 1 {
                     tracing::debug!(group, committed = done.len(), "puts committed together");
                 }
