@@ -192,7 +192,13 @@ impl TreeSummary {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Node {
     Dir,
-    File { size: u64, mtime: Option<i64> },
+    File {
+        size: u64,
+        mtime: Option<i64>,
+        /// A grid file: its UUID and current version (an upload over it
+        /// then asks the metadata manager nothing before its put).
+        id: Option<(uuid::Uuid, u64)>,
+    },
 }
 
 /// A tree by relative path (`a/b`, `""` the root), parents before
@@ -410,6 +416,7 @@ fn list_local(
             Node::File {
                 size: m.len(),
                 mtime: Some(m.mtime()),
+                id: None,
             },
         );
         return Ok(out);
@@ -446,6 +453,7 @@ fn list_local(
                     Node::File {
                         size: m.len(),
                         mtime: Some(m.mtime()),
+                        id: None,
                     },
                 );
             } else {
@@ -454,6 +462,12 @@ fn list_local(
         }
     }
     Ok(out)
+}
+
+/// A grid file's UUID and current version, as a listing shows them.
+fn grid_id(e: &metadata_api::files::EntryInfo) -> Option<(uuid::Uuid, u64)> {
+    let id = uuid::Uuid::parse_str(&e.id).ok()?;
+    (e.version > 0).then_some((id, e.version))
 }
 
 /// A grid tree's listing, one `list` per directory, `jobs` at once.
@@ -467,6 +481,7 @@ async fn list_grid(grid: &Grid, root: &str, is_dir: bool, jobs: usize) -> Result
             Node::File {
                 size: e.size,
                 mtime: e.mtime.or(Some(e.updated_at)),
+                id: grid_id(&e),
             },
         );
         return Ok(out);
@@ -500,6 +515,7 @@ async fn list_grid(grid: &Grid, root: &str, is_dir: bool, jobs: usize) -> Result
                         Node::File {
                             size: e.size,
                             mtime: e.mtime.or(Some(e.updated_at)),
+                            id: grid_id(&e),
                         },
                     );
                 }
@@ -618,10 +634,10 @@ pub async fn copy_tree(
 /// `cp A B C DIR`. The destination is checked before any data moves: a
 /// missing directory is not found, a file usage (several sources need a
 /// directory), no write right refused. One `list` of `dir` tells which
-/// names exist, so that each file then costs the metadata manager one
-/// put: a new name is created (base version 0), an existing file gets a
-/// new version over the current one the listing showed (a version stored
-/// meanwhile makes the put refuse it: conflict). A source that is not a
+/// names exist, so that each file of one block then costs the metadata
+/// manager one put: a new name is created, an existing file gets a new
+/// version over the current one the listing showed (see
+/// [`UploadControl::hint`]). A source that is not a
 /// regular file, a name given twice or a directory in the way at the
 /// destination is that file's failure; the others go on, `jobs` at once,
 /// as in [`copy_tree`].
@@ -758,7 +774,7 @@ pub async fn upload_files(
             });
             return false;
         }
-        a.over = uuid::Uuid::parse_str(&e.id).ok().map(|f| (f, e.version));
+        a.over = grid_id(e);
         true
     });
     summary.failed = failed;
@@ -825,10 +841,11 @@ fn plan(have: &Listing, there: &Listing, opts: &TreeOptions) -> Plan {
                 conflicts.push((rel.clone(), "a directory is in the way of this file".into()))
             }
             (
-                Node::File { size, mtime },
+                Node::File { size, mtime, .. },
                 Some(Node::File {
                     size: s2,
                     mtime: m2,
+                    id,
                 }),
             ) => {
                 let same = size == s2 && (opts.checksum || (mtime.is_some() && mtime == m2));
@@ -843,10 +860,10 @@ fn plan(have: &Listing, there: &Listing, opts: &TreeOptions) -> Plan {
                     size: *size,
                     mtime: *mtime,
                     from: None,
-                    over: None,
+                    over: *id,
                 });
             }
-            (Node::File { size, mtime }, None) => actions.push(Action {
+            (Node::File { size, mtime, .. }, None) => actions.push(Action {
                 op: Op::Copy,
                 path: rel.clone(),
                 size: *size,
@@ -899,7 +916,7 @@ fn plan(have: &Listing, there: &Listing, opts: &TreeOptions) -> Plan {
                                 from: None,
                                 over: None,
                             },
-                            Node::File { size, mtime } => Action {
+                            Node::File { size, mtime, .. } => Action {
                                 op: Op::Copy,
                                 path: r.clone(),
                                 size: *size,
@@ -910,7 +927,7 @@ fn plan(have: &Listing, there: &Listing, opts: &TreeOptions) -> Plan {
                         });
                     }
                 }
-                Some(Node::File { size, mtime }) => actions.push(Action {
+                Some(Node::File { size, mtime, .. }) => actions.push(Action {
                     op: Op::Copy,
                     path: rel,
                     size: *size,
@@ -1173,10 +1190,7 @@ async fn copy_one(
             let mut ctl = UploadControl::default();
             ctl.cancel = opts.cancel.child_token();
             ctl.mtime = Some(m.mtime());
-            if let Some((file, version)) = a.over {
-                ctl.base_version = Some(version);
-                ctl.file = Some(file);
-            }
+            ctl.hint = a.over;
             let dest = super::Dest::Path(join_grid(to, &a.path));
             super::upload_controlled(
                 grid,
@@ -1360,6 +1374,7 @@ mod tests {
         Node::File {
             size,
             mtime: Some(mtime),
+            id: None,
         }
     }
 

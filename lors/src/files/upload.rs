@@ -94,10 +94,12 @@ pub struct UploadControl {
     /// it, so a version registered meanwhile makes the metadata manager
     /// refuse it too (409). `None`: over whatever version is current.
     pub base_version: Option<u64>,
-    /// With [`UploadControl::base_version`] above 0: the file's UUID, when
-    /// the caller knows it (from a listing); then the upload asks the
-    /// metadata manager nothing before its put. Ignored otherwise.
-    pub file: Option<Uuid>,
+    /// What the caller believes the destination's file UUID and current
+    /// version are (from a listing): a one-block upload then asks the
+    /// metadata manager nothing before its put, and if another version is
+    /// current by then, asks and stores its block again, as when it guessed
+    /// a new file (see [`upload_controlled`]). `None`: guessed new.
+    pub hint: Option<(Uuid, u64)>,
     interrupted: Mutex<Option<Interrupted>>,
 }
 
@@ -219,12 +221,10 @@ where
 /// The metadata manager is asked once per small file: an upload of one
 /// block to a path, not journaled and over whatever version is current,
 /// reads its bytes first and is put as a new file (version 1, a fresh
-/// UUID) without asking anything before. Only if the path exists (the put
-/// answers conflict) is its block released, the current version asked
-/// for, and the same bytes stored again under the file's UUID (to which
-/// the depots bind them). A caller that knows the destination (a listing)
-/// says so in [`UploadControl::base_version`] and [`UploadControl::file`]
-/// and is never asked twice.
+/// UUID), or over what [`UploadControl::hint`] says, without asking
+/// anything before. Only if that was wrong (the put answers conflict) is
+/// its block released, the current version asked for, and the same bytes
+/// stored again under the file's UUID (to which the depots bind them).
 pub async fn upload_controlled<R>(
     grid: &Grid,
     src: R,
@@ -260,8 +260,8 @@ where
         return upload_known(grid, all, size_hint, dest, s, progress, ctl, None).await;
     }
     let n = Some(buf.len() as u64);
-    let new = Some((Uuid::new_v4(), 0));
-    match upload_known(grid, &buf[..], n, dest, s, progress.clone(), ctl, new).await {
+    let guess = Some(ctl.hint.unwrap_or_else(|| (Uuid::new_v4(), 0)));
+    match upload_known(grid, &buf[..], n, dest, s, progress.clone(), ctl, guess).await {
         Err(Error::Conflict(why)) if !ctl.cancel.is_cancelled() => {
             tracing::debug!(dest = %dest_text(dest), %why, "exists: stored again under its UUID");
         }
@@ -298,14 +298,12 @@ where
         Dest::Xnd(_) => grid,
     };
     refuse_secure_xnd(dest, s)?;
-    // A one-block upload over a version the caller names moves at most
-    // that block before the put says whether the version is still
-    // current; a longer one asks first (nothing moves if not).
+    // A one-block upload that must create the file moves at most that
+    // block before the put says whether the path is free; a longer one
+    // asks first (nothing moves if not).
     let one_block = size_hint.is_some_and(|n| n <= s.block_size);
-    let known = known.or(match (ctl.base_version, ctl.file) {
-        _ if !one_block || !matches!(dest, Dest::Path(_)) => None,
-        (Some(0), _) => Some((Uuid::new_v4(), 0)),
-        (Some(v), Some(f)) => Some((f, v)),
+    let known = known.or(match ctl.base_version {
+        Some(0) if one_block && matches!(dest, Dest::Path(_)) => Some((Uuid::new_v4(), 0)),
         _ => None,
     });
     let (file, base_version) = match known {
