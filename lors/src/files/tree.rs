@@ -654,12 +654,12 @@ pub async fn upload_files(
     match look(grid, &root).await? {
         Found::Missing => {
             return Err(Error::NotFound(format!(
-                "{dir}: no such directory (several files are uploaded into an existing                  directory; create it first: lors mkdir -p {dir})"
+                "{dir}: no such directory (several files are uploaded into an existing directory; create it first: lors mkdir -p {dir})"
             )))
         }
         Found::File { .. } => {
             return Err(Error::Usage(format!(
-                "{dir} is a file, not a directory: several files are uploaded into an                  existing directory, as DIR/NAME each"
+                "{dir} is a file, not a directory: several files are uploaded into an existing directory, as DIR/NAME each"
             )))
         }
         Found::Dir { writable: Some(false) } => {
