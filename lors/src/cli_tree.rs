@@ -169,6 +169,9 @@ struct Job {
     checksum: bool,
     delete: bool,
     dry_run: bool,
+    /// `lors upload A B C DIR`: these local files into the grid directory
+    /// `dest` (`src` unused).
+    files: Vec<PathBuf>,
 }
 
 /// `lors cp [-r] SRC DEST`.
@@ -181,6 +184,7 @@ pub fn cp(a: CpArgs) -> Result<u8, Error> {
         checksum: false,
         delete: false,
         dry_run: false,
+        files: Vec::new(),
     };
     run_tree(a.tree.session()?, job)
 }
@@ -195,6 +199,24 @@ pub fn upload_r(s: Session, src: PathBuf, dest: String) -> Result<u8, Error> {
         checksum: false,
         delete: false,
         dry_run: false,
+        files: Vec::new(),
+    };
+    run_tree(s, job)
+}
+
+/// `lors upload A B C /VO/dir`: each file into the existing directory as
+/// `/VO/dir/NAME`, `jobs` at once, one summary
+/// ([`tree::upload_files`]).
+pub fn upload_files(s: Session, srcs: Vec<PathBuf>, dest: String) -> Result<u8, Error> {
+    let job = Job {
+        src: Side::Local(PathBuf::new()),
+        dest: Side::Grid(dest),
+        mode: Mode::Copy,
+        recursive: false,
+        checksum: false,
+        delete: false,
+        dry_run: false,
+        files: srcs,
     };
     run_tree(s, job)
 }
@@ -209,6 +231,7 @@ pub fn download_r(s: Session, src: String, dest: PathBuf) -> Result<u8, Error> {
         checksum: false,
         delete: false,
         dry_run: false,
+        files: Vec::new(),
     };
     run_tree(s, job)
 }
@@ -223,6 +246,7 @@ pub fn sync(a: SyncArgs) -> Result<u8, Error> {
         checksum: a.checksum,
         delete: a.delete,
         dry_run: a.dry_run,
+        files: Vec::new(),
     };
     run_tree(a.tree.session()?, job)
 }
@@ -272,7 +296,12 @@ fn run_tree(s: Session, job: Job) -> Result<u8, Error> {
             "lors: interrupted again: exiting now; `lors cleanup` releases what the \
              files in flight left on the depots",
         )?;
-        tree::copy_tree(&s.grid, &job.src, &job.dest, &opts).await
+        match &job.dest {
+            Side::Grid(dir) if !job.files.is_empty() => {
+                tree::upload_files(&s.grid, &job.files, dir, &opts).await
+            }
+            _ => tree::copy_tree(&s.grid, &job.src, &job.dest, &opts).await,
+        }
     });
     drop(rt);
     display.finish();

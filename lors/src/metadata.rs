@@ -54,8 +54,12 @@ pub const READ_ROUTES: &[&str] = &[
 
 /// Longest server error message shown.
 const MAX_MESSAGE: usize = 300;
-/// Connections kept open between requests.
-pub const KEEP_ALIVE: usize = 4;
+/// Connections kept open between requests: as many as the client opens
+/// at most ([`ibp_https::client::MAX_CONNECTIONS`]), so that many files
+/// uploaded at once through one session (`lors upload A B C DIR`, `cp -r`,
+/// a library user's uploads in flight) reuse their TLS connections
+/// instead of handshaking again for every request past the fourth.
+pub const KEEP_ALIVE: usize = ibp_https::client::MAX_CONNECTIONS;
 /// Largest answer accepted: an exNode of the largest size the format allows,
 /// escaped in JSON, plus the rest of the answer.
 pub const MAX_ANSWER: usize = 2 * exnode::MAX_DOCUMENT + (1 << 20);

@@ -39,5 +39,6 @@ suite!(
     vo_cannot_grow_the_database_past_its_quota,
     shutdown_is_prompt,
     versions_and_retention,
+    acknowledged_puts_survive_sigkill,
     replicas_share_database,
 );

@@ -40,6 +40,7 @@ suite!(
     one_member_cannot_hold_the_put_budget,
     shutdown_is_prompt,
     versions_and_retention,
+    acknowledged_puts_survive_sigkill,
 );
 
 /// A server key that group or others may read: `metadata-manager serve`

@@ -11,7 +11,9 @@ use ibp_testkit::pg::PgCluster;
 use metadata_manager::acl::Principal;
 use metadata_manager::allocations::facts;
 use metadata_manager::names::NsPath;
-use metadata_manager::store::{Keep, KeepSource, Limits, NewVersion, Retention, Store};
+use metadata_manager::store::{
+    Backend, Keep, KeepSource, Limits, NewVersion, Retention, Store, StoreError,
+};
 use uuid::Uuid;
 
 /// A database for one test.
@@ -64,6 +66,7 @@ both!(
     retention_of_directories_and_vos,
     deleting_a_version_keeps_what_the_others_use,
     an_old_database_is_backfilled,
+    concurrent_puts_commit_together_and_fail_alone,
 );
 
 const DEPOT: &str = "127.0.0.1:6714";
@@ -429,4 +432,77 @@ async fn an_old_database_is_backfilled(db: Db) {
     drop(s);
     let s = open(&db, Retention::default()).await;
     assert_eq!(alice_usage(&s).await, (4, 2000, 2000));
+}
+
+/// 64 puts at once: the 48 creating new files all succeed (on SQLite
+/// committed in groups, fewer commits than puts), the 16 creating a path
+/// that exists are refused each with its own conflict and change nothing;
+/// every new file is there with its UUID.
+async fn concurrent_puts_commit_together_and_fail_alone(db: Db) {
+    let s = open(&db, Retention::default()).await;
+    let taken = Uuid::new_v4();
+    put(&s, "/vo1/taken", 0, &ex(taken, &["t"], 1)).await;
+    let mut tasks = Vec::new();
+    for i in 0..64u64 {
+        let s = s.clone();
+        tasks.push(tokio::spawn(async move {
+            let path = if i % 4 == 3 {
+                "/vo1/taken".to_owned()
+            } else {
+                format!("/vo1/f{i}")
+            };
+            let file = Uuid::new_v4();
+            let x = ex(file, &[&format!("k{i}")], 1);
+            let p = NsPath::parse(&path).expect("path");
+            let (id, xml, f, who) = (file.to_string(), exnode::to_xml(&x), facts(&x), alice());
+            let r = s
+                .put_version(&NewVersion {
+                    path: &p,
+                    file: &id,
+                    base_version: 0,
+                    size: x.size,
+                    stored: x.stored_bytes(),
+                    exnode: &xml,
+                    key_id: None,
+                    writer: &who,
+                    wrapped_keys: &[],
+                    facts: &f,
+                })
+                .await;
+            (path, id, r)
+        }));
+    }
+    let (mut made, mut refused) = (Vec::new(), 0);
+    for t in tasks {
+        let (path, id, r) = t.await.expect("a put task");
+        match r {
+            Ok(put) => {
+                assert_eq!(put.version, 1, "{path}");
+                made.push((path, id));
+            }
+            Err(StoreError::Conflict(m)) => {
+                assert_eq!(path, "/vo1/taken");
+                assert!(m.contains("/vo1/taken exists"), "{m}");
+                refused += 1;
+            }
+            Err(e) => panic!("{path}: {e}"),
+        }
+    }
+    assert_eq!((made.len(), refused), (48, 16));
+    for (path, id) in &made {
+        let e = s.entry(path).await.expect("entry").expect("the file");
+        assert_eq!(&e.id, id, "{path}");
+        assert_eq!(e.current_version, 1, "{path}");
+    }
+    let e = s.entry("/vo1/taken").await.expect("entry").expect("taken");
+    assert_eq!(e.id, taken.to_string(), "the refused puts changed nothing");
+    let (versions, logical, _) = alice_usage(&s).await;
+    assert_eq!((versions, logical), (49, 49 * 1000));
+    let (groups, puts) = s.put_groups();
+    if s.backend() == Backend::Sqlite {
+        assert_eq!(puts, 49, "every put committed counted once");
+        assert!(groups < puts, "{puts} puts in {groups} commits");
+    } else {
+        assert_eq!((groups, puts), (0, 0), "PostgreSQL commits each put alone");
+    }
 }

@@ -20,14 +20,18 @@ use super::{
 
 #[derive(Args)]
 pub struct UploadArgs {
-    /// The file to upload, or - for standard input (with -r: a directory)
-    src: PathBuf,
-    /// Destination in the metadata manager: /VO/dir/name
-    #[arg(required_unless_present = "xnd")]
-    dest: Option<String>,
+    /// SRC... DEST: the file to upload (- for standard input; with -r a
+    /// directory), then its destination in the metadata manager,
+    /// /VO/dir/name. Several files (or a DEST ending in /) go into the
+    /// existing directory DEST, each as DEST/NAME. With --xnd: SRC only
+    #[arg(value_name = "SRC... DEST", required = true)]
+    paths: Vec<PathBuf>,
     /// Write the exNode to this file instead of the metadata manager
-    #[arg(long, value_name = "FILE", conflicts_with = "dest")]
+    #[arg(long, value_name = "FILE")]
     xnd: Option<PathBuf>,
+    /// Several files: how many are uploaded at once
+    #[arg(short, long, value_name = "N", default_value_t = lors::files::tree::DEFAULT_JOBS)]
+    jobs: usize,
     /// Block size, e.g. 8MiB [default: 8MiB]
     #[arg(long, value_name = "SIZE", value_parser = depots::parse_size)]
     block_size: Option<u64>,
@@ -60,28 +64,72 @@ pub struct UploadArgs {
     grid: GridArgs,
 }
 
+/// The sources and the destination path of `lors upload SRC... [DEST]`
+/// (no DEST with --xnd).
+fn sources(a: &UploadArgs) -> Result<(Vec<PathBuf>, Option<String>), Error> {
+    let mut paths = a.paths.clone();
+    if a.xnd.is_some() {
+        if paths.len() != 1 {
+            return Err(Error::Usage(
+                "--xnd FILE takes one source and no destination path".into(),
+            ));
+        }
+        return Ok((paths, None));
+    }
+    if paths.len() < 2 {
+        return Err(Error::Usage("give a destination path or --xnd FILE".into()));
+    }
+    let dest = paths.pop().unwrap_or_default();
+    let dest = dest
+        .to_str()
+        .ok_or_else(|| Error::Usage(format!("{}: not UTF-8", dest.display())))?
+        .to_owned();
+    Ok((paths, Some(dest)))
+}
+
 pub fn upload(a: UploadArgs) -> Result<u8, Error> {
+    let (srcs, dest_path) = sources(&a)?;
+    let src = srcs[0].clone();
     let cfg = config()?;
     let grid = a.grid.grid(&cfg)?;
-    let stdin = a.src.as_os_str() == "-";
-    let s = settings(&a, &cfg, &grid, stdin);
+    let stdin = src.as_os_str() == "-";
+    let s = settings(&a, &src, &cfg, &grid, stdin);
+    let session = |grid, s| crate::cli_tree::Session {
+        grid,
+        settings: s,
+        jobs: a.jobs,
+        threads: DEFAULT_THREADS,
+        json: a.grid.json,
+        quiet: a.grid.quiet,
+    };
     if a.recursive {
-        let dest = a
-            .dest
-            .clone()
-            .ok_or_else(|| Error::Usage("upload -r needs a destination path".into()))?;
-        let session = crate::cli_tree::Session {
-            grid,
-            settings: s,
-            jobs: lors::files::tree::DEFAULT_JOBS,
-            threads: DEFAULT_THREADS,
-            json: a.grid.json,
-            quiet: a.grid.quiet,
-        };
-        return crate::cli_tree::upload_r(session, a.src.clone(), dest);
+        let dest =
+            dest_path.ok_or_else(|| Error::Usage("upload -r needs a destination path".into()))?;
+        if srcs.len() > 1 {
+            return Err(Error::Usage(
+                "upload -r takes one directory; lors cp -r for each, or put them in one".into(),
+            ));
+        }
+        return crate::cli_tree::upload_r(session(grid, s), src, dest);
     }
-    let dest = match (&a.dest, &a.xnd) {
-        (Some(p), None) => Dest::Path(p.clone()),
+    if let Some(dir) = dest_path
+        .as_ref()
+        .filter(|d| srcs.len() > 1 || d.ends_with('/'))
+    {
+        if srcs.iter().any(|p| p.as_os_str() == "-") {
+            return Err(Error::Usage(
+                "- (standard input) is uploaded alone, to a file path".into(),
+            ));
+        }
+        if a.resume {
+            return Err(Error::Usage(
+                "--resume takes one file; several are uploaded again with the same command".into(),
+            ));
+        }
+        return crate::cli_tree::upload_files(session(grid, s), srcs, dir.clone());
+    }
+    let dest = match (dest_path, &a.xnd) {
+        (Some(p), None) => Dest::Path(p),
         (None, Some(f)) => Dest::Xnd(f.clone()),
         _ => return Err(Error::Usage("give a destination path or --xnd FILE".into())),
     };
@@ -89,8 +137,8 @@ pub fn upload(a: UploadArgs) -> Result<u8, Error> {
         None
     } else {
         Some(
-            std::fs::metadata(&a.src)
-                .map_err(|e| Error::Local(format!("cannot read {}: {e}", a.src.display())))?
+            std::fs::metadata(&src)
+                .map_err(|e| Error::Local(format!("cannot read {}: {e}", src.display())))?
                 .len(),
         )
     };
@@ -100,7 +148,7 @@ pub fn upload(a: UploadArgs) -> Result<u8, Error> {
                 "--resume needs a file to upload, not standard input".into(),
             ));
         }
-        Some(upload_journal_path(&a.src, &dest)?)
+        Some(upload_journal_path(&src, &dest)?)
     } else {
         None
     };
@@ -130,9 +178,9 @@ pub fn upload(a: UploadArgs) -> Result<u8, Error> {
             let src = tokio::io::stdin();
             files::upload_controlled(&grid, src, None, &dest, &s, progress, &ctl).await
         } else {
-            let f = tokio::fs::File::open(&a.src)
+            let f = tokio::fs::File::open(&src)
                 .await
-                .map_err(|e| Error::Local(format!("cannot read {}: {e}", a.src.display())))?;
+                .map_err(|e| Error::Local(format!("cannot read {}: {e}", src.display())))?;
             // Read with plain reads straight into the blocks (no copy).
             let f = lors::transfer::FileInput::new(f.into_std().await);
             files::upload_controlled(&grid, f, size_hint, &dest, &s, progress, &ctl).await
@@ -213,7 +261,7 @@ fn report_interrupted(e: &Error, ctl: &UploadControl, sig: i32, journal: Option<
 }
 
 /// The upload's settings: options, else configuration, else defaults.
-fn settings(a: &UploadArgs, cfg: &Config, grid: &Grid, stdin: bool) -> UploadSettings {
+fn settings(a: &UploadArgs, src: &Path, cfg: &Config, grid: &Grid, stdin: bool) -> UploadSettings {
     let security: Security =
         a.security
             .map(Security::from)
@@ -244,7 +292,7 @@ fn settings(a: &UploadArgs, cfg: &Config, grid: &Grid, stdin: bool) -> UploadSet
     let filename = if stdin {
         None
     } else {
-        a.src.file_name().map(|n| n.to_string_lossy().into_owned())
+        src.file_name().map(|n| n.to_string_lossy().into_owned())
     };
     UploadSettings {
         block_size: a

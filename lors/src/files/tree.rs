@@ -125,6 +125,15 @@ pub struct Action {
     /// A copy: the source's mtime (set on a downloaded file).
     #[serde(skip)]
     pub mtime: Option<i64>,
+    /// An upload of several files ([`upload_files`]): the local file,
+    /// which is not under the source root.
+    #[serde(skip)]
+    pub from: Option<PathBuf>,
+    /// An upload over an existing grid file: its UUID and current version
+    /// as the destination's listing said (the upload then asks the
+    /// metadata manager nothing before its put).
+    #[serde(skip)]
+    pub over: Option<(uuid::Uuid, u64)>,
 }
 
 /// A file done.
@@ -183,7 +192,13 @@ impl TreeSummary {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Node {
     Dir,
-    File { size: u64, mtime: Option<i64> },
+    File {
+        size: u64,
+        mtime: Option<i64>,
+        /// A grid file: its UUID and current version (an upload over it
+        /// then asks the metadata manager nothing before its put).
+        id: Option<(uuid::Uuid, u64)>,
+    },
 }
 
 /// A tree by relative path (`a/b`, `""` the root), parents before
@@ -401,6 +416,7 @@ fn list_local(
             Node::File {
                 size: m.len(),
                 mtime: Some(m.mtime()),
+                id: None,
             },
         );
         return Ok(out);
@@ -437,6 +453,7 @@ fn list_local(
                     Node::File {
                         size: m.len(),
                         mtime: Some(m.mtime()),
+                        id: None,
                     },
                 );
             } else {
@@ -445,6 +462,12 @@ fn list_local(
         }
     }
     Ok(out)
+}
+
+/// A grid file's UUID and current version, as a listing shows them.
+fn grid_id(e: &metadata_api::files::EntryInfo) -> Option<(uuid::Uuid, u64)> {
+    let id = uuid::Uuid::parse_str(&e.id).ok()?;
+    (e.version > 0).then_some((id, e.version))
 }
 
 /// A grid tree's listing, one `list` per directory, `jobs` at once.
@@ -458,6 +481,7 @@ async fn list_grid(grid: &Grid, root: &str, is_dir: bool, jobs: usize) -> Result
             Node::File {
                 size: e.size,
                 mtime: e.mtime.or(Some(e.updated_at)),
+                id: grid_id(&e),
             },
         );
         return Ok(out);
@@ -491,6 +515,7 @@ async fn list_grid(grid: &Grid, root: &str, is_dir: bool, jobs: usize) -> Result
                         Node::File {
                             size: e.size,
                             mtime: e.mtime.or(Some(e.updated_at)),
+                            id: grid_id(&e),
                         },
                     );
                 }
@@ -604,6 +629,168 @@ pub async fn copy_tree(
     Ok(summary)
 }
 
+/// `lors upload A B C DIR`: local files, each into the existing grid
+/// directory `dir` as `DIR/NAME` (NAME: its last component), like
+/// `cp A B C DIR`. The destination is checked before any data moves: a
+/// missing directory is not found, a file usage (several sources need a
+/// directory), no write right refused. One `list` of `dir` tells which
+/// names exist, so that each file of one block then costs the metadata
+/// manager one put: a new name is created, an existing file gets a new
+/// version over the current one the listing showed (see
+/// [`UploadControl::hint`]). A source that is not a
+/// regular file, a name given twice or a directory in the way at the
+/// destination is that file's failure; the others go on, `jobs` at once,
+/// as in [`copy_tree`].
+pub async fn upload_files(
+    grid: &Grid,
+    srcs: &[PathBuf],
+    dir: &str,
+    opts: &TreeOptions,
+) -> Result<TreeSummary, Error> {
+    let started = Instant::now();
+    let jobs = opts.jobs.clamp(1, MAX_JOBS);
+    let dir = dir.trim_end_matches('/');
+    let root = Side::Grid(dir.to_owned());
+    match look(grid, &root).await? {
+        Found::Missing => {
+            return Err(Error::NotFound(format!(
+                "{dir}: no such directory (several files are uploaded into an existing directory; create it first: lors mkdir -p {dir})"
+            )))
+        }
+        Found::File { .. } => {
+            return Err(Error::Usage(format!(
+                "{dir} is a file, not a directory: several files are uploaded into an existing directory, as DIR/NAME each"
+            )))
+        }
+        Found::Dir { writable: Some(false) } => {
+            return Err(no_write(&root, "uploading into it needs it"))
+        }
+        Found::Dir { .. } => {}
+    }
+    let mut failed = Vec::new();
+    let fail = |failed: &mut Vec<Failure>, path: String, e: &Error| {
+        failed.push(Failure {
+            path,
+            error: e.to_string(),
+            code: e.exit_code(),
+        })
+    };
+    // The sources: regular files, each name once.
+    let mut actions: Vec<Action> = Vec::new();
+    for src in srcs {
+        let shown = src.display().to_string();
+        let m = match std::fs::metadata(src) {
+            Ok(m) => m,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                let e = Error::NotFound(format!("{shown}: no such file"));
+                fail(&mut failed, shown, &e);
+                continue;
+            }
+            Err(e) => {
+                fail(
+                    &mut failed,
+                    shown.clone(),
+                    &Error::Local(format!("{shown}: {e}")),
+                );
+                continue;
+            }
+        };
+        if m.is_dir() {
+            let e = Error::Usage(format!(
+                "{shown} is a directory: upload it with lors cp -r {shown} lors:{dir}"
+            ));
+            fail(&mut failed, shown, &e);
+            continue;
+        }
+        if !m.is_file() {
+            let e = Error::Usage(format!("{shown} is not a regular file"));
+            fail(&mut failed, shown, &e);
+            continue;
+        }
+        let Some(name) = base_name(&Side::Local(src.clone())) else {
+            let e = Error::Usage(format!("{shown}: no UTF-8 file name to upload it under"));
+            fail(&mut failed, shown, &e);
+            continue;
+        };
+        if actions.iter().any(|a| a.path == name) {
+            let e = Error::Usage(format!(
+                "{shown}: another source is uploaded as {}/{name} in this command",
+                dir
+            ));
+            fail(&mut failed, shown, &e);
+            continue;
+        }
+        actions.push(Action {
+            op: Op::Copy,
+            path: name,
+            size: m.len(),
+            mtime: Some(m.mtime()),
+            from: Some(src.clone()),
+            over: None,
+        });
+    }
+    // What is there already: one listing.
+    let there = match need_mdm(grid)?.list(dir).await {
+        Ok(l) => l,
+        // No read right on the directory: each put says what it may do.
+        Err(Error::Forbidden(_)) => Vec::new(),
+        Err(e) => return Err(e),
+    };
+    let prefix = format!("{dir}/");
+    let mut summary = TreeSummary {
+        mode: Mode::Copy,
+        source: srcs
+            .iter()
+            .map(|p| p.display().to_string())
+            .collect::<Vec<_>>()
+            .join(" "),
+        dest: dir.to_owned(),
+        dry_run: opts.dry_run,
+        dirs_created: 0,
+        copied: 0,
+        copied_bytes: 0,
+        skipped: 0,
+        skipped_bytes: 0,
+        deleted: 0,
+        failed: Vec::new(),
+        ignored: Vec::new(),
+        interrupted: false,
+        actions: Vec::new(),
+        seconds: 0.0,
+        files_per_s: 0.0,
+    };
+    actions.retain_mut(|a| {
+        let Some(e) = there
+            .iter()
+            .find(|e| e.path.strip_prefix(&prefix) == Some(a.path.as_str()))
+        else {
+            return true;
+        };
+        if e.kind == EntryKind::Dir {
+            failed.push(Failure {
+                path: join_grid(dir, &a.path),
+                error: format!("{} is a directory in the way of this file", e.path),
+                code: crate::exit::USAGE,
+            });
+            return false;
+        }
+        a.over = grid_id(e);
+        true
+    });
+    summary.failed = failed;
+    if opts.dry_run {
+        summary.actions = actions;
+        summary.seconds = started.elapsed().as_secs_f64();
+        return Ok(summary);
+    }
+    let src = Side::Local(PathBuf::new());
+    run(grid, &src, &root, &actions, opts, jobs, &mut summary).await;
+    summary.interrupted = opts.cancel.is_cancelled();
+    summary.seconds = started.elapsed().as_secs_f64();
+    summary.files_per_s = summary.copied as f64 / summary.seconds.max(1e-9);
+    Ok(summary)
+}
+
 fn join_side(root: &Side, rel: &str) -> String {
     match root {
         Side::Local(p) => join_local(p, rel).display().to_string(),
@@ -638,6 +825,8 @@ fn plan(have: &Listing, there: &Listing, opts: &TreeOptions) -> Plan {
                 path: rel.clone(),
                 size: 0,
                 mtime: None,
+                from: None,
+                over: None,
             }),
             (Node::Dir, Some(Node::Dir)) => {}
             (Node::Dir, Some(Node::File { .. })) => {
@@ -652,10 +841,11 @@ fn plan(have: &Listing, there: &Listing, opts: &TreeOptions) -> Plan {
                 conflicts.push((rel.clone(), "a directory is in the way of this file".into()))
             }
             (
-                Node::File { size, mtime },
+                Node::File { size, mtime, .. },
                 Some(Node::File {
                     size: s2,
                     mtime: m2,
+                    id,
                 }),
             ) => {
                 let same = size == s2 && (opts.checksum || (mtime.is_some() && mtime == m2));
@@ -669,13 +859,17 @@ fn plan(have: &Listing, there: &Listing, opts: &TreeOptions) -> Plan {
                     path: rel.clone(),
                     size: *size,
                     mtime: *mtime,
+                    from: None,
+                    over: *id,
                 });
             }
-            (Node::File { size, mtime }, None) => actions.push(Action {
+            (Node::File { size, mtime, .. }, None) => actions.push(Action {
                 op: Op::Copy,
                 path: rel.clone(),
                 size: *size,
                 mtime: *mtime,
+                from: None,
+                over: None,
             }),
         }
     }
@@ -701,6 +895,8 @@ fn plan(have: &Listing, there: &Listing, opts: &TreeOptions) -> Plan {
                     Node::Dir => 0,
                 },
                 mtime: None,
+                from: None,
+                over: None,
             });
         }
         // With the things in their way gone, the conflicts are copies.
@@ -717,21 +913,27 @@ fn plan(have: &Listing, there: &Listing, opts: &TreeOptions) -> Plan {
                                 path: r.clone(),
                                 size: 0,
                                 mtime: None,
+                                from: None,
+                                over: None,
                             },
-                            Node::File { size, mtime } => Action {
+                            Node::File { size, mtime, .. } => Action {
                                 op: Op::Copy,
                                 path: r.clone(),
                                 size: *size,
                                 mtime: *mtime,
+                                from: None,
+                                over: None,
                             },
                         });
                     }
                 }
-                Some(Node::File { size, mtime }) => actions.push(Action {
+                Some(Node::File { size, mtime, .. }) => actions.push(Action {
                     op: Op::Copy,
                     path: rel,
                     size: *size,
                     mtime: *mtime,
+                    from: None,
+                    over: None,
                 }),
                 None => {}
             }
@@ -975,7 +1177,7 @@ async fn copy_one(
 ) -> Result<(), Error> {
     match (src, root) {
         (Side::Local(from), Side::Grid(to)) => {
-            let path = join_local(from, &a.path);
+            let path = a.from.clone().unwrap_or_else(|| join_local(from, &a.path));
             let f = tokio::fs::File::open(&path)
                 .await
                 .map_err(|e| Error::Local(format!("cannot read {}: {e}", path.display())))?;
@@ -988,6 +1190,7 @@ async fn copy_one(
             let mut ctl = UploadControl::default();
             ctl.cancel = opts.cancel.child_token();
             ctl.mtime = Some(m.mtime());
+            ctl.hint = a.over;
             let dest = super::Dest::Path(join_grid(to, &a.path));
             super::upload_controlled(
                 grid,
@@ -1171,6 +1374,7 @@ mod tests {
         Node::File {
             size,
             mtime: Some(mtime),
+            id: None,
         }
     }
 

@@ -94,6 +94,12 @@ pub struct UploadControl {
     /// it, so a version registered meanwhile makes the metadata manager
     /// refuse it too (409). `None`: over whatever version is current.
     pub base_version: Option<u64>,
+    /// What the caller believes the destination's file UUID and current
+    /// version are (from a listing): a one-block upload then asks the
+    /// metadata manager nothing before its put, and if another version is
+    /// current by then, asks and stores its block again, as when it guessed
+    /// a new file (see [`upload_controlled`]). `None`: guessed new.
+    pub hint: Option<(Uuid, u64)>,
     interrupted: Mutex<Option<Interrupted>>,
 }
 
@@ -211,6 +217,14 @@ where
 /// [`upload_with`], journaled in `ctl.journal` and stopped when
 /// `ctl.cancel` is cancelled (then [`UploadControl::interrupted`] says what
 /// it released or kept).
+///
+/// The metadata manager is asked once per small file: an upload of one
+/// block to a path, not journaled and over whatever version is current,
+/// reads its bytes first and is put as a new file (version 1, a fresh
+/// UUID), or over what [`UploadControl::hint`] says, without asking
+/// anything before. Only if that was wrong (the put answers conflict) is
+/// its block released, the current version asked for, and the same bytes
+/// stored again under the file's UUID (to which the depots bind them).
 pub async fn upload_controlled<R>(
     grid: &Grid,
     src: R,
@@ -219,6 +233,80 @@ pub async fn upload_controlled<R>(
     s: &UploadSettings,
     progress: Option<Progress>,
     ctl: &UploadControl,
+) -> Result<UploadSummary, Error>
+where
+    R: transfer::Input,
+{
+    let one_block = size_hint.is_some_and(|n| n <= s.block_size);
+    let guess = matches!(dest, Dest::Path(_))
+        && one_block
+        && ctl.journal.is_none()
+        && ctl.base_version.is_none();
+    if !guess {
+        return upload_known(grid, src, size_hint, dest, s, progress, ctl, None).await;
+    }
+    let mut src = src;
+    let hint = size_hint.unwrap_or(0);
+    let buf = Vec::with_capacity(usize::try_from(hint.saturating_add(1)).unwrap_or(0));
+    let max = usize::try_from(s.block_size.saturating_add(1)).unwrap_or(usize::MAX);
+    let (buf, r) = src.read_block(buf, max).await;
+    r.map_err(|e| Error::Local(format!("cannot read the source: {e}")))?;
+    if buf.len() as u64 > s.block_size {
+        // Longer than its size said: an ordinary upload of it all.
+        let all = Prefixed {
+            head: buf,
+            at: 0,
+            rest: src,
+        };
+        return upload_known(grid, all, size_hint, dest, s, progress, ctl, None).await;
+    }
+    let n = Some(buf.len() as u64);
+    let guess = Some(ctl.hint.unwrap_or_else(|| (Uuid::new_v4(), 0)));
+    match upload_known(grid, &buf[..], n, dest, s, progress.clone(), ctl, guess).await {
+        Err(Error::Conflict(why)) if !ctl.cancel.is_cancelled() => {
+            tracing::debug!(dest = %dest_text(dest), %why, "exists: stored again under its UUID");
+        }
+        r => return r,
+    }
+    upload_known(grid, &buf[..], n, dest, s, progress, ctl, None).await
+}
+
+/// Bytes already read (`head` from `at`), then the rest of the input.
+struct Prefixed<R> {
+    head: Vec<u8>,
+    at: usize,
+    rest: R,
+}
+
+impl<R: transfer::Input> transfer::Input for Prefixed<R> {
+    async fn read_block(
+        &mut self,
+        mut buf: Vec<u8>,
+        max: usize,
+    ) -> (Vec<u8>, std::io::Result<usize>) {
+        let take = (self.head.len() - self.at).min(max);
+        buf.extend_from_slice(&self.head[self.at..self.at + take]);
+        self.at += take;
+        if take == max {
+            return (buf, Ok(take));
+        }
+        let (buf, r) = self.rest.read_block(buf, max - take).await;
+        (buf, r.map(|n| n + take))
+    }
+}
+
+/// [`upload_controlled`] with the file and base version `known` (else
+/// asked, or given in `ctl`).
+#[allow(clippy::too_many_arguments)]
+async fn upload_known<R>(
+    grid: &Grid,
+    src: R,
+    size_hint: Option<u64>,
+    dest: &Dest,
+    s: &UploadSettings,
+    progress: Option<Progress>,
+    ctl: &UploadControl,
+    known: Option<(Uuid, u64)>,
 ) -> Result<UploadSummary, Error>
 where
     R: transfer::Input,
@@ -235,7 +323,18 @@ where
         Dest::Xnd(_) => grid,
     };
     refuse_secure_xnd(dest, s)?;
-    let (file, base_version) = file_and_version(grid, dest, size_hint, s.block_size).await?;
+    // A one-block upload that must create the file moves at most that
+    // block before the put says whether the path is free; a longer one
+    // asks first (nothing moves if not).
+    let one_block = size_hint.is_some_and(|n| n <= s.block_size);
+    let known = known.or(match ctl.base_version {
+        Some(0) if one_block && matches!(dest, Dest::Path(_)) => Some((Uuid::new_v4(), 0)),
+        _ => None,
+    });
+    let (file, base_version) = match known {
+        Some(k) => k,
+        None => file_and_version(grid, dest, size_hint, s.block_size).await?,
+    };
     if let Some(want) = ctl.base_version.filter(|w| *w != base_version) {
         return Err(Error::Conflict(format!(
             "{}: its current version is {base_version}, not {want} as when it was opened \
@@ -998,5 +1097,28 @@ async fn register(
             write_atomic(f, xml.as_bytes())?;
             Ok((f.display().to_string(), x.version))
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::transfer::Input;
+
+    #[tokio::test]
+    async fn prefixed_gives_the_head_then_the_rest() {
+        let mut p = Prefixed {
+            head: b"abcde".to_vec(),
+            at: 0,
+            rest: &b"fghij"[..],
+        };
+        let (b, r) = p.read_block(Vec::new(), 3).await;
+        assert_eq!((b.as_slice(), r.unwrap()), (&b"abc"[..], 3));
+        let (b, r) = p.read_block(Vec::new(), 4).await;
+        assert_eq!((b.as_slice(), r.unwrap()), (&b"defg"[..], 4));
+        let (b, r) = p.read_block(Vec::new(), 10).await;
+        assert_eq!((b.as_slice(), r.unwrap()), (&b"hij"[..], 3));
+        let (b, r) = p.read_block(Vec::new(), 10).await;
+        assert_eq!((b.len(), r.unwrap()), (0, 0));
     }
 }

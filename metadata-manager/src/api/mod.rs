@@ -104,7 +104,7 @@ impl From<StoreError> for ApiError {
                 };
                 ApiError::forbidden(q.to_string()).with_detail("quota", detail)
             }
-            StoreError::Database(_) | StoreError::Invalid(_) => {
+            StoreError::Database(_) | StoreError::Invalid(_) | StoreError::Group(_) => {
                 tracing::error!(error = %e, "database operation failed");
                 ApiError::internal("database error")
             }

@@ -182,26 +182,35 @@ pub(super) async fn create_entry(
     let parent = path
         .parent()
         .ok_or_else(|| StoreError::Refused(format!("{path} is a VO root")))?;
-    let prow = sqlx::query("SELECT id, kind FROM entries WHERE path = $1")
-        .bind(parent.as_str())
-        .fetch_optional(&mut **tx)
-        .await?;
-    let Some(prow) = prow else {
+    // The parent, the path and the id, in one query. Checked first: on
+    // PostgreSQL a failed statement aborts the transaction, so the unique
+    // keys below only settle races.
+    let rows =
+        sqlx::query("SELECT id, path, kind FROM entries WHERE path = $1 OR path = $2 OR id = $3")
+            .bind(parent.as_str())
+            .bind(path.as_str())
+            .bind(id)
+            .fetch_all(&mut **tx)
+            .await?;
+    let mut parent_row = None;
+    let (mut path_taken, mut id_taken) = (false, false);
+    for r in &rows {
+        let (rid, rpath): (String, String) = (r.try_get("id")?, r.try_get("path")?);
+        if rpath == parent.as_str() {
+            parent_row = Some((rid.clone(), r.try_get::<String, _>("kind")?));
+        }
+        path_taken |= rpath == path.as_str();
+        id_taken |= rid == id;
+    }
+    let Some((parent_id, parent_kind)) = parent_row else {
         return Err(StoreError::NotFound(format!(
             "directory {parent} does not exist (create it first)"
         )));
     };
-    if prow.try_get::<String, _>("kind")? != "dir" {
+    if parent_kind != "dir" {
         return Err(StoreError::Refused(format!("{parent} is not a directory")));
     }
-    let parent_id: String = prow.try_get("id")?;
-    // Check first: on PostgreSQL a failed statement aborts the transaction,
-    // so the unique keys below only settle races.
-    let by_path = sqlx::query("SELECT id FROM entries WHERE path = $1")
-        .bind(path.as_str())
-        .fetch_optional(&mut **tx)
-        .await?;
-    if by_path.is_some() {
+    if path_taken {
         return Err(StoreError::Conflict(match kind {
             Kind::File => {
                 format!("{path} exists (to replace a file, give its current version as the base)")
@@ -209,11 +218,7 @@ pub(super) async fn create_entry(
             Kind::Dir => format!("{path} exists"),
         }));
     }
-    let by_id = sqlx::query("SELECT path FROM entries WHERE id = $1")
-        .bind(id)
-        .fetch_optional(&mut **tx)
-        .await?;
-    if by_id.is_some() {
+    if id_taken {
         return Err(StoreError::Conflict(format!(
             "UUID {id} is already used by another file"
         )));

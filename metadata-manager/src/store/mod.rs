@@ -334,6 +334,10 @@ pub enum StoreError {
     /// A quota would be exceeded; nothing was changed.
     #[error("{0}")]
     Quota(Box<QuotaExceeded>),
+    /// The transaction a put was grouped in failed (its begin or commit,
+    /// said here): nothing of the group was changed.
+    #[error("database: {0}")]
+    Group(String),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -444,6 +448,12 @@ pub struct Store {
     backend: Backend,
     /// Serializes write transactions on SQLite (see the module comment).
     writer: Arc<tokio::sync::Mutex<()>>,
+    /// Puts waiting for the SQLite writer, run together in one
+    /// transaction by the next to hold it (group commit, see
+    /// [`Store::put_version`]).
+    group: Arc<std::sync::Mutex<Vec<versions::Queued>>>,
+    /// Groups of puts committed, and the puts in them.
+    grouped: Arc<(std::sync::atomic::AtomicU64, std::sync::atomic::AtomicU64)>,
     limits: Limits,
     retention: Arc<Retention>,
     /// Where the time of each operation is counted (`/metrics`).
@@ -552,6 +562,8 @@ impl Store {
             pool,
             backend,
             writer: Arc::new(tokio::sync::Mutex::new(())),
+            group: Arc::default(),
+            grouped: Arc::default(),
             limits,
             retention: Arc::new(Retention::default()),
             metrics: None,

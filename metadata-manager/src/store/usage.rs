@@ -153,36 +153,28 @@ pub(super) async fn charge(
         ),
     ];
     for (key, entry_limit, byte_limit) in rows {
-        sqlx::query(
-            "INSERT INTO quota_usage (vo, owner, entries, exnode_bytes) VALUES ($1, $2, 0, 0)
-             ON CONFLICT (vo, owner) DO NOTHING",
-        )
-        .bind(vo)
-        .bind(key)
-        .execute(&mut **tx)
-        .await?;
-        sqlx::query(
-            "UPDATE quota_usage
-                SET entries = CASE WHEN entries + $3 < 0 THEN 0 ELSE entries + $3 END,
-                    exnode_bytes = CASE WHEN exnode_bytes + $4 < 0 THEN 0 ELSE exnode_bytes + $4 END
-              WHERE vo = $1 AND owner = $2",
+        // One statement: the row made if missing, changed (never below
+        // zero), and read back.
+        let row = sqlx::query(
+            "INSERT INTO quota_usage (vo, owner, entries, exnode_bytes)
+             VALUES ($1, $2, CASE WHEN $3 < 0 THEN 0 ELSE $3 END,
+                     CASE WHEN $4 < 0 THEN 0 ELSE $4 END)
+             ON CONFLICT (vo, owner) DO UPDATE
+                SET entries = CASE WHEN quota_usage.entries + $3 < 0 THEN 0
+                                   ELSE quota_usage.entries + $3 END,
+                    exnode_bytes = CASE WHEN quota_usage.exnode_bytes + $4 < 0 THEN 0
+                                        ELSE quota_usage.exnode_bytes + $4 END
+             RETURNING entries, exnode_bytes",
         )
         .bind(vo)
         .bind(key)
         .bind(entries)
         .bind(bytes)
-        .execute(&mut **tx)
+        .fetch_one(&mut **tx)
         .await?;
         if entries <= 0 && bytes <= 0 {
             continue;
         }
-        let row = sqlx::query(
-            "SELECT entries, exnode_bytes FROM quota_usage WHERE vo = $1 AND owner = $2",
-        )
-        .bind(vo)
-        .bind(key)
-        .fetch_one(&mut **tx)
-        .await?;
         let now_entries = unsigned("entries", row.try_get("entries")?)?;
         let now_bytes = unsigned("exnode_bytes", row.try_get("exnode_bytes")?)?;
         for (delta, now, (limit, max)) in [

@@ -99,61 +99,134 @@ impl Store {
     /// dropped in the same transaction. Returns the new version number
     /// and what was dropped, with the MANAGE capabilities of the
     /// allocations no remaining version uses (for the client to release).
+    ///
+    /// On SQLite puts are committed in groups: a put queues itself, and
+    /// whoever next holds the writer lock runs every put queued by then,
+    /// in transactions of up to [`GROUP_BYTES`] of exNodes, each put in a
+    /// savepoint of its own (a put that fails
+    /// is rolled back alone and answered with its error), then commits
+    /// once (one fsync for the group) and only then answers the puts it
+    /// committed. Under load a put thus waits for at most the group before
+    /// it, and an answered put is committed. The group runs in a task of
+    /// its own, so a caller that goes away cancels nobody's put. On
+    /// PostgreSQL each put is its own transaction (writers run
+    /// concurrently there), by the same statements.
     pub async fn put_version(&self, v: &NewVersion<'_>) -> Result<Put, StoreError> {
         let _db = self.timer("put_version");
+        if self.backend == Backend::Sqlite {
+            return self.put_grouped(Owned::of(v)).await;
+        }
         let (mut tx, _g) = self.write().await?;
-        let t = now();
-        let next = v
-            .base_version
-            .checked_add(1)
-            .ok_or_else(|| StoreError::Refused("version number overflow".into()))?;
-        // What the version stores: its exNode and the keys sent with it
-        // (keys carried over from the base version are added below).
-        let bytes = v
-            .wrapped_keys
-            .iter()
-            .fold(v.exnode.len() as u64, |n, (r, w)| {
-                n.saturating_add((r.len() + w.len()) as u64)
-            });
-        if v.base_version == 0 {
-            create_file(&mut tx, &self.limits, v, bytes, t).await?;
-        } else {
-            advance_file(&mut tx, &self.limits, v, next, bytes, t).await?;
-        }
-        insert_version(&mut tx, v, next, t).await?;
-        // A version made by maintenance (refresh, trim, augment, repair)
-        // keeps its base version's data key (same key id): the base
-        // version's wrapped keys carry over, for every recipient the put
-        // did not wrap for itself, so people the file is shared with (and
-        // the escrow) keep reading it.
-        if v.base_version > 0 {
-            if let Some(key_id) = v.key_id {
-                carry_wrapped_keys(&mut tx, &self.limits, v, next, key_id).await?;
-            }
-        }
-        let mut pruned = Vec::new();
-        if v.base_version > 0 {
-            forget_released(&mut tx, v.file, v.base_version, next).await?;
-            let keep = keep_in(&mut tx, &self.retention, v.path).await?.keep;
-            let rows =
-                sqlx::query("SELECT version FROM versions WHERE file = $1 ORDER BY version DESC")
-                    .bind(v.file)
-                    .fetch_all(&mut *tx)
-                    .await?;
-            let entry = file_entry(&mut tx, v.file).await?;
-            for r in rows
-                .iter()
-                .skip(usize::try_from(keep).unwrap_or(usize::MAX))
-            {
-                let old = unsigned("version", r.try_get("version")?)?;
-                pruned.push(drop_version(&mut tx, &self.limits, &entry, old).await?);
-            }
-        }
+        let put = put_in(&mut tx, &self.limits, &self.retention, v).await?;
         tx.commit().await?;
-        Ok(Put {
-            version: next,
-            pruned,
-        })
+        Ok(put)
+    }
+
+    /// Groups of puts committed so far (SQLite), and the puts they held.
+    pub fn put_groups(&self) -> (u64, u64) {
+        use std::sync::atomic::Ordering::Relaxed;
+        (self.grouped.0.load(Relaxed), self.grouped.1.load(Relaxed))
+    }
+
+    /// [`Store::put_version`] on SQLite: queued, and run with the puts
+    /// queued beside it.
+    async fn put_grouped(&self, v: Owned) -> Result<Put, StoreError> {
+        let (answer, rx) = tokio::sync::oneshot::channel();
+        self.group
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(Queued { v, answer });
+        let store = self.clone();
+        let run = tokio::spawn(async move {
+            let _g = store.writer.clone().lock_owned().await;
+            // Every put queued by now, in groups of at most GROUP_BYTES
+            // of exNodes (a large exNode goes alone: a group is written
+            // to the WAL whole before it is committed).
+            loop {
+                let jobs = {
+                    let mut q = store.group.lock().unwrap_or_else(|p| p.into_inner());
+                    let mut bytes = 0usize;
+                    let n = q
+                        .iter()
+                        .take_while(|j| {
+                            let first = bytes == 0;
+                            bytes = bytes.saturating_add(j.v.exnode.len().max(1));
+                            first || bytes <= GROUP_BYTES
+                        })
+                        .count();
+                    q.drain(..n).collect::<Vec<_>>()
+                };
+                if jobs.is_empty() {
+                    break;
+                }
+                store.run_group(jobs).await;
+            }
+        });
+        // Once that task held the writer, this put was run by it or by a
+        // group before it, and answered.
+        if let Err(e) = run.await {
+            tracing::error!(error = %e, "a group of puts failed");
+        }
+        rx.await
+            .map_err(|_| StoreError::Group("the put's group was abandoned".into()))?
+    }
+
+    /// Runs `jobs` in one transaction (the writer lock held), each in a
+    /// savepoint; answers each.
+    async fn run_group(&self, jobs: Vec<Queued>) {
+        let group = jobs.len();
+        let mut tx = match db::begin_write(&self.pool, self.backend).await {
+            Ok(tx) => tx,
+            Err(e) => return answer_all(jobs.into_iter().map(|j| j.answer), &e),
+        };
+        let mut done: Vec<(tokio::sync::oneshot::Sender<Result<Put, StoreError>>, Put)> =
+            Vec::with_capacity(group);
+        let mut jobs = jobs.into_iter();
+        while let Some(job) = jobs.next() {
+            let v = job.v.as_new();
+            let r = match sqlx::query("SAVEPOINT put").execute(&mut *tx).await {
+                Ok(_) => put_in(&mut tx, &self.limits, &self.retention, &v).await,
+                Err(e) => Err(e.into()),
+            };
+            let end = match &r {
+                Ok(_) => "RELEASE SAVEPOINT put",
+                Err(_) => "ROLLBACK TO SAVEPOINT put",
+            };
+            let ended = sqlx::query(end).execute(&mut *tx).await;
+            let ended = match (ended, r.is_err()) {
+                (Ok(_), true) => sqlx::query("RELEASE SAVEPOINT put").execute(&mut *tx).await,
+                (e, _) => e,
+            };
+            if let Err(e) = ended {
+                // The transaction is in an unknown state: none of the
+                // group is committed (dropped, it rolls back).
+                drop(tx);
+                let rest = std::iter::once(job.answer)
+                    .chain(done.into_iter().map(|(a, _)| a))
+                    .chain(jobs.map(|j| j.answer));
+                return answer_all(rest, &e);
+            }
+            match r {
+                Ok(put) => done.push((job.answer, put)),
+                Err(e) => {
+                    let _ = job.answer.send(Err(e));
+                }
+            }
+        }
+        match tx.commit().await {
+            Ok(()) => {
+                use std::sync::atomic::Ordering::Relaxed;
+                self.grouped.0.fetch_add(1, Relaxed);
+                self.grouped.1.fetch_add(done.len() as u64, Relaxed);
+                if group > 1 {
+                    tracing::debug!(group, committed = done.len(), "puts committed together");
+                }
+                for (answer, put) in done {
+                    let _ = answer.send(Ok(put));
+                }
+            }
+            Err(e) => answer_all(done.into_iter().map(|(a, _)| a), &e),
+        }
     }
 
     /// Number of versions of a file and bytes they hold on depots (each
@@ -772,4 +845,140 @@ async fn carry_wrapped_keys(
     let owner = file_owner(tx, v.file).await?;
     charge(tx, limits, v.path.vo(), &owner, 0, carried).await?;
     Ok(())
+}
+
+/// Most bytes of exNodes committed in one group (see
+/// [`Store::put_version`]); a put larger than this is committed alone.
+const GROUP_BYTES: usize = 1 << 20;
+
+/// A put queued for the SQLite writer, and where its answer goes.
+pub(crate) struct Queued {
+    v: Owned,
+    answer: tokio::sync::oneshot::Sender<Result<Put, StoreError>>,
+}
+
+impl std::fmt::Debug for Queued {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Queued")
+            .field("path", &self.v.path.as_str())
+            .field("base_version", &self.v.base_version)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A [`NewVersion`] owned, to wait in the group queue.
+struct Owned {
+    path: NsPath,
+    file: String,
+    base_version: u64,
+    size: u64,
+    stored: u64,
+    exnode: String,
+    key_id: Option<String>,
+    writer: Principal,
+    wrapped_keys: Vec<(String, String)>,
+    facts: crate::allocations::Facts,
+}
+
+impl Owned {
+    fn of(v: &NewVersion<'_>) -> Owned {
+        Owned {
+            path: v.path.clone(),
+            file: v.file.to_owned(),
+            base_version: v.base_version,
+            size: v.size,
+            stored: v.stored,
+            exnode: v.exnode.to_owned(),
+            key_id: v.key_id.map(str::to_owned),
+            writer: v.writer.clone(),
+            wrapped_keys: v.wrapped_keys.to_vec(),
+            facts: v.facts.clone(),
+        }
+    }
+
+    fn as_new(&self) -> NewVersion<'_> {
+        NewVersion {
+            path: &self.path,
+            file: &self.file,
+            base_version: self.base_version,
+            size: self.size,
+            stored: self.stored,
+            exnode: &self.exnode,
+            key_id: self.key_id.as_deref(),
+            writer: &self.writer,
+            wrapped_keys: &self.wrapped_keys,
+            facts: &self.facts,
+        }
+    }
+}
+
+/// Answers every put of a group that failed as a whole with `e`.
+fn answer_all(
+    answers: impl Iterator<Item = tokio::sync::oneshot::Sender<Result<Put, StoreError>>>,
+    e: &sqlx::Error,
+) {
+    tracing::error!(error = %e, "a group of puts failed; none of it was committed");
+    for a in answers {
+        let _ = a.send(Err(StoreError::Group(e.to_string())));
+    }
+}
+
+/// The statements of a put ([`Store::put_version`]) in `tx`.
+async fn put_in(
+    tx: &mut Tx<'_>,
+    limits: &Limits,
+    retention: &Retention,
+    v: &NewVersion<'_>,
+) -> Result<Put, StoreError> {
+    let t = now();
+    let next = v
+        .base_version
+        .checked_add(1)
+        .ok_or_else(|| StoreError::Refused("version number overflow".into()))?;
+    // What the version stores: its exNode and the keys sent with it
+    // (keys carried over from the base version are added below).
+    let bytes = v
+        .wrapped_keys
+        .iter()
+        .fold(v.exnode.len() as u64, |n, (r, w)| {
+            n.saturating_add((r.len() + w.len()) as u64)
+        });
+    if v.base_version == 0 {
+        create_file(tx, limits, v, bytes, t).await?;
+    } else {
+        advance_file(tx, limits, v, next, bytes, t).await?;
+    }
+    insert_version(tx, v, next, t).await?;
+    // A version made by maintenance (refresh, trim, augment, repair)
+    // keeps its base version's data key (same key id): the base
+    // version's wrapped keys carry over, for every recipient the put
+    // did not wrap for itself, so people the file is shared with (and
+    // the escrow) keep reading it.
+    if v.base_version > 0 {
+        if let Some(key_id) = v.key_id {
+            carry_wrapped_keys(tx, limits, v, next, key_id).await?;
+        }
+    }
+    let mut pruned = Vec::new();
+    if v.base_version > 0 {
+        forget_released(tx, v.file, v.base_version, next).await?;
+        let keep = keep_in(tx, retention, v.path).await?.keep;
+        let rows =
+            sqlx::query("SELECT version FROM versions WHERE file = $1 ORDER BY version DESC")
+                .bind(v.file)
+                .fetch_all(&mut **tx)
+                .await?;
+        let entry = file_entry(tx, v.file).await?;
+        for r in rows
+            .iter()
+            .skip(usize::try_from(keep).unwrap_or(usize::MAX))
+        {
+            let old = unsigned("version", r.try_get("version")?)?;
+            pruned.push(drop_version(tx, limits, &entry, old).await?);
+        }
+    }
+    Ok(Put {
+        version: next,
+        pruned,
+    })
 }

@@ -29,4 +29,4 @@ pub use quota::{
 pub use service::{
     keys, replicas_share_database, shutdown_is_prompt, usage, usage_of_another_vo_is_refused,
 };
-pub use versions::versions_and_retention;
+pub use versions::{acknowledged_puts_survive_sigkill, versions_and_retention};

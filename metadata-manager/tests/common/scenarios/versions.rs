@@ -148,3 +148,109 @@ pub async fn versions_and_retention(db: Db) {
         .await
         .refused(400, "is a directory");
 }
+
+/// Group commit keeps every answered put: sixteen writers on their own
+/// connections create files at once (on SQLite the puts commit in groups,
+/// one transaction each), every fifth put a refused one (a path that
+/// exists: 409, rolled back alone inside its group); the manager is
+/// killed with SIGKILL while puts are in flight. A manager started again
+/// on the database serves every put that was answered 200, with its
+/// UUID and size, and none that was refused.
+pub async fn acknowledged_puts_survive_sigkill(db: Db) {
+    use std::sync::{Arc, Mutex};
+    let mut g = Grid::start(db, Settings::default());
+    let alice_u = g.pki.user("alice", "vo1", "alice", &[]);
+    g.introduce(&[&alice_u]).await;
+    let a = g.client(&alice_u);
+    a.mkdir("/vo1/d").await.ok();
+    let taken = a.create("/vo1/d/taken", 7).await;
+    let acked: Arc<Mutex<Vec<(String, Uuid, u64)>>> = Arc::default();
+    let refused = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let enough = Arc::new(tokio::sync::Notify::new());
+    const KILL_AFTER: usize = 150;
+    let mut tasks = Vec::new();
+    for w in 0..16u64 {
+        let c = g.client(&alice_u);
+        let (acked, refused, enough) = (acked.clone(), refused.clone(), enough.clone());
+        tasks.push(tokio::spawn(async move {
+            for n in 0..10_000u64 {
+                let (path, id, size) = if n % 5 == 4 {
+                    ("/vo1/d/taken".to_owned(), Uuid::new_v4(), 1)
+                } else {
+                    (
+                        format!("/vo1/d/w{w}-{n}"),
+                        Uuid::new_v4(),
+                        100 + w * 1000 + n,
+                    )
+                };
+                let doc = exnode::to_xml(&crate::common::exnode_of(id, size, 1));
+                let body =
+                    json!({ "path": path, "base_version": 0, "exnode": doc, "wrapped_keys": [] });
+                let r = c
+                    .try_call(
+                        ibp_https::Method::POST,
+                        "/v1/put",
+                        Some(serde_json::to_vec(&body).unwrap()),
+                    )
+                    .await;
+                match r {
+                    Ok(r) if r.status == 200 => {
+                        assert_eq!(r.body["version"], 1, "{path}");
+                        let mut l = acked.lock().unwrap();
+                        l.push((path, id, size));
+                        if l.len() >= KILL_AFTER {
+                            enough.notify_one();
+                        }
+                    }
+                    Ok(r) if path == "/vo1/d/taken" => {
+                        r.refused(409, "/vo1/d/taken exists");
+                        refused.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    }
+                    // The manager is gone (or going): this writer stops.
+                    Ok(_) | Err(_) => return,
+                }
+            }
+        }));
+    }
+    tokio::time::timeout(std::time::Duration::from_secs(120), enough.notified())
+        .await
+        .expect("150 puts answered within 2 minutes");
+    let pid = g.server.pid().expect("the manager runs");
+    // SAFETY: kill(2) on the pid of the manager this test started.
+    assert_eq!(unsafe { libc::kill(pid as i32, libc::SIGKILL) }, 0);
+    for t in tasks {
+        t.await.expect("a writer task");
+    }
+    let acked = std::mem::take(&mut *acked.lock().unwrap());
+    assert!(acked.len() >= KILL_AFTER, "{} answered", acked.len());
+    assert!(
+        refused.load(std::sync::atomic::Ordering::Relaxed) > 0,
+        "refused puts were mixed in"
+    );
+    let _ = g.server.stop();
+    let again = g.spawn_server(1);
+    let b = g.client_of(&again, &alice_u);
+    for (path, id, size) in &acked {
+        let r = b.get_file(path).await.ok();
+        assert_eq!(r["id"], id.to_string(), "{path}");
+        assert_eq!(r["size"], *size, "{path}");
+        assert_eq!(r["version"], 1, "{path}");
+    }
+    let r = b.get_file("/vo1/d/taken").await.ok();
+    assert_eq!(
+        (r["id"].as_str(), r["size"].as_u64()),
+        (Some(taken.to_string().as_str()), Some(7)),
+        "the refused puts changed nothing"
+    );
+    let listed = b.list("/vo1/d").await.ok();
+    let n = listed["entries"].as_array().map_or(0, Vec::len);
+    assert!(
+        n > acked.len(),
+        "{n} entries listed, {} answered",
+        acked.len()
+    );
+    eprintln!(
+        "{} puts answered before SIGKILL, all there after the restart ({n} entries)",
+        acked.len()
+    );
+}
