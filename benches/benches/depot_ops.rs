@@ -822,9 +822,6 @@ fn report(b: &Baselines, mut r: Results, d1_total: CpuSnapshot, d2_total: CpuSna
             al50 / ms(l.rtt_std.median()),
             verdict(al50 <= TARGET_ALLOCATE_MS)
         );
-        println!(
-            "STATUS p50 {:<12} {st50:>7.4} ms",
-            l.placement.name,
-        );
+        println!("STATUS p50 {:<12} {st50:>7.4} ms", l.placement.name,);
     }
 }

@@ -54,12 +54,12 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use anyhow::{anyhow, bail, Context};
-use exnode::Security;
 use crate::peers::{self, Tahoe};
 use crate::{
     cpu_count, loopback_tcp, random_file, run_measured, same_file, ChildRun, CpuSnapshot, Samples,
 };
+use anyhow::{anyhow, bail, Context};
+use exnode::Security;
 use ibp_testkit::grid::{Grid, GridOptions};
 use lors::credentials::TrustSource;
 use lors::crypto::{DataKey, WrapContext};
@@ -1367,7 +1367,10 @@ fn tahoe(b: &mut Bench, size: u64, scale: f64) -> anyhow::Result<Option<PeerResu
     }
     std::fs::remove_file(&out)?;
     std::fs::remove_file(&input)?;
-    let (up, down) = (mibs(size, up_t.as_secs_f64()), mibs(size, down_t.as_secs_f64()));
+    let (up, down) = (
+        mibs(size, up_t.as_secs_f64()),
+        mibs(size, down_t.as_secs_f64()),
+    );
     b.say(format!(
         "  Tahoe-LAFS: up {up:.1} MiB/s, down (to a file) {down:.1} MiB/s"
     ));

@@ -247,11 +247,7 @@ impl Drop for Tahoe {
     }
 }
 
-fn wait_for<T>(
-    limit: Duration,
-    what: &str,
-    mut f: impl FnMut() -> Option<T>,
-) -> anyhow::Result<T> {
+fn wait_for<T>(limit: Duration, what: &str, mut f: impl FnMut() -> Option<T>) -> anyhow::Result<T> {
     let end = Instant::now() + limit;
     loop {
         if let Some(v) = f() {
