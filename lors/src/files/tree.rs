@@ -182,6 +182,28 @@ pub struct TreeSummary {
 }
 
 impl TreeSummary {
+    /// Nothing done yet.
+    fn new(mode: Mode, source: String, dest: String, dry_run: bool) -> TreeSummary {
+        TreeSummary {
+            mode,
+            source,
+            dest,
+            dry_run,
+            dirs_created: 0,
+            copied: 0,
+            copied_bytes: 0,
+            skipped: 0,
+            skipped_bytes: 0,
+            deleted: 0,
+            failed: Vec::new(),
+            ignored: Vec::new(),
+            interrupted: false,
+            actions: Vec::new(),
+            seconds: 0.0,
+            files_per_s: 0.0,
+        }
+    }
+
     /// The exit code: 0, or the first failure's.
     pub fn exit_code(&self) -> u8 {
         self.failed.first().map_or(crate::exit::OK, |f| f.code)
@@ -581,22 +603,9 @@ pub async fn copy_tree(
     let there = dest_listing(grid, &root, jobs).await?;
     let plan = plan(&have, &there, opts);
     let mut summary = TreeSummary {
-        mode: opts.mode,
-        source: src.to_string(),
-        dest: root.to_string(),
-        dry_run: opts.dry_run,
-        dirs_created: 0,
-        copied: 0,
-        copied_bytes: 0,
-        skipped: 0,
-        skipped_bytes: 0,
-        deleted: 0,
         failed,
         ignored,
-        interrupted: false,
-        actions: Vec::new(),
-        seconds: 0.0,
-        files_per_s: 0.0,
+        ..TreeSummary::new(opts.mode, src.to_string(), root.to_string(), opts.dry_run)
     };
     for (rel, why) in &plan.conflicts {
         summary.failed.push(Failure {
@@ -737,28 +746,12 @@ pub async fn upload_files(
         Err(e) => return Err(e),
     };
     let prefix = format!("{dir}/");
-    let mut summary = TreeSummary {
-        mode: Mode::Copy,
-        source: srcs
-            .iter()
-            .map(|p| p.display().to_string())
-            .collect::<Vec<_>>()
-            .join(" "),
-        dest: dir.to_owned(),
-        dry_run: opts.dry_run,
-        dirs_created: 0,
-        copied: 0,
-        copied_bytes: 0,
-        skipped: 0,
-        skipped_bytes: 0,
-        deleted: 0,
-        failed: Vec::new(),
-        ignored: Vec::new(),
-        interrupted: false,
-        actions: Vec::new(),
-        seconds: 0.0,
-        files_per_s: 0.0,
-    };
+    let source = srcs
+        .iter()
+        .map(|p| p.display().to_string())
+        .collect::<Vec<_>>()
+        .join(" ");
+    let mut summary = TreeSummary::new(Mode::Copy, source, dir.to_owned(), opts.dry_run);
     actions.retain_mut(|a| {
         let Some(e) = there
             .iter()
