@@ -845,27 +845,42 @@ impl Placer {
         pick
     }
 
-    async fn store_on(&self, t: usize, data: &[u8]) -> Result<Stored, TransferError> {
+    /// An allocation of `size` bytes on depot `t`, recorded (in `made`
+    /// and to the allocation hook) before anything goes into it; the
+    /// connection it was made on.
+    async fn allocate_on(
+        &self,
+        t: usize,
+        size: u64,
+    ) -> Result<(ibp_depot_client::Connection, ibp_depot_client::Caps, Made), TransferError> {
         let target = &self.targets[t];
         let (depot, level) = (target.depot.as_str(), target.security);
         let mut conn = self.pool.get(depot, level).await?;
         let r = conn
-            .allocate(self.reliability, self.opts_duration, data.len() as u64)
+            .allocate(self.reliability, self.opts_duration, size)
             .await;
         let caps = self.pool.check(depot, r)?;
-        let manage = caps.manage.to_string();
+        let made = Made {
+            depot: depot.to_owned(),
+            security: level,
+            manage: caps.manage.to_string(),
+            block: self.block,
+        };
         self.made
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .push(Made {
-                depot: depot.to_owned(),
-                security: level,
-                manage: manage.clone(),
-                block: self.block,
-            });
+            .push(made.clone());
         if let Some(hook) = &self.on_alloc {
-            hook(depot, level, &manage);
+            hook(depot, level, &made.manage);
         }
+        Ok((conn, caps, made))
+    }
+
+    async fn store_on(&self, t: usize, data: &[u8]) -> Result<Stored, TransferError> {
+        let target = &self.targets[t];
+        let (depot, level) = (target.depot.as_str(), target.security);
+        let (mut conn, caps, made) = self.allocate_on(t, data.len() as u64).await?;
+        let manage = made.manage;
         let expires = now().saturating_add(self.opts_duration);
         // The allocation is recorded: the store may be abandoned (and the
         // connection with it) without losing track of it.
@@ -926,26 +941,9 @@ impl Placer {
     pub async fn copy_on(&self, t: usize, from: &CopyFrom) -> Result<Stored, TransferError> {
         let target = &self.targets[t];
         let (depot, level) = (target.depot.as_str(), target.security);
-        let mut conn = self.pool.get(depot, level).await?;
-        let r = conn
-            .allocate(self.reliability, self.opts_duration, from.size)
-            .await;
-        let caps = self.pool.check(depot, r)?;
+        let (conn, caps, made) = self.allocate_on(t, from.size).await?;
         self.pool.put(depot, level, conn);
-        let manage = caps.manage.to_string();
-        let made = Made {
-            depot: depot.to_owned(),
-            security: level,
-            manage: manage.clone(),
-            block: self.block,
-        };
-        self.made
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .push(made.clone());
-        if let Some(hook) = &self.on_alloc {
-            hook(depot, level, &manage);
-        }
+        let manage = made.manage.clone();
         let expires = now().saturating_add(self.opts_duration);
         let copied = async {
             let read = super::pool::parse_cap(&from.depot, &from.read)?;
