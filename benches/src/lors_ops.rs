@@ -29,6 +29,11 @@
 //! a mismatch fails the benchmark. Targets are printed next to the figures,
 //! never fatal.
 //!
+//! - **Copies**: `--copies 3` against `--copies 1` uploads of a
+//!   `LORS_OPS_COPIES_MIB` (256) file at the full and legacy levels,
+//!   alternated, medians (the depots copy the replicas: target >= 0.8x;
+//!   that the client sends each byte once is asserted by
+//!   tests/copy_replicas.rs).
 //! - **Peers** ([`crate::peers`]), measured in the same run, never
 //!   quoted: Tahoe-LAFS 2-of-3 on a grid of its own on loopback when
 //!   `tahoe` is on `PATH` (or `$IBP_BENCH_TAHOE`), the same big file up
@@ -43,8 +48,9 @@
 //! variables: `LORS_OPS_BIG_MIB` (1024), `LORS_OPS_SWEEP_MIB` (256),
 //! `LORS_OPS_LEGACY_MIB` (100), `LORS_OPS_REPS` (3),
 //! `LORS_OPS_SMALL_SCALE` (1.0, scales the small-file counts),
-//! `LORS_OPS_PEER_MIB` (the big size) and `LORS_OPS_SECTIONS` (comma
-//! list of baseline, legacy, small, big, sweep, peers).
+//! `LORS_OPS_PEER_MIB` (the big size), `LORS_OPS_COPIES_MIB` (256) and
+//! `LORS_OPS_SECTIONS` (comma list of baseline, legacy, small, big,
+//! sweep, copies, peers).
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -986,17 +992,19 @@ pub struct Config {
     pub legacy_mib: u64,
     /// The file moved through the peers (default: `big_mib`).
     pub peer_mib: u64,
+    /// The file of the copies section.
+    pub copies_mib: u64,
     pub reps: usize,
     /// Scales the small-file counts.
     pub small_scale: f64,
-    /// Of baseline, legacy, small, big, sweep, peers.
+    /// Of baseline, legacy, small, big, sweep, copies, peers.
     pub sections: Vec<String>,
     /// Where `report.md` is written (nowhere if `None`).
     pub out: Option<PathBuf>,
 }
 
 /// Every section.
-pub const SECTIONS: &str = "baseline,legacy,small,big,sweep,peers";
+pub const SECTIONS: &str = "baseline,legacy,small,big,sweep,copies,peers";
 
 impl Config {
     /// From the `LORS_OPS_*` variables (the bench's way).
@@ -1007,6 +1015,7 @@ impl Config {
             sweep_mib: env_u64("LORS_OPS_SWEEP_MIB", 256),
             legacy_mib: env_u64("LORS_OPS_LEGACY_MIB", 100),
             peer_mib: env_u64("LORS_OPS_PEER_MIB", big_mib),
+            copies_mib: env_u64("LORS_OPS_COPIES_MIB", 256),
             reps: env_u64("LORS_OPS_REPS", 3).max(1) as usize,
             small_scale: std::env::var("LORS_OPS_SMALL_SCALE")
                 .ok()
@@ -1156,6 +1165,18 @@ pub fn run(cfg: &Config) -> anyhow::Result<()> {
             sweep_size / MIB
         ));
         sweep_res = sweep(&mut b, &input, sweep_size, sweep_reps)?;
+        std::fs::remove_file(&input)?;
+    }
+
+    if on("copies") {
+        let size = cfg.copies_mib * MIB;
+        let input = b.work.path().join("copies-input.bin");
+        random_file(&input, size)?;
+        b.say(format!(
+            "== copies: {} MiB, --copies 3 against --copies 1, encrypted, alternated (median of {reps}) ==",
+            size / MIB
+        ));
+        copies(&mut b, &input, size, reps)?;
         std::fs::remove_file(&input)?;
     }
 
@@ -1328,6 +1349,35 @@ pub fn run(cfg: &Config) -> anyhow::Result<()> {
         let file = dir.join("report.md");
         std::fs::write(&file, format!("```\n{}```\n", b.report))?;
         println!("report: {}", file.display());
+    }
+    Ok(())
+}
+
+/// `--copies 3` against `--copies 1` at the full and legacy levels: the
+/// client stores each block once and the depots copy it to the other
+/// replicas, so on a network the client's uplink carries it once; here,
+/// on one machine, the depots' extra work shows.
+fn copies(b: &mut Bench, input: &Path, size: u64, reps: usize) -> anyhow::Result<()> {
+    const TARGET_COPIES_RATIO: f64 = 0.8;
+    for security in ["full", "legacy"] {
+        let mut rates: [Vec<f64>; 2] = [Vec::new(), Vec::new()];
+        for rep in 0..reps {
+            for (k, n) in ["1", "3"].into_iter().enumerate() {
+                let path = format!("/vo1/bench/copies{n}-{security}-{rep}");
+                let m = b.upload(input, &path, &["--copies", n, "--security", security])?;
+                rates[k].push(mibs(size, m.wall));
+                if rep + 1 == reps && n == "3" {
+                    b.download_verified(&path, input, &[])?;
+                }
+                b.rm(&path)?;
+            }
+        }
+        let (one, three) = (median(&rates[0]), median(&rates[1]));
+        b.say(format!(
+            "  {security}: copies 1 {one:.0} MiB/s, copies 3 {three:.0} MiB/s: ratio {:.2} vs target {TARGET_COPIES_RATIO}: {}",
+            three / one,
+            verdict(three / one, TARGET_COPIES_RATIO, true)
+        ));
     }
     Ok(())
 }

@@ -57,6 +57,9 @@ pub struct LorsArgs {
     /// MiB of the file moved through the peers (default: --big-mib)
     #[arg(long)]
     pub peer_mib: Option<u64>,
+    /// MiB of the copies section's file
+    #[arg(long, default_value_t = 256)]
+    pub copies_mib: u64,
     /// Repetitions of each transfer (the median is reported)
     #[arg(long, default_value_t = 3)]
     pub reps: usize,
@@ -108,6 +111,7 @@ fn main() -> std::process::ExitCode {
             sweep_mib: a.sweep_mib,
             legacy_mib: a.legacy_mib,
             peer_mib: a.peer_mib.unwrap_or(a.big_mib),
+            copies_mib: a.copies_mib,
             reps: a.reps,
             small_scale: a.small_scale,
             sections: a.sections,
