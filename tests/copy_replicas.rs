@@ -392,6 +392,42 @@ fn the_lbone_issues_copy_grants_held_by_the_source_and_refuses_the_rest() {
         .to_string();
     assert!(e.contains("HTTP 403"), "{e}");
 
+    // Malformed requests: no target, the source as its own target, more
+    // targets than one request may name.
+    for (targets, why) in [
+        (vec![], "targets: 1.."),
+        (vec![addr(0)], "its own COPY"),
+        (
+            vec![addr(1); lbone_api::MAX_COPY_TARGETS + 1],
+            "targets: 1..",
+        ),
+    ] {
+        let e = ask(&alice, None, addr(0), targets)
+            .expect_err("a malformed request")
+            .to_string();
+        assert!(e.contains("HTTP 400") && e.contains(why), "{e}");
+    }
+
+    // No credential at all: refused before anything is looked at.
+    let anonymous = ibp_https::Client::new(
+        ibp_https::BaseUrl::parse(&g.lbone_url).expect("the L-Bone's URL"),
+        ibp_auth::tls::client_config(&trust, None).expect("a TLS configuration"),
+        false,
+    );
+    let request = lbone_api::CopyGrantRequest {
+        vo: None,
+        source: addr(0),
+        targets: vec![addr(1)],
+    };
+    let r = rt
+        .block_on(anonymous.post_json("/v1/copy-grants", &request))
+        .expect("an answer");
+    assert_eq!(r.status, 401, "{}", String::from_utf8_lossy(&r.body));
+    assert!(
+        !String::from_utf8_lossy(&r.body).contains("grant"),
+        "no grant without a credential"
+    );
+
     // A depot registered in the VO no more: refused as source and target.
     let lbone_admin = |args: &[&str]| {
         let mut c = std::process::Command::new(&g.bins.lbone);
