@@ -70,6 +70,11 @@ enum Cmd {
         /// Use debug builds instead of release builds.
         #[arg(long)]
         debug: bool,
+        /// Also compare `--copies 3` with `--copies 1` uploads with the
+        /// client's link limited to each of these rates (Mbit/s): the
+        /// depots copy the replicas, so the client sends each byte once.
+        #[arg(long, value_delimiter = ',')]
+        copies_mbit: Vec<u64>,
     },
 }
 
@@ -117,6 +122,7 @@ fn main() {
             threads,
             reps,
             debug,
+            copies_mbit,
         } => ibp_grid::grid::wan::run(
             &ibp_grid::grid::wan::WanOptions {
                 mib: size_mib,
@@ -124,6 +130,7 @@ fn main() {
                 threads,
                 reps,
                 release: !debug,
+                copies_mbit,
             },
             &mut |line| println!("{line}"),
         )

@@ -5,7 +5,8 @@
 //!
 //! Run with `cargo bench -p ibp-benches --bench wan`. Environment:
 //! `WAN_MIB` (128), `WAN_RTTS_MS` (0,5,20,50), `WAN_THREADS` (8,16,32),
-//! `WAN_REPS` (3, the best run counts).
+//! `WAN_REPS` (3, the best run counts), `WAN_COPIES_MBIT` (client link
+//! rates at which `--copies 3` is compared with `--copies 1`; none).
 
 use ibp_testkit::grid::wan::{run, WanOptions};
 
@@ -32,6 +33,7 @@ fn main() -> anyhow::Result<()> {
             .and_then(|v| v.first().copied())
             .unwrap_or(d.reps),
         release: true,
+        copies_mbit: env_list("WAN_COPIES_MBIT").unwrap_or(d.copies_mbit),
     };
     run(&opts, &mut |line| println!("{line}"))?;
     Ok(())

@@ -177,6 +177,17 @@ impl Host {
         self.sent.load(Ordering::Relaxed)
     }
 
+    /// Bytes this host has sent on its link so far, everything counted
+    /// (the kernel's receive counter of its veth's root end): what a
+    /// client host puts on its uplink.
+    pub fn link_bytes_out(&self) -> anyhow::Result<u64> {
+        let p = format!("/sys/class/net/{}/statistics/rx_bytes", self.veth);
+        let s = fs::read_to_string(&p).with_context(|| format!("read {p}"))?;
+        s.trim()
+            .parse()
+            .with_context(|| format!("parse {p}: {s:?}"))
+    }
+
     /// Connections refused so far by the firewall matrix ([`allowed`]).
     pub fn refused(&self) -> u64 {
         self.refused.load(Ordering::Relaxed)

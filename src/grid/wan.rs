@@ -25,7 +25,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
 
-use super::{Grid, GridOptions, HostsOptions};
+use super::{Grid, GridOptions, HostsOptions, Role};
 use crate::run_bounded;
 
 const USER: &str = "alice";
@@ -48,6 +48,9 @@ pub struct WanOptions {
     pub reps: usize,
     /// Release binaries (default) or debug ones.
     pub release: bool,
+    /// Client link rates (Mbit/s) at which `--copies 3` is compared with
+    /// `--copies 1` ([`copies`]); empty: not measured.
+    pub copies_mbit: Vec<u64>,
 }
 
 impl Default for WanOptions {
@@ -58,6 +61,7 @@ impl Default for WanOptions {
             threads: vec![8, 16, 32],
             reps: 3,
             release: true,
+            copies_mbit: Vec::new(),
         }
     }
 }
@@ -70,6 +74,27 @@ pub struct WanRow {
     pub threads: Option<usize>,
     pub up: f64,
     pub down: f64,
+}
+
+/// `--copies 3` against `--copies 1` at one client link rate.
+#[derive(Debug, Clone)]
+pub struct CopiesRow {
+    /// The client link's rate, Mbit/s each way.
+    pub mbit: u64,
+    /// Upload MiB/s with `--copies 1` and `--copies 3` (best of the reps).
+    pub one: f64,
+    pub three: f64,
+    /// Bytes the client put on its link per byte of the file, for one
+    /// `--copies 3` upload (1.0 and a little: each byte once; about 3:
+    /// the client sent every replica).
+    pub sent_per_byte: f64,
+}
+
+/// What [`run`] measured.
+#[derive(Debug, Clone, Default)]
+pub struct WanReport {
+    pub rows: Vec<WanRow>,
+    pub copies: Vec<CopiesRow>,
 }
 
 /// Runs `lors ARGS` as the user; seconds it took.
@@ -169,7 +194,7 @@ fn measure(
 }
 
 /// Runs the benchmark, saying each line to `say` as it goes.
-pub fn run(opts: &WanOptions, say: &mut dyn FnMut(&str)) -> anyhow::Result<Vec<WanRow>> {
+pub fn run(opts: &WanOptions, say: &mut dyn FnMut(&str)) -> anyhow::Result<WanReport> {
     let g = Grid::start(GridOptions {
         release: opts.release,
         users: vec![USER.into()],
@@ -253,5 +278,100 @@ pub fn run(opts: &WanOptions, say: &mut dyn FnMut(&str)) -> anyhow::Result<Vec<W
             }
         }
     }
-    Ok(rows)
+    let copies = if opts.copies_mbit.is_empty() {
+        Vec::new()
+    } else {
+        for h in &net.hosts {
+            net.set_delay(h.role, Duration::ZERO)?;
+        }
+        copies(&g, &src, opts, say)?
+    };
+    Ok(WanReport { rows, copies })
+}
+
+/// Replication by depot COPY where it matters: the client's link limited
+/// to each of [`WanOptions::copies_mbit`] (`tc tbf` on the client host's
+/// veth, both ways; the depots' links are not limited), no delay, an
+/// upload with `--copies 1` and one with `--copies 3` (alternated, best of
+/// the reps), the bytes the client host put on its link during the last
+/// `--copies 3` upload, and that file downloaded and compared.
+fn copies(
+    g: &Grid,
+    src: &Path,
+    opts: &WanOptions,
+    say: &mut dyn FnMut(&str),
+) -> anyhow::Result<Vec<CopiesRow>> {
+    let net = g.network().context("a grid on hosts")?;
+    let client = net.host(Role::Client)?;
+    let size = opts.mib * MIB;
+    say(&format!(
+        "copies: `--copies 3` against `--copies 1`, {} MiB, the client's link limited (depots not), best of {}",
+        opts.mib,
+        opts.reps.max(1)
+    ));
+    say(&format!(
+        "{:>10} {:>14} {:>14} {:>7} {:>22}",
+        "link_Mbit", "copies1_MiB/s", "copies3_MiB/s", "ratio", "client_sent/file_bytes"
+    ));
+    let mut rows = Vec::new();
+    let result = (|| {
+        for &mbit in &opts.copies_mbit {
+            net.set_rate(Role::Client, Some(mbit * 1_000_000))?;
+            let (mut one, mut three, mut sent) = (0.0f64, 0.0f64, 0.0f64);
+            for i in 0..opts.reps.max(1) {
+                for n in [1, 3] {
+                    let dest = format!("/vo1/wan/copies-{mbit}-{n}-{i}");
+                    let n_s = n.to_string();
+                    let before = client.link_bytes_out()?;
+                    let secs = timed_lors(
+                        g,
+                        &[
+                            "upload",
+                            "-q",
+                            "--copies",
+                            &n_s,
+                            src.to_str().context("path")?,
+                            &dest,
+                        ],
+                    )?;
+                    let out = client.link_bytes_out()?.saturating_sub(before);
+                    let rate = opts.mib as f64 / secs;
+                    if n == 1 {
+                        one = one.max(rate);
+                        timed_lors(g, &["rm", &dest])?;
+                        continue;
+                    }
+                    three = three.max(rate);
+                    sent = out as f64 / size as f64;
+                    if i + 1 < opts.reps.max(1) {
+                        timed_lors(g, &["rm", &dest])?;
+                        continue;
+                    }
+                    let back = g.user(USER).dir.join(format!("copies-{mbit}.out"));
+                    let back_s = back.to_str().context("path")?.to_owned();
+                    net.set_rate(Role::Client, None)?;
+                    timed_lors(g, &["download", "-q", &dest, &back_s])?;
+                    if !same_file(src, &back)? {
+                        bail!("copies at {mbit} Mbit/s: the download differs from the input");
+                    }
+                    std::fs::remove_file(&back)?;
+                    timed_lors(g, &["rm", &dest])?;
+                    net.set_rate(Role::Client, Some(mbit * 1_000_000))?;
+                }
+            }
+            say(&format!(
+                "{mbit:>10} {one:>14.1} {three:>14.1} {:>7.2} {sent:>22.2}",
+                three / one
+            ));
+            rows.push(CopiesRow {
+                mbit,
+                one,
+                three,
+                sent_per_byte: sent,
+            });
+        }
+        anyhow::Ok(())
+    })();
+    net.set_rate(Role::Client, None)?;
+    result.map(|_| rows)
 }
