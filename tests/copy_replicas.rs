@@ -80,14 +80,16 @@ fn depot_bytes(urls: &[String]) -> (u64, u64) {
     })
 }
 
-/// Uploads `data` with `--copies 3` at `security`; returns (bytes the client
-/// sent, bytes the depots copied, the upload's stderr).
+/// Uploads `data` with `--copies 3` at `security` (and `extra` arguments);
+/// returns (bytes the client sent, bytes the depots copied, the upload's
+/// stderr).
 fn upload_counted(
     g: &Grid,
     urls: &[String],
     data: &[u8],
     dest: &str,
     security: &str,
+    extra: &[&str],
 ) -> (u64, u64, String) {
     let (in0, out0) = depot_bytes(urls);
     let src = write(&g.user("alice").dir, "src", data);
@@ -104,7 +106,11 @@ fn upload_counted(
             "256KiB",
             "--security",
             security,
-        ],
+        ]
+        .iter()
+        .chain(extra)
+        .copied()
+        .collect::<Vec<_>>(),
     );
     assert_eq!(code(&o), 0, "upload {dest}: {}", text(&o));
     let (in1, out1) = depot_bytes(urls);
@@ -151,7 +157,7 @@ fn copies_are_made_by_the_depots_and_the_client_sends_each_byte_once() {
     let blocks = 4; // 256 KiB blocks
 
     // Full security: secure COPY with the L-Bone's grants.
-    let (sent, copied, err) = upload_counted(&g, &urls, &data, "/vo1/alice/full", "full");
+    let (sent, copied, err) = upload_counted(&g, &urls, &data, "/vo1/alice/full", "full", &[]);
     // Encrypted: each block's ciphertext is as long as its plaintext.
     assert_eq!(
         sent,
@@ -166,8 +172,41 @@ fn copies_are_made_by_the_depots_and_the_client_sends_each_byte_once() {
     assert!(!err.contains("COPY"), "no COPY fell back: {err}");
     three_replicas_each(&g, "/vo1/alice/full", blocks);
 
+    // One block at a time: block i's first replica is on depot i mod 3,
+    // which copies it to the other two. Block 3's source (depot 0) has
+    // kept its sessions from block 0 (same targets, same grants): at most
+    // 6 sessions opened, at least 2 COPYs through kept ones (more if this
+    // upload's grants are those of the one before, byte for byte).
+    let sessions = |what: &str| -> u64 { urls.iter().map(|u| sample(&get(u), what)).sum() };
+    let (opened0, reused0) = (
+        sessions("ibp_copy_sessions_opened_total"),
+        sessions("ibp_copy_sessions_reused_total"),
+    );
+    let (sent, copied, err) = upload_counted(
+        &g,
+        &urls,
+        &data,
+        "/vo1/alice/one-by-one",
+        "full",
+        &["--threads", "1"],
+    );
+    assert_eq!(sent, data.len() as u64, "one by one: {err}");
+    assert_eq!(copied, 2 * data.len() as u64, "one by one: {err}");
+    let opened = sessions("ibp_copy_sessions_opened_total") - opened0;
+    let reused = sessions("ibp_copy_sessions_reused_total") - reused0;
+    assert_eq!(
+        opened + reused,
+        2 * blocks as u64,
+        "a session per COPY: {err}"
+    );
+    assert!(
+        reused >= 2 && opened <= 6,
+        "kept sessions reused: opened {opened}, reused {reused}: {err}"
+    );
+    three_replicas_each(&g, "/vo1/alice/one-by-one", blocks);
+
     // Legacy: the legacy COPY (depot to depot on the legacy ports).
-    let (sent, copied, err) = upload_counted(&g, &urls, &data, "/vo1/alice/legacy", "legacy");
+    let (sent, copied, err) = upload_counted(&g, &urls, &data, "/vo1/alice/legacy", "legacy", &[]);
     assert_eq!(
         sent,
         data.len() as u64,
@@ -240,7 +279,7 @@ fn at_the_crypto_level_the_depots_copy_over_their_tls_ports() {
     keys_init(&g, "alice");
     ok(lors(&g, "alice", &["mkdir", "/vo1/alice"]));
     let data = bytes(700_000, 18);
-    let (sent, copied, err) = upload_counted(&g, &urls, &data, "/vo1/alice/crypto", "crypto");
+    let (sent, copied, err) = upload_counted(&g, &urls, &data, "/vo1/alice/crypto", "crypto", &[]);
     assert_eq!(
         sent,
         data.len() as u64,
@@ -283,7 +322,7 @@ fn a_copy_the_target_refuses_falls_back_to_a_send_by_the_client() {
     keys_init(&g, "alice");
     ok(lors(&g, "alice", &["mkdir", "/vo1/alice"]));
     let data = bytes(600_000, 17);
-    let (sent, _, err) = upload_counted(&g, &urls, &data, "/vo1/alice/before", "full");
+    let (sent, _, err) = upload_counted(&g, &urls, &data, "/vo1/alice/before", "full", &[]);
     assert_eq!(sent, data.len() as u64, "{err}");
 
     // Every depot gets a new key. The L-Bone learned the old ones for the
@@ -302,7 +341,7 @@ fn a_copy_the_target_refuses_falls_back_to_a_send_by_the_client() {
             || rt.block_on(peer_certificate(&addr, &trust, &cred)) == renewed,
         );
     }
-    let (sent, copied, err) = upload_counted(&g, &urls, &data, "/vo1/alice/after", "full");
+    let (sent, copied, err) = upload_counted(&g, &urls, &data, "/vo1/alice/after", "full", &[]);
     assert_eq!(copied, 0, "no COPY succeeded: {err}");
     assert_eq!(
         sent,

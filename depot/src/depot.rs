@@ -1,6 +1,7 @@
 //! The depot: its resources, the host name written into capabilities, and
 //! the shared settings every connection needs.
 
+use crate::copy_sessions::CopySessions;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -39,6 +40,9 @@ pub struct Depot {
     pub crypto_sessions: std::sync::Mutex<std::collections::HashMap<[u8; 16], Arc<CryptoSession>>>,
     /// Per-client limits of every listener and what they count (`crate::limits`).
     pub guards: Guards,
+    /// Sessions to other depots kept between secure COPYs
+    /// (`crate::copy_sessions`).
+    pub copy_sessions: CopySessions,
 }
 
 impl Depot {
@@ -86,6 +90,7 @@ impl Depot {
             data_port: None,
             admin_group: cfg.admin_group.clone(),
             crypto_sessions: Default::default(),
+            copy_sessions: CopySessions::default(),
             guards: Guards::from_config(cfg),
         })
     }

@@ -8,6 +8,7 @@
 pub mod auth;
 pub mod config;
 pub mod conn;
+pub mod copy_sessions;
 pub mod daemon;
 pub mod data_port;
 pub mod depot;

@@ -31,6 +31,8 @@ pub struct Metrics {
     connections_refused_per_address: AtomicU64,
     connections_timed_out: AtomicU64,
     crypto_sessions_refused: AtomicU64,
+    copy_sessions_opened: AtomicU64,
+    copy_sessions_reused: AtomicU64,
 }
 
 fn index(c: Option<Command>) -> usize {
@@ -48,6 +50,16 @@ impl Metrics {
     pub fn bytes_out(&self, n: u64) {
         self.bytes_out.fetch_add(n, Relaxed);
     }
+    /// A secure COPY opened a new session (TLS and AUTH) to its target.
+    pub fn copy_session_opened(&self) {
+        self.copy_sessions_opened.fetch_add(1, Relaxed);
+    }
+
+    /// A secure COPY went through a session kept from an earlier one.
+    pub fn copy_session_reused(&self) {
+        self.copy_sessions_reused.fetch_add(1, Relaxed);
+    }
+
     pub fn connection_opened(&self) {
         self.connections_open.fetch_add(1, Relaxed);
     }
@@ -124,6 +136,18 @@ impl Metrics {
             "Connections closed by the TLS handshake, first-request or request-line deadline.",
             "counter",
             self.connections_timed_out.load(Relaxed),
+        );
+        counter(
+            "ibp_copy_sessions_opened_total",
+            "Sessions (TLS handshake and AUTH) this depot opened to target depots for secure COPYs.",
+            "counter",
+            self.copy_sessions_opened.load(Relaxed),
+        );
+        counter(
+            "ibp_copy_sessions_reused_total",
+            "Secure COPYs that went through a session kept from an earlier COPY (same target, same grant).",
+            "counter",
+            self.copy_sessions_reused.load(Relaxed),
         );
         counter(
             "ibp_crypto_sessions_open",

@@ -61,6 +61,9 @@ pub struct Secure {
     /// The depot's own certificate chain and key, presented as a TLS client
     /// certificate when it acts as the source of a secure COPY.
     pub credential: ProxyCredential,
+    /// The TLS client configuration of those COPYs (trust and
+    /// `credential`), built once per load.
+    pub copy_client: Arc<rustls::ClientConfig>,
 }
 
 /// Loads the trust directory, the certificate and key, and builds the TLS
@@ -95,6 +98,8 @@ pub fn load(cfg: &Config, hostname: &str, port: u16) -> anyhow::Result<Secure> {
         .iter()
         .map(|v| (v.name.clone(), v.clone()))
         .collect();
+    let copy_client = ibp_depot_client::SecureClient::config(&trust, &credential)
+        .context("the TLS client configuration of secure COPYs")?;
     Ok(Secure {
         acceptor: TlsAcceptor::from(Arc::new(tls)),
         trust,
@@ -102,6 +107,7 @@ pub fn load(cfg: &Config, hostname: &str, port: u16) -> anyhow::Result<Secure> {
         port,
         vos,
         credential,
+        copy_client,
     })
 }
 

@@ -516,24 +516,45 @@ pub async fn copy_secure(
             Failure::Reply(IbpError::Connection)
         }
     };
-    let mut target = SecureClient::connect(&addr, host, &secure.trust, &secure.credential)
+    let config = &secure.copy_client;
+    // A session kept from an earlier COPY to this target with this grant
+    // (`crate::copy_sessions`), else a new one. A kept session the target
+    // closed meanwhile fails before any byte is stored (at the STORE line,
+    // without an answer): the STORE then goes once more on a new one.
+    let mut kept = depot.copy_sessions.take(&addr, &c.grant, config);
+    let mut target = loop {
+        let (mut t, reused) = match kept.take() {
+            Some(t) => (t, true),
+            None => {
+                let mut t = SecureClient::connect_with(&addr, host, config)
+                    .await
+                    .map_err(target_err)?;
+                t.set_timeout(depot.io_timeout);
+                t.auth(&c.grant).await.map_err(target_err)?;
+                (t, false)
+            }
+        };
+        match t.store_file_begin(&c.target, &c.uuid, n).await {
+            Ok(()) => {
+                if reused {
+                    depot.metrics.copy_session_reused();
+                } else {
+                    depot.metrics.copy_session_opened();
+                }
+                break t;
+            }
+            Err(e) if reused && e.ibp().is_none() => continue,
+            Err(e) => return Err(target_err(e)),
+        }
+    };
+    let m = target
+        .store_file_body(file.as_ref(), c.offset, n)
         .await
         .map_err(target_err)?;
-    target.set_timeout(depot.io_timeout);
-    target.auth(&c.grant).await.map_err(target_err)?;
-    let m = match &file {
-        Some(f) => target
-            .store_file(&c.target, &c.uuid, f, c.offset, n)
-            .await
-            .map_err(target_err)?,
-        None => target
-            .store(&c.target, &c.uuid, &[])
-            .await
-            .map_err(target_err)?,
-    };
     if m != n {
         return Err(IbpError::Connection.into());
     }
+    depot.copy_sessions.put(&addr, &c.grant, config, target);
     depot.metrics.bytes_out(n);
     conn.reply(&Reply::Count(n)).await?;
     Ok(())

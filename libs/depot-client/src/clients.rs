@@ -530,6 +530,26 @@ impl SecureClient {
         &mut self.inner
     }
 
+    /// Whether this connection can carry another request: open, nothing
+    /// unread (no byte buffered here nor waiting on the socket: a peer
+    /// that closed, or sent an alert, has left an end of file or bytes
+    /// nobody asked for). For connections kept idle between requests.
+    pub fn idle_and_open(&self) -> bool {
+        let Some(c) = self.inner.conn.as_ref() else {
+            return false;
+        };
+        if !c.buffer().is_empty() {
+            return false;
+        }
+        let Transport::Tls(t) = c.get_ref() else {
+            return false;
+        };
+        match t.as_ref() {
+            tokio_rustls::TlsStream::Client(c) => quiet(c.get_ref().0),
+            tokio_rustls::TlsStream::Server(_) => false,
+        }
+    }
+
     /// The TLS cipher suite of the connection (while it is open).
     pub fn cipher_suite(&self) -> Option<rustls::CipherSuite> {
         self.inner
@@ -648,15 +668,42 @@ impl SecureClient {
         offset: u64,
         len: u64,
     ) -> Result<u64> {
-        use std::os::unix::fs::FileExt;
+        self.store_file_begin(cap, uuid, len).await?;
+        self.store_file_body(Some(file), offset, len).await
+    }
+
+    /// The first half of [`store_file`](Self::store_file): the STORE line,
+    /// and the target's go-ahead. Nothing is stored yet, so a kept
+    /// connection that fails here without an IBP answer (the target closed
+    /// it meanwhile) can be replaced by a new one for the same STORE.
+    pub async fn store_file_begin(&mut self, cap: &Capability, uuid: &str, len: u64) -> Result<()> {
         let line = secure_store_line(cap, uuid, len);
-        self.inner.call_line(&line, Expect::Ok).await?;
+        self.inner.call_line(&line, Expect::Ok).await.map(|_| ())
+    }
+
+    /// The second half of [`store_file`](Self::store_file): the bytes, and
+    /// the count the target acknowledged (`file` may be `None` only when
+    /// `len` is 0).
+    pub async fn store_file_body(
+        &mut self,
+        file: Option<&std::fs::File>,
+        offset: u64,
+        len: u64,
+    ) -> Result<u64> {
+        use std::os::unix::fs::FileExt;
+        let file = match file {
+            Some(f) => Some(f),
+            None if len == 0 => None,
+            None => return Err(io::Error::from(io::ErrorKind::InvalidInput).into()),
+        };
         let mut buf = vec![0u8; (256 * 1024).min(len as usize)];
         let mut done = 0u64;
         while done < len {
             let want = ((len - done) as usize).min(buf.len());
             let piece = &mut buf[..want];
-            file.read_exact_at(piece, offset + done)?;
+            if let Some(file) = file {
+                file.read_exact_at(piece, offset + done)?;
+            }
             self.inner.send(piece).await?;
             done += want as u64;
         }
@@ -921,4 +968,24 @@ fn secure_load_line(cap: &Capability, offset: u64, size: u64, ticket: Option<&st
         ticket: ticket.map(str::to_owned),
     })
     .encode()
+}
+
+/// Whether `tcp` is open with nothing waiting to be read: a peek that
+/// would block. End of file, bytes, or an error all say the connection is
+/// not fit to be reused.
+fn quiet(tcp: &TcpStream) -> bool {
+    use std::os::fd::AsRawFd;
+    let mut b = [0u8; 1];
+    // SAFETY: `tcp` owns an open socket for the duration of the call, and
+    // `b` is a valid one-byte buffer; MSG_PEEK leaves the byte in place and
+    // MSG_DONTWAIT never blocks.
+    let n = unsafe {
+        libc::recv(
+            tcp.as_raw_fd(),
+            b.as_mut_ptr().cast(),
+            1,
+            libc::MSG_PEEK | libc::MSG_DONTWAIT,
+        )
+    };
+    n < 0 && std::io::Error::last_os_error().kind() == std::io::ErrorKind::WouldBlock
 }
