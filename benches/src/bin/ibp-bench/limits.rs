@@ -21,6 +21,10 @@ pub struct Limits {
     pub aes_ctr: f64,
     pub blake3: f64,
     pub disk_durable: f64,
+    /// p50 of a 100-byte request and reply over one loopback connection
+    /// (an echo server on a tokio runtime, as the depot), seconds: the
+    /// floor of any round trip such as an Allocate.
+    pub rtt: f64,
 }
 
 impl Limits {
@@ -77,6 +81,13 @@ pub async fn measure(pki: &Pki, scratch: &Path, bytes: usize) -> anyhow::Result<
         Ok(t.elapsed())
     })?;
     let disk = median_of(3, || durable_write(scratch, &data))?;
+    let unpinned = ibp_benches::Placement {
+        name: "unpinned",
+        cpus: None,
+    };
+    let rtt = ibp_benches::loopback_rtt_tokio(RTT_N, RTT_LEN, unpinned)
+        .await?
+        .median();
     Ok(Limits {
         tcp,
         tls,
@@ -87,8 +98,13 @@ pub async fn measure(pki: &Pki, scratch: &Path, bytes: usize) -> anyhow::Result<
         aes_ctr: gbps(limit_bytes, aes.as_secs_f64()),
         blake3: gbps(limit_bytes, b3.as_secs_f64()),
         disk_durable: gbps(limit_bytes, disk.as_secs_f64()),
+        rtt,
     })
 }
+
+/// Round trips timed for [`Limits::rtt`], and their size each way.
+const RTT_N: usize = 2000;
+const RTT_LEN: usize = 100;
 
 /// Writes `data` to a new file in `dir` and makes it durable.
 fn durable_write(dir: &Path, data: &[u8]) -> anyhow::Result<Duration> {
