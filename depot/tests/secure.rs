@@ -861,6 +861,17 @@ async fn vo_and_user_quotas() {
 /// A depot with its own certificate (serverAuth and clientAuth, as a depot
 /// that is the source of a secure COPY needs), and its key hash.
 fn host_depot(g: &Grid, name: &str) -> (DepotProc, [u8; 32], ProxyCredential) {
+    host_depot_with(g, name, "", false)
+}
+
+/// [`host_depot`] with `top` at the top of its configuration, and a
+/// metrics endpoint when `metrics`.
+fn host_depot_with(
+    g: &Grid,
+    name: &str,
+    top: &str,
+    metrics: bool,
+) -> (DepotProc, [u8; 32], ProxyCredential) {
     let d = g.dir.path();
     let (cert_path, key_path) = (d.join(format!("{name}.pem")), d.join(format!("{name}.key")));
     let (cert, key) = g
@@ -869,14 +880,18 @@ fn host_depot(g: &Grid, name: &str) -> (DepotProc, [u8; 32], ProxyCredential) {
     write(&cert_path, &pem_of("CERTIFICATE", &cert));
     ibp_auth::keys::write_secret(&key_path, pem_of("PRIVATE KEY", &key).as_bytes()).unwrap();
     let text = format!(
-        "tls_listen = \"127.0.0.1:0\"\ntls_cert = \"{}\"\ntls_key = \"{}\"\ntrust_dir = \"{}\"\n\n[[vo]]\nname = \"vo1\"\nmax_size = \"4MiB\"\nmax_duration = \"1h\"\n",
+        "{top}\ntls_listen = \"127.0.0.1:0\"\ntls_cert = \"{}\"\ntls_key = \"{}\"\ntrust_dir = \"{}\"\n\n[[vo]]\nname = \"vo1\"\nmax_size = \"4MiB\"\nmax_duration = \"1h\"\n",
         cert_path.display(),
         key_path.display(),
         d.join("trust").display(),
     );
     let cfg = d.join(format!("{name}.toml"));
     std::fs::write(&cfg, text).unwrap();
-    let depot = DepotBuilder::new().arg("--config").arg(cfg).tls().spawn();
+    let mut b = DepotBuilder::new().arg("--config").arg(cfg).tls();
+    if metrics {
+        b = b.metrics();
+    }
+    let depot = b.spawn();
     let cred = ProxyCredential {
         chain: vec![cert],
         key_pkcs8: key,
@@ -979,6 +994,116 @@ async fn secure_copy_between_depots() {
     assert!(r.is_err(), "{r:?}");
     let mut t = g.session(&dst, &a).await;
     assert_eq!(t.probe(&target2.manage).await.unwrap().size, 0);
+}
+
+/// A sample of the depot's `/metrics`.
+fn metric(d: &DepotProc, name: &str) -> u64 {
+    use std::io::{Read, Write};
+    let addr = d.metrics.expect("the depot serves metrics");
+    let mut s = std::net::TcpStream::connect(addr).expect("connect to /metrics");
+    s.write_all(b"GET /metrics HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")
+        .expect("send the request");
+    let mut text = String::new();
+    s.read_to_string(&mut text).expect("read /metrics");
+    text.lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+        .unwrap_or_else(|| panic!("no {name} in:\n{text}"))
+}
+
+/// The source of secure COPYs keeps its session to the target for the
+/// next COPY with the same grant, never for another grant, and replaces
+/// one the target has closed meanwhile (the COPY still succeeds, nothing
+/// stored twice).
+#[tokio::test]
+async fn secure_copy_sessions_are_kept_per_grant() {
+    let g = Grid::new();
+    let (src, src_key, _) = host_depot_with(&g, "src", "", true);
+    // The target closes idle connections after a second.
+    let (dst, _, _) = host_depot_with(&g, "dst", "idle_timeout = \"1s\"", true);
+    let a = alice(&g);
+    let data: Vec<u8> = (0..200_000u32).map(|i| (i * 7 % 253) as u8).collect();
+    let mut c = g.session(&src, &a).await;
+    let caps = c
+        .allocate(Rid(0), Reliability::Hard, 600, 1 << 20)
+        .await
+        .unwrap();
+    c.store(&caps.write, FILE, &data).await.unwrap();
+    let mut targets = Vec::new();
+    {
+        let mut t = g.session(&dst, &a).await;
+        for _ in 0..4 {
+            targets.push(
+                t.allocate(Rid(0), Reliability::Hard, 600, 1 << 20)
+                    .await
+                    .unwrap(),
+            );
+        }
+    }
+    let one = g.grant_with(|gr| gr.holder = src_key, &dst, &a, "vo1", "vo1:0001");
+    let other = g.grant_with(
+        |gr| {
+            gr.holder = src_key;
+            gr.not_after -= 1;
+        },
+        &dst,
+        &a,
+        "vo1",
+        "vo1:0001",
+    );
+    assert_ne!(one, other);
+    let counts = || {
+        (
+            metric(&src, "ibp_copy_sessions_opened_total"),
+            metric(&src, "ibp_copy_sessions_reused_total"),
+        )
+    };
+    let len = data.len() as u64;
+    assert_eq!(
+        c.copy(&caps.read, &targets[0].write, 0, len, &one, FILE)
+            .await
+            .unwrap(),
+        len
+    );
+    assert_eq!(counts(), (1, 0), "the first COPY opens a session");
+    assert_eq!(
+        c.copy(&caps.read, &targets[1].write, 0, len, &one, FILE)
+            .await
+            .unwrap(),
+        len
+    );
+    assert_eq!(counts(), (1, 1), "the same grant reuses it");
+    assert_eq!(
+        c.copy(&caps.read, &targets[2].write, 0, len, &other, FILE)
+            .await
+            .unwrap(),
+        len
+    );
+    assert_eq!(counts(), (2, 1), "another grant never does");
+    // The target closes the kept sessions (idle for a second): the next
+    // COPY with the first grant opens a new one and succeeds.
+    assert!(
+        common::wait_until(Duration::from_secs(30), || metric(
+            &dst,
+            "ibp_connections_open"
+        ) == 0),
+        "the target closes idle sessions"
+    );
+    assert_eq!(
+        c.copy(&caps.read, &targets[3].write, 0, len, &one, FILE)
+            .await
+            .unwrap(),
+        len
+    );
+    assert_eq!(counts(), (3, 1), "a closed session is replaced");
+    let mut t = g.session(&dst, &a).await;
+    for target in &targets {
+        let got = t
+            .load(&target.read, 0, len, Some(&g.ticket(&a)))
+            .await
+            .unwrap();
+        assert!(got == data, "each copy holds the bytes once");
+        assert_eq!(t.probe(&target.manage).await.unwrap().size, len);
+    }
 }
 
 fn crypto_depot(g: &Grid) -> DepotProc {
