@@ -1058,27 +1058,15 @@ async fn secure_copy_sessions_are_kept_per_grant() {
         )
     };
     let len = data.len() as u64;
-    assert_eq!(
-        c.copy(&caps.read, &targets[0].write, 0, len, &one, FILE)
-            .await
-            .unwrap(),
-        len
-    );
-    assert_eq!(counts(), (1, 0), "the first COPY opens a session");
-    assert_eq!(
-        c.copy(&caps.read, &targets[1].write, 0, len, &one, FILE)
-            .await
-            .unwrap(),
-        len
-    );
-    assert_eq!(counts(), (1, 1), "the same grant reuses it");
-    assert_eq!(
-        c.copy(&caps.read, &targets[2].write, 0, len, &other, FILE)
-            .await
-            .unwrap(),
-        len
-    );
-    assert_eq!(counts(), (2, 1), "another grant never does");
+    for (i, grant, want, why) in [
+        (0, &one, (1, 0), "the first COPY opens a session"),
+        (1, &one, (1, 1), "the same grant reuses it"),
+        (2, &other, (2, 1), "another grant never does"),
+    ] {
+        let n = c.copy(&caps.read, &targets[i].write, 0, len, grant, FILE);
+        assert_eq!(n.await.unwrap(), len, "{why}");
+        assert_eq!(counts(), want, "{why}");
+    }
     // The target closes the kept sessions (idle for a second): the next
     // COPY with the first grant opens a new one and succeeds.
     assert!(
