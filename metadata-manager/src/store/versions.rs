@@ -64,32 +64,48 @@ impl Store {
             None
         };
         let wrapped: Option<String> = row.try_get("wrapped")?;
-        let member = if row.try_get::<Option<String>, _>("member")?.is_some() {
-            if row.try_get::<Option<i64>, _>("removed_at")?.is_some() {
-                Some(Some(row.try_get::<Option<String>, _>("removed_by")?))
-            } else {
-                Some(None)
-            }
-        } else {
-            None
-        };
-        let acl = match row.try_get::<Option<String>, _>("acl_text")? {
-            None => Vec::new(),
-            Some(t) if t.is_empty() => Vec::new(),
-            Some(t) => t
-                .split(',')
-                .map(|item| {
-                    let (p, r) = item
-                        .rsplit_once('=')
-                        .ok_or_else(|| StoreError::Invalid(format!("ACL item {item:?}")))?;
-                    Ok(Entry {
-                        principal: Principal::parse(p).map_err(StoreError::Invalid)?,
-                        rights: Rights::parse(r).map_err(StoreError::Invalid)?,
-                    })
-                })
-                .collect::<Result<_, StoreError>>()?,
-        };
+        let member = member_in(&row)?;
+        let acl = acl_text_of(&row)?;
         Ok(Some((entry, version, wrapped, member, acl)))
+    }
+
+    /// An entry, its access ACL and the caller's membership (`None`
+    /// unknown, `Some(None)` member, `Some(Some(by))` removed), in one
+    /// query: what a put checks before it is queued (the entry it
+    /// replaces, or the directory a new file goes in).
+    #[allow(clippy::type_complexity)]
+    pub async fn entry_for_put(
+        &self,
+        path: &str,
+        vo: &str,
+        vo_id: &str,
+    ) -> Result<Option<(EntryRow, Option<Option<Option<String>>>, Vec<Entry>)>, StoreError> {
+        let _db = self.timer("entry_for_put");
+        let agg = match self.backend {
+            Backend::Sqlite => "group_concat",
+            Backend::Postgres => "string_agg",
+        };
+        let row = sqlx::query(&format!(
+            "SELECT {ENTRY_COLUMNS}, m.vo_id AS member, m.removed_at, m.removed_by,
+                    (SELECT {agg}(a.principal || '=' || a.rights, ',') FROM acl a
+                      WHERE a.entry = e.id AND a.inherit = 0) AS acl_text
+               FROM entries e
+               LEFT JOIN members m ON m.vo = $2 AND m.vo_id = $3
+              WHERE e.path = $1"
+        ))
+        .bind(path)
+        .bind(vo)
+        .bind(vo_id)
+        .fetch_optional(&self.pool)
+        .await?;
+        let Some(row) = row else {
+            return Ok(None);
+        };
+        Ok(Some((
+            entry_of(&row)?,
+            member_in(&row)?,
+            acl_text_of(&row)?,
+        )))
     }
 
     /// Registers a new version. A new file (`base_version` 0) is created
@@ -181,6 +197,33 @@ impl Store {
         };
         let mut done: Vec<(tokio::sync::oneshot::Sender<Result<Put, StoreError>>, Put)> =
             Vec::with_capacity(group);
+        if group == 1 {
+            // Alone in its group: no savepoint (two round trips to the
+            // database fewer); a put that fails rolls the whole
+            // transaction back.
+            let Some(job) = jobs.into_iter().next() else {
+                return;
+            };
+            let r = put_in(&mut tx, &self.limits, &self.retention, &job.v.as_new()).await;
+            let r = match r {
+                Ok(put) => match tx.commit().await {
+                    Ok(()) => {
+                        use std::sync::atomic::Ordering::Relaxed;
+                        self.grouped.0.fetch_add(1, Relaxed);
+                        self.grouped.1.fetch_add(1, Relaxed);
+                        Ok(put)
+                    }
+                    Err(e) => {
+                        tracing::error!(error = %e, "a put's commit failed");
+                        Err(StoreError::Group(e.to_string()))
+                    }
+                },
+                // Dropped, the transaction rolls back.
+                Err(e) => Err(e),
+            };
+            let _ = job.answer.send(r);
+            return;
+        }
         let mut jobs = jobs.into_iter();
         while let Some(job) = jobs.next() {
             let v = job.v.as_new();
@@ -565,21 +608,33 @@ pub(super) async fn insert_allocations(
     version: i64,
     facts: &crate::allocations::Facts,
 ) -> Result<(), StoreError> {
-    for a in &facts.allocations {
-        sqlx::query(
-            "INSERT INTO allocations (file, version, alloc, manage, bytes) VALUES ($1, $2, $3, $4, $5)
-             ON CONFLICT (file, alloc, version) DO NOTHING",
-        )
-        .bind(file)
-        .bind(version)
-        .bind(&a.id)
-        .bind(a.manage.as_deref())
-        .bind(to_bigint(a.bytes))
-        .execute(&mut **tx)
-        .await?;
+    // Rows go in statements of up to ROWS_PER_INSERT (one round trip to
+    // the database each, far below either's limit on parameters).
+    for chunk in facts.allocations.chunks(ROWS_PER_INSERT) {
+        let mut sql =
+            String::from("INSERT INTO allocations (file, version, alloc, manage, bytes) VALUES ");
+        for i in 0..chunk.len() {
+            let n = 3 * i;
+            if i > 0 {
+                sql.push_str(", ");
+            }
+            sql.push_str(&format!("($1, $2, ${}, ${}, ${})", n + 3, n + 4, n + 5));
+        }
+        sql.push_str(" ON CONFLICT (file, alloc, version) DO NOTHING");
+        let mut q = sqlx::query(&sql).bind(file).bind(version);
+        for a in chunk {
+            q = q
+                .bind(&a.id)
+                .bind(a.manage.as_deref())
+                .bind(to_bigint(a.bytes));
+        }
+        q.execute(&mut **tx).await?;
     }
     Ok(())
 }
+
+/// Most rows one multi-row `INSERT` writes.
+const ROWS_PER_INSERT: usize = 200;
 
 /// The MANAGE capabilities of version `v`'s allocations that no other
 /// version of the file names (each once), or why they are unknown: its
@@ -674,19 +729,8 @@ async fn create_file(
     limits: &Limits,
     v: &NewVersion<'_>,
     bytes: u64,
-    t: i64,
 ) -> Result<(), StoreError> {
-    let retired = sqlx::query("SELECT id FROM retired_uuids WHERE id = $1")
-        .bind(v.file)
-        .fetch_optional(&mut **tx)
-        .await?;
-    if retired.is_some() {
-        return Err(StoreError::Conflict(format!(
-            "file UUID {} belonged to a deleted file and cannot be reused; upload again with a new UUID",
-            v.file
-        )));
-    }
-    let parent = create_entry(tx, v.file, v.path, Kind::File, v.writer).await?;
+    let parent = create_entry(tx, v.file, v.path, Kind::File, v.writer, Some(v.size)).await?;
     // Charged before anything large is written.
     charge(
         tx,
@@ -697,14 +741,15 @@ async fn create_file(
         signed(bytes),
     )
     .await?;
-    let inherited = inherited_acl(tx, &parent).await?;
-    insert_acl(tx, v.file, 0, &inherited).await?;
-    sqlx::query("UPDATE entries SET current_version = 1, size = $2, updated_at = $3 WHERE id = $1")
-        .bind(v.file)
-        .bind(to_bigint(v.size))
-        .bind(t)
-        .execute(&mut **tx)
-        .await?;
+    // The directory's default entries become the file's access entries.
+    sqlx::query(
+        "INSERT INTO acl (entry, inherit, principal, rights)
+         SELECT $1, 0, principal, rights FROM acl WHERE entry = $2 AND inherit = 1",
+    )
+    .bind(v.file)
+    .bind(&parent)
+    .execute(&mut **tx)
+    .await?;
     Ok(())
 }
 
@@ -798,16 +843,21 @@ async fn insert_version(
         Err(e) => return Err(e.into()),
     }
     insert_allocations(tx, v.file, to_bigint(next), v.facts).await?;
-    for (recipient, wrapped) in v.wrapped_keys {
-        sqlx::query(
-            "INSERT INTO wrapped_keys (file, version, recipient, wrapped) VALUES ($1, $2, $3, $4)",
-        )
-        .bind(v.file)
-        .bind(to_bigint(next))
-        .bind(recipient)
-        .bind(wrapped)
-        .execute(&mut **tx)
-        .await?;
+    // The wrapped keys in one statement (a put has at most MAX_WRAPPED).
+    for chunk in v.wrapped_keys.chunks(ROWS_PER_INSERT) {
+        let mut sql =
+            String::from("INSERT INTO wrapped_keys (file, version, recipient, wrapped) VALUES ");
+        for i in 0..chunk.len() {
+            if i > 0 {
+                sql.push_str(", ");
+            }
+            sql.push_str(&format!("($1, $2, ${}, ${})", 2 * i + 3, 2 * i + 4));
+        }
+        let mut q = sqlx::query(&sql).bind(v.file).bind(to_bigint(next));
+        for (recipient, wrapped) in chunk {
+            q = q.bind(recipient).bind(wrapped);
+        }
+        q.execute(&mut **tx).await?;
     }
     Ok(())
 }
@@ -845,6 +895,42 @@ async fn carry_wrapped_keys(
     let owner = file_owner(tx, v.file).await?;
     charge(tx, limits, v.path.vo(), &owner, 0, carried).await?;
     Ok(())
+}
+
+/// The caller's membership a query joined in (`member`, `removed_at`,
+/// `removed_by`): `None` unknown, `Some(None)` member, `Some(Some(by))`
+/// removed.
+#[allow(clippy::option_option)]
+fn member_in(row: &AnyRow) -> Result<Option<Option<Option<String>>>, StoreError> {
+    if row.try_get::<Option<String>, _>("member")?.is_none() {
+        return Ok(None);
+    }
+    if row.try_get::<Option<i64>, _>("removed_at")?.is_some() {
+        Ok(Some(Some(row.try_get::<Option<String>, _>("removed_by")?)))
+    } else {
+        Ok(Some(None))
+    }
+}
+
+/// The access ACL a query aggregated as `principal=rights,...`
+/// (`acl_text`; neither contains `,` or `=`).
+fn acl_text_of(row: &AnyRow) -> Result<Vec<Entry>, StoreError> {
+    match row.try_get::<Option<String>, _>("acl_text")? {
+        None => Ok(Vec::new()),
+        Some(t) if t.is_empty() => Ok(Vec::new()),
+        Some(t) => t
+            .split(',')
+            .map(|item| {
+                let (p, r) = item
+                    .rsplit_once('=')
+                    .ok_or_else(|| StoreError::Invalid(format!("ACL item {item:?}")))?;
+                Ok(Entry {
+                    principal: Principal::parse(p).map_err(StoreError::Invalid)?,
+                    rights: Rights::parse(r).map_err(StoreError::Invalid)?,
+                })
+            })
+            .collect(),
+    }
 }
 
 /// Most bytes of exNodes committed in one group (see
@@ -944,7 +1030,7 @@ async fn put_in(
             n.saturating_add((r.len() + w.len()) as u64)
         });
     if v.base_version == 0 {
-        create_file(tx, limits, v, bytes, t).await?;
+        create_file(tx, limits, v, bytes).await?;
     } else {
         advance_file(tx, limits, v, next, bytes, t).await?;
     }
