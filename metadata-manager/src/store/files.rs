@@ -182,6 +182,66 @@ pub(super) async fn create_entry(
     owner: &Principal,
     version1: Option<u64>,
 ) -> Result<String, StoreError> {
+    let parent_id = check_new_entry(tx, id, path, kind, version1).await?;
+    let (sql, args) = insert_entry(id, path, kind, owner, version1)?;
+    let res = batch::bind(sqlx::query(&sql), args).execute(&mut **tx).await;
+    match res {
+        Ok(_) => Ok(parent_id),
+        Err(e) => Err(entry_insert_error(path, e)),
+    }
+}
+
+/// Why inserting the entry at `path` failed.
+pub(super) fn entry_insert_error(path: &NsPath, e: sqlx::Error) -> StoreError {
+    if is_unique_violation(&e) {
+        StoreError::Conflict(format!(
+            "{path} was created concurrently by someone else"
+        ))
+    } else {
+        e.into()
+    }
+}
+
+/// The statement inserting a new entry (see [`create_entry`]).
+pub(super) fn insert_entry(
+    id: &str,
+    path: &NsPath,
+    kind: Kind,
+    owner: &Principal,
+    version1: Option<u64>,
+) -> Result<(String, Vec<Arg<'static>>), StoreError> {
+    let parent = path
+        .parent()
+        .ok_or_else(|| StoreError::Refused(format!("{path} is a VO root")))?;
+    Ok((
+        "INSERT INTO entries (id, vo, path, parent, kind, owner, current_version, size,
+                              created_at, updated_at)
+         VALUES ($1, $2, $3, $4, $5, $6, $8, $9, $7, $7)"
+            .to_owned(),
+        vec![
+            Arg::string(id.to_owned()),
+            Arg::string(path.vo().to_owned()),
+            Arg::string(path.as_str().to_owned()),
+            Arg::string(parent.as_str().to_owned()),
+            Arg::string(kind.as_str().to_owned()),
+            Arg::string(owner.to_string()),
+            Arg::Int(now()),
+            Arg::Int(if version1.is_some() { 1 } else { 0 }),
+            Arg::Int(to_bigint(version1.unwrap_or(0))),
+        ],
+    ))
+}
+
+/// [`create_entry`]'s checks: the parent exists and is a directory, the
+/// path and the id are free (and, for `version1`, the id not retired);
+/// returns the parent's id.
+pub(super) async fn check_new_entry(
+    tx: &mut Tx<'_>,
+    id: &str,
+    path: &NsPath,
+    kind: Kind,
+    version1: Option<u64>,
+) -> Result<String, StoreError> {
     let parent = path
         .parent()
         .ok_or_else(|| StoreError::Refused(format!("{path} is a VO root")))?;
@@ -241,30 +301,7 @@ pub(super) async fn create_entry(
             "UUID {id} is already used by another file"
         )));
     }
-    let t = now();
-    let res = sqlx::query(
-        "INSERT INTO entries (id, vo, path, parent, kind, owner, current_version, size,
-                              created_at, updated_at)
-         VALUES ($1, $2, $3, $4, $5, $6, $8, $9, $7, $7)",
-    )
-    .bind(id)
-    .bind(path.vo())
-    .bind(path.as_str())
-    .bind(parent.as_str())
-    .bind(kind.as_str())
-    .bind(owner.to_string())
-    .bind(t)
-    .bind(if version1.is_some() { 1i64 } else { 0 })
-    .bind(to_bigint(version1.unwrap_or(0)))
-    .execute(&mut **tx)
-    .await;
-    match res {
-        Ok(_) => Ok(parent_id),
-        Err(e) if is_unique_violation(&e) => Err(StoreError::Conflict(format!(
-            "{path} was created concurrently by someone else"
-        ))),
-        Err(e) => Err(e.into()),
-    }
+    Ok(parent_id)
 }
 
 /// Deletes one non-current version of a file.

@@ -141,9 +141,22 @@ pub(super) async fn charge(
     if entries == 0 && bytes == 0 {
         return Ok(());
     }
-    // One statement for both rows (the owner's and the VO's): each made
-    // if missing, changed (never below zero), and read back.
-    let rows = sqlx::query(
+    let (sql, args) = charge_statement(vo, owner, entries, bytes);
+    let rows = batch::bind(sqlx::query(&sql), args)
+        .fetch_all(&mut **tx)
+        .await?;
+    check_charged(&rows, limits, vo, owner, entries, bytes)
+}
+
+/// [`charge`]'s statement: both rows (the owner's and the VO's), each
+/// made if missing, changed (never below zero), and read back.
+pub(super) fn charge_statement(
+    vo: &str,
+    owner: &str,
+    entries: i64,
+    bytes: i64,
+) -> (String, Vec<Arg<'static>>) {
+    (
         "INSERT INTO quota_usage (vo, owner, entries, exnode_bytes)
          VALUES ($1, $2, CASE WHEN $4 < 0 THEN 0 ELSE $4 END,
                  CASE WHEN $5 < 0 THEN 0 ELSE $5 END),
@@ -154,15 +167,28 @@ pub(super) async fn charge(
                                ELSE quota_usage.entries + $4 END,
                 exnode_bytes = CASE WHEN quota_usage.exnode_bytes + $5 < 0 THEN 0
                                     ELSE quota_usage.exnode_bytes + $5 END
-         RETURNING owner, entries, exnode_bytes",
+         RETURNING owner, entries, exnode_bytes"
+            .to_owned(),
+        vec![
+            Arg::string(vo.to_owned()),
+            Arg::string(owner.to_owned()),
+            Arg::string(VO_TOTAL.to_owned()),
+            Arg::Int(entries),
+            Arg::Int(bytes),
+        ],
     )
-    .bind(vo)
-    .bind(owner)
-    .bind(VO_TOTAL)
-    .bind(entries)
-    .bind(bytes)
-    .fetch_all(&mut **tx)
-    .await?;
+}
+
+/// Refuses a growth beyond a limit, from the rows [`charge_statement`]
+/// returned.
+pub(super) fn check_charged(
+    rows: &[AnyRow],
+    limits: &Limits,
+    vo: &str,
+    owner: &str,
+    entries: i64,
+    bytes: i64,
+) -> Result<(), StoreError> {
     if entries <= 0 && bytes <= 0 {
         return Ok(());
     }
@@ -180,7 +206,7 @@ pub(super) async fn charge(
     ];
     for (key, entry_limit, byte_limit) in checks {
         let mut row = None;
-        for r in &rows {
+        for r in rows {
             if r.try_get::<String, _>("owner")? == key {
                 row = Some(r);
             }

@@ -133,7 +133,7 @@ impl Store {
             return self.put_grouped(Owned::of(v)).await;
         }
         let (mut tx, _g) = self.write().await?;
-        let put = put_in(&mut tx, &self.limits, &self.retention, v).await?;
+        let put = put_in(&mut tx, self.backend, &self.limits, &self.retention, v).await?;
         tx.commit().await?;
         Ok(put)
     }
@@ -204,7 +204,7 @@ impl Store {
             let Some(job) = jobs.into_iter().next() else {
                 return;
             };
-            let r = put_in(&mut tx, &self.limits, &self.retention, &job.v.as_new()).await;
+            let r = put_in(&mut tx, self.backend, &self.limits, &self.retention, &job.v.as_new()).await;
             let r = match r {
                 Ok(put) => match tx.commit().await {
                     Ok(()) => {
@@ -228,7 +228,7 @@ impl Store {
         while let Some(job) = jobs.next() {
             let v = job.v.as_new();
             let r = match sqlx::query("SAVEPOINT put").execute(&mut *tx).await {
-                Ok(_) => put_in(&mut tx, &self.limits, &self.retention, &v).await,
+                Ok(_) => put_in(&mut tx, self.backend, &self.limits, &self.retention, &v).await,
                 Err(e) => Err(e.into()),
             };
             let end = match &r {
@@ -608,29 +608,42 @@ pub(super) async fn insert_allocations(
     version: i64,
     facts: &crate::allocations::Facts,
 ) -> Result<(), StoreError> {
-    // Rows go in statements of up to ROWS_PER_INSERT (one round trip to
-    // the database each, far below either's limit on parameters).
+    let mut b = Batch::default();
+    allocation_statements(&mut b, file, version, facts);
+    for (sql, args) in b.into_parts() {
+        batch::bind(sqlx::query(&sql), args)
+            .execute(&mut **tx)
+            .await?;
+    }
+    Ok(())
+}
+
+/// The statements inserting a version's `allocations` rows, in
+/// multi-row `INSERT`s of up to [`ROWS_PER_INSERT`] (far below either
+/// database's limit on parameters).
+fn allocation_statements<'a>(
+    b: &mut Batch<'a>,
+    file: &'a str,
+    version: i64,
+    facts: &'a crate::allocations::Facts,
+) {
     for chunk in facts.allocations.chunks(ROWS_PER_INSERT) {
         let mut sql =
             String::from("INSERT INTO allocations (file, version, alloc, manage, bytes) VALUES ");
-        for i in 0..chunk.len() {
+        let mut args = vec![Arg::str(file), Arg::Int(version)];
+        for (i, a) in chunk.iter().enumerate() {
             let n = 3 * i;
             if i > 0 {
                 sql.push_str(", ");
             }
             sql.push_str(&format!("($1, $2, ${}, ${}, ${})", n + 3, n + 4, n + 5));
+            args.push(Arg::str(&a.id));
+            args.push(Arg::OptText(a.manage.as_deref().map(Cow::Borrowed)));
+            args.push(Arg::Int(to_bigint(a.bytes)));
         }
         sql.push_str(" ON CONFLICT (file, alloc, version) DO NOTHING");
-        let mut q = sqlx::query(&sql).bind(file).bind(version);
-        for a in chunk {
-            q = q
-                .bind(&a.id)
-                .bind(a.manage.as_deref())
-                .bind(to_bigint(a.bytes));
-        }
-        q.execute(&mut **tx).await?;
+        b.push(sql, args);
     }
-    Ok(())
 }
 
 /// Most rows one multi-row `INSERT` writes.
@@ -721,35 +734,36 @@ pub(super) async fn drop_version(
     })
 }
 
-/// A put's new file (base version 0): its entry with the directory's
-/// default ACL, version 1 as current, charged before anything large is
-/// written. A UUID of a deleted file is never reused.
-async fn create_file(
+/// A put's new file (base version 0): its entry with version 1 current,
+/// charged before anything large is written (one round trip for both);
+/// the statement giving it the directory's default ACL goes into `b`
+/// (run with the version's). A UUID of a deleted file is never reused.
+async fn create_file<'a>(
     tx: &mut Tx<'_>,
+    backend: Backend,
     limits: &Limits,
-    v: &NewVersion<'_>,
+    v: &'a NewVersion<'a>,
     bytes: u64,
+    b: &mut Batch<'a>,
 ) -> Result<(), StoreError> {
-    let parent = create_entry(tx, v.file, v.path, Kind::File, v.writer, Some(v.size)).await?;
-    // Charged before anything large is written.
-    charge(
-        tx,
-        limits,
-        v.path.vo(),
-        &v.writer.to_string(),
-        1,
-        signed(bytes),
-    )
-    .await?;
+    let parent = check_new_entry(tx, v.file, v.path, Kind::File, Some(v.size)).await?;
+    let writer = v.writer.to_string();
+    let mut first = Batch::default();
+    let (sql, args) = insert_entry(v.file, v.path, Kind::File, v.writer, Some(v.size))?;
+    first.push(sql, args);
+    let (sql, args) = charge_statement(v.path.vo(), &writer, 1, signed(bytes));
+    first.push(sql, args);
+    let rows = first
+        .run(tx, backend)
+        .await
+        .map_err(|e| entry_insert_error(v.path, e))?;
+    check_charged(&rows, limits, v.path.vo(), &writer, 1, signed(bytes))?;
     // The directory's default entries become the file's access entries.
-    sqlx::query(
+    b.push(
         "INSERT INTO acl (entry, inherit, principal, rights)
          SELECT $1, 0, principal, rights FROM acl WHERE entry = $2 AND inherit = 1",
-    )
-    .bind(v.file)
-    .bind(&parent)
-    .execute(&mut **tx)
-    .await?;
+        vec![Arg::str(v.file), Arg::string(parent)],
+    );
     Ok(())
 }
 
@@ -807,59 +821,62 @@ async fn advance_file(
     Ok(())
 }
 
-/// The version's row and the keys wrapped with it.
-async fn insert_version(
-    tx: &mut Tx<'_>,
-    v: &NewVersion<'_>,
-    next: u64,
-    t: i64,
-) -> Result<(), StoreError> {
-    let res = sqlx::query(
+/// The statements inserting the version's row, its allocations and the
+/// keys wrapped with it (after whatever `b` holds already).
+fn version_statements<'a>(b: &mut Batch<'a>, v: &'a NewVersion<'a>, next: u64, t: i64) {
+    b.push(
         "INSERT INTO versions (file, version, size, stored, exnode, key_id, created_by, created_at,
                                expires, readable_until, indexed, mtime)
          VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, 1, $11)",
-    )
-    .bind(v.file)
-    .bind(to_bigint(next))
-    .bind(to_bigint(v.size))
-    .bind(to_bigint(v.stored))
-    .bind(v.exnode)
-    .bind(v.key_id)
-    .bind(v.writer.to_string())
-    .bind(t)
-    .bind(v.facts.expires)
-    .bind(v.facts.readable_until)
-    .bind(v.facts.mtime)
-    .execute(&mut **tx)
-    .await;
-    match res {
-        Ok(_) => {}
-        Err(e) if is_unique_violation(&e) => {
-            return Err(StoreError::Conflict(format!(
-                "{}: version {next} was registered concurrently; read it again and retry",
-                v.path
-            )))
-        }
-        Err(e) => return Err(e.into()),
-    }
-    insert_allocations(tx, v.file, to_bigint(next), v.facts).await?;
-    // The wrapped keys in one statement (a put has at most MAX_WRAPPED).
+        vec![
+            Arg::str(v.file),
+            Arg::Int(to_bigint(next)),
+            Arg::Int(to_bigint(v.size)),
+            Arg::Int(to_bigint(v.stored)),
+            Arg::str(v.exnode),
+            Arg::OptText(v.key_id.map(Cow::Borrowed)),
+            Arg::string(v.writer.to_string()),
+            Arg::Int(t),
+            Arg::OptInt(v.facts.expires),
+            Arg::OptInt(v.facts.readable_until),
+            Arg::OptInt(v.facts.mtime),
+        ],
+    );
+    allocation_statements(b, v.file, to_bigint(next), v.facts);
     for chunk in v.wrapped_keys.chunks(ROWS_PER_INSERT) {
         let mut sql =
             String::from("INSERT INTO wrapped_keys (file, version, recipient, wrapped) VALUES ");
-        for i in 0..chunk.len() {
+        let mut args = vec![Arg::str(v.file), Arg::Int(to_bigint(next))];
+        for (i, (recipient, wrapped)) in chunk.iter().enumerate() {
             if i > 0 {
                 sql.push_str(", ");
             }
             sql.push_str(&format!("($1, $2, ${}, ${})", 2 * i + 3, 2 * i + 4));
+            args.push(Arg::str(recipient));
+            args.push(Arg::str(wrapped));
         }
-        let mut q = sqlx::query(&sql).bind(v.file).bind(to_bigint(next));
-        for (recipient, wrapped) in chunk {
-            q = q.bind(recipient).bind(wrapped);
-        }
-        q.execute(&mut **tx).await?;
+        b.push(sql, args);
     }
-    Ok(())
+}
+
+/// Runs a put's batch ending in [`version_statements`]: a key taken
+/// (the version row: allocations are inserted `ON CONFLICT DO NOTHING`,
+/// wrapped keys are one per recipient) is a concurrent put.
+async fn run_version_batch(
+    tx: &mut Tx<'_>,
+    backend: Backend,
+    b: Batch<'_>,
+    v: &NewVersion<'_>,
+    next: u64,
+) -> Result<(), StoreError> {
+    match b.run(tx, backend).await {
+        Ok(_) => Ok(()),
+        Err(e) if is_unique_violation(&e) => Err(StoreError::Conflict(format!(
+            "{}: version {next} was registered concurrently; read it again and retry",
+            v.path
+        ))),
+        Err(e) => Err(e.into()),
+    }
 }
 
 /// The base version's wrapped keys, for the recipients the put did not
@@ -1012,6 +1029,7 @@ fn answer_all(
 /// The statements of a put ([`Store::put_version`]) in `tx`.
 async fn put_in(
     tx: &mut Tx<'_>,
+    backend: Backend,
     limits: &Limits,
     retention: &Retention,
     v: &NewVersion<'_>,
@@ -1029,12 +1047,14 @@ async fn put_in(
         .fold(v.exnode.len() as u64, |n, (r, w)| {
             n.saturating_add((r.len() + w.len()) as u64)
         });
+    let mut b = Batch::default();
     if v.base_version == 0 {
-        create_file(tx, limits, v, bytes).await?;
+        create_file(tx, backend, limits, v, bytes, &mut b).await?;
     } else {
         advance_file(tx, limits, v, next, bytes, t).await?;
     }
-    insert_version(tx, v, next, t).await?;
+    version_statements(&mut b, v, next, t);
+    run_version_batch(tx, backend, b, v, next).await?;
     // A version made by maintenance (refresh, trim, augment, repair)
     // keeps its base version's data key (same key id): the base
     // version's wrapped keys carry over, for every recipient the put
