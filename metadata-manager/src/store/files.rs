@@ -184,7 +184,9 @@ pub(super) async fn create_entry(
 ) -> Result<String, StoreError> {
     let parent_id = check_new_entry(tx, id, path, kind, version1).await?;
     let (sql, args) = insert_entry(id, path, kind, owner, version1)?;
-    let res = batch::bind(sqlx::query(&sql), args).execute(&mut **tx).await;
+    let res = batch::bind(sqlx::query(&sql), args)
+        .execute(&mut **tx)
+        .await;
     match res {
         Ok(_) => Ok(parent_id),
         Err(e) => Err(entry_insert_error(path, e)),
@@ -194,9 +196,7 @@ pub(super) async fn create_entry(
 /// Why inserting the entry at `path` failed.
 pub(super) fn entry_insert_error(path: &NsPath, e: sqlx::Error) -> StoreError {
     if is_unique_violation(&e) {
-        StoreError::Conflict(format!(
-            "{path} was created concurrently by someone else"
-        ))
+        StoreError::Conflict(format!("{path} was created concurrently by someone else"))
     } else {
         e.into()
     }

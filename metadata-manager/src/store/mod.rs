@@ -81,7 +81,10 @@ mod versions;
 use acl::{inherited_acl, insert_acl};
 use batch::{Arg, Batch};
 use files::{check_new_entry, entry_insert_error, insert_entry};
-use usage::{charge, charge_statement, check_charged, exnode_bytes, file_owner, file_vo_owner, signed, wrapped_bytes};
+use usage::{
+    charge, charge_statement, check_charged, exnode_bytes, file_owner, file_vo_owner, signed,
+    wrapped_bytes,
+};
 pub use versions::{Dropped, Put, VersionInfo};
 
 /// Migrations, applied in order; never edit one that has shipped.

@@ -118,11 +118,10 @@ impl Store {
     ///
     /// On SQLite puts are committed in groups: a put queues itself, and
     /// whoever next holds the writer lock runs every put queued by then,
-    /// in transactions of up to [`GROUP_BYTES`] of exNodes, each put in a
-    /// savepoint of its own (a put that fails
-    /// is rolled back alone and answered with its error), then commits
-    /// once (one fsync for the group) and only then answers the puts it
-    /// committed. Under load a put thus waits for at most the group before
+    /// in transactions of up to [`GROUP_BYTES`] of exNodes (a put that
+    /// fails is undone alone and answered with its error, see
+    /// [`Store::run_group`]), then commits once (one fsync for the group)
+    /// and only then answers the puts it committed. Under load a put thus waits for at most the group before
     /// it, and an answered put is committed. The group runs in a task of
     /// its own, so a caller that goes away cancels nobody's put. On
     /// PostgreSQL each put is its own transaction (writers run
@@ -187,9 +186,49 @@ impl Store {
             .map_err(|_| StoreError::Group("the put's group was abandoned".into()))?
     }
 
-    /// Runs `jobs` in one transaction (the writer lock held), each in a
-    /// savepoint; answers each.
-    async fn run_group(&self, jobs: Vec<Queued>) {
+    /// Runs `jobs` in one transaction (the writer lock held) and answers
+    /// each. First without savepoints (two round trips to the database
+    /// per put fewer): if every put succeeds, the group commits. If one
+    /// fails, the transaction is rolled back, that put is answered with
+    /// its error (the one it would get in any case: every put before it
+    /// had succeeded), and the others run again
+    /// ([`Store::run_with_savepoints`]).
+    async fn run_group(&self, mut jobs: Vec<Queued>) {
+        let mut tx = match db::begin_write(&self.pool, self.backend).await {
+            Ok(tx) => tx,
+            Err(e) => return answer_all(jobs.into_iter().map(|j| j.answer), &e),
+        };
+        let mut puts = Vec::with_capacity(jobs.len());
+        let mut failed = None;
+        for (i, job) in jobs.iter().enumerate() {
+            let v = job.v.as_new();
+            match put_in(&mut tx, self.backend, &self.limits, &self.retention, &v).await {
+                Ok(put) => puts.push(put),
+                Err(e) => {
+                    failed = Some((i, e));
+                    break;
+                }
+            }
+        }
+        let Some((i, e)) = failed else {
+            let group = jobs.len();
+            let done = jobs.into_iter().map(|j| j.answer).zip(puts).collect();
+            return self.commit_group(tx, done, group).await;
+        };
+        if let Err(re) = tx.rollback().await {
+            tracing::warn!(error = %re, "rolling back a group of puts failed (the connection is reset)");
+        }
+        let job = jobs.remove(i);
+        let _ = job.answer.send(Err(e));
+        if !jobs.is_empty() {
+            self.run_with_savepoints(jobs).await;
+        }
+    }
+
+    /// Runs `jobs` in one transaction, each in a savepoint (a put that
+    /// fails is rolled back alone and answered with its error); answers
+    /// each.
+    async fn run_with_savepoints(&self, jobs: Vec<Queued>) {
         let group = jobs.len();
         let mut tx = match db::begin_write(&self.pool, self.backend).await {
             Ok(tx) => tx,
@@ -197,33 +236,6 @@ impl Store {
         };
         let mut done: Vec<(tokio::sync::oneshot::Sender<Result<Put, StoreError>>, Put)> =
             Vec::with_capacity(group);
-        if group == 1 {
-            // Alone in its group: no savepoint (two round trips to the
-            // database fewer); a put that fails rolls the whole
-            // transaction back.
-            let Some(job) = jobs.into_iter().next() else {
-                return;
-            };
-            let r = put_in(&mut tx, self.backend, &self.limits, &self.retention, &job.v.as_new()).await;
-            let r = match r {
-                Ok(put) => match tx.commit().await {
-                    Ok(()) => {
-                        use std::sync::atomic::Ordering::Relaxed;
-                        self.grouped.0.fetch_add(1, Relaxed);
-                        self.grouped.1.fetch_add(1, Relaxed);
-                        Ok(put)
-                    }
-                    Err(e) => {
-                        tracing::error!(error = %e, "a put's commit failed");
-                        Err(StoreError::Group(e.to_string()))
-                    }
-                },
-                // Dropped, the transaction rolls back.
-                Err(e) => Err(e),
-            };
-            let _ = job.answer.send(r);
-            return;
-        }
         let mut jobs = jobs.into_iter();
         while let Some(job) = jobs.next() {
             let v = job.v.as_new();
@@ -256,6 +268,17 @@ impl Store {
                 }
             }
         }
+        self.commit_group(tx, done, group).await;
+    }
+
+    /// Commits a group's transaction, then answers the puts `done` in it
+    /// (of `group` run).
+    async fn commit_group(
+        &self,
+        tx: Tx<'static>,
+        done: Vec<(tokio::sync::oneshot::Sender<Result<Put, StoreError>>, Put)>,
+        group: usize,
+    ) {
         match tx.commit().await {
             Ok(()) => {
                 use std::sync::atomic::Ordering::Relaxed;
