@@ -631,6 +631,71 @@ impl GridCpu {
     }
 }
 
+/// The metadata manager's requests so far by route (`route status`), read
+/// from its `/metrics` (plain HTTP on loopback); empty if it cannot say.
+fn mdm_requests(grid: &Grid) -> BTreeMap<String, f64> {
+    use std::io::{Read, Write};
+    let mut out = BTreeMap::new();
+    let Ok(url) = grid.metrics_url(ibp_testkit::grid::Daemon::MetadataManager) else {
+        return out;
+    };
+    let Some(addr) = url
+        .strip_prefix("http://")
+        .and_then(|r| r.strip_suffix("/metrics"))
+    else {
+        return out;
+    };
+    let mut text = String::new();
+    let got = std::net::TcpStream::connect(addr).and_then(|mut c| {
+        c.set_read_timeout(Some(Duration::from_secs(5)))?;
+        c.write_all(b"GET /metrics HTTP/1.0\r\nHost: localhost\r\n\r\n")?;
+        c.read_to_string(&mut text)
+    });
+    if got.is_err() {
+        return out;
+    }
+    for line in text.lines() {
+        let Some(rest) = line.strip_prefix("mdm_http_requests_total{") else {
+            continue;
+        };
+        let Some((labels, n)) = rest.split_once("} ") else {
+            continue;
+        };
+        let label = |k: &str| {
+            labels
+                .split(',')
+                .find_map(|kv| kv.strip_prefix(&format!("{k}=\"")))
+                .map(|v| v.trim_end_matches('"').to_owned())
+        };
+        if let (Some(route), Some(status), Ok(n)) =
+            (label("route"), label("status"), n.trim().parse::<f64>())
+        {
+            *out.entry(format!("{route} {status}")).or_default() += n;
+        }
+    }
+    out
+}
+
+/// Requests per file by route between two [`mdm_requests`] readings.
+fn requests_per_file(
+    before: &BTreeMap<String, f64>,
+    after: &BTreeMap<String, f64>,
+    files: usize,
+) -> String {
+    let mut parts = Vec::new();
+    for (k, a) in after {
+        let d = a - before.get(k).copied().unwrap_or(0.0);
+        if d > 0.0 {
+            parts.push(format!("{k}: {:.2}", d / files.max(1) as f64));
+        }
+    }
+    if parts.is_empty() {
+        "not measured (no /metrics)".to_owned()
+    } else {
+        parts.join(", ")
+    }
+}
+
 struct SmallResult {
     concurrency: usize,
     files: usize,
@@ -881,8 +946,10 @@ fn small(b: &mut Bench, scale: f64) -> anyhow::Result<(Vec<SmallResult>, Steps)>
         // Files 0..5 of the 1-in-flight directory are the warm-up's.
         let base = if c == 1 { 5 } else { 0 };
         let before = cpu.snap();
+        let asked = mdm_requests(&b.grid);
         let (done, secs, mut lat) = rt.block_on(small_run(g.clone(), &dir, c, n, base))?;
         let after = cpu.snap();
+        let requests = requests_per_file(&asked, &mdm_requests(&b.grid), done);
         rt.block_on(async {
             small_verify(&g, b.work.path(), &dir, base).await?;
             small_verify(&g, b.work.path(), &dir, base + done - 1).await
@@ -903,6 +970,9 @@ fn small(b: &mut Bench, scale: f64) -> anyhow::Result<(Vec<SmallResult>, Steps)>
             r.p99
         ));
         b.say(format!("      CPU ms per file: {}", r.cpu));
+        b.say(format!(
+            "      metadata-manager requests per file (route status: count): {requests}"
+        ));
         results.push(r);
     }
     b.say(format!(

@@ -364,7 +364,21 @@ pub async fn entry_with(
             "no such file or directory: {path}"
         )));
     };
-    let have = rights_on(app, who, &e).await?;
+    let acl = app.store.acl(&e.id, false).await?;
+    holds(who, path, &e, &acl, need)?;
+    Ok(e)
+}
+
+/// Refuses the caller `need` on the entry at `path` (`e`, with its access
+/// ACL `acl`) unless they hold it: 403 naming the right.
+pub fn holds(
+    who: &Caller,
+    path: &NsPath,
+    e: &EntryRow,
+    acl: &[Entry],
+    need: Rights,
+) -> ApiResult<()> {
+    let have = rights_with(who, e, acl);
     if !have.contains(need) {
         return Err(ApiError::forbidden(format!(
             "{} right on {path} is needed; you ({}) have {have}",
@@ -372,8 +386,19 @@ pub async fn entry_with(
             who.principal()
         )));
     }
-    maintenance_allows(who, &e, need)?;
-    Ok(e)
+    maintenance_allows(who, e, need)
+}
+
+/// A maintenance-only caller may not create entries: the refusal of
+/// `need` on the directory of `path` ([`parent_with`]).
+pub fn no_new_entries(who: &Caller, path: &NsPath, need: Rights) -> ApiResult<()> {
+    if who.maintenance_only() {
+        return Err(maintenance_refusal(&format!(
+            "{} right on the directory of {path} refused",
+            need.name()
+        )));
+    }
+    Ok(())
 }
 
 /// The parent directory of `path`, with the caller holding `need` on it.
@@ -383,12 +408,7 @@ pub async fn parent_with(
     path: &NsPath,
     need: Rights,
 ) -> ApiResult<EntryRow> {
-    if who.maintenance_only() {
-        return Err(maintenance_refusal(&format!(
-            "{} right on the directory of {path} refused",
-            need.name()
-        )));
-    }
+    no_new_entries(who, path, need)?;
     acting_for(who, path)?;
     let parent = path
         .parent()

@@ -14,8 +14,9 @@ use metadata_api::{
 };
 
 use super::caller::{
-    acting_for, admit, check_member, entry_with, maintenance_put, maintenance_read,
-    must_wrap_for_self, parent_with, parse_path, rights_with, AnyScope, Caller, Verified,
+    acting_for, admit, check_member, entry_with, holds, maintenance_put, maintenance_read,
+    must_wrap_for_self, no_new_entries, parent_with, parse_path, rights_with, AnyScope, Caller,
+    Verified,
 };
 use super::keys::{check_recipient, check_wrapped};
 use super::{ApiResult, App, Body, MAX_WRAPPED, SMALL_BODY, TICKET_CACHE};
@@ -24,7 +25,7 @@ use crate::store::{Keep, KeepSource, Kind, NewVersion};
 
 pub(super) async fn put_version(
     State(app): State<Arc<App>>,
-    Authenticated(AnyScope(who)): Authenticated<AnyScope>,
+    Authenticated(Verified(who)): Authenticated<Verified>,
     body: Body<PutRequest<'static>>,
 ) -> ApiResult<Json<PutResult>> {
     let Json(req) = body?;
@@ -257,8 +258,11 @@ fn wrapped_pairs(
     Ok(wrapped)
 }
 
-/// What a put may replace: base 0 creates the file (write on its
-/// directory); else the file itself, with the same UUID (write on it).
+/// Admits the caller (not a removed member) and checks what a put may
+/// replace: base 0 creates the file (write on its directory); else the
+/// file itself, with the same UUID (write on it). The entry, its ACL and
+/// the caller's membership come in one query
+/// ([`crate::store::Store::entry_for_put`]).
 async fn check_base(
     app: &App,
     who: &Caller,
@@ -266,14 +270,39 @@ async fn check_base(
     base_version: u64,
     file: &str,
 ) -> ApiResult<()> {
-    if base_version == 0 {
-        if path.vo() == who.id.vo {
+    let target = if base_version == 0 {
+        no_new_entries(who, path, Rights::WRITE)?;
+        path.parent()
+            .ok_or_else(|| ApiError::bad_request(format!("{path} is a VO root")))?
+    } else {
+        path.clone()
+    };
+    let found = app
+        .store
+        .entry_for_put(target.as_str(), &who.id.vo, &who.id.vo_id)
+        .await?;
+    let Some((e, member, acl)) = found else {
+        check_member(app, who).await?;
+        if base_version == 0 && target.is_root() && target.vo() == who.id.vo {
+            // The caller's VO root, made on first use.
             app.store.ensure_root(path.vo()).await?;
+            parent_with(app, who, path, Rights::WRITE).await?;
+            return Ok(());
         }
-        parent_with(app, who, path, Rights::WRITE).await?;
+        return Err(ApiError::not_found(format!(
+            "no such file or directory: {target}"
+        )));
+    };
+    admit(app, who, member).await?;
+    holds(who, &target, &e, &acl, Rights::WRITE)?;
+    if base_version == 0 {
+        if e.kind != Kind::Dir {
+            return Err(ApiError::bad_request(format!(
+                "{target} is not a directory"
+            )));
+        }
         return Ok(());
     }
-    let e = entry_with(app, who, path, Rights::WRITE).await?;
     if e.kind != Kind::File {
         return Err(ApiError::bad_request(format!("{path} is a directory")));
     }

@@ -59,7 +59,7 @@ impl Store {
         let _db = self.timer("mkdir");
         let (mut tx, _g) = self.write().await?;
         let id = uuid::Uuid::new_v4().to_string();
-        let parent = create_entry(&mut tx, &id, path, Kind::Dir, owner).await?;
+        let parent = create_entry(&mut tx, &id, path, Kind::Dir, owner, None).await?;
         charge(&mut tx, &self.limits, path.vo(), &owner.to_string(), 1, 0).await?;
         let inherited = inherited_acl(&mut tx, &parent).await?;
         insert_acl(&mut tx, &id, 0, &inherited).await?;
@@ -171,27 +171,105 @@ impl Store {
 }
 
 /// Inserts an entry under an existing parent directory; returns the
-/// parent's id. The path or id being taken is a conflict.
+/// parent's id. The path or id being taken is a conflict. `version1`: a
+/// file put's new file, made with version 1 (of that size) current, whose
+/// UUID must not be a deleted file's (see `retired_uuids`).
 pub(super) async fn create_entry(
     tx: &mut Tx<'_>,
     id: &str,
     path: &NsPath,
     kind: Kind,
     owner: &Principal,
+    version1: Option<u64>,
+) -> Result<String, StoreError> {
+    let parent_id = check_new_entry(tx, id, path, kind, version1).await?;
+    let (sql, args) = insert_entry(id, path, kind, owner, version1)?;
+    let res = batch::bind(sqlx::query(&sql), args)
+        .execute(&mut **tx)
+        .await;
+    match res {
+        Ok(_) => Ok(parent_id),
+        Err(e) => Err(entry_insert_error(path, e)),
+    }
+}
+
+/// Why inserting the entry at `path` failed.
+pub(super) fn entry_insert_error(path: &NsPath, e: sqlx::Error) -> StoreError {
+    if is_unique_violation(&e) {
+        StoreError::Conflict(format!("{path} was created concurrently by someone else"))
+    } else {
+        e.into()
+    }
+}
+
+/// The statement inserting a new entry (see [`create_entry`]).
+pub(super) fn insert_entry(
+    id: &str,
+    path: &NsPath,
+    kind: Kind,
+    owner: &Principal,
+    version1: Option<u64>,
+) -> Result<(String, Vec<Arg<'static>>), StoreError> {
+    let parent = path
+        .parent()
+        .ok_or_else(|| StoreError::Refused(format!("{path} is a VO root")))?;
+    Ok((
+        "INSERT INTO entries (id, vo, path, parent, kind, owner, current_version, size,
+                              created_at, updated_at)
+         VALUES ($1, $2, $3, $4, $5, $6, $8, $9, $7, $7)"
+            .to_owned(),
+        vec![
+            Arg::string(id.to_owned()),
+            Arg::string(path.vo().to_owned()),
+            Arg::string(path.as_str().to_owned()),
+            Arg::string(parent.as_str().to_owned()),
+            Arg::string(kind.as_str().to_owned()),
+            Arg::string(owner.to_string()),
+            Arg::Int(now()),
+            Arg::Int(if version1.is_some() { 1 } else { 0 }),
+            Arg::Int(to_bigint(version1.unwrap_or(0))),
+        ],
+    ))
+}
+
+/// [`create_entry`]'s checks: the parent exists and is a directory, the
+/// path and the id are free (and, for `version1`, the id not retired);
+/// returns the parent's id.
+pub(super) async fn check_new_entry(
+    tx: &mut Tx<'_>,
+    id: &str,
+    path: &NsPath,
+    kind: Kind,
+    version1: Option<u64>,
 ) -> Result<String, StoreError> {
     let parent = path
         .parent()
         .ok_or_else(|| StoreError::Refused(format!("{path} is a VO root")))?;
-    // The parent, the path and the id, in one query. Checked first: on
-    // PostgreSQL a failed statement aborts the transaction, so the unique
-    // keys below only settle races.
-    let rows =
-        sqlx::query("SELECT id, path, kind FROM entries WHERE path = $1 OR path = $2 OR id = $3")
-            .bind(parent.as_str())
-            .bind(path.as_str())
-            .bind(id)
-            .fetch_all(&mut **tx)
-            .await?;
+    // The parent, the path and the id (and whether the id is retired), in
+    // one query. Checked first: on PostgreSQL a failed statement aborts
+    // the transaction, so the unique keys below only settle races.
+    let retired = if version1.is_some() {
+        " UNION ALL SELECT id, '' AS path, 'retired' AS kind FROM retired_uuids WHERE id = $3"
+    } else {
+        ""
+    };
+    let rows = sqlx::query(&format!(
+        "SELECT id, path, kind FROM entries WHERE path = $1 OR path = $2 OR id = $3{retired}"
+    ))
+    .bind(parent.as_str())
+    .bind(path.as_str())
+    .bind(id)
+    .fetch_all(&mut **tx)
+    .await?;
+    if version1.is_some() {
+        for r in &rows {
+            if r.try_get::<String, _>("kind")? == "retired" {
+                return Err(StoreError::Conflict(format!(
+                    "file UUID {id} belonged to a deleted file and cannot be reused; upload again with a new UUID"
+                )));
+            }
+        }
+    }
     let mut parent_row = None;
     let (mut path_taken, mut id_taken) = (false, false);
     for r in &rows {
@@ -223,28 +301,7 @@ pub(super) async fn create_entry(
             "UUID {id} is already used by another file"
         )));
     }
-    let t = now();
-    let res = sqlx::query(
-        "INSERT INTO entries (id, vo, path, parent, kind, owner, current_version, size,
-                              created_at, updated_at)
-         VALUES ($1, $2, $3, $4, $5, $6, 0, 0, $7, $7)",
-    )
-    .bind(id)
-    .bind(path.vo())
-    .bind(path.as_str())
-    .bind(parent.as_str())
-    .bind(kind.as_str())
-    .bind(owner.to_string())
-    .bind(t)
-    .execute(&mut **tx)
-    .await;
-    match res {
-        Ok(_) => Ok(parent_id),
-        Err(e) if is_unique_violation(&e) => Err(StoreError::Conflict(format!(
-            "{path} was created concurrently by someone else"
-        ))),
-        Err(e) => Err(e.into()),
-    }
+    Ok(parent_id)
 }
 
 /// Deletes one non-current version of a file.

@@ -57,6 +57,7 @@
 //! failing as busy; on PostgreSQL concurrent writers are settled by
 //! conditional updates and unique keys.
 
+use std::borrow::Cow;
 use std::sync::Arc;
 
 use ibp_service::db::{self, is_unique_violation, to_bigint};
@@ -70,6 +71,7 @@ use crate::acl::{Entry, Principal, Rights};
 use crate::names::NsPath;
 
 mod acl;
+mod batch;
 mod files;
 mod keys;
 mod members;
@@ -77,8 +79,12 @@ mod usage;
 mod versions;
 
 use acl::{inherited_acl, insert_acl};
-use files::create_entry;
-use usage::{charge, exnode_bytes, file_owner, file_vo_owner, signed, wrapped_bytes};
+use batch::{Arg, Batch};
+use files::{check_new_entry, entry_insert_error, insert_entry};
+use usage::{
+    charge, charge_statement, check_charged, exnode_bytes, file_owner, file_vo_owner, signed,
+    wrapped_bytes,
+};
 pub use versions::{Dropped, Put, VersionInfo};
 
 /// Migrations, applied in order; never edit one that has shipped.

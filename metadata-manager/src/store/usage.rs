@@ -126,7 +126,8 @@ pub(super) fn signed(n: u64) -> i64 {
 /// in VO `vo`'s tree and to the tree's total, in the caller's transaction.
 /// A growth beyond a limit is refused with [`StoreError::Quota`] (the
 /// caller then drops the transaction, which undoes the whole change).
-/// Rows are updated owner first, then the VO's, everywhere: on PostgreSQL
+/// Both rows change in one statement, owner first, then the VO's (the
+/// order of its rows), everywhere: on PostgreSQL
 /// the row locks serialize writers of one VO without deadlocks, so
 /// replicas cannot together overshoot a limit.
 pub(super) async fn charge(
@@ -140,7 +141,58 @@ pub(super) async fn charge(
     if entries == 0 && bytes == 0 {
         return Ok(());
     }
-    let rows = [
+    let (sql, args) = charge_statement(vo, owner, entries, bytes);
+    let rows = batch::bind(sqlx::query(&sql), args)
+        .fetch_all(&mut **tx)
+        .await?;
+    check_charged(&rows, limits, vo, owner, entries, bytes)
+}
+
+/// [`charge`]'s statement: both rows (the owner's and the VO's), each
+/// made if missing, changed (never below zero), and read back.
+pub(super) fn charge_statement(
+    vo: &str,
+    owner: &str,
+    entries: i64,
+    bytes: i64,
+) -> (String, Vec<Arg<'static>>) {
+    (
+        "INSERT INTO quota_usage (vo, owner, entries, exnode_bytes)
+         VALUES ($1, $2, CASE WHEN $4 < 0 THEN 0 ELSE $4 END,
+                 CASE WHEN $5 < 0 THEN 0 ELSE $5 END),
+                ($1, $3, CASE WHEN $4 < 0 THEN 0 ELSE $4 END,
+                 CASE WHEN $5 < 0 THEN 0 ELSE $5 END)
+         ON CONFLICT (vo, owner) DO UPDATE
+            SET entries = CASE WHEN quota_usage.entries + $4 < 0 THEN 0
+                               ELSE quota_usage.entries + $4 END,
+                exnode_bytes = CASE WHEN quota_usage.exnode_bytes + $5 < 0 THEN 0
+                                    ELSE quota_usage.exnode_bytes + $5 END
+         RETURNING owner, entries, exnode_bytes"
+            .to_owned(),
+        vec![
+            Arg::string(vo.to_owned()),
+            Arg::string(owner.to_owned()),
+            Arg::string(VO_TOTAL.to_owned()),
+            Arg::Int(entries),
+            Arg::Int(bytes),
+        ],
+    )
+}
+
+/// Refuses a growth beyond a limit, from the rows [`charge_statement`]
+/// returned.
+pub(super) fn check_charged(
+    rows: &[AnyRow],
+    limits: &Limits,
+    vo: &str,
+    owner: &str,
+    entries: i64,
+    bytes: i64,
+) -> Result<(), StoreError> {
+    if entries <= 0 && bytes <= 0 {
+        return Ok(());
+    }
+    let checks = [
         (
             owner,
             ("user_entries", limits.user_entries),
@@ -152,29 +204,16 @@ pub(super) async fn charge(
             ("vo_exnode_bytes", limits.vo_exnode_bytes),
         ),
     ];
-    for (key, entry_limit, byte_limit) in rows {
-        // One statement: the row made if missing, changed (never below
-        // zero), and read back.
-        let row = sqlx::query(
-            "INSERT INTO quota_usage (vo, owner, entries, exnode_bytes)
-             VALUES ($1, $2, CASE WHEN $3 < 0 THEN 0 ELSE $3 END,
-                     CASE WHEN $4 < 0 THEN 0 ELSE $4 END)
-             ON CONFLICT (vo, owner) DO UPDATE
-                SET entries = CASE WHEN quota_usage.entries + $3 < 0 THEN 0
-                                   ELSE quota_usage.entries + $3 END,
-                    exnode_bytes = CASE WHEN quota_usage.exnode_bytes + $4 < 0 THEN 0
-                                        ELSE quota_usage.exnode_bytes + $4 END
-             RETURNING entries, exnode_bytes",
-        )
-        .bind(vo)
-        .bind(key)
-        .bind(entries)
-        .bind(bytes)
-        .fetch_one(&mut **tx)
-        .await?;
-        if entries <= 0 && bytes <= 0 {
-            continue;
+    for (key, entry_limit, byte_limit) in checks {
+        let mut row = None;
+        for r in rows {
+            if r.try_get::<String, _>("owner")? == key {
+                row = Some(r);
+            }
         }
+        let row = row.ok_or_else(|| {
+            StoreError::Invalid(format!("quota_usage row of {key} in VO {vo} not returned"))
+        })?;
         let now_entries = unsigned("entries", row.try_get("entries")?)?;
         let now_bytes = unsigned("exnode_bytes", row.try_get("exnode_bytes")?)?;
         for (delta, now, (limit, max)) in [

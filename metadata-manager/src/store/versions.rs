@@ -64,32 +64,48 @@ impl Store {
             None
         };
         let wrapped: Option<String> = row.try_get("wrapped")?;
-        let member = if row.try_get::<Option<String>, _>("member")?.is_some() {
-            if row.try_get::<Option<i64>, _>("removed_at")?.is_some() {
-                Some(Some(row.try_get::<Option<String>, _>("removed_by")?))
-            } else {
-                Some(None)
-            }
-        } else {
-            None
-        };
-        let acl = match row.try_get::<Option<String>, _>("acl_text")? {
-            None => Vec::new(),
-            Some(t) if t.is_empty() => Vec::new(),
-            Some(t) => t
-                .split(',')
-                .map(|item| {
-                    let (p, r) = item
-                        .rsplit_once('=')
-                        .ok_or_else(|| StoreError::Invalid(format!("ACL item {item:?}")))?;
-                    Ok(Entry {
-                        principal: Principal::parse(p).map_err(StoreError::Invalid)?,
-                        rights: Rights::parse(r).map_err(StoreError::Invalid)?,
-                    })
-                })
-                .collect::<Result<_, StoreError>>()?,
-        };
+        let member = member_in(&row)?;
+        let acl = acl_text_of(&row)?;
         Ok(Some((entry, version, wrapped, member, acl)))
+    }
+
+    /// An entry, its access ACL and the caller's membership (`None`
+    /// unknown, `Some(None)` member, `Some(Some(by))` removed), in one
+    /// query: what a put checks before it is queued (the entry it
+    /// replaces, or the directory a new file goes in).
+    #[allow(clippy::type_complexity)]
+    pub async fn entry_for_put(
+        &self,
+        path: &str,
+        vo: &str,
+        vo_id: &str,
+    ) -> Result<Option<(EntryRow, Option<Option<Option<String>>>, Vec<Entry>)>, StoreError> {
+        let _db = self.timer("entry_for_put");
+        let agg = match self.backend {
+            Backend::Sqlite => "group_concat",
+            Backend::Postgres => "string_agg",
+        };
+        let row = sqlx::query(&format!(
+            "SELECT {ENTRY_COLUMNS}, m.vo_id AS member, m.removed_at, m.removed_by,
+                    (SELECT {agg}(a.principal || '=' || a.rights, ',') FROM acl a
+                      WHERE a.entry = e.id AND a.inherit = 0) AS acl_text
+               FROM entries e
+               LEFT JOIN members m ON m.vo = $2 AND m.vo_id = $3
+              WHERE e.path = $1"
+        ))
+        .bind(path)
+        .bind(vo)
+        .bind(vo_id)
+        .fetch_optional(&self.pool)
+        .await?;
+        let Some(row) = row else {
+            return Ok(None);
+        };
+        Ok(Some((
+            entry_of(&row)?,
+            member_in(&row)?,
+            acl_text_of(&row)?,
+        )))
     }
 
     /// Registers a new version. A new file (`base_version` 0) is created
@@ -102,11 +118,10 @@ impl Store {
     ///
     /// On SQLite puts are committed in groups: a put queues itself, and
     /// whoever next holds the writer lock runs every put queued by then,
-    /// in transactions of up to [`GROUP_BYTES`] of exNodes, each put in a
-    /// savepoint of its own (a put that fails
-    /// is rolled back alone and answered with its error), then commits
-    /// once (one fsync for the group) and only then answers the puts it
-    /// committed. Under load a put thus waits for at most the group before
+    /// in transactions of up to [`GROUP_BYTES`] of exNodes (a put that
+    /// fails is undone alone and answered with its error, see
+    /// [`Store::run_group`]), then commits once (one fsync for the group)
+    /// and only then answers the puts it committed. Under load a put thus waits for at most the group before
     /// it, and an answered put is committed. The group runs in a task of
     /// its own, so a caller that goes away cancels nobody's put. On
     /// PostgreSQL each put is its own transaction (writers run
@@ -117,7 +132,7 @@ impl Store {
             return self.put_grouped(Owned::of(v)).await;
         }
         let (mut tx, _g) = self.write().await?;
-        let put = put_in(&mut tx, &self.limits, &self.retention, v).await?;
+        let put = put_in(&mut tx, self.backend, &self.limits, &self.retention, v).await?;
         tx.commit().await?;
         Ok(put)
     }
@@ -171,9 +186,49 @@ impl Store {
             .map_err(|_| StoreError::Group("the put's group was abandoned".into()))?
     }
 
-    /// Runs `jobs` in one transaction (the writer lock held), each in a
-    /// savepoint; answers each.
-    async fn run_group(&self, jobs: Vec<Queued>) {
+    /// Runs `jobs` in one transaction (the writer lock held) and answers
+    /// each. First without savepoints (two round trips to the database
+    /// per put fewer): if every put succeeds, the group commits. If one
+    /// fails, the transaction is rolled back, that put is answered with
+    /// its error (the one it would get in any case: every put before it
+    /// had succeeded), and the others run again
+    /// ([`Store::run_with_savepoints`]).
+    async fn run_group(&self, mut jobs: Vec<Queued>) {
+        let mut tx = match db::begin_write(&self.pool, self.backend).await {
+            Ok(tx) => tx,
+            Err(e) => return answer_all(jobs.into_iter().map(|j| j.answer), &e),
+        };
+        let mut puts = Vec::with_capacity(jobs.len());
+        let mut failed = None;
+        for (i, job) in jobs.iter().enumerate() {
+            let v = job.v.as_new();
+            match put_in(&mut tx, self.backend, &self.limits, &self.retention, &v).await {
+                Ok(put) => puts.push(put),
+                Err(e) => {
+                    failed = Some((i, e));
+                    break;
+                }
+            }
+        }
+        let Some((i, e)) = failed else {
+            let group = jobs.len();
+            let done = jobs.into_iter().map(|j| j.answer).zip(puts).collect();
+            return self.commit_group(tx, done, group).await;
+        };
+        if let Err(re) = tx.rollback().await {
+            tracing::warn!(error = %re, "rolling back a group of puts failed (the connection is reset)");
+        }
+        let job = jobs.remove(i);
+        let _ = job.answer.send(Err(e));
+        if !jobs.is_empty() {
+            self.run_with_savepoints(jobs).await;
+        }
+    }
+
+    /// Runs `jobs` in one transaction, each in a savepoint (a put that
+    /// fails is rolled back alone and answered with its error); answers
+    /// each.
+    async fn run_with_savepoints(&self, jobs: Vec<Queued>) {
         let group = jobs.len();
         let mut tx = match db::begin_write(&self.pool, self.backend).await {
             Ok(tx) => tx,
@@ -185,7 +240,7 @@ impl Store {
         while let Some(job) = jobs.next() {
             let v = job.v.as_new();
             let r = match sqlx::query("SAVEPOINT put").execute(&mut *tx).await {
-                Ok(_) => put_in(&mut tx, &self.limits, &self.retention, &v).await,
+                Ok(_) => put_in(&mut tx, self.backend, &self.limits, &self.retention, &v).await,
                 Err(e) => Err(e.into()),
             };
             let end = match &r {
@@ -213,6 +268,17 @@ impl Store {
                 }
             }
         }
+        self.commit_group(tx, done, group).await;
+    }
+
+    /// Commits a group's transaction, then answers the puts `done` in it
+    /// (of `group` run).
+    async fn commit_group(
+        &self,
+        tx: Tx<'static>,
+        done: Vec<(tokio::sync::oneshot::Sender<Result<Put, StoreError>>, Put)>,
+        group: usize,
+    ) {
         match tx.commit().await {
             Ok(()) => {
                 use std::sync::atomic::Ordering::Relaxed;
@@ -565,21 +631,46 @@ pub(super) async fn insert_allocations(
     version: i64,
     facts: &crate::allocations::Facts,
 ) -> Result<(), StoreError> {
-    for a in &facts.allocations {
-        sqlx::query(
-            "INSERT INTO allocations (file, version, alloc, manage, bytes) VALUES ($1, $2, $3, $4, $5)
-             ON CONFLICT (file, alloc, version) DO NOTHING",
-        )
-        .bind(file)
-        .bind(version)
-        .bind(&a.id)
-        .bind(a.manage.as_deref())
-        .bind(to_bigint(a.bytes))
-        .execute(&mut **tx)
-        .await?;
+    let mut b = Batch::default();
+    allocation_statements(&mut b, file, version, facts);
+    for (sql, args) in b.into_parts() {
+        batch::bind(sqlx::query(&sql), args)
+            .execute(&mut **tx)
+            .await?;
     }
     Ok(())
 }
+
+/// The statements inserting a version's `allocations` rows, in
+/// multi-row `INSERT`s of up to [`ROWS_PER_INSERT`] (far below either
+/// database's limit on parameters).
+fn allocation_statements<'a>(
+    b: &mut Batch<'a>,
+    file: &'a str,
+    version: i64,
+    facts: &'a crate::allocations::Facts,
+) {
+    for chunk in facts.allocations.chunks(ROWS_PER_INSERT) {
+        let mut sql =
+            String::from("INSERT INTO allocations (file, version, alloc, manage, bytes) VALUES ");
+        let mut args = vec![Arg::str(file), Arg::Int(version)];
+        for (i, a) in chunk.iter().enumerate() {
+            let n = 3 * i;
+            if i > 0 {
+                sql.push_str(", ");
+            }
+            sql.push_str(&format!("($1, $2, ${}, ${}, ${})", n + 3, n + 4, n + 5));
+            args.push(Arg::str(&a.id));
+            args.push(Arg::OptText(a.manage.as_deref().map(Cow::Borrowed)));
+            args.push(Arg::Int(to_bigint(a.bytes)));
+        }
+        sql.push_str(" ON CONFLICT (file, alloc, version) DO NOTHING");
+        b.push(sql, args);
+    }
+}
+
+/// Most rows one multi-row `INSERT` writes.
+const ROWS_PER_INSERT: usize = 200;
 
 /// The MANAGE capabilities of version `v`'s allocations that no other
 /// version of the file names (each once), or why they are unknown: its
@@ -666,45 +757,36 @@ pub(super) async fn drop_version(
     })
 }
 
-/// A put's new file (base version 0): its entry with the directory's
-/// default ACL, version 1 as current, charged before anything large is
-/// written. A UUID of a deleted file is never reused.
-async fn create_file(
+/// A put's new file (base version 0): its entry with version 1 current,
+/// charged before anything large is written (one round trip for both);
+/// the statement giving it the directory's default ACL goes into `b`
+/// (run with the version's). A UUID of a deleted file is never reused.
+async fn create_file<'a>(
     tx: &mut Tx<'_>,
+    backend: Backend,
     limits: &Limits,
-    v: &NewVersion<'_>,
+    v: &'a NewVersion<'a>,
     bytes: u64,
-    t: i64,
+    b: &mut Batch<'a>,
 ) -> Result<(), StoreError> {
-    let retired = sqlx::query("SELECT id FROM retired_uuids WHERE id = $1")
-        .bind(v.file)
-        .fetch_optional(&mut **tx)
-        .await?;
-    if retired.is_some() {
-        return Err(StoreError::Conflict(format!(
-            "file UUID {} belonged to a deleted file and cannot be reused; upload again with a new UUID",
-            v.file
-        )));
-    }
-    let parent = create_entry(tx, v.file, v.path, Kind::File, v.writer).await?;
-    // Charged before anything large is written.
-    charge(
-        tx,
-        limits,
-        v.path.vo(),
-        &v.writer.to_string(),
-        1,
-        signed(bytes),
-    )
-    .await?;
-    let inherited = inherited_acl(tx, &parent).await?;
-    insert_acl(tx, v.file, 0, &inherited).await?;
-    sqlx::query("UPDATE entries SET current_version = 1, size = $2, updated_at = $3 WHERE id = $1")
-        .bind(v.file)
-        .bind(to_bigint(v.size))
-        .bind(t)
-        .execute(&mut **tx)
-        .await?;
+    let parent = check_new_entry(tx, v.file, v.path, Kind::File, Some(v.size)).await?;
+    let writer = v.writer.to_string();
+    let mut first = Batch::default();
+    let (sql, args) = insert_entry(v.file, v.path, Kind::File, v.writer, Some(v.size))?;
+    first.push(sql, args);
+    let (sql, args) = charge_statement(v.path.vo(), &writer, 1, signed(bytes));
+    first.push(sql, args);
+    let rows = first
+        .run(tx, backend)
+        .await
+        .map_err(|e| entry_insert_error(v.path, e))?;
+    check_charged(&rows, limits, v.path.vo(), &writer, 1, signed(bytes))?;
+    // The directory's default entries become the file's access entries.
+    b.push(
+        "INSERT INTO acl (entry, inherit, principal, rights)
+         SELECT $1, 0, principal, rights FROM acl WHERE entry = $2 AND inherit = 1",
+        vec![Arg::str(v.file), Arg::string(parent)],
+    );
     Ok(())
 }
 
@@ -762,54 +844,62 @@ async fn advance_file(
     Ok(())
 }
 
-/// The version's row and the keys wrapped with it.
-async fn insert_version(
-    tx: &mut Tx<'_>,
-    v: &NewVersion<'_>,
-    next: u64,
-    t: i64,
-) -> Result<(), StoreError> {
-    let res = sqlx::query(
+/// The statements inserting the version's row, its allocations and the
+/// keys wrapped with it (after whatever `b` holds already).
+fn version_statements<'a>(b: &mut Batch<'a>, v: &'a NewVersion<'a>, next: u64, t: i64) {
+    b.push(
         "INSERT INTO versions (file, version, size, stored, exnode, key_id, created_by, created_at,
                                expires, readable_until, indexed, mtime)
          VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, 1, $11)",
-    )
-    .bind(v.file)
-    .bind(to_bigint(next))
-    .bind(to_bigint(v.size))
-    .bind(to_bigint(v.stored))
-    .bind(v.exnode)
-    .bind(v.key_id)
-    .bind(v.writer.to_string())
-    .bind(t)
-    .bind(v.facts.expires)
-    .bind(v.facts.readable_until)
-    .bind(v.facts.mtime)
-    .execute(&mut **tx)
-    .await;
-    match res {
-        Ok(_) => {}
-        Err(e) if is_unique_violation(&e) => {
-            return Err(StoreError::Conflict(format!(
-                "{}: version {next} was registered concurrently; read it again and retry",
-                v.path
-            )))
+        vec![
+            Arg::str(v.file),
+            Arg::Int(to_bigint(next)),
+            Arg::Int(to_bigint(v.size)),
+            Arg::Int(to_bigint(v.stored)),
+            Arg::str(v.exnode),
+            Arg::OptText(v.key_id.map(Cow::Borrowed)),
+            Arg::string(v.writer.to_string()),
+            Arg::Int(t),
+            Arg::OptInt(v.facts.expires),
+            Arg::OptInt(v.facts.readable_until),
+            Arg::OptInt(v.facts.mtime),
+        ],
+    );
+    allocation_statements(b, v.file, to_bigint(next), v.facts);
+    for chunk in v.wrapped_keys.chunks(ROWS_PER_INSERT) {
+        let mut sql =
+            String::from("INSERT INTO wrapped_keys (file, version, recipient, wrapped) VALUES ");
+        let mut args = vec![Arg::str(v.file), Arg::Int(to_bigint(next))];
+        for (i, (recipient, wrapped)) in chunk.iter().enumerate() {
+            if i > 0 {
+                sql.push_str(", ");
+            }
+            sql.push_str(&format!("($1, $2, ${}, ${})", 2 * i + 3, 2 * i + 4));
+            args.push(Arg::str(recipient));
+            args.push(Arg::str(wrapped));
         }
-        Err(e) => return Err(e.into()),
+        b.push(sql, args);
     }
-    insert_allocations(tx, v.file, to_bigint(next), v.facts).await?;
-    for (recipient, wrapped) in v.wrapped_keys {
-        sqlx::query(
-            "INSERT INTO wrapped_keys (file, version, recipient, wrapped) VALUES ($1, $2, $3, $4)",
-        )
-        .bind(v.file)
-        .bind(to_bigint(next))
-        .bind(recipient)
-        .bind(wrapped)
-        .execute(&mut **tx)
-        .await?;
+}
+
+/// Runs a put's batch ending in [`version_statements`]: a key taken
+/// (the version row: allocations are inserted `ON CONFLICT DO NOTHING`,
+/// wrapped keys are one per recipient) is a concurrent put.
+async fn run_version_batch(
+    tx: &mut Tx<'_>,
+    backend: Backend,
+    b: Batch<'_>,
+    v: &NewVersion<'_>,
+    next: u64,
+) -> Result<(), StoreError> {
+    match b.run(tx, backend).await {
+        Ok(_) => Ok(()),
+        Err(e) if is_unique_violation(&e) => Err(StoreError::Conflict(format!(
+            "{}: version {next} was registered concurrently; read it again and retry",
+            v.path
+        ))),
+        Err(e) => Err(e.into()),
     }
-    Ok(())
 }
 
 /// The base version's wrapped keys, for the recipients the put did not
@@ -845,6 +935,42 @@ async fn carry_wrapped_keys(
     let owner = file_owner(tx, v.file).await?;
     charge(tx, limits, v.path.vo(), &owner, 0, carried).await?;
     Ok(())
+}
+
+/// The caller's membership a query joined in (`member`, `removed_at`,
+/// `removed_by`): `None` unknown, `Some(None)` member, `Some(Some(by))`
+/// removed.
+#[allow(clippy::option_option)]
+fn member_in(row: &AnyRow) -> Result<Option<Option<Option<String>>>, StoreError> {
+    if row.try_get::<Option<String>, _>("member")?.is_none() {
+        return Ok(None);
+    }
+    if row.try_get::<Option<i64>, _>("removed_at")?.is_some() {
+        Ok(Some(Some(row.try_get::<Option<String>, _>("removed_by")?)))
+    } else {
+        Ok(Some(None))
+    }
+}
+
+/// The access ACL a query aggregated as `principal=rights,...`
+/// (`acl_text`; neither contains `,` or `=`).
+fn acl_text_of(row: &AnyRow) -> Result<Vec<Entry>, StoreError> {
+    match row.try_get::<Option<String>, _>("acl_text")? {
+        None => Ok(Vec::new()),
+        Some(t) if t.is_empty() => Ok(Vec::new()),
+        Some(t) => t
+            .split(',')
+            .map(|item| {
+                let (p, r) = item
+                    .rsplit_once('=')
+                    .ok_or_else(|| StoreError::Invalid(format!("ACL item {item:?}")))?;
+                Ok(Entry {
+                    principal: Principal::parse(p).map_err(StoreError::Invalid)?,
+                    rights: Rights::parse(r).map_err(StoreError::Invalid)?,
+                })
+            })
+            .collect(),
+    }
 }
 
 /// Most bytes of exNodes committed in one group (see
@@ -926,6 +1052,7 @@ fn answer_all(
 /// The statements of a put ([`Store::put_version`]) in `tx`.
 async fn put_in(
     tx: &mut Tx<'_>,
+    backend: Backend,
     limits: &Limits,
     retention: &Retention,
     v: &NewVersion<'_>,
@@ -943,12 +1070,14 @@ async fn put_in(
         .fold(v.exnode.len() as u64, |n, (r, w)| {
             n.saturating_add((r.len() + w.len()) as u64)
         });
+    let mut b = Batch::default();
     if v.base_version == 0 {
-        create_file(tx, limits, v, bytes, t).await?;
+        create_file(tx, backend, limits, v, bytes, &mut b).await?;
     } else {
         advance_file(tx, limits, v, next, bytes, t).await?;
     }
-    insert_version(tx, v, next, t).await?;
+    version_statements(&mut b, v, next, t);
+    run_version_batch(tx, backend, b, v, next).await?;
     // A version made by maintenance (refresh, trim, augment, repair)
     // keeps its base version's data key (same key id): the base
     // version's wrapped keys carry over, for every recipient the put
