@@ -25,9 +25,13 @@
 //! its allocation starts, so it survives the process being killed. A
 //! background `fdatasync`, coalesced (one in flight at a time, covering
 //! every line written before it started), makes it survive a power loss
-//! too, without putting a disk flush on the data path: the window is the
-//! time of one flush after the allocation (milliseconds), and an
-//! allocation whose line is lost expires at the end of its duration. Nor
+//! too, without putting a disk flush on the data path. The flush starts
+//! [`FLUSH_DELAY`] after the line (in a tokio runtime): an upload that is
+//! over by then (a small file: a few milliseconds) has removed its journal
+//! and flushes nothing, so a session uploading many small files puts no
+//! disk flush per file on the machine. The window is that delay plus one
+//! flush, and an allocation whose line is lost expires at the end of its
+//! duration. Nor
 //! can a journal list an allocation whose ALLOCATE was in flight when the
 //! process died (the depot made it, the client never read the reply with
 //! its capabilities): at most one per piece being placed (`threads` x
@@ -46,8 +50,9 @@ use std::fs::{File, OpenOptions};
 use std::io::{self, Write};
 use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use exnode::Security;
 use serde::{Deserialize, Serialize};
@@ -57,6 +62,10 @@ use super::Grid;
 use crate::credentials::Error;
 use crate::transfer::upload::{release_each, Made};
 use crate::transfer::{self, Pool};
+
+/// How long after a line its flush starts (see the module's
+/// "Durability").
+pub const FLUSH_DELAY: Duration = Duration::from_millis(100);
 
 /// The journals' file name extension.
 const EXT: &str = "alloc";
@@ -114,6 +123,10 @@ pub struct InFlight {
     syncing: Arc<AtomicBool>,
     /// The directory was flushed (the journal's name is durable).
     dir_synced: Arc<AtomicBool>,
+    /// The journal was removed ([`InFlight::finish`]): nothing to flush.
+    finished: Arc<AtomicBool>,
+    /// Flushes done (each `fdatasync` of the file).
+    flushes: Arc<AtomicU64>,
 }
 
 fn create_dir(dir: &Path) -> io::Result<()> {
@@ -227,6 +240,8 @@ impl InFlight {
             dirty: Arc::default(),
             syncing: Arc::default(),
             dir_synced: Arc::new(AtomicBool::new(existing)),
+            finished: Arc::default(),
+            flushes: Arc::default(),
         }
     }
 
@@ -259,23 +274,26 @@ impl InFlight {
     }
 
     /// Flushes the file (and, the first time, its directory) off the
-    /// caller's thread; one flush at a time, covering every line written
-    /// before it started.
+    /// caller's thread, [`FLUSH_DELAY`] later unless the journal is gone
+    /// by then; one flush at a time, covering every line written before it
+    /// started.
     fn flush_later(&self) {
         self.dirty.store(true, Ordering::SeqCst);
         if self.syncing.swap(true, Ordering::SeqCst) {
             return;
         }
-        let (file, dirty, syncing, dir_synced) = (
+        let (file, dirty, syncing, dir_synced, flushes) = (
             self.file.clone(),
             self.dirty.clone(),
             self.syncing.clone(),
             self.dir_synced.clone(),
+            self.flushes.clone(),
         );
         let dir = self.path.parent().map(Path::to_path_buf);
         let flush = move || loop {
             dirty.store(false, Ordering::SeqCst);
             let _ = file.sync_data();
+            flushes.fetch_add(1, Ordering::SeqCst);
             if !dir_synced.swap(true, Ordering::SeqCst) {
                 if let Some(d) = &dir {
                     let _ = File::open(d).and_then(|d| d.sync_all());
@@ -288,10 +306,24 @@ impl InFlight {
         };
         match tokio::runtime::Handle::try_current() {
             Ok(h) => {
-                h.spawn_blocking(flush);
+                let (finished, syncing) = (self.finished.clone(), self.syncing.clone());
+                h.spawn(async move {
+                    tokio::time::sleep(FLUSH_DELAY).await;
+                    if finished.load(Ordering::SeqCst) {
+                        syncing.store(false, Ordering::SeqCst);
+                        return;
+                    }
+                    let _ = tokio::task::spawn_blocking(flush).await;
+                });
             }
             Err(_) => flush(),
         }
+    }
+
+    /// Flushes done so far.
+    #[cfg(test)]
+    fn flushes(&self) -> u64 {
+        self.flushes.load(Ordering::SeqCst)
     }
 
     /// The upload is over and nothing of it is left to release: the
@@ -302,6 +334,7 @@ impl InFlight {
     /// list allocations a registered version uses (`lors cleanup` leaves a
     /// journal without a header alone).
     pub fn finish(&self) {
+        self.finished.store(true, Ordering::SeqCst);
         if let Err(e) = std::fs::remove_file(&self.path) {
             tracing::warn!(journal = %self.path.display(), error = %e, "cannot remove the journal of allocations in flight");
             let _ = self.file.set_len(0);
@@ -655,6 +688,40 @@ mod tests {
         assert!(path.exists());
         // Nothing but the journal in the directory (no temporary left).
         assert_eq!(std::fs::read_dir(&dir).unwrap().count(), 1);
+    }
+
+    /// Waits (bounded) until `j` has made `n` flushes; they run on a
+    /// blocking thread, in real time.
+    async fn flushed(j: &InFlight, n: u64) -> bool {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+        while j.flushes() < n && std::time::Instant::now() < deadline {
+            tokio::task::yield_now().await;
+            std::thread::sleep(std::time::Duration::from_millis(1));
+        }
+        j.flushes() >= n
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_journal_is_flushed_after_the_delay_unless_the_upload_is_over() {
+        let d = tempfile::tempdir().unwrap();
+        // Over before the delay (a small file): never flushed.
+        let quick = InFlight::start(d.path(), "/vo1/small", None).unwrap();
+        quick.record("d1:6715", Security::Full, "ibp://d1:6715/1#a/1/MANAGE");
+        quick.finish();
+        // Still running after the delay: flushed once, covering both lines.
+        let slow = InFlight::start(d.path(), "/vo1/big", None).unwrap();
+        slow.record("d1:6715", Security::Full, "ibp://d1:6715/2#b/1/MANAGE");
+        slow.record("d2:6715", Security::Full, "ibp://d2:6715/3#c/1/MANAGE");
+        tokio::time::sleep(FLUSH_DELAY / 2).await;
+        assert_eq!(slow.flushes(), 0, "not before the delay");
+        tokio::time::sleep(FLUSH_DELAY).await;
+        assert!(flushed(&slow, 1).await, "flushed after the delay");
+        assert_eq!(quick.flushes(), 0, "a finished journal is not flushed");
+        // A line after the flush: flushed again, after its own delay.
+        slow.record("d3:6715", Security::Full, "ibp://d3:6715/4#d/1/MANAGE");
+        tokio::time::sleep(FLUSH_DELAY * 2).await;
+        assert!(flushed(&slow, 2).await, "the next line flushed too");
+        assert_eq!(slow.recorded().len(), 3);
     }
 
     #[test]
