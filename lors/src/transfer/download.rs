@@ -219,33 +219,18 @@ async fn download_ranges(
             // fetched: written where they belong, never joined.
             let data = fetch_extent_parts(&x, e, i, &pool, &opts, &counters).await?;
             let len = parts_len(&data);
-            let data = match file {
+            match file {
                 Some(f) => {
-                    let offset = e.offset;
-                    let data = tokio::task::spawn_blocking(move || {
-                        let mut at = offset;
-                        for p in &data {
-                            f.write_all_at(p, at)?;
-                            at += p.len() as u64;
-                        }
-                        Ok::<_, std::io::Error>(data)
-                    })
-                    .await
-                    .map_err(|e| TransferError::Output(e.to_string()))?
-                    .map_err(|e| TransferError::Output(format!("cannot write the output: {e}")))?;
-                    for p in data {
-                        pool.recycle(p);
-                    }
+                    write_range(&f, data, e.offset, &pool, permit).await?;
                     if let Some(w) = &opts.on_written {
                         w(e.offset);
                     }
-                    Vec::new()
                 }
-                None => data,
-            };
-            tx.send((e.offset, data, permit))
-                .await
-                .map_err(|_| TransferError::Output("the output was closed".into()))?;
+                None => tx
+                    .send((e.offset, data, permit))
+                    .await
+                    .map_err(|_| TransferError::Output("the output was closed".into()))?,
+            }
             if let Some(p) = &progress {
                 p(len);
             }
@@ -299,37 +284,45 @@ const DIRECT_ALIGN: u64 = 4096;
 /// cache only.
 pub const DIRECT_MIN_FILE: u64 = 32 << 20;
 
-/// Bytes copied into an aligned buffer and written at once by a direct
-/// write (one erasure-coded share of 2+1 with 8 MiB blocks).
-const DIRECT_CHUNK: usize = 4 << 20;
-
-/// Aligned buffers kept for reuse (at most one per range being written).
-const DIRECT_KEPT: usize = 16;
+/// Ranges staged for direct writes at once ([`FileOut::stage`]): one
+/// being written, one waiting (direct writes into one file take turns).
+const DIRECT_STAGED: usize = 2;
 
 /// The output file of a download, written at offsets by the range tasks.
 ///
 /// A large output (at least [`DIRECT_MIN_FILE`]) is written with direct
 /// I/O (`O_DIRECT`, a second descriptor of the same file): each range's
-/// page-aligned middle goes from an aligned buffer (the range's bytes are
-/// copied into it, [`DIRECT_CHUNK`] at a time) to the disk without
-/// passing through the page cache, its unaligned head and tail (and
-/// everything, where the file system refuses direct I/O) through the page
-/// cache. Filling the page cache with fresh pages is the slowest part of
-/// writing a file on some machines (a virtual machine whose free memory
-/// was handed back to the host pays a fault per page), and a download of
-/// gigabytes then does not push everything else out of the cache either.
-/// The bytes written are the same either way; a range's head and tail
-/// pages are never written directly, so the two paths never write the same
-/// page.
+/// page-aligned middle is copied into an aligned buffer
+/// ([`FileOut::stage`], after which the range's own buffers go back and
+/// the next range is fetched meanwhile) and written from there to the
+/// disk without passing through the page cache; its unaligned head and
+/// tail (and everything, where the file system refuses direct I/O) go
+/// through the page cache. Filling the page cache with fresh pages is the
+/// slowest part of writing a file on some machines (a virtual machine
+/// whose free memory was handed back to the host pays a fault per page),
+/// and a download of gigabytes then does not push everything else out of
+/// the cache either. The bytes written are the same either way; a range's
+/// head and tail pages are never written directly, so the two paths never
+/// write the same page.
 pub(crate) struct FileOut {
     file: std::fs::File,
     /// The same file opened with `O_DIRECT`, if that worked; unused after
     /// a direct write failed ([`FileOut::direct_ok`]).
     direct: Option<std::fs::File>,
     direct_ok: std::sync::atomic::AtomicBool,
-    /// Spare aligned buffers (each `DIRECT_CHUNK + DIRECT_ALIGN` bytes,
-    /// used from its first aligned byte).
+    /// Ranges staged (holding an aligned buffer) at once: [`DIRECT_STAGED`].
+    staged: Arc<Semaphore>,
+    /// Spare aligned buffers (each used from its first aligned byte).
     spare: Mutex<Vec<Vec<u8>>>,
+}
+
+/// A range's aligned middle, copied into an aligned buffer, to be written
+/// directly at `at` ([`FileOut::write_staged`]).
+pub(crate) struct Staged {
+    buf: Vec<u8>,
+    start: usize,
+    len: usize,
+    at: u64,
 }
 
 impl FileOut {
@@ -343,69 +336,154 @@ impl FileOut {
             direct_ok: std::sync::atomic::AtomicBool::new(direct.is_some()),
             file,
             direct,
+            staged: Arc::new(Semaphore::new(DIRECT_STAGED)),
             spare: Mutex::new(Vec::new()),
         }
     }
 
     /// Whether direct writes are in use.
-    #[cfg(test)]
     fn is_direct(&self) -> bool {
         self.direct.is_some() && self.direct_ok.load(Ordering::Relaxed)
     }
 
-    /// Writes all of `data` at `at`.
-    pub(crate) fn write_all_at(&self, data: &[u8], at: u64) -> std::io::Result<()> {
+    /// Writes `parts` (consecutive, from `at`) through the page cache,
+    /// except their page-aligned middle when direct writes are in use,
+    /// which is copied into an aligned buffer and returned, to be written
+    /// by [`FileOut::write_staged`].
+    pub(crate) fn stage(&self, parts: &[Vec<u8>], at: u64) -> std::io::Result<Option<Staged>> {
         use std::os::unix::fs::FileExt;
-        let end = at + data.len() as u64;
+        let end = at + parts.iter().map(|p| p.len() as u64).sum::<u64>();
         let a = at.next_multiple_of(DIRECT_ALIGN).min(end);
         let b = (end / DIRECT_ALIGN * DIRECT_ALIGN).max(a);
-        let direct = match &self.direct {
-            Some(d) if b - a >= DIRECT_ALIGN && self.direct_ok.load(Ordering::Relaxed) => d,
-            _ => return self.file.write_all_at(data, at),
-        };
-        let (head, rest) = data.split_at((a - at) as usize);
-        let (middle, tail) = rest.split_at((b - a) as usize);
-        self.file.write_all_at(head, at)?;
-        let mut buf = self
-            .spare
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .pop()
-            .unwrap_or_else(|| vec![0u8; DIRECT_CHUNK + DIRECT_ALIGN as usize]);
-        let start = buf.as_ptr().align_offset(DIRECT_ALIGN as usize);
-        let mut pos = a;
-        for chunk in middle.chunks(DIRECT_CHUNK) {
-            // Every chunk is a multiple of the alignment (a and b are
-            // aligned, and so is DIRECT_CHUNK).
-            let aligned = &mut buf[start..start + chunk.len()];
-            aligned.copy_from_slice(chunk);
-            let done = if self.direct_ok.load(Ordering::Relaxed) {
-                match direct.write_at(aligned, pos) {
-                    Ok(n) => n,
-                    Err(e) => {
-                        // Not for this file system after all (or a real
-                        // error, which the write below reports).
-                        tracing::debug!(error = %e, "direct write refused; writing through the page cache");
-                        self.direct_ok.store(false, Ordering::Relaxed);
-                        0
-                    }
-                }
-            } else {
-                0
+        let mut staged = None;
+        if self.is_direct() && b - a >= DIRECT_ALIGN {
+            let len = (b - a) as usize;
+            let mut buf = self
+                .spare
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .pop()
+                .unwrap_or_default();
+            if buf.len() < len + DIRECT_ALIGN as usize {
+                buf = vec![0u8; len + DIRECT_ALIGN as usize];
+            }
+            let start = buf.as_ptr().align_offset(DIRECT_ALIGN as usize);
+            staged = Some(Staged {
+                buf,
+                start,
+                len,
+                at: a,
+            });
+        }
+        let mut pos = at;
+        for p in parts {
+            let (p_start, p_end) = (pos, pos + p.len() as u64);
+            pos = p_end;
+            let Some(s) = staged.as_mut() else {
+                self.file.write_all_at(p, p_start)?;
+                continue;
             };
-            if done < chunk.len() {
-                self.file.write_all_at(&chunk[done..], pos + done as u64)?;
+            // The part's bytes before a, within [a, b), and from b.
+            let cut = |x: u64| (x.clamp(p_start, p_end) - p_start) as usize;
+            let (i, j) = (cut(a), cut(b));
+            if i > 0 {
+                self.file.write_all_at(&p[..i], p_start)?;
             }
-            pos += chunk.len() as u64;
-        }
-        {
-            let mut spare = self.spare.lock().unwrap_or_else(|p| p.into_inner());
-            if spare.len() < DIRECT_KEPT {
-                spare.push(buf);
+            if j > i {
+                let to = s.start + (p_start + i as u64 - a) as usize;
+                s.buf[to..to + (j - i)].copy_from_slice(&p[i..j]);
+            }
+            if j < p.len() {
+                self.file.write_all_at(&p[j..], p_start + j as u64)?;
             }
         }
-        self.file.write_all_at(tail, b)
+        Ok(staged)
     }
+
+    /// Writes a staged middle directly (through the page cache once a
+    /// direct write failed) and keeps its buffer for a later range.
+    pub(crate) fn write_staged(&self, s: Staged) -> std::io::Result<()> {
+        use std::os::unix::fs::FileExt;
+        let bytes = &s.buf[s.start..s.start + s.len];
+        let mut done = 0;
+        if let (Some(d), true) = (&self.direct, self.is_direct()) {
+            match d.write_at(bytes, s.at) {
+                Ok(n) => done = n,
+                Err(e) => {
+                    // Not for this file system after all (or a real error,
+                    // which the write below reports).
+                    tracing::debug!(error = %e, "direct write refused; writing through the page cache");
+                    self.direct_ok.store(false, Ordering::Relaxed);
+                }
+            }
+        }
+        let r = if done < bytes.len() {
+            self.file.write_all_at(&bytes[done..], s.at + done as u64)
+        } else {
+            Ok(())
+        };
+        let mut spare = self.spare.lock().unwrap_or_else(|p| p.into_inner());
+        if spare.len() < DIRECT_STAGED {
+            spare.push(s.buf);
+        }
+        r
+    }
+
+    /// Writes all of `parts` from `at` (staged and written at once).
+    #[cfg(test)]
+    fn write_all_at(&self, parts: &[Vec<u8>], at: u64) -> std::io::Result<()> {
+        match self.stage(parts, at)? {
+            Some(s) => self.write_staged(s),
+            None => Ok(()),
+        }
+    }
+}
+
+/// Writes the range at `offset` (its `parts`) into `f`. The range's
+/// buffers go back to `pool` and its `permit` (its place among the ranges
+/// in flight) is released as soon as its bytes are written or staged,
+/// before a staged middle is written: at most [`DIRECT_STAGED`] ranges
+/// wait in aligned buffers.
+async fn write_range(
+    f: &Arc<FileOut>,
+    parts: Parts,
+    offset: u64,
+    pool: &Pool,
+    permit: OwnedSemaphorePermit,
+) -> Result<(), TransferError> {
+    let err = |e: std::io::Error| TransferError::Output(format!("cannot write the output: {e}"));
+    let joined = |e: tokio::task::JoinError| TransferError::Output(e.to_string());
+    let slot = if f.is_direct() {
+        Some(
+            f.staged
+                .clone()
+                .acquire_owned()
+                .await
+                .map_err(|_| TransferError::Output("the output was closed".into()))?,
+        )
+    } else {
+        None
+    };
+    let g = f.clone();
+    let (parts, staged) = tokio::task::spawn_blocking(move || {
+        let r = g.stage(&parts, offset);
+        (parts, r)
+    })
+    .await
+    .map_err(joined)?;
+    for p in parts {
+        pool.recycle(p);
+    }
+    drop(permit);
+    if let Some(s) = staged.map_err(err)? {
+        let g = f.clone();
+        tokio::task::spawn_blocking(move || g.write_staged(s))
+            .await
+            .map_err(joined)?
+            .map_err(err)?;
+    }
+    drop(slot);
+    Ok(())
 }
 
 /// `file` opened once more, for direct writes (`None` where the system or
@@ -1075,8 +1153,19 @@ mod tests {
                     let (out, content) = (out.clone(), &content);
                     s.spawn(move || {
                         for &(a, b) in chunk.iter().rev() {
-                            out.write_all_at(&content[a as usize..b as usize], a)
-                                .unwrap();
+                            // As one part, and as several (cut anywhere).
+                            let r = &content[a as usize..b as usize];
+                            let parts: Vec<Vec<u8>> = if r.len() % 2 == 0 {
+                                vec![r.to_vec()]
+                            } else {
+                                let c = [r.len() / 3, r.len() / 2];
+                                vec![
+                                    r[..c[0]].to_vec(),
+                                    r[c[0]..c[1]].to_vec(),
+                                    r[c[1]..].to_vec(),
+                                ]
+                            };
+                            out.write_all_at(&parts, a).unwrap();
                         }
                     });
                 }
