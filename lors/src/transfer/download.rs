@@ -179,7 +179,7 @@ async fn download_ranges(
             // Resuming keeps what is there; set_len only grows or cuts.
             let f = tokio::task::spawn_blocking(move || {
                 f.set_len(size)?;
-                Ok::<_, std::io::Error>(FileOut::new(f, size))
+                Ok::<_, std::io::Error>(FileOut::new(f, size, DirectIo::from_env()))
             })
             .await
             .map_err(|e| TransferError::Output(e.to_string()))?
@@ -284,6 +284,33 @@ const DIRECT_ALIGN: u64 = 4096;
 /// cache only.
 pub const DIRECT_MIN_FILE: u64 = 32 << 20;
 
+/// Whether a download writes its file with direct I/O: `LORS_DIRECT_IO`
+/// = `auto` (the default: on a local disk file system, ext4, XFS, btrfs
+/// or F2FS; never on network or memory file systems, where `O_DIRECT`
+/// means synchronous round trips or nothing), `on` (wherever the file
+/// system accepts it) or `off` (always through the page cache).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DirectIo {
+    Auto,
+    On,
+    Off,
+}
+
+impl DirectIo {
+    /// From `LORS_DIRECT_IO` (unset or unknown: [`DirectIo::Auto`]).
+    pub fn from_env() -> DirectIo {
+        DirectIo::parse(std::env::var("LORS_DIRECT_IO").ok().as_deref())
+    }
+
+    fn parse(v: Option<&str>) -> DirectIo {
+        match v.map(str::trim) {
+            Some("on" | "1" | "yes") => DirectIo::On,
+            Some("off" | "0" | "no") => DirectIo::Off,
+            _ => DirectIo::Auto,
+        }
+    }
+}
+
 /// Ranges staged for direct writes at once ([`FileOut::stage`]): one
 /// being written, one waiting (direct writes into one file take turns).
 const DIRECT_STAGED: usize = 2;
@@ -326,11 +353,12 @@ pub(crate) struct Staged {
 }
 
 impl FileOut {
-    pub(crate) fn new(file: std::fs::File, size: u64) -> FileOut {
-        let direct = if size >= DIRECT_MIN_FILE {
-            open_direct(&file)
-        } else {
-            None
+    pub(crate) fn new(file: std::fs::File, size: u64, mode: DirectIo) -> FileOut {
+        let direct = match mode {
+            DirectIo::Off => None,
+            _ if size < DIRECT_MIN_FILE => None,
+            DirectIo::Auto if !local_disk(&file) => None,
+            DirectIo::Auto | DirectIo::On => open_direct(&file),
         };
         FileOut {
             direct_ok: std::sync::atomic::AtomicBool::new(direct.is_some()),
@@ -511,6 +539,25 @@ fn open_direct(file: &std::fs::File) -> Option<std::fs::File> {
 #[cfg(not(target_os = "linux"))]
 fn open_direct(_file: &std::fs::File) -> Option<std::fs::File> {
     None
+}
+
+/// Whether `file` is on a local disk file system ([`DirectIo::Auto`]).
+#[cfg(target_os = "linux")]
+fn local_disk(file: &std::fs::File) -> bool {
+    const EXT4: i64 = 0xEF53;
+    const XFS: i64 = 0x5846_5342;
+    const BTRFS: i64 = 0x9123_683E;
+    const F2FS: i64 = 0xF2F5_2010;
+    match rustix::fs::fstatfs(file) {
+        #[allow(clippy::unnecessary_cast)]
+        Ok(st) => matches!(st.f_type as i64, EXT4 | XFS | BTRFS | F2FS),
+        Err(_) => false,
+    }
+}
+
+#[cfg(not(target_os = "linux"))]
+fn local_disk(_file: &std::fs::File) -> bool {
+    false
 }
 
 /// Refuses an exNode this client cannot read: invalid, encrypted without
@@ -1144,7 +1191,8 @@ mod tests {
             let path = dir.path().join(format!("out-{direct}"));
             let f = std::fs::File::create(&path).unwrap();
             f.set_len(size).unwrap();
-            let out = Arc::new(FileOut::new(f, if direct { size } else { 0 }));
+            let mode = if direct { DirectIo::On } else { DirectIo::Off };
+            let out = Arc::new(FileOut::new(f, size, mode));
             if !direct {
                 assert!(!out.is_direct());
             }
@@ -1172,6 +1220,31 @@ mod tests {
             });
             drop(out);
             assert!(std::fs::read(&path).unwrap() == content, "direct {direct}");
+        }
+    }
+
+    /// `auto` writes directly on local disk file systems only (a memory
+    /// file system never), `off` nowhere; small files never.
+    #[test]
+    fn direct_io_auto_is_for_local_disks_only() {
+        assert_eq!(DirectIo::parse(None), DirectIo::Auto);
+        assert_eq!(DirectIo::parse(Some("off")), DirectIo::Off);
+        assert_eq!(DirectIo::parse(Some(" on")), DirectIo::On);
+        assert_eq!(DirectIo::parse(Some("sometimes")), DirectIo::Auto);
+        let shm = tempfile::tempdir_in("/dev/shm").expect("a tmpfs at /dev/shm");
+        let f = std::fs::File::create(shm.path().join("out")).unwrap();
+        assert!(!local_disk(&f), "tmpfs is not a local disk");
+        let out = FileOut::new(f, DIRECT_MIN_FILE, DirectIo::Auto);
+        assert!(!out.is_direct(), "auto: no direct writes on tmpfs");
+        let dir = tempfile::tempdir().unwrap();
+        let f = std::fs::File::create(dir.path().join("out")).unwrap();
+        let local = local_disk(&f);
+        let g = f.try_clone().unwrap();
+        assert!(!FileOut::new(f, DIRECT_MIN_FILE, DirectIo::Off).is_direct());
+        assert!(!FileOut::new(g, DIRECT_MIN_FILE - 1, DirectIo::On).is_direct());
+        if local {
+            let f = std::fs::File::create(dir.path().join("out2")).unwrap();
+            assert!(FileOut::new(f, DIRECT_MIN_FILE, DirectIo::Auto).is_direct());
         }
     }
 
