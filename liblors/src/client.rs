@@ -151,6 +151,8 @@ pub unsafe extern "C" fn lors_client_free(c: *mut lors_client) -> c_int {
         if !c.is_null() {
             CLIENTS.remove(from_ptr(c))?;
         }
+        // The upload journals this process kept for reuse go with it.
+        lors_rs::files::release_idle();
         Ok(())
     })
 }

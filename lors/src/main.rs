@@ -791,6 +791,7 @@ fn main() -> ExitCode {
         Command::Completions(a) => cli_docs::completions(a),
         Command::Man(a) => cli_docs::man(a),
     };
+    lors::files::release_idle();
     match result {
         Ok(code) => ExitCode::from(code),
         Err(e) => {

@@ -38,6 +38,17 @@
 //! pieces per block), holding no data, expiring at the end of its
 //! duration.
 //!
+//! Reuse: a finished journal (not a `--resume` one) is not removed but
+//! emptied and kept, still locked, for the next upload of the same process
+//! ([`IDLE_MAX`] at most): a session uploading many files in parallel
+//! (liblors, `lors upload a b c DIR/`, `cp -r`) creates and removes no
+//! file per upload, which on ext4 costs more than the upload of a small
+//! file when dozens of threads take turns on the directory's lock. An
+//! empty journal is never an upload's (its header comes first): one whose
+//! lock is free was left by a process that is gone, and the first journal
+//! a process starts in a directory ([`sweep`]), and `lors cleanup`,
+//! remove those.
+//!
 //! Why a sibling of the `--resume` journal and not the same file: that one
 //! lists finished blocks (to skip them), written after each store, and
 //! lives beside the user's choice of resuming; this one lists every
@@ -66,6 +77,22 @@ use crate::transfer::{self, Pool};
 /// How long after a line its flush starts (see the module's
 /// "Durability").
 pub const FLUSH_DELAY: Duration = Duration::from_millis(100);
+
+/// Finished journals kept (empty, locked) for the next uploads of this
+/// process, in all directories.
+pub const IDLE_MAX: usize = 64;
+
+/// A finished journal kept for the next upload ([`InFlight::finish`]).
+struct Idle {
+    dir: PathBuf,
+    path: PathBuf,
+    file: Arc<File>,
+}
+
+/// The journals kept, and the directories this process has swept of
+/// orphans ([`sweep`]).
+static IDLE: Mutex<Vec<Idle>> = Mutex::new(Vec::new());
+static SWEPT: Mutex<BTreeSet<PathBuf>> = Mutex::new(BTreeSet::new());
 
 /// The journals' file name extension.
 const EXT: &str = "alloc";
@@ -123,8 +150,12 @@ pub struct InFlight {
     syncing: Arc<AtomicBool>,
     /// The directory was flushed (the journal's name is durable).
     dir_synced: Arc<AtomicBool>,
-    /// The journal was removed ([`InFlight::finish`]): nothing to flush.
+    /// The journal was removed or emptied for reuse
+    /// ([`InFlight::finish`]): nothing more is written into it, and
+    /// nothing to flush.
     finished: Arc<AtomicBool>,
+    /// Kept for another upload when finished (not a `--resume` journal).
+    reusable: bool,
     /// Flushes done (each `fdatasync` of the file).
     flushes: Arc<AtomicU64>,
 }
@@ -166,6 +197,7 @@ impl InFlight {
     /// journal, continued. Refused if another running upload holds it.
     pub fn start(dir: &Path, dest: &str, resume: Option<&Path>) -> io::Result<InFlight> {
         create_dir(dir)?;
+        sweep(dir);
         let name = match resume {
             Some(r) => format!(
                 "r-{}.{EXT}",
@@ -182,6 +214,17 @@ impl InFlight {
             started: transfer::now(),
             resume: resume.map(Path::to_path_buf),
         };
+        if resume.is_none() {
+            if let Some(idle) = take_idle(dir) {
+                // Empty and locked by this process since its last upload:
+                // the header makes it this upload's.
+                let line = format!("{}\n", serde_json::to_string(&header)?);
+                (&*idle.file).write_all(line.as_bytes())?;
+                let mut j = InFlight::of(idle.path, idle.file, false);
+                j.reusable = true;
+                return Ok(j);
+            }
+        }
         // A name appears only once its file is locked and has its header:
         // a clean-up never sees a journal half made.
         for _ in 0..4 {
@@ -197,7 +240,7 @@ impl InFlight {
                         if !linked(&f)? {
                             continue;
                         }
-                        return Ok(InFlight::of(path, f, true));
+                        return Ok(InFlight::of(path, Arc::new(f), true));
                     }
                     Err(e) if e.kind() == io::ErrorKind::NotFound => {}
                     Err(e) => return Err(e),
@@ -221,7 +264,11 @@ impl InFlight {
             })();
             let _ = std::fs::remove_file(&tmp);
             match made {
-                Ok(()) => return Ok(InFlight::of(path, f, false)),
+                Ok(()) => {
+                    let mut j = InFlight::of(path, Arc::new(f), false);
+                    j.reusable = resume.is_none();
+                    return Ok(j);
+                }
                 Err(e) if e.kind() == io::ErrorKind::AlreadyExists && resume.is_some() => continue,
                 Err(e) => return Err(e),
             }
@@ -232,15 +279,16 @@ impl InFlight {
         )))
     }
 
-    fn of(path: PathBuf, f: File, existing: bool) -> InFlight {
+    fn of(path: PathBuf, file: Arc<File>, existing: bool) -> InFlight {
         InFlight {
             path,
-            file: Arc::new(f),
+            file,
             write: Mutex::new(()),
             dirty: Arc::default(),
             syncing: Arc::default(),
             dir_synced: Arc::new(AtomicBool::new(existing)),
             finished: Arc::default(),
+            reusable: false,
             flushes: Arc::default(),
         }
     }
@@ -265,6 +313,10 @@ impl InFlight {
         line.push('\n');
         {
             let _one = self.write.lock().unwrap_or_else(|p| p.into_inner());
+            if self.finished.load(Ordering::SeqCst) {
+                // Emptied for another upload (or removed): not this one's.
+                return;
+            }
             if let Err(e) = (&*self.file).write_all(line.as_bytes()) {
                 tracing::warn!(journal = %self.path.display(), error = %e, "cannot record an allocation in flight");
                 return;
@@ -334,7 +386,25 @@ impl InFlight {
     /// list allocations a registered version uses (`lors cleanup` leaves a
     /// journal without a header alone).
     pub fn finish(&self) {
-        self.finished.store(true, Ordering::SeqCst);
+        let _one = self.write.lock().unwrap_or_else(|p| p.into_inner());
+        if self.finished.swap(true, Ordering::SeqCst) {
+            return;
+        }
+        if self.reusable && self.file.set_len(0).is_ok() {
+            let mut idle = IDLE.lock().unwrap_or_else(|p| p.into_inner());
+            if idle.len() < IDLE_MAX {
+                idle.push(Idle {
+                    dir: self
+                        .path
+                        .parent()
+                        .map(Path::to_path_buf)
+                        .unwrap_or_default(),
+                    path: self.path.clone(),
+                    file: self.file.clone(),
+                });
+                return;
+            }
+        }
         if let Err(e) = std::fs::remove_file(&self.path) {
             tracing::warn!(journal = %self.path.display(), error = %e, "cannot remove the journal of allocations in flight");
             let _ = self.file.set_len(0);
@@ -344,6 +414,9 @@ impl InFlight {
     /// The allocations recorded so far (by every run, for a `--resume`
     /// upload's journal).
     pub fn recorded(&self) -> Vec<Made> {
+        if self.finished.load(Ordering::SeqCst) {
+            return Vec::new();
+        }
         let Ok(f) = File::open(&self.path) else {
             return Vec::new();
         };
@@ -353,7 +426,7 @@ impl InFlight {
     /// Ends the journal keeping only `left` (allocations a clean-up could
     /// not free), for `lors cleanup` to try again; nothing left: removed.
     pub fn keep_only(&self, left: &[Made]) {
-        if left.is_empty() {
+        if left.is_empty() || self.finished.load(Ordering::SeqCst) {
             return self.finish();
         }
         let header = File::open(&self.path)
@@ -379,6 +452,60 @@ impl InFlight {
             }
         }
     }
+}
+
+/// Removes the journals this process keeps for reuse (at the end of a
+/// command, or when a library client is freed): a process that is done
+/// uploading leaves none. Those of a process that dies are removed by the
+/// next one ([`sweep`]) or by `lors cleanup`.
+pub fn release_idle() {
+    let idle = std::mem::take(&mut *IDLE.lock().unwrap_or_else(|p| p.into_inner()));
+    for j in idle {
+        // Still locked by us: no clean-up or upload has it.
+        let _ = std::fs::remove_file(&j.path);
+    }
+}
+
+/// A journal kept for reuse in `dir`, if any.
+fn take_idle(dir: &Path) -> Option<Idle> {
+    let mut idle = IDLE.lock().unwrap_or_else(|p| p.into_inner());
+    let i = idle.iter().position(|j| j.dir == dir)?;
+    Some(idle.swap_remove(i))
+}
+
+/// Removes, once per directory and process, the empty journals whose
+/// lock is free: kept for reuse by a process that is gone.
+fn sweep(dir: &Path) {
+    if !SWEPT
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .insert(dir.to_path_buf())
+    {
+        return;
+    }
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for e in entries.flatten() {
+        let path = e.path();
+        if path.extension().is_some_and(|x| x == EXT) && e.metadata().is_ok_and(|m| m.len() == 0) {
+            remove_if_orphan(&path);
+        }
+    }
+}
+
+/// Removes the journal at `path` if it is empty and no process holds its
+/// lock; whether it was one.
+fn remove_if_orphan(path: &Path) -> bool {
+    let Ok(f) = OpenOptions::new().read(true).open(path) else {
+        return false;
+    };
+    // Locked, still empty (a reused journal gets its header under its
+    // lock) and still under that name.
+    let orphan = try_lock(&f).unwrap_or(false)
+        && f.metadata().is_ok_and(|m| m.len() == 0)
+        && linked(&f).unwrap_or(false);
+    orphan && std::fs::remove_file(path).is_ok()
 }
 
 /// The allocations of journal records.
@@ -557,6 +684,15 @@ pub async fn cleanup_in(
         if path.extension().is_none_or(|e| e != EXT) {
             continue;
         }
+        if f.metadata().is_ok_and(|m| m.len() == 0) {
+            // Kept for reuse: by a running process (locked, nothing to
+            // say), or by one that is gone (removed).
+            if locked && !opts.dry_run {
+                drop(f);
+                remove_if_orphan(&path);
+            }
+            continue;
+        }
         if !locked {
             let mut o = JournalOutcome::of(path.clone(), JournalState::InUse);
             if let Some((h, r)) = read(&f) {
@@ -722,6 +858,58 @@ mod tests {
         tokio::time::sleep(FLUSH_DELAY * 2).await;
         assert!(flushed(&slow, 2).await, "the next line flushed too");
         assert_eq!(slow.recorded().len(), 3);
+    }
+
+    #[test]
+    fn a_finished_journal_is_kept_empty_for_the_next_upload_and_orphans_are_swept() {
+        let d = tempfile::tempdir().unwrap();
+        let dir = d.path().join("inflight");
+        create_dir(&dir).unwrap();
+        // Left by processes that are gone: an empty journal (kept for
+        // reuse), and one with an upload's allocations.
+        std::fs::write(dir.join("gone.alloc"), b"").unwrap();
+        let full = dir.join("killed.alloc");
+        std::fs::write(&full, b"{\"kind\":\"lors-inflight\"}\n").unwrap();
+        // A running process's kept one: empty, locked.
+        let held = dir.join("held.alloc");
+        std::fs::write(&held, b"").unwrap();
+        let held_f = File::open(&held).unwrap();
+        assert!(try_lock(&held_f).unwrap());
+
+        let one = InFlight::start(&dir, "/vo1/a", None).unwrap();
+        assert!(!dir.join("gone.alloc").exists(), "an orphan is swept");
+        assert!(full.exists() && held.exists(), "only empty, unlocked ones");
+        one.record("d1:6715", Security::Full, "ibp://d1:6715/1#a/1/MANAGE");
+        let path = one.path().to_path_buf();
+        one.finish();
+        assert_eq!(std::fs::metadata(&path).unwrap().len(), 0, "emptied");
+        assert!(
+            !try_lock(&File::open(&path).unwrap()).unwrap(),
+            "still ours"
+        );
+        // A line after the end is nobody's.
+        one.record("d1:6715", Security::Full, "ibp://d1:6715/9#z/1/MANAGE");
+        assert_eq!(std::fs::metadata(&path).unwrap().len(), 0);
+
+        let two = InFlight::start(&dir, "/vo1/b", None).unwrap();
+        assert_eq!(two.path(), path, "the same file, no new one");
+        two.record("d2:6715", Security::Full, "ibp://d2:6715/2#b/1/MANAGE");
+        let (h, r) = read(&File::open(&path).unwrap()).unwrap();
+        assert_eq!(h.dest, "/vo1/b");
+        assert_eq!(r.len(), 1, "only this upload's: {r:?}");
+        assert_eq!(two.recorded().len(), 1);
+        assert!(one.recorded().is_empty());
+        two.finish();
+        // The end of the process's uploads: none left behind.
+        release_idle();
+        assert!(!path.exists());
+        let mut left: Vec<String> = std::fs::read_dir(&dir)
+            .unwrap()
+            .flatten()
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .collect();
+        left.sort();
+        assert_eq!(left, ["held.alloc", "killed.alloc"]);
     }
 
     #[test]

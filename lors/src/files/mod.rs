@@ -55,7 +55,7 @@ pub use download::{
     Opened, Provenance, Resume, Source,
 };
 pub use inflight::{
-    cleanup, cleanup_in, CleanupOptions, CleanupReport, JournalOutcome, JournalState,
+    cleanup, cleanup_in, release_idle, CleanupOptions, CleanupReport, JournalOutcome, JournalState,
 };
 pub use maintenance::{augment, check, refresh, repair, trim, Maintained};
 pub use output::{download_to_path, Output, Part};
