@@ -477,15 +477,17 @@ fn always_mode_fsyncs_after_journal_compaction() {
     for t in threads {
         t.join().unwrap();
     }
-    let grown = std::fs::metadata(&journal).unwrap().len();
-    assert!(grown > 200_000, "journal is only {grown} bytes");
-    // The reaper compacts it into a one-allocation snapshot.
+    // The reaper (every second) compacts it into a one-allocation
+    // snapshot; it may already have, while the last replies were read, so
+    // the growth is not measured by the file's size but by the records
+    // acknowledged (the probe below) and the compaction by its log line.
     assert!(
         wait_until(Duration::from_secs(5), || {
-            std::fs::metadata(&journal)
-                .map(|m| m.len())
-                .unwrap_or(u64::MAX)
-                < 1000
+            d.stderr().contains("journal compacted")
+                && std::fs::metadata(&journal)
+                    .map(|m| m.len())
+                    .unwrap_or(u64::MAX)
+                    < 1000
         }),
         "journal was not compacted ({} bytes)",
         std::fs::metadata(&journal).unwrap().len()
