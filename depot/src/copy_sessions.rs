@@ -107,20 +107,6 @@ impl CopySessions {
             });
         }
     }
-
-    /// Sessions kept now (for tests and metrics).
-    pub fn len(&self) -> usize {
-        self.kept
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .values()
-            .map(Vec::len)
-            .sum()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
 }
 
 fn expire(kept: &mut HashMap<(String, String), Vec<Kept>>, now: Instant) {

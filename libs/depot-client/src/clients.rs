@@ -691,21 +691,17 @@ impl SecureClient {
         len: u64,
     ) -> Result<u64> {
         use std::os::unix::fs::FileExt;
-        let file = match file {
-            Some(f) => Some(f),
-            None if len == 0 => None,
-            None => return Err(io::Error::from(io::ErrorKind::InvalidInput).into()),
-        };
-        let mut buf = vec![0u8; (256 * 1024).min(len as usize)];
-        let mut done = 0u64;
-        while done < len {
-            let want = ((len - done) as usize).min(buf.len());
-            let piece = &mut buf[..want];
-            if let Some(file) = file {
+        if len > 0 {
+            let file = file.ok_or_else(|| io::Error::from(io::ErrorKind::InvalidInput))?;
+            let mut buf = vec![0u8; (256 * 1024).min(len as usize)];
+            let mut done = 0u64;
+            while done < len {
+                let want = ((len - done) as usize).min(buf.len());
+                let piece = &mut buf[..want];
                 file.read_exact_at(piece, offset + done)?;
+                self.inner.send(piece).await?;
+                done += want as u64;
             }
-            self.inner.send(piece).await?;
-            done += want as u64;
         }
         match self.inner.reply(Expect::Count).await? {
             Reply::Count(n) => Ok(n),

@@ -196,8 +196,11 @@ impl InFlight {
     /// for a `--resume` upload (`resume`: its journal) the file of that
     /// journal, continued. Refused if another running upload holds it.
     pub fn start(dir: &Path, dest: &str, resume: Option<&Path>) -> io::Result<InFlight> {
-        create_dir(dir)?;
-        sweep(dir);
+        let idle = resume.is_none().then(|| take_idle(dir)).flatten();
+        if idle.is_none() {
+            create_dir(dir)?;
+            sweep(dir);
+        }
         let name = match resume {
             Some(r) => format!(
                 "r-{}.{EXT}",
@@ -214,16 +217,14 @@ impl InFlight {
             started: transfer::now(),
             resume: resume.map(Path::to_path_buf),
         };
-        if resume.is_none() {
-            if let Some(idle) = take_idle(dir) {
-                // Empty and locked by this process since its last upload:
-                // the header makes it this upload's.
-                let line = format!("{}\n", serde_json::to_string(&header)?);
-                (&*idle.file).write_all(line.as_bytes())?;
-                let mut j = InFlight::of(idle.path, idle.file, false);
-                j.reusable = true;
-                return Ok(j);
-            }
+        if let Some(idle) = idle {
+            // Empty and locked by this process since its last upload: the
+            // header makes it this upload's.
+            let line = format!("{}\n", serde_json::to_string(&header)?);
+            (&*idle.file).write_all(line.as_bytes())?;
+            let mut j = InFlight::of(idle.path, idle.file, false);
+            j.reusable = true;
+            return Ok(j);
         }
         // A name appears only once its file is locked and has its header:
         // a clean-up never sees a journal half made.
