@@ -13,7 +13,9 @@
 //! independently, so the shares are exactly those of coding whole shares),
 //! with encoders and decoders kept for reuse ([`KEPT_CODERS`] of each at
 //! most): their working space is a few segments per coder in use, not a
-//! block's worth, and stays in the CPU's cache. A download with every data
+//! block's worth, and stays in the CPU's cache. A `k+1` code's parity is
+//! the XOR of the data shares (the codec's own parity for one recovery
+//! share), computed without an encoder. A download with every data
 //! share needs no Reed-Solomon work at all ([`restore`] returns at once).
 
 use std::collections::BTreeMap;
@@ -96,6 +98,10 @@ pub fn encode_parity(data: &[u8], k: usize, m: usize, parity: &mut [u8]) -> Resu
             parity.len()
         )));
     }
+    if m == 1 {
+        xor_parity(data, k, size, parity);
+        return Ok(());
+    }
     let mut enc = ENCODERS.lock().unwrap_or_else(|p| p.into_inner()).pop();
     let r = (|| {
         for (a, b) in segments(size) {
@@ -126,16 +132,78 @@ pub fn encode_parity(data: &[u8], k: usize, m: usize, parity: &mut [u8]) -> Resu
     r
 }
 
+/// The one parity share of a `k+1` code: with a single recovery share,
+/// `reed-solomon-simd`'s parity is the XOR of the data shares
+/// (`single_parity_is_the_codecs` holds it to the codec for every `k`), so
+/// it is computed in one pass over the shares, segment by segment, without
+/// copying them into an encoder's work space.
+fn xor_parity(data: &[u8], k: usize, size: usize, parity: &mut [u8]) {
+    for (a, b) in segments(size) {
+        let p = &mut parity[a..b];
+        let first = &data[a..b];
+        match k {
+            1 => p.copy_from_slice(first),
+            _ => xor_of(p, first, &data[size + a..size + b]),
+        }
+        for i in 2..k {
+            xor_into(p, &data[i * size + a..i * size + b]);
+        }
+    }
+}
+
+/// `out = x ^ y` (equal lengths), 64 bytes at a time so the compiler
+/// uses vector registers.
+fn xor_of(out: &mut [u8], x: &[u8], y: &[u8]) {
+    let mut o = out.chunks_exact_mut(64);
+    let (mut xs, mut ys) = (x.chunks_exact(64), y.chunks_exact(64));
+    for ((o, x), y) in (&mut o).zip(&mut xs).zip(&mut ys) {
+        for i in 0..64 {
+            o[i] = x[i] ^ y[i];
+        }
+    }
+    let tail = o.into_remainder().iter_mut().zip(xs.remainder());
+    for ((o, x), y) in tail.zip(ys.remainder()) {
+        *o = x ^ y;
+    }
+}
+
+/// `out ^= x` (equal lengths).
+fn xor_into(out: &mut [u8], x: &[u8]) {
+    let mut o = out.chunks_exact_mut(64);
+    let mut xs = x.chunks_exact(64);
+    for (o, x) in (&mut o).zip(&mut xs) {
+        for i in 0..64 {
+            o[i] ^= x[i];
+        }
+    }
+    for (o, x) in o.into_remainder().iter_mut().zip(xs.remainder()) {
+        *o ^= x;
+    }
+}
+
 /// Erasure codes `block` in place: pads it to its `k` data shares
 /// ([`pad_to_shares`]) and appends its `m` parity shares, so that share
 /// `j` (data or parity) is `block[j × size..(j + 1) × size]`; returns
 /// `size`. With a capacity of `(k + m) × shard_size` reserved beforehand
 /// (what [`coded_capacity`] gives), the block is never reallocated.
 pub fn encode_in_place(block: &mut Vec<u8>, k: usize, m: usize) -> Result<usize, CodecError> {
+    encode_in_place_from(block, 0, k, m)
+}
+
+/// [`encode_in_place`] for the block `buf[lead..]`: share `j` is then
+/// `buf[lead + j × size..lead + (j + 1) × size]`; the `lead` bytes before
+/// the block are left as they are.
+pub fn encode_in_place_from(
+    buf: &mut Vec<u8>,
+    lead: usize,
+    k: usize,
+    m: usize,
+) -> Result<usize, CodecError> {
     check(k, m)?;
-    let size = pad_to_shares(block, k);
-    block.resize((k + m) * size, 0);
-    let (data, parity) = block.split_at_mut(k * size);
+    let lead = lead.min(buf.len());
+    let size = shard_size((buf.len() - lead) as u64, k) as usize;
+    buf.resize(lead + (k + m) * size, 0);
+    let (data, parity) = buf[lead..].split_at_mut(k * size);
     encode_parity(data, k, m, parity)?;
     Ok(size)
 }
@@ -351,6 +419,29 @@ mod tests {
                         "{k}+{m}, {len} bytes from shares {have:?}"
                     );
                 }
+            }
+        }
+    }
+
+    /// `k+1` parity is computed as a XOR ([`xor_parity`]); it must stay
+    /// the codec's own parity, share for share, for small and large `k`
+    /// up to the format's limit and sizes around the 64-byte unit and the segment.
+    #[test]
+    fn single_parity_is_the_codecs() {
+        for k in (1..=16).chain([31, 64, 127, MAX_SHARES - 1]) {
+            for size in [2usize, 62, 64, 66, 1000, SEGMENT, SEGMENT + 70] {
+                let shares: Vec<Vec<u8>> = (0..k)
+                    .map(|i| {
+                        (0..size)
+                            .map(|j| ((i * 7919 + j * 31 + i * j) % 256) as u8)
+                            .collect()
+                    })
+                    .collect();
+                let expected = reed_solomon_simd::encode(k, 1, &shares).unwrap();
+                let data = shares.concat();
+                let mut parity = vec![0x5Au8; size];
+                encode_parity(&data, k, 1, &mut parity).unwrap();
+                assert_eq!(parity, expected[0], "{k}+1, shares of {size} bytes");
             }
         }
     }
