@@ -9,7 +9,7 @@ use std::fs::{File, OpenOptions};
 use std::io;
 use std::os::fd::AsRawFd;
 use std::os::unix::fs::{FileExt, OpenOptionsExt};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use ibp_auth::tokens::FileTicket;
@@ -37,6 +37,48 @@ pub const TLS_CHUNK: usize = 256 * 1024;
 const SPLICE_MIN: u64 = 256 * 1024;
 /// LOADs up to this size are sent with their header in a single write.
 const SMALL_LOAD: u64 = 64 * 1024;
+
+/// Data buffers of [`CHUNK`] bytes kept between transfers, so that a
+/// large STORE or LOAD does not allocate and zero a new one.
+static SPARE: Mutex<Vec<Vec<u8>>> = Mutex::new(Vec::new());
+/// Most buffers kept in [`SPARE`] (8 MiB).
+const SPARE_BUFFERS: usize = 8;
+
+/// A data buffer of [`CHUNK`] bytes for one transfer, back to [`SPARE`]
+/// when dropped. A kept buffer still holds an earlier transfer's bytes:
+/// only the part just read into (from the peer or the file) is ever
+/// written out.
+struct Scratch(Vec<u8>);
+
+impl Scratch {
+    fn take() -> Scratch {
+        let kept = SPARE.lock().unwrap_or_else(|p| p.into_inner()).pop();
+        Scratch(kept.unwrap_or_else(|| vec![0u8; CHUNK]))
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let buf = std::mem::take(&mut self.0);
+        let mut spare = SPARE.lock().unwrap_or_else(|p| p.into_inner());
+        if spare.len() < SPARE_BUFFERS {
+            spare.push(buf);
+        }
+    }
+}
+
+impl std::ops::Deref for Scratch {
+    type Target = [u8];
+    fn deref(&self) -> &[u8] {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for Scratch {
+    fn deref_mut(&mut self) -> &mut [u8] {
+        &mut self.0
+    }
+}
 
 fn resource_of<'a>(
     depot: &'a Depot,
@@ -195,7 +237,7 @@ async fn pump_into_file(
             }
         }
     }
-    let mut buf = vec![0u8; (left as usize).clamp(1, CHUNK)];
+    let mut buf = Scratch::take();
     while left > 0 {
         let want = (left as usize).min(buf.len());
         let limit = pace.limit(len - left, io_timeout);
@@ -350,11 +392,11 @@ async fn copy_file_out(
     len: u64,
     pace: Pace,
 ) -> Result<(), Failure> {
-    let mut buf = vec![0u8; (len as usize).min(TLS_CHUNK)];
+    let mut buf = Scratch::take();
     let mut at = offset;
     let mut left = len;
     while left > 0 {
-        let k = (left as usize).min(buf.len());
+        let k = (left as usize).min(TLS_CHUNK);
         // The reply line is out: a read error can only cut the connection.
         file.read_exact_at(&mut buf[..k], at).map_err(|e| {
             tracing::error!(error = %e, "read allocation data");
