@@ -249,8 +249,13 @@ where
     let hint = size_hint.unwrap_or(0);
     let buf = Vec::with_capacity(usize::try_from(hint.saturating_add(1)).unwrap_or(0));
     let max = usize::try_from(s.block_size.saturating_add(1)).unwrap_or(usize::MAX);
-    let (buf, r) = src.read_block(buf, max).await;
-    r.map_err(|e| Error::Local(format!("cannot read the source: {e}")))?;
+    let (mut buf, r) = src.read_block(buf, max).await;
+    let n = r.map_err(|e| Error::Local(format!("cannot read the source: {e}")))?;
+    // The block is the last n bytes (a direct read may put some before).
+    let lead = buf.len().saturating_sub(n);
+    if lead > 0 {
+        buf.drain(..lead);
+    }
     if buf.len() as u64 > s.block_size {
         // Longer than its size said: an ordinary upload of it all.
         let all = Prefixed {
@@ -285,13 +290,25 @@ impl<R: transfer::Input> transfer::Input for Prefixed<R> {
         max: usize,
     ) -> (Vec<u8>, std::io::Result<usize>) {
         let take = (self.head.len() - self.at).min(max);
+        if take == 0 {
+            return self.rest.read_block(buf, max).await;
+        }
+        buf.clear();
         buf.extend_from_slice(&self.head[self.at..self.at + take]);
         self.at += take;
         if take == max {
             return (buf, Ok(take));
         }
-        let (buf, r) = self.rest.read_block(buf, max - take).await;
-        (buf, r.map(|n| n + take))
+        // Once, at the head's end: the rest of this block read apart and
+        // appended (it is the last bytes of what `rest` gives back).
+        let (more, r) = self.rest.read_block(Vec::new(), max - take).await;
+        match r {
+            Ok(n) => {
+                buf.extend_from_slice(&more[more.len() - n..]);
+                (buf, Ok(take + n))
+            }
+            Err(e) => (buf, Err(e)),
+        }
     }
 }
 
@@ -1118,7 +1135,17 @@ mod tests {
         assert_eq!((b.as_slice(), r.unwrap()), (&b"defg"[..], 4));
         let (b, r) = p.read_block(Vec::new(), 10).await;
         assert_eq!((b.as_slice(), r.unwrap()), (&b"hij"[..], 3));
-        let (b, r) = p.read_block(Vec::new(), 10).await;
+        let (b, r) = p.read_block(b"stale".to_vec(), 10).await;
         assert_eq!((b.len(), r.unwrap()), (0, 0));
+        // A buffer holding an earlier block's bytes: only the new block.
+        let mut p = Prefixed {
+            head: b"ab".to_vec(),
+            at: 0,
+            rest: &b"cd"[..],
+        };
+        let (b, r) = p.read_block(b"stale bytes".to_vec(), 3).await;
+        assert_eq!((b.as_slice(), r.unwrap()), (&b"abc"[..], 3));
+        let (b, r) = p.read_block(b"stale bytes".to_vec(), 3).await;
+        assert_eq!((b.as_slice(), r.unwrap()), (&b"d"[..], 1));
     }
 }

@@ -9,6 +9,9 @@
 //! `threads` ranges are in memory at once.
 
 use futures_util::stream::{FuturesUnordered, StreamExt};
+
+pub use super::direct::DirectIo;
+use super::direct::DIRECT_ALIGN;
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -275,49 +278,13 @@ async fn download_ranges(
     })
 }
 
-/// Alignment of direct writes (file offset, length and memory): the page
-/// size, a multiple of every block device's logical block size.
-const DIRECT_ALIGN: u64 = 4096;
-
-/// Outputs at least this large are written with direct I/O where the
-/// file system allows it ([`FileOut`]); smaller ones through the page
-/// cache only.
-pub const DIRECT_MIN_FILE: u64 = 32 << 20;
-
-/// Whether a download writes its file with direct I/O: `LORS_DIRECT_IO`
-/// = `auto` (the default: on a local disk file system, ext4, XFS, btrfs
-/// or F2FS; never on network or memory file systems, where `O_DIRECT`
-/// means synchronous round trips or nothing), `on` (wherever the file
-/// system accepts it) or `off` (always through the page cache).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum DirectIo {
-    Auto,
-    On,
-    Off,
-}
-
-impl DirectIo {
-    /// From `LORS_DIRECT_IO` (unset or unknown: [`DirectIo::Auto`]).
-    pub fn from_env() -> DirectIo {
-        DirectIo::parse(std::env::var("LORS_DIRECT_IO").ok().as_deref())
-    }
-
-    fn parse(v: Option<&str>) -> DirectIo {
-        match v.map(str::trim) {
-            Some("on" | "1" | "yes") => DirectIo::On,
-            Some("off" | "0" | "no") => DirectIo::Off,
-            _ => DirectIo::Auto,
-        }
-    }
-}
-
 /// Ranges staged for direct writes at once ([`FileOut::stage`]): one
 /// being written, one waiting (direct writes into one file take turns).
 const DIRECT_STAGED: usize = 2;
 
 /// The output file of a download, written at offsets by the range tasks.
 ///
-/// A large output (at least [`DIRECT_MIN_FILE`]) is written with direct
+/// A large output (at least [`super::direct::DIRECT_MIN_FILE`]) is written with direct
 /// I/O (`O_DIRECT`, a second descriptor of the same file): each range's
 /// page-aligned middle is copied into an aligned buffer
 /// ([`FileOut::stage`], after which the range's own buffers go back and
@@ -354,12 +321,7 @@ pub(crate) struct Staged {
 
 impl FileOut {
     pub(crate) fn new(file: std::fs::File, size: u64, mode: DirectIo) -> FileOut {
-        let direct = match mode {
-            DirectIo::Off => None,
-            _ if size < DIRECT_MIN_FILE => None,
-            DirectIo::Auto if !local_disk(&file) => None,
-            DirectIo::Auto | DirectIo::On => open_direct(&file),
-        };
+        let direct = mode.open(&file, size, true);
         FileOut {
             direct_ok: std::sync::atomic::AtomicBool::new(direct.is_some()),
             file,
@@ -512,52 +474,6 @@ async fn write_range(
     }
     drop(slot);
     Ok(())
-}
-
-/// `file` opened once more, for direct writes (`None` where the system or
-/// the file system does not offer them).
-#[cfg(target_os = "linux")]
-fn open_direct(file: &std::fs::File) -> Option<std::fs::File> {
-    use std::os::fd::AsRawFd;
-    use std::os::unix::fs::OpenOptionsExt;
-    let m = file.metadata().ok()?;
-    if !m.is_file() {
-        return None;
-    }
-    // A new open file description of the same file (not a dup: its flags
-    // are its own).
-    let d = std::fs::OpenOptions::new()
-        .write(true)
-        .custom_flags(libc::O_DIRECT)
-        .open(format!("/proc/self/fd/{}", file.as_raw_fd()))
-        .ok()?;
-    use std::os::unix::fs::MetadataExt;
-    let dm = d.metadata().ok()?;
-    (dm.dev() == m.dev() && dm.ino() == m.ino()).then_some(d)
-}
-
-#[cfg(not(target_os = "linux"))]
-fn open_direct(_file: &std::fs::File) -> Option<std::fs::File> {
-    None
-}
-
-/// Whether `file` is on a local disk file system ([`DirectIo::Auto`]).
-#[cfg(target_os = "linux")]
-fn local_disk(file: &std::fs::File) -> bool {
-    const EXT4: i64 = 0xEF53;
-    const XFS: i64 = 0x5846_5342;
-    const BTRFS: i64 = 0x9123_683E;
-    const F2FS: i64 = 0xF2F5_2010;
-    match rustix::fs::fstatfs(file) {
-        #[allow(clippy::unnecessary_cast)]
-        Ok(st) => matches!(st.f_type as i64, EXT4 | XFS | BTRFS | F2FS),
-        Err(_) => false,
-    }
-}
-
-#[cfg(not(target_os = "linux"))]
-fn local_disk(_file: &std::fs::File) -> bool {
-    false
 }
 
 /// Refuses an exNode this client cannot read: invalid, encrypted without
@@ -1110,6 +1026,8 @@ pub(crate) async fn collect_shares(
 #[cfg(test)]
 mod tests {
     use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use super::super::direct::{local_disk, DIRECT_MIN_FILE};
 
     use super::*;
 

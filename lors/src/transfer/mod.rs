@@ -19,6 +19,7 @@
 //!   holds, its depot address and security level, and its expiry.
 
 pub mod codec;
+pub mod direct;
 pub mod download;
 pub mod maintain;
 pub mod pool;

@@ -291,6 +291,16 @@ impl Pool {
     /// An empty buffer, with the capacity of one given back when there is
     /// one.
     pub fn buffer(&self) -> Vec<u8> {
+        let mut buf = self.buffer_as_is();
+        buf.clear();
+        buf
+    }
+
+    /// A buffer given back, with the length and the bytes it had (an
+    /// earlier block's): for a reader that overwrites the part it uses
+    /// and cuts off the rest (the upload's direct reads, which then need
+    /// not zero a buffer before reading into it).
+    pub fn buffer_as_is(&self) -> Vec<u8> {
         self.spare
             .lock()
             .unwrap_or_else(|p| p.into_inner())
@@ -304,14 +314,13 @@ impl Pool {
         std::mem::take(&mut *self.spare.lock().unwrap_or_else(|p| p.into_inner()));
     }
 
-    /// Gives a buffer back for [`Pool::buffer`]; its contents are dropped
-    /// (cleared, not zeroed: it is only ever read back after a LOAD
-    /// overwrote it).
-    pub fn recycle(&self, mut buf: Vec<u8>) {
+    /// Gives a buffer back for [`Pool::buffer`] (which clears it; its bytes
+    /// are not zeroed: a buffer is only ever read back after a LOAD or a
+    /// read overwrote it).
+    pub fn recycle(&self, buf: Vec<u8>) {
         if buf.capacity() == 0 || buf.capacity() > SPARE_MAX_CAPACITY {
             return;
         }
-        buf.clear();
         let mut spare = self.spare.lock().unwrap_or_else(|p| p.into_inner());
         if spare.len() < SPARE_BUFFERS {
             spare.push(buf);
@@ -500,6 +509,13 @@ mod tests {
         assert!(again.is_empty(), "a recycled buffer comes back cleared");
         assert!(again.capacity() >= 1 << 20, "with its capacity");
         assert_eq!(spare_count(&p), 0);
+        // As is: the length and bytes it was given back with.
+        let mut b = again;
+        b.extend_from_slice(b"old block");
+        p.recycle(b);
+        let as_is = p.buffer_as_is();
+        assert_eq!(&as_is[..], b"old block");
+        assert!(as_is.capacity() >= 1 << 20);
 
         // Unallocated and oversized buffers are not kept.
         p.recycle(Vec::new());

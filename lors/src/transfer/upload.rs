@@ -30,6 +30,7 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
+use super::direct::{DirectIo, DIRECT_ALIGN};
 use super::pool::Pool;
 use super::{codec, now, Progress, Redundancy, Refusal, Target, TransferError};
 use crate::crypto::{self, DataKey};
@@ -44,8 +45,13 @@ pub const MAX_BLOCK_SIZE: u64 = 1 << 30;
 /// input, a network stream, bytes in memory), or a regular file as a
 /// [`FileInput`], read straight into the block's buffer.
 pub trait Input {
-    /// Appends up to `max` bytes to `buf`, reading until `max` bytes or
-    /// the end of the input; gives `buf` back with the count appended.
+    /// Reads the next block, up to `max` bytes (up to the end of the
+    /// input), into `buf` and gives `buf` back with the count `n`. `buf`
+    /// may hold anything when given (an earlier block's bytes) and has
+    /// room for `max + DIRECT_ALIGN` bytes; the block is the last `n`
+    /// bytes of `buf` when given back: a reader may put up to
+    /// `DIRECT_ALIGN - 1` bytes before it, so that it starts at an
+    /// aligned address (direct reads).
     fn read_block(
         &mut self,
         buf: Vec<u8>,
@@ -59,23 +65,120 @@ impl<R: AsyncRead + Unpin> Input for R {
         mut buf: Vec<u8>,
         max: usize,
     ) -> (Vec<u8>, std::io::Result<usize>) {
+        buf.clear();
         let r = (&mut *self).take(max as u64).read_to_end(&mut buf).await;
         (buf, r)
     }
 }
 
-/// A regular file to upload, read with plain reads on a blocking thread
-/// directly into each block's buffer (the file system's copy is the only
-/// one; `tokio::fs::File` reads into a buffer of its own and copies that
-/// again).
+/// A regular file to upload, read on a blocking thread directly into each
+/// block's buffer: with direct I/O ([`DirectIo`]: by default a file of at
+/// least [`super::direct::DIRECT_MIN_FILE`] on a local disk), else with plain reads (the
+/// file system's copy is the only one; `tokio::fs::File` reads into a
+/// buffer of its own and copies that again).
 pub struct FileInput {
     /// `None` once a read was abandoned (the upload stopped).
-    file: Option<std::fs::File>,
+    src: Option<FileSource>,
+}
+
+struct FileSource {
+    file: std::fs::File,
+    /// The same file opened with `O_DIRECT`, while direct reads work.
+    direct: Option<std::fs::File>,
+    /// Offset of the next block.
+    at: u64,
+    /// Whether `file`'s own position is behind `at` (direct reads and
+    /// reads at an offset do not move it).
+    seek: bool,
 }
 
 impl FileInput {
+    /// Reads `file` with direct I/O as `LORS_DIRECT_IO` says
+    /// ([`DirectIo::from_env`]).
     pub fn new(file: std::fs::File) -> FileInput {
-        FileInput { file: Some(file) }
+        FileInput::with_direct_io(file, DirectIo::from_env())
+    }
+
+    pub fn with_direct_io(file: std::fs::File, mode: DirectIo) -> FileInput {
+        let size = file.metadata().map(|m| m.len()).unwrap_or(0);
+        let direct = mode.open(&file, size, false);
+        FileInput {
+            src: Some(FileSource {
+                file,
+                direct,
+                at: 0,
+                seek: false,
+            }),
+        }
+    }
+
+    /// Whether blocks are read with direct I/O (for now).
+    pub fn is_direct(&self) -> bool {
+        self.src.as_ref().is_some_and(|s| s.direct.is_some())
+    }
+}
+
+impl FileSource {
+    fn read(&mut self, buf: &mut Vec<u8>, max: usize) -> std::io::Result<usize> {
+        let align = DIRECT_ALIGN as usize;
+        let lead = buf.as_ptr().align_offset(align);
+        if self.direct.is_some() && max % align == 0 && lead < align && buf.capacity() >= lead + max
+        {
+            return self.read_direct(buf, lead, max);
+        }
+        self.read_buffered(buf, max)
+    }
+
+    /// Plain reads into `buf`'s spare capacity (not zeroed first).
+    fn read_buffered(&mut self, buf: &mut Vec<u8>, max: usize) -> std::io::Result<usize> {
+        use std::io::{Read, Seek};
+        if self.seek {
+            (&self.file).seek(std::io::SeekFrom::Start(self.at))?;
+            self.seek = false;
+        }
+        buf.clear();
+        let n = (&self.file).take(max as u64).read_to_end(buf)?;
+        self.at += n as u64;
+        Ok(n)
+    }
+
+    /// Direct reads into `buf` from `lead` (an aligned address; `max` a
+    /// multiple of the alignment). The buffer is extended to `lead + max`
+    /// (only bytes it never held are zeroed), read into and cut to what
+    /// was read. A read the file system refuses turns direct reads off;
+    /// the block's tail at the end of the file (a short read, unaligned)
+    /// and everything after a refusal go through the page cache.
+    fn read_direct(
+        &mut self,
+        buf: &mut Vec<u8>,
+        lead: usize,
+        max: usize,
+    ) -> std::io::Result<usize> {
+        use std::os::unix::fs::FileExt;
+        buf.resize(lead + max, 0);
+        let mut got = 0;
+        while got < max {
+            let dst = &mut buf[lead + got..lead + max];
+            let at = self.at + got as u64;
+            let r = match &self.direct {
+                Some(d) if got as u64 % DIRECT_ALIGN == 0 => d.read_at(dst, at),
+                _ => self.file.read_at(dst, at),
+            };
+            match r {
+                Ok(0) => break,
+                Ok(n) => got += n,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(e) if self.direct.is_some() && e.raw_os_error() == Some(libc::EINVAL) => {
+                    tracing::debug!(error = %e, "direct read refused; reading through the page cache");
+                    self.direct = None;
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        buf.truncate(lead + got);
+        self.at += got as u64;
+        self.seek = true;
+        Ok(got)
     }
 }
 
@@ -85,22 +188,20 @@ impl Input for FileInput {
         mut buf: Vec<u8>,
         max: usize,
     ) -> (Vec<u8>, std::io::Result<usize>) {
-        use std::io::Read;
-        let Some(file) = self.file.take() else {
+        let Some(mut src) = self.src.take() else {
             return (
                 buf,
                 Err(std::io::Error::other("an earlier read was abandoned")),
             );
         };
         let done = tokio::task::spawn_blocking(move || {
-            // Reads into the buffer's spare capacity (not zeroed first).
-            let r = (&file).take(max as u64).read_to_end(&mut buf);
-            (file, buf, r)
+            let r = src.read(&mut buf, max);
+            (src, buf, r)
         })
         .await;
         match done {
-            Ok((file, buf, r)) => {
-                self.file = Some(file);
+            Ok((src, buf, r)) => {
+                self.src = Some(src);
                 (buf, r)
             }
             Err(e) => (
@@ -404,10 +505,12 @@ where
         // block buffer of an earlier block is reused (`Pool::recycle`);
         // erasure coded, with room for the padding and parity shares the
         // block is coded into in place (`codec::encode_in_place`).
-        let mut block = pool.buffer();
-        block.clear();
-        block.reserve(capacity);
-        let (mut block, n) = tokio::select! {
+        // Room for the block coded in place, after up to DIRECT_ALIGN - 1
+        // bytes of lead (see `Input`).
+        let mut block = pool.buffer_as_is();
+        let room = capacity + DIRECT_ALIGN as usize;
+        block.reserve(room.saturating_sub(block.len()));
+        let (block, n) = tokio::select! {
             biased;
             _ = cancel.cancelled() => {
                 stopped = true;
@@ -419,9 +522,11 @@ where
             }
         };
         if n == 0 {
+            pool.recycle(block);
             break;
         }
-        block.truncate(n);
+        // The block is the last n bytes of the buffer.
+        let lead = block.len() - n;
         if done.blocks.contains(&index) {
             // Stored by an earlier run: read past it.
             drop(permit);
@@ -447,7 +552,7 @@ where
         };
         let (hook, stored, this) = (opts.on_block.clone(), stored.clone(), index);
         tasks.spawn(async move {
-            let r = ctx.process(block).await;
+            let r = ctx.process(block, lead).await;
             if let (Ok((m, g)), Some(hook)) = (&r, &hook) {
                 hook(this, m, g.as_ref());
                 stored
@@ -550,14 +655,16 @@ struct BlockCtx {
 }
 
 impl BlockCtx {
+    /// Stores the block `block[lead..]`.
     async fn process(
         self,
         block: Vec<u8>,
+        lead: usize,
     ) -> Result<(Vec<Mapping>, Option<EcGroup>), TransferError> {
         if self.opts.cancel.is_cancelled() {
             return Err(interrupted());
         }
-        let len = block.len() as u64;
+        let len = (block.len() - lead) as u64;
         let key = self.opts.key.clone();
         let file = self.opts.file;
         let index = self.index;
@@ -569,14 +676,15 @@ impl BlockCtx {
         let pieces = tokio::task::spawn_blocking(move || -> Result<_, TransferError> {
             let mut block = block;
             if let Some(key) = &key {
-                crypto::apply_keystream(key, &file, index, &mut block)?;
+                crypto::apply_keystream(key, &file, index, &mut block[lead..])?;
             }
             let ranges: Vec<std::ops::Range<usize>> = match redundancy {
-                Redundancy::Copies(_) => std::iter::once(0..block.len()).collect(),
+                Redundancy::Copies(_) => std::iter::once(lead..block.len()).collect(),
                 Redundancy::Ec { k, m } => {
-                    let size = codec::encode_in_place(&mut block, k as usize, m as usize)?;
+                    let size =
+                        codec::encode_in_place_from(&mut block, lead, k as usize, m as usize)?;
                     (0..(k + m) as usize)
-                        .map(|j| j * size..(j + 1) * size)
+                        .map(|j| lead + j * size..lead + (j + 1) * size)
                         .collect()
                 }
             };
@@ -1096,27 +1204,55 @@ mod tests {
     #[tokio::test]
     async fn a_file_input_reads_the_same_blocks_as_async_read() {
         use std::io::Write;
-        let data: Vec<u8> = (0..100_000u32).map(|i| (i % 251) as u8).collect();
+        // Larger than DIRECT_MIN_FILE and not a multiple of the alignment,
+        // so the last block ends with an unaligned tail.
+        let size = super::super::direct::DIRECT_MIN_FILE as usize + 12_345;
+        let data: Vec<u8> = (0..size as u32).map(|i| (i % 251) as u8).collect();
         let mut f = tempfile::NamedTempFile::new().unwrap();
         f.write_all(&data).unwrap();
-        let mut file = FileInput::new(f.reopen().unwrap());
-        let mut stream = &data[..];
-        let mut at = 0;
-        loop {
-            let mut buf = Vec::with_capacity(40_000);
-            buf.push(0xEE);
-            let (a, n) = file.read_block(buf, 30_000).await;
-            let (b, m) = stream.read_block(vec![0xEE], 30_000).await;
-            let (n, m) = (n.unwrap(), m.unwrap());
-            assert_eq!((n, &a), (m, &b));
-            assert_eq!(a[0], 0xEE, "appended after what the buffer held");
-            assert_eq!(&a[1..], &data[at..at + n]);
-            at += n;
-            if n < 30_000 {
-                break;
+        f.flush().unwrap();
+        let local = super::super::direct::local_disk(f.as_file());
+        // Aligned blocks (direct reads where the file system has them),
+        // then blocks no direct read can take.
+        for (max, mode) in [
+            (4 << 20, DirectIo::On),
+            (4 << 20, DirectIo::Off),
+            (3_000_000, DirectIo::On),
+        ] {
+            let mut file = FileInput::with_direct_io(f.reopen().unwrap(), mode);
+            if mode == DirectIo::On && local {
+                assert!(file.is_direct(), "ext4/XFS take O_DIRECT reads");
             }
+            let mut stream = &data[..];
+            let mut at = 0;
+            // Each buffer comes dirty, as a recycled one does: longer or
+            // shorter than the block, with stale bytes.
+            let mut dirty = vec![0xEE; 7];
+            loop {
+                let mut buf = std::mem::take(&mut dirty);
+                buf.reserve(max + DIRECT_ALIGN as usize);
+                let (a, n) = file.read_block(buf, max).await;
+                let (b, m) = stream.read_block(vec![0xEE; 3], max).await;
+                let (n, m) = (n.unwrap(), m.unwrap());
+                assert_eq!(n, m, "{max}-byte blocks, {mode:?}, at {at}");
+                assert_eq!(b, &data[at..at + m], "an AsyncRead gives the block alone");
+                assert!(
+                    a.len() - n < DIRECT_ALIGN as usize,
+                    "lead below the alignment"
+                );
+                assert!(
+                    a[a.len() - n..] == data[at..at + n],
+                    "block at {at} differs"
+                );
+                at += n;
+                dirty = a;
+                dirty.extend_from_slice(&[0xEE; 100]);
+                if n < max {
+                    break;
+                }
+            }
+            assert_eq!(at, data.len(), "{max}-byte blocks, {mode:?}");
         }
-        assert_eq!(at, data.len());
     }
 
     #[test]
