@@ -9,9 +9,9 @@ use std::collections::HashMap;
 use std::fs;
 use std::io;
 use std::net::IpAddr;
-use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 
 use anyhow::Context;
@@ -71,9 +71,47 @@ pub struct Allocation {
     pub writer: tokio::sync::Mutex<()>,
     /// Whether the data file's directory entry is known to be durable.
     file_durable: AtomicBool,
+    /// Transfers holding the data file open ([`FileUse`]), or [`RETIRED`]
+    /// once the file was taken away as a spare: a file is made a spare
+    /// only when nobody has it open, and nobody opens it afterwards, so
+    /// no transfer of this allocation ever reads or writes the file of
+    /// another.
+    users: AtomicUsize,
+}
+
+/// [`Allocation::users`] once the data file was retired.
+const RETIRED: usize = 1 << (usize::BITS - 1);
+
+/// The data file of an allocation in use by a transfer (from before it is
+/// opened until it is closed); see [`Allocation::use_file`].
+pub struct FileUse(Arc<Allocation>);
+
+impl Drop for FileUse {
+    fn drop(&mut self) {
+        self.0.users.fetch_sub(1, Ordering::SeqCst);
+    }
 }
 
 impl Allocation {
+    /// Marks the data file in use until the guard drops (take it before
+    /// opening the file, keep it while the file is open); `None` (answer
+    /// "not found") once the allocation was removed and its file retired.
+    pub fn use_file(self: &Arc<Self>) -> Option<FileUse> {
+        if self.users.fetch_add(1, Ordering::SeqCst) & RETIRED != 0 {
+            self.users.fetch_sub(1, Ordering::SeqCst);
+            return None;
+        }
+        Some(FileUse(self.clone()))
+    }
+
+    /// Whether the data file may be made a spare: nobody has it open, and
+    /// from now on nobody will ([`Allocation::use_file`] refuses).
+    fn retire(&self) -> bool {
+        self.users
+            .compare_exchange(0, RETIRED, Ordering::SeqCst, Ordering::SeqCst)
+            .is_ok()
+    }
+
     pub fn state(&self) -> AllocState {
         *lock(&self.state)
     }
@@ -139,10 +177,20 @@ impl Inner {
     }
 }
 
+/// Empty allocation files kept per resource for new allocations
+/// ([`Resource::retire_file`], [`Resource::open_data_for_write`]).
+pub const SPARE_FILES: usize = 1024;
+
 pub struct Resource {
     pub rid: Rid,
     data_dir: PathBuf,
     recycle_dir: PathBuf,
+    /// Emptied files of freed allocations, kept to become the files of new
+    /// ones: a file system that pays for every inode it allocates or frees
+    /// (ext4 without a journal checks the recently freed ones one by one)
+    /// then does neither while allocations come and go. Emptied at start.
+    spare_dir: PathBuf,
+    spares: Mutex<Spares>,
     journal: Journal,
     sync: SyncMode,
     gate: RwLock<()>,
@@ -151,6 +199,13 @@ pub struct Resource {
     quotas: Arc<Quotas>,
     /// The legacy port's budget on this resource.
     legacy: LegacyLimits,
+}
+
+/// The files in the spare directory, and the next name to give one.
+#[derive(Default)]
+struct Spares {
+    files: Vec<PathBuf>,
+    next: u64,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -207,7 +262,8 @@ impl Resource {
         let rid = Rid(cfg.rid);
         let data_dir = cfg.data.join("data");
         let recycle_dir = cfg.data.join("recycle");
-        for d in [&cfg.data, &data_dir, &recycle_dir] {
+        let spare_dir = cfg.data.join("spare");
+        for d in [&cfg.data, &data_dir, &recycle_dir, &spare_dir] {
             // Owner-only whatever the umask (0700 & ~umask).
             fs::DirBuilder::new()
                 .recursive(true)
@@ -218,7 +274,14 @@ impl Resource {
         let journal_path = cfg.data.join("journal");
         // The resource directory itself is the operator's (it may hold
         // other things); what the depot keeps in it must be owner-only.
-        check_owner_only(&[&data_dir, &recycle_dir], &journal_path)?;
+        check_owner_only(&[&data_dir, &recycle_dir, &spare_dir], &journal_path)?;
+        // Spares are made empty before they are named spares; whatever a
+        // crash left there is removed all the same.
+        for entry in
+            fs::read_dir(&spare_dir).with_context(|| format!("list {}", spare_dir.display()))?
+        {
+            let _ = fs::remove_file(entry?.path());
+        }
         let records = journal::replay(&journal_path)
             .with_context(|| format!("replay journal {}", journal_path.display()))?;
         let mut live: HashMap<u64, Record> = HashMap::new();
@@ -374,6 +437,7 @@ impl Resource {
                 }),
                 writer: tokio::sync::Mutex::new(()),
                 file_durable: AtomicBool::new(true),
+                users: AtomicUsize::new(0),
             });
             inner.account(reliability, max_size, true);
             match &alloc.owner {
@@ -422,6 +486,8 @@ impl Resource {
             rid,
             data_dir,
             recycle_dir,
+            spare_dir,
+            spares: Mutex::new(Spares::default()),
             journal,
             sync,
             gate: RwLock::new(()),
@@ -433,6 +499,65 @@ impl Resource {
 
     pub fn data_path(&self, id: u64) -> PathBuf {
         self.data_dir.join(format!("{id:016x}"))
+    }
+
+    /// The data file of allocation `id`, opened for writing: the existing
+    /// one, else a spare file linked in under its name (never over a file
+    /// that exists), else a new one (mode 0600 whatever the umask).
+    pub fn open_data_for_write(&self, id: u64) -> io::Result<fs::File> {
+        let path = self.data_path(id);
+        match fs::OpenOptions::new().write(true).open(&path) {
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            r => return r,
+        }
+        let spare = lock(&self.spares).files.pop();
+        if let Some(spare) = spare {
+            // A link fails if the name exists; the spare's own name goes.
+            let linked = fs::hard_link(&spare, &path);
+            let _ = fs::remove_file(&spare);
+            if let Err(e) = linked {
+                tracing::debug!(error = %e, id, "spare allocation file not used");
+            }
+        }
+        fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(false)
+            // Owner-only whatever the umask.
+            .mode(0o600)
+            .open(&path)
+    }
+
+    /// Takes away the data file at `path` (of an allocation removed and
+    /// retired: no transfer has it open): cut to nothing and kept as a
+    /// spare ([`SPARE_FILES`] at most), else
+    /// deleted. Its bytes are gone either way.
+    fn retire_file(&self, path: &Path) {
+        let mut spares = lock(&self.spares);
+        if spares.files.len() < SPARE_FILES {
+            let spare = self.spare_dir.join(format!("{:016x}", spares.next));
+            let emptied = fs::OpenOptions::new()
+                .write(true)
+                .open(path)
+                .and_then(|f| f.set_len(0))
+                .and_then(|()| fs::rename(path, &spare));
+            match emptied {
+                Ok(()) => {
+                    spares.next += 1;
+                    spares.files.push(spare);
+                    return;
+                }
+                Err(e) if e.kind() == io::ErrorKind::NotFound => return,
+                Err(e) => tracing::debug!(error = %e, "allocation file not kept as a spare"),
+            }
+        }
+        drop(spares);
+        let _ = fs::remove_file(path);
+    }
+
+    /// How many spare files are kept (tests, metrics).
+    pub fn spare_files(&self) -> usize {
+        lock(&self.spares).files.len()
     }
 
     pub fn capacity(&self) -> Capacity {
@@ -569,6 +694,7 @@ impl Resource {
             }),
             writer: tokio::sync::Mutex::new(()),
             file_durable: AtomicBool::new(false),
+            users: AtomicUsize::new(0),
         });
         let gen = self.journal.append(&alloc.snapshot()).map_err(io_err)?;
         inner.next_id += 1;
@@ -636,7 +762,11 @@ impl Resource {
         let path = self.data_path(a.id);
         if recycle {
             move_to_recycle(&path, &self.recycle_dir, a.id, st.expires);
+        } else if a.retire() {
+            self.retire_file(&path);
         } else {
+            // Open in a transfer: only the name goes; the transfer ends on
+            // the file it has, which nothing else will ever use.
             let _ = fs::remove_file(&path);
         }
         Ok(())

@@ -5,10 +5,10 @@
 //! `sendfile(2)` and large STOREs are received with `splice(2)`; under TLS the
 //! bytes go through plain reads and writes of [`TLS_CHUNK`].
 
-use std::fs::{File, OpenOptions};
+use std::fs::File;
 use std::io;
 use std::os::fd::AsRawFd;
-use std::os::unix::fs::{FileExt, OpenOptionsExt};
+use std::os::unix::fs::FileExt;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -158,18 +158,12 @@ async fn receive(
     }
     conn.reply(&Reply::Ok).await?;
 
-    let path = res.data_path(alloc.id);
-    let file = OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(false)
-        // Owner-only whatever the umask.
-        .mode(0o600)
-        .open(&path)
-        .map_err(|e| {
-            tracing::error!(error = %e, path = %path.display(), "open allocation file");
-            IbpError::FileOpen
-        })?;
+    let _in_use = alloc.use_file().ok_or(IbpError::CapNotFound)?;
+    let file = res.open_data_for_write(alloc.id).map_err(|e| {
+        let path = res.data_path(alloc.id);
+        tracing::error!(error = %e, path = %path.display(), "open allocation file");
+        IbpError::FileOpen
+    })?;
     let file = Arc::new(file);
     if let Err(f) = pump_into_file(depot, conn, &file, start, len).await {
         // Nothing of this transfer is acknowledged: cut off what an append
@@ -292,6 +286,7 @@ async fn load_checked(
         conn.reply(&Reply::Payload(0)).await?;
         return Ok(());
     }
+    let _in_use = alloc.use_file().ok_or(IbpError::CapNotFound)?;
     let file = File::open(res.data_path(alloc.id)).map_err(|e| {
         tracing::error!(error = %e, id = alloc.id, "open allocation file");
         IbpError::FileOpen
@@ -457,6 +452,7 @@ pub async fn copy(depot: &Depot, conn: &mut Conn, c: Copy) -> Result<(), Failure
         return Err(IbpError::InvalidReadCap.into());
     }
     let n = clip(alloc.state().size, c.offset, c.size);
+    let _in_use = alloc.use_file().ok_or(IbpError::CapNotFound)?;
     let file = if n > 0 {
         Some(File::open(res.data_path(alloc.id)).map_err(|_| IbpError::FileOpen)?)
     } else {
@@ -541,6 +537,7 @@ pub async fn copy_secure(
         ));
     }
     let n = clip(st.size, c.offset, c.size);
+    let _in_use = alloc.use_file().ok_or(IbpError::CapNotFound)?;
     let file = if n > 0 {
         Some(File::open(res.data_path(alloc.id)).map_err(|_| IbpError::FileOpen)?)
     } else {

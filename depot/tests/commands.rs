@@ -682,3 +682,84 @@ fn lors_trim_decr_with_the_manage_cap_still_deletes() {
     c.expect_closed();
     expect_error(&d, &load_line(&a.read, 0, 7), " -4 \n");
 }
+
+/// The files in the resource's spare directory: (inode, length) each.
+fn spares(d: &DepotProc) -> Vec<(u64, u64)> {
+    use std::os::unix::fs::MetadataExt;
+    let dir = d.data.join("spare");
+    let mut out: Vec<(u64, u64)> = std::fs::read_dir(&dir)
+        .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
+        .map(|e| e.unwrap().metadata().unwrap())
+        .map(|m| (m.ino(), m.len()))
+        .collect();
+    out.sort_unstable();
+    out
+}
+
+/// A deleted allocation's file is emptied and kept as a spare, then
+/// becomes the file of a new allocation: none of the old bytes is ever
+/// readable there (not past its end, not in a gap a WRITE leaves). A file
+/// open in a transfer when its allocation goes is not kept: the transfer
+/// ends on the old bytes, and nobody else gets that file.
+#[test]
+fn freed_files_are_emptied_spares_and_never_show_old_bytes() {
+    use std::os::unix::fs::MetadataExt;
+    let d = DepotBuilder::new().legacy_whole_resource().spawn();
+    let mut c = d.connect();
+    assert!(spares(&d).is_empty(), "no spares at start");
+    let secret = vec![b'S'; 100_000];
+    let a = c.allocate(2, 3600, 200_000);
+    c.store(&a.write, &secret);
+    assert_eq!(c.request(&decr_line(&a.manage, 1)), "1 \n");
+    let kept = spares(&d);
+    assert_eq!(kept.len(), 1, "the freed file is kept");
+    assert_eq!(kept[0].1, 0, "and empty");
+
+    // The next allocation's first STORE gets that very file.
+    let b = c.allocate(2, 3600, 200_000);
+    c.store(&b.write, b"new");
+    assert!(spares(&d).is_empty(), "the spare was used");
+    let ino = |d: &DepotProc| -> Vec<u64> {
+        std::fs::read_dir(d.data.join("data"))
+            .unwrap()
+            .map(|e| e.unwrap().metadata().unwrap().ino())
+            .collect()
+    };
+    assert_eq!(ino(&d), vec![kept[0].0], "same inode");
+    assert_eq!(c.load(&b.read, 0, 200_000), b"new");
+    // A WRITE past the end leaves a gap: zeros, not the old bytes.
+    assert_eq!(c.request(&write_line(&b.write, 50_000, 2)), "1 \n");
+    c.send(b"ww");
+    assert_eq!(c.read_line(), "1 2\n");
+    let all = c.load(&b.read, 0, 200_000);
+    assert_eq!(all.len(), 50_002);
+    assert_eq!(&all[..3], b"new");
+    assert!(
+        all[3..50_000].iter().all(|&x| x == 0),
+        "the gap reads as zeros"
+    );
+    assert_eq!(&all[50_000..], b"ww");
+
+    // A LOAD in flight (its reader not reading) when the allocation goes:
+    // the file is not made a spare, and the LOAD sends the old bytes.
+    // Larger than loopback's socket buffers, so the LOAD cannot be over.
+    let big = vec![b'L'; 32 << 20];
+    let l = c.allocate(2, 3600, big.len() as u64);
+    c.store(&l.write, &big);
+    let mut reader = d.connect();
+    reader.send(load_line(&l.read, 0, big.len() as u64).as_bytes());
+    assert_eq!(reader.read_line(), format!("1 {} \n", big.len()));
+    assert_eq!(c.request(&decr_line(&l.manage, 1)), "1 \n");
+    assert!(
+        spares(&d).is_empty(),
+        "a file open in a transfer is not kept"
+    );
+    assert_eq!(
+        reader.read_exact(big.len()),
+        big,
+        "the LOAD ends on its bytes"
+    );
+    // Removed with nobody on it, b's file is kept again.
+    assert_eq!(c.request(&decr_line(&b.manage, 1)), "1 \n");
+    assert_eq!(spares(&d).len(), 1);
+}
