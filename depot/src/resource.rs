@@ -177,9 +177,14 @@ impl Inner {
     }
 }
 
-/// Empty allocation files kept per resource for new allocations
+/// Files of freed allocations kept per resource for new allocations
 /// ([`Resource::retire_file`], [`Resource::open_data_for_write`]).
 pub const SPARE_FILES: usize = 1024;
+
+/// Most bytes the spare files of a resource keep (also at most a quarter
+/// of the resource's size): the bytes of freed allocations, overwritten
+/// in place by the new ones.
+pub const SPARE_BYTES: u64 = 1 << 30;
 
 pub struct Resource {
     pub rid: Rid,
@@ -201,10 +206,12 @@ pub struct Resource {
     legacy: LegacyLimits,
 }
 
-/// The files in the spare directory, and the next name to give one.
+/// The files in the spare directory with their lengths, their total, and
+/// the next name to give one.
 #[derive(Default)]
 struct Spares {
-    files: Vec<PathBuf>,
+    files: Vec<(PathBuf, u64)>,
+    bytes: u64,
     next: u64,
 }
 
@@ -510,7 +517,14 @@ impl Resource {
             Err(e) if e.kind() == io::ErrorKind::NotFound => {}
             r => return r,
         }
-        let spare = lock(&self.spares).files.pop();
+        let spare = {
+            let mut spares = lock(&self.spares);
+            let spare = spares.files.pop();
+            if let Some((_, len)) = &spare {
+                spares.bytes -= len;
+            }
+            spare.map(|(path, _)| path)
+        };
         if let Some(spare) = spare {
             // A link fails if the name exists; the spare's own name goes.
             let linked = fs::hard_link(&spare, &path);
@@ -529,22 +543,36 @@ impl Resource {
     }
 
     /// Takes away the data file at `path` (of an allocation removed and
-    /// retired: no transfer has it open): cut to nothing and kept as a
-    /// spare ([`SPARE_FILES`] at most), else
-    /// deleted. Its bytes are gone either way.
-    fn retire_file(&self, path: &Path) {
+    /// retired: no transfer has it open) as a spare ([`SPARE_FILES`] at
+    /// most), else deletes it. A spare keeps its bytes, within
+    /// [`SPARE_BYTES`] and a quarter of `capacity` for all spares (it is
+    /// cut to what fits): the next allocation overwrites them where they
+    /// are, in pages the page cache already holds and blocks the file
+    /// system already allocated. They are never served: a transfer reads
+    /// only below an allocation's acknowledged size, and a WRITE past it
+    /// first cuts the file there ([`Resource::cut_stale_tail`]).
+    fn retire_file(&self, path: &Path, capacity: &Capacity) {
+        let budget = SPARE_BYTES.min(capacity.hard_size.max(capacity.soft_size) / 4);
         let mut spares = lock(&self.spares);
         if spares.files.len() < SPARE_FILES {
             let spare = self.spare_dir.join(format!("{:016x}", spares.next));
-            let emptied = fs::OpenOptions::new()
+            let room = budget.saturating_sub(spares.bytes);
+            let kept = fs::OpenOptions::new()
                 .write(true)
                 .open(path)
-                .and_then(|f| f.set_len(0))
-                .and_then(|()| fs::rename(path, &spare));
-            match emptied {
-                Ok(()) => {
+                .and_then(|f| {
+                    let len = f.metadata()?.len();
+                    if len > room {
+                        f.set_len(room)?;
+                    }
+                    Ok(len.min(room))
+                })
+                .and_then(|len| fs::rename(path, &spare).map(|()| len));
+            match kept {
+                Ok(len) => {
                     spares.next += 1;
-                    spares.files.push(spare);
+                    spares.bytes += len;
+                    spares.files.push((spare, len));
                     return;
                 }
                 Err(e) if e.kind() == io::ErrorKind::NotFound => return,
@@ -553,6 +581,34 @@ impl Resource {
         }
         drop(spares);
         let _ = fs::remove_file(path);
+    }
+
+    /// Empties every spare file (after a failed write: the disk may be
+    /// full, and the spares' bytes are the depot's to give back).
+    pub fn empty_spares(&self) {
+        let mut spares = lock(&self.spares);
+        for (path, len) in &mut spares.files {
+            if *len > 0
+                && fs::OpenOptions::new()
+                    .write(true)
+                    .open(&*path)
+                    .and_then(|f| f.set_len(0))
+                    .is_ok()
+            {
+                *len = 0;
+            }
+        }
+        spares.bytes = spares.files.iter().map(|(_, len)| len).sum();
+    }
+
+    /// Before a WRITE at `offset` past the acknowledged `size`: cuts the
+    /// file to `size`, so the gap reads as zeros and never as bytes a
+    /// spare file held before.
+    pub fn cut_stale_tail(file: &fs::File, size: u64, offset: u64) -> io::Result<()> {
+        if offset > size && file.metadata()?.len() > size {
+            file.set_len(size)?;
+        }
+        Ok(())
     }
 
     /// How many spare files are kept (tests, metrics).
@@ -763,7 +819,7 @@ impl Resource {
         if recycle {
             move_to_recycle(&path, &self.recycle_dir, a.id, st.expires);
         } else if a.retire() {
-            self.retire_file(&path);
+            self.retire_file(&path, &inner.capacity);
         } else {
             // Open in a transfer: only the name goes; the transfer ends on
             // the file it has, which nothing else will ever use.

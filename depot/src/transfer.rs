@@ -164,8 +164,15 @@ async fn receive(
         tracing::error!(error = %e, path = %path.display(), "open allocation file");
         IbpError::FileOpen
     })?;
+    Resource::cut_stale_tail(&file, st.size, start).map_err(|e| {
+        tracing::error!(error = %e, id = alloc.id, "cut allocation file");
+        IbpError::FileWrite
+    })?;
     let file = Arc::new(file);
     if let Err(f) = pump_into_file(depot, conn, &file, start, len).await {
+        if matches!(f, Failure::Reply(IbpError::FileWrite)) {
+            res.empty_spares();
+        }
         // Nothing of this transfer is acknowledged: cut off what an append
         // added (an overwrite inside the data cannot be undone).
         let _ = file.set_len(st.size);

@@ -696,11 +696,12 @@ fn spares(d: &DepotProc) -> Vec<(u64, u64)> {
     out
 }
 
-/// A deleted allocation's file is emptied and kept as a spare, then
-/// becomes the file of a new allocation: none of the old bytes is ever
-/// readable there (not past its end, not in a gap a WRITE leaves). A file
-/// open in a transfer when its allocation goes is not kept: the transfer
-/// ends on the old bytes, and nobody else gets that file.
+/// A deleted allocation's file is kept as a spare (with its bytes, to be
+/// overwritten in place), then becomes the file of a new allocation: none
+/// of the old bytes is ever readable there (not past its end, not in a gap
+/// a WRITE leaves). A file open in a transfer when its allocation goes is
+/// not kept: the transfer ends on the old bytes, and nobody else gets
+/// that file.
 #[test]
 fn freed_files_are_emptied_spares_and_never_show_old_bytes() {
     use std::os::unix::fs::MetadataExt;
@@ -713,7 +714,7 @@ fn freed_files_are_emptied_spares_and_never_show_old_bytes() {
     assert_eq!(c.request(&decr_line(&a.manage, 1)), "1 \n");
     let kept = spares(&d);
     assert_eq!(kept.len(), 1, "the freed file is kept");
-    assert_eq!(kept[0].1, 0, "and empty");
+    assert_eq!(kept[0].1, secret.len() as u64, "with its bytes");
 
     // The next allocation's first STORE gets that very file.
     let b = c.allocate(2, 3600, 200_000);
@@ -727,6 +728,8 @@ fn freed_files_are_emptied_spares_and_never_show_old_bytes() {
     };
     assert_eq!(ino(&d), vec![kept[0].0], "same inode");
     assert_eq!(c.load(&b.read, 0, 200_000), b"new");
+    assert_eq!(c.load(&b.read, 3, 200_000), b"", "nothing past its end");
+    assert_eq!(c.probe(&b.manage).size, 3);
     // A WRITE past the end leaves a gap: zeros, not the old bytes.
     assert_eq!(c.request(&write_line(&b.write, 50_000, 2)), "1 \n");
     c.send(b"ww");
