@@ -703,7 +703,7 @@ fn spares(d: &DepotProc) -> Vec<(u64, u64)> {
 /// not kept: the transfer ends on the old bytes, and nobody else gets
 /// that file.
 #[test]
-fn freed_files_are_emptied_spares_and_never_show_old_bytes() {
+fn freed_files_become_spares_and_never_show_old_bytes() {
     use std::os::unix::fs::MetadataExt;
     let d = DepotBuilder::new().legacy_whole_resource().spawn();
     let mut c = d.connect();
