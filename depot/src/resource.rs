@@ -190,10 +190,12 @@ pub struct Resource {
     pub rid: Rid,
     data_dir: PathBuf,
     recycle_dir: PathBuf,
-    /// Emptied files of freed allocations, kept to become the files of new
-    /// ones: a file system that pays for every inode it allocates or frees
-    /// (ext4 without a journal checks the recently freed ones one by one)
-    /// then does neither while allocations come and go. Emptied at start.
+    /// Files of freed allocations, kept to become the files of new ones: a
+    /// file system that pays for every inode it allocates or frees (ext4
+    /// without a journal checks the recently freed ones one by one) then
+    /// does neither while allocations come and go, and the new bytes go
+    /// into pages and blocks already there ([`Resource::retire_file`]).
+    /// Emptied at start.
     spare_dir: PathBuf,
     spares: Mutex<Spares>,
     journal: Journal,
@@ -282,8 +284,8 @@ impl Resource {
         // The resource directory itself is the operator's (it may hold
         // other things); what the depot keeps in it must be owner-only.
         check_owner_only(&[&data_dir, &recycle_dir, &spare_dir], &journal_path)?;
-        // Spares are made empty before they are named spares; whatever a
-        // crash left there is removed all the same.
+        // Spares hold only bytes of freed allocations: none is kept
+        // across a restart.
         for entry in
             fs::read_dir(&spare_dir).with_context(|| format!("list {}", spare_dir.display()))?
         {
@@ -549,8 +551,9 @@ impl Resource {
     /// cut to what fits): the next allocation overwrites them where they
     /// are, in pages the page cache already holds and blocks the file
     /// system already allocated. They are never served: a transfer reads
-    /// only below an allocation's acknowledged size, and a WRITE past it
-    /// first cuts the file there ([`Resource::cut_stale_tail`]).
+    /// only below an allocation's acknowledged size, a WRITE past it first
+    /// cuts the file there, and the file is cut to its data after every
+    /// STORE or WRITE ([`Resource::cut_stale_tail`]).
     fn retire_file(&self, path: &Path, capacity: &Capacity) {
         let budget = SPARE_BYTES.min(capacity.hard_size.max(capacity.soft_size) / 4);
         let mut spares = lock(&self.spares);
@@ -601,19 +604,16 @@ impl Resource {
         spares.bytes = spares.files.iter().map(|(_, len)| len).sum();
     }
 
-    /// Before a WRITE at `offset` past the acknowledged `size`: cuts the
-    /// file to `size`, so the gap reads as zeros and never as bytes a
-    /// spare file held before.
-    pub fn cut_stale_tail(file: &fs::File, size: u64, offset: u64) -> io::Result<()> {
-        if offset > size && file.metadata()?.len() > size {
+    /// Cuts the file to `size` when it is longer (a spare's old bytes past
+    /// it): before a WRITE past the acknowledged size (so the gap reads as
+    /// zeros, never as bytes a spare held), and after every STORE or WRITE
+    /// (so a data file is never longer than its allocation's data once a
+    /// transfer into it is over).
+    pub fn cut_stale_tail(file: &fs::File, size: u64) -> io::Result<()> {
+        if file.metadata()?.len() > size {
             file.set_len(size)?;
         }
         Ok(())
-    }
-
-    /// How many spare files are kept (tests, metrics).
-    pub fn spare_files(&self) -> usize {
-        lock(&self.spares).files.len()
     }
 
     pub fn capacity(&self) -> Capacity {

@@ -164,10 +164,15 @@ async fn receive(
         tracing::error!(error = %e, path = %path.display(), "open allocation file");
         IbpError::FileOpen
     })?;
-    Resource::cut_stale_tail(&file, st.size, start).map_err(|e| {
-        tracing::error!(error = %e, id = alloc.id, "cut allocation file");
-        IbpError::FileWrite
-    })?;
+    let cut = |file: &File, size: u64| {
+        Resource::cut_stale_tail(file, size).map_err(|e| {
+            tracing::error!(error = %e, id = alloc.id, "cut allocation file");
+            IbpError::FileWrite
+        })
+    };
+    if start > st.size {
+        cut(&file, st.size)?;
+    }
     let file = Arc::new(file);
     if let Err(f) = pump_into_file(depot, conn, &file, start, len).await {
         if matches!(f, Failure::Reply(IbpError::FileWrite)) {
@@ -178,6 +183,7 @@ async fn receive(
         let _ = file.set_len(st.size);
         return Err(f);
     }
+    cut(&file, st.size.max(end))?;
     let committed = async {
         res.sync_data(&alloc, &file).await?;
         let gen = res.commit_size(&alloc, st.size.max(end))?;

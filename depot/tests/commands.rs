@@ -727,6 +727,11 @@ fn freed_files_become_spares_and_never_show_old_bytes() {
             .collect()
     };
     assert_eq!(ino(&d), vec![kept[0].0], "same inode");
+    let lens: Vec<u64> = std::fs::read_dir(d.data.join("data"))
+        .unwrap()
+        .map(|e| e.unwrap().metadata().unwrap().len())
+        .collect();
+    assert_eq!(lens, vec![3], "the file is cut to its data after the STORE");
     assert_eq!(c.load(&b.read, 0, 200_000), b"new");
     assert_eq!(c.load(&b.read, 3, 200_000), b"", "nothing past its end");
     assert_eq!(c.probe(&b.manage).size, 3);

@@ -526,7 +526,12 @@ where
             break;
         }
         // The block is the last n bytes of the buffer.
-        let lead = block.len() - n;
+        let Some(lead) = block.len().checked_sub(n) else {
+            return Err(TransferError::Input(format!(
+                "the source said it read {n} bytes into a buffer of {}",
+                block.len()
+            )));
+        };
         if done.blocks.contains(&index) {
             // Stored by an earlier run: read past it.
             drop(permit);
