@@ -172,6 +172,15 @@ impl Metrics {
                 r.allocation_count()
             );
         }
+        o.push_str("# HELP ibp_spare_files Files of freed allocations kept for new ones, per resource.\n# TYPE ibp_spare_files gauge\n");
+        let spares: Vec<(usize, u64)> = resources.iter().map(|r| r.spare_usage()).collect();
+        for (r, (files, _)) in resources.iter().zip(&spares) {
+            let _ = writeln!(o, "ibp_spare_files{{rid=\"{}\"}} {files}", r.rid);
+        }
+        o.push_str("# HELP ibp_spare_bytes Bytes of freed allocations the spare files hold until new ones overwrite them, per resource.\n# TYPE ibp_spare_bytes gauge\n");
+        for (r, (_, bytes)) in resources.iter().zip(&spares) {
+            let _ = writeln!(o, "ibp_spare_bytes{{rid=\"{}\"}} {bytes}", r.rid);
+        }
         o.push_str("# HELP ibp_capacity_bytes Reserved and free bytes per resource and class.\n# TYPE ibp_capacity_bytes gauge\n");
         for r in resources {
             let s = r.status();

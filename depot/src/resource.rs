@@ -1130,6 +1130,12 @@ impl Resource {
     pub fn allocation_count(&self) -> usize {
         lock(&self.inner).allocs.len()
     }
+
+    /// The spare files kept and the bytes they hold (metrics).
+    pub fn spare_usage(&self) -> (usize, u64) {
+        let spares = lock(&self.spares);
+        (spares.files.len(), spares.bytes)
+    }
 }
 
 /// Refuses a resource whose directories or journal group or others may

@@ -65,6 +65,8 @@ fn metrics_count_requests_and_bytes() {
             ("ibp_requests_total{command=\"ALLOCATE\",status=\"ok\"}", 0),
             ("ibp_bytes_in_total", 0),
             ("ibp_allocations{rid=\"0\"}", 0),
+            ("ibp_spare_files{rid=\"0\"}", 0),
+            ("ibp_spare_bytes{rid=\"0\"}", 0),
         ],
     );
     assert!(
@@ -134,6 +136,27 @@ fn metrics_count_requests_and_bytes() {
             "ibp_requests_total{command=\"ALLOCATE\",status=\"ok\"}"
         ),
         Some(3)
+    );
+
+    // A freed allocation's file is kept as a spare, with its bytes; the
+    // next allocation's STORE takes it.
+    assert_eq!(c.request(&decr_line(&b.manage, 1)), "1 \n");
+    expect_samples(
+        m,
+        &[
+            ("ibp_spare_files{rid=\"0\"}", 1),
+            ("ibp_spare_bytes{rid=\"0\"}", 10),
+            ("ibp_allocations{rid=\"0\"}", 1),
+        ],
+    );
+    let y = c.allocate(2, 600, 100);
+    c.store(&y.write, b"y");
+    expect_samples(
+        m,
+        &[
+            ("ibp_spare_files{rid=\"0\"}", 0),
+            ("ibp_spare_bytes{rid=\"0\"}", 0),
+        ],
     );
 
     // Unknown paths are 404.
