@@ -27,18 +27,11 @@ impl Store {
         StoreError,
     > {
         let _db = self.timer("entry_with_version");
-        // The access ACL comes along as `principal=rights,...` (neither
-        // contains `,` or `=`); only the aggregate's name differs.
-        let agg = match self.backend {
-            Backend::Sqlite => "group_concat",
-            Backend::Postgres => "string_agg",
-        };
+        let acl_text = self.acl_text_column();
         let row = sqlx::query(&format!(
             "SELECT {ENTRY_COLUMNS}, v.version, v.size AS vsize, v.stored, v.exnode, v.key_id,
                     v.created_by, v.created_at AS vcreated_at, w.wrapped,
-                    m.vo_id AS member, m.removed_at, m.removed_by,
-                    (SELECT {agg}(a.principal || '=' || a.rights, ',') FROM acl a
-                      WHERE a.entry = e.id AND a.inherit = 0) AS acl_text
+                    m.vo_id AS member, m.removed_at, m.removed_by, {acl_text}
                FROM entries e
                LEFT JOIN versions v ON v.file = e.id
                     AND v.version = COALESCE($2, e.current_version)
@@ -69,6 +62,20 @@ impl Store {
         Ok(Some((entry, version, wrapped, member, acl)))
     }
 
+    /// The select column `acl_text` of an entry `e`: its access ACL as
+    /// `principal=rights,...` (neither contains `,` or `=`); only the
+    /// aggregate's name differs between the backends.
+    fn acl_text_column(&self) -> String {
+        let agg = match self.backend {
+            Backend::Sqlite => "group_concat",
+            Backend::Postgres => "string_agg",
+        };
+        format!(
+            "(SELECT {agg}(a.principal || '=' || a.rights, ',') FROM acl a
+               WHERE a.entry = e.id AND a.inherit = 0) AS acl_text"
+        )
+    }
+
     /// An entry, its access ACL and the caller's membership (`None`
     /// unknown, `Some(None)` member, `Some(Some(by))` removed), in one
     /// query: what a put checks before it is queued (the entry it
@@ -81,14 +88,9 @@ impl Store {
         vo_id: &str,
     ) -> Result<Option<(EntryRow, Option<Option<Option<String>>>, Vec<Entry>)>, StoreError> {
         let _db = self.timer("entry_for_put");
-        let agg = match self.backend {
-            Backend::Sqlite => "group_concat",
-            Backend::Postgres => "string_agg",
-        };
+        let acl_text = self.acl_text_column();
         let row = sqlx::query(&format!(
-            "SELECT {ENTRY_COLUMNS}, m.vo_id AS member, m.removed_at, m.removed_by,
-                    (SELECT {agg}(a.principal || '=' || a.rights, ',') FROM acl a
-                      WHERE a.entry = e.id AND a.inherit = 0) AS acl_text
+            "SELECT {ENTRY_COLUMNS}, m.vo_id AS member, m.removed_at, m.removed_by, {acl_text}
                FROM entries e
                LEFT JOIN members m ON m.vo = $2 AND m.vo_id = $3
               WHERE e.path = $1"
