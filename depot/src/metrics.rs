@@ -161,26 +161,25 @@ impl Metrics {
             "counter",
             self.crypto_sessions_refused.load(Relaxed),
         );
-        o.push_str(
-            "# HELP ibp_allocations Live allocations per resource.\n# TYPE ibp_allocations gauge\n",
+        let mut per_resource = |name: &str, help: &str, v: &dyn Fn(&Resource) -> u64| {
+            let _ = writeln!(o, "# HELP {name} {help}\n# TYPE {name} gauge");
+            for r in resources {
+                let _ = writeln!(o, "{name}{{rid=\"{}\"}} {}", r.rid, v(r));
+            }
+        };
+        per_resource("ibp_allocations", "Live allocations per resource.", &|r| {
+            r.allocation_count() as u64
+        });
+        per_resource(
+            "ibp_spare_files",
+            "Files of freed allocations kept for new ones, per resource.",
+            &|r| r.spare_usage().0 as u64,
         );
-        for r in resources {
-            let _ = writeln!(
-                o,
-                "ibp_allocations{{rid=\"{}\"}} {}",
-                r.rid,
-                r.allocation_count()
-            );
-        }
-        o.push_str("# HELP ibp_spare_files Files of freed allocations kept for new ones, per resource.\n# TYPE ibp_spare_files gauge\n");
-        let spares: Vec<(usize, u64)> = resources.iter().map(|r| r.spare_usage()).collect();
-        for (r, (files, _)) in resources.iter().zip(&spares) {
-            let _ = writeln!(o, "ibp_spare_files{{rid=\"{}\"}} {files}", r.rid);
-        }
-        o.push_str("# HELP ibp_spare_bytes Bytes of freed allocations the spare files hold until new ones overwrite them, per resource.\n# TYPE ibp_spare_bytes gauge\n");
-        for (r, (_, bytes)) in resources.iter().zip(&spares) {
-            let _ = writeln!(o, "ibp_spare_bytes{{rid=\"{}\"}} {bytes}", r.rid);
-        }
+        per_resource(
+            "ibp_spare_bytes",
+            "Bytes of freed allocations the spare files hold until new ones overwrite them, per resource.",
+            &|r| r.spare_usage().1,
+        );
         o.push_str("# HELP ibp_capacity_bytes Reserved and free bytes per resource and class.\n# TYPE ibp_capacity_bytes gauge\n");
         for r in resources {
             let s = r.status();
