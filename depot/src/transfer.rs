@@ -44,14 +44,18 @@ static SPARE: Mutex<Vec<Vec<u8>>> = Mutex::new(Vec::new());
 /// Most buffers kept in [`SPARE`] (8 MiB).
 const SPARE_BUFFERS: usize = 8;
 
-/// A data buffer of [`CHUNK`] bytes for one transfer, back to [`SPARE`]
-/// when dropped. A kept buffer still holds an earlier transfer's bytes:
-/// only the part just read into (from the peer or the file) is ever
-/// written out.
+/// A data buffer for one transfer of `len` bytes: up to [`SMALL_LOAD`],
+/// a new one of that size; larger, one of [`CHUNK`] bytes, kept in
+/// [`SPARE`] when dropped. A kept buffer still holds an earlier
+/// transfer's bytes: only the part just read into (from the peer or the
+/// file) is ever written out.
 struct Scratch(Vec<u8>);
 
 impl Scratch {
-    fn take() -> Scratch {
+    fn take(len: u64) -> Scratch {
+        if len <= SMALL_LOAD {
+            return Scratch(vec![0u8; len.max(1) as usize]);
+        }
         let kept = SPARE.lock().unwrap_or_else(|p| p.into_inner()).pop();
         Scratch(kept.unwrap_or_else(|| vec![0u8; CHUNK]))
     }
@@ -59,6 +63,9 @@ impl Scratch {
 
 impl Drop for Scratch {
     fn drop(&mut self) {
+        if self.0.len() != CHUNK {
+            return;
+        }
         let buf = std::mem::take(&mut self.0);
         let mut spare = SPARE.lock().unwrap_or_else(|p| p.into_inner());
         if spare.len() < SPARE_BUFFERS {
@@ -244,7 +251,7 @@ async fn pump_into_file(
             }
         }
     }
-    let mut buf = Scratch::take();
+    let mut buf = Scratch::take(left);
     while left > 0 {
         let want = (left as usize).min(buf.len());
         let limit = pace.limit(len - left, io_timeout);
@@ -400,11 +407,11 @@ async fn copy_file_out(
     len: u64,
     pace: Pace,
 ) -> Result<(), Failure> {
-    let mut buf = Scratch::take();
+    let mut buf = Scratch::take(len);
     let mut at = offset;
     let mut left = len;
     while left > 0 {
-        let k = (left as usize).min(TLS_CHUNK);
+        let k = (left as usize).min(TLS_CHUNK).min(buf.len());
         // The reply line is out: a read error can only cut the connection.
         file.read_exact_at(&mut buf[..k], at).map_err(|e| {
             tracing::error!(error = %e, "read allocation data");
