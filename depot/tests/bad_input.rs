@@ -432,6 +432,18 @@ fn full_disk_fails_the_store_cleanly() {
     let mut c = d.connect();
     let a = c.allocate(2, 600, 6 * MIB);
     c.store(&a.write, b"acknowledged....");
+    // A freed allocation's file, kept as a spare with its bytes
+    // (docs/depot.md, "Storage layout").
+    let freed = c.allocate(2, 600, MIB);
+    c.store(&freed.write, &pattern(3, 0, 200_000));
+    assert_eq!(c.request(&decr_line(&freed.manage, 1)), "1 \n");
+    let spare_lens = || -> Vec<u64> {
+        std::fs::read_dir(d.data.join("spare"))
+            .unwrap()
+            .map(|e| e.unwrap().metadata().unwrap().len())
+            .collect()
+    };
+    assert_eq!(spare_lens(), vec![200_000]);
 
     // STORE 4 MiB: the go-ahead comes (the allocation has room), the write
     // fails part-way, and the depot answers -16 and closes.
@@ -446,6 +458,9 @@ fn full_disk_fails_the_store_cleanly() {
     assert_eq!(s.read_line(), " -16 \n");
     s.expect_closed();
     writer.join().unwrap();
+
+    // The failed write gave the spares' bytes back to the disk.
+    assert_eq!(spare_lens(), vec![0], "a failed write empties the spares");
 
     // Nothing of the failed STORE is acknowledged or left on disk.
     let p = c.probe(&a.manage);
