@@ -44,6 +44,11 @@ impl Drop for SecureDepot {
 }
 
 impl SecureDepot {
+    /// The depot process's id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// Starts `bin` in `dir` (created), trusting `trust` (the bench PKI's
     /// trust directory), with a certificate `name` issued by `pki`'s CA.
     pub fn start(

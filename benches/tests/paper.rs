@@ -22,6 +22,8 @@ fn paper_writes_samples_report_and_plots() {
             "3",
             "--limit-mb",
             "4",
+            "--alone",
+            "50",
             "--out",
         ])
         .arg(out.path())
@@ -72,6 +74,7 @@ fn paper_writes_samples_report_and_plots() {
         "| Allocate, crypto (in a TLS session) | 1.1 |",
         "a loopback round trip of 100 bytes each way",
         "Issue 16's target, Allocate p50 <= 0.05 ms, is ",
+        "### Allocate alone",
         "## Figure 1: Load",
         "## Figure 2: Store",
         "## Figure 3: Copy (depot to depot)",
@@ -79,6 +82,18 @@ fn paper_writes_samples_report_and_plots() {
         "![Load](figure1-load.svg)",
     ] {
         assert!(md.contains(needle), "report.md lacks {needle:?}:\n{md}");
+    }
+
+    // Allocate alone: a p50 in both placements (taskset is on every CI machine).
+    for placement in ["placed by the scheduler", "both on CPU 0"] {
+        let row = md
+            .lines()
+            .find(|l| l.starts_with(&format!("| {placement} | ")))
+            .unwrap_or_else(|| panic!("no Allocate-alone row for {placement}:\n{md}"));
+        let cells: Vec<&str> = row.split('|').map(str::trim).collect();
+        let p50: f64 = cells[2].parse().unwrap_or_else(|_| panic!("{row}"));
+        let rtt: f64 = cells[4].parse().unwrap_or_else(|_| panic!("{row}"));
+        assert!(p50 > 0.0 && rtt > 0.0 && cells[6] == "50", "{row}");
     }
 
     for stem in ["figure1-load", "figure2-store", "figure3-copy"] {

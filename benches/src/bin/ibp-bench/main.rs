@@ -85,6 +85,10 @@ pub struct PaperArgs {
     /// Fresh TLS handshakes + AUTH timed for IBP_auth
     #[arg(long, default_value_t = 300)]
     pub auth_reps: usize,
+    /// Legacy Allocates timed back to back on one connection, with the
+    /// scheduler placing client and depot and then with both on CPU 0
+    #[arg(long, default_value_t = 2000)]
+    pub alone: usize,
     /// MB each machine limit is measured over (median of 5 runs; the
     /// durable write of 3)
     #[arg(long, default_value_t = 100)]

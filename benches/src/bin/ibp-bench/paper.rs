@@ -18,7 +18,9 @@ use std::time::Instant;
 use anyhow::{bail, Context};
 use ibp_benches::pki::mint;
 use ibp_benches::secure::{grant, session, ticket, SecureDepot};
-use ibp_benches::{depot_binary, payload, Samples, MB};
+use ibp_benches::{
+    all_cpus, depot_binary, loopback_rtt_tokio, payload, set_affinity, Placement, Samples, MB,
+};
 use ibp_depot_client::{Caps, DataClient, IbpClient, SecureClient};
 use ibp_proto::{Reliability, Rid};
 
@@ -168,11 +170,17 @@ async fn run_async(a: &PaperArgs) -> anyhow::Result<()> {
             }
         }
     }
+    eprintln!(
+        "ibp-bench paper: Allocate alone x {}, placed by the scheduler and on one CPU",
+        a.alone
+    );
+    let alone = allocate_alone(&mut c.legacy_a, depot_a.pid(), a.alone).await?;
     let r = report::Report {
         args: a.clone(),
         limits,
         auth,
         samples,
+        alone,
         seconds: started.elapsed().as_secs_f64(),
     };
     let written = report::write(&r, &a.out, a.font.as_deref())?;
@@ -181,6 +189,72 @@ async fn run_async(a: &PaperArgs) -> anyhow::Result<()> {
     }
     drop((depot_a, depot_b));
     Ok(())
+}
+
+/// Allocate alone, in one placement of client and depot.
+pub struct Alone {
+    pub placement: &'static str,
+    /// Allocate and the echo round trip (100 bytes each way, a server on a
+    /// tokio runtime), or why they were not measured.
+    pub measured: Result<(Samples, Samples), String>,
+}
+
+/// `n` legacy Allocates on depot A, one after another on one connection
+/// (each released right after, untimed; a tenth more first as a warm-up),
+/// and the echo round trip beside them: with the scheduler placing this
+/// process and the depot, then with both on CPU 0, where no reply waits
+/// for another CPU to wake. Affinity goes back to every CPU afterwards.
+async fn allocate_alone(c: &mut IbpClient, depot: u32, n: usize) -> anyhow::Result<Vec<Alone>> {
+    let me = std::process::id();
+    let mut out = Vec::new();
+    for (placement, cpus) in [
+        ("placed by the scheduler", None),
+        ("both on CPU 0", Some("0")),
+    ] {
+        if let Some(cpus) = cpus {
+            if !(set_affinity(me, cpus, true) && set_affinity(depot, cpus, true)) {
+                let all = all_cpus();
+                set_affinity(me, &all, true);
+                set_affinity(depot, &all, true);
+                out.push(Alone {
+                    placement,
+                    measured: Err("taskset(1) is missing or refused".into()),
+                });
+                continue;
+            }
+        }
+        let result = async {
+            let unpinned = Placement {
+                name: placement,
+                cpus: None,
+            };
+            let rtt = loopback_rtt_tokio(n.max(1), 100, unpinned).await?;
+            let mut alloc = Samples::default();
+            for i in 0..n.max(1) + n / 10 {
+                let t = Instant::now();
+                let caps = c
+                    .allocate(Rid(0), Reliability::Hard, DURATION, 1000)
+                    .await?;
+                let took = t.elapsed();
+                if i >= n / 10 {
+                    alloc.push(took);
+                }
+                c.decr(&caps.manage, 1).await?;
+            }
+            anyhow::Ok((alloc, rtt))
+        }
+        .await;
+        if cpus.is_some() {
+            let all = all_cpus();
+            set_affinity(me, &all, true);
+            set_affinity(depot, &all, true);
+        }
+        out.push(Alone {
+            placement,
+            measured: Ok(result?),
+        });
+    }
+    Ok(out)
 }
 
 async fn legacy(addr: &str) -> anyhow::Result<IbpClient> {

@@ -34,6 +34,7 @@ pub struct Report {
     pub limits: Limits,
     pub auth: Samples,
     pub samples: Vec<Sample>,
+    pub alone: Vec<crate::paper::Alone>,
     pub seconds: f64,
 }
 
@@ -220,6 +221,40 @@ fn markdown(
             "missed".to_owned()
         }
     );
+    let _ = writeln!(
+        m,
+        "\n### Allocate alone\n\nLegacy Allocates one after another on one connection \
+         (each released right after, untimed), and the same echo round trip beside them: \
+         first with the scheduler placing this process and the depot, then with both on \
+         CPU 0, where a reply does not wait for another CPU to wake (on this VM a \
+         cross-CPU wake-up costs about as much as the depot's work).\n"
+    );
+    let _ = writeln!(
+        m,
+        "| placement | Allocate p50 (ms) | p90 (ms) | round trip p50 (ms) | Allocate / round trip | samples | target <= 0.05 ms |\n|---|---:|---:|---:|---:|---:|---|"
+    );
+    for alone in &r.alone {
+        match &alone.measured {
+            Ok((alloc, rtt)) => {
+                let (mut alloc, mut rtt) = (alloc.clone(), rtt.clone());
+                let p50 = alloc.median();
+                let _ = writeln!(
+                    m,
+                    "| {} | {:.4} | {:.4} | {:.4} | {:.2} | {} | {} |",
+                    alone.placement,
+                    p50 * 1e3,
+                    alloc.percentile(90.0) * 1e3,
+                    rtt.median() * 1e3,
+                    p50 / rtt.median(),
+                    alloc.len(),
+                    if p50 <= 0.05e-3 { "met" } else { "missed" }
+                );
+            }
+            Err(why) => {
+                let _ = writeln!(m, "| {} | not measured: {why} | | | | | |", alone.placement);
+            }
+        }
+    }
     for (fig, op) in [(1, Op::Load), (2, Op::Store), (3, Op::Copy)] {
         let _ = writeln!(m, "\n## Figure {fig}: {}\n", title(op));
         let _ = writeln!(
