@@ -311,9 +311,15 @@ pub fn cpu_count() -> usize {
     std::thread::available_parallelism().map_or(1, |n| n.get())
 }
 
-/// A taskset(1) CPU list naming every CPU, e.g. `0-1`.
+/// A taskset(1) CPU list naming every online CPU, e.g. `0-1`: the
+/// kernel's list, not this thread's affinity (which a pin narrows), so
+/// that restoring affinity with it undoes a pin.
 pub fn all_cpus() -> String {
-    format!("0-{}", cpu_count().saturating_sub(1))
+    fs::read_to_string("/sys/devices/system/cpu/online")
+        .ok()
+        .map(|s| s.trim().to_owned())
+        .filter(|s| !s.is_empty())
+        .unwrap_or_else(|| format!("0-{}", cpu_count().saturating_sub(1)))
 }
 
 /// Restricts thread `id` (or, with `all_threads`, every thread of process
