@@ -11,7 +11,9 @@
 //! no grant for, since a LOAD's file ticket is its authorization.
 //!
 //! Depots that failed are remembered ([`Pool::mark_down`]) so later blocks
-//! try them last, not first.
+//! try them last, not first, for [`DOWN_FOR`] or until one answers again:
+//! a pool lives as long as its process (a job linking liblors, a mount),
+//! and a depot back from a restart is used again.
 //!
 //! [`Pool::copy`] asks one depot to COPY a block to another (replicas made
 //! by the depots, not sent again by the client). At the secure levels the
@@ -20,9 +22,12 @@
 //! per source for all targets and keeps the grants until shortly before
 //! they expire.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
+use std::hash::Hash;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
+
+use tokio::time::Instant;
 
 use exnode::Security;
 use ibp_depot_client::{ClientError, Connection};
@@ -100,10 +105,61 @@ pub trait CopyGrantSource: Send + Sync {
 /// Seconds before its expiry at which a cached COPY grant is asked again.
 const COPY_GRANT_MARGIN: i64 = 60;
 
+/// How long a depot that failed without an answer stays "down" (tried
+/// last; its allocations are not freed by [`super::upload`]'s clean-up)
+/// unless a new connection to it succeeds first: long enough that a dead
+/// depot costs one connect timeout per five minutes, not one per block.
+pub const DOWN_FOR: Duration = Duration::from_secs(300);
+/// How long a (source, target) pair whose COPY failed is not asked to
+/// COPY again (the client sends those replicas itself meanwhile).
+pub const COPY_BROKEN_FOR: Duration = Duration::from_secs(600);
+
+/// Keys remembered for a while: each is forgotten `ttl` after it was
+/// last marked (on the tokio clock, which tests can move).
+struct Remembered<K> {
+    marked: Mutex<HashMap<K, Instant>>,
+    ttl: Duration,
+}
+
+impl<K: Eq + Hash> Remembered<K> {
+    fn new(ttl: Duration) -> Remembered<K> {
+        Remembered {
+            marked: Mutex::new(HashMap::new()),
+            ttl,
+        }
+    }
+
+    fn mark(&self, key: K) {
+        let now = Instant::now();
+        let mut m = self.marked.lock().unwrap_or_else(|p| p.into_inner());
+        m.retain(|_, at| now.duration_since(*at) < self.ttl);
+        m.insert(key, now);
+    }
+
+    fn contains(&self, key: &K) -> bool {
+        let mut m = self.marked.lock().unwrap_or_else(|p| p.into_inner());
+        match m.get(key) {
+            Some(at) if at.elapsed() < self.ttl => true,
+            Some(_) => {
+                m.remove(key);
+                false
+            }
+            None => false,
+        }
+    }
+
+    fn forget(&self, key: &K) {
+        self.marked
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(key);
+    }
+}
+
 /// Idle connections per depot, shared by the tasks of one transfer.
 pub struct Pool {
     idle: Mutex<HashMap<(String, &'static str), Vec<Connection>>>,
-    down: Mutex<HashSet<String>>,
+    down: Remembered<String>,
     secure: SecureSetup,
     timeout: Duration,
     /// Block buffers given back after use, for the next LOAD: a fresh
@@ -119,9 +175,10 @@ pub struct Pool {
     copied_bytes: std::sync::atomic::AtomicU64,
     copies_failed: std::sync::atomic::AtomicU64,
     /// (source, target) pairs whose COPY failed: not tried again by this
-    /// pool (the client sends those replicas), so that a depot or an
-    /// L-Bone without COPY costs one failed attempt, not one per block.
-    copy_broken: Mutex<HashSet<(String, String)>>,
+    /// pool for [`COPY_BROKEN_FOR`] (the client sends those replicas), so
+    /// that a depot or an L-Bone without COPY costs one failed attempt,
+    /// not one per block.
+    copy_broken: Remembered<(String, String)>,
 }
 
 /// What depot COPY did for a pool's transfers ([`Pool::copy_stats`]).
@@ -143,7 +200,7 @@ impl Pool {
     pub fn new(secure: SecureSetup, timeout: Duration) -> Arc<Pool> {
         Arc::new(Pool {
             idle: Mutex::new(HashMap::new()),
-            down: Mutex::new(HashSet::new()),
+            down: Remembered::new(DOWN_FOR),
             secure,
             timeout,
             spare: Mutex::new(Vec::new()),
@@ -151,17 +208,15 @@ impl Pool {
             copy_grants: tokio::sync::Mutex::new(HashMap::new()),
             copied_bytes: Default::default(),
             copies_failed: Default::default(),
-            copy_broken: Mutex::new(HashSet::new()),
+            copy_broken: Remembered::new(COPY_BROKEN_FOR),
         })
     }
 
     /// Whether a COPY from `source` to `target` is worth trying (none of
-    /// this pool's failed).
+    /// this pool's failed in the last [`COPY_BROKEN_FOR`]).
     pub fn copy_usable(&self, source: &str, target: &str) -> bool {
         !self
             .copy_broken
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
             .contains(&(source.to_owned(), target.to_owned()))
     }
 
@@ -172,14 +227,13 @@ impl Pool {
     }
 
     /// Counts a COPY from `source` to `target` that failed (the client
-    /// sent the replica); that pair is not tried again by this pool.
+    /// sent the replica); that pair is not tried again by this pool for
+    /// [`COPY_BROKEN_FOR`].
     pub fn copy_failed(&self, source: &str, target: &str) {
         self.copies_failed
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         self.copy_broken
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert((source.to_owned(), target.to_owned()));
+            .mark((source.to_owned(), target.to_owned()));
     }
 
     /// What depot COPY did so far for this pool's transfers.
@@ -341,19 +395,15 @@ impl Pool {
         self.secure.ticket_reads && !self.has_grant(depot)
     }
 
-    /// Remembers that `depot` failed to answer.
+    /// Remembers that `depot` failed to answer, for [`DOWN_FOR`].
     pub fn mark_down(&self, depot: &str) {
-        self.down
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(depot.to_owned());
+        self.down.mark(depot.to_owned());
     }
 
+    /// Whether `depot` failed to answer in the last [`DOWN_FOR`] and no
+    /// new connection to it succeeded since.
     pub fn is_down(&self, depot: &str) -> bool {
-        self.down
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .contains(depot)
+        self.down.contains(&depot.to_owned())
     }
 
     /// A connection to `depot` at `level`: an idle one, else a new one.
@@ -384,10 +434,10 @@ impl Pool {
     /// A new connection to `depot`, never an idle one.
     pub async fn fresh(&self, depot: &str, level: Security) -> Result<Connection, DepotError> {
         let conn = self.connect(depot, level).await;
-        if let Err(e) = &conn {
-            if !e.answered() {
-                self.mark_down(depot);
-            }
+        match &conn {
+            Ok(_) => self.down.forget(&depot.to_owned()),
+            Err(e) if !e.answered() => self.mark_down(depot),
+            Err(_) => {}
         }
         conn
     }
@@ -494,6 +544,49 @@ mod tests {
 
     fn spare_count(p: &Pool) -> usize {
         p.spare.lock().unwrap().len()
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_down_depot_and_a_failed_copy_pair_are_forgotten_after_a_while() {
+        let p = Pool::new(SecureSetup::default(), Duration::from_secs(1));
+        p.mark_down("a:1");
+        p.copy_failed("a:1", "b:2");
+        assert!(p.is_down("a:1") && !p.is_down("b:2"));
+        assert!(!p.copy_usable("a:1", "b:2") && p.copy_usable("b:2", "a:1"));
+        tokio::time::advance(DOWN_FOR - Duration::from_secs(1)).await;
+        assert!(p.is_down("a:1"), "still down just before {DOWN_FOR:?}");
+        tokio::time::advance(Duration::from_secs(2)).await;
+        assert!(!p.is_down("a:1"), "forgotten after {DOWN_FOR:?}");
+        assert!(!p.copy_usable("a:1", "b:2"));
+        tokio::time::advance(COPY_BROKEN_FOR - DOWN_FOR).await;
+        assert!(p.copy_usable("a:1", "b:2"), "COPY tried again");
+        assert_eq!(p.copy_stats().failed, 1);
+    }
+
+    // On the real clock: with a paused one, the connect's timeout could
+    // fire while the runtime waits for the socket.
+    #[tokio::test]
+    async fn a_depot_that_answers_is_up_and_one_that_refuses_is_down() {
+        let p = Pool::new(SecureSetup::default(), Duration::from_secs(10));
+        // A depot that answers a new connection is up again at once.
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = l.local_addr().unwrap().to_string();
+        p.mark_down(&addr);
+        assert!(p.is_down(&addr));
+        let accept = tokio::spawn(async move { l.accept().await.map(|(s, _)| s) });
+        let conn = p.fresh(&addr, Security::Legacy).await;
+        assert!(conn.is_ok(), "legacy connect to {addr}");
+        assert!(!p.is_down(&addr), "a depot that answered is not down");
+        drop(accept.await);
+
+        // One that does not answer is marked down by the connect.
+        drop(conn);
+        let closed = {
+            let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            l.local_addr().unwrap().to_string()
+        };
+        assert!(p.fresh(&closed, Security::Legacy).await.is_err());
+        assert!(p.is_down(&closed));
     }
 
     #[test]
