@@ -11,7 +11,9 @@
 //! no grant for, since a LOAD's file ticket is its authorization.
 //!
 //! Depots that failed are remembered ([`Pool::mark_down`]) so later blocks
-//! try them last, not first, for [`DOWN_FOR`] or until one answers again:
+//! try them last, not first, for [`DOWN_FOR`] or until an operation on
+//! one succeeds again (a TCP connect alone does not count: the kernel
+//! accepts for a hung depot):
 //! a pool lives as long as its process (a job linking liblors, a mount),
 //! and a depot back from a restart is used again.
 //!
@@ -107,8 +109,8 @@ const COPY_GRANT_MARGIN: i64 = 60;
 
 /// How long a depot that failed without an answer stays "down" (tried
 /// last; its allocations are not freed by [`super::upload`]'s clean-up)
-/// unless a new connection to it succeeds first: long enough that a dead
-/// depot costs one connect timeout per five minutes, not one per block.
+/// unless an operation on it succeeds first: long enough that a dead
+/// depot costs one timeout per five minutes, not one per block.
 pub const DOWN_FOR: Duration = Duration::from_secs(300);
 /// How long a (source, target) pair whose COPY failed is not asked to
 /// COPY again (the client sends those replicas itself meanwhile).
@@ -401,7 +403,7 @@ impl Pool {
     }
 
     /// Whether `depot` failed to answer in the last [`DOWN_FOR`] and no
-    /// new connection to it succeeded since.
+    /// operation on it succeeded since.
     pub fn is_down(&self, depot: &str) -> bool {
         self.down.contains(&depot.to_owned())
     }
@@ -434,10 +436,10 @@ impl Pool {
     /// A new connection to `depot`, never an idle one.
     pub async fn fresh(&self, depot: &str, level: Security) -> Result<Connection, DepotError> {
         let conn = self.connect(depot, level).await;
-        match &conn {
-            Ok(_) => self.down.forget(&depot.to_owned()),
-            Err(e) if !e.answered() => self.mark_down(depot),
-            Err(_) => {}
+        if let Err(e) = &conn {
+            if !e.answered() {
+                self.mark_down(depot);
+            }
         }
         conn
     }
@@ -477,8 +479,10 @@ impl Pool {
         connected.map_err(err)
     }
 
-    /// Hands a connection back after a successful operation.
+    /// Hands a connection back after a successful operation (the depot
+    /// answered: it is not down).
     pub fn put(&self, depot: &str, level: Security, conn: Connection) {
+        self.down.forget(&depot.to_owned());
         let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
         let v = idle.entry((depot.to_owned(), level.name())).or_default();
         if v.len() < IDLE_PER_DEPOT {
@@ -490,9 +494,14 @@ impl Pool {
     /// on failure the caller drops the connection (and the depot is marked
     /// down if it did not answer).
     pub fn check<T>(&self, depot: &str, result: Result<T, ClientError>) -> Result<T, DepotError> {
+        if result.is_ok() {
+            self.down.forget(&depot.to_owned());
+        }
         result.map_err(|source| {
             if source.ibp().is_none() {
                 self.mark_down(depot);
+            } else {
+                self.down.forget(&depot.to_owned());
             }
             DepotError::Client {
                 depot: depot.to_owned(),
@@ -519,6 +528,9 @@ impl Pool {
             Err(source) => {
                 if source.ibp().is_none() {
                     self.mark_down(depot);
+                } else {
+                    // It answered, if only to refuse.
+                    self.down.forget(&depot.to_owned());
                 }
                 Err(DepotError::Client {
                     depot: depot.to_owned(),
@@ -566,21 +578,37 @@ mod tests {
     // On the real clock: with a paused one, the connect's timeout could
     // fire while the runtime waits for the socket.
     #[tokio::test]
-    async fn a_depot_that_answers_is_up_and_one_that_refuses_is_down() {
+    async fn a_depot_is_up_once_an_operation_succeeds_not_on_a_bare_connect() {
         let p = Pool::new(SecureSetup::default(), Duration::from_secs(10));
-        // A depot that answers a new connection is up again at once.
+        // A listening socket nobody serves: the kernel completes the
+        // connect, as it does for a hung depot.
         let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = l.local_addr().unwrap().to_string();
         p.mark_down(&addr);
-        assert!(p.is_down(&addr));
-        let accept = tokio::spawn(async move { l.accept().await.map(|(s, _)| s) });
         let conn = p.fresh(&addr, Security::Legacy).await;
-        assert!(conn.is_ok(), "legacy connect to {addr}");
-        assert!(!p.is_down(&addr), "a depot that answered is not down");
-        drop(accept.await);
+        let conn = conn.expect("legacy connect");
+        assert!(p.is_down(&addr), "a bare connect is no answer");
+        // An operation that succeeded on it (the connection handed back,
+        // or a success checked): up again.
+        p.put(&addr, Security::Legacy, conn);
+        assert!(!p.is_down(&addr));
+        p.mark_down(&addr);
+        assert_eq!(p.check(&addr, Ok(7)).ok(), Some(7));
+        assert!(!p.is_down(&addr));
+        // A refusal is an answer too.
+        p.mark_down(&addr);
+        let refused: Result<(), ClientError> =
+            Err(ClientError::Ibp(ibp_proto::IbpError::CapNotFound));
+        assert!(p.check(&addr, refused).is_err());
+        assert!(!p.is_down(&addr));
+        // A failure without an answer marks it down again.
+        let failed: Result<(), ClientError> =
+            Err(ClientError::Io(std::io::ErrorKind::ConnectionReset.into()));
+        assert!(p.check(&addr, failed).is_err());
+        assert!(p.is_down(&addr));
+        drop(l);
 
-        // One that does not answer is marked down by the connect.
-        drop(conn);
+        // A refused connect marks the depot down.
         let closed = {
             let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
             l.local_addr().unwrap().to_string()
