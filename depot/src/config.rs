@@ -256,6 +256,12 @@ pub struct ResourceConfig {
     /// Longest duration an allocation may ask for. Default `1d`.
     #[serde(default = "default_max_duration")]
     pub max_duration: Seconds,
+    /// Bytes the spare files of freed allocations may keep together (a
+    /// size or a share of `hard_size`); `0` keeps no spare file. Default:
+    /// 1 GiB, at most a quarter of the larger of `hard_size` and
+    /// `soft_size` (docs/depot.md, "Storage layout").
+    #[serde(default)]
+    pub spare_bytes: Option<ShareOfHard>,
 }
 
 fn default_legacy() -> bool {
@@ -317,6 +323,9 @@ pub struct Overrides {
     /// Maximum duration of the first resource, e.g. `1d`.
     #[arg(long)]
     pub max_duration: Option<Seconds>,
+    /// Bytes the spare files of the first resource may keep (`0`: none), e.g. `256MiB` or `5%`.
+    #[arg(long)]
+    pub spare_bytes: Option<ShareOfHard>,
     /// Host name written into capabilities.
     #[arg(long)]
     pub hostname: Option<String>,
@@ -410,7 +419,8 @@ impl Config {
         let touches_resource = o.data.is_some()
             || o.hard_size.is_some()
             || o.soft_size.is_some()
-            || o.max_duration.is_some();
+            || o.max_duration.is_some()
+            || o.spare_bytes.is_some();
         if self.resources.is_empty() && touches_resource {
             let data = o
                 .data
@@ -422,6 +432,7 @@ impl Config {
                 hard_size: ByteSize(1 << 30),
                 soft_size: None,
                 max_duration: default_max_duration(),
+                spare_bytes: None,
             });
         }
         if let Some(first) = self.resources.first_mut() {
@@ -436,6 +447,9 @@ impl Config {
             }
             if let Some(v) = o.max_duration {
                 first.max_duration = v;
+            }
+            if let Some(v) = o.spare_bytes {
+                first.spare_bytes = Some(v);
             }
         }
         self.check()?;
@@ -594,10 +608,12 @@ mod tests {
             hard_size = "4GiB"
             soft_size = "8GiB"
             max_duration = "1d"
+            spare_bytes = "5%"
             [[resource]]
             rid = 7
             data = "/srv/ibp/7"
             hard_size = 1048576
+            spare_bytes = 0
             "#,
         )
         .unwrap();
@@ -609,6 +625,8 @@ mod tests {
         assert_eq!(cfg.resources[0].soft_size, Some(ByteSize(8 << 30)));
         assert_eq!(cfg.resources[1].hard_size, ByteSize(1 << 20));
         assert_eq!(cfg.resources[1].max_duration, Seconds(86_400));
+        assert_eq!(cfg.resources[0].spare_bytes, Some(ShareOfHard::Percent(5)));
+        assert_eq!(cfg.resources[1].spare_bytes, Some(ShareOfHard::Bytes(0)));
     }
 
     #[test]

@@ -22,7 +22,7 @@ use subtle::ConstantTimeEq;
 
 use crate::config::{ResourceConfig, SyncMode};
 use crate::journal::{self, Journal, Owner, Record};
-use crate::quota::{LegacyLimits, LegacyUsage, Quotas};
+use crate::quota::{LegacyLimits, LegacyUsage, Quotas, ShareOfHard};
 
 /// Characters of random key after the `IBP-` prefix (as in IBP 1.4: 90
 /// alphanumerics, about 536 bits; legacy clients size their buffers for it).
@@ -181,10 +181,36 @@ impl Inner {
 /// ([`Resource::retire_file`], [`Resource::open_data_for_write`]).
 pub const SPARE_FILES: usize = 1024;
 
-/// Most bytes the spare files of a resource keep (also at most a quarter
-/// of the resource's size): the bytes of freed allocations, overwritten
-/// in place by the new ones.
+/// Most bytes the spare files of a resource keep by default (also at most
+/// a quarter of the resource's size; `resource.spare_bytes` sets it): the
+/// bytes of freed allocations, overwritten in place by the new ones.
 pub const SPARE_BYTES: u64 = 1 << 30;
+
+/// Bytes a new spare file may keep: what the budget leaves after the
+/// spares already held, and no more than keeps `budget` free on the file
+/// system (`free`, measured with the file's bytes still counted as used,
+/// so that cutting it only frees more). An unknown `free` keeps nothing.
+fn spare_room(budget: u64, held: u64, free: Option<u64>) -> u64 {
+    match free {
+        Some(free) => budget.saturating_sub(held).min(free.saturating_sub(budget)),
+        None => 0,
+    }
+}
+
+/// Bytes available to the depot on the file system holding `dir`.
+fn free_bytes(dir: &Path) -> Option<u64> {
+    use std::os::unix::ffi::OsStrExt;
+    let path = std::ffi::CString::new(dir.as_os_str().as_bytes()).ok()?;
+    let mut st = std::mem::MaybeUninit::<libc::statvfs>::uninit();
+    // SAFETY: `path` is NUL-terminated and `st` is a buffer of the size
+    // statvfs(3) fills.
+    if unsafe { libc::statvfs(path.as_ptr(), st.as_mut_ptr()) } != 0 {
+        return None;
+    }
+    // SAFETY: statvfs returned 0: it filled `st`.
+    let st = unsafe { st.assume_init() };
+    Some(st.f_bavail.saturating_mul(st.f_frsize))
+}
 
 pub struct Resource {
     pub rid: Rid,
@@ -198,6 +224,8 @@ pub struct Resource {
     /// Emptied at start.
     spare_dir: PathBuf,
     spares: Mutex<Spares>,
+    /// `resource.spare_bytes`, when the operator set it.
+    spare_bytes: Option<ShareOfHard>,
     journal: Journal,
     sync: SyncMode,
     gate: RwLock<()>,
@@ -219,6 +247,23 @@ struct Spares {
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// Cuts every spare file to nothing (each keeps its inode for a new
+/// allocation; its bytes go back to the file system).
+fn empty_all(spares: &mut Spares) {
+    for (path, len) in &mut spares.files {
+        if *len > 0
+            && fs::OpenOptions::new()
+                .write(true)
+                .open(&*path)
+                .and_then(|f| f.set_len(0))
+                .is_ok()
+        {
+            *len = 0;
+        }
+    }
+    spares.bytes = spares.files.iter().map(|(_, len)| len).sum();
 }
 
 pub fn now() -> i64 {
@@ -497,6 +542,7 @@ impl Resource {
             recycle_dir,
             spare_dir,
             spares: Mutex::new(Spares::default()),
+            spare_bytes: cfg.spare_bytes,
             journal,
             sync,
             gate: RwLock::new(()),
@@ -546,20 +592,27 @@ impl Resource {
 
     /// Takes away the data file at `path` (of an allocation removed and
     /// retired: no transfer has it open) as a spare ([`SPARE_FILES`] at
-    /// most), else deletes it. A spare keeps its bytes, within
-    /// [`SPARE_BYTES`] and a quarter of `capacity` for all spares (it is
-    /// cut to what fits): the next allocation overwrites them where they
+    /// most), else deletes it; with a budget of 0 (`spare_bytes = 0`) it
+    /// always deletes it. A spare keeps its bytes, within the budget for
+    /// all spares ([`Resource::spare_budget`]) and while the file system
+    /// keeps at least the budget free (it is cut to what fits; with less
+    /// free than that, every spare is emptied: a spare then saves only
+    /// the inode): the next allocation overwrites them where they
     /// are, in pages the page cache already holds and blocks the file
     /// system already allocated. They are never served: a transfer reads
     /// only below an allocation's acknowledged size, a WRITE past it first
     /// cuts the file there, and the file is cut to its data after every
     /// STORE or WRITE ([`Resource::cut_stale_tail`]).
     fn retire_file(&self, path: &Path, capacity: &Capacity) {
-        let budget = SPARE_BYTES.min(capacity.hard_size.max(capacity.soft_size) / 4);
+        let budget = self.spare_budget(capacity);
         let mut spares = lock(&self.spares);
-        if spares.files.len() < SPARE_FILES {
+        if budget > 0 && spares.files.len() < SPARE_FILES {
             let spare = self.spare_dir.join(format!("{:016x}", spares.next));
-            let room = budget.saturating_sub(spares.bytes);
+            let free = free_bytes(&self.spare_dir);
+            if free.is_none_or(|f| f < budget) {
+                empty_all(&mut spares);
+            }
+            let room = spare_room(budget, spares.bytes, free);
             let kept = fs::OpenOptions::new()
                 .write(true)
                 .open(path)
@@ -586,22 +639,19 @@ impl Resource {
         let _ = fs::remove_file(path);
     }
 
+    /// The most bytes all spare files may keep: `resource.spare_bytes`,
+    /// else [`SPARE_BYTES`] and at most a quarter of the resource.
+    fn spare_budget(&self, capacity: &Capacity) -> u64 {
+        match self.spare_bytes {
+            Some(share) => share.of(capacity.hard_size),
+            None => SPARE_BYTES.min(capacity.hard_size.max(capacity.soft_size) / 4),
+        }
+    }
+
     /// Empties every spare file (after a failed write: the disk may be
     /// full, and the spares' bytes are the depot's to give back).
     pub fn empty_spares(&self) {
-        let mut spares = lock(&self.spares);
-        for (path, len) in &mut spares.files {
-            if *len > 0
-                && fs::OpenOptions::new()
-                    .write(true)
-                    .open(&*path)
-                    .and_then(|f| f.set_len(0))
-                    .is_ok()
-            {
-                *len = 0;
-            }
-        }
-        spares.bytes = spares.files.iter().map(|(_, len)| len).sum();
+        empty_all(&mut lock(&self.spares));
     }
 
     /// Cuts the file to `size` when it is longer (a spare's old bytes past
@@ -1199,5 +1249,27 @@ fn purge_recycle(dir: &Path, before: i64) {
         if expired.is_none_or(|t| t <= before) {
             let _ = fs::remove_file(e.path());
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::spare_room;
+
+    #[test]
+    fn a_spare_keeps_what_the_budget_and_the_free_disk_leave() {
+        const MIB: u64 = 1 << 20;
+        // Plenty of disk: the budget less what the spares hold.
+        assert_eq!(spare_room(4 * MIB, 0, Some(100 * MIB)), 4 * MIB);
+        assert_eq!(spare_room(4 * MIB, 3 * MIB, Some(100 * MIB)), MIB);
+        assert_eq!(spare_room(4 * MIB, 5 * MIB, Some(100 * MIB)), 0);
+        // Little disk: never less than the budget left free.
+        assert_eq!(spare_room(4 * MIB, 0, Some(5 * MIB)), MIB);
+        assert_eq!(spare_room(4 * MIB, 0, Some(4 * MIB)), 0);
+        assert_eq!(spare_room(4 * MIB, 0, Some(MIB)), 0);
+        // Free space unknown: nothing kept.
+        assert_eq!(spare_room(4 * MIB, 0, None), 0);
+        // A budget of 0 keeps nothing.
+        assert_eq!(spare_room(0, 0, Some(100 * MIB)), 0);
     }
 }

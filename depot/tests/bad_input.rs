@@ -362,16 +362,17 @@ fn unknown_config_field_is_rejected() {
     );
 }
 
-/// A 1 MiB tmpfs mounted on a temporary directory, unmounted on drop.
+/// A tmpfs of `size` (`1m`) mounted on a temporary directory, unmounted
+/// on drop.
 struct TmpfsMount {
     dir: tempfile::TempDir,
 }
 
 impl TmpfsMount {
-    fn new() -> Result<TmpfsMount, String> {
+    fn new(size: &str) -> Result<TmpfsMount, String> {
         let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
         let out = Command::new("mount")
-            .args(["-t", "tmpfs", "-o", "size=1m", "tmpfs"])
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
             .arg(dir.path())
             .output()
             .map_err(|e| format!("run mount: {e}"))?;
@@ -397,6 +398,58 @@ impl Drop for TmpfsMount {
     }
 }
 
+/// Spare files give their bytes back when the file system has less free
+/// than their budget (`--spare-bytes`): a file freed then is kept as a
+/// spare without bytes, and the spares already kept are emptied. On a
+/// real 4 MiB tmpfs: needs root (mount), like tests/multi_host.rs.
+#[test]
+fn spares_give_their_bytes_back_when_the_disk_is_nearly_full() {
+    const KIB: u64 = 1024;
+    let mount = TmpfsMount::new("4m")
+        .unwrap_or_else(|e| panic!("this test mounts a 4 MiB tmpfs (root needed): {}", e.trim()));
+    let d = DepotBuilder::new()
+        .args(["--hard-size", "64MiB", "--spare-bytes", "1MiB"])
+        .legacy_whole_resource()
+        .data(mount.dir.path())
+        .spawn();
+    let spare_lens = || -> Vec<u64> {
+        let mut v: Vec<u64> = std::fs::read_dir(d.data.join("spare"))
+            .unwrap()
+            .map(|e| e.unwrap().metadata().unwrap().len())
+            .collect();
+        v.sort_unstable();
+        v
+    };
+    let mut c = d.connect();
+    let a = c.allocate(2, 600, 1024 * KIB);
+    c.store(&a.write, &pattern(1, 0, 300_000));
+    let b = c.allocate(2, 600, 4096 * KIB);
+    c.store(&b.write, b"0123456789");
+    let freed = c.allocate(2, 600, 1024 * KIB);
+    c.store(&freed.write, &pattern(2, 0, 100_000));
+
+    // About 3.7 MiB free: the freed file keeps its bytes.
+    assert_eq!(c.request(&decr_line(&freed.manage, 1)), "1 \n");
+    assert_eq!(spare_lens(), vec![100_000]);
+
+    // B grows by 2.8 MiB (a WRITE into its own file): under 1 MiB free.
+    let grow = pattern(3, 10, 2800 * KIB as usize);
+    assert_eq!(
+        c.request(&write_line(&b.write, 10, grow.len() as u64)),
+        "1 \n"
+    );
+    c.send(&grow);
+    assert_eq!(c.read_line(), format!("1 {}\n", grow.len()));
+
+    // Freeing A now keeps its file without bytes and empties the other.
+    assert_eq!(c.request(&decr_line(&a.manage, 1)), "1 \n");
+    assert_eq!(spare_lens(), vec![0, 0], "no bytes kept on a full disk");
+    // B is whole.
+    let back = c.load(&b.read, 0, 10 + grow.len() as u64);
+    assert_eq!(&back[..10], b"0123456789");
+    assert!(back[10..] == grow[..], "B's bytes");
+}
+
 #[test]
 fn full_disk_fails_the_store_cleanly() {
     const MIB: u64 = 1 << 20;
@@ -406,11 +459,14 @@ fn full_disk_fails_the_store_cleanly() {
     let mount = if force_rlimit {
         Err("IBP_TEST_DISK_FULL_RLIMIT is set".to_owned())
     } else {
-        TmpfsMount::new()
+        TmpfsMount::new("1m")
     };
     let plain_dir = tempfile::tempdir().unwrap();
+    // Spares up to 256 KiB: the tmpfs then has room left to keep the
+    // freed file below with its bytes (the default budget, a quarter of
+    // 8 MiB, is more than the disk's free space, and keeps no bytes).
     let builder = DepotBuilder::new()
-        .args(["--hard-size", "8MiB"])
+        .args(["--hard-size", "8MiB", "--spare-bytes", "256KiB"])
         .legacy_whole_resource();
     let d = match &mount {
         Ok(m) => {
