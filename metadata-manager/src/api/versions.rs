@@ -46,6 +46,10 @@ pub(super) async fn put_version(
             ),
         ));
     }
+    // Who may write here is settled before the exNode is parsed: a caller
+    // without the right (a removed member, a reader, another VO) costs no
+    // parse of a large document.
+    let current = check_base(&app, &who, &path, req.base_version).await?;
     // Memory: the document is not needed once parsed (the canonical form
     // is stored), nor the model once encoded; a put holds as few copies
     // of a large exNode at once as it can.
@@ -75,7 +79,13 @@ pub(super) async fn put_version(
         .retain(|m| m.name != exnode::signature::SIGNATURE_NAME);
     let wrapped = wrapped_pairs(&who, wrapped_keys, must_wrap_for_self(&who, &ex))?;
     let file = file.to_string();
-    check_base(&app, &who, &path, base_version, &file).await?;
+    if let Some(id) = current {
+        if id != file {
+            return Err(ApiError::bad_request(format!(
+                "the exNode is for file {file} but {path} is file {id}; a new version keeps the file's UUID"
+            )));
+        }
+    }
     let next = base_version.saturating_add(1);
     ex.version = next;
     let key_id = ex.encryption.as_ref().map(|e| e.key_id.clone());
@@ -263,13 +273,16 @@ fn wrapped_pairs(
 /// file itself, with the same UUID (write on it). The entry, its ACL and
 /// the caller's membership come in one query
 /// ([`crate::store::Store::entry_for_put`]).
+/// Whether `who` may put version `base_version + 1` at `path`: write
+/// right on the parent for a new file (made on first use for the
+/// caller's VO root), on the file itself for a new version. Returns the
+/// file's UUID for a new version (the exNode must keep it).
 async fn check_base(
     app: &App,
     who: &Caller,
     path: &NsPath,
     base_version: u64,
-    file: &str,
-) -> ApiResult<()> {
+) -> ApiResult<Option<String>> {
     let target = if base_version == 0 {
         no_new_entries(who, path, Rights::WRITE)?;
         path.parent()
@@ -287,7 +300,7 @@ async fn check_base(
             // The caller's VO root, made on first use.
             app.store.ensure_root(path.vo()).await?;
             parent_with(app, who, path, Rights::WRITE).await?;
-            return Ok(());
+            return Ok(None);
         }
         return Err(ApiError::not_found(format!(
             "no such file or directory: {target}"
@@ -301,18 +314,12 @@ async fn check_base(
                 "{target} is not a directory"
             )));
         }
-        return Ok(());
+        return Ok(None);
     }
     if e.kind != Kind::File {
         return Err(ApiError::bad_request(format!("{path} is a directory")));
     }
-    if e.id != file {
-        return Err(ApiError::bad_request(format!(
-            "the exNode is for file {file} but {path} is file {}; a new version keeps the file's UUID",
-            e.id
-        )));
-    }
-    Ok(())
+    Ok(Some(e.id))
 }
 
 /// Runs CPU-heavy work on an exNode of about `bytes` bytes: a large one

@@ -47,6 +47,10 @@ pub async fn rights_granted_and_refused(db: Db) {
     );
     bob.ticket(F).await.refused(403, "read right");
     bob.put_ex(F, 1, &v2).await.refused(403, "write right");
+    // The right is checked before the exNode is parsed.
+    bob.put_doc(F, 1, "<exnode not even xml", &[])
+        .await
+        .refused(403, "write right");
     bob.delete(F).await.refused(403, "delete right");
     bob.acl_get(F).await.refused(403, "admin right");
     bob.acl_set(F, &[("user:bob@vo1", "rwda")])
@@ -65,6 +69,10 @@ pub async fn rights_granted_and_refused(db: Db) {
     assert_eq!(r["id"], id.to_string());
     bob.ticket(F).await.ok();
     bob.put_ex(F, 1, &v2).await.refused(403, "write right");
+    // The right is checked before the exNode is parsed.
+    bob.put_doc(F, 1, "<exnode not even xml", &[])
+        .await
+        .refused(403, "write right");
     bob.delete(F).await.refused(403, "delete right");
     bob.acl_get(F).await.refused(403, "admin right");
 
@@ -373,6 +381,14 @@ pub async fn revocation(db: Db) {
     bob.ticket(f).await.refused(403, removed);
     bob.get("/v1/whoami").await.refused(403, removed);
     bob.list("/vo1").await.refused(403, removed);
+    // A put is refused before its exNode is read: a malformed one gets
+    // the removal, not a parse error.
+    bob.put_doc(f, 1, "<exnode not even xml", &[])
+        .await
+        .refused(403, removed);
+    bob.put_doc("/vo1/new", 0, "<exnode not even xml", &[])
+        .await
+        .refused(403, removed);
     // Others are unaffected.
     carol.get_file(f).await.ok();
     a.get_file(f).await.ok();
