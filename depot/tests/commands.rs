@@ -697,32 +697,24 @@ fn spares(d: &DepotProc) -> Vec<(u64, u64)> {
 }
 
 /// `--spare-bytes 0` (`resource.spare_bytes = 0`): a freed allocation's
-/// file is deleted, as before spare files.
+/// file is deleted, as before spare files; a budget smaller than the file
+/// keeps it cut to the budget.
 #[test]
 fn spare_bytes_zero_keeps_no_spare_file() {
-    let d = DepotBuilder::new()
-        .legacy_whole_resource()
-        .args(["--spare-bytes", "0"])
-        .spawn();
-    let mut c = d.connect();
-    let a = c.allocate(2, 3600, 200_000);
-    c.store(&a.write, &[b'S'; 100_000]);
-    assert_eq!(c.request(&decr_line(&a.manage, 1)), "1 \n");
-    assert!(spares(&d).is_empty(), "no spare kept: {:?}", spares(&d));
-    let files = std::fs::read_dir(d.data.join("data")).unwrap().count();
-    assert_eq!(files, 0, "the freed file is deleted");
-    // A budget that cuts: a 100,000-byte file kept with 64 KiB.
-    let d = DepotBuilder::new()
-        .legacy_whole_resource()
-        .args(["--spare-bytes", "64KiB"])
-        .spawn();
-    let mut c = d.connect();
-    let a = c.allocate(2, 3600, 200_000);
-    c.store(&a.write, &[b'S'; 100_000]);
-    assert_eq!(c.request(&decr_line(&a.manage, 1)), "1 \n");
-    let kept = spares(&d);
-    assert_eq!(kept.len(), 1);
-    assert_eq!(kept[0].1, 64 * 1024, "cut to the budget");
+    for (budget, kept_len) in [("0", None), ("64KiB", Some(64 * 1024))] {
+        let d = DepotBuilder::new()
+            .legacy_whole_resource()
+            .args(["--spare-bytes", budget])
+            .spawn();
+        let mut c = d.connect();
+        let a = c.allocate(2, 3600, 200_000);
+        c.store(&a.write, &[b'S'; 100_000]);
+        assert_eq!(c.request(&decr_line(&a.manage, 1)), "1 \n");
+        let kept: Vec<u64> = spares(&d).into_iter().map(|(_, len)| len).collect();
+        assert_eq!(kept, Vec::from_iter(kept_len), "--spare-bytes {budget}");
+        let files = std::fs::read_dir(d.data.join("data")).unwrap().count();
+        assert_eq!(files, 0, "the freed file left data/");
+    }
 }
 
 /// A deleted allocation's file is kept as a spare (with its bytes, to be
