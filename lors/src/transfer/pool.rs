@@ -11,11 +11,11 @@
 //! no grant for, since a LOAD's file ticket is its authorization.
 //!
 //! Depots that failed are remembered ([`Pool::mark_down`]) so later blocks
-//! try them last, not first, for [`DOWN_FOR`] or until an operation on
-//! one succeeds again (a TCP connect alone does not count: the kernel
-//! accepts for a hung depot):
-//! a pool lives as long as its process (a job linking liblors, a mount),
-//! and a depot back from a restart is used again.
+//! try them last, not first, for [`DOWN_FOR`] after their last failure: a
+//! pool lives as long as its process (a job linking liblors, a mount), and
+//! a depot back from a restart is used again. An answer does not end it
+//! early: a half-hung depot that answers ALLOCATE but stalls every STORE
+//! would otherwise cost a timeout per block.
 //!
 //! [`Pool::copy`] asks one depot to COPY a block to another (replicas made
 //! by the depots, not sent again by the client). At the secure levels the
@@ -107,9 +107,9 @@ pub trait CopyGrantSource: Send + Sync {
 /// Seconds before its expiry at which a cached COPY grant is asked again.
 const COPY_GRANT_MARGIN: i64 = 60;
 
-/// How long a depot that failed without an answer stays "down" (tried
-/// last; its allocations are not freed by [`super::upload`]'s clean-up)
-/// unless an operation on it succeeds first: long enough that a dead
+/// How long a depot that failed without an answer stays "down" after its
+/// last failure (tried last; its allocations are not freed by
+/// [`super::upload`]'s clean-up): long enough that a dead or half-hung
 /// depot costs one timeout per five minutes, not one per block.
 pub const DOWN_FOR: Duration = Duration::from_secs(300);
 /// How long a (source, target) pair whose COPY failed is not asked to
@@ -148,13 +148,6 @@ impl<K: Eq + Hash> Remembered<K> {
             }
             None => false,
         }
-    }
-
-    fn forget(&self, key: &K) {
-        self.marked
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .remove(key);
     }
 }
 
@@ -402,8 +395,7 @@ impl Pool {
         self.down.mark(depot.to_owned());
     }
 
-    /// Whether `depot` failed to answer in the last [`DOWN_FOR`] and no
-    /// operation on it succeeded since.
+    /// Whether `depot` failed to answer in the last [`DOWN_FOR`].
     pub fn is_down(&self, depot: &str) -> bool {
         self.down.contains(&depot.to_owned())
     }
@@ -479,10 +471,8 @@ impl Pool {
         connected.map_err(err)
     }
 
-    /// Hands a connection back after a successful operation (the depot
-    /// answered: it is not down).
+    /// Hands a connection back after a successful operation.
     pub fn put(&self, depot: &str, level: Security, conn: Connection) {
-        self.down.forget(&depot.to_owned());
         let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
         let v = idle.entry((depot.to_owned(), level.name())).or_default();
         if v.len() < IDLE_PER_DEPOT {
@@ -494,14 +484,9 @@ impl Pool {
     /// on failure the caller drops the connection (and the depot is marked
     /// down if it did not answer).
     pub fn check<T>(&self, depot: &str, result: Result<T, ClientError>) -> Result<T, DepotError> {
-        if result.is_ok() {
-            self.down.forget(&depot.to_owned());
-        }
         result.map_err(|source| {
             if source.ibp().is_none() {
                 self.mark_down(depot);
-            } else {
-                self.down.forget(&depot.to_owned());
             }
             DepotError::Client {
                 depot: depot.to_owned(),
@@ -528,9 +513,6 @@ impl Pool {
             Err(source) => {
                 if source.ibp().is_none() {
                     self.mark_down(depot);
-                } else {
-                    // It answered, if only to refuse.
-                    self.down.forget(&depot.to_owned());
                 }
                 Err(DepotError::Client {
                     depot: depot.to_owned(),
@@ -565,12 +547,28 @@ mod tests {
         p.copy_failed("a:1", "b:2");
         assert!(p.is_down("a:1") && !p.is_down("b:2"));
         assert!(!p.copy_usable("a:1", "b:2") && p.copy_usable("b:2", "a:1"));
-        tokio::time::advance(DOWN_FOR - Duration::from_secs(1)).await;
+        let second = Duration::from_secs(1);
+        tokio::time::advance(DOWN_FOR - second).await;
         assert!(p.is_down("a:1"), "still down just before {DOWN_FOR:?}");
-        tokio::time::advance(Duration::from_secs(2)).await;
+        tokio::time::advance(second * 2).await;
         assert!(!p.is_down("a:1"), "forgotten after {DOWN_FOR:?}");
-        assert!(!p.copy_usable("a:1", "b:2"));
-        tokio::time::advance(COPY_BROKEN_FOR - DOWN_FOR).await;
+        // A new failure starts the time again.
+        p.mark_down("a:1");
+        tokio::time::advance(DOWN_FOR - second).await;
+        assert!(p.is_down("a:1"), "marked again: still down");
+        tokio::time::advance(second * 2).await;
+        assert!(!p.is_down("a:1"));
+        assert_eq!(p.copy_stats().failed, 1);
+
+        // A failed COPY pair, on a clock of its own.
+        let p = Pool::new(SecureSetup::default(), Duration::from_secs(1));
+        p.copy_failed("a:1", "b:2");
+        tokio::time::advance(COPY_BROKEN_FOR - second).await;
+        assert!(
+            !p.copy_usable("a:1", "b:2"),
+            "just before {COPY_BROKEN_FOR:?}"
+        );
+        tokio::time::advance(second * 2).await;
         assert!(p.copy_usable("a:1", "b:2"), "COPY tried again");
         assert_eq!(p.copy_stats().failed, 1);
     }
@@ -578,36 +576,8 @@ mod tests {
     // On the real clock: with a paused one, the connect's timeout could
     // fire while the runtime waits for the socket.
     #[tokio::test]
-    async fn a_depot_is_up_once_an_operation_succeeds_not_on_a_bare_connect() {
+    async fn only_time_ends_a_depots_down_mark() {
         let p = Pool::new(SecureSetup::default(), Duration::from_secs(10));
-        // A listening socket nobody serves: the kernel completes the
-        // connect, as it does for a hung depot.
-        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = l.local_addr().unwrap().to_string();
-        p.mark_down(&addr);
-        let conn = p.fresh(&addr, Security::Legacy).await;
-        let conn = conn.expect("legacy connect");
-        assert!(p.is_down(&addr), "a bare connect is no answer");
-        // An operation that succeeded on it (the connection handed back,
-        // or a success checked): up again.
-        p.put(&addr, Security::Legacy, conn);
-        assert!(!p.is_down(&addr));
-        p.mark_down(&addr);
-        assert_eq!(p.check(&addr, Ok(7)).ok(), Some(7));
-        assert!(!p.is_down(&addr));
-        // A refusal is an answer too.
-        p.mark_down(&addr);
-        let refused: Result<(), ClientError> =
-            Err(ClientError::Ibp(ibp_proto::IbpError::CapNotFound));
-        assert!(p.check(&addr, refused).is_err());
-        assert!(!p.is_down(&addr));
-        // A failure without an answer marks it down again.
-        let failed: Result<(), ClientError> =
-            Err(ClientError::Io(std::io::ErrorKind::ConnectionReset.into()));
-        assert!(p.check(&addr, failed).is_err());
-        assert!(p.is_down(&addr));
-        drop(l);
-
         // A refused connect marks the depot down.
         let closed = {
             let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
@@ -615,6 +585,23 @@ mod tests {
         };
         assert!(p.fresh(&closed, Security::Legacy).await.is_err());
         assert!(p.is_down(&closed));
+        // A depot that answers some requests and stalls others (connects,
+        // successes, refusals) stays down, and a failure without an
+        // answer marks it again.
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = l.local_addr().unwrap().to_string();
+        p.mark_down(&addr);
+        let conn = p.fresh(&addr, Security::Legacy).await.expect("connect");
+        p.put(&addr, Security::Legacy, conn);
+        assert_eq!(p.check(&addr, Ok(7)).ok(), Some(7));
+        let refused: Result<(), ClientError> =
+            Err(ClientError::Ibp(ibp_proto::IbpError::CapNotFound));
+        assert!(p.check(&addr, refused).is_err());
+        assert!(p.is_down(&addr), "answers do not end the mark");
+        let failed: Result<(), ClientError> =
+            Err(ClientError::Io(std::io::ErrorKind::ConnectionReset.into()));
+        assert!(p.check(&addr, failed).is_err());
+        assert!(p.is_down(&addr));
     }
 
     #[test]
