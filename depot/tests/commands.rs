@@ -726,7 +726,13 @@ fn spare_bytes_zero_keeps_no_spare_file() {
 #[test]
 fn freed_files_become_spares_and_never_show_old_bytes() {
     use std::os::unix::fs::MetadataExt;
-    let d = DepotBuilder::new().legacy_whole_resource().spawn();
+    // A small budget: spares keep bytes only while the disk keeps the
+    // budget free, and the default (a quarter of 1 GiB) would make the
+    // test depend on TMPDIR's free space.
+    let d = DepotBuilder::new()
+        .legacy_whole_resource()
+        .args(["--spare-bytes", "1MiB"])
+        .spawn();
     let mut c = d.connect();
     assert!(spares(&d).is_empty(), "no spares at start");
     let secret = vec![b'S'; 100_000];

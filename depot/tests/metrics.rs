@@ -54,7 +54,12 @@ fn expect_samples(addr: SocketAddr, want: &[(&str, u64)]) -> String {
 
 #[test]
 fn metrics_count_requests_and_bytes() {
-    let d = DepotBuilder::new().metrics().spawn();
+    // A small spare budget: the default would make the spare figures
+    // depend on TMPDIR's free space.
+    let d = DepotBuilder::new()
+        .metrics()
+        .args(["--spare-bytes", "1MiB"])
+        .spawn();
     let m = d.metrics.expect("metrics address");
     assert!(m.ip().is_loopback() && m.port() != 0 && m.port() != d.port());
 

@@ -269,14 +269,11 @@ fn wrapped_pairs(
 }
 
 /// Admits the caller (not a removed member) and checks what a put may
-/// replace: base 0 creates the file (write on its directory); else the
-/// file itself, with the same UUID (write on it). The entry, its ACL and
-/// the caller's membership come in one query
-/// ([`crate::store::Store::entry_for_put`]).
-/// Whether `who` may put version `base_version + 1` at `path`: write
-/// right on the parent for a new file (made on first use for the
-/// caller's VO root), on the file itself for a new version. Returns the
-/// file's UUID for a new version (the exNode must keep it).
+/// replace, before its exNode is parsed: base 0 creates the file (write
+/// on its directory, the caller's VO root made on first use); else the
+/// file itself (write on it). Returns the file's UUID for a new version:
+/// the exNode must keep it. The entry, its ACL and the caller's
+/// membership come in one query ([`crate::store::Store::entry_for_put`]).
 async fn check_base(
     app: &App,
     who: &Caller,
