@@ -609,6 +609,16 @@ pub async fn loopback_rtt_tokio(n: usize, len: usize, at: Placement) -> anyhow::
     if let Some((_, server)) = at.cpus {
         pin_current_thread(server);
     }
+    // Unpinned again on every way out, an early error's included.
+    struct Unpin(bool);
+    impl Drop for Unpin {
+        fn drop(&mut self) {
+            if self.0 {
+                pin_current_thread(&all_cpus());
+            }
+        }
+    }
+    let _unpin = Unpin(at.cpus.is_some());
     let server_rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -653,9 +663,6 @@ pub async fn loopback_rtt_tokio(n: usize, len: usize, at: Placement) -> anyhow::
     }
     .await;
     server_rt.shutdown_background();
-    if at.cpus.is_some() {
-        pin_current_thread(&all_cpus());
-    }
     result
 }
 

@@ -174,7 +174,7 @@ async fn run_async(a: &PaperArgs) -> anyhow::Result<()> {
         "ibp-bench paper: Allocate alone x {}, placed by the scheduler and on one CPU",
         a.alone
     );
-    let alone = allocate_alone(&mut c.legacy_a, depot_a.pid(), a.alone).await?;
+    let alone = allocate_alone(&mut c.legacy_a, depot_a.pid(), a.alone).await;
     let r = report::Report {
         args: a.clone(),
         limits,
@@ -204,25 +204,27 @@ pub struct Alone {
 /// and the echo round trip beside them: with the scheduler placing this
 /// process and the depot, then with both on CPU 0, where no reply waits
 /// for another CPU to wake. Affinity goes back to every CPU afterwards.
-async fn allocate_alone(c: &mut IbpClient, depot: u32, n: usize) -> anyhow::Result<Vec<Alone>> {
+async fn allocate_alone(c: &mut IbpClient, depot: u32, n: usize) -> Vec<Alone> {
     let me = std::process::id();
     let mut out = Vec::new();
     for (placement, cpus) in [
         ("placed by the scheduler", None),
         ("both on CPU 0", Some("0")),
     ] {
-        if let Some(cpus) = cpus {
-            if !(set_affinity(me, cpus, true) && set_affinity(depot, cpus, true)) {
-                let all = all_cpus();
-                set_affinity(me, &all, true);
-                set_affinity(depot, &all, true);
-                out.push(Alone {
-                    placement,
-                    measured: Err("taskset(1) is missing or refused".into()),
-                });
-                continue;
-            }
-        }
+        // Put back as they were when this placement ends, even by a panic.
+        let _pinned = match cpus {
+            None => None,
+            Some(cpus) => match Pinned::new(&[me, depot], cpus) {
+                Some(p) => Some(p),
+                None => {
+                    out.push(Alone {
+                        placement,
+                        measured: Err("taskset(1) is missing or refused".into()),
+                    });
+                    continue;
+                }
+            },
+        };
         let result = async {
             let unpinned = Placement {
                 name: placement,
@@ -244,17 +246,49 @@ async fn allocate_alone(c: &mut IbpClient, depot: u32, n: usize) -> anyhow::Resu
             anyhow::Ok((alloc, rtt))
         }
         .await;
-        if cpus.is_some() {
-            let all = all_cpus();
-            set_affinity(me, &all, true);
-            set_affinity(depot, &all, true);
-        }
         out.push(Alone {
             placement,
-            measured: Ok(result?),
+            measured: result.map_err(|e| format!("{e:#}")),
         });
     }
-    Ok(out)
+    out
+}
+
+/// Processes (every thread) pinned to some CPUs, their affinity put back
+/// as it was when dropped.
+struct Pinned(Vec<(u32, String)>);
+
+impl Pinned {
+    /// `None` (and nothing left pinned) when taskset is missing or refuses.
+    fn new(pids: &[u32], cpus: &str) -> Option<Pinned> {
+        let mut p = Pinned(Vec::new());
+        for &pid in pids {
+            let was = cpus_allowed(pid).unwrap_or_else(all_cpus);
+            if !set_affinity(pid, cpus, true) {
+                return None;
+            }
+            p.0.push((pid, was));
+        }
+        Some(p)
+    }
+}
+
+impl Drop for Pinned {
+    fn drop(&mut self) {
+        for (pid, was) in &self.0 {
+            set_affinity(*pid, was, true);
+        }
+    }
+}
+
+/// The CPUs process `pid` may run on (`Cpus_allowed_list`, e.g. `0-1`).
+fn cpus_allowed(pid: u32) -> Option<String> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("Cpus_allowed_list:"))
+        .map(|v| v.trim().to_owned())
+        .filter(|v| !v.is_empty())
 }
 
 async fn legacy(addr: &str) -> anyhow::Result<IbpClient> {
