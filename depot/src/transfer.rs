@@ -488,10 +488,11 @@ pub async fn copy(depot: &Depot, conn: &mut Conn, c: Copy) -> Result<(), Failure
             Failure::Reply(IbpError::Connection)
         }
     };
-    let mut target = match tokio::time::timeout(io, IbpClient::connect(&addr)).await {
-        Ok(connected) => connected.map_err(target_err)?,
-        Err(_) => return Err(target_err(ClientError::timed_out())),
-    };
+    let mut target =
+        match tokio::time::timeout(copy_connect_limit(io), IbpClient::connect(&addr)).await {
+            Ok(connected) => connected.map_err(target_err)?,
+            Err(_) => return Err(target_err(ClientError::timed_out())),
+        };
     target.set_timeout(io);
     target
         .store_begin(&c.target, n, c.target_timeout)
@@ -511,6 +512,18 @@ pub async fn copy(depot: &Depot, conn: &mut Conn, c: Copy) -> Result<(), Failure
     depot.metrics.bytes_out(n);
     conn.reply(&Reply::Count(n)).await?;
     Ok(())
+}
+
+/// Longest a COPY waits to reach its target (TCP connect; for a secure
+/// COPY also the TLS handshake and AUTH): a target behind a firewall that
+/// drops the connection fails the COPY after this, not after the whole
+/// `io_timeout`, so that the client, which falls back to sending the
+/// replica itself, waits less and the connection's slot is freed sooner.
+const COPY_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// [`COPY_CONNECT_TIMEOUT`], or `io_timeout` when that is shorter.
+fn copy_connect_limit(io_timeout: Duration) -> Duration {
+    COPY_CONNECT_TIMEOUT.min(io_timeout)
 }
 
 /// `host:port` of a capability's depot, an IPv6 address in brackets.
@@ -585,11 +598,16 @@ pub async fn copy_secure(
         let (mut t, reused) = match kept.take() {
             Some(t) => (t, true),
             None => {
-                let mut t = SecureClient::connect_with(&addr, host, config)
+                let connected = async {
+                    let mut t = SecureClient::connect_with(&addr, host, config).await?;
+                    t.set_timeout(depot.io_timeout);
+                    t.auth(&c.grant).await?;
+                    Ok::<_, ClientError>(t)
+                };
+                let t = tokio::time::timeout(copy_connect_limit(depot.io_timeout), connected)
                     .await
+                    .unwrap_or_else(|_| Err(ClientError::timed_out()))
                     .map_err(target_err)?;
-                t.set_timeout(depot.io_timeout);
-                t.auth(&c.grant).await.map_err(target_err)?;
                 (t, false)
             }
         };

@@ -996,6 +996,57 @@ async fn secure_copy_between_depots() {
     assert_eq!(t.probe(&target2.manage).await.unwrap().size, 0);
 }
 
+/// A secure COPY whose target never answers (a firewall, a hung host: the
+/// port takes the TCP connection and says nothing) fails once the
+/// source's `io_timeout` (here 2 s; 10 s at most) has passed, not after
+/// the client library's 60 s: the client, which then sends the replica
+/// itself, waits that much less. The source serves on.
+#[tokio::test]
+async fn a_secure_copy_to_a_silent_target_fails_within_the_io_timeout() {
+    let g = Grid::new();
+    let (src, src_key, _) = host_depot_with(&g, "src", "io_timeout = 2", false);
+    let (dst, _, _) = host_depot(&g, "dst");
+    let a = alice(&g);
+    let mut c = g.session(&src, &a).await;
+    let caps = c
+        .allocate(Rid(0), Reliability::Hard, 600, 1 << 20)
+        .await
+        .unwrap();
+    c.store(&caps.write, FILE, b"replica").await.unwrap();
+    let mut t = g.session(&dst, &a).await;
+    let target = t
+        .allocate(Rid(0), Reliability::Hard, 600, 1 << 20)
+        .await
+        .unwrap();
+    let delegated = g.grant_with(|gr| gr.holder = src_key, &dst, &a, "vo1", "vo1:0001");
+
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let mut to_silent = target.write.clone();
+    to_silent.port = silent.local_addr().unwrap().port();
+    let started = std::time::Instant::now();
+    let r = c.copy(&caps.read, &to_silent, 0, 7, &delegated, FILE).await;
+    let took = started.elapsed();
+    assert_eq!(r.unwrap_err().ibp(), Some(IbpError::Connection));
+    assert!(
+        took >= Duration::from_secs(2) && took < Duration::from_secs(30),
+        "the COPY gave up after {took:?}"
+    );
+
+    // The same COPY to the real target, on a new session.
+    let mut c = g.session(&src, &a).await;
+    let n = c
+        .copy(&caps.read, &target.write, 0, 7, &delegated, FILE)
+        .await
+        .unwrap();
+    assert_eq!(n, 7);
+    let got = t
+        .load(&target.read, 0, 7, Some(&g.ticket(&a)))
+        .await
+        .unwrap();
+    assert_eq!(got, b"replica");
+    drop(silent);
+}
+
 /// A sample of the depot's `/metrics`.
 fn metric(d: &DepotProc, name: &str) -> u64 {
     use std::io::{Read, Write};
