@@ -398,6 +398,24 @@ fn check_ticket(
     Ok(())
 }
 
+/// The source of a COPY of `n` bytes: the allocation's in-use guard
+/// (taken before the file is opened: a file retired as a spare is never
+/// opened again, and one open is never retired), and its data file when
+/// there is something to send.
+fn copy_source(
+    res: &Resource,
+    alloc: &Arc<crate::resource::Allocation>,
+    n: u64,
+) -> Result<(crate::resource::FileUse, Option<File>), Failure> {
+    let in_use = alloc.use_file().ok_or(IbpError::CapNotFound)?;
+    let file = if n > 0 {
+        Some(File::open(res.data_path(alloc.id)).map_err(|_| IbpError::FileOpen)?)
+    } else {
+        None
+    };
+    Ok((in_use, file))
+}
+
 /// Sends `len` bytes of `file` from `offset` through the connection's
 /// stream (TLS) in pieces of [`TLS_CHUNK`], at `pace`.
 async fn copy_file_out(
@@ -472,12 +490,7 @@ pub async fn copy(depot: &Depot, conn: &mut Conn, c: Copy) -> Result<(), Failure
         return Err(IbpError::InvalidReadCap.into());
     }
     let n = clip(alloc.state().size, c.offset, c.size);
-    let _in_use = alloc.use_file().ok_or(IbpError::CapNotFound)?;
-    let file = if n > 0 {
-        Some(File::open(res.data_path(alloc.id)).map_err(|_| IbpError::FileOpen)?)
-    } else {
-        None
-    };
+    let (_in_use, file) = copy_source(res, &alloc, n)?;
     let addr = target_address(&c.target);
     let io = depot.io_timeout;
     let target_err = |e: ClientError| match e.ibp() {
@@ -570,12 +583,7 @@ pub async fn copy_secure(
         ));
     }
     let n = clip(st.size, c.offset, c.size);
-    let _in_use = alloc.use_file().ok_or(IbpError::CapNotFound)?;
-    let file = if n > 0 {
-        Some(File::open(res.data_path(alloc.id)).map_err(|_| IbpError::FileOpen)?)
-    } else {
-        None
-    };
+    let (_in_use, file) = copy_source(res, &alloc, n)?;
     let addr = target_address(&c.target);
     let host = ibp_depot_client::host_of(&addr);
     let target_err = |e: ClientError| match e {
