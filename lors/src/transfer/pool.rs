@@ -138,7 +138,11 @@ impl<K: Eq + Hash> Remembered<K> {
         m.insert(key, now);
     }
 
-    fn contains(&self, key: &K) -> bool {
+    fn contains<Q>(&self, key: &Q) -> bool
+    where
+        K: std::borrow::Borrow<Q>,
+        Q: Eq + Hash + ?Sized,
+    {
         let mut m = self.marked.lock().unwrap_or_else(|p| p.into_inner());
         match m.get(key) {
             Some(at) if at.elapsed() < self.ttl => true,
@@ -397,7 +401,7 @@ impl Pool {
 
     /// Whether `depot` failed to answer in the last [`DOWN_FOR`].
     pub fn is_down(&self, depot: &str) -> bool {
-        self.down.contains(&depot.to_owned())
+        self.down.contains(depot)
     }
 
     /// A connection to `depot` at `level`: an idle one, else a new one.
