@@ -243,9 +243,9 @@ fn measure_baselines(dir: &Path, data: &[u8], reps: usize) -> anyhow::Result<Bas
     let mut writes = Samples::default();
     let mut reads = Samples::default();
     for _ in 0..reps {
-        let (w, r) = file_write_read(dir, data, &mut dst)?;
-        writes.push(w);
-        reads.push(r);
+        let b = file_write_read(dir, data, &mut dst)?;
+        writes.push(b.write);
+        reads.push(b.read);
     }
     let mut zbuf = Vec::with_capacity(n);
     zbuf.resize(n, 1u8);

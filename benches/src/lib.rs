@@ -515,36 +515,61 @@ pub fn zero_fill(buf: &mut Vec<u8>, n: usize) -> Duration {
     t.elapsed()
 }
 
+/// [`file_write_read`]'s measures.
+#[derive(Debug, Clone, Copy)]
+pub struct FileBaseline {
+    /// Wall time of the write (the file's creation included).
+    pub write: Duration,
+    /// Wall time of the read back.
+    pub read: Duration,
+    /// Machine-wide CPU (`/proc/stat`, user + system) of the write and the
+    /// read loops alone: not the file's creation, opening, removal or the
+    /// comparison.
+    pub cpu: Duration,
+}
+
 /// Baseline: write `data` to a new file in `dir` in 1 MiB pieces (no fsync,
-/// like batch mode), then read it back into `readback`. Returns the write and
-/// read times; the file is removed afterwards.
+/// like batch mode), then read it back into `readback` and compare. The
+/// file is removed afterwards.
 pub fn file_write_read(
     dir: &Path,
     data: &[u8],
     readback: &mut [u8],
-) -> anyhow::Result<(Duration, Duration)> {
+) -> anyhow::Result<FileBaseline> {
     let path = dir.join("baseline.bin");
+    let busy = |since: &SystemCpu| {
+        let used = SystemCpu::now().since(since);
+        used.user + used.system
+    };
     let t = Instant::now();
-    {
+    let write_cpu = {
         let mut f = File::create(&path).with_context(|| format!("create {}", path.display()))?;
+        let before = SystemCpu::now();
         for piece in data.chunks(MIB) {
             f.write_all(piece)?;
         }
-    }
+        busy(&before)
+    };
     let write = t.elapsed();
     let t = Instant::now();
-    {
+    let read_cpu = {
         let mut f = File::open(&path)?;
+        let before = SystemCpu::now();
         for piece in readback[..data.len()].chunks_mut(MIB) {
             f.read_exact(piece)?;
         }
-    }
+        busy(&before)
+    };
     let read = t.elapsed();
     fs::remove_file(&path)?;
     if readback[..data.len()] != *data {
         bail!("page-cache baseline read back different bytes");
     }
-    Ok((write, read))
+    Ok(FileBaseline {
+        write,
+        read,
+        cpu: write_cpu + read_cpu,
+    })
 }
 
 /// Baseline: round-trip latency of `n` request/reply exchanges of `len`

@@ -1574,7 +1574,6 @@ fn copies(b: &mut Bench, input: &Path, size: u64, reps: usize) -> anyhow::Result
 /// a new file and reading it back (the page cache, no fsync, as the
 /// depots in batch mode). Each part is the median of 3.
 fn replica_floor(dir: &Path, size: usize) -> anyhow::Result<f64> {
-    use std::io::{Read as _, Write as _};
     std::fs::create_dir_all(dir)?;
     let mut data = crate::payload(size);
     let mut readback = vec![0u8; size];
@@ -1593,25 +1592,10 @@ fn replica_floor(dir: &Path, size: usize) -> anyhow::Result<f64> {
     let tcp = busy(&mut || crate::loopback_tcp(size, MIB as usize).map(|_| ()))?;
     // Only the write and the read back: the file is made and removed, and
     // the bytes compared, outside the measure.
-    let path = dir.join("replica.bin");
     let mut disk = Vec::new();
     for _ in 0..3 {
-        let mut f = std::fs::File::create(&path)?;
-        let mut g = std::fs::File::open(&path)?;
-        let before = SystemCpu::now();
-        for piece in data.chunks(MIB as usize) {
-            f.write_all(piece)?;
-        }
-        for piece in readback.chunks_mut(MIB as usize) {
-            g.read_exact(piece)?;
-        }
-        let used = SystemCpu::now().since(&before);
-        disk.push((used.user + used.system).as_secs_f64());
-        drop((f, g));
-        std::fs::remove_file(&path)?;
-        if readback != data {
-            bail!("the page cache gave back other bytes");
-        }
+        let b = crate::file_write_read(dir, &data, &mut readback)?;
+        disk.push(b.cpu.as_secs_f64());
     }
     // On one thread: this process's CPU time.
     let mut aead = Vec::new();
